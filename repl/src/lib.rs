@@ -1,0 +1,2 @@
+//! Eddy's interactive SQL shell. It talks to a server over HTTP only; the shell itself arrives
+//! with the REPL work.

@@ -1,0 +1,143 @@
+//! The `eddy` binary: the server on an embedded store and, on a terminal, the REPL.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use eddy_storage::{Store, StoreOptions, SyncPolicy};
+use tracing::info;
+use tracing_subscriber::EnvFilter;
+
+/// Eddy: a streaming SQL database in one binary.
+///
+/// With no subcommand, eddy serves and, when started from a terminal, also opens the REPL.
+#[derive(Debug, Parser)]
+#[command(name = "eddy", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve only, without the interactive shell.
+    Server,
+    /// Open the interactive SQL shell.
+    Repl,
+}
+
+#[derive(Debug, Args)]
+struct ServerArgs {
+    /// Directory of the embedded store; created when missing.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_DATA_DIR",
+        default_value = "./eddy-data"
+    )]
+    data_dir: PathBuf,
+
+    /// When appended data is fsynced: `always` (before each acknowledgement), `interval`
+    /// (every 100 ms in the background; `interval:<ms>` sets the period) or `os` (never
+    /// explicitly).
+    #[arg(long, global = true, env = "EDDY_SYNC", default_value = "interval")]
+    sync: SyncPolicy,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or a tracing directive such as
+    /// `eddy_storage=debug,info`.
+    #[arg(long, global = true, env = "EDDY_LOG", default_value = "info")]
+    log_level: String,
+
+    /// How often retention and compaction run, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_MAINTENANCE_INTERVAL_SECS",
+        default_value_t = 30
+    )]
+    maintenance_interval_secs: u64,
+}
+
+fn init_logging(filter: &str) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(filter)
+        .with_context(|| format!("--log-level {filter:?} is not a valid level or directive"))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.server.log_level)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("eddy")
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Some(Command::Server) => runtime.block_on(serve(&cli.server)),
+        Some(Command::Repl) => {
+            anyhow::bail!(
+                "the interactive shell is not part of this build yet; run `eddy server` to serve"
+            )
+        }
+        None => {
+            if std::io::stdin().is_terminal() {
+                info!("the interactive shell is not part of this build yet; serving only");
+            }
+            runtime.block_on(serve(&cli.server))
+        }
+    }
+}
+
+async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
+    let options = StoreOptions {
+        sync: args.sync,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&args.data_dir, options)
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let topics = store.list_topics();
+    info!(
+        data_dir = %args.data_dir.display(),
+        topics = topics.len(),
+        sync = %args.sync,
+        "eddy is running; press Ctrl-C to stop"
+    );
+    info!("no network listeners yet: the HTTP API and the Kafka listener are built by later work");
+    let maintenance =
+        store.spawn_maintenance(Duration::from_secs(args.maintenance_interval_secs.max(1)));
+
+    shutdown_signal().await?;
+    info!("shutting down");
+    maintenance.abort();
+    let closing = store.clone();
+    tokio::task::spawn_blocking(move || closing.close())
+        .await
+        .context("the shutdown task failed")??;
+    info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    Ok(())
+}

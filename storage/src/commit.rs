@@ -1,0 +1,214 @@
+//! The atomic commit: appends to several partitions, state-store changes and offset commits,
+//! made visible together in one RocksDB write batch.
+
+use crate::batch::Record;
+
+/// A committed consumer position: the next offset to read, and what the client attached to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetAndMetadata {
+    /// The next offset the group will read.
+    pub offset: i64,
+    /// Leader epoch of the last consumed record, or -1.
+    pub leader_epoch: i32,
+    /// Client metadata, returned unchanged by fetches.
+    pub metadata: String,
+    /// When the commit happened, in ms since the epoch.
+    pub commit_timestamp: i64,
+}
+
+impl OffsetAndMetadata {
+    /// An offset with no metadata and no leader epoch.
+    pub fn new(offset: i64) -> Self {
+        OffsetAndMetadata {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp: 0,
+        }
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.metadata.len());
+        out.extend_from_slice(&self.offset.to_be_bytes());
+        out.extend_from_slice(&self.leader_epoch.to_be_bytes());
+        out.extend_from_slice(&self.commit_timestamp.to_be_bytes());
+        out.extend_from_slice(self.metadata.as_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < 20 {
+            return None;
+        }
+        Some(OffsetAndMetadata {
+            offset: i64::from_be_bytes(bytes[0..8].try_into().ok()?),
+            leader_epoch: i32::from_be_bytes(bytes[8..12].try_into().ok()?),
+            commit_timestamp: i64::from_be_bytes(bytes[12..20].try_into().ok()?),
+            metadata: String::from_utf8(bytes[20..].to_vec()).ok()?,
+        })
+    }
+}
+
+/// A change to the key-value state store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateOp {
+    /// Set `key` in `namespace` to `value`.
+    Put {
+        /// The namespace, such as an operator's id.
+        namespace: String,
+        /// The key within the namespace.
+        key: Vec<u8>,
+        /// The new value.
+        value: Vec<u8>,
+    },
+    /// Remove `key` from `namespace`.
+    Delete {
+        /// The namespace.
+        namespace: String,
+        /// The key within the namespace.
+        key: Vec<u8>,
+    },
+    /// Remove every key of `namespace`.
+    DeleteNamespace {
+        /// The namespace.
+        namespace: String,
+    },
+}
+
+/// Appends to one partition inside a [`Commit`]. `partition: None` lets the default partitioner
+/// place each record by its key.
+#[derive(Debug, Clone)]
+pub struct CommitAppend {
+    /// The topic.
+    pub topic: String,
+    /// The partition, or `None` to partition by key.
+    pub partition: Option<u32>,
+    /// The records, in order.
+    pub records: Vec<Record>,
+}
+
+/// One consumer-group offset inside a [`Commit`].
+#[derive(Debug, Clone)]
+pub struct CommitOffset {
+    /// The group (or query) id.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The position and metadata.
+    pub offset: OffsetAndMetadata,
+}
+
+/// Everything one step of a query writes. Either all of it is visible after a crash, or none.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// Records to append.
+    pub appends: Vec<CommitAppend>,
+    /// State-store changes, applied in order.
+    pub state: Vec<StateOp>,
+    /// Offsets to commit.
+    pub offsets: Vec<CommitOffset>,
+}
+
+impl Commit {
+    /// An empty commit.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds records for one partition, or for the partitioner to place when `partition` is `None`.
+    pub fn append(
+        &mut self,
+        topic: impl Into<String>,
+        partition: Option<u32>,
+        records: Vec<Record>,
+    ) -> &mut Self {
+        self.appends.push(CommitAppend {
+            topic: topic.into(),
+            partition,
+            records,
+        });
+        self
+    }
+
+    /// Sets a state-store key.
+    pub fn put_state(
+        &mut self,
+        namespace: impl Into<String>,
+        key: impl Into<Vec<u8>>,
+        value: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.state.push(StateOp::Put {
+            namespace: namespace.into(),
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Removes a state-store key.
+    pub fn delete_state(
+        &mut self,
+        namespace: impl Into<String>,
+        key: impl Into<Vec<u8>>,
+    ) -> &mut Self {
+        self.state.push(StateOp::Delete {
+            namespace: namespace.into(),
+            key: key.into(),
+        });
+        self
+    }
+
+    /// Commits a group offset.
+    pub fn commit_offset(
+        &mut self,
+        group: impl Into<String>,
+        topic: impl Into<String>,
+        partition: u32,
+        offset: OffsetAndMetadata,
+    ) -> &mut Self {
+        self.offsets.push(CommitOffset {
+            group: group.into(),
+            topic: topic.into(),
+            partition,
+            offset,
+        });
+        self
+    }
+
+    /// Whether the commit writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.appends.iter().all(|a| a.records.is_empty())
+            && self.state.is_empty()
+            && self.offsets.is_empty()
+    }
+}
+
+/// Where an append landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    /// The partition written.
+    pub partition: u32,
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_and_metadata_round_trip() {
+        let o = OffsetAndMetadata {
+            offset: 42,
+            leader_epoch: 3,
+            metadata: "consumer-1 → ok".into(),
+            commit_timestamp: 1_700_000_000_000,
+        };
+        assert_eq!(OffsetAndMetadata::decode(&o.encode()), Some(o));
+        assert_eq!(OffsetAndMetadata::decode(&[0; 5]), None);
+    }
+}

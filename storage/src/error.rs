@@ -1,0 +1,109 @@
+//! Errors returned by the log and the state store.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `eddy-storage`.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// A topic name Kafka would refuse.
+    #[error("invalid topic name {name:?}: {reason}")]
+    InvalidTopicName {
+        /// The refused name.
+        name: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A topic configuration that is out of range or unknown.
+    #[error("invalid config for topic {topic:?}: {reason}")]
+    InvalidConfig {
+        /// The topic being configured.
+        topic: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// Creating a topic whose name is taken.
+    #[error("topic {0:?} already exists")]
+    TopicExists(String),
+    /// A topic that does not exist.
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    /// A partition number outside the topic's partition count.
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The requested partition.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// A read below the log start offset or past the end offset.
+    #[error(
+        "offset {offset} is out of range for {topic}-{partition} (log start {log_start}, end {end})"
+    )]
+    OffsetOutOfRange {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The requested offset.
+        offset: i64,
+        /// The first offset still in the log.
+        log_start: i64,
+        /// The offset the next record will get.
+        end: i64,
+    },
+    /// A record larger than the topic's `max.message.bytes`.
+    #[error("record batch of {size} bytes exceeds max.message.bytes={limit} of topic {topic:?}")]
+    RecordTooLarge {
+        /// The topic.
+        topic: String,
+        /// The encoded batch size.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A record a topic cannot accept, such as a keyless record on a compacted topic.
+    #[error("invalid record for topic {topic:?}: {reason}")]
+    InvalidRecord {
+        /// The topic.
+        topic: String,
+        /// Why the record was refused.
+        reason: String,
+    },
+    /// A stored batch whose checksum or framing is wrong.
+    #[error("corrupt record batch in {topic}-{partition} at offset {offset}: {reason}")]
+    CorruptBatch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The base offset of the batch (or the offset being read).
+        offset: i64,
+        /// What failed to verify.
+        reason: String,
+    },
+    /// Encoding records into a batch failed.
+    #[error("cannot encode record batch: {0}")]
+    Encode(String),
+    /// Stored metadata that cannot be decoded.
+    #[error("corrupt metadata under key {key}: {reason}")]
+    CorruptMetadata {
+        /// The metadata key, printed for humans.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The store has been closed.
+    #[error("the store is shut down")]
+    Closed,
+    /// An error from RocksDB.
+    #[error("rocksdb: {0}")]
+    RocksDb(#[from] rocksdb::Error),
+    /// An I/O error outside RocksDB.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Result type of `eddy-storage`.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;

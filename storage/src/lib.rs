@@ -1,0 +1,43 @@
+//! Eddy's storage: a durable, partitioned log of Kafka record batches on RocksDB, with
+//! consumer-group offsets, a key-value state store, and one atomic commit across all three.
+//!
+//! The engine's exactly-once processing rests on [`Store::commit`]: one step of a query appends its
+//! output, changes its state and commits its input offsets in a single RocksDB write batch.
+
+mod batch;
+mod commit;
+mod config;
+mod error;
+mod keys;
+mod maintenance;
+mod offsets;
+mod partitioner;
+mod segment;
+mod state;
+mod store;
+mod topic;
+mod writer;
+
+pub use batch::{BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records};
+pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMetadata, StateOp};
+pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
+pub use error::{Result, StorageError};
+pub use maintenance::MaintenanceReport;
+pub use offsets::GroupOffset;
+pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};
+pub use segment::{
+    CompactionCandidate, SegmentMeta, compaction_survivors, expired_segment_count, should_roll,
+};
+pub use state::{StateEntry, StateScan, StateSnapshot};
+pub use store::{
+    FetchedBatches, FetchedRecords, PartitionDescription, Store, StoreOptions, TopicDescription,
+};
+pub use writer::SyncPolicy;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

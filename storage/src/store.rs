@@ -1,0 +1,884 @@
+//! The store: one RocksDB database holding the log, group offsets and operator state.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRawIteratorWithThreadMode,
+    Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+};
+use tokio::sync::oneshot;
+use tracing::{info, warn};
+
+use crate::batch::{BatchHeader, EncodedBatch, LogRecord, Record, decode_records, verify_crc};
+use crate::commit::{AppendResult, Commit};
+use crate::config::{TopicConfig, validate_topic_name};
+use crate::error::{Result, StorageError};
+use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
+use crate::partitioner::DefaultPartitioner;
+use crate::segment::SegmentMeta;
+use crate::topic::{PartitionLog, StoredTopic, TopicLog};
+use crate::writer::{AfterWrite, BatchBuilder, CommitWriter, Job, PreparedAppend, SyncPolicy};
+
+/// How a store is opened.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// When appends reach the disk.
+    pub sync: SyncPolicy,
+    /// The leader epoch stamped on every batch; one node keeps 0.
+    pub leader_epoch: i32,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            sync: SyncPolicy::Interval(Duration::from_millis(100)),
+            leader_epoch: 0,
+        }
+    }
+}
+
+/// A topic as `describe` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicDescription {
+    /// The topic name.
+    pub name: String,
+    /// Stable numeric id, never reused.
+    pub id: u32,
+    /// The configuration.
+    pub config: TopicConfig,
+    /// Creation time, ms since the epoch.
+    pub created_ms: i64,
+    /// One entry per partition.
+    pub partitions: Vec<PartitionDescription>,
+}
+
+/// A partition as `describe` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionDescription {
+    /// The partition number.
+    pub partition: u32,
+    /// The first offset still in the log.
+    pub log_start_offset: i64,
+    /// The offset the next record gets (the high watermark).
+    pub end_offset: i64,
+    /// Bytes of stored batches.
+    pub size_bytes: u64,
+    /// How many segments the partition has.
+    pub segments: usize,
+}
+
+/// Raw batches read from a partition, as the Kafka fetch path serves them.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedBatches {
+    /// Whole batches in offset order; the first may start before the requested offset.
+    pub batches: Vec<Bytes>,
+    /// The high watermark when the read happened.
+    pub high_watermark: i64,
+    /// The log start offset when the read happened.
+    pub log_start_offset: i64,
+}
+
+/// Records read from a partition.
+#[derive(Debug, Clone, Default)]
+pub struct FetchedRecords {
+    /// Records at or after the requested offset, in offset order.
+    pub records: Vec<LogRecord>,
+    /// Where the next read should start.
+    pub next_offset: i64,
+    /// The high watermark when the read happened.
+    pub high_watermark: i64,
+    /// The log start offset when the read happened.
+    pub log_start_offset: i64,
+}
+
+pub(crate) struct StoreInner {
+    pub db: Arc<DB>,
+    path: PathBuf,
+    options: StoreOptions,
+    topics: RwLock<BTreeMap<String, Arc<TopicLog>>>,
+    writer: parking_lot::Mutex<CommitWriter>,
+    partitioner: DefaultPartitioner,
+}
+
+impl Drop for StoreInner {
+    fn drop(&mut self) {
+        self.writer.lock().shutdown();
+        if let Err(e) = self.db.flush_wal(true) {
+            warn!(error = %e, "WAL sync on close failed");
+        }
+    }
+}
+
+/// Eddy's storage: topics of partitioned logs, group offsets and a state store, on RocksDB.
+///
+/// Cloning is cheap; clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) inner: Arc<StoreInner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .field("sync", &self.inner.options.sync)
+            .finish()
+    }
+}
+
+fn column_families() -> Vec<ColumnFamilyDescriptor> {
+    let mut log = Options::default();
+    // Batches are often compressed by producers already; the log is written once and read in order.
+    log.set_compression_type(DBCompressionType::None);
+    log.set_write_buffer_size(64 << 20);
+    log.set_target_file_size_base(64 << 20);
+    let mut meta = Options::default();
+    meta.set_compression_type(DBCompressionType::None);
+    let mut offsets = Options::default();
+    offsets.set_compression_type(DBCompressionType::None);
+    let mut state = Options::default();
+    state.set_compression_type(DBCompressionType::Lz4);
+    state.set_write_buffer_size(32 << 20);
+    vec![
+        ColumnFamilyDescriptor::new(CF_LOG, log),
+        ColumnFamilyDescriptor::new(CF_META, meta),
+        ColumnFamilyDescriptor::new(CF_OFFSETS, offsets),
+        ColumnFamilyDescriptor::new(CF_STATE, state),
+    ]
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating it when missing, and recovers every partition's end.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path)?;
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        db_options.increase_parallelism(2);
+        db_options.set_max_background_jobs(2);
+        db_options.set_keep_log_file_num(4);
+        let db = Arc::new(DB::open_cf_descriptors(
+            &db_options,
+            &path,
+            column_families(),
+        )?);
+        let topics = load_topics(&db)?;
+        let writer = CommitWriter::start(db.clone(), options.sync, options.leader_epoch)?;
+        info!(
+            path = %path.display(),
+            topics = topics.len(),
+            sync = %options.sync,
+            "opened store"
+        );
+        Ok(Store {
+            inner: Arc::new(StoreInner {
+                db,
+                path,
+                options,
+                topics: RwLock::new(topics),
+                writer: parking_lot::Mutex::new(writer),
+                partitioner: DefaultPartitioner::new(),
+            }),
+        })
+    }
+
+    /// The directory the store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The sync policy in force.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.inner.options.sync
+    }
+
+    /// Finishes queued writes, syncs the write-ahead log and flushes memtables.
+    ///
+    /// Further writes fail with [`StorageError::Closed`]; reads keep working until the last clone
+    /// is dropped.
+    pub fn close(&self) -> Result<()> {
+        self.inner.writer.lock().shutdown();
+        self.inner.db.flush_wal(true)?;
+        for cf in [CF_LOG, CF_META, CF_OFFSETS, CF_STATE] {
+            self.inner.db.flush_cf(self.cf(cf)?)?;
+        }
+        info!(path = %self.inner.path.display(), "closed store");
+        Ok(())
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> Result<&ColumnFamily> {
+        self.inner
+            .db
+            .cf_handle(name)
+            .ok_or_else(|| StorageError::CorruptMetadata {
+                key: name.to_string(),
+                reason: "column family is missing".to_string(),
+            })
+    }
+
+    pub(crate) fn topic(&self, name: &str) -> Result<Arc<TopicLog>> {
+        self.inner
+            .topics
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))
+    }
+
+    pub(crate) fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(Arc<TopicLog>, Arc<PartitionLog>)> {
+        let t = self.topic(topic)?;
+        let p = t
+            .partitions
+            .get(partition as usize)
+            .cloned()
+            .ok_or_else(|| StorageError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: t.partitions.len() as u32,
+            })?;
+        Ok((t, p))
+    }
+
+    pub(crate) fn topics_snapshot(&self) -> Vec<Arc<TopicLog>> {
+        self.inner.topics.read().values().cloned().collect()
+    }
+
+    /// Runs a custom write through the commit writer and waits for it (one group commit).
+    pub(crate) fn run_custom(&self, build: BatchBuilder) -> Result<()> {
+        let (reply, rx) = std::sync::mpsc::sync_channel(1);
+        self.inner
+            .writer
+            .lock()
+            .submit(Job::Custom { build, reply })?;
+        rx.recv().map_err(|_| StorageError::Closed)?
+    }
+
+    // ---- topics ------------------------------------------------------------------------------
+
+    /// Creates a topic. Fails if the name is invalid or taken, or the config is invalid.
+    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicDescription> {
+        validate_topic_name(name)?;
+        config.validate(name)?;
+        let mut topics = self.inner.topics.write();
+        if topics.contains_key(name) {
+            return Err(StorageError::TopicExists(name.to_string()));
+        }
+        let meta = self.cf(CF_META)?;
+        let id = match self.inner.db.get_cf(meta, keys::NEXT_TOPIC_ID_KEY)? {
+            Some(bytes) => u32::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+                StorageError::CorruptMetadata {
+                    key: "next-topic-id".into(),
+                    reason: "not 4 bytes".into(),
+                }
+            })?),
+            None => 1,
+        };
+        let stored = StoredTopic {
+            name: name.to_string(),
+            id,
+            config,
+            created_ms: crate::now_ms(),
+        };
+        let json = serde_json::to_vec(&stored).map_err(|e| StorageError::CorruptMetadata {
+            key: name.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(meta, keys::NEXT_TOPIC_ID_KEY, (id + 1).to_be_bytes());
+        wb.put_cf(meta, keys::topic_key(name), json);
+        let mut write = rocksdb::WriteOptions::default();
+        write.set_sync(self.inner.options.sync != SyncPolicy::Os);
+        self.inner.db.write_opt(wb, &write)?;
+        let partitions = (0..stored.config.partitions)
+            .map(|p| Arc::new(PartitionLog::new(name, id, p, 0, 0, Vec::new())))
+            .collect();
+        let topic = Arc::new(TopicLog::new(stored, partitions));
+        topics.insert(name.to_string(), topic.clone());
+        drop(topics);
+        info!(
+            topic = name,
+            id,
+            partitions = topic.partitions.len(),
+            "created topic"
+        );
+        self.describe_topic(name)
+    }
+
+    /// Deletes a topic, its records, its segment bookkeeping and the group offsets committed on it.
+    ///
+    /// Blocks for one group commit.
+    pub fn delete_topic(&self, name: &str) -> Result<()> {
+        let topic = self
+            .inner
+            .topics
+            .write()
+            .remove(name)
+            .ok_or_else(|| StorageError::UnknownTopic(name.to_string()))?;
+        let offset_keys = self.group_offset_keys_for_topic(name)?;
+        let doomed = topic.clone();
+        let build: BatchBuilder = Box::new(move |db: &DB, wb: &mut WriteBatch| {
+            let (Some(log), Some(meta), Some(offsets)) = (
+                db.cf_handle(CF_LOG),
+                db.cf_handle(CF_META),
+                db.cf_handle(CF_OFFSETS),
+            ) else {
+                return Err(StorageError::Closed);
+            };
+            doomed.mark_deleted();
+            let id = doomed.id;
+            wb.delete_range_cf(
+                log,
+                keys::log_partition_prefix(id, 0),
+                keys::log_partition_prefix(id + 1, 0),
+            );
+            for prefix in keys::topic_id_meta_prefixes(id) {
+                let end = keys::prefix_successor(&prefix).unwrap_or_default();
+                wb.delete_range_cf(meta, prefix, end);
+            }
+            wb.delete_cf(meta, keys::topic_key(&doomed.name));
+            for key in offset_keys {
+                wb.delete_cf(offsets, key);
+            }
+            Ok(Box::new(|| {}) as AfterWrite)
+        });
+        let result = self.run_custom(build);
+        if let Err(e) = result {
+            // The write failed: the topic is still on disk, so keep serving it.
+            if !topic.is_deleted() {
+                self.inner.topics.write().insert(name.to_string(), topic);
+            }
+            return Err(e);
+        }
+        // Wake readers waiting on the deleted partitions.
+        drop(topic);
+        info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// The names of all topics, sorted.
+    pub fn list_topics(&self) -> Vec<String> {
+        self.inner.topics.read().keys().cloned().collect()
+    }
+
+    /// Whether a topic exists.
+    pub fn topic_exists(&self, name: &str) -> bool {
+        self.inner.topics.read().contains_key(name)
+    }
+
+    /// A topic's config, partitions and offsets.
+    pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        let topic = self.topic(name)?;
+        let partitions = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                let tail = p.tail.lock();
+                PartitionDescription {
+                    partition: p.partition,
+                    log_start_offset: p.log_start_offset(),
+                    end_offset: p.end_offset(),
+                    size_bytes: tail.segments.iter().map(|s| s.bytes).sum(),
+                    segments: tail.segments.len(),
+                }
+            })
+            .collect();
+        Ok(TopicDescription {
+            name: topic.name.clone(),
+            id: topic.id,
+            config: topic.config.read().clone(),
+            created_ms: topic.created_ms,
+            partitions,
+        })
+    }
+
+    /// The number of partitions of a topic.
+    pub fn partition_count(&self, topic: &str) -> Result<u32> {
+        Ok(self.topic(topic)?.partitions.len() as u32)
+    }
+
+    // ---- appends -----------------------------------------------------------------------------
+
+    fn prepare(&self, topic: &str, partition: u32, records: &[Record]) -> Result<PreparedAppend> {
+        let (t, p) = self.partition(topic, partition)?;
+        let batch = EncodedBatch::encode(records).map_err(StorageError::Encode)?;
+        self.check_batch(&t, &batch, records.iter().any(|r| r.key.is_none()))?;
+        Ok(PreparedAppend {
+            topic: t,
+            partition: p,
+            batch,
+        })
+    }
+
+    fn check_batch(&self, topic: &TopicLog, batch: &EncodedBatch, keyless: bool) -> Result<()> {
+        let config = topic.config.read();
+        if batch.len() > config.max_message_bytes as usize {
+            return Err(StorageError::RecordTooLarge {
+                topic: topic.name.clone(),
+                size: batch.len(),
+                limit: config.max_message_bytes as usize,
+            });
+        }
+        if keyless && config.cleanup_policy.compacts() {
+            return Err(StorageError::InvalidRecord {
+                topic: topic.name.clone(),
+                reason: "a compacted topic only accepts records with a key".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn submit_commit(
+        &self,
+        commit: Commit,
+    ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
+        let mut appends = Vec::with_capacity(commit.appends.len());
+        for append in commit.appends {
+            if append.records.is_empty() {
+                continue;
+            }
+            match append.partition {
+                Some(partition) => {
+                    appends.push(self.prepare(&append.topic, partition, &append.records)?)
+                }
+                None => {
+                    let partitions = self.partition_count(&append.topic)?;
+                    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+                    for record in append.records {
+                        let p = self
+                            .inner
+                            .partitioner
+                            .partition(record.key.as_deref(), partitions);
+                        by_partition.entry(p).or_default().push(record);
+                    }
+                    for (partition, records) in by_partition {
+                        appends.push(self.prepare(&append.topic, partition, &records)?);
+                    }
+                }
+            }
+        }
+        let state = commit.state;
+        let mut offsets = Vec::with_capacity(commit.offsets.len());
+        for o in commit.offsets {
+            self.partition(&o.topic, o.partition)?;
+            offsets.push((
+                keys::group_offset_key(&o.group, &o.topic, o.partition),
+                o.offset.encode(),
+            ));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.inner.writer.lock().submit(Job::Commit {
+            appends,
+            state,
+            offsets,
+            reply,
+        })?;
+        Ok(rx)
+    }
+
+    /// Writes appends, state changes and offsets atomically. The results are the appends' positions
+    /// in order (a partition-by-key append yields one result per partition it touched).
+    pub async fn commit(&self, commit: Commit) -> Result<Vec<AppendResult>> {
+        let rx = self.submit_commit(commit)?;
+        rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// [`Store::commit`] for callers outside an async runtime.
+    pub fn commit_blocking(&self, commit: Commit) -> Result<Vec<AppendResult>> {
+        let rx = self.submit_commit(commit)?;
+        rx.blocking_recv().map_err(|_| StorageError::Closed)?
+    }
+
+    /// Appends records to one partition as one batch and returns where they landed.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<AppendResult> {
+        let mut commit = Commit::new();
+        commit.append(topic, Some(partition), records);
+        single(self.commit(commit).await?, topic)
+    }
+
+    /// [`Store::append`] for callers outside an async runtime.
+    pub fn append_blocking(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: Vec<Record>,
+    ) -> Result<AppendResult> {
+        let mut commit = Commit::new();
+        commit.append(topic, Some(partition), records);
+        single(self.commit_blocking(commit)?, topic)
+    }
+
+    /// Appends records, each to the partition Kafka's default partitioner picks for its key.
+    pub async fn produce(&self, topic: &str, records: Vec<Record>) -> Result<Vec<AppendResult>> {
+        let mut commit = Commit::new();
+        commit.append(topic, None, records);
+        self.commit(commit).await
+    }
+
+    /// Appends a batch already encoded, as a Kafka producer sends it; it is stored as sent apart
+    /// from its base offset and leader epoch.
+    pub async fn append_encoded(
+        &self,
+        topic: &str,
+        partition: u32,
+        batch: EncodedBatch,
+    ) -> Result<AppendResult> {
+        let (t, p) = self.partition(topic, partition)?;
+        let keyless = t.config.read().cleanup_policy.compacts()
+            && batch
+                .has_keyless_record()
+                .map_err(|reason| StorageError::InvalidRecord {
+                    topic: topic.to_string(),
+                    reason,
+                })?;
+        self.check_batch(&t, &batch, keyless)?;
+        let (reply, rx) = oneshot::channel();
+        self.inner.writer.lock().submit(Job::Commit {
+            appends: vec![PreparedAppend {
+                topic: t,
+                partition: p,
+                batch,
+            }],
+            state: Vec::new(),
+            offsets: Vec::new(),
+            reply,
+        })?;
+        single(rx.await.map_err(|_| StorageError::Closed)??, topic)
+    }
+
+    // ---- reads -------------------------------------------------------------------------------
+
+    /// The offset the next appended record gets: the high watermark.
+    pub fn end_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        Ok(self.partition(topic, partition)?.1.end_offset())
+    }
+
+    /// The first offset still in the log.
+    pub fn log_start_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        Ok(self.partition(topic, partition)?.1.log_start_offset())
+    }
+
+    /// Reads whole batches from `offset` until about `max_bytes`; at least one batch when any exists.
+    /// Checksums are verified.
+    pub fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedBatches> {
+        let (_, p) = self.partition(topic, partition)?;
+        let end = p.end_offset();
+        let start = p.log_start_offset();
+        if offset < start || offset > end {
+            return Err(StorageError::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset,
+                log_start: start,
+                end,
+            });
+        }
+        let mut out = FetchedBatches {
+            batches: Vec::new(),
+            high_watermark: end,
+            log_start_offset: start,
+        };
+        if offset == end {
+            return Ok(out);
+        }
+        let mut iter = self.log_iter(&p)?;
+        position_at(&mut iter, &p, offset);
+        let mut total = 0usize;
+        while iter.valid() {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            let base = keys::log_key_offset(key).unwrap_or(i64::MAX);
+            if base >= end {
+                break;
+            }
+            let header = parse_checked(&p, base, value)?;
+            if header.last_offset() >= offset {
+                total += value.len();
+                out.batches.push(Bytes::copy_from_slice(value));
+                if total >= max_bytes {
+                    break;
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(out)
+    }
+
+    /// Reads records from `offset` until about `max_bytes`, skipping records before `offset` in the
+    /// first batch and control batches.
+    pub fn read_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<FetchedRecords> {
+        let fetched = self.read(topic, partition, offset, max_bytes)?;
+        let mut records = Vec::new();
+        let mut next_offset = offset;
+        for batch in fetched.batches {
+            let header = BatchHeader::parse(&batch)
+                .map_err(|reason| corrupt(topic, partition, offset, reason))?;
+            let base = header.base_offset;
+            next_offset = next_offset.max(header.last_offset() + 1);
+            let decoded =
+                decode_records(batch).map_err(|reason| corrupt(topic, partition, base, reason))?;
+            records.extend(decoded.into_iter().filter(|r| r.offset >= offset));
+        }
+        Ok(FetchedRecords {
+            records,
+            next_offset,
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start_offset,
+        })
+    }
+
+    /// The first record at or after `timestamp`: its offset and timestamp. `None` when every record
+    /// is older.
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let (_, p) = self.partition(topic, partition)?;
+        let end = p.end_offset();
+        // Segments whose newest record is older than the target cannot hold the answer.
+        let first_candidate = {
+            let tail = p.tail.lock();
+            tail.segments
+                .iter()
+                .find(|s| s.max_timestamp >= timestamp)
+                .map(|s| s.base_offset)
+        };
+        let Some(from) = first_candidate else {
+            return Ok(None);
+        };
+        let mut iter = self.log_iter(&p)?;
+        position_at(&mut iter, &p, from.max(p.log_start_offset()));
+        while iter.valid() {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            let base = keys::log_key_offset(key).unwrap_or(i64::MAX);
+            if base >= end {
+                break;
+            }
+            let header = parse_checked(&p, base, value)?;
+            if header.max_timestamp >= timestamp && !header.is_control() {
+                let records = decode_records(Bytes::copy_from_slice(value))
+                    .map_err(|reason| corrupt(&p.topic, p.partition, base, reason))?;
+                if let Some(r) = records.iter().find(|r| r.record.timestamp >= timestamp) {
+                    return Ok(Some((r.offset, r.record.timestamp)));
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(None)
+    }
+
+    /// Waits until `offset` is readable (the end offset passes it) or `timeout` elapses, without
+    /// polling. Returns whether data is there.
+    pub async fn wait_for_data(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let (_, p) = self.partition(topic, partition)?;
+        let mut rx = p.end.subscribe();
+        drop(p);
+        let waited = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
+        Ok(matches!(waited, Ok(Ok(_))))
+    }
+
+    fn log_iter(&self, p: &PartitionLog) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
+        let prefix = keys::log_partition_prefix(p.topic_id, p.partition);
+        let mut read = ReadOptions::default();
+        read.set_iterate_lower_bound(prefix.to_vec());
+        read.set_iterate_upper_bound(
+            keys::log_partition_prefix(p.topic_id, p.partition + 1).to_vec(),
+        );
+        read.set_readahead_size(2 << 20);
+        Ok(self.inner.db.raw_iterator_cf_opt(self.cf(CF_LOG)?, read))
+    }
+}
+
+fn single(results: Vec<AppendResult>, topic: &str) -> Result<AppendResult> {
+    results
+        .into_iter()
+        .next()
+        .ok_or_else(|| StorageError::InvalidRecord {
+            topic: topic.to_string(),
+            reason: "nothing to append: no records given".to_string(),
+        })
+}
+
+pub(crate) fn corrupt(topic: &str, partition: u32, offset: i64, reason: String) -> StorageError {
+    StorageError::CorruptBatch {
+        topic: topic.to_string(),
+        partition,
+        offset,
+        reason,
+    }
+}
+
+pub(crate) fn parse_checked(p: &PartitionLog, base: i64, value: &[u8]) -> Result<BatchHeader> {
+    let header =
+        BatchHeader::parse(value).map_err(|reason| corrupt(&p.topic, p.partition, base, reason))?;
+    verify_crc(value, &header).map_err(|reason| corrupt(&p.topic, p.partition, base, reason))?;
+    if header.base_offset != base {
+        return Err(corrupt(
+            &p.topic,
+            p.partition,
+            base,
+            format!(
+                "batch says base offset {} but is stored at {base}",
+                header.base_offset
+            ),
+        ));
+    }
+    Ok(header)
+}
+
+/// Puts the iterator on the batch that holds `offset`, or on the first batch after it.
+fn position_at(iter: &mut DBRawIteratorWithThreadMode<'_, DB>, p: &PartitionLog, offset: i64) {
+    iter.seek_for_prev(keys::log_key(p.topic_id, p.partition, offset));
+    if iter.valid() {
+        let holds = iter
+            .value()
+            .and_then(|v| BatchHeader::parse(v).ok())
+            .is_some_and(|h| h.last_offset() >= offset);
+        if !holds {
+            iter.next();
+        }
+    } else {
+        iter.seek(keys::log_key(p.topic_id, p.partition, offset));
+    }
+}
+
+fn load_topics(db: &DB) -> Result<BTreeMap<String, Arc<TopicLog>>> {
+    let meta = db
+        .cf_handle(CF_META)
+        .ok_or_else(|| StorageError::CorruptMetadata {
+            key: CF_META.into(),
+            reason: "column family is missing".into(),
+        })?;
+    let log = db
+        .cf_handle(CF_LOG)
+        .ok_or_else(|| StorageError::CorruptMetadata {
+            key: CF_LOG.into(),
+            reason: "column family is missing".into(),
+        })?;
+    let mut topics = BTreeMap::new();
+    let iter = db.iterator_cf(
+        meta,
+        IteratorMode::From(keys::TOPIC_PREFIX, Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        if !key.starts_with(keys::TOPIC_PREFIX) {
+            break;
+        }
+        let stored: StoredTopic =
+            serde_json::from_slice(&value).map_err(|e| StorageError::CorruptMetadata {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            })?;
+        let mut partitions = Vec::with_capacity(stored.config.partitions as usize);
+        for partition in 0..stored.config.partitions {
+            partitions.push(Arc::new(recover_partition(
+                db, meta, log, &stored, partition,
+            )?));
+        }
+        topics.insert(
+            stored.name.clone(),
+            Arc::new(TopicLog::new(stored, partitions)),
+        );
+    }
+    Ok(topics)
+}
+
+fn recover_partition(
+    db: &DB,
+    meta: &ColumnFamily,
+    log: &ColumnFamily,
+    topic: &StoredTopic,
+    partition: u32,
+) -> Result<PartitionLog> {
+    let id = topic.id;
+    let mut segments = Vec::new();
+    let prefix = keys::segment_prefix(id, partition);
+    for item in db.iterator_cf(meta, IteratorMode::From(&prefix, Direction::Forward)) {
+        let (key, value) = item?;
+        if !key.starts_with(&prefix) {
+            break;
+        }
+        let segment = SegmentMeta::decode(&value).ok_or_else(|| StorageError::CorruptMetadata {
+            key: format!("segment of {}-{partition}", topic.name),
+            reason: "wrong length".into(),
+        })?;
+        segments.push(segment);
+    }
+    let log_start = match db.get_cf(meta, keys::log_start_key(id, partition))? {
+        Some(bytes) => i64::from_be_bytes(bytes.as_slice().try_into().map_err(|_| {
+            StorageError::CorruptMetadata {
+                key: format!("log start of {}-{partition}", topic.name),
+                reason: "not 8 bytes".into(),
+            }
+        })?),
+        None => 0,
+    };
+    // The last stored batch tells where the log ends; the segment table may lag by nothing,
+    // since both are written in one batch, but the log is the source of truth.
+    let mut read = ReadOptions::default();
+    read.set_iterate_lower_bound(keys::log_partition_prefix(id, partition).to_vec());
+    read.set_iterate_upper_bound(keys::log_partition_prefix(id, partition + 1).to_vec());
+    let mut iter = db.raw_iterator_cf_opt(log, read);
+    iter.seek_to_last();
+    let mut end = log_start;
+    if iter.valid()
+        && let (Some(key), Some(value)) = (iter.key(), iter.value())
+    {
+        let base = keys::log_key_offset(key).unwrap_or(0);
+        let header = BatchHeader::parse(value)
+            .map_err(|reason| corrupt(&topic.name, partition, base, reason))?;
+        end = end.max(header.last_offset() + 1);
+    }
+    iter.status()?;
+    if let Some(last) = segments.last() {
+        end = end.max(last.next_offset);
+    }
+    Ok(PartitionLog::new(
+        &topic.name,
+        id,
+        partition,
+        end,
+        log_start,
+        segments,
+    ))
+}

@@ -1,0 +1,155 @@
+//! In-memory state of the topics and partitions a store holds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::config::TopicConfig;
+use crate::segment::{SegmentMeta, should_roll};
+
+/// What `meta` stores about a topic.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredTopic {
+    pub name: String,
+    pub id: u32,
+    pub config: TopicConfig,
+    pub created_ms: i64,
+}
+
+/// A live topic.
+#[derive(Debug)]
+pub(crate) struct TopicLog {
+    pub name: String,
+    pub id: u32,
+    pub config: RwLock<TopicConfig>,
+    pub created_ms: i64,
+    pub partitions: Vec<Arc<PartitionLog>>,
+    deleted: AtomicBool,
+}
+
+impl TopicLog {
+    pub fn new(stored: StoredTopic, partitions: Vec<Arc<PartitionLog>>) -> Self {
+        TopicLog {
+            name: stored.name,
+            id: stored.id,
+            config: RwLock::new(stored.config),
+            created_ms: stored.created_ms,
+            partitions,
+            deleted: AtomicBool::new(false),
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+}
+
+/// A live partition: where the next offset comes from, and what readers may see.
+#[derive(Debug)]
+pub(crate) struct PartitionLog {
+    pub topic: String,
+    pub topic_id: u32,
+    pub partition: u32,
+    /// Only the commit writer advances `next_offset`; maintenance edits closed segments.
+    pub tail: Mutex<PartitionTail>,
+    /// The high watermark: every offset below it is written and readable.
+    pub end: watch::Sender<i64>,
+    pub log_start: AtomicI64,
+}
+
+impl PartitionLog {
+    pub fn new(
+        topic: &str,
+        topic_id: u32,
+        partition: u32,
+        next_offset: i64,
+        log_start: i64,
+        segments: Vec<SegmentMeta>,
+    ) -> Self {
+        PartitionLog {
+            topic: topic.to_string(),
+            topic_id,
+            partition,
+            tail: Mutex::new(PartitionTail {
+                next_offset,
+                segments,
+            }),
+            end: watch::Sender::new(next_offset),
+            log_start: AtomicI64::new(log_start),
+        }
+    }
+
+    pub fn end_offset(&self) -> i64 {
+        *self.end.borrow()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+}
+
+/// The writable end of a partition.
+#[derive(Debug)]
+pub(crate) struct PartitionTail {
+    pub next_offset: i64,
+    /// Oldest first; the last one is active.
+    pub segments: Vec<SegmentMeta>,
+}
+
+/// What a failed group commit restores.
+#[derive(Debug, Clone)]
+pub(crate) struct TailSnapshot {
+    next_offset: i64,
+    active: Option<SegmentMeta>,
+}
+
+impl PartitionTail {
+    pub fn snapshot(&self) -> TailSnapshot {
+        TailSnapshot {
+            next_offset: self.next_offset,
+            active: self.segments.last().copied(),
+        }
+    }
+
+    pub fn restore(&mut self, snapshot: &TailSnapshot) {
+        self.next_offset = snapshot.next_offset;
+        match snapshot.active {
+            Some(active) => {
+                self.segments
+                    .retain(|s| s.base_offset <= active.base_offset);
+                if let Some(last) = self.segments.last_mut()
+                    && last.base_offset == active.base_offset
+                {
+                    *last = active;
+                }
+            }
+            None => self.segments.clear(),
+        }
+    }
+
+    /// The active segment a batch of `bytes` goes into, rolling a new one when due.
+    pub fn active_segment_for(
+        &mut self,
+        bytes: usize,
+        now_ms: i64,
+        config: &TopicConfig,
+    ) -> &mut SegmentMeta {
+        let roll = match self.segments.last() {
+            None => true,
+            Some(active) => should_roll(active, bytes, now_ms, config),
+        };
+        if roll {
+            self.segments
+                .push(SegmentMeta::new(self.next_offset, now_ms));
+        }
+        let last = self.segments.len() - 1;
+        &mut self.segments[last]
+    }
+}

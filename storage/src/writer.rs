@@ -1,0 +1,382 @@
+//! The commit writer: the one thread that assigns offsets and writes to RocksDB.
+//!
+//! Callers encode their batches on their own threads and queue them here. The writer drains
+//! whatever is queued into one `WriteBatch`, stamps base offsets, writes once (with one fsync
+//! under the `always` policy) and then publishes the new high watermarks. Offsets are therefore
+//! assigned in exactly one place, dense and in write order, and concurrent appenders share fsyncs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rocksdb::{DB, WriteBatch, WriteOptions};
+use tokio::sync::oneshot;
+use tracing::{debug, error};
+
+use crate::batch::EncodedBatch;
+use crate::commit::{AppendResult, StateOp};
+use crate::error::{Result, StorageError};
+use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
+use crate::topic::{PartitionLog, TailSnapshot, TopicLog};
+
+/// When appended data is forced to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Every group commit is fsynced before it is acknowledged.
+    Always,
+    /// The write-ahead log is fsynced in the background at this interval.
+    Interval(Duration),
+    /// Never fsynced explicitly; the operating system writes back when it likes.
+    Os,
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let lower = s.trim().to_ascii_lowercase();
+        match lower.as_str() {
+            "always" => Ok(SyncPolicy::Always),
+            "os" => Ok(SyncPolicy::Os),
+            "interval" => Ok(SyncPolicy::Interval(Duration::from_millis(100))),
+            other => {
+                let ms = other
+                    .strip_prefix("interval:")
+                    .map(|v| v.trim_end_matches("ms"))
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|ms| *ms > 0);
+                match ms {
+                    Some(ms) => Ok(SyncPolicy::Interval(Duration::from_millis(ms))),
+                    None => Err(format!(
+                        "unknown sync policy {s:?}; expected always, interval, interval:<ms> or os"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for SyncPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncPolicy::Always => write!(f, "always"),
+            SyncPolicy::Interval(d) => write!(f, "interval:{}ms", d.as_millis()),
+            SyncPolicy::Os => write!(f, "os"),
+        }
+    }
+}
+
+/// Work run after a custom job's write succeeded.
+pub(crate) type AfterWrite = Box<dyn FnOnce() + Send>;
+/// Adds a custom job's operations to the group's write batch. It must not write on error.
+pub(crate) type BatchBuilder = Box<dyn FnOnce(&DB, &mut WriteBatch) -> Result<AfterWrite> + Send>;
+
+/// A batch to append, already encoded and validated.
+pub(crate) struct PreparedAppend {
+    pub topic: Arc<TopicLog>,
+    pub partition: Arc<PartitionLog>,
+    pub batch: EncodedBatch,
+}
+
+pub(crate) enum Job {
+    Commit {
+        appends: Vec<PreparedAppend>,
+        state: Vec<StateOp>,
+        offsets: Vec<(Vec<u8>, Vec<u8>)>,
+        reply: oneshot::Sender<Result<Vec<AppendResult>>>,
+    },
+    /// Replies over a std channel so admin callers may block on it from any thread.
+    Custom {
+        build: BatchBuilder,
+        reply: std::sync::mpsc::SyncSender<Result<()>>,
+    },
+}
+
+impl Job {
+    fn size(&self) -> usize {
+        match self {
+            Job::Commit {
+                appends,
+                state,
+                offsets,
+                ..
+            } => {
+                appends.iter().map(|a| a.batch.len()).sum::<usize>()
+                    + state.len() * 64
+                    + offsets.len() * 64
+            }
+            Job::Custom { .. } => 4096,
+        }
+    }
+}
+
+const MAX_GROUP_BYTES: usize = 32 << 20;
+const MAX_GROUP_JOBS: usize = 4096;
+
+/// Handle to the writer thread and, under the interval policy, the WAL syncer thread.
+pub(crate) struct CommitWriter {
+    tx: Option<Sender<Job>>,
+    writer: Option<JoinHandle<()>>,
+    syncer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl CommitWriter {
+    pub fn start(db: Arc<DB>, sync: SyncPolicy, leader_epoch: i32) -> Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dirty = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let db = db.clone();
+            let dirty = dirty.clone();
+            std::thread::Builder::new()
+                .name("eddy-commit-writer".into())
+                .spawn(move || run_writer(db, rx, sync, leader_epoch, dirty))?
+        };
+        let syncer = match sync {
+            SyncPolicy::Interval(every) => {
+                let stop = Arc::new(AtomicBool::new(false));
+                let handle = {
+                    let stop = stop.clone();
+                    std::thread::Builder::new()
+                        .name("eddy-wal-syncer".into())
+                        .spawn(move || run_syncer(db, every, stop, dirty))?
+                };
+                Some((stop, handle))
+            }
+            _ => None,
+        };
+        Ok(CommitWriter {
+            tx: Some(tx),
+            writer: Some(writer),
+            syncer,
+        })
+    }
+
+    pub fn submit(&self, job: Job) -> Result<()> {
+        self.tx
+            .as_ref()
+            .ok_or(StorageError::Closed)?
+            .send(job)
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// Stops accepting work, lets queued work finish, and joins the threads.
+    pub fn shutdown(&mut self) {
+        self.tx.take();
+        if let Some(handle) = self.writer.take() {
+            let _ = handle.join();
+        }
+        if let Some((stop, handle)) = self.syncer.take() {
+            stop.store(true, Ordering::Release);
+            handle.thread().unpark();
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for CommitWriter {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run_syncer(db: Arc<DB>, every: Duration, stop: Arc<AtomicBool>, dirty: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        std::thread::park_timeout(every);
+        if dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = db.flush_wal(true)
+        {
+            error!(error = %e, "background WAL sync failed");
+        }
+    }
+}
+
+fn run_writer(
+    db: Arc<DB>,
+    rx: Receiver<Job>,
+    sync: SyncPolicy,
+    leader_epoch: i32,
+    dirty: Arc<AtomicBool>,
+) {
+    while let Ok(first) = rx.recv() {
+        let mut bytes = first.size();
+        let mut group = vec![first];
+        while bytes < MAX_GROUP_BYTES && group.len() < MAX_GROUP_JOBS {
+            match rx.try_recv() {
+                Ok(job) => {
+                    bytes += job.size();
+                    group.push(job);
+                }
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        debug!(jobs = group.len(), bytes, "group commit");
+        write_group(&db, group, sync, leader_epoch, &dirty);
+    }
+}
+
+enum Pending {
+    Commit(
+        oneshot::Sender<Result<Vec<AppendResult>>>,
+        Vec<AppendResult>,
+    ),
+    Custom(std::sync::mpsc::SyncSender<Result<()>>, AfterWrite),
+}
+
+fn write_group(db: &DB, group: Vec<Job>, sync: SyncPolicy, leader_epoch: i32, dirty: &AtomicBool) {
+    let (Some(log_cf), Some(meta_cf), Some(offsets_cf), Some(state_cf)) = (
+        db.cf_handle(CF_LOG),
+        db.cf_handle(CF_META),
+        db.cf_handle(CF_OFFSETS),
+        db.cf_handle(CF_STATE),
+    ) else {
+        error!("column family missing; refusing the group");
+        return;
+    };
+    let now = crate::now_ms();
+    let mut wb = WriteBatch::default();
+    let mut touched: Vec<(Arc<PartitionLog>, TailSnapshot)> = Vec::new();
+    let mut pending = Vec::with_capacity(group.len());
+
+    for job in group {
+        match job {
+            Job::Commit {
+                appends,
+                state,
+                offsets,
+                reply,
+            } => {
+                if let Some(dead) = appends.iter().find(|a| a.topic.is_deleted()) {
+                    let _ = reply.send(Err(StorageError::UnknownTopic(dead.topic.name.clone())));
+                    continue;
+                }
+                let mut results = Vec::with_capacity(appends.len());
+                for mut append in appends {
+                    let partition = &append.partition;
+                    let mut tail = partition.tail.lock();
+                    if !touched.iter().any(|(p, _)| Arc::ptr_eq(p, partition)) {
+                        touched.push((partition.clone(), tail.snapshot()));
+                    }
+                    let base = tail.next_offset;
+                    append.batch.stamp(base, leader_epoch);
+                    let next = base + append.batch.offset_span();
+                    let len = append.batch.len();
+                    let max_ts = append.batch.header().max_timestamp;
+                    let config = append.topic.config.read();
+                    let active = tail.active_segment_for(len, now, &config);
+                    active.add_batch(next, len, max_ts, now);
+                    let active_key = keys::segment_key(
+                        partition.topic_id,
+                        partition.partition,
+                        active.base_offset,
+                    );
+                    let active_value = active.encode();
+                    drop(config);
+                    wb.put_cf(
+                        log_cf,
+                        keys::log_key(partition.topic_id, partition.partition, base),
+                        append.batch.as_bytes(),
+                    );
+                    wb.put_cf(meta_cf, active_key, active_value);
+                    tail.next_offset = next;
+                    results.push(AppendResult {
+                        partition: partition.partition,
+                        base_offset: base,
+                        last_offset: next - 1,
+                    });
+                }
+                for op in state {
+                    match op {
+                        StateOp::Put {
+                            namespace,
+                            key,
+                            value,
+                        } => wb.put_cf(state_cf, keys::state_key(&namespace, &key), value),
+                        StateOp::Delete { namespace, key } => {
+                            wb.delete_cf(state_cf, keys::state_key(&namespace, &key))
+                        }
+                        StateOp::DeleteNamespace { namespace } => {
+                            let start = keys::state_key(&namespace, b"");
+                            let end =
+                                keys::prefix_successor(&start).unwrap_or_else(|| vec![0xff; 3]);
+                            wb.delete_range_cf(state_cf, start, end);
+                        }
+                    }
+                }
+                for (key, value) in offsets {
+                    wb.put_cf(offsets_cf, key, value);
+                }
+                pending.push(Pending::Commit(reply, results));
+            }
+            Job::Custom { build, reply } => match build(db, &mut wb) {
+                Ok(after) => pending.push(Pending::Custom(reply, after)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+        }
+    }
+
+    let mut options = WriteOptions::default();
+    options.set_sync(sync == SyncPolicy::Always);
+    match db.write_opt(wb, &options) {
+        Ok(()) => {
+            if matches!(sync, SyncPolicy::Interval(_)) {
+                dirty.store(true, Ordering::Release);
+            }
+            for (partition, _) in &touched {
+                let next = partition.tail.lock().next_offset;
+                partition.end.send_replace(next);
+            }
+            for p in pending {
+                match p {
+                    Pending::Commit(reply, results) => {
+                        let _ = reply.send(Ok(results));
+                    }
+                    Pending::Custom(reply, after) => {
+                        after();
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            error!(error = %e, "group commit failed");
+            for (partition, snapshot) in &touched {
+                partition.tail.lock().restore(snapshot);
+            }
+            for p in pending {
+                match p {
+                    Pending::Commit(reply, _) => {
+                        let _ = reply.send(Err(StorageError::RocksDb(e.clone())));
+                    }
+                    Pending::Custom(reply, _) => {
+                        let _ = reply.send(Err(StorageError::RocksDb(e.clone())));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_policies_parse() {
+        assert_eq!("always".parse::<SyncPolicy>(), Ok(SyncPolicy::Always));
+        assert_eq!("OS".parse::<SyncPolicy>(), Ok(SyncPolicy::Os));
+        assert_eq!(
+            "interval".parse::<SyncPolicy>(),
+            Ok(SyncPolicy::Interval(Duration::from_millis(100)))
+        );
+        assert_eq!(
+            "interval:5ms".parse::<SyncPolicy>(),
+            Ok(SyncPolicy::Interval(Duration::from_millis(5)))
+        );
+        assert!("sometimes".parse::<SyncPolicy>().is_err());
+        assert!("interval:0".parse::<SyncPolicy>().is_err());
+    }
+}

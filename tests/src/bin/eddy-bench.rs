@@ -1,0 +1,109 @@
+//! `eddy-bench`: Eddy's benchmark harness. Each subcommand is a scenario.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use eddy_storage::SyncPolicy;
+use eddy_tests::bench::{self, log::LogBenchConfig, median};
+
+/// Eddy's benchmark harness. Run it in release mode:
+/// `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`.
+#[derive(Debug, Parser)]
+#[command(name = "eddy-bench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Append records in batches to several partitions, then read them all back.
+    Log {
+        /// Total records to append.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Value size of each record, in bytes.
+        #[arg(long, default_value_t = 100)]
+        record_size: usize,
+        /// Partitions, each with its own appender task.
+        #[arg(long, default_value_t = 8)]
+        partitions: u32,
+        /// Records per appended batch.
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: usize,
+        /// Sync policy: always, interval, interval:<ms> or os.
+        #[arg(long, default_value = "interval")]
+        sync: SyncPolicy,
+        /// Runs; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Keep the store here instead of a temporary directory (emptied first).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().scenario {
+        Scenario::Log {
+            records,
+            record_size,
+            partitions,
+            batch_size,
+            sync,
+            runs,
+            data_dir,
+        } => {
+            anyhow::ensure!(
+                partitions > 0 && batch_size > 0 && record_size > 0,
+                "sizes must be positive"
+            );
+            println!(
+                "eddy-bench log: {records} records x {record_size} B, {partitions} partitions, \
+                 batches of {batch_size}, sync={sync}, {runs} run(s)"
+            );
+            let mut reports = Vec::new();
+            for run in 1..=runs.max(1) {
+                if let Some(dir) = &data_dir {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                let config = LogBenchConfig {
+                    records,
+                    record_size,
+                    partitions,
+                    batch_size,
+                    sync,
+                    data_dir: data_dir.clone(),
+                };
+                let report = bench::log::run(&config)?;
+                println!("run {run}: append {}", report.append);
+                println!("run {run}: read   {}", report.read);
+                println!("run {run}: file write baseline {}", report.file_write);
+                println!("run {run}: file read baseline  {}", report.file_read);
+                reports.push(report);
+            }
+            let m = |f: &dyn Fn(&bench::log::LogBenchReport) -> f64| {
+                median(reports.iter().map(f).collect())
+            };
+            let append_rps = m(&|r| r.append.records_per_sec());
+            let append_mbs = m(&|r| r.append.mb_per_sec());
+            let read_rps = m(&|r| r.read.records_per_sec());
+            let read_mbs = m(&|r| r.read.mb_per_sec());
+            let file_write_mbs = m(&|r| r.file_write.mb_per_sec());
+            let file_read_mbs = m(&|r| r.file_read.mb_per_sec());
+            println!(
+                "median append: {append_rps:.0} records/s, {append_mbs:.1} MB/s ({:.2}x plain file write)",
+                append_mbs / file_write_mbs
+            );
+            println!(
+                "median read:   {read_rps:.0} records/s, {read_mbs:.1} MB/s ({:.2}x plain file read)",
+                read_mbs / file_read_mbs
+            );
+            match bench::peak_rss_bytes() {
+                Some(rss) => println!("peak RSS: {:.0} MiB", rss as f64 / (1 << 20) as f64),
+                None => println!("peak RSS: unknown on this platform"),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! Eddy's cross-crate test support and the `eddy-bench` harness.
+//!
+//! The end-to-end tests live in `tests/`; the benchmark scenarios live in [`bench`] and run from
+//! `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`.
+
+pub mod bench;
