@@ -1,2 +1,28 @@
-//! The KSQL dialect: tokens, a typed AST with source spans, and printing back to SQL.
-//! Filled by the parser work; the crate exists now so the dependency graph is in place.
+//! The KSQL dialect: text to a typed AST with source spans, and back to SQL.
+//!
+//! Built on sqlparser's tokenizer (through `datafusion::sql::sqlparser`) with a dialect of our
+//! own; the grammar follows ksqlDB's. Unquoted identifiers are upper-cased as in ksqlDB.
+//!
+//! ```
+//! let statements = eddy_sql::parse_statements(
+//!     "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='t', value_format='JSON');",
+//! ).unwrap();
+//! assert_eq!(statements.len(), 1);
+//! ```
+
+pub mod ast;
+mod display;
+mod error;
+mod lexer;
+mod parser;
+mod span;
+mod variables;
+
+pub use error::ParseError;
+pub use lexer::{KsqlDialect, tokenize};
+pub use parser::{
+    ParseOptions, ParsedStatement, parse_expression, parse_statement, parse_statements,
+    parse_statements_with,
+};
+pub use span::{Position, Span};
+pub use variables::substitute_variables;

@@ -1,6 +1,8 @@
 //! Eddy's cross-crate test support and the `eddy-bench` harness.
 //!
 //! The end-to-end tests live in `tests/`; the benchmark scenarios live in [`bench`] and run from
-//! `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`.
+//! `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`. [`conformance`] reads
+//! ksqlDB's own test files.
 
 pub mod bench;
+pub mod conformance;

@@ -1,0 +1,68 @@
+//! `${name}` substitution of variables set with `DEFINE`.
+
+use std::collections::HashMap;
+
+use crate::error::ParseError;
+use crate::lexer::end_position;
+
+/// Replaces every `${name}` in `sql` with the variable's value; names match case-insensitively.
+/// A reference to an undefined variable is an error that says where it is.
+pub fn substitute_variables(
+    sql: &str,
+    variables: &HashMap<String, String>,
+) -> Result<String, ParseError> {
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            let at = end_position(&sql[..sql.len() - rest.len() + start]);
+            return Err(ParseError::new(
+                "Syntax error: '${' is not closed with '}'",
+                at,
+            ));
+        };
+        let name = &after[..end];
+        let value = variables
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v);
+        match value {
+            Some(value) => out.push_str(value),
+            None => {
+                let at = end_position(&sql[..sql.len() - rest.len() + start]);
+                return Err(ParseError::new(
+                    format!(
+                        "Syntax error: the variable '{name}' is not defined; define it with DEFINE {name} = '...'"
+                    ),
+                    at,
+                ));
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_are_substituted_everywhere() {
+        let vars = HashMap::from([("topic".to_string(), "orders".to_string())]);
+        assert_eq!(
+            substitute_variables("PRINT '${topic}'; SELECT * FROM ${TOPIC};", &vars).unwrap(),
+            "PRINT 'orders'; SELECT * FROM orders;"
+        );
+    }
+
+    #[test]
+    fn undefined_variables_are_errors_with_positions() {
+        let err = substitute_variables("SELECT\n  ${nope}", &HashMap::new()).unwrap_err();
+        assert_eq!((err.position.line, err.position.column), (2, 3));
+        assert!(err.message.contains("not defined"));
+    }
+}

@@ -1,0 +1,261 @@
+//! ksqlDB's own test files, read as a specification.
+//!
+//! The files are JSON with Jackson's leniencies (comments and trailing commas), and a case may
+//! list several `format`s, each of which replaces `{FORMAT}` in its statements.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::Value;
+
+/// Which folder a case comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Suite {
+    /// `query-validation-tests`: statements, inputs and expected output records.
+    QueryValidation,
+    /// `rest-query-validation-tests`: statements and expected REST responses.
+    RestQueryValidation,
+}
+
+/// One test case, with `{FORMAT}` already substituted.
+#[derive(Debug, Clone)]
+pub struct ConformanceCase {
+    /// The suite.
+    pub suite: Suite,
+    /// The file name, such as `joins.json`.
+    pub file: String,
+    /// The case name, with the format appended when the case has several.
+    pub name: String,
+    /// The statements, in order.
+    pub statements: Vec<String>,
+    /// The whole case as written.
+    pub raw: Value,
+    /// The expected error message, if the case expects one.
+    pub expected_error: Option<String>,
+    /// Whether the expected error is ksqlDB's parse failure.
+    pub expects_parse_failure: bool,
+}
+
+impl ConformanceCase {
+    /// Whether the case needs Avro, Protobuf or the schema registry, which Eddy does not offer.
+    pub fn needs_schema_registry(&self) -> bool {
+        self.statements.iter().any(|s| {
+            let upper = s.to_ascii_uppercase();
+            [
+                "AVRO",
+                "PROTOBUF",
+                "JSON_SR",
+                "SCHEMA_ID",
+                "SCHEMA_FULL_NAME",
+            ]
+            .iter()
+            .any(|f| upper.contains(f))
+        })
+    }
+}
+
+/// The folder holding ksqlDB's test files: `EDDY_CONFORMANCE_DIR`, else `../shared/conformance/ksqldb`
+/// next to the repository.
+pub fn conformance_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("EDDY_CONFORMANCE_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/ksqldb")
+}
+
+/// Removes `//` and `/* */` comments outside strings, and commas before `]` or `}`.
+pub fn strip_json_leniencies(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut in_string = false;
+    let mut pending_comma: Option<usize> = None;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if in_string {
+            let ch_len = utf8_len(c);
+            out.push_str(&text[i..i + ch_len]);
+            if c == b'\\' && i + 1 < bytes.len() {
+                let next_len = utf8_len(bytes[i + 1]);
+                out.push_str(&text[i + 1..i + 1 + next_len]);
+                i += 1 + next_len;
+                continue;
+            }
+            if c == b'"' {
+                in_string = false;
+            }
+            i += ch_len;
+            continue;
+        }
+        if c == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                i += 1;
+            }
+            i += 2;
+            continue;
+        }
+        if c == b',' {
+            pending_comma = Some(out.len());
+        } else if (c == b']' || c == b'}')
+            && let Some(at) = pending_comma
+            && out[at + 1..].trim().is_empty()
+        {
+            out.remove(at);
+        }
+        if !c.is_ascii_whitespace() && c != b',' {
+            pending_comma = None;
+        }
+        if c == b'"' {
+            in_string = true;
+        }
+        let ch_len = utf8_len(c);
+        out.push_str(&text[i..i + ch_len]);
+        i += ch_len;
+    }
+    out
+}
+
+fn utf8_len(first: u8) -> usize {
+    match first {
+        0x00..=0x7f => 1,
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        _ => 4,
+    }
+}
+
+fn is_parse_failure(error_type: &str, message: &str) -> bool {
+    error_type.contains("ParseFailedException")
+        || message.contains("Syntax Error")
+        || message.contains("Syntax error")
+}
+
+/// Loads every case of one suite.
+pub fn load_suite(suite: Suite) -> anyhow::Result<Vec<ConformanceCase>> {
+    let folder = match suite {
+        Suite::QueryValidation => "query-validation-tests",
+        Suite::RestQueryValidation => "rest-query-validation-tests",
+    };
+    let dir = conformance_dir().join(folder);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut cases = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path)?;
+        let json: Value = serde_json::from_str(&strip_json_leniencies(&text))
+            .with_context(|| format!("cannot parse {}", path.display()))?;
+        let file = path
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for case in json
+            .get("tests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            cases.extend(expand_case(suite, &file, case));
+        }
+    }
+    Ok(cases)
+}
+
+fn expand_case(suite: Suite, file: &str, case: &Value) -> Vec<ConformanceCase> {
+    let name = case
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let statements: Vec<String> = case
+        .get("statements")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect();
+    let error = case
+        .get("expectedException")
+        .or_else(|| case.get("expectedError"));
+    let error_type = error
+        .and_then(|e| e.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let expects_parse_failure =
+        error.is_some() && is_parse_failure(error_type, message.as_deref().unwrap_or(""));
+    let formats: Vec<String> = case
+        .get("format")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let make = |name: String, statements: Vec<String>| ConformanceCase {
+        suite,
+        file: file.to_string(),
+        name,
+        statements,
+        raw: case.clone(),
+        expected_error: error.map(|_| message.clone().unwrap_or_default()),
+        expects_parse_failure,
+    };
+    if formats.is_empty() {
+        return vec![make(name, statements)];
+    }
+    formats
+        .iter()
+        .map(|format| {
+            make(
+                format!("{name} - {format}"),
+                statements
+                    .iter()
+                    .map(|s| s.replace("{FORMAT}", format))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lenient_json_is_cleaned() {
+        let text =
+            "{\n \"a\": [1, 2,], // note\n \"b\": \"x // not a comment, \\\"q\\\"\", /* c */ }";
+        let v: Value = serde_json::from_str(&strip_json_leniencies(text)).unwrap();
+        assert_eq!(v["a"], serde_json::json!([1, 2]));
+        assert_eq!(v["b"], "x // not a comment, \"q\"");
+    }
+
+    #[test]
+    fn formats_expand_into_cases() {
+        let case = serde_json::json!({
+            "name": "n",
+            "format": ["JSON", "AVRO"],
+            "statements": ["CREATE STREAM S (A INT) WITH (kafka_topic='t', value_format='{FORMAT}');"]
+        });
+        let cases = expand_case(Suite::QueryValidation, "f.json", &case);
+        assert_eq!(cases.len(), 2);
+        assert!(cases[0].statements[0].contains("'JSON'"));
+        assert!(!cases[0].needs_schema_registry());
+        assert!(cases[1].needs_schema_registry());
+    }
+}

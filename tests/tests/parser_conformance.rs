@@ -1,0 +1,132 @@
+//! Every statement in ksqlDB's test files, through Eddy's parser.
+//!
+//! Cases ksqlDB accepts must parse, and print back to SQL that parses to an equal AST. Cases whose
+//! expected error is a parse failure must fail to parse. Cases that need Avro, Protobuf or the
+//! schema registry are counted apart.
+
+use eddy_sql::{ParseOptions, parse_statements_with};
+use eddy_tests::conformance::{ConformanceCase, Suite, load_suite};
+
+#[derive(Default, Debug)]
+struct Tally {
+    cases: usize,
+    schema_registry: usize,
+    schema_registry_parsed: usize,
+    passed: usize,
+    statements: usize,
+    round_tripped: usize,
+    failures: Vec<String>,
+}
+
+fn check_case(case: &ConformanceCase, tally: &mut Tally) {
+    let options = ParseOptions {
+        run_script: false,
+        test_statements: false,
+    };
+    let mut first_error = None;
+    let mut round_trip_failure = None;
+    for sql in &case.statements {
+        match parse_statements_with(sql, options) {
+            Ok(parsed) => {
+                for p in parsed {
+                    tally.statements += 1;
+                    let printed = p.statement.to_string();
+                    match parse_statements_with(&printed, options) {
+                        Ok(again) if again.len() == 1 && again[0].statement == p.statement => {
+                            tally.round_tripped += 1;
+                        }
+                        Ok(_) => {
+                            round_trip_failure.get_or_insert(format!(
+                                "printed as `{printed}`, which parses differently"
+                            ));
+                        }
+                        Err(e) => {
+                            round_trip_failure
+                                .get_or_insert(format!("printed as `{printed}`, which fails: {e}"));
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                first_error.get_or_insert(format!("{e} in `{sql}`"));
+            }
+        }
+    }
+    // ksqlDB's "Failed to prepare statement" errors come from the stage that builds the AST and
+    // checks it, so either outcome of parsing alone is right for them.
+    let prepare_error = !case.expects_parse_failure
+        && case
+            .expected_error
+            .as_deref()
+            .is_some_and(|m| m.starts_with("Failed to prepare statement"));
+    let ok = match (&first_error, case.expects_parse_failure) {
+        (None, false) => round_trip_failure.is_none(),
+        (Some(_), true) => true,
+        (Some(_), false) => prepare_error,
+        _ => false,
+    };
+    if ok {
+        tally.passed += 1;
+    } else {
+        let why = match (first_error, case.expects_parse_failure) {
+            (Some(e), false) => e,
+            (None, true) => format!(
+                "expected a parse failure ({}), but every statement parsed",
+                case.expected_error.clone().unwrap_or_default()
+            ),
+            _ => round_trip_failure.unwrap_or_default(),
+        };
+        tally
+            .failures
+            .push(format!("{} / {}: {why}", case.file, case.name));
+    }
+}
+
+#[test]
+fn ksqldb_statements_parse_and_round_trip() {
+    let mut report = Vec::new();
+    let mut all_failures = Vec::new();
+    for suite in [Suite::QueryValidation, Suite::RestQueryValidation] {
+        let cases = load_suite(suite).expect("conformance files load");
+        assert!(!cases.is_empty(), "no conformance cases found");
+        let mut tally = Tally::default();
+        for case in &cases {
+            tally.cases += 1;
+            if case.needs_schema_registry() {
+                tally.schema_registry += 1;
+                let options = ParseOptions::default();
+                if case
+                    .statements
+                    .iter()
+                    .all(|sql| parse_statements_with(sql, options).is_ok())
+                {
+                    tally.schema_registry_parsed += 1;
+                }
+                continue;
+            }
+            check_case(case, &mut tally);
+        }
+        report.push(format!(
+            "{suite:?}: {} cases, {} need the schema registry ({} of those parse anyway); of the other {}, {} pass; {} statements parsed, {} round-tripped",
+            tally.cases,
+            tally.schema_registry,
+            tally.schema_registry_parsed,
+            tally.cases - tally.schema_registry,
+            tally.passed,
+            tally.statements,
+            tally.round_tripped
+        ));
+        all_failures.extend(tally.failures);
+    }
+    for line in &report {
+        println!("{line}");
+    }
+    for failure in all_failures.iter().take(60) {
+        println!("FAIL {failure}");
+    }
+    assert!(
+        all_failures.is_empty(),
+        "{} cases failed; see above",
+        all_failures.len()
+    );
+}
