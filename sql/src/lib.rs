@@ -16,13 +16,14 @@ mod error;
 mod lexer;
 mod parser;
 mod span;
+pub mod types;
 mod variables;
 
 pub use error::ParseError;
 pub use lexer::{KsqlDialect, tokenize};
 pub use parser::{
-    ParseOptions, ParsedStatement, parse_expression, parse_statement, parse_statements,
-    parse_statements_with,
+    ParseOptions, ParsedStatement, parse_expression, parse_schema, parse_statement,
+    parse_statements, parse_statements_with,
 };
 pub use span::{Position, Span};
 pub use variables::substitute_variables;

@@ -130,3 +130,29 @@ fn ksqldb_statements_parse_and_round_trip() {
         all_failures.len()
     );
 }
+
+/// The schemas ksqlDB's files expect sources to end up with parse as column lists.
+#[test]
+fn expected_schemas_parse() {
+    let cases = load_suite(Suite::QueryValidation).expect("conformance files load");
+    let mut parsed = 0;
+    let mut failures = Vec::new();
+    for case in &cases {
+        let sources = case.raw.pointer("/post/sources").and_then(|s| s.as_array());
+        for source in sources.into_iter().flatten() {
+            let Some(schema) = source.get("schema").and_then(|s| s.as_str()) else {
+                continue;
+            };
+            match eddy_sql::parse_schema(schema) {
+                Ok(_) => parsed += 1,
+                Err(e) => failures.push(format!("{} / {}: `{schema}`: {e}", case.file, case.name)),
+            }
+        }
+    }
+    println!(
+        "{parsed} expected schemas parsed, {} failed",
+        failures.len()
+    );
+    assert!(parsed > 200);
+    assert!(failures.is_empty(), "{failures:#?}");
+}

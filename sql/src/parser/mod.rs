@@ -131,6 +131,18 @@ pub fn parse_statement(sql: &str) -> Result<Statement, ParseError> {
     }
 }
 
+/// Parses a column list without its parentheses, as ksqlDB writes schemas:
+/// `ID STRING KEY, S STRUCT<F1 INT>`.
+pub fn parse_schema(sql: &str) -> Result<Vec<crate::ast::TableElement>, ParseError> {
+    let wrapped = format!("({sql})");
+    let mut parser = Parser::new(&wrapped)?;
+    let elements = parser.parse_table_elements()?;
+    if !parser.at_eof() {
+        return Err(parser.expected("the end of the schema"));
+    }
+    Ok(elements)
+}
+
 /// Parses one expression, such as a `WHERE` condition on its own.
 pub fn parse_expression(sql: &str) -> Result<crate::ast::Expr, ParseError> {
     let mut parser = Parser::new(sql)?;

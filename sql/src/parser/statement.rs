@@ -195,7 +195,7 @@ impl Parser {
         }))
     }
 
-    fn parse_table_elements(&mut self) -> Result<Vec<TableElement>, ParseError> {
+    pub(crate) fn parse_table_elements(&mut self) -> Result<Vec<TableElement>, ParseError> {
         self.expect(&Token::LParen, "'('")?;
         let elements = self.parse_comma_separated(|p| {
             let start = p.peek_span().start;
