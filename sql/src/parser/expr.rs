@@ -407,49 +407,29 @@ impl Parser {
     fn parse_array(&mut self) -> Result<Expr, ParseError> {
         let start = self.advance().span.start;
         self.expect(&Token::LBracket, "'['")?;
-        let items = if self.eat(&Token::RBracket) {
-            Vec::new()
-        } else {
-            let items = self.parse_comma_separated(|p| p.parse_expr())?;
-            self.expect(&Token::RBracket, "']'")?;
-            items
-        };
+        let items = self.parse_list_until(&Token::RBracket, |p| p.parse_expr())?;
         Ok(Expr::new(ExprKind::Array(items), self.span_from(start)))
     }
 
     fn parse_map(&mut self) -> Result<Expr, ParseError> {
         let start = self.advance().span.start;
         self.expect(&Token::LParen, "'('")?;
-        let entries = if self.eat(&Token::RParen) {
-            Vec::new()
-        } else {
-            let entries = self.parse_comma_separated(|p| {
-                let key = p.parse_expr()?;
-                p.expect(&Token::Assignment, "':='")?;
-                let value = p.parse_expr()?;
-                Ok((key, value))
-            })?;
-            self.expect(&Token::RParen, "')'")?;
-            entries
-        };
+        let entries = self.parse_list_until(&Token::RParen, |p| {
+            let key = p.parse_expr()?;
+            p.expect(&Token::Assignment, "':='")?;
+            Ok((key, p.parse_expr()?))
+        })?;
         Ok(Expr::new(ExprKind::Map(entries), self.span_from(start)))
     }
 
     fn parse_struct(&mut self) -> Result<Expr, ParseError> {
         let start = self.advance().span.start;
         self.expect(&Token::LParen, "'('")?;
-        let fields = if self.eat(&Token::RParen) {
-            Vec::new()
-        } else {
-            let fields = self.parse_comma_separated(|p| {
-                let name = p.parse_any_ident()?;
-                p.expect(&Token::Assignment, "':='")?;
-                let value = p.parse_expr()?;
-                Ok((name, value))
-            })?;
-            self.expect(&Token::RParen, "')'")?;
-            fields
-        };
+        let fields = self.parse_list_until(&Token::RParen, |p| {
+            let name = p.parse_any_ident()?;
+            p.expect(&Token::Assignment, "':='")?;
+            Ok((name, p.parse_expr()?))
+        })?;
         Ok(Expr::new(ExprKind::Struct(fields), self.span_from(start)))
     }
 
@@ -468,13 +448,7 @@ impl Parser {
                 self.span_from(start),
             ));
         }
-        let args = if self.eat(&Token::RParen) {
-            Vec::new()
-        } else {
-            let args = self.parse_comma_separated(|p| p.parse_function_arg())?;
-            self.expect(&Token::RParen, "')'")?;
-            args
-        };
+        let args = self.parse_list_until(&Token::RParen, |p| p.parse_function_arg())?;
         Ok(Expr::new(
             ExprKind::Function {
                 name,

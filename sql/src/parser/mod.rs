@@ -423,6 +423,20 @@ impl Parser {
         Ok(Duration { value, unit })
     }
 
+    /// Comma-separated items up to `close`, which is consumed; the list may be empty.
+    fn parse_list_until<T>(
+        &mut self,
+        close: &Token,
+        item: impl FnMut(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<Vec<T>, ParseError> {
+        if self.eat(close) {
+            return Ok(Vec::new());
+        }
+        let items = self.parse_comma_separated(item)?;
+        self.expect(close, &format!("',' or '{close}'"))?;
+        Ok(items)
+    }
+
     fn parse_comma_separated<T>(
         &mut self,
         mut item: impl FnMut(&mut Self) -> Result<T, ParseError>,

@@ -62,9 +62,7 @@ impl Parser {
             "PRINT" => self.parse_print(),
             "SET" => {
                 self.advance();
-                let name = self.parse_string()?;
-                self.expect(&Token::Eq, "'='")?;
-                let value = self.parse_string()?;
+                let (name, value) = self.parse_string_assignment()?;
                 Ok(StatementKind::SetProperty { name, value })
             }
             "UNSET" => {
@@ -304,12 +302,14 @@ impl Parser {
 
     fn parse_values(&mut self) -> Result<Vec<crate::ast::Expr>, ParseError> {
         self.expect(&Token::LParen, "'('")?;
-        if self.eat(&Token::RParen) {
-            return Ok(Vec::new());
-        }
-        let values = self.parse_comma_separated(|p| p.parse_expr())?;
-        self.expect(&Token::RParen, "',' or ')'")?;
-        Ok(values)
+        self.parse_list_until(&Token::RParen, |p| p.parse_expr())
+    }
+
+    /// `'name' = 'value'`, as `SET` and `ALTER SYSTEM` take it.
+    fn parse_string_assignment(&mut self) -> Result<(String, String), ParseError> {
+        let name = self.parse_string()?;
+        self.expect(&Token::Eq, "'='")?;
+        Ok((name, self.parse_string()?))
     }
 
     fn parse_drop(&mut self) -> Result<StatementKind, ParseError> {
@@ -439,9 +439,7 @@ impl Parser {
     fn parse_alter(&mut self) -> Result<StatementKind, ParseError> {
         self.expect_keyword("ALTER")?;
         if self.eat_keyword("SYSTEM") {
-            let name = self.parse_string()?;
-            self.expect(&Token::Eq, "'='")?;
-            let value = self.parse_string()?;
+            let (name, value) = self.parse_string_assignment()?;
             return Ok(StatementKind::AlterSystem { name, value });
         }
         let kind = self.parse_source_kind()?;

@@ -64,4 +64,4 @@ SELECT * FROM s WINDOW TUMBLING (SIZE 10 FORTNIGHTS);
 
 SELECT ARRAY[1, 2 FROM s;
 =>
-1:19: expected ']', found 'FROM'
+1:19: expected ',' or ']', found 'FROM'
