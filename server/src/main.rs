@@ -14,7 +14,7 @@ use tracing_subscriber::EnvFilter;
 ///
 /// With no subcommand, eddy serves and, when started from a terminal, also opens the REPL.
 #[derive(Debug, Parser)]
-#[command(name = "eddy", version, about, long_about = None)]
+#[command(name = "eddy", version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
