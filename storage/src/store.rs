@@ -769,10 +769,11 @@ pub(crate) fn parse_checked(p: &PartitionLog, base: i64, value: &[u8]) -> Result
 fn position_at(iter: &mut DBRawIteratorWithThreadMode<'_, DB>, p: &PartitionLog, offset: i64) {
     iter.seek_for_prev(keys::log_key(p.topic_id, p.partition, offset));
     if iter.valid() {
+        // A batch whose header does not parse stays put, so the read reports it rather than
+        // skipping past it.
         let holds = iter
             .value()
-            .and_then(|v| BatchHeader::parse(v).ok())
-            .is_some_and(|h| h.last_offset() >= offset);
+            .is_some_and(|v| BatchHeader::parse(v).map_or(true, |h| h.last_offset() >= offset));
         if !holds {
             iter.next();
         }
@@ -865,9 +866,18 @@ fn recover_partition(
         && let (Some(key), Some(value)) = (iter.key(), iter.value())
     {
         let base = keys::log_key_offset(key).unwrap_or(0);
-        let header = BatchHeader::parse(value)
-            .map_err(|reason| corrupt(&topic.name, partition, base, reason))?;
-        end = end.max(header.last_offset() + 1);
+        // The segment table, written in the same write batch, still gives the end; reads of the
+        // damaged batch will report it.
+        match BatchHeader::parse(value) {
+            Ok(header) => end = end.max(header.last_offset() + 1),
+            Err(reason) => warn!(
+                topic = %topic.name,
+                partition,
+                offset = base,
+                %reason,
+                "the last batch of the partition is corrupt"
+            ),
+        }
     }
     iter.status()?;
     if let Some(last) = segments.last() {

@@ -626,3 +626,49 @@ fn a_corrupt_batch_is_an_error_naming_where_it_is() {
     }
     assert!(err.to_string().contains("t-0 at offset 3"), "{err}");
 }
+
+#[test]
+fn a_batch_with_a_broken_header_is_reported_and_the_store_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.create_topic("t", TopicConfig::default()).unwrap();
+        store
+            .append_blocking(
+                "t",
+                0,
+                vec![Record::unkeyed("a", 0), Record::unkeyed("b", 0)],
+            )
+            .unwrap();
+        store
+            .append_blocking("t", 0, vec![Record::unkeyed("c", 0)])
+            .unwrap();
+        store.close().unwrap();
+    }
+    {
+        let cfs = ["log", "meta", "offsets", "state"];
+        let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
+        let log = db.cf_handle("log").unwrap();
+        let (key, mut value) = db
+            .iterator_cf(log, rocksdb::IteratorMode::End)
+            .next()
+            .unwrap()
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .unwrap();
+        value[16] = 7; // the magic byte
+        db.put_cf(log, key, value).unwrap();
+    }
+    let store = open(dir.path());
+    assert_eq!(
+        store.end_offset("t", 0).unwrap(),
+        3,
+        "the segment table still knows the end"
+    );
+    let err = store.read_records("t", 0, 2, usize::MAX).unwrap_err();
+    assert!(
+        matches!(err, StorageError::CorruptBatch { offset: 2, .. }),
+        "{err}"
+    );
+    let err = store.read_records("t", 0, 0, usize::MAX).unwrap_err();
+    assert!(err.to_string().contains("magic"), "{err}");
+}
