@@ -1,2 +1,25 @@
-//! Executes KSQL statements over Eddy's log: catalog, record formats, operators and queries.
-//! Filled by the engine work; the crate exists now so the dependency graph is in place.
+//! Executes KSQL statements over Eddy's log: the catalog of streams, tables and types, record
+//! formats, and (as they are built) operators and queries.
+//!
+//! ```no_run
+//! # async fn run(store: eddy_storage::Store) -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = eddy_engine::Engine::open(store).await?;
+//! let mut session = eddy_engine::Session::default();
+//! engine
+//!     .execute(&mut session, "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');")
+//!     .await?;
+//! # Ok(()) }
+//! ```
+
+pub mod catalog;
+mod engine;
+mod error;
+pub mod format;
+mod result;
+pub mod schema;
+mod session;
+
+pub use engine::{Engine, ExecuteError};
+pub use error::{EngineError, Result};
+pub use result::{SourceSummary, StatementResult, TopicSummary};
+pub use session::Session;

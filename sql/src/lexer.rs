@@ -75,6 +75,61 @@ fn strip_location(message: &str) -> &str {
     message.split(" at Line:").next().unwrap_or(message)
 }
 
+/// Splits `sql` into statement texts at top-level `;`, without tokenizing, so `${name}` variables
+/// can be substituted in each statement before it is parsed. Quotes and comments are respected;
+/// pieces holding only whitespace and comments are dropped.
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    let bytes = sql.as_bytes();
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut meaningful = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'`' | b'"') => {
+                meaningful = true;
+                i += 1;
+                while i < bytes.len() {
+                    if bytes[i] == quote {
+                        if bytes.get(i + 1) == Some(&quote) {
+                            i += 2;
+                            continue;
+                        }
+                        break;
+                    }
+                    i += 1;
+                }
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < bytes.len() && !(bytes[i] == b'*' && bytes[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b';' => {
+                if meaningful {
+                    out.push(sql[start..i].trim());
+                }
+                start = i + 1;
+                meaningful = false;
+            }
+            c if !c.is_ascii_whitespace() => meaningful = true,
+            _ => {}
+        }
+        i += 1;
+    }
+    if meaningful && start < sql.len() {
+        out.push(sql[start..].trim());
+    }
+    out
+}
+
 /// The position just past the end of `sql`.
 pub fn end_position(sql: &str) -> Position {
     let mut line = 1;
@@ -132,6 +187,17 @@ mod tests {
         let err = tokenize("SELECT 'abc").unwrap_err();
         assert_eq!(err.position.line, 1);
         assert!(err.message.contains("Syntax error"), "{err}");
+    }
+
+    #[test]
+    fn statements_split_at_top_level_semicolons() {
+        let sql = "SET 'a'=';'; -- c;\n SELECT `x;y` FROM s /* ; */ ;\n\n;  -- only a comment";
+        assert_eq!(
+            split_statements(sql),
+            vec!["SET 'a'=';'", "-- c;\n SELECT `x;y` FROM s /* ; */"]
+        );
+        assert_eq!(split_statements("SHOW TOPICS"), vec!["SHOW TOPICS"]);
+        assert!(split_statements("  ;; -- nothing").is_empty());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub mod types;
 mod variables;
 
 pub use error::ParseError;
-pub use lexer::{KsqlDialect, tokenize};
+pub use lexer::{KsqlDialect, split_statements, tokenize};
 pub use parser::{
     ParseOptions, ParsedStatement, parse_expression, parse_schema, parse_statement,
     parse_statements, parse_statements_with,

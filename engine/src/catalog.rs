@@ -1,0 +1,418 @@
+//! Streams, tables and types: what `CREATE` declares and `DESCRIBE` shows.
+
+use std::collections::{BTreeMap, HashMap};
+
+use eddy_sql::ast::{ColumnConstraint, CreateSource, Literal, SourceKind, SqlType};
+use eddy_sql::types::resolve;
+
+use crate::error::{EngineError, Result};
+use crate::format::{Format, FormatSpec, check_columns, parse_delimiter};
+use crate::schema::{
+    Column, ColumnKind, PSEUDO_COLUMNS, WINDOW_COLUMNS, headers_type, type_display,
+};
+
+/// Session property naming the default key format.
+pub const DEFAULT_KEY_FORMAT: &str = "ksql.persistence.default.format.key";
+/// Session property naming the default value format.
+pub const DEFAULT_VALUE_FORMAT: &str = "ksql.persistence.default.format.value";
+
+/// How a windowed source's keys are windowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowType {
+    /// Fixed, non-overlapping windows.
+    Tumbling,
+    /// Fixed, overlapping windows.
+    Hopping,
+    /// Activity sessions.
+    Session,
+}
+
+/// The window of a source declared over a windowed topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowInfo {
+    /// The window type.
+    pub window_type: WindowType,
+    /// The size, for time windows.
+    pub size_ms: Option<u64>,
+}
+
+/// A stream or table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSource {
+    /// The name.
+    pub name: String,
+    /// Stream or table.
+    pub kind: SourceKind,
+    /// The topic holding its records.
+    pub topic: String,
+    /// How keys are serialized.
+    pub key_format: FormatSpec,
+    /// How values are serialized.
+    pub value_format: FormatSpec,
+    /// `WRAP_SINGLE_VALUE`, when set.
+    pub wrap_single_value: Option<bool>,
+    /// Key, value and header columns, in declaration order.
+    pub columns: Vec<Column>,
+    /// The column `ROWTIME` comes from, if not the record timestamp.
+    pub timestamp_column: Option<String>,
+    /// The pattern of a string `TIMESTAMP` column.
+    pub timestamp_format: Option<String>,
+    /// Set for sources over windowed keys.
+    pub window: Option<WindowInfo>,
+    /// `CREATE SOURCE ...`: no inserts, no `DELETE TOPIC`.
+    pub read_only: bool,
+    /// The statement that declared it.
+    pub sql: String,
+}
+
+impl DataSource {
+    /// Key columns in order.
+    pub fn key_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.kind == ColumnKind::Key)
+    }
+
+    /// Value columns in order.
+    pub fn value_columns(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| c.kind == ColumnKind::Value)
+    }
+
+    /// `STREAM` or `TABLE`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            SourceKind::Stream => "STREAM",
+            SourceKind::Table => "TABLE",
+        }
+    }
+}
+
+/// The catalog: sources and named types.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    sources: BTreeMap<String, DataSource>,
+    types: BTreeMap<String, SqlType>,
+}
+
+impl Catalog {
+    /// A source by exact name.
+    pub fn source(&self, name: &str) -> Option<&DataSource> {
+        self.sources.get(name)
+    }
+
+    /// All sources, by name.
+    pub fn sources(&self) -> impl Iterator<Item = &DataSource> {
+        self.sources.values()
+    }
+
+    /// A source whose name differs only in case, for "did you mean" hints.
+    pub fn similar_source(&self, name: &str) -> Option<&DataSource> {
+        self.sources
+            .values()
+            .find(|s| s.name != name && s.name.eq_ignore_ascii_case(name))
+    }
+
+    /// Adds or replaces a source.
+    pub fn put_source(&mut self, source: DataSource) {
+        self.sources.insert(source.name.clone(), source);
+    }
+
+    /// Removes a source.
+    pub fn remove_source(&mut self, name: &str) -> Option<DataSource> {
+        self.sources.remove(name)
+    }
+
+    /// A named type.
+    pub fn named_type(&self, name: &str) -> Option<&SqlType> {
+        self.types.get(name)
+    }
+
+    /// All named types.
+    pub fn types(&self) -> &BTreeMap<String, SqlType> {
+        &self.types
+    }
+
+    /// Registers a named type.
+    pub fn put_type(&mut self, name: String, ty: SqlType) {
+        self.types.insert(name, ty);
+    }
+
+    /// Removes a named type.
+    pub fn remove_type(&mut self, name: &str) -> Option<SqlType> {
+        self.types.remove(name)
+    }
+
+    /// Builds the source a `CREATE STREAM|TABLE` declares, checking it with ksqlDB's rules.
+    pub fn build_source(
+        &self,
+        create: &CreateSource,
+        sql: &str,
+        session: &HashMap<String, String>,
+    ) -> Result<DataSource> {
+        let props = &create.properties;
+        let string_prop = |name: &str| -> Result<Option<String>> {
+            match props.get(name) {
+                None => Ok(None),
+                Some(Literal::String(s)) => Ok(Some(s.clone())),
+                Some(other) => Err(EngineError::statement(format!(
+                    "Invalid value for {name}: expected a string but got {other}"
+                ))),
+            }
+        };
+        let topic = string_prop("KAFKA_TOPIC")?.ok_or_else(|| {
+            EngineError::statement(
+                "Missing required property \"KAFKA_TOPIC\" which has no default value.",
+            )
+        })?;
+
+        let format = string_prop("FORMAT")?;
+        let key_format_name = string_prop("KEY_FORMAT")?;
+        let value_format_name = string_prop("VALUE_FORMAT")?;
+        if format.is_some() && key_format_name.is_some() {
+            return Err(EngineError::statement(
+                "Cannot supply both 'KEY_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
+            ));
+        }
+        if format.is_some() && value_format_name.is_some() {
+            return Err(EngineError::statement(
+                "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
+            ));
+        }
+        let value_format = match value_format_name
+            .or(format.clone())
+            .or_else(|| session.get(DEFAULT_VALUE_FORMAT).cloned())
+        {
+            Some(name) => Format::parse(&name)?,
+            None => {
+                return Err(EngineError::statement(
+                    "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a default via the 'ksql.persistence.default.format.value' config.",
+                ));
+            }
+        };
+        let explicit_key_format = key_format_name.or(format);
+        let mut key_format = match explicit_key_format
+            .clone()
+            .or_else(|| session.get(DEFAULT_KEY_FORMAT).cloned())
+        {
+            Some(name) => Format::parse(&name)?,
+            None => Format::Kafka,
+        };
+
+        let mut key_spec = FormatSpec::of(key_format);
+        let mut value_spec = FormatSpec::of(value_format);
+        for (property, spec) in [
+            ("KEY_DELIMITER", &mut key_spec),
+            ("VALUE_DELIMITER", &mut value_spec),
+        ] {
+            if let Some(value) = string_prop(property)? {
+                let delimiter = parse_delimiter(property, &value)?;
+                if spec.format != Format::Delimited {
+                    return Err(EngineError::statement(format!(
+                        "{} does not support the following configs: [delimiter]",
+                        spec.format.name()
+                    )));
+                }
+                spec.delimiter = Some(delimiter);
+            }
+        }
+
+        let elements = match &create.elements {
+            Some(elements) if !elements.is_empty() => elements,
+            _ => {
+                if create.kind == SourceKind::Table && !value_format.is_supported() {
+                    return Err(EngineError::statement(
+                        "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
+                    ));
+                }
+                return Err(EngineError::statement("No columns supplied."));
+            }
+        };
+        let mut columns = Vec::with_capacity(elements.len());
+        for element in elements {
+            let name = element.name.value.clone();
+            // Unquoted names are upper-cased already, so this also catches `rowpartition`.
+            if let Some(reserved) = PSEUDO_COLUMNS
+                .iter()
+                .chain(WINDOW_COLUMNS)
+                .find(|r| **r == name)
+            {
+                return Err(EngineError::statement(format!(
+                    "'{reserved}' is a reserved column name. You cannot use it as a name for a column."
+                )));
+            }
+            if columns.iter().any(|c: &Column| c.name == name) {
+                return Err(EngineError::statement(format!(
+                    "Duplicate column names: `{name}`"
+                )));
+            }
+            let ty = resolve(&element.ty, &|n| self.types.get(n).cloned())
+                .map_err(|e| EngineError::statement(e.to_string()))?;
+            let kind = match &element.constraint {
+                None => ColumnKind::Value,
+                Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey) => ColumnKind::Key,
+                Some(ColumnConstraint::Headers) => {
+                    let expected = headers_type();
+                    if ty != expected {
+                        return Err(EngineError::statement(format!(
+                            "Invalid type for HEADERS column: expected {}, got {}",
+                            type_display(&expected),
+                            type_display(&ty)
+                        )));
+                    }
+                    ColumnKind::Headers
+                }
+                Some(ColumnConstraint::Header(key)) => {
+                    if ty != SqlType::Bytes {
+                        return Err(EngineError::statement(format!(
+                            "Invalid type for HEADER('{key}') column: expected BYTES, got {}",
+                            type_display(&ty)
+                        )));
+                    }
+                    ColumnKind::Header(key.clone())
+                }
+            };
+            columns.push(Column { name, ty, kind });
+        }
+
+        let keys: Vec<&Column> = columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Key)
+            .collect();
+        let values: Vec<&Column> = columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Value)
+            .collect();
+        if create.kind == SourceKind::Table && keys.is_empty() {
+            return Err(EngineError::statement(
+                "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
+            ));
+        }
+
+        let window = match string_prop("WINDOW_TYPE")? {
+            None => None,
+            Some(t) => {
+                let window_type = match t.to_ascii_uppercase().as_str() {
+                    "TUMBLING" => WindowType::Tumbling,
+                    "HOPPING" => WindowType::Hopping,
+                    "SESSION" => WindowType::Session,
+                    other => {
+                        return Err(EngineError::statement(format!(
+                            "Invalid value for WINDOW_TYPE: {other}. Valid values are SESSION, HOPPING, TUMBLING"
+                        )));
+                    }
+                };
+                let size_ms = match string_prop("WINDOW_SIZE")? {
+                    Some(size) => Some(parse_window_size(&size)?),
+                    None if window_type == WindowType::Session => None,
+                    None => {
+                        return Err(EngineError::statement(format!(
+                            "{} windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'",
+                            t.to_ascii_uppercase()
+                        )));
+                    }
+                };
+                if keys.is_empty() {
+                    return Err(EngineError::statement(
+                        "Windowed sources require a key column.",
+                    ));
+                }
+                Some(WindowInfo {
+                    window_type,
+                    size_ms,
+                })
+            }
+        };
+
+        if keys.is_empty() && explicit_key_format.is_none() {
+            // A keyless source has nothing to serialize in its key.
+            key_format = Format::None;
+            key_spec.format = Format::None;
+        }
+        key_format.ensure_supported()?;
+        value_format.ensure_supported()?;
+        check_columns(key_format, &keys, true)?;
+        check_columns(value_format, &values, false)?;
+
+        let wrap_single_value = match props.get("WRAP_SINGLE_VALUE") {
+            None => None,
+            Some(Literal::Boolean(b)) => Some(*b),
+            Some(Literal::String(s))
+                if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+            {
+                Some(s.eq_ignore_ascii_case("true"))
+            }
+            Some(other) => {
+                return Err(EngineError::statement(format!(
+                    "Invalid value for WRAP_SINGLE_VALUE: expected true or false but got {other}"
+                )));
+            }
+        };
+        if let Some(wrap) = wrap_single_value {
+            if wrap && matches!(value_format, Format::Kafka | Format::Delimited) {
+                return Err(EngineError::statement(format!(
+                    "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+                    value_format.name()
+                )));
+            }
+            if values.len() != 1 {
+                return Err(EngineError::statement(
+                    "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas",
+                ));
+            }
+        }
+
+        let timestamp_column = string_prop("TIMESTAMP")?.map(|t| t.to_uppercase());
+        if let Some(ts) = &timestamp_column {
+            let column = columns.iter().find(|c| c.name.eq_ignore_ascii_case(ts)).ok_or_else(|| {
+                EngineError::statement(format!(
+                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+                ))
+            })?;
+            if !matches!(
+                column.ty,
+                SqlType::Bigint | SqlType::Timestamp | SqlType::String
+            ) {
+                return Err(EngineError::statement(format!(
+                    "Timestamp column, `{}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified.",
+                    column.name
+                )));
+            }
+        }
+
+        Ok(DataSource {
+            name: create.name.value.clone(),
+            kind: create.kind,
+            topic,
+            key_format: key_spec,
+            value_format: value_spec,
+            wrap_single_value,
+            columns,
+            timestamp_column,
+            timestamp_format: string_prop("TIMESTAMP_FORMAT")?,
+            window,
+            read_only: create.read_only,
+            sql: sql.to_string(),
+        })
+    }
+}
+
+/// Parses a `WINDOW_SIZE` such as `'10 SECONDS'` into milliseconds.
+pub fn parse_window_size(text: &str) -> Result<u64> {
+    let invalid = || {
+        EngineError::statement(format!(
+            "Invalid value for WINDOW_SIZE: '{text}'. The window size should be a number followed by a time unit, such as '10 SECONDS'"
+        ))
+    };
+    let mut parts = text.split_whitespace();
+    let (Some(n), Some(unit), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(invalid());
+    };
+    let n: u64 = n.parse().map_err(|_| invalid())?;
+    let unit_ms = match unit.to_ascii_uppercase().trim_end_matches('S') {
+        "MILLISECOND" => 1,
+        "SECOND" => 1_000,
+        "MINUTE" => 60_000,
+        "HOUR" => 3_600_000,
+        "DAY" => 86_400_000,
+        _ => return Err(invalid()),
+    };
+    Ok(n.saturating_mul(unit_ms))
+}

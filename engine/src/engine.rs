@@ -1,0 +1,641 @@
+//! The engine: executes statements against the catalog and the log.
+//!
+//! Every statement that changes the catalog is appended to a command log in the state store, as
+//! ksqlDB keeps its command topic. Opening the engine replays the log, so the catalog survives
+//! restarts without a second storage format to keep in step with the SQL.
+
+use std::collections::HashMap;
+
+use eddy_sql::ast::{CreateSource, ListKind, Literal, SourceKind, Statement, StatementKind};
+use eddy_sql::{parse_statements, split_statements, substitute_variables};
+use eddy_storage::{CleanupPolicy, Commit, Store, TopicConfig};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::catalog::{Catalog, DEFAULT_KEY_FORMAT};
+use crate::error::{EngineError, Result};
+use crate::result::{SourceSummary, StatementResult, TopicSummary};
+use crate::session::Session;
+
+/// State-store namespace of the command log.
+const COMMAND_LOG: &str = "__eddy_command_log";
+
+/// One entry of the command log.
+#[derive(Debug, Serialize, Deserialize)]
+struct Command {
+    sql: String,
+    #[serde(default)]
+    properties: HashMap<String, String>,
+}
+
+struct EngineState {
+    catalog: Catalog,
+    next_seq: u64,
+}
+
+/// A failed request: the statements completed before the failure, and what failed.
+#[derive(Debug)]
+pub struct ExecuteError {
+    /// Results of the statements that ran before the failing one.
+    pub completed: Vec<StatementResult>,
+    /// The text of the failing statement.
+    pub statement: String,
+    /// Why it failed.
+    pub error: EngineError,
+}
+
+impl std::fmt::Display for ExecuteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.error)
+    }
+}
+
+impl std::error::Error for ExecuteError {}
+
+/// Whether a statement is run for a client or replayed from the command log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Live,
+    Replay,
+}
+
+/// Eddy's SQL engine over one store.
+pub struct Engine {
+    store: Store,
+    state: Mutex<EngineState>,
+}
+
+impl Engine {
+    /// Opens the engine on a store, replaying the command log to rebuild the catalog.
+    pub async fn open(store: Store) -> Result<Engine> {
+        let mut state = EngineState {
+            catalog: Catalog::default(),
+            next_seq: 0,
+        };
+        let mut entries = Vec::new();
+        for entry in store.state_scan_prefix(COMMAND_LOG, b"")? {
+            let (key, value) = entry?;
+            let seq = key
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| EngineError::CorruptCommandLog {
+                    seq: state.next_seq,
+                    reason: "the key is not 8 bytes".into(),
+                })?;
+            let command: Command =
+                serde_json::from_slice(&value).map_err(|e| EngineError::CorruptCommandLog {
+                    seq,
+                    reason: e.to_string(),
+                })?;
+            entries.push((seq, command));
+        }
+        let engine = Engine {
+            store,
+            state: Mutex::new(EngineState {
+                catalog: Catalog::default(),
+                next_seq: 0,
+            }),
+        };
+        for (seq, command) in entries {
+            let mut session = Session {
+                properties: command.properties.clone(),
+                ..Session::default()
+            };
+            for statement in parse_statements(&command.sql)? {
+                if let Err(e) = engine
+                    .execute_statement(
+                        &mut state,
+                        &mut session,
+                        &statement.statement,
+                        &statement.text,
+                        Mode::Replay,
+                    )
+                    .await
+                {
+                    warn!(seq, sql = %command.sql, error = %e, "a logged command no longer applies; skipped");
+                }
+            }
+            state.next_seq = seq + 1;
+        }
+        info!(
+            sources = state.catalog.sources().count(),
+            commands = state.next_seq,
+            "engine catalog restored"
+        );
+        *engine.state.lock().await = state;
+        Ok(engine)
+    }
+
+    /// The store the engine runs on.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A copy of the catalog as it is now.
+    pub async fn catalog(&self) -> Catalog {
+        self.state.lock().await.catalog.clone()
+    }
+
+    /// Runs every statement in `sql`, in order, stopping at the first failure. `${name}` variables
+    /// from the session are substituted statement by statement, so a `DEFINE` applies to the
+    /// statements after it.
+    pub async fn execute(
+        &self,
+        session: &mut Session,
+        sql: &str,
+    ) -> Result<Vec<StatementResult>, ExecuteError> {
+        let mut completed = Vec::new();
+        let mut state = self.state.lock().await;
+        for piece in split_statements(sql) {
+            let text = if piece.contains("${") {
+                match substitute_variables(piece, &session.variables) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        return Err(ExecuteError {
+                            completed,
+                            statement: piece.to_string(),
+                            error: e.into(),
+                        });
+                    }
+                }
+            } else {
+                piece.to_string()
+            };
+            let parsed = match parse_statements(&text) {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    return Err(ExecuteError {
+                        completed,
+                        statement: text,
+                        error: e.into(),
+                    });
+                }
+            };
+            for statement in parsed {
+                match self
+                    .execute_statement(
+                        &mut state,
+                        session,
+                        &statement.statement,
+                        &statement.text,
+                        Mode::Live,
+                    )
+                    .await
+                {
+                    Ok(result) => completed.push(result),
+                    Err(error) => {
+                        return Err(ExecuteError {
+                            completed,
+                            statement: statement.text,
+                            error,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(completed)
+    }
+
+    async fn execute_statement(
+        &self,
+        state: &mut EngineState,
+        session: &mut Session,
+        statement: &Statement,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let done = |message: String| StatementResult::CommandStatus {
+            statement: text.to_string(),
+            message,
+        };
+        match &statement.kind {
+            StatementKind::CreateSource(create) => {
+                self.create_source(state, session, create, text, mode).await
+            }
+            StatementKind::DropSource {
+                kind,
+                if_exists,
+                name,
+                delete_topic,
+            } => {
+                self.drop_source(
+                    state,
+                    session,
+                    *kind,
+                    *if_exists,
+                    &name.value,
+                    *delete_topic,
+                    text,
+                    mode,
+                )
+                .await
+            }
+            StatementKind::CreateType {
+                if_not_exists,
+                name,
+                ty,
+            } => {
+                if state.catalog.named_type(&name.value).is_some() {
+                    if *if_not_exists {
+                        return Ok(StatementResult::Warning {
+                            statement: text.to_string(),
+                            message: format!("Type {} already exists", name.value),
+                        });
+                    }
+                    return Err(EngineError::statement(format!(
+                        "Cannot register custom type '{}' since it is already registered with type: {}",
+                        name.value,
+                        crate::schema::type_display(
+                            state.catalog.named_type(&name.value).unwrap_or(ty)
+                        )
+                    )));
+                }
+                let resolved =
+                    eddy_sql::types::resolve(ty, &|n| state.catalog.named_type(n).cloned())
+                        .map_err(|e| EngineError::statement(e.to_string()))?;
+                self.log_command(state, session, text, mode).await?;
+                state.catalog.put_type(name.value.clone(), resolved);
+                Ok(done(format!(
+                    "Registered custom type with name '{}'",
+                    name.value
+                )))
+            }
+            StatementKind::DropType { if_exists, name } => {
+                if state.catalog.named_type(&name.value).is_none() {
+                    if *if_exists {
+                        return Ok(done(format!("Type '{}' does not exist", name.value)));
+                    }
+                    return Err(EngineError::statement(format!(
+                        "Type {} does not exist.",
+                        name.value
+                    )));
+                }
+                self.log_command(state, session, text, mode).await?;
+                state.catalog.remove_type(&name.value);
+                Ok(done(format!("Dropped type '{}'", name.value)))
+            }
+            StatementKind::List { what, .. } => self.list(state, session, *what, text),
+            StatementKind::Describe { name, extended } => {
+                let source = state.catalog.source(&name.value).ok_or_else(|| {
+                    EngineError::statement(format!(
+                        "Could not find STREAM/TABLE '{}' in the Metastore",
+                        name.value
+                    ))
+                })?;
+                let partitions = self.store.partition_count(&source.topic).ok();
+                Ok(StatementResult::SourceDescription {
+                    statement: text.to_string(),
+                    source: Box::new(source.clone()),
+                    extended: *extended,
+                    partitions,
+                })
+            }
+            StatementKind::SetProperty { name, value } => {
+                session.properties.insert(name.clone(), value.clone());
+                Ok(done(format!(
+                    "Successfully changed local property '{name}' to '{value}'."
+                )))
+            }
+            StatementKind::UnsetProperty(name) => {
+                session.properties.remove(name);
+                Ok(done(format!("Successfully unset local property '{name}'.")))
+            }
+            StatementKind::DefineVariable { name, value } => {
+                session.variables.insert(name.value.clone(), value.clone());
+                Ok(done(format!(
+                    "Defined variable {} as '{value}'",
+                    name.value
+                )))
+            }
+            StatementKind::UndefineVariable(name) => {
+                if session.variables.remove(&name.value).is_none() {
+                    return Ok(StatementResult::Warning {
+                        statement: text.to_string(),
+                        message: format!(
+                            "Cannot undefine variable '{}' which was never defined",
+                            name.value
+                        ),
+                    });
+                }
+                Ok(done(format!("Undefined variable {}", name.value)))
+            }
+            other => Err(EngineError::Unsupported(describe_kind(other).to_string())),
+        }
+    }
+
+    async fn log_command(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        sql: &str,
+        mode: Mode,
+    ) -> Result<()> {
+        if mode == Mode::Replay {
+            return Ok(());
+        }
+        let command = Command {
+            sql: sql.to_string(),
+            properties: session.properties.clone(),
+        };
+        let value = serde_json::to_vec(&command).map_err(|e| EngineError::CorruptCommandLog {
+            seq: state.next_seq,
+            reason: e.to_string(),
+        })?;
+        let mut commit = Commit::new();
+        commit.put_state(COMMAND_LOG, state.next_seq.to_be_bytes().to_vec(), value);
+        self.store.commit(commit).await?;
+        state.next_seq += 1;
+        Ok(())
+    }
+
+    async fn create_source(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        create: &CreateSource,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let kind = match create.kind {
+            SourceKind::Stream => "stream",
+            SourceKind::Table => "table",
+        };
+        let name = &create.name.value;
+        let existing = state.catalog.source(name);
+        if create.or_replace && (create.read_only || existing.is_some_and(|s| s.read_only)) {
+            return Err(EngineError::statement(format!(
+                "Cannot add {kind} '{name}': CREATE OR REPLACE is not supported on source {kind}s."
+            )));
+        }
+        if let Some(existing) = existing {
+            if create.if_not_exists {
+                return Ok(StatementResult::Warning {
+                    statement: text.to_string(),
+                    message: format!(
+                        "Cannot add {kind} {name}: A {} with the same name already exists.",
+                        existing.kind_name().to_ascii_lowercase()
+                    ),
+                });
+            }
+            if !create.or_replace {
+                return Err(EngineError::statement(format!(
+                    "Cannot add {kind} '{name}': A {} with the same name already exists",
+                    existing.kind_name().to_ascii_lowercase()
+                )));
+            }
+            if existing.kind != create.kind {
+                return Err(EngineError::statement(format!(
+                    "Cannot add {kind} '{name}': A {} with the same name already exists",
+                    existing.kind_name().to_ascii_lowercase()
+                )));
+            }
+        }
+        let replaced = existing.is_some();
+        let source = state
+            .catalog
+            .build_source(create, text, &session.properties)?;
+        if mode == Mode::Live {
+            self.ensure_topic(create, &source.topic, source.kind)?;
+        }
+        self.log_command(state, session, text, mode).await?;
+        let message = match (create.kind, replaced) {
+            (SourceKind::Stream, false) => "Stream created",
+            (SourceKind::Table, false) => "Table created",
+            (SourceKind::Stream, true) => "Stream replaced",
+            (SourceKind::Table, true) => "Table replaced",
+        };
+        state.catalog.put_source(source);
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            message: message.to_string(),
+        })
+    }
+
+    /// Creates the source's topic, or checks the existing one against `PARTITIONS` and `REPLICAS`.
+    fn ensure_topic(&self, create: &CreateSource, topic: &str, kind: SourceKind) -> Result<()> {
+        let count = |name: &str| -> Result<Option<u32>> {
+            match create.properties.get(name) {
+                None => Ok(None),
+                Some(Literal::Integer(n)) if *n > 0 && *n <= i64::from(u32::MAX) => {
+                    Ok(Some(*n as u32))
+                }
+                Some(other) => Err(EngineError::statement(format!(
+                    "Invalid value for {name}: {other}. It must be a positive number"
+                ))),
+            }
+        };
+        let partitions = count("PARTITIONS")?;
+        let replicas = count("REPLICAS")?;
+        if self.store.topic_exists(topic) {
+            let description = self.store.describe_topic(topic)?;
+            let have_partitions = description.config.partitions;
+            let have_replicas = u32::from(description.config.replication_factor);
+            let partitions_differ = partitions.is_some_and(|p| p != have_partitions);
+            let replicas_differ = replicas.is_some_and(|r| r != have_replicas);
+            if partitions_differ || replicas_differ {
+                return Err(EngineError::statement(format!(
+                    "A Kafka topic with the name '{topic}' already exists, with different partition/replica configuration than required. KSQL expects {} partitions (topic has {have_partitions}), {} replication factor (topic has {have_replicas}).",
+                    partitions.unwrap_or(have_partitions),
+                    replicas.unwrap_or(have_replicas)
+                )));
+            }
+            return Ok(());
+        }
+        let Some(partitions) = partitions else {
+            return Err(EngineError::statement(format!(
+                "Topic '{topic}' does not exist. If you want to create a new topic for the {} please re-run the statement providing the required 'PARTITIONS' configuration in the WITH clause (and optionally 'REPLICAS'). For example: CREATE {} {} (ID INT) WITH (KAFKA_TOPIC='{topic}', PARTITIONS=2, REPLICAS=1, FORMAT='JSON');",
+                if kind == SourceKind::Stream {
+                    "stream"
+                } else {
+                    "table"
+                },
+                if kind == SourceKind::Stream {
+                    "STREAM"
+                } else {
+                    "TABLE"
+                },
+                create.name.value
+            )));
+        };
+        let mut config = TopicConfig::with_partitions(partitions);
+        config.replication_factor = replicas.unwrap_or(1).min(u32::from(u16::MAX)) as u16;
+        if kind == SourceKind::Table {
+            config.cleanup_policy = CleanupPolicy::Compact;
+        }
+        if let Some(Literal::Integer(ms)) = create.properties.get("RETENTION_MS") {
+            config.retention_ms = *ms;
+        }
+        self.store.create_topic(topic, config)?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn drop_source(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        kind: SourceKind,
+        if_exists: bool,
+        name: &str,
+        delete_topic: bool,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let wanted = if kind == SourceKind::Stream {
+            "Stream"
+        } else {
+            "Table"
+        };
+        let Some(source) = state.catalog.source(name).cloned() else {
+            if if_exists {
+                return Ok(StatementResult::CommandStatus {
+                    statement: text.to_string(),
+                    message: format!("Source `{name}` does not exist."),
+                });
+            }
+            return Err(EngineError::statement(format!(
+                "{wanted} {name} does not exist"
+            )));
+        };
+        if source.kind != kind {
+            return Err(EngineError::statement(format!(
+                "Incompatible data source type is {}, but statement was DROP {}",
+                source.kind_name(),
+                wanted.to_ascii_uppercase()
+            )));
+        }
+        if delete_topic && source.read_only {
+            return Err(EngineError::statement(format!(
+                "Cannot delete topic for read-only source: {name}"
+            )));
+        }
+        if mode == Mode::Live && delete_topic && self.store.topic_exists(&source.topic) {
+            self.store.delete_topic(&source.topic)?;
+        }
+        self.log_command(state, session, text, mode).await?;
+        state.catalog.remove_source(name);
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            message: format!("Source `{name}` (topic: {}) was dropped.", source.topic),
+        })
+    }
+
+    fn list(
+        &self,
+        state: &EngineState,
+        session: &Session,
+        what: ListKind,
+        text: &str,
+    ) -> Result<StatementResult> {
+        let statement = text.to_string();
+        Ok(match what {
+            ListKind::Streams | ListKind::Tables => {
+                let (kind, label) = if what == ListKind::Streams {
+                    (SourceKind::Stream, "STREAM")
+                } else {
+                    (SourceKind::Table, "TABLE")
+                };
+                StatementResult::Sources {
+                    statement,
+                    kind: label,
+                    sources: state
+                        .catalog
+                        .sources()
+                        .filter(|s| s.kind == kind)
+                        .map(SourceSummary::of)
+                        .collect(),
+                }
+            }
+            ListKind::Topics | ListKind::AllTopics => {
+                let mut topics = Vec::new();
+                for name in self.store.list_topics() {
+                    if what == ListKind::Topics && name.starts_with('_') {
+                        continue;
+                    }
+                    let description = self.store.describe_topic(&name)?;
+                    topics.push(TopicSummary {
+                        name,
+                        replicas: vec![
+                            description.config.replication_factor;
+                            description.partitions.len()
+                        ],
+                    });
+                }
+                StatementResult::Topics { statement, topics }
+            }
+            ListKind::Types => StatementResult::Types {
+                statement,
+                types: state
+                    .catalog
+                    .types()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            },
+            ListKind::Properties => {
+                let mut properties: Vec<(String, String)> = [
+                    ("auto.offset.reset", "latest"),
+                    (DEFAULT_KEY_FORMAT, "KAFKA"),
+                    ("cache.max.bytes.buffering", "10485760"),
+                    ("commit.interval.ms", "2000"),
+                ]
+                .iter()
+                .filter(|(k, _)| !session.properties.contains_key(*k))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                properties.extend(
+                    session
+                        .properties
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone())),
+                );
+                properties.sort();
+                StatementResult::Properties {
+                    statement,
+                    properties,
+                }
+            }
+            ListKind::Variables => {
+                let mut variables: Vec<(String, String)> = session
+                    .variables
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                variables.sort();
+                StatementResult::Variables {
+                    statement,
+                    variables,
+                }
+            }
+            ListKind::Queries | ListKind::Functions | ListKind::Connectors => {
+                return Err(EngineError::Unsupported(
+                    format!("SHOW {what:?}").to_uppercase(),
+                ));
+            }
+        })
+    }
+}
+
+fn describe_kind(kind: &StatementKind) -> &'static str {
+    match kind {
+        StatementKind::CreateAsSelect(_) => "CREATE ... AS SELECT",
+        StatementKind::InsertInto { .. } => "INSERT INTO ... SELECT",
+        StatementKind::InsertValues { .. } => "INSERT INTO ... VALUES",
+        StatementKind::Query(_) => "SELECT",
+        StatementKind::DescribeAll { .. } => "DESCRIBE STREAMS/TABLES",
+        StatementKind::DescribeFunction(_) => "DESCRIBE FUNCTION",
+        StatementKind::Explain(_) | StatementKind::ExplainQuery(_) => "EXPLAIN",
+        StatementKind::Terminate(_) => "TERMINATE",
+        StatementKind::Pause(_) | StatementKind::Resume(_) => "PAUSE/RESUME",
+        StatementKind::Print(_) => "PRINT",
+        StatementKind::AlterSource { .. } => "ALTER",
+        StatementKind::AlterSystem { .. } => "ALTER SYSTEM",
+        StatementKind::AssertTopic { .. } | StatementKind::AssertSchema { .. } => "ASSERT",
+        StatementKind::CreateConnector { .. }
+        | StatementKind::DropConnector { .. }
+        | StatementKind::DescribeConnector(_) => "Connectors",
+        _ => "This statement",
+    }
+}

@@ -1,0 +1,112 @@
+//! What executing a statement returns, for the REST API and the shell to render.
+
+use eddy_sql::ast::SqlType;
+
+use crate::catalog::DataSource;
+
+/// A source as `SHOW STREAMS` / `SHOW TABLES` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSummary {
+    /// The name.
+    pub name: String,
+    /// `STREAM` or `TABLE`.
+    pub kind: &'static str,
+    /// The topic.
+    pub topic: String,
+    /// The key format's name.
+    pub key_format: String,
+    /// The value format's name.
+    pub value_format: String,
+    /// Whether the source is windowed.
+    pub windowed: bool,
+}
+
+impl SourceSummary {
+    /// The summary of a source.
+    pub fn of(source: &DataSource) -> Self {
+        SourceSummary {
+            name: source.name.clone(),
+            kind: source.kind_name(),
+            topic: source.topic.clone(),
+            key_format: source.key_format.format.name().to_string(),
+            value_format: source.value_format.format.name().to_string(),
+            windowed: source.window.is_some(),
+        }
+    }
+}
+
+/// A topic as `SHOW TOPICS` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSummary {
+    /// The name.
+    pub name: String,
+    /// The replica count of each partition.
+    pub replicas: Vec<u16>,
+}
+
+/// The outcome of one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StatementResult {
+    /// A DDL statement took effect; the message says what happened.
+    CommandStatus {
+        /// The statement.
+        statement: String,
+        /// What happened, as ksqlDB words it.
+        message: String,
+    },
+    /// A statement that changed nothing, with a warning (such as `IF NOT EXISTS` on an existing source).
+    Warning {
+        /// The statement.
+        statement: String,
+        /// The warning.
+        message: String,
+    },
+    /// `SHOW STREAMS` / `SHOW TABLES`.
+    Sources {
+        /// The statement.
+        statement: String,
+        /// Streams or tables.
+        kind: &'static str,
+        /// The sources.
+        sources: Vec<SourceSummary>,
+    },
+    /// `SHOW TOPICS`.
+    Topics {
+        /// The statement.
+        statement: String,
+        /// The topics.
+        topics: Vec<TopicSummary>,
+    },
+    /// `DESCRIBE`.
+    SourceDescription {
+        /// The statement.
+        statement: String,
+        /// The source.
+        source: Box<DataSource>,
+        /// Whether `EXTENDED` was asked for.
+        extended: bool,
+        /// Partitions of its topic, when known.
+        partitions: Option<u32>,
+    },
+    /// `SHOW TYPES`.
+    Types {
+        /// The statement.
+        statement: String,
+        /// Named types.
+        types: Vec<(String, SqlType)>,
+    },
+    /// `SHOW PROPERTIES`.
+    Properties {
+        /// The statement.
+        statement: String,
+        /// Effective properties.
+        properties: Vec<(String, String)>,
+    },
+    /// `SHOW VARIABLES`.
+    Variables {
+        /// The statement.
+        statement: String,
+        /// Defined variables.
+        variables: Vec<(String, String)>,
+    },
+}
