@@ -250,7 +250,8 @@ impl Catalog {
                 Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey) => ColumnKind::Key,
                 Some(ColumnConstraint::Headers) => {
                     let expected = headers_type();
-                    if ty != expected {
+                    // Compare as written, so `key` and `KEY` field names agree.
+                    if type_display(&ty) != type_display(&expected) {
                         return Err(EngineError::statement(format!(
                             "Invalid type for HEADERS column: expected {}, got {}",
                             type_display(&expected),

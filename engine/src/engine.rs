@@ -138,9 +138,12 @@ impl Engine {
         self.state.lock().await.catalog.clone()
     }
 
-    /// Runs every statement in `sql`, in order, stopping at the first failure. `${name}` variables
-    /// from the session are substituted statement by statement, so a `DEFINE` applies to the
-    /// statements after it.
+    /// Runs every statement in `sql`, in order, stopping at the first failure.
+    ///
+    /// The whole text is parsed before anything runs, so a syntax error anywhere runs nothing and
+    /// reports its position in the whole text. Text with `${name}` variables is parsed statement by
+    /// statement instead, substituting from the session, so a `DEFINE` applies to the statements
+    /// after it.
     pub async fn execute(
         &self,
         session: &mut Session,
@@ -148,6 +151,35 @@ impl Engine {
     ) -> Result<Vec<StatementResult>, ExecuteError> {
         let mut completed = Vec::new();
         let mut state = self.state.lock().await;
+        if !sql.contains("${") {
+            let parsed = parse_statements(sql).map_err(|e| ExecuteError {
+                completed: Vec::new(),
+                statement: sql.trim().to_string(),
+                error: e.into(),
+            })?;
+            for statement in parsed {
+                match self
+                    .execute_statement(
+                        &mut state,
+                        session,
+                        &statement.statement,
+                        &statement.text,
+                        Mode::Live,
+                    )
+                    .await
+                {
+                    Ok(result) => completed.push(result),
+                    Err(error) => {
+                        return Err(ExecuteError {
+                            completed,
+                            statement: statement.text,
+                            error,
+                        });
+                    }
+                }
+            }
+            return Ok(completed);
+        }
         for piece in split_statements(sql) {
             let text = if piece.contains("${") {
                 match substitute_variables(piece, &session.variables) {

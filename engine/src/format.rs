@@ -109,6 +109,7 @@ pub fn parse_delimiter(property: &str, value: &str) -> Result<char> {
             "Failed to prepare statement: Configuration {property} is invalid: {why}"
         ))
     };
+    let invalid = |why: &str| invalid(format!("{why}\nExample valid value: ';'"));
     match value.to_ascii_uppercase().as_str() {
         "SPACE" => return Ok(' '),
         "TAB" => return Ok('\t'),
@@ -118,10 +119,10 @@ pub fn parse_delimiter(property: &str, value: &str) -> Result<char> {
     match (chars.next(), chars.next()) {
         (Some(c), None) if !c.is_whitespace() => Ok(c),
         (None, _) | (Some(_), None) => Err(invalid(
-            "Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'".to_string(),
+            "Delimiter cannot be empty, if you meant to have a tab or space for delimiter, please use the special values 'TAB' or 'SPACE'",
         )),
-        _ => Err(invalid(format!(
-            "Invalid delimiter value: '{value}'. Delimiter must be a single character or a special value: 'TAB' or 'SPACE'"
+        _ => Err(invalid(&format!(
+            "Invalid delimiter value: '{value}'. Delimiter must be a single character or TAB,SPACE"
         ))),
     }
 }
@@ -147,17 +148,30 @@ fn map_with_non_string_key(ty: &SqlType) -> bool {
 /// Checks that `format` can carry `columns` (all keys, or all values), with ksqlDB's messages.
 pub fn check_columns(format: Format, columns: &[&Column], is_key: bool) -> Result<()> {
     if is_key && let Some(c) = columns.iter().find(|c| contains_map(&c.ty)) {
-        let _ = c;
-        return Err(EngineError::statement(
-            "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: ".to_string()
-                + &columns
-                    .iter()
-                    .filter(|c| contains_map(&c.ty))
-                    .map(|c| format!("`{}`", c.name))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-        ));
+        return Err(EngineError::statement(format!(
+            "Map keys, including types that contain maps, are not supported as they may lead to unexpected behavior due to inconsistent serialization. Key column name: `{}`. Column type: {}. See https://github.com/confluentinc/ksql/issues/6621 for more.",
+            c.name,
+            type_display(&c.ty)
+        )));
     }
+    check_format_types(format, columns).map_err(|reason| {
+        if !is_key {
+            return reason;
+        }
+        // ksqlDB reports key problems with the whole key schema, then the reason.
+        let schema: Vec<String> = columns
+            .iter()
+            .map(|c| format!("`{}` {} KEY", c.name, type_display(&c.ty)))
+            .collect();
+        EngineError::statement(format!(
+            "Key format does not support schema.\nformat: {}\nschema: Persistence{{columns=[{}], features=[]}}\nreason: {reason}",
+            format.name(),
+            schema.join(", ")
+        ))
+    })
+}
+
+fn check_format_types(format: Format, columns: &[&Column]) -> Result<()> {
     match format {
         Format::Kafka => {
             if columns.len() > 1 {
@@ -193,8 +207,9 @@ pub fn check_columns(format: Format, columns: &[&Column], is_key: bool) -> Resul
                     SqlType::Array(_) | SqlType::Map(..) | SqlType::Struct(_)
                 ) {
                     return Err(EngineError::statement(format!(
-                        "The 'DELIMITED' format does not support type '{}'",
-                        type_base_name(&c.ty)
+                        "The 'DELIMITED' format does not support type '{}', column: `{}`",
+                        type_base_name(&c.ty),
+                        c.name
                     )));
                 }
             }

@@ -103,10 +103,14 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     };
     let store = Store::open(&args.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
-    let topics = store.list_topics();
+    let engine = eddy_engine::Engine::open(store.clone())
+        .await
+        .context("cannot restore the catalog from the command log")?;
+    let sources = engine.catalog().await.sources().count();
     info!(
         data_dir = %args.data_dir.display(),
-        topics = topics.len(),
+        topics = store.list_topics().len(),
+        sources,
         sync = %args.sync,
         "eddy is running; press Ctrl-C to stop"
     );

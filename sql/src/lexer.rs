@@ -51,7 +51,7 @@ pub fn tokenize(sql: &str) -> Result<Vec<Tok>, ParseError> {
         .tokenize_with_location()
         .map_err(|e| {
             ParseError::new(
-                format!("Syntax error: {}", strip_location(&e.message)),
+                format!("Syntax Error\n{}", strip_location(&e.message)),
                 position(e.location),
             )
         })?;
@@ -186,7 +186,7 @@ mod tests {
     fn unterminated_strings_report_where() {
         let err = tokenize("SELECT 'abc").unwrap_err();
         assert_eq!(err.position.line, 1);
-        assert!(err.message.contains("Syntax error"), "{err}");
+        assert!(err.message.starts_with("Syntax Error\n"), "{err}");
     }
 
     #[test]

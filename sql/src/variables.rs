@@ -19,7 +19,7 @@ pub fn substitute_variables(
         let Some(end) = after.find('}') else {
             let at = end_position(&sql[..sql.len() - rest.len() + start]);
             return Err(ParseError::new(
-                "Syntax error: '${' is not closed with '}'",
+                "Syntax Error\n'${' is not closed with '}'",
                 at,
             ));
         };
@@ -34,7 +34,7 @@ pub fn substitute_variables(
                 let at = end_position(&sql[..sql.len() - rest.len() + start]);
                 return Err(ParseError::new(
                     format!(
-                        "Syntax error: the variable '{name}' is not defined; define it with DEFINE {name} = '...'"
+                        "Syntax Error\nthe variable '{name}' is not defined; define it with DEFINE {name} = '...'"
                     ),
                     at,
                 ));

@@ -34,6 +34,8 @@ pub struct ConformanceCase {
     pub expected_error: Option<String>,
     /// Whether the expected error is ksqlDB's parse failure.
     pub expects_parse_failure: bool,
+    /// Properties the case sets, with `{CONFIG}` substituted.
+    pub properties: Vec<(String, String)>,
 }
 
 impl ConformanceCase {
@@ -143,12 +145,24 @@ pub fn load_suite(suite: Suite) -> anyhow::Result<Vec<ConformanceCase>> {
         Suite::QueryValidation => "query-validation-tests",
         Suite::RestQueryValidation => "rest-query-validation-tests",
     };
-    let dir = conformance_dir().join(folder);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .with_context(|| format!("cannot read {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
+    load_paths(suite, &[conformance_dir().join(folder)])
+}
+
+/// Loads the cases of the given files, and of the `.json` files in the given folders.
+pub fn load_paths(suite: Suite, paths: &[PathBuf]) -> anyhow::Result<Vec<ConformanceCase>> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            files.extend(
+                std::fs::read_dir(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|e| e == "json")),
+            );
+        } else {
+            files.push(path.clone());
+        }
+    }
     files.sort();
     let mut cases = Vec::new();
     for path in files {
@@ -206,7 +220,33 @@ fn expand_case(suite: Suite, file: &str, case: &Value) -> Vec<ConformanceCase> {
                 .collect()
         })
         .unwrap_or_default();
-    let make = |name: String, statements: Vec<String>| ConformanceCase {
+    let configs: Vec<String> = case
+        .get("config")
+        .and_then(Value::as_array)
+        .map(|c| {
+            c.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let properties: Vec<(String, String)> = case
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|props| {
+            props
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str()
+                            .map(str::to_string)
+                            .unwrap_or_else(|| v.to_string()),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let make = |name: String, statements: Vec<String>, config: Option<&str>| ConformanceCase {
         suite,
         file: file.to_string(),
         name,
@@ -214,22 +254,47 @@ fn expand_case(suite: Suite, file: &str, case: &Value) -> Vec<ConformanceCase> {
         raw: case.clone(),
         expected_error: error.map(|_| message.clone().unwrap_or_default()),
         expects_parse_failure,
+        properties: properties
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    config.map_or_else(|| v.clone(), |c| v.replace("{CONFIG}", c)),
+                )
+            })
+            .collect(),
     };
-    if formats.is_empty() {
-        return vec![make(name, statements)];
+    let by_format: Vec<(String, Vec<String>)> = if formats.is_empty() {
+        vec![(name.clone(), statements.clone())]
+    } else {
+        formats
+            .iter()
+            .map(|format| {
+                (
+                    format!("{name} - {format}"),
+                    statements
+                        .iter()
+                        .map(|s| s.replace("{FORMAT}", format))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for (name, statements) in by_format {
+        if configs.is_empty() {
+            out.push(make(name, statements, None));
+        } else {
+            for config in &configs {
+                out.push(make(
+                    format!("{name} - config {config}"),
+                    statements.clone(),
+                    Some(config),
+                ));
+            }
+        }
     }
-    formats
-        .iter()
-        .map(|format| {
-            make(
-                format!("{name} - {format}"),
-                statements
-                    .iter()
-                    .map(|s| s.replace("{FORMAT}", format))
-                    .collect(),
-            )
-        })
-        .collect()
+    out
 }
 
 #[cfg(test)]
@@ -254,6 +319,42 @@ mod tests {
         });
         let cases = expand_case(Suite::QueryValidation, "f.json", &case);
         assert_eq!(cases.len(), 2);
+        let with_config = serde_json::json!({
+            "name": "c",
+            "config": ["true", "false"],
+            "properties": {"a": "{CONFIG}", "b": "x"},
+            "statements": []
+        });
+        let expanded = expand_case(Suite::QueryValidation, "f.json", &with_config);
+        assert_eq!(expanded.len(), 2);
+        assert!(
+            expanded[1]
+                .properties
+                .contains(&("a".to_string(), "false".to_string()))
+        );
+        assert!(
+            expanded[1]
+                .properties
+                .contains(&("b".to_string(), "x".to_string()))
+        );
+        let with_config = serde_json::json!({
+            "name": "c",
+            "config": ["true", "false"],
+            "properties": {"a": "{CONFIG}", "b": "x"},
+            "statements": []
+        });
+        let expanded = expand_case(Suite::QueryValidation, "f.json", &with_config);
+        assert_eq!(expanded.len(), 2);
+        assert!(
+            expanded[1]
+                .properties
+                .contains(&("a".to_string(), "false".to_string()))
+        );
+        assert!(
+            expanded[1]
+                .properties
+                .contains(&("b".to_string(), "x".to_string()))
+        );
         assert!(cases[0].statements[0].contains("'JSON'"));
         assert!(!cases[0].needs_schema_registry());
         assert!(cases[1].needs_schema_registry());

@@ -2,7 +2,8 @@
 //!
 //! The end-to-end tests live in `tests/`; the benchmark scenarios live in [`bench`] and run from
 //! `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`. [`conformance`] reads
-//! ksqlDB's own test files.
+//! ksqlDB's own test files and [`qtt`] runs them against the engine.
 
 pub mod bench;
 pub mod conformance;
+pub mod qtt;

@@ -587,6 +587,6 @@ impl Parser {
         let span = self.peek_span();
         let n = self.parse_unsigned()?;
         u32::try_from(n)
-            .map_err(|_| ParseError::new("Syntax error: the number is too large", span.start))
+            .map_err(|_| ParseError::new("Syntax Error\nthe number is too large", span.start))
     }
 }

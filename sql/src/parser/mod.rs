@@ -121,11 +121,11 @@ pub fn parse_statement(sql: &str) -> Result<Statement, ParseError> {
     match statements.len() {
         1 => Ok(statements.remove(0).statement),
         0 => Err(ParseError::new(
-            "Syntax error: the input holds no statement",
+            "Syntax Error\nthe input holds no statement",
             Position::new(1, 1),
         )),
         _ => Err(ParseError::new(
-            "Syntax error: expected one statement but found several",
+            "Syntax Error\nexpected one statement but found several",
             statements[1].statement.span.start,
         )),
     }
@@ -216,7 +216,7 @@ impl Parser {
     fn expected(&self, what: &str) -> ParseError {
         ParseError::new(
             format!(
-                "Syntax error: expected {what}, found {}",
+                "Syntax Error\nexpected {what}, found {}",
                 describe(self.peek())
             ),
             self.peek_span().start,
@@ -227,7 +227,7 @@ impl Parser {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             return Err(ParseError::new(
-                "Syntax error: the statement nests too deeply",
+                "Syntax Error\nthe statement nests too deeply",
                 self.peek_span().start,
             ));
         }
@@ -381,7 +381,7 @@ impl Parser {
             Token::Number(n, _) => {
                 let value = n.parse::<u64>().map_err(|_| {
                     ParseError::new(
-                        format!("Syntax error: expected a whole number, found '{n}'"),
+                        format!("Syntax Error\nexpected a whole number, found '{n}'"),
                         self.peek_span().start,
                     )
                 })?;

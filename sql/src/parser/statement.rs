@@ -88,7 +88,7 @@ impl Parser {
                 Ok(StatementKind::RunScript(self.parse_string()?))
             }
             "RUN" => Err(ParseError::new(
-                "Syntax error: unknown statement 'RUN': RUN SCRIPT runs in the shell, not on the server",
+                "Syntax Error\nUnknown statement 'RUN': RUN SCRIPT runs in the shell, not on the server",
                 self.peek_span().start,
             )),
             _ => Err(self.expected(
@@ -259,7 +259,7 @@ impl Parser {
         match expr.kind {
             ExprKind::Literal(literal) => Ok(literal),
             _ => Err(ParseError::new(
-                "Syntax error: expected a literal property value (a string, number or boolean)",
+                "Syntax Error\nexpected a literal property value (a string, number or boolean)",
                 expr.span.start,
             )),
         }
@@ -466,8 +466,10 @@ impl Parser {
         if test_only && !self.options.test_statements {
             return Err(ParseError::new(
                 format!(
-                    "Syntax error at or near {}: ASSERT VALUES, NULL VALUES, STREAM and TABLE are only for tests",
-                    describe_token(self.peek())
+                    "Syntax error at or near {} at line {}:{}: ASSERT VALUES, NULL VALUES, STREAM and TABLE are only for tests",
+                    describe_token(self.peek()),
+                    self.peek_span().start.line,
+                    self.peek_span().start.column
                 ),
                 self.peek_span().start,
             ));
@@ -846,7 +848,7 @@ fn check_key_constraints(kind: SourceKind, elements: &[TableElement]) -> Result<
             ),
             _ => continue,
         };
-        return Err(ParseError::new(message, element.span.start));
+        return Err(ParseError::located(message, element.span.start));
     }
     Ok(())
 }

@@ -44,7 +44,7 @@ SELECT * FROM s WHERE id IN ();
 
 SELECT 'unterminated FROM s;
 =>
-1:8: Syntax error
+1:8: Syntax Error
 
 ASSERT VALUES foo (id INT) VALUES (123);
 =>
@@ -52,7 +52,7 @@ ASSERT VALUES foo (id INT) VALUES (123);
 
 RUN SCRIPT 'foo.sql';
 =>
-1:1: unknown statement 'RUN'
+1:1: Unknown statement 'RUN'
 
 CREATE TABLE t (k STRING PRIMARY KEY) WITH (kafka_topic='t', value_format='JSON', window_type='Session', window_size='1 second');
 =>
