@@ -12,6 +12,7 @@
 //! ```
 
 pub mod catalog;
+pub mod codec;
 mod engine;
 mod error;
 pub mod format;
