@@ -20,7 +20,7 @@ fn columns(schema: &str) -> Vec<Column> {
 fn codec(format: FormatSpec, schema: &str) -> RowCodec {
     let cols = columns(schema);
     let refs: Vec<&Column> = cols.iter().collect();
-    RowCodec::new(format, &refs).unwrap()
+    RowCodec::new(format, &refs, false).unwrap()
 }
 
 #[test]
@@ -162,4 +162,125 @@ fn delimited_honours_its_delimiter_and_bytes_are_base64() {
     assert_eq!(encoded[0].as_deref(), Some(b"x,y|AAEC".as_slice()));
     let bad = c.decode(&[Some(b"x|not base64!")]);
     assert!(bad.errors[0].1.contains("base64"), "{:?}", bad.errors);
+}
+
+fn json(schema: &str, wrapped: bool) -> RowCodec {
+    let cols = columns(schema);
+    let refs: Vec<&Column> = cols.iter().collect();
+    RowCodec::new(FormatSpec::of(Format::Json), &refs, wrapped).unwrap()
+}
+
+fn round_trip(codec: &RowCodec, payloads: &[&str]) -> (Vec<Option<String>>, Vec<(usize, String)>) {
+    let input: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_bytes())).collect();
+    let decoded = codec.decode(&input);
+    let encoded = codec.encode(&decoded.columns, payloads.len()).unwrap();
+    (
+        encoded
+            .into_iter()
+            .map(|e| e.map(|b| String::from_utf8(b).unwrap()))
+            .collect(),
+        decoded.errors,
+    )
+}
+
+#[test]
+fn json_objects_match_fields_case_insensitively_and_coerce_like_ksqldb() {
+    let c = json(
+        "ID INT, NAME STRING, PRICE DECIMAL(4, 2), OK BOOLEAN, `lower` STRING",
+        true,
+    );
+    let (out, errors) = round_trip(
+        &c,
+        &[
+            r#"{"id": 1, "Name": "apple", "PRICE": 1.5, "ok": true, "lower": "x", "extra": [1, {"a": 2}]}"#,
+            r#"{"ID": "2", "NAME": 42, "PRICE": "0.25", "OK": "TRUE", "LOWER": "y"}"#,
+            r#"{"NAME": {"nested": [1, 2]}}"#,
+        ],
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        out[0].as_deref(),
+        Some(r#"{"ID":1,"NAME":"apple","PRICE":1.50,"OK":true,"lower":"x"}"#)
+    );
+    assert_eq!(
+        out[1].as_deref(),
+        Some(r#"{"ID":2,"NAME":"42","PRICE":0.25,"OK":true,"lower":"y"}"#)
+    );
+    assert_eq!(
+        out[2].as_deref(),
+        Some(r#"{"ID":null,"NAME":"{\"nested\":[1,2]}","PRICE":null,"OK":null,"lower":null}"#)
+    );
+}
+
+#[test]
+fn json_nested_types_decode_and_encode() {
+    let c = json(
+        "A ARRAY<STRUCT<X INT, Y ARRAY<STRING>>>, M MAP<STRING, BIGINT>, S STRUCT<F DOUBLE, B BYTES>",
+        true,
+    );
+    let (out, errors) = round_trip(
+        &c,
+        &[
+            r#"{"a": [{"x": 1, "y": ["p", null]}, null, {"X": 3}], "m": {"k1": 10, "k2": null}, "s": {"f": 2.5, "b": "AAEC"}}"#,
+            r#"{"a": [], "m": {}, "s": null}"#,
+        ],
+    );
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        out[0].as_deref(),
+        Some(
+            r#"{"A":[{"X":1,"Y":["p",null]},null,{"X":3,"Y":null}],"M":{"k1":10,"k2":null},"S":{"F":2.5,"B":"AAEC"}}"#
+        )
+    );
+    assert_eq!(out[1].as_deref(), Some(r#"{"A":[],"M":{},"S":null}"#));
+}
+
+#[test]
+fn bad_json_rows_are_reported_and_leave_other_rows_whole() {
+    let c = json("ID INT, L ARRAY<INT>", true);
+    let (out, errors) = round_trip(
+        &c,
+        &[
+            r#"{"ID": 1, "L": [1, 2]}"#,
+            r#"{"ID": 2, "L": [1, "x", 3]}"#,
+            r#"{"ID": {"no": 1}}"#,
+            r#"{"ID": 4, "L": [4"#,
+            r#"not json"#,
+            r#"{"ID": 6, "L": [6]}"#,
+        ],
+    );
+    let bad: Vec<usize> = errors.iter().map(|(row, _)| *row).collect();
+    assert_eq!(bad, vec![1, 2, 3, 4]);
+    assert!(
+        errors[1].1.contains("requiredType: INTEGER"),
+        "{}",
+        errors[1].1
+    );
+    assert_eq!(out[0].as_deref(), Some(r#"{"ID":1,"L":[1,2]}"#));
+    for row in 1..5 {
+        assert_eq!(
+            out[row].as_deref(),
+            Some(r#"{"ID":null,"L":null}"#),
+            "row {row}"
+        );
+    }
+    assert_eq!(
+        out[5].as_deref(),
+        Some(r#"{"ID":6,"L":[6]}"#),
+        "rows after bad ones are intact"
+    );
+}
+
+#[test]
+fn unwrapped_json_is_the_bare_value() {
+    let c = json("V INT", false);
+    let (out, errors) = round_trip(&c, &["10", "\"11\"", "null"]);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        out,
+        vec![Some("10".to_string()), Some("11".to_string()), None]
+    );
+    let wrapped = json("V INT", true);
+    let (out, _) = round_trip(&wrapped, &[r#"{"v": 5}"#]);
+    assert_eq!(out[0].as_deref(), Some(r#"{"V":5}"#));
 }

@@ -6,6 +6,7 @@
 //! drop it and send it to the processing log; it never stops the batch.
 
 mod delimited;
+mod json;
 mod kafka;
 mod primitive;
 
@@ -32,11 +33,16 @@ pub struct Decoded {
 pub struct RowCodec {
     format: FormatSpec,
     schema: SchemaRef,
+    wrapped: bool,
 }
 
 impl RowCodec {
     /// A codec for `columns` (all key columns or all value columns of a source) in `format`.
-    pub fn new(format: FormatSpec, columns: &[&Column]) -> Result<Self> {
+    ///
+    /// `wrapped` says whether a single column is written as an object holding it (JSON values by
+    /// default) or bare (keys, and values with `WRAP_SINGLE_VALUE=false`). Several columns are
+    /// always wrapped.
+    pub fn new(format: FormatSpec, columns: &[&Column], wrapped: bool) -> Result<Self> {
         let fields = columns
             .iter()
             .map(|c| {
@@ -46,7 +52,7 @@ impl RowCodec {
             })
             .collect::<Result<Vec<_>>>()?;
         match format.format {
-            Format::Kafka | Format::Delimited | Format::None => {}
+            Format::Kafka | Format::Delimited | Format::None | Format::Json => {}
             other => {
                 return Err(EngineError::Unsupported(format!(
                     "Reading and writing the {} format",
@@ -54,9 +60,11 @@ impl RowCodec {
                 )));
             }
         }
+        let wrapped = wrapped || fields.len() != 1;
         Ok(RowCodec {
             format,
             schema: Arc::new(Schema::new(fields)),
+            wrapped,
         })
     }
 
@@ -70,6 +78,7 @@ impl RowCodec {
         match self.format.format {
             Format::Kafka => kafka::decode(&self.schema, payloads),
             Format::Delimited => delimited::decode(&self.schema, self.format.delimiter(), payloads),
+            Format::Json => json::decode(&self.schema, self.wrapped, payloads),
             _ => Decoded {
                 columns: Vec::new(),
                 errors: Vec::new(),
@@ -90,6 +99,7 @@ impl RowCodec {
         match self.format.format {
             Format::Kafka => kafka::encode(columns, rows),
             Format::Delimited => delimited::encode(columns, rows, self.format.delimiter()),
+            Format::Json => json::encode(&self.schema, columns, rows, self.wrapped),
             _ => Ok(vec![None; rows]),
         }
     }

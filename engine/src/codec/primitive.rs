@@ -50,6 +50,23 @@ impl PrimitiveBuilder {
         })
     }
 
+    /// Number of slots appended so far.
+    pub fn len(&self) -> usize {
+        use datafusion::arrow::array::ArrayBuilder;
+        match self {
+            Self::Boolean(b) => b.len(),
+            Self::Int(b) => b.len(),
+            Self::Bigint(b) => b.len(),
+            Self::Double(b) => b.len(),
+            Self::Decimal(b, ..) => b.len(),
+            Self::String(b) => b.len(),
+            Self::Bytes(b) => b.len(),
+            Self::Date(b) => b.len(),
+            Self::Time(b) => b.len(),
+            Self::Timestamp(b) => b.len(),
+        }
+    }
+
     pub fn append_null(&mut self) {
         match self {
             Self::Boolean(b) => b.append_null(),
