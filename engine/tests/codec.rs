@@ -257,9 +257,9 @@ fn bad_json_rows_are_reported_and_leave_other_rows_whole() {
         errors[1].1
     );
     assert_eq!(out[0].as_deref(), Some(r#"{"ID":1,"L":[1,2]}"#));
-    for row in 1..5 {
+    for (row, encoded) in out.iter().enumerate().take(5).skip(1) {
         assert_eq!(
-            out[row].as_deref(),
+            encoded.as_deref(),
             Some(r#"{"ID":null,"L":null}"#),
             "row {row}"
         );
