@@ -64,6 +64,8 @@ enum Mode {
 pub struct Engine {
     store: Store,
     state: Mutex<EngineState>,
+    /// Evaluates expressions; holds DataFusion's function registry and configuration.
+    datafusion: datafusion::prelude::SessionContext,
 }
 
 impl Engine {
@@ -97,6 +99,7 @@ impl Engine {
                 catalog: Catalog::default(),
                 next_seq: 0,
             }),
+            datafusion: datafusion::prelude::SessionContext::new(),
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -323,6 +326,53 @@ impl Engine {
                     extended: *extended,
                     partitions,
                 })
+            }
+            StatementKind::InsertValues {
+                target,
+                columns,
+                values,
+            } => {
+                let source = match state.catalog.source(&target.value) {
+                    Some(source) => source,
+                    None => {
+                        let hint = match state.catalog.similar_source(&target.value) {
+                            Some(similar) if target.quoted => format!(
+                                " Did you mean {}? Hint: try removing double quotes from the source name.",
+                                similar.name
+                            ),
+                            Some(similar) => format!(
+                                " Did you mean \"{}\"? Hint: wrap the source name in double quotes to make it case-sensitive.",
+                                similar.name
+                            ),
+                            None => String::new(),
+                        };
+                        return Err(EngineError::statement(format!(
+                            "Cannot insert values into an unknown stream/table: `{}`{hint}",
+                            target.value
+                        )));
+                    }
+                };
+                if source.read_only {
+                    return Err(EngineError::statement(format!(
+                        "Cannot insert values into read-only {}: {}",
+                        source.kind_name().to_ascii_lowercase(),
+                        source.name
+                    )));
+                }
+                source.key_format.format.ensure_supported()?;
+                source.value_format.format.ensure_supported()?;
+                let record = crate::insert::build_record(
+                    &self.datafusion,
+                    &state.catalog,
+                    source,
+                    columns,
+                    values,
+                )?;
+                let topic = source.topic.clone();
+                if mode == Mode::Live {
+                    self.store.produce(&topic, vec![record]).await?;
+                }
+                Ok(done(format!("Inserted 1 row into {}", target.value)))
             }
             StatementKind::SetProperty { name, value } => {
                 session.properties.insert(name.clone(), value.clone());

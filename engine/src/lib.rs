@@ -16,6 +16,7 @@ pub mod codec;
 mod engine;
 mod error;
 pub mod format;
+mod insert;
 mod result;
 pub mod schema;
 mod session;

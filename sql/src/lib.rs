@@ -10,6 +10,7 @@
 //! assert_eq!(statements.len(), 1);
 //! ```
 
+pub mod analysis;
 pub mod ast;
 mod display;
 mod error;

@@ -1,0 +1,201 @@
+//! `INSERT INTO ... VALUES`: one row, evaluated, coerced to the source's columns, encoded in its
+//! formats and appended to its topic.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, StructArray, new_null_array,
+};
+use datafusion::arrow::compute::{CastOptions, cast_with_options};
+use datafusion::arrow::datatypes::{DataType, Schema};
+use datafusion::common::DFSchema;
+use datafusion::prelude::SessionContext;
+use eddy_sql::analysis::{Scope, to_datafusion};
+use eddy_sql::ast::{Expr, Ident, SqlType};
+use eddy_storage::Record;
+
+use crate::catalog::{Catalog, DataSource};
+use crate::codec::RowCodec;
+use crate::error::{EngineError, Result};
+use crate::format::Format;
+use crate::schema::{Column, ColumnKind};
+
+/// Constants may use types from `CREATE TYPE` but no columns.
+struct ConstantScope<'a>(&'a Catalog);
+
+impl Scope for ConstantScope<'_> {
+    fn column(
+        &self,
+        source: Option<&str>,
+        name: &str,
+    ) -> Result<datafusion::logical_expr::Expr, String> {
+        eddy_sql::analysis::ConstantScope.column(source, name)
+    }
+
+    fn named_type(&self, name: &str) -> Option<SqlType> {
+        self.0.named_type(name).cloned()
+    }
+}
+
+/// Evaluates a constant expression to a one-row array.
+fn evaluate(ctx: &SessionContext, catalog: &Catalog, expr: &Expr) -> Result<ArrayRef> {
+    let logical = to_datafusion(expr, &ConstantScope(catalog)).map_err(|e| {
+        EngineError::statement(format!("Failed to prepare statement: {}", e.message))
+    })?;
+    let physical = ctx
+        .create_physical_expr(logical, &DFSchema::empty())
+        .map_err(|e| EngineError::statement(format!("Failed to prepare statement: {e}")))?;
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .map_err(|e| EngineError::statement(e.to_string()))?;
+    physical
+        .evaluate(&batch)
+        .and_then(|v| v.into_array(1))
+        .map_err(|e| EngineError::statement(format!("Failed to insert values: {e}")))
+}
+
+/// Coerces a value to a column's type: structs field by field by name (missing fields are
+/// null), everything else with Arrow's cast, failing rather than silently nulling.
+pub(crate) fn coerce(array: ArrayRef, target: &DataType) -> Result<ArrayRef> {
+    if array.data_type() == target {
+        return Ok(array);
+    }
+    if let (DataType::Struct(_), DataType::Struct(target_fields)) = (array.data_type(), target)
+        && let Some(source) = array.as_any().downcast_ref::<StructArray>()
+    {
+        let columns = target_fields
+            .iter()
+            .map(|field| {
+                let matching = source
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == field.name())
+                    .or_else(|| {
+                        source
+                            .fields()
+                            .iter()
+                            .position(|f| f.name().eq_ignore_ascii_case(field.name()))
+                    });
+                match matching {
+                    Some(i) => coerce(source.column(i).clone(), field.data_type()),
+                    None => Ok(new_null_array(field.data_type(), source.len())),
+                }
+            })
+            .collect::<Result<Vec<_>>>()?;
+        return Ok(Arc::new(StructArray::new(
+            target_fields.clone(),
+            columns,
+            source.nulls().cloned(),
+        )));
+    }
+    let options = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    cast_with_options(&array, target, &options).map_err(|e| {
+        EngineError::statement(format!(
+            "Failed to insert values: cannot convert {} to {target}: {e}",
+            array.data_type()
+        ))
+    })
+}
+
+/// The record an `INSERT ... VALUES` appends, and its topic.
+pub(crate) fn build_record(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    source: &DataSource,
+    columns: &Option<Vec<Ident>>,
+    values: &[Expr],
+) -> Result<Record> {
+    let names: Vec<String> = match columns {
+        Some(columns) => columns.iter().map(|c| c.value.clone()).collect(),
+        None => source
+            .key_columns()
+            .chain(source.value_columns())
+            .map(|c| c.name.clone())
+            .collect(),
+    };
+    if names.len() != values.len() {
+        return Err(EngineError::statement(format!(
+            "Failed to prepare statement: Expected number columns and values to match: {}, {}",
+            names.len(),
+            values.len()
+        )));
+    }
+    let mut timestamp = None;
+    let mut given: Vec<(&Column, ArrayRef)> = Vec::new();
+    for (name, expr) in names.iter().zip(values) {
+        match name.as_str() {
+            "ROWTIME" => {
+                let value = coerce(evaluate(ctx, catalog, expr)?, &DataType::Int64)?;
+                let ts = value
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::Int64Array>()
+                    .filter(|a| !a.is_null(0))
+                    .map(|a| a.value(0));
+                timestamp = ts;
+                continue;
+            }
+            "ROWPARTITION" | "ROWOFFSET" => {
+                return Err(EngineError::statement(format!(
+                    "Inserting into column `{name}` is not allowed."
+                )));
+            }
+            _ => {}
+        }
+        let column = source
+            .columns
+            .iter()
+            .find(|c| &c.name == name)
+            .ok_or_else(|| {
+                EngineError::statement(format!("Column name `{name}` does not exist."))
+            })?;
+        if matches!(column.kind, ColumnKind::Headers | ColumnKind::Header(_)) {
+            return Err(EngineError::statement(format!(
+                "Cannot insert into HEADER columns: {name}"
+            )));
+        }
+        let target = eddy_sql::types::to_arrow(&column.ty)
+            .map_err(|e| EngineError::statement(e.to_string()))?;
+        given.push((column, coerce(evaluate(ctx, catalog, expr)?, &target)?));
+    }
+    let arrays_for = |cols: &[&Column]| -> Result<Vec<ArrayRef>> {
+        cols.iter()
+            .map(|c| match given.iter().find(|(g, _)| g.name == c.name) {
+                Some((_, array)) => Ok(array.clone()),
+                None => eddy_sql::types::to_arrow(&c.ty)
+                    .map(|t| new_null_array(&t, 1))
+                    .map_err(|e| EngineError::statement(e.to_string())),
+            })
+            .collect()
+    };
+    let keys: Vec<&Column> = source.key_columns().collect();
+    let values_cols: Vec<&Column> = source.value_columns().collect();
+    let key_arrays = arrays_for(&keys)?;
+    let key = if keys.is_empty()
+        || key_arrays.iter().all(|a| a.is_null(0))
+        || source.key_format.format == Format::None
+    {
+        None
+    } else {
+        RowCodec::new(source.key_format, &keys, false)?
+            .encode(&key_arrays, 1)?
+            .pop()
+            .flatten()
+    };
+    let wrapped = source.wrap_single_value.unwrap_or(true);
+    let value = RowCodec::new(source.value_format, &values_cols, wrapped)?
+        .encode(&arrays_for(&values_cols)?, 1)?
+        .pop()
+        .flatten();
+    Ok(Record {
+        key: key.map(Into::into),
+        value: value.map(Into::into),
+        timestamp: timestamp.unwrap_or_else(eddy_storage::now_ms),
+        headers: Vec::new(),
+    })
+}

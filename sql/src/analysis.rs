@@ -1,0 +1,343 @@
+//! From the AST to DataFusion expressions: the analysis layer that planning builds on.
+//!
+//! Columns are resolved through a [`Scope`] the caller provides (the engine knows the sources);
+//! literals get ksqlDB's types (`1` is INT, `1.50` is DECIMAL(3, 2), `1.5E0` is DOUBLE).
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::expr::{Between, Case, Cast, InList, Like};
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator, lit};
+use thiserror::Error;
+
+use crate::ast::{self, BinaryOp, ExprKind, Literal, SqlType, UnaryOp};
+use crate::span::Position;
+
+/// An expression that cannot be turned into a DataFusion expression.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("{message}")]
+pub struct AnalysisError {
+    /// What is wrong, in ksqlDB's words where it has them.
+    pub message: String,
+    /// Where the offending expression starts.
+    pub position: Position,
+}
+
+impl AnalysisError {
+    fn at(message: impl Into<String>, expr: &ast::Expr) -> Self {
+        AnalysisError {
+            message: message.into(),
+            position: expr.span.start,
+        }
+    }
+}
+
+/// Resolves names while translating expressions.
+pub trait Scope {
+    /// The expression for column `name`, qualified by `source` when given.
+    fn column(&self, source: Option<&str>, name: &str) -> Result<Expr, String>;
+
+    /// A type registered with `CREATE TYPE`.
+    fn named_type(&self, _name: &str) -> Option<SqlType> {
+        None
+    }
+}
+
+/// A scope with no columns, for `INSERT ... VALUES` and other constant expressions.
+pub struct ConstantScope;
+
+impl Scope for ConstantScope {
+    fn column(&self, source: Option<&str>, name: &str) -> Result<Expr, String> {
+        Err(match source {
+            Some(source) => format!("'{source}' is not a valid stream/table name or alias."),
+            None => format!("Column name `{name}` does not exist."),
+        })
+    }
+}
+
+/// The DataFusion value of a literal, typed as ksqlDB types it.
+pub fn literal_value(literal: &Literal) -> Result<ScalarValue, String> {
+    Ok(match literal {
+        Literal::Null => ScalarValue::Null,
+        Literal::Boolean(b) => ScalarValue::Boolean(Some(*b)),
+        Literal::Integer(n) => match i32::try_from(*n) {
+            Ok(v) => ScalarValue::Int32(Some(v)),
+            Err(_) => ScalarValue::Int64(Some(*n)),
+        },
+        Literal::Decimal(text) => decimal_value(text)?,
+        Literal::Double(text) => ScalarValue::Float64(Some(
+            text.parse()
+                .map_err(|_| format!("Invalid DOUBLE literal: {text}"))?,
+        )),
+        Literal::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Literal::Bytes(hex) => ScalarValue::Binary(Some(decode_hex(hex)?)),
+    })
+}
+
+/// `1.50` as DECIMAL(3, 2): precision is every digit, scale the digits after the point.
+fn decimal_value(text: &str) -> Result<ScalarValue, String> {
+    let negative = text.starts_with('-');
+    let digits = text.trim_start_matches(['-', '+']);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    let whole = whole.trim_start_matches('0');
+    let all: String = format!("{whole}{fraction}");
+    let scale = fraction.len();
+    let precision = all.trim_start_matches('0').len().max(scale).max(1);
+    if precision > 38 {
+        return Err(format!("DECIMAL literal {text} has more than 38 digits"));
+    }
+    let mut value: i128 = if all.is_empty() {
+        0
+    } else {
+        all.parse()
+            .map_err(|_| format!("Invalid DECIMAL literal: {text}"))?
+    };
+    if negative {
+        value = -value;
+    }
+    Ok(ScalarValue::Decimal128(
+        Some(value),
+        precision as u8,
+        scale as i8,
+    ))
+}
+
+fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
+    if !hex.len().is_multiple_of(2) {
+        return Err(format!("X'{hex}' has an odd number of hex digits"));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&hex[i..i + 2], 16)
+                .map_err(|_| format!("X'{hex}' is not hexadecimal"))
+        })
+        .collect()
+}
+
+fn operator(op: BinaryOp) -> Operator {
+    match op {
+        BinaryOp::Or => Operator::Or,
+        BinaryOp::And => Operator::And,
+        BinaryOp::Eq => Operator::Eq,
+        BinaryOp::NotEq => Operator::NotEq,
+        BinaryOp::Lt => Operator::Lt,
+        BinaryOp::LtEq => Operator::LtEq,
+        BinaryOp::Gt => Operator::Gt,
+        BinaryOp::GtEq => Operator::GtEq,
+        BinaryOp::Concat => Operator::StringConcat,
+        BinaryOp::Plus => Operator::Plus,
+        BinaryOp::Minus => Operator::Minus,
+        BinaryOp::Multiply => Operator::Multiply,
+        BinaryOp::Divide => Operator::Divide,
+        BinaryOp::Modulo => Operator::Modulo,
+    }
+}
+
+/// The Arrow type of a SQL type, resolving named types through the scope.
+pub fn arrow_type(ty: &SqlType, scope: &dyn Scope) -> Result<DataType, String> {
+    let resolved =
+        crate::types::resolve(ty, &|name| scope.named_type(name)).map_err(|e| e.to_string())?;
+    crate::types::to_arrow(&resolved).map_err(|e| e.to_string())
+}
+
+/// Translates an expression.
+pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, AnalysisError> {
+    let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
+    Ok(match &expr.kind {
+        ExprKind::Literal(literal) => {
+            lit(literal_value(literal).map_err(|m| AnalysisError::at(m, expr))?)
+        }
+        ExprKind::Column { source, name } => scope
+            .column(source.as_ref().map(|s| s.value.as_str()), &name.value)
+            .map_err(|m| AnalysisError::at(m, expr))?,
+        ExprKind::Unary { op, expr: inner } => match op {
+            UnaryOp::Plus => to_datafusion(inner, scope)?,
+            UnaryOp::Minus => Expr::Negative(sub(inner)?),
+            UnaryOp::Not => Expr::Not(sub(inner)?),
+        },
+        ExprKind::Binary { left, op, right } => {
+            Expr::BinaryExpr(BinaryExpr::new(sub(left)?, operator(*op), sub(right)?))
+        }
+        ExprKind::IsNull {
+            expr: inner,
+            negated,
+        } => {
+            if *negated {
+                Expr::IsNotNull(sub(inner)?)
+            } else {
+                Expr::IsNull(sub(inner)?)
+            }
+        }
+        ExprKind::IsDistinctFrom {
+            left,
+            negated,
+            right,
+        } => Expr::BinaryExpr(BinaryExpr::new(
+            sub(left)?,
+            if *negated {
+                Operator::IsNotDistinctFrom
+            } else {
+                Operator::IsDistinctFrom
+            },
+            sub(right)?,
+        )),
+        ExprKind::Between {
+            expr: inner,
+            negated,
+            low,
+            high,
+        } => Expr::Between(Between::new(sub(inner)?, *negated, sub(low)?, sub(high)?)),
+        ExprKind::InList {
+            expr: inner,
+            negated,
+            list,
+        } => Expr::InList(InList::new(
+            sub(inner)?,
+            list.iter()
+                .map(|e| to_datafusion(e, scope))
+                .collect::<Result<_, _>>()?,
+            *negated,
+        )),
+        ExprKind::Like {
+            expr: inner,
+            negated,
+            pattern,
+            escape,
+        } => {
+            let escape_char = match escape.as_deref().map(|e| e.chars().collect::<Vec<_>>()) {
+                None => None,
+                Some(chars) if chars.len() == 1 => Some(chars[0]),
+                Some(_) => {
+                    return Err(AnalysisError::at(
+                        "The ESCAPE clause takes exactly one character",
+                        expr,
+                    ));
+                }
+            };
+            Expr::Like(Like::new(
+                *negated,
+                sub(inner)?,
+                sub(pattern)?,
+                escape_char,
+                false,
+            ))
+        }
+        ExprKind::Case {
+            operand,
+            branches,
+            otherwise,
+        } => Expr::Case(Case::new(
+            operand.as_deref().map(sub).transpose()?,
+            branches
+                .iter()
+                .map(|(w, t)| Ok((sub(w)?, sub(t)?)))
+                .collect::<Result<_, AnalysisError>>()?,
+            otherwise.as_deref().map(sub).transpose()?,
+        )),
+        ExprKind::Cast { expr: inner, ty } => {
+            let data_type = arrow_type(ty, scope).map_err(|m| AnalysisError::at(m, expr))?;
+            Expr::Cast(Cast::new(sub(inner)?, data_type))
+        }
+        ExprKind::Array(items) => datafusion::functions_nested::expr_fn::make_array(
+            items
+                .iter()
+                .map(|e| to_datafusion(e, scope))
+                .collect::<Result<_, _>>()?,
+        ),
+        ExprKind::Map(entries) => {
+            let keys = entries
+                .iter()
+                .map(|(k, _)| to_datafusion(k, scope))
+                .collect::<Result<_, _>>()?;
+            let values = entries
+                .iter()
+                .map(|(_, v)| to_datafusion(v, scope))
+                .collect::<Result<_, _>>()?;
+            datafusion::functions_nested::map::map(keys, values)
+        }
+        ExprKind::Struct(fields) => {
+            if fields.is_empty() {
+                return Err(AnalysisError::at(
+                    "STRUCT() with no fields is not supported yet",
+                    expr,
+                ));
+            }
+            let mut args = Vec::with_capacity(fields.len() * 2);
+            for (name, value) in fields {
+                args.push(lit(name.value.clone()));
+                args.push(to_datafusion(value, scope)?);
+            }
+            datafusion::functions::core::named_struct().call(args)
+        }
+        ExprKind::Dereference { base, field } => datafusion::functions::core::expr_fn::get_field(
+            to_datafusion(base, scope)?,
+            field.value.clone(),
+        ),
+        ExprKind::Subscript { base, index } => {
+            datafusion::functions_nested::expr_fn::array_element(
+                to_datafusion(base, scope)?,
+                to_datafusion(index, scope)?,
+            )
+        }
+        ExprKind::Function { name, .. } => {
+            return Err(AnalysisError::at(
+                format!("Function '{}' is not supported yet", name.value),
+                expr,
+            ));
+        }
+        ExprKind::Lambda { .. } => {
+            return Err(AnalysisError::at(
+                "Lambdas are only allowed as arguments of functions that take them",
+                expr,
+            ));
+        }
+        ExprKind::AtTimeZone { .. } => {
+            return Err(AnalysisError::at("AT TIME ZONE is not supported yet", expr));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decimal(text: &str) -> ScalarValue {
+        decimal_value(text).unwrap()
+    }
+
+    #[test]
+    fn decimal_literals_take_their_precision_and_scale_from_the_text() {
+        assert_eq!(decimal("1.50"), ScalarValue::Decimal128(Some(150), 3, 2));
+        assert_eq!(decimal("-0.05"), ScalarValue::Decimal128(Some(-5), 2, 2));
+        assert_eq!(decimal("0.00"), ScalarValue::Decimal128(Some(0), 2, 2));
+        assert_eq!(decimal("12."), ScalarValue::Decimal128(Some(12), 2, 0));
+    }
+
+    #[test]
+    fn literals_get_ksqldb_types() {
+        assert_eq!(
+            literal_value(&Literal::Integer(7)).unwrap(),
+            ScalarValue::Int32(Some(7))
+        );
+        assert_eq!(
+            literal_value(&Literal::Integer(1 << 40)).unwrap(),
+            ScalarValue::Int64(Some(1 << 40))
+        );
+        assert_eq!(
+            literal_value(&Literal::Bytes("0aff".into())).unwrap(),
+            ScalarValue::Binary(Some(vec![10, 255]))
+        );
+        assert!(literal_value(&Literal::Bytes("0g".into())).is_err());
+    }
+
+    #[test]
+    fn column_references_go_through_the_scope() {
+        let expr = crate::parse_expression("foo.bar + 1").unwrap();
+        let err = to_datafusion(&expr, &ConstantScope).unwrap_err();
+        assert_eq!(
+            err.message,
+            "'FOO' is not a valid stream/table name or alias."
+        );
+        assert_eq!(err.position.column, 1);
+    }
+}
