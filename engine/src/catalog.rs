@@ -214,16 +214,13 @@ impl Catalog {
             }
         }
 
+        // Formats Eddy cannot read are refused before anything else, since for them ksqlDB would
+        // infer the columns from a schema registry.
+        value_format.ensure_supported()?;
+        key_format.ensure_supported()?;
         let elements = match &create.elements {
             Some(elements) if !elements.is_empty() => elements,
-            _ => {
-                if create.kind == SourceKind::Table && !value_format.is_supported() {
-                    return Err(EngineError::statement(
-                        "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
-                    ));
-                }
-                return Err(EngineError::statement("No columns supplied."));
-            }
+            _ => return Err(EngineError::statement("No columns supplied.")),
         };
         let mut columns = Vec::with_capacity(elements.len());
         for element in elements {
@@ -327,8 +324,6 @@ impl Catalog {
             key_format = Format::None;
             key_spec.format = Format::None;
         }
-        key_format.ensure_supported()?;
-        value_format.ensure_supported()?;
         check_columns(key_format, &keys, true)?;
         check_columns(value_format, &values, false)?;
 
