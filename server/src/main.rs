@@ -1,6 +1,7 @@
 //! The `eddy` binary: the server on an embedded store and, on a terminal, the REPL.
 
 use std::io::IsTerminal;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use eddy_storage::{Store, StoreOptions, SyncPolicy};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
+
+mod kafka;
 
 /// Eddy: a streaming SQL database in one binary.
 ///
@@ -51,6 +54,23 @@ struct ServerArgs {
     /// `eddy_storage=debug,info`.
     #[arg(long, global = true, env = "EDDY_LOG", default_value = "info")]
     log_level: String,
+
+    /// Address of the Kafka protocol listener.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_KAFKA_LISTEN",
+        default_value = "127.0.0.1:9092"
+    )]
+    kafka_listen: SocketAddr,
+
+    /// Address given to Kafka clients in metadata; defaults to the listen address.
+    #[arg(long, global = true, env = "EDDY_KAFKA_ADVERTISED")]
+    kafka_advertised: Option<SocketAddr>,
+
+    /// Whether Kafka clients asking for unknown topics create them (with one partition).
+    #[arg(long, global = true, env = "EDDY_KAFKA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
+    kafka_auto_create_topics: bool,
 
     /// How often retention and compaction run, in seconds.
     #[arg(
@@ -109,6 +129,21 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         .await
         .context("cannot restore the catalog from the command log")?;
     let sources = engine.catalog().await.sources().count();
+    let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
+        .await
+        .with_context(|| format!("cannot listen for Kafka clients on {}", args.kafka_listen))?;
+    let kafka_address = kafka_listener.local_addr()?;
+    let kafka = tokio::spawn(kafka::serve(
+        kafka_listener,
+        store.clone(),
+        kafka::KafkaConfig {
+            advertised: args.kafka_advertised.unwrap_or(kafka_address),
+            auto_create_topics: args.kafka_auto_create_topics,
+            default_partitions: 1,
+        },
+    ));
+    info!(address = %kafka_address, "listening for Kafka clients");
+    info!("the HTTP API is built by later work; the Kafka protocol serves produce and consume");
     info!(
         data_dir = %args.data_dir.display(),
         topics = store.list_topics().len(),
@@ -116,12 +151,12 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         sync = %args.sync,
         "eddy is running; press Ctrl-C to stop"
     );
-    info!("no network listeners yet: the HTTP API and the Kafka listener are built by later work");
     let maintenance =
         store.spawn_maintenance(Duration::from_secs(args.maintenance_interval_secs.max(1)));
 
     shutdown.wait().await?;
     info!("shutting down");
+    kafka.abort();
     maintenance.abort();
     let closing = store.clone();
     tokio::task::spawn_blocking(move || closing.close())
