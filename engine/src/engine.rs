@@ -243,6 +243,12 @@ impl Engine {
     ) -> Result<StatementResult> {
         let done = |message: String| StatementResult::CommandStatus {
             statement: text.to_string(),
+            command_id: None,
+            message,
+        };
+        let command = |command_id: String, message: String| StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(command_id),
             message,
         };
         match &statement.kind {
@@ -300,7 +306,10 @@ impl Engine {
             StatementKind::DropType { if_exists, name } => {
                 if state.catalog.named_type(&name.value).is_none() {
                     if *if_exists {
-                        return Ok(done(format!("Type '{}' does not exist", name.value)));
+                        return Ok(command(
+                            format!("type/`{}`/drop", name.value),
+                            format!("Type '{}' does not exist", name.value),
+                        ));
                     }
                     return Err(EngineError::statement(format!(
                         "Type {} does not exist.",
@@ -309,7 +318,10 @@ impl Engine {
                 }
                 self.log_command(state, session, text, mode).await?;
                 state.catalog.remove_type(&name.value);
-                Ok(done(format!("Dropped type '{}'", name.value)))
+                Ok(command(
+                    format!("type/`{}`/drop", name.value),
+                    format!("Dropped type '{}'", name.value),
+                ))
             }
             StatementKind::List { what, .. } => self.list(state, session, *what, text),
             StatementKind::Describe { name, extended } => {
@@ -491,6 +503,7 @@ impl Engine {
         state.catalog.put_source(source);
         Ok(StatementResult::CommandStatus {
             statement: text.to_string(),
+            command_id: Some(format!("{kind}/`{name}`/create")),
             message: message.to_string(),
         })
     }
@@ -574,6 +587,7 @@ impl Engine {
             if if_exists {
                 return Ok(StatementResult::CommandStatus {
                     statement: text.to_string(),
+                    command_id: Some(format!("{}/`{name}`/drop", wanted.to_ascii_lowercase())),
                     message: format!("Source `{name}` does not exist."),
                 });
             }
@@ -600,6 +614,7 @@ impl Engine {
         state.catalog.remove_source(name);
         Ok(StatementResult::CommandStatus {
             statement: text.to_string(),
+            command_id: Some(format!("{}/`{name}`/drop", wanted.to_ascii_lowercase())),
             message: format!("Source `{name}` (topic: {}) was dropped.", source.topic),
         })
     }

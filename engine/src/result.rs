@@ -47,10 +47,13 @@ pub struct TopicSummary {
 /// The outcome of one statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatementResult {
-    /// A DDL statement took effect; the message says what happened.
+    /// A statement took effect; the message says what happened.
     CommandStatus {
         /// The statement.
         statement: String,
+        /// ksqlDB's command id, such as ``stream/`S`/create``, for statements that change the
+        /// catalog; none for session changes and inserts, which ksqlDB's REST API does not list.
+        command_id: Option<String>,
         /// What happened, as ksqlDB words it.
         message: String,
     },

@@ -11,6 +11,7 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+mod http;
 mod kafka;
 
 /// Eddy: a streaming SQL database in one binary.
@@ -54,6 +55,15 @@ struct ServerArgs {
     /// `eddy_storage=debug,info`.
     #[arg(long, global = true, env = "EDDY_LOG", default_value = "info")]
     log_level: String,
+
+    /// Address of the HTTP listener: the ksqlDB REST API.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_LISTEN",
+        default_value = "127.0.0.1:8088"
+    )]
+    listen: SocketAddr,
 
     /// Address of the Kafka protocol listener.
     #[arg(
@@ -142,8 +152,18 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
             default_partitions: 1,
         },
     ));
+    let http_listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {}", args.listen))?;
+    let http_address = http_listener.local_addr()?;
+    let engine = std::sync::Arc::new(engine);
+    let http = tokio::spawn(async move {
+        if let Err(e) = axum::serve(http_listener, http::router(engine)).await {
+            tracing::error!(error = %e, "the HTTP server stopped");
+        }
+    });
     info!(address = %kafka_address, "listening for Kafka clients");
-    info!("the HTTP API is built by later work; the Kafka protocol serves produce and consume");
+    info!(address = %http_address, "listening for HTTP (ksqlDB REST API)");
     info!(
         data_dir = %args.data_dir.display(),
         topics = store.list_topics().len(),
@@ -157,6 +177,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     shutdown.wait().await?;
     info!("shutting down");
     kafka.abort();
+    http.abort();
     maintenance.abort();
     let closing = store.clone();
     tokio::task::spawn_blocking(move || closing.close())

@@ -56,7 +56,14 @@ fn server_opens_the_store_and_stops_cleanly_on_ctrl_c() {
     let mut child = Command::new(EDDY)
         .args(["server", "--data-dir"])
         .arg(&data)
-        .args(["--sync", "always", "--kafka-listen", "127.0.0.1:0"])
+        .args([
+            "--sync",
+            "always",
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -27,7 +27,14 @@ fn start() -> Server {
     let mut child = Command::new(EDDY)
         .args(["server", "--data-dir"])
         .arg(dir.path().join("data"))
-        .args(["--kafka-listen", "127.0.0.1:0", "--log-level", "info"])
+        .args([
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-level",
+            "info",
+        ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -36,7 +43,9 @@ fn start() -> Server {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("address=") {
+            if line.contains("Kafka clients")
+                && let Some(at) = line.find("address=")
+            {
                 let address = line[at + 8..]
                     .split_whitespace()
                     .next()

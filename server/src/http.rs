@@ -1,0 +1,315 @@
+//! ksqlDB's REST API, first part: `/ksql` for the statements the engine runs, `/info` and
+//! `/healthcheck`, with ksqlDB's entity shapes and error codes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use eddy_engine::catalog::DataSource;
+use eddy_engine::schema::ColumnKind;
+use eddy_engine::{Engine, EngineError, Session, StatementResult};
+use eddy_sql::ast::SqlType;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The body of `POST /ksql`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KsqlRequest {
+    ksql: String,
+    #[serde(default)]
+    streams_properties: HashMap<String, Value>,
+    #[serde(default)]
+    session_variables: HashMap<String, Value>,
+}
+
+/// The HTTP routes, over one engine.
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/ksql", post(ksql))
+        .route("/info", get(info))
+        .route("/healthcheck", get(healthcheck))
+        .fallback(not_found)
+        .with_state(engine)
+}
+
+fn error(
+    status: StatusCode,
+    kind: &str,
+    code: u32,
+    message: impl Into<String>,
+    extra: Value,
+) -> Response {
+    let mut body = json!({"@type": kind, "error_code": code, "message": message.into()});
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    (status, Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "generic_error",
+        40400,
+        "Not found: no such endpoint",
+        Value::Null,
+    )
+}
+
+async fn info() -> Json<Value> {
+    Json(json!({"KsqlServerInfo": {
+        "version": env!("CARGO_PKG_VERSION"),
+        "kafkaClusterId": "eddy",
+        "ksqlServiceId": "default_",
+        "serverStatus": "RUNNING"
+    }}))
+}
+
+async fn healthcheck() -> Json<Value> {
+    Json(json!({
+        "isHealthy": true,
+        "details": {"metastore": {"isHealthy": true}, "kafka": {"isHealthy": true}},
+        "serverState": "READY"
+    }))
+}
+
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+async fn ksql(
+    State(engine): State<Arc<Engine>>,
+    body: Result<Json<KsqlRequest>, JsonRejection>,
+) -> Response {
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "generic_error",
+                40000,
+                rejection.body_text(),
+                Value::Null,
+            );
+        }
+    };
+    // Queries are streamed by /query and /query-stream, as in ksqlDB.
+    if let Ok(statements) = eddy_sql::parse_statements(&request.ksql) {
+        let streaming = statements.iter().any(|s| {
+            matches!(
+                s.statement.kind,
+                eddy_sql::ast::StatementKind::Query(_) | eddy_sql::ast::StatementKind::Print(_)
+            )
+        });
+        if streaming {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "statement_error",
+                40002,
+                "The following statement types should be issued to the websocket endpoint '/query':\n\t* PRINT\n\t* SELECT",
+                json!({"statementText": request.ksql, "entities": []}),
+            );
+        }
+    }
+    let mut session = Session {
+        properties: request
+            .streams_properties
+            .iter()
+            .map(|(k, v)| (k.clone(), scalar_text(v)))
+            .collect(),
+        variables: request
+            .session_variables
+            .iter()
+            .map(|(k, v)| (k.to_uppercase(), scalar_text(v)))
+            .collect(),
+    };
+    match engine.execute(&mut session, &request.ksql).await {
+        Ok(results) => {
+            let entities: Vec<Value> = results.iter().filter_map(entity).collect();
+            (StatusCode::OK, Json(Value::Array(entities))).into_response()
+        }
+        Err(failure) => {
+            let entities: Vec<Value> = failure.completed.iter().filter_map(entity).collect();
+            let (status, code) = match &failure.error {
+                EngineError::Storage(_) | EngineError::CorruptCommandLog { .. } => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, 50000)
+                }
+                _ => (StatusCode::BAD_REQUEST, 40001),
+            };
+            error(
+                status,
+                "statement_error",
+                code,
+                failure.error.to_string(),
+                json!({"statementText": failure.statement, "entities": entities}),
+            )
+        }
+    }
+}
+
+/// The schema object ksqlDB gives each field in `sourceDescription`.
+fn field_schema(ty: &SqlType) -> Value {
+    match ty {
+        SqlType::Array(element) => {
+            json!({"type": "ARRAY", "fields": null, "memberSchema": field_schema(element)})
+        }
+        SqlType::Map(_, value) => {
+            json!({"type": "MAP", "fields": null, "memberSchema": field_schema(value)})
+        }
+        SqlType::Struct(fields) => json!({
+            "type": "STRUCT",
+            "fields": fields.iter().map(|f| json!({"name": f.name.value, "schema": field_schema(&f.ty)})).collect::<Vec<_>>(),
+            "memberSchema": null
+        }),
+        other => {
+            json!({"type": eddy_engine::schema::type_base_name(other), "fields": null, "memberSchema": null})
+        }
+    }
+}
+
+fn source_description(source: &DataSource, extended: bool, partitions: Option<u32>) -> Value {
+    let fields: Vec<Value> = source
+        .columns
+        .iter()
+        .map(|c| {
+            let mut field = json!({"name": c.name, "schema": field_schema(&c.ty)});
+            let kind = match &c.kind {
+                ColumnKind::Key => Some("KEY"),
+                ColumnKind::Headers | ColumnKind::Header(_) => Some("HEADER"),
+                ColumnKind::Value => None,
+            };
+            if let (Some(kind), Some(obj)) = (kind, field.as_object_mut()) {
+                obj.insert("type".into(), json!(kind));
+            }
+            field
+        })
+        .collect();
+    json!({
+        "name": source.name,
+        "windowType": source.window.map(|w| format!("{:?}", w.window_type).to_uppercase()),
+        "readQueries": [],
+        "writeQueries": [],
+        "fields": fields,
+        "type": source.kind_name(),
+        "timestamp": source.timestamp_column.clone().unwrap_or_default(),
+        "statistics": "",
+        "errorStats": "",
+        "extended": extended,
+        "keyFormat": source.key_format.format.name(),
+        "valueFormat": source.value_format.format.name(),
+        "topic": source.topic,
+        "partitions": partitions.unwrap_or(0),
+        "replication": 1,
+        "statement": source.sql,
+        "queryOffsetSummaries": [],
+        "sourceConstraints": [],
+        "clusterStatistics": [],
+        "clusterErrorStats": []
+    })
+}
+
+/// The ksqlDB entity for a statement's result; `None` for results ksqlDB does not list.
+fn entity(result: &StatementResult) -> Option<Value> {
+    Some(match result {
+        StatementResult::CommandStatus {
+            statement,
+            command_id: Some(command_id),
+            message,
+        } => json!({
+            "@type": "currentStatus",
+            "statementText": statement,
+            "commandId": command_id,
+            "commandStatus": {"status": "SUCCESS", "message": message, "queryId": null},
+            "commandSequenceNumber": -1,
+            "warnings": []
+        }),
+        StatementResult::CommandStatus {
+            command_id: None, ..
+        } => return None,
+        StatementResult::Warning { statement, message } => json!({
+            "@type": "warning_entity",
+            "statementText": statement,
+            "message": message,
+            "warnings": []
+        }),
+        StatementResult::Sources {
+            statement,
+            kind,
+            sources,
+        } => {
+            let list: Vec<Value> = sources
+                .iter()
+                .map(|s| {
+                    json!({
+                        "type": s.kind,
+                        "name": s.name,
+                        "topic": s.topic,
+                        "keyFormat": s.key_format,
+                        "valueFormat": s.value_format,
+                        "isWindowed": s.windowed
+                    })
+                })
+                .collect();
+            let (entity_type, key) = if *kind == "STREAM" {
+                ("streams", "streams")
+            } else {
+                ("tables", "tables")
+            };
+            json!({"@type": entity_type, "statementText": statement, key: list, "warnings": []})
+        }
+        StatementResult::Topics { statement, topics } => json!({
+            "@type": "kafka_topics",
+            "statementText": statement,
+            "topics": topics.iter().map(|t| json!({"name": t.name, "replicaInfo": t.replicas})).collect::<Vec<_>>(),
+            "warnings": []
+        }),
+        StatementResult::SourceDescription {
+            statement,
+            source,
+            extended,
+            partitions,
+        } => json!({
+            "@type": "sourceDescription",
+            "statementText": statement,
+            "sourceDescription": source_description(source, *extended, *partitions),
+            "warnings": []
+        }),
+        StatementResult::Types { statement, types } => {
+            let map: serde_json::Map<String, Value> = types
+                .iter()
+                .map(|(k, v)| (k.clone(), field_schema(v)))
+                .collect();
+            json!({"@type": "type_list", "statementText": statement, "types": map, "warnings": []})
+        }
+        StatementResult::Properties {
+            statement,
+            properties,
+        } => json!({
+            "@type": "properties",
+            "statementText": statement,
+            "properties": properties.iter().map(|(k, v)| json!({"name": k, "scope": "KSQL", "value": v})).collect::<Vec<_>>(),
+            "overwrittenProperties": [],
+            "defaultProperties": [],
+            "warnings": []
+        }),
+        StatementResult::Variables {
+            statement,
+            variables,
+        } => json!({
+            "@type": "variables",
+            "statementText": statement,
+            "variables": variables.iter().map(|(k, v)| json!({"name": k, "value": v})).collect::<Vec<_>>(),
+            "warnings": []
+        }),
+    })
+}

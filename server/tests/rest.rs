@@ -1,0 +1,214 @@
+//! The ksqlDB REST API of the `eddy` binary, over plain HTTP/1.1: statements through `/ksql`,
+//! their entities, errors with ksqlDB's codes, and the records an insert writes, read back by a
+//! Kafka client.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+const EDDY: &str = env!("CARGO_BIN_EXE_eddy");
+
+struct Server {
+    child: Child,
+    http: String,
+    kafka: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(EDDY)
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(at) = line.find("address=") {
+                let address = line[at + 8..]
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let kind = if line.contains("HTTP") {
+                    "http"
+                } else {
+                    "kafka"
+                };
+                let _ = tx.send((kind, address));
+            }
+        }
+    });
+    let (mut http, mut kafka) = (None, None);
+    while http.is_none() || kafka.is_none() {
+        let (kind, address) = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("eddy did not start listening");
+        if kind == "http" {
+            http = Some(address);
+        } else {
+            kafka = Some(address);
+        }
+    }
+    Server {
+        child,
+        http: http.unwrap(),
+        kafka: kafka.unwrap(),
+        _dir: dir,
+    }
+}
+
+/// One HTTP/1.1 request; returns the status and the body parsed as JSON.
+fn request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut out = String::new();
+        let mut rest = rest;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+fn ksql(server: &Server, sql: &str) -> (u16, Value) {
+    request(
+        &server.http,
+        "POST",
+        "/ksql",
+        Some(&json!({"ksql": sql}).to_string()),
+    )
+}
+
+#[test]
+fn statements_run_through_ksql_with_ksqldb_entities() {
+    let server = start();
+    let (status, info) = request(&server.http, "GET", "/info", None);
+    assert_eq!(status, 200);
+    assert_eq!(info["KsqlServerInfo"]["serverStatus"], "RUNNING");
+    let (status, health) = request(&server.http, "GET", "/healthcheck", None);
+    assert_eq!((status, &health["isHealthy"]), (200, &json!(true)));
+
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM orders (id INT KEY, item STRING) WITH (kafka_topic='orders', partitions=2, value_format='JSON');
+         INSERT INTO orders (id, item) VALUES (7, 'apple');
+         SHOW STREAMS;
+         DESCRIBE orders;",
+    );
+    assert_eq!(status, 200, "{body}");
+    let entities = body.as_array().unwrap();
+    assert_eq!(entities.len(), 3, "INSERT returns no entity: {body}");
+    assert_eq!(entities[0]["@type"], "currentStatus");
+    assert_eq!(entities[0]["commandId"], "stream/`ORDERS`/create");
+    assert_eq!(entities[0]["commandStatus"]["status"], "SUCCESS");
+    assert_eq!(entities[1]["@type"], "streams");
+    assert_eq!(entities[1]["streams"][0]["name"], "ORDERS");
+    assert_eq!(entities[1]["streams"][0]["valueFormat"], "JSON");
+    assert_eq!(entities[2]["@type"], "sourceDescription");
+    let fields = &entities[2]["sourceDescription"]["fields"];
+    assert_eq!(
+        fields[0],
+        json!({"name": "ID", "schema": {"type": "INTEGER", "fields": null, "memberSchema": null}, "type": "KEY"})
+    );
+    assert_eq!(entities[2]["sourceDescription"]["partitions"], 2);
+
+    // The inserted row is in the topic, as a Kafka client reads it.
+    let out = Command::new("kcat")
+        .args([
+            "-b",
+            &server.kafka,
+            "-t",
+            "orders",
+            "-C",
+            "-e",
+            "-f",
+            "%s\n",
+        ])
+        .output()
+        .expect("kcat is needed for this test; .ci/run installs it");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"ITEM\":\"apple\"}\n"
+    );
+}
+
+#[test]
+fn errors_carry_ksqldb_codes_and_what_already_ran() {
+    let server = start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM a (v STRING) WITH (kafka_topic='a', partitions=1, value_format='JSON');
+         CREATE STREAM b (v STRING) WITH (kafka_topic='b', partitions=1, value_format='NOPE');",
+    );
+    assert_eq!(status, 400);
+    assert_eq!(body["@type"], "statement_error");
+    assert_eq!(body["error_code"], 40001);
+    assert_eq!(body["message"], "Unknown format: NOPE");
+    assert!(
+        body["statementText"]
+            .as_str()
+            .unwrap()
+            .starts_with("CREATE STREAM b")
+    );
+    assert_eq!(body["entities"].as_array().unwrap().len(), 1);
+
+    let (status, body) = ksql(&server, "SELECT * FROM a EMIT CHANGES;");
+    assert_eq!((status, &body["error_code"]), (400, &json!(40002)));
+
+    let (status, body) = ksql(&server, "SELECT * FROM;");
+    assert_eq!(status, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("line 1:14: Syntax Error"),
+        "{body}"
+    );
+
+    let (status, body) = request(&server.http, "POST", "/ksql", Some("{not json"));
+    assert_eq!((status, &body["error_code"]), (400, &json!(40000)));
+    let (status, body) = request(&server.http, "GET", "/no/such/endpoint", None);
+    assert_eq!((status, &body["error_code"]), (404, &json!(40400)));
+}
