@@ -150,7 +150,8 @@ async fn check_post_sources(engine: &Engine, case: &ConformanceCase) -> Result<(
 
 /// Runs one case on a fresh store in a temporary directory.
 pub async fn run_case(case: &ConformanceCase) -> Outcome {
-    if case.needs_schema_registry() {
+    let disabled = case.raw.get("enabled").and_then(Value::as_bool) == Some(false);
+    if case.needs_schema_registry() || disabled {
         return Outcome::Skipped;
     }
     match run_case_inner(case).await {
