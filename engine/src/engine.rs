@@ -154,32 +154,20 @@ impl Engine {
     ) -> Result<Vec<StatementResult>, ExecuteError> {
         let mut completed = Vec::new();
         let mut state = self.state.lock().await;
+        let fail =
+            |completed: Vec<StatementResult>, statement: String, error: EngineError| ExecuteError {
+                completed,
+                statement,
+                error,
+            };
         if !sql.contains("${") {
-            let parsed = parse_statements(sql).map_err(|e| ExecuteError {
-                completed: Vec::new(),
-                statement: sql.trim().to_string(),
-                error: e.into(),
-            })?;
-            for statement in parsed {
-                match self
-                    .execute_statement(
-                        &mut state,
-                        session,
-                        &statement.statement,
-                        &statement.text,
-                        Mode::Live,
-                    )
-                    .await
-                {
-                    Ok(result) => completed.push(result),
-                    Err(error) => {
-                        return Err(ExecuteError {
-                            completed,
-                            statement: statement.text,
-                            error,
-                        });
-                    }
-                }
+            let parsed = parse_statements(sql)
+                .map_err(|e| fail(Vec::new(), sql.trim().to_string(), e.into()))?;
+            if let Err((statement, error)) = self
+                .run_parsed(&mut state, session, parsed, &mut completed)
+                .await
+            {
+                return Err(fail(completed, statement, error));
             }
             return Ok(completed);
         }
@@ -187,50 +175,50 @@ impl Engine {
             let text = if piece.contains("${") {
                 match substitute_variables(piece, &session.variables) {
                     Ok(text) => text,
-                    Err(e) => {
-                        return Err(ExecuteError {
-                            completed,
-                            statement: piece.to_string(),
-                            error: e.into(),
-                        });
-                    }
+                    Err(e) => return Err(fail(completed, piece.to_string(), e.into())),
                 }
             } else {
                 piece.to_string()
             };
             let parsed = match parse_statements(&text) {
                 Ok(parsed) => parsed,
-                Err(e) => {
-                    return Err(ExecuteError {
-                        completed,
-                        statement: text,
-                        error: e.into(),
-                    });
-                }
+                Err(e) => return Err(fail(completed, text, e.into())),
             };
-            for statement in parsed {
-                match self
-                    .execute_statement(
-                        &mut state,
-                        session,
-                        &statement.statement,
-                        &statement.text,
-                        Mode::Live,
-                    )
-                    .await
-                {
-                    Ok(result) => completed.push(result),
-                    Err(error) => {
-                        return Err(ExecuteError {
-                            completed,
-                            statement: statement.text,
-                            error,
-                        });
-                    }
-                }
+            if let Err((statement, error)) = self
+                .run_parsed(&mut state, session, parsed, &mut completed)
+                .await
+            {
+                return Err(fail(completed, statement, error));
             }
         }
         Ok(completed)
+    }
+
+    /// Runs parsed statements in order, collecting results; on failure, the failing statement's
+    /// text and the error.
+    async fn run_parsed(
+        &self,
+        state: &mut EngineState,
+        session: &mut Session,
+        parsed: Vec<eddy_sql::ParsedStatement>,
+        completed: &mut Vec<StatementResult>,
+    ) -> Result<(), (String, EngineError)> {
+        for statement in parsed {
+            match self
+                .execute_statement(
+                    state,
+                    session,
+                    &statement.statement,
+                    &statement.text,
+                    Mode::Live,
+                )
+                .await
+            {
+                Ok(result) => completed.push(result),
+                Err(error) => return Err((statement.text, error)),
+            }
+        }
+        Ok(())
     }
 
     async fn execute_statement(

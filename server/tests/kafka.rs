@@ -1,69 +1,10 @@
 //! A real Kafka client against the `eddy` binary: kcat (librdkafka) produces, lists metadata,
 //! looks up offsets and consumes. `.ci/run` installs kcat.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-const EDDY: &str = env!("CARGO_BIN_EXE_eddy");
-
-struct Server {
-    child: Child,
-    bootstrap: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts eddy on a free port and returns once it listens for Kafka clients.
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(EDDY)
-        .args(["server", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args([
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "info",
-        ])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("Kafka clients")
-                && let Some(at) = line.find("address=")
-            {
-                let address = line[at + 8..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let _ = tx.send(address);
-            }
-        }
-    });
-    let bootstrap = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("eddy did not start listening");
-    Server {
-        child,
-        bootstrap,
-        _dir: dir,
-    }
-}
+mod common;
 
 fn kcat(args: &[&str], input: Option<&str>) -> String {
     let mut child = Command::new("kcat")
@@ -90,8 +31,8 @@ fn kcat(args: &[&str], input: Option<&str>) -> String {
 
 #[test]
 fn kcat_produces_lists_and_consumes() {
-    let server = start();
-    let b = server.bootstrap.as_str();
+    let server = common::start();
+    let b = server.kafka.as_str();
     kcat(
         &["-b", b, "-t", "events", "-P", "-K:"],
         Some("k1:hello\nk2:world\nk1:again\n"),

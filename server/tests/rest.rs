@@ -2,77 +2,14 @@
 //! their entities, errors with ksqlDB's codes, and the records an insert writes, read back by a
 //! Kafka client.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::Command;
 
+use common::Server;
 use serde_json::{Value, json};
 
-const EDDY: &str = env!("CARGO_BIN_EXE_eddy");
-
-struct Server {
-    child: Child,
-    http: String,
-    kafka: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(EDDY)
-        .args(["server", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(at) = line.find("address=") {
-                let address = line[at + 8..]
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let kind = if line.contains("HTTP") {
-                    "http"
-                } else {
-                    "kafka"
-                };
-                let _ = tx.send((kind, address));
-            }
-        }
-    });
-    let (mut http, mut kafka) = (None, None);
-    while http.is_none() || kafka.is_none() {
-        let (kind, address) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("eddy did not start listening");
-        if kind == "http" {
-            http = Some(address);
-        } else {
-            kafka = Some(address);
-        }
-    }
-    Server {
-        child,
-        http: http.unwrap(),
-        kafka: kafka.unwrap(),
-        _dir: dir,
-    }
-}
+mod common;
 
 /// One HTTP/1.1 request; returns the status and the body parsed as JSON.
 fn request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
@@ -123,7 +60,7 @@ fn ksql(server: &Server, sql: &str) -> (u16, Value) {
 
 #[test]
 fn statements_run_through_ksql_with_ksqldb_entities() {
-    let server = start();
+    let server = common::start();
     let (status, info) = request(&server.http, "GET", "/info", None);
     assert_eq!(status, 200);
     assert_eq!(info["KsqlServerInfo"]["serverStatus"], "RUNNING");
@@ -176,7 +113,7 @@ fn statements_run_through_ksql_with_ksqldb_entities() {
 
 #[test]
 fn errors_carry_ksqldb_codes_and_what_already_ran() {
-    let server = start();
+    let server = common::start();
     let (status, body) = ksql(
         &server,
         "CREATE STREAM a (v STRING) WITH (kafka_topic='a', partitions=1, value_format='JSON');
