@@ -69,3 +69,49 @@ fn kcat_produces_lists_and_consumes() {
     let all = kcat(&["-b", b, "-t", "events", "-C", "-e", "-f", "%o "], None);
     assert_eq!(all, "0 1 2 3 ");
 }
+
+#[test]
+fn kcat_consumer_groups_commit_and_resume() {
+    let server = common::start();
+    let b = server.kafka.as_str();
+    kcat(&["-b", b, "-t", "grouped", "-P"], Some("a\nb\nc\n"));
+    let group = [
+        "-b",
+        b,
+        "-G",
+        "readers",
+        "-X",
+        "auto.offset.reset=earliest",
+        "grouped",
+        "-e",
+        "-f",
+        "%s@%o\n",
+    ];
+
+    // Join the group, get the partition, consume, commit on the way out.
+    let first = kcat(&group, None);
+    assert_eq!(first, "a@0\nb@1\nc@2\n");
+
+    // The next member of the group resumes from the committed offset.
+    kcat(&["-b", b, "-t", "grouped", "-P"], Some("d\n"));
+    let second = kcat(&group, None);
+    assert_eq!(second, "d@3\n");
+
+    // Another group starts from the beginning.
+    let other = kcat(
+        &[
+            "-b",
+            b,
+            "-G",
+            "others",
+            "-X",
+            "auto.offset.reset=earliest",
+            "grouped",
+            "-e",
+            "-f",
+            "%s ",
+        ],
+        None,
+    );
+    assert_eq!(other, "a b c d ");
+}

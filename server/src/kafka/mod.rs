@@ -1,10 +1,14 @@
-//! Kafka's wire protocol on Eddy's log: enough for a Kafka client to produce, and to consume by
-//! assigning partitions (ApiVersions, Metadata, Produce, Fetch, ListOffsets).
+//! Kafka's wire protocol on Eddy's log: producing, consuming by assignment or in consumer groups
+//! (ApiVersions, Metadata, Produce, Fetch, ListOffsets, FindCoordinator, JoinGroup, SyncGroup,
+//! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch).
 //!
 //! Frames are decoded and encoded with the `kafka-protocol` crate. Each connection handles its
 //! requests one after another, so responses go out in request order.
 
+mod groups;
+
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -22,6 +26,10 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
     ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+};
+use kafka_protocol::messages::{
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, JoinGroupRequest,
+    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -55,6 +63,13 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 8),
     (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::FindCoordinator, 0, 3),
+    (ApiKey::JoinGroup, 0, 5),
+    (ApiKey::SyncGroup, 0, 3),
+    (ApiKey::Heartbeat, 0, 3),
+    (ApiKey::LeaveGroup, 0, 3),
+    (ApiKey::OffsetCommit, 2, 7),
+    (ApiKey::OffsetFetch, 1, 7),
 ];
 
 /// How the Kafka listener behaves.
@@ -70,6 +85,7 @@ pub struct KafkaConfig {
 
 /// Accepts Kafka clients until the task is dropped.
 pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
+    let coordinator = groups::GroupCoordinator::start(store.clone());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -81,8 +97,9 @@ pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
         };
         let store = store.clone();
         let config = config.clone();
+        let coordinator = coordinator.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle_connection(socket, store, config).await {
+            if let Err(e) = handle_connection(socket, store, config, coordinator).await {
                 debug!(%peer, error = %e, "kafka connection closed");
             }
         });
@@ -93,6 +110,7 @@ async fn handle_connection(
     mut socket: TcpStream,
     store: Store,
     config: KafkaConfig,
+    coordinator: Arc<groups::GroupCoordinator>,
 ) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
     loop {
@@ -106,7 +124,9 @@ async fn handle_connection(
         }
         let mut frame = vec![0u8; length as usize];
         socket.read_exact(&mut frame).await?;
-        if let Some(response) = handle_frame(Bytes::from(frame), &store, &config).await? {
+        if let Some(response) =
+            handle_frame(Bytes::from(frame), &store, &config, &coordinator).await?
+        {
             let mut out = BytesMut::with_capacity(response.len() + 4);
             out.put_i32(response.len() as i32);
             out.extend_from_slice(&response);
@@ -120,6 +140,7 @@ async fn handle_frame(
     mut frame: Bytes,
     store: &Store,
     config: &KafkaConfig,
+    coordinator: &Arc<groups::GroupCoordinator>,
 ) -> anyhow::Result<Option<BytesMut>> {
     let api_key = frame.clone().get_i16();
     let api_version = frame.clone().slice(2..).get_i16();
@@ -168,6 +189,59 @@ async fn handle_frame(
             let request = ListOffsetsRequest::decode(&mut frame, api_version)?;
             let response = list_offsets(store, &request);
             encode_response(correlation_id, key, api_version, &response).map(Some)
+        }
+        ApiKey::FindCoordinator => {
+            FindCoordinatorRequest::decode(&mut frame, api_version)?;
+            let response = FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(NODE_ID))
+                .with_host(StrBytes::from_string(config.advertised.ip().to_string()))
+                .with_port(i32::from(config.advertised.port()));
+            encode_response(correlation_id, key, api_version, &response).map(Some)
+        }
+        ApiKey::JoinGroup => {
+            let request = JoinGroupRequest::decode(&mut frame, api_version)?;
+            let response = coordinator.join(request, api_version).await;
+            encode_response(correlation_id, key, api_version, &response).map(Some)
+        }
+        ApiKey::SyncGroup => {
+            let request = SyncGroupRequest::decode(&mut frame, api_version)?;
+            let response = coordinator.sync(request, api_version).await;
+            encode_response(correlation_id, key, api_version, &response).map(Some)
+        }
+        ApiKey::Heartbeat => {
+            let request = HeartbeatRequest::decode(&mut frame, api_version)?;
+            encode_response(
+                correlation_id,
+                key,
+                api_version,
+                &coordinator.heartbeat(&request),
+            )
+            .map(Some)
+        }
+        ApiKey::LeaveGroup => {
+            let request = LeaveGroupRequest::decode(&mut frame, api_version)?;
+            encode_response(
+                correlation_id,
+                key,
+                api_version,
+                &coordinator.leave(&request, api_version),
+            )
+            .map(Some)
+        }
+        ApiKey::OffsetCommit => {
+            let request = OffsetCommitRequest::decode(&mut frame, api_version)?;
+            let response = coordinator.commit(&request).await;
+            encode_response(correlation_id, key, api_version, &response).map(Some)
+        }
+        ApiKey::OffsetFetch => {
+            let request = OffsetFetchRequest::decode(&mut frame, api_version)?;
+            encode_response(
+                correlation_id,
+                key,
+                api_version,
+                &coordinator.fetch(&request, api_version),
+            )
+            .map(Some)
         }
         other => anyhow::bail!("{other:?} is not served"),
     }
