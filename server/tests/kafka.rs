@@ -64,10 +64,23 @@ fn kcat_produces_lists_and_consumes() {
     );
     assert_eq!(end, "again\n", "offset -1 starts one before the end");
 
-    // A second batch appends after the first.
+    // A second batch appends after the first; an idempotent producer (InitProducerId, sequence
+    // checks) appends too.
     kcat(&["-b", b, "-t", "events", "-P"], Some("more\n"));
-    let all = kcat(&["-b", b, "-t", "events", "-C", "-e", "-f", "%o "], None);
-    assert_eq!(all, "0 1 2 3 ");
+    kcat(
+        &[
+            "-b",
+            b,
+            "-t",
+            "events",
+            "-P",
+            "-X",
+            "enable.idempotence=true",
+        ],
+        Some("x\ny\n"),
+    );
+    let all = kcat(&["-b", b, "-t", "events", "-C", "-e", "-f", "%o=%s "], None);
+    assert_eq!(all, "0=hello 1=world 2=again 3=more 4=x 5=y ");
 }
 
 #[test]

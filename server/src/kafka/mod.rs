@@ -6,6 +6,7 @@
 //! requests one after another, so responses go out in request order.
 
 mod groups;
+mod producers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,8 +29,9 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest,
+    InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProducerId, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +45,7 @@ mod code {
     pub const CORRUPT_MESSAGE: i16 = 2;
     pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
     pub const MESSAGE_TOO_LARGE: i16 = 10;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
     pub const UNSUPPORTED_VERSION: i16 = 35;
     pub const INVALID_REQUEST: i16 = 42;
@@ -70,6 +73,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::LeaveGroup, 0, 3),
     (ApiKey::OffsetCommit, 2, 7),
     (ApiKey::OffsetFetch, 1, 7),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// How the Kafka listener behaves.
@@ -86,6 +90,7 @@ pub struct KafkaConfig {
 /// Accepts Kafka clients until the task is dropped.
 pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
     let coordinator = groups::GroupCoordinator::start(store.clone());
+    let producers = Arc::new(producers::ProducerRegistry::new());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -98,8 +103,9 @@ pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
         let store = store.clone();
         let config = config.clone();
         let coordinator = coordinator.clone();
+        let producers = producers.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle_connection(socket, store, config, coordinator).await {
+            if let Err(e) = handle_connection(socket, store, config, coordinator, producers).await {
                 debug!(%peer, error = %e, "kafka connection closed");
             }
         });
@@ -111,6 +117,7 @@ async fn handle_connection(
     store: Store,
     config: KafkaConfig,
     coordinator: Arc<groups::GroupCoordinator>,
+    producers: Arc<producers::ProducerRegistry>,
 ) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
     loop {
@@ -124,8 +131,14 @@ async fn handle_connection(
         }
         let mut frame = vec![0u8; length as usize];
         socket.read_exact(&mut frame).await?;
-        if let Some(response) =
-            handle_frame(Bytes::from(frame), &store, &config, &coordinator).await?
+        if let Some(response) = handle_frame(
+            Bytes::from(frame),
+            &store,
+            &config,
+            &coordinator,
+            &producers,
+        )
+        .await?
         {
             let mut out = BytesMut::with_capacity(response.len() + 4);
             out.put_i32(response.len() as i32);
@@ -141,6 +154,7 @@ async fn handle_frame(
     store: &Store,
     config: &KafkaConfig,
     coordinator: &Arc<groups::GroupCoordinator>,
+    producers: &producers::ProducerRegistry,
 ) -> anyhow::Result<Option<BytesMut>> {
     let api_key = frame.clone().get_i16();
     let api_version = frame.clone().slice(2..).get_i16();
@@ -174,7 +188,7 @@ async fn handle_frame(
         ApiKey::Produce => {
             let request = ProduceRequest::decode(&mut frame, api_version)?;
             let acks = request.acks;
-            let response = produce(store, request, api_version).await;
+            let response = produce(store, producers, request, api_version).await;
             if acks == 0 {
                 return Ok(None);
             }
@@ -242,6 +256,20 @@ async fn handle_frame(
                 &coordinator.fetch(&request, api_version),
             )
             .map(Some)
+        }
+        ApiKey::InitProducerId => {
+            let request = InitProducerIdRequest::decode(&mut frame, api_version)?;
+            let response = if request.transactional_id.is_some() {
+                warn!(
+                    "a client asked for a transactional producer; transactions are not supported yet"
+                );
+                InitProducerIdResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+            } else {
+                InitProducerIdResponse::default()
+                    .with_producer_id(ProducerId(producers.allocate()))
+                    .with_producer_epoch(0)
+            };
+            encode_response(correlation_id, key, api_version, &response).map(Some)
         }
         other => anyhow::bail!("{other:?} is not served"),
     }
@@ -360,7 +388,12 @@ fn storage_error_code(error: &StorageError) -> i16 {
     }
 }
 
-async fn produce(store: &Store, request: ProduceRequest, version: i16) -> ProduceResponse {
+async fn produce(
+    store: &Store,
+    producers: &producers::ProducerRegistry,
+    request: ProduceRequest,
+    version: i16,
+) -> ProduceResponse {
     let mut responses = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.to_string();
@@ -376,10 +409,7 @@ async fn produce(store: &Store, request: ProduceRequest, version: i16) -> Produc
                     }
                     Ok(batch) => match u32::try_from(index) {
                         Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-                        Ok(p) => store
-                            .append_encoded(&name, p, batch)
-                            .await
-                            .map_err(|e| storage_error_code(&e)),
+                        Ok(p) => append_checked(store, producers, &name, p, batch).await,
                     },
                 },
             };
@@ -407,6 +437,34 @@ async fn produce(store: &Store, request: ProduceRequest, version: i16) -> Produc
         );
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+/// Appends a produced batch after the idempotent producer's sequence check; a retried batch is
+/// answered with the offset it already got.
+async fn append_checked(
+    store: &Store,
+    producers: &producers::ProducerRegistry,
+    topic: &str,
+    partition: u32,
+    batch: EncodedBatch,
+) -> Result<eddy_storage::AppendResult, i16> {
+    let produced = producers::ProducedBatch::of(batch.header());
+    match producers.check(topic, partition, produced) {
+        producers::SequenceCheck::Refuse(code) => Err(code),
+        producers::SequenceCheck::Duplicate(base_offset) => Ok(eddy_storage::AppendResult {
+            partition,
+            base_offset,
+            last_offset: base_offset + i64::from(produced.count) - 1,
+        }),
+        producers::SequenceCheck::Append => {
+            let appended = store
+                .append_encoded(topic, partition, batch)
+                .await
+                .map_err(|e| storage_error_code(&e))?;
+            producers.record(topic, partition, produced, appended.base_offset);
+            Ok(appended)
+        }
+    }
 }
 
 async fn fetch(store: &Store, request: &FetchRequest, version: i16) -> FetchResponse {
