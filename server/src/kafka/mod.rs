@@ -473,8 +473,13 @@ async fn fetch(store: &Store, request: &FetchRequest, version: i16) -> FetchResp
     let min_bytes = request.min_bytes.max(0) as usize;
     loop {
         let (responses, bytes) = fetch_once(store, request, version);
+        // Errors are answered at once, as Kafka does; waiting on a partition in error would
+        // wake immediately and spin.
+        let any_error = responses
+            .iter()
+            .any(|t| t.partitions.iter().any(|p| p.error_code != code::NONE));
         let now = tokio::time::Instant::now();
-        if bytes >= min_bytes.max(1) || now >= deadline {
+        if bytes >= min_bytes.max(1) || any_error || now >= deadline {
             return FetchResponse::default().with_responses(responses);
         }
         // Wait for an append to any requested partition, then read again.
