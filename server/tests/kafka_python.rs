@@ -1,0 +1,46 @@
+//! kafka-python 3 against the `eddy` binary: its default producer is idempotent, and its
+//! consumer joins a group, reads from the beginning and commits. `.ci/run` installs kafka-python.
+
+use std::process::Command;
+
+mod common;
+
+const SCRIPT: &str = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+bootstrap = sys.argv[1]
+producer = KafkaProducer(bootstrap_servers=bootstrap)
+for i in range(5):
+    producer.send('py', key=b'k%d' % i, value=b'v%d' % i)
+producer.flush()
+producer.close()
+consumer = KafkaConsumer('py', bootstrap_servers=bootstrap, group_id='pyg',
+                         auto_offset_reset='earliest', consumer_timeout_ms=5000)
+for m in consumer:
+    print('%s=%s@%d' % (m.key.decode(), m.value.decode(), m.offset))
+consumer.commit()
+consumer.close()
+consumer = KafkaConsumer('py', bootstrap_servers=bootstrap, group_id='pyg',
+                         auto_offset_reset='earliest', consumer_timeout_ms=3000)
+print('after commit: %d' % len(list(consumer)))
+consumer.close()
+"#;
+
+#[test]
+fn kafka_python_produces_idempotently_and_consumes_in_a_group() {
+    let server = common::start();
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, &server.kafka])
+        .output()
+        .expect("python3 is needed for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kafka-python failed (.ci/run installs it with pip): {stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout, "k0=v0@0\nk1=v1@1\nk2=v2@2\nk3=v3@3\nk4=v4@4\nafter commit: 0\n",
+        "{stderr}"
+    );
+}
