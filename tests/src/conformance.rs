@@ -337,24 +337,6 @@ mod tests {
                 .properties
                 .contains(&("b".to_string(), "x".to_string()))
         );
-        let with_config = serde_json::json!({
-            "name": "c",
-            "config": ["true", "false"],
-            "properties": {"a": "{CONFIG}", "b": "x"},
-            "statements": []
-        });
-        let expanded = expand_case(Suite::QueryValidation, "f.json", &with_config);
-        assert_eq!(expanded.len(), 2);
-        assert!(
-            expanded[1]
-                .properties
-                .contains(&("a".to_string(), "false".to_string()))
-        );
-        assert!(
-            expanded[1]
-                .properties
-                .contains(&("b".to_string(), "x".to_string()))
-        );
         assert!(cases[0].statements[0].contains("'JSON'"));
         assert!(!cases[0].needs_schema_registry());
         assert!(cases[1].needs_schema_registry());

@@ -147,16 +147,7 @@ impl Parser {
         let kind = self.parse_source_kind()?;
         let if_not_exists = self.eat_keywords(&["IF", "NOT", "EXISTS"]);
         let name = self.parse_any_ident()?;
-        let elements = if self.peek() == &Token::LParen {
-            Some(self.parse_table_elements()?)
-        } else {
-            None
-        };
-        let properties = if self.eat_keyword("WITH") {
-            self.parse_properties()?
-        } else {
-            Properties::default()
-        };
+        let (elements, properties) = self.parse_elements_and_properties()?;
         if self.at_keyword("AS") {
             if read_only {
                 return Err(
@@ -223,6 +214,23 @@ impl Parser {
         })?;
         self.expect(&Token::RParen, "',' or ')'")?;
         Ok(elements)
+    }
+
+    /// An optional column list, then optional `WITH (...)` properties.
+    fn parse_elements_and_properties(
+        &mut self,
+    ) -> Result<(Option<Vec<TableElement>>, Properties), ParseError> {
+        let elements = if self.peek() == &Token::LParen {
+            Some(self.parse_table_elements()?)
+        } else {
+            None
+        };
+        let properties = if self.eat_keyword("WITH") {
+            self.parse_properties()?
+        } else {
+            Properties::default()
+        };
+        Ok((elements, properties))
     }
 
     /// `( name = literal, ... )`.
@@ -499,16 +507,7 @@ impl Parser {
         if self.at_keyword("STREAM") || self.at_keyword("TABLE") {
             let kind = self.parse_source_kind()?;
             let name = self.parse_any_ident()?;
-            let elements = if self.peek() == &Token::LParen {
-                Some(self.parse_table_elements()?)
-            } else {
-                None
-            };
-            let properties = if self.eat_keyword("WITH") {
-                self.parse_properties()?
-            } else {
-                Properties::default()
-            };
+            let (elements, properties) = self.parse_elements_and_properties()?;
             return Ok(StatementKind::AssertSource {
                 kind,
                 name,
