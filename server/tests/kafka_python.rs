@@ -44,3 +44,43 @@ fn kafka_python_produces_idempotently_and_consumes_in_a_group() {
         "{stderr}"
     );
 }
+
+const ADMIN_SCRIPT: &str = r#"
+import sys
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.errors import TopicAlreadyExistsError, InvalidConfigurationError
+admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
+admin.create_topics([NewTopic('made', num_partitions=3, replication_factor=1,
+                              topic_configs={'cleanup.policy': 'compact'})])
+print(sorted(admin.list_topics()))
+try:
+    admin.create_topics([NewTopic('made', num_partitions=1, replication_factor=1)])
+    print('created twice')
+except TopicAlreadyExistsError:
+    print('already exists')
+try:
+    admin.create_topics([NewTopic('bad', num_partitions=1, replication_factor=1,
+                                  topic_configs={'cleanup.policy': 'shred'})])
+    print('bad config accepted')
+except InvalidConfigurationError:
+    print('invalid config')
+admin.delete_topics(['made'])
+print(sorted(admin.list_topics()))
+admin.close()
+"#;
+
+#[test]
+fn kafka_python_admin_creates_and_deletes_topics() {
+    let server = common::start();
+    let out = Command::new("python3")
+        .args(["-c", ADMIN_SCRIPT, &server.kafka])
+        .output()
+        .expect("python3 is needed for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kafka-python failed: {stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "['made']\nalready exists\ninvalid config\n[]\n",
+        "{stderr}"
+    );
+}

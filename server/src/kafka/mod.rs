@@ -5,6 +5,7 @@
 //! Frames are decoded and encoded with the `kafka-protocol` crate. Each connection handles its
 //! requests one after another, so responses go out in request order.
 
+mod admin;
 mod groups;
 mod producers;
 
@@ -29,9 +30,9 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::messages::{
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest,
-    InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProducerId, SyncGroupRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, FindCoordinatorRequest, FindCoordinatorResponse,
+    HeartbeatRequest, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
+    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,6 +75,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 7),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::CreateTopics, 2, 5),
+    (ApiKey::DeleteTopics, 1, 5),
 ];
 
 /// How the Kafka listener behaves.
@@ -256,6 +259,16 @@ async fn handle_frame(
                 &coordinator.fetch(&request, api_version),
             )
             .map(Some)
+        }
+        ApiKey::CreateTopics => {
+            let request = CreateTopicsRequest::decode(&mut frame, api_version)?;
+            let response = admin::create_topics(store, &request, api_version);
+            encode_response(correlation_id, key, api_version, &response).map(Some)
+        }
+        ApiKey::DeleteTopics => {
+            let request = DeleteTopicsRequest::decode(&mut frame, api_version)?;
+            let response = admin::delete_topics(store, &request, api_version);
+            encode_response(correlation_id, key, api_version, &response).map(Some)
         }
         ApiKey::InitProducerId => {
             let request = InitProducerIdRequest::decode(&mut frame, api_version)?;

@@ -1,0 +1,146 @@
+//! Topic administration over the Kafka protocol: CreateTopics and DeleteTopics.
+
+use eddy_storage::{StorageError, Store, TopicConfig};
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use tracing::info;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const INVALID_PARTITIONS: i16 = 37;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
+const INVALID_CONFIG: i16 = 40;
+const UNKNOWN_SERVER_ERROR: i16 = -1;
+
+/// Creates the requested topics with their partition counts and configs (`validate_only` checks
+/// without creating).
+pub fn create_topics(
+    store: &Store,
+    request: &CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|topic| {
+            let name = topic.name.to_string();
+            let partitions = if topic.num_partitions == -1 {
+                1
+            } else {
+                topic.num_partitions
+            };
+            let replication = if topic.replication_factor == -1 {
+                1
+            } else {
+                topic.replication_factor
+            };
+            let outcome: Result<(), (i16, String)> = (|| {
+                if partitions <= 0 {
+                    return Err((
+                        INVALID_PARTITIONS,
+                        format!("Number of partitions must be larger than 0, got {partitions}"),
+                    ));
+                }
+                if replication <= 0 {
+                    return Err((
+                        INVALID_REPLICATION_FACTOR,
+                        format!("Replication factor must be larger than 0, got {replication}"),
+                    ));
+                }
+                let mut config = TopicConfig::with_partitions(partitions as u32);
+                config.replication_factor = replication as u16;
+                let pairs: Vec<(String, String)> = topic
+                    .configs
+                    .iter()
+                    .filter_map(|c| {
+                        c.value
+                            .as_ref()
+                            .map(|v| (c.name.to_string(), v.to_string()))
+                    })
+                    .collect();
+                let config = config
+                    .apply(&name, pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                    .map_err(|e| (INVALID_CONFIG, e.to_string()))?;
+                eddy_storage::validate_topic_name(&name)
+                    .map_err(|e| (INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+                if store.topic_exists(&name) {
+                    return Err((
+                        TOPIC_ALREADY_EXISTS,
+                        format!("Topic '{name}' already exists."),
+                    ));
+                }
+                if request.validate_only {
+                    return Ok(());
+                }
+                store
+                    .create_topic(&name, config)
+                    .map(|_| ())
+                    .map_err(|e| match e {
+                        StorageError::TopicExists(_) => (TOPIC_ALREADY_EXISTS, e.to_string()),
+                        StorageError::InvalidTopicName { .. } => {
+                            (INVALID_TOPIC_EXCEPTION, e.to_string())
+                        }
+                        StorageError::InvalidConfig { .. } => (INVALID_CONFIG, e.to_string()),
+                        other => (UNKNOWN_SERVER_ERROR, other.to_string()),
+                    })?;
+                info!(topic = %name, partitions, "created topic for a Kafka admin client");
+                Ok(())
+            })();
+            let result = CreatableTopicResult::default().with_name(topic.name.clone());
+            let result = match outcome {
+                Ok(()) => result,
+                Err((code, message)) => result
+                    .with_error_code(code)
+                    .with_error_message(Some(StrBytes::from_string(message))),
+            };
+            if version >= 5 {
+                result
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(replication)
+                    .with_configs(Some(Vec::new()))
+            } else {
+                result
+            }
+        })
+        .collect();
+    CreateTopicsResponse::default().with_topics(topics)
+}
+
+/// Deletes the named topics.
+pub fn delete_topics(
+    store: &Store,
+    request: &DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
+    let responses = request
+        .topic_names
+        .iter()
+        .map(|name| {
+            let result = DeletableTopicResult::default().with_name(Some(name.clone()));
+            match store.delete_topic(name.as_str()) {
+                Ok(()) => {
+                    info!(topic = %name.as_str(), "deleted topic for a Kafka admin client");
+                    result
+                }
+                Err(e) => {
+                    let code = match e {
+                        StorageError::UnknownTopic(_) => UNKNOWN_TOPIC_OR_PARTITION,
+                        _ => UNKNOWN_SERVER_ERROR,
+                    };
+                    let result = result.with_error_code(code);
+                    if version >= 5 {
+                        result.with_error_message(Some(StrBytes::from_string(e.to_string())))
+                    } else {
+                        result
+                    }
+                }
+            }
+        })
+        .collect();
+    DeleteTopicsResponse::default().with_responses(responses)
+}
