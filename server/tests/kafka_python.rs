@@ -84,3 +84,41 @@ fn kafka_python_admin_creates_and_deletes_topics() {
         "{stderr}"
     );
 }
+
+const GROUPS_SCRIPT: &str = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+from kafka.admin import KafkaAdminClient
+b = sys.argv[1]
+producer = KafkaProducer(bootstrap_servers=b)
+producer.send('gq', b'x')
+producer.flush()
+producer.close()
+consumer = KafkaConsumer('gq', bootstrap_servers=b, group_id='live', client_id='reader-1',
+                         auto_offset_reset='earliest')
+consumer.poll(timeout_ms=5000)
+admin = KafkaAdminClient(bootstrap_servers=b)
+print([g['group_id'] for g in admin.list_groups()])
+group = admin.describe_groups(['live'])['live']
+member = group['members'][0]
+print(group['group_state'], group['protocol_type'], member['client_id'],
+      member['member_assignment']['assigned_partitions'])
+consumer.close()
+admin.close()
+"#;
+
+#[test]
+fn kafka_python_lists_and_describes_groups() {
+    let server = common::start();
+    let out = Command::new("python3")
+        .args(["-c", GROUPS_SCRIPT, &server.kafka])
+        .output()
+        .expect("python3 is needed for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "kafka-python failed: {stderr}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "['live']\nStable consumer reader-1 [{'topic': 'gq', 'partitions': [0]}]\n",
+        "{stderr}"
+    );
+}

@@ -11,13 +11,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use eddy_storage::{GroupOffset, OffsetAndMetadata, Store};
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
+use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsResponse,
 };
 use kafka_protocol::messages::{
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
@@ -45,6 +50,7 @@ enum GroupState {
 }
 
 struct Member {
+    client_id: String,
     group_instance_id: Option<StrBytes>,
     protocols: Vec<(String, Bytes)>,
     session_timeout: Duration,
@@ -78,6 +84,17 @@ impl Group {
             join_waiters: Vec::new(),
             sync_waiters: Vec::new(),
             rebalance_round: 0,
+        }
+    }
+}
+
+impl GroupState {
+    fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
         }
     }
 }
@@ -190,6 +207,7 @@ impl GroupCoordinator {
         self: &Arc<Self>,
         request: JoinGroupRequest,
         version: i16,
+        client_id: &str,
     ) -> JoinGroupResponse {
         let group_id = request.group_id.to_string();
         let mut member_id = request.member_id.to_string();
@@ -242,6 +260,7 @@ impl GroupCoordinator {
             group.members.insert(
                 member_id.clone(),
                 Member {
+                    client_id: client_id.to_string(),
                     group_instance_id: request.group_instance_id.clone(),
                     protocols,
                     session_timeout: Duration::from_millis(request.session_timeout_ms.max(1) as u64),
@@ -413,6 +432,70 @@ impl GroupCoordinator {
         } else {
             response
         }
+    }
+
+    /// ListGroups: every group with members, and every group that committed offsets.
+    pub fn list(&self) -> ListGroupsResponse {
+        let groups = self.groups.lock();
+        let mut listed: BTreeMap<String, String> = groups
+            .iter()
+            .map(|(name, g)| (name.clone(), g.protocol_type.clone()))
+            .collect();
+        for name in self.store.list_groups().unwrap_or_default() {
+            listed.entry(name).or_insert_with(|| "consumer".to_string());
+        }
+        ListGroupsResponse::default().with_groups(
+            listed
+                .into_iter()
+                .map(|(name, protocol_type)| {
+                    ListedGroup::default()
+                        .with_group_id(GroupId(s(&name)))
+                        .with_protocol_type(s(&protocol_type))
+                })
+                .collect(),
+        )
+    }
+
+    /// DescribeGroups: state, protocol and members (with their assignments) of each group.
+    pub fn describe(&self, request: &DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let groups = self.groups.lock();
+        let described = request
+            .groups
+            .iter()
+            .map(|id| {
+                let described = DescribedGroup::default().with_group_id(id.clone());
+                match groups.get(id.as_str()) {
+                    None => described.with_group_state(s("Dead")),
+                    Some(group) => described
+                        .with_group_state(s(group.state.name()))
+                        .with_protocol_type(s(&group.protocol_type))
+                        .with_protocol_data(s(group.protocol.as_deref().unwrap_or("")))
+                        .with_members(
+                            group
+                                .members
+                                .iter()
+                                .map(|(member_id, m)| {
+                                    let metadata = m
+                                        .protocols
+                                        .iter()
+                                        .find(|(n, _)| {
+                                            Some(n.as_str()) == group.protocol.as_deref()
+                                        })
+                                        .map(|(_, md)| md.clone())
+                                        .unwrap_or_default();
+                                    DescribedGroupMember::default()
+                                        .with_member_id(s(member_id))
+                                        .with_client_id(s(&m.client_id))
+                                        .with_client_host(s("/127.0.0.1"))
+                                        .with_member_metadata(metadata)
+                                        .with_member_assignment(m.assignment.clone())
+                                })
+                                .collect(),
+                        ),
+                }
+            })
+            .collect();
+        DescribeGroupsResponse::default().with_groups(described)
     }
 
     /// OffsetCommit: stores positions, which OffsetFetch returns.

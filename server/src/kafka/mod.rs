@@ -30,9 +30,10 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, FindCoordinatorRequest, FindCoordinatorResponse,
-    HeartbeatRequest, InitProducerIdRequest, InitProducerIdResponse, JoinGroupRequest,
-    LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
+    FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProducerId, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -77,6 +78,8 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
+    (ApiKey::ListGroups, 0, 3),
+    (ApiKey::DescribeGroups, 0, 4),
 ];
 
 /// How the Kafka listener behaves.
@@ -217,7 +220,12 @@ async fn handle_frame(
         }
         ApiKey::JoinGroup => {
             let request = JoinGroupRequest::decode(&mut frame, api_version)?;
-            let response = coordinator.join(request, api_version).await;
+            let client_id = header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let response = coordinator.join(request, api_version, &client_id).await;
             encode_response(correlation_id, key, api_version, &response).map(Some)
         }
         ApiKey::SyncGroup => {
@@ -257,6 +265,20 @@ async fn handle_frame(
                 key,
                 api_version,
                 &coordinator.fetch(&request, api_version),
+            )
+            .map(Some)
+        }
+        ApiKey::ListGroups => {
+            ListGroupsRequest::decode(&mut frame, api_version)?;
+            encode_response(correlation_id, key, api_version, &coordinator.list()).map(Some)
+        }
+        ApiKey::DescribeGroups => {
+            let request = DescribeGroupsRequest::decode(&mut frame, api_version)?;
+            encode_response(
+                correlation_id,
+                key,
+                api_version,
+                &coordinator.describe(&request),
             )
             .map(Some)
         }
