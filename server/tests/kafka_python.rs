@@ -47,12 +47,14 @@ fn kafka_python_produces_idempotently_and_consumes_in_a_group() {
 
 const ADMIN_SCRIPT: &str = r#"
 import sys
-from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
 from kafka.errors import TopicAlreadyExistsError, InvalidConfigurationError
 admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
 admin.create_topics([NewTopic('made', num_partitions=3, replication_factor=1,
                               topic_configs={'cleanup.policy': 'compact'})])
 print(sorted(admin.list_topics()))
+configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, 'made')])
+print(configs['topic']['made']['cleanup.policy']['value'])
 try:
     admin.create_topics([NewTopic('made', num_partitions=1, replication_factor=1)])
     print('created twice')
@@ -70,7 +72,7 @@ admin.close()
 "#;
 
 #[test]
-fn kafka_python_admin_creates_and_deletes_topics() {
+fn kafka_python_admin_creates_describes_and_deletes_topics() {
     let server = common::start();
     let out = Command::new("python3")
         .args(["-c", ADMIN_SCRIPT, &server.kafka])
@@ -80,7 +82,7 @@ fn kafka_python_admin_creates_and_deletes_topics() {
     assert!(out.status.success(), "kafka-python failed: {stderr}");
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
-        "['made']\nalready exists\ninvalid config\n[]\n",
+        "['made']\ncompact\nalready exists\ninvalid config\n[]\n",
         "{stderr}"
     );
 }

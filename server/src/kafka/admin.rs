@@ -1,11 +1,15 @@
-//! Topic administration over the Kafka protocol: CreateTopics and DeleteTopics.
+//! Topic administration over the Kafka protocol: CreateTopics, DeleteTopics and DescribeConfigs.
 
 use eddy_storage::{StorageError, Store, TopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
 };
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use tracing::info;
 
@@ -143,4 +147,54 @@ pub fn delete_topics(
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Resource type of topics in DescribeConfigs.
+const TOPIC_RESOURCE: i8 = 2;
+/// Config source of topic-level settings.
+const TOPIC_CONFIG_SOURCE: i8 = 1;
+
+/// DescribeConfigs for topics: every Kafka topic config Eddy keeps, or the requested keys.
+pub fn describe_configs(
+    store: &Store,
+    request: &DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .iter()
+        .map(|resource| {
+            let result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            if resource.resource_type != TOPIC_RESOURCE {
+                // Broker configs: Eddy has none to report through Kafka's names.
+                return result;
+            }
+            match store.describe_topic(resource.resource_name.as_str()) {
+                Err(e) => result
+                    .with_error_code(UNKNOWN_TOPIC_OR_PARTITION)
+                    .with_error_message(Some(StrBytes::from_string(e.to_string()))),
+                Ok(description) => {
+                    let wanted = resource.configuration_keys.as_ref();
+                    result.with_configs(
+                        description
+                            .config
+                            .to_kafka_configs()
+                            .into_iter()
+                            .filter(|(name, _)| {
+                                wanted.is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                            })
+                            .map(|(name, value)| {
+                                DescribeConfigsResourceResult::default()
+                                    .with_name(StrBytes::from_string(name))
+                                    .with_value(Some(StrBytes::from_string(value)))
+                                    .with_config_source(TOPIC_CONFIG_SOURCE)
+                            })
+                            .collect(),
+                    )
+                }
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
 }

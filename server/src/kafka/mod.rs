@@ -30,10 +30,10 @@ use kafka_protocol::messages::{
     ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest, InitProducerIdResponse,
-    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
-    OffsetFetchRequest, ProducerId, SyncGroupRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest,
+    InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
+    OffsetCommitRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -80,6 +80,7 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::ListGroups, 0, 3),
     (ApiKey::DescribeGroups, 0, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
 ];
 
 /// How the Kafka listener behaves.
@@ -281,6 +282,11 @@ async fn handle_frame(
                 &coordinator.describe(&request),
             )
             .map(Some)
+        }
+        ApiKey::DescribeConfigs => {
+            let request = DescribeConfigsRequest::decode(&mut frame, api_version)?;
+            let response = admin::describe_configs(store, &request);
+            encode_response(correlation_id, key, api_version, &response).map(Some)
         }
         ApiKey::CreateTopics => {
             let request = CreateTopicsRequest::decode(&mut frame, api_version)?;
