@@ -5,6 +5,20 @@ use std::process::Command;
 
 mod common;
 
+/// Runs a Python script with the server's Kafka address as its argument; its stdout.
+fn run(server: &common::Server, script: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", script, &server.kafka])
+        .output()
+        .expect("python3 is needed for this test");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kafka-python failed (.ci/run installs it with pip): {stderr}"
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 const SCRIPT: &str = r#"
 import sys
 from kafka import KafkaProducer, KafkaConsumer
@@ -29,19 +43,9 @@ consumer.close()
 #[test]
 fn kafka_python_produces_idempotently_and_consumes_in_a_group() {
     let server = common::start();
-    let out = Command::new("python3")
-        .args(["-c", SCRIPT, &server.kafka])
-        .output()
-        .expect("python3 is needed for this test");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "kafka-python failed (.ci/run installs it with pip): {stderr}"
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
-        stdout, "k0=v0@0\nk1=v1@1\nk2=v2@2\nk3=v3@3\nk4=v4@4\nafter commit: 0\n",
-        "{stderr}"
+        run(&server, SCRIPT),
+        "k0=v0@0\nk1=v1@1\nk2=v2@2\nk3=v3@3\nk4=v4@4\nafter commit: 0\n"
     );
 }
 
@@ -74,16 +78,9 @@ admin.close()
 #[test]
 fn kafka_python_admin_creates_describes_and_deletes_topics() {
     let server = common::start();
-    let out = Command::new("python3")
-        .args(["-c", ADMIN_SCRIPT, &server.kafka])
-        .output()
-        .expect("python3 is needed for this test");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kafka-python failed: {stderr}");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "['made']\ncompact\nalready exists\ninvalid config\n[]\n",
-        "{stderr}"
+        run(&server, ADMIN_SCRIPT),
+        "['made']\ncompact\nalready exists\ninvalid config\n[]\n"
     );
 }
 
@@ -112,15 +109,8 @@ admin.close()
 #[test]
 fn kafka_python_lists_and_describes_groups() {
     let server = common::start();
-    let out = Command::new("python3")
-        .args(["-c", GROUPS_SCRIPT, &server.kafka])
-        .output()
-        .expect("python3 is needed for this test");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "kafka-python failed: {stderr}");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "['live']\nStable consumer reader-1 [{'topic': 'gq', 'partitions': [0]}]\n",
-        "{stderr}"
+        run(&server, GROUPS_SCRIPT),
+        "['live']\nStable consumer reader-1 [{'topic': 'gq', 'partitions': [0]}]\n"
     );
 }

@@ -1,5 +1,9 @@
 //! Topic administration over the Kafka protocol: CreateTopics, DeleteTopics and DescribeConfigs.
 
+use super::code::{
+    INVALID_CONFIG, INVALID_PARTITIONS, INVALID_REPLICATION_FACTOR, INVALID_TOPIC_EXCEPTION,
+    TOPIC_ALREADY_EXISTS, UNKNOWN_SERVER_ERROR, UNKNOWN_TOPIC_OR_PARTITION,
+};
 use eddy_storage::{StorageError, Store, TopicConfig};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
@@ -12,14 +16,6 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 use tracing::info;
-
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
-const INVALID_TOPIC_EXCEPTION: i16 = 17;
-const TOPIC_ALREADY_EXISTS: i16 = 36;
-const INVALID_PARTITIONS: i16 = 37;
-const INVALID_REPLICATION_FACTOR: i16 = 38;
-const INVALID_CONFIG: i16 = 40;
-const UNKNOWN_SERVER_ERROR: i16 = -1;
 
 /// Creates the requested topics with their partition counts and configs (`validate_only` checks
 /// without creating).

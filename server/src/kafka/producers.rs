@@ -4,6 +4,7 @@
 //! State lives in memory. After a restart a producer has no state, and Kafka's rule for unknown
 //! producers applies: any sequence is accepted.
 
+use super::code::{INVALID_PRODUCER_EPOCH, OUT_OF_ORDER_SEQUENCE_NUMBER};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -15,9 +16,6 @@ const RETAINED_BATCHES: usize = 5;
 
 /// Sequence of a batch that is not idempotent.
 const NO_SEQUENCE: i32 = -1;
-
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 
 #[derive(Debug, Default)]
 struct ProducerState {

@@ -233,22 +233,28 @@ impl Parser {
         Ok((elements, properties))
     }
 
+    /// A name written as an identifier or as a quoted string; the flag says whether it was
+    /// quoted (a string keeps its case).
+    fn parse_name_or_string(&mut self, what: &str) -> Result<(String, bool), ParseError> {
+        match self.peek().clone() {
+            Token::SingleQuotedString(s) => {
+                self.advance();
+                Ok((s, true))
+            }
+            Token::Word(_) => {
+                let ident = self.parse_any_ident()?;
+                Ok((ident.value, ident.quoted))
+            }
+            _ => Err(self.expected(what)),
+        }
+    }
+
     /// `( name = literal, ... )`.
     pub(crate) fn parse_properties(&mut self) -> Result<Properties, ParseError> {
         self.expect(&Token::LParen, "'('")?;
         let properties = self.parse_comma_separated(|p| {
             let start = p.peek_span().start;
-            let (name, quoted) = match p.peek().clone() {
-                Token::SingleQuotedString(s) => {
-                    p.advance();
-                    (s, true)
-                }
-                Token::Word(_) => {
-                    let ident = p.parse_any_ident()?;
-                    (ident.value, ident.quoted)
-                }
-                _ => return Err(p.expected("a property name")),
-            };
+            let (name, quoted) = p.parse_name_or_string("a property name")?;
             p.expect(&Token::Eq, "'='")?;
             let value = p.parse_property_value()?;
             Ok(Property {
@@ -413,17 +419,7 @@ impl Parser {
 
     fn parse_print(&mut self) -> Result<StatementKind, ParseError> {
         self.expect_keyword("PRINT")?;
-        let (topic, quoted) = match self.peek().clone() {
-            Token::SingleQuotedString(s) => {
-                self.advance();
-                (s, true)
-            }
-            Token::Word(_) => {
-                let ident = self.parse_any_ident()?;
-                (ident.value, ident.quoted)
-            }
-            _ => return Err(self.expected("a topic name")),
-        };
+        let (topic, quoted) = self.parse_name_or_string("a topic name")?;
         let from_beginning = self.eat_keywords(&["FROM", "BEGINNING"]);
         let interval = if self.eat_keyword("INTERVAL") || self.eat_keyword("SAMPLE") {
             Some(self.parse_unsigned()?)
