@@ -4,7 +4,8 @@
 //! ksqlDB keeps its command topic. Opening the engine replays the log, so the catalog survives
 //! restarts without a second storage format to keep in step with the SQL.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use eddy_sql::ast::{CreateSource, ListKind, Literal, SourceKind, Statement, StatementKind};
 use eddy_sql::{parse_statements, split_statements, substitute_variables};
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{Catalog, DEFAULT_KEY_FORMAT};
 use crate::error::{EngineError, Result};
+use crate::query::PersistentQuery;
 use crate::result::{SourceSummary, StatementResult, TopicSummary};
 use crate::session::Session;
 
@@ -29,9 +31,13 @@ struct Command {
     properties: HashMap<String, String>,
 }
 
-struct EngineState {
-    catalog: Catalog,
-    next_seq: u64,
+pub(crate) struct EngineState {
+    pub(crate) catalog: Catalog,
+    pub(crate) next_seq: u64,
+    /// Sequence number of the command being replayed, which names the queries it starts.
+    pub(crate) replaying_seq: Option<u64>,
+    /// Running persistent queries by id.
+    pub(crate) queries: BTreeMap<String, PersistentQuery>,
 }
 
 /// A failed request: the statements completed before the failure, and what failed.
@@ -55,17 +61,19 @@ impl std::error::Error for ExecuteError {}
 
 /// Whether a statement is run for a client or replayed from the command log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+pub(crate) enum Mode {
     Live,
     Replay,
 }
 
 /// Eddy's SQL engine over one store.
 pub struct Engine {
-    store: Store,
+    pub(crate) store: Store,
     state: Mutex<EngineState>,
     /// Evaluates expressions; holds DataFusion's function registry and configuration.
-    datafusion: datafusion::prelude::SessionContext,
+    pub(crate) datafusion: datafusion::prelude::SessionContext,
+    /// Signalled whenever a persistent query commits or stops.
+    pub(crate) progress: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -74,6 +82,8 @@ impl Engine {
         let mut state = EngineState {
             catalog: Catalog::default(),
             next_seq: 0,
+            replaying_seq: None,
+            queries: BTreeMap::new(),
         };
         let mut entries = Vec::new();
         for entry in store.state_scan_prefix(COMMAND_LOG, b"")? {
@@ -98,14 +108,18 @@ impl Engine {
             state: Mutex::new(EngineState {
                 catalog: Catalog::default(),
                 next_seq: 0,
+                replaying_seq: None,
+                queries: BTreeMap::new(),
             }),
             datafusion: datafusion::prelude::SessionContext::new(),
+            progress: Arc::new(tokio::sync::Notify::new()),
         };
         for (seq, command) in entries {
             let mut session = Session {
                 properties: command.properties.clone(),
                 ..Session::default()
             };
+            state.replaying_seq = Some(seq);
             for statement in parse_statements(&command.sql)? {
                 if let Err(e) = engine
                     .execute_statement(
@@ -122,6 +136,7 @@ impl Engine {
             }
             state.next_seq = seq + 1;
         }
+        state.replaying_seq = None;
         info!(
             sources = state.catalog.sources().count(),
             commands = state.next_seq,
@@ -129,6 +144,10 @@ impl Engine {
         );
         *engine.state.lock().await = state;
         Ok(engine)
+    }
+
+    pub(crate) async fn state_lock(&self) -> tokio::sync::MutexGuard<'_, EngineState> {
+        self.state.lock().await
     }
 
     /// The store the engine runs on.
@@ -311,6 +330,10 @@ impl Engine {
                     format!("Dropped type '{}'", name.value),
                 ))
             }
+            StatementKind::List {
+                what: ListKind::Queries,
+                ..
+            } => Ok(self.list_queries(state, text)),
             StatementKind::List { what, .. } => self.list(state, session, *what, text),
             StatementKind::Describe { name, extended } => {
                 let source = state.catalog.source(&name.value).ok_or_else(|| {
@@ -403,19 +426,32 @@ impl Engine {
                 }
                 Ok(done(format!("Undefined variable {}", name.value)))
             }
+            StatementKind::CreateAsSelect(create) => {
+                self.create_as_select(state, session, create, text, mode)
+                    .await
+            }
+            StatementKind::InsertInto { target, query, .. } => {
+                self.insert_into_select(state, session, target, query, text, mode)
+                    .await
+            }
+            StatementKind::Terminate(target) => {
+                self.terminate(state, session, target, text, mode).await
+            }
             other => Err(EngineError::Unsupported(describe_kind(other).to_string())),
         }
     }
 
-    async fn log_command(
+    /// Appends a statement to the command log; returns its sequence number (on replay, the
+    /// number it was logged with).
+    pub(crate) async fn log_command(
         &self,
         state: &mut EngineState,
         session: &Session,
         sql: &str,
         mode: Mode,
-    ) -> Result<()> {
+    ) -> Result<u64> {
         if mode == Mode::Replay {
-            return Ok(());
+            return Ok(state.replaying_seq.unwrap_or(state.next_seq));
         }
         let command = Command {
             sql: sql.to_string(),
@@ -428,8 +464,9 @@ impl Engine {
         let mut commit = Commit::new();
         commit.put_state(COMMAND_LOG, state.next_seq.to_be_bytes().to_vec(), value);
         self.store.commit(commit).await?;
+        let seq = state.next_seq;
         state.next_seq += 1;
-        Ok(())
+        Ok(seq)
     }
 
     async fn create_source(
@@ -497,7 +534,7 @@ impl Engine {
     }
 
     /// Creates the source's topic, or checks the existing one against `PARTITIONS` and `REPLICAS`.
-    fn ensure_topic(&self, create: &CreateSource, topic: &str, kind: SourceKind) -> Result<()> {
+    pub(crate) fn ensure_topic(&self, create: &CreateSource, topic: &str, kind: SourceKind) -> Result<()> {
         let count = |name: &str| -> Result<Option<u32>> {
             match create.properties.get(name) {
                 None => Ok(None),
@@ -590,6 +627,18 @@ impl Engine {
                 wanted.to_ascii_uppercase()
             )));
         }
+        let readers: Vec<String> = state
+            .queries
+            .values()
+            .filter(|q| q.source == name && q.sink != name)
+            .map(|q| q.sink.clone())
+            .collect();
+        if !readers.is_empty() {
+            return Err(EngineError::statement(format!(
+                "Cannot drop {name}.\nThe following streams and/or tables read from this source: [{}].\nYou need to drop them before dropping {name}.",
+                readers.join(", ")
+            )));
+        }
         if delete_topic && source.read_only {
             return Err(EngineError::statement(format!(
                 "Cannot delete topic for read-only source: {name}"
@@ -599,6 +648,15 @@ impl Engine {
             self.store.delete_topic(&source.topic)?;
         }
         self.log_command(state, session, text, mode).await?;
+        let writers: Vec<String> = state
+            .queries
+            .values()
+            .filter(|q| q.sink == name)
+            .map(|q| q.id.clone())
+            .collect();
+        for id in writers {
+            self.stop_query(state, &id).await;
+        }
         state.catalog.remove_source(name);
         Ok(StatementResult::CommandStatus {
             statement: text.to_string(),

@@ -17,11 +17,12 @@ mod engine;
 mod error;
 pub mod format;
 mod insert;
+pub mod query;
 mod result;
 pub mod schema;
 mod session;
 
 pub use engine::{Engine, ExecuteError};
 pub use error::{EngineError, Result};
-pub use result::{SourceSummary, StatementResult, TopicSummary};
+pub use result::{QuerySummary, SourceSummary, StatementResult, TopicSummary};
 pub use session::Session;

@@ -44,6 +44,25 @@ pub struct TopicSummary {
     pub replicas: Vec<u16>,
 }
 
+/// A persistent query as `SHOW QUERIES` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuerySummary {
+    /// The query id.
+    pub id: String,
+    /// The statement that started it.
+    pub sql: String,
+    /// The source it writes.
+    pub sink: String,
+    /// The sink's topic.
+    pub sink_topic: String,
+    /// `RUNNING` or `ERROR`.
+    pub state: String,
+    /// Input records processed.
+    pub processed: u64,
+    /// Input records that failed.
+    pub failed: u64,
+}
+
 /// The outcome of one statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatementResult {
@@ -111,5 +130,12 @@ pub enum StatementResult {
         statement: String,
         /// Defined variables.
         variables: Vec<(String, String)>,
+    },
+    /// `SHOW QUERIES`.
+    Queries {
+        /// The statement.
+        statement: String,
+        /// The running persistent queries.
+        queries: Vec<QuerySummary>,
     },
 }

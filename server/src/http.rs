@@ -302,6 +302,20 @@ fn entity(result: &StatementResult) -> Option<Value> {
             "defaultProperties": [],
             "warnings": []
         }),
+        StatementResult::Queries { statement, queries } => json!({
+            "@type": "queries",
+            "statementText": statement,
+            "queries": queries.iter().map(|q| json!({
+                "queryString": q.sql,
+                "sinks": [q.sink],
+                "sinkKafkaTopics": [q.sink_topic],
+                "id": q.id,
+                "statusCount": {q.state.clone(): 1},
+                "queryType": "PERSISTENT",
+                "state": q.state
+            })).collect::<Vec<_>>(),
+            "warnings": []
+        }),
         StatementResult::Variables {
             statement,
             variables,

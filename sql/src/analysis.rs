@@ -279,11 +279,23 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                 to_datafusion(index, scope)?,
             )
         }
-        ExprKind::Function { name, .. } => {
-            return Err(AnalysisError::at(
-                format!("Function '{}' is not supported yet", name.value),
-                expr,
-            ));
+        ExprKind::Function { name, args, .. } => {
+            let Some(udf) = crate::functions::scalar_function(&name.value) else {
+                return Err(AnalysisError::at(
+                    format!(
+                        "Can't find any functions with the name '{}'",
+                        name.value.to_ascii_uppercase()
+                    ),
+                    expr,
+                ));
+            };
+            let args = args
+                .iter()
+                .map(|a| to_datafusion(a, scope))
+                .collect::<Result<Vec<_>, _>>()?;
+            Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
+                udf, args,
+            ))
         }
         ExprKind::Lambda { .. } => {
             return Err(AnalysisError::at(

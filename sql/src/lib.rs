@@ -14,6 +14,7 @@ pub mod analysis;
 pub mod ast;
 mod display;
 mod error;
+pub mod functions;
 mod lexer;
 mod parser;
 mod span;

@@ -7,3 +7,4 @@
 pub mod bench;
 pub mod conformance;
 pub mod qtt;
+pub mod qtt_records;

@@ -2,8 +2,8 @@
 //! in order, and a case that expects an exception passes only when a statement fails with a
 //! message containing the expected text.
 //!
-//! Producing the cases' input records and comparing their output records needs the record
-//! formats and persistent queries, which are not built yet; such cases fail with that reason.
+//! Inputs are appended one at a time, each followed by a wait until every query has processed
+//! it, so outputs come in a deterministic order; they are then compared exactly and in order.
 
 use std::collections::BTreeMap;
 
@@ -15,6 +15,7 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy, TopicConfig};
 use serde_json::Value;
 
 use crate::conformance::ConformanceCase;
+use crate::qtt_records::{input_record, output_json, same_json, source_for_topic};
 
 /// How one case went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +206,119 @@ async fn run_case_inner(case: &ConformanceCase) -> Result<(), String> {
         return Err(format!("did not fail; expected `{expected}`"));
     }
     if has_records(case) {
-        return Err("producing and checking records needs persistent queries and record formats, which are not built yet".into());
+        run_records(&engine, case).await?;
     }
     check_post_sources(&engine, case).await
+}
+
+/// How long one input may take to flow through every query.
+const PROCESSING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Feeds the inputs one at a time, then compares every output topic with the expected records.
+async fn run_records(engine: &Engine, case: &ConformanceCase) -> Result<(), String> {
+    let catalog = engine.catalog().await;
+    let store = engine.store();
+    let records = |key: &str| -> Vec<Value> {
+        case.raw
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    for (i, input) in records("inputs").iter().enumerate() {
+        let topic = input
+            .get("topic")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("input {i} has no topic"))?;
+        let record = input_record(input, source_for_topic(&catalog, topic))
+            .map_err(|e| format!("input {i}: {e}"))?;
+        let result = match input.get("partition").and_then(Value::as_u64) {
+            Some(p) => store.append(topic, p as u32, vec![record]).await.map(|_| ()),
+            None => store.produce(topic, vec![record]).await.map(|_| ()),
+        };
+        result.map_err(|e| format!("cannot append input {i} to {topic}: {e}"))?;
+        if !engine.wait_until_processed(PROCESSING_TIMEOUT).await {
+            return Err(format!("input {i} was not processed within {PROCESSING_TIMEOUT:?}"));
+        }
+    }
+    let expected = records("outputs");
+    let mut topics: Vec<&str> = Vec::new();
+    for output in &expected {
+        if let Some(t) = output.get("topic").and_then(Value::as_str)
+            && !topics.contains(&t)
+        {
+            topics.push(t);
+        }
+    }
+    for topic in topics {
+        let sink = source_for_topic(&catalog, topic);
+        let mut actual = Vec::new();
+        if store.topic_exists(topic) {
+            let partitions = store.partition_count(topic).map_err(|e| e.to_string())?;
+            for p in 0..partitions {
+                let mut offset = store.log_start_offset(topic, p).map_err(|e| e.to_string())?;
+                loop {
+                    let fetched = store
+                        .read_records(topic, p, offset, 1 << 20)
+                        .map_err(|e| e.to_string())?;
+                    if fetched.next_offset <= offset {
+                        break;
+                    }
+                    offset = fetched.next_offset;
+                    actual.extend(fetched.records.into_iter().map(|r| r.record));
+                }
+            }
+        }
+        let wanted: Vec<&Value> = expected
+            .iter()
+            .filter(|o| o.get("topic").and_then(Value::as_str) == Some(topic))
+            .collect();
+        for (i, want) in wanted.iter().enumerate() {
+            let Some(record) = actual.get(i) else {
+                return Err(format!(
+                    "{topic}: expected {} records, got {}; missing {}",
+                    wanted.len(),
+                    actual.len(),
+                    compact(want)
+                ));
+            };
+            let (key, value) = output_json(record, sink);
+            let null = Value::Null;
+            let want_key = want.get("key").unwrap_or(&null);
+            let want_value = want.get("value").unwrap_or(&null);
+            let mut problems = Vec::new();
+            if !same_json(want_key, &key) {
+                problems.push(format!("key {key}, expected {want_key}"));
+            }
+            if !same_json(want_value, &value) {
+                problems.push(format!("value {value}, expected {want_value}"));
+            }
+            if let Some(ts) = want.get("timestamp").and_then(Value::as_i64)
+                && ts != record.timestamp
+            {
+                problems.push(format!("timestamp {}, expected {ts}", record.timestamp));
+            }
+            if !problems.is_empty() {
+                return Err(format!("{topic} record {i}: {}", problems.join("; ")));
+            }
+        }
+        if actual.len() > wanted.len() {
+            let (key, value) = output_json(&actual[wanted.len()], sink);
+            return Err(format!(
+                "{topic}: expected {} records, got {}; the first extra has key {key}, value {value}",
+                wanted.len(),
+                actual.len()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn compact(value: &Value) -> String {
+    let text = value.to_string();
+    if text.len() > 200 {
+        format!("{}...", &text[..text.floor_char_boundary(200)])
+    } else {
+        text
+    }
 }

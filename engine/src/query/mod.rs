@@ -1,0 +1,141 @@
+//! Persistent queries: planning, the running tasks, and what the engine knows of each.
+
+pub mod plan;
+pub mod runner;
+pub mod source;
+mod statements;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use crate::query::source::RecordError;
+
+/// How many recent record errors a query keeps for `DESCRIBE ... EXTENDED`.
+const RECENT_ERRORS: usize = 16;
+
+/// The consumer group holding a query's committed input offsets.
+pub fn consumer_group(query_id: &str) -> String {
+    format!("_eddy_query_{query_id}")
+}
+
+/// What a query's task shares with the engine: counters, errors and progress.
+#[derive(Debug, Default)]
+pub struct QueryShared {
+    /// Input records read.
+    pub processed: AtomicU64,
+    /// Input records that could not be processed.
+    pub failed: AtomicU64,
+    /// Signalled after every commit and when the task ends; shared by all queries.
+    pub progress: Arc<Notify>,
+    /// Set when the task has ended.
+    pub finished: AtomicBool,
+    /// Why the task ended, if it failed.
+    pub error: Mutex<Option<String>>,
+    /// The latest record errors.
+    pub recent_errors: Mutex<VecDeque<RecordError>>,
+}
+
+impl QueryShared {
+    /// Keeps the latest record errors.
+    pub fn record_errors(&self, errors: Vec<RecordError>) {
+        if errors.is_empty() {
+            return;
+        }
+        let mut recent = self.recent_errors.lock();
+        for e in errors {
+            if recent.len() == RECENT_ERRORS {
+                recent.pop_front();
+            }
+            recent.push_back(e);
+        }
+    }
+}
+
+/// How a persistent query was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// `CREATE STREAM|TABLE ... AS SELECT`.
+    CreateAsSelect,
+    /// `INSERT INTO ... SELECT`.
+    InsertInto,
+}
+
+/// A persistent query the engine runs.
+#[derive(Debug)]
+pub struct PersistentQuery {
+    /// Its id, such as `CSAS_OUTPUT_3`.
+    pub id: String,
+    /// The statement that created it.
+    pub sql: String,
+    /// The source it reads.
+    pub source: String,
+    /// The source's topic.
+    pub source_topic: String,
+    /// The sink it writes.
+    pub sink: String,
+    /// The sink's topic.
+    pub sink_topic: String,
+    /// How it was created.
+    pub kind: QueryKind,
+    /// Counters and progress.
+    pub shared: Arc<QueryShared>,
+    stop: watch::Sender<bool>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl PersistentQuery {
+    /// Wraps a started task.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        sql: String,
+        (source, source_topic): (String, String),
+        (sink, sink_topic): (String, String),
+        kind: QueryKind,
+        shared: Arc<QueryShared>,
+        stop: watch::Sender<bool>,
+        task: JoinHandle<()>,
+    ) -> Self {
+        PersistentQuery {
+            id,
+            sql,
+            source,
+            source_topic,
+            sink,
+            sink_topic,
+            kind,
+            shared,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// `RUNNING`, or `ERROR` when the task failed.
+    pub fn state(&self) -> &'static str {
+        if self.shared.error.lock().is_some() {
+            "ERROR"
+        } else {
+            "RUNNING"
+        }
+    }
+
+    /// Stops the task and waits for it to end; its last commit is either in or out whole.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(query = %self.id, error = %e, "query task ended abnormally");
+        }
+    }
+
+    /// Whether the task has ended.
+    pub fn finished(&self) -> bool {
+        self.shared.finished.load(Ordering::SeqCst)
+    }
+}

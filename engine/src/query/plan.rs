@@ -1,0 +1,410 @@
+//! Planning a stateless query: one source, an optional `WHERE`, a projection and an optional
+//! `PARTITION BY`, checked with ksqlDB's rules and compiled to DataFusion physical expressions
+//! over the batches a [`SourceDecoder`] produces.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use eddy_sql::analysis::{Scope, to_datafusion};
+use eddy_sql::ast::{Expr, ExprKind, Literal, Query, SelectItem, SourceKind, SqlType};
+use eddy_sql::{Position, Span};
+
+use crate::catalog::{Catalog, DataSource};
+use crate::error::{EngineError, Result};
+use crate::query::source::SourceDecoder;
+use crate::schema::{Column, ColumnKind, PSEUDO_COLUMNS, WINDOW_COLUMNS};
+
+/// A column the query writes, and how it is computed.
+#[derive(Debug, Clone)]
+pub struct OutputColumn {
+    /// The column, as the sink declares it.
+    pub column: Column,
+    /// Its value for each input row.
+    pub expr: Arc<dyn PhysicalExpr>,
+}
+
+/// A planned stateless query.
+#[derive(Debug, Clone)]
+pub struct StatelessPlan {
+    /// The source read.
+    pub source: DataSource,
+    /// Decodes the source's records.
+    pub decoder: SourceDecoder,
+    /// `WHERE`.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Key columns of the result, in order.
+    pub keys: Vec<OutputColumn>,
+    /// Value columns of the result, in order.
+    pub values: Vec<OutputColumn>,
+    /// Whether the key changed (`PARTITION BY`), so records move between partitions.
+    pub repartitioned: bool,
+}
+
+impl StatelessPlan {
+    /// The result's columns: keys, then values.
+    pub fn columns(&self) -> Vec<Column> {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|c| c.column.clone())
+            .collect()
+    }
+}
+
+/// An error at a place in the statement, written as ksqlDB writes them.
+fn located(position: Position, message: impl std::fmt::Display) -> EngineError {
+    EngineError::statement(format!(
+        "Line: {}, Col: {}: {message}",
+        position.line, position.column
+    ))
+}
+
+/// Resolves column names against one source, under its name or alias.
+struct SourceScope<'a> {
+    catalog: &'a Catalog,
+    source: &'a DataSource,
+    alias: &'a str,
+    schema: &'a SchemaRef,
+}
+
+impl Scope for SourceScope<'_> {
+    fn column(&self, qualifier: Option<&str>, name: &str) -> Result<datafusion::prelude::Expr, String> {
+        if let Some(q) = qualifier
+            && q != self.alias
+            && q != self.source.name
+        {
+            return Err(format!("'{q}' is not a valid stream/table name or alias."));
+        }
+        if self.schema.field_with_name(name).is_err() {
+            return Err(format!("Column '{name}' cannot be resolved."));
+        }
+        Ok(datafusion::prelude::Expr::Column(
+            datafusion::common::Column::new_unqualified(name),
+        ))
+    }
+
+    fn named_type(&self, name: &str) -> Option<SqlType> {
+        self.catalog.named_type(name).cloned()
+    }
+}
+
+/// One projected item before keys and values are told apart.
+struct Projected {
+    name: String,
+    expr: Expr,
+}
+
+/// Whether an expression is a bare reference to column `name`.
+fn column_name(expr: &Expr) -> Option<&str> {
+    match &expr.kind {
+        ExprKind::Column { name, .. } => Some(&name.value),
+        _ => None,
+    }
+}
+
+/// The same expression, written the same way, ignoring where it was written.
+fn same_expr(a: &Expr, b: &Expr) -> bool {
+    a.to_string() == b.to_string()
+}
+
+/// Plans `query` as a stateless query writing a `sink_kind` called `sink_name`.
+pub fn plan_stateless(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+    sink_kind: SourceKind,
+) -> Result<StatelessPlan> {
+    if !query.from.joins.is_empty() {
+        return Err(EngineError::Unsupported("JOIN".into()));
+    }
+    if query.window.is_some() {
+        return Err(EngineError::Unsupported("WINDOW".into()));
+    }
+    if !query.group_by.is_empty() || query.having.is_some() {
+        return Err(EngineError::Unsupported("GROUP BY".into()));
+    }
+    let from = &query.from.source;
+    let source = catalog.source(&from.name.value).ok_or_else(|| {
+        located(
+            from.span.start,
+            format!("{} does not exist.", from.name.value),
+        )
+    })?;
+    if source.window.is_some() {
+        return Err(EngineError::Unsupported("Reading a windowed source".into()));
+    }
+    let decoder = SourceDecoder::new(source)?;
+    let schema = decoder.schema().clone();
+    let alias = from.alias.as_ref().map_or(from.name.value.as_str(), |a| a.value.as_str());
+    let scope = SourceScope {
+        catalog,
+        source,
+        alias,
+        schema: &schema,
+    };
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let compile = |expr: &Expr, clause: &str| -> Result<Arc<dyn PhysicalExpr>> {
+        let logical = to_datafusion(expr, &scope).map_err(|e| {
+            if clause.is_empty() {
+                located(e.position, e.message)
+            } else {
+                located(e.position, format!("{clause}{}", e.message))
+            }
+        })?;
+        ctx.create_physical_expr(logical, &df_schema)
+            .map_err(|e| EngineError::statement(format!("{clause}{}", datafusion_message(&e))))
+    };
+
+    let filter = match &query.filter {
+        Some(expr) => {
+            let compiled = compile(expr, "Invalid Predicate: ")?;
+            let ty = compiled
+                .data_type(&schema)
+                .map_err(|e| EngineError::statement(e.to_string()))?;
+            if ty != DataType::Boolean && ty != DataType::Null {
+                return Err(EngineError::statement(format!(
+                    "Type error in WHERE expression: Should evaluate to boolean but is {expr} ({}) instead.",
+                    type_name(&ty)
+                )));
+            }
+            Some(compiled)
+        }
+        None => None,
+    };
+
+    // Expand the projection and name every item as ksqlDB does.
+    let mut items: Vec<(Option<String>, Expr)> = Vec::new();
+    let column_expr = |name: &str| Expr {
+        kind: ExprKind::Column {
+            source: None,
+            name: eddy_sql::ast::Ident::quoted(name),
+        },
+        span: Span::default(),
+    };
+    let user_columns = || {
+        source
+            .columns
+            .iter()
+            .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value | ColumnKind::Headers | ColumnKind::Header(_)))
+    };
+    for item in &query.select {
+        match item {
+            SelectItem::Wildcard(_) => {
+                for c in user_columns() {
+                    items.push((Some(c.name.clone()), column_expr(&c.name)));
+                }
+            }
+            SelectItem::QualifiedWildcard(q) => {
+                if q.value != alias && q.value != source.name {
+                    return Err(located(
+                        q.span.start,
+                        format!("'{}' is not a valid stream/table name or alias.", q.value),
+                    ));
+                }
+                for c in user_columns() {
+                    items.push((Some(c.name.clone()), column_expr(&c.name)));
+                }
+            }
+            SelectItem::StructWildcard(base) => {
+                let compiled = compile(base, "")?;
+                let ty = compiled
+                    .data_type(&schema)
+                    .map_err(|e| EngineError::statement(e.to_string()))?;
+                let DataType::Struct(fields) = ty else {
+                    return Err(EngineError::statement(format!(
+                        "Expected STRUCT type for {base}->*, but got {}",
+                        type_name(&ty)
+                    )));
+                };
+                for field in fields.iter() {
+                    items.push((
+                        Some(field.name().clone()),
+                        Expr {
+                            kind: ExprKind::Dereference {
+                                base: Box::new(base.clone()),
+                                field: eddy_sql::ast::Ident::quoted(field.name()),
+                            },
+                            span: base.span,
+                        },
+                    ));
+                }
+            }
+            SelectItem::Expr { expr, alias } => {
+                if let Some(alias) = alias {
+                    check_alias(&alias.value)?;
+                    items.push((Some(alias.value.clone()), expr.clone()));
+                } else {
+                    items.push((implicit_name(expr), expr.clone()));
+                }
+            }
+        }
+    }
+    for (name, expr) in &items {
+        if let (Some(name), Some(_)) = (name, column_name(expr))
+            && (PSEUDO_COLUMNS.contains(&name.as_str()) || WINDOW_COLUMNS.contains(&name.as_str()))
+        {
+            return Err(EngineError::statement(format!(
+                "Reserved column name in select: `{name}`. Please remove or alias the column."
+            )));
+        }
+    }
+    let mut generated = 0usize;
+    let taken: Vec<String> = items.iter().filter_map(|(n, _)| n.clone()).collect();
+    let mut next_generated = || loop {
+        let name = format!("KSQL_COL_{generated}");
+        generated += 1;
+        if !taken.contains(&name) {
+            return name;
+        }
+    };
+    let mut projected: Vec<Projected> = items
+        .into_iter()
+        .map(|(name, expr)| Projected {
+            name: name.unwrap_or_else(&mut next_generated),
+            expr,
+        })
+        .collect();
+
+    // Decide which projected items are the key.
+    let mut key_items: Vec<Projected> = Vec::new();
+    let repartitioned = !query.partition_by.is_empty();
+    if repartitioned {
+        let by_null = query.partition_by.len() == 1
+            && matches!(query.partition_by[0].kind, ExprKind::Literal(Literal::Null));
+        if !by_null {
+            for by in &query.partition_by {
+                if let Some(i) = projected.iter().position(|p| same_expr(&p.expr, by)) {
+                    key_items.push(projected.remove(i));
+                } else {
+                    let name = match column_name(by) {
+                        Some(name) => name.to_string(),
+                        None => next_generated(),
+                    };
+                    if let Some(i) = projected.iter().position(|p| p.name == name) {
+                        projected.remove(i);
+                    }
+                    key_items.push(Projected {
+                        name,
+                        expr: by.clone(),
+                    });
+                }
+            }
+        }
+    } else {
+        let source_keys: Vec<&str> = source.key_columns().map(|c| c.name.as_str()).collect();
+        for key in &source_keys {
+            match projected
+                .iter()
+                .position(|p| column_name(&p.expr) == Some(key))
+            {
+                Some(i) => key_items.push(projected.remove(i)),
+                None if sink_kind == SourceKind::Table => {
+                    return Err(EngineError::statement(format!(
+                        "The query used to build `{sink_name}` must include the key column {key} in its projection (eg, SELECT {key}...)."
+                    )));
+                }
+                None => {}
+            }
+        }
+        // Keys keep the order the projection gives them.
+        let order = |p: &Projected| {
+            query.select.iter().position(|s| matches!(s, SelectItem::Expr { expr, .. } if same_expr(expr, &p.expr)))
+        };
+        key_items.sort_by_key(order);
+    }
+    if projected.is_empty() {
+        return Err(EngineError::statement("The projection contains no value columns."));
+    }
+    let mut seen: Vec<&str> = Vec::new();
+    for p in key_items.iter().chain(&projected) {
+        if seen.contains(&p.name.as_str()) {
+            return Err(EngineError::statement(format!(
+                "Duplicate value columns found in schema: `{}`",
+                p.name
+            )));
+        }
+        seen.push(&p.name);
+    }
+
+    let output = |p: &Projected, kind: ColumnKind| -> Result<OutputColumn> {
+        let expr = compile(&p.expr, "")?;
+        let ty = expr
+            .data_type(&schema)
+            .map_err(|e| EngineError::statement(e.to_string()))?;
+        if ty == DataType::Null {
+            return Err(EngineError::statement(format!(
+                "Can't infer a type of null. Please explicitly cast it to a required type, e.g. CAST(null AS VARCHAR). Column: {}",
+                p.name
+            )));
+        }
+        let sql_type = eddy_sql::types::from_arrow(&ty).map_err(|e| {
+            EngineError::statement(format!("Column {} has a type ksqlDB cannot store: {e}", p.name))
+        })?;
+        Ok(OutputColumn {
+            column: Column {
+                name: p.name.clone(),
+                ty: sql_type,
+                kind,
+            },
+            expr,
+        })
+    };
+    let keys = key_items
+        .iter()
+        .map(|p| output(p, ColumnKind::Key))
+        .collect::<Result<Vec<_>>>()?;
+    let values = projected
+        .iter()
+        .map(|p| output(p, ColumnKind::Value))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(StatelessPlan {
+        source: source.clone(),
+        decoder,
+        filter,
+        keys,
+        values,
+        repartitioned,
+    })
+}
+
+/// The name ksqlDB gives an unaliased item: a column's name, a struct field's name, or none
+/// (a generated `KSQL_COL_n`).
+fn implicit_name(expr: &Expr) -> Option<String> {
+    match &expr.kind {
+        ExprKind::Column { name, .. } => Some(name.value.clone()),
+        ExprKind::Dereference { field, .. } => Some(field.value.clone()),
+        _ => None,
+    }
+}
+
+fn check_alias(alias: &str) -> Result<()> {
+    if PSEUDO_COLUMNS.contains(&alias) || WINDOW_COLUMNS.contains(&alias) {
+        return Err(EngineError::statement(format!(
+            "`{alias}` is a reserved column name. You cannot use it as an alias for a column."
+        )));
+    }
+    Ok(())
+}
+
+/// A DataFusion type as ksqlDB names it, for messages.
+fn type_name(ty: &DataType) -> String {
+    eddy_sql::types::from_arrow(ty)
+        .map(|t| crate::schema::type_display(&t))
+        .unwrap_or_else(|_| ty.to_string())
+}
+
+/// DataFusion's message without its error-kind prefix.
+fn datafusion_message(e: &datafusion::error::DataFusionError) -> String {
+    let text = e.to_string();
+    for prefix in ["Error during planning: ", "Optimizer rule", "Execution error: "] {
+        if let Some(rest) = text.strip_prefix(prefix) {
+            return rest.to_string();
+        }
+    }
+    text
+}

@@ -1,0 +1,365 @@
+//! Running a stateless persistent query: read a batch of records from a partition, decode it,
+//! filter and project it, encode the result, and commit the output records together with the
+//! next input offset in one atomic commit. A crash between commits repeats nothing and loses
+//! nothing: the offset and the output it produced land together or not at all.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::DataType;
+use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Record, StorageError, Store};
+use futures::future::select_all;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::catalog::DataSource;
+use crate::codec::RowCodec;
+use crate::error::{EngineError, Result};
+use crate::format::Format;
+use crate::query::plan::{OutputColumn, StatelessPlan};
+use crate::query::source::RecordError;
+use crate::query::{QueryShared, consumer_group};
+use crate::schema::Column;
+
+/// How much to read from a partition per step.
+const READ_BYTES: usize = 1 << 20;
+
+/// Encodes result rows as records of the sink.
+#[derive(Debug, Clone)]
+pub struct SinkEncoder {
+    key_codec: Option<RowCodec>,
+    value_codec: RowCodec,
+    /// Index among the value columns of the sink's `TIMESTAMP` column.
+    timestamp_column: Option<usize>,
+}
+
+impl SinkEncoder {
+    /// An encoder for `sink`'s formats and columns.
+    pub fn new(sink: &DataSource) -> Result<Self> {
+        let keys: Vec<&Column> = sink.key_columns().collect();
+        let values: Vec<&Column> = sink.value_columns().collect();
+        let key_codec = if keys.is_empty() || sink.key_format.format == Format::None {
+            None
+        } else {
+            Some(RowCodec::new(sink.key_format, &keys, false)?)
+        };
+        let value_codec =
+            RowCodec::new(sink.value_format, &values, sink.wrap_single_value.unwrap_or(true))?;
+        let timestamp_column = sink
+            .timestamp_column
+            .as_ref()
+            .and_then(|name| values.iter().position(|c| &c.name == name));
+        Ok(SinkEncoder {
+            key_codec,
+            value_codec,
+            timestamp_column,
+        })
+    }
+}
+
+/// The outcome of one step over a batch of input records.
+pub struct StepOutput {
+    /// Records for the sink, in input order.
+    pub records: Vec<Record>,
+    /// Records that could not be processed.
+    pub errors: Vec<RecordError>,
+}
+
+/// Evaluates one expression over a batch; on failure, row by row, so one bad row fails alone.
+fn evaluate(
+    expr: &OutputColumn,
+    batch: &RecordBatch,
+    failed: &mut [Option<String>],
+) -> Result<ArrayRef> {
+    let rows = batch.num_rows();
+    match expr.expr.evaluate(batch).and_then(|v| v.into_array(rows)) {
+        Ok(array) => Ok(array),
+        Err(_) if rows > 1 => {
+            let mut pieces: Vec<ArrayRef> = Vec::with_capacity(rows);
+            let ty = expr
+                .expr
+                .data_type(&batch.schema())
+                .map_err(|e| EngineError::statement(e.to_string()))?;
+            for (i, failure) in failed.iter_mut().enumerate() {
+                let row = batch.slice(i, 1);
+                match expr.expr.evaluate(&row).and_then(|v| v.into_array(1)) {
+                    Ok(a) => pieces.push(a),
+                    Err(e) => {
+                        failure.get_or_insert_with(|| {
+                            format!("Error computing expression {}: {e}", expr.column.name)
+                        });
+                        pieces.push(datafusion::arrow::array::new_null_array(&ty, 1));
+                    }
+                }
+            }
+            let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+            datafusion::arrow::compute::concat(&refs)
+                .map_err(|e| EngineError::statement(e.to_string()))
+        }
+        Err(e) => {
+            if let Some(f) = failed.first_mut() {
+                f.get_or_insert_with(|| {
+                    format!("Error computing expression {}: {e}", expr.column.name)
+                });
+            }
+            Ok(datafusion::arrow::array::new_null_array(
+                &expr
+                    .expr
+                    .data_type(&batch.schema())
+                    .map_err(|e| EngineError::statement(e.to_string()))?,
+                rows,
+            ))
+        }
+    }
+}
+
+/// Casts a computed column to the type the sink declares, when they differ.
+fn to_sink_type(array: ArrayRef, column: &Column) -> Result<ArrayRef> {
+    let target = eddy_sql::types::to_arrow(&column.ty)
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    if array.data_type() == &target {
+        return Ok(array);
+    }
+    crate::insert::coerce(array, &target)
+}
+
+/// Runs the plan over records of one partition.
+pub fn process(
+    plan: &StatelessPlan,
+    sink_columns: &[Column],
+    encoder: &SinkEncoder,
+    partition: u32,
+    records: &[LogRecord],
+) -> Result<StepOutput> {
+    let decoded = plan.decoder.decode(partition, records)?;
+    let mut errors = decoded.errors;
+    let mut batch = decoded.batch;
+    let mut has_value = decoded.has_value;
+    // Which input record each row came from: the decoder leaves out records it could not read.
+    let mut rows_from: Vec<usize> = if errors.is_empty() {
+        (0..records.len()).collect()
+    } else {
+        let bad: std::collections::HashSet<i64> = errors.iter().map(|e| e.offset).collect();
+        (0..records.len())
+            .filter(|i| !bad.contains(&records[*i].offset))
+            .collect()
+    };
+    let table_source = plan.source.kind == eddy_sql::ast::SourceKind::Table;
+    // Rows that fail the filter: dropped from a stream; a table forgets the key (a tombstone).
+    let mut tombstone = vec![false; batch.num_rows()];
+    if let Some(filter) = &plan.filter {
+        let mask = filter
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| EngineError::statement(format!("Error evaluating WHERE: {e}")))?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned()
+            .unwrap_or_else(|| BooleanArray::from(vec![false; batch.num_rows()]));
+        let keep: BooleanArray = (0..batch.num_rows())
+            .map(|i| {
+                let passes = mask.is_valid(i) && mask.value(i);
+                Some(passes || table_source)
+            })
+            .collect();
+        for (i, t) in tombstone.iter_mut().enumerate() {
+            *t = table_source && has_value[i] && !(mask.is_valid(i) && mask.value(i));
+        }
+        batch = filter_record_batch(&batch, &keep).map_err(|e| EngineError::statement(e.to_string()))?;
+        let select = |v: Vec<bool>| -> Vec<bool> {
+            v.into_iter()
+                .zip(keep.iter())
+                .filter_map(|(x, k)| (k == Some(true)).then_some(x))
+                .collect()
+        };
+        has_value = select(has_value);
+        tombstone = select(tombstone);
+        rows_from = rows_from
+            .into_iter()
+            .zip(keep.iter())
+            .filter_map(|(x, k)| (k == Some(true)).then_some(x))
+            .collect();
+    }
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Ok(StepOutput {
+            records: Vec::new(),
+            errors,
+        });
+    }
+    let mut failed: Vec<Option<String>> = vec![None; rows];
+    let key_arrays = plan
+        .keys
+        .iter()
+        .zip(sink_columns.iter().filter(|c| c.kind == crate::schema::ColumnKind::Key))
+        .map(|(k, c)| to_sink_type(evaluate(k, &batch, &mut failed)?, c))
+        .collect::<Result<Vec<_>>>()?;
+    let value_arrays = plan
+        .values
+        .iter()
+        .zip(sink_columns.iter().filter(|c| c.kind == crate::schema::ColumnKind::Value))
+        .map(|(v, c)| to_sink_type(evaluate(v, &batch, &mut failed)?, c))
+        .collect::<Result<Vec<_>>>()?;
+    let keys = match &encoder.key_codec {
+        Some(codec) => codec.encode(&key_arrays, rows)?,
+        None => vec![None; rows],
+    };
+    let values = encoder.value_codec.encode(&value_arrays, rows)?;
+    let rowtimes = batch
+        .column_by_name(crate::query::source::ROWTIME)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
+    let sink_times = match encoder.timestamp_column {
+        Some(i) => value_arrays
+            .get(i)
+            .and_then(|a| cast(a, &DataType::Int64).ok())
+            .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned()),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(rows);
+    for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
+        let input = &records[rows_from[i]];
+        if let Some(reason) = failed[i].take() {
+            errors.push(RecordError {
+                partition,
+                offset: input.offset,
+                reason,
+            });
+            continue;
+        }
+        let timestamp = sink_times
+            .as_ref()
+            .filter(|t| t.is_valid(i))
+            .map(|t| t.value(i))
+            .or_else(|| rowtimes.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i)))
+            .unwrap_or(input.record.timestamp);
+        let value = if has_value[i] && !tombstone[i] {
+            value
+        } else {
+            None
+        };
+        out.push(Record {
+            key: key.map(Into::into),
+            value: value.map(Into::into),
+            timestamp,
+            headers: input.record.headers.clone(),
+        });
+    }
+    Ok(StepOutput {
+        records: out,
+        errors,
+    })
+}
+
+/// Where the query starts reading each partition: its committed offset, else `initial`.
+fn start_positions(store: &Store, group: &str, topic: &str, partitions: u32) -> Result<Vec<i64>> {
+    (0..partitions)
+        .map(|p| {
+            Ok(match store.fetch_offset(group, topic, p)? {
+                Some(committed) => committed.offset,
+                None => store.log_start_offset(topic, p)?,
+            })
+        })
+        .collect()
+}
+
+/// The task of one persistent query. Returns when stopped or when the store fails.
+pub async fn run_query(
+    store: Store,
+    query_id: String,
+    plan: StatelessPlan,
+    sink: DataSource,
+    shared: Arc<QueryShared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Err(e) = run_query_inner(&store, &query_id, &plan, &sink, &shared, &mut stop).await {
+        warn!(query = %query_id, error = %e, "query stopped with an error");
+        *shared.error.lock() = Some(e.to_string());
+    }
+    shared.finished.store(true, Ordering::SeqCst);
+    shared.progress.notify_waiters();
+}
+
+async fn run_query_inner(
+    store: &Store,
+    query_id: &str,
+    plan: &StatelessPlan,
+    sink: &DataSource,
+    shared: &QueryShared,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let topic = plan.source.topic.clone();
+    let group = consumer_group(query_id);
+    let partitions = store.partition_count(&topic)?;
+    let mut positions = start_positions(store, &group, &topic, partitions)?;
+    let encoder = SinkEncoder::new(sink)?;
+    let sink_columns: Vec<Column> = sink.columns.clone();
+    loop {
+        if *stop.borrow() {
+            return Ok(());
+        }
+        let mut worked = false;
+        for p in 0..partitions {
+            let position = positions[p as usize];
+            let fetched = match store.read_records(&topic, p, position, READ_BYTES) {
+                Ok(f) => f,
+                Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
+                    warn!(query = %query_id, partition = p, from = position, to = log_start, "input offset out of range; skipping to the log start");
+                    positions[p as usize] = log_start;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if fetched.next_offset <= position {
+                continue;
+            }
+            let step = process(plan, &sink_columns, &encoder, p, &fetched.records)?;
+            let processed = fetched.records.len() as u64;
+            for error in &step.errors {
+                warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record skipped");
+            }
+            let mut commit = Commit::new();
+            if !step.records.is_empty() {
+                commit.append(sink.topic.clone(), None, step.records);
+            }
+            commit.commit_offset(
+                group.clone(),
+                topic.clone(),
+                p,
+                OffsetAndMetadata::new(fetched.next_offset),
+            );
+            store.commit(commit).await?;
+            positions[p as usize] = fetched.next_offset;
+            shared.processed.fetch_add(processed, Ordering::Relaxed);
+            shared
+                .failed
+                .fetch_add(step.errors.len() as u64, Ordering::Relaxed);
+            shared.record_errors(step.errors);
+            shared.progress.notify_waiters();
+            worked = true;
+        }
+        if worked {
+            continue;
+        }
+        debug!(query = %query_id, "caught up; waiting for input");
+        let waits = (0..partitions)
+            .map(|p| {
+                let store = store.clone();
+                let topic = topic.clone();
+                let at = positions[p as usize];
+                Box::pin(async move {
+                    store
+                        .wait_for_data(&topic, p, at, Duration::from_secs(1))
+                        .await
+                })
+            })
+            .collect::<Vec<_>>();
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = select_all(waits) => {}
+        }
+    }
+}

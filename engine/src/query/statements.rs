@@ -1,0 +1,474 @@
+//! The statements that start and stop persistent queries: `CREATE ... AS SELECT`,
+//! `INSERT INTO ... SELECT`, `TERMINATE`, and `SHOW QUERIES`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use eddy_sql::ast::{
+    ColumnConstraint, CreateAsSelect, CreateSource, Ident, Literal, Properties, Property, Query,
+    QueryTarget, SourceKind, TableElement,
+};
+use eddy_sql::Span;
+use eddy_storage::{Commit, OffsetAndMetadata};
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource};
+use crate::engine::{Engine, EngineState, Mode};
+use crate::error::{EngineError, Result};
+use crate::format::Format;
+use crate::query::plan::{StatelessPlan, plan_stateless};
+use crate::query::runner::run_query;
+use crate::query::{PersistentQuery, QueryKind, QueryShared, consumer_group};
+use crate::result::{QuerySummary, StatementResult};
+use crate::schema::{ColumnKind, type_display};
+use crate::session::Session;
+
+fn kind_word(kind: SourceKind) -> &'static str {
+    match kind {
+        SourceKind::Stream => "stream",
+        SourceKind::Table => "table",
+    }
+}
+
+fn property(name: &str, value: Literal) -> Property {
+    Property {
+        name: name.to_string(),
+        quoted: false,
+        value,
+        span: Span::default(),
+    }
+}
+
+/// The columns of a source as ksqlDB prints a schema: `` `K` STRING KEY, `V` INTEGER ``.
+fn schema_text(columns: &[crate::schema::Column]) -> String {
+    columns
+        .iter()
+        .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
+        .map(|c| {
+            format!(
+                "`{}` {}{}",
+                c.name,
+                type_display(&c.ty),
+                if c.kind == ColumnKind::Key { " KEY" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Engine {
+    /// `CREATE STREAM|TABLE ... AS SELECT`.
+    pub(crate) async fn create_as_select(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        create: &CreateAsSelect,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let kind = kind_word(create.kind);
+        let name = &create.name.value;
+        if let Some(existing) = state.catalog.source(name) {
+            let existing_kind = existing.kind_name().to_ascii_lowercase();
+            if create.if_not_exists {
+                return Ok(StatementResult::Warning {
+                    statement: text.to_string(),
+                    message: format!(
+                        "Cannot add {kind} {name}: A {existing_kind} with the same name already exists."
+                    ),
+                });
+            }
+            if !create.or_replace || existing.kind != create.kind {
+                return Err(EngineError::statement(format!(
+                    "Cannot add {kind} '{name}': A {existing_kind} with the same name already exists"
+                )));
+            }
+            return Err(EngineError::Unsupported(
+                "CREATE OR REPLACE of a query's sink".into(),
+            ));
+        }
+        let plan = plan_stateless(&self.datafusion, &state.catalog, &create.query, name, create.kind)?;
+        match (plan.source.kind, create.kind) {
+            (SourceKind::Stream, SourceKind::Table) => {
+                return Err(EngineError::statement(
+                    "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.",
+                ));
+            }
+            (SourceKind::Table, SourceKind::Stream) => {
+                return Err(EngineError::statement(
+                    "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
+                ));
+            }
+            _ => {}
+        }
+        if plan.repartitioned && plan.source.kind == SourceKind::Table {
+            return Err(EngineError::statement(
+                "Unsupported operation: PARTITION BY on a table. Use GROUP BY to change the key of a table.",
+            ));
+        }
+        let declaration = self.sink_declaration(create, &plan, session)?;
+        let sink = state
+            .catalog
+            .build_source(&declaration, text, &session.properties)?;
+        if mode == Mode::Live {
+            self.ensure_topic(&declaration, &sink.topic, sink.kind)?;
+        }
+        let seq = self.log_command(state, session, text, mode).await?;
+        let prefix = match create.kind {
+            SourceKind::Stream => "CSAS",
+            SourceKind::Table => "CTAS",
+        };
+        let query_id = format!("{prefix}_{}_{seq}", name.to_ascii_uppercase());
+        state.catalog.put_source(sink.clone());
+        self.start_query(
+            state,
+            session,
+            query_id.clone(),
+            text,
+            plan,
+            sink,
+            QueryKind::CreateAsSelect,
+            mode,
+        )
+        .await?;
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(format!("{kind}/`{name}`/create")),
+            message: format!("Created query with ID {query_id}"),
+        })
+    }
+
+    /// The `CREATE` a query's sink amounts to: its columns, and its properties with what it
+    /// inherits from its source (formats, delimiters, partition count).
+    fn sink_declaration(
+        &self,
+        create: &CreateAsSelect,
+        plan: &StatelessPlan,
+        session: &Session,
+    ) -> Result<CreateSource> {
+        let source = &plan.source;
+        let mut properties = create.properties.0.clone();
+        let has = |properties: &[Property], name: &str| {
+            properties.iter().any(|p| p.name.eq_ignore_ascii_case(name))
+        };
+        if !has(&properties, "KAFKA_TOPIC") {
+            properties.push(property(
+                "KAFKA_TOPIC",
+                Literal::String(create.name.value.clone()),
+            ));
+        }
+        let format_given = has(&properties, "FORMAT");
+        if !format_given && !has(&properties, "VALUE_FORMAT") {
+            properties.push(property(
+                "VALUE_FORMAT",
+                Literal::String(source.value_format.format.name().into()),
+            ));
+            if let Some(d) = source.value_format.delimiter
+                && !has(&properties, "VALUE_DELIMITER")
+            {
+                properties.push(property("VALUE_DELIMITER", Literal::String(d.to_string())));
+            }
+        }
+        if !format_given && !has(&properties, "KEY_FORMAT") && !plan.keys.is_empty() {
+            let key_format = match source.key_format.format {
+                Format::None => session
+                    .properties
+                    .get(DEFAULT_KEY_FORMAT)
+                    .cloned()
+                    .unwrap_or_else(|| Format::Kafka.name().to_string()),
+                other => other.name().to_string(),
+            };
+            properties.push(property("KEY_FORMAT", Literal::String(key_format)));
+            if let Some(d) = source.key_format.delimiter
+                && !has(&properties, "KEY_DELIMITER")
+            {
+                properties.push(property("KEY_DELIMITER", Literal::String(d.to_string())));
+            }
+        }
+        if !has(&properties, "PARTITIONS") {
+            let partitions = self.store.partition_count(&source.topic)?;
+            properties.push(property("PARTITIONS", Literal::Integer(i64::from(partitions))));
+        }
+        let key_constraint = match create.kind {
+            SourceKind::Stream => ColumnConstraint::Key,
+            SourceKind::Table => ColumnConstraint::PrimaryKey,
+        };
+        let elements = plan
+            .columns()
+            .into_iter()
+            .map(|c| TableElement {
+                name: Ident::quoted(&c.name),
+                ty: c.ty,
+                constraint: (c.kind == ColumnKind::Key).then(|| key_constraint.clone()),
+                span: Span::default(),
+            })
+            .collect();
+        Ok(CreateSource {
+            kind: create.kind,
+            or_replace: create.or_replace,
+            read_only: false,
+            if_not_exists: create.if_not_exists,
+            name: create.name.clone(),
+            elements: Some(elements),
+            properties: Properties(properties),
+        })
+    }
+
+    /// `INSERT INTO target SELECT ...`.
+    pub(crate) async fn insert_into_select(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        target: &Ident,
+        query: &Query,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let sink = state.catalog.source(&target.value).cloned().ok_or_else(|| {
+            EngineError::statement(format!("Source {} does not exist.", target.value))
+        })?;
+        if sink.kind == SourceKind::Table {
+            return Err(EngineError::statement(format!(
+                "INSERT INTO can only be used to insert into a stream. {} is a table.",
+                sink.name
+            )));
+        }
+        if sink.read_only {
+            return Err(EngineError::statement(format!(
+                "Cannot insert into read-only stream: {}",
+                sink.name
+            )));
+        }
+        let plan = plan_stateless(&self.datafusion, &state.catalog, query, &sink.name, SourceKind::Stream)?;
+        if plan.source.kind == SourceKind::Table {
+            return Err(EngineError::statement(format!(
+                "INSERT INTO can only be used to insert into a stream from a stream. {} is a table.",
+                plan.source.name
+            )));
+        }
+        let result = plan.columns();
+        let sink_columns: Vec<_> = sink
+            .columns
+            .iter()
+            .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
+            .cloned()
+            .collect();
+        let same = result.len() == sink_columns.len()
+            && result.iter().zip(&sink_columns).all(|(r, s)| {
+                r.name == s.name && r.kind == s.kind && type_display(&r.ty) == type_display(&s.ty)
+            });
+        if !same {
+            return Err(EngineError::statement(format!(
+                "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
+                schema_text(&result),
+                schema_text(&sink_columns)
+            )));
+        }
+        let seq = self.log_command(state, session, text, mode).await?;
+        let query_id = format!("INSERTQUERY_{seq}");
+        self.start_query(
+            state,
+            session,
+            query_id.clone(),
+            text,
+            plan,
+            sink,
+            QueryKind::InsertInto,
+            mode,
+        )
+        .await?;
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(format!("stream/`{}`/create", target.value)),
+            message: format!("Created query with ID {query_id}"),
+        })
+    }
+
+    /// Starts a query's task. A new query (not a replayed one) first commits where it starts
+    /// reading: the end of its input, or the beginning with `auto.offset.reset=earliest`.
+    #[allow(clippy::too_many_arguments)]
+    async fn start_query(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        query_id: String,
+        text: &str,
+        plan: StatelessPlan,
+        sink: DataSource,
+        kind: QueryKind,
+        mode: Mode,
+    ) -> Result<()> {
+        let topic = plan.source.topic.clone();
+        let group = consumer_group(&query_id);
+        if mode == Mode::Live {
+            let earliest = session
+                .properties
+                .get("auto.offset.reset")
+                .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+            let mut commit = Commit::new();
+            for p in 0..self.store.partition_count(&topic)? {
+                let offset = if earliest {
+                    self.store.log_start_offset(&topic, p)?
+                } else {
+                    self.store.end_offset(&topic, p)?
+                };
+                commit.commit_offset(group.clone(), topic.clone(), p, OffsetAndMetadata::new(offset));
+            }
+            self.store.commit(commit).await?;
+        }
+        let shared = Arc::new(QueryShared {
+            progress: self.progress.clone(),
+            ..QueryShared::default()
+        });
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_query(
+            self.store.clone(),
+            query_id.clone(),
+            plan.clone(),
+            sink.clone(),
+            shared.clone(),
+            stopped,
+        ));
+        info!(query = %query_id, source = %plan.source.name, sink = %sink.name, "query started");
+        state.queries.insert(
+            query_id.clone(),
+            PersistentQuery::new(
+                query_id,
+                text.to_string(),
+                (plan.source.name.clone(), topic),
+                (sink.name.clone(), sink.topic.clone()),
+                kind,
+                shared,
+                stop,
+                task,
+            ),
+        );
+        Ok(())
+    }
+
+    /// `TERMINATE id` and `TERMINATE ALL`.
+    pub(crate) async fn terminate(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        target: &QueryTarget,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let ids: Vec<String> = match target {
+            QueryTarget::All => state.queries.keys().cloned().collect(),
+            QueryTarget::Query(id) => {
+                let wanted = id.value.to_ascii_uppercase();
+                let Some(found) = state
+                    .queries
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case(&wanted))
+                    .cloned()
+                else {
+                    return Err(EngineError::statement(format!(
+                        "Unknown queryId: {}",
+                        id.value
+                    )));
+                };
+                vec![found]
+            }
+        };
+        self.log_command(state, session, text, mode).await?;
+        for id in &ids {
+            self.stop_query(state, id).await;
+        }
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(match target {
+                QueryTarget::All => "terminate/ALL/execute".to_string(),
+                QueryTarget::Query(id) => format!("terminate/{}/execute", id.value),
+            }),
+            message: "Query terminated.".to_string(),
+        })
+    }
+
+    /// Stops one query and forgets it.
+    pub(crate) async fn stop_query(&self, state: &mut EngineState, id: &str) {
+        if let Some(query) = state.queries.remove(id) {
+            query.stop().await;
+            info!(query = %id, "query terminated");
+        }
+    }
+
+    /// `SHOW QUERIES`.
+    pub(crate) fn list_queries(&self, state: &EngineState, text: &str) -> StatementResult {
+        StatementResult::Queries {
+            statement: text.to_string(),
+            queries: state
+                .queries
+                .values()
+                .map(|q| QuerySummary {
+                    id: q.id.clone(),
+                    sql: q.sql.clone(),
+                    sink: q.sink.clone(),
+                    sink_topic: q.sink_topic.clone(),
+                    state: q.state().to_string(),
+                    processed: q.shared.processed.load(std::sync::atomic::Ordering::Relaxed),
+                    failed: q.shared.failed.load(std::sync::atomic::Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+
+    /// Waits until every running query has processed everything appended to its input so far,
+    /// including what other queries append meanwhile. Returns `false` on timeout.
+    pub async fn wait_until_processed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.all_caught_up().await {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified).await;
+        }
+    }
+
+    async fn all_caught_up(&self) -> bool {
+        let state = self.state_lock().await;
+        for query in state.queries.values() {
+            if query.finished() {
+                continue;
+            }
+            let group = consumer_group(&query.id);
+            let Ok(partitions) = self.store.partition_count(&query.source_topic) else {
+                continue;
+            };
+            for p in 0..partitions {
+                let end = self.store.end_offset(&query.source_topic, p).unwrap_or(0);
+                let committed = self
+                    .store
+                    .fetch_offset(&group, &query.source_topic, p)
+                    .ok()
+                    .flatten()
+                    .map_or(0, |o| o.offset);
+                if committed < end {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// Stops every query, for a clean shutdown.
+    pub async fn shutdown(&self) {
+        let mut state = self.state_lock().await;
+        let ids: Vec<String> = state.queries.keys().cloned().collect();
+        for id in ids {
+            if let Some(query) = state.queries.remove(&id) {
+                query.stop().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Dates and times written with Java `DateTimeFormatter` patterns, as ksqlDB's
+//! `TIMESTAMP_FORMAT`, `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` take them.
+
+use chrono::format::{Item, Parsed, StrftimeItems, parse};
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+
+/// Translates a Java `DateTimeFormatter` pattern (`yyyy-MM-dd'T'HH:mm:ss.SSSX`) to a chrono
+/// format string.
+pub fn java_pattern_to_chrono(pattern: &str) -> Result<String, String> {
+    let chars: Vec<char> = pattern.chars().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\'' {
+            // Quoted literal; '' is a single quote.
+            let mut j = i + 1;
+            if j < chars.len() && chars[j] == '\'' {
+                out.push('\'');
+                i += 2;
+                continue;
+            }
+            while j < chars.len() && chars[j] != '\'' {
+                push_literal(&mut out, chars[j]);
+                j += 1;
+            }
+            i = j + 1;
+            continue;
+        }
+        if !c.is_ascii_alphabetic() {
+            push_literal(&mut out, c);
+            i += 1;
+            continue;
+        }
+        let mut run = 1;
+        while i + run < chars.len() && chars[i + run] == c {
+            run += 1;
+        }
+        let spec = match (c, run) {
+            ('y' | 'u', 2) => "%y",
+            ('y' | 'u', _) => "%Y",
+            ('M', 1) => "%-m",
+            ('M', 2) => "%m",
+            ('M', 3) => "%b",
+            ('M', _) => "%B",
+            ('d', 1) => "%-d",
+            ('d', _) => "%d",
+            ('D', _) => "%j",
+            ('H', 1) => "%-H",
+            ('H', _) => "%H",
+            ('h', 1) => "%-I",
+            ('h', _) => "%I",
+            ('m', 1) => "%-M",
+            ('m', _) => "%M",
+            ('s', 1) => "%-S",
+            ('s', _) => "%S",
+            ('S', 1) => "%1f",
+            ('S', 2) => "%2f",
+            ('S', 3) => "%3f",
+            ('S', 6) => "%6f",
+            ('S', _) => "%9f",
+            ('a', _) => "%p",
+            ('E', 4) => "%A",
+            ('E', _) => "%a",
+            ('X' | 'x', 1) => "%#z",
+            ('X' | 'x', 2) | ('Z', 1..=3) => "%z",
+            ('X' | 'x', _) | ('Z', _) => "%:z",
+            ('z' | 'V', _) => "%Z",
+            (other, _) => return Err(format!("Unknown pattern letter: {other}")),
+        };
+        out.push_str(spec);
+        i += run;
+    }
+    Ok(out)
+}
+
+fn push_literal(out: &mut String, c: char) {
+    if c == '%' {
+        out.push_str("%%");
+    } else {
+        out.push(c);
+    }
+}
+
+/// Parses `text` with a Java pattern into milliseconds since the epoch. Missing fields take
+/// their lowest value (a date alone is its midnight); without a zone in the pattern the text
+/// is read as UTC.
+pub fn parse_timestamp(text: &str, pattern: &str) -> Result<i64, String> {
+    let format = java_pattern_to_chrono(pattern)?;
+    let items: Vec<Item<'_>> = StrftimeItems::new(&format).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(format!("Invalid pattern: {pattern}"));
+    }
+    let mut parsed = Parsed::new();
+    parse(&mut parsed, text, items.iter()).map_err(|e| {
+        format!("Text '{text}' could not be parsed with the pattern '{pattern}': {e}")
+    })?;
+    let date = match parsed.to_naive_date() {
+        Ok(date) => date,
+        Err(_) => {
+            let year = parsed.year.unwrap_or(1970);
+            let month = parsed.month.unwrap_or(1);
+            let day = parsed.day.unwrap_or(1);
+            NaiveDate::from_ymd_opt(year, month, day)
+                .ok_or_else(|| format!("Text '{text}' is not a valid date"))?
+        }
+    };
+    let time = parsed.to_naive_time().unwrap_or_else(|_| {
+        let hour = parsed.hour_div_12.unwrap_or(0) * 12 + parsed.hour_mod_12.unwrap_or(0);
+        NaiveTime::from_hms_nano_opt(
+            hour,
+            parsed.minute.unwrap_or(0),
+            parsed.second.unwrap_or(0),
+            parsed.nanosecond.unwrap_or(0),
+        )
+        .unwrap_or(NaiveTime::MIN)
+    });
+    let local = NaiveDateTime::new(date, time);
+    let offset_seconds = parsed.offset.unwrap_or(0);
+    Ok(Utc.from_utc_datetime(&local).timestamp_millis() - i64::from(offset_seconds) * 1000)
+}
+
+/// Formats milliseconds since the epoch with a Java pattern, in UTC or at a fixed offset.
+pub fn format_timestamp(millis: i64, pattern: &str) -> Result<String, String> {
+    let format = java_pattern_to_chrono(pattern)?;
+    let time = Utc
+        .timestamp_millis_opt(millis)
+        .single()
+        .ok_or_else(|| format!("{millis} is out of range for a timestamp"))?;
+    let items: Vec<Item<'_>> = StrftimeItems::new(&format).collect();
+    if items.iter().any(|i| matches!(i, Item::Error)) {
+        return Err(format!("Invalid pattern: {pattern}"));
+    }
+    Ok(time.format_with_items(items.iter()).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn java_patterns_parse_and_format() {
+        assert_eq!(
+            parse_timestamp("2018-05-11 21:58:33", "yyyy-MM-dd HH:mm:ss"),
+            Ok(1_526_075_913_000)
+        );
+        assert_eq!(
+            parse_timestamp("2018-05-11T21:58:33.123+0100", "yyyy-MM-dd'T'HH:mm:ss.SSSZ"),
+            Ok(1_526_072_313_123)
+        );
+        assert_eq!(parse_timestamp("1970-01-02", "yyyy-MM-dd"), Ok(86_400_000));
+        assert_eq!(
+            format_timestamp(1_526_075_913_000, "yyyy-MM-dd'T'HH:mm:ss").as_deref(),
+            Ok("2018-05-11T21:58:33")
+        );
+        assert!(parse_timestamp("nope", "yyyy").is_err());
+    }
+}

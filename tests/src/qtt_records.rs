@@ -1,0 +1,164 @@
+//! Records of query-validation-test cases: inputs serialized in the format of the source that
+//! reads their topic, and outputs read back and compared with the expected JSON.
+
+use base64::Engine as _;
+use eddy_engine::catalog::{Catalog, DataSource};
+use eddy_engine::format::Format;
+use eddy_engine::schema::Column;
+use eddy_sql::ast::SqlType;
+use eddy_storage::{Record, RecordHeader};
+use serde_json::Value;
+
+/// The source declared over `topic`; the first one declared wins, as inputs are written
+/// in the format of the stream the test reads.
+pub fn source_for_topic<'a>(catalog: &'a Catalog, topic: &str) -> Option<&'a DataSource> {
+    catalog.sources().find(|s| s.topic == topic)
+}
+
+/// The single column of a key or value in the `KAFKA` format, if there is exactly one.
+fn single<'a>(columns: &[&'a Column]) -> Option<&'a Column> {
+    (columns.len() == 1).then(|| columns[0])
+}
+
+fn text_of(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Serializes one key or value as the format would have written it.
+fn serialize(
+    value: &Value,
+    format: Format,
+    columns: &[&Column],
+) -> Result<Option<Vec<u8>>, String> {
+    if value.is_null() {
+        return Ok(None);
+    }
+    Ok(Some(match format {
+        Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string())?,
+        Format::Delimited => text_of(value).into_bytes(),
+        Format::None => return Ok(None),
+        Format::Kafka => match single(columns).map(|c| &c.ty) {
+            Some(SqlType::Int) => {
+                let n = value.as_i64().ok_or("expected an INT")?;
+                (n as i32).to_be_bytes().to_vec()
+            }
+            Some(SqlType::Bigint) => value.as_i64().ok_or("expected a BIGINT")?.to_be_bytes().to_vec(),
+            Some(SqlType::Double) => value.as_f64().ok_or("expected a DOUBLE")?.to_be_bytes().to_vec(),
+            Some(SqlType::Bytes) => base64::engine::general_purpose::STANDARD
+                .decode(text_of(value))
+                .map_err(|e| e.to_string())?,
+            _ => text_of(value).into_bytes(),
+        },
+        other => return Err(format!("the {} format is not supported", other.name())),
+    }))
+}
+
+/// Reads one key or value back as the JSON the test files write.
+fn deserialize(bytes: Option<&[u8]>, format: Format, columns: &[&Column]) -> Value {
+    let Some(bytes) = bytes else {
+        return Value::Null;
+    };
+    let text = || String::from_utf8_lossy(bytes).into_owned();
+    match format {
+        Format::Json => serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(text())),
+        Format::Kafka => match single(columns).map(|c| &c.ty) {
+            Some(SqlType::Int) if bytes.len() == 4 => {
+                Value::from(i32::from_be_bytes(bytes.try_into().unwrap_or([0; 4])))
+            }
+            Some(SqlType::Bigint) if bytes.len() == 8 => {
+                Value::from(i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])))
+            }
+            Some(SqlType::Double) if bytes.len() == 8 => {
+                Value::from(f64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])))
+            }
+            Some(SqlType::Bytes) => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+            }
+            _ => Value::String(text()),
+        },
+        _ => Value::String(text()),
+    }
+}
+
+/// The record a test input describes, in the formats of `source`.
+pub fn input_record(input: &Value, source: Option<&DataSource>) -> Result<Record, String> {
+    let (key_format, value_format, keys, values) = match source {
+        Some(s) => (
+            s.key_format.format,
+            s.value_format.format,
+            s.key_columns().collect::<Vec<_>>(),
+            s.value_columns().collect::<Vec<_>>(),
+        ),
+        None => (Format::Kafka, Format::Json, Vec::new(), Vec::new()),
+    };
+    let null = Value::Null;
+    let key = serialize(input.get("key").unwrap_or(&null), key_format, &keys)
+        .map_err(|e| format!("input key: {e}"))?;
+    let value = serialize(input.get("value").unwrap_or(&null), value_format, &values)
+        .map_err(|e| format!("input value: {e}"))?;
+    let headers = input
+        .get("headers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|h| RecordHeader {
+            key: h.get("KEY").and_then(Value::as_str).unwrap_or_default().to_string(),
+            value: h
+                .get("VALUE")
+                .and_then(Value::as_str)
+                .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v).ok())
+                .map(Into::into),
+        })
+        .collect();
+    Ok(Record {
+        key: key.map(Into::into),
+        value: value.map(Into::into),
+        timestamp: input.get("timestamp").and_then(Value::as_i64).unwrap_or(0),
+        headers,
+    })
+}
+
+/// An output record as JSON, in the shape of the test files.
+pub fn output_json(record: &Record, sink: Option<&DataSource>) -> (Value, Value) {
+    match sink {
+        Some(s) => (
+            deserialize(
+                record.key.as_deref(),
+                s.key_format.format,
+                &s.key_columns().collect::<Vec<_>>(),
+            ),
+            deserialize(
+                record.value.as_deref(),
+                s.value_format.format,
+                &s.value_columns().collect::<Vec<_>>(),
+            ),
+        ),
+        None => (
+            deserialize(record.key.as_deref(), Format::Kafka, &[]),
+            deserialize(record.value.as_deref(), Format::Json, &[]),
+        ),
+    }
+}
+
+/// JSON equality with numbers compared by value, so `1` and `1.0` agree as ksqlDB's runner
+/// compares deserialized values.
+pub fn same_json(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
+            (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+            _ => a == b,
+        },
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_json(x, y))
+        }
+        (Value::Object(a), Value::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_json(v, w)))
+        }
+        (a, b) => a == b,
+    }
+}
