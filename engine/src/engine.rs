@@ -534,7 +534,12 @@ impl Engine {
     }
 
     /// Creates the source's topic, or checks the existing one against `PARTITIONS` and `REPLICAS`.
-    pub(crate) fn ensure_topic(&self, create: &CreateSource, topic: &str, kind: SourceKind) -> Result<()> {
+    pub(crate) fn ensure_topic(
+        &self,
+        create: &CreateSource,
+        topic: &str,
+        kind: SourceKind,
+    ) -> Result<()> {
         let count = |name: &str| -> Result<Option<u32>> {
             match create.properties.get(name) {
                 None => Ok(None),

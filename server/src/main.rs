@@ -157,6 +157,7 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen for HTTP on {}", args.listen))?;
     let http_address = http_listener.local_addr()?;
     let engine = std::sync::Arc::new(engine);
+    let queries = engine.clone();
     let http = tokio::spawn(async move {
         if let Err(e) = axum::serve(http_listener, http::router(engine)).await {
             tracing::error!(error = %e, "the HTTP server stopped");
@@ -179,6 +180,8 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     kafka.abort();
     http.abort();
     maintenance.abort();
+    // Queries stop between commits, so each resumes exactly where it stopped.
+    queries.shutdown().await;
     let closing = store.clone();
     tokio::task::spawn_blocking(move || closing.close())
         .await

@@ -233,12 +233,17 @@ async fn run_records(engine: &Engine, case: &ConformanceCase) -> Result<(), Stri
         let record = input_record(input, source_for_topic(&catalog, topic))
             .map_err(|e| format!("input {i}: {e}"))?;
         let result = match input.get("partition").and_then(Value::as_u64) {
-            Some(p) => store.append(topic, p as u32, vec![record]).await.map(|_| ()),
+            Some(p) => store
+                .append(topic, p as u32, vec![record])
+                .await
+                .map(|_| ()),
             None => store.produce(topic, vec![record]).await.map(|_| ()),
         };
         result.map_err(|e| format!("cannot append input {i} to {topic}: {e}"))?;
         if !engine.wait_until_processed(PROCESSING_TIMEOUT).await {
-            return Err(format!("input {i} was not processed within {PROCESSING_TIMEOUT:?}"));
+            return Err(format!(
+                "input {i} was not processed within {PROCESSING_TIMEOUT:?}"
+            ));
         }
     }
     let expected = records("outputs");
@@ -256,7 +261,9 @@ async fn run_records(engine: &Engine, case: &ConformanceCase) -> Result<(), Stri
         if store.topic_exists(topic) {
             let partitions = store.partition_count(topic).map_err(|e| e.to_string())?;
             for p in 0..partitions {
-                let mut offset = store.log_start_offset(topic, p).map_err(|e| e.to_string())?;
+                let mut offset = store
+                    .log_start_offset(topic, p)
+                    .map_err(|e| e.to_string())?;
                 loop {
                     let fetched = store
                         .read_records(topic, p, offset, 1 << 20)

@@ -45,8 +45,16 @@ fn serialize(
                 let n = value.as_i64().ok_or("expected an INT")?;
                 (n as i32).to_be_bytes().to_vec()
             }
-            Some(SqlType::Bigint) => value.as_i64().ok_or("expected a BIGINT")?.to_be_bytes().to_vec(),
-            Some(SqlType::Double) => value.as_f64().ok_or("expected a DOUBLE")?.to_be_bytes().to_vec(),
+            Some(SqlType::Bigint) => value
+                .as_i64()
+                .ok_or("expected a BIGINT")?
+                .to_be_bytes()
+                .to_vec(),
+            Some(SqlType::Double) => value
+                .as_f64()
+                .ok_or("expected a DOUBLE")?
+                .to_be_bytes()
+                .to_vec(),
             Some(SqlType::Bytes) => base64::engine::general_purpose::STANDARD
                 .decode(text_of(value))
                 .map_err(|e| e.to_string())?,
@@ -105,7 +113,11 @@ pub fn input_record(input: &Value, source: Option<&DataSource>) -> Result<Record
         .into_iter()
         .flatten()
         .map(|h| RecordHeader {
-            key: h.get("KEY").and_then(Value::as_str).unwrap_or_default().to_string(),
+            key: h
+                .get("KEY")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
             value: h
                 .get("VALUE")
                 .and_then(Value::as_str)

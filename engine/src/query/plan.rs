@@ -71,7 +71,11 @@ struct SourceScope<'a> {
 }
 
 impl Scope for SourceScope<'_> {
-    fn column(&self, qualifier: Option<&str>, name: &str) -> Result<datafusion::prelude::Expr, String> {
+    fn column(
+        &self,
+        qualifier: Option<&str>,
+        name: &str,
+    ) -> Result<datafusion::prelude::Expr, String> {
         if let Some(q) = qualifier
             && q != self.alias
             && q != self.source.name
@@ -139,7 +143,10 @@ pub fn plan_stateless(
     }
     let decoder = SourceDecoder::new(source)?;
     let schema = decoder.schema().clone();
-    let alias = from.alias.as_ref().map_or(from.name.value.as_str(), |a| a.value.as_str());
+    let alias = from
+        .alias
+        .as_ref()
+        .map_or(from.name.value.as_str(), |a| a.value.as_str());
     let scope = SourceScope {
         catalog,
         source,
@@ -187,10 +194,12 @@ pub fn plan_stateless(
         span: Span::default(),
     };
     let user_columns = || {
-        source
-            .columns
-            .iter()
-            .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value | ColumnKind::Headers | ColumnKind::Header(_)))
+        source.columns.iter().filter(|c| {
+            matches!(
+                c.kind,
+                ColumnKind::Key | ColumnKind::Value | ColumnKind::Headers | ColumnKind::Header(_)
+            )
+        })
     };
     for item in &query.select {
         match item {
@@ -254,7 +263,12 @@ pub fn plan_stateless(
         }
     }
     let mut generated = 0usize;
-    let taken: Vec<String> = items.iter().filter_map(|(n, _)| n.clone()).collect();
+    // Generated names skip every name already used, by the projection or by the source.
+    let taken: Vec<String> = items
+        .iter()
+        .filter_map(|(n, _)| n.clone())
+        .chain(source.columns.iter().map(|c| c.name.clone()))
+        .collect();
     let mut next_generated = || loop {
         let name = format!("KSQL_COL_{generated}");
         generated += 1;
@@ -313,12 +327,16 @@ pub fn plan_stateless(
         }
         // Keys keep the order the projection gives them.
         let order = |p: &Projected| {
-            query.select.iter().position(|s| matches!(s, SelectItem::Expr { expr, .. } if same_expr(expr, &p.expr)))
+            query.select.iter().position(
+                |s| matches!(s, SelectItem::Expr { expr, .. } if same_expr(expr, &p.expr)),
+            )
         };
         key_items.sort_by_key(order);
     }
     if projected.is_empty() {
-        return Err(EngineError::statement("The projection contains no value columns."));
+        return Err(EngineError::statement(
+            "The projection contains no value columns.",
+        ));
     }
     let mut seen: Vec<&str> = Vec::new();
     for p in key_items.iter().chain(&projected) {
@@ -343,7 +361,10 @@ pub fn plan_stateless(
             )));
         }
         let sql_type = eddy_sql::types::from_arrow(&ty).map_err(|e| {
-            EngineError::statement(format!("Column {} has a type ksqlDB cannot store: {e}", p.name))
+            EngineError::statement(format!(
+                "Column {} has a type ksqlDB cannot store: {e}",
+                p.name
+            ))
         })?;
         Ok(OutputColumn {
             column: Column {
@@ -401,7 +422,11 @@ fn type_name(ty: &DataType) -> String {
 /// DataFusion's message without its error-kind prefix.
 fn datafusion_message(e: &datafusion::error::DataFusionError) -> String {
     let text = e.to_string();
-    for prefix in ["Error during planning: ", "Optimizer rule", "Execution error: "] {
+    for prefix in [
+        "Error during planning: ",
+        "Optimizer rule",
+        "Execution error: ",
+    ] {
         if let Some(rest) = text.strip_prefix(prefix) {
             return rest.to_string();
         }

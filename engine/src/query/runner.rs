@@ -26,6 +26,35 @@ use crate::schema::Column;
 
 /// How much to read from a partition per step.
 const READ_BYTES: usize = 1 << 20;
+/// The most record bytes per appended batch, well under a topic's default `max.message.bytes`.
+const APPEND_BYTES: usize = 512 << 10;
+
+/// Splits records into runs of at most about `limit` bytes, so no stored batch is too large.
+fn batches_under(records: Vec<Record>, limit: usize) -> Vec<Vec<Record>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let len = record.key.as_ref().map_or(0, |k| k.len())
+            + record.value.as_ref().map_or(0, |v| v.len())
+            + record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
+            + 24;
+        if size + len > limit && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
 
 /// Encodes result rows as records of the sink.
 #[derive(Debug, Clone)]
@@ -34,6 +63,8 @@ pub struct SinkEncoder {
     value_codec: RowCodec,
     /// Index among the value columns of the sink's `TIMESTAMP` column.
     timestamp_column: Option<usize>,
+    /// A delimited key of only nulls is written as no key, not as empty fields.
+    null_key_when_all_null: bool,
 }
 
 impl SinkEncoder {
@@ -46,13 +77,17 @@ impl SinkEncoder {
         } else {
             Some(RowCodec::new(sink.key_format, &keys, false)?)
         };
-        let value_codec =
-            RowCodec::new(sink.value_format, &values, sink.wrap_single_value.unwrap_or(true))?;
+        let value_codec = RowCodec::new(
+            sink.value_format,
+            &values,
+            sink.wrap_single_value.unwrap_or(true),
+        )?;
         let timestamp_column = sink
             .timestamp_column
             .as_ref()
             .and_then(|name| values.iter().position(|c| &c.name == name));
         Ok(SinkEncoder {
+            null_key_when_all_null: sink.key_format.format == Format::Delimited,
             key_codec,
             value_codec,
             timestamp_column,
@@ -118,8 +153,8 @@ fn evaluate(
 
 /// Casts a computed column to the type the sink declares, when they differ.
 fn to_sink_type(array: ArrayRef, column: &Column) -> Result<ArrayRef> {
-    let target = eddy_sql::types::to_arrow(&column.ty)
-        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let target =
+        eddy_sql::types::to_arrow(&column.ty).map_err(|e| EngineError::statement(e.to_string()))?;
     if array.data_type() == &target {
         return Ok(array);
     }
@@ -169,7 +204,8 @@ pub fn process(
         for (i, t) in tombstone.iter_mut().enumerate() {
             *t = table_source && has_value[i] && !(mask.is_valid(i) && mask.value(i));
         }
-        batch = filter_record_batch(&batch, &keep).map_err(|e| EngineError::statement(e.to_string()))?;
+        batch = filter_record_batch(&batch, &keep)
+            .map_err(|e| EngineError::statement(e.to_string()))?;
         let select = |v: Vec<bool>| -> Vec<bool> {
             v.into_iter()
                 .zip(keep.iter())
@@ -195,19 +231,34 @@ pub fn process(
     let key_arrays = plan
         .keys
         .iter()
-        .zip(sink_columns.iter().filter(|c| c.kind == crate::schema::ColumnKind::Key))
+        .zip(
+            sink_columns
+                .iter()
+                .filter(|c| c.kind == crate::schema::ColumnKind::Key),
+        )
         .map(|(k, c)| to_sink_type(evaluate(k, &batch, &mut failed)?, c))
         .collect::<Result<Vec<_>>>()?;
     let value_arrays = plan
         .values
         .iter()
-        .zip(sink_columns.iter().filter(|c| c.kind == crate::schema::ColumnKind::Value))
+        .zip(
+            sink_columns
+                .iter()
+                .filter(|c| c.kind == crate::schema::ColumnKind::Value),
+        )
         .map(|(v, c)| to_sink_type(evaluate(v, &batch, &mut failed)?, c))
         .collect::<Result<Vec<_>>>()?;
-    let keys = match &encoder.key_codec {
+    let mut keys = match &encoder.key_codec {
         Some(codec) => codec.encode(&key_arrays, rows)?,
         None => vec![None; rows],
     };
+    if encoder.null_key_when_all_null {
+        for (i, key) in keys.iter_mut().enumerate() {
+            if key_arrays.iter().all(|a| a.is_null(i)) {
+                *key = None;
+            }
+        }
+    }
     let values = encoder.value_codec.encode(&value_arrays, rows)?;
     let rowtimes = batch
         .column_by_name(crate::query::source::ROWTIME)
@@ -234,7 +285,12 @@ pub fn process(
             .as_ref()
             .filter(|t| t.is_valid(i))
             .map(|t| t.value(i))
-            .or_else(|| rowtimes.as_ref().filter(|t| t.is_valid(i)).map(|t| t.value(i)))
+            .or_else(|| {
+                rowtimes
+                    .as_ref()
+                    .filter(|t| t.is_valid(i))
+                    .map(|t| t.value(i))
+            })
             .unwrap_or(input.record.timestamp);
         let value = if has_value[i] && !tombstone[i] {
             value
@@ -322,8 +378,8 @@ async fn run_query_inner(
                 warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record skipped");
             }
             let mut commit = Commit::new();
-            if !step.records.is_empty() {
-                commit.append(sink.topic.clone(), None, step.records);
+            for chunk in batches_under(step.records, APPEND_BYTES) {
+                commit.append(sink.topic.clone(), None, chunk);
             }
             commit.commit_offset(
                 group.clone(),

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, BinaryBuilder, BooleanArray, Int32Array, Int64Array, ListBuilder,
-    RecordBatch, StringBuilder, StructBuilder, TimestampMillisecondArray, new_null_array,
+    Array, ArrayRef, BinaryBuilder, BooleanArray, Int32Array, Int64Array, ListBuilder, RecordBatch,
+    StringBuilder, StructBuilder, TimestampMillisecondArray, new_null_array,
 };
 use datafusion::arrow::compute::{cast, nullif};
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
@@ -172,9 +172,9 @@ impl SourceDecoder {
             partition as i32;
             n
         ])))?);
-        columns.push(null_where_no_value(Arc::new(Int64Array::from_iter_values(
-            records.iter().map(|r| r.offset),
-        )))?);
+        columns.push(null_where_no_value(Arc::new(
+            Int64Array::from_iter_values(records.iter().map(|r| r.offset)),
+        ))?);
 
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| EngineError::statement(format!("cannot assemble a batch: {e}")))?;
@@ -245,8 +245,7 @@ impl SourceDecoder {
                         out.push(None);
                         continue;
                     }
-                    match eddy_sql::functions::time::parse_timestamp(strings.value(i), pattern)
-                    {
+                    match eddy_sql::functions::time::parse_timestamp(strings.value(i), pattern) {
                         Ok(ms) => out.push(Some(ms)),
                         Err(e) => {
                             errors.push((
@@ -263,10 +262,10 @@ impl SourceDecoder {
                 Arc::new(Int64Array::from(out))
             }
             DataType::Timestamp(..) => {
-                let ts = cast(column, &DataType::Timestamp(
-                    datafusion::arrow::datatypes::TimeUnit::Millisecond,
-                    None,
-                ))
+                let ts = cast(
+                    column,
+                    &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
+                )
                 .map_err(|e| EngineError::statement(e.to_string()))?;
                 let ts = ts
                     .as_any()
@@ -274,7 +273,9 @@ impl SourceDecoder {
                     .ok_or_else(|| EngineError::statement("TIMESTAMP column is not a timestamp"))?;
                 Arc::new(Int64Array::from_iter(ts.iter()))
             }
-            _ => cast(column, &DataType::Int64).map_err(|e| EngineError::statement(e.to_string()))?,
+            _ => {
+                cast(column, &DataType::Int64).map_err(|e| EngineError::statement(e.to_string()))?
+            }
         };
         let values = millis
             .as_any()

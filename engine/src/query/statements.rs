@@ -4,11 +4,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use eddy_sql::Span;
 use eddy_sql::ast::{
     ColumnConstraint, CreateAsSelect, CreateSource, Ident, Literal, Properties, Property, Query,
     QueryTarget, SourceKind, TableElement,
 };
-use eddy_sql::Span;
 use eddy_storage::{Commit, OffsetAndMetadata};
 use tokio::sync::watch;
 use tracing::info;
@@ -50,11 +50,24 @@ fn schema_text(columns: &[crate::schema::Column]) -> String {
                 "`{}` {}{}",
                 c.name,
                 type_display(&c.ty),
-                if c.kind == ColumnKind::Key { " KEY" } else { "" }
+                if c.kind == ColumnKind::Key {
+                    " KEY"
+                } else {
+                    ""
+                }
             )
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// A delimiter as the `*_DELIMITER` properties take it: blanks by name.
+fn delimiter_name(d: char) -> String {
+    match d {
+        ' ' => "SPACE".into(),
+        '\t' => "TAB".into(),
+        other => other.to_string(),
+    }
 }
 
 impl Engine {
@@ -88,7 +101,13 @@ impl Engine {
                 "CREATE OR REPLACE of a query's sink".into(),
             ));
         }
-        let plan = plan_stateless(&self.datafusion, &state.catalog, &create.query, name, create.kind)?;
+        let plan = plan_stateless(
+            &self.datafusion,
+            &state.catalog,
+            &create.query,
+            name,
+            create.kind,
+        )?;
         match (plan.source.kind, create.kind) {
             (SourceKind::Stream, SourceKind::Table) => {
                 return Err(EngineError::statement(
@@ -167,7 +186,10 @@ impl Engine {
             if let Some(d) = source.value_format.delimiter
                 && !has(&properties, "VALUE_DELIMITER")
             {
-                properties.push(property("VALUE_DELIMITER", Literal::String(d.to_string())));
+                properties.push(property(
+                    "VALUE_DELIMITER",
+                    Literal::String(delimiter_name(d)),
+                ));
             }
         }
         if !format_given && !has(&properties, "KEY_FORMAT") && !plan.keys.is_empty() {
@@ -183,12 +205,18 @@ impl Engine {
             if let Some(d) = source.key_format.delimiter
                 && !has(&properties, "KEY_DELIMITER")
             {
-                properties.push(property("KEY_DELIMITER", Literal::String(d.to_string())));
+                properties.push(property(
+                    "KEY_DELIMITER",
+                    Literal::String(delimiter_name(d)),
+                ));
             }
         }
         if !has(&properties, "PARTITIONS") {
             let partitions = self.store.partition_count(&source.topic)?;
-            properties.push(property("PARTITIONS", Literal::Integer(i64::from(partitions))));
+            properties.push(property(
+                "PARTITIONS",
+                Literal::Integer(i64::from(partitions)),
+            ));
         }
         let key_constraint = match create.kind {
             SourceKind::Stream => ColumnConstraint::Key,
@@ -225,9 +253,13 @@ impl Engine {
         text: &str,
         mode: Mode,
     ) -> Result<StatementResult> {
-        let sink = state.catalog.source(&target.value).cloned().ok_or_else(|| {
-            EngineError::statement(format!("Source {} does not exist.", target.value))
-        })?;
+        let sink = state
+            .catalog
+            .source(&target.value)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::statement(format!("Source {} does not exist.", target.value))
+            })?;
         if sink.kind == SourceKind::Table {
             return Err(EngineError::statement(format!(
                 "INSERT INTO can only be used to insert into a stream. {} is a table.",
@@ -240,7 +272,13 @@ impl Engine {
                 sink.name
             )));
         }
-        let plan = plan_stateless(&self.datafusion, &state.catalog, query, &sink.name, SourceKind::Stream)?;
+        let plan = plan_stateless(
+            &self.datafusion,
+            &state.catalog,
+            query,
+            &sink.name,
+            SourceKind::Stream,
+        )?;
         if plan.source.kind == SourceKind::Table {
             return Err(EngineError::statement(format!(
                 "INSERT INTO can only be used to insert into a stream from a stream. {} is a table.",
@@ -313,7 +351,12 @@ impl Engine {
                 } else {
                     self.store.end_offset(&topic, p)?
                 };
-                commit.commit_offset(group.clone(), topic.clone(), p, OffsetAndMetadata::new(offset));
+                commit.commit_offset(
+                    group.clone(),
+                    topic.clone(),
+                    p,
+                    OffsetAndMetadata::new(offset),
+                );
             }
             self.store.commit(commit).await?;
         }
@@ -409,7 +452,10 @@ impl Engine {
                     sink: q.sink.clone(),
                     sink_topic: q.sink_topic.clone(),
                     state: q.state().to_string(),
-                    processed: q.shared.processed.load(std::sync::atomic::Ordering::Relaxed),
+                    processed: q
+                        .shared
+                        .processed
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     failed: q.shared.failed.load(std::sync::atomic::Ordering::Relaxed),
                 })
                 .collect(),
@@ -431,7 +477,8 @@ impl Engine {
             if now >= deadline {
                 return false;
             }
-            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified).await;
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified)
+                .await;
         }
     }
 

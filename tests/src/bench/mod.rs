@@ -1,6 +1,7 @@
 //! Benchmark scenarios and what they share: timing, throughput and memory figures.
 
 pub mod log;
+pub mod stateless;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use eddy_storage::SyncPolicy;
-use eddy_tests::bench::{self, log::LogBenchConfig, median};
+use eddy_tests::bench::{self, log::LogBenchConfig, median, stateless::StatelessBenchConfig};
 
 /// Eddy's benchmark harness. Run it in release mode:
 /// `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`.
@@ -40,6 +40,16 @@ enum Scenario {
         /// Keep the store here instead of a temporary directory (emptied first).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+    },
+    /// A persistent query filters and projects JSON records (about 200 B, 5 fields) from one
+    /// stream into another on one core; the baseline is DataFusion doing the same as a batch job.
+    Stateless {
+        /// Input records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Runs; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
 }
 
@@ -99,11 +109,41 @@ fn main() -> anyhow::Result<()> {
                 "median read:   {read_rps:.0} records/s, {read_mbs:.1} MB/s ({:.2}x plain file read)",
                 read_mbs / file_read_mbs
             );
-            match bench::peak_rss_bytes() {
-                Some(rss) => println!("peak RSS: {:.0} MiB", rss as f64 / (1 << 20) as f64),
-                None => println!("peak RSS: unknown on this platform"),
+            print_peak_rss();
+        }
+        Scenario::Stateless { records, runs } => {
+            println!("eddy-bench stateless: {records} JSON records, {runs} run(s)");
+            let mut reports = Vec::new();
+            for run in 1..=runs.max(1) {
+                let report = bench::stateless::run(&StatelessBenchConfig { records })?;
+                println!("run {run}: eddy query  {}", report.eddy);
+                println!("run {run}: datafusion  {}", report.datafusion);
+                println!(
+                    "run {run}: {} records written by each",
+                    report.output_records
+                );
+                reports.push(report);
             }
+            let eddy = median(reports.iter().map(|r| r.eddy.records_per_sec()).collect());
+            let datafusion = median(
+                reports
+                    .iter()
+                    .map(|r| r.datafusion.records_per_sec())
+                    .collect(),
+            );
+            println!(
+                "median: eddy {eddy:.0} events/s on one core; DataFusion batch {datafusion:.0} events/s; ratio {:.2}",
+                eddy / datafusion
+            );
+            print_peak_rss();
         }
     }
     Ok(())
+}
+
+fn print_peak_rss() {
+    match bench::peak_rss_bytes() {
+        Some(rss) => println!("peak RSS: {:.0} MiB", rss as f64 / (1 << 20) as f64),
+        None => println!("peak RSS: unknown on this platform"),
+    }
 }

@@ -1,0 +1,218 @@
+//! Persistent queries end to end: output, resuming after a restart without loss or duplicates,
+//! `TERMINATE`, `DROP` and bad records.
+
+use std::time::Duration;
+
+use eddy_engine::{Engine, Session, StatementResult};
+use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+
+fn open_store(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            sync: SyncPolicy::Os,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn run(engine: &Engine, session: &mut Session, sql: &str) -> Vec<StatementResult> {
+    engine
+        .execute(session, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"))
+}
+
+/// Every value in `topic`, in partition then offset order.
+fn values(store: &Store, topic: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in 0..store.partition_count(topic).unwrap() {
+        for r in store.read_records(topic, p, 0, usize::MAX).unwrap().records {
+            out.push(String::from_utf8(r.record.value.unwrap().to_vec()).unwrap());
+        }
+    }
+    out
+}
+
+fn input(id: i64) -> Record {
+    Record::keyed(
+        format!("k{}", id % 7).into_bytes(),
+        format!(
+            r#"{{"id": {id}, "name": "n{id}", "amount": {}.5}}"#,
+            id % 100
+        )
+        .into_bytes(),
+        1_000 + id,
+    )
+}
+
+const SETUP: &str = "
+    SET 'auto.offset.reset' = 'earliest';
+    CREATE STREAM orders (k STRING KEY, id BIGINT, name STRING, amount DOUBLE)
+        WITH (kafka_topic='orders', partitions=1, value_format='JSON');
+    CREATE STREAM big AS SELECT k, id, UCASE(name) AS name FROM orders WHERE amount > 10;";
+
+fn expected_big(n: i64) -> Vec<String> {
+    (0..n)
+        .filter(|id| id % 100 > 9)
+        .map(|id| format!(r#"{{"ID":{id},"NAME":"N{id}"}}"#))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_query_filters_and_projects_into_its_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    let results = run(&engine, &mut session, SETUP).await;
+    match results.last() {
+        Some(StatementResult::CommandStatus { message, .. }) => {
+            assert_eq!(message, "Created query with ID CSAS_BIG_1")
+        }
+        other => panic!("unexpected result {other:?}"),
+    }
+    engine
+        .store()
+        .produce("orders", (0..300).map(input).collect())
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(20)).await);
+    assert_eq!(values(engine.store(), "BIG"), expected_big(300));
+    let described = run(&engine, &mut session, "DESCRIBE big;").await;
+    assert!(matches!(
+        &described[0],
+        StatementResult::SourceDescription { source, .. }
+            if source.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>() == ["K", "ID", "NAME"]
+    ));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restart_mid_stream_neither_loses_nor_repeats_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 20_000;
+    {
+        let engine = Engine::open(open_store(dir.path())).await.unwrap();
+        let mut session = Session::default();
+        run(&engine, &mut session, SETUP).await;
+        // Many small appends, so the query is mid-stream when the engine stops.
+        for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
+            engine
+                .store()
+                .produce("orders", chunk.iter().copied().map(input).collect())
+                .await
+                .unwrap();
+        }
+        engine.shutdown().await;
+        let written = values(engine.store(), "BIG").len();
+        assert!(
+            written < expected_big(total).len(),
+            "the query finished before the restart; the test proves nothing"
+        );
+        engine.store().close().unwrap();
+    }
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+    assert_eq!(values(engine.store(), "BIG"), expected_big(total));
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn terminate_stops_a_query_and_drop_refuses_while_others_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(&engine, &mut session, SETUP).await;
+    let err = engine
+        .execute(&mut session, "DROP STREAM orders;")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Cannot drop ORDERS.\nThe following streams and/or tables read from this source: [BIG].\nYou need to drop them before dropping ORDERS."
+    );
+    let shown = run(&engine, &mut session, "SHOW QUERIES;").await;
+    assert!(
+        matches!(&shown[0], StatementResult::Queries { queries, .. } if queries.len() == 1 && queries[0].id == "CSAS_BIG_1")
+    );
+    run(&engine, &mut session, "TERMINATE CSAS_BIG_1;").await;
+    engine
+        .store()
+        .produce("orders", (0..50).map(input).collect())
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    assert!(values(engine.store(), "BIG").is_empty());
+    // With its writer gone, the sink can be dropped, then its source.
+    run(
+        &engine,
+        &mut session,
+        "DROP STREAM big; DROP STREAM orders;",
+    )
+    .await;
+    // A terminated query stays terminated after a restart.
+    engine.shutdown().await;
+    engine.store().close().unwrap();
+    drop(engine);
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let shown = run(&engine, &mut session, "SHOW QUERIES;").await;
+    assert!(matches!(&shown[0], StatementResult::Queries { queries, .. } if queries.is_empty()));
+}
+
+#[tokio::test]
+async fn bad_records_are_skipped_and_counted_without_stopping_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(&engine, &mut session, SETUP).await;
+    let mut records: Vec<Record> = (0..20).map(input).collect();
+    records.insert(5, Record::keyed(&b"k"[..], &b"{not json"[..], 5));
+    records.insert(9, Record::keyed(&b"k"[..], &br#"{"id": "twelve"}"#[..], 5));
+    engine.store().produce("orders", records).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(values(engine.store(), "BIG"), expected_big(20));
+    let shown = run(&engine, &mut session, "SHOW QUERIES;").await;
+    let StatementResult::Queries { queries, .. } = &shown[0] else {
+        panic!("expected queries");
+    };
+    assert_eq!((queries[0].processed, queries[0].failed), (22, 2));
+    assert_eq!(queries[0].state, "RUNNING");
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn insert_into_select_merges_a_stream_into_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM a (id INT KEY, v STRING) WITH (kafka_topic='a', partitions=1, value_format='DELIMITED');
+         CREATE STREAM b (id INT KEY, v STRING) WITH (kafka_topic='b', partitions=1, value_format='DELIMITED');
+         CREATE STREAM merged AS SELECT * FROM a;
+         INSERT INTO merged SELECT id, CONCAT(v, '!') AS v FROM b;
+         INSERT INTO a (id, v) VALUES (1, 'from a');
+         INSERT INTO b (id, v) VALUES (2, 'from b');",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let mut got = values(engine.store(), "MERGED");
+    got.sort();
+    assert_eq!(got, ["from a", "from b!"]);
+    let err = engine
+        .execute(
+            &mut session,
+            "INSERT INTO merged SELECT id, v, v AS w FROM b;",
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Incompatible schema between results and sink."),
+        "{err}"
+    );
+    engine.shutdown().await;
+}

@@ -1,0 +1,185 @@
+//! The `stateless` scenario: a persistent query filters and projects JSON records from one
+//! stream into another, timed from its creation until it has processed every input record.
+//!
+//! The baseline, measured in the same run, is DataFusion doing the same work as a batch job:
+//! the same records as NDJSON read into Arrow, the same filter and projection evaluated with
+//! DataFusion's physical expressions, and the result written back as NDJSON.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use datafusion::arrow::array::{BooleanArray, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::arrow::json::{LineDelimitedWriter, ReaderBuilder};
+use datafusion::common::DFSchema;
+use datafusion::prelude::{SessionContext, col, lit};
+use eddy_engine::{Engine, Session};
+use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+
+use crate::bench::Throughput;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct StatelessBenchConfig {
+    /// Input records.
+    pub records: u64,
+}
+
+/// Figures of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct StatelessBenchReport {
+    /// The persistent query, from `CREATE STREAM ... AS SELECT` until all input is processed.
+    pub eddy: Throughput,
+    /// DataFusion on the same records as a batch job.
+    pub datafusion: Throughput,
+    /// Records the query wrote.
+    pub output_records: u64,
+}
+
+/// About 200 bytes of JSON with five fields; roughly 60% pass the filter.
+fn record_json(i: u64) -> String {
+    format!(
+        r#"{{"id":{i},"user":"user_{:05}","category":"category_{:02}","amount":{}.{:02},"note":"{}"}}"#,
+        i % 50_000,
+        i % 20,
+        i % 250,
+        i % 100,
+        "x".repeat(80 + (i % 16) as usize)
+    )
+}
+
+/// The query both sides run: `WHERE amount > 100`, projecting three columns and one expression.
+const QUERY: &str = "CREATE STREAM big_orders AS SELECT user, id, category, amount * 2 AS doubled FROM orders WHERE amount > 100;";
+
+/// Runs the scenario once.
+pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<StatelessBenchReport> {
+    let inputs: Vec<String> = (0..config.records).map(record_json).collect();
+    let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (eddy, output_records) = runtime.block_on(run_eddy(&inputs))?;
+    let (datafusion, datafusion_output) = run_datafusion(&inputs)?;
+    // Both sides must have done the same work.
+    anyhow::ensure!(
+        output_records == datafusion_output,
+        "the query wrote {output_records} records but DataFusion {datafusion_output}"
+    );
+    Ok(StatelessBenchReport {
+        eddy: Throughput {
+            records: config.records,
+            bytes,
+            elapsed: eddy,
+        },
+        datafusion: Throughput {
+            records: config.records,
+            bytes,
+            elapsed: datafusion,
+        },
+        output_records,
+    })
+}
+
+async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            sync: SyncPolicy::Os,
+            ..StoreOptions::default()
+        },
+    )?;
+    let engine = Engine::open(store.clone()).await?;
+    let mut session = Session::default();
+    engine
+        .execute(
+            &mut session,
+            "SET 'auto.offset.reset' = 'earliest';
+             CREATE STREAM orders (user STRING KEY, id BIGINT, category STRING, amount DOUBLE, note STRING)
+                 WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+        )
+        .await?;
+    // Batches stay under the topic's default max.message.bytes (1 MiB).
+    for chunk in inputs.chunks(2_000) {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Record::keyed(
+                    format!("user_{i:05}").into_bytes(),
+                    v.clone().into_bytes(),
+                    0,
+                )
+            })
+            .collect();
+        store.append("orders", 0, records).await?;
+    }
+    let started = Instant::now();
+    engine.execute(&mut session, QUERY).await?;
+    if !engine.wait_until_processed(Duration::from_secs(600)).await {
+        bail!("the query did not finish within 10 minutes");
+    }
+    let elapsed = started.elapsed();
+    let output = store.end_offset("BIG_ORDERS", 0)? as u64;
+    engine.shutdown().await;
+    Ok((elapsed, output))
+}
+
+fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
+    let ndjson = inputs.join("\n");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("category", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let ctx = SessionContext::new();
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+    let filter = ctx.create_physical_expr(col("amount").gt(lit(100.0)), &df_schema)?;
+    let projections = [
+        col("user"),
+        col("id"),
+        col("category"),
+        col("amount") * lit(2.0),
+    ]
+    .into_iter()
+    .map(|e| ctx.create_physical_expr(e, &df_schema))
+    .collect::<Result<Vec<_>, _>>()?;
+    let out_schema = Arc::new(Schema::new(vec![
+        Field::new("USER", DataType::Utf8, true),
+        Field::new("ID", DataType::Int64, true),
+        Field::new("CATEGORY", DataType::Utf8, true),
+        Field::new("DOUBLED", DataType::Float64, true),
+    ]));
+
+    let started = Instant::now();
+    let reader = ReaderBuilder::new(schema)
+        .with_batch_size(8192)
+        .build(ndjson.as_bytes())?;
+    let mut output = Vec::with_capacity(ndjson.len() / 2);
+    let mut writer = LineDelimitedWriter::new(&mut output);
+    for batch in reader {
+        let batch = batch?;
+        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .context("the filter is not boolean")?;
+        let kept = filter_record_batch(&batch, mask)?;
+        let columns = projections
+            .iter()
+            .map(|p| {
+                p.evaluate(&kept)
+                    .and_then(|v| v.into_array(kept.num_rows()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        writer.write(&RecordBatch::try_new(out_schema.clone(), columns)?)?;
+    }
+    writer.finish()?;
+    let elapsed = started.elapsed();
+    let lines = output.iter().filter(|b| **b == b'\n').count() as u64;
+    Ok((elapsed, lines))
+}
