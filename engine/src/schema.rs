@@ -1,6 +1,7 @@
 //! The columns of a stream or table: key, value and header columns, with ksqlDB's names for types.
 
 use eddy_sql::ast::SqlType;
+pub use eddy_sql::types::{type_base_name, type_display};
 
 /// Pseudo-columns every source has; user columns may not take these names.
 pub const PSEUDO_COLUMNS: &[&str] = &["ROWTIME", "ROWPARTITION", "ROWOFFSET"];
@@ -29,45 +30,6 @@ pub struct Column {
     pub ty: SqlType,
     /// Where it lives.
     pub kind: ColumnKind,
-}
-
-/// ksqlDB's name for a type's base: `INTEGER`, `ARRAY`, `STRUCT`, ...
-pub fn type_base_name(ty: &SqlType) -> &'static str {
-    match ty {
-        SqlType::Boolean => "BOOLEAN",
-        SqlType::Int => "INTEGER",
-        SqlType::Bigint => "BIGINT",
-        SqlType::Double => "DOUBLE",
-        SqlType::Decimal { .. } => "DECIMAL",
-        SqlType::String => "STRING",
-        SqlType::Bytes => "BYTES",
-        SqlType::Date => "DATE",
-        SqlType::Time => "TIME",
-        SqlType::Timestamp => "TIMESTAMP",
-        SqlType::Array(_) => "ARRAY",
-        SqlType::Map(..) => "MAP",
-        SqlType::Struct(_) => "STRUCT",
-        SqlType::Named(_) => "TYPE",
-    }
-}
-
-/// A type written as ksqlDB writes it in messages and `DESCRIBE`: `INTEGER`,
-/// `STRUCT<`F` DOUBLE>`, `DECIMAL(4, 2)`.
-pub fn type_display(ty: &SqlType) -> String {
-    match ty {
-        SqlType::Decimal { precision, scale } => format!("DECIMAL({precision}, {scale})"),
-        SqlType::Array(element) => format!("ARRAY<{}>", type_display(element)),
-        SqlType::Map(key, value) => format!("MAP<{}, {}>", type_display(key), type_display(value)),
-        SqlType::Struct(fields) => {
-            let inner: Vec<String> = fields
-                .iter()
-                .map(|f| format!("`{}` {}", f.name.value, type_display(&f.ty)))
-                .collect();
-            format!("STRUCT<{}>", inner.join(", "))
-        }
-        SqlType::Named(name) => name.value.clone(),
-        other => type_base_name(other).to_string(),
-    }
 }
 
 /// The type a `HEADERS` column must have.

@@ -4,9 +4,9 @@
 //! literals get ksqlDB's types (`1` is INT, `1.50` is DECIMAL(3, 2), `1.5E0` is DOUBLE).
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::ScalarValue;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::logical_expr::expr::{Between, Case, Cast, InList, Like};
-use datafusion::logical_expr::{BinaryExpr, Expr, Operator, lit};
+use datafusion::logical_expr::{BinaryExpr, Expr, ExprSchemable, Operator, lit};
 use thiserror::Error;
 
 use crate::ast::{self, BinaryOp, ExprKind, Literal, SqlType, UnaryOp};
@@ -38,6 +38,12 @@ pub trait Scope {
 
     /// A type registered with `CREATE TYPE`.
     fn named_type(&self, _name: &str) -> Option<SqlType> {
+        None
+    }
+
+    /// The schema columns resolve against, when known; with it, comparisons are type-checked
+    /// with ksqlDB's rules.
+    fn schema(&self) -> Option<&DFSchema> {
         None
     }
 }
@@ -156,7 +162,22 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             UnaryOp::Not => Expr::Not(sub(inner)?),
         },
         ExprKind::Binary { left, op, right } => {
-            Expr::BinaryExpr(BinaryExpr::new(sub(left)?, operator(*op), sub(right)?))
+            let (l, r) = (sub(left)?, sub(right)?);
+            if let Some(schema) = scope.schema()
+                && matches!(
+                    op,
+                    BinaryOp::Eq
+                        | BinaryOp::NotEq
+                        | BinaryOp::Lt
+                        | BinaryOp::LtEq
+                        | BinaryOp::Gt
+                        | BinaryOp::GtEq
+                )
+            {
+                crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema)
+                    .map_err(|m| AnalysisError::at(m, expr))?;
+            }
+            Expr::BinaryExpr(BinaryExpr::new(l, operator(*op), r))
         }
         ExprKind::IsNull {
             expr: inner,
@@ -191,13 +212,37 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             expr: inner,
             negated,
             list,
-        } => Expr::InList(InList::new(
-            sub(inner)?,
-            list.iter()
-                .map(|e| to_datafusion(e, scope))
-                .collect::<Result<_, _>>()?,
-            *negated,
-        )),
+        } => {
+            let tested = sub(inner)?;
+            let target = scope
+                .schema()
+                .and_then(|schema| tested.get_type(schema).ok().map(|t| (schema, t)));
+            let mut items = Vec::with_capacity(list.len());
+            for element in list {
+                let Some((schema, target)) = &target else {
+                    items.push(to_datafusion(element, scope)?);
+                    continue;
+                };
+                let translate = |e: &ast::Expr| to_datafusion(e, scope).map_err(|err| err.message);
+                if crate::coercion::never_equal(element, target) {
+                    continue;
+                }
+                let item =
+                    match crate::coercion::coerce_literal(element, target, schema, &translate) {
+                        Some(coerced) => coerced.map_err(|m| AnalysisError::at(m, element))?,
+                        None => to_datafusion(element, scope)?,
+                    };
+                crate::coercion::check_in_element(target, element, &item, schema)
+                    .map_err(|m| AnalysisError::at(m, element))?;
+                items.push(item);
+            }
+            if items.is_empty() {
+                // Nothing in the list can equal the value.
+                lit(ScalarValue::Boolean(Some(*negated)))
+            } else {
+                Expr::InList(InList::new(tested, items, *negated))
+            }
+        }
         ExprKind::Like {
             expr: inner,
             negated,
@@ -274,10 +319,20 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             field.value.clone(),
         ),
         ExprKind::Subscript { base, index } => {
-            datafusion::functions_nested::expr_fn::array_element(
-                to_datafusion(base, scope)?,
-                to_datafusion(index, scope)?,
-            )
+            let base_expr = to_datafusion(base, scope)?;
+            let index_expr = to_datafusion(index, scope)?;
+            let is_map = scope
+                .schema()
+                .is_some_and(|schema| matches!(base_expr.get_type(schema), Ok(DataType::Map(..))));
+            if is_map {
+                // A missing key is null, as in ksqlDB.
+                datafusion::functions_nested::expr_fn::array_element(
+                    datafusion::functions_nested::expr_fn::map_extract(base_expr, index_expr),
+                    lit(1i64),
+                )
+            } else {
+                datafusion::functions_nested::expr_fn::array_element(base_expr, index_expr)
+            }
         }
         ExprKind::Function { name, args, .. } => {
             let Some(udf) = crate::functions::scalar_function(&name.value) else {

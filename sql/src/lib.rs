@@ -12,6 +12,7 @@
 
 pub mod analysis;
 pub mod ast;
+pub mod coercion;
 mod display;
 mod error;
 pub mod functions;

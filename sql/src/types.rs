@@ -23,6 +23,45 @@ use thiserror::Error;
 
 use crate::ast::{Ident, SqlType, StructField};
 
+/// ksqlDB's name for a type's base: `INTEGER`, `ARRAY`, `STRUCT`, ...
+pub fn type_base_name(ty: &SqlType) -> &'static str {
+    match ty {
+        SqlType::Boolean => "BOOLEAN",
+        SqlType::Int => "INTEGER",
+        SqlType::Bigint => "BIGINT",
+        SqlType::Double => "DOUBLE",
+        SqlType::Decimal { .. } => "DECIMAL",
+        SqlType::String => "STRING",
+        SqlType::Bytes => "BYTES",
+        SqlType::Date => "DATE",
+        SqlType::Time => "TIME",
+        SqlType::Timestamp => "TIMESTAMP",
+        SqlType::Array(_) => "ARRAY",
+        SqlType::Map(..) => "MAP",
+        SqlType::Struct(_) => "STRUCT",
+        SqlType::Named(_) => "TYPE",
+    }
+}
+
+/// A type written as ksqlDB writes it in messages and `DESCRIBE`: `INTEGER`,
+/// `STRUCT<`F` DOUBLE>`, `DECIMAL(4, 2)`.
+pub fn type_display(ty: &SqlType) -> String {
+    match ty {
+        SqlType::Decimal { precision, scale } => format!("DECIMAL({precision}, {scale})"),
+        SqlType::Array(element) => format!("ARRAY<{}>", type_display(element)),
+        SqlType::Map(key, value) => format!("MAP<{}, {}>", type_display(key), type_display(value)),
+        SqlType::Struct(fields) => {
+            let inner: Vec<String> = fields
+                .iter()
+                .map(|f| format!("`{}` {}", f.name.value, type_display(&f.ty)))
+                .collect();
+            format!("STRUCT<{}>", inner.join(", "))
+        }
+        SqlType::Named(name) => name.value.clone(),
+        other => type_base_name(other).to_string(),
+    }
+}
+
 /// The largest `DECIMAL` precision ksqlDB allows.
 pub const MAX_DECIMAL_PRECISION: u32 = 38;
 

@@ -166,10 +166,18 @@ pub fn same_json(expected: &Value, actual: &Value) -> bool {
         (Value::Array(a), Value::Array(b)) => {
             a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_json(x, y))
         }
+        // Field names match case-insensitively, as ksqlDB reads JSON.
         (Value::Object(a), Value::Object(b)) => {
             a.len() == b.len()
-                && a.iter()
-                    .all(|(k, v)| b.get(k).is_some_and(|w| same_json(v, w)))
+                && a.iter().all(|(k, v)| {
+                    b.get(k)
+                        .or_else(|| {
+                            b.iter()
+                                .find(|(name, _)| name.eq_ignore_ascii_case(k))
+                                .map(|(_, w)| w)
+                        })
+                        .is_some_and(|w| same_json(v, w))
+                })
         }
         (a, b) => a == b,
     }

@@ -68,6 +68,7 @@ struct SourceScope<'a> {
     source: &'a DataSource,
     alias: &'a str,
     schema: &'a SchemaRef,
+    df_schema: &'a DFSchema,
 }
 
 impl Scope for SourceScope<'_> {
@@ -83,7 +84,10 @@ impl Scope for SourceScope<'_> {
             return Err(format!("'{q}' is not a valid stream/table name or alias."));
         }
         if self.schema.field_with_name(name).is_err() {
-            return Err(format!("Column '{name}' cannot be resolved."));
+            return Err(match qualifier {
+                Some(q) => format!("Column '{q}.{name}' cannot be resolved."),
+                None => format!("Column '{name}' cannot be resolved."),
+            });
         }
         Ok(datafusion::prelude::Expr::Column(
             datafusion::common::Column::new_unqualified(name),
@@ -92,6 +96,10 @@ impl Scope for SourceScope<'_> {
 
     fn named_type(&self, name: &str) -> Option<SqlType> {
         self.catalog.named_type(name).cloned()
+    }
+
+    fn schema(&self) -> Option<&DFSchema> {
+        Some(self.df_schema)
     }
 }
 
@@ -121,6 +129,7 @@ pub fn plan_stateless(
     query: &Query,
     sink_name: &str,
     sink_kind: SourceKind,
+    new_planner: bool,
 ) -> Result<StatelessPlan> {
     if !query.from.joins.is_empty() {
         return Err(EngineError::Unsupported("JOIN".into()));
@@ -147,17 +156,23 @@ pub fn plan_stateless(
         .alias
         .as_ref()
         .map_or(from.name.value.as_str(), |a| a.value.as_str());
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())
+        .map_err(|e| EngineError::statement(e.to_string()))?;
     let scope = SourceScope {
         catalog,
         source,
         alias,
         schema: &schema,
+        df_schema: &df_schema,
     };
-    let df_schema = DFSchema::try_from(schema.as_ref().clone())
-        .map_err(|e| EngineError::statement(e.to_string()))?;
     let compile = |expr: &Expr, clause: &str| -> Result<Arc<dyn PhysicalExpr>> {
         let logical = to_datafusion(expr, &scope).map_err(|e| {
-            if clause.is_empty() {
+            let word = if clause.is_empty() { "SELECT" } else { "WHERE" };
+            if let Some(rest) = e.message.strip_prefix("Column '") {
+                located(e.position, format!("{word} column '{rest}"))
+            } else if e.message.starts_with("Cannot compare") {
+                EngineError::statement(format!("Error in {word} expression: {}", e.message))
+            } else if clause.is_empty() {
                 located(e.position, e.message)
             } else {
                 located(e.position, format!("{clause}{}", e.message))
@@ -311,19 +326,39 @@ pub fn plan_stateless(
         }
     } else {
         let source_keys: Vec<&str> = source.key_columns().map(|c| c.name.as_str()).collect();
+        let mut missing = Vec::new();
         for key in &source_keys {
             match projected
                 .iter()
                 .position(|p| column_name(&p.expr) == Some(key))
             {
-                Some(i) => key_items.push(projected.remove(i)),
-                None if sink_kind == SourceKind::Table => {
-                    return Err(EngineError::statement(format!(
-                        "The query used to build `{sink_name}` must include the key column {key} in its projection (eg, SELECT {key}...)."
-                    )));
+                Some(i) => {
+                    let item = projected.remove(i);
+                    if !new_planner
+                        && let Some(again) =
+                            projected.iter().find(|p| column_name(&p.expr) == Some(key))
+                    {
+                        return Err(EngineError::statement(format!(
+                            "The projection contains a key column (`{key}`) more than once, aliased as: {} and {}.",
+                            item.name, again.name
+                        )));
+                    }
+                    key_items.push(item);
                 }
-                None => {}
+                None => missing.push(*key),
             }
+        }
+        // The new planner lets a stream drop its key; the default one, and tables, do not.
+        if !missing.is_empty() && (sink_kind == SourceKind::Table || !new_planner) {
+            let (noun, names) = match missing.split_last() {
+                Some((last, [])) => ("key column", last.to_string()),
+                Some((last, rest)) => ("key columns", format!("{} and {last}", rest.join(", "))),
+                None => ("key column", String::new()),
+            };
+            return Err(EngineError::statement(format!(
+                "The query used to build `{sink_name}` must include the {noun} {names} in its projection (eg, SELECT {}...).",
+                missing.join(", ")
+            )));
         }
         // Keys keep the order the projection gives them.
         let order = |p: &Projected| {
@@ -331,7 +366,9 @@ pub fn plan_stateless(
                 |s| matches!(s, SelectItem::Expr { expr, .. } if same_expr(expr, &p.expr)),
             )
         };
-        key_items.sort_by_key(order);
+        if new_planner {
+            key_items.sort_by_key(order);
+        }
     }
     if projected.is_empty() {
         return Err(EngineError::statement(

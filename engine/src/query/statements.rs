@@ -61,6 +61,14 @@ fn schema_text(columns: &[crate::schema::Column]) -> String {
         .join(", ")
 }
 
+/// Whether `ksql.new.query.planner.enabled` is set, which relaxes some projection rules.
+fn new_planner(session: &Session) -> bool {
+    session
+        .properties
+        .get("ksql.new.query.planner.enabled")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 /// A delimiter as the `*_DELIMITER` properties take it: blanks by name.
 fn delimiter_name(d: char) -> String {
     match d {
@@ -107,6 +115,7 @@ impl Engine {
             &create.query,
             name,
             create.kind,
+            new_planner(session),
         )?;
         match (plan.source.kind, create.kind) {
             (SourceKind::Stream, SourceKind::Table) => {
@@ -278,6 +287,7 @@ impl Engine {
             query,
             &sink.name,
             SourceKind::Stream,
+            new_planner(session),
         )?;
         if plan.source.kind == SourceKind::Table {
             return Err(EngineError::statement(format!(

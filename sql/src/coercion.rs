@@ -1,0 +1,284 @@
+//! ksqlDB's typing rules for comparisons: which types compare, and how literals are read as
+//! the type they are compared with (`ID IN ('10', 11)` reads `'10'` as a number, and fails on
+//! `'ten'` as ksqlDB does).
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{Expr, ExprSchemable, lit};
+
+use crate::ast::{self, BinaryOp, ExprKind, Literal};
+use crate::types::{from_arrow, type_base_name, type_display};
+
+/// Kinds of types that compare with each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Null,
+    Numeric,
+    String,
+    Boolean,
+    Bytes,
+    Temporal,
+    Complex,
+}
+
+fn family(ty: &DataType) -> Family {
+    match ty {
+        DataType::Null => Family::Null,
+        t if t.is_numeric() => Family::Numeric,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Family::String,
+        DataType::Boolean => Family::Boolean,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => Family::Bytes,
+        DataType::Timestamp(..) | DataType::Date32 | DataType::Date64 | DataType::Time32(_) => {
+            Family::Temporal
+        }
+        _ => Family::Complex,
+    }
+}
+
+/// A type as ksqlDB names it in messages.
+pub fn type_name(ty: &DataType) -> String {
+    from_arrow(ty)
+        .map(|t| type_display(&t))
+        .unwrap_or_else(|_| ty.to_string())
+}
+
+/// Whether two types may be compared.
+fn comparable(left: &DataType, right: &DataType, equality: bool) -> bool {
+    let (l, r) = (family(left), family(right));
+    match (l, r) {
+        (Family::Null, _) | (_, Family::Null) => true,
+        (Family::Temporal, Family::String) | (Family::String, Family::Temporal) => true,
+        (Family::Complex, Family::Complex) => equality && same_shape(left, right),
+        (Family::Boolean, Family::Boolean) => equality,
+        _ => l == r,
+    }
+}
+
+/// Complex types compare when their structure matches; nullability and field order aside.
+fn same_shape(left: &DataType, right: &DataType) -> bool {
+    match (left, right) {
+        (DataType::List(a), DataType::List(b)) => comparable(a.data_type(), b.data_type(), true),
+        (DataType::Map(a, _), DataType::Map(b, _)) => {
+            comparable(a.data_type(), b.data_type(), true)
+        }
+        (DataType::Struct(a), DataType::Struct(b)) => {
+            a.len() == b.len()
+                && a.iter().all(|f| {
+                    b.iter()
+                        .find(|g| g.name() == f.name())
+                        .is_some_and(|g| comparable(f.data_type(), g.data_type(), true))
+                })
+        }
+        _ => false,
+    }
+}
+
+fn operator_name(op: BinaryOp) -> &'static str {
+    match op {
+        BinaryOp::Eq => "EQUAL",
+        BinaryOp::NotEq => "NOT_EQUAL",
+        BinaryOp::Lt => "LESS_THAN",
+        BinaryOp::LtEq => "LESS_THAN_OR_EQUAL",
+        BinaryOp::Gt => "GREATER_THAN",
+        BinaryOp::GtEq => "GREATER_THAN_OR_EQUAL",
+        _ => "COMPARISON",
+    }
+}
+
+/// Checks `left op right` for a comparison operator, as ksqlDB's type checker does.
+pub fn check_comparison(
+    op: BinaryOp,
+    (left_ast, left): (&ast::Expr, &Expr),
+    (right_ast, right): (&ast::Expr, &Expr),
+    schema: &DFSchema,
+) -> Result<(), String> {
+    let (Ok(lt), Ok(rt)) = (left.get_type(schema), right.get_type(schema)) else {
+        return Ok(());
+    };
+    let equality = matches!(op, BinaryOp::Eq | BinaryOp::NotEq);
+    if comparable(&lt, &rt, equality) {
+        return Ok(());
+    }
+    Err(format!(
+        "Cannot compare {left_ast} ({}) to {right_ast} ({}) with {}.",
+        type_name(&lt),
+        type_name(&rt),
+        operator_name(op)
+    ))
+}
+
+/// Reads a boolean as ksqlDB does: any prefix of `true`, `yes`, `false` or `no`.
+fn parse_boolean(text: &str) -> Option<bool> {
+    let t = text.trim().to_ascii_lowercase();
+    if t.is_empty() {
+        return None;
+    }
+    if "true".starts_with(&t) || "yes".starts_with(&t) {
+        Some(true)
+    } else if "false".starts_with(&t) || "no".starts_with(&t) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// A string literal read as `target`, or ksqlDB's error.
+fn parse_as(text: &str, target: &DataType) -> Result<Expr, String> {
+    let invalid = || {
+        let name = from_arrow(target)
+            .map(|t| type_base_name(&t).to_string())
+            .unwrap_or_else(|_| target.to_string());
+        format!("invalid input syntax for type {name}: \"{text}\".")
+    };
+    if *target == DataType::Boolean {
+        return parse_boolean(text)
+            .map(|b| lit(ScalarValue::Boolean(Some(b))))
+            .ok_or_else(invalid);
+    }
+    if target.is_numeric() {
+        // Any number reads: '4.000' equals an INT 4, and '2147483648' may be compared with an INT.
+        let trimmed = text.trim();
+        if let Ok(n) = trimmed.parse::<i64>() {
+            return Ok(lit(ScalarValue::Int64(Some(n))));
+        }
+        if let DataType::Decimal128(..) = target
+            && let Ok(v) = ScalarValue::Utf8(Some(trimmed.to_string())).cast_to(target)
+            && !v.is_null()
+        {
+            return Ok(lit(v));
+        }
+        return match trimmed.parse::<f64>() {
+            Ok(x) if x.is_finite() => Ok(lit(ScalarValue::Float64(Some(x)))),
+            _ => Err(invalid()),
+        };
+    }
+    Ok(lit(ScalarValue::Utf8(Some(text.to_string()))))
+}
+
+/// Rewrites a literal (or a constructor of literals) compared with a value of type `target`
+/// into that type, as ksqlDB does for `IN` lists. `None` when the expression is not one.
+pub fn coerce_literal(
+    expr: &ast::Expr,
+    target: &DataType,
+    schema: &DFSchema,
+    translate: &dyn Fn(&ast::Expr) -> Result<Expr, String>,
+) -> Option<Result<Expr, String>> {
+    match (&expr.kind, target) {
+        (ExprKind::Literal(Literal::String(s)), t) if t.is_numeric() || *t == DataType::Boolean => {
+            Some(parse_as(s, t))
+        }
+        (ExprKind::Literal(l), DataType::Utf8)
+            if !matches!(l, Literal::String(_) | Literal::Null | Literal::Bytes(_)) =>
+        {
+            Some(Ok(lit(ScalarValue::Utf8(Some(l.to_string())))))
+        }
+        (ExprKind::Array(items), DataType::List(field)) => Some(
+            items
+                .iter()
+                .map(|item| {
+                    coerce_literal(item, field.data_type(), schema, translate)
+                        .unwrap_or_else(|| translate(item))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(datafusion::functions_nested::expr_fn::make_array),
+        ),
+        (ExprKind::Map(entries), DataType::Map(field, _)) => {
+            let DataType::Struct(kv) = field.data_type() else {
+                return None;
+            };
+            let (kt, vt) = (kv[0].data_type(), kv[1].data_type());
+            let coerce = |e: &ast::Expr, t: &DataType| {
+                coerce_literal(e, t, schema, translate).unwrap_or_else(|| translate(e))
+            };
+            let keys = entries
+                .iter()
+                .map(|(k, _)| coerce(k, kt))
+                .collect::<Result<Vec<_>, _>>();
+            let values = entries
+                .iter()
+                .map(|(_, v)| coerce(v, vt))
+                .collect::<Result<Vec<_>, _>>();
+            Some(keys.and_then(|k| values.map(|v| datafusion::functions_nested::map::map(k, v))))
+        }
+        (ExprKind::Struct(fields), DataType::Struct(target_fields)) => {
+            let mut args = Vec::with_capacity(target_fields.len() * 2);
+            for field in target_fields.iter() {
+                let given = fields.iter().find(|(name, _)| name.value == *field.name());
+                let value = match given {
+                    Some((_, e)) => coerce_literal(e, field.data_type(), schema, translate)
+                        .unwrap_or_else(|| translate(e)),
+                    None => Ok(lit(ScalarValue::Null)),
+                };
+                let value = match value {
+                    Ok(v) => v.cast_to(field.data_type(), schema),
+                    Err(e) => return Some(Err(e)),
+                };
+                match value {
+                    Ok(v) => {
+                        args.push(lit(field.name().clone()));
+                        args.push(v);
+                    }
+                    Err(e) => return Some(Err(e.to_string())),
+                }
+            }
+            Some(Ok(datafusion::functions::core::named_struct().call(args)))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a struct constructor names a field the tested struct lacks, so it can never equal it.
+pub fn never_equal(element: &ast::Expr, target: &DataType) -> bool {
+    match (&element.kind, target) {
+        (ExprKind::Struct(fields), DataType::Struct(target_fields)) => fields
+            .iter()
+            .any(|(name, _)| !target_fields.iter().any(|f| *f.name() == name.value)),
+        _ => false,
+    }
+}
+
+/// Checks that an `IN` list element may be compared with the tested value.
+pub fn check_in_element(
+    target: &DataType,
+    element_ast: &ast::Expr,
+    element: &Expr,
+    schema: &DFSchema,
+) -> Result<(), String> {
+    let Ok(ty) = element.get_type(schema) else {
+        return Ok(());
+    };
+    if comparable(target, &ty, true) {
+        return Ok(());
+    }
+    Err(format!(
+        "operator does not exist: {} = {} ({element_ast})\nHint: You might need to add explicit type casts.",
+        type_name(target),
+        type_name(&ty)
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_read_as_ksqldb_reads_them() {
+        assert_eq!(parse_boolean("TrUe"), Some(true));
+        assert_eq!(parse_boolean("tr"), Some(true));
+        assert_eq!(parse_boolean("Y"), Some(true));
+        assert_eq!(parse_boolean("no"), Some(false));
+        assert_eq!(parse_boolean("Not a boolean"), None);
+    }
+
+    #[test]
+    fn string_literals_read_as_numbers_or_fail() {
+        assert_eq!(
+            parse_as("10", &DataType::Int32).unwrap(),
+            lit(ScalarValue::Int64(Some(10)))
+        );
+        assert_eq!(
+            parse_as("10 - not a number", &DataType::Int64).unwrap_err(),
+            "invalid input syntax for type BIGINT: \"10 - not a number\"."
+        );
+    }
+}
