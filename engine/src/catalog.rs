@@ -147,6 +147,27 @@ impl Catalog {
         sql: &str,
         session: &HashMap<String, String>,
     ) -> Result<DataSource> {
+        self.build_source_with(create, sql, session, false)
+    }
+
+    /// [`Catalog::build_source`] for a query's sink, whose key may be named after a
+    /// pseudo-column it was partitioned by (`PARTITION BY ROWTIME`).
+    pub fn build_query_sink(
+        &self,
+        create: &CreateSource,
+        sql: &str,
+        session: &HashMap<String, String>,
+    ) -> Result<DataSource> {
+        self.build_source_with(create, sql, session, true)
+    }
+
+    fn build_source_with(
+        &self,
+        create: &CreateSource,
+        sql: &str,
+        session: &HashMap<String, String>,
+        allow_reserved_keys: bool,
+    ) -> Result<DataSource> {
         let props = &create.properties;
         let string_prop = |name: &str| -> Result<Option<String>> {
             match props.get(name) {
@@ -226,10 +247,16 @@ impl Catalog {
         for element in elements {
             let name = element.name.value.clone();
             // Unquoted names are upper-cased already, so this also catches `rowpartition`.
+            let reserved_allowed = allow_reserved_keys
+                && matches!(
+                    element.constraint,
+                    Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey)
+                );
             if let Some(reserved) = PSEUDO_COLUMNS
                 .iter()
                 .chain(WINDOW_COLUMNS)
                 .find(|r| **r == name)
+                && !reserved_allowed
             {
                 return Err(EngineError::statement(format!(
                     "'{reserved}' is a reserved column name. You cannot use it as a name for a column."

@@ -165,26 +165,32 @@ pub fn plan_stateless(
         schema: &schema,
         df_schema: &df_schema,
     };
+    // `clause` is where the expression is written: SELECT, WHERE or PARTITION BY.
     let compile = |expr: &Expr, clause: &str| -> Result<Arc<dyn PhysicalExpr>> {
+        let predicate = if clause == "WHERE" {
+            "Invalid Predicate: "
+        } else {
+            ""
+        };
         let logical = to_datafusion(expr, &scope).map_err(|e| {
-            let word = if clause.is_empty() { "SELECT" } else { "WHERE" };
             if let Some(rest) = e.message.strip_prefix("Column '") {
-                located(e.position, format!("{word} column '{rest}"))
+                located(e.position, format!("{clause} column '{rest}"))
             } else if e.message.starts_with("Cannot compare") {
-                EngineError::statement(format!("Error in {word} expression: {}", e.message))
-            } else if clause.is_empty() {
-                located(e.position, e.message)
+                EngineError::statement(format!("Error in {clause} expression: {}", e.message))
             } else {
-                located(e.position, format!("{clause}{}", e.message))
+                located(e.position, format!("{predicate}{}", e.message))
             }
         })?;
         ctx.create_physical_expr(logical, &df_schema)
-            .map_err(|e| EngineError::statement(format!("{clause}{}", datafusion_message(&e))))
+            .map_err(|e| EngineError::statement(format!("{predicate}{}", datafusion_message(&e))))
     };
+    for by in &query.partition_by {
+        compile(by, "PARTITION BY")?;
+    }
 
     let filter = match &query.filter {
         Some(expr) => {
-            let compiled = compile(expr, "Invalid Predicate: ")?;
+            let compiled = compile(expr, "WHERE")?;
             let ty = compiled
                 .data_type(&schema)
                 .map_err(|e| EngineError::statement(e.to_string()))?;
@@ -208,13 +214,19 @@ pub fn plan_stateless(
         },
         span: Span::default(),
     };
+    // `*` is every column: keys first, except that after PARTITION BY the old key columns
+    // follow the values, as ksqlDB orders a repartitioned row.
+    let repartitioned = !query.partition_by.is_empty();
     let user_columns = || {
-        source.columns.iter().filter(|c| {
-            matches!(
-                c.kind,
-                ColumnKind::Key | ColumnKind::Value | ColumnKind::Headers | ColumnKind::Header(_)
-            )
-        })
+        let (keys, rest): (Vec<&Column>, Vec<&Column>) = source
+            .columns
+            .iter()
+            .partition(|c| c.kind == ColumnKind::Key);
+        if repartitioned {
+            rest.into_iter().chain(keys)
+        } else {
+            keys.into_iter().chain(rest)
+        }
     };
     for item in &query.select {
         match item {
@@ -235,7 +247,7 @@ pub fn plan_stateless(
                 }
             }
             SelectItem::StructWildcard(base) => {
-                let compiled = compile(base, "")?;
+                let compiled = compile(base, "SELECT")?;
                 let ty = compiled
                     .data_type(&schema)
                     .map_err(|e| EngineError::statement(e.to_string()))?;
@@ -301,7 +313,6 @@ pub fn plan_stateless(
 
     // Decide which projected items are the key.
     let mut key_items: Vec<Projected> = Vec::new();
-    let repartitioned = !query.partition_by.is_empty();
     if repartitioned {
         let by_null = query.partition_by.len() == 1
             && matches!(query.partition_by[0].kind, ExprKind::Literal(Literal::Null));
@@ -310,10 +321,7 @@ pub fn plan_stateless(
                 if let Some(i) = projected.iter().position(|p| same_expr(&p.expr, by)) {
                     key_items.push(projected.remove(i));
                 } else {
-                    let name = match column_name(by) {
-                        Some(name) => name.to_string(),
-                        None => next_generated(),
-                    };
+                    let name = implicit_name(by).unwrap_or_else(&mut next_generated);
                     if let Some(i) = projected.iter().position(|p| p.name == name) {
                         projected.remove(i);
                     }
@@ -387,7 +395,7 @@ pub fn plan_stateless(
     }
 
     let output = |p: &Projected, kind: ColumnKind| -> Result<OutputColumn> {
-        let expr = compile(&p.expr, "")?;
+        let expr = compile(&p.expr, "SELECT")?;
         let ty = expr
             .data_type(&schema)
             .map_err(|e| EngineError::statement(e.to_string()))?;

@@ -138,7 +138,7 @@ impl Engine {
         let declaration = self.sink_declaration(create, &plan, session)?;
         let sink = state
             .catalog
-            .build_source(&declaration, text, &session.properties)?;
+            .build_query_sink(&declaration, text, &session.properties)?;
         if mode == Mode::Live {
             self.ensure_topic(&declaration, &sink.topic, sink.kind)?;
         }

@@ -4,6 +4,7 @@
 //! names (`UCASE` is DataFusion's `upper`). Functions whose semantics differ, or that DataFusion
 //! lacks, are implemented here as UDFs and take precedence.
 
+mod ksql;
 pub mod time;
 
 use std::collections::HashMap;
@@ -19,7 +20,6 @@ const ALIASES: &[(&str, &str)] = &[
     ("IFNULL", "nvl"),
     ("CEILING", "ceil"),
     ("LN", "ln"),
-    ("ARRAY_LENGTH", "cardinality"),
     ("MAP_KEYS", "map_keys"),
     ("MAP_VALUES", "map_values"),
 ];
@@ -41,6 +41,9 @@ fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
             if let Some(udf) = by_name.get(&datafusion.to_ascii_uppercase()).cloned() {
                 by_name.insert((*ksql).to_string(), udf);
             }
+        }
+        for udf in ksql::functions() {
+            by_name.insert(udf.name().to_string(), udf);
         }
         by_name
     })

@@ -1,0 +1,460 @@
+//! ksqlDB functions that DataFusion lacks or defines differently, as `ScalarUDF`s.
+//!
+//! Each function is a plain description: its name, its signature, how its return type follows
+//! from its argument types, and a batch implementation over Arrow arrays.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Date32Array, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    TimestampMillisecondArray,
+};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Field, TimeUnit};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, TypeSignature,
+    Volatility,
+};
+
+use crate::functions::time::{format_timestamp, parse_timestamp};
+
+type ReturnType = fn(&[DataType]) -> Result<DataType, String>;
+type Invoke = fn(&[ArrayRef], usize) -> Result<ArrayRef, String>;
+
+/// A ksqlDB scalar function implemented over Arrow arrays.
+#[derive(Debug)]
+struct KsqlFunction {
+    name: &'static str,
+    signature: Signature,
+    return_type: ReturnType,
+    invoke: Invoke,
+}
+
+// Names are unique in the catalogue, so a function is known by its name.
+impl PartialEq for KsqlFunction {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for KsqlFunction {}
+
+impl std::hash::Hash for KsqlFunction {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl ScalarUDFImpl for KsqlFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        (self.return_type)(args).map_err(DataFusionError::Plan)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        (self.invoke)(&arrays, args.number_rows)
+            .map(ColumnarValue::Array)
+            .map_err(DataFusionError::Execution)
+    }
+}
+
+fn function(
+    name: &'static str,
+    signature: TypeSignature,
+    return_type: ReturnType,
+    invoke: Invoke,
+) -> Arc<ScalarUDF> {
+    let volatility = if matches!(name, "UNIX_TIMESTAMP" | "UNIX_DATE") {
+        Volatility::Volatile
+    } else {
+        Volatility::Immutable
+    };
+    Arc::new(ScalarUDF::from(KsqlFunction {
+        name,
+        signature: Signature::new(signature, volatility),
+        return_type,
+        invoke,
+    }))
+}
+
+fn strings(array: &ArrayRef) -> Result<StringArray, String> {
+    let cast = cast(array, &DataType::Utf8).map_err(|e| e.to_string())?;
+    cast.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| "expected a string".to_string())
+}
+
+fn longs(array: &ArrayRef) -> Result<Int64Array, String> {
+    let cast = cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
+    cast.as_any()
+        .downcast_ref::<Int64Array>()
+        .cloned()
+        .ok_or_else(|| "expected a number".to_string())
+}
+
+/// The value at row `i` of an argument that may be a one-row constant.
+fn at(i: usize, len: usize) -> usize {
+    if len == 1 { 0 } else { i }
+}
+
+fn string_at(a: &StringArray, i: usize) -> Option<&str> {
+    let i = at(i, a.len());
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+fn long_at(a: &Int64Array, i: usize) -> Option<i64> {
+    let i = at(i, a.len());
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+const STRING: fn(&[DataType]) -> Result<DataType, String> = |_| Ok(DataType::Utf8);
+const BIGINT: fn(&[DataType]) -> Result<DataType, String> = |_| Ok(DataType::Int64);
+const INT: fn(&[DataType]) -> Result<DataType, String> = |_| Ok(DataType::Int32);
+
+fn string_pairs() -> TypeSignature {
+    TypeSignature::OneOf(vec![
+        TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+        TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Utf8]),
+    ])
+}
+
+/// `EXTRACTJSONFIELD(json, '$.path')`: the value at a JSON path, as a string.
+fn extract_json_field(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (json, path) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let found = match (string_at(&json, i), string_at(&path, i)) {
+            (Some(j), Some(p)) => serde_json_path(j, p),
+            _ => None,
+        };
+        out.append_option(found);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Follows a simple JSON path (`$.a.b[0]`, `$['a']`) through a JSON text.
+fn serde_json_path(json: &str, path: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut current = &value;
+    let rest = path.trim().strip_prefix('$')?;
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '.' => {
+                let mut name = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n == '.' || n == '[' {
+                        break;
+                    }
+                    name.push(n);
+                    chars.next();
+                }
+                current = current.get(name.as_str())?;
+            }
+            '[' => {
+                let mut inner = String::new();
+                for n in chars.by_ref() {
+                    if n == ']' {
+                        break;
+                    }
+                    inner.push(n);
+                }
+                let inner = inner.trim();
+                if let Some(quoted) = inner
+                    .strip_prefix('\'')
+                    .and_then(|s| s.strip_suffix('\''))
+                    .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
+                {
+                    current = current.get(quoted)?;
+                } else {
+                    current = current.get(inner.parse::<usize>().ok()?)?;
+                }
+            }
+            _ => return None,
+        }
+    }
+    match current {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// `SPLIT(text, delimiter)`: the pieces between delimiters; an empty delimiter splits into
+/// characters.
+fn split(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, delimiter) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = ListBuilder::new(StringBuilder::new());
+    for i in 0..rows {
+        match (string_at(&text, i), string_at(&delimiter, i)) {
+            (Some(t), Some("")) => {
+                for c in t.chars() {
+                    out.values().append_value(c.to_string());
+                }
+                out.append(true);
+            }
+            (Some(t), Some(d)) => {
+                for piece in t.split(d) {
+                    out.values().append_value(piece);
+                }
+                out.append(true);
+            }
+            _ => out.append(false),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `ARRAY_LENGTH(array)`: the element count as an INT.
+fn array_length(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let array = &args[0];
+    let lengths: Int32Array = (0..rows)
+        .map(|i| {
+            let i = at(i, array.len());
+            if array.is_null(i) {
+                return None;
+            }
+            match array.data_type() {
+                DataType::List(_) => array
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::ListArray>()
+                    .map(|l| l.value_length(i)),
+                _ => None,
+            }
+        })
+        .collect();
+    Ok(Arc::new(lengths))
+}
+
+/// `STRINGTOTIMESTAMP(text, pattern)`: milliseconds since the epoch.
+fn string_to_timestamp(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, pattern) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        out.push(match (string_at(&text, i), string_at(&pattern, i)) {
+            (Some(t), Some(p)) => Some(parse_timestamp(t, p)?),
+            _ => None,
+        });
+    }
+    Ok(Arc::new(Int64Array::from(out)))
+}
+
+/// `PARSE_TIMESTAMP(text, pattern)`: a TIMESTAMP.
+fn parse_timestamp_fn(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let millis = string_to_timestamp(args, rows)?;
+    let millis = longs(&millis)?;
+    Ok(Arc::new(TimestampMillisecondArray::from(
+        millis.iter().collect::<Vec<_>>(),
+    )))
+}
+
+/// `TIMESTAMPTOSTRING(millis, pattern)` and `FORMAT_TIMESTAMP(timestamp, pattern)`.
+fn timestamp_to_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let millis = match args[0].data_type() {
+        DataType::Timestamp(..) => {
+            let ts = cast(&args[0], &DataType::Timestamp(TimeUnit::Millisecond, None))
+                .map_err(|e| e.to_string())?;
+            let ts = ts
+                .as_any()
+                .downcast_ref::<TimestampMillisecondArray>()
+                .cloned()
+                .ok_or("expected a timestamp")?;
+            Int64Array::from(ts.iter().collect::<Vec<_>>())
+        }
+        _ => longs(&args[0])?,
+    };
+    let pattern = strings(&args[1])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match (long_at(&millis, i), string_at(&pattern, i)) {
+            (Some(ms), Some(p)) => out.append_value(format_timestamp(ms, p)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+/// `STRINGTODATE(text, pattern)`: days since the epoch as an INT.
+fn string_to_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let millis = longs(&string_to_timestamp(args, rows)?)?;
+    Ok(Arc::new(Int32Array::from(
+        millis
+            .iter()
+            .map(|m| m.map(|m| m.div_euclid(DAY_MS) as i32))
+            .collect::<Vec<_>>(),
+    )))
+}
+
+/// `PARSE_DATE(text, pattern)`: a DATE.
+fn parse_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let millis = longs(&string_to_timestamp(args, rows)?)?;
+    Ok(Arc::new(Date32Array::from(
+        millis
+            .iter()
+            .map(|m| m.map(|m| m.div_euclid(DAY_MS) as i32))
+            .collect::<Vec<_>>(),
+    )))
+}
+
+/// `DATETOSTRING(days, pattern)` and `FORMAT_DATE(date, pattern)`.
+fn date_to_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let days = match args[0].data_type() {
+        DataType::Date32 => {
+            let d = cast(&args[0], &DataType::Int32).map_err(|e| e.to_string())?;
+            longs(&d)?
+        }
+        _ => longs(&args[0])?,
+    };
+    let pattern = strings(&args[1])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match (long_at(&days, i), string_at(&pattern, i)) {
+            (Some(d), Some(p)) => out.append_value(format_timestamp(d * DAY_MS, p)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `AS_VALUE(x)`: a copy of a key column to put in the value.
+fn identity(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
+    Ok(args[0].clone())
+}
+
+/// `SIGN(x)`: -1, 0 or 1 as an INT.
+fn sign(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let values = cast(&args[0], &DataType::Float64).map_err(|e| e.to_string())?;
+    let values = values
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .cloned()
+        .ok_or("expected a number")?;
+    Ok(Arc::new(Int32Array::from(
+        (0..rows)
+            .map(|i| {
+                let i = at(i, values.len());
+                (!values.is_null(i)).then(|| {
+                    let v = values.value(i);
+                    if v > 0.0 {
+                        1
+                    } else if v < 0.0 {
+                        -1
+                    } else {
+                        0
+                    }
+                })
+            })
+            .collect::<Vec<_>>(),
+    )))
+}
+
+/// `UNIX_TIMESTAMP()`: now, in milliseconds.
+fn unix_timestamp(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let now = chrono::Utc::now().timestamp_millis();
+    Ok(Arc::new(Int64Array::from(vec![now; rows])))
+}
+
+/// `UNIX_DATE()`: today, in days since the epoch.
+fn unix_date(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) as i32;
+    Ok(Arc::new(Int32Array::from(vec![today; rows])))
+}
+
+/// Every function defined here, by ksqlDB name.
+pub fn functions() -> Vec<Arc<ScalarUDF>> {
+    let any1 = || TypeSignature::Any(1);
+    vec![
+        function("AS_VALUE", any1(), |a| Ok(a[0].clone()), identity),
+        function(
+            "EXTRACTJSONFIELD",
+            string_pairs(),
+            STRING,
+            extract_json_field,
+        ),
+        function(
+            "SPLIT",
+            string_pairs(),
+            |_| {
+                Ok(DataType::List(Arc::new(Field::new_list_field(
+                    DataType::Utf8,
+                    true,
+                ))))
+            },
+            split,
+        ),
+        function("ARRAY_LENGTH", any1(), INT, array_length),
+        function(
+            "STRINGTOTIMESTAMP",
+            string_pairs(),
+            BIGINT,
+            string_to_timestamp,
+        ),
+        function(
+            "PARSE_TIMESTAMP",
+            string_pairs(),
+            |_| Ok(DataType::Timestamp(TimeUnit::Millisecond, None)),
+            parse_timestamp_fn,
+        ),
+        function(
+            "TIMESTAMPTOSTRING",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            STRING,
+            timestamp_to_string,
+        ),
+        function(
+            "FORMAT_TIMESTAMP",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            STRING,
+            timestamp_to_string,
+        ),
+        function("STRINGTODATE", string_pairs(), INT, string_to_date),
+        function(
+            "PARSE_DATE",
+            string_pairs(),
+            |_| Ok(DataType::Date32),
+            parse_date,
+        ),
+        function(
+            "DATETOSTRING",
+            TypeSignature::Any(2),
+            STRING,
+            date_to_string,
+        ),
+        function("FORMAT_DATE", TypeSignature::Any(2), STRING, date_to_string),
+        function("SIGN", any1(), INT, sign),
+        function(
+            "UNIX_TIMESTAMP",
+            TypeSignature::Nullary,
+            BIGINT,
+            unix_timestamp,
+        ),
+        function("UNIX_DATE", TypeSignature::Nullary, INT, unix_date),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_paths_follow_fields_and_indexes() {
+        let json = r#"{"a": {"b": [10, {"c": "x"}]}, "s": "t"}"#;
+        assert_eq!(serde_json_path(json, "$.a.b[0]").as_deref(), Some("10"));
+        assert_eq!(serde_json_path(json, "$.a.b[1].c").as_deref(), Some("x"));
+        assert_eq!(serde_json_path(json, "$['s']").as_deref(), Some("t"));
+        assert_eq!(serde_json_path(json, "$.missing"), None);
+        assert_eq!(serde_json_path("not json", "$.a"), None);
+    }
+}
