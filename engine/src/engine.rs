@@ -137,6 +137,7 @@ impl Engine {
             state.next_seq = seq + 1;
         }
         state.replaying_seq = None;
+        engine.ensure_processing_log(&mut state)?;
         info!(
             sources = state.catalog.sources().count(),
             commands = state.next_seq,
@@ -144,6 +145,28 @@ impl Engine {
         );
         *engine.state.lock().await = state;
         Ok(engine)
+    }
+
+    /// Creates the processing log's topic and stream when missing, as ksqlDB does with
+    /// `ksql.logging.processing.stream.auto.create`.
+    fn ensure_processing_log(&self, state: &mut EngineState) -> Result<()> {
+        use crate::query::processing_log::{
+            PROCESSING_LOG_STREAM, PROCESSING_LOG_TOPIC, declaration,
+        };
+        if !self.store.topic_exists(PROCESSING_LOG_TOPIC) {
+            self.store
+                .create_topic(PROCESSING_LOG_TOPIC, TopicConfig::with_partitions(1))?;
+        }
+        if state.catalog.source(PROCESSING_LOG_STREAM).is_none() {
+            let sql = declaration();
+            for statement in parse_statements(&sql)? {
+                if let StatementKind::CreateSource(create) = &statement.statement.kind {
+                    let source = state.catalog.build_source(create, &sql, &HashMap::new())?;
+                    state.catalog.put_source(source);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn state_lock(&self) -> tokio::sync::MutexGuard<'_, EngineState> {

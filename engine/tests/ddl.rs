@@ -254,7 +254,7 @@ async fn sources_are_created_listed_described_dropped_and_survive_a_restart() {
         };
         assert_eq!(
             sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            vec!["KEYLESS", "ORDERS"]
+            vec!["KEYLESS", "KSQL_PROCESSING_LOG", "ORDERS"]
         );
         let StatementResult::Sources { sources, .. } = &shown[1] else {
             panic!("{shown:?}")
@@ -265,7 +265,7 @@ async fn sources_are_created_listed_described_dropped_and_survive_a_restart() {
         };
         assert_eq!(
             topics.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
-            vec!["orders", "users"]
+            vec!["default_ksql_processing_log", "orders", "users"]
         );
         let StatementResult::SourceDescription {
             source, partitions, ..
@@ -295,7 +295,7 @@ async fn sources_are_created_listed_described_dropped_and_survive_a_restart() {
     let engine = Engine::open(store(dir.path())).await.unwrap();
     let catalog = engine.catalog().await;
     let names: Vec<&str> = catalog.sources().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, vec!["KEYLESS", "ORDERS"]);
+    assert_eq!(names, vec!["KEYLESS", "KSQL_PROCESSING_LOG", "ORDERS"]);
     assert!(catalog.named_type("ADDR").is_some());
     // And keeps logging after the replay.
     let mut session = Session::default();
@@ -304,7 +304,11 @@ async fn sources_are_created_listed_described_dropped_and_survive_a_restart() {
         .await
         .unwrap();
     let engine = Engine::open(engine.store().clone()).await.unwrap();
-    assert_eq!(engine.catalog().await.sources().count(), 1);
+    assert_eq!(
+        engine.catalog().await.sources().count(),
+        2,
+        "ORDERS and the processing log"
+    );
 }
 
 #[tokio::test]

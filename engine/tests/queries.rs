@@ -178,6 +178,53 @@ async fn bad_records_are_skipped_and_counted_without_stopping_the_query() {
     };
     assert_eq!((queries[0].processed, queries[0].failed), (22, 2));
     assert_eq!(queries[0].state, "RUNNING");
+    // Each failure is in the processing log, with where the record was.
+    let log: Vec<serde_json::Value> = values(engine.store(), "default_ksql_processing_log")
+        .iter()
+        .map(|v| serde_json::from_str(v).unwrap())
+        .collect();
+    assert_eq!(log.len(), 2);
+    for (entry, offset) in log.iter().zip([5, 9]) {
+        assert_eq!(entry["LOGGER"], "processing.CSAS_BIG_1");
+        let error = &entry["MESSAGE"]["DESERIALIZATIONERROR"];
+        assert_eq!(error["TARGET"], "value");
+        assert_eq!(error["topic"], "orders");
+        let message = error["ERRORMESSAGE"].as_str().unwrap();
+        assert!(
+            message.ends_with(&format!("(topic orders, partition 0, offset {offset})")),
+            "{message}"
+        );
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_expression_is_null_and_logged_but_the_record_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, d STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM parsed AS SELECT k, STRINGTOTIMESTAMP(d, 'yyyy-MM-dd') AS ts FROM s;
+         INSERT INTO s (k, d) VALUES ('a', '1970-01-02');
+         INSERT INTO s (k, d) VALUES ('b', 'not a date');",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "PARSED"),
+        [r#"{"TS":86400000}"#, r#"{"TS":null}"#]
+    );
+    let log = values(engine.store(), "default_ksql_processing_log");
+    assert_eq!(log.len(), 1);
+    assert!(
+        log[0].contains("RECORDPROCESSINGERROR") && log[0].contains("not a date"),
+        "{}",
+        log[0]
+    );
     engine.shutdown().await;
 }
 

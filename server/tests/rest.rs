@@ -81,8 +81,14 @@ fn statements_run_through_ksql_with_ksqldb_entities() {
     assert_eq!(entities[0]["commandId"], "stream/`ORDERS`/create");
     assert_eq!(entities[0]["commandStatus"]["status"], "SUCCESS");
     assert_eq!(entities[1]["@type"], "streams");
-    assert_eq!(entities[1]["streams"][0]["name"], "ORDERS");
-    assert_eq!(entities[1]["streams"][0]["valueFormat"], "JSON");
+    let names: Vec<&str> = entities[1]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["KSQL_PROCESSING_LOG", "ORDERS"]);
+    assert_eq!(entities[1]["streams"][1]["valueFormat"], "JSON");
     assert_eq!(entities[2]["@type"], "sourceDescription");
     let fields = &entities[2]["sourceDescription"]["fields"];
     assert_eq!(

@@ -1,6 +1,7 @@
 //! Persistent queries: planning, the running tasks, and what the engine knows of each.
 
 pub mod plan;
+pub mod processing_log;
 pub mod runner;
 pub mod source;
 mod statements;

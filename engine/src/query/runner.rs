@@ -20,8 +20,8 @@ use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::query::plan::{OutputColumn, StatelessPlan};
-use crate::query::source::RecordError;
-use crate::query::{QueryShared, consumer_group};
+use crate::query::source::{RecordError, RecordErrorKind};
+use crate::query::{QueryShared, consumer_group, processing_log};
 use crate::schema::Column;
 
 /// How much to read from a partition per step.
@@ -56,13 +56,20 @@ fn batches_under(records: Vec<Record>, limit: usize) -> Vec<Vec<Record>> {
     out
 }
 
+/// A column of the sink, by its index among the key or among the value columns.
+#[derive(Debug, Clone, Copy)]
+enum SinkColumn {
+    Key(usize),
+    Value(usize),
+}
+
 /// Encodes result rows as records of the sink.
 #[derive(Debug, Clone)]
 pub struct SinkEncoder {
     key_codec: Option<RowCodec>,
     value_codec: RowCodec,
-    /// Index among the value columns of the sink's `TIMESTAMP` column.
-    timestamp_column: Option<usize>,
+    /// The sink's `TIMESTAMP` column.
+    timestamp_column: Option<SinkColumn>,
     /// A delimited key of only nulls is written as no key, not as empty fields.
     null_key_when_all_null: bool,
 }
@@ -82,10 +89,17 @@ impl SinkEncoder {
             &values,
             sink.wrap_single_value.unwrap_or(true),
         )?;
-        let timestamp_column = sink
-            .timestamp_column
-            .as_ref()
-            .and_then(|name| values.iter().position(|c| &c.name == name));
+        let timestamp_column = sink.timestamp_column.as_ref().and_then(|name| {
+            keys.iter()
+                .position(|c| &c.name == name)
+                .map(SinkColumn::Key)
+                .or_else(|| {
+                    values
+                        .iter()
+                        .position(|c| &c.name == name)
+                        .map(SinkColumn::Value)
+                })
+        });
         Ok(SinkEncoder {
             null_key_when_all_null: sink.key_format.format == Format::Delimited,
             key_codec,
@@ -264,22 +278,24 @@ pub fn process(
         .column_by_name(crate::query::source::ROWTIME)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned());
     let sink_times = match encoder.timestamp_column {
-        Some(i) => value_arrays
-            .get(i)
-            .and_then(|a| cast(a, &DataType::Int64).ok())
-            .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned()),
+        Some(SinkColumn::Key(i)) => key_arrays.get(i),
+        Some(SinkColumn::Value(i)) => value_arrays.get(i),
         None => None,
-    };
+    }
+    .map(|a| cast(a, &DataType::Int64))
+    .and_then(|a| a.ok())
+    .and_then(|a| a.as_any().downcast_ref::<Int64Array>().cloned());
     let mut out = Vec::with_capacity(rows);
     for (i, (key, value)) in keys.into_iter().zip(values).enumerate() {
         let input = &records[rows_from[i]];
+        // A failed expression is null in the output, and the record still goes on, as in ksqlDB.
         if let Some(reason) = failed[i].take() {
             errors.push(RecordError {
+                kind: RecordErrorKind::Expression,
                 partition,
                 offset: input.offset,
                 reason,
             });
-            continue;
         }
         let timestamp = sink_times
             .as_ref()
@@ -292,6 +308,15 @@ pub fn process(
                     .map(|t| t.value(i))
             })
             .unwrap_or(input.record.timestamp);
+        if timestamp < 0 {
+            errors.push(RecordError {
+                kind: RecordErrorKind::Timestamp,
+                partition,
+                offset: input.offset,
+                reason: format!("The output timestamp {timestamp} is negative"),
+            });
+            continue;
+        }
         let value = if has_value[i] && !tombstone[i] {
             value
         } else {
@@ -353,6 +378,7 @@ async fn run_query_inner(
     let mut positions = start_positions(store, &group, &topic, partitions)?;
     let encoder = SinkEncoder::new(sink)?;
     let sink_columns: Vec<Column> = sink.columns.clone();
+    let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
     loop {
         if *stop.borrow() {
             return Ok(());
@@ -374,10 +400,16 @@ async fn run_query_inner(
             }
             let step = process(plan, &sink_columns, &encoder, p, &fetched.records)?;
             let processed = fetched.records.len() as u64;
-            for error in &step.errors {
-                warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record skipped");
-            }
             let mut commit = Commit::new();
+            let mut log_entries = Vec::with_capacity(step.errors.len());
+            for error in &step.errors {
+                warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
+                let input = fetched.records.iter().find(|r| r.offset == error.offset);
+                log_entries.push(processing_log::entry(query_id, &topic, error, input));
+            }
+            if !log_entries.is_empty() && log_topic_exists {
+                commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
+            }
             for chunk in batches_under(step.records, APPEND_BYTES) {
                 commit.append(sink.topic.clone(), None, chunk);
             }

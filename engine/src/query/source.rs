@@ -26,9 +26,24 @@ pub const ROWPARTITION: &str = "ROWPARTITION";
 /// Name of the offset pseudo-column.
 pub const ROWOFFSET: &str = "ROWOFFSET";
 
-/// A record that could not be read, and why.
+/// What part of processing a record failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordErrorKind {
+    /// The key could not be decoded; the record is dropped.
+    Key,
+    /// The value could not be decoded; the record is dropped.
+    Value,
+    /// The timestamp could not be read or is negative; the record is dropped.
+    Timestamp,
+    /// An expression failed; its result is null and the record goes on.
+    Expression,
+}
+
+/// A record that could not be processed, and why.
 #[derive(Debug, Clone)]
 pub struct RecordError {
+    /// What failed.
+    pub kind: RecordErrorKind,
     /// The partition it was in.
     pub partition: u32,
     /// Its offset.
@@ -104,7 +119,7 @@ impl SourceDecoder {
     /// reported; the rest keep their order.
     pub fn decode(&self, partition: u32, records: &[LogRecord]) -> Result<SourceBatch> {
         let n = records.len();
-        let mut errors: Vec<(usize, String)> = Vec::new();
+        let mut errors: Vec<(usize, RecordErrorKind, String)> = Vec::new();
         let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.record.key.as_deref()).collect();
         let values: Vec<Option<&[u8]>> =
             records.iter().map(|r| r.record.value.as_deref()).collect();
@@ -115,7 +130,7 @@ impl SourceDecoder {
                     decoded
                         .errors
                         .into_iter()
-                        .map(|(i, e)| (i, format!("Error deserializing key: {e}"))),
+                        .map(|(i, e)| (i, RecordErrorKind::Key, e)),
                 );
                 decoded.columns
             }
@@ -126,7 +141,7 @@ impl SourceDecoder {
             decoded_values
                 .errors
                 .into_iter()
-                .map(|(i, e)| (i, format!("Error deserializing value: {e}"))),
+                .map(|(i, e)| (i, RecordErrorKind::Value, e)),
         );
         let value_columns = decoded_values.columns;
         let has_value: Vec<bool> = values.iter().map(Option::is_some).collect();
@@ -179,12 +194,13 @@ impl SourceDecoder {
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| EngineError::statement(format!("cannot assemble a batch: {e}")))?;
         let mut keep = vec![true; n];
-        for (i, _) in &errors {
+        for (i, _, _) in &errors {
             keep[*i] = false;
         }
         let errors = errors
             .into_iter()
-            .map(|(i, reason)| RecordError {
+            .map(|(i, kind, reason)| RecordError {
+                kind,
                 partition,
                 offset: records[i].offset,
                 reason,
@@ -218,7 +234,7 @@ impl SourceDecoder {
         &self,
         records: &[LogRecord],
         columns: &[ArrayRef],
-        errors: &mut Vec<(usize, String)>,
+        errors: &mut Vec<(usize, RecordErrorKind, String)>,
     ) -> Result<ArrayRef> {
         let record_times = || -> ArrayRef {
             Arc::new(Int64Array::from_iter_values(
@@ -250,6 +266,7 @@ impl SourceDecoder {
                         Err(e) => {
                             errors.push((
                                 i,
+                                RecordErrorKind::Timestamp,
                                 format!(
                                     "Failed to parse the TIMESTAMP column {name} value '{}': {e}",
                                     strings.value(i)
@@ -290,10 +307,15 @@ impl SourceDecoder {
                 Some(ms) if ms >= 0 => {}
                 Some(ms) => errors.push((
                     i,
+                    RecordErrorKind::Timestamp,
                     format!("Timestamp column {name} has the negative value {ms}"),
                 )),
-                None if errors.iter().any(|(j, _)| *j == i) => {}
-                None => errors.push((i, format!("Timestamp column {name} is null"))),
+                None if errors.iter().any(|(j, _, _)| *j == i) => {}
+                None => errors.push((
+                    i,
+                    RecordErrorKind::Timestamp,
+                    format!("Timestamp column {name} is null"),
+                )),
             }
         }
         let merged: Int64Array = records
