@@ -382,6 +382,14 @@ impl Catalog {
             }
         }
 
+        // Without the property, `ksql.persistence.wrap.single.values` decides, for a single
+        // value column in a format that can wrap it.
+        let wrap_single_value = wrap_single_value.or_else(|| {
+            let configured = session.get("ksql.persistence.wrap.single.values")?;
+            (values.len() == 1 && !matches!(value_format, Format::Kafka | Format::Delimited))
+                .then(|| configured.eq_ignore_ascii_case("true"))
+        });
+
         let timestamp_column = string_prop("TIMESTAMP")?.map(|t| t.to_uppercase());
         if let Some(ts) = &timestamp_column {
             let column = columns.iter().find(|c| c.name.eq_ignore_ascii_case(ts)).ok_or_else(|| {

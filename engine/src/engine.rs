@@ -383,11 +383,11 @@ impl Engine {
                     None => {
                         let hint = match state.catalog.similar_source(&target.value) {
                             Some(similar) if target.quoted => format!(
-                                " Did you mean {}? Hint: try removing double quotes from the source name.",
+                                "\nDid you mean {}? Hint: try removing double quotes from the source name.",
                                 similar.name
                             ),
                             Some(similar) => format!(
-                                " Did you mean \"{}\"? Hint: wrap the source name in double quotes to make it case-sensitive.",
+                                "\nDid you mean \"{}\"? Hint: wrap the source name in double quotes to make it case-sensitive.",
                                 similar.name
                             ),
                             None => String::new(),

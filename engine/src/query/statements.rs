@@ -267,7 +267,10 @@ impl Engine {
             .source(&target.value)
             .cloned()
             .ok_or_else(|| {
-                EngineError::statement(format!("Source {} does not exist.", target.value))
+                EngineError::statement(format!(
+                    "Line: {}, Col: {}: Source `{}` does not exist.",
+                    target.span.start.line, target.span.start.column, target.value
+                ))
             })?;
         if sink.kind == SourceKind::Table {
             return Err(EngineError::statement(format!(

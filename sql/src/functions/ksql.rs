@@ -372,6 +372,132 @@ fn unix_date(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(Int32Array::from(vec![today; rows])))
 }
 
+fn doubles(array: &ArrayRef) -> Result<datafusion::arrow::array::Float64Array, String> {
+    let cast = cast(array, &DataType::Float64).map_err(|e| e.to_string())?;
+    cast.as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .cloned()
+        .ok_or_else(|| "expected a number".to_string())
+}
+
+/// `ROUND(x)` and `ROUND(x, places)`: halves round up (towards positive infinity) for DOUBLE, as
+/// Java's `Math.round`, and away from zero for DECIMAL; `ROUND(DOUBLE)` is a BIGINT.
+fn round_type(args: &[DataType]) -> Result<DataType, String> {
+    Ok(match (args.first(), args.len()) {
+        (Some(DataType::Decimal128(p, s)), 1) => {
+            DataType::Decimal128((p.saturating_sub(*s as u8)).max(1), 0)
+        }
+        (Some(DataType::Float64 | DataType::Float32), 1) => DataType::Int64,
+        (Some(DataType::Float32), _) => DataType::Float64,
+        (Some(t), _) if t.is_numeric() => t.clone(),
+        (Some(t), _) => return Err(format!("ROUND does not accept {t}")),
+        (None, _) => return Err("ROUND takes one or two arguments".into()),
+    })
+}
+
+fn round(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let places = match args.get(1) {
+        Some(p) => Some(longs(p)?),
+        None => None,
+    };
+    let places_at = |i: usize| places.as_ref().map_or(Some(0), |p| long_at(p, i));
+    let input = &args[0];
+    let out_type = round_type(
+        &args
+            .iter()
+            .map(|a| a.data_type().clone())
+            .collect::<Vec<_>>(),
+    )?;
+    match input.data_type() {
+        DataType::Decimal128(_, scale) => {
+            let scale = i64::from(*scale);
+            let decimals = input
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Decimal128Array>()
+                .ok_or("expected a decimal")?;
+            let mut out = Vec::with_capacity(rows);
+            for i in 0..rows {
+                let j = at(i, decimals.len());
+                let (Some(n), false) = (places_at(i), decimals.is_null(j)) else {
+                    out.push(None);
+                    continue;
+                };
+                let v = decimals.value(j);
+                let drop = (scale - n.clamp(0, scale)) as u32;
+                let d = 10i128.pow(drop);
+                let (mut q, r) = (v / d, v % d);
+                if r.abs() * 2 >= d {
+                    q += v.signum();
+                }
+                out.push(Some(if args.len() == 1 { q } else { q * d }));
+            }
+            let array = datafusion::arrow::array::Decimal128Array::from(out);
+            let (p, s) = match out_type {
+                DataType::Decimal128(p, s) => (p, s),
+                _ => (38, 0),
+            };
+            Ok(Arc::new(
+                array
+                    .with_precision_and_scale(p, s)
+                    .map_err(|e| e.to_string())?,
+            ))
+        }
+        DataType::Float64 | DataType::Float32 => {
+            let values = doubles(input)?;
+            let rounded: Vec<Option<f64>> = (0..rows)
+                .map(|i| {
+                    let j = at(i, values.len());
+                    let n = places_at(i)?;
+                    (!values.is_null(j)).then(|| {
+                        let factor = 10f64.powi(n as i32);
+                        (values.value(j) * factor + 0.5).floor() / factor
+                    })
+                })
+                .collect();
+            if args.len() == 1 {
+                Ok(Arc::new(Int64Array::from(
+                    rounded
+                        .into_iter()
+                        .map(|v| v.map(|v| v as i64))
+                        .collect::<Vec<_>>(),
+                )))
+            } else {
+                Ok(Arc::new(datafusion::arrow::array::Float64Array::from(
+                    rounded,
+                )))
+            }
+        }
+        // Whole numbers are already round.
+        _ => Ok(input.clone()),
+    }
+}
+
+/// `LOG(x)` is the natural logarithm; `LOG(base, x)` the logarithm in a base.
+fn log(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (base, value) = match args {
+        [value] => (None, doubles(value)?),
+        [base, value] => (Some(doubles(base)?), doubles(value)?),
+        _ => return Err("LOG takes one or two arguments".into()),
+    };
+    let out: Vec<Option<f64>> = (0..rows)
+        .map(|i| {
+            let j = at(i, value.len());
+            if value.is_null(j) {
+                return None;
+            }
+            let ln = value.value(j).ln();
+            match &base {
+                None => Some(ln),
+                Some(b) => {
+                    let k = at(i, b.len());
+                    (!b.is_null(k)).then(|| ln / b.value(k).ln())
+                }
+            }
+        })
+        .collect();
+    Ok(Arc::new(datafusion::arrow::array::Float64Array::from(out)))
+}
+
 /// Every function defined here, by ksqlDB name.
 pub fn functions() -> Vec<Arc<ScalarUDF>> {
     let any1 = || TypeSignature::Any(1);
@@ -434,6 +560,18 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         ),
         function("FORMAT_DATE", TypeSignature::Any(2), STRING, date_to_string),
         function("SIGN", any1(), INT, sign),
+        function(
+            "ROUND",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            round_type,
+            round,
+        ),
+        function(
+            "LOG",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            |_| Ok(DataType::Float64),
+            log,
+        ),
         function(
             "UNIX_TIMESTAMP",
             TypeSignature::Nullary,
