@@ -15,7 +15,7 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy, TopicConfig};
 use serde_json::Value;
 
 use crate::conformance::ConformanceCase;
-use crate::qtt_records::{input_record, output_json, same_json, source_for_topic};
+use crate::qtt_records::{input_record, output_json, output_window, same_json, source_for_topic};
 
 /// How one case went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,6 +299,28 @@ async fn run_records(engine: &Engine, case: &ConformanceCase) -> Result<(), Stri
             }
             if !same_json(want_value, &value) {
                 problems.push(format!("value {value}, expected {want_value}"));
+            }
+            if let Some(want_window) = want.get("window") {
+                let window = output_window(record, sink);
+                let same = window.as_ref().is_some_and(|w| {
+                    ["start", "end"]
+                        .iter()
+                        .all(|k| same_json(&want_window[*k], &w[*k]))
+                        && want_window
+                            .get("type")
+                            .and_then(Value::as_str)
+                            .is_none_or(|t| {
+                                w["type"]
+                                    .as_str()
+                                    .is_some_and(|u| u.eq_ignore_ascii_case(t))
+                            })
+                });
+                if !same {
+                    problems.push(format!(
+                        "window {}, expected {want_window}",
+                        window.unwrap_or(Value::Null)
+                    ));
+                }
             }
             if let Some(ts) = want.get("timestamp").and_then(Value::as_i64)
                 && ts != record.timestamp

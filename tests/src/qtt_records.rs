@@ -2,8 +2,9 @@
 //! reads their topic, and outputs read back and compared with the expected JSON.
 
 use base64::Engine as _;
-use eddy_engine::catalog::{Catalog, DataSource};
+use eddy_engine::catalog::{Catalog, DataSource, WindowType};
 use eddy_engine::format::Format;
+use eddy_engine::query::source::{append_window, split_windowed_key};
 use eddy_engine::schema::Column;
 use eddy_sql::ast::SqlType;
 use eddy_storage::{Record, RecordHeader};
@@ -103,8 +104,13 @@ pub fn input_record(input: &Value, source: Option<&DataSource>) -> Result<Record
         None => (Format::Kafka, Format::Json, Vec::new(), Vec::new()),
     };
     let null = Value::Null;
-    let key = serialize(input.get("key").unwrap_or(&null), key_format, &keys)
+    let mut key = serialize(input.get("key").unwrap_or(&null), key_format, &keys)
         .map_err(|e| format!("input key: {e}"))?;
+    if let (Some(window), Some(bounds)) = (source.and_then(|s| s.window), input.get("window")) {
+        let start = bounds.get("start").and_then(Value::as_i64).unwrap_or(0);
+        let end = bounds.get("end").and_then(Value::as_i64).unwrap_or(0);
+        append_window(key.get_or_insert_with(Vec::new), &window, start, end);
+    }
     let value = serialize(input.get("value").unwrap_or(&null), value_format, &values)
         .map_err(|e| format!("input value: {e}"))?;
     let headers = input
@@ -133,12 +139,28 @@ pub fn input_record(input: &Value, source: Option<&DataSource>) -> Result<Record
     })
 }
 
+/// An output record's window as the test files write it, when its sink is windowed.
+pub fn output_window(record: &Record, sink: Option<&DataSource>) -> Option<Value> {
+    let window = sink?.window?;
+    let (_, start, end) = split_windowed_key(record.key.as_deref()?, &window)?;
+    let kind = if window.window_type == WindowType::Session {
+        "session"
+    } else {
+        "time"
+    };
+    Some(serde_json::json!({"start": start, "end": end, "type": kind}))
+}
+
 /// An output record as JSON, in the shape of the test files.
 pub fn output_json(record: &Record, sink: Option<&DataSource>) -> (Value, Value) {
+    let key = match (sink.and_then(|s| s.window), record.key.as_deref()) {
+        (Some(window), Some(k)) => split_windowed_key(k, &window).map(|(inner, _, _)| inner),
+        (_, k) => k,
+    };
     match sink {
         Some(s) => (
             deserialize(
-                record.key.as_deref(),
+                key,
                 s.key_format.format,
                 &s.key_columns().collect::<Vec<_>>(),
             ),

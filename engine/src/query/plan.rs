@@ -134,8 +134,10 @@ pub fn plan_stateless(
     if !query.from.joins.is_empty() {
         return Err(EngineError::Unsupported("JOIN".into()));
     }
-    if query.window.is_some() {
-        return Err(EngineError::Unsupported("WINDOW".into()));
+    if query.window.is_some() && query.group_by.is_empty() {
+        return Err(EngineError::statement(
+            "WINDOW clause requires a GROUP BY clause.",
+        ));
     }
     if !query.group_by.is_empty() || query.having.is_some() {
         return Err(EngineError::Unsupported("GROUP BY".into()));
@@ -147,8 +149,10 @@ pub fn plan_stateless(
             format!("{} does not exist.", from.name.value),
         )
     })?;
-    if source.window.is_some() {
-        return Err(EngineError::Unsupported("Reading a windowed source".into()));
+    if source.window.is_some() && source.kind == SourceKind::Table {
+        return Err(EngineError::statement(
+            "KSQL does not support persistent queries on windowed tables.",
+        ));
     }
     let decoder = SourceDecoder::new(source)?;
     let schema = decoder.schema().clone();

@@ -15,12 +15,12 @@ use futures::future::select_all;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
-use crate::catalog::DataSource;
+use crate::catalog::{DataSource, WindowInfo};
 use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::query::plan::{OutputColumn, StatelessPlan};
-use crate::query::source::{RecordError, RecordErrorKind};
+use crate::query::source::{RecordError, RecordErrorKind, WINDOWEND, WINDOWSTART, append_window};
 use crate::query::{QueryShared, consumer_group, processing_log};
 use crate::schema::Column;
 
@@ -72,6 +72,8 @@ pub struct SinkEncoder {
     timestamp_column: Option<SinkColumn>,
     /// A delimited key of only nulls is written as no key, not as empty fields.
     null_key_when_all_null: bool,
+    /// The sink's window, appended to each key.
+    window: Option<WindowInfo>,
 }
 
 impl SinkEncoder {
@@ -101,6 +103,7 @@ impl SinkEncoder {
                 })
         });
         Ok(SinkEncoder {
+            window: sink.window,
             null_key_when_all_null: sink.key_format.format == Format::Delimited,
             key_codec,
             value_codec,
@@ -270,6 +273,22 @@ pub fn process(
         for (i, key) in keys.iter_mut().enumerate() {
             if key_arrays.iter().all(|a| a.is_null(i)) {
                 *key = None;
+            }
+        }
+    }
+    if let Some(window) = &encoder.window {
+        let bound = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+        };
+        if let (Some(starts), Some(ends)) = (bound(WINDOWSTART), bound(WINDOWEND)) {
+            for (i, key) in keys.iter_mut().enumerate() {
+                if let Some(key) = key
+                    && starts.is_valid(i)
+                {
+                    append_window(key, window, starts.value(i), ends.value(i));
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
 use eddy_sql::ast::SqlType;
 use eddy_storage::LogRecord;
 
-use crate::catalog::DataSource;
+use crate::catalog::{DataSource, WindowInfo, WindowType};
 use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
@@ -25,6 +25,39 @@ pub const ROWTIME: &str = "ROWTIME";
 pub const ROWPARTITION: &str = "ROWPARTITION";
 /// Name of the offset pseudo-column.
 pub const ROWOFFSET: &str = "ROWOFFSET";
+/// Name of a windowed row's window start.
+pub const WINDOWSTART: &str = "WINDOWSTART";
+/// Name of a windowed row's window end.
+pub const WINDOWEND: &str = "WINDOWEND";
+
+/// Splits a windowed key as ksqlDB lays it out: the key, then for time windows the window
+/// start (8 bytes, big-endian), for session windows the end and then the start. Returns the
+/// inner key, the start and the end.
+pub fn split_windowed_key<'k>(key: &'k [u8], window: &WindowInfo) -> Option<(&'k [u8], i64, i64)> {
+    let read = |b: &[u8]| b.try_into().ok().map(i64::from_be_bytes);
+    match window.window_type {
+        WindowType::Session => {
+            let at = key.len().checked_sub(16)?;
+            let end = read(&key[at..at + 8])?;
+            let start = read(&key[at + 8..])?;
+            Some((&key[..at], start, end))
+        }
+        WindowType::Tumbling | WindowType::Hopping => {
+            let at = key.len().checked_sub(8)?;
+            let start = read(&key[at..])?;
+            let size = window.size_ms.unwrap_or(0) as i64;
+            Some((&key[..at], start, start.saturating_add(size)))
+        }
+    }
+}
+
+/// Appends a window to an encoded key, in ksqlDB's layout (see [`split_windowed_key`]).
+pub fn append_window(key: &mut Vec<u8>, window: &WindowInfo, start: i64, end: i64) {
+    if window.window_type == WindowType::Session {
+        key.extend_from_slice(&end.to_be_bytes());
+    }
+    key.extend_from_slice(&start.to_be_bytes());
+}
 
 /// What part of processing a record failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +134,10 @@ impl SourceDecoder {
         fields.push(Field::new(ROWTIME, DataType::Int64, true));
         fields.push(Field::new(ROWPARTITION, DataType::Int32, true));
         fields.push(Field::new(ROWOFFSET, DataType::Int64, true));
+        if source.window.is_some() {
+            fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
+            fields.push(Field::new(WINDOWEND, DataType::Int64, true));
+        }
         Ok(SourceDecoder {
             source: source.clone(),
             key_codec,
@@ -120,7 +157,30 @@ impl SourceDecoder {
     pub fn decode(&self, partition: u32, records: &[LogRecord]) -> Result<SourceBatch> {
         let n = records.len();
         let mut errors: Vec<(usize, RecordErrorKind, String)> = Vec::new();
-        let keys: Vec<Option<&[u8]>> = records.iter().map(|r| r.record.key.as_deref()).collect();
+        let mut keys: Vec<Option<&[u8]>> =
+            records.iter().map(|r| r.record.key.as_deref()).collect();
+        let mut bounds: Vec<(Option<i64>, Option<i64>)> = Vec::new();
+        if let Some(window) = &self.source.window {
+            bounds.reserve(n);
+            for (i, key) in keys.iter_mut().enumerate() {
+                match key.map(|k| split_windowed_key(k, window)) {
+                    Some(Some((inner, start, end))) => {
+                        *key = Some(inner);
+                        bounds.push((Some(start), Some(end)));
+                    }
+                    Some(None) => {
+                        errors.push((
+                            i,
+                            RecordErrorKind::Key,
+                            "the key is too short to hold a window".to_string(),
+                        ));
+                        *key = None;
+                        bounds.push((None, None));
+                    }
+                    None => bounds.push((None, None)),
+                }
+            }
+        }
         let values: Vec<Option<&[u8]>> =
             records.iter().map(|r| r.record.value.as_deref()).collect();
         let key_columns = match &self.key_codec {
@@ -191,6 +251,14 @@ impl SourceDecoder {
             Int64Array::from_iter_values(records.iter().map(|r| r.offset)),
         ))?);
 
+        if self.source.window.is_some() {
+            columns.push(Arc::new(Int64Array::from(
+                bounds.iter().map(|b| b.0).collect::<Vec<_>>(),
+            )));
+            columns.push(Arc::new(Int64Array::from(
+                bounds.iter().map(|b| b.1).collect::<Vec<_>>(),
+            )));
+        }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
             .map_err(|e| EngineError::statement(format!("cannot assemble a batch: {e}")))?;
         let mut keep = vec![true; n];
@@ -388,4 +456,39 @@ fn one_header(records: &[LogRecord], name: &str) -> ArrayRef {
         }
     }
     Arc::new(builder.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windowed_keys_round_trip_in_ksqldb_layout() {
+        let tumbling = WindowInfo {
+            window_type: WindowType::Tumbling,
+            size_ms: Some(30_000),
+        };
+        let mut key = b"k1".to_vec();
+        append_window(&mut key, &tumbling, 60_000, 90_000);
+        assert_eq!(key.len(), 2 + 8);
+        assert_eq!(&key[2..], &60_000i64.to_be_bytes());
+        assert_eq!(
+            split_windowed_key(&key, &tumbling),
+            Some((&b"k1"[..], 60_000, 90_000))
+        );
+
+        let session = WindowInfo {
+            window_type: WindowType::Session,
+            size_ms: None,
+        };
+        let mut key = b"k".to_vec();
+        append_window(&mut key, &session, 10, 25);
+        // Session keys hold the end, then the start.
+        assert_eq!(&key[1..9], &25i64.to_be_bytes());
+        assert_eq!(
+            split_windowed_key(&key, &session),
+            Some((&b"k"[..], 10, 25))
+        );
+        assert_eq!(split_windowed_key(b"short", &session), None);
+    }
 }

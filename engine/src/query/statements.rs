@@ -13,7 +13,7 @@ use eddy_storage::{Commit, OffsetAndMetadata};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource};
+use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource, WindowType};
 use crate::engine::{Engine, EngineState, Mode};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
@@ -217,6 +217,23 @@ impl Engine {
                 properties.push(property(
                     "KEY_DELIMITER",
                     Literal::String(delimiter_name(d)),
+                ));
+            }
+        }
+        // A query over a windowed stream keeps the window in its key.
+        if let Some(window) = &source.window
+            && !plan.repartitioned
+        {
+            let kind = match window.window_type {
+                WindowType::Tumbling => "TUMBLING",
+                WindowType::Hopping => "HOPPING",
+                WindowType::Session => "SESSION",
+            };
+            properties.push(property("WINDOW_TYPE", Literal::String(kind.into())));
+            if let Some(size) = window.size_ms {
+                properties.push(property(
+                    "WINDOW_SIZE",
+                    Literal::String(format!("{size} MILLISECONDS")),
                 ));
             }
         }
