@@ -61,6 +61,8 @@ pub struct DataSource {
     pub window: Option<WindowInfo>,
     /// `CREATE SOURCE ...`: no inserts, no `DELETE TOPIC`.
     pub read_only: bool,
+    /// Created by `CREATE ... AS SELECT`, whose query defines its columns.
+    pub created_by_query: bool,
     /// The statement that declared it.
     pub sql: String,
 }
@@ -166,8 +168,9 @@ impl Catalog {
         create: &CreateSource,
         sql: &str,
         session: &HashMap<String, String>,
-        allow_reserved_keys: bool,
+        query_sink: bool,
     ) -> Result<DataSource> {
+        let allow_reserved_keys = query_sink;
         let props = &create.properties;
         let string_prop = |name: &str| -> Result<Option<String>> {
             match props.get(name) {
@@ -420,6 +423,7 @@ impl Catalog {
             timestamp_format: string_prop("TIMESTAMP_FORMAT")?,
             window,
             read_only: create.read_only,
+            created_by_query: allow_reserved_keys,
             sql: sql.to_string(),
         })
     }

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use eddy_sql::ast::{CreateSource, ListKind, Literal, SourceKind, Statement, StatementKind};
+use eddy_sql::ast::{
+    CreateSource, Ident, ListKind, Literal, SourceKind, SqlType, Statement, StatementKind,
+};
 use eddy_sql::{parse_statements, split_statements, substitute_variables};
 use eddy_storage::{CleanupPolicy, Commit, Store, TopicConfig};
 use serde::{Deserialize, Serialize};
@@ -457,6 +459,14 @@ impl Engine {
                 self.insert_into_select(state, session, target, query, text, mode)
                     .await
             }
+            StatementKind::AlterSource {
+                kind,
+                name,
+                columns,
+            } => {
+                self.alter_source(state, session, *kind, name, columns, text, mode)
+                    .await
+            }
             StatementKind::Terminate(target) => {
                 self.terminate(state, session, target, text, mode).await
             }
@@ -617,6 +627,80 @@ impl Engine {
         }
         self.store.create_topic(topic, config)?;
         Ok(())
+    }
+
+    /// `ALTER STREAM|TABLE name ADD COLUMN ...`: new value columns for a declared source.
+    #[allow(clippy::too_many_arguments)]
+    async fn alter_source(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        kind: SourceKind,
+        name: &Ident,
+        columns: &[(Ident, SqlType)],
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let word = match kind {
+            SourceKind::Stream => "stream",
+            SourceKind::Table => "table",
+        };
+        let Some(source) = state.catalog.source(&name.value).cloned() else {
+            return Err(EngineError::statement(format!(
+                "Source {} does not exist.",
+                name.value
+            )));
+        };
+        if source.kind != kind {
+            return Err(EngineError::statement(format!(
+                "Incompatible data source type is {}, but statement was ALTER {}",
+                source.kind_name(),
+                word.to_ascii_uppercase()
+            )));
+        }
+        if source.read_only {
+            return Err(EngineError::statement(format!(
+                "Cannot alter {word} '{}': ALTER operations are not supported on source {word}s.",
+                name.value
+            )));
+        }
+        if source.created_by_query {
+            return Err(EngineError::statement(
+                "ALTER command is not supported for CREATE ... AS statements.",
+            ));
+        }
+        let mut altered = source.clone();
+        for (column, ty) in columns {
+            if altered.columns.iter().any(|c| c.name == column.value) {
+                return Err(EngineError::statement(format!(
+                    "Cannot add column `{}` to schema. A column with the same name already exists.",
+                    column.value
+                )));
+            }
+            let ty = eddy_sql::types::resolve(ty, &|n| state.catalog.named_type(n).cloned())
+                .map_err(|e| EngineError::statement(e.to_string()))?;
+            altered.columns.push(crate::schema::Column {
+                name: column.value.clone(),
+                ty,
+                kind: crate::schema::ColumnKind::Value,
+            });
+        }
+        let values: Vec<&crate::schema::Column> = altered.value_columns().collect();
+        crate::format::check_columns(altered.value_format.format, &values, false)?;
+        self.log_command(state, session, text, mode).await?;
+        state.catalog.put_source(altered);
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(format!("{word}/`{}`/alter", name.value)),
+            message: format!(
+                "{} altered.",
+                if kind == SourceKind::Stream {
+                    "Stream"
+                } else {
+                    "Table"
+                }
+            ),
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -263,3 +263,45 @@ async fn insert_into_select_merges_a_stream_into_another() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn alter_adds_columns_to_declared_sources_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(&engine, &mut session, SETUP).await;
+    run(
+        &engine,
+        &mut session,
+        "ALTER STREAM orders ADD COLUMN note STRING, ADD COLUMN qty INT;",
+    )
+    .await;
+    let catalog = engine.catalog().await;
+    let names: Vec<&str> = catalog
+        .source("ORDERS")
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(names, ["K", "ID", "NAME", "AMOUNT", "NOTE", "QTY"]);
+    let error = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            engine
+                .execute(&mut Session::default(), sql)
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    assert_eq!(
+        error("ALTER STREAM big ADD COLUMN x INT;").await,
+        "ALTER command is not supported for CREATE ... AS statements."
+    );
+    assert_eq!(
+        error("ALTER STREAM orders ADD COLUMN id INT;").await,
+        "Cannot add column `ID` to schema. A column with the same name already exists."
+    );
+    engine.shutdown().await;
+}
