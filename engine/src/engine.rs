@@ -368,11 +368,27 @@ impl Engine {
                     ))
                 })?;
                 let partitions = self.store.partition_count(&source.topic).ok();
+                let summaries = |reading: bool| {
+                    state
+                        .queries
+                        .values()
+                        .filter(|q| {
+                            if reading {
+                                q.source == source.name
+                            } else {
+                                q.sink == source.name
+                            }
+                        })
+                        .map(PersistentQuery::summary)
+                        .collect()
+                };
                 Ok(StatementResult::SourceDescription {
                     statement: text.to_string(),
                     source: Box::new(source.clone()),
                     extended: *extended,
                     partitions,
+                    read_queries: summaries(true),
+                    write_queries: summaries(false),
                 })
             }
             StatementKind::InsertValues {

@@ -109,6 +109,10 @@ pub enum StatementResult {
         extended: bool,
         /// Partitions of its topic, when known.
         partitions: Option<u32>,
+        /// Queries reading it.
+        read_queries: Vec<QuerySummary>,
+        /// Queries writing it.
+        write_queries: Vec<QuerySummary>,
     },
     /// `SHOW TYPES`.
     Types {

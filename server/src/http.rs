@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eddy_engine::catalog::DataSource;
 use eddy_engine::schema::ColumnKind;
-use eddy_engine::{Engine, EngineError, Session, StatementResult};
+use eddy_engine::{Engine, EngineError, QuerySummary, Session, StatementResult};
 use eddy_sql::ast::SqlType;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -218,6 +218,19 @@ fn source_description(source: &DataSource, extended: bool, partitions: Option<u3
     })
 }
 
+/// A persistent query as ksqlDB's `RunningQuery` shows it.
+fn running_query(q: &QuerySummary) -> Value {
+    json!({
+        "queryString": q.sql,
+        "sinks": [q.sink],
+        "sinkKafkaTopics": [q.sink_topic],
+        "id": q.id,
+        "statusCount": {q.state.clone(): 1},
+        "queryType": "PERSISTENT",
+        "state": q.state
+    })
+}
+
 /// The ksqlDB entity for a statement's result; `None` for results ksqlDB does not list.
 fn entity(result: &StatementResult) -> Option<Value> {
     Some(match result {
@@ -278,12 +291,25 @@ fn entity(result: &StatementResult) -> Option<Value> {
             source,
             extended,
             partitions,
-        } => json!({
-            "@type": "sourceDescription",
-            "statementText": statement,
-            "sourceDescription": source_description(source, *extended, *partitions),
-            "warnings": []
-        }),
+            read_queries,
+            write_queries,
+        } => {
+            let mut description = source_description(source, *extended, *partitions);
+            description["readQueries"] = json!(read_queries.iter().map(running_query).collect::<Vec<_>>());
+            description["writeQueries"] = json!(write_queries.iter().map(running_query).collect::<Vec<_>>());
+            if *extended {
+                let processed: u64 = read_queries.iter().map(|q| q.processed).sum();
+                let failed: u64 = read_queries.iter().map(|q| q.failed).sum();
+                description["statistics"] = json!(format!("consumer-total-messages: {processed}"));
+                description["errorStats"] = json!(format!("consumer-failed-messages: {failed}"));
+            }
+            json!({
+                "@type": "sourceDescription",
+                "statementText": statement,
+                "sourceDescription": description,
+                "warnings": []
+            })
+        }
         StatementResult::Types { statement, types } => {
             let map: serde_json::Map<String, Value> = types
                 .iter()
@@ -305,15 +331,7 @@ fn entity(result: &StatementResult) -> Option<Value> {
         StatementResult::Queries { statement, queries } => json!({
             "@type": "queries",
             "statementText": statement,
-            "queries": queries.iter().map(|q| json!({
-                "queryString": q.sql,
-                "sinks": [q.sink],
-                "sinkKafkaTopics": [q.sink_topic],
-                "id": q.id,
-                "statusCount": {q.state.clone(): 1},
-                "queryType": "PERSISTENT",
-                "state": q.state
-            })).collect::<Vec<_>>(),
+            "queries": queries.iter().map(running_query).collect::<Vec<_>>(),
             "warnings": []
         }),
         StatementResult::Variables {

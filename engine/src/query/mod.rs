@@ -135,6 +135,19 @@ impl PersistentQuery {
         }
     }
 
+    /// What `SHOW QUERIES` and `DESCRIBE` show of it.
+    pub fn summary(&self) -> crate::result::QuerySummary {
+        crate::result::QuerySummary {
+            id: self.id.clone(),
+            sql: self.sql.clone(),
+            sink: self.sink.clone(),
+            sink_topic: self.sink_topic.clone(),
+            state: self.state().to_string(),
+            processed: self.shared.processed.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+        }
+    }
+
     /// Whether the task has ended.
     pub fn finished(&self) -> bool {
         self.shared.finished.load(Ordering::SeqCst)

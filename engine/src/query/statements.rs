@@ -20,7 +20,7 @@ use crate::format::Format;
 use crate::query::plan::{StatelessPlan, plan_stateless};
 use crate::query::runner::run_query;
 use crate::query::{PersistentQuery, QueryKind, QueryShared, consumer_group};
-use crate::result::{QuerySummary, StatementResult};
+use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};
 use crate::session::Session;
 
@@ -476,18 +476,7 @@ impl Engine {
             queries: state
                 .queries
                 .values()
-                .map(|q| QuerySummary {
-                    id: q.id.clone(),
-                    sql: q.sql.clone(),
-                    sink: q.sink.clone(),
-                    sink_topic: q.sink_topic.clone(),
-                    state: q.state().to_string(),
-                    processed: q
-                        .shared
-                        .processed
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    failed: q.shared.failed.load(std::sync::atomic::Ordering::Relaxed),
-                })
+                .map(PersistentQuery::summary)
                 .collect(),
         }
     }
