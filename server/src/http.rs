@@ -295,8 +295,10 @@ fn entity(result: &StatementResult) -> Option<Value> {
             write_queries,
         } => {
             let mut description = source_description(source, *extended, *partitions);
-            description["readQueries"] = json!(read_queries.iter().map(running_query).collect::<Vec<_>>());
-            description["writeQueries"] = json!(write_queries.iter().map(running_query).collect::<Vec<_>>());
+            description["readQueries"] =
+                json!(read_queries.iter().map(running_query).collect::<Vec<_>>());
+            description["writeQueries"] =
+                json!(write_queries.iter().map(running_query).collect::<Vec<_>>());
             if *extended {
                 let processed: u64 = read_queries.iter().map(|q| q.processed).sum();
                 let failed: u64 = read_queries.iter().map(|q| q.failed).sum();

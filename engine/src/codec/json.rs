@@ -167,12 +167,51 @@ impl JsonBuilder {
 }
 
 /// Where each JSON object field goes: an exact name match, else a case-insensitive one.
-fn field_index(fields: &Fields, name: &str) -> Option<usize> {
-    fields.iter().position(|f| f.name() == name).or_else(|| {
-        fields
-            .iter()
-            .position(|f| f.name().eq_ignore_ascii_case(name))
-    })
+/// Records of a topic usually list their fields in one order, so the field after the previous
+/// match (`hint`) is tried first.
+fn field_index(fields: &Fields, name: &str, hint: usize) -> Option<usize> {
+    let hinted = fields.get(hint);
+    if hinted.is_some_and(|f| f.name() == name) {
+        return Some(hint);
+    }
+    if let Some(exact) = fields.iter().position(|f| f.name() == name) {
+        return Some(exact);
+    }
+    if hinted.is_some_and(|f| f.name().eq_ignore_ascii_case(name)) {
+        return Some(hint);
+    }
+    fields
+        .iter()
+        .position(|f| f.name().eq_ignore_ascii_case(name))
+}
+
+/// An object key, borrowed from the payload when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = std::borrow::Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(std::borrow::Cow::Owned(v.to_string()))
+    }
 }
 
 /// Deserializes one JSON value into a builder, appending exactly one slot even on error.
@@ -360,8 +399,9 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             } => {
                 let start = validity.len();
                 let mut outcome = Ok(());
+                let mut hint = 0;
                 loop {
-                    let key = match map.next_key::<std::borrow::Cow<'de, str>>() {
+                    let key = match map.next_key_seed(KeySeed) {
                         Ok(Some(key)) => key,
                         Ok(None) => break,
                         Err(e) => {
@@ -369,9 +409,10 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                             break;
                         }
                     };
-                    let step = match field_index(fields, &key) {
+                    let step = match field_index(fields, &key, hint) {
                         // A repeated field keeps its first value.
                         Some(i) if children[i].len() == start => {
+                            hint = i + 1;
                             map.next_value_seed(ValueSeed(&mut children[i]))
                         }
                         _ => map.next_value::<IgnoredAny>().map(|_| ()),
@@ -394,7 +435,7 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             } => {
                 let mut outcome = Ok(());
                 loop {
-                    let key = match map.next_key::<std::borrow::Cow<'de, str>>() {
+                    let key = match map.next_key_seed(KeySeed) {
                         Ok(Some(key)) => key,
                         Ok(None) => break,
                         Err(e) => {
@@ -528,19 +569,28 @@ pub(super) fn encode(
     wrapped: bool,
 ) -> Result<Vec<Option<Vec<u8>>>> {
     let mut out = Vec::with_capacity(rows);
+    // Each field's `"NAME":` (with its leading comma), escaped once for the whole batch.
+    let mut prefixes = Vec::with_capacity(columns.len());
+    for (i, field) in schema.fields().iter().enumerate() {
+        let mut prefix = Vec::with_capacity(field.name().len() + 4);
+        prefix.push(if i == 0 { b'{' } else { b',' });
+        write_json_string(&mut prefix, field.name())?;
+        prefix.push(b':');
+        prefixes.push(prefix);
+    }
+    let mut capacity = 64;
     for row in 0..rows {
-        let mut buf = Vec::with_capacity(64);
+        let mut buf = Vec::with_capacity(capacity);
         if wrapped {
-            buf.push(b'{');
-            for (i, (field, column)) in schema.fields().iter().zip(columns).enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                write_json_string(&mut buf, field.name())?;
-                buf.push(b':');
+            if columns.is_empty() {
+                buf.push(b'{');
+            }
+            for (prefix, column) in prefixes.iter().zip(columns) {
+                buf.extend_from_slice(prefix);
                 write_value(&mut buf, column.as_ref(), row)?;
             }
             buf.push(b'}');
+            capacity = capacity.max(buf.len());
             out.push(Some(buf));
         } else {
             match columns.first() {
