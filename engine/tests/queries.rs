@@ -305,3 +305,30 @@ async fn alter_adds_columns_to_declared_sources_only() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn explode_emits_a_row_per_element_and_zips_several_arrays() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, a ARRAY<INT>, b ARRAY<STRING>) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM flat AS SELECT k, EXPLODE(a) AS x, EXPLODE(b) AS y FROM s;
+         INSERT INTO s (k, a, b) VALUES ('r', ARRAY[1, 2, 3], ARRAY['p']);
+         INSERT INTO s (k, a, b) VALUES ('e', ARRAY[], NULL);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "FLAT"),
+        [
+            r#"{"X":1,"Y":"p"}"#,
+            r#"{"X":2,"Y":null}"#,
+            r#"{"X":3,"Y":null}"#
+        ]
+    );
+    engine.shutdown().await;
+}

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
@@ -35,6 +35,10 @@ pub struct StatelessPlan {
     pub decoder: SourceDecoder,
     /// `WHERE`.
     pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The arrays of the table functions (`EXPLODE`), one output row per element.
+    pub table_functions: Vec<Arc<dyn PhysicalExpr>>,
+    /// The input schema plus one column per table function, which the projection reads.
+    pub exploded_schema: SchemaRef,
     /// Key columns of the result, in order.
     pub keys: Vec<OutputColumn>,
     /// Value columns of the result, in order.
@@ -169,25 +173,7 @@ pub fn plan_stateless(
         schema: &schema,
         df_schema: &df_schema,
     };
-    // `clause` is where the expression is written: SELECT, WHERE or PARTITION BY.
-    let compile = |expr: &Expr, clause: &str| -> Result<Arc<dyn PhysicalExpr>> {
-        let predicate = if clause == "WHERE" {
-            "Invalid Predicate: "
-        } else {
-            ""
-        };
-        let logical = to_datafusion(expr, &scope).map_err(|e| {
-            if let Some(rest) = e.message.strip_prefix("Column '") {
-                located(e.position, format!("{clause} column '{rest}"))
-            } else if e.message.starts_with("Cannot compare") {
-                EngineError::statement(format!("Error in {clause} expression: {}", e.message))
-            } else {
-                located(e.position, format!("{predicate}{}", e.message))
-            }
-        })?;
-        ctx.create_physical_expr(logical, &df_schema)
-            .map_err(|e| EngineError::statement(format!("{predicate}{}", datafusion_message(&e))))
-    };
+    let compile = |expr: &Expr, clause: &str| compile_in(ctx, &scope, expr, clause);
     for by in &query.partition_by {
         compile(by, "PARTITION BY")?;
     }
@@ -315,6 +301,48 @@ pub fn plan_stateless(
         })
         .collect();
 
+    // Table functions: each EXPLODE becomes a column of the exploded batch the projection reads.
+    let mut table_function_args = Vec::new();
+    for p in &mut projected {
+        p.expr = extract_table_functions(&p.expr, &mut table_function_args);
+    }
+    if !table_function_args.is_empty() && source.kind == SourceKind::Table {
+        return Err(EngineError::statement(
+            "Table source is not supported with table functions",
+        ));
+    }
+    let mut table_functions = Vec::with_capacity(table_function_args.len());
+    let mut exploded_fields: Vec<Field> =
+        schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (i, arg) in table_function_args.iter().enumerate() {
+        let compiled = compile(arg, "SELECT")?;
+        let ty = compiled
+            .data_type(&schema)
+            .map_err(|e| EngineError::statement(e.to_string()))?;
+        let DataType::List(element) = &ty else {
+            return Err(EngineError::statement(format!(
+                "Function 'explode' does not accept parameters ({}).\nValid alternatives are:\nexplode(ARRAY<T>)",
+                type_name(&ty)
+            )));
+        };
+        exploded_fields.push(Field::new(
+            format!("{TABLE_FUNCTION_COLUMN}{i}"),
+            element.data_type().clone(),
+            true,
+        ));
+        table_functions.push(compiled);
+    }
+    let exploded_schema: SchemaRef = Arc::new(Schema::new(exploded_fields));
+    let exploded_df_schema = DFSchema::try_from(exploded_schema.as_ref().clone())
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let projection_scope = SourceScope {
+        catalog,
+        source,
+        alias,
+        schema: &exploded_schema,
+        df_schema: &exploded_df_schema,
+    };
+
     // Decide which projected items are the key.
     let mut key_items: Vec<Projected> = Vec::new();
     if repartitioned {
@@ -399,9 +427,9 @@ pub fn plan_stateless(
     }
 
     let output = |p: &Projected, kind: ColumnKind| -> Result<OutputColumn> {
-        let expr = compile(&p.expr, "SELECT")?;
+        let expr = compile_in(ctx, &projection_scope, &p.expr, "SELECT")?;
         let ty = expr
-            .data_type(&schema)
+            .data_type(&exploded_schema)
             .map_err(|e| EngineError::statement(e.to_string()))?;
         if ty == DataType::Null {
             return Err(EngineError::statement(format!(
@@ -436,10 +464,76 @@ pub fn plan_stateless(
         source: source.clone(),
         decoder,
         filter,
+        table_functions,
+        exploded_schema,
         keys,
         values,
         repartitioned,
     })
+}
+
+/// Compiles an expression against a scope. `clause` is where it is written (SELECT, WHERE or
+/// PARTITION BY), which ksqlDB's messages name.
+fn compile_in(
+    ctx: &SessionContext,
+    scope: &SourceScope<'_>,
+    expr: &Expr,
+    clause: &str,
+) -> Result<Arc<dyn PhysicalExpr>> {
+    let predicate = if clause == "WHERE" {
+        "Invalid Predicate: "
+    } else {
+        ""
+    };
+    let logical = to_datafusion(expr, scope).map_err(|e| {
+        if let Some(rest) = e.message.strip_prefix("Column '") {
+            located(e.position, format!("{clause} column '{rest}"))
+        } else if e.message.starts_with("Cannot compare") {
+            EngineError::statement(format!("Error in {clause} expression: {}", e.message))
+        } else {
+            located(e.position, format!("{predicate}{}", e.message))
+        }
+    })?;
+    ctx.create_physical_expr(logical, scope.df_schema)
+        .map_err(|e| EngineError::statement(format!("{predicate}{}", datafusion_message(&e))))
+}
+
+/// Prefix of the columns that hold table-function results while projecting.
+const TABLE_FUNCTION_COLUMN: &str = "__EDDY_TABLE_FUNCTION_";
+
+/// Replaces `EXPLODE(x)` at the top of an item (or under a dereference or subscript) with a
+/// column that will hold one element per output row, collecting its argument.
+fn extract_table_functions(expr: &Expr, found: &mut Vec<Expr>) -> Expr {
+    match &expr.kind {
+        ExprKind::Function { name, args, .. }
+            if name.value.eq_ignore_ascii_case("EXPLODE") && args.len() == 1 =>
+        {
+            let column = format!("{TABLE_FUNCTION_COLUMN}{}", found.len());
+            found.push(args[0].clone());
+            Expr {
+                kind: ExprKind::Column {
+                    source: None,
+                    name: eddy_sql::ast::Ident::quoted(&column),
+                },
+                span: expr.span,
+            }
+        }
+        ExprKind::Dereference { base, field } => Expr {
+            kind: ExprKind::Dereference {
+                base: Box::new(extract_table_functions(base, found)),
+                field: field.clone(),
+            },
+            span: expr.span,
+        },
+        ExprKind::Subscript { base, index } => Expr {
+            kind: ExprKind::Subscript {
+                base: Box::new(extract_table_functions(base, found)),
+                index: index.clone(),
+            },
+            span: expr.span,
+        },
+        _ => expr.clone(),
+    }
 }
 
 /// The name ksqlDB gives an unaliased item: a column's name, a struct field's name, or none

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, ListArray, RecordBatch, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch, take};
 use datafusion::arrow::datatypes::DataType;
 use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Record, StorageError, Store};
 use futures::future::select_all;
@@ -168,6 +170,68 @@ fn evaluate(
     }
 }
 
+/// Applies the table functions: each input row becomes as many rows as its longest array,
+/// with shorter arrays padded with nulls (as ksqlDB zips several `EXPLODE`s). Returns the
+/// exploded batch and, for each of its rows, the input row it came from.
+fn explode(batch: &RecordBatch, plan: &StatelessPlan) -> Result<(RecordBatch, Vec<usize>)> {
+    let rows = batch.num_rows();
+    let lists = plan
+        .table_functions
+        .iter()
+        .map(|f| {
+            let array = f
+                .evaluate(batch)
+                .and_then(|v| v.into_array(rows))
+                .map_err(|e| EngineError::statement(format!("Error evaluating EXPLODE: {e}")))?;
+            array
+                .as_any()
+                .downcast_ref::<ListArray>()
+                .cloned()
+                .ok_or_else(|| EngineError::statement("EXPLODE takes an array"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let length = |list: &ListArray, row: usize| {
+        if list.is_null(row) {
+            0
+        } else {
+            list.value_length(row) as usize
+        }
+    };
+    let mut parents = Vec::new();
+    let mut elements: Vec<Vec<Option<u32>>> = vec![Vec::new(); lists.len()];
+    for row in 0..rows {
+        let count = lists.iter().map(|l| length(l, row)).max().unwrap_or(0);
+        for j in 0..count {
+            parents.push(row);
+            for (list, picks) in lists.iter().zip(&mut elements) {
+                let start = list.value_offsets()[row] as usize;
+                picks.push((j < length(list, row)).then(|| (start + j) as u32));
+            }
+        }
+    }
+    let parent_indices = UInt32Array::from_iter_values(parents.iter().map(|&p| p as u32));
+    let mut columns = batch
+        .columns()
+        .iter()
+        .map(|c| take(c.as_ref(), &parent_indices, None))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    for (list, picks) in lists.iter().zip(elements) {
+        let indices = UInt32Array::from(picks);
+        columns.push(
+            take(list.values().as_ref(), &indices, None)
+                .map_err(|e| EngineError::statement(e.to_string()))?,
+        );
+    }
+    let exploded = RecordBatch::try_new_with_options(
+        plan.exploded_schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(parents.len())),
+    )
+    .map_err(|e| EngineError::statement(format!("cannot explode a batch: {e}")))?;
+    Ok((exploded, parents))
+}
+
 /// Casts a computed column to the type the sink declares, when they differ.
 fn to_sink_type(array: ArrayRef, column: &Column) -> Result<ArrayRef> {
     let target =
@@ -236,6 +300,14 @@ pub fn process(
             .zip(keep.iter())
             .filter_map(|(x, k)| (k == Some(true)).then_some(x))
             .collect();
+    }
+    if !plan.table_functions.is_empty() {
+        let (exploded, parents) = explode(&batch, plan)?;
+        batch = exploded;
+        let pick = |v: &[bool]| parents.iter().map(|&p| v[p]).collect::<Vec<_>>();
+        has_value = pick(&has_value);
+        tombstone = pick(&tombstone);
+        rows_from = parents.iter().map(|&p| rows_from[p]).collect();
     }
     let rows = batch.num_rows();
     if rows == 0 {
