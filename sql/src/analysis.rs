@@ -146,6 +146,35 @@ pub fn arrow_type(ty: &SqlType, scope: &dyn Scope) -> Result<DataType, String> {
     crate::types::to_arrow(&resolved).map_err(|e| e.to_string())
 }
 
+fn is_comparison(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Eq
+            | BinaryOp::NotEq
+            | BinaryOp::Lt
+            | BinaryOp::LtEq
+            | BinaryOp::Gt
+            | BinaryOp::GtEq
+    )
+}
+
+/// A string compared with `ROWTIME`, `WINDOWSTART` or `WINDOWEND` is a timestamp, as in ksqlDB:
+/// `ROWTIME > '2018-01-01T00:00:00'`. Returns the milliseconds for `other` when that applies.
+fn magic_timestamp(column: &ast::Expr, other: &ast::Expr) -> Result<Option<i64>, AnalysisError> {
+    let ExprKind::Column { name, .. } = &column.kind else {
+        return Ok(None);
+    };
+    if !matches!(name.value.as_str(), "ROWTIME" | "WINDOWSTART" | "WINDOWEND") {
+        return Ok(None);
+    }
+    let ExprKind::Literal(Literal::String(text)) = &other.kind else {
+        return Ok(None);
+    };
+    crate::functions::time::parse_partial_iso(text)
+        .map(Some)
+        .map_err(|m| AnalysisError::at(m, other))
+}
+
 /// Translates an expression.
 pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, AnalysisError> {
     let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
@@ -162,17 +191,17 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             UnaryOp::Not => Expr::Not(sub(inner)?),
         },
         ExprKind::Binary { left, op, right } => {
-            let (l, r) = (sub(left)?, sub(right)?);
+            let (mut l, mut r) = (sub(left)?, sub(right)?);
+            if is_comparison(*op) {
+                if let Some(ms) = magic_timestamp(left, right)? {
+                    r = Box::new(lit(ms));
+                }
+                if let Some(ms) = magic_timestamp(right, left)? {
+                    l = Box::new(lit(ms));
+                }
+            }
             if let Some(schema) = scope.schema()
-                && matches!(
-                    op,
-                    BinaryOp::Eq
-                        | BinaryOp::NotEq
-                        | BinaryOp::Lt
-                        | BinaryOp::LtEq
-                        | BinaryOp::Gt
-                        | BinaryOp::GtEq
-                )
+                && is_comparison(*op)
             {
                 crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema)
                     .map_err(|m| AnalysisError::at(m, expr))?;
@@ -207,7 +236,20 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             negated,
             low,
             high,
-        } => Expr::Between(Between::new(sub(inner)?, *negated, sub(low)?, sub(high)?)),
+        } => {
+            let bound = |b: &ast::Expr| -> Result<Box<Expr>, AnalysisError> {
+                match magic_timestamp(inner, b)? {
+                    Some(ms) => Ok(Box::new(lit(ms))),
+                    None => sub(b),
+                }
+            };
+            Expr::Between(Between::new(
+                sub(inner)?,
+                *negated,
+                bound(low)?,
+                bound(high)?,
+            ))
+        }
         ExprKind::InList {
             expr: inner,
             negated,

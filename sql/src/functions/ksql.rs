@@ -17,6 +17,8 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
+use base64::Engine as _;
+
 use crate::functions::time::{format_timestamp, parse_timestamp};
 
 type ReturnType = fn(&[DataType]) -> Result<DataType, String>;
@@ -498,6 +500,259 @@ fn log(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(datafusion::arrow::array::Float64Array::from(out)))
 }
 
+/// `GEO_DISTANCE(lat1, lon1, lat2, lon2[, 'KM'|'MI'])`: the great-circle distance, with the
+/// earth's mean radius as ksqlDB takes it.
+fn geo_distance(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let coords = args[..4]
+        .iter()
+        .map(doubles)
+        .collect::<Result<Vec<_>, _>>()?;
+    let unit = match args.get(4) {
+        Some(u) => Some(strings(u)?),
+        None => None,
+    };
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let values: Option<Vec<f64>> = coords
+            .iter()
+            .map(|c| {
+                let j = at(i, c.len());
+                (!c.is_null(j)).then(|| c.value(j))
+            })
+            .collect();
+        let Some(v) = values else {
+            out.push(None);
+            continue;
+        };
+        let radius = match unit.as_ref().map(|u| string_at(u, i)) {
+            None => 6371.0,
+            Some(Some(u))
+                if u.eq_ignore_ascii_case("KM") || u.eq_ignore_ascii_case("KILOMETERS") =>
+            {
+                6371.0
+            }
+            Some(Some(u)) if u.eq_ignore_ascii_case("MI") || u.eq_ignore_ascii_case("MILES") => {
+                3959.0
+            }
+            Some(Some(u)) => {
+                return Err(format!(
+                    "GeoDistance function units parameter must be one of 'MI', 'MILES', 'KM', 'KILOMETERS'. Values passed were: {u}"
+                ));
+            }
+            Some(None) => {
+                out.push(None);
+                continue;
+            }
+        };
+        for (lat, lon) in [(v[0], v[1]), (v[2], v[3])] {
+            if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+                return Err(format!(
+                    "valid latitude values for GeoDistance function are in the range of -90 to 90 decimal degrees, and longitude values -180 to 180; got {lat}, {lon}"
+                ));
+            }
+        }
+        // In ksqlDB's order of operations, so results agree to the last bit.
+        let dlat = (v[2] - v[0]).to_radians();
+        let dlon = (v[3] - v[1]).to_radians();
+        let a = (dlat / 2.0).sin().powi(2)
+            + (dlon / 2.0).sin().powi(2) * v[0].to_radians().cos() * v[2].to_radians().cos();
+        out.push(Some(2.0 * a.sqrt().asin() * radius));
+    }
+    Ok(Arc::new(datafusion::arrow::array::Float64Array::from(out)))
+}
+
+/// `CHR(code)`: the character of a code point, given as a number or as `'\u0041'` text.
+fn chr(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let mut out = StringBuilder::new();
+    if matches!(
+        args[0].data_type(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    ) {
+        let text = strings(&args[0])?;
+        for i in 0..rows {
+            let c = string_at(&text, i).and_then(|t| {
+                let hex = t.strip_prefix("\\u").or_else(|| t.strip_prefix("\\U"))?;
+                u32::from_str_radix(hex, 16).ok().and_then(char::from_u32)
+            });
+            out.append_option(c.map(String::from));
+        }
+    } else {
+        let codes = longs(&args[0])?;
+        for i in 0..rows {
+            let c = long_at(&codes, i)
+                .and_then(|n| u32::try_from(n).ok())
+                .and_then(char::from_u32);
+            out.append_option(c.map(String::from));
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Bytes from text in an encoding: `hex`, `utf8`, `ascii` or `base64`.
+fn decode_text(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
+    match encoding.to_ascii_lowercase().as_str() {
+        "hex" => {
+            let t = text
+                .strip_prefix("0x")
+                .or_else(|| text.strip_prefix("0X"))
+                .unwrap_or(text);
+            let t = if t.len() % 2 == 1 {
+                format!("0{t}")
+            } else {
+                t.to_string()
+            };
+            (0..t.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|e| e.to_string()))
+                .collect()
+        }
+        "utf8" => Ok(text.as_bytes().to_vec()),
+        // As Java encodes text in US-ASCII: a character outside it becomes '?'.
+        "ascii" => Ok(text
+            .chars()
+            .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+            .collect()),
+        "base64" => base64_engine().decode(text).map_err(|e| e.to_string()),
+        other => Err(format!(
+            "Supported input and output encodings are: hex, utf8, ascii and base64. Got {other}"
+        )),
+    }
+}
+
+/// Text of bytes in an encoding: `hex`, `utf8`, `ascii` or `base64`.
+fn encode_bytes(bytes: &[u8], encoding: &str) -> Result<String, String> {
+    match encoding.to_ascii_lowercase().as_str() {
+        "hex" => Ok(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        "utf8" => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        "ascii" => Ok(bytes
+            .iter()
+            .map(|&b| if b.is_ascii() { b as char } else { '\u{fffd}' })
+            .collect()),
+        "base64" => Ok(base64_engine().encode(bytes)),
+        other => Err(format!(
+            "Supported input and output encodings are: hex, utf8, ascii and base64. Got {other}"
+        )),
+    }
+}
+
+fn base64_engine() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// `ENCODE(text, from, to)`: text in one encoding re-encoded in another.
+fn encode(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, from, to) = (strings(&args[0])?, strings(&args[1])?, strings(&args[2])?);
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match (string_at(&text, i), string_at(&from, i), string_at(&to, i)) {
+            (Some(t), Some(f), Some(o)) => out.append_value(encode_bytes(&decode_text(t, f)?, o)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `TO_BYTES(text, encoding)`.
+fn to_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, encoding) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = datafusion::arrow::array::BinaryBuilder::new();
+    for i in 0..rows {
+        match (string_at(&text, i), string_at(&encoding, i)) {
+            (Some(t), Some(e)) => out.append_value(decode_text(t, e)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `FROM_BYTES(bytes, encoding)`.
+fn from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let bytes = cast(&args[0], &DataType::Binary).map_err(|e| e.to_string())?;
+    let bytes = bytes
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+        .cloned()
+        .ok_or("expected bytes")?;
+    let encoding = strings(&args[1])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let j = at(i, bytes.len());
+        match (!bytes.is_null(j), string_at(&encoding, i)) {
+            (true, Some(e)) => out.append_value(encode_bytes(bytes.value(j), e)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// ksqlDB's substring bounds: 1-based `pos`, negative from the end, clamped to the text.
+fn substring_range(length: usize, pos: i64, len: Option<i64>) -> (usize, usize) {
+    let length_i = length as i64;
+    let start = if pos < 0 {
+        (length_i + pos).max(0)
+    } else {
+        (pos - 1).clamp(0, length_i)
+    };
+    let end = match len {
+        Some(l) => (start + l).clamp(start, length_i),
+        None => length_i,
+    };
+    (start as usize, end as usize)
+}
+
+/// `SUBSTRING(text|bytes, pos[, len])`.
+fn substring(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let pos = longs(&args[1])?;
+    let len = match args.get(2) {
+        Some(l) => Some(longs(l)?),
+        None => None,
+    };
+    let bounds = |i: usize| -> Option<(i64, Option<i64>)> {
+        let p = long_at(&pos, i)?;
+        match &len {
+            Some(l) => Some((p, Some(long_at(l, i)?))),
+            None => Some((p, None)),
+        }
+    };
+    if matches!(
+        args[0].data_type(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    ) {
+        let bytes = cast(&args[0], &DataType::Binary).map_err(|e| e.to_string())?;
+        let bytes = bytes
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+            .cloned()
+            .ok_or("expected bytes")?;
+        let mut out = datafusion::arrow::array::BinaryBuilder::new();
+        for i in 0..rows {
+            let j = at(i, bytes.len());
+            match (!bytes.is_null(j), bounds(i)) {
+                (true, Some((p, l))) => {
+                    let b = bytes.value(j);
+                    let (s, e) = substring_range(b.len(), p, l);
+                    out.append_value(&b[s..e]);
+                }
+                _ => out.append_null(),
+            }
+        }
+        return Ok(Arc::new(out.finish()));
+    }
+    let text = strings(&args[0])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match (string_at(&text, i), bounds(i)) {
+            (Some(t), Some((p, l))) => {
+                let chars: Vec<char> = t.chars().collect();
+                let (s, e) = substring_range(chars.len(), p, l);
+                out.append_value(chars[s..e].iter().collect::<String>());
+            }
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 /// Every function defined here, by ksqlDB name.
 pub fn functions() -> Vec<Arc<ScalarUDF>> {
     let any1 = || TypeSignature::Any(1);
@@ -561,6 +816,42 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         function("FORMAT_DATE", TypeSignature::Any(2), STRING, date_to_string),
         function("SIGN", any1(), INT, sign),
         function(
+            "GEO_DISTANCE",
+            TypeSignature::OneOf(vec![TypeSignature::Any(4), TypeSignature::Any(5)]),
+            |args| {
+                if args
+                    .iter()
+                    .take(4)
+                    .all(|t| t.is_numeric() || *t == DataType::Null)
+                {
+                    Ok(DataType::Float64)
+                } else {
+                    Err("Function 'geo_distance' does not accept parameters".into())
+                }
+            },
+            geo_distance,
+        ),
+        function("CHR", any1(), STRING, chr),
+        function("ENCODE", TypeSignature::Any(3), STRING, encode),
+        function(
+            "TO_BYTES",
+            TypeSignature::Any(2),
+            |_| Ok(DataType::Binary),
+            to_bytes,
+        ),
+        function("FROM_BYTES", TypeSignature::Any(2), STRING, from_bytes),
+        function(
+            "SUBSTRING",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            |args| match args.first() {
+                Some(DataType::Binary | DataType::LargeBinary | DataType::BinaryView) => {
+                    Ok(DataType::Binary)
+                }
+                _ => Ok(DataType::Utf8),
+            },
+            substring,
+        ),
+        function(
             "ROUND",
             TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
             round_type,
@@ -585,6 +876,26 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn substrings_are_one_based_and_negative_positions_count_from_the_end() {
+        assert_eq!(substring_range(5, 2, None), (1, 5));
+        assert_eq!(substring_range(5, 2, Some(2)), (1, 3));
+        assert_eq!(substring_range(5, -2, None), (3, 5));
+        assert_eq!(substring_range(5, 0, Some(2)), (0, 2));
+        assert_eq!(substring_range(5, 9, Some(2)), (5, 5));
+    }
+
+    #[test]
+    fn encodings_convert_both_ways() {
+        assert_eq!(decode_text("4869", "hex").unwrap(), b"Hi");
+        assert_eq!(encode_bytes(b"Hi", "base64").unwrap(), "SGk=");
+        assert_eq!(
+            encode_bytes(&decode_text("SGk=", "base64").unwrap(), "utf8").unwrap(),
+            "Hi"
+        );
+        assert!(decode_text("x", "rot13").is_err());
+    }
 
     #[test]
     fn json_paths_follow_fields_and_indexes() {

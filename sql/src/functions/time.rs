@@ -134,6 +134,56 @@ pub fn format_timestamp(millis: i64, pattern: &str) -> Result<String, String> {
     Ok(time.format_with_items(items.iter()).to_string())
 }
 
+/// Reads a possibly partial ISO-8601 timestamp as ksqlDB does when a string is compared with
+/// `ROWTIME`, `WINDOWSTART` or `WINDOWEND`: `2018`, `2018-01-01T00:00`, `...:00.001`, with an
+/// optional zone (`Z`, `+0445`, `+04:45`). Missing parts take their lowest value; no zone is UTC.
+pub fn parse_partial_iso(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let invalid = || format!("Failed to parse timestamp '{text}'");
+    // Split off a zone: a trailing Z, or a sign after the time part.
+    let (body, zone) = if let Some(b) = text.strip_suffix('Z') {
+        (b, Some(0))
+    } else {
+        match text.rfind(['+', '-']).filter(|&i| text[..i].contains('T')) {
+            Some(i) => {
+                let z = text[i + 1..].replace(':', "");
+                let sign = if text.as_bytes()[i] == b'-' { -1 } else { 1 };
+                let (h, m) = match z.len() {
+                    2 => (z.parse::<i32>().map_err(|_| invalid())?, 0),
+                    4 => (
+                        z[..2].parse::<i32>().map_err(|_| invalid())?,
+                        z[2..].parse::<i32>().map_err(|_| invalid())?,
+                    ),
+                    _ => return Err(invalid()),
+                };
+                (&text[..i], Some(sign * (h * 3600 + m * 60)))
+            }
+            None => (text, None),
+        }
+    };
+    let (date, time) = body.split_once('T').unwrap_or((body, ""));
+    let mut d = date.split('-');
+    let year: i32 = d.next().unwrap_or("").parse().map_err(|_| invalid())?;
+    let month: u32 = d.next().map_or(Ok(1), str::parse).map_err(|_| invalid())?;
+    let day: u32 = d.next().map_or(Ok(1), str::parse).map_err(|_| invalid())?;
+    let (hms, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.split(':').filter(|p| !p.is_empty());
+    let hour: u32 = t.next().map_or(Ok(0), str::parse).map_err(|_| invalid())?;
+    let minute: u32 = t.next().map_or(Ok(0), str::parse).map_err(|_| invalid())?;
+    let second: u32 = t.next().map_or(Ok(0), str::parse).map_err(|_| invalid())?;
+    let millis: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{:0<3}", &fraction[..fraction.len().min(3)])
+            .parse()
+            .map_err(|_| invalid())?
+    };
+    let local = NaiveDate::from_ymd_opt(year, month, day)
+        .and_then(|date| date.and_hms_milli_opt(hour, minute, second, millis))
+        .ok_or_else(invalid)?;
+    Ok(Utc.from_utc_datetime(&local).timestamp_millis() - i64::from(zone.unwrap_or(0)) * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,5 +204,18 @@ mod tests {
             Ok("2018-05-11T21:58:33")
         );
         assert!(parse_timestamp("nope", "yyyy").is_err());
+        assert_eq!(parse_partial_iso("2018"), Ok(1_514_764_800_000));
+        assert_eq!(
+            parse_partial_iso("2018-01-01T00:00:00.001"),
+            Ok(1_514_764_800_001)
+        );
+        assert_eq!(
+            parse_partial_iso("2019-01-01T00:00:00+0445"),
+            Ok(1_546_300_800_000 - (4 * 3600 + 45 * 60) * 1000)
+        );
+        assert_eq!(
+            parse_partial_iso("2020-02-10T08:31:44.001+0000"),
+            Ok(1_581_323_504_001)
+        );
     }
 }
