@@ -177,16 +177,58 @@ pub fn output_json(record: &Record, sink: Option<&DataSource>) -> (Value, Value)
     }
 }
 
+/// An expected JSON value object read through the sink's value columns, as ksqlDB's runner
+/// deserializes expectations with the sink's schema: fields match case-insensitively, missing
+/// ones are null and unknown ones are dropped.
+pub fn expected_through_schema(expected: &Value, sink: Option<&DataSource>) -> Value {
+    let (Some(sink), Value::Object(fields)) = (sink, expected) else {
+        return expected.clone();
+    };
+    let columns: Vec<&Column> = sink.value_columns().collect();
+    let wrapped = sink.wrap_single_value.unwrap_or(true) || columns.len() != 1;
+    if sink.value_format.format != Format::Json || !wrapped {
+        return expected.clone();
+    }
+    let mut out = serde_json::Map::new();
+    for column in columns {
+        let value = fields
+            .get(&column.name)
+            .or_else(|| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(&column.name))
+                    .map(|(_, v)| v)
+            })
+            .cloned()
+            .unwrap_or(Value::Null);
+        out.insert(column.name.clone(), value);
+    }
+    Value::Object(out)
+}
+
 /// JSON equality with numbers compared by value, so `1` and `1.0` agree as ksqlDB's runner
 /// compares deserialized values.
 pub fn same_json(expected: &Value, actual: &Value) -> bool {
+    same_json_within(expected, actual, None)
+}
+
+/// [`same_json`], with doubles compared to `places` decimal places when given (ksqlDB's
+/// `use.exact.numeric.comparison=false`).
+pub fn same_json_within(expected: &Value, actual: &Value, places: Option<i32>) -> bool {
+    let same = |a: &Value, b: &Value| same_json_within(a, b, places);
     match (expected, actual) {
         (Value::Number(a), Value::Number(b)) => match (a.as_f64(), b.as_f64()) {
-            (Some(x), Some(y)) => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+            (Some(x), Some(y)) => match places {
+                Some(p) => {
+                    let scale = 10f64.powi(p);
+                    (x * scale).round() == (y * scale).round()
+                }
+                None => x == y || (x - y).abs() <= f64::EPSILON * x.abs().max(y.abs()),
+            },
             _ => a == b,
         },
         (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_json(x, y))
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
         }
         // Field names match case-insensitively, as ksqlDB reads JSON.
         (Value::Object(a), Value::Object(b)) => {
@@ -198,7 +240,7 @@ pub fn same_json(expected: &Value, actual: &Value) -> bool {
                                 .find(|(name, _)| name.eq_ignore_ascii_case(k))
                                 .map(|(_, w)| w)
                         })
-                        .is_some_and(|w| same_json(v, w))
+                        .is_some_and(|w| same(v, w))
                 })
         }
         (a, b) => a == b,

@@ -539,10 +539,8 @@ fn geo_distance(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
                     "GeoDistance function units parameter must be one of 'MI', 'MILES', 'KM', 'KILOMETERS'. Values passed were: {u}"
                 ));
             }
-            Some(None) => {
-                out.push(None);
-                continue;
-            }
+            // No unit is kilometres.
+            Some(None) => 6371.0,
         };
         for (lat, lon) in [(v[0], v[1]), (v[2], v[3])] {
             if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
