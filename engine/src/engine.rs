@@ -483,6 +483,8 @@ impl Engine {
                 self.alter_source(state, session, *kind, name, columns, text, mode)
                     .await
             }
+            StatementKind::ExplainQuery(id) => self.explain_query(state, id, text),
+            StatementKind::Explain(inner) => self.explain_statement(state, session, inner, text),
             StatementKind::Terminate(target) => {
                 self.terminate(state, session, target, text, mode).await
             }

@@ -24,5 +24,5 @@ mod session;
 
 pub use engine::{Engine, ExecuteError};
 pub use error::{EngineError, Result};
-pub use result::{QuerySummary, SourceSummary, StatementResult, TopicSummary};
+pub use result::{QueryDescription, QuerySummary, SourceSummary, StatementResult, TopicSummary};
 pub use session::Session;

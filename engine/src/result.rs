@@ -63,6 +63,27 @@ pub struct QuerySummary {
     pub failed: u64,
 }
 
+/// A query as `EXPLAIN` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryDescription {
+    /// The query id; empty for a statement explained without running it.
+    pub id: String,
+    /// The statement.
+    pub sql: String,
+    /// Sources read.
+    pub sources: Vec<String>,
+    /// Sinks written.
+    pub sinks: Vec<String>,
+    /// The sinks' topics.
+    pub sink_topics: Vec<String>,
+    /// The result's columns.
+    pub fields: Vec<crate::schema::Column>,
+    /// The execution plan, one step per line.
+    pub execution_plan: String,
+    /// `RUNNING`, `ERROR`, or `NOT_RUNNING` for an explained statement.
+    pub state: String,
+}
+
 /// The outcome of one statement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StatementResult {
@@ -134,6 +155,13 @@ pub enum StatementResult {
         statement: String,
         /// Defined variables.
         variables: Vec<(String, String)>,
+    },
+    /// `EXPLAIN`.
+    QueryDescription {
+        /// The statement.
+        statement: String,
+        /// The query.
+        query: Box<QueryDescription>,
     },
     /// `SHOW QUERIES`.
     Queries {

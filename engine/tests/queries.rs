@@ -79,6 +79,41 @@ async fn a_query_filters_and_projects_into_its_sink() {
         .unwrap();
     assert!(engine.wait_until_processed(Duration::from_secs(20)).await);
     assert_eq!(values(engine.store(), "BIG"), expected_big(300));
+    let explained = run(&engine, &mut session, "EXPLAIN CSAS_BIG_1;").await;
+    let StatementResult::QueryDescription { query, .. } = &explained[0] else {
+        panic!("{explained:?}");
+    };
+    assert_eq!(
+        (query.id.as_str(), query.state.as_str()),
+        ("CSAS_BIG_1", "RUNNING")
+    );
+    assert_eq!(
+        (query.sources.clone(), query.sinks.clone()),
+        (vec!["ORDERS".to_string()], vec!["BIG".to_string()])
+    );
+    let steps: Vec<&str> = query
+        .execution_plan
+        .lines()
+        .map(|l| l.trim_start().split(" |").next().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "> [ SINK ]",
+            "> [ PROJECT ]",
+            "> [ FILTER ]",
+            "> [ SOURCE ]"
+        ]
+    );
+    let err = engine
+        .execute(&mut session, "EXPLAIN nope;")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("Query with id:NOPE does not exist"),
+        "{err}"
+    );
     let described = run(&engine, &mut session, "DESCRIBE big;").await;
     assert!(matches!(
         &described[0],

@@ -330,6 +330,33 @@ fn entity(result: &StatementResult) -> Option<Value> {
             "defaultProperties": [],
             "warnings": []
         }),
+        StatementResult::QueryDescription { statement, query } => json!({
+            "@type": "queryDescription",
+            "statementText": statement,
+            "queryDescription": {
+                "id": query.id,
+                "statementText": query.sql,
+                "windowType": null,
+                "fields": query.fields.iter().map(|c| {
+                    let mut field = json!({"name": c.name, "schema": field_schema(&c.ty)});
+                    if c.kind == ColumnKind::Key {
+                        field["type"] = json!("KEY");
+                    }
+                    field
+                }).collect::<Vec<_>>(),
+                "sources": query.sources,
+                "sinks": query.sinks,
+                "topology": "",
+                "executionPlan": query.execution_plan,
+                "overriddenProperties": {},
+                "ksqlHostQueryStatus": {},
+                "queryType": "PERSISTENT",
+                "queryErrors": [],
+                "tasksMetadata": [],
+                "state": query.state
+            },
+            "warnings": []
+        }),
         StatementResult::Queries { statement, queries } => json!({
             "@type": "queries",
             "statementText": statement,

@@ -83,6 +83,10 @@ pub struct PersistentQuery {
     pub sink_topic: String,
     /// How it was created.
     pub kind: QueryKind,
+    /// The sink's columns.
+    pub fields: Vec<crate::schema::Column>,
+    /// The execution plan, as `EXPLAIN` prints it.
+    pub execution_plan: String,
     /// Counters and progress.
     pub shared: Arc<QueryShared>,
     stop: watch::Sender<bool>,
@@ -97,7 +101,7 @@ impl PersistentQuery {
         sql: String,
         (source, source_topic): (String, String),
         (sink, sink_topic): (String, String),
-        kind: QueryKind,
+        (kind, fields, execution_plan): (QueryKind, Vec<crate::schema::Column>, String),
         shared: Arc<QueryShared>,
         stop: watch::Sender<bool>,
         task: JoinHandle<()>,
@@ -110,6 +114,8 @@ impl PersistentQuery {
             sink,
             sink_topic,
             kind,
+            fields,
+            execution_plan,
             shared,
             stop,
             task: Some(task),
@@ -145,6 +151,20 @@ impl PersistentQuery {
             state: self.state().to_string(),
             processed: self.shared.processed.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// What `EXPLAIN` shows of it.
+    pub fn description(&self) -> crate::result::QueryDescription {
+        crate::result::QueryDescription {
+            id: self.id.clone(),
+            sql: self.sql.clone(),
+            sources: vec![self.source.clone()],
+            sinks: vec![self.sink.clone()],
+            sink_topics: vec![self.sink_topic.clone()],
+            fields: self.fields.clone(),
+            execution_plan: self.execution_plan.clone(),
+            state: self.state().to_string(),
         }
     }
 

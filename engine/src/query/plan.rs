@@ -56,6 +56,59 @@ impl StatelessPlan {
             .map(|c| c.column.clone())
             .collect()
     }
+
+    /// The execution plan as ksqlDB's `EXPLAIN` prints it: one step per line, the sink first,
+    /// each with its schema and logger.
+    pub fn explain(&self, query_id: &str, sink_name: &str) -> String {
+        let schema = |columns: &[Column]| {
+            columns
+                .iter()
+                .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
+                .map(|c| {
+                    format!(
+                        "{} {}{}",
+                        c.name,
+                        crate::schema::type_display(&c.ty),
+                        if c.kind == ColumnKind::Key {
+                            " KEY"
+                        } else {
+                            ""
+                        }
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let output = schema(&self.columns());
+        let input = schema(&self.source.columns);
+        let mut steps = vec![
+            format!("[ SINK ] | Schema: {output} | Logger: {query_id}.{sink_name}"),
+            format!("[ PROJECT ] | Schema: {output} | Logger: {query_id}.Project"),
+        ];
+        if !self.table_functions.is_empty() {
+            steps.push(format!(
+                "[ FLAT_MAP ] | Schema: {input} | Logger: {query_id}.FlatMap"
+            ));
+        }
+        if self.repartitioned {
+            steps.push(format!(
+                "[ REKEY ] | Schema: {input} | Logger: {query_id}.PartitionBy"
+            ));
+        }
+        if self.filter.is_some() {
+            steps.push(format!(
+                "[ FILTER ] | Schema: {input} | Logger: {query_id}.WhereFilter"
+            ));
+        }
+        steps.push(format!(
+            "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KsqlTopic.Source"
+        ));
+        steps
+            .iter()
+            .enumerate()
+            .map(|(depth, step)| format!("{} > {step}\n", "\t\t".repeat(depth)))
+            .collect()
+    }
 }
 
 /// An error at a place in the statement, written as ksqlDB writes them.

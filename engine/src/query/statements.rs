@@ -369,6 +369,7 @@ impl Engine {
     ) -> Result<()> {
         let topic = plan.source.topic.clone();
         let group = consumer_group(&query_id);
+        let execution_plan = plan.explain(&query_id, &sink.name);
         if mode == Mode::Live {
             let earliest = session
                 .properties
@@ -411,7 +412,7 @@ impl Engine {
                 text.to_string(),
                 (plan.source.name.clone(), topic),
                 (sink.name.clone(), sink.topic.clone()),
-                kind,
+                (kind, sink.columns.clone(), execution_plan),
                 shared,
                 stop,
                 task,
@@ -458,6 +459,75 @@ impl Engine {
                 QueryTarget::Query(id) => format!("terminate/{}/execute", id.value),
             }),
             message: "Query terminated.".to_string(),
+        })
+    }
+
+    /// `EXPLAIN query_id`: a running query's description.
+    pub(crate) fn explain_query(
+        &self,
+        state: &EngineState,
+        id: &Ident,
+        text: &str,
+    ) -> Result<StatementResult> {
+        let query = state
+            .queries
+            .values()
+            .find(|q| q.id.eq_ignore_ascii_case(&id.value))
+            .ok_or_else(|| {
+                EngineError::statement(format!(
+                    "Query with id:{} does not exist, use SHOW QUERIES to view the full set of queries.",
+                    id.value
+                ))
+            })?;
+        Ok(StatementResult::QueryDescription {
+            statement: text.to_string(),
+            query: Box::new(query.description()),
+        })
+    }
+
+    /// `EXPLAIN statement`: how a `CREATE ... AS SELECT` or `INSERT INTO ... SELECT` would run,
+    /// without running it.
+    pub(crate) fn explain_statement(
+        &self,
+        state: &EngineState,
+        session: &Session,
+        statement: &eddy_sql::ast::Statement,
+        text: &str,
+    ) -> Result<StatementResult> {
+        use eddy_sql::ast::StatementKind;
+        let (query, sink_name, sink_kind) = match &statement.kind {
+            StatementKind::CreateAsSelect(create) => {
+                (&create.query, create.name.value.clone(), create.kind)
+            }
+            StatementKind::InsertInto { target, query, .. } => {
+                (query, target.value.clone(), SourceKind::Stream)
+            }
+            _ => {
+                return Err(EngineError::statement(
+                    "EXPLAIN takes a query id, or a CREATE ... AS SELECT or INSERT INTO ... SELECT statement",
+                ));
+            }
+        };
+        let plan = plan_stateless(
+            &self.datafusion,
+            &state.catalog,
+            query,
+            &sink_name,
+            sink_kind,
+            new_planner(session),
+        )?;
+        Ok(StatementResult::QueryDescription {
+            statement: text.to_string(),
+            query: Box::new(crate::result::QueryDescription {
+                id: String::new(),
+                sql: statement.to_string(),
+                sources: vec![plan.source.name.clone()],
+                sinks: vec![sink_name.clone()],
+                sink_topics: Vec::new(),
+                fields: plan.columns(),
+                execution_plan: plan.explain("", &sink_name),
+                state: "NOT_RUNNING".to_string(),
+            }),
         })
     }
 
