@@ -323,7 +323,21 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
         )),
         ExprKind::Cast { expr: inner, ty } => {
             let data_type = arrow_type(ty, scope).map_err(|m| AnalysisError::at(m, expr))?;
-            Expr::Cast(Cast::new(sub(inner)?, data_type))
+            let value = sub(inner)?;
+            if let Some(schema) = scope.schema()
+                && let Ok(from) = value.get_type(schema)
+                && !crate::coercion::castable(&from, &data_type)
+            {
+                return Err(AnalysisError::at(
+                    format!(
+                        "Cast of {} to {} is not supported",
+                        crate::coercion::type_name(&from),
+                        crate::coercion::type_name(&data_type)
+                    ),
+                    expr,
+                ));
+            }
+            Expr::Cast(Cast::new(value, data_type))
         }
         ExprKind::Array(items) => datafusion::functions_nested::expr_fn::make_array(
             items

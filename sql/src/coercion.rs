@@ -85,6 +85,20 @@ fn operator_name(op: BinaryOp) -> &'static str {
     }
 }
 
+/// Whether ksqlDB casts `from` to `to`: primitives to primitives, anything to STRING, and
+/// arrays, maps and structs only to their own kind.
+pub fn castable(from: &DataType, to: &DataType) -> bool {
+    let complex = |t: &DataType| matches!(t, DataType::List(_) | DataType::Map(..) | DataType::Struct(_));
+    match (from, to) {
+        (DataType::Null, _) => true,
+        (_, DataType::Utf8) => true,
+        (DataType::List(_), DataType::List(_))
+        | (DataType::Map(..), DataType::Map(..))
+        | (DataType::Struct(_), DataType::Struct(_)) => true,
+        (f, t) => !complex(f) && !complex(t),
+    }
+}
+
 /// Checks `left op right` for a comparison operator, as ksqlDB's type checker does.
 pub fn check_comparison(
     op: BinaryOp,

@@ -539,7 +539,11 @@ fn compile_in(
         ""
     };
     let logical = to_datafusion(expr, scope).map_err(|e| {
-        if let Some(rest) = e.message.strip_prefix("Column '") {
+        if clause == "SELECT" && e.message.starts_with("Cast of") {
+            located(e.position, format!("Invalid Select: {}", e.message))
+        } else if e.message.ends_with("is not a valid stream/table name or alias.") {
+            located(e.position, format!("Failed to prepare statement: {}", e.message))
+        } else if let Some(rest) = e.message.strip_prefix("Column '") {
             located(e.position, format!("{clause} column '{rest}"))
         } else if e.message.starts_with("Cannot compare") {
             EngineError::statement(format!("Error in {clause} expression: {}", e.message))
