@@ -42,8 +42,7 @@ fn evaluate(ctx: &SessionContext, catalog: &Catalog, expr: &Expr) -> Result<Arra
     let logical = to_datafusion(expr, &ConstantScope(catalog)).map_err(|e| {
         EngineError::statement(format!("Failed to prepare statement: {}", e.message))
     })?;
-    let physical = ctx
-        .create_physical_expr(logical, &DFSchema::empty())
+    let physical = crate::physical::physical_expr(ctx, logical, &DFSchema::empty())
         .map_err(|e| EngineError::statement(format!("Failed to prepare statement: {e}")))?;
     let batch = RecordBatch::try_new_with_options(
         Arc::new(Schema::empty()),

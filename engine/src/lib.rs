@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod format;
 mod insert;
+mod physical;
 pub mod query;
 mod result;
 pub mod schema;

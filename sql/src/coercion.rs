@@ -88,7 +88,12 @@ fn operator_name(op: BinaryOp) -> &'static str {
 /// Whether ksqlDB casts `from` to `to`: primitives to primitives, anything to STRING, and
 /// arrays, maps and structs only to their own kind.
 pub fn castable(from: &DataType, to: &DataType) -> bool {
-    let complex = |t: &DataType| matches!(t, DataType::List(_) | DataType::Map(..) | DataType::Struct(_));
+    let complex = |t: &DataType| {
+        matches!(
+            t,
+            DataType::List(_) | DataType::Map(..) | DataType::Struct(_)
+        )
+    };
     match (from, to) {
         (DataType::Null, _) => true,
         (_, DataType::Utf8) => true,

@@ -541,8 +541,14 @@ fn compile_in(
     let logical = to_datafusion(expr, scope).map_err(|e| {
         if clause == "SELECT" && e.message.starts_with("Cast of") {
             located(e.position, format!("Invalid Select: {}", e.message))
-        } else if e.message.ends_with("is not a valid stream/table name or alias.") {
-            located(e.position, format!("Failed to prepare statement: {}", e.message))
+        } else if e
+            .message
+            .ends_with("is not a valid stream/table name or alias.")
+        {
+            located(
+                e.position,
+                format!("Failed to prepare statement: {}", e.message),
+            )
         } else if let Some(rest) = e.message.strip_prefix("Column '") {
             located(e.position, format!("{clause} column '{rest}"))
         } else if e.message.starts_with("Cannot compare") {
@@ -551,7 +557,7 @@ fn compile_in(
             located(e.position, format!("{predicate}{}", e.message))
         }
     })?;
-    ctx.create_physical_expr(logical, scope.df_schema)
+    crate::physical::physical_expr(ctx, logical, scope.df_schema)
         .map_err(|e| EngineError::statement(format!("{predicate}{}", datafusion_message(&e))))
 }
 

@@ -232,6 +232,36 @@ fn explode(batch: &RecordBatch, plan: &StatelessPlan) -> Result<(RecordBatch, Ve
     Ok((exploded, parents))
 }
 
+/// Evaluates the key and value columns of the result, cast to the sink's types.
+fn evaluate_outputs(
+    plan: &StatelessPlan,
+    sink_columns: &[Column],
+    batch: &RecordBatch,
+    failed: &mut [Option<String>],
+) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>)> {
+    let key_arrays = plan
+        .keys
+        .iter()
+        .zip(
+            sink_columns
+                .iter()
+                .filter(|c| c.kind == crate::schema::ColumnKind::Key),
+        )
+        .map(|(k, c)| to_sink_type(evaluate(k, batch, failed)?, c))
+        .collect::<Result<Vec<_>>>()?;
+    let value_arrays = plan
+        .values
+        .iter()
+        .zip(
+            sink_columns
+                .iter()
+                .filter(|c| c.kind == crate::schema::ColumnKind::Value),
+        )
+        .map(|(v, c)| to_sink_type(evaluate(v, batch, failed)?, c))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((key_arrays, value_arrays))
+}
+
 /// Casts a computed column to the type the sink declares, when they differ.
 fn to_sink_type(array: ArrayRef, column: &Column) -> Result<ArrayRef> {
     let target =
@@ -317,26 +347,22 @@ pub fn process(
         });
     }
     let mut failed: Vec<Option<String>> = vec![None; rows];
-    let key_arrays = plan
-        .keys
-        .iter()
-        .zip(
-            sink_columns
-                .iter()
-                .filter(|c| c.kind == crate::schema::ColumnKind::Key),
-        )
-        .map(|(k, c)| to_sink_type(evaluate(k, &batch, &mut failed)?, c))
-        .collect::<Result<Vec<_>>>()?;
-    let value_arrays = plan
-        .values
-        .iter()
-        .zip(
-            sink_columns
-                .iter()
-                .filter(|c| c.kind == crate::schema::ColumnKind::Value),
-        )
-        .map(|(v, c)| to_sink_type(evaluate(v, &batch, &mut failed)?, c))
-        .collect::<Result<Vec<_>>>()?;
+    let (arrays, function_errors) = eddy_sql::functions::collect_function_errors(|| {
+        evaluate_outputs(plan, sink_columns, &batch, &mut failed)
+    });
+    let (key_arrays, value_arrays) = arrays?;
+    for error in function_errors {
+        let reason = format!(
+            "Error computing expression with {}: {}",
+            error.function, error.message
+        );
+        if error.rows == rows {
+            failed[error.row].get_or_insert(reason);
+        } else if let Some(first) = failed.first_mut() {
+            // Called on a subset of the rows (inside a CASE): the row is not known exactly.
+            first.get_or_insert(format!("{reason} (in a batch starting here)"));
+        }
+    }
     let mut keys = match &encoder.key_codec {
         Some(codec) => codec.encode(&key_arrays, rows)?,
         None => vec![None; rows],

@@ -61,11 +61,45 @@ impl ScalarUDFImpl for KsqlFunction {
         (self.return_type)(args).map_err(DataFusionError::Plan)
     }
 
+    /// A row the function fails on is null, as a ksqlDB function that throws: the rest of the
+    /// expression, and the record, go on.
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
         let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        (self.invoke)(&arrays, args.number_rows)
+        let rows = args.number_rows;
+        match (self.invoke)(&arrays, rows) {
+            Ok(array) => return Ok(ColumnarValue::Array(array)),
+            Err(e) => tracing::debug!(function = self.name, error = %e, "evaluating row by row"),
+        }
+        let return_type = args.return_field.data_type();
+        let mut pieces: Vec<ArrayRef> = Vec::with_capacity(rows);
+        for i in 0..rows {
+            let row: Vec<ArrayRef> = arrays
+                .iter()
+                .map(|a| {
+                    if a.len() == 1 {
+                        a.clone()
+                    } else {
+                        a.slice(i, 1)
+                    }
+                })
+                .collect();
+            match (self.invoke)(&row, 1) {
+                Ok(a) => pieces.push(a),
+                Err(e) => {
+                    crate::functions::report_function_error(crate::functions::FunctionError {
+                        function: self.name,
+                        row: i,
+                        rows,
+                        message: e,
+                    });
+                    pieces.push(datafusion::arrow::array::new_null_array(return_type, 1));
+                }
+            }
+        }
+        let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+        datafusion::arrow::compute::concat(&refs)
             .map(ColumnarValue::Array)
-            .map_err(DataFusionError::Execution)
+            .map_err(|e| DataFusionError::Execution(e.to_string()))
     }
 }
 

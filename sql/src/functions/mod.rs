@@ -7,6 +7,7 @@
 mod ksql;
 pub mod time;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
@@ -52,4 +53,50 @@ fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
 /// The scalar function ksqlDB calls `name` (matched case-insensitively), if Eddy has it.
 pub fn scalar_function(name: &str) -> Option<Arc<ScalarUDF>> {
     catalogue().get(&name.to_ascii_uppercase()).cloned()
+}
+
+/// A function that failed on one row; its result there is null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionError {
+    /// The function, by its ksqlDB name.
+    pub function: &'static str,
+    /// The row it failed on, among the rows of that call.
+    pub row: usize,
+    /// How many rows the call had (a conditional expression may call it on fewer rows than
+    /// the batch holds).
+    pub rows: usize,
+    /// Why it failed.
+    pub message: String,
+}
+
+thread_local! {
+    static FUNCTION_ERRORS: RefCell<Option<Vec<FunctionError>>> = const { RefCell::new(None) };
+}
+
+/// Records a function error for the caller of [`collect_function_errors`] on this thread; with
+/// none collecting, it is logged.
+pub(crate) fn report_function_error(error: FunctionError) {
+    let unreported = FUNCTION_ERRORS.with(|errors| match errors.borrow_mut().as_mut() {
+        Some(collected) => {
+            collected.push(error);
+            None
+        }
+        None => Some(error),
+    });
+    if let Some(error) = unreported {
+        tracing::warn!(function = error.function, error = %error.message, "function failed; its result is null");
+    }
+}
+
+/// Runs `f` (which evaluates expressions on this thread) and returns the errors functions
+/// reported meanwhile, so the caller can put them in its processing log.
+pub fn collect_function_errors<R>(f: impl FnOnce() -> R) -> (R, Vec<FunctionError>) {
+    let previous = FUNCTION_ERRORS.with(|errors| errors.borrow_mut().replace(Vec::new()));
+    let result = f();
+    let collected = FUNCTION_ERRORS.with(|errors| {
+        let collected = errors.borrow_mut().take().unwrap_or_default();
+        *errors.borrow_mut() = previous;
+        collected
+    });
+    (result, collected)
 }
