@@ -234,13 +234,12 @@ fn explode(batch: &RecordBatch, plan: &StatelessPlan) -> Result<(RecordBatch, Ve
 
 /// Evaluates the key and value columns of the result, cast to the sink's types.
 fn evaluate_outputs(
-    plan: &StatelessPlan,
+    (key_outputs, value_outputs): (&[OutputColumn], &[OutputColumn]),
     sink_columns: &[Column],
     batch: &RecordBatch,
     failed: &mut [Option<String>],
 ) -> Result<(Vec<ArrayRef>, Vec<ArrayRef>)> {
-    let key_arrays = plan
-        .keys
+    let key_arrays = key_outputs
         .iter()
         .zip(
             sink_columns
@@ -249,8 +248,7 @@ fn evaluate_outputs(
         )
         .map(|(k, c)| to_sink_type(evaluate(k, batch, failed)?, c))
         .collect::<Result<Vec<_>>>()?;
-    let value_arrays = plan
-        .values
+    let value_arrays = value_outputs
         .iter()
         .zip(
             sink_columns
@@ -281,7 +279,7 @@ pub fn process(
     records: &[LogRecord],
 ) -> Result<StepOutput> {
     let decoded = plan.decoder.decode(partition, records)?;
-    let mut errors = decoded.errors;
+    let errors = decoded.errors;
     let mut batch = decoded.batch;
     let mut has_value = decoded.has_value;
     // Which input record each row came from: the decoder leaves out records it could not read.
@@ -339,6 +337,49 @@ pub fn process(
         tombstone = pick(&tombstone);
         rows_from = parents.iter().map(|&p| rows_from[p]).collect();
     }
+    emit(
+        (&plan.keys, &plan.values),
+        (sink_columns, encoder),
+        partition,
+        records,
+        Projectable {
+            batch,
+            rows_from,
+            has_value,
+            tombstone,
+        },
+        errors,
+    )
+}
+
+/// Rows ready to be projected into the sink, and for each the input record it came from,
+/// whether it has a value, and whether it is a tombstone.
+pub(crate) struct Projectable {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Index into the input records of each row.
+    pub rows_from: Vec<usize>,
+    /// Whether each row has a value (a record without one passes through without one).
+    pub has_value: Vec<bool>,
+    /// Whether each row deletes its key.
+    pub tombstone: Vec<bool>,
+}
+
+/// Computes the sink's key and value columns over `rows` and encodes them as records.
+pub(crate) fn emit(
+    (key_outputs, value_outputs): (&[OutputColumn], &[OutputColumn]),
+    (sink_columns, encoder): (&[Column], &SinkEncoder),
+    partition: u32,
+    records: &[LogRecord],
+    rows: Projectable,
+    mut errors: Vec<RecordError>,
+) -> Result<StepOutput> {
+    let Projectable {
+        batch,
+        rows_from,
+        has_value,
+        tombstone,
+    } = rows;
     let rows = batch.num_rows();
     if rows == 0 {
         return Ok(StepOutput {
@@ -348,7 +389,7 @@ pub fn process(
     }
     let mut failed: Vec<Option<String>> = vec![None; rows];
     let (arrays, function_errors) = eddy_sql::functions::collect_function_errors(|| {
-        evaluate_outputs(plan, sink_columns, &batch, &mut failed)
+        evaluate_outputs((key_outputs, value_outputs), sink_columns, &batch, &mut failed)
     });
     let (key_arrays, value_arrays) = arrays?;
     for error in function_errors {

@@ -1,6 +1,7 @@
 //! The typed syntax tree of the KSQL dialect. Every node carries its source [`Span`].
 
 mod expr;
+mod rewrite;
 mod types;
 
 pub use expr::{BinaryOp, Expr, ExprKind, Literal, UnaryOp};
