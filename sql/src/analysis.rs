@@ -206,7 +206,16 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                 crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema)
                     .map_err(|m| AnalysisError::at(m, expr))?;
             }
-            Expr::BinaryExpr(BinaryExpr::new(l, operator(*op), r))
+            // `+` joins strings in ksqlDB.
+            let mut operator = operator(*op);
+            if *op == BinaryOp::Plus
+                && let Some(schema) = scope.schema()
+                && matches!(l.get_type(schema), Ok(DataType::Utf8))
+                && matches!(r.get_type(schema), Ok(DataType::Utf8))
+            {
+                operator = Operator::StringConcat;
+            }
+            Expr::BinaryExpr(BinaryExpr::new(l, operator, r))
         }
         ExprKind::IsNull {
             expr: inner,

@@ -1,10 +1,12 @@
 //! Persistent queries: planning, the running tasks, and what the engine knows of each.
 
+pub mod aggregate;
 pub mod plan;
 pub mod processing_log;
 pub mod runner;
 pub mod source;
 mod statements;
+pub mod window;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -15,6 +17,69 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::query::source::RecordError;
+
+/// What a persistent query does.
+#[derive(Debug, Clone)]
+pub enum QueryPlan {
+    /// Filter, project, re-key.
+    Stateless(plan::StatelessPlan),
+    /// Group and aggregate.
+    Aggregate(aggregate::AggregatePlan),
+}
+
+impl QueryPlan {
+    /// The source read.
+    pub fn source(&self) -> &crate::catalog::DataSource {
+        match self {
+            QueryPlan::Stateless(p) => &p.source,
+            QueryPlan::Aggregate(p) => &p.source,
+        }
+    }
+
+    /// The result's columns: keys, then values.
+    pub fn columns(&self) -> Vec<crate::schema::Column> {
+        match self {
+            QueryPlan::Stateless(p) => p.columns(),
+            QueryPlan::Aggregate(p) => p.columns(),
+        }
+    }
+
+    /// Whether the result has key columns.
+    pub fn has_keys(&self) -> bool {
+        match self {
+            QueryPlan::Stateless(p) => !p.keys.is_empty(),
+            QueryPlan::Aggregate(p) => !p.keys.is_empty(),
+        }
+    }
+
+    /// The execution plan, as `EXPLAIN` prints it.
+    pub fn explain(&self, query_id: &str, sink_name: &str) -> String {
+        match self {
+            QueryPlan::Stateless(p) => p.explain(query_id, sink_name),
+            QueryPlan::Aggregate(p) => p.explain(query_id, sink_name),
+        }
+    }
+
+    /// The window of the sink's keys: a windowed aggregation's, or a windowed source's that
+    /// a stateless query keeps.
+    pub fn sink_window(&self) -> Option<crate::catalog::WindowInfo> {
+        use crate::catalog::{WindowInfo, WindowType};
+        match self {
+            QueryPlan::Stateless(p) if !p.repartitioned => p.source.window,
+            QueryPlan::Stateless(_) => None,
+            QueryPlan::Aggregate(p) => p.window.map(|(w, _)| match w {
+                window::TimeWindows::Tumbling { size } => WindowInfo {
+                    window_type: WindowType::Tumbling,
+                    size_ms: Some(size as u64),
+                },
+                window::TimeWindows::Hopping { size, .. } => WindowInfo {
+                    window_type: WindowType::Hopping,
+                    size_ms: Some(size as u64),
+                },
+            }),
+        }
+    }
+}
 
 /// How many recent record errors a query keeps for `DESCRIBE ... EXTENDED`.
 const RECENT_ERRORS: usize = 16;

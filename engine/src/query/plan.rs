@@ -112,7 +112,7 @@ impl StatelessPlan {
 }
 
 /// An error at a place in the statement, written as ksqlDB writes them.
-fn located(position: Position, message: impl std::fmt::Display) -> EngineError {
+pub(crate) fn located_error(position: Position, message: impl std::fmt::Display) -> EngineError {
     EngineError::statement(format!(
         "Line: {}, Col: {}: {message}",
         position.line, position.column
@@ -120,7 +120,7 @@ fn located(position: Position, message: impl std::fmt::Display) -> EngineError {
 }
 
 /// Resolves column names against one source, under its name or alias.
-struct SourceScope<'a> {
+pub(crate) struct SourceScope<'a> {
     catalog: &'a Catalog,
     source: &'a DataSource,
     alias: &'a str,
@@ -201,7 +201,7 @@ pub fn plan_stateless(
     }
     let from = &query.from.source;
     let source = catalog.source(&from.name.value).ok_or_else(|| {
-        located(
+        located_error(
             from.span.start,
             format!("{} does not exist.", from.name.value),
         )
@@ -280,7 +280,7 @@ pub fn plan_stateless(
             }
             SelectItem::QualifiedWildcard(q) => {
                 if q.value != alias && q.value != source.name {
-                    return Err(located(
+                    return Err(located_error(
                         q.span.start,
                         format!("'{}' is not a valid stream/table name or alias.", q.value),
                     ));
@@ -527,7 +527,7 @@ pub fn plan_stateless(
 
 /// Compiles an expression against a scope. `clause` is where it is written (SELECT, WHERE or
 /// PARTITION BY), which ksqlDB's messages name.
-fn compile_in(
+pub(crate) fn compile_in(
     ctx: &SessionContext,
     scope: &SourceScope<'_>,
     expr: &Expr,
@@ -540,25 +540,42 @@ fn compile_in(
     };
     let logical = to_datafusion(expr, scope).map_err(|e| {
         if clause == "SELECT" && e.message.starts_with("Cast of") {
-            located(e.position, format!("Invalid Select: {}", e.message))
+            located_error(e.position, format!("Invalid Select: {}", e.message))
         } else if e
             .message
             .ends_with("is not a valid stream/table name or alias.")
         {
-            located(
+            located_error(
                 e.position,
                 format!("Failed to prepare statement: {}", e.message),
             )
         } else if let Some(rest) = e.message.strip_prefix("Column '") {
-            located(e.position, format!("{clause} column '{rest}"))
+            located_error(e.position, format!("{clause} column '{rest}"))
         } else if e.message.starts_with("Cannot compare") {
             EngineError::statement(format!("Error in {clause} expression: {}", e.message))
         } else {
-            located(e.position, format!("{predicate}{}", e.message))
+            located_error(e.position, format!("{predicate}{}", e.message))
         }
     })?;
     crate::physical::physical_expr(ctx, logical, scope.df_schema)
         .map_err(|e| EngineError::statement(format!("{predicate}{}", datafusion_message(&e))))
+}
+
+/// A scope over one source's decoded rows.
+pub(crate) fn source_scope<'a>(
+    catalog: &'a Catalog,
+    source: &'a DataSource,
+    alias: &'a str,
+    schema: &'a SchemaRef,
+    df_schema: &'a DFSchema,
+) -> SourceScope<'a> {
+    SourceScope {
+        catalog,
+        source,
+        alias,
+        schema,
+        df_schema,
+    }
 }
 
 /// Prefix of the columns that hold table-function results while projecting.

@@ -21,9 +21,10 @@ use crate::catalog::{DataSource, WindowInfo};
 use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
+use crate::query::aggregate::{AggregateState, process_aggregate};
 use crate::query::plan::{OutputColumn, StatelessPlan};
 use crate::query::source::{RecordError, RecordErrorKind, WINDOWEND, WINDOWSTART, append_window};
-use crate::query::{QueryShared, consumer_group, processing_log};
+use crate::query::{QueryPlan, QueryShared, consumer_group, processing_log};
 use crate::schema::Column;
 
 /// How much to read from a partition per step.
@@ -389,7 +390,12 @@ pub(crate) fn emit(
     }
     let mut failed: Vec<Option<String>> = vec![None; rows];
     let (arrays, function_errors) = eddy_sql::functions::collect_function_errors(|| {
-        evaluate_outputs((key_outputs, value_outputs), sink_columns, &batch, &mut failed)
+        evaluate_outputs(
+            (key_outputs, value_outputs),
+            sink_columns,
+            &batch,
+            &mut failed,
+        )
     });
     let (key_arrays, value_arrays) = arrays?;
     for error in function_errors {
@@ -509,7 +515,7 @@ fn start_positions(store: &Store, group: &str, topic: &str, partitions: u32) -> 
 pub async fn run_query(
     store: Store,
     query_id: String,
-    plan: StatelessPlan,
+    plan: QueryPlan,
     sink: DataSource,
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
@@ -525,12 +531,16 @@ pub async fn run_query(
 async fn run_query_inner(
     store: &Store,
     query_id: &str,
-    plan: &StatelessPlan,
+    plan: &QueryPlan,
     sink: &DataSource,
     shared: &QueryShared,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let topic = plan.source.topic.clone();
+    let topic = plan.source().topic.clone();
+    let mut aggregate_state = match plan {
+        QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p)?),
+        QueryPlan::Stateless(_) => None,
+    };
     let group = consumer_group(query_id);
     let partitions = store.partition_count(&topic)?;
     let mut positions = start_positions(store, &group, &topic, partitions)?;
@@ -556,9 +566,33 @@ async fn run_query_inner(
             if fetched.next_offset <= position {
                 continue;
             }
-            let step = process(plan, &sink_columns, &encoder, p, &fetched.records)?;
+            let (step, state_writes) = match (plan, aggregate_state.as_mut()) {
+                (QueryPlan::Aggregate(aggregate), Some(state)) => {
+                    let (step, writes) = process_aggregate(
+                        store,
+                        aggregate,
+                        state,
+                        (&sink_columns, &encoder),
+                        p,
+                        &fetched.records,
+                    )?;
+                    (step, writes)
+                }
+                (QueryPlan::Stateless(stateless), _) => (
+                    process(stateless, &sink_columns, &encoder, p, &fetched.records)?,
+                    Vec::new(),
+                ),
+                (QueryPlan::Aggregate(_), None) => {
+                    return Err(EngineError::statement("aggregation without state"));
+                }
+            };
             let processed = fetched.records.len() as u64;
             let mut commit = Commit::new();
+            if let Some(state) = &aggregate_state {
+                for (key, value) in state_writes {
+                    commit.put_state(state.namespace().to_string(), key, value);
+                }
+            }
             let mut log_entries = Vec::with_capacity(step.errors.len());
             for error in &step.errors {
                 warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");

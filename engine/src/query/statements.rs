@@ -17,9 +17,10 @@ use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource, WindowType};
 use crate::engine::{Engine, EngineState, Mode};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
-use crate::query::plan::{StatelessPlan, plan_stateless};
+use crate::query::aggregate::plan_aggregate;
+use crate::query::plan::plan_stateless;
 use crate::query::runner::run_query;
-use crate::query::{PersistentQuery, QueryKind, QueryShared, consumer_group};
+use crate::query::{PersistentQuery, QueryKind, QueryPlan, QueryShared, consumer_group};
 use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};
 use crate::session::Session;
@@ -109,32 +110,48 @@ impl Engine {
                 "CREATE OR REPLACE of a query's sink".into(),
             ));
         }
-        let plan = plan_stateless(
-            &self.datafusion,
-            &state.catalog,
-            &create.query,
-            name,
-            create.kind,
-            new_planner(session),
-        )?;
-        match (plan.source.kind, create.kind) {
-            (SourceKind::Stream, SourceKind::Table) => {
-                return Err(EngineError::statement(
-                    "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.",
-                ));
-            }
-            (SourceKind::Table, SourceKind::Stream) => {
+        let aggregating = !create.query.group_by.is_empty() || create.query.window.is_some();
+        let plan = if aggregating && !create.query.group_by.is_empty() {
+            if create.kind == SourceKind::Stream {
                 return Err(EngineError::statement(
                     "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
                 ));
             }
-            _ => {}
-        }
-        if plan.repartitioned && plan.source.kind == SourceKind::Table {
-            return Err(EngineError::statement(
-                "Unsupported operation: PARTITION BY on a table. Use GROUP BY to change the key of a table.",
-            ));
-        }
+            QueryPlan::Aggregate(plan_aggregate(
+                &self.datafusion,
+                &state.catalog,
+                &create.query,
+                name,
+            )?)
+        } else {
+            let plan = plan_stateless(
+                &self.datafusion,
+                &state.catalog,
+                &create.query,
+                name,
+                create.kind,
+                new_planner(session),
+            )?;
+            match (plan.source.kind, create.kind) {
+                (SourceKind::Stream, SourceKind::Table) => {
+                    return Err(EngineError::statement(
+                        "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.",
+                    ));
+                }
+                (SourceKind::Table, SourceKind::Stream) => {
+                    return Err(EngineError::statement(
+                        "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
+                    ));
+                }
+                _ => {}
+            }
+            if plan.repartitioned && plan.source.kind == SourceKind::Table {
+                return Err(EngineError::statement(
+                    "Unsupported operation: PARTITION BY on a table. Use GROUP BY to change the key of a table.",
+                ));
+            }
+            QueryPlan::Stateless(plan)
+        };
         let declaration = self.sink_declaration(create, &plan, session)?;
         let sink = state
             .catalog
@@ -172,10 +189,10 @@ impl Engine {
     fn sink_declaration(
         &self,
         create: &CreateAsSelect,
-        plan: &StatelessPlan,
+        plan: &QueryPlan,
         session: &Session,
     ) -> Result<CreateSource> {
-        let source = &plan.source;
+        let source = plan.source();
         let mut properties = create.properties.0.clone();
         let has = |properties: &[Property], name: &str| {
             properties.iter().any(|p| p.name.eq_ignore_ascii_case(name))
@@ -201,7 +218,7 @@ impl Engine {
                 ));
             }
         }
-        if !format_given && !has(&properties, "KEY_FORMAT") && !plan.keys.is_empty() {
+        if !format_given && !has(&properties, "KEY_FORMAT") && plan.has_keys() {
             let key_format = match source.key_format.format {
                 Format::None => session
                     .properties
@@ -220,10 +237,8 @@ impl Engine {
                 ));
             }
         }
-        // A query over a windowed stream keeps the window in its key.
-        if let Some(window) = &source.window
-            && !plan.repartitioned
-        {
+        // A windowed aggregation, or a query over a windowed stream, writes windowed keys.
+        if let Some(window) = &plan.sink_window() {
             let kind = match window.window_type {
                 WindowType::Tumbling => "TUMBLING",
                 WindowType::Hopping => "HOPPING",
@@ -301,6 +316,12 @@ impl Engine {
                 sink.name
             )));
         }
+        if !query.group_by.is_empty() {
+            return Err(EngineError::statement(format!(
+                "INSERT INTO can only be used to insert into a stream. An aggregation produces a table, and {} is a stream.",
+                sink.name
+            )));
+        }
         let plan = plan_stateless(
             &self.datafusion,
             &state.catalog,
@@ -340,7 +361,7 @@ impl Engine {
             session,
             query_id.clone(),
             text,
-            plan,
+            QueryPlan::Stateless(plan),
             sink,
             QueryKind::InsertInto,
             mode,
@@ -362,12 +383,12 @@ impl Engine {
         session: &Session,
         query_id: String,
         text: &str,
-        plan: StatelessPlan,
+        plan: QueryPlan,
         sink: DataSource,
         kind: QueryKind,
         mode: Mode,
     ) -> Result<()> {
-        let topic = plan.source.topic.clone();
+        let topic = plan.source().topic.clone();
         let group = consumer_group(&query_id);
         let execution_plan = plan.explain(&query_id, &sink.name);
         if mode == Mode::Live {
@@ -404,13 +425,13 @@ impl Engine {
             shared.clone(),
             stopped,
         ));
-        info!(query = %query_id, source = %plan.source.name, sink = %sink.name, "query started");
+        info!(query = %query_id, source = %plan.source().name, sink = %sink.name, "query started");
         state.queries.insert(
             query_id.clone(),
             PersistentQuery::new(
                 query_id,
                 text.to_string(),
-                (plan.source.name.clone(), topic),
+                (plan.source().name.clone(), topic),
                 (sink.name.clone(), sink.topic.clone()),
                 (kind, sink.columns.clone(), execution_plan),
                 shared,
@@ -508,20 +529,29 @@ impl Engine {
                 ));
             }
         };
-        let plan = plan_stateless(
-            &self.datafusion,
-            &state.catalog,
-            query,
-            &sink_name,
-            sink_kind,
-            new_planner(session),
-        )?;
+        let plan = if query.group_by.is_empty() {
+            QueryPlan::Stateless(plan_stateless(
+                &self.datafusion,
+                &state.catalog,
+                query,
+                &sink_name,
+                sink_kind,
+                new_planner(session),
+            )?)
+        } else {
+            QueryPlan::Aggregate(plan_aggregate(
+                &self.datafusion,
+                &state.catalog,
+                query,
+                &sink_name,
+            )?)
+        };
         Ok(StatementResult::QueryDescription {
             statement: text.to_string(),
             query: Box::new(crate::result::QueryDescription {
                 id: String::new(),
                 sql: statement.to_string(),
-                sources: vec![plan.source.name.clone()],
+                sources: vec![plan.source().name.clone()],
                 sinks: vec![sink_name.clone()],
                 sink_topics: Vec::new(),
                 fields: plan.columns(),

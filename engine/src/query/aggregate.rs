@@ -1,0 +1,997 @@
+//! Aggregations: `GROUP BY` over a stream, optionally in tumbling or hopping windows, into a
+//! table. Aggregates are DataFusion `Accumulator`s; each group's accumulator state is kept in the
+//! state store and written in the same commit as the output and the input offsets.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{Accumulator, AggregateUDF};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::prelude::SessionContext;
+use eddy_sql::Span;
+use eddy_sql::analysis::Scope;
+use eddy_sql::ast::{
+    Expr, ExprKind, Ident, Literal, Query, SelectItem, SourceKind, SqlType, WindowKind,
+};
+use eddy_storage::{LogRecord, Store};
+
+use crate::catalog::{Catalog, DataSource};
+use crate::error::{EngineError, Result};
+use crate::query::plan::{OutputColumn, compile_in, located_error, source_scope};
+use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
+use crate::query::source::{
+    ROWTIME, RecordError, RecordErrorKind, SourceDecoder, WINDOWEND, WINDOWSTART,
+};
+use crate::query::window::{DEFAULT_GRACE_MS, TimeWindows, window_closed};
+use crate::schema::{Column, ColumnKind, PSEUDO_COLUMNS, WINDOW_COLUMNS};
+
+const GROUP_COLUMN: &str = "__EDDY_GROUP_";
+const AGGREGATE_COLUMN: &str = "__EDDY_AGGREGATE_";
+
+/// One aggregate call: `SUM(x)`.
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    /// ksqlDB's name, for messages.
+    pub name: String,
+    /// The DataFusion function.
+    pub function: Arc<AggregateUDF>,
+    /// Its arguments over the input rows.
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    /// The argument fields.
+    pub arg_fields: Vec<FieldRef>,
+    /// `DISTINCT`-like functions (`COUNT_DISTINCT`, `COLLECT_SET`).
+    pub distinct: bool,
+    /// Functions that skip nulls (`LATEST_BY_OFFSET`).
+    pub ignore_nulls: bool,
+    /// The type DataFusion returns.
+    pub return_field: FieldRef,
+    /// The type ksqlDB returns (`SUM(INT)` is an INT), when it differs.
+    pub result_type: DataType,
+}
+
+impl AggregateCall {
+    fn accumulator(&self, input: &Schema) -> Result<Box<dyn Accumulator>> {
+        self.function
+            .accumulator(datafusion::logical_expr::function::AccumulatorArgs {
+                return_field: self.return_field.clone(),
+                schema: input,
+                ignore_nulls: self.ignore_nulls,
+                order_bys: &[],
+                is_reversed: false,
+                name: &self.name,
+                is_distinct: self.distinct,
+                exprs: &self.args,
+                expr_fields: &self.arg_fields,
+            })
+            .map_err(|e| {
+                EngineError::statement(format!("cannot aggregate with {}: {e}", self.name))
+            })
+    }
+}
+
+/// A planned aggregation.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// The source read.
+    pub source: DataSource,
+    /// Decodes its records.
+    pub decoder: SourceDecoder,
+    /// `WHERE`, over input rows.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The `GROUP BY` expressions, over input rows.
+    pub group_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// The aggregate calls.
+    pub aggregates: Vec<AggregateCall>,
+    /// The window, if any, and its grace period.
+    pub window: Option<(TimeWindows, i64)>,
+    /// `HAVING`, over aggregated rows.
+    pub having: Option<Arc<dyn PhysicalExpr>>,
+    /// Rows of group values, aggregate results, window bounds and `ROWTIME`.
+    pub aggregate_schema: SchemaRef,
+    /// Key columns of the result, over aggregated rows.
+    pub keys: Vec<OutputColumn>,
+    /// Value columns of the result, over aggregated rows.
+    pub values: Vec<OutputColumn>,
+}
+
+impl AggregatePlan {
+    /// The result's columns: keys, then values.
+    pub fn columns(&self) -> Vec<Column> {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|c| c.column.clone())
+            .collect()
+    }
+
+    /// The execution plan, as `EXPLAIN` prints it.
+    pub fn explain(&self, query_id: &str, sink_name: &str) -> String {
+        let mut steps = vec![
+            format!("[ SINK ] | Logger: {query_id}.{sink_name}"),
+            format!("[ PROJECT ] | Logger: {query_id}.Aggregate.Project"),
+        ];
+        if self.having.is_some() {
+            steps.push(format!(
+                "[ FILTER ] | Logger: {query_id}.Aggregate.HavingFilter"
+            ));
+        }
+        steps.push(match &self.window {
+            Some((w, _)) => {
+                format!("[ AGGREGATE ] | Window: {w:?} | Logger: {query_id}.Aggregate.Aggregate")
+            }
+            None => format!("[ AGGREGATE ] | Logger: {query_id}.Aggregate.Aggregate"),
+        });
+        steps.push(format!(
+            "[ GROUP_BY ] | Logger: {query_id}.Aggregate.GroupBy"
+        ));
+        if self.filter.is_some() {
+            steps.push(format!("[ FILTER ] | Logger: {query_id}.WhereFilter"));
+        }
+        steps.push(format!("[ SOURCE ] | Logger: {query_id}.KsqlTopic.Source"));
+        steps
+            .iter()
+            .enumerate()
+            .map(|(depth, step)| format!("{} > {step}\n", "\t\t".repeat(depth)))
+            .collect()
+    }
+}
+
+/// ksqlDB's aggregate functions that map onto DataFusion's: the DataFusion function, whether it
+/// is distinct, and whether it skips nulls.
+fn aggregate_function(name: &str) -> Option<(Arc<AggregateUDF>, bool, bool)> {
+    use datafusion::functions_aggregate as f;
+    Some(match name {
+        "COUNT" => (f::count::count_udaf(), false, false),
+        "COUNT_DISTINCT" => (f::count::count_udaf(), true, false),
+        "SUM" => (f::sum::sum_udaf(), false, false),
+        "MIN" => (f::min_max::min_udaf(), false, false),
+        "MAX" => (f::min_max::max_udaf(), false, false),
+        "AVG" => (f::average::avg_udaf(), false, false),
+        "COLLECT_LIST" => (f::array_agg::array_agg_udaf(), false, false),
+        "COLLECT_SET" => (f::array_agg::array_agg_udaf(), true, false),
+        "EARLIEST_BY_OFFSET" => (f::first_last::first_value_udaf(), false, true),
+        "LATEST_BY_OFFSET" => (f::first_last::last_value_udaf(), false, true),
+        "STDDEV_SAMP" | "STDDEV_SAMPLE" => (f::stddev::stddev_udaf(), false, false),
+        "VAR_SAMP" | "VARIANCE" => (f::variance::var_samp_udaf(), false, false),
+        _ => return None,
+    })
+}
+
+/// Whether `name` is an aggregate function.
+pub fn is_aggregate(name: &str) -> bool {
+    aggregate_function(&name.to_ascii_uppercase()).is_some()
+}
+
+fn column(name: &str, span: Span) -> Expr {
+    Expr {
+        kind: ExprKind::Column {
+            source: None,
+            name: Ident::quoted(name),
+        },
+        span,
+    }
+}
+
+fn sql_type(ty: &DataType, what: &str) -> Result<SqlType> {
+    eddy_sql::types::from_arrow(ty)
+        .map_err(|e| EngineError::statement(format!("{what} has a type ksqlDB cannot store: {e}")))
+}
+
+/// Plans `query` as an aggregation into a table called `sink_name`.
+pub fn plan_aggregate(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+) -> Result<AggregatePlan> {
+    if !query.from.joins.is_empty() {
+        return Err(EngineError::Unsupported("JOIN".into()));
+    }
+    if query.emit == Some(eddy_sql::ast::Emit::Final) {
+        return Err(EngineError::Unsupported("EMIT FINAL".into()));
+    }
+    let from = &query.from.source;
+    let source = catalog.source(&from.name.value).ok_or_else(|| {
+        located_error(
+            from.span.start,
+            format!("{} does not exist.", from.name.value),
+        )
+    })?;
+    if source.kind == SourceKind::Table {
+        return Err(EngineError::Unsupported("GROUP BY over a table".into()));
+    }
+    if source.window.is_some() {
+        return Err(EngineError::Unsupported(
+            "GROUP BY over a windowed stream".into(),
+        ));
+    }
+    let decoder = SourceDecoder::new(source)?;
+    let schema = decoder.schema().clone();
+    let alias = from
+        .alias
+        .as_ref()
+        .map_or(from.name.value.as_str(), |a| a.value.as_str());
+    let df_schema = DFSchema::try_from(schema.as_ref().clone())
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let scope = source_scope(catalog, source, alias, &schema, &df_schema);
+    let filter = match &query.filter {
+        Some(expr) => Some(compile_in(ctx, &scope, expr, "WHERE")?),
+        None => None,
+    };
+
+    // GROUP BY expressions, which may not aggregate.
+    let mut group_by = Vec::with_capacity(query.group_by.len());
+    let mut group_fields = Vec::with_capacity(query.group_by.len());
+    for (j, by) in query.group_by.iter().enumerate() {
+        if let Some(name) = find_aggregate(by) {
+            return Err(EngineError::statement(format!(
+                "GROUP BY does not support aggregate functions: {name} is an aggregate function."
+            )));
+        }
+        let compiled = compile_in(ctx, &scope, by, "GROUP BY")?;
+        let ty = compiled
+            .data_type(&schema)
+            .map_err(|e| EngineError::statement(e.to_string()))?;
+        group_fields.push(Field::new(format!("{GROUP_COLUMN}{j}"), ty, true));
+        group_by.push(compiled);
+    }
+
+    // The projection: names as in a stateless query, then aggregates and grouping expressions
+    // replaced by columns of the aggregated rows.
+    let mut items: Vec<(String, Expr)> = Vec::new();
+    let mut generated = 0usize;
+    for item in &query.select {
+        match item {
+            SelectItem::Expr { expr, alias } => {
+                let name = match alias {
+                    Some(a) => {
+                        if PSEUDO_COLUMNS.contains(&a.value.as_str())
+                            || WINDOW_COLUMNS.contains(&a.value.as_str())
+                        {
+                            return Err(EngineError::statement(format!(
+                                "`{}` is a reserved column name. You cannot use it as an alias for a column.",
+                                a.value
+                            )));
+                        }
+                        a.value.clone()
+                    }
+                    None => match &expr.kind {
+                        ExprKind::Column { name, .. } => {
+                            if PSEUDO_COLUMNS.contains(&name.value.as_str())
+                                || WINDOW_COLUMNS.contains(&name.value.as_str())
+                            {
+                                return Err(EngineError::statement(format!(
+                                    "Reserved column name in select: `{}`. Please remove or alias the column.",
+                                    name.value
+                                )));
+                            }
+                            name.value.clone()
+                        }
+                        ExprKind::Dereference { field, .. } => field.value.clone(),
+                        _ => {
+                            let taken = |n: &str| {
+                                source.columns.iter().any(|c| c.name == n)
+                                    || query.select.iter().any(|s| matches!(s, SelectItem::Expr { alias: Some(a), .. } if a.value == n))
+                            };
+                            let mut name = format!("KSQL_COL_{generated}");
+                            while taken(&name) {
+                                generated += 1;
+                                name = format!("KSQL_COL_{generated}");
+                            }
+                            generated += 1;
+                            name
+                        }
+                    },
+                };
+                items.push((name, expr.clone()));
+            }
+            _ => {
+                return Err(EngineError::Unsupported(
+                    "`*` in an aggregation's projection".into(),
+                ));
+            }
+        }
+    }
+    let mut calls: Vec<(String, Vec<Expr>, bool, Span)> = Vec::new();
+    let mut nested: Option<String> = None;
+    let mut rewrite = |expr: &Expr| -> Expr {
+        expr.rewrite(&mut |e| {
+            if let Some(j) = query
+                .group_by
+                .iter()
+                .position(|by| by.to_string() == e.to_string())
+            {
+                return Some(column(&format!("{GROUP_COLUMN}{j}"), e.span));
+            }
+            match &e.kind {
+                ExprKind::Function { name, args, star } if is_aggregate(&name.value) => {
+                    if let Some(inner) = args.iter().find_map(find_aggregate) {
+                        nested.get_or_insert(format!(
+                            "Aggregate functions can not be nested: {}({inner}())",
+                            name.value.to_ascii_uppercase()
+                        ));
+                    }
+                    let i = calls.len();
+                    calls.push((name.value.to_ascii_uppercase(), args.clone(), *star, e.span));
+                    Some(column(&format!("{AGGREGATE_COLUMN}{i}"), e.span))
+                }
+                _ => None,
+            }
+        })
+    };
+    let rewritten: Vec<(String, Expr, Expr)> = items
+        .iter()
+        .map(|(name, expr)| (name.clone(), expr.clone(), rewrite(expr)))
+        .collect();
+    let having = query.having.as_ref().map(&mut rewrite);
+    if let Some(message) = nested {
+        return Err(EngineError::statement(message));
+    }
+    if calls.is_empty() {
+        return Err(EngineError::statement(
+            "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
+        ));
+    }
+
+    let mut aggregates = Vec::with_capacity(calls.len());
+    let mut aggregate_fields = Vec::with_capacity(calls.len());
+    for (i, (name, args, star, _)) in calls.iter().enumerate() {
+        let Some((function, distinct, ignore_nulls)) = aggregate_function(name) else {
+            continue;
+        };
+        // COUNT(*) and COUNT() count rows.
+        let args: Vec<Expr> = if args.is_empty() || *star {
+            vec![Expr {
+                kind: ExprKind::Literal(Literal::Integer(1)),
+                span: Span::default(),
+            }]
+        } else {
+            args.clone()
+        };
+        let mut compiled = args
+            .iter()
+            .map(|a| compile_in(ctx, &scope, a, "SELECT"))
+            .collect::<Result<Vec<_>>>()?;
+        // DataFusion sums and averages 64-bit values; ksqlDB's planner widens the same way.
+        if matches!(
+            name.as_str(),
+            "SUM" | "AVG" | "STDDEV_SAMP" | "STDDEV_SAMPLE" | "VAR_SAMP" | "VARIANCE"
+        ) && let Some(first) = compiled.first().cloned()
+        {
+            let ty = first
+                .data_type(&schema)
+                .map_err(|e| EngineError::statement(e.to_string()))?;
+            let widened = match ty {
+                DataType::Int8 | DataType::Int16 | DataType::Int32 if name == "SUM" => {
+                    Some(DataType::Int64)
+                }
+                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64
+                    if name != "SUM" =>
+                {
+                    Some(DataType::Float64)
+                }
+                DataType::Float32 => Some(DataType::Float64),
+                _ => None,
+            };
+            if let Some(to) = widened {
+                compiled[0] = Arc::new(datafusion::physical_expr::expressions::CastExpr::new(
+                    first, to, None,
+                ));
+            }
+        }
+        let arg_fields = compiled
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                c.data_type(&schema)
+                    .map(|t| Arc::new(Field::new(format!("arg{k}"), t, true)))
+                    .map_err(|e| EngineError::statement(e.to_string()))
+            })
+            .collect::<Result<Vec<FieldRef>>>()?;
+        let return_field = function.return_field(&arg_fields).map_err(|e| {
+            EngineError::statement(format!(
+                "Function '{}' does not accept parameters ({}): {e}",
+                name.to_ascii_lowercase(),
+                arg_fields
+                    .iter()
+                    .map(|f| crate::schema::type_display(
+                        &sql_type(f.data_type(), name).unwrap_or(SqlType::String)
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+        // ksqlDB keeps the input type for SUM of integers and decimals.
+        let original = args
+            .first()
+            .map(|a| compile_in(ctx, &scope, a, "SELECT"))
+            .transpose()?
+            .map(|c| c.data_type(&schema))
+            .transpose()
+            .map_err(|e| EngineError::statement(e.to_string()))?;
+        let result_type = match (name.as_str(), original.as_ref()) {
+            ("SUM", Some(t @ (DataType::Int32 | DataType::Int64 | DataType::Decimal128(..)))) => {
+                t.clone()
+            }
+            _ => return_field.data_type().clone(),
+        };
+        aggregate_fields.push(Field::new(
+            format!("{AGGREGATE_COLUMN}{i}"),
+            result_type.clone(),
+            true,
+        ));
+        aggregates.push(AggregateCall {
+            name: name.clone(),
+            function,
+            args: compiled,
+            arg_fields,
+            distinct,
+            ignore_nulls,
+            return_field,
+            result_type,
+        });
+    }
+
+    let window = match &query.window {
+        None => None,
+        Some(w) => {
+            let grace = w.grace.map_or(DEFAULT_GRACE_MS, |g| g.to_millis() as i64);
+            let windows = match w.kind {
+                WindowKind::Tumbling { size } => TimeWindows::Tumbling {
+                    size: size.to_millis() as i64,
+                },
+                WindowKind::Hopping { size, advance } => TimeWindows::Hopping {
+                    size: size.to_millis() as i64,
+                    advance: advance.to_millis() as i64,
+                },
+                WindowKind::Session { .. } => {
+                    return Err(EngineError::Unsupported("SESSION windows".into()));
+                }
+            };
+            if windows.size() <= 0 {
+                return Err(EngineError::statement("Window size must be positive"));
+            }
+            Some((windows, grace))
+        }
+    };
+
+    let mut fields = group_fields;
+    fields.extend(aggregate_fields);
+    if window.is_some() {
+        fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
+        fields.push(Field::new(WINDOWEND, DataType::Int64, true));
+    }
+    fields.push(Field::new(ROWTIME, DataType::Int64, true));
+    let aggregate_schema: SchemaRef = Arc::new(Schema::new(fields));
+    let aggregate_df_schema = DFSchema::try_from(aggregate_schema.as_ref().clone())
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let aggregated = AggregatedScope {
+        catalog,
+        schema: &aggregate_schema,
+        df_schema: &aggregate_df_schema,
+    };
+
+    // Items must be grouping expressions or built from aggregates and them.
+    let not_grouped: Vec<String> = rewritten
+        .iter()
+        .filter(|(_, _, e)| {
+            e.any(&mut |x| matches!(&x.kind, ExprKind::Column { name, .. } if aggregate_schema.field_with_name(&name.value).is_err()))
+        })
+        .map(|(_, original, _)| original.to_string())
+        .collect();
+    if !not_grouped.is_empty() {
+        return Err(EngineError::statement(format!(
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+            not_grouped.join(", ")
+        )));
+    }
+
+    let compile = |expr: &Expr, clause: &str| -> Result<Arc<dyn PhysicalExpr>> {
+        let logical = eddy_sql::analysis::to_datafusion(expr, &aggregated).map_err(|e| {
+            if e.message.starts_with("Cannot compare") {
+                EngineError::statement(format!("Error in {clause} expression: {}", e.message))
+            } else {
+                located_error(e.position, e.message)
+            }
+        })?;
+        crate::physical::physical_expr(ctx, logical, &aggregate_df_schema)
+            .map_err(|e| EngineError::statement(e.to_string()))
+    };
+    let output = |name: &str, expr: &Expr, kind: ColumnKind| -> Result<OutputColumn> {
+        let compiled = compile(expr, "SELECT")?;
+        let ty = compiled
+            .data_type(&aggregate_schema)
+            .map_err(|e| EngineError::statement(e.to_string()))?;
+        Ok(OutputColumn {
+            column: Column {
+                name: name.to_string(),
+                ty: sql_type(&ty, name)?,
+                kind,
+            },
+            expr: compiled,
+        })
+    };
+    let mut keys = Vec::new();
+    let mut remaining: Vec<&(String, Expr, Expr)> = rewritten.iter().collect();
+    for (j, by) in query.group_by.iter().enumerate() {
+        let wanted = format!("{GROUP_COLUMN}{j}");
+        let position = remaining.iter().position(
+            |(_, _, e)| matches!(&e.kind, ExprKind::Column { name, .. } if name.value == wanted),
+        );
+        match position {
+            Some(i) => {
+                let (name, _, expr) = remaining.remove(i);
+                keys.push(output(name, expr, ColumnKind::Key)?);
+            }
+            None => {
+                return Err(EngineError::statement(format!(
+                    "The query used to build `{sink_name}` must include the grouping expression {by} in its projection (eg, SELECT {by}...)."
+                )));
+            }
+        }
+    }
+    if remaining.is_empty() {
+        return Err(EngineError::statement(
+            "The projection contains no value columns.",
+        ));
+    }
+    let values = remaining
+        .iter()
+        .map(|(name, _, expr)| output(name, expr, ColumnKind::Value))
+        .collect::<Result<Vec<_>>>()?;
+    let having = match &having {
+        Some(expr) => Some(compile(expr, "HAVING")?),
+        None => None,
+    };
+    Ok(AggregatePlan {
+        source: source.clone(),
+        decoder,
+        filter,
+        group_by,
+        aggregates,
+        window,
+        having,
+        aggregate_schema,
+        keys,
+        values,
+    })
+}
+
+/// The name of the first aggregate function an expression calls.
+fn find_aggregate(expr: &Expr) -> Option<String> {
+    let mut found = None;
+    expr.any(&mut |e| match &e.kind {
+        ExprKind::Function { name, .. } if is_aggregate(&name.value) => {
+            found.get_or_insert_with(|| name.value.to_ascii_uppercase());
+            true
+        }
+        _ => false,
+    });
+    found
+}
+
+/// Columns of aggregated rows.
+struct AggregatedScope<'a> {
+    catalog: &'a Catalog,
+    schema: &'a SchemaRef,
+    df_schema: &'a DFSchema,
+}
+
+impl Scope for AggregatedScope<'_> {
+    fn column(
+        &self,
+        _qualifier: Option<&str>,
+        name: &str,
+    ) -> std::result::Result<datafusion::prelude::Expr, String> {
+        if self.schema.field_with_name(name).is_err() {
+            return Err(format!("Column '{name}' cannot be resolved."));
+        }
+        Ok(datafusion::prelude::Expr::Column(
+            datafusion::common::Column::new_unqualified(name),
+        ))
+    }
+
+    fn named_type(&self, name: &str) -> Option<SqlType> {
+        self.catalog.named_type(name).cloned()
+    }
+
+    fn schema(&self) -> Option<&DFSchema> {
+        Some(self.df_schema)
+    }
+}
+
+/// One group's aggregates, and whether its last result passed `HAVING` (so a later one that
+/// fails deletes it).
+struct Group {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    emitted: bool,
+}
+
+/// The running state of an aggregation: groups by their state key, and stream time.
+pub struct AggregateState {
+    namespace: String,
+    groups: HashMap<Vec<u8>, Group>,
+    stream_time: Option<i64>,
+    converter: RowConverter,
+}
+
+const STREAM_TIME_KEY: &[u8] = b"t";
+
+/// State-store puts of one step: key, value.
+pub type StateWrites = Vec<(Vec<u8>, Vec<u8>)>;
+
+impl AggregateState {
+    /// The state of the query `query_id`; groups load from the store as rows need them.
+    pub fn new(query_id: &str, plan: &AggregatePlan) -> Result<Self> {
+        let fields = plan
+            .aggregate_schema
+            .fields()
+            .iter()
+            .take(plan.group_by.len())
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(AggregateState {
+            namespace: format!("__eddy_query_{query_id}"),
+            groups: HashMap::new(),
+            stream_time: None,
+            converter: RowConverter::new(fields)
+                .map_err(|e| EngineError::statement(e.to_string()))?,
+        })
+    }
+
+    fn group<'a>(
+        &'a mut self,
+        store: &Store,
+        key: &[u8],
+        plan: &AggregatePlan,
+        input: &Schema,
+    ) -> Result<&'a mut Group> {
+        if !self.groups.contains_key(key) {
+            let mut group = Group {
+                accumulators: plan
+                    .aggregates
+                    .iter()
+                    .map(|a| a.accumulator(input))
+                    .collect::<Result<_>>()?,
+                emitted: false,
+            };
+            if let Some(bytes) = store.state_get(&self.namespace, &state_key(key))? {
+                restore(&mut group, &bytes)?;
+            }
+            self.groups.insert(key.to_vec(), group);
+        }
+        self.groups
+            .get_mut(key)
+            .ok_or_else(|| EngineError::statement("aggregate group vanished"))
+    }
+}
+
+fn state_key(group_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group_key.len() + 1);
+    key.push(b'g');
+    key.extend_from_slice(group_key);
+    key
+}
+
+/// A group's state: whether it was emitted, then each accumulator's state values as one Arrow
+/// IPC batch, with the number of values of each accumulator in front.
+fn serialize(group: &mut Group) -> Result<Vec<u8>> {
+    let fail = |e: &dyn std::fmt::Display| {
+        EngineError::statement(format!("cannot save aggregate state: {e}"))
+    };
+    let mut counts = Vec::new();
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for acc in &mut group.accumulators {
+        let state = acc.state().map_err(|e| fail(&e))?;
+        counts.push(state.len() as u16);
+        for value in state {
+            let array = value.to_array().map_err(|e| fail(&e))?;
+            fields.push(Field::new(
+                format!("s{}", fields.len()),
+                array.data_type().clone(),
+                true,
+            ));
+            columns.push(array);
+        }
+    }
+    let mut out = vec![u8::from(group.emitted)];
+    out.extend_from_slice(&(counts.len() as u16).to_be_bytes());
+    for c in &counts {
+        out.extend_from_slice(&c.to_be_bytes());
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(1)),
+    )
+    .map_err(|e| fail(&e))?;
+    let mut writer = StreamWriter::try_new(&mut out, &schema).map_err(|e| fail(&e))?;
+    writer.write(&batch).map_err(|e| fail(&e))?;
+    writer.finish().map_err(|e| fail(&e))?;
+    drop(writer);
+    Ok(out)
+}
+
+fn restore(group: &mut Group, bytes: &[u8]) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| {
+        EngineError::statement(format!("cannot read aggregate state: {e}"))
+    };
+    let read_u16 = |at: usize| -> Result<u16> {
+        bytes
+            .get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map(u16::from_be_bytes)
+            .ok_or_else(|| fail(&"truncated"))
+    };
+    group.emitted = bytes.first().is_some_and(|b| *b == 1);
+    let n = read_u16(1)? as usize;
+    let counts = (0..n)
+        .map(|i| read_u16(3 + 2 * i))
+        .collect::<Result<Vec<_>>>()?;
+    let ipc = bytes.get(3 + 2 * n..).ok_or_else(|| fail(&"truncated"))?;
+    let mut reader = StreamReader::try_new(ipc, None).map_err(|e| fail(&e))?;
+    let batch = reader
+        .next()
+        .ok_or_else(|| fail(&"no batch"))?
+        .map_err(|e| fail(&e))?;
+    let mut at = 0;
+    for (acc, count) in group.accumulators.iter_mut().zip(counts) {
+        let columns = &batch.columns()[at..at + count as usize];
+        acc.merge_batch(columns).map_err(|e| fail(&e))?;
+        at += count as usize;
+    }
+    Ok(())
+}
+
+/// Aggregates records of one partition, emitting the updated result of each group a record
+/// touches, and the state changes to commit with it.
+pub fn process_aggregate(
+    store: &Store,
+    plan: &AggregatePlan,
+    state: &mut AggregateState,
+    (sink_columns, encoder): (&[Column], &SinkEncoder),
+    partition: u32,
+    records: &[LogRecord],
+) -> Result<(StepOutput, StateWrites)> {
+    let decoded = plan.decoder.decode(partition, records)?;
+    let mut errors = decoded.errors;
+    let mut batch = decoded.batch;
+    let bad: std::collections::HashSet<i64> = errors.iter().map(|e| e.offset).collect();
+    let mut rows_from: Vec<usize> = (0..records.len())
+        .filter(|i| !bad.contains(&records[*i].offset))
+        .collect();
+    // A stream record without a value has nothing to aggregate.
+    let mut keep: Vec<bool> = decoded.has_value.clone();
+    if let Some(filter) = &plan.filter {
+        let mask = filter
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(|e| EngineError::statement(format!("Error evaluating WHERE: {e}")))?;
+        if let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() {
+            for (i, k) in keep.iter_mut().enumerate() {
+                *k = *k && mask.is_valid(i) && mask.value(i);
+            }
+        }
+    }
+    let mask = BooleanArray::from(keep.clone());
+    batch =
+        filter_record_batch(&batch, &mask).map_err(|e| EngineError::statement(e.to_string()))?;
+    rows_from = rows_from
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(r, k)| k.then_some(r))
+        .collect();
+    let rows = batch.num_rows();
+    let evaluate = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
+        e.evaluate(&batch)
+            .and_then(|v| v.into_array(rows))
+            .map_err(|e| EngineError::statement(e.to_string()))
+    };
+    let group_arrays = plan
+        .group_by
+        .iter()
+        .map(&evaluate)
+        .collect::<Result<Vec<_>>>()?;
+    let arg_arrays = plan
+        .aggregates
+        .iter()
+        .map(|a| a.args.iter().map(&evaluate).collect::<Result<Vec<_>>>())
+        .collect::<Result<Vec<_>>>()?;
+    let group_rows = state
+        .converter
+        .convert_columns(&group_arrays)
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let rowtimes = batch
+        .column_by_name(ROWTIME)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+        .ok_or_else(|| EngineError::statement("ROWTIME is missing"))?;
+    let input_schema = plan.decoder.schema().clone();
+    if state.stream_time.is_none() {
+        state.stream_time = Some(
+            store
+                .state_get(&state.namespace, STREAM_TIME_KEY)?
+                .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+                .unwrap_or(i64::MIN),
+        );
+    }
+
+    // One aggregated row per (input row, window) that updates a group.
+    let mut out_rows: Vec<usize> = Vec::new();
+    let mut out_windows: Vec<(i64, i64)> = Vec::new();
+    let mut results: Vec<Vec<ScalarValue>> = vec![Vec::new(); plan.aggregates.len()];
+    let mut out_keys: Vec<Vec<u8>> = Vec::new();
+    let mut dirty: Vec<Vec<u8>> = Vec::new();
+    for i in 0..rows {
+        if group_arrays.iter().any(|a| a.is_null(i)) {
+            errors.push(RecordError {
+                kind: RecordErrorKind::Expression,
+                partition,
+                offset: records[rows_from[i]].offset,
+                reason: "GROUP BY column(s) are null; the record is dropped".into(),
+            });
+            continue;
+        }
+        let timestamp = rowtimes.value(i);
+        let stream_time = state.stream_time.unwrap_or(i64::MIN).max(timestamp);
+        state.stream_time = Some(stream_time);
+        let windows: Vec<Option<(i64, i64)>> = match &plan.window {
+            None => vec![None],
+            Some((w, grace)) => w
+                .windows_for(timestamp)
+                .into_iter()
+                .filter(|(_, end)| !window_closed(*end, *grace, stream_time))
+                .map(Some)
+                .collect(),
+        };
+        for window in windows {
+            let mut key = group_rows.row(i).as_ref().to_vec();
+            if let Some((start, _)) = window {
+                key.extend_from_slice(&start.to_be_bytes());
+            }
+            let group = state.group(store, &key, plan, &input_schema)?;
+            for (k, acc) in group.accumulators.iter_mut().enumerate() {
+                let args: Vec<ArrayRef> = arg_arrays[k].iter().map(|a| a.slice(i, 1)).collect();
+                acc.update_batch(&args)
+                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                let value = acc
+                    .evaluate()
+                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                results[k].push(value);
+            }
+            out_rows.push(i);
+            out_windows.push(window.unwrap_or((0, 0)));
+            if !dirty.contains(&key) {
+                dirty.push(key.clone());
+            }
+            out_keys.push(key);
+        }
+    }
+
+    // The aggregated rows: group values, results, window bounds, ROWTIME.
+    let indices =
+        datafusion::arrow::array::UInt32Array::from_iter_values(out_rows.iter().map(|&i| i as u32));
+    let mut columns: Vec<ArrayRef> = group_arrays
+        .iter()
+        .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indices, None))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    for (k, call) in plan.aggregates.iter().enumerate() {
+        let array = if results[k].is_empty() {
+            datafusion::arrow::array::new_null_array(call.return_field.data_type(), 0)
+        } else {
+            ScalarValue::iter_to_array(results[k].clone())
+                .map_err(|e| EngineError::statement(e.to_string()))?
+        };
+        let array = if array.data_type() == &call.result_type {
+            array
+        } else {
+            datafusion::arrow::compute::cast(&array, &call.result_type)
+                .map_err(|e| EngineError::statement(e.to_string()))?
+        };
+        columns.push(array);
+    }
+    if plan.window.is_some() {
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            out_windows.iter().map(|w| w.0),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            out_windows.iter().map(|w| w.1),
+        )));
+    }
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        out_rows.iter().map(|&i| rowtimes.value(i)),
+    )));
+    let aggregated = RecordBatch::try_new_with_options(
+        plan.aggregate_schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(out_rows.len())),
+    )
+    .map_err(|e| EngineError::statement(format!("cannot assemble aggregated rows: {e}")))?;
+
+    // HAVING: a group that passes is emitted; one that stops passing is deleted.
+    let n = aggregated.num_rows();
+    let mut emit_row = vec![true; n];
+    let mut tombstone = vec![false; n];
+    if let Some(having) = &plan.having {
+        let mask = having
+            .evaluate(&aggregated)
+            .and_then(|v| v.into_array(n))
+            .map_err(|e| EngineError::statement(format!("Error evaluating HAVING: {e}")))?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned()
+            .unwrap_or_else(|| BooleanArray::from(vec![false; n]));
+        for r in 0..n {
+            let passes = mask.is_valid(r) && mask.value(r);
+            let group = state
+                .groups
+                .get_mut(&out_keys[r])
+                .ok_or_else(|| EngineError::statement("aggregate group vanished"))?;
+            if passes {
+                group.emitted = true;
+            } else if group.emitted {
+                group.emitted = false;
+                tombstone[r] = true;
+            } else {
+                emit_row[r] = false;
+            }
+        }
+    }
+    let selected = BooleanArray::from(emit_row.clone());
+    let aggregated = filter_record_batch(&aggregated, &selected)
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let pick = |v: Vec<usize>| -> Vec<usize> {
+        v.into_iter()
+            .zip(&emit_row)
+            .filter_map(|(x, e)| e.then_some(x))
+            .collect()
+    };
+    let emitted_rows: Vec<usize> = pick(out_rows).into_iter().map(|i| rows_from[i]).collect();
+    let tombstone: Vec<bool> = tombstone
+        .into_iter()
+        .zip(&emit_row)
+        .filter_map(|(t, e)| e.then_some(t))
+        .collect();
+    let count = aggregated.num_rows();
+    let step = emit(
+        (&plan.keys, &plan.values),
+        (sink_columns, encoder),
+        partition,
+        records,
+        Projectable {
+            batch: aggregated,
+            rows_from: emitted_rows,
+            has_value: vec![true; count],
+            tombstone,
+        },
+        errors,
+    )?;
+
+    let mut writes = Vec::with_capacity(dirty.len() + 1);
+    for key in dirty {
+        if let Some(group) = state.groups.get_mut(&key) {
+            writes.push((state_key(&key), serialize(group)?));
+        }
+    }
+    if let Some(t) = state.stream_time {
+        writes.push((STREAM_TIME_KEY.to_vec(), t.to_be_bytes().to_vec()));
+    }
+    Ok((step, writes))
+}
+
+impl AggregateState {
+    /// The state-store namespace of this aggregation.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}

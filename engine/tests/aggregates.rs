@@ -1,0 +1,205 @@
+//! Aggregations end to end: running results per group, windows, HAVING, and state that
+//! survives a restart without counting anything twice.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eddy_engine::{Engine, Session};
+use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+
+fn open_store(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            sync: SyncPolicy::Os,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn run(engine: &Engine, sql: &str) {
+    engine
+        .execute(&mut Session::default(), sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+}
+
+/// (key, value, timestamp) of every record in the topic, partition by partition.
+fn records(store: &Store, topic: &str) -> Vec<(Vec<u8>, Option<String>, i64)> {
+    let mut out = Vec::new();
+    for p in 0..store.partition_count(topic).unwrap() {
+        for r in store.read_records(topic, p, 0, usize::MAX).unwrap().records {
+            out.push((
+                r.record.key.map(|k| k.to_vec()).unwrap_or_default(),
+                r.record
+                    .value
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                r.record.timestamp,
+            ));
+        }
+    }
+    out
+}
+
+fn order(user: &str, amount: i64, ts: i64) -> Record {
+    Record::keyed(
+        format!("o{ts}").into_bytes(),
+        format!(r#"{{"user": "{user}", "amount": {amount}}}"#).into_bytes(),
+        ts,
+    )
+}
+
+const SETUP: &str = "
+    SET 'auto.offset.reset' = 'earliest';
+    CREATE STREAM orders (id STRING KEY, user STRING, amount INT)
+        WITH (kafka_topic='orders', partitions=1, value_format='JSON');";
+
+#[tokio::test]
+async fn counts_and_sums_update_per_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE totals AS SELECT user, COUNT(*) AS n, SUM(amount) AS total
+         FROM orders GROUP BY user HAVING SUM(amount) < 100;",
+    )
+    .await;
+    engine
+        .store()
+        .produce(
+            "orders",
+            vec![
+                order("ann", 10, 1),
+                order("bob", 5, 2),
+                order("ann", 20, 3),
+                order("ann", 80, 4),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let got: Vec<(String, Option<String>, i64)> = records(engine.store(), "TOTALS")
+        .into_iter()
+        .map(|(k, v, t)| (String::from_utf8(k).unwrap(), v, t))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                "ann".to_string(),
+                Some(r#"{"N":1,"TOTAL":10}"#.to_string()),
+                1
+            ),
+            (
+                "bob".to_string(),
+                Some(r#"{"N":1,"TOTAL":5}"#.to_string()),
+                2
+            ),
+            (
+                "ann".to_string(),
+                Some(r#"{"N":2,"TOTAL":30}"#.to_string()),
+                3
+            ),
+            // The total passes 100: HAVING no longer holds, so the row is deleted.
+            ("ann".to_string(), None, 4),
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn tumbling_windows_key_results_by_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE per_minute AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 1 MINUTE) GROUP BY user;",
+    )
+    .await;
+    engine
+        .store()
+        .produce(
+            "orders",
+            vec![
+                order("ann", 1, 1_000),
+                order("ann", 1, 61_000),
+                order("ann", 1, 59_000),
+                // Stream time 200 s: the first window ended at 60 s, plus 60 s of grace.
+                order("ann", 1, 200_000),
+                order("ann", 1, 30_000),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let got: Vec<(i64, String)> = records(engine.store(), "PER_MINUTE")
+        .into_iter()
+        .map(|(k, v, _)| {
+            let start = i64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
+            assert_eq!(&k[..k.len() - 8], b"ann");
+            (start, v.unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, r#"{"N":1}"#.to_string()),
+            (60_000, r#"{"N":1}"#.to_string()),
+            (0, r#"{"N":2}"#.to_string()),
+            (180_000, r#"{"N":1}"#.to_string()),
+        ],
+        "the late record for the closed window is dropped"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn aggregate_state_survives_a_restart_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 6_000i64;
+    {
+        let engine = Engine::open(open_store(dir.path())).await.unwrap();
+        run(&engine, SETUP).await;
+        run(
+            &engine,
+            "CREATE TABLE totals AS SELECT user, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY user;",
+        )
+        .await;
+        for chunk in (0..total).collect::<Vec<_>>().chunks(200) {
+            let batch = chunk
+                .iter()
+                .map(|&i| order(&format!("u{}", i % 5), 1, i))
+                .collect();
+            engine.store().produce("orders", batch).await.unwrap();
+        }
+        // Stop once some, and usually not all, of the input is aggregated.
+        while records(engine.store(), "TOTALS").is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        engine.shutdown().await;
+        let written = records(engine.store(), "TOTALS").len() as i64;
+        assert!(written > 0 && written <= total);
+        engine.store().close().unwrap();
+    }
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+    // The last result per user counts every order exactly once.
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let all = records(engine.store(), "TOTALS");
+    assert_eq!(all.len() as i64, total, "one update per input record");
+    for (k, v, _) in all {
+        last.insert(String::from_utf8(k).unwrap(), v.unwrap());
+    }
+    let per_user = total / 5;
+    for user in 0..5 {
+        assert_eq!(
+            last[&format!("u{user}")],
+            format!(r#"{{"N":{per_user},"TOTAL":{per_user}}}"#)
+        );
+    }
+    engine.shutdown().await;
+}
