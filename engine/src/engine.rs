@@ -76,6 +76,8 @@ pub struct Engine {
     pub(crate) datafusion: datafusion::prelude::SessionContext,
     /// Signalled whenever a persistent query commits or stops.
     pub(crate) progress: Arc<tokio::sync::Notify>,
+    /// Running push and pull queries.
+    pub(crate) transient: Arc<crate::query::transient::TransientRegistry>,
 }
 
 impl Engine {
@@ -115,6 +117,7 @@ impl Engine {
             }),
             datafusion: datafusion::prelude::SessionContext::new(),
             progress: Arc::new(tokio::sync::Notify::new()),
+            transient: Arc::default(),
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -173,6 +176,47 @@ impl Engine {
 
     pub(crate) async fn state_lock(&self) -> tokio::sync::MutexGuard<'_, EngineState> {
         self.state.lock().await
+    }
+
+    /// Starts a `SELECT`: a push query with `EMIT CHANGES`, which streams rows until its
+    /// `LIMIT` or until closed, or a pull query, which answers from what its source holds now.
+    pub async fn query(
+        &self,
+        session: &Session,
+        sql: &str,
+    ) -> Result<crate::query::transient::TransientQuery> {
+        let text = if sql.contains("${") {
+            substitute_variables(sql, &session.variables)?
+        } else {
+            sql.to_string()
+        };
+        let mut parsed = parse_statements(&text)?;
+        if parsed.len() != 1 {
+            return Err(EngineError::statement(
+                "Expected exactly one SELECT statement",
+            ));
+        }
+        let statement = parsed.remove(0);
+        let StatementKind::Query(query) = &statement.statement.kind else {
+            return Err(EngineError::statement(format!(
+                "Only SELECT statements run as queries here: {}",
+                statement.text
+            )));
+        };
+        let state = self.state.lock().await;
+        crate::query::transient::start(
+            &self.store,
+            &self.datafusion,
+            &state.catalog,
+            &self.transient,
+            &session.properties,
+            query,
+        )
+    }
+
+    /// Stops a push query by id; whether it was running.
+    pub fn close_query(&self, id: &str) -> bool {
+        self.transient.close(id)
     }
 
     /// The store the engine runs on.

@@ -367,3 +367,88 @@ async fn explode_emits_a_row_per_element_and_zips_several_arrays() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn push_queries_stream_changes_and_pull_queries_answer_from_what_is_there() {
+    use eddy_engine::query::transient::TransientEvent;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(&engine, &mut session, SETUP).await;
+    engine
+        .store()
+        .produce("orders", (0..3).map(input).collect())
+        .await
+        .unwrap();
+    // A pull query over the stream scans what is in it, and completes.
+    let mut pull = engine
+        .query(&session, "SELECT id, k FROM orders WHERE id > 0;")
+        .await
+        .unwrap();
+    assert!(!pull.push);
+    assert_eq!(
+        pull.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
+        ["ID", "K"]
+    );
+    let mut events = Vec::new();
+    while let Some(event) = pull.events.recv().await {
+        events.push(event);
+    }
+    assert_eq!(
+        events,
+        [
+            TransientEvent::Row {
+                columns: vec![1.into(), "k1".into()],
+                tombstone: false
+            },
+            TransientEvent::Row {
+                columns: vec![2.into(), "k2".into()],
+                tombstone: false
+            },
+            TransientEvent::Finished("Query Completed"),
+        ]
+    );
+    // A push query starts at the end (auto.offset.reset=latest) and streams until its limit.
+    let mut push = engine
+        .query(
+            &Session::default(),
+            "SELECT UCASE(name) AS n FROM orders EMIT CHANGES LIMIT 2;",
+        )
+        .await
+        .unwrap();
+    assert!(push.push);
+    engine
+        .store()
+        .produce("orders", (10..13).map(input).collect())
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = push.events.recv().await {
+        events.push(event);
+    }
+    assert_eq!(
+        events,
+        [
+            TransientEvent::Row {
+                columns: vec!["N10".into()],
+                tombstone: false
+            },
+            TransientEvent::Row {
+                columns: vec!["N11".into()],
+                tombstone: false
+            },
+            TransientEvent::Finished("Limit Reached"),
+        ]
+    );
+    // Closing a push query ends its stream.
+    let mut open = engine
+        .query(&Session::default(), "SELECT * FROM orders EMIT CHANGES;")
+        .await
+        .unwrap();
+    assert!(engine.close_query(&open.id));
+    assert_eq!(open.events.recv().await, None);
+    engine.shutdown().await;
+}

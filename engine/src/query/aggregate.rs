@@ -99,6 +99,8 @@ pub struct AggregatePlan {
     pub keys: Vec<OutputColumn>,
     /// Value columns of the result, over aggregated rows.
     pub values: Vec<OutputColumn>,
+    /// Column names in the order the projection lists them, for queries that return rows.
+    pub column_order: Vec<String>,
 }
 
 impl AggregatePlan {
@@ -561,6 +563,7 @@ pub fn plan_aggregate(
         aggregate_schema,
         keys,
         values,
+        column_order: items.iter().map(|(name, _)| name.clone()).collect(),
     })
 }
 

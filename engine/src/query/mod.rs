@@ -6,6 +6,7 @@ pub mod processing_log;
 pub mod runner;
 pub mod source;
 mod statements;
+pub mod transient;
 pub mod window;
 
 use std::collections::VecDeque;
@@ -41,6 +42,14 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => p.columns(),
             QueryPlan::Aggregate(p) => p.columns(),
+        }
+    }
+
+    /// Column names in the order the projection lists them.
+    pub fn column_order(&self) -> &[String] {
+        match self {
+            QueryPlan::Stateless(p) => &p.column_order,
+            QueryPlan::Aggregate(p) => &p.column_order,
         }
     }
 

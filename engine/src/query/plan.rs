@@ -45,6 +45,8 @@ pub struct StatelessPlan {
     pub values: Vec<OutputColumn>,
     /// Whether the key changed (`PARTITION BY`), so records move between partitions.
     pub repartitioned: bool,
+    /// Column names in the order the projection lists them, for queries that return rows.
+    pub column_order: Vec<String>,
 }
 
 impl StatelessPlan {
@@ -353,6 +355,7 @@ pub fn plan_stateless(
             expr,
         })
         .collect();
+    let column_order: Vec<String> = projected.iter().map(|p| p.name.clone()).collect();
 
     // Table functions: each EXPLODE becomes a column of the exploded batch the projection reads.
     let mut table_function_args = Vec::new();
@@ -522,6 +525,7 @@ pub fn plan_stateless(
         keys,
         values,
         repartitioned,
+        column_order,
     })
 }
 

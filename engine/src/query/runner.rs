@@ -537,109 +537,195 @@ async fn run_query_inner(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let topic = plan.source().topic.clone();
-    let mut aggregate_state = match plan {
-        QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p)?),
-        QueryPlan::Stateless(_) => None,
-    };
     let group = consumer_group(query_id);
     let partitions = store.partition_count(&topic)?;
-    let mut positions = start_positions(store, &group, &topic, partitions)?;
-    let encoder = SinkEncoder::new(sink)?;
-    let sink_columns: Vec<Column> = sink.columns.clone();
+    let positions = start_positions(store, &group, &topic, partitions)?;
+    let mut reader = PartitionReader::new(store, query_id, &topic, positions);
+    let mut operator = Operator::new(query_id, plan, sink)?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
-    loop {
-        if *stop.borrow() {
-            return Ok(());
+    while let Some((p, fetched)) = reader.next(stop).await? {
+        let (step, state_writes) = operator.step(store, p, &fetched.records)?;
+        let processed = fetched.records.len() as u64;
+        let mut commit = Commit::new();
+        if let Some(namespace) = operator.state_namespace() {
+            for (key, value) in state_writes {
+                commit.put_state(namespace.to_string(), key, value);
+            }
         }
-        let mut worked = false;
-        for p in 0..partitions {
-            let position = positions[p as usize];
-            let fetched = match store.read_records(&topic, p, position, READ_BYTES) {
-                Ok(f) => f,
-                Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
-                    warn!(query = %query_id, partition = p, from = position, to = log_start, "input offset out of range; skipping to the log start");
-                    positions[p as usize] = log_start;
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if fetched.next_offset <= position {
-                continue;
-            }
-            let (step, state_writes) = match (plan, aggregate_state.as_mut()) {
-                (QueryPlan::Aggregate(aggregate), Some(state)) => {
-                    let (step, writes) = process_aggregate(
-                        store,
-                        aggregate,
-                        state,
-                        (&sink_columns, &encoder),
-                        p,
-                        &fetched.records,
-                    )?;
-                    (step, writes)
-                }
-                (QueryPlan::Stateless(stateless), _) => (
-                    process(stateless, &sink_columns, &encoder, p, &fetched.records)?,
-                    Vec::new(),
-                ),
-                (QueryPlan::Aggregate(_), None) => {
-                    return Err(EngineError::statement("aggregation without state"));
-                }
-            };
-            let processed = fetched.records.len() as u64;
-            let mut commit = Commit::new();
-            if let Some(state) = &aggregate_state {
-                for (key, value) in state_writes {
-                    commit.put_state(state.namespace().to_string(), key, value);
-                }
-            }
-            let mut log_entries = Vec::with_capacity(step.errors.len());
-            for error in &step.errors {
-                warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
-                let input = fetched.records.iter().find(|r| r.offset == error.offset);
-                log_entries.push(processing_log::entry(query_id, &topic, error, input));
-            }
-            if !log_entries.is_empty() && log_topic_exists {
-                commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
-            }
-            for chunk in batches_under(step.records, APPEND_BYTES) {
-                commit.append(sink.topic.clone(), None, chunk);
-            }
-            commit.commit_offset(
-                group.clone(),
-                topic.clone(),
-                p,
-                OffsetAndMetadata::new(fetched.next_offset),
-            );
-            store.commit(commit).await?;
-            positions[p as usize] = fetched.next_offset;
-            shared.processed.fetch_add(processed, Ordering::Relaxed);
-            shared
-                .failed
-                .fetch_add(step.errors.len() as u64, Ordering::Relaxed);
-            shared.record_errors(step.errors);
-            shared.progress.notify_waiters();
-            worked = true;
+        let mut log_entries = Vec::with_capacity(step.errors.len());
+        for error in &step.errors {
+            warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
+            let input = fetched.records.iter().find(|r| r.offset == error.offset);
+            log_entries.push(processing_log::entry(query_id, &topic, error, input));
         }
-        if worked {
-            continue;
+        if !log_entries.is_empty() && log_topic_exists {
+            commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
         }
-        debug!(query = %query_id, "caught up; waiting for input");
-        let waits = (0..partitions)
-            .map(|p| {
-                let store = store.clone();
-                let topic = topic.clone();
-                let at = positions[p as usize];
-                Box::pin(async move {
-                    store
-                        .wait_for_data(&topic, p, at, Duration::from_secs(1))
-                        .await
+        for chunk in batches_under(step.records, APPEND_BYTES) {
+            commit.append(sink.topic.clone(), None, chunk);
+        }
+        commit.commit_offset(
+            group.clone(),
+            topic.clone(),
+            p,
+            OffsetAndMetadata::new(fetched.next_offset),
+        );
+        store.commit(commit).await?;
+        reader.advance(p, fetched.next_offset);
+        shared.processed.fetch_add(processed, Ordering::Relaxed);
+        shared
+            .failed
+            .fetch_add(step.errors.len() as u64, Ordering::Relaxed);
+        shared.record_errors(step.errors);
+        shared.progress.notify_waiters();
+    }
+    Ok(())
+}
+
+/// Reads a topic's partitions in turn from given positions, waiting for input when all are
+/// read to their end.
+pub(crate) struct PartitionReader {
+    store: Store,
+    query_id: String,
+    topic: String,
+    positions: Vec<i64>,
+    next_partition: usize,
+}
+
+impl PartitionReader {
+    /// A reader of `topic` starting at `positions`, one per partition.
+    pub(crate) fn new(store: &Store, query_id: &str, topic: &str, positions: Vec<i64>) -> Self {
+        PartitionReader {
+            store: store.clone(),
+            query_id: query_id.to_string(),
+            topic: topic.to_string(),
+            positions,
+            next_partition: 0,
+        }
+    }
+
+    /// Where reading stands in each partition.
+    pub(crate) fn positions(&self) -> &[i64] {
+        &self.positions
+    }
+
+    /// Records that the caller has consumed a partition up to `next_offset`.
+    pub(crate) fn advance(&mut self, partition: u32, next_offset: i64) {
+        if let Some(p) = self.positions.get_mut(partition as usize) {
+            *p = next_offset;
+        }
+    }
+
+    /// The next records of some partition, without advancing (see [`PartitionReader::advance`]),
+    /// or `None` once `stop` is set. Waits without polling while everything is read.
+    pub(crate) async fn next(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(u32, eddy_storage::FetchedRecords)>> {
+        let partitions = self.positions.len();
+        loop {
+            if *stop.borrow() || partitions == 0 {
+                return Ok(None);
+            }
+            for _ in 0..partitions {
+                let p = self.next_partition;
+                self.next_partition = (self.next_partition + 1) % partitions;
+                let position = self.positions[p];
+                let fetched = match self.store.read_records(
+                    &self.topic,
+                    p as u32,
+                    position,
+                    READ_BYTES,
+                ) {
+                    Ok(f) => f,
+                    Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
+                        warn!(query = %self.query_id, partition = p, from = position, to = log_start, "input offset out of range; skipping to the log start");
+                        self.positions[p] = log_start;
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                if fetched.next_offset > position {
+                    return Ok(Some((p as u32, fetched)));
+                }
+            }
+            debug!(query = %self.query_id, "caught up; waiting for input");
+            let waits = (0..partitions)
+                .map(|p| {
+                    let store = self.store.clone();
+                    let topic = self.topic.clone();
+                    let at = self.positions[p];
+                    Box::pin(async move {
+                        store
+                            .wait_for_data(&topic, p as u32, at, Duration::from_secs(1))
+                            .await
+                    })
                 })
-            })
-            .collect::<Vec<_>>();
-        tokio::select! {
-            _ = stop.changed() => {}
-            _ = select_all(waits) => {}
+                .collect::<Vec<_>>();
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = select_all(waits) => {}
+            }
+        }
+    }
+}
+
+/// A query's processing, whatever its kind: records in, sink records and state changes out.
+pub(crate) struct Operator<'a> {
+    plan: &'a QueryPlan,
+    encoder: SinkEncoder,
+    sink_columns: Vec<Column>,
+    aggregate_state: Option<AggregateState>,
+}
+
+impl<'a> Operator<'a> {
+    /// The operator of `plan` writing into `sink`.
+    pub(crate) fn new(query_id: &str, plan: &'a QueryPlan, sink: &DataSource) -> Result<Self> {
+        Ok(Operator {
+            plan,
+            encoder: SinkEncoder::new(sink)?,
+            sink_columns: sink.columns.clone(),
+            aggregate_state: match plan {
+                QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p)?),
+                QueryPlan::Stateless(_) => None,
+            },
+        })
+    }
+
+    /// The state-store namespace of its state, if it keeps any.
+    pub(crate) fn state_namespace(&self) -> Option<&str> {
+        self.aggregate_state.as_ref().map(AggregateState::namespace)
+    }
+
+    /// Processes records of one partition.
+    pub(crate) fn step(
+        &mut self,
+        store: &Store,
+        partition: u32,
+        records: &[LogRecord],
+    ) -> Result<(StepOutput, crate::query::aggregate::StateWrites)> {
+        match (self.plan, self.aggregate_state.as_mut()) {
+            (QueryPlan::Aggregate(aggregate), Some(state)) => process_aggregate(
+                store,
+                aggregate,
+                state,
+                (&self.sink_columns, &self.encoder),
+                partition,
+                records,
+            ),
+            (QueryPlan::Stateless(stateless), _) => Ok((
+                process(
+                    stateless,
+                    &self.sink_columns,
+                    &self.encoder,
+                    partition,
+                    records,
+                )?,
+                Vec::new(),
+            )),
+            (QueryPlan::Aggregate(_), None) => {
+                Err(EngineError::statement("aggregation without state"))
+            }
         }
     }
 }

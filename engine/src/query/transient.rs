@@ -1,0 +1,339 @@
+//! Transient queries: `SELECT ... EMIT CHANGES` (push), which streams rows as its input changes
+//! until its limit or until closed, and `SELECT` without `EMIT` (pull), which answers from what
+//! is in the source now. Both run the same operators as persistent queries, with rows sent to
+//! the client instead of committed to a topic, and no state kept after they end.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use eddy_sql::Span;
+use eddy_sql::ast::{Ident, Literal, Properties, Property, Query, SourceKind, TableElement};
+use eddy_storage::Store;
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use crate::catalog::{Catalog, DataSource};
+use crate::error::{EngineError, Result};
+use crate::query::QueryPlan;
+use crate::query::aggregate::plan_aggregate;
+use crate::query::plan::plan_stateless;
+use crate::query::runner::{Operator, PartitionReader};
+use crate::schema::{Column, ColumnKind};
+
+/// What a transient query sends its client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransientEvent {
+    /// A row, its columns in projection order; a tombstone deletes its key (push queries on
+    /// tables).
+    Row {
+        /// Column values as JSON.
+        columns: Vec<Value>,
+        /// Whether the row deletes its key.
+        tombstone: bool,
+    },
+    /// The query stopped with an error.
+    Error(String),
+    /// The query ended: "Limit Reached" or "Query Completed".
+    Finished(&'static str),
+}
+
+/// A running transient query: its id, its columns and its rows. Dropping it stops the query.
+#[derive(Debug)]
+pub struct TransientQuery {
+    /// The query id, for `/close-query`.
+    pub id: String,
+    /// Whether it is a push query (`EMIT CHANGES`).
+    pub push: bool,
+    /// The result's columns in projection order.
+    pub columns: Vec<Column>,
+    /// Rows, then a final event.
+    pub events: mpsc::Receiver<TransientEvent>,
+    _stop: watch::Sender<bool>,
+}
+
+/// Running transient queries that can be closed by id.
+#[derive(Debug, Default)]
+pub(crate) struct TransientRegistry {
+    next: AtomicU64,
+    running: parking_lot::Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+impl TransientRegistry {
+    /// Stops every query.
+    pub(crate) fn close_all(&self) {
+        for (_, stop) in self.running.lock().drain() {
+            let _ = stop.send(true);
+        }
+    }
+
+    /// Stops a query by id; whether there was one.
+    pub(crate) fn close(&self, id: &str) -> bool {
+        match self.running.lock().remove(id) {
+            Some(stop) => {
+                let _ = stop.send(true);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Rows buffered between a query and a slow client before the query waits.
+const CHANNEL_ROWS: usize = 1024;
+
+/// Plans and starts a transient query.
+pub(crate) fn start(
+    store: &Store,
+    ctx: &datafusion::prelude::SessionContext,
+    catalog: &Catalog,
+    registry: &Arc<TransientRegistry>,
+    properties: &HashMap<String, String>,
+    query: &Query,
+) -> Result<TransientQuery> {
+    let push = query.emit.is_some();
+    if let Some(limit) = query.limit
+        && limit < 0
+    {
+        return Err(EngineError::statement(format!(
+            "LIMIT must be a positive number; got {limit}"
+        )));
+    }
+    let number = registry.next.fetch_add(1, Ordering::Relaxed);
+    let source_name = query.from.source.name.value.clone();
+    let id = format!("transient_{}_{number}", source_name.to_ascii_uppercase());
+    let sink_name = format!("__EDDY_{}", id.to_ascii_uppercase());
+    let plan = if query.group_by.is_empty() {
+        QueryPlan::Stateless(plan_stateless(
+            ctx,
+            catalog,
+            query,
+            &sink_name,
+            SourceKind::Stream,
+            true,
+        )?)
+    } else {
+        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, &sink_name)?)
+    };
+    // The rows go through a JSON "sink" the client never sees, and are read back as values.
+    let sink = catalog.build_query_sink(&json_sink(&sink_name, &plan), "", &HashMap::new())?;
+    let by_name: HashMap<String, Column> = plan
+        .columns()
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+    let columns: Vec<Column> = plan
+        .column_order()
+        .iter()
+        .filter_map(|n| by_name.get(n).cloned())
+        .collect();
+    let topic = plan.source().topic.clone();
+    let partitions = store.partition_count(&topic)?;
+    let earliest = !push
+        || properties
+            .get("auto.offset.reset")
+            .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+    let mut positions = Vec::with_capacity(partitions as usize);
+    let mut ends = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let end = store.end_offset(&topic, p)?;
+        ends.push(end);
+        positions.push(if earliest {
+            store.log_start_offset(&topic, p)?
+        } else {
+            end
+        });
+    }
+    let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
+    let (stop, stopped) = watch::channel(false);
+    registry.running.lock().insert(id.clone(), stop.clone());
+    let task = Transient {
+        store: store.clone(),
+        id: id.clone(),
+        plan,
+        sink,
+        columns: columns.clone(),
+        limit: query.limit.map(|l| l as u64),
+        // A pull query answers from what is there when it starts.
+        ends: (!push).then_some(ends),
+        table: !push && query_source_is_table(catalog, &source_name),
+    };
+    let registry = registry.clone();
+    tokio::spawn(async move {
+        let id = task.id.clone();
+        task.run(positions, tx, stopped).await;
+        registry.running.lock().remove(&id);
+        debug!(query = %id, "transient query ended");
+    });
+    Ok(TransientQuery {
+        id,
+        push,
+        columns,
+        events: rx,
+        _stop: stop,
+    })
+}
+
+fn query_source_is_table(catalog: &Catalog, name: &str) -> bool {
+    catalog
+        .source(name)
+        .is_some_and(|s| s.kind == SourceKind::Table)
+}
+
+/// A declaration of the hidden sink: the result's columns, keys and values in JSON.
+fn json_sink(name: &str, plan: &QueryPlan) -> eddy_sql::ast::CreateSource {
+    let property = |name: &str, value: &str| Property {
+        name: name.to_string(),
+        quoted: false,
+        value: Literal::String(value.to_string()),
+        span: Span::default(),
+    };
+    eddy_sql::ast::CreateSource {
+        kind: SourceKind::Stream,
+        or_replace: false,
+        read_only: false,
+        if_not_exists: false,
+        name: Ident::quoted(name),
+        elements: Some(
+            plan.columns()
+                .into_iter()
+                .map(|c| TableElement {
+                    name: Ident::quoted(&c.name),
+                    ty: c.ty,
+                    constraint: (c.kind == ColumnKind::Key)
+                        .then_some(eddy_sql::ast::ColumnConstraint::Key),
+                    span: Span::default(),
+                })
+                .collect(),
+        ),
+        properties: Properties(vec![
+            property("KAFKA_TOPIC", name),
+            property("KEY_FORMAT", "JSON"),
+            property("VALUE_FORMAT", "JSON"),
+        ]),
+    }
+}
+
+struct Transient {
+    store: Store,
+    id: String,
+    plan: QueryPlan,
+    sink: DataSource,
+    columns: Vec<Column>,
+    limit: Option<u64>,
+    ends: Option<Vec<i64>>,
+    table: bool,
+}
+
+impl Transient {
+    async fn run(
+        self,
+        positions: Vec<i64>,
+        tx: mpsc::Sender<TransientEvent>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let outcome = self.rows(positions, &tx, &mut stop).await;
+        let last = match outcome {
+            Ok(Some(message)) => TransientEvent::Finished(message),
+            Ok(None) => return,
+            Err(e) => {
+                warn!(query = %self.id, error = %e, "transient query failed");
+                TransientEvent::Error(e.to_string())
+            }
+        };
+        let _ = tx.send(last).await;
+    }
+
+    /// Sends rows until the limit, the end of a pull query's input, or a stop (`None`).
+    async fn rows(
+        &self,
+        positions: Vec<i64>,
+        tx: &mpsc::Sender<TransientEvent>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<&'static str>> {
+        let topic = self.plan.source().topic.clone();
+        let mut reader = PartitionReader::new(&self.store, &self.id, &topic, positions);
+        let mut operator = Operator::new(&self.id, &self.plan, &self.sink)?;
+        let key_columns: Vec<&Column> = self.sink.key_columns().collect();
+        let mut sent = 0u64;
+        // A pull query over a table answers with the latest row per key.
+        let mut latest: Vec<(Vec<u8>, TransientEvent)> = Vec::new();
+        loop {
+            if let Some(ends) = &self.ends
+                && reader.positions().iter().zip(ends).all(|(p, e)| p >= e)
+            {
+                break;
+            }
+            let Some((p, fetched)) = reader.next(stop).await? else {
+                return Ok(None);
+            };
+            let (step, _) = operator.step(&self.store, p, &fetched.records)?;
+            reader.advance(p, fetched.next_offset);
+            for record in step.records {
+                let event = self.event(&record, &key_columns)?;
+                if self.table {
+                    let key = record.key.as_deref().unwrap_or_default().to_vec();
+                    latest.retain(|(k, _)| *k != key);
+                    if matches!(
+                        event,
+                        TransientEvent::Row {
+                            tombstone: false,
+                            ..
+                        }
+                    ) {
+                        latest.push((key, event));
+                    }
+                    continue;
+                }
+                if tx.send(event).await.is_err() {
+                    return Ok(None);
+                }
+                sent += 1;
+                if self.limit.is_some_and(|l| sent >= l) {
+                    return Ok(Some("Limit Reached"));
+                }
+            }
+        }
+        for (_, event) in latest {
+            if tx.send(event).await.is_err() {
+                return Ok(None);
+            }
+            sent += 1;
+            if self.limit.is_some_and(|l| sent >= l) {
+                return Ok(Some("Limit Reached"));
+            }
+        }
+        Ok(Some("Query Completed"))
+    }
+
+    /// A sink record read back as a row of values in projection order.
+    fn event(&self, record: &eddy_storage::Record, keys: &[&Column]) -> Result<TransientEvent> {
+        let parse = |bytes: Option<&[u8]>| -> Result<Value> {
+            match bytes {
+                None => Ok(Value::Null),
+                Some(b) => serde_json::from_slice(b)
+                    .map_err(|e| EngineError::statement(format!("cannot read a row back: {e}"))),
+            }
+        };
+        let key = parse(record.key.as_deref())?;
+        let value = parse(record.value.as_deref())?;
+        let tombstone = record.value.is_none();
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                if c.kind == ColumnKind::Key {
+                    if keys.len() == 1 {
+                        key.clone()
+                    } else {
+                        key.get(&c.name).cloned().unwrap_or(Value::Null)
+                    }
+                } else {
+                    value.get(&c.name).cloned().unwrap_or(Value::Null)
+                }
+            })
+            .collect();
+        Ok(TransientEvent::Row { columns, tombstone })
+    }
+}
