@@ -1,5 +1,5 @@
-//! ksqlDB's REST API, first part: `/ksql` for the statements the engine runs, `/info` and
-//! `/healthcheck`, with ksqlDB's entity shapes and error codes.
+//! ksqlDB's REST API: `/ksql` for the statements the engine runs, `/info` and `/healthcheck`,
+//! with ksqlDB's entity shapes and error codes; the query endpoints are in `streaming`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,13 +33,16 @@ struct KsqlRequest {
 pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/ksql", post(ksql))
+        .route("/query", post(crate::streaming::query))
+        .route("/query-stream", post(crate::streaming::query_stream))
+        .route("/close-query", post(crate::streaming::close_query))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .fallback(not_found)
         .with_state(engine)
 }
 
-fn error(
+pub(crate) fn error(
     status: StatusCode,
     kind: &str,
     code: u32,
@@ -80,7 +83,7 @@ async fn healthcheck() -> Json<Value> {
     }))
 }
 
-fn scalar_text(v: &Value) -> String {
+pub(crate) fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 
 mod http;
 mod kafka;
+mod streaming;
 
 /// Eddy: a streaming SQL database in one binary.
 ///

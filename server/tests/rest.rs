@@ -155,3 +155,130 @@ fn errors_carry_ksqldb_codes_and_what_already_ran() {
     let (status, body) = request(&server.http, "GET", "/no/such/endpoint", None);
     assert_eq!((status, &body["error_code"]), (404, &json!(40400)));
 }
+
+/// A request whose body is returned as text, chunked transfer decoded.
+fn request_text(server: &Server, path: &str, body: &Value, accept: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(&server.http).unwrap();
+    let body = body.to_string();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.http,
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let mut out = String::new();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        let mut rest = rest;
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if size == 0 {
+                break;
+            }
+            out.push_str(&after[..size]);
+            rest = &after[size + 2..];
+        }
+    } else {
+        out.push_str(rest);
+    }
+    (status, out)
+}
+
+#[test]
+fn pull_and_push_queries_stream_rows_over_query_and_query_stream() {
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM pv (id STRING KEY, page STRING, ms INT) WITH (kafka_topic='pv', partitions=1, value_format='JSON');
+         INSERT INTO pv (id, page, ms) VALUES ('a', 'home', 10);
+         INSERT INTO pv (id, page, ms) VALUES ('b', 'cart', 20);",
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // /query: a JSON array with a header, the rows and a final message.
+    let (status, text) = request_text(
+        &server,
+        "/query",
+        &json!({"ksql": "SELECT * FROM pv WHERE ms > 5;"}),
+        "application/vnd.ksql.v1+json",
+    );
+    assert_eq!(status, 200, "{text}");
+    let items: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        items[0]["header"]["schema"],
+        "`ID` STRING KEY, `PAGE` STRING, `MS` INTEGER"
+    );
+    assert_eq!(items[1], json!({"row": {"columns": ["a", "home", 10]}}));
+    assert_eq!(items[2], json!({"row": {"columns": ["b", "cart", 20]}}));
+    assert_eq!(items[3], json!({"finalMessage": "Query Completed"}));
+
+    // /query-stream: a metadata line, then one array per row.
+    let (status, text) = request_text(
+        &server,
+        "/query-stream",
+        &json!({"sql": "SELECT page, ms * 2 AS twice FROM pv;"}),
+        "application/vnd.ksqlapi.delimited.v1",
+    );
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"columnNames": ["PAGE", "TWICE"], "columnTypes": ["STRING", "INTEGER"]}),
+            json!(["home", 20]),
+            json!(["cart", 40]),
+        ]
+    );
+
+    // A push query from the beginning, with a limit.
+    let (status, text) = request_text(
+        &server,
+        "/query-stream",
+        &json!({"sql": "SELECT id FROM pv EMIT CHANGES LIMIT 2;", "properties": {"auto.offset.reset": "earliest"}}),
+        "application/json",
+    );
+    assert_eq!(status, 200, "{text}");
+    let items: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        items[0]["queryId"]
+            .as_str()
+            .unwrap()
+            .starts_with("transient_PV_")
+    );
+    assert_eq!(items[1], json!(["a"]));
+    assert_eq!(items[2], json!(["b"]));
+
+    // Errors come as ksqlDB's error objects.
+    let (status, text) = request_text(
+        &server,
+        "/query",
+        &json!({"ksql": "SELECT nope FROM pv;"}),
+        "application/json",
+    );
+    assert_eq!(status, 400);
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error_code"], 40001);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("SELECT column 'NOPE' cannot be resolved")
+    );
+    let (status, _) = request_text(
+        &server,
+        "/close-query",
+        &json!({"queryId": "no_such_query"}),
+        "application/json",
+    );
+    assert_eq!(status, 400);
+}

@@ -189,6 +189,7 @@ pub fn plan_stateless(
     sink_name: &str,
     sink_kind: SourceKind,
     new_planner: bool,
+    transient: bool,
 ) -> Result<StatelessPlan> {
     if !query.from.joins.is_empty() {
         return Err(EngineError::Unsupported("JOIN".into()));
@@ -466,7 +467,8 @@ pub fn plan_stateless(
             key_items.sort_by_key(order);
         }
     }
-    if projected.is_empty() {
+    // A sink needs a value; rows returned to a client do not.
+    if projected.is_empty() && !transient {
         return Err(EngineError::statement(
             "The projection contains no value columns.",
         ));

@@ -131,6 +131,7 @@ impl Engine {
                 name,
                 create.kind,
                 new_planner(session),
+                false,
             )?;
             match (plan.source.kind, create.kind) {
                 (SourceKind::Stream, SourceKind::Table) => {
@@ -329,6 +330,7 @@ impl Engine {
             &sink.name,
             SourceKind::Stream,
             new_planner(session),
+            false,
         )?;
         if plan.source.kind == SourceKind::Table {
             return Err(EngineError::statement(format!(
@@ -537,6 +539,7 @@ impl Engine {
                 &sink_name,
                 sink_kind,
                 new_planner(session),
+                false,
             )?)
         } else {
             QueryPlan::Aggregate(plan_aggregate(

@@ -50,7 +50,14 @@ pub struct TransientQuery {
     pub columns: Vec<Column>,
     /// Rows, then a final event.
     pub events: mpsc::Receiver<TransientEvent>,
-    _stop: watch::Sender<bool>,
+    stop: watch::Sender<bool>,
+}
+
+impl Drop for TransientQuery {
+    /// A client that goes away stops its query at once, even while no rows arrive.
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
 }
 
 /// Running transient queries that can be closed by id.
@@ -112,6 +119,7 @@ pub(crate) fn start(
             &sink_name,
             SourceKind::Stream,
             true,
+            true,
         )?)
     } else {
         QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, &sink_name)?)
@@ -171,7 +179,7 @@ pub(crate) fn start(
         push,
         columns,
         events: rx,
-        _stop: stop,
+        stop,
     })
 }
 
