@@ -53,27 +53,31 @@ fn session(properties: &HashMap<String, Value>) -> Session {
 
 /// Reads a JSON request body whatever its declared content type, as ksqlDB's clients send
 /// several (`application/json`, `application/vnd.ksql.v1+json`, none).
-fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
+fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             "generic_error",
             40000,
             format!("Invalid JSON in request: {e}"),
             Value::Null,
-        )
+        ))
     })
 }
 
-async fn start(engine: &Engine, session: &Session, sql: &str) -> Result<TransientQuery, Response> {
+async fn start(
+    engine: &Engine,
+    session: &Session,
+    sql: &str,
+) -> Result<TransientQuery, Box<Response>> {
     engine.query(session, sql).await.map_err(|e| {
-        error(
+        Box::new(error(
             StatusCode::BAD_REQUEST,
             "statement_error",
             40001,
             e.to_string(),
             json!({"statementText": sql, "entities": []}),
-        )
+        ))
     })
 }
 
@@ -134,7 +138,7 @@ fn stream_body(
 pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
     let request: QueryRequest = match parse_body(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let query = match start(
         &engine,
@@ -144,7 +148,7 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
     .await
     {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let header = json!({"header": {"queryId": query.id, "schema": schema_text(&query)}});
     let body = stream_body(
@@ -187,7 +191,7 @@ pub async fn query_stream(
 ) -> Response {
     let request: QueryStreamRequest = match parse_body(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let json_array = headers
         .get(header::ACCEPT)
@@ -195,7 +199,7 @@ pub async fn query_stream(
         .is_some_and(|v| v.contains("application/json"));
     let query = match start(&engine, &session(&request.properties), &request.sql).await {
         Ok(query) => query,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let mut metadata = json!({
         "columnNames": query.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
@@ -256,7 +260,7 @@ pub async fn query_stream(
 pub async fn close_query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
     let request: CloseQueryRequest = match parse_body(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     if engine.close_query(&request.query_id) {
         StatusCode::OK.into_response()
