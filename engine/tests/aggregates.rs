@@ -203,3 +203,68 @@ async fn aggregate_state_survives_a_restart_mid_stream() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn aggregating_a_table_undoes_a_rows_old_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE users (id STRING PRIMARY KEY, region STRING, score INT)
+             WITH (kafka_topic='users', partitions=1, value_format='JSON');
+         CREATE TABLE per_region AS SELECT region, COUNT(*) AS n, SUM(score) AS total
+             FROM users GROUP BY region;",
+    )
+    .await;
+    let user = |id: &str, region: &str, score: i64, ts: i64| {
+        Record::keyed(
+            id.as_bytes().to_vec(),
+            format!(r#"{{"region": "{region}", "score": {score}}}"#).into_bytes(),
+            ts,
+        )
+    };
+    engine
+        .store()
+        .produce(
+            "users",
+            vec![
+                user("a", "eu", 10, 1),
+                user("b", "eu", 5, 2),
+                // a moves to us: eu loses it, us gains it.
+                user("a", "us", 7, 3),
+                // b is deleted.
+                Record::tombstone(&b"b"[..], 4),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let got: Vec<(String, String, i64)> = records(engine.store(), "PER_REGION")
+        .into_iter()
+        .map(|(k, v, t)| (String::from_utf8(k).unwrap(), v.unwrap(), t))
+        .collect();
+    let row = |k: &str, v: &str, t: i64| (k.to_string(), v.to_string(), t);
+    assert_eq!(
+        got,
+        [
+            row("eu", r#"{"N":1,"TOTAL":10}"#, 1),
+            row("eu", r#"{"N":2,"TOTAL":15}"#, 2),
+            row("eu", r#"{"N":1,"TOTAL":5}"#, 3),
+            row("us", r#"{"N":1,"TOTAL":7}"#, 3),
+            row("eu", r#"{"N":0,"TOTAL":0}"#, 4),
+        ]
+    );
+    let err = engine
+        .execute(
+            &mut Session::default(),
+            "CREATE TABLE lowest AS SELECT region, MIN(score) AS m FROM users GROUP BY region;",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "The aggregation function MIN cannot be applied to a table source, only to a stream source."
+    );
+    engine.shutdown().await;
+}

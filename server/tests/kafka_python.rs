@@ -80,7 +80,8 @@ fn kafka_python_admin_creates_describes_and_deletes_topics() {
     let server = common::start();
     assert_eq!(
         run(&server, ADMIN_SCRIPT),
-        "['made']\ncompact\nalready exists\ninvalid config\n[]\n"
+        // The processing log's topic is there from the start, as with ksqlDB on Kafka.
+        "['default_ksql_processing_log', 'made']\ncompact\nalready exists\ninvalid config\n['default_ksql_processing_log']\n"
     );
 }
 

@@ -57,22 +57,27 @@ pub struct AggregateCall {
 }
 
 impl AggregateCall {
-    fn accumulator(&self, input: &Schema) -> Result<Box<dyn Accumulator>> {
-        self.function
-            .accumulator(datafusion::logical_expr::function::AccumulatorArgs {
-                return_field: self.return_field.clone(),
-                schema: input,
-                ignore_nulls: self.ignore_nulls,
-                order_bys: &[],
-                is_reversed: false,
-                name: &self.name,
-                is_distinct: self.distinct,
-                exprs: &self.args,
-                expr_fields: &self.arg_fields,
-            })
-            .map_err(|e| {
-                EngineError::statement(format!("cannot aggregate with {}: {e}", self.name))
-            })
+    /// An accumulator; for a table source one that can also retract values.
+    fn make_accumulator(&self, input: &Schema, retracting: bool) -> Result<Box<dyn Accumulator>> {
+        let args = datafusion::logical_expr::function::AccumulatorArgs {
+            return_field: self.return_field.clone(),
+            schema: input,
+            ignore_nulls: self.ignore_nulls,
+            order_bys: &[],
+            is_reversed: false,
+            name: &self.name,
+            is_distinct: self.distinct,
+            exprs: &self.args,
+            expr_fields: &self.arg_fields,
+        };
+        let made = if retracting {
+            self.function.create_sliding_accumulator(args)
+        } else {
+            self.function.accumulator(args)
+        };
+        made.map_err(|e| {
+            EngineError::statement(format!("cannot aggregate with {}: {e}", self.name))
+        })
     }
 }
 
@@ -206,9 +211,6 @@ pub fn plan_aggregate(
             format!("{} does not exist.", from.name.value),
         )
     })?;
-    if source.kind == SourceKind::Table {
-        return Err(EngineError::Unsupported("GROUP BY over a table".into()));
-    }
     if source.window.is_some() {
         return Err(EngineError::Unsupported(
             "GROUP BY over a windowed stream".into(),
@@ -441,6 +443,41 @@ pub fn plan_aggregate(
         });
     }
 
+    // Aggregating a table undoes a row's old value when it changes, which not every function
+    // can do.
+    if source.kind == SourceKind::Table {
+        let mut cannot: Vec<String> = Vec::new();
+        for call in &aggregates {
+            // ksqlDB refuses these on tables, even where an accumulator could retract.
+            let refused = matches!(
+                call.name.as_str(),
+                "MIN" | "MAX" | "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET"
+            );
+            let retracts = !refused
+                && call
+                    .make_accumulator(&schema, true)
+                    .map(|a| a.supports_retract_batch())
+                    .unwrap_or(false);
+            if !retracts && !cannot.contains(&call.name) {
+                cannot.push(call.name.clone());
+            }
+        }
+        if !cannot.is_empty() {
+            let (noun, names) = match cannot.split_last() {
+                Some((last, [])) => ("function", last.clone()),
+                Some((last, rest)) => ("functions", format!("{} and {last}", rest.join(", "))),
+                None => ("function", String::new()),
+            };
+            return Err(EngineError::statement(format!(
+                "The aggregation {noun} {names} cannot be applied to a table source, only to a stream source."
+            )));
+        }
+        if query.window.is_some() {
+            return Err(EngineError::statement(
+                "Windowed aggregations are not supported on tables.",
+            ));
+        }
+    }
     let window = match &query.window {
         None => None,
         Some(w) => {
@@ -621,14 +658,16 @@ struct Group {
 pub struct AggregateState {
     namespace: String,
     groups: HashMap<Vec<u8>, Group>,
+    /// A table source's current row per key (timestamp then value bytes), once read.
+    rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
     stream_time: Option<i64>,
     converter: RowConverter,
 }
 
 const STREAM_TIME_KEY: &[u8] = b"t";
 
-/// State-store puts of one step: key, value.
-pub type StateWrites = Vec<(Vec<u8>, Vec<u8>)>;
+/// State-store changes of one step: a key and its new value, or `None` to delete it.
+pub type StateWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 impl AggregateState {
     /// The state of the query `query_id`; groups load from the store as rows need them.
@@ -643,6 +682,7 @@ impl AggregateState {
         Ok(AggregateState {
             namespace: format!("__eddy_query_{query_id}"),
             groups: HashMap::new(),
+            rows: HashMap::new(),
             stream_time: None,
             converter: RowConverter::new(fields)
                 .map_err(|e| EngineError::statement(e.to_string()))?,
@@ -661,7 +701,7 @@ impl AggregateState {
                 accumulators: plan
                     .aggregates
                     .iter()
-                    .map(|a| a.accumulator(input))
+                    .map(|a| a.make_accumulator(input, plan.source.kind == SourceKind::Table))
                     .collect::<Result<_>>()?,
                 emitted: false,
             };
@@ -755,6 +795,123 @@ fn restore(group: &mut Group, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Rows to aggregate: added ones, and (for a table source) retracted old values.
+struct Changes {
+    batch: RecordBatch,
+    rows_from: Vec<usize>,
+    retract: Vec<bool>,
+    has_value: Vec<bool>,
+    errors: Vec<RecordError>,
+}
+
+fn stored_row_key(record_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(record_key.len() + 1);
+    key.push(b'r');
+    key.extend_from_slice(record_key);
+    key
+}
+
+/// A table source's changes: for each record, its key's previous row (retracted) and then its
+/// new row (added). The previous rows live in the state store, kept as they were read.
+fn table_changes(
+    store: &Store,
+    plan: &AggregatePlan,
+    state: &mut AggregateState,
+    partition: u32,
+    records: &[LogRecord],
+    writes: &mut StateWrites,
+) -> Result<Changes> {
+    use eddy_storage::Record;
+    let mut olds: Vec<Option<LogRecord>> = Vec::with_capacity(records.len());
+    for record in records {
+        let key = record.record.key.as_deref().unwrap_or_default().to_vec();
+        if !state.rows.contains_key(&key) {
+            let stored = store.state_get(&state.namespace, &stored_row_key(&key))?;
+            state.rows.insert(key.clone(), stored);
+        }
+        let previous = state.rows.get(&key).cloned().flatten();
+        olds.push(previous.and_then(|bytes| {
+            // The stored timestamp is the old row's; a retraction happens at the time of the
+            // record that replaces the row.
+            let (_stored_time, value) = bytes.split_at_checked(8)?;
+            Some(LogRecord {
+                offset: record.offset,
+                record: Record {
+                    key: record.record.key.clone(),
+                    value: Some(value.to_vec().into()),
+                    timestamp: record.record.timestamp,
+                    headers: Vec::new(),
+                },
+            })
+        }));
+        let now = record.record.value.as_ref().map(|v| {
+            let mut bytes = record.record.timestamp.to_be_bytes().to_vec();
+            bytes.extend_from_slice(v);
+            bytes
+        });
+        writes.push((stored_row_key(&key), now.clone()));
+        state.rows.insert(key, now);
+    }
+    let new = plan.decoder.decode(partition, records)?;
+    let old_records: Vec<LogRecord> = olds.iter().flatten().cloned().collect();
+    let old = plan.decoder.decode(partition, &old_records)?;
+    // Map each record to its row in the decoded batches (records that failed are missing).
+    let index =
+        |batch_offsets: &[i64], offset: i64| batch_offsets.iter().position(|o| *o == offset);
+    let offsets = |b: &RecordBatch| -> Vec<i64> {
+        b.column_by_name(crate::query::source::ROWOFFSET)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+            .map(|a| a.iter().map(|o| o.unwrap_or(-1)).collect())
+            .unwrap_or_default()
+    };
+    let old_offsets = offsets(&old.batch);
+    let new_bad: std::collections::HashSet<i64> = new.errors.iter().map(|e| e.offset).collect();
+    let mut picks: Vec<(usize, usize)> = Vec::new();
+    let (mut rows_from, mut retract, mut has_value) = (Vec::new(), Vec::new(), Vec::new());
+    let mut next_new = 0usize;
+    for (i, record) in records.iter().enumerate() {
+        if olds[i].is_some()
+            && let Some(row) = index(&old_offsets, record.offset)
+        {
+            picks.push((0, row));
+            rows_from.push(i);
+            retract.push(true);
+            has_value.push(true);
+        }
+        if new_bad.contains(&record.offset) {
+            continue;
+        }
+        let row = next_new;
+        next_new += 1;
+        if record.record.value.is_some() {
+            picks.push((1, row));
+            rows_from.push(i);
+            retract.push(false);
+            has_value.push(true);
+        }
+    }
+    let columns = (0..plan.decoder.schema().fields().len())
+        .map(|c| {
+            let sources = [old.batch.column(c).as_ref(), new.batch.column(c).as_ref()];
+            datafusion::arrow::compute::interleave(&sources, &picks)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let batch = RecordBatch::try_new_with_options(
+        plan.decoder.schema().clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(picks.len())),
+    )
+    .map_err(|e| EngineError::statement(e.to_string()))?;
+    Ok(Changes {
+        batch,
+        rows_from,
+        retract,
+        has_value,
+        errors: new.errors,
+    })
+}
+
 /// Aggregates records of one partition, emitting the updated result of each group a record
 /// touches, and the state changes to commit with it.
 pub fn process_aggregate(
@@ -765,15 +922,31 @@ pub fn process_aggregate(
     partition: u32,
     records: &[LogRecord],
 ) -> Result<(StepOutput, StateWrites)> {
-    let decoded = plan.decoder.decode(partition, records)?;
-    let mut errors = decoded.errors;
-    let mut batch = decoded.batch;
-    let bad: std::collections::HashSet<i64> = errors.iter().map(|e| e.offset).collect();
-    let mut rows_from: Vec<usize> = (0..records.len())
-        .filter(|i| !bad.contains(&records[*i].offset))
-        .collect();
+    let mut writes: StateWrites = Vec::new();
+    let Changes {
+        mut batch,
+        mut rows_from,
+        retract,
+        has_value,
+        mut errors,
+    } = if plan.source.kind == SourceKind::Table {
+        table_changes(store, plan, state, partition, records, &mut writes)?
+    } else {
+        let decoded = plan.decoder.decode(partition, records)?;
+        let bad: std::collections::HashSet<i64> = decoded.errors.iter().map(|e| e.offset).collect();
+        let n = decoded.batch.num_rows();
+        Changes {
+            batch: decoded.batch,
+            rows_from: (0..records.len())
+                .filter(|i| !bad.contains(&records[*i].offset))
+                .collect(),
+            retract: vec![false; n],
+            has_value: decoded.has_value,
+            errors: decoded.errors,
+        }
+    };
     // A stream record without a value has nothing to aggregate.
-    let mut keep: Vec<bool> = decoded.has_value.clone();
+    let mut keep: Vec<bool> = has_value;
     if let Some(filter) = &plan.filter {
         let mask = filter
             .evaluate(&batch)
@@ -789,8 +962,13 @@ pub fn process_aggregate(
     batch =
         filter_record_batch(&batch, &mask).map_err(|e| EngineError::statement(e.to_string()))?;
     rows_from = rows_from
+        .iter()
+        .zip(&keep)
+        .filter_map(|(r, k)| k.then_some(*r))
+        .collect();
+    let retract: Vec<bool> = retract
         .into_iter()
-        .zip(keep)
+        .zip(&keep)
         .filter_map(|(r, k)| k.then_some(r))
         .collect();
     let rows = batch.num_rows();
@@ -863,11 +1041,19 @@ pub fn process_aggregate(
             let group = state.group(store, &key, plan, &input_schema)?;
             for (k, acc) in group.accumulators.iter_mut().enumerate() {
                 let args: Vec<ArrayRef> = arg_arrays[k].iter().map(|a| a.slice(i, 1)).collect();
-                acc.update_batch(&args)
-                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                let value = acc
+                if retract[i] {
+                    acc.retract_batch(&args)
+                } else {
+                    acc.update_batch(&args)
+                }
+                .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                let mut value = acc
                     .evaluate()
                     .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                // ksqlDB's SUM starts at zero, so it is never null.
+                if value.is_null() && plan.aggregates[k].name == "SUM" {
+                    value = ScalarValue::new_zero(&value.data_type()).unwrap_or(value);
+                }
                 results[k].push(value);
             }
             out_rows.push(i);
@@ -980,14 +1166,13 @@ pub fn process_aggregate(
         errors,
     )?;
 
-    let mut writes = Vec::with_capacity(dirty.len() + 1);
     for key in dirty {
         if let Some(group) = state.groups.get_mut(&key) {
-            writes.push((state_key(&key), serialize(group)?));
+            writes.push((state_key(&key), Some(serialize(group)?)));
         }
     }
     if let Some(t) = state.stream_time {
-        writes.push((STREAM_TIME_KEY.to_vec(), t.to_be_bytes().to_vec()));
+        writes.push((STREAM_TIME_KEY.to_vec(), Some(t.to_be_bytes().to_vec())));
     }
     Ok((step, writes))
 }

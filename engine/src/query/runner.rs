@@ -549,7 +549,10 @@ async fn run_query_inner(
         let mut commit = Commit::new();
         if let Some(namespace) = operator.state_namespace() {
             for (key, value) in state_writes {
-                commit.put_state(namespace.to_string(), key, value);
+                match value {
+                    Some(value) => commit.put_state(namespace.to_string(), key, value),
+                    None => commit.delete_state(namespace.to_string(), key),
+                };
             }
         }
         let mut log_entries = Vec::with_capacity(step.errors.len());
