@@ -110,6 +110,18 @@ pub(crate) fn build_record(
     columns: &Option<Vec<Ident>>,
     values: &[Expr],
 ) -> Result<Record> {
+    // Without a column list every column is meant, header columns too, which cannot be set.
+    if columns.is_none()
+        && let Some(header) = source
+            .columns
+            .iter()
+            .find(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
+    {
+        return Err(EngineError::statement(format!(
+            "Cannot insert into HEADER columns: {}",
+            header.name
+        )));
+    }
     let names: Vec<String> = match columns {
         Some(columns) => columns.iter().map(|c| c.value.clone()).collect(),
         None => source

@@ -373,6 +373,17 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                 ));
             }
             let mut args = Vec::with_capacity(fields.len() * 2);
+            for (i, (name, _)) in fields.iter().enumerate() {
+                if fields[..i]
+                    .iter()
+                    .any(|(other, _)| other.value == name.value)
+                {
+                    return Err(AnalysisError::at(
+                        format!("Duplicate field names found in STRUCT: '{}'", name.value),
+                        expr,
+                    ));
+                }
+            }
             for (name, value) in fields {
                 args.push(lit(name.value.clone()));
                 args.push(to_datafusion(value, scope)?);

@@ -220,6 +220,22 @@ pub fn coerce_literal(
             Some(keys.and_then(|k| values.map(|v| datafusion::functions_nested::map::map(k, v))))
         }
         (ExprKind::Struct(fields), DataType::Struct(target_fields)) => {
+            // A field whose value cannot compare with the target's leaves the constructor as
+            // written, so the comparison reports both types.
+            for (name, value) in fields {
+                let Some(target) = target_fields.iter().find(|f| *f.name() == name.value) else {
+                    continue;
+                };
+                if matches!(value.kind, ExprKind::Literal(_)) {
+                    continue;
+                }
+                if let Ok(translated) = translate(value)
+                    && let Ok(ty) = translated.get_type(schema)
+                    && !comparable(target.data_type(), &ty, true)
+                {
+                    return None;
+                }
+            }
             let mut args = Vec::with_capacity(target_fields.len() * 2);
             for field in target_fields.iter() {
                 let given = fields.iter().find(|(name, _)| name.value == *field.name());

@@ -235,7 +235,7 @@ impl Display for Expr {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{k} := {v}")?;
+                    write!(f, "{k}:={v}")?;
                 }
                 f.write_str(")")
             }
@@ -245,7 +245,7 @@ impl Display for Expr {
                     if i > 0 {
                         f.write_str(", ")?;
                     }
-                    write!(f, "{k} := {v}")?;
+                    write!(f, "{k}:={v}")?;
                 }
                 f.write_str(")")
             }

@@ -230,6 +230,20 @@ pub fn plan_aggregate(
         None => None,
     };
 
+    // Window bounds and pseudo-columns must be aliased to be selected.
+    for item in &query.select {
+        if let SelectItem::Expr { expr, alias: None } = item
+            && let ExprKind::Column { name, .. } = &expr.kind
+            && (PSEUDO_COLUMNS.contains(&name.value.as_str())
+                || WINDOW_COLUMNS.contains(&name.value.as_str()))
+        {
+            return Err(EngineError::statement(format!(
+                "Reserved column name in select: `{}`. Please remove or alias the column.",
+                name.value
+            )));
+        }
+    }
+
     // GROUP BY expressions, which may not aggregate.
     let mut group_by = Vec::with_capacity(query.group_by.len());
     let mut group_fields = Vec::with_capacity(query.group_by.len());

@@ -317,6 +317,16 @@ impl Engine {
                 sink.name
             )));
         }
+        if sink
+            .columns
+            .iter()
+            .any(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
+        {
+            return Err(EngineError::statement(format!(
+                "Cannot insert into {} because it has header columns",
+                sink.name
+            )));
+        }
         if !query.group_by.is_empty() {
             return Err(EngineError::statement(format!(
                 "INSERT INTO can only be used to insert into a stream. An aggregation produces a table, and {} is a stream.",

@@ -155,7 +155,7 @@ ASSERT SCHEMA SUBJECT S ID 4
 
 SELECT a->b->c, arr[1], m['k'], -x, NOT y, a || 'x', CAST(z AS DECIMAL(10, 2)), ARRAY[1, 2], MAP('a' := 1), STRUCT(f := 1.5, g := 2E3), X'0aFF' FROM s;
 =>
-SELECT A->B->C, ARR[1], M['k'], -X, NOT Y, A || 'x', CAST(Z AS DECIMAL(10, 2)), ARRAY[1, 2], MAP('a' := 1), STRUCT(F := 1.5, G := 2E3), X'0aFF' FROM S
+SELECT A->B->C, ARR[1], M['k'], -X, NOT Y, A || 'x', CAST(Z AS DECIMAL(10, 2)), ARRAY[1, 2], MAP('a':=1), STRUCT(F:=1.5, G:=2E3), X'0aFF' FROM S
 
 SELECT (a + b) * c, a - (b - c), a - b - c, -(-1), - -x, a BETWEEN 1 AND 2, b NOT IN (1, 2), c NOT LIKE 'x%' ESCAPE '\', d IS DISTINCT FROM e, f IS NOT DISTINCT FROM g FROM s;
 =>
