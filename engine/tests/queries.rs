@@ -127,27 +127,41 @@ async fn a_query_filters_and_projects_into_its_sink() {
 async fn a_restart_mid_stream_neither_loses_nor_repeats_output() {
     let dir = tempfile::tempdir().unwrap();
     let total = 20_000;
+    let chunks: Vec<Vec<i64>> = (0..total)
+        .collect::<Vec<_>>()
+        .chunks(500)
+        .map(<[i64]>::to_vec)
+        .collect();
+    let (before, after) = chunks.split_at(chunks.len() / 2);
     {
         let engine = Engine::open(open_store(dir.path())).await.unwrap();
         let mut session = Session::default();
         run(&engine, &mut session, SETUP).await;
-        // Many small appends, so the query is mid-stream when the engine stops.
-        for chunk in (0..total).collect::<Vec<_>>().chunks(500) {
+        // Many small appends; the engine stops once some output is out, usually mid-stream.
+        for chunk in before {
             engine
                 .store()
                 .produce("orders", chunk.iter().copied().map(input).collect())
                 .await
                 .unwrap();
         }
+        while values(engine.store(), "BIG").is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         engine.shutdown().await;
-        let written = values(engine.store(), "BIG").len();
-        assert!(
-            written < expected_big(total).len(),
-            "the query finished before the restart; the test proves nothing"
-        );
         engine.store().close().unwrap();
     }
-    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    // More input arrives while the engine is down.
+    let store = open_store(dir.path());
+    for chunk in after {
+        store
+            .produce("orders", chunk.iter().copied().map(input).collect())
+            .await
+            .unwrap();
+    }
+    let written_before = values(&store, "BIG").len();
+    assert!(written_before < expected_big(total).len());
+    let engine = Engine::open(store).await.unwrap();
     assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
     assert_eq!(values(engine.store(), "BIG"), expected_big(total));
     engine.shutdown().await;

@@ -483,6 +483,109 @@ fn format_double(v: f64) -> String {
 /// Decodes JSON payloads. `wrapped`: each payload is an object whose fields are the columns;
 /// otherwise the payload is the single column's value.
 pub(super) fn decode(schema: &SchemaRef, wrapped: bool, payloads: &[Option<&[u8]>]) -> Decoded {
+    if wrapped && let Some(decoded) = decode_flat_objects(schema, payloads) {
+        return decoded;
+    }
+    decode_each(schema, wrapped, payloads)
+}
+
+/// Whether arrow-json's tape decoder reads this type as ksqlDB's JSON rules do.
+fn fast_type(ty: &DataType) -> bool {
+    matches!(
+        ty,
+        DataType::Boolean
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Float64
+            | DataType::Utf8
+            | DataType::Decimal128(..)
+    )
+}
+
+/// The fast path for the common case: objects of primitive fields, every payload present.
+/// arrow-json's decoder matches names exactly, so fields are named as the first payload spells
+/// them; a row where any column comes out null (a differently spelled field, or a real null)
+/// is decoded again one by one, with ksqlDB's case-insensitive rules. Anything the fast decoder
+/// refuses falls back to the exact path for the whole batch.
+fn decode_flat_objects(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option<Decoded> {
+    if payloads.is_empty()
+        || payloads.iter().any(Option::is_none)
+        || !schema.fields().iter().all(|f| fast_type(f.data_type()))
+    {
+        return None;
+    }
+    let first: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(payloads[0]?).ok()?;
+    let spelled: Vec<datafusion::arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = if first.contains_key(f.name()) {
+                f.name().clone()
+            } else {
+                first
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case(f.name()))
+                    .cloned()
+                    .unwrap_or_else(|| f.name().clone())
+            };
+            datafusion::arrow::datatypes::Field::new(name, f.data_type().clone(), true)
+        })
+        .collect();
+    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::new(
+        datafusion::arrow::datatypes::Schema::new(spelled),
+    ))
+    .with_coerce_primitive(true)
+    .with_batch_size(payloads.len())
+    .build_decoder()
+    .ok()?;
+    for payload in payloads.iter().flatten() {
+        let consumed = decoder.decode(payload).ok()?;
+        if consumed != payload.len() {
+            return None;
+        }
+    }
+    let batch = decoder.flush().ok()??;
+    if batch.num_rows() != payloads.len() {
+        return None;
+    }
+    let n = payloads.len();
+    let redo: Vec<usize> = (0..n)
+        .filter(|&i| batch.columns().iter().any(|c| c.is_null(i)))
+        .collect();
+    if redo.is_empty() {
+        return Some(Decoded {
+            columns: batch.columns().to_vec(),
+            errors: Vec::new(),
+        });
+    }
+    let again: Vec<Option<&[u8]>> = redo.iter().map(|&i| payloads[i]).collect();
+    let exact = decode_each(schema, true, &again);
+    // Rows come from the fast batch (source 0) except the ones decoded again (source 1).
+    let mut picks: Vec<(usize, usize)> = (0..n).map(|i| (0, i)).collect();
+    for (j, &i) in redo.iter().enumerate() {
+        picks[i] = (1, j);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(&exact.columns)
+        .map(|(fast, slow)| {
+            datafusion::arrow::compute::interleave(&[fast.as_ref(), slow.as_ref()], &picks)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .ok()?;
+    let errors = exact
+        .errors
+        .into_iter()
+        .map(|(j, reason)| (redo[j], reason))
+        .collect();
+    Some(Decoded { columns, errors })
+}
+
+/// Decodes payloads one by one with ksqlDB's JSON rules: names match case-insensitively,
+/// values coerce as ksqlDB coerces them, and a bad payload is an error for its row only.
+fn decode_each(schema: &SchemaRef, wrapped: bool, payloads: &[Option<&[u8]>]) -> Decoded {
     let n = payloads.len();
     let row_type = DataType::Struct(schema.fields().clone());
     let Some(mut row) = JsonBuilder::new(&row_type, n) else {
