@@ -268,3 +268,50 @@ async fn aggregating_a_table_undoes_a_rows_old_value() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn session_windows_merge_and_delete_the_sessions_they_swallow() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE visits AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW SESSION (20 SECONDS) GROUP BY user;",
+    )
+    .await;
+    engine
+        .store()
+        .produce(
+            "orders",
+            vec![
+                order("ann", 1, 0),
+                order("ann", 1, 30_000),
+                // Within 20 s of both: the two sessions and this record become one.
+                order("ann", 1, 15_000),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let got: Vec<(i64, i64, Option<String>, i64)> = records(engine.store(), "VISITS")
+        .into_iter()
+        .map(|(k, v, t)| {
+            // Session keys end with the window's end, then its start.
+            let end = i64::from_be_bytes(k[k.len() - 16..k.len() - 8].try_into().unwrap());
+            let start = i64::from_be_bytes(k[k.len() - 8..].try_into().unwrap());
+            (start, end, v, t)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (0, 0, Some(r#"{"N":1}"#.to_string()), 0),
+            (30_000, 30_000, Some(r#"{"N":1}"#.to_string()), 30_000),
+            (0, 0, None, 0),
+            (30_000, 30_000, None, 30_000),
+            (0, 30_000, Some(r#"{"N":3}"#.to_string()), 30_000),
+        ]
+    );
+    engine.shutdown().await;
+}

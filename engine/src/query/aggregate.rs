@@ -96,6 +96,8 @@ pub struct AggregatePlan {
     pub aggregates: Vec<AggregateCall>,
     /// The window, if any, and its grace period.
     pub window: Option<(TimeWindows, i64)>,
+    /// Session windows: the inactivity gap and the grace period.
+    pub session: Option<(i64, i64)>,
     /// `HAVING`, over aggregated rows.
     pub having: Option<Arc<dyn PhysicalExpr>>,
     /// Rows of group values, aggregate results, window bounds and `ROWTIME`.
@@ -487,13 +489,24 @@ pub fn plan_aggregate(
             )));
         }
         if query.window.is_some() {
-            return Err(EngineError::statement(
-                "Windowed aggregations are not supported on tables.",
+            return Err(EngineError::Unsupported(
+                "Windowed aggregation of a table".into(),
             ));
         }
     }
+    let session = match &query.window {
+        Some(w) => match w.kind {
+            WindowKind::Session { gap } => Some((
+                gap.to_millis() as i64,
+                w.grace.map_or(DEFAULT_GRACE_MS, |g| g.to_millis() as i64),
+            )),
+            _ => None,
+        },
+        None => None,
+    };
     let window = match &query.window {
         None => None,
+        Some(w) if matches!(w.kind, WindowKind::Session { .. }) => None,
         Some(w) => {
             let grace = w.grace.map_or(DEFAULT_GRACE_MS, |g| g.to_millis() as i64);
             let windows = match w.kind {
@@ -505,7 +518,7 @@ pub fn plan_aggregate(
                     advance: advance.to_millis() as i64,
                 },
                 WindowKind::Session { .. } => {
-                    return Err(EngineError::Unsupported("SESSION windows".into()));
+                    return Err(EngineError::statement("session windows are planned apart"));
                 }
             };
             if windows.size() <= 0 {
@@ -517,7 +530,7 @@ pub fn plan_aggregate(
 
     let mut fields = group_fields;
     fields.extend(aggregate_fields);
-    if window.is_some() {
+    if window.is_some() || session.is_some() {
         fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
         fields.push(Field::new(WINDOWEND, DataType::Int64, true));
     }
@@ -610,6 +623,7 @@ pub fn plan_aggregate(
         group_by,
         aggregates,
         window,
+        session,
         having,
         aggregate_schema,
         keys,
@@ -674,6 +688,8 @@ pub struct AggregateState {
     groups: HashMap<Vec<u8>, Group>,
     /// A table source's current row per key (timestamp then value bytes), once read.
     rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Session windows: each group's sessions as (start, end), once read.
+    sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
     stream_time: Option<i64>,
     converter: RowConverter,
 }
@@ -697,6 +713,7 @@ impl AggregateState {
             namespace: format!("__eddy_query_{query_id}"),
             groups: HashMap::new(),
             rows: HashMap::new(),
+            sessions: HashMap::new(),
             stream_time: None,
             converter: RowConverter::new(fields)
                 .map_err(|e| EngineError::statement(e.to_string()))?,
@@ -728,6 +745,22 @@ impl AggregateState {
             .get_mut(key)
             .ok_or_else(|| EngineError::statement("aggregate group vanished"))
     }
+}
+
+/// A session's group key: the grouping values, then its start and end.
+fn session_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
+    let mut key = group_key.to_vec();
+    key.extend_from_slice(&start.to_be_bytes());
+    key.extend_from_slice(&end.to_be_bytes());
+    key
+}
+
+/// Where a group's list of sessions is stored.
+fn session_index_key(group_key: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(group_key.len() + 1);
+    key.push(b's');
+    key.extend_from_slice(group_key);
+    key
 }
 
 fn state_key(group_key: &[u8]) -> Vec<u8> {
@@ -1024,7 +1057,11 @@ pub fn process_aggregate(
     let mut out_windows: Vec<(i64, i64)> = Vec::new();
     let mut results: Vec<Vec<ScalarValue>> = vec![Vec::new(); plan.aggregates.len()];
     let mut out_keys: Vec<Vec<u8>> = Vec::new();
+    let mut out_times: Vec<i64> = Vec::new();
+    let mut out_tombstone: Vec<bool> = Vec::new();
     let mut dirty: Vec<Vec<u8>> = Vec::new();
+    let mut deleted: Vec<Vec<u8>> = Vec::new();
+    let mut dirty_sessions: Vec<Vec<u8>> = Vec::new();
     for i in 0..rows {
         if group_arrays.iter().any(|a| a.is_null(i)) {
             errors.push(RecordError {
@@ -1038,6 +1075,96 @@ pub fn process_aggregate(
         let timestamp = rowtimes.value(i);
         let stream_time = state.stream_time.unwrap_or(i64::MIN).max(timestamp);
         state.stream_time = Some(stream_time);
+        if let Some((gap, grace)) = plan.session {
+            let group_key = group_rows.row(i).as_ref().to_vec();
+            // A session closes once stream time passes its end plus the gap and the grace;
+            // closed sessions neither merge nor are kept.
+            let close_time = stream_time.saturating_sub(grace).saturating_sub(gap);
+            let (open, closed): (Vec<(i64, i64)>, Vec<(i64, i64)>) = state
+                .sessions_of(store, &group_key)?
+                .into_iter()
+                .partition(|(_, end)| *end >= close_time);
+            for (old_start, old_end) in closed {
+                let old_key = session_key(&group_key, old_start, old_end);
+                state.groups.remove(&old_key);
+                dirty.retain(|k| *k != old_key);
+                deleted.push(old_key);
+            }
+            state.sessions.insert(group_key.clone(), open.clone());
+            if !dirty_sessions.contains(&group_key) {
+                dirty_sessions.push(group_key.clone());
+            }
+            let (merging, keeping): (Vec<(i64, i64)>, Vec<(i64, i64)>) = open
+                .iter()
+                .partition(|(start, end)| *end >= timestamp - gap && *start <= timestamp + gap);
+            let start = merging.iter().map(|s| s.0).fold(timestamp, i64::min);
+            let end = merging.iter().map(|s| s.1).fold(timestamp, i64::max);
+            if end < close_time {
+                continue;
+            }
+            // The merged session takes over the states of the sessions it swallows.
+            let mut merged = state.fresh_group(plan, &input_schema)?;
+            for (old_start, old_end) in &merging {
+                let old_key = session_key(&group_key, *old_start, *old_end);
+                let mut old = state.take_group(store, &old_key, plan, &input_schema)?;
+                for (acc, old_acc) in merged.accumulators.iter_mut().zip(&mut old.accumulators) {
+                    let values = old_acc
+                        .state()
+                        .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                    let arrays = values
+                        .iter()
+                        .map(ScalarValue::to_array)
+                        .collect::<std::result::Result<Vec<_>, _>>()
+                        .map_err(|e| EngineError::statement(e.to_string()))?;
+                    acc.merge_batch(&arrays)
+                        .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                }
+                dirty.retain(|k| *k != old_key);
+                deleted.push(old_key.clone());
+                // The old session's row is deleted, at its end.
+                for (k, call) in plan.aggregates.iter().enumerate() {
+                    results[k].push(
+                        ScalarValue::try_from(call.return_field.data_type())
+                            .map_err(|e| EngineError::statement(e.to_string()))?,
+                    );
+                }
+                out_rows.push(i);
+                out_windows.push((*old_start, *old_end));
+                out_keys.push(old_key);
+                out_times.push(*old_end);
+                out_tombstone.push(true);
+            }
+            let key = session_key(&group_key, start, end);
+            for (k, acc) in merged.accumulators.iter_mut().enumerate() {
+                let args: Vec<ArrayRef> = arg_arrays[k].iter().map(|a| a.slice(i, 1)).collect();
+                acc.update_batch(&args)
+                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                let mut value = acc
+                    .evaluate()
+                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+                if value.is_null() && plan.aggregates[k].name == "SUM" {
+                    value = ScalarValue::new_zero(&value.data_type()).unwrap_or(value);
+                }
+                results[k].push(value);
+            }
+            deleted.retain(|k| *k != key);
+            state.groups.insert(key.clone(), merged);
+            let mut now = keeping;
+            now.push((start, end));
+            state.sessions.insert(group_key.clone(), now);
+            if !dirty_sessions.contains(&group_key) {
+                dirty_sessions.push(group_key);
+            }
+            out_rows.push(i);
+            out_windows.push((start, end));
+            if !dirty.contains(&key) {
+                dirty.push(key.clone());
+            }
+            out_keys.push(key);
+            out_times.push(end);
+            out_tombstone.push(false);
+            continue;
+        }
         let windows: Vec<Option<(i64, i64)>> = match &plan.window {
             None => vec![None],
             Some((w, grace)) => w
@@ -1076,6 +1203,8 @@ pub fn process_aggregate(
                 dirty.push(key.clone());
             }
             out_keys.push(key);
+            out_times.push(timestamp);
+            out_tombstone.push(false);
         }
     }
 
@@ -1102,7 +1231,7 @@ pub fn process_aggregate(
         };
         columns.push(array);
     }
-    if plan.window.is_some() {
+    if plan.window.is_some() || plan.session.is_some() {
         columns.push(Arc::new(Int64Array::from_iter_values(
             out_windows.iter().map(|w| w.0),
         )));
@@ -1111,7 +1240,7 @@ pub fn process_aggregate(
         )));
     }
     columns.push(Arc::new(Int64Array::from_iter_values(
-        out_rows.iter().map(|&i| rowtimes.value(i)),
+        out_times.iter().copied(),
     )));
     let aggregated = RecordBatch::try_new_with_options(
         plan.aggregate_schema.clone(),
@@ -1123,7 +1252,7 @@ pub fn process_aggregate(
     // HAVING: a group that passes is emitted; one that stops passing is deleted.
     let n = aggregated.num_rows();
     let mut emit_row = vec![true; n];
-    let mut tombstone = vec![false; n];
+    let mut tombstone = out_tombstone.clone();
     if let Some(having) = &plan.having {
         let mask = having
             .evaluate(&aggregated)
@@ -1135,6 +1264,9 @@ pub fn process_aggregate(
             .cloned()
             .unwrap_or_else(|| BooleanArray::from(vec![false; n]));
         for r in 0..n {
+            if out_tombstone[r] {
+                continue;
+            }
             let passes = mask.is_valid(r) && mask.value(r);
             let group = state
                 .groups
@@ -1185,6 +1317,17 @@ pub fn process_aggregate(
             writes.push((state_key(&key), Some(serialize(group)?)));
         }
     }
+    for key in deleted {
+        writes.push((state_key(&key), None));
+    }
+    for group_key in dirty_sessions {
+        let sessions = state.sessions.get(&group_key).cloned().unwrap_or_default();
+        let bytes: Vec<u8> = sessions
+            .iter()
+            .flat_map(|(s, e)| s.to_be_bytes().into_iter().chain(e.to_be_bytes()))
+            .collect();
+        writes.push((session_index_key(&group_key), Some(bytes)));
+    }
     if let Some(t) = state.stream_time {
         writes.push((STREAM_TIME_KEY.to_vec(), Some(t.to_be_bytes().to_vec())));
     }
@@ -1192,6 +1335,53 @@ pub fn process_aggregate(
 }
 
 impl AggregateState {
+    /// A group with no rows yet.
+    fn fresh_group(&self, plan: &AggregatePlan, input: &Schema) -> Result<Group> {
+        Ok(Group {
+            accumulators: plan
+                .aggregates
+                .iter()
+                .map(|a| a.make_accumulator(input, plan.source.kind == SourceKind::Table))
+                .collect::<Result<_>>()?,
+            emitted: false,
+        })
+    }
+
+    /// Removes a group, loading it first if it is only in the store.
+    fn take_group(
+        &mut self,
+        store: &Store,
+        key: &[u8],
+        plan: &AggregatePlan,
+        input: &Schema,
+    ) -> Result<Group> {
+        self.group(store, key, plan, input)?;
+        self.groups
+            .remove(key)
+            .ok_or_else(|| EngineError::statement("aggregate group vanished"))
+    }
+
+    /// A group key's sessions, loading them from the store the first time.
+    fn sessions_of(&mut self, store: &Store, group_key: &[u8]) -> Result<Vec<(i64, i64)>> {
+        if let Some(sessions) = self.sessions.get(group_key) {
+            return Ok(sessions.clone());
+        }
+        let stored = store
+            .state_get(&self.namespace, &session_index_key(group_key))?
+            .unwrap_or_default();
+        let sessions: Vec<(i64, i64)> = stored
+            .chunks_exact(16)
+            .filter_map(|c| {
+                Some((
+                    i64::from_be_bytes(c[..8].try_into().ok()?),
+                    i64::from_be_bytes(c[8..].try_into().ok()?),
+                ))
+            })
+            .collect();
+        self.sessions.insert(group_key.to_vec(), sessions.clone());
+        Ok(sessions)
+    }
+
     /// The state-store namespace of this aggregation.
     pub fn namespace(&self) -> &str {
         &self.namespace

@@ -76,6 +76,10 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) if !p.repartitioned => p.source.window,
             QueryPlan::Stateless(_) => None,
+            QueryPlan::Aggregate(p) if p.session.is_some() => Some(WindowInfo {
+                window_type: WindowType::Session,
+                size_ms: None,
+            }),
             QueryPlan::Aggregate(p) => p.window.map(|(w, _)| match w {
                 window::TimeWindows::Tumbling { size } => WindowInfo {
                     window_type: WindowType::Tumbling,

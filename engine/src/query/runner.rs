@@ -305,9 +305,10 @@ pub fn process(
             .downcast_ref::<BooleanArray>()
             .cloned()
             .unwrap_or_else(|| BooleanArray::from(vec![false; batch.num_rows()]));
+        // A stream record without a value has no row for the filter to accept.
         let keep: BooleanArray = (0..batch.num_rows())
             .map(|i| {
-                let passes = mask.is_valid(i) && mask.value(i);
+                let passes = has_value[i] && mask.is_valid(i) && mask.value(i);
                 Some(passes || table_source)
             })
             .collect();
