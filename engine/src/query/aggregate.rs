@@ -747,6 +747,9 @@ impl AggregateState {
     }
 }
 
+/// A session window: its start and end (both inclusive), in milliseconds.
+type Session = (i64, i64);
+
 /// A session's group key: the grouping values, then its start and end.
 fn session_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
     let mut key = group_key.to_vec();
@@ -1080,7 +1083,7 @@ pub fn process_aggregate(
             // A session closes once stream time passes its end plus the gap and the grace;
             // closed sessions neither merge nor are kept.
             let close_time = stream_time.saturating_sub(grace).saturating_sub(gap);
-            let (open, closed): (Vec<(i64, i64)>, Vec<(i64, i64)>) = state
+            let (open, closed): (Vec<Session>, Vec<Session>) = state
                 .sessions_of(store, &group_key)?
                 .into_iter()
                 .partition(|(_, end)| *end >= close_time);
@@ -1094,7 +1097,7 @@ pub fn process_aggregate(
             if !dirty_sessions.contains(&group_key) {
                 dirty_sessions.push(group_key.clone());
             }
-            let (merging, keeping): (Vec<(i64, i64)>, Vec<(i64, i64)>) = open
+            let (merging, keeping): (Vec<Session>, Vec<Session>) = open
                 .iter()
                 .partition(|(start, end)| *end >= timestamp - gap && *start <= timestamp + gap);
             let start = merging.iter().map(|s| s.0).fold(timestamp, i64::min);
