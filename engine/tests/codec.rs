@@ -284,3 +284,32 @@ fn unwrapped_json_is_the_bare_value() {
     let (out, _) = round_trip(&wrapped, &[r#"{"v": 5}"#]);
     assert_eq!(out[0].as_deref(), Some(r#"{"V":5}"#));
 }
+
+#[test]
+fn json_fast_and_exact_paths_write_the_same_bytes() {
+    // Flat objects of simple types take the fast path; adding a nested column takes the exact
+    // one. Both must write ksqlDB's JSON.
+    let flat = json("ID BIGINT, NAME STRING, AMOUNT DOUBLE, OK BOOLEAN", true);
+    let nested = json(
+        "ID BIGINT, NAME STRING, AMOUNT DOUBLE, OK BOOLEAN, TAGS ARRAY<STRING>",
+        true,
+    );
+    let rows = [
+        r#"{"id": 1, "name": "a \"quoted\"\nline", "amount": 2.0, "ok": true, "tags": ["x"]}"#,
+        r#"{"id": -7, "name": null, "amount": 0.1, "ok": false, "tags": null}"#,
+    ];
+    let (fast, _) = round_trip(&flat, &rows);
+    let (exact, _) = round_trip(&nested, &rows);
+    for (f, e) in fast.iter().zip(&exact) {
+        let f = f.as_deref().unwrap();
+        let e = e.as_deref().unwrap();
+        assert_eq!(
+            format!("{},", &f[..f.len() - 1]),
+            e[..e.rfind(",\"TAGS\"").unwrap() + 1]
+        );
+    }
+    assert_eq!(
+        fast[0].as_deref(),
+        Some(r#"{"ID":1,"NAME":"a \"quoted\"\nline","AMOUNT":2.0,"OK":true}"#)
+    );
+}

@@ -30,7 +30,8 @@ pub use segment::{
 };
 pub use state::{StateEntry, StateScan, StateSnapshot};
 pub use store::{
-    FetchedBatches, FetchedRecords, PartitionDescription, Store, StoreOptions, TopicDescription,
+    FetchedBatches, FetchedRecords, PartitionDescription, PendingCommit, Store, StoreOptions,
+    TopicDescription,
 };
 pub use writer::SyncPolicy;
 

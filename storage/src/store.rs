@@ -72,6 +72,17 @@ pub struct PartitionDescription {
     pub segments: usize,
 }
 
+/// A commit submitted with [`Store::commit_pending`].
+#[derive(Debug)]
+pub struct PendingCommit(oneshot::Receiver<Result<Vec<AppendResult>>>);
+
+impl PendingCommit {
+    /// Waits until the commit is written; its appends' positions, as [`Store::commit`] returns.
+    pub async fn wait(self) -> Result<Vec<AppendResult>> {
+        self.0.await.map_err(|_| StorageError::Closed)?
+    }
+}
+
 /// Raw batches read from a partition, as the Kafka fetch path serves them.
 #[derive(Debug, Clone, Default)]
 pub struct FetchedBatches {
@@ -490,6 +501,13 @@ impl Store {
     pub async fn commit(&self, commit: Commit) -> Result<Vec<AppendResult>> {
         let rx = self.submit_commit(commit)?;
         rx.await.map_err(|_| StorageError::Closed)?
+    }
+
+    /// Submits a commit and returns without waiting for it; [`PendingCommit::wait`] resolves
+    /// once it is written. Commits apply in the order they are submitted, so a caller may keep
+    /// several in flight and still see them land in order, all or nothing each.
+    pub fn commit_pending(&self, commit: Commit) -> Result<PendingCommit> {
+        Ok(PendingCommit(self.submit_commit(commit)?))
     }
 
     /// [`Store::commit`] for callers outside an async runtime.

@@ -663,6 +663,46 @@ fn decode_each(schema: &SchemaRef, wrapped: bool, payloads: &[Option<&[u8]>]) ->
     Decoded { columns, errors }
 }
 
+/// The fast path of [`encode`]: objects of booleans, integers, finite doubles and strings, all
+/// written by arrow-json's encoder in one buffer and then split into rows.
+fn encode_flat_objects(
+    schema: &SchemaRef,
+    columns: &[ArrayRef],
+    rows: usize,
+) -> Option<Vec<Option<Vec<u8>>>> {
+    let simple = schema
+        .fields()
+        .iter()
+        .zip(columns)
+        .all(|(f, c)| match f.data_type() {
+            DataType::Boolean | DataType::Int32 | DataType::Int64 | DataType::Utf8 => true,
+            DataType::Float64 => c
+                .as_any()
+                .downcast_ref::<Float64Array>()
+                .is_some_and(|a| a.iter().flatten().all(f64::is_finite)),
+            _ => false,
+        });
+    if !simple || columns.is_empty() || rows == 0 {
+        return None;
+    }
+    let batch =
+        datafusion::arrow::array::RecordBatch::try_new(schema.clone(), columns.to_vec()).ok()?;
+    let mut buffer = Vec::with_capacity(rows * 64);
+    let mut writer = datafusion::arrow::json::WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
+    writer.write(&batch).ok()?;
+    writer.finish().ok()?;
+    drop(writer);
+    // Strings escape newlines, so each line is one row.
+    let out: Vec<Option<Vec<u8>>> = buffer
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(|line| Some(line.to_vec()))
+        .collect();
+    (out.len() == rows).then_some(out)
+}
+
 /// Encodes rows as JSON: objects keyed by column name when `wrapped`, else the bare value of the
 /// single column.
 pub(super) fn encode(
@@ -671,6 +711,9 @@ pub(super) fn encode(
     rows: usize,
     wrapped: bool,
 ) -> Result<Vec<Option<Vec<u8>>>> {
+    if wrapped && let Some(out) = encode_flat_objects(schema, columns, rows) {
+        return Ok(out);
+    }
     let mut out = Vec::with_capacity(rows);
     // Each field's `"NAME":` (with its leading comma), escaped once for the whole batch.
     let mut prefixes = Vec::with_capacity(columns.len());

@@ -544,7 +544,26 @@ async fn run_query_inner(
     let mut reader = PartitionReader::new(store, query_id, &topic, positions);
     let mut operator = Operator::new(query_id, plan, sink)?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
-    while let Some((p, fetched)) = reader.next(stop).await? {
+    // Commits stay in flight while the next records are processed: they apply in order, each
+    // whole, so a crash loses only work whose offsets were not committed either.
+    let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let next = match reader.try_next()? {
+            Some(next) => Some(next),
+            None => {
+                // Caught up: let every commit land before waiting for input.
+                while let Some(done) = in_flight.pop_front() {
+                    done.finish(shared).await?;
+                }
+                reader.next(stop).await?
+            }
+        };
+        let Some((p, fetched)) = next else {
+            break;
+        };
         let (step, state_writes) = operator.step(store, p, &fetched.records)?;
         let processed = fetched.records.len() as u64;
         let mut commit = Commit::new();
@@ -574,16 +593,47 @@ async fn run_query_inner(
             p,
             OffsetAndMetadata::new(fetched.next_offset),
         );
-        store.commit(commit).await?;
+        in_flight.push_back(InFlight {
+            commit: store.commit_pending(commit)?,
+            processed,
+            errors: step.errors,
+        });
         reader.advance(p, fetched.next_offset);
-        shared.processed.fetch_add(processed, Ordering::Relaxed);
-        shared
-            .failed
-            .fetch_add(step.errors.len() as u64, Ordering::Relaxed);
-        shared.record_errors(step.errors);
-        shared.progress.notify_waiters();
+        if in_flight.len() > MAX_IN_FLIGHT
+            && let Some(done) = in_flight.pop_front()
+        {
+            done.finish(shared).await?;
+        }
+    }
+    while let Some(done) = in_flight.pop_front() {
+        done.finish(shared).await?;
     }
     Ok(())
+}
+
+/// Commits a query may have submitted and not yet seen written.
+const MAX_IN_FLIGHT: usize = 2;
+
+/// A submitted commit, and what to count once it is written.
+struct InFlight {
+    commit: eddy_storage::PendingCommit,
+    processed: u64,
+    errors: Vec<RecordError>,
+}
+
+impl InFlight {
+    async fn finish(self, shared: &QueryShared) -> Result<()> {
+        self.commit.wait().await?;
+        shared
+            .processed
+            .fetch_add(self.processed, Ordering::Relaxed);
+        shared
+            .failed
+            .fetch_add(self.errors.len() as u64, Ordering::Relaxed);
+        shared.record_errors(self.errors);
+        shared.progress.notify_waiters();
+        Ok(())
+    }
 }
 
 /// Reads a topic's partitions in turn from given positions, waiting for input when all are
@@ -620,6 +670,32 @@ impl PartitionReader {
         }
     }
 
+    /// The next records of some partition if any are there now, without waiting or advancing.
+    pub(crate) fn try_next(&mut self) -> Result<Option<(u32, eddy_storage::FetchedRecords)>> {
+        let partitions = self.positions.len();
+        for _ in 0..partitions {
+            let p = self.next_partition;
+            self.next_partition = (self.next_partition + 1) % partitions;
+            let position = self.positions[p];
+            let fetched = match self
+                .store
+                .read_records(&self.topic, p as u32, position, READ_BYTES)
+            {
+                Ok(f) => f,
+                Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
+                    warn!(query = %self.query_id, partition = p, from = position, to = log_start, "input offset out of range; skipping to the log start");
+                    self.positions[p] = log_start;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if fetched.next_offset > position {
+                return Ok(Some((p as u32, fetched)));
+            }
+        }
+        Ok(None)
+    }
+
     /// The next records of some partition, without advancing (see [`PartitionReader::advance`]),
     /// or `None` once `stop` is set. Waits without polling while everything is read.
     pub(crate) async fn next(
@@ -631,27 +707,8 @@ impl PartitionReader {
             if *stop.borrow() || partitions == 0 {
                 return Ok(None);
             }
-            for _ in 0..partitions {
-                let p = self.next_partition;
-                self.next_partition = (self.next_partition + 1) % partitions;
-                let position = self.positions[p];
-                let fetched = match self.store.read_records(
-                    &self.topic,
-                    p as u32,
-                    position,
-                    READ_BYTES,
-                ) {
-                    Ok(f) => f,
-                    Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
-                        warn!(query = %self.query_id, partition = p, from = position, to = log_start, "input offset out of range; skipping to the log start");
-                        self.positions[p] = log_start;
-                        continue;
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if fetched.next_offset > position {
-                    return Ok(Some((p as u32, fetched)));
-                }
+            if let Some(next) = self.try_next()? {
+                return Ok(Some(next));
             }
             debug!(query = %self.query_id, "caught up; waiting for input");
             let waits = (0..partitions)
