@@ -864,6 +864,38 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             geo_distance,
         ),
         function("CHR", any1(), STRING, chr),
+        function(
+            "AS_MAP",
+            TypeSignature::Any(2),
+            |args| match args.get(1) {
+                Some(DataType::List(item)) => Ok(super::collections::map_type(item.data_type())),
+                _ => Err("AS_MAP takes an array of keys and an array of values".into()),
+            },
+            super::collections::as_map,
+        ),
+        function(
+            "MAP_UNION",
+            TypeSignature::Any(2),
+            |args| {
+                args.iter()
+                    .find(|t| matches!(t, DataType::Map(..)))
+                    .cloned()
+                    .ok_or_else(|| "MAP_UNION takes two maps".to_string())
+            },
+            super::collections::map_union,
+        ),
+        function(
+            "ENTRIES",
+            TypeSignature::Any(2),
+            |args| super::collections::entries_type(&args[0]),
+            super::collections::entries,
+        ),
+        function(
+            "GENERATE_SERIES",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            super::collections::series_type,
+            super::collections::generate_series,
+        ),
         function("ENCODE", TypeSignature::Any(3), STRING, encode),
         function(
             "TO_BYTES",
