@@ -214,6 +214,51 @@ impl Engine {
         )
     }
 
+    /// Inserts rows given as JSON objects into a stream, as `/inserts-stream` does; one result
+    /// per row, in order. Rows that fail are reported and the others still go in.
+    pub async fn insert_rows(
+        &self,
+        target: &str,
+        rows: &[serde_json::Value],
+    ) -> Result<Vec<Result<()>>> {
+        let source = {
+            let state = self.state.lock().await;
+            // The name as given, else as an unquoted identifier would read.
+            state
+                .catalog
+                .source(target)
+                .or_else(|| state.catalog.source(&target.to_ascii_uppercase()))
+                .cloned()
+                .ok_or_else(|| {
+                    EngineError::statement(format!(
+                        "Cannot insert values into an unknown stream/table: `{target}`"
+                    ))
+                })?
+        };
+        if source.read_only {
+            return Err(EngineError::statement(format!(
+                "Cannot insert values into read-only {}: {}",
+                source.kind_name().to_ascii_lowercase(),
+                source.name
+            )));
+        }
+        let mut results = Vec::with_capacity(rows.len());
+        let mut records = Vec::with_capacity(rows.len());
+        for row in rows {
+            match crate::insert::record_from_json(&source, row) {
+                Ok(record) => {
+                    records.push(record);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !records.is_empty() {
+            self.store.produce(&source.topic, records).await?;
+        }
+        Ok(results)
+    }
+
     /// Stops a push query by id; whether it was running.
     pub fn close_query(&self, id: &str) -> bool {
         self.transient.close(id)

@@ -210,3 +210,80 @@ pub(crate) fn build_record(
         headers: Vec::new(),
     })
 }
+
+/// The record for a row given as a JSON object (as `/inserts-stream` sends them): fields match
+/// the source's key and value columns case-insensitively, missing ones are null, and `ROWTIME`
+/// sets the timestamp.
+pub(crate) fn record_from_json(source: &DataSource, row: &serde_json::Value) -> Result<Record> {
+    let serde_json::Value::Object(fields) = row else {
+        return Err(EngineError::statement("Each row must be a JSON object"));
+    };
+    if let Some(header) = source
+        .columns
+        .iter()
+        .find(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
+        && fields.keys().any(|k| k.eq_ignore_ascii_case(&header.name))
+    {
+        return Err(EngineError::statement(format!(
+            "Cannot insert into HEADER columns: {}",
+            header.name
+        )));
+    }
+    for name in fields.keys() {
+        let known = source
+            .columns
+            .iter()
+            .any(|c| c.name.eq_ignore_ascii_case(name))
+            || name.eq_ignore_ascii_case("ROWTIME");
+        if !known {
+            return Err(EngineError::statement(format!(
+                "Column name `{name}` does not exist."
+            )));
+        }
+    }
+    let keys: Vec<&Column> = source.key_columns().collect();
+    let values: Vec<&Column> = source.value_columns().collect();
+    let payload = row.to_string();
+    let decode = |columns: &[&Column]| -> Result<Vec<ArrayRef>> {
+        let codec = RowCodec::new(crate::format::FormatSpec::of(Format::Json), columns, true)?;
+        let decoded = codec.decode(&[Some(payload.as_bytes())]);
+        if let Some((_, reason)) = decoded.errors.first() {
+            return Err(EngineError::statement(format!(
+                "Failed to insert values: {reason}"
+            )));
+        }
+        Ok(decoded.columns)
+    };
+    let key_arrays = decode(&keys)?;
+    let value_arrays = decode(&values)?;
+    let key = if keys.is_empty()
+        || key_arrays.iter().all(|a| a.is_null(0))
+        || source.key_format.format == Format::None
+    {
+        None
+    } else {
+        RowCodec::new(source.key_format, &keys, false)?
+            .encode(&key_arrays, 1)?
+            .pop()
+            .flatten()
+    };
+    let value = RowCodec::new(
+        source.value_format,
+        &values,
+        source.wrap_single_value.unwrap_or(true),
+    )?
+    .encode(&value_arrays, 1)?
+    .pop()
+    .flatten();
+    let timestamp = fields
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("ROWTIME"))
+        .and_then(|(_, v)| v.as_i64())
+        .unwrap_or_else(eddy_storage::now_ms);
+    Ok(Record {
+        key: key.map(Into::into),
+        value: value.map(Into::into),
+        timestamp,
+        headers: Vec::new(),
+    })
+}

@@ -36,6 +36,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/query", post(crate::streaming::query))
         .route("/query-stream", post(crate::streaming::query_stream))
         .route("/close-query", post(crate::streaming::close_query))
+        .route("/inserts-stream", post(crate::streaming::inserts_stream))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
         .fallback(not_found)

@@ -1,5 +1,6 @@
 //! ksqlDB's query endpoints: `/query` (a JSON array streamed with chunked encoding),
-//! `/query-stream` (a metadata line, then one JSON array per row) and `/close-query`.
+//! `/query-stream` (a metadata line, then one JSON array per row), `/close-query`, and
+//! `/inserts-stream` (rows in, one acknowledgement per row out).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -273,4 +274,81 @@ pub async fn close_query(State(engine): State<Arc<Engine>>, body: Bytes) -> Resp
             Value::Null,
         )
     }
+}
+
+/// `POST /inserts-stream`: a first line `{"target": "stream"}`, then one JSON object per line;
+/// the answer is one line per row, `{"status":"ok","seq":n}` or an error object with its `seq`.
+pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+    let text = match std::str::from_utf8(&body) {
+        Ok(text) => text,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "generic_error",
+                40000,
+                format!("The request is not UTF-8: {e}"),
+                Value::Null,
+            );
+        }
+    };
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let target = lines
+        .next()
+        .and_then(|l| serde_json::from_str::<Value>(l).ok())
+        .and_then(|v| v.get("target").and_then(Value::as_str).map(str::to_string));
+    let Some(target) = target else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "generic_error",
+            40000,
+            "The first line must be {\"target\": \"<stream>\"}",
+            Value::Null,
+        );
+    };
+    let mut rows = Vec::new();
+    let mut parse_errors = Vec::new();
+    for (seq, line) in lines.enumerate() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(row) => rows.push((seq, row)),
+            Err(e) => parse_errors.push((seq, format!("Invalid JSON in inserts stream: {e}"))),
+        }
+    }
+    let values: Vec<Value> = rows.iter().map(|(_, r)| r.clone()).collect();
+    let results = match engine.insert_rows(&target, &values).await {
+        Ok(results) => results,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "generic_error",
+                40000,
+                e.to_string(),
+                Value::Null,
+            );
+        }
+    };
+    let mut acks: Vec<(usize, Value)> = rows
+        .iter()
+        .zip(results)
+        .map(|((seq, _), result)| {
+            let ack = match result {
+                Ok(()) => json!({"status": "ok", "seq": seq}),
+                Err(e) => json!({"@type": "generic_error", "error_code": 40000, "message": e.to_string(), "status": "error", "seq": seq}),
+            };
+            (*seq, ack)
+        })
+        .collect();
+    acks.extend(parse_errors.into_iter().map(|(seq, message)| {
+        (
+            seq,
+            json!({"@type": "generic_error", "error_code": 40000, "message": message, "status": "error", "seq": seq}),
+        )
+    }));
+    acks.sort_by_key(|(seq, _)| *seq);
+    let body: String = acks.iter().map(|(_, ack)| format!("{ack}\n")).collect();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/vnd.ksqlapi.delimited.v1")],
+        body,
+    )
+        .into_response()
 }

@@ -282,3 +282,47 @@ fn pull_and_push_queries_stream_rows_over_query_and_query_stream() {
     );
     assert_eq!(status, 400);
 }
+
+#[test]
+fn inserts_stream_appends_rows_and_acknowledges_each() {
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM readings (sensor STRING KEY, temp DOUBLE, ok BOOLEAN) WITH (kafka_topic='readings', partitions=1, value_format='JSON');",
+    );
+    assert_eq!(status, 200, "{body}");
+    let body = "{\"target\": \"readings\"}\n{\"SENSOR\": \"a\", \"TEMP\": 21.5, \"OK\": true}\n{\"sensor\": \"b\", \"nope\": 1}\nnot json\n{\"sensor\": \"c\", \"temp\": 19}\n";
+    let mut stream = TcpStream::connect(&server.http).unwrap();
+    write!(
+        stream,
+        "POST /inserts-stream HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        server.http,
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (_, rest) = response.split_once("\r\n\r\n").unwrap();
+    let acks: Vec<Value> = rest
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(acks.len(), 4, "{rest}");
+    assert_eq!(acks[0], json!({"status": "ok", "seq": 0}));
+    assert_eq!(acks[1]["status"], "error");
+    assert_eq!(acks[1]["message"], "Column name `nope` does not exist.");
+    assert_eq!(acks[2]["status"], "error");
+    assert_eq!(acks[3], json!({"status": "ok", "seq": 3}));
+    // The rows are there for a pull query.
+    let (status, text) = request_text(
+        &server,
+        "/query",
+        &json!({"ksql": "SELECT sensor, temp FROM readings;"}),
+        "application/json",
+    );
+    assert_eq!(status, 200, "{text}");
+    let items: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(items[1], json!({"row": {"columns": ["a", 21.5]}}));
+    assert_eq!(items[2], json!({"row": {"columns": ["c", 19.0]}}));
+}
