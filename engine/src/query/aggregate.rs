@@ -169,7 +169,11 @@ fn aggregate_function(name: &str) -> Option<(Arc<AggregateUDF>, bool, bool)> {
         "LATEST_BY_OFFSET" => (f::first_last::last_value_udaf(), false, true),
         "STDDEV_SAMP" | "STDDEV_SAMPLE" => (f::stddev::stddev_udaf(), false, false),
         "VAR_SAMP" | "VARIANCE" => (f::variance::var_samp_udaf(), false, false),
-        _ => return None,
+        other => (
+            eddy_sql::functions::aggregates::aggregate(other)?,
+            false,
+            false,
+        ),
     })
 }
 

@@ -4,6 +4,7 @@
 //! names (`UCASE` is DataFusion's `upper`). Functions whose semantics differ, or that DataFusion
 //! lacks, are implemented here as UDFs and take precedence.
 
+pub mod aggregates;
 mod collections;
 mod ksql;
 pub mod time;

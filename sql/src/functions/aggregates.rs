@@ -1,0 +1,294 @@
+//! ksqlDB aggregate functions DataFusion has no equivalent for: `ATTR`, `TOPK`, `TOPKDISTINCT`
+//! and `HISTOGRAM`. Each keeps the values of its group (so it can also retract one, as a table
+//! aggregation needs) and computes its result from them.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, ListArray};
+use datafusion::arrow::datatypes::{DataType, Field};
+use datafusion::common::{DataFusionError, Result as DfResult, ScalarValue};
+use datafusion::logical_expr::function::AccumulatorArgs;
+use datafusion::logical_expr::{
+    Accumulator, AggregateUDF, AggregateUDFImpl, Signature, TypeSignature, Volatility,
+};
+
+/// Which function a [`ValuesAggregate`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    Attr,
+    TopK,
+    TopKDistinct,
+    Histogram,
+}
+
+/// An aggregate computed from all the values of its group.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ValuesAggregate {
+    name: &'static str,
+    kind: Kind,
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for ValuesAggregate {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> DfResult<DataType> {
+        let value = args.first().cloned().unwrap_or(DataType::Null);
+        Ok(match self.kind {
+            Kind::Attr => value,
+            Kind::TopK | Kind::TopKDistinct => {
+                DataType::List(Arc::new(Field::new("item", value, true)))
+            }
+            Kind::Histogram => super::collections::map_type(&DataType::Int64),
+        })
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
+        let value_type = args
+            .expr_fields
+            .first()
+            .map(|f| f.data_type().clone())
+            .unwrap_or(DataType::Null);
+        Ok(Box::new(ValuesAccumulator {
+            kind: self.kind,
+            value_type,
+            return_type: args.return_field.data_type().clone(),
+            values: Vec::new(),
+            k: None,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct ValuesAccumulator {
+    kind: Kind,
+    value_type: DataType,
+    return_type: DataType,
+    values: Vec<ScalarValue>,
+    /// TOPK's `k`, read from its second argument.
+    k: Option<usize>,
+}
+
+impl ValuesAccumulator {
+    /// Whether a value counts: nulls do for `ATTR` (a null differs from any value), not for
+    /// the others.
+    fn keeps(&self, valid: bool) -> bool {
+        valid || self.kind == Kind::Attr
+    }
+
+    fn read_k(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        if self.k.is_none()
+            && let Some(k) = values.get(1)
+            && !k.is_empty()
+        {
+            let k = ScalarValue::try_from_array(k, 0)?;
+            if let ScalarValue::Int32(Some(n)) = k.cast_to(&DataType::Int32)? {
+                self.k = Some(n.max(0) as usize);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Accumulator for ValuesAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        self.read_k(values)?;
+        let column = &values[0];
+        for i in 0..column.len() {
+            if self.keeps(column.is_valid(i)) {
+                self.values.push(ScalarValue::try_from_array(column, i)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn retract_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        let column = &values[0];
+        for i in 0..column.len() {
+            if self.keeps(column.is_valid(i)) {
+                let value = ScalarValue::try_from_array(column, i)?;
+                if let Some(at) = self.values.iter().position(|v| *v == value) {
+                    self.values.remove(at);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn supports_retract_batch(&self) -> bool {
+        true
+    }
+
+    fn evaluate(&mut self) -> DfResult<ScalarValue> {
+        match self.kind {
+            Kind::Attr => {
+                let first = self.values.first();
+                Ok(match first {
+                    Some(v) if self.values.iter().all(|x| x == v) => v.clone(),
+                    _ => ScalarValue::try_from(&self.return_type)?,
+                })
+            }
+            Kind::TopK | Kind::TopKDistinct => {
+                let mut sorted = self.values.clone();
+                sorted.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
+                if self.kind == Kind::TopKDistinct {
+                    sorted.dedup();
+                }
+                sorted.truncate(self.k.unwrap_or(sorted.len()));
+                Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &sorted,
+                    &self.value_type,
+                )))
+            }
+            Kind::Histogram => {
+                let mut counts: Vec<(String, i64)> = Vec::new();
+                for v in &self.values {
+                    let key = match v {
+                        ScalarValue::Utf8(Some(s)) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    match counts.iter_mut().find(|(k, _)| *k == key) {
+                        Some((_, n)) => *n += 1,
+                        None => counts.push((key, 1)),
+                    }
+                }
+                let keys: ArrayRef = Arc::new(datafusion::arrow::array::ListArray::new(
+                    Arc::new(Field::new("item", DataType::Utf8, true)),
+                    datafusion::arrow::buffer::OffsetBuffer::new(
+                        vec![0, counts.len() as i32].into(),
+                    ),
+                    Arc::new(datafusion::arrow::array::StringArray::from(
+                        counts.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+                    )),
+                    None,
+                ));
+                let values: ArrayRef =
+                    Arc::new(datafusion::arrow::array::ListArray::from_iter_primitive::<
+                        datafusion::arrow::datatypes::Int64Type,
+                        _,
+                        _,
+                    >(vec![Some(
+                        counts.iter().map(|(_, n)| Some(*n)),
+                    )]));
+                let map = super::collections::as_map(&[keys, values], 1)
+                    .map_err(DataFusionError::Execution)?;
+                ScalarValue::try_from_array(&map, 0)
+            }
+        }
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.values.iter().map(ScalarValue::size).sum::<usize>()
+    }
+
+    fn state(&mut self) -> DfResult<Vec<ScalarValue>> {
+        Ok(vec![
+            ScalarValue::List(ScalarValue::new_list_nullable(
+                &self.values,
+                &self.value_type,
+            )),
+            ScalarValue::Int64(self.k.map(|k| k as i64)),
+        ])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> DfResult<()> {
+        if let Some(lists) = states
+            .first()
+            .and_then(|s| s.as_any().downcast_ref::<ListArray>())
+        {
+            for row in 0..lists.len() {
+                if lists.is_valid(row) {
+                    let values = lists.value(row);
+                    for i in 0..values.len() {
+                        if self.keeps(values.is_valid(i)) {
+                            self.values.push(ScalarValue::try_from_array(&values, i)?);
+                        }
+                    }
+                }
+            }
+        }
+        if self.k.is_none()
+            && let Some(k) = states.get(1)
+            && !k.is_empty()
+            && let ScalarValue::Int64(Some(n)) = ScalarValue::try_from_array(k, 0)?
+        {
+            self.k = Some(n.max(0) as usize);
+        }
+        Ok(())
+    }
+}
+
+/// The aggregate called `name` (upper-case), if it is one of these.
+pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
+    let (name, kind, arity) = match name {
+        "ATTR" => ("ATTR", Kind::Attr, 1),
+        "TOPK" => ("TOPK", Kind::TopK, 2),
+        "TOPKDISTINCT" => ("TOPKDISTINCT", Kind::TopKDistinct, 2),
+        "HISTOGRAM" => ("HISTOGRAM", Kind::Histogram, 1),
+        _ => return None,
+    };
+    Some(Arc::new(AggregateUDF::from(ValuesAggregate {
+        name,
+        kind,
+        signature: Signature::new(TypeSignature::Any(arity), Volatility::Immutable),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::Int64Array;
+
+    use super::*;
+
+    fn accumulator(kind: Kind) -> ValuesAccumulator {
+        ValuesAccumulator {
+            kind,
+            value_type: DataType::Int64,
+            return_type: DataType::Int64,
+            values: Vec::new(),
+            k: None,
+        }
+    }
+
+    #[test]
+    fn attr_is_the_value_only_while_every_row_agrees() {
+        let mut acc = accumulator(Kind::Attr);
+        acc.update_batch(&[Arc::new(Int64Array::from(vec![Some(1), Some(1)]))])
+            .unwrap();
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(1)));
+        acc.update_batch(&[Arc::new(Int64Array::from(vec![None]))])
+            .unwrap();
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(None));
+        acc.retract_batch(&[Arc::new(Int64Array::from(vec![None]))])
+            .unwrap();
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(1)));
+    }
+
+    #[test]
+    fn topk_keeps_the_largest_k_and_survives_its_state() {
+        let mut acc = accumulator(Kind::TopK);
+        let values: ArrayRef = Arc::new(Int64Array::from(vec![3, 9, 1, 9]));
+        let k: ArrayRef = Arc::new(Int64Array::from(vec![2, 2, 2, 2]));
+        acc.update_batch(&[values, k]).unwrap();
+        let expected = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[ScalarValue::Int64(Some(9)), ScalarValue::Int64(Some(9))],
+            &DataType::Int64,
+        ));
+        assert_eq!(acc.evaluate().unwrap(), expected);
+        let state: Vec<ArrayRef> = acc
+            .state()
+            .unwrap()
+            .iter()
+            .map(|s| s.to_array().unwrap())
+            .collect();
+        let mut restored = accumulator(Kind::TopK);
+        restored.merge_batch(&state).unwrap();
+        assert_eq!(restored.evaluate().unwrap(), expected);
+    }
+}
