@@ -185,8 +185,25 @@ pub(crate) fn build_record(
             .collect()
     };
     let keys: Vec<&Column> = source.key_columns().collect();
-    let values_cols: Vec<&Column> = source.value_columns().collect();
-    let key_arrays = arrays_for(&keys)?;
+    let values: Vec<&Column> = source.value_columns().collect();
+    encode_row(
+        source,
+        &arrays_for(&keys)?,
+        &arrays_for(&values)?,
+        timestamp.unwrap_or_else(eddy_storage::now_ms),
+    )
+}
+
+/// The record for one row, given its key and value columns as one-row arrays, in the source's
+/// formats. A key of only nulls, or in the `NONE` format, is no key.
+fn encode_row(
+    source: &DataSource,
+    key_arrays: &[ArrayRef],
+    value_arrays: &[ArrayRef],
+    timestamp: i64,
+) -> Result<Record> {
+    let keys: Vec<&Column> = source.key_columns().collect();
+    let values: Vec<&Column> = source.value_columns().collect();
     let key = if keys.is_empty()
         || key_arrays.iter().all(|a| a.is_null(0))
         || source.key_format.format == Format::None
@@ -194,19 +211,19 @@ pub(crate) fn build_record(
         None
     } else {
         RowCodec::new(source.key_format, &keys, false)?
-            .encode(&key_arrays, 1)?
+            .encode(key_arrays, 1)?
             .pop()
             .flatten()
     };
     let wrapped = source.wrap_single_value.unwrap_or(true);
-    let value = RowCodec::new(source.value_format, &values_cols, wrapped)?
-        .encode(&arrays_for(&values_cols)?, 1)?
+    let value = RowCodec::new(source.value_format, &values, wrapped)?
+        .encode(value_arrays, 1)?
         .pop()
         .flatten();
     Ok(Record {
         key: key.map(Into::into),
         value: value.map(Into::into),
-        timestamp: timestamp.unwrap_or_else(eddy_storage::now_ms),
+        timestamp,
         headers: Vec::new(),
     })
 }
@@ -254,36 +271,10 @@ pub(crate) fn record_from_json(source: &DataSource, row: &serde_json::Value) -> 
         }
         Ok(decoded.columns)
     };
-    let key_arrays = decode(&keys)?;
-    let value_arrays = decode(&values)?;
-    let key = if keys.is_empty()
-        || key_arrays.iter().all(|a| a.is_null(0))
-        || source.key_format.format == Format::None
-    {
-        None
-    } else {
-        RowCodec::new(source.key_format, &keys, false)?
-            .encode(&key_arrays, 1)?
-            .pop()
-            .flatten()
-    };
-    let value = RowCodec::new(
-        source.value_format,
-        &values,
-        source.wrap_single_value.unwrap_or(true),
-    )?
-    .encode(&value_arrays, 1)?
-    .pop()
-    .flatten();
     let timestamp = fields
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("ROWTIME"))
         .and_then(|(_, v)| v.as_i64())
         .unwrap_or_else(eddy_storage::now_ms);
-    Ok(Record {
-        key: key.map(Into::into),
-        value: value.map(Into::into),
-        timestamp,
-        headers: Vec::new(),
-    })
+    encode_row(source, &decode(&keys)?, &decode(&values)?, timestamp)
 }

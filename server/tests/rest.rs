@@ -11,41 +11,46 @@ use serde_json::{Value, json};
 
 mod common;
 
-/// One HTTP/1.1 request; returns the status and the body parsed as JSON.
-fn request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+/// Sends one raw HTTP/1.1 request; returns the status and the body, chunked transfer decoded.
+fn exchange(address: &str, raw: &str) -> (u16, String) {
     let mut stream = TcpStream::connect(address).unwrap();
-    let body = body.unwrap_or("");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let (head, rest) = response.split_once("\r\n\r\n").unwrap();
     let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
+    if !head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
     {
-        let mut out = String::new();
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            out.push_str(&after[..size]);
-            rest = &after[size + 2..];
+        return (status, rest.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = rest;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
         }
-        out
-    } else {
-        rest.to_string()
-    };
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, out)
+}
+
+/// One HTTP/1.1 request; returns the status and the body parsed as JSON.
+fn request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let body = body.unwrap_or("");
+    let (status, text) = exchange(
+        address,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
     (
         status,
-        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
 }
 
@@ -158,37 +163,15 @@ fn errors_carry_ksqldb_codes_and_what_already_ran() {
 
 /// A request whose body is returned as text, chunked transfer decoded.
 fn request_text(server: &Server, path: &str, body: &Value, accept: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(&server.http).unwrap();
     let body = body.to_string();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.http,
-        body.len()
+    exchange(
+        &server.http,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nAccept: {accept}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            server.http,
+            body.len()
+        ),
     )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, rest) = response.split_once("\r\n\r\n").unwrap();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let mut out = String::new();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut rest = rest;
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if size == 0 {
-                break;
-            }
-            out.push_str(&after[..size]);
-            rest = &after[size + 2..];
-        }
-    } else {
-        out.push_str(rest);
-    }
-    (status, out)
 }
 
 #[test]
@@ -292,17 +275,15 @@ fn inserts_stream_appends_rows_and_acknowledges_each() {
     );
     assert_eq!(status, 200, "{body}");
     let body = "{\"target\": \"readings\"}\n{\"SENSOR\": \"a\", \"TEMP\": 21.5, \"OK\": true}\n{\"sensor\": \"b\", \"nope\": 1}\nnot json\n{\"sensor\": \"c\", \"temp\": 19}\n";
-    let mut stream = TcpStream::connect(&server.http).unwrap();
-    write!(
-        stream,
-        "POST /inserts-stream HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.http,
-        body.len()
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (_, rest) = response.split_once("\r\n\r\n").unwrap();
+    let (status, rest) = exchange(
+        &server.http,
+        &format!(
+            "POST /inserts-stream HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            server.http,
+            body.len()
+        ),
+    );
+    assert_eq!(status, 200, "{rest}");
     let acks: Vec<Value> = rest
         .lines()
         .filter(|l| l.starts_with('{'))

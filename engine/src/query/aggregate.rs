@@ -16,7 +16,6 @@ use datafusion::logical_expr::{Accumulator, AggregateUDF};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use eddy_sql::Span;
-use eddy_sql::analysis::Scope;
 use eddy_sql::ast::{
     Expr, ExprKind, Ident, Literal, Query, SelectItem, SourceKind, SqlType, WindowKind,
 };
@@ -24,13 +23,16 @@ use eddy_storage::{LogRecord, Store};
 
 use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
-use crate::query::plan::{OutputColumn, compile_in, located_error, source_scope};
+use crate::query::plan::{
+    GeneratedNames, OutputColumn, check_reserved_in_select, compile_in, located_error,
+    select_item_name, source_scope,
+};
 use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
 use crate::query::source::{
     ROWTIME, RecordError, RecordErrorKind, SourceDecoder, WINDOWEND, WINDOWSTART,
 };
 use crate::query::window::{DEFAULT_GRACE_MS, TimeWindows, window_closed};
-use crate::schema::{Column, ColumnKind, PSEUDO_COLUMNS, WINDOW_COLUMNS};
+use crate::schema::{Column, ColumnKind};
 
 const GROUP_COLUMN: &str = "__EDDY_GROUP_";
 const AGGREGATE_COLUMN: &str = "__EDDY_AGGREGATE_";
@@ -237,18 +239,7 @@ pub fn plan_aggregate(
     };
 
     // Window bounds and pseudo-columns must be aliased to be selected.
-    for item in &query.select {
-        if let SelectItem::Expr { expr, alias: None } = item
-            && let ExprKind::Column { name, .. } = &expr.kind
-            && (PSEUDO_COLUMNS.contains(&name.value.as_str())
-                || WINDOW_COLUMNS.contains(&name.value.as_str()))
-        {
-            return Err(EngineError::statement(format!(
-                "Reserved column name in select: `{}`. Please remove or alias the column.",
-                name.value
-            )));
-        }
-    }
+    check_reserved_in_select(&query.select)?;
 
     // GROUP BY expressions, which may not aggregate.
     let mut group_by = Vec::with_capacity(query.group_by.len());
@@ -269,52 +260,11 @@ pub fn plan_aggregate(
 
     // The projection: names as in a stateless query, then aggregates and grouping expressions
     // replaced by columns of the aggregated rows.
-    let mut items: Vec<(String, Expr)> = Vec::new();
-    let mut generated = 0usize;
+    let mut named: Vec<(Option<String>, Expr)> = Vec::with_capacity(query.select.len());
     for item in &query.select {
         match item {
             SelectItem::Expr { expr, alias } => {
-                let name = match alias {
-                    Some(a) => {
-                        if PSEUDO_COLUMNS.contains(&a.value.as_str())
-                            || WINDOW_COLUMNS.contains(&a.value.as_str())
-                        {
-                            return Err(EngineError::statement(format!(
-                                "`{}` is a reserved column name. You cannot use it as an alias for a column.",
-                                a.value
-                            )));
-                        }
-                        a.value.clone()
-                    }
-                    None => match &expr.kind {
-                        ExprKind::Column { name, .. } => {
-                            if PSEUDO_COLUMNS.contains(&name.value.as_str())
-                                || WINDOW_COLUMNS.contains(&name.value.as_str())
-                            {
-                                return Err(EngineError::statement(format!(
-                                    "Reserved column name in select: `{}`. Please remove or alias the column.",
-                                    name.value
-                                )));
-                            }
-                            name.value.clone()
-                        }
-                        ExprKind::Dereference { field, .. } => field.value.clone(),
-                        _ => {
-                            let taken = |n: &str| {
-                                source.columns.iter().any(|c| c.name == n)
-                                    || query.select.iter().any(|s| matches!(s, SelectItem::Expr { alias: Some(a), .. } if a.value == n))
-                            };
-                            let mut name = format!("KSQL_COL_{generated}");
-                            while taken(&name) {
-                                generated += 1;
-                                name = format!("KSQL_COL_{generated}");
-                            }
-                            generated += 1;
-                            name
-                        }
-                    },
-                };
-                items.push((name, expr.clone()));
+                named.push((select_item_name(expr, alias.as_ref())?, expr.clone()));
             }
             _ => {
                 return Err(EngineError::Unsupported(
@@ -323,6 +273,11 @@ pub fn plan_aggregate(
             }
         }
     }
+    let mut generated = GeneratedNames::new(source, &named);
+    let items: Vec<(String, Expr)> = named
+        .into_iter()
+        .map(|(name, expr)| (name.unwrap_or_else(|| generated.next()), expr))
+        .collect();
     let mut calls: Vec<(String, Vec<Expr>, bool, Span)> = Vec::new();
     let mut nested: Option<String> = None;
     let mut rewrite = |expr: &Expr| -> Expr {
@@ -542,11 +497,13 @@ pub fn plan_aggregate(
     let aggregate_schema: SchemaRef = Arc::new(Schema::new(fields));
     let aggregate_df_schema = DFSchema::try_from(aggregate_schema.as_ref().clone())
         .map_err(|e| EngineError::statement(e.to_string()))?;
-    let aggregated = AggregatedScope {
+    let aggregated = source_scope(
         catalog,
-        schema: &aggregate_schema,
-        df_schema: &aggregate_df_schema,
-    };
+        source,
+        alias,
+        &aggregate_schema,
+        &aggregate_df_schema,
+    );
 
     // Items must be grouping expressions or built from aggregates and them.
     let not_grouped: Vec<String> = rewritten
@@ -563,17 +520,7 @@ pub fn plan_aggregate(
         )));
     }
 
-    let compile = |expr: &Expr, clause: &str| -> Result<Arc<dyn PhysicalExpr>> {
-        let logical = eddy_sql::analysis::to_datafusion(expr, &aggregated).map_err(|e| {
-            if e.message.starts_with("Cannot compare") {
-                EngineError::statement(format!("Error in {clause} expression: {}", e.message))
-            } else {
-                located_error(e.position, e.message)
-            }
-        })?;
-        crate::physical::physical_expr(ctx, logical, &aggregate_df_schema)
-            .map_err(|e| EngineError::statement(e.to_string()))
-    };
+    let compile = |expr: &Expr, clause: &str| compile_in(ctx, &aggregated, expr, clause);
     let output = |name: &str, expr: &Expr, kind: ColumnKind| -> Result<OutputColumn> {
         let compiled = compile(expr, "SELECT")?;
         let ty = compiled
@@ -649,36 +596,6 @@ fn find_aggregate(expr: &Expr) -> Option<String> {
     found
 }
 
-/// Columns of aggregated rows.
-struct AggregatedScope<'a> {
-    catalog: &'a Catalog,
-    schema: &'a SchemaRef,
-    df_schema: &'a DFSchema,
-}
-
-impl Scope for AggregatedScope<'_> {
-    fn column(
-        &self,
-        _qualifier: Option<&str>,
-        name: &str,
-    ) -> std::result::Result<datafusion::prelude::Expr, String> {
-        if self.schema.field_with_name(name).is_err() {
-            return Err(format!("Column '{name}' cannot be resolved."));
-        }
-        Ok(datafusion::prelude::Expr::Column(
-            datafusion::common::Column::new_unqualified(name),
-        ))
-    }
-
-    fn named_type(&self, name: &str) -> Option<SqlType> {
-        self.catalog.named_type(name).cloned()
-    }
-
-    fn schema(&self) -> Option<&DFSchema> {
-        Some(self.df_schema)
-    }
-}
-
 /// One group's aggregates, and whether its last result passed `HAVING` (so a later one that
 /// fails deletes it).
 struct Group {
@@ -690,7 +607,7 @@ struct Group {
 pub struct AggregateState {
     namespace: String,
     groups: HashMap<Vec<u8>, Group>,
-    /// A table source's current row per key (timestamp then value bytes), once read.
+    /// A table source's current value per key, once read.
     rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Session windows: each group's sessions as (start, end), once read.
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
@@ -884,25 +801,17 @@ fn table_changes(
             state.rows.insert(key.clone(), stored);
         }
         let previous = state.rows.get(&key).cloned().flatten();
-        olds.push(previous.and_then(|bytes| {
-            // The stored timestamp is the old row's; a retraction happens at the time of the
-            // record that replaces the row.
-            let (_stored_time, value) = bytes.split_at_checked(8)?;
-            Some(LogRecord {
-                offset: record.offset,
-                record: Record {
-                    key: record.record.key.clone(),
-                    value: Some(value.to_vec().into()),
-                    timestamp: record.record.timestamp,
-                    headers: Vec::new(),
-                },
-            })
+        // A retraction happens at the time of the record that replaces the row.
+        olds.push(previous.map(|value| LogRecord {
+            offset: record.offset,
+            record: Record {
+                key: record.record.key.clone(),
+                value: Some(value.into()),
+                timestamp: record.record.timestamp,
+                headers: Vec::new(),
+            },
         }));
-        let now = record.record.value.as_ref().map(|v| {
-            let mut bytes = record.record.timestamp.to_be_bytes().to_vec();
-            bytes.extend_from_slice(v);
-            bytes
-        });
+        let now = record.record.value.as_ref().map(|v| v.to_vec());
         writes.push((stored_row_key(&key), now.clone()));
         state.rows.insert(key, now);
     }
@@ -1066,9 +975,10 @@ pub fn process_aggregate(
     let mut out_keys: Vec<Vec<u8>> = Vec::new();
     let mut out_times: Vec<i64> = Vec::new();
     let mut out_tombstone: Vec<bool> = Vec::new();
-    let mut dirty: Vec<Vec<u8>> = Vec::new();
+    // Groups and session lists to write back, each once per step.
+    let mut dirty: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
     let mut deleted: Vec<Vec<u8>> = Vec::new();
-    let mut dirty_sessions: Vec<Vec<u8>> = Vec::new();
+    let mut dirty_sessions: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
     for i in 0..rows {
         if group_arrays.iter().any(|a| a.is_null(i)) {
             errors.push(RecordError {
@@ -1094,13 +1004,11 @@ pub fn process_aggregate(
             for (old_start, old_end) in closed {
                 let old_key = session_key(&group_key, old_start, old_end);
                 state.groups.remove(&old_key);
-                dirty.retain(|k| *k != old_key);
+                dirty.remove(&old_key);
                 deleted.push(old_key);
             }
             state.sessions.insert(group_key.clone(), open.clone());
-            if !dirty_sessions.contains(&group_key) {
-                dirty_sessions.push(group_key.clone());
-            }
+            dirty_sessions.insert(group_key.clone());
             let (merging, keeping): (Vec<Session>, Vec<Session>) = open
                 .iter()
                 .partition(|(start, end)| *end >= timestamp - gap && *start <= timestamp + gap);
@@ -1126,7 +1034,7 @@ pub fn process_aggregate(
                     acc.merge_batch(&arrays)
                         .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
                 }
-                dirty.retain(|k| *k != old_key);
+                dirty.remove(&old_key);
                 deleted.push(old_key.clone());
                 // The old session's row is deleted, at its end.
                 for (k, call) in plan.aggregates.iter().enumerate() {
@@ -1159,14 +1067,10 @@ pub fn process_aggregate(
             let mut now = keeping;
             now.push((start, end));
             state.sessions.insert(group_key.clone(), now);
-            if !dirty_sessions.contains(&group_key) {
-                dirty_sessions.push(group_key);
-            }
+            dirty_sessions.insert(group_key);
             out_rows.push(i);
             out_windows.push((start, end));
-            if !dirty.contains(&key) {
-                dirty.push(key.clone());
-            }
+            dirty.insert(key.clone());
             out_keys.push(key);
             out_times.push(end);
             out_tombstone.push(false);
@@ -1206,9 +1110,7 @@ pub fn process_aggregate(
             }
             out_rows.push(i);
             out_windows.push(window.unwrap_or((0, 0)));
-            if !dirty.contains(&key) {
-                dirty.push(key.clone());
-            }
+            dirty.insert(key.clone());
             out_keys.push(key);
             out_times.push(timestamp);
             out_tombstone.push(false);

@@ -9,7 +9,7 @@ use datafusion::common::DFSchema;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use eddy_sql::analysis::{Scope, to_datafusion};
-use eddy_sql::ast::{Expr, ExprKind, Literal, Query, SelectItem, SourceKind, SqlType};
+use eddy_sql::ast::{Expr, ExprKind, Ident, Literal, Query, SelectItem, SourceKind, SqlType};
 use eddy_sql::{Position, Span};
 
 use crate::catalog::{Catalog, DataSource};
@@ -317,42 +317,16 @@ pub fn plan_stateless(
                 }
             }
             SelectItem::Expr { expr, alias } => {
-                if let Some(alias) = alias {
-                    check_alias(&alias.value)?;
-                    items.push((Some(alias.value.clone()), expr.clone()));
-                } else {
-                    items.push((implicit_name(expr), expr.clone()));
-                }
+                items.push((select_item_name(expr, alias.as_ref())?, expr.clone()));
             }
         }
     }
-    for (name, expr) in &items {
-        if let (Some(name), Some(_)) = (name, column_name(expr))
-            && (PSEUDO_COLUMNS.contains(&name.as_str()) || WINDOW_COLUMNS.contains(&name.as_str()))
-        {
-            return Err(EngineError::statement(format!(
-                "Reserved column name in select: `{name}`. Please remove or alias the column."
-            )));
-        }
-    }
-    let mut generated = 0usize;
-    // Generated names skip every name already used, by the projection or by the source.
-    let taken: Vec<String> = items
-        .iter()
-        .filter_map(|(n, _)| n.clone())
-        .chain(source.columns.iter().map(|c| c.name.clone()))
-        .collect();
-    let mut next_generated = || loop {
-        let name = format!("KSQL_COL_{generated}");
-        generated += 1;
-        if !taken.contains(&name) {
-            return name;
-        }
-    };
+    check_reserved_in_select(&query.select)?;
+    let mut generated = GeneratedNames::new(source, &items);
     let mut projected: Vec<Projected> = items
         .into_iter()
         .map(|(name, expr)| Projected {
-            name: name.unwrap_or_else(&mut next_generated),
+            name: name.unwrap_or_else(|| generated.next()),
             expr,
         })
         .collect();
@@ -410,7 +384,7 @@ pub fn plan_stateless(
                 if let Some(i) = projected.iter().position(|p| same_expr(&p.expr, by)) {
                     key_items.push(projected.remove(i));
                 } else {
-                    let name = implicit_name(by).unwrap_or_else(&mut next_generated);
+                    let name = implicit_name(by).unwrap_or_else(|| generated.next());
                     if let Some(i) = projected.iter().position(|p| p.name == name) {
                         projected.remove(i);
                     }
@@ -632,13 +606,68 @@ fn implicit_name(expr: &Expr) -> Option<String> {
     }
 }
 
-fn check_alias(alias: &str) -> Result<()> {
-    if PSEUDO_COLUMNS.contains(&alias) || WINDOW_COLUMNS.contains(&alias) {
-        return Err(EngineError::statement(format!(
-            "`{alias}` is a reserved column name. You cannot use it as an alias for a column."
-        )));
+fn is_reserved(name: &str) -> bool {
+    PSEUDO_COLUMNS.contains(&name) || WINDOW_COLUMNS.contains(&name)
+}
+
+/// The name of a projected expression: its alias (which may not be reserved), else the name
+/// ksqlDB derives, else none (to be generated).
+pub(crate) fn select_item_name(expr: &Expr, alias: Option<&Ident>) -> Result<Option<String>> {
+    match alias {
+        Some(alias) if is_reserved(&alias.value) => Err(EngineError::statement(format!(
+            "`{}` is a reserved column name. You cannot use it as an alias for a column.",
+            alias.value
+        ))),
+        Some(alias) => Ok(Some(alias.value.clone())),
+        None => Ok(implicit_name(expr)),
+    }
+}
+
+/// Refuses a pseudo-column or window bound selected without an alias, as ksqlDB does.
+pub(crate) fn check_reserved_in_select(select: &[SelectItem]) -> Result<()> {
+    for item in select {
+        if let SelectItem::Expr { expr, alias: None } = item
+            && let Some(name) = column_name(expr)
+            && is_reserved(name)
+        {
+            return Err(EngineError::statement(format!(
+                "Reserved column name in select: `{name}`. Please remove or alias the column."
+            )));
+        }
     }
     Ok(())
+}
+
+/// ksqlDB's generated column names, `KSQL_COL_n`, skipping every name the projection or the
+/// source already uses.
+pub(crate) struct GeneratedNames {
+    taken: Vec<String>,
+    next: usize,
+}
+
+impl GeneratedNames {
+    /// Names for a projection over `source` whose items are named as given (or not yet).
+    pub(crate) fn new(source: &DataSource, items: &[(Option<String>, Expr)]) -> Self {
+        GeneratedNames {
+            taken: items
+                .iter()
+                .filter_map(|(n, _)| n.clone())
+                .chain(source.columns.iter().map(|c| c.name.clone()))
+                .collect(),
+            next: 0,
+        }
+    }
+
+    /// The next unused name.
+    pub(crate) fn next(&mut self) -> String {
+        loop {
+            let name = format!("KSQL_COL_{}", self.next);
+            self.next += 1;
+            if !self.taken.contains(&name) {
+                return name;
+            }
+        }
+    }
 }
 
 /// A DataFusion type as ksqlDB names it, for messages.

@@ -266,7 +266,8 @@ impl Transient {
         let key_columns: Vec<&Column> = self.sink.key_columns().collect();
         let mut sent = 0u64;
         // A pull query over a table answers with the latest row per key.
-        let mut latest: Vec<(Vec<u8>, TransientEvent)> = Vec::new();
+        let mut latest: HashMap<Vec<u8>, (u64, TransientEvent)> = HashMap::new();
+        let mut arrival = 0u64;
         loop {
             if let Some(ends) = &self.ends
                 && reader.positions().iter().zip(ends).all(|(p, e)| p >= e)
@@ -282,7 +283,8 @@ impl Transient {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {
                     let key = record.key.as_deref().unwrap_or_default().to_vec();
-                    latest.retain(|(k, _)| *k != key);
+                    // A key keeps the place of its latest change.
+                    latest.remove(&key);
                     if matches!(
                         event,
                         TransientEvent::Row {
@@ -290,7 +292,8 @@ impl Transient {
                             ..
                         }
                     ) {
-                        latest.push((key, event));
+                        arrival += 1;
+                        latest.insert(key, (arrival, event));
                     }
                     continue;
                 }
@@ -303,6 +306,8 @@ impl Transient {
                 }
             }
         }
+        let mut latest: Vec<(u64, TransientEvent)> = latest.into_values().collect();
+        latest.sort_by_key(|(arrival, _)| *arrival);
         for (_, event) in latest {
             if tx.send(event).await.is_err() {
                 return Ok(None);

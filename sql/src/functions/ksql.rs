@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Date32Array, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    Array, ArrayRef, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
     TimestampMillisecondArray,
 };
 use datafusion::arrow::compute::cast;
@@ -333,15 +333,9 @@ fn string_to_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     )))
 }
 
-/// `PARSE_DATE(text, pattern)`: a DATE.
+/// `PARSE_DATE(text, pattern)`: a DATE, which is `STRINGTODATE`'s day count typed as a date.
 fn parse_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
-    let millis = longs(&string_to_timestamp(args, rows)?)?;
-    Ok(Arc::new(Date32Array::from(
-        millis
-            .iter()
-            .map(|m| m.map(|m| m.div_euclid(DAY_MS) as i32))
-            .collect::<Vec<_>>(),
-    )))
+    cast(&string_to_date(args, rows)?, &DataType::Date32).map_err(|e| e.to_string())
 }
 
 /// `DATETOSTRING(days, pattern)` and `FORMAT_DATE(date, pattern)`.
