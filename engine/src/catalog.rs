@@ -27,6 +27,17 @@ pub enum WindowType {
     Session,
 }
 
+impl WindowType {
+    /// As written in `WINDOW_TYPE`: `TUMBLING`, `HOPPING` or `SESSION`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WindowType::Tumbling => "TUMBLING",
+            WindowType::Hopping => "HOPPING",
+            WindowType::Session => "SESSION",
+        }
+    }
+}
+
 /// The window of a source declared over a windowed topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WindowInfo {

@@ -463,7 +463,7 @@ impl Engine {
                         .values()
                         .filter(|q| {
                             if reading {
-                                q.source == source.name
+                                q.sources.iter().any(|(s, _)| *s == source.name)
                             } else {
                                 q.sink == source.name
                             }
@@ -849,7 +849,7 @@ impl Engine {
         let readers: Vec<String> = state
             .queries
             .values()
-            .filter(|q| q.source == name && q.sink != name)
+            .filter(|q| q.sources.iter().any(|(s, _)| *s == name) && q.sink != name)
             .map(|q| q.sink.clone())
             .collect();
         if !readers.is_empty() {

@@ -11,6 +11,11 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
+// glibc malloc hands large buffers back to the kernel and pays page faults to get them back;
+// mimalloc keeps them, which made the query benchmark ~20% faster.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod http;
 mod kafka;
 mod streaming;

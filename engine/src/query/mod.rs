@@ -1,6 +1,7 @@
 //! Persistent queries: planning, the running tasks, and what the engine knows of each.
 
 pub mod aggregate;
+pub mod join;
 pub mod plan;
 pub mod processing_log;
 pub mod runner;
@@ -26,14 +27,25 @@ pub enum QueryPlan {
     Stateless(plan::StatelessPlan),
     /// Group and aggregate.
     Aggregate(aggregate::AggregatePlan),
+    /// Join two sources, then filter and project.
+    Join(Box<join::JoinPlan>),
 }
 
 impl QueryPlan {
-    /// The source read.
+    /// The source read: a join's left source, whose formats and partitions the result takes.
     pub fn source(&self) -> &crate::catalog::DataSource {
         match self {
             QueryPlan::Stateless(p) => &p.source,
             QueryPlan::Aggregate(p) => &p.source,
+            QueryPlan::Join(p) => &p.left.source,
+        }
+    }
+
+    /// Every source read, in the order the query names them.
+    pub fn sources(&self) -> Vec<&crate::catalog::DataSource> {
+        match self {
+            QueryPlan::Join(p) => vec![&p.left.source, &p.right.source],
+            _ => vec![self.source()],
         }
     }
 
@@ -42,6 +54,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => p.columns(),
             QueryPlan::Aggregate(p) => p.columns(),
+            QueryPlan::Join(p) => p.post.columns(),
         }
     }
 
@@ -50,6 +63,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => &p.column_order,
             QueryPlan::Aggregate(p) => &p.column_order,
+            QueryPlan::Join(p) => &p.post.column_order,
         }
     }
 
@@ -58,6 +72,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => !p.keys.is_empty(),
             QueryPlan::Aggregate(p) => !p.keys.is_empty(),
+            QueryPlan::Join(p) => !p.post.keys.is_empty(),
         }
     }
 
@@ -66,6 +81,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => p.explain(query_id, sink_name),
             QueryPlan::Aggregate(p) => p.explain(query_id, sink_name),
+            QueryPlan::Join(p) => p.explain(query_id, sink_name),
         }
     }
 
@@ -76,6 +92,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) if !p.repartitioned => p.source.window,
             QueryPlan::Stateless(_) => None,
+            QueryPlan::Join(p) => p.window,
             QueryPlan::Aggregate(p) if p.session.is_some() => Some(WindowInfo {
                 window_type: WindowType::Session,
                 size_ms: None,
@@ -151,10 +168,8 @@ pub struct PersistentQuery {
     pub id: String,
     /// The statement that created it.
     pub sql: String,
-    /// The source it reads.
-    pub source: String,
-    /// The source's topic.
-    pub source_topic: String,
+    /// The sources it reads, and their topics.
+    pub sources: Vec<(String, String)>,
     /// The sink it writes.
     pub sink: String,
     /// The sink's topic.
@@ -177,7 +192,7 @@ impl PersistentQuery {
     pub fn new(
         id: String,
         sql: String,
-        (source, source_topic): (String, String),
+        sources: Vec<(String, String)>,
         (sink, sink_topic): (String, String),
         (kind, fields, execution_plan): (QueryKind, Vec<crate::schema::Column>, String),
         shared: Arc<QueryShared>,
@@ -187,8 +202,7 @@ impl PersistentQuery {
         PersistentQuery {
             id,
             sql,
-            source,
-            source_topic,
+            sources,
             sink,
             sink_topic,
             kind,
@@ -237,7 +251,7 @@ impl PersistentQuery {
         crate::result::QueryDescription {
             id: self.id.clone(),
             sql: self.sql.clone(),
-            sources: vec![self.source.clone()],
+            sources: self.sources.iter().map(|(name, _)| name.clone()).collect(),
             sinks: vec![self.sink.clone()],
             sink_topics: vec![self.sink_topic.clone()],
             fields: self.fields.clone(),

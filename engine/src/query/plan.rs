@@ -181,6 +181,32 @@ fn same_expr(a: &Expr, b: &Expr) -> bool {
     a.to_string() == b.to_string()
 }
 
+/// Plans a query without `GROUP BY`: a join, or a stateless query over one source.
+pub fn plan_select(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+    sink_kind: SourceKind,
+    new_planner: bool,
+) -> Result<crate::query::QueryPlan> {
+    if query.from.joins.is_empty() {
+        plan_stateless(
+            ctx,
+            catalog,
+            query,
+            sink_name,
+            sink_kind,
+            new_planner,
+            false,
+        )
+        .map(crate::query::QueryPlan::Stateless)
+    } else {
+        crate::query::join::plan_join(ctx, catalog, query, sink_name, sink_kind, false)
+            .map(|p| crate::query::QueryPlan::Join(Box::new(p)))
+    }
+}
+
 /// Plans `query` as a stateless query writing a `sink_kind` called `sink_name`.
 pub fn plan_stateless(
     ctx: &SessionContext,
@@ -192,8 +218,30 @@ pub fn plan_stateless(
     transient: bool,
 ) -> Result<StatelessPlan> {
     if !query.from.joins.is_empty() {
-        return Err(EngineError::Unsupported("JOIN".into()));
+        // Joins are planned by `join::plan_join`, which calls back into the projection.
+        return Err(EngineError::Unsupported("JOIN here".into()));
     }
+    plan_single(
+        ctx,
+        catalog,
+        query,
+        sink_name,
+        sink_kind,
+        new_planner,
+        transient,
+    )
+}
+
+/// Plans a stateless query over one source (no join).
+pub fn plan_single(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+    sink_kind: SourceKind,
+    new_planner: bool,
+    transient: bool,
+) -> Result<StatelessPlan> {
     if query.window.is_some() && query.group_by.is_empty() {
         return Err(EngineError::statement(
             "WINDOW clause requires a GROUP BY clause.",
@@ -215,11 +263,54 @@ pub fn plan_stateless(
         ));
     }
     let decoder = SourceDecoder::new(source)?;
-    let schema = decoder.schema().clone();
     let alias = from
         .alias
         .as_ref()
         .map_or(from.name.value.as_str(), |a| a.value.as_str());
+    plan_projection(
+        ctx,
+        catalog,
+        query,
+        ProjectionInput {
+            source,
+            schema: decoder.schema().clone(),
+            decoder,
+            alias,
+        },
+        (sink_name, sink_kind),
+        new_planner,
+        transient,
+    )
+}
+
+/// What a projection reads: a source's decoded rows, or a join's joined rows.
+pub(crate) struct ProjectionInput<'a> {
+    /// The source, or a join's result described as one.
+    pub source: &'a DataSource,
+    /// Decodes its records (a join's is never called on).
+    pub decoder: SourceDecoder,
+    /// The schema of the rows the projection reads.
+    pub schema: SchemaRef,
+    /// The name qualifiers may use.
+    pub alias: &'a str,
+}
+
+/// Plans the `WHERE`, `PARTITION BY` and projection of `query` over `input`.
+pub(crate) fn plan_projection(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    input: ProjectionInput<'_>,
+    (sink_name, sink_kind): (&str, SourceKind),
+    new_planner: bool,
+    transient: bool,
+) -> Result<StatelessPlan> {
+    let ProjectionInput {
+        source,
+        decoder,
+        schema,
+        alias,
+    } = input;
     let df_schema = DFSchema::try_from(schema.as_ref().clone())
         .map_err(|e| EngineError::statement(e.to_string()))?;
     let scope = SourceScope {

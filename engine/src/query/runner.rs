@@ -22,6 +22,7 @@ use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::query::aggregate::{AggregateState, process_aggregate};
+use crate::query::join::{JoinState, process_join};
 use crate::query::plan::{OutputColumn, StatelessPlan};
 use crate::query::source::{RecordError, RecordErrorKind, WINDOWEND, WINDOWSTART, append_window};
 use crate::query::{QueryPlan, QueryShared, consumer_group, processing_log};
@@ -281,10 +282,8 @@ pub fn process(
 ) -> Result<StepOutput> {
     let decoded = plan.decoder.decode(partition, records)?;
     let errors = decoded.errors;
-    let mut batch = decoded.batch;
-    let mut has_value = decoded.has_value;
     // Which input record each row came from: the decoder leaves out records it could not read.
-    let mut rows_from: Vec<usize> = if errors.is_empty() {
+    let rows_from: Vec<usize> = if errors.is_empty() {
         (0..records.len()).collect()
     } else {
         let bad: std::collections::HashSet<i64> = errors.iter().map(|e| e.offset).collect();
@@ -292,9 +291,39 @@ pub fn process(
             .filter(|i| !bad.contains(&records[*i].offset))
             .collect()
     };
+    let rows = decoded.batch.num_rows();
+    project(
+        plan,
+        (sink_columns, encoder),
+        partition,
+        records,
+        Projectable {
+            batch: decoded.batch,
+            rows_from,
+            has_value: decoded.has_value,
+            tombstone: vec![false; rows],
+        },
+        errors,
+    )
+}
+
+/// Filters, explodes and projects rows into sink records.
+pub(crate) fn project(
+    plan: &StatelessPlan,
+    (sink_columns, encoder): (&[Column], &SinkEncoder),
+    partition: u32,
+    records: &[LogRecord],
+    rows: Projectable,
+    errors: Vec<RecordError>,
+) -> Result<StepOutput> {
+    let Projectable {
+        mut batch,
+        mut rows_from,
+        mut has_value,
+        mut tombstone,
+    } = rows;
     let table_source = plan.source.kind == eddy_sql::ast::SourceKind::Table;
     // Rows that fail the filter: dropped from a stream; a table forgets the key (a tombstone).
-    let mut tombstone = vec![false; batch.num_rows()];
     if let Some(filter) = &plan.filter {
         let mask = filter
             .evaluate(&batch)
@@ -313,7 +342,7 @@ pub fn process(
             })
             .collect();
         for (i, t) in tombstone.iter_mut().enumerate() {
-            *t = table_source && has_value[i] && !(mask.is_valid(i) && mask.value(i));
+            *t = *t || (table_source && has_value[i] && !(mask.is_valid(i) && mask.value(i)));
         }
         batch = filter_record_batch(&batch, &keep)
             .map_err(|e| EngineError::statement(e.to_string()))?;
@@ -537,12 +566,10 @@ async fn run_query_inner(
     shared: &QueryShared,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
-    let topic = plan.source().topic.clone();
     let group = consumer_group(query_id);
-    let partitions = store.partition_count(&topic)?;
-    let positions = start_positions(store, &group, &topic, partitions)?;
-    let mut reader = PartitionReader::new(store, query_id, &topic, positions);
-    let mut operator = Operator::new(query_id, plan, sink)?;
+    let (inputs, positions) = query_inputs(store, &group, plan)?;
+    let mut reader = PartitionReader::over(store, query_id, inputs, positions);
+    let mut operator = Operator::new(store, query_id, plan, sink)?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
     // Commits stay in flight while the next records are processed: they apply in order, each
     // whole, so a crash loses only work whose offsets were not committed either.
@@ -561,10 +588,11 @@ async fn run_query_inner(
                 reader.next(stop).await?
             }
         };
-        let Some((p, fetched)) = next else {
+        let Some((index, fetched)) = next else {
             break;
         };
-        let (step, state_writes) = operator.step(store, p, &fetched.records)?;
+        let input = reader.input(index).clone();
+        let (step, state_writes) = operator.step(store, &input, &fetched.records)?;
         let processed = fetched.records.len() as u64;
         let mut commit = Commit::new();
         if let Some(namespace) = operator.state_namespace() {
@@ -578,8 +606,8 @@ async fn run_query_inner(
         let mut log_entries = Vec::with_capacity(step.errors.len());
         for error in &step.errors {
             warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
-            let input = fetched.records.iter().find(|r| r.offset == error.offset);
-            log_entries.push(processing_log::entry(query_id, &topic, error, input));
+            let record = fetched.records.iter().find(|r| r.offset == error.offset);
+            log_entries.push(processing_log::entry(query_id, &input.topic, error, record));
         }
         if !log_entries.is_empty() && log_topic_exists {
             commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
@@ -589,8 +617,8 @@ async fn run_query_inner(
         }
         commit.commit_offset(
             group.clone(),
-            topic.clone(),
-            p,
+            input.topic.clone(),
+            input.partition,
             OffsetAndMetadata::new(fetched.next_offset),
         );
         in_flight.push_back(InFlight {
@@ -598,7 +626,7 @@ async fn run_query_inner(
             processed,
             errors: step.errors,
         });
-        reader.advance(p, fetched.next_offset);
+        reader.advance(index, fetched.next_offset);
         if in_flight.len() > MAX_IN_FLIGHT
             && let Some(done) = in_flight.pop_front()
         {
@@ -636,89 +664,115 @@ impl InFlight {
     }
 }
 
-/// Reads a topic's partitions in turn from given positions, waiting for input when all are
-/// read to their end.
+/// One partition a query reads, and which of its sources it belongs to.
+#[derive(Debug, Clone)]
+pub(crate) struct Input {
+    /// The source's index among the query's sources (a join's left is 0, right 1).
+    pub side: usize,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+}
+
+/// Reads partitions in turn from given positions, waiting for input when all are read to
+/// their end.
 pub(crate) struct PartitionReader {
     store: Store,
     query_id: String,
-    topic: String,
+    inputs: Vec<Input>,
     positions: Vec<i64>,
-    next_partition: usize,
+    next_input: usize,
 }
 
 impl PartitionReader {
-    /// A reader of `topic` starting at `positions`, one per partition.
-    pub(crate) fn new(store: &Store, query_id: &str, topic: &str, positions: Vec<i64>) -> Self {
+    /// A reader of `inputs`, each starting at its position.
+    pub(crate) fn over(
+        store: &Store,
+        query_id: &str,
+        inputs: Vec<Input>,
+        positions: Vec<i64>,
+    ) -> Self {
         PartitionReader {
             store: store.clone(),
             query_id: query_id.to_string(),
-            topic: topic.to_string(),
+            inputs,
             positions,
-            next_partition: 0,
+            next_input: 0,
         }
     }
 
-    /// Where reading stands in each partition.
+    /// Where reading stands in each input.
     pub(crate) fn positions(&self) -> &[i64] {
         &self.positions
     }
 
-    /// Records that the caller has consumed a partition up to `next_offset`.
-    pub(crate) fn advance(&mut self, partition: u32, next_offset: i64) {
-        if let Some(p) = self.positions.get_mut(partition as usize) {
+    /// The input at `index`.
+    pub(crate) fn input(&self, index: usize) -> &Input {
+        &self.inputs[index]
+    }
+
+    /// Records that the caller has consumed input `index` up to `next_offset`.
+    pub(crate) fn advance(&mut self, index: usize, next_offset: i64) {
+        if let Some(p) = self.positions.get_mut(index) {
             *p = next_offset;
         }
     }
 
-    /// The next records of some partition if any are there now, without waiting or advancing.
-    pub(crate) fn try_next(&mut self) -> Result<Option<(u32, eddy_storage::FetchedRecords)>> {
-        let partitions = self.positions.len();
-        for _ in 0..partitions {
-            let p = self.next_partition;
-            self.next_partition = (self.next_partition + 1) % partitions;
-            let position = self.positions[p];
-            let fetched = match self
-                .store
-                .read_records(&self.topic, p as u32, position, READ_BYTES)
-            {
+    /// The next records of some input if any are there now, without waiting or advancing.
+    pub(crate) fn try_next(&mut self) -> Result<Option<(usize, eddy_storage::FetchedRecords)>> {
+        let count = self.inputs.len();
+        for _ in 0..count {
+            let i = self.next_input;
+            self.next_input = (self.next_input + 1) % count;
+            let position = self.positions[i];
+            let input = &self.inputs[i];
+            let fetched = match self.store.read_records(
+                &input.topic,
+                input.partition,
+                position,
+                READ_BYTES,
+            ) {
                 Ok(f) => f,
                 Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
-                    warn!(query = %self.query_id, partition = p, from = position, to = log_start, "input offset out of range; skipping to the log start");
-                    self.positions[p] = log_start;
+                    warn!(query = %self.query_id, topic = %input.topic, partition = input.partition, from = position, to = log_start, "input offset out of range; skipping to the log start");
+                    self.positions[i] = log_start;
                     continue;
                 }
                 Err(e) => return Err(e.into()),
             };
             if fetched.next_offset > position {
-                return Ok(Some((p as u32, fetched)));
+                return Ok(Some((i, fetched)));
             }
         }
         Ok(None)
     }
 
-    /// The next records of some partition, without advancing (see [`PartitionReader::advance`]),
+    /// The next records of some input, without advancing (see [`PartitionReader::advance`]),
     /// or `None` once `stop` is set. Waits without polling while everything is read.
     pub(crate) async fn next(
         &mut self,
         stop: &mut watch::Receiver<bool>,
-    ) -> Result<Option<(u32, eddy_storage::FetchedRecords)>> {
-        let partitions = self.positions.len();
+    ) -> Result<Option<(usize, eddy_storage::FetchedRecords)>> {
         loop {
-            if *stop.borrow() || partitions == 0 {
+            if *stop.borrow() || self.inputs.is_empty() {
                 return Ok(None);
             }
             if let Some(next) = self.try_next()? {
                 return Ok(Some(next));
             }
             debug!(query = %self.query_id, "caught up; waiting for input");
-            let waits = (0..partitions)
-                .map(|p| {
+            let waits = self
+                .inputs
+                .iter()
+                .zip(&self.positions)
+                .map(|(input, &at)| {
                     let store = self.store.clone();
-                    let topic = self.topic.clone();
-                    let at = self.positions[p];
+                    let topic = input.topic.clone();
+                    let partition = input.partition;
                     Box::pin(async move {
                         store
-                            .wait_for_data(&topic, p as u32, at, Duration::from_secs(1))
+                            .wait_for_data(&topic, partition, at, Duration::from_secs(1))
                             .await
                     })
                 })
@@ -731,40 +785,84 @@ impl PartitionReader {
     }
 }
 
+/// Every partition of every source of `plan`, with where the query's group stands in each.
+pub(crate) fn query_inputs(
+    store: &Store,
+    group: &str,
+    plan: &QueryPlan,
+) -> Result<(Vec<Input>, Vec<i64>)> {
+    let mut inputs = Vec::new();
+    let mut positions = Vec::new();
+    for (side, source) in plan.sources().into_iter().enumerate() {
+        let partitions = store.partition_count(&source.topic)?;
+        positions.extend(start_positions(store, group, &source.topic, partitions)?);
+        inputs.extend((0..partitions).map(|partition| Input {
+            side,
+            topic: source.topic.clone(),
+            partition,
+        }));
+    }
+    Ok((inputs, positions))
+}
+
 /// A query's processing, whatever its kind: records in, sink records and state changes out.
 pub(crate) struct Operator<'a> {
     plan: &'a QueryPlan,
     encoder: SinkEncoder,
     sink_columns: Vec<Column>,
     aggregate_state: Option<AggregateState>,
+    join_state: Option<JoinState>,
 }
 
 impl<'a> Operator<'a> {
     /// The operator of `plan` writing into `sink`.
-    pub(crate) fn new(query_id: &str, plan: &'a QueryPlan, sink: &DataSource) -> Result<Self> {
+    pub(crate) fn new(
+        store: &Store,
+        query_id: &str,
+        plan: &'a QueryPlan,
+        sink: &DataSource,
+    ) -> Result<Self> {
         Ok(Operator {
             plan,
             encoder: SinkEncoder::new(sink)?,
             sink_columns: sink.columns.clone(),
             aggregate_state: match plan {
                 QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p)?),
-                QueryPlan::Stateless(_) => None,
+                _ => None,
+            },
+            join_state: match plan {
+                QueryPlan::Join(p) => Some(JoinState::load(store, query_id, p)?),
+                _ => None,
             },
         })
     }
 
     /// The state-store namespace of its state, if it keeps any.
     pub(crate) fn state_namespace(&self) -> Option<&str> {
-        self.aggregate_state.as_ref().map(AggregateState::namespace)
+        self.aggregate_state
+            .as_ref()
+            .map(AggregateState::namespace)
+            .or_else(|| self.join_state.as_ref().map(JoinState::namespace))
     }
 
     /// Processes records of one partition.
     pub(crate) fn step(
         &mut self,
         store: &Store,
-        partition: u32,
+        input: &Input,
         records: &[LogRecord],
     ) -> Result<(StepOutput, crate::query::aggregate::StateWrites)> {
+        let partition = input.partition;
+        if let (QueryPlan::Join(join), Some(state)) = (self.plan, self.join_state.as_mut()) {
+            return process_join(
+                join,
+                state,
+                (&self.sink_columns, &self.encoder),
+                input.side,
+                partition,
+                records,
+            );
+        }
         match (self.plan, self.aggregate_state.as_mut()) {
             (QueryPlan::Aggregate(aggregate), Some(state)) => process_aggregate(
                 store,
@@ -784,8 +882,8 @@ impl<'a> Operator<'a> {
                 )?,
                 Vec::new(),
             )),
-            (QueryPlan::Aggregate(_), None) => {
-                Err(EngineError::statement("aggregation without state"))
+            (QueryPlan::Aggregate(_), None) | (QueryPlan::Join(_), _) => {
+                Err(EngineError::statement("a stateful query without its state"))
             }
         }
     }

@@ -13,12 +13,12 @@ use eddy_storage::{Commit, OffsetAndMetadata};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource, WindowType};
+use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource};
 use crate::engine::{Engine, EngineState, Mode};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::query::aggregate::plan_aggregate;
-use crate::query::plan::plan_stateless;
+use crate::query::plan::plan_select;
 use crate::query::runner::run_query;
 use crate::query::{PersistentQuery, QueryKind, QueryPlan, QueryShared, consumer_group};
 use crate::result::StatementResult;
@@ -124,16 +124,20 @@ impl Engine {
                 name,
             )?)
         } else {
-            let plan = plan_stateless(
+            let plan = plan_select(
                 &self.datafusion,
                 &state.catalog,
                 &create.query,
                 name,
                 create.kind,
                 new_planner(session),
-                false,
             )?;
-            match (plan.source.kind, create.kind) {
+            let (result_kind, repartitioned) = match &plan {
+                QueryPlan::Stateless(p) => (p.source.kind, p.repartitioned),
+                QueryPlan::Join(p) => (p.post.source.kind, p.post.repartitioned),
+                QueryPlan::Aggregate(_) => (SourceKind::Table, false),
+            };
+            match (result_kind, create.kind) {
                 (SourceKind::Stream, SourceKind::Table) => {
                     return Err(EngineError::statement(
                         "Invalid result type. Your SELECT query produces a STREAM. Please use CREATE STREAM AS SELECT statement instead.",
@@ -146,12 +150,12 @@ impl Engine {
                 }
                 _ => {}
             }
-            if plan.repartitioned && plan.source.kind == SourceKind::Table {
+            if repartitioned && result_kind == SourceKind::Table {
                 return Err(EngineError::statement(
                     "Unsupported operation: PARTITION BY on a table. Use GROUP BY to change the key of a table.",
                 ));
             }
-            QueryPlan::Stateless(plan)
+            plan
         };
         let declaration = self.sink_declaration(create, &plan, session)?;
         let sink = state
@@ -240,11 +244,7 @@ impl Engine {
         }
         // A windowed aggregation, or a query over a windowed stream, writes windowed keys.
         if let Some(window) = &plan.sink_window() {
-            let kind = match window.window_type {
-                WindowType::Tumbling => "TUMBLING",
-                WindowType::Hopping => "HOPPING",
-                WindowType::Session => "SESSION",
-            };
+            let kind = window.window_type.name();
             properties.push(property("WINDOW_TYPE", Literal::String(kind.into())));
             if let Some(size) = window.size_ms {
                 properties.push(property(
@@ -254,7 +254,19 @@ impl Engine {
             }
         }
         if !has(&properties, "PARTITIONS") {
-            let partitions = self.store.partition_count(&source.topic)?;
+            // An existing sink topic keeps its partitions; a new one takes the source's.
+            let topic = properties
+                .iter()
+                .find(|p| p.name.eq_ignore_ascii_case("KAFKA_TOPIC"))
+                .and_then(|p| match &p.value {
+                    Literal::String(t) => Some(t.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| create.name.value.clone());
+            let partitions = match self.store.partition_count(&topic) {
+                Ok(n) => n,
+                Err(_) => self.store.partition_count(&source.topic)?,
+            };
             properties.push(property(
                 "PARTITIONS",
                 Literal::Integer(i64::from(partitions)),
@@ -333,19 +345,25 @@ impl Engine {
                 sink.name
             )));
         }
-        let plan = plan_stateless(
+        let plan = plan_select(
             &self.datafusion,
             &state.catalog,
             query,
             &sink.name,
             SourceKind::Stream,
             new_planner(session),
-            false,
         )?;
-        if plan.source.kind == SourceKind::Table {
+        let from_table = match &plan {
+            QueryPlan::Stateless(p) => (p.source.kind == SourceKind::Table).then_some(&p.source),
+            QueryPlan::Join(p) => {
+                (p.post.source.kind == SourceKind::Table).then_some(&p.left.source)
+            }
+            QueryPlan::Aggregate(p) => Some(&p.source),
+        };
+        if let Some(table) = from_table {
             return Err(EngineError::statement(format!(
                 "INSERT INTO can only be used to insert into a stream from a stream. {} is a table.",
-                plan.source.name
+                table.name
             )));
         }
         let result = plan.columns();
@@ -373,7 +391,7 @@ impl Engine {
             session,
             query_id.clone(),
             text,
-            QueryPlan::Stateless(plan),
+            plan,
             sink,
             QueryKind::InsertInto,
             mode,
@@ -400,7 +418,11 @@ impl Engine {
         kind: QueryKind,
         mode: Mode,
     ) -> Result<()> {
-        let topic = plan.source().topic.clone();
+        let sources: Vec<(String, String)> = plan
+            .sources()
+            .iter()
+            .map(|s| (s.name.clone(), s.topic.clone()))
+            .collect();
         let group = consumer_group(&query_id);
         let execution_plan = plan.explain(&query_id, &sink.name);
         if mode == Mode::Live {
@@ -409,18 +431,20 @@ impl Engine {
                 .get("auto.offset.reset")
                 .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
             let mut commit = Commit::new();
-            for p in 0..self.store.partition_count(&topic)? {
-                let offset = if earliest {
-                    self.store.log_start_offset(&topic, p)?
-                } else {
-                    self.store.end_offset(&topic, p)?
-                };
-                commit.commit_offset(
-                    group.clone(),
-                    topic.clone(),
-                    p,
-                    OffsetAndMetadata::new(offset),
-                );
+            for (_, topic) in &sources {
+                for p in 0..self.store.partition_count(topic)? {
+                    let offset = if earliest {
+                        self.store.log_start_offset(topic, p)?
+                    } else {
+                        self.store.end_offset(topic, p)?
+                    };
+                    commit.commit_offset(
+                        group.clone(),
+                        topic.clone(),
+                        p,
+                        OffsetAndMetadata::new(offset),
+                    );
+                }
             }
             self.store.commit(commit).await?;
         }
@@ -443,7 +467,7 @@ impl Engine {
             PersistentQuery::new(
                 query_id,
                 text.to_string(),
-                (plan.source().name.clone(), topic),
+                sources,
                 (sink.name.clone(), sink.topic.clone()),
                 (kind, sink.columns.clone(), execution_plan),
                 shared,
@@ -542,15 +566,14 @@ impl Engine {
             }
         };
         let plan = if query.group_by.is_empty() {
-            QueryPlan::Stateless(plan_stateless(
+            plan_select(
                 &self.datafusion,
                 &state.catalog,
                 query,
                 &sink_name,
                 sink_kind,
                 new_planner(session),
-                false,
-            )?)
+            )?
         } else {
             QueryPlan::Aggregate(plan_aggregate(
                 &self.datafusion,
@@ -564,7 +587,7 @@ impl Engine {
             query: Box::new(crate::result::QueryDescription {
                 id: String::new(),
                 sql: statement.to_string(),
-                sources: vec![plan.source().name.clone()],
+                sources: plan.sources().iter().map(|s| s.name.clone()).collect(),
                 sinks: vec![sink_name.clone()],
                 sink_topics: Vec::new(),
                 fields: plan.columns(),
@@ -621,19 +644,21 @@ impl Engine {
                 continue;
             }
             let group = consumer_group(&query.id);
-            let Ok(partitions) = self.store.partition_count(&query.source_topic) else {
-                continue;
-            };
-            for p in 0..partitions {
-                let end = self.store.end_offset(&query.source_topic, p).unwrap_or(0);
-                let committed = self
-                    .store
-                    .fetch_offset(&group, &query.source_topic, p)
-                    .ok()
-                    .flatten()
-                    .map_or(0, |o| o.offset);
-                if committed < end {
-                    return false;
+            for (_, topic) in &query.sources {
+                let Ok(partitions) = self.store.partition_count(topic) else {
+                    continue;
+                };
+                for p in 0..partitions {
+                    let end = self.store.end_offset(topic, p).unwrap_or(0);
+                    let committed = self
+                        .store
+                        .fetch_offset(&group, topic, p)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |o| o.offset);
+                    if committed < end {
+                        return false;
+                    }
                 }
             }
         }

@@ -19,7 +19,7 @@ use crate::error::{EngineError, Result};
 use crate::query::QueryPlan;
 use crate::query::aggregate::plan_aggregate;
 use crate::query::plan::plan_stateless;
-use crate::query::runner::{Operator, PartitionReader};
+use crate::query::runner::{Input, Operator, PartitionReader};
 use crate::schema::{Column, ColumnKind};
 
 /// What a transient query sends its client.
@@ -111,7 +111,16 @@ pub(crate) fn start(
     let source_name = query.from.source.name.value.clone();
     let id = format!("transient_{}_{number}", source_name.to_ascii_uppercase());
     let sink_name = format!("__EDDY_{}", id.to_ascii_uppercase());
-    let plan = if query.group_by.is_empty() {
+    let plan = if !query.from.joins.is_empty() && query.group_by.is_empty() {
+        QueryPlan::Join(Box::new(crate::query::join::plan_join(
+            ctx,
+            catalog,
+            query,
+            &sink_name,
+            SourceKind::Stream,
+            true,
+        )?))
+    } else if query.group_by.is_empty() {
         QueryPlan::Stateless(plan_stateless(
             ctx,
             catalog,
@@ -136,22 +145,28 @@ pub(crate) fn start(
         .iter()
         .filter_map(|n| by_name.get(n).cloned())
         .collect();
-    let topic = plan.source().topic.clone();
-    let partitions = store.partition_count(&topic)?;
     let earliest = !push
         || properties
             .get("auto.offset.reset")
             .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
-    let mut positions = Vec::with_capacity(partitions as usize);
-    let mut ends = Vec::with_capacity(partitions as usize);
-    for p in 0..partitions {
-        let end = store.end_offset(&topic, p)?;
-        ends.push(end);
-        positions.push(if earliest {
-            store.log_start_offset(&topic, p)?
-        } else {
-            end
-        });
+    let mut inputs = Vec::new();
+    let mut positions = Vec::new();
+    let mut ends = Vec::new();
+    for (side, source) in plan.sources().into_iter().enumerate() {
+        for p in 0..store.partition_count(&source.topic)? {
+            let end = store.end_offset(&source.topic, p)?;
+            ends.push(end);
+            positions.push(if earliest {
+                store.log_start_offset(&source.topic, p)?
+            } else {
+                end
+            });
+            inputs.push(Input {
+                side,
+                topic: source.topic.clone(),
+                partition: p,
+            });
+        }
     }
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (stop, stopped) = watch::channel(false);
@@ -159,6 +174,7 @@ pub(crate) fn start(
     let task = Transient {
         store: store.clone(),
         id: id.clone(),
+        inputs,
         plan,
         sink,
         columns: columns.clone(),
@@ -226,6 +242,8 @@ fn json_sink(name: &str, plan: &QueryPlan) -> eddy_sql::ast::CreateSource {
 struct Transient {
     store: Store,
     id: String,
+    /// The partitions it reads, with `positions` and `ends` in the same order.
+    inputs: Vec<Input>,
     plan: QueryPlan,
     sink: DataSource,
     columns: Vec<Column>,
@@ -260,9 +278,9 @@ impl Transient {
         tx: &mpsc::Sender<TransientEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<&'static str>> {
-        let topic = self.plan.source().topic.clone();
-        let mut reader = PartitionReader::new(&self.store, &self.id, &topic, positions);
-        let mut operator = Operator::new(&self.id, &self.plan, &self.sink)?;
+        let mut reader =
+            PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
+        let mut operator = Operator::new(&self.store, &self.id, &self.plan, &self.sink)?;
         let key_columns: Vec<&Column> = self.sink.key_columns().collect();
         let mut sent = 0u64;
         // A pull query over a table answers with the latest row per key.
@@ -274,11 +292,12 @@ impl Transient {
             {
                 break;
             }
-            let Some((p, fetched)) = reader.next(stop).await? else {
+            let Some((index, fetched)) = reader.next(stop).await? else {
                 return Ok(None);
             };
-            let (step, _) = operator.step(&self.store, p, &fetched.records)?;
-            reader.advance(p, fetched.next_offset);
+            let input = reader.input(index).clone();
+            let (step, _) = operator.step(&self.store, &input, &fetched.records)?;
+            reader.advance(index, fetched.next_offset);
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {

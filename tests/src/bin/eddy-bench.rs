@@ -6,6 +6,10 @@ use clap::{Parser, Subcommand};
 use eddy_storage::SyncPolicy;
 use eddy_tests::bench::{self, log::LogBenchConfig, median, stateless::StatelessBenchConfig};
 
+// The same allocator as the `eddy` binary, so the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Eddy's benchmark harness. Run it in release mode:
 /// `cargo run --release -p eddy-tests --bin eddy-bench -- <scenario>`.
 #[derive(Debug, Parser)]
