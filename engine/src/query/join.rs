@@ -30,7 +30,7 @@ use eddy_sql::ast::{
     BinaryOp, Expr, ExprKind, Ident, JoinKind, Query, SelectItem, SourceKind, SqlType,
 };
 use eddy_sql::{Position, Span};
-use eddy_storage::{LogRecord, Record, Store};
+use eddy_storage::{LogRecord, Record, RecordHeader, Store};
 
 use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
@@ -840,6 +840,15 @@ pub fn plan_join(
                 select.push(SelectItem::StructWildcard(sides.rewrite(base, "SELECT")?));
             }
             SelectItem::Expr { expr, alias } => {
+                if let Some(a) = alias
+                    && (PSEUDO_COLUMNS.contains(&a.value.as_str())
+                        || crate::schema::WINDOW_COLUMNS.contains(&a.value.as_str()))
+                {
+                    return Err(EngineError::statement(format!(
+                        "Reserved column name in select: `{}`. Please remove or alias the column.",
+                        a.value
+                    )));
+                }
                 let rewritten = sides.rewrite(expr, "SELECT")?;
                 let alias = match (alias, &expr.kind) {
                     (Some(a), _) => Some(a.clone()),
@@ -1025,6 +1034,16 @@ pub fn plan_join(
             });
         }
     }
+    // A pseudo-column joined on (`ROWPARTITION`) is a key like any other.
+    for key in &key_names {
+        if !columns.iter().any(|c| &c.name == key) {
+            columns.push(Column {
+                name: key.clone(),
+                ty: key_sql_type.clone(),
+                kind: ColumnKind::Key,
+            });
+        }
+    }
     // Keys first, in the order chosen.
     columns.sort_by_key(|c| c.kind != ColumnKind::Key);
     let joined_source = DataSource {
@@ -1117,22 +1136,38 @@ struct Stored {
     timestamp: i64,
     partition: u32,
     offset: i64,
+    headers: Vec<RecordHeader>,
+}
+
+/// Appends an optional byte string: a presence flag, its length, its bytes.
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    out.push(u8::from(bytes.is_some()));
+    with_len(out, bytes.unwrap_or_default());
+}
+
+/// Reads what [`put_bytes`] wrote, advancing `at`.
+fn take_bytes<'b>(bytes: &'b [u8], at: &mut usize) -> Option<Option<&'b [u8]>> {
+    let present = *bytes.get(*at)? != 0;
+    let len = u32::from_be_bytes(bytes.get(*at + 1..*at + 5)?.try_into().ok()?) as usize;
+    let value = bytes.get(*at + 5..*at + 5 + len)?;
+    *at += 5 + len;
+    Some(present.then_some(value))
 }
 
 impl Stored {
     fn encode(&self) -> Vec<u8> {
-        let key_len = self.key.as_ref().map_or(0, Vec::len);
-        let mut out = Vec::with_capacity(25 + key_len + self.value.as_ref().map_or(0, Vec::len));
+        let mut out = Vec::with_capacity(
+            40 + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len),
+        );
         out.extend_from_slice(&self.timestamp.to_be_bytes());
         out.extend_from_slice(&self.partition.to_be_bytes());
         out.extend_from_slice(&self.offset.to_be_bytes());
-        out.push(u8::from(self.key.is_some()) | (u8::from(self.value.is_some()) << 1));
-        out.extend_from_slice(&(key_len as u32).to_be_bytes());
-        if let Some(k) = &self.key {
-            out.extend_from_slice(k);
-        }
-        if let Some(v) = &self.value {
-            out.extend_from_slice(v);
+        put_bytes(&mut out, self.key.as_deref());
+        put_bytes(&mut out, self.value.as_deref());
+        out.extend_from_slice(&(self.headers.len() as u32).to_be_bytes());
+        for header in &self.headers {
+            put_bytes(&mut out, Some(header.key.as_bytes()));
+            put_bytes(&mut out, header.value.as_deref());
         }
         out
     }
@@ -1141,16 +1176,27 @@ impl Stored {
         let timestamp = i64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?);
         let partition = u32::from_be_bytes(bytes.get(8..12)?.try_into().ok()?);
         let offset = i64::from_be_bytes(bytes.get(12..20)?.try_into().ok()?);
-        let flags = *bytes.get(20)?;
-        let key_len = u32::from_be_bytes(bytes.get(21..25)?.try_into().ok()?) as usize;
-        let key = bytes.get(25..25 + key_len)?;
-        let value = bytes.get(25 + key_len..)?;
+        let mut at = 20;
+        let key = take_bytes(bytes, &mut at)?.map(<[u8]>::to_vec);
+        let value = take_bytes(bytes, &mut at)?.map(<[u8]>::to_vec);
+        let count = u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?);
+        at += 4;
+        let mut headers = Vec::new();
+        for _ in 0..count {
+            let name = take_bytes(bytes, &mut at)??;
+            let value = take_bytes(bytes, &mut at)?;
+            headers.push(RecordHeader {
+                key: String::from_utf8_lossy(name).into_owned(),
+                value: value.map(|v| bytes::Bytes::copy_from_slice(v)),
+            });
+        }
         Some(Stored {
-            key: (flags & 1 != 0).then(|| key.to_vec()),
-            value: (flags & 2 != 0).then(|| value.to_vec()),
+            key,
+            value,
             timestamp,
             partition,
             offset,
+            headers,
         })
     }
 
@@ -1161,7 +1207,7 @@ impl Stored {
                 key: self.key.clone().map(Into::into),
                 value: self.value.clone().map(Into::into),
                 timestamp: self.timestamp,
-                headers: Vec::new(),
+                headers: self.headers.clone(),
             },
         }
     }
@@ -1359,6 +1405,7 @@ pub fn process_join(
             timestamp: batch_rowtime(&batch, row).unwrap_or(record.record.timestamp),
             partition,
             offset: record.offset,
+            headers: record.record.headers.clone(),
         };
         let has_value = decoded.has_value[row];
         let key = join_keys[row].clone();

@@ -682,7 +682,8 @@ pub(crate) struct PartitionReader {
     query_id: String,
     inputs: Vec<Input>,
     positions: Vec<i64>,
-    next_input: usize,
+    /// Records read from an input but not yet handed out.
+    pending: Vec<Option<eddy_storage::FetchedRecords>>,
 }
 
 impl PartitionReader {
@@ -696,9 +697,9 @@ impl PartitionReader {
         PartitionReader {
             store: store.clone(),
             query_id: query_id.to_string(),
+            pending: (0..inputs.len()).map(|_| None).collect(),
             inputs,
             positions,
-            next_input: 0,
         }
     }
 
@@ -716,36 +717,63 @@ impl PartitionReader {
     pub(crate) fn advance(&mut self, index: usize, next_offset: i64) {
         if let Some(p) = self.positions.get_mut(index) {
             *p = next_offset;
+            self.pending[index] = None;
         }
     }
 
     /// The next records of some input if any are there now, without waiting or advancing.
+    /// Inputs are merged in timestamp order, as Kafka Streams picks the partition with the
+    /// oldest record: of the inputs with records, the one whose first record is oldest goes
+    /// first, and only up to where another input's first record is older still. So a table
+    /// a stream is joined with is read up to the stream's time before the stream goes on.
     pub(crate) fn try_next(&mut self) -> Result<Option<(usize, eddy_storage::FetchedRecords)>> {
-        let count = self.inputs.len();
-        for _ in 0..count {
-            let i = self.next_input;
-            self.next_input = (self.next_input + 1) % count;
+        for i in 0..self.inputs.len() {
+            if self.pending[i].is_some() {
+                continue;
+            }
             let position = self.positions[i];
             let input = &self.inputs[i];
-            let fetched = match self.store.read_records(
-                &input.topic,
-                input.partition,
-                position,
-                READ_BYTES,
-            ) {
-                Ok(f) => f,
+            match self
+                .store
+                .read_records(&input.topic, input.partition, position, READ_BYTES)
+            {
+                Ok(fetched) if fetched.next_offset > position => self.pending[i] = Some(fetched),
+                Ok(_) => {}
                 Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
                     warn!(query = %self.query_id, topic = %input.topic, partition = input.partition, from = position, to = log_start, "input offset out of range; skipping to the log start");
                     self.positions[i] = log_start;
-                    continue;
                 }
                 Err(e) => return Err(e.into()),
-            };
-            if fetched.next_offset > position {
-                return Ok(Some((i, fetched)));
             }
         }
-        Ok(None)
+        let head = |f: &eddy_storage::FetchedRecords| {
+            f.records.first().map_or(i64::MIN, |r| r.record.timestamp)
+        };
+        let Some(chosen) = (0..self.inputs.len())
+            .filter(|&i| self.pending[i].is_some())
+            .min_by_key(|&i| self.pending[i].as_ref().map_or(i64::MAX, head))
+        else {
+            return Ok(None);
+        };
+        let bound = (0..self.inputs.len())
+            .filter(|&i| i != chosen)
+            .filter_map(|i| self.pending[i].as_ref().map(head))
+            .min();
+        let Some(mut fetched) = self.pending[chosen].take() else {
+            return Ok(None);
+        };
+        if let Some(bound) = bound
+            && let Some(cut) = fetched
+                .records
+                .iter()
+                .skip(1)
+                .position(|r| r.record.timestamp > bound)
+        {
+            let cut = cut + 1;
+            fetched.next_offset = fetched.records[cut].offset;
+            fetched.records.truncate(cut);
+        }
+        Ok(Some((chosen, fetched)))
     }
 
     /// The next records of some input, without advancing (see [`PartitionReader::advance`]),

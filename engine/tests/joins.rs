@@ -1,0 +1,407 @@
+//! Joins end to end: stream–table lookups, windowed stream–stream joins and their outer
+//! results, table–table joins on the key and on a foreign key, and join state that survives a
+//! restart without repeating or losing a result.
+
+use std::time::Duration;
+
+use eddy_engine::{Engine, Session};
+use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+
+fn open_store(dir: &std::path::Path) -> Store {
+    Store::open(
+        dir,
+        StoreOptions {
+            sync: SyncPolicy::Os,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+async fn run(engine: &Engine, sql: &str) {
+    engine
+        .execute(&mut Session::default(), sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
+}
+
+async fn fails(engine: &Engine, sql: &str) -> String {
+    match engine.execute(&mut Session::default(), sql).await {
+        Ok(_) => panic!("{sql} should fail"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// (key, value, timestamp) of every record in a one-partition topic.
+fn records(store: &Store, topic: &str) -> Vec<(String, Option<String>, i64)> {
+    store
+        .read_records(topic, 0, 0, usize::MAX)
+        .unwrap()
+        .records
+        .into_iter()
+        .map(|r| {
+            (
+                String::from_utf8(r.record.key.map(|k| k.to_vec()).unwrap_or_default()).unwrap(),
+                r.record
+                    .value
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap()),
+                r.record.timestamp,
+            )
+        })
+        .collect()
+}
+
+fn json(key: &str, value: Option<&str>, ts: i64) -> Record {
+    Record {
+        key: Some(key.as_bytes().to_vec().into()),
+        value: value.map(|v| v.as_bytes().to_vec().into()),
+        timestamp: ts,
+        headers: Vec::new(),
+    }
+}
+
+/// Produces one record and waits until every query has processed it, so results are ordered
+/// as the inputs are.
+async fn feed(engine: &Engine, topic: &str, record: Record) {
+    engine.store().produce(topic, vec![record]).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+}
+
+fn row(key: &str, value: &str, ts: i64) -> (String, Option<String>, i64) {
+    (key.to_string(), Some(value.to_string()), ts)
+}
+
+const USERS_AND_CLICKS: &str = "
+    SET 'auto.offset.reset' = 'earliest';
+    CREATE STREAM clicks (user STRING KEY, page STRING)
+        WITH (kafka_topic='clicks', partitions=1, value_format='JSON');
+    CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING)
+        WITH (kafka_topic='users', partitions=1, value_format='JSON');";
+
+#[tokio::test]
+async fn a_stream_table_join_looks_up_the_latest_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, USERS_AND_CLICKS).await;
+    run(
+        &engine,
+        "CREATE STREAM enriched AS SELECT c.user, page, name, region
+         FROM clicks c LEFT JOIN users u ON c.user = u.id;",
+    )
+    .await;
+    feed(
+        &engine,
+        "users",
+        json("u1", Some(r#"{"name":"Ann","region":"eu"}"#), 1),
+    )
+    .await;
+    feed(&engine, "clicks", json("u1", Some(r#"{"page":"/a"}"#), 2)).await;
+    feed(
+        &engine,
+        "users",
+        json("u1", Some(r#"{"name":"Ann","region":"us"}"#), 3),
+    )
+    .await;
+    feed(&engine, "clicks", json("u1", Some(r#"{"page":"/b"}"#), 4)).await;
+    // No such user: a left join keeps the click with nulls.
+    feed(&engine, "clicks", json("u2", Some(r#"{"page":"/c"}"#), 5)).await;
+    // A deleted user is no longer found.
+    feed(&engine, "users", json("u1", None, 6)).await;
+    feed(&engine, "clicks", json("u1", Some(r#"{"page":"/d"}"#), 7)).await;
+    assert_eq!(
+        records(engine.store(), "ENRICHED"),
+        [
+            row("u1", r#"{"PAGE":"/a","NAME":"Ann","REGION":"eu"}"#, 2),
+            row("u1", r#"{"PAGE":"/b","NAME":"Ann","REGION":"us"}"#, 4),
+            row("u2", r#"{"PAGE":"/c","NAME":null,"REGION":null}"#, 5),
+            row("u1", r#"{"PAGE":"/d","NAME":null,"REGION":null}"#, 7),
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stream_stream_left_join_with_grace_emits_unmatched_rows_when_the_window_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM orders (id STRING KEY, item STRING)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');
+         CREATE STREAM shipments (id STRING KEY, carrier STRING)
+             WITH (kafka_topic='shipments', partitions=1, value_format='JSON');
+         CREATE STREAM tracked AS SELECT o.id, item, carrier FROM orders o
+             LEFT JOIN shipments s WITHIN 10 SECONDS GRACE PERIOD 5 SECONDS ON o.id = s.id;",
+    )
+    .await;
+    feed(
+        &engine,
+        "orders",
+        json("a", Some(r#"{"item":"book"}"#), 1_000),
+    )
+    .await;
+    feed(
+        &engine,
+        "orders",
+        json("b", Some(r#"{"item":"pen"}"#), 2_000),
+    )
+    .await;
+    feed(
+        &engine,
+        "shipments",
+        json("a", Some(r#"{"carrier":"ups"}"#), 5_000),
+    )
+    .await;
+    // Nothing for "b" yet: its window (until 12 s, plus 5 s of grace) is still open.
+    assert_eq!(records(engine.store(), "TRACKED").len(), 1);
+    // Time passes beyond b's window and grace: b comes out unmatched.
+    feed(
+        &engine,
+        "orders",
+        json("c", Some(r#"{"item":"cup"}"#), 30_000),
+    )
+    .await;
+    assert_eq!(
+        records(engine.store(), "TRACKED"),
+        [
+            row("a", r#"{"ITEM":"book","CARRIER":"ups"}"#, 5_000),
+            row("b", r#"{"ITEM":"pen","CARRIER":null}"#, 2_000),
+        ]
+    );
+    // A shipment too late for the window finds nothing to join.
+    feed(
+        &engine,
+        "shipments",
+        json("b", Some(r#"{"carrier":"dhl"}"#), 2_500),
+    )
+    .await;
+    assert_eq!(records(engine.store(), "TRACKED").len(), 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_full_outer_table_join_follows_both_sides_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE stock (sku STRING PRIMARY KEY, qty INT)
+             WITH (kafka_topic='stock', partitions=1, value_format='JSON');
+         CREATE TABLE prices (sku STRING PRIMARY KEY, price DOUBLE)
+             WITH (kafka_topic='prices', partitions=1, value_format='JSON');
+         CREATE TABLE catalog AS SELECT ROWKEY AS sku, qty, price
+             FROM stock s FULL OUTER JOIN prices p ON s.sku = p.sku;",
+    )
+    .await;
+    feed(&engine, "stock", json("x", Some(r#"{"qty":3}"#), 1)).await;
+    feed(&engine, "prices", json("x", Some(r#"{"price":9.5}"#), 2)).await;
+    feed(&engine, "prices", json("y", Some(r#"{"price":1.0}"#), 3)).await;
+    feed(&engine, "stock", json("x", None, 4)).await;
+    feed(&engine, "prices", json("x", None, 5)).await;
+    // Deleting a row that was never there changes nothing.
+    feed(&engine, "stock", json("z", None, 6)).await;
+    assert_eq!(
+        records(engine.store(), "CATALOG"),
+        [
+            row("x", r#"{"QTY":3,"PRICE":null}"#, 1),
+            row("x", r#"{"QTY":3,"PRICE":9.5}"#, 2),
+            row("y", r#"{"QTY":null,"PRICE":1.0}"#, 3),
+            row("x", r#"{"QTY":null,"PRICE":9.5}"#, 4),
+            ("x".to_string(), None, 5),
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_foreign_key_join_updates_every_row_that_points_at_a_changed_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE orders (id STRING PRIMARY KEY, customer STRING, total INT)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');
+         CREATE TABLE customers (id STRING PRIMARY KEY, name STRING)
+             WITH (kafka_topic='customers', partitions=1, value_format='JSON');
+         CREATE TABLE order_names AS SELECT o.id, total, name
+             FROM orders o JOIN customers c ON o.customer = c.id;",
+    )
+    .await;
+    feed(
+        &engine,
+        "customers",
+        json("c1", Some(r#"{"name":"Ann"}"#), 1),
+    )
+    .await;
+    feed(
+        &engine,
+        "orders",
+        json("o1", Some(r#"{"customer":"c1","total":5}"#), 2),
+    )
+    .await;
+    feed(
+        &engine,
+        "orders",
+        json("o2", Some(r#"{"customer":"c1","total":7}"#), 3),
+    )
+    .await;
+    feed(
+        &engine,
+        "customers",
+        json("c1", Some(r#"{"name":"Anna"}"#), 4),
+    )
+    .await;
+    // o1 moves to a customer that does not exist: the inner result is deleted.
+    feed(
+        &engine,
+        "orders",
+        json("o1", Some(r#"{"customer":"c9","total":5}"#), 5),
+    )
+    .await;
+    assert_eq!(
+        records(engine.store(), "ORDER_NAMES"),
+        [
+            row("o1", r#"{"TOTAL":5,"NAME":"Ann"}"#, 2),
+            row("o2", r#"{"TOTAL":7,"NAME":"Ann"}"#, 3),
+            row("o1", r#"{"TOTAL":5,"NAME":"Anna"}"#, 4),
+            row("o2", r#"{"TOTAL":7,"NAME":"Anna"}"#, 4),
+            ("o1".to_string(), None, 5),
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn join_errors_follow_ksqldb() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, USERS_AND_CLICKS).await;
+    let message = fails(
+        &engine,
+        "CREATE STREAM x AS SELECT * FROM clicks c FULL OUTER JOIN users u ON c.user = u.id;",
+    )
+    .await;
+    assert!(
+        message.contains("Invalid join type: full-outer join not supported for stream-table join"),
+        "{message}"
+    );
+    let message = fails(
+        &engine,
+        "CREATE STREAM x AS SELECT * FROM clicks c JOIN users u ON c.page = u.name;",
+    )
+    .await;
+    assert!(
+        message.contains(
+            "stream-table joins require to join on the table's primary key. Got C.PAGE = U.NAME."
+        ),
+        "{message}"
+    );
+    let message = fails(
+        &engine,
+        "CREATE STREAM x AS SELECT page FROM clicks c JOIN users u ON c.user = u.id;",
+    )
+    .await;
+    assert!(
+        message.contains("must include the join expressions C.USER or U.ID in its projection"),
+        "{message}"
+    );
+    let message = fails(
+        &engine,
+        "CREATE STREAM x AS SELECT * FROM clicks a JOIN clicks b WITHIN 1 SECOND ON a.user = b.user;",
+    )
+    .await;
+    assert!(
+        message.contains("self joins are not yet supported"),
+        "{message}"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn join_state_survives_a_restart_mid_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let total = 4_000usize;
+    {
+        let engine = Engine::open(open_store(dir.path())).await.unwrap();
+        run(&engine, USERS_AND_CLICKS).await;
+        let users = (0..10)
+            .map(|i| json(&format!("u{i}"), Some(&format!(r#"{{"name":"n{i}"}}"#)), 0))
+            .collect();
+        engine.store().produce("users", users).await.unwrap();
+        run(
+            &engine,
+            "SET 'auto.offset.reset' = 'earliest';
+             CREATE STREAM enriched AS SELECT c.user, page, name FROM clicks c JOIN users u ON c.user = u.id;",
+        )
+        .await;
+        assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+        for chunk in (0..total).collect::<Vec<_>>().chunks(100) {
+            let batch = chunk
+                .iter()
+                .map(|&i| {
+                    json(
+                        &format!("u{}", i % 10),
+                        Some(&format!(r#"{{"page":"p{i}"}}"#)),
+                        1 + i as i64,
+                    )
+                })
+                .collect();
+            engine.store().produce("clicks", batch).await.unwrap();
+        }
+        // Stop once some, and usually not all, of the clicks are joined.
+        while records(engine.store(), "ENRICHED").is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        engine.shutdown().await;
+        engine.store().close().unwrap();
+    }
+    // The users table is read back from the join's state, not from the beginning again.
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+    let all = records(engine.store(), "ENRICHED");
+    assert_eq!(all.len(), total, "one result per click, none twice");
+    for (i, (key, value, ts)) in all.iter().enumerate() {
+        assert_eq!(key, &format!("u{}", i % 10));
+        assert_eq!(
+            value.as_deref(),
+            Some(format!(r#"{{"PAGE":"p{i}","NAME":"n{}"}}"#, i % 10).as_str())
+        );
+        assert_eq!(*ts, 1 + i as i64);
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn inputs_are_merged_in_timestamp_order_so_a_table_is_loaded_before_later_clicks() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, USERS_AND_CLICKS).await;
+    // Both topics have a backlog before the query starts; the clicks were written first but
+    // happened after the users were registered.
+    let clicks = (0..5)
+        .map(|i| json("u1", Some(&format!(r#"{{"page":"p{i}"}}"#)), 100 + i))
+        .collect();
+    engine.store().produce("clicks", clicks).await.unwrap();
+    engine
+        .store()
+        .produce("users", vec![json("u1", Some(r#"{"name":"Ann"}"#), 50)])
+        .await
+        .unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM enriched AS SELECT c.user, page, name FROM clicks c JOIN users u ON c.user = u.id;",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let got = records(engine.store(), "ENRICHED");
+    assert_eq!(got.len(), 5, "{got:?}");
+    assert!(
+        got.iter()
+            .all(|(_, v, _)| v.as_deref().is_some_and(|v| v.contains("Ann")))
+    );
+    engine.shutdown().await;
+}
