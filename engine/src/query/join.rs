@@ -1187,7 +1187,7 @@ impl Stored {
             let value = take_bytes(bytes, &mut at)?;
             headers.push(RecordHeader {
                 key: String::from_utf8_lossy(name).into_owned(),
-                value: value.map(|v| bytes::Bytes::copy_from_slice(v)),
+                value: value.map(bytes::Bytes::copy_from_slice),
             });
         }
         Some(Stored {
