@@ -20,7 +20,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, Int32Array, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array,
     new_null_array,
 };
-use datafusion::arrow::compute::take;
+use datafusion::arrow::compute::{interleave, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::row::{RowConverter, SortField};
 use datafusion::common::DFSchema;
@@ -1251,6 +1251,8 @@ struct Output {
     tombstone: bool,
     /// The input record that produced it.
     from: usize,
+    /// The row of the input batch that the triggering side's record is, when it is there.
+    current: Option<usize>,
 }
 
 /// A join query's state: mirrored in memory, written through to the store with each commit.
@@ -1409,6 +1411,7 @@ pub fn process_join(
         };
         let has_value = decoded.has_value[row];
         let key = join_keys[row].clone();
+        let (offset, before) = (stored.offset, outputs.len());
         match plan.shape {
             JoinShape::StreamStream(window) => stream_stream(
                 plan.join_type,
@@ -1440,6 +1443,16 @@ pub fn process_join(
                 &mut outputs,
             ),
         }
+        // Results holding this very record take it from the decoded batch.
+        for o in &mut outputs[before..] {
+            let slot = if side == 0 { &o.left } else { &o.right };
+            if slot
+                .as_ref()
+                .is_some_and(|s| s.offset == offset && s.partition == partition)
+            {
+                o.current = Some(row);
+            }
+        }
     }
     if outputs.is_empty() {
         return Ok((
@@ -1450,7 +1463,7 @@ pub fn process_join(
             std::mem::take(&mut state.writes),
         ));
     }
-    let joined = joined_rows(plan, state, &outputs)?;
+    let joined = joined_rows(plan, state, &outputs, (side, &batch))?;
     // Each result stands in for the record that produced it, stamped with the result's time.
     let results: Vec<LogRecord> = outputs
         .iter()
@@ -1604,6 +1617,7 @@ fn stream_stream(
                 key: key.clone(),
                 tombstone: false,
                 from,
+                current: None,
             });
         }
     }
@@ -1617,6 +1631,7 @@ fn stream_stream(
                 key,
                 tombstone: false,
                 from,
+                current: None,
             });
         } else {
             let mut waiting = vec![keys::WAITING];
@@ -1690,6 +1705,7 @@ fn emit_closed(state: &mut JoinState, window: JoinWindowMs, out: &mut Vec<Output
             key,
             tombstone: false,
             from,
+            current: None,
         });
     }
 }
@@ -1725,6 +1741,7 @@ fn stream_table(
             key: key.unwrap_or_default(),
             tombstone: false,
             from,
+            current: None,
         });
     }
 }
@@ -1772,6 +1789,7 @@ fn table_table(
             key,
             tombstone: false,
             from,
+            current: None,
         });
     } else if had {
         out.push(Output {
@@ -1781,6 +1799,7 @@ fn table_table(
             key,
             tombstone: true,
             from,
+            current: None,
         });
     }
 }
@@ -1848,6 +1867,7 @@ fn foreign_key(
                 key: key.clone(),
                 tombstone,
                 from,
+                current: None,
             });
         }
         return;
@@ -1871,6 +1891,7 @@ fn foreign_key(
                 key: Vec::new(),
                 tombstone: true,
                 from,
+                current: None,
             });
         }
         return;
@@ -1891,6 +1912,7 @@ fn foreign_key(
             key: key.unwrap_or_default(),
             tombstone: false,
             from,
+            current: None,
         }),
         (None, JoinType::Left) => out.push(Output {
             left: Some(record),
@@ -1899,6 +1921,7 @@ fn foreign_key(
             key: key.unwrap_or_default(),
             tombstone: false,
             from,
+            current: None,
         }),
         (None, _) => {
             // An inner result that no longer joins is deleted.
@@ -1913,6 +1936,7 @@ fn foreign_key(
                     key: Vec::new(),
                     tombstone: true,
                     from,
+                    current: None,
                 });
             }
         }
@@ -1928,26 +1952,35 @@ fn key_only(record: &Stored) -> Stored {
 }
 
 /// Decodes the results' records with the sides' decoders and lays them side by side.
-fn joined_rows(plan: &JoinPlan, state: &JoinState, outputs: &[Output]) -> Result<RecordBatch> {
+fn joined_rows(
+    plan: &JoinPlan,
+    state: &JoinState,
+    outputs: &[Output],
+    (trigger, current): (usize, &RecordBatch),
+) -> Result<RecordBatch> {
     let n = outputs.len();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(plan.joined_schema.fields().len());
     for (side, input) in plan.sides().into_iter().enumerate() {
-        let chosen: Vec<&Stored> = outputs
+        fn slot_of(o: &Output, side: usize) -> Option<&Stored> {
+            if side == 0 {
+                o.left.as_ref()
+            } else {
+                o.right.as_ref()
+            }
+        }
+        // The input's own rows are already decoded; only records from state are decoded here.
+        let in_batch = |o: &Output| if side == trigger { o.current } else { None };
+        let records: Vec<LogRecord> = outputs
             .iter()
-            .filter_map(|o| {
-                if side == 0 {
-                    o.left.as_ref()
-                } else {
-                    o.right.as_ref()
-                }
-            })
+            .filter(|o| in_batch(o).is_none())
+            .filter_map(|o| slot_of(o, side))
+            .map(Stored::log_record)
             .collect();
-        let records: Vec<LogRecord> = chosen.iter().map(|s| s.log_record()).collect();
         let decoded = input.decoder.decode(0, &records)?;
-        // Rows that failed to decode now (they decoded once) are left null.
+        // Rows that fail to decode now (they decoded once) are left null.
         let bad: HashSet<i64> = decoded.errors.iter().map(|e| e.offset).collect();
         let mut row_of = Vec::with_capacity(records.len());
-        let mut next = 0u32;
+        let mut next = 0usize;
         for r in &records {
             if bad.contains(&r.offset) {
                 row_of.push(None);
@@ -1956,37 +1989,57 @@ fn joined_rows(plan: &JoinPlan, state: &JoinState, outputs: &[Output]) -> Result
                 next += 1;
             }
         }
-        let mut indices: Vec<Option<u32>> = Vec::with_capacity(n);
+        // Each row from the input batch (0), the decoded records (1), or a null row (2).
+        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(n);
         let mut partitions: Vec<Option<i32>> = Vec::with_capacity(n);
         let mut k = 0;
         for o in outputs {
-            let this = if side == 0 { &o.left } else { &o.right };
-            match this {
-                Some(s) => {
-                    indices.push(row_of[k]);
-                    partitions.push(row_of[k].map(|_| s.partition as i32));
+            match (in_batch(o), slot_of(o, side)) {
+                (Some(row), s) => {
+                    picks.push((0, row));
+                    partitions.push(s.map(|s| s.partition as i32));
+                }
+                (None, Some(s)) => {
+                    match row_of[k] {
+                        Some(r) => {
+                            picks.push((1, r));
+                            partitions.push(Some(s.partition as i32));
+                        }
+                        None => {
+                            picks.push((2, 0));
+                            partitions.push(None);
+                        }
+                    }
                     k += 1;
                 }
-                None => {
-                    indices.push(None);
+                (None, None) => {
+                    picks.push((2, 0));
                     partitions.push(None);
                 }
             }
         }
-        let indices = UInt32Array::from(indices);
-        let schema = input.decoder.schema();
-        for (i, field) in schema.fields().iter().enumerate() {
-            let column = if field.name() == ROWPARTITION {
-                Arc::new(Int32Array::from(partitions.clone())) as ArrayRef
-            } else if decoded.batch.num_rows() == 0 {
-                new_null_array(field.data_type(), n)
+        for (i, field) in input.decoder.schema().fields().iter().enumerate() {
+            if field.name() == ROWPARTITION {
+                columns.push(Arc::new(Int32Array::from(partitions.clone())));
+                continue;
+            }
+            let null = new_null_array(field.data_type(), 1);
+            let from_input = if side == trigger && i < current.num_columns() {
+                current.column(i).clone()
             } else {
-                take(decoded.batch.column(i).as_ref(), &indices, None)
-                    .map_err(|e| EngineError::statement(e.to_string()))?
+                null.clone()
             };
-            columns.push(column);
+            let from_state = if decoded.batch.num_rows() > 0 {
+                decoded.batch.column(i).clone()
+            } else {
+                null.clone()
+            };
+            let sources: [&dyn Array; 3] =
+                [from_input.as_ref(), from_state.as_ref(), null.as_ref()];
+            columns.push(
+                interleave(&sources, &picks).map_err(|e| EngineError::statement(e.to_string()))?,
+            );
         }
-        // A value-less row (a deleted row naming its key) has no value columns.
     }
     columns.push(Arc::new(Int64Array::from_iter_values(
         outputs.iter().map(|o| o.timestamp),

@@ -1,5 +1,6 @@
 //! Benchmark scenarios and what they share: timing, throughput and memory figures.
 
+pub mod join;
 pub mod log;
 pub mod stateless;
 

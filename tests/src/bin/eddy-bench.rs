@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use eddy_storage::SyncPolicy;
-use eddy_tests::bench::{self, log::LogBenchConfig, median, stateless::StatelessBenchConfig};
+use eddy_tests::bench::{
+    self, join::JoinBenchConfig, log::LogBenchConfig, median, stateless::StatelessBenchConfig,
+};
 
 // The same allocator as the `eddy` binary, so the figures are the server's.
 #[global_allocator]
@@ -51,6 +53,19 @@ enum Scenario {
         /// Input records.
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
+        /// Runs; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+    /// A persistent query enriches JSON events with a table (a stream-table join) on one core;
+    /// the baseline is DataFusion's hash join over the same data as a batch job.
+    Join {
+        /// Events in the stream.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Rows in the table.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -126,29 +141,48 @@ fn main() -> anyhow::Result<()> {
                     "run {run}: {} records written by each",
                     report.output_records
                 );
-                reports.push(report);
+                reports.push((
+                    report.eddy.records_per_sec(),
+                    report.datafusion.records_per_sec(),
+                ));
             }
-            let eddy = median(reports.iter().map(|r| r.eddy.records_per_sec()).collect());
-            let datafusion = median(
-                reports
-                    .iter()
-                    .map(|r| r.datafusion.records_per_sec())
-                    .collect(),
-            );
-            // Each run times both sides back to back, so its own ratio is the least noisy.
-            let ratio = median(
-                reports
-                    .iter()
-                    .map(|r| r.eddy.records_per_sec() / r.datafusion.records_per_sec())
-                    .collect(),
-            );
+            print_medians(&reports);
+            print_peak_rss();
+        }
+        Scenario::Join { events, rows, runs } => {
             println!(
-                "median: eddy {eddy:.0} events/s on one core; DataFusion batch {datafusion:.0} events/s; ratio {ratio:.2} (median of the runs' ratios)"
+                "eddy-bench join: {events} JSON events joined with a {rows}-row table, {runs} run(s)"
             );
+            let mut reports = Vec::new();
+            for run in 1..=runs.max(1) {
+                let report = bench::join::run(&JoinBenchConfig { events, rows })?;
+                println!("run {run}: eddy query  {}", report.eddy);
+                println!("run {run}: datafusion  {}", report.datafusion);
+                println!(
+                    "run {run}: {} records written by each",
+                    report.output_records
+                );
+                reports.push((
+                    report.eddy.records_per_sec(),
+                    report.datafusion.records_per_sec(),
+                ));
+            }
+            print_medians(&reports);
             print_peak_rss();
         }
     }
     Ok(())
+}
+
+/// Prints the medians of (Eddy, DataFusion) events/s, and of each run's ratio: each run times
+/// both sides back to back, so its own ratio is the least noisy.
+fn print_medians(runs: &[(f64, f64)]) {
+    let eddy = median(runs.iter().map(|r| r.0).collect());
+    let datafusion = median(runs.iter().map(|r| r.1).collect());
+    let ratio = median(runs.iter().map(|r| r.0 / r.1).collect());
+    println!(
+        "median: eddy {eddy:.0} events/s on one core; DataFusion batch {datafusion:.0} events/s; ratio {ratio:.2} (median of the runs' ratios)"
+    );
 }
 
 fn print_peak_rss() {

@@ -1,0 +1,224 @@
+//! The `join` scenario: a persistent query enriches JSON events with a table (a stream–table
+//! join), timed from its creation until it has processed every event and table row.
+//!
+//! The baseline, measured in the same run, is DataFusion doing the same work as a batch job:
+//! both inputs read from NDJSON into Arrow, joined by DataFusion's hash join on one partition,
+//! and the result written back as NDJSON.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::json::{LineDelimitedWriter, ReaderBuilder};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use eddy_engine::{Engine, Session};
+use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+
+use crate::bench::Throughput;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct JoinBenchConfig {
+    /// Events in the stream.
+    pub events: u64,
+    /// Rows in the table.
+    pub rows: u64,
+}
+
+/// Figures of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinBenchReport {
+    /// The persistent query, from `CREATE STREAM ... AS SELECT` until all input is processed.
+    pub eddy: Throughput,
+    /// DataFusion on the same inputs as a batch job.
+    pub datafusion: Throughput,
+    /// Records the query wrote.
+    pub output_records: u64,
+}
+
+fn user_key(i: u64) -> String {
+    format!("user_{i:06}")
+}
+
+/// About 110 bytes of JSON per event.
+fn event_json(i: u64, rows: u64) -> String {
+    format!(
+        r#"{{"id":{i},"user":"{}","amount":{}.{:02},"page":"/products/{:05}/reviews"}}"#,
+        user_key(i % rows),
+        i % 500,
+        i % 100,
+        i % 20_000
+    )
+}
+
+/// About 70 bytes of JSON per table row.
+fn row_json(i: u64) -> String {
+    format!(
+        r#"{{"name":"customer number {i}","region":"region_{:02}","tier":{}}}"#,
+        i % 40,
+        i % 4
+    )
+}
+
+const QUERY: &str = "CREATE STREAM enriched AS SELECT e.user, e.id, e.amount, u.name, u.region FROM events e JOIN users u ON e.user = u.id;";
+
+/// Runs the scenario once.
+pub fn run(config: &JoinBenchConfig) -> anyhow::Result<JoinBenchReport> {
+    anyhow::ensure!(config.rows > 0, "the table needs rows");
+    let events: Vec<String> = (0..config.events)
+        .map(|i| event_json(i, config.rows))
+        .collect();
+    let rows: Vec<String> = (0..config.rows).map(row_json).collect();
+    let bytes: u64 = events.iter().map(|s| s.len() as u64).sum();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (eddy, output_records) = runtime.block_on(run_eddy(&events, &rows, config.rows))?;
+    let (datafusion, datafusion_output) = runtime.block_on(run_datafusion(&events, &rows))?;
+    anyhow::ensure!(
+        output_records == datafusion_output,
+        "the query wrote {output_records} records but DataFusion {datafusion_output}"
+    );
+    Ok(JoinBenchReport {
+        eddy: Throughput {
+            records: config.events,
+            bytes,
+            elapsed: eddy,
+        },
+        datafusion: Throughput {
+            records: config.events,
+            bytes,
+            elapsed: datafusion,
+        },
+        output_records,
+    })
+}
+
+async fn run_eddy(
+    events: &[String],
+    rows: &[String],
+    table_rows: u64,
+) -> anyhow::Result<(Duration, u64)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            sync: SyncPolicy::Os,
+            ..StoreOptions::default()
+        },
+    )?;
+    let engine = Engine::open(store.clone()).await?;
+    let mut session = Session::default();
+    engine
+        .execute(
+            &mut session,
+            "SET 'auto.offset.reset' = 'earliest';
+             CREATE STREAM events (k STRING KEY, id BIGINT, user STRING, amount DOUBLE, page STRING)
+                 WITH (kafka_topic='events', partitions=1, value_format='JSON');
+             CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING, tier INT)
+                 WITH (kafka_topic='users', partitions=1, value_format='JSON');",
+        )
+        .await?;
+    // The table's rows come first in time, as a table loaded before the events arrive.
+    for (n, chunk) in rows.chunks(2_000).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                Record::keyed(
+                    user_key((n * 2_000 + i) as u64).into_bytes(),
+                    v.clone().into_bytes(),
+                    0,
+                )
+            })
+            .collect();
+        store.append("users", 0, records).await?;
+    }
+    for (n, chunk) in events.chunks(2_000).enumerate() {
+        let records = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let i = (n * 2_000 + i) as u64;
+                Record::keyed(
+                    format!("e{i}").into_bytes(),
+                    v.clone().into_bytes(),
+                    1 + (i % table_rows) as i64,
+                )
+            })
+            .collect();
+        store.append("events", 0, records).await?;
+    }
+    let started = Instant::now();
+    engine.execute(&mut session, QUERY).await?;
+    if !engine.wait_until_processed(Duration::from_secs(600)).await {
+        bail!("the query did not finish within 10 minutes");
+    }
+    let elapsed = started.elapsed();
+    let output = store.end_offset("ENRICHED", 0)? as u64;
+    engine.shutdown().await;
+    Ok((elapsed, output))
+}
+
+fn read_ndjson(
+    lines: &str,
+    schema: &SchemaRef,
+) -> anyhow::Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    let reader = ReaderBuilder::new(schema.clone())
+        .with_batch_size(8192)
+        .build(lines.as_bytes())?;
+    Ok(reader.collect::<Result<Vec<_>, _>>()?)
+}
+
+async fn run_datafusion(events: &[String], rows: &[String]) -> anyhow::Result<(Duration, u64)> {
+    let events_ndjson = events.join("\n");
+    // The table's key is in each line, as the record key would be.
+    let rows_ndjson = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| format!(r#"{{"id":"{}",{}"#, user_key(i as u64), &r[1..]))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let event_schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, true),
+        Field::new("user", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("page", DataType::Utf8, true),
+    ]));
+    let row_schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("tier", DataType::Int32, true),
+    ]));
+    // One partition: one core, as the query runs.
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
+
+    let started = Instant::now();
+    let event_batches = read_ndjson(&events_ndjson, &event_schema)?;
+    let row_batches = read_ndjson(&rows_ndjson, &row_schema)?;
+    ctx.register_table(
+        "events",
+        Arc::new(MemTable::try_new(event_schema, vec![event_batches])?),
+    )?;
+    ctx.register_table(
+        "users",
+        Arc::new(MemTable::try_new(row_schema, vec![row_batches])?),
+    )?;
+    let joined = ctx
+        .sql("SELECT e.user, e.id, e.amount, u.name, u.region FROM events e JOIN users u ON e.user = u.id")
+        .await?
+        .collect()
+        .await?;
+    let mut output = Vec::with_capacity(events_ndjson.len());
+    let mut writer = LineDelimitedWriter::new(&mut output);
+    for batch in &joined {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let elapsed = started.elapsed();
+    let lines = output.iter().filter(|b| **b == b'\n').count() as u64;
+    Ok((elapsed, lines))
+}
