@@ -405,3 +405,86 @@ async fn inputs_are_merged_in_timestamp_order_so_a_table_is_loaded_before_later_
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_stream_is_enriched_by_two_tables_in_one_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM clicks (user STRING KEY, page STRING)
+             WITH (kafka_topic='clicks', partitions=1, value_format='JSON');
+         CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING)
+             WITH (kafka_topic='users', partitions=1, value_format='JSON');
+         CREATE TABLE regions (id STRING PRIMARY KEY, label STRING)
+             WITH (kafka_topic='regions', partitions=1, value_format='JSON');
+         CREATE STREAM enriched AS SELECT u.region, page, name, label
+             FROM clicks c JOIN users u ON c.user = u.id
+             LEFT JOIN regions r ON u.region = r.id;",
+    )
+    .await;
+    feed(
+        &engine,
+        "regions",
+        json("eu", Some(r#"{"label":"Europe"}"#), 1),
+    )
+    .await;
+    feed(
+        &engine,
+        "users",
+        json("u1", Some(r#"{"name":"Ann","region":"eu"}"#), 2),
+    )
+    .await;
+    feed(
+        &engine,
+        "users",
+        json("u2", Some(r#"{"name":"Bob","region":"mars"}"#), 3),
+    )
+    .await;
+    feed(&engine, "clicks", json("u1", Some(r#"{"page":"/a"}"#), 4)).await;
+    feed(&engine, "clicks", json("u2", Some(r#"{"page":"/b"}"#), 5)).await;
+    // No such user: the inner join drops the click before the second join sees it.
+    feed(&engine, "clicks", json("u3", Some(r#"{"page":"/c"}"#), 6)).await;
+    assert_eq!(
+        records(engine.store(), "ENRICHED"),
+        [
+            row("eu", r#"{"PAGE":"/a","NAME":"Ann","LABEL":"Europe"}"#, 4),
+            row("mars", r#"{"PAGE":"/b","NAME":"Bob","LABEL":null}"#, 5),
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_chain_of_table_joins_follows_changes_and_deletes_through_every_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE a (id STRING PRIMARY KEY, x INT)
+             WITH (kafka_topic='a', partitions=1, value_format='JSON');
+         CREATE TABLE b (id STRING PRIMARY KEY, y INT)
+             WITH (kafka_topic='b', partitions=1, value_format='JSON');
+         CREATE TABLE c (id STRING PRIMARY KEY, z INT)
+             WITH (kafka_topic='c', partitions=1, value_format='JSON');
+         CREATE TABLE abc AS SELECT a.id, x, y, z
+             FROM a JOIN b ON a.id = b.id JOIN c ON a.id = c.id;",
+    )
+    .await;
+    feed(&engine, "a", json("k", Some(r#"{"x":1}"#), 1)).await;
+    feed(&engine, "b", json("k", Some(r#"{"y":2}"#), 2)).await;
+    feed(&engine, "c", json("k", Some(r#"{"z":3}"#), 3)).await;
+    feed(&engine, "b", json("k", Some(r#"{"y":20}"#), 4)).await;
+    feed(&engine, "b", json("k", None, 5)).await;
+    assert_eq!(
+        records(engine.store(), "ABC"),
+        [
+            row("k", r#"{"X":1,"Y":2,"Z":3}"#, 3),
+            row("k", r#"{"X":1,"Y":20,"Z":3}"#, 4),
+            ("k".to_string(), None, 5),
+        ]
+    );
+    engine.shutdown().await;
+}

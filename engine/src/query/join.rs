@@ -33,6 +33,7 @@ use eddy_sql::{Position, Span};
 use eddy_storage::{LogRecord, Record, RecordHeader, Store};
 
 use crate::catalog::{Catalog, DataSource};
+use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::{Format, FormatSpec};
 use crate::query::aggregate::StateWrites;
@@ -125,12 +126,12 @@ pub struct JoinSide {
     pub rekeyed: bool,
 }
 
-/// A planned join query.
+/// One stage of a join: the rows so far (or the first source) joined with one more source.
 #[derive(Debug, Clone)]
-pub struct JoinPlan {
-    /// The left input.
+pub struct JoinStage {
+    /// The left input: the first source, or the previous stage's rows.
     pub left: JoinSide,
-    /// The right input.
+    /// The right input: the next source.
     pub right: JoinSide,
     /// Inner, left, right or outer.
     pub join_type: JoinType,
@@ -145,14 +146,41 @@ pub struct JoinPlan {
     /// The column of joined rows that holds the join key (none for foreign-key joins, whose
     /// key is the left table's).
     pub key_column: Option<usize>,
-    /// Filter and projection over joined rows.
+    /// How the rows become the next stage's input; none for the last stage.
+    pub handoff: Option<Handoff>,
+}
+
+impl JoinStage {
+    /// The sides in order.
+    fn sides(&self) -> [&JoinSide; 2] {
+        [&self.left, &self.right]
+    }
+}
+
+/// A planned join query: a chain of stages evaluated left to right, then a projection.
+#[derive(Debug, Clone)]
+pub struct JoinPlan {
+    /// The sources in the order the query names them.
+    pub sources: Vec<DataSource>,
+    /// Stage `k` joins source `k + 1` to what came before.
+    pub stages: Vec<JoinStage>,
+    /// Filter and projection over the last stage's rows.
     pub post: StatelessPlan,
 }
 
 impl JoinPlan {
-    /// The sides in order.
-    pub fn sides(&self) -> [&JoinSide; 2] {
-        [&self.left, &self.right]
+    /// The window of the result's keys, for windowed sources.
+    pub fn window(&self) -> Option<crate::catalog::WindowInfo> {
+        self.stages.first().and_then(|s| s.window)
+    }
+
+    /// The stage that source `index` feeds, and on which side.
+    fn entry(index: usize) -> (usize, usize) {
+        if index <= 1 {
+            (0, index)
+        } else {
+            (index - 1, 1)
+        }
     }
 
     /// The execution plan as `EXPLAIN` prints it.
@@ -178,12 +206,6 @@ impl JoinPlan {
         };
         let output = schema(&self.post.columns());
         let joined = schema(&self.post.source.columns);
-        let kind = match self.shape {
-            JoinShape::StreamStream(_) => "STREAM_STREAM_JOIN",
-            JoinShape::StreamTable => "STREAM_TABLE_JOIN",
-            JoinShape::TableTable => "TABLE_TABLE_JOIN",
-            JoinShape::ForeignKey => "FK_TABLE_TABLE_JOIN",
-        };
         let mut steps = vec![
             (
                 0,
@@ -202,27 +224,60 @@ impl JoinPlan {
             ));
             depth += 1;
         }
-        steps.push((
-            depth,
-            format!("[ {kind} ] | Schema: {joined} | Logger: {query_id}.Join"),
-        ));
-        for (i, side) in self.sides().into_iter().enumerate() {
+        for (k, stage) in self.stages.iter().enumerate().rev() {
+            let kind = match stage.shape {
+                JoinShape::StreamStream(_) => "STREAM_STREAM_JOIN",
+                JoinShape::StreamTable => "STREAM_TABLE_JOIN",
+                JoinShape::TableTable => "TABLE_TABLE_JOIN",
+                JoinShape::ForeignKey => "FK_TABLE_TABLE_JOIN",
+            };
+            steps.push((
+                depth,
+                format!("[ {kind} ] | Schema: {joined} | Logger: {query_id}.Join{k}"),
+            ));
+            depth += 1;
+            let side = &stage.right;
             let input = schema(&side.source.columns);
-            let name = if i == 0 { "Left" } else { "Right" };
-            let mut d = depth + 1;
+            let mut d = depth;
             if side.rekeyed {
                 steps.push((
                     d,
-                    format!("[ REKEY ] | Schema: {input} | Logger: {query_id}.{name}.Rekey"),
+                    format!(
+                        "[ REKEY ] | Schema: {input} | Logger: {query_id}.{}.Rekey",
+                        side.alias
+                    ),
                 ));
                 d += 1;
             }
             steps.push((
                 d,
                 format!(
-                    "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KafkaTopic_{name}.Source"
+                    "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KafkaTopic_{}.Source",
+                    side.alias
                 ),
             ));
+            if k == 0 {
+                let side = &stage.left;
+                let input = schema(&side.source.columns);
+                let mut d = depth;
+                if side.rekeyed {
+                    steps.push((
+                        d,
+                        format!(
+                            "[ REKEY ] | Schema: {input} | Logger: {query_id}.{}.Rekey",
+                            side.alias
+                        ),
+                    ));
+                    d += 1;
+                }
+                steps.push((
+                    d,
+                    format!(
+                        "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KafkaTopic_{}.Source",
+                        side.alias
+                    ),
+                ));
+            }
         }
         steps
             .iter()
@@ -231,42 +286,133 @@ impl JoinPlan {
     }
 }
 
+/// Turns a stage's joined rows into records for the next stage, as a repartition topic would
+/// carry them between nodes: the key columns and the rest, as JSON.
+#[derive(Debug, Clone)]
+pub struct Handoff {
+    key_codec: RowCodec,
+    value_codec: RowCodec,
+    key_fields: Vec<usize>,
+    value_fields: Vec<usize>,
+}
+
+impl Handoff {
+    fn new(rows: &DataSource, joined: &SchemaRef) -> Result<Self> {
+        let keys: Vec<&Column> = rows.key_columns().collect();
+        let values: Vec<&Column> = rows.value_columns().collect();
+        let index = |c: &&Column| {
+            joined
+                .index_of(&c.name)
+                .map_err(|e| EngineError::statement(e.to_string()))
+        };
+        Ok(Handoff {
+            key_codec: RowCodec::new(rows.key_format, &keys, false)?,
+            value_codec: RowCodec::new(rows.value_format, &values, true)?,
+            key_fields: keys.iter().map(index).collect::<Result<_>>()?,
+            value_fields: values.iter().map(index).collect::<Result<_>>()?,
+        })
+    }
+
+    /// The next stage's input records: one per result, a deleted result without a value.
+    fn records(
+        &self,
+        joined: &RecordBatch,
+        outputs: &[Output],
+        inputs: &[LogRecord],
+        state: &mut JoinState,
+    ) -> Result<Vec<LogRecord>> {
+        let n = joined.num_rows();
+        let pick = |fields: &[usize]| -> Vec<ArrayRef> {
+            fields.iter().map(|&i| joined.column(i).clone()).collect()
+        };
+        let keys = self.key_codec.encode(&pick(&self.key_fields), n)?;
+        let values = self.value_codec.encode(&pick(&self.value_fields), n)?;
+        Ok(outputs
+            .iter()
+            .zip(keys.into_iter().zip(values))
+            .map(|(o, (key, value))| LogRecord {
+                offset: state.next_sequence() as i64,
+                record: Record {
+                    key: key.map(Into::into),
+                    value: if o.tombstone {
+                        None
+                    } else {
+                        value.map(Into::into)
+                    },
+                    timestamp: o.timestamp,
+                    headers: inputs[o.from].record.headers.clone(),
+                },
+            })
+            .collect())
+    }
+}
+
 /// A column reference resolved against the join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Resolved {
-    /// A column of one side: the side and the column's name there.
-    Side(usize, String),
+    /// A column of one joined source: the member and the column's name there.
+    Member(usize, String),
     /// A column of the joined rows themselves (`ROWTIME`, the synthetic key).
     Joined(String),
 }
 
-/// Both sides while planning.
+/// A source taking part in a join, and where its columns are.
+struct Member<'a> {
+    alias: String,
+    source: &'a DataSource,
+    /// 0 when its rows arrive on a stage's left side, 1 on its right.
+    side: usize,
+    /// On the left of a later stage its columns are already named `ALIAS_COLUMN`.
+    composite: bool,
+}
+
+/// Both sides of one join stage while planning.
 struct Sides<'a> {
-    sources: [&'a DataSource; 2],
-    aliases: [String; 2],
+    members: Vec<Member<'a>>,
+    /// What arrives on each side: a source, or the rows of the previous stage.
+    side_sources: [&'a DataSource; 2],
     schemas: [SchemaRef; 2],
-    /// The synthetic key's name, when the join has one.
+    /// The synthetic key's name, when the stage has one.
     synthetic: Option<String>,
 }
 
 impl Sides<'_> {
-    fn has(&self, side: usize, name: &str) -> bool {
-        self.schemas[side].field_with_name(name).is_ok()
+    fn member_named(&self, qualifier: &str) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| m.alias == qualifier || m.source.name == qualifier)
     }
 
-    fn side_named(&self, qualifier: &str) -> Option<usize> {
-        (0..2).find(|&i| self.aliases[i] == qualifier || self.sources[i].name == qualifier)
+    /// A member's column as its side's rows name it.
+    fn field(&self, member: usize, name: &str) -> String {
+        let m = &self.members[member];
+        if m.composite {
+            format!("{}_{name}", m.alias)
+        } else {
+            name.to_string()
+        }
     }
 
-    /// The joined name of a side's column.
-    fn joined_name(&self, side: usize, name: &str) -> String {
-        format!("{}_{name}", self.aliases[side])
+    fn has(&self, member: usize, name: &str) -> bool {
+        self.schemas[self.members[member].side]
+            .field_with_name(&self.field(member, name))
+            .is_ok()
     }
 
-    /// Whether a user column of this name is on both sides, so its plain name is ambiguous.
+    /// A member's column as joined rows name it.
+    fn joined_name(&self, member: usize, name: &str) -> String {
+        format!("{}_{name}", self.members[member].alias)
+    }
+
+    /// Whether a user column of this name is in several sources, so its plain name is
+    /// ambiguous.
     fn ambiguous(&self, name: &str) -> bool {
-        let user = |i: usize| self.sources[i].columns.iter().any(|c| c.name == name);
-        (user(0) && user(1)) || PSEUDO_COLUMNS.contains(&name)
+        self.members
+            .iter()
+            .filter(|m| m.source.columns.iter().any(|c| c.name == name))
+            .count()
+            > 1
+            || PSEUDO_COLUMNS.contains(&name)
     }
 
     fn resolve(
@@ -279,7 +425,7 @@ impl Sides<'_> {
         let n = &name.value;
         match qualifier {
             Some(q) => {
-                let Some(side) = self.side_named(&q.value) else {
+                let Some(member) = self.member_named(&q.value) else {
                     return Err(located_error(
                         at,
                         format!(
@@ -288,8 +434,8 @@ impl Sides<'_> {
                         ),
                     ));
                 };
-                if self.has(side, n) {
-                    Ok(Resolved::Side(side, n.clone()))
+                if self.has(member, n) {
+                    Ok(Resolved::Member(member, n.clone()))
                 } else {
                     Err(located_error(
                         at,
@@ -298,40 +444,49 @@ impl Sides<'_> {
                 }
             }
             None => {
-                if n == ROWTIME {
+                if n == ROWTIME || self.synthetic.as_deref() == Some(n.as_str()) {
                     return Ok(Resolved::Joined(n.clone()));
                 }
-                if self.synthetic.as_deref() == Some(n.as_str()) {
-                    return Ok(Resolved::Joined(n.clone()));
-                }
-                match (self.has(0, n), self.has(1, n)) {
-                    (true, true) => Err(EngineError::statement(format!(
-                        "Exception while preparing statement: Line: {}, Col: {}: Column '{n}' is ambiguous. Could be {}.{n} or {}.{n}.",
-                        at.line, at.column, self.aliases[0], self.aliases[1]
-                    ))),
-                    (true, false) => Ok(Resolved::Side(0, n.clone())),
-                    (false, true) => Ok(Resolved::Side(1, n.clone())),
-                    (false, false) => Err(located_error(
+                let found: Vec<usize> = (0..self.members.len())
+                    .filter(|&m| self.has(m, n))
+                    .collect();
+                match found.as_slice() {
+                    [member] => Ok(Resolved::Member(*member, n.clone())),
+                    [] => Err(located_error(
                         at,
                         format!("{clause} column '{n}' cannot be resolved."),
                     )),
+                    many => Err(EngineError::statement(format!(
+                        "Exception while preparing statement: Line: {}, Col: {}: Column '{n}' is ambiguous. Could be {}.",
+                        at.line,
+                        at.column,
+                        many.iter()
+                            .map(|&m| format!("{}.{n}", self.members[m].alias))
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    ))),
                 }
             }
         }
     }
 
-    /// `expr` over joined rows: every column reference resolved and renamed.
-    fn rewrite(&self, expr: &Expr, clause: &str) -> Result<Expr> {
+    /// `expr` with every column reference resolved and renamed by `name`.
+    fn rename(
+        &self,
+        expr: &Expr,
+        clause: &str,
+        name: &dyn Fn(&Resolved) -> String,
+    ) -> Result<Expr> {
         let mut error = None;
         let rewritten = expr.rewrite(&mut |e| {
-            let ExprKind::Column { source, name } = &e.kind else {
+            let ExprKind::Column { source, name: n } = &e.kind else {
                 return None;
             };
             if error.is_some() {
                 return Some(e.clone());
             }
-            match self.resolve(source.as_ref(), name, clause, e.span.start) {
-                Ok(resolved) => Some(column_expr(&self.resolved_name(&resolved), e.span)),
+            match self.resolve(source.as_ref(), n, clause, e.span.start) {
+                Ok(resolved) => Some(column_expr(&name(&resolved), e.span)),
                 Err(err) => {
                     error = Some(err);
                     Some(e.clone())
@@ -344,11 +499,20 @@ impl Sides<'_> {
         }
     }
 
-    fn resolved_name(&self, resolved: &Resolved) -> String {
-        match resolved {
-            Resolved::Side(side, name) => self.joined_name(*side, name),
-            Resolved::Joined(name) => name.clone(),
-        }
+    /// `expr` over joined rows.
+    fn rewrite(&self, expr: &Expr, clause: &str) -> Result<Expr> {
+        self.rename(expr, clause, &|r| match r {
+            Resolved::Member(m, n) => self.joined_name(*m, n),
+            Resolved::Joined(n) => n.clone(),
+        })
+    }
+
+    /// `expr` over the rows of its side.
+    fn rewrite_for_side(&self, expr: &Expr) -> Result<Expr> {
+        self.rename(expr, "JOIN ON", &|r| match r {
+            Resolved::Member(m, n) => self.field(*m, n),
+            Resolved::Joined(n) => n.clone(),
+        })
     }
 
     /// The sides an expression refers to.
@@ -360,7 +524,8 @@ impl Sides<'_> {
                 && error.is_none()
             {
                 match self.resolve(source.as_ref(), name, clause, e.span.start) {
-                    Ok(Resolved::Side(side, _)) => {
+                    Ok(Resolved::Member(m, _)) => {
+                        let side = self.members[m].side;
                         if !sides.contains(&side) {
                             sides.push(side);
                         }
@@ -377,16 +542,16 @@ impl Sides<'_> {
         }
     }
 
-    /// `expr` with every column qualified by its side, as ksqlDB prints join conditions.
+    /// `expr` with every column qualified by its source, as ksqlDB prints join conditions.
     fn qualified(&self, expr: &Expr) -> Expr {
         expr.rewrite(&mut |e| {
             let ExprKind::Column { source, name } = &e.kind else {
                 return None;
             };
             match self.resolve(source.as_ref(), name, "JOIN ON", e.span.start) {
-                Ok(Resolved::Side(side, _)) => Some(Expr {
+                Ok(Resolved::Member(m, _)) => Some(Expr {
                     kind: ExprKind::Column {
-                        source: Some(Ident::new(&self.aliases[side])),
+                        source: Some(Ident::new(&self.members[m].alias)),
                         name: name.clone(),
                     },
                     span: e.span,
@@ -396,13 +561,30 @@ impl Sides<'_> {
         })
     }
 
-    /// The user columns of a side (keys first), as `*` lists them.
-    fn user_columns(&self, side: usize) -> Vec<&Column> {
-        let source = self.sources[side];
+    /// The user columns of a member (keys first), as `*` lists them.
+    fn user_columns(&self, member: usize) -> Vec<&Column> {
+        let source = self.members[member].source;
         source
             .key_columns()
             .chain(source.columns.iter().filter(|c| c.kind != ColumnKind::Key))
             .collect()
+    }
+
+    /// Whether `expr` is exactly the single key column of what arrives on `side`.
+    fn is_key_of(&self, side: usize, expr: &Expr) -> bool {
+        let keys: Vec<&Column> = self.side_sources[side].key_columns().collect();
+        let ExprKind::Column { source, name } = &expr.kind else {
+            return false;
+        };
+        match (
+            self.resolve(source.as_ref(), name, "JOIN ON", expr.span.start),
+            keys.as_slice(),
+        ) {
+            (Ok(Resolved::Member(m, n)), [key]) => {
+                self.members[m].side == side && self.field(m, &n) == key.name
+            }
+            _ => false,
+        }
     }
 }
 
@@ -424,20 +606,6 @@ fn bare_column(expr: &Expr) -> Option<&str> {
     }
 }
 
-/// Whether `expr` is exactly the single key column of `source`.
-fn is_key_of(sides: &Sides<'_>, side: usize, expr: &Expr) -> bool {
-    let keys: Vec<&Column> = sides.sources[side].key_columns().collect();
-    match (&expr.kind, keys.as_slice()) {
-        (ExprKind::Column { source, name }, [key]) => {
-            name.value == key.name
-                && sides
-                    .resolve(source.as_ref(), name, "JOIN ON", expr.span.start)
-                    .is_ok_and(|r| r == Resolved::Side(side, key.name.clone()))
-        }
-        _ => false,
-    }
-}
-
 fn contains_map(ty: &SqlType) -> bool {
     match ty {
         SqlType::Map(..) => true,
@@ -447,42 +615,18 @@ fn contains_map(ty: &SqlType) -> bool {
     }
 }
 
-/// Plans a query whose `FROM` has one join.
-pub fn plan_join(
-    ctx: &SessionContext,
-    catalog: &Catalog,
-    query: &Query,
-    sink_name: &str,
-    sink_kind: SourceKind,
-    transient: bool,
-) -> Result<JoinPlan> {
-    let [join] = query.from.joins.as_slice() else {
-        return Err(EngineError::Unsupported(
-            "joins of more than two sources".into(),
-        ));
-    };
-    let lookup = |aliased: &eddy_sql::ast::AliasedSource| {
-        catalog.source(&aliased.name.value).ok_or_else(|| {
-            located_error(
-                aliased.span.start,
-                format!("{} does not exist.", aliased.name.value),
-            )
-        })
-    };
-    let left = lookup(&query.from.source)?;
-    let right = lookup(&join.source)?;
-    if left.name == right.name {
-        return Err(EngineError::statement(format!(
-            "Can not join '{0}' to '{0}': self joins are not yet supported.",
-            left.name
-        )));
-    }
-    let join_type = match join.kind {
+fn join_type_of(kind: JoinKind) -> JoinType {
+    match kind {
         JoinKind::Inner => JoinType::Inner,
         JoinKind::Left => JoinType::Left,
         JoinKind::Right => JoinType::Right,
         JoinKind::Full => JoinType::Outer,
-    };
+    }
+}
+
+/// Refuses pairs of sources ksqlDB cannot join: table-stream, the outer stream–table joins,
+/// the `KAFKA` value format, and windowed with other windows.
+fn check_pair(left: &DataSource, right: &DataSource, join_type: JoinType) -> Result<()> {
     let got = format!("Got {} {} {}.", left.name, join_type.text(), right.name);
     match (left.kind, right.kind) {
         (SourceKind::Table, SourceKind::Stream) => {
@@ -504,7 +648,6 @@ pub fn plan_join(
         }
         _ => {}
     }
-    let both_streams = left.kind == SourceKind::Stream && right.kind == SourceKind::Stream;
     let kafka: Vec<&str> = [left, right]
         .iter()
         .filter(|s| s.value_format.format == Format::Kafka)
@@ -515,11 +658,6 @@ pub fn plan_join(
             "Source(s) {} are using the 'KAFKA' value format. This format does not yet support JOIN.",
             kafka.join(", ")
         )));
-    }
-    if left.topic == right.topic {
-        return Err(EngineError::Unsupported(
-            "joining two sources over the same topic".into(),
-        ));
     }
     match (&left.window, &right.window) {
         (Some(l), None) | (None, Some(l)) => {
@@ -552,22 +690,18 @@ pub fn plan_join(
         }
         (None, None) => {}
     }
+    Ok(())
+}
 
-    let decoders = [SourceDecoder::new(left)?, SourceDecoder::new(right)?];
-    let alias_of = |a: &eddy_sql::ast::AliasedSource| {
-        a.alias
-            .as_ref()
-            .map_or(a.name.value.clone(), |x| x.value.clone())
-    };
-    let mut sides = Sides {
-        sources: [left, right],
-        aliases: [alias_of(&query.from.source), alias_of(&join.source)],
-        schemas: [decoders[0].schema().clone(), decoders[1].schema().clone()],
-        synthetic: None,
-    };
+/// The `ON` condition of a stage: each side's expression, checked as ksqlDB checks it.
+struct Condition<'e> {
+    left: &'e Expr,
+    right: &'e Expr,
+    /// `Got A.X = B.Y.` as written, for messages.
+    got: String,
+}
 
-    // The condition: one equality, each operand from exactly one side.
-    let on = &join.on;
+fn condition<'e>(sides: &Sides<'_>, on: &'e Expr) -> Result<Condition<'e>> {
     let (a, b) = match &on.kind {
         ExprKind::Binary {
             left: a,
@@ -598,7 +732,7 @@ pub fn plan_join(
             source: Some(q), ..
         } = &e.kind
             && unknown.is_none()
-            && sides.side_named(&q.value).is_none()
+            && sides.member_named(&q.value).is_none()
         {
             unknown = Some((q.value.clone(), e.span.start));
         }
@@ -627,35 +761,22 @@ pub fn plan_join(
             "Invalid comparison expression '{b}' in join '{written}'. Each side of the join comparision must contain references from exactly one source."
         )));
     }
-    let got_written = format!("Got {} = {}.", sides.qualified(a), sides.qualified(b));
-    let (left_expr, right_expr) = if side_a == 0 { (a, b) } else { (b, a) };
+    let got = format!("Got {} = {}.", sides.qualified(a), sides.qualified(b));
+    let (left, right) = if side_a == 0 { (a, b) } else { (b, a) };
+    Ok(Condition { left, right, got })
+}
 
-    // Each side's join expression over its own rows.
-    let compile_side = |side: usize, expr: &Expr| -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
-        let df_schema = DFSchema::try_from(sides.schemas[side].as_ref().clone())
-            .map_err(|e| EngineError::statement(e.to_string()))?;
-        let scope = source_scope(
-            catalog,
-            sides.sources[side],
-            &sides.aliases[side],
-            &sides.schemas[side],
-            &df_schema,
-        );
-        let compiled = crate::query::plan::compile_in(ctx, &scope, expr, "JOIN ON")?;
-        let ty = compiled
-            .data_type(&sides.schemas[side])
-            .map_err(|e| EngineError::statement(e.to_string()))?;
-        Ok((compiled, ty))
-    };
-    let (left_key, left_type) = compile_side(0, left_expr)?;
-    let (right_key, right_type) = compile_side(1, right_expr)?;
-    let sql_type = |ty: &DataType| {
-        eddy_sql::types::from_arrow(ty)
-            .map(|t| type_display(&t))
-            .unwrap_or_else(|_| ty.to_string())
-    };
-    let left_is_key = is_key_of(&sides, 0, left_expr);
-    let right_is_key = is_key_of(&sides, 1, right_expr);
+/// The shape of a stage, refusing the conditions ksqlDB refuses.
+fn stage_shape(
+    sides: &Sides<'_>,
+    join: &eddy_sql::ast::Join,
+    join_type: JoinType,
+    cond: &Condition<'_>,
+) -> Result<JoinShape> {
+    let [left, right] = sides.side_sources;
+    let left_is_key = sides.is_key_of(0, cond.left);
+    let right_is_key = sides.is_key_of(1, cond.right);
+    let got = &cond.got;
     let shape = match (left.kind, right.kind) {
         (SourceKind::Stream, SourceKind::Stream) => {
             let within = join.within.unwrap_or(eddy_sql::ast::JoinWindow {
@@ -679,7 +800,7 @@ pub fn plan_join(
         (SourceKind::Stream, SourceKind::Table) => {
             if !right_is_key {
                 return Err(EngineError::statement(format!(
-                    "Invalid join condition: stream-table joins require to join on the table's primary key. {got_written}"
+                    "Invalid join condition: stream-table joins require to join on the table's primary key. {got}"
                 )));
             }
             JoinShape::StreamTable
@@ -687,7 +808,7 @@ pub fn plan_join(
         _ => {
             if !right_is_key {
                 return Err(EngineError::statement(format!(
-                    "Invalid join condition: table-table joins require to join on the primary key of the right input table. {got_written}"
+                    "Invalid join condition: table-table joins require to join on the primary key of the right input table. {got}"
                 )));
             }
             if left_is_key {
@@ -709,86 +830,415 @@ pub fn plan_join(
             }
         }
     };
+    let both_streams = left.kind == SourceKind::Stream && right.kind == SourceKind::Stream;
     match (both_streams, &join.within) {
-        (true, None) => {
-            return Err(EngineError::statement(
-                "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
-            ));
-        }
+        (true, None) => Err(EngineError::statement(
+            "Stream-Stream joins must have a WITHIN clause specified. None was provided. To learn about how to specify a WITHIN clause with a stream-stream join, please visit: https://docs.confluent.io/current/ksql/docs/syntax-reference.html#create-stream-as-select",
+        )),
         (false, Some(_)) => {
             let kind = if left.kind == SourceKind::Stream {
                 "Stream-Table"
             } else {
                 "Table-Table"
             };
-            return Err(EngineError::statement(format!(
+            Err(EngineError::statement(format!(
                 "A window definition was provided for a {kind} join. These joins are not windowed. Please drop the window definition (i.e. the WITHIN clause) and try to execute your join again."
+            )))
+        }
+        _ => Ok(shape),
+    }
+}
+
+/// Plans a query whose `FROM` joins two or more sources: a chain of stages, each joining the
+/// rows so far with one more source, evaluated left to right as ksqlDB does.
+pub fn plan_join(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+    sink_kind: SourceKind,
+    transient: bool,
+) -> Result<JoinPlan> {
+    let lookup = |aliased: &eddy_sql::ast::AliasedSource| {
+        catalog.source(&aliased.name.value).ok_or_else(|| {
+            located_error(
+                aliased.span.start,
+                format!("{} does not exist.", aliased.name.value),
+            )
+        })
+    };
+    let alias_of = |a: &eddy_sql::ast::AliasedSource| {
+        a.alias
+            .as_ref()
+            .map_or(a.name.value.clone(), |x| x.value.clone())
+    };
+    let first = lookup(&query.from.source)?;
+    let mut sources: Vec<(String, &DataSource)> = vec![(alias_of(&query.from.source), first)];
+    for join in &query.from.joins {
+        let right = lookup(&join.source)?;
+        if let Some((_, same)) = sources.iter().find(|(_, s)| s.name == right.name) {
+            return Err(EngineError::statement(format!(
+                "Can not join '{0}' to '{0}': self joins are not yet supported.",
+                same.name
             )));
         }
-        _ => {}
-    }
-    if left_type != right_type {
-        return Err(EngineError::statement(format!(
-            "Invalid join condition: types don't match. Got {}{{{}}} = {}{{{}}}.",
-            sides.qualified(left_expr),
-            sql_type(&left_type),
-            sides.qualified(right_expr),
-            sql_type(&right_type)
-        )));
-    }
-    let rekeyed = [
-        shape != JoinShape::ForeignKey && !left_is_key,
-        !right_is_key,
-    ];
-    for (side, source) in [left, right].iter().enumerate() {
-        if rekeyed[side] && source.window.is_some() {
-            return Err(EngineError::statement(
-                "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+        if sources.iter().any(|(_, s)| s.topic == right.topic) {
+            return Err(EngineError::Unsupported(
+                "joining two sources over the same topic".into(),
             ));
         }
+        sources.push((alias_of(&join.source), right));
+    }
+    let chained = query.from.joins.len() > 1;
+    if chained && sources.iter().any(|(_, s)| s.window.is_some()) {
+        return Err(EngineError::Unsupported(
+            "joins of more than two windowed sources".into(),
+        ));
     }
 
-    // The result key: the left table's key for a foreign-key join; else a join expression that
-    // is a column and is projected (left first); else a synthetic `ROWKEY`.
-    let mut candidates: Vec<(usize, String)> = Vec::new();
-    if shape == JoinShape::ForeignKey {
-        for key in left.key_columns() {
-            candidates.push((0, key.name.clone()));
+    // Each stage's left side: the first source, then the rows of the previous stage.
+    let mut composite: Option<DataSource> = None;
+    let mut stages: Vec<JoinStage> = Vec::new();
+    let mut post = None;
+    for (k, join) in query.from.joins.iter().enumerate() {
+        let last = k + 1 == query.from.joins.len();
+        let right = sources[k + 1].1;
+        let left: &DataSource = composite.as_ref().unwrap_or(first);
+        let join_type = join_type_of(join.kind);
+        check_pair(left, right, join_type)?;
+        let decoders = [SourceDecoder::new(left)?, SourceDecoder::new(right)?];
+        let mut members: Vec<Member<'_>> = sources[..=k]
+            .iter()
+            .map(|(alias, source)| Member {
+                alias: alias.clone(),
+                source,
+                side: 0,
+                composite: k > 0,
+            })
+            .collect();
+        members.push(Member {
+            alias: sources[k + 1].0.clone(),
+            source: right,
+            side: 1,
+            composite: false,
+        });
+        let mut sides = Sides {
+            members,
+            side_sources: [left, right],
+            schemas: [decoders[0].schema().clone(), decoders[1].schema().clone()],
+            synthetic: None,
+        };
+        let cond = condition(&sides, &join.on)?;
+
+        // Each side's join expression over its own rows.
+        let compile_side =
+            |side: usize, expr: &Expr| -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
+                let df_schema = DFSchema::try_from(sides.schemas[side].as_ref().clone())
+                    .map_err(|e| EngineError::statement(e.to_string()))?;
+                let scope = source_scope(
+                    catalog,
+                    sides.side_sources[side],
+                    "",
+                    &sides.schemas[side],
+                    &df_schema,
+                );
+                let expr = sides.rewrite_for_side(expr)?;
+                let compiled = crate::query::plan::compile_in(ctx, &scope, &expr, "JOIN ON")?;
+                let ty = compiled
+                    .data_type(&sides.schemas[side])
+                    .map_err(|e| EngineError::statement(e.to_string()))?;
+                Ok((compiled, ty))
+            };
+        let (left_key, left_type) = compile_side(0, cond.left)?;
+        let (right_key, right_type) = compile_side(1, cond.right)?;
+        let shape = stage_shape(&sides, join, join_type, &cond)?;
+        if left_type != right_type {
+            let sql_type = |ty: &DataType| {
+                eddy_sql::types::from_arrow(ty)
+                    .map(|t| type_display(&t))
+                    .unwrap_or_else(|_| ty.to_string())
+            };
+            return Err(EngineError::statement(format!(
+                "Invalid join condition: types don't match. Got {}{{{}}} = {}{{{}}}.",
+                sides.qualified(cond.left),
+                sql_type(&left_type),
+                sides.qualified(cond.right),
+                sql_type(&right_type)
+            )));
         }
-    } else if join_type != JoinType::Outer {
-        for (side, expr) in [(0, left_expr), (1, right_expr)] {
-            if let ExprKind::Column { source, name } = &expr.kind
-                && let Ok(Resolved::Side(s, n)) =
-                    sides.resolve(source.as_ref(), name, "JOIN ON", expr.span.start)
-                && s == side
-            {
-                candidates.push((side, n));
+        let rekeyed = [
+            shape != JoinShape::ForeignKey && !sides.is_key_of(0, cond.left),
+            !sides.is_key_of(1, cond.right),
+        ];
+        for (side, source) in [left, right].iter().enumerate() {
+            if rekeyed[side] && source.window.is_some() {
+                return Err(EngineError::statement(
+                    "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
+                ));
             }
         }
-    }
-    let synthetic = shape != JoinShape::ForeignKey && candidates.is_empty();
-    if synthetic {
-        let taken: HashSet<&str> = [left, right]
-            .iter()
-            .flat_map(|s| s.columns.iter().map(|c| c.name.as_str()))
-            .collect();
-        let mut name = "ROWKEY".to_string();
-        let mut n = 0;
-        while taken.contains(name.as_str()) {
-            n += 1;
-            name = format!("ROWKEY_{n}");
-        }
-        sides.synthetic = Some(name);
-    }
 
-    // The projection over joined rows.
+        // The result key: the left table's key for a foreign-key join; else a join expression
+        // that is a column (left first; the projection picks among them); else a synthetic
+        // `ROWKEY`. Candidates are (joined name, as written in messages).
+        let mut candidates: Vec<(String, String)> = Vec::new();
+        if shape == JoinShape::ForeignKey {
+            for key in left.key_columns() {
+                // A later stage's left keys are already joined names.
+                let member = (0..sides.members.len()).find(|&m| {
+                    sides.members[m].side == 0
+                        && sides.members[m]
+                            .source
+                            .key_columns()
+                            .any(|c| sides.field(m, &c.name) == key.name)
+                });
+                let (joined, written) = match member {
+                    Some(m) => {
+                        let plain = sides.members[m]
+                            .source
+                            .key_columns()
+                            .find(|c| sides.field(m, &c.name) == key.name)
+                            .map_or(key.name.clone(), |c| c.name.clone());
+                        (sides.joined_name(m, &plain), plain)
+                    }
+                    None => (key.name.clone(), key.name.clone()),
+                };
+                candidates.push((joined, written));
+            }
+        } else if join_type != JoinType::Outer {
+            for (side, expr) in [(0, cond.left), (1, cond.right)] {
+                if let ExprKind::Column { source, name } = &expr.kind
+                    && let Ok(Resolved::Member(m, n)) =
+                        sides.resolve(source.as_ref(), name, "JOIN ON", expr.span.start)
+                    && sides.members[m].side == side
+                {
+                    candidates.push((
+                        sides.joined_name(m, &n),
+                        format!("{}.{n}", sides.members[m].alias),
+                    ));
+                }
+            }
+        }
+        let synthetic = shape != JoinShape::ForeignKey && candidates.is_empty();
+        if synthetic {
+            let taken: HashSet<&str> = sources
+                .iter()
+                .flat_map(|(_, s)| s.columns.iter().map(|c| c.name.as_str()))
+                .collect();
+            let mut name = "ROWKEY".to_string();
+            let mut n = 0;
+            while taken.contains(name.as_str()) {
+                n += 1;
+                name = format!("ROWKEY_{n}");
+            }
+            sides.synthetic = Some(name);
+        }
+
+        // Joined rows: the left side's columns (renamed, unless a previous stage did), the
+        // right's renamed, then ROWTIME, the window, and the synthetic key.
+        let mut fields: Vec<Field> = Vec::new();
+        for side in 0..2 {
+            for f in sides.schemas[side].fields() {
+                let name = if side == 0 && k > 0 {
+                    // The previous stage's rows carry their own pseudo-columns; keep them apart.
+                    if PSEUDO_COLUMNS.contains(&f.name().as_str()) {
+                        format!("__EDDY_STAGE{k}_{}", f.name())
+                    } else {
+                        f.name().clone()
+                    }
+                } else {
+                    format!(
+                        "{}_{}",
+                        sources[if side == 0 { 0 } else { k + 1 }].0,
+                        f.name()
+                    )
+                };
+                fields.push(Field::new(name, f.data_type().clone(), true));
+            }
+        }
+        fields.push(Field::new(ROWTIME, DataType::Int64, true));
+        if left.window.is_some() {
+            fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
+            fields.push(Field::new(WINDOWEND, DataType::Int64, true));
+        }
+        if let Some(key) = &sides.synthetic {
+            fields.push(Field::new(key, left_type.clone(), true));
+        }
+        let joined_schema: SchemaRef = Arc::new(Schema::new(fields));
+        let key_sql_type = eddy_sql::types::from_arrow(&left_type).map_err(|e| {
+            EngineError::statement(format!("The join key has a type ksqlDB cannot store: {e}"))
+        })?;
+        let result_kind = if left.kind == SourceKind::Stream {
+            SourceKind::Stream
+        } else {
+            SourceKind::Table
+        };
+
+        let mut next_rows = None;
+        let (key_names, key_column, handoff) = if last {
+            let (key_names, planned) = plan_last_stage(
+                ctx,
+                catalog,
+                query,
+                &sides,
+                LastStage {
+                    shape,
+                    candidates: &candidates,
+                    key_sql_type: &key_sql_type,
+                    joined_schema: &joined_schema,
+                    result_kind,
+                    first_source: first,
+                },
+                (sink_name, sink_kind),
+                transient,
+            )?;
+            post = Some(planned);
+            let key_column = if shape == JoinShape::ForeignKey {
+                None
+            } else if !query.partition_by.is_empty() {
+                sides
+                    .synthetic
+                    .as_ref()
+                    .and_then(|k| joined_schema.index_of(k).ok())
+            } else {
+                key_names
+                    .first()
+                    .or(sides.synthetic.as_ref())
+                    .and_then(|k| joined_schema.index_of(k).ok())
+            };
+            (key_names, key_column, None)
+        } else {
+            // Within the chain, the key is the first candidate.
+            let key_names: Vec<String> = match &sides.synthetic {
+                Some(key) => vec![key.clone()],
+                None if shape == JoinShape::ForeignKey => {
+                    candidates.iter().map(|(n, _)| n.clone()).collect()
+                }
+                None => candidates
+                    .first()
+                    .map(|(n, _)| n.clone())
+                    .into_iter()
+                    .collect(),
+            };
+            let key_column = if shape == JoinShape::ForeignKey {
+                None
+            } else {
+                key_names
+                    .first()
+                    .and_then(|k| joined_schema.index_of(k).ok())
+            };
+            // The next stage reads these rows as a source of its own.
+            let mut columns = Vec::new();
+            for f in joined_schema.fields() {
+                if [ROWTIME, WINDOWSTART, WINDOWEND].contains(&f.name().as_str()) {
+                    continue;
+                }
+                let ty = eddy_sql::types::from_arrow(f.data_type())
+                    .map_err(|e| EngineError::statement(e.to_string()))?;
+                columns.push(Column {
+                    name: f.name().clone(),
+                    ty,
+                    kind: if key_names.contains(f.name()) {
+                        ColumnKind::Key
+                    } else {
+                        ColumnKind::Value
+                    },
+                });
+            }
+            columns.sort_by_key(|c| c.kind != ColumnKind::Key);
+            let rows = DataSource {
+                name: format!("{}_JOINED_{}", first.name, k + 1),
+                kind: result_kind,
+                topic: String::new(),
+                key_format: FormatSpec::of(Format::Json),
+                value_format: FormatSpec::of(Format::Json),
+                wrap_single_value: None,
+                columns,
+                timestamp_column: None,
+                timestamp_format: None,
+                window: None,
+                read_only: true,
+                created_by_query: false,
+                sql: String::new(),
+            };
+            let handoff = Handoff::new(&rows, &joined_schema)?;
+            next_rows = Some(rows);
+            (key_names, key_column, Some(handoff))
+        };
+        let _ = key_names;
+        let [left_decoder, right_decoder] = decoders;
+        stages.push(JoinStage {
+            left: JoinSide {
+                source: left.clone(),
+                alias: sides.members[0].alias.clone(),
+                decoder: left_decoder,
+                key: left_key,
+                rekeyed: rekeyed[0],
+            },
+            right: JoinSide {
+                source: right.clone(),
+                alias: sources[k + 1].0.clone(),
+                decoder: right_decoder,
+                key: right_key,
+                rekeyed: rekeyed[1],
+            },
+            join_type,
+            shape,
+            key_type: left_type,
+            window: left.window,
+            joined_schema,
+            key_column,
+            handoff,
+        });
+        if next_rows.is_some() {
+            composite = next_rows;
+        }
+    }
+    let post = post.ok_or_else(|| EngineError::statement("a join without a source to join"))?;
+    Ok(JoinPlan {
+        sources: sources.iter().map(|(_, s)| (*s).clone()).collect(),
+        stages,
+        post,
+    })
+}
+
+/// What the last stage's projection needs to know of it.
+struct LastStage<'a> {
+    shape: JoinShape,
+    candidates: &'a [(String, String)],
+    key_sql_type: &'a SqlType,
+    joined_schema: &'a SchemaRef,
+    result_kind: SourceKind,
+    first_source: &'a DataSource,
+}
+
+/// Rewrites the query over the joined rows of the last stage, checks its key as ksqlDB does,
+/// and plans its projection. Returns the key columns and the plan.
+#[allow(clippy::too_many_arguments)]
+fn plan_last_stage(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sides: &Sides<'_>,
+    stage: LastStage<'_>,
+    (sink_name, sink_kind): (&str, SourceKind),
+    transient: bool,
+) -> Result<(Vec<String>, StatelessPlan)> {
+    let LastStage {
+        shape,
+        candidates,
+        key_sql_type,
+        joined_schema,
+        result_kind,
+        first_source,
+    } = stage;
     let mut select: Vec<SelectItem> = Vec::new();
     let repartitioned = !query.partition_by.is_empty();
-    // `*` lists a side's keys then its other columns; before a PARTITION BY, ksqlDB lists the
-    // joined row as it re-keys it: values, pseudo-columns, then keys.
-    let star = |side: usize, out: &mut Vec<SelectItem>, sides: &Sides<'_>| {
+    // `*` lists a source's keys then its other columns; before a PARTITION BY, ksqlDB lists
+    // the joined row as it re-keys it: values, pseudo-columns, then keys.
+    let star = |member: usize, out: &mut Vec<SelectItem>| {
+        let source = sides.members[member].source;
         let names: Vec<String> = if repartitioned {
-            let source = sides.sources[side];
             source
                 .columns
                 .iter()
@@ -799,13 +1249,13 @@ pub fn plan_join(
                 .collect()
         } else {
             sides
-                .user_columns(side)
+                .user_columns(member)
                 .iter()
                 .map(|c| c.name.clone())
                 .collect()
         };
         for n in names {
-            let name = sides.joined_name(side, &n);
+            let name = sides.joined_name(member, &n);
             out.push(SelectItem::Expr {
                 expr: column_expr(&name, Span::default()),
                 alias: Some(Ident::quoted(&name)),
@@ -821,11 +1271,12 @@ pub fn plan_join(
                         alias: Some(Ident::quoted(key)),
                     });
                 }
-                star(0, &mut select, &sides);
-                star(1, &mut select, &sides);
+                for m in 0..sides.members.len() {
+                    star(m, &mut select);
+                }
             }
             SelectItem::QualifiedWildcard(q) => {
-                let Some(side) = sides.side_named(&q.value) else {
+                let Some(member) = sides.member_named(&q.value) else {
                     return Err(located_error(
                         q.span.start,
                         format!(
@@ -834,7 +1285,7 @@ pub fn plan_join(
                         ),
                     ));
                 };
-                star(side, &mut select, &sides);
+                star(member, &mut select);
             }
             SelectItem::StructWildcard(base) => {
                 select.push(SelectItem::StructWildcard(sides.rewrite(base, "SELECT")?));
@@ -854,10 +1305,10 @@ pub fn plan_join(
                     (Some(a), _) => Some(a.clone()),
                     (None, ExprKind::Column { source, name }) => {
                         match sides.resolve(source.as_ref(), name, "SELECT", expr.span.start)? {
-                            Resolved::Side(side, n) if sides.ambiguous(&n) => {
-                                Some(Ident::quoted(&sides.joined_name(side, &n)))
+                            Resolved::Member(m, n) if sides.ambiguous(&n) => {
+                                Some(Ident::quoted(&sides.joined_name(m, &n)))
                             }
-                            Resolved::Side(_, n) => Some(Ident::quoted(&n)),
+                            Resolved::Member(_, n) => Some(Ident::quoted(&n)),
                             Resolved::Joined(_) => None,
                         }
                     }
@@ -885,21 +1336,18 @@ pub fn plan_join(
             .collect()
     };
 
-    // Which joined columns are the key.
-    // After PARTITION BY the key is the partitioning expression, not the join's.
+    // Which joined columns are the key. After PARTITION BY the key is the partitioning
+    // expression, not the join's.
     let key_names: Vec<String> = if repartitioned {
         Vec::new()
     } else if let Some(key) = &sides.synthetic {
         vec![key.clone()]
     } else if shape == JoinShape::ForeignKey {
-        candidates
-            .iter()
-            .map(|(side, n)| sides.joined_name(*side, n))
-            .collect()
+        candidates.iter().map(|(n, _)| n.clone()).collect()
     } else {
         candidates
             .iter()
-            .map(|(side, n)| sides.joined_name(*side, n))
+            .map(|(n, _)| n.clone())
             .find(|n| !projects(n).is_empty())
             .into_iter()
             .collect()
@@ -915,30 +1363,26 @@ pub fn plan_join(
         if shape == JoinShape::ForeignKey {
             let missing: Vec<String> = candidates
                 .iter()
-                .filter(|(side, n)| projects(&sides.joined_name(*side, n)).is_empty())
-                .map(|(_, n)| format!("`{n}`"))
+                .filter(|(n, _)| projects(n).is_empty())
+                .map(|(_, written)| format!("`{written}`"))
                 .collect();
+            let left_name = &sides.members[0].alias;
             match missing.as_slice() {
                 [] => {}
                 [one] => {
                     return Err(EngineError::statement(format!(
-                        "Primary key column missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{}`). Missing column: {one}.",
-                        sides.aliases[0]
+                        "Primary key column missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{left_name}`). Missing column: {one}."
                     )));
                 }
                 many => {
                     return Err(EngineError::statement(format!(
-                        "Primary key columns missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{}`). Missing columns: {}.",
-                        sides.aliases[0],
+                        "Primary key columns missing in projection. For foreign-key table-table joins, the projection must include all primary key columns from the left input table (`{left_name}`). Missing columns: {}.",
                         many.join(", ")
                     )));
                 }
             }
-        } else if key_names.is_empty() && !synthetic {
-            let written: Vec<String> = candidates
-                .iter()
-                .map(|(side, n)| format!("{}.{n}", sides.aliases[*side]))
-                .collect();
+        } else if key_names.is_empty() && sides.synthetic.is_none() {
+            let written: Vec<&str> = candidates.iter().map(|(_, w)| w.as_str()).collect();
             let (noun, list) = if written.len() > 1 {
                 ("expressions", written.join(" or "))
             } else {
@@ -946,7 +1390,7 @@ pub fn plan_join(
             };
             return Err(EngineError::statement(format!(
                 "The query used to build `{sink_name}` must include the join {noun} {list} in its projection (eg, SELECT {}...).",
-                written.first().cloned().unwrap_or_default()
+                written.first().copied().unwrap_or_default()
             )));
         }
         for key in &key_names {
@@ -961,43 +1405,6 @@ pub fn plan_join(
         }
     }
 
-    // Joined rows: both sides' columns renamed, then ROWTIME, then the synthetic key.
-    let key_sql_type = eddy_sql::types::from_arrow(&left_type).map_err(|e| {
-        EngineError::statement(format!("The join key has a type ksqlDB cannot store: {e}"))
-    })?;
-    let mut fields: Vec<Field> = Vec::new();
-    for side in 0..2 {
-        for f in sides.schemas[side].fields() {
-            fields.push(Field::new(
-                sides.joined_name(side, f.name()),
-                f.data_type().clone(),
-                true,
-            ));
-        }
-    }
-    fields.push(Field::new(ROWTIME, DataType::Int64, true));
-    if left.window.is_some() {
-        fields.push(Field::new(WINDOWSTART, DataType::Int64, true));
-        fields.push(Field::new(WINDOWEND, DataType::Int64, true));
-    }
-    if let Some(key) = &sides.synthetic {
-        fields.push(Field::new(key, left_type.clone(), true));
-    }
-    let joined_schema: SchemaRef = Arc::new(Schema::new(fields));
-    let key_column = if shape == JoinShape::ForeignKey {
-        None
-    } else if repartitioned {
-        sides
-            .synthetic
-            .as_ref()
-            .and_then(|k| joined_schema.index_of(k).ok())
-    } else {
-        key_names
-            .first()
-            .or(sides.synthetic.as_ref())
-            .and_then(|k| joined_schema.index_of(k).ok())
-    };
-
     // The joined rows described as a source, for the projection.
     let mut columns: Vec<Column> = Vec::new();
     if let Some(key) = &sides.synthetic
@@ -1009,9 +1416,9 @@ pub fn plan_join(
             kind: ColumnKind::Key,
         });
     }
-    for side in 0..2 {
-        for c in sides.user_columns(side) {
-            let name = sides.joined_name(side, &c.name);
+    for m in 0..sides.members.len() {
+        for c in sides.user_columns(m) {
+            let name = sides.joined_name(m, &c.name);
             let key = key_names.contains(&name);
             if key && contains_map(&c.ty) {
                 return Err(EngineError::statement(format!(
@@ -1047,13 +1454,9 @@ pub fn plan_join(
     // Keys first, in the order chosen.
     columns.sort_by_key(|c| c.kind != ColumnKind::Key);
     let joined_source = DataSource {
-        name: format!("{}_{}", left.name, right.name),
-        kind: if both_streams || left.kind == SourceKind::Stream {
-            SourceKind::Stream
-        } else {
-            SourceKind::Table
-        },
-        topic: left.topic.clone(),
+        name: format!("{}_JOINED", first_source.name),
+        kind: result_kind,
+        topic: first_source.topic.clone(),
         key_format: FormatSpec::of(Format::Json),
         value_format: FormatSpec::of(Format::Json),
         wrap_single_value: None,
@@ -1099,30 +1502,7 @@ pub fn plan_join(
         true,
         transient,
     )?;
-    let [left_decoder, right_decoder] = decoders;
-    Ok(JoinPlan {
-        left: JoinSide {
-            source: left.clone(),
-            alias: sides.aliases[0].clone(),
-            decoder: left_decoder,
-            key: left_key,
-            rekeyed: rekeyed[0],
-        },
-        right: JoinSide {
-            source: right.clone(),
-            alias: sides.aliases[1].clone(),
-            decoder: right_decoder,
-            key: right_key,
-            rekeyed: rekeyed[1],
-        },
-        join_type,
-        shape,
-        key_type: left_type,
-        window: left.window,
-        joined_schema,
-        key_column,
-        post,
-    })
+    Ok((key_names, post))
 }
 
 /// ksqlDB's grace period for a `WITHIN` without one: 24 hours.
@@ -1258,6 +1638,8 @@ struct Output {
 /// A join query's state: mirrored in memory, written through to the store with each commit.
 pub struct JoinState {
     namespace: String,
+    /// Which stage's state this is: the first byte of its keys in the store.
+    stage: u8,
     entries: BTreeMap<Vec<u8>, Vec<u8>>,
     writes: StateWrites,
     converter: RowConverter,
@@ -1268,12 +1650,12 @@ pub struct JoinState {
 
 impl JoinState {
     /// The state of query `query_id`, read back from the store.
-    pub fn load(store: &Store, query_id: &str, plan: &JoinPlan) -> Result<Self> {
+    pub fn load(store: &Store, query_id: &str, plan: &JoinStage, stage: u8) -> Result<Self> {
         let namespace = format!("__eddy_query_{query_id}");
         let mut entries = BTreeMap::new();
-        for entry in store.state_scan_prefix(&namespace, b"")? {
+        for entry in store.state_scan_prefix(&namespace, &[stage])? {
             let (k, v) = entry?;
-            entries.insert(k, v);
+            entries.insert(k[1..].to_vec(), v);
         }
         let number = |key: &[u8]| {
             entries
@@ -1296,6 +1678,7 @@ impl JoinState {
             .map_err(|e| EngineError::statement(format!("cannot key a join: {e}")))?;
         Ok(JoinState {
             namespace,
+            stage,
             entries,
             writes: Vec::new(),
             converter,
@@ -1310,14 +1693,23 @@ impl JoinState {
         &self.namespace
     }
 
+    fn stored_key(&self, key: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(key.len() + 1);
+        k.push(self.stage);
+        k.extend_from_slice(key);
+        k
+    }
+
     fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.entries.insert(key.clone(), value.clone());
-        self.writes.push((key, Some(value)));
+        self.writes
+            .push((self.stored_key(&key), Some(value.clone())));
+        self.entries.insert(key, value);
     }
 
     fn delete(&mut self, key: &[u8]) {
         if self.entries.remove(key).is_some() {
-            self.writes.push((key.to_vec(), None));
+            let stored = self.stored_key(key);
+            self.writes.push((stored, None));
         }
     }
 
@@ -1366,15 +1758,114 @@ impl JoinState {
     }
 }
 
-/// Processes records of one side of a join.
+/// Processes records of one of a join's sources, through every stage after it.
 pub fn process_join(
     plan: &JoinPlan,
-    state: &mut JoinState,
+    states: &mut [JoinState],
     (sink_columns, encoder): (&[Column], &SinkEncoder),
-    side: usize,
+    source: usize,
     partition: u32,
     records: &[LogRecord],
 ) -> Result<(StepOutput, StateWrites)> {
+    let (mut stage, mut side) = JoinPlan::entry(source);
+    let mut partition = partition;
+    let mut handed: Option<Vec<LogRecord>> = None;
+    let mut errors = Vec::new();
+    let mut writes: StateWrites = Vec::new();
+    let step = loop {
+        let input: &[LogRecord] = handed.as_deref().unwrap_or(records);
+        let (Some(current), Some(state)) = (plan.stages.get(stage), states.get_mut(stage)) else {
+            return Err(EngineError::statement("a join stage without its state"));
+        };
+        let (outputs, batch, stage_errors) = join_step(current, state, side, partition, input)?;
+        errors.extend(stage_errors);
+        if outputs.is_empty() {
+            writes.append(&mut state.writes);
+            break StepOutput {
+                records: Vec::new(),
+                errors,
+            };
+        }
+        let joined = joined_rows(current, state, &outputs, (side, &batch))?;
+        if let Some(handoff) = &current.handoff {
+            let next = handoff.records(&joined, &outputs, input, state)?;
+            writes.append(&mut state.writes);
+            handed = Some(next);
+            stage += 1;
+            side = 0;
+            partition = 0;
+            continue;
+        }
+        // The last stage: each result stands in for the record that produced it, stamped with
+        // the result's time, and is projected into the sink.
+        let results: Vec<LogRecord> = outputs
+            .iter()
+            .map(|o| {
+                let input = &input[o.from];
+                LogRecord {
+                    offset: input.offset,
+                    record: Record {
+                        key: None,
+                        value: None,
+                        timestamp: o.timestamp,
+                        headers: input.record.headers.clone(),
+                    },
+                }
+            })
+            .collect();
+        let tombstone: Vec<bool> = outputs.iter().map(|o| o.tombstone).collect();
+        let mut step = project(
+            &plan.post,
+            (sink_columns, encoder),
+            partition,
+            &results,
+            Projectable {
+                batch: joined,
+                rows_from: (0..outputs.len()).collect(),
+                has_value: tombstone.iter().map(|t| !t).collect(),
+                tombstone,
+            },
+            std::mem::take(&mut errors),
+        )?;
+        if current.shape == JoinShape::TableTable {
+            // A table result deletes only keys it holds: a row that was never in it (filtered
+            // out, or never joined) needs no tombstone. (Foreign-key joins, as in ksqlDB,
+            // always propagate a deletion.)
+            step.records.retain(|record| {
+                let mut present = vec![keys::PRESENT];
+                present.extend_from_slice(record.key.as_deref().unwrap_or_default());
+                if record.value.is_some() {
+                    if !state.entries.contains_key(&present) {
+                        state.put(present, Vec::new());
+                    }
+                    true
+                } else if state.entries.contains_key(&present) {
+                    state.delete(&present);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        writes.append(&mut state.writes);
+        break step;
+    };
+    Ok((step, writes))
+}
+
+/// Joins records arriving on one side of a stage: the results, the decoded input rows they
+/// may take their side from, and the records that could not be decoded.
+fn join_step(
+    plan: &JoinStage,
+    state: &mut JoinState,
+    side: usize,
+    partition: u32,
+    records: &[LogRecord],
+) -> Result<(
+    Vec<Output>,
+    RecordBatch,
+    Vec<crate::query::source::RecordError>,
+)> {
     let input = plan.sides()[side];
     let decoded = input.decoder.decode(partition, records)?;
     let errors = decoded.errors;
@@ -1412,36 +1903,20 @@ pub fn process_join(
         let has_value = decoded.has_value[row];
         let key = join_keys[row].clone();
         let (offset, before) = (stored.offset, outputs.len());
+        let input_row = (key, stored, has_value, from);
         match plan.shape {
-            JoinShape::StreamStream(window) => stream_stream(
-                plan.join_type,
-                window,
-                state,
-                side,
-                (key, stored, has_value, from),
-                &mut outputs,
-            ),
-            JoinShape::StreamTable => stream_table(
-                plan.join_type,
-                state,
-                side,
-                (key, stored, has_value, from),
-                &mut outputs,
-            ),
-            JoinShape::TableTable => table_table(
-                plan.join_type,
-                state,
-                side,
-                (key, stored, has_value, from),
-                &mut outputs,
-            ),
-            JoinShape::ForeignKey => foreign_key(
-                plan.join_type,
-                state,
-                side,
-                (key, stored, has_value, from),
-                &mut outputs,
-            ),
+            JoinShape::StreamStream(window) => {
+                stream_stream(plan.join_type, window, state, side, input_row, &mut outputs)
+            }
+            JoinShape::StreamTable => {
+                stream_table(plan.join_type, state, side, input_row, &mut outputs)
+            }
+            JoinShape::TableTable => {
+                table_table(plan.join_type, state, side, input_row, &mut outputs)
+            }
+            JoinShape::ForeignKey => {
+                foreign_key(plan.join_type, state, side, input_row, &mut outputs)
+            }
         }
         // Results holding this very record take it from the decoded batch.
         for o in &mut outputs[before..] {
@@ -1454,67 +1929,7 @@ pub fn process_join(
             }
         }
     }
-    if outputs.is_empty() {
-        return Ok((
-            StepOutput {
-                records: Vec::new(),
-                errors,
-            },
-            std::mem::take(&mut state.writes),
-        ));
-    }
-    let joined = joined_rows(plan, state, &outputs, (side, &batch))?;
-    // Each result stands in for the record that produced it, stamped with the result's time.
-    let results: Vec<LogRecord> = outputs
-        .iter()
-        .map(|o| {
-            let input = &records[o.from];
-            LogRecord {
-                offset: input.offset,
-                record: Record {
-                    key: None,
-                    value: None,
-                    timestamp: o.timestamp,
-                    headers: input.record.headers.clone(),
-                },
-            }
-        })
-        .collect();
-    let tombstone: Vec<bool> = outputs.iter().map(|o| o.tombstone).collect();
-    let mut step = project(
-        &plan.post,
-        (sink_columns, encoder),
-        partition,
-        &results,
-        Projectable {
-            batch: joined,
-            rows_from: (0..outputs.len()).collect(),
-            has_value: tombstone.iter().map(|t| !t).collect(),
-            tombstone,
-        },
-        errors,
-    )?;
-    if plan.shape == JoinShape::TableTable {
-        // A table result deletes only keys it holds: a row that was never in it (filtered out,
-        // or never joined) needs no tombstone. (Foreign-key joins, as in ksqlDB, always
-        // propagate a deletion.)
-        step.records.retain(|record| {
-            let mut present = vec![keys::PRESENT];
-            present.extend_from_slice(record.key.as_deref().unwrap_or_default());
-            if record.value.is_some() {
-                if !state.entries.contains_key(&present) {
-                    state.put(present, Vec::new());
-                }
-                true
-            } else if state.entries.contains_key(&present) {
-                state.delete(&present);
-                true
-            } else {
-                false
-            }
-        });
-    }
-    Ok((step, std::mem::take(&mut state.writes)))
+    Ok((outputs, batch, errors))
 }
 
 fn batch_rowtime(batch: &RecordBatch, row: usize) -> Option<i64> {
@@ -1953,7 +2368,7 @@ fn key_only(record: &Stored) -> Stored {
 
 /// Decodes the results' records with the sides' decoders and lays them side by side.
 fn joined_rows(
-    plan: &JoinPlan,
+    plan: &JoinStage,
     state: &JoinState,
     outputs: &[Output],
     (trigger, current): (usize, &RecordBatch),
@@ -2082,7 +2497,7 @@ fn joined_rows(
 /// The join keys (and window bounds) as arrays, back from the converter's format.
 fn keys_arrays(
     state: &JoinState,
-    plan: &JoinPlan,
+    plan: &JoinStage,
     keys: &[Option<Vec<u8>>],
 ) -> Result<Vec<ArrayRef>> {
     let present: Vec<&Vec<u8>> = keys.iter().flatten().collect();

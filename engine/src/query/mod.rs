@@ -37,14 +37,14 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) => &p.source,
             QueryPlan::Aggregate(p) => &p.source,
-            QueryPlan::Join(p) => &p.left.source,
+            QueryPlan::Join(p) => &p.sources[0],
         }
     }
 
     /// Every source read, in the order the query names them.
     pub fn sources(&self) -> Vec<&crate::catalog::DataSource> {
         match self {
-            QueryPlan::Join(p) => vec![&p.left.source, &p.right.source],
+            QueryPlan::Join(p) => p.sources.iter().collect(),
             _ => vec![self.source()],
         }
     }
@@ -92,7 +92,7 @@ impl QueryPlan {
         match self {
             QueryPlan::Stateless(p) if !p.repartitioned => p.source.window,
             QueryPlan::Stateless(_) => None,
-            QueryPlan::Join(p) => p.window,
+            QueryPlan::Join(p) => p.window(),
             QueryPlan::Aggregate(p) if p.session.is_some() => Some(WindowInfo {
                 window_type: WindowType::Session,
                 size_ms: None,

@@ -839,7 +839,7 @@ pub(crate) struct Operator<'a> {
     encoder: SinkEncoder,
     sink_columns: Vec<Column>,
     aggregate_state: Option<AggregateState>,
-    join_state: Option<JoinState>,
+    join_states: Vec<JoinState>,
 }
 
 impl<'a> Operator<'a> {
@@ -858,9 +858,14 @@ impl<'a> Operator<'a> {
                 QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p)?),
                 _ => None,
             },
-            join_state: match plan {
-                QueryPlan::Join(p) => Some(JoinState::load(store, query_id, p)?),
-                _ => None,
+            join_states: match plan {
+                QueryPlan::Join(p) => p
+                    .stages
+                    .iter()
+                    .enumerate()
+                    .map(|(k, stage)| JoinState::load(store, query_id, stage, k as u8))
+                    .collect::<Result<_>>()?,
+                _ => Vec::new(),
             },
         })
     }
@@ -870,7 +875,7 @@ impl<'a> Operator<'a> {
         self.aggregate_state
             .as_ref()
             .map(AggregateState::namespace)
-            .or_else(|| self.join_state.as_ref().map(JoinState::namespace))
+            .or_else(|| self.join_states.first().map(JoinState::namespace))
     }
 
     /// Processes records of one partition.
@@ -881,10 +886,10 @@ impl<'a> Operator<'a> {
         records: &[LogRecord],
     ) -> Result<(StepOutput, crate::query::aggregate::StateWrites)> {
         let partition = input.partition;
-        if let (QueryPlan::Join(join), Some(state)) = (self.plan, self.join_state.as_mut()) {
+        if let QueryPlan::Join(join) = self.plan {
             return process_join(
                 join,
-                state,
+                &mut self.join_states,
                 (&self.sink_columns, &self.encoder),
                 input.side,
                 partition,

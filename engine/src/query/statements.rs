@@ -356,7 +356,7 @@ impl Engine {
         let from_table = match &plan {
             QueryPlan::Stateless(p) => (p.source.kind == SourceKind::Table).then_some(&p.source),
             QueryPlan::Join(p) => {
-                (p.post.source.kind == SourceKind::Table).then_some(&p.left.source)
+                (p.post.source.kind == SourceKind::Table).then_some(&p.sources[0])
             }
             QueryPlan::Aggregate(p) => Some(&p.source),
         };
