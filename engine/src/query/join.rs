@@ -1075,7 +1075,7 @@ pub fn plan_join(
         };
 
         let mut next_rows = None;
-        let (key_names, key_column, handoff) = if last {
+        let (key_column, handoff) = if last {
             let (key_names, planned) = plan_last_stage(
                 ctx,
                 catalog,
@@ -1106,7 +1106,7 @@ pub fn plan_join(
                     .or(sides.synthetic.as_ref())
                     .and_then(|k| joined_schema.index_of(k).ok())
             };
-            (key_names, key_column, None)
+            (key_column, None)
         } else {
             // Within the chain, the key is the first candidate.
             let key_names: Vec<String> = match &sides.synthetic {
@@ -1163,9 +1163,8 @@ pub fn plan_join(
             };
             let handoff = Handoff::new(&rows, &joined_schema)?;
             next_rows = Some(rows);
-            (key_names, key_column, Some(handoff))
+            (key_column, Some(handoff))
         };
-        let _ = key_names;
         let [left_decoder, right_decoder] = decoders;
         stages.push(JoinStage {
             left: JoinSide {
