@@ -317,6 +317,27 @@ async fn join_errors_follow_ksqldb() {
         message.contains("self joins are not yet supported"),
         "{message}"
     );
+    run(
+        &engine,
+        "CREATE TABLE wide (id STRING PRIMARY KEY, v INT)
+             WITH (kafka_topic='wide', partitions=3, value_format='JSON');",
+    )
+    .await;
+    let message = fails(
+        &engine,
+        "CREATE STREAM x AS SELECT c.user, v FROM clicks c JOIN wide w ON c.user = w.id;",
+    )
+    .await;
+    assert!(
+        message.contains("Can't join `CLICKS` with `WIDE` since the number of partitions don't match. `CLICKS` partitions = 1; `WIDE` partitions = 3."),
+        "{message}"
+    );
+    // Re-keying the stream lifts the requirement, as ksqlDB repartitions it.
+    run(
+        &engine,
+        "CREATE STREAM y AS SELECT page, v FROM clicks c JOIN wide w ON c.page = w.id;",
+    )
+    .await;
     engine.shutdown().await;
 }
 

@@ -157,6 +157,7 @@ impl Engine {
             }
             plan
         };
+        self.check_copartitioned(&plan)?;
         let declaration = self.sink_declaration(create, &plan, session)?;
         let sink = state
             .catalog
@@ -187,6 +188,33 @@ impl Engine {
             command_id: Some(format!("{kind}/`{name}`/create")),
             message: format!("Created query with ID {query_id}"),
         })
+    }
+
+    /// Refuses a join of two sources that are both read by their key but have different
+    /// partition counts, as ksqlDB does: neither is re-keyed, so their partitions must pair up.
+    fn check_copartitioned(&self, plan: &QueryPlan) -> Result<()> {
+        let QueryPlan::Join(join) = plan else {
+            return Ok(());
+        };
+        let Some(stage) = join.stages.first() else {
+            return Ok(());
+        };
+        if stage.shape == crate::query::join::JoinShape::ForeignKey
+            || stage.left.rekeyed
+            || stage.right.rekeyed
+        {
+            return Ok(());
+        }
+        let (left, right) = (&stage.left.source, &stage.right.source);
+        let left_partitions = self.store.partition_count(&left.topic)?;
+        let right_partitions = self.store.partition_count(&right.topic)?;
+        if left_partitions != right_partitions {
+            return Err(EngineError::statement(format!(
+                "Can't join `{}` with `{}` since the number of partitions don't match. `{}` partitions = {left_partitions}; `{}` partitions = {right_partitions}. Please repartition either one so that the number of partitions match.",
+                left.name, right.name, left.name, right.name
+            )));
+        }
+        Ok(())
     }
 
     /// The `CREATE` a query's sink amounts to: its columns, and its properties with what it
@@ -366,6 +394,7 @@ impl Engine {
                 table.name
             )));
         }
+        self.check_copartitioned(&plan)?;
         let result = plan.columns();
         let sink_columns: Vec<_> = sink
             .columns
