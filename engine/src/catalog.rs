@@ -222,6 +222,9 @@ impl Catalog {
                 ));
             }
         };
+        let key_format_given = key_format_name
+            .as_deref()
+            .is_some_and(|f| !f.eq_ignore_ascii_case("NONE"));
         let explicit_key_format = key_format_name.or(format);
         let mut key_format = match explicit_key_format
             .clone()
@@ -360,6 +363,11 @@ impl Catalog {
             }
         };
 
+        if query_sink && keys.is_empty() && key_format_given && create.kind == SourceKind::Stream {
+            return Err(EngineError::statement(
+                "Key format specified for stream without key columns.",
+            ));
+        }
         if keys.is_empty() && explicit_key_format.is_none() {
             // A keyless source has nothing to serialize in its key.
             key_format = Format::None;

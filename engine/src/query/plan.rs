@@ -470,6 +470,70 @@ pub(crate) fn plan_projection(
     if repartitioned {
         let by_null = query.partition_by.len() == 1
             && matches!(query.partition_by[0].kind, ExprKind::Literal(Literal::Null));
+        if !by_null
+            && query
+                .partition_by
+                .iter()
+                .any(|by| matches!(by.kind, ExprKind::Literal(Literal::Null)))
+        {
+            return Err(EngineError::statement(
+                "Cannot PARTITION BY multiple columns including NULL",
+            ));
+        }
+        let star = query.select.iter().any(|i| {
+            matches!(
+                i,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(_)
+            )
+        });
+        if !by_null && !transient && !new_planner && !star {
+            // Every partitioning expression must be selected (`*` selects them), once.
+            let qualify = |e: &Expr| {
+                e.rewrite(&mut |x| match &x.kind {
+                    ExprKind::Column { source: None, name } => Some(Expr {
+                        kind: ExprKind::Column {
+                            source: Some(Ident::new(alias)),
+                            name: name.clone(),
+                        },
+                        span: x.span,
+                    }),
+                    _ => None,
+                })
+                .to_string()
+            };
+            let all: Vec<String> = query.partition_by.iter().map(qualify).collect();
+            if query
+                .partition_by
+                .iter()
+                .any(|by| !projected.iter().any(|p| same_expr(&p.expr, by)))
+            {
+                let missing = all;
+                let (noun, list) = if missing.len() > 1 {
+                    ("expressions", missing.join(" and "))
+                } else {
+                    ("expression", missing.join(""))
+                };
+                return Err(EngineError::statement(format!(
+                    "The query used to build `{sink_name}` must include the partitioning {noun} {list} in its projection (eg, SELECT {}...).",
+                    missing.join(", ")
+                )));
+            }
+            for by in &query.partition_by {
+                let mut names: Vec<&str> = projected
+                    .iter()
+                    .filter(|p| same_expr(&p.expr, by))
+                    .map(|p| p.name.as_str())
+                    .collect();
+                if names.len() > 1 {
+                    names.sort();
+                    return Err(EngineError::statement(format!(
+                        "The projection contains a key column (`{}`) more than once, aliased as: {}.",
+                        implicit_name(by).unwrap_or_else(|| by.to_string()),
+                        names.join(" and ")
+                    )));
+                }
+            }
+        }
         if !by_null {
             for by in &query.partition_by {
                 if let Some(i) = projected.iter().position(|p| same_expr(&p.expr, by)) {
@@ -621,7 +685,15 @@ pub(crate) fn compile_in(
                 format!("Failed to prepare statement: {}", e.message),
             )
         } else if let Some(rest) = e.message.strip_prefix("Column '") {
-            located_error(e.position, format!("{clause} column '{rest}"))
+            let mut message = format!("{clause} column '{rest}");
+            if clause == "PARTITION BY"
+                && let Some(name) = rest.split('\'').next()
+            {
+                message.push_str(&format!(
+                    " '{name}' must be a column in the source schema since PARTITION BY is applied on the input."
+                ));
+            }
+            located_error(e.position, message)
         } else if e.message.starts_with("Cannot compare") {
             EngineError::statement(format!("Error in {clause} expression: {}", e.message))
         } else {
