@@ -231,11 +231,16 @@ fn json_sink(name: &str, plan: &QueryPlan) -> eddy_sql::ast::CreateSource {
                 })
                 .collect(),
         ),
-        properties: Properties(vec![
-            property("KAFKA_TOPIC", name),
-            property("KEY_FORMAT", "JSON"),
-            property("VALUE_FORMAT", "JSON"),
-        ]),
+        properties: Properties(
+            [
+                Some(property("KAFKA_TOPIC", name)),
+                plan.has_keys().then(|| property("KEY_FORMAT", "JSON")),
+                Some(property("VALUE_FORMAT", "JSON")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        ),
     }
 }
 
