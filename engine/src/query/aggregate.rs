@@ -167,8 +167,6 @@ fn aggregate_function(name: &str) -> Option<(Arc<AggregateUDF>, bool, bool)> {
         "AVG" => (f::average::avg_udaf(), false, false),
         "COLLECT_LIST" => (f::array_agg::array_agg_udaf(), false, false),
         "COLLECT_SET" => (f::array_agg::array_agg_udaf(), true, false),
-        "EARLIEST_BY_OFFSET" => (f::first_last::first_value_udaf(), false, true),
-        "LATEST_BY_OFFSET" => (f::first_last::last_value_udaf(), false, true),
         "STDDEV_SAMP" | "STDDEV_SAMPLE" => (f::stddev::stddev_udaf(), false, false),
         "VAR_SAMP" | "VARIANCE" => (f::variance::var_samp_udaf(), false, false),
         other => (

@@ -1,5 +1,6 @@
-//! ksqlDB aggregate functions DataFusion has no equivalent for: `ATTR`, `TOPK`, `TOPKDISTINCT`
-//! and `HISTOGRAM`. Each keeps the values of its group (so it can also retract one, as a table
+//! ksqlDB aggregate functions DataFusion has no equivalent for: `ATTR`, `TOPK`, `TOPKDISTINCT`,
+//! `HISTOGRAM`, and `LATEST_BY_OFFSET` / `EARLIEST_BY_OFFSET` with their `n` and `ignoreNulls`
+//! arguments. Each keeps the values of its group (so it can also retract one, as a table
 //! aggregation needs) and computes its result from them.
 
 use std::sync::Arc;
@@ -19,6 +20,10 @@ enum Kind {
     TopK,
     TopKDistinct,
     Histogram,
+    /// `LATEST_BY_OFFSET(x [, n] [, ignoreNulls])`.
+    Latest,
+    /// `EARLIEST_BY_OFFSET(x [, n] [, ignoreNulls])`.
+    Earliest,
 }
 
 /// An aggregate computed from all the values of its group.
@@ -46,6 +51,11 @@ impl AggregateUDFImpl for ValuesAggregate {
                 DataType::List(Arc::new(Field::new("item", value, true)))
             }
             Kind::Histogram => super::collections::map_type(&DataType::Int64),
+            // With a count, the latest (or earliest) n values as an array; else one value.
+            Kind::Latest | Kind::Earliest if args.get(1).is_some_and(DataType::is_integer) => {
+                DataType::List(Arc::new(Field::new("item", value, true)))
+            }
+            Kind::Latest | Kind::Earliest => value,
         })
     }
 
@@ -61,6 +71,7 @@ impl AggregateUDFImpl for ValuesAggregate {
             return_type: args.return_field.data_type().clone(),
             values: Vec::new(),
             k: None,
+            ignore_nulls: true,
         }))
     }
 }
@@ -71,18 +82,51 @@ struct ValuesAccumulator {
     value_type: DataType,
     return_type: DataType,
     values: Vec<ScalarValue>,
-    /// TOPK's `k`, read from its second argument.
+    /// TOPK's `k`, or LATEST_BY_OFFSET's `n`, read from its second argument.
     k: Option<usize>,
+    /// LATEST_BY_OFFSET's `ignoreNulls` (its last argument when boolean; true by default).
+    ignore_nulls: bool,
 }
 
 impl ValuesAccumulator {
     /// Whether a value counts: nulls do for `ATTR` (a null differs from any value), not for
     /// the others.
     fn keeps(&self, valid: bool) -> bool {
-        valid || self.kind == Kind::Attr
+        valid
+            || self.kind == Kind::Attr
+            || (matches!(self.kind, Kind::Latest | Kind::Earliest) && !self.ignore_nulls)
+    }
+
+    /// LATEST/EARLIEST_BY_OFFSET keep only as many values as they return.
+    fn bound(&mut self) {
+        let keep = self.k.unwrap_or(1);
+        match self.kind {
+            Kind::Latest if self.values.len() > keep => {
+                self.values.drain(..self.values.len() - keep);
+            }
+            Kind::Earliest => self.values.truncate(keep),
+            _ => {}
+        }
     }
 
     fn read_k(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        if matches!(self.kind, Kind::Latest | Kind::Earliest) {
+            for arg in values.iter().skip(1) {
+                if arg.is_empty() {
+                    continue;
+                }
+                match ScalarValue::try_from_array(arg, 0)? {
+                    ScalarValue::Boolean(Some(b)) => self.ignore_nulls = b,
+                    n if n.data_type().is_integer() => {
+                        if let ScalarValue::Int64(Some(n)) = n.cast_to(&DataType::Int64)? {
+                            self.k = Some(n.max(0) as usize);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
         if self.k.is_none()
             && let Some(k) = values.get(1)
             && !k.is_empty()
@@ -105,6 +149,7 @@ impl Accumulator for ValuesAccumulator {
                 self.values.push(ScalarValue::try_from_array(column, i)?);
             }
         }
+        self.bound();
         Ok(())
     }
 
@@ -146,6 +191,23 @@ impl Accumulator for ValuesAccumulator {
                     &self.value_type,
                 )))
             }
+            Kind::Latest | Kind::Earliest => match &self.return_type {
+                DataType::List(_) => Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &self.values,
+                    &self.value_type,
+                ))),
+                _ => {
+                    let pick = if self.kind == Kind::Latest {
+                        self.values.last()
+                    } else {
+                        self.values.first()
+                    };
+                    match pick {
+                        Some(v) => Ok(v.clone()),
+                        None => ScalarValue::try_from(&self.return_type),
+                    }
+                }
+            },
             Kind::Histogram => {
                 let mut counts: Vec<(String, i64)> = Vec::new();
                 for v in &self.values {
@@ -194,6 +256,7 @@ impl Accumulator for ValuesAccumulator {
                 &self.value_type,
             )),
             ScalarValue::Int64(self.k.map(|k| k as i64)),
+            ScalarValue::Boolean(Some(self.ignore_nulls)),
         ])
     }
 
@@ -220,6 +283,13 @@ impl Accumulator for ValuesAccumulator {
         {
             self.k = Some(n.max(0) as usize);
         }
+        if let Some(flag) = states.get(2)
+            && !flag.is_empty()
+            && let ScalarValue::Boolean(Some(b)) = ScalarValue::try_from_array(flag, 0)?
+        {
+            self.ignore_nulls = b;
+        }
+        self.bound();
         Ok(())
     }
 }
@@ -231,12 +301,22 @@ pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
         "TOPK" => ("TOPK", Kind::TopK, 2),
         "TOPKDISTINCT" => ("TOPKDISTINCT", Kind::TopKDistinct, 2),
         "HISTOGRAM" => ("HISTOGRAM", Kind::Histogram, 1),
+        "LATEST_BY_OFFSET" => ("LATEST_BY_OFFSET", Kind::Latest, 3),
+        "EARLIEST_BY_OFFSET" => ("EARLIEST_BY_OFFSET", Kind::Earliest, 3),
         _ => return None,
+    };
+    let signature = if matches!(kind, Kind::Latest | Kind::Earliest) {
+        Signature::one_of(
+            (1..=arity).map(TypeSignature::Any).collect(),
+            Volatility::Immutable,
+        )
+    } else {
+        Signature::new(TypeSignature::Any(arity), Volatility::Immutable)
     };
     Some(Arc::new(AggregateUDF::from(ValuesAggregate {
         name,
         kind,
-        signature: Signature::new(TypeSignature::Any(arity), Volatility::Immutable),
+        signature,
     })))
 }
 
@@ -253,7 +333,39 @@ mod tests {
             return_type: DataType::Int64,
             values: Vec::new(),
             k: None,
+            ignore_nulls: true,
         }
+    }
+
+    #[test]
+    fn latest_by_offset_keeps_the_last_n_values_and_nulls_when_asked() {
+        let mut acc = accumulator(Kind::Latest);
+        acc.return_type = DataType::List(Arc::new(Field::new("item", DataType::Int64, true)));
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![2]));
+        let keep_nulls: ArrayRef =
+            Arc::new(datafusion::arrow::array::BooleanArray::from(vec![false]));
+        for v in [Some(1), Some(2), None, Some(3)] {
+            acc.update_batch(&[
+                Arc::new(Int64Array::from(vec![v])),
+                n.clone(),
+                keep_nulls.clone(),
+            ])
+            .unwrap();
+        }
+        assert_eq!(
+            acc.evaluate().unwrap(),
+            ScalarValue::List(ScalarValue::new_list_nullable(
+                &[ScalarValue::Int64(None), ScalarValue::Int64(Some(3))],
+                &DataType::Int64
+            ))
+        );
+        // By default nulls are skipped, and one value is returned.
+        let mut acc = accumulator(Kind::Earliest);
+        for v in [None, Some(5), Some(6)] {
+            acc.update_batch(&[Arc::new(Int64Array::from(vec![v]))])
+                .unwrap();
+        }
+        assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(5)));
     }
 
     #[test]
