@@ -124,6 +124,28 @@ pub struct StepOutput {
     pub errors: Vec<RecordError>,
 }
 
+/// Evaluates an expression over a batch, turning a panic inside a function (a library's, on
+/// input it did not expect) into an error for those rows instead of the end of the query.
+fn evaluate_guarded(
+    expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    batch: &RecordBatch,
+) -> datafusion::error::Result<ArrayRef> {
+    let rows = batch.num_rows();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        expr.evaluate(batch).and_then(|v| v.into_array(rows))
+    }))
+    .unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown cause".into());
+        Err(datafusion::error::DataFusionError::Execution(format!(
+            "the function failed on this input ({why})"
+        )))
+    })
+}
+
 /// Evaluates one expression over a batch; on failure, row by row, so one bad row fails alone.
 fn evaluate(
     expr: &OutputColumn,
@@ -131,7 +153,7 @@ fn evaluate(
     failed: &mut [Option<String>],
 ) -> Result<ArrayRef> {
     let rows = batch.num_rows();
-    match expr.expr.evaluate(batch).and_then(|v| v.into_array(rows)) {
+    match evaluate_guarded(&expr.expr, batch) {
         Ok(array) => Ok(array),
         Err(_) if rows > 1 => {
             let mut pieces: Vec<ArrayRef> = Vec::with_capacity(rows);
@@ -141,7 +163,7 @@ fn evaluate(
                 .map_err(|e| EngineError::statement(e.to_string()))?;
             for (i, failure) in failed.iter_mut().enumerate() {
                 let row = batch.slice(i, 1);
-                match expr.expr.evaluate(&row).and_then(|v| v.into_array(1)) {
+                match evaluate_guarded(&expr.expr, &row) {
                     Ok(a) => pieces.push(a),
                     Err(e) => {
                         failure.get_or_insert_with(|| {
