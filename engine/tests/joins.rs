@@ -509,3 +509,43 @@ async fn a_chain_of_table_joins_follows_changes_and_deletes_through_every_stage(
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_join_can_be_aggregated_in_the_same_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, USERS_AND_CLICKS).await;
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE clicks_per_region AS SELECT region, COUNT(*) AS clicks
+             FROM clicks c JOIN users u ON c.user = u.id GROUP BY region;",
+    )
+    .await;
+    feed(
+        &engine,
+        "users",
+        json("u1", Some(r#"{"name":"Ann","region":"eu"}"#), 1),
+    )
+    .await;
+    feed(
+        &engine,
+        "users",
+        json("u2", Some(r#"{"name":"Bob","region":"us"}"#), 2),
+    )
+    .await;
+    feed(&engine, "clicks", json("u1", Some(r#"{"page":"/a"}"#), 3)).await;
+    feed(&engine, "clicks", json("u2", Some(r#"{"page":"/b"}"#), 4)).await;
+    feed(&engine, "clicks", json("u1", Some(r#"{"page":"/c"}"#), 5)).await;
+    // A click by an unknown user joins nothing, so counts nowhere.
+    feed(&engine, "clicks", json("u9", Some(r#"{"page":"/d"}"#), 6)).await;
+    assert_eq!(
+        records(engine.store(), "CLICKS_PER_REGION"),
+        [
+            row("eu", r#"{"CLICKS":1}"#, 3),
+            row("us", r#"{"CLICKS":1}"#, 4),
+            row("eu", r#"{"CLICKS":2}"#, 5),
+        ]
+    );
+    engine.shutdown().await;
+}

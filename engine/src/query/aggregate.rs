@@ -24,8 +24,8 @@ use eddy_storage::{LogRecord, Store};
 use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::plan::{
-    GeneratedNames, OutputColumn, check_reserved_in_select, compile_in, located_error,
-    select_item_name, source_scope,
+    GeneratedNames, OutputColumn, ProjectionInput, check_reserved_in_select, compile_in,
+    located_error, select_item_name, source_scope,
 };
 use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
 use crate::query::source::{
@@ -86,8 +86,10 @@ impl AggregateCall {
 /// A planned aggregation.
 #[derive(Debug, Clone)]
 pub struct AggregatePlan {
-    /// The source read.
+    /// The source read (for a join, its rows described as a source).
     pub source: DataSource,
+    /// The joins whose rows are aggregated, if any.
+    pub join: Option<Box<crate::query::join::JoinChain>>,
     /// Decodes its records.
     pub decoder: SourceDecoder,
     /// `WHERE`, over input rows.
@@ -204,11 +206,11 @@ pub fn plan_aggregate(
     query: &Query,
     sink_name: &str,
 ) -> Result<AggregatePlan> {
-    if !query.from.joins.is_empty() {
-        return Err(EngineError::Unsupported("JOIN".into()));
-    }
     if query.emit == Some(eddy_sql::ast::Emit::Final) {
         return Err(EngineError::Unsupported("EMIT FINAL".into()));
+    }
+    if !query.from.joins.is_empty() {
+        return crate::query::join::plan_join_aggregate(ctx, catalog, query, sink_name);
     }
     let from = &query.from.source;
     let source = catalog.source(&from.name.value).ok_or_else(|| {
@@ -223,11 +225,38 @@ pub fn plan_aggregate(
         ));
     }
     let decoder = SourceDecoder::new(source)?;
-    let schema = decoder.schema().clone();
     let alias = from
         .alias
         .as_ref()
         .map_or(from.name.value.as_str(), |a| a.value.as_str());
+    plan_aggregate_over(
+        ctx,
+        catalog,
+        query,
+        ProjectionInput {
+            source,
+            schema: decoder.schema().clone(),
+            decoder,
+            alias,
+        },
+        sink_name,
+    )
+}
+
+/// Plans the aggregation of `query` over `input`: a source's rows, or a join's.
+pub(crate) fn plan_aggregate_over(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    input: ProjectionInput<'_>,
+    sink_name: &str,
+) -> Result<AggregatePlan> {
+    let ProjectionInput {
+        source,
+        decoder,
+        schema,
+        alias,
+    } = input;
     let df_schema = DFSchema::try_from(schema.as_ref().clone())
         .map_err(|e| EngineError::statement(e.to_string()))?;
     let scope = source_scope(catalog, source, alias, &schema, &df_schema);
@@ -320,7 +349,20 @@ pub fn plan_aggregate(
     let mut aggregates = Vec::with_capacity(calls.len());
     let mut aggregate_fields = Vec::with_capacity(calls.len());
     for (i, (name, args, star, _)) in calls.iter().enumerate() {
-        let Some((function, distinct, ignore_nulls)) = aggregate_function(name) else {
+        let Some((function, distinct, ignore_nulls)) = (match (name.as_str(), args.len()) {
+            // With the value alone, DataFusion's own first/last value (nulls skipped) will do.
+            ("LATEST_BY_OFFSET", 1) => Some((
+                datafusion::functions_aggregate::first_last::last_value_udaf(),
+                false,
+                true,
+            )),
+            ("EARLIEST_BY_OFFSET", 1) => Some((
+                datafusion::functions_aggregate::first_last::first_value_udaf(),
+                false,
+                true,
+            )),
+            _ => aggregate_function(name),
+        }) else {
             continue;
         };
         // COUNT(*) and COUNT() count rows.
@@ -567,6 +609,7 @@ pub fn plan_aggregate(
     };
     Ok(AggregatePlan {
         source: source.clone(),
+        join: None,
         decoder,
         filter,
         group_by,
@@ -765,12 +808,17 @@ fn restore(group: &mut Group, bytes: &[u8]) -> Result<()> {
 }
 
 /// Rows to aggregate: added ones, and (for a table source) retracted old values.
-struct Changes {
-    batch: RecordBatch,
-    rows_from: Vec<usize>,
-    retract: Vec<bool>,
-    has_value: Vec<bool>,
-    errors: Vec<RecordError>,
+pub(crate) struct Changes {
+    /// The rows, with the columns of the aggregated source.
+    pub batch: RecordBatch,
+    /// For each row, the index of the record it came from.
+    pub rows_from: Vec<usize>,
+    /// For each row, whether it takes an old value back out.
+    pub retract: Vec<bool>,
+    /// For each row, whether it has a value to aggregate.
+    pub has_value: Vec<bool>,
+    /// Records that could not be read.
+    pub errors: Vec<RecordError>,
 }
 
 fn stored_row_key(record_key: &[u8]) -> Vec<u8> {
@@ -884,13 +932,7 @@ pub fn process_aggregate(
     records: &[LogRecord],
 ) -> Result<(StepOutput, StateWrites)> {
     let mut writes: StateWrites = Vec::new();
-    let Changes {
-        mut batch,
-        mut rows_from,
-        retract,
-        has_value,
-        mut errors,
-    } = if plan.source.kind == SourceKind::Table {
+    let changes = if plan.source.kind == SourceKind::Table {
         table_changes(store, plan, state, partition, records, &mut writes)?
     } else {
         let decoded = plan.decoder.decode(partition, records)?;
@@ -906,6 +948,35 @@ pub fn process_aggregate(
             errors: decoded.errors,
         }
     };
+    aggregate_changes(
+        store,
+        plan,
+        state,
+        (sink_columns, encoder),
+        (partition, records),
+        changes,
+        writes,
+    )
+}
+
+/// Aggregates rows already read (a source's decoded records, or a join's rows), emitting the
+/// updated result of each group a row touches.
+pub(crate) fn aggregate_changes(
+    store: &Store,
+    plan: &AggregatePlan,
+    state: &mut AggregateState,
+    (sink_columns, encoder): (&[Column], &SinkEncoder),
+    (partition, records): (u32, &[LogRecord]),
+    changes: Changes,
+    mut writes: StateWrites,
+) -> Result<(StepOutput, StateWrites)> {
+    let Changes {
+        mut batch,
+        mut rows_from,
+        retract,
+        has_value,
+        mut errors,
+    } = changes;
     // A stream record without a value has nothing to aggregate.
     let mut keep: Vec<bool> = has_value;
     if let Some(filter) = &plan.filter {
@@ -956,7 +1027,7 @@ pub fn process_aggregate(
         .column_by_name(ROWTIME)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
         .ok_or_else(|| EngineError::statement("ROWTIME is missing"))?;
-    let input_schema = plan.decoder.schema().clone();
+    let input_schema = batch.schema();
     if state.stream_time.is_none() {
         state.stream_time = Some(
             store

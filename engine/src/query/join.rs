@@ -36,7 +36,7 @@ use crate::catalog::{Catalog, DataSource};
 use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::{Format, FormatSpec};
-use crate::query::aggregate::StateWrites;
+use crate::query::aggregate::{AggregatePlan, StateWrites};
 use crate::query::plan::{
     ProjectionInput, StatelessPlan, located_error, plan_projection, source_scope,
 };
@@ -157,23 +157,16 @@ impl JoinStage {
     }
 }
 
-/// A planned join query: a chain of stages evaluated left to right, then a projection.
+/// The joins of a query: its sources, and a chain of stages evaluated left to right.
 #[derive(Debug, Clone)]
-pub struct JoinPlan {
+pub struct JoinChain {
     /// The sources in the order the query names them.
     pub sources: Vec<DataSource>,
     /// Stage `k` joins source `k + 1` to what came before.
     pub stages: Vec<JoinStage>,
-    /// Filter and projection over the last stage's rows.
-    pub post: StatelessPlan,
 }
 
-impl JoinPlan {
-    /// The window of the result's keys, for windowed sources.
-    pub fn window(&self) -> Option<crate::catalog::WindowInfo> {
-        self.stages.first().and_then(|s| s.window)
-    }
-
+impl JoinChain {
     /// The stage that source `index` feeds, and on which side.
     fn entry(index: usize) -> (usize, usize) {
         if index <= 1 {
@@ -181,6 +174,38 @@ impl JoinPlan {
         } else {
             (index - 1, 1)
         }
+    }
+
+    /// The state of each stage, read back from the store.
+    pub fn load_states(&self, store: &Store, query_id: &str) -> Result<Vec<JoinState>> {
+        self.stages
+            .iter()
+            .enumerate()
+            .map(|(k, stage)| JoinState::load(store, query_id, stage, k as u8))
+            .collect()
+    }
+
+    /// Whether the last stage's rows form a table (a changelog), not a stream.
+    pub fn yields_table(&self) -> bool {
+        self.stages
+            .last()
+            .is_some_and(|s| matches!(s.shape, JoinShape::TableTable | JoinShape::ForeignKey))
+    }
+}
+
+/// A planned join query: the joins, then a projection.
+#[derive(Debug, Clone)]
+pub struct JoinPlan {
+    /// The sources and the stages joining them.
+    pub chain: JoinChain,
+    /// Filter and projection over the last stage's rows.
+    pub post: StatelessPlan,
+}
+
+impl JoinPlan {
+    /// The window of the result's keys, for windowed sources.
+    pub fn window(&self) -> Option<crate::catalog::WindowInfo> {
+        self.chain.stages.first().and_then(|s| s.window)
     }
 
     /// The execution plan as `EXPLAIN` prints it.
@@ -224,7 +249,7 @@ impl JoinPlan {
             ));
             depth += 1;
         }
-        for (k, stage) in self.stages.iter().enumerate().rev() {
+        for (k, stage) in self.chain.stages.iter().enumerate().rev() {
             let kind = match stage.shape {
                 JoinShape::StreamStream(_) => "STREAM_STREAM_JOIN",
                 JoinShape::StreamTable => "STREAM_TABLE_JOIN",
@@ -849,6 +874,20 @@ fn stage_shape(
     }
 }
 
+/// What follows the joins of a query.
+enum Tail<'a> {
+    /// A projection into a sink called `.0` of kind `.1`; `.2` for a transient query.
+    Project(&'a str, SourceKind, bool),
+    /// An aggregation into a table called `.0`.
+    Aggregate(&'a str),
+}
+
+/// The plan of what follows the joins.
+enum Planned {
+    Project(StatelessPlan),
+    Aggregate(Box<AggregatePlan>),
+}
+
 /// Plans a query whose `FROM` joins two or more sources: a chain of stages, each joining the
 /// rows so far with one more source, evaluated left to right as ksqlDB does.
 pub fn plan_join(
@@ -859,6 +898,48 @@ pub fn plan_join(
     sink_kind: SourceKind,
     transient: bool,
 ) -> Result<JoinPlan> {
+    match plan_chain(
+        ctx,
+        catalog,
+        query,
+        Tail::Project(sink_name, sink_kind, transient),
+    )? {
+        (chain, Planned::Project(post)) => Ok(JoinPlan { chain, post }),
+        (_, Planned::Aggregate(_)) => Err(EngineError::statement(
+            "a join planned as a projection came back as an aggregation",
+        )),
+    }
+}
+
+/// Plans an aggregation of the rows of a query's joins (`... FROM a JOIN b ... GROUP BY`).
+pub fn plan_join_aggregate(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+) -> Result<AggregatePlan> {
+    match plan_chain(ctx, catalog, query, Tail::Aggregate(sink_name))? {
+        (chain, Planned::Aggregate(mut plan)) => {
+            if chain.yields_table() {
+                return Err(EngineError::Unsupported(
+                    "GROUP BY over the result of a table-table join in the same query".into(),
+                ));
+            }
+            plan.join = Some(Box::new(chain));
+            Ok(*plan)
+        }
+        (_, Planned::Project(_)) => Err(EngineError::statement(
+            "a join planned as an aggregation came back as a projection",
+        )),
+    }
+}
+
+fn plan_chain(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    tail: Tail<'_>,
+) -> Result<(JoinChain, Planned)> {
     let lookup = |aliased: &eddy_sql::ast::AliasedSource| {
         catalog.source(&aliased.name.value).ok_or_else(|| {
             located_error(
@@ -1075,7 +1156,21 @@ pub fn plan_join(
         };
 
         let mut next_rows = None;
-        let (key_column, handoff) = if last {
+        let (key_column, handoff) = if let (true, Tail::Aggregate(sink_name)) = (last, &tail) {
+            post = Some(Planned::Aggregate(Box::new(plan_last_aggregate(
+                ctx,
+                catalog,
+                query,
+                &sides,
+                (&joined_schema, first),
+                sink_name,
+            )?)));
+            let key_column = sides
+                .synthetic
+                .as_ref()
+                .and_then(|k| joined_schema.index_of(k).ok());
+            (key_column, None)
+        } else if let (true, Tail::Project(sink_name, sink_kind, transient)) = (last, &tail) {
             let (key_names, planned) = plan_last_stage(
                 ctx,
                 catalog,
@@ -1089,10 +1184,10 @@ pub fn plan_join(
                     result_kind,
                     first_source: first,
                 },
-                (sink_name, sink_kind),
-                transient,
+                (sink_name, *sink_kind),
+                *transient,
             )?;
-            post = Some(planned);
+            post = Some(Planned::Project(planned));
             let key_column = if shape == JoinShape::ForeignKey {
                 None
             } else if !query.partition_by.is_empty() {
@@ -1194,11 +1289,110 @@ pub fn plan_join(
         }
     }
     let post = post.ok_or_else(|| EngineError::statement("a join without a source to join"))?;
-    Ok(JoinPlan {
-        sources: sources.iter().map(|(_, s)| (*s).clone()).collect(),
-        stages,
+    Ok((
+        JoinChain {
+            sources: sources.iter().map(|(_, s)| (*s).clone()).collect(),
+            stages,
+        },
         post,
-    })
+    ))
+}
+
+/// Rewrites an aggregation over the last stage's joined rows and plans it.
+fn plan_last_aggregate(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sides: &Sides<'_>,
+    (joined_schema, first_source): (&SchemaRef, &DataSource),
+    sink_name: &str,
+) -> Result<AggregatePlan> {
+    let mut select = Vec::with_capacity(query.select.len());
+    for item in &query.select {
+        let SelectItem::Expr { expr, alias } = item else {
+            return Err(EngineError::Unsupported(
+                "`*` in an aggregation's projection".into(),
+            ));
+        };
+        let rewritten = sides.rewrite(expr, "SELECT")?;
+        let alias = match (alias, &expr.kind) {
+            (Some(a), _) => Some(a.clone()),
+            (None, ExprKind::Column { source, name }) => {
+                match sides.resolve(source.as_ref(), name, "SELECT", expr.span.start)? {
+                    Resolved::Member(m, n) if sides.ambiguous(&n) => {
+                        Some(Ident::quoted(&sides.joined_name(m, &n)))
+                    }
+                    Resolved::Member(_, n) => Some(Ident::quoted(&n)),
+                    Resolved::Joined(_) => None,
+                }
+            }
+            (None, _) => None,
+        };
+        select.push(SelectItem::Expr {
+            expr: rewritten,
+            alias,
+        });
+    }
+    let mut columns: Vec<Column> = Vec::new();
+    for m in 0..sides.members.len() {
+        for c in sides.user_columns(m) {
+            columns.push(Column {
+                name: sides.joined_name(m, &c.name),
+                ty: c.ty.clone(),
+                kind: ColumnKind::Value,
+            });
+        }
+    }
+    let joined_source = DataSource {
+        name: format!("{}_JOINED", first_source.name),
+        kind: SourceKind::Stream,
+        topic: first_source.topic.clone(),
+        key_format: FormatSpec::of(Format::Json),
+        value_format: FormatSpec::of(Format::Json),
+        wrap_single_value: None,
+        columns,
+        timestamp_column: None,
+        timestamp_format: None,
+        window: None,
+        read_only: true,
+        created_by_query: false,
+        sql: String::new(),
+    };
+    let rewrite_all = |exprs: &[Expr], clause: &str| -> Result<Vec<Expr>> {
+        exprs.iter().map(|e| sides.rewrite(e, clause)).collect()
+    };
+    let rewritten = Query {
+        select,
+        from: query.from.clone(),
+        window: query.window,
+        filter: query
+            .filter
+            .as_ref()
+            .map(|f| sides.rewrite(f, "WHERE"))
+            .transpose()?,
+        group_by: rewrite_all(&query.group_by, "GROUP BY")?,
+        partition_by: Vec::new(),
+        having: query
+            .having
+            .as_ref()
+            .map(|h| sides.rewrite(h, "HAVING"))
+            .transpose()?,
+        emit: query.emit,
+        limit: query.limit,
+        span: query.span,
+    };
+    crate::query::aggregate::plan_aggregate_over(
+        ctx,
+        catalog,
+        &rewritten,
+        ProjectionInput {
+            source: &joined_source,
+            decoder: SourceDecoder::new(&joined_source)?,
+            schema: joined_schema.clone(),
+            alias: "",
+        },
+        sink_name,
+    )
 }
 
 /// What the last stage's projection needs to know of it.
@@ -1757,33 +1951,51 @@ impl JoinState {
     }
 }
 
-/// Processes records of one of a join's sources, through every stage after it.
-pub fn process_join(
-    plan: &JoinPlan,
+/// What a chain of joins made of some records: the last stage's joined rows, a record standing
+/// for each (the one that produced it, stamped with the result's time), which rows delete their
+/// key, the records that failed, and the state changes.
+pub struct JoinedRows {
+    /// The rows, or none when nothing joined.
+    pub batch: Option<RecordBatch>,
+    /// For each row, the input record that produced it, with the row's timestamp.
+    pub results: Vec<LogRecord>,
+    /// For each row, whether it deletes its key.
+    pub tombstone: Vec<bool>,
+    /// Records that could not be read.
+    pub errors: Vec<crate::query::source::RecordError>,
+    /// State changes of every stage.
+    pub writes: StateWrites,
+}
+
+/// Runs records of one of the chain's sources through every stage after it.
+pub fn join_rows(
+    chain: &JoinChain,
     states: &mut [JoinState],
-    (sink_columns, encoder): (&[Column], &SinkEncoder),
     source: usize,
     partition: u32,
     records: &[LogRecord],
-) -> Result<(StepOutput, StateWrites)> {
-    let (mut stage, mut side) = JoinPlan::entry(source);
+) -> Result<JoinedRows> {
+    let (mut stage, mut side) = JoinChain::entry(source);
     let mut partition = partition;
     let mut handed: Option<Vec<LogRecord>> = None;
     let mut errors = Vec::new();
     let mut writes: StateWrites = Vec::new();
-    let step = loop {
+    loop {
         let input: &[LogRecord] = handed.as_deref().unwrap_or(records);
-        let (Some(current), Some(state)) = (plan.stages.get(stage), states.get_mut(stage)) else {
+        let (Some(current), Some(state)) = (chain.stages.get(stage), states.get_mut(stage)) else {
             return Err(EngineError::statement("a join stage without its state"));
         };
         let (outputs, batch, stage_errors) = join_step(current, state, side, partition, input)?;
         errors.extend(stage_errors);
         if outputs.is_empty() {
             writes.append(&mut state.writes);
-            break StepOutput {
-                records: Vec::new(),
+            return Ok(JoinedRows {
+                batch: None,
+                results: Vec::new(),
+                tombstone: Vec::new(),
                 errors,
-            };
+                writes,
+            });
         }
         let joined = joined_rows(current, state, &outputs, (side, &batch))?;
         if let Some(handoff) = &current.handoff {
@@ -1795,8 +2007,6 @@ pub fn process_join(
             partition = 0;
             continue;
         }
-        // The last stage: each result stands in for the record that produced it, stamped with
-        // the result's time, and is projected into the sink.
         let results: Vec<LogRecord> = outputs
             .iter()
             .map(|o| {
@@ -1812,43 +2022,80 @@ pub fn process_join(
                 }
             })
             .collect();
-        let tombstone: Vec<bool> = outputs.iter().map(|o| o.tombstone).collect();
-        let mut step = project(
-            &plan.post,
-            (sink_columns, encoder),
-            partition,
-            &results,
-            Projectable {
-                batch: joined,
-                rows_from: (0..outputs.len()).collect(),
-                has_value: tombstone.iter().map(|t| !t).collect(),
-                tombstone,
-            },
-            std::mem::take(&mut errors),
-        )?;
-        if current.shape == JoinShape::TableTable {
-            // A table result deletes only keys it holds: a row that was never in it (filtered
-            // out, or never joined) needs no tombstone. (Foreign-key joins, as in ksqlDB,
-            // always propagate a deletion.)
-            step.records.retain(|record| {
-                let mut present = vec![keys::PRESENT];
-                present.extend_from_slice(record.key.as_deref().unwrap_or_default());
-                if record.value.is_some() {
-                    if !state.entries.contains_key(&present) {
-                        state.put(present, Vec::new());
-                    }
-                    true
-                } else if state.entries.contains_key(&present) {
-                    state.delete(&present);
-                    true
-                } else {
-                    false
-                }
-            });
-        }
         writes.append(&mut state.writes);
-        break step;
+        return Ok(JoinedRows {
+            batch: Some(joined),
+            results,
+            tombstone: outputs.iter().map(|o| o.tombstone).collect(),
+            errors,
+            writes,
+        });
+    }
+}
+
+/// Processes records of one of a join's sources, through every stage after it, into the sink.
+pub fn process_join(
+    plan: &JoinPlan,
+    states: &mut [JoinState],
+    (sink_columns, encoder): (&[Column], &SinkEncoder),
+    source: usize,
+    partition: u32,
+    records: &[LogRecord],
+) -> Result<(StepOutput, StateWrites)> {
+    let JoinedRows {
+        batch,
+        results,
+        tombstone,
+        errors,
+        mut writes,
+    } = join_rows(&plan.chain, states, source, partition, records)?;
+    let Some(batch) = batch else {
+        return Ok((
+            StepOutput {
+                records: Vec::new(),
+                errors,
+            },
+            writes,
+        ));
     };
+    let rows = results.len();
+    let mut step = project(
+        &plan.post,
+        (sink_columns, encoder),
+        partition,
+        &results,
+        Projectable {
+            batch,
+            rows_from: (0..rows).collect(),
+            has_value: tombstone.iter().map(|t| !t).collect(),
+            tombstone,
+        },
+        errors,
+    )?;
+    let last = plan.chain.stages.len().saturating_sub(1);
+    if let (Some(stage), Some(state)) = (plan.chain.stages.last(), states.get_mut(last))
+        && stage.shape == JoinShape::TableTable
+    {
+        // A table result deletes only keys it holds: a row that was never in it (filtered
+        // out, or never joined) needs no tombstone. (Foreign-key joins, as in ksqlDB, always
+        // propagate a deletion.)
+        step.records.retain(|record| {
+            let mut present = vec![keys::PRESENT];
+            present.extend_from_slice(record.key.as_deref().unwrap_or_default());
+            if record.value.is_some() {
+                if !state.entries.contains_key(&present) {
+                    state.put(present, Vec::new());
+                }
+                true
+            } else if state.entries.contains_key(&present) {
+                state.delete(&present);
+                true
+            } else {
+                false
+            }
+        });
+        writes.append(&mut state.writes);
+    }
     Ok((step, writes))
 }
 

@@ -36,15 +36,20 @@ impl QueryPlan {
     pub fn source(&self) -> &crate::catalog::DataSource {
         match self {
             QueryPlan::Stateless(p) => &p.source,
-            QueryPlan::Aggregate(p) => &p.source,
-            QueryPlan::Join(p) => &p.sources[0],
+            QueryPlan::Aggregate(p) => p.join.as_ref().map_or(&p.source, |j| &j.sources[0]),
+            QueryPlan::Join(p) => &p.chain.sources[0],
         }
     }
 
     /// Every source read, in the order the query names them.
     pub fn sources(&self) -> Vec<&crate::catalog::DataSource> {
         match self {
-            QueryPlan::Join(p) => p.sources.iter().collect(),
+            QueryPlan::Join(p) => p.chain.sources.iter().collect(),
+            QueryPlan::Aggregate(p) if p.join.is_some() => p
+                .join
+                .as_ref()
+                .map(|j| j.sources.iter().collect())
+                .unwrap_or_default(),
             _ => vec![self.source()],
         }
     }

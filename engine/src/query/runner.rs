@@ -21,8 +21,8 @@ use crate::catalog::{DataSource, WindowInfo};
 use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
-use crate::query::aggregate::{AggregateState, process_aggregate};
-use crate::query::join::{JoinState, process_join};
+use crate::query::aggregate::{AggregateState, Changes, aggregate_changes, process_aggregate};
+use crate::query::join::{JoinState, join_rows, process_join};
 use crate::query::plan::{OutputColumn, StatelessPlan};
 use crate::query::source::{RecordError, RecordErrorKind, WINDOWEND, WINDOWSTART, append_window};
 use crate::query::{QueryPlan, QueryShared, consumer_group, processing_log};
@@ -881,13 +881,12 @@ impl<'a> Operator<'a> {
                 _ => None,
             },
             join_states: match plan {
-                QueryPlan::Join(p) => p
-                    .stages
-                    .iter()
-                    .enumerate()
-                    .map(|(k, stage)| JoinState::load(store, query_id, stage, k as u8))
-                    .collect::<Result<_>>()?,
-                _ => Vec::new(),
+                QueryPlan::Join(p) => p.chain.load_states(store, query_id)?,
+                QueryPlan::Aggregate(p) => match &p.join {
+                    Some(chain) => chain.load_states(store, query_id)?,
+                    None => Vec::new(),
+                },
+                QueryPlan::Stateless(_) => Vec::new(),
             },
         })
     }
@@ -916,6 +915,37 @@ impl<'a> Operator<'a> {
                 input.side,
                 partition,
                 records,
+            );
+        }
+        if let (QueryPlan::Aggregate(aggregate), Some(state)) =
+            (self.plan, self.aggregate_state.as_mut())
+            && let Some(chain) = &aggregate.join
+        {
+            let joined = join_rows(chain, &mut self.join_states, input.side, partition, records)?;
+            let Some(batch) = joined.batch else {
+                return Ok((
+                    StepOutput {
+                        records: Vec::new(),
+                        errors: joined.errors,
+                    },
+                    joined.writes,
+                ));
+            };
+            let rows = joined.results.len();
+            return aggregate_changes(
+                store,
+                aggregate,
+                state,
+                (&self.sink_columns, &self.encoder),
+                (partition, &joined.results),
+                Changes {
+                    batch,
+                    rows_from: (0..rows).collect(),
+                    retract: vec![false; rows],
+                    has_value: joined.tombstone.iter().map(|t| !t).collect(),
+                    errors: joined.errors,
+                },
+                joined.writes,
             );
         }
         match (self.plan, self.aggregate_state.as_mut()) {

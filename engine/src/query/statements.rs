@@ -196,7 +196,7 @@ impl Engine {
         let QueryPlan::Join(join) = plan else {
             return Ok(());
         };
-        let Some(stage) = join.stages.first() else {
+        let Some(stage) = join.chain.stages.first() else {
             return Ok(());
         };
         if stage.shape == crate::query::join::JoinShape::ForeignKey
@@ -384,7 +384,7 @@ impl Engine {
         let from_table = match &plan {
             QueryPlan::Stateless(p) => (p.source.kind == SourceKind::Table).then_some(&p.source),
             QueryPlan::Join(p) => {
-                (p.post.source.kind == SourceKind::Table).then_some(&p.sources[0])
+                (p.post.source.kind == SourceKind::Table).then_some(&p.chain.sources[0])
             }
             QueryPlan::Aggregate(p) => Some(&p.source),
         };
