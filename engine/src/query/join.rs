@@ -884,7 +884,7 @@ enum Tail<'a> {
 
 /// The plan of what follows the joins.
 enum Planned {
-    Project(StatelessPlan),
+    Project(Box<StatelessPlan>),
     Aggregate(Box<AggregatePlan>),
 }
 
@@ -904,7 +904,7 @@ pub fn plan_join(
         query,
         Tail::Project(sink_name, sink_kind, transient),
     )? {
-        (chain, Planned::Project(post)) => Ok(JoinPlan { chain, post }),
+        (chain, Planned::Project(post)) => Ok(JoinPlan { chain, post: *post }),
         (_, Planned::Aggregate(_)) => Err(EngineError::statement(
             "a join planned as a projection came back as an aggregation",
         )),
@@ -1187,7 +1187,7 @@ fn plan_chain(
                 (sink_name, *sink_kind),
                 *transient,
             )?;
-            post = Some(Planned::Project(planned));
+            post = Some(Planned::Project(Box::new(planned)));
             let key_column = if shape == JoinShape::ForeignKey {
                 None
             } else if !query.partition_by.is_empty() {
