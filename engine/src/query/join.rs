@@ -2778,3 +2778,166 @@ fn keys_arrays(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> JoinState {
+        JoinState {
+            namespace: "test".into(),
+            stage: 0,
+            entries: BTreeMap::new(),
+            writes: Vec::new(),
+            converter: RowConverter::new(vec![SortField::new(DataType::Utf8)]).unwrap(),
+            stream_time: i64::MIN,
+            observed: [i64::MIN; 2],
+            sequence: 0,
+        }
+    }
+
+    fn record(offset: i64, timestamp: i64) -> Stored {
+        Stored {
+            key: Some(b"k".to_vec()),
+            value: Some(b"v".to_vec()),
+            timestamp,
+            partition: 0,
+            offset,
+            headers: Vec::new(),
+        }
+    }
+
+    /// (left offset, right offset, timestamp) of each result.
+    fn summary(out: &[Output]) -> Vec<(Option<i64>, Option<i64>, i64)> {
+        out.iter()
+            .map(|o| {
+                (
+                    o.left.as_ref().map(|s| s.offset),
+                    o.right.as_ref().map(|s| s.offset),
+                    o.timestamp,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_left_join_with_grace_emits_the_unmatched_row_once_its_window_closes() {
+        let window = JoinWindowMs {
+            before: 10,
+            after: 10,
+            grace: 5,
+            wait_for_close: true,
+        };
+        let mut st = state();
+        let mut out = Vec::new();
+        let key = Some(b"k".to_vec());
+        stream_stream(
+            JoinType::Left,
+            window,
+            &mut st,
+            0,
+            (key.clone(), record(1, 100), true, 0),
+            &mut out,
+        );
+        // Still within the window plus grace: nothing yet.
+        stream_stream(
+            JoinType::Left,
+            window,
+            &mut st,
+            0,
+            (Some(b"x".to_vec()), record(2, 114), true, 1),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        // Time passes 100 + 10 + 5: the first row comes out alone, at its own time.
+        stream_stream(
+            JoinType::Left,
+            window,
+            &mut st,
+            0,
+            (Some(b"y".to_vec()), record(3, 116), true, 2),
+            &mut out,
+        );
+        assert_eq!(summary(&out), [(Some(1), None, 100)]);
+    }
+
+    #[test]
+    fn a_stream_stream_match_takes_the_later_time_and_cancels_the_outer_row() {
+        let window = JoinWindowMs {
+            before: 10,
+            after: 10,
+            grace: 0,
+            wait_for_close: true,
+        };
+        let mut st = state();
+        let mut out = Vec::new();
+        let key = Some(b"k".to_vec());
+        stream_stream(
+            JoinType::Outer,
+            window,
+            &mut st,
+            0,
+            (key.clone(), record(1, 100), true, 0),
+            &mut out,
+        );
+        stream_stream(
+            JoinType::Outer,
+            window,
+            &mut st,
+            1,
+            (key.clone(), record(7, 105), true, 1),
+            &mut out,
+        );
+        assert_eq!(summary(&out), [(Some(1), Some(7), 105)]);
+        // Long after: neither side is emitted again as unmatched.
+        stream_stream(
+            JoinType::Outer,
+            window,
+            &mut st,
+            0,
+            (Some(b"z".to_vec()), record(2, 500), true, 2),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1);
+    }
+
+    #[test]
+    fn a_table_join_deletes_a_result_only_when_one_existed() {
+        let mut st = state();
+        let mut out = Vec::new();
+        let key = Some(b"k".to_vec());
+        table_table(
+            JoinType::Inner,
+            &mut st,
+            0,
+            (key.clone(), record(1, 1), true, 0),
+            &mut out,
+        );
+        assert!(out.is_empty(), "no right row yet");
+        table_table(
+            JoinType::Inner,
+            &mut st,
+            1,
+            (key.clone(), record(2, 2), true, 1),
+            &mut out,
+        );
+        table_table(
+            JoinType::Inner,
+            &mut st,
+            0,
+            (key.clone(), record(3, 3), false, 2),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+        assert!(!out[0].tombstone && out[1].tombstone);
+        // Deleting the right row now changes nothing: there is no result left.
+        table_table(
+            JoinType::Inner,
+            &mut st,
+            1,
+            (key, record(4, 4), false, 3),
+            &mut out,
+        );
+        assert_eq!(out.len(), 2);
+    }
+}
