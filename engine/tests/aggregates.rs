@@ -315,3 +315,40 @@ async fn session_windows_merge_and_delete_the_sessions_they_swallow() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn population_deviation_and_correlation() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM points (id STRING KEY, g STRING, x DOUBLE, y DOUBLE)
+             WITH (kafka_topic='points', partitions=1, value_format='JSON');
+         CREATE TABLE stats AS SELECT g, STDDEV_POP(x) AS sd, CORRELATION(x, y) AS r
+             FROM points GROUP BY g;",
+    )
+    .await;
+    let points = [(1.0, 2.0), (2.0, 4.0), (3.0, 6.0)]
+        .iter()
+        .enumerate()
+        .map(|(i, (x, y))| {
+            Record::keyed(
+                format!("p{i}").into_bytes(),
+                format!(r#"{{"g":"a","x":{x},"y":{y}}}"#).into_bytes(),
+                i as i64,
+            )
+        })
+        .collect();
+    engine.store().produce("points", points).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let last = records(engine.store(), "STATS").pop().unwrap();
+    let value: serde_json::Value = serde_json::from_str(last.1.as_deref().unwrap()).unwrap();
+    // The population deviation of 1, 2, 3 is sqrt(2/3); y = 2x correlates perfectly.
+    assert!(
+        (value["SD"].as_f64().unwrap() - (2.0f64 / 3.0).sqrt()).abs() < 1e-9,
+        "{value}"
+    );
+    assert!((value["R"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{value}");
+    engine.shutdown().await;
+}

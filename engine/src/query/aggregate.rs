@@ -170,6 +170,8 @@ fn aggregate_function(name: &str) -> Option<(Arc<AggregateUDF>, bool, bool)> {
         "COLLECT_LIST" => (f::array_agg::array_agg_udaf(), false, false),
         "COLLECT_SET" => (f::array_agg::array_agg_udaf(), true, false),
         "STDDEV_SAMP" | "STDDEV_SAMPLE" => (f::stddev::stddev_udaf(), false, false),
+        "STDDEV_POP" => (f::stddev::stddev_pop_udaf(), false, false),
+        "CORRELATION" => (f::correlation::corr_udaf(), false, false),
         "VAR_SAMP" | "VARIANCE" => (f::variance::var_samp_udaf(), false, false),
         other => (
             eddy_sql::functions::aggregates::aggregate(other)?,
@@ -381,7 +383,13 @@ pub(crate) fn plan_aggregate_over(
         // DataFusion sums and averages 64-bit values; ksqlDB's planner widens the same way.
         if matches!(
             name.as_str(),
-            "SUM" | "AVG" | "STDDEV_SAMP" | "STDDEV_SAMPLE" | "VAR_SAMP" | "VARIANCE"
+            "SUM"
+                | "AVG"
+                | "STDDEV_SAMP"
+                | "STDDEV_SAMPLE"
+                | "STDDEV_POP"
+                | "VAR_SAMP"
+                | "VARIANCE"
         ) && let Some(first) = compiled.first().cloned()
         {
             let ty = first
