@@ -29,8 +29,8 @@ struct KsqlRequest {
     session_variables: HashMap<String, Value>,
 }
 
-/// The HTTP routes, over one engine.
-pub fn router(engine: Arc<Engine>) -> Router {
+/// The HTTP routes, over one engine, accepting bodies up to `max_request_bytes`.
+pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query", post(crate::streaming::query))
@@ -41,6 +41,23 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/healthcheck", get(healthcheck))
         .fallback(not_found)
         .with_state(engine)
+        .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
+        .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
+}
+
+/// A body over the limit is refused by the extractor with a plain-text 413; clients expect
+/// ksqlDB's error shape.
+async fn too_large_as_ksqldb_error(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "generic_error",
+        41300,
+        "The request body is larger than this server accepts (see --max-request-bytes).",
+        Value::Null,
+    )
 }
 
 pub(crate) fn error(
@@ -97,6 +114,9 @@ async fn ksql(
 ) -> Response {
     let request = match body {
         Ok(Json(request)) => request,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return too_large_as_ksqldb_error(rejection.into_response()).await;
+        }
         Err(rejection) => {
             return error(
                 StatusCode::BAD_REQUEST,

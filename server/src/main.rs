@@ -71,6 +71,15 @@ struct ServerArgs {
     )]
     listen: SocketAddr,
 
+    /// The largest HTTP request body accepted, in bytes; larger ones are refused with 413.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_MAX_REQUEST_BYTES",
+        default_value_t = 10 * 1024 * 1024
+    )]
+    max_request_bytes: usize,
+
     /// Address of the Kafka protocol listener.
     #[arg(
         long,
@@ -164,8 +173,9 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     let http_address = http_listener.local_addr()?;
     let engine = std::sync::Arc::new(engine);
     let queries = engine.clone();
+    let max_request_bytes = args.max_request_bytes;
     let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(engine)).await {
+        if let Err(e) = axum::serve(http_listener, http::router(engine, max_request_bytes)).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });

@@ -307,3 +307,18 @@ fn inserts_stream_appends_rows_and_acknowledges_each() {
     assert_eq!(items[1], json!({"row": {"columns": ["a", 21.5]}}));
     assert_eq!(items[2], json!({"row": {"columns": ["c", 19.0]}}));
 }
+
+#[test]
+fn a_body_over_the_configured_limit_gets_ksqldbs_413() {
+    let server = common::start_with(&["--max-request-bytes", "1024"]);
+    let big = format!(r#"{{"ksql": "SHOW STREAMS; -- {}"}}"#, "x".repeat(4096));
+    for path in ["/ksql", "/query-stream"] {
+        let (status, body) = request(&server.http, "POST", path, Some(&big));
+        assert_eq!(status, 413, "{path}: {body}");
+        assert_eq!(body["error_code"], 41300, "{path}: {body}");
+        assert_eq!(body["@type"], "generic_error", "{path}: {body}");
+    }
+    // Under the limit, the same endpoint answers as usual.
+    let (status, _) = ksql(&server, "SHOW STREAMS;");
+    assert_eq!(status, 200);
+}

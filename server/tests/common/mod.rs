@@ -27,6 +27,11 @@ impl Drop for Server {
 
 /// Starts the server and returns once both listeners are up.
 pub fn start() -> Server {
+    start_with(&[])
+}
+
+/// Starts the server with extra command-line flags.
+pub fn start_with(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["server", "--data-dir"])
@@ -39,6 +44,7 @@ pub fn start() -> Server {
             "--log-level",
             "info",
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
