@@ -352,3 +352,47 @@ async fn population_deviation_and_correlation() {
     assert!((value["R"].as_f64().unwrap() - 1.0).abs() < 1e-9, "{value}");
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_table_update_within_a_group_emits_one_change_and_collect_list_takes_values_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE owners (pet STRING PRIMARY KEY, owner STRING, age INT)
+             WITH (kafka_topic='owners', partitions=1, value_format='JSON');
+         CREATE TABLE pets_per_owner AS SELECT owner, COLLECT_LIST(pet) AS pets, SUM(age) AS ages
+             FROM owners GROUP BY owner;",
+    )
+    .await;
+    let row = |pet: &str, value: &str, ts: i64| {
+        Record::keyed(pet.as_bytes().to_vec(), value.as_bytes().to_vec(), ts)
+    };
+    for record in [
+        row("rex", r#"{"owner":"ann","age":3}"#, 1),
+        row("tom", r#"{"owner":"ann","age":5}"#, 2),
+        // Rex gets older: one change for ann, not a retraction and then an addition.
+        row("rex", r#"{"owner":"ann","age":4}"#, 3),
+    ] {
+        engine
+            .store()
+            .produce("owners", vec![record])
+            .await
+            .unwrap();
+        assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    }
+    let got: Vec<Option<String>> = records(engine.store(), "PETS_PER_OWNER")
+        .into_iter()
+        .map(|(_, v, _)| v)
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some(r#"{"PETS":["rex"],"AGES":3}"#.to_string()),
+            Some(r#"{"PETS":["rex","tom"],"AGES":8}"#.to_string()),
+            Some(r#"{"PETS":["tom","rex"],"AGES":9}"#.to_string()),
+        ]
+    );
+    engine.shutdown().await;
+}

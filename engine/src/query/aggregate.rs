@@ -363,6 +363,11 @@ pub(crate) fn plan_aggregate_over(
                 false,
                 true,
             )),
+            // DataFusion's array_agg cannot take a value back out; a table's updates must.
+            ("COLLECT_LIST" | "COLLECT_SET", _) if source.kind == SourceKind::Table => {
+                eddy_sql::functions::aggregates::aggregate(&format!("{name}_RETRACTING"))
+                    .map(|f| (f, false, false))
+            }
             _ => aggregate_function(name),
         }) else {
             continue;
@@ -1191,6 +1196,34 @@ pub(crate) fn aggregate_changes(
             out_keys.push(key);
             out_times.push(timestamp);
             out_tombstone.push(false);
+        }
+    }
+
+    // One input record changes a group once: a table row's retraction and its new value in the
+    // same group come out as the new result only, as ksqlDB emits one change per record.
+    let superseded: Vec<bool> = (0..out_rows.len())
+        .map(|r| {
+            r + 1 < out_rows.len()
+                && out_keys[r + 1] == out_keys[r]
+                && rows_from[out_rows[r + 1]] == rows_from[out_rows[r]]
+                && !out_tombstone[r]
+        })
+        .collect();
+    if superseded.iter().any(|s| *s) {
+        fn keep<T>(v: &mut Vec<T>, superseded: &[bool]) {
+            let mut i = 0;
+            v.retain(|_| {
+                i += 1;
+                !superseded[i - 1]
+            });
+        }
+        keep(&mut out_rows, &superseded);
+        keep(&mut out_windows, &superseded);
+        keep(&mut out_keys, &superseded);
+        keep(&mut out_times, &superseded);
+        keep(&mut out_tombstone, &superseded);
+        for r in results.iter_mut() {
+            keep(r, &superseded);
         }
     }
 

@@ -24,6 +24,10 @@ enum Kind {
     Latest,
     /// `EARLIEST_BY_OFFSET(x [, n] [, ignoreNulls])`.
     Earliest,
+    /// `COLLECT_LIST` that can take a value back out (for a table source).
+    CollectList,
+    /// `COLLECT_SET` that can take a value back out (for a table source).
+    CollectSet,
 }
 
 /// An aggregate computed from all the values of its group.
@@ -47,7 +51,7 @@ impl AggregateUDFImpl for ValuesAggregate {
         let value = args.first().cloned().unwrap_or(DataType::Null);
         Ok(match self.kind {
             Kind::Attr => value,
-            Kind::TopK | Kind::TopKDistinct => {
+            Kind::TopK | Kind::TopKDistinct | Kind::CollectList | Kind::CollectSet => {
                 DataType::List(Arc::new(Field::new("item", value, true)))
             }
             Kind::Histogram => super::collections::map_type(&DataType::Int64),
@@ -191,6 +195,24 @@ impl Accumulator for ValuesAccumulator {
                     &self.value_type,
                 )))
             }
+            Kind::CollectList | Kind::CollectSet => {
+                let mut values = self.values.clone();
+                if self.kind == Kind::CollectSet {
+                    let mut seen: Vec<ScalarValue> = Vec::new();
+                    values.retain(|v| {
+                        if seen.contains(v) {
+                            false
+                        } else {
+                            seen.push(v.clone());
+                            true
+                        }
+                    });
+                }
+                Ok(ScalarValue::List(ScalarValue::new_list_nullable(
+                    &values,
+                    &self.value_type,
+                )))
+            }
             Kind::Latest | Kind::Earliest => match &self.return_type {
                 DataType::List(_) => Ok(ScalarValue::List(ScalarValue::new_list_nullable(
                     &self.values,
@@ -303,6 +325,8 @@ pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
         "HISTOGRAM" => ("HISTOGRAM", Kind::Histogram, 1),
         "LATEST_BY_OFFSET" => ("LATEST_BY_OFFSET", Kind::Latest, 3),
         "EARLIEST_BY_OFFSET" => ("EARLIEST_BY_OFFSET", Kind::Earliest, 3),
+        "COLLECT_LIST_RETRACTING" => ("COLLECT_LIST", Kind::CollectList, 1),
+        "COLLECT_SET_RETRACTING" => ("COLLECT_SET", Kind::CollectSet, 1),
         _ => return None,
     };
     let signature = if matches!(kind, Kind::Latest | Kind::Earliest) {
