@@ -226,6 +226,12 @@ pub fn plan_aggregate(
             "GROUP BY over a windowed stream".into(),
         ));
     }
+    if source.value_format.format == crate::format::Format::Kafka {
+        return Err(EngineError::statement(format!(
+            "Source(s) {} are using the 'KAFKA' value format. This format does not yet support GROUP BY.",
+            source.name
+        )));
+    }
     let decoder = SourceDecoder::new(source)?;
     let alias = from
         .alias
@@ -269,8 +275,56 @@ pub(crate) fn plan_aggregate_over(
 
     // Window bounds and pseudo-columns must be aliased to be selected.
     check_reserved_in_select(&query.select)?;
+    let table_function = |e: &Expr| {
+        e.any(&mut |x| {
+            matches!(&x.kind, ExprKind::Function { name, .. } if name.value.eq_ignore_ascii_case("EXPLODE"))
+        })
+    };
+    if query
+        .select
+        .iter()
+        .any(|i| matches!(i, SelectItem::Expr { expr, .. } if table_function(expr)))
+    {
+        return Err(EngineError::statement(
+            "Table functions cannot be used with aggregations.",
+        ));
+    }
 
-    // GROUP BY expressions, which may not aggregate.
+    // GROUP BY expressions, which may not aggregate or repeat.
+    let qualified = |by: &Expr| {
+        by.rewrite(&mut |x| match &x.kind {
+            ExprKind::Column { source: None, name } if !alias.is_empty() => Some(Expr {
+                kind: ExprKind::Column {
+                    source: Some(Ident::new(alias)),
+                    name: name.clone(),
+                },
+                span: x.span,
+            }),
+            ExprKind::Column {
+                source: Some(q),
+                name,
+            } if q.value == source.name && !alias.is_empty() => Some(Expr {
+                kind: ExprKind::Column {
+                    source: Some(Ident::new(alias)),
+                    name: name.clone(),
+                },
+                span: x.span,
+            }),
+            _ => None,
+        })
+        .to_string()
+    };
+    for (j, by) in query.group_by.iter().enumerate() {
+        let text = qualified(by);
+        if query.group_by[..j]
+            .iter()
+            .any(|earlier| qualified(earlier) == text)
+        {
+            return Err(EngineError::statement(format!(
+                "Duplicate GROUP BY expression: {text}"
+            )));
+        }
+    }
     let mut group_by = Vec::with_capacity(query.group_by.len());
     let mut group_fields = Vec::with_capacity(query.group_by.len());
     for (j, by) in query.group_by.iter().enumerate() {
@@ -564,11 +618,15 @@ pub(crate) fn plan_aggregate_over(
         .filter(|(_, _, e)| {
             e.any(&mut |x| matches!(&x.kind, ExprKind::Column { name, .. } if aggregate_schema.field_with_name(&name.value).is_err()))
         })
-        .map(|(_, original, _)| original.to_string())
+        // ksqlDB prints a top-level operation in parentheses.
+        .map(|(_, original, _)| match original.kind {
+            ExprKind::Binary { .. } => format!("({original})"),
+            _ => original.to_string(),
+        })
         .collect();
     if !not_grouped.is_empty() {
         return Err(EngineError::statement(format!(
-            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}",
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: {}\nEither add the column(s) to the GROUP BY or remove them from the SELECT.",
             not_grouped.join(", ")
         )));
     }
