@@ -51,6 +51,12 @@ impl AggregateUDFImpl for ValuesAggregate {
         let value = args.first().cloned().unwrap_or(DataType::Null);
         Ok(match self.kind {
             Kind::Attr => value,
+            // TOPK(sort, other..., k): each element a struct of the sort column and the others.
+            Kind::TopK if args.len() > 2 => DataType::List(Arc::new(Field::new(
+                "item",
+                DataType::Struct(topk_fields(args).into()),
+                true,
+            ))),
             Kind::TopK | Kind::TopKDistinct | Kind::CollectList | Kind::CollectSet => {
                 DataType::List(Arc::new(Field::new("item", value, true)))
             }
@@ -64,11 +70,16 @@ impl AggregateUDFImpl for ValuesAggregate {
     }
 
     fn accumulator(&self, args: AccumulatorArgs) -> DfResult<Box<dyn Accumulator>> {
-        let value_type = args
+        let types: Vec<DataType> = args
             .expr_fields
-            .first()
+            .iter()
             .map(|f| f.data_type().clone())
-            .unwrap_or(DataType::Null);
+            .collect();
+        let value_type = if self.kind == Kind::TopK && types.len() > 2 {
+            DataType::Struct(topk_fields(&types).into())
+        } else {
+            types.first().cloned().unwrap_or(DataType::Null)
+        };
         Ok(Box::new(ValuesAccumulator {
             kind: self.kind,
             value_type,
@@ -114,6 +125,17 @@ impl ValuesAccumulator {
     }
 
     fn read_k(&mut self, values: &[ArrayRef]) -> DfResult<()> {
+        if self.kind == Kind::TopK && values.len() > 2 {
+            if self.k.is_none()
+                && let Some(k) = values.last()
+                && !k.is_empty()
+                && let ScalarValue::Int32(Some(n)) =
+                    ScalarValue::try_from_array(k, 0)?.cast_to(&DataType::Int32)?
+            {
+                self.k = Some(n.max(0) as usize);
+            }
+            return Ok(());
+        }
         if matches!(self.kind, Kind::Latest | Kind::Earliest) {
             for arg in values.iter().skip(1) {
                 if arg.is_empty() {
@@ -147,6 +169,24 @@ impl ValuesAccumulator {
 impl Accumulator for ValuesAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> DfResult<()> {
         self.read_k(values)?;
+        if self.kind == Kind::TopK && values.len() > 2 {
+            // Rows whose sort value is null do not rank.
+            let DataType::Struct(fields) = &self.value_type else {
+                return Ok(());
+            };
+            let columns = &values[..values.len() - 1];
+            for i in 0..columns[0].len() {
+                if columns[0].is_valid(i) {
+                    let row = datafusion::arrow::array::StructArray::try_new(
+                        fields.clone(),
+                        columns.iter().map(|c| c.slice(i, 1)).collect(),
+                        None,
+                    )?;
+                    self.values.push(ScalarValue::Struct(Arc::new(row)));
+                }
+            }
+            return Ok(());
+        }
         let column = &values[0];
         for i in 0..column.len() {
             if self.keeps(column.is_valid(i)) {
@@ -185,7 +225,18 @@ impl Accumulator for ValuesAccumulator {
             }
             Kind::TopK | Kind::TopKDistinct => {
                 let mut sorted = self.values.clone();
-                sorted.sort_by(|a, b| b.partial_cmp(a).unwrap_or(std::cmp::Ordering::Equal));
+                // Structs rank by their sort column, the first field.
+                let rank = |v: &ScalarValue| match v {
+                    ScalarValue::Struct(row) if row.num_columns() > 0 => {
+                        ScalarValue::try_from_array(row.column(0), 0).unwrap_or(ScalarValue::Null)
+                    }
+                    other => other.clone(),
+                };
+                sorted.sort_by(|a, b| {
+                    rank(b)
+                        .partial_cmp(&rank(a))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
                 if self.kind == Kind::TopKDistinct {
                     sorted.dedup();
                 }
@@ -316,11 +367,29 @@ impl Accumulator for ValuesAccumulator {
     }
 }
 
+/// The fields of TOPK's struct elements: the sort column, then `col0`, `col1`, ... (the last
+/// argument, `k`, is not one).
+fn topk_fields(args: &[DataType]) -> Vec<Field> {
+    let columns = &args[..args.len().saturating_sub(1)];
+    columns
+        .iter()
+        .enumerate()
+        .map(|(i, ty)| {
+            let name = if i == 0 {
+                "sort_col".to_string()
+            } else {
+                format!("col{}", i - 1)
+            };
+            Field::new(name, ty.clone(), true)
+        })
+        .collect()
+}
+
 /// The aggregate called `name` (upper-case), if it is one of these.
 pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
     let (name, kind, arity) = match name {
         "ATTR" => ("ATTR", Kind::Attr, 1),
-        "TOPK" => ("TOPK", Kind::TopK, 2),
+        "TOPK" => ("TOPK", Kind::TopK, 0),
         "TOPKDISTINCT" => ("TOPKDISTINCT", Kind::TopKDistinct, 2),
         "HISTOGRAM" => ("HISTOGRAM", Kind::Histogram, 1),
         "LATEST_BY_OFFSET" => ("LATEST_BY_OFFSET", Kind::Latest, 3),
@@ -329,7 +398,9 @@ pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
         "COLLECT_SET_RETRACTING" => ("COLLECT_SET", Kind::CollectSet, 1),
         _ => return None,
     };
-    let signature = if matches!(kind, Kind::Latest | Kind::Earliest) {
+    let signature = if kind == Kind::TopK {
+        Signature::variadic_any(Volatility::Immutable)
+    } else if matches!(kind, Kind::Latest | Kind::Earliest) {
         Signature::one_of(
             (1..=arity).map(TypeSignature::Any).collect(),
             Volatility::Immutable,
@@ -390,6 +461,38 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(acc.evaluate().unwrap(), ScalarValue::Int64(Some(5)));
+    }
+
+    #[test]
+    fn topk_with_other_columns_ranks_structs_by_the_sort_column() {
+        let types = [DataType::Int64, DataType::Utf8, DataType::Int32];
+        let mut acc = accumulator(Kind::TopK);
+        acc.value_type = DataType::Struct(topk_fields(&types).into());
+        let k: ArrayRef = Arc::new(datafusion::arrow::array::Int32Array::from(vec![2, 2, 2]));
+        acc.update_batch(&[
+            Arc::new(Int64Array::from(vec![Some(5), None, Some(9)])),
+            Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                "five", "none", "nine",
+            ])),
+            k,
+        ])
+        .unwrap();
+        let ScalarValue::List(list) = acc.evaluate().unwrap() else {
+            panic!("TOPK returns a list");
+        };
+        let rows = list.value(0);
+        let rows = rows
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StructArray>()
+            .unwrap();
+        // The null sort value does not rank; 9 comes before 5.
+        assert_eq!(rows.len(), 2);
+        let names = rows
+            .column(1)
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!((names.value(0), names.value(1)), ("nine", "five"));
     }
 
     #[test]
