@@ -397,6 +397,10 @@ pub(crate) fn plan_aggregate_over(
         return Err(EngineError::statement(message));
     }
     if calls.is_empty() {
+        // An unknown function is the better thing to report than a missing aggregate.
+        for (_, expr) in &items {
+            compile_in(ctx, &scope, expr, "SELECT")?;
+        }
         return Err(EngineError::statement(
             "GROUP BY requires aggregate functions in either the SELECT or HAVING clause.",
         ));
@@ -426,6 +430,25 @@ pub(crate) fn plan_aggregate_over(
         }) else {
             continue;
         };
+        // Counts and flags after the value are constants, as ksqlDB requires.
+        if matches!(
+            name.as_str(),
+            "LATEST_BY_OFFSET" | "EARLIEST_BY_OFFSET" | "TOPK" | "TOPKDISTINCT"
+        ) {
+            let constants = if name.starts_with("TOPK") {
+                args.len().saturating_sub(1)..args.len()
+            } else {
+                1.min(args.len())..args.len()
+            };
+            for (n, arg) in args.iter().enumerate().skip(constants.start) {
+                if !matches!(arg.kind, ExprKind::Literal(_)) {
+                    return Err(EngineError::statement(format!(
+                        "Parameter {} passed to function {name} must be a literal constant, but was expression: '{arg}'",
+                        n + 1
+                    )));
+                }
+            }
+        }
         // COUNT(*) and COUNT() count rows.
         let args: Vec<Expr> = if args.is_empty() || *star {
             vec![Expr {
