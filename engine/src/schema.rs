@@ -32,6 +32,28 @@ pub struct Column {
     pub kind: ColumnKind,
 }
 
+/// Key and value columns as ksqlDB prints a schema: `ID STRING KEY, V INTEGER`, with each
+/// name in back-quotes when `quoted` (`` `ID` STRING KEY ``).
+pub fn schema_text(columns: &[Column], quoted: bool) -> String {
+    columns
+        .iter()
+        .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
+        .map(|c| {
+            let key = if c.kind == ColumnKind::Key {
+                " KEY"
+            } else {
+                ""
+            };
+            if quoted {
+                format!("`{}` {}{key}", c.name, type_display(&c.ty))
+            } else {
+                format!("{} {}{key}", c.name, type_display(&c.ty))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The type a `HEADERS` column must have.
 pub fn headers_type() -> SqlType {
     eddy_sql::parse_schema("X ARRAY<STRUCT<`KEY` STRING, `VALUE` BYTES>>")

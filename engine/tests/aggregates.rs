@@ -5,25 +5,10 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+use eddy_storage::{Record, Store};
 
-fn open_store(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-async fn run(engine: &Engine, sql: &str) {
-    engine
-        .execute(&mut Session::default(), sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
-}
+mod common;
+use common::{open_store, run};
 
 /// (key, value, timestamp) of every record in the topic, partition by partition.
 fn records(store: &Store, topic: &str) -> Vec<(Vec<u8>, Option<String>, i64)> {

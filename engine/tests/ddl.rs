@@ -3,18 +3,10 @@
 
 use eddy_engine::{Engine, Session, StatementResult};
 use eddy_sql::ast::SourceKind;
-use eddy_storage::{CleanupPolicy, Store, StoreOptions, SyncPolicy, TopicConfig};
+use eddy_storage::{CleanupPolicy, TopicConfig};
 
-fn store(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
-}
+mod common;
+use common::open_store as store;
 
 /// Statements that must fail, after some setup, with a message containing the fragment.
 /// The messages are ksqlDB's.

@@ -5,25 +5,10 @@
 use std::time::Duration;
 
 use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+use eddy_storage::{Record, Store};
 
-fn open_store(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-async fn run(engine: &Engine, sql: &str) {
-    engine
-        .execute(&mut Session::default(), sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}\n{e}"));
-}
+mod common;
+use common::{open_store, run};
 
 async fn fails(engine: &Engine, sql: &str) -> String {
     match engine.execute(&mut Session::default(), sql).await {
@@ -279,59 +264,37 @@ async fn join_errors_follow_ksqldb() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(open_store(dir.path())).await.unwrap();
     run(&engine, USERS_AND_CLICKS).await;
-    let message = fails(
-        &engine,
-        "CREATE STREAM x AS SELECT * FROM clicks c FULL OUTER JOIN users u ON c.user = u.id;",
-    )
-    .await;
-    assert!(
-        message.contains("Invalid join type: full-outer join not supported for stream-table join"),
-        "{message}"
-    );
-    let message = fails(
-        &engine,
-        "CREATE STREAM x AS SELECT * FROM clicks c JOIN users u ON c.page = u.name;",
-    )
-    .await;
-    assert!(
-        message.contains(
-            "stream-table joins require to join on the table's primary key. Got C.PAGE = U.NAME."
-        ),
-        "{message}"
-    );
-    let message = fails(
-        &engine,
-        "CREATE STREAM x AS SELECT page FROM clicks c JOIN users u ON c.user = u.id;",
-    )
-    .await;
-    assert!(
-        message.contains("must include the join expressions C.USER or U.ID in its projection"),
-        "{message}"
-    );
-    let message = fails(
-        &engine,
-        "CREATE STREAM x AS SELECT * FROM clicks a JOIN clicks b WITHIN 1 SECOND ON a.user = b.user;",
-    )
-    .await;
-    assert!(
-        message.contains("self joins are not yet supported"),
-        "{message}"
-    );
     run(
         &engine,
         "CREATE TABLE wide (id STRING PRIMARY KEY, v INT)
              WITH (kafka_topic='wide', partitions=3, value_format='JSON');",
     )
     .await;
-    let message = fails(
-        &engine,
-        "CREATE STREAM x AS SELECT c.user, v FROM clicks c JOIN wide w ON c.user = w.id;",
-    )
-    .await;
-    assert!(
-        message.contains("Can't join `CLICKS` with `WIDE` since the number of partitions don't match. `CLICKS` partitions = 1; `WIDE` partitions = 3."),
-        "{message}"
-    );
+    for (sql, expected) in [
+        (
+            "CREATE STREAM x AS SELECT * FROM clicks c FULL OUTER JOIN users u ON c.user = u.id;",
+            "Invalid join type: full-outer join not supported for stream-table join",
+        ),
+        (
+            "CREATE STREAM x AS SELECT * FROM clicks c JOIN users u ON c.page = u.name;",
+            "stream-table joins require to join on the table's primary key. Got C.PAGE = U.NAME.",
+        ),
+        (
+            "CREATE STREAM x AS SELECT page FROM clicks c JOIN users u ON c.user = u.id;",
+            "must include the join expressions C.USER or U.ID in its projection",
+        ),
+        (
+            "CREATE STREAM x AS SELECT * FROM clicks a JOIN clicks b WITHIN 1 SECOND ON a.user = b.user;",
+            "self joins are not yet supported",
+        ),
+        (
+            "CREATE STREAM x AS SELECT c.user, v FROM clicks c JOIN wide w ON c.user = w.id;",
+            "Can't join `CLICKS` with `WIDE` since the number of partitions don't match. `CLICKS` partitions = 1; `WIDE` partitions = 3.",
+        ),
+    ] {
+        let message = fails(&engine, sql).await;
+        assert!(message.contains(expected), "{sql}\n{message}");
+    }
     // Re-keying the stream lifts the requirement, as ksqlDB repartitions it.
     run(
         &engine,

@@ -4,18 +4,10 @@
 use std::time::Duration;
 
 use eddy_engine::{Engine, Session, StatementResult};
-use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+use eddy_storage::{Record, Store};
 
-fn open_store(dir: &std::path::Path) -> Store {
-    Store::open(
-        dir,
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap()
-}
+mod common;
+use common::open_store;
 
 async fn run(engine: &Engine, session: &mut Session, sql: &str) -> Vec<StatementResult> {
     engine

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::query::transient::{TransientEvent, TransientQuery};
-use eddy_engine::schema::{ColumnKind, type_display};
+use eddy_engine::schema::type_display;
 use eddy_engine::{Engine, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -82,27 +82,6 @@ async fn start(
     })
 }
 
-/// The query's schema as ksqlDB writes it in headers: `` `ID` STRING KEY, `COUNT` BIGINT ``.
-fn schema_text(query: &TransientQuery) -> String {
-    query
-        .columns
-        .iter()
-        .map(|c| {
-            format!(
-                "`{}` {}{}",
-                c.name,
-                type_display(&c.ty),
-                if c.kind == ColumnKind::Key {
-                    " KEY"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A streamed body: `first`, then one chunk per event as `render` writes it, then `last`.
 fn stream_body(
     query: TransientQuery,
@@ -151,7 +130,7 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         Ok(query) => query,
         Err(response) => return *response,
     };
-    let header = json!({"header": {"queryId": query.id, "schema": schema_text(&query)}});
+    let header = json!({"header": {"queryId": query.id, "schema": eddy_engine::schema::schema_text(&query.columns, true)}});
     let body = stream_body(
         query,
         format!("[{header},\n"),

@@ -25,7 +25,7 @@ use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::plan::{
     GeneratedNames, OutputColumn, ProjectionInput, check_reserved_in_select, compile_in,
-    located_error, select_item_name, source_scope,
+    located_error, qualified_text, select_item_name, source_scope,
 };
 use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
 use crate::query::source::{
@@ -291,29 +291,7 @@ pub(crate) fn plan_aggregate_over(
     }
 
     // GROUP BY expressions, which may not aggregate or repeat.
-    let qualified = |by: &Expr| {
-        by.rewrite(&mut |x| match &x.kind {
-            ExprKind::Column { source: None, name } if !alias.is_empty() => Some(Expr {
-                kind: ExprKind::Column {
-                    source: Some(Ident::new(alias)),
-                    name: name.clone(),
-                },
-                span: x.span,
-            }),
-            ExprKind::Column {
-                source: Some(q),
-                name,
-            } if q.value == source.name && !alias.is_empty() => Some(Expr {
-                kind: ExprKind::Column {
-                    source: Some(Ident::new(alias)),
-                    name: name.clone(),
-                },
-                span: x.span,
-            }),
-            _ => None,
-        })
-        .to_string()
-    };
+    let qualified = |by: &Expr| qualified_text(by, alias, &source.name);
     for (j, by) in query.group_by.iter().enumerate() {
         let text = qualified(by);
         if query.group_by[..j]
@@ -1015,6 +993,19 @@ fn table_changes(
     })
 }
 
+/// An accumulator's current result, as ksqlDB reports it: `SUM` starts at zero, so it is
+/// never null.
+fn current_result(acc: &mut Box<dyn Accumulator>, call: &AggregateCall) -> Result<ScalarValue> {
+    let value = acc
+        .evaluate()
+        .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
+    Ok(if value.is_null() && call.name == "SUM" {
+        ScalarValue::new_zero(&value.data_type()).unwrap_or(value)
+    } else {
+        value
+    })
+}
+
 /// Aggregates records of one partition, emitting the updated result of each group a record
 /// touches, and the state changes to commit with it.
 pub fn process_aggregate(
@@ -1217,13 +1208,7 @@ pub(crate) fn aggregate_changes(
                 let args: Vec<ArrayRef> = arg_arrays[k].iter().map(|a| a.slice(i, 1)).collect();
                 acc.update_batch(&args)
                     .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                let mut value = acc
-                    .evaluate()
-                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                if value.is_null() && plan.aggregates[k].name == "SUM" {
-                    value = ScalarValue::new_zero(&value.data_type()).unwrap_or(value);
-                }
-                results[k].push(value);
+                results[k].push(current_result(acc, &plan.aggregates[k])?);
             }
             deleted.retain(|k| *k != key);
             state.groups.insert(key.clone(), merged);
@@ -1262,14 +1247,7 @@ pub(crate) fn aggregate_changes(
                     acc.update_batch(&args)
                 }
                 .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                let mut value = acc
-                    .evaluate()
-                    .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                // ksqlDB's SUM starts at zero, so it is never null.
-                if value.is_null() && plan.aggregates[k].name == "SUM" {
-                    value = ScalarValue::new_zero(&value.data_type()).unwrap_or(value);
-                }
-                results[k].push(value);
+                results[k].push(current_result(acc, &plan.aggregates[k])?);
             }
             out_rows.push(i);
             out_windows.push(window.unwrap_or((0, 0)));

@@ -210,25 +210,7 @@ impl JoinPlan {
 
     /// The execution plan as `EXPLAIN` prints it.
     pub fn explain(&self, query_id: &str, sink_name: &str) -> String {
-        let schema = |columns: &[Column]| {
-            columns
-                .iter()
-                .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
-                .map(|c| {
-                    format!(
-                        "{} {}{}",
-                        c.name,
-                        type_display(&c.ty),
-                        if c.kind == ColumnKind::Key {
-                            " KEY"
-                        } else {
-                            ""
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let schema = |columns: &[Column]| crate::schema::schema_text(columns, false);
         let output = schema(&self.post.columns());
         let joined = schema(&self.post.source.columns);
         let mut steps = vec![
@@ -249,6 +231,25 @@ impl JoinPlan {
             ));
             depth += 1;
         }
+        // A source, under its re-keying step if it has one.
+        let source_steps = |side: &JoinSide, depth: usize, steps: &mut Vec<(usize, String)>| {
+            let input = schema(&side.source.columns);
+            let alias = &side.alias;
+            let mut depth = depth;
+            if side.rekeyed {
+                steps.push((
+                    depth,
+                    format!("[ REKEY ] | Schema: {input} | Logger: {query_id}.{alias}.Rekey"),
+                ));
+                depth += 1;
+            }
+            steps.push((
+                depth,
+                format!(
+                    "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KafkaTopic_{alias}.Source"
+                ),
+            ));
+        };
         for (k, stage) in self.chain.stages.iter().enumerate().rev() {
             let kind = match stage.shape {
                 JoinShape::StreamStream(_) => "STREAM_STREAM_JOIN",
@@ -261,53 +262,12 @@ impl JoinPlan {
                 format!("[ {kind} ] | Schema: {joined} | Logger: {query_id}.Join{k}"),
             ));
             depth += 1;
-            let side = &stage.right;
-            let input = schema(&side.source.columns);
-            let mut d = depth;
-            if side.rekeyed {
-                steps.push((
-                    d,
-                    format!(
-                        "[ REKEY ] | Schema: {input} | Logger: {query_id}.{}.Rekey",
-                        side.alias
-                    ),
-                ));
-                d += 1;
-            }
-            steps.push((
-                d,
-                format!(
-                    "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KafkaTopic_{}.Source",
-                    side.alias
-                ),
-            ));
+            source_steps(&stage.right, depth, &mut steps);
             if k == 0 {
-                let side = &stage.left;
-                let input = schema(&side.source.columns);
-                let mut d = depth;
-                if side.rekeyed {
-                    steps.push((
-                        d,
-                        format!(
-                            "[ REKEY ] | Schema: {input} | Logger: {query_id}.{}.Rekey",
-                            side.alias
-                        ),
-                    ));
-                    d += 1;
-                }
-                steps.push((
-                    d,
-                    format!(
-                        "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KafkaTopic_{}.Source",
-                        side.alias
-                    ),
-                ));
+                source_steps(&stage.left, depth, &mut steps);
             }
         }
-        steps
-            .iter()
-            .map(|(depth, step)| format!("{} > {step}\n", "\t\t".repeat(*depth)))
-            .collect()
+        crate::query::plan::explain_text(steps)
     }
 }
 
@@ -611,6 +571,55 @@ impl Sides<'_> {
             _ => false,
         }
     }
+}
+
+/// A join's rows described as a source (JSON, unwindowed, read-only), so that what follows the
+/// join plans over them as over any source.
+fn joined_rows_source(
+    name: String,
+    kind: SourceKind,
+    topic: String,
+    columns: Vec<Column>,
+) -> DataSource {
+    DataSource {
+        name,
+        kind,
+        topic,
+        key_format: FormatSpec::of(Format::Json),
+        value_format: FormatSpec::of(Format::Json),
+        wrap_single_value: None,
+        columns,
+        timestamp_column: None,
+        timestamp_format: None,
+        window: None,
+        read_only: true,
+        created_by_query: false,
+        sql: String::new(),
+    }
+}
+
+/// A projected expression over joined rows, named as ksqlDB names it: its alias; else, for a
+/// column, its plain name, or `ALIAS_NAME` when several sources have a column of that name;
+/// else none (generated later).
+fn select_item(sides: &Sides<'_>, expr: &Expr, alias: Option<&Ident>) -> Result<SelectItem> {
+    let rewritten = sides.rewrite(expr, "SELECT")?;
+    let alias = match (alias, &expr.kind) {
+        (Some(a), _) => Some(a.clone()),
+        (None, ExprKind::Column { source, name }) => {
+            match sides.resolve(source.as_ref(), name, "SELECT", expr.span.start)? {
+                Resolved::Member(m, n) if sides.ambiguous(&n) => {
+                    Some(Ident::quoted(&sides.joined_name(m, &n)))
+                }
+                Resolved::Member(_, n) => Some(Ident::quoted(&n)),
+                Resolved::Joined(_) => None,
+            }
+        }
+        (None, _) => None,
+    };
+    Ok(SelectItem::Expr {
+        expr: rewritten,
+        alias,
+    })
 }
 
 fn column_expr(name: &str, span: Span) -> Expr {
@@ -1241,21 +1250,12 @@ fn plan_chain(
                 });
             }
             columns.sort_by_key(|c| c.kind != ColumnKind::Key);
-            let rows = DataSource {
-                name: format!("{}_JOINED_{}", first.name, k + 1),
-                kind: result_kind,
-                topic: String::new(),
-                key_format: FormatSpec::of(Format::Json),
-                value_format: FormatSpec::of(Format::Json),
-                wrap_single_value: None,
+            let rows = joined_rows_source(
+                format!("{}_JOINED_{}", first.name, k + 1),
+                result_kind,
+                String::new(),
                 columns,
-                timestamp_column: None,
-                timestamp_format: None,
-                window: None,
-                read_only: true,
-                created_by_query: false,
-                sql: String::new(),
-            };
+            );
             let handoff = Handoff::new(&rows, &joined_schema)?;
             next_rows = Some(rows);
             (key_column, Some(handoff))
@@ -1314,24 +1314,7 @@ fn plan_last_aggregate(
                 "`*` in an aggregation's projection".into(),
             ));
         };
-        let rewritten = sides.rewrite(expr, "SELECT")?;
-        let alias = match (alias, &expr.kind) {
-            (Some(a), _) => Some(a.clone()),
-            (None, ExprKind::Column { source, name }) => {
-                match sides.resolve(source.as_ref(), name, "SELECT", expr.span.start)? {
-                    Resolved::Member(m, n) if sides.ambiguous(&n) => {
-                        Some(Ident::quoted(&sides.joined_name(m, &n)))
-                    }
-                    Resolved::Member(_, n) => Some(Ident::quoted(&n)),
-                    Resolved::Joined(_) => None,
-                }
-            }
-            (None, _) => None,
-        };
-        select.push(SelectItem::Expr {
-            expr: rewritten,
-            alias,
-        });
+        select.push(select_item(sides, expr, alias.as_ref())?);
     }
     let mut columns: Vec<Column> = Vec::new();
     for m in 0..sides.members.len() {
@@ -1343,21 +1326,12 @@ fn plan_last_aggregate(
             });
         }
     }
-    let joined_source = DataSource {
-        name: format!("{}_JOINED", first_source.name),
-        kind: SourceKind::Stream,
-        topic: first_source.topic.clone(),
-        key_format: FormatSpec::of(Format::Json),
-        value_format: FormatSpec::of(Format::Json),
-        wrap_single_value: None,
+    let joined_source = joined_rows_source(
+        format!("{}_JOINED", first_source.name),
+        SourceKind::Stream,
+        first_source.topic.clone(),
         columns,
-        timestamp_column: None,
-        timestamp_format: None,
-        window: None,
-        read_only: true,
-        created_by_query: false,
-        sql: String::new(),
-    };
+    );
     let rewrite_all = |exprs: &[Expr], clause: &str| -> Result<Vec<Expr>> {
         exprs.iter().map(|e| sides.rewrite(e, clause)).collect()
     };
@@ -1493,24 +1467,7 @@ fn plan_last_stage(
                         a.value
                     )));
                 }
-                let rewritten = sides.rewrite(expr, "SELECT")?;
-                let alias = match (alias, &expr.kind) {
-                    (Some(a), _) => Some(a.clone()),
-                    (None, ExprKind::Column { source, name }) => {
-                        match sides.resolve(source.as_ref(), name, "SELECT", expr.span.start)? {
-                            Resolved::Member(m, n) if sides.ambiguous(&n) => {
-                                Some(Ident::quoted(&sides.joined_name(m, &n)))
-                            }
-                            Resolved::Member(_, n) => Some(Ident::quoted(&n)),
-                            Resolved::Joined(_) => None,
-                        }
-                    }
-                    (None, _) => None,
-                };
-                select.push(SelectItem::Expr {
-                    expr: rewritten,
-                    alias,
-                });
+                select.push(select_item(sides, expr, alias.as_ref())?);
             }
         }
     }
@@ -1646,21 +1603,12 @@ fn plan_last_stage(
     }
     // Keys first, in the order chosen.
     columns.sort_by_key(|c| c.kind != ColumnKind::Key);
-    let joined_source = DataSource {
-        name: format!("{}_JOINED", first_source.name),
-        kind: result_kind,
-        topic: first_source.topic.clone(),
-        key_format: FormatSpec::of(Format::Json),
-        value_format: FormatSpec::of(Format::Json),
-        wrap_single_value: None,
+    let joined_source = joined_rows_source(
+        format!("{}_JOINED", first_source.name),
+        result_kind,
+        first_source.topic.clone(),
         columns,
-        timestamp_column: None,
-        timestamp_format: None,
-        window: None,
-        read_only: true,
-        created_by_query: false,
-        sql: String::new(),
-    };
+    );
     let rewritten = Query {
         select,
         from: query.from.clone(),

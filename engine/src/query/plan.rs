@@ -62,25 +62,7 @@ impl StatelessPlan {
     /// The execution plan as ksqlDB's `EXPLAIN` prints it: one step per line, the sink first,
     /// each with its schema and logger.
     pub fn explain(&self, query_id: &str, sink_name: &str) -> String {
-        let schema = |columns: &[Column]| {
-            columns
-                .iter()
-                .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
-                .map(|c| {
-                    format!(
-                        "{} {}{}",
-                        c.name,
-                        crate::schema::type_display(&c.ty),
-                        if c.kind == ColumnKind::Key {
-                            " KEY"
-                        } else {
-                            ""
-                        }
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let schema = |columns: &[Column]| crate::schema::schema_text(columns, false);
         let output = schema(&self.columns());
         let input = schema(&self.source.columns);
         let mut steps = vec![
@@ -105,12 +87,36 @@ impl StatelessPlan {
         steps.push(format!(
             "[ SOURCE ] | Schema: {input} | Logger: {query_id}.KsqlTopic.Source"
         ));
-        steps
-            .iter()
-            .enumerate()
-            .map(|(depth, step)| format!("{} > {step}\n", "\t\t".repeat(depth)))
-            .collect()
+        explain_text(steps.into_iter().enumerate())
     }
+}
+
+/// `expr` as ksqlDB prints it in messages: every column of the source qualified by `alias`
+/// (those written with the source's name too).
+pub(crate) fn qualified_text(expr: &Expr, alias: &str, source_name: &str) -> String {
+    expr.rewrite(&mut |x| match &x.kind {
+        ExprKind::Column { source, name }
+            if !alias.is_empty() && source.as_ref().is_none_or(|q| q.value == source_name) =>
+        {
+            Some(Expr {
+                kind: ExprKind::Column {
+                    source: Some(Ident::new(alias)),
+                    name: name.clone(),
+                },
+                span: x.span,
+            })
+        }
+        _ => None,
+    })
+    .to_string()
+}
+
+/// Execution-plan steps as `EXPLAIN` prints them: each on a line, indented by its depth.
+pub(crate) fn explain_text(steps: impl IntoIterator<Item = (usize, String)>) -> String {
+    steps
+        .into_iter()
+        .map(|(depth, step)| format!("{} > {step}\n", "\t\t".repeat(depth)))
+        .collect()
 }
 
 /// An error at a place in the statement, written as ksqlDB writes them.
@@ -221,27 +227,6 @@ pub fn plan_stateless(
         // Joins are planned by `join::plan_join`, which calls back into the projection.
         return Err(EngineError::Unsupported("JOIN here".into()));
     }
-    plan_single(
-        ctx,
-        catalog,
-        query,
-        sink_name,
-        sink_kind,
-        new_planner,
-        transient,
-    )
-}
-
-/// Plans a stateless query over one source (no join).
-pub fn plan_single(
-    ctx: &SessionContext,
-    catalog: &Catalog,
-    query: &Query,
-    sink_name: &str,
-    sink_kind: SourceKind,
-    new_planner: bool,
-    transient: bool,
-) -> Result<StatelessPlan> {
     if query.window.is_some() && query.group_by.is_empty() {
         return Err(EngineError::statement(
             "WINDOW clause requires a GROUP BY clause.",
@@ -488,19 +473,7 @@ pub(crate) fn plan_projection(
         });
         if !by_null && !transient && !new_planner && !star {
             // Every partitioning expression must be selected (`*` selects them), once.
-            let qualify = |e: &Expr| {
-                e.rewrite(&mut |x| match &x.kind {
-                    ExprKind::Column { source: None, name } => Some(Expr {
-                        kind: ExprKind::Column {
-                            source: Some(Ident::new(alias)),
-                            name: name.clone(),
-                        },
-                        span: x.span,
-                    }),
-                    _ => None,
-                })
-                .to_string()
-            };
+            let qualify = |e: &Expr| qualified_text(e, alias, &source.name);
             let all: Vec<String> = query.partition_by.iter().map(qualify).collect();
             if query
                 .partition_by

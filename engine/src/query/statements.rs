@@ -41,27 +41,6 @@ fn property(name: &str, value: Literal) -> Property {
     }
 }
 
-/// The columns of a source as ksqlDB prints a schema: `` `K` STRING KEY, `V` INTEGER ``.
-fn schema_text(columns: &[crate::schema::Column]) -> String {
-    columns
-        .iter()
-        .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
-        .map(|c| {
-            format!(
-                "`{}` {}{}",
-                c.name,
-                type_display(&c.ty),
-                if c.kind == ColumnKind::Key {
-                    " KEY"
-                } else {
-                    ""
-                }
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// Whether `ksql.new.query.planner.enabled` is set, which relaxes some projection rules.
 fn new_planner(session: &Session) -> bool {
     session
@@ -409,8 +388,8 @@ impl Engine {
         if !same {
             return Err(EngineError::statement(format!(
                 "Incompatible schema between results and sink.\nResult schema is {}\nSink schema is {}",
-                schema_text(&result),
-                schema_text(&sink_columns)
+                crate::schema::schema_text(&result, true),
+                crate::schema::schema_text(&sink_columns, true)
             )));
         }
         let seq = self.log_command(state, session, text, mode).await?;

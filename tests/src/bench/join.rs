@@ -8,15 +8,13 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::{LineDelimitedWriter, ReaderBuilder};
 use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
-use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+use eddy_storage::Record;
 
-use crate::bench::Throughput;
+use crate::bench::{BenchEngine, Comparison};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -25,17 +23,6 @@ pub struct JoinBenchConfig {
     pub events: u64,
     /// Rows in the table.
     pub rows: u64,
-}
-
-/// Figures of one run.
-#[derive(Debug, Clone, Copy)]
-pub struct JoinBenchReport {
-    /// The persistent query, from `CREATE STREAM ... AS SELECT` until all input is processed.
-    pub eddy: Throughput,
-    /// DataFusion on the same inputs as a batch job.
-    pub datafusion: Throughput,
-    /// Records the query wrote.
-    pub output_records: u64,
 }
 
 fn user_key(i: u64) -> String {
@@ -65,7 +52,7 @@ fn row_json(i: u64) -> String {
 const QUERY: &str = "CREATE STREAM enriched AS SELECT e.user, e.id, e.amount, u.name, u.region FROM events e JOIN users u ON e.user = u.id;";
 
 /// Runs the scenario once.
-pub fn run(config: &JoinBenchConfig) -> anyhow::Result<JoinBenchReport> {
+pub fn run(config: &JoinBenchConfig) -> anyhow::Result<Comparison> {
     anyhow::ensure!(config.rows > 0, "the table needs rows");
     let events: Vec<String> = (0..config.events)
         .map(|i| event_json(i, config.rows))
@@ -75,25 +62,9 @@ pub fn run(config: &JoinBenchConfig) -> anyhow::Result<JoinBenchReport> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (eddy, output_records) = runtime.block_on(run_eddy(&events, &rows, config.rows))?;
-    let (datafusion, datafusion_output) = runtime.block_on(run_datafusion(&events, &rows))?;
-    anyhow::ensure!(
-        output_records == datafusion_output,
-        "the query wrote {output_records} records but DataFusion {datafusion_output}"
-    );
-    Ok(JoinBenchReport {
-        eddy: Throughput {
-            records: config.events,
-            bytes,
-            elapsed: eddy,
-        },
-        datafusion: Throughput {
-            records: config.events,
-            bytes,
-            elapsed: datafusion,
-        },
-        output_records,
-    })
+    let eddy = runtime.block_on(run_eddy(&events, &rows, config.rows))?;
+    let datafusion = runtime.block_on(run_datafusion(&events, &rows))?;
+    Comparison::of((config.events, bytes), eddy, datafusion)
 }
 
 async fn run_eddy(
@@ -101,65 +72,29 @@ async fn run_eddy(
     rows: &[String],
     table_rows: u64,
 ) -> anyhow::Result<(Duration, u64)> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )?;
-    let engine = Engine::open(store.clone()).await?;
-    let mut session = Session::default();
-    engine
-        .execute(
-            &mut session,
-            "SET 'auto.offset.reset' = 'earliest';
-             CREATE STREAM events (k STRING KEY, id BIGINT, user STRING, amount DOUBLE, page STRING)
-                 WITH (kafka_topic='events', partitions=1, value_format='JSON');
-             CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING, tier INT)
-                 WITH (kafka_topic='users', partitions=1, value_format='JSON');",
-        )
-        .await?;
+    let bench = BenchEngine::open(
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM events (k STRING KEY, id BIGINT, user STRING, amount DOUBLE, page STRING)
+             WITH (kafka_topic='events', partitions=1, value_format='JSON');
+         CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING, tier INT)
+             WITH (kafka_topic='users', partitions=1, value_format='JSON');",
+    )
+    .await?;
     // The table's rows come first in time, as a table loaded before the events arrive.
-    for (n, chunk) in rows.chunks(2_000).enumerate() {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                Record::keyed(
-                    user_key((n * 2_000 + i) as u64).into_bytes(),
-                    v.clone().into_bytes(),
-                    0,
-                )
-            })
-            .collect();
-        store.append("users", 0, records).await?;
-    }
-    for (n, chunk) in events.chunks(2_000).enumerate() {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                let i = (n * 2_000 + i) as u64;
-                Record::keyed(
-                    format!("e{i}").into_bytes(),
-                    v.clone().into_bytes(),
-                    1 + (i % table_rows) as i64,
-                )
-            })
-            .collect();
-        store.append("events", 0, records).await?;
-    }
-    let started = Instant::now();
-    engine.execute(&mut session, QUERY).await?;
-    if !engine.wait_until_processed(Duration::from_secs(600)).await {
-        bail!("the query did not finish within 10 minutes");
-    }
-    let elapsed = started.elapsed();
-    let output = store.end_offset("ENRICHED", 0)? as u64;
-    engine.shutdown().await;
-    Ok((elapsed, output))
+    let users = rows
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record::keyed(user_key(i as u64).into_bytes(), v.clone().into_bytes(), 0));
+    bench.append("users", users).await?;
+    let events = events.iter().enumerate().map(|(i, v)| {
+        Record::keyed(
+            format!("e{i}").into_bytes(),
+            v.clone().into_bytes(),
+            1 + (i as u64 % table_rows) as i64,
+        )
+    });
+    bench.append("events", events).await?;
+    bench.time_query(QUERY, "ENRICHED").await
 }
 
 fn read_ndjson(

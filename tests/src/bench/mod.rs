@@ -86,3 +86,109 @@ mod tests {
         assert_eq!(t.mb_per_sec(), 2.0);
     }
 }
+
+/// Figures of one run of a query scenario: Eddy's persistent query against DataFusion doing the
+/// same work as a batch job.
+#[derive(Debug, Clone, Copy)]
+pub struct Comparison {
+    /// The persistent query, from its `CREATE ... AS SELECT` until all input is processed.
+    pub eddy: Throughput,
+    /// DataFusion on the same records as a batch job.
+    pub datafusion: Throughput,
+    /// Records each side wrote (the same, or the run fails).
+    pub output_records: u64,
+}
+
+impl Comparison {
+    /// The comparison of `records` input records (`bytes` of them) processed by Eddy in `eddy`
+    /// and by DataFusion in `datafusion`, each with how many records it wrote.
+    pub fn of(
+        (records, bytes): (u64, u64),
+        (eddy, eddy_output): (std::time::Duration, u64),
+        (datafusion, datafusion_output): (std::time::Duration, u64),
+    ) -> anyhow::Result<Self> {
+        // Both sides must have done the same work.
+        anyhow::ensure!(
+            eddy_output == datafusion_output,
+            "the query wrote {eddy_output} records but DataFusion {datafusion_output}"
+        );
+        let throughput = |elapsed| Throughput {
+            records,
+            bytes,
+            elapsed,
+        };
+        Ok(Comparison {
+            eddy: throughput(eddy),
+            datafusion: throughput(datafusion),
+            output_records: eddy_output,
+        })
+    }
+}
+
+/// An engine on a fresh store in a temporary directory, for a query scenario.
+pub struct BenchEngine {
+    _dir: tempfile::TempDir,
+    /// The store, to append input to.
+    pub store: eddy_storage::Store,
+    engine: eddy_engine::Engine,
+    session: eddy_engine::Session,
+}
+
+impl BenchEngine {
+    /// Opens the store and engine and runs `setup` (the sources' declarations).
+    pub async fn open(setup: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let store = eddy_storage::Store::open(
+            dir.path(),
+            eddy_storage::StoreOptions {
+                sync: eddy_storage::SyncPolicy::Os,
+                ..eddy_storage::StoreOptions::default()
+            },
+        )?;
+        let engine = eddy_engine::Engine::open(store.clone()).await?;
+        let mut session = eddy_engine::Session::default();
+        engine.execute(&mut session, setup).await?;
+        Ok(BenchEngine {
+            _dir: dir,
+            store,
+            engine,
+            session,
+        })
+    }
+
+    /// Appends records to partition 0 of `topic` in batches that stay under a topic's default
+    /// `max.message.bytes` (1 MiB).
+    pub async fn append(
+        &self,
+        topic: &str,
+        records: impl Iterator<Item = eddy_storage::Record>,
+    ) -> anyhow::Result<()> {
+        let records: Vec<eddy_storage::Record> = records.collect();
+        for chunk in records.chunks(2_000) {
+            self.store.append(topic, 0, chunk.to_vec()).await?;
+        }
+        Ok(())
+    }
+
+    /// Times `query` from its creation until it has processed every input record; returns the
+    /// time and how many records it wrote to partition 0 of `sink`.
+    pub async fn time_query(
+        mut self,
+        query: &str,
+        sink: &str,
+    ) -> anyhow::Result<(std::time::Duration, u64)> {
+        let started = std::time::Instant::now();
+        self.engine.execute(&mut self.session, query).await?;
+        if !self
+            .engine
+            .wait_until_processed(std::time::Duration::from_secs(600))
+            .await
+        {
+            anyhow::bail!("the query did not finish within 10 minutes");
+        }
+        let elapsed = started.elapsed();
+        let output = self.store.end_offset(sink, 0)? as u64;
+        self.engine.shutdown().await;
+        Ok((elapsed, output))
+    }
+}

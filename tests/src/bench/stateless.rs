@@ -8,34 +8,22 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::json::{LineDelimitedWriter, ReaderBuilder};
 use datafusion::common::DFSchema;
 use datafusion::prelude::{SessionContext, col, lit};
-use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store, StoreOptions, SyncPolicy};
+use eddy_storage::Record;
 
-use crate::bench::Throughput;
+use crate::bench::{BenchEngine, Comparison};
 
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct StatelessBenchConfig {
     /// Input records.
     pub records: u64,
-}
-
-/// Figures of one run.
-#[derive(Debug, Clone, Copy)]
-pub struct StatelessBenchReport {
-    /// The persistent query, from `CREATE STREAM ... AS SELECT` until all input is processed.
-    pub eddy: Throughput,
-    /// DataFusion on the same records as a batch job.
-    pub datafusion: Throughput,
-    /// Records the query wrote.
-    pub output_records: u64,
 }
 
 /// About 200 bytes of JSON with five fields; roughly 60% pass the filter.
@@ -54,77 +42,32 @@ fn record_json(i: u64) -> String {
 const QUERY: &str = "CREATE STREAM big_orders AS SELECT user, id, category, amount * 2 AS doubled FROM orders WHERE amount > 100;";
 
 /// Runs the scenario once.
-pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<StatelessBenchReport> {
+pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<Comparison> {
     let inputs: Vec<String> = (0..config.records).map(record_json).collect();
     let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let (eddy, output_records) = runtime.block_on(run_eddy(&inputs))?;
-    let (datafusion, datafusion_output) = run_datafusion(&inputs)?;
-    // Both sides must have done the same work.
-    anyhow::ensure!(
-        output_records == datafusion_output,
-        "the query wrote {output_records} records but DataFusion {datafusion_output}"
-    );
-    Ok(StatelessBenchReport {
-        eddy: Throughput {
-            records: config.records,
-            bytes,
-            elapsed: eddy,
-        },
-        datafusion: Throughput {
-            records: config.records,
-            bytes,
-            elapsed: datafusion,
-        },
-        output_records,
-    })
+    let eddy = runtime.block_on(run_eddy(&inputs))?;
+    Comparison::of((config.records, bytes), eddy, run_datafusion(&inputs)?)
 }
 
 async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )?;
-    let engine = Engine::open(store.clone()).await?;
-    let mut session = Session::default();
-    engine
-        .execute(
-            &mut session,
-            "SET 'auto.offset.reset' = 'earliest';
-             CREATE STREAM orders (user STRING KEY, id BIGINT, category STRING, amount DOUBLE, note STRING)
-                 WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+    let bench = BenchEngine::open(
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM orders (user STRING KEY, id BIGINT, category STRING, amount DOUBLE, note STRING)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+    )
+    .await?;
+    let records = inputs.iter().enumerate().map(|(i, v)| {
+        Record::keyed(
+            format!("user_{:05}", i % 2_000).into_bytes(),
+            v.clone().into_bytes(),
+            0,
         )
-        .await?;
-    // Batches stay under the topic's default max.message.bytes (1 MiB).
-    for chunk in inputs.chunks(2_000) {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                Record::keyed(
-                    format!("user_{i:05}").into_bytes(),
-                    v.clone().into_bytes(),
-                    0,
-                )
-            })
-            .collect();
-        store.append("orders", 0, records).await?;
-    }
-    let started = Instant::now();
-    engine.execute(&mut session, QUERY).await?;
-    if !engine.wait_until_processed(Duration::from_secs(600)).await {
-        bail!("the query did not finish within 10 minutes");
-    }
-    let elapsed = started.elapsed();
-    let output = store.end_offset("BIG_ORDERS", 0)? as u64;
-    engine.shutdown().await;
-    Ok((elapsed, output))
+    });
+    bench.append("orders", records).await?;
+    bench.time_query(QUERY, "BIG_ORDERS").await
 }
 
 fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {

@@ -132,45 +132,41 @@ fn main() -> anyhow::Result<()> {
         }
         Scenario::Stateless { records, runs } => {
             println!("eddy-bench stateless: {records} JSON records, {runs} run(s)");
-            let mut reports = Vec::new();
-            for run in 1..=runs.max(1) {
-                let report = bench::stateless::run(&StatelessBenchConfig { records })?;
-                println!("run {run}: eddy query  {}", report.eddy);
-                println!("run {run}: datafusion  {}", report.datafusion);
-                println!(
-                    "run {run}: {} records written by each",
-                    report.output_records
-                );
-                reports.push((
-                    report.eddy.records_per_sec(),
-                    report.datafusion.records_per_sec(),
-                ));
-            }
-            print_medians(&reports);
-            print_peak_rss();
+            compare_runs(runs, || {
+                bench::stateless::run(&StatelessBenchConfig { records })
+            })?;
         }
         Scenario::Join { events, rows, runs } => {
             println!(
                 "eddy-bench join: {events} JSON events joined with a {rows}-row table, {runs} run(s)"
             );
-            let mut reports = Vec::new();
-            for run in 1..=runs.max(1) {
-                let report = bench::join::run(&JoinBenchConfig { events, rows })?;
-                println!("run {run}: eddy query  {}", report.eddy);
-                println!("run {run}: datafusion  {}", report.datafusion);
-                println!(
-                    "run {run}: {} records written by each",
-                    report.output_records
-                );
-                reports.push((
-                    report.eddy.records_per_sec(),
-                    report.datafusion.records_per_sec(),
-                ));
-            }
-            print_medians(&reports);
-            print_peak_rss();
+            compare_runs(runs, || bench::join::run(&JoinBenchConfig { events, rows }))?;
         }
     }
+    Ok(())
+}
+
+/// Runs a query scenario `runs` times, printing each run, then the medians and peak RSS.
+fn compare_runs(
+    runs: usize,
+    run_once: impl Fn() -> anyhow::Result<bench::Comparison>,
+) -> anyhow::Result<()> {
+    let mut reports = Vec::new();
+    for run in 1..=runs.max(1) {
+        let report = run_once()?;
+        println!("run {run}: eddy query  {}", report.eddy);
+        println!("run {run}: datafusion  {}", report.datafusion);
+        println!(
+            "run {run}: {} records written by each",
+            report.output_records
+        );
+        reports.push((
+            report.eddy.records_per_sec(),
+            report.datafusion.records_per_sec(),
+        ));
+    }
+    print_medians(&reports);
+    print_peak_rss();
     Ok(())
 }
 
