@@ -211,6 +211,7 @@ impl Engine {
             &self.transient,
             &session.properties,
             query,
+            &statement.text,
         )
     }
 
@@ -971,7 +972,11 @@ impl Engine {
                     variables,
                 }
             }
-            ListKind::Queries | ListKind::Functions | ListKind::Connectors => {
+            ListKind::Functions => StatementResult::Functions {
+                statement,
+                functions: crate::query::function_names(),
+            },
+            ListKind::Queries | ListKind::Connectors => {
                 return Err(EngineError::Unsupported(
                     format!("SHOW {what:?}").to_uppercase(),
                 ));

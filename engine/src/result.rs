@@ -44,7 +44,7 @@ pub struct TopicSummary {
     pub replicas: Vec<u16>,
 }
 
-/// A persistent query as `SHOW QUERIES` lists it.
+/// A running query as `SHOW QUERIES` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuerySummary {
     /// The query id.
@@ -55,6 +55,8 @@ pub struct QuerySummary {
     pub sink: String,
     /// The sink's topic.
     pub sink_topic: String,
+    /// `PERSISTENT`, or `PUSH` for a push query a client is reading.
+    pub query_type: &'static str,
     /// `RUNNING` or `ERROR`.
     pub state: String,
     /// Input records processed.
@@ -148,6 +150,13 @@ pub enum StatementResult {
         statement: String,
         /// Effective properties.
         properties: Vec<(String, String)>,
+    },
+    /// `SHOW FUNCTIONS`.
+    Functions {
+        /// The statement.
+        statement: String,
+        /// Every function by name, with its kind: `SCALAR`, `AGGREGATE` or `TABLE`.
+        functions: Vec<(String, &'static str)>,
     },
     /// `SHOW VARIABLES`.
     Variables {

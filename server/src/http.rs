@@ -101,7 +101,24 @@ async fn healthcheck() -> Json<Value> {
     }))
 }
 
-pub(crate) fn scalar_text(v: &Value) -> String {
+/// A request's properties and variables as the engine's session.
+pub(crate) fn session(
+    properties: &HashMap<String, Value>,
+    variables: &HashMap<String, Value>,
+) -> Session {
+    Session {
+        properties: properties
+            .iter()
+            .map(|(k, v)| (k.clone(), scalar_text(v)))
+            .collect(),
+        variables: variables
+            .iter()
+            .map(|(k, v)| (k.to_uppercase(), scalar_text(v)))
+            .collect(),
+    }
+}
+
+fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -145,18 +162,7 @@ async fn ksql(
             );
         }
     }
-    let mut session = Session {
-        properties: request
-            .streams_properties
-            .iter()
-            .map(|(k, v)| (k.clone(), scalar_text(v)))
-            .collect(),
-        variables: request
-            .session_variables
-            .iter()
-            .map(|(k, v)| (k.to_uppercase(), scalar_text(v)))
-            .collect(),
-    };
+    let mut session = session(&request.streams_properties, &request.session_variables);
     match engine.execute(&mut session, &request.ksql).await {
         Ok(results) => {
             let entities: Vec<Value> = results.iter().filter_map(entity).collect();
@@ -242,15 +248,15 @@ fn source_description(source: &DataSource, extended: bool, partitions: Option<u3
     })
 }
 
-/// A persistent query as ksqlDB's `RunningQuery` shows it.
+/// A running query as ksqlDB's `RunningQuery` shows it.
 fn running_query(q: &QuerySummary) -> Value {
     json!({
         "queryString": q.sql,
-        "sinks": [q.sink],
-        "sinkKafkaTopics": [q.sink_topic],
+        "sinks": if q.sink.is_empty() { json!([]) } else { json!([q.sink]) },
+        "sinkKafkaTopics": if q.sink_topic.is_empty() { json!([]) } else { json!([q.sink_topic]) },
         "id": q.id,
         "statusCount": {q.state.clone(): 1},
-        "queryType": "PERSISTENT",
+        "queryType": q.query_type,
         "state": q.state
     })
 }
@@ -385,6 +391,15 @@ fn entity(result: &StatementResult) -> Option<Value> {
             "@type": "queries",
             "statementText": statement,
             "queries": queries.iter().map(running_query).collect::<Vec<_>>(),
+            "warnings": []
+        }),
+        StatementResult::Functions {
+            statement,
+            functions,
+        } => json!({
+            "@type": "function_names",
+            "statementText": statement,
+            "functions": functions.iter().map(|(name, kind)| json!({"name": name, "type": kind, "category": ""})).collect::<Vec<_>>(),
             "warnings": []
         }),
         StatementResult::Variables {

@@ -36,11 +36,53 @@ struct Cli {
 enum Command {
     /// Serve only, without the interactive shell.
     Server,
-    /// Open the interactive SQL shell.
-    Repl,
+    /// Open the interactive SQL shell against a running server.
+    Repl(ReplArgs),
 }
 
 #[derive(Debug, Args)]
+struct ReplArgs {
+    /// The server's URL.
+    #[arg(long, env = "EDDY_URL", default_value = "http://127.0.0.1:8088")]
+    url: String,
+
+    /// Run these statements and exit, without prompting; the exit code is non-zero when one
+    /// fails.
+    #[arg(short = 'e', long, conflicts_with = "file")]
+    execute: Option<String>,
+
+    /// Run the statements in this file and exit, without prompting.
+    #[arg(short = 'f', long)]
+    file: Option<PathBuf>,
+
+    /// Define a variable for `${name}` substitution, as `DEFINE` does; repeatable.
+    #[arg(short = 'd', long = "define", value_name = "NAME=VALUE", value_parser = parse_define)]
+    defines: Vec<(String, String)>,
+
+    /// How results print: TABULAR or JSON.
+    #[arg(long, default_value = "TABULAR", value_parser = parse_output)]
+    output: eddy_repl::OutputFormat,
+
+    /// Where the prompt keeps its history.
+    #[arg(long, env = "EDDY_HISTORY_FILE")]
+    history_file: Option<PathBuf>,
+}
+
+fn parse_define(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected NAME=VALUE, got '{text}'")),
+    }
+}
+
+fn parse_output(text: &str) -> Result<eddy_repl::OutputFormat, String> {
+    eddy_repl::OutputFormat::parse(text)
+        .ok_or_else(|| format!("expected TABULAR or JSON, got '{text}'"))
+}
+
+#[derive(Debug, Clone, Args)]
 struct ServerArgs {
     /// Directory of the embedded store; created when missing.
     #[arg(
@@ -107,43 +149,152 @@ struct ServerArgs {
     maintenance_interval_secs: u64,
 }
 
-fn init_logging(filter: &str) -> anyhow::Result<()> {
+fn init_logging(filter: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
     let filter = EnvFilter::try_new(filter)
         .with_context(|| format!("--log-level {filter:?} is not a valid level or directive"))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    match file {
+        // With the shell on the terminal, the server's log goes to a file instead.
+        Some(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let log = std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open the log file {}", path.display()))?;
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::sync::Mutex::new(log))
+                .with_ansi(false)
+                .init();
+        }
+        None => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init(),
+    }
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&cli.server.log_level)?;
+    let shell = match &cli.command {
+        None => std::io::stdin().is_terminal() && std::io::stdout().is_terminal(),
+        Some(_) => false,
+    };
+    let log_file = shell.then(|| cli.server.data_dir.join("eddy.log"));
+    if !matches!(cli.command, Some(Command::Repl(_))) {
+        init_logging(&cli.server.log_level, log_file.as_deref())?;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("eddy")
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
-        Some(Command::Server) => runtime.block_on(serve(&cli.server)),
-        Some(Command::Repl) => {
-            anyhow::bail!(
-                "the interactive shell is not part of this build yet; run `eddy server` to serve"
-            )
-        }
-        None => {
-            if std::io::stdin().is_terminal() {
-                info!("the interactive shell is not part of this build yet; serving only");
+        Some(Command::Repl(args)) => {
+            let succeeded = eddy_repl::run(eddy_repl::Options {
+                url: args.url,
+                execute: args.execute,
+                file: args.file,
+                defines: args.defines,
+                output: args.output,
+                history: args.history_file.or_else(eddy_repl::default_history_file),
+            })?;
+            if !succeeded {
+                std::process::exit(1);
             }
-            runtime.block_on(serve(&cli.server))
+            Ok(())
         }
+        None if shell => serve_with_shell(&runtime, &cli.server, log_file.as_deref()),
+        Some(Command::Server) | None => runtime.block_on(async {
+            let signal = ShutdownSignal::install()?;
+            serve(&cli.server, signal.wait(), None).await
+        }),
     }
 }
 
-async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
-    let shutdown = ShutdownSignal::install()?;
+/// Serves, and runs the shell on this terminal against the server; leaving the shell stops the
+/// server. Ctrl-C belongs to the shell here (it stops a push query), so only SIGTERM or
+/// leaving the shell stops the server.
+fn serve_with_shell(
+    runtime: &tokio::runtime::Runtime,
+    args: &ServerArgs,
+    log_file: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn({
+        let args = args.clone();
+        async move {
+            let terminate = terminated()?;
+            let stop = async move {
+                tokio::select! {
+                    _ = stop_rx => {}
+                    _ = terminate => {}
+                }
+                Ok(())
+            };
+            serve(&args, stop, Some(ready_tx)).await
+        }
+    });
+    let Ok(listening) = ready_rx.blocking_recv() else {
+        // The server stopped before listening; its error says why.
+        runtime
+            .block_on(server)
+            .context("the server task failed")??;
+        anyhow::bail!("the server stopped before it listened");
+    };
+    println!(
+        "Eddy is serving HTTP on {} and Kafka on {}, with its data in {}{}.",
+        listening.http,
+        listening.kafka,
+        args.data_dir.display(),
+        log_file
+            .map(|f| format!(", log in {}", f.display()))
+            .unwrap_or_default()
+    );
+    let shell = eddy_repl::run(eddy_repl::Options {
+        url: format!("http://{}", listening.http),
+        history: eddy_repl::default_history_file(),
+        ..eddy_repl::Options::default()
+    });
+    let _ = stop_tx.send(());
+    let served = runtime.block_on(server).context("the server task failed")?;
+    shell?;
+    served
+}
+
+/// Resolves when SIGTERM arrives (never on platforms without it).
+fn terminated() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        Ok(async move {
+            terminate.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    Ok(std::future::pending())
+}
+
+/// Where a started server listens.
+struct Listening {
+    http: SocketAddr,
+    kafka: SocketAddr,
+}
+
+/// Serves until `shutdown` resolves, then stops cleanly; `ready` gets the HTTP address once
+/// both listeners are up.
+async fn serve(
+    args: &ServerArgs,
+    shutdown: impl std::future::Future<Output = anyhow::Result<()>>,
+    ready: Option<tokio::sync::oneshot::Sender<Listening>>,
+) -> anyhow::Result<()> {
     let options = StoreOptions {
         sync: args.sync,
         ..StoreOptions::default()
@@ -191,7 +342,13 @@ async fn serve(args: &ServerArgs) -> anyhow::Result<()> {
     let maintenance =
         store.spawn_maintenance(Duration::from_secs(args.maintenance_interval_secs.max(1)));
 
-    shutdown.wait().await?;
+    if let Some(ready) = ready {
+        let _ = ready.send(Listening {
+            http: http_address,
+            kafka: kafka_address,
+        });
+    }
+    shutdown.await?;
     info!("shutting down");
     kafka.abort();
     http.abort();

@@ -16,7 +16,7 @@ use eddy_engine::{Engine, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{error, scalar_text};
+use crate::http::{error, session};
 
 /// The body of `POST /query`.
 #[derive(Debug, Deserialize)]
@@ -25,6 +25,8 @@ pub struct QueryRequest {
     ksql: String,
     #[serde(default)]
     streams_properties: HashMap<String, Value>,
+    #[serde(default)]
+    session_variables: HashMap<String, Value>,
 }
 
 /// The body of `POST /query-stream`.
@@ -33,6 +35,8 @@ pub struct QueryStreamRequest {
     sql: String,
     #[serde(default)]
     properties: HashMap<String, Value>,
+    #[serde(default, rename = "sessionVariables")]
+    session_variables: HashMap<String, Value>,
 }
 
 /// The body of `POST /close-query`.
@@ -40,16 +44,6 @@ pub struct QueryStreamRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CloseQueryRequest {
     query_id: String,
-}
-
-fn session(properties: &HashMap<String, Value>) -> Session {
-    Session {
-        properties: properties
-            .iter()
-            .map(|(k, v)| (k.clone(), scalar_text(v)))
-            .collect(),
-        variables: HashMap::new(),
-    }
 }
 
 /// Reads a JSON request body whatever its declared content type, as ksqlDB's clients send
@@ -122,7 +116,7 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
     };
     let query = match start(
         &engine,
-        &session(&request.streams_properties),
+        &session(&request.streams_properties, &request.session_variables),
         &request.ksql,
     )
     .await
@@ -177,7 +171,13 @@ pub async fn query_stream(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
-    let query = match start(&engine, &session(&request.properties), &request.sql).await {
+    let query = match start(
+        &engine,
+        &session(&request.properties, &request.session_variables),
+        &request.sql,
+    )
+    .await
+    {
         Ok(query) => query,
         Err(response) => return *response,
     };

@@ -2,66 +2,12 @@
 //! their entities, errors with ksqlDB's codes, and the records an insert writes, read back by a
 //! Kafka client.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::Command;
 
-use common::Server;
+use common::{Server, exchange, ksql, request};
 use serde_json::{Value, json};
 
 mod common;
-
-/// Sends one raw HTTP/1.1 request; returns the status and the body, chunked transfer decoded.
-fn exchange(address: &str, raw: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).unwrap();
-    stream.write_all(raw.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, rest) = response.split_once("\r\n\r\n").unwrap();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    if !head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return (status, rest.to_string());
-    }
-    let mut out = String::new();
-    let mut rest = rest;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = &after[size + 2..];
-    }
-    (status, out)
-}
-
-/// One HTTP/1.1 request; returns the status and the body parsed as JSON.
-fn request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
-    let body = body.unwrap_or("");
-    let (status, text) = exchange(
-        address,
-        &format!(
-            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    );
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-fn ksql(server: &Server, sql: &str) -> (u16, Value) {
-    request(
-        &server.http,
-        "POST",
-        "/ksql",
-        Some(&json!({"ksql": sql}).to_string()),
-    )
-}
 
 #[test]
 fn statements_run_through_ksql_with_ksqldb_entities() {
@@ -321,4 +267,23 @@ fn a_body_over_the_configured_limit_gets_ksqldbs_413() {
     // Under the limit, the same endpoint answers as usual.
     let (status, _) = ksql(&server, "SHOW STREAMS;");
     assert_eq!(status, 200);
+}
+
+#[test]
+fn show_functions_lists_scalar_aggregate_and_table_functions() {
+    let server = common::start();
+    let (status, body) = ksql(&server, "SHOW FUNCTIONS;");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body[0]["@type"], "function_names");
+    let functions = body[0]["functions"].as_array().unwrap();
+    let kind = |name: &str| {
+        functions
+            .iter()
+            .find(|f| f["name"] == name)
+            .map(|f| f["type"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(kind("UCASE").as_deref(), Some("SCALAR"));
+    assert_eq!(kind("COUNT").as_deref(), Some("AGGREGATE"));
+    assert_eq!(kind("EXPLODE").as_deref(), Some("TABLE"));
+    assert_eq!(kind("NO_SUCH_FUNCTION"), None);
 }

@@ -156,6 +156,30 @@ impl AggregatePlan {
     }
 }
 
+/// The aggregate functions a query can call, as `SHOW FUNCTIONS` lists them.
+pub const AGGREGATE_FUNCTIONS: &[&str] = &[
+    "ATTR",
+    "AVG",
+    "COLLECT_LIST",
+    "COLLECT_SET",
+    "CORRELATION",
+    "COUNT",
+    "COUNT_DISTINCT",
+    "EARLIEST_BY_OFFSET",
+    "HISTOGRAM",
+    "LATEST_BY_OFFSET",
+    "MAX",
+    "MIN",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "STDDEV_SAMPLE",
+    "SUM",
+    "TOPK",
+    "TOPKDISTINCT",
+    "VARIANCE",
+    "VAR_SAMP",
+];
+
 /// ksqlDB's aggregate functions that map onto DataFusion's: the DataFusion function, whether it
 /// is distinct, and whether it skips nulls.
 fn aggregate_function(name: &str) -> Option<(Arc<AggregateUDF>, bool, bool)> {
@@ -1463,5 +1487,18 @@ impl AggregateState {
     /// The state-store namespace of this aggregation.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_aggregate_resolves() {
+        for name in AGGREGATE_FUNCTIONS {
+            assert!(is_aggregate(name), "{name} is listed but does not resolve");
+        }
+        assert!(!is_aggregate("UCASE"));
     }
 }

@@ -119,6 +119,24 @@ impl QueryPlan {
 /// How many recent record errors a query keeps for `DESCRIBE ... EXTENDED`.
 const RECENT_ERRORS: usize = 16;
 
+/// Every function a query can call by name, with its kind (`SCALAR`, `AGGREGATE`, `TABLE`),
+/// sorted by name.
+pub fn function_names() -> Vec<(String, &'static str)> {
+    let mut functions: Vec<(String, &'static str)> = eddy_sql::functions::scalar_function_names()
+        .into_iter()
+        .map(|name| (name, "SCALAR"))
+        .chain(
+            aggregate::AGGREGATE_FUNCTIONS
+                .iter()
+                .map(|name| (name.to_string(), "AGGREGATE")),
+        )
+        .chain(std::iter::once(("EXPLODE".to_string(), "TABLE")))
+        .collect();
+    functions.sort();
+    functions.dedup_by(|a, b| a.0 == b.0);
+    functions
+}
+
 /// The consumer group holding a query's committed input offsets.
 pub fn consumer_group(query_id: &str) -> String {
     format!("_eddy_query_{query_id}")
@@ -245,6 +263,7 @@ impl PersistentQuery {
             sql: self.sql.clone(),
             sink: self.sink.clone(),
             sink_topic: self.sink_topic.clone(),
+            query_type: "PERSISTENT",
             state: self.state().to_string(),
             processed: self.shared.processed.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),

@@ -621,6 +621,7 @@ impl Engine {
                 .queries
                 .values()
                 .map(PersistentQuery::summary)
+                .chain(self.transient.summaries())
                 .collect(),
         }
     }

@@ -64,26 +64,58 @@ impl Drop for TransientQuery {
 #[derive(Debug, Default)]
 pub(crate) struct TransientRegistry {
     next: AtomicU64,
-    running: parking_lot::Mutex<HashMap<String, watch::Sender<bool>>>,
+    running: parking_lot::Mutex<HashMap<String, Running>>,
+}
+
+/// A push or pull query that is running: how to stop it, and what `SHOW QUERIES` says of it.
+#[derive(Debug)]
+struct Running {
+    stop: watch::Sender<bool>,
+    sql: String,
+    push: bool,
 }
 
 impl TransientRegistry {
     /// Stops every query.
     pub(crate) fn close_all(&self) {
-        for (_, stop) in self.running.lock().drain() {
-            let _ = stop.send(true);
+        for (_, running) in self.running.lock().drain() {
+            let _ = running.stop.send(true);
         }
     }
 
     /// Stops a query by id; whether there was one.
     pub(crate) fn close(&self, id: &str) -> bool {
         match self.running.lock().remove(id) {
-            Some(stop) => {
-                let _ = stop.send(true);
+            Some(running) => {
+                let _ = running.stop.send(true);
                 true
             }
             None => false,
         }
+    }
+}
+
+impl TransientRegistry {
+    /// The running push queries, as `SHOW QUERIES` lists them (pull queries end on their own).
+    pub(crate) fn summaries(&self) -> Vec<crate::result::QuerySummary> {
+        let mut queries: Vec<crate::result::QuerySummary> = self
+            .running
+            .lock()
+            .iter()
+            .filter(|(_, running)| running.push)
+            .map(|(id, running)| crate::result::QuerySummary {
+                id: id.clone(),
+                sql: running.sql.clone(),
+                sink: String::new(),
+                sink_topic: String::new(),
+                query_type: "PUSH",
+                state: "RUNNING".to_string(),
+                processed: 0,
+                failed: 0,
+            })
+            .collect();
+        queries.sort_by(|a, b| a.id.cmp(&b.id));
+        queries
     }
 }
 
@@ -98,6 +130,7 @@ pub(crate) fn start(
     registry: &Arc<TransientRegistry>,
     properties: &HashMap<String, String>,
     query: &Query,
+    sql: &str,
 ) -> Result<TransientQuery> {
     let push = query.emit.is_some();
     if let Some(limit) = query.limit
@@ -170,7 +203,14 @@ pub(crate) fn start(
     }
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (stop, stopped) = watch::channel(false);
-    registry.running.lock().insert(id.clone(), stop.clone());
+    registry.running.lock().insert(
+        id.clone(),
+        Running {
+            stop: stop.clone(),
+            sql: sql.to_string(),
+            push,
+        },
+    );
     let task = Transient {
         store: store.clone(),
         id: id.clone(),

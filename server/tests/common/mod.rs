@@ -3,10 +3,13 @@
 // Each test binary compiles this module and uses only part of it.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+
+use serde_json::{Value, json};
 
 /// A running `eddy server` on free ports with a temporary data directory; killed on drop.
 pub struct Server {
@@ -80,4 +83,57 @@ pub fn start_with(extra: &[&str]) -> Server {
         kafka: kafka.unwrap_or_default(),
         _dir: dir,
     }
+}
+
+/// Sends one raw HTTP/1.1 request; returns the status and the body, chunked transfer decoded.
+pub fn exchange(address: &str, raw: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.write_all(raw.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, rest) = response.split_once("\r\n\r\n").unwrap();
+    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    if !head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return (status, rest.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = rest;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    (status, out)
+}
+
+/// One HTTP/1.1 request; returns the status and the body parsed as JSON.
+pub fn request(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    let body = body.unwrap_or("");
+    let (status, text) = exchange(
+        address,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    );
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `POST /ksql` with `sql`; the status and the body as JSON.
+pub fn ksql(server: &Server, sql: &str) -> (u16, Value) {
+    request(
+        &server.http,
+        "POST",
+        "/ksql",
+        Some(&json!({"ksql": sql}).to_string()),
+    )
 }

@@ -57,6 +57,13 @@ pub fn scalar_function(name: &str) -> Option<Arc<ScalarUDF>> {
     catalogue().get(&name.to_ascii_uppercase()).cloned()
 }
 
+/// Every scalar function's name, upper-case and sorted.
+pub fn scalar_function_names() -> Vec<String> {
+    let mut names: Vec<String> = catalogue().keys().cloned().collect();
+    names.sort();
+    names
+}
+
 /// A function that failed on one row; its result there is null.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FunctionError {

@@ -1,0 +1,225 @@
+//! Typed text into statements: where each ends (`;` outside quotes and comments), whether the
+//! text so far is unfinished, and the tokens the shell needs to classify a statement.
+
+/// A piece of a statement, with comments and whitespace dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Token {
+    /// An unquoted word: a keyword, an identifier or a number.
+    Word(String),
+    /// A `'single-quoted'` string, unescaped.
+    Text(String),
+    /// A `` `back-quoted` `` or `"double-quoted"` identifier, unescaped.
+    Quoted(String),
+    /// Any other character.
+    Symbol(char),
+}
+
+impl Token {
+    /// Whether this is the unquoted word `keyword`, ignoring case.
+    pub fn is(&self, keyword: &str) -> bool {
+        matches!(self, Token::Word(w) if w.eq_ignore_ascii_case(keyword))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Code,
+    Quote(char),
+    LineComment,
+    BlockComment,
+}
+
+/// Text split at the statement terminators.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    /// The finished statements, each with its `;` and without comments.
+    pub statements: Vec<String>,
+    /// What follows the last `;`, without comments; empty when nothing does.
+    pub rest: String,
+    /// Whether the text ends inside a quote or a block comment.
+    pub open: bool,
+}
+
+/// Splits `text` into statements at each `;` that is not quoted or commented out.
+pub fn split(text: &str) -> Split {
+    let mut split = Split::default();
+    let mut current = String::new();
+    let mut state = State::Code;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match state {
+            State::Code => match c {
+                '\'' | '"' | '`' => {
+                    state = State::Quote(c);
+                    current.push(c);
+                }
+                '-' if chars.peek() == Some(&'-') => {
+                    chars.next();
+                    state = State::LineComment;
+                }
+                '/' if chars.peek() == Some(&'*') => {
+                    chars.next();
+                    state = State::BlockComment;
+                    current.push(' ');
+                }
+                ';' => {
+                    current.push(';');
+                    let statement = current.trim();
+                    if statement != ";" {
+                        split.statements.push(statement.to_string());
+                    }
+                    current.clear();
+                }
+                _ => current.push(c),
+            },
+            State::Quote(quote) => {
+                current.push(c);
+                if c == quote {
+                    state = State::Code;
+                }
+            }
+            State::LineComment => {
+                if c == '\n' {
+                    state = State::Code;
+                    current.push('\n');
+                }
+            }
+            State::BlockComment => {
+                if c == '*' && chars.peek() == Some(&'/') {
+                    chars.next();
+                    state = State::Code;
+                }
+            }
+        }
+    }
+    split.open = matches!(state, State::Quote(_) | State::BlockComment);
+    split.rest = current.trim().to_string();
+    split
+}
+
+/// The tokens of one statement (comments are already gone after [`split`]).
+pub fn tokens(statement: &str) -> Vec<Token> {
+    let mut tokens = Vec::new();
+    let mut chars = statement.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {}
+            '\'' | '"' | '`' => {
+                let mut text = String::new();
+                loop {
+                    match chars.next() {
+                        // A doubled quote stands for one quote character.
+                        Some(q) if q == c && chars.peek() == Some(&c) => {
+                            chars.next();
+                            text.push(c);
+                        }
+                        Some(q) if q == c => break,
+                        Some(other) => text.push(other),
+                        None => break,
+                    }
+                }
+                tokens.push(if c == '\'' {
+                    Token::Text(text)
+                } else {
+                    Token::Quoted(text)
+                });
+            }
+            c if c.is_alphanumeric() || c == '_' || c == '$' => {
+                let mut word = String::from(c);
+                while let Some(&next) = chars.peek() {
+                    if next.is_alphanumeric() || next == '_' || next == '.' || next == '$' {
+                        word.push(next);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                tokens.push(Token::Word(word));
+            }
+            other => tokens.push(Token::Symbol(other)),
+        }
+    }
+    tokens
+}
+
+/// Where an error message places the problem: ksqlDB's `line L:C` (1-based line and column).
+pub fn error_position(message: &str) -> Option<(usize, usize)> {
+    let at = message.find("line ")?;
+    let rest = &message[at + 5..];
+    let (line, rest) = rest.split_once(':')?;
+    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Some((line.trim().parse().ok()?, column.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_at_terminators_outside_quotes_and_comments() {
+        let text = "SELECT 'a;b' FROM s; -- done; really\nSHOW `x;y`; /* ; */ DESCRIBE t";
+        let split = split(text);
+        assert_eq!(
+            split.statements,
+            vec!["SELECT 'a;b' FROM s;", "SHOW `x;y`;"]
+        );
+        assert_eq!(split.rest, "DESCRIBE t");
+        assert!(!split.open);
+    }
+
+    #[test]
+    fn an_open_quote_or_comment_is_unfinished() {
+        assert!(split("SELECT 'it''s; ").open);
+        assert!(split("SELECT 1 /* ; ").open);
+        assert!(!split("SELECT 'it''s';").open);
+        assert_eq!(split("SELECT 'it''s';").statements, vec!["SELECT 'it''s';"]);
+    }
+
+    #[test]
+    fn empty_statements_are_dropped() {
+        let split = split(";; \n ; SHOW STREAMS;;");
+        assert_eq!(split.statements, vec!["SHOW STREAMS;"]);
+        assert_eq!(split.rest, "");
+    }
+
+    #[test]
+    fn multi_line_statements_keep_their_lines() {
+        let split = split("CREATE STREAM s (\n  id INT KEY -- the key\n) WITH (kafka_topic='s');");
+        assert_eq!(
+            split.statements,
+            vec!["CREATE STREAM s (\n  id INT KEY \n) WITH (kafka_topic='s');"]
+        );
+    }
+
+    #[test]
+    fn tokens_unquote_text_and_identifiers() {
+        assert_eq!(
+            tokens("SET 'auto.offset.reset' = 'it''s';"),
+            vec![
+                Token::Word("SET".into()),
+                Token::Text("auto.offset.reset".into()),
+                Token::Symbol('='),
+                Token::Text("it's".into()),
+                Token::Symbol(';'),
+            ]
+        );
+        assert_eq!(
+            tokens("define `my var`=1"),
+            vec![
+                Token::Word("define".into()),
+                Token::Quoted("my var".into()),
+                Token::Symbol('='),
+                Token::Word("1".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn error_positions_are_read_from_messages() {
+        assert_eq!(
+            error_position("line 2:14: Syntax error at or near 'FORM'"),
+            Some((2, 14))
+        );
+        assert_eq!(error_position("Stream X does not exist"), None);
+    }
+}
