@@ -142,13 +142,26 @@ pub fn tokens(statement: &str) -> Vec<Token> {
     tokens
 }
 
-/// Where an error message places the problem: ksqlDB's `line L:C` (1-based line and column).
+/// Where an error message places the problem, as 1-based line and column: ksqlDB writes
+/// `line L:C` for syntax errors and `Line: L, Col: C` for errors found while planning.
 pub fn error_position(message: &str) -> Option<(usize, usize)> {
+    let number = |text: &str| -> Option<usize> {
+        let digits: String = text
+            .trim_start()
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    };
+    if let Some(at) = message.find("Line: ") {
+        let rest = &message[at + 6..];
+        let line = number(rest)?;
+        let col = rest.find("Col: ")?;
+        return Some((line, number(&rest[col + 5..])?));
+    }
     let at = message.find("line ")?;
-    let rest = &message[at + 5..];
-    let (line, rest) = rest.split_once(':')?;
-    let column: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    Some((line.trim().parse().ok()?, column.parse().ok()?))
+    let (line, rest) = message[at + 5..].split_once(':')?;
+    Some((line.trim().parse().ok()?, number(rest)?))
 }
 
 #[cfg(test)]
@@ -214,12 +227,36 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_splits_into_terminated_statements(text in "[a-z ;'`\"\n*/-]{0,60}") {
+            let split = split(&text);
+            for statement in &split.statements {
+                proptest::prop_assert!(statement.ends_with(';'));
+                let _ = tokens(statement);
+            }
+            let _ = tokens(&split.rest);
+        }
+
+        #[test]
+        fn plain_text_splits_at_every_semicolon(parts in proptest::collection::vec("[a-z ]{0,8}", 1..6)) {
+            let text = parts.join(";");
+            let expected = parts[..parts.len() - 1].iter().filter(|p| !p.trim().is_empty()).count();
+            proptest::prop_assert_eq!(split(&text).statements.len(), expected);
+        }
+    }
+
     #[test]
     fn error_positions_are_read_from_messages() {
         assert_eq!(
             error_position("line 2:14: Syntax error at or near 'FORM'"),
             Some((2, 14))
         );
+        assert_eq!(
+            error_position("Line: 1, Col: 15: NOPE does not exist."),
+            Some((1, 15))
+        );
         assert_eq!(error_position("Stream X does not exist"), None);
+        assert_eq!(error_position("a line without numbers: here"), None);
     }
 }

@@ -203,6 +203,19 @@ mod tests {
         assert!(layout.border().trim_end().chars().count() <= 40);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn wrapped_lines_fit_and_keep_every_character(text in "[a-z é名\n]{0,80}", width in 2usize..30) {
+            let lines = wrap(&text, width);
+            for line in &lines {
+                proptest::prop_assert!(UnicodeWidthStr::width(line.as_str()) <= width, "{line:?}");
+            }
+            let kept: String = lines.concat().chars().filter(|c| !c.is_whitespace()).collect();
+            let given: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            proptest::prop_assert_eq!(kept, given);
+        }
+    }
+
     #[test]
     fn key_values_align_their_labels() {
         assert_eq!(
