@@ -16,9 +16,7 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod http;
-mod kafka;
-mod streaming;
+use eddy_server::{http, kafka};
 
 /// Eddy: a streaming SQL database in one binary.
 ///

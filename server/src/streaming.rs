@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::query::transient::{TransientEvent, TransientQuery};
-use eddy_engine::schema::type_display;
+use eddy_engine::schema::{Column, ColumnKind, type_display};
 use eddy_engine::{Engine, Session};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -80,7 +80,7 @@ async fn start(
 fn stream_body(
     query: TransientQuery,
     first: String,
-    render: fn(TransientEvent) -> Option<String>,
+    render: impl Fn(TransientEvent) -> Option<String> + Copy + Send + 'static,
     last: &'static str,
 ) -> Body {
     let state = Some((query, Some(first)));
@@ -124,29 +124,46 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         Ok(query) => query,
         Err(response) => return *response,
     };
-    let header = json!({"header": {"queryId": query.id, "schema": eddy_engine::schema::schema_text(&query.columns, true)}});
+    // As in ksqlDB, only a pull query over a table marks its key columns, and only it ends
+    // without a final message.
+    let materialized = query.materialized;
+    let columns: Vec<Column> = query
+        .columns
+        .iter()
+        .map(|c| Column {
+            kind: if materialized {
+                c.kind.clone()
+            } else {
+                ColumnKind::Value
+            },
+            ..c.clone()
+        })
+        .collect();
+    let header = json!({"header": {"queryId": query.id, "schema": eddy_engine::schema::schema_text(&columns, true)}});
     let body = stream_body(
         query,
-        format!("[{header},\n"),
-        |event| {
+        // Each item brings its separator, so the array is whole however the query ends.
+        format!("[{header}"),
+        move |event| {
             Some(match event {
                 TransientEvent::Row { columns, tombstone } => {
                     let mut row = json!({"columns": columns});
                     if tombstone {
                         row["tombstone"] = json!(true);
                     }
-                    format!("{},\n", json!({"row": row}))
+                    format!(",\n{}", json!({"row": row}))
                 }
+                TransientEvent::Finished(_) if materialized => "\n]\n".to_string(),
                 TransientEvent::Finished(message) => {
-                    format!("{}]\n", json!({"finalMessage": message}))
+                    format!(",\n{}\n]\n", json!({"finalMessage": message}))
                 }
                 TransientEvent::Error(message) => format!(
-                    "{}]\n",
+                    ",\n{}\n]\n",
                     json!({"errorMessage": {"@type": "generic_error", "error_code": 50000, "message": message}})
                 ),
             })
         },
-        "]\n",
+        "\n]\n",
     );
     (
         StatusCode::OK,

@@ -342,3 +342,67 @@ mod tests {
         assert!(cases[1].needs_schema_registry());
     }
 }
+
+/// How one case went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every expectation held.
+    Passed,
+    /// Needs Avro, Protobuf, JSON_SR or the schema registry, or is disabled.
+    Skipped,
+    /// What went wrong.
+    Failed(String),
+}
+
+/// Runs every case with `run`, printing a line per case (only failures when `quiet`), the
+/// counts per file, and a last line `N passed, N failed, N skipped`; fails when fewer than
+/// `floor` pass.
+pub async fn run_and_report(
+    cases: &[ConformanceCase],
+    quiet: bool,
+    floor: Option<usize>,
+    run: impl AsyncFn(&ConformanceCase) -> Outcome,
+) -> anyhow::Result<()> {
+    let mut per_file: std::collections::BTreeMap<String, (usize, usize, usize)> =
+        std::collections::BTreeMap::new();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    for case in cases {
+        let counts = per_file.entry(case.file.clone()).or_default();
+        match run(case).await {
+            Outcome::Passed => {
+                passed += 1;
+                counts.0 += 1;
+                if !quiet {
+                    println!("PASS {} / {}", case.file, case.name);
+                }
+            }
+            Outcome::Skipped => {
+                skipped += 1;
+                counts.2 += 1;
+                if !quiet {
+                    println!(
+                        "SKIP {} / {}: disabled, or needs the schema registry, Avro or Protobuf",
+                        case.file, case.name
+                    );
+                }
+            }
+            Outcome::Failed(reason) => {
+                failed += 1;
+                counts.1 += 1;
+                println!("FAIL {} / {}: {reason}", case.file, case.name);
+            }
+        }
+    }
+    println!();
+    for (file, (p, f, s)) in &per_file {
+        println!("{file}: {p} passed, {f} failed, {s} skipped");
+    }
+    println!();
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    if let Some(floor) = floor
+        && passed < floor
+    {
+        anyhow::bail!("{passed} cases passed, below the floor of {floor}");
+    }
+    Ok(())
+}

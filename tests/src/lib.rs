@@ -8,3 +8,4 @@ pub mod bench;
 pub mod conformance;
 pub mod qtt;
 pub mod qtt_records;
+pub mod rqtt;

@@ -15,25 +15,15 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy, TopicConfig};
 use serde_json::Value;
 
 use crate::conformance::ConformanceCase;
+pub use crate::conformance::Outcome;
 use crate::qtt_records::{
     expected_through_schema, input_record, output_json, output_window, same_json, same_json_within,
     source_for_topic,
 };
 
-/// How one case went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every expectation held.
-    Passed,
-    /// Needs Avro, Protobuf, JSON_SR or the schema registry.
-    Skipped,
-    /// What went wrong.
-    Failed(String),
-}
-
 /// Topics a case needs before its statements run: listed ones, those of its records, and those
 /// its `CREATE` statements declare over, each with its partition count (1 unless given).
-fn topics_of(case: &ConformanceCase) -> BTreeMap<String, u32> {
+pub fn topics_of(case: &ConformanceCase) -> BTreeMap<String, u32> {
     let mut topics = BTreeMap::new();
     for topic in case
         .raw
@@ -79,7 +69,8 @@ fn topics_of(case: &ConformanceCase) -> BTreeMap<String, u32> {
     topics
 }
 
-fn has_records(case: &ConformanceCase) -> bool {
+/// Whether the case has input or output records.
+pub fn has_records(case: &ConformanceCase) -> bool {
     ["inputs", "outputs"].iter().any(|k| {
         case.raw
             .get(*k)
@@ -165,6 +156,19 @@ pub async fn run_case(case: &ConformanceCase) -> Outcome {
 }
 
 async fn run_case_inner(case: &ConformanceCase) -> Result<(), String> {
+    let (dir, engine) = open_case_engine(case).await?;
+    let outcome = run_statements_and_records(&engine, case).await;
+    close_case_engine(&engine).await?;
+    drop(engine);
+    drop(dir);
+    outcome
+}
+
+/// An engine on a fresh store in a temporary directory (returned, to be dropped after the
+/// engine is closed), with the topics the case needs already created.
+pub async fn open_case_engine(
+    case: &ConformanceCase,
+) -> Result<(tempfile::TempDir, Engine), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     let store = Store::open(
         dir.path(),
@@ -184,14 +188,16 @@ async fn run_case_inner(case: &ConformanceCase) -> Result<(), String> {
     let engine = Engine::open(store)
         .await
         .map_err(|e| format!("cannot open the engine: {e}"))?;
-    let outcome = run_statements_and_records(&engine, case).await;
-    // Stop the case's queries and close its store before its directory goes, so no task keeps
-    // running and no deleted file keeps its disk space.
+    Ok((dir, engine))
+}
+
+/// Stops the engine's queries and closes its store, so no task keeps running and no deleted
+/// file keeps its disk space once the directory goes.
+pub async fn close_case_engine(engine: &Engine) -> Result<(), String> {
     engine.shutdown().await;
     let closing = engine.store().clone();
-    drop(engine);
     match tokio::task::spawn_blocking(move || closing.close()).await {
-        Ok(Ok(())) => outcome,
+        Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("closing the store failed: {e}")),
         Err(e) => Err(format!("closing the store failed: {e}")),
     }
@@ -233,16 +239,29 @@ const PROCESSING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1
 
 /// Feeds the inputs one at a time, then compares every output topic with the expected records.
 async fn run_records(engine: &Engine, case: &ConformanceCase) -> Result<(), String> {
+    append_inputs(engine, case, true).await?;
+    check_outputs(engine, case).await
+}
+
+fn records(case: &ConformanceCase, key: &str) -> Vec<Value> {
+    case.raw
+        .get(key)
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Appends the case's inputs in file order; with `each`, waits after each one until every
+/// query has processed it, else once after the last.
+pub async fn append_inputs(
+    engine: &Engine,
+    case: &ConformanceCase,
+    each: bool,
+) -> Result<(), String> {
     let catalog = engine.catalog().await;
     let store = engine.store();
-    let records = |key: &str| -> Vec<Value> {
-        case.raw
-            .get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    for (i, input) in records("inputs").iter().enumerate() {
+    let inputs = records(case, "inputs");
+    for (i, input) in inputs.iter().enumerate() {
         let topic = input
             .get("topic")
             .and_then(Value::as_str)
@@ -257,13 +276,22 @@ async fn run_records(engine: &Engine, case: &ConformanceCase) -> Result<(), Stri
             None => store.produce(topic, vec![record]).await.map(|_| ()),
         };
         result.map_err(|e| format!("cannot append input {i} to {topic}: {e}"))?;
-        if !engine.wait_until_processed(PROCESSING_TIMEOUT).await {
+        if (each || i + 1 == inputs.len()) && !engine.wait_until_processed(PROCESSING_TIMEOUT).await
+        {
             return Err(format!(
                 "input {i} was not processed within {PROCESSING_TIMEOUT:?}"
             ));
         }
     }
-    let expected = records("outputs");
+    Ok(())
+}
+
+/// Compares every topic the case expects output records on with what is in it, exactly and in
+/// order.
+pub async fn check_outputs(engine: &Engine, case: &ConformanceCase) -> Result<(), String> {
+    let catalog = engine.catalog().await;
+    let store = engine.store();
+    let expected = records(case, "outputs");
     let mut topics: Vec<&str> = Vec::new();
     for output in &expected {
         if let Some(t) = output.get("topic").and_then(Value::as_str)

@@ -226,11 +226,14 @@ fn sql_type(ty: &DataType, what: &str) -> Result<SqlType> {
 }
 
 /// Plans `query` as an aggregation into a table called `sink_name`.
+/// A transient (push) query may select window bounds and pseudo-columns without aliases, leave
+/// the grouping expressions out of its projection, and have no value columns.
 pub fn plan_aggregate(
     ctx: &SessionContext,
     catalog: &Catalog,
     query: &Query,
     sink_name: &str,
+    transient: bool,
 ) -> Result<AggregatePlan> {
     if query.emit == Some(eddy_sql::ast::Emit::Final) {
         return Err(EngineError::Unsupported("EMIT FINAL".into()));
@@ -272,6 +275,7 @@ pub fn plan_aggregate(
             alias,
         },
         sink_name,
+        transient,
     )
 }
 
@@ -282,6 +286,7 @@ pub(crate) fn plan_aggregate_over(
     query: &Query,
     input: ProjectionInput<'_>,
     sink_name: &str,
+    transient: bool,
 ) -> Result<AggregatePlan> {
     let ProjectionInput {
         source,
@@ -297,8 +302,10 @@ pub(crate) fn plan_aggregate_over(
         None => None,
     };
 
-    // Window bounds and pseudo-columns must be aliased to be selected.
-    check_reserved_in_select(&query.select)?;
+    // Window bounds and pseudo-columns must be aliased to be selected into a sink.
+    if !transient {
+        check_reserved_in_select(&query.select)?;
+    }
     let table_function = |e: &Expr| {
         e.any(&mut |x| {
             matches!(&x.kind, ExprKind::Function { name, .. } if name.value.eq_ignore_ascii_case("EXPLODE"))
@@ -683,6 +690,11 @@ pub(crate) fn plan_aggregate_over(
                 let (name, _, expr) = remaining.remove(i);
                 keys.push(output(name, expr, ColumnKind::Key)?);
             }
+            // A push query's rows need not show their group; it keys them all the same.
+            None if transient => {
+                let hidden = format!("{GROUP_COLUMN}{j}");
+                keys.push(output(&hidden, &column(&wanted, by.span), ColumnKind::Key)?);
+            }
             None => {
                 return Err(EngineError::statement(format!(
                     "The query used to build `{sink_name}` must include the grouping expression {by} in its projection (eg, SELECT {by}...)."
@@ -690,7 +702,7 @@ pub(crate) fn plan_aggregate_over(
             }
         }
     }
-    if remaining.is_empty() {
+    if remaining.is_empty() && !transient {
         return Err(EngineError::statement(
             "The projection contains no value columns.",
         ));

@@ -1366,6 +1366,8 @@ fn plan_last_aggregate(
             alias: "",
         },
         sink_name,
+        // Push queries over joins keep the rules of persistent ones.
+        false,
     )
 }
 

@@ -397,7 +397,9 @@ pub(crate) fn plan_projection(
             }
         }
     }
-    check_reserved_in_select(&query.select)?;
+    if !transient {
+        check_reserved_in_select(&query.select)?;
+    }
     let mut generated = GeneratedNames::new(source, &items);
     let mut projected: Vec<Projected> = items
         .into_iter()

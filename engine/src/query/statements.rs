@@ -101,6 +101,7 @@ impl Engine {
                 &state.catalog,
                 &create.query,
                 name,
+                false,
             )?)
         } else {
             let plan = plan_select(
@@ -588,6 +589,7 @@ impl Engine {
                 &state.catalog,
                 query,
                 &sink_name,
+                false,
             )?)
         };
         Ok(StatementResult::QueryDescription {

@@ -46,6 +46,9 @@ pub struct TransientQuery {
     pub id: String,
     /// Whether it is a push query (`EMIT CHANGES`).
     pub push: bool,
+    /// Whether it is a pull query over a table, answered with the latest row per key (in
+    /// ksqlDB, from the table's materialized state).
+    pub materialized: bool,
     /// The result's columns in projection order.
     pub columns: Vec<Column>,
     /// Rows, then a final event.
@@ -164,7 +167,7 @@ pub(crate) fn start(
             true,
         )?)
     } else {
-        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, &sink_name)?)
+        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, &sink_name, true)?)
     };
     // The rows go through a JSON "sink" the client never sees, and are read back as values.
     let sink = catalog.build_query_sink(&json_sink(&sink_name, &plan), "", &HashMap::new())?;
@@ -201,6 +204,7 @@ pub(crate) fn start(
             });
         }
     }
+    let materialized = !push && query_source_is_table(catalog, &source_name);
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (stop, stopped) = watch::channel(false);
     registry.running.lock().insert(
@@ -221,7 +225,7 @@ pub(crate) fn start(
         limit: query.limit.map(|l| l as u64),
         // A pull query answers from what is there when it starts.
         ends: (!push).then_some(ends),
-        table: !push && query_source_is_table(catalog, &source_name),
+        table: materialized,
     };
     let registry = registry.clone();
     tokio::spawn(async move {
@@ -233,6 +237,7 @@ pub(crate) fn start(
     Ok(TransientQuery {
         id,
         push,
+        materialized,
         columns,
         events: rx,
         stop,
@@ -284,6 +289,37 @@ fn json_sink(name: &str, plan: &QueryPlan) -> eddy_sql::ast::CreateSource {
     }
 }
 
+/// The final message of a query that stopped at its `LIMIT`.
+pub const LIMIT_REACHED: &str = "Limit Reached";
+/// The final message of a pull query that read all there was.
+pub const QUERY_COMPLETED: &str = "Query Completed";
+
+/// The order of keys in a table's store: numbers by value, strings by their bytes, and
+/// multi-column keys column by column.
+fn key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+            x.partial_cmp(&y).unwrap_or(Ordering::Equal)
+        }
+        (Value::String(x), Value::String(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (Value::Object(x), Value::Object(y)) => x
+            .values()
+            .zip(y.values())
+            .map(|(x, y)| key_order(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or(Ordering::Equal),
+        (Value::Array(x), Value::Array(y)) => x
+            .iter()
+            .zip(y)
+            .map(|(x, y)| key_order(x, y))
+            .find(|o| o.is_ne())
+            .unwrap_or_else(|| x.len().cmp(&y.len())),
+        _ => a.to_string().cmp(&b.to_string()),
+    }
+}
+
 struct Transient {
     store: Store,
     id: String,
@@ -328,9 +364,12 @@ impl Transient {
         let mut operator = Operator::new(&self.store, &self.id, &self.plan, &self.sink)?;
         let key_columns: Vec<&Column> = self.sink.key_columns().collect();
         let mut sent = 0u64;
-        // A pull query over a table answers with the latest row per key.
-        let mut latest: HashMap<Vec<u8>, (u64, TransientEvent)> = HashMap::new();
-        let mut arrival = 0u64;
+        if self.limit == Some(0) {
+            return Ok(Some(LIMIT_REACHED));
+        }
+        // A pull query over a table answers with the latest row per key, in key order as a
+        // table's store would give them.
+        let mut latest: HashMap<Vec<u8>, TransientEvent> = HashMap::new();
         loop {
             if let Some(ends) = &self.ends
                 && reader.positions().iter().zip(ends).all(|(p, e)| p >= e)
@@ -347,8 +386,6 @@ impl Transient {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {
                     let key = record.key.as_deref().unwrap_or_default().to_vec();
-                    // A key keeps the place of its latest change.
-                    latest.remove(&key);
                     if matches!(
                         event,
                         TransientEvent::Row {
@@ -356,8 +393,9 @@ impl Transient {
                             ..
                         }
                     ) {
-                        arrival += 1;
-                        latest.insert(key, (arrival, event));
+                        latest.insert(key, event);
+                    } else {
+                        latest.remove(&key);
                     }
                     continue;
                 }
@@ -366,22 +404,25 @@ impl Transient {
                 }
                 sent += 1;
                 if self.limit.is_some_and(|l| sent >= l) {
-                    return Ok(Some("Limit Reached"));
+                    return Ok(Some(LIMIT_REACHED));
                 }
             }
         }
-        let mut latest: Vec<(u64, TransientEvent)> = latest.into_values().collect();
-        latest.sort_by_key(|(arrival, _)| *arrival);
+        let mut latest: Vec<(Value, TransientEvent)> = latest
+            .into_iter()
+            .map(|(key, event)| (serde_json::from_slice(&key).unwrap_or(Value::Null), event))
+            .collect();
+        latest.sort_by(|(a, _), (b, _)| key_order(a, b));
         for (_, event) in latest {
             if tx.send(event).await.is_err() {
                 return Ok(None);
             }
             sent += 1;
             if self.limit.is_some_and(|l| sent >= l) {
-                return Ok(Some("Limit Reached"));
+                return Ok(Some(LIMIT_REACHED));
             }
         }
-        Ok(Some("Query Completed"))
+        Ok(Some(QUERY_COMPLETED))
     }
 
     /// A sink record read back as a row of values in projection order.

@@ -4,12 +4,11 @@
 //! query-validation-tests folder). One line per case, a count per file, and a last line
 //! `N passed, N failed, N skipped`. With `--floor N` it exits non-zero when fewer than N pass.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use clap::Parser;
-use eddy_tests::conformance::{Suite, conformance_dir, load_paths};
-use eddy_tests::qtt::{Outcome, run_case};
+use eddy_tests::conformance::{Suite, conformance_dir, load_paths, run_and_report};
+use eddy_tests::qtt::run_case;
 
 /// Runs ksqlDB query-validation-test files against Eddy's engine.
 #[derive(Debug, Parser)]
@@ -34,45 +33,5 @@ async fn main() -> anyhow::Result<()> {
         cli.paths.clone()
     };
     let cases = load_paths(Suite::QueryValidation, &paths)?;
-    let mut per_file: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
-    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for case in &cases {
-        let counts = per_file.entry(case.file.clone()).or_default();
-        match run_case(case).await {
-            Outcome::Passed => {
-                passed += 1;
-                counts.0 += 1;
-                if !cli.quiet {
-                    println!("PASS {} / {}", case.file, case.name);
-                }
-            }
-            Outcome::Skipped => {
-                skipped += 1;
-                counts.2 += 1;
-                if !cli.quiet {
-                    println!(
-                        "SKIP {} / {}: needs the schema registry, Avro or Protobuf",
-                        case.file, case.name
-                    );
-                }
-            }
-            Outcome::Failed(reason) => {
-                failed += 1;
-                counts.1 += 1;
-                println!("FAIL {} / {}: {reason}", case.file, case.name);
-            }
-        }
-    }
-    println!();
-    for (file, (p, f, s)) in &per_file {
-        println!("{file}: {p} passed, {f} failed, {s} skipped");
-    }
-    println!();
-    println!("{passed} passed, {failed} failed, {skipped} skipped");
-    if let Some(floor) = cli.floor
-        && passed < floor
-    {
-        anyhow::bail!("{passed} cases passed, below the floor of {floor}");
-    }
-    Ok(())
+    run_and_report(&cases, cli.quiet, cli.floor, run_case).await
 }

@@ -1,0 +1,6 @@
+//! The Eddy server: ksqlDB's REST API over the engine and Kafka's wire protocol over the log.
+//! The `eddy` binary runs it; tests and the conformance runner start it in process.
+
+pub mod http;
+pub mod kafka;
+mod streaming;
