@@ -14,7 +14,7 @@ use eddy_sql::{Position, Span};
 
 use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
-use crate::query::source::SourceDecoder;
+use crate::query::source::{SourceDecoder, WINDOWEND, WINDOWSTART};
 use crate::schema::{Column, ColumnKind, PSEUDO_COLUMNS, WINDOW_COLUMNS};
 
 /// A column the query writes, and how it is computed.
@@ -242,7 +242,7 @@ pub fn plan_stateless(
             format!("{} does not exist.", from.name.value),
         )
     })?;
-    if source.window.is_some() && source.kind == SourceKind::Table {
+    if source.window.is_some() && source.kind == SourceKind::Table && !transient {
         return Err(EngineError::statement(
             "KSQL does not support persistent queries on windowed tables.",
         ));
@@ -339,22 +339,33 @@ pub(crate) fn plan_projection(
     // `*` is every column: keys first, except that after PARTITION BY the old key columns
     // follow the values, as ksqlDB orders a repartitioned row.
     let repartitioned = !query.partition_by.is_empty();
-    let user_columns = || {
+    // A query's rows show a windowed source's window bounds after its key, as ksqlDB's do.
+    let window_bounds: &[&str] = if transient && source.window.is_some() {
+        &[WINDOWSTART, WINDOWEND]
+    } else {
+        &[]
+    };
+    let user_columns = || -> Vec<String> {
         let (keys, rest): (Vec<&Column>, Vec<&Column>) = source
             .columns
             .iter()
             .partition(|c| c.kind == ColumnKind::Key);
+        let keys = keys
+            .into_iter()
+            .map(|c| c.name.clone())
+            .chain(window_bounds.iter().map(|b| b.to_string()));
+        let rest = rest.into_iter().map(|c| c.name.clone());
         if repartitioned {
-            rest.into_iter().chain(keys)
+            rest.chain(keys).collect()
         } else {
-            keys.into_iter().chain(rest)
+            keys.chain(rest).collect()
         }
     };
     for item in &query.select {
         match item {
             SelectItem::Wildcard(_) => {
-                for c in user_columns() {
-                    items.push((Some(c.name.clone()), column_expr(&c.name)));
+                for name in user_columns() {
+                    items.push((Some(name.clone()), column_expr(&name)));
                 }
             }
             SelectItem::QualifiedWildcard(q) => {
@@ -364,8 +375,8 @@ pub(crate) fn plan_projection(
                         format!("'{}' is not a valid stream/table name or alias.", q.value),
                     ));
                 }
-                for c in user_columns() {
-                    items.push((Some(c.name.clone()), column_expr(&c.name)));
+                for name in user_columns() {
+                    items.push((Some(name.clone()), column_expr(&name)));
                 }
             }
             SelectItem::StructWildcard(base) => {
@@ -526,8 +537,12 @@ pub(crate) fn plan_projection(
             }
         }
     } else {
-        let source_keys: Vec<&str> = source.key_columns().map(|c| c.name.as_str()).collect();
-        let mut missing = Vec::new();
+        let source_keys: Vec<&str> = source
+            .key_columns()
+            .map(|c| c.name.as_str())
+            .chain(window_bounds.iter().copied())
+            .collect();
+        let mut missing: Vec<&str> = Vec::new();
         for key in &source_keys {
             match projected
                 .iter()
@@ -547,6 +562,17 @@ pub(crate) fn plan_projection(
                     key_items.push(item);
                 }
                 None => missing.push(*key),
+            }
+        }
+        // A query's rows are still keyed by the source's key (and window) when the projection
+        // leaves it out, so a pull query over a table answers a row per key; the key is not
+        // shown.
+        if transient {
+            for key in missing.drain(..) {
+                key_items.push(Projected {
+                    name: format!("{HIDDEN_KEY_PREFIX}{key}"),
+                    expr: column_expr(key),
+                });
             }
         }
         // The new planner lets a stream drop its key; the default one, and tables, do not.
@@ -760,6 +786,9 @@ pub(crate) fn select_item_name(expr: &Expr, alias: Option<&Ident>) -> Result<Opt
         None => Ok(implicit_name(expr)),
     }
 }
+
+/// The prefix of key columns a query's rows carry without showing them.
+const HIDDEN_KEY_PREFIX: &str = "__EDDY_KEY_";
 
 /// Refuses a pseudo-column or window bound selected without an alias, as ksqlDB does.
 pub(crate) fn check_reserved_in_select(select: &[SelectItem]) -> Result<()> {
