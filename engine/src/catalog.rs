@@ -160,7 +160,7 @@ impl Catalog {
         sql: &str,
         session: &HashMap<String, String>,
     ) -> Result<DataSource> {
-        self.build_source_with(create, sql, session, false)
+        self.build_source_with(create, sql, session, DeclaredBy::User)
     }
 
     /// [`Catalog::build_source`] for a query's sink, whose key may be named after a
@@ -171,7 +171,13 @@ impl Catalog {
         sql: &str,
         session: &HashMap<String, String>,
     ) -> Result<DataSource> {
-        self.build_source_with(create, sql, session, true)
+        self.build_source_with(create, sql, session, DeclaredBy::PersistentQuery)
+    }
+
+    /// [`Catalog::build_source`] for the rows of a push or pull query, which may carry any
+    /// pseudo-column or window bound as a column (`SELECT ROWTIME, WINDOWSTART ...`).
+    pub fn build_transient_sink(&self, create: &CreateSource) -> Result<DataSource> {
+        self.build_source_with(create, "", &HashMap::new(), DeclaredBy::TransientQuery)
     }
 
     fn build_source_with(
@@ -179,9 +185,9 @@ impl Catalog {
         create: &CreateSource,
         sql: &str,
         session: &HashMap<String, String>,
-        query_sink: bool,
+        declared_by: DeclaredBy,
     ) -> Result<DataSource> {
-        let allow_reserved_keys = query_sink;
+        let allow_reserved_keys = declared_by != DeclaredBy::User;
         let props = &create.properties;
         let string_prop = |name: &str| -> Result<Option<String>> {
             match props.get(name) {
@@ -264,11 +270,12 @@ impl Catalog {
         for element in elements {
             let name = element.name.value.clone();
             // Unquoted names are upper-cased already, so this also catches `rowpartition`.
-            let reserved_allowed = allow_reserved_keys
-                && matches!(
-                    element.constraint,
-                    Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey)
-                );
+            let reserved_allowed = declared_by == DeclaredBy::TransientQuery
+                || (allow_reserved_keys
+                    && matches!(
+                        element.constraint,
+                        Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey)
+                    ));
             if let Some(reserved) = PSEUDO_COLUMNS
                 .iter()
                 .chain(WINDOW_COLUMNS)
@@ -363,7 +370,7 @@ impl Catalog {
             }
         };
 
-        if query_sink && keys.is_empty() && key_format_given && create.kind == SourceKind::Stream {
+        if declared_by != DeclaredBy::User && keys.is_empty() && key_format_given && create.kind == SourceKind::Stream {
             return Err(EngineError::statement(
                 "Key format specified for stream without key columns.",
             ));
@@ -469,4 +476,15 @@ pub fn parse_window_size(text: &str) -> Result<u64> {
         _ => return Err(invalid()),
     };
     Ok(n.saturating_mul(unit_ms))
+}
+
+/// Who declares a source being built, which decides the names its columns may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DeclaredBy {
+    /// A `CREATE STREAM|TABLE` statement.
+    User,
+    /// A persistent query's sink: its key may be named after a pseudo-column.
+    PersistentQuery,
+    /// A push or pull query's rows: any column may be a pseudo-column or window bound.
+    TransientQuery,
 }

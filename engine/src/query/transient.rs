@@ -170,7 +170,7 @@ pub(crate) fn start(
         QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, &sink_name, true)?)
     };
     // The rows go through a JSON "sink" the client never sees, and are read back as values.
-    let sink = catalog.build_query_sink(&json_sink(&sink_name, &plan), "", &HashMap::new())?;
+    let sink = catalog.build_transient_sink(&json_sink(&sink_name, &plan))?;
     let by_name: HashMap<String, Column> = plan
         .columns()
         .into_iter()
