@@ -370,7 +370,11 @@ impl Catalog {
             }
         };
 
-        if declared_by != DeclaredBy::User && keys.is_empty() && key_format_given && create.kind == SourceKind::Stream {
+        if declared_by != DeclaredBy::User
+            && keys.is_empty()
+            && key_format_given
+            && create.kind == SourceKind::Stream
+        {
             return Err(EngineError::statement(
                 "Key format specified for stream without key columns.",
             ));

@@ -158,6 +158,13 @@ fn is_comparison(op: BinaryOp) -> bool {
     )
 }
 
+fn is_arithmetic(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Plus | BinaryOp::Minus | BinaryOp::Multiply | BinaryOp::Divide | BinaryOp::Modulo
+    )
+}
+
 /// A string compared with `ROWTIME`, `WINDOWSTART` or `WINDOWEND` is a timestamp, as in ksqlDB:
 /// `ROWTIME > '2018-01-01T00:00:00'`. Returns the milliseconds for `other` when that applies.
 fn magic_timestamp(column: &ast::Expr, other: &ast::Expr) -> Result<Option<i64>, AnalysisError> {
@@ -192,6 +199,29 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
         },
         ExprKind::Binary { left, op, right } => {
             let (mut l, mut r) = (sub(left)?, sub(right)?);
+            let is_null = |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(Literal::Null));
+            if is_arithmetic(*op) && (is_null(left) || is_null(right)) {
+                // ksqlDB cannot type arithmetic on an untyped NULL, and says so.
+                let type_of = |e: &ast::Expr, d: &Expr| -> String {
+                    if is_null(e) {
+                        return "null".to_string();
+                    }
+                    scope
+                        .schema()
+                        .and_then(|schema| d.get_type(schema).ok())
+                        .and_then(|t| crate::types::from_arrow(&t).ok())
+                        .map(|t| crate::types::type_display(&t))
+                        .unwrap_or_else(|| "unknown".to_string())
+                };
+                return Err(AnalysisError::at(
+                    format!(
+                        "Error processing expression: ({expr}). Arithmetic on types {} and {} are not supported.",
+                        type_of(left, &l),
+                        type_of(right, &r)
+                    ),
+                    expr,
+                ));
+            }
             if is_comparison(*op) {
                 if let Some(ms) = magic_timestamp(left, right)? {
                     r = Box::new(lit(ms));

@@ -70,6 +70,12 @@ impl Engine {
     ) -> Result<StatementResult> {
         let kind = kind_word(create.kind);
         let name = &create.name.value;
+        if create.query.limit.is_some() {
+            return Err(EngineError::statement(format!(
+                "CREATE {} AS SELECT statements don't support LIMIT clause.",
+                kind.to_ascii_uppercase()
+            )));
+        }
         if let Some(existing) = state.catalog.source(name) {
             let existing_kind = existing.kind_name().to_ascii_lowercase();
             if create.if_not_exists {

@@ -125,6 +125,58 @@ impl TransientRegistry {
 /// Rows buffered between a query and a slow client before the query waits.
 const CHANNEL_ROWS: usize = 1024;
 
+/// What a pull query may not do, with ksqlDB's messages. (Joins and aggregates are allowed:
+/// Eddy answers them where ksqlDB refuses.)
+fn check_pull(query: &Query, properties: &HashMap<String, String>) -> Result<()> {
+    const MORE: &str = "See https://cnfl.io/queries for more info.";
+    if let Some(limit) = query.limit {
+        if limit < 0 {
+            return Err(EngineError::statement(format!(
+                "Pull queries don't support negative integers in the LIMIT clause. {MORE}"
+            )));
+        }
+        if properties
+            .get("ksql.query.pull.limit.clause.enabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+        {
+            return Err(EngineError::statement(format!(
+                "LIMIT clause in pull queries is currently disabled. You can enable them by setting ksql.query.pull.limit.clause.enabled=true. {MORE}\nAdd EMIT CHANGES if you intended to issue a push query."
+            )));
+        }
+    }
+    // A pull query over a table reads its state, where rows have no partition or offset.
+    let offsets_in = |exprs: &mut dyn Iterator<Item = &eddy_sql::ast::Expr>| -> Vec<String> {
+        let mut found: Vec<String> = Vec::new();
+        for expr in exprs {
+            expr.any(&mut |e| {
+                if let eddy_sql::ast::ExprKind::Column { name, .. } = &e.kind
+                    && matches!(name.value.as_str(), "ROWPARTITION" | "ROWOFFSET")
+                    && !found.contains(&name.value)
+                {
+                    found.push(name.value.clone());
+                }
+                false
+            });
+        }
+        found
+    };
+    let selected = offsets_in(&mut query.select.iter().filter_map(|item| match item {
+        eddy_sql::ast::SelectItem::Expr { expr, .. } => Some(expr),
+        _ => None,
+    }));
+    let filtered = offsets_in(&mut query.filter.iter());
+    for (clause, columns) in [("SELECT", selected), ("WHERE", filtered)] {
+        if !columns.is_empty() {
+            let list: Vec<String> = columns.iter().map(|c| format!("`{c}`")).collect();
+            return Err(EngineError::statement(format!(
+                "Pull queries don't support the following columns in {clause} clauses: {}",
+                list.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Plans and starts a transient query.
 pub(crate) fn start(
     store: &Store,
@@ -136,6 +188,9 @@ pub(crate) fn start(
     sql: &str,
 ) -> Result<TransientQuery> {
     let push = query.emit.is_some();
+    if !push {
+        check_pull(query, properties)?;
+    }
     if let Some(limit) = query.limit
         && limit < 0
     {
