@@ -233,8 +233,15 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             if let Some(schema) = scope.schema()
                 && is_comparison(*op)
             {
-                crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema)
-                    .map_err(|m| AnalysisError::at(m, expr))?;
+                // ksqlDB names the comparison, writing a NULL literal in lower case.
+                let side = |e: &ast::Expr| match e.kind {
+                    ExprKind::Literal(Literal::Null) => "null".to_string(),
+                    _ => e.to_string(),
+                };
+                let statement = format!("{} {} {}", side(left), op.symbol(), side(right));
+                crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema).map_err(
+                    |m| AnalysisError::at(format!("{m}\nStatement: ({statement})"), expr),
+                )?;
             }
             // `+` joins strings in ksqlDB.
             let mut operator = operator(*op);

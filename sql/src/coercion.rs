@@ -114,6 +114,22 @@ pub fn check_comparison(
     let (Ok(lt), Ok(rt)) = (left.get_type(schema), right.get_type(schema)) else {
         return Ok(());
     };
+    let is_null = |e: &ast::Expr| matches!(e.kind, ast::ExprKind::Literal(ast::Literal::Null));
+    if is_null(left_ast) || is_null(right_ast) {
+        let side = |e: &ast::Expr, t: &DataType| {
+            if is_null(e) {
+                "NULL".to_string()
+            } else {
+                type_name(t)
+            }
+        };
+        return Err(format!(
+            "Comparison with NULL not supported: {} {} {}\nUse 'IS NULL' or 'IS NOT NULL' instead.",
+            side(left_ast, &lt),
+            op.symbol(),
+            side(right_ast, &rt)
+        ));
+    }
     let equality = matches!(op, BinaryOp::Eq | BinaryOp::NotEq);
     if comparable(&lt, &rt, equality) {
         return Ok(());

@@ -603,17 +603,6 @@ pub(crate) fn plan_projection(
             "The projection contains no value columns.",
         ));
     }
-    let mut seen: Vec<&str> = Vec::new();
-    for p in key_items.iter().chain(&projected) {
-        if seen.contains(&p.name.as_str()) {
-            return Err(EngineError::statement(format!(
-                "Duplicate value columns found in schema: `{}`",
-                p.name
-            )));
-        }
-        seen.push(&p.name);
-    }
-
     let output = |p: &Projected, kind: ColumnKind| -> Result<OutputColumn> {
         let expr = compile_in(ctx, &projection_scope, &p.expr, "SELECT")?;
         let ty = expr
@@ -640,6 +629,19 @@ pub(crate) fn plan_projection(
             expr,
         })
     };
+    let mut seen: Vec<&str> = Vec::new();
+    for p in key_items.iter().chain(&projected) {
+        if seen.contains(&p.name.as_str()) {
+            let ty = output(p, ColumnKind::Value)
+                .map(|o| format!(" {}", crate::schema::type_display(&o.column.ty)))
+                .unwrap_or_default();
+            return Err(EngineError::statement(format!(
+                "Duplicate value columns found in schema: `{}`{ty}",
+                p.name
+            )));
+        }
+        seen.push(&p.name);
+    }
     let keys = key_items
         .iter()
         .map(|p| output(p, ColumnKind::Key))
@@ -695,7 +697,9 @@ pub(crate) fn compile_in(
                 ));
             }
             located_error(e.position, message)
-        } else if e.message.starts_with("Cannot compare") {
+        } else if e.message.starts_with("Cannot compare")
+            || e.message.starts_with("Comparison with NULL")
+        {
             EngineError::statement(format!("Error in {clause} expression: {}", e.message))
         } else {
             located_error(e.position, format!("{predicate}{}", e.message))
