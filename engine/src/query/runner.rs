@@ -314,16 +314,30 @@ pub fn process(
             .collect()
     };
     let rows = decoded.batch.num_rows();
+    let mut batch = decoded.batch;
+    let mut rows_from = rows_from;
+    let mut has_value = decoded.has_value;
+    let mut tombstone = vec![false; rows];
+    // A table's row is its key's latest value: a record without a key is no row of it.
+    let keyless = |r: &usize| records.get(*r).is_some_and(|rec| rec.record.key.is_none());
+    if plan.source.kind == eddy_sql::ast::SourceKind::Table && rows_from.iter().any(keyless) {
+        let keep: BooleanArray = rows_from.iter().map(|r| Some(!keyless(r))).collect();
+        retain_rows(
+            &keep,
+            &mut batch,
+            (&mut has_value, &mut tombstone, &mut rows_from),
+        )?;
+    }
     project(
         plan,
         (sink_columns, encoder),
         partition,
         records,
         Projectable {
-            batch: decoded.batch,
+            batch,
             rows_from,
-            has_value: decoded.has_value,
-            tombstone: vec![false; rows],
+            has_value,
+            tombstone,
         },
         errors,
     )
@@ -366,21 +380,11 @@ pub(crate) fn project(
         for (i, t) in tombstone.iter_mut().enumerate() {
             *t = *t || (table_source && has_value[i] && !(mask.is_valid(i) && mask.value(i)));
         }
-        batch = filter_record_batch(&batch, &keep)
-            .map_err(|e| EngineError::statement(e.to_string()))?;
-        let select = |v: Vec<bool>| -> Vec<bool> {
-            v.into_iter()
-                .zip(keep.iter())
-                .filter_map(|(x, k)| (k == Some(true)).then_some(x))
-                .collect()
-        };
-        has_value = select(has_value);
-        tombstone = select(tombstone);
-        rows_from = rows_from
-            .into_iter()
-            .zip(keep.iter())
-            .filter_map(|(x, k)| (k == Some(true)).then_some(x))
-            .collect();
+        retain_rows(
+            &keep,
+            &mut batch,
+            (&mut has_value, &mut tombstone, &mut rows_from),
+        )?;
     }
     if !plan.table_functions.is_empty() {
         let (exploded, parents) = explode(&batch, plan)?;
@@ -403,6 +407,29 @@ pub(crate) fn project(
         },
         errors,
     )
+}
+
+/// Keeps the rows `keep` marks, in the batch and in each per-row vector.
+fn retain_rows(
+    keep: &BooleanArray,
+    batch: &mut RecordBatch,
+    (has_value, tombstone, rows_from): (&mut Vec<bool>, &mut Vec<bool>, &mut Vec<usize>),
+) -> Result<()> {
+    *batch = filter_record_batch(batch, keep).map_err(|e| EngineError::statement(e.to_string()))?;
+    let kept = |i: usize| keep.is_valid(i) && keep.value(i);
+    retain_marked(has_value, kept);
+    retain_marked(tombstone, kept);
+    retain_marked(rows_from, kept);
+    Ok(())
+}
+
+fn retain_marked<T>(items: &mut Vec<T>, kept: impl Fn(usize) -> bool) {
+    let mut index = 0;
+    items.retain(|_| {
+        let keep = kept(index);
+        index += 1;
+        keep
+    });
 }
 
 /// Rows ready to be projected into the sink, and for each the input record it came from,
