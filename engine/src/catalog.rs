@@ -89,6 +89,14 @@ impl DataSource {
         self.columns.iter().filter(|c| c.kind == ColumnKind::Value)
     }
 
+    /// Whether a value is a JSON object of the value columns, so that a record without one
+    /// holds no row (a bare single value may be null).
+    pub fn value_is_object(&self) -> bool {
+        self.value_format.format == crate::format::Format::Json
+            && self.wrap_single_value != Some(false)
+            && self.value_columns().next().is_some()
+    }
+
     /// `STREAM` or `TABLE`.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {

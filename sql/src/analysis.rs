@@ -158,6 +158,15 @@ fn is_comparison(op: BinaryOp) -> bool {
     )
 }
 
+/// A binary expression as ksqlDB's messages write it: a NULL literal in lower case.
+fn written_with_null(left: &ast::Expr, op: BinaryOp, right: &ast::Expr) -> String {
+    let side = |e: &ast::Expr| match e.kind {
+        ExprKind::Literal(Literal::Null) => "null".to_string(),
+        _ => e.to_string(),
+    };
+    format!("{} {} {}", side(left), op.symbol(), side(right))
+}
+
 fn is_arithmetic(op: BinaryOp) -> bool {
     matches!(
         op,
@@ -215,7 +224,8 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                 };
                 return Err(AnalysisError::at(
                     format!(
-                        "Error processing expression: ({expr}). Arithmetic on types {} and {} are not supported.",
+                        "Error processing expression: ({}). Arithmetic on types {} and {} are not supported.",
+                        written_with_null(left, *op, right),
                         type_of(left, &l),
                         type_of(right, &r)
                     ),
@@ -233,12 +243,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             if let Some(schema) = scope.schema()
                 && is_comparison(*op)
             {
-                // ksqlDB names the comparison, writing a NULL literal in lower case.
-                let side = |e: &ast::Expr| match e.kind {
-                    ExprKind::Literal(Literal::Null) => "null".to_string(),
-                    _ => e.to_string(),
-                };
-                let statement = format!("{} {} {}", side(left), op.symbol(), side(right));
+                let statement = written_with_null(left, *op, right);
                 crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema).map_err(
                     |m| AnalysisError::at(format!("{m}\nStatement: ({statement})"), expr),
                 )?;

@@ -847,6 +847,10 @@ fn stage_shape(
             }
             if left_is_key {
                 JoinShape::TableTable
+            } else if left.window.is_some() || right.window.is_some() {
+                return Err(EngineError::statement(
+                    "Foreign-key table-table joins are not supported on windowed tables.",
+                ));
             } else {
                 match join_type {
                     JoinType::Right => {

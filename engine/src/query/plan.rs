@@ -47,6 +47,9 @@ pub struct StatelessPlan {
     pub repartitioned: bool,
     /// Column names in the order the projection lists them, for queries that return rows.
     pub column_order: Vec<String>,
+    /// Whether stream records without their value object are skipped: push and pull queries
+    /// skip them, as ksqlDB's do, while persistent queries pass their nulls on.
+    pub skips_missing_values: bool,
 }
 
 impl StatelessPlan {
@@ -660,6 +663,7 @@ pub(crate) fn plan_projection(
         values,
         repartitioned,
         column_order,
+        skips_missing_values: transient && source.value_is_object(),
     })
 }
 

@@ -318,10 +318,23 @@ pub fn process(
     let mut rows_from = rows_from;
     let mut has_value = decoded.has_value;
     let mut tombstone = vec![false; rows];
-    // A table's row is its key's latest value: a record without a key is no row of it.
-    let keyless = |r: &usize| records.get(*r).is_some_and(|rec| rec.record.key.is_none());
-    if plan.source.kind == eddy_sql::ast::SourceKind::Table && rows_from.iter().any(keyless) {
-        let keep: BooleanArray = rows_from.iter().map(|r| Some(!keyless(r))).collect();
+    // A table's row is its key's latest value: a record without a key is no row of it. A push
+    // or pull query takes a stream's record whose value object is missing for no event.
+    let table = plan.source.kind == eddy_sql::ast::SourceKind::Table;
+    let objects = plan.skips_missing_values;
+    let dropped = |(i, r): (usize, &usize)| {
+        if table {
+            records.get(*r).is_some_and(|rec| rec.record.key.is_none())
+        } else {
+            objects && !has_value.get(i).copied().unwrap_or(true)
+        }
+    };
+    if rows_from.iter().enumerate().any(dropped) {
+        let keep: BooleanArray = rows_from
+            .iter()
+            .enumerate()
+            .map(|row| Some(!dropped(row)))
+            .collect();
         retain_rows(
             &keep,
             &mut batch,
