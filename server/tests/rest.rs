@@ -131,7 +131,8 @@ fn pull_and_push_queries_stream_rows_over_query_and_query_stream() {
     );
     assert_eq!(status, 200, "{body}");
 
-    // /query: a JSON array with a header, the rows and a final message.
+    // /query: a JSON array with a header, the rows and a final message; a stream's schema
+    // marks no key, as in ksqlDB.
     let (status, text) = request_text(
         &server,
         "/query",
@@ -142,11 +143,49 @@ fn pull_and_push_queries_stream_rows_over_query_and_query_stream() {
     let items: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(
         items[0]["header"]["schema"],
-        "`ID` STRING KEY, `PAGE` STRING, `MS` INTEGER"
+        "`ID` STRING, `PAGE` STRING, `MS` INTEGER"
     );
     assert_eq!(items[1], json!({"row": {"columns": ["a", "home", 10]}}));
     assert_eq!(items[2], json!({"row": {"columns": ["b", "cart", 20]}}));
     assert_eq!(items[3], json!({"finalMessage": "Query Completed"}));
+    assert_eq!(items.as_array().map(Vec::len), Some(4));
+
+    // Over a table: the latest row per key in key order, the key marked, no final message.
+    let (status, body) = request(
+        &server.http,
+        "POST",
+        "/ksql",
+        Some(
+            &json!({
+                "ksql": "CREATE TABLE pages AS SELECT page, COUNT(*) AS n FROM pv GROUP BY page;",
+                "streamsProperties": {"auto.offset.reset": "earliest"}
+            })
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut items = Value::Null;
+    for _ in 0..100 {
+        let (status, text) = request_text(
+            &server,
+            "/query",
+            &json!({"ksql": "SELECT * FROM pages;"}),
+            "application/vnd.ksql.v1+json",
+        );
+        assert_eq!(status, 200, "{text}");
+        items = serde_json::from_str(&text).unwrap();
+        if items.as_array().map(Vec::len) == Some(3) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(
+        items[0]["header"]["schema"],
+        "`PAGE` STRING KEY, `N` BIGINT"
+    );
+    assert_eq!(items[1], json!({"row": {"columns": ["cart", 1]}}));
+    assert_eq!(items[2], json!({"row": {"columns": ["home", 1]}}));
+    assert_eq!(items.as_array().map(Vec::len), Some(3), "{items}");
 
     // /query-stream: a metadata line, then one array per row.
     let (status, text) = request_text(
