@@ -326,3 +326,63 @@ fn show_functions_lists_scalar_aggregate_and_table_functions() {
     assert_eq!(kind("EXPLODE").as_deref(), Some("TABLE"));
     assert_eq!(kind("NO_SUCH_FUNCTION"), None);
 }
+
+/// ksqlDB's Java client speaks HTTP/2 with prior knowledge over plaintext; the same port serves
+/// it next to HTTP/1.1, push queries included.
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
+    let server = common::start();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let base = format!("http://{}", server.http);
+    let info = client.get(format!("{base}/info")).send().await.unwrap();
+    assert_eq!(info.version(), reqwest::Version::HTTP_2);
+    let body: Value = serde_json::from_str(&info.text().await.unwrap()).unwrap();
+    assert_eq!(body["KsqlServerInfo"]["serverStatus"], "RUNNING");
+
+    let created = client
+        .post(format!("{base}/ksql"))
+        .header("content-type", "application/vnd.ksql.v1+json")
+        .body(
+            json!({"ksql": "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON'); INSERT INTO s (id, v) VALUES (1, 'a');"})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    let mut push = client
+        .post(format!("{base}/query-stream"))
+        .body(
+            json!({"sql": "SELECT * FROM s EMIT CHANGES LIMIT 2;", "properties": {"auto.offset.reset": "earliest"}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(push.version(), reqwest::Version::HTTP_2);
+    // The first row arrives while the query is still running; the second is inserted after.
+    let mut text = String::new();
+    while text.lines().count() < 2 {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(10), push.chunk())
+            .await
+            .expect("the first row did not arrive")
+            .unwrap()
+            .expect("the answer ended early");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    client
+        .post(format!("{base}/ksql"))
+        .header("content-type", "application/vnd.ksql.v1+json")
+        .body(json!({"ksql": "INSERT INTO s (id, v) VALUES (2, 'b');"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    while let Some(chunk) = push.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let rows: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(rows, vec![r#"[1,"a"]"#, r#"[2,"b"]"#], "{text}");
+}

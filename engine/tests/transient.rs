@@ -1,0 +1,81 @@
+//! Push queries end completely: closing one, or dropping it as a client that disconnects does,
+//! stops its task and its reader and takes it off `SHOW QUERIES`.
+
+use std::time::{Duration, Instant};
+
+use eddy_engine::query::transient::TransientEvent;
+use eddy_engine::{Engine, Session, StatementResult};
+
+mod common;
+
+async fn push_queries_listed(engine: &Engine) -> usize {
+    let shown = engine
+        .execute(&mut Session::default(), "SHOW QUERIES;")
+        .await
+        .unwrap();
+    match &shown[0] {
+        StatementResult::Queries { queries, .. } => {
+            queries.iter().filter(|q| q.query_type == "PUSH").count()
+        }
+        other => panic!("SHOW QUERIES answered {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_push_queries_opened_and_closed_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', partitions=2, value_format='JSON');
+         INSERT INTO s (id, v) VALUES (1, 'a');",
+    )
+    .await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_before = metrics.num_alive_tasks();
+    let mut session = Session::default();
+    session
+        .properties
+        .insert("auto.offset.reset".into(), "earliest".into());
+
+    for round in 0..200 {
+        let mut query = engine
+            .query(&session, "SELECT * FROM s EMIT CHANGES;")
+            .await
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), query.events.recv())
+            .await
+            .expect("the push query sent no row")
+            .expect("the push query ended early");
+        assert!(matches!(first, TransientEvent::Row { .. }), "{first:?}");
+        if round % 2 == 0 {
+            // Closed by id, as /close-query does: the query ends and says nothing more.
+            assert!(engine.close_query(&query.id));
+            let rest = tokio::time::timeout(Duration::from_secs(10), query.events.recv())
+                .await
+                .expect("a closed query kept its channel open");
+            assert!(
+                !matches!(rest, Some(TransientEvent::Row { .. })),
+                "{rest:?}"
+            );
+        } else {
+            // Dropped, as when the client disconnects.
+            drop(query);
+        }
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let tasks = metrics.num_alive_tasks();
+        let listed = push_queries_listed(&engine).await;
+        if tasks <= tasks_before && listed == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{tasks} tasks alive (was {tasks_before}) and {listed} push queries listed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.shutdown().await;
+}
