@@ -40,6 +40,9 @@ pub(crate) struct EngineState {
     pub(crate) replaying_seq: Option<u64>,
     /// Running persistent queries by id.
     pub(crate) queries: BTreeMap<String, PersistentQuery>,
+    /// The last message of each command that changed the catalog, by command id
+    /// (``stream/`ORDERS`/create``), as `/status` reports them.
+    pub(crate) command_statuses: BTreeMap<String, String>,
 }
 
 /// A failed request: the statements completed before the failure, and what failed.
@@ -88,6 +91,7 @@ impl Engine {
             next_seq: 0,
             replaying_seq: None,
             queries: BTreeMap::new(),
+            command_statuses: BTreeMap::new(),
         };
         let mut entries = Vec::new();
         for entry in store.state_scan_prefix(COMMAND_LOG, b"")? {
@@ -114,6 +118,7 @@ impl Engine {
                 next_seq: 0,
                 replaying_seq: None,
                 queries: BTreeMap::new(),
+                command_statuses: BTreeMap::new(),
             }),
             datafusion: datafusion::prelude::SessionContext::new(),
             progress: Arc::new(tokio::sync::Notify::new()),
@@ -355,7 +360,40 @@ impl Engine {
         Ok(())
     }
 
+    /// Runs one statement, live or replayed, and records the status of a command it completes.
     async fn execute_statement(
+        &self,
+        state: &mut EngineState,
+        session: &mut Session,
+        statement: &Statement,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let result = self
+            .run_statement(state, session, statement, text, mode)
+            .await?;
+        if let StatementResult::CommandStatus {
+            command_id: Some(id),
+            message,
+            ..
+        } = &result
+        {
+            state.command_statuses.insert(id.clone(), message.clone());
+        }
+        Ok(result)
+    }
+
+    /// The status of every command that changed the catalog: its id and its message.
+    pub async fn command_statuses(&self) -> Vec<(String, String)> {
+        let state = self.state.lock().await;
+        state
+            .command_statuses
+            .iter()
+            .map(|(id, message)| (id.clone(), message.clone()))
+            .collect()
+    }
+
+    async fn run_statement(
         &self,
         state: &mut EngineState,
         session: &mut Session,

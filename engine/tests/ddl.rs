@@ -289,6 +289,19 @@ async fn sources_are_created_listed_described_dropped_and_survive_a_restart() {
     let names: Vec<&str> = catalog.sources().map(|s| s.name.as_str()).collect();
     assert_eq!(names, vec!["KEYLESS", "KSQL_PROCESSING_LOG", "ORDERS"]);
     assert!(catalog.named_type("ADDR").is_some());
+    // The statuses of the commands, as /status reports them, come back with the replay.
+    let statuses = engine.command_statuses().await;
+    let status = |id: &str| {
+        statuses
+            .iter()
+            .find(|(known, _)| known == id)
+            .map(|(_, message)| message.clone())
+    };
+    assert_eq!(
+        status("stream/`ORDERS`/create").as_deref(),
+        Some("Stream created")
+    );
+    assert!(status("table/`USERS`/drop").is_some_and(|m| m.contains("was dropped")));
     // And keeps logging after the replay.
     let mut session = Session::default();
     engine

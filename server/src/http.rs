@@ -39,6 +39,8 @@ pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
         .route("/inserts-stream", post(crate::streaming::inserts_stream))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
+        .route("/status", get(statuses))
+        .route("/status/{kind}/{entity}/{action}", get(status))
         .fallback(not_found)
         .with_state(engine)
         .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
@@ -115,6 +117,50 @@ pub(crate) fn session(
             .iter()
             .map(|(k, v)| (k.to_uppercase(), scalar_text(v)))
             .collect(),
+    }
+}
+
+/// `GET /status`: every command's status by id, as ksqlDB's `commandStatuses`.
+async fn statuses(State(engine): State<Arc<Engine>>) -> Json<Value> {
+    let statuses: serde_json::Map<String, Value> = engine
+        .command_statuses()
+        .await
+        .into_iter()
+        .map(|(id, _)| (id, json!("SUCCESS")))
+        .collect();
+    Json(json!({"commandStatuses": statuses}))
+}
+
+/// `GET /status/{kind}/{entity}/{action}`: one command's status; the entity may be written with
+/// or without its back-quotes.
+async fn status(
+    State(engine): State<Arc<Engine>>,
+    axum::extract::Path((kind, entity, action)): axum::extract::Path<(String, String, String)>,
+) -> Response {
+    let entity = entity.trim_matches('`');
+    let id = format!(
+        "{}/`{entity}`/{}",
+        kind.to_ascii_lowercase(),
+        action.to_ascii_lowercase()
+    );
+    let found = engine
+        .command_statuses()
+        .await
+        .into_iter()
+        .find(|(known, _)| known.eq_ignore_ascii_case(&id));
+    match found {
+        Some((_, message)) => (
+            StatusCode::OK,
+            Json(json!({"status": "SUCCESS", "message": message, "queryId": null})),
+        )
+            .into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "generic_error",
+            40400,
+            format!("Could not find command {id}"),
+            Value::Null,
+        ),
     }
 }
 

@@ -386,3 +386,28 @@ async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     let rows: Vec<&str> = text.lines().skip(1).collect();
     assert_eq!(rows, vec![r#"[1,"a"]"#, r#"[2,"b"]"#], "{text}");
 }
+
+#[test]
+fn status_reports_each_command_by_its_id() {
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM orders (id INT KEY, item STRING) WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, all) = request(&server.http, "GET", "/status", None);
+    assert_eq!(status, 200, "{all}");
+    assert_eq!(all["commandStatuses"]["stream/`ORDERS`/create"], "SUCCESS");
+    for path in [
+        "/status/stream/ORDERS/create",
+        "/status/stream/%60ORDERS%60/create",
+    ] {
+        let (status, one) = request(&server.http, "GET", path, None);
+        assert_eq!(status, 200, "{path}: {one}");
+        assert_eq!(one["status"], "SUCCESS");
+        assert_eq!(one["message"], "Stream created");
+    }
+    let (status, missing) = request(&server.http, "GET", "/status/stream/NOPE/create", None);
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(missing["error_code"], 40400);
+}
