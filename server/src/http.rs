@@ -36,6 +36,7 @@ pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
         .route("/query", post(crate::streaming::query))
         .route("/query-stream", post(crate::streaming::query_stream))
         .route("/close-query", post(crate::streaming::close_query))
+        .route("/ws/query", get(crate::streaming::ws_query))
         .route("/inserts-stream", post(crate::streaming::inserts_stream))
         .route("/info", get(info))
         .route("/healthcheck", get(healthcheck))
@@ -234,7 +235,7 @@ async fn ksql(
 }
 
 /// The schema object ksqlDB gives each field in `sourceDescription`.
-fn field_schema(ty: &SqlType) -> Value {
+pub(crate) fn field_schema(ty: &SqlType) -> Value {
     match ty {
         SqlType::Array(element) => {
             json!({"type": "ARRAY", "fields": null, "memberSchema": field_schema(element)})

@@ -348,3 +348,113 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
     )
         .into_response()
 }
+
+/// `GET /ws/query?request={"ksql": "SELECT ...", "streamsProperties": {...}}`: ksqlDB's WebSocket
+/// query endpoint. The first message is the columns (`[{"name", "schema"}]`), then one
+/// `{"row": {"columns": [...]}}` per row; the server closes with code 1000 and the final message
+/// when the query ends, or with 1003 and the error. Closing the socket stops the query.
+pub async fn ws_query(
+    State(engine): State<Arc<Engine>>,
+    axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let request: QueryRequest = match params.get("request").map(|r| serde_json::from_str(r)) {
+        Some(Ok(request)) => request,
+        Some(Err(e)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "generic_error",
+                40000,
+                format!("Invalid JSON in the request parameter: {e}"),
+                Value::Null,
+            );
+        }
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "generic_error",
+                40000,
+                "The request parameter is missing: /ws/query?request={\"ksql\": \"SELECT ...\"}",
+                Value::Null,
+            );
+        }
+    };
+    upgrade.on_upgrade(move |socket| stream_to_socket(engine, request, socket))
+}
+
+async fn stream_to_socket(
+    engine: Arc<Engine>,
+    request: QueryRequest,
+    mut socket: axum::extract::ws::WebSocket,
+) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let close = |code: u16, reason: &str| {
+        // A close frame's reason is at most 123 bytes.
+        let mut end = reason.len().min(123);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Message::Close(Some(CloseFrame {
+            code,
+            reason: reason[..end].into(),
+        }))
+    };
+    let session = session(&request.streams_properties, &request.session_variables);
+    let mut query = match engine.query(&session, &request.ksql).await {
+        Ok(query) => query,
+        Err(e) => {
+            let message = e.to_string();
+            let body = json!({"@type": "statement_error", "error_code": 40001, "message": message, "statementText": request.ksql});
+            let _ = socket.send(Message::Text(body.to_string().into())).await;
+            let _ = socket.send(close(1003, &message)).await;
+            return;
+        }
+    };
+    let columns: Vec<Value> = query
+        .columns
+        .iter()
+        .map(|c| json!({"name": c.name, "schema": crate::http::field_schema(&c.ty)}))
+        .collect();
+    if socket
+        .send(Message::Text(Value::Array(columns).to_string().into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            event = query.events.recv() => {
+                let sent = match event {
+                    Some(TransientEvent::Row { columns, tombstone }) => {
+                        let mut row = json!({"columns": columns});
+                        if tombstone {
+                            row["tombstone"] = json!(true);
+                        }
+                        socket.send(Message::Text(json!({"row": row}).to_string().into())).await
+                    }
+                    Some(TransientEvent::Finished(message)) => {
+                        let _ = socket.send(close(1000, message)).await;
+                        return;
+                    }
+                    Some(TransientEvent::Error(message)) => {
+                        let _ = socket.send(close(1011, &message)).await;
+                        return;
+                    }
+                    None => {
+                        let _ = socket.send(close(1000, "Query Completed")).await;
+                        return;
+                    }
+                };
+                if sent.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.recv() => match incoming {
+                // The client went away or said goodbye: dropping the query stops it.
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+}

@@ -411,3 +411,79 @@ fn status_reports_each_command_by_its_id() {
     assert_eq!(status, 404, "{missing}");
     assert_eq!(missing["error_code"], 40400);
 }
+
+/// ksqlDB's WebSocket endpoint: the columns, then rows as they arrive, then a close frame with
+/// the final message; a bad statement closes with its error.
+#[tokio::test]
+async fn ws_query_streams_rows_and_closes_with_the_final_message() {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         INSERT INTO s (id, v) VALUES (1, 'a');",
+    );
+    assert_eq!(status, 200, "{body}");
+    let url = |sql: &str| {
+        let request = json!({"ksql": sql, "streamsProperties": {"auto.offset.reset": "earliest"}});
+        reqwest::Url::parse_with_params(
+            &format!("ws://{}/ws/query", server.http),
+            [("request", request.to_string())],
+        )
+        .unwrap()
+        .to_string()
+    };
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(url("SELECT * FROM s EMIT CHANGES LIMIT 2;"))
+            .await
+            .unwrap();
+    let mut next = async || -> Message {
+        tokio::time::timeout(std::time::Duration::from_secs(10), socket.next())
+            .await
+            .expect("no message within 10 s")
+            .expect("the socket ended")
+            .unwrap()
+    };
+    let columns: Value = serde_json::from_str(next().await.to_text().unwrap()).unwrap();
+    assert_eq!(columns[0]["name"], "ID");
+    assert_eq!(columns[1]["schema"]["type"], "STRING");
+    let first: Value = serde_json::from_str(next().await.to_text().unwrap()).unwrap();
+    assert_eq!(first, json!({"row": {"columns": [1, "a"]}}));
+    ksql(&server, "INSERT INTO s (id, v) VALUES (2, 'b');");
+    let second: Value = serde_json::from_str(next().await.to_text().unwrap()).unwrap();
+    assert_eq!(second, json!({"row": {"columns": [2, "b"]}}));
+    match next().await {
+        Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 1000);
+            assert_eq!(frame.reason.as_str(), "Limit Reached");
+        }
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+
+    let (mut socket, _) =
+        tokio_tungstenite::connect_async(url("SELECT * FROM nowhere EMIT CHANGES;"))
+            .await
+            .unwrap();
+    let mut saw_error = false;
+    while let Some(Ok(message)) = socket.next().await {
+        match message {
+            Message::Text(text) => {
+                let body: Value = serde_json::from_str(&text).unwrap();
+                assert!(
+                    body["message"].as_str().unwrap().contains("NOWHERE"),
+                    "{body}"
+                );
+                saw_error = true;
+            }
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1003);
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(saw_error);
+    let _ = socket.close(None).await;
+}
