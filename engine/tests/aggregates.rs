@@ -381,3 +381,43 @@ async fn a_table_update_within_a_group_emits_one_change_and_collect_list_takes_v
     );
     engine.shutdown().await;
 }
+
+/// As Kafka Streams does, a result carries the latest timestamp among its group's records, so
+/// an earlier record arriving late does not move the result back in time, across a restart too.
+#[tokio::test]
+async fn a_result_is_stamped_with_its_groups_latest_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(open_store(dir.path())).await.unwrap();
+        run(&engine, SETUP).await;
+        run(
+            &engine,
+            "CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM orders
+             WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user;",
+        )
+        .await;
+        engine
+            .store()
+            .produce(
+                "orders",
+                vec![order("ann", 1, 2_000), order("ann", 1, 1_000)],
+            )
+            .await
+            .unwrap();
+        assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+        engine.shutdown().await;
+    }
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    engine
+        .store()
+        .produce("orders", vec![order("ann", 1, 1_500)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let stamps: Vec<i64> = records(engine.store(), "PER_USER")
+        .into_iter()
+        .map(|(_, _, ts)| ts)
+        .collect();
+    assert_eq!(stamps, vec![2_000, 2_000, 2_000]);
+    engine.shutdown().await;
+}

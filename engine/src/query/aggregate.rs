@@ -750,6 +750,9 @@ fn find_aggregate(expr: &Expr) -> Option<String> {
 struct Group {
     accumulators: Vec<Box<dyn Accumulator>>,
     emitted: bool,
+    /// The latest timestamp among the rows aggregated, which is the result's timestamp (as
+    /// Kafka Streams stamps an aggregate with the maximum of its records' timestamps).
+    latest: Option<i64>,
 }
 
 /// The running state of an aggregation: groups by their state key, and stream time.
@@ -805,6 +808,7 @@ impl AggregateState {
                     .map(|a| a.make_accumulator(input, plan.source.kind == SourceKind::Table))
                     .collect::<Result<_>>()?,
                 emitted: false,
+                latest: None,
             };
             if let Some(bytes) = store.state_get(&self.namespace, &state_key(key))? {
                 restore(&mut group, &bytes)?;
@@ -865,7 +869,12 @@ fn serialize(group: &mut Group) -> Result<Vec<u8>> {
             columns.push(array);
         }
     }
-    let mut out = vec![u8::from(group.emitted)];
+    // The first byte's low bit says whether the group was emitted; its second bit, whether the
+    // latest timestamp follows (state written before it was kept has neither).
+    let mut out = vec![u8::from(group.emitted) | (u8::from(group.latest.is_some()) << 1)];
+    if let Some(latest) = group.latest {
+        out.extend_from_slice(&latest.to_be_bytes());
+    }
     out.extend_from_slice(&(counts.len() as u16).to_be_bytes());
     for c in &counts {
         out.extend_from_slice(&c.to_be_bytes());
@@ -895,12 +904,25 @@ fn restore(group: &mut Group, bytes: &[u8]) -> Result<()> {
             .map(u16::from_be_bytes)
             .ok_or_else(|| fail(&"truncated"))
     };
-    group.emitted = bytes.first().is_some_and(|b| *b == 1);
-    let n = read_u16(1)? as usize;
+    let flags = bytes.first().copied().unwrap_or(0);
+    group.emitted = flags & 1 == 1;
+    let mut at = 1;
+    if flags & 2 == 2 {
+        let latest = bytes
+            .get(1..9)
+            .and_then(|b| b.try_into().ok())
+            .map(i64::from_be_bytes)
+            .ok_or_else(|| fail(&"truncated"))?;
+        group.latest = Some(latest);
+        at = 9;
+    }
+    let n = read_u16(at)? as usize;
     let counts = (0..n)
-        .map(|i| read_u16(3 + 2 * i))
+        .map(|i| read_u16(at + 2 + 2 * i))
         .collect::<Result<Vec<_>>>()?;
-    let ipc = bytes.get(3 + 2 * n..).ok_or_else(|| fail(&"truncated"))?;
+    let ipc = bytes
+        .get(at + 2 + 2 * n..)
+        .ok_or_else(|| fail(&"truncated"))?;
     let mut reader = StreamReader::try_new(ipc, None).map_err(|e| fail(&e))?;
     let batch = reader
         .next()
@@ -1285,11 +1307,13 @@ pub(crate) fn aggregate_changes(
                 .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
                 results[k].push(current_result(acc, &plan.aggregates[k])?);
             }
+            let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
+            group.latest = Some(latest);
             out_rows.push(i);
             out_windows.push(window.unwrap_or((0, 0)));
             dirty.insert(key.clone());
             out_keys.push(key);
-            out_times.push(timestamp);
+            out_times.push(latest);
             out_tombstone.push(false);
         }
     }
@@ -1458,6 +1482,7 @@ impl AggregateState {
                 .map(|a| a.make_accumulator(input, plan.source.kind == SourceKind::Table))
                 .collect::<Result<_>>()?,
             emitted: false,
+            latest: None,
         })
     }
 
