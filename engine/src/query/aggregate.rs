@@ -297,6 +297,32 @@ pub(crate) fn plan_aggregate_over(
     let df_schema = DFSchema::try_from(schema.as_ref().clone())
         .map_err(|e| EngineError::statement(e.to_string()))?;
     let scope = source_scope(catalog, source, alias, &schema, &df_schema);
+    // Window bounds exist only once rows are aggregated into windows, as ksqlDB says.
+    let window_bound = |expr: &Expr| -> Option<String> {
+        let mut found = None;
+        expr.any(&mut |e| match &e.kind {
+            ExprKind::Column { name, .. }
+                if matches!(name.value.as_str(), "WINDOWSTART" | "WINDOWEND") =>
+            {
+                found = Some(name.value.clone());
+                true
+            }
+            _ => false,
+        });
+        found
+    };
+    if source.window.is_none() {
+        if let Some(name) = query.filter.as_ref().and_then(window_bound) {
+            return Err(EngineError::statement(format!(
+                "Error in WHERE expression: Unknown column {name}."
+            )));
+        }
+        if let Some(name) = query.having.as_ref().and_then(window_bound) {
+            return Err(EngineError::statement(format!(
+                "Window bounds column {name} can only be used in the SELECT clause of windowed aggregations"
+            )));
+        }
+    }
     let filter = match &query.filter {
         Some(expr) => Some(compile_in(ctx, &scope, expr, "WHERE")?),
         None => None,
@@ -730,6 +756,19 @@ pub(crate) fn plan_aggregate_over(
         values,
         column_order: items.iter().map(|(name, _)| name.clone()).collect(),
     })
+}
+
+/// Whether a query's projection or `HAVING` calls an aggregate function.
+pub fn aggregates_anything(query: &Query) -> bool {
+    query
+        .select
+        .iter()
+        .filter_map(|item| match item {
+            SelectItem::Expr { expr, .. } => Some(expr),
+            _ => None,
+        })
+        .chain(query.having.iter())
+        .any(|e| find_aggregate(e).is_some())
 }
 
 /// The name of the first aggregate function an expression calls.

@@ -129,6 +129,11 @@ const CHANNEL_ROWS: usize = 1024;
 /// Eddy answers them where ksqlDB refuses.)
 fn check_pull(query: &Query, properties: &HashMap<String, String>) -> Result<()> {
     const MORE: &str = "See https://cnfl.io/queries for more info.";
+    if query.window.is_some() && query.group_by.is_empty() {
+        return Err(EngineError::statement(format!(
+            "Pull queries don't support WINDOW clauses. {MORE}\nAdd EMIT CHANGES if you intended to issue a push query."
+        )));
+    }
     if let Some(limit) = query.limit {
         if limit < 0 {
             return Err(EngineError::statement(format!(
@@ -177,6 +182,38 @@ fn check_pull(query: &Query, properties: &HashMap<String, String>) -> Result<()>
     Ok(())
 }
 
+/// A pull query over a table may not look its key up among NULLs, which no key equals.
+fn check_key_not_null(catalog: &Catalog, source: &str, filter: &eddy_sql::ast::Expr) -> Result<()> {
+    use eddy_sql::ast::ExprKind;
+    let Some(table) = catalog.source(source) else {
+        return Ok(());
+    };
+    let mut problem = None;
+    filter.any(&mut |e| {
+        if let ExprKind::InList {
+            expr,
+            negated: false,
+            list,
+        } = &e.kind
+            && let ExprKind::Column { name, .. } = &expr.kind
+            && table.key_columns().any(|k| k.name == name.value)
+            && list
+                .iter()
+                .any(|item| matches!(item.kind, ExprKind::Literal(Literal::Null)))
+        {
+            problem = Some(name.value.clone());
+            return true;
+        }
+        false
+    });
+    match problem {
+        Some(key) => Err(EngineError::statement(format!(
+            "Primary key columns can not be NULL: ({key} = null)"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Plans and starts a transient query.
 pub(crate) fn start(
     store: &Store,
@@ -211,6 +248,14 @@ pub(crate) fn start(
             SourceKind::Stream,
             true,
         )?))
+    } else if query.group_by.is_empty() && crate::query::aggregate::aggregates_anything(query) {
+        // Aggregates without GROUP BY aggregate every row into one group, as in ksqlDB.
+        let mut whole = query.clone();
+        whole.group_by = vec![eddy_sql::ast::Expr {
+            kind: eddy_sql::ast::ExprKind::Literal(Literal::Integer(1)),
+            span: query.span,
+        }];
+        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, &whole, &sink_name, true)?)
     } else if query.group_by.is_empty() {
         QueryPlan::Stateless(plan_stateless(
             ctx,
@@ -259,7 +304,14 @@ pub(crate) fn start(
             });
         }
     }
-    let materialized = !push && query_source_is_table(catalog, &source_name);
+    let source_is_table = query_source_is_table(catalog, &source_name);
+    if !push
+        && source_is_table
+        && let Some(filter) = &query.filter
+    {
+        check_key_not_null(catalog, &source_name, filter)?;
+    }
+    let materialized = !push && source_is_table;
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (stop, stopped) = watch::channel(false);
     registry.running.lock().insert(
@@ -281,6 +333,7 @@ pub(crate) fn start(
         // A pull query answers from what is there when it starts.
         ends: (!push).then_some(ends),
         table: materialized,
+        changes_of_table: push && source_is_table,
     };
     let registry = registry.clone();
     tokio::spawn(async move {
@@ -386,6 +439,9 @@ struct Transient {
     limit: Option<u64>,
     ends: Option<Vec<i64>>,
     table: bool,
+    /// A push query over a table: its rows are changes, and a key's tombstone is sent only
+    /// while a row of that key stands (a row the filter never let through deletes nothing).
+    changes_of_table: bool,
 }
 
 impl Transient {
@@ -425,6 +481,7 @@ impl Transient {
         // A pull query over a table answers with the latest row per key, in key order as a
         // table's store would give them.
         let mut latest: HashMap<Vec<u8>, TransientEvent> = HashMap::new();
+        let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         loop {
             if let Some(ends) = &self.ends
                 && reader.positions().iter().zip(ends).all(|(p, e)| p >= e)
@@ -453,6 +510,21 @@ impl Transient {
                         latest.remove(&key);
                     }
                     continue;
+                }
+                if self.changes_of_table {
+                    let key = record.key.as_deref().unwrap_or_default().to_vec();
+                    match &event {
+                        TransientEvent::Row {
+                            tombstone: true, ..
+                        } => {
+                            if !standing.remove(&key) {
+                                continue;
+                            }
+                        }
+                        _ => {
+                            standing.insert(key);
+                        }
+                    }
                 }
                 if tx.send(event).await.is_err() {
                     return Ok(None);

@@ -625,7 +625,10 @@ impl Parser {
         match self.peek().clone() {
             Token::Number(text, _) => {
                 let value = text.parse::<i64>().map_err(|_| {
-                    ParseError::new("Value must be integer for command: LIMIT", start)
+                    ParseError::new(
+                        "Failed to prepare statement: Value must be integer for command: LIMIT",
+                        start,
+                    )
                 })?;
                 self.advance();
                 Ok(if negative { -value } else { value })
