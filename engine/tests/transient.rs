@@ -79,3 +79,45 @@ async fn two_hundred_push_queries_opened_and_closed_leave_nothing_behind() {
     }
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn aggregates_without_group_by_count_every_row_in_one_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM s (id INT KEY, v INT) WITH (kafka_topic='s', partitions=2, value_format='JSON');
+         INSERT INTO s (id, v) VALUES (1, 10);
+         INSERT INTO s (id, v) VALUES (2, 5);",
+    )
+    .await;
+    let mut session = Session::default();
+    session
+        .properties
+        .insert("auto.offset.reset".into(), "earliest".into());
+    let mut query = engine
+        .query(
+            &session,
+            "SELECT COUNT(*) AS n, SUM(v) AS total FROM s EMIT CHANGES LIMIT 2;",
+        )
+        .await
+        .unwrap();
+    let names: Vec<&str> = query.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, vec!["N", "TOTAL"]);
+    let mut rows = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), query.events.recv())
+        .await
+        .unwrap()
+    {
+        match event {
+            TransientEvent::Row { columns, .. } => rows.push(columns),
+            TransientEvent::Finished(_) => break,
+            TransientEvent::Error(e) => panic!("{e}"),
+        }
+    }
+    // The two partitions may be read in either order; the count goes 1, 2 all the same.
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0][0], 1);
+    assert_eq!(rows[1], vec![serde_json::json!(2), serde_json::json!(15)]);
+    engine.shutdown().await;
+}
