@@ -2,6 +2,7 @@
 
 pub mod aggregate;
 pub mod join;
+mod lookup;
 pub mod plan;
 pub mod processing_log;
 pub mod runner;

@@ -307,9 +307,12 @@ pub(crate) fn start(
     let source_is_table = query_source_is_table(catalog, &source_name);
     if !push
         && source_is_table
-        && let Some(filter) = &query.filter
+        && let Some(table) = catalog.source(&source_name)
     {
-        check_key_not_null(catalog, &source_name, filter)?;
+        if let Some(filter) = &query.filter {
+            check_key_not_null(catalog, &source_name, filter)?;
+        }
+        crate::query::lookup::check_without_table_scans(table, query.filter.as_ref(), properties)?;
     }
     let materialized = !push && source_is_table;
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);

@@ -1,0 +1,308 @@
+//! How a pull query over a table finds its rows, decided from its `WHERE` clause alone: each
+//! disjunct either looks keys up (`=`, `IN`), scans a range of one string key, or needs a table
+//! scan. With `ksql.query.pull.table.scan.enabled=false`, a query that needs a scan is refused
+//! with ksqlDB's messages.
+
+use eddy_sql::ast::{BinaryOp, Expr, ExprKind};
+
+use crate::catalog::DataSource;
+use crate::error::{EngineError, Result};
+use crate::schema::ColumnKind;
+
+/// Refuses a pull query over `table` that would scan it, when the session disables scans.
+pub(crate) fn check_without_table_scans(
+    table: &DataSource,
+    filter: Option<&Expr>,
+    properties: &std::collections::HashMap<String, String>,
+) -> Result<()> {
+    let disabled = |name: &str| {
+        properties
+            .get(name)
+            .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    };
+    if !disabled("ksql.query.pull.table.scan.enabled") {
+        return Ok(());
+    }
+    let needs_scan = || EngineError::statement("Query requires table scan to be enabled");
+    let Some(filter) = filter else {
+        return Err(needs_scan());
+    };
+    let keys: Vec<&crate::schema::Column> = table
+        .columns
+        .iter()
+        .filter(|c| c.kind == ColumnKind::Key)
+        .collect();
+    let disjuncts = split(filter, BinaryOp::Or);
+    let mut ranges = false;
+    for disjunct in &disjuncts {
+        let mut bounds: Vec<(&str, BinaryOp)> = Vec::new();
+        for conjunct in split(disjunct, BinaryOp::And) {
+            key_bounds(conjunct, &keys, &mut bounds)?;
+        }
+        if bounds.is_empty() {
+            return Err(EngineError::statement(format!(
+                "WHERE clause missing key column for disjunct: ({disjunct})"
+            )));
+        }
+        if keys
+            .iter()
+            .any(|k| !bounds.iter().any(|(name, _)| *name == k.name))
+        {
+            return Err(EngineError::statement(
+                "Multi-column sources must specify every key in the WHERE clause.",
+            ));
+        }
+        for key in &keys {
+            if bounds.iter().filter(|(name, _)| *name == key.name).count() > 1 {
+                return Err(EngineError::statement(
+                    "A comparison condition on the key column cannot be combined with other comparisons such as an IN predicate",
+                ));
+            }
+        }
+        for (_, op) in &bounds {
+            match op {
+                BinaryOp::Eq => {}
+                BinaryOp::NotEq => {
+                    let described: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("`{}` {} KEY", k.name, crate::schema::type_display(&k.ty)))
+                        .collect();
+                    return Err(EngineError::statement(format!(
+                        "Bound on key columns '[{}]' must currently be '='. ",
+                        described.join(", ")
+                    )));
+                }
+                _ => ranges = true,
+            }
+        }
+    }
+    // A range is read from the store's key order: one string key, one disjunct, no windows.
+    let range_scannable = !disabled("ksql.query.pull.range.scan.enabled")
+        && disjuncts.len() == 1
+        && table.window.is_none()
+        && keys.len() == 1
+        && keys[0].ty == eddy_sql::ast::SqlType::String;
+    if ranges && !range_scannable {
+        return Err(needs_scan());
+    }
+    Ok(())
+}
+
+/// The operands of nested `op`s (`a AND b AND c` → `[a, b, c]`).
+fn split(expr: &Expr, op: BinaryOp) -> Vec<&Expr> {
+    match &expr.kind {
+        ExprKind::Binary {
+            left,
+            op: found,
+            right,
+        } if *found == op => {
+            let mut parts = split(left, op);
+            parts.extend(split(right, op));
+            parts
+        }
+        _ => vec![expr],
+    }
+}
+
+fn key_of<'k>(expr: &Expr, keys: &[&'k crate::schema::Column]) -> Option<&'k str> {
+    match &expr.kind {
+        ExprKind::Column { name, .. } => keys
+            .iter()
+            .find(|k| k.name == name.value)
+            .map(|k| k.name.as_str()),
+        _ => None,
+    }
+}
+
+fn mentions_column(expr: &Expr) -> bool {
+    expr.any(&mut |e| matches!(e.kind, ExprKind::Column { .. }))
+}
+
+fn mentions_key(expr: &Expr, keys: &[&crate::schema::Column]) -> bool {
+    expr.any(&mut |e| key_of(e, keys).is_some())
+}
+
+/// The key bounds one conjunct sets, refusing comparisons that cannot be looked up.
+fn key_bounds<'k>(
+    conjunct: &Expr,
+    keys: &[&'k crate::schema::Column],
+    bounds: &mut Vec<(&'k str, BinaryOp)>,
+) -> Result<()> {
+    let unresolvable = || {
+        EngineError::statement(
+            "A comparison must be between a key column and a resolvable expression.",
+        )
+    };
+    match &conjunct.kind {
+        ExprKind::Binary { left, op, right }
+            if matches!(
+                op,
+                BinaryOp::Eq
+                    | BinaryOp::NotEq
+                    | BinaryOp::Lt
+                    | BinaryOp::LtEq
+                    | BinaryOp::Gt
+                    | BinaryOp::GtEq
+            ) =>
+        {
+            let (key, other, op) = match (key_of(left, keys), key_of(right, keys)) {
+                (Some(key), _) => (key, right, *op),
+                (None, Some(key)) => (key, left, flipped(*op)),
+                (None, None) => {
+                    if mentions_key(left, keys) || mentions_key(right, keys) {
+                        return Err(EngineError::statement(
+                            "A comparison must directly reference a key column.",
+                        ));
+                    }
+                    return Ok(());
+                }
+            };
+            if mentions_column(other) {
+                return Err(unresolvable());
+            }
+            bounds.push((key, op));
+        }
+        ExprKind::InList {
+            expr,
+            negated: false,
+            list,
+        } => {
+            if let Some(key) = key_of(expr, keys) {
+                if list.iter().any(mentions_column) {
+                    return Err(unresolvable());
+                }
+                bounds.push((key, BinaryOp::Eq));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The operator with its operands swapped: `1 < k` is `k > 1`.
+fn flipped(op: BinaryOp) -> BinaryOp {
+    match op {
+        BinaryOp::Lt => BinaryOp::Gt,
+        BinaryOp::LtEq => BinaryOp::GtEq,
+        BinaryOp::Gt => BinaryOp::Lt,
+        BinaryOp::GtEq => BinaryOp::LtEq,
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use eddy_sql::ast::StatementKind;
+
+    use super::*;
+    use crate::catalog::Catalog;
+
+    fn table(sql: &str) -> DataSource {
+        let parsed = eddy_sql::parse_statements(sql).unwrap();
+        let StatementKind::CreateSource(create) = &parsed[0].statement.kind else {
+            panic!("not a CREATE: {sql}");
+        };
+        Catalog::default()
+            .build_source(create, sql, &HashMap::new())
+            .unwrap()
+    }
+
+    fn check(
+        table: &DataSource,
+        filter: &str,
+        range_scans: bool,
+    ) -> std::result::Result<(), String> {
+        let mut properties = HashMap::new();
+        properties.insert(
+            "ksql.query.pull.table.scan.enabled".to_string(),
+            "false".to_string(),
+        );
+        properties.insert(
+            "ksql.query.pull.range.scan.enabled".to_string(),
+            range_scans.to_string(),
+        );
+        let filter = eddy_sql::parse_expression(filter).unwrap();
+        check_without_table_scans(table, Some(&filter), &properties).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn key_lookups_pass_and_scans_are_refused_with_ksqldbs_messages() {
+        let t = table(
+            "CREATE TABLE t (id STRING PRIMARY KEY, n BIGINT) WITH (kafka_topic='t', value_format='JSON');",
+        );
+        for ok in [
+            "id = 'a'",
+            "'a' = id",
+            "id IN ('a', 'b')",
+            "id = 'a' AND n > 1",
+            "id = 'a' OR id = 'b'",
+            "id = CONCAT('a', 'b')",
+            "id >= 'a'",
+        ] {
+            assert_eq!(check(&t, ok, true), Ok(()), "{ok}");
+        }
+        let cases = [
+            (
+                "n = 100",
+                "WHERE clause missing key column for disjunct: (N = 100)",
+            ),
+            (
+                "'0' < id AND id < '9'",
+                "cannot be combined with other comparisons",
+            ),
+            (
+                "id = 'a' AND id IN ('a')",
+                "cannot be combined with other comparisons",
+            ),
+            (
+                "id != 'a'",
+                "Bound on key columns '[`ID` STRING KEY]' must currently be '='.",
+            ),
+            ("id = n", "between a key column and a resolvable expression"),
+            (
+                "id IN ('a', n)",
+                "between a key column and a resolvable expression",
+            ),
+            ("id || 'x' = 'ax'", "must directly reference a key column"),
+            (
+                "id <= 'a' OR id >= 'c'",
+                "Query requires table scan to be enabled",
+            ),
+        ];
+        for (filter, message) in cases {
+            let error = check(&t, filter, true).unwrap_err();
+            assert!(error.contains(message), "{filter}: {error}");
+        }
+        // Without range scans, a range needs a table scan.
+        assert!(
+            check(&t, "id >= 'a'", false)
+                .unwrap_err()
+                .contains("table scan")
+        );
+    }
+
+    #[test]
+    fn multi_column_and_non_string_keys_need_every_key_and_no_range() {
+        let t = table(
+            "CREATE TABLE t (a INT PRIMARY KEY, b INT PRIMARY KEY, n BIGINT) WITH (kafka_topic='t', format='JSON');",
+        );
+        assert_eq!(check(&t, "a = 1 AND b = 2", true), Ok(()));
+        let error = check(&t, "a = 1", true).unwrap_err();
+        assert!(
+            error.contains("Multi-column sources must specify every key"),
+            "{error}"
+        );
+        let error = check(&t, "a <= 1 AND b >= 2", true).unwrap_err();
+        assert!(error.contains("table scan"), "{error}");
+        let numeric = table(
+            "CREATE TABLE u (id INT PRIMARY KEY, n BIGINT) WITH (kafka_topic='u', value_format='JSON');",
+        );
+        assert!(
+            check(&numeric, "id >= 12", true)
+                .unwrap_err()
+                .contains("table scan")
+        );
+    }
+}
