@@ -88,6 +88,51 @@ pub(crate) fn check_without_table_scans(
     Ok(())
 }
 
+/// Refuses key values a lookup cannot use: NULL, which no key equals, and a string where the
+/// key is not one (`ID IN ('10', 8)` for an INT key), as ksqlDB does.
+pub(crate) fn check_key_values(table: &DataSource, filter: &Expr) -> Result<()> {
+    use eddy_sql::ast::{Literal, SqlType};
+    let keys: Vec<&crate::schema::Column> = table.key_columns().collect();
+    let mut problem = None;
+    filter.any(&mut |e| {
+        let ExprKind::InList {
+            expr,
+            negated: false,
+            list,
+        } = &e.kind
+        else {
+            return false;
+        };
+        let Some(key) = key_of(expr, &keys).and_then(|k| keys.iter().find(|c| c.name == k)) else {
+            return false;
+        };
+        for item in list {
+            match &item.kind {
+                ExprKind::Literal(Literal::Null) => {
+                    problem = Some(format!(
+                        "Primary key columns can not be NULL: ({} = null)",
+                        key.name
+                    ));
+                }
+                ExprKind::Literal(Literal::String(text)) if key.ty != SqlType::String => {
+                    problem = Some(format!(
+                        "'{text}' can not be converted to the type of the key column: {} {} KEY",
+                        key.name,
+                        crate::schema::type_display(&key.ty)
+                    ));
+                }
+                _ => continue,
+            }
+            return true;
+        }
+        false
+    });
+    match problem {
+        Some(message) => Err(EngineError::statement(message)),
+        None => Ok(()),
+    }
+}
+
 /// The operands of nested `op`s (`a AND b AND c` → `[a, b, c]`).
 fn split(expr: &Expr, op: BinaryOp) -> Vec<&Expr> {
     match &expr.kind {
@@ -280,6 +325,29 @@ mod tests {
             check(&t, "id >= 'a'", false)
                 .unwrap_err()
                 .contains("table scan")
+        );
+    }
+
+    #[test]
+    fn key_values_must_be_keys() {
+        let t = table(
+            "CREATE TABLE t (id INT PRIMARY KEY, n BIGINT) WITH (kafka_topic='t', value_format='JSON');",
+        );
+        let values = |filter: &str| {
+            check_key_values(&t, &eddy_sql::parse_expression(filter).unwrap())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(values("id IN (1, 2)"), Ok(()));
+        assert_eq!(values("n IN ('x')"), Ok(()));
+        assert!(
+            values("id IN (NULL)")
+                .unwrap_err()
+                .contains("can not be NULL: (ID = null)")
+        );
+        assert!(
+            values("id IN ('10', 8)").unwrap_err().contains(
+                "'10' can not be converted to the type of the key column: ID INTEGER KEY"
+            )
         );
     }
 

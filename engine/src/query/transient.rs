@@ -182,38 +182,6 @@ fn check_pull(query: &Query, properties: &HashMap<String, String>) -> Result<()>
     Ok(())
 }
 
-/// A pull query over a table may not look its key up among NULLs, which no key equals.
-fn check_key_not_null(catalog: &Catalog, source: &str, filter: &eddy_sql::ast::Expr) -> Result<()> {
-    use eddy_sql::ast::ExprKind;
-    let Some(table) = catalog.source(source) else {
-        return Ok(());
-    };
-    let mut problem = None;
-    filter.any(&mut |e| {
-        if let ExprKind::InList {
-            expr,
-            negated: false,
-            list,
-        } = &e.kind
-            && let ExprKind::Column { name, .. } = &expr.kind
-            && table.key_columns().any(|k| k.name == name.value)
-            && list
-                .iter()
-                .any(|item| matches!(item.kind, ExprKind::Literal(Literal::Null)))
-        {
-            problem = Some(name.value.clone());
-            return true;
-        }
-        false
-    });
-    match problem {
-        Some(key) => Err(EngineError::statement(format!(
-            "Primary key columns can not be NULL: ({key} = null)"
-        ))),
-        None => Ok(()),
-    }
-}
-
 /// Plans and starts a transient query.
 pub(crate) fn start(
     store: &Store,
@@ -310,7 +278,7 @@ pub(crate) fn start(
         && let Some(table) = catalog.source(&source_name)
     {
         if let Some(filter) = &query.filter {
-            check_key_not_null(catalog, &source_name, filter)?;
+            crate::query::lookup::check_key_values(table, filter)?;
         }
         crate::query::lookup::check_without_table_scans(table, query.filter.as_ref(), properties)?;
     }
