@@ -195,7 +195,7 @@ impl Catalog {
         session: &HashMap<String, String>,
         declared_by: DeclaredBy,
     ) -> Result<DataSource> {
-        let allow_reserved_keys = declared_by != DeclaredBy::User;
+        let by_query = declared_by != DeclaredBy::User;
         let props = &create.properties;
         let string_prop = |name: &str| -> Result<Option<String>> {
             match props.get(name) {
@@ -278,12 +278,15 @@ impl Catalog {
         for element in elements {
             let name = element.name.value.clone();
             // Unquoted names are upper-cased already, so this also catches `rowpartition`.
-            let reserved_allowed = declared_by == DeclaredBy::TransientQuery
-                || (allow_reserved_keys
-                    && matches!(
-                        element.constraint,
-                        Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey)
-                    ));
+            let key = matches!(
+                element.constraint,
+                Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey)
+            );
+            let reserved_allowed = match declared_by {
+                DeclaredBy::User => false,
+                DeclaredBy::PersistentQuery => key,
+                DeclaredBy::TransientQuery => true,
+            };
             if let Some(reserved) = PSEUDO_COLUMNS
                 .iter()
                 .chain(WINDOW_COLUMNS)
@@ -378,11 +381,7 @@ impl Catalog {
             }
         };
 
-        if declared_by != DeclaredBy::User
-            && keys.is_empty()
-            && key_format_given
-            && create.kind == SourceKind::Stream
-        {
+        if by_query && keys.is_empty() && key_format_given && create.kind == SourceKind::Stream {
             return Err(EngineError::statement(
                 "Key format specified for stream without key columns.",
             ));
@@ -461,7 +460,7 @@ impl Catalog {
             timestamp_format: string_prop("TIMESTAMP_FORMAT")?,
             window,
             read_only: create.read_only,
-            created_by_query: allow_reserved_keys,
+            created_by_query: by_query,
             sql: sql.to_string(),
         })
     }

@@ -8,6 +8,15 @@ use eddy_engine::{Engine, Session, StatementResult};
 
 mod common;
 
+/// A session whose push queries read their sources from the start.
+fn from_the_start() -> Session {
+    let mut session = Session::default();
+    session
+        .properties
+        .insert("auto.offset.reset".into(), "earliest".into());
+    session
+}
+
 async fn push_queries_listed(engine: &Engine) -> usize {
     let shown = engine
         .execute(&mut Session::default(), "SHOW QUERIES;")
@@ -33,10 +42,7 @@ async fn two_hundred_push_queries_opened_and_closed_leave_nothing_behind() {
     .await;
     let metrics = tokio::runtime::Handle::current().metrics();
     let tasks_before = metrics.num_alive_tasks();
-    let mut session = Session::default();
-    session
-        .properties
-        .insert("auto.offset.reset".into(), "earliest".into());
+    let session = from_the_start();
 
     for round in 0..200 {
         let mut query = engine
@@ -91,10 +97,7 @@ async fn aggregates_without_group_by_count_every_row_in_one_group() {
          INSERT INTO s (id, v) VALUES (2, 5);",
     )
     .await;
-    let mut session = Session::default();
-    session
-        .properties
-        .insert("auto.offset.reset".into(), "earliest".into());
+    let session = from_the_start();
     let mut query = engine
         .query(
             &session,

@@ -438,7 +438,7 @@ impl Shell {
             // registered, Ctrl-C no longer ends the process; the prompt reads keys raw anyway.
             let interrupted = tokio::signal::ctrl_c();
             tokio::pin!(interrupted);
-            let mut stream = client.query(sql, context).await.map_err(Some)?;
+            let mut stream = client.query(sql, context).await?;
             let headers: Vec<String> = stream.columns.iter().map(|(n, _)| n.clone()).collect();
             let push = stream.query_id.is_some();
             let mut rows: Vec<Vec<String>> = Vec::new();
@@ -453,7 +453,7 @@ impl Shell {
             let mut failure = None;
             loop {
                 tokio::select! {
-                    item = stream.next() => match item.map_err(Some)? {
+                    item = stream.next() => match item? {
                         Some(QueryItem::Row(values)) => {
                             count += 1;
                             match output.format {
@@ -490,22 +490,20 @@ impl Shell {
                     output.print(&table::render(&headers, &rows, output.width));
                 }
             }
-            match failure {
-                Some(message) => {
-                    output.error(&format!("The query failed: {message}\n"));
-                    Err(None)
-                }
-                None => {
-                    let noun = if count == 1 { "row" } else { "rows" };
-                    output.print(&format!("{count} {noun}. Query terminated\n"));
-                    Ok(())
-                }
+            if failure.is_none() {
+                let noun = if count == 1 { "row" } else { "rows" };
+                output.print(&format!("{count} {noun}. Query terminated\n"));
             }
+            // The answer was read; a query that failed on the server says why here.
+            Ok::<_, ClientError>(failure)
         });
         match result {
-            Ok(()) => Ok(()),
-            Err(None) => Err(Failed),
-            Err(Some(error)) => {
+            Ok(None) => Ok(()),
+            Ok(Some(message)) => {
+                self.output.error(&format!("The query failed: {message}\n"));
+                Err(Failed)
+            }
+            Err(error) => {
                 self.report(sql, &error);
                 Err(Failed)
             }

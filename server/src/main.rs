@@ -209,7 +209,7 @@ fn main() -> anyhow::Result<()> {
         }
         None if shell => serve_with_shell(&runtime, &cli.server, log_file.as_deref()),
         Some(Command::Server) | None => runtime.block_on(async {
-            let signal = ShutdownSignal::install()?;
+            let signal = ShutdownSignal::install(true)?;
             serve(&cli.server, signal.wait(), None).await
         }),
     }
@@ -228,13 +228,12 @@ fn serve_with_shell(
     let server = runtime.spawn({
         let args = args.clone();
         async move {
-            let terminate = terminated()?;
+            let signal = ShutdownSignal::install(false)?;
             let stop = async move {
                 tokio::select! {
-                    _ = stop_rx => {}
-                    _ = terminate => {}
+                    _ = stop_rx => Ok(()),
+                    waited = signal.wait() => waited,
                 }
-                Ok(())
             };
             serve(&args, stop, Some(ready_tx)).await
         }
@@ -264,20 +263,6 @@ fn serve_with_shell(
     let served = runtime.block_on(server).context("the server task failed")?;
     shell?;
     served
-}
-
-/// Resolves when SIGTERM arrives (never on platforms without it).
-fn terminated() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-        Ok(async move {
-            terminate.recv().await;
-        })
-    }
-    #[cfg(not(unix))]
-    Ok(std::future::pending())
 }
 
 /// Where a started server listens.
@@ -362,38 +347,60 @@ async fn serve(
 }
 
 /// Listens for Ctrl-C and SIGTERM. Created before the server says it is running, so a signal
-/// sent right after that line is never missed.
+/// Listens for SIGTERM and, unless the shell owns it, Ctrl-C. Created before the server says it
+/// is running, so a signal sent right after that line is never missed.
 struct ShutdownSignal {
     #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
+    interrupt: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
+    #[cfg(not(unix))]
+    ctrl_c: bool,
 }
 
 impl ShutdownSignal {
-    fn install() -> anyhow::Result<Self> {
+    fn install(ctrl_c: bool) -> anyhow::Result<Self> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
+            let interrupt = if ctrl_c {
+                Some(signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?)
+            } else {
+                None
+            };
             Ok(ShutdownSignal {
-                interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+                interrupt,
                 terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
             })
         }
         #[cfg(not(unix))]
-        Ok(ShutdownSignal {})
+        Ok(ShutdownSignal { ctrl_c })
     }
 
     async fn wait(mut self) -> anyhow::Result<()> {
         #[cfg(unix)]
-        tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+        {
+            let interrupted = async {
+                match &mut self.interrupt {
+                    Some(interrupt) => {
+                        interrupt.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = interrupted => {}
+                _ = self.terminate.recv() => {}
+            }
         }
         #[cfg(not(unix))]
-        tokio::signal::ctrl_c()
-            .await
-            .context("cannot listen for Ctrl-C")?;
+        if self.ctrl_c {
+            tokio::signal::ctrl_c()
+                .await
+                .context("cannot listen for Ctrl-C")?;
+        } else {
+            std::future::pending::<()>().await;
+        }
         Ok(())
     }
 }

@@ -146,18 +146,6 @@ pub fn arrow_type(ty: &SqlType, scope: &dyn Scope) -> Result<DataType, String> {
     crate::types::to_arrow(&resolved).map_err(|e| e.to_string())
 }
 
-fn is_comparison(op: BinaryOp) -> bool {
-    matches!(
-        op,
-        BinaryOp::Eq
-            | BinaryOp::NotEq
-            | BinaryOp::Lt
-            | BinaryOp::LtEq
-            | BinaryOp::Gt
-            | BinaryOp::GtEq
-    )
-}
-
 /// A binary expression as ksqlDB's messages write it: a NULL literal in lower case.
 fn written_with_null(left: &ast::Expr, op: BinaryOp, right: &ast::Expr) -> String {
     let side = |e: &ast::Expr| match e.kind {
@@ -165,13 +153,6 @@ fn written_with_null(left: &ast::Expr, op: BinaryOp, right: &ast::Expr) -> Strin
         _ => e.to_string(),
     };
     format!("{} {} {}", side(left), op.symbol(), side(right))
-}
-
-fn is_arithmetic(op: BinaryOp) -> bool {
-    matches!(
-        op,
-        BinaryOp::Plus | BinaryOp::Minus | BinaryOp::Multiply | BinaryOp::Divide | BinaryOp::Modulo
-    )
 }
 
 /// A string compared with `ROWTIME`, `WINDOWSTART` or `WINDOWEND` is a timestamp, as in ksqlDB:
@@ -209,7 +190,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
         ExprKind::Binary { left, op, right } => {
             let (mut l, mut r) = (sub(left)?, sub(right)?);
             let is_null = |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(Literal::Null));
-            if is_arithmetic(*op) && (is_null(left) || is_null(right)) {
+            if op.is_arithmetic() && (is_null(left) || is_null(right)) {
                 // ksqlDB cannot type arithmetic on an untyped NULL, and says so.
                 let type_of = |e: &ast::Expr, d: &Expr| -> String {
                     if is_null(e) {
@@ -232,7 +213,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                     expr,
                 ));
             }
-            if is_comparison(*op) {
+            if op.is_comparison() {
                 if let Some(ms) = magic_timestamp(left, right)? {
                     r = Box::new(lit(ms));
                 }
@@ -241,7 +222,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                 }
             }
             if let Some(schema) = scope.schema()
-                && is_comparison(*op)
+                && op.is_comparison()
             {
                 let statement = written_with_null(left, *op, right);
                 crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema).map_err(

@@ -17,6 +17,16 @@ pub enum Suite {
     RestQueryValidation,
 }
 
+impl Suite {
+    /// The suite's folder under the conformance directory.
+    pub fn folder(self) -> &'static str {
+        match self {
+            Suite::QueryValidation => "query-validation-tests",
+            Suite::RestQueryValidation => "rest-query-validation-tests",
+        }
+    }
+}
+
 /// One test case, with `{FORMAT}` already substituted.
 #[derive(Debug, Clone)]
 pub struct ConformanceCase {
@@ -141,11 +151,7 @@ fn is_parse_failure(error_type: &str, message: &str) -> bool {
 
 /// Loads every case of one suite.
 pub fn load_suite(suite: Suite) -> anyhow::Result<Vec<ConformanceCase>> {
-    let folder = match suite {
-        Suite::QueryValidation => "query-validation-tests",
-        Suite::RestQueryValidation => "rest-query-validation-tests",
-    };
-    load_paths(suite, &[conformance_dir().join(folder)])
+    load_paths(suite, &[conformance_dir().join(suite.folder())])
 }
 
 /// Loads the cases of the given files, and of the `.json` files in the given folders.
@@ -343,50 +349,61 @@ mod tests {
     }
 }
 
-/// How one case went.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Every expectation held.
-    Passed,
-    /// Needs Avro, Protobuf, JSON_SR or the schema registry, or is disabled.
-    Skipped,
-    /// What went wrong.
-    Failed(String),
+/// The command line of a conformance runner.
+#[derive(Debug, clap::Args)]
+pub struct RunnerArgs {
+    /// Test files or folders of them; default: the suite's folder in ../shared/conformance/ksqldb.
+    pub paths: Vec<PathBuf>,
+    /// Fail (exit 1) when fewer cases than this pass.
+    #[arg(long)]
+    pub floor: Option<usize>,
+    /// Print only failed cases and the counts.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
-/// Runs every case with `run`, printing a line per case (only failures when `quiet`), the
-/// counts per file, and a last line `N passed, N failed, N skipped`; fails when fewer than
-/// `floor` pass.
-pub async fn run_and_report(
-    cases: &[ConformanceCase],
-    quiet: bool,
-    floor: Option<usize>,
-    run: impl AsyncFn(&ConformanceCase) -> Outcome,
+/// Runs the cases `args` names (default: the whole suite) with `run`, skipping disabled cases and
+/// those that need the schema registry. Prints a line per case (only failures when quiet), the
+/// counts per file, and a last line `N passed, N failed, N skipped`; fails when fewer than the
+/// floor pass.
+pub async fn run_suite(
+    suite: Suite,
+    args: RunnerArgs,
+    run: impl AsyncFn(&ConformanceCase) -> Result<(), String>,
 ) -> anyhow::Result<()> {
+    let paths = if args.paths.is_empty() {
+        vec![conformance_dir().join(suite.folder())]
+    } else {
+        args.paths
+    };
+    let cases = load_paths(suite, &paths)?;
+    let quiet = args.quiet;
     let mut per_file: std::collections::BTreeMap<String, (usize, usize, usize)> =
         std::collections::BTreeMap::new();
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
-    for case in cases {
+    for case in &cases {
         let counts = per_file.entry(case.file.clone()).or_default();
+        let disabled = case.raw.get("enabled").and_then(Value::as_bool) == Some(false);
+        if disabled || case.needs_schema_registry() {
+            skipped += 1;
+            counts.2 += 1;
+            if !quiet {
+                println!(
+                    "SKIP {} / {}: disabled, or needs the schema registry, Avro or Protobuf",
+                    case.file, case.name
+                );
+            }
+            continue;
+        }
         match run(case).await {
-            Outcome::Passed => {
+            Ok(()) => {
                 passed += 1;
                 counts.0 += 1;
                 if !quiet {
                     println!("PASS {} / {}", case.file, case.name);
                 }
             }
-            Outcome::Skipped => {
-                skipped += 1;
-                counts.2 += 1;
-                if !quiet {
-                    println!(
-                        "SKIP {} / {}: disabled, or needs the schema registry, Avro or Protobuf",
-                        case.file, case.name
-                    );
-                }
-            }
-            Outcome::Failed(reason) => {
+            Err(reason) => {
                 failed += 1;
                 counts.1 += 1;
                 println!("FAIL {} / {}: {reason}", case.file, case.name);
@@ -399,7 +416,7 @@ pub async fn run_and_report(
     }
     println!();
     println!("{passed} passed, {failed} failed, {skipped} skipped");
-    if let Some(floor) = floor
+    if let Some(floor) = args.floor
         && passed < floor
     {
         anyhow::bail!("{passed} cases passed, below the floor of {floor}");

@@ -25,7 +25,7 @@ use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::plan::{
     GeneratedNames, OutputColumn, ProjectionInput, check_reserved_in_select, compile_in,
-    located_error, qualified_text, select_item_name, source_scope,
+    named_source, qualified_text, select_item_name, source_scope,
 };
 use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
 use crate::query::source::{
@@ -242,12 +242,7 @@ pub fn plan_aggregate(
         return crate::query::join::plan_join_aggregate(ctx, catalog, query, sink_name);
     }
     let from = &query.from.source;
-    let source = catalog.source(&from.name.value).ok_or_else(|| {
-        located_error(
-            from.span.start,
-            format!("{} does not exist.", from.name.value),
-        )
-    })?;
+    let source = named_source(catalog, from)?;
     if source.window.is_some() {
         return Err(EngineError::Unsupported(
             "GROUP BY over a windowed stream".into(),
@@ -259,21 +254,11 @@ pub fn plan_aggregate(
             source.name
         )));
     }
-    let decoder = SourceDecoder::new(source)?;
-    let alias = from
-        .alias
-        .as_ref()
-        .map_or(from.name.value.as_str(), |a| a.value.as_str());
     plan_aggregate_over(
         ctx,
         catalog,
         query,
-        ProjectionInput {
-            source,
-            schema: decoder.schema().clone(),
-            decoder,
-            alias,
-        },
+        ProjectionInput::of_source(source, from)?,
         sink_name,
         transient,
     )
@@ -1368,20 +1353,15 @@ pub(crate) fn aggregate_changes(
         })
         .collect();
     if superseded.iter().any(|s| *s) {
-        fn keep<T>(v: &mut Vec<T>, superseded: &[bool]) {
-            let mut i = 0;
-            v.retain(|_| {
-                i += 1;
-                !superseded[i - 1]
-            });
-        }
-        keep(&mut out_rows, &superseded);
-        keep(&mut out_windows, &superseded);
-        keep(&mut out_keys, &superseded);
-        keep(&mut out_times, &superseded);
-        keep(&mut out_tombstone, &superseded);
+        use crate::query::runner::retain_marked;
+        let kept = |i: usize| !superseded[i];
+        retain_marked(&mut out_rows, kept);
+        retain_marked(&mut out_windows, kept);
+        retain_marked(&mut out_keys, kept);
+        retain_marked(&mut out_times, kept);
+        retain_marked(&mut out_tombstone, kept);
         for r in results.iter_mut() {
-            keep(r, &superseded);
+            retain_marked(r, kept);
         }
     }
 

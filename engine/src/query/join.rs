@@ -953,14 +953,7 @@ fn plan_chain(
     query: &Query,
     tail: Tail<'_>,
 ) -> Result<(JoinChain, Planned)> {
-    let lookup = |aliased: &eddy_sql::ast::AliasedSource| {
-        catalog.source(&aliased.name.value).ok_or_else(|| {
-            located_error(
-                aliased.span.start,
-                format!("{} does not exist.", aliased.name.value),
-            )
-        })
-    };
+    let lookup = |aliased| crate::query::plan::named_source(catalog, aliased);
     let alias_of = |a: &eddy_sql::ast::AliasedSource| {
         a.alias
             .as_ref()

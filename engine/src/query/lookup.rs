@@ -179,20 +179,10 @@ fn key_bounds<'k>(
         )
     };
     match &conjunct.kind {
-        ExprKind::Binary { left, op, right }
-            if matches!(
-                op,
-                BinaryOp::Eq
-                    | BinaryOp::NotEq
-                    | BinaryOp::Lt
-                    | BinaryOp::LtEq
-                    | BinaryOp::Gt
-                    | BinaryOp::GtEq
-            ) =>
-        {
+        ExprKind::Binary { left, op, right } if op.is_comparison() => {
             let (key, other, op) = match (key_of(left, keys), key_of(right, keys)) {
                 (Some(key), _) => (key, right, *op),
-                (None, Some(key)) => (key, left, flipped(*op)),
+                (None, Some(key)) => (key, left, op.flipped()),
                 (None, None) => {
                     if mentions_key(left, keys) || mentions_key(right, keys) {
                         return Err(EngineError::statement(
@@ -222,17 +212,6 @@ fn key_bounds<'k>(
         _ => {}
     }
     Ok(())
-}
-
-/// The operator with its operands swapped: `1 < k` is `k > 1`.
-fn flipped(op: BinaryOp) -> BinaryOp {
-    match op {
-        BinaryOp::Lt => BinaryOp::Gt,
-        BinaryOp::LtEq => BinaryOp::GtEq,
-        BinaryOp::Gt => BinaryOp::Lt,
-        BinaryOp::GtEq => BinaryOp::LtEq,
-        other => other,
-    }
 }
 
 #[cfg(test)]

@@ -239,32 +239,17 @@ pub fn plan_stateless(
         return Err(EngineError::Unsupported("GROUP BY".into()));
     }
     let from = &query.from.source;
-    let source = catalog.source(&from.name.value).ok_or_else(|| {
-        located_error(
-            from.span.start,
-            format!("{} does not exist.", from.name.value),
-        )
-    })?;
+    let source = named_source(catalog, from)?;
     if source.window.is_some() && source.kind == SourceKind::Table && !transient {
         return Err(EngineError::statement(
             "KSQL does not support persistent queries on windowed tables.",
         ));
     }
-    let decoder = SourceDecoder::new(source)?;
-    let alias = from
-        .alias
-        .as_ref()
-        .map_or(from.name.value.as_str(), |a| a.value.as_str());
     plan_projection(
         ctx,
         catalog,
         query,
-        ProjectionInput {
-            source,
-            schema: decoder.schema().clone(),
-            decoder,
-            alias,
-        },
+        ProjectionInput::of_source(source, from)?,
         (sink_name, sink_kind),
         new_planner,
         transient,
@@ -281,6 +266,38 @@ pub(crate) struct ProjectionInput<'a> {
     pub schema: SchemaRef,
     /// The name qualifiers may use.
     pub alias: &'a str,
+}
+
+impl<'a> ProjectionInput<'a> {
+    /// A source's decoded rows, qualified by the alias `from` gives it, else by its name.
+    pub(crate) fn of_source(
+        source: &'a DataSource,
+        from: &'a eddy_sql::ast::AliasedSource,
+    ) -> Result<Self> {
+        let decoder = SourceDecoder::new(source)?;
+        Ok(ProjectionInput {
+            source,
+            schema: decoder.schema().clone(),
+            decoder,
+            alias: from
+                .alias
+                .as_ref()
+                .map_or(from.name.value.as_str(), |a| a.value.as_str()),
+        })
+    }
+}
+
+/// The source a `FROM` names, or ksqlDB's error at its position.
+pub(crate) fn named_source<'c>(
+    catalog: &'c Catalog,
+    from: &eddy_sql::ast::AliasedSource,
+) -> Result<&'c DataSource> {
+    catalog.source(&from.name.value).ok_or_else(|| {
+        located_error(
+            from.span.start,
+            format!("{} does not exist.", from.name.value),
+        )
+    })
 }
 
 /// Plans the `WHERE`, `PARTITION BY` and projection of `query` over `input`.

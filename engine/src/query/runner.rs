@@ -436,7 +436,8 @@ fn retain_rows(
     Ok(())
 }
 
-fn retain_marked<T>(items: &mut Vec<T>, kept: impl Fn(usize) -> bool) {
+/// Keeps the items whose index `kept` accepts.
+pub(crate) fn retain_marked<T>(items: &mut Vec<T>, kept: impl Fn(usize) -> bool) {
     let mut index = 0;
     items.retain(|_| {
         let keep = kept(index);
