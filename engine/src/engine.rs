@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::catalog::{Catalog, DEFAULT_KEY_FORMAT};
 use crate::error::{EngineError, Result};
 use crate::query::PersistentQuery;
-use crate::result::{SourceSummary, StatementResult, TopicSummary};
+use crate::result::{QuerySummary, SourceSummary, StatementResult, TopicSummary};
 use crate::session::Session;
 
 /// State-store namespace of the command log.
@@ -81,6 +81,8 @@ pub struct Engine {
     pub(crate) progress: Arc<tokio::sync::Notify>,
     /// Running push and pull queries.
     pub(crate) transient: Arc<crate::query::transient::TransientRegistry>,
+    /// What running queries record for `/metrics`.
+    pub(crate) metrics: crate::metrics::EngineMetrics,
 }
 
 impl Engine {
@@ -123,6 +125,7 @@ impl Engine {
             datafusion: datafusion::prelude::SessionContext::new(),
             progress: Arc::new(tokio::sync::Notify::new()),
             transient: Arc::default(),
+            metrics: crate::metrics::EngineMetrics::default(),
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -268,6 +271,26 @@ impl Engine {
     /// Stops a push query by id; whether it was running.
     pub fn close_query(&self, id: &str) -> bool {
         self.transient.close(id)
+    }
+
+    /// The metrics running queries record, for the server's registry.
+    pub fn metrics(&self) -> &crate::metrics::EngineMetrics {
+        &self.metrics
+    }
+
+    /// What `SHOW QUERIES` shows of every persistent query, with its offsets and rates.
+    pub async fn persistent_query_summaries(&self) -> Vec<QuerySummary> {
+        let state = self.state.lock().await;
+        state
+            .queries
+            .values()
+            .map(|q| q.summary(&self.store))
+            .collect()
+    }
+
+    /// The number of push queries clients are reading now.
+    pub fn push_query_count(&self) -> usize {
+        self.transient.push_count()
     }
 
     /// The store the engine runs on.
@@ -485,8 +508,8 @@ impl Engine {
             }
             StatementKind::List {
                 what: ListKind::Queries,
-                ..
-            } => Ok(self.list_queries(state, text)),
+                extended,
+            } => Ok(self.list_queries(state, text, *extended)),
             StatementKind::List { what, .. } => self.list(state, session, *what, text),
             StatementKind::Describe { name, extended } => {
                 let source = state.catalog.source(&name.value).ok_or_else(|| {
@@ -507,7 +530,7 @@ impl Engine {
                                 q.sink == source.name
                             }
                         })
-                        .map(PersistentQuery::summary)
+                        .map(|q| q.summary(&self.store))
                         .collect()
                 };
                 Ok(StatementResult::SourceDescription {
@@ -615,6 +638,14 @@ impl Engine {
             StatementKind::Explain(inner) => self.explain_statement(state, session, inner, text),
             StatementKind::Terminate(target) => {
                 self.terminate(state, session, target, text, mode).await
+            }
+            StatementKind::Pause(target) => {
+                self.pause_or_resume(state, session, (target, true), text, mode)
+                    .await
+            }
+            StatementKind::Resume(target) => {
+                self.pause_or_resume(state, session, (target, false), text, mode)
+                    .await
             }
             other => Err(EngineError::Unsupported(describe_kind(other).to_string())),
         }
@@ -1033,7 +1064,6 @@ fn describe_kind(kind: &StatementKind) -> &'static str {
         StatementKind::DescribeFunction(_) => "DESCRIBE FUNCTION",
         StatementKind::Explain(_) | StatementKind::ExplainQuery(_) => "EXPLAIN",
         StatementKind::Terminate(_) => "TERMINATE",
-        StatementKind::Pause(_) | StatementKind::Resume(_) => "PAUSE/RESUME",
         StatementKind::Print(_) => "PRINT",
         StatementKind::AlterSource { .. } => "ALTER",
         StatementKind::AlterSystem { .. } => "ALTER SYSTEM",

@@ -17,6 +17,7 @@ mod engine;
 mod error;
 pub mod format;
 mod insert;
+pub mod metrics;
 mod physical;
 pub mod query;
 mod result;

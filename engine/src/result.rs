@@ -45,7 +45,7 @@ pub struct TopicSummary {
 }
 
 /// A running query as `SHOW QUERIES` lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct QuerySummary {
     /// The query id.
     pub id: String,
@@ -63,6 +63,23 @@ pub struct QuerySummary {
     pub processed: u64,
     /// Input records that failed.
     pub failed: u64,
+    /// Records written to the sink.
+    pub emitted: u64,
+    /// Input records per second over the last minute.
+    pub messages_per_sec: f64,
+    /// When the last input record was processed, ms since the epoch.
+    pub last_message_ms: Option<i64>,
+    /// The query's consumer group positions and lag; none for push queries.
+    pub offsets: Option<crate::query::stats::GroupOffsets>,
+}
+
+impl QuerySummary {
+    /// Records appended to the query's inputs and not yet processed.
+    pub fn lag(&self) -> i64 {
+        self.offsets
+            .as_ref()
+            .map_or(0, crate::query::stats::GroupOffsets::total_lag)
+    }
 }
 
 /// A query as `EXPLAIN` describes it.
@@ -176,6 +193,8 @@ pub enum StatementResult {
     Queries {
         /// The statement.
         statement: String,
+        /// Whether `EXTENDED` was asked for: runtime statistics and offsets per query.
+        extended: bool,
         /// The running persistent queries.
         queries: Vec<QuerySummary>,
     },

@@ -458,3 +458,65 @@ async fn push_queries_stream_changes_and_pull_queries_answer_from_what_is_there(
     assert_eq!(open.events.recv().await, None);
     engine.shutdown().await;
 }
+
+fn only_query(results: &[StatementResult]) -> eddy_engine::QuerySummary {
+    match results {
+        [StatementResult::Queries { queries, .. }] if queries.len() == 1 => queries[0].clone(),
+        other => panic!("expected one query, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_paused_query_keeps_its_place_shows_lag_and_catches_up_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(&engine, &mut session, SETUP).await;
+    engine
+        .store()
+        .produce("orders", (0..20).map(input).collect())
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    let before = only_query(&run(&engine, &mut session, "SHOW QUERIES EXTENDED;").await);
+    assert_eq!((before.state.as_str(), before.lag()), ("RUNNING", 0));
+    assert_eq!((before.processed, before.emitted), (20, 10));
+    assert!(before.messages_per_sec > 0.0);
+    assert!(before.last_message_ms.is_some());
+
+    run(&engine, &mut session, "PAUSE csas_big_1;").await;
+    engine
+        .store()
+        .produce("orders", (20..50).map(input).collect())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let paused = only_query(&run(&engine, &mut session, "SHOW QUERIES;").await);
+    assert_eq!((paused.state.as_str(), paused.lag()), ("PAUSED", 30));
+    assert_eq!(paused.processed, 20);
+    let offsets = paused.offsets.expect("a persistent query has offsets");
+    assert_eq!(offsets.group, "_eddy_query_CSAS_BIG_1");
+    let p = offsets.topics[0].partitions[0];
+    assert_eq!((p.consumer, p.log_end), (20, 50));
+    assert_eq!(values(engine.store(), "BIG"), expected_big(20));
+
+    // Paused survives a restart: the PAUSE is in the command log.
+    engine.shutdown().await;
+    engine.store().close().unwrap();
+    drop(engine);
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let restarted = only_query(&run(&engine, &mut session, "SHOW QUERIES;").await);
+    assert_eq!((restarted.state.as_str(), restarted.lag()), ("PAUSED", 30));
+
+    run(&engine, &mut session, "RESUME ALL;").await;
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    let resumed = only_query(&run(&engine, &mut session, "SHOW QUERIES;").await);
+    assert_eq!((resumed.state.as_str(), resumed.lag()), ("RUNNING", 0));
+    assert_eq!(values(engine.store(), "BIG"), expected_big(50));
+    let err = engine
+        .execute(&mut session, "PAUSE no_such_query;")
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "Unknown queryId: NO_SUCH_QUERY");
+    engine.shutdown().await;
+}

@@ -189,6 +189,23 @@ pub fn entity(entity: &Value, width: usize) -> String {
                 .collect();
             render(&strings(&["Function Name", "Type"]), &rows, width)
         }
+        "query_descriptions" => list("queryDescriptions")
+            .iter()
+            .map(|q| {
+                key_values(&[
+                    ("ID", text(&q["id"])),
+                    ("Query Type", text(&q["queryType"])),
+                    ("Status", text(&q["state"])),
+                    ("SQL", text(&q["statementText"])),
+                    ("Sources", joined(&q["sources"])),
+                    ("Sinks", joined(&q["sinks"])),
+                    ("Consumer lag", text(&q["consumerLag"])),
+                    ("Statistics", text(&q["statistics"])),
+                    ("Errors", text(&q["errorStats"])),
+                ])
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
         "sourceDescription" => source_description(&entity["sourceDescription"], width),
         "queryDescription" => query_description(&entity["queryDescription"], width),
         _ => {

@@ -8,12 +8,13 @@ pub mod processing_log;
 pub mod runner;
 pub mod source;
 mod statements;
+pub mod stats;
 pub mod transient;
 pub mod window;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use tokio::sync::{Notify, watch};
@@ -150,6 +151,15 @@ pub struct QueryShared {
     pub processed: AtomicU64,
     /// Input records that could not be processed.
     pub failed: AtomicU64,
+    /// Records written to the sink.
+    pub emitted: AtomicU64,
+    /// When the last input record was processed, ms since the epoch; 0 before the first.
+    pub last_message_ms: AtomicI64,
+    /// Input records per second, lately.
+    pub throughput: Mutex<stats::ThroughputMeter>,
+    /// Wall-clock time at commit minus each input record's timestamp, as Kafka Streams'
+    /// `record-e2e-latency` measures it; a series of the engine's [`crate::metrics::EngineMetrics`].
+    pub e2e_latency: Option<prometheus::Histogram>,
     /// Signalled after every commit and when the task ends; shared by all queries.
     pub progress: Arc<Notify>,
     /// Set when the task has ended.
@@ -206,23 +216,58 @@ pub struct PersistentQuery {
     pub execution_plan: String,
     /// Counters and progress.
     pub shared: Arc<QueryShared>,
+    /// What (re)starting its task needs.
+    launch: QueryLaunch,
     stop: watch::Sender<bool>,
+    /// The running task; none while paused.
     task: Option<JoinHandle<()>>,
 }
 
+/// What a query's task runs: the plan over the store, writing the sink.
+#[derive(Debug, Clone)]
+pub struct QueryLaunch {
+    /// The store it reads and writes.
+    pub store: eddy_storage::Store,
+    /// The plan.
+    pub plan: QueryPlan,
+    /// The sink it writes.
+    pub sink: crate::catalog::DataSource,
+}
+
+impl QueryLaunch {
+    fn spawn(&self, id: &str, shared: &Arc<QueryShared>) -> (watch::Sender<bool>, JoinHandle<()>) {
+        let (stop, stopped) = watch::channel(false);
+        shared.finished.store(false, Ordering::SeqCst);
+        let task = tokio::spawn(runner::run_query(
+            self.store.clone(),
+            id.to_string(),
+            self.plan.clone(),
+            self.sink.clone(),
+            shared.clone(),
+            stopped,
+        ));
+        (stop, task)
+    }
+}
+
 impl PersistentQuery {
-    /// Wraps a started task.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    /// Starts the query's task.
+    pub fn start(
         id: String,
         sql: String,
-        sources: Vec<(String, String)>,
-        (sink, sink_topic): (String, String),
-        (kind, fields, execution_plan): (QueryKind, Vec<crate::schema::Column>, String),
+        launch: QueryLaunch,
+        (kind, execution_plan): (QueryKind, String),
         shared: Arc<QueryShared>,
-        stop: watch::Sender<bool>,
-        task: JoinHandle<()>,
     ) -> Self {
+        let sources = launch
+            .plan
+            .sources()
+            .iter()
+            .map(|s| (s.name.clone(), s.topic.clone()))
+            .collect();
+        let (sink, sink_topic) = (launch.sink.name.clone(), launch.sink.topic.clone());
+        let fields = launch.sink.columns.clone();
+        let (stop, task) = launch.spawn(&id, &shared);
         PersistentQuery {
             id,
             sql,
@@ -233,14 +278,42 @@ impl PersistentQuery {
             fields,
             execution_plan,
             shared,
+            launch,
             stop,
             task: Some(task),
         }
     }
 
-    /// `RUNNING`, or `ERROR` when the task failed.
+    /// Stops the task, keeping its offsets and state, until [`Self::resume`]; its input piles
+    /// up as lag meanwhile.
+    pub async fn pause(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(query = %self.id, error = %e, "query task ended abnormally");
+        }
+    }
+
+    /// Restarts a paused task from its committed offsets.
+    pub fn resume(&mut self) {
+        if self.task.is_none() {
+            let (stop, task) = self.launch.spawn(&self.id, &self.shared);
+            self.stop = stop;
+            self.task = Some(task);
+        }
+    }
+
+    /// Whether the query is paused.
+    pub fn is_paused(&self) -> bool {
+        self.task.is_none()
+    }
+
+    /// `RUNNING`, `PAUSED`, or `ERROR` when the task failed.
     pub fn state(&self) -> &'static str {
-        if self.shared.error.lock().is_some() {
+        if self.is_paused() {
+            "PAUSED"
+        } else if self.shared.error.lock().is_some() {
             "ERROR"
         } else {
             "RUNNING"
@@ -257,8 +330,15 @@ impl PersistentQuery {
         }
     }
 
-    /// What `SHOW QUERIES` and `DESCRIBE` show of it.
-    pub fn summary(&self) -> crate::result::QuerySummary {
+    /// What `SHOW QUERIES` and `DESCRIBE` show of it, with its positions in `store`. A
+    /// store that fails to read offsets leaves them out rather than failing the listing.
+    pub fn summary(&self, store: &eddy_storage::Store) -> crate::result::QuerySummary {
+        let topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
+        let offsets = stats::GroupOffsets::read(store, &consumer_group(&self.id), &topics)
+            .map_err(|e| tracing::warn!(query = %self.id, error = %e, "reading the query's offsets failed"))
+            .ok();
+        let last = self.shared.last_message_ms.load(Ordering::Relaxed);
+        let now_secs = (eddy_storage::now_ms() / 1000) as u64;
         crate::result::QuerySummary {
             id: self.id.clone(),
             sql: self.sql.clone(),
@@ -268,6 +348,10 @@ impl PersistentQuery {
             state: self.state().to_string(),
             processed: self.shared.processed.load(Ordering::Relaxed),
             failed: self.shared.failed.load(Ordering::Relaxed),
+            emitted: self.shared.emitted.load(Ordering::Relaxed),
+            messages_per_sec: self.shared.throughput.lock().per_second(now_secs),
+            last_message_ms: (last > 0).then_some(last),
+            offsets,
         }
     }
 

@@ -657,6 +657,7 @@ async fn run_query_inner(
         let input = reader.input(index).clone();
         let (step, state_writes) = operator.step(store, &input, &fetched.records)?;
         let processed = fetched.records.len() as u64;
+        let timestamps: Vec<i64> = fetched.records.iter().map(|r| r.record.timestamp).collect();
         let mut commit = Commit::new();
         if let Some(namespace) = operator.state_namespace() {
             for (key, value) in state_writes {
@@ -675,6 +676,7 @@ async fn run_query_inner(
         if !log_entries.is_empty() && log_topic_exists {
             commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
         }
+        let emitted = step.records.len() as u64;
         for chunk in batches_under(step.records, APPEND_BYTES) {
             commit.append(sink.topic.clone(), None, chunk);
         }
@@ -687,6 +689,8 @@ async fn run_query_inner(
         in_flight.push_back(InFlight {
             commit: store.commit_pending(commit)?,
             processed,
+            emitted,
+            timestamps,
             errors: step.errors,
         });
         reader.advance(index, fetched.next_offset);
@@ -709,6 +713,10 @@ const MAX_IN_FLIGHT: usize = 2;
 struct InFlight {
     commit: eddy_storage::PendingCommit,
     processed: u64,
+    /// Records written to the sink.
+    emitted: u64,
+    /// The input records' timestamps, for the end-to-end latency.
+    timestamps: Vec<i64>,
     errors: Vec<RecordError>,
 }
 
@@ -721,6 +729,20 @@ impl InFlight {
         shared
             .failed
             .fetch_add(self.errors.len() as u64, Ordering::Relaxed);
+        shared.emitted.fetch_add(self.emitted, Ordering::Relaxed);
+        let now_ms = eddy_storage::now_ms();
+        shared.last_message_ms.store(now_ms, Ordering::Relaxed);
+        shared
+            .throughput
+            .lock()
+            .record((now_ms / 1000) as u64, self.processed);
+        if let Some(histogram) = &shared.e2e_latency {
+            let local = histogram.local();
+            for t in self.timestamps {
+                local.observe((now_ms - t).max(0) as f64 / 1000.0);
+            }
+            local.flush();
+        }
         shared.record_errors(self.errors);
         shared.progress.notify_waiters();
         Ok(())

@@ -10,7 +10,6 @@ use eddy_sql::ast::{
     QueryTarget, SourceKind, TableElement,
 };
 use eddy_storage::{Commit, OffsetAndMetadata};
-use tokio::sync::watch;
 use tracing::info;
 
 use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource};
@@ -19,8 +18,9 @@ use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::query::aggregate::plan_aggregate;
 use crate::query::plan::plan_select;
-use crate::query::runner::run_query;
-use crate::query::{PersistentQuery, QueryKind, QueryPlan, QueryShared, consumer_group};
+use crate::query::{
+    PersistentQuery, QueryKind, QueryLaunch, QueryPlan, QueryShared, consumer_group,
+};
 use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};
 use crate::session::Session;
@@ -465,44 +465,31 @@ impl Engine {
         }
         let shared = Arc::new(QueryShared {
             progress: self.progress.clone(),
+            e2e_latency: Some(self.metrics.e2e_latency.with_label_values(&[&query_id])),
             ..QueryShared::default()
         });
-        let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_query(
-            self.store.clone(),
-            query_id.clone(),
-            plan.clone(),
-            sink.clone(),
-            shared.clone(),
-            stopped,
-        ));
         info!(query = %query_id, source = %plan.source().name, sink = %sink.name, "query started");
+        let launch = QueryLaunch {
+            store: self.store.clone(),
+            plan,
+            sink,
+        };
         state.queries.insert(
             query_id.clone(),
-            PersistentQuery::new(
+            PersistentQuery::start(
                 query_id,
                 text.to_string(),
-                sources,
-                (sink.name.clone(), sink.topic.clone()),
-                (kind, sink.columns.clone(), execution_plan),
+                launch,
+                (kind, execution_plan),
                 shared,
-                stop,
-                task,
             ),
         );
         Ok(())
     }
 
-    /// `TERMINATE id` and `TERMINATE ALL`.
-    pub(crate) async fn terminate(
-        &self,
-        state: &mut EngineState,
-        session: &Session,
-        target: &QueryTarget,
-        text: &str,
-        mode: Mode,
-    ) -> Result<StatementResult> {
-        let ids: Vec<String> = match target {
+    /// The queries `TERMINATE`, `PAUSE` or `RESUME` names: one by id (any case), or all.
+    fn target_queries(state: &EngineState, target: &QueryTarget) -> Result<Vec<String>> {
+        Ok(match target {
             QueryTarget::All => state.queries.keys().cloned().collect(),
             QueryTarget::Query(id) => {
                 let wanted = id.value.to_ascii_uppercase();
@@ -519,7 +506,57 @@ impl Engine {
                 };
                 vec![found]
             }
+        })
+    }
+
+    /// `PAUSE id|ALL` and `RESUME id|ALL`: stops or restarts query tasks, keeping their
+    /// offsets and state. Logged, so a paused query stays paused after a restart.
+    pub(crate) async fn pause_or_resume(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        (target, pause): (&QueryTarget, bool),
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let ids = Self::target_queries(state, target)?;
+        self.log_command(state, session, text, mode).await?;
+        for id in &ids {
+            if let Some(query) = state.queries.get_mut(id) {
+                if pause {
+                    query.pause().await;
+                    info!(query = %id, "query paused");
+                } else {
+                    query.resume();
+                    info!(query = %id, "query resumed");
+                }
+            }
+        }
+        let (verb, done) = if pause {
+            ("pause", "paused")
+        } else {
+            ("resume", "resumed")
         };
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(match target {
+                QueryTarget::All => format!("{verb}/ALL/execute"),
+                QueryTarget::Query(id) => format!("{verb}/{}/execute", id.value),
+            }),
+            message: format!("Query {done}."),
+        })
+    }
+
+    /// `TERMINATE id` and `TERMINATE ALL`.
+    pub(crate) async fn terminate(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        target: &QueryTarget,
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        let ids = Self::target_queries(state, target)?;
         self.log_command(state, session, text, mode).await?;
         for id in &ids {
             self.stop_query(state, id).await;
@@ -617,18 +654,25 @@ impl Engine {
     pub(crate) async fn stop_query(&self, state: &mut EngineState, id: &str) {
         if let Some(query) = state.queries.remove(id) {
             query.stop().await;
+            self.metrics.forget_query(id);
             info!(query = %id, "query terminated");
         }
     }
 
     /// `SHOW QUERIES`.
-    pub(crate) fn list_queries(&self, state: &EngineState, text: &str) -> StatementResult {
+    pub(crate) fn list_queries(
+        &self,
+        state: &EngineState,
+        text: &str,
+        extended: bool,
+    ) -> StatementResult {
         StatementResult::Queries {
             statement: text.to_string(),
+            extended,
             queries: state
                 .queries
                 .values()
-                .map(PersistentQuery::summary)
+                .map(|q| q.summary(&self.store))
                 .chain(self.transient.summaries())
                 .collect(),
         }

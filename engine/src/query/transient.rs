@@ -99,6 +99,11 @@ impl TransientRegistry {
 }
 
 impl TransientRegistry {
+    /// How many push queries are running.
+    pub(crate) fn push_count(&self) -> usize {
+        self.running.lock().values().filter(|r| r.push).count()
+    }
+
     /// The running push queries, as `SHOW QUERIES` lists them (pull queries end on their own).
     pub(crate) fn summaries(&self) -> Vec<crate::result::QuerySummary> {
         let mut queries: Vec<crate::result::QuerySummary> = self
@@ -115,6 +120,10 @@ impl TransientRegistry {
                 state: "RUNNING".to_string(),
                 processed: 0,
                 failed: 0,
+                emitted: 0,
+                messages_per_sec: 0.0,
+                last_message_ms: None,
+                offsets: None,
             })
             .collect();
         queries.sort_by(|a, b| a.id.cmp(&b.id));
