@@ -292,6 +292,8 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {}", args.kafka_listen))?;
     let kafka_address = kafka_listener.local_addr()?;
+    let engine = std::sync::Arc::new(engine);
+    let state = http::AppState::new(engine.clone())?;
     let kafka = tokio::spawn(kafka::serve(
         kafka_listener,
         store.clone(),
@@ -299,17 +301,17 @@ async fn serve(
             advertised: args.kafka_advertised.unwrap_or(kafka_address),
             auto_create_topics: args.kafka_auto_create_topics,
             default_partitions: 1,
+            fetched_records: Some(state.metrics.kafka_fetched_records.clone()),
         },
     ));
     let http_listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", args.listen))?;
     let http_address = http_listener.local_addr()?;
-    let engine = std::sync::Arc::new(engine);
     let queries = engine.clone();
     let max_request_bytes = args.max_request_bytes;
     let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(engine, max_request_bytes)).await {
+        if let Err(e) = axum::serve(http_listener, http::router(state, max_request_bytes)).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });

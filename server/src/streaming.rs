@@ -13,10 +13,12 @@ use axum::response::{IntoResponse, Response};
 use eddy_engine::query::transient::{TransientEvent, TransientQuery};
 use eddy_engine::schema::{Column, ColumnKind, type_display};
 use eddy_engine::{Engine, Session};
+use prometheus::HistogramTimer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::http::{error, session};
+use crate::metrics::ServerMetrics;
 
 /// The body of `POST /query`.
 #[derive(Debug, Deserialize)]
@@ -60,41 +62,65 @@ fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Res
     })
 }
 
+/// Starts a query; a pull query comes with a timer that records its latency when its answer
+/// has been sent (when the timer drops).
 async fn start(
     engine: &Engine,
+    metrics: &ServerMetrics,
     session: &Session,
     sql: &str,
-) -> Result<TransientQuery, Box<Response>> {
-    engine.query(session, sql).await.map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "statement_error",
-            40001,
-            e.to_string(),
-            json!({"statementText": sql, "entities": []}),
-        ))
+) -> Result<(TransientQuery, Option<HistogramTimer>), Box<Response>> {
+    let timer = metrics.pull_latency.start_timer();
+    let query = match engine.query(session, sql).await {
+        Ok(query) => query,
+        Err(e) => {
+            timer.stop_and_discard();
+            return Err(Box::new(error(
+                StatusCode::BAD_REQUEST,
+                "statement_error",
+                40001,
+                e.to_string(),
+                json!({"statementText": sql, "entities": []}),
+            )));
+        }
+    };
+    Ok(if query.push {
+        timer.stop_and_discard();
+        (query, None)
+    } else {
+        (query, Some(timer))
     })
 }
 
 /// A streamed body: `first`, then one chunk per event as `render` writes it, then `last`.
 fn stream_body(
-    query: TransientQuery,
+    (query, timer): (TransientQuery, Option<HistogramTimer>),
     first: String,
     render: impl Fn(TransientEvent) -> Option<String> + Copy + Send + 'static,
     last: &'static str,
 ) -> Body {
+    // The timer lives as long as the stream: it observes when the answer ends or the client
+    // goes away.
+    let query = (query, timer);
     let state = Some((query, Some(first)));
     let stream = futures::stream::unfold(state, move |state| async move {
-        let (mut query, first) = state?;
+        let ((mut query, timer), first) = state?;
         if let Some(first) = first {
-            return Some((Ok::<_, Infallible>(Bytes::from(first)), Some((query, None))));
+            return Some((
+                Ok::<_, Infallible>(Bytes::from(first)),
+                Some(((query, timer), None)),
+            ));
         }
         loop {
             match query.events.recv().await {
                 Some(event) => {
                     let end = !matches!(event, TransientEvent::Row { .. });
                     if let Some(text) = render(event) {
-                        let next = if end { None } else { Some((query, None)) };
+                        let next = if end {
+                            None
+                        } else {
+                            Some(((query, timer), None))
+                        };
                         return Some((Ok(Bytes::from(text)), next));
                     }
                     if end {
@@ -109,21 +135,27 @@ fn stream_body(
 }
 
 /// `POST /query`: `[{"header":...},\n{"row":...},\n...{"finalMessage":...}]`.
-pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+pub async fn query(
+    State(engine): State<Arc<Engine>>,
+    State(metrics): State<Arc<ServerMetrics>>,
+    body: Bytes,
+) -> Response {
     let request: QueryRequest = match parse_body(&body) {
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let query = match start(
+    let started = match start(
         &engine,
+        &metrics,
         &session(&request.streams_properties, &request.session_variables),
         &request.ksql,
     )
     .await
     {
-        Ok(query) => query,
+        Ok(started) => started,
         Err(response) => return *response,
     };
+    let query = &started.0;
     // As in ksqlDB, only a pull query over a table marks its key columns, and only it ends
     // without a final message.
     let materialized = query.materialized;
@@ -141,7 +173,7 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
         .collect();
     let header = json!({"header": {"queryId": query.id, "schema": eddy_engine::schema::schema_text(&columns, true)}});
     let body = stream_body(
-        query,
+        started,
         // Each item brings its separator, so the array is whole however the query ends.
         format!("[{header}"),
         move |event| {
@@ -177,6 +209,7 @@ pub async fn query(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
 /// out); with `Accept: application/json`, the same items as one JSON array.
 pub async fn query_stream(
     State(engine): State<Arc<Engine>>,
+    State(metrics): State<Arc<ServerMetrics>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -188,16 +221,18 @@ pub async fn query_stream(
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
-    let query = match start(
+    let started = match start(
         &engine,
+        &metrics,
         &session(&request.properties, &request.session_variables),
         &request.sql,
     )
     .await
     {
-        Ok(query) => query,
+        Ok(started) => started,
         Err(response) => return *response,
     };
+    let query = &started.0;
     let mut metadata = json!({
         "columnNames": query.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
         "columnTypes": query.columns.iter().map(|c| type_display(&c.ty)).collect::<Vec<_>>(),
@@ -209,7 +244,7 @@ pub async fn query_stream(
         (
             "application/json",
             stream_body(
-                query,
+                started,
                 format!("[{metadata}"),
                 |event| match event {
                     TransientEvent::Row {
@@ -231,7 +266,7 @@ pub async fn query_stream(
         (
             "application/vnd.ksqlapi.delimited.v1",
             stream_body(
-                query,
+                started,
                 format!("{metadata}\n"),
                 |event| match event {
                     TransientEvent::Row {
@@ -355,6 +390,7 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
 /// when the query ends, or with 1003 and the error. Closing the socket stops the query.
 pub async fn ws_query(
     State(engine): State<Arc<Engine>>,
+    State(metrics): State<Arc<ServerMetrics>>,
     axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
@@ -379,11 +415,12 @@ pub async fn ws_query(
             );
         }
     };
-    upgrade.on_upgrade(move |socket| stream_to_socket(engine, request, socket))
+    upgrade.on_upgrade(move |socket| stream_to_socket(engine, metrics, request, socket))
 }
 
 async fn stream_to_socket(
     engine: Arc<Engine>,
+    metrics: Arc<ServerMetrics>,
     request: QueryRequest,
     mut socket: axum::extract::ws::WebSocket,
 ) {
@@ -400,15 +437,24 @@ async fn stream_to_socket(
         }))
     };
     let session = session(&request.streams_properties, &request.session_variables);
+    let timer = metrics.pull_latency.start_timer();
     let mut query = match engine.query(&session, &request.ksql).await {
         Ok(query) => query,
         Err(e) => {
+            timer.stop_and_discard();
             let message = e.to_string();
             let body = json!({"@type": "statement_error", "error_code": 40001, "message": message, "statementText": request.ksql});
             let _ = socket.send(Message::Text(body.to_string().into())).await;
             let _ = socket.send(close(1003, &message)).await;
             return;
         }
+    };
+    // A pull query's latency is recorded when this function returns and the timer drops.
+    let _timer = if query.push {
+        timer.stop_and_discard();
+        None
+    } else {
+        Some(timer)
     };
     let columns: Vec<Value> = query
         .columns

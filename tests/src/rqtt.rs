@@ -33,7 +33,10 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
     let address = listener
         .local_addr()
         .map_err(|e| format!("cannot listen: {e}"))?;
-    let router = eddy_server::http::router(engine.clone(), 10 * 1024 * 1024);
+    let router = eddy_server::http::router(
+        eddy_server::http::AppState::new(engine.clone()).map_err(|e| e.to_string())?,
+        10 * 1024 * 1024,
+    );
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
     let client = Client {
         http: reqwest::Client::builder()

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use eddy_storage::{EncodedBatch, StorageError, Store, TopicConfig};
+use eddy_storage::{BatchHeader, EncodedBatch, StorageError, Store, TopicConfig};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -79,6 +79,8 @@ pub struct KafkaConfig {
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics.
     pub default_partitions: u32,
+    /// Counts records sent by Fetch, per topic, when the server exports metrics.
+    pub fetched_records: Option<prometheus::IntCounterVec>,
 }
 
 /// Accepts Kafka clients until the task is dropped.
@@ -190,7 +192,13 @@ async fn handle_frame(
         }
         ApiKey::Fetch => {
             let request = FetchRequest::decode(&mut frame, api_version)?;
-            let response = fetch(store, &request, api_version).await;
+            let response = fetch(
+                store,
+                &request,
+                api_version,
+                config.fetched_records.as_ref(),
+            )
+            .await;
             encode_response(correlation_id, key, api_version, &response).map(Some)
         }
         ApiKey::ListOffsets => {
@@ -495,7 +503,36 @@ async fn append_checked(
     }
 }
 
-async fn fetch(store: &Store, request: &FetchRequest, version: i16) -> FetchResponse {
+/// Adds the records of each topic's answer to its count, reading the batch headers.
+fn count_fetched(fetched: &prometheus::IntCounterVec, responses: &[FetchableTopicResponse]) {
+    for topic in responses {
+        let mut count = 0u64;
+        for partition in &topic.partitions {
+            let Some(mut records) = partition.records.as_deref() else {
+                continue;
+            };
+            while let Ok(header) = BatchHeader::parse(records) {
+                count += header.record_count.max(0) as u64;
+                let Some(rest) = records.get(header.total_len()..) else {
+                    break;
+                };
+                records = rest;
+            }
+        }
+        if count > 0 {
+            fetched
+                .with_label_values(&[topic.topic.as_str()])
+                .inc_by(count);
+        }
+    }
+}
+
+async fn fetch(
+    store: &Store,
+    request: &FetchRequest,
+    version: i16,
+    fetched: Option<&prometheus::IntCounterVec>,
+) -> FetchResponse {
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
     let min_bytes = request.min_bytes.max(0) as usize;
@@ -508,6 +545,9 @@ async fn fetch(store: &Store, request: &FetchRequest, version: i16) -> FetchResp
             .any(|t| t.partitions.iter().any(|p| p.error_code != code::NONE));
         let now = tokio::time::Instant::now();
         if bytes >= min_bytes.max(1) || any_error || now >= deadline {
+            if let Some(fetched) = fetched {
+                count_fetched(fetched, &responses);
+            }
             return FetchResponse::default().with_responses(responses);
         }
         // Wait for an append to any requested partition, then read again.
