@@ -6,16 +6,19 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRef, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eddy_engine::catalog::DataSource;
+use eddy_engine::query::stats::GroupOffsets;
 use eddy_engine::schema::ColumnKind;
 use eddy_engine::{Engine, EngineError, QuerySummary, Session, StatementResult};
 use eddy_sql::ast::SqlType;
 use serde::Deserialize;
+
+use crate::metrics::{MetricsError, ServerMetrics};
 use serde_json::{Value, json};
 
 /// The body of `POST /ksql`.
@@ -29,8 +32,38 @@ struct KsqlRequest {
     session_variables: HashMap<String, Value>,
 }
 
-/// The HTTP routes, over one engine, accepting bodies up to `max_request_bytes`.
-pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
+/// What every handler can reach: the engine and the metrics it records into.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The server's metrics.
+    pub metrics: Arc<ServerMetrics>,
+}
+
+impl FromRef<AppState> for Arc<Engine> {
+    fn from_ref(state: &AppState) -> Self {
+        state.engine.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<ServerMetrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}
+
+impl AppState {
+    /// The state of a server over `engine`, with its metrics registered.
+    pub fn new(engine: Arc<Engine>) -> Result<Self, MetricsError> {
+        let metrics = Arc::new(ServerMetrics::new(&engine)?);
+        Ok(AppState { engine, metrics })
+    }
+}
+
+/// The HTTP routes, accepting bodies up to `max_request_bytes`.
+pub fn router(state: AppState, max_request_bytes: usize) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route("/ksql", post(ksql))
         .route("/query", post(crate::streaming::query))
@@ -42,10 +75,25 @@ pub fn router(engine: Arc<Engine>, max_request_bytes: usize) -> Router {
         .route("/healthcheck", get(healthcheck))
         .route("/status", get(statuses))
         .route("/status/{kind}/{entity}/{action}", get(status))
+        .route("/metrics", get(crate::metrics::scrape))
+        .route("/", get(crate::console::index))
+        .route("/console/{file}", get(crate::console::file))
+        .route("/api/topics", get(crate::console::topics))
+        .route("/api/dashboards", get(crate::console::list))
+        .route(
+            "/api/dashboards/{id}",
+            get(crate::console::get)
+                .put(crate::console::put)
+                .delete(crate::console::delete),
+        )
         .fallback(not_found)
-        .with_state(engine)
+        .with_state(state)
         .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ))
 }
 
 /// A body over the limit is refused by the extractor with a plain-text 413; clients expect
@@ -308,6 +356,45 @@ fn running_query(q: &QuerySummary) -> Value {
     })
 }
 
+/// A persistent query's runtime statistics, in ksqlDB's `name: value` layout.
+fn query_statistics(q: &QuerySummary) -> String {
+    let mut out = format!(
+        "messages-per-sec: {:.2} total-messages: {} records-out: {} consumer-lag: {}",
+        q.messages_per_sec,
+        q.processed,
+        q.emitted,
+        q.lag()
+    );
+    if let Some(last) = q.last_message_ms {
+        out.push_str(&format!(" last-message: {}", timestamp_text(last)));
+    }
+    out
+}
+
+/// An instant as ISO-8601 UTC, as ksqlDB's statistics print it.
+fn timestamp_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms).map_or_else(
+        || ms.to_string(),
+        |t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+    )
+}
+
+/// A consumer group's positions, as ksqlDB's `queryOffsetSummaries` entries.
+fn offset_summary(offsets: &GroupOffsets) -> Value {
+    json!({
+        "groupId": offsets.group,
+        "topicSummaries": offsets.topics.iter().map(|t| json!({
+            "kafkaTopic": t.topic,
+            "offsets": t.partitions.iter().map(|p| json!({
+                "partition": p.partition,
+                "logStartOffset": p.log_start,
+                "logEndOffset": p.log_end,
+                "consumerOffset": p.consumer,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
+}
+
 /// The ksqlDB entity for a statement's result; `None` for results ksqlDB does not list.
 fn entity(result: &StatementResult) -> Option<Value> {
     Some(match result {
@@ -379,8 +466,23 @@ fn entity(result: &StatementResult) -> Option<Value> {
             if *extended {
                 let processed: u64 = read_queries.iter().map(|q| q.processed).sum();
                 let failed: u64 = read_queries.iter().map(|q| q.failed).sum();
-                description["statistics"] = json!(format!("consumer-total-messages: {processed}"));
+                let rate: f64 = read_queries.iter().map(|q| q.messages_per_sec).sum();
+                let lag: i64 = read_queries.iter().map(QuerySummary::lag).sum();
+                let mut statistics = format!(
+                    "consumer-messages-per-sec: {rate:.2} consumer-total-messages: {processed} consumer-lag: {lag}"
+                );
+                if let Some(last) = read_queries.iter().filter_map(|q| q.last_message_ms).max() {
+                    statistics.push_str(&format!(" last-message: {}", timestamp_text(last)));
+                }
+                description["statistics"] = json!(statistics);
                 description["errorStats"] = json!(format!("consumer-failed-messages: {failed}"));
+                description["queryOffsetSummaries"] = json!(
+                    read_queries
+                        .iter()
+                        .flat_map(|q| &q.offsets)
+                        .map(offset_summary)
+                        .collect::<Vec<_>>()
+                );
             }
             json!({
                 "@type": "sourceDescription",
@@ -434,10 +536,33 @@ fn entity(result: &StatementResult) -> Option<Value> {
             },
             "warnings": []
         }),
-        StatementResult::Queries { statement, queries } => json!({
+        StatementResult::Queries {
+            statement,
+            queries,
+            extended: false,
+        } => json!({
             "@type": "queries",
             "statementText": statement,
             "queries": queries.iter().map(running_query).collect::<Vec<_>>(),
+            "warnings": []
+        }),
+        StatementResult::Queries {
+            statement,
+            queries,
+            extended: true,
+        } => json!({
+            "@type": "query_descriptions",
+            "statementText": statement,
+            "queryDescriptions": queries.iter().map(|q| {
+                let mut description = running_query(q);
+                description["statementText"] = json!(q.sql);
+                description["sources"] = json!(q.offsets.iter().flat_map(|o| &o.topics).map(|t| t.topic.clone()).collect::<Vec<_>>());
+                description["statistics"] = json!(query_statistics(q));
+                description["errorStats"] = json!(format!("failed-messages: {}", q.failed));
+                description["consumerLag"] = json!(q.lag());
+                description["queryOffsetSummaries"] = json!(q.offsets.iter().map(offset_summary).collect::<Vec<_>>());
+                description
+            }).collect::<Vec<_>>(),
             "warnings": []
         }),
         StatementResult::Functions {

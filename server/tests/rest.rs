@@ -487,3 +487,72 @@ async fn ws_query_streams_rows_and_closes_with_the_final_message() {
     assert!(saw_error);
     let _ = socket.close(None).await;
 }
+
+#[test]
+fn dashboards_are_saved_checked_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::start_in(&data, &[]);
+    let dashboard = r#"{"title": "Ops", "panels": [{"title": "Lag", "sql": "SELECT * FROM t EMIT CHANGES;", "chart": "line", "series": "PAGE"}]}"#;
+    let (status, saved) = request(&server.http, "PUT", "/api/dashboards/ops", Some(dashboard));
+    assert_eq!(status, 200, "{saved}");
+    assert_eq!(saved["id"], "ops");
+    assert!(saved["updatedMs"].as_i64().unwrap() > 0);
+    // Checked before saving: an unknown chart, an id mismatch, no SQL.
+    let (status, error) = request(
+        &server.http,
+        "PUT",
+        "/api/dashboards/ops",
+        Some(r#"{"title": "Ops", "panels": [{"title": "x", "sql": "SELECT 1;", "chart": "pie"}]}"#),
+    );
+    assert_eq!((status, error["error_code"].as_i64()), (400, Some(40000)));
+    assert!(
+        error["message"].as_str().unwrap().contains("pie"),
+        "{error}"
+    );
+    let (status, error) = request(
+        &server.http,
+        "PUT",
+        "/api/dashboards/other",
+        Some(r#"{"id": "ops", "title": "Ops"}"#),
+    );
+    assert_eq!(status, 400);
+    assert!(
+        error["message"].as_str().unwrap().contains("differs"),
+        "{error}"
+    );
+    drop(server);
+
+    let server = common::start_in(&data, &[]);
+    let (status, listed) = request(&server.http, "GET", "/api/dashboards", None);
+    assert_eq!(status, 200);
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["panels"][0]["series"], "PAGE");
+    let (status, _) = request(&server.http, "DELETE", "/api/dashboards/ops", None);
+    assert_eq!(status, 204);
+    let (status, error) = request(&server.http, "GET", "/api/dashboards/ops", None);
+    assert_eq!((status, error["error_code"].as_i64()), (404, Some(40400)));
+}
+
+#[test]
+fn the_console_and_its_assets_are_served_from_the_binary() {
+    let server = common::start();
+    for (path, marker) in [
+        ("/", "<!doctype html>"),
+        ("/console/app.js", "const Dashboards"),
+        ("/console/charts.js", "const Charts"),
+        ("/console/app.css", ":root"),
+    ] {
+        let (status, body) = common::exchange(
+            &server.http,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        );
+        assert_eq!(status, 200, "{path}");
+        assert!(body.contains(marker), "{path}");
+    }
+    let (status, _) = common::exchange(
+        &server.http,
+        "GET /console/missing.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(status, 404);
+}

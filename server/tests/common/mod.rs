@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod webdriver;
+
 /// A running `eddy server` on free ports with a temporary data directory; killed on drop.
 pub struct Server {
     child: Child,
@@ -18,7 +20,7 @@ pub struct Server {
     pub http: String,
     /// `host:port` of the Kafka listener.
     pub kafka: String,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Server {
@@ -36,9 +38,16 @@ pub fn start() -> Server {
 /// Starts the server with extra command-line flags.
 pub fn start_with(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    let mut server = start_in(&dir.path().join("data"), extra);
+    server._dir = Some(dir);
+    server
+}
+
+/// Starts the server on a data directory the caller keeps, so a test can restart it.
+pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["server", "--data-dir"])
-        .arg(dir.path().join("data"))
+        .arg(data_dir)
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -81,7 +90,7 @@ pub fn start_with(extra: &[&str]) -> Server {
         child,
         http: http.unwrap_or_default(),
         kafka: kafka.unwrap_or_default(),
-        _dir: dir,
+        _dir: None,
     }
 }
 
