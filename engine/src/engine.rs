@@ -83,6 +83,8 @@ pub struct Engine {
     pub(crate) transient: Arc<crate::query::transient::TransientRegistry>,
     /// What running queries record for `/metrics`.
     pub(crate) metrics: crate::metrics::EngineMetrics,
+    /// Tables kept in the state store for pull queries.
+    pub(crate) materializers: Arc<crate::query::materialized::Materializers>,
 }
 
 impl Engine {
@@ -126,6 +128,7 @@ impl Engine {
             progress: Arc::new(tokio::sync::Notify::new()),
             transient: Arc::default(),
             metrics: crate::metrics::EngineMetrics::default(),
+            materializers: Arc::default(),
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -216,7 +219,7 @@ impl Engine {
             &self.store,
             &self.datafusion,
             &state.catalog,
-            &self.transient,
+            (&self.transient, &self.materializers),
             &session.properties,
             query,
             &statement.text,
@@ -932,6 +935,16 @@ impl Engine {
             return Err(EngineError::statement(format!(
                 "Cannot delete topic for read-only source: {name}"
             )));
+        }
+        let last_table_on_topic = source.kind == SourceKind::Table
+            && !state
+                .catalog
+                .sources()
+                .any(|s| s.kind == SourceKind::Table && s.topic == source.topic && s.name != name);
+        if mode == Mode::Live && last_table_on_topic {
+            self.materializers
+                .forget(&self.store, &source.topic)
+                .await?;
         }
         if mode == Mode::Live && delete_topic && self.store.topic_exists(&source.topic) {
             self.store.delete_topic(&source.topic)?;

@@ -133,6 +133,70 @@ pub(crate) fn check_key_values(table: &DataSource, filter: &Expr) -> Result<()> 
     }
 }
 
+/// The key values a pull query over a one-key table can look up instead of scanning: every
+/// disjunct of `filter` must pin the key with `KEY = literal` or `KEY IN (literals)` among its
+/// conjuncts (the other conjuncts still filter the rows found). `None` means a scan.
+pub(crate) fn lookup_keys(
+    table: &DataSource,
+    filter: Option<&Expr>,
+) -> Option<Vec<serde_json::Value>> {
+    let keys: Vec<&crate::schema::Column> = table.key_columns().collect();
+    let [key] = keys.as_slice() else {
+        return None;
+    };
+    let mut values = Vec::new();
+    for disjunct in split(filter?, BinaryOp::Or) {
+        let pinned = split(disjunct, BinaryOp::And)
+            .into_iter()
+            .find_map(|conjunct| pinned_values(conjunct, &key.name))?;
+        values.extend(pinned);
+    }
+    values.dedup();
+    Some(values)
+}
+
+/// The literals `conjunct` pins the key `key` to, if it does.
+fn pinned_values(conjunct: &Expr, key: &str) -> Option<Vec<serde_json::Value>> {
+    let is_key = |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name.value == key);
+    match &conjunct.kind {
+        ExprKind::Binary {
+            left,
+            op: BinaryOp::Eq,
+            right,
+        } => {
+            let literal = if is_key(left) {
+                right
+            } else if is_key(right) {
+                left
+            } else {
+                return None;
+            };
+            Some(vec![literal_value(literal)?])
+        }
+        ExprKind::InList {
+            expr,
+            negated: false,
+            list,
+        } if is_key(expr) => list.iter().map(literal_value).collect(),
+        _ => None,
+    }
+}
+
+/// A literal as the JSON value the key codec reads; `None` for anything else (a scan then
+/// decides, which is always correct).
+fn literal_value(expr: &Expr) -> Option<serde_json::Value> {
+    use eddy_sql::ast::Literal;
+    match &expr.kind {
+        ExprKind::Literal(Literal::Integer(i)) => Some((*i).into()),
+        ExprKind::Literal(Literal::String(s)) => Some(s.clone().into()),
+        ExprKind::Literal(Literal::Boolean(b)) => Some((*b).into()),
+        ExprKind::Literal(Literal::Decimal(text) | Literal::Double(text)) => {
+            serde_json::from_str(text).ok()
+        }
+        _ => None,
+    }
+}
+
 /// The operands of nested `op`s (`a AND b AND c` → `[a, b, c]`).
 fn split(expr: &Expr, op: BinaryOp) -> Vec<&Expr> {
     match &expr.kind {
@@ -351,5 +415,27 @@ mod tests {
                 .unwrap_err()
                 .contains("table scan")
         );
+    }
+
+    #[test]
+    fn key_literals_become_lookups_and_anything_else_a_scan() {
+        let t = table(
+            "CREATE TABLE t (id BIGINT PRIMARY KEY, n BIGINT) WITH (kafka_topic='t', value_format='JSON');",
+        );
+        let keys = |filter: &str| {
+            let filter = eddy_sql::parse_expression(filter).unwrap();
+            lookup_keys(&t, Some(&filter))
+        };
+        use serde_json::json;
+        assert_eq!(keys("id = 7"), Some(vec![json!(7)]));
+        assert_eq!(keys("7 = id AND n > 1"), Some(vec![json!(7)]));
+        assert_eq!(
+            keys("id IN (1, 2) OR id = 3"),
+            Some(vec![json!(1), json!(2), json!(3)])
+        );
+        assert_eq!(keys("id = 1 OR n = 2"), None);
+        assert_eq!(keys("id > 1"), None);
+        assert_eq!(keys("id = n"), None);
+        assert_eq!(lookup_keys(&t, None), None);
     }
 }

@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod join;
 mod lookup;
+pub(crate) mod materialized;
 pub mod plan;
 pub mod processing_log;
 pub mod runner;

@@ -769,6 +769,8 @@ pub(crate) struct PartitionReader {
     positions: Vec<i64>,
     /// Records read from an input but not yet handed out.
     pending: Vec<Option<eddy_storage::FetchedRecords>>,
+    /// Whether inputs are merged in timestamp order (see [`PartitionReader::try_next`]).
+    ordered: bool,
 }
 
 impl PartitionReader {
@@ -785,7 +787,16 @@ impl PartitionReader {
             pending: (0..inputs.len()).map(|_| None).collect(),
             inputs,
             positions,
+            ordered: true,
         }
+    }
+
+    /// Hands out each input's records as they come, in whole reads, without merging inputs
+    /// by time: for readers (such as a table's materializer) to whom order across partitions
+    /// means nothing, and for whom many small steps would cost a commit each.
+    pub(crate) fn unordered(mut self) -> Self {
+        self.ordered = false;
+        self
     }
 
     /// Where reading stands in each input.
@@ -841,6 +852,7 @@ impl PartitionReader {
             return Ok(None);
         };
         let bound = (0..self.inputs.len())
+            .filter(|_| self.ordered)
             .filter(|&i| i != chosen)
             .filter_map(|i| self.pending[i].as_ref().map(head))
             .min();

@@ -729,6 +729,7 @@ impl Engine {
     /// Stops every query, for a clean shutdown.
     pub async fn shutdown(&self) {
         self.transient.close_all();
+        self.materializers.stop_all().await;
         let mut state = self.state_lock().await;
         let ids: Vec<String> = state.queries.keys().cloned().collect();
         for id in ids {

@@ -18,6 +18,7 @@ use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::QueryPlan;
 use crate::query::aggregate::plan_aggregate;
+use crate::query::materialized::{self, Materializers};
 use crate::query::plan::plan_stateless;
 use crate::query::runner::{Input, Operator, PartitionReader};
 use crate::schema::{Column, ColumnKind};
@@ -196,7 +197,7 @@ pub(crate) fn start(
     store: &Store,
     ctx: &datafusion::prelude::SessionContext,
     catalog: &Catalog,
-    registry: &Arc<TransientRegistry>,
+    (registry, materializers): (&Arc<TransientRegistry>, &Arc<Materializers>),
     properties: &HashMap<String, String>,
     query: &Query,
     sql: &str,
@@ -292,6 +293,41 @@ pub(crate) fn start(
         crate::query::lookup::check_without_table_scans(table, query.filter.as_ref(), properties)?;
     }
     let materialized = !push && source_is_table;
+    // A pull query that filters and projects one unwindowed table reads the table's state (a
+    // row per key) rather than its whole changelog.
+    let table_state = match (&plan, catalog.source(&source_name)) {
+        (QueryPlan::Stateless(_), Some(table))
+            if materialized
+                && table.window.is_none()
+                && !table
+                    .columns
+                    .iter()
+                    .any(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_))) =>
+        {
+            materializers.ensure(store, &table.topic)?;
+            // Keys pinned by the WHERE clause are read by key; a key of the wrong type for
+            // the key format finds nothing, as no record could have it.
+            let lookups =
+                crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
+                    values
+                        .iter()
+                        .filter_map(|v| {
+                            let name = table.key_columns().next()?.name.clone();
+                            crate::insert::record_from_json(table, &serde_json::json!({ name: v }))
+                                .ok()?
+                                .key
+                                .map(|k| k.to_vec())
+                        })
+                        .collect()
+                });
+            Some(TableState {
+                materializers: materializers.clone(),
+                topic: table.topic.clone(),
+                lookups,
+            })
+        }
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (stop, stopped) = watch::channel(false);
     registry.running.lock().insert(
@@ -314,6 +350,7 @@ pub(crate) fn start(
         ends: (!push).then_some(ends),
         table: materialized,
         changes_of_table: push && source_is_table,
+        table_state,
     };
     let registry = registry.clone();
     tokio::spawn(async move {
@@ -422,7 +459,20 @@ struct Transient {
     /// A push query over a table: its rows are changes, and a key's tombstone is sent only
     /// while a row of that key stands (a row the filter never let through deletes nothing).
     changes_of_table: bool,
+    /// For a pull query answered from a table's materialized state: where that state is.
+    table_state: Option<TableState>,
 }
+
+/// A table's materialized state, for a pull query.
+struct TableState {
+    materializers: Arc<Materializers>,
+    topic: String,
+    /// The keys to read, encoded in the table's key format; none to read every key.
+    lookups: Option<Vec<Vec<u8>>>,
+}
+
+/// Records a pull query hands the operator at a time from a table's state.
+const SNAPSHOT_BATCH: usize = 4096;
 
 impl Transient {
     async fn run(
@@ -462,7 +512,48 @@ impl Transient {
         // table's store would give them.
         let mut latest: HashMap<Vec<u8>, TransientEvent> = HashMap::new();
         let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        loop {
+        if let Some(state) = &self.table_state {
+            let ends = self.ends.as_deref().unwrap_or_default();
+            state
+                .materializers
+                .wait_for(&self.store, &state.topic, ends)
+                .await?;
+            let partitions = match &state.lookups {
+                Some(keys) => {
+                    materialized::lookup(&self.store, &state.topic, ends.len() as u32, keys)?
+                }
+                None => materialized::snapshot(&self.store, &state.topic, ends.len() as u32)?,
+            };
+            for (partition, records) in partitions.into_iter().enumerate() {
+                let input = Input {
+                    side: 0,
+                    topic: state.topic.clone(),
+                    partition: partition as u32,
+                };
+                for chunk in records.chunks(SNAPSHOT_BATCH) {
+                    if *stop.borrow() {
+                        return Ok(None);
+                    }
+                    let (step, _) = operator.step(&self.store, &input, chunk)?;
+                    for record in step.records {
+                        let event = self.event(&record, &key_columns)?;
+                        let key = record.key.as_deref().unwrap_or_default().to_vec();
+                        if matches!(
+                            event,
+                            TransientEvent::Row {
+                                tombstone: false,
+                                ..
+                            }
+                        ) {
+                            latest.insert(key, event);
+                        } else {
+                            latest.remove(&key);
+                        }
+                    }
+                }
+            }
+        }
+        while self.table_state.is_none() {
             if let Some(ends) = &self.ends
                 && reader.positions().iter().zip(ends).all(|(p, e)| p >= e)
             {

@@ -2,6 +2,7 @@
 
 pub mod join;
 pub mod log;
+pub mod pull;
 pub mod stateless;
 
 use std::time::Duration;

@@ -70,6 +70,19 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Pull-query key lookups over HTTP on a table of many keys from concurrent clients; the
+    /// baseline is `GET /healthcheck` from the same clients in the same run.
+    Pull {
+        /// Keys in the table.
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Seconds each phase runs.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -141,6 +154,31 @@ fn main() -> anyhow::Result<()> {
                 "eddy-bench join: {events} JSON events joined with a {rows}-row table, {runs} run(s)"
             );
             compare_runs(runs, || bench::join::run(&JoinBenchConfig { events, rows }))?;
+        }
+        Scenario::Pull {
+            keys,
+            clients,
+            seconds,
+        } => {
+            println!(
+                "eddy-bench pull: key lookups on a {keys}-key table, {clients} clients, {seconds} s per phase"
+            );
+            let result = bench::pull::run(&bench::pull::PullBenchConfig {
+                keys,
+                clients,
+                seconds,
+            })?;
+            println!(
+                "first lookup (materializes the table): {:.2} s",
+                result.materialize.as_secs_f64()
+            );
+            println!("pull lookups         {}", result.pull);
+            println!("GET /healthcheck     {}", result.baseline);
+            println!(
+                "ratio (pull / healthcheck throughput): {:.2}",
+                result.pull.per_sec / result.baseline.per_sec.max(1e-9)
+            );
+            print_peak_rss();
         }
     }
     Ok(())

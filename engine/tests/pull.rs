@@ -1,0 +1,151 @@
+//! Pull queries over tables answer from the table's materialized state: the latest row per
+//! key, after updates and tombstones, across a restart, and not from a dropped table's topic.
+
+use eddy_engine::query::transient::TransientEvent;
+use eddy_engine::{Engine, Session};
+use eddy_storage::Record;
+use serde_json::{Value, json};
+
+mod common;
+
+async fn pull(engine: &Engine, sql: &str) -> Vec<Value> {
+    let mut query = engine.query(&Session::default(), sql).await.unwrap();
+    let mut rows = Vec::new();
+    while let Some(event) = query.events.recv().await {
+        match event {
+            TransientEvent::Row { columns, .. } => rows.push(Value::Array(columns)),
+            TransientEvent::Finished(_) => break,
+            TransientEvent::Error(e) => panic!("{sql}: {e}"),
+        }
+    }
+    rows
+}
+
+fn user(id: i64, name: &str, ts: i64) -> Record {
+    Record::keyed(
+        id.to_string().into_bytes(),
+        format!(r#"{{"NAME": "{name}"}}"#).into_bytes(),
+        ts,
+    )
+}
+
+const USERS: &str = "CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING)
+    WITH (kafka_topic='users', partitions=2, key_format='KAFKA', value_format='JSON');";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_query_reads_the_latest_row_per_key_from_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(&engine, USERS).await;
+    let store = engine.store().clone();
+    // Keys as KAFKA BIGINTs are 8 bytes; these records are written as the producer would.
+    let key = |id: i64| id.to_be_bytes().to_vec();
+    let record = |id: i64, name: &str, ts: i64| Record {
+        key: Some(key(id).into()),
+        ..user(id, name, ts)
+    };
+    store
+        .produce(
+            "users",
+            vec![
+                record(1, "ann", 1),
+                record(2, "bob", 2),
+                record(1, "anne", 3),
+                record(3, "cy", 4),
+            ],
+        )
+        .await
+        .unwrap();
+    let all = "SELECT * FROM users;";
+    assert_eq!(
+        pull(&engine, all).await,
+        vec![json!([1, "anne"]), json!([2, "bob"]), json!([3, "cy"])]
+    );
+    assert_eq!(
+        pull(&engine, "SELECT name FROM users WHERE id = 2;").await,
+        vec![json!(["bob"])]
+    );
+    // A tombstone removes the row; later records are seen by the next pull query at once.
+    store
+        .produce(
+            "users",
+            vec![
+                Record {
+                    key: Some(key(2).into()),
+                    value: None,
+                    timestamp: 5,
+                    headers: Vec::new(),
+                },
+                record(4, "di", 6),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pull(&engine, all).await,
+        vec![json!([1, "anne"]), json!([3, "cy"]), json!([4, "di"])]
+    );
+    // The answer came from the table's state: one entry per standing key.
+    let kept = store
+        .state_scan_prefix("__eddy_table/users", b"")
+        .unwrap()
+        .count();
+    assert_eq!(kept, 3);
+    // The state and where it stands survive a restart.
+    engine.shutdown().await;
+    engine.store().close().unwrap();
+    drop((engine, store));
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    assert_eq!(
+        pull(&engine, "SELECT * FROM users WHERE name <> 'cy';").await,
+        vec![json!([1, "anne"]), json!([4, "di"])]
+    );
+    // A table dropped with its topic leaves nothing for a new table on a new topic of the
+    // same name.
+    common::run(&engine, "DROP TABLE users DELETE TOPIC;").await;
+    common::run(&engine, USERS).await;
+    engine
+        .store()
+        .produce(
+            "users",
+            vec![Record {
+                key: Some(key(9).into()),
+                ..user(9, "new", 7)
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(pull(&engine, all).await, vec![json!([9, "new"])]);
+    engine.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_on_a_large_table_many_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE TABLE big (id BIGINT PRIMARY KEY, name STRING)
+         WITH (kafka_topic='big', partitions=4, key_format='KAFKA', value_format='JSON');",
+    )
+    .await;
+    let records: Vec<Record> = (0..20_000i64)
+        .map(|id| {
+            Record::keyed(
+                id.to_be_bytes().to_vec(),
+                format!(r#"{{"NAME":"n{id}"}}"#).into_bytes(),
+                1_000 + id,
+            )
+        })
+        .collect();
+    engine.store().produce("big", records).await.unwrap();
+    let started = std::time::Instant::now();
+    let rows = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        pull(&engine, "SELECT name FROM big WHERE id = 12345;"),
+    )
+    .await
+    .expect("the lookup took too long");
+    assert_eq!(rows, vec![json!(["n12345"])], "{:?}", started.elapsed());
+    engine.shutdown().await;
+}

@@ -1,0 +1,206 @@
+//! `pull`: key lookups over HTTP (`POST /query-stream`, `SELECT * FROM users WHERE id = ?`) on a
+//! table of many keys, from concurrent clients, against a server in this process. The baseline,
+//! measured in the same run with the same clients, is `GET /healthcheck`: the HTTP round trip
+//! with no query, so the ratio is what the SQL path costs on top of HTTP.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use eddy_engine::{Engine, Session};
+use eddy_storage::{Record, Store, StoreOptions};
+
+/// What the scenario runs.
+#[derive(Debug, Clone)]
+pub struct PullBenchConfig {
+    /// Keys in the table.
+    pub keys: u64,
+    /// Concurrent clients, each with one request in flight.
+    pub clients: usize,
+    /// How long each measured phase runs.
+    pub seconds: u64,
+}
+
+/// One measured phase.
+#[derive(Debug, Clone)]
+pub struct LatencyFigures {
+    /// Requests completed per second.
+    pub per_sec: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th-percentile latency.
+    pub p99: Duration,
+    /// Requests answered with an unexpected body or status.
+    pub errors: u64,
+}
+
+impl std::fmt::Display for LatencyFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>9.0} req/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
+            self.per_sec,
+            self.p50.as_secs_f64() * 1e3,
+            self.p99.as_secs_f64() * 1e3,
+            self.errors
+        )
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone)]
+pub struct PullBenchResult {
+    /// How long the first pull query took, which materializes the table.
+    pub materialize: Duration,
+    /// Key lookups.
+    pub pull: LatencyFigures,
+    /// `GET /healthcheck`, the baseline.
+    pub baseline: LatencyFigures,
+}
+
+/// Loads the table, starts the server, and measures both phases.
+pub fn run(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(config))
+}
+
+async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path(), StoreOptions::default())?;
+    let engine = Arc::new(Engine::open(store.clone()).await?);
+    engine
+        .execute(
+            &mut Session::default(),
+            "CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, score BIGINT)
+             WITH (kafka_topic='users', partitions=4, key_format='KAFKA', value_format='JSON');",
+        )
+        .await
+        .context("creating the table")?;
+    let mut batch = Vec::with_capacity(10_000);
+    for id in 0..config.keys {
+        batch.push(Record::keyed(
+            id.to_be_bytes().to_vec(),
+            format!(r#"{{"NAME":"user-{id}","SCORE":{}}}"#, id % 1000).into_bytes(),
+            1_700_000_000_000 + id as i64,
+        ));
+        if batch.len() == batch.capacity() {
+            store.produce("users", std::mem::take(&mut batch)).await?;
+        }
+    }
+    if !batch.is_empty() {
+        store.produce("users", batch).await?;
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let router =
+        eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.clients)
+        .build()?;
+    let base = format!("http://{address}");
+
+    let started = Instant::now();
+    let first = lookup(&http, &base, 0).await?;
+    anyhow::ensure!(first, "the first lookup found no row");
+    let materialize = started.elapsed();
+
+    let keys = config.keys;
+    let duration = Duration::from_secs(config.seconds);
+    let pull = measure(config.clients, duration, {
+        let (http, base) = (http.clone(), base.clone());
+        move |n| {
+            let (http, base) = (http.clone(), base.clone());
+            // A spread of keys, different per request, without a random-number crate.
+            let id = n.wrapping_mul(2_654_435_761) % keys;
+            async move { lookup(&http, &base, id).await.unwrap_or(false) }
+        }
+    })
+    .await;
+    let baseline = measure(config.clients, duration, {
+        let (http, base) = (http.clone(), base.clone());
+        move |_| {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                match http.get(format!("{base}/healthcheck")).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        }
+    })
+    .await;
+    server.abort();
+    engine.shutdown().await;
+    Ok(PullBenchResult {
+        materialize,
+        pull,
+        baseline,
+    })
+}
+
+/// One key lookup; whether it answered with one row.
+async fn lookup(http: &reqwest::Client, base: &str, id: u64) -> anyhow::Result<bool> {
+    let body = format!(r#"{{"sql": "SELECT * FROM users WHERE id = {id};"}}"#);
+    let response = http
+        .post(format!("{base}/query-stream"))
+        .header("Content-Type", "application/json")
+        .body(body)
+        .send()
+        .await?;
+    let ok = response.status().is_success();
+    let text = response.bytes().await?;
+    // The metadata line, then one row line.
+    Ok(ok && text.iter().filter(|b| **b == b'\n').count() == 2)
+}
+
+/// Runs `clients` loops of `request` for `duration`; each call gets a distinct number.
+async fn measure<F, Fut>(clients: usize, duration: Duration, request: F) -> LatencyFigures
+where
+    F: Fn(u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (request, counter, errors) = (request.clone(), counter.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                while Instant::now() < deadline {
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
+                    if !request(n).await {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                    latencies.push(t.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap_or_default());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| {
+        latencies
+            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    LatencyFigures {
+        per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+        errors: errors.load(Ordering::Relaxed),
+    }
+}
