@@ -532,18 +532,10 @@ impl Engine {
                 }
             }
         }
-        let (verb, done) = if pause {
-            ("pause", "paused")
+        Ok(if pause {
+            query_command(text, "pause", target, "Query paused.")
         } else {
-            ("resume", "resumed")
-        };
-        Ok(StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: Some(match target {
-                QueryTarget::All => format!("{verb}/ALL/execute"),
-                QueryTarget::Query(id) => format!("{verb}/{}/execute", id.value),
-            }),
-            message: format!("Query {done}."),
+            query_command(text, "resume", target, "Query resumed.")
         })
     }
 
@@ -561,14 +553,12 @@ impl Engine {
         for id in &ids {
             self.stop_query(state, id).await;
         }
-        Ok(StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: Some(match target {
-                QueryTarget::All => "terminate/ALL/execute".to_string(),
-                QueryTarget::Query(id) => format!("terminate/{}/execute", id.value),
-            }),
-            message: "Query terminated.".to_string(),
-        })
+        Ok(query_command(
+            text,
+            "terminate",
+            target,
+            "Query terminated.",
+        ))
     }
 
     /// `EXPLAIN query_id`: a running query's description.
@@ -737,5 +727,18 @@ impl Engine {
                 query.stop().await;
             }
         }
+    }
+}
+
+/// The outcome of `TERMINATE`, `PAUSE` or `RESUME`, with ksqlDB's command id
+/// (`terminate/CSAS_X_1/execute`, `pause/ALL/execute`).
+fn query_command(text: &str, verb: &str, target: &QueryTarget, message: &str) -> StatementResult {
+    StatementResult::CommandStatus {
+        statement: text.to_string(),
+        command_id: Some(match target {
+            QueryTarget::All => format!("{verb}/ALL/execute"),
+            QueryTarget::Query(id) => format!("{verb}/{}/execute", id.value),
+        }),
+        message: message.to_string(),
     }
 }

@@ -463,6 +463,26 @@ struct Transient {
     table_state: Option<TableState>,
 }
 
+/// Keeps a table row as its key's latest, or forgets the key on a tombstone.
+fn keep_latest(
+    latest: &mut HashMap<Vec<u8>, TransientEvent>,
+    record: &eddy_storage::Record,
+    event: TransientEvent,
+) {
+    let key = record.key.as_deref().unwrap_or_default().to_vec();
+    if matches!(
+        event,
+        TransientEvent::Row {
+            tombstone: false,
+            ..
+        }
+    ) {
+        latest.insert(key, event);
+    } else {
+        latest.remove(&key);
+    }
+}
+
 /// A table's materialized state, for a pull query.
 struct TableState {
     materializers: Arc<Materializers>,
@@ -537,18 +557,7 @@ impl Transient {
                     let (step, _) = operator.step(&self.store, &input, chunk)?;
                     for record in step.records {
                         let event = self.event(&record, &key_columns)?;
-                        let key = record.key.as_deref().unwrap_or_default().to_vec();
-                        if matches!(
-                            event,
-                            TransientEvent::Row {
-                                tombstone: false,
-                                ..
-                            }
-                        ) {
-                            latest.insert(key, event);
-                        } else {
-                            latest.remove(&key);
-                        }
+                        keep_latest(&mut latest, &record, event);
                     }
                 }
             }
@@ -568,18 +577,7 @@ impl Transient {
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {
-                    let key = record.key.as_deref().unwrap_or_default().to_vec();
-                    if matches!(
-                        event,
-                        TransientEvent::Row {
-                            tombstone: false,
-                            ..
-                        }
-                    ) {
-                        latest.insert(key, event);
-                    } else {
-                        latest.remove(&key);
-                    }
+                    keep_latest(&mut latest, &record, event);
                     continue;
                 }
                 if self.changes_of_table {
