@@ -421,3 +421,90 @@ async fn a_result_is_stamped_with_its_groups_latest_record() {
     assert_eq!(stamps, vec![2_000, 2_000, 2_000]);
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE per_window AS SELECT user, COUNT(*) AS n, SUM(amount) AS total
+         FROM orders WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS)
+         GROUP BY user EMIT FINAL;",
+    )
+    .await;
+    let store = engine.store().clone();
+    // Window [0, 10) gets three orders; one comes late but within the grace period.
+    store
+        .produce(
+            "orders",
+            vec![
+                order("ann", 1, 1),
+                order("ann", 2, 8),
+                order("bob", 5, 9),
+                order("ann", 4, 12),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    assert!(
+        records(&store, "PER_WINDOW").is_empty(),
+        "nothing before the window closes"
+    );
+    store
+        .produce("orders", vec![order("ann", 3, 7)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    // The window's state is pending across a restart.
+    engine.shutdown().await;
+    store.close().unwrap();
+    drop((engine, store));
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let store = engine.store().clone();
+    // Stream time reaches 15 = end 10 + grace 5: [0, 10) closes, for both users.
+    store
+        .produce("orders", vec![order("cy", 1, 15)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    let out: Vec<(Option<String>, i64)> = records(&store, "PER_WINDOW")
+        .into_iter()
+        .map(|(_, v, ts)| (v, ts))
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            (Some(r#"{"N":3,"TOTAL":6}"#.to_string()), 8),
+            (Some(r#"{"N":1,"TOTAL":5}"#.to_string()), 9),
+        ]
+    );
+    // A record for the closed window is late and dropped; nothing is emitted twice.
+    store
+        .produce("orders", vec![order("ann", 9, 3), order("cy", 1, 16)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    assert_eq!(records(&store, "PER_WINDOW").len(), 2);
+    engine.shutdown().await;
+}
+
+#[tokio::test]
+async fn emit_final_needs_a_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    let err = engine
+        .execute(
+            &mut Session::default(),
+            "CREATE TABLE t AS SELECT user, COUNT(*) AS n FROM orders GROUP BY user EMIT FINAL;",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "EMIT FINAL is only supported for windowed aggregations."
+    );
+}

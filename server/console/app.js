@@ -197,7 +197,7 @@ const Editor = (() => {
   function resultBox(statement) {
     const body = h("div", { class: "body" });
     const box = h("section", { class: "result" }, h("header", { title: statement }, statement), body);
-    $("results").prepend(box);
+    $("results").appendChild(box);
     return body;
   }
 
@@ -269,6 +269,8 @@ const Editor = (() => {
       status.textContent = `${rows.length} row${rows.length === 1 ? "" : "s"} in ${ms} ms${push ? " (query ended)" : ""}.`;
     } catch (e) {
       if (e.name === "AbortError") status.textContent = `Stopped after ${rows.length} rows.`;
+      // The error shows under the editor; an empty box for the statement would say nothing.
+      else if (columns.length === 0) { body.parentElement.remove(); throw e; }
       else { status.remove(); throw e; }
     } finally {
       running = null;
@@ -282,6 +284,8 @@ const Editor = (() => {
     const statements = splitStatements(text);
     hideError($("query-error"));
     if (statements.length === 0) return;
+    // Each run shows its own results, in the order its statements ran.
+    $("results").textContent = "";
     $("run").disabled = true;
     $("query-status").textContent = "Running…";
     let current = null;

@@ -104,6 +104,8 @@ pub struct AggregatePlan {
     pub session: Option<(i64, i64)>,
     /// `HAVING`, over aggregated rows.
     pub having: Option<Arc<dyn PhysicalExpr>>,
+    /// `EMIT FINAL`: one row per window once it closes, instead of every update.
+    pub emit_final: bool,
     /// Rows of group values, aggregate results, window bounds and `ROWTIME`.
     pub aggregate_schema: SchemaRef,
     /// Key columns of the result, over aggregated rows.
@@ -235,9 +237,6 @@ pub fn plan_aggregate(
     sink_name: &str,
     transient: bool,
 ) -> Result<AggregatePlan> {
-    if query.emit == Some(eddy_sql::ast::Emit::Final) {
-        return Err(EngineError::Unsupported("EMIT FINAL".into()));
-    }
     if !query.from.joins.is_empty() {
         return crate::query::join::plan_join_aggregate(ctx, catalog, query, sink_name);
     }
@@ -613,11 +612,25 @@ pub(crate) fn plan_aggregate_over(
         },
         None => None,
     };
+    let emit_final = query.emit == Some(eddy_sql::ast::Emit::Final);
+    if emit_final && query.window.is_none() {
+        return Err(EngineError::statement(
+            "EMIT FINAL is only supported for windowed aggregations.",
+        ));
+    }
+    if emit_final && session.is_some() {
+        return Err(EngineError::Unsupported(
+            "EMIT FINAL over SESSION windows".into(),
+        ));
+    }
     let window = match &query.window {
         None => None,
         Some(w) if matches!(w.kind, WindowKind::Session { .. }) => None,
         Some(w) => {
-            let grace = w.grace.map_or(DEFAULT_GRACE_MS, |g| g.to_millis() as i64);
+            // A final result waits for the grace period, so without one it comes at the
+            // window's end, as in ksqlDB.
+            let default_grace = if emit_final { 0 } else { DEFAULT_GRACE_MS };
+            let grace = w.grace.map_or(default_grace, |g| g.to_millis() as i64);
             let windows = match w.kind {
                 WindowKind::Tumbling { size } => TimeWindows::Tumbling {
                     size: size.to_millis() as i64,
@@ -736,6 +749,7 @@ pub(crate) fn plan_aggregate_over(
         window,
         session,
         having,
+        emit_final,
         aggregate_schema,
         keys,
         values,
@@ -789,9 +803,14 @@ pub struct AggregateState {
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
     stream_time: Option<i64>,
     converter: RowConverter,
+    /// `EMIT FINAL`: the windows not yet emitted, by start, once read.
+    pending_final: Option<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>>,
+    /// `EMIT FINAL`: the latest window start written, once read.
+    latest_start: Option<i64>,
 }
 
 const STREAM_TIME_KEY: &[u8] = b"t";
+const LATEST_START_KEY: &[u8] = b"m";
 
 /// State-store changes of one step: a key and its new value, or `None` to delete it.
 pub type StateWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
@@ -812,6 +831,8 @@ impl AggregateState {
             rows: HashMap::new(),
             sessions: HashMap::new(),
             stream_time: None,
+            pending_final: None,
+            latest_start: None,
             converter: RowConverter::new(fields)
                 .map_err(|e| EngineError::statement(e.to_string()))?,
         })
@@ -1211,6 +1232,11 @@ pub(crate) fn aggregate_changes(
     let mut out_keys: Vec<Vec<u8>> = Vec::new();
     let mut out_times: Vec<i64> = Vec::new();
     let mut out_tombstone: Vec<bool> = Vec::new();
+    // EMIT FINAL: the windows that closed, emitted instead of the updates.
+    let mut finals = FinalRows {
+        results: vec![Vec::new(); plan.aggregates.len()],
+        ..FinalRows::default()
+    };
     // Groups and session lists to write back, each once per step.
     let mut dirty: std::collections::BTreeSet<Vec<u8>> = std::collections::BTreeSet::new();
     let mut deleted: Vec<Vec<u8>> = Vec::new();
@@ -1333,6 +1359,16 @@ pub(crate) fn aggregate_changes(
             }
             let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
             group.latest = Some(latest);
+            if plan.emit_final
+                && let Some((start, _)) = window
+            {
+                state
+                    .pending_windows(store)?
+                    .entry(start)
+                    .or_default()
+                    .insert(key.clone());
+                state.latest_start = Some(state.latest_start.map_or(start, |s| s.max(start)));
+            }
             out_rows.push(i);
             out_windows.push(window.unwrap_or((0, 0)));
             dirty.insert(key.clone());
@@ -1340,7 +1376,38 @@ pub(crate) fn aggregate_changes(
             out_times.push(latest);
             out_tombstone.push(false);
         }
+        if plan.emit_final {
+            let (closed, expired) =
+                state.close_final_windows(store, plan, &input_schema, stream_time)?;
+            for key in expired {
+                dirty.remove(&key);
+                deleted.push(key);
+            }
+            for (key, window, latest, values) in closed {
+                for (k, v) in values.into_iter().enumerate() {
+                    finals.results[k].push(v);
+                }
+                finals.rows.push(i);
+                finals.windows.push(window);
+                finals.times.push(latest);
+                dirty.remove(&key);
+                deleted.push(key.clone());
+                finals.keys.push(key);
+            }
+        }
     }
+
+    let final_group_columns = if plan.emit_final {
+        out_rows = std::mem::take(&mut finals.rows);
+        out_windows = std::mem::take(&mut finals.windows);
+        out_times = std::mem::take(&mut finals.times);
+        out_tombstone = vec![false; out_rows.len()];
+        results = std::mem::take(&mut finals.results);
+        out_keys = std::mem::take(&mut finals.keys);
+        Some(state.group_values(&out_keys)?)
+    } else {
+        None
+    };
 
     // One input record changes a group once: a table row's retraction and its new value in the
     // same group come out as the new result only, as ksqlDB emits one change per record.
@@ -1368,11 +1435,15 @@ pub(crate) fn aggregate_changes(
     // The aggregated rows: group values, results, window bounds, ROWTIME.
     let indices =
         datafusion::arrow::array::UInt32Array::from_iter_values(out_rows.iter().map(|&i| i as u32));
-    let mut columns: Vec<ArrayRef> = group_arrays
-        .iter()
-        .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indices, None))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let mut columns: Vec<ArrayRef> = match final_group_columns {
+        // A final row's group is its window's, not that of the record that closed it.
+        Some(columns) => columns,
+        None => group_arrays
+            .iter()
+            .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indices, None))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| EngineError::statement(e.to_string()))?,
+    };
     for (k, call) in plan.aggregates.iter().enumerate() {
         let array = if results[k].is_empty() {
             datafusion::arrow::array::new_null_array(call.return_field.data_type(), 0)
@@ -1425,6 +1496,11 @@ pub(crate) fn aggregate_changes(
                 continue;
             }
             let passes = mask.is_valid(r) && mask.value(r);
+            if plan.emit_final {
+                // A final row is the window's only one: it is emitted or not, nothing to undo.
+                emit_row[r] = passes;
+                continue;
+            }
             let group = state
                 .groups
                 .get_mut(&out_keys[r])
@@ -1488,10 +1564,124 @@ pub(crate) fn aggregate_changes(
     if let Some(t) = state.stream_time {
         writes.push((STREAM_TIME_KEY.to_vec(), Some(t.to_be_bytes().to_vec())));
     }
+    if let Some(start) = state.latest_start {
+        writes.push((
+            LATEST_START_KEY.to_vec(),
+            Some(start.to_be_bytes().to_vec()),
+        ));
+    }
     Ok((step, writes))
 }
 
+/// `EMIT FINAL` rows gathered during a step: each closed window's group key, bounds, result
+/// timestamp and aggregate values, and the input row that closed it.
+#[derive(Default)]
+struct FinalRows {
+    rows: Vec<usize>,
+    keys: Vec<Vec<u8>>,
+    windows: Vec<(i64, i64)>,
+    times: Vec<i64>,
+    results: Vec<Vec<ScalarValue>>,
+}
+
+/// A window `EMIT FINAL` closed: its group key, bounds, result timestamp and values.
+type ClosedWindow = (Vec<u8>, (i64, i64), i64, Vec<ScalarValue>);
+
 impl AggregateState {
+    /// `EMIT FINAL`'s windows not yet emitted, read from the store the first time.
+    fn pending_windows(
+        &mut self,
+        store: &Store,
+    ) -> Result<&mut std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>> {
+        if self.pending_final.is_none() {
+            let mut pending: std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>> =
+                Default::default();
+            for entry in store.state_scan_prefix(&self.namespace, b"g")? {
+                let (key, _) = entry?;
+                let group_key = key[1..].to_vec();
+                if let Some(start) = group_key
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|at| group_key[at..].try_into().ok())
+                    .map(i64::from_be_bytes)
+                {
+                    pending.entry(start).or_default().insert(group_key);
+                }
+            }
+            self.pending_final = Some(pending);
+            self.latest_start = store
+                .state_get(&self.namespace, LATEST_START_KEY)?
+                .and_then(|b| b.try_into().ok().map(i64::from_be_bytes));
+        }
+        self.pending_final
+            .as_mut()
+            .ok_or_else(|| EngineError::statement("EMIT FINAL state vanished"))
+    }
+
+    /// The windows `EMIT FINAL` emits now that stream time is `stream_time`: those whose end
+    /// plus grace it has reached. As in Kafka Streams, a window older than the store's
+    /// retention (size plus grace) behind the latest window written is gone instead, so a
+    /// jump in stream time past several windows emits only the recent ones. Emitted and
+    /// expired windows leave the state.
+    fn close_final_windows(
+        &mut self,
+        store: &Store,
+        plan: &AggregatePlan,
+        input: &Schema,
+        stream_time: i64,
+    ) -> Result<(Vec<ClosedWindow>, Vec<Vec<u8>>)> {
+        let Some((windows, grace)) = &plan.window else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let size = windows.size();
+        let last_closable = stream_time.saturating_sub(*grace).saturating_sub(size);
+        let pending = self.pending_windows(store)?;
+        let ready: Vec<i64> = pending.range(..=last_closable).map(|(s, _)| *s).collect();
+        if ready.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let oldest_kept = self
+            .latest_start
+            .unwrap_or(i64::MIN)
+            .saturating_sub(size + grace);
+        let mut out = Vec::new();
+        let mut expired = Vec::new();
+        for start in ready {
+            let keys = self
+                .pending_final
+                .as_mut()
+                .and_then(|p| p.remove(&start))
+                .unwrap_or_default();
+            for key in keys {
+                if start >= oldest_kept {
+                    let group = self.group(store, &key, plan, input)?;
+                    let latest = group.latest.unwrap_or(stream_time);
+                    let mut values = Vec::with_capacity(plan.aggregates.len());
+                    for (acc, call) in group.accumulators.iter_mut().zip(&plan.aggregates) {
+                        values.push(current_result(acc, call)?);
+                    }
+                    out.push((key.clone(), (start, start + size), latest, values));
+                } else {
+                    expired.push(key.clone());
+                }
+                self.groups.remove(&key);
+            }
+        }
+        Ok((out, expired))
+    }
+
+    /// The group-by values of group keys (each a window's: its grouping row, then the start).
+    fn group_values(&self, keys: &[Vec<u8>]) -> Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| parser.parse(&k[..k.len().saturating_sub(8)]))
+            .collect();
+        self.converter
+            .convert_rows(rows)
+            .map_err(|e| EngineError::statement(e.to_string()))
+    }
+
     /// A group with no rows yet.
     fn fresh_group(&self, plan: &AggregatePlan, input: &Schema) -> Result<Group> {
         Ok(Group {

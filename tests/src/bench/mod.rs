@@ -3,6 +3,7 @@
 pub mod join;
 pub mod log;
 pub mod pull;
+pub mod push;
 pub mod stateless;
 
 use std::time::Duration;

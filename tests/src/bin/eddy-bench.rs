@@ -83,6 +83,16 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Rows appended at a steady rate, timed until each arrives at a push-query client over
+    /// HTTP; the baseline is a reader of the log itself in the same run.
+    PushLatency {
+        /// Rows per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of appending.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -179,6 +189,16 @@ fn main() -> anyhow::Result<()> {
                 result.pull.per_sec / result.baseline.per_sec.max(1e-9)
             );
             print_peak_rss();
+        }
+        Scenario::PushLatency { rate, seconds } => {
+            println!("eddy-bench push-latency: {rate} rows/s for {seconds} s");
+            let result = bench::push::run(&bench::push::PushBenchConfig { rate, seconds })?;
+            println!("push query client   {}", result.push);
+            println!("log reader          {}", result.log);
+            println!(
+                "ratio (push p99 / log p99): {:.2}",
+                result.push.p99.as_secs_f64() / result.log.p99.as_secs_f64().max(1e-9)
+            );
         }
     }
     Ok(())
