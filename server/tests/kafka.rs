@@ -128,3 +128,39 @@ fn kcat_consumer_groups_commit_and_resume() {
     );
     assert_eq!(other, "a b c d ");
 }
+
+#[test]
+fn kcat_records_go_through_a_persistent_query_and_back_to_kcat() {
+    let server = common::start();
+    let b = server.kafka.as_str();
+    let (status, body) = common::ksql(
+        &server,
+        "CREATE STREAM clicks (user STRING KEY, page STRING, ms INT)
+           WITH (kafka_topic='clicks', value_format='JSON', partitions=1);
+         CREATE STREAM slow_clicks WITH (kafka_topic='slow_clicks') AS
+           SELECT user, UCASE(page) AS page FROM clicks WHERE ms > 100;",
+    );
+    assert_eq!(status, 200, "{body}");
+    // Keyed records from kcat (-K: key and value split at the first ':').
+    kcat(
+        &["-b", b, "-t", "clicks", "-P", "-K", "|"],
+        Some(
+            "ann|{\"page\":\"home\",\"ms\":50}\nbob|{\"page\":\"cart\",\"ms\":250}\ncy|{\"page\":\"pay\",\"ms\":120}\n",
+        ),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let out = kcat(
+            &["-b", b, "-t", "slow_clicks", "-C", "-e", "-f", "%k=%s\n"],
+            None,
+        );
+        if out == "bob={\"PAGE\":\"CART\"}\ncy={\"PAGE\":\"PAY\"}\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the query's output never arrived: {out:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
