@@ -17,11 +17,12 @@ pub(crate) fn physical_expr(
     expr: Expr,
     schema: &DFSchema,
 ) -> Result<Arc<dyn PhysicalExpr>> {
-    let state = ctx.state();
+    // `state()` would clone the whole session (every function registry) per expression.
+    let config = Arc::clone(ctx.state_ref().read().config_options());
     let simplifier = ExprSimplifier::new(
         SimplifyContext::builder()
             .with_schema(Arc::new(schema.clone()))
-            .with_config_options(Arc::clone(state.config_options()))
+            .with_config_options(config)
             .build(),
     );
     let coerced = simplifier.coerce(expr, schema)?;

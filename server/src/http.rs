@@ -96,6 +96,19 @@ pub fn router(state: AppState, max_request_bytes: usize) -> Router {
         ))
 }
 
+/// Serves `router` on `listener` until the task is dropped, with Nagle's algorithm off: a
+/// streamed query answer goes out in small writes (a header, then rows), and with Nagle each
+/// write after the first waited for the client's delayed ACK, about 40 ms.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot turn Nagle's algorithm off");
+        }
+    });
+    axum::serve(listener, router).await
+}
+
 /// A body over the limit is refused by the extractor with a plain-text 413; clients expect
 /// ksqlDB's error shape.
 async fn too_large_as_ksqldb_error(response: Response) -> Response {

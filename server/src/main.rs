@@ -311,7 +311,7 @@ async fn serve(
     let queries = engine.clone();
     let max_request_bytes = args.max_request_bytes;
     let http = tokio::spawn(async move {
-        if let Err(e) = axum::serve(http_listener, http::router(state, max_request_bytes)).await {
+        if let Err(e) = http::serve(http_listener, http::router(state, max_request_bytes)).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });

@@ -37,7 +37,7 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
         eddy_server::http::AppState::new(engine.clone()).map_err(|e| e.to_string())?,
         10 * 1024 * 1024,
     );
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(async move { eddy_server::http::serve(listener, router).await });
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)

@@ -53,6 +53,8 @@ impl std::fmt::Display for LatencyFigures {
 pub struct PullBenchResult {
     /// How long the first pull query took, which materializes the table.
     pub materialize: Duration,
+    /// One lookup through the engine alone (no HTTP), one at a time.
+    pub in_process: Duration,
     /// Key lookups.
     pub pull: LatencyFigures,
     /// `GET /healthcheck`, the baseline.
@@ -98,7 +100,7 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
     let address = listener.local_addr()?;
     let router =
         eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(async move { eddy_server::http::serve(listener, router).await });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)
         .build()?;
@@ -108,6 +110,29 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
     let first = lookup(&http, &base, 0).await?;
     anyhow::ensure!(first, "the first lookup found no row");
     let materialize = started.elapsed();
+
+    // The engine alone, one query at a time, without HTTP.
+    let in_process = {
+        let session = Session::default();
+        let started = Instant::now();
+        let mut n = 0u64;
+        while started.elapsed() < Duration::from_secs(config.seconds.min(3)) {
+            let id = n.wrapping_mul(2_654_435_761) % config.keys;
+            let mut query = engine
+                .query(&session, &format!("SELECT * FROM users WHERE id = {id};"))
+                .await?;
+            while let Some(event) = query.events.recv().await {
+                if !matches!(
+                    event,
+                    eddy_engine::query::transient::TransientEvent::Row { .. }
+                ) {
+                    break;
+                }
+            }
+            n += 1;
+        }
+        Duration::from_secs_f64(started.elapsed().as_secs_f64() / n.max(1) as f64)
+    };
 
     let keys = config.keys;
     let duration = Duration::from_secs(config.seconds);
@@ -138,6 +163,7 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
     engine.shutdown().await;
     Ok(PullBenchResult {
         materialize,
+        in_process,
         pull,
         baseline,
     })

@@ -102,7 +102,7 @@ async fn run_async(config: &PushBenchConfig) -> anyhow::Result<PushBenchResult> 
     let address = listener.local_addr()?;
     let router =
         eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
-    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+    let server = tokio::spawn(async move { eddy_server::http::serve(listener, router).await });
     let total = config.rate * config.seconds;
 
     // The push-query client: reads lines as they come and times each row.

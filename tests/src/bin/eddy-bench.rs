@@ -182,6 +182,10 @@ fn main() -> anyhow::Result<()> {
                 "first lookup (materializes the table): {:.2} s",
                 result.materialize.as_secs_f64()
             );
+            println!(
+                "one lookup in process, no HTTP: {:.1} µs",
+                result.in_process.as_secs_f64() * 1e6
+            );
             println!("pull lookups         {}", result.pull);
             println!("GET /healthcheck     {}", result.baseline);
             println!(
