@@ -85,6 +85,8 @@ pub struct Engine {
     pub(crate) metrics: crate::metrics::EngineMetrics,
     /// Tables kept in the state store for pull queries.
     pub(crate) materializers: Arc<crate::query::materialized::Materializers>,
+    /// Plans of key-lookup pull queries, reused across keys.
+    pub(crate) pull_plans: crate::query::transient::PullPlans,
 }
 
 impl Engine {
@@ -129,6 +131,7 @@ impl Engine {
             transient: Arc::default(),
             metrics: crate::metrics::EngineMetrics::default(),
             materializers: Arc::default(),
+            pull_plans: Default::default(),
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -219,7 +222,7 @@ impl Engine {
             &self.store,
             &self.datafusion,
             &state.catalog,
-            (&self.transient, &self.materializers),
+            (&self.transient, &self.materializers, &self.pull_plans),
             &session.properties,
             query,
             &statement.text,

@@ -65,6 +65,20 @@ async fn a_pull_query_reads_the_latest_row_per_key_from_state() {
         pull(&engine, "SELECT name FROM users WHERE id = 2;").await,
         vec![json!(["bob"])]
     );
+    // The same shape of lookup with other keys: planned once, answered per key.
+    assert_eq!(
+        pull(&engine, "SELECT name FROM users WHERE id = 3;").await,
+        vec![json!(["cy"])]
+    );
+    assert_eq!(
+        pull(&engine, "SELECT name FROM users WHERE id IN (1, 7, 2);").await,
+        vec![json!(["anne"]), json!(["bob"])]
+    );
+    assert!(
+        pull(&engine, "SELECT name FROM users WHERE id = 7;")
+            .await
+            .is_empty()
+    );
     // A tombstone removes the row; later records are seen by the next pull query at once.
     store
         .produce(
@@ -116,6 +130,10 @@ async fn a_pull_query_reads_the_latest_row_per_key_from_state() {
         .await
         .unwrap();
     assert_eq!(pull(&engine, all).await, vec![json!([9, "new"])]);
+    assert_eq!(
+        pull(&engine, "SELECT name FROM users WHERE id = 9;").await,
+        vec![json!(["new"])]
+    );
     engine.shutdown().await;
 }
 

@@ -155,6 +155,32 @@ pub(crate) fn lookup_keys(
     Some(values)
 }
 
+/// Whether `filter` does nothing but pin a one-key table's key to literals, in every
+/// disjunct and every conjunct, so looking those keys up answers it whole.
+pub(crate) fn only_key_pins(table: &DataSource, filter: Option<&Expr>) -> bool {
+    let keys: Vec<&crate::schema::Column> = table.key_columns().collect();
+    let ([key], Some(filter)) = (keys.as_slice(), filter) else {
+        return false;
+    };
+    // A literal of another type than the key's is left to the planner, which refuses or
+    // coerces it as it would in any WHERE.
+    let fits = |value: &serde_json::Value| {
+        use eddy_sql::ast::SqlType;
+        match (&key.ty, value) {
+            (SqlType::String, serde_json::Value::String(_)) => true,
+            (SqlType::Boolean, serde_json::Value::Bool(_)) => true,
+            (SqlType::Int | SqlType::Bigint, serde_json::Value::Number(n)) => n.is_i64(),
+            (SqlType::Double, serde_json::Value::Number(_)) => true,
+            _ => false,
+        }
+    };
+    split(filter, BinaryOp::Or).into_iter().all(|disjunct| {
+        split(disjunct, BinaryOp::And).into_iter().all(|conjunct| {
+            pinned_values(conjunct, &key.name).is_some_and(|values| values.iter().all(fits))
+        })
+    })
+}
+
 /// The literals `conjunct` pins the key `key` to, if it does.
 fn pinned_values(conjunct: &Expr, key: &str) -> Option<Vec<serde_json::Value>> {
     let is_key = |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name.value == key);
@@ -437,5 +463,22 @@ mod tests {
         assert_eq!(keys("id > 1"), None);
         assert_eq!(keys("id = n"), None);
         assert_eq!(lookup_keys(&t, None), None);
+    }
+
+    #[test]
+    fn only_literals_of_the_keys_type_make_a_pure_lookup() {
+        let t = table(
+            "CREATE TABLE t (id INT PRIMARY KEY, n BIGINT) WITH (kafka_topic='t', value_format='JSON');",
+        );
+        let pure =
+            |filter: &str| only_key_pins(&t, Some(&eddy_sql::parse_expression(filter).unwrap()));
+        assert!(pure("id = 1"));
+        assert!(pure("id IN (1, 2) OR id = 3"));
+        assert!(
+            !pure("id = '1'"),
+            "a string for an INT key is the planner's to refuse"
+        );
+        assert!(!pure("id = 1 AND n = 2"));
+        assert!(!pure("id > 1"));
     }
 }

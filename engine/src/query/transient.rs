@@ -197,7 +197,11 @@ pub(crate) fn start(
     store: &Store,
     ctx: &datafusion::prelude::SessionContext,
     catalog: &Catalog,
-    (registry, materializers): (&Arc<TransientRegistry>, &Arc<Materializers>),
+    (registry, materializers, pull_plans): (
+        &Arc<TransientRegistry>,
+        &Arc<Materializers>,
+        &PullPlans,
+    ),
     properties: &HashMap<String, String>,
     query: &Query,
     sql: &str,
@@ -217,48 +221,33 @@ pub(crate) fn start(
     let source_name = query.from.source.name.value.clone();
     let id = format!("transient_{}_{number}", source_name.to_ascii_uppercase());
     let sink_name = format!("__EDDY_{}", id.to_ascii_uppercase());
-    let plan = if !query.from.joins.is_empty() && query.group_by.is_empty() {
-        QueryPlan::Join(Box::new(crate::query::join::plan_join(
-            ctx,
-            catalog,
-            query,
-            &sink_name,
-            SourceKind::Stream,
-            true,
-        )?))
-    } else if query.group_by.is_empty() && crate::query::aggregate::aggregates_anything(query) {
-        // Aggregates without GROUP BY aggregate every row into one group, as in ksqlDB.
-        let mut whole = query.clone();
-        whole.group_by = vec![eddy_sql::ast::Expr {
-            kind: eddy_sql::ast::ExprKind::Literal(Literal::Integer(1)),
-            span: query.span,
-        }];
-        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, &whole, &sink_name, true)?)
-    } else if query.group_by.is_empty() {
-        QueryPlan::Stateless(plan_stateless(
-            ctx,
-            catalog,
-            query,
-            &sink_name,
-            SourceKind::Stream,
-            true,
-            true,
-        )?)
+    // A pull query that only looks keys up in a table is planned without its WHERE (the
+    // lookup does the filtering), so its plan can be reused for any keys.
+    let cacheable = !push
+        && query.from.joins.is_empty()
+        && query.group_by.is_empty()
+        && !crate::query::aggregate::aggregates_anything(query)
+        && catalog.source(&source_name).is_some_and(|t| {
+            answers_from_state(t) && crate::query::lookup::only_key_pins(t, query.filter.as_ref())
+        });
+    let (plan, sink, columns) = if cacheable {
+        let mut unfiltered = query.clone();
+        unfiltered.filter = None;
+        let shape = unfiltered.to_string();
+        let table = catalog.source(&source_name).cloned();
+        match pull_plans.get(&shape, table.as_ref()) {
+            Some(cached) => cached,
+            None => {
+                let planned = plan_transient(ctx, catalog, &unfiltered, &sink_name)?;
+                if let Some(table) = table {
+                    pull_plans.put(shape, table, planned.clone());
+                }
+                planned
+            }
+        }
     } else {
-        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, &sink_name, true)?)
+        plan_transient(ctx, catalog, query, &sink_name)?
     };
-    // The rows go through a JSON "sink" the client never sees, and are read back as values.
-    let sink = catalog.build_transient_sink(&json_sink(&sink_name, &plan))?;
-    let by_name: HashMap<String, Column> = plan
-        .columns()
-        .into_iter()
-        .map(|c| (c.name.clone(), c))
-        .collect();
-    let columns: Vec<Column> = plan
-        .column_order()
-        .iter()
-        .filter_map(|n| by_name.get(n).cloned())
-        .collect();
     let earliest = !push
         || properties
             .get("auto.offset.reset")
@@ -296,14 +285,7 @@ pub(crate) fn start(
     // A pull query that filters and projects one unwindowed table reads the table's state (a
     // row per key) rather than its whole changelog.
     let table_state = match (&plan, catalog.source(&source_name)) {
-        (QueryPlan::Stateless(_), Some(table))
-            if materialized
-                && table.window.is_none()
-                && !table
-                    .columns
-                    .iter()
-                    .any(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_))) =>
-        {
+        (QueryPlan::Stateless(_), Some(table)) if materialized && answers_from_state(table) => {
             materializers.ensure(store, &table.topic)?;
             // Keys pinned by the WHERE clause are read by key; a key of the wrong type for
             // the key format finds nothing, as no record could have it.
@@ -367,6 +349,107 @@ pub(crate) fn start(
         events: rx,
         stop,
     })
+}
+
+/// Plans a transient query: the plan, the hidden JSON sink its rows go through, and the
+/// result's columns in projection order.
+fn plan_transient(
+    ctx: &datafusion::prelude::SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink_name: &str,
+) -> Result<(QueryPlan, DataSource, Vec<Column>)> {
+    let plan = if !query.from.joins.is_empty() && query.group_by.is_empty() {
+        QueryPlan::Join(Box::new(crate::query::join::plan_join(
+            ctx,
+            catalog,
+            query,
+            sink_name,
+            SourceKind::Stream,
+            true,
+        )?))
+    } else if query.group_by.is_empty() && crate::query::aggregate::aggregates_anything(query) {
+        // Aggregates without GROUP BY aggregate every row into one group, as in ksqlDB.
+        let mut whole = query.clone();
+        whole.group_by = vec![eddy_sql::ast::Expr {
+            kind: eddy_sql::ast::ExprKind::Literal(Literal::Integer(1)),
+            span: query.span,
+        }];
+        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, &whole, sink_name, true)?)
+    } else if query.group_by.is_empty() {
+        QueryPlan::Stateless(plan_stateless(
+            ctx,
+            catalog,
+            query,
+            sink_name,
+            SourceKind::Stream,
+            true,
+            true,
+        )?)
+    } else {
+        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, sink_name, true)?)
+    };
+    // The rows go through a JSON "sink" the client never sees, and are read back as values.
+    let sink = catalog.build_transient_sink(&json_sink(sink_name, &plan))?;
+    let by_name: HashMap<String, Column> = plan
+        .columns()
+        .into_iter()
+        .map(|c| (c.name.clone(), c))
+        .collect();
+    let columns: Vec<Column> = plan
+        .column_order()
+        .iter()
+        .filter_map(|n| by_name.get(n).cloned())
+        .collect();
+    Ok((plan, sink, columns))
+}
+
+/// Plans of pull queries that only look keys up, by their SQL without the `WHERE` clause,
+/// with the table they were planned against (a table declared again is planned again).
+#[derive(Debug, Default)]
+pub(crate) struct PullPlans {
+    plans: parking_lot::Mutex<HashMap<String, CachedPull>>,
+}
+
+#[derive(Debug, Clone)]
+struct CachedPull {
+    table: DataSource,
+    planned: (QueryPlan, DataSource, Vec<Column>),
+}
+
+/// Plans kept at most; past that the cache starts over, as statement shapes are few in
+/// practice and a scan of them would cost more than planning.
+const PULL_PLANS: usize = 256;
+
+impl PullPlans {
+    fn get(
+        &self,
+        shape: &str,
+        table: Option<&DataSource>,
+    ) -> Option<(QueryPlan, DataSource, Vec<Column>)> {
+        let plans = self.plans.lock();
+        let cached = plans.get(shape)?;
+        (Some(&cached.table) == table).then(|| cached.planned.clone())
+    }
+
+    fn put(&self, shape: String, table: DataSource, planned: (QueryPlan, DataSource, Vec<Column>)) {
+        let mut plans = self.plans.lock();
+        if plans.len() >= PULL_PLANS {
+            plans.clear();
+        }
+        plans.insert(shape, CachedPull { table, planned });
+    }
+}
+
+/// Whether a pull query over `table` reads its materialized state: a table with no window
+/// and no header columns (the state keeps neither).
+fn answers_from_state(table: &DataSource) -> bool {
+    table.kind == SourceKind::Table
+        && table.window.is_none()
+        && !table
+            .columns
+            .iter()
+            .any(|c| matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
 }
 
 fn query_source_is_table(catalog: &Catalog, name: &str) -> bool {
