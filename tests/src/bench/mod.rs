@@ -1,6 +1,7 @@
 //! Benchmark scenarios and what they share: timing, throughput and memory figures.
 
 pub mod join;
+pub mod kafka;
 pub mod log;
 pub mod pull;
 pub mod push;

@@ -83,6 +83,25 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Records produced through Kafka's wire protocol and consumed back, by a minimal client;
+    /// the baseline is appending the same records to the store directly, in the same run.
+    Kafka {
+        /// Records in all.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Value bytes per record.
+        #[arg(long, default_value_t = 100)]
+        record_size: usize,
+        /// Partitions, each with its own connection.
+        #[arg(long, default_value_t = 8)]
+        partitions: u32,
+        /// Records per produced batch.
+        #[arg(long, default_value_t = 1_000)]
+        batch_size: usize,
+        /// Runs; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
     PushLatency {
@@ -191,6 +210,42 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "ratio (pull / healthcheck throughput): {:.2}",
                 result.pull.per_sec / result.baseline.per_sec.max(1e-9)
+            );
+            print_peak_rss();
+        }
+        Scenario::Kafka {
+            records,
+            record_size,
+            partitions,
+            batch_size,
+            runs,
+        } => {
+            println!(
+                "eddy-bench kafka: {records} records of {record_size} B, {partitions} partitions, batches of {batch_size}, {runs} run(s)"
+            );
+            let config = bench::kafka::KafkaBenchConfig {
+                records,
+                record_size,
+                partitions,
+                batch_size,
+            };
+            let mut ratios = Vec::new();
+            let mut produce = Vec::new();
+            let mut consume = Vec::new();
+            for run in 1..=runs.max(1) {
+                let result = bench::kafka::run(&config)?;
+                println!("run {run}: produce (Kafka protocol)  {}", result.produce);
+                println!("run {run}: consume (Kafka protocol)  {}", result.consume);
+                println!("run {run}: append (store, direct)    {}", result.append);
+                produce.push(result.produce.records_per_sec());
+                consume.push(result.consume.records_per_sec());
+                ratios.push(result.produce.records_per_sec() / result.append.records_per_sec());
+            }
+            println!(
+                "median: produce {:.0} records/s, consume {:.0} records/s, produce/append ratio {:.2}",
+                median(produce),
+                median(consume),
+                median(ratios)
             );
             print_peak_rss();
         }
