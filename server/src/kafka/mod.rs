@@ -721,6 +721,31 @@ mod tests {
         out.freeze()
     }
 
+    /// What `handle_frame` needs: a store in `dir` and the listener's shared parts.
+    fn broker(
+        dir: &std::path::Path,
+    ) -> (
+        Store,
+        KafkaConfig,
+        Arc<groups::GroupCoordinator>,
+        producers::ProducerRegistry,
+    ) {
+        let store = Store::open(dir, eddy_storage::StoreOptions::default()).unwrap();
+        let config = KafkaConfig {
+            advertised: "127.0.0.1:9092".parse().unwrap(),
+            auto_create_topics: false,
+            default_partitions: 1,
+            fetched_records: None,
+        };
+        let coordinator = groups::GroupCoordinator::start(store.clone());
+        (
+            store,
+            config,
+            coordinator,
+            producers::ProducerRegistry::new(),
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -739,15 +764,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let dir = tempfile::tempdir().unwrap();
             runtime.block_on(async {
-                let store = Store::open(dir.path(), eddy_storage::StoreOptions::default()).unwrap();
-                let config = KafkaConfig {
-                    advertised: "127.0.0.1:9092".parse().unwrap(),
-                    auto_create_topics: false,
-                    default_partitions: 1,
-                    fetched_records: None,
-                };
-                let coordinator = groups::GroupCoordinator::start(store.clone());
-                let producers = producers::ProducerRegistry::new();
+                let (store, config, coordinator, producers) = broker(dir.path());
                 let request = frame(key, version, &body);
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
@@ -763,15 +780,7 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let dir = tempfile::tempdir().unwrap();
             runtime.block_on(async {
-                let store = Store::open(dir.path(), eddy_storage::StoreOptions::default()).unwrap();
-                let config = KafkaConfig {
-                    advertised: "127.0.0.1:9092".parse().unwrap(),
-                    auto_create_topics: false,
-                    default_partitions: 1,
-                    fetched_records: None,
-                };
-                let coordinator = groups::GroupCoordinator::start(store.clone());
-                let producers = producers::ProducerRegistry::new();
+                let (store, config, coordinator, producers) = broker(dir.path());
                 let key = i16::from_be_bytes([bytes[0], bytes[1]]);
                 prop_assume!(!matches!(ApiKey::try_from(key), Ok(ApiKey::CreateTopics | ApiKey::Fetch)));
                 let _ = tokio::time::timeout(

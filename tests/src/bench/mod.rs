@@ -53,6 +53,59 @@ impl std::fmt::Display for Throughput {
     }
 }
 
+/// The `q` quantile (0 to 1) of sorted durations; zero when there are none.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or_default()
+}
+
+/// An engine on a temporary store with its HTTP API served on a free local port, for the
+/// scenarios measured over HTTP.
+pub struct HttpBench {
+    /// The engine.
+    pub engine: std::sync::Arc<eddy_engine::Engine>,
+    /// Its store.
+    pub store: eddy_storage::Store,
+    /// Where the HTTP API listens.
+    pub address: std::net::SocketAddr,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl HttpBench {
+    /// Opens the engine, runs `ddl`, and starts serving.
+    pub async fn start(ddl: &str) -> anyhow::Result<HttpBench> {
+        use anyhow::Context;
+        let dir = tempfile::tempdir()?;
+        let store = eddy_storage::Store::open(dir.path(), eddy_storage::StoreOptions::default())?;
+        let engine = std::sync::Arc::new(eddy_engine::Engine::open(store.clone()).await?);
+        engine
+            .execute(&mut eddy_engine::Session::default(), ddl)
+            .await
+            .with_context(|| format!("running {ddl}"))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let router =
+            eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
+        let server = tokio::spawn(eddy_server::http::serve(listener, router));
+        Ok(HttpBench {
+            engine,
+            store,
+            address,
+            server,
+            _dir: dir,
+        })
+    }
+
+    /// Stops serving and stops the engine's queries.
+    pub async fn stop(self) {
+        self.server.abort();
+        self.engine.shutdown().await;
+    }
+}
+
 /// The median of some measurements.
 pub fn median(mut values: Vec<f64>) -> f64 {
     if values.is_empty() {

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store, StoreOptions};
+use eddy_engine::Session;
+use eddy_storage::Record;
+
+use crate::bench::{HttpBench, quantile};
 
 /// What the scenario runs.
 #[derive(Debug, Clone)]
@@ -70,17 +71,12 @@ pub fn run(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> {
 }
 
 async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), StoreOptions::default())?;
-    let engine = Arc::new(Engine::open(store.clone()).await?);
-    engine
-        .execute(
-            &mut Session::default(),
-            "CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, score BIGINT)
-             WITH (kafka_topic='users', partitions=4, key_format='KAFKA', value_format='JSON');",
-        )
-        .await
-        .context("creating the table")?;
+    let bench = HttpBench::start(
+        "CREATE TABLE users (id BIGINT PRIMARY KEY, name STRING, score BIGINT)
+         WITH (kafka_topic='users', partitions=4, key_format='KAFKA', value_format='JSON');",
+    )
+    .await?;
+    let (engine, store, address) = (bench.engine.clone(), bench.store.clone(), bench.address);
     let mut batch = Vec::with_capacity(10_000);
     for id in 0..config.keys {
         batch.push(Record::keyed(
@@ -96,11 +92,6 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
         store.produce("users", batch).await?;
     }
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let router =
-        eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
-    let server = tokio::spawn(async move { eddy_server::http::serve(listener, router).await });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)
         .build()?;
@@ -159,8 +150,7 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
         }
     })
     .await;
-    server.abort();
-    engine.shutdown().await;
+    bench.stop().await;
     Ok(PullBenchResult {
         materialize,
         in_process,
@@ -217,16 +207,10 @@ where
     }
     let elapsed = started.elapsed();
     latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
     LatencyFigures {
         per_sec: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
+        p50: quantile(&latencies, 0.50),
+        p99: quantile(&latencies, 0.99),
         errors: errors.load(Ordering::Relaxed),
     }
 }

@@ -4,12 +4,12 @@
 //! reader of the topic itself (long-polling the log as the query does), so the ratio is what
 //! the query and HTTP add on top of the log's own append-to-read latency.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store, StoreOptions};
+use eddy_storage::Record;
+
+use crate::bench::{HttpBench, quantile};
 
 /// What the scenario runs.
 #[derive(Debug, Clone)]
@@ -64,16 +64,10 @@ fn now_micros() -> i64 {
 
 fn percentiles(mut latencies: Vec<Duration>) -> Percentiles {
     latencies.sort();
-    let at = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
     Percentiles {
         rows: latencies.len(),
-        p50: at(0.5),
-        p99: at(0.99),
+        p50: quantile(&latencies, 0.5),
+        p99: quantile(&latencies, 0.99),
         max: latencies.last().copied().unwrap_or_default(),
     }
 }
@@ -87,22 +81,12 @@ pub fn run(config: &PushBenchConfig) -> anyhow::Result<PushBenchResult> {
 }
 
 async fn run_async(config: &PushBenchConfig) -> anyhow::Result<PushBenchResult> {
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path(), StoreOptions::default())?;
-    let engine = Arc::new(Engine::open(store.clone()).await?);
-    engine
-        .execute(
-            &mut Session::default(),
-            "CREATE STREAM events (id BIGINT KEY, sent BIGINT)
-             WITH (kafka_topic='events', partitions=1, value_format='JSON');",
-        )
-        .await
-        .context("creating the stream")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let router =
-        eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
-    let server = tokio::spawn(async move { eddy_server::http::serve(listener, router).await });
+    let bench = HttpBench::start(
+        "CREATE STREAM events (id BIGINT KEY, sent BIGINT)
+         WITH (kafka_topic='events', partitions=1, value_format='JSON');",
+    )
+    .await?;
+    let (store, address) = (bench.store.clone(), bench.address);
     let total = config.rate * config.seconds;
 
     // The push-query client: reads lines as they come and times each row.
@@ -199,8 +183,7 @@ async fn run_async(config: &PushBenchConfig) -> anyhow::Result<PushBenchResult> 
     let log = tokio::time::timeout(Duration::from_secs(30), log)
         .await
         .context("the log reader did not see every row in 30 s")??;
-    server.abort();
-    engine.shutdown().await;
+    bench.stop().await;
     Ok(PushBenchResult {
         push: percentiles(push),
         log: percentiles(log),
