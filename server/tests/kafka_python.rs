@@ -1,5 +1,6 @@
-//! kafka-python 3 against the `eddy` binary: its default producer is idempotent, and its
-//! consumer joins a group, reads from the beginning and commits. `.ci/run` installs kafka-python.
+//! kafka-python 3 against the `eddy` binary: an idempotent producer with `acks=all`, a consumer
+//! that joins a group, reads from the beginning and commits, and one that reads by assignment.
+//! `.ci/run` installs kafka-python.
 
 use std::process::Command;
 
@@ -23,7 +24,7 @@ const SCRIPT: &str = r#"
 import sys
 from kafka import KafkaProducer, KafkaConsumer
 bootstrap = sys.argv[1]
-producer = KafkaProducer(bootstrap_servers=bootstrap)
+producer = KafkaProducer(bootstrap_servers=bootstrap, acks='all', enable_idempotence=True)
 for i in range(5):
     producer.send('py', key=b'k%d' % i, value=b'v%d' % i)
 producer.flush()
@@ -38,14 +39,20 @@ consumer = KafkaConsumer('py', bootstrap_servers=bootstrap, group_id='pyg',
                          auto_offset_reset='earliest', consumer_timeout_ms=3000)
 print('after commit: %d' % len(list(consumer)))
 consumer.close()
+from kafka import TopicPartition
+consumer = KafkaConsumer(bootstrap_servers=bootstrap, consumer_timeout_ms=3000)
+consumer.assign([TopicPartition('py', 0)])
+consumer.seek_to_beginning()
+print('assigned: %s' % ' '.join(m.value.decode() for m in consumer))
+consumer.close()
 "#;
 
 #[test]
-fn kafka_python_produces_idempotently_and_consumes_in_a_group() {
+fn kafka_python_produces_idempotently_and_consumes_in_a_group_and_by_assignment() {
     let server = common::start();
     assert_eq!(
         run(&server, SCRIPT),
-        "k0=v0@0\nk1=v1@1\nk2=v2@2\nk3=v3@3\nk4=v4@4\nafter commit: 0\n"
+        "k0=v0@0\nk1=v1@1\nk2=v2@2\nk3=v3@3\nk4=v4@4\nafter commit: 0\nassigned: v0 v1 v2 v3 v4\n"
     );
 }
 
