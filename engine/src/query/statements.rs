@@ -96,7 +96,11 @@ impl Engine {
             ));
         }
         let aggregating = !create.query.group_by.is_empty() || create.query.window.is_some();
-        let plan = if aggregating && !create.query.group_by.is_empty() {
+        // Aggregates without GROUP BY are planned as an aggregation too, so its analysis
+        // reports the projection's non-aggregate columns, as ksqlDB does.
+        let plan = if (aggregating && !create.query.group_by.is_empty())
+            || crate::query::aggregate::aggregates_anything(&create.query)
+        {
             if create.kind == SourceKind::Stream {
                 return Err(EngineError::statement(
                     "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
