@@ -293,13 +293,7 @@ pub(crate) fn start(
                 crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
                     values
                         .iter()
-                        .filter_map(|v| {
-                            let name = table.key_columns().next()?.name.clone();
-                            crate::insert::record_from_json(table, &serde_json::json!({ name: v }))
-                                .ok()?
-                                .key
-                                .map(|k| k.to_vec())
-                        })
+                        .filter_map(|v| crate::insert::encode_lookup_key(table, v))
                         .collect()
                 });
             Some(TableState {
