@@ -499,3 +499,15 @@ enum DeclaredBy {
     /// A push or pull query's rows: any column may be a pseudo-column or window bound.
     TransientQuery,
 }
+
+/// A source declared by `sql` (one `CREATE STREAM|TABLE`) in an empty catalog, for tests.
+#[cfg(test)]
+pub(crate) fn declared(sql: &str) -> DataSource {
+    let parsed = eddy_sql::parse_statements(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let eddy_sql::ast::StatementKind::CreateSource(create) = &parsed[0].statement.kind else {
+        panic!("not a CREATE: {sql}");
+    };
+    Catalog::default()
+        .build_source(create, sql, &HashMap::new())
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}

@@ -313,21 +313,13 @@ pub(crate) fn record_from_json(source: &DataSource, row: &serde_json::Value) -> 
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
-    use eddy_sql::ast::StatementKind;
     use serde_json::json;
 
     use super::*;
 
     fn table(sql: &str) -> DataSource {
-        let parsed = eddy_sql::parse_statements(sql).unwrap();
-        let StatementKind::CreateSource(create) = &parsed[0].statement.kind else {
-            panic!("not a CREATE: {sql}");
-        };
-        Catalog::default()
-            .build_source(create, sql, &HashMap::new())
-            .unwrap()
+        crate::catalog::declared(sql)
     }
 
     /// The direct encodings are the codecs' bytes, whatever the format and key type.

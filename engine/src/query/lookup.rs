@@ -308,19 +308,10 @@ fn key_bounds<'k>(
 mod tests {
     use std::collections::HashMap;
 
-    use eddy_sql::ast::StatementKind;
-
     use super::*;
-    use crate::catalog::Catalog;
 
     fn table(sql: &str) -> DataSource {
-        let parsed = eddy_sql::parse_statements(sql).unwrap();
-        let StatementKind::CreateSource(create) = &parsed[0].statement.kind else {
-            panic!("not a CREATE: {sql}");
-        };
-        Catalog::default()
-            .build_source(create, sql, &HashMap::new())
-            .unwrap()
+        crate::catalog::declared(sql)
     }
 
     fn check(
