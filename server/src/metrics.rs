@@ -272,15 +272,7 @@ impl ServerMetrics {
             }
         };
         for group in groups {
-            let topics: Vec<String> = match store.fetch_group_offsets(&group) {
-                Ok(offsets) => {
-                    let mut topics: Vec<String> = offsets.into_iter().map(|o| o.topic).collect();
-                    topics.dedup();
-                    topics
-                }
-                Err(_) => continue,
-            };
-            let Ok(offsets) = GroupOffsets::read(store, &group, &topics) else {
+            let Ok(offsets) = GroupOffsets::of_group(store, &group) else {
                 continue;
             };
             for t in &offsets.topics {

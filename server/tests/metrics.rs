@@ -123,6 +123,18 @@ fn lag_of_a_paused_query_grows_with_inserts_and_clears_on_resume() {
         "{statistics}"
     );
     assert!(statistics.contains("consumer-lag: 0"), "{statistics}");
+
+    // A Kafka client reads the topic: every record of every batch it was sent is counted.
+    let out = std::process::Command::new("kcat")
+        .args(["-b", &server.kafka, "-t", "clicks", "-C", "-e", "-q"])
+        .output()
+        .expect("kcat is needed for this test; .ci/run installs it");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 15);
+    wait_for(
+        &server,
+        r#"eddy_topic_records_fetched_total{topic="clicks"}"#,
+        15.0,
+    );
 }
 
 #[test]

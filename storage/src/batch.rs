@@ -357,6 +357,35 @@ fn compression_of(attributes: i16) -> Compression {
     }
 }
 
+/// The batches of `bytes`, whole batches back to back as a Fetch response carries them, each
+/// with its header. A partial or malformed batch ends the iteration with its error.
+pub fn split_batches(bytes: &[u8]) -> impl Iterator<Item = Result<(BatchHeader, &[u8]), String>> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some(length) = rest.get(8..BATCH_LOG_OVERHEAD) else {
+            let error = format!("{} trailing bytes are no batch", rest.len());
+            rest = &[];
+            return Some(Err(error));
+        };
+        let length = i32::from_be_bytes([length[0], length[1], length[2], length[3]]);
+        let total = (BATCH_LOG_OVERHEAD + length.max(0) as usize).min(rest.len());
+        let (batch, after) = rest.split_at(total);
+        match BatchHeader::parse(batch) {
+            Ok(header) => {
+                rest = after;
+                Some(Ok((header, batch)))
+            }
+            Err(e) => {
+                rest = &[];
+                Some(Err(e))
+            }
+        }
+    })
+}
+
 /// Decodes every record of one stored batch, verifying its CRC. Control batches yield no records.
 pub fn decode_records(batch: Bytes) -> Result<Vec<LogRecord>, String> {
     let header = BatchHeader::parse(&batch)?;
@@ -464,5 +493,26 @@ mod tests {
         assert_eq!(rewritten.header().base_offset, 100);
         let decoded = decode_records(Bytes::copy_from_slice(rewritten.as_bytes())).unwrap();
         assert_eq!(decoded, kept);
+    }
+
+    #[test]
+    fn batches_back_to_back_split_whole_and_a_cut_one_is_an_error() {
+        let first = EncodedBatch::encode(&[Record::keyed(&b"a"[..], &b"1"[..], 1)]).unwrap();
+        let mut second = EncodedBatch::encode(&[
+            Record::keyed(&b"b"[..], &b"2"[..], 2),
+            Record::keyed(&b"c"[..], &b"3"[..], 3),
+        ])
+        .unwrap();
+        second.stamp(1, 0);
+        let mut joined = first.as_bytes().to_vec();
+        joined.extend_from_slice(second.as_bytes());
+        let counts: Vec<(i64, i32)> = split_batches(&joined)
+            .map(|b| b.map(|(h, _)| (h.base_offset, h.record_count)).unwrap())
+            .collect();
+        assert_eq!(counts, vec![(0, 1), (1, 2)]);
+        let cut = &joined[..joined.len() - 3];
+        let results: Vec<bool> = split_batches(cut).map(|b| b.is_ok()).collect();
+        assert_eq!(results, vec![true, false]);
+        assert_eq!(split_batches(&[]).count(), 0);
     }
 }

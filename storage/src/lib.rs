@@ -18,7 +18,9 @@ mod store;
 mod topic;
 mod writer;
 
-pub use batch::{BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records};
+pub use batch::{
+    BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records, split_batches,
+};
 pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMetadata, StateOp};
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
 pub use error::{Result, StorageError};

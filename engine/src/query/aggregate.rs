@@ -1355,7 +1355,10 @@ pub(crate) fn aggregate_changes(
                     acc.update_batch(&args)
                 }
                 .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                results[k].push(current_result(acc, &plan.aggregates[k])?);
+                // EMIT FINAL writes a window's result once, when it closes; not per update.
+                if !plan.emit_final {
+                    results[k].push(current_result(acc, &plan.aggregates[k])?);
+                }
             }
             let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
             group.latest = Some(latest);

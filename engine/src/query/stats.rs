@@ -98,6 +98,34 @@ impl GroupOffsets {
     /// The group's positions on `topics`, from the log and its committed offsets. A topic
     /// deleted meanwhile is left out.
     pub fn read(store: &Store, group: &str, topics: &[String]) -> Result<GroupOffsets> {
+        Self::read_with(store, group, topics, |topic, partition| {
+            Ok(store
+                .fetch_offset(group, topic, partition)?
+                .map(|c| c.offset))
+        })
+    }
+
+    /// A group's positions on every topic it committed offsets for, read with one scan of its
+    /// offsets.
+    pub fn of_group(store: &Store, group: &str) -> Result<GroupOffsets> {
+        let committed = store.fetch_group_offsets(group)?;
+        let mut topics: Vec<String> = committed.iter().map(|o| o.topic.clone()).collect();
+        topics.dedup();
+        Self::read_with(store, group, &topics, |topic, partition| {
+            Ok(committed
+                .iter()
+                .find(|o| o.topic == topic && o.partition == partition)
+                .map(|o| o.offset.offset))
+        })
+    }
+
+    /// The positions on `topics`, with each partition's committed offset from `committed`.
+    fn read_with(
+        store: &Store,
+        group: &str,
+        topics: &[String],
+        committed: impl Fn(&str, u32) -> Result<Option<i64>>,
+    ) -> Result<GroupOffsets> {
         let mut out = Vec::with_capacity(topics.len());
         for topic in topics {
             let Ok(description) = store.describe_topic(topic) else {
@@ -105,12 +133,11 @@ impl GroupOffsets {
             };
             let mut partitions = Vec::with_capacity(description.partitions.len());
             for p in &description.partitions {
-                let committed = store.fetch_offset(group, topic, p.partition)?;
                 partitions.push(PartitionOffsets {
                     partition: p.partition,
                     log_start: p.log_start_offset,
                     log_end: p.end_offset,
-                    consumer: committed.map_or(p.log_start_offset, |c| c.offset),
+                    consumer: committed(topic, p.partition)?.unwrap_or(p.log_start_offset),
                 });
             }
             out.push(TopicOffsets {

@@ -345,14 +345,17 @@ pub(crate) fn start(
     })
 }
 
-/// Plans a transient query: the plan, the hidden JSON sink its rows go through, and the
+/// A planned transient query: the plan, the hidden JSON sink its rows go through, and the
 /// result's columns in projection order.
+type Planned = (QueryPlan, DataSource, Vec<Column>);
+
+/// Plans a transient query.
 fn plan_transient(
     ctx: &datafusion::prelude::SessionContext,
     catalog: &Catalog,
     query: &Query,
     sink_name: &str,
-) -> Result<(QueryPlan, DataSource, Vec<Column>)> {
+) -> Result<Planned> {
     let plan = if !query.from.joins.is_empty() && query.group_by.is_empty() {
         QueryPlan::Join(Box::new(crate::query::join::plan_join(
             ctx,
@@ -408,7 +411,7 @@ pub(crate) struct PullPlans {
 #[derive(Debug, Clone)]
 struct CachedPull {
     table: DataSource,
-    planned: (QueryPlan, DataSource, Vec<Column>),
+    planned: Planned,
 }
 
 /// Plans kept at most; past that the cache starts over, as statement shapes are few in
@@ -416,17 +419,13 @@ struct CachedPull {
 const PULL_PLANS: usize = 256;
 
 impl PullPlans {
-    fn get(
-        &self,
-        shape: &str,
-        table: Option<&DataSource>,
-    ) -> Option<(QueryPlan, DataSource, Vec<Column>)> {
+    fn get(&self, shape: &str, table: Option<&DataSource>) -> Option<Planned> {
         let plans = self.plans.lock();
         let cached = plans.get(shape)?;
         (Some(&cached.table) == table).then(|| cached.planned.clone())
     }
 
-    fn put(&self, shape: String, table: DataSource, planned: (QueryPlan, DataSource, Vec<Column>)) {
+    fn put(&self, shape: String, table: DataSource, planned: Planned) {
         let mut plans = self.plans.lock();
         if plans.len() >= PULL_PLANS {
             plans.clear();

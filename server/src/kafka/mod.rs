@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use eddy_storage::{BatchHeader, EncodedBatch, StorageError, Store, TopicConfig};
+use eddy_storage::{EncodedBatch, StorageError, Store, TopicConfig, split_batches};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
@@ -508,15 +508,11 @@ fn count_fetched(fetched: &prometheus::IntCounterVec, responses: &[FetchableTopi
     for topic in responses {
         let mut count = 0u64;
         for partition in &topic.partitions {
-            let Some(mut records) = partition.records.as_deref() else {
+            let Some(records) = partition.records.as_deref() else {
                 continue;
             };
-            while let Ok(header) = BatchHeader::parse(records) {
+            for (header, _) in split_batches(records).map_while(Result::ok) {
                 count += header.record_count.max(0) as u64;
-                let Some(rest) = records.get(header.total_len()..) else {
-                    break;
-                };
-                records = rest;
             }
         }
         if count > 0 {

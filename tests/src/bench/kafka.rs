@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use eddy_storage::{EncodedBatch, Record, Store, StoreOptions, TopicConfig};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -295,21 +295,15 @@ impl Connection {
             data.error_code
         );
         let (mut count, mut next) = (0u64, offset);
-        let mut records = data.records.clone().unwrap_or_default();
-        while records.remaining() >= 61 {
-            // The batch length field (after the base offset) frames one batch of several.
-            let length = i32::from_be_bytes([records[8], records[9], records[10], records[11]]);
-            let total = (12 + length.max(0) as usize).min(records.remaining());
-            let header = eddy_storage::BatchHeader::parse(&records[..total])
-                .map_err(|e| anyhow::anyhow!("a fetched batch: {e}"))?;
+        let records = data.records.clone().unwrap_or_default();
+        for batch in eddy_storage::split_batches(&records) {
+            let (header, _) = batch.map_err(|e| anyhow::anyhow!("a fetched batch: {e}"))?;
             let last = header.last_offset();
             // A batch may start before the offset asked for; count only what is new.
             if last >= next {
                 count += (last - next.max(header.base_offset) + 1) as u64;
                 next = last + 1;
             }
-            let len = header.total_len().min(records.remaining());
-            records.advance(len);
         }
         Ok((count, next))
     }
