@@ -189,6 +189,80 @@ async fn aggregate_state_survives_a_restart_mid_stream() {
     engine.shutdown().await;
 }
 
+/// ksqlDB's default: the record cache coalesces updates to a key between commits, and the
+/// final table is the same as with every update.
+#[tokio::test]
+async fn the_record_cache_coalesces_updates_to_a_key_between_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         SET 'cache.max.bytes.buffering' = '10485760';
+         CREATE STREAM orders (id STRING KEY, user STRING, amount INT)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');
+         CREATE TABLE totals AS SELECT user, COUNT(*) AS n, SUM(amount) AS total
+             FROM orders GROUP BY user HAVING COUNT(*) > 1;
+         CREATE TABLE per_minute AS SELECT user, COUNT(*) AS n FROM orders
+             WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user;",
+    )
+    .await;
+    let total = 3_000i64;
+    let batch = (0..total)
+        .map(|i| order(&format!("u{}", i % 3), 2, i * 100))
+        .collect();
+    engine.store().produce("orders", batch).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+
+    let written = records(engine.store(), "TOTALS");
+    assert!(
+        written.len() < 30,
+        "{} updates written for 3 keys: the cache did not coalesce them",
+        written.len()
+    );
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v, _) in written {
+        last.insert(String::from_utf8(k).unwrap(), v.unwrap());
+    }
+    for user in 0..3 {
+        assert_eq!(
+            last[&format!("u{user}")],
+            format!(r#"{{"N":1000,"TOTAL":2000}}"#)
+        );
+    }
+    // Windowed: one row per user and minute in the end, the last update of each window
+    // stamped with its latest record.
+    let mut windows: BTreeMap<Vec<u8>, (String, i64)> = BTreeMap::new();
+    for (k, v, ts) in records(engine.store(), "PER_MINUTE") {
+        windows.insert(k, (v.unwrap(), ts));
+    }
+    let minutes = (total * 100 + 59_999) / 60_000;
+    assert_eq!(windows.len() as i64, 3 * minutes);
+    let counted: i64 = windows
+        .values()
+        .map(|(v, _)| {
+            let row: serde_json::Value = serde_json::from_str(v).unwrap();
+            row["N"].as_i64().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, total);
+    for (key, (_, ts)) in &windows {
+        let start = i64::from_be_bytes(key[key.len() - 8..].try_into().unwrap());
+        assert!(*ts >= start && *ts < start + 60_000, "{ts} is outside its window");
+    }
+
+    // With the cache off (as `run` sets it), every update comes out.
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE every AS SELECT user, COUNT(*) AS n FROM orders GROUP BY user;",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+    assert_eq!(records(engine.store(), "EVERY").len() as i64, total);
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn aggregating_a_table_undoes_a_rows_old_value() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,8 @@ fn properties(case: &ConformanceCase) -> Value {
     // ksqlDB's REST test app reads topics from the start, so rows produced before a push
     // query starts are part of its answer.
     properties.insert("auto.offset.reset".into(), json!("earliest"));
+    // And its record cache is off, so every update of an aggregation comes out.
+    properties.insert("cache.max.bytes.buffering".into(), json!("0"));
     for (name, value) in &case.properties {
         properties.insert(name.clone(), json!(value));
     }

@@ -807,6 +807,24 @@ pub struct AggregateState {
     pending_final: Option<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>>,
     /// `EMIT FINAL`: the latest window start written, once read.
     latest_start: Option<i64>,
+    /// Whether updates wait in the record cache for [`AggregateState::flush`] instead of
+    /// going out one per input row.
+    coalesce: bool,
+    /// The groups changed since the last flush, in the order they first changed.
+    pending: Vec<PendingUpdate>,
+    /// Each pending group's index in `pending`.
+    pending_at: HashMap<Vec<u8>, usize>,
+    /// Estimated bytes the pending updates hold, as the record cache counts them.
+    pending_bytes: usize,
+}
+
+/// A group changed since the last flush of the record cache: its window, and the partition and
+/// offset of the last input record that changed it.
+struct PendingUpdate {
+    key: Vec<u8>,
+    window: (i64, i64),
+    partition: u32,
+    offset: i64,
 }
 
 const STREAM_TIME_KEY: &[u8] = b"t";
@@ -817,7 +835,9 @@ pub type StateWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 impl AggregateState {
     /// The state of the query `query_id`; groups load from the store as rows need them.
-    pub fn new(query_id: &str, plan: &AggregatePlan) -> Result<Self> {
+    /// With `coalesce`, updates to a group wait for [`AggregateState::flush`] (the record
+    /// cache), except under session windows and `EMIT FINAL`, which emit as they go.
+    pub fn new(query_id: &str, plan: &AggregatePlan, coalesce: bool) -> Result<Self> {
         let fields = plan
             .aggregate_schema
             .fields()
@@ -833,6 +853,10 @@ impl AggregateState {
             stream_time: None,
             pending_final: None,
             latest_start: None,
+            coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
+            pending: Vec::new(),
+            pending_at: HashMap::new(),
+            pending_bytes: 0,
             converter: RowConverter::new(fields)
                 .map_err(|e| EngineError::statement(e.to_string()))?,
         })
@@ -892,37 +916,51 @@ fn state_key(group_key: &[u8]) -> Vec<u8> {
     key
 }
 
-/// A group's state: whether it was emitted, then each accumulator's state values as one Arrow
-/// IPC batch, with the number of values of each accumulator in front.
+/// A group's state: a flags byte (whether it was emitted; whether its latest timestamp
+/// follows; whether the values are in the compact encoding), the latest timestamp, the number
+/// of state values of each accumulator, then the values: each as a type tag and its bytes when
+/// every one is a plain number, boolean or string, else all as one Arrow IPC batch.
 fn serialize(group: &mut Group) -> Result<Vec<u8>> {
     let fail = |e: &dyn std::fmt::Display| {
         EngineError::statement(format!("cannot save aggregate state: {e}"))
     };
     let mut counts = Vec::new();
-    let mut fields = Vec::new();
-    let mut columns = Vec::new();
+    let mut values = Vec::new();
     for acc in &mut group.accumulators {
         let state = acc.state().map_err(|e| fail(&e))?;
         counts.push(state.len() as u16);
-        for value in state {
-            let array = value.to_array().map_err(|e| fail(&e))?;
-            fields.push(Field::new(
-                format!("s{}", fields.len()),
-                array.data_type().clone(),
-                true,
-            ));
-            columns.push(array);
-        }
+        values.extend(state);
     }
-    // The first byte's low bit says whether the group was emitted; its second bit, whether the
-    // latest timestamp follows (state written before it was kept has neither).
-    let mut out = vec![u8::from(group.emitted) | (u8::from(group.latest.is_some()) << 1)];
+    let compact = values.iter().all(compact_scalar::encodable);
+    let mut out = Vec::with_capacity(16 + 12 * values.len());
+    out.push(
+        u8::from(group.emitted)
+            | (u8::from(group.latest.is_some()) << 1)
+            | (u8::from(compact) << 2),
+    );
     if let Some(latest) = group.latest {
         out.extend_from_slice(&latest.to_be_bytes());
     }
     out.extend_from_slice(&(counts.len() as u16).to_be_bytes());
     for c in &counts {
         out.extend_from_slice(&c.to_be_bytes());
+    }
+    if compact {
+        for value in &values {
+            compact_scalar::encode(value, &mut out);
+        }
+        return Ok(out);
+    }
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for value in values {
+        let array = value.to_array().map_err(|e| fail(&e))?;
+        fields.push(Field::new(
+            format!("s{}", fields.len()),
+            array.data_type().clone(),
+            true,
+        ));
+        columns.push(array);
     }
     let schema = Arc::new(Schema::new(fields));
     let batch = RecordBatch::try_new_with_options(
@@ -936,6 +974,123 @@ fn serialize(group: &mut Group) -> Result<Vec<u8>> {
     writer.finish().map_err(|e| fail(&e))?;
     drop(writer);
     Ok(out)
+}
+
+/// A compact encoding of the scalar state values most accumulators keep (counts, sums,
+/// minimums, strings), a few bytes each where an Arrow IPC batch takes about a kilobyte.
+mod compact_scalar {
+    use datafusion::common::ScalarValue;
+
+    const NULL: u8 = 0x80;
+
+    /// Whether `value` has a compact encoding.
+    pub(super) fn encodable(value: &ScalarValue) -> bool {
+        tag(value).is_some()
+    }
+
+    fn tag(value: &ScalarValue) -> Option<u8> {
+        Some(match value {
+            ScalarValue::Boolean(_) => 1,
+            ScalarValue::Int8(_) => 2,
+            ScalarValue::Int16(_) => 3,
+            ScalarValue::Int32(_) => 4,
+            ScalarValue::Int64(_) => 5,
+            ScalarValue::UInt8(_) => 6,
+            ScalarValue::UInt16(_) => 7,
+            ScalarValue::UInt32(_) => 8,
+            ScalarValue::UInt64(_) => 9,
+            ScalarValue::Float32(_) => 10,
+            ScalarValue::Float64(_) => 11,
+            ScalarValue::Utf8(_) => 12,
+            ScalarValue::Decimal128(_, _, _) => 13,
+            _ => return None,
+        })
+    }
+
+    /// Appends `value`: its tag (with the null bit), then its bytes.
+    pub(super) fn encode(value: &ScalarValue, out: &mut Vec<u8>) {
+        let Some(tag) = tag(value) else { return };
+        if let ScalarValue::Decimal128(_, precision, scale) = value {
+            out.push(tag | if value.is_null() { NULL } else { 0 });
+            out.push(*precision);
+            out.push(*scale as u8);
+        } else {
+            out.push(tag | if value.is_null() { NULL } else { 0 });
+        }
+        match value {
+            ScalarValue::Boolean(Some(v)) => out.push(u8::from(*v)),
+            ScalarValue::Int8(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Int16(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Int32(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Int64(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::UInt8(Some(v)) => out.push(*v),
+            ScalarValue::UInt16(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::UInt32(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::UInt64(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Float32(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Float64(Some(v)) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Decimal128(Some(v), _, _) => out.extend_from_slice(&v.to_le_bytes()),
+            ScalarValue::Utf8(Some(v)) => {
+                out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+                out.extend_from_slice(v.as_bytes());
+            }
+            _ => {}
+        }
+    }
+
+    /// Reads one value at the start of `bytes`; returns it and the bytes it took, or `None`
+    /// when they are not a value.
+    pub(super) fn decode(bytes: &[u8]) -> Option<(ScalarValue, usize)> {
+        let first = *bytes.first()?;
+        let null = first & NULL != 0;
+        let mut at = 1;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let slice = bytes.get(at..at + n)?;
+            at += n;
+            Some(slice)
+        };
+        macro_rules! fixed {
+            ($variant:ident, $ty:ty) => {{
+                if null {
+                    ScalarValue::$variant(None)
+                } else {
+                    let raw = take(std::mem::size_of::<$ty>())?;
+                    ScalarValue::$variant(Some(<$ty>::from_le_bytes(raw.try_into().ok()?)))
+                }
+            }};
+        }
+        let value = match first & !NULL {
+            1 => ScalarValue::Boolean(if null { None } else { Some(take(1)?[0] != 0) }),
+            2 => fixed!(Int8, i8),
+            3 => fixed!(Int16, i16),
+            4 => fixed!(Int32, i32),
+            5 => fixed!(Int64, i64),
+            6 => fixed!(UInt8, u8),
+            7 => fixed!(UInt16, u16),
+            8 => fixed!(UInt32, u32),
+            9 => fixed!(UInt64, u64),
+            10 => fixed!(Float32, f32),
+            11 => fixed!(Float64, f64),
+            12 => ScalarValue::Utf8(if null {
+                None
+            } else {
+                let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                Some(String::from_utf8(take(len)?.to_vec()).ok()?)
+            }),
+            13 => {
+                let precision = take(1)?[0];
+                let scale = take(1)?[0] as i8;
+                let value = if null {
+                    None
+                } else {
+                    Some(i128::from_le_bytes(take(16)?.try_into().ok()?))
+                };
+                ScalarValue::Decimal128(value, precision, scale)
+            }
+            _ => return None,
+        };
+        Some((value, at))
+    }
 }
 
 fn restore(group: &mut Group, bytes: &[u8]) -> Result<()> {
@@ -965,9 +1120,23 @@ fn restore(group: &mut Group, bytes: &[u8]) -> Result<()> {
     let counts = (0..n)
         .map(|i| read_u16(at + 2 + 2 * i))
         .collect::<Result<Vec<_>>>()?;
-    let ipc = bytes
+    let mut rest = bytes
         .get(at + 2 + 2 * n..)
         .ok_or_else(|| fail(&"truncated"))?;
+    if flags & 4 == 4 {
+        for (acc, count) in group.accumulators.iter_mut().zip(counts) {
+            let mut columns = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let (value, used) =
+                    compact_scalar::decode(rest).ok_or_else(|| fail(&"a value is malformed"))?;
+                rest = &rest[used..];
+                columns.push(value.to_array().map_err(|e| fail(&e))?);
+            }
+            acc.merge_batch(&columns).map_err(|e| fail(&e))?;
+        }
+        return Ok(());
+    }
+    let ipc = rest;
     let mut reader = StreamReader::try_new(ipc, None).map_err(|e| fail(&e))?;
     let batch = reader
         .next()
@@ -1342,6 +1511,7 @@ pub(crate) fn aggregate_changes(
                 .collect(),
         };
         for window in windows {
+            let coalesce = state.coalesce;
             let mut key = group_rows.row(i).as_ref().to_vec();
             if let Some((start, _)) = window {
                 key.extend_from_slice(&start.to_be_bytes());
@@ -1355,13 +1525,19 @@ pub(crate) fn aggregate_changes(
                     acc.update_batch(&args)
                 }
                 .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                // EMIT FINAL writes a window's result once, when it closes; not per update.
-                if !plan.emit_final {
+                // EMIT FINAL writes a window's result once, when it closes, and the record
+                // cache when it flushes; not per update.
+                if !plan.emit_final && !coalesce {
                     results[k].push(current_result(acc, &plan.aggregates[k])?);
                 }
             }
             let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
             group.latest = Some(latest);
+            if coalesce {
+                let offset = records[rows_from[i]].offset;
+                state.mark_pending(key, window.unwrap_or((0, 0)), partition, offset);
+                continue;
+            }
             if plan.emit_final
                 && let Some((start, _)) = window
             {
@@ -1407,7 +1583,7 @@ pub(crate) fn aggregate_changes(
         out_tombstone = vec![false; out_rows.len()];
         results = std::mem::take(&mut finals.results);
         out_keys = std::mem::take(&mut finals.keys);
-        Some(state.group_values(&out_keys)?)
+        Some(state.group_values(&out_keys, true)?)
     } else {
         None
     };
@@ -1435,115 +1611,33 @@ pub(crate) fn aggregate_changes(
         }
     }
 
-    // The aggregated rows: group values, results, window bounds, ROWTIME.
-    let indices =
-        datafusion::arrow::array::UInt32Array::from_iter_values(out_rows.iter().map(|&i| i as u32));
-    let mut columns: Vec<ArrayRef> = match final_group_columns {
+    let group_columns = match final_group_columns {
         // A final row's group is its window's, not that of the record that closed it.
         Some(columns) => columns,
-        None => group_arrays
-            .iter()
-            .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indices, None))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| EngineError::statement(e.to_string()))?,
-    };
-    for (k, call) in plan.aggregates.iter().enumerate() {
-        let array = if results[k].is_empty() {
-            datafusion::arrow::array::new_null_array(call.return_field.data_type(), 0)
-        } else {
-            ScalarValue::iter_to_array(results[k].clone())
+        None => {
+            let indices = datafusion::arrow::array::UInt32Array::from_iter_values(
+                out_rows.iter().map(|&i| i as u32),
+            );
+            group_arrays
+                .iter()
+                .map(|a| datafusion::arrow::compute::take(a.as_ref(), &indices, None))
+                .collect::<std::result::Result<_, _>>()
                 .map_err(|e| EngineError::statement(e.to_string()))?
-        };
-        let array = if array.data_type() == &call.result_type {
-            array
-        } else {
-            datafusion::arrow::compute::cast(&array, &call.result_type)
-                .map_err(|e| EngineError::statement(e.to_string()))?
-        };
-        columns.push(array);
-    }
-    if plan.window.is_some() || plan.session.is_some() {
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            out_windows.iter().map(|w| w.0),
-        )));
-        columns.push(Arc::new(Int64Array::from_iter_values(
-            out_windows.iter().map(|w| w.1),
-        )));
-    }
-    columns.push(Arc::new(Int64Array::from_iter_values(
-        out_times.iter().copied(),
-    )));
-    let aggregated = RecordBatch::try_new_with_options(
-        plan.aggregate_schema.clone(),
-        columns,
-        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(out_rows.len())),
-    )
-    .map_err(|e| EngineError::statement(format!("cannot assemble aggregated rows: {e}")))?;
-
-    // HAVING: a group that passes is emitted; one that stops passing is deleted.
-    let n = aggregated.num_rows();
-    let mut emit_row = vec![true; n];
-    let mut tombstone = out_tombstone.clone();
-    if let Some(having) = &plan.having {
-        let mask = having
-            .evaluate(&aggregated)
-            .and_then(|v| v.into_array(n))
-            .map_err(|e| EngineError::statement(format!("Error evaluating HAVING: {e}")))?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .cloned()
-            .unwrap_or_else(|| BooleanArray::from(vec![false; n]));
-        for r in 0..n {
-            if out_tombstone[r] {
-                continue;
-            }
-            let passes = mask.is_valid(r) && mask.value(r);
-            if plan.emit_final {
-                // A final row is the window's only one: it is emitted or not, nothing to undo.
-                emit_row[r] = passes;
-                continue;
-            }
-            let group = state
-                .groups
-                .get_mut(&out_keys[r])
-                .ok_or_else(|| EngineError::statement("aggregate group vanished"))?;
-            if passes {
-                group.emitted = true;
-            } else if group.emitted {
-                group.emitted = false;
-                tombstone[r] = true;
-            } else {
-                emit_row[r] = false;
-            }
         }
-    }
-    let selected = BooleanArray::from(emit_row.clone());
-    let aggregated = filter_record_batch(&aggregated, &selected)
-        .map_err(|e| EngineError::statement(e.to_string()))?;
-    let pick = |v: Vec<usize>| -> Vec<usize> {
-        v.into_iter()
-            .zip(&emit_row)
-            .filter_map(|(x, e)| e.then_some(x))
-            .collect()
     };
-    let emitted_rows: Vec<usize> = pick(out_rows).into_iter().map(|i| rows_from[i]).collect();
-    let tombstone: Vec<bool> = tombstone
-        .into_iter()
-        .zip(&emit_row)
-        .filter_map(|(t, e)| e.then_some(t))
-        .collect();
-    let count = aggregated.num_rows();
-    let step = emit(
-        (&plan.keys, &plan.values),
+    let step = emit_aggregated(
+        plan,
+        &mut state.groups,
         (sink_columns, encoder),
-        partition,
-        records,
-        Projectable {
-            batch: aggregated,
-            rows_from: emitted_rows,
-            has_value: vec![true; count],
-            tombstone,
+        (partition, records),
+        AggregatedRows {
+            group_columns,
+            results,
+            windows: out_windows,
+            times: out_times,
+            tombstone: out_tombstone,
+            keys: out_keys,
+            from: out_rows.iter().map(|&i| rows_from[i]).collect(),
         },
         errors,
     )?;
@@ -1574,6 +1668,141 @@ pub(crate) fn aggregate_changes(
         ));
     }
     Ok((step, writes))
+}
+
+/// Aggregated rows on their way out: one per group update, with the group's values, the
+/// aggregates' results, the window, the result's timestamp, and the input record it came from.
+struct AggregatedRows {
+    group_columns: Vec<ArrayRef>,
+    results: Vec<Vec<ScalarValue>>,
+    windows: Vec<(i64, i64)>,
+    times: Vec<i64>,
+    tombstone: Vec<bool>,
+    keys: Vec<Vec<u8>>,
+    /// For each row, the index of its input record.
+    from: Vec<usize>,
+}
+
+/// Applies `HAVING` to aggregated rows (a group that stops passing is deleted) and encodes
+/// them as sink records.
+fn emit_aggregated(
+    plan: &AggregatePlan,
+    groups: &mut HashMap<Vec<u8>, Group>,
+    (sink_columns, encoder): (&[Column], &SinkEncoder),
+    (partition, records): (u32, &[LogRecord]),
+    rows: AggregatedRows,
+    errors: Vec<RecordError>,
+) -> Result<StepOutput> {
+    let AggregatedRows {
+        group_columns,
+        results,
+        windows: out_windows,
+        times: out_times,
+        tombstone: out_tombstone,
+        keys: out_keys,
+        from,
+    } = rows;
+    let mut columns = group_columns;
+    // The aggregated rows: group values, results, window bounds, ROWTIME.
+    for (call, values) in plan.aggregates.iter().zip(results) {
+        let array = if values.is_empty() {
+            datafusion::arrow::array::new_null_array(call.return_field.data_type(), 0)
+        } else {
+            ScalarValue::iter_to_array(values)
+                .map_err(|e| EngineError::statement(e.to_string()))?
+        };
+        let array = if array.data_type() == &call.result_type {
+            array
+        } else {
+            datafusion::arrow::compute::cast(&array, &call.result_type)
+                .map_err(|e| EngineError::statement(e.to_string()))?
+        };
+        columns.push(array);
+    }
+    if plan.window.is_some() || plan.session.is_some() {
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            out_windows.iter().map(|w| w.0),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            out_windows.iter().map(|w| w.1),
+        )));
+    }
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        out_times.iter().copied(),
+    )));
+    let aggregated = RecordBatch::try_new_with_options(
+        plan.aggregate_schema.clone(),
+        columns,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(out_keys.len())),
+    )
+    .map_err(|e| EngineError::statement(format!("cannot assemble aggregated rows: {e}")))?;
+
+    // HAVING: a group that passes is emitted; one that stops passing is deleted.
+    let n = aggregated.num_rows();
+    let mut emit_row = vec![true; n];
+    let mut tombstone = out_tombstone.clone();
+    if let Some(having) = &plan.having {
+        let mask = having
+            .evaluate(&aggregated)
+            .and_then(|v| v.into_array(n))
+            .map_err(|e| EngineError::statement(format!("Error evaluating HAVING: {e}")))?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .cloned()
+            .unwrap_or_else(|| BooleanArray::from(vec![false; n]));
+        for r in 0..n {
+            if out_tombstone[r] {
+                continue;
+            }
+            let passes = mask.is_valid(r) && mask.value(r);
+            if plan.emit_final {
+                // A final row is the window's only one: it is emitted or not, nothing to undo.
+                emit_row[r] = passes;
+                continue;
+            }
+            let group = groups
+                .get_mut(&out_keys[r])
+                .ok_or_else(|| EngineError::statement("aggregate group vanished"))?;
+            if passes {
+                group.emitted = true;
+            } else if group.emitted {
+                group.emitted = false;
+                tombstone[r] = true;
+            } else {
+                emit_row[r] = false;
+            }
+        }
+    }
+    let selected = BooleanArray::from(emit_row.clone());
+    let aggregated = filter_record_batch(&aggregated, &selected)
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+    let pick = |v: Vec<usize>| -> Vec<usize> {
+        v.into_iter()
+            .zip(&emit_row)
+            .filter_map(|(x, e)| e.then_some(x))
+            .collect()
+    };
+    let emitted_rows: Vec<usize> = pick(from);
+    let tombstone: Vec<bool> = tombstone
+        .into_iter()
+        .zip(&emit_row)
+        .filter_map(|(t, e)| e.then_some(t))
+        .collect();
+    let count = aggregated.num_rows();
+    emit(
+        (&plan.keys, &plan.values),
+        (sink_columns, encoder),
+        partition,
+        records,
+        Projectable {
+            batch: aggregated,
+            rows_from: emitted_rows,
+            has_value: vec![true; count],
+            tombstone,
+        },
+        errors,
+    )
 }
 
 /// `EMIT FINAL` rows gathered during a step: each closed window's group key, bounds, result
@@ -1673,12 +1902,14 @@ impl AggregateState {
         Ok((out, expired))
     }
 
-    /// The group-by values of group keys (each a window's: its grouping row, then the start).
-    fn group_values(&self, keys: &[Vec<u8>]) -> Result<Vec<ArrayRef>> {
+    /// The group-by values of group keys: each its grouping row, then a window's start when
+    /// `windowed`.
+    fn group_values(&self, keys: &[Vec<u8>], windowed: bool) -> Result<Vec<ArrayRef>> {
         let parser = self.converter.parser();
+        let suffix = if windowed { 8 } else { 0 };
         let rows: Vec<_> = keys
             .iter()
-            .map(|k| parser.parse(&k[..k.len().saturating_sub(8)]))
+            .map(|k| parser.parse(&k[..k.len().saturating_sub(suffix)]))
             .collect();
         self.converter
             .convert_rows(rows)
@@ -1733,6 +1964,111 @@ impl AggregateState {
         Ok(sessions)
     }
 
+    /// Notes that a group changed, for the next flush of the record cache.
+    fn mark_pending(&mut self, key: Vec<u8>, window: (i64, i64), partition: u32, offset: i64) {
+        if let Some(&at) = self.pending_at.get(&key) {
+            let update = &mut self.pending[at];
+            (update.window, update.partition, update.offset) = (window, partition, offset);
+            return;
+        }
+        // As Kafka Streams' cache counts an entry: its key and value bytes, plus overhead.
+        self.pending_bytes += 2 * key.len() + 64;
+        self.pending_at.insert(key.clone(), self.pending.len());
+        self.pending.push(PendingUpdate {
+            key,
+            window,
+            partition,
+            offset,
+        });
+    }
+
+    /// Whether updates wait in the record cache for [`AggregateState::flush`].
+    pub(crate) fn coalesces(&self) -> bool {
+        self.coalesce
+    }
+
+    /// Estimated bytes the record cache holds.
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
+    /// Empties the record cache: the current result of each group changed since the last
+    /// flush, once, and its state to commit with it.
+    pub(crate) fn flush(
+        &mut self,
+        plan: &AggregatePlan,
+        (sink_columns, encoder): (&[Column], &SinkEncoder),
+    ) -> Result<(StepOutput, StateWrites)> {
+        let pending = std::mem::take(&mut self.pending);
+        self.pending_at.clear();
+        self.pending_bytes = 0;
+        let mut step = StepOutput {
+            records: Vec::new(),
+            errors: Vec::new(),
+        };
+        let mut writes: StateWrites = Vec::with_capacity(pending.len());
+        let mut partitions: Vec<u32> = pending.iter().map(|u| u.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        for partition in partitions {
+            let updates: Vec<&PendingUpdate> =
+                pending.iter().filter(|u| u.partition == partition).collect();
+            let mut results: Vec<Vec<ScalarValue>> =
+                vec![Vec::with_capacity(updates.len()); plan.aggregates.len()];
+            let mut times = Vec::with_capacity(updates.len());
+            let mut records = Vec::with_capacity(updates.len());
+            for update in &updates {
+                let group = self
+                    .groups
+                    .get_mut(&update.key)
+                    .ok_or_else(|| EngineError::statement("aggregate group vanished"))?;
+                for (k, (acc, call)) in group.accumulators.iter_mut().zip(&plan.aggregates).enumerate()
+                {
+                    results[k].push(current_result(acc, call)?);
+                }
+                let latest = group.latest.unwrap_or_default();
+                times.push(latest);
+                // The result stands for the last record that changed the group.
+                records.push(LogRecord {
+                    offset: update.offset,
+                    record: eddy_storage::Record {
+                        key: None,
+                        value: None,
+                        timestamp: latest,
+                        headers: Vec::new(),
+                    },
+                });
+            }
+            let keys: Vec<Vec<u8>> = updates.iter().map(|u| u.key.clone()).collect();
+            let rows = AggregatedRows {
+                group_columns: self.group_values(&keys, plan.window.is_some())?,
+                results,
+                windows: updates.iter().map(|u| u.window).collect(),
+                times,
+                tombstone: vec![false; updates.len()],
+                keys,
+                from: (0..updates.len()).collect(),
+            };
+            let out = emit_aggregated(
+                plan,
+                &mut self.groups,
+                (sink_columns, encoder),
+                (partition, &records),
+                rows,
+                Vec::new(),
+            )?;
+            step.records.extend(out.records);
+            step.errors.extend(out.errors);
+            // After HAVING, which notes in each group whether its row stands.
+            for update in updates {
+                if let Some(group) = self.groups.get_mut(&update.key) {
+                    writes.push((state_key(&update.key), Some(serialize(group)?)));
+                }
+            }
+        }
+        Ok((step, writes))
+    }
+
     /// The state-store namespace of this aggregation.
     pub fn namespace(&self) -> &str {
         &self.namespace
@@ -1742,6 +2078,78 @@ impl AggregateState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use proptest::prelude::*;
+
+    fn round_trip(value: &ScalarValue) -> Option<ScalarValue> {
+        let mut bytes = Vec::new();
+        compact_scalar::encode(value, &mut bytes);
+        let (decoded, used) = compact_scalar::decode(&bytes)?;
+        assert_eq!(used, bytes.len(), "{value:?} left bytes behind");
+        Some(decoded)
+    }
+
+    #[test]
+    fn compact_state_values_round_trip_nulls_and_extremes() {
+        let values = [
+            ScalarValue::Boolean(Some(true)),
+            ScalarValue::Boolean(None),
+            ScalarValue::Int8(Some(i8::MIN)),
+            ScalarValue::Int16(Some(-2)),
+            ScalarValue::Int32(None),
+            ScalarValue::Int64(Some(i64::MAX)),
+            ScalarValue::UInt8(Some(255)),
+            ScalarValue::UInt16(Some(7)),
+            ScalarValue::UInt32(Some(u32::MAX)),
+            ScalarValue::UInt64(None),
+            ScalarValue::Float32(Some(-0.5)),
+            ScalarValue::Float64(Some(f64::MIN_POSITIVE)),
+            ScalarValue::Float64(None),
+            ScalarValue::Utf8(Some(String::new())),
+            ScalarValue::Utf8(Some("naïve".into())),
+            ScalarValue::Utf8(None),
+            ScalarValue::Decimal128(Some(-12_345), 10, 2),
+            ScalarValue::Decimal128(None, 38, 0),
+        ];
+        for value in values {
+            assert_eq!(round_trip(&value).as_ref(), Some(&value));
+        }
+        // Lists and other nested values take the Arrow IPC path instead.
+        assert!(!compact_scalar::encodable(&ScalarValue::new_null_list(
+            DataType::Int64,
+            true,
+            1
+        )));
+        // Truncated or unknown bytes are an error, not a panic.
+        assert!(compact_scalar::decode(&[5, 1, 2]).is_none());
+        assert!(compact_scalar::decode(&[12, 9, 0, 0, 0, b'a']).is_none());
+        assert!(compact_scalar::decode(&[0x7f]).is_none());
+        assert!(compact_scalar::decode(&[]).is_none());
+    }
+
+    proptest! {
+        #[test]
+        fn compact_state_values_round_trip(
+            i in any::<i64>(),
+            f in any::<f64>().prop_filter("NaN is not equal to itself", |f| !f.is_nan()),
+            s in ".*",
+            d in any::<i128>(),
+        ) {
+            for value in [
+                ScalarValue::Int64(Some(i)),
+                ScalarValue::Float64(Some(f)),
+                ScalarValue::Utf8(Some(s.clone())),
+                ScalarValue::Decimal128(Some(d), 38, 4),
+            ] {
+                prop_assert_eq!(round_trip(&value), Some(value));
+            }
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = compact_scalar::decode(&bytes);
+        }
+    }
 
     #[test]
     fn every_listed_aggregate_resolves() {

@@ -233,6 +233,8 @@ pub struct QueryLaunch {
     pub plan: QueryPlan,
     /// The sink it writes.
     pub sink: crate::catalog::DataSource,
+    /// How its record cache coalesces updates.
+    pub buffering: runner::Buffering,
 }
 
 impl QueryLaunch {
@@ -242,7 +244,7 @@ impl QueryLaunch {
         let task = tokio::spawn(runner::run_query(
             self.store.clone(),
             id.to_string(),
-            self.plan.clone(),
+            (self.plan.clone(), self.buffering),
             self.sink.clone(),
             shared.clone(),
             stopped,

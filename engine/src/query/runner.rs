@@ -608,12 +608,21 @@ fn start_positions(store: &Store, group: &str, topic: &str, partitions: u32) -> 
 pub async fn run_query(
     store: Store,
     query_id: String,
-    plan: QueryPlan,
+    (plan, buffering): (QueryPlan, Buffering),
     sink: DataSource,
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    if let Err(e) = run_query_inner(&store, &query_id, &plan, &sink, &shared, &mut stop).await {
+    if let Err(e) = run_query_inner(
+        &store,
+        &query_id,
+        (&plan, buffering),
+        &sink,
+        &shared,
+        &mut stop,
+    )
+    .await
+    {
         warn!(query = %query_id, error = %e, "query stopped with an error");
         *shared.error.lock() = Some(e.to_string());
     }
@@ -624,7 +633,7 @@ pub async fn run_query(
 async fn run_query_inner(
     store: &Store,
     query_id: &str,
-    plan: &QueryPlan,
+    (plan, buffering): (&QueryPlan, Buffering),
     sink: &DataSource,
     shared: &QueryShared,
     stop: &mut watch::Receiver<bool>,
@@ -632,11 +641,19 @@ async fn run_query_inner(
     let group = consumer_group(query_id);
     let (inputs, positions) = query_inputs(store, &group, plan)?;
     let mut reader = PartitionReader::over(store, query_id, inputs, positions);
-    let mut operator = Operator::new(store, query_id, plan, sink)?;
+    let mut operator = Operator::new(store, query_id, plan, sink, buffering.enabled())?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
+    let context = CommitContext {
+        query_id,
+        group: &group,
+        sink_topic: &sink.topic,
+        error_topic: &plan.source().topic,
+        log_errors: log_topic_exists,
+    };
     // Commits stay in flight while the next records are processed: they apply in order, each
     // whole, so a crash loses only work whose offsets were not committed either.
     let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    let mut uncommitted = Uncommitted::default();
     loop {
         if *stop.borrow() {
             break;
@@ -644,7 +661,11 @@ async fn run_query_inner(
         let next = match reader.try_next()? {
             Some(next) => Some(next),
             None => {
-                // Caught up: let every commit land before waiting for input.
+                // Caught up: what the record cache holds goes out now, and every commit lands
+                // before waiting for input.
+                if !uncommitted.is_empty() {
+                    in_flight.push_back(uncommitted.submit(store, &mut operator, &context)?);
+                }
                 while let Some(done) = in_flight.pop_front() {
                     done.finish(shared).await?;
                 }
@@ -656,10 +677,152 @@ async fn run_query_inner(
         };
         let input = reader.input(index).clone();
         let (step, state_writes) = operator.step(store, &input, &fetched.records)?;
-        let processed = fetched.records.len() as u64;
-        let timestamps: Vec<i64> = fetched.records.iter().map(|r| r.record.timestamp).collect();
-        let mut commit = Commit::new();
-        if let Some(namespace) = operator.state_namespace() {
+        uncommitted.add(
+            &context,
+            operator.state_namespace(),
+            (&input, &fetched),
+            step,
+            state_writes,
+        );
+        reader.advance(index, fetched.next_offset);
+        // Without a record cache every step commits; with one, the cache flushes (and the
+        // step's work commits) once it is full or the commit interval has passed.
+        let due = !operator.coalesces()
+            || operator.cached_bytes() >= buffering.max_bytes
+            || uncommitted.age() >= buffering.interval;
+        if due {
+            in_flight.push_back(uncommitted.submit(store, &mut operator, &context)?);
+            if in_flight.len() > MAX_IN_FLIGHT
+                && let Some(done) = in_flight.pop_front()
+            {
+                done.finish(shared).await?;
+            }
+        }
+    }
+    if !uncommitted.is_empty() {
+        in_flight.push_back(uncommitted.submit(store, &mut operator, &context)?);
+    }
+    while let Some(done) = in_flight.pop_front() {
+        done.finish(shared).await?;
+    }
+    Ok(())
+}
+
+/// How a query's record cache coalesces updates, from `cache.max.bytes.buffering` and
+/// `commit.interval.ms` as ksqlDB reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffering {
+    /// The most bytes of updates the cache holds before it flushes; 0 turns it off, so every
+    /// update goes out.
+    pub max_bytes: usize,
+    /// The longest the cache holds updates before it flushes and the query commits.
+    pub interval: Duration,
+}
+
+impl Default for Buffering {
+    fn default() -> Self {
+        Buffering {
+            max_bytes: 10 << 20,
+            interval: Duration::from_millis(2_000),
+        }
+    }
+}
+
+impl Buffering {
+    /// The buffering `properties` ask for, with ksqlDB's defaults for what they leave out.
+    pub fn from_properties(properties: &std::collections::HashMap<String, String>) -> Self {
+        let get = |name: &str| {
+            properties
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        };
+        let default = Buffering::default();
+        Buffering {
+            max_bytes: get("cache.max.bytes.buffering")
+                .map_or(default.max_bytes, |b| b.min(usize::MAX as u64) as usize),
+            interval: get("commit.interval.ms").map_or(default.interval, Duration::from_millis),
+        }
+    }
+
+    /// Whether updates are coalesced at all.
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+}
+
+/// What a query's commits name: its group, its sink, and where failed records are logged.
+struct CommitContext<'a> {
+    query_id: &'a str,
+    group: &'a str,
+    sink_topic: &'a str,
+    /// The topic named in processing-log entries for records the cache's flush failed on.
+    error_topic: &'a str,
+    log_errors: bool,
+}
+
+/// Work processed since the last commit: one commit being assembled, and what to count once
+/// it is written.
+#[derive(Default)]
+struct Uncommitted {
+    commit: Option<Commit>,
+    /// Where reading stands in each input advanced since the last commit.
+    offsets: std::collections::BTreeMap<(String, u32), i64>,
+    processed: u64,
+    emitted: u64,
+    timestamps: Vec<i64>,
+    errors: Vec<RecordError>,
+    since: Option<std::time::Instant>,
+}
+
+impl Uncommitted {
+    fn is_empty(&self) -> bool {
+        self.commit.is_none()
+    }
+
+    /// How long the oldest uncommitted work has waited.
+    fn age(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn commit(&mut self) -> &mut Commit {
+        self.since.get_or_insert_with(std::time::Instant::now);
+        self.commit.get_or_insert_with(Commit::new)
+    }
+
+    /// Adds one step: its state changes, sink records and failures, and the input's position.
+    fn add(
+        &mut self,
+        context: &CommitContext,
+        namespace: Option<&str>,
+        (input, fetched): (&Input, &eddy_storage::FetchedRecords),
+        step: StepOutput,
+        state_writes: crate::query::aggregate::StateWrites,
+    ) {
+        self.add_output(
+            context,
+            namespace,
+            (step, state_writes),
+            (&input.topic, Some(&fetched.records)),
+        );
+        self.processed += fetched.records.len() as u64;
+        self.timestamps
+            .extend(fetched.records.iter().map(|r| r.record.timestamp));
+        self.offsets.insert(
+            (input.topic.clone(), input.partition),
+            fetched.next_offset,
+        );
+    }
+
+    fn add_output(
+        &mut self,
+        context: &CommitContext,
+        namespace: Option<&str>,
+        (step, state_writes): (StepOutput, crate::query::aggregate::StateWrites),
+        (topic, records): (&str, Option<&[LogRecord]>),
+    ) {
+        let commit = self.commit();
+        if let Some(namespace) = namespace {
             for (key, value) in state_writes {
                 match value {
                     Some(value) => commit.put_state(namespace.to_string(), key, value),
@@ -669,41 +832,54 @@ async fn run_query_inner(
         }
         let mut log_entries = Vec::with_capacity(step.errors.len());
         for error in &step.errors {
-            warn!(query = %query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
-            let record = fetched.records.iter().find(|r| r.offset == error.offset);
-            log_entries.push(processing_log::entry(query_id, &input.topic, error, record));
+            warn!(query = %context.query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
+            let record = records.and_then(|r| r.iter().find(|r| r.offset == error.offset));
+            log_entries.push(processing_log::entry(context.query_id, topic, error, record));
         }
-        if !log_entries.is_empty() && log_topic_exists {
+        if !log_entries.is_empty() && context.log_errors {
             commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
         }
-        let emitted = step.records.len() as u64;
+        self.emitted += step.records.len() as u64;
         for chunk in batches_under(step.records, APPEND_BYTES) {
-            commit.append(sink.topic.clone(), None, chunk);
+            self.commit()
+                .append(context.sink_topic.to_string(), None, chunk);
         }
-        commit.commit_offset(
-            group.clone(),
-            input.topic.clone(),
-            input.partition,
-            OffsetAndMetadata::new(fetched.next_offset),
+        self.errors.extend(step.errors);
+    }
+
+    /// Flushes the operator's record cache into the commit, adds the inputs' positions, and
+    /// submits it.
+    fn submit(
+        &mut self,
+        store: &Store,
+        operator: &mut Operator,
+        context: &CommitContext,
+    ) -> Result<InFlight> {
+        let (step, state_writes) = operator.flush()?;
+        self.add_output(
+            context,
+            operator.state_namespace(),
+            (step, state_writes),
+            (context.error_topic, None),
         );
-        in_flight.push_back(InFlight {
-            commit: store.commit_pending(commit)?,
-            processed,
-            emitted,
-            timestamps,
-            errors: step.errors,
-        });
-        reader.advance(index, fetched.next_offset);
-        if in_flight.len() > MAX_IN_FLIGHT
-            && let Some(done) = in_flight.pop_front()
-        {
-            done.finish(shared).await?;
+        let mut done = std::mem::take(self);
+        let mut commit = done.commit.take().unwrap_or_default();
+        for ((topic, partition), next_offset) in done.offsets {
+            commit.commit_offset(
+                context.group.to_string(),
+                topic,
+                partition,
+                OffsetAndMetadata::new(next_offset),
+            );
         }
+        Ok(InFlight {
+            commit: store.commit_pending(commit)?,
+            processed: done.processed,
+            emitted: done.emitted,
+            timestamps: done.timestamps,
+            errors: done.errors,
+        })
     }
-    while let Some(done) = in_flight.pop_front() {
-        done.finish(shared).await?;
-    }
-    Ok(())
 }
 
 /// Commits a query may have submitted and not yet seen written.
@@ -940,19 +1116,21 @@ pub(crate) struct Operator<'a> {
 }
 
 impl<'a> Operator<'a> {
-    /// The operator of `plan` writing into `sink`.
+    /// The operator of `plan` writing into `sink`; with `coalesce`, an aggregation's updates
+    /// wait in its record cache for [`Operator::flush`].
     pub(crate) fn new(
         store: &Store,
         query_id: &str,
         plan: &'a QueryPlan,
         sink: &DataSource,
+        coalesce: bool,
     ) -> Result<Self> {
         Ok(Operator {
             plan,
             encoder: SinkEncoder::new(sink)?,
             sink_columns: sink.columns.clone(),
             aggregate_state: match plan {
-                QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p)?),
+                QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p, coalesce)?),
                 _ => None,
             },
             join_states: match plan {
@@ -972,6 +1150,36 @@ impl<'a> Operator<'a> {
             .as_ref()
             .map(AggregateState::namespace)
             .or_else(|| self.join_states.first().map(JoinState::namespace))
+    }
+
+    /// Whether its updates wait in a record cache until [`Operator::flush`].
+    pub(crate) fn coalesces(&self) -> bool {
+        self.aggregate_state
+            .as_ref()
+            .is_some_and(AggregateState::coalesces)
+    }
+
+    /// Estimated bytes its record cache holds.
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.aggregate_state
+            .as_ref()
+            .map_or(0, AggregateState::cached_bytes)
+    }
+
+    /// Empties its record cache: the records and state changes the cached updates amount to.
+    pub(crate) fn flush(&mut self) -> Result<(StepOutput, crate::query::aggregate::StateWrites)> {
+        match (self.plan, self.aggregate_state.as_mut()) {
+            (QueryPlan::Aggregate(plan), Some(state)) if state.coalesces() => {
+                state.flush(plan, (&self.sink_columns, &self.encoder))
+            }
+            _ => Ok((
+                StepOutput {
+                    records: Vec::new(),
+                    errors: Vec::new(),
+                },
+                Vec::new(),
+            )),
+        }
     }
 
     /// Processes records of one partition.

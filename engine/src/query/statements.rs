@@ -19,7 +19,7 @@ use crate::format::Format;
 use crate::query::aggregate::plan_aggregate;
 use crate::query::plan::plan_select;
 use crate::query::{
-    PersistentQuery, QueryKind, QueryLaunch, QueryPlan, QueryShared, consumer_group,
+    PersistentQuery, QueryKind, QueryLaunch, runner::Buffering, QueryPlan, QueryShared, consumer_group,
 };
 use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};
@@ -477,6 +477,7 @@ impl Engine {
             store: self.store.clone(),
             plan,
             sink,
+            buffering: Buffering::from_properties(&session.properties),
         };
         state.queries.insert(
             query_id.clone(),

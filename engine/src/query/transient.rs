@@ -598,7 +598,7 @@ impl Transient {
     ) -> Result<Option<&'static str>> {
         let mut reader =
             PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
-        let mut operator = Operator::new(&self.store, &self.id, &self.plan, &self.sink)?;
+        let mut operator = Operator::new(&self.store, &self.id, &self.plan, &self.sink, false)?;
         let key_columns: Vec<&Column> = self.sink.key_columns().collect();
         let mut sent = 0u64;
         if self.limit == Some(0) {

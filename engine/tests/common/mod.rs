@@ -19,9 +19,15 @@ pub fn open_store(dir: &std::path::Path) -> Store {
 }
 
 /// Runs statements in a fresh session, failing the test with the statement and its error.
+/// The session's record cache is off, as in ksqlDB's own tests, so every update of an
+/// aggregation comes out; a test of the cache sets `cache.max.bytes.buffering` itself.
 pub async fn run(engine: &Engine, sql: &str) {
+    let mut session = Session::default();
+    session
+        .properties
+        .insert("cache.max.bytes.buffering".into(), "0".into());
     engine
-        .execute(&mut Session::default(), sql)
+        .execute(&mut session, sql)
         .await
         .unwrap_or_else(|e| panic!("{sql}\n{e}"));
 }

@@ -1,5 +1,6 @@
 //! Benchmark scenarios and what they share: timing, throughput and memory figures.
 
+pub mod aggregate;
 pub mod join;
 pub mod kafka;
 pub mod log;
@@ -15,6 +16,20 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Resident set size of this process in bytes (Linux `VmRSS`), if known.
+pub fn current_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Resets this process's peak resident set size to its current one (Linux `clear_refs`), so a
+/// later [`peak_rss_bytes`] covers only what runs in between; a no-op where unsupported.
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 /// A measured phase: how many records and bytes went through in how long.
@@ -224,6 +239,43 @@ impl BenchEngine {
             self.store.append(topic, 0, chunk.to_vec()).await?;
         }
         Ok(())
+    }
+
+    /// Times `query` from its creation until it has processed every input record; returns the
+    /// time and every record it wrote to `sink` (its key and value), in order per partition.
+    pub async fn time_query_reading(
+        mut self,
+        query: &str,
+        sink: &str,
+    ) -> anyhow::Result<(std::time::Duration, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
+        let started = std::time::Instant::now();
+        self.engine.execute(&mut self.session, query).await?;
+        if !self
+            .engine
+            .wait_until_processed(std::time::Duration::from_secs(600))
+            .await
+        {
+            anyhow::bail!("the query did not finish within 10 minutes");
+        }
+        let elapsed = started.elapsed();
+        let mut output = Vec::new();
+        for partition in 0..self.store.partition_count(sink)? {
+            let end = self.store.end_offset(sink, partition)?;
+            let mut at = self.store.log_start_offset(sink, partition)?;
+            while at < end {
+                let fetched = self.store.read_records(sink, partition, at, 1 << 20)?;
+                anyhow::ensure!(fetched.next_offset > at, "reading {sink} made no progress");
+                at = fetched.next_offset;
+                output.extend(fetched.records.into_iter().map(|r| {
+                    (
+                        r.record.key.map(|k| k.to_vec()).unwrap_or_default(),
+                        r.record.value.map(|v| v.to_vec()),
+                    )
+                }));
+            }
+        }
+        self.engine.shutdown().await;
+        Ok((elapsed, output))
     }
 
     /// Times `query` from its creation until it has processed every input record; returns the

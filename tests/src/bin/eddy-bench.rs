@@ -70,6 +70,22 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// A persistent one-minute tumbling COUNT and SUM per key with the default record cache (updates
+    /// coalesced per commit) on one core; the baseline is DataFusion's batch GROUP BY.
+    Aggregate {
+        /// Input records.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: u64,
+        /// Distinct keys.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Minutes of event time the records span.
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+        /// Runs; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Pull-query key lookups over HTTP on a table of many keys from concurrent clients; the
     /// baseline is `GET /healthcheck` from the same clients in the same run.
     Pull {
@@ -183,6 +199,51 @@ fn main() -> anyhow::Result<()> {
                 "eddy-bench join: {events} JSON events joined with a {rows}-row table, {runs} run(s)"
             );
             compare_runs(runs, || bench::join::run(&JoinBenchConfig { events, rows }))?;
+        }
+        Scenario::Aggregate {
+            records,
+            keys,
+            minutes,
+            runs,
+        } => {
+            println!(
+                "eddy-bench aggregate: {records} JSON records, {keys} keys, 1-minute tumbling windows over {minutes} minutes, {runs} run(s)"
+            );
+            let config = bench::aggregate::AggregateBenchConfig {
+                records,
+                keys,
+                minutes,
+            };
+            let mut reports = Vec::new();
+            let mut rss = Vec::new();
+            for run in 1..=runs.max(1) {
+                let report = bench::aggregate::run(&config)?;
+                println!("run {run}: eddy query  {}", report.eddy);
+                println!("run {run}: datafusion  {}", report.datafusion);
+                println!(
+                    "run {run}: {} groups in the final table (the same in both), {} updates written by the query",
+                    report.groups, report.updates
+                );
+                let mib = |b: u64| b as f64 / (1 << 20) as f64;
+                if let (Some(peak), Some(before)) = (report.peak_rss, report.rss_before) {
+                    println!(
+                        "run {run}: RSS {:.0} MiB with the input appended, peak {:.0} MiB while the query ran",
+                        mib(before),
+                        mib(peak)
+                    );
+                    rss.push(mib(peak));
+                }
+                reports.push((
+                    report.eddy.records_per_sec(),
+                    report.datafusion.records_per_sec(),
+                ));
+            }
+            print_medians(&reports);
+            // Later runs inherit the allocator's heap from the runs (and DataFusion's batches)
+            // before them, so the first run's peak is the one that stands for the query alone.
+            if let Some(first) = rss.first() {
+                println!("peak RSS while the query ran, first run (a fresh process): {first:.0} MiB");
+            }
         }
         Scenario::Pull {
             keys,
