@@ -248,7 +248,10 @@ async fn the_record_cache_coalesces_updates_to_a_key_between_commits() {
     assert_eq!(counted, total);
     for (key, (_, ts)) in &windows {
         let start = i64::from_be_bytes(key[key.len() - 8..].try_into().unwrap());
-        assert!(*ts >= start && *ts < start + 60_000, "{ts} is outside its window");
+        assert!(
+            *ts >= start && *ts < start + 60_000,
+            "{ts} is outside its window"
+        );
     }
 
     // With the cache off (as `run` sets it), every update comes out.

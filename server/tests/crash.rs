@@ -52,7 +52,11 @@ fn records_in(server: &common::Server, query_prefix: &str) -> u64 {
         ),
     );
     text.lines()
-        .filter(|l| l.starts_with(&format!("eddy_query_records_in_total{{query=\"{query_prefix}")))
+        .filter(|l| {
+            l.starts_with(&format!(
+                "eddy_query_records_in_total{{query=\"{query_prefix}"
+            ))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
@@ -116,7 +120,9 @@ fn an_aggregation_killed_mid_stream_ends_with_the_table_of_an_uninterrupted_one(
              FROM orders GROUP BY user;",
         json!({"auto.offset.reset": "earliest", "commit.interval.ms": "20"}),
     );
-    wait_for("the first commit", || records_in(&server, "CTAS_TOTALS") > 0);
+    wait_for("the first commit", || {
+        records_in(&server, "CTAS_TOTALS") > 0
+    });
     let at_kill = records_in(&server, "CTAS_TOTALS");
     // Dropping the server kills it with SIGKILL: no shutdown, no last commit.
     drop(server);

@@ -1708,8 +1708,7 @@ fn emit_aggregated(
         let array = if values.is_empty() {
             datafusion::arrow::array::new_null_array(call.return_field.data_type(), 0)
         } else {
-            ScalarValue::iter_to_array(values)
-                .map_err(|e| EngineError::statement(e.to_string()))?
+            ScalarValue::iter_to_array(values).map_err(|e| EngineError::statement(e.to_string()))?
         };
         let array = if array.data_type() == &call.result_type {
             array
@@ -2011,8 +2010,10 @@ impl AggregateState {
         partitions.sort_unstable();
         partitions.dedup();
         for partition in partitions {
-            let updates: Vec<&PendingUpdate> =
-                pending.iter().filter(|u| u.partition == partition).collect();
+            let updates: Vec<&PendingUpdate> = pending
+                .iter()
+                .filter(|u| u.partition == partition)
+                .collect();
             let mut results: Vec<Vec<ScalarValue>> =
                 vec![Vec::with_capacity(updates.len()); plan.aggregates.len()];
             let mut times = Vec::with_capacity(updates.len());
@@ -2022,7 +2023,11 @@ impl AggregateState {
                     .groups
                     .get_mut(&update.key)
                     .ok_or_else(|| EngineError::statement("aggregate group vanished"))?;
-                for (k, (acc, call)) in group.accumulators.iter_mut().zip(&plan.aggregates).enumerate()
+                for (k, (acc, call)) in group
+                    .accumulators
+                    .iter_mut()
+                    .zip(&plan.aggregates)
+                    .enumerate()
                 {
                     results[k].push(current_result(acc, call)?);
                 }

@@ -808,10 +808,8 @@ impl Uncommitted {
         self.processed += fetched.records.len() as u64;
         self.timestamps
             .extend(fetched.records.iter().map(|r| r.record.timestamp));
-        self.offsets.insert(
-            (input.topic.clone(), input.partition),
-            fetched.next_offset,
-        );
+        self.offsets
+            .insert((input.topic.clone(), input.partition), fetched.next_offset);
     }
 
     fn add_output(
@@ -834,7 +832,12 @@ impl Uncommitted {
         for error in &step.errors {
             warn!(query = %context.query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
             let record = records.and_then(|r| r.iter().find(|r| r.offset == error.offset));
-            log_entries.push(processing_log::entry(context.query_id, topic, error, record));
+            log_entries.push(processing_log::entry(
+                context.query_id,
+                topic,
+                error,
+                record,
+            ));
         }
         if !log_entries.is_empty() && context.log_errors {
             commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);

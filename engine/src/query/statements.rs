@@ -19,7 +19,8 @@ use crate::format::Format;
 use crate::query::aggregate::plan_aggregate;
 use crate::query::plan::plan_select;
 use crate::query::{
-    PersistentQuery, QueryKind, QueryLaunch, runner::Buffering, QueryPlan, QueryShared, consumer_group,
+    PersistentQuery, QueryKind, QueryLaunch, QueryPlan, QueryShared, consumer_group,
+    runner::Buffering,
 };
 use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};

@@ -82,7 +82,10 @@ type Groups = HashMap<(String, i64), (i64, f64)>;
 
 /// Runs the scenario once.
 pub fn run(config: &AggregateBenchConfig) -> anyhow::Result<AggregateReport> {
-    anyhow::ensure!(config.keys > 0 && config.minutes > 0, "keys and minutes must be positive");
+    anyhow::ensure!(
+        config.keys > 0 && config.minutes > 0,
+        "keys and minutes must be positive"
+    );
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -162,7 +165,10 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
     // The final table: the last update of each windowed key (the user, then the window start).
     let mut groups = Groups::new();
     for (key, value) in output {
-        let at = key.len().checked_sub(8).context("a windowed key is too short")?;
+        let at = key
+            .len()
+            .checked_sub(8)
+            .context("a windowed key is too short")?;
         let start = i64::from_be_bytes(key[at..].try_into()?);
         let user = String::from_utf8(key[..at].to_vec())?;
         let value = value.context("an aggregate was deleted")?;
@@ -201,7 +207,10 @@ async fn run_datafusion(config: &AggregateBenchConfig) -> anyhow::Result<(Durati
         .with_batch_size(8192)
         .build(ndjson.as_bytes())?
         .collect::<Result<Vec<_>, _>>()?;
-    ctx.register_table("orders", Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    ctx.register_table(
+        "orders",
+        Arc::new(MemTable::try_new(schema, vec![batches])?),
+    )?;
     let result = ctx
         .sql(
             "SELECT user, ts - ts % 60000 AS window_start, COUNT(*) AS orders, SUM(amount) AS total \

@@ -242,7 +242,9 @@ fn main() -> anyhow::Result<()> {
             // Later runs inherit the allocator's heap from the runs (and DataFusion's batches)
             // before them, so the first run's peak is the one that stands for the query alone.
             if let Some(first) = rss.first() {
-                println!("peak RSS while the query ran, first run (a fresh process): {first:.0} MiB");
+                println!(
+                    "peak RSS while the query ran, first run (a fresh process): {first:.0} MiB"
+                );
             }
         }
         Scenario::Pull {
