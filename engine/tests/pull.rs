@@ -167,3 +167,144 @@ async fn a_lookup_on_a_large_table_many_partitions() {
     assert_eq!(rows, vec![json!(["n12345"])], "{:?}", started.elapsed());
     engine.shutdown().await;
 }
+
+/// `ORDER BY` (beyond ksqlDB) sorts a pull query's whole answer before `LIMIT` applies: by a
+/// column, an alias, a position or a selected expression, descending, with nulls where asked;
+/// push and persistent queries refuse it with where it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_sorts_a_pull_querys_answer_before_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE TABLE scores (id STRING PRIMARY KEY, name STRING, points INT)
+             WITH (kafka_topic='scores', partitions=2, value_format='JSON');
+         CREATE STREAM plays (id STRING KEY, points INT)
+             WITH (kafka_topic='plays', partitions=1, value_format='JSON');",
+    )
+    .await;
+    let row =
+        |id: &str, value: &str| Record::keyed(id.as_bytes().to_vec(), value.as_bytes().to_vec(), 1);
+    engine
+        .store()
+        .produce(
+            "scores",
+            vec![
+                row("a", r#"{"NAME": "ann", "POINTS": 30}"#),
+                row("b", r#"{"NAME": "bob", "POINTS": 10}"#),
+                row("c", r#"{"NAME": "cy", "POINTS": null}"#),
+                row("d", r#"{"NAME": "di", "POINTS": 20}"#),
+                row("e", r#"{"NAME": "ed", "POINTS": 30}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    let names =
+        |rows: Vec<Value>| -> Vec<Value> { rows.into_iter().map(|r| r[0].clone()).collect() };
+
+    // Ascending puts nulls last; ties keep the table's key order.
+    assert_eq!(
+        names(pull(&engine, "SELECT name, points FROM scores ORDER BY points;").await),
+        vec![
+            json!("bob"),
+            json!("di"),
+            json!("ann"),
+            json!("ed"),
+            json!("cy")
+        ]
+    );
+    // Descending puts nulls first unless told otherwise; LIMIT applies after the sort.
+    assert_eq!(
+        names(
+            pull(
+                &engine,
+                "SELECT name, points AS p FROM scores ORDER BY p DESC NULLS LAST, name DESC LIMIT 3;"
+            )
+            .await
+        ),
+        vec![json!("ed"), json!("ann"), json!("di")]
+    );
+    assert_eq!(
+        names(
+            pull(
+                &engine,
+                "SELECT name, points * 2 FROM scores ORDER BY points * 2 DESC, 1 LIMIT 2;"
+            )
+            .await
+        ),
+        vec![json!("cy"), json!("ann")]
+    );
+    assert_eq!(
+        pull(
+            &engine,
+            "SELECT * FROM scores WHERE points > 15 ORDER BY 3, 1 DESC;"
+        )
+        .await,
+        vec![
+            json!(["d", "di", 20]),
+            json!(["e", "ed", 30]),
+            json!(["a", "ann", 30])
+        ]
+    );
+
+    // Over a stream, the rows read are sorted too.
+    engine
+        .store()
+        .produce(
+            "plays",
+            vec![
+                row("x", r#"{"POINTS": 5}"#),
+                row("y", r#"{"POINTS": 9}"#),
+                row("z", r#"{"POINTS": 7}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        names(
+            pull(
+                &engine,
+                "SELECT id, points FROM plays ORDER BY points DESC LIMIT 2;"
+            )
+            .await
+        ),
+        vec![json!("y"), json!("z")]
+    );
+
+    // What cannot be ordered is refused with where it is.
+    let refused = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            match engine.query(&Session::default(), sql).await {
+                Err(e) => e.to_string(),
+                Ok(_) => panic!("{sql} ran"),
+            }
+        }
+    };
+    let error = refused("SELECT name FROM scores ORDER BY points;").await;
+    assert!(
+        error.contains("Line: 1, Col: 34")
+            && error.contains("ORDER BY `POINTS` is not a column of the result"),
+        "{error}"
+    );
+    let error = refused("SELECT name FROM scores ORDER BY 3;").await;
+    assert!(error.contains("ORDER BY position 3"), "{error}");
+    let error = refused("SELECT * FROM plays ORDER BY points EMIT CHANGES;").await;
+    assert!(
+        error.contains("Line: 1, Col: 30") && error.contains("only supported in pull queries"),
+        "{error}"
+    );
+    let error = engine
+        .execute(
+            &mut Session::default(),
+            "CREATE STREAM sorted AS SELECT * FROM plays ORDER BY points;",
+        )
+        .await
+        .expect_err("a persistent query with ORDER BY")
+        .to_string();
+    assert!(
+        error.contains("Line: 1, Col: 54") && error.contains("only supported in pull queries"),
+        "{error}"
+    );
+    engine.shutdown().await;
+}

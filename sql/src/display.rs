@@ -400,6 +400,20 @@ impl Display for WindowExpr {
     }
 }
 
+impl Display for OrderByItem {
+    fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.expr)?;
+        if self.descending {
+            f.write_str(" DESC")?;
+        }
+        match self.nulls_first {
+            Some(true) => f.write_str(" NULLS FIRST"),
+            Some(false) => f.write_str(" NULLS LAST"),
+            None => Ok(()),
+        }
+    }
+}
+
 impl Display for Query {
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         f.write_str("SELECT ")?;
@@ -424,6 +438,10 @@ impl Display for Query {
         }
         if let Some(having) = &self.having {
             write!(f, " HAVING {having}")?;
+        }
+        if !self.order_by.is_empty() {
+            f.write_str(" ORDER BY ")?;
+            comma_separated(f, &self.order_by)?;
         }
         match self.emit {
             Some(Emit::Changes) => f.write_str(" EMIT CHANGES")?,

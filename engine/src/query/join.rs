@@ -1334,6 +1334,8 @@ fn plan_last_aggregate(
     };
     let rewritten = Query {
         select,
+        // ORDER BY applies to a pull query's result, after the pipeline.
+        order_by: Vec::new(),
         from: query.from.clone(),
         window: query.window,
         filter: query
@@ -1610,6 +1612,8 @@ fn plan_last_stage(
     );
     let rewritten = Query {
         select,
+        // ORDER BY applies to a pull query's result, after the pipeline.
+        order_by: Vec::new(),
         from: query.from.clone(),
         window: query.window,
         filter: query

@@ -26,6 +26,17 @@ use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};
 use crate::session::Session;
 
+/// Refuses `ORDER BY` in a persistent query, whose rows come out as they happen.
+fn refuse_order_by(query: &Query) -> Result<()> {
+    match query.order_by.first() {
+        Some(item) => Err(crate::query::plan::located_error(
+            item.span.start,
+            crate::query::transient::ORDER_BY_PULL_ONLY,
+        )),
+        None => Ok(()),
+    }
+}
+
 fn kind_word(kind: SourceKind) -> &'static str {
     match kind {
         SourceKind::Stream => "stream",
@@ -71,6 +82,7 @@ impl Engine {
     ) -> Result<StatementResult> {
         let kind = kind_word(create.kind);
         let name = &create.name.value;
+        refuse_order_by(&create.query)?;
         if create.query.limit.is_some() {
             return Err(EngineError::statement(format!(
                 "CREATE {} AS SELECT statements don't support LIMIT clause.",
@@ -326,6 +338,7 @@ impl Engine {
         text: &str,
         mode: Mode,
     ) -> Result<StatementResult> {
+        refuse_order_by(query)?;
         let sink = state
             .catalog
             .source(&target.value)

@@ -209,6 +209,11 @@ pub(crate) fn start(
     let push = query.emit.is_some();
     if !push {
         check_pull(query, properties)?;
+    } else if let Some(first) = query.order_by.first() {
+        return Err(crate::query::plan::located_error(
+            first.span.start,
+            ORDER_BY_PULL_ONLY,
+        ));
     }
     if let Some(limit) = query.limit
         && limit < 0
@@ -248,6 +253,7 @@ pub(crate) fn start(
     } else {
         plan_transient(ctx, catalog, query, &sink_name)?
     };
+    let order = resolve_order(query, &columns)?;
     let earliest = !push
         || properties
             .get("auto.offset.reset")
@@ -322,6 +328,7 @@ pub(crate) fn start(
         sink,
         columns: columns.clone(),
         limit: query.limit.map(|l| l as u64),
+        order,
         // A pull query answers from what is there when it starts.
         ends: (!push).then_some(ends),
         table: materialized,
@@ -495,6 +502,121 @@ pub const LIMIT_REACHED: &str = "Limit Reached";
 /// The final message of a pull query that read all there was.
 pub const QUERY_COMPLETED: &str = "Query Completed";
 
+/// The error for `ORDER BY` anywhere but in a pull query.
+pub(crate) const ORDER_BY_PULL_ONLY: &str = "ORDER BY is only supported in pull queries: a push or persistent query's rows come out as they happen, in no order it could sort";
+
+/// How a pull query's rows are ordered: each item's result column, whether descending, and
+/// whether nulls come first.
+type RowOrder = Vec<(usize, bool, bool)>;
+
+/// Resolves `ORDER BY` against the result's columns: a column by name, a position from 1, or
+/// an expression the query selects.
+fn resolve_order(query: &Query, columns: &[Column]) -> Result<RowOrder> {
+    use eddy_sql::ast::{ExprKind, SelectItem};
+    let by_name = |name: &str| {
+        columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(name))
+    };
+    let wildcards = query
+        .select
+        .iter()
+        .any(|item| !matches!(item, SelectItem::Expr { .. }));
+    query
+        .order_by
+        .iter()
+        .map(|item| {
+            let index = match &item.expr.kind {
+                ExprKind::Literal(Literal::Integer(n)) => {
+                    let n = *n;
+                    if n < 1 || n as usize > columns.len() {
+                        return Err(crate::query::plan::located_error(
+                            item.span.start,
+                            format!(
+                                "ORDER BY position {n} is not in the result, whose columns are numbered 1 to {}",
+                                columns.len()
+                            ),
+                        ));
+                    }
+                    Some(n as usize - 1)
+                }
+                ExprKind::Column { source: None, name } => by_name(&name.value),
+                _ => None,
+            }
+            .or_else(|| {
+                let text = item.expr.to_string();
+                query
+                    .select
+                    .iter()
+                    .enumerate()
+                    .find_map(|(i, selected)| match selected {
+                        SelectItem::Expr { expr, alias } if expr.to_string() == text => {
+                            match crate::query::plan::select_item_name(expr, alias.as_ref()) {
+                                Ok(Some(name)) => by_name(&name),
+                                _ => (!wildcards).then_some(i),
+                            }
+                        }
+                        _ => None,
+                    })
+            })
+            .ok_or_else(|| {
+                crate::query::plan::located_error(
+                    item.span.start,
+                    format!(
+                        "ORDER BY `{}` is not a column of the result; order by a selected column, its alias or its position",
+                        item.expr
+                    ),
+                )
+            })?;
+            // Nulls sort as larger than any value unless the item says otherwise.
+            Ok((index, item.descending, item.nulls_first.unwrap_or(item.descending)))
+        })
+        .collect()
+}
+
+/// Compares two result values as SQL orders them: numbers by value, strings by their bytes,
+/// booleans false first, and nested values element by element.
+fn value_order(a: &Value, b: &Value) -> std::cmp::Ordering {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => x.cmp(&y),
+            _ => {
+                let (x, y) = (x.as_f64().unwrap_or(0.0), y.as_f64().unwrap_or(0.0));
+                x.total_cmp(&y)
+            }
+        },
+        (Value::Bool(x), Value::Bool(y)) => x.cmp(y),
+        _ => key_order(a, b),
+    }
+}
+
+/// Sorts rows by `order`, keeping the incoming order among equal rows.
+fn sort_rows(rows: &mut [TransientEvent], order: &RowOrder) {
+    use std::cmp::Ordering;
+    let column = |event: &TransientEvent, i: usize| match event {
+        TransientEvent::Row { columns, .. } => columns.get(i).cloned().unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
+    rows.sort_by(|a, b| {
+        for &(i, descending, nulls_first) in order {
+            let (x, y) = (column(a, i), column(b, i));
+            let ordering = match (x.is_null(), y.is_null()) {
+                (true, true) => Ordering::Equal,
+                (true, false) if nulls_first => Ordering::Less,
+                (true, false) => Ordering::Greater,
+                (false, true) if nulls_first => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) if descending => value_order(&y, &x),
+                (false, false) => value_order(&x, &y),
+            };
+            if ordering.is_ne() {
+                return ordering;
+            }
+        }
+        Ordering::Equal
+    });
+}
+
 /// The order of keys in a table's store: numbers by value, strings by their bytes, and
 /// multi-column keys column by column.
 fn key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
@@ -530,6 +652,8 @@ struct Transient {
     sink: DataSource,
     columns: Vec<Column>,
     limit: Option<u64>,
+    /// `ORDER BY`: the rows are gathered, sorted, and only then limited and sent.
+    order: RowOrder,
     ends: Option<Vec<i64>>,
     table: bool,
     /// A push query over a table: its rows are changes, and a key's tombstone is sent only
@@ -607,6 +731,8 @@ impl Transient {
         // A pull query over a table answers with the latest row per key, in key order as a
         // table's store would give them.
         let mut latest: HashMap<Vec<u8>, TransientEvent> = HashMap::new();
+        // With ORDER BY, every row before any goes out.
+        let mut gathered: Vec<TransientEvent> = Vec::new();
         let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         if let Some(state) = &self.table_state {
             let ends = self.ends.as_deref().unwrap_or_default();
@@ -671,6 +797,10 @@ impl Transient {
                         }
                     }
                 }
+                if !self.order.is_empty() {
+                    gathered.push(event);
+                    continue;
+                }
                 if tx.send(event).await.is_err() {
                     return Ok(None);
                 }
@@ -685,7 +815,10 @@ impl Transient {
             .map(|(key, event)| (serde_json::from_slice(&key).unwrap_or(Value::Null), event))
             .collect();
         latest.sort_by(|(a, _), (b, _)| key_order(a, b));
-        for (_, event) in latest {
+        gathered.extend(latest.into_iter().map(|(_, event)| event));
+        // Sorted after the key order, so rows equal under ORDER BY stay in key order.
+        sort_rows(&mut gathered, &self.order);
+        for event in gathered {
             if tx.send(event).await.is_err() {
                 return Ok(None);
             }

@@ -497,8 +497,25 @@ pub struct Query {
     pub having: Option<Expr>,
     /// `EMIT CHANGES|FINAL`; none for a pull query.
     pub emit: Option<Emit>,
+    /// `ORDER BY`, which only pull queries take (beyond ksqlDB, which has none).
+    pub order_by: Vec<OrderByItem>,
     /// `LIMIT n`. Negative values parse; pull queries refuse them when run.
     pub limit: Option<i64>,
+    /// Where it was written.
+    pub span: Span,
+}
+
+/// One item of `ORDER BY`: `expr [ASC|DESC] [NULLS FIRST|LAST]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderByItem {
+    /// What to order by: a column of the result, its position (from 1), or a selected
+    /// expression.
+    pub expr: Expr,
+    /// `DESC`.
+    pub descending: bool,
+    /// `NULLS FIRST` (`Some(true)`) or `NULLS LAST`; when not given, nulls sort as if larger
+    /// than any value (last ascending, first descending).
+    pub nulls_first: Option<bool>,
     /// Where it was written.
     pub span: Span,
 }

@@ -348,10 +348,13 @@ impl Parser {
     }
 
     /// Whether the next token can start an identifier in an expression or alias position.
+    /// `ORDER` stays a name (ksqlDB does not reserve it) except where `ORDER BY` begins.
     fn at_plain_ident(&self) -> bool {
         match self.peek() {
             Token::Word(w) => {
-                w.quote_style.is_some() || !RESERVED.iter().any(|r| w.value.eq_ignore_ascii_case(r))
+                w.quote_style.is_some()
+                    || !(RESERVED.iter().any(|r| w.value.eq_ignore_ascii_case(r))
+                        || self.at_keywords(&["ORDER", "BY"]))
             }
             _ => false,
         }

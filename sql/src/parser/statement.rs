@@ -6,8 +6,9 @@ use super::Parser;
 use crate::ast::ExprKind;
 use crate::ast::{
     AliasedSource, ColumnConstraint, CreateAsSelect, CreateSource, Emit, Ident, Join, JoinKind,
-    JoinWindow, ListKind, Literal, Print, Properties, Property, Query, QueryTarget, Relation,
-    SelectItem, SourceKind, Statement, StatementKind, TableElement, WindowExpr, WindowKind,
+    JoinWindow, ListKind, Literal, OrderByItem, Print, Properties, Property, Query, QueryTarget,
+    Relation, SelectItem, SourceKind, Statement, StatementKind, TableElement, WindowExpr,
+    WindowKind,
 };
 use crate::error::ParseError;
 use crate::parser::describe as describe_token;
@@ -557,7 +558,8 @@ impl Parser {
         }
     }
 
-    /// `SELECT ... FROM ... [WINDOW] [WHERE] [GROUP BY] [PARTITION BY] [HAVING] [EMIT] [LIMIT]`.
+    /// `SELECT ... FROM ... [WINDOW] [WHERE] [GROUP BY] [PARTITION BY] [HAVING] [ORDER BY]
+    /// [EMIT] [LIMIT]`.
     pub(crate) fn parse_query(&mut self) -> Result<Query, ParseError> {
         let start = self.peek_span().start;
         self.expect_keyword("SELECT")?;
@@ -589,6 +591,11 @@ impl Parser {
         } else {
             None
         };
+        let order_by = if self.eat_keywords(&["ORDER", "BY"]) {
+            self.parse_comma_separated(|p| p.parse_order_by_item())?
+        } else {
+            Vec::new()
+        };
         let emit = if self.eat_keyword("EMIT") {
             if self.eat_keyword("CHANGES") {
                 Some(Emit::Changes)
@@ -614,7 +621,37 @@ impl Parser {
             partition_by,
             having,
             emit,
+            order_by,
             limit,
+            span: self.span_from(start),
+        })
+    }
+
+    /// `expr [ASC|DESC] [NULLS FIRST|LAST]`.
+    fn parse_order_by_item(&mut self) -> Result<OrderByItem, ParseError> {
+        let start = self.peek_span().start;
+        let expr = self.parse_expr()?;
+        let descending = if self.eat_keyword("DESC") {
+            true
+        } else {
+            self.eat_keyword("ASC");
+            false
+        };
+        let nulls_first = if self.eat_keyword("NULLS") {
+            if self.eat_keyword("FIRST") {
+                Some(true)
+            } else if self.eat_keyword("LAST") {
+                Some(false)
+            } else {
+                return Err(self.expected("FIRST or LAST after NULLS"));
+            }
+        } else {
+            None
+        };
+        Ok(OrderByItem {
+            expr,
+            descending,
+            nulls_first,
             span: self.span_from(start),
         })
     }

@@ -65,3 +65,7 @@ SELECT * FROM s WINDOW TUMBLING (SIZE 10 FORTNIGHTS);
 SELECT ARRAY[1, 2 FROM s;
 =>
 1:19: expected ',' or ']', found 'FROM'
+
+SELECT a FROM s ORDER BY a NULLS;
+=>
+1:33: expected FIRST or LAST after NULLS

@@ -29,6 +29,14 @@ SELECT * FROM t WHERE k = 'a' AND windowstart >= 1000 LIMIT -1;
 =>
 SELECT * FROM T WHERE K = 'a' AND WINDOWSTART >= 1000 LIMIT -1
 
+select name, points * 2 from scores order by points * 2 desc nulls last, 1 asc, name nulls first limit 5;
+=>
+SELECT NAME, POINTS * 2 FROM SCORES ORDER BY POINTS * 2 DESC NULLS LAST, 1, NAME NULLS FIRST LIMIT 5
+
+SELECT order, x FROM orders order WHERE order.order > 1;
+=>
+SELECT ORDER, X FROM ORDERS ORDER WHERE ORDER.ORDER > 1
+
 INSERT INTO s WITH (QUERY_ID='my_query') SELECT * FROM other;
 =>
 INSERT INTO S WITH (QUERY_ID='my_query') SELECT * FROM OTHER
