@@ -229,6 +229,31 @@ impl Engine {
         )
     }
 
+    /// The table `name` (as SQL names it: any case unless it was quoted) as a DataFusion table
+    /// over its materialized state, to register with a
+    /// `SessionContext`: every scan answers from one consistent snapshot holding everything
+    /// appended before it, and filters on the key become point reads or range scans (see
+    /// [`crate::query::provider`]).
+    pub async fn table_provider(
+        &self,
+        name: &str,
+    ) -> Result<Arc<crate::query::provider::MaterializedTable>> {
+        let state = self.state.lock().await;
+        // As an unquoted name in SQL: upper case, unless only the name as given exists.
+        let table = state
+            .catalog
+            .source(&name.to_ascii_uppercase())
+            .or_else(|| state.catalog.source(name))
+            .ok_or_else(|| {
+                EngineError::statement(format!("{} does not exist.", name.to_ascii_uppercase()))
+            })?;
+        Ok(Arc::new(crate::query::provider::MaterializedTable::new(
+            &self.store,
+            &self.materializers,
+            table,
+        )?))
+    }
+
     /// Inserts rows given as JSON objects into a stream, as `/inserts-stream` does; one result
     /// per row, in order. Rows that fail are reported and the others still go in.
     pub async fn insert_rows(

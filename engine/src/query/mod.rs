@@ -6,6 +6,7 @@ mod lookup;
 pub(crate) mod materialized;
 pub mod plan;
 pub mod processing_log;
+pub mod provider;
 pub mod runner;
 pub mod source;
 mod statements;
