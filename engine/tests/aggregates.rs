@@ -499,6 +499,68 @@ async fn a_result_is_stamped_with_its_groups_latest_record() {
     engine.shutdown().await;
 }
 
+/// Session windows with `EMIT FINAL`: sessions merge silently, and each comes out once, when
+/// stream time reaches its end plus the grace period, for every user; the sessions waiting
+/// survive a restart.
+#[tokio::test]
+async fn emit_final_writes_each_session_once_when_it_closes_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE sessions AS SELECT user, COUNT(*) AS n, SUM(amount) AS total
+         FROM orders WINDOW SESSION (5 MILLISECONDS, GRACE PERIOD 2 MILLISECONDS)
+         GROUP BY user EMIT FINAL;",
+    )
+    .await;
+    let store = engine.store().clone();
+    // ann: [1, 3], which 6 extends to [1, 6] and 10 to [1, 10]; bob: [4, 4].
+    store
+        .produce(
+            "orders",
+            vec![
+                order("ann", 1, 1),
+                order("ann", 2, 3),
+                order("bob", 5, 4),
+                order("ann", 8, 6),
+                order("ann", 4, 10),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    // Stream time 10: bob's [4, 4] closed at 4 + 2; ann's session is still growing.
+    let rows =
+        |store: &Store| -> Vec<(Vec<u8>, Option<String>, i64)> { records(store, "SESSIONS") };
+    let bob = rows(&store);
+    assert_eq!(bob.len(), 1, "{bob:?}");
+    assert_eq!(bob[0].1.as_deref(), Some(r#"{"N":1,"TOTAL":5}"#));
+    assert_eq!(bob[0].2, 4);
+    assert!(bob[0].0.starts_with(b"bob"));
+    engine.shutdown().await;
+    store.close().unwrap();
+    drop((engine, store));
+
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let store = engine.store().clone();
+    store
+        .produce("orders", vec![order("cy", 1, 12)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    let out = rows(&store);
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(out[1].1.as_deref(), Some(r#"{"N":4,"TOTAL":15}"#));
+    assert_eq!(out[1].2, 10);
+    // The key carries the session in ksqlDB's layout: the user, then its end and start.
+    let key = &out[1].0;
+    assert_eq!(&key[..key.len() - 16], b"ann");
+    assert_eq!(&key[key.len() - 16..key.len() - 8], &10i64.to_be_bytes());
+    assert_eq!(&key[key.len() - 8..], &1i64.to_be_bytes());
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -602,25 +602,24 @@ pub(crate) fn plan_aggregate_over(
             ));
         }
     }
+    let emit_final = query.emit == Some(eddy_sql::ast::Emit::Final);
     let session = match &query.window {
         Some(w) => match w.kind {
             WindowKind::Session { gap } => Some((
                 gap.to_millis() as i64,
-                w.grace.map_or(DEFAULT_GRACE_MS, |g| g.to_millis() as i64),
+                // As for other windows, a final result waits only for the grace given.
+                w.grace
+                    .map_or(if emit_final { 0 } else { DEFAULT_GRACE_MS }, |g| {
+                        g.to_millis() as i64
+                    }),
             )),
             _ => None,
         },
         None => None,
     };
-    let emit_final = query.emit == Some(eddy_sql::ast::Emit::Final);
     if emit_final && query.window.is_none() {
         return Err(EngineError::statement(
             "EMIT FINAL is only supported for windowed aggregations.",
-        ));
-    }
-    if emit_final && session.is_some() {
-        return Err(EngineError::Unsupported(
-            "EMIT FINAL over SESSION windows".into(),
         ));
     }
     let window = match &query.window {
@@ -1467,6 +1466,11 @@ pub(crate) fn aggregate_changes(
                 }
                 dirty.remove(&old_key);
                 deleted.push(old_key.clone());
+                if plan.emit_final {
+                    // Never emitted, so there is no row to delete: it just stops waiting.
+                    state.forget_pending(store, *old_end, &old_key)?;
+                    continue;
+                }
                 // The old session's row is deleted, at its end.
                 for (k, call) in plan.aggregates.iter().enumerate() {
                     results[k].push(
@@ -1485,14 +1489,40 @@ pub(crate) fn aggregate_changes(
                 let args: Vec<ArrayRef> = arg_arrays[k].iter().map(|a| a.slice(i, 1)).collect();
                 acc.update_batch(&args)
                     .map_err(|e| EngineError::statement(format!("aggregation failed: {e}")))?;
-                results[k].push(current_result(acc, &plan.aggregates[k])?);
+                if !plan.emit_final {
+                    results[k].push(current_result(acc, &plan.aggregates[k])?);
+                }
             }
+            merged.latest = Some(merged.latest.map_or(end, |t| t.max(end)));
             deleted.retain(|k| *k != key);
             state.groups.insert(key.clone(), merged);
             let mut now = keeping;
             now.push((start, end));
             state.sessions.insert(group_key.clone(), now);
             dirty_sessions.insert(group_key);
+            if plan.emit_final {
+                dirty.insert(key.clone());
+                state
+                    .pending_windows(store)?
+                    .entry(end)
+                    .or_default()
+                    .insert(key);
+                let (closed, emptied) =
+                    state.close_final_sessions(store, plan, &input_schema, stream_time)?;
+                dirty_sessions.extend(emptied);
+                for (key, window, latest, values) in closed {
+                    for (k, v) in values.into_iter().enumerate() {
+                        finals.results[k].push(v);
+                    }
+                    finals.rows.push(i);
+                    finals.windows.push(window);
+                    finals.times.push(latest);
+                    dirty.remove(&key);
+                    deleted.push(key.clone());
+                    finals.keys.push(key);
+                }
+                continue;
+            }
             out_rows.push(i);
             out_windows.push((start, end));
             dirty.insert(key.clone());
@@ -1583,7 +1613,8 @@ pub(crate) fn aggregate_changes(
         out_tombstone = vec![false; out_rows.len()];
         results = std::mem::take(&mut finals.results);
         out_keys = std::mem::take(&mut finals.keys);
-        Some(state.group_values(&out_keys, true)?)
+        // A final row's key is its window's: the group, then the start (and a session's end).
+        Some(state.group_values(&out_keys, if plan.session.is_some() { 16 } else { 8 })?)
     } else {
         None
     };
@@ -1901,11 +1932,73 @@ impl AggregateState {
         Ok((out, expired))
     }
 
-    /// The group-by values of group keys: each its grouping row, then a window's start when
-    /// `windowed`.
-    fn group_values(&self, keys: &[Vec<u8>], windowed: bool) -> Result<Vec<ArrayRef>> {
+    /// `EMIT FINAL` over sessions: the sessions whose end plus grace stream time has reached,
+    /// as Kafka Streams' suppression closes a session window, each with its result; they
+    /// leave the state and their groups' session lists (whose group keys come back too).
+    fn close_final_sessions(
+        &mut self,
+        store: &Store,
+        plan: &AggregatePlan,
+        input: &Schema,
+        stream_time: i64,
+    ) -> Result<(Vec<ClosedWindow>, Vec<Vec<u8>>)> {
+        let Some((_, grace)) = plan.session else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let last_closable = stream_time.saturating_sub(grace);
+        let pending = self.pending_windows(store)?;
+        let ready: Vec<i64> = pending.range(..=last_closable).map(|(e, _)| *e).collect();
+        let mut out = Vec::new();
+        let mut emptied = Vec::new();
+        for end in ready {
+            let keys = self
+                .pending_final
+                .as_mut()
+                .and_then(|p| p.remove(&end))
+                .unwrap_or_default();
+            for key in keys {
+                let Some(at) = key.len().checked_sub(16) else {
+                    continue;
+                };
+                let start = key[at..at + 8]
+                    .try_into()
+                    .map(i64::from_be_bytes)
+                    .map_err(|_| EngineError::statement("a session key is malformed"))?;
+                let group = self.group(store, &key, plan, input)?;
+                let latest = group.latest.unwrap_or(end);
+                let mut values = Vec::with_capacity(plan.aggregates.len());
+                for (acc, call) in group.accumulators.iter_mut().zip(&plan.aggregates) {
+                    values.push(current_result(acc, call)?);
+                }
+                out.push((key.clone(), (start, end), latest, values));
+                self.groups.remove(&key);
+                let group_key = key[..at].to_vec();
+                let mut sessions = self.sessions_of(store, &group_key)?;
+                sessions.retain(|s| *s != (start, end));
+                self.sessions.insert(group_key.clone(), sessions);
+                emptied.push(group_key);
+            }
+        }
+        Ok((out, emptied))
+    }
+
+    /// `EMIT FINAL`: stops waiting on a window (by the bound its pending entry is filed under)
+    /// that was merged away.
+    fn forget_pending(&mut self, store: &Store, bound: i64, key: &[u8]) -> Result<()> {
+        let pending = self.pending_windows(store)?;
+        if let Some(keys) = pending.get_mut(&bound) {
+            keys.remove(key);
+            if keys.is_empty() {
+                pending.remove(&bound);
+            }
+        }
+        Ok(())
+    }
+
+    /// The group-by values of group keys: each its grouping row, then `suffix` bytes of window
+    /// bounds (8 for a window's start, 16 for a session's start and end, or none).
+    fn group_values(&self, keys: &[Vec<u8>], suffix: usize) -> Result<Vec<ArrayRef>> {
         let parser = self.converter.parser();
-        let suffix = if windowed { 8 } else { 0 };
         let rows: Vec<_> = keys
             .iter()
             .map(|k| parser.parse(&k[..k.len().saturating_sub(suffix)]))
@@ -2046,7 +2139,8 @@ impl AggregateState {
             }
             let keys: Vec<Vec<u8>> = updates.iter().map(|u| u.key.clone()).collect();
             let rows = AggregatedRows {
-                group_columns: self.group_values(&keys, plan.window.is_some())?,
+                group_columns: self
+                    .group_values(&keys, if plan.window.is_some() { 8 } else { 0 })?,
                 results,
                 windows: updates.iter().map(|u| u.window).collect(),
                 times,
