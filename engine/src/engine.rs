@@ -229,6 +229,11 @@ impl Engine {
         )
     }
 
+    /// How many topics have a reader running that their push queries share.
+    pub fn push_readers(&self) -> usize {
+        self.transient.readers.running()
+    }
+
     /// The table `name` (as SQL names it: any case unless it was quoted) as a DataFusion table
     /// over its materialized state, to register with a
     /// `SessionContext`: every scan answers from one consistent snapshot holding everything

@@ -124,3 +124,83 @@ async fn aggregates_without_group_by_count_every_row_in_one_group() {
     assert_eq!(rows[1], vec![serde_json::json!(2), serde_json::json!(15)]);
     engine.shutdown().await;
 }
+
+async fn next_row(
+    query: &mut eddy_engine::query::transient::TransientQuery,
+) -> Vec<serde_json::Value> {
+    match tokio::time::timeout(Duration::from_secs(10), query.events.recv()).await {
+        Ok(Some(TransientEvent::Row { columns, .. })) => columns,
+        other => panic!("expected a row, got {other:?}"),
+    }
+}
+
+/// Push queries on one source share one reader of its topic, and each still gets every row
+/// from where it started: those that start later or fall behind read the gap themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_queries_on_a_source_share_one_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM s (id INT KEY, v INT) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM t (id INT KEY, v INT) WITH (kafka_topic='t', partitions=1, value_format='JSON');",
+    )
+    .await;
+    let latest = Session::default();
+    let mut queries = Vec::new();
+    for _ in 0..20 {
+        queries.push(
+            engine
+                .query(&latest, "SELECT v FROM s WHERE v >= 0 EMIT CHANGES;")
+                .await
+                .unwrap(),
+        );
+    }
+    let mut other = engine
+        .query(&latest, "SELECT v FROM t EMIT CHANGES;")
+        .await
+        .unwrap();
+    assert_eq!(engine.push_readers(), 2, "one reader per topic");
+
+    // One query does not read its rows for a while: it falls behind the shared reader.
+    let rows = 3_000;
+    for chunk in (0..rows).collect::<Vec<i64>>().chunks(10) {
+        let values: Vec<String> = chunk.iter().map(|v| format!("(1, {v})")).collect();
+        let sql: String = values
+            .iter()
+            .map(|v| format!("INSERT INTO s (id, v) VALUES {v};"))
+            .collect();
+        common::run(&engine, &sql).await;
+    }
+    common::run(&engine, "INSERT INTO t (id, v) VALUES (1, 7);").await;
+    for query in &mut queries {
+        for expected in 0..rows {
+            assert_eq!(next_row(query).await, vec![serde_json::json!(expected)]);
+        }
+    }
+    assert_eq!(next_row(&mut other).await, vec![serde_json::json!(7)]);
+
+    // A query that starts from the beginning reads what came before it alone, then shares.
+    let mut late = engine
+        .query(&from_the_start(), "SELECT v FROM s EMIT CHANGES;")
+        .await
+        .unwrap();
+    common::run(&engine, "INSERT INTO s (id, v) VALUES (1, -1);").await;
+    for expected in (0..rows).chain([-1]) {
+        assert_eq!(next_row(&mut late).await, vec![serde_json::json!(expected)]);
+    }
+    assert_eq!(engine.push_readers(), 2);
+
+    // When the last query on a topic ends, so does its reader.
+    drop((queries, other, late));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engine.push_readers() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} readers left",
+            engine.push_readers()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    engine.shutdown().await;
+}

@@ -8,6 +8,7 @@ pub mod plan;
 pub mod processing_log;
 pub mod provider;
 pub mod runner;
+mod shared;
 pub mod source;
 mod statements;
 pub mod stats;

@@ -21,6 +21,7 @@ use crate::query::aggregate::plan_aggregate;
 use crate::query::materialized::{self, Materializers};
 use crate::query::plan::plan_stateless;
 use crate::query::runner::{Input, Operator, PartitionReader};
+use crate::query::shared::{SharedReaders, Subscription};
 use crate::schema::{Column, ColumnKind};
 
 /// What a transient query sends its client.
@@ -69,6 +70,8 @@ impl Drop for TransientQuery {
 pub(crate) struct TransientRegistry {
     next: AtomicU64,
     running: parking_lot::Mutex<HashMap<String, Running>>,
+    /// The topics' readers push queries share.
+    pub(crate) readers: SharedReaders,
 }
 
 /// A push or pull query that is running: how to stop it, and what `SHOW QUERIES` says of it.
@@ -310,6 +313,15 @@ pub(crate) fn start(
         }
         _ => None,
     };
+    // A push query over one source reads it through the topic's shared reader.
+    let subscription = match (push, plan.sources().as_slice()) {
+        (true, [source]) => Some(registry.readers.subscribe(
+            store,
+            &source.topic,
+            positions.clone(),
+        )?),
+        _ => None,
+    };
     let (tx, rx) = mpsc::channel(CHANNEL_ROWS);
     let (stop, stopped) = watch::channel(false);
     registry.running.lock().insert(
@@ -334,6 +346,7 @@ pub(crate) fn start(
         table: materialized,
         changes_of_table: push && source_is_table,
         table_state,
+        subscription,
     };
     let registry = registry.clone();
     tokio::spawn(async move {
@@ -661,6 +674,8 @@ struct Transient {
     changes_of_table: bool,
     /// For a pull query answered from a table's materialized state: where that state is.
     table_state: Option<TableState>,
+    /// For a push query over one topic: its share of the topic's reader.
+    subscription: Option<Subscription>,
 }
 
 /// Keeps a table row as its key's latest, or forgets the key on a tombstone.
@@ -696,12 +711,13 @@ const SNAPSHOT_BATCH: usize = 4096;
 
 impl Transient {
     async fn run(
-        self,
+        mut self,
         positions: Vec<i64>,
         tx: mpsc::Sender<TransientEvent>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let outcome = self.rows(positions, &tx, &mut stop).await;
+        let subscription = self.subscription.take();
+        let outcome = self.rows(positions, subscription, &tx, &mut stop).await;
         let last = match outcome {
             Ok(Some(message)) => TransientEvent::Finished(message),
             Ok(None) => return,
@@ -717,9 +733,15 @@ impl Transient {
     async fn rows(
         &self,
         positions: Vec<i64>,
+        mut subscription: Option<Subscription>,
         tx: &mpsc::Sender<TransientEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<&'static str>> {
+        let shared_topic = self
+            .inputs
+            .first()
+            .map(|i| i.topic.clone())
+            .unwrap_or_default();
         let mut reader =
             PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
         let mut operator = Operator::new(&self.store, &self.id, &self.plan, &self.sink, false)?;
@@ -770,12 +792,27 @@ impl Transient {
             {
                 break;
             }
-            let Some((index, fetched)) = reader.next(stop).await? else {
+            let next = match subscription.as_mut() {
+                Some(shared) => shared.next(stop).await?.map(|(partition, fetched)| {
+                    let input = Input {
+                        side: 0,
+                        topic: shared_topic.clone(),
+                        partition,
+                    };
+                    (input, fetched)
+                }),
+                None => match reader.next(stop).await? {
+                    Some((index, fetched)) => {
+                        reader.advance(index, fetched.next_offset);
+                        Some((reader.input(index).clone(), fetched))
+                    }
+                    None => None,
+                },
+            };
+            let Some((input, fetched)) = next else {
                 return Ok(None);
             };
-            let input = reader.input(index).clone();
             let (step, _) = operator.step(&self.store, &input, &fetched.records)?;
-            reader.advance(index, fetched.next_offset);
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {
