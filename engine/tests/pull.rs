@@ -308,3 +308,75 @@ async fn order_by_sorts_a_pull_querys_answer_before_its_limit() {
     );
     engine.shutdown().await;
 }
+
+/// Aggregates over a table and joins between tables, at query time (beyond ksqlDB), answer
+/// from the tables' latest rows: updates count once and deleted rows not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_aggregates_and_joins_over_tables_see_their_latest_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE TABLE accounts (id STRING PRIMARY KEY, region STRING, balance INT)
+             WITH (kafka_topic='accounts', partitions=2, value_format='JSON');
+         CREATE TABLE regions (name STRING PRIMARY KEY, manager STRING)
+             WITH (kafka_topic='regions', partitions=1, value_format='JSON');",
+    )
+    .await;
+    let row = |id: &str, value: Option<&str>| Record {
+        key: Some(id.as_bytes().to_vec().into()),
+        value: value.map(|v| v.as_bytes().to_vec().into()),
+        timestamp: 1,
+        headers: Vec::new(),
+    };
+    engine
+        .store()
+        .produce(
+            "accounts",
+            vec![
+                row("a", Some(r#"{"REGION": "eu", "BALANCE": 10}"#)),
+                row("b", Some(r#"{"REGION": "eu", "BALANCE": 5}"#)),
+                row("c", Some(r#"{"REGION": "us", "BALANCE": 7}"#)),
+                // a moves to us with a new balance; b is deleted.
+                row("a", Some(r#"{"REGION": "us", "BALANCE": 1}"#)),
+                row("b", None),
+                row("d", Some(r#"{"REGION": "apac", "BALANCE": 3}"#)),
+            ],
+        )
+        .await
+        .unwrap();
+    engine
+        .store()
+        .produce(
+            "regions",
+            vec![
+                row("us", Some(r#"{"MANAGER": "uma"}"#)),
+                row("eu", Some(r#"{"MANAGER": "eve"}"#)),
+                row("us", Some(r#"{"MANAGER": "ula"}"#)),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pull(
+            &engine,
+            "SELECT region, COUNT(*) AS n, SUM(balance) AS total FROM accounts GROUP BY region ORDER BY region;"
+        )
+        .await,
+        vec![json!(["apac", 1, 3]), json!(["us", 2, 8])]
+    );
+    assert_eq!(
+        pull(
+            &engine,
+            "SELECT a.id, a.balance, r.manager FROM accounts a
+             LEFT JOIN regions r ON a.region = r.name ORDER BY a.id;"
+        )
+        .await,
+        vec![
+            json!(["a", 1, "ula"]),
+            json!(["c", 7, "ula"]),
+            json!(["d", 3, null])
+        ]
+    );
+    engine.shutdown().await;
+}

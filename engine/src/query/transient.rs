@@ -293,25 +293,44 @@ pub(crate) fn start(
     let materialized = !push && source_is_table;
     // A pull query that filters and projects one unwindowed table reads the table's state (a
     // row per key) rather than its whole changelog.
-    let table_state = match (&plan, catalog.source(&source_name)) {
-        (QueryPlan::Stateless(_), Some(table)) if materialized && answers_from_state(table) => {
-            materializers.ensure(store, &table.topic)?;
-            // Keys pinned by the WHERE clause are read by key; a key of the wrong type for
-            // the key format finds nothing, as no record could have it.
-            let lookups =
+    // Aggregates over a table and joins between tables read the tables' states too: their
+    // latest rows give the same answer as replaying every update.
+    let sources = plan.sources();
+    let from_state = materialized
+        && !sources.is_empty()
+        && sources.iter().all(|s| answers_from_state(s))
+        && match &plan {
+            QueryPlan::Stateless(_) | QueryPlan::Join(_) => true,
+            QueryPlan::Aggregate(aggregate) => aggregate.join.is_none(),
+        };
+    let table_state = if from_state {
+        for source in &sources {
+            materializers.ensure(store, &source.topic)?;
+        }
+        // Keys pinned by the WHERE clause of a filter over one table are read by key; a key
+        // of the wrong type for the key format finds nothing, as no record could have it.
+        let lookups = match (&plan, sources.as_slice()) {
+            (QueryPlan::Stateless(_), [table]) => {
                 crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
                     values
                         .iter()
                         .filter_map(|v| crate::insert::encode_lookup_key(table, v))
                         .collect()
-                });
-            Some(TableState {
-                materializers: materializers.clone(),
-                topic: table.topic.clone(),
-                lookups,
-            })
-        }
-        _ => None,
+                })
+            }
+            _ => None,
+        };
+        Some(TableState {
+            materializers: materializers.clone(),
+            topics: sources
+                .iter()
+                .enumerate()
+                .map(|(side, s)| (side, s.topic.clone()))
+                .collect(),
+            lookups,
+        })
+    } else {
+        None
     };
     // A push query over one source reads it through the topic's shared reader.
     let subscription = match (push, plan.sources().as_slice()) {
@@ -701,8 +720,11 @@ fn keep_latest(
 /// A table's materialized state, for a pull query.
 struct TableState {
     materializers: Arc<Materializers>,
-    topic: String,
-    /// The keys to read, encoded in the table's key format; none to read every key.
+    /// Each source's side and topic, in the order their rows go in: a join's left side first,
+    /// so each row of the right side finds the left rows it joins.
+    topics: Vec<(usize, String)>,
+    /// The keys to read (a query over one table), encoded in the table's key format; none to
+    /// read every key.
     lookups: Option<Vec<Vec<u8>>>,
 }
 
@@ -756,22 +778,29 @@ impl Transient {
         // With ORDER BY, every row before any goes out.
         let mut gathered: Vec<TransientEvent> = Vec::new();
         let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        if let Some(state) = &self.table_state {
-            let ends = self.ends.as_deref().unwrap_or_default();
+        for (side, topic) in self.table_state.iter().flat_map(|s| &s.topics) {
+            let Some(state) = &self.table_state else {
+                break;
+            };
+            let ends: Vec<i64> = self
+                .inputs
+                .iter()
+                .zip(self.ends.as_deref().unwrap_or_default())
+                .filter(|(input, _)| input.side == *side)
+                .map(|(_, end)| *end)
+                .collect();
             state
                 .materializers
-                .wait_for(&self.store, &state.topic, ends)
+                .wait_for(&self.store, topic, &ends)
                 .await?;
             let partitions = match &state.lookups {
-                Some(keys) => {
-                    materialized::lookup(&self.store, &state.topic, ends.len() as u32, keys)?
-                }
-                None => materialized::snapshot(&self.store, &state.topic, ends.len() as u32)?,
+                Some(keys) => materialized::lookup(&self.store, topic, ends.len() as u32, keys)?,
+                None => materialized::snapshot(&self.store, topic, ends.len() as u32)?,
             };
             for (partition, records) in partitions.into_iter().enumerate() {
                 let input = Input {
-                    side: 0,
-                    topic: state.topic.clone(),
+                    side: *side,
+                    topic: topic.clone(),
                     partition: partition as u32,
                 };
                 for chunk in records.chunks(SNAPSHOT_BATCH) {
