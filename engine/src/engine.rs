@@ -217,16 +217,22 @@ impl Engine {
                 statement.text
             )));
         };
-        let state = self.state.lock().await;
-        crate::query::transient::start(
-            &self.store,
-            &self.datafusion,
-            &state.catalog,
-            (&self.transient, &self.materializers, &self.pull_plans),
-            &session.properties,
-            query,
-            &statement.text,
-        )
+        let (query, inline) = {
+            let state = self.state.lock().await;
+            crate::query::transient::start(
+                &self.store,
+                &self.datafusion,
+                &state.catalog,
+                (&self.transient, &self.materializers, &self.pull_plans),
+                &session.properties,
+                query,
+                &statement.text,
+            )?
+        };
+        if let Some(work) = inline {
+            work.await;
+        }
+        Ok(query)
     }
 
     /// How many topics have a reader running that their push queries share.

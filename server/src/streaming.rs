@@ -99,6 +99,32 @@ fn stream_body(
     render: impl Fn(TransientEvent) -> Option<String> + Copy + Send + 'static,
     last: &'static str,
 ) -> Body {
+    let (mut query, timer) = (query, timer);
+    // What is answered already (a pull query's point reads are, before it is returned) goes
+    // out in one piece; the rest streams as it comes.
+    let mut first = first;
+    loop {
+        match query.events.try_recv() {
+            Ok(event) => {
+                let end = !matches!(event, TransientEvent::Row { .. });
+                match render(event) {
+                    Some(text) => first.push_str(&text),
+                    None if end => first.push_str(last),
+                    None => {}
+                }
+                if end {
+                    drop(timer);
+                    return Body::from(first);
+                }
+            }
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                first.push_str(last);
+                drop(timer);
+                return Body::from(first);
+            }
+        }
+    }
     // The timer lives as long as the stream: it observes when the answer ends or the client
     // goes away.
     let query = (query, timer);

@@ -60,6 +60,9 @@ pub(crate) fn decode(key: &[u8], stored: &[u8]) -> Option<(u32, LogRecord)> {
     ))
 }
 
+/// Per topic, the offsets each partition is materialized up to.
+type CommittedOffsets = Mutex<HashMap<String, Vec<i64>>>;
+
 /// A running materializer: what stops it, and its task.
 type Running = (watch::Sender<bool>, JoinHandle<()>);
 
@@ -69,6 +72,9 @@ pub(crate) struct Materializers {
     running: Mutex<HashMap<String, Running>>,
     /// Signalled after every commit of any materializer.
     progress: Arc<Notify>,
+    /// Per topic, the offsets each partition is committed up to, as the task knows them, so a
+    /// pull query checks them without reading the store.
+    committed: Arc<CommittedOffsets>,
 }
 
 impl Materializers {
@@ -86,7 +92,7 @@ impl Materializers {
             store.clone(),
             topic.to_string(),
             partitions,
-            self.progress.clone(),
+            (self.progress.clone(), self.committed.clone()),
             stopped,
         ));
         running.insert(topic.to_string(), (stop, task));
@@ -101,6 +107,7 @@ impl Materializers {
             let _ = stop.send(true);
             let _ = task.await;
         }
+        self.committed.lock().remove(topic);
         clear(store, topic).await?;
         if let Ok(partitions) = store.partition_count(topic) {
             let mut commit = Commit::new();
@@ -135,16 +142,25 @@ impl Materializers {
             let notified = self.progress.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let mut caught_up = true;
-            for (p, end) in ends.iter().enumerate() {
-                let at = store
-                    .fetch_offset(&group, topic, p as u32)?
-                    .map_or(0, |o| o.offset);
-                if at < *end {
-                    caught_up = false;
-                    break;
+            let known = self.committed.lock().get(topic).cloned();
+            let caught_up = match known {
+                Some(committed) if committed.len() >= ends.len() => {
+                    committed.iter().zip(ends).all(|(at, end)| at >= end)
                 }
-            }
+                _ => {
+                    let mut caught_up = true;
+                    for (p, end) in ends.iter().enumerate() {
+                        let at = store
+                            .fetch_offset(&group, topic, p as u32)?
+                            .map_or(0, |o| o.offset);
+                        if at < *end {
+                            caught_up = false;
+                            break;
+                        }
+                    }
+                    caught_up
+                }
+            };
             if caught_up {
                 return Ok(());
             }
@@ -188,12 +204,21 @@ async fn materialize(
     store: Store,
     topic: String,
     partitions: u32,
-    progress: Arc<Notify>,
+    (progress, committed): (Arc<Notify>, Arc<CommittedOffsets>),
     mut stop: watch::Receiver<bool>,
 ) {
-    if let Err(e) = materialize_inner(&store, &topic, partitions, &progress, &mut stop).await {
+    if let Err(e) = materialize_inner(
+        &store,
+        &topic,
+        partitions,
+        (&progress, &committed),
+        &mut stop,
+    )
+    .await
+    {
         warn!(topic = %topic, error = %e, "materializing the table's topic stopped");
     }
+    committed.lock().remove(&topic);
     progress.notify_waiters();
 }
 
@@ -201,7 +226,7 @@ async fn materialize_inner(
     store: &Store,
     topic: &str,
     partitions: u32,
-    progress: &Notify,
+    (progress, committed): (&Notify, &CommittedOffsets),
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let group = group(topic);
@@ -226,6 +251,9 @@ async fn materialize_inner(
     if !committed_any {
         clear(store, topic).await?;
     }
+    committed
+        .lock()
+        .insert(topic.to_string(), positions.clone());
     info!(topic = %topic, "materializing the table's topic for pull queries");
     let mut reader = PartitionReader::over(store, &group, inputs, positions).unordered();
     while let Some((index, fetched)) = reader.next(stop).await? {
@@ -256,6 +284,13 @@ async fn materialize_inner(
             OffsetAndMetadata::new(fetched.next_offset),
         );
         store.commit(commit).await?;
+        if let Some(at) = committed
+            .lock()
+            .get_mut(topic)
+            .and_then(|c| c.get_mut(partition as usize))
+        {
+            *at = fetched.next_offset;
+        }
         reader.advance(index, fetched.next_offset);
         debug!(topic = %topic, partition, next = fetched.next_offset, "materialized");
         progress.notify_waiters();

@@ -195,7 +195,8 @@ fn check_pull(query: &Query, properties: &HashMap<String, String>) -> Result<()>
     Ok(())
 }
 
-/// Plans and starts a transient query.
+/// Plans and starts a transient query: spawned, or (a few point reads) returned with the work
+/// for the caller to run before it reads the rows.
 pub(crate) fn start(
     store: &Store,
     ctx: &datafusion::prelude::SessionContext,
@@ -208,7 +209,7 @@ pub(crate) fn start(
     properties: &HashMap<String, String>,
     query: &Query,
     sql: &str,
-) -> Result<TransientQuery> {
+) -> Result<(TransientQuery, Option<InlineWork>)> {
     let push = query.emit.is_some();
     if !push {
         check_pull(query, properties)?;
@@ -367,22 +368,39 @@ pub(crate) fn start(
         table_state,
         subscription,
     };
+    // A few point reads answer within the channel's room: the caller runs them before it
+    // reads the answer, which saves a task and its wake-ups per lookup.
+    let inline = task
+        .table_state
+        .as_ref()
+        .and_then(|t| t.lookups.as_ref())
+        .is_some_and(|keys| keys.len() < CHANNEL_ROWS)
+        && task.order.is_empty();
     let registry = registry.clone();
-    tokio::spawn(async move {
+    let work = async move {
         let id = task.id.clone();
         task.run(positions, tx, stopped).await;
         registry.running.lock().remove(&id);
         debug!(query = %id, "transient query ended");
-    });
-    Ok(TransientQuery {
+    };
+    let query = TransientQuery {
         id,
         push,
         materialized,
         columns,
         events: rx,
         stop,
+    };
+    Ok(if inline {
+        (query, Some(Box::pin(work)))
+    } else {
+        tokio::spawn(work);
+        (query, None)
     })
 }
+
+/// A transient query's work, when its caller is to run it before reading its rows.
+pub(crate) type InlineWork = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// A planned transient query: the plan, the hidden JSON sink its rows go through, and the
 /// result's columns in projection order.

@@ -95,7 +95,11 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)
         .build()?;
-    let base = format!("http://{address}");
+    // Parsed once, as a long-lived client would; the load generator shares the server's cores.
+    let base = Urls {
+        query: reqwest::Url::parse(&format!("http://{address}/query-stream"))?,
+        health: reqwest::Url::parse(&format!("http://{address}/healthcheck"))?,
+    };
 
     let started = Instant::now();
     let first = lookup(&http, &base, 0).await?;
@@ -142,7 +146,7 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
         move |_| {
             let (http, base) = (http.clone(), base.clone());
             async move {
-                match http.get(format!("{base}/healthcheck")).send().await {
+                match http.get(base.health.clone()).send().await {
                     Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                     Err(_) => false,
                 }
@@ -159,11 +163,18 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
     })
 }
 
+/// The server's endpoints the clients call.
+#[derive(Debug, Clone)]
+struct Urls {
+    query: reqwest::Url,
+    health: reqwest::Url,
+}
+
 /// One key lookup; whether it answered with one row.
-async fn lookup(http: &reqwest::Client, base: &str, id: u64) -> anyhow::Result<bool> {
+async fn lookup(http: &reqwest::Client, base: &Urls, id: u64) -> anyhow::Result<bool> {
     let body = format!(r#"{{"sql": "SELECT * FROM users WHERE id = {id};"}}"#);
     let response = http
-        .post(format!("{base}/query-stream"))
+        .post(base.query.clone())
         .header("Content-Type", "application/json")
         .body(body)
         .send()
