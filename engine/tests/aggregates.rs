@@ -647,3 +647,72 @@ async fn emit_final_needs_a_window() {
         "EMIT FINAL is only supported for windowed aggregations."
     );
 }
+
+/// ksqlDB's validation messages for aggregations, and `*` standing for every source column.
+#[tokio::test]
+async fn aggregations_are_checked_with_ksqldbs_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "CREATE STREAM s (k INT KEY, a INT, b STRING) WITH (kafka_topic='s', partitions=1, format='JSON');",
+    )
+    .await;
+    let refused = |sql: &'static str| {
+        let engine = &engine;
+        async move {
+            engine
+                .execute(&mut Session::default(), sql)
+                .await
+                .expect_err(sql)
+                .to_string()
+        }
+    };
+    for (sql, message) in [
+        (
+            "CREATE TABLE t1 AS SELECT COUNT(*) FROM s GROUP BY k, a, b;",
+            "must include the grouping expressions K, A and B in its projection (eg, SELECT K, A, B...).",
+        ),
+        (
+            "CREATE TABLE t2 AS SELECT b, b AS b2, COUNT(*) FROM s GROUP BY b;",
+            "The projection contains a key column more than once: `B` and `B2`.",
+        ),
+        (
+            "CREATE TABLE t3 AS SELECT b, COUNT(*) FROM s GROUP BY b HAVING a > 1;",
+            "Non-aggregate HAVING expression not part of GROUP BY: A",
+        ),
+        (
+            "CREATE TABLE t4 AS SELECT COUNT(*), SUM(a) FROM s;",
+            "does not support aggregate function [COUNT(ROWTIME), SUM(A)] without a GROUP BY clause.",
+        ),
+        (
+            "CREATE TABLE t5 AS SELECT b AS n, COUNT(*) AS n FROM s GROUP BY b;",
+            "Duplicate value columns found in schema: `N` BIGINT",
+        ),
+        (
+            "CREATE TABLE t6 AS SELECT *, COUNT(*) FROM s GROUP BY k;",
+            "Non-aggregate SELECT expression(s) not part of GROUP BY: A, B",
+        ),
+    ] {
+        let error = refused(sql).await;
+        assert!(error.contains(message), "{sql}\n{error}");
+    }
+    // `*` with every column grouped: the columns are the key, the count the value.
+    let done = engine
+        .execute(
+            &mut Session::default(),
+            "CREATE TABLE all_grouped AS SELECT *, COUNT(*) AS n FROM s GROUP BY k, a, b;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 1);
+    let described = engine
+        .execute(&mut Session::default(), "DESCRIBE all_grouped;")
+        .await
+        .unwrap();
+    let text = format!("{described:?}");
+    for column in ["\"K\"", "\"A\"", "\"B\"", "\"N\""] {
+        assert!(text.contains(column), "{column} missing from {text}");
+    }
+    engine.shutdown().await;
+}

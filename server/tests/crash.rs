@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 mod common;
 
 const USERS: u64 = 50;
-const ORDERS: u64 = 200_000;
+const ORDERS: u64 = 400_000;
 
 fn produce(kafka: &str, lines: &str) {
     let mut child = Command::new("kcat")
@@ -124,6 +124,7 @@ fn an_aggregation_killed_mid_stream_ends_with_the_table_of_an_uninterrupted_one(
         records_in(&server, "CTAS_TOTALS") > 0
     });
     let at_kill = records_in(&server, "CTAS_TOTALS");
+    println!("killed after {at_kill} of {ORDERS} records were committed");
     // Dropping the server kills it with SIGKILL: no shutdown, no last commit.
     drop(server);
     assert!(

@@ -212,6 +212,25 @@ pub fn is_aggregate(name: &str) -> bool {
     aggregate_function(&name.to_ascii_uppercase()).is_some()
 }
 
+/// A source column as the user would write it: quoted only when its name needs it, so it
+/// matches the same column written in `GROUP BY`.
+fn named_column(name: &str, span: Span) -> Expr {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    Expr {
+        kind: ExprKind::Column {
+            source: None,
+            name: Ident {
+                value: name.to_string(),
+                quoted: !plain,
+                span,
+            },
+        },
+        span,
+    }
+}
+
 fn column(name: &str, span: Span) -> Expr {
     Expr {
         kind: ExprKind::Column {
@@ -368,9 +387,32 @@ pub(crate) fn plan_aggregate_over(
             SelectItem::Expr { expr, alias } => {
                 named.push((select_item_name(expr, alias.as_ref())?, expr.clone()));
             }
+            // `*` (or `source.*`) is every column of the source, each of which must then be
+            // grouped, as in ksqlDB.
+            SelectItem::Wildcard(span) => {
+                for c in source
+                    .columns
+                    .iter()
+                    .filter(|c| !matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
+                {
+                    named.push((Some(c.name.clone()), named_column(&c.name, *span)));
+                }
+            }
+            SelectItem::QualifiedWildcard(name)
+                if alias.eq_ignore_ascii_case(&name.value)
+                    || source.name.eq_ignore_ascii_case(&name.value) =>
+            {
+                for c in source
+                    .columns
+                    .iter()
+                    .filter(|c| !matches!(c.kind, ColumnKind::Headers | ColumnKind::Header(_)))
+                {
+                    named.push((Some(c.name.clone()), named_column(&c.name, name.span)));
+                }
+            }
             _ => {
                 return Err(EngineError::Unsupported(
-                    "`*` in an aggregation's projection".into(),
+                    "this `*` in an aggregation's projection".into(),
                 ));
             }
         }
@@ -686,6 +728,60 @@ pub(crate) fn plan_aggregate_over(
         )));
     }
 
+    // A table needs a key: aggregating everything into one row is for push queries.
+    if query.group_by.is_empty() && !transient {
+        let mut calls: Vec<String> = Vec::new();
+        let mut note = |e: &Expr| {
+            e.any(&mut |x| {
+                if let ExprKind::Function { name, args, star } = &x.kind
+                    && is_aggregate(&name.value)
+                {
+                    // As ksqlDB prints it: COUNT(*) counts rows by their ROWTIME.
+                    let args = if *star || args.is_empty() {
+                        "ROWTIME".to_string()
+                    } else {
+                        args.iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    calls.push(format!("{}({args})", name.value));
+                }
+                false
+            });
+        };
+        for item in &query.select {
+            if let SelectItem::Expr { expr, .. } = item {
+                note(expr);
+            }
+        }
+        return Err(EngineError::statement(format!(
+            "CREATE TABLE AS SELECT statement does not support aggregate function [{}] without a GROUP BY clause.",
+            calls.join(", ")
+        )));
+    }
+
+    // Likewise HAVING: a source column there must be grouped (or inside an aggregate).
+    if let Some(having) = &having {
+        let mut loose: Vec<String> = Vec::new();
+        having.any(&mut |x| {
+            if let ExprKind::Column { name, .. } = &x.kind
+                && aggregate_schema.field_with_name(&name.value).is_err()
+                && source.columns.iter().any(|c| c.name == name.value)
+                && !loose.contains(&name.value)
+            {
+                loose.push(name.value.clone());
+            }
+            false
+        });
+        if !loose.is_empty() {
+            return Err(EngineError::statement(format!(
+                "Non-aggregate HAVING expression not part of GROUP BY: {}",
+                loose.join(", ")
+            )));
+        }
+    }
+
     let compile = |expr: &Expr, clause: &str| compile_in(ctx, &aggregated, expr, clause);
     let output = |name: &str, expr: &Expr, kind: ColumnKind| -> Result<OutputColumn> {
         let compiled = compile(expr, "SELECT")?;
@@ -703,14 +799,24 @@ pub(crate) fn plan_aggregate_over(
     };
     let mut keys = Vec::new();
     let mut remaining: Vec<&(String, Expr, Expr)> = rewritten.iter().collect();
+    let mut missing: Vec<String> = Vec::new();
     for (j, by) in query.group_by.iter().enumerate() {
         let wanted = format!("{GROUP_COLUMN}{j}");
-        let position = remaining.iter().position(
-            |(_, _, e)| matches!(&e.kind, ExprKind::Column { name, .. } if name.value == wanted),
-        );
+        let is_group =
+            |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name.value == wanted);
+        let position = remaining.iter().position(|(_, _, e)| is_group(e));
         match position {
             Some(i) => {
                 let (name, _, expr) = remaining.remove(i);
+                // As in ksqlDB, a grouping expression is the key once; selecting it again
+                // would make a value column of a key.
+                if !transient
+                    && let Some((again, _, _)) = remaining.iter().find(|(_, _, e)| is_group(e))
+                {
+                    return Err(EngineError::statement(format!(
+                        "The projection contains a key column more than once: `{name}` and `{again}`."
+                    )));
+                }
                 keys.push(output(name, expr, ColumnKind::Key)?);
             }
             // A push query's rows need not show their group; it keys them all the same.
@@ -718,11 +824,22 @@ pub(crate) fn plan_aggregate_over(
                 let hidden = format!("{GROUP_COLUMN}{j}");
                 keys.push(output(&hidden, &column(&wanted, by.span), ColumnKind::Key)?);
             }
-            None => {
-                return Err(EngineError::statement(format!(
-                    "The query used to build `{sink_name}` must include the grouping expression {by} in its projection (eg, SELECT {by}...)."
-                )));
-            }
+            None => missing.push(by.to_string()),
+        }
+    }
+    match missing.as_slice() {
+        [] => {}
+        [by] => {
+            return Err(EngineError::statement(format!(
+                "The query used to build `{sink_name}` must include the grouping expression {by} in its projection (eg, SELECT {by}...)."
+            )));
+        }
+        [rest @ .., last] => {
+            return Err(EngineError::statement(format!(
+                "The query used to build `{sink_name}` must include the grouping expressions {} and {last} in its projection (eg, SELECT {}...).",
+                rest.join(", "),
+                missing.join(", ")
+            )));
         }
     }
     if remaining.is_empty() && !transient {
@@ -734,6 +851,17 @@ pub(crate) fn plan_aggregate_over(
         .iter()
         .map(|(name, _, expr)| output(name, expr, ColumnKind::Value))
         .collect::<Result<Vec<_>>>()?;
+    let mut seen: Vec<&str> = Vec::new();
+    for c in keys.iter().chain(&values).map(|o| &o.column) {
+        if seen.contains(&c.name.as_str()) {
+            return Err(EngineError::statement(format!(
+                "Duplicate value columns found in schema: `{}` {}",
+                c.name,
+                crate::schema::type_display(&c.ty)
+            )));
+        }
+        seen.push(&c.name);
+    }
     let having = match &having {
         Some(expr) => Some(compile(expr, "HAVING")?),
         None => None,

@@ -685,6 +685,9 @@ async fn run_query_inner(
             state_writes,
         );
         reader.advance(index, fetched.next_offset);
+        // A query with a backlog would otherwise run step after step without giving its
+        // worker thread back: tasks woken meanwhile (an HTTP answer, a scrape) would wait.
+        tokio::task::consume_budget().await;
         // Without a record cache every step commits; with one, the cache flushes (and the
         // step's work commits) once it is full or the commit interval has passed.
         let due = !operator.coalesces()
