@@ -716,3 +716,77 @@ async fn aggregations_are_checked_with_ksqldbs_messages() {
     }
     engine.shutdown().await;
 }
+
+/// A tumbling window leaves the aggregation's state once stream time passes its end plus the
+/// grace period: the state does not grow with every window ever seen, and a late record for
+/// it is dropped rather than starting it over.
+#[tokio::test]
+async fn closed_windows_leave_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE per_window AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
+    )
+    .await;
+    // The same with the record cache on: windows leave at its flushes.
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         SET 'cache.max.bytes.buffering' = '10485760';
+         CREATE TABLE cached AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
+    )
+    .await;
+    let shown = engine
+        .execute(&mut Session::default(), "SHOW QUERIES;")
+        .await
+        .unwrap();
+    let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
+        panic!("{shown:?}");
+    };
+    let namespaces: Vec<String> = queries
+        .iter()
+        .map(|q| format!("__eddy_query_{}", q.id))
+        .collect();
+    assert_eq!(namespaces.len(), 2);
+    let store = engine.store().clone();
+    let windows_kept = |store: &Store| {
+        let kept: Vec<std::collections::BTreeSet<i64>> = namespaces
+            .iter()
+            .map(|namespace| {
+                store
+                    .state_scan_prefix(namespace, b"g")
+                    .unwrap()
+                    .map(|e| {
+                        let (key, _) = e.unwrap();
+                        i64::from_be_bytes(key[key.len() - 8..].try_into().unwrap())
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(kept[0], kept[1], "with and without the cache");
+        kept[0].clone()
+    };
+    for (i, ts) in [1, 12, 23, 34, 45].into_iter().enumerate() {
+        store
+            .produce("orders", vec![order(&format!("u{}", i % 2), 1, ts)])
+            .await
+            .unwrap();
+        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    }
+    // Stream time 45: a window closes when its end plus grace is reached, so [30, 40) just
+    // did, and only [40, 50) stays.
+    assert_eq!(windows_kept(&store), [40].into_iter().collect());
+    // A record for a closed window is late: dropped, not counted from zero again.
+    store
+        .produce("orders", vec![order("u0", 1, 2)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    assert_eq!(records(&store, "PER_WINDOW").len(), 5);
+    assert_eq!(windows_kept(&store), [40].into_iter().collect());
+    engine.shutdown().await;
+}

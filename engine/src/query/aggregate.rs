@@ -930,7 +930,8 @@ pub struct AggregateState {
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
     stream_time: Option<i64>,
     converter: RowConverter,
-    /// `EMIT FINAL`: the windows not yet emitted, by start, once read.
+    /// Windows still open (tumbling and hopping), or not yet emitted (`EMIT FINAL`; a
+    /// session's by its end), by start, once read.
     pending_final: Option<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>>,
     /// `EMIT FINAL`: the latest window start written, once read.
     latest_start: Option<i64>,
@@ -1691,6 +1692,15 @@ pub(crate) fn aggregate_changes(
             }
             let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
             group.latest = Some(latest);
+            // Windows are filed by start, so they can leave the state once closed.
+            if !plan.emit_final
+                && let Some((start, _)) = window
+            {
+                let open = state.pending_windows(store)?.entry(start).or_default();
+                if !open.contains(&key) {
+                    open.insert(key.clone());
+                }
+            }
             if coalesce {
                 let offset = records[rows_from[i]].offset;
                 state.mark_pending(key, window.unwrap_or((0, 0)), partition, offset);
@@ -1800,6 +1810,16 @@ pub(crate) fn aggregate_changes(
         },
         errors,
     )?;
+    // Closed windows leave memory and the store (their rows stay in the sink); with the
+    // record cache, at its flush, once their last updates are out.
+    if !state.coalesce
+        && let Some(t) = state.stream_time
+    {
+        for key in state.expire_windows(store, plan, t)? {
+            dirty.remove(&key);
+            deleted.push(key);
+        }
+    }
 
     for key in dirty {
         if let Some(group) = state.groups.get_mut(&key) {
@@ -2110,6 +2130,38 @@ impl AggregateState {
         Ok((out, emptied))
     }
 
+    /// Tumbling and hopping windows (without `EMIT FINAL`) that stream time has closed: their
+    /// end plus grace is behind it, so no record can change them again. They leave memory;
+    /// the caller deletes them from the store.
+    fn expire_windows(
+        &mut self,
+        store: &Store,
+        plan: &AggregatePlan,
+        stream_time: i64,
+    ) -> Result<Vec<Vec<u8>>> {
+        let Some((windows, grace)) = &plan.window else {
+            return Ok(Vec::new());
+        };
+        if plan.emit_final {
+            return Ok(Vec::new());
+        }
+        let last_closed = stream_time
+            .saturating_sub(*grace)
+            .saturating_sub(windows.size());
+        let open = self.pending_windows(store)?;
+        let closed: Vec<i64> = open.range(..=last_closed).map(|(s, _)| *s).collect();
+        let mut expired = Vec::new();
+        for start in closed {
+            if let Some(keys) = self.pending_final.as_mut().and_then(|p| p.remove(&start)) {
+                for key in keys {
+                    self.groups.remove(&key);
+                    expired.push(key);
+                }
+            }
+        }
+        Ok(expired)
+    }
+
     /// `EMIT FINAL`: stops waiting on a window (by the bound its pending entry is filed under)
     /// that was merged away.
     fn forget_pending(&mut self, store: &Store, bound: i64, key: &[u8]) -> Result<()> {
@@ -2216,6 +2268,7 @@ impl AggregateState {
     /// flush, once, and its state to commit with it.
     pub(crate) fn flush(
         &mut self,
+        store: &Store,
         plan: &AggregatePlan,
         (sink_columns, encoder): (&[Column], &SinkEncoder),
     ) -> Result<(StepOutput, StateWrites)> {
@@ -2291,6 +2344,11 @@ impl AggregateState {
                 if let Some(group) = self.groups.get_mut(&update.key) {
                     writes.push((state_key(&update.key), Some(serialize(group)?)));
                 }
+            }
+        }
+        if let Some(t) = self.stream_time {
+            for key in self.expire_windows(store, plan, t)? {
+                writes.push((state_key(&key), None));
             }
         }
         Ok((step, writes))

@@ -861,7 +861,7 @@ impl Uncommitted {
         operator: &mut Operator,
         context: &CommitContext,
     ) -> Result<InFlight> {
-        let (step, state_writes) = operator.flush()?;
+        let (step, state_writes) = operator.flush(store)?;
         self.add_output(
             context,
             operator.state_namespace(),
@@ -1173,10 +1173,13 @@ impl<'a> Operator<'a> {
     }
 
     /// Empties its record cache: the records and state changes the cached updates amount to.
-    pub(crate) fn flush(&mut self) -> Result<(StepOutput, crate::query::aggregate::StateWrites)> {
+    pub(crate) fn flush(
+        &mut self,
+        store: &Store,
+    ) -> Result<(StepOutput, crate::query::aggregate::StateWrites)> {
         match (self.plan, self.aggregate_state.as_mut()) {
             (QueryPlan::Aggregate(plan), Some(state)) if state.coalesces() => {
-                state.flush(plan, (&self.sink_columns, &self.encoder))
+                state.flush(store, plan, (&self.sink_columns, &self.encoder))
             }
             _ => Ok((
                 StepOutput {
