@@ -1018,6 +1018,19 @@ impl AggregateState {
     }
 }
 
+/// A record dropped for coming after its windows closed: counted among the query's failed
+/// records and written to the processing log, so late data is never lost silently.
+fn late(partition: u32, offset: i64, timestamp: i64) -> RecordError {
+    RecordError {
+        kind: RecordErrorKind::Late,
+        partition,
+        offset,
+        reason: format!(
+            "The record (timestamp {timestamp}) arrived after stream time passed the end plus grace period of every window it falls in; it is dropped"
+        ),
+    }
+}
+
 /// A session window: its start and end (both inclusive), in milliseconds.
 type Session = (i64, i64);
 
@@ -1574,6 +1587,7 @@ pub(crate) fn aggregate_changes(
             let start = merging.iter().map(|s| s.0).fold(timestamp, i64::min);
             let end = merging.iter().map(|s| s.1).fold(timestamp, i64::max);
             if end < close_time {
+                errors.push(late(partition, records[rows_from[i]].offset, timestamp));
                 continue;
             }
             // The merged session takes over the states of the sessions it swallows.
@@ -1669,6 +1683,10 @@ pub(crate) fn aggregate_changes(
                 .map(Some)
                 .collect(),
         };
+        if windows.is_empty() {
+            errors.push(late(partition, records[rows_from[i]].offset, timestamp));
+            continue;
+        }
         for window in windows {
             let coalesce = state.coalesce;
             let mut key = group_rows.row(i).as_ref().to_vec();

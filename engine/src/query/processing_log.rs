@@ -65,7 +65,7 @@ pub fn entry(
                 "RECORDPROCESSINGERROR": null,
             })
         }
-        RecordErrorKind::Timestamp | RecordErrorKind::Expression => json!({
+        RecordErrorKind::Timestamp | RecordErrorKind::Expression | RecordErrorKind::Late => json!({
             "TYPE": RECORD_PROCESSING_ERROR,
             "DESERIALIZATIONERROR": null,
             "RECORDPROCESSINGERROR": {

@@ -70,6 +70,9 @@ pub enum RecordErrorKind {
     Timestamp,
     /// An expression failed; its result is null and the record goes on.
     Expression,
+    /// The record came after every window it falls in had closed (its end plus the grace
+    /// period); it is dropped.
+    Late,
 }
 
 /// A record that could not be processed, and why.
