@@ -779,6 +779,93 @@ fn substring(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// Pads `input` to `length` units on the left (or right) with `padding` repeated, or cuts it to
+/// `length`, as ksqlDB's `LPAD` and `RPAD` do; `None` (SQL null) for a negative length or an
+/// empty padding.
+fn pad<T: Clone>(input: &[T], length: i64, padding: &[T], left: bool) -> Option<Vec<T>> {
+    if length < 0 || padding.is_empty() {
+        return None;
+    }
+    let length = length as usize;
+    if input.len() >= length {
+        return Some(input[..length].to_vec());
+    }
+    let fill: Vec<T> = padding
+        .iter()
+        .cycle()
+        .take(length - input.len())
+        .cloned()
+        .collect();
+    Some(if left {
+        [fill.as_slice(), input].concat()
+    } else {
+        [input, fill.as_slice()].concat()
+    })
+}
+
+fn is_bytes(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
+    )
+}
+
+/// `LPAD`/`RPAD(text|bytes, length, padding)`: characters for text, bytes for bytes.
+fn pad_either(args: &[ArrayRef], rows: usize, left: bool) -> Result<ArrayRef, String> {
+    let length = longs(&args[1])?;
+    if is_bytes(args[0].data_type()) {
+        let as_bytes = |a: &ArrayRef| -> Result<datafusion::arrow::array::BinaryArray, String> {
+            let cast = cast(a, &DataType::Binary).map_err(|e| e.to_string())?;
+            cast.as_any()
+                .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+                .cloned()
+                .ok_or_else(|| "expected bytes".to_string())
+        };
+        let (input, padding) = (as_bytes(&args[0])?, as_bytes(&args[2])?);
+        let mut out = datafusion::arrow::array::BinaryBuilder::new();
+        for i in 0..rows {
+            let (j, k) = (at(i, input.len()), at(i, padding.len()));
+            let padded = match (input.is_null(j), padding.is_null(k), long_at(&length, i)) {
+                (false, false, Some(n)) => pad(input.value(j), n, padding.value(k), left),
+                _ => None,
+            };
+            match padded {
+                Some(v) => out.append_value(v),
+                None => out.append_null(),
+            }
+        }
+        return Ok(Arc::new(out.finish()));
+    }
+    let (input, padding) = (strings(&args[0])?, strings(&args[2])?);
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let padded = match (
+            string_at(&input, i),
+            string_at(&padding, i),
+            long_at(&length, i),
+        ) {
+            (Some(t), Some(p), Some(n)) => {
+                let (t, p): (Vec<char>, Vec<char>) = (t.chars().collect(), p.chars().collect());
+                pad(&t, n, &p, left).map(|v| v.into_iter().collect::<String>())
+            }
+            _ => None,
+        };
+        match padded {
+            Some(v) => out.append_value(v),
+            None => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+fn lpad(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    pad_either(args, rows, true)
+}
+
+fn rpad(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    pad_either(args, rows, false)
+}
+
 /// Every function defined here, by ksqlDB name.
 pub fn functions() -> Vec<Arc<ScalarUDF>> {
     let any1 = || TypeSignature::Any(1);
@@ -928,7 +1015,17 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             unix_timestamp,
         ),
         function("UNIX_DATE", TypeSignature::Nullary, INT, unix_date),
+        function("LPAD", TypeSignature::Any(3), pad_type, lpad),
+        function("RPAD", TypeSignature::Any(3), pad_type, rpad),
     ]
+}
+
+/// `LPAD` and `RPAD` return what they pad: text, or bytes.
+fn pad_type(args: &[DataType]) -> Result<DataType, String> {
+    match args.first() {
+        Some(t) if is_bytes(t) => Ok(DataType::Binary),
+        _ => Ok(DataType::Utf8),
+    }
 }
 
 #[cfg(test)]
@@ -942,6 +1039,27 @@ mod tests {
         assert_eq!(substring_range(5, -2, None), (3, 5));
         assert_eq!(substring_range(5, 0, Some(2)), (0, 2));
         assert_eq!(substring_range(5, 9, Some(2)), (5, 5));
+    }
+
+    #[test]
+    fn padding_fills_or_cuts_and_refuses_what_ksqldb_does() {
+        let chars = |s: &str| s.chars().collect::<Vec<char>>();
+        let text = |v: Option<Vec<char>>| v.map(|v| v.into_iter().collect::<String>());
+        assert_eq!(
+            text(pad(&chars("yes"), 8, &chars("no"), true)).as_deref(),
+            Some("nononyes")
+        );
+        assert_eq!(
+            text(pad(&chars("yes"), 8, &chars("no"), false)).as_deref(),
+            Some("yesnonon")
+        );
+        assert_eq!(
+            text(pad(&chars("naïve"), 3, &chars("-"), true)).as_deref(),
+            Some("naï")
+        );
+        assert_eq!(pad(b"ab", 4, b"\0", true), Some(b"\0\0ab".to_vec()));
+        assert_eq!(pad(b"ab", -1, b"x", true), None);
+        assert_eq!(pad(b"ab", 4, b"", false), None);
     }
 
     #[test]
