@@ -779,6 +779,160 @@ fn substring(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// The keys of a JSON object in the order written (values skipped), or `None` when the text
+/// is not one.
+fn json_object_keys(text: &str) -> Option<Vec<String>> {
+    struct Keys;
+    impl<'de> serde::de::Visitor<'de> for Keys {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut keys = Vec::new();
+            while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                keys.push(key);
+            }
+            Ok(keys)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let keys = serde::Deserializer::deserialize_map(&mut de, Keys).ok()?;
+    de.end().ok()?;
+    Some(keys)
+}
+
+/// `IS_JSON_STRING(text)`: whether the text is a JSON value; false for null or empty.
+fn is_json_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let out: datafusion::arrow::array::BooleanArray = (0..rows)
+        .map(|i| {
+            Some(
+                string_at(&text, i)
+                    .is_some_and(|t| serde_json::from_str::<serde::de::IgnoredAny>(t).is_ok()),
+            )
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// `JSON_ARRAY_LENGTH(text)`: the length of a JSON array; null for anything else.
+fn json_array_length(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let out: datafusion::arrow::array::Int32Array = (0..rows)
+        .map(|i| {
+            let t = string_at(&text, i)?;
+            match serde_json::from_str::<serde_json::Value>(t).ok()? {
+                serde_json::Value::Array(items) => i32::try_from(items.len()).ok(),
+                _ => None,
+            }
+        })
+        .collect();
+    Ok(Arc::new(out))
+}
+
+/// `JSON_ARRAY_CONTAINS(text, value)`: whether a JSON array holds an element equal to the
+/// value (a number to a number, a string to a string, a boolean to a boolean, null to null);
+/// false for anything that is not an array.
+fn json_array_contains(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    use serde_json::Value;
+    let text = strings(&args[0])?;
+    let wanted = &args[1];
+    let wanted_at = |i: usize| -> Result<Value, String> {
+        let j = at(i, wanted.len());
+        if wanted.is_null(j) {
+            return Ok(Value::Null);
+        }
+        let one = wanted.slice(j, 1);
+        Ok(match one.data_type() {
+            DataType::Boolean => {
+                let b = cast(&one, &DataType::Boolean).map_err(|e| e.to_string())?;
+                let b = b
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+                    .ok_or("expected a boolean")?;
+                Value::Bool(b.value(0))
+            }
+            t if t.is_integer() => Value::from(long_at(&longs(&one)?, 0).unwrap_or_default()),
+            t if t.is_numeric() => {
+                let d = doubles(&one)?;
+                serde_json::Number::from_f64(d.value(0)).map_or(Value::Null, Value::Number)
+            }
+            _ => Value::String(
+                string_at(&strings(&one)?, 0)
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
+        })
+    };
+    let same = |a: &Value, b: &Value| match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    };
+    let mut out = datafusion::arrow::array::BooleanBuilder::with_capacity(rows);
+    for i in 0..rows {
+        let wanted = wanted_at(i)?;
+        let found = string_at(&text, i)
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+            .is_some_and(|v| match v {
+                Value::Array(items) => items.iter().any(|item| same(item, &wanted)),
+                _ => false,
+            });
+        out.append_value(found);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `JSON_KEYS(text)`: a JSON object's keys in order; null for anything else.
+fn json_keys(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let mut out = datafusion::arrow::array::ListBuilder::new(StringBuilder::new());
+    for i in 0..rows {
+        match string_at(&text, i).and_then(json_object_keys) {
+            Some(keys) => {
+                for key in keys {
+                    out.values().append_value(key);
+                }
+                out.append(true);
+            }
+            None => out.append(false),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `INITCAP(text)`: each word (run of characters between whitespace) with its first letter
+/// upper-case and the rest lower-case, as ksqlDB does it (`some_string` is one word).
+fn initcap(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match string_at(&text, i) {
+            Some(t) => {
+                let mut word_start = true;
+                let capped: String = t
+                    .chars()
+                    .flat_map(|c| {
+                        let mapped: Vec<char> = if word_start {
+                            c.to_uppercase().collect()
+                        } else {
+                            c.to_lowercase().collect()
+                        };
+                        word_start = c.is_whitespace();
+                        mapped
+                    })
+                    .collect();
+                out.append_value(capped);
+            }
+            None => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 /// Pads `input` to `length` units on the left (or right) with `padding` repeated, or cuts it to
 /// `length`, as ksqlDB's `LPAD` and `RPAD` do; `None` (SQL null) for a negative length or an
 /// empty padding.
@@ -1016,6 +1170,31 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         ),
         function("UNIX_DATE", TypeSignature::Nullary, INT, unix_date),
         function("LPAD", TypeSignature::Any(3), pad_type, lpad),
+        function(
+            "IS_JSON_STRING",
+            any1(),
+            |_| Ok(DataType::Boolean),
+            is_json_string,
+        ),
+        function("JSON_ARRAY_LENGTH", any1(), INT, json_array_length),
+        function(
+            "JSON_ARRAY_CONTAINS",
+            TypeSignature::Any(2),
+            |_| Ok(DataType::Boolean),
+            json_array_contains,
+        ),
+        function(
+            "JSON_KEYS",
+            any1(),
+            |_| {
+                Ok(DataType::List(Arc::new(Field::new_list_field(
+                    DataType::Utf8,
+                    true,
+                ))))
+            },
+            json_keys,
+        ),
+        function("INITCAP", any1(), STRING, initcap),
         function("RPAD", TypeSignature::Any(3), pad_type, rpad),
     ]
 }
@@ -1060,6 +1239,18 @@ mod tests {
         assert_eq!(pad(b"ab", 4, b"\0", true), Some(b"\0\0ab".to_vec()));
         assert_eq!(pad(b"ab", -1, b"x", true), None);
         assert_eq!(pad(b"ab", 4, b"", false), None);
+    }
+
+    #[test]
+    fn json_object_keys_keep_their_order() {
+        assert_eq!(
+            json_object_keys(r#"{"Red": 3, "Green": {"x": [1]}}"#),
+            Some(vec!["Red".to_string(), "Green".to_string()])
+        );
+        assert_eq!(json_object_keys("{}"), Some(vec![]));
+        assert_eq!(json_object_keys("[1]"), None);
+        assert_eq!(json_object_keys(r#"{"a": 1} trailing"#), None);
+        assert_eq!(json_object_keys(""), None);
     }
 
     #[test]
