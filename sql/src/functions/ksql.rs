@@ -779,6 +779,73 @@ fn substring(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `ARRAY_SORT(array[, 'ASC'|'DESC'])`: each array's elements sorted, nulls last either way, as
+/// ksqlDB sorts them; null for a direction it does not know.
+fn array_sort(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    use datafusion::arrow::array::{ListArray, new_null_array};
+    use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+    use datafusion::arrow::compute::{SortOptions, sort};
+    let list_type = args[0].data_type().clone();
+    let DataType::List(field) = &list_type else {
+        return Err(format!("ARRAY_SORT takes an array, not {list_type}"));
+    };
+    let lists = args[0]
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or("expected an array")?;
+    let directions = match args.get(1) {
+        Some(d) => Some(strings(d)?),
+        None => None,
+    };
+    let mut pieces: Vec<ArrayRef> = Vec::with_capacity(rows);
+    let mut lengths: Vec<usize> = Vec::with_capacity(rows);
+    let mut valid: Vec<bool> = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let j = at(i, lists.len());
+        let descending = match &directions {
+            None => Some(false),
+            Some(d) => match string_at(d, i).map(str::to_ascii_uppercase).as_deref() {
+                Some("ASC") => Some(false),
+                Some("DESC") => Some(true),
+                _ => None,
+            },
+        };
+        match (lists.is_null(j), descending) {
+            (false, Some(descending)) => {
+                let sorted = sort(
+                    &lists.value(j),
+                    Some(SortOptions {
+                        descending,
+                        nulls_first: false,
+                    }),
+                )
+                .map_err(|e| e.to_string())?;
+                lengths.push(sorted.len());
+                pieces.push(sorted);
+                valid.push(true);
+            }
+            _ => {
+                lengths.push(0);
+                valid.push(false);
+            }
+        }
+    }
+    let values = if pieces.is_empty() {
+        new_null_array(field.data_type(), 0)
+    } else {
+        let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+        datafusion::arrow::compute::concat(&refs).map_err(|e| e.to_string())?
+    };
+    let sorted = ListArray::try_new(
+        field.clone(),
+        OffsetBuffer::from_lengths(lengths),
+        values,
+        Some(NullBuffer::from(valid)),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Arc::new(sorted))
+}
+
 /// The keys of a JSON object in the order written (values skipped), or `None` when the text
 /// is not one.
 fn json_object_keys(text: &str) -> Option<Vec<String>> {
@@ -1171,6 +1238,18 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         function("UNIX_DATE", TypeSignature::Nullary, INT, unix_date),
         function("LPAD", TypeSignature::Any(3), pad_type, lpad),
         function(
+            "ARRAY_SORT",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            |args| match args.first() {
+                Some(t @ DataType::List(_)) => Ok(t.clone()),
+                Some(t) => Err(format!(
+                    "Function 'array_sort' does not accept parameters ({t})."
+                )),
+                None => Err("Function 'array_sort' does not accept parameters ().".into()),
+            },
+            array_sort,
+        ),
+        function(
             "IS_JSON_STRING",
             any1(),
             |_| Ok(DataType::Boolean),
@@ -1239,6 +1318,29 @@ mod tests {
         assert_eq!(pad(b"ab", 4, b"\0", true), Some(b"\0\0ab".to_vec()));
         assert_eq!(pad(b"ab", -1, b"x", true), None);
         assert_eq!(pad(b"ab", 4, b"", false), None);
+    }
+
+    #[test]
+    fn arrays_sort_with_nulls_last_either_way() {
+        use datafusion::arrow::array::{Int32Array, ListArray};
+        use datafusion::arrow::datatypes::Int32Type;
+        let lists: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Int32Type, _, _>(vec![
+            Some(vec![Some(3), None, Some(1)]),
+            None,
+        ]));
+        let sorted = |direction: Option<&str>| {
+            let mut args = vec![lists.clone()];
+            if let Some(d) = direction {
+                args.push(Arc::new(StringArray::from(vec![d])) as ArrayRef);
+            }
+            let out = array_sort(&args, 2).unwrap();
+            let out = out.as_any().downcast_ref::<ListArray>().unwrap().clone();
+            let first = out.value(0);
+            let first = first.as_any().downcast_ref::<Int32Array>().unwrap();
+            (first.iter().collect::<Vec<_>>(), out.is_null(1))
+        };
+        assert_eq!(sorted(None), (vec![Some(1), Some(3), None], true));
+        assert_eq!(sorted(Some("desc")), (vec![Some(3), Some(1), None], true));
     }
 
     #[test]

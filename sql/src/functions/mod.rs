@@ -25,6 +25,8 @@ const ALIASES: &[(&str, &str)] = &[
     ("LN", "ln"),
     ("MAP_KEYS", "map_keys"),
     ("MAP_VALUES", "map_values"),
+    // ksqlDB removes every element equal to the value, not only the first.
+    ("ARRAY_REMOVE", "array_remove_all"),
 ];
 
 fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
