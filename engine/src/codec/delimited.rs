@@ -6,7 +6,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 
 use super::Decoded;
 use super::primitive::{PrimitiveBuilder, to_text};
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 
 /// Decodes each payload as one CSV record with `delimiter`. Empty fields are nulls; a record with
 /// the wrong number of fields, or a field that does not parse, is an error for that row.
@@ -122,40 +122,90 @@ fn parse_row(
     Ok(())
 }
 
-/// Encodes each row as one delimited record; nulls are empty fields, and text that needs it is
-/// quoted.
+/// Encodes each row as one delimited record; nulls are empty fields, and a field is quoted by
+/// the rules of the CSV printer ksqlDB uses (see [`needs_quotes`]).
 pub(super) fn encode(
     columns: &[ArrayRef],
     rows: usize,
     delimiter: char,
 ) -> Result<Vec<Option<Vec<u8>>>> {
-    let mut delimiter_bytes = [0u8; 4];
-    let delimiter_bytes = delimiter.encode_utf8(&mut delimiter_bytes).as_bytes();
-    if delimiter_bytes.len() != 1 {
-        return Err(EngineError::statement(format!(
-            "the delimiter {delimiter:?} is not a single byte"
-        )));
-    }
     let mut out = Vec::with_capacity(rows);
     for row in 0..rows {
-        let mut writer = csv::WriterBuilder::new()
-            .delimiter(delimiter_bytes[0])
-            .terminator(csv::Terminator::Any(b'\n'))
-            .from_writer(Vec::new());
-        let fields: Vec<String> = columns
-            .iter()
-            .map(|c| to_text(c.as_ref(), row).unwrap_or_default())
-            .collect();
-        writer
-            .write_record(&fields)
-            .map_err(|e| EngineError::statement(format!("cannot write a delimited record: {e}")))?;
-        let mut bytes = writer
-            .into_inner()
-            .map_err(|e| EngineError::statement(format!("cannot write a delimited record: {e}")))?;
-        if bytes.last() == Some(&b'\n') {
-            bytes.pop();
+        let mut record = String::new();
+        for (i, column) in columns.iter().enumerate() {
+            if i > 0 {
+                record.push(delimiter);
+            }
+            let Some(text) = to_text(column.as_ref(), row) else {
+                continue;
+            };
+            if needs_quotes(&text, i == 0, delimiter) {
+                record.push('"');
+                record.push_str(&text.replace('"', "\"\""));
+                record.push('"');
+            } else {
+                record.push_str(&text);
+            }
         }
-        out.push(Some(bytes));
+        out.push(Some(record.into_bytes()));
     }
     Ok(out)
+}
+
+/// Whether a field is quoted, as Apache Commons CSV's minimal quoting (which ksqlDB writes
+/// DELIMITED with) decides: the first field of a record when empty or when it starts with
+/// anything but a letter or digit (so `-10` alone is `"-10"`), any field that starts with a
+/// character up to `#` (a space, a tab, `"`, ...), holds a line break, a quote or the
+/// delimiter, or ends in whitespace.
+fn needs_quotes(text: &str, first: bool, delimiter: char) -> bool {
+    let Some(c) = text.chars().next() else {
+        return first;
+    };
+    if first && !c.is_ascii_alphanumeric() {
+        return true;
+    }
+    if c <= '#' {
+        return true;
+    }
+    if text
+        .chars()
+        .any(|c| c == '\n' || c == '\r' || c == '"' || c == delimiter)
+    {
+        return true;
+    }
+    text.chars().last().is_some_and(|c| c <= ' ')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int32Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn fields_are_quoted_as_ksqldbs_csv_printer_quotes_them() {
+        // The first field: anything but a letter or digit first, or empty.
+        assert!(needs_quotes("-10", true, ','));
+        assert!(!needs_quotes("-10", false, ','));
+        assert!(needs_quotes("", true, ','));
+        assert!(!needs_quotes("", false, ','));
+        // Any field: a leading character up to '#', a delimiter, quote or line break inside,
+        // or trailing whitespace.
+        assert!(needs_quotes(" a", false, ','));
+        assert!(needs_quotes("\ta", false, ','));
+        assert!(needs_quotes("a,b", false, ','));
+        assert!(!needs_quotes("a,b", false, '|'));
+        assert!(needs_quotes("say \"hi\"", false, ','));
+        assert!(needs_quotes("a\nb", false, ','));
+        assert!(needs_quotes("a ", false, ','));
+        assert!(!needs_quotes("with white space", false, ','));
+
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from(vec![Some(-5), None])),
+            Arc::new(StringArray::from(vec![Some("x \"y\""), Some("")])),
+        ];
+        let records = encode(&columns, 2, ',').unwrap();
+        assert_eq!(records[0].as_deref(), Some(&b"\"-5\",\"x \"\"y\"\"\""[..]));
+        assert_eq!(records[1].as_deref(), Some(&b","[..]));
+    }
 }

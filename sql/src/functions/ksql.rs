@@ -971,6 +971,20 @@ fn json_keys(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `TRIM(text)`: without the characters up to a space (spaces, tabs, line breaks, other control
+/// characters) at either end, as Java's `String.trim` that ksqlDB calls.
+fn trim(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match string_at(&text, i) {
+            Some(t) => out.append_value(t.trim_matches(|c: char| c <= ' ')),
+            None => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 /// `INITCAP(text)`: each word (run of characters between whitespace) with its first letter
 /// upper-case and the rest lower-case, as ksqlDB does it (`some_string` is one word).
 fn initcap(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
@@ -1274,6 +1288,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             json_keys,
         ),
         function("INITCAP", any1(), STRING, initcap),
+        function("TRIM", any1(), STRING, trim),
         function("RPAD", TypeSignature::Any(3), pad_type, rpad),
     ]
 }
@@ -1341,6 +1356,18 @@ mod tests {
         };
         assert_eq!(sorted(None), (vec![Some(1), Some(3), None], true));
         assert_eq!(sorted(Some("desc")), (vec![Some(3), Some(1), None], true));
+    }
+
+    #[test]
+    fn trim_removes_every_control_character_and_space_at_the_ends() {
+        let out = trim(
+            &[Arc::new(StringArray::from(vec![Some(" \t a b \n"), None])) as ArrayRef],
+            2,
+        )
+        .unwrap();
+        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(out.value(0), "a b");
+        assert!(out.is_null(1));
     }
 
     #[test]
