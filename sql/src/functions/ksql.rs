@@ -397,9 +397,19 @@ fn unix_timestamp(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 }
 
 /// `UNIX_DATE()`: today, in days since the epoch.
-fn unix_date(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+/// `UNIX_DATE()`: today as days since the epoch; `UNIX_DATE(date)`: that date's days.
+fn unix_date(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    if let Some(date) = args.first() {
+        return cast(date, &DataType::Int32).map_err(|e| e.to_string());
+    }
     let today = chrono::Utc::now().timestamp_millis().div_euclid(DAY_MS) as i32;
     Ok(Arc::new(Int32Array::from(vec![today; rows])))
+}
+
+/// `FROM_DAYS(days)`: the date that many days after the epoch.
+fn from_days(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
+    let days = cast(&args[0], &DataType::Int32).map_err(|e| e.to_string())?;
+    cast(&days, &DataType::Date32).map_err(|e| e.to_string())
 }
 
 fn doubles(array: &ArrayRef) -> Result<datafusion::arrow::array::Float64Array, String> {
@@ -1249,7 +1259,29 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             BIGINT,
             unix_timestamp,
         ),
-        function("UNIX_DATE", TypeSignature::Nullary, INT, unix_date),
+        function(
+            "UNIX_DATE",
+            TypeSignature::OneOf(vec![TypeSignature::Nullary, TypeSignature::Any(1)]),
+            |args| match args.first() {
+                None | Some(DataType::Date32 | DataType::Null) => Ok(DataType::Int32),
+                Some(t) => Err(format!(
+                    "Function 'unix_date' does not accept parameters ({t})."
+                )),
+            },
+            unix_date,
+        ),
+        function(
+            "FROM_DAYS",
+            any1(),
+            |args| match args.first() {
+                Some(t) if t.is_integer() || *t == DataType::Null => Ok(DataType::Date32),
+                Some(t) => Err(format!(
+                    "Function 'from_days' does not accept parameters ({t})."
+                )),
+                None => Err("Function 'from_days' does not accept parameters ().".into()),
+            },
+            from_days,
+        ),
         function("LPAD", TypeSignature::Any(3), pad_type, lpad),
         function(
             "ARRAY_SORT",
@@ -1368,6 +1400,20 @@ mod tests {
         let out = out.as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!(out.value(0), "a b");
         assert!(out.is_null(1));
+    }
+
+    #[test]
+    fn days_convert_to_dates_and_back() {
+        use datafusion::arrow::array::Date32Array;
+        let days: ArrayRef = Arc::new(Int32Array::from(vec![Some(10), Some(-10), None]));
+        let dates = from_days(std::slice::from_ref(&days), 3).unwrap();
+        let as_dates = dates.as_any().downcast_ref::<Date32Array>().unwrap();
+        assert_eq!(
+            as_dates.iter().collect::<Vec<_>>(),
+            vec![Some(10), Some(-10), None]
+        );
+        let back = unix_date(&[dates], 3).unwrap();
+        assert_eq!(back.as_ref(), days.as_ref());
     }
 
     #[test]
