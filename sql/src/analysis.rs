@@ -443,9 +443,25 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                     expr,
                 ));
             };
+            let takes_unit = crate::functions::takes_time_unit(&name.value);
             let args = args
                 .iter()
-                .map(|a| to_datafusion(a, scope))
+                .enumerate()
+                .map(|(i, a)| {
+                    // `TIMESTAMPADD(MILLISECONDS, n, t)`: the unit is a word, not a column.
+                    if i == 0
+                        && takes_unit
+                        && let ExprKind::Column { source: None, name } = &a.kind
+                        && !name.quoted
+                        && let Some(unit) = crate::functions::time_unit(&name.value)
+                    {
+                        return Ok(Expr::Literal(
+                            ScalarValue::Utf8(Some(unit.to_string())),
+                            None,
+                        ));
+                    }
+                    to_datafusion(a, scope)
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                 udf, args,

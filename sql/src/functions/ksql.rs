@@ -789,6 +789,114 @@ fn substring(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// The functions that take a time unit word first.
+pub(crate) const TIME_UNIT_FUNCTIONS: &[&str] = &[
+    "DATEADD",
+    "DATESUB",
+    "TIMEADD",
+    "TIMESUB",
+    "TIMESTAMPADD",
+    "TIMESTAMPSUB",
+];
+
+/// A time unit by any of its names: its plural name and its length in milliseconds.
+pub(crate) fn time_unit_ms(word: &str) -> Option<(&'static str, i64)> {
+    let upper = word.to_ascii_uppercase();
+    let singular = upper.strip_suffix('S').unwrap_or(&upper);
+    Some(match singular {
+        "MILLISECOND" => ("MILLISECONDS", 1),
+        "SECOND" => ("SECONDS", 1_000),
+        "MINUTE" => ("MINUTES", 60_000),
+        "HOUR" => ("HOURS", 3_600_000),
+        "DAY" => ("DAYS", DAY_MS),
+        _ => return None,
+    })
+}
+
+/// The return type of `DATEADD` and its kin: what they add to, once the unit is a unit word
+/// and the amount a whole number; else ksqlDB's message naming the parameters.
+fn time_arithmetic_type(
+    name: &str,
+    target: DataType,
+    args: &[DataType],
+) -> Result<DataType, String> {
+    let named = |t: &DataType| match crate::types::from_arrow(t) {
+        Ok(ty) => crate::types::type_display(&ty),
+        Err(_) => t.to_string(),
+    };
+    let fits = args.len() == 3
+        && matches!(args[0], DataType::Utf8)
+        && (args[1].is_integer() || args[1] == DataType::Null)
+        && (args[2] == target || args[2] == DataType::Null);
+    if fits {
+        Ok(target)
+    } else {
+        Err(format!(
+            "Function '{}' does not accept parameters ({}).",
+            name.to_ascii_lowercase(),
+            args.iter().map(named).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+fn date_type(name: &str, args: &[DataType]) -> Result<DataType, String> {
+    time_arithmetic_type(name, DataType::Date32, args)
+}
+
+fn time_type(name: &str, args: &[DataType]) -> Result<DataType, String> {
+    time_arithmetic_type(name, DataType::Time32(TimeUnit::Millisecond), args)
+}
+
+fn timestamp_type(name: &str, args: &[DataType]) -> Result<DataType, String> {
+    time_arithmetic_type(name, DataType::Timestamp(TimeUnit::Millisecond, None), args)
+}
+
+/// Adds (`sign` 1) or subtracts (-1) `n` units to dates, times or timestamps: dates move by
+/// whole days, times wrap around midnight, timestamps move by milliseconds.
+fn time_arithmetic(args: &[ArrayRef], rows: usize, sign: i64) -> Result<ArrayRef, String> {
+    let units = strings(&args[0])?;
+    let amounts = longs(&args[1])?;
+    let target = args[2].data_type().clone();
+    // Dates and times are 32-bit counts (days, milliseconds) underneath.
+    let values = match target {
+        DataType::Date32 | DataType::Time32(_) => {
+            longs(&cast(&args[2], &DataType::Int32).map_err(|e| e.to_string())?)?
+        }
+        _ => longs(&cast(&args[2], &DataType::Int64).map_err(|e| e.to_string())?)?,
+    };
+    let mut out = Int64Array::builder(rows);
+    for i in 0..rows {
+        let unit = string_at(&units, i).and_then(time_unit_ms);
+        match (unit, long_at(&amounts, i), long_at(&values, i)) {
+            (Some((_, unit_ms)), Some(n), Some(v)) => {
+                let delta = sign.saturating_mul(n).saturating_mul(unit_ms);
+                let moved = match target {
+                    DataType::Date32 => v + delta.div_euclid(DAY_MS),
+                    DataType::Time32(_) | DataType::Time64(_) => (v + delta).rem_euclid(DAY_MS),
+                    _ => v.saturating_add(delta),
+                };
+                out.append_value(moved);
+            }
+            _ => out.append_null(),
+        }
+    }
+    let moved: ArrayRef = Arc::new(out.finish());
+    let narrowed = match target {
+        DataType::Date32 | DataType::Time32(_) => cast(&moved, &DataType::Int32),
+        _ => Ok(moved),
+    }
+    .map_err(|e| e.to_string())?;
+    cast(&narrowed, &target).map_err(|e| e.to_string())
+}
+
+fn add_time(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    time_arithmetic(args, rows, 1)
+}
+
+fn sub_time(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    time_arithmetic(args, rows, -1)
+}
+
 /// `ARRAY_SORT(array[, 'ASC'|'DESC'])`: each array's elements sorted, nulls last either way, as
 /// ksqlDB sorts them; null for a direction it does not know.
 fn array_sort(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
@@ -1284,6 +1392,42 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         ),
         function("LPAD", TypeSignature::Any(3), pad_type, lpad),
         function(
+            "DATEADD",
+            TypeSignature::Any(3),
+            |a| date_type("DATEADD", a),
+            add_time,
+        ),
+        function(
+            "DATESUB",
+            TypeSignature::Any(3),
+            |a| date_type("DATESUB", a),
+            sub_time,
+        ),
+        function(
+            "TIMEADD",
+            TypeSignature::Any(3),
+            |a| time_type("TIMEADD", a),
+            add_time,
+        ),
+        function(
+            "TIMESUB",
+            TypeSignature::Any(3),
+            |a| time_type("TIMESUB", a),
+            sub_time,
+        ),
+        function(
+            "TIMESTAMPADD",
+            TypeSignature::Any(3),
+            |a| timestamp_type("TIMESTAMPADD", a),
+            add_time,
+        ),
+        function(
+            "TIMESTAMPSUB",
+            TypeSignature::Any(3),
+            |a| timestamp_type("TIMESTAMPSUB", a),
+            sub_time,
+        ),
+        function(
             "ARRAY_SORT",
             TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
             |args| match args.first() {
@@ -1414,6 +1558,38 @@ mod tests {
         );
         let back = unix_date(&[dates], 3).unwrap();
         assert_eq!(back.as_ref(), days.as_ref());
+    }
+
+    #[test]
+    fn time_arithmetic_moves_dates_times_and_timestamps() {
+        use datafusion::arrow::array::{Date32Array, Time32MillisecondArray};
+        let unit = |u: &str| Arc::new(StringArray::from(vec![u])) as ArrayRef;
+        let n = |v: i64| Arc::new(Int64Array::from(vec![v])) as ArrayRef;
+        let dates: ArrayRef = Arc::new(Date32Array::from(vec![Some(40), Some(5), None]));
+        let out = sub_time(&[unit("DAYS"), n(10), dates], 3).unwrap();
+        let out = out.as_any().downcast_ref::<Date32Array>().unwrap();
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            vec![Some(30), Some(-5), None]
+        );
+        // Times wrap around midnight.
+        let times: ArrayRef = Arc::new(Time32MillisecondArray::from(vec![20, 5]));
+        let out = sub_time(&[unit("MILLISECONDS"), n(10), times], 2).unwrap();
+        let out = out
+            .as_any()
+            .downcast_ref::<Time32MillisecondArray>()
+            .unwrap();
+        assert_eq!(out.values().to_vec(), vec![10, 86_399_995]);
+        assert_eq!(time_unit_ms("second"), Some(("SECONDS", 1_000)));
+        assert_eq!(time_unit_ms("weeks"), None);
+        assert_eq!(
+            date_type(
+                "DATESUB",
+                &[DataType::Date32, DataType::Int32, DataType::Date32]
+            )
+            .unwrap_err(),
+            "Function 'datesub' does not accept parameters (DATE, INTEGER, DATE)."
+        );
     }
 
     #[test]

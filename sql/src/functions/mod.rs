@@ -54,6 +54,18 @@ fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
     })
 }
 
+/// Whether ksqlDB's function `name` takes a time unit word first (`DATEADD(DAYS, 1, d)`).
+pub fn takes_time_unit(name: &str) -> bool {
+    ksql::TIME_UNIT_FUNCTIONS
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name))
+}
+
+/// A time unit word as ksqlDB writes it (singular or plural), by its plural upper-case name.
+pub fn time_unit(word: &str) -> Option<&'static str> {
+    ksql::time_unit_ms(word).map(|(name, _)| name)
+}
+
 /// The scalar function ksqlDB calls `name` (matched case-insensitively), if Eddy has it.
 pub fn scalar_function(name: &str) -> Option<Arc<ScalarUDF>> {
     catalogue().get(&name.to_ascii_uppercase()).cloned()
