@@ -229,10 +229,18 @@ fn serde_json_path(json: &str, path: &str) -> Option<String> {
 /// `SPLIT(text, delimiter)`: the pieces between delimiters; an empty delimiter splits into
 /// characters.
 fn split(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    if is_bytes(args[0].data_type()) {
+        return split_bytes(args, rows);
+    }
     let (text, delimiter) = (strings(&args[0])?, strings(&args[1])?);
     let mut out = ListBuilder::new(StringBuilder::new());
     for i in 0..rows {
         match (string_at(&text, i), string_at(&delimiter, i)) {
+            // Every character alone; empty text is one empty piece, as in ksqlDB.
+            (Some(""), Some("")) => {
+                out.values().append_value("");
+                out.append(true);
+            }
             (Some(t), Some("")) => {
                 for c in t.chars() {
                     out.values().append_value(c.to_string());
@@ -247,6 +255,44 @@ fn split(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
             }
             _ => out.append(false),
         }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `SPLIT(bytes, delimiter_bytes)`: the pieces between delimiters, or every byte alone for an
+/// empty delimiter.
+fn split_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let as_bytes = |a: &ArrayRef| -> Result<datafusion::arrow::array::BinaryArray, String> {
+        let cast = cast(a, &DataType::Binary).map_err(|e| e.to_string())?;
+        cast.as_any()
+            .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+            .cloned()
+            .ok_or_else(|| "expected bytes".to_string())
+    };
+    let (input, delimiter) = (as_bytes(&args[0])?, as_bytes(&args[1])?);
+    let mut out = ListBuilder::new(datafusion::arrow::array::BinaryBuilder::new());
+    for i in 0..rows {
+        let (j, k) = (at(i, input.len()), at(i, delimiter.len()));
+        if input.is_null(j) || delimiter.is_null(k) {
+            out.append(false);
+            continue;
+        }
+        let (bytes, d) = (input.value(j), delimiter.value(k));
+        if d.is_empty() && bytes.is_empty() {
+            out.values().append_value([]);
+        } else if d.is_empty() {
+            for b in bytes {
+                out.values().append_value([*b]);
+            }
+        } else {
+            let mut rest = bytes;
+            while let Some(at) = rest.windows(d.len()).position(|w| w == d) {
+                out.values().append_value(&rest[..at]);
+                rest = &rest[at + d.len()..];
+            }
+            out.values().append_value(rest);
+        }
+        out.append(true);
     }
     Ok(Arc::new(out.finish()))
 }
@@ -1232,12 +1278,16 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         ),
         function(
             "SPLIT",
-            string_pairs(),
-            |_| {
-                Ok(DataType::List(Arc::new(Field::new_list_field(
-                    DataType::Utf8,
-                    true,
-                ))))
+            TypeSignature::OneOf(vec![
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+                TypeSignature::Exact(vec![DataType::Binary, DataType::Binary]),
+            ]),
+            |args| {
+                let item = match args.first() {
+                    Some(t) if is_bytes(t) => DataType::Binary,
+                    _ => DataType::Utf8,
+                };
+                Ok(DataType::List(Arc::new(Field::new_list_field(item, true))))
             },
             split,
         ),
@@ -1590,6 +1640,31 @@ mod tests {
             .unwrap_err(),
             "Function 'datesub' does not accept parameters (DATE, INTEGER, DATE)."
         );
+    }
+
+    #[test]
+    fn bytes_split_like_text() {
+        use datafusion::arrow::array::{BinaryArray, ListArray};
+        let input: ArrayRef = Arc::new(BinaryArray::from(vec![&b"a.b..c"[..], &b""[..]]));
+        let pieces = |d: &'static [u8]| {
+            let delimiter: ArrayRef = Arc::new(BinaryArray::from(vec![d]));
+            let out = split(&[input.clone(), delimiter], 2).unwrap();
+            let out = out.as_any().downcast_ref::<ListArray>().unwrap().clone();
+            (0..2)
+                .map(|i| {
+                    let row = out.value(i);
+                    let row = row.as_any().downcast_ref::<BinaryArray>().unwrap();
+                    row.iter().map(|b| b.unwrap().to_vec()).collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        let b = |s: &str| s.as_bytes().to_vec();
+        assert_eq!(
+            pieces(b"."),
+            vec![vec![b("a"), b("b"), b(""), b("c")], vec![b("")]]
+        );
+        assert_eq!(pieces(b"").last(), Some(&vec![b("")]));
+        assert_eq!(pieces(b"")[0].len(), 6);
     }
 
     #[test]
