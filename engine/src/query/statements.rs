@@ -707,8 +707,24 @@ impl Engine {
         }
     }
 
+    /// Whether every running query has committed everything its sources hold. The sources'
+    /// ends are read before and after the check: if one moved meanwhile (a query upstream
+    /// wrote to a topic another reads, after that one was checked), it is not settled yet.
     async fn all_caught_up(&self) -> bool {
         let state = self.state_lock().await;
+        let ends = |state: &EngineState| -> Vec<i64> {
+            let mut ends = Vec::new();
+            for query in state.queries.values().filter(|q| !q.finished()) {
+                for (_, topic) in &query.sources {
+                    let partitions = self.store.partition_count(topic).unwrap_or(0);
+                    ends.extend(
+                        (0..partitions).map(|p| self.store.end_offset(topic, p).unwrap_or(0)),
+                    );
+                }
+            }
+            ends
+        };
+        let before = ends(&state);
         for query in state.queries.values() {
             if query.finished() {
                 continue;
@@ -732,7 +748,7 @@ impl Engine {
                 }
             }
         }
-        true
+        ends(&state) == before
     }
 
     /// Stops every query, for a clean shutdown.

@@ -169,6 +169,59 @@ pub(super) fn as_map(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String>
     build_map(out, &[values.values().as_ref()], &value_type)
 }
 
+/// `SPLIT_TO_MAP(text, entry_delimiter, kv_delimiter)`: the entries between entry delimiters
+/// (empty ones skipped), each split at the key-value delimiter into a key and the piece after
+/// it; entries without one are left out, a later key wins. Null for an empty delimiter, as in
+/// ksqlDB.
+pub(super) fn split_to_map(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = |a: &ArrayRef| -> Result<StringArray, String> {
+        let cast = cast(a, &DataType::Utf8).map_err(fail)?;
+        cast.as_any()
+            .downcast_ref::<StringArray>()
+            .cloned()
+            .ok_or_else(|| "expected a string".to_string())
+    };
+    let (input, entry_delimiters, kv_delimiters) =
+        (text(&args[0])?, text(&args[1])?, text(&args[2])?);
+    let get = |a: &StringArray, i: usize| {
+        let i = if a.len() == 1 { 0 } else { i };
+        a.is_valid(i).then(|| a.value(i).to_string())
+    };
+    let mut values: Vec<String> = Vec::new();
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let (Some(t), Some(entry_d), Some(kv_d)) = (
+            get(&input, i),
+            get(&entry_delimiters, i),
+            get(&kv_delimiters, i),
+        ) else {
+            out.push(None);
+            continue;
+        };
+        if entry_d.is_empty() || kv_d.is_empty() {
+            out.push(None);
+            continue;
+        }
+        let mut entries: Vec<(String, usize, usize)> = Vec::new();
+        for entry in t.split(entry_d.as_str()).filter(|e| !e.is_empty()) {
+            if !entry.contains(kv_d.as_str()) {
+                continue;
+            }
+            let mut parts = entry.split(kv_d.as_str());
+            let key = parts.next().unwrap_or_default().to_string();
+            values.push(parts.next().unwrap_or_default().to_string());
+            let at = values.len() - 1;
+            match entries.iter_mut().find(|(k, _, _)| *k == key) {
+                Some(existing) => existing.2 = at,
+                None => entries.push((key, 0, at)),
+            }
+        }
+        out.push(Some(entries));
+    }
+    let values = StringArray::from(values);
+    build_map(out, &[&values], &DataType::Utf8)
+}
+
 /// `MAP_UNION(a, b)`: every entry of both; on a shared key, `b`'s value.
 pub(super) fn map_union(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let value_type = map_value_type(args[0].data_type())
@@ -350,6 +403,60 @@ pub(super) fn generate_series(args: &[ArrayRef], rows: usize) -> Result<ArrayRef
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn text_splits_into_a_map_as_ksqldb_splits_it() {
+        let text = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
+        let input = text(&[
+            Some("apple:green//banana:yellow/cherry:red/apple:red"),
+            Some("a=b/c:d"),
+            Some("a:b"),
+        ]);
+        let out = split_to_map(
+            &[
+                input,
+                text(&[Some("/")]),
+                text(&[Some(":"), Some(":"), Some("")]),
+            ],
+            3,
+        )
+        .unwrap();
+        let out = out.as_any().downcast_ref::<MapArray>().unwrap();
+        let entries = |i: usize| {
+            let row = out.value(i);
+            let keys = row
+                .column(0)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            let values = row
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            keys.iter()
+                .zip(values.iter())
+                .map(|(k, v)| (k.unwrap().to_string(), v.unwrap().to_string()))
+                .collect::<Vec<_>>()
+        };
+        let pairs = |p: &[(&str, &str)]| {
+            p.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        // Empty entries are skipped and a later key wins.
+        assert_eq!(
+            entries(0),
+            pairs(&[("apple", "red"), ("banana", "yellow"), ("cherry", "red")])
+        );
+        // An entry without the key-value delimiter is left out.
+        assert_eq!(entries(1), pairs(&[("c", "d")]));
+        // An empty delimiter gives null.
+        assert!(out.is_null(2));
+    }
+
     use datafusion::arrow::array::{Int32Array, Int64Array, ListArray};
 
     use super::*;

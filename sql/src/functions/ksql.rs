@@ -1358,6 +1358,12 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             super::collections::as_map,
         ),
         function(
+            "SPLIT_TO_MAP",
+            TypeSignature::Any(3),
+            |_| Ok(super::collections::map_type(&DataType::Utf8)),
+            super::collections::split_to_map,
+        ),
+        function(
             "MAP_UNION",
             TypeSignature::Any(2),
             |args| {
