@@ -930,9 +930,10 @@ pub struct AggregateState {
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
     stream_time: Option<i64>,
     converter: RowConverter,
-    /// Windows still open (tumbling and hopping), or not yet emitted (`EMIT FINAL`; a
-    /// session's by its end), by start, once read.
-    pending_final: Option<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>>,
+    /// Windows still open (tumbling and hopping) or not yet emitted (`EMIT FINAL`), by
+    /// start (a session's by its end), once read.
+    open_windows_index:
+        Option<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>>,
     /// `EMIT FINAL`: the latest window start written, once read.
     latest_start: Option<i64>,
     /// Whether updates wait in the record cache for [`AggregateState::flush`] instead of
@@ -979,7 +980,7 @@ impl AggregateState {
             rows: HashMap::new(),
             sessions: HashMap::new(),
             stream_time: None,
-            pending_final: None,
+            open_windows_index: None,
             latest_start: None,
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
             pending: Vec::new(),
@@ -1646,24 +1647,14 @@ pub(crate) fn aggregate_changes(
             if plan.emit_final {
                 dirty.insert(key.clone());
                 state
-                    .pending_windows(store)?
+                    .open_windows(store)?
                     .entry(end)
                     .or_default()
                     .insert(key);
                 let (closed, emptied) =
                     state.close_final_sessions(store, plan, &input_schema, stream_time)?;
                 dirty_sessions.extend(emptied);
-                for (key, window, latest, values) in closed {
-                    for (k, v) in values.into_iter().enumerate() {
-                        finals.results[k].push(v);
-                    }
-                    finals.rows.push(i);
-                    finals.windows.push(window);
-                    finals.times.push(latest);
-                    dirty.remove(&key);
-                    deleted.push(key.clone());
-                    finals.keys.push(key);
-                }
+                finals.add(i, closed, (&mut dirty, &mut deleted));
                 continue;
             }
             out_rows.push(i);
@@ -1714,7 +1705,7 @@ pub(crate) fn aggregate_changes(
             if !plan.emit_final
                 && let Some((start, _)) = window
             {
-                let open = state.pending_windows(store)?.entry(start).or_default();
+                let open = state.open_windows(store)?.entry(start).or_default();
                 if !open.contains(&key) {
                     open.insert(key.clone());
                 }
@@ -1728,7 +1719,7 @@ pub(crate) fn aggregate_changes(
                 && let Some((start, _)) = window
             {
                 state
-                    .pending_windows(store)?
+                    .open_windows(store)?
                     .entry(start)
                     .or_default()
                     .insert(key.clone());
@@ -1748,17 +1739,7 @@ pub(crate) fn aggregate_changes(
                 dirty.remove(&key);
                 deleted.push(key);
             }
-            for (key, window, latest, values) in closed {
-                for (k, v) in values.into_iter().enumerate() {
-                    finals.results[k].push(v);
-                }
-                finals.rows.push(i);
-                finals.windows.push(window);
-                finals.times.push(latest);
-                dirty.remove(&key);
-                deleted.push(key.clone());
-                finals.keys.push(key);
-            }
+            finals.add(i, closed, (&mut dirty, &mut deleted));
         }
     }
 
@@ -2015,13 +1996,36 @@ struct FinalRows {
 /// A window `EMIT FINAL` closed: its group key, bounds, result timestamp and values.
 type ClosedWindow = (Vec<u8>, (i64, i64), i64, Vec<ScalarValue>);
 
+impl FinalRows {
+    /// Adds the windows input row `row` closed; they leave the state.
+    fn add(
+        &mut self,
+        row: usize,
+        closed: Vec<ClosedWindow>,
+        (dirty, deleted): (&mut std::collections::BTreeSet<Vec<u8>>, &mut Vec<Vec<u8>>),
+    ) {
+        for (key, window, latest, values) in closed {
+            for (k, v) in values.into_iter().enumerate() {
+                self.results[k].push(v);
+            }
+            self.rows.push(row);
+            self.windows.push(window);
+            self.times.push(latest);
+            dirty.remove(&key);
+            deleted.push(key.clone());
+            self.keys.push(key);
+        }
+    }
+}
+
 impl AggregateState {
-    /// `EMIT FINAL`'s windows not yet emitted, read from the store the first time.
-    fn pending_windows(
+    /// The windows still open or not yet emitted, by the bound they close at (see
+    /// `open_windows_index`), read from the store the first time.
+    fn open_windows(
         &mut self,
         store: &Store,
     ) -> Result<&mut std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>> {
-        if self.pending_final.is_none() {
+        if self.open_windows_index.is_none() {
             let mut pending: std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>> =
                 Default::default();
             for entry in store.state_scan_prefix(&self.namespace, b"g")? {
@@ -2036,14 +2040,49 @@ impl AggregateState {
                     pending.entry(start).or_default().insert(group_key);
                 }
             }
-            self.pending_final = Some(pending);
+            self.open_windows_index = Some(pending);
             self.latest_start = store
                 .state_get(&self.namespace, LATEST_START_KEY)?
                 .and_then(|b| b.try_into().ok().map(i64::from_be_bytes));
         }
-        self.pending_final
+        self.open_windows_index
             .as_mut()
-            .ok_or_else(|| EngineError::statement("EMIT FINAL state vanished"))
+            .ok_or_else(|| EngineError::statement("the open windows' index vanished"))
+    }
+
+    /// Takes out of the index every window filed at or before `bound`, by bound.
+    fn take_windows_through(
+        &mut self,
+        store: &Store,
+        bound: i64,
+    ) -> Result<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>> {
+        let open = self.open_windows(store)?;
+        let later = match bound.checked_add(1) {
+            Some(after) => open.split_off(&after),
+            None => Default::default(),
+        };
+        Ok(std::mem::replace(open, later))
+    }
+
+    /// A group's result as `EMIT FINAL` writes it: its latest timestamp (`fallback` if it has
+    /// none) and each aggregate's value. The group leaves memory.
+    fn final_result(
+        &mut self,
+        store: &Store,
+        key: &[u8],
+        (plan, input): (&AggregatePlan, &Schema),
+        fallback: i64,
+    ) -> Result<(i64, Vec<ScalarValue>)> {
+        let group = self.group(store, key, plan, input)?;
+        let latest = group.latest.unwrap_or(fallback);
+        let values = group
+            .accumulators
+            .iter_mut()
+            .zip(&plan.aggregates)
+            .map(|(acc, call)| current_result(acc, call))
+            .collect::<Result<Vec<_>>>()?;
+        self.groups.remove(key);
+        Ok((latest, values))
     }
 
     /// The windows `EMIT FINAL` emits now that stream time is `stream_time`: those whose end
@@ -2063,36 +2102,23 @@ impl AggregateState {
         };
         let size = windows.size();
         let last_closable = stream_time.saturating_sub(*grace).saturating_sub(size);
-        let pending = self.pending_windows(store)?;
-        let ready: Vec<i64> = pending.range(..=last_closable).map(|(s, _)| *s).collect();
-        if ready.is_empty() {
-            return Ok((Vec::new(), Vec::new()));
-        }
+        let ready = self.take_windows_through(store, last_closable)?;
         let oldest_kept = self
             .latest_start
             .unwrap_or(i64::MIN)
             .saturating_sub(size + grace);
         let mut out = Vec::new();
         let mut expired = Vec::new();
-        for start in ready {
-            let keys = self
-                .pending_final
-                .as_mut()
-                .and_then(|p| p.remove(&start))
-                .unwrap_or_default();
+        for (start, keys) in ready {
             for key in keys {
                 if start >= oldest_kept {
-                    let group = self.group(store, &key, plan, input)?;
-                    let latest = group.latest.unwrap_or(stream_time);
-                    let mut values = Vec::with_capacity(plan.aggregates.len());
-                    for (acc, call) in group.accumulators.iter_mut().zip(&plan.aggregates) {
-                        values.push(current_result(acc, call)?);
-                    }
-                    out.push((key.clone(), (start, start + size), latest, values));
+                    let (latest, values) =
+                        self.final_result(store, &key, (plan, input), stream_time)?;
+                    out.push((key, (start, start + size), latest, values));
                 } else {
-                    expired.push(key.clone());
+                    self.groups.remove(&key);
+                    expired.push(key);
                 }
-                self.groups.remove(&key);
             }
         }
         Ok((out, expired))
@@ -2111,17 +2137,10 @@ impl AggregateState {
         let Some((_, grace)) = plan.session else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let last_closable = stream_time.saturating_sub(grace);
-        let pending = self.pending_windows(store)?;
-        let ready: Vec<i64> = pending.range(..=last_closable).map(|(e, _)| *e).collect();
+        let ready = self.take_windows_through(store, stream_time.saturating_sub(grace))?;
         let mut out = Vec::new();
         let mut emptied = Vec::new();
-        for end in ready {
-            let keys = self
-                .pending_final
-                .as_mut()
-                .and_then(|p| p.remove(&end))
-                .unwrap_or_default();
+        for (end, keys) in ready {
             for key in keys {
                 let Some(at) = key.len().checked_sub(16) else {
                     continue;
@@ -2130,14 +2149,8 @@ impl AggregateState {
                     .try_into()
                     .map(i64::from_be_bytes)
                     .map_err(|_| EngineError::statement("a session key is malformed"))?;
-                let group = self.group(store, &key, plan, input)?;
-                let latest = group.latest.unwrap_or(end);
-                let mut values = Vec::with_capacity(plan.aggregates.len());
-                for (acc, call) in group.accumulators.iter_mut().zip(&plan.aggregates) {
-                    values.push(current_result(acc, call)?);
-                }
+                let (latest, values) = self.final_result(store, &key, (plan, input), end)?;
                 out.push((key.clone(), (start, end), latest, values));
-                self.groups.remove(&key);
                 let group_key = key[..at].to_vec();
                 let mut sessions = self.sessions_of(store, &group_key)?;
                 sessions.retain(|s| *s != (start, end));
@@ -2166,16 +2179,13 @@ impl AggregateState {
         let last_closed = stream_time
             .saturating_sub(*grace)
             .saturating_sub(windows.size());
-        let open = self.pending_windows(store)?;
-        let closed: Vec<i64> = open.range(..=last_closed).map(|(s, _)| *s).collect();
-        let mut expired = Vec::new();
-        for start in closed {
-            if let Some(keys) = self.pending_final.as_mut().and_then(|p| p.remove(&start)) {
-                for key in keys {
-                    self.groups.remove(&key);
-                    expired.push(key);
-                }
-            }
+        let expired: Vec<Vec<u8>> = self
+            .take_windows_through(store, last_closed)?
+            .into_values()
+            .flatten()
+            .collect();
+        for key in &expired {
+            self.groups.remove(key);
         }
         Ok(expired)
     }
@@ -2183,7 +2193,7 @@ impl AggregateState {
     /// `EMIT FINAL`: stops waiting on a window (by the bound its pending entry is filed under)
     /// that was merged away.
     fn forget_pending(&mut self, store: &Store, bound: i64, key: &[u8]) -> Result<()> {
-        let pending = self.pending_windows(store)?;
+        let pending = self.open_windows(store)?;
         if let Some(keys) = pending.get_mut(&bound) {
             keys.remove(key);
             if keys.is_empty() {

@@ -298,37 +298,60 @@ async fn materialize_inner(
     Ok(())
 }
 
-/// Every materialized record of `topic`, grouped by the partition it came from, in key order
-/// within each. Read from one consistent view of the store.
-pub(crate) fn snapshot(store: &Store, topic: &str, partitions: u32) -> Result<Vec<Vec<LogRecord>>> {
+/// Which keys of a table's state a read takes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyScan {
+    /// Every key.
+    All,
+    /// These keys (in the table's key format), each a point read.
+    Keys(Vec<Vec<u8>>),
+    /// Keys in `[from, to)` (`to: None`: to the end), one range scan.
+    Range {
+        /// The first key that may match.
+        from: Vec<u8>,
+        /// The first key past the range, if bounded.
+        to: Option<Vec<u8>>,
+    },
+}
+
+/// The materialized records of `topic` that `scan` takes, grouped by the partition each came
+/// from (in key order within each), all from one consistent view of the store; keys with no
+/// row are left out.
+pub(crate) fn read(
+    store: &Store,
+    topic: &str,
+    partitions: u32,
+    scan: &KeyScan,
+) -> Result<Vec<Vec<LogRecord>>> {
+    let namespace = namespace(topic);
+    let snapshot = store.state_snapshot();
     let mut out: Vec<Vec<LogRecord>> = vec![Vec::new(); partitions as usize];
-    for entry in store.state_scan_prefix(&namespace(topic), b"")? {
-        let (key, stored) = entry?;
-        if let Some((partition, record)) = decode(&key, &stored)
+    let mut keep = |key: &[u8], stored: &[u8]| {
+        if let Some((partition, record)) = decode(key, stored)
             && let Some(records) = out.get_mut(partition as usize)
         {
             records.push(record);
         }
-    }
-    Ok(out)
-}
-
-/// The materialized records of `keys` (encoded in the table's key format), grouped by the
-/// partition each came from; keys with no row are left out.
-pub(crate) fn lookup(
-    store: &Store,
-    topic: &str,
-    partitions: u32,
-    keys: &[Vec<u8>],
-) -> Result<Vec<Vec<LogRecord>>> {
-    let namespace = namespace(topic);
-    let mut out: Vec<Vec<LogRecord>> = vec![Vec::new(); partitions as usize];
-    for key in keys {
-        if let Some(stored) = store.state_get(&namespace, key)?
-            && let Some((partition, record)) = decode(key, &stored)
-            && let Some(records) = out.get_mut(partition as usize)
-        {
-            records.push(record);
+    };
+    match scan {
+        KeyScan::Keys(keys) => {
+            for key in keys {
+                if let Some(stored) = snapshot.get(&namespace, key)? {
+                    keep(key, &stored);
+                }
+            }
+        }
+        KeyScan::All => {
+            for entry in snapshot.scan_prefix(&namespace, b"")? {
+                let (key, stored) = entry?;
+                keep(&key, &stored);
+            }
+        }
+        KeyScan::Range { from, to } => {
+            for entry in snapshot.scan_range(&namespace, from, to.as_deref())? {
+                let (key, stored) = entry?;
+                keep(&key, &stored);
+            }
         }
     }
     Ok(out)

@@ -19,7 +19,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{BinaryExpr, Expr, Operator, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
-use eddy_storage::{LogRecord, Store};
+use eddy_storage::Store;
 
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
@@ -31,21 +31,7 @@ use eddy_sql::ast::{SourceKind, SqlType};
 /// Records decoded into one batch at a time.
 const BATCH_ROWS: usize = 4096;
 
-/// How a scan reads the table's state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyScan {
-    /// Every key.
-    All,
-    /// These keys (in the table's key format), each a point read.
-    Keys(Vec<Vec<u8>>),
-    /// Keys in `[from, to)` (`to: None`: to the end), one range scan.
-    Range {
-        /// The first key that may match.
-        from: Vec<u8>,
-        /// The first key past the range, if bounded.
-        to: Option<Vec<u8>>,
-    },
-}
+pub use crate::query::materialized::KeyScan;
 
 /// A materialized table read through DataFusion: `SELECT`s, joins and aggregates over a
 /// snapshot of its state.
@@ -126,44 +112,6 @@ impl MaterializedTable {
         }
     }
 
-    /// The records a scan reads, by the partition each came from, from one snapshot.
-    fn read(&self, scan: &KeyScan) -> Result<Vec<Vec<LogRecord>>> {
-        let topic = &self.table.topic;
-        let partitions = self.store.partition_count(topic)? as usize;
-        let namespace = materialized::namespace(topic);
-        let snapshot = self.store.state_snapshot();
-        let mut out: Vec<Vec<LogRecord>> = vec![Vec::new(); partitions];
-        let mut keep = |key: &[u8], stored: &[u8]| {
-            if let Some((partition, record)) = materialized::decode(key, stored)
-                && let Some(records) = out.get_mut(partition as usize)
-            {
-                records.push(record);
-            }
-        };
-        match scan {
-            KeyScan::Keys(keys) => {
-                for key in keys {
-                    if let Some(stored) = snapshot.get(&namespace, key)? {
-                        keep(key, &stored);
-                    }
-                }
-            }
-            KeyScan::All => {
-                for entry in snapshot.scan_prefix(&namespace, b"")? {
-                    let (key, stored) = entry?;
-                    keep(&key, &stored);
-                }
-            }
-            KeyScan::Range { from, to } => {
-                for entry in snapshot.scan_range(&namespace, from, to.as_deref())? {
-                    let (key, stored) = entry?;
-                    keep(&key, &stored);
-                }
-            }
-        }
-        Ok(out)
-    }
-
     /// Waits for the state to hold everything appended so far, then reads and decodes it.
     async fn batches(&self, scan: &KeyScan, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
         let topic = &self.table.topic;
@@ -176,7 +124,8 @@ impl MaterializedTable {
             .await?;
         let mut batches = Vec::new();
         let mut rows = 0;
-        for (partition, records) in self.read(scan)?.into_iter().enumerate() {
+        let records = materialized::read(&self.store, topic, ends.len() as u32, scan)?;
+        for (partition, records) in records.into_iter().enumerate() {
             for chunk in records.chunks(BATCH_ROWS) {
                 if limit.is_some_and(|l| rows >= l) {
                     return Ok(batches);

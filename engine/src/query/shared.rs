@@ -126,20 +126,22 @@ async fn read_topic(
         if read_any {
             continue;
         }
-        let waits = positions
-            .iter()
-            .enumerate()
-            .map(|(p, &at)| {
-                let store = store.clone();
-                let topic = topic.clone();
-                Box::pin(async move { store.wait_for_data(&topic, p as u32, at, IDLE_CHECK).await })
-            })
-            .collect::<Vec<_>>();
-        if waits.is_empty() {
-            tokio::time::sleep(IDLE_CHECK).await;
-        } else {
-            let _ = select_all(waits).await;
-        }
+        wait_for_any(&store, &topic, &positions).await;
+    }
+}
+
+/// Waits until some partition of `topic` has records at or past its position in `positions`,
+/// or until `IDLE_CHECK` passes.
+async fn wait_for_any(store: &Store, topic: &str, positions: &[i64]) {
+    let waits = positions
+        .iter()
+        .enumerate()
+        .map(|(p, &at)| Box::pin(store.wait_for_data(topic, p as u32, at, IDLE_CHECK)))
+        .collect::<Vec<_>>();
+    if waits.is_empty() {
+        tokio::time::sleep(IDLE_CHECK).await;
+    } else {
+        let _ = select_all(waits).await;
     }
 }
 
@@ -200,23 +202,9 @@ impl Subscription {
                     // The reader stopped on an error: go on reading alone.
                     self.aim_at_the_end()?;
                     if (0..self.queued_to.len()).all(|p| self.queued_to[p] >= self.targets[p]) {
-                        let waits = self
-                            .queued_to
-                            .iter()
-                            .enumerate()
-                            .map(|(p, &at)| {
-                                let store = self.store.clone();
-                                let topic = self.topic.clone();
-                                Box::pin(async move {
-                                    store.wait_for_data(&topic, p as u32, at, IDLE_CHECK).await
-                                })
-                            })
-                            .collect::<Vec<_>>();
-                        if !waits.is_empty() {
-                            tokio::select! {
-                                _ = stop.changed() => return Ok(None),
-                                _ = select_all(waits) => {}
-                            }
+                        tokio::select! {
+                            _ = stop.changed() => return Ok(None),
+                            _ = wait_for_any(&self.store, &self.topic, &self.queued_to) => {}
                         }
                     }
                 }

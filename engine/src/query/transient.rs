@@ -18,7 +18,7 @@ use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::QueryPlan;
 use crate::query::aggregate::plan_aggregate;
-use crate::query::materialized::{self, Materializers};
+use crate::query::materialized::{self, KeyScan, Materializers};
 use crate::query::plan::plan_stateless;
 use crate::query::runner::{Input, Operator, PartitionReader};
 use crate::query::shared::{SharedReaders, Subscription};
@@ -310,17 +310,20 @@ pub(crate) fn start(
         }
         // Keys pinned by the WHERE clause of a filter over one table are read by key; a key
         // of the wrong type for the key format finds nothing, as no record could have it.
-        let lookups = match (&plan, sources.as_slice()) {
+        let scan = match (&plan, sources.as_slice()) {
             (QueryPlan::Stateless(_), [table]) => {
                 crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
-                    values
-                        .iter()
-                        .filter_map(|v| crate::insert::encode_lookup_key(table, v))
-                        .collect()
+                    KeyScan::Keys(
+                        values
+                            .iter()
+                            .filter_map(|v| crate::insert::encode_lookup_key(table, v))
+                            .collect(),
+                    )
                 })
             }
             _ => None,
-        };
+        }
+        .unwrap_or(KeyScan::All);
         Some(TableState {
             materializers: materializers.clone(),
             topics: sources
@@ -328,7 +331,7 @@ pub(crate) fn start(
                 .enumerate()
                 .map(|(side, s)| (side, s.topic.clone()))
                 .collect(),
-            lookups,
+            scan,
         })
     } else {
         None
@@ -373,8 +376,7 @@ pub(crate) fn start(
     let inline = task
         .table_state
         .as_ref()
-        .and_then(|t| t.lookups.as_ref())
-        .is_some_and(|keys| keys.len() < CHANNEL_ROWS)
+        .is_some_and(|t| matches!(&t.scan, KeyScan::Keys(keys) if keys.len() < CHANNEL_ROWS))
         && task.order.is_empty();
     let registry = registry.clone();
     let work = async move {
@@ -741,9 +743,9 @@ struct TableState {
     /// Each source's side and topic, in the order their rows go in: a join's left side first,
     /// so each row of the right side finds the left rows it joins.
     topics: Vec<(usize, String)>,
-    /// The keys to read (a query over one table), encoded in the table's key format; none to
-    /// read every key.
-    lookups: Option<Vec<Vec<u8>>>,
+    /// What to read of each table: the keys a filter over one table pins (encoded in the
+    /// table's key format), else every key.
+    scan: KeyScan,
 }
 
 /// Records a pull query hands the operator at a time from a table's state.
@@ -796,39 +798,36 @@ impl Transient {
         // With ORDER BY, every row before any goes out.
         let mut gathered: Vec<TransientEvent> = Vec::new();
         let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        for (side, topic) in self.table_state.iter().flat_map(|s| &s.topics) {
-            let Some(state) = &self.table_state else {
-                break;
-            };
-            let ends: Vec<i64> = self
-                .inputs
-                .iter()
-                .zip(self.ends.as_deref().unwrap_or_default())
-                .filter(|(input, _)| input.side == *side)
-                .map(|(_, end)| *end)
-                .collect();
-            state
-                .materializers
-                .wait_for(&self.store, topic, &ends)
-                .await?;
-            let partitions = match &state.lookups {
-                Some(keys) => materialized::lookup(&self.store, topic, ends.len() as u32, keys)?,
-                None => materialized::snapshot(&self.store, topic, ends.len() as u32)?,
-            };
-            for (partition, records) in partitions.into_iter().enumerate() {
-                let input = Input {
-                    side: *side,
-                    topic: topic.clone(),
-                    partition: partition as u32,
-                };
-                for chunk in records.chunks(SNAPSHOT_BATCH) {
-                    if *stop.borrow() {
-                        return Ok(None);
-                    }
-                    let (step, _) = operator.step(&self.store, &input, chunk)?;
-                    for record in step.records {
-                        let event = self.event(&record, &key_columns)?;
-                        keep_latest(&mut latest, &record, event);
+        if let Some(state) = &self.table_state {
+            for (side, topic) in &state.topics {
+                let ends: Vec<i64> = self
+                    .inputs
+                    .iter()
+                    .zip(self.ends.as_deref().unwrap_or_default())
+                    .filter(|(input, _)| input.side == *side)
+                    .map(|(_, end)| *end)
+                    .collect();
+                state
+                    .materializers
+                    .wait_for(&self.store, topic, &ends)
+                    .await?;
+                let partitions =
+                    materialized::read(&self.store, topic, ends.len() as u32, &state.scan)?;
+                for (partition, records) in partitions.into_iter().enumerate() {
+                    let input = Input {
+                        side: *side,
+                        topic: topic.clone(),
+                        partition: partition as u32,
+                    };
+                    for chunk in records.chunks(SNAPSHOT_BATCH) {
+                        if *stop.borrow() {
+                            return Ok(None);
+                        }
+                        let (step, _) = operator.step(&self.store, &input, chunk)?;
+                        for record in step.records {
+                            let event = self.event(&record, &key_columns)?;
+                            keep_latest(&mut latest, &record, event);
+                        }
                     }
                 }
             }

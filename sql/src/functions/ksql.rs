@@ -130,6 +130,14 @@ fn strings(array: &ArrayRef) -> Result<StringArray, String> {
         .ok_or_else(|| "expected a string".to_string())
 }
 
+fn binaries(array: &ArrayRef) -> Result<datafusion::arrow::array::BinaryArray, String> {
+    let cast = cast(array, &DataType::Binary).map_err(|e| e.to_string())?;
+    cast.as_any()
+        .downcast_ref::<datafusion::arrow::array::BinaryArray>()
+        .cloned()
+        .ok_or_else(|| "expected bytes".to_string())
+}
+
 fn longs(array: &ArrayRef) -> Result<Int64Array, String> {
     let cast = cast(array, &DataType::Int64).map_err(|e| e.to_string())?;
     cast.as_any()
@@ -262,14 +270,7 @@ fn split(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 /// `SPLIT(bytes, delimiter_bytes)`: the pieces between delimiters, or every byte alone for an
 /// empty delimiter.
 fn split_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
-    let as_bytes = |a: &ArrayRef| -> Result<datafusion::arrow::array::BinaryArray, String> {
-        let cast = cast(a, &DataType::Binary).map_err(|e| e.to_string())?;
-        cast.as_any()
-            .downcast_ref::<datafusion::arrow::array::BinaryArray>()
-            .cloned()
-            .ok_or_else(|| "expected bytes".to_string())
-    };
-    let (input, delimiter) = (as_bytes(&args[0])?, as_bytes(&args[1])?);
+    let (input, delimiter) = (binaries(&args[0])?, binaries(&args[1])?);
     let mut out = ListBuilder::new(datafusion::arrow::array::BinaryBuilder::new());
     for i in 0..rows {
         let (j, k) = (at(i, input.len()), at(i, delimiter.len()));
@@ -749,12 +750,7 @@ fn to_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 
 /// `FROM_BYTES(bytes, encoding)`.
 fn from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
-    let bytes = cast(&args[0], &DataType::Binary).map_err(|e| e.to_string())?;
-    let bytes = bytes
-        .as_any()
-        .downcast_ref::<datafusion::arrow::array::BinaryArray>()
-        .cloned()
-        .ok_or("expected bytes")?;
+    let bytes = binaries(&args[0])?;
     let encoding = strings(&args[1])?;
     let mut out = StringBuilder::new();
     for i in 0..rows {
@@ -796,16 +792,8 @@ fn substring(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
             None => Some((p, None)),
         }
     };
-    if matches!(
-        args[0].data_type(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView
-    ) {
-        let bytes = cast(&args[0], &DataType::Binary).map_err(|e| e.to_string())?;
-        let bytes = bytes
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::BinaryArray>()
-            .cloned()
-            .ok_or("expected bytes")?;
+    if is_bytes(args[0].data_type()) {
+        let bytes = binaries(&args[0])?;
         let mut out = datafusion::arrow::array::BinaryBuilder::new();
         for i in 0..rows {
             let j = at(i, bytes.len());
@@ -1213,14 +1201,7 @@ fn is_bytes(t: &DataType) -> bool {
 fn pad_either(args: &[ArrayRef], rows: usize, left: bool) -> Result<ArrayRef, String> {
     let length = longs(&args[1])?;
     if is_bytes(args[0].data_type()) {
-        let as_bytes = |a: &ArrayRef| -> Result<datafusion::arrow::array::BinaryArray, String> {
-            let cast = cast(a, &DataType::Binary).map_err(|e| e.to_string())?;
-            cast.as_any()
-                .downcast_ref::<datafusion::arrow::array::BinaryArray>()
-                .cloned()
-                .ok_or_else(|| "expected bytes".to_string())
-        };
-        let (input, padding) = (as_bytes(&args[0])?, as_bytes(&args[2])?);
+        let (input, padding) = (binaries(&args[0])?, binaries(&args[2])?);
         let mut out = datafusion::arrow::array::BinaryBuilder::new();
         for i in 0..rows {
             let (j, k) = (at(i, input.len()), at(i, padding.len()));
@@ -1397,12 +1378,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         function(
             "SUBSTRING",
             TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
-            |args| match args.first() {
-                Some(DataType::Binary | DataType::LargeBinary | DataType::BinaryView) => {
-                    Ok(DataType::Binary)
-                }
-                _ => Ok(DataType::Utf8),
-            },
+            text_or_bytes,
             substring,
         ),
         function(
@@ -1446,7 +1422,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             },
             from_days,
         ),
-        function("LPAD", TypeSignature::Any(3), pad_type, lpad),
+        function("LPAD", TypeSignature::Any(3), text_or_bytes, lpad),
         function(
             "DATEADD",
             TypeSignature::Any(3),
@@ -1521,12 +1497,12 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         ),
         function("INITCAP", any1(), STRING, initcap),
         function("TRIM", any1(), STRING, trim),
-        function("RPAD", TypeSignature::Any(3), pad_type, rpad),
+        function("RPAD", TypeSignature::Any(3), text_or_bytes, rpad),
     ]
 }
 
-/// `LPAD` and `RPAD` return what they pad: text, or bytes.
-fn pad_type(args: &[DataType]) -> Result<DataType, String> {
+/// What `SUBSTRING`, `LPAD` and `RPAD` return: bytes for bytes, else text.
+fn text_or_bytes(args: &[DataType]) -> Result<DataType, String> {
     match args.first() {
         Some(t) if is_bytes(t) => Ok(DataType::Binary),
         _ => Ok(DataType::Utf8),
