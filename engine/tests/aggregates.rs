@@ -807,3 +807,116 @@ async fn closed_windows_leave_the_state() {
     }
     engine.shutdown().await;
 }
+
+/// Stream time is kept per partition, as ksqlDB keeps it per task: a group is governed by the
+/// clock of its key's partition, so a partition that lags behind another does not have its
+/// records dropped as late, while a record late within its own partition is. The clocks
+/// survive a restart, and every window of a key is written to the key's partition.
+#[tokio::test]
+async fn stream_time_is_kept_per_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let user_in = |partition: u32, skip: usize| {
+        (0..)
+            .map(|i| format!("u{i}"))
+            .filter(|u| eddy_storage::partition_for_key(u.as_bytes(), 2) == partition)
+            .nth(skip)
+            .unwrap()
+    };
+    let (ahead, ahead_too, behind) = (user_in(0, 0), user_in(0, 1), user_in(1, 0));
+    let click = |user: &str, ts: i64| {
+        Record::keyed(
+            user.as_bytes().to_vec(),
+            br#"{"page": "home"}"#.to_vec(),
+            ts,
+        )
+    };
+    // Counts per window: (user, window start) -> latest count.
+    let counts = |store: &Store| {
+        let mut counts = BTreeMap::new();
+        for p in 0..2 {
+            for r in store
+                .read_records("PER_WINDOW", p, 0, usize::MAX)
+                .unwrap()
+                .records
+            {
+                let key = r.record.key.unwrap().to_vec();
+                let (user, start) = key.split_at(key.len() - 8);
+                assert_eq!(
+                    eddy_storage::partition_for_key(user, 2),
+                    p,
+                    "a window is written to its key's partition"
+                );
+                counts.insert(
+                    (
+                        String::from_utf8(user.to_vec()).unwrap(),
+                        i64::from_be_bytes(start.try_into().unwrap()),
+                    ),
+                    String::from_utf8(r.record.value.unwrap().to_vec()).unwrap(),
+                );
+            }
+        }
+        counts
+    };
+
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM clicks (user STRING KEY, page STRING)
+             WITH (kafka_topic='clicks', partitions=2, value_format='JSON');
+         CREATE TABLE per_window AS SELECT user, COUNT(*) AS n FROM clicks
+         WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
+    )
+    .await;
+    let store = engine.store().clone();
+    for record in [click(&ahead, 100), click(&behind, 5)] {
+        store.produce("clicks", vec![record]).await.unwrap();
+        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    }
+    // Partition 0 is at 100, which closed [0, 10) there; partition 1 is at 5, so the record
+    // behind counts. A record of another key of partition 0 at 5 is late, and dropped.
+    store
+        .produce("clicks", vec![click(&ahead_too, 5)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    let got = counts(&store);
+    assert_eq!(got.get(&(behind.clone(), 0)).map(String::as_str), Some(r#"{"N":1}"#));
+    assert_eq!(got.get(&(ahead.clone(), 100)).map(String::as_str), Some(r#"{"N":1}"#));
+    assert!(!got.contains_key(&(ahead_too.clone(), 0)), "{got:?}");
+    wait_for_failed(&engine, 1).await;
+    engine.shutdown().await;
+    drop((engine, store));
+
+    // After a restart each partition keeps its clock.
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let store = engine.store().clone();
+    for record in [click(&behind, 7), click(&ahead_too, 6)] {
+        store.produce("clicks", vec![record]).await.unwrap();
+        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    }
+    let got = counts(&store);
+    assert_eq!(got.get(&(behind.clone(), 0)).map(String::as_str), Some(r#"{"N":2}"#));
+    assert!(!got.contains_key(&(ahead_too.clone(), 0)), "{got:?}");
+    wait_for_failed(&engine, 1).await;
+    engine.shutdown().await;
+}
+
+/// Waits until the only query has counted `want` failed records.
+async fn wait_for_failed(engine: &Engine, want: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let shown = engine
+            .execute(&mut Session::default(), "SHOW QUERIES;")
+            .await
+            .unwrap();
+        let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
+            panic!("{shown:?}");
+        };
+        if queries[0].failed == want {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{queries:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

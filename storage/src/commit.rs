@@ -83,6 +83,10 @@ pub struct CommitAppend {
     pub topic: String,
     /// The partition, or `None` to partition by key.
     pub partition: Option<u32>,
+    /// When partitioning by key, how many bytes at the end of each key the partitioner
+    /// ignores: a windowed key's window, so that every window of a key lands on the key's
+    /// partition, as Kafka Streams' `WindowedStreamPartitioner` places them.
+    pub key_suffix: usize,
     /// The records, in order.
     pub records: Vec<Record>,
 }
@@ -127,6 +131,24 @@ impl Commit {
         self.appends.push(CommitAppend {
             topic: topic.into(),
             partition,
+            key_suffix: 0,
+            records,
+        });
+        self
+    }
+
+    /// Adds records for the partitioner to place by their keys without the last `key_suffix`
+    /// bytes of each (a windowed key's window).
+    pub fn append_by_key_prefix(
+        &mut self,
+        topic: impl Into<String>,
+        key_suffix: usize,
+        records: Vec<Record>,
+    ) -> &mut Self {
+        self.appends.push(CommitAppend {
+            topic: topic.into(),
+            partition: None,
+            key_suffix,
             records,
         });
         self

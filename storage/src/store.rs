@@ -465,10 +465,11 @@ impl Store {
                     let partitions = self.partition_count(&append.topic)?;
                     let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
                     for record in append.records {
-                        let p = self
-                            .inner
-                            .partitioner
-                            .partition(record.key.as_deref(), partitions);
+                        let key = record
+                            .key
+                            .as_deref()
+                            .map(|k| &k[..k.len().saturating_sub(append.key_suffix)]);
+                        let p = self.inner.partitioner.partition(key, partitions);
                         by_partition.entry(p).or_default().push(record);
                     }
                     for (partition, records) in by_partition {

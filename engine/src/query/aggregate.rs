@@ -28,6 +28,7 @@ use crate::query::plan::{
     named_source, qualified_text, select_item_name, source_scope,
 };
 use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
+use crate::query::stream_time::{GroupPartitioner, PartitionTimes};
 use crate::query::source::{
     ROWTIME, RecordError, RecordErrorKind, SourceDecoder, WINDOWEND, WINDOWSTART,
 };
@@ -928,14 +929,18 @@ pub struct AggregateState {
     rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Session windows: each group's sessions as (start, end), once read.
     sessions: HashMap<Vec<u8>, Vec<(i64, i64)>>,
-    stream_time: Option<i64>,
+    /// Stream time of each partition (see [`crate::query::stream_time`]), once read.
+    stream_times: Option<PartitionTimes>,
+    /// Which partition's stream time governs each group.
+    partitioner: GroupPartitioner,
+    /// Whether windows are sessions, whose keys end in a start and an end (else a start).
+    sessions_windowed: bool,
     converter: RowConverter,
-    /// Windows still open (tumbling and hopping) or not yet emitted (`EMIT FINAL`), by
-    /// start (a session's by its end), once read.
-    open_windows_index:
-        Option<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>>,
-    /// `EMIT FINAL`: the latest window start written, once read.
-    latest_start: Option<i64>,
+    /// Per partition, the windows still open (tumbling and hopping) or not yet emitted
+    /// (`EMIT FINAL`), by start (a session's by its end), once read.
+    open_windows_index: Option<Vec<WindowIndex>>,
+    /// `EMIT FINAL`: the latest window start written in each partition, once read.
+    latest_start: Option<PartitionTimes>,
     /// Whether updates wait in the record cache for [`AggregateState::flush`] instead of
     /// going out one per input row.
     coalesce: bool,
@@ -956,6 +961,9 @@ struct PendingUpdate {
     offset: i64,
 }
 
+/// Window keys by the bound they close at.
+type WindowIndex = std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>;
+
 const STREAM_TIME_KEY: &[u8] = b"t";
 const LATEST_START_KEY: &[u8] = b"m";
 
@@ -963,10 +971,16 @@ const LATEST_START_KEY: &[u8] = b"m";
 pub type StateWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 impl AggregateState {
-    /// The state of the query `query_id`; groups load from the store as rows need them.
-    /// With `coalesce`, updates to a group wait for [`AggregateState::flush`] (the record
-    /// cache), except under session windows and `EMIT FINAL`, which emit as they go.
-    pub fn new(query_id: &str, plan: &AggregatePlan, coalesce: bool) -> Result<Self> {
+    /// The state of the query `query_id`, writing `sink`, over a source of `partitions`
+    /// partitions; groups load from the store as rows need them. With `coalesce`, updates to
+    /// a group wait for [`AggregateState::flush`] (the record cache), except under session
+    /// windows and `EMIT FINAL`, which emit as they go.
+    pub fn new(
+        query_id: &str,
+        plan: &AggregatePlan,
+        (sink, partitions): (&DataSource, u32),
+        coalesce: bool,
+    ) -> Result<Self> {
         let fields = plan
             .aggregate_schema
             .fields()
@@ -979,7 +993,15 @@ impl AggregateState {
             groups: HashMap::new(),
             rows: HashMap::new(),
             sessions: HashMap::new(),
-            stream_time: None,
+            stream_times: None,
+            sessions_windowed: plan.session.is_some(),
+            partitioner: GroupPartitioner::new(
+                sink,
+                partitions,
+                &plan.keys,
+                &plan.aggregate_schema,
+                plan.group_by.len(),
+            )?,
             open_windows_index: None,
             latest_start: None,
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
@@ -1527,14 +1549,15 @@ pub(crate) fn aggregate_changes(
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
         .ok_or_else(|| EngineError::statement("ROWTIME is missing"))?;
     let input_schema = batch.schema();
-    if state.stream_time.is_none() {
-        state.stream_time = Some(
-            store
-                .state_get(&state.namespace, STREAM_TIME_KEY)?
-                .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
-                .unwrap_or(i64::MIN),
-        );
-    }
+    // Only windows close, so only they need each group's partition.
+    let group_partitions = if plan.window.is_some() || plan.session.is_some() {
+        state
+            .partitioner
+            .assign(&group_arrays, rows, &|i| group_rows.row(i).as_ref().to_vec())
+    } else {
+        vec![0; rows]
+    };
+    state.stream_times(store)?;
 
     // One aggregated row per (input row, window) that updates a group.
     let mut out_rows: Vec<usize> = Vec::new();
@@ -1563,8 +1586,8 @@ pub(crate) fn aggregate_changes(
             continue;
         }
         let timestamp = rowtimes.value(i);
-        let stream_time = state.stream_time.unwrap_or(i64::MIN).max(timestamp);
-        state.stream_time = Some(stream_time);
+        let clock = group_partitions[i];
+        let stream_time = state.stream_times(store)?.advance(clock, timestamp);
         if let Some((gap, grace)) = plan.session {
             let group_key = group_rows.row(i).as_ref().to_vec();
             // A session closes once stream time passes its end plus the gap and the grace;
@@ -1612,7 +1635,7 @@ pub(crate) fn aggregate_changes(
                 deleted.push(old_key.clone());
                 if plan.emit_final {
                     // Never emitted, so there is no row to delete: it just stops waiting.
-                    state.forget_pending(store, *old_end, &old_key)?;
+                    state.forget_pending(store, clock, *old_end, &old_key)?;
                     continue;
                 }
                 // The old session's row is deleted, at its end.
@@ -1646,13 +1669,9 @@ pub(crate) fn aggregate_changes(
             dirty_sessions.insert(group_key);
             if plan.emit_final {
                 dirty.insert(key.clone());
-                state
-                    .open_windows(store)?
-                    .entry(end)
-                    .or_default()
-                    .insert(key);
+                state.open_windows(store, clock)?.entry(end).or_default().insert(key);
                 let (closed, emptied) =
-                    state.close_final_sessions(store, plan, &input_schema, stream_time)?;
+                    state.close_final_sessions(store, plan, &input_schema, (clock, stream_time))?;
                 dirty_sessions.extend(emptied);
                 finals.add(i, closed, (&mut dirty, &mut deleted));
                 continue;
@@ -1705,7 +1724,7 @@ pub(crate) fn aggregate_changes(
             if !plan.emit_final
                 && let Some((start, _)) = window
             {
-                let open = state.open_windows(store)?.entry(start).or_default();
+                let open = state.open_windows(store, clock)?.entry(start).or_default();
                 if !open.contains(&key) {
                     open.insert(key.clone());
                 }
@@ -1719,11 +1738,13 @@ pub(crate) fn aggregate_changes(
                 && let Some((start, _)) = window
             {
                 state
-                    .open_windows(store)?
+                    .open_windows(store, clock)?
                     .entry(start)
                     .or_default()
                     .insert(key.clone());
-                state.latest_start = Some(state.latest_start.map_or(start, |s| s.max(start)));
+                if let Some(latest) = state.latest_start.as_mut() {
+                    latest.advance(clock, start);
+                }
             }
             out_rows.push(i);
             out_windows.push(window.unwrap_or((0, 0)));
@@ -1734,7 +1755,7 @@ pub(crate) fn aggregate_changes(
         }
         if plan.emit_final {
             let (closed, expired) =
-                state.close_final_windows(store, plan, &input_schema, stream_time)?;
+                state.close_final_windows(store, plan, &input_schema, (clock, stream_time))?;
             for key in expired {
                 dirty.remove(&key);
                 deleted.push(key);
@@ -1811,10 +1832,8 @@ pub(crate) fn aggregate_changes(
     )?;
     // Closed windows leave memory and the store (their rows stay in the sink); with the
     // record cache, at its flush, once their last updates are out.
-    if !state.coalesce
-        && let Some(t) = state.stream_time
-    {
-        for key in state.expire_windows(store, plan, t)? {
+    if !state.coalesce {
+        for key in state.expire_windows(store, plan)? {
             dirty.remove(&key);
             deleted.push(key);
         }
@@ -1836,14 +1855,13 @@ pub(crate) fn aggregate_changes(
             .collect();
         writes.push((session_index_key(&group_key), Some(bytes)));
     }
-    if let Some(t) = state.stream_time {
-        writes.push((STREAM_TIME_KEY.to_vec(), Some(t.to_be_bytes().to_vec())));
+    if let Some(times) = &state.stream_times {
+        writes.push((STREAM_TIME_KEY.to_vec(), Some(times.encode())));
     }
-    if let Some(start) = state.latest_start {
-        writes.push((
-            LATEST_START_KEY.to_vec(),
-            Some(start.to_be_bytes().to_vec()),
-        ));
+    if let Some(starts) = &state.latest_start
+        && starts.iter().next().is_some()
+    {
+        writes.push((LATEST_START_KEY.to_vec(), Some(starts.encode())));
     }
     Ok((step, writes))
 }
@@ -2019,44 +2037,77 @@ impl FinalRows {
 }
 
 impl AggregateState {
-    /// The windows still open or not yet emitted, by the bound they close at (see
-    /// `open_windows_index`), read from the store the first time.
-    fn open_windows(
-        &mut self,
-        store: &Store,
-    ) -> Result<&mut std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>> {
+    /// Stream time per partition, read from the store the first time.
+    fn stream_times(&mut self, store: &Store) -> Result<&mut PartitionTimes> {
+        if self.stream_times.is_none() {
+            let stored = store.state_get(&self.namespace, STREAM_TIME_KEY)?;
+            self.stream_times = Some(PartitionTimes::decode(
+                stored.as_deref(),
+                self.partitioner.partitions(),
+            ));
+        }
+        self.stream_times
+            .as_mut()
+            .ok_or_else(|| EngineError::statement("the stream times vanished"))
+    }
+
+    /// The windows of partition `clock` still open or not yet emitted, by the bound they
+    /// close at (see `open_windows_index`); every partition's are read from the store the
+    /// first time.
+    fn open_windows(&mut self, store: &Store, clock: u32) -> Result<&mut WindowIndex> {
         if self.open_windows_index.is_none() {
-            let mut pending: std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>> =
-                Default::default();
+            let mut filed: Vec<(i64, Vec<u8>)> = Vec::new();
             for entry in store.state_scan_prefix(&self.namespace, b"g")? {
                 let (key, _) = entry?;
                 let group_key = key[1..].to_vec();
-                if let Some(start) = group_key
+                if let Some(bound) = group_key
                     .len()
                     .checked_sub(8)
                     .and_then(|at| group_key[at..].try_into().ok())
                     .map(i64::from_be_bytes)
                 {
-                    pending.entry(start).or_default().insert(group_key);
+                    filed.push((bound, group_key));
                 }
             }
-            self.open_windows_index = Some(pending);
-            self.latest_start = store
-                .state_get(&self.namespace, LATEST_START_KEY)?
-                .and_then(|b| b.try_into().ok().map(i64::from_be_bytes));
+            // A window's key is its group's, then its start (and a session's end).
+            let suffix = if self.sessions_windowed { 16 } else { 8 };
+            let keys: Vec<Vec<u8>> = filed.iter().map(|(_, k)| k.clone()).collect();
+            let clocks = if keys.is_empty() {
+                Vec::new()
+            } else {
+                let groups = self.group_values(&keys, suffix)?;
+                self.partitioner.assign(&groups, keys.len(), &|i| {
+                    keys[i][..keys[i].len().saturating_sub(suffix)].to_vec()
+                })
+            };
+            let mut index = vec![WindowIndex::new(); self.partitioner.partitions() as usize];
+            for ((bound, key), clock) in filed.into_iter().zip(clocks) {
+                if let Some(windows) = index.get_mut(clock as usize) {
+                    windows.entry(bound).or_default().insert(key);
+                }
+            }
+            self.open_windows_index = Some(index);
+            let stored = store.state_get(&self.namespace, LATEST_START_KEY)?;
+            self.latest_start = Some(PartitionTimes::decode(
+                stored.as_deref(),
+                self.partitioner.partitions(),
+            ));
         }
         self.open_windows_index
             .as_mut()
+            .and_then(|index| index.get_mut(clock as usize))
             .ok_or_else(|| EngineError::statement("the open windows' index vanished"))
     }
 
-    /// Takes out of the index every window filed at or before `bound`, by bound.
+    /// Takes out of partition `clock`'s index every window filed at or before `bound`, by
+    /// bound.
     fn take_windows_through(
         &mut self,
         store: &Store,
+        clock: u32,
         bound: i64,
-    ) -> Result<std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>> {
-        let open = self.open_windows(store)?;
+    ) -> Result<WindowIndex> {
+        let open = self.open_windows(store, clock)?;
         let later = match bound.checked_add(1) {
             Some(after) => open.split_off(&after),
             None => Default::default(),
@@ -2085,27 +2136,28 @@ impl AggregateState {
         Ok((latest, values))
     }
 
-    /// The windows `EMIT FINAL` emits now that stream time is `stream_time`: those whose end
-    /// plus grace it has reached. As in Kafka Streams, a window older than the store's
-    /// retention (size plus grace) behind the latest window written is gone instead, so a
-    /// jump in stream time past several windows emits only the recent ones. Emitted and
-    /// expired windows leave the state.
+    /// The windows of partition `clock` that `EMIT FINAL` emits now that its stream time is
+    /// `stream_time`: those whose end plus grace it has reached. As in Kafka Streams, a
+    /// window older than the store's retention (size plus grace) behind the latest window
+    /// written is gone instead, so a jump in stream time past several windows emits only the
+    /// recent ones. Emitted and expired windows leave the state.
     fn close_final_windows(
         &mut self,
         store: &Store,
         plan: &AggregatePlan,
         input: &Schema,
-        stream_time: i64,
+        (clock, stream_time): (u32, i64),
     ) -> Result<(Vec<ClosedWindow>, Vec<Vec<u8>>)> {
         let Some((windows, grace)) = &plan.window else {
             return Ok((Vec::new(), Vec::new()));
         };
         let size = windows.size();
         let last_closable = stream_time.saturating_sub(*grace).saturating_sub(size);
-        let ready = self.take_windows_through(store, last_closable)?;
+        let ready = self.take_windows_through(store, clock, last_closable)?;
         let oldest_kept = self
             .latest_start
-            .unwrap_or(i64::MIN)
+            .as_ref()
+            .map_or(i64::MIN, |s| s.get(clock))
             .saturating_sub(size + grace);
         let mut out = Vec::new();
         let mut expired = Vec::new();
@@ -2124,20 +2176,21 @@ impl AggregateState {
         Ok((out, expired))
     }
 
-    /// `EMIT FINAL` over sessions: the sessions whose end plus grace stream time has reached,
-    /// as Kafka Streams' suppression closes a session window, each with its result; they
-    /// leave the state and their groups' session lists (whose group keys come back too).
+    /// `EMIT FINAL` over sessions: the sessions of partition `clock` whose end plus grace its
+    /// stream time has reached, as Kafka Streams' suppression closes a session window, each
+    /// with its result; they leave the state and their groups' session lists (whose group
+    /// keys come back too).
     fn close_final_sessions(
         &mut self,
         store: &Store,
         plan: &AggregatePlan,
         input: &Schema,
-        stream_time: i64,
+        (clock, stream_time): (u32, i64),
     ) -> Result<(Vec<ClosedWindow>, Vec<Vec<u8>>)> {
         let Some((_, grace)) = plan.session else {
             return Ok((Vec::new(), Vec::new()));
         };
-        let ready = self.take_windows_through(store, stream_time.saturating_sub(grace))?;
+        let ready = self.take_windows_through(store, clock, stream_time.saturating_sub(grace))?;
         let mut out = Vec::new();
         let mut emptied = Vec::new();
         for (end, keys) in ready {
@@ -2161,39 +2214,38 @@ impl AggregateState {
         Ok((out, emptied))
     }
 
-    /// Tumbling and hopping windows (without `EMIT FINAL`) that stream time has closed: their
-    /// end plus grace is behind it, so no record can change them again. They leave memory;
-    /// the caller deletes them from the store.
-    fn expire_windows(
-        &mut self,
-        store: &Store,
-        plan: &AggregatePlan,
-        stream_time: i64,
-    ) -> Result<Vec<Vec<u8>>> {
+    /// Tumbling and hopping windows (without `EMIT FINAL`) that their partition's stream
+    /// time has closed: their end plus grace is behind it, so no record can change them
+    /// again. They leave memory; the caller deletes them from the store.
+    fn expire_windows(&mut self, store: &Store, plan: &AggregatePlan) -> Result<Vec<Vec<u8>>> {
         let Some((windows, grace)) = &plan.window else {
             return Ok(Vec::new());
         };
         if plan.emit_final {
             return Ok(Vec::new());
         }
-        let last_closed = stream_time
-            .saturating_sub(*grace)
-            .saturating_sub(windows.size());
-        let expired: Vec<Vec<u8>> = self
-            .take_windows_through(store, last_closed)?
-            .into_values()
-            .flatten()
-            .collect();
+        let clocks: Vec<(u32, i64)> = self.stream_times(store)?.iter().collect();
+        let mut expired: Vec<Vec<u8>> = Vec::new();
+        for (clock, stream_time) in clocks {
+            let last_closed = stream_time
+                .saturating_sub(*grace)
+                .saturating_sub(windows.size());
+            expired.extend(
+                self.take_windows_through(store, clock, last_closed)?
+                    .into_values()
+                    .flatten(),
+            );
+        }
         for key in &expired {
             self.groups.remove(key);
         }
         Ok(expired)
     }
 
-    /// `EMIT FINAL`: stops waiting on a window (by the bound its pending entry is filed under)
-    /// that was merged away.
-    fn forget_pending(&mut self, store: &Store, bound: i64, key: &[u8]) -> Result<()> {
-        let pending = self.open_windows(store)?;
+    /// `EMIT FINAL`: stops waiting on a window of partition `clock` (by the bound its pending
+    /// entry is filed under) that was merged away.
+    fn forget_pending(&mut self, store: &Store, clock: u32, bound: i64, key: &[u8]) -> Result<()> {
+        let pending = self.open_windows(store, clock)?;
         if let Some(keys) = pending.get_mut(&bound) {
             keys.remove(key);
             if keys.is_empty() {
@@ -2374,10 +2426,8 @@ impl AggregateState {
                 }
             }
         }
-        if let Some(t) = self.stream_time {
-            for key in self.expire_windows(store, plan, t)? {
-                writes.push((state_key(&key), None));
-            }
+        for key in self.expire_windows(store, plan)? {
+            writes.push((state_key(&key), None));
         }
         Ok((step, writes))
     }

@@ -12,6 +12,7 @@ mod shared;
 pub mod source;
 mod statements;
 pub mod stats;
+mod stream_time;
 pub mod transient;
 pub mod window;
 

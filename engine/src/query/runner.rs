@@ -114,6 +114,22 @@ impl SinkEncoder {
             timestamp_column,
         })
     }
+
+    /// The sink keys of `batch`'s rows, without windows: what the partitioner hashes.
+    pub(crate) fn encode_keys(
+        &self,
+        key_outputs: &[OutputColumn],
+        sink_columns: &[Column],
+        batch: &RecordBatch,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let rows = batch.num_rows();
+        let mut failed = vec![None; rows];
+        let (keys, _) = evaluate_outputs((key_outputs, &[]), sink_columns, batch, &mut failed)?;
+        match &self.key_codec {
+            Some(codec) => codec.encode(&keys, rows),
+            None => Ok(vec![None; rows]),
+        }
+    }
 }
 
 /// The outcome of one step over a batch of input records.
@@ -647,6 +663,10 @@ async fn run_query_inner(
         query_id,
         group: &group,
         sink_topic: &sink.topic,
+        key_suffix: sink
+            .window
+            .as_ref()
+            .map_or(0, crate::query::source::window_bytes),
         error_topic: &plan.source().topic,
         log_errors: log_topic_exists,
     };
@@ -759,6 +779,9 @@ struct CommitContext<'a> {
     query_id: &'a str,
     group: &'a str,
     sink_topic: &'a str,
+    /// The bytes of window at the end of each sink key, which the partitioner ignores so that
+    /// a key's windows share its partition.
+    key_suffix: usize,
     /// The topic named in processing-log entries for records the cache's flush failed on.
     error_topic: &'a str,
     log_errors: bool,
@@ -847,8 +870,11 @@ impl Uncommitted {
         }
         self.emitted += step.records.len() as u64;
         for chunk in batches_under(step.records, APPEND_BYTES) {
-            self.commit()
-                .append(context.sink_topic.to_string(), None, chunk);
+            self.commit().append_by_key_prefix(
+                context.sink_topic.to_string(),
+                context.key_suffix,
+                chunk,
+            );
         }
         self.errors.extend(step.errors);
     }
@@ -1136,7 +1162,12 @@ impl<'a> Operator<'a> {
             encoder: SinkEncoder::new(sink)?,
             sink_columns: sink.columns.clone(),
             aggregate_state: match plan {
-                QueryPlan::Aggregate(p) => Some(AggregateState::new(query_id, p, coalesce)?),
+                QueryPlan::Aggregate(p) => Some(AggregateState::new(
+                    query_id,
+                    p,
+                    (sink, store.partition_count(&p.source.topic).unwrap_or(1)),
+                    coalesce,
+                )?),
                 _ => None,
             },
             join_states: match plan {

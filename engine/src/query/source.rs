@@ -52,6 +52,15 @@ pub fn split_windowed_key<'k>(key: &'k [u8], window: &WindowInfo) -> Option<(&'k
 }
 
 /// Appends a window to an encoded key, in ksqlDB's layout (see [`split_windowed_key`]).
+/// How many bytes a window adds to the end of a key (see [`append_window`]).
+pub fn window_bytes(window: &WindowInfo) -> usize {
+    if window.window_type == WindowType::Session {
+        16
+    } else {
+        8
+    }
+}
+
 pub fn append_window(key: &mut Vec<u8>, window: &WindowInfo, start: i64, end: i64) {
     if window.window_type == WindowType::Session {
         key.extend_from_slice(&end.to_be_bytes());
