@@ -45,6 +45,9 @@ pub struct WindowInfo {
     pub window_type: WindowType,
     /// The size, for time windows.
     pub size_ms: Option<u64>,
+    /// `RETENTION`, for a table a windowed aggregation writes: how far behind its newest
+    /// window a window stays for pull queries.
+    pub retention_ms: Option<u64>,
 }
 
 /// A stream or table.
@@ -377,6 +380,7 @@ impl Catalog {
                 Some(WindowInfo {
                     window_type,
                     size_ms,
+                    retention_ms: None,
                 })
             }
         };

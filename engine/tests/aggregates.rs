@@ -693,6 +693,15 @@ async fn aggregations_are_checked_with_ksqldbs_messages() {
             "CREATE TABLE t6 AS SELECT *, COUNT(*) FROM s GROUP BY k;",
             "Non-aggregate SELECT expression(s) not part of GROUP BY: A, B",
         ),
+        // The default grace period is 24 hours, which a retention of an hour does not cover.
+        (
+            "CREATE TABLE t7 AS SELECT b, COUNT(*) FROM s\n  WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 1 HOUR) GROUP BY b;",
+            "Line: 2, Col: 10: The retention period of the window must be no smaller than its window size plus the grace period. Got size=[60000], grace=[86400000], retention=[3600000].",
+        ),
+        (
+            "CREATE TABLE t8 AS SELECT b, COUNT(*) FROM s\n  WINDOW SESSION (1 HOUR, RETENTION 1 HOUR, GRACE PERIOD 1 SECOND) GROUP BY b;",
+            "Got gap=[3600000], grace=[1000], retention=[3600000].",
+        ),
     ] {
         let error = refused(sql).await;
         assert!(error.contains(message), "{sql}\n{error}");
@@ -881,8 +890,14 @@ async fn stream_time_is_kept_per_partition() {
         .unwrap();
     assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
     let got = counts(&store);
-    assert_eq!(got.get(&(behind.clone(), 0)).map(String::as_str), Some(r#"{"N":1}"#));
-    assert_eq!(got.get(&(ahead.clone(), 100)).map(String::as_str), Some(r#"{"N":1}"#));
+    assert_eq!(
+        got.get(&(behind.clone(), 0)).map(String::as_str),
+        Some(r#"{"N":1}"#)
+    );
+    assert_eq!(
+        got.get(&(ahead.clone(), 100)).map(String::as_str),
+        Some(r#"{"N":1}"#)
+    );
     assert!(!got.contains_key(&(ahead_too.clone(), 0)), "{got:?}");
     wait_for_failed(&engine, 1).await;
     engine.shutdown().await;
@@ -896,7 +911,10 @@ async fn stream_time_is_kept_per_partition() {
         assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
     }
     let got = counts(&store);
-    assert_eq!(got.get(&(behind.clone(), 0)).map(String::as_str), Some(r#"{"N":2}"#));
+    assert_eq!(
+        got.get(&(behind.clone(), 0)).map(String::as_str),
+        Some(r#"{"N":2}"#)
+    );
     assert!(!got.contains_key(&(ahead_too.clone(), 0)), "{got:?}");
     wait_for_failed(&engine, 1).await;
     engine.shutdown().await;

@@ -380,3 +380,76 @@ async fn pull_aggregates_and_joins_over_tables_see_their_latest_rows() {
     );
     engine.shutdown().await;
 }
+
+/// A pull query over a windowed table answers a row per key and window, whether or not it
+/// selects the window bounds, and leaves out windows older than the table's `RETENTION`
+/// behind its newest window, as ksqlDB's window store has dropped them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_windowed_pull_query_answers_per_window_within_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM clicks (user STRING KEY, page STRING)
+             WITH (kafka_topic='clicks', partitions=2, value_format='JSON');
+         CREATE TABLE per_window AS SELECT user, COUNT(*) AS n FROM clicks
+         WINDOW TUMBLING (SIZE 10 SECONDS, RETENTION 35 SECONDS, GRACE PERIOD 5 SECONDS)
+         GROUP BY user;",
+    )
+    .await;
+    let click = |user: &str, ts: i64| {
+        Record::keyed(
+            user.as_bytes().to_vec(),
+            br#"{"page": "home"}"#.to_vec(),
+            ts,
+        )
+    };
+    engine
+        .store()
+        .produce(
+            "clicks",
+            vec![
+                click("a", 1_000),
+                click("a", 2_000),
+                click("b", 15_000),
+                click("a", 25_000),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        engine
+            .wait_until_processed(std::time::Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(
+        pull(&engine, "SELECT user, n FROM per_window WHERE user = 'a';").await,
+        vec![json!(["a", 2]), json!(["a", 1])]
+    );
+    // The newest window starts at 40 s: the one at 0 s is 40 s behind it, beyond the
+    // retention of 35 s, and gone; the one at 10 s is not.
+    engine
+        .store()
+        .produce("clicks", vec![click("b", 45_000)])
+        .await
+        .unwrap();
+    assert!(
+        engine
+            .wait_until_processed(std::time::Duration::from_secs(10))
+            .await
+    );
+    assert_eq!(
+        pull(&engine, "SELECT * FROM per_window WHERE user = 'a';").await,
+        vec![json!(["a", 20_000, 30_000, 1])]
+    );
+    assert_eq!(
+        pull(&engine, "SELECT user, WINDOWSTART, n FROM per_window;").await,
+        vec![
+            json!(["a", 20_000, 1]),
+            json!(["b", 10_000, 1]),
+            json!(["b", 40_000, 1])
+        ]
+    );
+    engine.shutdown().await;
+}

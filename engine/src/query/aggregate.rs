@@ -28,10 +28,10 @@ use crate::query::plan::{
     named_source, qualified_text, select_item_name, source_scope,
 };
 use crate::query::runner::{Projectable, SinkEncoder, StepOutput, emit};
-use crate::query::stream_time::{GroupPartitioner, PartitionTimes};
 use crate::query::source::{
     ROWTIME, RecordError, RecordErrorKind, SourceDecoder, WINDOWEND, WINDOWSTART,
 };
+use crate::query::stream_time::{GroupPartitioner, PartitionTimes};
 use crate::query::window::{DEFAULT_GRACE_MS, TimeWindows, window_closed};
 use crate::schema::{Column, ColumnKind};
 
@@ -103,6 +103,8 @@ pub struct AggregatePlan {
     pub window: Option<(TimeWindows, i64)>,
     /// Session windows: the inactivity gap and the grace period.
     pub session: Option<(i64, i64)>,
+    /// `RETENTION`: how far behind the newest window a window stays for pull queries.
+    pub retention: Option<u64>,
     /// `HAVING`, over aggregated rows.
     pub having: Option<Arc<dyn PhysicalExpr>>,
     /// `EMIT FINAL`: one row per window once it closes, instead of every update.
@@ -692,6 +694,11 @@ pub(crate) fn plan_aggregate_over(
         }
     };
 
+    let retention = match &query.window {
+        Some(w) => check_retention(w, window.as_ref(), session)?,
+        None => None,
+    };
+
     let mut fields = group_fields;
     fields.extend(aggregate_fields);
     if window.is_some() || session.is_some() {
@@ -876,6 +883,7 @@ pub(crate) fn plan_aggregate_over(
         aggregates,
         window,
         session,
+        retention,
         having,
         emit_final,
         aggregate_schema,
@@ -896,6 +904,35 @@ pub fn aggregates_anything(query: &Query) -> bool {
         })
         .chain(query.having.iter())
         .any(|e| find_aggregate(e).is_some())
+}
+
+/// A window's `RETENTION`, which must cover its size (or a session's gap) plus its grace
+/// period, as Kafka Streams requires of a window store.
+fn check_retention(
+    w: &eddy_sql::ast::WindowExpr,
+    window: Option<&(TimeWindows, i64)>,
+    session: Option<(i64, i64)>,
+) -> Result<Option<u64>> {
+    let Some(retention) = w.retention else {
+        return Ok(None);
+    };
+    let retention = retention.to_millis();
+    let (what, span, grace) = match (window, session) {
+        (Some((windows, grace)), _) => ("its window size", windows.size(), *grace),
+        (None, Some((gap, grace))) => ("the session inactivity gap", gap, grace),
+        (None, None) => return Ok(Some(retention)),
+    };
+    let needed = span.saturating_add(grace);
+    if i128::from(retention) < i128::from(needed) {
+        let name = if session.is_some() { "gap" } else { "size" };
+        return Err(crate::query::plan::located_error(
+            w.span.start,
+            format!(
+                "The retention period of the window must be no smaller than {what} plus the grace period. Got {name}=[{span}], grace=[{grace}], retention=[{retention}]. The grace period is 24 hours unless GRACE PERIOD gives it."
+            ),
+        ));
+    }
+    Ok(Some(retention))
 }
 
 /// The name of the first aggregate function an expression calls.
@@ -1551,9 +1588,9 @@ pub(crate) fn aggregate_changes(
     let input_schema = batch.schema();
     // Only windows close, so only they need each group's partition.
     let group_partitions = if plan.window.is_some() || plan.session.is_some() {
-        state
-            .partitioner
-            .assign(&group_arrays, rows, &|i| group_rows.row(i).as_ref().to_vec())
+        state.partitioner.assign(&group_arrays, rows, &|i| {
+            group_rows.row(i).as_ref().to_vec()
+        })
     } else {
         vec![0; rows]
     };
@@ -1669,7 +1706,11 @@ pub(crate) fn aggregate_changes(
             dirty_sessions.insert(group_key);
             if plan.emit_final {
                 dirty.insert(key.clone());
-                state.open_windows(store, clock)?.entry(end).or_default().insert(key);
+                state
+                    .open_windows(store, clock)?
+                    .entry(end)
+                    .or_default()
+                    .insert(key);
                 let (closed, emptied) =
                     state.close_final_sessions(store, plan, &input_schema, (clock, stream_time))?;
                 dirty_sessions.extend(emptied);

@@ -107,15 +107,18 @@ impl QueryPlan {
             QueryPlan::Aggregate(p) if p.session.is_some() => Some(WindowInfo {
                 window_type: WindowType::Session,
                 size_ms: None,
+                retention_ms: p.retention,
             }),
             QueryPlan::Aggregate(p) => p.window.map(|(w, _)| match w {
                 window::TimeWindows::Tumbling { size } => WindowInfo {
                     window_type: WindowType::Tumbling,
                     size_ms: Some(size as u64),
+                    retention_ms: p.retention,
                 },
                 window::TimeWindows::Hopping { size, .. } => WindowInfo {
                     window_type: WindowType::Hopping,
                     size_ms: Some(size as u64),
+                    retention_ms: p.retention,
                 },
             }),
         }

@@ -52,6 +52,17 @@ pub fn split_windowed_key<'k>(key: &'k [u8], window: &WindowInfo) -> Option<(&'k
 }
 
 /// Appends a window to an encoded key, in ksqlDB's layout (see [`split_windowed_key`]).
+/// The bound a window store orders a windowed key by: a time window's start, a session's end.
+pub fn window_bound_in_key(key: &[u8], window_type: WindowType) -> Option<i64> {
+    let at = key.len().checked_sub(8)?;
+    let at = if window_type == WindowType::Session {
+        at.checked_sub(8)?
+    } else {
+        at
+    };
+    key.get(at..at + 8)?.try_into().ok().map(i64::from_be_bytes)
+}
+
 /// How many bytes a window adds to the end of a key (see [`append_window`]).
 pub fn window_bytes(window: &WindowInfo) -> usize {
     if window.window_type == WindowType::Session {
@@ -479,6 +490,7 @@ mod tests {
         let tumbling = WindowInfo {
             window_type: WindowType::Tumbling,
             size_ms: Some(30_000),
+            retention_ms: None,
         };
         let mut key = b"k1".to_vec();
         append_window(&mut key, &tumbling, 60_000, 90_000);
@@ -492,6 +504,7 @@ mod tests {
         let session = WindowInfo {
             window_type: WindowType::Session,
             size_ms: None,
+            retention_ms: None,
         };
         let mut key = b"k".to_vec();
         append_window(&mut key, &session, 10, 25);

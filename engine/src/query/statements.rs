@@ -162,9 +162,14 @@ impl Engine {
         };
         self.check_copartitioned(&plan)?;
         let declaration = self.sink_declaration(create, &plan, session)?;
-        let sink = state
+        let mut sink = state
             .catalog
             .build_query_sink(&declaration, text, &session.properties)?;
+        // RETENTION is the query's, not the sink declaration's: the table keeps it for its
+        // pull queries.
+        if let (Some(window), Some(planned)) = (sink.window.as_mut(), plan.sink_window()) {
+            window.retention_ms = planned.retention_ms;
+        }
         if mode == Mode::Live {
             self.ensure_topic(&declaration, &sink.topic, sink.kind)?;
         }

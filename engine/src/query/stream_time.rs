@@ -146,7 +146,10 @@ impl GroupPartitioner {
         match keys {
             Ok(keys) if keys.len() == rows => keys
                 .iter()
-                .map(|k| k.as_deref().map_or(0, |k| partition_for_key(k, self.partitions)))
+                .map(|k| {
+                    k.as_deref()
+                        .map_or(0, |k| partition_for_key(k, self.partitions))
+                })
                 .collect(),
             _ => (0..rows)
                 .map(|i| partition_for_key(&row_bytes(i), self.partitions))

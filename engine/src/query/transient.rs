@@ -292,6 +292,14 @@ pub(crate) fn start(
         crate::query::lookup::check_without_table_scans(table, query.filter.as_ref(), properties)?;
     }
     let materialized = !push && source_is_table;
+    // A windowed table's RETENTION bounds the windows a pull query over it sees.
+    let retention = match (&plan, materialized) {
+        (QueryPlan::Stateless(_), true) => catalog
+            .source(&source_name)
+            .and_then(|table| table.window)
+            .and_then(|w| Some((w.window_type, i64::try_from(w.retention_ms?).ok()?))),
+        _ => None,
+    };
     // A pull query that filters and projects one unwindowed table reads the table's state (a
     // row per key) rather than its whole changelog.
     // Aggregates over a table and joins between tables read the tables' states too: their
@@ -367,6 +375,7 @@ pub(crate) fn start(
         // A pull query answers from what is there when it starts.
         ends: (!push).then_some(ends),
         table: materialized,
+        retention,
         changes_of_table: push && source_is_table,
         table_state,
         subscription,
@@ -708,6 +717,8 @@ struct Transient {
     order: RowOrder,
     ends: Option<Vec<i64>>,
     table: bool,
+    /// A pull query over a windowed table with `RETENTION`: its window type and retention.
+    retention: Option<(crate::catalog::WindowType, i64)>,
     /// A push query over a table: its rows are changes, and a key's tombstone is sent only
     /// while a row of that key stands (a row the filter never let through deletes nothing).
     changes_of_table: bool,
@@ -798,6 +809,8 @@ impl Transient {
         // With ORDER BY, every row before any goes out.
         let mut gathered: Vec<TransientEvent> = Vec::new();
         let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
+        // The newest window of a windowed table with RETENTION: its start (a session's end).
+        let mut newest_window = i64::MIN;
         if let Some(state) = &self.table_state {
             for (side, topic) in &state.topics {
                 let ends: Vec<i64> = self
@@ -858,6 +871,18 @@ impl Transient {
             let Some((input, fetched)) = next else {
                 return Ok(None);
             };
+            if let Some((window_type, _)) = self.retention {
+                for r in &fetched.records {
+                    if let Some(bound) = r
+                        .record
+                        .key
+                        .as_deref()
+                        .and_then(|k| crate::query::source::window_bound_in_key(k, window_type))
+                    {
+                        newest_window = newest_window.max(bound);
+                    }
+                }
+            }
             let (step, _) = operator.step(&self.store, &input, &fetched.records)?;
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
@@ -897,6 +922,21 @@ impl Transient {
             .into_iter()
             .map(|(key, event)| (serde_json::from_slice(&key).unwrap_or(Value::Null), event))
             .collect();
+        if let Some((window_type, retention)) = self.retention {
+            // As Kafka Streams' window store drops what is older than its retention behind
+            // the newest window it holds.
+            let oldest_kept = newest_window.saturating_sub(retention).saturating_add(1);
+            let bound = if window_type == crate::catalog::WindowType::Session {
+                crate::query::source::WINDOWEND
+            } else {
+                crate::query::source::WINDOWSTART
+            };
+            latest.retain(|(key, _)| {
+                key.get(bound)
+                    .and_then(Value::as_i64)
+                    .is_none_or(|b| b >= oldest_kept)
+            });
+        }
         latest.sort_by(|(a, _), (b, _)| key_order(a, b));
         gathered.extend(latest.into_iter().map(|(_, event)| event));
         // Sorted after the key order, so rows equal under ORDER BY stay in key order.

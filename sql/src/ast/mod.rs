@@ -615,6 +615,8 @@ pub struct WindowExpr {
     pub retention: Option<Duration>,
     /// `GRACE PERIOD`.
     pub grace: Option<Duration>,
+    /// Where the window's shape (`TUMBLING`, `HOPPING` or `SESSION`) begins, to its `)`.
+    pub span: Span,
 }
 
 /// Window shapes.

@@ -820,6 +820,7 @@ impl Parser {
     }
 
     fn parse_window(&mut self) -> Result<WindowExpr, ParseError> {
+        let start = self.peek_span().start;
         let kind_word = if self.eat_keyword("TUMBLING") {
             "TUMBLING"
         } else if self.eat_keyword("HOPPING") {
@@ -865,6 +866,7 @@ impl Parser {
             kind,
             retention,
             grace,
+            span: self.span_from(start),
         })
     }
 }
