@@ -938,3 +938,62 @@ async fn wait_for_failed(engine: &Engine, want: u64) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A session leaves the aggregation's state once its partition's stream time passes its end
+/// plus the gap and the grace period, even if its group never sees another record; a group
+/// with no session left leaves the store altogether.
+#[tokio::test]
+async fn closed_sessions_leave_the_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE visits AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW SESSION (10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
+    )
+    .await;
+    let shown = engine
+        .execute(&mut Session::default(), "SHOW QUERIES;")
+        .await
+        .unwrap();
+    let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
+        panic!("{shown:?}");
+    };
+    let namespace = format!("__eddy_query_{}", queries[0].id);
+    let store = engine.store().clone();
+    // (sessions stored, groups with a session list stored)
+    let kept = |store: &Store| {
+        let count = |prefix: &[u8]| store.state_scan_prefix(&namespace, prefix).unwrap().count();
+        (count(b"g"), count(b"s"))
+    };
+    for (user, ts) in [("ann", 1), ("bob", 2), ("ann", 8), ("cat", 16)] {
+        store
+            .produce("orders", vec![order(user, 1, ts)])
+            .await
+            .unwrap();
+        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    }
+    // Stream time 16: nothing has closed yet (a session closes 15 ms after its end).
+    assert_eq!(kept(&store), (3, 3));
+    store
+        .produce("orders", vec![order("cat", 1, 20)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    // Stream time 20 closed bob's session [2, 2], not ann's [1, 8].
+    assert_eq!(kept(&store), (2, 2));
+    store
+        .produce("orders", vec![order("dan", 1, 100)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    assert_eq!(kept(&store), (1, 1), "only dan's session is open");
+    // Their rows stay in the table's topic: ann's merged session counted two.
+    let rows = records(&store, "VISITS");
+    assert!(
+        rows.iter()
+            .any(|(k, v, _)| k.starts_with(b"ann") && v.as_deref() == Some(r#"{"N":2}"#))
+    );
+    engine.shutdown().await;
+}

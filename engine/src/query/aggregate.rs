@@ -1636,6 +1636,8 @@ pub(crate) fn aggregate_changes(
                 .partition(|(_, end)| *end >= close_time);
             for (old_start, old_end) in closed {
                 let old_key = session_key(&group_key, old_start, old_end);
+                // Still filed in the index: EMIT FINAL emits it from there, and expiry finds
+                // it already gone.
                 state.groups.remove(&old_key);
                 dirty.remove(&old_key);
                 deleted.push(old_key);
@@ -1670,9 +1672,9 @@ pub(crate) fn aggregate_changes(
                 }
                 dirty.remove(&old_key);
                 deleted.push(old_key.clone());
+                state.forget_pending(store, clock, *old_end, &old_key)?;
                 if plan.emit_final {
                     // Never emitted, so there is no row to delete: it just stops waiting.
-                    state.forget_pending(store, clock, *old_end, &old_key)?;
                     continue;
                 }
                 // The old session's row is deleted, at its end.
@@ -1704,13 +1706,14 @@ pub(crate) fn aggregate_changes(
             now.push((start, end));
             state.sessions.insert(group_key.clone(), now);
             dirty_sessions.insert(group_key);
+            // Sessions are filed by end, to be emitted (EMIT FINAL) or expired once closed.
+            state
+                .open_windows(store, clock)?
+                .entry(end)
+                .or_default()
+                .insert(key.clone());
             if plan.emit_final {
                 dirty.insert(key.clone());
-                state
-                    .open_windows(store, clock)?
-                    .entry(end)
-                    .or_default()
-                    .insert(key);
                 let (closed, emptied) =
                     state.close_final_sessions(store, plan, &input_schema, (clock, stream_time))?;
                 dirty_sessions.extend(emptied);
@@ -1878,6 +1881,12 @@ pub(crate) fn aggregate_changes(
             dirty.remove(&key);
             deleted.push(key);
         }
+        let (expired, changed) = state.expire_sessions(store, plan)?;
+        for key in expired {
+            dirty.remove(&key);
+            deleted.push(key);
+        }
+        dirty_sessions.extend(changed);
     }
 
     for key in dirty {
@@ -1890,6 +1899,12 @@ pub(crate) fn aggregate_changes(
     }
     for group_key in dirty_sessions {
         let sessions = state.sessions.get(&group_key).cloned().unwrap_or_default();
+        if sessions.is_empty() {
+            // A group with no session left leaves memory and the store.
+            state.sessions.remove(&group_key);
+            writes.push((session_index_key(&group_key), None));
+            continue;
+        }
         let bytes: Vec<u8> = sessions
             .iter()
             .flat_map(|(s, e)| s.to_be_bytes().into_iter().chain(e.to_be_bytes()))
@@ -2281,6 +2296,51 @@ impl AggregateState {
             self.groups.remove(key);
         }
         Ok(expired)
+    }
+
+    /// Sessions (without `EMIT FINAL`) that their partition's stream time has closed: their
+    /// end plus the gap and the grace is behind it, so no record can join them again. They
+    /// leave memory and their groups' session lists; the caller deletes them from the store
+    /// and writes back the lists of the groups returned.
+    fn expire_sessions(
+        &mut self,
+        store: &Store,
+        plan: &AggregatePlan,
+    ) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+        let Some((gap, grace)) = plan.session else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if plan.emit_final {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let clocks: Vec<(u32, i64)> = self.stream_times(store)?.iter().collect();
+        let mut expired = Vec::new();
+        let mut changed = Vec::new();
+        for (clock, stream_time) in clocks {
+            let close_time = stream_time.saturating_sub(grace).saturating_sub(gap);
+            let Some(last_closed) = close_time.checked_sub(1) else {
+                continue;
+            };
+            for (end, keys) in self.take_windows_through(store, clock, last_closed)? {
+                for key in keys {
+                    let Some(at) = key.len().checked_sub(16) else {
+                        continue;
+                    };
+                    let start = key[at..at + 8]
+                        .try_into()
+                        .map(i64::from_be_bytes)
+                        .map_err(|_| EngineError::statement("a session key is malformed"))?;
+                    let group_key = key[..at].to_vec();
+                    let mut sessions = self.sessions_of(store, &group_key)?;
+                    sessions.retain(|s| *s != (start, end));
+                    self.sessions.insert(group_key.clone(), sessions);
+                    self.groups.remove(&key);
+                    changed.push(group_key);
+                    expired.push(key);
+                }
+            }
+        }
+        Ok((expired, changed))
     }
 
     /// `EMIT FINAL`: stops waiting on a window of partition `clock` (by the bound its pending
