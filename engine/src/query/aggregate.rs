@@ -998,6 +998,9 @@ struct PendingUpdate {
     offset: i64,
 }
 
+/// A group's key in the state: its grouping values (and a window's bounds).
+type GroupKey = Vec<u8>;
+
 /// Window keys by the bound they close at.
 type WindowIndex = std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>;
 
@@ -2306,7 +2309,7 @@ impl AggregateState {
         &mut self,
         store: &Store,
         plan: &AggregatePlan,
-    ) -> Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    ) -> Result<(Vec<GroupKey>, Vec<GroupKey>)> {
         let Some((gap, grace)) = plan.session else {
             return Ok((Vec::new(), Vec::new()));
         };

@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
@@ -114,11 +113,7 @@ pub fn run(config: &AggregateBenchConfig) -> anyhow::Result<AggregateReport> {
             "group {group:?}: the query has ({eddy_count}, {eddy_sum}), DataFusion ({count}, {sum})"
         );
     }
-    let throughput = |elapsed| Throughput {
-        records: config.records,
-        bytes,
-        elapsed,
-    };
+    let throughput = |time| Throughput::of(config.records, bytes, time);
     Ok(AggregateReport {
         eddy: throughput(elapsed),
         datafusion: throughput(df_elapsed),
@@ -131,7 +126,7 @@ pub fn run(config: &AggregateBenchConfig) -> anyhow::Result<AggregateReport> {
 
 /// What the query side of a run measured.
 struct EddyRun {
-    elapsed: Duration,
+    elapsed: crate::bench::Timed,
     updates: u64,
     groups: Groups,
     bytes: u64,
@@ -186,7 +181,9 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
     })
 }
 
-async fn run_datafusion(config: &AggregateBenchConfig) -> anyhow::Result<(Duration, Groups)> {
+async fn run_datafusion(
+    config: &AggregateBenchConfig,
+) -> anyhow::Result<(crate::bench::Timed, Groups)> {
     let ndjson = (0..config.records)
         .map(|i| record_json(i, config))
         .collect::<Vec<_>>()
@@ -202,7 +199,7 @@ async fn run_datafusion(config: &AggregateBenchConfig) -> anyhow::Result<(Durati
     // One partition: one core, as the query runs.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
 
-    let started = Instant::now();
+    let started = crate::bench::Stopwatch::start();
     let batches = ReaderBuilder::new(schema.clone())
         .with_batch_size(8192)
         .build(ndjson.as_bytes())?
@@ -225,7 +222,7 @@ async fn run_datafusion(config: &AggregateBenchConfig) -> anyhow::Result<(Durati
         writer.write(batch)?;
     }
     writer.finish()?;
-    let elapsed = started.elapsed();
+    let elapsed = started.stop();
 
     let mut groups = Groups::new();
     for batch in &result {

@@ -6,7 +6,6 @@
 //! and the result written back as NDJSON.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::json::{LineDelimitedWriter, ReaderBuilder};
@@ -14,7 +13,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use eddy_storage::Record;
 
-use crate::bench::{BenchEngine, Comparison};
+use crate::bench::{BenchEngine, Comparison, Stopwatch, Timed};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -71,7 +70,7 @@ async fn run_eddy(
     events: &[String],
     rows: &[String],
     table_rows: u64,
-) -> anyhow::Result<(Duration, u64)> {
+) -> anyhow::Result<(Timed, u64)> {
     let bench = BenchEngine::open(
         "SET 'auto.offset.reset' = 'earliest';
          CREATE STREAM events (k STRING KEY, id BIGINT, user STRING, amount DOUBLE, page STRING)
@@ -107,7 +106,7 @@ fn read_ndjson(
     Ok(reader.collect::<Result<Vec<_>, _>>()?)
 }
 
-async fn run_datafusion(events: &[String], rows: &[String]) -> anyhow::Result<(Duration, u64)> {
+async fn run_datafusion(events: &[String], rows: &[String]) -> anyhow::Result<(Timed, u64)> {
     let events_ndjson = events.join("\n");
     // The table's key is in each line, as the record key would be.
     let rows_ndjson = rows
@@ -131,7 +130,7 @@ async fn run_datafusion(events: &[String], rows: &[String]) -> anyhow::Result<(D
     // One partition: one core, as the query runs.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
 
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let event_batches = read_ndjson(&events_ndjson, &event_schema)?;
     let row_batches = read_ndjson(&rows_ndjson, &row_schema)?;
     ctx.register_table(
@@ -153,7 +152,7 @@ async fn run_datafusion(events: &[String], rows: &[String]) -> anyhow::Result<(D
         writer.write(batch)?;
     }
     writer.finish()?;
-    let elapsed = started.elapsed();
+    let elapsed = started.stop();
     let lines = output.iter().filter(|b| **b == b'\n').count() as u64;
     Ok((elapsed, lines))
 }

@@ -107,6 +107,7 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
             records: total,
             bytes,
             elapsed: started.elapsed(),
+            cpu: None,
         }
     };
 
@@ -151,6 +152,7 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
         records: total,
         bytes,
         elapsed: started.elapsed(),
+        cpu: None,
     };
 
     let started = Instant::now();
@@ -181,6 +183,7 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
         records: total,
         bytes,
         elapsed: started.elapsed(),
+        cpu: None,
     };
     server.abort();
     Ok(KafkaBenchResult {

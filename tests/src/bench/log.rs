@@ -105,6 +105,7 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
         records: total,
         bytes: total * config.record_size as u64,
         elapsed: started.elapsed(),
+        cpu: None,
     };
     drop(store);
 
@@ -146,6 +147,7 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
         records,
         bytes,
         elapsed: started.elapsed(),
+        cpu: None,
     };
     anyhow::ensure!(records == total, "read {records} records, appended {total}");
     drop(store);
@@ -187,6 +189,7 @@ fn file_baseline(
         records: total,
         bytes: bytes_total,
         elapsed: started.elapsed(),
+        cpu: None,
     };
     drop(file);
     let started = Instant::now();
@@ -204,6 +207,7 @@ fn file_baseline(
         records: total,
         bytes: read_bytes,
         elapsed: started.elapsed(),
+        cpu: None,
     };
     Ok((write, read))
 }

@@ -32,6 +32,52 @@ pub fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+/// CPU time this process has used so far, over all its threads (Linux `/proc/self/stat`,
+/// in clock ticks of 10 ms), if known.
+pub fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// Wall-clock and CPU time of a measured phase.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    /// Wall-clock time.
+    pub wall: Duration,
+    /// CPU time of every thread of the process meanwhile, if known.
+    pub cpu: Option<Duration>,
+}
+
+/// Measures a phase's [`Timed`] from its start.
+pub struct Stopwatch {
+    started: std::time::Instant,
+    cpu: Option<Duration>,
+}
+
+impl Stopwatch {
+    /// Starts measuring.
+    pub fn start() -> Self {
+        Stopwatch {
+            started: std::time::Instant::now(),
+            cpu: process_cpu_time(),
+        }
+    }
+
+    /// The time since the start.
+    pub fn stop(&self) -> Timed {
+        Timed {
+            wall: self.started.elapsed(),
+            cpu: self
+                .cpu
+                .zip(process_cpu_time())
+                .map(|(before, after)| after.saturating_sub(before)),
+        }
+    }
+}
+
 /// A measured phase: how many records and bytes went through in how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Throughput {
@@ -41,9 +87,28 @@ pub struct Throughput {
     pub bytes: u64,
     /// Wall-clock time taken.
     pub elapsed: Duration,
+    /// CPU time every thread used meanwhile, if known.
+    pub cpu: Option<Duration>,
 }
 
 impl Throughput {
+    /// A phase of `records` records and `bytes` bytes that took `time`.
+    pub fn of(records: u64, bytes: u64, time: Timed) -> Self {
+        Throughput {
+            records,
+            bytes,
+            elapsed: time.wall,
+            cpu: time.cpu,
+        }
+    }
+
+    /// Records per second of CPU time, over every thread: the rate per core busy.
+    pub fn records_per_cpu_sec(&self) -> Option<f64> {
+        self.cpu
+            .filter(|c| !c.is_zero())
+            .map(|c| self.records as f64 / c.as_secs_f64())
+    }
+
     /// Records per second.
     pub fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -64,7 +129,16 @@ impl std::fmt::Display for Throughput {
             self.elapsed.as_secs_f64(),
             self.records_per_sec(),
             self.mb_per_sec()
-        )
+        )?;
+        if let (Some(cpu), Some(rate)) = (self.cpu, self.records_per_cpu_sec()) {
+            write!(
+                f,
+                "; {:.2} CPU-s ({:.1} cores busy), {rate:.0} records per CPU-second",
+                cpu.as_secs_f64(),
+                cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(1e-9)
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -152,7 +226,9 @@ mod tests {
             records: 2_000,
             bytes: 4_000_000,
             elapsed: Duration::from_secs(2),
+            cpu: Some(Duration::from_secs(4)),
         };
+        assert_eq!(t.records_per_cpu_sec(), Some(500.0));
         assert_eq!(t.records_per_sec(), 1_000.0);
         assert_eq!(t.mb_per_sec(), 2.0);
     }
@@ -175,19 +251,15 @@ impl Comparison {
     /// and by DataFusion in `datafusion`, each with how many records it wrote.
     pub fn of(
         (records, bytes): (u64, u64),
-        (eddy, eddy_output): (std::time::Duration, u64),
-        (datafusion, datafusion_output): (std::time::Duration, u64),
+        (eddy, eddy_output): (Timed, u64),
+        (datafusion, datafusion_output): (Timed, u64),
     ) -> anyhow::Result<Self> {
         // Both sides must have done the same work.
         anyhow::ensure!(
             eddy_output == datafusion_output,
             "the query wrote {eddy_output} records but DataFusion {datafusion_output}"
         );
-        let throughput = |elapsed| Throughput {
-            records,
-            bytes,
-            elapsed,
-        };
+        let throughput = |time| Throughput::of(records, bytes, time);
         Ok(Comparison {
             eddy: throughput(eddy),
             datafusion: throughput(datafusion),
@@ -242,8 +314,8 @@ impl BenchEngine {
     }
 
     /// Runs `query` until it has processed every input record; how long that took.
-    async fn run_to_the_end(&mut self, query: &str) -> anyhow::Result<std::time::Duration> {
-        let started = std::time::Instant::now();
+    async fn run_to_the_end(&mut self, query: &str) -> anyhow::Result<Timed> {
+        let started = Stopwatch::start();
         self.engine.execute(&mut self.session, query).await?;
         if !self
             .engine
@@ -252,7 +324,7 @@ impl BenchEngine {
         {
             anyhow::bail!("the query did not finish within 10 minutes");
         }
-        Ok(started.elapsed())
+        Ok(started.stop())
     }
 
     /// Times `query` from its creation until it has processed every input record; returns the
@@ -261,7 +333,7 @@ impl BenchEngine {
         mut self,
         query: &str,
         sink: &str,
-    ) -> anyhow::Result<(std::time::Duration, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
+    ) -> anyhow::Result<(Timed, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
         let elapsed = self.run_to_the_end(query).await?;
         let mut output = Vec::new();
         for partition in 0..self.store.partition_count(sink)? {
@@ -285,11 +357,7 @@ impl BenchEngine {
 
     /// Times `query` from its creation until it has processed every input record; returns the
     /// time and how many records it wrote to partition 0 of `sink`.
-    pub async fn time_query(
-        mut self,
-        query: &str,
-        sink: &str,
-    ) -> anyhow::Result<(std::time::Duration, u64)> {
+    pub async fn time_query(mut self, query: &str, sink: &str) -> anyhow::Result<(Timed, u64)> {
         let elapsed = self.run_to_the_end(query).await?;
         let output = self.store.end_offset(sink, 0)? as u64;
         self.engine.shutdown().await;

@@ -6,7 +6,6 @@
 //! DataFusion's physical expressions, and the result written back as NDJSON.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use datafusion::arrow::array::{BooleanArray, RecordBatch};
@@ -17,7 +16,7 @@ use datafusion::common::DFSchema;
 use datafusion::prelude::{SessionContext, col, lit};
 use eddy_storage::Record;
 
-use crate::bench::{BenchEngine, Comparison};
+use crate::bench::{BenchEngine, Comparison, Stopwatch, Timed};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -52,7 +51,7 @@ pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<Comparison> {
     Comparison::of((config.records, bytes), eddy, run_datafusion(&inputs)?)
 }
 
-async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
+async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
     let bench = BenchEngine::open(
         "SET 'auto.offset.reset' = 'earliest';
          CREATE STREAM orders (user STRING KEY, id BIGINT, category STRING, amount DOUBLE, note STRING)
@@ -70,7 +69,7 @@ async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
     bench.time_query(QUERY, "BIG_ORDERS").await
 }
 
-fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
+fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
     let ndjson = inputs.join("\n");
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, true),
@@ -98,7 +97,7 @@ fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
         Field::new("DOUBLED", DataType::Float64, true),
     ]));
 
-    let started = Instant::now();
+    let started = Stopwatch::start();
     let reader = ReaderBuilder::new(schema)
         .with_batch_size(8192)
         .build(ndjson.as_bytes())?;
@@ -122,7 +121,7 @@ fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Duration, u64)> {
         writer.write(&RecordBatch::try_new(out_schema.clone(), columns)?)?;
     }
     writer.finish()?;
-    let elapsed = started.elapsed();
+    let elapsed = started.stop();
     let lines = output.iter().filter(|b| **b == b'\n').count() as u64;
     Ok((elapsed, lines))
 }
