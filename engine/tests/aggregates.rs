@@ -749,17 +749,7 @@ async fn closed_windows_leave_the_state() {
          WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
     )
     .await;
-    let shown = engine
-        .execute(&mut Session::default(), "SHOW QUERIES;")
-        .await
-        .unwrap();
-    let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
-        panic!("{shown:?}");
-    };
-    let namespaces: Vec<String> = queries
-        .iter()
-        .map(|q| format!("__eddy_query_{}", q.id))
-        .collect();
+    let namespaces = state_namespaces(&engine).await;
     assert_eq!(namespaces.len(), 2);
     let store = engine.store().clone();
     let windows_kept = |store: &Store| {
@@ -797,23 +787,8 @@ async fn closed_windows_leave_the_state() {
     assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
     assert_eq!(records(&store, "PER_WINDOW").len(), 5);
     assert_eq!(windows_kept(&store), [40].into_iter().collect());
-    // It is counted among each query's failed records (and logged), not lost silently. The
-    // counters follow the commit that carried the record, so they may take a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let shown = engine
-            .execute(&mut Session::default(), "SHOW QUERIES;")
-            .await
-            .unwrap();
-        let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
-            panic!("{shown:?}");
-        };
-        if queries.iter().all(|q| q.failed == 1) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{queries:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // It is counted among each query's failed records (and logged), not lost silently.
+    wait_for_failed(&engine, 1).await;
     engine.shutdown().await;
 }
 
@@ -920,18 +895,34 @@ async fn stream_time_is_kept_per_partition() {
     engine.shutdown().await;
 }
 
-/// Waits until the only query has counted `want` failed records.
+/// The running queries, as `SHOW QUERIES` lists them.
+async fn queries(engine: &Engine) -> Vec<eddy_engine::QuerySummary> {
+    let shown = engine
+        .execute(&mut Session::default(), "SHOW QUERIES;")
+        .await
+        .unwrap();
+    let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
+        panic!("{shown:?}");
+    };
+    queries.clone()
+}
+
+/// Each running query's state-store namespace.
+async fn state_namespaces(engine: &Engine) -> Vec<String> {
+    queries(engine)
+        .await
+        .iter()
+        .map(|q| format!("__eddy_query_{}", q.id))
+        .collect()
+}
+
+/// Waits until every running query has counted `want` failed records. The counters follow
+/// the commit that carried the records, so they may take a moment.
 async fn wait_for_failed(engine: &Engine, want: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let shown = engine
-            .execute(&mut Session::default(), "SHOW QUERIES;")
-            .await
-            .unwrap();
-        let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
-            panic!("{shown:?}");
-        };
-        if queries[0].failed == want {
+        let queries = queries(engine).await;
+        if queries.iter().all(|q| q.failed == want) {
             return;
         }
         assert!(std::time::Instant::now() < deadline, "{queries:?}");
@@ -953,14 +944,7 @@ async fn closed_sessions_leave_the_state() {
          WINDOW SESSION (10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
     )
     .await;
-    let shown = engine
-        .execute(&mut Session::default(), "SHOW QUERIES;")
-        .await
-        .unwrap();
-    let eddy_engine::StatementResult::Queries { queries, .. } = &shown[0] else {
-        panic!("{shown:?}");
-    };
-    let namespace = format!("__eddy_query_{}", queries[0].id);
+    let namespace = state_namespaces(&engine).await.remove(0);
     let store = engine.store().clone();
     // (sessions stored, groups with a session list stored)
     let kept = |store: &Store| {

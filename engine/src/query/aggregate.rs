@@ -2096,14 +2096,19 @@ impl FinalRows {
 }
 
 impl AggregateState {
+    /// The times per partition stored under `key`.
+    fn stored_times(&self, store: &Store, key: &[u8]) -> Result<PartitionTimes> {
+        let stored = store.state_get(&self.namespace, key)?;
+        Ok(PartitionTimes::decode(
+            stored.as_deref(),
+            self.partitioner.partitions(),
+        ))
+    }
+
     /// Stream time per partition, read from the store the first time.
     fn stream_times(&mut self, store: &Store) -> Result<&mut PartitionTimes> {
         if self.stream_times.is_none() {
-            let stored = store.state_get(&self.namespace, STREAM_TIME_KEY)?;
-            self.stream_times = Some(PartitionTimes::decode(
-                stored.as_deref(),
-                self.partitioner.partitions(),
-            ));
+            self.stream_times = Some(self.stored_times(store, STREAM_TIME_KEY)?);
         }
         self.stream_times
             .as_mut()
@@ -2130,9 +2135,9 @@ impl AggregateState {
             }
             // A window's key is its group's, then its start (and a session's end).
             let suffix = if self.sessions_windowed { 16 } else { 8 };
-            let keys: Vec<Vec<u8>> = filed.iter().map(|(_, k)| k.clone()).collect();
-            let clocks = if keys.is_empty() {
-                Vec::new()
+            let (bounds, keys): (Vec<i64>, Vec<GroupKey>) = filed.into_iter().unzip();
+            let clocks = if keys.is_empty() || self.partitioner.partitions() <= 1 {
+                vec![0; keys.len()]
             } else {
                 let groups = self.group_values(&keys, suffix)?;
                 self.partitioner.assign(&groups, keys.len(), &|i| {
@@ -2140,17 +2145,13 @@ impl AggregateState {
                 })
             };
             let mut index = vec![WindowIndex::new(); self.partitioner.partitions() as usize];
-            for ((bound, key), clock) in filed.into_iter().zip(clocks) {
+            for ((bound, key), clock) in bounds.into_iter().zip(keys).zip(clocks) {
                 if let Some(windows) = index.get_mut(clock as usize) {
                     windows.entry(bound).or_default().insert(key);
                 }
             }
             self.open_windows_index = Some(index);
-            let stored = store.state_get(&self.namespace, LATEST_START_KEY)?;
-            self.latest_start = Some(PartitionTimes::decode(
-                stored.as_deref(),
-                self.partitioner.partitions(),
-            ));
+            self.latest_start = Some(self.stored_times(store, LATEST_START_KEY)?);
         }
         self.open_windows_index
             .as_mut()
@@ -2254,23 +2255,52 @@ impl AggregateState {
         let mut emptied = Vec::new();
         for (end, keys) in ready {
             for key in keys {
-                let Some(at) = key.len().checked_sub(16) else {
+                let Some((group_key, start)) = self.leave_session_list(store, &key, end)? else {
                     continue;
                 };
-                let start = key[at..at + 8]
-                    .try_into()
-                    .map(i64::from_be_bytes)
-                    .map_err(|_| EngineError::statement("a session key is malformed"))?;
                 let (latest, values) = self.final_result(store, &key, (plan, input), end)?;
-                out.push((key.clone(), (start, end), latest, values));
-                let group_key = key[..at].to_vec();
-                let mut sessions = self.sessions_of(store, &group_key)?;
-                sessions.retain(|s| *s != (start, end));
-                self.sessions.insert(group_key.clone(), sessions);
+                out.push((key, (start, end), latest, values));
                 emptied.push(group_key);
             }
         }
         Ok((out, emptied))
+    }
+
+    /// Takes the session stored under `key`, which ends at `end`, out of its group's session
+    /// list; returns the group key and the session's start (`None` for a malformed key).
+    fn leave_session_list(
+        &mut self,
+        store: &Store,
+        key: &[u8],
+        end: i64,
+    ) -> Result<Option<(GroupKey, i64)>> {
+        let Some(at) = key.len().checked_sub(16) else {
+            return Ok(None);
+        };
+        let start = key[at..at + 8]
+            .try_into()
+            .map(i64::from_be_bytes)
+            .map_err(|_| EngineError::statement("a session key is malformed"))?;
+        let group_key = key[..at].to_vec();
+        let mut sessions = self.sessions_of(store, &group_key)?;
+        sessions.retain(|s| *s != (start, end));
+        self.sessions.insert(group_key.clone(), sessions);
+        Ok(Some((group_key, start)))
+    }
+
+    /// Takes out of the index, in every partition, the windows filed at or before the
+    /// partition's stream time less `lag`, by bound.
+    fn take_closed(&mut self, store: &Store, lag: i64) -> Result<Vec<(i64, GroupKey)>> {
+        let clocks: Vec<(u32, i64)> = self.stream_times(store)?.iter().collect();
+        let mut closed = Vec::new();
+        for (clock, stream_time) in clocks {
+            for (bound, keys) in
+                self.take_windows_through(store, clock, stream_time.saturating_sub(lag))?
+            {
+                closed.extend(keys.into_iter().map(|key| (bound, key)));
+            }
+        }
+        Ok(closed)
     }
 
     /// Tumbling and hopping windows (without `EMIT FINAL`) that their partition's stream
@@ -2283,18 +2313,11 @@ impl AggregateState {
         if plan.emit_final {
             return Ok(Vec::new());
         }
-        let clocks: Vec<(u32, i64)> = self.stream_times(store)?.iter().collect();
-        let mut expired: Vec<Vec<u8>> = Vec::new();
-        for (clock, stream_time) in clocks {
-            let last_closed = stream_time
-                .saturating_sub(*grace)
-                .saturating_sub(windows.size());
-            expired.extend(
-                self.take_windows_through(store, clock, last_closed)?
-                    .into_values()
-                    .flatten(),
-            );
-        }
+        let expired: Vec<GroupKey> = self
+            .take_closed(store, grace.saturating_add(windows.size()))?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
         for key in &expired {
             self.groups.remove(key);
         }
@@ -2316,31 +2339,16 @@ impl AggregateState {
         if plan.emit_final {
             return Ok((Vec::new(), Vec::new()));
         }
-        let clocks: Vec<(u32, i64)> = self.stream_times(store)?.iter().collect();
         let mut expired = Vec::new();
         let mut changed = Vec::new();
-        for (clock, stream_time) in clocks {
-            let close_time = stream_time.saturating_sub(grace).saturating_sub(gap);
-            let Some(last_closed) = close_time.checked_sub(1) else {
-                continue;
-            };
-            for (end, keys) in self.take_windows_through(store, clock, last_closed)? {
-                for key in keys {
-                    let Some(at) = key.len().checked_sub(16) else {
-                        continue;
-                    };
-                    let start = key[at..at + 8]
-                        .try_into()
-                        .map(i64::from_be_bytes)
-                        .map_err(|_| EngineError::statement("a session key is malformed"))?;
-                    let group_key = key[..at].to_vec();
-                    let mut sessions = self.sessions_of(store, &group_key)?;
-                    sessions.retain(|s| *s != (start, end));
-                    self.sessions.insert(group_key.clone(), sessions);
-                    self.groups.remove(&key);
-                    changed.push(group_key);
-                    expired.push(key);
-                }
+        // Closed once end + gap + grace is behind stream time: filed at or before it less
+        // gap + grace + 1.
+        let lag = gap.saturating_add(grace).saturating_add(1);
+        for (end, key) in self.take_closed(store, lag)? {
+            if let Some((group_key, _)) = self.leave_session_list(store, &key, end)? {
+                self.groups.remove(&key);
+                changed.push(group_key);
+                expired.push(key);
             }
         }
         Ok((expired, changed))
