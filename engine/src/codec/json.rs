@@ -550,9 +550,13 @@ fn decode_flat_objects(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option
         return None;
     }
     let n = payloads.len();
-    let redo: Vec<usize> = (0..n)
-        .filter(|&i| batch.columns().iter().any(|c| c.is_null(i)))
-        .collect();
+    let redo: Vec<usize> = if batch.columns().iter().all(|c| c.null_count() == 0) {
+        Vec::new()
+    } else {
+        (0..n)
+            .filter(|&i| batch.columns().iter().any(|c| c.is_null(i)))
+            .collect()
+    };
     if redo.is_empty() {
         return Some(Decoded {
             columns: batch.columns().to_vec(),
