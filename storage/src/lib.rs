@@ -19,7 +19,8 @@ mod topic;
 mod writer;
 
 pub use batch::{
-    BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records, decode_records_into, split_batches,
+    BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records,
+    decode_records_into, split_batches,
 };
 pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMetadata, StateOp};
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};

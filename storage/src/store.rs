@@ -672,8 +672,13 @@ impl Store {
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
         // Decoding a batch checks its CRC, so the read need not check it first.
-        let fetched =
-            self.read_batches(topic, partition, offset, max_bytes, Checksums::LeftToDecoder)?;
+        let fetched = self.read_batches(
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            Checksums::LeftToDecoder,
+        )?;
         let mut records = Vec::new();
         let mut next_offset = offset;
         for batch in fetched.batches {
