@@ -233,11 +233,7 @@ fn main() -> anyhow::Result<()> {
                     );
                     rss.push(mib(peak));
                 }
-                reports.push((
-                    report.eddy.records_per_sec(),
-                    report.eddy.records_per_cpu_sec(),
-                    report.datafusion.records_per_sec(),
-                ));
+                reports.push(RunRates::of(&report.eddy, &report.datafusion));
             }
             print_medians(&reports);
             // Later runs inherit the allocator's heap from the runs (and DataFusion's batches)
@@ -341,31 +337,50 @@ fn compare_runs(
             "run {run}: {} records written by each",
             report.output_records
         );
-        reports.push((
-            report.eddy.records_per_sec(),
-            report.eddy.records_per_cpu_sec(),
-            report.datafusion.records_per_sec(),
-        ));
+        reports.push(RunRates::of(&report.eddy, &report.datafusion));
     }
     print_medians(&reports);
     print_peak_rss();
     Ok(())
 }
 
+/// Events per second of one run, by wall clock and per CPU-second of the whole process.
+struct RunRates {
+    eddy: f64,
+    eddy_per_cpu: Option<f64>,
+    datafusion: f64,
+    datafusion_per_cpu: Option<f64>,
+}
+
+impl RunRates {
+    fn of(eddy: &bench::Throughput, datafusion: &bench::Throughput) -> Self {
+        RunRates {
+            eddy: eddy.records_per_sec(),
+            eddy_per_cpu: eddy.records_per_cpu_sec(),
+            datafusion: datafusion.records_per_sec(),
+            datafusion_per_cpu: datafusion.records_per_cpu_sec(),
+        }
+    }
+}
+
 /// Prints the medians of (Eddy, DataFusion) events/s, and of each run's ratio: each run times
 /// both sides back to back, so its own ratio is the least noisy.
-fn print_medians(runs: &[(f64, Option<f64>, f64)]) {
-    let eddy = median(runs.iter().map(|r| r.0).collect());
-    let datafusion = median(runs.iter().map(|r| r.2).collect());
-    let ratio = median(runs.iter().map(|r| r.0 / r.2).collect());
+fn print_medians(runs: &[RunRates]) {
+    let eddy = median(runs.iter().map(|r| r.eddy).collect());
+    let datafusion = median(runs.iter().map(|r| r.datafusion).collect());
+    let ratio = median(runs.iter().map(|r| r.eddy / r.datafusion).collect());
     println!(
         "median: eddy {eddy:.0} events/s; DataFusion batch {datafusion:.0} events/s on one core; ratio {ratio:.2} (median of the runs' ratios)"
     );
-    let per_cpu: Vec<f64> = runs.iter().filter_map(|r| r.1).collect();
+    let per_cpu: Vec<(f64, f64)> = runs
+        .iter()
+        .filter_map(|r| Some((r.eddy_per_cpu?, r.datafusion_per_cpu?)))
+        .collect();
     if !per_cpu.is_empty() {
         println!(
-            "median: eddy {:.0} events per CPU-second (its threads read, process and write the log in parallel)",
-            median(per_cpu)
+            "median: eddy {:.0} events per CPU-second (its threads read, process and write the log in parallel); ratio per CPU-second {:.2}",
+            median(per_cpu.iter().map(|r| r.0).collect()),
+            median(per_cpu.iter().map(|r| r.0 / r.1).collect()),
         );
     }
 }
