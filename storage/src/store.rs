@@ -679,7 +679,15 @@ impl Store {
             max_bytes,
             Checksums::LeftToDecoder,
         )?;
-        let mut records = Vec::new();
+        let mut records = Vec::with_capacity(
+            fetched
+                .batches
+                .iter()
+                .filter_map(|b| Some((BatchHeader::parse(b).ok()?, b.len())))
+                // A corrupt count must not reserve more than the bytes could hold.
+                .map(|(h, len)| (h.record_count.max(0) as usize).min(len / 7))
+                .sum(),
+        );
         let mut next_offset = offset;
         for batch in fetched.batches {
             let header = BatchHeader::parse(&batch)

@@ -482,12 +482,39 @@ fn format_double(v: f64) -> String {
 
 /// Decodes JSON payloads. `wrapped`: each payload is an object whose fields are the columns;
 /// otherwise the payload is the single column's value.
-pub(super) fn decode(schema: &SchemaRef, wrapped: bool, payloads: &[Option<&[u8]>]) -> Decoded {
-    if wrapped && let Some(decoded) = decode_flat_objects(schema, payloads) {
+pub(super) fn decode(
+    schema: &SchemaRef,
+    wrapped: bool,
+    payloads: &[Option<&[u8]>],
+    cache: &DecoderCache,
+) -> Decoded {
+    if wrapped && let Some(decoded) = decode_flat_objects(schema, payloads, cache) {
         return decoded;
     }
     decode_each(schema, wrapped, payloads)
 }
+
+/// The fast path's arrow-json decoder, kept between batches so that its buffers, grown to a
+/// batch's size once, are reused; keyed by the field names it reads. Clones start empty.
+#[derive(Default)]
+pub(super) struct DecoderCache(
+    parking_lot::Mutex<Option<(Vec<String>, usize, datafusion::arrow::json::reader::Decoder)>>,
+);
+
+impl Clone for DecoderCache {
+    fn clone(&self) -> Self {
+        DecoderCache::default()
+    }
+}
+
+impl std::fmt::Debug for DecoderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecoderCache")
+    }
+}
+
+/// The smallest batch a cached decoder is built for, so small batches share one.
+const MIN_DECODER_BATCH: usize = 8192;
 
 /// Whether arrow-json's tape decoder reads this type as ksqlDB's JSON rules do.
 fn fast_type(ty: &DataType) -> bool {
@@ -507,7 +534,11 @@ fn fast_type(ty: &DataType) -> bool {
 /// them; a row where any column comes out null (a differently spelled field, or a real null)
 /// is decoded again one by one, with ksqlDB's case-insensitive rules. Anything the fast decoder
 /// refuses falls back to the exact path for the whole batch.
-fn decode_flat_objects(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option<Decoded> {
+fn decode_flat_objects(
+    schema: &SchemaRef,
+    payloads: &[Option<&[u8]>],
+    cache: &DecoderCache,
+) -> Option<Decoded> {
     if payloads.is_empty()
         || payloads.iter().any(Option::is_none)
         || !schema.fields().iter().all(|f| fast_type(f.data_type()))
@@ -532,13 +563,23 @@ fn decode_flat_objects(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option
             datafusion::arrow::datatypes::Field::new(name, f.data_type().clone(), true)
         })
         .collect();
-    let mut decoder = datafusion::arrow::json::ReaderBuilder::new(Arc::new(
-        datafusion::arrow::datatypes::Schema::new(spelled),
-    ))
-    .with_coerce_primitive(true)
-    .with_batch_size(payloads.len())
-    .build_decoder()
-    .ok()?;
+    let names: Vec<String> = spelled.iter().map(|f| f.name().clone()).collect();
+    let cached = cache.0.lock().take();
+    let mut decoder = match cached {
+        Some((cached_names, capacity, decoder))
+            if cached_names == names && capacity >= payloads.len() =>
+        {
+            decoder
+        }
+        _ => datafusion::arrow::json::ReaderBuilder::new(Arc::new(
+            datafusion::arrow::datatypes::Schema::new(spelled),
+        ))
+        .with_coerce_primitive(true)
+        .with_batch_size(payloads.len().max(MIN_DECODER_BATCH))
+        .build_decoder()
+        .ok()?,
+    };
+    // A decoder that failed midway holds part of a batch, so it is dropped, not cached.
     for payload in payloads.iter().flatten() {
         let consumed = decoder.decode(payload).ok()?;
         if consumed != payload.len() {
@@ -546,6 +587,7 @@ fn decode_flat_objects(schema: &SchemaRef, payloads: &[Option<&[u8]>]) -> Option
         }
     }
     let batch = decoder.flush().ok()??;
+    *cache.0.lock() = Some((names, payloads.len().max(MIN_DECODER_BATCH), decoder));
     if batch.num_rows() != payloads.len() {
         return None;
     }

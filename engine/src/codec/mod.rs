@@ -34,6 +34,7 @@ pub struct RowCodec {
     format: FormatSpec,
     schema: SchemaRef,
     wrapped: bool,
+    json_decoder: json::DecoderCache,
 }
 
 impl RowCodec {
@@ -65,6 +66,7 @@ impl RowCodec {
             format,
             schema: Arc::new(Schema::new(fields)),
             wrapped,
+            json_decoder: json::DecoderCache::default(),
         })
     }
 
@@ -78,7 +80,7 @@ impl RowCodec {
         match self.format.format {
             Format::Kafka => kafka::decode(&self.schema, payloads),
             Format::Delimited => delimited::decode(&self.schema, self.format.delimiter(), payloads),
-            Format::Json => json::decode(&self.schema, self.wrapped, payloads),
+            Format::Json => json::decode(&self.schema, self.wrapped, payloads, &self.json_decoder),
             _ => Decoded {
                 columns: Vec::new(),
                 errors: Vec::new(),
