@@ -19,7 +19,9 @@ use datafusion::logical_expr::{
 
 use base64::Engine as _;
 
-use crate::functions::time::{format_timestamp, parse_timestamp};
+use crate::functions::time::{
+    Zone, format_timestamp, format_timestamp_in, parse_timestamp, parse_timestamp_in,
+};
 
 type ReturnType = fn(&[DataType]) -> Result<DataType, String>;
 type Invoke = fn(&[ArrayRef], usize) -> Result<ArrayRef, String>;
@@ -322,14 +324,125 @@ fn array_length(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 /// `STRINGTOTIMESTAMP(text, pattern)`: milliseconds since the epoch.
 fn string_to_timestamp(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let (text, pattern) = (strings(&args[0])?, strings(&args[1])?);
+    let mut zones = ZoneArgument::new(args.get(2))?;
     let mut out = Vec::with_capacity(rows);
     for i in 0..rows {
         out.push(match (string_at(&text, i), string_at(&pattern, i)) {
-            (Some(t), Some(p)) => Some(parse_timestamp(t, p)?),
+            (Some(t), Some(p)) => match zones.at(i)? {
+                Some(zone) => Some(parse_timestamp_in(t, p, zone)?),
+                None => None,
+            },
             _ => None,
         });
     }
     Ok(Arc::new(Int64Array::from(out)))
+}
+
+/// An optional time-zone argument (the last of several functions), read once per distinct
+/// text rather than once per row. Without the argument the zone is UTC.
+struct ZoneArgument {
+    texts: Option<StringArray>,
+    last: Option<(String, Zone)>,
+}
+
+impl ZoneArgument {
+    fn new(argument: Option<&ArrayRef>) -> Result<Self, String> {
+        Ok(ZoneArgument {
+            texts: argument.map(strings).transpose()?,
+            last: None,
+        })
+    }
+
+    /// The zone of row `i`; `None` when the argument is null there.
+    fn at(&mut self, i: usize) -> Result<Option<Zone>, String> {
+        let Some(texts) = &self.texts else {
+            return Ok(Some(Zone::UTC));
+        };
+        let Some(text) = string_at(texts, i) else {
+            return Ok(None);
+        };
+        if let Some((seen, zone)) = &self.last
+            && seen == text
+        {
+            return Ok(Some(*zone));
+        }
+        let zone = Zone::parse(text)?;
+        self.last = Some((text.to_string(), zone));
+        Ok(Some(zone))
+    }
+}
+
+/// `CONVERT_TZ(timestamp, from_zone, to_zone)`: the timestamp moved by the difference between
+/// the two zones' offsets at that instant, as ksqlDB computes it.
+fn convert_tz(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let millis = longs(
+        &cast(&args[0], &DataType::Timestamp(TimeUnit::Millisecond, None))
+            .and_then(|t| cast(&t, &DataType::Int64))
+            .map_err(|e| e.to_string())?,
+    )?;
+    let (mut from, mut to) = (
+        ZoneArgument::new(Some(&args[1]))?,
+        ZoneArgument::new(Some(&args[2]))?,
+    );
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        out.push(match (long_at(&millis, i), from.at(i)?, to.at(i)?) {
+            (Some(ms), Some(from), Some(to)) => {
+                Some(ms + to.offset_ms_at(ms) - from.offset_ms_at(ms))
+            }
+            _ => None,
+        });
+    }
+    Ok(Arc::new(TimestampMillisecondArray::from(out)))
+}
+
+/// `PARSE_TIME(text, pattern)`: a TIME, the milliseconds of the day the text gives.
+fn parse_time(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, pattern) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        out.push(match (string_at(&text, i), string_at(&pattern, i)) {
+            (Some(t), Some(p)) => Some(parse_timestamp(t, p)?.rem_euclid(DAY_MS) as i32),
+            _ => None,
+        });
+    }
+    Ok(Arc::new(
+        datafusion::arrow::array::Time32MillisecondArray::from(out),
+    ))
+}
+
+/// `REGEXP_SPLIT_TO_ARRAY(text, regex)`: the text split around every match of the regular
+/// expression, keeping empty pieces, as Java's `Pattern.split(text, -1)`.
+fn regexp_split_to_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, pattern) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = ListBuilder::new(StringBuilder::new());
+    let mut compiled: Option<(String, regex::Regex)> = None;
+    for i in 0..rows {
+        let (Some(t), Some(p)) = (string_at(&text, i), string_at(&pattern, i)) else {
+            out.append_null();
+            continue;
+        };
+        if compiled.as_ref().is_none_or(|(seen, _)| seen != p) {
+            let re =
+                regex::Regex::new(p).map_err(|e| format!("Invalid regular expression: {e}"))?;
+            compiled = Some((p.to_string(), re));
+        }
+        let Some((_, re)) = &compiled else {
+            continue;
+        };
+        let mut start = 0;
+        for m in re.find_iter(t) {
+            // Java never splits off an empty first piece at a zero-width match at the start.
+            if m.start() == 0 && m.end() == 0 {
+                continue;
+            }
+            out.values().append_value(&t[start..m.start()]);
+            start = m.end();
+        }
+        out.values().append_value(&t[start..]);
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// `PARSE_TIMESTAMP(text, pattern)`: a TIMESTAMP.
@@ -357,10 +470,11 @@ fn timestamp_to_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, Strin
         _ => longs(&args[0])?,
     };
     let pattern = strings(&args[1])?;
+    let mut zones = ZoneArgument::new(args.get(2))?;
     let mut out = StringBuilder::new();
     for i in 0..rows {
-        match (long_at(&millis, i), string_at(&pattern, i)) {
-            (Some(ms), Some(p)) => out.append_value(format_timestamp(ms, p)?),
+        match (long_at(&millis, i), string_at(&pattern, i), zones.at(i)?) {
+            (Some(ms), Some(p), Some(zone)) => out.append_value(format_timestamp_in(ms, p, zone)?),
             _ => out.append_null(),
         }
     }
@@ -1297,6 +1411,34 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             STRING,
             timestamp_to_string,
         ),
+        function(
+            "CONVERT_TZ",
+            TypeSignature::Any(3),
+            |args| match args.first() {
+                Some(DataType::Timestamp(..) | DataType::Null) => {
+                    Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+                }
+                _ => Err("Function 'convert_tz' does not accept parameters".into()),
+            },
+            convert_tz,
+        ),
+        function(
+            "PARSE_TIME",
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+            |_| Ok(DataType::Time32(TimeUnit::Millisecond)),
+            parse_time,
+        ),
+        function(
+            "REGEXP_SPLIT_TO_ARRAY",
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+            |_| {
+                Ok(DataType::List(Arc::new(Field::new_list_field(
+                    DataType::Utf8,
+                    true,
+                ))))
+            },
+            regexp_split_to_array,
+        ),
         function("STRINGTODATE", string_pairs(), INT, string_to_date),
         function(
             "PARSE_DATE",
@@ -1512,6 +1654,161 @@ fn text_or_bytes(args: &[DataType]) -> Result<DataType, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn texts(values: &[Option<&str>]) -> ArrayRef {
+        Arc::new(StringArray::from(values.to_vec()))
+    }
+
+    fn string_list(array: &ArrayRef) -> Vec<Option<Vec<String>>> {
+        use datafusion::arrow::array::AsArray;
+        array
+            .as_list::<i32>()
+            .iter()
+            .map(|row| {
+                row.map(|items| {
+                    items
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|s| s.unwrap_or_default().to_string())
+                        .collect()
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn timestamps_format_and_parse_in_a_zone() {
+        let millis: ArrayRef = Arc::new(Int64Array::from(vec![Some(1_526_075_913_000), None]));
+        let out = timestamp_to_string(
+            &[
+                millis.clone(),
+                texts(&[Some("yyyy-MM-dd HH:mm:ss zzz")]),
+                texts(&[Some("America/Los_Angeles")]),
+            ],
+            2,
+        )
+        .unwrap();
+        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(out.value(0), "2018-05-11 14:58:33 PDT");
+        assert!(out.is_null(1));
+        let parsed = string_to_timestamp(
+            &[
+                texts(&[Some("2018-05-11 14:58:33")]),
+                texts(&[Some("yyyy-MM-dd HH:mm:ss")]),
+                texts(&[Some("America/Los_Angeles")]),
+            ],
+            1,
+        )
+        .unwrap();
+        assert_eq!(longs(&parsed).unwrap().value(0), 1_526_075_913_000);
+        let unknown = timestamp_to_string(
+            &[
+                millis,
+                texts(&[Some("HH")]),
+                texts(&[Some("Mars/Olympus_Mons")]),
+            ],
+            2,
+        );
+        assert_eq!(
+            unknown.unwrap_err(),
+            "Unknown time zone: 'Mars/Olympus_Mons'"
+        );
+    }
+
+    #[test]
+    fn zones_read_as_javas_zone_ids() {
+        let offset = |text: &str| Zone::parse(text).map(|z| z.offset_ms_at(0) / 60_000);
+        assert_eq!(offset("+0200"), Ok(120));
+        assert_eq!(offset("+02:00"), Ok(120));
+        assert_eq!(offset("-5"), Ok(-300));
+        assert_eq!(offset("UTC+05:30"), Ok(330));
+        assert_eq!(offset("Z"), Ok(0));
+        assert_eq!(offset("GMT"), Ok(0));
+        assert_eq!(offset("Asia/Kolkata"), Ok(330));
+        assert!(Zone::parse("+25").is_err());
+        assert!(Zone::parse("Nowhere").is_err());
+        // Daylight saving time: the offset depends on the instant.
+        let la = Zone::parse("America/Los_Angeles").unwrap();
+        assert_eq!(la.offset_ms_at(1_526_075_913_000) / 3_600_000, -7);
+        assert_eq!(la.offset_ms_at(1_516_075_913_000) / 3_600_000, -8);
+    }
+
+    #[test]
+    fn convert_tz_moves_by_the_difference_of_offsets_at_the_instant() {
+        let ts: ArrayRef = Arc::new(TimestampMillisecondArray::from(vec![
+            Some(1_589_234_313_000),
+            None,
+        ]));
+        let out = convert_tz(
+            &[
+                ts,
+                texts(&[Some("America/Los_Angeles")]),
+                texts(&[Some("America/New_York")]),
+            ],
+            2,
+        )
+        .unwrap();
+        let out = out
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(out.value(0), 1_589_245_113_000);
+        assert!(out.is_null(1));
+    }
+
+    #[test]
+    fn times_parse_to_milliseconds_of_the_day() {
+        let out = parse_time(
+            &[
+                texts(&[Some("01:00:00 PM"), Some("00:01:05Lit"), None]),
+                texts(&[Some("hh:mm:ss a"), Some("HH:mm:ss'Lit'"), Some("HH")]),
+            ],
+            3,
+        )
+        .unwrap();
+        let out = out
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Time32MillisecondArray>()
+            .unwrap();
+        assert_eq!(out.value(0), 46_800_000);
+        assert_eq!(out.value(1), 65_000);
+        assert!(out.is_null(2));
+    }
+
+    #[test]
+    fn regexp_split_keeps_empty_pieces_as_java_does() {
+        let out = regexp_split_to_array(
+            &[
+                texts(&[
+                    Some("aabcda"),
+                    Some("zxy"),
+                    None,
+                    Some("abc"),
+                    Some("a,b,,"),
+                ]),
+                texts(&[
+                    Some("(ab|cd)"),
+                    Some("(ab|cd)"),
+                    Some("x"),
+                    Some(""),
+                    Some(","),
+                ]),
+            ],
+            5,
+        )
+        .unwrap();
+        let piece = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            string_list(&out),
+            vec![
+                piece(&["a", "", "a"]),
+                piece(&["zxy"]),
+                None,
+                piece(&["a", "b", "c", ""]),
+                piece(&["a", "b", "", ""]),
+            ]
+        );
+    }
 
     #[test]
     fn substrings_are_one_based_and_negative_positions_count_from_the_end() {

@@ -2,7 +2,9 @@
 //! `TIMESTAMP_FORMAT`, `STRINGTOTIMESTAMP` and `TIMESTAMPTOSTRING` take them.
 
 use chrono::format::{Item, Parsed, StrftimeItems, parse};
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
+use chrono::{
+    FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone, Utc,
+};
 
 /// Translates a Java `DateTimeFormatter` pattern (`yyyy-MM-dd'T'HH:mm:ss.SSSX`) to a chrono
 /// format string.
@@ -86,6 +88,12 @@ fn push_literal(out: &mut String, c: char) {
 /// their lowest value (a date alone is its midnight); without a zone in the pattern the text
 /// is read as UTC.
 pub fn parse_timestamp(text: &str, pattern: &str) -> Result<i64, String> {
+    parse_timestamp_in(text, pattern, Zone::UTC)
+}
+
+/// Parses `text` with a Java pattern as [`parse_timestamp`] does, reading a text without an
+/// offset as a clock in `zone`.
+pub fn parse_timestamp_in(text: &str, pattern: &str, zone: Zone) -> Result<i64, String> {
     let format = java_pattern_to_chrono(pattern)?;
     let items: Vec<Item<'_>> = StrftimeItems::new(&format).collect();
     if items.iter().any(|i| matches!(i, Item::Error)) {
@@ -116,22 +124,137 @@ pub fn parse_timestamp(text: &str, pattern: &str) -> Result<i64, String> {
         .unwrap_or(NaiveTime::MIN)
     });
     let local = NaiveDateTime::new(date, time);
-    let offset_seconds = parsed.offset.unwrap_or(0);
-    Ok(Utc.from_utc_datetime(&local).timestamp_millis() - i64::from(offset_seconds) * 1000)
+    match parsed.offset {
+        Some(offset_seconds) => {
+            Ok(Utc.from_utc_datetime(&local).timestamp_millis() - i64::from(offset_seconds) * 1000)
+        }
+        None => zone
+            .instant_of(local)
+            .ok_or_else(|| format!("Text '{text}' is not a valid time in that zone")),
+    }
 }
 
-/// Formats milliseconds since the epoch with a Java pattern, in UTC or at a fixed offset.
+/// Formats milliseconds since the epoch with a Java pattern, in UTC.
 pub fn format_timestamp(millis: i64, pattern: &str) -> Result<String, String> {
+    format_timestamp_in(millis, pattern, Zone::UTC)
+}
+
+/// Formats milliseconds since the epoch with a Java pattern, as a clock in `zone` shows them
+/// (`zzz` writes the zone's abbreviation, `PDT`).
+pub fn format_timestamp_in(millis: i64, pattern: &str, zone: Zone) -> Result<String, String> {
     let format = java_pattern_to_chrono(pattern)?;
-    let time = Utc
-        .timestamp_millis_opt(millis)
-        .single()
-        .ok_or_else(|| format!("{millis} is out of range for a timestamp"))?;
     let items: Vec<Item<'_>> = StrftimeItems::new(&format).collect();
     if items.iter().any(|i| matches!(i, Item::Error)) {
         return Err(format!("Invalid pattern: {pattern}"));
     }
-    Ok(time.format_with_items(items.iter()).to_string())
+    let out_of_range = || format!("{millis} is out of range for a timestamp");
+    Ok(match zone {
+        Zone::Region(tz) => tz
+            .timestamp_millis_opt(millis)
+            .single()
+            .ok_or_else(out_of_range)?
+            .format_with_items(items.iter())
+            .to_string(),
+        Zone::Fixed(offset) if offset.local_minus_utc() == 0 => Utc
+            .timestamp_millis_opt(millis)
+            .single()
+            .ok_or_else(out_of_range)?
+            .format_with_items(items.iter())
+            .to_string(),
+        Zone::Fixed(offset) => offset
+            .timestamp_millis_opt(millis)
+            .single()
+            .ok_or_else(out_of_range)?
+            .format_with_items(items.iter())
+            .to_string(),
+    })
+}
+
+/// A time zone as Java's `ZoneId.of` reads one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Zone {
+    /// A region of the IANA database, whose offset changes with daylight saving time.
+    Region(chrono_tz::Tz),
+    /// A fixed offset from UTC.
+    Fixed(FixedOffset),
+}
+
+impl Zone {
+    /// Coordinated Universal Time.
+    pub const UTC: Zone = Zone::Fixed(FixedOffset::east_opt(0).expect("zero is a valid offset"));
+
+    /// Reads a zone: a region (`America/Los_Angeles`), `Z`, `UTC`, `GMT` or `UT`, an offset
+    /// (`+02:00`, `+0200`, `+2`, `-05:30`), or `UTC`, `GMT` or `UT` followed by an offset.
+    pub fn parse(text: &str) -> Result<Zone, String> {
+        let unknown = || format!("Unknown time zone: '{text}'");
+        let trimmed = text.trim();
+        if trimmed == "Z" {
+            return Ok(Zone::UTC);
+        }
+        let offset = ["UTC", "GMT", "UT"]
+            .iter()
+            .find_map(|p| trimmed.strip_prefix(p))
+            .unwrap_or(trimmed);
+        if offset.is_empty() {
+            return Ok(Zone::UTC);
+        }
+        if let Some(sign) = offset.chars().next().filter(|c| *c == '+' || *c == '-') {
+            let digits: String = offset[1..].chars().filter(|c| *c != ':').collect();
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) {
+                return Err(unknown());
+            }
+            let (h, m, s) = match digits.len() {
+                1 | 2 => (digits.as_str(), "0", "0"),
+                4 => (&digits[..2], &digits[2..], "0"),
+                6 => (&digits[..2], &digits[2..4], &digits[4..]),
+                _ => return Err(unknown()),
+            };
+            let part = |p: &str| p.parse::<i32>().map_err(|_| unknown());
+            let (h, m, s) = (part(h)?, part(m)?, part(s)?);
+            if h > 18 || m > 59 || s > 59 {
+                return Err(unknown());
+            }
+            let seconds = (h * 3600 + m * 60 + s) * if sign == '-' { -1 } else { 1 };
+            return FixedOffset::east_opt(seconds)
+                .map(Zone::Fixed)
+                .ok_or_else(unknown);
+        }
+        trimmed
+            .parse::<chrono_tz::Tz>()
+            .map(Zone::Region)
+            .map_err(|_| unknown())
+    }
+
+    /// The zone's offset from UTC, in milliseconds, at the instant `millis`.
+    pub fn offset_ms_at(&self, millis: i64) -> i64 {
+        match self {
+            Zone::Fixed(offset) => i64::from(offset.local_minus_utc()) * 1000,
+            Zone::Region(tz) => tz
+                .timestamp_millis_opt(millis)
+                .single()
+                .map_or(0, |t| i64::from(t.offset().fix().local_minus_utc()) * 1000),
+        }
+    }
+
+    /// The instant a clock in this zone shows as `local`; in a daylight-saving gap, the
+    /// instant just after it, as Java resolves it.
+    fn instant_of(&self, local: NaiveDateTime) -> Option<i64> {
+        match self {
+            Zone::Fixed(offset) => offset
+                .from_local_datetime(&local)
+                .single()
+                .map(|t| t.timestamp_millis()),
+            Zone::Region(tz) => match tz.from_local_datetime(&local) {
+                LocalResult::Single(t) => Some(t.timestamp_millis()),
+                LocalResult::Ambiguous(earliest, _) => Some(earliest.timestamp_millis()),
+                LocalResult::None => {
+                    let before = tz.offset_from_utc_datetime(&local).fix().local_minus_utc();
+                    let at = local - chrono::Duration::seconds(i64::from(before));
+                    Some(Utc.from_utc_datetime(&at).timestamp_millis())
+                }
+            },
+        }
+    }
 }
 
 /// Reads a possibly partial ISO-8601 timestamp as ksqlDB does when a string is compared with
