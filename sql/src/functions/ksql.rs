@@ -411,6 +411,67 @@ fn parse_time(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     ))
 }
 
+/// `REGEXP_REPLACE(text, regex, replacement)`: every match replaced, as Java's `replaceAll`,
+/// whose replacement refers to groups as `$1` or `${name}` and escapes with a backslash.
+fn regexp_replace(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, pattern, replacement) = (strings(&args[0])?, strings(&args[1])?, strings(&args[2])?);
+    let mut out = StringBuilder::new();
+    let mut compiled: Option<(String, regex::Regex)> = None;
+    for i in 0..rows {
+        let (Some(t), Some(p), Some(r)) = (
+            string_at(&text, i),
+            string_at(&pattern, i),
+            string_at(&replacement, i),
+        ) else {
+            out.append_null();
+            continue;
+        };
+        if compiled.as_ref().is_none_or(|(seen, _)| seen != p) {
+            let re =
+                regex::Regex::new(p).map_err(|e| format!("Invalid regular expression: {e}"))?;
+            compiled = Some((p.to_string(), re));
+        }
+        let Some((_, re)) = &compiled else {
+            continue;
+        };
+        out.append_value(re.replace_all(t, java_replacement(r)?.as_str()));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Rewrites a Java replacement string (`$1`, `${name}`, `\$`) in the `regex` crate's syntax.
+fn java_replacement(java: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(java.len());
+    let mut chars = java.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('$') => out.push_str("$$"),
+                Some(escaped) => out.push(escaped),
+                None => return Err("character to be escaped is missing".to_string()),
+            },
+            '$' => match chars.peek() {
+                Some('{') => {
+                    chars.next();
+                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    out.push_str(&format!("${{{name}}}"));
+                }
+                Some(d) if d.is_ascii_digit() => {
+                    let mut group = String::new();
+                    while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                        group.push(*d);
+                        chars.next();
+                    }
+                    out.push_str(&format!("${{{group}}}"));
+                }
+                _ => return Err("Illegal group reference in the replacement".to_string()),
+            },
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
 /// `REGEXP_SPLIT_TO_ARRAY(text, regex)`: the text split around every match of the regular
 /// expression, keeping empty pieces, as Java's `Pattern.split(text, -1)`.
 fn regexp_split_to_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
@@ -1429,6 +1490,12 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             parse_time,
         ),
         function(
+            "REGEXP_REPLACE",
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Utf8]),
+            STRING,
+            regexp_replace,
+        ),
+        function(
             "REGEXP_SPLIT_TO_ARRAY",
             TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
             |_| {
@@ -1773,6 +1840,30 @@ mod tests {
         assert_eq!(out.value(0), 46_800_000);
         assert_eq!(out.value(1), 65_000);
         assert!(out.is_null(2));
+    }
+
+    #[test]
+    fn regexp_replace_replaces_every_match_with_javas_replacement_syntax() {
+        let out = regexp_replace(
+            &[
+                texts(&[Some("baabbabaa"), Some("2024-05-01"), None, Some("a$b")]),
+                texts(&[
+                    Some("(ab)+"),
+                    Some("(\\d+)-(\\d+)-(\\d+)"),
+                    Some("x"),
+                    Some("\\$"),
+                ]),
+                texts(&[Some("cat"), Some("$3/$2/$1"), Some("y"), Some("\\$\\$")]),
+            ],
+            4,
+        )
+        .unwrap();
+        let out = out.as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(out.value(0), "bacatbcataa");
+        assert_eq!(out.value(1), "01/05/2024");
+        assert!(out.is_null(2));
+        assert_eq!(out.value(3), "a$$b");
+        assert!(java_replacement("$").is_err());
     }
 
     #[test]
