@@ -375,6 +375,65 @@ async fn explode_emits_a_row_per_element_and_zips_several_arrays() {
 }
 
 #[tokio::test]
+async fn lambdas_transform_filter_and_reduce_arrays_and_maps() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, n ARRAY<INT>, d ARRAY<DOUBLE>, m MAP<STRING, INT>, base INT)
+             WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM out AS SELECT k,
+             TRANSFORM(n, x => x * base) AS scaled,
+             FILTER(d, x => ROUND(x) >= 10) AS big,
+             REDUCE(n, 0, (acc, x) => acc + x) AS total,
+             FILTER(m, (key, v) => LEN(key) > 1 AND v > 0) AS kept,
+             TRANSFORM(m, (key, v) => UCASE(key), (key, v) => v + base) AS upper,
+             REDUCE(m, '', (acc, key, v) => CONCAT(acc, key)) AS keys
+         FROM s;
+         INSERT INTO s (k, n, d, m, base) VALUES ('a', ARRAY[1, 2, 3], ARRAY[9.22, 9.56, 10.63],
+             MAP('x' := 1, 'yy' := 2, 'zz' := -1), 10);
+         INSERT INTO s (k, n, d, m, base) VALUES ('b', NULL, ARRAY[10.55, NULL], NULL, 1);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let rows: Vec<serde_json::Value> = values(engine.store(), "OUT")
+        .iter()
+        .map(|v| serde_json::from_str(v).unwrap())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!({
+                "SCALED": [10, 20, 30], "BIG": [9.56, 10.63], "TOTAL": 6,
+                "KEPT": {"yy": 2}, "UPPER": {"X": 11, "YY": 12, "ZZ": 9}, "KEYS": "xyyzz"
+            }),
+            // A null array or map transforms and filters to null; REDUCE gives its initial state.
+            serde_json::json!({
+                "SCALED": null, "BIG": [10.55], "TOTAL": 0,
+                "KEPT": null, "UPPER": null, "KEYS": ""
+            }),
+        ]
+    );
+    // A lambda with the wrong number of parameters is refused where it is written.
+    let err = engine
+        .execute(
+            &mut session,
+            "CREATE STREAM bad AS SELECT k, FILTER(m, x => x > 1) AS f FROM s;",
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("The lambda of FILTER takes 2 parameter(s) here, not 1"),
+        "{err}"
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn push_queries_stream_changes_and_pull_queries_answer_from_what_is_there() {
     use eddy_engine::query::transient::TransientEvent;
     let dir = tempfile::tempdir().unwrap();

@@ -48,6 +48,135 @@ pub trait Scope {
     }
 }
 
+/// The scope of a lambda's body: its parameters, then the scope around it (whose columns the
+/// body may capture).
+struct LambdaScope<'a> {
+    outer: &'a dyn Scope,
+    params: Vec<(String, datafusion::arrow::datatypes::FieldRef)>,
+}
+
+impl Scope for LambdaScope<'_> {
+    fn column(&self, source: Option<&str>, name: &str) -> Result<Expr, String> {
+        if source.is_none()
+            && let Some((param, field)) = self.params.iter().find(|(p, _)| p == name)
+        {
+            return Ok(Expr::LambdaVariable(
+                datafusion::logical_expr::expr::LambdaVariable::new(
+                    param.clone(),
+                    Some(field.clone()),
+                ),
+            ));
+        }
+        self.outer.column(source, name)
+    }
+
+    fn named_type(&self, name: &str) -> Option<SqlType> {
+        self.outer.named_type(name)
+    }
+
+    fn schema(&self) -> Option<&DFSchema> {
+        self.outer.schema()
+    }
+}
+
+/// A call of `TRANSFORM`, `FILTER` or `REDUCE` with lambdas: the value arguments are planned
+/// first, since they give the lambdas' parameter types, then each lambda's body in a scope
+/// where its parameters are variables.
+fn lambda_call(
+    expr: &ast::Expr,
+    name: &ast::Ident,
+    args: &[ast::Expr],
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    use datafusion::logical_expr::{LambdaParametersProgress, ValueOrLambda};
+    let upper = name.value.to_ascii_uppercase();
+    let Some(function) = crate::functions::lambdas::higher_order_function(&upper) else {
+        return Err(AnalysisError::at(
+            format!("Function '{upper}' does not take lambdas"),
+            expr,
+        ));
+    };
+    let Some(schema) = scope.schema() else {
+        return Err(AnalysisError::at(
+            format!("Function '{upper}' needs the columns of a source"),
+            expr,
+        ));
+    };
+    let planning_error = |e: datafusion::error::DataFusionError| {
+        let message = e.to_string();
+        let message = message
+            .strip_prefix("Error during planning: ")
+            .unwrap_or(&message)
+            .to_string();
+        AnalysisError::at(message, expr)
+    };
+    let mut values = Vec::with_capacity(args.len());
+    let mut fields = Vec::with_capacity(args.len());
+    for arg in args {
+        if let ExprKind::Lambda { .. } = arg.kind {
+            values.push(None);
+            fields.push(ValueOrLambda::Lambda(None));
+        } else {
+            let value = to_datafusion(arg, scope)?;
+            let field = value.to_field(schema).map_err(planning_error)?.1;
+            values.push(Some(value));
+            fields.push(ValueOrLambda::Value(field));
+        }
+    }
+    let params = match function
+        .lambda_parameters(0, &fields)
+        .map_err(planning_error)?
+    {
+        LambdaParametersProgress::Complete(params) => params,
+        LambdaParametersProgress::Partial(_) => {
+            return Err(AnalysisError::at(
+                format!("Function '{upper}': the lambdas' parameter types are unknown"),
+                expr,
+            ));
+        }
+    };
+    let mut lambda_params = params.into_iter();
+    let mut planned = Vec::with_capacity(args.len());
+    for (arg, value) in args.iter().zip(values) {
+        match (value, &arg.kind) {
+            (Some(value), _) => planned.push(value),
+            (None, ExprKind::Lambda { params, body }) => {
+                let Some(types) = lambda_params.next() else {
+                    return Err(AnalysisError::at(
+                        format!("Function '{upper}' takes fewer lambdas"),
+                        arg,
+                    ));
+                };
+                if params.len() != types.len() {
+                    return Err(AnalysisError::at(
+                        format!(
+                            "The lambda of {upper} takes {} parameter(s) here, not {}",
+                            types.len(),
+                            params.len()
+                        ),
+                        arg,
+                    ));
+                }
+                let inner = LambdaScope {
+                    outer: scope,
+                    params: params.iter().map(|p| p.value.clone()).zip(types).collect(),
+                };
+                let body = to_datafusion(body, &inner)?;
+                planned.push(Expr::Lambda(datafusion::logical_expr::expr::Lambda::new(
+                    params.iter().map(|p| p.value.clone()).collect(),
+                    body,
+                )));
+            }
+            (None, _) => {
+                return Err(AnalysisError::at("a lambda was expected here", arg));
+            }
+        }
+    }
+    Ok(Expr::HigherOrderFunction(
+        datafusion::logical_expr::expr::HigherOrderFunction::new(function, planned),
+    ))
+}
+
 /// A scope with no columns, for `INSERT ... VALUES` and other constant expressions.
 pub struct ConstantScope;
 
@@ -432,6 +561,13 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             } else {
                 datafusion::functions_nested::expr_fn::array_element(base_expr, index_expr)
             }
+        }
+        ExprKind::Function { name, args, .. }
+            if args
+                .iter()
+                .any(|a| matches!(a.kind, ExprKind::Lambda { .. })) =>
+        {
+            lambda_call(expr, name, args, scope)?
         }
         ExprKind::Function { name, args, .. } => {
             let Some(udf) = crate::functions::scalar_function(&name.value) else {

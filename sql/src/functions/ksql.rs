@@ -1298,6 +1298,87 @@ fn json_keys(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `JSON_ITEMS(text)`: the items of a JSON array, each as compact JSON text with its object
+/// keys in the order written; null when the text is not a JSON array.
+fn json_items(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let mut out = ListBuilder::new(StringBuilder::new());
+    for i in 0..rows {
+        match string_at(&text, i).and_then(json_array_items) {
+            Some(items) => {
+                for item in items {
+                    out.values().append_value(item);
+                }
+                out.append(true);
+            }
+            None => out.append(false),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The items of a JSON array as compact text, in order; `None` unless `text` is a JSON array.
+fn json_array_items(text: &str) -> Option<Vec<String>> {
+    // Parsing checks the text is JSON; the items are then cut from the text itself, which
+    // keeps each object's keys in the order written.
+    if !serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .is_array()
+    {
+        return None;
+    }
+    let compact = compact_json(text);
+    let inner = compact.strip_prefix('[')?.strip_suffix(']')?;
+    let mut items = Vec::new();
+    let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0usize);
+    for (i, c) in inner.char_indices() {
+        if in_string {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '[' | '{' => depth += 1,
+            ']' | '}' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                items.push(inner[start..i].to_string());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if !inner.is_empty() {
+        items.push(inner[start..].to_string());
+    }
+    Some(items)
+}
+
+/// JSON text without the whitespace between tokens.
+fn compact_json(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match c {
+                _ if escaped => escaped = false,
+                '\\' => escaped = true,
+                '"' => in_string = false,
+                _ => {}
+            }
+        } else if !c.is_whitespace() {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `TRIM(text)`: without the characters up to a space (spaces, tabs, line breaks, other control
 /// characters) at either end, as Java's `String.trim` that ksqlDB calls.
 fn trim(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
@@ -1694,6 +1775,17 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             json_array_contains,
         ),
         function(
+            "JSON_ITEMS",
+            TypeSignature::Exact(vec![DataType::Utf8]),
+            |_| {
+                Ok(DataType::List(Arc::new(Field::new_list_field(
+                    DataType::Utf8,
+                    true,
+                ))))
+            },
+            json_items,
+        ),
+        function(
             "JSON_KEYS",
             any1(),
             |_| {
@@ -1864,6 +1956,19 @@ mod tests {
         assert!(out.is_null(2));
         assert_eq!(out.value(3), "a$$b");
         assert!(java_replacement("$").is_err());
+    }
+
+    #[test]
+    fn json_items_keep_key_order_and_compact_each_item() {
+        let items = json_array_items(r#"[{"type": "A", "n": [1, 2]}, "a, \"b\" ]", 3, null]"#);
+        let expected = [r#"{"type":"A","n":[1,2]}"#, r#""a, \"b\" ]""#, "3", "null"];
+        assert_eq!(
+            items,
+            Some(expected.iter().map(|s| s.to_string()).collect())
+        );
+        assert_eq!(json_array_items("[ ]"), Some(vec![]));
+        assert_eq!(json_array_items(r#"{"a": 1}"#), None);
+        assert_eq!(json_array_items("[1,"), None);
     }
 
     #[test]

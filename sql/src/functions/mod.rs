@@ -7,6 +7,7 @@
 pub mod aggregates;
 mod collections;
 mod ksql;
+pub mod lambdas;
 pub mod time;
 
 use std::cell::RefCell;
