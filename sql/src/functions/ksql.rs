@@ -411,12 +411,30 @@ fn parse_time(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     ))
 }
 
+/// A regular-expression argument, compiled once per distinct pattern rather than per row.
+#[derive(Default)]
+struct RegexCache(Option<(String, regex::Regex)>);
+
+impl RegexCache {
+    fn get(&mut self, pattern: &str) -> Result<&regex::Regex, String> {
+        if self.0.as_ref().is_none_or(|(seen, _)| seen != pattern) {
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| format!("Invalid regular expression: {e}"))?;
+            self.0 = Some((pattern.to_string(), re));
+        }
+        match &self.0 {
+            Some((_, re)) => Ok(re),
+            None => Err("no regular expression".to_string()),
+        }
+    }
+}
+
 /// `REGEXP_REPLACE(text, regex, replacement)`: every match replaced, as Java's `replaceAll`,
 /// whose replacement refers to groups as `$1` or `${name}` and escapes with a backslash.
 fn regexp_replace(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let (text, pattern, replacement) = (strings(&args[0])?, strings(&args[1])?, strings(&args[2])?);
     let mut out = StringBuilder::new();
-    let mut compiled: Option<(String, regex::Regex)> = None;
+    let mut regexes = RegexCache::default();
     for i in 0..rows {
         let (Some(t), Some(p), Some(r)) = (
             string_at(&text, i),
@@ -426,14 +444,7 @@ fn regexp_replace(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
             out.append_null();
             continue;
         };
-        if compiled.as_ref().is_none_or(|(seen, _)| seen != p) {
-            let re =
-                regex::Regex::new(p).map_err(|e| format!("Invalid regular expression: {e}"))?;
-            compiled = Some((p.to_string(), re));
-        }
-        let Some((_, re)) = &compiled else {
-            continue;
-        };
+        let re = regexes.get(p)?;
         out.append_value(re.replace_all(t, java_replacement(r)?.as_str()));
     }
     Ok(Arc::new(out.finish()))
@@ -477,20 +488,13 @@ fn java_replacement(java: &str) -> Result<String, String> {
 fn regexp_split_to_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let (text, pattern) = (strings(&args[0])?, strings(&args[1])?);
     let mut out = ListBuilder::new(StringBuilder::new());
-    let mut compiled: Option<(String, regex::Regex)> = None;
+    let mut regexes = RegexCache::default();
     for i in 0..rows {
         let (Some(t), Some(p)) = (string_at(&text, i), string_at(&pattern, i)) else {
             out.append_null();
             continue;
         };
-        if compiled.as_ref().is_none_or(|(seen, _)| seen != p) {
-            let re =
-                regex::Regex::new(p).map_err(|e| format!("Invalid regular expression: {e}"))?;
-            compiled = Some((p.to_string(), re));
-        }
-        let Some((_, re)) = &compiled else {
-            continue;
-        };
+        let re = regexes.get(p)?;
         let mut start = 0;
         for m in re.find_iter(t) {
             // Java never splits off an empty first piece at a zero-width match at the start.
@@ -735,6 +739,18 @@ fn round(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 }
 
 /// `LOG(x)` is the natural logarithm; `LOG(base, x)` the logarithm in a base.
+/// `SQRT(x)`: a DOUBLE; NaN for a negative number, as Java's `Math.sqrt` (DataFusion's refuses).
+fn sqrt(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
+    let values = doubles(&args[0])?;
+    Ok(Arc::new(
+        datafusion::arrow::compute::kernels::arity::unary::<
+            _,
+            _,
+            datafusion::arrow::datatypes::Float64Type,
+        >(&values, f64::sqrt),
+    ))
+}
+
 fn log(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let (base, value) = match args {
         [value] => (None, doubles(value)?),
@@ -752,7 +768,11 @@ fn log(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
                 None => Some(ln),
                 Some(b) => {
                     let k = at(i, b.len());
-                    (!b.is_null(k)).then(|| ln / b.value(k).ln())
+                    // As ksqlDB: no logarithm to a base of 1 or below zero.
+                    (!b.is_null(k)).then(|| match b.value(k) {
+                        base if base <= 0.0 || base == 1.0 => f64::NAN,
+                        base => ln / base.ln(),
+                    })
                 }
             }
         })
@@ -1571,6 +1591,15 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             parse_time,
         ),
         function(
+            "SQRT",
+            any1(),
+            |args| match args.first() {
+                Some(t) if t.is_numeric() || *t == DataType::Null => Ok(DataType::Float64),
+                _ => Err("Function 'sqrt' does not accept parameters".into()),
+            },
+            sqrt,
+        ),
+        function(
             "REGEXP_REPLACE",
             TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Utf8]),
             STRING,
@@ -1969,6 +1998,22 @@ mod tests {
         assert_eq!(json_array_items("[ ]"), Some(vec![]));
         assert_eq!(json_array_items(r#"{"a": 1}"#), None);
         assert_eq!(json_array_items("[1,"), None);
+    }
+
+    #[test]
+    fn sqrt_and_log_give_nan_where_java_does() {
+        use datafusion::arrow::array::Float64Array;
+        let numbers = |v: Vec<Option<f64>>| -> ArrayRef { Arc::new(Float64Array::from(v)) };
+        let roots = sqrt(&[numbers(vec![Some(4.0), Some(-1.0), None])], 3).unwrap();
+        let roots = roots.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert_eq!(roots.value(0), 2.0);
+        assert!(roots.value(1).is_nan());
+        assert!(roots.is_null(2));
+        let bases = numbers(vec![Some(0.0), Some(1.0), Some(-15.0), Some(10.0)]);
+        let logs = log(&[bases, numbers(vec![Some(13.0); 4])], 4).unwrap();
+        let logs = logs.as_any().downcast_ref::<Float64Array>().unwrap();
+        assert!((0..3).all(|i| logs.value(i).is_nan()));
+        assert!((logs.value(3) - 13f64.log10()).abs() < 1e-12);
     }
 
     #[test]
