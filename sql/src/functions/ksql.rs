@@ -739,6 +739,14 @@ fn round(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 }
 
 /// `LOG(x)` is the natural logarithm; `LOG(base, x)` the logarithm in a base.
+/// `FROM_UNIXTIME(millis)`: the TIMESTAMP that many milliseconds after the epoch.
+fn from_unixtime(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
+    let millis = longs(&args[0])?;
+    Ok(Arc::new(TimestampMillisecondArray::from(
+        millis.iter().collect::<Vec<_>>(),
+    )))
+}
+
 /// `SQRT(x)`: a DOUBLE; NaN for a negative number, as Java's `Math.sqrt` (DataFusion's refuses).
 fn sqrt(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
     let values = doubles(&args[0])?;
@@ -1591,6 +1599,17 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
             parse_time,
         ),
         function(
+            "FROM_UNIXTIME",
+            any1(),
+            |args| match args.first() {
+                Some(t) if t.is_integer() || *t == DataType::Null => {
+                    Ok(DataType::Timestamp(TimeUnit::Millisecond, None))
+                }
+                _ => Err("Function 'from_unixtime' does not accept parameters".into()),
+            },
+            from_unixtime,
+        ),
+        function(
             "SQRT",
             any1(),
             |args| match args.first() {
@@ -1998,6 +2017,18 @@ mod tests {
         assert_eq!(json_array_items("[ ]"), Some(vec![]));
         assert_eq!(json_array_items(r#"{"a": 1}"#), None);
         assert_eq!(json_array_items("[1,"), None);
+    }
+
+    #[test]
+    fn from_unixtime_reads_milliseconds() {
+        let millis: ArrayRef = Arc::new(Int64Array::from(vec![Some(1_589_234_313_000), None]));
+        let out = from_unixtime(&[millis], 2).unwrap();
+        let out = out
+            .as_any()
+            .downcast_ref::<TimestampMillisecondArray>()
+            .unwrap();
+        assert_eq!(out.value(0), 1_589_234_313_000);
+        assert!(out.is_null(1));
     }
 
     #[test]
