@@ -434,6 +434,55 @@ async fn lambdas_transform_filter_and_reduce_arrays_and_maps() {
 }
 
 #[tokio::test]
+async fn least_and_greatest_resolve_their_arguments_as_ksqldb_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, i INT, b BIGINT, d DOUBLE, t STRING, ts TIMESTAMP)
+             WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM out AS SELECT k, LEAST(i, d, NULL) AS low, GREATEST(ts, '2022-06-14') AS late
+             FROM s;
+         INSERT INTO s (k, i, b, d, t, ts) VALUES ('a', 3, 4, 2.5, 'x', 0);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "OUT"),
+        [r#"{"LOW":2.5,"LATE":1655164800000}"#]
+    );
+    for (call, message) in [
+        (
+            "LEAST(i, b)",
+            "Function 'least' cannot be resolved due to ambiguous method parameters (INTEGER, BIGINT).",
+        ),
+        (
+            "GREATEST(t, i)",
+            "Function 'greatest' does not accept parameters (STRING, INTEGER).",
+        ),
+        (
+            "LEAST(NULL, NULL)",
+            "Function 'least' cannot be resolved due to ambiguous method parameters (null, null).",
+        ),
+        ("LEAST()", "Function 'least' does not accept parameters ()."),
+    ] {
+        let err = engine
+            .execute(
+                &mut session,
+                &format!("CREATE STREAM bad AS SELECT k, {call} AS v FROM s;"),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{call}: {err}");
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn push_queries_stream_changes_and_pull_queries_answer_from_what_is_there() {
     use eddy_engine::query::transient::TransientEvent;
     let dir = tempfile::tempdir().unwrap();

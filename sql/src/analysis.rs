@@ -48,6 +48,101 @@ pub trait Scope {
     }
 }
 
+/// Checks `LEAST`/`GREATEST` arguments as ksqlDB resolves its overloads (one per type, all
+/// arguments of that type): numbers of different kinds only meet at DOUBLE, a text literal
+/// next to a DATE, TIME or TIMESTAMP is read as one, and anything else is refused with
+/// ksqlDB's message. Returns the arguments, with those text literals cast.
+fn least_or_greatest_args(
+    expr: &ast::Expr,
+    name: &str,
+    args: Vec<Expr>,
+    scope: &dyn Scope,
+) -> Result<Vec<Expr>, AnalysisError> {
+    let name = name.to_ascii_lowercase();
+    let Some(schema) = scope.schema() else {
+        return Ok(args);
+    };
+    let types = args
+        .iter()
+        .map(|a| a.get_type(schema))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| AnalysisError::at(e.to_string(), expr))?;
+    let shown = |types: &[DataType]| {
+        types
+            .iter()
+            .map(|t| match t {
+                DataType::Null => "null".to_string(),
+                t => crate::types::from_arrow(t)
+                    .map(|t| crate::types::type_display(&t))
+                    .unwrap_or_else(|_| t.to_string()),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let refused = || {
+        AnalysisError::at(
+            format!(
+                "Function '{name}' does not accept parameters ({}).",
+                shown(&types)
+            ),
+            expr,
+        )
+    };
+    let ambiguous = || {
+        AnalysisError::at(
+            format!(
+                "Function '{name}' cannot be resolved due to ambiguous method parameters ({}).",
+                shown(&types)
+            ),
+            expr,
+        )
+    };
+    if args.is_empty() {
+        return Err(refused());
+    }
+    let known: Vec<&DataType> = types.iter().filter(|t| **t != DataType::Null).collect();
+    let Some(first) = known.first() else {
+        return Err(ambiguous());
+    };
+    let temporal = known.iter().find(|t| {
+        matches!(
+            t,
+            DataType::Date32 | DataType::Time32(_) | DataType::Timestamp(..)
+        )
+    });
+    if let Some(temporal) = temporal {
+        let temporal = (*temporal).clone();
+        if known
+            .iter()
+            .any(|t| **t != temporal && **t != DataType::Utf8)
+        {
+            return Err(refused());
+        }
+        return Ok(args
+            .into_iter()
+            .zip(&types)
+            .map(|(a, t)| match t {
+                DataType::Utf8 => Expr::Cast(Cast::new(Box::new(a), temporal.clone())),
+                _ => a,
+            })
+            .collect());
+    }
+    let numeric = |t: &DataType| t.is_numeric();
+    if known.iter().all(|t| numeric(t)) {
+        let same = known.iter().all(|t| t == first);
+        let decimals = known.iter().all(|t| matches!(t, DataType::Decimal128(..)));
+        let double = known.iter().any(|t| **t == DataType::Float64);
+        if !(same || decimals || double) {
+            return Err(ambiguous());
+        }
+        return Ok(args);
+    }
+    if known.iter().any(|t| numeric(t)) || known.iter().any(|t| *t != *first) {
+        return Err(refused());
+    }
+    Ok(args)
+}
+
 /// The scope of a lambda's body: its parameters, then the scope around it (whose columns the
 /// body may capture).
 struct LambdaScope<'a> {
@@ -599,6 +694,14 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                     to_datafusion(a, scope)
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            let args = if matches!(
+                name.value.to_ascii_uppercase().as_str(),
+                "LEAST" | "GREATEST"
+            ) {
+                least_or_greatest_args(expr, &name.value, args, scope)?
+            } else {
+                args
+            };
             Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
                 udf, args,
             ))
