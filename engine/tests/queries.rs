@@ -483,6 +483,60 @@ async fn least_and_greatest_resolve_their_arguments_as_ksqldb_does() {
 }
 
 #[tokio::test]
+async fn constructors_read_literals_as_their_elements_and_refuse_what_ksqldb_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, i INT, flag BOOLEAN)
+             WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM out AS SELECT k, ARRAY[NULL, i, '7'] AS a, MAP(k := flag, 10 := 'no') AS m
+             FROM s;
+         INSERT INTO s (k, i, flag) VALUES ('x', 3, true);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "OUT"),
+        [r#"{"A":[null,3,7],"M":{"x":true,"10":false}}"#]
+    );
+    for (constructor, message) in [
+        ("ARRAY[]", "Array constructor cannot be empty."),
+        (
+            "ARRAY[NULL]",
+            "Cannot construct an array with all NULL elements",
+        ),
+        (
+            "ARRAY[i, 'x']",
+            "invalid input syntax for type INTEGER: \"x\".",
+        ),
+        ("MAP()", "Map constructor cannot be empty."),
+        (
+            "MAP(k := NULL)",
+            "Cannot construct a map with all NULL values",
+        ),
+        (
+            "MAP(NULL := i)",
+            "Cannot construct a map with all NULL keys",
+        ),
+    ] {
+        let err = engine
+            .execute(
+                &mut session,
+                &format!("CREATE STREAM bad AS SELECT k, {constructor} AS v FROM s;"),
+            )
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{constructor}: {err}");
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn push_queries_stream_changes_and_pull_queries_answer_from_what_is_there() {
     use eddy_engine::query::transient::TransientEvent;
     let dir = tempfile::tempdir().unwrap();

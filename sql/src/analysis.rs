@@ -143,6 +143,54 @@ fn least_or_greatest_args(
     Ok(args)
 }
 
+fn is_null_literal(expr: &ast::Expr) -> bool {
+    matches!(expr.kind, ExprKind::Literal(Literal::Null))
+}
+
+/// The elements of an `ARRAY[...]` (or a `MAP`'s keys, or its values), with literals read as
+/// the type of the first element that is neither a literal text nor `NULL`, as ksqlDB types a
+/// constructor: `ARRAY[1, '2']` is an array of INT, `ARRAY[1, 'x']` fails as `'x'` is no INT.
+fn constructor_items(
+    items: Vec<&ast::Expr>,
+    scope: &dyn Scope,
+) -> Result<Vec<Expr>, AnalysisError> {
+    let translated = items
+        .iter()
+        .map(|e| to_datafusion(e, scope))
+        .collect::<Result<Vec<_>, _>>()?;
+    let Some(schema) = scope.schema() else {
+        return Ok(translated);
+    };
+    let typed = items.iter().zip(&translated).find(|(e, _)| {
+        !matches!(
+            e.kind,
+            ExprKind::Literal(Literal::Null) | ExprKind::Literal(Literal::String(_))
+        )
+    });
+    let Some(target) = typed.and_then(|(_, t)| t.get_type(schema).ok()) else {
+        return Ok(translated);
+    };
+    let translate = |e: &ast::Expr| to_datafusion(e, scope).map_err(|e| e.message);
+    items
+        .iter()
+        .zip(translated)
+        .map(|(item, done)| {
+            let ExprKind::Literal(literal) = &item.kind else {
+                return Ok(done);
+            };
+            if matches!(literal, Literal::Null) {
+                return Ok(done);
+            }
+            match crate::coercion::coerce_literal(item, &target, schema, &translate) {
+                Some(coerced) => coerced
+                    .and_then(|c| c.cast_to(&target, schema).map_err(|e| e.to_string()))
+                    .map_err(|message| AnalysisError::at(message, item)),
+                None => Ok(done),
+            }
+        })
+        .collect()
+}
+
 /// The scope of a lambda's body: its parameters, then the scope around it (whose columns the
 /// body may capture).
 struct LambdaScope<'a> {
@@ -595,21 +643,50 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             }
             Expr::Cast(Cast::new(value, data_type))
         }
-        ExprKind::Array(items) => datafusion::functions_nested::expr_fn::make_array(
-            items
-                .iter()
-                .map(|e| to_datafusion(e, scope))
-                .collect::<Result<_, _>>()?,
-        ),
+        ExprKind::Array(items) => {
+            const ISSUE: &str = "(see https://github.com/confluentinc/ksql/issues/4239)";
+            if items.is_empty() {
+                return Err(AnalysisError::at(
+                    format!(
+                        "Array constructor cannot be empty. Please supply at least one element {ISSUE}."
+                    ),
+                    expr,
+                ));
+            }
+            if items.iter().all(is_null_literal) {
+                return Err(AnalysisError::at(
+                    format!(
+                        "Cannot construct an array with all NULL elements {ISSUE}. As a workaround, you may cast a NULL value to the desired type."
+                    ),
+                    expr,
+                ));
+            }
+            datafusion::functions_nested::expr_fn::make_array(constructor_items(
+                items.iter().collect(),
+                scope,
+            )?)
+        }
         ExprKind::Map(entries) => {
-            let keys = entries
-                .iter()
-                .map(|(k, _)| to_datafusion(k, scope))
-                .collect::<Result<_, _>>()?;
-            let values = entries
-                .iter()
-                .map(|(_, v)| to_datafusion(v, scope))
-                .collect::<Result<_, _>>()?;
+            if entries.is_empty() {
+                return Err(AnalysisError::at(
+                    "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).",
+                    expr,
+                ));
+            }
+            if entries.iter().all(|(k, _)| is_null_literal(k)) {
+                return Err(AnalysisError::at(
+                    "Cannot construct a map with all NULL keys",
+                    expr,
+                ));
+            }
+            if entries.iter().all(|(_, v)| is_null_literal(v)) {
+                return Err(AnalysisError::at(
+                    "Cannot construct a map with all NULL values",
+                    expr,
+                ));
+            }
+            let keys = constructor_items(entries.iter().map(|(k, _)| k).collect(), scope)?;
+            let values = constructor_items(entries.iter().map(|(_, v)| v).collect(), scope)?;
             datafusion::functions_nested::map::map(keys, values)
         }
         ExprKind::Struct(fields) => {
