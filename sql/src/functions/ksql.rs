@@ -190,7 +190,11 @@ fn extract_json_field(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String
 
 /// Follows a simple JSON path (`$.a.b[0]`, `$['a']`) through a JSON text.
 fn serde_json_path(json: &str, path: &str) -> Option<String> {
-    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    // Like Jackson under ksqlDB, read the first JSON value and ignore whatever follows it.
+    let value: serde_json::Value = serde_json::Deserializer::from_str(json)
+        .into_iter()
+        .next()?
+        .ok()?;
     let mut current = &value;
     let rest = path.trim().strip_prefix('$')?;
     let mut chars = rest.chars().peekable();
@@ -2017,6 +2021,15 @@ mod tests {
         assert_eq!(json_array_items("[ ]"), Some(vec![]));
         assert_eq!(json_array_items(r#"{"a": 1}"#), None);
         assert_eq!(json_array_items("[1,"), None);
+    }
+
+    #[test]
+    fn extractjsonfield_reads_the_first_json_value_and_ignores_the_rest() {
+        assert_eq!(
+            serde_json_path(r#"{"name": "cdd", "version": "2"}}"#, "$.version").as_deref(),
+            Some("2")
+        );
+        assert_eq!(serde_json_path("not json", "$.a"), None);
     }
 
     #[test]
