@@ -645,7 +645,10 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
         }
         ExprKind::Array(items) => {
             const ISSUE: &str = "(see https://github.com/confluentinc/ksql/issues/4239)";
-            if items.is_empty() {
+            // Where the value goes to a column (`INSERT ... VALUES`, no source schema), the
+            // column's type types an empty or all-NULL constructor; in a query nothing does.
+            let untyped = scope.schema().is_some();
+            if untyped && items.is_empty() {
                 return Err(AnalysisError::at(
                     format!(
                         "Array constructor cannot be empty. Please supply at least one element {ISSUE}."
@@ -653,7 +656,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                     expr,
                 ));
             }
-            if items.iter().all(is_null_literal) {
+            if untyped && items.iter().all(is_null_literal) {
                 return Err(AnalysisError::at(
                     format!(
                         "Cannot construct an array with all NULL elements {ISSUE}. As a workaround, you may cast a NULL value to the desired type."
@@ -667,19 +670,20 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             )?)
         }
         ExprKind::Map(entries) => {
-            if entries.is_empty() {
+            let untyped = scope.schema().is_some();
+            if untyped && entries.is_empty() {
                 return Err(AnalysisError::at(
                     "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).",
                     expr,
                 ));
             }
-            if entries.iter().all(|(k, _)| is_null_literal(k)) {
+            if untyped && entries.iter().all(|(k, _)| is_null_literal(k)) {
                 return Err(AnalysisError::at(
                     "Cannot construct a map with all NULL keys",
                     expr,
                 ));
             }
-            if entries.iter().all(|(_, v)| is_null_literal(v)) {
+            if untyped && entries.iter().all(|(_, v)| is_null_literal(v)) {
                 return Err(AnalysisError::at(
                     "Cannot construct a map with all NULL values",
                     expr,
