@@ -125,6 +125,35 @@ async fn aggregates_without_group_by_count_every_row_in_one_group() {
     engine.shutdown().await;
 }
 
+#[tokio::test]
+async fn push_queries_evaluate_lambdas() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(common::open_store(dir.path())).await.unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM s (id INT KEY, n ARRAY<INT>) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         INSERT INTO s (id, n) VALUES (1, ARRAY[1, 5, 9]);",
+    )
+    .await;
+    let mut query = engine
+        .query(
+            &from_the_start(),
+            "SELECT id, TRANSFORM(n, x => x * id) AS t, REDUCE(n, 0, (a, x) => a + x) AS r
+             FROM s WHERE ARRAY_LENGTH(FILTER(n, x => x > 4)) = 2 EMIT CHANGES LIMIT 1;",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        next_row(&mut query).await,
+        vec![
+            serde_json::json!(1),
+            serde_json::json!([1, 5, 9]),
+            serde_json::json!(15)
+        ]
+    );
+    engine.shutdown().await;
+}
+
 async fn next_row(
     query: &mut eddy_engine::query::transient::TransientQuery,
 ) -> Vec<serde_json::Value> {
