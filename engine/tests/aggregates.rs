@@ -27,6 +27,12 @@ fn records(store: &Store, topic: &str) -> Vec<(Vec<u8>, Option<String>, i64)> {
     out
 }
 
+/// Appends `records` to `topic` and waits until every query has processed them.
+async fn feed(engine: &Engine, topic: &str, records: Vec<Record>) {
+    engine.store().produce(topic, records).await.unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+}
+
 fn order(user: &str, amount: i64, ts: i64) -> Record {
     Record::keyed(
         format!("o{ts}").into_bytes(),
@@ -51,20 +57,17 @@ async fn counts_and_sums_update_per_group() {
          FROM orders GROUP BY user HAVING SUM(amount) < 100;",
     )
     .await;
-    engine
-        .store()
-        .produce(
-            "orders",
-            vec![
-                order("ann", 10, 1),
-                order("bob", 5, 2),
-                order("ann", 20, 3),
-                order("ann", 80, 4),
-            ],
-        )
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    feed(
+        &engine,
+        "orders",
+        vec![
+            order("ann", 10, 1),
+            order("bob", 5, 2),
+            order("ann", 20, 3),
+            order("ann", 80, 4),
+        ],
+    )
+    .await;
     let got: Vec<(String, Option<String>, i64)> = records(engine.store(), "TOTALS")
         .into_iter()
         .map(|(k, v, t)| (String::from_utf8(k).unwrap(), v, t))
@@ -105,22 +108,19 @@ async fn tumbling_windows_key_results_by_window() {
          WINDOW TUMBLING (SIZE 1 MINUTE, GRACE PERIOD 1 MINUTE) GROUP BY user;",
     )
     .await;
-    engine
-        .store()
-        .produce(
-            "orders",
-            vec![
-                order("ann", 1, 1_000),
-                order("ann", 1, 61_000),
-                order("ann", 1, 59_000),
-                // Stream time 200 s: the first window ended at 60 s, plus 60 s of grace.
-                order("ann", 1, 200_000),
-                order("ann", 1, 30_000),
-            ],
-        )
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    feed(
+        &engine,
+        "orders",
+        vec![
+            order("ann", 1, 1_000),
+            order("ann", 1, 61_000),
+            order("ann", 1, 59_000),
+            // Stream time 200 s: the first window ended at 60 s, plus 60 s of grace.
+            order("ann", 1, 200_000),
+            order("ann", 1, 30_000),
+        ],
+    )
+    .await;
     let got: Vec<(i64, String)> = records(engine.store(), "PER_MINUTE")
         .into_iter()
         .map(|(k, v, _)| {
@@ -211,8 +211,7 @@ async fn the_record_cache_coalesces_updates_to_a_key_between_commits() {
     let batch = (0..total)
         .map(|i| order(&format!("u{}", i % 3), 2, i * 100))
         .collect();
-    engine.store().produce("orders", batch).await.unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+    feed(&engine, "orders", batch).await;
 
     let written = records(engine.store(), "TOTALS");
     assert!(
@@ -286,22 +285,19 @@ async fn aggregating_a_table_undoes_a_rows_old_value() {
             ts,
         )
     };
-    engine
-        .store()
-        .produce(
-            "users",
-            vec![
-                user("a", "eu", 10, 1),
-                user("b", "eu", 5, 2),
-                // a moves to us: eu loses it, us gains it.
-                user("a", "us", 7, 3),
-                // b is deleted.
-                Record::tombstone(&b"b"[..], 4),
-            ],
-        )
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    feed(
+        &engine,
+        "users",
+        vec![
+            user("a", "eu", 10, 1),
+            user("b", "eu", 5, 2),
+            // a moves to us: eu loses it, us gains it.
+            user("a", "us", 7, 3),
+            // b is deleted.
+            Record::tombstone(&b"b"[..], 4),
+        ],
+    )
+    .await;
     let got: Vec<(String, String, i64)> = records(engine.store(), "PER_REGION")
         .into_iter()
         .map(|(k, v, t)| (String::from_utf8(k).unwrap(), v.unwrap(), t))
@@ -342,20 +338,17 @@ async fn session_windows_merge_and_delete_the_sessions_they_swallow() {
          WINDOW SESSION (20 SECONDS) GROUP BY user;",
     )
     .await;
-    engine
-        .store()
-        .produce(
-            "orders",
-            vec![
-                order("ann", 1, 0),
-                order("ann", 1, 30_000),
-                // Within 20 s of both: the two sessions and this record become one.
-                order("ann", 1, 15_000),
-            ],
-        )
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    feed(
+        &engine,
+        "orders",
+        vec![
+            order("ann", 1, 0),
+            order("ann", 1, 30_000),
+            // Within 20 s of both: the two sessions and this record become one.
+            order("ann", 1, 15_000),
+        ],
+    )
+    .await;
     let got: Vec<(i64, i64, Option<String>, i64)> = records(engine.store(), "VISITS")
         .into_iter()
         .map(|(k, v, t)| {
@@ -402,8 +395,7 @@ async fn population_deviation_and_correlation() {
             )
         })
         .collect();
-    engine.store().produce("points", points).await.unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    feed(&engine, "points", points).await;
     let last = records(engine.store(), "STATS").pop().unwrap();
     let value: serde_json::Value = serde_json::from_str(last.1.as_deref().unwrap()).unwrap();
     // The population deviation of 1, 2, 3 is sqrt(2/3); y = 2x correlates perfectly.
@@ -437,12 +429,7 @@ async fn a_table_update_within_a_group_emits_one_change_and_collect_list_takes_v
         // Rex gets older: one change for ann, not a retraction and then an addition.
         row("rex", r#"{"owner":"ann","age":4}"#, 3),
     ] {
-        engine
-            .store()
-            .produce("owners", vec![record])
-            .await
-            .unwrap();
-        assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+        feed(&engine, "owners", vec![record]).await;
     }
     let got: Vec<Option<String>> = records(engine.store(), "PETS_PER_OWNER")
         .into_iter()
@@ -473,24 +460,16 @@ async fn a_result_is_stamped_with_its_groups_latest_record() {
              WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY user;",
         )
         .await;
-        engine
-            .store()
-            .produce(
-                "orders",
-                vec![order("ann", 1, 2_000), order("ann", 1, 1_000)],
-            )
-            .await
-            .unwrap();
-        assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+        feed(
+            &engine,
+            "orders",
+            vec![order("ann", 1, 2_000), order("ann", 1, 1_000)],
+        )
+        .await;
         engine.shutdown().await;
     }
     let engine = Engine::open(open_store(dir.path())).await.unwrap();
-    engine
-        .store()
-        .produce("orders", vec![order("ann", 1, 1_500)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    feed(&engine, "orders", vec![order("ann", 1, 1_500)]).await;
     let stamps: Vec<i64> = records(engine.store(), "PER_USER")
         .into_iter()
         .map(|(_, _, ts)| ts)
@@ -516,20 +495,18 @@ async fn emit_final_writes_each_session_once_when_it_closes_even_across_a_restar
     .await;
     let store = engine.store().clone();
     // ann: [1, 3], which 6 extends to [1, 6] and 10 to [1, 10]; bob: [4, 4].
-    store
-        .produce(
-            "orders",
-            vec![
-                order("ann", 1, 1),
-                order("ann", 2, 3),
-                order("bob", 5, 4),
-                order("ann", 8, 6),
-                order("ann", 4, 10),
-            ],
-        )
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(
+        &engine,
+        "orders",
+        vec![
+            order("ann", 1, 1),
+            order("ann", 2, 3),
+            order("bob", 5, 4),
+            order("ann", 8, 6),
+            order("ann", 4, 10),
+        ],
+    )
+    .await;
     // Stream time 10: bob's [4, 4] closed at 4 + 2; ann's session is still growing.
     let rows =
         |store: &Store| -> Vec<(Vec<u8>, Option<String>, i64)> { records(store, "SESSIONS") };
@@ -544,11 +521,7 @@ async fn emit_final_writes_each_session_once_when_it_closes_even_across_a_restar
 
     let engine = Engine::open(open_store(dir.path())).await.unwrap();
     let store = engine.store().clone();
-    store
-        .produce("orders", vec![order("cy", 1, 12)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "orders", vec![order("cy", 1, 12)]).await;
     let out = rows(&store);
     assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(out[1].1.as_deref(), Some(r#"{"N":4,"TOTAL":15}"#));
@@ -575,28 +548,22 @@ async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart
     .await;
     let store = engine.store().clone();
     // Window [0, 10) gets three orders; one comes late but within the grace period.
-    store
-        .produce(
-            "orders",
-            vec![
-                order("ann", 1, 1),
-                order("ann", 2, 8),
-                order("bob", 5, 9),
-                order("ann", 4, 12),
-            ],
-        )
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(
+        &engine,
+        "orders",
+        vec![
+            order("ann", 1, 1),
+            order("ann", 2, 8),
+            order("bob", 5, 9),
+            order("ann", 4, 12),
+        ],
+    )
+    .await;
     assert!(
         records(&store, "PER_WINDOW").is_empty(),
         "nothing before the window closes"
     );
-    store
-        .produce("orders", vec![order("ann", 3, 7)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "orders", vec![order("ann", 3, 7)]).await;
     // The window's state is pending across a restart.
     engine.shutdown().await;
     store.close().unwrap();
@@ -604,11 +571,7 @@ async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart
     let engine = Engine::open(open_store(dir.path())).await.unwrap();
     let store = engine.store().clone();
     // Stream time reaches 15 = end 10 + grace 5: [0, 10) closes, for both users.
-    store
-        .produce("orders", vec![order("cy", 1, 15)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "orders", vec![order("cy", 1, 15)]).await;
     let out: Vec<(Option<String>, i64)> = records(&store, "PER_WINDOW")
         .into_iter()
         .map(|(_, v, ts)| (v, ts))
@@ -621,11 +584,12 @@ async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart
         ]
     );
     // A record for the closed window is late and dropped; nothing is emitted twice.
-    store
-        .produce("orders", vec![order("ann", 9, 3), order("cy", 1, 16)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(
+        &engine,
+        "orders",
+        vec![order("ann", 9, 3), order("cy", 1, 16)],
+    )
+    .await;
     assert_eq!(records(&store, "PER_WINDOW").len(), 2);
     engine.shutdown().await;
 }
@@ -770,21 +734,18 @@ async fn closed_windows_leave_the_state() {
         kept[0].clone()
     };
     for (i, ts) in [1, 12, 23, 34, 45].into_iter().enumerate() {
-        store
-            .produce("orders", vec![order(&format!("u{}", i % 2), 1, ts)])
-            .await
-            .unwrap();
-        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+        feed(
+            &engine,
+            "orders",
+            vec![order(&format!("u{}", i % 2), 1, ts)],
+        )
+        .await;
     }
     // Stream time 45: a window closes when its end plus grace is reached, so [30, 40) just
     // did, and only [40, 50) stays.
     assert_eq!(windows_kept(&store), [40].into_iter().collect());
     // A record for a closed window is late: dropped, not counted from zero again.
-    store
-        .produce("orders", vec![order("u0", 1, 2)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "orders", vec![order("u0", 1, 2)]).await;
     assert_eq!(records(&store, "PER_WINDOW").len(), 5);
     assert_eq!(windows_kept(&store), [40].into_iter().collect());
     // It is counted among each query's failed records (and logged), not lost silently.
@@ -854,16 +815,11 @@ async fn stream_time_is_kept_per_partition() {
     .await;
     let store = engine.store().clone();
     for record in [click(&ahead, 100), click(&behind, 5)] {
-        store.produce("clicks", vec![record]).await.unwrap();
-        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+        feed(&engine, "clicks", vec![record]).await;
     }
     // Partition 0 is at 100, which closed [0, 10) there; partition 1 is at 5, so the record
     // behind counts. A record of another key of partition 0 at 5 is late, and dropped.
-    store
-        .produce("clicks", vec![click(&ahead_too, 5)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "clicks", vec![click(&ahead_too, 5)]).await;
     let got = counts(&store);
     assert_eq!(
         got.get(&(behind.clone(), 0)).map(String::as_str),
@@ -882,8 +838,7 @@ async fn stream_time_is_kept_per_partition() {
     let engine = Engine::open(open_store(dir.path())).await.unwrap();
     let store = engine.store().clone();
     for record in [click(&behind, 7), click(&ahead_too, 6)] {
-        store.produce("clicks", vec![record]).await.unwrap();
-        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+        feed(&engine, "clicks", vec![record]).await;
     }
     let got = counts(&store);
     assert_eq!(
@@ -952,26 +907,14 @@ async fn closed_sessions_leave_the_state() {
         (count(b"g"), count(b"s"))
     };
     for (user, ts) in [("ann", 1), ("bob", 2), ("ann", 8), ("cat", 16)] {
-        store
-            .produce("orders", vec![order(user, 1, ts)])
-            .await
-            .unwrap();
-        assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+        feed(&engine, "orders", vec![order(user, 1, ts)]).await;
     }
     // Stream time 16: nothing has closed yet (a session closes 15 ms after its end).
     assert_eq!(kept(&store), (3, 3));
-    store
-        .produce("orders", vec![order("cat", 1, 20)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "orders", vec![order("cat", 1, 20)]).await;
     // Stream time 20 closed bob's session [2, 2], not ann's [1, 8].
     assert_eq!(kept(&store), (2, 2));
-    store
-        .produce("orders", vec![order("dan", 1, 100)])
-        .await
-        .unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    feed(&engine, "orders", vec![order("dan", 1, 100)]).await;
     assert_eq!(kept(&store), (1, 1), "only dan's session is open");
     // Their rows stay in the table's topic: ann's merged session counted two.
     let rows = records(&store, "VISITS");

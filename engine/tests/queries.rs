@@ -16,6 +16,18 @@ async fn run(engine: &Engine, session: &mut Session, sql: &str) -> Vec<Statement
         .unwrap_or_else(|e| panic!("{sql}\n{e}"))
 }
 
+/// Asserts that a stream selecting `item` (as `v`) from the stream `s` is refused, with
+/// `message` in the error.
+async fn assert_item_refused(engine: &Engine, item: &str, message: &str) {
+    let sql = format!("CREATE STREAM bad AS SELECT k, {item} AS v FROM s;");
+    let err = engine
+        .execute(&mut Session::default(), &sql)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(message), "{item}: {err}");
+}
+
 /// Every value in `topic`, in partition then offset order.
 fn values(store: &Store, topic: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -418,18 +430,12 @@ async fn lambdas_transform_filter_and_reduce_arrays_and_maps() {
         ]
     );
     // A lambda with the wrong number of parameters is refused where it is written.
-    let err = engine
-        .execute(
-            &mut session,
-            "CREATE STREAM bad AS SELECT k, FILTER(m, x => x > 1) AS f FROM s;",
-        )
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("The lambda of FILTER takes 2 parameter(s) here, not 1"),
-        "{err}"
-    );
+    assert_item_refused(
+        &engine,
+        "FILTER(m, x => x > 1)",
+        "The lambda of FILTER takes 2 parameter(s) here, not 1",
+    )
+    .await;
     engine.shutdown().await;
 }
 
@@ -469,15 +475,7 @@ async fn least_and_greatest_resolve_their_arguments_as_ksqldb_does() {
         ),
         ("LEAST()", "Function 'least' does not accept parameters ()."),
     ] {
-        let err = engine
-            .execute(
-                &mut session,
-                &format!("CREATE STREAM bad AS SELECT k, {call} AS v FROM s;"),
-            )
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(message), "{call}: {err}");
+        assert_item_refused(&engine, call, message).await;
     }
     engine.shutdown().await;
 }
@@ -523,15 +521,7 @@ async fn constructors_read_literals_as_their_elements_and_refuse_what_ksqldb_ref
             "Cannot construct a map with all NULL keys",
         ),
     ] {
-        let err = engine
-            .execute(
-                &mut session,
-                &format!("CREATE STREAM bad AS SELECT k, {constructor} AS v FROM s;"),
-            )
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(message), "{constructor}: {err}");
+        assert_item_refused(&engine, constructor, message).await;
     }
     engine.shutdown().await;
 }

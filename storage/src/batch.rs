@@ -524,24 +524,29 @@ pub fn decode_records_into(
         set.records
             .into_iter()
             .filter(|r| r.offset >= from)
-            .map(|r| LogRecord {
-                offset: r.offset,
-                record: Record {
-                    key: r.key,
-                    value: r.value,
-                    timestamp: r.timestamp,
-                    headers: r
-                        .headers
-                        .into_iter()
-                        .map(|(k, v)| RecordHeader {
-                            key: k.to_string(),
-                            value: v,
-                        })
-                        .collect(),
-                },
-            }),
+            .map(from_wire),
     );
     Ok(())
+}
+
+/// A record as the `kafka-protocol` decoder gives it, as a log record.
+fn from_wire(r: WireRecord) -> LogRecord {
+    LogRecord {
+        offset: r.offset,
+        record: Record {
+            key: r.key,
+            value: r.value,
+            timestamp: r.timestamp,
+            headers: r
+                .headers
+                .into_iter()
+                .map(|(k, v)| RecordHeader {
+                    key: k.to_string(),
+                    value: v,
+                })
+                .collect(),
+        },
+    }
 }
 
 /// Reads the records of an uncompressed batch in place: keys, values and header values are
@@ -762,25 +767,7 @@ mod tests {
     fn decode_with_crate(batch: Bytes) -> Vec<LogRecord> {
         let mut buf = batch;
         let set = RecordBatchDecoder::decode(&mut buf).unwrap();
-        set.records
-            .into_iter()
-            .map(|r| LogRecord {
-                offset: r.offset,
-                record: Record {
-                    key: r.key,
-                    value: r.value,
-                    timestamp: r.timestamp,
-                    headers: r
-                        .headers
-                        .into_iter()
-                        .map(|(k, v)| RecordHeader {
-                            key: k.to_string(),
-                            value: v,
-                        })
-                        .collect(),
-                },
-            })
-            .collect()
+        set.records.into_iter().map(from_wire).collect()
     }
 
     fn arbitrary_record() -> impl proptest::strategy::Strategy<Value = Record> {

@@ -679,19 +679,24 @@ impl Store {
             max_bytes,
             Checksums::LeftToDecoder,
         )?;
+        let headers = fetched
+            .batches
+            .iter()
+            .map(|b| {
+                BatchHeader::parse(b).map_err(|reason| corrupt(topic, partition, offset, reason))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // Room for every record at once; a corrupt count must not reserve more than the bytes
+        // could hold.
         let mut records = Vec::with_capacity(
-            fetched
-                .batches
+            headers
                 .iter()
-                .filter_map(|b| Some((BatchHeader::parse(b).ok()?, b.len())))
-                // A corrupt count must not reserve more than the bytes could hold.
-                .map(|(h, len)| (h.record_count.max(0) as usize).min(len / 7))
+                .zip(&fetched.batches)
+                .map(|(h, b)| (h.record_count.max(0) as usize).min(b.len() / 7))
                 .sum(),
         );
         let mut next_offset = offset;
-        for batch in fetched.batches {
-            let header = BatchHeader::parse(&batch)
-                .map_err(|reason| corrupt(topic, partition, offset, reason))?;
+        for (batch, header) in fetched.batches.into_iter().zip(headers) {
             let base = header.base_offset;
             next_offset = next_offset.max(header.last_offset() + 1);
             decode_records_into(batch, offset, &mut records)

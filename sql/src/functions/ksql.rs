@@ -166,6 +166,12 @@ fn long_at(a: &Int64Array, i: usize) -> Option<i64> {
 const STRING: fn(&[DataType]) -> Result<DataType, String> = |_| Ok(DataType::Utf8);
 const BIGINT: fn(&[DataType]) -> Result<DataType, String> = |_| Ok(DataType::Int64);
 const INT: fn(&[DataType]) -> Result<DataType, String> = |_| Ok(DataType::Int32);
+const STRING_LIST: fn(&[DataType]) -> Result<DataType, String> = |_| {
+    Ok(DataType::List(Arc::new(Field::new_list_field(
+        DataType::Utf8,
+        true,
+    ))))
+};
 
 fn string_pairs() -> TypeSignature {
     TypeSignature::OneOf(vec![
@@ -1312,15 +1318,20 @@ fn json_array_contains(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, Strin
     Ok(Arc::new(out.finish()))
 }
 
-/// `JSON_KEYS(text)`: a JSON object's keys in order; null for anything else.
-fn json_keys(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+/// A list of strings per row of a text argument: `pieces` gives a row's list, or `None` for a
+/// null list.
+fn text_to_string_lists(
+    args: &[ArrayRef],
+    rows: usize,
+    pieces: impl Fn(&str) -> Option<Vec<String>>,
+) -> Result<ArrayRef, String> {
     let text = strings(&args[0])?;
-    let mut out = datafusion::arrow::array::ListBuilder::new(StringBuilder::new());
+    let mut out = ListBuilder::new(StringBuilder::new());
     for i in 0..rows {
-        match string_at(&text, i).and_then(json_object_keys) {
-            Some(keys) => {
-                for key in keys {
-                    out.values().append_value(key);
+        match string_at(&text, i).and_then(&pieces) {
+            Some(list) => {
+                for piece in list {
+                    out.values().append_value(piece);
                 }
                 out.append(true);
             }
@@ -1330,23 +1341,15 @@ fn json_keys(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `JSON_KEYS(text)`: a JSON object's keys in order; null for anything else.
+fn json_keys(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    text_to_string_lists(args, rows, json_object_keys)
+}
+
 /// `JSON_ITEMS(text)`: the items of a JSON array, each as compact JSON text with its object
 /// keys in the order written; null when the text is not a JSON array.
 fn json_items(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
-    let text = strings(&args[0])?;
-    let mut out = ListBuilder::new(StringBuilder::new());
-    for i in 0..rows {
-        match string_at(&text, i).and_then(json_array_items) {
-            Some(items) => {
-                for item in items {
-                    out.values().append_value(item);
-                }
-                out.append(true);
-            }
-            None => out.append(false),
-        }
-    }
-    Ok(Arc::new(out.finish()))
+    text_to_string_lists(args, rows, json_array_items)
 }
 
 /// The items of a JSON array as compact text, in order; `None` unless `text` is a JSON array.
@@ -1631,12 +1634,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         function(
             "REGEXP_SPLIT_TO_ARRAY",
             TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
-            |_| {
-                Ok(DataType::List(Arc::new(Field::new_list_field(
-                    DataType::Utf8,
-                    true,
-                ))))
-            },
+            STRING_LIST,
             regexp_split_to_array,
         ),
         function("STRINGTODATE", string_pairs(), INT, string_to_date),
@@ -1829,25 +1827,10 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         function(
             "JSON_ITEMS",
             TypeSignature::Exact(vec![DataType::Utf8]),
-            |_| {
-                Ok(DataType::List(Arc::new(Field::new_list_field(
-                    DataType::Utf8,
-                    true,
-                ))))
-            },
+            STRING_LIST,
             json_items,
         ),
-        function(
-            "JSON_KEYS",
-            any1(),
-            |_| {
-                Ok(DataType::List(Arc::new(Field::new_list_field(
-                    DataType::Utf8,
-                    true,
-                ))))
-            },
-            json_keys,
-        ),
+        function("JSON_KEYS", any1(), STRING_LIST, json_keys),
         function("INITCAP", any1(), STRING, initcap),
         function("TRIM", any1(), STRING, trim),
         function("RPAD", TypeSignature::Any(3), text_or_bytes, rpad),
