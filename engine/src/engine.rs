@@ -6,20 +6,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
-use eddy_sql::ast::{
-    CreateSource, Ident, ListKind, Literal, SourceKind, SqlType, Statement, StatementKind,
-};
+use eddy_sql::ast::{Statement, StatementKind};
 use eddy_sql::{parse_statements, split_statements, substitute_variables};
-use eddy_storage::{CleanupPolicy, Commit, Store, TopicConfig};
+use eddy_storage::{Commit, Store, TopicConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-use crate::catalog::{Catalog, DEFAULT_KEY_FORMAT};
+use crate::catalog::Catalog;
 use crate::error::{EngineError, Result};
-use crate::query::PersistentQuery;
-use crate::result::{QuerySummary, SourceSummary, StatementResult, TopicSummary};
+use crate::query::{PersistentQuery, consumer_group};
+use crate::result::{QuerySummary, StatementResult};
 use crate::session::Session;
 
 /// State-store namespace of the command log.
@@ -458,238 +458,84 @@ impl Engine {
             .collect()
     }
 
-    async fn run_statement(
-        &self,
-        state: &mut EngineState,
-        session: &mut Session,
-        statement: &Statement,
-        text: &str,
-        mode: Mode,
-    ) -> Result<StatementResult> {
-        let done = |message: String| StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: None,
-            message,
+    /// Waits until every running query has processed everything appended to its input so far,
+    /// including what other queries append meanwhile. Returns `false` on timeout.
+    pub async fn wait_until_processed(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.progress.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.all_caught_up().await {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified)
+                .await;
+        }
+    }
+
+    /// Whether every running query has committed everything its sources hold. The sources'
+    /// ends are read before and after the check: if one moved meanwhile (a query upstream
+    /// wrote to a topic another reads, after that one was checked), it is not settled yet.
+    async fn all_caught_up(&self) -> bool {
+        let state = self.state_lock().await;
+        let ends = |state: &EngineState| -> Vec<i64> {
+            let mut ends = Vec::new();
+            for query in state.queries.values().filter(|q| !q.finished()) {
+                for (_, topic) in &query.sources {
+                    let partitions = self.store.partition_count(topic).unwrap_or(0);
+                    ends.extend(
+                        (0..partitions).map(|p| self.store.end_offset(topic, p).unwrap_or(0)),
+                    );
+                }
+            }
+            ends
         };
-        let command = |command_id: String, message: String| StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: Some(command_id),
-            message,
-        };
-        match &statement.kind {
-            StatementKind::CreateSource(create) => {
-                self.create_source(state, session, create, text, mode).await
+        let before = ends(&state);
+        for query in state.queries.values() {
+            if query.finished() {
+                continue;
             }
-            StatementKind::DropSource {
-                kind,
-                if_exists,
-                name,
-                delete_topic,
-            } => {
-                self.drop_source(
-                    state,
-                    session,
-                    *kind,
-                    *if_exists,
-                    &name.value,
-                    *delete_topic,
-                    text,
-                    mode,
-                )
-                .await
+            // Offsets committed but not yet counted: SHOW QUERIES would lag behind them.
+            if query.shared.uncounted_commits.load(Ordering::SeqCst) > 0 {
+                return false;
             }
-            StatementKind::CreateType {
-                if_not_exists,
-                name,
-                ty,
-            } => {
-                if state.catalog.named_type(&name.value).is_some() {
-                    if *if_not_exists {
-                        return Ok(StatementResult::Warning {
-                            statement: text.to_string(),
-                            message: format!("Type {} already exists", name.value),
-                        });
-                    }
-                    return Err(EngineError::statement(format!(
-                        "Cannot register custom type '{}' since it is already registered with type: {}",
-                        name.value,
-                        crate::schema::type_display(
-                            state.catalog.named_type(&name.value).unwrap_or(ty)
-                        )
-                    )));
-                }
-                let resolved =
-                    eddy_sql::types::resolve(ty, &|n| state.catalog.named_type(n).cloned())
-                        .map_err(|e| EngineError::statement(e.to_string()))?;
-                self.log_command(state, session, text, mode).await?;
-                state.catalog.put_type(name.value.clone(), resolved);
-                Ok(done(format!(
-                    "Registered custom type with name '{}'",
-                    name.value
-                )))
-            }
-            StatementKind::DropType { if_exists, name } => {
-                if state.catalog.named_type(&name.value).is_none() {
-                    if *if_exists {
-                        return Ok(command(
-                            format!("type/`{}`/drop", name.value),
-                            format!("Type '{}' does not exist", name.value),
-                        ));
-                    }
-                    return Err(EngineError::statement(format!(
-                        "Type {} does not exist.",
-                        name.value
-                    )));
-                }
-                self.log_command(state, session, text, mode).await?;
-                state.catalog.remove_type(&name.value);
-                Ok(command(
-                    format!("type/`{}`/drop", name.value),
-                    format!("Dropped type '{}'", name.value),
-                ))
-            }
-            StatementKind::List {
-                what: ListKind::Queries,
-                extended,
-            } => Ok(self.list_queries(state, text, *extended)),
-            StatementKind::List { what, .. } => self.list(state, session, *what, text),
-            StatementKind::Describe { name, extended } => {
-                let source = state.catalog.source(&name.value).ok_or_else(|| {
-                    EngineError::statement(format!(
-                        "Could not find STREAM/TABLE '{}' in the Metastore",
-                        name.value
-                    ))
-                })?;
-                let partitions = self.store.partition_count(&source.topic).ok();
-                let summaries = |reading: bool| {
-                    state
-                        .queries
-                        .values()
-                        .filter(|q| {
-                            if reading {
-                                q.sources.iter().any(|(s, _)| *s == source.name)
-                            } else {
-                                q.sink == source.name
-                            }
-                        })
-                        .map(|q| q.summary(&self.store))
-                        .collect()
+            let group = consumer_group(&query.id);
+            for (_, topic) in &query.sources {
+                let Ok(partitions) = self.store.partition_count(topic) else {
+                    continue;
                 };
-                Ok(StatementResult::SourceDescription {
-                    statement: text.to_string(),
-                    source: Box::new(source.clone()),
-                    extended: *extended,
-                    partitions,
-                    read_queries: summaries(true),
-                    write_queries: summaries(false),
-                })
-            }
-            StatementKind::InsertValues {
-                target,
-                columns,
-                values,
-            } => {
-                let source = match state.catalog.source(&target.value) {
-                    Some(source) => source,
-                    None => {
-                        let hint = match state.catalog.similar_source(&target.value) {
-                            Some(similar) if target.quoted => format!(
-                                "\nDid you mean {}? Hint: try removing double quotes from the source name.",
-                                similar.name
-                            ),
-                            Some(similar) => format!(
-                                "\nDid you mean \"{}\"? Hint: wrap the source name in double quotes to make it case-sensitive.",
-                                similar.name
-                            ),
-                            None => String::new(),
-                        };
-                        return Err(EngineError::statement(format!(
-                            "Cannot insert values into an unknown stream/table: `{}`{hint}",
-                            target.value
-                        )));
+                for p in 0..partitions {
+                    let end = self.store.end_offset(topic, p).unwrap_or(0);
+                    let committed = self
+                        .store
+                        .fetch_offset(&group, topic, p)
+                        .ok()
+                        .flatten()
+                        .map_or(0, |o| o.offset);
+                    if committed < end {
+                        return false;
                     }
-                };
-                if source.read_only {
-                    return Err(EngineError::statement(format!(
-                        "Cannot insert values into read-only {}: {}",
-                        source.kind_name().to_ascii_lowercase(),
-                        source.name
-                    )));
                 }
-                source.key_format.format.ensure_supported()?;
-                source.value_format.format.ensure_supported()?;
-                let record = crate::insert::build_record(
-                    &self.datafusion,
-                    &state.catalog,
-                    source,
-                    columns,
-                    values,
-                )?;
-                let topic = source.topic.clone();
-                if mode == Mode::Live {
-                    self.store.produce(&topic, vec![record]).await?;
-                }
-                Ok(done(format!("Inserted 1 row into {}", target.value)))
             }
-            StatementKind::SetProperty { name, value } => {
-                session.properties.insert(name.clone(), value.clone());
-                Ok(done(format!(
-                    "Successfully changed local property '{name}' to '{value}'."
-                )))
+        }
+        ends(&state) == before
+    }
+
+    /// Stops every query, for a clean shutdown.
+    pub async fn shutdown(&self) {
+        self.transient.close_all();
+        self.materializers.stop_all().await;
+        let mut state = self.state_lock().await;
+        let ids: Vec<String> = state.queries.keys().cloned().collect();
+        for id in ids {
+            if let Some(query) = state.queries.remove(&id) {
+                query.stop().await;
             }
-            StatementKind::UnsetProperty(name) => {
-                session.properties.remove(name);
-                Ok(done(format!("Successfully unset local property '{name}'.")))
-            }
-            StatementKind::DefineVariable { name, value } => {
-                session.variables.insert(name.value.clone(), value.clone());
-                Ok(done(format!(
-                    "Defined variable {} as '{value}'",
-                    name.value
-                )))
-            }
-            StatementKind::UndefineVariable(name) => {
-                if session.variables.remove(&name.value).is_none() {
-                    return Ok(StatementResult::Warning {
-                        statement: text.to_string(),
-                        message: format!(
-                            "Cannot undefine variable '{}' which was never defined",
-                            name.value
-                        ),
-                    });
-                }
-                Ok(done(format!("Undefined variable {}", name.value)))
-            }
-            StatementKind::CreateAsSelect(create) => {
-                self.create_as_select(state, session, create, text, mode)
-                    .await
-            }
-            StatementKind::InsertInto { target, query, .. } => {
-                self.insert_into_select(state, session, target, query, text, mode)
-                    .await
-            }
-            StatementKind::AlterSource {
-                kind,
-                name,
-                columns,
-            } => {
-                self.alter_source(state, session, *kind, name, columns, text, mode)
-                    .await
-            }
-            StatementKind::ExplainQuery(id) => self.explain_query(state, id, text),
-            StatementKind::Explain(inner) => self.explain_statement(state, session, inner, text),
-            StatementKind::Terminate(target) => {
-                self.terminate(state, session, target, text, mode).await
-            }
-            StatementKind::Pause(target) => {
-                self.pause_or_resume(state, session, (target, true), text, mode)
-                    .await
-            }
-            StatementKind::Resume(target) => {
-                self.pause_or_resume(state, session, (target, false), text, mode)
-                    .await
-            }
-            other => Err(EngineError::Unsupported(describe_kind(other).to_string())),
         }
     }
 
@@ -719,410 +565,5 @@ impl Engine {
         let seq = state.next_seq;
         state.next_seq += 1;
         Ok(seq)
-    }
-
-    async fn create_source(
-        &self,
-        state: &mut EngineState,
-        session: &Session,
-        create: &CreateSource,
-        text: &str,
-        mode: Mode,
-    ) -> Result<StatementResult> {
-        let kind = match create.kind {
-            SourceKind::Stream => "stream",
-            SourceKind::Table => "table",
-        };
-        let name = &create.name.value;
-        let existing = state.catalog.source(name);
-        if create.or_replace && (create.read_only || existing.is_some_and(|s| s.read_only)) {
-            return Err(EngineError::statement(format!(
-                "Cannot add {kind} '{name}': CREATE OR REPLACE is not supported on source {kind}s."
-            )));
-        }
-        if let Some(existing) = existing {
-            if create.if_not_exists {
-                return Ok(StatementResult::Warning {
-                    statement: text.to_string(),
-                    message: format!(
-                        "Cannot add {kind} {name}: A {} with the same name already exists.",
-                        existing.kind_name().to_ascii_lowercase()
-                    ),
-                });
-            }
-            if !create.or_replace {
-                return Err(EngineError::statement(format!(
-                    "Cannot add {kind} '{name}': A {} with the same name already exists",
-                    existing.kind_name().to_ascii_lowercase()
-                )));
-            }
-            if existing.kind != create.kind {
-                return Err(EngineError::statement(format!(
-                    "Cannot add {kind} '{name}': A {} with the same name already exists",
-                    existing.kind_name().to_ascii_lowercase()
-                )));
-            }
-        }
-        let replaced = existing.is_some();
-        let source = state
-            .catalog
-            .build_source(create, text, &session.properties)?;
-        if mode == Mode::Live {
-            self.ensure_topic(create, &source.topic, source.kind)?;
-        }
-        self.log_command(state, session, text, mode).await?;
-        let message = match (create.kind, replaced) {
-            (SourceKind::Stream, false) => "Stream created",
-            (SourceKind::Table, false) => "Table created",
-            (SourceKind::Stream, true) => "Stream replaced",
-            (SourceKind::Table, true) => "Table replaced",
-        };
-        state.catalog.put_source(source);
-        Ok(StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: Some(format!("{kind}/`{name}`/create")),
-            message: message.to_string(),
-        })
-    }
-
-    /// Creates the source's topic, or checks the existing one against `PARTITIONS` and `REPLICAS`.
-    pub(crate) fn ensure_topic(
-        &self,
-        create: &CreateSource,
-        topic: &str,
-        kind: SourceKind,
-    ) -> Result<()> {
-        let count = |name: &str| -> Result<Option<u32>> {
-            match create.properties.get(name) {
-                None => Ok(None),
-                Some(Literal::Integer(n)) if *n > 0 && *n <= i64::from(u32::MAX) => {
-                    Ok(Some(*n as u32))
-                }
-                Some(other) => Err(EngineError::statement(format!(
-                    "Invalid value for {name}: {other}. It must be a positive number"
-                ))),
-            }
-        };
-        let partitions = count("PARTITIONS")?;
-        let replicas = count("REPLICAS")?;
-        if self.store.topic_exists(topic) {
-            let description = self.store.describe_topic(topic)?;
-            let have_partitions = description.config.partitions;
-            let have_replicas = u32::from(description.config.replication_factor);
-            let partitions_differ = partitions.is_some_and(|p| p != have_partitions);
-            let replicas_differ = replicas.is_some_and(|r| r != have_replicas);
-            if partitions_differ || replicas_differ {
-                return Err(EngineError::statement(format!(
-                    "A Kafka topic with the name '{topic}' already exists, with different partition/replica configuration than required. KSQL expects {} partitions (topic has {have_partitions}), {} replication factor (topic has {have_replicas}).",
-                    partitions.unwrap_or(have_partitions),
-                    replicas.unwrap_or(have_replicas)
-                )));
-            }
-            return Ok(());
-        }
-        let Some(partitions) = partitions else {
-            return Err(EngineError::statement(format!(
-                "Topic '{topic}' does not exist. If you want to create a new topic for the {} please re-run the statement providing the required 'PARTITIONS' configuration in the WITH clause (and optionally 'REPLICAS'). For example: CREATE {} {} (ID INT) WITH (KAFKA_TOPIC='{topic}', PARTITIONS=2, REPLICAS=1, FORMAT='JSON');",
-                if kind == SourceKind::Stream {
-                    "stream"
-                } else {
-                    "table"
-                },
-                if kind == SourceKind::Stream {
-                    "STREAM"
-                } else {
-                    "TABLE"
-                },
-                create.name.value
-            )));
-        };
-        let mut config = TopicConfig::with_partitions(partitions);
-        config.replication_factor = replicas.unwrap_or(1).min(u32::from(u16::MAX)) as u16;
-        if kind == SourceKind::Table {
-            config.cleanup_policy = CleanupPolicy::Compact;
-        }
-        if let Some(Literal::Integer(ms)) = create.properties.get("RETENTION_MS") {
-            config.retention_ms = *ms;
-        }
-        self.store.create_topic(topic, config)?;
-        Ok(())
-    }
-
-    /// `ALTER STREAM|TABLE name ADD COLUMN ...`: new value columns for a declared source.
-    #[allow(clippy::too_many_arguments)]
-    async fn alter_source(
-        &self,
-        state: &mut EngineState,
-        session: &Session,
-        kind: SourceKind,
-        name: &Ident,
-        columns: &[(Ident, SqlType)],
-        text: &str,
-        mode: Mode,
-    ) -> Result<StatementResult> {
-        let word = match kind {
-            SourceKind::Stream => "stream",
-            SourceKind::Table => "table",
-        };
-        let Some(source) = state.catalog.source(&name.value).cloned() else {
-            return Err(EngineError::statement(format!(
-                "Source {} does not exist.",
-                name.value
-            )));
-        };
-        if source.kind != kind {
-            return Err(EngineError::statement(format!(
-                "Incompatible data source type is {}, but statement was ALTER {}",
-                source.kind_name(),
-                word.to_ascii_uppercase()
-            )));
-        }
-        if source.read_only {
-            return Err(EngineError::statement(format!(
-                "Cannot alter {word} '{}': ALTER operations are not supported on source {word}s.",
-                name.value
-            )));
-        }
-        if source.created_by_query {
-            return Err(EngineError::statement(
-                "ALTER command is not supported for CREATE ... AS statements.",
-            ));
-        }
-        let mut altered = source.clone();
-        for (column, ty) in columns {
-            if altered.columns.iter().any(|c| c.name == column.value) {
-                return Err(EngineError::statement(format!(
-                    "Cannot add column `{}` to schema. A column with the same name already exists.",
-                    column.value
-                )));
-            }
-            let ty = eddy_sql::types::resolve(ty, &|n| state.catalog.named_type(n).cloned())
-                .map_err(|e| EngineError::statement(e.to_string()))?;
-            altered.columns.push(crate::schema::Column {
-                name: column.value.clone(),
-                ty,
-                kind: crate::schema::ColumnKind::Value,
-            });
-        }
-        let values: Vec<&crate::schema::Column> = altered.value_columns().collect();
-        crate::format::check_columns(altered.value_format.format, &values, false)?;
-        self.log_command(state, session, text, mode).await?;
-        state.catalog.put_source(altered);
-        Ok(StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: Some(format!("{word}/`{}`/alter", name.value)),
-            message: format!(
-                "{} altered.",
-                if kind == SourceKind::Stream {
-                    "Stream"
-                } else {
-                    "Table"
-                }
-            ),
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn drop_source(
-        &self,
-        state: &mut EngineState,
-        session: &Session,
-        kind: SourceKind,
-        if_exists: bool,
-        name: &str,
-        delete_topic: bool,
-        text: &str,
-        mode: Mode,
-    ) -> Result<StatementResult> {
-        let wanted = if kind == SourceKind::Stream {
-            "Stream"
-        } else {
-            "Table"
-        };
-        let Some(source) = state.catalog.source(name).cloned() else {
-            if if_exists {
-                return Ok(StatementResult::CommandStatus {
-                    statement: text.to_string(),
-                    command_id: Some(format!("{}/`{name}`/drop", wanted.to_ascii_lowercase())),
-                    message: format!("Source `{name}` does not exist."),
-                });
-            }
-            return Err(EngineError::statement(format!(
-                "{wanted} {name} does not exist"
-            )));
-        };
-        if source.kind != kind {
-            return Err(EngineError::statement(format!(
-                "Incompatible data source type is {}, but statement was DROP {}",
-                source.kind_name(),
-                wanted.to_ascii_uppercase()
-            )));
-        }
-        let readers: Vec<String> = state
-            .queries
-            .values()
-            .filter(|q| q.sources.iter().any(|(s, _)| *s == name) && q.sink != name)
-            .map(|q| q.sink.clone())
-            .collect();
-        if !readers.is_empty() {
-            return Err(EngineError::statement(format!(
-                "Cannot drop {name}.\nThe following streams and/or tables read from this source: [{}].\nYou need to drop them before dropping {name}.",
-                readers.join(", ")
-            )));
-        }
-        if delete_topic && source.read_only {
-            return Err(EngineError::statement(format!(
-                "Cannot delete topic for read-only source: {name}"
-            )));
-        }
-        let last_table_on_topic = source.kind == SourceKind::Table
-            && !state
-                .catalog
-                .sources()
-                .any(|s| s.kind == SourceKind::Table && s.topic == source.topic && s.name != name);
-        if mode == Mode::Live && last_table_on_topic {
-            self.materializers
-                .forget(&self.store, &source.topic)
-                .await?;
-        }
-        if mode == Mode::Live && delete_topic && self.store.topic_exists(&source.topic) {
-            self.store.delete_topic(&source.topic)?;
-        }
-        self.log_command(state, session, text, mode).await?;
-        let writers: Vec<String> = state
-            .queries
-            .values()
-            .filter(|q| q.sink == name)
-            .map(|q| q.id.clone())
-            .collect();
-        for id in writers {
-            self.stop_query(state, &id).await;
-        }
-        state.catalog.remove_source(name);
-        Ok(StatementResult::CommandStatus {
-            statement: text.to_string(),
-            command_id: Some(format!("{}/`{name}`/drop", wanted.to_ascii_lowercase())),
-            message: format!("Source `{name}` (topic: {}) was dropped.", source.topic),
-        })
-    }
-
-    fn list(
-        &self,
-        state: &EngineState,
-        session: &Session,
-        what: ListKind,
-        text: &str,
-    ) -> Result<StatementResult> {
-        let statement = text.to_string();
-        Ok(match what {
-            ListKind::Streams | ListKind::Tables => {
-                let (kind, label) = if what == ListKind::Streams {
-                    (SourceKind::Stream, "STREAM")
-                } else {
-                    (SourceKind::Table, "TABLE")
-                };
-                StatementResult::Sources {
-                    statement,
-                    kind: label,
-                    sources: state
-                        .catalog
-                        .sources()
-                        .filter(|s| s.kind == kind)
-                        .map(SourceSummary::of)
-                        .collect(),
-                }
-            }
-            ListKind::Topics | ListKind::AllTopics => {
-                let mut topics = Vec::new();
-                for name in self.store.list_topics() {
-                    if what == ListKind::Topics && name.starts_with('_') {
-                        continue;
-                    }
-                    let description = self.store.describe_topic(&name)?;
-                    topics.push(TopicSummary {
-                        name,
-                        replicas: vec![
-                            description.config.replication_factor;
-                            description.partitions.len()
-                        ],
-                    });
-                }
-                StatementResult::Topics { statement, topics }
-            }
-            ListKind::Types => StatementResult::Types {
-                statement,
-                types: state
-                    .catalog
-                    .types()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            },
-            ListKind::Properties => {
-                let mut properties: Vec<(String, String)> = [
-                    ("auto.offset.reset", "latest"),
-                    (DEFAULT_KEY_FORMAT, "KAFKA"),
-                    ("cache.max.bytes.buffering", "10485760"),
-                    ("commit.interval.ms", "2000"),
-                ]
-                .iter()
-                .filter(|(k, _)| !session.properties.contains_key(*k))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-                properties.extend(
-                    session
-                        .properties
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone())),
-                );
-                properties.sort();
-                StatementResult::Properties {
-                    statement,
-                    properties,
-                }
-            }
-            ListKind::Variables => {
-                let mut variables: Vec<(String, String)> = session
-                    .variables
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect();
-                variables.sort();
-                StatementResult::Variables {
-                    statement,
-                    variables,
-                }
-            }
-            ListKind::Functions => StatementResult::Functions {
-                statement,
-                functions: crate::query::function_names(),
-            },
-            ListKind::Queries | ListKind::Connectors => {
-                return Err(EngineError::Unsupported(
-                    format!("SHOW {what:?}").to_uppercase(),
-                ));
-            }
-        })
-    }
-}
-
-fn describe_kind(kind: &StatementKind) -> &'static str {
-    match kind {
-        StatementKind::CreateAsSelect(_) => "CREATE ... AS SELECT",
-        StatementKind::InsertInto { .. } => "INSERT INTO ... SELECT",
-        StatementKind::InsertValues { .. } => "INSERT INTO ... VALUES",
-        StatementKind::Query(_) => "SELECT",
-        StatementKind::DescribeAll { .. } => "DESCRIBE STREAMS/TABLES",
-        StatementKind::DescribeFunction(_) => "DESCRIBE FUNCTION",
-        StatementKind::Explain(_) | StatementKind::ExplainQuery(_) => "EXPLAIN",
-        StatementKind::Terminate(_) => "TERMINATE",
-        StatementKind::Print(_) => "PRINT",
-        StatementKind::AlterSource { .. } => "ALTER",
-        StatementKind::AlterSystem { .. } => "ALTER SYSTEM",
-        StatementKind::AssertTopic { .. } | StatementKind::AssertSchema { .. } => "ASSERT",
-        StatementKind::CreateConnector { .. }
-        | StatementKind::DropConnector { .. }
-        | StatementKind::DescribeConnector(_) => "Connectors",
-        _ => "This statement",
     }
 }

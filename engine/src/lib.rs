@@ -23,6 +23,7 @@ pub mod query;
 mod result;
 pub mod schema;
 mod session;
+mod statements;
 
 pub use engine::{Engine, ExecuteError};
 pub use error::{EngineError, Result};

@@ -3,6 +3,7 @@
 use eddy_sql::ast::SqlType;
 
 use crate::catalog::DataSource;
+pub use crate::query::{QueryDescription, QuerySummary};
 
 /// A source as `SHOW STREAMS` / `SHOW TABLES` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,65 +43,6 @@ pub struct TopicSummary {
     pub name: String,
     /// The replica count of each partition.
     pub replicas: Vec<u16>,
-}
-
-/// A running query as `SHOW QUERIES` lists it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuerySummary {
-    /// The query id.
-    pub id: String,
-    /// The statement that started it.
-    pub sql: String,
-    /// The source it writes.
-    pub sink: String,
-    /// The sink's topic.
-    pub sink_topic: String,
-    /// `PERSISTENT`, or `PUSH` for a push query a client is reading.
-    pub query_type: &'static str,
-    /// `RUNNING` or `ERROR`.
-    pub state: String,
-    /// Input records processed.
-    pub processed: u64,
-    /// Input records that failed.
-    pub failed: u64,
-    /// Records written to the sink.
-    pub emitted: u64,
-    /// Input records per second over the last minute.
-    pub messages_per_sec: f64,
-    /// When the last input record was processed, ms since the epoch.
-    pub last_message_ms: Option<i64>,
-    /// The query's consumer group positions and lag; none for push queries.
-    pub offsets: Option<crate::query::stats::GroupOffsets>,
-}
-
-impl QuerySummary {
-    /// Records appended to the query's inputs and not yet processed.
-    pub fn lag(&self) -> i64 {
-        self.offsets
-            .as_ref()
-            .map_or(0, crate::query::stats::GroupOffsets::total_lag)
-    }
-}
-
-/// A query as `EXPLAIN` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueryDescription {
-    /// The query id; empty for a statement explained without running it.
-    pub id: String,
-    /// The statement.
-    pub sql: String,
-    /// Sources read.
-    pub sources: Vec<String>,
-    /// Sinks written.
-    pub sinks: Vec<String>,
-    /// The sinks' topics.
-    pub sink_topics: Vec<String>,
-    /// The result's columns.
-    pub fields: Vec<crate::schema::Column>,
-    /// The execution plan, one step per line.
-    pub execution_plan: String,
-    /// `RUNNING`, `ERROR`, or `NOT_RUNNING` for an explained statement.
-    pub state: String,
 }
 
 /// The outcome of one statement.

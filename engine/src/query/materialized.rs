@@ -18,7 +18,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::error::{EngineError, Result};
-use crate::query::runner::{Input, PartitionReader};
+use crate::query::operator::Input;
+use crate::query::task::reader::PartitionReader;
 
 /// The state namespace holding a topic's latest record per key.
 pub(crate) fn namespace(topic: &str) -> String {

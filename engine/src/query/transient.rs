@@ -17,11 +17,15 @@ use tracing::{debug, warn};
 use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::QueryPlan;
-use crate::query::aggregate::plan_aggregate;
+use crate::query::aggregate::aggregates_anything;
+use crate::query::join::JoinTail;
 use crate::query::materialized::{self, KeyScan, Materializers};
-use crate::query::plan::plan_stateless;
-use crate::query::runner::{Input, Operator, PartitionReader};
-use crate::query::shared::{SharedReaders, Subscription};
+use crate::query::naming::select_item_name;
+use crate::query::operator::Input;
+use crate::query::planner::{plan_aggregation, plan_transient_select};
+use crate::query::scope::located_error;
+use crate::query::task::reader::PartitionReader;
+use crate::query::topic_readers::{SharedReaders, Subscription};
 use crate::schema::{Column, ColumnKind};
 
 /// What a transient query sends its client.
@@ -109,13 +113,13 @@ impl TransientRegistry {
     }
 
     /// The running push queries, as `SHOW QUERIES` lists them (pull queries end on their own).
-    pub(crate) fn summaries(&self) -> Vec<crate::result::QuerySummary> {
-        let mut queries: Vec<crate::result::QuerySummary> = self
+    pub(crate) fn summaries(&self) -> Vec<crate::query::QuerySummary> {
+        let mut queries: Vec<crate::query::QuerySummary> = self
             .running
             .lock()
             .iter()
             .filter(|(_, running)| running.push)
-            .map(|(id, running)| crate::result::QuerySummary {
+            .map(|(id, running)| crate::query::QuerySummary {
                 id: id.clone(),
                 sql: running.sql.clone(),
                 sink: String::new(),
@@ -214,10 +218,7 @@ pub(crate) fn start(
     if !push {
         check_pull(query, properties)?;
     } else if let Some(first) = query.order_by.first() {
-        return Err(crate::query::plan::located_error(
-            first.span.start,
-            ORDER_BY_PULL_ONLY,
-        ));
+        return Err(located_error(first.span.start, ORDER_BY_PULL_ONLY));
     }
     if let Some(limit) = query.limit
         && limit < 0
@@ -235,7 +236,7 @@ pub(crate) fn start(
     let cacheable = !push
         && query.from.joins.is_empty()
         && query.group_by.is_empty()
-        && !crate::query::aggregate::aggregates_anything(query)
+        && !aggregates_anything(query)
         && catalog.source(&source_name).is_some_and(|t| {
             answers_from_state(t) && crate::query::lookup::only_key_pins(t, query.filter.as_ref())
         });
@@ -309,8 +310,8 @@ pub(crate) fn start(
         && !sources.is_empty()
         && sources.iter().all(|s| answers_from_state(s))
         && match &plan {
-            QueryPlan::Stateless(_) | QueryPlan::Join(_) => true,
-            QueryPlan::Aggregate(aggregate) => aggregate.join.is_none(),
+            QueryPlan::Stateless(_) | QueryPlan::Aggregate(_) => true,
+            QueryPlan::Join(join) => matches!(join.then, JoinTail::Project(_)),
         };
     let table_state = if from_state {
         for source in &sources {
@@ -425,34 +426,19 @@ fn plan_transient(
     sink_name: &str,
 ) -> Result<Planned> {
     let plan = if !query.from.joins.is_empty() && query.group_by.is_empty() {
-        QueryPlan::Join(Box::new(crate::query::join::plan_join(
-            ctx,
-            catalog,
-            query,
-            sink_name,
-            SourceKind::Stream,
-            true,
-        )?))
-    } else if query.group_by.is_empty() && crate::query::aggregate::aggregates_anything(query) {
+        plan_transient_select(ctx, catalog, query, sink_name)?
+    } else if query.group_by.is_empty() && aggregates_anything(query) {
         // Aggregates without GROUP BY aggregate every row into one group, as in ksqlDB.
         let mut whole = query.clone();
         whole.group_by = vec![eddy_sql::ast::Expr {
             kind: eddy_sql::ast::ExprKind::Literal(Literal::Integer(1)),
             span: query.span,
         }];
-        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, &whole, sink_name, true)?)
+        plan_aggregation(ctx, catalog, &whole, sink_name, true)?
     } else if query.group_by.is_empty() {
-        QueryPlan::Stateless(plan_stateless(
-            ctx,
-            catalog,
-            query,
-            sink_name,
-            SourceKind::Stream,
-            true,
-            true,
-        )?)
+        plan_transient_select(ctx, catalog, query, sink_name)?
     } else {
-        QueryPlan::Aggregate(plan_aggregate(ctx, catalog, query, sink_name, true)?)
+        plan_aggregation(ctx, catalog, query, sink_name, true)?
     };
     // The rows go through a JSON "sink" the client never sees, and are read back as values.
     let sink = catalog.build_transient_sink(&json_sink(sink_name, &plan))?;
@@ -591,7 +577,7 @@ fn resolve_order(query: &Query, columns: &[Column]) -> Result<RowOrder> {
                 ExprKind::Literal(Literal::Integer(n)) => {
                     let n = *n;
                     if n < 1 || n as usize > columns.len() {
-                        return Err(crate::query::plan::located_error(
+                        return Err(located_error(
                             item.span.start,
                             format!(
                                 "ORDER BY position {n} is not in the result, whose columns are numbered 1 to {}",
@@ -612,7 +598,7 @@ fn resolve_order(query: &Query, columns: &[Column]) -> Result<RowOrder> {
                     .enumerate()
                     .find_map(|(i, selected)| match selected {
                         SelectItem::Expr { expr, alias } if expr.to_string() == text => {
-                            match crate::query::plan::select_item_name(expr, alias.as_ref()) {
+                            match select_item_name(expr, alias.as_ref()) {
                                 Ok(Some(name)) => by_name(&name),
                                 _ => (!wildcards).then_some(i),
                             }
@@ -621,7 +607,7 @@ fn resolve_order(query: &Query, columns: &[Column]) -> Result<RowOrder> {
                     })
             })
             .ok_or_else(|| {
-                crate::query::plan::located_error(
+                located_error(
                     item.span.start,
                     format!(
                         "ORDER BY `{}` is not a column of the result; order by a selected column, its alias or its position",
@@ -797,7 +783,9 @@ impl Transient {
             .unwrap_or_default();
         let mut reader =
             PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
-        let mut operator = Operator::new(&self.store, &self.id, &self.plan, &self.sink, false)?;
+        let mut operator = self
+            .plan
+            .operator(&self.store, &self.id, &self.sink, false)?;
         let key_columns: Vec<&Column> = self.sink.key_columns().collect();
         let mut sent = 0u64;
         if self.limit == Some(0) {
@@ -836,7 +824,7 @@ impl Transient {
                         if *stop.borrow() {
                             return Ok(None);
                         }
-                        let (step, _) = operator.step(&self.store, &input, chunk)?;
+                        let step = operator.step(&self.store, &input, chunk)?;
                         for record in step.records {
                             let event = self.event(&record, &key_columns)?;
                             keep_latest(&mut latest, &record, event);
@@ -883,7 +871,7 @@ impl Transient {
                     }
                 }
             }
-            let (step, _) = operator.step(&self.store, &input, &fetched.records)?;
+            let step = operator.step(&self.store, &input, &fetched.records)?;
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {

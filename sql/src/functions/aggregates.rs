@@ -385,6 +385,105 @@ fn topk_fields(args: &[DataType]) -> Vec<Field> {
         .collect()
 }
 
+/// The aggregate functions a query can call, by ksqlDB's name, as `SHOW FUNCTIONS` lists them.
+pub const AGGREGATE_FUNCTIONS: &[&str] = &[
+    "ATTR",
+    "AVG",
+    "COLLECT_LIST",
+    "COLLECT_SET",
+    "CORRELATION",
+    "COUNT",
+    "COUNT_DISTINCT",
+    "EARLIEST_BY_OFFSET",
+    "HISTOGRAM",
+    "LATEST_BY_OFFSET",
+    "MAX",
+    "MIN",
+    "STDDEV_POP",
+    "STDDEV_SAMP",
+    "STDDEV_SAMPLE",
+    "SUM",
+    "TOPK",
+    "TOPKDISTINCT",
+    "VARIANCE",
+    "VAR_SAMP",
+];
+
+/// An aggregate function as a call resolves to it: the DataFusion function, and how it is
+/// called.
+#[derive(Debug, Clone)]
+pub struct AggregateFunction {
+    /// The function.
+    pub udf: Arc<AggregateUDF>,
+    /// Whether it aggregates distinct values only (`COUNT_DISTINCT`, `COLLECT_SET`).
+    pub distinct: bool,
+    /// Whether it skips nulls.
+    pub ignore_nulls: bool,
+}
+
+impl AggregateFunction {
+    fn plain(udf: Arc<AggregateUDF>) -> Self {
+        AggregateFunction {
+            udf,
+            distinct: false,
+            ignore_nulls: false,
+        }
+    }
+}
+
+/// ksqlDB's aggregate function `name` (upper-case): DataFusion's where its semantics match,
+/// else one of this module's.
+pub fn aggregate_function(name: &str) -> Option<AggregateFunction> {
+    use datafusion::functions_aggregate as f;
+    let plain = AggregateFunction::plain;
+    Some(match name {
+        "COUNT" => plain(f::count::count_udaf()),
+        "COUNT_DISTINCT" => AggregateFunction {
+            distinct: true,
+            ..plain(f::count::count_udaf())
+        },
+        "SUM" => plain(f::sum::sum_udaf()),
+        "MIN" => plain(f::min_max::min_udaf()),
+        "MAX" => plain(f::min_max::max_udaf()),
+        "AVG" => plain(f::average::avg_udaf()),
+        "COLLECT_LIST" => plain(f::array_agg::array_agg_udaf()),
+        "COLLECT_SET" => AggregateFunction {
+            distinct: true,
+            ..plain(f::array_agg::array_agg_udaf())
+        },
+        "STDDEV_SAMP" | "STDDEV_SAMPLE" => plain(f::stddev::stddev_udaf()),
+        "STDDEV_POP" => plain(f::stddev::stddev_pop_udaf()),
+        "CORRELATION" => plain(f::correlation::corr_udaf()),
+        "VAR_SAMP" | "VARIANCE" => plain(f::variance::var_samp_udaf()),
+        other => plain(aggregate(other)?),
+    })
+}
+
+/// The function a call of aggregate `name` (upper-case) with `arity` arguments resolves to;
+/// `over_table` when the rows are a table's changes, whose old values are taken back out.
+pub fn aggregate_call(name: &str, arity: usize, over_table: bool) -> Option<AggregateFunction> {
+    use datafusion::functions_aggregate::first_last;
+    let skipping_nulls = |udf| AggregateFunction {
+        ignore_nulls: true,
+        ..AggregateFunction::plain(udf)
+    };
+    match (name, arity) {
+        // With the value alone, DataFusion's own first/last value (nulls skipped) will do.
+        ("LATEST_BY_OFFSET", 1) => Some(skipping_nulls(first_last::last_value_udaf())),
+        ("EARLIEST_BY_OFFSET", 1) => Some(skipping_nulls(first_last::first_value_udaf())),
+        // DataFusion's array_agg cannot take a value back out; a table's updates must.
+        ("COLLECT_LIST" | "COLLECT_SET", _) if over_table => {
+            aggregate(&format!("{name}_RETRACTING")).map(AggregateFunction::plain)
+        }
+        _ => aggregate_function(name),
+    }
+}
+
+/// Whether `name` (any case) is an aggregate function.
+pub fn is_aggregate(name: &str) -> bool {
+    aggregate_function(&name.to_ascii_uppercase()).is_some()
+}
+
 /// The aggregate called `name` (upper-case), if it is one of these.
 pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
     let (name, kind, arity) = match name {
@@ -417,6 +516,17 @@ pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn every_listed_aggregate_resolves() {
+        for name in super::AGGREGATE_FUNCTIONS {
+            assert!(
+                super::is_aggregate(name),
+                "{name} is listed but does not resolve"
+            );
+        }
+        assert!(!super::is_aggregate("UCASE"));
+    }
+
     use datafusion::arrow::array::Int64Array;
 
     use super::*;

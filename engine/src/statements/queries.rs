@@ -1,8 +1,7 @@
 //! The statements that start and stop persistent queries: `CREATE ... AS SELECT`,
-//! `INSERT INTO ... SELECT`, `TERMINATE`, and `SHOW QUERIES`.
+//! `INSERT INTO ... SELECT`, `TERMINATE`, `PAUSE` and `RESUME`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use eddy_sql::Span;
 use eddy_sql::ast::{
@@ -16,11 +15,11 @@ use crate::catalog::{DEFAULT_KEY_FORMAT, DataSource};
 use crate::engine::{Engine, EngineState, Mode};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
-use crate::query::aggregate::plan_aggregate;
-use crate::query::plan::plan_select;
+use crate::query::join::{JoinShape, JoinTail};
+use crate::query::planner::{plan_aggregation, plan_select};
+use crate::query::scope::located_error;
 use crate::query::{
-    PersistentQuery, QueryKind, QueryLaunch, QueryPlan, QueryShared, consumer_group,
-    runner::Buffering,
+    Buffering, PersistentQuery, QueryKind, QueryLaunch, QueryPlan, QueryShared, consumer_group,
 };
 use crate::result::StatementResult;
 use crate::schema::{ColumnKind, type_display};
@@ -29,7 +28,7 @@ use crate::session::Session;
 /// Refuses `ORDER BY` in a persistent query, whose rows come out as they happen.
 fn refuse_order_by(query: &Query) -> Result<()> {
     match query.order_by.first() {
-        Some(item) => Err(crate::query::plan::located_error(
+        Some(item) => Err(located_error(
             item.span.start,
             crate::query::transient::ORDER_BY_PULL_ONLY,
         )),
@@ -54,7 +53,7 @@ fn property(name: &str, value: Literal) -> Property {
 }
 
 /// Whether `ksql.new.query.planner.enabled` is set, which relaxes some projection rules.
-fn new_planner(session: &Session) -> bool {
+pub(super) fn new_planner(session: &Session) -> bool {
     session
         .properties
         .get("ksql.new.query.planner.enabled")
@@ -70,9 +69,22 @@ fn delimiter_name(d: char) -> String {
     }
 }
 
+/// The outcome of `TERMINATE`, `PAUSE` or `RESUME`, with ksqlDB's command id
+/// (`terminate/CSAS_X_1/execute`, `pause/ALL/execute`).
+fn query_command(text: &str, verb: &str, target: &QueryTarget, message: &str) -> StatementResult {
+    StatementResult::CommandStatus {
+        statement: text.to_string(),
+        command_id: Some(match target {
+            QueryTarget::All => format!("{verb}/ALL/execute"),
+            QueryTarget::Query(id) => format!("{verb}/{}/execute", id.value),
+        }),
+        message: message.to_string(),
+    }
+}
+
 impl Engine {
     /// `CREATE STREAM|TABLE ... AS SELECT`.
-    pub(crate) async fn create_as_select(
+    pub(super) async fn create_as_select(
         &self,
         state: &mut EngineState,
         session: &Session,
@@ -119,26 +131,18 @@ impl Engine {
                     "Invalid result type. Your SELECT query produces a TABLE. Please use CREATE TABLE AS SELECT statement instead.",
                 ));
             }
-            QueryPlan::Aggregate(plan_aggregate(
-                &self.datafusion,
-                &state.catalog,
-                &create.query,
-                name,
-                false,
-            )?)
+            plan_aggregation(&self.datafusion, &state.catalog, &create.query, name, false)?
         } else {
             let plan = plan_select(
                 &self.datafusion,
                 &state.catalog,
                 &create.query,
-                name,
-                create.kind,
+                (name, create.kind),
                 new_planner(session),
             )?;
-            let (result_kind, repartitioned) = match &plan {
-                QueryPlan::Stateless(p) => (p.source.kind, p.repartitioned),
-                QueryPlan::Join(p) => (p.post.source.kind, p.post.repartitioned),
-                QueryPlan::Aggregate(_) => (SourceKind::Table, false),
+            let (result_kind, repartitioned) = match plan.projection() {
+                Some(p) => (p.source.kind, p.repartitioned),
+                None => (SourceKind::Table, false),
             };
             match (result_kind, create.kind) {
                 (SourceKind::Stream, SourceKind::Table) => {
@@ -207,10 +211,7 @@ impl Engine {
         let Some(stage) = join.chain.stages.first() else {
             return Ok(());
         };
-        if stage.shape == crate::query::join::JoinShape::ForeignKey
-            || stage.left.rekeyed
-            || stage.right.rekeyed
-        {
+        if stage.shape == JoinShape::ForeignKey || stage.left.rekeyed || stage.right.rekeyed {
             return Ok(());
         }
         let (left, right) = (&stage.left.source, &stage.right.source);
@@ -334,7 +335,7 @@ impl Engine {
     }
 
     /// `INSERT INTO target SELECT ...`.
-    pub(crate) async fn insert_into_select(
+    pub(super) async fn insert_into_select(
         &self,
         state: &mut EngineState,
         session: &Session,
@@ -386,15 +387,17 @@ impl Engine {
             &self.datafusion,
             &state.catalog,
             query,
-            &sink.name,
-            SourceKind::Stream,
+            (&sink.name, SourceKind::Stream),
             new_planner(session),
         )?;
         let from_table = match &plan {
             QueryPlan::Stateless(p) => (p.source.kind == SourceKind::Table).then_some(&p.source),
-            QueryPlan::Join(p) => {
-                (p.post.source.kind == SourceKind::Table).then_some(&p.chain.sources[0])
-            }
+            QueryPlan::Join(p) => match &p.then {
+                JoinTail::Project(post) => {
+                    (post.source.kind == SourceKind::Table).then_some(&p.chain.sources[0])
+                }
+                JoinTail::Aggregate(_) => Some(&p.chain.sources[0]),
+            },
             QueryPlan::Aggregate(p) => Some(&p.source),
         };
         if let Some(table) = from_table {
@@ -535,7 +538,7 @@ impl Engine {
 
     /// `PAUSE id|ALL` and `RESUME id|ALL`: stops or restarts query tasks, keeping their
     /// offsets and state. Logged, so a paused query stays paused after a restart.
-    pub(crate) async fn pause_or_resume(
+    pub(super) async fn pause_or_resume(
         &self,
         state: &mut EngineState,
         session: &Session,
@@ -564,7 +567,7 @@ impl Engine {
     }
 
     /// `TERMINATE id` and `TERMINATE ALL`.
-    pub(crate) async fn terminate(
+    pub(super) async fn terminate(
         &self,
         state: &mut EngineState,
         session: &Session,
@@ -585,85 +588,6 @@ impl Engine {
         ))
     }
 
-    /// `EXPLAIN query_id`: a running query's description.
-    pub(crate) fn explain_query(
-        &self,
-        state: &EngineState,
-        id: &Ident,
-        text: &str,
-    ) -> Result<StatementResult> {
-        let query = state
-            .queries
-            .values()
-            .find(|q| q.id.eq_ignore_ascii_case(&id.value))
-            .ok_or_else(|| {
-                EngineError::statement(format!(
-                    "Query with id:{} does not exist, use SHOW QUERIES to view the full set of queries.",
-                    id.value
-                ))
-            })?;
-        Ok(StatementResult::QueryDescription {
-            statement: text.to_string(),
-            query: Box::new(query.description()),
-        })
-    }
-
-    /// `EXPLAIN statement`: how a `CREATE ... AS SELECT` or `INSERT INTO ... SELECT` would run,
-    /// without running it.
-    pub(crate) fn explain_statement(
-        &self,
-        state: &EngineState,
-        session: &Session,
-        statement: &eddy_sql::ast::Statement,
-        text: &str,
-    ) -> Result<StatementResult> {
-        use eddy_sql::ast::StatementKind;
-        let (query, sink_name, sink_kind) = match &statement.kind {
-            StatementKind::CreateAsSelect(create) => {
-                (&create.query, create.name.value.clone(), create.kind)
-            }
-            StatementKind::InsertInto { target, query, .. } => {
-                (query, target.value.clone(), SourceKind::Stream)
-            }
-            _ => {
-                return Err(EngineError::statement(
-                    "EXPLAIN takes a query id, or a CREATE ... AS SELECT or INSERT INTO ... SELECT statement",
-                ));
-            }
-        };
-        let plan = if query.group_by.is_empty() {
-            plan_select(
-                &self.datafusion,
-                &state.catalog,
-                query,
-                &sink_name,
-                sink_kind,
-                new_planner(session),
-            )?
-        } else {
-            QueryPlan::Aggregate(plan_aggregate(
-                &self.datafusion,
-                &state.catalog,
-                query,
-                &sink_name,
-                false,
-            )?)
-        };
-        Ok(StatementResult::QueryDescription {
-            statement: text.to_string(),
-            query: Box::new(crate::result::QueryDescription {
-                id: String::new(),
-                sql: statement.to_string(),
-                sources: plan.sources().iter().map(|s| s.name.clone()).collect(),
-                sinks: vec![sink_name.clone()],
-                sink_topics: Vec::new(),
-                fields: plan.columns(),
-                execution_plan: plan.explain("", &sink_name),
-                state: "NOT_RUNNING".to_string(),
-            }),
-        })
-    }
-
     /// Stops one query and forgets it.
     pub(crate) async fn stop_query(&self, state: &mut EngineState, id: &str) {
         if let Some(query) = state.queries.remove(id) {
@@ -671,114 +595,5 @@ impl Engine {
             self.metrics.forget_query(id);
             info!(query = %id, "query terminated");
         }
-    }
-
-    /// `SHOW QUERIES`.
-    pub(crate) fn list_queries(
-        &self,
-        state: &EngineState,
-        text: &str,
-        extended: bool,
-    ) -> StatementResult {
-        StatementResult::Queries {
-            statement: text.to_string(),
-            extended,
-            queries: state
-                .queries
-                .values()
-                .map(|q| q.summary(&self.store))
-                .chain(self.transient.summaries())
-                .collect(),
-        }
-    }
-
-    /// Waits until every running query has processed everything appended to its input so far,
-    /// including what other queries append meanwhile. Returns `false` on timeout.
-    pub async fn wait_until_processed(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.progress.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.all_caught_up().await {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            let _ = tokio::time::timeout((deadline - now).min(Duration::from_millis(50)), notified)
-                .await;
-        }
-    }
-
-    /// Whether every running query has committed everything its sources hold. The sources'
-    /// ends are read before and after the check: if one moved meanwhile (a query upstream
-    /// wrote to a topic another reads, after that one was checked), it is not settled yet.
-    async fn all_caught_up(&self) -> bool {
-        let state = self.state_lock().await;
-        let ends = |state: &EngineState| -> Vec<i64> {
-            let mut ends = Vec::new();
-            for query in state.queries.values().filter(|q| !q.finished()) {
-                for (_, topic) in &query.sources {
-                    let partitions = self.store.partition_count(topic).unwrap_or(0);
-                    ends.extend(
-                        (0..partitions).map(|p| self.store.end_offset(topic, p).unwrap_or(0)),
-                    );
-                }
-            }
-            ends
-        };
-        let before = ends(&state);
-        for query in state.queries.values() {
-            if query.finished() {
-                continue;
-            }
-            let group = consumer_group(&query.id);
-            for (_, topic) in &query.sources {
-                let Ok(partitions) = self.store.partition_count(topic) else {
-                    continue;
-                };
-                for p in 0..partitions {
-                    let end = self.store.end_offset(topic, p).unwrap_or(0);
-                    let committed = self
-                        .store
-                        .fetch_offset(&group, topic, p)
-                        .ok()
-                        .flatten()
-                        .map_or(0, |o| o.offset);
-                    if committed < end {
-                        return false;
-                    }
-                }
-            }
-        }
-        ends(&state) == before
-    }
-
-    /// Stops every query, for a clean shutdown.
-    pub async fn shutdown(&self) {
-        self.transient.close_all();
-        self.materializers.stop_all().await;
-        let mut state = self.state_lock().await;
-        let ids: Vec<String> = state.queries.keys().cloned().collect();
-        for id in ids {
-            if let Some(query) = state.queries.remove(&id) {
-                query.stop().await;
-            }
-        }
-    }
-}
-
-/// The outcome of `TERMINATE`, `PAUSE` or `RESUME`, with ksqlDB's command id
-/// (`terminate/CSAS_X_1/execute`, `pause/ALL/execute`).
-fn query_command(text: &str, verb: &str, target: &QueryTarget, message: &str) -> StatementResult {
-    StatementResult::CommandStatus {
-        statement: text.to_string(),
-        command_id: Some(match target {
-            QueryTarget::All => format!("{verb}/ALL/execute"),
-            QueryTarget::Query(id) => format!("{verb}/{}/execute", id.value),
-        }),
-        message: message.to_string(),
     }
 }

@@ -19,9 +19,7 @@ use eddy_storage::partition_for_key;
 
 use crate::catalog::DataSource;
 use crate::error::Result;
-use crate::query::plan::OutputColumn;
-use crate::query::runner::SinkEncoder;
-use crate::schema::Column;
+use crate::query::sink::{OutputColumn, SinkEncoder};
 
 /// A time per partition, such as stream time or the latest window start written; `i64::MIN`
 /// until the partition has one.
@@ -84,7 +82,6 @@ impl PartitionTimes {
 pub(crate) struct GroupPartitioner {
     partitions: u32,
     encoder: SinkEncoder,
-    sink_columns: Vec<Column>,
     keys: Vec<OutputColumn>,
     /// The group columns alone, over which the sink's key expressions are evaluated (they
     /// read nothing else, since ksqlDB's key columns are the grouping expressions).
@@ -110,7 +107,6 @@ impl GroupPartitioner {
         Ok(GroupPartitioner {
             partitions: partitions.max(1),
             encoder: SinkEncoder::new(sink)?,
-            sink_columns: sink.columns.clone(),
             keys: keys.to_vec(),
             groups: Arc::new(Schema::new(fields)),
         })
@@ -138,11 +134,8 @@ impl GroupPartitioner {
             groups.to_vec(),
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )
-        .map_err(|e| crate::error::EngineError::statement(e.to_string()))
-        .and_then(|batch| {
-            self.encoder
-                .encode_keys(&self.keys, &self.sink_columns, &batch)
-        });
+        .map_err(|e| crate::error::EngineError::internal_from("cannot lay group values out", e))
+        .and_then(|batch| self.encoder.encode_keys(&self.keys, &batch));
         match keys {
             Ok(keys) if keys.len() == rows => keys
                 .iter()

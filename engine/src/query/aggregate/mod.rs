@@ -1,0 +1,164 @@
+//! Aggregations: `GROUP BY` over a stream, a table or a join's rows, optionally in tumbling,
+//! hopping or session windows, into a table. Aggregates are DataFusion `Accumulator`s; each
+//! group's accumulator state is kept in the state store and written in the same commit as the
+//! output and the input offsets.
+//!
+//! - [`plan`] checks the query with ksqlDB's rules and compiles it; [`calls`] resolves each
+//!   aggregate call.
+//! - [`operator`] runs it: each batch's rows update their groups ([`session`] for session
+//!   windows, [`table`] for a table's retractions), and the updated results go to the sink.
+//! - [`windows`] holds the window and session decisions, [`stream_time`] the clocks they follow,
+//!   [`emit_final`] what `EMIT FINAL` writes when a window closes.
+//! - [`state`] keeps the groups ([`group`]) in memory and in the store.
+
+mod calls;
+mod emit_final;
+mod group;
+mod operator;
+mod plan;
+mod session;
+mod state;
+pub(crate) mod stream_time;
+mod table;
+pub mod windows;
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
+use datafusion::logical_expr::{Accumulator, AggregateUDF};
+use datafusion::physical_expr::PhysicalExpr;
+
+use crate::catalog::DataSource;
+use crate::error::{EngineError, Result};
+use crate::query::sink::OutputColumn;
+use crate::query::source::SourceDecoder;
+use crate::schema::Column;
+use windows::{SessionWindows, TimeWindows};
+
+pub(crate) use operator::Aggregation;
+pub(crate) use plan::plan_aggregate_over;
+pub use plan::{aggregates_anything, plan_aggregate};
+
+/// One aggregate call: `SUM(x)`.
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    /// ksqlDB's name, for messages.
+    pub name: String,
+    /// The DataFusion function.
+    pub function: Arc<AggregateUDF>,
+    /// Its arguments over the input rows.
+    pub args: Vec<Arc<dyn PhysicalExpr>>,
+    /// The argument fields.
+    pub arg_fields: Vec<FieldRef>,
+    /// `DISTINCT`-like functions (`COUNT_DISTINCT`, `COLLECT_SET`).
+    pub distinct: bool,
+    /// Functions that skip nulls (`LATEST_BY_OFFSET`).
+    pub ignore_nulls: bool,
+    /// The type DataFusion returns.
+    pub return_field: FieldRef,
+    /// The type ksqlDB returns (`SUM(INT)` is an INT), when it differs.
+    pub result_type: DataType,
+}
+
+impl AggregateCall {
+    /// An accumulator; for a table source one that can also retract values.
+    fn make_accumulator(&self, input: &Schema, retracting: bool) -> Result<Box<dyn Accumulator>> {
+        let args = datafusion::logical_expr::function::AccumulatorArgs {
+            return_field: self.return_field.clone(),
+            schema: input,
+            ignore_nulls: self.ignore_nulls,
+            order_bys: &[],
+            is_reversed: false,
+            name: &self.name,
+            is_distinct: self.distinct,
+            exprs: &self.args,
+            expr_fields: &self.arg_fields,
+        };
+        let made = if retracting {
+            self.function.create_sliding_accumulator(args)
+        } else {
+            self.function.accumulator(args)
+        };
+        made.map_err(|e| {
+            EngineError::statement(format!("cannot aggregate with {}: {e}", self.name))
+        })
+    }
+}
+
+/// A planned aggregation.
+#[derive(Debug, Clone)]
+pub struct AggregatePlan {
+    /// The source read (for a join, its rows described as a source).
+    pub source: DataSource,
+    /// Decodes its records.
+    pub decoder: SourceDecoder,
+    /// `WHERE`, over input rows.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// The `GROUP BY` expressions, over input rows.
+    pub group_by: Vec<Arc<dyn PhysicalExpr>>,
+    /// The aggregate calls.
+    pub aggregates: Vec<AggregateCall>,
+    /// The window, if any, and its grace period.
+    pub window: Option<(TimeWindows, i64)>,
+    /// Session windows: the inactivity gap and the grace period.
+    pub session: Option<SessionWindows>,
+    /// `RETENTION`: how far behind the newest window a window stays for pull queries.
+    pub retention: Option<u64>,
+    /// `HAVING`, over aggregated rows.
+    pub having: Option<Arc<dyn PhysicalExpr>>,
+    /// `EMIT FINAL`: one row per window once it closes, instead of every update.
+    pub emit_final: bool,
+    /// Rows of group values, aggregate results, window bounds and `ROWTIME`.
+    pub aggregate_schema: SchemaRef,
+    /// Key columns of the result, over aggregated rows.
+    pub keys: Vec<OutputColumn>,
+    /// Value columns of the result, over aggregated rows.
+    pub values: Vec<OutputColumn>,
+    /// Column names in the order the projection lists them, for queries that return rows.
+    pub column_order: Vec<String>,
+}
+
+impl AggregatePlan {
+    /// The result's columns: keys, then values.
+    pub fn columns(&self) -> Vec<Column> {
+        self.keys
+            .iter()
+            .chain(&self.values)
+            .map(|c| c.column.clone())
+            .collect()
+    }
+
+    /// Whether results are windowed (time windows or sessions).
+    fn windowed(&self) -> bool {
+        self.window.is_some() || self.session.is_some()
+    }
+
+    /// Whether the rows aggregated are a table's, whose old values are taken back out.
+    fn over_table(&self) -> bool {
+        self.source.kind == eddy_sql::ast::SourceKind::Table
+    }
+
+    /// The window of the sink's keys.
+    pub fn sink_window(&self) -> Option<crate::catalog::WindowInfo> {
+        use crate::catalog::{WindowInfo, WindowType};
+        if self.session.is_some() {
+            return Some(WindowInfo {
+                window_type: WindowType::Session,
+                size_ms: None,
+                retention_ms: self.retention,
+            });
+        }
+        self.window.map(|(w, _)| match w {
+            TimeWindows::Tumbling { size } => WindowInfo {
+                window_type: WindowType::Tumbling,
+                size_ms: Some(size as u64),
+                retention_ms: self.retention,
+            },
+            TimeWindows::Hopping { size, .. } => WindowInfo {
+                window_type: WindowType::Hopping,
+                size_ms: Some(size as u64),
+                retention_ms: self.retention,
+            },
+        })
+    }
+}

@@ -1,0 +1,458 @@
+//! An aggregation's running state: its groups (accumulators in memory, loaded from the store
+//! as rows need them), each key's sessions, the stream time of each partition, the open windows
+//! by the bound they close at, and the record cache of updates not yet emitted.
+
+use std::collections::HashMap;
+
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::Schema;
+use datafusion::arrow::row::{RowConverter, SortField};
+use eddy_storage::Store;
+
+use super::AggregatePlan;
+use super::group::{Group, restore};
+use super::stream_time::{GroupPartitioner, PartitionTimes};
+use super::windows::Session;
+use crate::catalog::DataSource;
+use crate::error::{EngineError, Result};
+use crate::query::state::{StateWrites, aggregate_keys, prefixed};
+
+/// The running state of an aggregation: groups by their state key, and stream time.
+pub(crate) struct AggregateState {
+    /// Where its state lives in the store.
+    pub(super) namespace: String,
+    /// The groups in memory, by their key.
+    pub(super) groups: HashMap<Vec<u8>, Group>,
+    /// A table source's current value per key, once read.
+    pub(super) rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Session windows: each group's sessions as (start, end), once read.
+    pub(super) sessions: HashMap<Vec<u8>, Vec<Session>>,
+    /// Stream time of each partition (see [`super::stream_time`]), once read.
+    pub(super) stream_times: Option<PartitionTimes>,
+    /// Which partition's stream time governs each group.
+    pub(super) partitioner: GroupPartitioner,
+    /// Whether windows are sessions, whose keys end in a start and an end (else a start).
+    pub(super) sessions_windowed: bool,
+    /// Group values to and from their stored form.
+    pub(super) converter: RowConverter,
+    /// Per partition, the windows still open (tumbling and hopping) or not yet emitted
+    /// (`EMIT FINAL`), by start (a session's by its end), once read.
+    pub(super) open_windows_index: Option<Vec<WindowIndex>>,
+    /// `EMIT FINAL`: the latest window start written in each partition, once read.
+    pub(super) latest_start: Option<PartitionTimes>,
+    /// Whether updates wait in the record cache for its flush instead of going out one per
+    /// input row.
+    pub(super) coalesce: bool,
+    /// The groups changed since the last flush, in the order they first changed.
+    pub(super) pending: Vec<PendingUpdate>,
+    /// Each pending group's index in `pending`.
+    pub(super) pending_at: HashMap<Vec<u8>, usize>,
+    /// Estimated bytes the pending updates hold, as the record cache counts them.
+    pub(super) pending_bytes: usize,
+}
+
+/// A group changed since the last flush of the record cache: its window, and the partition and
+/// offset of the last input record that changed it.
+pub(super) struct PendingUpdate {
+    /// The group.
+    pub(super) key: Vec<u8>,
+    /// Its window's bounds, or (0, 0).
+    pub(super) window: (i64, i64),
+    /// The partition of the last record that changed it.
+    pub(super) partition: u32,
+    /// That record's offset.
+    pub(super) offset: i64,
+}
+
+/// A group's key in the state: its grouping values (and a window's bounds).
+pub(super) type GroupKey = Vec<u8>;
+
+/// Window keys by the bound they close at.
+pub(super) type WindowIndex = std::collections::BTreeMap<i64, std::collections::BTreeSet<Vec<u8>>>;
+
+/// A session's group key: the grouping values, then its start and end.
+pub(super) fn session_key(group_key: &[u8], start: i64, end: i64) -> Vec<u8> {
+    let mut key = group_key.to_vec();
+    key.extend_from_slice(&start.to_be_bytes());
+    key.extend_from_slice(&end.to_be_bytes());
+    key
+}
+
+/// Where a group's list of sessions is stored.
+pub(super) fn session_index_key(group_key: &[u8]) -> Vec<u8> {
+    prefixed(aggregate_keys::SESSIONS, group_key)
+}
+
+/// Where a group's accumulators are stored.
+pub(super) fn state_key(group_key: &[u8]) -> Vec<u8> {
+    prefixed(aggregate_keys::GROUP, group_key)
+}
+
+impl AggregateState {
+    /// The state of the query `query_id`, writing `sink`, over a source of `partitions`
+    /// partitions; groups load from the store as rows need them. With `coalesce`, updates to
+    /// a group wait for the record cache to flush, except under session windows and `EMIT
+    /// FINAL`, which emit as they go.
+    pub(super) fn new(
+        query_id: &str,
+        plan: &AggregatePlan,
+        (sink, partitions): (&DataSource, u32),
+        coalesce: bool,
+    ) -> Result<Self> {
+        let fields = plan
+            .aggregate_schema
+            .fields()
+            .iter()
+            .take(plan.group_by.len())
+            .map(|f| SortField::new(f.data_type().clone()))
+            .collect();
+        Ok(AggregateState {
+            namespace: crate::query::state::namespace(query_id),
+            groups: HashMap::new(),
+            rows: HashMap::new(),
+            sessions: HashMap::new(),
+            stream_times: None,
+            sessions_windowed: plan.session.is_some(),
+            partitioner: GroupPartitioner::new(
+                sink,
+                partitions,
+                &plan.keys,
+                &plan.aggregate_schema,
+                plan.group_by.len(),
+            )?,
+            open_windows_index: None,
+            latest_start: None,
+            coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
+            pending: Vec::new(),
+            pending_at: HashMap::new(),
+            pending_bytes: 0,
+            converter: RowConverter::new(fields)
+                .map_err(|e| EngineError::internal_from("cannot key an aggregation", e))?,
+        })
+    }
+
+    /// The group stored under `key`, loaded from the store the first time.
+    pub(super) fn group<'a>(
+        &'a mut self,
+        store: &Store,
+        key: &[u8],
+        plan: &AggregatePlan,
+        input: &Schema,
+    ) -> Result<&'a mut Group> {
+        if !self.groups.contains_key(key) {
+            let mut group = Group {
+                accumulators: plan
+                    .aggregates
+                    .iter()
+                    .map(|a| a.make_accumulator(input, plan.over_table()))
+                    .collect::<Result<_>>()?,
+                emitted: false,
+                latest: None,
+            };
+            if let Some(bytes) = store.state_get(&self.namespace, &state_key(key))? {
+                restore(&mut group, &bytes)?;
+            }
+            self.groups.insert(key.to_vec(), group);
+        }
+        self.groups
+            .get_mut(key)
+            .ok_or_else(|| EngineError::internal("aggregate group vanished"))
+    }
+}
+
+impl AggregateState {
+    /// The times per partition stored under `key`.
+    pub(super) fn stored_times(&self, store: &Store, key: &[u8]) -> Result<PartitionTimes> {
+        let stored = store.state_get(&self.namespace, key)?;
+        Ok(PartitionTimes::decode(
+            stored.as_deref(),
+            self.partitioner.partitions(),
+        ))
+    }
+
+    /// Stream time per partition, read from the store the first time.
+    pub(super) fn stream_times(&mut self, store: &Store) -> Result<&mut PartitionTimes> {
+        if self.stream_times.is_none() {
+            self.stream_times = Some(self.stored_times(store, aggregate_keys::STREAM_TIME)?);
+        }
+        self.stream_times
+            .as_mut()
+            .ok_or_else(|| EngineError::internal("the stream times vanished"))
+    }
+
+    /// The windows of partition `clock` still open or not yet emitted, by the bound they
+    /// close at (see `open_windows_index`); every partition's are read from the store the
+    /// first time.
+    pub(super) fn open_windows(&mut self, store: &Store, clock: u32) -> Result<&mut WindowIndex> {
+        if self.open_windows_index.is_none() {
+            let mut filed: Vec<(i64, Vec<u8>)> = Vec::new();
+            for entry in store.state_scan_prefix(&self.namespace, &[aggregate_keys::GROUP])? {
+                let (key, _) = entry?;
+                let group_key = key[1..].to_vec();
+                if let Some(bound) = group_key
+                    .len()
+                    .checked_sub(8)
+                    .and_then(|at| group_key[at..].try_into().ok())
+                    .map(i64::from_be_bytes)
+                {
+                    filed.push((bound, group_key));
+                }
+            }
+            // A window's key is its group's, then its start (and a session's end).
+            let suffix = if self.sessions_windowed { 16 } else { 8 };
+            let (bounds, keys): (Vec<i64>, Vec<GroupKey>) = filed.into_iter().unzip();
+            let clocks = if keys.is_empty() || self.partitioner.partitions() <= 1 {
+                vec![0; keys.len()]
+            } else {
+                let groups = self.group_values(&keys, suffix)?;
+                self.partitioner.assign(&groups, keys.len(), &|i| {
+                    keys[i][..keys[i].len().saturating_sub(suffix)].to_vec()
+                })
+            };
+            let mut index = vec![WindowIndex::new(); self.partitioner.partitions() as usize];
+            for ((bound, key), clock) in bounds.into_iter().zip(keys).zip(clocks) {
+                if let Some(windows) = index.get_mut(clock as usize) {
+                    windows.entry(bound).or_default().insert(key);
+                }
+            }
+            self.open_windows_index = Some(index);
+            self.latest_start = Some(self.stored_times(store, aggregate_keys::LATEST_START)?);
+        }
+        self.open_windows_index
+            .as_mut()
+            .and_then(|index| index.get_mut(clock as usize))
+            .ok_or_else(|| EngineError::internal("the open windows' index vanished"))
+    }
+
+    /// Takes out of partition `clock`'s index every window filed at or before `bound`, by
+    /// bound.
+    pub(super) fn take_windows_through(
+        &mut self,
+        store: &Store,
+        clock: u32,
+        bound: i64,
+    ) -> Result<WindowIndex> {
+        let open = self.open_windows(store, clock)?;
+        let later = match bound.checked_add(1) {
+            Some(after) => open.split_off(&after),
+            None => Default::default(),
+        };
+        Ok(std::mem::replace(open, later))
+    }
+
+    /// Takes the session stored under `key`, which ends at `end`, out of its group's session
+    /// list; returns the group key and the session's start (`None` for a malformed key).
+    pub(super) fn leave_session_list(
+        &mut self,
+        store: &Store,
+        key: &[u8],
+        end: i64,
+    ) -> Result<Option<(GroupKey, i64)>> {
+        let Some(at) = key.len().checked_sub(16) else {
+            return Ok(None);
+        };
+        let start = key[at..at + 8]
+            .try_into()
+            .map(i64::from_be_bytes)
+            .map_err(|_| EngineError::internal("a session key is malformed"))?;
+        let group_key = key[..at].to_vec();
+        let mut sessions = self.sessions_of(store, &group_key)?;
+        sessions.retain(|s| *s != (start, end));
+        self.sessions.insert(group_key.clone(), sessions);
+        Ok(Some((group_key, start)))
+    }
+
+    /// Takes out of the index, in every partition, the windows filed at or before the
+    /// partition's stream time less `lag`, by bound.
+    pub(super) fn take_closed(&mut self, store: &Store, lag: i64) -> Result<Vec<(i64, GroupKey)>> {
+        let clocks: Vec<(u32, i64)> = self.stream_times(store)?.iter().collect();
+        let mut closed = Vec::new();
+        for (clock, stream_time) in clocks {
+            for (bound, keys) in
+                self.take_windows_through(store, clock, stream_time.saturating_sub(lag))?
+            {
+                closed.extend(keys.into_iter().map(|key| (bound, key)));
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Tumbling and hopping windows (without `EMIT FINAL`) that their partition's stream
+    /// time has closed: their end plus grace is behind it, so no record can change them
+    /// again. They leave memory; the caller deletes them from the store.
+    pub(super) fn expire_windows(
+        &mut self,
+        store: &Store,
+        plan: &AggregatePlan,
+    ) -> Result<Vec<Vec<u8>>> {
+        let Some((windows, grace)) = &plan.window else {
+            return Ok(Vec::new());
+        };
+        if plan.emit_final {
+            return Ok(Vec::new());
+        }
+        let expired: Vec<GroupKey> = self
+            .take_closed(store, windows.expiry_lag(*grace))?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
+        for key in &expired {
+            self.groups.remove(key);
+        }
+        Ok(expired)
+    }
+
+    /// Sessions (without `EMIT FINAL`) that their partition's stream time has closed: their
+    /// end plus the gap and the grace is behind it, so no record can join them again. They
+    /// leave memory and their groups' session lists; the caller deletes them from the store
+    /// and writes back the lists of the groups returned.
+    pub(super) fn expire_sessions(
+        &mut self,
+        store: &Store,
+        plan: &AggregatePlan,
+    ) -> Result<(Vec<GroupKey>, Vec<GroupKey>)> {
+        let Some(sessions) = plan.session else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        if plan.emit_final {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let mut expired = Vec::new();
+        let mut changed = Vec::new();
+        for (end, key) in self.take_closed(store, sessions.expiry_lag())? {
+            if let Some((group_key, _)) = self.leave_session_list(store, &key, end)? {
+                self.groups.remove(&key);
+                changed.push(group_key);
+                expired.push(key);
+            }
+        }
+        Ok((expired, changed))
+    }
+
+    /// `EMIT FINAL`: stops waiting on a window of partition `clock` (by the bound its pending
+    /// entry is filed under) that was merged away.
+    pub(super) fn forget_pending(
+        &mut self,
+        store: &Store,
+        clock: u32,
+        bound: i64,
+        key: &[u8],
+    ) -> Result<()> {
+        let pending = self.open_windows(store, clock)?;
+        if let Some(keys) = pending.get_mut(&bound) {
+            keys.remove(key);
+            if keys.is_empty() {
+                pending.remove(&bound);
+            }
+        }
+        Ok(())
+    }
+
+    /// The group-by values of group keys: each its grouping row, then `suffix` bytes of window
+    /// bounds (8 for a window's start, 16 for a session's start and end, or none).
+    pub(super) fn group_values(&self, keys: &[Vec<u8>], suffix: usize) -> Result<Vec<ArrayRef>> {
+        let parser = self.converter.parser();
+        let rows: Vec<_> = keys
+            .iter()
+            .map(|k| parser.parse(&k[..k.len().saturating_sub(suffix)]))
+            .collect();
+        self.converter
+            .convert_rows(rows)
+            .map_err(|e| EngineError::internal_from("cannot read group keys", e))
+    }
+
+    /// A group with no rows yet.
+    pub(super) fn fresh_group(&self, plan: &AggregatePlan, input: &Schema) -> Result<Group> {
+        Ok(Group {
+            accumulators: plan
+                .aggregates
+                .iter()
+                .map(|a| a.make_accumulator(input, plan.over_table()))
+                .collect::<Result<_>>()?,
+            emitted: false,
+            latest: None,
+        })
+    }
+
+    /// Removes a group, loading it first if it is only in the store.
+    pub(super) fn take_group(
+        &mut self,
+        store: &Store,
+        key: &[u8],
+        plan: &AggregatePlan,
+        input: &Schema,
+    ) -> Result<Group> {
+        self.group(store, key, plan, input)?;
+        self.groups
+            .remove(key)
+            .ok_or_else(|| EngineError::internal("aggregate group vanished"))
+    }
+
+    /// A group key's sessions, loading them from the store the first time.
+    pub(super) fn sessions_of(&mut self, store: &Store, group_key: &[u8]) -> Result<Vec<Session>> {
+        if let Some(sessions) = self.sessions.get(group_key) {
+            return Ok(sessions.clone());
+        }
+        let stored = store
+            .state_get(&self.namespace, &session_index_key(group_key))?
+            .unwrap_or_default();
+        let sessions: Vec<(i64, i64)> = stored
+            .chunks_exact(16)
+            .filter_map(|c| {
+                Some((
+                    i64::from_be_bytes(c[..8].try_into().ok()?),
+                    i64::from_be_bytes(c[8..].try_into().ok()?),
+                ))
+            })
+            .collect();
+        self.sessions.insert(group_key.to_vec(), sessions.clone());
+        Ok(sessions)
+    }
+
+    /// Notes that a group changed, for the next flush of the record cache.
+    pub(super) fn mark_pending(
+        &mut self,
+        key: Vec<u8>,
+        window: (i64, i64),
+        partition: u32,
+        offset: i64,
+    ) {
+        if let Some(&at) = self.pending_at.get(&key) {
+            let update = &mut self.pending[at];
+            (update.window, update.partition, update.offset) = (window, partition, offset);
+            return;
+        }
+        // As Kafka Streams' cache counts an entry: its key and value bytes, plus overhead.
+        self.pending_bytes += 2 * key.len() + 64;
+        self.pending_at.insert(key.clone(), self.pending.len());
+        self.pending.push(PendingUpdate {
+            key,
+            window,
+            partition,
+            offset,
+        });
+    }
+
+    /// The lists of sessions of `groups` as they now stand, to write back: a group with no
+    /// session left leaves memory and the store.
+    pub(super) fn session_list_writes(
+        &mut self,
+        groups: impl IntoIterator<Item = GroupKey>,
+    ) -> StateWrites {
+        let mut writes = StateWrites::new();
+        for group_key in groups {
+            let sessions = self.sessions.get(&group_key).cloned().unwrap_or_default();
+            if sessions.is_empty() {
+                self.sessions.remove(&group_key);
+                writes.push((session_index_key(&group_key), None));
+                continue;
+            }
+            let bytes: Vec<u8> = sessions
+                .iter()
+                .flat_map(|(s, e)| s.to_be_bytes().into_iter().chain(e.to_be_bytes()))
+                .collect();
+            writes.push((session_index_key(&group_key), Some(bytes)));
+        }
+        writes
+    }
+}

@@ -1,0 +1,298 @@
+//! Running a join: records of one source go through every stage after it (each stage decodes
+//! them, keys them, and asks its join kind what they join with), and the last stage's joined
+//! rows go to the projection or aggregation that follows.
+
+use std::collections::HashSet;
+
+use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
+use eddy_storage::{LogRecord, Record, Store};
+
+use super::rows::{Output, joined_rows};
+use super::state::{JoinState, Stored, keys};
+use super::{
+    JoinChain, JoinShape, JoinStage, foreign_key, stream_stream, stream_table, table_table,
+};
+use crate::error::{EngineError, Result};
+use crate::query::operator::{Input, Operator, RowsOperator, StepOutput};
+use crate::query::rows::Rows;
+use crate::query::source::{ROWTIME, RecordError, WINDOWEND, WINDOWSTART};
+use crate::query::state::StateWrites;
+
+/// The operator of a join: its chain of stages with their state, and what takes its rows.
+pub(crate) struct Join<'p> {
+    chain: &'p JoinChain,
+    states: Vec<JoinState>,
+    then: Box<dyn RowsOperator + 'p>,
+}
+
+impl<'p> Join<'p> {
+    /// The joins of `chain`, their state read back from the store, feeding `then`.
+    pub(crate) fn new(
+        store: &Store,
+        query_id: &str,
+        chain: &'p JoinChain,
+        then: Box<dyn RowsOperator + 'p>,
+    ) -> Result<Self> {
+        Ok(Join {
+            states: chain.load_states(store, query_id)?,
+            chain,
+            then,
+        })
+    }
+
+    /// A table result deletes only keys it holds: a row that was never in it (filtered out,
+    /// or never joined) needs no tombstone. (Foreign-key joins, as in ksqlDB, always propagate
+    /// a deletion; a table-table join is never aggregated in the same query.)
+    fn drop_needless_tombstones(&mut self, step: &mut StepOutput) {
+        let last = self.chain.stages.len().saturating_sub(1);
+        let (Some(stage), Some(state)) = (self.chain.stages.last(), self.states.get_mut(last))
+        else {
+            return;
+        };
+        if stage.shape != JoinShape::TableTable {
+            return;
+        }
+        step.records.retain(|record| {
+            let mut present = vec![keys::PRESENT];
+            present.extend_from_slice(record.key.as_deref().unwrap_or_default());
+            if record.value.is_some() {
+                if !state.entries.contains_key(&present) {
+                    state.put(present, Vec::new());
+                }
+                true
+            } else if state.entries.contains_key(&present) {
+                state.delete(&present);
+                true
+            } else {
+                false
+            }
+        });
+        step.writes.append(&mut state.writes);
+    }
+}
+
+impl Operator for Join<'_> {
+    fn process(
+        &mut self,
+        store: &Store,
+        input: &Input,
+        records: &[LogRecord],
+    ) -> Result<StepOutput> {
+        let JoinedRows {
+            batch,
+            results,
+            tombstone,
+            errors,
+            writes,
+        } = join_rows(
+            self.chain,
+            &mut self.states,
+            input.side,
+            input.partition,
+            records,
+        )?;
+        let mut out = StepOutput {
+            writes,
+            ..StepOutput::empty()
+        };
+        let Some(batch) = batch else {
+            out.errors = errors;
+            return Ok(out);
+        };
+        let rows = Rows::joined(input.partition, &results, batch, tombstone, errors);
+        let mut step = self.then.process_rows(store, rows)?;
+        self.drop_needless_tombstones(&mut step);
+        out.extend(step);
+        Ok(out)
+    }
+
+    fn advance_time(&mut self, store: &Store) -> Result<StepOutput> {
+        self.then.advance_time(store)
+    }
+
+    fn flush(&mut self, store: &Store) -> Result<StepOutput> {
+        self.then.flush(store)
+    }
+
+    fn state_namespace(&self) -> Option<&str> {
+        self.states
+            .first()
+            .map(JoinState::namespace)
+            .or_else(|| self.then.state_namespace())
+    }
+
+    fn record_cache(&self) -> Option<usize> {
+        self.then.record_cache()
+    }
+}
+
+/// What a chain of joins made of some records: the last stage's joined rows, a record standing
+/// for each (the one that produced it, stamped with the result's time), which rows delete their
+/// key, the records that failed, and the state changes.
+struct JoinedRows {
+    /// The rows, or none when nothing joined.
+    pub batch: Option<RecordBatch>,
+    /// For each row, the input record that produced it, with the row's timestamp.
+    pub results: Vec<LogRecord>,
+    /// For each row, whether it deletes its key.
+    pub tombstone: Vec<bool>,
+    /// Records that could not be read.
+    pub errors: Vec<RecordError>,
+    /// State changes of every stage.
+    pub writes: StateWrites,
+}
+
+/// Runs records of one of the chain's sources through every stage after it.
+fn join_rows(
+    chain: &JoinChain,
+    states: &mut [JoinState],
+    source: usize,
+    partition: u32,
+    records: &[LogRecord],
+) -> Result<JoinedRows> {
+    let (mut stage, mut side) = JoinChain::entry(source);
+    let mut partition = partition;
+    let mut handed: Option<Vec<LogRecord>> = None;
+    let mut errors = Vec::new();
+    let mut writes: StateWrites = Vec::new();
+    loop {
+        let input: &[LogRecord] = handed.as_deref().unwrap_or(records);
+        let (Some(current), Some(state)) = (chain.stages.get(stage), states.get_mut(stage)) else {
+            return Err(EngineError::internal("a join stage without its state"));
+        };
+        let (outputs, batch, stage_errors) = join_step(current, state, side, partition, input)?;
+        errors.extend(stage_errors);
+        if outputs.is_empty() {
+            writes.append(&mut state.writes);
+            return Ok(JoinedRows {
+                batch: None,
+                results: Vec::new(),
+                tombstone: Vec::new(),
+                errors,
+                writes,
+            });
+        }
+        let joined = joined_rows(current, state, &outputs, (side, &batch))?;
+        if let Some(handoff) = &current.handoff {
+            let next = handoff.records(&joined, &outputs, input, state)?;
+            writes.append(&mut state.writes);
+            handed = Some(next);
+            stage += 1;
+            side = 0;
+            partition = 0;
+            continue;
+        }
+        let results: Vec<LogRecord> = outputs
+            .iter()
+            .map(|o| {
+                let input = &input[o.from];
+                LogRecord {
+                    offset: input.offset,
+                    record: Record {
+                        key: None,
+                        value: None,
+                        timestamp: o.timestamp,
+                        headers: input.record.headers.clone(),
+                    },
+                }
+            })
+            .collect();
+        writes.append(&mut state.writes);
+        return Ok(JoinedRows {
+            batch: Some(joined),
+            results,
+            tombstone: outputs.iter().map(|o| o.tombstone).collect(),
+            errors,
+            writes,
+        });
+    }
+}
+
+/// Joins records arriving on one side of a stage: the results, the decoded input rows they
+/// may take their side from, and the records that could not be decoded.
+fn join_step(
+    plan: &JoinStage,
+    state: &mut JoinState,
+    side: usize,
+    partition: u32,
+    records: &[LogRecord],
+) -> Result<(Vec<Output>, RecordBatch, Vec<RecordError>)> {
+    let input = plan.sides()[side];
+    let decoded = input.decoder.decode(partition, records)?;
+    let errors = decoded.errors;
+    let bad: HashSet<i64> = errors.iter().map(|e| e.offset).collect();
+    let rows_from: Vec<usize> = (0..records.len())
+        .filter(|i| !bad.contains(&records[*i].offset))
+        .collect();
+    let batch = decoded.batch;
+    let key_values = input
+        .key
+        .evaluate(&batch)
+        .and_then(|v| v.into_array(batch.num_rows()))
+        .map_err(|e| EngineError::execution("Error computing the join key", e))?;
+    let mut key_columns = vec![key_values];
+    if plan.window.is_some() {
+        for bound in [WINDOWSTART, WINDOWEND] {
+            let column = batch.column_by_name(bound).cloned().ok_or_else(|| {
+                EngineError::internal(format!("a windowed source without {bound}"))
+            })?;
+            key_columns.push(column);
+        }
+    }
+    let join_keys = state.join_keys(&key_columns)?;
+    let mut outputs = Vec::new();
+    for (row, &from) in rows_from.iter().enumerate() {
+        let record = &records[from];
+        let stored = Stored {
+            key: record.record.key.as_ref().map(|k| k.to_vec()),
+            value: record.record.value.as_ref().map(|v| v.to_vec()),
+            timestamp: batch_rowtime(&batch, row).unwrap_or(record.record.timestamp),
+            partition,
+            offset: record.offset,
+            headers: record.record.headers.clone(),
+        };
+        let has_value = decoded.has_value[row];
+        let key = join_keys[row].clone();
+        let (offset, before) = (stored.offset, outputs.len());
+        let input_row = (key, stored, has_value, from);
+        match plan.shape {
+            JoinShape::StreamStream(window) => stream_stream::stream_stream(
+                plan.join_type,
+                window,
+                state,
+                side,
+                input_row,
+                &mut outputs,
+            ),
+            JoinShape::StreamTable => {
+                stream_table::stream_table(plan.join_type, state, side, input_row, &mut outputs)
+            }
+            JoinShape::TableTable => {
+                table_table::table_table(plan.join_type, state, side, input_row, &mut outputs)
+            }
+            JoinShape::ForeignKey => {
+                foreign_key::foreign_key(plan.join_type, state, side, input_row, &mut outputs)
+            }
+        }
+        // Results holding this very record take it from the decoded batch.
+        for o in &mut outputs[before..] {
+            let slot = if side == 0 { &o.left } else { &o.right };
+            if slot
+                .as_ref()
+                .is_some_and(|s| s.offset == offset && s.partition == partition)
+            {
+                o.current = Some(row);
+            }
+        }
+    }
+    Ok((outputs, batch, errors))
+}
+
+/// The `ROWTIME` of row `row`, if it has one.
+fn batch_rowtime(batch: &RecordBatch, row: usize) -> Option<i64> {
+    batch
+        .column_by_name(ROWTIME)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .filter(|c| c.is_valid(row))
+        .map(|c| c.value(row))
+}

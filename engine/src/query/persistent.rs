@@ -1,0 +1,206 @@
+//! A persistent query as the engine keeps it: what started it, what it reads and writes, its
+//! task (started, paused, resumed, stopped), and what `SHOW QUERIES` and `EXPLAIN` show of it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::query::state::consumer_group;
+use crate::query::status::QueryShared;
+use crate::query::task::Buffering;
+use crate::query::{QueryPlan, stats};
+
+/// How a persistent query was created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueryKind {
+    /// `CREATE STREAM|TABLE ... AS SELECT`.
+    CreateAsSelect,
+    /// `INSERT INTO ... SELECT`.
+    InsertInto,
+}
+
+/// A persistent query the engine runs.
+#[derive(Debug)]
+pub struct PersistentQuery {
+    /// Its id, such as `CSAS_OUTPUT_3`.
+    pub id: String,
+    /// The statement that created it.
+    pub sql: String,
+    /// The sources it reads, and their topics.
+    pub sources: Vec<(String, String)>,
+    /// The sink it writes.
+    pub sink: String,
+    /// The sink's topic.
+    pub sink_topic: String,
+    /// How it was created.
+    pub kind: QueryKind,
+    /// The sink's columns.
+    pub fields: Vec<crate::schema::Column>,
+    /// The execution plan, as `EXPLAIN` prints it.
+    pub execution_plan: String,
+    /// Counters and progress.
+    pub shared: Arc<QueryShared>,
+    /// What (re)starting its task needs.
+    launch: QueryLaunch,
+    stop: watch::Sender<bool>,
+    /// The running task; none while paused.
+    task: Option<JoinHandle<()>>,
+}
+
+/// What a query's task runs: the plan over the store, writing the sink.
+#[derive(Debug, Clone)]
+pub struct QueryLaunch {
+    /// The store it reads and writes.
+    pub store: eddy_storage::Store,
+    /// The plan.
+    pub plan: QueryPlan,
+    /// The sink it writes.
+    pub sink: crate::catalog::DataSource,
+    /// How its record cache coalesces updates.
+    pub buffering: Buffering,
+}
+
+impl QueryLaunch {
+    fn spawn(&self, id: &str, shared: &Arc<QueryShared>) -> (watch::Sender<bool>, JoinHandle<()>) {
+        let (stop, stopped) = watch::channel(false);
+        shared.finished.store(false, Ordering::SeqCst);
+        // A task that failed mid-commit left its commits uncounted; the new one starts afresh.
+        shared.uncounted_commits.store(0, Ordering::SeqCst);
+        let task = tokio::spawn(crate::query::task::run_query(
+            self.store.clone(),
+            id.to_string(),
+            (self.plan.clone(), self.buffering),
+            self.sink.clone(),
+            shared.clone(),
+            stopped,
+        ));
+        (stop, task)
+    }
+}
+
+impl PersistentQuery {
+    /// Starts the query's task.
+    pub fn start(
+        id: String,
+        sql: String,
+        launch: QueryLaunch,
+        (kind, execution_plan): (QueryKind, String),
+        shared: Arc<QueryShared>,
+    ) -> Self {
+        let sources = launch
+            .plan
+            .sources()
+            .iter()
+            .map(|s| (s.name.clone(), s.topic.clone()))
+            .collect();
+        let (sink, sink_topic) = (launch.sink.name.clone(), launch.sink.topic.clone());
+        let fields = launch.sink.columns.clone();
+        let (stop, task) = launch.spawn(&id, &shared);
+        PersistentQuery {
+            id,
+            sql,
+            sources,
+            sink,
+            sink_topic,
+            kind,
+            fields,
+            execution_plan,
+            shared,
+            launch,
+            stop,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the task, keeping its offsets and state, until [`Self::resume`]; its input piles
+    /// up as lag meanwhile.
+    pub async fn pause(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(query = %self.id, error = %e, "query task ended abnormally");
+        }
+    }
+
+    /// Restarts a paused task from its committed offsets.
+    pub fn resume(&mut self) {
+        if self.task.is_none() {
+            let (stop, task) = self.launch.spawn(&self.id, &self.shared);
+            self.stop = stop;
+            self.task = Some(task);
+        }
+    }
+
+    /// Whether the query is paused.
+    pub fn is_paused(&self) -> bool {
+        self.task.is_none()
+    }
+
+    /// `RUNNING`, `PAUSED`, or `ERROR` when the task failed.
+    pub fn state(&self) -> &'static str {
+        if self.is_paused() {
+            "PAUSED"
+        } else if self.shared.error.lock().is_some() {
+            "ERROR"
+        } else {
+            "RUNNING"
+        }
+    }
+
+    /// Stops the task and waits for it to end; its last commit is either in or out whole.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(task) = self.task.take()
+            && let Err(e) = task.await
+        {
+            tracing::warn!(query = %self.id, error = %e, "query task ended abnormally");
+        }
+    }
+
+    /// What `SHOW QUERIES` and `DESCRIBE` show of it, with its positions in `store`. A
+    /// store that fails to read offsets leaves them out rather than failing the listing.
+    pub fn summary(&self, store: &eddy_storage::Store) -> crate::query::QuerySummary {
+        let topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
+        let offsets = stats::GroupOffsets::read(store, &consumer_group(&self.id), &topics)
+            .map_err(|e| tracing::warn!(query = %self.id, error = %e, "reading the query's offsets failed"))
+            .ok();
+        let last = self.shared.last_message_ms.load(Ordering::Relaxed);
+        let now_secs = (eddy_storage::now_ms() / 1000) as u64;
+        crate::query::QuerySummary {
+            id: self.id.clone(),
+            sql: self.sql.clone(),
+            sink: self.sink.clone(),
+            sink_topic: self.sink_topic.clone(),
+            query_type: "PERSISTENT",
+            state: self.state().to_string(),
+            processed: self.shared.processed.load(Ordering::Relaxed),
+            failed: self.shared.failed.load(Ordering::Relaxed),
+            emitted: self.shared.emitted.load(Ordering::Relaxed),
+            messages_per_sec: self.shared.throughput.lock().per_second(now_secs),
+            last_message_ms: (last > 0).then_some(last),
+            offsets,
+        }
+    }
+
+    /// What `EXPLAIN` shows of it.
+    pub fn description(&self) -> crate::query::QueryDescription {
+        crate::query::QueryDescription {
+            id: self.id.clone(),
+            sql: self.sql.clone(),
+            sources: self.sources.iter().map(|(name, _)| name.clone()).collect(),
+            sinks: vec![self.sink.clone()],
+            sink_topics: vec![self.sink_topic.clone()],
+            fields: self.fields.clone(),
+            execution_plan: self.execution_plan.clone(),
+            state: self.state().to_string(),
+        }
+    }
+
+    /// Whether the task has ended.
+    pub fn finished(&self) -> bool {
+        self.shared.finished.load(Ordering::SeqCst)
+    }
+}

@@ -1,0 +1,54 @@
+//! Where a persistent query keeps what it has done in the store: its input positions, in a
+//! consumer group of its own, and its operators' state, in a namespace whose keys are laid out
+//! below.
+//!
+//! Every query's state lives in one namespace of the store's `state` column family,
+//! `__eddy_query_{query id}`, written in the same commit as the query's output and input
+//! offsets. Within it, the first byte of a key says whose it is:
+//!
+//! | first byte | owner | what follows |
+//! |---|---|---|
+//! | `0`, `1`, … | join stage `k` | the stage's own keys (see `join::state`) |
+//! | `g` | aggregation | a group's accumulators: group key (and window bounds) |
+//! | `s` | aggregation | a group's session list: group key |
+//! | `r` | aggregation over a table | a table row's last value: the record key |
+//! | `t` | aggregation | stream time per partition |
+//! | `m` | aggregation, `EMIT FINAL` | the latest window start written per partition |
+//!
+//! A join stage's byte is its index, far below the letters, so a join feeding an aggregation
+//! shares the namespace without a clash.
+
+/// State-store changes of one step: a key and its new value, or `None` to delete it.
+pub type StateWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// The consumer group holding query `query_id`'s committed input offsets.
+pub fn consumer_group(query_id: &str) -> String {
+    format!("_eddy_query_{query_id}")
+}
+
+/// The state-store namespace of query `query_id`.
+pub(crate) fn namespace(query_id: &str) -> String {
+    format!("__eddy_query_{query_id}")
+}
+
+/// The first bytes of an aggregation's keys.
+pub(crate) mod aggregate_keys {
+    /// A group's accumulators.
+    pub const GROUP: u8 = b'g';
+    /// A group's list of sessions.
+    pub const SESSIONS: u8 = b's';
+    /// A table row's last value, for retracting it.
+    pub const TABLE_ROW: u8 = b'r';
+    /// Stream time per partition.
+    pub const STREAM_TIME: &[u8] = b"t";
+    /// `EMIT FINAL`: the latest window start written per partition.
+    pub const LATEST_START: &[u8] = b"m";
+}
+
+/// `key` behind the one-byte prefix `kind`.
+pub(crate) fn prefixed(kind: u8, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 1);
+    out.push(kind);
+    out.extend_from_slice(key);
+    out
+}

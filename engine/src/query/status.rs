@@ -1,0 +1,119 @@
+//! What a running query reports: the counters, rates, errors and progress its task shares
+//! with the engine, and what `SHOW QUERIES`, `DESCRIBE ... EXTENDED` and `EXPLAIN` show of it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::query::source::RecordError;
+use crate::query::stats;
+
+/// How many recent record errors a query keeps for `DESCRIBE ... EXTENDED`.
+const RECENT_ERRORS: usize = 16;
+
+/// What a query's task shares with the engine: counters, errors and progress.
+#[derive(Debug, Default)]
+pub struct QueryShared {
+    /// Input records read.
+    pub processed: AtomicU64,
+    /// Input records that could not be processed.
+    pub failed: AtomicU64,
+    /// Records written to the sink.
+    pub emitted: AtomicU64,
+    /// When the last input record was processed, ms since the epoch; 0 before the first.
+    pub last_message_ms: AtomicI64,
+    /// Input records per second, lately.
+    pub throughput: Mutex<stats::ThroughputMeter>,
+    /// Wall-clock time at commit minus each input record's timestamp, as Kafka Streams'
+    /// `record-e2e-latency` measures it; a series of the engine's [`crate::metrics::EngineMetrics`].
+    pub e2e_latency: Option<prometheus::Histogram>,
+    /// Commits submitted whose records are not yet counted here: while any is, the query's
+    /// committed offsets may run ahead of these counters.
+    pub uncounted_commits: AtomicU64,
+    /// Signalled after every commit and when the task ends; shared by all queries.
+    pub progress: Arc<Notify>,
+    /// Set when the task has ended.
+    pub finished: AtomicBool,
+    /// Why the task ended, if it failed.
+    pub error: Mutex<Option<String>>,
+    /// The latest record errors.
+    pub recent_errors: Mutex<VecDeque<RecordError>>,
+}
+
+impl QueryShared {
+    /// Keeps the latest record errors.
+    pub fn record_errors(&self, errors: Vec<RecordError>) {
+        if errors.is_empty() {
+            return;
+        }
+        let mut recent = self.recent_errors.lock();
+        for e in errors {
+            if recent.len() == RECENT_ERRORS {
+                recent.pop_front();
+            }
+            recent.push_back(e);
+        }
+    }
+}
+
+/// A running query as `SHOW QUERIES` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuerySummary {
+    /// The query id.
+    pub id: String,
+    /// The statement that started it.
+    pub sql: String,
+    /// The source it writes.
+    pub sink: String,
+    /// The sink's topic.
+    pub sink_topic: String,
+    /// `PERSISTENT`, or `PUSH` for a push query a client is reading.
+    pub query_type: &'static str,
+    /// `RUNNING` or `ERROR`.
+    pub state: String,
+    /// Input records processed.
+    pub processed: u64,
+    /// Input records that failed.
+    pub failed: u64,
+    /// Records written to the sink.
+    pub emitted: u64,
+    /// Input records per second over the last minute.
+    pub messages_per_sec: f64,
+    /// When the last input record was processed, ms since the epoch.
+    pub last_message_ms: Option<i64>,
+    /// The query's consumer group positions and lag; none for push queries.
+    pub offsets: Option<stats::GroupOffsets>,
+}
+
+impl QuerySummary {
+    /// Records appended to the query's inputs and not yet processed.
+    pub fn lag(&self) -> i64 {
+        self.offsets
+            .as_ref()
+            .map_or(0, stats::GroupOffsets::total_lag)
+    }
+}
+
+/// A query as `EXPLAIN` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryDescription {
+    /// The query id; empty for a statement explained without running it.
+    pub id: String,
+    /// The statement.
+    pub sql: String,
+    /// Sources read.
+    pub sources: Vec<String>,
+    /// Sinks written.
+    pub sinks: Vec<String>,
+    /// The sinks' topics.
+    pub sink_topics: Vec<String>,
+    /// The result's columns.
+    pub fields: Vec<crate::schema::Column>,
+    /// The execution plan, one step per line.
+    pub execution_plan: String,
+    /// `RUNNING`, `ERROR`, or `NOT_RUNNING` for an explained statement.
+    pub state: String,
+}

@@ -1,0 +1,235 @@
+//! Committing a query's work: each step's sink records, state changes, failed records and
+//! input positions go into one commit, submitted while the next step is processed and counted
+//! once it is written.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Record, Store};
+use tracing::warn;
+
+use crate::error::Result;
+use crate::query::operator::{Input, Operator, StepOutput};
+use crate::query::processing_log;
+use crate::query::source::RecordError;
+use crate::query::status::QueryShared;
+
+/// The most record bytes per appended batch, well under a topic's default `max.message.bytes`.
+const APPEND_BYTES: usize = 512 << 10;
+
+/// Splits records into runs of at most about `limit` bytes, so no stored batch is too large.
+fn batches_under(records: Vec<Record>, limit: usize) -> Vec<Vec<Record>> {
+    let mut out = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for record in records {
+        let len = record.key.as_ref().map_or(0, |k| k.len())
+            + record.value.as_ref().map_or(0, |v| v.len())
+            + record
+                .headers
+                .iter()
+                .map(|h| h.key.len() + h.value.as_ref().map_or(0, |v| v.len()))
+                .sum::<usize>()
+            + 24;
+        if size + len > limit && !current.is_empty() {
+            out.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += len;
+        current.push(record);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// What a query's commits name: its group, its sink, and where failed records are logged.
+pub(super) struct CommitContext<'a> {
+    pub(super) query_id: &'a str,
+    pub(super) group: &'a str,
+    pub(super) sink_topic: &'a str,
+    /// The bytes of window at the end of each sink key, which the partitioner ignores so that
+    /// a key's windows share its partition.
+    pub(super) key_suffix: usize,
+    /// The topic named in processing-log entries for records the cache's flush failed on.
+    pub(super) error_topic: &'a str,
+    pub(super) log_errors: bool,
+    /// What the query shares with the engine.
+    pub(super) shared: &'a QueryShared,
+}
+
+/// Work processed since the last commit: one commit being assembled, and what to count once
+/// it is written.
+#[derive(Default)]
+pub(super) struct Uncommitted {
+    commit: Option<Commit>,
+    /// Where reading stands in each input advanced since the last commit.
+    offsets: std::collections::BTreeMap<(String, u32), i64>,
+    processed: u64,
+    emitted: u64,
+    timestamps: Vec<i64>,
+    errors: Vec<RecordError>,
+    since: Option<std::time::Instant>,
+}
+
+impl Uncommitted {
+    pub(super) fn is_empty(&self) -> bool {
+        self.commit.is_none()
+    }
+
+    /// How long the oldest uncommitted work has waited.
+    pub(super) fn age(&self) -> Duration {
+        self.since.map_or(Duration::ZERO, |t| t.elapsed())
+    }
+
+    fn commit(&mut self) -> &mut Commit {
+        self.since.get_or_insert_with(std::time::Instant::now);
+        self.commit.get_or_insert_with(Commit::new)
+    }
+
+    /// Adds one step: its state changes, sink records and failures, and the input's position.
+    pub(super) fn add(
+        &mut self,
+        context: &CommitContext,
+        namespace: Option<&str>,
+        (input, fetched): (&Input, &eddy_storage::FetchedRecords),
+        step: StepOutput,
+    ) {
+        self.add_output(
+            context,
+            namespace,
+            step,
+            (&input.topic, Some(&fetched.records)),
+        );
+        self.processed += fetched.records.len() as u64;
+        self.timestamps
+            .extend(fetched.records.iter().map(|r| r.record.timestamp));
+        self.offsets
+            .insert((input.topic.clone(), input.partition), fetched.next_offset);
+    }
+
+    fn add_output(
+        &mut self,
+        context: &CommitContext,
+        namespace: Option<&str>,
+        step: StepOutput,
+        (topic, records): (&str, Option<&[LogRecord]>),
+    ) {
+        let commit = self.commit();
+        if let Some(namespace) = namespace {
+            for (key, value) in step.writes {
+                match value {
+                    Some(value) => commit.put_state(namespace.to_string(), key, value),
+                    None => commit.delete_state(namespace.to_string(), key),
+                };
+            }
+        }
+        let mut log_entries = Vec::with_capacity(step.errors.len());
+        for error in &step.errors {
+            warn!(query = %context.query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
+            let record = records.and_then(|r| r.iter().find(|r| r.offset == error.offset));
+            log_entries.push(processing_log::entry(
+                context.query_id,
+                topic,
+                error,
+                record,
+            ));
+        }
+        if !log_entries.is_empty() && context.log_errors {
+            commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
+        }
+        self.emitted += step.records.len() as u64;
+        for chunk in batches_under(step.records, APPEND_BYTES) {
+            self.commit().append_by_key_prefix(
+                context.sink_topic.to_string(),
+                context.key_suffix,
+                chunk,
+            );
+        }
+        self.errors.extend(step.errors);
+    }
+
+    /// Flushes the operator's record cache into the commit, adds the inputs' positions, and
+    /// submits it.
+    pub(super) fn submit(
+        &mut self,
+        store: &Store,
+        operator: &mut dyn Operator,
+        context: &CommitContext,
+    ) -> Result<InFlight> {
+        let step = operator.flush(store)?;
+        self.add_output(
+            context,
+            operator.state_namespace(),
+            step,
+            (context.error_topic, None),
+        );
+        let mut done = std::mem::take(self);
+        let mut commit = done.commit.take().unwrap_or_default();
+        for ((topic, partition), next_offset) in done.offsets {
+            commit.commit_offset(
+                context.group.to_string(),
+                topic,
+                partition,
+                OffsetAndMetadata::new(next_offset),
+            );
+        }
+        // Counted as uncounted before the offsets can land, so no one sees them land first.
+        context
+            .shared
+            .uncounted_commits
+            .fetch_add(1, Ordering::SeqCst);
+        Ok(InFlight {
+            commit: store.commit_pending(commit)?,
+            processed: done.processed,
+            emitted: done.emitted,
+            timestamps: done.timestamps,
+            errors: done.errors,
+        })
+    }
+}
+
+/// Commits a query may have submitted and not yet seen written.
+pub(super) const MAX_IN_FLIGHT: usize = 2;
+
+/// A submitted commit, and what to count once it is written.
+pub(super) struct InFlight {
+    commit: eddy_storage::PendingCommit,
+    processed: u64,
+    /// Records written to the sink.
+    emitted: u64,
+    /// The input records' timestamps, for the end-to-end latency.
+    timestamps: Vec<i64>,
+    errors: Vec<RecordError>,
+}
+
+impl InFlight {
+    pub(super) async fn finish(self, shared: &QueryShared) -> Result<()> {
+        self.commit.wait().await?;
+        shared
+            .processed
+            .fetch_add(self.processed, Ordering::Relaxed);
+        shared
+            .failed
+            .fetch_add(self.errors.len() as u64, Ordering::Relaxed);
+        shared.emitted.fetch_add(self.emitted, Ordering::Relaxed);
+        let now_ms = eddy_storage::now_ms();
+        shared.last_message_ms.store(now_ms, Ordering::Relaxed);
+        shared
+            .throughput
+            .lock()
+            .record((now_ms / 1000) as u64, self.processed);
+        if let Some(histogram) = &shared.e2e_latency {
+            let local = histogram.local();
+            for t in self.timestamps {
+                local.observe((now_ms - t).max(0) as f64 / 1000.0);
+            }
+            local.flush();
+        }
+        shared.record_errors(self.errors);
+        shared.uncounted_commits.fetch_sub(1, Ordering::SeqCst);
+        shared.progress.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! The task of a persistent query: read a batch from an input, hand it to the query's
+//! [`Operator`], and commit what it made together with the input's next offset. A crash
+//! between commits repeats nothing and loses nothing: the offset and the output it produced
+//! land together or not at all.
+
+mod commit;
+pub(crate) mod reader;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use eddy_storage::Store;
+use tokio::sync::watch;
+use tracing::warn;
+
+use crate::catalog::DataSource;
+use crate::error::Result;
+use crate::query::state::consumer_group;
+use crate::query::status::QueryShared;
+use crate::query::{QueryPlan, processing_log};
+use commit::{CommitContext, InFlight, MAX_IN_FLIGHT, Uncommitted};
+use reader::{PartitionReader, query_inputs};
+
+/// The task of one persistent query. Returns when stopped or when the store fails.
+pub async fn run_query(
+    store: Store,
+    query_id: String,
+    (plan, buffering): (QueryPlan, Buffering),
+    sink: DataSource,
+    shared: Arc<QueryShared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if let Err(e) = run_query_inner(
+        &store,
+        &query_id,
+        (&plan, buffering),
+        &sink,
+        &shared,
+        &mut stop,
+    )
+    .await
+    {
+        warn!(query = %query_id, error = %e, "query stopped with an error");
+        *shared.error.lock() = Some(e.to_string());
+    }
+    shared.finished.store(true, Ordering::SeqCst);
+    shared.progress.notify_waiters();
+}
+
+async fn run_query_inner(
+    store: &Store,
+    query_id: &str,
+    (plan, buffering): (&QueryPlan, Buffering),
+    sink: &DataSource,
+    shared: &QueryShared,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<()> {
+    let group = consumer_group(query_id);
+    let (inputs, positions) = query_inputs(store, &group, plan)?;
+    let mut reader = PartitionReader::over(store, query_id, inputs, positions);
+    let mut operator = plan.operator(store, query_id, sink, buffering.enabled())?;
+    let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
+    let context = CommitContext {
+        query_id,
+        group: &group,
+        sink_topic: &sink.topic,
+        key_suffix: sink
+            .window
+            .as_ref()
+            .map_or(0, crate::query::source::window_bytes),
+        error_topic: &plan.source().topic,
+        log_errors: log_topic_exists,
+        shared,
+    };
+    // Commits stay in flight while the next records are processed: they apply in order, each
+    // whole, so a crash loses only work whose offsets were not committed either.
+    let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    let mut uncommitted = Uncommitted::default();
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let next = match reader.try_next()? {
+            Some(next) => Some(next),
+            None => {
+                // Caught up: what the record cache holds goes out now, and every commit lands
+                // before waiting for input.
+                if !uncommitted.is_empty() {
+                    in_flight.push_back(uncommitted.submit(store, operator.as_mut(), &context)?);
+                }
+                while let Some(done) = in_flight.pop_front() {
+                    done.finish(shared).await?;
+                }
+                reader.next(stop).await?
+            }
+        };
+        let Some((index, fetched)) = next else {
+            break;
+        };
+        let input = reader.input(index).clone();
+        let step = operator.step(store, &input, &fetched.records)?;
+        uncommitted.add(
+            &context,
+            operator.state_namespace(),
+            (&input, &fetched),
+            step,
+        );
+        reader.advance(index, fetched.next_offset);
+        // A query with a backlog would otherwise run step after step without giving its
+        // worker thread back: tasks woken meanwhile (an HTTP answer, a scrape) would wait.
+        tokio::task::consume_budget().await;
+        // Without a record cache every step commits; with one, the cache flushes (and the
+        // step's work commits) once it is full or the commit interval has passed.
+        let due = operator.record_cache().is_none_or(|bytes| {
+            bytes >= buffering.max_bytes || uncommitted.age() >= buffering.interval
+        });
+        if due {
+            in_flight.push_back(uncommitted.submit(store, operator.as_mut(), &context)?);
+            if in_flight.len() > MAX_IN_FLIGHT
+                && let Some(done) = in_flight.pop_front()
+            {
+                done.finish(shared).await?;
+            }
+        }
+    }
+    if !uncommitted.is_empty() {
+        in_flight.push_back(uncommitted.submit(store, operator.as_mut(), &context)?);
+    }
+    while let Some(done) = in_flight.pop_front() {
+        done.finish(shared).await?;
+    }
+    Ok(())
+}
+
+/// How a query's record cache coalesces updates, from `cache.max.bytes.buffering` and
+/// `commit.interval.ms` as ksqlDB reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Buffering {
+    /// The most bytes of updates the cache holds before it flushes; 0 turns it off, so every
+    /// update goes out.
+    pub max_bytes: usize,
+    /// The longest the cache holds updates before it flushes and the query commits.
+    pub interval: Duration,
+}
+
+impl Default for Buffering {
+    fn default() -> Self {
+        Buffering {
+            max_bytes: 10 << 20,
+            interval: Duration::from_millis(2_000),
+        }
+    }
+}
+
+impl Buffering {
+    /// The buffering `properties` ask for, with ksqlDB's defaults for what they leave out.
+    pub fn from_properties(properties: &std::collections::HashMap<String, String>) -> Self {
+        let get = |name: &str| {
+            properties
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        };
+        let default = Buffering::default();
+        Buffering {
+            max_bytes: get("cache.max.bytes.buffering")
+                .map_or(default.max_bytes, |b| b.min(usize::MAX as u64) as usize),
+            interval: get("commit.interval.ms").map_or(default.interval, Duration::from_millis),
+        }
+    }
+
+    /// Whether updates are coalesced at all.
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+}

@@ -1,0 +1,247 @@
+//! Reading a query's inputs: every partition of every source from the query's positions, in
+//! timestamp order across inputs, with the next read of a busy input begun ahead.
+
+use std::time::Duration;
+
+use eddy_storage::{StorageError, Store};
+use futures::future::select_all;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+use crate::error::Result;
+use crate::query::QueryPlan;
+use crate::query::operator::Input;
+
+/// How much to read from a partition per step.
+const READ_BYTES: usize = 1 << 20;
+
+/// Reads partitions in turn from given positions, waiting for input when all are read to
+/// their end.
+pub(crate) struct PartitionReader {
+    store: Store,
+    query_id: String,
+    inputs: Vec<Input>,
+    positions: Vec<i64>,
+    /// Records read from an input but not yet handed out.
+    pending: Vec<Option<eddy_storage::FetchedRecords>>,
+    /// Whether inputs are merged in timestamp order (see [`PartitionReader::try_next`]).
+    ordered: bool,
+    /// The next read of the input last handed out, started while the caller processes it.
+    prefetch: Option<Prefetch>,
+}
+
+/// A read of one input begun ahead on a blocking thread: reading and decoding the log takes
+/// a query with a backlog about a third of its time, which then overlaps processing.
+struct Prefetch {
+    index: usize,
+    position: i64,
+    result: std::sync::mpsc::Receiver<eddy_storage::Result<eddy_storage::FetchedRecords>>,
+}
+
+impl PartitionReader {
+    /// A reader of `inputs`, each starting at its position.
+    pub(crate) fn over(
+        store: &Store,
+        query_id: &str,
+        inputs: Vec<Input>,
+        positions: Vec<i64>,
+    ) -> Self {
+        PartitionReader {
+            store: store.clone(),
+            query_id: query_id.to_string(),
+            pending: (0..inputs.len()).map(|_| None).collect(),
+            inputs,
+            positions,
+            ordered: true,
+            prefetch: None,
+        }
+    }
+
+    /// Reads input `i` from `position`, taking the read begun ahead if it is that one.
+    fn read(
+        &mut self,
+        i: usize,
+        position: i64,
+    ) -> eddy_storage::Result<eddy_storage::FetchedRecords> {
+        if let Some(ahead) = self.prefetch.take_if(|p| p.index == i)
+            && ahead.position == position
+            && let Ok(result) = ahead.result.recv()
+        {
+            return result;
+        }
+        let input = &self.inputs[i];
+        self.store
+            .read_records(&input.topic, input.partition, position, READ_BYTES)
+    }
+
+    /// Begins reading input `i` from `position` on a blocking thread, when the log is known
+    /// to hold more there and a runtime is at hand.
+    fn read_ahead(&mut self, i: usize, fetched: &eddy_storage::FetchedRecords) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if fetched.next_offset >= fetched.high_watermark {
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = self.store.clone();
+        let (topic, partition) = (self.inputs[i].topic.clone(), self.inputs[i].partition);
+        let position = fetched.next_offset;
+        runtime.spawn_blocking(move || {
+            let _ = tx.send(store.read_records(&topic, partition, position, READ_BYTES));
+        });
+        self.prefetch = Some(Prefetch {
+            index: i,
+            position,
+            result: rx,
+        });
+    }
+
+    /// Hands out each input's records as they come, in whole reads, without merging inputs
+    /// by time: for readers (such as a table's materializer) to whom order across partitions
+    /// means nothing, and for whom many small steps would cost a commit each.
+    pub(crate) fn unordered(mut self) -> Self {
+        self.ordered = false;
+        self
+    }
+
+    /// Where reading stands in each input.
+    pub(crate) fn positions(&self) -> &[i64] {
+        &self.positions
+    }
+
+    /// The input at `index`.
+    pub(crate) fn input(&self, index: usize) -> &Input {
+        &self.inputs[index]
+    }
+
+    /// Records that the caller has consumed input `index` up to `next_offset`.
+    pub(crate) fn advance(&mut self, index: usize, next_offset: i64) {
+        if let Some(p) = self.positions.get_mut(index) {
+            *p = next_offset;
+            self.pending[index] = None;
+        }
+    }
+
+    /// The next records of some input if any are there now, without waiting or advancing.
+    /// Inputs are merged in timestamp order, as Kafka Streams picks the partition with the
+    /// oldest record: of the inputs with records, the one whose first record is oldest goes
+    /// first, and only up to where another input's first record is older still. So a table
+    /// a stream is joined with is read up to the stream's time before the stream goes on.
+    pub(crate) fn try_next(&mut self) -> Result<Option<(usize, eddy_storage::FetchedRecords)>> {
+        for i in 0..self.inputs.len() {
+            if self.pending[i].is_some() {
+                continue;
+            }
+            let position = self.positions[i];
+            match self.read(i, position) {
+                Ok(fetched) if fetched.next_offset > position => self.pending[i] = Some(fetched),
+                Ok(_) => {}
+                Err(StorageError::OffsetOutOfRange { log_start, .. }) => {
+                    let input = &self.inputs[i];
+                    warn!(query = %self.query_id, topic = %input.topic, partition = input.partition, from = position, to = log_start, "input offset out of range; skipping to the log start");
+                    self.positions[i] = log_start;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let head = |f: &eddy_storage::FetchedRecords| {
+            f.records.first().map_or(i64::MIN, |r| r.record.timestamp)
+        };
+        let Some(chosen) = (0..self.inputs.len())
+            .filter(|&i| self.pending[i].is_some())
+            .min_by_key(|&i| self.pending[i].as_ref().map_or(i64::MAX, head))
+        else {
+            return Ok(None);
+        };
+        let bound = (0..self.inputs.len())
+            .filter(|_| self.ordered)
+            .filter(|&i| i != chosen)
+            .filter_map(|i| self.pending[i].as_ref().map(head))
+            .min();
+        let Some(mut fetched) = self.pending[chosen].take() else {
+            return Ok(None);
+        };
+        if let Some(bound) = bound
+            && let Some(cut) = fetched
+                .records
+                .iter()
+                .skip(1)
+                .position(|r| r.record.timestamp > bound)
+        {
+            let cut = cut + 1;
+            fetched.next_offset = fetched.records[cut].offset;
+            fetched.records.truncate(cut);
+        }
+        self.read_ahead(chosen, &fetched);
+        Ok(Some((chosen, fetched)))
+    }
+
+    /// The next records of some input, without advancing (see [`PartitionReader::advance`]),
+    /// or `None` once `stop` is set. Waits without polling while everything is read.
+    pub(crate) async fn next(
+        &mut self,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(usize, eddy_storage::FetchedRecords)>> {
+        loop {
+            if *stop.borrow() || self.inputs.is_empty() {
+                return Ok(None);
+            }
+            if let Some(next) = self.try_next()? {
+                return Ok(Some(next));
+            }
+            debug!(query = %self.query_id, "caught up; waiting for input");
+            let waits = self
+                .inputs
+                .iter()
+                .zip(&self.positions)
+                .map(|(input, &at)| {
+                    let store = self.store.clone();
+                    let topic = input.topic.clone();
+                    let partition = input.partition;
+                    Box::pin(async move {
+                        store
+                            .wait_for_data(&topic, partition, at, Duration::from_secs(1))
+                            .await
+                    })
+                })
+                .collect::<Vec<_>>();
+            tokio::select! {
+                _ = stop.changed() => {}
+                _ = select_all(waits) => {}
+            }
+        }
+    }
+}
+
+/// Every partition of every source of `plan`, with where the query's group stands in each.
+pub(crate) fn query_inputs(
+    store: &Store,
+    group: &str,
+    plan: &QueryPlan,
+) -> Result<(Vec<Input>, Vec<i64>)> {
+    let mut inputs = Vec::new();
+    let mut positions = Vec::new();
+    for (side, source) in plan.sources().into_iter().enumerate() {
+        let partitions = store.partition_count(&source.topic)?;
+        positions.extend(start_positions(store, group, &source.topic, partitions)?);
+        inputs.extend((0..partitions).map(|partition| Input {
+            side,
+            topic: source.topic.clone(),
+            partition,
+        }));
+    }
+    Ok((inputs, positions))
+}
+
+/// Where the query starts reading each partition: its committed offset, else `initial`.
+fn start_positions(store: &Store, group: &str, topic: &str, partitions: u32) -> Result<Vec<i64>> {
+    (0..partitions)
+        .map(|p| {
+            Ok(match store.fetch_offset(group, topic, p)? {
+                Some(committed) => committed.offset,
+                None => store.log_start_offset(topic, p)?,
+            })
+        })
+        .collect()
+}
