@@ -11,7 +11,7 @@ use eddy_storage::Commit;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::http::{AppState, error};
+use crate::rest::{AppState, ErrorCode, RestError};
 
 /// The store namespace holding dashboards by id.
 const DASHBOARDS: &str = "__eddy_dashboards";
@@ -146,33 +146,16 @@ fn check(dashboard: &Dashboard) -> Result<(), String> {
 }
 
 fn not_found(message: String) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "generic_error",
-        40400,
-        message,
-        Value::Null,
-    )
+    RestError::new(ErrorCode::NotFound, message).into_response()
 }
 
 fn bad_request(message: String) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "generic_error",
-        40000,
-        message,
-        Value::Null,
-    )
+    RestError::new(ErrorCode::BadRequest, message).into_response()
 }
 
 fn storage_failed(e: impl std::fmt::Display) -> Response {
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "generic_error",
-        50000,
-        format!("The store failed: {e}"),
-        Value::Null,
-    )
+    tracing::error!(error = %e, "the console's store failed");
+    RestError::new(ErrorCode::ServerError, format!("The store failed: {e}")).into_response()
 }
 
 fn load(state: &AppState, id: &str) -> Result<Option<Dashboard>, Box<Response>> {

@@ -4,5 +4,7 @@
 pub mod console;
 pub mod http;
 pub mod kafka;
+mod ksql;
 pub mod metrics;
+mod rest;
 mod streaming;

@@ -297,8 +297,11 @@ impl ServerMetrics {
 }
 
 /// `GET /metrics`.
-pub async fn scrape(State(state): State<crate::http::AppState>) -> Response {
-    match state.metrics.render(&state.engine).await {
+pub async fn scrape(
+    State(metrics): State<Arc<ServerMetrics>>,
+    State(engine): State<Arc<Engine>>,
+) -> Response {
+    match metrics.render(&engine).await {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

@@ -17,8 +17,8 @@ use prometheus::HistogramTimer;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{error, session};
 use crate::metrics::ServerMetrics;
+use crate::rest::{ErrorCode, RestError, field_schema, session};
 
 /// The body of `POST /query`.
 #[derive(Debug, Deserialize)]
@@ -52,13 +52,13 @@ pub struct CloseQueryRequest {
 /// several (`application/json`, `application/vnd.ksql.v1+json`, none).
 fn parse_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
     serde_json::from_slice(body).map_err(|e| {
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            "generic_error",
-            40000,
-            format!("Invalid JSON in request: {e}"),
-            Value::Null,
-        ))
+        Box::new(
+            RestError::new(
+                ErrorCode::BadRequest,
+                format!("Invalid JSON in request: {e}"),
+            )
+            .into_response(),
+        )
     })
 }
 
@@ -75,13 +75,10 @@ async fn start(
         Ok(query) => query,
         Err(e) => {
             timer.stop_and_discard();
-            return Err(Box::new(error(
-                StatusCode::BAD_REQUEST,
-                "statement_error",
-                40001,
-                e.to_string(),
-                json!({"statementText": sql, "entities": []}),
-            )));
+            return Err(Box::new(
+                RestError::from_engine(&e, json!({"statementText": sql, "entities": []}))
+                    .into_response(),
+            ));
         }
     };
     Ok(if query.push {
@@ -217,7 +214,7 @@ pub async fn query(
                 }
                 TransientEvent::Error(message) => format!(
                     ",\n{}\n]\n",
-                    json!({"errorMessage": {"@type": "generic_error", "error_code": 50000, "message": message}})
+                    json!({"errorMessage": RestError::new(ErrorCode::ServerError, message).body()})
                 ),
             })
         },
@@ -282,7 +279,7 @@ pub async fn query_stream(
                     TransientEvent::Finished(_) => None,
                     TransientEvent::Error(message) => Some(format!(
                         ",\n{}",
-                        json!({"@type": "generic_error", "error_code": 50000, "message": message})
+                        RestError::new(ErrorCode::ServerError, message).body()
                     )),
                 },
                 "]\n",
@@ -304,7 +301,7 @@ pub async fn query_stream(
                     TransientEvent::Finished(_) => None,
                     TransientEvent::Error(message) => Some(format!(
                         "{}\n",
-                        json!({"@type": "generic_error", "error_code": 50000, "message": message})
+                        RestError::new(ErrorCode::ServerError, message).body()
                     )),
                 },
                 "",
@@ -323,13 +320,11 @@ pub async fn close_query(State(engine): State<Arc<Engine>>, body: Bytes) -> Resp
     if engine.close_query(&request.query_id) {
         StatusCode::OK.into_response()
     } else {
-        error(
-            StatusCode::BAD_REQUEST,
-            "generic_error",
-            40000,
+        RestError::new(
+            ErrorCode::BadRequest,
             format!("No query with id {}", request.query_id),
-            Value::Null,
         )
+        .into_response()
     }
 }
 
@@ -339,13 +334,11 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
     let text = match std::str::from_utf8(&body) {
         Ok(text) => text,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "generic_error",
-                40000,
+            return RestError::new(
+                ErrorCode::BadRequest,
                 format!("The request is not UTF-8: {e}"),
-                Value::Null,
-            );
+            )
+            .into_response();
         }
     };
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
@@ -354,13 +347,11 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
         .and_then(|l| serde_json::from_str::<Value>(l).ok())
         .and_then(|v| v.get("target").and_then(Value::as_str).map(str::to_string));
     let Some(target) = target else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "generic_error",
-            40000,
+        return RestError::new(
+            ErrorCode::BadRequest,
             "The first line must be {\"target\": \"<stream>\"}",
-            Value::Null,
-        );
+        )
+        .into_response();
     };
     let mut rows = Vec::new();
     let mut parse_errors = Vec::new();
@@ -374,13 +365,7 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
     let results = match engine.insert_rows(&target, &values).await {
         Ok(results) => results,
         Err(e) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "generic_error",
-                40000,
-                e.to_string(),
-                Value::Null,
-            );
+            return RestError::new(ErrorCode::BadRequest, e.to_string()).into_response();
         }
     };
     let mut acks: Vec<(usize, Value)> = rows
@@ -389,7 +374,9 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
         .map(|((seq, _), result)| {
             let ack = match result {
                 Ok(()) => json!({"status": "ok", "seq": seq}),
-                Err(e) => json!({"@type": "generic_error", "error_code": 40000, "message": e.to_string(), "status": "error", "seq": seq}),
+                Err(e) => RestError::new(ErrorCode::BadRequest, e.to_string())
+                    .with(json!({"status": "error", "seq": seq}))
+                    .body(),
             };
             (*seq, ack)
         })
@@ -397,7 +384,9 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
     acks.extend(parse_errors.into_iter().map(|(seq, message)| {
         (
             seq,
-            json!({"@type": "generic_error", "error_code": 40000, "message": message, "status": "error", "seq": seq}),
+            RestError::new(ErrorCode::BadRequest, message)
+                .with(json!({"status": "error", "seq": seq}))
+                .body(),
         )
     }));
     acks.sort_by_key(|(seq, _)| *seq);
@@ -423,22 +412,18 @@ pub async fn ws_query(
     let request: QueryRequest = match params.get("request").map(|r| serde_json::from_str(r)) {
         Some(Ok(request)) => request,
         Some(Err(e)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "generic_error",
-                40000,
+            return RestError::new(
+                ErrorCode::BadRequest,
                 format!("Invalid JSON in the request parameter: {e}"),
-                Value::Null,
-            );
+            )
+            .into_response();
         }
         None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "generic_error",
-                40000,
+            return RestError::new(
+                ErrorCode::BadRequest,
                 "The request parameter is missing: /ws/query?request={\"ksql\": \"SELECT ...\"}",
-                Value::Null,
-            );
+            )
+            .into_response();
         }
     };
     upgrade.on_upgrade(move |socket| stream_to_socket(engine, metrics, request, socket))
@@ -468,10 +453,11 @@ async fn stream_to_socket(
         Ok(query) => query,
         Err(e) => {
             timer.stop_and_discard();
-            let message = e.to_string();
-            let body = json!({"@type": "statement_error", "error_code": 40001, "message": message, "statementText": request.ksql});
-            let _ = socket.send(Message::Text(body.to_string().into())).await;
-            let _ = socket.send(close(1003, &message)).await;
+            let error = RestError::from_engine(&e, json!({"statementText": request.ksql}));
+            let _ = socket
+                .send(Message::Text(error.body().to_string().into()))
+                .await;
+            let _ = socket.send(close(1003, error.message())).await;
             return;
         }
     };
@@ -485,7 +471,7 @@ async fn stream_to_socket(
     let columns: Vec<Value> = query
         .columns
         .iter()
-        .map(|c| json!({"name": c.name, "schema": crate::http::field_schema(&c.ty)}))
+        .map(|c| json!({"name": c.name, "schema": field_schema(&c.ty)}))
         .collect();
     if socket
         .send(Message::Text(Value::Array(columns).to_string().into()))
