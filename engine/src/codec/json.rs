@@ -799,7 +799,7 @@ pub(super) fn encode(
 
 fn write_json_string(buf: &mut Vec<u8>, s: &str) -> Result<()> {
     serde_json::to_writer(&mut *buf, s)
-        .map_err(|e| EngineError::statement(format!("cannot write JSON: {e}")))
+        .map_err(|e| EngineError::internal_from("cannot write JSON", e))
 }
 
 fn write_value(buf: &mut Vec<u8>, array: &dyn Array, i: usize) -> Result<()> {
@@ -808,7 +808,7 @@ fn write_value(buf: &mut Vec<u8>, array: &dyn Array, i: usize) -> Result<()> {
         return Ok(());
     }
     let any = array.as_any();
-    let missing = || EngineError::statement(format!("cannot write {} as JSON", array.data_type()));
+    let missing = || EngineError::internal(format!("cannot write {} as JSON", array.data_type()));
     match array.data_type() {
         DataType::Boolean => {
             let v = any

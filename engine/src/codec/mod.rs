@@ -92,7 +92,7 @@ impl RowCodec {
     /// in the formats that cannot tell it from a null payload.
     pub fn encode(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<Vec<u8>>>> {
         if columns.len() != self.schema.fields().len() {
-            return Err(EngineError::statement(format!(
+            return Err(EngineError::internal(format!(
                 "expected {} columns to encode, got {}",
                 self.schema.fields().len(),
                 columns.len()

@@ -171,12 +171,12 @@ impl Materializers {
                 .get(topic)
                 .is_none_or(|(_, task)| task.is_finished());
             if finished {
-                return Err(EngineError::statement(format!(
+                return Err(EngineError::internal(format!(
                     "The table's state for topic {topic} is not being maintained"
                 )));
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(EngineError::statement(format!(
+                return Err(EngineError::internal(format!(
                     "Timed out waiting for the table's state to catch up with topic {topic}"
                 )));
             }

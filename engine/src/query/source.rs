@@ -234,7 +234,8 @@ impl SourceDecoder {
         let any_missing = has_value.iter().any(|v| !v);
         let null_where_no_value = |array: ArrayRef| -> Result<ArrayRef> {
             if any_missing {
-                nullif(array.as_ref(), &no_value).map_err(|e| EngineError::statement(e.to_string()))
+                nullif(array.as_ref(), &no_value)
+                    .map_err(|e| EngineError::internal_from("cannot null missing values", e))
             } else {
                 Ok(array)
             }
@@ -283,7 +284,7 @@ impl SourceDecoder {
             )));
         }
         let batch = RecordBatch::try_new(self.schema.clone(), columns)
-            .map_err(|e| EngineError::statement(format!("cannot assemble a batch: {e}")))?;
+            .map_err(|e| EngineError::internal_from("cannot assemble a batch", e))?;
         let mut keep = vec![true; n];
         for (i, _, _) in &errors {
             keep[*i] = false;
@@ -306,7 +307,7 @@ impl SourceDecoder {
         }
         let mask = BooleanArray::from(keep.clone());
         let batch = datafusion::arrow::compute::filter_record_batch(&batch, &mask)
-            .map_err(|e| EngineError::statement(e.to_string()))?;
+            .map_err(|e| EngineError::internal_from("cannot drop unreadable records", e))?;
         let has_value = has_value
             .into_iter()
             .zip(keep)
@@ -345,7 +346,7 @@ impl SourceDecoder {
                 let strings = column
                     .as_any()
                     .downcast_ref::<datafusion::arrow::array::StringArray>()
-                    .ok_or_else(|| EngineError::statement("TIMESTAMP column is not a string"))?;
+                    .ok_or_else(|| EngineError::internal("TIMESTAMP column is not a string"))?;
                 let mut out = Vec::with_capacity(strings.len());
                 for i in 0..strings.len() {
                     if strings.is_null(i) {
@@ -374,21 +375,20 @@ impl SourceDecoder {
                     column,
                     &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Millisecond, None),
                 )
-                .map_err(|e| EngineError::statement(e.to_string()))?;
+                .map_err(|e| EngineError::internal_from("cannot read a timestamp column", e))?;
                 let ts = ts
                     .as_any()
                     .downcast_ref::<TimestampMillisecondArray>()
-                    .ok_or_else(|| EngineError::statement("TIMESTAMP column is not a timestamp"))?;
+                    .ok_or_else(|| EngineError::internal("TIMESTAMP column is not a timestamp"))?;
                 Arc::new(Int64Array::from_iter(ts.iter()))
             }
-            _ => {
-                cast(column, &DataType::Int64).map_err(|e| EngineError::statement(e.to_string()))?
-            }
+            _ => cast(column, &DataType::Int64)
+                .map_err(|e| EngineError::internal_from("cannot read a timestamp column", e))?,
         };
         let values = millis
             .as_any()
             .downcast_ref::<Int64Array>()
-            .ok_or_else(|| EngineError::statement("ROWTIME is not BIGINT"))?;
+            .ok_or_else(|| EngineError::internal("ROWTIME is not BIGINT"))?;
         for (i, record) in records.iter().enumerate() {
             // Records without a value have no timestamp column to read; they keep theirs.
             if record.record.value.is_none() {
@@ -446,11 +446,11 @@ fn all_headers(records: &[LogRecord], ty: &DataType) -> Result<ArrayRef> {
             let entry = builder.values();
             entry
                 .field_builder::<StringBuilder>(0)
-                .ok_or_else(|| EngineError::statement("HEADERS key builder"))?
+                .ok_or_else(|| EngineError::internal("HEADERS key builder"))?
                 .append_value(&header.key);
             let value = entry
                 .field_builder::<BinaryBuilder>(1)
-                .ok_or_else(|| EngineError::statement("HEADERS value builder"))?;
+                .ok_or_else(|| EngineError::internal("HEADERS value builder"))?;
             match &header.value {
                 Some(v) => value.append_value(v),
                 None => value.append_null(),

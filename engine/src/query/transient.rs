@@ -947,7 +947,7 @@ impl Transient {
             match bytes {
                 None => Ok(Value::Null),
                 Some(b) => serde_json::from_slice(b)
-                    .map_err(|e| EngineError::statement(format!("cannot read a row back: {e}"))),
+                    .map_err(|e| EngineError::internal_from("cannot read a row back", e)),
             }
         };
         let key = parse(record.key.as_deref())?;
