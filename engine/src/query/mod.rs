@@ -175,17 +175,8 @@ impl QueryPlan {
 /// Every function a query can call by name, with its kind (`SCALAR`, `AGGREGATE`, `TABLE`),
 /// sorted by name.
 pub fn function_names() -> Vec<(String, &'static str)> {
-    let mut functions: Vec<(String, &'static str)> = eddy_sql::functions::scalar_function_names()
+    eddy_sql::functions::all_functions()
         .into_iter()
-        .map(|name| (name, "SCALAR"))
-        .chain(
-            eddy_sql::functions::aggregates::AGGREGATE_FUNCTIONS
-                .iter()
-                .map(|name| (name.to_string(), "AGGREGATE")),
-        )
-        .chain(std::iter::once(("EXPLODE".to_string(), "TABLE")))
-        .collect();
-    functions.sort();
-    functions.dedup_by(|a, b| a.0 == b.0);
-    functions
+        .map(|f| (f.name, f.kind.name()))
+        .collect()
 }

@@ -516,20 +516,17 @@ pub fn aggregate(name: &str) -> Option<Arc<AggregateUDF>> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn every_listed_aggregate_resolves() {
-        for name in super::AGGREGATE_FUNCTIONS {
-            assert!(
-                super::is_aggregate(name),
-                "{name} is listed but does not resolve"
-            );
-        }
-        assert!(!super::is_aggregate("UCASE"));
-    }
-
     use datafusion::arrow::array::Int64Array;
 
     use super::*;
+
+    #[test]
+    fn every_listed_aggregate_resolves() {
+        for name in AGGREGATE_FUNCTIONS {
+            assert!(is_aggregate(name), "{name} is listed but does not resolve");
+        }
+        assert!(!is_aggregate("UCASE"));
+    }
 
     fn accumulator(kind: Kind) -> ValuesAccumulator {
         ValuesAccumulator {

@@ -4,12 +4,15 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Int64Array, Int64Builder, ListArray, ListBuilder, MapArray, StringArray,
-    StructArray, UInt32Array,
+    Array, ArrayRef, Int32Array, Int64Array, Int64Builder, ListArray, ListBuilder, MapArray,
+    StringArray, StructArray, UInt32Array,
 };
 use datafusion::arrow::buffer::OffsetBuffer;
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::logical_expr::TypeSignature;
+
+use super::udf::{INT, Scalar, any1, at, function, string_at, strings};
 
 fn fail(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -401,140 +404,147 @@ pub(super) fn generate_series(args: &[ArrayRef], rows: usize) -> Result<ArrayRef
     }
 }
 
-#[cfg(test)]
-mod tests {
-
-    #[test]
-    fn text_splits_into_a_map_as_ksqldb_splits_it() {
-        let text = |v: &[Option<&str>]| Arc::new(StringArray::from(v.to_vec())) as ArrayRef;
-        let input = text(&[
-            Some("apple:green//banana:yellow/cherry:red/apple:red"),
-            Some("a=b/c:d"),
-            Some("a:b"),
-        ]);
-        let out = split_to_map(
-            &[
-                input,
-                text(&[Some("/")]),
-                text(&[Some(":"), Some(":"), Some("")]),
-            ],
-            3,
-        )
-        .unwrap();
-        let out = out.as_any().downcast_ref::<MapArray>().unwrap();
-        let entries = |i: usize| {
-            let row = out.value(i);
-            let keys = row
-                .column(0)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone();
-            let values = row
-                .column(1)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap()
-                .clone();
-            keys.iter()
-                .zip(values.iter())
-                .map(|(k, v)| (k.unwrap().to_string(), v.unwrap().to_string()))
-                .collect::<Vec<_>>()
-        };
-        let pairs = |p: &[(&str, &str)]| {
-            p.iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
-        // Empty entries are skipped and a later key wins.
-        assert_eq!(
-            entries(0),
-            pairs(&[("apple", "red"), ("banana", "yellow"), ("cherry", "red")])
-        );
-        // An entry without the key-value delimiter is left out.
-        assert_eq!(entries(1), pairs(&[("c", "d")]));
-        // An empty delimiter gives null.
-        assert!(out.is_null(2));
-    }
-
-    use datafusion::arrow::array::{Int32Array, Int64Array, ListArray};
-
-    use super::*;
-
-    #[test]
-    fn series_count_down_when_the_end_is_lower() {
-        let args: Vec<ArrayRef> = vec![
-            Arc::new(Int32Array::from(vec![0, 4])),
-            Arc::new(Int32Array::from(vec![3, 2])),
-        ];
-        let out = generate_series(&args, 2).unwrap();
-        let lists = out.as_any().downcast_ref::<ListArray>().unwrap();
-        let row = |i: usize| {
-            let v = cast(&lists.value(i), &DataType::Int64).unwrap();
-            v.as_any()
-                .downcast_ref::<Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
-        };
-        assert_eq!(row(0), [0, 1, 2, 3]);
-        assert_eq!(row(1), [4, 3, 2]);
-        assert_eq!(
-            out.data_type(),
-            &series_type(&[DataType::Int32, DataType::Int32]).unwrap()
-        );
-    }
-
-    #[test]
-    fn maps_union_with_the_second_winning() {
-        let a = as_map(
-            &[
-                Arc::new(ListArray::new(
-                    Arc::new(Field::new("item", DataType::Utf8, true)),
-                    OffsetBuffer::new(vec![0, 2].into()),
-                    Arc::new(StringArray::from(vec!["x", "y"])),
-                    None,
-                )),
-                Arc::new(ListArray::from_iter_primitive::<
-                    datafusion::arrow::datatypes::Int64Type,
-                    _,
-                    _,
-                >(vec![Some(vec![Some(1), Some(2)])])),
-            ],
-            1,
-        )
-        .unwrap();
-        let b = as_map(
-            &[
-                Arc::new(ListArray::new(
-                    Arc::new(Field::new("item", DataType::Utf8, true)),
-                    OffsetBuffer::new(vec![0, 1].into()),
-                    Arc::new(StringArray::from(vec!["y"])),
-                    None,
-                )),
-                Arc::new(ListArray::from_iter_primitive::<
-                    datafusion::arrow::datatypes::Int64Type,
-                    _,
-                    _,
-                >(vec![Some(vec![Some(9)])])),
-            ],
-            1,
-        )
-        .unwrap();
-        let union = map_union(&[a, b], 1).unwrap();
-        let (map, keys) = map_parts(&union).unwrap();
-        let row: Vec<(String, i64)> = map_row(&map, 0, &keys)
-            .into_iter()
-            .map(|(k, i)| {
-                let v = map
-                    .values()
+/// `ARRAY_LENGTH(array)`: the element count as an INT.
+fn array_length(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let array = &args[0];
+    let lengths: Int32Array = (0..rows)
+        .map(|i| {
+            let i = at(i, array.len());
+            if array.is_null(i) {
+                return None;
+            }
+            match array.data_type() {
+                DataType::List(_) => array
                     .as_any()
-                    .downcast_ref::<Int64Array>()
-                    .unwrap()
-                    .value(i);
-                (k, v)
-            })
-            .collect();
-        assert_eq!(row, [("x".to_string(), 1), ("y".to_string(), 9)]);
+                    .downcast_ref::<datafusion::arrow::array::ListArray>()
+                    .map(|l| l.value_length(i)),
+                _ => None,
+            }
+        })
+        .collect();
+    Ok(Arc::new(lengths))
+}
+
+/// `ARRAY_SORT(array[, 'ASC'|'DESC'])`: each array's elements sorted, nulls last either way, as
+/// ksqlDB sorts them; null for a direction it does not know.
+fn array_sort(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    use datafusion::arrow::array::{ListArray, new_null_array};
+    use datafusion::arrow::buffer::{NullBuffer, OffsetBuffer};
+    use datafusion::arrow::compute::{SortOptions, sort};
+    let list_type = args[0].data_type().clone();
+    let DataType::List(field) = &list_type else {
+        return Err(format!("ARRAY_SORT takes an array, not {list_type}"));
+    };
+    let lists = args[0]
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or("expected an array")?;
+    let directions = match args.get(1) {
+        Some(d) => Some(strings(d)?),
+        None => None,
+    };
+    let mut pieces: Vec<ArrayRef> = Vec::with_capacity(rows);
+    let mut lengths: Vec<usize> = Vec::with_capacity(rows);
+    let mut valid: Vec<bool> = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let j = at(i, lists.len());
+        let descending = match &directions {
+            None => Some(false),
+            Some(d) => match string_at(d, i).map(str::to_ascii_uppercase).as_deref() {
+                Some("ASC") => Some(false),
+                Some("DESC") => Some(true),
+                _ => None,
+            },
+        };
+        match (lists.is_null(j), descending) {
+            (false, Some(descending)) => {
+                let sorted = sort(
+                    &lists.value(j),
+                    Some(SortOptions {
+                        descending,
+                        nulls_first: false,
+                    }),
+                )
+                .map_err(|e| e.to_string())?;
+                lengths.push(sorted.len());
+                pieces.push(sorted);
+                valid.push(true);
+            }
+            _ => {
+                lengths.push(0);
+                valid.push(false);
+            }
+        }
     }
+    let values = if pieces.is_empty() {
+        new_null_array(field.data_type(), 0)
+    } else {
+        let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
+        datafusion::arrow::compute::concat(&refs).map_err(|e| e.to_string())?
+    };
+    let sorted = ListArray::try_new(
+        field.clone(),
+        OffsetBuffer::from_lengths(lengths),
+        values,
+        Some(NullBuffer::from(valid)),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(Arc::new(sorted))
+}
+
+/// The functions of this file, as the catalogue registers them.
+pub(super) fn functions() -> Vec<Scalar> {
+    vec![
+        function("ARRAY_LENGTH", any1(), INT, array_length),
+        function(
+            "ARRAY_SORT",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            |args| match args.first() {
+                Some(t @ DataType::List(_)) => Ok(t.clone()),
+                Some(t) => Err(format!(
+                    "Function 'array_sort' does not accept parameters ({t})."
+                )),
+                None => Err("Function 'array_sort' does not accept parameters ().".into()),
+            },
+            array_sort,
+        ),
+        function(
+            "AS_MAP",
+            TypeSignature::Any(2),
+            |args| match args.get(1) {
+                Some(DataType::List(item)) => Ok(map_type(item.data_type())),
+                _ => Err("AS_MAP takes an array of keys and an array of values".into()),
+            },
+            as_map,
+        ),
+        function(
+            "SPLIT_TO_MAP",
+            TypeSignature::Any(3),
+            |_| Ok(map_type(&DataType::Utf8)),
+            split_to_map,
+        ),
+        function(
+            "MAP_UNION",
+            TypeSignature::Any(2),
+            |args| {
+                args.iter()
+                    .find(|t| matches!(t, DataType::Map(..)))
+                    .cloned()
+                    .ok_or_else(|| "MAP_UNION takes two maps".to_string())
+            },
+            map_union,
+        ),
+        function(
+            "ENTRIES",
+            TypeSignature::Any(2),
+            |args| entries_type(&args[0]),
+            entries,
+        ),
+        function(
+            "GENERATE_SERIES",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            series_type,
+            generate_series,
+        ),
+    ]
 }

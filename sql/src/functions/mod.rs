@@ -1,14 +1,24 @@
-//! The function catalogue: ksqlDB's scalar functions by name, as DataFusion `ScalarUDF`s.
+//! The function catalogue: every function a query can call by ksqlDB's name, with its kind
+//! (scalar, aggregate, table) and its volatility.
 //!
 //! DataFusion's own functions are used where their semantics match ksqlDB's, under ksqlDB's
 //! names (`UCASE` is DataFusion's `upper`). Functions whose semantics differ, or that DataFusion
-//! lacks, are implemented here as UDFs and take precedence.
+//! lacks, are implemented here as UDFs and take precedence, one file per category, each file
+//! registering its own functions next to their code: [`json`], [`string`], [`regex`],
+//! [`datetime`] (with the Java patterns and zones of [`time`]), [`math`], [`encoding`],
+//! [`collections`], [`lambdas`] and [`aggregates`]. [`udf`] is how a scalar function is written.
 
 pub mod aggregates;
 mod collections;
-mod ksql;
+mod datetime;
+mod encoding;
+mod json;
 pub mod lambdas;
+mod math;
+mod regex;
+mod string;
 pub mod time;
+mod udf;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -30,6 +40,23 @@ const ALIASES: &[(&str, &str)] = &[
     ("ARRAY_REMOVE", "array_remove_all"),
 ];
 
+/// Every scalar function Eddy implements itself, by category.
+fn own_functions() -> impl Iterator<Item = udf::Scalar> {
+    [
+        json::functions(),
+        string::functions(),
+        regex::functions(),
+        datetime::functions(),
+        math::functions(),
+        encoding::functions(),
+        collections::functions(),
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The scalar functions by upper-case name: DataFusion's, under their names and ksqlDB's, then
+/// Eddy's own over them.
 fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
     static CATALOGUE: OnceLock<HashMap<String, Arc<ScalarUDF>>> = OnceLock::new();
     CATALOGUE.get_or_init(|| {
@@ -48,8 +75,8 @@ fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
                 by_name.insert((*ksql).to_string(), udf);
             }
         }
-        for udf in ksql::functions() {
-            by_name.insert(udf.name().to_string(), udf);
+        for function in own_functions() {
+            by_name.insert(function.name().to_string(), function.udf());
         }
         by_name
     })
@@ -57,14 +84,14 @@ fn catalogue() -> &'static HashMap<String, Arc<ScalarUDF>> {
 
 /// Whether ksqlDB's function `name` takes a time unit word first (`DATEADD(DAYS, 1, d)`).
 pub fn takes_time_unit(name: &str) -> bool {
-    ksql::TIME_UNIT_FUNCTIONS
+    datetime::TIME_UNIT_FUNCTIONS
         .iter()
         .any(|f| f.eq_ignore_ascii_case(name))
 }
 
 /// A time unit word as ksqlDB writes it (singular or plural), by its plural upper-case name.
 pub fn time_unit(word: &str) -> Option<&'static str> {
-    ksql::time_unit_ms(word).map(|(name, _)| name)
+    datetime::time_unit_ms(word).map(|(name, _)| name)
 }
 
 /// The scalar function ksqlDB calls `name` (matched case-insensitively), if Eddy has it.
@@ -77,6 +104,70 @@ pub fn scalar_function_names() -> Vec<String> {
     let mut names: Vec<String> = catalogue().keys().cloned().collect();
     names.sort();
     names
+}
+
+/// What kind of function a name is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FunctionKind {
+    /// One value per row.
+    Scalar,
+    /// One value per group of rows.
+    Aggregate,
+    /// Any number of rows per row (`EXPLODE`).
+    Table,
+}
+
+impl FunctionKind {
+    /// As `SHOW FUNCTIONS` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            FunctionKind::Scalar => "SCALAR",
+            FunctionKind::Aggregate => "AGGREGATE",
+            FunctionKind::Table => "TABLE",
+        }
+    }
+}
+
+/// One function of the catalogue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionInfo {
+    /// Its ksqlDB name, upper-case.
+    pub name: String,
+    /// Scalar, aggregate or table.
+    pub kind: FunctionKind,
+    /// Whether it may give different results for the same arguments.
+    pub volatile: bool,
+}
+
+/// Every function a query can call by name, sorted by name; a name of several kinds is listed
+/// once, as the first of aggregate, scalar and table.
+pub fn all_functions() -> Vec<FunctionInfo> {
+    let volatile: Vec<&str> = own_functions()
+        .filter(|f| f.volatility() != datafusion::logical_expr::Volatility::Immutable)
+        .map(|f| f.name())
+        .collect();
+    let scalars = catalogue().iter().map(|(name, udf)| FunctionInfo {
+        name: name.clone(),
+        kind: FunctionKind::Scalar,
+        volatile: volatile.contains(&name.as_str())
+            || udf.signature().volatility != datafusion::logical_expr::Volatility::Immutable,
+    });
+    let aggregates = aggregates::AGGREGATE_FUNCTIONS
+        .iter()
+        .map(|name| FunctionInfo {
+            name: name.to_string(),
+            kind: FunctionKind::Aggregate,
+            volatile: false,
+        });
+    let table = std::iter::once(FunctionInfo {
+        name: "EXPLODE".to_string(),
+        kind: FunctionKind::Table,
+        volatile: false,
+    });
+    let mut functions: Vec<FunctionInfo> = scalars.chain(aggregates).chain(table).collect();
+    functions.sort_by(|a, b| (&a.name, a.kind.name()).cmp(&(&b.name, b.kind.name())));
+    functions.dedup_by(|a, b| a.name == b.name);
+    functions
 }
 
 /// A function that failed on one row; its result there is null.

@@ -312,6 +312,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn zones_read_as_javas_zone_ids() {
+        let offset = |text: &str| Zone::parse(text).map(|z| z.offset_ms_at(0) / 60_000);
+        assert_eq!(offset("+0200"), Ok(120));
+        assert_eq!(offset("+02:00"), Ok(120));
+        assert_eq!(offset("-5"), Ok(-300));
+        assert_eq!(offset("UTC+05:30"), Ok(330));
+        assert_eq!(offset("Z"), Ok(0));
+        assert_eq!(offset("GMT"), Ok(0));
+        assert_eq!(offset("Asia/Kolkata"), Ok(330));
+        assert!(Zone::parse("+25").is_err());
+        assert!(Zone::parse("Nowhere").is_err());
+        // Daylight saving time: the offset depends on the instant.
+        let la = Zone::parse("America/Los_Angeles").unwrap();
+        assert_eq!(la.offset_ms_at(1_526_075_913_000) / 3_600_000, -7);
+        assert_eq!(la.offset_ms_at(1_516_075_913_000) / 3_600_000, -8);
+    }
+
+    #[test]
     fn java_patterns_parse_and_format() {
         assert_eq!(
             parse_timestamp("2018-05-11 21:58:33", "yyyy-MM-dd HH:mm:ss"),

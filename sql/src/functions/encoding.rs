@@ -1,0 +1,124 @@
+//! How values are represented: bytes and text in hex, base64, UTF-8 or ASCII (`ENCODE`,
+//! `TO_BYTES`, `FROM_BYTES`), and `AS_VALUE`, which copies a key column into the value.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use datafusion::arrow::array::{Array, ArrayRef, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::TypeSignature;
+
+use super::udf::{STRING, Scalar, any1, at, binaries, function, string_at, strings};
+
+/// `AS_VALUE(x)`: a copy of a key column to put in the value.
+fn identity(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
+    Ok(args[0].clone())
+}
+
+/// Bytes from text in an encoding: `hex`, `utf8`, `ascii` or `base64`.
+fn decode_text(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
+    match encoding.to_ascii_lowercase().as_str() {
+        "hex" => {
+            let t = text
+                .strip_prefix("0x")
+                .or_else(|| text.strip_prefix("0X"))
+                .unwrap_or(text);
+            let t = if t.len() % 2 == 1 {
+                format!("0{t}")
+            } else {
+                t.to_string()
+            };
+            (0..t.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|e| e.to_string()))
+                .collect()
+        }
+        "utf8" => Ok(text.as_bytes().to_vec()),
+        // As Java encodes text in US-ASCII: a character outside it becomes '?'.
+        "ascii" => Ok(text
+            .chars()
+            .map(|c| if c.is_ascii() { c as u8 } else { b'?' })
+            .collect()),
+        "base64" => base64_engine().decode(text).map_err(|e| e.to_string()),
+        other => Err(format!(
+            "Supported input and output encodings are: hex, utf8, ascii and base64. Got {other}"
+        )),
+    }
+}
+
+/// Text of bytes in an encoding: `hex`, `utf8`, `ascii` or `base64`.
+fn encode_bytes(bytes: &[u8], encoding: &str) -> Result<String, String> {
+    match encoding.to_ascii_lowercase().as_str() {
+        "hex" => Ok(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+        "utf8" => Ok(String::from_utf8_lossy(bytes).into_owned()),
+        "ascii" => Ok(bytes
+            .iter()
+            .map(|&b| if b.is_ascii() { b as char } else { '\u{fffd}' })
+            .collect()),
+        "base64" => Ok(base64_engine().encode(bytes)),
+        other => Err(format!(
+            "Supported input and output encodings are: hex, utf8, ascii and base64. Got {other}"
+        )),
+    }
+}
+
+fn base64_engine() -> base64::engine::GeneralPurpose {
+    base64::engine::general_purpose::STANDARD
+}
+
+/// `ENCODE(text, from, to)`: text in one encoding re-encoded in another.
+fn encode(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, from, to) = (strings(&args[0])?, strings(&args[1])?, strings(&args[2])?);
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match (string_at(&text, i), string_at(&from, i), string_at(&to, i)) {
+            (Some(t), Some(f), Some(o)) => out.append_value(encode_bytes(&decode_text(t, f)?, o)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `TO_BYTES(text, encoding)`.
+fn to_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, encoding) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = datafusion::arrow::array::BinaryBuilder::new();
+    for i in 0..rows {
+        match (string_at(&text, i), string_at(&encoding, i)) {
+            (Some(t), Some(e)) => out.append_value(decode_text(t, e)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `FROM_BYTES(bytes, encoding)`.
+fn from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let bytes = binaries(&args[0])?;
+    let encoding = strings(&args[1])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let j = at(i, bytes.len());
+        match (!bytes.is_null(j), string_at(&encoding, i)) {
+            (true, Some(e)) => out.append_value(encode_bytes(bytes.value(j), e)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The functions of this file, as the catalogue registers them.
+pub(super) fn functions() -> Vec<Scalar> {
+    vec![
+        function("AS_VALUE", any1(), |a| Ok(a[0].clone()), identity),
+        function("ENCODE", TypeSignature::Any(3), STRING, encode),
+        function(
+            "TO_BYTES",
+            TypeSignature::Any(2),
+            |_| Ok(DataType::Binary),
+            to_bytes,
+        ),
+        function("FROM_BYTES", TypeSignature::Any(2), STRING, from_bytes),
+    ]
+}

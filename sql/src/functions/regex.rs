@@ -1,0 +1,128 @@
+//! Regular-expression functions with Java's semantics: `REGEXP_REPLACE` replaces every match
+//! and takes `$1` replacements, `REGEXP_SPLIT_TO_ARRAY` keeps empty pieces; a pattern is
+//! compiled once per run of rows that share it.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{ArrayRef, ListBuilder, StringBuilder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::logical_expr::TypeSignature;
+
+use super::udf::{STRING, STRING_LIST, Scalar, function, string_at, strings};
+
+/// A regular-expression argument, compiled once per distinct pattern rather than per row.
+#[derive(Default)]
+struct RegexCache(Option<(String, regex::Regex)>);
+
+impl RegexCache {
+    fn get(&mut self, pattern: &str) -> Result<&regex::Regex, String> {
+        if self.0.as_ref().is_none_or(|(seen, _)| seen != pattern) {
+            let re = regex::Regex::new(pattern)
+                .map_err(|e| format!("Invalid regular expression: {e}"))?;
+            self.0 = Some((pattern.to_string(), re));
+        }
+        match &self.0 {
+            Some((_, re)) => Ok(re),
+            None => Err("no regular expression".to_string()),
+        }
+    }
+}
+
+/// `REGEXP_REPLACE(text, regex, replacement)`: every match replaced, as Java's `replaceAll`,
+/// whose replacement refers to groups as `$1` or `${name}` and escapes with a backslash.
+fn regexp_replace(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, pattern, replacement) = (strings(&args[0])?, strings(&args[1])?, strings(&args[2])?);
+    let mut out = StringBuilder::new();
+    let mut regexes = RegexCache::default();
+    for i in 0..rows {
+        let (Some(t), Some(p), Some(r)) = (
+            string_at(&text, i),
+            string_at(&pattern, i),
+            string_at(&replacement, i),
+        ) else {
+            out.append_null();
+            continue;
+        };
+        let re = regexes.get(p)?;
+        out.append_value(re.replace_all(t, java_replacement(r)?.as_str()));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// Rewrites a Java replacement string (`$1`, `${name}`, `\$`) in the `regex` crate's syntax.
+fn java_replacement(java: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(java.len());
+    let mut chars = java.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('$') => out.push_str("$$"),
+                Some(escaped) => out.push(escaped),
+                None => return Err("character to be escaped is missing".to_string()),
+            },
+            '$' => match chars.peek() {
+                Some('{') => {
+                    chars.next();
+                    let name: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                    out.push_str(&format!("${{{name}}}"));
+                }
+                Some(d) if d.is_ascii_digit() => {
+                    let mut group = String::new();
+                    while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                        group.push(*d);
+                        chars.next();
+                    }
+                    out.push_str(&format!("${{{group}}}"));
+                }
+                _ => return Err("Illegal group reference in the replacement".to_string()),
+            },
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// `REGEXP_SPLIT_TO_ARRAY(text, regex)`: the text split around every match of the regular
+/// expression, keeping empty pieces, as Java's `Pattern.split(text, -1)`.
+fn regexp_split_to_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, pattern) = (strings(&args[0])?, strings(&args[1])?);
+    let mut out = ListBuilder::new(StringBuilder::new());
+    let mut regexes = RegexCache::default();
+    for i in 0..rows {
+        let (Some(t), Some(p)) = (string_at(&text, i), string_at(&pattern, i)) else {
+            out.append_null();
+            continue;
+        };
+        let re = regexes.get(p)?;
+        let mut start = 0;
+        for m in re.find_iter(t) {
+            // Java never splits off an empty first piece at a zero-width match at the start.
+            if m.start() == 0 && m.end() == 0 {
+                continue;
+            }
+            out.values().append_value(&t[start..m.start()]);
+            start = m.end();
+        }
+        out.values().append_value(&t[start..]);
+        out.append(true);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// The functions of this file, as the catalogue registers them.
+pub(super) fn functions() -> Vec<Scalar> {
+    vec![
+        function(
+            "REGEXP_REPLACE",
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8, DataType::Utf8]),
+            STRING,
+            regexp_replace,
+        ),
+        function(
+            "REGEXP_SPLIT_TO_ARRAY",
+            TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
+            STRING_LIST,
+            regexp_split_to_array,
+        ),
+    ]
+}
