@@ -8,30 +8,7 @@ use eddy_engine::{Engine, Session};
 use eddy_storage::{Record, Store};
 
 mod common;
-use common::{open_store, run};
-
-/// (key, value, timestamp) of every record in the topic, partition by partition.
-fn records(store: &Store, topic: &str) -> Vec<(Vec<u8>, Option<String>, i64)> {
-    let mut out = Vec::new();
-    for p in 0..store.partition_count(topic).unwrap() {
-        for r in store.read_records(topic, p, 0, usize::MAX).unwrap().records {
-            out.push((
-                r.record.key.map(|k| k.to_vec()).unwrap_or_default(),
-                r.record
-                    .value
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap()),
-                r.record.timestamp,
-            ));
-        }
-    }
-    out
-}
-
-/// Appends `records` to `topic` and waits until every query has processed them.
-async fn feed(engine: &Engine, topic: &str, records: Vec<Record>) {
-    engine.store().produce(topic, records).await.unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
-}
+use common::{feed, keyed_records as records, open_store, run};
 
 fn order(user: &str, amount: i64, ts: i64) -> Record {
     Record::keyed(

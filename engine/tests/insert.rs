@@ -1,43 +1,19 @@
 //! `INSERT INTO ... VALUES` end to end: what lands in the topic, and ksqlDB's errors.
 
-use eddy_engine::{Engine, Session};
-use eddy_storage::{Store, StoreOptions, SyncPolicy};
+use eddy_engine::Session;
 
-async fn engine(dir: &std::path::Path) -> Engine {
-    let store = Store::open(
-        dir,
-        StoreOptions {
-            sync: SyncPolicy::Os,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    Engine::open(store).await.unwrap()
-}
+mod common;
 
 /// Runs the statements and returns (key, value, timestamp) of every record in the topic.
 async fn inserted(statements: &str, topic: &str) -> Vec<(Option<Vec<u8>>, Option<String>, i64)> {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine(dir.path()).await;
+    let engine = common::open_engine(dir.path()).await;
     let mut session = Session::default();
     engine
         .execute(&mut session, statements)
         .await
         .unwrap_or_else(|e| panic!("{statements}\n{e}"));
-    let store = engine.store();
-    let mut out = Vec::new();
-    for p in 0..store.partition_count(topic).unwrap() {
-        for r in store.read_records(topic, p, 0, usize::MAX).unwrap().records {
-            out.push((
-                r.record.key.map(|k| k.to_vec()),
-                r.record
-                    .value
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap()),
-                r.record.timestamp,
-            ));
-        }
-    }
-    out
+    common::records(engine.store(), topic)
 }
 
 const STREAM: &str = "CREATE STREAM TEST (K STRING KEY, ID INT) WITH (kafka_topic='t', partitions=1, value_format='JSON');";
@@ -162,7 +138,7 @@ async fn refused_inserts_say_why() {
     ];
     for (insert, fragment) in cases {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine(dir.path()).await;
+        let engine = common::open_engine(dir.path()).await;
         let mut session = Session::default();
         engine.execute(&mut session, STREAM).await.unwrap();
         let err = engine
@@ -181,7 +157,7 @@ async fn refused_inserts_say_why() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine(dir.path()).await;
+    let engine = common::open_engine(dir.path()).await;
     let mut session = Session::default();
     engine
         .execute(

@@ -4,52 +4,15 @@
 
 use std::time::Duration;
 
-use eddy_engine::{Engine, Session};
-use eddy_storage::{Record, Store};
+use eddy_engine::Engine;
+use eddy_storage::Record;
 
 mod common;
-use common::{open_store, run};
+use common::{fails, open_store, run, text_record as json, text_records as records};
 
-async fn fails(engine: &Engine, sql: &str) -> String {
-    match engine.execute(&mut Session::default(), sql).await {
-        Ok(_) => panic!("{sql} should fail"),
-        Err(e) => e.to_string(),
-    }
-}
-
-/// (key, value, timestamp) of every record in a one-partition topic.
-fn records(store: &Store, topic: &str) -> Vec<(String, Option<String>, i64)> {
-    store
-        .read_records(topic, 0, 0, usize::MAX)
-        .unwrap()
-        .records
-        .into_iter()
-        .map(|r| {
-            (
-                String::from_utf8(r.record.key.map(|k| k.to_vec()).unwrap_or_default()).unwrap(),
-                r.record
-                    .value
-                    .map(|v| String::from_utf8(v.to_vec()).unwrap()),
-                r.record.timestamp,
-            )
-        })
-        .collect()
-}
-
-fn json(key: &str, value: Option<&str>, ts: i64) -> Record {
-    Record {
-        key: Some(key.as_bytes().to_vec().into()),
-        value: value.map(|v| v.as_bytes().to_vec().into()),
-        timestamp: ts,
-        headers: Vec::new(),
-    }
-}
-
-/// Produces one record and waits until every query has processed it, so results are ordered
-/// as the inputs are.
+/// Appends one record to `topic` and waits until every query has processed it.
 async fn feed(engine: &Engine, topic: &str, record: Record) {
-    engine.store().produce(topic, vec![record]).await.unwrap();
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    common::feed(engine, topic, vec![record]).await;
 }
 
 fn row(key: &str, value: &str, ts: i64) -> (String, Option<String>, i64) {

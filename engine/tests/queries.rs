@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use eddy_engine::{Engine, Session, StatementResult};
-use eddy_storage::{Record, Store};
+use eddy_storage::Record;
 
 mod common;
-use common::open_store;
+use common::{open_store, values};
 
 async fn run(engine: &Engine, session: &mut Session, sql: &str) -> Vec<StatementResult> {
     engine
@@ -26,17 +26,6 @@ async fn assert_item_refused(engine: &Engine, item: &str, message: &str) {
         .unwrap_err()
         .to_string();
     assert!(err.contains(message), "{item}: {err}");
-}
-
-/// Every value in `topic`, in partition then offset order.
-fn values(store: &Store, topic: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for p in 0..store.partition_count(topic).unwrap() {
-        for r in store.read_records(topic, p, 0, usize::MAX).unwrap().records {
-            out.push(String::from_utf8(r.record.value.unwrap().to_vec()).unwrap());
-        }
-    }
-    out
 }
 
 fn input(id: i64) -> Record {

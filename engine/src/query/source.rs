@@ -72,6 +72,8 @@ pub fn window_bytes(window: &WindowInfo) -> usize {
     }
 }
 
+/// Appends a window's bounds to a key, as ksqlDB lays out a windowed key: the start, and a
+/// session's end.
 pub fn append_window(key: &mut Vec<u8>, window: &WindowInfo, start: i64, end: i64) {
     if window.window_type == WindowType::Session {
         key.extend_from_slice(&end.to_be_bytes());
