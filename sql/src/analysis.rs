@@ -459,59 +459,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             UnaryOp::Minus => Expr::Negative(sub(inner)?),
             UnaryOp::Not => Expr::Not(sub(inner)?),
         },
-        ExprKind::Binary { left, op, right } => {
-            let (mut l, mut r) = (sub(left)?, sub(right)?);
-            let is_null = |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(Literal::Null));
-            if op.is_arithmetic() && (is_null(left) || is_null(right)) {
-                // ksqlDB cannot type arithmetic on an untyped NULL, and says so.
-                let type_of = |e: &ast::Expr, d: &Expr| -> String {
-                    if is_null(e) {
-                        return "null".to_string();
-                    }
-                    scope
-                        .schema()
-                        .and_then(|schema| d.get_type(schema).ok())
-                        .and_then(|t| crate::types::from_arrow(&t).ok())
-                        .map(|t| crate::types::type_display(&t))
-                        .unwrap_or_else(|| "unknown".to_string())
-                };
-                return Err(AnalysisError::at(
-                    format!(
-                        "Error processing expression: ({}). Arithmetic on types {} and {} are not supported.",
-                        written_with_null(left, *op, right),
-                        type_of(left, &l),
-                        type_of(right, &r)
-                    ),
-                    expr,
-                ));
-            }
-            if op.is_comparison() {
-                if let Some(ms) = magic_timestamp(left, right)? {
-                    r = Box::new(lit(ms));
-                }
-                if let Some(ms) = magic_timestamp(right, left)? {
-                    l = Box::new(lit(ms));
-                }
-            }
-            if let Some(schema) = scope.schema()
-                && op.is_comparison()
-            {
-                let statement = written_with_null(left, *op, right);
-                crate::coercion::check_comparison(*op, (left, &l), (right, &r), schema).map_err(
-                    |m| AnalysisError::at(format!("{m}\nStatement: ({statement})"), expr),
-                )?;
-            }
-            // `+` joins strings in ksqlDB.
-            let mut operator = operator(*op);
-            if *op == BinaryOp::Plus
-                && let Some(schema) = scope.schema()
-                && matches!(l.get_type(schema), Ok(DataType::Utf8))
-                && matches!(r.get_type(schema), Ok(DataType::Utf8))
-            {
-                operator = Operator::StringConcat;
-            }
-            Expr::BinaryExpr(BinaryExpr::new(l, operator, r))
-        }
+        ExprKind::Binary { left, op, right } => binary(expr, (left, *op, right), scope)?,
         ExprKind::IsNull {
             expr: inner,
             negated,
@@ -558,61 +506,13 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             expr: inner,
             negated,
             list,
-        } => {
-            let tested = sub(inner)?;
-            let target = scope
-                .schema()
-                .and_then(|schema| tested.get_type(schema).ok().map(|t| (schema, t)));
-            let mut items = Vec::with_capacity(list.len());
-            for element in list {
-                let Some((schema, target)) = &target else {
-                    items.push(to_datafusion(element, scope)?);
-                    continue;
-                };
-                let translate = |e: &ast::Expr| to_datafusion(e, scope).map_err(|err| err.message);
-                if crate::coercion::never_equal(element, target) {
-                    continue;
-                }
-                let item =
-                    match crate::coercion::coerce_literal(element, target, schema, &translate) {
-                        Some(coerced) => coerced.map_err(|m| AnalysisError::at(m, element))?,
-                        None => to_datafusion(element, scope)?,
-                    };
-                crate::coercion::check_in_element(target, element, &item, schema)
-                    .map_err(|m| AnalysisError::at(m, element))?;
-                items.push(item);
-            }
-            if items.is_empty() {
-                // Nothing in the list can equal the value.
-                lit(ScalarValue::Boolean(Some(*negated)))
-            } else {
-                Expr::InList(InList::new(tested, items, *negated))
-            }
-        }
+        } => in_list((inner, *negated, list), scope)?,
         ExprKind::Like {
             expr: inner,
             negated,
             pattern,
             escape,
-        } => {
-            let escape_char = match escape.as_deref().map(|e| e.chars().collect::<Vec<_>>()) {
-                None => None,
-                Some(chars) if chars.len() == 1 => Some(chars[0]),
-                Some(_) => {
-                    return Err(AnalysisError::at(
-                        "The ESCAPE clause takes exactly one character",
-                        expr,
-                    ));
-                }
-            };
-            Expr::Like(Like::new(
-                *negated,
-                sub(inner)?,
-                sub(pattern)?,
-                escape_char,
-                false,
-            ))
-        }
+        } => like(expr, (inner, *negated, pattern, escape.as_deref()), scope)?,
         ExprKind::Case {
             operand,
             branches,
@@ -625,119 +525,15 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                 .collect::<Result<_, AnalysisError>>()?,
             otherwise.as_deref().map(sub).transpose()?,
         )),
-        ExprKind::Cast { expr: inner, ty } => {
-            let data_type = arrow_type(ty, scope).map_err(|m| AnalysisError::at(m, expr))?;
-            let value = sub(inner)?;
-            if let Some(schema) = scope.schema()
-                && let Ok(from) = value.get_type(schema)
-                && !crate::coercion::castable(&from, &data_type)
-            {
-                return Err(AnalysisError::at(
-                    format!(
-                        "Cast of {} to {} is not supported",
-                        crate::coercion::type_name(&from),
-                        crate::coercion::type_name(&data_type)
-                    ),
-                    expr,
-                ));
-            }
-            Expr::Cast(Cast::new(value, data_type))
-        }
-        ExprKind::Array(items) => {
-            const ISSUE: &str = "(see https://github.com/confluentinc/ksql/issues/4239)";
-            // Where the value goes to a column (`INSERT ... VALUES`, no source schema), the
-            // column's type types an empty or all-NULL constructor; in a query nothing does.
-            let untyped = scope.schema().is_some();
-            if untyped && items.is_empty() {
-                return Err(AnalysisError::at(
-                    format!(
-                        "Array constructor cannot be empty. Please supply at least one element {ISSUE}."
-                    ),
-                    expr,
-                ));
-            }
-            if untyped && items.iter().all(is_null_literal) {
-                return Err(AnalysisError::at(
-                    format!(
-                        "Cannot construct an array with all NULL elements {ISSUE}. As a workaround, you may cast a NULL value to the desired type."
-                    ),
-                    expr,
-                ));
-            }
-            datafusion::functions_nested::expr_fn::make_array(constructor_items(
-                items.iter().collect(),
-                scope,
-            )?)
-        }
-        ExprKind::Map(entries) => {
-            let untyped = scope.schema().is_some();
-            if untyped && entries.is_empty() {
-                return Err(AnalysisError::at(
-                    "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).",
-                    expr,
-                ));
-            }
-            if untyped && entries.iter().all(|(k, _)| is_null_literal(k)) {
-                return Err(AnalysisError::at(
-                    "Cannot construct a map with all NULL keys",
-                    expr,
-                ));
-            }
-            if untyped && entries.iter().all(|(_, v)| is_null_literal(v)) {
-                return Err(AnalysisError::at(
-                    "Cannot construct a map with all NULL values",
-                    expr,
-                ));
-            }
-            let keys = constructor_items(entries.iter().map(|(k, _)| k).collect(), scope)?;
-            let values = constructor_items(entries.iter().map(|(_, v)| v).collect(), scope)?;
-            datafusion::functions_nested::map::map(keys, values)
-        }
-        ExprKind::Struct(fields) => {
-            if fields.is_empty() {
-                return Err(AnalysisError::at(
-                    "STRUCT() with no fields is not supported yet",
-                    expr,
-                ));
-            }
-            let mut args = Vec::with_capacity(fields.len() * 2);
-            for (i, (name, _)) in fields.iter().enumerate() {
-                if fields[..i]
-                    .iter()
-                    .any(|(other, _)| other.value == name.value)
-                {
-                    return Err(AnalysisError::at(
-                        format!("Duplicate field names found in STRUCT: '{}'", name.value),
-                        expr,
-                    ));
-                }
-            }
-            for (name, value) in fields {
-                args.push(lit(name.value.clone()));
-                args.push(to_datafusion(value, scope)?);
-            }
-            datafusion::functions::core::named_struct().call(args)
-        }
+        ExprKind::Cast { expr: inner, ty } => cast(expr, inner, ty, scope)?,
+        ExprKind::Array(items) => array(expr, items, scope)?,
+        ExprKind::Map(entries) => map(expr, entries, scope)?,
+        ExprKind::Struct(fields) => structure(expr, fields, scope)?,
         ExprKind::Dereference { base, field } => datafusion::functions::core::expr_fn::get_field(
             to_datafusion(base, scope)?,
             field.value.clone(),
         ),
-        ExprKind::Subscript { base, index } => {
-            let base_expr = to_datafusion(base, scope)?;
-            let index_expr = to_datafusion(index, scope)?;
-            let is_map = scope
-                .schema()
-                .is_some_and(|schema| matches!(base_expr.get_type(schema), Ok(DataType::Map(..))));
-            if is_map {
-                // A missing key is null, as in ksqlDB.
-                datafusion::functions_nested::expr_fn::array_element(
-                    datafusion::functions_nested::expr_fn::map_extract(base_expr, index_expr),
-                    lit(1i64),
-                )
-            } else {
-                datafusion::functions_nested::expr_fn::array_element(base_expr, index_expr)
-            }
-        }
+        ExprKind::Subscript { base, index } => subscript(base, index, scope)?,
         ExprKind::Function { name, args, .. }
             if args
                 .iter()
@@ -745,48 +541,7 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
         {
             lambda_call(expr, name, args, scope)?
         }
-        ExprKind::Function { name, args, .. } => {
-            let Some(udf) = crate::functions::scalar_function(&name.value) else {
-                return Err(AnalysisError::at(
-                    format!(
-                        "Can't find any functions with the name '{}'",
-                        name.value.to_ascii_uppercase()
-                    ),
-                    expr,
-                ));
-            };
-            let takes_unit = crate::functions::takes_time_unit(&name.value);
-            let args = args
-                .iter()
-                .enumerate()
-                .map(|(i, a)| {
-                    // `TIMESTAMPADD(MILLISECONDS, n, t)`: the unit is a word, not a column.
-                    if i == 0
-                        && takes_unit
-                        && let ExprKind::Column { source: None, name } = &a.kind
-                        && !name.quoted
-                        && let Some(unit) = crate::functions::time_unit(&name.value)
-                    {
-                        return Ok(Expr::Literal(
-                            ScalarValue::Utf8(Some(unit.to_string())),
-                            None,
-                        ));
-                    }
-                    to_datafusion(a, scope)
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let args = if matches!(
-                name.value.to_ascii_uppercase().as_str(),
-                "LEAST" | "GREATEST"
-            ) {
-                least_or_greatest_args(expr, &name.value, args, scope)?
-            } else {
-                args
-            };
-            Expr::ScalarFunction(datafusion::logical_expr::expr::ScalarFunction::new_udf(
-                udf, args,
-            ))
-        }
+        ExprKind::Function { name, args, .. } => function_call(expr, name, args, scope)?,
         ExprKind::Lambda { .. } => {
             return Err(AnalysisError::at(
                 "Lambdas are only allowed as arguments of functions that take them",
@@ -797,6 +552,316 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             return Err(AnalysisError::at("AT TIME ZONE is not supported yet", expr));
         }
     })
+}
+
+/// A binary operation: arithmetic on an untyped NULL is refused as ksqlDB refuses it,
+/// comparisons are type-checked (and a text timestamp compared with a timestamp is read as
+/// one), and `+` of two strings joins them.
+fn binary(
+    expr: &ast::Expr,
+    (left, op, right): (&ast::Expr, BinaryOp, &ast::Expr),
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
+    let (mut l, mut r) = (sub(left)?, sub(right)?);
+    let is_null = |e: &ast::Expr| matches!(e.kind, ExprKind::Literal(Literal::Null));
+    if op.is_arithmetic() && (is_null(left) || is_null(right)) {
+        // ksqlDB cannot type arithmetic on an untyped NULL, and says so.
+        let type_of = |e: &ast::Expr, d: &Expr| -> String {
+            if is_null(e) {
+                return "null".to_string();
+            }
+            scope
+                .schema()
+                .and_then(|schema| d.get_type(schema).ok())
+                .and_then(|t| crate::types::from_arrow(&t).ok())
+                .map(|t| crate::types::type_display(&t))
+                .unwrap_or_else(|| "unknown".to_string())
+        };
+        return Err(AnalysisError::at(
+            format!(
+                "Error processing expression: ({}). Arithmetic on types {} and {} are not supported.",
+                written_with_null(left, op, right),
+                type_of(left, &l),
+                type_of(right, &r)
+            ),
+            expr,
+        ));
+    }
+    if op.is_comparison() {
+        if let Some(ms) = magic_timestamp(left, right)? {
+            r = Box::new(lit(ms));
+        }
+        if let Some(ms) = magic_timestamp(right, left)? {
+            l = Box::new(lit(ms));
+        }
+    }
+    if let Some(schema) = scope.schema()
+        && op.is_comparison()
+    {
+        let statement = written_with_null(left, op, right);
+        crate::coercion::check_comparison(op, (left, &l), (right, &r), schema)
+            .map_err(|m| AnalysisError::at(format!("{m}\nStatement: ({statement})"), expr))?;
+    }
+    // `+` joins strings in ksqlDB.
+    let mut operator = operator(op);
+    if op == BinaryOp::Plus
+        && let Some(schema) = scope.schema()
+        && matches!(l.get_type(schema), Ok(DataType::Utf8))
+        && matches!(r.get_type(schema), Ok(DataType::Utf8))
+    {
+        operator = Operator::StringConcat;
+    }
+    Ok(Expr::BinaryExpr(BinaryExpr::new(l, operator, r)))
+}
+
+/// `x [NOT] IN (...)`: each element coerced to the tested value's type as ksqlDB does; an
+/// element that can never be equal is left out.
+fn in_list(
+    (inner, negated, list): (&ast::Expr, bool, &[ast::Expr]),
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
+    let tested = sub(inner)?;
+    let target = scope
+        .schema()
+        .and_then(|schema| tested.get_type(schema).ok().map(|t| (schema, t)));
+    let mut items = Vec::with_capacity(list.len());
+    for element in list {
+        let Some((schema, target)) = &target else {
+            items.push(to_datafusion(element, scope)?);
+            continue;
+        };
+        let translate = |e: &ast::Expr| to_datafusion(e, scope).map_err(|err| err.message);
+        if crate::coercion::never_equal(element, target) {
+            continue;
+        }
+        let item = match crate::coercion::coerce_literal(element, target, schema, &translate) {
+            Some(coerced) => coerced.map_err(|m| AnalysisError::at(m, element))?,
+            None => to_datafusion(element, scope)?,
+        };
+        crate::coercion::check_in_element(target, element, &item, schema)
+            .map_err(|m| AnalysisError::at(m, element))?;
+        items.push(item);
+    }
+    Ok(if items.is_empty() {
+        // Nothing in the list can equal the value.
+        lit(ScalarValue::Boolean(Some(negated)))
+    } else {
+        Expr::InList(InList::new(tested, items, negated))
+    })
+}
+
+/// `x [NOT] LIKE pattern [ESCAPE 'c']`.
+fn like(
+    expr: &ast::Expr,
+    (inner, negated, pattern, escape): (&ast::Expr, bool, &ast::Expr, Option<&str>),
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
+    let escape_char = match escape.map(|e| e.chars().collect::<Vec<_>>()) {
+        None => None,
+        Some(chars) if chars.len() == 1 => Some(chars[0]),
+        Some(_) => {
+            return Err(AnalysisError::at(
+                "The ESCAPE clause takes exactly one character",
+                expr,
+            ));
+        }
+    };
+    Ok(Expr::Like(Like::new(
+        negated,
+        sub(inner)?,
+        sub(pattern)?,
+        escape_char,
+        false,
+    )))
+}
+
+/// `CAST(x AS type)`, refused where ksqlDB cannot cast.
+fn cast(
+    expr: &ast::Expr,
+    inner: &ast::Expr,
+    ty: &ast::SqlType,
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
+    let data_type = arrow_type(ty, scope).map_err(|m| AnalysisError::at(m, expr))?;
+    let value = sub(inner)?;
+    if let Some(schema) = scope.schema()
+        && let Ok(from) = value.get_type(schema)
+        && !crate::coercion::castable(&from, &data_type)
+    {
+        return Err(AnalysisError::at(
+            format!(
+                "Cast of {} to {} is not supported",
+                crate::coercion::type_name(&from),
+                crate::coercion::type_name(&data_type)
+            ),
+            expr,
+        ));
+    }
+    Ok(Expr::Cast(Cast::new(value, data_type)))
+}
+
+/// `ARRAY[...]`, its elements typed as ksqlDB types them.
+fn array(expr: &ast::Expr, items: &[ast::Expr], scope: &dyn Scope) -> Result<Expr, AnalysisError> {
+    const ISSUE: &str = "(see https://github.com/confluentinc/ksql/issues/4239)";
+    // Where the value goes to a column (`INSERT ... VALUES`, no source schema), the
+    // column's type types an empty or all-NULL constructor; in a query nothing does.
+    let untyped = scope.schema().is_some();
+    if untyped && items.is_empty() {
+        return Err(AnalysisError::at(
+            format!(
+                "Array constructor cannot be empty. Please supply at least one element {ISSUE}."
+            ),
+            expr,
+        ));
+    }
+    if untyped && items.iter().all(is_null_literal) {
+        return Err(AnalysisError::at(
+            format!(
+                "Cannot construct an array with all NULL elements {ISSUE}. As a workaround, you may cast a NULL value to the desired type."
+            ),
+            expr,
+        ));
+    }
+    Ok(datafusion::functions_nested::expr_fn::make_array(
+        constructor_items(items.iter().collect(), scope)?,
+    ))
+}
+
+/// `MAP(k := v, ...)`, its keys and values typed as ksqlDB types them.
+fn map(
+    expr: &ast::Expr,
+    entries: &[(ast::Expr, ast::Expr)],
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let untyped = scope.schema().is_some();
+    if untyped && entries.is_empty() {
+        return Err(AnalysisError::at(
+            "Map constructor cannot be empty. Please supply at least one key value pair (see https://github.com/confluentinc/ksql/issues/4239).",
+            expr,
+        ));
+    }
+    if untyped && entries.iter().all(|(k, _)| is_null_literal(k)) {
+        return Err(AnalysisError::at(
+            "Cannot construct a map with all NULL keys",
+            expr,
+        ));
+    }
+    if untyped && entries.iter().all(|(_, v)| is_null_literal(v)) {
+        return Err(AnalysisError::at(
+            "Cannot construct a map with all NULL values",
+            expr,
+        ));
+    }
+    let keys = constructor_items(entries.iter().map(|(k, _)| k).collect(), scope)?;
+    let values = constructor_items(entries.iter().map(|(_, v)| v).collect(), scope)?;
+    Ok(datafusion::functions_nested::map::map(keys, values))
+}
+
+/// `STRUCT(name := value, ...)`, its field names unique.
+fn structure(
+    expr: &ast::Expr,
+    fields: &[(ast::Ident, ast::Expr)],
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    if fields.is_empty() {
+        return Err(AnalysisError::at(
+            "STRUCT() with no fields is not supported yet",
+            expr,
+        ));
+    }
+    let mut args = Vec::with_capacity(fields.len() * 2);
+    for (i, (name, _)) in fields.iter().enumerate() {
+        if fields[..i]
+            .iter()
+            .any(|(other, _)| other.value == name.value)
+        {
+            return Err(AnalysisError::at(
+                format!("Duplicate field names found in STRUCT: '{}'", name.value),
+                expr,
+            ));
+        }
+    }
+    for (name, value) in fields {
+        args.push(lit(name.value.clone()));
+        args.push(to_datafusion(value, scope)?);
+    }
+    Ok(datafusion::functions::core::named_struct().call(args))
+}
+
+/// `base[index]`: an array element (from 1), or a map's value for a key (null when missing).
+fn subscript(
+    base: &ast::Expr,
+    index: &ast::Expr,
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let base_expr = to_datafusion(base, scope)?;
+    let index_expr = to_datafusion(index, scope)?;
+    let is_map = scope
+        .schema()
+        .is_some_and(|schema| matches!(base_expr.get_type(schema), Ok(DataType::Map(..))));
+    Ok(if is_map {
+        // A missing key is null, as in ksqlDB.
+        datafusion::functions_nested::expr_fn::array_element(
+            datafusion::functions_nested::expr_fn::map_extract(base_expr, index_expr),
+            lit(1i64),
+        )
+    } else {
+        datafusion::functions_nested::expr_fn::array_element(base_expr, index_expr)
+    })
+}
+
+/// A call of a scalar function by ksqlDB's name; a time unit word as its first argument is
+/// read as the unit, not as a column.
+fn function_call(
+    expr: &ast::Expr,
+    name: &ast::Ident,
+    args: &[ast::Expr],
+    scope: &dyn Scope,
+) -> Result<Expr, AnalysisError> {
+    let Some(udf) = crate::functions::scalar_function(&name.value) else {
+        return Err(AnalysisError::at(
+            format!(
+                "Can't find any functions with the name '{}'",
+                name.value.to_ascii_uppercase()
+            ),
+            expr,
+        ));
+    };
+    let takes_unit = crate::functions::takes_time_unit(&name.value);
+    let args = args
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            // `TIMESTAMPADD(MILLISECONDS, n, t)`: the unit is a word, not a column.
+            if i == 0
+                && takes_unit
+                && let ExprKind::Column { source: None, name } = &a.kind
+                && !name.quoted
+                && let Some(unit) = crate::functions::time_unit(&name.value)
+            {
+                return Ok(Expr::Literal(
+                    ScalarValue::Utf8(Some(unit.to_string())),
+                    None,
+                ));
+            }
+            to_datafusion(a, scope)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let args = if matches!(
+        name.value.to_ascii_uppercase().as_str(),
+        "LEAST" | "GREATEST"
+    ) {
+        least_or_greatest_args(expr, &name.value, args, scope)?
+    } else {
+        args
+    };
+    Ok(Expr::ScalarFunction(
+        datafusion::logical_expr::expr::ScalarFunction::new_udf(udf, args),
+    ))
 }
 
 #[cfg(test)]

@@ -231,57 +231,21 @@ pub(crate) fn start(
     let source_name = query.from.source.name.value.clone();
     let id = format!("transient_{}_{number}", source_name.to_ascii_uppercase());
     let sink_name = format!("__EDDY_{}", id.to_ascii_uppercase());
-    // A pull query that only looks keys up in a table is planned without its WHERE (the
-    // lookup does the filtering), so its plan can be reused for any keys.
-    let cacheable = !push
-        && query.from.joins.is_empty()
-        && query.group_by.is_empty()
-        && !aggregates_anything(query)
-        && catalog.source(&source_name).is_some_and(|t| {
-            answers_from_state(t) && crate::query::lookup::only_key_pins(t, query.filter.as_ref())
-        });
-    let (plan, sink, columns) = if cacheable {
-        let mut unfiltered = query.clone();
-        unfiltered.filter = None;
-        let shape = unfiltered.to_string();
-        let table = catalog.source(&source_name).cloned();
-        match pull_plans.get(&shape, table.as_ref()) {
-            Some(cached) => cached,
-            None => {
-                let planned = plan_transient(ctx, catalog, &unfiltered, &sink_name)?;
-                if let Some(table) = table {
-                    pull_plans.put(shape, table, planned.clone());
-                }
-                planned
-            }
-        }
-    } else {
+    let (plan, sink, columns) = if push {
         plan_transient(ctx, catalog, query, &sink_name)?
+    } else {
+        plan_pull(ctx, catalog, pull_plans, query, &sink_name)?
     };
     let order = resolve_order(query, &columns)?;
     let earliest = !push
         || properties
             .get("auto.offset.reset")
             .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
-    let mut inputs = Vec::new();
-    let mut positions = Vec::new();
-    let mut ends = Vec::new();
-    for (side, source) in plan.sources().into_iter().enumerate() {
-        for p in 0..store.partition_count(&source.topic)? {
-            let end = store.end_offset(&source.topic, p)?;
-            ends.push(end);
-            positions.push(if earliest {
-                store.log_start_offset(&source.topic, p)?
-            } else {
-                end
-            });
-            inputs.push(Input {
-                side,
-                topic: source.topic.clone(),
-                partition: p,
-            });
-        }
-    }
+    let Reading {
+        inputs,
+        positions,
+        ends,
+    } = Reading::of(store, &plan, earliest)?;
     let source_is_table = query_source_is_table(catalog, &source_name);
     if !push
         && source_is_table
@@ -301,47 +265,8 @@ pub(crate) fn start(
             .and_then(|w| Some((w.window_type, i64::try_from(w.retention_ms?).ok()?))),
         _ => None,
     };
-    // A pull query that filters and projects one unwindowed table reads the table's state (a
-    // row per key) rather than its whole changelog.
-    // Aggregates over a table and joins between tables read the tables' states too: their
-    // latest rows give the same answer as replaying every update.
-    let sources = plan.sources();
-    let from_state = materialized
-        && !sources.is_empty()
-        && sources.iter().all(|s| answers_from_state(s))
-        && match &plan {
-            QueryPlan::Stateless(_) | QueryPlan::Aggregate(_) => true,
-            QueryPlan::Join(join) => matches!(join.then, JoinTail::Project(_)),
-        };
-    let table_state = if from_state {
-        for source in &sources {
-            materializers.ensure(store, &source.topic)?;
-        }
-        // Keys pinned by the WHERE clause of a filter over one table are read by key; a key
-        // of the wrong type for the key format finds nothing, as no record could have it.
-        let scan = match (&plan, sources.as_slice()) {
-            (QueryPlan::Stateless(_), [table]) => {
-                crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
-                    KeyScan::Keys(
-                        values
-                            .iter()
-                            .filter_map(|v| crate::insert::encode_lookup_key(table, v))
-                            .collect(),
-                    )
-                })
-            }
-            _ => None,
-        }
-        .unwrap_or(KeyScan::All);
-        Some(TableState {
-            materializers: materializers.clone(),
-            topics: sources
-                .iter()
-                .enumerate()
-                .map(|(side, s)| (side, s.topic.clone()))
-                .collect(),
-            scan,
-        })
+    let table_state = if materialized {
+        TableState::for_pull(store, materializers, &plan, query)?
     } else {
         None
     };
@@ -409,6 +334,126 @@ pub(crate) fn start(
         tokio::spawn(work);
         (query, None)
     })
+}
+
+/// Plans a pull query. One that only looks keys up in a table is planned without its
+/// `WHERE` (the lookup does the filtering), so its plan is reused for any keys.
+fn plan_pull(
+    ctx: &datafusion::prelude::SessionContext,
+    catalog: &Catalog,
+    pull_plans: &PullPlans,
+    query: &Query,
+    sink_name: &str,
+) -> Result<Planned> {
+    let source_name = &query.from.source.name.value;
+    let cacheable = query.from.joins.is_empty()
+        && query.group_by.is_empty()
+        && !aggregates_anything(query)
+        && catalog.source(source_name).is_some_and(|t| {
+            answers_from_state(t) && crate::query::lookup::only_key_pins(t, query.filter.as_ref())
+        });
+    if !cacheable {
+        return plan_transient(ctx, catalog, query, sink_name);
+    }
+    let mut unfiltered = query.clone();
+    unfiltered.filter = None;
+    let shape = unfiltered.to_string();
+    let table = catalog.source(source_name).cloned();
+    if let Some(cached) = pull_plans.get(&shape, table.as_ref()) {
+        return Ok(cached);
+    }
+    let planned = plan_transient(ctx, catalog, &unfiltered, sink_name)?;
+    if let Some(table) = table {
+        pull_plans.put(shape, table, planned.clone());
+    }
+    Ok(planned)
+}
+
+/// Where a transient query reads: every partition of every source, from the log's start (a
+/// pull query, or `auto.offset.reset=earliest`) or its end, and where the log ends now.
+struct Reading {
+    inputs: Vec<Input>,
+    positions: Vec<i64>,
+    ends: Vec<i64>,
+}
+
+impl Reading {
+    fn of(store: &Store, plan: &QueryPlan, earliest: bool) -> Result<Self> {
+        let mut reading = Reading {
+            inputs: Vec::new(),
+            positions: Vec::new(),
+            ends: Vec::new(),
+        };
+        for (side, source) in plan.sources().into_iter().enumerate() {
+            for p in 0..store.partition_count(&source.topic)? {
+                let end = store.end_offset(&source.topic, p)?;
+                reading.ends.push(end);
+                reading.positions.push(if earliest {
+                    store.log_start_offset(&source.topic, p)?
+                } else {
+                    end
+                });
+                reading.inputs.push(Input {
+                    side,
+                    topic: source.topic.clone(),
+                    partition: p,
+                });
+            }
+        }
+        Ok(reading)
+    }
+}
+
+impl TableState {
+    /// Where a pull query over tables reads their state, when it can: a query that filters
+    /// and projects one unwindowed table reads the table's state (a row per key) rather than
+    /// its whole changelog; aggregates over a table and joins between tables read the
+    /// tables' states too, as their latest rows give the same answer as replaying every
+    /// update. Keys pinned by the `WHERE` of a query over one table are read by key; a key of
+    /// the wrong type for the key format finds nothing, as no record could have it.
+    fn for_pull(
+        store: &Store,
+        materializers: &Arc<Materializers>,
+        plan: &QueryPlan,
+        query: &Query,
+    ) -> Result<Option<Self>> {
+        let sources = plan.sources();
+        let from_state = !sources.is_empty()
+            && sources.iter().all(|s| answers_from_state(s))
+            && match plan {
+                QueryPlan::Stateless(_) | QueryPlan::Aggregate(_) => true,
+                QueryPlan::Join(join) => matches!(join.then, JoinTail::Project(_)),
+            };
+        if !from_state {
+            return Ok(None);
+        }
+        for source in &sources {
+            materializers.ensure(store, &source.topic)?;
+        }
+        let scan = match (plan, sources.as_slice()) {
+            (QueryPlan::Stateless(_), [table]) => {
+                crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
+                    KeyScan::Keys(
+                        values
+                            .iter()
+                            .filter_map(|v| crate::insert::encode_lookup_key(table, v))
+                            .collect(),
+                    )
+                })
+            }
+            _ => None,
+        }
+        .unwrap_or(KeyScan::All);
+        Ok(Some(TableState {
+            materializers: materializers.clone(),
+            topics: sources
+                .iter()
+                .enumerate()
+                .map(|(side, s)| (side, s.topic.clone()))
+                .collect(),
+            scan,
+        }))
+    }
 }
 
 /// A transient query's work, when its caller is to run it before reading its rows.
@@ -745,6 +790,91 @@ struct TableState {
     scan: KeyScan,
 }
 
+/// Whether a transient query goes on, or has stopped: with its final message, or (`None`)
+/// because it was stopped or its client is gone.
+enum Flow {
+    Go,
+    Stop(Option<&'static str>),
+}
+
+/// The rows a transient query keeps back until its input is read, and what it has sent.
+struct Answer {
+    /// A pull query over a table answers with the latest row per key, in key order as a
+    /// table's store would give them.
+    latest: HashMap<Vec<u8>, TransientEvent>,
+    /// With ORDER BY, every row before any goes out.
+    gathered: Vec<TransientEvent>,
+    /// A push query over a table: the keys whose row stands.
+    standing: std::collections::HashSet<Vec<u8>>,
+    /// The newest window of a windowed table with RETENTION: its start (a session's end).
+    newest_window: i64,
+    /// Rows sent.
+    sent: u64,
+}
+
+impl Default for Answer {
+    fn default() -> Self {
+        Answer {
+            latest: HashMap::new(),
+            gathered: Vec::new(),
+            standing: std::collections::HashSet::new(),
+            newest_window: i64::MIN,
+            sent: 0,
+        }
+    }
+}
+
+impl Answer {
+    /// A push query over a table: whether a change goes out. A key's tombstone is sent only
+    /// while a row of that key stands (a row the filter never let through deletes nothing).
+    fn stands(&mut self, record: &eddy_storage::Record, event: &TransientEvent) -> bool {
+        let key = record.key.as_deref().unwrap_or_default().to_vec();
+        match event {
+            TransientEvent::Row {
+                tombstone: true, ..
+            } => self.standing.remove(&key),
+            _ => {
+                self.standing.insert(key);
+                true
+            }
+        }
+    }
+}
+
+/// Where a push or pull query's next records come from: the topic's shared reader for a push
+/// query over one topic, else its own reader.
+struct Next<'r> {
+    reader: &'r mut PartitionReader,
+    subscription: Option<Subscription>,
+}
+
+impl Next<'_> {
+    /// The next records and the input they are from; `None` once stopped.
+    async fn read(
+        &mut self,
+        shared_topic: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Option<(Input, eddy_storage::FetchedRecords)>> {
+        Ok(match self.subscription.as_mut() {
+            Some(shared) => shared.next(stop).await?.map(|(partition, fetched)| {
+                let input = Input {
+                    side: 0,
+                    topic: shared_topic.to_string(),
+                    partition,
+                };
+                (input, fetched)
+            }),
+            None => match self.reader.next(stop).await? {
+                Some((index, fetched)) => {
+                    self.reader.advance(index, fetched.next_offset);
+                    Some((self.reader.input(index).clone(), fetched))
+                }
+                None => None,
+            },
+        })
+    }
+}
+
 /// Records a pull query hands the operator at a time from a table's state.
 const SNAPSHOT_BATCH: usize = 4096;
 
@@ -772,92 +902,112 @@ impl Transient {
     async fn rows(
         &self,
         positions: Vec<i64>,
-        mut subscription: Option<Subscription>,
+        subscription: Option<Subscription>,
         tx: &mpsc::Sender<TransientEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<&'static str>> {
+        let mut operator = self
+            .plan
+            .operator(&self.store, &self.id, &self.sink, false)?;
+        if self.limit == Some(0) {
+            return Ok(Some(LIMIT_REACHED));
+        }
+        let mut answer = Answer::default();
+        let flow = if self.table_state.is_some() {
+            self.read_state(operator.as_mut(), &mut answer, stop)
+                .await?
+        } else {
+            let mut reader =
+                PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
+            let mut next = Next {
+                reader: &mut reader,
+                subscription,
+            };
+            self.read_log(operator.as_mut(), &mut next, (&mut answer, tx), stop)
+                .await?
+        };
+        if let Flow::Stop(outcome) = flow {
+            return Ok(outcome);
+        }
+        self.send_answer(answer, tx).await
+    }
+
+    /// A pull query over tables' states: every table's rows (or the keys looked up), each
+    /// table read once its state holds everything appended before the query began.
+    async fn read_state(
+        &self,
+        operator: &mut dyn crate::query::operator::Operator,
+        answer: &mut Answer,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Flow> {
+        let Some(state) = &self.table_state else {
+            return Ok(Flow::Go);
+        };
+        let key_columns: Vec<&Column> = self.sink.key_columns().collect();
+        for (side, topic) in &state.topics {
+            let ends: Vec<i64> = self
+                .inputs
+                .iter()
+                .zip(self.ends.as_deref().unwrap_or_default())
+                .filter(|(input, _)| input.side == *side)
+                .map(|(_, end)| *end)
+                .collect();
+            state
+                .materializers
+                .wait_for(&self.store, topic, &ends)
+                .await?;
+            let partitions =
+                materialized::read(&self.store, topic, ends.len() as u32, &state.scan)?;
+            for (partition, records) in partitions.into_iter().enumerate() {
+                let input = Input {
+                    side: *side,
+                    topic: topic.clone(),
+                    partition: partition as u32,
+                };
+                for chunk in records.chunks(SNAPSHOT_BATCH) {
+                    if *stop.borrow() {
+                        return Ok(Flow::Stop(None));
+                    }
+                    let step = operator.step(&self.store, &input, chunk)?;
+                    for record in step.records {
+                        let event = self.event(&record, &key_columns)?;
+                        keep_latest(&mut answer.latest, &record, event);
+                    }
+                }
+            }
+        }
+        Ok(Flow::Go)
+    }
+
+    /// A push query, or a pull query over a stream's log: reads its inputs (to where they
+    /// ended when a pull query began) and sends each row as it comes, unless the rows are a
+    /// table's latest or are to be sorted first.
+    async fn read_log(
+        &self,
+        operator: &mut dyn crate::query::operator::Operator,
+        next: &mut Next<'_>,
+        (answer, tx): (&mut Answer, &mpsc::Sender<TransientEvent>),
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Flow> {
+        let key_columns: Vec<&Column> = self.sink.key_columns().collect();
         let shared_topic = self
             .inputs
             .first()
             .map(|i| i.topic.clone())
             .unwrap_or_default();
-        let mut reader =
-            PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
-        let mut operator = self
-            .plan
-            .operator(&self.store, &self.id, &self.sink, false)?;
-        let key_columns: Vec<&Column> = self.sink.key_columns().collect();
-        let mut sent = 0u64;
-        if self.limit == Some(0) {
-            return Ok(Some(LIMIT_REACHED));
-        }
-        // A pull query over a table answers with the latest row per key, in key order as a
-        // table's store would give them.
-        let mut latest: HashMap<Vec<u8>, TransientEvent> = HashMap::new();
-        // With ORDER BY, every row before any goes out.
-        let mut gathered: Vec<TransientEvent> = Vec::new();
-        let mut standing: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
-        // The newest window of a windowed table with RETENTION: its start (a session's end).
-        let mut newest_window = i64::MIN;
-        if let Some(state) = &self.table_state {
-            for (side, topic) in &state.topics {
-                let ends: Vec<i64> = self
-                    .inputs
-                    .iter()
-                    .zip(self.ends.as_deref().unwrap_or_default())
-                    .filter(|(input, _)| input.side == *side)
-                    .map(|(_, end)| *end)
-                    .collect();
-                state
-                    .materializers
-                    .wait_for(&self.store, topic, &ends)
-                    .await?;
-                let partitions =
-                    materialized::read(&self.store, topic, ends.len() as u32, &state.scan)?;
-                for (partition, records) in partitions.into_iter().enumerate() {
-                    let input = Input {
-                        side: *side,
-                        topic: topic.clone(),
-                        partition: partition as u32,
-                    };
-                    for chunk in records.chunks(SNAPSHOT_BATCH) {
-                        if *stop.borrow() {
-                            return Ok(None);
-                        }
-                        let step = operator.step(&self.store, &input, chunk)?;
-                        for record in step.records {
-                            let event = self.event(&record, &key_columns)?;
-                            keep_latest(&mut latest, &record, event);
-                        }
-                    }
-                }
-            }
-        }
-        while self.table_state.is_none() {
+        loop {
             if let Some(ends) = &self.ends
-                && reader.positions().iter().zip(ends).all(|(p, e)| p >= e)
+                && next
+                    .reader
+                    .positions()
+                    .iter()
+                    .zip(ends)
+                    .all(|(p, e)| p >= e)
             {
-                break;
+                return Ok(Flow::Go);
             }
-            let next = match subscription.as_mut() {
-                Some(shared) => shared.next(stop).await?.map(|(partition, fetched)| {
-                    let input = Input {
-                        side: 0,
-                        topic: shared_topic.clone(),
-                        partition,
-                    };
-                    (input, fetched)
-                }),
-                None => match reader.next(stop).await? {
-                    Some((index, fetched)) => {
-                        reader.advance(index, fetched.next_offset);
-                        Some((reader.input(index).clone(), fetched))
-                    }
-                    None => None,
-                },
-            };
-            let Some((input, fetched)) = next else {
-                return Ok(None);
+            let Some((input, fetched)) = next.read(&shared_topic, stop).await? else {
+                return Ok(Flow::Stop(None));
             };
             if let Some((window_type, _)) = self.retention {
                 for r in &fetched.records {
@@ -867,7 +1017,7 @@ impl Transient {
                         .as_deref()
                         .and_then(|k| crate::query::source::window_bound_in_key(k, window_type))
                     {
-                        newest_window = newest_window.max(bound);
+                        answer.newest_window = answer.newest_window.max(bound);
                     }
                 }
             }
@@ -875,37 +1025,37 @@ impl Transient {
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {
-                    keep_latest(&mut latest, &record, event);
+                    keep_latest(&mut answer.latest, &record, event);
                     continue;
                 }
-                if self.changes_of_table {
-                    let key = record.key.as_deref().unwrap_or_default().to_vec();
-                    match &event {
-                        TransientEvent::Row {
-                            tombstone: true, ..
-                        } => {
-                            if !standing.remove(&key) {
-                                continue;
-                            }
-                        }
-                        _ => {
-                            standing.insert(key);
-                        }
-                    }
+                if self.changes_of_table && !answer.stands(&record, &event) {
+                    continue;
                 }
                 if !self.order.is_empty() {
-                    gathered.push(event);
+                    answer.gathered.push(event);
                     continue;
                 }
-                if tx.send(event).await.is_err() {
-                    return Ok(None);
-                }
-                sent += 1;
-                if self.limit.is_some_and(|l| sent >= l) {
-                    return Ok(Some(LIMIT_REACHED));
+                if let Flow::Stop(outcome) = self.send(event, &mut answer.sent, tx).await {
+                    return Ok(Flow::Stop(outcome));
                 }
             }
         }
+    }
+
+    /// Sends what was kept back: a table's latest rows (within a windowed table's
+    /// retention) in key order, and rows gathered for `ORDER BY`, sorted.
+    async fn send_answer(
+        &self,
+        answer: Answer,
+        tx: &mpsc::Sender<TransientEvent>,
+    ) -> Result<Option<&'static str>> {
+        let Answer {
+            latest,
+            mut gathered,
+            newest_window,
+            mut sent,
+            ..
+        } = answer;
         let mut latest: Vec<(Value, TransientEvent)> = latest
             .into_iter()
             .map(|(key, event)| (serde_json::from_slice(&key).unwrap_or(Value::Null), event))
@@ -930,15 +1080,28 @@ impl Transient {
         // Sorted after the key order, so rows equal under ORDER BY stay in key order.
         sort_rows(&mut gathered, &self.order);
         for event in gathered {
-            if tx.send(event).await.is_err() {
-                return Ok(None);
-            }
-            sent += 1;
-            if self.limit.is_some_and(|l| sent >= l) {
-                return Ok(Some(LIMIT_REACHED));
+            if let Flow::Stop(outcome) = self.send(event, &mut sent, tx).await {
+                return Ok(outcome);
             }
         }
         Ok(Some(QUERY_COMPLETED))
+    }
+
+    /// Sends one row; stops once the client is gone or the limit is reached.
+    async fn send(
+        &self,
+        event: TransientEvent,
+        sent: &mut u64,
+        tx: &mpsc::Sender<TransientEvent>,
+    ) -> Flow {
+        if tx.send(event).await.is_err() {
+            return Flow::Stop(None);
+        }
+        *sent += 1;
+        if self.limit.is_some_and(|l| *sent >= l) {
+            return Flow::Stop(Some(LIMIT_REACHED));
+        }
+        Flow::Go
     }
 
     /// A sink record read back as a row of values in projection order.

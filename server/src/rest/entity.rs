@@ -4,7 +4,7 @@
 use eddy_engine::catalog::DataSource;
 use eddy_engine::query::stats::GroupOffsets;
 use eddy_engine::schema::ColumnKind;
-use eddy_engine::{QuerySummary, StatementResult};
+use eddy_engine::{QueryDescription, QuerySummary, SourceSummary, StatementResult};
 use eddy_sql::ast::SqlType;
 use serde_json::{Value, json};
 
@@ -150,27 +150,7 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
             statement,
             kind,
             sources,
-        } => {
-            let list: Vec<Value> = sources
-                .iter()
-                .map(|s| {
-                    json!({
-                        "type": s.kind,
-                        "name": s.name,
-                        "topic": s.topic,
-                        "keyFormat": s.key_format,
-                        "valueFormat": s.value_format,
-                        "isWindowed": s.windowed
-                    })
-                })
-                .collect();
-            let (entity_type, key) = if *kind == "STREAM" {
-                ("streams", "streams")
-            } else {
-                ("tables", "tables")
-            };
-            json!({"@type": entity_type, "statementText": statement, key: list, "warnings": []})
-        }
+        } => source_list(statement, kind, sources),
         StatementResult::Topics { statement, topics } => json!({
             "@type": "kafka_topics",
             "statementText": statement,
@@ -185,36 +165,11 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
             read_queries,
             write_queries,
         } => {
-            let mut description = source_description(source, *extended, *partitions);
-            description["readQueries"] =
-                json!(read_queries.iter().map(running_query).collect::<Vec<_>>());
-            description["writeQueries"] =
-                json!(write_queries.iter().map(running_query).collect::<Vec<_>>());
-            if *extended {
-                let processed: u64 = read_queries.iter().map(|q| q.processed).sum();
-                let failed: u64 = read_queries.iter().map(|q| q.failed).sum();
-                let rate: f64 = read_queries.iter().map(|q| q.messages_per_sec).sum();
-                let lag: i64 = read_queries.iter().map(QuerySummary::lag).sum();
-                let mut statistics = format!(
-                    "consumer-messages-per-sec: {rate:.2} consumer-total-messages: {processed} consumer-lag: {lag}"
-                );
-                if let Some(last) = read_queries.iter().filter_map(|q| q.last_message_ms).max() {
-                    statistics.push_str(&format!(" last-message: {}", timestamp_text(last)));
-                }
-                description["statistics"] = json!(statistics);
-                description["errorStats"] = json!(format!("consumer-failed-messages: {failed}"));
-                description["queryOffsetSummaries"] = json!(
-                    read_queries
-                        .iter()
-                        .flat_map(|q| &q.offsets)
-                        .map(offset_summary)
-                        .collect::<Vec<_>>()
-                );
-            }
+            let description = source_description(source, *extended, *partitions);
             json!({
                 "@type": "sourceDescription",
                 "statementText": statement,
-                "sourceDescription": description,
+                "sourceDescription": with_queries(description, (read_queries, write_queries), *extended),
                 "warnings": []
             })
         }
@@ -239,28 +194,7 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
         StatementResult::QueryDescription { statement, query } => json!({
             "@type": "queryDescription",
             "statementText": statement,
-            "queryDescription": {
-                "id": query.id,
-                "statementText": query.sql,
-                "windowType": null,
-                "fields": query.fields.iter().map(|c| {
-                    let mut field = json!({"name": c.name, "schema": field_schema(&c.ty)});
-                    if c.kind == ColumnKind::Key {
-                        field["type"] = json!("KEY");
-                    }
-                    field
-                }).collect::<Vec<_>>(),
-                "sources": query.sources,
-                "sinks": query.sinks,
-                "topology": "",
-                "executionPlan": query.execution_plan,
-                "overriddenProperties": {},
-                "ksqlHostQueryStatus": {},
-                "queryType": "PERSISTENT",
-                "queryErrors": [],
-                "tasksMetadata": [],
-                "state": query.state
-            },
+            "queryDescription": query_description(query),
             "warnings": []
         }),
         StatementResult::Queries {
@@ -280,16 +214,7 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
         } => json!({
             "@type": "query_descriptions",
             "statementText": statement,
-            "queryDescriptions": queries.iter().map(|q| {
-                let mut description = running_query(q);
-                description["statementText"] = json!(q.sql);
-                description["sources"] = json!(q.offsets.iter().flat_map(|o| &o.topics).map(|t| t.topic.clone()).collect::<Vec<_>>());
-                description["statistics"] = json!(query_statistics(q));
-                description["errorStats"] = json!(format!("failed-messages: {}", q.failed));
-                description["consumerLag"] = json!(q.lag());
-                description["queryOffsetSummaries"] = json!(q.offsets.iter().map(offset_summary).collect::<Vec<_>>());
-                description
-            }).collect::<Vec<_>>(),
+            "queryDescriptions": queries.iter().map(extended_query).collect::<Vec<_>>(),
             "warnings": []
         }),
         StatementResult::Functions {
@@ -311,4 +236,107 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
             "warnings": []
         }),
     })
+}
+
+/// `SHOW STREAMS` or `SHOW TABLES`.
+fn source_list(statement: &str, kind: &str, sources: &[SourceSummary]) -> Value {
+    let list: Vec<Value> = sources
+        .iter()
+        .map(|s| {
+            json!({
+                "type": s.kind,
+                "name": s.name,
+                "topic": s.topic,
+                "keyFormat": s.key_format,
+                "valueFormat": s.value_format,
+                "isWindowed": s.windowed
+            })
+        })
+        .collect();
+    let (entity_type, key) = if kind == "STREAM" {
+        ("streams", "streams")
+    } else {
+        ("tables", "tables")
+    };
+    json!({"@type": entity_type, "statementText": statement, key: list, "warnings": []})
+}
+
+/// A source's description with the queries reading and writing it, and for `EXTENDED` their
+/// statistics, errors and positions.
+fn with_queries(
+    mut description: Value,
+    (read_queries, write_queries): (&[QuerySummary], &[QuerySummary]),
+    extended: bool,
+) -> Value {
+    description["readQueries"] = json!(read_queries.iter().map(running_query).collect::<Vec<_>>());
+    description["writeQueries"] =
+        json!(write_queries.iter().map(running_query).collect::<Vec<_>>());
+    if !extended {
+        return description;
+    }
+    let processed: u64 = read_queries.iter().map(|q| q.processed).sum();
+    let failed: u64 = read_queries.iter().map(|q| q.failed).sum();
+    let rate: f64 = read_queries.iter().map(|q| q.messages_per_sec).sum();
+    let lag: i64 = read_queries.iter().map(QuerySummary::lag).sum();
+    let mut statistics = format!(
+        "consumer-messages-per-sec: {rate:.2} consumer-total-messages: {processed} consumer-lag: {lag}"
+    );
+    if let Some(last) = read_queries.iter().filter_map(|q| q.last_message_ms).max() {
+        statistics.push_str(&format!(" last-message: {}", timestamp_text(last)));
+    }
+    description["statistics"] = json!(statistics);
+    description["errorStats"] = json!(format!("consumer-failed-messages: {failed}"));
+    description["queryOffsetSummaries"] = json!(
+        read_queries
+            .iter()
+            .flat_map(|q| &q.offsets)
+            .map(offset_summary)
+            .collect::<Vec<_>>()
+    );
+    description
+}
+
+/// A query as ksqlDB's `queryDescription` shows it.
+fn query_description(query: &QueryDescription) -> Value {
+    json!({
+        "id": query.id,
+        "statementText": query.sql,
+        "windowType": null,
+        "fields": query.fields.iter().map(|c| {
+            let mut field = json!({"name": c.name, "schema": field_schema(&c.ty)});
+            if c.kind == ColumnKind::Key {
+                field["type"] = json!("KEY");
+            }
+            field
+        }).collect::<Vec<_>>(),
+        "sources": query.sources,
+        "sinks": query.sinks,
+        "topology": "",
+        "executionPlan": query.execution_plan,
+        "overriddenProperties": {},
+        "ksqlHostQueryStatus": {},
+        "queryType": "PERSISTENT",
+        "queryErrors": [],
+        "tasksMetadata": [],
+        "state": query.state
+    })
+}
+
+/// A running query as `SHOW QUERIES EXTENDED` shows it: with its statistics and positions.
+fn extended_query(q: &QuerySummary) -> Value {
+    let mut description = running_query(q);
+    description["statementText"] = json!(q.sql);
+    description["sources"] = json!(
+        q.offsets
+            .iter()
+            .flat_map(|o| &o.topics)
+            .map(|t| t.topic.clone())
+            .collect::<Vec<_>>()
+    );
+    description["statistics"] = json!(query_statistics(q));
+    description["errorStats"] = json!(format!("failed-messages: {}", q.failed));
+    description["consumerLag"] = json!(q.lag());
+    description["queryOffsetSummaries"] =
+        json!(q.offsets.iter().map(offset_summary).collect::<Vec<_>>());
+    description
 }
