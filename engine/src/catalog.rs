@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use eddy_sql::ast::{ColumnConstraint, CreateSource, Literal, SourceKind, SqlType};
+use eddy_sql::ast::{ColumnConstraint, CreateSource, Literal, Properties, SourceKind, SqlType};
 use eddy_sql::types::resolve;
 
 use crate::error::{EngineError, Result};
@@ -200,79 +200,61 @@ impl Catalog {
     ) -> Result<DataSource> {
         let by_query = declared_by != DeclaredBy::User;
         let props = &create.properties;
-        let string_prop = |name: &str| -> Result<Option<String>> {
-            match props.get(name) {
-                None => Ok(None),
-                Some(Literal::String(s)) => Ok(Some(s.clone())),
-                Some(other) => Err(EngineError::statement(format!(
-                    "Invalid value for {name}: expected a string but got {other}"
-                ))),
-            }
-        };
-        let topic = string_prop("KAFKA_TOPIC")?.ok_or_else(|| {
+        let topic = string_property(props, "KAFKA_TOPIC")?.ok_or_else(|| {
             EngineError::statement(
                 "Missing required property \"KAFKA_TOPIC\" which has no default value.",
             )
         })?;
-
-        let format = string_prop("FORMAT")?;
-        let key_format_name = string_prop("KEY_FORMAT")?;
-        let value_format_name = string_prop("VALUE_FORMAT")?;
-        if format.is_some() && key_format_name.is_some() {
+        let mut formats = Formats::declared(props, session)?;
+        let columns = self.columns(create, declared_by)?;
+        let keys: Vec<&Column> = columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Key)
+            .collect();
+        let values: Vec<&Column> = columns
+            .iter()
+            .filter(|c| c.kind == ColumnKind::Value)
+            .collect();
+        if create.kind == SourceKind::Table && keys.is_empty() {
             return Err(EngineError::statement(
-                "Cannot supply both 'KEY_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
+                "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
             ));
         }
-        if format.is_some() && value_format_name.is_some() {
+        let window = window(props, !keys.is_empty())?;
+        if by_query && keys.is_empty() && formats.key_given && create.kind == SourceKind::Stream {
             return Err(EngineError::statement(
-                "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
+                "Key format specified for stream without key columns.",
             ));
         }
-        let value_format = match value_format_name
-            .or(format.clone())
-            .or_else(|| session.get(DEFAULT_VALUE_FORMAT).cloned())
-        {
-            Some(name) => Format::parse(&name)?,
-            None => {
-                return Err(EngineError::statement(
-                    "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a default via the 'ksql.persistence.default.format.value' config.",
-                ));
-            }
-        };
-        let key_format_given = key_format_name
-            .as_deref()
-            .is_some_and(|f| !f.eq_ignore_ascii_case("NONE"));
-        let explicit_key_format = key_format_name.or(format);
-        let mut key_format = match explicit_key_format
-            .clone()
-            .or_else(|| session.get(DEFAULT_KEY_FORMAT).cloned())
-        {
-            Some(name) => Format::parse(&name)?,
-            None => Format::Kafka,
-        };
-
-        let mut key_spec = FormatSpec::of(key_format);
-        let mut value_spec = FormatSpec::of(value_format);
-        for (property, spec) in [
-            ("KEY_DELIMITER", &mut key_spec),
-            ("VALUE_DELIMITER", &mut value_spec),
-        ] {
-            if let Some(value) = string_prop(property)? {
-                let delimiter = parse_delimiter(property, &value)?;
-                if spec.format != Format::Delimited {
-                    return Err(EngineError::statement(format!(
-                        "{} does not support the following configs: [delimiter]",
-                        spec.format.name()
-                    )));
-                }
-                spec.delimiter = Some(delimiter);
-            }
+        if keys.is_empty() && !formats.key_explicit {
+            // A keyless source has nothing to serialize in its key.
+            formats.key.format = Format::None;
         }
+        check_columns(formats.key.format, &keys, true)?;
+        check_columns(formats.value.format, &values, false)?;
+        let wrap_single_value =
+            wrap_single_value(props, session, formats.value.format, values.len())?;
+        let timestamp_column = timestamp_column(props, &columns)?;
+        Ok(DataSource {
+            name: create.name.value.clone(),
+            kind: create.kind,
+            topic,
+            key_format: formats.key,
+            value_format: formats.value,
+            wrap_single_value,
+            columns,
+            timestamp_column,
+            timestamp_format: string_property(props, "TIMESTAMP_FORMAT")?,
+            window,
+            read_only: create.read_only,
+            created_by_query: by_query,
+            sql: sql.to_string(),
+        })
+    }
 
-        // Formats Eddy cannot read are refused before anything else, since for them ksqlDB would
-        // infer the columns from a schema registry.
-        value_format.ensure_supported()?;
-        key_format.ensure_supported()?;
+    /// The declared columns, with ksqlDB's rules on reserved and repeated names and on the
+    /// types of header columns.
+    fn columns(&self, create: &CreateSource, declared_by: DeclaredBy) -> Result<Vec<Column>> {
         let elements = match &create.elements {
             Some(elements) if !elements.is_empty() => elements,
             _ => return Err(EngineError::statement("No columns supplied.")),
@@ -307,167 +289,233 @@ impl Catalog {
             }
             let ty = resolve(&element.ty, &|n| self.types.get(n).cloned())
                 .map_err(|e| EngineError::statement(e.to_string()))?;
-            let kind = match &element.constraint {
-                None => ColumnKind::Value,
-                Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey) => ColumnKind::Key,
-                Some(ColumnConstraint::Headers) => {
-                    let expected = headers_type();
-                    // Compare as written, so `key` and `KEY` field names agree.
-                    if type_display(&ty) != type_display(&expected) {
-                        return Err(EngineError::statement(format!(
-                            "Invalid type for HEADERS column: expected {}, got {}",
-                            type_display(&expected),
-                            type_display(&ty)
-                        )));
-                    }
-                    ColumnKind::Headers
-                }
-                Some(ColumnConstraint::Header(key)) => {
-                    if ty != SqlType::Bytes {
-                        return Err(EngineError::statement(format!(
-                            "Invalid type for HEADER('{key}') column: expected BYTES, got {}",
-                            type_display(&ty)
-                        )));
-                    }
-                    ColumnKind::Header(key.clone())
-                }
-            };
+            let kind = column_kind(element.constraint.as_ref(), &ty)?;
             columns.push(Column { name, ty, kind });
         }
+        Ok(columns)
+    }
+}
 
-        let keys: Vec<&Column> = columns
-            .iter()
-            .filter(|c| c.kind == ColumnKind::Key)
-            .collect();
-        let values: Vec<&Column> = columns
-            .iter()
-            .filter(|c| c.kind == ColumnKind::Value)
-            .collect();
-        if create.kind == SourceKind::Table && keys.is_empty() {
+/// A string property, or ksqlDB's error for a value of another kind.
+fn string_property(props: &Properties, name: &str) -> Result<Option<String>> {
+    match props.get(name) {
+        None => Ok(None),
+        Some(Literal::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(EngineError::statement(format!(
+            "Invalid value for {name}: expected a string but got {other}"
+        ))),
+    }
+}
+
+/// A source's key and value formats as its `WITH` clause (or the session's defaults) gives
+/// them.
+struct Formats {
+    key: FormatSpec,
+    value: FormatSpec,
+    /// Whether `KEY_FORMAT` names a format other than `NONE`.
+    key_given: bool,
+    /// Whether `KEY_FORMAT` or `FORMAT` was given at all.
+    key_explicit: bool,
+}
+
+impl Formats {
+    /// The formats `FORMAT`, `KEY_FORMAT`, `VALUE_FORMAT` and the delimiters declare; formats
+    /// Eddy cannot read are refused before anything else, since for them ksqlDB would infer
+    /// the columns from a schema registry.
+    fn declared(props: &Properties, session: &HashMap<String, String>) -> Result<Self> {
+        let format = string_property(props, "FORMAT")?;
+        let key_format_name = string_property(props, "KEY_FORMAT")?;
+        let value_format_name = string_property(props, "VALUE_FORMAT")?;
+        if format.is_some() && key_format_name.is_some() {
             return Err(EngineError::statement(
-                "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
+                "Cannot supply both 'KEY_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
             ));
         }
-
-        let window = match string_prop("WINDOW_TYPE")? {
-            None => None,
-            Some(t) => {
-                let window_type = match t.to_ascii_uppercase().as_str() {
-                    "TUMBLING" => WindowType::Tumbling,
-                    "HOPPING" => WindowType::Hopping,
-                    "SESSION" => WindowType::Session,
-                    other => {
-                        return Err(EngineError::statement(format!(
-                            "Invalid value for WINDOW_TYPE: {other}. Valid values are SESSION, HOPPING, TUMBLING"
-                        )));
-                    }
-                };
-                let size_ms = match string_prop("WINDOW_SIZE")? {
-                    Some(size) => Some(parse_window_size(&size)?),
-                    None if window_type == WindowType::Session => None,
-                    None => {
-                        return Err(EngineError::statement(format!(
-                            "{} windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'",
-                            t.to_ascii_uppercase()
-                        )));
-                    }
-                };
-                if keys.is_empty() {
-                    return Err(EngineError::statement(
-                        "Windowed sources require a key column.",
-                    ));
-                }
-                Some(WindowInfo {
-                    window_type,
-                    size_ms,
-                    retention_ms: None,
-                })
-            }
-        };
-
-        if by_query && keys.is_empty() && key_format_given && create.kind == SourceKind::Stream {
+        if format.is_some() && value_format_name.is_some() {
             return Err(EngineError::statement(
-                "Key format specified for stream without key columns.",
+                "Cannot supply both 'VALUE_FORMAT' and 'FORMAT' properties, as 'FORMAT' sets both key and value formats. Either use just 'FORMAT', or use 'KEY_FORMAT' and 'VALUE_FORMAT'.",
             ));
         }
-        if keys.is_empty() && explicit_key_format.is_none() {
-            // A keyless source has nothing to serialize in its key.
-            key_format = Format::None;
-            key_spec.format = Format::None;
-        }
-        check_columns(key_format, &keys, true)?;
-        check_columns(value_format, &values, false)?;
-
-        let wrap_single_value = match props.get("WRAP_SINGLE_VALUE") {
-            None => None,
-            Some(Literal::Boolean(b)) => Some(*b),
-            Some(Literal::String(s))
-                if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
-            {
-                Some(s.eq_ignore_ascii_case("true"))
-            }
-            Some(other) => {
-                return Err(EngineError::statement(format!(
-                    "Invalid value for WRAP_SINGLE_VALUE: expected true or false but got {other}"
-                )));
-            }
-        };
-        if let Some(wrap) = wrap_single_value {
-            if wrap && matches!(value_format, Format::Kafka | Format::Delimited) {
-                return Err(EngineError::statement(format!(
-                    "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
-                    value_format.name()
-                )));
-            }
-            if values.len() != 1 {
+        let value_format = match value_format_name
+            .or(format.clone())
+            .or_else(|| session.get(DEFAULT_VALUE_FORMAT).cloned())
+        {
+            Some(name) => Format::parse(&name)?,
+            None => {
                 return Err(EngineError::statement(
-                    "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas",
+                    "Statement is missing the 'VALUE_FORMAT' property from the WITH clause. Either provide one or set a default via the 'ksql.persistence.default.format.value' config.",
                 ));
             }
-        }
-
-        // Without the property, `ksql.persistence.wrap.single.values` decides, for a single
-        // value column in a format that can wrap it.
-        let wrap_single_value = wrap_single_value.or_else(|| {
-            let configured = session.get("ksql.persistence.wrap.single.values")?;
-            (values.len() == 1 && !matches!(value_format, Format::Kafka | Format::Delimited))
-                .then(|| configured.eq_ignore_ascii_case("true"))
-        });
-
-        let timestamp_column = string_prop("TIMESTAMP")?.map(|t| t.to_uppercase());
-        if let Some(ts) = &timestamp_column {
-            let column = columns.iter().find(|c| c.name.eq_ignore_ascii_case(ts)).ok_or_else(|| {
-                EngineError::statement(format!(
-                    "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
-                ))
-            })?;
-            if !matches!(
-                column.ty,
-                SqlType::Bigint | SqlType::Timestamp | SqlType::String
-            ) {
-                return Err(EngineError::statement(format!(
-                    "Timestamp column, `{}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified.",
-                    column.name
-                )));
+        };
+        let key_given = key_format_name
+            .as_deref()
+            .is_some_and(|f| !f.eq_ignore_ascii_case("NONE"));
+        let explicit_key_format = key_format_name.or(format);
+        let key_format = match explicit_key_format
+            .clone()
+            .or_else(|| session.get(DEFAULT_KEY_FORMAT).cloned())
+        {
+            Some(name) => Format::parse(&name)?,
+            None => Format::Kafka,
+        };
+        let mut key = FormatSpec::of(key_format);
+        let mut value = FormatSpec::of(value_format);
+        for (property, spec) in [("KEY_DELIMITER", &mut key), ("VALUE_DELIMITER", &mut value)] {
+            if let Some(text) = string_property(props, property)? {
+                let delimiter = parse_delimiter(property, &text)?;
+                if spec.format != Format::Delimited {
+                    return Err(EngineError::statement(format!(
+                        "{} does not support the following configs: [delimiter]",
+                        spec.format.name()
+                    )));
+                }
+                spec.delimiter = Some(delimiter);
             }
         }
-
-        Ok(DataSource {
-            name: create.name.value.clone(),
-            kind: create.kind,
-            topic,
-            key_format: key_spec,
-            value_format: value_spec,
-            wrap_single_value,
-            columns,
-            timestamp_column,
-            timestamp_format: string_prop("TIMESTAMP_FORMAT")?,
-            window,
-            read_only: create.read_only,
-            created_by_query: by_query,
-            sql: sql.to_string(),
+        value_format.ensure_supported()?;
+        key_format.ensure_supported()?;
+        Ok(Formats {
+            key,
+            value,
+            key_given,
+            key_explicit: explicit_key_format.is_some(),
         })
     }
+}
+
+/// What a column is by its constraint: a key, a value, or the record's headers (all of them
+/// as an array, or one by name as bytes).
+fn column_kind(constraint: Option<&ColumnConstraint>, ty: &SqlType) -> Result<ColumnKind> {
+    Ok(match constraint {
+        None => ColumnKind::Value,
+        Some(ColumnConstraint::Key | ColumnConstraint::PrimaryKey) => ColumnKind::Key,
+        Some(ColumnConstraint::Headers) => {
+            let expected = headers_type();
+            // Compare as written, so `key` and `KEY` field names agree.
+            if type_display(ty) != type_display(&expected) {
+                return Err(EngineError::statement(format!(
+                    "Invalid type for HEADERS column: expected {}, got {}",
+                    type_display(&expected),
+                    type_display(ty)
+                )));
+            }
+            ColumnKind::Headers
+        }
+        Some(ColumnConstraint::Header(key)) => {
+            if *ty != SqlType::Bytes {
+                return Err(EngineError::statement(format!(
+                    "Invalid type for HEADER('{key}') column: expected BYTES, got {}",
+                    type_display(ty)
+                )));
+            }
+            ColumnKind::Header(key.clone())
+        }
+    })
+}
+
+/// The window of a source declared over a windowed topic (`WINDOW_TYPE`, `WINDOW_SIZE`).
+fn window(props: &Properties, has_keys: bool) -> Result<Option<WindowInfo>> {
+    let Some(t) = string_property(props, "WINDOW_TYPE")? else {
+        return Ok(None);
+    };
+    let window_type = match t.to_ascii_uppercase().as_str() {
+        "TUMBLING" => WindowType::Tumbling,
+        "HOPPING" => WindowType::Hopping,
+        "SESSION" => WindowType::Session,
+        other => {
+            return Err(EngineError::statement(format!(
+                "Invalid value for WINDOW_TYPE: {other}. Valid values are SESSION, HOPPING, TUMBLING"
+            )));
+        }
+    };
+    let size_ms = match string_property(props, "WINDOW_SIZE")? {
+        Some(size) => Some(parse_window_size(&size)?),
+        None if window_type == WindowType::Session => None,
+        None => {
+            return Err(EngineError::statement(format!(
+                "{} windows require 'WINDOW_SIZE' to be provided in the WITH clause. For example: 'WINDOW_SIZE'='10 SECONDS'",
+                t.to_ascii_uppercase()
+            )));
+        }
+    };
+    if !has_keys {
+        return Err(EngineError::statement(
+            "Windowed sources require a key column.",
+        ));
+    }
+    Ok(Some(WindowInfo {
+        window_type,
+        size_ms,
+        retention_ms: None,
+    }))
+}
+
+/// `WRAP_SINGLE_VALUE`, checked against the value format and columns; without it,
+/// `ksql.persistence.wrap.single.values` decides, for a single value column in a format that
+/// can wrap it.
+fn wrap_single_value(
+    props: &Properties,
+    session: &HashMap<String, String>,
+    value_format: Format,
+    value_columns: usize,
+) -> Result<Option<bool>> {
+    let declared = match props.get("WRAP_SINGLE_VALUE") {
+        None => None,
+        Some(Literal::Boolean(b)) => Some(*b),
+        Some(Literal::String(s))
+            if s.eq_ignore_ascii_case("true") || s.eq_ignore_ascii_case("false") =>
+        {
+            Some(s.eq_ignore_ascii_case("true"))
+        }
+        Some(other) => {
+            return Err(EngineError::statement(format!(
+                "Invalid value for WRAP_SINGLE_VALUE: expected true or false but got {other}"
+            )));
+        }
+    };
+    let unwrappable = matches!(value_format, Format::Kafka | Format::Delimited);
+    if let Some(wrap) = declared {
+        if wrap && unwrappable {
+            return Err(EngineError::statement(format!(
+                "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",
+                value_format.name()
+            )));
+        }
+        if value_columns != 1 {
+            return Err(EngineError::statement(
+                "'WRAP_SINGLE_VALUE' is only valid for single-field value schemas",
+            ));
+        }
+    }
+    Ok(declared.or_else(|| {
+        let configured = session.get("ksql.persistence.wrap.single.values")?;
+        (value_columns == 1 && !unwrappable).then(|| configured.eq_ignore_ascii_case("true"))
+    }))
+}
+
+/// The `TIMESTAMP` column, which must exist and hold a time.
+fn timestamp_column(props: &Properties, columns: &[Column]) -> Result<Option<String>> {
+    let Some(ts) = string_property(props, "TIMESTAMP")?.map(|t| t.to_uppercase()) else {
+        return Ok(None);
+    };
+    let column = columns
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(&ts))
+        .ok_or_else(|| {
+            EngineError::statement(format!(
+                "The TIMESTAMP column set in the WITH clause does not exist in the schema: '{ts}'"
+            ))
+        })?;
+    if !matches!(
+        column.ty,
+        SqlType::Bigint | SqlType::Timestamp | SqlType::String
+    ) {
+        return Err(EngineError::statement(format!(
+            "Timestamp column, `{}`, should be LONG(INT64), TIMESTAMP, or a String with a timestamp_format specified.",
+            column.name
+        )));
+    }
+    Ok(Some(ts))
 }
 
 /// Parses a `WINDOW_SIZE` such as `'10 SECONDS'` into milliseconds.
