@@ -35,19 +35,19 @@ async fn one(engine: &Engine, sql: &str) -> StatementResult {
         .unwrap_or_else(|| panic!("{sql} returned nothing"))
 }
 
-fn describe_sink(out: &mut String, source: &DataSource) {
-    let columns: Vec<String> = source
-        .columns
+/// Columns as the golden files list them: name, type and kind.
+fn columns_text(columns: &[eddy_engine::schema::Column]) -> String {
+    columns
         .iter()
         .map(|c| {
-            format!(
-                "{} {} {:?}",
-                c.name,
-                eddy_engine::schema::type_display(&c.ty),
-                c.kind
-            )
+            let ty = eddy_engine::schema::type_display(&c.ty);
+            format!("{} {ty} {:?}", c.name, c.kind)
         })
-        .collect();
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn describe_sink(out: &mut String, source: &DataSource) {
     let _ = writeln!(out, "sink {} ({}):", source.name, source.kind_name());
     let _ = writeln!(out, "  topic: {}", source.topic);
     let _ = writeln!(
@@ -57,7 +57,7 @@ fn describe_sink(out: &mut String, source: &DataSource) {
     );
     let _ = writeln!(out, "  timestamp: {:?}", source.timestamp_column);
     let _ = writeln!(out, "  window: {:?}", source.window);
-    let _ = writeln!(out, "  columns: {}", columns.join(", "));
+    let _ = writeln!(out, "  columns: {}", columns_text(&source.columns));
 }
 
 /// Everything the case's queries say of themselves, as the golden file holds it.
@@ -88,19 +88,7 @@ async fn explain_case(sql: &str) -> String {
             query.sinks.join(", "),
             query.sink_topics.join(", ")
         );
-        let fields: Vec<String> = query
-            .fields
-            .iter()
-            .map(|c| {
-                format!(
-                    "{} {} {:?}",
-                    c.name,
-                    eddy_engine::schema::type_display(&c.ty),
-                    c.kind
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "  fields: {}", fields.join(", "));
+        let _ = writeln!(out, "  fields: {}", columns_text(&query.fields));
         let _ = writeln!(out, "plan:");
         out.push_str(&query.execution_plan);
         for sink in &query.sinks {

@@ -18,23 +18,10 @@ pub fn plan_select(
     ctx: &SessionContext,
     catalog: &Catalog,
     query: &Query,
-    (sink_name, sink_kind): (&str, SourceKind),
+    sink: (&str, SourceKind),
     new_planner: bool,
 ) -> Result<QueryPlan> {
-    if query.from.joins.is_empty() {
-        plan_stateless(
-            ctx,
-            catalog,
-            query,
-            (sink_name, sink_kind),
-            new_planner,
-            false,
-        )
-        .map(QueryPlan::Stateless)
-    } else {
-        plan_join(ctx, catalog, query, (sink_name, sink_kind), false)
-            .map(|p| QueryPlan::Join(Box::new(p)))
-    }
+    plan_projected(ctx, catalog, query, sink, (new_planner, false))
 }
 
 /// Plans a push or pull query without `GROUP BY`: a join, or a stateless query over one
@@ -45,19 +32,27 @@ pub fn plan_transient_select(
     query: &Query,
     sink_name: &str,
 ) -> Result<QueryPlan> {
+    plan_projected(
+        ctx,
+        catalog,
+        query,
+        (sink_name, SourceKind::Stream),
+        (true, true),
+    )
+}
+
+/// A join followed by a projection, or a stateless query over one source.
+fn plan_projected(
+    ctx: &SessionContext,
+    catalog: &Catalog,
+    query: &Query,
+    sink: (&str, SourceKind),
+    (new_planner, transient): (bool, bool),
+) -> Result<QueryPlan> {
     if query.from.joins.is_empty() {
-        plan_stateless(
-            ctx,
-            catalog,
-            query,
-            (sink_name, SourceKind::Stream),
-            true,
-            true,
-        )
-        .map(QueryPlan::Stateless)
+        plan_stateless(ctx, catalog, query, sink, new_planner, transient).map(QueryPlan::Stateless)
     } else {
-        plan_join(ctx, catalog, query, (sink_name, SourceKind::Stream), true)
-            .map(|p| QueryPlan::Join(Box::new(p)))
+        plan_join(ctx, catalog, query, sink, transient).map(|p| QueryPlan::Join(Box::new(p)))
     }
 }
 

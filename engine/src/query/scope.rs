@@ -98,6 +98,16 @@ pub(crate) struct ProjectionInput<'a> {
 }
 
 impl<'a> ProjectionInput<'a> {
+    /// A join's rows, described as `rows`, with the schema they are laid out in.
+    pub(crate) fn joined(rows: &'a DataSource, schema: &SchemaRef) -> Result<Self> {
+        Ok(ProjectionInput {
+            source: rows,
+            decoder: SourceDecoder::new(rows)?,
+            schema: schema.clone(),
+            alias: "",
+        })
+    }
+
     /// A source's decoded rows, qualified by the alias `from` gives it, else by its name.
     pub(crate) fn of_source(
         source: &'a DataSource,

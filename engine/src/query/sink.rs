@@ -29,6 +29,14 @@ pub struct OutputColumn {
     pub expr: Arc<dyn PhysicalExpr>,
 }
 
+/// The columns `keys` and then `values` compute, as the sink declares them.
+pub(crate) fn output_columns(keys: &[OutputColumn], values: &[OutputColumn]) -> Vec<Column> {
+    keys.iter()
+        .chain(values)
+        .map(|c| c.column.clone())
+        .collect()
+}
+
 /// A column of the sink, by its index among the key or among the value columns.
 #[derive(Debug, Clone, Copy)]
 enum SinkColumn {

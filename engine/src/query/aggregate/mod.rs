@@ -121,11 +121,7 @@ pub struct AggregatePlan {
 impl AggregatePlan {
     /// The result's columns: keys, then values.
     pub fn columns(&self) -> Vec<Column> {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .map(|c| c.column.clone())
-            .collect()
+        crate::query::sink::output_columns(&self.keys, &self.values)
     }
 
     /// Whether results are windowed (time windows or sessions).

@@ -140,15 +140,7 @@ impl AggregateState {
         input: &Schema,
     ) -> Result<&'a mut Group> {
         if !self.groups.contains_key(key) {
-            let mut group = Group {
-                accumulators: plan
-                    .aggregates
-                    .iter()
-                    .map(|a| a.make_accumulator(input, plan.over_table()))
-                    .collect::<Result<_>>()?,
-                emitted: false,
-                latest: None,
-            };
+            let mut group = self.fresh_group(plan, input)?;
             if let Some(bytes) = store.state_get(&self.namespace, &state_key(key))? {
                 restore(&mut group, &bytes)?;
             }

@@ -14,7 +14,6 @@ use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
 use crate::query::aggregate::{AggregatePlan, plan_aggregate_over};
 use crate::query::scope::{ProjectionInput, located_error};
-use crate::query::source::SourceDecoder;
 use crate::query::stateless::{StatelessPlan, plan_projection};
 use crate::schema::{Column, ColumnKind, PSEUDO_COLUMNS, type_display};
 
@@ -103,12 +102,7 @@ pub(super) fn plan_last_aggregate(
         ctx,
         catalog,
         &rewritten,
-        ProjectionInput {
-            source: &joined_source,
-            decoder: SourceDecoder::new(&joined_source)?,
-            schema: joined_schema.clone(),
-            alias: "",
-        },
+        ProjectionInput::joined(&joined_source, joined_schema)?,
         sink_name,
         // Push queries over joins keep the rules of persistent ones.
         false,
@@ -176,12 +170,7 @@ pub(super) fn plan_last_stage(
         ctx,
         catalog,
         &rewritten,
-        ProjectionInput {
-            source: &joined_source,
-            decoder: SourceDecoder::new(&joined_source)?,
-            schema: stage.joined_schema.clone(),
-            alias: "",
-        },
+        ProjectionInput::joined(&joined_source, stage.joined_schema)?,
         (sink_name, sink_kind),
         (true, transient),
     )?;

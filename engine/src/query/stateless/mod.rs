@@ -52,11 +52,7 @@ pub struct StatelessPlan {
 impl StatelessPlan {
     /// The result's columns: keys, then values.
     pub fn columns(&self) -> Vec<Column> {
-        self.keys
-            .iter()
-            .chain(&self.values)
-            .map(|c| c.column.clone())
-            .collect()
+        crate::query::sink::output_columns(&self.keys, &self.values)
     }
 }
 
