@@ -2,16 +2,16 @@
 //!
 //! The layers, each using only those below it:
 //!
-//! - **Plans and dispatch** (this module, [`planner`], [`explain`]): a [`QueryPlan`] is a
+//! - **Plans and dispatch** (this module, `planner`, `explain`): a `QueryPlan` is a
 //!   stateless projection, an aggregation, or a chain of joins followed by either; it names
 //!   its sources and columns, prints itself for `EXPLAIN`, and builds its operator.
-//! - **Tasks**: [`task`] runs a persistent query (read, process, commit), [`transient`] a push
-//!   or pull query, [`materialized`] keeps tables for pull queries.
-//! - **Operators**: [`join`], [`aggregate`] and [`stateless`], each planning and running one
-//!   kind of step behind the one [`operator::Operator`] trait.
-//! - **Shared ground**: [`operator`] (the trait and its output), [`rows`] (rows between
-//!   operators), [`sink`] (encoding results), [`state`] (the state namespace and key layout),
-//!   [`scope`] and [`naming`] (compiling expressions and naming columns), [`source`] (decoding
+//! - **Tasks**: `task` runs a persistent query (read, process, commit), `transient` a push
+//!   or pull query, `materialized` keeps tables for pull queries.
+//! - **Operators**: `join`, `aggregate` and `stateless`, each planning and running one
+//!   kind of step behind the one `operator::Operator` trait.
+//! - **Shared ground**: `operator` (the trait and its output), `rows` (rows between
+//!   operators), `sink` (encoding results), `state` (the state namespace and key layout),
+//!   `scope` and `naming` (compiling expressions and naming columns), `source` (decoding
 //!   records).
 
 pub mod aggregate;

@@ -4,9 +4,9 @@
 //! DataFusion's own functions are used where their semantics match ksqlDB's, under ksqlDB's
 //! names (`UCASE` is DataFusion's `upper`). Functions whose semantics differ, or that DataFusion
 //! lacks, are implemented here as UDFs and take precedence, one file per category, each file
-//! registering its own functions next to their code: [`json`], [`string`], [`regex`],
-//! [`datetime`] (with the Java patterns and zones of [`time`]), [`math`], [`encoding`],
-//! [`collections`], [`lambdas`] and [`aggregates`]. [`udf`] is how a scalar function is written.
+//! registering its own functions next to their code: `json`, `string`, `regex`,
+//! `datetime` (with the Java patterns and zones of `time`), `math`, `encoding`,
+//! `collections`, `lambdas` and `aggregates`. `udf` is how a scalar function is written.
 
 pub mod aggregates;
 mod collections;

@@ -3,13 +3,13 @@
 //! group's accumulator state is kept in the state store and written in the same commit as the
 //! output and the input offsets.
 //!
-//! - [`plan`] checks the query with ksqlDB's rules and compiles it; [`calls`] resolves each
+//! - `plan` checks the query with ksqlDB's rules and compiles it; `calls` resolves each
 //!   aggregate call.
-//! - [`operator`] runs it: each batch's rows update their groups ([`session`] for session
-//!   windows, [`table`] for a table's retractions), and the updated results go to the sink.
-//! - [`windows`] holds the window and session decisions, [`stream_time`] the clocks they follow,
-//!   [`emit_final`] what `EMIT FINAL` writes when a window closes.
-//! - [`state`] keeps the groups ([`group`]) in memory and in the store.
+//! - `operator` runs it: each batch's rows update their groups (`session` for session
+//!   windows, `table` for a table's retractions), and the updated results go to the sink.
+//! - `windows` holds the window and session decisions, `stream_time` the clocks they follow,
+//!   `emit_final` what `EMIT FINAL` writes when a window closes.
+//! - `state` keeps the groups (`group`) in memory and in the store.
 
 mod calls;
 mod emit_final;

@@ -1,18 +1,18 @@
 //! Joins: stream–stream within a window, stream–table, and table–table on the primary key or
 //! on a foreign key, with ksqlDB's rules, names and errors.
 //!
-//! Planning ([`plan`], [`tail`]) turns the join into a chain of stages and a projection or
+//! Planning (`plan`, `tail`) turns the join into a chain of stages and a projection or
 //! aggregation over *joined rows*: every column of both sides renamed `ALIAS_COLUMN`, the
 //! result's `ROWTIME`, and the result key. The query's `SELECT`, `WHERE`, `GROUP BY` and
-//! `PARTITION BY` are rewritten onto those names ([`scope`]) and planned by the same code as a
+//! `PARTITION BY` are rewritten onto those names (`scope`) and planned by the same code as a
 //! single-source query.
 //!
-//! Processing ([`operator`]) keeps each side's records (as stored in the log) in the query's
-//! state ([`state`]): a table's latest row per key, a stream's records within the join window,
+//! Processing (`operator`) keeps each side's records (as stored in the log) in the query's
+//! state (`state`): a table's latest row per key, a stream's records within the join window,
 //! and, for outer stream–stream joins with a grace period, the records still waiting for a
 //! partner. Each join kind decides what a record joins with in a file of its own
-//! ([`stream_stream`], [`stream_table`], [`table_table`], [`foreign_key`]); matches are decoded
-//! back with the sides' decoders and laid side by side ([`rows`]), then handed to the projection
+//! (`stream_stream`, `stream_table`, `table_table`, `foreign_key`); matches are decoded
+//! back with the sides' decoders and laid side by side (`rows`), then handed to the projection
 //! or aggregation that follows. A side whose join expression is not its key is re-keyed in
 //! process (the `REKEY` step of the plan); state is keyed by the join key, not by partition, so
 //! no repartition topic is needed on one node.
