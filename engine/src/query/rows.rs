@@ -24,7 +24,7 @@ pub(crate) struct Rows<'r> {
     /// For each row, whether it deletes its key.
     pub tombstone: Vec<bool>,
     /// For each row, whether it takes an old value back out of an aggregation (a table
-    /// row's previous value, when the row changes).
+    /// row's previous value, when the row changes); empty when no row does.
     pub retract: Vec<bool>,
     /// Records that could not be read.
     pub errors: Vec<RecordError>,
@@ -52,7 +52,7 @@ impl<'r> Rows<'r> {
             rows_from,
             has_value: decoded.has_value,
             tombstone: vec![false; rows],
-            retract: vec![false; rows],
+            retract: Vec::new(),
             errors: decoded.errors,
         }
     }
@@ -74,7 +74,7 @@ impl<'r> Rows<'r> {
             rows_from: (0..rows).collect(),
             has_value: tombstone.iter().map(|t| !t).collect(),
             tombstone,
-            retract: vec![false; rows],
+            retract: Vec::new(),
             errors,
         }
     }
@@ -87,8 +87,15 @@ impl<'r> Rows<'r> {
         retain_marked(&mut self.rows_from, kept);
         retain_marked(&mut self.has_value, kept);
         retain_marked(&mut self.tombstone, kept);
-        retain_marked(&mut self.retract, kept);
+        if !self.retract.is_empty() {
+            retain_marked(&mut self.retract, kept);
+        }
         Ok(())
+    }
+
+    /// Whether row `row` takes an old value back out.
+    pub(crate) fn retracts(&self, row: usize) -> bool {
+        self.retract.get(row).copied().unwrap_or(false)
     }
 
     /// The record row `row` stands for.

@@ -509,7 +509,7 @@ impl Aggregation<'_> {
             let group = self.state.group(store, &key, plan, &batch.input_schema)?;
             for (k, acc) in group.accumulators.iter_mut().enumerate() {
                 let args = batch.args(k, i);
-                if batch.rows.retract[i] {
+                if batch.rows.retracts(i) {
                     acc.retract_batch(&args)
                 } else {
                     acc.update_batch(&args)
@@ -623,7 +623,7 @@ impl Aggregation<'_> {
                 rows_from,
                 has_value: vec![true; count],
                 tombstone,
-                retract: vec![false; count],
+                retract: Vec::new(),
                 errors,
             },
         )

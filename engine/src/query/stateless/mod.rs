@@ -161,7 +161,6 @@ impl Projection<'_> {
             let pick = |v: &[bool]| parents.iter().map(|&p| v[p]).collect::<Vec<_>>();
             rows.has_value = pick(&rows.has_value);
             rows.tombstone = pick(&rows.tombstone);
-            rows.retract = pick(&rows.retract);
             rows.rows_from = parents.iter().map(|&p| rows.rows_from[p]).collect();
             rows.batch = exploded;
         }
