@@ -1,9 +1,11 @@
 //! Records and the on-disk unit that holds them: a Kafka record batch (magic v2).
 //!
-//! Batches are encoded with the `kafka-protocol` crate's records codec, which also decodes
-//! compressed batches. The fixed 61-byte header is parsed by hand, because the log needs it on
-//! every append and every read, and so are the records of uncompressed batches, the log's hot
-//! read path: a property test checks that reader against the crate's decoder.
+//! Compressed batches are encoded with the `kafka-protocol` crate's records codec. The fixed
+//! 61-byte header is parsed by hand, because the log needs it on every append and every read,
+//! and so are the records, the log's hot read path: uncompressed in place, compressed once
+//! inflated (within a bound, see [`crate::compression`]). A property test checks that reader
+//! against the crate's decoder. A batch a client produces is read whole before it is
+//! acknowledged ([`EncodedBatch::validate`]), so no reader meets a batch it cannot read.
 //! The base offset and the partition leader epoch sit outside the CRC, so the log stamps them at
 //! append time without re-encoding.
 
@@ -12,9 +14,10 @@ use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
-    Record as WireRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Record as WireRecord, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+
+use crate::compression::{MAX_DECOMPRESSED_BATCH_BYTES, decompress};
 
 /// Size of the fixed batch header, up to and including the record count.
 pub const BATCH_HEADER_LEN: usize = 61;
@@ -276,9 +279,41 @@ impl EncodedBatch {
         i64::from(self.header.last_offset_delta) + 1
     }
 
-    /// Whether any record has no key (scans the records).
-    pub fn has_keyless_record(&self) -> Result<bool, String> {
-        let records = decode_records(self.bytes.clone().freeze())?;
+    /// Reads every record of a batch a client produced, as Kafka's broker does before it
+    /// acknowledges one: the records must parse, their count must be the header's, and their
+    /// offset deltas must run 0, 1, 2, ... to the header's last offset delta. Returns whether any
+    /// record has no key (a compacted topic refuses those).
+    pub fn validate(&self) -> Result<bool, String> {
+        if self.header.is_control() {
+            return Ok(false);
+        }
+        let mut records = Vec::new();
+        decode_records_into(self.bytes.clone().freeze(), i64::MIN, &mut records)?;
+        let base = self.header.base_offset;
+        if records.len() != self.header.record_count as usize {
+            return Err(format!(
+                "the header counts {} records but the batch holds {}",
+                self.header.record_count,
+                records.len()
+            ));
+        }
+        if let Some((i, r)) = records
+            .iter()
+            .enumerate()
+            .find(|(i, r)| r.offset - base != *i as i64)
+        {
+            return Err(format!(
+                "record {i} has offset delta {}, not {i}",
+                r.offset - base
+            ));
+        }
+        if records.len() as i64 != i64::from(self.header.last_offset_delta) + 1 {
+            return Err(format!(
+                "the last offset delta is {} for {} records",
+                self.header.last_offset_delta,
+                records.len()
+            ));
+        }
         Ok(records.iter().any(|r| r.record.key.is_none()))
     }
 
@@ -448,7 +483,7 @@ pub fn encode_log_records(
     let mut bytes = BytesMut::new();
     let options = RecordEncodeOptions {
         version: MAGIC_V2,
-        compression: compression_of(header.attributes),
+        compression: compression_of(header.attributes)?,
     };
     RecordBatchEncoder::encode(&mut bytes, wire.iter(), &options).map_err(|e| e.to_string())?;
     let mut batch = EncodedBatch::from_bytes(bytes)?;
@@ -456,14 +491,16 @@ pub fn encode_log_records(
     Ok(batch)
 }
 
-fn compression_of(attributes: i16) -> Compression {
-    match attributes & 0x7 {
+/// The compression a batch's attributes name; 5 to 7 name none Kafka knows.
+fn compression_of(attributes: i16) -> Result<Compression, String> {
+    Ok(match attributes & 0x7 {
+        0 => Compression::None,
         1 => Compression::Gzip,
         2 => Compression::Snappy,
         3 => Compression::Lz4,
         4 => Compression::Zstd,
-        _ => Compression::None,
-    }
+        other => return Err(format!("unknown compression type {other}")),
+    })
 }
 
 /// The batches of `bytes`, whole batches back to back as a Fetch response carries them, each
@@ -511,25 +548,25 @@ pub fn decode_records_into(
     out: &mut Vec<LogRecord>,
 ) -> Result<(), String> {
     let header = BatchHeader::parse(&batch)?;
+    verify_crc(&batch, &header)?;
     if header.is_control() {
-        return verify_crc(&batch, &header);
+        return Ok(());
     }
-    if compression_of(header.attributes) == Compression::None {
-        verify_crc(&batch, &header)?;
-        return decode_uncompressed(&batch, &header, from, out);
+    match compression_of(header.attributes)? {
+        Compression::None => decode_section(&batch, BATCH_HEADER_LEN, &header, from, out),
+        compression => {
+            let records = decompress(
+                compression,
+                &batch[BATCH_HEADER_LEN..],
+                MAX_DECOMPRESSED_BATCH_BYTES,
+            )?;
+            decode_section(&records, 0, &header, from, out)
+        }
     }
-    let mut buf = batch;
-    let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-    out.extend(
-        set.records
-            .into_iter()
-            .filter(|r| r.offset >= from)
-            .map(from_wire),
-    );
-    Ok(())
 }
 
 /// A record as the `kafka-protocol` decoder gives it, as a log record.
+#[cfg(test)]
 fn from_wire(r: WireRecord) -> LogRecord {
     LogRecord {
         offset: r.offset,
@@ -549,22 +586,24 @@ fn from_wire(r: WireRecord) -> LogRecord {
     }
 }
 
-/// Reads the records of an uncompressed batch in place: keys, values and header values are
-/// slices of `batch`, with no copy and no intermediate record type.
+/// Reads the records of a batch from `section`, starting at byte `start` (the batch itself
+/// after its header, or a compressed batch's records inflated): keys, values and header values
+/// are slices of `section`, with no copy and no intermediate record type.
 ///
-/// This is the log's hot read path; the `kafka-protocol` decoder (still used for compressed
-/// batches) builds a record with a header map per record and keeps only the last of repeated
-/// header names, which Kafka allows.
-fn decode_uncompressed(
-    batch: &Bytes,
+/// This is the log's hot read path; the `kafka-protocol` decoder builds a record with a header
+/// map per record and keeps only the last of repeated header names, which Kafka allows.
+fn decode_section(
+    section: &Bytes,
+    start: usize,
     header: &BatchHeader,
     from: i64,
     records: &mut Vec<LogRecord>,
 ) -> Result<(), String> {
     let mut reader = RecordReader {
-        batch,
-        at: BATCH_HEADER_LEN,
+        batch: section,
+        at: start,
     };
+    let batch = section;
     let count = header.record_count as usize;
     // A record takes at least 7 bytes, so a count beyond that is corrupt, not a reason to
     // reserve a huge vector.
@@ -612,6 +651,12 @@ fn decode_uncompressed(
                 },
             });
         }
+    }
+    if reader.at != batch.len() {
+        return Err(format!(
+            "{} bytes after the last record",
+            batch.len() - reader.at
+        ));
     }
     Ok(())
 }
@@ -766,7 +811,7 @@ mod tests {
     /// Decodes with the `kafka-protocol` crate, the reference for the hand-written reader.
     fn decode_with_crate(batch: Bytes) -> Vec<LogRecord> {
         let mut buf = batch;
-        let set = RecordBatchDecoder::decode(&mut buf).unwrap();
+        let set = kafka_protocol::records::RecordBatchDecoder::decode(&mut buf).unwrap();
         set.records.into_iter().map(from_wire).collect()
     }
 

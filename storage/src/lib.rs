@@ -6,6 +6,7 @@
 
 mod batch;
 mod commit;
+mod compression;
 mod config;
 mod error;
 mod keys;
@@ -23,6 +24,7 @@ pub use batch::{
     decode_records_into, split_batches,
 };
 pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMetadata, StateOp};
+pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
 pub use error::{Result, StorageError};
 pub use maintenance::MaintenanceReport;

@@ -560,13 +560,16 @@ impl Store {
         batch: EncodedBatch,
     ) -> Result<AppendResult> {
         let (t, p) = self.partition(topic, partition)?;
-        let keyless = t.config.read().cleanup_policy.compacts()
-            && batch
-                .has_keyless_record()
-                .map_err(|reason| StorageError::InvalidRecord {
-                    topic: topic.to_string(),
-                    reason,
-                })?;
+        // The size first, so nothing too large is inflated; then every record is read before
+        // the batch is acknowledged, as Kafka's broker does, so no reader ever meets a batch
+        // it cannot read.
+        self.check_batch(&t, &batch, false)?;
+        let keyless = batch
+            .validate()
+            .map_err(|reason| StorageError::InvalidRecord {
+                topic: topic.to_string(),
+                reason,
+            })?;
         self.check_batch(&t, &batch, keyless)?;
         let (reply, rx) = oneshot::channel();
         self.inner.writer.lock().submit(Job::Commit {
