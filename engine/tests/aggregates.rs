@@ -119,6 +119,64 @@ async fn tumbling_windows_key_results_by_window() {
     engine.shutdown().await;
 }
 
+/// Windows and grace periods of absurd length (`SIZE 999999999999 DAYS` is past the end of
+/// time in milliseconds) end at the last representable instant rather than wrapping round.
+#[tokio::test]
+async fn windows_longer_than_time_itself_saturate() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE forever AS SELECT user, COUNT(*) AS n, WINDOWEND AS e FROM orders
+         WINDOW TUMBLING (SIZE 999999999999 DAYS, GRACE PERIOD 999999999999 DAYS) GROUP BY user;
+         CREATE TABLE hopping AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW HOPPING (SIZE 999999999999 DAYS, ADVANCE BY 999999999999 DAYS) GROUP BY user;
+         CREATE TABLE sessions AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW SESSION (999999999999 DAYS) GROUP BY user;",
+    )
+    .await;
+    feed(
+        &engine,
+        "orders",
+        vec![order("ann", 1, 1_000), order("ann", 1, 5_000)],
+    )
+    .await;
+    let forever: Vec<String> = records(engine.store(), "FOREVER")
+        .into_iter()
+        .map(|(_, v, _)| v.unwrap())
+        .collect();
+    let end = i64::MAX;
+    assert_eq!(
+        forever,
+        [
+            format!(r#"{{"N":1,"E":{end}}}"#),
+            format!(r#"{{"N":2,"E":{end}}}"#)
+        ]
+    );
+    assert_eq!(records(engine.store(), "HOPPING").len(), 2);
+    let sessions: Vec<Option<String>> = records(engine.store(), "SESSIONS")
+        .into_iter()
+        .map(|(_, v, _)| v)
+        .collect();
+    // The second record merges into the first's session: the old one is deleted.
+    assert_eq!(
+        sessions,
+        [
+            Some(r#"{"N":1}"#.to_string()),
+            None,
+            Some(r#"{"N":2}"#.to_string())
+        ]
+    );
+    let failed: Vec<_> = queries(&engine)
+        .await
+        .into_iter()
+        .filter(|q| q.state != "RUNNING")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn aggregate_state_survives_a_restart_mid_stream() {
     let dir = tempfile::tempdir().unwrap();
@@ -642,6 +700,27 @@ async fn aggregations_are_checked_with_ksqldbs_messages() {
         (
             "CREATE TABLE t8 AS SELECT b, COUNT(*) FROM s\n  WINDOW SESSION (1 HOUR, RETENTION 1 HOUR, GRACE PERIOD 1 SECOND) GROUP BY b;",
             "Got gap=[3600000], grace=[1000], retention=[3600000].",
+        ),
+        (
+            "CREATE TABLE t9 AS SELECT b, COUNT(*) FROM s\n  WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 0 SECONDS) GROUP BY b;",
+            "Line: 2, Col: 10: Window advancement interval should be more than zero and less than window duration which is 60000 ms, but given advancement interval is: 0 ms",
+        ),
+        (
+            "CREATE TABLE t10 AS SELECT b, COUNT(*) FROM s WINDOW HOPPING (SIZE 1 MINUTE, ADVANCE BY 2 MINUTES) GROUP BY b;",
+            "but given advancement interval is: 120000 ms",
+        ),
+        // Each record would update 86.4 million windows.
+        (
+            "CREATE TABLE t11 AS SELECT b, COUNT(*) FROM s WINDOW HOPPING (SIZE 1 DAY, ADVANCE BY 1 MILLISECOND) GROUP BY b;",
+            "puts each record in 86400000 windows; at most 10000 are allowed. Advance by at least 8640 ms.",
+        ),
+        (
+            "CREATE TABLE t12 AS SELECT b, COUNT(*) FROM s WINDOW TUMBLING (SIZE 0 SECONDS) GROUP BY b;",
+            "Window size must be positive",
+        ),
+        (
+            "CREATE TABLE t13 AS SELECT b, COUNT(*) FROM s WINDOW SESSION (0 SECONDS) GROUP BY b;",
+            "Session windows need an inactivity gap greater than zero",
         ),
     ] {
         let error = refused(sql).await;

@@ -271,6 +271,72 @@ async fn a_failing_expression_is_null_and_logged_but_the_record_goes_on() {
 }
 
 #[tokio::test]
+async fn a_row_a_condition_group_or_key_cannot_be_computed_on_is_logged_and_the_query_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         SET 'cache.max.bytes.buffering' = '0';
+         CREATE STREAM s (k STRING KEY, a INT, b INT) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE TABLE t (id INT PRIMARY KEY, name STRING) WITH (kafka_topic='t', partitions=1, value_format='JSON');
+         INSERT INTO t (id, name) VALUES (2, 'two');
+         CREATE STREAM filtered AS SELECT k, a FROM s WHERE a / b > 1;
+         CREATE TABLE grouped AS SELECT a / b AS q, COUNT(*) AS n FROM s GROUP BY a / b;
+         CREATE STREAM exploded AS SELECT k, EXPLODE(ARRAY[a / b]) AS x FROM s;
+         CREATE STREAM joined AS SELECT t.id, t.name FROM s JOIN t ON a / b = t.id;
+         INSERT INTO s (k, a, b) VALUES ('x', 4, 2);
+         INSERT INTO s (k, a, b) VALUES ('y', 1, 0);
+         INSERT INTO s (k, a, b) VALUES ('z', 6, 3);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    // The row dividing by zero is gone from each result; the rows around it are there.
+    assert_eq!(
+        values(engine.store(), "FILTERED"),
+        [r#"{"A":4}"#, r#"{"A":6}"#]
+    );
+    assert_eq!(
+        values(engine.store(), "GROUPED"),
+        [r#"{"N":1}"#, r#"{"N":2}"#]
+    );
+    assert_eq!(
+        values(engine.store(), "EXPLODED"),
+        [r#"{"X":2}"#, r#"{"X":2}"#]
+    );
+    assert_eq!(
+        values(engine.store(), "JOINED"),
+        [r#"{"NAME":"two"}"#, r#"{"NAME":"two"}"#]
+    );
+    let shown = run(&engine, &mut session, "SHOW QUERIES;").await;
+    let StatementResult::Queries { queries, .. } = &shown[0] else {
+        panic!("expected queries");
+    };
+    assert_eq!(queries.len(), 4);
+    for query in queries {
+        assert_eq!(query.state, "RUNNING", "{}", query.id);
+        assert_eq!(query.failed, 1, "{}", query.id);
+    }
+    let log = values(engine.store(), "default_ksql_processing_log");
+    assert_eq!(log.len(), 4, "{log:?}");
+    for clause in [
+        "Error evaluating WHERE",
+        "Error evaluating GROUP BY",
+        "Error evaluating EXPLODE",
+        "Error computing the join key",
+    ] {
+        assert!(
+            log.iter()
+                .any(|entry| entry.contains(clause) && entry.contains("Divide by zero")),
+            "{clause} in {log:?}"
+        );
+    }
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn insert_into_select_merges_a_stream_into_another() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(open_store(dir.path())).await.unwrap();

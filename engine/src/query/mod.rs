@@ -15,12 +15,14 @@
 //!   records).
 
 pub mod aggregate;
+pub(crate) mod evaluate;
 mod explain;
 pub mod join;
 mod lookup;
 pub(crate) mod materialized;
 pub(crate) mod naming;
 pub(crate) mod operator;
+mod panics;
 mod persistent;
 pub mod planner;
 pub mod processing_log;

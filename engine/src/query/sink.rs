@@ -13,6 +13,7 @@ use crate::catalog::{DataSource, WindowInfo};
 use crate::codec::RowCodec;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
+use crate::query::evaluate::{evaluate_rows, note_function_errors};
 use crate::query::operator::StepOutput;
 use crate::query::rows::Rows;
 use crate::query::source::{
@@ -139,18 +140,7 @@ impl SinkEncoder {
             self.evaluate_outputs((key_outputs, value_outputs), &batch, &mut failed)
         });
         let (key_arrays, value_arrays) = arrays?;
-        for error in function_errors {
-            let reason = format!(
-                "Error computing expression with {}: {}",
-                error.function, error.message
-            );
-            if error.rows == rows {
-                failed[error.row].get_or_insert(reason);
-            } else if let Some(first) = failed.first_mut() {
-                // Called on a subset of the rows (inside a CASE): the row is not known exactly.
-                first.get_or_insert(format!("{reason} (in a batch starting here)"));
-            }
-        }
+        note_function_errors(function_errors, &mut failed);
         let keys = self.keys(&key_arrays, &batch, rows)?;
         let values = self.value_codec.encode(&value_arrays, rows)?;
         let rowtimes = int64_column(&batch, ROWTIME);
@@ -255,7 +245,10 @@ impl SinkEncoder {
             outputs
                 .iter()
                 .zip(self.columns.iter().filter(|c| c.kind == kind))
-                .map(|(o, c)| to_sink_type(evaluate(o, batch, failed)?, c))
+                .map(|(o, c)| {
+                    let what = format!("Error computing expression {}", o.column.name);
+                    to_sink_type(evaluate_rows(&o.expr, batch, &what, failed)?, c)
+                })
                 .collect::<Result<Vec<_>>>()
         };
         let keys = of_kind(key_outputs, ColumnKind::Key)?;
@@ -269,75 +262,6 @@ fn int64_column(batch: &RecordBatch, name: &str) -> Option<Int64Array> {
     batch
         .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
-}
-
-/// Evaluates an expression over a batch, turning a panic inside a function (a library's, on
-/// input it did not expect) into an error for those rows instead of the end of the query.
-fn evaluate_guarded(
-    expr: &Arc<dyn PhysicalExpr>,
-    batch: &RecordBatch,
-) -> datafusion::error::Result<ArrayRef> {
-    let rows = batch.num_rows();
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        expr.evaluate(batch).and_then(|v| v.into_array(rows))
-    }))
-    .unwrap_or_else(|panic| {
-        let why = panic
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown cause".into());
-        Err(datafusion::error::DataFusionError::Execution(format!(
-            "the function failed on this input ({why})"
-        )))
-    })
-}
-
-/// Evaluates one expression over a batch; on failure, row by row, so one bad row fails alone.
-fn evaluate(
-    expr: &OutputColumn,
-    batch: &RecordBatch,
-    failed: &mut [Option<String>],
-) -> Result<ArrayRef> {
-    let rows = batch.num_rows();
-    let result_type = || {
-        expr.expr
-            .data_type(&batch.schema())
-            .map_err(|e| EngineError::internal_from("cannot type an output column", e))
-    };
-    match evaluate_guarded(&expr.expr, batch) {
-        Ok(array) => Ok(array),
-        Err(_) if rows > 1 => {
-            let mut pieces: Vec<ArrayRef> = Vec::with_capacity(rows);
-            let ty = result_type()?;
-            for (i, failure) in failed.iter_mut().enumerate() {
-                let row = batch.slice(i, 1);
-                match evaluate_guarded(&expr.expr, &row) {
-                    Ok(a) => pieces.push(a),
-                    Err(e) => {
-                        failure.get_or_insert_with(|| {
-                            format!("Error computing expression {}: {e}", expr.column.name)
-                        });
-                        pieces.push(datafusion::arrow::array::new_null_array(&ty, 1));
-                    }
-                }
-            }
-            let refs: Vec<&dyn Array> = pieces.iter().map(|a| a.as_ref()).collect();
-            datafusion::arrow::compute::concat(&refs)
-                .map_err(|e| EngineError::internal_from("cannot join evaluated rows", e))
-        }
-        Err(e) => {
-            if let Some(f) = failed.first_mut() {
-                f.get_or_insert_with(|| {
-                    format!("Error computing expression {}: {e}", expr.column.name)
-                });
-            }
-            Ok(datafusion::arrow::array::new_null_array(
-                &result_type()?,
-                rows,
-            ))
-        }
-    }
 }
 
 /// Casts a computed column to the type the sink declares, when they differ.

@@ -22,6 +22,7 @@ use crate::query::join::JoinTail;
 use crate::query::materialized::{self, KeyScan, Materializers};
 use crate::query::naming::select_item_name;
 use crate::query::operator::Input;
+use crate::query::panics::catching_panics;
 use crate::query::planner::{plan_aggregation, plan_transient_select};
 use crate::query::scope::located_error;
 use crate::query::task::reader::PartitionReader;
@@ -316,7 +317,11 @@ pub(crate) fn start(
     let registry = registry.clone();
     let work = async move {
         let id = task.id.clone();
-        task.run(positions, tx, stopped).await;
+        let client = tx.clone();
+        if let Err(panic) = catching_panics(task.run(positions, tx, stopped)).await {
+            warn!(query = %id, error = %panic, "transient query failed");
+            let _ = client.send(TransientEvent::Error(panic)).await;
+        }
         registry.running.lock().remove(&id);
         debug!(query = %id, "transient query ended");
     };

@@ -476,6 +476,12 @@ impl Duration {
     pub fn to_millis(self) -> u64 {
         self.value.saturating_mul(self.unit.millis())
     }
+
+    /// The duration in milliseconds as a signed timestamp offset, saturating at `i64::MAX`
+    /// so that window arithmetic on it cannot wrap.
+    pub fn millis(self) -> i64 {
+        i64::try_from(self.to_millis()).unwrap_or(i64::MAX)
+    }
 }
 
 /// A `SELECT` query.

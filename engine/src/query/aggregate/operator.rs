@@ -10,7 +10,6 @@ use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::row::Rows as GroupRows;
 use datafusion::common::ScalarValue;
-use datafusion::physical_expr::PhysicalExpr;
 use eddy_storage::{LogRecord, Store};
 
 use super::AggregatePlan;
@@ -20,6 +19,7 @@ use super::state::{AggregateState, state_key};
 use super::table::table_changes;
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
+use crate::query::evaluate::evaluate_step;
 use crate::query::operator::{Input, Operator, RowsOperator, StepOutput};
 use crate::query::rows::{Rows, retain_marked};
 use crate::query::sink::SinkEncoder;
@@ -209,6 +209,8 @@ pub(super) fn late(partition: u32, offset: i64, timestamp: i64) -> RecordError {
 pub(super) struct Evaluated<'r> {
     /// The rows, after `WHERE`.
     pub(super) rows: Rows<'r>,
+    /// Rows whose group could not be computed (already logged).
+    pub(super) ungrouped: Vec<bool>,
     /// The `GROUP BY` values.
     pub(super) group_arrays: Vec<ArrayRef>,
     /// Per aggregate call, its arguments.
@@ -354,6 +356,9 @@ impl Aggregation<'_> {
         let mut updates = Updates::new(plan.aggregates.len());
         let mut errors = std::mem::take(&mut batch.rows.errors);
         for i in 0..batch.rows.batch.num_rows() {
+            if batch.ungrouped[i] {
+                continue;
+            }
             if batch.group_arrays.iter().any(|a| a.is_null(i)) {
                 errors.push(RecordError {
                     kind: RecordErrorKind::Expression,
@@ -420,10 +425,8 @@ impl Aggregation<'_> {
         // A stream record without a value has nothing to aggregate.
         let mut keep: Vec<bool> = rows.has_value.clone();
         if let Some(filter) = &plan.filter {
-            let mask = filter
-                .evaluate(&rows.batch)
-                .and_then(|v| v.into_array(rows.batch.num_rows()))
-                .map_err(|e| EngineError::execution("Error evaluating WHERE", e))?;
+            // A row the condition fails on is logged and not aggregated.
+            let (mask, _) = evaluate_step(filter, &mut rows, "Error evaluating WHERE")?;
             if let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() {
                 for (i, k) in keep.iter_mut().enumerate() {
                     *k = *k && mask.is_valid(i) && mask.value(i);
@@ -432,21 +435,27 @@ impl Aggregation<'_> {
         }
         rows.retain(&BooleanArray::from(keep))?;
         let n = rows.batch.num_rows();
-        let evaluate = |e: &Arc<dyn PhysicalExpr>| -> Result<ArrayRef> {
-            e.evaluate(&rows.batch)
-                .and_then(|v| v.into_array(n))
-                .map_err(|e| EngineError::execution("Error evaluating an aggregation", e))
-        };
-        let group_arrays = plan
-            .group_by
-            .iter()
-            .map(&evaluate)
-            .collect::<Result<Vec<_>>>()?;
-        let arg_arrays = plan
-            .aggregates
-            .iter()
-            .map(|a| a.args.iter().map(&evaluate).collect::<Result<Vec<_>>>())
-            .collect::<Result<Vec<_>>>()?;
+        // A row whose group cannot be computed is logged and dropped; an argument that cannot
+        // be is logged and aggregated as null, as ksqlDB's functions return null when they throw.
+        let mut ungrouped = vec![false; n];
+        let mut group_arrays = Vec::with_capacity(plan.group_by.len());
+        for by in &plan.group_by {
+            let (array, failed) = evaluate_step(by, &mut rows, "Error evaluating GROUP BY")?;
+            for (u, f) in ungrouped.iter_mut().zip(failed) {
+                *u = *u || f;
+            }
+            group_arrays.push(array);
+        }
+        let mut arg_arrays = Vec::with_capacity(plan.aggregates.len());
+        for call in &plan.aggregates {
+            let what = format!("Error evaluating the arguments of {}", call.name);
+            let args = call
+                .args
+                .iter()
+                .map(|a| evaluate_step(a, &mut rows, &what).map(|(array, _)| array))
+                .collect::<Result<Vec<_>>>()?;
+            arg_arrays.push(args);
+        }
         let group_rows = self
             .state
             .converter
@@ -468,6 +477,7 @@ impl Aggregation<'_> {
         Ok(Evaluated {
             input_schema: rows.batch.schema(),
             rows,
+            ungrouped,
             group_arrays,
             arg_arrays,
             group_rows,

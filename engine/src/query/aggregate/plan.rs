@@ -433,31 +433,41 @@ impl Planning<'_> {
         // A final result waits for the grace period, so without one it comes at the
         // window's end, as in ksqlDB.
         let default_grace = if emit_final { 0 } else { DEFAULT_GRACE_MS };
-        let grace = w.grace.map_or(default_grace, |g| g.to_millis() as i64);
+        let grace = w.grace.map_or(default_grace, |g| g.millis());
         let (window, session) = match w.kind {
             WindowKind::Session { gap } => (
                 None,
                 Some(SessionWindows {
-                    gap: gap.to_millis() as i64,
+                    gap: gap.millis(),
                     grace,
                 }),
             ),
             WindowKind::Tumbling { size } => (
                 Some(TimeWindows::Tumbling {
-                    size: size.to_millis() as i64,
+                    size: size.millis(),
                 }),
                 None,
             ),
             WindowKind::Hopping { size, advance } => (
                 Some(TimeWindows::Hopping {
-                    size: size.to_millis() as i64,
-                    advance: advance.to_millis() as i64,
+                    size: size.millis(),
+                    advance: advance.millis(),
                 }),
                 None,
             ),
         };
         if window.is_some_and(|w| w.size() <= 0) {
             return Err(EngineError::statement("Window size must be positive"));
+        }
+        if let Some(windows) = &window {
+            windows
+                .check()
+                .map_err(|message| located_error(w.span.start, message))?;
+        }
+        if session.is_some_and(|s| s.gap <= 0) {
+            return Err(EngineError::statement(
+                "Session windows need an inactivity gap greater than zero",
+            ));
         }
         let window = window.map(|w| (w, grace));
         let retention = check_retention(w, window.as_ref(), session)?;

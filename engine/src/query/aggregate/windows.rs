@@ -26,18 +26,21 @@ impl TimeWindows {
         match *self {
             TimeWindows::Tumbling { size } => {
                 let start = timestamp - timestamp.rem_euclid(size);
-                vec![(start, start + size)]
+                vec![(start, start.saturating_add(size))]
             }
             TimeWindows::Hopping { size, advance } => {
                 let last = timestamp - timestamp.rem_euclid(advance);
                 let mut starts = Vec::new();
                 let mut start = last;
-                while start > timestamp - size && start >= 0 {
+                while start > timestamp.saturating_sub(size) && start >= 0 {
                     starts.push(start);
                     start -= advance;
                 }
                 starts.reverse();
-                starts.into_iter().map(|s| (s, s + size)).collect()
+                starts
+                    .into_iter()
+                    .map(|s| (s, s.saturating_add(size)))
+                    .collect()
             }
         }
     }
@@ -81,7 +84,34 @@ impl TimeWindows {
     /// keeps windows within its retention (size plus grace) of the latest start written;
     /// older windows are gone rather than emitted.
     pub fn oldest_kept_start(&self, grace: i64, latest_start: i64) -> i64 {
-        latest_start.saturating_sub(self.size() + grace)
+        latest_start.saturating_sub(self.size().saturating_add(grace))
+    }
+}
+
+/// The most hopping windows one record may fall in (`SIZE` over `ADVANCE BY`): each is a
+/// group update per record, so a tiny advance would make every record cost millions.
+pub const MAX_WINDOWS_PER_RECORD: i64 = 10_000;
+
+impl TimeWindows {
+    /// Refuses windows Kafka Streams refuses (an advance of zero, or beyond the size) and
+    /// hopping windows so dense that each record falls in more than [`MAX_WINDOWS_PER_RECORD`].
+    pub fn check(&self) -> Result<(), String> {
+        let TimeWindows::Hopping { size, advance } = *self else {
+            return Ok(());
+        };
+        if advance <= 0 || advance > size {
+            return Err(format!(
+                "Window advancement interval should be more than zero and less than window duration which is {size} ms, but given advancement interval is: {advance} ms"
+            ));
+        }
+        let windows = size / advance;
+        if windows > MAX_WINDOWS_PER_RECORD {
+            return Err(format!(
+                "A hopping window of {size} ms that advances by {advance} ms puts each record in {windows} windows; at most {MAX_WINDOWS_PER_RECORD} are allowed. Advance by at least {} ms.",
+                (size + MAX_WINDOWS_PER_RECORD - 1) / MAX_WINDOWS_PER_RECORD
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -144,7 +174,8 @@ impl SessionWindows {
     pub fn merge(&self, open: &[Session], timestamp: i64) -> SessionMerge {
         let (merging, keeping): (Vec<Session>, Vec<Session>) =
             open.iter().partition(|(start, end)| {
-                *end >= timestamp - self.gap && *start <= timestamp + self.gap
+                *end >= timestamp.saturating_sub(self.gap)
+                    && *start <= timestamp.saturating_add(self.gap)
             });
         let start = merging.iter().map(|s| s.0).fold(timestamp, i64::min);
         let end = merging.iter().map(|s| s.1).fold(timestamp, i64::max);
@@ -185,6 +216,25 @@ mod tests {
         assert_eq!(w.windows_for(10), vec![(5, 15), (10, 20)]);
         // No window starts before the epoch.
         assert_eq!(w.windows_for(3), vec![(0, 10)]);
+    }
+
+    #[test]
+    fn advances_of_zero_beyond_the_size_or_too_small_are_refused() {
+        let hop = |size, advance| TimeWindows::Hopping { size, advance }.check();
+        assert!(hop(10_000, 5_000).is_ok());
+        assert!(hop(10_000, 10_000).is_ok());
+        assert!(hop(10_000, 0).unwrap_err().contains("more than zero"));
+        assert!(
+            hop(10_000, 20_000)
+                .unwrap_err()
+                .contains("which is 10000 ms")
+        );
+        let dense = hop(86_400_000, 1_000).unwrap_err();
+        assert!(
+            dense.contains("86400 windows") && dense.contains("at least 8640 ms"),
+            "{dense}"
+        );
+        assert!(TimeWindows::Tumbling { size: 1 }.check().is_ok());
     }
 
     #[test]

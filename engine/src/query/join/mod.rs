@@ -96,7 +96,9 @@ pub struct JoinWindowMs {
 impl JoinWindowMs {
     /// How long a side keeps its records.
     fn retention(&self) -> i64 {
-        self.before + self.after + self.grace
+        self.before
+            .saturating_add(self.after)
+            .saturating_add(self.grace)
     }
 }
 

@@ -2,8 +2,6 @@
 //! them, keys them, and asks its join kind what they join with), and the last stage's joined
 //! rows go to the projection or aggregation that follows.
 
-use std::collections::HashSet;
-
 use datafusion::arrow::array::{Array, Int64Array, RecordBatch};
 use eddy_storage::{LogRecord, Record, Store};
 
@@ -13,6 +11,7 @@ use super::{
     JoinChain, JoinShape, JoinStage, foreign_key, stream_stream, stream_table, table_table,
 };
 use crate::error::{EngineError, Result};
+use crate::query::evaluate::evaluate_step;
 use crate::query::operator::{Input, Operator, RowsOperator, StepOutput};
 use crate::query::rows::Rows;
 use crate::query::source::{ROWTIME, RecordError, WINDOWEND, WINDOWSTART};
@@ -219,17 +218,16 @@ fn join_step(
 ) -> Result<(Vec<Output>, RecordBatch, Vec<RecordError>)> {
     let input = plan.sides()[side];
     let decoded = input.decoder.decode(partition, records)?;
-    let errors = decoded.errors;
-    let bad: HashSet<i64> = errors.iter().map(|e| e.offset).collect();
-    let rows_from: Vec<usize> = (0..records.len())
-        .filter(|i| !bad.contains(&records[*i].offset))
-        .collect();
-    let batch = decoded.batch;
-    let key_values = input
-        .key
-        .evaluate(&batch)
-        .and_then(|v| v.into_array(batch.num_rows()))
-        .map_err(|e| EngineError::execution("Error computing the join key", e))?;
+    let mut rows = Rows::decoded(partition, records, decoded);
+    // A row whose key cannot be computed is logged and joins nothing, as a null key.
+    let (key_values, _) = evaluate_step(&input.key, &mut rows, "Error computing the join key")?;
+    let Rows {
+        batch,
+        rows_from,
+        has_value,
+        errors,
+        ..
+    } = rows;
     let mut key_columns = vec![key_values];
     if plan.window.is_some() {
         for bound in [WINDOWSTART, WINDOWEND] {
@@ -251,7 +249,7 @@ fn join_step(
             offset: record.offset,
             headers: record.record.headers.clone(),
         };
-        let has_value = decoded.has_value[row];
+        let has_value = has_value[row];
         let key = join_keys[row].clone();
         let (offset, before) = (stored.offset, outputs.len());
         let input_row = (key, stored, has_value, from);

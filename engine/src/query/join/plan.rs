@@ -197,13 +197,11 @@ fn stage_shape(
                 after: None,
                 grace: None,
             });
-            let before = within.before.to_millis() as i64;
+            let before = within.before.millis();
             JoinShape::StreamStream(JoinWindowMs {
                 before,
-                after: within.after.map_or(before, |d| d.to_millis() as i64),
-                grace: within
-                    .grace
-                    .map_or(DEFAULT_GRACE_MS, |d| d.to_millis() as i64),
+                after: within.after.map_or(before, |d| d.millis()),
+                grace: within.grace.map_or(DEFAULT_GRACE_MS, |d| d.millis()),
                 wait_for_close: within.grace.is_some(),
             })
         }

@@ -10,9 +10,15 @@ use super::{JoinType, JoinWindowMs};
 /// before and after it (a right record's window is the left's mirrored), never before 0.
 fn partner_times(window: JoinWindowMs, side: usize, ts: i64) -> (i64, i64) {
     let (from, to) = if side == 0 {
-        (ts - window.before, ts + window.after)
+        (
+            ts.saturating_sub(window.before),
+            ts.saturating_add(window.after),
+        )
     } else {
-        (ts - window.after, ts + window.before)
+        (
+            ts.saturating_sub(window.after),
+            ts.saturating_add(window.before),
+        )
     };
     (from.max(0), to.max(0))
 }
@@ -25,7 +31,7 @@ fn unmatched_is_final(window: JoinWindowMs, side: usize, ts: i64, stream_time: i
     } else {
         window.before
     };
-    ts + look + window.grace < stream_time
+    ts.saturating_add(look).saturating_add(window.grace) < stream_time
 }
 
 /// Joins one record of `side` with the other side's records within the window, keeps it for

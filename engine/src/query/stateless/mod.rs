@@ -14,6 +14,7 @@ use eddy_storage::{LogRecord, Store};
 
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
+use crate::query::evaluate::evaluate_step;
 use crate::query::operator::{Input, Operator, RowsOperator, StepOutput};
 use crate::query::rows::Rows;
 use crate::query::sink::{OutputColumn, SinkEncoder};
@@ -104,17 +105,16 @@ impl<'p> Projection<'p> {
     }
 
     /// `WHERE`: rows that fail it are dropped from a stream; a table forgets their key (a
-    /// tombstone). A stream record without a value has no row for the filter to accept.
+    /// tombstone). A stream record without a value has no row for the filter to accept, and a
+    /// row the condition cannot be evaluated on (a division by zero) is logged and dropped.
     fn filter(&self, rows: &mut Rows<'_>) -> Result<()> {
         let Some(filter) = &self.plan.filter else {
             return Ok(());
         };
         let table_source = self.plan.source.kind == SourceKind::Table;
         let n = rows.batch.num_rows();
-        let mask = filter
-            .evaluate(&rows.batch)
-            .and_then(|v| v.into_array(n))
-            .map_err(|e| EngineError::execution("Error evaluating WHERE", e))?;
+        // A row the condition fails on is logged and does not pass.
+        let (mask, _) = evaluate_step(filter, rows, "Error evaluating WHERE")?;
         let mask = mask
             .as_any()
             .downcast_ref::<BooleanArray>()
@@ -157,7 +157,7 @@ impl Projection<'_> {
     fn project(&self, mut rows: Rows<'_>) -> Result<StepOutput> {
         self.filter(&mut rows)?;
         if !self.plan.table_functions.is_empty() {
-            let (exploded, parents) = explode(&rows.batch, self.plan)?;
+            let (exploded, parents) = explode(&mut rows, self.plan)?;
             let pick = |v: &[bool]| parents.iter().map(|&p| v[p]).collect::<Vec<_>>();
             rows.has_value = pick(&rows.has_value);
             rows.tombstone = pick(&rows.tombstone);
@@ -170,18 +170,15 @@ impl Projection<'_> {
 }
 
 /// Applies the table functions: each input row becomes as many rows as its longest array,
-/// with shorter arrays padded with nulls (as ksqlDB zips several `EXPLODE`s). Returns the
-/// exploded batch and, for each of its rows, the input row it came from.
-fn explode(batch: &RecordBatch, plan: &StatelessPlan) -> Result<(RecordBatch, Vec<usize>)> {
-    let rows = batch.num_rows();
+/// with shorter arrays padded with nulls (as ksqlDB zips several `EXPLODE`s); a row a table
+/// function fails on is logged and gives none. Returns the exploded batch and, for each of its
+/// rows, the input row it came from.
+fn explode(rows: &mut Rows<'_>, plan: &StatelessPlan) -> Result<(RecordBatch, Vec<usize>)> {
     let lists = plan
         .table_functions
         .iter()
         .map(|f| {
-            let array = f
-                .evaluate(batch)
-                .and_then(|v| v.into_array(rows))
-                .map_err(|e| EngineError::execution("Error evaluating EXPLODE", e))?;
+            let (array, _) = evaluate_step(f, rows, "Error evaluating EXPLODE")?;
             array
                 .as_any()
                 .downcast_ref::<ListArray>()
@@ -189,6 +186,8 @@ fn explode(batch: &RecordBatch, plan: &StatelessPlan) -> Result<(RecordBatch, Ve
                 .ok_or_else(|| EngineError::internal("EXPLODE takes an array"))
         })
         .collect::<Result<Vec<_>>>()?;
+    let batch = &rows.batch;
+    let rows = batch.num_rows();
     let length = |list: &ListArray, row: usize| {
         if list.is_null(row) {
             0

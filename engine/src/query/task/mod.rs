@@ -16,6 +16,7 @@ use tracing::warn;
 
 use crate::catalog::DataSource;
 use crate::error::Result;
+use crate::query::panics::catching_panics;
 use crate::query::state::consumer_group;
 use crate::query::status::QueryShared;
 use crate::query::{QueryPlan, processing_log};
@@ -31,18 +32,23 @@ pub async fn run_query(
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
 ) {
-    if let Err(e) = run_query_inner(
+    let outcome = catching_panics(run_query_inner(
         &store,
         &query_id,
         (&plan, buffering),
         &sink,
         &shared,
         &mut stop,
-    )
-    .await
-    {
-        warn!(query = %query_id, error = %e, "query stopped with an error");
-        *shared.error.lock() = Some(e.to_string());
+    ))
+    .await;
+    let failure = match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(panic) => Some(panic),
+    };
+    if let Some(error) = failure {
+        warn!(query = %query_id, error = %error, "query stopped with an error");
+        *shared.error.lock() = Some(error);
     }
     shared.finished.store(true, Ordering::SeqCst);
     shared.progress.notify_waiters();
