@@ -96,13 +96,15 @@ impl EngineError {
     /// Whether the fault is Eddy's or its store's rather than the statement's: the server
     /// answers these with 500 and logs them.
     pub fn is_server_fault(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            EngineError::Storage(e) => e.is_fault(),
             EngineError::Execution { .. }
-                | EngineError::Internal { .. }
-                | EngineError::Storage(_)
-                | EngineError::CorruptCommandLog { .. }
-        )
+            | EngineError::Internal { .. }
+            | EngineError::CorruptCommandLog { .. } => true,
+            EngineError::Statement(_) | EngineError::Parse(_) | EngineError::Unsupported(_) => {
+                false
+            }
+        }
     }
 }
 

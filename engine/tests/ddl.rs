@@ -163,6 +163,17 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "type 'ADDR' is not defined",
     ),
     ("", "SELECT * FROM s;", "not supported yet"),
+    // Each partition is held in memory: billions of them are refused, not allocated.
+    (
+        "",
+        "CREATE STREAM s (id INT) WITH (kafka_topic='t', partitions=4000000000, value_format='JSON');",
+        "topic \"t\" asks for 4000000000 partitions, more than the 10000 this server allows",
+    ),
+    (
+        "CREATE STREAM s (id INT) WITH (kafka_topic='t', partitions=1, value_format='JSON');",
+        "CREATE STREAM c WITH (partitions=10001) AS SELECT * FROM s;",
+        "asks for 10001 partitions, more than the 10000",
+    ),
 ];
 
 #[tokio::test]
@@ -183,6 +194,7 @@ async fn ksqldb_rules_are_enforced_with_ksqldb_messages() {
             err.to_string().contains(fragment),
             "`{statement}`\n  expected: {fragment}\n  got:      {err}"
         );
+        assert!(!err.error.is_server_fault(), "{statement}: {err}");
         assert_eq!(
             err.statement.trim_end_matches(';'),
             statement.trim_end_matches(';')

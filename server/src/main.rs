@@ -145,6 +145,11 @@ struct ServerArgs {
         default_value_t = 30
     )]
     maintenance_interval_secs: u64,
+
+    /// The most partitions a topic may have; larger requests are refused
+    /// (`INVALID_PARTITIONS` for Kafka clients, an error for `PARTITIONS=` in SQL).
+    #[arg(long, global = true, env = "EDDY_MAX_PARTITIONS", default_value_t = eddy_storage::DEFAULT_MAX_PARTITIONS)]
+    max_partitions: u32,
 }
 
 fn init_logging(filter: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -280,6 +285,7 @@ async fn serve(
 ) -> anyhow::Result<()> {
     let options = StoreOptions {
         sync: args.sync,
+        max_partitions: args.max_partitions,
         ..StoreOptions::default()
     };
     let store = Store::open(&args.data_dir, options)

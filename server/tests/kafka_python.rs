@@ -59,7 +59,7 @@ fn kafka_python_produces_idempotently_and_consumes_in_a_group_and_by_assignment(
 const ADMIN_SCRIPT: &str = r#"
 import sys
 from kafka.admin import KafkaAdminClient, NewTopic, ConfigResource, ConfigResourceType
-from kafka.errors import TopicAlreadyExistsError, InvalidConfigurationError
+from kafka.errors import TopicAlreadyExistsError, InvalidConfigurationError, InvalidPartitionsError
 admin = KafkaAdminClient(bootstrap_servers=sys.argv[1])
 admin.create_topics([NewTopic('made', num_partitions=3, replication_factor=1,
                               topic_configs={'cleanup.policy': 'compact'})])
@@ -77,6 +77,11 @@ try:
     print('bad config accepted')
 except InvalidConfigurationError:
     print('invalid config')
+try:
+    admin.create_topics([NewTopic('huge', num_partitions=2000000000, replication_factor=1)])
+    print('two billion partitions accepted')
+except InvalidPartitionsError:
+    print('invalid partitions')
 admin.delete_topics(['made'])
 print(sorted(admin.list_topics()))
 admin.close()
@@ -88,7 +93,7 @@ fn kafka_python_admin_creates_describes_and_deletes_topics() {
     assert_eq!(
         run(&server, ADMIN_SCRIPT),
         // The processing log's topic is there from the start, as with ksqlDB on Kafka.
-        "['default_ksql_processing_log', 'made']\ncompact\nalready exists\ninvalid config\n['default_ksql_processing_log']\n"
+        "['default_ksql_processing_log', 'made']\ncompact\nalready exists\ninvalid config\ninvalid partitions\n['default_ksql_processing_log']\n"
     );
 }
 

@@ -21,6 +21,18 @@ pub enum StorageError {
         /// What was wrong.
         reason: String,
     },
+    /// A partition count above the store's cap.
+    #[error(
+        "topic {topic:?} asks for {partitions} partitions, more than the {max} this server allows (--max-partitions)"
+    )]
+    TooManyPartitions {
+        /// The topic.
+        topic: String,
+        /// The count asked for.
+        partitions: u32,
+        /// The cap.
+        max: u32,
+    },
     /// Creating a topic whose name is taken.
     #[error("topic {0:?} already exists")]
     TopicExists(String),
@@ -103,6 +115,21 @@ pub enum StorageError {
     /// An I/O error outside RocksDB.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StorageError {
+    /// Whether the store itself failed (its disk, its metadata, an encoder) rather than the
+    /// request being one it refuses.
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            StorageError::Encode(_)
+                | StorageError::CorruptMetadata { .. }
+                | StorageError::Closed
+                | StorageError::RocksDb(_)
+                | StorageError::Io(_)
+        )
+    }
 }
 
 /// Result type of `eddy-storage`.

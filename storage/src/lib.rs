@@ -35,8 +35,8 @@ pub use segment::{
 };
 pub use state::{StateEntry, StateScan, StateSnapshot};
 pub use store::{
-    FetchedBatches, FetchedRecords, PartitionDescription, PendingCommit, Store, StoreOptions,
-    TopicDescription,
+    DEFAULT_MAX_PARTITIONS, FetchedBatches, FetchedRecords, PartitionDescription, PendingCommit,
+    Store, StoreOptions, TopicDescription,
 };
 pub use writer::SyncPolicy;
 

@@ -33,13 +33,20 @@ pub struct StoreOptions {
     pub sync: SyncPolicy,
     /// The leader epoch stamped on every batch; one node keeps 0.
     pub leader_epoch: i32,
+    /// The most partitions one topic may have: each is kept in memory, so a count of
+    /// billions would exhaust it.
+    pub max_partitions: u32,
 }
+
+/// The default cap on partitions per topic, well above what one node serves well.
+pub const DEFAULT_MAX_PARTITIONS: u32 = 10_000;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             sync: SyncPolicy::Interval(Duration::from_millis(100)),
             leader_epoch: 0,
+            max_partitions: DEFAULT_MAX_PARTITIONS,
         }
     }
 }
@@ -182,7 +189,7 @@ impl Store {
             &path,
             column_families(),
         )?);
-        let topics = load_topics(&db)?;
+        let topics = load_topics(&db, options.max_partitions)?;
         let writer = CommitWriter::start(db.clone(), options.sync, options.leader_epoch)?;
         info!(
             path = %path.display(),
@@ -279,10 +286,16 @@ impl Store {
 
     // ---- topics ------------------------------------------------------------------------------
 
+    /// Refuses a partition count above the store's cap.
+    pub fn check_partition_count(&self, topic: &str, partitions: u32) -> Result<()> {
+        check_partitions(topic, partitions, self.inner.options.max_partitions)
+    }
+
     /// Creates a topic. Fails if the name is invalid or taken, or the config is invalid.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicDescription> {
         validate_topic_name(name)?;
         config.validate(name)?;
+        self.check_partition_count(name, config.partitions)?;
         let mut topics = self.inner.topics.write();
         if topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
@@ -866,7 +879,21 @@ fn position_at(iter: &mut DBRawIteratorWithThreadMode<'_, DB>, p: &PartitionLog,
     }
 }
 
-fn load_topics(db: &DB) -> Result<BTreeMap<String, Arc<TopicLog>>> {
+/// Refuses more than `max` partitions for `topic`.
+fn check_partitions(topic: &str, partitions: u32, max: u32) -> Result<()> {
+    if partitions > max {
+        return Err(StorageError::TooManyPartitions {
+            topic: topic.to_string(),
+            partitions,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// Reads every topic's metadata and recovers its partitions, refusing a topic with more
+/// partitions than `max_partitions` rather than allocating them.
+fn load_topics(db: &DB, max_partitions: u32) -> Result<BTreeMap<String, Arc<TopicLog>>> {
     let meta = db
         .cf_handle(CF_META)
         .ok_or_else(|| StorageError::CorruptMetadata {
@@ -894,6 +921,7 @@ fn load_topics(db: &DB) -> Result<BTreeMap<String, Arc<TopicLog>>> {
                 key: String::from_utf8_lossy(&key).into_owned(),
                 reason: e.to_string(),
             })?;
+        check_partitions(&stored.name, stored.config.partitions, max_partitions)?;
         let mut partitions = Vec::with_capacity(stored.config.partitions as usize);
         for partition in 0..stored.config.partitions {
             partitions.push(Arc::new(recover_partition(

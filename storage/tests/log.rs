@@ -672,3 +672,45 @@ fn a_batch_with_a_broken_header_is_reported_and_the_store_still_opens() {
     let err = store.read_records("t", 0, 0, usize::MAX).unwrap_err();
     assert!(err.to_string().contains("magic"), "{err}");
 }
+
+/// A partition count above the cap is refused before anything is stored, and a store
+/// reopened with a lower cap refuses to recover the topic rather than allocating it.
+#[test]
+fn partition_counts_are_capped_when_created_and_when_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let capped = |max_partitions| StoreOptions {
+        sync: SyncPolicy::Os,
+        max_partitions,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), capped(8)).unwrap();
+    let refused = store
+        .create_topic("huge", TopicConfig::with_partitions(4_000_000_000))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            StorageError::TooManyPartitions {
+                partitions: 4_000_000_000,
+                max: 8,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    assert!(!refused.is_fault());
+    assert!(!store.topic_exists("huge"));
+    store
+        .create_topic("eight", TopicConfig::with_partitions(8))
+        .unwrap();
+    drop(store);
+    let error = Store::open(dir.path(), capped(4)).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("\"eight\" asks for 8 partitions"),
+        "{error}"
+    );
+    let store = Store::open(dir.path(), capped(8)).unwrap();
+    assert_eq!(store.partition_count("eight").unwrap(), 8);
+}

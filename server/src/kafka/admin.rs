@@ -68,6 +68,9 @@ pub fn create_topics(
                     .map_err(|e| (INVALID_CONFIG, e.to_string()))?;
                 eddy_storage::validate_topic_name(&name)
                     .map_err(|e| (INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+                store
+                    .check_partition_count(&name, partitions as u32)
+                    .map_err(|e| (INVALID_PARTITIONS, e.to_string()))?;
                 if store.topic_exists(&name) {
                     return Err((
                         TOPIC_ALREADY_EXISTS,
@@ -86,6 +89,9 @@ pub fn create_topics(
                             (INVALID_TOPIC_EXCEPTION, e.to_string())
                         }
                         StorageError::InvalidConfig { .. } => (INVALID_CONFIG, e.to_string()),
+                        StorageError::TooManyPartitions { .. } => {
+                            (INVALID_PARTITIONS, e.to_string())
+                        }
                         other => (UNKNOWN_SERVER_ERROR, other.to_string()),
                     })?;
                 info!(topic = %name, partitions, "created topic for a Kafka admin client");

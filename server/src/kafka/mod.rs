@@ -418,6 +418,7 @@ fn storage_error_code(error: &StorageError) -> i16 {
         }
         StorageError::RecordTooLarge { .. } => code::MESSAGE_TOO_LARGE,
         StorageError::InvalidRecord { .. } => code::INVALID_RECORD,
+        StorageError::TooManyPartitions { .. } => code::INVALID_PARTITIONS,
         StorageError::CorruptBatch { .. } => code::CORRUPT_MESSAGE,
         StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
         _ => code::UNKNOWN_SERVER_ERROR,
