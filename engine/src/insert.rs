@@ -37,23 +37,33 @@ impl Scope for ConstantScope<'_> {
     }
 }
 
-/// Evaluates a constant expression to a one-row array.
+/// Evaluates a constant expression to a one-row array. A function that fails on its
+/// arguments fails the insert, as in ksqlDB, rather than inserting a null.
 fn evaluate(ctx: &SessionContext, catalog: &Catalog, expr: &Expr) -> Result<ArrayRef> {
     let logical = to_datafusion(expr, &ConstantScope(catalog)).map_err(|e| {
         EngineError::statement(format!("Failed to prepare statement: {}", e.message))
     })?;
-    let physical = crate::physical::physical_expr(ctx, logical, &DFSchema::empty())
-        .map_err(|e| EngineError::statement(format!("Failed to prepare statement: {e}")))?;
-    let batch = RecordBatch::try_new_with_options(
-        Arc::new(Schema::empty()),
-        vec![],
-        &RecordBatchOptions::new().with_row_count(Some(1)),
-    )
-    .map_err(|e| EngineError::statement(e.to_string()))?;
-    physical
-        .evaluate(&batch)
-        .and_then(|v| v.into_array(1))
-        .map_err(|e| EngineError::statement(format!("Failed to insert values: {e}")))
+    let (value, function_errors) = eddy_sql::functions::collect_function_errors(|| {
+        let physical = crate::physical::physical_expr(ctx, logical, &DFSchema::empty())
+            .map_err(|e| EngineError::statement(format!("Failed to prepare statement: {e}")))?;
+        let batch = RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(1)),
+        )
+        .map_err(|e| EngineError::statement(e.to_string()))?;
+        physical
+            .evaluate(&batch)
+            .and_then(|v| v.into_array(1))
+            .map_err(|e| EngineError::statement(format!("Failed to insert values: {e}")))
+    });
+    if let Some(failed) = function_errors.first() {
+        return Err(EngineError::statement(format!(
+            "Failed to insert values: {} failed: {}",
+            failed.function, failed.message
+        )));
+    }
+    value
 }
 
 /// Coerces a value to a column's type: structs field by field by name (missing fields are

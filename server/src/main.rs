@@ -18,6 +18,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use eddy_server::{http, kafka};
 
+/// The stack of each runtime thread. Evaluating an expression walks it recursively, as
+/// DataFusion's physical expressions do, one frame per level; the parser admits 1,000 levels,
+/// and 16 MiB holds them with room to spare even in a debug build (2 MiB, the default, held
+/// about 150). Only the pages a thread touches are committed.
+const THREAD_STACK_BYTES: usize = 16 * 1024 * 1024;
+
 /// Eddy: a streaming SQL database in one binary.
 ///
 /// With no subcommand, eddy serves and, when started from a terminal, also opens the REPL.
@@ -195,6 +201,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("eddy")
+        .thread_stack_size(THREAD_STACK_BYTES)
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {

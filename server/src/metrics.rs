@@ -316,6 +316,27 @@ pub async fn scrape(
     }
 }
 
+/// A request method as a label: HTTP's standard methods by name, any other as `other`, since
+/// a client may send any token as a method and each would otherwise be a series for good.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    let known = [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::HEAD, "HEAD"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::PATCH, "PATCH"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    known
+        .into_iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, name)| name)
+}
+
 /// Counts and times every request by its route pattern (not its path, which would make a
 /// series per entity name).
 pub async fn track_http(
@@ -324,7 +345,7 @@ pub async fn track_http(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -333,11 +354,11 @@ pub async fn track_http(
     let response = next.run(request).await;
     metrics
         .http_requests
-        .with_label_values(&[method.as_str(), &route, response.status().as_str()])
+        .with_label_values(&[method, &route, response.status().as_str()])
         .inc();
     metrics
         .http_duration
-        .with_label_values(&[method.as_str(), &route])
+        .with_label_values(&[method, &route])
         .observe(started.elapsed().as_secs_f64());
     response
 }

@@ -445,6 +445,7 @@ fn magic_timestamp(column: &ast::Expr, other: &ast::Expr) -> Result<Option<i64>,
 }
 
 /// Translates an expression.
+#[recursive::recursive]
 pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, AnalysisError> {
     let sub = |e: &ast::Expr| to_datafusion(e, scope).map(Box::new);
     Ok(match &expr.kind {
@@ -732,6 +733,7 @@ fn array(expr: &ast::Expr, items: &[ast::Expr], scope: &dyn Scope) -> Result<Exp
 }
 
 /// `MAP(k := v, ...)`, its keys and values typed as ksqlDB types them.
+#[recursive::recursive]
 fn map(
     expr: &ast::Expr,
     entries: &[(ast::Expr, ast::Expr)],

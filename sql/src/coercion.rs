@@ -192,6 +192,7 @@ fn parse_as(text: &str, target: &DataType) -> Result<Expr, String> {
 
 /// Rewrites a literal (or a constructor of literals) compared with a value of type `target`
 /// into that type, as ksqlDB does for `IN` lists. `None` when the expression is not one.
+#[recursive::recursive]
 pub fn coerce_literal(
     expr: &ast::Expr,
     target: &DataType,

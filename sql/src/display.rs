@@ -111,6 +111,7 @@ impl Display for Operand<'_> {
 }
 
 impl Display for Expr {
+    #[recursive::recursive]
     fn fmt(&self, f: &mut Formatter<'_>) -> fmt::Result {
         match &self.kind {
             ExprKind::Literal(literal) => write!(f, "{literal}"),

@@ -168,6 +168,42 @@ fn deep_nesting_is_an_error_not_a_crash() {
     assert!(parse_statements(&ty).is_err());
 }
 
+/// Operator chains are flat to parse but as deep as they are long to walk: a chain of 900
+/// is fine, one of 300,000 (600 KB of `+1`) is refused at the operand that takes the tree
+/// past 1,000 levels, quickly and without building the whole tree.
+#[test]
+fn long_operator_chains_are_refused_past_a_thousand() {
+    let or_chain = |n: usize| {
+        let terms: Vec<String> = (0..n).map(|i| format!("a = {i}")).collect();
+        format!("SELECT * FROM s WHERE {};", terms.join(" OR "))
+    };
+    parse_statements(&or_chain(900)).expect("900 alternatives parse");
+    let err = parse_statements(&or_chain(1001)).unwrap_err();
+    assert!(err.message.contains("the expression is too deep"), "{err}");
+    let plus = format!("SELECT 1{} FROM s;", "+1".repeat(300_000));
+    let started = std::time::Instant::now();
+    let err = parse_statements(&plus).unwrap_err();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert!(err.message.contains("more than 1000 levels deep"), "{err}");
+    // The thousandth `+1` makes the tree 1,001 deep; its `1` is at column 10 + 2 × 999.
+    assert_eq!((err.position.line, err.position.column), (1, 2008));
+    for chain in [
+        format!("SELECT a{} FROM s;", "[0]".repeat(5000)),
+        format!("SELECT a{} FROM s;", "->b".repeat(5000)),
+        format!("SELECT 'x'{} FROM s;", " || 'y'".repeat(5000)),
+        format!("SELECT * FROM s WHERE {};", vec!["a"; 5000].join(" AND ")),
+        // Nesting and chains together: 60 levels of 20-term sums are 1,200 deep.
+        format!(
+            "SELECT {}1{} FROM s;",
+            "(1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+1+".repeat(60),
+            ")".repeat(60)
+        ),
+    ] {
+        let err = parse_statements(&chain).unwrap_err();
+        assert!(err.message.contains("too deep"), "{err}");
+    }
+}
+
 const SEEDS: &[&str] = &[
     "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='t', value_format='JSON');",
     "CREATE TABLE t AS SELECT id, COUNT(*) FROM s WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY id EMIT CHANGES;",

@@ -224,6 +224,7 @@ fn literal_value(expr: &Expr) -> Option<serde_json::Value> {
 }
 
 /// The operands of nested `op`s (`a AND b AND c` → `[a, b, c]`).
+#[recursive::recursive]
 fn split(expr: &Expr, op: BinaryOp) -> Vec<&Expr> {
     match &expr.kind {
         ExprKind::Binary {

@@ -192,6 +192,7 @@ fn literal(expr: &Expr) -> Option<&ScalarValue> {
 
 /// The key values `expr` pins the key column `key` to: `key = v`, `key IN (...)`, and `OR`s
 /// of those; `None` when it does not pin the key.
+#[recursive::recursive]
 fn pinned_values(expr: &Expr, key: &str) -> Option<Vec<ScalarValue>> {
     match expr {
         Expr::BinaryExpr(BinaryExpr { left, op, right }) => match op {
@@ -222,6 +223,7 @@ fn pinned_values(expr: &Expr, key: &str) -> Option<Vec<ScalarValue>> {
 
 /// The bounds `expr` puts on a string key `key`, as (is a lower bound, the bound's bytes as
 /// a range scan takes them: inclusive lower, exclusive upper). `AND`s contribute each side.
+#[recursive::recursive]
 fn string_bounds(expr: &Expr, key: &str) -> Vec<(bool, Vec<u8>)> {
     let text = |e: &Expr| match literal(e) {
         Some(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)))

@@ -17,6 +17,61 @@ impl Expr {
     pub fn new(kind: ExprKind, span: Span) -> Self {
         Expr { kind, span }
     }
+
+    /// The expressions directly inside this one, in the order they were written.
+    pub fn children(&self) -> Vec<&Expr> {
+        match &self.kind {
+            ExprKind::Literal(_) | ExprKind::Column { .. } => Vec::new(),
+            ExprKind::Dereference { base: expr, .. }
+            | ExprKind::Unary { expr, .. }
+            | ExprKind::IsNull { expr, .. }
+            | ExprKind::Cast { expr, .. }
+            | ExprKind::Lambda { body: expr, .. }
+            | ExprKind::AtTimeZone { expr, .. } => vec![expr],
+            ExprKind::Subscript {
+                base: left,
+                index: right,
+            }
+            | ExprKind::Binary { left, right, .. }
+            | ExprKind::IsDistinctFrom { left, right, .. }
+            | ExprKind::Like {
+                expr: left,
+                pattern: right,
+                ..
+            } => vec![left, right],
+            ExprKind::Between {
+                expr, low, high, ..
+            } => vec![expr, low, high],
+            ExprKind::InList { expr, list, .. } => std::iter::once(&**expr).chain(list).collect(),
+            ExprKind::Case {
+                operand,
+                branches,
+                otherwise,
+            } => operand
+                .iter()
+                .map(|e| &**e)
+                .chain(branches.iter().flat_map(|(when, then)| [when, then]))
+                .chain(otherwise.iter().map(|e| &**e))
+                .collect(),
+            ExprKind::Array(items) | ExprKind::Function { args: items, .. } => {
+                items.iter().collect()
+            }
+            ExprKind::Map(entries) => entries.iter().flat_map(|(k, v)| [k, v]).collect(),
+            ExprKind::Struct(fields) => fields.iter().map(|(_, v)| v).collect(),
+        }
+    }
+
+    /// How many expressions deep the tree is (a literal is 1), found without recursion so
+    /// that a tree too deep to walk recursively can be measured and refused.
+    pub fn height(&self) -> usize {
+        let mut deepest = 0;
+        let mut pending = vec![(self, 1)];
+        while let Some((expr, depth)) = pending.pop() {
+            deepest = deepest.max(depth);
+            pending.extend(expr.children().into_iter().map(|child| (child, depth + 1)));
+        }
+        deepest
+    }
 }
 
 /// The kinds of expression ksqlDB accepts.

@@ -12,7 +12,7 @@ use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::logical_expr::TypeSignature;
 
-use super::udf::{INT, Scalar, any1, at, function, string_at, strings};
+use super::udf::{INT, Scalar, any1, at, check_built_len, function, string_at, strings};
 
 fn fail(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -383,10 +383,12 @@ pub(super) fn generate_series(args: &[ArrayRef], rows: usize) -> Result<ArrayRef
                 "GENERATE_SERIES step has the wrong sign: from {start} to {end} by {step}"
             ));
         }
-        let mut v = start;
-        while (step > 0 && v <= end) || (step < 0 && v >= end) {
-            builder.values().append_value(v);
-            v += step;
+        let count = (i128::from(end) - i128::from(start)) / i128::from(step) + 1;
+        check_built_len("GENERATE_SERIES", count as u128, "elements")?;
+        let values = builder.values();
+        for n in 0..count {
+            // Between start and end by the count above, so it fits.
+            values.append_value((i128::from(start) + n * i128::from(step)) as i64);
         }
         builder.append(true);
     }

@@ -8,7 +8,9 @@ use datafusion::arrow::array::{ArrayRef, ListBuilder, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::TypeSignature;
 
-use super::udf::{STRING, STRING_LIST, Scalar, function, string_at, strings};
+use super::udf::{
+    MAX_BUILT_LEN, STRING, STRING_LIST, Scalar, check_built_len, function, string_at, strings,
+};
 
 /// A regular-expression argument, compiled once per distinct pattern rather than per row.
 #[derive(Default)]
@@ -44,9 +46,34 @@ fn regexp_replace(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
             continue;
         };
         let re = regexes.get(p)?;
-        out.append_value(re.replace_all(t, java_replacement(r)?.as_str()));
+        out.append_value(replace_all_bounded(re, t, &java_replacement(r)?)?);
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// `Regex::replace_all`, refusing (before it is built) a result that grows past both the text
+/// and [`MAX_BUILT_LEN`](super::udf::MAX_BUILT_LEN): a pattern that matches the empty string
+/// puts the replacement between every character.
+fn replace_all_bounded(re: &regex::Regex, text: &str, replacement: &str) -> Result<String, String> {
+    let limit = text.len().max(MAX_BUILT_LEN);
+    let mut out = String::new();
+    let mut last = 0;
+    for captures in re.captures_iter(text) {
+        let Some(matched) = captures.get(0) else {
+            continue;
+        };
+        out.push_str(&text[last..matched.start()]);
+        captures.expand(replacement, &mut out);
+        last = matched.end();
+        if out.len() > limit {
+            check_built_len("REGEXP_REPLACE", out.len() as u128, "bytes")?;
+        }
+    }
+    out.push_str(&text[last..]);
+    if out.len() > limit {
+        check_built_len("REGEXP_REPLACE", out.len() as u128, "bytes")?;
+    }
+    Ok(out)
 }
 
 /// Rewrites a Java replacement string (`$1`, `${name}`, `\$`) in the `regex` crate's syntax.

@@ -9,8 +9,8 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use datafusion::logical_expr::TypeSignature;
 
 use super::udf::{
-    STRING, Scalar, any1, at, binaries, function, is_bytes, long_at, longs, string_at, strings,
-    text_or_bytes,
+    STRING, Scalar, any1, at, binaries, check_built_len, function, is_bytes, long_at, longs,
+    string_at, strings, text_or_bytes,
 };
 
 /// `SPLIT(text, delimiter)`: the pieces between delimiters; an empty delimiter splits into
@@ -210,13 +210,20 @@ fn initcap(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 /// Pads `input` to `length` units on the left (or right) with `padding` repeated, or cuts it to
 /// `length`, as ksqlDB's `LPAD` and `RPAD` do; `None` (SQL null) for a negative length or an
 /// empty padding.
-fn pad<T: Clone>(input: &[T], length: i64, padding: &[T], left: bool) -> Option<Vec<T>> {
+fn pad<T: Clone>(
+    input: &[T],
+    length: i64,
+    padding: &[T],
+    left: bool,
+) -> Result<Option<Vec<T>>, String> {
     if length < 0 || padding.is_empty() {
-        return None;
+        return Ok(None);
     }
+    let name = if left { "LPAD" } else { "RPAD" };
+    check_built_len(name, length as u128, "characters or bytes")?;
     let length = length as usize;
     if input.len() >= length {
-        return Some(input[..length].to_vec());
+        return Ok(Some(input[..length].to_vec()));
     }
     let fill: Vec<T> = padding
         .iter()
@@ -224,11 +231,11 @@ fn pad<T: Clone>(input: &[T], length: i64, padding: &[T], left: bool) -> Option<
         .take(length - input.len())
         .cloned()
         .collect();
-    Some(if left {
+    Ok(Some(if left {
         [fill.as_slice(), input].concat()
     } else {
         [input, fill.as_slice()].concat()
-    })
+    }))
 }
 
 /// `LPAD`/`RPAD(text|bytes, length, padding)`: characters for text, bytes for bytes.
@@ -240,7 +247,7 @@ fn pad_either(args: &[ArrayRef], rows: usize, left: bool) -> Result<ArrayRef, St
         for i in 0..rows {
             let (j, k) = (at(i, input.len()), at(i, padding.len()));
             let padded = match (input.is_null(j), padding.is_null(k), long_at(&length, i)) {
-                (false, false, Some(n)) => pad(input.value(j), n, padding.value(k), left),
+                (false, false, Some(n)) => pad(input.value(j), n, padding.value(k), left)?,
                 _ => None,
             };
             match padded {
@@ -260,7 +267,7 @@ fn pad_either(args: &[ArrayRef], rows: usize, left: bool) -> Result<ArrayRef, St
         ) {
             (Some(t), Some(p), Some(n)) => {
                 let (t, p): (Vec<char>, Vec<char>) = (t.chars().collect(), p.chars().collect());
-                pad(&t, n, &p, left).map(|v| v.into_iter().collect::<String>())
+                pad(&t, n, &p, left)?.map(|v| v.into_iter().collect::<String>())
             }
             _ => None,
         };
@@ -268,6 +275,37 @@ fn pad_either(args: &[ArrayRef], rows: usize, left: bool) -> Result<ArrayRef, St
             Some(v) => out.append_value(v),
             None => out.append_null(),
         }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `REPLACE(text, target, replacement)`: every occurrence of `target` replaced, as Java's
+/// `String.replace` (an empty target goes between every character). The result's length is
+/// known before it is built, so a replacement that would multiply the text past
+/// [`MAX_BUILT_LEN`](super::udf::MAX_BUILT_LEN) is refused without building it.
+fn replace(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let (text, target, replacement) = (strings(&args[0])?, strings(&args[1])?, strings(&args[2])?);
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let (Some(t), Some(from), Some(to)) = (
+            string_at(&text, i),
+            string_at(&target, i),
+            string_at(&replacement, i),
+        ) else {
+            out.append_null();
+            continue;
+        };
+        let occurrences = if from.is_empty() {
+            t.chars().count() + 1
+        } else {
+            t.matches(from).count()
+        };
+        let length = t.len() as u128 - (occurrences * from.len()) as u128
+            + occurrences as u128 * to.len() as u128;
+        if length > t.len() as u128 {
+            check_built_len("REPLACE", length, "bytes")?;
+        }
+        out.append_value(t.replace(from, to));
     }
     Ok(Arc::new(out.finish()))
 }
@@ -305,6 +343,7 @@ pub(super) fn functions() -> Vec<Scalar> {
             text_or_bytes,
             substring,
         ),
+        function("REPLACE", TypeSignature::String(3), STRING, replace),
         function("LPAD", TypeSignature::Any(3), text_or_bytes, lpad),
         function("RPAD", TypeSignature::Any(3), text_or_bytes, rpad),
         function("INITCAP", any1(), STRING, initcap),

@@ -15,6 +15,22 @@ use datafusion::logical_expr::{
     Volatility,
 };
 
+/// The longest string (in characters), byte string or array a function builds beyond what
+/// its arguments already hold: Kafka's largest record by default is about 1 MB, so a longer
+/// value could not be written anyway, and a length taken from the data must not be able to
+/// ask for terabytes.
+pub const MAX_BUILT_LEN: usize = 1 << 20;
+
+/// Refuses a value of `len` units (characters, bytes or elements) that `function` would build.
+pub(super) fn check_built_len(function: &str, len: u128, unit: &str) -> Result<(), String> {
+    if len > MAX_BUILT_LEN as u128 {
+        return Err(format!(
+            "{function} would build a value of {len} {unit}; the most a function may build is {MAX_BUILT_LEN}"
+        ));
+    }
+    Ok(())
+}
+
 /// How a function's result type follows from its argument types.
 pub(super) type ReturnType = fn(&[DataType]) -> Result<DataType, String>;
 

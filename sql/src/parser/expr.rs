@@ -2,10 +2,10 @@
 
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use super::Parser;
+use super::{MAX_HEIGHT, Parser};
 use crate::ast::{BinaryOp, Expr, ExprKind, Ident, Literal, SqlType, StructField, UnaryOp};
 use crate::error::ParseError;
-use crate::span::Span;
+use crate::span::{Position, Span};
 
 impl Parser {
     /// A full boolean expression.
@@ -28,20 +28,58 @@ impl Parser {
         )
     }
 
+    /// Builds `left op right` onto an operator chain.
+    fn chain(
+        &self,
+        height: &mut Option<usize>,
+        left: Expr,
+        op: BinaryOp,
+        right: Expr,
+    ) -> Result<Expr, ParseError> {
+        Self::grow(height, &left, Some(&right), right.span.start)?;
+        Ok(Self::binary(left, op, right))
+    }
+
+    /// Notes that `base` (a chain `height` deep so far, when known) gains a parent, with
+    /// `other` beside it, refusing the tree once it is deeper than [`MAX_HEIGHT`]: later
+    /// stages walk expressions recursively, so a flat `1+1+...` of a million terms, or
+    /// `a[0][0]...`, must not reach them.
+    fn grow(
+        height: &mut Option<usize>,
+        base: &Expr,
+        other: Option<&Expr>,
+        at: Position,
+    ) -> Result<(), ParseError> {
+        let base_height = height.unwrap_or_else(|| base.height());
+        let grown = base_height.max(other.map_or(0, Expr::height)) + 1;
+        if grown > MAX_HEIGHT {
+            return Err(ParseError::new(
+                format!(
+                    "Syntax Error\nthe expression is too deep: more than {MAX_HEIGHT} levels deep, counting chained operators (a + b + c is 3 deep) and nesting. Split it, or use IN (...) for a long list of alternatives"
+                ),
+                at,
+            ));
+        }
+        *height = Some(grown);
+        Ok(())
+    }
+
     fn parse_or(&mut self) -> Result<Expr, ParseError> {
         let mut left = self.parse_and()?;
+        let mut height = None;
         while self.eat_keyword("OR") {
             let right = self.parse_and()?;
-            left = Self::binary(left, BinaryOp::Or, right);
+            left = self.chain(&mut height, left, BinaryOp::Or, right)?;
         }
         Ok(left)
     }
 
     fn parse_and(&mut self) -> Result<Expr, ParseError> {
         let mut left = self.parse_not()?;
+        let mut height = None;
         while self.eat_keyword("AND") {
             let right = self.parse_not()?;
-            left = Self::binary(left, BinaryOp::And, right);
+            left = self.chain(&mut height, left, BinaryOp::And, right)?;
         }
         Ok(left)
     }
@@ -171,6 +209,7 @@ impl Parser {
 
     fn parse_value_inner(&mut self, min_precedence: u8) -> Result<Expr, ParseError> {
         let mut left = self.parse_unary()?;
+        let mut height = None;
         loop {
             let op = match self.peek() {
                 Token::StringConcat => BinaryOp::Concat,
@@ -187,7 +226,7 @@ impl Parser {
             }
             self.advance();
             let right = self.parse_value(precedence + 1)?;
-            left = Self::binary(left, op, right);
+            left = self.chain(&mut height, left, op, right)?;
         }
         Ok(left)
     }
@@ -226,10 +265,13 @@ impl Parser {
     fn parse_postfix(&mut self) -> Result<Expr, ParseError> {
         let mut expr = self.parse_primary()?;
         let start = expr.span.start;
+        let mut height = None;
         loop {
+            let at = self.peek_span().start;
             if self.eat(&Token::LBracket) {
                 let index = self.parse_value(0)?;
                 self.expect(&Token::RBracket, "']'")?;
+                Self::grow(&mut height, &expr, Some(&index), at)?;
                 expr = Expr::new(
                     ExprKind::Subscript {
                         base: Box::new(expr),
@@ -240,6 +282,7 @@ impl Parser {
             } else if self.peek() == &Token::Arrow && self.peek_nth(1) != &Token::Mul {
                 self.advance();
                 let field = self.parse_any_ident()?;
+                Self::grow(&mut height, &expr, None, at)?;
                 expr = Expr::new(
                     ExprKind::Dereference {
                         base: Box::new(expr),
@@ -250,6 +293,7 @@ impl Parser {
             } else if self.at_keywords(&["AT", "TIME", "ZONE"]) {
                 self.eat_keywords(&["AT", "TIME", "ZONE"]);
                 let zone = self.parse_string()?;
+                Self::grow(&mut height, &expr, None, at)?;
                 expr = Expr::new(
                     ExprKind::AtTimeZone {
                         expr: Box::new(expr),

@@ -56,6 +56,9 @@ const RESERVED: &[&str] = &[
 /// Nesting depth past which expressions and types are refused rather than risk the stack.
 const MAX_DEPTH: usize = 64;
 
+/// How deep an expression tree may be, operator chains included.
+const MAX_HEIGHT: usize = 1_000;
+
 /// A statement together with the exact text it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParsedStatement {

@@ -547,6 +547,7 @@ impl Planning<'_> {
 
 /// Replaces `EXPLODE(x)` at the top of an item (or under a dereference or subscript) with a
 /// column that will hold one element per output row, collecting its argument.
+#[recursive::recursive]
 fn extract_table_functions(expr: &Expr, found: &mut Vec<Expr>) -> Expr {
     match &expr.kind {
         ExprKind::Function { name, args, .. }

@@ -1,0 +1,131 @@
+//! Requests an attacker or a careless script would send to a real `eddy`: each gets a clear
+//! error, and the server goes on serving with its memory where it was.
+
+mod common;
+
+use common::{exchange, ksql, request};
+use serde_json::json;
+
+/// The server still answers, so the request before did not take it down.
+fn assert_alive(server: &common::Server) {
+    let (status, info) = request(&server.http, "GET", "/info", None);
+    assert_eq!(status, 200, "{info}");
+    assert_eq!(info["KsqlServerInfo"]["serverStatus"], "RUNNING");
+}
+
+/// A statement of 300,000 chained additions (600 KB, under the body limit) is refused as
+/// too deep to plan rather than overflowing the stack; 900 alternatives in a `WHERE` and a
+/// sum of 990 terms are planned and run.
+#[test]
+fn a_long_operator_chain_is_refused_and_a_reasonable_one_runs() {
+    let server = common::start();
+    let sql = format!("SELECT 1{} FROM s EMIT CHANGES;", "+1".repeat(300_000));
+    let (status, body) = ksql(&server, &sql);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error_code"], 40001);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("line 1:2008: Syntax Error") && message.contains("too deep"),
+        "{message}"
+    );
+    assert_alive(&server);
+
+    let alternatives: Vec<String> = (0..900).map(|i| format!("id = {i}")).collect();
+    let (status, body) = ksql(
+        &server,
+        &format!(
+            "CREATE STREAM clicks (id INT KEY, page STRING) WITH (kafka_topic='clicks', partitions=1, value_format='JSON');
+             CREATE STREAM picked AS SELECT id, page || '!' AS page, id{} AS n FROM clicks WHERE {};
+             INSERT INTO clicks (id, page) VALUES (899, 'last');
+             INSERT INTO clicks (id, page) VALUES (900, 'none');",
+            " + 1".repeat(990),
+            alternatives.join(" OR ")
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    // A push query from the start: the first row through the filter, then the limit ends it.
+    let (status, text) = request(
+        &server.http,
+        "POST",
+        "/query-stream",
+        Some(
+            &json!({
+                "sql": "SELECT * FROM picked EMIT CHANGES LIMIT 1;",
+                "properties": {"auto.offset.reset": "earliest"}
+            })
+            .to_string(),
+        ),
+    );
+    assert_eq!(status, 200, "{text}");
+    let text = text.as_str().unwrap_or_default().to_string();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .skip(1)
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows, [json!([899, "last!", 1889])]);
+}
+
+/// Values whose size a statement chooses: past 1 MiB they are row errors, not allocations.
+#[test]
+fn functions_cannot_be_asked_to_build_terabytes() {
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM s (k STRING KEY, v STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');",
+    );
+    assert_eq!(status, 200, "{body}");
+    for value in [
+        "LPAD('a', 1000000000000, 'x')",
+        "RPAD('a', 1000000000000, 'x')",
+        "CAST(GENERATE_SERIES(1, 9000000000000000000) AS STRING)",
+    ] {
+        let (status, body) = ksql(
+            &server,
+            &format!("INSERT INTO s (k, v) VALUES ('a', {value});"),
+        );
+        assert_eq!(status, 400, "{value}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("the most a function may build is 1048576"),
+            "{value}: {body}"
+        );
+        assert_alive(&server);
+    }
+}
+
+/// Made-up HTTP methods are counted under one `other` label, so a client cannot grow
+/// `/metrics` without bound by inventing them.
+#[test]
+fn invented_http_methods_do_not_grow_the_metrics() {
+    let server = common::start();
+    let scrape = || {
+        exchange(
+            &server.http,
+            &format!(
+                "GET /metrics HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                server.http
+            ),
+        )
+        .1
+    };
+    for i in 0..200 {
+        let _ = exchange(
+            &server.http,
+            &format!(
+                "M{i}X /info HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                server.http
+            ),
+        );
+    }
+    let metrics = scrape();
+    assert!(!metrics.contains("M17X"), "{metrics}");
+    let other = metrics
+        .lines()
+        .filter(|l| l.starts_with("eddy_http_requests_total{") && l.contains("method=\"other\""))
+        .count();
+    assert!(other >= 1, "{metrics}");
+    assert!(metrics.len() < 64 * 1024, "{} bytes", metrics.len());
+}
