@@ -235,6 +235,8 @@ impl Catalog {
         let wrap_single_value =
             wrap_single_value(props, session, formats.value.format, values.len())?;
         let timestamp_column = timestamp_column(props, &columns)?;
+        // Eddy's own topics may be read through a stream, never written.
+        let read_only = create.read_only || eddy_storage::is_internal_topic(&topic);
         Ok(DataSource {
             name: create.name.value.clone(),
             kind: create.kind,
@@ -246,7 +248,7 @@ impl Catalog {
             timestamp_column,
             timestamp_format: string_property(props, "TIMESTAMP_FORMAT")?,
             window,
-            read_only: create.read_only,
+            read_only,
             created_by_query: by_query,
             sql: sql.to_string(),
         })

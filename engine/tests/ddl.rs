@@ -174,6 +174,17 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "CREATE STREAM c WITH (partitions=10001) AS SELECT * FROM s;",
         "asks for 10001 partitions, more than the 10000",
     ),
+    // Names of Eddy's own topics are reserved: nothing may create or write them.
+    (
+        "CREATE STREAM s (id INT) WITH (kafka_topic='t', partitions=1, value_format='JSON');",
+        "CREATE STREAM c WITH (kafka_topic='__eddy_copy', partitions=1) AS SELECT * FROM s;",
+        "Cannot write into read-only topic: __eddy_copy",
+    ),
+    (
+        "",
+        "CREATE STREAM s (id INT) WITH (kafka_topic='__eddy_new', partitions=1, value_format='JSON');",
+        "Topics starting '__eddy_' are Eddy's own",
+    ),
 ];
 
 #[tokio::test]

@@ -1,19 +1,44 @@
 //! The HTTP server: every route of ksqlDB's REST API, the console and `/metrics`, with the
 //! body limit and the request metrics around them.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
+pub use crate::browser::BrowserPolicy;
+use crate::connections::ConnectionLimit;
 pub use crate::rest::AppState;
 use crate::rest::{ErrorCode, RestError};
-use crate::{console, ksql, metrics, streaming};
+use crate::{browser, console, ksql, metrics, streaming};
 
-/// The HTTP routes, accepting bodies up to `max_request_bytes`.
-pub fn router(state: AppState, max_request_bytes: usize) -> Router {
+/// The HTTP routes, accepting bodies up to `max_request_bytes`, serving browsers as `browser`
+/// allows.
+pub fn router(state: AppState, max_request_bytes: usize, browser: BrowserPolicy) -> Router {
     let server_metrics = state.metrics.clone();
-    Router::new()
+    let cors = browser.cors_origins().map(|origins| {
+        let origins: Vec<HeaderValue> = origins
+            .iter()
+            .filter_map(|o| HeaderValue::from_str(o).ok())
+            .collect();
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+            .allow_headers([header::CONTENT_TYPE, header::ACCEPT, header::AUTHORIZATION])
+    });
+    let cors = cors.or_else(|| {
+        browser
+            .any_origin()
+            .then(|| CorsLayer::permissive().allow_credentials(false))
+    });
+    let routes = Router::new()
         .route("/ksql", post(ksql::ksql))
         .route("/query", post(streaming::query))
         .route("/query-stream", post(streaming::query_stream))
@@ -38,22 +63,107 @@ pub fn router(state: AppState, max_request_bytes: usize) -> Router {
         .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            server_metrics,
-            metrics::track_http,
-        ))
+            Arc::new(browser),
+            browser::guard,
+        ));
+    // CORS answers preflights before the guard sees them, and marks allowed answers.
+    let routes = match cors {
+        Some(cors) => routes.layer(cors),
+        None => routes,
+    };
+    routes.layer(axum::middleware::from_fn_with_state(
+        server_metrics,
+        metrics::track_http,
+    ))
 }
 
-/// Serves `router` on `listener` until the task is dropped, with Nagle's algorithm off: a
-/// streamed query answer goes out in small writes (a header, then rows), and with Nagle each
-/// write after the first waited for the client's delayed ACK, about 40 ms.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
+/// How long an HTTP/1 client may take to send a request's headers, counted from when the
+/// connection is ready for the next request, so an idle keep-alive connection closes after it.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an HTTP/2 connection is pinged, and how long its peer has to answer, so a vanished
+/// client's connection (and its push queries) close.
+const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(20));
+/// The streams one HTTP/2 connection may have open at once. hyper's default of 200, each with a
+/// body of up to --max-request-bytes, let one connection hold 2 GB; 32 still allows a dashboard's
+/// panels to stream side by side.
+const H2_MAX_STREAMS: u32 = 32;
+
+/// Serves `router` on `listener` until the task is dropped, at most `connections` at once, with
+/// Nagle's algorithm off: a streamed query answer goes out in small writes (a header, then
+/// rows), and with Nagle each write after the first waited for the client's delayed ACK, about
+/// 40 ms.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    connections: ConnectionLimit,
+) -> std::io::Result<()> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol()
+        .keep_alive_interval(H2_KEEP_ALIVE.0)
+        .keep_alive_timeout(H2_KEEP_ALIVE.1)
+        .max_concurrent_streams(H2_MAX_STREAMS);
+    let builder = Arc::new(builder);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait for some to close.
+                tracing::warn!(error = %e, "HTTP listener accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = connections.admit() else {
+            tokio::spawn(refuse_busy(tcp));
+            continue;
+        };
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "cannot turn Nagle's algorithm off");
         }
-    });
-    axum::serve(listener, router).await
+        let service = TowerToHyperService::new(router.clone());
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let served = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .await;
+            if let Err(e) = served {
+                tracing::debug!(%peer, error = %e, "HTTP connection closed");
+            }
+            drop(admitted);
+        });
+    }
+}
+
+/// Answers a connection the listener has no room for with 503 in ksqlDB's shape, and closes it.
+async fn refuse_busy(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = RestError::new(
+        ErrorCode::Unavailable,
+        "The server has as many connections open as --max-connections allows; try again later.",
+    )
+    .body()
+    .to_string();
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    // Closing with the request unread would reset the connection, and the client could lose
+    // the answer: so answer, close the sending side, and read what the client sent, briefly.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while tcp.read(&mut sink).await? > 0 {}
+        std::io::Result::Ok(())
+    })
+    .await;
 }
 
 /// A body over the limit is refused by the extractor with a plain-text 413; clients expect

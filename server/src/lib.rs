@@ -1,6 +1,8 @@
 //! The Eddy server: ksqlDB's REST API over the engine and Kafka's wire protocol over the log.
 //! The `eddy` binary runs it; tests and the conformance runner start it in process.
 
+pub mod browser;
+pub mod connections;
 pub mod console;
 pub mod http;
 pub mod kafka;

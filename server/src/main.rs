@@ -126,6 +126,27 @@ struct ServerArgs {
     )]
     max_request_bytes: usize,
 
+    /// Host names the HTTP listener answers to besides loopback names and IP addresses, comma
+    /// separated; `*` for any. Checked when it listens on a loopback address or when names are
+    /// given, so a web page cannot reach it under a re-pointed name (DNS rebinding).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_HTTP_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    http_allowed_hosts: Vec<String>,
+
+    /// Web origins (such as `https://dash.example.com`) whose pages may use the HTTP API from a
+    /// browser, with CORS, comma separated; `*` for any. Eddy's own console is always allowed.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_HTTP_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    http_allowed_origins: Vec<String>,
+
     /// Address of the Kafka protocol listener.
     #[arg(
         long,
@@ -156,6 +177,62 @@ struct ServerArgs {
     /// (`INVALID_PARTITIONS` for Kafka clients, an error for `PARTITIONS=` in SQL).
     #[arg(long, global = true, env = "EDDY_MAX_PARTITIONS", default_value_t = eddy_storage::DEFAULT_MAX_PARTITIONS)]
     max_partitions: u32,
+
+    /// The most connections each listener (HTTP, Kafka) holds open; more are closed at once.
+    /// By default a quarter of the open-files limit left after 1,024 for the store, between 64
+    /// and 10,000.
+    #[arg(long, global = true, env = "EDDY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+
+    /// The most bytes one Kafka Fetch answer carries, whatever the client asks (Kafka's
+    /// `fetch.max.bytes`).
+    #[arg(long, global = true, env = "EDDY_KAFKA_FETCH_MAX_BYTES", default_value_t = kafka::DEFAULT_FETCH_MAX_BYTES)]
+    kafka_fetch_max_bytes: usize,
+
+    /// Milliseconds a Kafka connection may go without a request before it is closed (Kafka's
+    /// `connections.max.idle.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_KAFKA_CONNECTIONS_MAX_IDLE_MS",
+        default_value_t = 600_000
+    )]
+    kafka_connections_max_idle_ms: u64,
+
+    /// The shortest session timeout a consumer group member may ask for, in milliseconds
+    /// (Kafka's `group.min.session.timeout.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_GROUP_MIN_SESSION_TIMEOUT_MS",
+        default_value_t = 6_000
+    )]
+    group_min_session_timeout_ms: u64,
+
+    /// The longest session timeout a consumer group member may ask for, in milliseconds
+    /// (Kafka's `group.max.session.timeout.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_GROUP_MAX_SESSION_TIMEOUT_MS",
+        default_value_t = 1_800_000
+    )]
+    group_max_session_timeout_ms: u64,
+}
+
+impl ServerArgs {
+    /// What Kafka clients may ask, from the flags.
+    fn kafka_limits(&self) -> kafka::KafkaLimits {
+        kafka::KafkaLimits {
+            fetch_max_bytes: self.kafka_fetch_max_bytes,
+            connections_max_idle: Duration::from_millis(self.kafka_connections_max_idle_ms.max(1)),
+            groups: kafka::GroupLimits {
+                min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
+                max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
+                ..kafka::GroupLimits::default()
+            },
+        }
+    }
 }
 
 fn init_logging(filter: &str, file: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -307,6 +384,10 @@ async fn serve(
     let kafka_address = kafka_listener.local_addr()?;
     let engine = std::sync::Arc::new(engine);
     let state = http::AppState::new(engine.clone())?;
+    let file_descriptors = eddy_server::connections::raise_file_descriptor_limit();
+    let max_connections = args
+        .max_connections
+        .unwrap_or_else(|| eddy_server::connections::default_max_connections(file_descriptors));
     let kafka = tokio::spawn(kafka::serve(
         kafka_listener,
         store.clone(),
@@ -315,6 +396,8 @@ async fn serve(
             auto_create_topics: args.kafka_auto_create_topics,
             default_partitions: 1,
             fetched_records: Some(state.metrics.kafka_fetched_records.clone()),
+            limits: args.kafka_limits(),
+            connections: state.metrics.connection_limit("kafka", max_connections),
         },
     ));
     let http_listener = tokio::net::TcpListener::bind(args.listen)
@@ -322,9 +405,15 @@ async fn serve(
         .with_context(|| format!("cannot listen for HTTP on {}", args.listen))?;
     let http_address = http_listener.local_addr()?;
     let queries = engine.clone();
-    let max_request_bytes = args.max_request_bytes;
+    let browser = http::BrowserPolicy::new(
+        http_address,
+        &args.http_allowed_hosts,
+        &args.http_allowed_origins,
+    );
+    let http_connections = state.metrics.connection_limit("http", max_connections);
+    let router = http::router(state, args.max_request_bytes, browser);
     let http = tokio::spawn(async move {
-        if let Err(e) = http::serve(http_listener, http::router(state, max_request_bytes)).await {
+        if let Err(e) = http::serve(http_listener, router, http_connections).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });
@@ -361,7 +450,6 @@ async fn serve(
     Ok(())
 }
 
-/// Listens for Ctrl-C and SIGTERM. Created before the server says it is running, so a signal
 /// Listens for SIGTERM and, unless the shell owns it, Ctrl-C. Created before the server says it
 /// is running, so a signal sent right after that line is never missed.
 struct ShutdownSignal {

@@ -31,6 +31,10 @@ pub struct ServerMetrics {
     pub pull_latency: Histogram,
     /// Records sent to Kafka clients by Fetch, per topic.
     pub kafka_fetched_records: IntCounterVec,
+    /// Connections open now, per listener (`http`, `kafka`).
+    pub connections: IntGaugeVec,
+    /// Connections closed at once because their listener was full, per listener.
+    pub connections_refused: IntCounterVec,
     push_queries: IntGauge,
     query_records_in: IntCounterVec,
     query_records_out: IntCounterVec,
@@ -129,6 +133,18 @@ impl ServerMetrics {
                 "Records sent to Kafka clients by Fetch",
                 &["topic"],
             )?,
+            connections: gauge(
+                r,
+                "eddy_connections",
+                "Client connections open now, per listener",
+                &["listener"],
+            )?,
+            connections_refused: counter(
+                r,
+                "eddy_connections_refused_total",
+                "Connections closed at once because the listener had --max-connections open",
+                &["listener"],
+            )?,
             push_queries,
             query_records_in: counter(
                 r,
@@ -193,6 +209,18 @@ impl ServerMetrics {
             )?,
             registry,
         })
+    }
+
+    /// A limit of `max` connections on the listener named `listener`, shown in `/metrics`.
+    pub fn connection_limit(
+        &self,
+        listener: &'static str,
+        max: usize,
+    ) -> crate::connections::ConnectionLimit {
+        crate::connections::ConnectionLimit::new(listener, max).with_metrics(
+            self.connections.with_label_values(&[listener]),
+            self.connections_refused.with_label_values(&[listener]),
+        )
     }
 
     /// Reads the per-query, per-topic and per-group series from the engine and the store.

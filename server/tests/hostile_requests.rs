@@ -129,3 +129,118 @@ fn invented_http_methods_do_not_grow_the_metrics() {
     assert!(other >= 1, "{metrics}");
     assert!(metrics.len() < 64 * 1024, "{} bytes", metrics.len());
 }
+
+/// A raw request with the given extra header lines; the status and body.
+fn with_headers(server: &common::Server, head: &str, body: &str) -> (u16, String) {
+    exchange(
+        &server.http,
+        &format!(
+            "{head}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// A web page on another site cannot use Eddy through the visitor's browser: a WebSocket or a
+/// request from a foreign Origin is refused, a name re-pointed at 127.0.0.1 (DNS rebinding)
+/// is not served, and a `text/plain` body, which a form can post without CORS, is not accepted
+/// where state changes. Eddy's own pages, and non-browser clients, go on working.
+#[test]
+fn web_pages_from_elsewhere_cannot_read_or_change_data() {
+    let server = common::start();
+    let host = &server.http;
+    let (status, body) = ksql(
+        &server,
+        "CREATE TABLE users (id STRING PRIMARY KEY, name STRING) WITH (kafka_topic='users', partitions=1, value_format='JSON');",
+    );
+    assert_eq!(status, 200, "{body}");
+
+    let socket = "GET /ws/query?request=%7B%22sql%22%3A%22SELECT%20*%20FROM%20users%3B%22%7D HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13";
+    let (status, body) = with_headers(
+        &server,
+        &format!("{socket}\r\nHost: {host}\r\nOrigin: https://evil.example"),
+        "",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("40300") && body.contains("https://evil.example"),
+        "{body}"
+    );
+
+    let statement = r#"{"ksql": "DROP TABLE users;"}"#;
+    let (status, body) = with_headers(
+        &server,
+        &format!(
+            "POST /ksql HTTP/1.1\r\nHost: {host}\r\nOrigin: null\r\nContent-Type: application/json"
+        ),
+        statement,
+    );
+    assert_eq!(status, 403, "{body}");
+
+    let (status, body) = with_headers(
+        &server,
+        "GET /info HTTP/1.1\r\nHost: rebound.example:8088",
+        "",
+    );
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains("--http-allowed-hosts rebound.example"),
+        "{body}"
+    );
+
+    let (status, body) = with_headers(
+        &server,
+        &format!("POST /ksql HTTP/1.1\r\nHost: {host}\r\nContent-Type: text/plain;charset=UTF-8"),
+        statement,
+    );
+    assert_eq!(status, 415, "{body}");
+    assert!(body.contains("41500"), "{body}");
+
+    // The table is still there, and the server's own page may use the API.
+    let (status, body) = with_headers(
+        &server,
+        &format!(
+            "POST /ksql HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\nContent-Type: application/json"
+        ),
+        r#"{"ksql": "DESCRIBE users;"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Origins named in --http-allowed-origins are served with CORS, so a dashboard on another
+/// site can read answers; others still are not.
+#[test]
+fn listed_origins_get_cors_answers() {
+    let server = common::start_with(&["--http-allowed-origins", "https://dash.example"]);
+    let host = &server.http;
+    let (status, _) = with_headers(
+        &server,
+        &format!(
+            "OPTIONS /ksql HTTP/1.1\r\nHost: {host}\r\nOrigin: https://dash.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: content-type"
+        ),
+        "",
+    );
+    assert_eq!(status, 200);
+    let body = r#"{"ksql": "SHOW TOPICS;"}"#;
+    let raw = format!(
+        "POST /ksql HTTP/1.1\r\nHost: {host}\r\nOrigin: https://dash.example\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    std::io::Write::write_all(&mut stream, raw.as_bytes()).unwrap();
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin: https://dash.example"),
+        "{response}"
+    );
+    let (status, _) = with_headers(
+        &server,
+        &format!("GET /info HTTP/1.1\r\nHost: {host}\r\nOrigin: https://other.example"),
+        "",
+    );
+    assert_eq!(status, 403);
+}

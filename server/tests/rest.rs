@@ -545,14 +545,14 @@ fn the_console_and_its_assets_are_served_from_the_binary() {
     ] {
         let (status, body) = common::exchange(
             &server.http,
-            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+            &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
         );
         assert_eq!(status, 200, "{path}");
         assert!(body.contains(marker), "{path}");
     }
     let (status, _) = common::exchange(
         &server.http,
-        "GET /console/missing.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "GET /console/missing.js HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
     );
     assert_eq!(status, 404);
 }

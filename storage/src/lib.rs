@@ -9,6 +9,7 @@ mod commit;
 mod compression;
 mod config;
 mod error;
+mod internal;
 mod keys;
 mod maintenance;
 mod offsets;
@@ -27,6 +28,9 @@ pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMeta
 pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
 pub use error::{Result, StorageError};
+pub use internal::{
+    INTERNAL_GROUP_PREFIX, INTERNAL_TOPIC_PREFIX, is_internal_group, is_internal_topic,
+};
 pub use maintenance::MaintenanceReport;
 pub use offsets::GroupOffset;
 pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};

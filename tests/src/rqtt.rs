@@ -36,8 +36,11 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
     let router = eddy_server::http::router(
         eddy_server::http::AppState::new(engine.clone()).map_err(|e| e.to_string())?,
         10 * 1024 * 1024,
+        eddy_server::http::BrowserPolicy::new(address, &[], &[]),
     );
-    let server = tokio::spawn(async move { eddy_server::http::serve(listener, router).await });
+    let connections = eddy_server::connections::ConnectionLimit::new("http", 1024);
+    let server =
+        tokio::spawn(async move { eddy_server::http::serve(listener, router, connections).await });
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)

@@ -28,7 +28,7 @@ pub(crate) fn namespace(topic: &str) -> String {
 
 /// The consumer group whose offsets say how far a topic is materialized.
 pub(crate) fn group(topic: &str) -> String {
-    format!("_eddy_table_{topic}")
+    format!("{}table_{topic}", eddy_storage::INTERNAL_GROUP_PREFIX)
 }
 
 /// A stored latest record: its timestamp, partition and offset, then the value bytes.

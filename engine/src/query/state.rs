@@ -23,7 +23,7 @@ pub type StateWrites = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
 /// The consumer group holding query `query_id`'s committed input offsets.
 pub fn consumer_group(query_id: &str) -> String {
-    format!("_eddy_query_{query_id}")
+    format!("{}query_{query_id}", eddy_storage::INTERNAL_GROUP_PREFIX)
 }
 
 /// The state-store namespace of query `query_id`.

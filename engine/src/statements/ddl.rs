@@ -112,6 +112,9 @@ impl Engine {
             }
             return Ok(());
         }
+        if eddy_storage::is_internal_topic(topic) {
+            return Err(EngineError::statement(internal_topic_message(topic)));
+        }
         let Some(partitions) = partitions else {
             return Err(EngineError::statement(format!(
                 "Topic '{topic}' does not exist. If you want to create a new topic for the {} please re-run the statement providing the required 'PARTITIONS' configuration in the WITH clause (and optionally 'REPLICAS'). For example: CREATE {} {} (ID INT) WITH (KAFKA_TOPIC='{topic}', PARTITIONS=2, REPLICAS=1, FORMAT='JSON');",
@@ -358,4 +361,12 @@ impl Engine {
             format!("Dropped type '{}'", name.value),
         ))
     }
+}
+
+/// Why a statement may not create or write `topic`.
+pub(crate) fn internal_topic_message(topic: &str) -> String {
+    format!(
+        "Cannot write into read-only topic: {topic}. Topics starting '{}' are Eddy's own; a stream over one may read it, but nothing may create or write it.",
+        eddy_storage::INTERNAL_TOPIC_PREFIX
+    )
 }

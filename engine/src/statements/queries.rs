@@ -169,6 +169,11 @@ impl Engine {
         let mut sink = state
             .catalog
             .build_query_sink(&declaration, text, &session.properties)?;
+        if eddy_storage::is_internal_topic(&sink.topic) {
+            return Err(EngineError::statement(super::ddl::internal_topic_message(
+                &sink.topic,
+            )));
+        }
         // RETENTION is the query's, not the sink declaration's: the table keeps it for its
         // pull queries.
         if let (Some(window), Some(planned)) = (sink.window.as_mut(), plan.sink_window()) {

@@ -68,6 +68,9 @@ pub fn create_topics(
                     .map_err(|e| (INVALID_CONFIG, e.to_string()))?;
                 eddy_storage::validate_topic_name(&name)
                     .map_err(|e| (INVALID_TOPIC_EXCEPTION, e.to_string()))?;
+                if eddy_storage::is_internal_topic(&name) {
+                    return Err((INVALID_TOPIC_EXCEPTION, reserved_topic_message(&name)));
+                }
                 store
                     .check_partition_count(&name, partitions as u32)
                     .map_err(|e| (INVALID_PARTITIONS, e.to_string()))?;
@@ -128,19 +131,26 @@ pub fn delete_topics(
         .iter()
         .map(|name| {
             let result = DeletableTopicResult::default().with_name(Some(name.clone()));
-            match store.delete_topic(name.as_str()) {
-                Ok(()) => {
-                    info!(topic = %name.as_str(), "deleted topic for a Kafka admin client");
-                    result
-                }
-                Err(e) => {
+            let outcome = if eddy_storage::is_internal_topic(name) {
+                Err((INVALID_TOPIC_EXCEPTION, reserved_topic_message(name)))
+            } else {
+                store.delete_topic(name.as_str()).map_err(|e| {
                     let code = match e {
                         StorageError::UnknownTopic(_) => UNKNOWN_TOPIC_OR_PARTITION,
                         _ => UNKNOWN_SERVER_ERROR,
                     };
+                    (code, e.to_string())
+                })
+            };
+            match outcome {
+                Ok(()) => {
+                    info!(topic = %name.as_str(), "deleted topic for a Kafka admin client");
+                    result
+                }
+                Err((code, message)) => {
                     let result = result.with_error_code(code);
                     if version >= 5 {
-                        result.with_error_message(Some(StrBytes::from_string(e.to_string())))
+                        result.with_error_message(Some(StrBytes::from_string(message)))
                     } else {
                         result
                     }
@@ -149,6 +159,14 @@ pub fn delete_topics(
         })
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Why a client may not create, delete or write `topic`.
+pub fn reserved_topic_message(topic: &str) -> String {
+    format!(
+        "Topic '{topic}' is internal to Eddy: names starting '{}' are reserved, and clients may read them but not create, write or delete them.",
+        eddy_storage::INTERNAL_TOPIC_PREFIX
+    )
 }
 
 /// Resource type of topics in DescribeConfigs.

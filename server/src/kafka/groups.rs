@@ -5,8 +5,9 @@
 //! rejoined, or when the longest rebalance timeout passes, dropping the members that did not.
 
 use super::code::{
-    ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, MEMBER_ID_REQUIRED, NONE,
-    REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION,
+    ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, INVALID_GROUP_ID, INVALID_SESSION_TIMEOUT,
+    MEMBER_ID_REQUIRED, NONE, OFFSET_METADATA_TOO_LARGE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
+    UNKNOWN_TOPIC_OR_PARTITION,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,11 +96,34 @@ impl GroupState {
     }
 }
 
+/// The bounds a coordinator holds clients to, with Kafka's broker defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupLimits {
+    /// The shortest session timeout a member may ask for (`group.min.session.timeout.ms`).
+    pub min_session_timeout: Duration,
+    /// The longest session timeout a member may ask for (`group.max.session.timeout.ms`), so a
+    /// vanished member's partitions are handed on within it.
+    pub max_session_timeout: Duration,
+    /// The longest metadata string an offset commit may carry (`offset.metadata.max.bytes`).
+    pub max_offset_metadata_bytes: usize,
+}
+
+impl Default for GroupLimits {
+    fn default() -> Self {
+        GroupLimits {
+            min_session_timeout: Duration::from_secs(6),
+            max_session_timeout: Duration::from_secs(30 * 60),
+            max_offset_metadata_bytes: 4096,
+        }
+    }
+}
+
 /// The coordinator of every consumer group.
 pub struct GroupCoordinator {
     groups: Mutex<BTreeMap<String, Group>>,
     next_member: AtomicU64,
     store: Store,
+    limits: GroupLimits,
 }
 
 fn s(text: &str) -> StrBytes {
@@ -108,11 +132,12 @@ fn s(text: &str) -> StrBytes {
 
 impl GroupCoordinator {
     /// A coordinator that keeps offsets in `store`, and expires silent members in the background.
-    pub fn start(store: Store) -> Arc<Self> {
+    pub fn start(store: Store, limits: GroupLimits) -> Arc<Self> {
         let coordinator = Arc::new(GroupCoordinator {
             groups: Mutex::new(BTreeMap::new()),
             next_member: AtomicU64::new(1),
             store,
+            limits,
         });
         let weak = Arc::downgrade(&coordinator);
         tokio::spawn(async move {
@@ -151,6 +176,11 @@ impl GroupCoordinator {
             tracing::info!(group = %name, ?expired, "consumer group members timed out");
             self.start_rebalance(&name, group);
         }
+        // A group nobody is in holds nothing its committed offsets (kept in the store) do not,
+        // so it is forgotten rather than kept for every group id a client ever sent.
+        groups.retain(|_, g| {
+            !(g.members.is_empty() && g.join_waiters.is_empty() && g.sync_waiters.is_empty())
+        });
     }
 
     /// Moves a group into a rebalance, to complete when all members rejoin or the timeout passes.
@@ -207,6 +237,22 @@ impl GroupCoordinator {
     ) -> JoinGroupResponse {
         let group_id = request.group_id.to_string();
         let mut member_id = request.member_id.to_string();
+        let refused = |code| {
+            JoinGroupResponse::default()
+                .with_error_code(code)
+                .with_generation_id(-1)
+                .with_member_id(request.member_id.clone())
+                .with_protocol_name(if version >= 7 { None } else { Some(s("")) })
+        };
+        if group_id.is_empty() || eddy_storage::is_internal_group(&group_id) {
+            return refused(INVALID_GROUP_ID);
+        }
+        let session_timeout = Duration::from_millis(request.session_timeout_ms.max(0) as u64);
+        if session_timeout < self.limits.min_session_timeout
+            || session_timeout > self.limits.max_session_timeout
+        {
+            return refused(INVALID_SESSION_TIMEOUT);
+        }
         if member_id.is_empty() {
             member_id = format!(
                 "eddy-member-{}",
@@ -259,8 +305,11 @@ impl GroupCoordinator {
                     client_id: client_id.to_string(),
                     group_instance_id: request.group_instance_id.clone(),
                     protocols,
-                    session_timeout: Duration::from_millis(request.session_timeout_ms.max(1) as u64),
-                    rebalance_timeout: Duration::from_millis(rebalance_timeout.max(1) as u64),
+                    session_timeout,
+                    // Kafka bounds the rebalance timeout only by the request's; a week-long one
+                    // would hold a rebalance open that long, so it is capped like the session.
+                    rebalance_timeout: Duration::from_millis(rebalance_timeout.max(1) as u64)
+                        .min(self.limits.max_session_timeout),
                     last_seen: Instant::now(),
                     assignment: Bytes::new(),
                 },
@@ -304,6 +353,9 @@ impl GroupCoordinator {
     pub async fn sync(&self, request: SyncGroupRequest, version: i16) -> SyncGroupResponse {
         let group_id = request.group_id.to_string();
         let member_id = request.member_id.to_string();
+        if eddy_storage::is_internal_group(&group_id) {
+            return SyncGroupResponse::default().with_error_code(INVALID_GROUP_ID);
+        }
         let rx = {
             let mut groups = self.groups.lock();
             let Some(group) = groups.get_mut(&group_id) else {
@@ -367,6 +419,9 @@ impl GroupCoordinator {
 
     /// Heartbeat: keeps a member alive and tells it when to rejoin.
     pub fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
+        if eddy_storage::is_internal_group(&request.group_id) {
+            return HeartbeatResponse::default().with_error_code(INVALID_GROUP_ID);
+        }
         let mut groups = self.groups.lock();
         let code = match groups.get_mut(request.group_id.as_str()) {
             None => UNKNOWN_MEMBER_ID,
@@ -498,6 +553,13 @@ impl GroupCoordinator {
     pub async fn commit(&self, request: &OffsetCommitRequest) -> OffsetCommitResponse {
         let group = request.group_id.to_string();
         let now = eddy_storage::now_ms();
+        // A query's own group moves only with the query's output, in one commit; an offset
+        // written from outside would make it skip or repeat input.
+        let group_code = if group.is_empty() || eddy_storage::is_internal_group(&group) {
+            Some(INVALID_GROUP_ID)
+        } else {
+            None
+        };
         let mut topics = Vec::new();
         for topic in &request.topics {
             let name = topic.name.to_string();
@@ -517,7 +579,12 @@ impl GroupCoordinator {
                         commit_timestamp: now,
                     },
                 };
-                let code = if p.partition_index < 0 {
+                let metadata_bytes = p.committed_metadata.as_ref().map_or(0, |m| m.len());
+                let code = if let Some(code) = group_code {
+                    code
+                } else if metadata_bytes > self.limits.max_offset_metadata_bytes {
+                    OFFSET_METADATA_TOO_LARGE
+                } else if p.partition_index < 0 {
                     UNKNOWN_TOPIC_OR_PARTITION
                 } else {
                     match self.store.commit_offsets(&group, vec![offset]).await {

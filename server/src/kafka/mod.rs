@@ -3,31 +3,35 @@
 //! Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch).
 //!
 //! Frames are decoded and encoded with the `kafka-protocol` crate. Each connection handles its
-//! requests one after another, so responses go out in request order.
+//! requests one after another, so responses go out in request order. A connection that sends
+//! no request for `connections.max.idle.ms` is closed, as Kafka closes it.
 
 mod admin;
+mod fetch;
 mod groups;
+mod produce;
 mod producers;
+
+pub use fetch::DEFAULT_FETCH_MAX_BYTES;
+pub use groups::GroupLimits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use eddy_storage::{EncodedBatch, StorageError, Store, TopicConfig, split_batches};
+use eddy_storage::{StorageError, Store, TopicConfig};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, FetchResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest,
-    ProduceResponse, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
@@ -38,6 +42,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+use crate::connections::ConnectionLimit;
 use tracing::{debug, info, warn};
 
 mod code;
@@ -81,20 +87,66 @@ pub struct KafkaConfig {
     pub default_partitions: u32,
     /// Counts records sent by Fetch, per topic, when the server exports metrics.
     pub fetched_records: Option<prometheus::IntCounterVec>,
+    /// What clients may ask of the listener.
+    pub limits: KafkaLimits,
+    /// How many connections the listener holds open at once.
+    pub connections: ConnectionLimit,
+}
+
+impl KafkaConfig {
+    /// A listener telling clients to connect to `advertised`, auto-creating one-partition topics,
+    /// with Kafka's default limits.
+    pub fn new(advertised: SocketAddr) -> Self {
+        KafkaConfig {
+            advertised,
+            auto_create_topics: true,
+            default_partitions: 1,
+            fetched_records: None,
+            limits: KafkaLimits::default(),
+            connections: ConnectionLimit::new("kafka", 10_000),
+        }
+    }
+}
+
+/// Bounds on what Kafka clients may ask, each named after the broker setting it mirrors.
+#[derive(Debug, Clone)]
+pub struct KafkaLimits {
+    /// The most bytes one Fetch answer carries (`fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
+    /// How long a connection may go without a request before it is closed
+    /// (`connections.max.idle.ms`).
+    pub connections_max_idle: Duration,
+    /// The bounds on consumer groups' members and commits.
+    pub groups: GroupLimits,
+}
+
+impl Default for KafkaLimits {
+    fn default() -> Self {
+        KafkaLimits {
+            fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
+            connections_max_idle: Duration::from_secs(10 * 60),
+            groups: GroupLimits::default(),
+        }
+    }
 }
 
 /// Accepts Kafka clients until the task is dropped.
 pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
-    let coordinator = groups::GroupCoordinator::start(store.clone());
+    let coordinator = groups::GroupCoordinator::start(store.clone(), config.limits.groups);
     let producers = Arc::new(producers::ProducerRegistry::new());
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
+                // Out of file descriptors, most likely: wait for some to close.
                 warn!(error = %e, "kafka listener accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Some(admitted) = config.connections.admit() else {
+            drop(socket);
+            continue;
         };
         let store = store.clone();
         let config = config.clone();
@@ -104,6 +156,7 @@ pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
             if let Err(e) = handle_connection(socket, store, config, coordinator, producers).await {
                 debug!(%peer, error = %e, "kafka connection closed");
             }
+            drop(admitted);
         });
     }
 }
@@ -116,25 +169,22 @@ async fn handle_connection(
     producers: Arc<producers::ProducerRegistry>,
 ) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
+    let idle = config.limits.connections_max_idle;
     loop {
-        let mut length = [0u8; 4];
-        if socket.read_exact(&mut length).await.is_err() {
+        // The whole request must arrive within the idle time, so a client trickling a frame
+        // byte by byte cannot hold the connection either.
+        let Ok(frame) = tokio::time::timeout(idle, read_frame(&mut socket)).await else {
+            debug!(
+                idle_ms = idle.as_millis(),
+                "closing an idle kafka connection"
+            );
             return Ok(());
-        }
-        let length = i32::from_be_bytes(length);
-        if length < 8 || length as usize > MAX_FRAME {
-            anyhow::bail!("refusing a frame of {length} bytes");
-        }
-        let mut frame = vec![0u8; length as usize];
-        socket.read_exact(&mut frame).await?;
-        if let Some(response) = handle_frame(
-            Bytes::from(frame),
-            &store,
-            &config,
-            &coordinator,
-            &producers,
-        )
-        .await?
+        };
+        let Some(frame) = frame? else {
+            return Ok(());
+        };
+        if let Some(response) =
+            handle_frame(frame, &store, &config, &coordinator, &producers).await?
         {
             let mut out = BytesMut::with_capacity(response.len() + 4);
             out.put_i32(response.len() as i32);
@@ -142,6 +192,22 @@ async fn handle_connection(
             socket.write_all(&out).await?;
         }
     }
+}
+
+/// Reads one length-prefixed request; `None` when the client closed the connection between
+/// requests.
+async fn read_frame(socket: &mut TcpStream) -> anyhow::Result<Option<Bytes>> {
+    let mut length = [0u8; 4];
+    if socket.read_exact(&mut length).await.is_err() {
+        return Ok(None);
+    }
+    let length = i32::from_be_bytes(length);
+    if length < 8 || length as usize > MAX_FRAME {
+        anyhow::bail!("refusing a frame of {length} bytes");
+    }
+    let mut frame = vec![0u8; length as usize];
+    socket.read_exact(&mut frame).await?;
+    Ok(Some(Bytes::from(frame)))
 }
 
 /// Handles one request frame; `None` means no response is due (Produce with `acks=0`).
@@ -171,131 +237,86 @@ async fn handle_frame(
         }
         anyhow::bail!("{key:?} v{api_version} is not supported");
     }
+    let version = api_version;
+    macro_rules! decode {
+        ($request:ty) => {
+            <$request>::decode(&mut frame, version)?
+        };
+    }
+    macro_rules! reply {
+        ($response:expr) => {
+            encode_response(correlation_id, key, version, &$response).map(Some)
+        };
+    }
     match key {
         ApiKey::ApiVersions => {
-            ApiVersionsRequest::decode(&mut frame, api_version)?;
-            encode_response(correlation_id, key, api_version, &api_versions(code::NONE)).map(Some)
+            decode!(ApiVersionsRequest);
+            reply!(api_versions(code::NONE))
         }
-        ApiKey::Metadata => {
-            let request = MetadataRequest::decode(&mut frame, api_version)?;
-            let response = metadata(store, config, &request, api_version);
-            encode_response(correlation_id, key, api_version, &response).map(Some)
-        }
+        ApiKey::Metadata => reply!(metadata(store, config, &decode!(MetadataRequest), version)),
         ApiKey::Produce => {
-            let request = ProduceRequest::decode(&mut frame, api_version)?;
+            let request = decode!(ProduceRequest);
             let acks = request.acks;
-            let response = produce(store, producers, request, api_version).await;
+            let response = produce::produce(store, producers, request, version).await;
             if acks == 0 {
                 return Ok(None);
             }
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            reply!(response)
         }
         ApiKey::Fetch => {
-            let request = FetchRequest::decode(&mut frame, api_version)?;
-            let response = fetch(
-                store,
-                &request,
-                api_version,
-                config.fetched_records.as_ref(),
-            )
-            .await;
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            let request = decode!(FetchRequest);
+            let limit = config.limits.fetch_max_bytes;
+            let counter = config.fetched_records.as_ref();
+            reply!(fetch::fetch(store, &request, version, limit, counter).await)
         }
-        ApiKey::ListOffsets => {
-            let request = ListOffsetsRequest::decode(&mut frame, api_version)?;
-            let response = list_offsets(store, &request);
-            encode_response(correlation_id, key, api_version, &response).map(Some)
-        }
+        ApiKey::ListOffsets => reply!(list_offsets(store, &decode!(ListOffsetsRequest))),
         ApiKey::FindCoordinator => {
-            FindCoordinatorRequest::decode(&mut frame, api_version)?;
-            let response = FindCoordinatorResponse::default()
-                .with_node_id(BrokerId(NODE_ID))
-                .with_host(StrBytes::from_string(config.advertised.ip().to_string()))
-                .with_port(i32::from(config.advertised.port()));
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            decode!(FindCoordinatorRequest);
+            reply!(
+                FindCoordinatorResponse::default()
+                    .with_node_id(BrokerId(NODE_ID))
+                    .with_host(StrBytes::from_string(config.advertised.ip().to_string()))
+                    .with_port(i32::from(config.advertised.port()))
+            )
         }
         ApiKey::JoinGroup => {
-            let request = JoinGroupRequest::decode(&mut frame, api_version)?;
-            let client_id = header
-                .client_id
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            let response = coordinator.join(request, api_version, &client_id).await;
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            let request = decode!(JoinGroupRequest);
+            let client_id = header.client_id.as_deref().unwrap_or_default();
+            reply!(coordinator.join(request, version, client_id).await)
         }
-        ApiKey::SyncGroup => {
-            let request = SyncGroupRequest::decode(&mut frame, api_version)?;
-            let response = coordinator.sync(request, api_version).await;
-            encode_response(correlation_id, key, api_version, &response).map(Some)
-        }
-        ApiKey::Heartbeat => {
-            let request = HeartbeatRequest::decode(&mut frame, api_version)?;
-            encode_response(
-                correlation_id,
-                key,
-                api_version,
-                &coordinator.heartbeat(&request),
-            )
-            .map(Some)
-        }
-        ApiKey::LeaveGroup => {
-            let request = LeaveGroupRequest::decode(&mut frame, api_version)?;
-            encode_response(
-                correlation_id,
-                key,
-                api_version,
-                &coordinator.leave(&request, api_version),
-            )
-            .map(Some)
-        }
-        ApiKey::OffsetCommit => {
-            let request = OffsetCommitRequest::decode(&mut frame, api_version)?;
-            let response = coordinator.commit(&request).await;
-            encode_response(correlation_id, key, api_version, &response).map(Some)
-        }
-        ApiKey::OffsetFetch => {
-            let request = OffsetFetchRequest::decode(&mut frame, api_version)?;
-            encode_response(
-                correlation_id,
-                key,
-                api_version,
-                &coordinator.fetch(&request, api_version),
-            )
-            .map(Some)
-        }
+        ApiKey::SyncGroup => reply!(coordinator.sync(decode!(SyncGroupRequest), version).await),
+        ApiKey::Heartbeat => reply!(coordinator.heartbeat(&decode!(HeartbeatRequest))),
+        ApiKey::LeaveGroup => reply!(coordinator.leave(&decode!(LeaveGroupRequest), version)),
+        ApiKey::OffsetCommit => reply!(coordinator.commit(&decode!(OffsetCommitRequest)).await),
+        ApiKey::OffsetFetch => reply!(coordinator.fetch(&decode!(OffsetFetchRequest), version)),
         ApiKey::ListGroups => {
-            ListGroupsRequest::decode(&mut frame, api_version)?;
-            encode_response(correlation_id, key, api_version, &coordinator.list()).map(Some)
+            decode!(ListGroupsRequest);
+            reply!(coordinator.list())
         }
-        ApiKey::DescribeGroups => {
-            let request = DescribeGroupsRequest::decode(&mut frame, api_version)?;
-            encode_response(
-                correlation_id,
-                key,
-                api_version,
-                &coordinator.describe(&request),
-            )
-            .map(Some)
-        }
+        ApiKey::DescribeGroups => reply!(coordinator.describe(&decode!(DescribeGroupsRequest))),
         ApiKey::DescribeConfigs => {
-            let request = DescribeConfigsRequest::decode(&mut frame, api_version)?;
-            let response = admin::describe_configs(store, &request);
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            reply!(admin::describe_configs(
+                store,
+                &decode!(DescribeConfigsRequest)
+            ))
         }
         ApiKey::CreateTopics => {
-            let request = CreateTopicsRequest::decode(&mut frame, api_version)?;
-            let response = admin::create_topics(store, &request, api_version);
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            reply!(admin::create_topics(
+                store,
+                &decode!(CreateTopicsRequest),
+                version
+            ))
         }
         ApiKey::DeleteTopics => {
-            let request = DeleteTopicsRequest::decode(&mut frame, api_version)?;
-            let response = admin::delete_topics(store, &request, api_version);
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            reply!(admin::delete_topics(
+                store,
+                &decode!(DeleteTopicsRequest),
+                version
+            ))
         }
         ApiKey::InitProducerId => {
-            let request = InitProducerIdRequest::decode(&mut frame, api_version)?;
-            let response = if request.transactional_id.is_some() {
+            let request = decode!(InitProducerIdRequest);
+            reply!(if request.transactional_id.is_some() {
                 warn!(
                     "a client asked for a transactional producer; transactions are not supported yet"
                 );
@@ -304,8 +325,7 @@ async fn handle_frame(
                 InitProducerIdResponse::default()
                     .with_producer_id(ProducerId(producers.allocate()))
                     .with_producer_epoch(0)
-            };
-            encode_response(correlation_id, key, api_version, &response).map(Some)
+            })
         }
         other => anyhow::bail!("{other:?} is not served"),
     }
@@ -363,7 +383,8 @@ fn metadata(
     let topics = wanted
         .into_iter()
         .map(|name| {
-            if !store.topic_exists(&name) && auto_create {
+            if !store.topic_exists(&name) && auto_create && !eddy_storage::is_internal_topic(&name)
+            {
                 match store.create_topic(
                     &name,
                     TopicConfig::with_partitions(config.default_partitions),
@@ -381,6 +402,7 @@ fn metadata(
             match store.partition_count(&name) {
                 Ok(partitions) => MetadataResponseTopic::default()
                     .with_name(Some(topic_name(&name)))
+                    .with_is_internal(version >= 1 && eddy_storage::is_internal_topic(&name))
                     .with_partitions(
                         (0..partitions as i32)
                             .map(|p| {
@@ -423,235 +445,6 @@ fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
-}
-
-async fn produce(
-    store: &Store,
-    producers: &producers::ProducerRegistry,
-    request: ProduceRequest,
-    version: i16,
-) -> ProduceResponse {
-    let mut responses = Vec::with_capacity(request.topic_data.len());
-    for topic in request.topic_data {
-        let name = topic.name.to_string();
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
-        for partition in topic.partition_data {
-            let index = partition.index;
-            let outcome = match partition.records {
-                None => Err(code::INVALID_REQUEST),
-                Some(records) => match EncodedBatch::from_bytes(BytesMut::from(records.as_ref())) {
-                    Err(reason) => {
-                        warn!(topic = %name, partition = index, %reason, "refused a produced batch");
-                        Err(code::CORRUPT_MESSAGE)
-                    }
-                    Ok(batch) => match u32::try_from(index) {
-                        Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-                        Ok(p) => append_checked(store, producers, &name, p, batch).await,
-                    },
-                },
-            };
-            let response = PartitionProduceResponse::default().with_index(index);
-            partitions.push(match outcome {
-                Ok(appended) => {
-                    let response = response.with_base_offset(appended.base_offset);
-                    if version >= 5 {
-                        response.with_log_start_offset(
-                            store
-                                .log_start_offset(&name, appended.partition)
-                                .unwrap_or(0),
-                        )
-                    } else {
-                        response
-                    }
-                }
-                Err(code) => response.with_error_code(code).with_base_offset(-1),
-            });
-        }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(topic_name(&name))
-                .with_partition_responses(partitions),
-        );
-    }
-    ProduceResponse::default().with_responses(responses)
-}
-
-/// Appends a produced batch after the idempotent producer's sequence check; a retried batch is
-/// answered with the offset it already got.
-async fn append_checked(
-    store: &Store,
-    producers: &producers::ProducerRegistry,
-    topic: &str,
-    partition: u32,
-    batch: EncodedBatch,
-) -> Result<eddy_storage::AppendResult, i16> {
-    let produced = producers::ProducedBatch::of(batch.header());
-    match producers.check(topic, partition, produced) {
-        producers::SequenceCheck::Refuse(code) => Err(code),
-        producers::SequenceCheck::Duplicate(base_offset) => Ok(eddy_storage::AppendResult {
-            partition,
-            base_offset,
-            last_offset: base_offset + i64::from(produced.count) - 1,
-        }),
-        producers::SequenceCheck::Append => {
-            let appended = store
-                .append_encoded(topic, partition, batch)
-                .await
-                .map_err(|e| storage_error_code(&e))?;
-            producers.record(topic, partition, produced, appended.base_offset);
-            Ok(appended)
-        }
-    }
-}
-
-/// Adds the records of each topic's answer to its count, reading the batch headers.
-fn count_fetched(fetched: &prometheus::IntCounterVec, responses: &[FetchableTopicResponse]) {
-    for topic in responses {
-        let mut count = 0u64;
-        for partition in &topic.partitions {
-            let Some(records) = partition.records.as_deref() else {
-                continue;
-            };
-            for (header, _) in split_batches(records).map_while(Result::ok) {
-                count += header.record_count.max(0) as u64;
-            }
-        }
-        if count > 0 {
-            fetched
-                .with_label_values(&[topic.topic.as_str()])
-                .inc_by(count);
-        }
-    }
-}
-
-async fn fetch(
-    store: &Store,
-    request: &FetchRequest,
-    version: i16,
-    fetched: Option<&prometheus::IntCounterVec>,
-) -> FetchResponse {
-    let deadline =
-        tokio::time::Instant::now() + Duration::from_millis(request.max_wait_ms.max(0) as u64);
-    let min_bytes = request.min_bytes.max(0) as usize;
-    loop {
-        let (responses, bytes) = fetch_once(store, request, version);
-        // Errors are answered at once, as Kafka does; waiting on a partition in error would
-        // wake immediately and spin.
-        let any_error = responses
-            .iter()
-            .any(|t| t.partitions.iter().any(|p| p.error_code != code::NONE));
-        let now = tokio::time::Instant::now();
-        if bytes >= min_bytes.max(1) || any_error || now >= deadline {
-            if let Some(fetched) = fetched {
-                count_fetched(fetched, &responses);
-            }
-            return FetchResponse::default().with_responses(responses);
-        }
-        // Wait for an append to any requested partition, then read again.
-        let waits: Vec<_> = request
-            .topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(move |p| {
-                    let topic = t.topic.to_string();
-                    let partition = p.partition;
-                    let offset = p.fetch_offset;
-                    let remaining = deadline - now;
-                    async move {
-                        if let Ok(p) = u32::try_from(partition) {
-                            let _ = store.wait_for_data(&topic, p, offset, remaining).await;
-                        }
-                    }
-                })
-            })
-            .map(Box::pin)
-            .collect();
-        if waits.is_empty() {
-            tokio::time::sleep_until(deadline).await;
-        } else {
-            tokio::select! {
-                _ = futures_select_any(waits) => {}
-                _ = tokio::time::sleep_until(deadline) => {}
-            }
-        }
-    }
-}
-
-/// Resolves when the first of the futures does.
-async fn futures_select_any<F: std::future::Future<Output = ()> + Unpin>(mut futures: Vec<F>) {
-    std::future::poll_fn(move |cx| {
-        for f in futures.iter_mut() {
-            if std::pin::Pin::new(f).poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
-fn fetch_once(
-    store: &Store,
-    request: &FetchRequest,
-    version: i16,
-) -> (Vec<FetchableTopicResponse>, usize) {
-    // Fields a version lacks must stay at their defaults, or the encoder refuses the response.
-    let log_start = |offset: i64| if version >= 5 { offset } else { -1 };
-    let mut total = 0usize;
-    let max_bytes = if request.max_bytes > 0 {
-        request.max_bytes as usize
-    } else {
-        usize::MAX
-    };
-    let responses = request
-        .topics
-        .iter()
-        .map(|topic| {
-            let name = topic.topic.to_string();
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let data = PartitionData::default()
-                        .with_partition_index(p.partition)
-                        .with_aborted_transactions(Some(Vec::new()));
-                    let Ok(index) = u32::try_from(p.partition) else {
-                        return data.with_error_code(code::UNKNOWN_TOPIC_OR_PARTITION);
-                    };
-                    // Always at least one batch for the first partition with data (KIP-74).
-                    let limit = (p.partition_max_bytes.max(1) as usize)
-                        .min(max_bytes.saturating_sub(total).max(1));
-                    match store.read(&name, index, p.fetch_offset, limit) {
-                        Ok(read) => {
-                            let mut records = BytesMut::new();
-                            for batch in &read.batches {
-                                records.extend_from_slice(batch);
-                            }
-                            total += records.len();
-                            data.with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.high_watermark)
-                                .with_log_start_offset(log_start(read.log_start_offset))
-                                .with_records(Some(records.freeze()))
-                        }
-                        Err(e) => {
-                            let (hw, start) = (
-                                store.end_offset(&name, index).unwrap_or(-1),
-                                store.log_start_offset(&name, index).unwrap_or(-1),
-                            );
-                            data.with_error_code(storage_error_code(&e))
-                                .with_high_watermark(hw)
-                                .with_last_stable_offset(hw)
-                                .with_log_start_offset(log_start(start))
-                        }
-                    }
-                })
-                .collect();
-            FetchableTopicResponse::default()
-                .with_topic(topic.topic.clone())
-                .with_partitions(partitions)
-        })
-        .collect();
-    (responses, total)
 }
 
 fn list_offsets(store: &Store, request: &ListOffsetsRequest) -> ListOffsetsResponse {
@@ -729,12 +522,10 @@ mod tests {
     ) {
         let store = Store::open(dir, eddy_storage::StoreOptions::default()).unwrap();
         let config = KafkaConfig {
-            advertised: "127.0.0.1:9092".parse().unwrap(),
             auto_create_topics: false,
-            default_partitions: 1,
-            fetched_records: None,
+            ..KafkaConfig::new("127.0.0.1:9092".parse().unwrap())
         };
-        let coordinator = groups::GroupCoordinator::start(store.clone());
+        let coordinator = groups::GroupCoordinator::start(store.clone(), GroupLimits::default());
         (
             store,
             config,

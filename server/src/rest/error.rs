@@ -16,12 +16,18 @@ pub(crate) enum ErrorCode {
     BadStatement,
     /// A query sent to `/ksql`, which runs statements: queries go to `/query`.
     QueryEndpoint,
+    /// A web page from another origin, or a request naming a host this server is not.
+    Forbidden,
     /// No such endpoint, command or dashboard.
     NotFound,
     /// The body is larger than the server accepts.
     TooLarge,
+    /// The body's content type is one a web page could send from anywhere (`text/plain`).
+    UnsupportedMediaType,
     /// The server failed; the cause is in its log.
     ServerError,
+    /// The server cannot take the request now (too many connections); try again later.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -31,9 +37,12 @@ impl ErrorCode {
             ErrorCode::BadRequest => 40000,
             ErrorCode::BadStatement => 40001,
             ErrorCode::QueryEndpoint => 40002,
+            ErrorCode::Forbidden => 40300,
             ErrorCode::NotFound => 40400,
             ErrorCode::TooLarge => 41300,
+            ErrorCode::UnsupportedMediaType => 41500,
             ErrorCode::ServerError => 50000,
+            ErrorCode::Unavailable => 50300,
         }
     }
 
@@ -43,9 +52,12 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::BadStatement | ErrorCode::QueryEndpoint => {
                 StatusCode::BAD_REQUEST
             }
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::ServerError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

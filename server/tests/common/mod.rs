@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub mod webdriver;
+pub mod wire;
 
 /// A running `eddy server` on free ports with a temporary data directory; killed on drop.
 pub struct Server {

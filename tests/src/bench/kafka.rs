@@ -120,10 +120,8 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
         listener,
         store.clone(),
         eddy_server::kafka::KafkaConfig {
-            advertised: address,
             auto_create_topics: false,
-            default_partitions: 1,
-            fetched_records: None,
+            ..eddy_server::kafka::KafkaConfig::new(address)
         },
     ));
 

@@ -178,9 +178,13 @@ impl HttpBench {
             .with_context(|| format!("running {ddl}"))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let router =
-            eddy_server::http::router(eddy_server::http::AppState::new(engine.clone())?, 1 << 20);
-        let server = tokio::spawn(eddy_server::http::serve(listener, router));
+        let router = eddy_server::http::router(
+            eddy_server::http::AppState::new(engine.clone())?,
+            1 << 20,
+            eddy_server::http::BrowserPolicy::new(address, &[], &[]),
+        );
+        let connections = eddy_server::connections::ConnectionLimit::new("http", 1024);
+        let server = tokio::spawn(eddy_server::http::serve(listener, router, connections));
         Ok(HttpBench {
             engine,
             store,

@@ -1,0 +1,93 @@
+//! Produce: each partition's batch is checked whole, then appended after the idempotent
+//! producer's sequence check. Clients may not write Eddy's internal topics.
+
+use bytes::BytesMut;
+use eddy_storage::{EncodedBatch, Store};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use tracing::warn;
+
+use super::{code, producers, storage_error_code, topic_name};
+
+/// Appends each partition's batch, answering per partition.
+pub(super) async fn produce(
+    store: &Store,
+    producers: &producers::ProducerRegistry,
+    request: ProduceRequest,
+    version: i16,
+) -> ProduceResponse {
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        let name = topic.name.to_string();
+        let internal = eddy_storage::is_internal_topic(&name);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for partition in topic.partition_data {
+            let index = partition.index;
+            let outcome = match partition.records {
+                // Kafka refuses clients' writes to its internal topics the same way.
+                _ if internal => Err(code::INVALID_TOPIC_EXCEPTION),
+                None => Err(code::INVALID_REQUEST),
+                Some(records) => match EncodedBatch::from_bytes(BytesMut::from(records.as_ref())) {
+                    Err(reason) => {
+                        warn!(topic = %name, partition = index, %reason, "refused a produced batch");
+                        Err(code::CORRUPT_MESSAGE)
+                    }
+                    Ok(batch) => match u32::try_from(index) {
+                        Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+                        Ok(p) => append_checked(store, producers, &name, p, batch).await,
+                    },
+                },
+            };
+            let response = PartitionProduceResponse::default().with_index(index);
+            partitions.push(match outcome {
+                Ok(appended) => {
+                    let response = response.with_base_offset(appended.base_offset);
+                    if version >= 5 {
+                        response.with_log_start_offset(
+                            store
+                                .log_start_offset(&name, appended.partition)
+                                .unwrap_or(0),
+                        )
+                    } else {
+                        response
+                    }
+                }
+                Err(code) => response.with_error_code(code).with_base_offset(-1),
+            });
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_name(&name))
+                .with_partition_responses(partitions),
+        );
+    }
+    ProduceResponse::default().with_responses(responses)
+}
+
+/// Appends a produced batch after the idempotent producer's sequence check; a retried batch is
+/// answered with the offset it already got.
+async fn append_checked(
+    store: &Store,
+    producers: &producers::ProducerRegistry,
+    topic: &str,
+    partition: u32,
+    batch: EncodedBatch,
+) -> Result<eddy_storage::AppendResult, i16> {
+    let produced = producers::ProducedBatch::of(batch.header());
+    match producers.check(topic, partition, produced) {
+        producers::SequenceCheck::Refuse(code) => Err(code),
+        producers::SequenceCheck::Duplicate(base_offset) => Ok(eddy_storage::AppendResult {
+            partition,
+            base_offset,
+            last_offset: base_offset + i64::from(produced.count) - 1,
+        }),
+        producers::SequenceCheck::Append => {
+            let appended = store
+                .append_encoded(topic, partition, batch)
+                .await
+                .map_err(|e| storage_error_code(&e))?;
+            producers.record(topic, partition, produced, appended.base_offset);
+            Ok(appended)
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! A bare Kafka client over a blocking socket: one request, one response, in the form a test
+//! builds them, so a test can send what no well-behaved client would.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
+
+/// One connection to the Kafka listener.
+pub struct Wire {
+    socket: TcpStream,
+    correlation: i32,
+}
+
+impl Wire {
+    /// Connects to `address`, waiting at most 30 s for any answer.
+    pub fn connect(address: &str) -> Wire {
+        let socket = TcpStream::connect(address).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Wire {
+            socket,
+            correlation: 0,
+        }
+    }
+
+    /// Sends `request` as `key` at `version`; the response's body and its size on the wire.
+    pub fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> (Resp, usize) {
+        self.correlation += 1;
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(StrBytes::from_static_str("hostile-test")));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, Req::header_version(version))
+            .unwrap();
+        request.encode(&mut body, version).unwrap();
+        let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        self.socket.write_all(&frame).unwrap();
+        let mut length = [0u8; 4];
+        self.socket.read_exact(&mut length).unwrap();
+        let size = i32::from_be_bytes(length) as usize;
+        let mut response = vec![0u8; size];
+        self.socket.read_exact(&mut response).unwrap();
+        let mut response = Bytes::from(response);
+        let header = ResponseHeader::decode(&mut response, Resp::header_version(version)).unwrap();
+        assert_eq!(header.correlation_id, self.correlation);
+        (Resp::decode(&mut response, version).unwrap(), size)
+    }
+
+    /// Whether the server closed the connection within `wait`: a read sees the end of the
+    /// stream (or a reset) rather than timing out.
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        self.socket.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        match self.socket.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
+    }
+}
