@@ -11,27 +11,16 @@ use std::time::{Duration, Instant};
 
 use eddy_sql::ast::{Statement, StatementKind};
 use eddy_sql::{parse_statements, split_statements, substitute_variables};
-use eddy_storage::{Commit, Store, TopicConfig};
-use serde::{Deserialize, Serialize};
+use eddy_storage::{Store, TopicConfig};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::catalog::Catalog;
+use crate::command_log;
 use crate::error::{EngineError, Result};
 use crate::query::{PersistentQuery, consumer_group};
 use crate::result::{QuerySummary, StatementResult};
 use crate::session::Session;
-
-/// State-store namespace of the command log.
-const COMMAND_LOG: &str = "__eddy_command_log";
-
-/// One entry of the command log.
-#[derive(Debug, Serialize, Deserialize)]
-struct Command {
-    sql: String,
-    #[serde(default)]
-    properties: HashMap<String, String>,
-}
 
 pub(crate) struct EngineState {
     pub(crate) catalog: Catalog,
@@ -87,11 +76,27 @@ pub struct Engine {
     pub(crate) materializers: Arc<crate::query::materialized::Materializers>,
     /// Plans of key-lookup pull queries, reused across keys.
     pub(crate) pull_plans: crate::query::transient::PullPlans,
+    /// Command-log entries replay skipped because they could not be read back.
+    damaged_commands: Vec<command_log::DamagedEntry>,
+    /// How queries run.
+    pub(crate) options: EngineOptions,
+}
+
+/// How the engine runs its queries.
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// How long a failed persistent query waits before it is started again.
+    pub query_retry: crate::query::RetryBackoff,
 }
 
 impl Engine {
     /// Opens the engine on a store, replaying the command log to rebuild the catalog.
     pub async fn open(store: Store) -> Result<Engine> {
+        Engine::open_with(store, EngineOptions::default()).await
+    }
+
+    /// [`Engine::open`] with options.
+    pub async fn open_with(store: Store, options: EngineOptions) -> Result<Engine> {
         let mut state = EngineState {
             catalog: Catalog::default(),
             next_seq: 0,
@@ -99,24 +104,8 @@ impl Engine {
             queries: BTreeMap::new(),
             command_statuses: BTreeMap::new(),
         };
-        let mut entries = Vec::new();
-        for entry in store.state_scan_prefix(COMMAND_LOG, b"")? {
-            let (key, value) = entry?;
-            let seq = key
-                .as_slice()
-                .try_into()
-                .map(u64::from_be_bytes)
-                .map_err(|_| EngineError::CorruptCommandLog {
-                    seq: state.next_seq,
-                    reason: "the key is not 8 bytes".into(),
-                })?;
-            let command: Command =
-                serde_json::from_slice(&value).map_err(|e| EngineError::CorruptCommandLog {
-                    seq,
-                    reason: e.to_string(),
-                })?;
-            entries.push((seq, command));
-        }
+        let (entries, mut damaged) = command_log::read(&store)?;
+        let next_seq = command_log::next_seq(&entries, &damaged);
         let engine = Engine {
             store,
             state: Mutex::new(EngineState {
@@ -132,6 +121,8 @@ impl Engine {
             metrics: crate::metrics::EngineMetrics::default(),
             materializers: Arc::default(),
             pull_plans: Default::default(),
+            damaged_commands: Vec::new(),
+            options,
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -139,7 +130,17 @@ impl Engine {
                 ..Session::default()
             };
             state.replaying_seq = Some(seq);
-            for statement in parse_statements(&command.sql)? {
+            let statements = match parse_statements(&command.sql) {
+                Ok(statements) => statements,
+                Err(e) => {
+                    damaged.push(command_log::DamagedEntry {
+                        seq: Some(seq),
+                        reason: format!("its SQL no longer parses: {e}"),
+                    });
+                    continue;
+                }
+            };
+            for statement in statements {
                 if let Err(e) = engine
                     .execute_statement(
                         &mut state,
@@ -153,9 +154,19 @@ impl Engine {
                     warn!(seq, sql = %command.sql, error = %e, "a logged command no longer applies; skipped");
                 }
             }
-            state.next_seq = seq + 1;
         }
+        state.next_seq = next_seq;
         state.replaying_seq = None;
+        damaged.sort_by_key(|d| d.seq.unwrap_or(u64::MAX));
+        for entry in &damaged {
+            tracing::error!(
+                seq = entry.seq,
+                reason = %entry.reason,
+                "a command-log entry cannot be replayed; skipped, and /healthcheck reports the log damaged"
+            );
+        }
+        let mut engine = engine;
+        engine.damaged_commands = damaged;
         engine.ensure_processing_log(&mut state)?;
         info!(
             sources = state.catalog.sources().count(),
@@ -186,6 +197,11 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The command-log entries that could not be replayed when the engine opened.
+    pub fn damaged_commands(&self) -> &[command_log::DamagedEntry] {
+        &self.damaged_commands
     }
 
     pub(crate) async fn state_lock(&self) -> tokio::sync::MutexGuard<'_, EngineState> {
@@ -551,17 +567,11 @@ impl Engine {
         if mode == Mode::Replay {
             return Ok(state.replaying_seq.unwrap_or(state.next_seq));
         }
-        let command = Command {
+        let command = command_log::Command {
             sql: sql.to_string(),
             properties: session.properties.clone(),
         };
-        let value = serde_json::to_vec(&command).map_err(|e| EngineError::CorruptCommandLog {
-            seq: state.next_seq,
-            reason: e.to_string(),
-        })?;
-        let mut commit = Commit::new();
-        commit.put_state(COMMAND_LOG, state.next_seq.to_be_bytes().to_vec(), value);
-        self.store.commit(commit).await?;
+        command_log::append(&self.store, state.next_seq, &command).await?;
         let seq = state.next_seq;
         state.next_seq += 1;
         Ok(seq)

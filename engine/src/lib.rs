@@ -13,6 +13,7 @@
 
 pub mod catalog;
 pub mod codec;
+pub mod command_log;
 mod engine;
 mod error;
 pub mod format;
@@ -25,7 +26,7 @@ pub mod schema;
 mod session;
 mod statements;
 
-pub use engine::{Engine, ExecuteError};
+pub use engine::{Engine, EngineOptions, ExecuteError};
 pub use error::{EngineError, Result};
 pub use result::{QueryDescription, QuerySummary, SourceSummary, StatementResult, TopicSummary};
 pub use session::Session;

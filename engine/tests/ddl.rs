@@ -420,3 +420,68 @@ async fn properties_and_variables_live_in_the_session() {
     assert!(err.to_string().contains("not defined"), "{err}");
     assert_eq!(err.completed.len(), 1);
 }
+
+/// A command-log entry that cannot be read back (damaged bytes, or SQL the parser no longer
+/// takes, such as an expression past today's depth limit) is skipped at start and reported; the
+/// rest of the catalog comes back, and new commands do not overwrite the skipped entries.
+#[tokio::test]
+async fn a_damaged_command_log_entry_is_skipped_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let engine = Engine::open(store(dir.path())).await.unwrap();
+        let mut session = Session::default();
+        engine
+            .execute(
+                &mut session,
+                "CREATE STREAM orders (id INT KEY, item STRING) WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+            )
+            .await
+            .unwrap();
+        let too_deep = format!(
+            r#"{{"sql": "CREATE STREAM deep AS SELECT 1{} AS n FROM orders;"}}"#,
+            "+1".repeat(2_000)
+        );
+        let mut commit = eddy_storage::Commit::new();
+        commit.put_state(
+            "__eddy_command_log",
+            50u64.to_be_bytes().to_vec(),
+            b"\xff not json".to_vec(),
+        );
+        commit.put_state(
+            "__eddy_command_log",
+            51u64.to_be_bytes().to_vec(),
+            too_deep.into_bytes(),
+        );
+        commit.put_state("__eddy_command_log", b"short".to_vec(), b"{}".to_vec());
+        engine.store().commit(commit).await.unwrap();
+        engine.shutdown().await;
+        engine.store().close().unwrap();
+    }
+    let engine = Engine::open(store(dir.path())).await.unwrap();
+    let damaged = engine.damaged_commands();
+    assert_eq!(damaged.len(), 3, "{damaged:?}");
+    assert_eq!(damaged[0].seq, Some(50));
+    assert!(damaged[0].reason.contains("not a command"), "{damaged:?}");
+    assert_eq!(damaged[1].seq, Some(51));
+    assert!(damaged[1].reason.contains("too deep"), "{damaged:?}");
+    assert!(engine.catalog().await.source("ORDERS").is_some());
+
+    let mut session = Session::default();
+    engine
+        .execute(
+            &mut session,
+            "CREATE STREAM later (id INT KEY) WITH (kafka_topic='later', partitions=1, value_format='JSON');",
+        )
+        .await
+        .unwrap();
+    engine.shutdown().await;
+    engine.store().close().unwrap();
+    drop(engine);
+    let engine = Engine::open(store(dir.path())).await.unwrap();
+    assert!(engine.catalog().await.source("LATER").is_some());
+    assert_eq!(
+        engine.damaged_commands().len(),
+        3,
+        "the new command took a fresh entry"
+    );
+}

@@ -727,3 +727,91 @@ async fn a_paused_query_keeps_its_place_shows_lag_and_catches_up_on_resume() {
     assert_eq!(err.to_string(), "Unknown queryId: NO_SUCH_QUERY");
     engine.shutdown().await;
 }
+
+/// The summary of the only query once `check` holds for it, within 10 s.
+async fn query_when(
+    engine: &Engine,
+    what: &str,
+    check: impl Fn(&eddy_engine::QuerySummary) -> bool,
+) -> eddy_engine::QuerySummary {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let queries = engine.persistent_query_summaries().await;
+        if let [query] = queries.as_slice()
+            && check(query)
+        {
+            return query.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited for {what}: {queries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A query whose sink topic vanishes fails, shows `ERROR` with the cause, and is started again
+/// with a growing backoff; once the topic is back it picks up from its committed offsets,
+/// losing nothing and repeating nothing, and shows `RUNNING` again, as ksqlDB retries queries.
+#[tokio::test]
+async fn a_failed_query_is_retried_with_backoff_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = eddy_engine::EngineOptions {
+        query_retry: eddy_engine::query::RetryBackoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(400),
+        },
+    };
+    let engine = Engine::open_with(open_store(dir.path()), options)
+        .await
+        .unwrap();
+    let mut session = Session::default();
+    run(&engine, &mut session, SETUP).await;
+    let store = engine.store().clone();
+    store
+        .produce("orders", (0..20).map(input).collect())
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(5)).await);
+    let sink = store.describe_topic("BIG").unwrap().config;
+
+    store.delete_topic("BIG").unwrap();
+    store
+        .produce("orders", (20..50).map(input).collect())
+        .await
+        .unwrap();
+    let failed = query_when(&engine, "ERROR", |q| q.state == "ERROR").await;
+    assert_eq!(
+        failed.processed, 20,
+        "nothing after the failure counts as done"
+    );
+    match run(&engine, &mut session, "EXPLAIN CSAS_BIG_1;")
+        .await
+        .as_slice()
+    {
+        [StatementResult::QueryDescription { query, .. }] => {
+            let (_, cause) = query.error.clone().expect("the failure's cause");
+            assert!(cause.contains("\"BIG\" does not exist"), "{cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Retries go on failing while the topic is missing, and the query stays in ERROR.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(engine.persistent_query_summaries().await[0].state, "ERROR");
+
+    store.create_topic("BIG", sink).unwrap();
+    let recovered = query_when(&engine, "recovery", |q| {
+        q.state == "RUNNING" && q.processed == 50
+    })
+    .await;
+    assert_eq!(recovered.lag(), 0);
+    assert_eq!(
+        values(&store, "BIG"),
+        expected_big(50)
+            .into_iter()
+            .filter(|v| !expected_big(20).contains(v))
+            .collect::<Vec<_>>(),
+        "the records after the failure, once each"
+    );
+    engine.shutdown().await;
+}

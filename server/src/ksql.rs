@@ -36,13 +36,55 @@ pub(crate) async fn info() -> Json<Value> {
     }}))
 }
 
-/// `GET /healthcheck`.
-pub(crate) async fn healthcheck() -> Json<Value> {
-    Json(json!({
-        "isHealthy": true,
-        "details": {"metastore": {"isHealthy": true}, "kafka": {"isHealthy": true}},
+/// `GET /healthcheck`: ksqlDB's checks, 503 when one fails. `kafka` is the log, which fails
+/// while the disk is too full to write or a write failed; `commandRunner` fails when command-log
+/// entries could not be replayed at start. A failed check says why in `message`.
+pub(crate) async fn healthcheck(State(engine): State<Arc<Engine>>) -> Response {
+    let check = |failure: Option<String>| match failure {
+        None => json!({"isHealthy": true}),
+        Some(message) => json!({"isHealthy": false, "message": message}),
+    };
+    let disk = engine.store().disk_health();
+    let log = if disk.low_space {
+        Some(format!(
+            "the store's disk has {} bytes free, less than the {} kept in reserve: writes are refused until space is freed",
+            disk.free_bytes, disk.reserve_bytes
+        ))
+    } else {
+        disk.write_failure
+            .map(|e| format!("the store's last write failed: {e}"))
+    };
+    let damaged = engine.damaged_commands();
+    let commands = (!damaged.is_empty()).then(|| {
+        let entries: Vec<String> = damaged
+            .iter()
+            .map(|d| match d.seq {
+                Some(seq) => format!("entry {seq}: {}", d.reason),
+                None => d.reason.clone(),
+            })
+            .collect();
+        format!(
+            "{} command-log entries could not be replayed and were skipped: {}",
+            damaged.len(),
+            entries.join("; ")
+        )
+    });
+    let healthy = log.is_none() && commands.is_none();
+    let body = json!({
+        "isHealthy": healthy,
+        "details": {
+            "metastore": {"isHealthy": true},
+            "kafka": check(log),
+            "commandRunner": check(commands),
+        },
         "serverState": "READY"
-    }))
+    });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body)).into_response()
 }
 
 /// `GET /status`: every command's status by id, as ksqlDB's `commandStatuses`.

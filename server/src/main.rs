@@ -178,6 +178,31 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_MAX_PARTITIONS", default_value_t = eddy_storage::DEFAULT_MAX_PARTITIONS)]
     max_partitions: u32,
 
+    /// Bytes of the store's disk kept free: below it, writes are refused with a retriable error
+    /// until space returns. By default 5% of the filesystem, between 256 MiB and 1 GiB.
+    #[arg(long, global = true, env = "EDDY_DISK_RESERVE_BYTES")]
+    disk_reserve_bytes: Option<u64>,
+
+    /// Milliseconds a failed persistent query waits before it is started again, doubling up to
+    /// --query-retry-backoff-max-ms (ksqlDB's `ksql.query.retry.backoff.initial.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_QUERY_RETRY_BACKOFF_INITIAL_MS",
+        default_value_t = 15_000
+    )]
+    query_retry_backoff_initial_ms: u64,
+
+    /// The longest wait before a failed query is started again, in milliseconds (ksqlDB's
+    /// `ksql.query.retry.backoff.max.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_QUERY_RETRY_BACKOFF_MAX_MS",
+        default_value_t = 900_000
+    )]
+    query_retry_backoff_max_ms: u64,
+
     /// The most connections each listener (HTTP, Kafka) holds open; more are closed at once.
     /// By default a quarter of the open-files limit left after 1,024 for the store, between 64
     /// and 10,000.
@@ -370,11 +395,21 @@ async fn serve(
     let options = StoreOptions {
         sync: args.sync,
         max_partitions: args.max_partitions,
+        disk_reserve_bytes: args.disk_reserve_bytes,
         ..StoreOptions::default()
     };
     let store = Store::open(&args.data_dir, options)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
-    let engine = eddy_engine::Engine::open(store.clone())
+    let engine_options = eddy_engine::EngineOptions {
+        query_retry: eddy_engine::query::RetryBackoff {
+            initial: Duration::from_millis(args.query_retry_backoff_initial_ms.max(1)),
+            max: Duration::from_millis(
+                args.query_retry_backoff_max_ms
+                    .max(args.query_retry_backoff_initial_ms.max(1)),
+            ),
+        },
+    };
+    let engine = eddy_engine::Engine::open_with(store.clone(), engine_options)
         .await
         .context("cannot restore the catalog from the command log")?;
     let sources = engine.catalog().await.sources().count();

@@ -47,6 +47,9 @@ pub struct ServerMetrics {
     topic_end_offset: IntGaugeVec,
     topic_size: IntGaugeVec,
     topic_partitions: IntGaugeVec,
+    store_free: IntGauge,
+    store_reserve: IntGauge,
+    store_writable: IntGauge,
 }
 
 impl std::fmt::Debug for ServerMetrics {
@@ -117,8 +120,26 @@ impl ServerMetrics {
             &["query"],
         )?;
         registry.register(Box::new(query_rate.clone()))?;
+        let store_free = IntGauge::new(
+            "eddy_store_free_bytes",
+            "Bytes free on the store's filesystem",
+        )?;
+        let store_reserve = IntGauge::new(
+            "eddy_store_reserve_bytes",
+            "Bytes the store keeps free; below it, writes are refused",
+        )?;
+        let store_writable = IntGauge::new(
+            "eddy_store_writable",
+            "1 when the store accepts writes; 0 while its disk is nearly full or its last write failed",
+        )?;
+        for gauge in [&store_free, &store_reserve, &store_writable] {
+            registry.register(Box::new(gauge.clone()))?;
+        }
         let r = &registry;
         Ok(ServerMetrics {
+            store_free,
+            store_reserve,
+            store_writable,
             http_requests: counter(
                 r,
                 "eddy_http_requests_total",
@@ -226,6 +247,12 @@ impl ServerMetrics {
     /// Reads the per-query, per-topic and per-group series from the engine and the store.
     async fn refresh(&self, engine: &Engine) {
         self.push_queries.set(engine.push_query_count() as i64);
+        let disk = engine.store().disk_health();
+        self.store_free
+            .set(i64::try_from(disk.free_bytes).unwrap_or(i64::MAX));
+        self.store_reserve
+            .set(i64::try_from(disk.reserve_bytes).unwrap_or(i64::MAX));
+        self.store_writable.set(i64::from(disk.writable()));
         for vec in [
             &self.query_records_in,
             &self.query_records_out,

@@ -121,6 +121,27 @@ impl Commit {
         Self::default()
     }
 
+    /// About how many bytes the commit adds to the store.
+    pub(crate) fn approximate_bytes(&self) -> u64 {
+        let records: usize = self
+            .appends
+            .iter()
+            .flat_map(|a| &a.records)
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 16
+            })
+            .sum();
+        let state: usize = self
+            .state
+            .iter()
+            .map(|op| match op {
+                StateOp::Put { key, value, .. } => key.len() + value.len(),
+                _ => 16,
+            })
+            .sum();
+        (records + state + self.offsets.len() * 32) as u64
+    }
+
     /// Adds records for one partition, or for the partitioner to place when `partition` is `None`.
     pub fn append(
         &mut self,

@@ -106,6 +106,17 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
+    /// The store's disk has less free space than the store keeps in reserve; retry once space
+    /// is freed.
+    #[error(
+        "the store's disk is nearly full ({free} bytes free, {reserve} kept in reserve): writes are refused until space is freed"
+    )]
+    DiskFull {
+        /// Bytes free.
+        free: u64,
+        /// Bytes the store keeps free.
+        reserve: u64,
+    },
     /// The store has been closed.
     #[error("the store is shut down")]
     Closed,
@@ -128,7 +139,13 @@ impl StorageError {
                 | StorageError::Closed
                 | StorageError::RocksDb(_)
                 | StorageError::Io(_)
+                | StorageError::DiskFull { .. }
         )
+    }
+
+    /// Whether the same request may succeed later without changing it: the disk was full.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, StorageError::DiskFull { .. })
     }
 }
 

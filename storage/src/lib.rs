@@ -8,6 +8,7 @@ mod batch;
 mod commit;
 mod compression;
 mod config;
+mod disk;
 mod error;
 mod internal;
 mod keys;
@@ -27,6 +28,7 @@ pub use batch::{
 pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMetadata, StateOp};
 pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
+pub use disk::DiskHealth;
 pub use error::{Result, StorageError};
 pub use internal::{
     INTERNAL_GROUP_PREFIX, INTERNAL_TOPIC_PREFIX, is_internal_group, is_internal_topic,

@@ -19,6 +19,7 @@ use crate::batch::{
 };
 use crate::commit::{AppendResult, Commit};
 use crate::config::{TopicConfig, validate_topic_name};
+use crate::disk::{DiskGuard, DiskHealth};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::partitioner::DefaultPartitioner;
@@ -36,6 +37,9 @@ pub struct StoreOptions {
     /// The most partitions one topic may have: each is kept in memory, so a count of
     /// billions would exhaust it.
     pub max_partitions: u32,
+    /// Bytes of the disk kept free: below it, writes are refused until space returns. `None`
+    /// keeps 5% of the filesystem, between 256 MiB and 1 GiB (half of a filesystem under 512 MiB).
+    pub disk_reserve_bytes: Option<u64>,
 }
 
 /// The default cap on partitions per topic, well above what one node serves well.
@@ -47,6 +51,7 @@ impl Default for StoreOptions {
             sync: SyncPolicy::Interval(Duration::from_millis(100)),
             leader_epoch: 0,
             max_partitions: DEFAULT_MAX_PARTITIONS,
+            disk_reserve_bytes: None,
         }
     }
 }
@@ -123,6 +128,7 @@ pub(crate) struct StoreInner {
     topics: RwLock<BTreeMap<String, Arc<TopicLog>>>,
     writer: parking_lot::Mutex<CommitWriter>,
     partitioner: DefaultPartitioner,
+    disk: Arc<DiskGuard>,
 }
 
 impl Drop for StoreInner {
@@ -190,7 +196,9 @@ impl Store {
             column_families(),
         )?);
         let topics = load_topics(&db, options.max_partitions)?;
-        let writer = CommitWriter::start(db.clone(), options.sync, options.leader_epoch)?;
+        let disk = Arc::new(DiskGuard::new(&path, options.disk_reserve_bytes));
+        let writer =
+            CommitWriter::start(db.clone(), options.sync, options.leader_epoch, disk.clone())?;
         info!(
             path = %path.display(),
             topics = topics.len(),
@@ -205,6 +213,7 @@ impl Store {
                 topics: RwLock::new(topics),
                 writer: parking_lot::Mutex::new(writer),
                 partitioner: DefaultPartitioner::new(),
+                disk,
             }),
         })
     }
@@ -212,6 +221,11 @@ impl Store {
     /// The directory the store lives in.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Free space on the store's disk, and whether writes succeed.
+    pub fn disk_health(&self) -> DiskHealth {
+        self.inner.disk.health()
     }
 
     /// The sync policy in force.
@@ -468,6 +482,7 @@ impl Store {
         &self,
         commit: Commit,
     ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
+        self.inner.disk.check_space(commit.approximate_bytes())?;
         let mut appends = Vec::with_capacity(commit.appends.len());
         for append in commit.appends {
             if append.records.is_empty() {

@@ -17,6 +17,7 @@ use tracing::{debug, error};
 
 use crate::batch::EncodedBatch;
 use crate::commit::{AppendResult, StateOp};
+use crate::disk::DiskGuard;
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::topic::{PartitionLog, TailSnapshot, TopicLog};
@@ -123,15 +124,21 @@ pub(crate) struct CommitWriter {
 }
 
 impl CommitWriter {
-    pub fn start(db: Arc<DB>, sync: SyncPolicy, leader_epoch: i32) -> Result<Self> {
+    pub fn start(
+        db: Arc<DB>,
+        sync: SyncPolicy,
+        leader_epoch: i32,
+        disk: Arc<DiskGuard>,
+    ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let dirty = Arc::new(AtomicBool::new(false));
         let writer = {
             let db = db.clone();
             let dirty = dirty.clone();
+            let disk = disk.clone();
             std::thread::Builder::new()
                 .name("eddy-commit-writer".into())
-                .spawn(move || run_writer(db, rx, sync, leader_epoch, dirty))?
+                .spawn(move || run_writer(db, rx, sync, leader_epoch, dirty, disk))?
         };
         let syncer = match sync {
             SyncPolicy::Interval(every) => {
@@ -140,7 +147,7 @@ impl CommitWriter {
                     let stop = stop.clone();
                     std::thread::Builder::new()
                         .name("eddy-wal-syncer".into())
-                        .spawn(move || run_syncer(db, every, stop, dirty))?
+                        .spawn(move || run_syncer(db, every, stop, dirty, disk))?
                 };
                 Some((stop, handle))
             }
@@ -181,13 +188,21 @@ impl Drop for CommitWriter {
     }
 }
 
-fn run_syncer(db: Arc<DB>, every: Duration, stop: Arc<AtomicBool>, dirty: Arc<AtomicBool>) {
+fn run_syncer(
+    db: Arc<DB>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+    dirty: Arc<AtomicBool>,
+    disk: Arc<DiskGuard>,
+) {
     while !stop.load(Ordering::Acquire) {
         std::thread::park_timeout(every);
         if dirty.swap(false, Ordering::AcqRel)
             && let Err(e) = db.flush_wal(true)
         {
+            // Acknowledged writes may not be on disk: /healthcheck says so until a write succeeds.
             error!(error = %e, "background WAL sync failed");
+            disk.record_write(Err(&e));
         }
     }
 }
@@ -198,6 +213,7 @@ fn run_writer(
     sync: SyncPolicy,
     leader_epoch: i32,
     dirty: Arc<AtomicBool>,
+    disk: Arc<DiskGuard>,
 ) {
     while let Ok(first) = rx.recv() {
         let mut bytes = first.size();
@@ -212,7 +228,7 @@ fn run_writer(
             }
         }
         debug!(jobs = group.len(), bytes, "group commit");
-        write_group(&db, group, sync, leader_epoch, &dirty);
+        write_group(&db, group, sync, leader_epoch, &dirty, &disk);
     }
 }
 
@@ -224,7 +240,14 @@ enum Pending {
     Custom(std::sync::mpsc::SyncSender<Result<()>>, AfterWrite),
 }
 
-fn write_group(db: &DB, group: Vec<Job>, sync: SyncPolicy, leader_epoch: i32, dirty: &AtomicBool) {
+fn write_group(
+    db: &DB,
+    group: Vec<Job>,
+    sync: SyncPolicy,
+    leader_epoch: i32,
+    dirty: &AtomicBool,
+    disk: &DiskGuard,
+) {
     let (Some(log_cf), Some(meta_cf), Some(offsets_cf), Some(state_cf)) = (
         db.cf_handle(CF_LOG),
         db.cf_handle(CF_META),
@@ -320,7 +343,9 @@ fn write_group(db: &DB, group: Vec<Job>, sync: SyncPolicy, leader_epoch: i32, di
 
     let mut options = WriteOptions::default();
     options.set_sync(sync == SyncPolicy::Always);
-    match db.write_opt(wb, &options) {
+    let written = db.write_opt(wb, &options);
+    disk.record_write(written.as_ref().map(|_| ()));
+    match written {
         Ok(()) => {
             if matches!(sync, SyncPolicy::Interval(_)) {
                 dirty.store(true, Ordering::Release);

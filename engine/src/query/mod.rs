@@ -49,7 +49,7 @@ use join::{Join, JoinPlan, JoinTail};
 use operator::{Operator, RowsOperator};
 use stateless::{Projection, StatelessPlan};
 
-pub use persistent::{PersistentQuery, QueryKind, QueryLaunch};
+pub use persistent::{PersistentQuery, QueryKind, QueryLaunch, RetryBackoff};
 pub use state::consumer_group;
 pub use status::{QueryDescription, QueryShared, QuerySummary};
 pub use task::Buffering;

@@ -1,8 +1,15 @@
 //! A persistent query as the engine keeps it: what started it, what it reads and writes, its
 //! task (started, paused, resumed, stopped), and what `SHOW QUERIES` and `EXPLAIN` show of it.
+//!
+//! A task that fails is started again from its committed offsets after a backoff that doubles
+//! from `ksql.query.retry.backoff.initial.ms` to `ksql.query.retry.backoff.max.ms`, as ksqlDB
+//! retries its queries: a full disk or a fault that passes does not end a query for good. The
+//! query shows `ERROR` with its cause from the failure until the new task has run for the initial
+//! backoff without failing, or has committed.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -49,6 +56,24 @@ pub struct PersistentQuery {
     task: Option<JoinHandle<()>>,
 }
 
+/// How long a failed query waits before it is started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBackoff {
+    /// The first wait (`ksql.query.retry.backoff.initial.ms`, 15 s).
+    pub initial: Duration,
+    /// The longest wait, reached by doubling (`ksql.query.retry.backoff.max.ms`, 15 min).
+    pub max: Duration,
+}
+
+impl Default for RetryBackoff {
+    fn default() -> Self {
+        RetryBackoff {
+            initial: Duration::from_secs(15),
+            max: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
 /// What a query's task runs: the plan over the store, writing the sink.
 #[derive(Debug, Clone)]
 pub struct QueryLaunch {
@@ -60,23 +85,79 @@ pub struct QueryLaunch {
     pub sink: crate::catalog::DataSource,
     /// How its record cache coalesces updates.
     pub buffering: Buffering,
+    /// How long it waits to be started again after a failure.
+    pub retry: RetryBackoff,
 }
 
 impl QueryLaunch {
     fn spawn(&self, id: &str, shared: &Arc<QueryShared>) -> (watch::Sender<bool>, JoinHandle<()>) {
         let (stop, stopped) = watch::channel(false);
+        // Before the task runs, so a wait for queries to catch up that starts now counts it.
         shared.finished.store(false, Ordering::SeqCst);
-        // A task that failed mid-commit left its commits uncounted; the new one starts afresh.
-        shared.uncounted_commits.store(0, Ordering::SeqCst);
-        let task = tokio::spawn(crate::query::task::run_query(
-            self.store.clone(),
-            id.to_string(),
-            (self.plan.clone(), self.buffering),
-            self.sink.clone(),
-            shared.clone(),
-            stopped,
-        ));
+        let task = tokio::spawn(
+            self.clone()
+                .supervise(id.to_string(), shared.clone(), stopped),
+        );
         (stop, task)
+    }
+
+    /// Runs the task until it is stopped, starting it again after each failure.
+    async fn supervise(
+        self,
+        id: String,
+        shared: Arc<QueryShared>,
+        mut stopped: watch::Receiver<bool>,
+    ) {
+        let mut backoff = self.retry.initial;
+        loop {
+            shared.finished.store(false, Ordering::SeqCst);
+            // A task that failed mid-commit left its commits uncounted; the new one starts afresh.
+            shared.uncounted_commits.store(0, Ordering::SeqCst);
+            let run = crate::query::task::run_query(
+                self.store.clone(),
+                id.clone(),
+                (self.plan.clone(), self.buffering),
+                self.sink.clone(),
+                shared.clone(),
+                stopped.clone(),
+            );
+            tokio::pin!(run);
+            let healthy_after = tokio::time::sleep(self.retry.initial);
+            tokio::pin!(healthy_after);
+            let mut recovered = false;
+            loop {
+                tokio::select! {
+                    () = &mut run => break,
+                    () = &mut healthy_after, if !recovered => {
+                        recovered = true;
+                        backoff = self.retry.initial;
+                        if shared.error.lock().take().is_some() {
+                            tracing::info!(query = %id, "query recovered");
+                        }
+                    }
+                }
+            }
+            if *stopped.borrow() {
+                return;
+            }
+            let Some((_, cause)) = shared.error.lock().clone() else {
+                return;
+            };
+            tracing::warn!(
+                query = %id,
+                error = %cause,
+                retry_in_ms = backoff.as_millis() as u64,
+                "query failed; it will be started again from its committed offsets"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                _ = stopped.changed() => return,
+            }
+            if *stopped.borrow() {
+                return;
+            }
+            backoff = (backoff * 2).min(self.retry.max);
+        }
     }
 }
 
@@ -196,6 +277,7 @@ impl PersistentQuery {
             fields: self.fields.clone(),
             execution_plan: self.execution_plan.clone(),
             state: self.state().to_string(),
+            error: self.shared.error.lock().clone(),
         }
     }
 

@@ -37,8 +37,8 @@ pub struct QueryShared {
     pub progress: Arc<Notify>,
     /// Set when the task has ended.
     pub finished: AtomicBool,
-    /// Why the task ended, if it failed.
-    pub error: Mutex<Option<String>>,
+    /// Why the task ended, if it failed, and when (ms since the epoch); cleared once it recovers.
+    pub error: Mutex<Option<(i64, String)>>,
     /// The latest record errors.
     pub recent_errors: Mutex<VecDeque<RecordError>>,
 }
@@ -116,4 +116,6 @@ pub struct QueryDescription {
     pub execution_plan: String,
     /// `RUNNING`, `ERROR`, or `NOT_RUNNING` for an explained statement.
     pub state: String,
+    /// While it is in `ERROR`: when it failed (ms since the epoch) and why.
+    pub error: Option<(i64, String)>,
 }

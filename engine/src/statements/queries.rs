@@ -505,6 +505,7 @@ impl Engine {
             plan,
             sink,
             buffering: Buffering::from_properties(&session.properties),
+            retry: self.options.query_retry,
         };
         state.queries.insert(
             query_id.clone(),

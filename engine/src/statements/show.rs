@@ -198,6 +198,7 @@ impl Engine {
                 fields: plan.columns(),
                 execution_plan: plan.explain("", &sink_name),
                 state: "NOT_RUNNING".to_string(),
+                error: None,
             }),
         })
     }

@@ -443,6 +443,11 @@ fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::TooManyPartitions { .. } => code::INVALID_PARTITIONS,
         StorageError::CorruptBatch { .. } => code::CORRUPT_MESSAGE,
         StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+        // Retriable for clients, as Kafka answers a failed log directory: the disk may have
+        // space again by the next try.
+        StorageError::DiskFull { .. } | StorageError::RocksDb(_) | StorageError::Io(_) => {
+            code::KAFKA_STORAGE_ERROR
+        }
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

@@ -316,7 +316,11 @@ fn query_description(query: &QueryDescription) -> Value {
         "overriddenProperties": {},
         "ksqlHostQueryStatus": {},
         "queryType": "PERSISTENT",
-        "queryErrors": [],
+        "queryErrors": query.error.iter().map(|(at, message)| json!({
+            "timestamp": at,
+            "errorMessage": message,
+            "type": "UNKNOWN"
+        })).collect::<Vec<_>>(),
         "tasksMetadata": [],
         "state": query.state
     })

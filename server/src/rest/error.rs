@@ -97,6 +97,9 @@ impl RestError {
     /// A statement the engine failed: the statement's own fault is 40001 with the engine's
     /// message; Eddy's (a fault inside it, or its store's) is 50000, and its cause is logged.
     pub(crate) fn from_engine(error: &EngineError, extra: Value) -> Self {
+        if matches!(error, EngineError::Storage(e) if e.is_retriable()) {
+            return RestError::statement(ErrorCode::Unavailable, error.to_string(), extra);
+        }
         let code = if error.is_server_fault() {
             let causes = std::iter::successors(std::error::Error::source(error), |e| e.source())
                 .map(ToString::to_string)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+pub mod disk;
 pub mod webdriver;
 pub mod wire;
 

@@ -35,6 +35,16 @@ impl Wire {
         version: i16,
         request: &Req,
     ) -> (Resp, usize) {
+        self.try_call(key, version, request).unwrap()
+    }
+
+    /// [`Wire::call`], with a connection the server dropped as an error rather than a panic.
+    pub fn try_call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+        &mut self,
+        key: ApiKey,
+        version: i16,
+        request: &Req,
+    ) -> Result<(Resp, usize), String> {
         self.correlation += 1;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
@@ -44,20 +54,40 @@ impl Wire {
         let mut body = BytesMut::new();
         header
             .encode(&mut body, Req::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
+            .map_err(|e| e.to_string())?;
+        request
+            .encode(&mut body, version)
+            .map_err(|e| e.to_string())?;
         let mut frame = (body.len() as i32).to_be_bytes().to_vec();
         frame.extend_from_slice(&body);
-        self.socket.write_all(&frame).unwrap();
+        self.socket.write_all(&frame).map_err(|e| e.to_string())?;
         let mut length = [0u8; 4];
-        self.socket.read_exact(&mut length).unwrap();
+        self.socket
+            .read_exact(&mut length)
+            .map_err(|e| e.to_string())?;
         let size = i32::from_be_bytes(length) as usize;
         let mut response = vec![0u8; size];
-        self.socket.read_exact(&mut response).unwrap();
+        self.socket
+            .read_exact(&mut response)
+            .map_err(|e| e.to_string())?;
         let mut response = Bytes::from(response);
-        let header = ResponseHeader::decode(&mut response, Resp::header_version(version)).unwrap();
+        let header = ResponseHeader::decode(&mut response, Resp::header_version(version))
+            .map_err(|e| e.to_string())?;
         assert_eq!(header.correlation_id, self.correlation);
-        (Resp::decode(&mut response, version).unwrap(), size)
+        let body = Resp::decode(&mut response, version).map_err(|e| e.to_string())?;
+        Ok((body, size))
+    }
+
+    /// Connects to `address`, or says why it cannot.
+    pub fn try_connect(address: &str) -> Result<Wire, String> {
+        let socket = TcpStream::connect(address).map_err(|e| e.to_string())?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        Ok(Wire {
+            socket,
+            correlation: 0,
+        })
     }
 
     /// Whether the server closed the connection within `wait`: a read sees the end of the

@@ -228,6 +228,10 @@ impl InFlight {
             local.flush();
         }
         shared.record_errors(self.errors);
+        // A commit after a failure means the query works again.
+        if shared.error.lock().take().is_some() {
+            tracing::info!("query recovered: it committed again");
+        }
         shared.uncounted_commits.fetch_sub(1, Ordering::SeqCst);
         shared.progress.notify_waiters();
         Ok(())

@@ -48,7 +48,7 @@ pub async fn run_query(
     };
     if let Some(error) = failure {
         warn!(query = %query_id, error = %error, "query stopped with an error");
-        *shared.error.lock() = Some(error);
+        *shared.error.lock() = Some((eddy_storage::now_ms(), error));
     }
     shared.finished.store(true, Ordering::SeqCst);
     shared.progress.notify_waiters();
