@@ -28,7 +28,11 @@ fn produce(wire: &mut Wire, n: u64) -> Result<i64, String> {
     let records: Vec<Record> = (0..PER_BATCH)
         .map(|i| Record::unkeyed(Bytes::from(format!("v{}", n * PER_BATCH + i)), 0))
         .collect();
-    let batch = EncodedBatch::encode(&records)?;
+    send(wire, &EncodedBatch::encode(&records)?)
+}
+
+/// Sends one batch with acks=all; its base offset if acknowledged.
+fn send(wire: &mut Wire, batch: &EncodedBatch) -> Result<i64, String> {
     let request = ProduceRequest::default()
         .with_acks(-1)
         .with_timeout_ms(10_000)
@@ -201,4 +205,49 @@ fn a_damaged_command_log_is_reported_by_the_healthcheck() {
     );
     let (status, body) = ksql(&server, "DESCRIBE kept;");
     assert_eq!(status, 200, "{body}");
+}
+
+/// The exact failure Kafka's idempotence exists for: a producer's batch is stored, the server
+/// dies before the producer hears so, and the producer resends the batch to the restarted
+/// server. It is answered with the offset it first got and stored once.
+#[test]
+fn an_idempotent_retry_after_a_restart_is_stored_once() {
+    use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::start_in(&data, &[]);
+    let (status, body) = ksql(
+        &server,
+        &format!(
+            "CREATE STREAM acked (v STRING) WITH (kafka_topic='{TOPIC}', partitions=1, value_format='KAFKA');"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let mut wire = Wire::connect(&server.kafka);
+    let (init, _): (InitProducerIdResponse, _) = wire.call(
+        ApiKey::InitProducerId,
+        1,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(60_000),
+    );
+    assert_eq!(init.error_code, 0);
+    let mut batch = EncodedBatch::encode(&[
+        Record::unkeyed(Bytes::from_static(b"once"), 0),
+        Record::unkeyed(Bytes::from_static(b"only"), 0),
+    ])
+    .unwrap();
+    batch.set_producer(init.producer_id.0, init.producer_epoch, 0);
+    let first = send(&mut wire, &batch).unwrap();
+    drop(wire);
+    drop(server);
+
+    let server = common::start_in(&data, &[]);
+    let mut wire = Wire::connect(&server.kafka);
+    assert_eq!(send(&mut wire, &batch).unwrap(), first);
+    let stored = read_back(&server.kafka);
+    assert_eq!(
+        stored.values().map(String::as_str).collect::<Vec<_>>(),
+        ["once", "only"]
+    );
 }

@@ -252,6 +252,20 @@ impl EncodedBatch {
         Ok(EncodedBatch { bytes, header })
     }
 
+    /// Marks the batch as an idempotent producer's, as a Kafka client does: its producer id and
+    /// epoch, and the sequence of its first record; the checksum is computed again.
+    pub fn set_producer(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
+        self.bytes[43..51].copy_from_slice(&producer_id.to_be_bytes());
+        self.bytes[51..53].copy_from_slice(&epoch.to_be_bytes());
+        self.bytes[53..57].copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&self.bytes[21..]);
+        self.bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        self.header.producer_id = producer_id;
+        self.header.producer_epoch = epoch;
+        self.header.base_sequence = base_sequence;
+        self.header.crc = crc;
+    }
+
     /// Wraps bytes that already hold exactly one v2 batch, as a Kafka producer sends them.
     pub fn from_bytes(bytes: BytesMut) -> Result<Self, String> {
         let header = BatchHeader::parse(&bytes)?;

@@ -106,6 +106,36 @@ pub enum StorageError {
         /// What failed.
         reason: String,
     },
+    /// An idempotent producer's batch whose sequence does not follow its last one.
+    #[error(
+        "out of order sequence number for producer {producer_id} on {topic}-{partition}: expected {expected}, got {got}"
+    )]
+    OutOfOrderSequence {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// The sequence the batch should have started at.
+        expected: i32,
+        /// The sequence it started at.
+        got: i32,
+    },
+    /// A batch from a producer epoch older than one already seen: a fenced, zombie producer.
+    #[error(
+        "producer {producer_id} on {topic}-{partition} has been fenced by a newer epoch than {epoch}"
+    )]
+    InvalidProducerEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// The stale epoch.
+        epoch: i16,
+    },
     /// The store's disk has less free space than the store keeps in reserve; retry once space
     /// is freed.
     #[error(

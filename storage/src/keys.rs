@@ -72,11 +72,22 @@ pub fn segment_prefix(topic_id: u32, partition: u32) -> Vec<u8> {
     .concat()
 }
 
+/// `meta`: an idempotent producer's state on a partition.
+pub fn producer_key(topic_id: u32, partition: u32, producer_id: i64) -> Vec<u8> {
+    [
+        b"producer/".as_slice(),
+        &log_partition_prefix(topic_id, partition),
+        &producer_id.to_be_bytes(),
+    ]
+    .concat()
+}
+
 /// `meta`: prefix of everything a topic id owns in `meta` besides its description.
-pub fn topic_id_meta_prefixes(topic_id: u32) -> [Vec<u8>; 2] {
+pub fn topic_id_meta_prefixes(topic_id: u32) -> [Vec<u8>; 3] {
     [
         [b"log-start/".as_slice(), &topic_id.to_be_bytes()].concat(),
         [b"segment/".as_slice(), &topic_id.to_be_bytes()].concat(),
+        [b"producer/".as_slice(), &topic_id.to_be_bytes()].concat(),
     ]
 }
 

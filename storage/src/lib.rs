@@ -15,6 +15,7 @@ mod keys;
 mod maintenance;
 mod offsets;
 mod partitioner;
+mod producers;
 mod segment;
 mod state;
 mod store;

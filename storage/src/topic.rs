@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::TopicConfig;
+use crate::producers::{ProducerCache, ProducerState};
 use crate::segment::{SegmentMeta, should_roll};
 
 /// What `meta` stores about a topic.
@@ -80,6 +81,7 @@ impl PartitionLog {
             tail: Mutex::new(PartitionTail {
                 next_offset,
                 segments,
+                producers: ProducerCache::default(),
             }),
             end: watch::Sender::new(next_offset),
             log_start: AtomicI64::new(log_start),
@@ -101,6 +103,8 @@ pub(crate) struct PartitionTail {
     pub next_offset: i64,
     /// Oldest first; the last one is active.
     pub segments: Vec<SegmentMeta>,
+    /// Idempotent producers' states, as far as they are in memory.
+    pub producers: ProducerCache,
 }
 
 /// What a failed group commit restores.
@@ -108,6 +112,8 @@ pub(crate) struct PartitionTail {
 pub(crate) struct TailSnapshot {
     next_offset: i64,
     active: Option<SegmentMeta>,
+    /// Producer states the group changed, with what was cached before, oldest change first.
+    pub producers: Vec<(i64, Option<Option<ProducerState>>)>,
 }
 
 impl PartitionTail {
@@ -115,11 +121,15 @@ impl PartitionTail {
         TailSnapshot {
             next_offset: self.next_offset,
             active: self.segments.last().copied(),
+            producers: Vec::new(),
         }
     }
 
     pub fn restore(&mut self, snapshot: &TailSnapshot) {
         self.next_offset = snapshot.next_offset;
+        for (producer_id, before) in snapshot.producers.iter().rev() {
+            self.producers.restore(*producer_id, before.clone());
+        }
         match snapshot.active {
             Some(active) => {
                 self.segments

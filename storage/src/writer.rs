@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rocksdb::{DB, WriteBatch, WriteOptions};
+use rocksdb::{ColumnFamily, DB, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
@@ -20,6 +20,7 @@ use crate::commit::{AppendResult, StateOp};
 use crate::disk::DiskGuard;
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
+use crate::producers::{self, ProducerState, SequenceCheck};
 use crate::topic::{PartitionLog, TailSnapshot, TopicLog};
 
 /// When appended data is forced to disk.
@@ -232,6 +233,59 @@ fn run_writer(
     }
 }
 
+/// A producer's stored state; a damaged one reads as unknown, as Kafka treats a producer it
+/// has no state for.
+fn load_producer(db: &DB, meta_cf: &ColumnFamily, key: &[u8]) -> Option<ProducerState> {
+    let bytes = db.get_cf(meta_cf, key).ok().flatten()?;
+    ProducerState::decode(&bytes)
+}
+
+/// For each append of a job: `None` to write it, or the base offset it already has when it is a
+/// retry of an idempotent producer's batch. A batch out of sequence, or from a fenced producer
+/// epoch, refuses the whole job.
+fn check_sequences(
+    db: &DB,
+    meta_cf: &ColumnFamily,
+    appends: &[PreparedAppend],
+) -> Result<Vec<Option<i64>>> {
+    appends
+        .iter()
+        .map(|append| {
+            let header = append.batch.header();
+            if !producers::is_idempotent(header) {
+                return Ok(None);
+            }
+            let partition = &append.partition;
+            let key =
+                keys::producer_key(partition.topic_id, partition.partition, header.producer_id);
+            let mut tail = partition.tail.lock();
+            let Some(state) = tail
+                .producers
+                .get(header.producer_id, || load_producer(db, meta_cf, &key))
+            else {
+                return Ok(None);
+            };
+            match state.check(header) {
+                SequenceCheck::Append => Ok(None),
+                SequenceCheck::Duplicate(base) => Ok(Some(base)),
+                SequenceCheck::StaleEpoch => Err(StorageError::InvalidProducerEpoch {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    producer_id: header.producer_id,
+                    epoch: header.producer_epoch,
+                }),
+                SequenceCheck::OutOfOrder { expected } => Err(StorageError::OutOfOrderSequence {
+                    topic: partition.topic.clone(),
+                    partition: partition.partition,
+                    producer_id: header.producer_id,
+                    expected,
+                    got: header.base_sequence,
+                }),
+            }
+        })
+        .collect()
+}
+
 enum Pending {
     Commit(
         oneshot::Sender<Result<Vec<AppendResult>>>,
@@ -274,15 +328,52 @@ fn write_group(
                     let _ = reply.send(Err(StorageError::UnknownTopic(dead.topic.name.clone())));
                     continue;
                 }
+                let sequenced = match check_sequences(db, meta_cf, &appends) {
+                    Ok(sequenced) => sequenced,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                };
                 let mut results = Vec::with_capacity(appends.len());
-                for mut append in appends {
+                for (mut append, duplicate) in appends.into_iter().zip(sequenced) {
                     let partition = &append.partition;
+                    if let Some(base) = duplicate {
+                        // A retry: answered with where the batch went the first time.
+                        results.push(AppendResult {
+                            partition: partition.partition,
+                            base_offset: base,
+                            last_offset: base + append.batch.offset_span() - 1,
+                        });
+                        continue;
+                    }
                     let mut tail = partition.tail.lock();
                     if !touched.iter().any(|(p, _)| Arc::ptr_eq(p, partition)) {
                         touched.push((partition.clone(), tail.snapshot()));
                     }
                     let base = tail.next_offset;
                     append.batch.stamp(base, leader_epoch);
+                    if producers::is_idempotent(append.batch.header()) {
+                        let header = *append.batch.header();
+                        let key = keys::producer_key(
+                            partition.topic_id,
+                            partition.partition,
+                            header.producer_id,
+                        );
+                        let mut state = tail
+                            .producers
+                            .get(header.producer_id, || load_producer(db, meta_cf, &key))
+                            .cloned()
+                            .unwrap_or_default();
+                        state.record(&header, base);
+                        wb.put_cf(meta_cf, key, state.encode());
+                        let before = tail.producers.set(header.producer_id, Some(state));
+                        if let Some((_, snapshot)) =
+                            touched.iter_mut().find(|(p, _)| Arc::ptr_eq(p, partition))
+                        {
+                            snapshot.producers.push((header.producer_id, before));
+                        }
+                    }
                     let next = base + append.batch.offset_span();
                     let len = append.batch.len();
                     let max_ts = append.batch.header().max_timestamp;

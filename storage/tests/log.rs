@@ -714,3 +714,83 @@ fn partition_counts_are_capped_when_created_and_when_recovered() {
     let store = Store::open(dir.path(), capped(8)).unwrap();
     assert_eq!(store.partition_count("eight").unwrap(), 8);
 }
+
+fn idempotent(
+    values: &[&str],
+    producer_id: i64,
+    epoch: i16,
+    sequence: i32,
+) -> eddy_storage::EncodedBatch {
+    let records: Vec<Record> = values
+        .iter()
+        .map(|v| Record::unkeyed(v.as_bytes().to_vec(), 0))
+        .collect();
+    let mut batch = eddy_storage::EncodedBatch::encode(&records).unwrap();
+    batch.set_producer(producer_id, epoch, sequence);
+    batch
+}
+
+/// An idempotent producer's state is written with its batches: a retry after a restart is
+/// answered with the offset the batch first got and not stored again, and sequence gaps and
+/// fenced epochs are refused, as Kafka's broker does.
+#[test]
+fn an_idempotent_retry_after_a_restart_is_not_stored_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let first = {
+        let store = open(dir.path());
+        store.create_topic("t", TopicConfig::default()).unwrap();
+        runtime
+            .block_on(store.append_encoded("t", 0, idempotent(&["other"], -1, -1, -1)))
+            .unwrap();
+        let first = runtime
+            .block_on(store.append_encoded("t", 0, idempotent(&["a", "b"], 42, 0, 0)))
+            .unwrap();
+        store.close().unwrap();
+        first
+    };
+    let store = open(dir.path());
+    let retried = runtime
+        .block_on(store.append_encoded("t", 0, idempotent(&["a", "b"], 42, 0, 0)))
+        .unwrap();
+    assert_eq!((retried.base_offset, retried.last_offset), (1, 2));
+    assert_eq!(retried.base_offset, first.base_offset);
+    assert_eq!(
+        store.end_offset("t", 0).unwrap(),
+        3,
+        "the retry was not stored"
+    );
+
+    let next = runtime
+        .block_on(store.append_encoded("t", 0, idempotent(&["c"], 42, 0, 2)))
+        .unwrap();
+    assert_eq!(next.base_offset, 3);
+    let gap = runtime
+        .block_on(store.append_encoded("t", 0, idempotent(&["e"], 42, 0, 9)))
+        .unwrap_err();
+    assert!(
+        matches!(
+            gap,
+            StorageError::OutOfOrderSequence {
+                expected: 3,
+                got: 9,
+                ..
+            }
+        ),
+        "{gap}"
+    );
+    runtime
+        .block_on(store.append_encoded("t", 0, idempotent(&["new epoch"], 42, 1, 0)))
+        .unwrap();
+    let fenced = runtime
+        .block_on(store.append_encoded("t", 0, idempotent(&["zombie"], 42, 0, 3)))
+        .unwrap_err();
+    assert!(
+        matches!(fenced, StorageError::InvalidProducerEpoch { .. }),
+        "{fenced}"
+    );
+    assert_eq!(
+        values(&store.read_records("t", 0, 0, usize::MAX).unwrap().records),
+        ["other", "a", "b", "c", "new epoch"]
+    );
+}

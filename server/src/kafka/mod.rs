@@ -257,7 +257,7 @@ async fn handle_frame(
         ApiKey::Produce => {
             let request = decode!(ProduceRequest);
             let acks = request.acks;
-            let response = produce::produce(store, producers, request, version).await;
+            let response = produce::produce(store, request, version).await;
             if acks == 0 {
                 return Ok(None);
             }
@@ -443,6 +443,8 @@ fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::TooManyPartitions { .. } => code::INVALID_PARTITIONS,
         StorageError::CorruptBatch { .. } => code::CORRUPT_MESSAGE,
         StorageError::OffsetOutOfRange { .. } => code::OFFSET_OUT_OF_RANGE,
+        StorageError::OutOfOrderSequence { .. } => code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        StorageError::InvalidProducerEpoch { .. } => code::INVALID_PRODUCER_EPOCH,
         // Retriable for clients, as Kafka answers a failed log directory: the disk may have
         // space again by the next try.
         StorageError::DiskFull { .. } | StorageError::RocksDb(_) | StorageError::Io(_) => {

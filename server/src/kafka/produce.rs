@@ -1,5 +1,5 @@
-//! Produce: each partition's batch is checked whole, then appended after the idempotent
-//! producer's sequence check. Clients may not write Eddy's internal topics.
+//! Produce: each partition's batch is checked whole, then appended; the store checks an
+//! idempotent producer's sequence as it writes. Clients may not write Eddy's internal topics.
 
 use bytes::BytesMut;
 use eddy_storage::{EncodedBatch, Store};
@@ -7,12 +7,11 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::warn;
 
-use super::{code, producers, storage_error_code, topic_name};
+use super::{code, storage_error_code, topic_name};
 
 /// Appends each partition's batch, answering per partition.
 pub(super) async fn produce(
     store: &Store,
-    producers: &producers::ProducerRegistry,
     request: ProduceRequest,
     version: i16,
 ) -> ProduceResponse {
@@ -34,7 +33,7 @@ pub(super) async fn produce(
                     }
                     Ok(batch) => match u32::try_from(index) {
                         Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-                        Ok(p) => append_checked(store, producers, &name, p, batch).await,
+                        Ok(p) => append_checked(store, &name, p, batch).await,
                     },
                 },
             };
@@ -64,30 +63,16 @@ pub(super) async fn produce(
     ProduceResponse::default().with_responses(responses)
 }
 
-/// Appends a produced batch after the idempotent producer's sequence check; a retried batch is
-/// answered with the offset it already got.
+/// Appends a produced batch; the store checks an idempotent producer's sequence in the same
+/// write, answering a retry with the offset the batch first got.
 async fn append_checked(
     store: &Store,
-    producers: &producers::ProducerRegistry,
     topic: &str,
     partition: u32,
     batch: EncodedBatch,
 ) -> Result<eddy_storage::AppendResult, i16> {
-    let produced = producers::ProducedBatch::of(batch.header());
-    match producers.check(topic, partition, produced) {
-        producers::SequenceCheck::Refuse(code) => Err(code),
-        producers::SequenceCheck::Duplicate(base_offset) => Ok(eddy_storage::AppendResult {
-            partition,
-            base_offset,
-            last_offset: base_offset + i64::from(produced.count) - 1,
-        }),
-        producers::SequenceCheck::Append => {
-            let appended = store
-                .append_encoded(topic, partition, batch)
-                .await
-                .map_err(|e| storage_error_code(&e))?;
-            producers.record(topic, partition, produced, appended.base_offset);
-            Ok(appended)
-        }
-    }
+    store
+        .append_encoded(topic, partition, batch)
+        .await
+        .map_err(|e| storage_error_code(&e))
 }
