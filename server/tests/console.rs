@@ -1,30 +1,16 @@
 //! The web console in a real browser: headless Chromium driven over WebDriver (chromedriver)
-//! against a real `eddy`. `.ci/run` installs Debian's `chromium` and `chromium-driver`; where
-//! they are missing outside CI the test says so and passes, and under CI it fails.
+//! against a real `eddy`. `.ci/deps` installs Debian's `chromium` and `chromium-driver` when
+//! they are missing.
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::webdriver::{ChromeDriver, Session};
 use serde_json::{Value, json};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn find_chromedriver() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
-        .map(|p| {
-            std::env::split_paths(&p)
-                .map(|d| d.join("chromedriver"))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-    on_path
-        .into_iter()
-        .find(|p| p.is_file())
-        .filter(|_| Path::new(CHROMIUM).is_file())
-}
 
 async fn browser(driver: &ChromeDriver, profile: &Path) -> Session {
     Session::open(
@@ -95,14 +81,7 @@ fn insert_views(server: &common::Server, rows: &[(&str, &str, i64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dashboard_draws_a_live_windowed_aggregate_and_survives_a_reload() {
-    let Some(chromedriver) = find_chromedriver() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "chromium and chromedriver are missing; .ci/run installs them"
-        );
-        eprintln!("skipping the browser test: chromium and chromedriver are not installed");
-        return;
-    };
+    let chromedriver = common::tools::chromedriver();
     let server = common::start();
     let driver = ChromeDriver::start(&chromedriver);
     let profile = tempfile::tempdir().unwrap();

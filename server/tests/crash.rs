@@ -1,7 +1,7 @@
 //! Exactly-once state across a crash: a persistent aggregation is killed with SIGKILL while it
 //! works through its input, the server restarts on the same data directory, and the table it
 //! ends with equals that of an aggregation over the same input that was never interrupted, and
-//! the counts computed from the input itself. kcat produces the input (`.ci/run` installs it).
+//! the counts computed from the input itself. kcat produces the input (`.ci/deps` installs it).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -16,12 +16,12 @@ const USERS: u64 = 50;
 const ORDERS: u64 = 400_000;
 
 fn produce(kafka: &str, lines: &str) {
-    let mut child = Command::new("kcat")
+    let mut child = Command::new(common::tools::kcat())
         .args(["-b", kafka, "-t", "orders", "-P", "-K:"])
         .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kcat is needed for this test; .ci/run installs it (apt-get install kcat)");
+        .expect("kcat runs");
     child
         .stdin
         .take()

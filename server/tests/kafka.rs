@@ -1,5 +1,5 @@
 //! A real Kafka client against the `eddy` binary: kcat (librdkafka) produces, lists metadata,
-//! looks up offsets and consumes. `.ci/run` installs kcat.
+//! looks up offsets and consumes. `.ci/deps` installs kcat when it is missing.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -7,13 +7,13 @@ use std::process::{Command, Stdio};
 mod common;
 
 fn kcat(args: &[&str], input: Option<&str>) -> String {
-    let mut child = Command::new("kcat")
+    let mut child = Command::new(common::tools::kcat())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kcat is needed for this test; .ci/run installs it (apt-get install kcat)");
+        .expect("kcat runs");
     {
         let mut stdin = child.stdin.take().unwrap();
         if let Some(input) = input {

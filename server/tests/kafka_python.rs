@@ -1,6 +1,6 @@
 //! kafka-python 3 against the `eddy` binary: an idempotent producer with `acks=all`, a consumer
 //! that joins a group, reads from the beginning and commits, and one that reads by assignment.
-//! `.ci/run` installs kafka-python.
+//! `.ci/deps` installs kafka-python when it is missing.
 
 use std::process::Command;
 
@@ -8,15 +8,12 @@ mod common;
 
 /// Runs a Python script with the server's Kafka address as its argument; its stdout.
 fn run(server: &common::Server, script: &str) -> String {
-    let out = Command::new("python3")
+    let out = Command::new(common::tools::python())
         .args(["-c", script, &server.kafka])
         .output()
-        .expect("python3 is needed for this test");
+        .expect("python3 runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "kafka-python failed (.ci/run installs it with pip): {stderr}"
-    );
+    assert!(out.status.success(), "kafka-python failed: {stderr}");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

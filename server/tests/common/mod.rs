@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub mod disk;
+pub mod tools;
 pub mod webdriver;
 pub mod wire;
 
