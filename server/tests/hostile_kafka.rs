@@ -256,3 +256,225 @@ fn each_listener_holds_at_most_max_connections() {
         "{metrics}"
     );
 }
+
+mod fuzz {
+    //! Well-formed but hostile requests, generated: produced batches whose headers lie (record
+    //! counts, offset deltas, compression bits), compressed bombs, truncated records, and
+    //! fetches of repeated partitions with any limits, all with valid CRCs so they get past the
+    //! first check. The server must answer or close the connection, go on serving, keep its
+    //! memory bounded, and never store a batch a reader cannot read.
+
+    use super::*;
+    use bytes::Bytes;
+    use eddy_storage::{EncodedBatch, Record};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+    use kafka_protocol::records::Compression;
+    use proptest::prelude::*;
+
+    /// A lie told in a batch header, or damage to its records.
+    #[derive(Debug, Clone)]
+    enum Lie {
+        None,
+        RecordCount(i32),
+        LastOffsetDelta(i32),
+        Attributes(i16),
+        Truncate(usize),
+        Flip(usize, u8),
+    }
+
+    fn lie() -> impl Strategy<Value = Lie> {
+        prop_oneof![
+            Just(Lie::None),
+            any::<i32>().prop_map(Lie::RecordCount),
+            prop_oneof![Just(i32::MAX), Just(-1), any::<i32>()].prop_map(Lie::LastOffsetDelta),
+            any::<i16>().prop_map(Lie::Attributes),
+            (1usize..64).prop_map(Lie::Truncate),
+            (0usize..4096, 1u8..=255).prop_map(|(at, x)| Lie::Flip(at, x)),
+        ]
+    }
+
+    fn compression() -> impl Strategy<Value = Compression> {
+        prop_oneof![
+            Just(Compression::None),
+            Just(Compression::Gzip),
+            Just(Compression::Snappy),
+            Just(Compression::Lz4),
+            Just(Compression::Zstd),
+        ]
+    }
+
+    /// The batch, with the lie told and its length and CRC made consistent again.
+    fn forge(records: &[Record], compression: Compression, lie: &Lie) -> Bytes {
+        let batch = EncodedBatch::encode_with(records, compression).unwrap();
+        let mut bytes = batch.as_bytes().to_vec();
+        match *lie {
+            Lie::None => {}
+            Lie::RecordCount(n) => bytes[57..61].copy_from_slice(&n.to_be_bytes()),
+            Lie::LastOffsetDelta(n) => bytes[23..27].copy_from_slice(&n.to_be_bytes()),
+            Lie::Attributes(a) => bytes[21..23].copy_from_slice(&a.to_be_bytes()),
+            Lie::Truncate(n) => {
+                let keep = bytes.len().saturating_sub(n).max(61);
+                bytes.truncate(keep);
+            }
+            Lie::Flip(at, x) => {
+                if bytes.len() > 61 {
+                    let at = 61 + at % (bytes.len() - 61);
+                    bytes[at] ^= x;
+                }
+            }
+        }
+        let length = (bytes.len() - 12) as i32;
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(bytes)
+    }
+
+    fn produce(wire: &mut Wire, partition: i32, records: Bytes) -> Result<i16, String> {
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(name("fuzz")))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(partition)
+                            .with_records(Some(records)),
+                    ]),
+            ]);
+        let (response, _): (ProduceResponse, _) = wire.try_call(ApiKey::Produce, 7, &request)?;
+        Ok(response.responses[0].partition_responses[0].error_code)
+    }
+
+    fn fetch(wire: &mut Wire, copies: usize, offset: i64, max_bytes: i32) -> Result<usize, String> {
+        let partitions = (0..copies)
+            .map(|i| {
+                FetchPartition::default()
+                    .with_partition((i % 3) as i32)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(max_bytes)
+            })
+            .collect();
+        let request = FetchRequest::default()
+            .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![
+                FetchTopic::default()
+                    .with_topic(TopicName(name("fuzz")))
+                    .with_partitions(partitions),
+            ]);
+        let (_, size): (FetchResponse, usize) = wire.try_call(ApiKey::Fetch, 4, &request)?;
+        Ok(size)
+    }
+
+    /// Everything stored in the topic decodes: no accepted batch poisons a reader.
+    fn every_stored_batch_decodes(address: &str) -> usize {
+        let mut wire = Wire::connect(address);
+        let mut count = 0;
+        for partition in 0..2 {
+            let mut next = 0i64;
+            loop {
+                let request = FetchRequest::default()
+                    .with_replica_id(kafka_protocol::messages::BrokerId(-1))
+                    .with_max_bytes(8 << 20)
+                    .with_topics(vec![
+                        FetchTopic::default()
+                            .with_topic(TopicName(name("fuzz")))
+                            .with_partitions(vec![
+                                FetchPartition::default()
+                                    .with_partition(partition)
+                                    .with_fetch_offset(next)
+                                    .with_partition_max_bytes(8 << 20),
+                            ]),
+                    ]);
+                let (response, _): (FetchResponse, _) = wire.call(ApiKey::Fetch, 4, &request);
+                let records = response.responses[0].partitions[0]
+                    .records
+                    .clone()
+                    .unwrap_or_default();
+                if records.is_empty() {
+                    break;
+                }
+                for batch in eddy_storage::split_batches(&records) {
+                    let (header, bytes) = batch.expect("a stored batch splits");
+                    let decoded = eddy_storage::decode_records(Bytes::copy_from_slice(bytes))
+                        .unwrap_or_else(|e| panic!("a stored batch does not decode: {e}"));
+                    count += decoded.len();
+                    next = header.base_offset + i64::from(header.last_offset_delta) + 1;
+                }
+            }
+        }
+        count
+    }
+
+    #[test]
+    fn hostile_requests_never_take_the_server_down() {
+        let mut server = common::start();
+        let (status, body) = ksql(
+            &server,
+            "CREATE STREAM fuzz (v STRING) WITH (kafka_topic='fuzz', partitions=2, value_format='KAFKA');",
+        );
+        assert_eq!(status, 200, "{body}");
+        let address = server.kafka.clone();
+        let wire = std::cell::RefCell::new(Wire::connect(&address));
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+            cases: 256,
+            ..ProptestConfig::default()
+        });
+        let produced = (
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..20),
+            compression(),
+            lie(),
+            prop_oneof![Just(0i32), Just(1), Just(-1), Just(7)],
+        );
+        let fetched = (
+            1usize..3000,
+            prop_oneof![Just(0i64), Just(-5), any::<i64>()],
+            any::<i32>(),
+        );
+        runner
+            .run(
+                &(produced, fetched),
+                |((values, codec, lie, partition), (copies, offset, max_bytes))| {
+                    let records: Vec<Record> = values
+                        .into_iter()
+                        .map(|v| Record::unkeyed(Bytes::from(v), 0))
+                        .collect();
+                    let forged = forge(&records, codec, &lie);
+                    let mut current = wire.borrow_mut();
+                    if produce(&mut current, partition, forged).is_err()
+                        || fetch(&mut current, copies, offset, max_bytes).is_err()
+                    {
+                        // The server may close a connection it cannot trust; a new one must work.
+                        *current = Wire::connect(&address);
+                    }
+                    let mut probe = Wire::connect(&address);
+                    let (versions, _): (ApiVersionsResponse, _) =
+                        probe.call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default());
+                    prop_assert_eq!(versions.error_code, 0);
+                    Ok(())
+                },
+            )
+            .unwrap();
+
+        // Bombs: a compressed batch that inflates far past the bound is refused whole.
+        let mut wire = wire.into_inner();
+        for codec in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bomb = vec![Record::unkeyed(Bytes::from(vec![0u8; 96 << 20]), 0)];
+            let code = produce(&mut wire, 0, forge(&bomb, codec, &Lie::None)).unwrap();
+            assert_ne!(code, 0, "{codec:?} bomb accepted");
+        }
+        assert!(server.alive());
+        let stored = every_stored_batch_decodes(&address);
+        assert!(stored > 0, "some honest batches were stored");
+        let rss = server.resident_bytes();
+        assert!(rss < 1 << 30, "the server holds {rss} bytes");
+    }
+}

@@ -245,3 +245,49 @@ proptest! {
         }
     }
 }
+
+/// An expression of `terms`, each maybe opening or closing parentheses, joined by operators.
+fn chain_text(terms: &[(bool, bool, usize)]) -> String {
+    // Comparisons do not chain in ksqlDB's grammar (`a = b = c` is a syntax error).
+    const OPERATORS: &[&str] = &["+", "-", "*", "/", "AND", "OR", "||"];
+    let mut text = String::from("SELECT ");
+    let mut open = 0usize;
+    for (i, (opens, closes, op)) in terms.iter().enumerate() {
+        if *opens {
+            text.push('(');
+            open += 1;
+        }
+        text.push_str(&format!("x{i}"));
+        if *closes && open > 0 {
+            text.push(')');
+            open -= 1;
+        }
+        if i + 1 < terms.len() {
+            text.push_str(&format!(" {} ", OPERATORS[op % OPERATORS.len()]));
+        }
+    }
+    text.push_str(&")".repeat(open));
+    text.push_str(" FROM s;");
+    text
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Chains and nestings of any length and shape, up to thousands of terms, are parsed or
+    /// refused as too deep, never overflow the stack; what parses prints back to the same tree.
+    #[test]
+    fn chains_and_nestings_of_any_size_parse_or_are_refused(
+        terms in proptest::collection::vec((any::<bool>(), any::<bool>(), 0usize..7), 1..4000)
+    ) {
+        let text = chain_text(&terms);
+        match parse_statements(&text) {
+            Ok(parsed) => {
+                let printed = parsed[0].statement.to_string();
+                let again = parse_statements(&printed).expect("printed SQL parses");
+                prop_assert_eq!(&again[0].statement, &parsed[0].statement);
+            }
+            Err(e) => prop_assert!(e.message.contains("too deep"), "{}", e),
+        }
+    }
+}
