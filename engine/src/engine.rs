@@ -83,10 +83,24 @@ pub struct Engine {
 }
 
 /// How the engine runs its queries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     /// How long a failed persistent query waits before it is started again.
     pub query_retry: crate::query::RetryBackoff,
+    /// The most push queries clients may run at once (ksqlDB's `ksql.max.push.queries`).
+    pub max_push_queries: usize,
+}
+
+/// ksqlDB's default `ksql.max.push.queries`.
+pub const DEFAULT_MAX_PUSH_QUERIES: usize = 100;
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            query_retry: crate::query::RetryBackoff::default(),
+            max_push_queries: DEFAULT_MAX_PUSH_QUERIES,
+        }
+    }
 }
 
 impl Engine {
@@ -233,6 +247,12 @@ impl Engine {
                 statement.text
             )));
         };
+        let max = self.options.max_push_queries;
+        if query.emit.is_some() && self.push_query_count() >= max {
+            return Err(EngineError::statement(format!(
+                "Not able to run the push query: the server is running {max} push queries already, the most it allows (ksql.max.push.queries, --max-push-queries). Close one and try again."
+            )));
+        }
         let (query, inline) = {
             let state = self.state.lock().await;
             crate::query::transient::start(

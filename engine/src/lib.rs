@@ -26,7 +26,7 @@ pub mod schema;
 mod session;
 mod statements;
 
-pub use engine::{Engine, EngineOptions, ExecuteError};
+pub use engine::{DEFAULT_MAX_PUSH_QUERIES, Engine, EngineOptions, ExecuteError};
 pub use error::{EngineError, Result};
 pub use result::{QueryDescription, QuerySummary, SourceSummary, StatementResult, TopicSummary};
 pub use session::Session;

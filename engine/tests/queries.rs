@@ -761,6 +761,7 @@ async fn a_failed_query_is_retried_with_backoff_until_it_recovers() {
             initial: Duration::from_millis(100),
             max: Duration::from_millis(400),
         },
+        ..eddy_engine::EngineOptions::default()
     };
     let engine = Engine::open_with(open_store(dir.path()), options)
         .await

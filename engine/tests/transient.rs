@@ -233,3 +233,38 @@ async fn push_queries_on_a_source_share_one_reader() {
     }
     engine.shutdown().await;
 }
+
+/// Past `ksql.max.push.queries` a push query is refused with a message naming the limit; once
+/// one closes, another is accepted. Pull queries are not counted.
+#[tokio::test]
+async fn push_queries_past_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = eddy_engine::EngineOptions {
+        max_push_queries: 2,
+        ..eddy_engine::EngineOptions::default()
+    };
+    let engine = Engine::open_with(common::open_store(dir.path()), options)
+        .await
+        .unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE TABLE t AS SELECT id, COUNT(*) AS n FROM s GROUP BY id;",
+    )
+    .await;
+    let session = Session::default();
+    let push = "SELECT * FROM s EMIT CHANGES;";
+    let first = engine.query(&session, push).await.unwrap();
+    let _second = engine.query(&session, push).await.unwrap();
+    let refused = engine.query(&session, push).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("running 2 push queries already")
+            && refused.contains("ksql.max.push.queries"),
+        "{refused}"
+    );
+    engine.query(&session, "SELECT * FROM t;").await.unwrap();
+    assert!(engine.close_query(&first.id));
+    drop(first);
+    engine.query(&session, push).await.unwrap();
+    engine.shutdown().await;
+}

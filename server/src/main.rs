@@ -203,6 +203,10 @@ struct ServerArgs {
     )]
     query_retry_backoff_max_ms: u64,
 
+    /// The most push queries clients may run at once (ksqlDB's `ksql.max.push.queries`).
+    #[arg(long, global = true, env = "EDDY_MAX_PUSH_QUERIES", default_value_t = eddy_engine::DEFAULT_MAX_PUSH_QUERIES)]
+    max_push_queries: usize,
+
     /// The most connections each listener (HTTP, Kafka) holds open; more are closed at once.
     /// By default a quarter of the open-files limit left after 1,024 for the store, between 64
     /// and 10,000.
@@ -408,6 +412,7 @@ async fn serve(
                     .max(args.query_retry_backoff_initial_ms.max(1)),
             ),
         },
+        max_push_queries: args.max_push_queries,
     };
     let engine = eddy_engine::Engine::open_with(store.clone(), engine_options)
         .await

@@ -399,6 +399,9 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
         .into_response()
 }
 
+/// The largest message a `/ws/query` client may send.
+const WS_MAX_INCOMING_BYTES: usize = 64 * 1024;
+
 /// `GET /ws/query?request={"ksql": "SELECT ...", "streamsProperties": {...}}`: ksqlDB's WebSocket
 /// query endpoint. The first message is the columns (`[{"name", "schema"}]`), then one
 /// `{"row": {"columns": [...]}}` per row; the server closes with code 1000 and the final message
@@ -426,7 +429,12 @@ pub async fn ws_query(
             .into_response();
         }
     };
-    upgrade.on_upgrade(move |socket| stream_to_socket(engine, metrics, request, socket))
+    // A client only closes or pings: it has no reason to send a large message, which would be
+    // buffered whole (tungstenite's default allows 64 MiB).
+    upgrade
+        .max_message_size(WS_MAX_INCOMING_BYTES)
+        .max_frame_size(WS_MAX_INCOMING_BYTES)
+        .on_upgrade(move |socket| stream_to_socket(engine, metrics, request, socket))
 }
 
 async fn stream_to_socket(

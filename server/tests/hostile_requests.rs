@@ -244,3 +244,54 @@ fn listed_origins_get_cors_answers() {
     );
     assert_eq!(status, 403);
 }
+
+/// A `/ws/query` client has nothing to send but a close or a ping: a 1 MiB message ends its
+/// query instead of being buffered (the WebSocket library's default would take 64 MiB).
+#[tokio::test]
+async fn a_websocket_client_cannot_make_the_server_buffer_large_messages() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM s (id INT KEY, v STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');",
+    );
+    assert_eq!(status, 200, "{body}");
+    let request = json!({"ksql": "SELECT * FROM s EMIT CHANGES;"});
+    let url = reqwest::Url::parse_with_params(
+        &format!("ws://{}/ws/query", server.http),
+        [("request", request.to_string())],
+    )
+    .unwrap();
+    let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let columns = socket.next().await.unwrap().unwrap();
+    assert!(columns.to_text().unwrap().contains("ID"));
+    let _ = socket.send(Message::Text("x".repeat(1 << 20).into())).await;
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match socket.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the server kept the socket open");
+    // The query it ran is gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, queries) = ksql(&server, "SHOW QUERIES;");
+        if queries[0]["queries"]
+            .as_array()
+            .is_some_and(|q| q.is_empty())
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{queries}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_alive(&server);
+}
