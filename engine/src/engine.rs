@@ -89,6 +89,9 @@ pub struct EngineOptions {
     pub query_retry: crate::query::RetryBackoff,
     /// The most push queries clients may run at once (ksqlDB's `ksql.max.push.queries`).
     pub max_push_queries: usize,
+    /// The most entries of stored state (aggregation groups, table rows) each persistent query
+    /// keeps in memory; the rest is read through from the store.
+    pub state_cache_entries: usize,
 }
 
 /// ksqlDB's default `ksql.max.push.queries`.
@@ -99,6 +102,7 @@ impl Default for EngineOptions {
         EngineOptions {
             query_retry: crate::query::RetryBackoff::default(),
             max_push_queries: DEFAULT_MAX_PUSH_QUERIES,
+            state_cache_entries: crate::query::task::DEFAULT_STATE_CACHE_ENTRIES,
         }
     }
 }

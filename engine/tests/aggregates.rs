@@ -980,3 +980,70 @@ async fn closed_sessions_leave_the_state() {
     );
     engine.shutdown().await;
 }
+
+/// Runs three aggregations (a windowed count over a stream, a count over a table whose rows
+/// move between groups, and session windows) over the same input; what each writes.
+async fn outputs_with_state_cache(entries: usize) -> Vec<Vec<(Vec<u8>, Option<String>, i64)>> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = eddy_engine::EngineOptions {
+        state_cache_entries: entries,
+        ..eddy_engine::EngineOptions::default()
+    };
+    let engine = Engine::open_with(open_store(dir.path()), options)
+        .await
+        .unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM orders (id STRING KEY, user STRING, amount INT)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');
+         CREATE TABLE users (id STRING PRIMARY KEY, region STRING, score INT)
+             WITH (kafka_topic='users', partitions=1, value_format='JSON');
+         CREATE TABLE per_user AS SELECT user, COUNT(*) AS n, SUM(amount) AS total
+             FROM orders WINDOW TUMBLING (SIZE 10 SECONDS) GROUP BY user;
+         CREATE TABLE per_region AS SELECT region, COUNT(*) AS n, SUM(score) AS total
+             FROM users GROUP BY region;
+         CREATE TABLE sessions AS SELECT user, COUNT(*) AS n
+             FROM orders WINDOW SESSION (3 SECONDS) GROUP BY user;",
+    )
+    .await;
+    for round in 0..6i64 {
+        let orders: Vec<Record> = (0..40i64)
+            .map(|i| {
+                order(
+                    &format!("u{}", (i * 7 + round) % 23),
+                    i,
+                    round * 4_000 + i * 50,
+                )
+            })
+            .collect();
+        feed(&engine, "orders", orders).await;
+        let users: Vec<Record> = (0..30i64)
+            .map(|i| {
+                Record::keyed(
+                    format!("id{}", (i + round * 3) % 37).into_bytes(),
+                    format!(r#"{{"region": "r{}", "score": {i}}}"#, (i + round) % 11).into_bytes(),
+                    round * 1_000 + i,
+                )
+            })
+            .collect();
+        feed(&engine, "users", users).await;
+    }
+    let store = engine.store().clone();
+    engine.shutdown().await;
+    ["PER_USER", "PER_REGION", "SESSIONS"]
+        .iter()
+        .map(|topic| records(&store, topic))
+        .collect()
+}
+
+/// Groups, table rows and sessions beyond the state cache are dropped once stored and read
+/// back as input needs them: with a cache of three entries, which is dropped at almost every
+/// commit, every aggregation writes exactly what it writes with everything in memory.
+#[tokio::test]
+async fn state_beyond_the_cache_is_read_through_with_the_same_results() {
+    let everything_in_memory = outputs_with_state_cache(usize::MAX).await;
+    let three_entries = outputs_with_state_cache(3).await;
+    assert!(everything_in_memory.iter().all(|o| o.len() > 20));
+    assert_eq!(three_entries, everything_in_memory);
+}

@@ -203,6 +203,11 @@ struct ServerArgs {
     )]
     query_retry_backoff_max_ms: u64,
 
+    /// The most entries of stored state (aggregation groups, table rows) each persistent query
+    /// keeps in memory; the rest is read through from the store.
+    #[arg(long, global = true, env = "EDDY_STATE_CACHE_ENTRIES", default_value_t = eddy_engine::DEFAULT_STATE_CACHE_ENTRIES)]
+    state_cache_entries: usize,
+
     /// The most push queries clients may run at once (ksqlDB's `ksql.max.push.queries`).
     #[arg(long, global = true, env = "EDDY_MAX_PUSH_QUERIES", default_value_t = eddy_engine::DEFAULT_MAX_PUSH_QUERIES)]
     max_push_queries: usize,
@@ -413,6 +418,7 @@ async fn serve(
             ),
         },
         max_push_queries: args.max_push_queries,
+        state_cache_entries: args.state_cache_entries,
     };
     let engine = eddy_engine::Engine::open_with(store.clone(), engine_options)
         .await

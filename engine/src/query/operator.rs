@@ -90,6 +90,17 @@ pub(crate) trait Operator: Send {
     fn record_cache(&self) -> Option<usize> {
         None
     }
+
+    /// How many entries of stored state (groups, rows, sessions) it keeps in memory, read
+    /// through from the store as input needs them.
+    fn cached_state(&self) -> usize {
+        0
+    }
+
+    /// Forgets the state it keeps in memory, to read it back from the store when input needs
+    /// it again. The task calls it only when every change the operator made is stored: after
+    /// a flush, with no commit in flight, so what is read back is what was dropped.
+    fn drop_cached_state(&mut self) {}
 }
 
 /// An operator that can also take rows another operator made (a join's joined rows) instead

@@ -504,7 +504,10 @@ impl Engine {
             store: self.store.clone(),
             plan,
             sink,
-            buffering: Buffering::from_properties(&session.properties),
+            buffering: Buffering {
+                state_cache_entries: self.options.state_cache_entries,
+                ..Buffering::from_properties(&session.properties)
+            },
             retry: self.options.query_retry,
         };
         state.queries.insert(

@@ -184,6 +184,14 @@ impl Operator for Aggregation<'_> {
     fn record_cache(&self) -> Option<usize> {
         self.state.coalesce.then_some(self.state.pending_bytes)
     }
+
+    fn cached_state(&self) -> usize {
+        self.state.cached_entries()
+    }
+
+    fn drop_cached_state(&mut self) {
+        self.state.drop_cached();
+    }
 }
 
 impl RowsOperator for Aggregation<'_> {

@@ -131,6 +131,22 @@ impl AggregateState {
         })
     }
 
+    /// The groups, table rows and session lists in memory.
+    pub(super) fn cached_entries(&self) -> usize {
+        self.groups.len() + self.rows.len() + self.sessions.len()
+    }
+
+    /// Forgets the groups, table rows and session lists in memory; they are read from the store
+    /// again as input needs them. Nothing is dropped while the record cache holds updates,
+    /// which are emitted from the groups in memory.
+    pub(super) fn drop_cached(&mut self) {
+        if self.pending.is_empty() {
+            self.groups = HashMap::new();
+            self.rows = HashMap::new();
+            self.sessions = HashMap::new();
+        }
+    }
+
     /// The group stored under `key`, loaded from the store the first time.
     pub(super) fn group<'a>(
         &'a mut self,

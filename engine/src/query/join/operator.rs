@@ -123,6 +123,14 @@ impl Operator for Join<'_> {
     fn record_cache(&self) -> Option<usize> {
         self.then.record_cache()
     }
+
+    fn cached_state(&self) -> usize {
+        self.then.cached_state()
+    }
+
+    fn drop_cached_state(&mut self) {
+        self.then.drop_cached_state();
+    }
 }
 
 /// What a chain of joins made of some records: the last stage's joined rows, a record standing

@@ -128,6 +128,14 @@ async fn run_query_inner(
             {
                 done.finish(shared).await?;
             }
+            // State read through from the store stays in memory only up to a bound: past it,
+            // once every change is stored, it is dropped and read again as input needs it.
+            if operator.cached_state() > buffering.state_cache_entries {
+                while let Some(done) = in_flight.pop_front() {
+                    done.finish(shared).await?;
+                }
+                operator.drop_cached_state();
+            }
         }
     }
     if !uncommitted.is_empty() {
@@ -148,13 +156,20 @@ pub struct Buffering {
     pub max_bytes: usize,
     /// The longest the cache holds updates before it flushes and the query commits.
     pub interval: Duration,
+    /// The most entries of stored state (groups, rows) the query keeps in memory; past it,
+    /// they are dropped once stored and read through from the store again.
+    pub state_cache_entries: usize,
 }
+
+/// The default bound on a query's state in memory: 100,000 groups or rows, tens of MB.
+pub const DEFAULT_STATE_CACHE_ENTRIES: usize = 100_000;
 
 impl Default for Buffering {
     fn default() -> Self {
         Buffering {
             max_bytes: 10 << 20,
             interval: Duration::from_millis(2_000),
+            state_cache_entries: DEFAULT_STATE_CACHE_ENTRIES,
         }
     }
 }
@@ -173,6 +188,7 @@ impl Buffering {
             max_bytes: get("cache.max.bytes.buffering")
                 .map_or(default.max_bytes, |b| b.min(usize::MAX as u64) as usize),
             interval: get("commit.interval.ms").map_or(default.interval, Duration::from_millis),
+            state_cache_entries: default.state_cache_entries,
         }
     }
 
