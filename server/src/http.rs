@@ -15,6 +15,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub use crate::browser::BrowserPolicy;
 use crate::connections::ConnectionLimit;
+use crate::request_memory::{self, RequestMemory};
 pub use crate::rest::AppState;
 use crate::rest::{ErrorCode, RestError};
 use crate::{browser, console, ksql, metrics, streaming};
@@ -63,6 +64,10 @@ pub fn router(state: AppState, max_request_bytes: usize, browser: BrowserPolicy)
         .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
         .layer(axum::middleware::from_fn_with_state(
+            RequestMemory::new(REQUEST_MEMORY_BYTES, max_request_bytes),
+            request_memory::reserve,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             Arc::new(browser),
             browser::guard,
         ));
@@ -76,6 +81,10 @@ pub fn router(state: AppState, max_request_bytes: usize, browser: BrowserPolicy)
         metrics::track_http,
     ))
 }
+
+/// The most bytes of request bodies held in memory at once, across every connection (at least
+/// four bodies of --max-request-bytes).
+const REQUEST_MEMORY_BYTES: usize = 256 << 20;
 
 /// How long an HTTP/1 client may take to send a request's headers, counted from when the
 /// connection is ready for the next request, so an idle keep-alive connection closes after it.

@@ -8,5 +8,6 @@ pub mod http;
 pub mod kafka;
 mod ksql;
 pub mod metrics;
+mod request_memory;
 mod rest;
 mod streaming;
