@@ -4,8 +4,9 @@
 //! applies them, and writes the result through the commit writer so it is serialized with
 //! appends.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,7 +16,7 @@ use tracing::{debug, info, warn};
 use crate::batch::{LogRecord, decode_records, encode_log_records};
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META};
-use crate::segment::{CompactionCandidate, compaction_survivors, expired_segment_count};
+use crate::segment::{expired_segment_count, survives};
 use crate::store::{Store, corrupt, parse_checked};
 use crate::topic::{PartitionLog, TopicLog};
 use crate::writer::{AfterWrite, BatchBuilder};
@@ -42,6 +43,13 @@ impl MaintenanceReport {
     }
 }
 
+/// How much of the log one read of compaction takes.
+const COMPACTION_READ_BYTES: usize = 4 << 20;
+/// How many bytes of rewritten batches compaction gathers before it writes them.
+const COMPACTION_WRITE_BYTES: usize = 16 << 20;
+/// A map entry's cost beyond its key's bytes.
+const KEY_OVERHEAD: usize = 48;
+
 /// Compaction's change to one batch: its old base offset, and the new base and bytes (none when
 /// every record went).
 type BatchRewrite = (i64, Option<(i64, Vec<u8>)>);
@@ -49,6 +57,8 @@ type BatchRewrite = (i64, Option<(i64, Vec<u8>)>);
 /// A stored batch and its decoded records, from a closed segment.
 struct ClosedBatch {
     base: i64,
+    /// The offset after its last record.
+    next: i64,
     size: usize,
     segment: usize,
     attributes_header: crate::batch::BatchHeader,
@@ -164,17 +174,18 @@ impl Store {
         })
     }
 
-    fn read_closed_batches(
+    /// Reads the batches of closed segments from `from` up to `to`, a chunk at a time, and
+    /// hands each to `visit` decoded, until it says to stop; memory holds one chunk at most.
+    fn for_each_closed_batch(
         &self,
         p: &PartitionLog,
-        from: i64,
-        to: i64,
+        (from, to): (i64, i64),
         segments: &[i64],
-    ) -> Result<Vec<ClosedBatch>> {
-        let mut out = Vec::new();
+        mut visit: impl FnMut(ClosedBatch) -> Result<bool>,
+    ) -> Result<()> {
         let mut offset = from;
         while offset < to {
-            let fetched = self.read(&p.topic, p.partition, offset, 4 << 20)?;
+            let fetched = self.read(&p.topic, p.partition, offset, COMPACTION_READ_BYTES)?;
             if fetched.batches.is_empty() {
                 break;
             }
@@ -185,7 +196,7 @@ impl Store {
                     &raw,
                 )?;
                 if header.base_offset >= to {
-                    return Ok(out);
+                    return Ok(());
                 }
                 offset = header.last_offset() + 1;
                 let segment = segments
@@ -194,18 +205,28 @@ impl Store {
                 let size = raw.len();
                 let records = decode_records(Bytes::clone(&raw))
                     .map_err(|reason| corrupt(&p.topic, p.partition, header.base_offset, reason))?;
-                out.push(ClosedBatch {
+                let batch = ClosedBatch {
                     base: header.base_offset,
+                    next: offset,
                     size,
                     segment,
                     attributes_header: header,
                     records,
-                });
+                };
+                if !visit(batch)? {
+                    return Ok(());
+                }
             }
         }
-        Ok(out)
+        Ok(())
     }
 
+    /// Compacts the closed segments of a partition as Kafka's log cleaner does, in two passes
+    /// that each hold one chunk of the log at a time. The first maps each key to its latest
+    /// offset, from where the last compaction's map ended (the dirty part) up to a bound on the
+    /// map; the second rewrites the batches from the log start to the end of the mapped part
+    /// that lost records (those a later record of their key replaced), written a few MiB at a
+    /// time. What lies past the map waits for the next pass.
     fn compact_partition(
         &self,
         topic: &Arc<TopicLog>,
@@ -222,64 +243,88 @@ impl Store {
         };
         let from = closed[0].base_offset.max(p.log_start_offset());
         let to = closed[closed.len() - 1].next_offset;
+        // With nothing new to map, the pass still drops tombstones past delete.retention.ms.
+        let dirty = p.compacted_to.load(Ordering::Acquire).clamp(from, to);
         let bases: Vec<i64> = closed.iter().map(|s| s.base_offset).collect();
-        let batches = self.read_closed_batches(p, from, to, &bases)?;
 
-        let candidates: Vec<CompactionCandidate<'_>> = batches
-            .iter()
-            .flat_map(|b| {
-                let old =
-                    now_ms.saturating_sub(closed[b.segment].last_append_ms) > delete_retention_ms;
-                b.records.iter().map(move |r| CompactionCandidate {
-                    offset: r.offset,
-                    key: r.record.key.as_deref(),
-                    tombstone: r.record.value.is_none(),
-                    past_delete_retention: old,
-                })
-            })
-            .collect();
-        let survivors: HashSet<i64> = compaction_survivors(&candidates).into_iter().collect();
-        drop(candidates);
+        let mut latest: HashMap<Vec<u8>, i64> = HashMap::new();
+        let mut map_bytes = 0usize;
+        let mut mapped_to = dirty;
+        self.for_each_closed_batch(p, (dirty, to), &bases, |batch| {
+            for r in &batch.records {
+                if let Some(key) = r.record.key.as_deref()
+                    && latest.insert(key.to_vec(), r.offset).is_none()
+                {
+                    map_bytes += key.len() + KEY_OVERHEAD;
+                }
+            }
+            mapped_to = batch.next;
+            Ok(map_bytes < self.options().compaction_map_bytes)
+        })?;
 
         let mut report = MaintenanceReport::default();
-        let mut rewrites: Vec<BatchRewrite> = Vec::new();
-        let mut segment_bytes: HashMap<usize, i64> = HashMap::new();
-        for batch in &batches {
+        let mut chunk = CompactionChunk::new(closed);
+        self.for_each_closed_batch(p, (from, mapped_to.max(dirty)), &bases, |batch| {
+            let old = now_ms.saturating_sub(chunk.segments[batch.segment].last_append_ms)
+                > delete_retention_ms;
             let kept: Vec<LogRecord> = batch
                 .records
                 .iter()
-                .filter(|r| survivors.contains(&r.offset))
+                .filter(|r| {
+                    let key = r.record.key.as_deref();
+                    survives(
+                        key.map(|k| latest.get(k).copied()),
+                        r.offset,
+                        r.record.value.is_none(),
+                        old,
+                    )
+                })
                 .cloned()
                 .collect();
             if kept.len() == batch.records.len() {
-                continue;
+                return Ok(true);
             }
             report.batches_compacted += 1;
             report.records_compacted += (batch.records.len() - kept.len()) as u64;
-            let new_size = if kept.is_empty() {
-                rewrites.push((batch.base, None));
-                0
+            let new = if kept.is_empty() {
+                None
             } else {
-                let encoded = encode_log_records(&kept, &batch.attributes_header)
+                let mut encoded = encode_log_records(&kept, &batch.attributes_header)
                     .map_err(|reason| corrupt(&p.topic, p.partition, batch.base, reason))?;
-                let mut encoded = encoded;
                 let new_base = encoded.header().base_offset;
                 encoded.stamp(new_base, batch.attributes_header.partition_leader_epoch);
-                let len = encoded.len();
-                rewrites.push((batch.base, Some((new_base, encoded.as_bytes().to_vec()))));
-                len
+                Some((new_base, encoded.as_bytes().to_vec()))
             };
+            let new_size = new.as_ref().map_or(0, |(_, bytes)| bytes.len());
             report.bytes_reclaimed += (batch.size - new_size) as u64;
-            *segment_bytes.entry(batch.segment).or_default() += new_size as i64 - batch.size as i64;
+            chunk.rewrite(batch.segment, batch.base, new, batch.size);
+            if chunk.bytes >= COMPACTION_WRITE_BYTES {
+                self.write_compaction(topic, p, &mut chunk)?;
+            }
+            Ok(true)
+        })?;
+        self.write_compaction(topic, p, &mut chunk)?;
+        p.compacted_to.store(mapped_to, Ordering::Release);
+        if report.batches_compacted > 0 {
+            debug!(topic = %topic.name, partition = p.partition, ?report, "compaction");
         }
-        if rewrites.is_empty() {
-            return Ok(report);
+        Ok(report)
+    }
+
+    /// Writes the rewrites gathered so far, with the segments' new sizes, through the commit
+    /// writer.
+    fn write_compaction(
+        &self,
+        topic: &Arc<TopicLog>,
+        p: &Arc<PartitionLog>,
+        chunk: &mut CompactionChunk,
+    ) -> Result<()> {
+        if chunk.rewrites.is_empty() {
+            return Ok(());
         }
-        let mut updated_segments = closed.clone();
-        for (index, delta) in &segment_bytes {
-            let s = &mut updated_segments[*index];
-            s.bytes = (s.bytes as i64 + delta).max(0) as u64;
-        }
+        let rewrites = std::mem::take(&mut chunk.rewrites);
+        chunk.bytes = 0;
+        let updated_segments = chunk.segments.clone();
         let (topic_ref, partition) = (topic.clone(), p.clone());
         let build: BatchBuilder = Box::new(move |db: &DB, wb: &mut WriteBatch| {
             let (Some(log), Some(meta)) = (db.cf_handle(CF_LOG), db.cf_handle(CF_META)) else {
@@ -313,8 +358,38 @@ impl Store {
                 }
             }) as AfterWrite)
         });
-        self.run_custom(build)?;
-        debug!(topic = %topic.name, partition = p.partition, ?report, "compaction");
-        Ok(report)
+        self.run_custom(build)
+    }
+}
+
+/// Compaction's pending writes: the batches rewritten since the last write, and every closed
+/// segment with its size so far.
+struct CompactionChunk {
+    segments: Vec<crate::segment::SegmentMeta>,
+    rewrites: Vec<BatchRewrite>,
+    bytes: usize,
+}
+
+impl CompactionChunk {
+    fn new(segments: Vec<crate::segment::SegmentMeta>) -> Self {
+        CompactionChunk {
+            segments,
+            rewrites: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    fn rewrite(
+        &mut self,
+        segment: usize,
+        old_base: i64,
+        new: Option<(i64, Vec<u8>)>,
+        old_size: usize,
+    ) {
+        let new_size = new.as_ref().map_or(0, |(_, bytes)| bytes.len());
+        let s = &mut self.segments[segment];
+        s.bytes = (s.bytes as i64 + new_size as i64 - old_size as i64).max(0) as u64;
+        self.bytes += new_size + 32;
+        self.rewrites.push((old_base, new));
     }
 }

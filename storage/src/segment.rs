@@ -141,14 +141,35 @@ pub fn compaction_survivors(records: &[CompactionCandidate<'_>]) -> Vec<i64> {
     }
     records
         .iter()
-        .filter(|r| match r.key {
-            None => true,
-            Some(key) => {
-                latest.get(key) == Some(&r.offset) && !(r.tombstone && r.past_delete_retention)
-            }
+        .filter(|r| {
+            survives(
+                r.key.map(|k| latest.get(k).copied()),
+                r.offset,
+                r.tombstone,
+                r.past_delete_retention,
+            )
         })
         .map(|r| r.offset)
         .collect()
+}
+
+/// Whether compaction keeps the record at `offset`. One without a key (`None`) always. One with
+/// a key compaction mapped to its latest offset (`Some(Some(latest))`) when it is that latest
+/// record. One with a key compaction did not map (`Some(None)`) lies in the part compacted
+/// before, where each key is left once, so it is its key's latest. A tombstone past
+/// `delete.retention.ms` that is its key's latest goes too.
+pub fn survives(
+    key: Option<Option<i64>>,
+    offset: i64,
+    tombstone: bool,
+    past_delete_retention: bool,
+) -> bool {
+    let expired = tombstone && past_delete_retention;
+    match key {
+        None => true,
+        Some(None) => !expired,
+        Some(Some(latest)) => latest == offset && !expired,
+    }
 }
 
 #[cfg(test)]

@@ -40,7 +40,14 @@ pub struct StoreOptions {
     /// Bytes of the disk kept free: below it, writes are refused until space returns. `None`
     /// keeps 5% of the filesystem, between 256 MiB and 1 GiB (half of a filesystem under 512 MiB).
     pub disk_reserve_bytes: Option<u64>,
+    /// The most memory compaction's map of keys to their latest offsets takes per partition
+    /// and pass (Kafka's `log.cleaner.dedupe.buffer.size`); what lies past it is compacted on a
+    /// later pass.
+    pub compaction_map_bytes: usize,
 }
+
+/// The default bound of compaction's key map.
+pub const DEFAULT_COMPACTION_MAP_BYTES: usize = 64 << 20;
 
 /// The default cap on partitions per topic, well above what one node serves well.
 pub const DEFAULT_MAX_PARTITIONS: u32 = 10_000;
@@ -52,6 +59,7 @@ impl Default for StoreOptions {
             leader_epoch: 0,
             max_partitions: DEFAULT_MAX_PARTITIONS,
             disk_reserve_bytes: None,
+            compaction_map_bytes: DEFAULT_COMPACTION_MAP_BYTES,
         }
     }
 }
@@ -226,6 +234,11 @@ impl Store {
     /// Free space on the store's disk, and whether writes succeed.
     pub fn disk_health(&self) -> DiskHealth {
         self.inner.disk.health()
+    }
+
+    /// The options the store was opened with.
+    pub(crate) fn options(&self) -> &StoreOptions {
+        &self.inner.options
     }
 
     /// The sync policy in force.

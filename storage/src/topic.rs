@@ -63,6 +63,9 @@ pub(crate) struct PartitionLog {
     /// The high watermark: every offset below it is written and readable.
     pub end: watch::Sender<i64>,
     pub log_start: AtomicI64,
+    /// Where compaction's next key map starts: everything before it was compacted against a map
+    /// of the keys after it. In memory only; after a restart, compaction starts over.
+    pub compacted_to: AtomicI64,
 }
 
 impl PartitionLog {
@@ -85,6 +88,7 @@ impl PartitionLog {
             }),
             end: watch::Sender::new(next_offset),
             log_start: AtomicI64::new(log_start),
+            compacted_to: AtomicI64::new(0),
         }
     }
 

@@ -211,3 +211,70 @@ fn compaction_keeps_the_last_value_per_key_and_expires_tombstones() {
         7
     );
 }
+
+/// A record left by compaction: its offset, key and value.
+type Left = (i64, Vec<u8>, Vec<u8>);
+
+/// Compacts a topic of 200 keys written five times over, with a key map of `map_bytes`; the
+/// records left, and how many maintenance passes removed some.
+fn compact_with_map(map_bytes: usize) -> (Vec<Left>, usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(
+        dir.path(),
+        StoreOptions {
+            sync: SyncPolicy::Os,
+            compaction_map_bytes: map_bytes,
+            ..StoreOptions::default()
+        },
+    )
+    .unwrap();
+    let config = TopicConfig::default()
+        .apply(
+            "c",
+            [("cleanup.policy", "compact"), ("segment.bytes", "2000")],
+        )
+        .unwrap();
+    store.create_topic("c", config).unwrap();
+    for round in 0..5 {
+        for chunk in (0..200).collect::<Vec<_>>().chunks(10) {
+            let records = chunk
+                .iter()
+                .map(|k| Record::keyed(format!("key-{k:03}"), format!("v{round}-{k}"), 0))
+                .collect();
+            store.append_blocking("c", 0, records).unwrap();
+        }
+    }
+    // A pass may map keys without removing anything yet, so run plenty; count those that did.
+    let passes = (0..60)
+        .filter(|_| {
+            store
+                .run_maintenance_at(eddy_storage::now_ms())
+                .unwrap()
+                .records_compacted
+                > 0
+        })
+        .count();
+    let left = read_all(&store, "c")
+        .into_iter()
+        .map(|r| {
+            (
+                r.offset,
+                r.record.key.unwrap().to_vec(),
+                r.record.value.unwrap().to_vec(),
+            )
+        })
+        .collect();
+    (left, passes)
+}
+
+/// Compaction's key map is bounded, as Kafka's cleaner's is: with room for a few dozen keys it
+/// compacts the log a part at a time over several passes, and ends with exactly what a map with
+/// room for every key leaves after one.
+#[test]
+fn a_bounded_key_map_compacts_over_several_passes_to_the_same_log() {
+    let (unbounded, one_pass) = compact_with_map(64 << 20);
+    let (bounded, passes) = compact_with_map(4_000);
+    assert_eq!(one_pass, 1);
+    assert!(passes > 1, "{passes} passes");
+    assert_eq!(bounded, unbounded);
+}
