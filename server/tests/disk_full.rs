@@ -13,9 +13,13 @@ use common::wire::Wire;
 use common::{ksql, request};
 use eddy_storage::{EncodedBatch, Record};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ListOffsetsRequest, ListOffsetsResponse, ProduceRequest, ProduceResponse, TopicName,
+    ApiKey, GroupId, ListOffsetsRequest, ListOffsetsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -121,6 +125,25 @@ fn a_full_disk_refuses_writes_until_space_returns_and_nothing_acknowledged_is_lo
     assert!(
         acknowledged >= i64::from(RECORDS) * 10,
         "{acknowledged} records before the disk filled"
+    );
+
+    // A consumer's offset commit is refused with an error clients retry, too.
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str("app")))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("src")))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(1),
+                ]),
+        ]);
+    let (committed, _): (OffsetCommitResponse, _) = wire.call(ApiKey::OffsetCommit, 2, &commit);
+    assert_eq!(
+        committed.topics[0].partitions[0].error_code, 15,
+        "COORDINATOR_NOT_AVAILABLE"
     );
 
     let (status, body) = ksql(&server, "INSERT INTO src (n, pad) VALUES (-1, 'x');");

@@ -5,9 +5,9 @@
 //! rejoined, or when the longest rebalance timeout passes, dropping the members that did not.
 
 use super::code::{
-    ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, INVALID_GROUP_ID, INVALID_SESSION_TIMEOUT,
-    MEMBER_ID_REQUIRED, NONE, OFFSET_METADATA_TOO_LARGE, REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID,
-    UNKNOWN_TOPIC_OR_PARTITION,
+    COORDINATOR_NOT_AVAILABLE, ILLEGAL_GENERATION, INCONSISTENT_GROUP_PROTOCOL, INVALID_GROUP_ID,
+    INVALID_SESSION_TIMEOUT, MEMBER_ID_REQUIRED, NONE, OFFSET_METADATA_TOO_LARGE,
+    REBALANCE_IN_PROGRESS, UNKNOWN_MEMBER_ID, UNKNOWN_TOPIC_OR_PARTITION,
 };
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eddy_storage::{GroupOffset, OffsetAndMetadata, Store};
+use eddy_storage::{GroupOffset, OffsetAndMetadata, StorageError, Store};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
@@ -589,7 +589,14 @@ impl GroupCoordinator {
                 } else {
                     match self.store.commit_offsets(&group, vec![offset]).await {
                         Ok(()) => NONE,
-                        Err(_) => UNKNOWN_TOPIC_OR_PARTITION,
+                        Err(
+                            StorageError::UnknownTopic(_) | StorageError::UnknownPartition { .. },
+                        ) => UNKNOWN_TOPIC_OR_PARTITION,
+                        // As Kafka answers when it cannot write the offsets topic: clients retry.
+                        Err(e) => {
+                            tracing::warn!(group = %group, error = %e, "cannot store committed offsets");
+                            COORDINATOR_NOT_AVAILABLE
+                        }
                     }
                 };
                 partitions.push(
