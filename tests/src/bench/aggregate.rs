@@ -29,6 +29,8 @@ pub struct AggregateBenchConfig {
     pub keys: u64,
     /// Minutes of event time the records span (one window each).
     pub minutes: u64,
+    /// The most groups the query keeps in memory (`--state-cache-entries`).
+    pub state_cache_entries: usize,
 }
 
 /// Figures of one run.
@@ -42,7 +44,8 @@ pub struct AggregateReport {
     pub updates: u64,
     /// Groups (key and window) in the final table, the same on both sides.
     pub groups: u64,
-    /// Peak resident set size while the query ran, in bytes, if known.
+    /// Peak resident set size while the query ran (not counting the bench reading its output
+    /// back), in bytes, if known.
     pub peak_rss: Option<u64>,
     /// Resident set size just before the query started (the store holding the input), in
     /// bytes, if known.
@@ -95,8 +98,8 @@ pub fn run(config: &AggregateBenchConfig) -> anyhow::Result<AggregateReport> {
         groups: eddy_groups,
         bytes,
         rss_before,
+        peak_rss,
     } = runtime.block_on(run_eddy(config))?;
-    let peak_rss = crate::bench::peak_rss_bytes();
     let (df_elapsed, df_groups) = runtime.block_on(run_datafusion(config))?;
     anyhow::ensure!(
         eddy_groups.len() == df_groups.len(),
@@ -131,13 +134,20 @@ struct EddyRun {
     groups: Groups,
     bytes: u64,
     rss_before: Option<u64>,
+    /// The peak once the query was done, before the bench read its output back.
+    peak_rss: Option<u64>,
 }
 
 async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
-    let bench = BenchEngine::open(
+    let options = eddy_engine::EngineOptions {
+        state_cache_entries: config.state_cache_entries,
+        ..eddy_engine::EngineOptions::default()
+    };
+    let bench = BenchEngine::open_with(
         "SET 'auto.offset.reset' = 'earliest';
          CREATE STREAM orders (user STRING KEY, id BIGINT, amount DOUBLE, category STRING, ts BIGINT, note STRING)
              WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+        options,
     )
     .await?;
     let mut bytes = 0;
@@ -155,7 +165,7 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
         bench.append("orders", records).await?;
     }
     let rss_before = crate::bench::current_rss_bytes();
-    let (elapsed, output) = bench.time_query_reading(QUERY, "PER_USER").await?;
+    let (elapsed, output, peak_rss) = bench.time_query_reading(QUERY, "PER_USER").await?;
     let updates = output.len() as u64;
     // The final table: the last update of each windowed key (the user, then the window start).
     let mut groups = Groups::new();
@@ -178,6 +188,7 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
         groups,
         bytes,
         rss_before,
+        peak_rss,
     })
 }
 

@@ -286,6 +286,14 @@ pub struct BenchEngine {
 impl BenchEngine {
     /// Opens the store and engine and runs `setup` (the sources' declarations).
     pub async fn open(setup: &str) -> anyhow::Result<Self> {
+        Self::open_with(setup, eddy_engine::EngineOptions::default()).await
+    }
+
+    /// [`BenchEngine::open`] with the engine's options.
+    pub async fn open_with(
+        setup: &str,
+        options: eddy_engine::EngineOptions,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = eddy_storage::Store::open(
             dir.path(),
@@ -294,7 +302,7 @@ impl BenchEngine {
                 ..eddy_storage::StoreOptions::default()
             },
         )?;
-        let engine = eddy_engine::Engine::open(store.clone()).await?;
+        let engine = eddy_engine::Engine::open_with(store.clone(), options).await?;
         let mut session = eddy_engine::Session::default();
         engine.execute(&mut session, setup).await?;
         Ok(BenchEngine {
@@ -334,13 +342,15 @@ impl BenchEngine {
     }
 
     /// Times `query` from its creation until it has processed every input record; returns the
-    /// time and every record it wrote to `sink` (its key and value), in order per partition.
+    /// time, every record it wrote to `sink` (its key and value) in order per partition, and
+    /// the peak resident set size once the query was done, before its output was read back.
     pub async fn time_query_reading(
         mut self,
         query: &str,
         sink: &str,
-    ) -> anyhow::Result<(Timed, Vec<(Vec<u8>, Option<Vec<u8>>)>)> {
+    ) -> anyhow::Result<(Timed, Vec<(Vec<u8>, Option<Vec<u8>>)>, Option<u64>)> {
         let elapsed = self.run_to_the_end(query).await?;
+        let peak_rss = peak_rss_bytes();
         let mut output = Vec::new();
         for partition in 0..self.store.partition_count(sink)? {
             let end = self.store.end_offset(sink, partition)?;
@@ -358,7 +368,7 @@ impl BenchEngine {
             }
         }
         self.engine.shutdown().await;
-        Ok((elapsed, output))
+        Ok((elapsed, output, peak_rss))
     }
 
     /// Times `query` from its creation until it has processed every input record; returns the

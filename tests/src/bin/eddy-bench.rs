@@ -82,6 +82,9 @@ enum Scenario {
         /// Minutes of event time the records span.
         #[arg(long, default_value_t = 10)]
         minutes: u64,
+        /// The most groups the query keeps in memory (the server's --state-cache-entries).
+        #[arg(long, default_value_t = eddy_engine::DEFAULT_STATE_CACHE_ENTRIES)]
+        state_cache_entries: usize,
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -204,6 +207,7 @@ fn main() -> anyhow::Result<()> {
             records,
             keys,
             minutes,
+            state_cache_entries,
             runs,
         } => {
             println!(
@@ -213,6 +217,7 @@ fn main() -> anyhow::Result<()> {
                 records,
                 keys,
                 minutes,
+                state_cache_entries,
             };
             let mut reports = Vec::new();
             let mut rss = Vec::new();
