@@ -20,9 +20,32 @@ pub use crate::rest::AppState;
 use crate::rest::{ErrorCode, RestError};
 use crate::{browser, console, ksql, metrics, streaming};
 
-/// The HTTP routes, accepting bodies up to `max_request_bytes`, serving browsers as `browser`
-/// allows.
-pub fn router(state: AppState, max_request_bytes: usize, browser: BrowserPolicy) -> Router {
+/// How large request bodies may be, each and all together.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// The largest body accepted (`--max-request-bytes`); larger ones get 413.
+    pub max_request_bytes: usize,
+    /// The most bytes of bodies held in memory at once, across every connection
+    /// (`--request-memory-bytes`; at least four bodies of the largest size).
+    pub in_memory_bytes: usize,
+}
+
+impl BodyLimits {
+    /// Bodies of at most `max_request_bytes`, 256 MiB of them in memory at once.
+    pub fn new(max_request_bytes: usize) -> Self {
+        BodyLimits {
+            max_request_bytes,
+            in_memory_bytes: DEFAULT_REQUEST_MEMORY_BYTES,
+        }
+    }
+}
+
+/// The default bound on request bodies held in memory at once.
+pub const DEFAULT_REQUEST_MEMORY_BYTES: usize = 256 << 20;
+
+/// The HTTP routes, with the body limits, serving browsers as `browser` allows.
+pub fn router(state: AppState, bodies: BodyLimits, browser: BrowserPolicy) -> Router {
+    let max_request_bytes = bodies.max_request_bytes;
     let server_metrics = state.metrics.clone();
     let cors = browser.cors_origins().map(|origins| {
         let origins: Vec<HeaderValue> = origins
@@ -64,7 +87,7 @@ pub fn router(state: AppState, max_request_bytes: usize, browser: BrowserPolicy)
         .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            RequestMemory::new(REQUEST_MEMORY_BYTES, max_request_bytes),
+            RequestMemory::new(bodies.in_memory_bytes, max_request_bytes),
             request_memory::reserve,
         ))
         .layer(axum::middleware::from_fn_with_state(
@@ -81,10 +104,6 @@ pub fn router(state: AppState, max_request_bytes: usize, browser: BrowserPolicy)
         metrics::track_http,
     ))
 }
-
-/// The most bytes of request bodies held in memory at once, across every connection (at least
-/// four bodies of --max-request-bytes).
-const REQUEST_MEMORY_BYTES: usize = 256 << 20;
 
 /// How long an HTTP/1 client may take to send a request's headers, counted from when the
 /// connection is ready for the next request, so an idle keep-alive connection closes after it.

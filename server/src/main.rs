@@ -126,6 +126,12 @@ struct ServerArgs {
     )]
     max_request_bytes: usize,
 
+    /// The most bytes of request bodies held in memory at once, across every connection (at
+    /// least four bodies of --max-request-bytes); a request waits up to 5 s for room, then gets
+    /// 503.
+    #[arg(long, global = true, env = "EDDY_REQUEST_MEMORY_BYTES", default_value_t = http::DEFAULT_REQUEST_MEMORY_BYTES)]
+    request_memory_bytes: usize,
+
     /// Host names the HTTP listener answers to besides loopback names and IP addresses, comma
     /// separated; `*` for any. Checked when it listens on a loopback address or when names are
     /// given, so a web page cannot reach it under a re-pointed name (DNS rebinding).
@@ -457,7 +463,11 @@ async fn serve(
         &args.http_allowed_origins,
     );
     let http_connections = state.metrics.connection_limit("http", max_connections);
-    let router = http::router(state, args.max_request_bytes, browser);
+    let bodies = http::BodyLimits {
+        max_request_bytes: args.max_request_bytes,
+        in_memory_bytes: args.request_memory_bytes,
+    };
+    let router = http::router(state, bodies, browser);
     let http = tokio::spawn(async move {
         if let Err(e) = http::serve(http_listener, router, http_connections).await {
             tracing::error!(error = %e, "the HTTP server stopped");

@@ -12,12 +12,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::wire::Wire;
 use common::{ksql, request};
-use eddy_storage::{EncodedBatch, Record, decode_records};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use eddy_storage::{EncodedBatch, Record};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, BrokerId, FetchRequest, FetchResponse, ProduceRequest, ProduceResponse, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 const TOPIC: &str = "acked";
@@ -55,37 +52,14 @@ fn send(wire: &mut Wire, batch: &EncodedBatch) -> Result<i64, String> {
 
 /// Every record of the topic, by offset.
 fn read_back(address: &str) -> BTreeMap<i64, String> {
-    let mut wire = Wire::connect(address);
-    let mut found = BTreeMap::new();
-    let mut next = 0i64;
-    loop {
-        let fetch = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_bytes(1 << 20)
-            .with_topics(vec![
-                FetchTopic::default()
-                    .with_topic(TopicName(StrBytes::from_static_str(TOPIC)))
-                    .with_partitions(vec![
-                        FetchPartition::default()
-                            .with_partition(0)
-                            .with_fetch_offset(next)
-                            .with_partition_max_bytes(1 << 20),
-                    ]),
-            ]);
-        let (response, _): (FetchResponse, _) = wire.call(ApiKey::Fetch, 4, &fetch);
-        let partition = &response.responses[0].partitions[0];
-        let records = partition.records.clone().unwrap_or_default();
-        if records.is_empty() {
-            return found;
-        }
-        for (_, batch) in eddy_storage::split_batches(&records).map(Result::unwrap) {
-            for r in decode_records(Bytes::copy_from_slice(batch)).unwrap() {
-                let value = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
-                found.insert(r.offset, value);
-                next = r.offset + 1;
-            }
-        }
-    }
+    Wire::connect(address)
+        .read_all(TOPIC, 0)
+        .into_iter()
+        .map(|r| {
+            let value = String::from_utf8(r.record.value.unwrap().to_vec()).unwrap();
+            (r.offset, value)
+        })
+        .collect()
 }
 
 /// Five times the server is killed with SIGKILL at a moment no one chose, while a producer with

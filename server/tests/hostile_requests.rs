@@ -295,3 +295,43 @@ async fn a_websocket_client_cannot_make_the_server_buffer_large_messages() {
     }
     assert_alive(&server);
 }
+
+/// Slow clients that announce bodies and send them a byte at a time hold their body's size of
+/// the request memory; once it is full, the next body waits up to 5 s and gets 503, while a
+/// request without a body is still served. When the slow clients go, bodies are accepted again.
+#[test]
+fn slow_bodies_fill_the_request_memory_and_further_bodies_get_503() {
+    use std::io::Write;
+    let server = common::start_with(&[
+        "--max-request-bytes",
+        "1024",
+        "--request-memory-bytes",
+        "4096",
+    ]);
+    let head = |length: usize| {
+        format!(
+            "POST /ksql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n",
+            server.http
+        )
+    };
+    let slow: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&server.http).unwrap();
+            stream.write_all(head(1024).as_bytes()).unwrap();
+            stream.write_all(b"{").unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_alive(&server);
+    let started = std::time::Instant::now();
+    let body = r#"{"ksql": "SHOW STREAMS;"}"#;
+    let (status, answer) = exchange(&server.http, &format!("{}{body}", head(body.len())));
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("50300"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    drop(slow);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (status, answer) = exchange(&server.http, &format!("{}{body}", head(body.len())));
+    assert_eq!(status, 200, "{answer}");
+}

@@ -37,10 +37,7 @@ pub use internal::{
 pub use maintenance::MaintenanceReport;
 pub use offsets::GroupOffset;
 pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};
-pub use segment::{
-    CompactionCandidate, SegmentMeta, compaction_survivors, expired_segment_count, should_roll,
-    survives,
-};
+pub use segment::{SegmentMeta, expired_segment_count, should_roll, survives};
 pub use state::{StateEntry, StateScan, StateSnapshot};
 pub use store::{
     DEFAULT_MAX_PARTITIONS, FetchedBatches, FetchedRecords, PartitionDescription, PendingCommit,

@@ -5,8 +5,6 @@
 //! active: appends go to it and neither retention nor compaction touches it. The log itself is
 //! one RocksDB key per batch; segments are only bookkeeping in the `meta` column family.
 
-use std::collections::HashMap;
-
 use crate::config::TopicConfig;
 
 /// Bookkeeping for one segment of a partition.
@@ -114,43 +112,6 @@ pub fn expired_segment_count(segments: &[SegmentMeta], config: &TopicConfig, now
         count += 1;
     }
     count
-}
-
-/// What compaction needs to know about one record of a closed segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CompactionCandidate<'a> {
-    /// The record's offset.
-    pub offset: i64,
-    /// The record's key; keyless records are never dropped.
-    pub key: Option<&'a [u8]>,
-    /// Whether the value is null.
-    pub tombstone: bool,
-    /// Whether the segment holding it was last written more than `delete.retention.ms` ago.
-    pub past_delete_retention: bool,
-}
-
-/// Decides which records of the closed segments survive compaction: the last record per key,
-/// unless it is a tombstone past `delete.retention.ms`, and every keyless record.
-/// `records` must be in offset order; the result is the offsets to keep, in order.
-pub fn compaction_survivors(records: &[CompactionCandidate<'_>]) -> Vec<i64> {
-    let mut latest: HashMap<&[u8], i64> = HashMap::with_capacity(records.len());
-    for r in records {
-        if let Some(key) = r.key {
-            latest.insert(key, r.offset);
-        }
-    }
-    records
-        .iter()
-        .filter(|r| {
-            survives(
-                r.key.map(|k| latest.get(k).copied()),
-                r.offset,
-                r.tombstone,
-                r.past_delete_retention,
-            )
-        })
-        .map(|r| r.offset)
-        .collect()
 }
 
 /// Whether compaction keeps the record at `offset`. One without a key (`None`) always. One with
@@ -265,21 +226,37 @@ mod tests {
 
     #[test]
     fn compaction_keeps_last_value_per_key_and_young_tombstones() {
-        let c = |offset, key: Option<&'static [u8]>, tombstone, old| CompactionCandidate {
-            offset,
-            key,
-            tombstone,
-            past_delete_retention: old,
-        };
-        let records = [
-            c(0, Some(b"a"), false, true),
-            c(1, Some(b"b"), false, true),
-            c(2, None, false, true),
-            c(3, Some(b"a"), false, true),
-            c(4, Some(b"b"), true, false),
-            c(5, Some(b"c"), false, true),
-            c(6, Some(b"c"), true, true),
+        // (offset, key, tombstone, past delete.retention.ms)
+        let records: [(i64, Option<&[u8]>, bool, bool); 7] = [
+            (0, Some(b"a"), false, true),
+            (1, Some(b"b"), false, true),
+            (2, None, false, true),
+            (3, Some(b"a"), false, true),
+            (4, Some(b"b"), true, false),
+            (5, Some(b"c"), false, true),
+            (6, Some(b"c"), true, true),
         ];
-        assert_eq!(compaction_survivors(&records), vec![2, 3, 4]);
+        let mut latest = std::collections::HashMap::new();
+        for (offset, key, _, _) in records {
+            if let Some(key) = key {
+                latest.insert(key, offset);
+            }
+        }
+        let kept: Vec<i64> = records
+            .iter()
+            .filter(|(offset, key, tombstone, old)| {
+                survives(
+                    key.map(|k| latest.get(k).copied()),
+                    *offset,
+                    *tombstone,
+                    *old,
+                )
+            })
+            .map(|(offset, ..)| *offset)
+            .collect();
+        assert_eq!(kept, vec![2, 3, 4]);
+        // A key left from an earlier pass, not in this pass's map, is its key's latest.
+        assert!(survives(Some(None), 9, false, true));
+        assert!(!survives(Some(None), 9, true, true));
     }
 }

@@ -15,13 +15,13 @@ use rocksdb::{ColumnFamily, DB, WriteBatch, WriteOptions};
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
-use crate::batch::EncodedBatch;
+use crate::batch::{BatchHeader, EncodedBatch};
 use crate::commit::{AppendResult, StateOp};
 use crate::disk::DiskGuard;
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::producers::{self, ProducerState, SequenceCheck};
-use crate::topic::{PartitionLog, TailSnapshot, TopicLog};
+use crate::topic::{PartitionLog, PartitionTail, TailSnapshot, TopicLog};
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,6 +240,27 @@ fn load_producer(db: &DB, meta_cf: &ColumnFamily, key: &[u8]) -> Option<Producer
     ProducerState::decode(&bytes)
 }
 
+/// Writes the new state of the producer of an appended batch, stamped with its base offset, in
+/// the group's write, and notes what the cache held before, for a failed write to put back.
+fn record_producer(
+    (db, meta_cf, wb): (&DB, &ColumnFamily, &mut WriteBatch),
+    partition: &PartitionLog,
+    tail: &mut PartitionTail,
+    undo: &mut TailSnapshot,
+    header: &BatchHeader,
+) {
+    let key = keys::producer_key(partition.topic_id, partition.partition, header.producer_id);
+    let mut state = tail
+        .producers
+        .get(header.producer_id, || load_producer(db, meta_cf, &key))
+        .cloned()
+        .unwrap_or_default();
+    state.record(header, header.base_offset);
+    wb.put_cf(meta_cf, key, state.encode());
+    let before = tail.producers.set(header.producer_id, Some(state));
+    undo.producers.push((header.producer_id, before));
+}
+
 /// For each append of a job: `None` to write it, or the base offset it already has when it is a
 /// retry of an idempotent producer's batch. A batch out of sequence, or from a fenced producer
 /// epoch, refuses the whole job.
@@ -348,31 +369,20 @@ fn write_group(
                         continue;
                     }
                     let mut tail = partition.tail.lock();
-                    if !touched.iter().any(|(p, _)| Arc::ptr_eq(p, partition)) {
-                        touched.push((partition.clone(), tail.snapshot()));
-                    }
+                    let snapshot = match touched.iter().position(|(p, _)| Arc::ptr_eq(p, partition))
+                    {
+                        Some(at) => at,
+                        None => {
+                            touched.push((partition.clone(), tail.snapshot()));
+                            touched.len() - 1
+                        }
+                    };
                     let base = tail.next_offset;
                     append.batch.stamp(base, leader_epoch);
                     if producers::is_idempotent(append.batch.header()) {
-                        let header = *append.batch.header();
-                        let key = keys::producer_key(
-                            partition.topic_id,
-                            partition.partition,
-                            header.producer_id,
-                        );
-                        let mut state = tail
-                            .producers
-                            .get(header.producer_id, || load_producer(db, meta_cf, &key))
-                            .cloned()
-                            .unwrap_or_default();
-                        state.record(&header, base);
-                        wb.put_cf(meta_cf, key, state.encode());
-                        let before = tail.producers.set(header.producer_id, Some(state));
-                        if let Some((_, snapshot)) =
-                            touched.iter_mut().find(|(p, _)| Arc::ptr_eq(p, partition))
-                        {
-                            snapshot.producers.push((header.producer_id, before));
-                        }
+                        let stored = (db, meta_cf, &mut wb);
+                        let undo = &mut touched[snapshot].1;
+                        record_producer(stored, partition, &mut tail, undo, append.batch.header());
                     }
                     let next = base + append.batch.offset_span();
                     let len = append.batch.len();

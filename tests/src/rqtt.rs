@@ -35,7 +35,7 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
         .map_err(|e| format!("cannot listen: {e}"))?;
     let router = eddy_server::http::router(
         eddy_server::http::AppState::new(engine.clone()).map_err(|e| e.to_string())?,
-        10 * 1024 * 1024,
+        eddy_server::http::BodyLimits::new(10 * 1024 * 1024),
         eddy_server::http::BrowserPolicy::new(address, &[], &[]),
     );
     let connections = eddy_server::connections::ConnectionLimit::new("http", 1024);

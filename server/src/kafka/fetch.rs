@@ -3,6 +3,8 @@
 //! first batch found is always sent whole (KIP-74), so a batch larger than the limit cannot
 //! stall a consumer. A partition named twice is read once, as Kafka does.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -74,25 +76,21 @@ pub(super) async fn fetch(
 /// position it was last given at.
 fn distinct_partitions(request: &FetchRequest) -> Vec<(TopicName, Vec<FetchPartition>)> {
     let mut wanted: Vec<(TopicName, Vec<FetchPartition>)> = Vec::new();
-    let mut seen = std::collections::HashMap::new();
+    // Indexes into `wanted`, so a request naming many topics is not searched once per name.
+    let mut topics: HashMap<&TopicName, usize> = HashMap::new();
+    let mut partitions: HashMap<(&TopicName, i32), usize> = HashMap::new();
     for topic in &request.topics {
+        let t = *topics.entry(&topic.topic).or_insert_with(|| {
+            wanted.push((topic.topic.clone(), Vec::new()));
+            wanted.len() - 1
+        });
         for partition in &topic.partitions {
-            let key = (topic.topic.clone(), partition.partition);
-            match seen.get(&key) {
-                Some(&(t, p)) => {
-                    let (_, partitions): &mut (TopicName, Vec<FetchPartition>) = &mut wanted[t];
-                    partitions[p] = partition.clone();
-                }
-                None => {
-                    let t = match wanted.iter().position(|(name, _)| *name == topic.topic) {
-                        Some(t) => t,
-                        None => {
-                            wanted.push((topic.topic.clone(), Vec::new()));
-                            wanted.len() - 1
-                        }
-                    };
-                    seen.insert(key, (t, wanted[t].1.len()));
-                    wanted[t].1.push(partition.clone());
+            let slots = &mut wanted[t].1;
+            match partitions.entry((&topic.topic, partition.partition)) {
+                Entry::Occupied(at) => slots[*at.get()] = partition.clone(),
+                Entry::Vacant(at) => {
+                    at.insert(slots.len());
+                    slots.push(partition.clone());
                 }
             }
         }
@@ -203,6 +201,42 @@ mod tests {
 
     fn batches(sizes: &[usize]) -> Vec<Bytes> {
         sizes.iter().map(|&n| Bytes::from(vec![0u8; n])).collect()
+    }
+
+    #[test]
+    fn a_partition_named_twice_is_read_once_at_its_last_position() {
+        use kafka_protocol::messages::fetch_request::FetchTopic;
+        let at = |partition, offset| {
+            FetchPartition::default()
+                .with_partition(partition)
+                .with_fetch_offset(offset)
+        };
+        let topic = |name: &'static str, partitions| {
+            FetchTopic::default()
+                .with_topic(TopicName(
+                    kafka_protocol::protocol::StrBytes::from_static_str(name),
+                ))
+                .with_partitions(partitions)
+        };
+        let request = FetchRequest::default().with_topics(vec![
+            topic("a", vec![at(0, 1), at(1, 1), at(0, 5)]),
+            topic("b", vec![at(0, 2)]),
+            topic("a", vec![at(1, 7), at(2, 3)]),
+        ]);
+        let wanted: Vec<(String, Vec<(i32, i64)>)> = distinct_partitions(&request)
+            .into_iter()
+            .map(|(name, ps)| {
+                let ps = ps.iter().map(|p| (p.partition, p.fetch_offset)).collect();
+                (name.to_string(), ps)
+            })
+            .collect();
+        assert_eq!(
+            wanted,
+            [
+                ("a".to_string(), vec![(0, 5), (1, 7), (2, 3)]),
+                ("b".to_string(), vec![(0, 2)]),
+            ]
+        );
     }
 
     #[test]

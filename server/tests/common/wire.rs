@@ -90,6 +90,45 @@ impl Wire {
         })
     }
 
+    /// Every record of partition `partition` of `topic`, fetched from offset 0 to the end. A
+    /// batch that does not decode fails the test: nothing stored may be unreadable.
+    pub fn read_all(&mut self, topic: &str, partition: i32) -> Vec<eddy_storage::LogRecord> {
+        use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+        use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+        let mut found = Vec::new();
+        let mut next = 0i64;
+        loop {
+            let request = FetchRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_max_bytes(8 << 20)
+                .with_topics(vec![
+                    FetchTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(vec![
+                            FetchPartition::default()
+                                .with_partition(partition)
+                                .with_fetch_offset(next)
+                                .with_partition_max_bytes(8 << 20),
+                        ]),
+                ]);
+            let (response, _): (FetchResponse, _) = self.call(ApiKey::Fetch, 4, &request);
+            let records = response.responses[0].partitions[0]
+                .records
+                .clone()
+                .unwrap_or_default();
+            if records.is_empty() {
+                return found;
+            }
+            for batch in eddy_storage::split_batches(&records) {
+                let (header, bytes) = batch.expect("a stored batch splits");
+                let decoded = eddy_storage::decode_records(Bytes::copy_from_slice(bytes))
+                    .unwrap_or_else(|e| panic!("a stored batch does not decode: {e}"));
+                found.extend(decoded);
+                next = header.base_offset + i64::from(header.last_offset_delta) + 1;
+            }
+        }
+    }
+
     /// Whether the server closed the connection within `wait`: a read sees the end of the
     /// stream (or a reset) rather than timing out.
     pub fn closed_within(&mut self, wait: Duration) -> bool {

@@ -180,7 +180,7 @@ impl HttpBench {
         let address = listener.local_addr()?;
         let router = eddy_server::http::router(
             eddy_server::http::AppState::new(engine.clone())?,
-            1 << 20,
+            eddy_server::http::BodyLimits::new(1 << 20),
             eddy_server::http::BrowserPolicy::new(address, &[], &[]),
         );
         let connections = eddy_server::connections::ConnectionLimit::new("http", 1024);
