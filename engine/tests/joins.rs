@@ -475,3 +475,103 @@ async fn a_join_can_be_aggregated_in_the_same_query() {
     );
     engine.shutdown().await;
 }
+
+/// Runs a stream–table, a windowed stream–stream left, a full outer table–table and a
+/// foreign-key join over the same changing inputs, with a join state cache of `entries`;
+/// what each writes.
+async fn join_outputs_with_state_cache(entries: usize) -> Vec<Vec<(String, Option<String>, i64)>> {
+    let dir = tempfile::tempdir().unwrap();
+    let options = eddy_engine::EngineOptions {
+        state_cache_entries: entries,
+        ..eddy_engine::EngineOptions::default()
+    };
+    let engine = Engine::open_with(open_store(dir.path()), options)
+        .await
+        .unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM clicks (user STRING KEY, page STRING)
+             WITH (kafka_topic='clicks', partitions=1, value_format='JSON');
+         CREATE STREAM views (user STRING KEY, seconds INT)
+             WITH (kafka_topic='views', partitions=1, value_format='JSON');
+         CREATE TABLE users (id STRING PRIMARY KEY, name STRING, team STRING)
+             WITH (kafka_topic='users', partitions=1, value_format='JSON');
+         CREATE TABLE teams (id STRING PRIMARY KEY, label STRING)
+             WITH (kafka_topic='teams', partitions=1, value_format='JSON');
+         CREATE TABLE scores (id STRING PRIMARY KEY, score INT)
+             WITH (kafka_topic='scores', partitions=1, value_format='JSON');
+         CREATE STREAM enriched AS SELECT c.user, page, name
+             FROM clicks c LEFT JOIN users u ON c.user = u.id;
+         CREATE STREAM watched AS SELECT c.user, page, seconds
+             FROM clicks c LEFT JOIN views v WITHIN 2 SECONDS GRACE PERIOD 1 SECOND
+             ON c.user = v.user;
+         CREATE TABLE scored AS SELECT ROWKEY AS id, name, score
+             FROM users u FULL OUTER JOIN scores s ON u.id = s.id;
+         CREATE TABLE labelled AS SELECT u.id, name, label
+             FROM users u JOIN teams t ON u.team = t.id;",
+    )
+    .await;
+    for round in 0..8i64 {
+        let at = |i: i64| round * 1_500 + i * 37;
+        let users = (0..12i64)
+            .map(|i| {
+                let id = format!("u{}", (i * 5 + round) % 17);
+                let value = (i % 7 != 3).then(|| {
+                    format!(r#"{{"name":"n{i}r{round}","team":"t{}"}}"#, (i + round) % 4)
+                });
+                json(&id, value.as_deref(), at(i))
+            })
+            .collect();
+        common::feed(&engine, "users", users).await;
+        let teams = (0..3i64)
+            .map(|i| {
+                let id = format!("t{}", (i + round) % 5);
+                let value = format!(r#"{{"label":"L{i}r{round}"}}"#);
+                json(&id, (round % 3 != 2).then_some(value.as_str()), at(i) + 5)
+            })
+            .collect();
+        common::feed(&engine, "teams", teams).await;
+        let scores = (0..9i64)
+            .map(|i| {
+                let id = format!("u{}", (i * 3 + round) % 19);
+                let value = format!(r#"{{"score":{}}}"#, i * round);
+                json(&id, (i % 4 != 1).then_some(value.as_str()), at(i) + 7)
+            })
+            .collect();
+        common::feed(&engine, "scores", scores).await;
+        let views = (0..10i64)
+            .map(|i| {
+                let user = format!("u{}", (i * 3 + round) % 13);
+                json(&user, Some(&format!(r#"{{"seconds":{i}}}"#)), at(i) + 11)
+            })
+            .collect();
+        common::feed(&engine, "views", views).await;
+        let clicks = (0..15i64)
+            .map(|i| {
+                let user = format!("u{}", (i * 7 + round) % 17);
+                json(&user, Some(&format!(r#"{{"page":"p{i}"}}"#)), at(i) + 13)
+            })
+            .collect();
+        common::feed(&engine, "clicks", clicks).await;
+    }
+    let store = engine.store().clone();
+    engine.shutdown().await;
+    ["ENRICHED", "WATCHED", "SCORED", "LABELLED"]
+        .iter()
+        .map(|topic| records(&store, topic))
+        .collect()
+}
+
+/// Join state beyond the cache is dropped once stored and read back as records need it: with a
+/// cache of three entries, dropped at almost every commit, every kind of join writes exactly
+/// what it writes with its whole state in memory.
+#[tokio::test]
+async fn join_state_beyond_the_cache_is_read_through_with_the_same_results() {
+    let everything_in_memory = join_outputs_with_state_cache(usize::MAX).await;
+    let three_entries = join_outputs_with_state_cache(3).await;
+    for output in &everything_in_memory {
+        assert!(output.len() > 20, "{output:?}");
+    }
+    assert_eq!(three_entries, everything_in_memory);
+}

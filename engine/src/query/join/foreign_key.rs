@@ -5,6 +5,7 @@
 use super::JoinType;
 use super::rows::{InputRow, Output};
 use super::state::{JoinState, Stored, keys, with_len};
+use crate::error::Result;
 
 /// A foreign-key join's left row: the foreign key it points at, then the record.
 fn encode_left_row(foreign: Option<&[u8]>, record: &Stored) -> Vec<u8> {
@@ -37,28 +38,27 @@ pub(super) fn foreign_key(
     side: usize,
     (key, record, has_value, from): InputRow,
     out: &mut Vec<Output>,
-) {
+) -> Result<()> {
     if side == 1 {
         // A right row changed: every left row pointing at it changes with it.
-        let Some(key) = key else { return };
+        let Some(key) = key else { return Ok(()) };
         let row_key = JoinState::row_key(1, &key);
         let new = has_value.then(|| record.clone());
-        let old = state.table_row(1, &key);
+        let old = state.table_row(1, &key)?;
         match &new {
             Some(r) => state.put(row_key, r.encode()),
             None => state.delete(&row_key),
         }
         if new.is_none() && old.is_none() {
-            return;
+            return Ok(());
         }
         let mut prefix = vec![keys::FOREIGN];
         with_len(&mut prefix, &key);
-        for index in state.keys_with_prefix(&prefix) {
+        for index in state.keys_with_prefix(&prefix)? {
             let left_key = &index[prefix.len()..];
             let Some((_, left)) = state
-                .entries
-                .get(&JoinState::row_key(0, left_key))
-                .and_then(|v| decode_left_row(v))
+                .get(&JoinState::row_key(0, left_key))?
+                .and_then(|v| decode_left_row(&v))
             else {
                 continue;
             };
@@ -74,14 +74,14 @@ pub(super) fn foreign_key(
                 current: None,
             });
         }
-        return;
+        return Ok(());
     }
     // A left row changed: its own key is the record key.
     let Some(left_key) = record.key.clone() else {
-        return;
+        return Ok(());
     };
     let row_key = JoinState::row_key(0, &left_key);
-    let old = state.entries.get(&row_key).and_then(|v| decode_left_row(v));
+    let old = state.get(&row_key)?.and_then(|v| decode_left_row(&v));
     if let Some((Some(old_foreign), _)) = &old {
         state.delete(&foreign_index_key(old_foreign, &left_key));
     }
@@ -98,13 +98,16 @@ pub(super) fn foreign_key(
                 current: None,
             });
         }
-        return;
+        return Ok(());
     }
     state.put(row_key, encode_left_row(key.as_deref(), &record));
     if let Some(foreign) = &key {
         state.put(foreign_index_key(foreign, &left_key), Vec::new());
     }
-    let partner = key.as_ref().and_then(|k| state.table_row(1, k));
+    let partner = match &key {
+        Some(k) => state.table_row(1, k)?,
+        None => None,
+    };
     let timestamp = record
         .timestamp
         .max(partner.as_ref().map_or(i64::MIN, |p| p.timestamp));
@@ -129,9 +132,10 @@ pub(super) fn foreign_key(
         }),
         (None, _) => {
             // An inner result that no longer joins is deleted.
-            let had = old
-                .and_then(|(f, _)| f)
-                .is_some_and(|f| state.table_row(1, &f).is_some());
+            let had = match old.and_then(|(f, _)| f) {
+                Some(f) => state.table_row(1, &f)?.is_some(),
+                None => false,
+            };
             if had {
                 out.push(Output {
                     left: Some(key_only(&record)),
@@ -145,6 +149,7 @@ pub(super) fn foreign_key(
             }
         }
     }
+    Ok(())
 }
 
 /// A record with its key only: a deleted row that still names its key.

@@ -42,31 +42,34 @@ impl<'p> Join<'p> {
     /// A table result deletes only keys it holds: a row that was never in it (filtered out,
     /// or never joined) needs no tombstone. (Foreign-key joins, as in ksqlDB, always propagate
     /// a deletion; a table-table join is never aggregated in the same query.)
-    fn drop_needless_tombstones(&mut self, step: &mut StepOutput) {
+    fn drop_needless_tombstones(&mut self, step: &mut StepOutput) -> Result<()> {
         let last = self.chain.stages.len().saturating_sub(1);
         let (Some(stage), Some(state)) = (self.chain.stages.last(), self.states.get_mut(last))
         else {
-            return;
+            return Ok(());
         };
         if stage.shape != JoinShape::TableTable {
-            return;
+            return Ok(());
         }
-        step.records.retain(|record| {
+        let mut kept = Vec::with_capacity(step.records.len());
+        for record in std::mem::take(&mut step.records) {
             let mut present = vec![keys::PRESENT];
             present.extend_from_slice(record.key.as_deref().unwrap_or_default());
+            let held = state.contains(&present)?;
             if record.value.is_some() {
-                if !state.entries.contains_key(&present) {
+                if !held {
                     state.put(present, Vec::new());
                 }
-                true
-            } else if state.entries.contains_key(&present) {
+            } else if held {
                 state.delete(&present);
-                true
             } else {
-                false
+                continue;
             }
-        });
+            kept.push(record);
+        }
+        step.records = kept;
         step.writes.append(&mut state.writes);
+        Ok(())
     }
 }
 
@@ -100,7 +103,7 @@ impl Operator for Join<'_> {
         };
         let rows = Rows::joined(input.partition, &results, batch, tombstone, errors);
         let mut step = self.then.process_rows(store, rows)?;
-        self.drop_needless_tombstones(&mut step);
+        self.drop_needless_tombstones(&mut step)?;
         out.extend(step);
         Ok(out)
     }
@@ -125,10 +128,14 @@ impl Operator for Join<'_> {
     }
 
     fn cached_state(&self) -> usize {
-        self.then.cached_state()
+        let joins: usize = self.states.iter().map(JoinState::cached_entries).sum();
+        joins + self.then.cached_state()
     }
 
     fn drop_cached_state(&mut self) {
+        for state in &mut self.states {
+            state.drop_cached();
+        }
         self.then.drop_cached_state();
     }
 }
@@ -269,15 +276,15 @@ fn join_step(
                 side,
                 input_row,
                 &mut outputs,
-            ),
+            )?,
             JoinShape::StreamTable => {
-                stream_table::stream_table(plan.join_type, state, side, input_row, &mut outputs)
+                stream_table::stream_table(plan.join_type, state, side, input_row, &mut outputs)?
             }
             JoinShape::TableTable => {
-                table_table::table_table(plan.join_type, state, side, input_row, &mut outputs)
+                table_table::table_table(plan.join_type, state, side, input_row, &mut outputs)?
             }
             JoinShape::ForeignKey => {
-                foreign_key::foreign_key(plan.join_type, state, side, input_row, &mut outputs)
+                foreign_key::foreign_key(plan.join_type, state, side, input_row, &mut outputs)?
             }
         }
         // Results holding this very record take it from the decoded batch.

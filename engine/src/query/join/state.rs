@@ -1,8 +1,10 @@
 //! A join's state: the records each stage keeps (a table's latest row per key, a stream's
 //! records within the window, records waiting for a partner, a foreign-key index) and its
-//! clocks, mirrored in memory and written through to the store with each commit.
+//! clocks, read through from the store with a cache of what was read or written since it was
+//! last dropped, and written to the store with each commit.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::DataType;
@@ -128,13 +130,18 @@ pub(super) mod keys {
     pub const SEQUENCE: &[u8] = b"ms";
 }
 
-/// A join query's state: mirrored in memory, written through to the store with each commit.
+/// A join query's state: read through from the store, with the entries read or written since
+/// the cache was last dropped kept in memory; writes go to the store with each commit.
 pub struct JoinState {
     namespace: String,
     /// Which stage's state this is: the first byte of its keys in the store.
     stage: u8,
-    /// Every entry of the stage, by key without the stage byte.
-    pub(super) entries: BTreeMap<Vec<u8>, Vec<u8>>,
+    /// The store entries are read through from; `None` keeps every entry in memory.
+    store: Option<Store>,
+    /// Entries read or written since the cache was last dropped, by key without the stage
+    /// byte; `None` for one known to be absent. Every write not yet committed is here, so it
+    /// shadows what the store holds.
+    cache: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     /// Changes since the caller last took them.
     pub(super) writes: StateWrites,
     /// Join keys (and window bounds) to and from their stored form.
@@ -145,29 +152,15 @@ pub struct JoinState {
     pub(super) observed: [i64; 2],
     /// Numbers records kept under the same key and time, and records handed to the next stage.
     pub(super) sequence: u64,
+    /// Per side, the time through which windowed records are already expired, so expiry need
+    /// not pass over the deleted ones again.
+    pub(super) expired_through: [i64; 2],
 }
 
 impl JoinState {
-    /// The state of query `query_id`, read back from the store.
+    /// The state of query `query_id`: its clocks are read now, its entries as records need
+    /// them.
     pub fn load(store: &Store, query_id: &str, plan: &JoinStage, stage: u8) -> Result<Self> {
-        let namespace = crate::query::state::namespace(query_id);
-        let mut entries = BTreeMap::new();
-        for entry in store.state_scan_prefix(&namespace, &[stage])? {
-            let (k, v) = entry?;
-            entries.insert(k[1..].to_vec(), v);
-        }
-        let number = |key: &[u8]| {
-            entries
-                .get(key)
-                .and_then(|v: &Vec<u8>| v.as_slice().try_into().ok())
-                .map(i64::from_be_bytes)
-        };
-        let stream_time = number(keys::STREAM_TIME).unwrap_or(i64::MIN);
-        let observed = [
-            number(keys::OBSERVED[0]).unwrap_or(i64::MIN),
-            number(keys::OBSERVED[1]).unwrap_or(i64::MIN),
-        ];
-        let sequence = number(keys::SEQUENCE).unwrap_or(0) as u64;
         let mut fields = vec![SortField::new(plan.key_type.clone())];
         if plan.window.is_some() {
             fields.push(SortField::new(DataType::Int64));
@@ -175,16 +168,24 @@ impl JoinState {
         }
         let converter = RowConverter::new(fields)
             .map_err(|e| EngineError::internal_from("cannot key a join", e))?;
-        Ok(JoinState {
-            namespace,
+        let mut state = JoinState {
+            namespace: crate::query::state::namespace(query_id),
             stage,
-            entries,
+            store: Some(store.clone()),
+            cache: BTreeMap::new(),
             writes: Vec::new(),
             converter,
-            stream_time,
-            observed,
-            sequence,
-        })
+            stream_time: i64::MIN,
+            observed: [i64::MIN; 2],
+            sequence: 0,
+            expired_through: [i64::MIN; 2],
+        };
+        state.stream_time = state.number(keys::STREAM_TIME)?.unwrap_or(i64::MIN);
+        for side in 0..2 {
+            state.observed[side] = state.number(keys::OBSERVED[side])?.unwrap_or(i64::MIN);
+        }
+        state.sequence = state.number(keys::SEQUENCE)?.unwrap_or(0) as u64;
+        Ok(state)
     }
 
     /// Where its state lives in the store.
@@ -199,16 +200,98 @@ impl JoinState {
         k
     }
 
+    /// The entry under `key`, read from the store the first time.
+    pub(super) fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if let Some(cached) = self.cache.get(key) {
+            return Ok(cached.clone());
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let value = store.state_get(&self.namespace, &self.stored_key(key))?;
+        self.cache.insert(key.to_vec(), value.clone());
+        Ok(value)
+    }
+
+    /// Whether there is an entry under `key`.
+    pub(super) fn contains(&mut self, key: &[u8]) -> Result<bool> {
+        Ok(self.get(key)?.is_some())
+    }
+
+    fn number(&mut self, key: &[u8]) -> Result<Option<i64>> {
+        Ok(self
+            .get(key)?
+            .and_then(|v| v.as_slice().try_into().ok())
+            .map(i64::from_be_bytes))
+    }
+
     pub(super) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.writes
             .push((self.stored_key(&key), Some(value.clone())));
-        self.entries.insert(key, value);
+        self.cache.insert(key, Some(value));
     }
 
     pub(super) fn delete(&mut self, key: &[u8]) {
-        if self.entries.remove(key).is_some() {
-            let stored = self.stored_key(key);
-            self.writes.push((stored, None));
+        if let Some(None) = self.cache.get(key) {
+            return;
+        }
+        let stored = self.stored_key(key);
+        self.writes.push((stored, None));
+        self.cache.insert(key.to_vec(), None);
+    }
+
+    /// The entries from `from` up to `to` (exclusive; `None` for the end of the stage), in key
+    /// order: the store's, with the cache's newer ones over them.
+    pub(super) fn range(
+        &self,
+        from: &[u8],
+        to: Option<&[u8]>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if to.is_some_and(|to| to <= from) {
+            return Ok(Vec::new());
+        }
+        let mut found = BTreeMap::new();
+        if let Some(store) = &self.store {
+            let lower = self.stored_key(from);
+            let upper = match to {
+                Some(to) => Some(self.stored_key(to)),
+                None => self.stage.checked_add(1).map(|next| vec![next]),
+            };
+            for entry in store.state_scan_range(&self.namespace, &lower, upper.as_deref())? {
+                let (key, value) = entry?;
+                found.insert(key.get(1..).unwrap_or_default().to_vec(), value);
+            }
+        }
+        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, value) in self.cache.range::<[u8], _>((Bound::Included(from), upper)) {
+            match value {
+                Some(value) => found.insert(key.clone(), value.clone()),
+                None => found.remove(key),
+            };
+        }
+        Ok(found.into_iter().collect())
+    }
+
+    /// Keys whose entries start with `prefix`.
+    pub(super) fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let end = eddy_storage::prefix_successor(prefix);
+        Ok(self
+            .range(prefix, end.as_deref())?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// How many entries the cache holds.
+    pub(super) fn cached_entries(&self) -> usize {
+        self.cache.len()
+    }
+
+    /// Forgets the cached entries, to be read from the store again as records need them;
+    /// only once every write has been taken to be committed, and never without a store.
+    pub(super) fn drop_cached(&mut self) {
+        if self.store.is_some() && self.writes.is_empty() {
+            self.cache = BTreeMap::new();
         }
     }
 
@@ -228,19 +311,10 @@ impl JoinState {
         k
     }
 
-    pub(super) fn table_row(&self, side: usize, key: &[u8]) -> Option<Stored> {
-        self.entries
-            .get(&Self::row_key(side, key))
-            .and_then(|v| Stored::decode(v))
-    }
-
-    /// Keys whose entries start with `prefix`.
-    pub(super) fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Vec<u8>> {
-        self.entries
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, _)| k.clone())
-            .collect()
+    pub(super) fn table_row(&mut self, side: usize, key: &[u8]) -> Result<Option<Stored>> {
+        Ok(self
+            .get(&Self::row_key(side, key))?
+            .and_then(|v| Stored::decode(&v)))
     }
 
     /// The join keys (with the window bounds of windowed sources) in the converter's
@@ -264,13 +338,15 @@ impl JoinState {
         JoinState {
             namespace: "test".into(),
             stage: 0,
-            entries: BTreeMap::new(),
+            store: None,
+            cache: BTreeMap::new(),
             writes: Vec::new(),
             converter: RowConverter::new(vec![SortField::new(DataType::Utf8)])
                 .expect("a string converter"),
             stream_time: i64::MIN,
             observed: [i64::MIN; 2],
             sequence: 0,
+            expired_through: [i64::MIN; 2],
         }
     }
 }

@@ -5,6 +5,7 @@
 use super::rows::{InputRow, Output, pair};
 use super::state::{JoinState, Stored, keys, time_bytes, time_from_bytes, with_len};
 use super::{JoinType, JoinWindowMs};
+use crate::error::Result;
 
 /// The times of the other side's records that a record of `side` at `ts` joins: the window
 /// before and after it (a right record's window is the left's mirrored), never before 0.
@@ -43,11 +44,11 @@ pub(super) fn stream_stream(
     side: usize,
     (key, record, has_value, from): InputRow,
     out: &mut Vec<Output>,
-) {
+) -> Result<()> {
     // Records without a key or a value cannot join.
-    let Some(key) = key else { return };
+    let Some(key) = key else { return Ok(()) };
     if !has_value {
-        return;
+        return Ok(());
     }
     let ts = record.timestamp;
     let other = 1 - side;
@@ -69,13 +70,13 @@ pub(super) fn stream_stream(
         state.put(window_key.clone(), record.encode());
         state.put(expiry_key, window_key);
     }
-    expire(state, side, expired_before);
+    expire(state, side, expired_before)?;
 
     let (from_ts, to_ts) = partner_times(window, side, ts);
     state.stream_time = state.stream_time.max(ts);
     state.put_number(keys::STREAM_TIME, state.stream_time);
     if window.wait_for_close && ts == state.stream_time {
-        emit_closed(state, window, out, from);
+        emit_closed(state, window, out, from)?;
     }
     let from_ts = from_ts.max(state.observed[other].saturating_sub(retention) + 1);
     let mut prefix = vec![keys::WINDOW, other as u8];
@@ -87,10 +88,12 @@ pub(super) fn stream_stream(
         let mut upper = prefix.clone();
         upper.extend_from_slice(&time_bytes(to_ts));
         upper.extend_from_slice(&u64::MAX.to_be_bytes());
+        // Just past the last key at `to_ts`.
+        upper.push(0);
         let partners: Vec<Stored> = state
-            .entries
-            .range(lower..=upper)
-            .filter_map(|(_, v)| Stored::decode(v))
+            .range(&lower, Some(&upper))?
+            .into_iter()
+            .filter_map(|(_, v)| Stored::decode(&v))
             .collect();
         for partner in partners {
             matched = true;
@@ -99,7 +102,7 @@ pub(super) fn stream_stream(
                 waiting.extend_from_slice(&time_bytes(partner.timestamp));
                 waiting.push(other as u8);
                 with_len(&mut waiting, &key);
-                for k in state.keys_with_prefix(&waiting) {
+                for k in state.keys_with_prefix(&waiting)? {
                     state.delete(&k);
                 }
             }
@@ -137,34 +140,49 @@ pub(super) fn stream_stream(
             state.put(waiting, record.encode());
         }
     }
+    Ok(())
 }
 
-/// Forgets a side's windowed records at or before `expired_before`.
-fn expire(state: &mut JoinState, side: usize, expired_before: i64) {
-    let prefix = [keys::EXPIRY, side as u8];
-    let mut done = Vec::new();
-    for (k, v) in state.entries.range(prefix.to_vec()..) {
-        if !k.starts_with(&prefix) {
-            break;
-        }
-        match time_from_bytes(&k[2..]) {
-            Some(t) if t <= expired_before => done.push((k.clone(), v.clone())),
-            _ => break,
-        }
+/// Forgets a side's windowed records at or before `expired_before`, from where the last
+/// expiry stopped.
+fn expire(state: &mut JoinState, side: usize, expired_before: i64) -> Result<()> {
+    let through = state.expired_through[side];
+    if expired_before <= through {
+        return Ok(());
     }
-    for (expiry, window_key) in done {
+    let prefix = [keys::EXPIRY, side as u8];
+    let mut from = prefix.to_vec();
+    if through != i64::MIN {
+        from.extend_from_slice(&time_bytes(through.saturating_add(1)));
+    }
+    let to = match expired_before.checked_add(1) {
+        Some(after) => Some([prefix.as_slice(), &time_bytes(after)].concat()),
+        None => eddy_storage::prefix_successor(&prefix),
+    };
+    for (expiry, window_key) in state.range(&from, to.as_deref())? {
         state.delete(&expiry);
         state.delete(&window_key);
     }
+    state.expired_through[side] = expired_before;
+    Ok(())
 }
 
 /// Emits the records still waiting for a partner whose window has closed.
-fn emit_closed(state: &mut JoinState, window: JoinWindowMs, out: &mut Vec<Output>, from: usize) {
+fn emit_closed(
+    state: &mut JoinState,
+    window: JoinWindowMs,
+    out: &mut Vec<Output>,
+    from: usize,
+) -> Result<()> {
+    // Only records before stream time less the shorter look and the grace can be final.
+    let look = window.after.min(window.before);
+    let bound = i128::from(state.stream_time) - i128::from(look) - i128::from(window.grace);
+    let to = match i64::try_from(bound.max(i128::from(i64::MIN))) {
+        Ok(bound) => [&[keys::WAITING][..], &time_bytes(bound)].concat(),
+        Err(_) => vec![keys::WAITING + 1],
+    };
     let mut closed = Vec::new();
-    for (k, v) in state.entries.range(vec![keys::WAITING]..) {
-        if k.first() != Some(&keys::WAITING) {
-            break;
-        }
+    for (k, v) in state.range(&[keys::WAITING], Some(&to))? {
         let Some(ts) = time_from_bytes(&k[1..]) else {
             continue;
         };
@@ -180,8 +198,8 @@ fn emit_closed(state: &mut JoinState, window: JoinWindowMs, out: &mut Vec<Output
             .get(14..14 + key_len)
             .map(<[u8]>::to_vec)
             .unwrap_or_default();
-        if let Some(record) = Stored::decode(v) {
-            closed.push((k.clone(), side, key, record));
+        if let Some(record) = Stored::decode(&v) {
+            closed.push((k, side, key, record));
         }
     }
     for (k, side, key, record) in closed {
@@ -198,6 +216,7 @@ fn emit_closed(state: &mut JoinState, window: JoinWindowMs, out: &mut Vec<Output
             current: None,
         });
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -270,7 +289,8 @@ mod tests {
             0,
             (key, record(1, 100), true, 0),
             &mut out,
-        );
+        )
+        .expect("joins");
         // Still within the window plus grace: nothing yet.
         let other = Some(b"x".to_vec());
         stream_stream(
@@ -280,7 +300,8 @@ mod tests {
             0,
             (other, record(2, 114), true, 1),
             &mut out,
-        );
+        )
+        .expect("joins");
         assert!(out.is_empty());
         // Time passes 100 + 10 + 5: the first row comes out alone, at its own time.
         let later = Some(b"y".to_vec());
@@ -291,7 +312,8 @@ mod tests {
             0,
             (later, record(3, 116), true, 2),
             &mut out,
-        );
+        )
+        .expect("joins");
         assert_eq!(summary(&out), [(Some(1), None, 100)]);
     }
 
@@ -302,13 +324,13 @@ mod tests {
         let mut out = Vec::new();
         let key = Some(b"k".to_vec());
         let left = (key.clone(), record(1, 100), true, 0);
-        stream_stream(JoinType::Outer, w, &mut st, 0, left, &mut out);
+        stream_stream(JoinType::Outer, w, &mut st, 0, left, &mut out).expect("joins");
         let right = (key, record(7, 105), true, 1);
-        stream_stream(JoinType::Outer, w, &mut st, 1, right, &mut out);
+        stream_stream(JoinType::Outer, w, &mut st, 1, right, &mut out).expect("joins");
         assert_eq!(summary(&out), [(Some(1), Some(7), 105)]);
         // Long after: neither side is emitted again as unmatched.
         let late = (Some(b"z".to_vec()), record(2, 500), true, 2);
-        stream_stream(JoinType::Outer, w, &mut st, 0, late, &mut out);
+        stream_stream(JoinType::Outer, w, &mut st, 0, late, &mut out).expect("joins");
         assert_eq!(out.len(), 1);
     }
 }

@@ -4,6 +4,7 @@
 use super::JoinType;
 use super::rows::{InputRow, Output};
 use super::state::JoinState;
+use crate::error::Result;
 
 /// Keeps a table row (side 1), or looks a stream record (side 0) up in the table.
 pub(super) fn stream_table(
@@ -12,22 +13,25 @@ pub(super) fn stream_table(
     side: usize,
     (key, record, has_value, from): InputRow,
     out: &mut Vec<Output>,
-) {
+) -> Result<()> {
     if side == 1 {
         // The table: remember its latest row per key.
-        let Some(key) = key else { return };
+        let Some(key) = key else { return Ok(()) };
         let row_key = JoinState::row_key(1, &key);
         if has_value {
             state.put(row_key, record.encode());
         } else {
             state.delete(&row_key);
         }
-        return;
+        return Ok(());
     }
     if !has_value {
-        return;
+        return Ok(());
     }
-    let partner = key.as_ref().and_then(|k| state.table_row(1, k));
+    let partner = match &key {
+        Some(k) => state.table_row(1, k)?,
+        None => None,
+    };
     if partner.is_some() || join_type == JoinType::Left {
         let timestamp = record.timestamp;
         out.push(Output {
@@ -40,4 +44,5 @@ pub(super) fn stream_table(
             current: None,
         });
     }
+    Ok(())
 }

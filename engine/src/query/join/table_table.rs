@@ -4,6 +4,7 @@
 use super::JoinType;
 use super::rows::{InputRow, Output, pair};
 use super::state::JoinState;
+use crate::error::Result;
 
 /// Whether a pair of rows makes a result row of the join.
 fn result_exists(join_type: JoinType, left: bool, right: bool) -> bool {
@@ -23,16 +24,16 @@ pub(super) fn table_table(
     side: usize,
     (key, record, has_value, from): InputRow,
     out: &mut Vec<Output>,
-) {
-    let Some(key) = key else { return };
+) -> Result<()> {
+    let Some(key) = key else { return Ok(()) };
     let row_key = JoinState::row_key(side, &key);
-    let old = state.table_row(side, &key);
+    let old = state.table_row(side, &key)?;
     let new = has_value.then(|| record.clone());
     match &new {
         Some(r) => state.put(row_key, r.encode()),
         None => state.delete(&row_key),
     }
-    let other = state.table_row(1 - side, &key);
+    let other = state.table_row(1 - side, &key)?;
     let (old_l, old_r) = pair(side, old.as_ref().map(|_| ()), other.as_ref().map(|_| ()));
     let had = result_exists(join_type, old_l.is_some(), old_r.is_some());
     let (left, right) = pair(side, new, other);
@@ -63,6 +64,7 @@ pub(super) fn table_table(
             current: None,
         });
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -102,14 +104,18 @@ mod tests {
         let mut out = Vec::new();
         let key = Some(b"k".to_vec());
         let row = |offset, present| (key.clone(), record(offset, offset), present, 0);
-        table_table(JoinType::Inner, &mut st, 0, row(1, true), &mut out);
+        table_table(JoinType::Inner, &mut st, 0, row(1, true), &mut out)
+            .expect("joins");
         assert!(out.is_empty(), "no right row yet");
-        table_table(JoinType::Inner, &mut st, 1, row(2, true), &mut out);
-        table_table(JoinType::Inner, &mut st, 0, row(3, false), &mut out);
+        table_table(JoinType::Inner, &mut st, 1, row(2, true), &mut out)
+            .expect("joins");
+        table_table(JoinType::Inner, &mut st, 0, row(3, false), &mut out)
+            .expect("joins");
         assert_eq!(out.len(), 2);
         assert!(!out[0].tombstone && out[1].tombstone);
         // Deleting the right row now changes nothing: there is no result left.
-        table_table(JoinType::Inner, &mut st, 1, row(4, false), &mut out);
+        table_table(JoinType::Inner, &mut st, 1, row(4, false), &mut out)
+            .expect("joins");
         assert_eq!(out.len(), 2);
     }
 }
