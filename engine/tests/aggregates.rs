@@ -809,6 +809,68 @@ async fn closed_windows_leave_the_state() {
     engine.shutdown().await;
 }
 
+/// Open windows are filed in the store by the bound they close at, so they close without
+/// being held in memory; state written before that index was kept (here, with it removed) is
+/// indexed once at the next start, and its windows still close.
+#[tokio::test]
+async fn windows_of_state_kept_before_the_index_still_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let group_starts = |store: &Store, namespace: &str, prefix: &[u8]| -> Vec<i64> {
+        store
+            .state_scan_prefix(namespace, prefix)
+            .unwrap()
+            .map(|e| {
+                let (key, _) = e.unwrap();
+                let at = if prefix == b"w" { 5 } else { key.len() - 8 };
+                let start = u64::from_be_bytes(key[at..at + 8].try_into().unwrap());
+                if prefix == b"w" {
+                    (start ^ (1 << 63)) as i64
+                } else {
+                    start as i64
+                }
+            })
+            .collect()
+    };
+    let namespace = {
+        let engine = Engine::open(open_store(dir.path())).await.unwrap();
+        run(&engine, SETUP).await;
+        run(
+            &engine,
+            "CREATE TABLE per_window AS SELECT user, COUNT(*) AS n FROM orders
+             WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 5 MILLISECONDS) GROUP BY user;",
+        )
+        .await;
+        let namespace = state_namespaces(&engine).await.remove(0);
+        for (user, ts) in [("a", 1), ("b", 2), ("a", 12)] {
+            feed(&engine, "orders", vec![order(user, 1, ts)]).await;
+        }
+        let store = engine.store().clone();
+        assert_eq!(group_starts(&store, &namespace, b"w"), [0, 0, 10]);
+        engine.shutdown().await;
+        // As an older Eddy left it: groups, no index.
+        let mut commit = eddy_storage::Commit::new();
+        commit.delete_state(&namespace, b"W".to_vec());
+        for entry in store.state_scan_prefix(&namespace, b"w").unwrap() {
+            let (key, _) = entry.unwrap();
+            commit.delete_state(&namespace, key);
+        }
+        store.commit(commit).await.unwrap();
+        assert!(group_starts(&store, &namespace, b"w").is_empty());
+        store.close().unwrap();
+        namespace
+    };
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let store = engine.store().clone();
+    assert!(engine.wait_until_processed(Duration::from_secs(60)).await);
+    assert_eq!(group_starts(&store, &namespace, b"g"), [0, 10, 0]);
+    // Stream time 30 closes [0, 10) and [10, 20) (end plus grace reached); [30, 40) opens.
+    feed(&engine, "orders", vec![order("b", 1, 30)]).await;
+    assert_eq!(group_starts(&store, &namespace, b"g"), [30]);
+    assert_eq!(group_starts(&store, &namespace, b"w"), [30]);
+    assert!(store.state_get(&namespace, b"W").unwrap().is_some());
+    engine.shutdown().await;
+}
+
 /// Stream time is kept per partition, as ksqlDB keeps it per task: a group is governed by the
 /// clock of its key's partition, so a partition that lags behind another does not have its
 /// records dropped as late, while a record late within its own partition is. The clocks

@@ -14,6 +14,8 @@
 //! | `r` | aggregation over a table | a table row's last value: the record key |
 //! | `t` | aggregation | stream time per partition |
 //! | `m` | aggregation, `EMIT FINAL` | the latest window start written per partition |
+//! | `w` | aggregation | an open window, filed by the bound it closes at: partition clock, bound, group key |
+//! | `W` | aggregation | marks that the `w` index is kept (state from before it is indexed once) |
 //!
 //! A join stage's byte is its index, far below the letters, so a join feeding an aggregation
 //! shares the namespace without a clash.
@@ -43,6 +45,20 @@ pub(crate) mod aggregate_keys {
     pub const STREAM_TIME: &[u8] = b"t";
     /// `EMIT FINAL`: the latest window start written per partition.
     pub const LATEST_START: &[u8] = b"m";
+    /// An open window, by the clock of its partition and the bound it closes at.
+    pub const WINDOW_INDEX: u8 = b'w';
+    /// Present once the open windows are indexed under [`WINDOW_INDEX`].
+    pub const WINDOW_INDEX_KEPT: &[u8] = b"W";
+}
+
+/// A timestamp as bytes that sort as the numbers do.
+pub(crate) fn time_bytes(ts: i64) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+/// A timestamp back from [`time_bytes`].
+pub(crate) fn time_from_bytes(bytes: &[u8]) -> Option<i64> {
+    Some((u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?) ^ (1 << 63)) as i64)
 }
 
 /// `key` behind the one-byte prefix `kind`.

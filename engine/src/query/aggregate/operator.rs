@@ -96,6 +96,7 @@ impl Operator for Aggregation<'_> {
             writes.push((state_key(&key), None));
         }
         writes.extend(self.state.session_list_writes(changed));
+        writes.extend(self.state.take_index_writes());
         Ok(StepOutput {
             writes,
             ..StepOutput::empty()
@@ -106,7 +107,10 @@ impl Operator for Aggregation<'_> {
     /// flush, once, and its state to commit with it.
     fn flush(&mut self, store: &Store) -> Result<StepOutput> {
         if !self.state.coalesce {
-            return Ok(StepOutput::empty());
+            return Ok(StepOutput {
+                writes: self.state.take_index_writes(),
+                ..StepOutput::empty()
+            });
         }
         let pending = std::mem::take(&mut self.state.pending);
         self.state.pending_at.clear();
@@ -174,6 +178,7 @@ impl Operator for Aggregation<'_> {
         for key in self.state.expire_windows(store, self.plan)? {
             step.writes.push((state_key(&key), None));
         }
+        step.writes.extend(self.state.take_index_writes());
         Ok(step)
     }
 
@@ -544,11 +549,7 @@ impl Aggregation<'_> {
             if let Some((start, _)) = window {
                 // Windows are filed by start, so they can leave the state once closed (or,
                 // under EMIT FINAL, be written then).
-                self.state
-                    .open_windows(store, clock)?
-                    .entry(start)
-                    .or_default()
-                    .insert(key.clone());
+                self.state.file_window(store, clock, start, &key)?;
             }
             if coalesce {
                 let offset = batch.offset(i);
@@ -668,6 +669,7 @@ impl Aggregation<'_> {
         {
             writes.push((aggregate_keys::LATEST_START.to_vec(), Some(starts.encode())));
         }
+        writes.extend(self.state.take_index_writes());
         Ok(writes)
     }
 }

@@ -98,11 +98,7 @@ impl Aggregation<'_> {
         self.state.sessions.insert(group_key.clone(), now);
         updates.dirty_sessions.insert(group_key);
         // Sessions are filed by end, to be emitted (EMIT FINAL) or expired once closed.
-        self.state
-            .open_windows(store, clock)?
-            .entry(end)
-            .or_default()
-            .insert(key.clone());
+        self.state.file_window(store, clock, end, &key)?;
         updates.dirty.insert(key.clone());
         if plan.emit_final {
             let (closed, emptied) = self.state.close_final_sessions(

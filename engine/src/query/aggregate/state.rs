@@ -1,8 +1,10 @@
 //! An aggregation's running state: its groups (accumulators in memory, loaded from the store
-//! as rows need them), each key's sessions, the stream time of each partition, the open windows
-//! by the bound they close at, and the record cache of updates not yet emitted.
+//! as rows need them), each key's sessions, the stream time of each partition, the index of open
+//! windows by the bound they close at (kept in the store, with the changes since the cache was
+//! dropped in memory), and the record cache of updates not yet emitted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::Schema;
@@ -15,7 +17,7 @@ use super::stream_time::{GroupPartitioner, PartitionTimes};
 use super::windows::Session;
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
-use crate::query::state::{StateWrites, aggregate_keys, prefixed};
+use crate::query::state::{StateWrites, aggregate_keys, prefixed, time_bytes, time_from_bytes};
 
 /// The running state of an aggregation: groups by their state key, and stream time.
 pub(crate) struct AggregateState {
@@ -35,9 +37,18 @@ pub(crate) struct AggregateState {
     pub(super) sessions_windowed: bool,
     /// Group values to and from their stored form.
     pub(super) converter: RowConverter,
-    /// Per partition, the windows still open (tumbling and hopping) or not yet emitted
-    /// (`EMIT FINAL`), by start (a session's by its end), once read.
-    pub(super) open_windows_index: Option<Vec<WindowIndex>>,
+    /// Changes since the cache was last dropped to the index of windows still open (tumbling
+    /// and hopping) or not yet emitted (`EMIT FINAL`), filed by start (a session by its end):
+    /// by index key, whether filed or taken out. Every change not yet committed is here, so
+    /// it shadows what the store holds.
+    pub(super) window_index: BTreeMap<Vec<u8>, bool>,
+    /// Index changes not yet handed to a commit.
+    pub(super) index_writes: StateWrites,
+    /// Whether the store is known to keep the index (see [`AggregateState::index_ready`]).
+    pub(super) index_kept: bool,
+    /// Per partition clock, the bound through which windows were already taken out of the
+    /// index, so the next take need not pass over them again.
+    pub(super) taken_through: HashMap<u32, i64>,
     /// `EMIT FINAL`: the latest window start written in each partition, once read.
     pub(super) latest_start: Option<PartitionTimes>,
     /// Whether updates wait in the record cache for its flush instead of going out one per
@@ -83,6 +94,17 @@ pub(super) fn session_index_key(group_key: &[u8]) -> Vec<u8> {
     prefixed(aggregate_keys::SESSIONS, group_key)
 }
 
+/// Where a window is filed in the index of open windows: its partition's clock, the bound it
+/// closes at, its key.
+fn window_index_key(clock: u32, bound: i64, key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(13 + key.len());
+    out.push(aggregate_keys::WINDOW_INDEX);
+    out.extend_from_slice(&clock.to_be_bytes());
+    out.extend_from_slice(&time_bytes(bound));
+    out.extend_from_slice(key);
+    out
+}
+
 /// Where a group's accumulators are stored.
 pub(super) fn state_key(group_key: &[u8]) -> Vec<u8> {
     prefixed(aggregate_keys::GROUP, group_key)
@@ -120,7 +142,10 @@ impl AggregateState {
                 &plan.aggregate_schema,
                 plan.group_by.len(),
             )?,
-            open_windows_index: None,
+            window_index: BTreeMap::new(),
+            index_writes: StateWrites::new(),
+            index_kept: false,
+            taken_through: HashMap::new(),
             latest_start: None,
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
             pending: Vec::new(),
@@ -131,19 +156,21 @@ impl AggregateState {
         })
     }
 
-    /// The groups, table rows and session lists in memory.
+    /// The groups, table rows, session lists and window index changes in memory.
     pub(super) fn cached_entries(&self) -> usize {
-        self.groups.len() + self.rows.len() + self.sessions.len()
+        self.groups.len() + self.rows.len() + self.sessions.len() + self.window_index.len()
     }
 
-    /// Forgets the groups, table rows and session lists in memory; they are read from the store
-    /// again as input needs them. Nothing is dropped while the record cache holds updates,
-    /// which are emitted from the groups in memory.
+    /// Forgets the groups, table rows, session lists and window index changes in memory; they
+    /// are read from the store again as input needs them. Nothing is dropped while the record
+    /// cache holds updates, which are emitted from the groups in memory, or while index
+    /// changes wait to be committed.
     pub(super) fn drop_cached(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.index_writes.is_empty() {
             self.groups = HashMap::new();
             self.rows = HashMap::new();
             self.sessions = HashMap::new();
+            self.window_index = BTreeMap::new();
         }
     }
 
@@ -188,48 +215,100 @@ impl AggregateState {
             .ok_or_else(|| EngineError::internal("the stream times vanished"))
     }
 
-    /// The windows of partition `clock` still open or not yet emitted, by the bound they
-    /// close at (see `open_windows_index`); every partition's are read from the store the
-    /// first time.
-    pub(super) fn open_windows(&mut self, store: &Store, clock: u32) -> Result<&mut WindowIndex> {
-        if self.open_windows_index.is_none() {
-            let mut filed: Vec<(i64, Vec<u8>)> = Vec::new();
-            for entry in store.state_scan_prefix(&self.namespace, &[aggregate_keys::GROUP])? {
-                let (key, _) = entry?;
-                let group_key = key[1..].to_vec();
-                if let Some(bound) = group_key
-                    .len()
-                    .checked_sub(8)
-                    .and_then(|at| group_key[at..].try_into().ok())
-                    .map(i64::from_be_bytes)
-                {
-                    filed.push((bound, group_key));
-                }
-            }
-            // A window's key is its group's, then its start (and a session's end).
-            let suffix = if self.sessions_windowed { 16 } else { 8 };
-            let (bounds, keys): (Vec<i64>, Vec<GroupKey>) = filed.into_iter().unzip();
-            let clocks = if keys.is_empty() || self.partitioner.partitions() <= 1 {
-                vec![0; keys.len()]
-            } else {
-                let groups = self.group_values(&keys, suffix)?;
-                self.partitioner.assign(&groups, keys.len(), &|i| {
-                    keys[i][..keys[i].len().saturating_sub(suffix)].to_vec()
-                })
-            };
-            let mut index = vec![WindowIndex::new(); self.partitioner.partitions() as usize];
-            for ((bound, key), clock) in bounds.into_iter().zip(keys).zip(clocks) {
-                if let Some(windows) = index.get_mut(clock as usize) {
-                    windows.entry(bound).or_default().insert(key);
-                }
-            }
-            self.open_windows_index = Some(index);
-            self.latest_start = Some(self.stored_times(store, aggregate_keys::LATEST_START)?);
+    /// Makes sure the store keeps the index of open windows: state written before it was kept
+    /// is indexed once, from its groups' keys. Reads the latest starts of `EMIT FINAL` too.
+    fn index_ready(&mut self, store: &Store) -> Result<()> {
+        if self.index_kept {
+            return Ok(());
         }
-        self.open_windows_index
-            .as_mut()
-            .and_then(|index| index.get_mut(clock as usize))
-            .ok_or_else(|| EngineError::internal("the open windows' index vanished"))
+        if store
+            .state_get(&self.namespace, aggregate_keys::WINDOW_INDEX_KEPT)?
+            .is_none()
+        {
+            for (clock, bound, key) in self.stored_windows(store)? {
+                self.file(clock, bound, &key);
+            }
+            self.index_writes
+                .push((aggregate_keys::WINDOW_INDEX_KEPT.to_vec(), Some(Vec::new())));
+        }
+        self.latest_start = Some(self.stored_times(store, aggregate_keys::LATEST_START)?);
+        self.index_kept = true;
+        Ok(())
+    }
+
+    /// Every window the store holds a group of, with its partition clock and the bound it
+    /// closes at: what the index holds, read the slow way.
+    fn stored_windows(&self, store: &Store) -> Result<Vec<(u32, i64, GroupKey)>> {
+        let mut filed: Vec<(i64, Vec<u8>)> = Vec::new();
+        for entry in store.state_scan_prefix(&self.namespace, &[aggregate_keys::GROUP])? {
+            let (key, _) = entry?;
+            let group_key = key[1..].to_vec();
+            if let Some(bound) = group_key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| group_key[at..].try_into().ok())
+                .map(i64::from_be_bytes)
+            {
+                filed.push((bound, group_key));
+            }
+        }
+        // A window's key is its group's, then its start (and a session's end).
+        let suffix = if self.sessions_windowed { 16 } else { 8 };
+        let (bounds, keys): (Vec<i64>, Vec<GroupKey>) = filed.into_iter().unzip();
+        let clocks = if keys.is_empty() || self.partitioner.partitions() <= 1 {
+            vec![0; keys.len()]
+        } else {
+            let groups = self.group_values(&keys, suffix)?;
+            self.partitioner.assign(&groups, keys.len(), &|i| {
+                keys[i][..keys[i].len().saturating_sub(suffix)].to_vec()
+            })
+        };
+        Ok(clocks
+            .into_iter()
+            .zip(bounds)
+            .zip(keys)
+            .map(|((c, b), k)| (c, b, k))
+            .collect())
+    }
+
+    /// Files window `key` of partition `clock` under the bound it closes at.
+    fn file(&mut self, clock: u32, bound: i64, key: &[u8]) {
+        let index_key = window_index_key(clock, bound, key);
+        if self.window_index.get(&index_key) == Some(&true) {
+            return;
+        }
+        if self
+            .taken_through
+            .get(&clock)
+            .is_some_and(|&through| bound <= through)
+        {
+            match bound.checked_sub(1) {
+                Some(before) => self.taken_through.insert(clock, before),
+                None => self.taken_through.remove(&clock),
+            };
+        }
+        self.index_writes
+            .push((index_key.clone(), Some(Vec::new())));
+        self.window_index.insert(index_key, true);
+    }
+
+    /// Files window `key` of partition `clock` as open (or, under `EMIT FINAL`, waiting) until
+    /// `bound`: a window by its start, a session by its end.
+    pub(super) fn file_window(
+        &mut self,
+        store: &Store,
+        clock: u32,
+        bound: i64,
+        key: &[u8],
+    ) -> Result<()> {
+        self.index_ready(store)?;
+        self.file(clock, bound, key);
+        Ok(())
+    }
+
+    /// Index changes to commit with the step.
+    pub(super) fn take_index_writes(&mut self) -> StateWrites {
+        std::mem::take(&mut self.index_writes)
     }
 
     /// Takes out of partition `clock`'s index every window filed at or before `bound`, by
@@ -240,12 +319,46 @@ impl AggregateState {
         clock: u32,
         bound: i64,
     ) -> Result<WindowIndex> {
-        let open = self.open_windows(store, clock)?;
-        let later = match bound.checked_add(1) {
-            Some(after) => open.split_off(&after),
-            None => Default::default(),
+        self.index_ready(store)?;
+        let index_prefix = window_index_key(clock, i64::MIN, &[]);
+        let prefix = &index_prefix[..5];
+        let from = match self.taken_through.get(&clock) {
+            Some(&through) if through >= bound => return Ok(WindowIndex::new()),
+            Some(&through) => [prefix, &time_bytes(through.saturating_add(1))].concat(),
+            None => prefix.to_vec(),
         };
-        Ok(std::mem::replace(open, later))
+        let to = match bound.checked_add(1) {
+            Some(after) => Some([prefix, &time_bytes(after)].concat()),
+            None => eddy_storage::prefix_successor(prefix),
+        };
+        let mut found: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        for entry in store.state_scan_range(&self.namespace, &from, to.as_deref())? {
+            found.insert(entry?.0, true);
+        }
+        let upper = to.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, &filed) in self
+            .window_index
+            .range::<[u8], _>((Bound::Included(from.as_slice()), upper))
+        {
+            found.insert(key.clone(), filed);
+        }
+        let mut taken = WindowIndex::new();
+        for (index_key, filed) in found {
+            let Some(filed_at) = index_key.get(5..13).and_then(time_from_bytes) else {
+                continue;
+            };
+            if !filed {
+                continue;
+            }
+            taken
+                .entry(filed_at)
+                .or_default()
+                .insert(index_key[13..].to_vec());
+            self.index_writes.push((index_key.clone(), None));
+            self.window_index.insert(index_key, false);
+        }
+        self.taken_through.insert(clock, bound);
+        Ok(taken)
     }
 
     /// Takes the session stored under `key`, which ends at `end`, out of its group's session
@@ -337,8 +450,8 @@ impl AggregateState {
         Ok((expired, changed))
     }
 
-    /// `EMIT FINAL`: stops waiting on a window of partition `clock` (by the bound its pending
-    /// entry is filed under) that was merged away.
+    /// Takes a window of partition `clock` that was merged away out of the index (by the
+    /// bound it is filed under).
     pub(super) fn forget_pending(
         &mut self,
         store: &Store,
@@ -346,13 +459,10 @@ impl AggregateState {
         bound: i64,
         key: &[u8],
     ) -> Result<()> {
-        let pending = self.open_windows(store, clock)?;
-        if let Some(keys) = pending.get_mut(&bound) {
-            keys.remove(key);
-            if keys.is_empty() {
-                pending.remove(&bound);
-            }
-        }
+        self.index_ready(store)?;
+        let index_key = window_index_key(clock, bound, key);
+        self.index_writes.push((index_key.clone(), None));
+        self.window_index.insert(index_key, false);
         Ok(())
     }
 

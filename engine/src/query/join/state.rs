@@ -14,6 +14,7 @@ use eddy_storage::{LogRecord, Record, RecordHeader, Store};
 use super::JoinStage;
 use crate::error::{EngineError, Result};
 use crate::query::state::StateWrites;
+pub(super) use crate::query::state::{time_bytes, time_from_bytes};
 
 /// A record kept in join state: enough to decode it again.
 #[derive(Debug, Clone)]
@@ -98,16 +99,6 @@ impl Stored {
             },
         }
     }
-}
-
-/// A timestamp as bytes that sort as the numbers do.
-pub(super) fn time_bytes(ts: i64) -> [u8; 8] {
-    ((ts as u64) ^ (1 << 63)).to_be_bytes()
-}
-
-/// A timestamp back from [`time_bytes`].
-pub(super) fn time_from_bytes(bytes: &[u8]) -> Option<i64> {
-    Some((u64::from_be_bytes(bytes.get(0..8)?.try_into().ok()?) ^ (1 << 63)) as i64)
 }
 
 /// Appends `bytes` after their length, so a key can hold several of them.
@@ -242,11 +233,7 @@ impl JoinState {
 
     /// The entries from `from` up to `to` (exclusive; `None` for the end of the stage), in key
     /// order: the store's, with the cache's newer ones over them.
-    pub(super) fn range(
-        &self,
-        from: &[u8],
-        to: Option<&[u8]>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    pub(super) fn range(&self, from: &[u8], to: Option<&[u8]>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         if to.is_some_and(|to| to <= from) {
             return Ok(Vec::new());
         }

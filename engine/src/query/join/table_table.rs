@@ -104,18 +104,14 @@ mod tests {
         let mut out = Vec::new();
         let key = Some(b"k".to_vec());
         let row = |offset, present| (key.clone(), record(offset, offset), present, 0);
-        table_table(JoinType::Inner, &mut st, 0, row(1, true), &mut out)
-            .expect("joins");
+        table_table(JoinType::Inner, &mut st, 0, row(1, true), &mut out).expect("joins");
         assert!(out.is_empty(), "no right row yet");
-        table_table(JoinType::Inner, &mut st, 1, row(2, true), &mut out)
-            .expect("joins");
-        table_table(JoinType::Inner, &mut st, 0, row(3, false), &mut out)
-            .expect("joins");
+        table_table(JoinType::Inner, &mut st, 1, row(2, true), &mut out).expect("joins");
+        table_table(JoinType::Inner, &mut st, 0, row(3, false), &mut out).expect("joins");
         assert_eq!(out.len(), 2);
         assert!(!out[0].tombstone && out[1].tombstone);
         // Deleting the right row now changes nothing: there is no result left.
-        table_table(JoinType::Inner, &mut st, 1, row(4, false), &mut out)
-            .expect("joins");
+        table_table(JoinType::Inner, &mut st, 1, row(4, false), &mut out).expect("joins");
         assert_eq!(out.len(), 2);
     }
 }
