@@ -92,6 +92,9 @@ pub struct EngineOptions {
     /// The most entries of stored state (aggregation groups, table rows) each persistent query
     /// keeps in memory; the rest is read through from the store.
     pub state_cache_entries: usize,
+    /// The most bytes of rows a pull query may hold back to sort them (`ORDER BY`) or to keep
+    /// a table's latest row per key.
+    pub pull_query_max_bytes: usize,
 }
 
 /// ksqlDB's default `ksql.max.push.queries`.
@@ -103,6 +106,7 @@ impl Default for EngineOptions {
             query_retry: crate::query::RetryBackoff::default(),
             max_push_queries: DEFAULT_MAX_PUSH_QUERIES,
             state_cache_entries: crate::query::task::DEFAULT_STATE_CACHE_ENTRIES,
+            pull_query_max_bytes: crate::query::transient::DEFAULT_PULL_QUERY_MAX_BYTES,
         }
     }
 }
@@ -135,7 +139,11 @@ impl Engine {
             }),
             datafusion: datafusion::prelude::SessionContext::new(),
             progress: Arc::new(tokio::sync::Notify::new()),
-            transient: Arc::default(),
+            transient: Arc::new(
+                crate::query::transient::TransientRegistry::with_max_held_bytes(
+                    options.pull_query_max_bytes,
+                ),
+            ),
             metrics: crate::metrics::EngineMetrics::default(),
             materializers: Arc::default(),
             pull_plans: Default::default(),

@@ -29,5 +29,6 @@ mod statements;
 pub use engine::{DEFAULT_MAX_PUSH_QUERIES, Engine, EngineOptions, ExecuteError};
 pub use error::{EngineError, Result};
 pub use query::task::DEFAULT_STATE_CACHE_ENTRIES;
+pub use query::transient::DEFAULT_PULL_QUERY_MAX_BYTES;
 pub use result::{QueryDescription, QuerySummary, SourceSummary, StatementResult, TopicSummary};
 pub use session::Session;

@@ -517,9 +517,8 @@ async fn join_outputs_with_state_cache(entries: usize) -> Vec<Vec<(String, Optio
         let users = (0..12i64)
             .map(|i| {
                 let id = format!("u{}", (i * 5 + round) % 17);
-                let value = (i % 7 != 3).then(|| {
-                    format!(r#"{{"name":"n{i}r{round}","team":"t{}"}}"#, (i + round) % 4)
-                });
+                let value = (i % 7 != 3)
+                    .then(|| format!(r#"{{"name":"n{i}r{round}","team":"t{}"}}"#, (i + round) % 4));
                 json(&id, value.as_deref(), at(i))
             })
             .collect();

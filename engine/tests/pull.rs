@@ -453,3 +453,67 @@ async fn a_windowed_pull_query_answers_per_window_within_retention() {
     );
     engine.shutdown().await;
 }
+
+/// Every row a pull query sends, or its error.
+async fn pull_or_error(engine: &Engine, sql: &str) -> Result<Vec<Value>, String> {
+    let mut query = engine
+        .query(&Session::default(), sql)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+    while let Some(event) = query.events.recv().await {
+        match event {
+            TransientEvent::Row { columns, .. } => rows.push(Value::Array(columns)),
+            TransientEvent::Finished(_) => break,
+            TransientEvent::Error(e) => return Err(e),
+        }
+    }
+    Ok(rows)
+}
+
+/// A pull query holds rows back (to sort them, or to keep a table's latest row per key) only up
+/// to `--pull-query-max-bytes`: past it, it fails with an error naming the flag; `ORDER BY`
+/// with a `LIMIT` holds only the rows that can still be among the first, so it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_a_pull_query_holds_back_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = eddy_engine::EngineOptions {
+        pull_query_max_bytes: 64 << 10,
+        ..eddy_engine::EngineOptions::default()
+    };
+    let engine = Engine::open_with(common::open_store(dir.path()), options)
+        .await
+        .unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM s (id INT KEY, v INT)
+             WITH (kafka_topic='s', partitions=1, key_format='JSON', value_format='JSON');
+         CREATE TABLE t (id INT PRIMARY KEY, v INT)
+             WITH (kafka_topic='t', partitions=1, key_format='JSON', value_format='JSON');",
+    )
+    .await;
+    let rows: Vec<Record> = (0..5_000i64)
+        .map(|i| {
+            Record::keyed(
+                i.to_string().into_bytes(),
+                format!(r#"{{"V": {}}}"#, (i * 7_919) % 5_000).into_bytes(),
+                i,
+            )
+        })
+        .collect();
+    common::feed(&engine, "s", rows.clone()).await;
+    common::feed(&engine, "t", rows).await;
+    for sql in ["SELECT * FROM s ORDER BY v;", "SELECT * FROM t;"] {
+        let error = pull_or_error(&engine, sql).await.unwrap_err();
+        assert!(error.contains("--pull-query-max-bytes"), "{sql}: {error}");
+    }
+    let top = pull_or_error(&engine, "SELECT v FROM s ORDER BY v DESC LIMIT 3;")
+        .await
+        .unwrap();
+    assert_eq!(top, [json!([4999]), json!([4998]), json!([4997])]);
+    let one = pull_or_error(&engine, "SELECT * FROM t WHERE id = 7;")
+        .await
+        .unwrap();
+    assert_eq!(one, [json!([7, (7 * 7_919) % 5_000])]);
+    engine.shutdown().await;
+}

@@ -189,6 +189,11 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_DISK_RESERVE_BYTES")]
     disk_reserve_bytes: Option<u64>,
 
+    /// Read the store's files through mmap: a little less CPU per read, but the file pages it
+    /// touches count in the server's resident memory (RSS).
+    #[arg(long, global = true, env = "EDDY_STORE_MMAP_READS")]
+    store_mmap_reads: bool,
+
     /// Milliseconds a failed persistent query waits before it is started again, doubling up to
     /// --query-retry-backoff-max-ms (ksqlDB's `ksql.query.retry.backoff.initial.ms`).
     #[arg(
@@ -209,10 +214,15 @@ struct ServerArgs {
     )]
     query_retry_backoff_max_ms: u64,
 
-    /// The most entries of stored state (aggregation groups, table rows) each persistent query
-    /// keeps in memory; the rest is read through from the store.
+    /// The most entries of stored state (aggregation groups and windows, join and table rows)
+    /// each persistent query keeps in memory; the rest is read through from the store.
     #[arg(long, global = true, env = "EDDY_STATE_CACHE_ENTRIES", default_value_t = eddy_engine::DEFAULT_STATE_CACHE_ENTRIES)]
     state_cache_entries: usize,
+
+    /// The most bytes of rows a pull query may hold back to sort them (`ORDER BY`) or to keep
+    /// a table's latest row per key; past it, the query fails with an error saying so.
+    #[arg(long, global = true, env = "EDDY_PULL_QUERY_MAX_BYTES", default_value_t = eddy_engine::DEFAULT_PULL_QUERY_MAX_BYTES)]
+    pull_query_max_bytes: usize,
 
     /// The most push queries clients may run at once (ksqlDB's `ksql.max.push.queries`).
     #[arg(long, global = true, env = "EDDY_MAX_PUSH_QUERIES", default_value_t = eddy_engine::DEFAULT_MAX_PUSH_QUERIES)]
@@ -411,6 +421,7 @@ async fn serve(
         sync: args.sync,
         max_partitions: args.max_partitions,
         disk_reserve_bytes: args.disk_reserve_bytes,
+        mmap_reads: args.store_mmap_reads,
         ..StoreOptions::default()
     };
     let store = Store::open(&args.data_dir, options)
@@ -425,6 +436,7 @@ async fn serve(
         },
         max_push_queries: args.max_push_queries,
         state_cache_entries: args.state_cache_entries,
+        pull_query_max_bytes: args.pull_query_max_bytes,
     };
     let engine = eddy_engine::Engine::open_with(store.clone(), engine_options)
         .await

@@ -31,10 +31,10 @@ pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
 pub use disk::DiskHealth;
 pub use error::{Result, StorageError};
-pub use keys::prefix_successor;
 pub use internal::{
     INTERNAL_GROUP_PREFIX, INTERNAL_TOPIC_PREFIX, is_internal_group, is_internal_topic,
 };
+pub use keys::prefix_successor;
 pub use maintenance::MaintenanceReport;
 pub use offsets::GroupOffset;
 pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};

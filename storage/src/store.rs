@@ -44,6 +44,9 @@ pub struct StoreOptions {
     /// and pass (Kafka's `log.cleaner.dedupe.buffer.size`); what lies past it is compacted on a
     /// later pass.
     pub compaction_map_bytes: usize,
+    /// Whether RocksDB reads its files through `mmap`: it saves copying each block from the
+    /// page cache, but the pages it touches count in the process's resident memory.
+    pub mmap_reads: bool,
 }
 
 /// The default bound of compaction's key map.
@@ -60,6 +63,7 @@ impl Default for StoreOptions {
             max_partitions: DEFAULT_MAX_PARTITIONS,
             disk_reserve_bytes: None,
             compaction_map_bytes: DEFAULT_COMPACTION_MAP_BYTES,
+            mmap_reads: false,
         }
     }
 }
@@ -196,7 +200,7 @@ impl Store {
         db_options.create_missing_column_families(true);
         db_options.increase_parallelism(2);
         db_options.set_max_background_jobs(2);
-        db_options.set_allow_mmap_reads(true);
+        db_options.set_allow_mmap_reads(options.mmap_reads);
         db_options.set_keep_log_file_num(4);
         let db = Arc::new(DB::open_cf_descriptors(
             &db_options,

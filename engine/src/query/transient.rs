@@ -71,12 +71,24 @@ impl Drop for TransientQuery {
 }
 
 /// Running transient queries that can be closed by id.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct TransientRegistry {
     next: AtomicU64,
     running: parking_lot::Mutex<HashMap<String, Running>>,
     /// The topics' readers push queries share.
     pub(crate) readers: SharedReaders,
+    /// The most bytes of rows a pull query may hold back to sort them or to keep a table's
+    /// latest row per key.
+    pub(crate) max_held_bytes: usize,
+}
+
+/// The default bound on the rows a pull query holds back: 256 MiB.
+pub const DEFAULT_PULL_QUERY_MAX_BYTES: usize = 256 << 20;
+
+impl Default for TransientRegistry {
+    fn default() -> Self {
+        TransientRegistry::with_max_held_bytes(DEFAULT_PULL_QUERY_MAX_BYTES)
+    }
 }
 
 /// A push or pull query that is running: how to stop it, and what `SHOW QUERIES` says of it.
@@ -88,6 +100,16 @@ struct Running {
 }
 
 impl TransientRegistry {
+    /// A registry whose pull queries hold back at most `max_held_bytes` of rows.
+    pub(crate) fn with_max_held_bytes(max_held_bytes: usize) -> Self {
+        TransientRegistry {
+            next: AtomicU64::new(0),
+            running: parking_lot::Mutex::new(HashMap::new()),
+            readers: SharedReaders::default(),
+            max_held_bytes,
+        }
+    }
+
     /// Stops every query.
     pub(crate) fn close_all(&self) {
         for (_, running) in self.running.lock().drain() {
@@ -306,6 +328,7 @@ pub(crate) fn start(
         changes_of_table: push && source_is_table,
         table_state,
         subscription,
+        max_held_bytes: registry.max_held_bytes,
     };
     // A few point reads answer within the channel's room: the caller runs them before it
     // reads the answer, which saves a task and its wake-ups per lookup.
@@ -762,25 +785,29 @@ struct Transient {
     table_state: Option<TableState>,
     /// For a push query over one topic: its share of the topic's reader.
     subscription: Option<Subscription>,
+    /// The most bytes of rows it may hold back (see [`Answer::held_bytes`]).
+    max_held_bytes: usize,
 }
 
-/// Keeps a table row as its key's latest, or forgets the key on a tombstone.
-fn keep_latest(
-    latest: &mut HashMap<Vec<u8>, TransientEvent>,
-    record: &eddy_storage::Record,
-    event: TransientEvent,
-) {
-    let key = record.key.as_deref().unwrap_or_default().to_vec();
-    if matches!(
-        event,
-        TransientEvent::Row {
-            tombstone: false,
-            ..
+/// About how many bytes a row takes in memory, to bound what a pull query holds back.
+fn event_bytes(event: &TransientEvent) -> usize {
+    fn value_bytes(value: &Value) -> usize {
+        match value {
+            Value::String(s) => 32 + s.len(),
+            Value::Array(items) => 32 + items.iter().map(value_bytes).sum::<usize>(),
+            Value::Object(fields) => {
+                48 + fields
+                    .iter()
+                    .map(|(k, v)| 32 + k.len() + value_bytes(v))
+                    .sum::<usize>()
+            }
+            _ => 32,
         }
-    ) {
-        latest.insert(key, event);
-    } else {
-        latest.remove(&key);
+    }
+    match event {
+        TransientEvent::Row { columns, .. } => 64 + columns.iter().map(value_bytes).sum::<usize>(),
+        TransientEvent::Error(message) => 64 + message.len(),
+        TransientEvent::Finished(_) => 64,
     }
 }
 
@@ -809,6 +836,8 @@ struct Answer {
     latest: HashMap<Vec<u8>, TransientEvent>,
     /// With ORDER BY, every row before any goes out.
     gathered: Vec<TransientEvent>,
+    /// About how many bytes `latest` and `gathered` hold.
+    held_bytes: usize,
     /// A push query over a table: the keys whose row stands.
     standing: std::collections::HashSet<Vec<u8>>,
     /// The newest window of a windowed table with RETENTION: its start (a session's end).
@@ -822,6 +851,7 @@ impl Default for Answer {
         Answer {
             latest: HashMap::new(),
             gathered: Vec::new(),
+            held_bytes: 0,
             standing: std::collections::HashSet::new(),
             newest_window: i64::MIN,
             sent: 0,
@@ -843,6 +873,67 @@ impl Answer {
                 true
             }
         }
+    }
+
+    /// Keeps a table row as its key's latest, or forgets the key on a tombstone; fails once
+    /// the rows kept would pass `max_bytes`.
+    fn keep_latest(
+        &mut self,
+        record: &eddy_storage::Record,
+        event: TransientEvent,
+        max_bytes: usize,
+    ) -> Result<()> {
+        let key = record.key.as_deref().unwrap_or_default().to_vec();
+        let replaced = if matches!(
+            event,
+            TransientEvent::Row {
+                tombstone: false,
+                ..
+            }
+        ) {
+            self.held_bytes += key.len() + event_bytes(&event);
+            self.latest.insert(key, event)
+        } else {
+            self.latest.remove(&key)
+        };
+        if let Some(old) = replaced {
+            self.held_bytes = self
+                .held_bytes
+                .saturating_sub(record.key.as_deref().map_or(0, <[u8]>::len) + event_bytes(&old));
+        }
+        self.check_held(max_bytes)
+    }
+
+    /// Gathers a row to be sorted for `ORDER BY`. With a `LIMIT`, only the rows that can
+    /// still be among the first are kept: sorting is stable, so of rows equal under the
+    /// order the earlier ones stay.
+    fn gather(
+        &mut self,
+        event: TransientEvent,
+        (order, limit): (&RowOrder, Option<u64>),
+        max_bytes: usize,
+    ) -> Result<()> {
+        self.held_bytes += event_bytes(&event);
+        self.gathered.push(event);
+        // Every `limit` rows or so, so the sorting costs a logarithm per row.
+        if let Some(limit) = limit.and_then(|l| usize::try_from(l).ok())
+            && (self.gathered.len() >= limit.saturating_mul(2).max(64)
+                || self.held_bytes > max_bytes)
+        {
+            sort_rows(&mut self.gathered, order);
+            self.gathered.truncate(limit);
+            self.held_bytes = self.gathered.iter().map(event_bytes).sum();
+        }
+        self.check_held(max_bytes)
+    }
+
+    fn check_held(&self, max_bytes: usize) -> Result<()> {
+        if self.held_bytes > max_bytes {
+            return Err(EngineError::statement(format!(
+                "The pull query's answer holds more than {max_bytes} bytes of rows to sort, or to keep the latest row of each key, before it can send them (--pull-query-max-bytes). Narrow it with a WHERE clause, or add a LIMIT to an ORDER BY."
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -976,7 +1067,7 @@ impl Transient {
                     let step = operator.step(&self.store, &input, chunk)?;
                     for record in step.records {
                         let event = self.event(&record, &key_columns)?;
-                        keep_latest(&mut answer.latest, &record, event);
+                        answer.keep_latest(&record, event, self.max_held_bytes)?;
                     }
                 }
             }
@@ -1030,14 +1121,14 @@ impl Transient {
             for record in step.records {
                 let event = self.event(&record, &key_columns)?;
                 if self.table {
-                    keep_latest(&mut answer.latest, &record, event);
+                    answer.keep_latest(&record, event, self.max_held_bytes)?;
                     continue;
                 }
                 if self.changes_of_table && !answer.stands(&record, &event) {
                     continue;
                 }
                 if !self.order.is_empty() {
-                    answer.gathered.push(event);
+                    answer.gather(event, (&self.order, self.limit), self.max_held_bytes)?;
                     continue;
                 }
                 if let Flow::Stop(outcome) = self.send(event, &mut answer.sent, tx).await {

@@ -44,9 +44,8 @@ pub struct AggregateReport {
     pub updates: u64,
     /// Groups (key and window) in the final table, the same on both sides.
     pub groups: u64,
-    /// Peak resident set size while the query ran (not counting the bench reading its output
-    /// back), in bytes, if known.
-    pub peak_rss: Option<u64>,
+    /// Peak memory while the query ran (not counting the bench reading its output back).
+    pub peak_rss: crate::bench::PeakRss,
     /// Resident set size just before the query started (the store holding the input), in
     /// bytes, if known.
     pub rss_before: Option<u64>,
@@ -135,7 +134,7 @@ struct EddyRun {
     bytes: u64,
     rss_before: Option<u64>,
     /// The peak once the query was done, before the bench read its output back.
-    peak_rss: Option<u64>,
+    peak_rss: crate::bench::PeakRss,
 }
 
 async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {

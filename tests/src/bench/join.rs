@@ -22,6 +22,9 @@ pub struct JoinBenchConfig {
     pub events: u64,
     /// Rows in the table.
     pub rows: u64,
+    /// The most entries of join state the query keeps in memory (the server's
+    /// `--state-cache-entries`).
+    pub state_cache_entries: usize,
 }
 
 fn user_key(i: u64) -> String {
@@ -61,7 +64,7 @@ pub fn run(config: &JoinBenchConfig) -> anyhow::Result<Comparison> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let eddy = runtime.block_on(run_eddy(&events, &rows, config.rows))?;
+    let eddy = runtime.block_on(run_eddy(&events, &rows, config))?;
     let datafusion = runtime.block_on(run_datafusion(&events, &rows))?;
     Comparison::of((config.events, bytes), eddy, datafusion)
 }
@@ -69,14 +72,20 @@ pub fn run(config: &JoinBenchConfig) -> anyhow::Result<Comparison> {
 async fn run_eddy(
     events: &[String],
     rows: &[String],
-    table_rows: u64,
+    config: &JoinBenchConfig,
 ) -> anyhow::Result<(Timed, u64)> {
-    let bench = BenchEngine::open(
+    let table_rows = config.rows;
+    let options = eddy_engine::EngineOptions {
+        state_cache_entries: config.state_cache_entries,
+        ..eddy_engine::EngineOptions::default()
+    };
+    let bench = BenchEngine::open_with(
         "SET 'auto.offset.reset' = 'earliest';
          CREATE STREAM events (k STRING KEY, id BIGINT, user STRING, amount DOUBLE, page STRING)
              WITH (kafka_topic='events', partitions=1, value_format='JSON');
          CREATE TABLE users (id STRING PRIMARY KEY, name STRING, region STRING, tier INT)
              WITH (kafka_topic='users', partitions=1, value_format='JSON');",
+        options,
     )
     .await?;
     // The table's rows come first in time, as a table loaded before the events arrive.

@@ -10,20 +10,65 @@ pub mod stateless;
 
 use std::time::Duration;
 
-/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// A field of this process's `/proc/self/status` given in kB, in bytes, if known.
+fn status_bytes(field: &str) -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }
 
+/// Peak resident set size of this process in bytes (Linux `VmHWM`), if known.
+pub fn peak_rss_bytes() -> Option<u64> {
+    status_bytes("VmHWM:")
+}
+
 /// Resident set size of this process in bytes (Linux `VmRSS`), if known.
 pub fn current_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+    status_bytes("VmRSS:")
+}
+
+/// Samples this process's anonymous resident memory (Linux `RssAnon`: the heap and stacks,
+/// without the file pages the store maps, which the kernel can drop) until stopped, keeping
+/// the peak.
+pub struct AnonRssSampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl AnonRssSampler {
+    /// Starts sampling every 20 ms.
+    pub fn start() -> Self {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut peak = None;
+            loop {
+                peak = peak.max(status_bytes("RssAnon:"));
+                if stopped.load(Ordering::Relaxed) {
+                    return peak;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        AnonRssSampler { stop, handle }
+    }
+
+    /// Stops sampling; the peak seen, if known.
+    pub fn peak(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().ok().flatten()
+    }
+}
+
+/// The peak memory of a run, in bytes where known.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeakRss {
+    /// Resident set size (Linux `VmHWM`), file pages mapped by the store included.
+    pub resident: Option<u64>,
+    /// Anonymous resident memory (`RssAnon`), sampled: what the process itself allocated.
+    pub anonymous: Option<u64>,
 }
 
 /// Resets this process's peak resident set size to its current one (Linux `clear_refs`), so a
@@ -283,6 +328,10 @@ pub struct BenchEngine {
     session: eddy_engine::Session,
 }
 
+/// Whether the query scenarios' stores read their files through mmap (`--store-mmap-reads`).
+pub static STORE_MMAP_READS: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 impl BenchEngine {
     /// Opens the store and engine and runs `setup` (the sources' declarations).
     pub async fn open(setup: &str) -> anyhow::Result<Self> {
@@ -299,6 +348,7 @@ impl BenchEngine {
             dir.path(),
             eddy_storage::StoreOptions {
                 sync: eddy_storage::SyncPolicy::Os,
+                mmap_reads: STORE_MMAP_READS.load(std::sync::atomic::Ordering::Relaxed),
                 ..eddy_storage::StoreOptions::default()
             },
         )?;
@@ -348,9 +398,13 @@ impl BenchEngine {
         mut self,
         query: &str,
         sink: &str,
-    ) -> anyhow::Result<(Timed, Vec<(Vec<u8>, Option<Vec<u8>>)>, Option<u64>)> {
+    ) -> anyhow::Result<(Timed, Vec<(Vec<u8>, Option<Vec<u8>>)>, PeakRss)> {
+        let sampler = AnonRssSampler::start();
         let elapsed = self.run_to_the_end(query).await?;
-        let peak_rss = peak_rss_bytes();
+        let peak_rss = PeakRss {
+            resident: peak_rss_bytes(),
+            anonymous: sampler.peak(),
+        };
         let mut output = Vec::new();
         for partition in 0..self.store.partition_count(sink)? {
             let end = self.store.end_offset(sink, partition)?;

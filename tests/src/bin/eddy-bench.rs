@@ -19,6 +19,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
+    /// The query scenarios' stores read their files through mmap (the server's
+    /// --store-mmap-reads).
+    #[arg(long, global = true)]
+    store_mmap_reads: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +70,10 @@ enum Scenario {
         /// Rows in the table.
         #[arg(long, default_value_t = 100_000)]
         rows: u64,
+        /// The most entries of join state the query keeps in memory (the server's
+        /// --state-cache-entries).
+        #[arg(long, default_value_t = eddy_engine::DEFAULT_STATE_CACHE_ENTRIES)]
+        state_cache_entries: usize,
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -134,7 +142,9 @@ enum Scenario {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().scenario {
+    let cli = Cli::parse();
+    bench::STORE_MMAP_READS.store(cli.store_mmap_reads, std::sync::atomic::Ordering::Relaxed);
+    match cli.scenario {
         Scenario::Log {
             records,
             record_size,
@@ -144,52 +154,15 @@ fn main() -> anyhow::Result<()> {
             runs,
             data_dir,
         } => {
-            anyhow::ensure!(
-                partitions > 0 && batch_size > 0 && record_size > 0,
-                "sizes must be positive"
-            );
-            println!(
-                "eddy-bench log: {records} records x {record_size} B, {partitions} partitions, \
-                 batches of {batch_size}, sync={sync}, {runs} run(s)"
-            );
-            let mut reports = Vec::new();
-            for run in 1..=runs.max(1) {
-                if let Some(dir) = &data_dir {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                let config = LogBenchConfig {
-                    records,
-                    record_size,
-                    partitions,
-                    batch_size,
-                    sync,
-                    data_dir: data_dir.clone(),
-                };
-                let report = bench::log::run(&config)?;
-                println!("run {run}: append {}", report.append);
-                println!("run {run}: read   {}", report.read);
-                println!("run {run}: file write baseline {}", report.file_write);
-                println!("run {run}: file read baseline  {}", report.file_read);
-                reports.push(report);
-            }
-            let m = |f: &dyn Fn(&bench::log::LogBenchReport) -> f64| {
-                median(reports.iter().map(f).collect())
+            let config = LogBenchConfig {
+                records,
+                record_size,
+                partitions,
+                batch_size,
+                sync,
+                data_dir,
             };
-            let append_rps = m(&|r| r.append.records_per_sec());
-            let append_mbs = m(&|r| r.append.mb_per_sec());
-            let read_rps = m(&|r| r.read.records_per_sec());
-            let read_mbs = m(&|r| r.read.mb_per_sec());
-            let file_write_mbs = m(&|r| r.file_write.mb_per_sec());
-            let file_read_mbs = m(&|r| r.file_read.mb_per_sec());
-            println!(
-                "median append: {append_rps:.0} records/s, {append_mbs:.1} MB/s ({:.2}x plain file write)",
-                append_mbs / file_write_mbs
-            );
-            println!(
-                "median read:   {read_rps:.0} records/s, {read_mbs:.1} MB/s ({:.2}x plain file read)",
-                read_mbs / file_read_mbs
-            );
-            print_peak_rss();
+            log_scenario(config, runs)?;
         }
         Scenario::Stateless { records, runs } => {
             println!("eddy-bench stateless: {records} JSON records, {runs} run(s)");
@@ -197,11 +170,21 @@ fn main() -> anyhow::Result<()> {
                 bench::stateless::run(&StatelessBenchConfig { records })
             })?;
         }
-        Scenario::Join { events, rows, runs } => {
+        Scenario::Join {
+            events,
+            rows,
+            state_cache_entries,
+            runs,
+        } => {
             println!(
                 "eddy-bench join: {events} JSON events joined with a {rows}-row table, {runs} run(s)"
             );
-            compare_runs(runs, || bench::join::run(&JoinBenchConfig { events, rows }))?;
+            let config = JoinBenchConfig {
+                events,
+                rows,
+                state_cache_entries,
+            };
+            compare_runs(runs, || bench::join::run(&config))?;
         }
         Scenario::Aggregate {
             records,
@@ -210,44 +193,13 @@ fn main() -> anyhow::Result<()> {
             state_cache_entries,
             runs,
         } => {
-            println!(
-                "eddy-bench aggregate: {records} JSON records, {keys} keys, 1-minute tumbling windows over {minutes} minutes, {runs} run(s)"
-            );
             let config = bench::aggregate::AggregateBenchConfig {
                 records,
                 keys,
                 minutes,
                 state_cache_entries,
             };
-            let mut reports = Vec::new();
-            let mut rss = Vec::new();
-            for run in 1..=runs.max(1) {
-                let report = bench::aggregate::run(&config)?;
-                println!("run {run}: eddy query  {}", report.eddy);
-                println!("run {run}: datafusion  {}", report.datafusion);
-                println!(
-                    "run {run}: {} groups in the final table (the same in both), {} updates written by the query",
-                    report.groups, report.updates
-                );
-                let mib = |b: u64| b as f64 / (1 << 20) as f64;
-                if let (Some(peak), Some(before)) = (report.peak_rss, report.rss_before) {
-                    println!(
-                        "run {run}: RSS {:.0} MiB with the input appended, peak {:.0} MiB while the query ran",
-                        mib(before),
-                        mib(peak)
-                    );
-                    rss.push(mib(peak));
-                }
-                reports.push(RunRates::of(&report.eddy, &report.datafusion));
-            }
-            print_medians(&reports);
-            // Later runs inherit the allocator's heap from the runs (and DataFusion's batches)
-            // before them, so the first run's peak is the one that stands for the query alone.
-            if let Some(first) = rss.first() {
-                println!(
-                    "peak RSS while the query ran, first run (a fresh process): {first:.0} MiB"
-                );
-            }
+            aggregate_scenario(&config, runs)?;
         }
         Scenario::Pull {
             keys,
@@ -324,6 +276,101 @@ fn main() -> anyhow::Result<()> {
                 result.push.p99.as_secs_f64() / result.log.p99.as_secs_f64().max(1e-9)
             );
         }
+    }
+    Ok(())
+}
+
+/// Appends and reads back the log `runs` times; the medians against plain file I/O.
+fn log_scenario(config: LogBenchConfig, runs: usize) -> anyhow::Result<()> {
+    let LogBenchConfig {
+        records,
+        record_size,
+        partitions,
+        batch_size,
+        ref sync,
+        ..
+    } = config;
+    anyhow::ensure!(
+        partitions > 0 && batch_size > 0 && record_size > 0,
+        "sizes must be positive"
+    );
+    println!(
+        "eddy-bench log: {records} records x {record_size} B, {partitions} partitions, \
+         batches of {batch_size}, sync={sync}, {runs} run(s)"
+    );
+    let mut reports = Vec::new();
+    for run in 1..=runs.max(1) {
+        if let Some(dir) = &config.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        let report = bench::log::run(&config)?;
+        println!("run {run}: append {}", report.append);
+        println!("run {run}: read   {}", report.read);
+        println!("run {run}: file write baseline {}", report.file_write);
+        println!("run {run}: file read baseline  {}", report.file_read);
+        reports.push(report);
+    }
+    let m =
+        |f: &dyn Fn(&bench::log::LogBenchReport) -> f64| median(reports.iter().map(f).collect());
+    let append_rps = m(&|r| r.append.records_per_sec());
+    let append_mbs = m(&|r| r.append.mb_per_sec());
+    let read_rps = m(&|r| r.read.records_per_sec());
+    let read_mbs = m(&|r| r.read.mb_per_sec());
+    let file_write_mbs = m(&|r| r.file_write.mb_per_sec());
+    let file_read_mbs = m(&|r| r.file_read.mb_per_sec());
+    println!(
+        "median append: {append_rps:.0} records/s, {append_mbs:.1} MB/s ({:.2}x plain file write)",
+        append_mbs / file_write_mbs
+    );
+    println!(
+        "median read:   {read_rps:.0} records/s, {read_mbs:.1} MB/s ({:.2}x plain file read)",
+        read_mbs / file_read_mbs
+    );
+    print_peak_rss();
+    Ok(())
+}
+
+/// Runs the aggregation `runs` times; the medians, and the first run's peak memory.
+fn aggregate_scenario(
+    config: &bench::aggregate::AggregateBenchConfig,
+    runs: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "eddy-bench aggregate: {} JSON records, {} keys, 1-minute tumbling windows over {} minutes, {runs} run(s)",
+        config.records, config.keys, config.minutes
+    );
+    let mut reports = Vec::new();
+    let mut rss = Vec::new();
+    for run in 1..=runs.max(1) {
+        let report = bench::aggregate::run(config)?;
+        println!("run {run}: eddy query  {}", report.eddy);
+        println!("run {run}: datafusion  {}", report.datafusion);
+        println!(
+            "run {run}: {} groups in the final table (the same in both), {} updates written by the query",
+            report.groups, report.updates
+        );
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        if let (Some(peak), Some(before)) = (report.peak_rss.resident, report.rss_before) {
+            println!(
+                "run {run}: RSS {:.0} MiB with the input appended, peak {:.0} MiB while the query ran",
+                mib(before),
+                mib(peak)
+            );
+            rss.push(mib(peak));
+        }
+        if let Some(anonymous) = report.peak_rss.anonymous {
+            println!(
+                "run {run}: peak anonymous RSS {:.0} MiB (without the store's mapped file pages)",
+                mib(anonymous)
+            );
+        }
+        reports.push(RunRates::of(&report.eddy, &report.datafusion));
+    }
+    print_medians(&reports);
+    // Later runs inherit the allocator's heap from the runs (and DataFusion's batches)
+    // before them, so the first run's peak is the one that stands for the query alone.
+    if let Some(first) = rss.first() {
+        println!("peak RSS while the query ran, first run (a fresh process): {first:.0} MiB");
     }
     Ok(())
 }
