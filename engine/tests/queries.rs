@@ -441,6 +441,38 @@ async fn explode_emits_a_row_per_element_and_zips_several_arrays() {
     engine.shutdown().await;
 }
 
+/// CUBE_EXPLODE makes a row for each combination of the array's elements with some of them
+/// null (one, not two, for an element already null), beside an EXPLODE of another array.
+#[tokio::test]
+async fn cube_explode_emits_every_combination_of_its_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, a STRING, b STRING) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM cubed AS SELECT k, CUBE_EXPLODE(ARRAY[a, b]) AS c FROM s;
+         INSERT INTO s (k, a, b) VALUES ('r', 'x', 'y');
+         INSERT INTO s (k, a, b) VALUES ('n', 'x', NULL);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "CUBED"),
+        [
+            r#"{"C":[null,null]}"#,
+            r#"{"C":[null,"y"]}"#,
+            r#"{"C":["x",null]}"#,
+            r#"{"C":["x","y"]}"#,
+            r#"{"C":[null,null]}"#,
+            r#"{"C":["x",null]}"#
+        ]
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn lambdas_transform_filter_and_reduce_arrays_and_maps() {
     let dir = tempfile::tempdir().unwrap();

@@ -324,7 +324,41 @@ fn show_functions_lists_scalar_aggregate_and_table_functions() {
     assert_eq!(kind("UCASE").as_deref(), Some("SCALAR"));
     assert_eq!(kind("COUNT").as_deref(), Some("AGGREGATE"));
     assert_eq!(kind("EXPLODE").as_deref(), Some("TABLE"));
+    assert_eq!(kind("CUBE_EXPLODE").as_deref(), Some("TABLE"));
+    assert_eq!(kind("TRANSFORM").as_deref(), Some("SCALAR"));
+    assert_eq!(kind("URL_EXTRACT_HOST").as_deref(), Some("SCALAR"));
     assert_eq!(kind("NO_SUCH_FUNCTION"), None);
+}
+
+/// A client may name a property as ksqlDB's config resolver accepts it: with the
+/// `ksql.streams.` prefix, or a consumer property with `consumer.`; a push query asked to start
+/// from `earliest` under any of those names reads what is already there.
+#[test]
+fn request_properties_are_read_under_every_name_ksqldb_accepts() {
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM pv (id STRING KEY, page STRING) WITH (kafka_topic='pv', partitions=1, value_format='JSON');
+         INSERT INTO pv (id, page) VALUES ('a', 'home');",
+    );
+    assert_eq!(status, 200, "{body}");
+    for name in [
+        "ksql.streams.auto.offset.reset",
+        "ksql.streams.consumer.auto.offset.reset",
+        "auto.offset.reset",
+    ] {
+        let (status, text) = request_text(
+            &server,
+            "/query",
+            &json!({
+                "ksql": "SELECT * FROM pv EMIT CHANGES LIMIT 1;",
+                "streamsProperties": {name: "earliest"}
+            }),
+            "application/vnd.ksql.v1+json",
+        );
+        assert_eq!(status, 200, "{name}: {text}");
+        assert!(text.contains(r#"["a","home"]"#), "{name}: {text}");
+    }
 }
 
 /// ksqlDB's Java client speaks HTTP/2 with prior knowledge over plaintext; the same port serves

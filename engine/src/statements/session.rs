@@ -16,7 +16,7 @@ pub(super) fn set_property(
 ) -> StatementResult {
     session
         .properties
-        .insert(name.to_string(), value.to_string());
+        .insert(crate::session::canonical_property(name), value.to_string());
     command_status(
         text,
         None,
@@ -26,7 +26,9 @@ pub(super) fn set_property(
 
 /// `UNSET 'name'`.
 pub(super) fn unset_property(session: &mut Session, name: &str, text: &str) -> StatementResult {
-    session.properties.remove(name);
+    session
+        .properties
+        .remove(&crate::session::canonical_property(name));
     command_status(
         text,
         None,

@@ -10,16 +10,13 @@ pub(crate) fn session(
     properties: &HashMap<String, Value>,
     variables: &HashMap<String, Value>,
 ) -> Session {
-    Session {
-        properties: properties
-            .iter()
-            .map(|(k, v)| (k.clone(), scalar_text(v)))
-            .collect(),
-        variables: variables
+    Session::with(
+        properties.iter().map(|(k, v)| (k.clone(), scalar_text(v))),
+        variables
             .iter()
             .map(|(k, v)| (k.to_uppercase(), scalar_text(v)))
             .collect(),
-    }
+    )
 }
 
 /// A JSON scalar as the text a property or variable holds.

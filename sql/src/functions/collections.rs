@@ -1,5 +1,6 @@
 //! ksqlDB's functions over maps and arrays that DataFusion lacks or defines differently:
-//! `AS_MAP`, `MAP_UNION`, `ENTRIES` and `GENERATE_SERIES`.
+//! `AS_MAP`, `MAP_UNION`, `ENTRIES`, `GENERATE_SERIES` and `SLICE`, and the combinations
+//! `CUBE_EXPLODE` explodes into rows.
 
 use std::sync::Arc;
 
@@ -76,7 +77,7 @@ fn map_parts(array: &ArrayRef) -> Result<(MapArray, StringArray), String> {
 }
 
 /// Builds a map column from, per row, its (key, value source, value index) entries.
-fn build_map(
+pub(super) fn build_map(
     rows: Vec<Option<Vec<(String, usize, usize)>>>,
     sources: &[&dyn Array],
     value_type: &DataType,
@@ -494,6 +495,125 @@ fn array_sort(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(sorted))
 }
 
+/// `SLICE(array, from, to)`: the elements from `from` to `to`, both 1-based and included (a
+/// null bound is the array's start or end); null for bounds outside the array or crossed, as
+/// Java's `subList` refuses them.
+fn slice(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let DataType::List(field) = args[0].data_type() else {
+        return Err(format!("SLICE takes an array, not {}", args[0].data_type()));
+    };
+    let lists = args[0]
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| "SLICE takes an array".to_string())?;
+    let bounds = |a: &ArrayRef| -> Result<Int64Array, String> {
+        let cast = cast(a, &DataType::Int64).map_err(fail)?;
+        cast.as_any()
+            .downcast_ref::<Int64Array>()
+            .cloned()
+            .ok_or_else(|| "SLICE takes whole-number bounds".to_string())
+    };
+    let (from, to) = (bounds(&args[1])?, bounds(&args[2])?);
+    let mut picked: Vec<u32> = Vec::new();
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let row = at(i, lists.len());
+        let bound = |b: &Int64Array| {
+            let j = at(i, b.len());
+            (!b.is_null(j)).then(|| b.value(j))
+        };
+        let len = i64::from(lists.value_length(row));
+        let start = bound(&from).map_or(0, |f| f.saturating_sub(1));
+        let end = bound(&to).unwrap_or(len);
+        let inside = !lists.is_null(row) && 0 <= start && start <= end && end <= len;
+        if inside {
+            let base = i64::from(lists.value_offsets()[row]);
+            for k in (base + start)..(base + end) {
+                picked.push(u32::try_from(k).map_err(fail)?);
+            }
+        }
+        offsets.push(i32::try_from(picked.len()).map_err(fail)?);
+        valid.push(inside);
+    }
+    let values = take(lists.values().as_ref(), &UInt32Array::from(picked), None).map_err(fail)?;
+    let list = ListArray::try_new(
+        field.clone(),
+        OffsetBuffer::new(offsets.into()),
+        values,
+        Some(valid.into()),
+    )
+    .map_err(fail)?;
+    Ok(Arc::new(list))
+}
+
+/// The most elements `CUBE_EXPLODE` takes: it makes 2^n rows, so 20 already make a million.
+const CUBE_MAX_ELEMENTS: usize = 20;
+
+/// `CUBE_EXPLODE(array)` as a scalar: the list of every combination of the array's elements
+/// with some of them null, in ksqlDB's order (from all null to none null; a null element has
+/// only one combination); the query then explodes it into one row per combination. A null
+/// array makes no rows.
+fn cube_explode(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let DataType::List(item) = args[0].data_type() else {
+        return Err(format!(
+            "CUBE_EXPLODE takes an array, not {}",
+            args[0].data_type()
+        ));
+    };
+    let lists = args[0]
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| "CUBE_EXPLODE takes an array".to_string())?;
+    let values = lists.values();
+    let mut picks: Vec<Option<u32>> = Vec::new();
+    let mut inner_offsets = vec![0i32];
+    let mut outer_offsets = vec![0i32];
+    for i in 0..rows {
+        let row = at(i, lists.len());
+        if !lists.is_null(row) {
+            let n = lists.value_length(row) as usize;
+            if n > CUBE_MAX_ELEMENTS {
+                return Err(format!(
+                    "CUBE_EXPLODE input size ({n}) exceeds the maximum of {CUBE_MAX_ELEMENTS} columns. The output cardinality is 2^N rows and would exhaust server memory."
+                ));
+            }
+            let start = lists.value_offsets()[row] as usize;
+            // A set bit for each element that is not null, the first element highest.
+            let present = (0..n)
+                .filter(|&k| !values.is_null(start + k))
+                .fold(0u32, |mask, k| mask | 1 << (n - 1 - k));
+            for combination in 0..(1u32 << n) {
+                if combination & present != combination {
+                    continue;
+                }
+                for p in 0..n {
+                    let kept = combination & (1 << (n - 1 - p)) != 0;
+                    picks.push(kept.then(|| (start + p) as u32));
+                }
+                inner_offsets.push(i32::try_from(picks.len()).map_err(fail)?);
+            }
+        }
+        outer_offsets.push(i32::try_from(inner_offsets.len() - 1).map_err(fail)?);
+    }
+    let taken = take(values.as_ref(), &UInt32Array::from(picks), None).map_err(fail)?;
+    let inner = ListArray::try_new(
+        item.clone(),
+        OffsetBuffer::new(inner_offsets.into()),
+        taken,
+        None,
+    )
+    .map_err(fail)?;
+    let outer = ListArray::try_new(
+        Arc::new(Field::new_list_field(inner.data_type().clone(), true)),
+        OffsetBuffer::new(outer_offsets.into()),
+        Arc::new(inner),
+        None,
+    )
+    .map_err(fail)?;
+    Ok(Arc::new(outer))
+}
+
 /// The functions of this file, as the catalogue registers them.
 pub(super) fn functions() -> Vec<Scalar> {
     vec![
@@ -547,6 +667,45 @@ pub(super) fn functions() -> Vec<Scalar> {
             TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
             series_type,
             generate_series,
+        ),
+        function(
+            "SLICE",
+            TypeSignature::Any(3),
+            |args| match args {
+                [list @ DataType::List(_), from, to]
+                    if [from, to]
+                        .iter()
+                        .all(|t| t.is_integer() || **t == DataType::Null) =>
+                {
+                    Ok(list.clone())
+                }
+                _ => {
+                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+                    Err(format!(
+                        "Function 'SLICE' does not accept parameters ({})",
+                        types.join(", ")
+                    ))
+                }
+            },
+            slice,
+        ),
+        function(
+            "CUBE_EXPLODE",
+            TypeSignature::Any(1),
+            |args| match args {
+                [list @ DataType::List(_)] => Ok(DataType::List(Arc::new(Field::new_list_field(
+                    list.clone(),
+                    true,
+                )))),
+                _ => {
+                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+                    Err(format!(
+                        "Function 'cube_explode' does not accept parameters ({}).\nValid alternatives are:\ncube_explode(ARRAY<T>)",
+                        types.join(", ")
+                    ))
+                }
+            },
+            cube_explode,
         ),
     ]
 }

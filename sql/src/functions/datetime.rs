@@ -182,6 +182,22 @@ fn date_to_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `FORMAT_TIME(time, pattern)`: a TIME (milliseconds of the day) as text in a Java pattern.
+fn time_to_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let time =
+        cast(&args[0], &DataType::Time32(TimeUnit::Millisecond)).map_err(|e| e.to_string())?;
+    let millis = longs(&cast(&time, &DataType::Int32).map_err(|e| e.to_string())?)?;
+    let pattern = strings(&args[1])?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        match (long_at(&millis, i), string_at(&pattern, i)) {
+            (Some(ms), Some(p)) => out.append_value(format_timestamp(ms, p)?),
+            _ => out.append_null(),
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
 /// `UNIX_TIMESTAMP()`: now, in milliseconds.
 fn unix_timestamp(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let now = chrono::Utc::now().timestamp_millis();
@@ -390,6 +406,24 @@ pub(super) fn functions() -> Vec<Scalar> {
             date_to_string,
         ),
         function("FORMAT_DATE", TypeSignature::Any(2), STRING, date_to_string),
+        function(
+            "FORMAT_TIME",
+            TypeSignature::Any(2),
+            |args| match args {
+                [
+                    DataType::Time32(_) | DataType::Time64(_) | DataType::Null,
+                    DataType::Utf8 | DataType::Null,
+                ] => Ok(DataType::Utf8),
+                _ => {
+                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+                    Err(format!(
+                        "Function 'FORMAT_TIME' does not accept parameters ({})",
+                        types.join(", ")
+                    ))
+                }
+            },
+            time_to_string,
+        ),
         function(
             "UNIX_TIMESTAMP",
             TypeSignature::Nullary,

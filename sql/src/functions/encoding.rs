@@ -1,5 +1,7 @@
 //! How values are represented: bytes and text in hex, base64, UTF-8 or ASCII (`ENCODE`,
-//! `TO_BYTES`, `FROM_BYTES`), and `AS_VALUE`, which copies a key column into the value.
+//! `TO_BYTES`, `FROM_BYTES`), numbers from their bytes in either byte order (`INT_FROM_BYTES`,
+//! `BIGINT_FROM_BYTES`, `DOUBLE_FROM_BYTES`), and `AS_VALUE`, which copies a key column into
+//! the value.
 
 use std::sync::Arc;
 
@@ -108,6 +110,100 @@ fn from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// A number read from exactly `N` bytes in a byte order, `BIG_ENDIAN` unless given.
+fn number_from_bytes<const N: usize, T>(
+    args: &[ArrayRef],
+    rows: usize,
+    read: fn([u8; N], bool) -> T,
+) -> Result<Vec<Option<T>>, String> {
+    let bytes = binaries(&args[0])?;
+    let orders = args.get(1).map(strings).transpose()?;
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let j = at(i, bytes.len());
+        let big = match orders.as_ref().map(|o| string_at(o, i)) {
+            None => Some(true),
+            Some(Some(order)) if order.eq_ignore_ascii_case("BIG_ENDIAN") => Some(true),
+            Some(Some(order)) if order.eq_ignore_ascii_case("LITTLE_ENDIAN") => Some(false),
+            Some(Some(order)) => {
+                return Err(format!(
+                    "Byte order must be BIG_ENDIAN or LITTLE_ENDIAN. Unknown byte order '{order}'."
+                ));
+            }
+            Some(None) => None,
+        };
+        let value = match (bytes.is_null(j), big) {
+            (false, Some(big)) => {
+                let raw: [u8; N] = bytes.value(j).try_into().map_err(|_| {
+                    format!(
+                        "Number of bytes must be equal to {N}, but found {}",
+                        bytes.value(j).len()
+                    )
+                })?;
+                Some(read(raw, big))
+            }
+            _ => None,
+        };
+        out.push(value);
+    }
+    Ok(out)
+}
+
+/// `INT_FROM_BYTES(bytes [, order])`: an INT from exactly 4 bytes.
+fn int_from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let values = number_from_bytes::<4, i32>(args, rows, |b, big| {
+        if big {
+            i32::from_be_bytes(b)
+        } else {
+            i32::from_le_bytes(b)
+        }
+    })?;
+    Ok(Arc::new(datafusion::arrow::array::Int32Array::from(values)))
+}
+
+/// `BIGINT_FROM_BYTES(bytes [, order])`: a BIGINT from exactly 8 bytes.
+fn bigint_from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let values = number_from_bytes::<8, i64>(args, rows, |b, big| {
+        if big {
+            i64::from_be_bytes(b)
+        } else {
+            i64::from_le_bytes(b)
+        }
+    })?;
+    Ok(Arc::new(datafusion::arrow::array::Int64Array::from(values)))
+}
+
+/// `DOUBLE_FROM_BYTES(bytes [, order])`: a DOUBLE from exactly 8 bytes.
+fn double_from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let values = number_from_bytes::<8, f64>(args, rows, |b, big| {
+        if big {
+            f64::from_be_bytes(b)
+        } else {
+            f64::from_le_bytes(b)
+        }
+    })?;
+    Ok(Arc::new(datafusion::arrow::array::Float64Array::from(
+        values,
+    )))
+}
+
+/// The argument types of the `*_FROM_BYTES` functions: bytes, and maybe a byte order.
+fn from_bytes_type(name: &str, args: &[DataType], result: DataType) -> Result<DataType, String> {
+    let bytes = |t: &DataType| super::udf::is_bytes(t) || *t == DataType::Null;
+    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
+    match args {
+        [b] if bytes(b) => Ok(result),
+        [b, o] if bytes(b) && text(o) => Ok(result),
+        _ => {
+            let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+            Err(format!(
+                "Function '{name}' does not accept parameters ({})",
+                types.join(", ")
+            ))
+        }
+    }
+}
+
 /// The functions of this file, as the catalogue registers them.
 pub(super) fn functions() -> Vec<Scalar> {
     vec![
@@ -120,5 +216,23 @@ pub(super) fn functions() -> Vec<Scalar> {
             to_bytes,
         ),
         function("FROM_BYTES", TypeSignature::Any(2), STRING, from_bytes),
+        function(
+            "INT_FROM_BYTES",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            |a| from_bytes_type("INT_FROM_BYTES", a, DataType::Int32),
+            int_from_bytes,
+        ),
+        function(
+            "BIGINT_FROM_BYTES",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            |a| from_bytes_type("BIGINT_FROM_BYTES", a, DataType::Int64),
+            bigint_from_bytes,
+        ),
+        function(
+            "DOUBLE_FROM_BYTES",
+            TypeSignature::OneOf(vec![TypeSignature::Any(1), TypeSignature::Any(2)]),
+            |a| from_bytes_type("DOUBLE_FROM_BYTES", a, DataType::Float64),
+            double_from_bytes,
+        ),
     ]
 }

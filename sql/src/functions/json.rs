@@ -1,6 +1,7 @@
 //! JSON functions over text: `EXTRACTJSONFIELD`, `IS_JSON_STRING`, `JSON_ARRAY_LENGTH`,
-//! `JSON_ARRAY_CONTAINS`, `JSON_KEYS` and `JSON_ITEMS`, read with serde_json as ksqlDB reads
-//! them with Jackson (the first JSON value of the text, key order kept).
+//! `JSON_ARRAY_CONTAINS`, `JSON_KEYS`, `JSON_ITEMS`, `JSON_RECORDS` and `JSON_CONCAT`, read
+//! with serde_json as ksqlDB reads them with Jackson (the first JSON value of the text, key
+//! order kept: values are cut from the compacted text rather than re-serialized).
 
 use std::sync::Arc;
 
@@ -221,18 +222,19 @@ fn json_items(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     text_to_string_lists(args, rows, json_array_items)
 }
 
-/// The items of a JSON array as compact text, in order; `None` unless `text` is a JSON array.
-fn json_array_items(text: &str) -> Option<Vec<String>> {
-    // Parsing checks the text is JSON; the items are then cut from the text itself, which
-    // keeps each object's keys in the order written.
-    if !serde_json::from_str::<serde_json::Value>(text)
-        .ok()?
-        .is_array()
-    {
-        return None;
-    }
-    let compact = compact_json(text);
-    let inner = compact.strip_prefix('[')?.strip_suffix(']')?;
+/// The first JSON value of `text` (as Jackson reads it under ksqlDB, ignoring what follows),
+/// parsed and as compact text; `None` when the text does not start with one.
+fn first_json_value(text: &str) -> Option<(serde_json::Value, String)> {
+    let mut values = serde_json::Deserializer::from_str(text).into_iter::<serde_json::Value>();
+    let value = values.next()?.ok()?;
+    let end = values.byte_offset();
+    Some((value, compact_json(&text[..end])))
+}
+
+/// The items of a JSON array or the members of an object (`key: value`) as compact text, in
+/// the order written: `compact` without its brackets, cut at the commas between them.
+fn top_level_items(compact: &str) -> Vec<&str> {
+    let inner = &compact[1..compact.len().saturating_sub(1).max(1)];
     let mut items = Vec::new();
     let (mut depth, mut in_string, mut escaped, mut start) = (0usize, false, false, 0usize);
     for (i, c) in inner.char_indices() {
@@ -250,16 +252,133 @@ fn json_array_items(text: &str) -> Option<Vec<String>> {
             '[' | '{' => depth += 1,
             ']' | '}' => depth = depth.saturating_sub(1),
             ',' if depth == 0 => {
-                items.push(inner[start..i].to_string());
+                items.push(&inner[start..i]);
                 start = i + 1;
             }
             _ => {}
         }
     }
     if !inner.is_empty() {
-        items.push(inner[start..].to_string());
+        items.push(&inner[start..]);
     }
-    Some(items)
+    items
+}
+
+/// A member of a compact JSON object, `"key":value`, as its key and its value's text.
+fn object_member(member: &str) -> Option<(String, &str)> {
+    let mut keys = serde_json::Deserializer::from_str(member).into_iter::<String>();
+    let key = keys.next()?.ok()?;
+    let value = member[keys.byte_offset()..].strip_prefix(':')?;
+    Some((key, value))
+}
+
+/// The items of a JSON array as compact text, in order; `None` unless `text` is a JSON array.
+fn json_array_items(text: &str) -> Option<Vec<String>> {
+    // Parsing checks the text is JSON; the items are then cut from the text itself, which
+    // keeps each object's keys in the order written.
+    if !serde_json::from_str::<serde_json::Value>(text)
+        .ok()?
+        .is_array()
+    {
+        return None;
+    }
+    let compact = compact_json(text);
+    Some(
+        top_level_items(&compact)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// `JSON_RECORDS(text)`: a JSON object's members as a map from key to the value's compact JSON
+/// text, in the order written; null for anything else.
+fn json_records(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let text = strings(&args[0])?;
+    let mut values: Vec<String> = Vec::new();
+    let mut out = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let object = string_at(&text, i)
+            .and_then(first_json_value)
+            .filter(|(value, _)| value.is_object());
+        let Some((_, compact)) = object else {
+            out.push(None);
+            continue;
+        };
+        let mut entries = Vec::new();
+        for member in top_level_items(&compact) {
+            let (key, value) = object_member(member).ok_or("a JSON member without a key")?;
+            values.push(value.to_string());
+            entries.push((key, 0, values.len() - 1));
+        }
+        out.push(Some(entries));
+    }
+    let values = datafusion::arrow::array::StringArray::from(values);
+    super::collections::build_map(out, &[&values], &DataType::Utf8)
+}
+
+/// Concatenates parsed JSON values as PostgreSQL's `||`: objects merge (a later key's value
+/// wins, in the first key's place), anything else concatenates as arrays (a non-array is one
+/// item); one value alone is itself. Compact JSON text.
+fn concat_json(values: &[(serde_json::Value, String)]) -> String {
+    if values.len() == 1 {
+        return values[0].1.clone();
+    }
+    if values.iter().all(|(v, _)| v.is_object()) {
+        let mut members: Vec<(String, &str)> = Vec::new();
+        for (_, compact) in values {
+            for member in top_level_items(compact) {
+                let Some((key, value)) = object_member(member) else {
+                    continue;
+                };
+                match members.iter_mut().find(|(k, _)| *k == key) {
+                    Some(slot) => slot.1 = value,
+                    None => members.push((key, value)),
+                }
+            }
+        }
+        let body: Vec<String> = members
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::Value::from(k.as_str())))
+            .collect();
+        return format!("{{{}}}", body.join(","));
+    }
+    let mut items: Vec<&str> = Vec::new();
+    for (value, compact) in values {
+        if value.is_array() {
+            items.extend(top_level_items(compact));
+        } else {
+            items.push(compact);
+        }
+    }
+    format!("[{}]", items.join(","))
+}
+
+/// `JSON_CONCAT(text, ...)`: the texts' JSON values concatenated (see [`concat_json`]); null
+/// when any is null, and an error when any is not JSON.
+fn json_concat(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let texts: Vec<_> = args.iter().map(strings).collect::<Result<_, _>>()?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let Some(row) = texts
+            .iter()
+            .map(|t| string_at(t, i))
+            .collect::<Option<Vec<&str>>>()
+        else {
+            out.append_null();
+            continue;
+        };
+        let values = row
+            .iter()
+            .map(|t| first_json_value(t).ok_or_else(|| format!("Invalid JSON format: {t}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        if values.is_empty() {
+            out.append_null();
+        } else {
+            out.append_value(concat_json(&values));
+        }
+    }
+    Ok(Arc::new(out.finish()))
 }
 
 /// JSON text without the whitespace between tokens.
@@ -311,6 +430,18 @@ pub(super) fn functions() -> Vec<Scalar> {
             TypeSignature::Exact(vec![DataType::Utf8]),
             STRING_LIST,
             json_items,
+        ),
+        function(
+            "JSON_RECORDS",
+            TypeSignature::Exact(vec![DataType::Utf8]),
+            |_| Ok(super::collections::map_type(&DataType::Utf8)),
+            json_records,
+        ),
+        function(
+            "JSON_CONCAT",
+            TypeSignature::Variadic(vec![DataType::Utf8]),
+            STRING,
+            json_concat,
         ),
     ]
 }

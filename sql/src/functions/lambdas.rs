@@ -36,6 +36,9 @@ struct LambdaFunction {
     signature: HigherOrderSignature,
 }
 
+/// The functions that take lambdas, by their ksqlDB names.
+pub const LAMBDA_FUNCTIONS: &[&str] = &["FILTER", "REDUCE", "TRANSFORM"];
+
 /// The lambda function called `name` (any case), if it is one.
 pub fn higher_order_function(name: &str) -> Option<Arc<HigherOrderUDF>> {
     let kind = match name.to_ascii_uppercase().as_str() {

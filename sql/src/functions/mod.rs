@@ -6,7 +6,7 @@
 //! lacks, are implemented here as UDFs and take precedence, one file per category, each file
 //! registering its own functions next to their code: `json`, `string`, `regex`,
 //! `datetime` (with the Java patterns and zones of `time`), `math`, `encoding`,
-//! `collections`, `lambdas` and `aggregates`. `udf` is how a scalar function is written.
+//! `collections`, `url`, `mask`, `to_json`, `lambdas` and `aggregates`. `udf` is how a scalar function is written.
 
 pub mod aggregates;
 mod collections;
@@ -14,11 +14,14 @@ mod datetime;
 mod encoding;
 mod json;
 pub mod lambdas;
+mod mask;
 mod math;
 mod regex;
 mod string;
 pub mod time;
+mod to_json;
 mod udf;
+mod url;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -50,6 +53,9 @@ fn own_functions() -> impl Iterator<Item = udf::Scalar> {
         math::functions(),
         encoding::functions(),
         collections::functions(),
+        url::functions(),
+        mask::functions(),
+        to_json::functions(),
     ]
     .into_iter()
     .flatten()
@@ -139,19 +145,32 @@ pub struct FunctionInfo {
     pub volatile: bool,
 }
 
+/// The table functions: each turns one row into as many as its array has elements.
+/// `CUBE_EXPLODE` is also a scalar of the catalogue, giving the list its rows come from.
+pub const TABLE_FUNCTIONS: &[&str] = &["EXPLODE", "CUBE_EXPLODE"];
+
+/// Whether `name` is a table function.
+pub fn is_table_function(name: &str) -> bool {
+    TABLE_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
 /// Every function a query can call by name, sorted by name; a name of several kinds is listed
-/// once, as the first of aggregate, scalar and table.
+/// once, as the first of aggregate, scalar and table (a table function that is also a scalar
+/// internally is listed as a table function).
 pub fn all_functions() -> Vec<FunctionInfo> {
     let volatile: Vec<&str> = own_functions()
         .filter(|f| f.volatility() != datafusion::logical_expr::Volatility::Immutable)
         .map(|f| f.name())
         .collect();
-    let scalars = catalogue().iter().map(|(name, udf)| FunctionInfo {
-        name: name.clone(),
-        kind: FunctionKind::Scalar,
-        volatile: volatile.contains(&name.as_str())
-            || udf.signature().volatility != datafusion::logical_expr::Volatility::Immutable,
-    });
+    let scalars = catalogue()
+        .iter()
+        .filter(|(name, _)| !is_table_function(name))
+        .map(|(name, udf)| FunctionInfo {
+            name: name.clone(),
+            kind: FunctionKind::Scalar,
+            volatile: volatile.contains(&name.as_str())
+                || udf.signature().volatility != datafusion::logical_expr::Volatility::Immutable,
+        });
     let aggregates = aggregates::AGGREGATE_FUNCTIONS
         .iter()
         .map(|name| FunctionInfo {
@@ -159,12 +178,21 @@ pub fn all_functions() -> Vec<FunctionInfo> {
             kind: FunctionKind::Aggregate,
             volatile: false,
         });
-    let table = std::iter::once(FunctionInfo {
-        name: "EXPLODE".to_string(),
+    let lambdas = lambdas::LAMBDA_FUNCTIONS.iter().map(|name| FunctionInfo {
+        name: name.to_string(),
+        kind: FunctionKind::Scalar,
+        volatile: false,
+    });
+    let table = TABLE_FUNCTIONS.iter().map(|name| FunctionInfo {
+        name: name.to_string(),
         kind: FunctionKind::Table,
         volatile: false,
     });
-    let mut functions: Vec<FunctionInfo> = scalars.chain(aggregates).chain(table).collect();
+    let mut functions: Vec<FunctionInfo> = scalars
+        .chain(lambdas)
+        .chain(aggregates)
+        .chain(table)
+        .collect();
     functions.sort_by(|a, b| (&a.name, a.kind.name()).cmp(&(&b.name, b.kind.name())));
     functions.dedup_by(|a, b| a.name == b.name);
     functions

@@ -1,5 +1,6 @@
 //! Regular-expression functions with Java's semantics: `REGEXP_REPLACE` replaces every match
-//! and takes `$1` replacements, `REGEXP_SPLIT_TO_ARRAY` keeps empty pieces; a pattern is
+//! and takes `$1` replacements, `REGEXP_SPLIT_TO_ARRAY` keeps empty pieces, `REGEXP_EXTRACT`
+//! and `REGEXP_EXTRACT_ALL` give the first or every match (or a group of it); a pattern is
 //! compiled once per run of rows that share it.
 
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::TypeSignature;
 
 use super::udf::{
-    MAX_BUILT_LEN, STRING, STRING_LIST, Scalar, check_built_len, function, string_at, strings,
+    MAX_BUILT_LEN, STRING, STRING_LIST, Scalar, check_built_len, function, long_at, longs,
+    string_at, strings,
 };
 
 /// A regular-expression argument, compiled once per distinct pattern rather than per row.
@@ -136,6 +138,85 @@ fn regexp_split_to_array(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, Str
     Ok(Arc::new(out.finish()))
 }
 
+/// The pattern, input and group number of row `i` of a `REGEXP_EXTRACT` call (group 0, the
+/// whole match, when not given); `None` when any is null.
+fn extract_args<'a>(
+    args: &'a [datafusion::arrow::array::StringArray; 2],
+    group: Option<&datafusion::arrow::array::Int64Array>,
+    i: usize,
+) -> Option<(&'a str, &'a str, i64)> {
+    let group = match group {
+        Some(groups) => long_at(groups, i)?,
+        None => 0,
+    };
+    Some((string_at(&args[0], i)?, string_at(&args[1], i)?, group))
+}
+
+/// `REGEXP_EXTRACT(regex, text [, group])` and `REGEXP_EXTRACT_ALL`: the first match (or every
+/// match) of the pattern in the text, or the given group of it; null when the pattern has no
+/// such group, and (for one match) when nothing matches.
+fn regexp_extract_either(args: &[ArrayRef], rows: usize, all: bool) -> Result<ArrayRef, String> {
+    let texts = [strings(&args[0])?, strings(&args[1])?];
+    let groups = args.get(2).map(longs).transpose()?;
+    let mut regexes = RegexCache::default();
+    let mut one = StringBuilder::new();
+    let mut every = ListBuilder::new(StringBuilder::new());
+    for i in 0..rows {
+        let found = match extract_args(&texts, groups.as_ref(), i) {
+            Some((pattern, text, group)) => {
+                let re = regexes.get(pattern)?;
+                match usize::try_from(group) {
+                    Ok(group) if group < re.captures_len() => Some((re, text, group)),
+                    Ok(_) => None,
+                    Err(_) => return Err(format!("No group {group}")),
+                }
+            }
+            None => None,
+        };
+        match (found, all) {
+            (None, false) => one.append_null(),
+            (None, true) => every.append_null(),
+            (Some((re, text, group)), false) => one.append_option(
+                re.captures(text)
+                    .and_then(|c| c.get(group))
+                    .map(|m| m.as_str()),
+            ),
+            (Some((re, text, group)), true) => {
+                for captures in re.captures_iter(text) {
+                    every
+                        .values()
+                        .append_option(captures.get(group).map(|m| m.as_str()));
+                }
+                every.append(true);
+            }
+        }
+    }
+    Ok(if all {
+        Arc::new(every.finish())
+    } else {
+        Arc::new(one.finish())
+    })
+}
+
+/// REGEXP_EXTRACT's and REGEXP_EXTRACT_ALL's arguments: a pattern, a text and maybe a group.
+fn extract_types(name: &str, args: &[DataType]) -> Result<(), String> {
+    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
+    let valid = matches!(args.len(), 2 | 3)
+        && text(&args[0])
+        && text(&args[1])
+        && args
+            .get(2)
+            .is_none_or(|t| t.is_integer() || *t == DataType::Null);
+    if valid {
+        return Ok(());
+    }
+    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+    Err(format!(
+        "Function '{name}' does not accept parameters ({})",
+        types.join(", ")
+    ))
+}
+
 /// The functions of this file, as the catalogue registers them.
 pub(super) fn functions() -> Vec<Scalar> {
     vec![
@@ -150,6 +231,21 @@ pub(super) fn functions() -> Vec<Scalar> {
             TypeSignature::Exact(vec![DataType::Utf8, DataType::Utf8]),
             STRING_LIST,
             regexp_split_to_array,
+        ),
+        function(
+            "REGEXP_EXTRACT",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            |args| extract_types("REGEXP_EXTRACT", args).map(|()| DataType::Utf8),
+            |args, rows| regexp_extract_either(args, rows, false),
+        ),
+        function(
+            "REGEXP_EXTRACT_ALL",
+            TypeSignature::OneOf(vec![TypeSignature::Any(2), TypeSignature::Any(3)]),
+            |args| {
+                extract_types("REGEXP_EXTRACT_ALL", args)?;
+                STRING_LIST(args)
+            },
+            |args, rows| regexp_extract_either(args, rows, true),
         ),
     ]
 }

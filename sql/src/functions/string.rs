@@ -1,6 +1,6 @@
 //! String functions that DataFusion lacks or defines differently: `SPLIT` (over text or
 //! bytes), `SUBSTRING`, `LPAD`, `RPAD`, `TRIM`, `INITCAP` and `CHR`, with ksqlDB's positions,
-//! padding and null rules.
+//! padding and null rules, and `ELT` and `FIELD`, which pick from and search a list of strings.
 
 use std::sync::Arc;
 
@@ -318,6 +318,54 @@ fn rpad(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     pad_either(args, rows, false)
 }
 
+/// `ELT(n, s1, s2, ...)`: the `n`th string (1-based), or null past either end.
+fn elt(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let n = longs(&args[0])?;
+    let texts: Vec<_> = args[1..].iter().map(strings).collect::<Result<_, _>>()?;
+    let mut out = StringBuilder::new();
+    for i in 0..rows {
+        let picked = long_at(&n, i)
+            .and_then(|n| usize::try_from(n).ok()?.checked_sub(1))
+            .and_then(|at| texts.get(at))
+            .and_then(|text| string_at(text, i));
+        out.append_option(picked);
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// `FIELD(s, s1, s2, ...)`: the 1-based position of the first string equal to `s`, or 0 (also
+/// for a null `s`, which equals nothing).
+fn field(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    let texts: Vec<_> = args.iter().map(strings).collect::<Result<_, _>>()?;
+    let mut out = datafusion::arrow::array::Int32Builder::with_capacity(rows);
+    for i in 0..rows {
+        let position = string_at(&texts[0], i).and_then(|wanted| {
+            texts[1..]
+                .iter()
+                .position(|t| string_at(t, i) == Some(wanted))
+        });
+        out.append_value(position.map_or(0, |p| p as i32 + 1));
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// ELT's and FIELD's arguments: a first one, then strings.
+fn first_then_strings(
+    name: &str,
+    first_ok: fn(&DataType) -> bool,
+    args: &[DataType],
+) -> Result<(), String> {
+    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
+    if args.first().is_some_and(first_ok) && args[1..].iter().all(text) {
+        return Ok(());
+    }
+    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+    Err(format!(
+        "Function '{name}' does not accept parameters ({})",
+        types.join(", ")
+    ))
+}
+
 /// The functions of this file, as the catalogue registers them.
 pub(super) fn functions() -> Vec<Scalar> {
     vec![
@@ -348,5 +396,27 @@ pub(super) fn functions() -> Vec<Scalar> {
         function("RPAD", TypeSignature::Any(3), text_or_bytes, rpad),
         function("INITCAP", any1(), STRING, initcap),
         function("TRIM", any1(), STRING, trim),
+        function(
+            "ELT",
+            TypeSignature::VariadicAny,
+            |args| {
+                first_then_strings("ELT", |t| t.is_integer() || *t == DataType::Null, args)?;
+                Ok(DataType::Utf8)
+            },
+            elt,
+        ),
+        function(
+            "FIELD",
+            TypeSignature::VariadicAny,
+            |args| {
+                first_then_strings(
+                    "FIELD",
+                    |t| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null),
+                    args,
+                )?;
+                Ok(DataType::Int32)
+            },
+            field,
+        ),
     ]
 }

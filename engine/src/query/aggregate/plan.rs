@@ -268,7 +268,7 @@ impl Planning<'_> {
         }
         let table_function = |e: &Expr| {
             e.any(&mut |x| {
-                matches!(&x.kind, ExprKind::Function { name, .. } if name.value.eq_ignore_ascii_case("EXPLODE"))
+                matches!(&x.kind, ExprKind::Function { name, .. } if eddy_sql::functions::is_table_function(&name.value))
             })
         };
         if self

@@ -545,16 +545,21 @@ impl Planning<'_> {
     }
 }
 
-/// Replaces `EXPLODE(x)` at the top of an item (or under a dereference or subscript) with a
-/// column that will hold one element per output row, collecting its argument.
+/// Replaces a table function at the top of an item (or under a dereference or subscript) with
+/// a column that will hold one element per output row, collecting the array it explodes:
+/// `EXPLODE(x)`'s argument, or the list of combinations `CUBE_EXPLODE(x)` gives as a scalar.
 #[recursive::recursive]
 fn extract_table_functions(expr: &Expr, found: &mut Vec<Expr>) -> Expr {
     match &expr.kind {
         ExprKind::Function { name, args, .. }
-            if name.value.eq_ignore_ascii_case("EXPLODE") && args.len() == 1 =>
+            if eddy_sql::functions::is_table_function(&name.value) && args.len() == 1 =>
         {
             let column = format!("{TABLE_FUNCTION_COLUMN}{}", found.len());
-            found.push(args[0].clone());
+            if name.value.eq_ignore_ascii_case("EXPLODE") {
+                found.push(args[0].clone());
+            } else {
+                found.push(expr.clone());
+            }
             Expr {
                 kind: ExprKind::Column {
                     source: None,

@@ -1,0 +1,38 @@
+//! `docs/functions.md` lists every function of ksqlDB's reference with its kind: each one it
+//! says Eddy has must be in the catalogue (as `SHOW FUNCTIONS` lists it) with that kind.
+
+use eddy_sql::functions::{FunctionKind, all_functions};
+
+/// (name, kind) of each function the page lists as present.
+fn documented() -> Vec<(String, String)> {
+    let page = include_str!("../../docs/functions.md");
+    page.lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            (cells.get(3) == Some(&"yes")).then(|| (name.to_string(), cells[2].to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn every_documented_function_is_in_the_catalogue_with_its_kind() {
+    let documented = documented();
+    assert!(
+        documented.len() > 140,
+        "the page lists {}",
+        documented.len()
+    );
+    let catalogue = all_functions();
+    let mut missing = Vec::new();
+    for (name, kind) in &documented {
+        let found = catalogue.iter().find(|f| f.name == *name);
+        let kind_name = |k: FunctionKind| k.name().to_ascii_lowercase();
+        match found {
+            Some(f) if kind_name(f.kind) == *kind => {}
+            Some(f) => missing.push(format!("{name}: a {} here", kind_name(f.kind))),
+            None => missing.push(format!("{name}: missing")),
+        }
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
