@@ -702,6 +702,16 @@ fn cast(
             expr,
         ));
     }
+    if let Some(schema) = scope.schema()
+        && let Ok(from) = value.get_type(schema)
+        && crate::functions::cast::needs_ksql_cast(&from, &data_type)
+        && let Some(udf) = crate::functions::scalar_function("KSQL_CAST")
+        && let Ok(target) = ScalarValue::try_from(&data_type)
+    {
+        return Ok(Expr::ScalarFunction(
+            datafusion::logical_expr::expr::ScalarFunction::new_udf(udf, vec![*value, lit(target)]),
+        ));
+    }
     Ok(Expr::Cast(Cast::new(value, data_type)))
 }
 

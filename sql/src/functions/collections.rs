@@ -1,5 +1,6 @@
 //! ksqlDB's functions over maps and arrays that DataFusion lacks or defines differently:
-//! `AS_MAP`, `MAP_UNION`, `ENTRIES`, `GENERATE_SERIES` and `SLICE`, and the combinations
+//! `AS_MAP`, `MAP_UNION`, `ENTRIES`, `GENERATE_SERIES`, `SLICE` and `ARRAY_REMOVE`, and the
+//! combinations
 //! `CUBE_EXPLODE` explodes into rows.
 
 use std::sync::Arc;
@@ -547,6 +548,62 @@ fn slice(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(list))
 }
 
+/// `ARRAY_REMOVE(array, value)`: the array without every element equal to the value (arrays,
+/// maps and structs compared as a whole); a null value removes the nulls.
+fn array_remove(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    use datafusion::common::ScalarValue;
+    let DataType::List(field) = args[0].data_type() else {
+        return Err(format!(
+            "ARRAY_REMOVE takes an array, not {}",
+            args[0].data_type()
+        ));
+    };
+    let lists = args[0]
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| "ARRAY_REMOVE takes an array".to_string())?;
+    let victims = if args[1].data_type() == field.data_type() {
+        args[1].clone()
+    } else {
+        cast(&args[1], field.data_type()).map_err(fail)?
+    };
+    let values = lists.values();
+    let mut picked: Vec<u32> = Vec::new();
+    let mut offsets = vec![0i32];
+    let mut valid = Vec::with_capacity(rows);
+    for i in 0..rows {
+        let row = at(i, lists.len());
+        let present = !lists.is_null(row);
+        if present {
+            let victim =
+                ScalarValue::try_from_array(&victims, at(i, victims.len())).map_err(fail)?;
+            let offsets_of = lists.value_offsets();
+            for k in offsets_of[row] as usize..offsets_of[row + 1] as usize {
+                let removed = if victim.is_null() {
+                    values.is_null(k)
+                } else {
+                    !values.is_null(k)
+                        && ScalarValue::try_from_array(values, k).map_err(fail)? == victim
+                };
+                if !removed {
+                    picked.push(u32::try_from(k).map_err(fail)?);
+                }
+            }
+        }
+        offsets.push(i32::try_from(picked.len()).map_err(fail)?);
+        valid.push(present);
+    }
+    let kept = take(values.as_ref(), &UInt32Array::from(picked), None).map_err(fail)?;
+    let list = ListArray::try_new(
+        field.clone(),
+        OffsetBuffer::new(offsets.into()),
+        kept,
+        Some(valid.into()),
+    )
+    .map_err(fail)?;
+    Ok(Arc::new(list))
+}
+
 /// The most elements `CUBE_EXPLODE` takes: it makes 2^n rows, so 20 already make a million.
 const CUBE_MAX_ELEMENTS: usize = 20;
 
@@ -688,6 +745,21 @@ pub(super) fn functions() -> Vec<Scalar> {
                 }
             },
             slice,
+        ),
+        function(
+            "ARRAY_REMOVE",
+            TypeSignature::Any(2),
+            |args| match args {
+                [list @ DataType::List(_), _] => Ok(list.clone()),
+                _ => {
+                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+                    Err(format!(
+                        "Function 'ARRAY_REMOVE' does not accept parameters ({})",
+                        types.join(", ")
+                    ))
+                }
+            },
+            array_remove,
         ),
         function(
             "CUBE_EXPLODE",

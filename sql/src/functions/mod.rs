@@ -6,9 +6,11 @@
 //! lacks, are implemented here as UDFs and take precedence, one file per category, each file
 //! registering its own functions next to their code: `json`, `string`, `regex`,
 //! `datetime` (with the Java patterns and zones of `time`), `math`, `encoding`,
-//! `collections`, `url`, `mask`, `to_json`, `lambdas` and `aggregates`. `udf` is how a scalar function is written.
+//! `collections`, `url`, `mask`, `to_json`, `cast` (ksqlDB's `CAST` rules where they
+//! are not Arrow's), `lambdas` and `aggregates`. `udf` is how a scalar function is written.
 
 pub mod aggregates;
+pub(crate) mod cast;
 mod collections;
 mod datetime;
 mod encoding;
@@ -39,8 +41,6 @@ const ALIASES: &[(&str, &str)] = &[
     ("LN", "ln"),
     ("MAP_KEYS", "map_keys"),
     ("MAP_VALUES", "map_values"),
-    // ksqlDB removes every element equal to the value, not only the first.
-    ("ARRAY_REMOVE", "array_remove_all"),
 ];
 
 /// Every scalar function Eddy implements itself, by category.
@@ -56,6 +56,7 @@ fn own_functions() -> impl Iterator<Item = udf::Scalar> {
         url::functions(),
         mask::functions(),
         to_json::functions(),
+        cast::functions(),
     ]
     .into_iter()
     .flatten()
@@ -149,6 +150,9 @@ pub struct FunctionInfo {
 /// `CUBE_EXPLODE` is also a scalar of the catalogue, giving the list its rows come from.
 pub const TABLE_FUNCTIONS: &[&str] = &["EXPLODE", "CUBE_EXPLODE"];
 
+/// Functions the planner calls, not listed by `SHOW FUNCTIONS`.
+const INTERNAL_FUNCTIONS: &[&str] = &["KSQL_CAST"];
+
 /// Whether `name` is a table function.
 pub fn is_table_function(name: &str) -> bool {
     TABLE_FUNCTIONS.iter().any(|f| f.eq_ignore_ascii_case(name))
@@ -164,7 +168,9 @@ pub fn all_functions() -> Vec<FunctionInfo> {
         .collect();
     let scalars = catalogue()
         .iter()
-        .filter(|(name, _)| !is_table_function(name))
+        .filter(|(name, _)| {
+            !is_table_function(name) && !INTERNAL_FUNCTIONS.contains(&name.as_str())
+        })
         .map(|(name, udf)| FunctionInfo {
             name: name.clone(),
             kind: FunctionKind::Scalar,
