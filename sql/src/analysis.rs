@@ -613,7 +613,16 @@ fn binary(
     {
         operator = Operator::StringConcat;
     }
-    Ok(Expr::BinaryExpr(BinaryExpr::new(l, operator, r)))
+    let result = Expr::BinaryExpr(BinaryExpr::new(l, operator, r));
+    if op.is_comparison() {
+        // ksqlDB's comparisons are false, not null, when either side is null: `NOT (a > b)`
+        // holds for a null `a`, and a compared column in a projection is `false`.
+        return Ok(datafusion::functions::core::expr_fn::coalesce(vec![
+            result,
+            lit(false),
+        ]));
+    }
+    Ok(result)
 }
 
 /// `x [NOT] IN (...)`: each element coerced to the tested value's type as ksqlDB does; an
