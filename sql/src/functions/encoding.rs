@@ -22,15 +22,26 @@ fn identity(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
 fn decode_text(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
     match encoding.to_ascii_lowercase().as_str() {
         "hex" => {
-            let t = text
-                .strip_prefix("0x")
-                .or_else(|| text.strip_prefix("0X"))
-                .unwrap_or(text);
-            let t = if t.len() % 2 == 1 {
-                format!("0{t}")
-            } else {
-                t.to_string()
+            // As ksqlDB reads hex: `0x...` (an odd digit count padded with a leading 0), a
+            // bytes literal `X'...'`, or bare digits (both of an even count).
+            let literal = text
+                .strip_prefix("X'")
+                .or_else(|| text.strip_prefix("x'"))
+                .map(|t| t.strip_suffix('\'').ok_or("an unterminated hex literal"))
+                .transpose()?;
+            let prefixed = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X"));
+            let t = match (literal, prefixed) {
+                (Some(t), _) => t.to_string(),
+                (None, Some(t)) if t.len() % 2 == 1 => format!("0{t}"),
+                (None, Some(t)) => t.to_string(),
+                (None, None) => text.to_string(),
             };
+            if t.len() % 2 == 1 {
+                return Err(format!("An odd number of hex digits: {text}"));
+            }
+            if !t.is_ascii() {
+                return Err(format!("Not hex digits: {text}"));
+            }
             (0..t.len())
                 .step_by(2)
                 .map(|i| u8::from_str_radix(&t[i..i + 2], 16).map_err(|e| e.to_string()))

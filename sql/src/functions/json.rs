@@ -29,18 +29,16 @@ fn extract_json_field(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String
     Ok(Arc::new(out.finish()))
 }
 
-/// Follows a simple JSON path (`$.a.b[0]`, `$['a']`) through a JSON text.
+/// Follows a simple JSON path (`$.a.b[0]`, `$['a']`) through a JSON text. The value found is
+/// cut from the compacted text, so numbers stay as written (`1.23450`), as ksqlDB reads them
+/// with big decimals, and objects keep their key order; a string comes out unquoted.
 fn serde_json_path(json: &str, path: &str) -> Option<String> {
     // Like Jackson under ksqlDB, read the first JSON value and ignore whatever follows it.
-    let value: serde_json::Value = serde_json::Deserializer::from_str(json)
-        .into_iter()
-        .next()?
-        .ok()?;
-    let mut current = &value;
+    let (_, mut current) = first_json_value(json)?;
     let rest = path.trim().strip_prefix('$')?;
     let mut chars = rest.chars().peekable();
     while let Some(c) = chars.next() {
-        match c {
+        let next = match c {
             '.' => {
                 let mut name = String::new();
                 while let Some(&n) = chars.peek() {
@@ -50,7 +48,7 @@ fn serde_json_path(json: &str, path: &str) -> Option<String> {
                     name.push(n);
                     chars.next();
                 }
-                current = current.get(name.as_str())?;
+                member_text(&current, &name)?
             }
             '[' => {
                 let mut inner = String::new();
@@ -61,24 +59,41 @@ fn serde_json_path(json: &str, path: &str) -> Option<String> {
                     inner.push(n);
                 }
                 let inner = inner.trim();
-                if let Some(quoted) = inner
+                match inner
                     .strip_prefix('\'')
                     .and_then(|s| s.strip_suffix('\''))
                     .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')))
                 {
-                    current = current.get(quoted)?;
-                } else {
-                    current = current.get(inner.parse::<usize>().ok()?)?;
+                    Some(quoted) => member_text(&current, quoted)?,
+                    None if current.starts_with('[') => top_level_items(&current)
+                        .get(inner.parse::<usize>().ok()?)?
+                        .to_string(),
+                    None => return None,
                 }
             }
             _ => return None,
-        }
+        };
+        current = next;
     }
-    match current {
-        serde_json::Value::Null => None,
-        serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+    match current.as_str() {
+        "null" => None,
+        text if text.starts_with('"') => serde_json::from_str::<String>(text).ok(),
+        text => Some(text.to_string()),
     }
+}
+
+/// The compact text of member `name` of a compact JSON object (the last, if repeated);
+/// `None` when it is not an object or has no such member.
+fn member_text(object: &str, name: &str) -> Option<String> {
+    if !object.starts_with('{') {
+        return None;
+    }
+    top_level_items(object)
+        .into_iter()
+        .rev()
+        .filter_map(object_member)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.to_string())
 }
 
 /// The keys of a JSON object in the order written (values skipped), or `None` when the text

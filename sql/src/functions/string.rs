@@ -77,7 +77,31 @@ fn split_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
-/// `CHR(code)`: the character of a code point, given as a number or as `'\u0041'` text.
+/// The one character Java escapes (`\u004b`, or a surrogate pair `\ud820\udeb8`) spell;
+/// `None` for anything else.
+fn escaped_char(text: &str) -> Option<char> {
+    let mut units = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let hex = rest
+            .strip_prefix("\\u")
+            .or_else(|| rest.strip_prefix("\\U"))?;
+        let digits = hex.get(..4)?;
+        if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        units.push(u16::from_str_radix(digits, 16).ok()?);
+        rest = &hex[4..];
+    }
+    let mut chars = char::decode_utf16(units);
+    match (chars.next(), chars.next()) {
+        (Some(Ok(c)), None) => Some(c),
+        _ => None,
+    }
+}
+
+/// `CHR(code)`: the character of a code point, given as a number or as `'\u0041'` text (a
+/// character beyond the BMP as its UTF-16 surrogate pair).
 fn chr(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let mut out = StringBuilder::new();
     if matches!(
@@ -86,10 +110,7 @@ fn chr(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     ) {
         let text = strings(&args[0])?;
         for i in 0..rows {
-            let c = string_at(&text, i).and_then(|t| {
-                let hex = t.strip_prefix("\\u").or_else(|| t.strip_prefix("\\U"))?;
-                u32::from_str_radix(hex, 16).ok().and_then(char::from_u32)
-            });
+            let c = string_at(&text, i).and_then(escaped_char);
             out.append_option(c.map(String::from));
         }
     } else {
