@@ -1109,3 +1109,25 @@ async fn state_beyond_the_cache_is_read_through_with_the_same_results() {
     assert!(everything_in_memory.iter().all(|o| o.len() > 20));
     assert_eq!(three_entries, everything_in_memory);
 }
+
+/// A type error in HAVING names the aggregate as written, not the column Eddy computes it
+/// into, and names need no quotes unless they must have them, as ksqlDB reports it.
+#[tokio::test]
+async fn having_errors_name_the_aggregate_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    let error = common::fails(
+        &engine,
+        "CREATE TABLE t AS SELECT user, SUM(amount) AS total FROM orders GROUP BY user
+         HAVING COUNT(*) > 1 AND SUM(amount) > '100';",
+    )
+    .await;
+    assert!(
+        error.starts_with(
+            "Error in HAVING expression: Cannot compare SUM(AMOUNT) (INTEGER) to '100' (STRING) with GREATER_THAN."
+        ),
+        "{error}"
+    );
+    engine.shutdown().await;
+}

@@ -31,6 +31,24 @@ impl Ident {
         }
     }
 
+    /// An identifier of exactly `value`, quoted only where it must be to be read back as
+    /// written (lower case, other characters, a reserved word), as ksqlDB prints names.
+    pub fn exact(value: &str) -> Self {
+        let plain = value
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && value
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && !crate::parser::is_reserved(value);
+        Ident {
+            value: value.to_string(),
+            quoted: !plain,
+            span: Span::default(),
+        }
+    }
+
     /// A quoted identifier that keeps its case.
     pub fn quoted(value: &str) -> Self {
         Ident {

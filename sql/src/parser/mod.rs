@@ -10,6 +10,11 @@ use crate::error::ParseError;
 use crate::lexer::{Tok, byte_offset, tokenize};
 use crate::span::{Position, Span};
 
+/// Whether `word` is reserved: it must be quoted to be read as a name.
+pub(crate) fn is_reserved(word: &str) -> bool {
+    RESERVED.iter().any(|r| word.eq_ignore_ascii_case(r))
+}
+
 /// Words that end an expression or a source reference, so they are never read as an alias or a
 /// bare column name.
 const RESERVED: &[&str] = &[

@@ -57,12 +57,35 @@ fn named_column(name: &str, span: Span) -> Expr {
     }
 }
 
+/// An error about an expression over aggregated rows, with each aggregate's column named by
+/// the call it stands for (`SUM(VALUE)`, not Eddy's internal column), as ksqlDB reports it.
+fn written_calls_in_error(error: EngineError, calls: &[WrittenCall]) -> EngineError {
+    let EngineError::Statement(message) = &error else {
+        return error;
+    };
+    let mut message = message.clone();
+    // Highest first, so `_1` does not rename the start of `_10`.
+    for (i, (name, args, star, _)) in calls.iter().enumerate().rev() {
+        let written = if *star {
+            format!("{name}(*)")
+        } else {
+            let args: Vec<String> = args.iter().map(ToString::to_string).collect();
+            format!("{name}({})", args.join(", "))
+        };
+        let column = format!("{AGGREGATE_COLUMN}{i}");
+        message = message
+            .replace(&format!("`{column}`"), &written)
+            .replace(&column, &written);
+    }
+    EngineError::statement(message)
+}
+
 /// A column of the aggregated rows, by its exact name.
 fn column(name: &str, span: Span) -> Expr {
     Expr {
         kind: ExprKind::Column {
             source: None,
-            name: Ident::quoted(name),
+            name: Ident::exact(name),
         },
         span,
     }
@@ -634,7 +657,10 @@ impl Planning<'_> {
             seen.push(&c.name);
         }
         let having = match &rewritten.having {
-            Some(expr) => Some(compile_in(self.ctx, &aggregated, expr, "HAVING")?),
+            Some(expr) => Some(
+                compile_in(self.ctx, &aggregated, expr, "HAVING")
+                    .map_err(|e| written_calls_in_error(e, &rewritten.calls))?,
+            ),
             None => None,
         };
         Ok((keys, values, having))

@@ -292,9 +292,9 @@ pub(super) fn select_item(
         (None, ExprKind::Column { source, name }) => {
             match sides.resolve(source.as_ref(), name, "SELECT", expr.span.start)? {
                 Resolved::Member(m, n) if sides.ambiguous(&n) => {
-                    Some(Ident::quoted(&sides.joined_name(m, &n)))
+                    Some(Ident::exact(&sides.joined_name(m, &n)))
                 }
-                Resolved::Member(_, n) => Some(Ident::quoted(&n)),
+                Resolved::Member(_, n) => Some(Ident::exact(&n)),
                 Resolved::Joined(_) => None,
             }
         }
@@ -310,7 +310,7 @@ pub(super) fn column_expr(name: &str, span: Span) -> Expr {
     Expr {
         kind: ExprKind::Column {
             source: None,
-            name: Ident::quoted(name),
+            name: Ident::exact(name),
         },
         span,
     }
