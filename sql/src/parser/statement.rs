@@ -582,7 +582,15 @@ impl Parser {
             Vec::new()
         };
         let partition_by = if self.eat_keywords(&["PARTITION", "BY"]) {
-            self.parse_grouping()?
+            let at = self.peek_span().start;
+            let keys = self.parse_grouping()?;
+            if keys.is_empty() {
+                return Err(ParseError::new(
+                    "PARTITION BY requires at least one expression",
+                    at,
+                ));
+            }
+            keys
         } else {
             Vec::new()
         };
