@@ -1131,3 +1131,29 @@ async fn having_errors_name_the_aggregate_as_written() {
     );
     engine.shutdown().await;
 }
+
+/// `COLLECT_LIST` and `COLLECT_SET` keep at most `ksql.functions.collect_list.limit` and
+/// `collect_set.limit` elements (1,000 unless set), the first ones, as ksqlDB does.
+#[tokio::test]
+async fn collected_lists_and_sets_stop_at_their_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "SET 'ksql.functions.collect_list.limit' = '2';
+         SET 'ksql.functions.collect_set.limit' = '1';
+         CREATE TABLE collected AS SELECT user, COLLECT_LIST(amount) AS amounts,
+             COLLECT_SET(amount) AS distinct_amounts FROM orders GROUP BY user;",
+    )
+    .await;
+    for (amount, ts) in [(5, 1), (5, 2), (7, 3)] {
+        feed(&engine, "orders", vec![order("ann", amount, ts)]).await;
+    }
+    let rows = records(engine.store(), "COLLECTED");
+    let last = rows.last().and_then(|(_, v, _)| v.clone()).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(value["AMOUNTS"], serde_json::json!([5, 5]));
+    assert_eq!(value["DISTINCT_AMOUNTS"], serde_json::json!([5]));
+    engine.shutdown().await;
+}

@@ -66,6 +66,20 @@ pub enum QueryPlan {
 }
 
 impl QueryPlan {
+    /// Applies the properties a query runs with to its plan (see
+    /// [`AggregatePlan::apply_properties`]).
+    pub fn apply_properties(&mut self, properties: &std::collections::HashMap<String, String>) {
+        match self {
+            QueryPlan::Aggregate(plan) => plan.apply_properties(properties),
+            QueryPlan::Join(join) => {
+                if let join::JoinTail::Aggregate(plan) = &mut join.then {
+                    plan.apply_properties(properties);
+                }
+            }
+            QueryPlan::Stateless(_) => {}
+        }
+    }
+
     /// The source read: a join's left source, whose formats and partitions the result takes.
     pub fn source(&self) -> &DataSource {
         match self {

@@ -254,11 +254,12 @@ pub(crate) fn start(
     let source_name = query.from.source.name.value.clone();
     let id = format!("transient_{}_{number}", source_name.to_ascii_uppercase());
     let sink_name = format!("__EDDY_{}", id.to_ascii_uppercase());
-    let (plan, sink, columns) = if push {
+    let (mut plan, sink, columns) = if push {
         plan_transient(ctx, catalog, query, &sink_name)?
     } else {
         plan_pull(ctx, catalog, pull_plans, query, &sink_name)?
     };
+    plan.apply_properties(properties);
     let order = resolve_order(query, &columns)?;
     let earliest = !push
         || properties

@@ -464,6 +464,8 @@ impl Engine {
         kind: QueryKind,
         mode: Mode,
     ) -> Result<()> {
+        let mut plan = plan;
+        plan.apply_properties(&session.properties);
         let sources: Vec<(String, String)> = plan
             .sources()
             .iter()

@@ -105,6 +105,7 @@ pub(super) fn plan_calls(
             ignore_nulls: function.ignore_nulls,
             return_field,
             result_type,
+            limit: None,
         });
     }
     Ok((aggregates, fields))

@@ -37,10 +37,24 @@ pub(super) fn current_result(
     let value = acc
         .evaluate()
         .map_err(|e| EngineError::execution("aggregation failed", e))?;
-    Ok(if value.is_null() && call.name == "SUM" {
-        ScalarValue::new_zero(&value.data_type()).unwrap_or(value)
-    } else {
-        value
+    Ok(match (&value, call.limit) {
+        (v, _) if v.is_null() && call.name == "SUM" => {
+            ScalarValue::new_zero(&value.data_type()).unwrap_or(value)
+        }
+        (ScalarValue::List(list), Some(limit)) if list.value_length(0) as usize > limit => {
+            use datafusion::arrow::array::Array;
+            let kept = list.value(0).slice(0, limit);
+            let item = match list.data_type() {
+                datafusion::arrow::datatypes::DataType::List(item) => item.as_ref().clone(),
+                _ => Field::new_list_field(kept.data_type().clone(), true),
+            };
+            ScalarValue::List(Arc::new(
+                datafusion::common::utils::SingleRowListArrayBuilder::new(kept)
+                    .with_field(&item)
+                    .build_list_array(),
+            ))
+        }
+        _ => value,
     })
 }
 

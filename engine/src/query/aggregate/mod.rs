@@ -58,6 +58,33 @@ pub struct AggregateCall {
     pub return_field: FieldRef,
     /// The type ksqlDB returns (`SUM(INT)` is an INT), when it differs.
     pub result_type: DataType,
+    /// `COLLECT_LIST` and `COLLECT_SET`: the most elements a result holds (ksqlDB's
+    /// `ksql.functions.collect_list.limit` and `collect_set.limit`); the first ones are kept.
+    pub limit: Option<usize>,
+}
+
+/// ksqlDB's default for `ksql.functions.collect_list.limit` and `collect_set.limit`.
+pub const DEFAULT_COLLECT_LIMIT: usize = 1000;
+
+impl AggregatePlan {
+    /// Applies the query's properties to its calls: the size limits of `COLLECT_LIST` and
+    /// `COLLECT_SET`.
+    pub fn apply_properties(&mut self, properties: &std::collections::HashMap<String, String>) {
+        let limit = |name: &str| {
+            properties
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                .unwrap_or(DEFAULT_COLLECT_LIMIT)
+        };
+        for call in &mut self.aggregates {
+            call.limit = match call.name.as_str() {
+                "COLLECT_LIST" => Some(limit("ksql.functions.collect_list.limit")),
+                "COLLECT_SET" => Some(limit("ksql.functions.collect_set.limit")),
+                _ => None,
+            };
+        }
+    }
 }
 
 impl AggregateCall {
