@@ -198,6 +198,23 @@ fn time_to_string(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(out.finish()))
 }
 
+/// `FORMAT_TIME`'s arguments: a TIME and a pattern.
+fn format_time_type(args: &[DataType]) -> Result<DataType, String> {
+    match args {
+        [
+            DataType::Time32(_) | DataType::Time64(_) | DataType::Null,
+            DataType::Utf8 | DataType::Null,
+        ] => Ok(DataType::Utf8),
+        _ => {
+            let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+            Err(format!(
+                "Function 'FORMAT_TIME' does not accept parameters ({})",
+                types.join(", ")
+            ))
+        }
+    }
+}
+
 /// `UNIX_TIMESTAMP()`: now, in milliseconds.
 fn unix_timestamp(_args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     let now = chrono::Utc::now().timestamp_millis();
@@ -409,19 +426,7 @@ pub(super) fn functions() -> Vec<Scalar> {
         function(
             "FORMAT_TIME",
             TypeSignature::Any(2),
-            |args| match args {
-                [
-                    DataType::Time32(_) | DataType::Time64(_) | DataType::Null,
-                    DataType::Utf8 | DataType::Null,
-                ] => Ok(DataType::Utf8),
-                _ => {
-                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-                    Err(format!(
-                        "Function 'FORMAT_TIME' does not accept parameters ({})",
-                        types.join(", ")
-                    ))
-                }
-            },
+            format_time_type,
             time_to_string,
         ),
         function(

@@ -582,15 +582,7 @@ impl Parser {
             Vec::new()
         };
         let partition_by = if self.eat_keywords(&["PARTITION", "BY"]) {
-            let at = self.peek_span().start;
-            let keys = self.parse_grouping()?;
-            if keys.is_empty() {
-                return Err(ParseError::new(
-                    "PARTITION BY requires at least one expression",
-                    at,
-                ));
-            }
-            keys
+            self.parse_grouping()?
         } else {
             Vec::new()
         };
