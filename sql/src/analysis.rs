@@ -518,6 +518,22 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
             operand,
             branches,
             otherwise,
+        } if branches
+            .iter()
+            .map(|(_, then)| then)
+            .chain(otherwise.as_deref())
+            .all(|result| matches!(result.kind, ExprKind::Literal(Literal::Null))) =>
+        {
+            // Nothing gives the result a type, as ksqlDB's type checker says.
+            return Err(AnalysisError::at(
+                "Invalid Case expression. All case branches have NULL type",
+                expr,
+            ));
+        }
+        ExprKind::Case {
+            operand,
+            branches,
+            otherwise,
         } => Expr::Case(Case::new(
             operand.as_deref().map(sub).transpose()?,
             branches
