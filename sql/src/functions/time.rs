@@ -301,8 +301,16 @@ pub fn parse_partial_iso(text: &str) -> Result<i64, String> {
             .parse()
             .map_err(|_| invalid())?
     };
+    // As Java's resolver reads it, 24:00 is the midnight that ends the day.
+    let end_of_day = hour == 24 && minute == 0 && second == 0 && millis == 0;
     let local = NaiveDate::from_ymd_opt(year, month, day)
-        .and_then(|date| date.and_hms_milli_opt(hour, minute, second, millis))
+        .and_then(|date| {
+            if end_of_day {
+                date.succ_opt()?.and_hms_milli_opt(0, 0, 0, 0)
+            } else {
+                date.and_hms_milli_opt(hour, minute, second, millis)
+            }
+        })
         .ok_or_else(invalid)?;
     Ok(Utc.from_utc_datetime(&local).timestamp_millis() - i64::from(zone.unwrap_or(0)) * 1000)
 }
@@ -358,5 +366,11 @@ mod tests {
             parse_partial_iso("2020-02-10T08:31:44.001+0000"),
             Ok(1_581_323_504_001)
         );
+        // Hour 24 is the end of the day (the next day's midnight); only with nothing after it.
+        assert_eq!(
+            parse_partial_iso("2020-02-24T24"),
+            parse_partial_iso("2020-02-25")
+        );
+        assert!(parse_partial_iso("2020-02-24T24:01").is_err());
     }
 }
