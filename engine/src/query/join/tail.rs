@@ -180,7 +180,8 @@ pub(super) fn plan_last_stage(
 /// The projection over joined rows, with each `*` expanded into the columns it lists.
 fn projection(query: &Query, sides: &Sides<'_>, repartitioned: bool) -> Result<Vec<SelectItem>> {
     let mut select: Vec<SelectItem> = Vec::new();
-    // `*` lists a source's keys then its other columns; before a PARTITION BY, ksqlDB lists
+    // `*` lists a source's keys (then a windowed source's bounds) then its other columns;
+    // before a PARTITION BY, ksqlDB lists
     // the joined row as it re-keys it: values, pseudo-columns, then keys.
     let star = |member: usize, out: &mut Vec<SelectItem>| {
         let source = sides.members[member].source;
@@ -194,10 +195,23 @@ fn projection(query: &Query, sides: &Sides<'_>, repartitioned: bool) -> Result<V
                 .chain(source.key_columns().map(|c| c.name.clone()))
                 .collect()
         } else {
-            sides
-                .user_columns(member)
-                .iter()
+            // A windowed source's window bounds come after its keys, as ksqlDB lists them.
+            let bounds: &[&str] = if source.window.is_some() {
+                crate::schema::WINDOW_COLUMNS
+            } else {
+                &[]
+            };
+            source
+                .key_columns()
                 .map(|c| c.name.clone())
+                .chain(bounds.iter().map(|b| b.to_string()))
+                .chain(
+                    source
+                        .columns
+                        .iter()
+                        .filter(|c| c.kind != ColumnKind::Key)
+                        .map(|c| c.name.clone()),
+                )
                 .collect()
         };
         for n in names {
