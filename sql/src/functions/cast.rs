@@ -142,14 +142,7 @@ fn java_text(array: &dyn Array, i: usize) -> Result<String, String> {
             }
             format!("Struct{{{}}}", texts.join(","))
         }
-        _ => {
-            let one = cast(&array.slice(i, 1), &DataType::Utf8).map_err(fail)?;
-            let one = one
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(wrong)?;
-            one.value(0).to_string()
-        }
+        _ => datafusion::arrow::util::display::array_value_to_string(array, i).map_err(fail)?,
     })
 }
 

@@ -14,7 +14,7 @@ use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::logical_expr::TypeSignature;
 
-use super::udf::{INT, Scalar, any1, at, check_built_len, function, string_at, strings};
+use super::udf::{INT, Scalar, any1, at, check_built_len, function, refused, string_at, strings};
 
 fn fail(e: impl std::fmt::Display) -> String {
     e.to_string()
@@ -736,13 +736,7 @@ pub(super) fn functions() -> Vec<Scalar> {
                 {
                     Ok(list.clone())
                 }
-                _ => {
-                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-                    Err(format!(
-                        "Function 'SLICE' does not accept parameters ({})",
-                        types.join(", ")
-                    ))
-                }
+                _ => Err(refused("SLICE", args)),
             },
             slice,
         ),
@@ -751,13 +745,7 @@ pub(super) fn functions() -> Vec<Scalar> {
             TypeSignature::Any(2),
             |args| match args {
                 [list @ DataType::List(_), _] => Ok(list.clone()),
-                _ => {
-                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-                    Err(format!(
-                        "Function 'ARRAY_REMOVE' does not accept parameters ({})",
-                        types.join(", ")
-                    ))
-                }
+                _ => Err(refused("ARRAY_REMOVE", args)),
             },
             array_remove,
         ),
@@ -769,13 +757,10 @@ pub(super) fn functions() -> Vec<Scalar> {
                     list.clone(),
                     true,
                 )))),
-                _ => {
-                    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-                    Err(format!(
-                        "Function 'cube_explode' does not accept parameters ({}).\nValid alternatives are:\ncube_explode(ARRAY<T>)",
-                        types.join(", ")
-                    ))
-                }
+                _ => Err(format!(
+                    "{}\nValid alternatives are:\ncube_explode(ARRAY<T>)",
+                    refused("cube_explode", args)
+                )),
             },
             cube_explode,
         ),

@@ -205,13 +205,7 @@ fn format_time_type(args: &[DataType]) -> Result<DataType, String> {
             DataType::Time32(_) | DataType::Time64(_) | DataType::Null,
             DataType::Utf8 | DataType::Null,
         ] => Ok(DataType::Utf8),
-        _ => {
-            let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-            Err(format!(
-                "Function 'FORMAT_TIME' does not accept parameters ({})",
-                types.join(", ")
-            ))
-        }
+        _ => Err(super::udf::refused("FORMAT_TIME", args)),
     }
 }
 

@@ -201,17 +201,10 @@ fn double_from_bytes(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String>
 /// The argument types of the `*_FROM_BYTES` functions: bytes, and maybe a byte order.
 fn from_bytes_type(name: &str, args: &[DataType], result: DataType) -> Result<DataType, String> {
     let bytes = |t: &DataType| super::udf::is_bytes(t) || *t == DataType::Null;
-    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
     match args {
         [b] if bytes(b) => Ok(result),
-        [b, o] if bytes(b) && text(o) => Ok(result),
-        _ => {
-            let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-            Err(format!(
-                "Function '{name}' does not accept parameters ({})",
-                types.join(", ")
-            ))
-        }
+        [b, o] if bytes(b) && super::udf::is_text(o) => Ok(result),
+        _ => Err(super::udf::refused(name, args)),
     }
 }
 

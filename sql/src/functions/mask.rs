@@ -154,7 +154,7 @@ fn run(part: Part, args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 /// The result type, once the arguments are checked: text, a count for all but `MASK`, and
 /// either no masks or all four.
 fn return_type(part: Part, args: &[DataType]) -> Result<DataType, String> {
-    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
+    let text = super::udf::is_text;
     let count = |t: &DataType| t.is_integer() || *t == DataType::Null;
     let fixed = if matches!(part, Part::All) { 1 } else { 2 };
     let valid = (args.len() == fixed || args.len() == fixed + 4)
@@ -162,13 +162,10 @@ fn return_type(part: Part, args: &[DataType]) -> Result<DataType, String> {
         && (fixed == 1 || count(&args[1]))
         && args[fixed..].iter().all(text);
     if !valid {
-        let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
+        let count = if fixed == 1 { "" } else { ", INT" };
         return Err(format!(
-            "Function '{}' does not accept parameters ({}). It takes (STRING{}) or (STRING{}, STRING, STRING, STRING, STRING).",
-            part.name(),
-            types.join(", "),
-            if fixed == 1 { "" } else { ", INT" },
-            if fixed == 1 { "" } else { ", INT" },
+            "{} It takes (STRING{count}) or (STRING{count}, STRING, STRING, STRING, STRING).",
+            super::udf::refused(part.name(), args),
         ));
     }
     Ok(DataType::Utf8)

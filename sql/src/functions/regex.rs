@@ -10,8 +10,8 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::TypeSignature;
 
 use super::udf::{
-    MAX_BUILT_LEN, STRING, STRING_LIST, Scalar, check_built_len, function, long_at, longs,
-    string_at, strings,
+    MAX_BUILT_LEN, STRING, STRING_LIST, Scalar, check_built_len, function, is_text, long_at, longs,
+    refused, string_at, strings,
 };
 
 /// A regular-expression argument, compiled once per distinct pattern rather than per row.
@@ -200,21 +200,17 @@ fn regexp_extract_either(args: &[ArrayRef], rows: usize, all: bool) -> Result<Ar
 
 /// REGEXP_EXTRACT's and REGEXP_EXTRACT_ALL's arguments: a pattern, a text and maybe a group.
 fn extract_types(name: &str, args: &[DataType]) -> Result<(), String> {
-    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
     let valid = matches!(args.len(), 2 | 3)
-        && text(&args[0])
-        && text(&args[1])
+        && is_text(&args[0])
+        && is_text(&args[1])
         && args
             .get(2)
             .is_none_or(|t| t.is_integer() || *t == DataType::Null);
     if valid {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(refused(name, args))
     }
-    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-    Err(format!(
-        "Function '{name}' does not accept parameters ({})",
-        types.join(", ")
-    ))
 }
 
 /// The functions of this file, as the catalogue registers them.

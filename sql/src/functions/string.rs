@@ -376,15 +376,10 @@ fn first_then_strings(
     first_ok: fn(&DataType) -> bool,
     args: &[DataType],
 ) -> Result<(), String> {
-    let text = |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null);
-    if args.first().is_some_and(first_ok) && args[1..].iter().all(text) {
+    if args.first().is_some_and(first_ok) && args[1..].iter().all(super::udf::is_text) {
         return Ok(());
     }
-    let types: Vec<String> = args.iter().map(|t| format!("{t}")).collect();
-    Err(format!(
-        "Function '{name}' does not accept parameters ({})",
-        types.join(", ")
-    ))
+    Err(super::udf::refused(name, args))
 }
 
 /// The functions of this file, as the catalogue registers them.
@@ -430,11 +425,7 @@ pub(super) fn functions() -> Vec<Scalar> {
             "FIELD",
             TypeSignature::VariadicAny,
             |args| {
-                first_then_strings(
-                    "FIELD",
-                    |t| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null),
-                    args,
-                )?;
+                first_then_strings("FIELD", super::udf::is_text, args)?;
                 Ok(DataType::Int32)
             },
             field,

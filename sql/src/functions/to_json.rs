@@ -73,14 +73,10 @@ fn write_value(out: &mut String, array: &dyn Array, i: usize) -> Result<(), Stri
             let b = any.downcast_ref::<BooleanArray>().ok_or_else(unexpected)?;
             out.push_str(if b.value(i) { "true" } else { "false" });
         }
-        t if t.is_integer() => {
-            let as_text = cast(&array.slice(i, 1), &DataType::Utf8).map_err(|e| e.to_string())?;
-            let text = as_text
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(unexpected)?;
-            out.push_str(text.value(0));
-        }
+        t if t.is_integer() => out.push_str(
+            &datafusion::arrow::util::display::array_value_to_string(array, i)
+                .map_err(|e| e.to_string())?,
+        ),
         DataType::Float64 => {
             write_double(
                 out,

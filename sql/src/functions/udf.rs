@@ -256,6 +256,20 @@ pub(super) fn string_pairs() -> TypeSignature {
     ])
 }
 
+/// Whether an argument type is text, or an untyped null that can stand for text.
+pub(super) fn is_text(t: &DataType) -> bool {
+    matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Null)
+}
+
+/// ksqlDB's refusal of a call whose argument types none of the function's signatures takes.
+pub(super) fn refused(name: &str, args: &[DataType]) -> String {
+    let types: Vec<String> = args.iter().map(crate::coercion::type_name).collect();
+    format!(
+        "Function '{name}' does not accept parameters ({}).",
+        types.join(", ")
+    )
+}
+
 /// Whether a type is bytes.
 pub(super) fn is_bytes(t: &DataType) -> bool {
     matches!(

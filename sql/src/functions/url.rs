@@ -32,18 +32,22 @@ fn uri_char(c: char) -> bool {
         || (!c.is_ascii() && !c.is_control() && !c.is_whitespace())
 }
 
+/// Whether every `%` in `text` is followed by two hex digits.
+fn percent_escapes_complete(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
+    text.match_indices('%')
+        .all(|(i, _)| hex(i + 1) && hex(i + 2))
+}
+
 /// Takes `url` apart (RFC 3986, appendix B), or says why it is not a URI.
 fn parse(url: &str) -> Result<UriParts<'_>, String> {
     let invalid = |why: &str| format!("URL input has invalid syntax: {url} ({why})");
     if let Some(bad) = url.chars().find(|&c| !uri_char(c)) {
         return Err(invalid(&format!("the character {bad:?} must be escaped")));
     }
-    let bytes = url.as_bytes();
-    for (i, _) in url.match_indices('%') {
-        let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
-        if !hex(i + 1) || !hex(i + 2) {
-            return Err(invalid("a % is not followed by two hex digits"));
-        }
+    if !percent_escapes_complete(url) {
+        return Err(invalid("a % is not followed by two hex digits"));
     }
     let mut parts = UriParts::default();
     let (rest, fragment) = match url.split_once('#') {
@@ -131,14 +135,10 @@ fn decoded(part: &str) -> String {
 
 /// `URL_DECODE_PARAM`: `+` is a space and `%xx` a byte, as Java's `URLDecoder` reads them.
 fn decode_param(value: &str) -> Result<String, String> {
-    let bytes = value.as_bytes();
-    for (i, _) in value.match_indices('%') {
-        let hex = |at: usize| bytes.get(at).is_some_and(u8::is_ascii_hexdigit);
-        if !hex(i + 1) || !hex(i + 2) {
-            return Err(format!(
-                "URLDecoder: Illegal hex characters in escape (%) pattern: {value}"
-            ));
-        }
+    if !percent_escapes_complete(value) {
+        return Err(format!(
+            "URLDecoder: Illegal hex characters in escape (%) pattern: {value}"
+        ));
     }
     Ok(form_urlencoded::parse(format!("k={value}").as_bytes())
         .next()
