@@ -315,6 +315,35 @@ enum Pending {
     Custom(std::sync::mpsc::SyncSender<Result<()>>, AfterWrite),
 }
 
+/// Adds a commit's state changes and consumer offsets to the batch being written.
+fn put_state_and_offsets(
+    wb: &mut WriteBatch,
+    (state_cf, offsets_cf): (&ColumnFamily, &ColumnFamily),
+    state: Vec<StateOp>,
+    offsets: Vec<(Vec<u8>, Vec<u8>)>,
+) {
+    for op in state {
+        match op {
+            StateOp::Put {
+                namespace,
+                key,
+                value,
+            } => wb.put_cf(state_cf, keys::state_key(&namespace, &key), value),
+            StateOp::Delete { namespace, key } => {
+                wb.delete_cf(state_cf, keys::state_key(&namespace, &key))
+            }
+            StateOp::DeleteNamespace { namespace } => {
+                let start = keys::state_key(&namespace, b"");
+                let end = keys::prefix_successor(&start).unwrap_or_else(|| vec![0xff; 3]);
+                wb.delete_range_cf(state_cf, start, end);
+            }
+        }
+    }
+    for (key, value) in offsets {
+        wb.put_cf(offsets_cf, key, value);
+    }
+}
+
 fn write_group(
     db: &DB,
     group: Vec<Job>,
@@ -410,27 +439,7 @@ fn write_group(
                         last_offset: next - 1,
                     });
                 }
-                for op in state {
-                    match op {
-                        StateOp::Put {
-                            namespace,
-                            key,
-                            value,
-                        } => wb.put_cf(state_cf, keys::state_key(&namespace, &key), value),
-                        StateOp::Delete { namespace, key } => {
-                            wb.delete_cf(state_cf, keys::state_key(&namespace, &key))
-                        }
-                        StateOp::DeleteNamespace { namespace } => {
-                            let start = keys::state_key(&namespace, b"");
-                            let end =
-                                keys::prefix_successor(&start).unwrap_or_else(|| vec![0xff; 3]);
-                            wb.delete_range_cf(state_cf, start, end);
-                        }
-                    }
-                }
-                for (key, value) in offsets {
-                    wb.put_cf(offsets_cf, key, value);
-                }
+                put_state_and_offsets(&mut wb, (state_cf, offsets_cf), state, offsets);
                 pending.push(Pending::Commit(reply, results));
             }
             Job::Custom { build, reply } => match build(db, &mut wb) {
