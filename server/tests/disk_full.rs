@@ -188,8 +188,10 @@ fn a_full_disk_refuses_writes_until_space_returns_and_nothing_acknowledged_is_lo
     while end_offset(&mut wire, "COPIED") < acknowledged {
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "the query copied {} of {acknowledged} records",
-            end_offset(&mut wire, "COPIED")
+            "the query copied {} of {acknowledged} records; SHOW QUERIES: {}\nthe server's log:\n{}",
+            end_offset(&mut wire, "COPIED"),
+            ksql(&server, "SHOW QUERIES;").1,
+            server.log_tail()
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -1,7 +1,33 @@
 //! The atomic commit: appends to several partitions, state-store changes and offset commits,
 //! made visible together in one RocksDB write batch.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use crate::batch::Record;
+
+/// Commits that land in order, each only if every earlier one did. A caller that keeps several
+/// commits in flight (a query commits a step while it processes the next) needs it: should an
+/// earlier commit fail and a later one land, the later one's input offsets would pass output
+/// that was never written.
+#[derive(Debug, Clone, Default)]
+pub struct CommitChain(Arc<AtomicBool>);
+
+impl CommitChain {
+    /// A chain no commit has failed in yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether a commit in the chain failed, so every later one is refused.
+    pub fn is_broken(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn break_off(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
 
 /// A committed consumer position: the next offset to read, and what the client attached to it.
 #[derive(Debug, Clone, PartialEq, Eq)]

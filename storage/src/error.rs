@@ -150,6 +150,9 @@ pub enum StorageError {
     /// The store has been closed.
     #[error("the store is shut down")]
     Closed,
+    /// A commit not applied because an earlier one in its [`crate::CommitChain`] failed.
+    #[error("not written: an earlier commit of the same sequence failed")]
+    EarlierCommitFailed,
     /// An error from RocksDB.
     #[error("rocksdb: {0}")]
     RocksDb(#[from] rocksdb::Error),
@@ -167,6 +170,7 @@ impl StorageError {
             StorageError::Encode(_)
                 | StorageError::CorruptMetadata { .. }
                 | StorageError::Closed
+                | StorageError::EarlierCommitFailed
                 | StorageError::RocksDb(_)
                 | StorageError::Io(_)
                 | StorageError::DiskFull { .. }

@@ -26,7 +26,9 @@ pub use batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records,
     decode_records_into, split_batches,
 };
-pub use commit::{AppendResult, Commit, CommitAppend, CommitOffset, OffsetAndMetadata, StateOp};
+pub use commit::{
+    AppendResult, Commit, CommitAppend, CommitChain, CommitOffset, OffsetAndMetadata, StateOp,
+};
 pub use compression::MAX_DECOMPRESSED_BATCH_BYTES;
 pub use config::{CleanupPolicy, TopicConfig, validate_topic_name};
 pub use disk::DiskHealth;

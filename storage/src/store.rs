@@ -17,7 +17,7 @@ use tracing::{info, warn};
 use crate::batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, decode_records, decode_records_into, verify_crc,
 };
-use crate::commit::{AppendResult, Commit};
+use crate::commit::{AppendResult, Commit, CommitChain};
 use crate::config::{TopicConfig, validate_topic_name};
 use crate::disk::{DiskGuard, DiskHealth};
 use crate::error::{Result, StorageError};
@@ -25,7 +25,9 @@ use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::partitioner::DefaultPartitioner;
 use crate::segment::SegmentMeta;
 use crate::topic::{PartitionLog, StoredTopic, TopicLog};
-use crate::writer::{AfterWrite, BatchBuilder, CommitWriter, Job, PreparedAppend, SyncPolicy};
+use crate::writer::{
+    AfterWrite, BatchBuilder, CommitJob, CommitWriter, Job, PreparedAppend, SyncPolicy,
+};
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -498,6 +500,7 @@ impl Store {
     fn submit_commit(
         &self,
         commit: Commit,
+        chain: Option<CommitChain>,
     ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
         self.inner.disk.check_space(commit.approximate_bytes())?;
         let mut appends = Vec::with_capacity(commit.appends.len());
@@ -536,32 +539,43 @@ impl Store {
             ));
         }
         let (reply, rx) = oneshot::channel();
-        self.inner.writer.lock().submit(Job::Commit {
+        self.inner.writer.lock().submit(Job::Commit(CommitJob {
             appends,
             state,
             offsets,
+            chain,
             reply,
-        })?;
+        }))?;
         Ok(rx)
     }
 
     /// Writes appends, state changes and offsets atomically. The results are the appends' positions
     /// in order (a partition-by-key append yields one result per partition it touched).
     pub async fn commit(&self, commit: Commit) -> Result<Vec<AppendResult>> {
-        let rx = self.submit_commit(commit)?;
+        let rx = self.submit_commit(commit, None)?;
         rx.await.map_err(|_| StorageError::Closed)?
     }
 
     /// Submits a commit and returns without waiting for it; [`PendingCommit::wait`] resolves
-    /// once it is written. Commits apply in the order they are submitted, so a caller may keep
-    /// several in flight and still see them land in order, all or nothing each.
-    pub fn commit_pending(&self, commit: Commit) -> Result<PendingCommit> {
-        Ok(PendingCommit(self.submit_commit(commit)?))
+    /// once it is written. Commits apply in the order they are submitted, all or nothing each,
+    /// and one of `chain` only if every earlier one of it did: so a caller may keep several in
+    /// flight and never see a later one land without an earlier one.
+    pub fn commit_pending(&self, commit: Commit, chain: &CommitChain) -> Result<PendingCommit> {
+        if chain.is_broken() {
+            return Err(StorageError::EarlierCommitFailed);
+        }
+        match self.submit_commit(commit, Some(chain.clone())) {
+            Ok(rx) => Ok(PendingCommit(rx)),
+            Err(e) => {
+                chain.break_off();
+                Err(e)
+            }
+        }
     }
 
     /// [`Store::commit`] for callers outside an async runtime.
     pub fn commit_blocking(&self, commit: Commit) -> Result<Vec<AppendResult>> {
-        let rx = self.submit_commit(commit)?;
+        let rx = self.submit_commit(commit, None)?;
         rx.blocking_recv().map_err(|_| StorageError::Closed)?
     }
 
@@ -617,7 +631,7 @@ impl Store {
             })?;
         self.check_batch(&t, &batch, keyless)?;
         let (reply, rx) = oneshot::channel();
-        self.inner.writer.lock().submit(Job::Commit {
+        self.inner.writer.lock().submit(Job::Commit(CommitJob {
             appends: vec![PreparedAppend {
                 topic: t,
                 partition: p,
@@ -625,8 +639,9 @@ impl Store {
             }],
             state: Vec::new(),
             offsets: Vec::new(),
+            chain: None,
             reply,
-        })?;
+        }))?;
         single(rx.await.map_err(|_| StorageError::Closed)??, topic)
     }
 

@@ -16,7 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{debug, error};
 
 use crate::batch::{BatchHeader, EncodedBatch};
-use crate::commit::{AppendResult, StateOp};
+use crate::commit::{AppendResult, CommitChain, StateOp};
 use crate::disk::DiskGuard;
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
@@ -82,13 +82,18 @@ pub(crate) struct PreparedAppend {
     pub batch: EncodedBatch,
 }
 
+/// Appends, state changes and offsets to write together.
+pub(crate) struct CommitJob {
+    pub appends: Vec<PreparedAppend>,
+    pub state: Vec<StateOp>,
+    pub offsets: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Written only if every earlier commit of the chain was.
+    pub chain: Option<CommitChain>,
+    pub reply: oneshot::Sender<Result<Vec<AppendResult>>>,
+}
+
 pub(crate) enum Job {
-    Commit {
-        appends: Vec<PreparedAppend>,
-        state: Vec<StateOp>,
-        offsets: Vec<(Vec<u8>, Vec<u8>)>,
-        reply: oneshot::Sender<Result<Vec<AppendResult>>>,
-    },
+    Commit(CommitJob),
     /// Replies over a std channel so admin callers may block on it from any thread.
     Custom {
         build: BatchBuilder,
@@ -99,12 +104,12 @@ pub(crate) enum Job {
 impl Job {
     fn size(&self) -> usize {
         match self {
-            Job::Commit {
+            Job::Commit(CommitJob {
                 appends,
                 state,
                 offsets,
                 ..
-            } => {
+            }) => {
                 appends.iter().map(|a| a.batch.len()).sum::<usize>()
                     + state.len() * 64
                     + offsets.len() * 64
@@ -311,6 +316,7 @@ enum Pending {
     Commit(
         oneshot::Sender<Result<Vec<AppendResult>>>,
         Vec<AppendResult>,
+        Option<CommitChain>,
     ),
     Custom(std::sync::mpsc::SyncSender<Result<()>>, AfterWrite),
 }
@@ -344,6 +350,107 @@ fn put_state_and_offsets(
     }
 }
 
+/// The column families a group writes to: log, meta, offsets, state.
+type Families<'a> = (
+    &'a ColumnFamily,
+    &'a ColumnFamily,
+    &'a ColumnFamily,
+    &'a ColumnFamily,
+);
+
+/// What one group's staging shares: its write batch, and each touched partition's tail before.
+struct Staging<'a> {
+    db: &'a DB,
+    families: Families<'a>,
+    wb: WriteBatch,
+    touched: Vec<(Arc<PartitionLog>, TailSnapshot)>,
+    now: i64,
+    leader_epoch: i32,
+}
+
+/// Adds one commit to the group's write batch; or refuses it, breaking its chain.
+fn stage_commit(staging: &mut Staging, job: CommitJob) -> Option<Pending> {
+    let CommitJob {
+        appends,
+        state,
+        offsets,
+        chain,
+        reply,
+    } = job;
+    let refuse = |reply: oneshot::Sender<Result<Vec<AppendResult>>>, error: StorageError| {
+        if let Some(chain) = &chain {
+            chain.break_off();
+        }
+        let _ = reply.send(Err(error));
+        None
+    };
+    if chain.as_ref().is_some_and(CommitChain::is_broken) {
+        return refuse(reply, StorageError::EarlierCommitFailed);
+    }
+    if let Some(dead) = appends.iter().find(|a| a.topic.is_deleted()) {
+        return refuse(reply, StorageError::UnknownTopic(dead.topic.name.clone()));
+    }
+    let db = staging.db;
+    let (log_cf, meta_cf, offsets_cf, state_cf) = staging.families;
+    let sequenced = match check_sequences(db, meta_cf, &appends) {
+        Ok(sequenced) => sequenced,
+        Err(e) => return refuse(reply, e),
+    };
+    let mut results = Vec::with_capacity(appends.len());
+    for (mut append, duplicate) in appends.into_iter().zip(sequenced) {
+        let partition = &append.partition;
+        if let Some(base) = duplicate {
+            // A retry: answered with where the batch went the first time.
+            results.push(AppendResult {
+                partition: partition.partition,
+                base_offset: base,
+                last_offset: base + append.batch.offset_span() - 1,
+            });
+            continue;
+        }
+        let mut tail = partition.tail.lock();
+        let touched = &mut staging.touched;
+        let snapshot = match touched.iter().position(|(p, _)| Arc::ptr_eq(p, partition)) {
+            Some(at) => at,
+            None => {
+                touched.push((partition.clone(), tail.snapshot()));
+                touched.len() - 1
+            }
+        };
+        let base = tail.next_offset;
+        append.batch.stamp(base, staging.leader_epoch);
+        if producers::is_idempotent(append.batch.header()) {
+            let stored = (db, meta_cf, &mut staging.wb);
+            let undo = &mut touched[snapshot].1;
+            record_producer(stored, partition, &mut tail, undo, append.batch.header());
+        }
+        let next = base + append.batch.offset_span();
+        let len = append.batch.len();
+        let max_ts = append.batch.header().max_timestamp;
+        let config = append.topic.config.read();
+        let active = tail.active_segment_for(len, staging.now, &config);
+        active.add_batch(next, len, max_ts, staging.now);
+        let active_key =
+            keys::segment_key(partition.topic_id, partition.partition, active.base_offset);
+        let active_value = active.encode();
+        drop(config);
+        staging.wb.put_cf(
+            log_cf,
+            keys::log_key(partition.topic_id, partition.partition, base),
+            append.batch.as_bytes(),
+        );
+        staging.wb.put_cf(meta_cf, active_key, active_value);
+        tail.next_offset = next;
+        results.push(AppendResult {
+            partition: partition.partition,
+            base_offset: base,
+            last_offset: next - 1,
+        });
+    }
+    put_state_and_offsets(&mut staging.wb, (state_cf, offsets_cf), state, offsets);
+    Some(Pending::Commit(reply, results, chain))
+}
+
 fn write_group(
     db: &DB,
     group: Vec<Job>,
@@ -359,90 +466,29 @@ fn write_group(
         db.cf_handle(CF_STATE),
     ) else {
         error!("column family missing; refusing the group");
+        for job in group {
+            if let Job::Commit(CommitJob {
+                chain: Some(chain), ..
+            }) = job
+            {
+                chain.break_off();
+            }
+        }
         return;
     };
-    let now = crate::now_ms();
-    let mut wb = WriteBatch::default();
-    let mut touched: Vec<(Arc<PartitionLog>, TailSnapshot)> = Vec::new();
+    let mut staging = Staging {
+        db,
+        families: (log_cf, meta_cf, offsets_cf, state_cf),
+        wb: WriteBatch::default(),
+        touched: Vec::new(),
+        now: crate::now_ms(),
+        leader_epoch,
+    };
     let mut pending = Vec::with_capacity(group.len());
-
     for job in group {
         match job {
-            Job::Commit {
-                appends,
-                state,
-                offsets,
-                reply,
-            } => {
-                if let Some(dead) = appends.iter().find(|a| a.topic.is_deleted()) {
-                    let _ = reply.send(Err(StorageError::UnknownTopic(dead.topic.name.clone())));
-                    continue;
-                }
-                let sequenced = match check_sequences(db, meta_cf, &appends) {
-                    Ok(sequenced) => sequenced,
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                        continue;
-                    }
-                };
-                let mut results = Vec::with_capacity(appends.len());
-                for (mut append, duplicate) in appends.into_iter().zip(sequenced) {
-                    let partition = &append.partition;
-                    if let Some(base) = duplicate {
-                        // A retry: answered with where the batch went the first time.
-                        results.push(AppendResult {
-                            partition: partition.partition,
-                            base_offset: base,
-                            last_offset: base + append.batch.offset_span() - 1,
-                        });
-                        continue;
-                    }
-                    let mut tail = partition.tail.lock();
-                    let snapshot = match touched.iter().position(|(p, _)| Arc::ptr_eq(p, partition))
-                    {
-                        Some(at) => at,
-                        None => {
-                            touched.push((partition.clone(), tail.snapshot()));
-                            touched.len() - 1
-                        }
-                    };
-                    let base = tail.next_offset;
-                    append.batch.stamp(base, leader_epoch);
-                    if producers::is_idempotent(append.batch.header()) {
-                        let stored = (db, meta_cf, &mut wb);
-                        let undo = &mut touched[snapshot].1;
-                        record_producer(stored, partition, &mut tail, undo, append.batch.header());
-                    }
-                    let next = base + append.batch.offset_span();
-                    let len = append.batch.len();
-                    let max_ts = append.batch.header().max_timestamp;
-                    let config = append.topic.config.read();
-                    let active = tail.active_segment_for(len, now, &config);
-                    active.add_batch(next, len, max_ts, now);
-                    let active_key = keys::segment_key(
-                        partition.topic_id,
-                        partition.partition,
-                        active.base_offset,
-                    );
-                    let active_value = active.encode();
-                    drop(config);
-                    wb.put_cf(
-                        log_cf,
-                        keys::log_key(partition.topic_id, partition.partition, base),
-                        append.batch.as_bytes(),
-                    );
-                    wb.put_cf(meta_cf, active_key, active_value);
-                    tail.next_offset = next;
-                    results.push(AppendResult {
-                        partition: partition.partition,
-                        base_offset: base,
-                        last_offset: next - 1,
-                    });
-                }
-                put_state_and_offsets(&mut wb, (state_cf, offsets_cf), state, offsets);
-                pending.push(Pending::Commit(reply, results));
-            }
-            Job::Custom { build, reply } => match build(db, &mut wb) {
+            Job::Commit(commit) => pending.extend(stage_commit(&mut staging, commit)),
+            Job::Custom { build, reply } => match build(db, &mut staging.wb) {
                 Ok(after) => pending.push(Pending::Custom(reply, after)),
                 Err(e) => {
                     let _ = reply.send(Err(e));
@@ -450,6 +496,7 @@ fn write_group(
             },
         }
     }
+    let Staging { wb, touched, .. } = staging;
 
     let mut options = WriteOptions::default();
     options.set_sync(sync == SyncPolicy::Always);
@@ -466,7 +513,7 @@ fn write_group(
             }
             for p in pending {
                 match p {
-                    Pending::Commit(reply, results) => {
+                    Pending::Commit(reply, results, _) => {
                         let _ = reply.send(Ok(results));
                     }
                     Pending::Custom(reply, after) => {
@@ -483,7 +530,10 @@ fn write_group(
             }
             for p in pending {
                 match p {
-                    Pending::Commit(reply, _) => {
+                    Pending::Commit(reply, _, chain) => {
+                        if let Some(chain) = chain {
+                            chain.break_off();
+                        }
                         let _ = reply.send(Err(StorageError::RocksDb(e.clone())));
                     }
                     Pending::Custom(reply, _) => {

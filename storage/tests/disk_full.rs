@@ -9,7 +9,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use eddy_storage::{Record, Store, StoreOptions, SyncPolicy, TopicConfig};
+use eddy_storage::{
+    Commit, CommitChain, OffsetAndMetadata, Record, StorageError, Store, StoreOptions, SyncPolicy,
+    TopicConfig,
+};
 
 /// A tmpfs of `megabytes`, unmounted on drop.
 struct SmallDisk {
@@ -149,4 +152,69 @@ fn writes_are_refused_while_the_disk_is_full_and_resume_when_space_returns() {
 
     let store = Store::open(&data, options).unwrap();
     assert_eq!(values(&store), acknowledged);
+}
+
+/// Commits kept in flight together (a query's) land in order and never one after another that
+/// failed: with no reserve, RocksDB itself meets the full disk and fails a commit of the chain;
+/// every later commit of the chain is refused, even once space returns and other writes land,
+/// so no later commit's offsets can pass output that was never written.
+#[test]
+fn a_commit_the_full_disk_failed_refuses_the_rest_of_its_chain() {
+    let Some(disk) = SmallDisk::mount(256) else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let options = StoreOptions {
+        sync: SyncPolicy::Always,
+        disk_reserve_bytes: Some(0),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&data, options).unwrap();
+    store
+        .create_topic("t", TopicConfig::with_partitions(1))
+        .unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let chain = CommitChain::new();
+    let chained = |i: u32| {
+        let mut commit = Commit::new();
+        commit.append("t", Some(0), (0..8).map(|j| record(i * 8 + j)).collect());
+        commit.commit_offset("g", "t", 0, OffsetAndMetadata::new(i64::from(i)));
+        store.commit_pending(commit, &chain)
+    };
+    let filler = fill(disk.path(), 4 << 20);
+
+    let mut landed = 0;
+    let failure = loop {
+        let pending = chained(landed).unwrap();
+        match runtime.block_on(pending.wait()) {
+            Ok(_) => landed += 1,
+            Err(e) => break e,
+        }
+        assert!(landed < 10_000, "the disk never filled");
+    };
+    assert!(matches!(failure, StorageError::RocksDb(_)), "{failure}");
+    assert!(chain.is_broken());
+    assert!(matches!(
+        chained(landed),
+        Err(StorageError::EarlierCommitFailed)
+    ));
+
+    std::fs::remove_file(&filler).unwrap();
+    let started = Instant::now();
+    while let Err(e) = store.append_blocking("t", 0, vec![record(1_000_000)]) {
+        assert!(started.elapsed() < Duration::from_secs(30), "{e}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused = chained(landed).unwrap_err();
+    assert!(
+        matches!(refused, StorageError::EarlierCommitFailed),
+        "{refused}"
+    );
+    assert_eq!(
+        store.fetch_offset("g", "t", 0).unwrap().map(|o| o.offset),
+        Some(i64::from(landed) - 1)
+    );
+    let read = values(&store);
+    assert_eq!(read.len(), landed as usize * 8 + 1);
+    assert_eq!(read.last(), Some(&1_000_000));
 }

@@ -125,9 +125,11 @@ impl QueryLaunch {
             let healthy_after = tokio::time::sleep(self.retry.initial);
             tokio::pin!(healthy_after);
             let mut recovered = false;
-            loop {
+            // The run's own outcome decides the restart; `shared.error` is what SHOW QUERIES
+            // reports, and others clear it.
+            let failure = loop {
                 tokio::select! {
-                    () = &mut run => break,
+                    failure = &mut run => break failure,
                     () = &mut healthy_after, if !recovered => {
                         recovered = true;
                         backoff = self.retry.initial;
@@ -136,11 +138,11 @@ impl QueryLaunch {
                         }
                     }
                 }
-            }
+            };
             if *stopped.borrow() {
                 return;
             }
-            let Some((_, cause)) = shared.error.lock().clone() else {
+            let Some(cause) = failure else {
                 return;
             };
             tracing::warn!(

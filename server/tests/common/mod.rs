@@ -23,8 +23,13 @@ pub struct Server {
     pub http: String,
     /// `host:port` of the Kafka listener.
     pub kafka: String,
+    /// The last lines the server logged, for a failing test to show.
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     _dir: Option<tempfile::TempDir>,
 }
+
+/// How many of the server's last log lines a test keeps.
+const LOG_LINES: usize = 300;
 
 impl Server {
     /// The server's resident memory now, in bytes, from `/proc`.
@@ -36,6 +41,12 @@ impl Server {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
             .map_or(0, |kb| kb * 1024)
+    }
+
+    /// The server's last log lines (warnings and above, and its info lines), oldest first.
+    pub fn log_tail(&self) -> String {
+        let lines = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
     /// Whether the process is still running.
@@ -84,8 +95,17 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         .unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+    let kept = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            {
+                let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+                if kept.len() == LOG_LINES {
+                    kept.pop_front();
+                }
+                kept.push_back(line.clone());
+            }
             if let Some(at) = line.find("address=") {
                 let address = line[at + 8..]
                     .split_whitespace()
@@ -111,6 +131,7 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         child,
         http: http.unwrap_or_default(),
         kafka: kafka.unwrap_or_default(),
+        log,
         _dir: None,
     }
 }

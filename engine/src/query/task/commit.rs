@@ -57,6 +57,8 @@ pub(super) struct CommitContext<'a> {
     pub(super) log_errors: bool,
     /// What the query shares with the engine.
     pub(super) shared: &'a QueryShared,
+    /// The run's commits, in flight together: once one fails, no later one lands.
+    pub(super) chain: eddy_storage::CommitChain,
 }
 
 /// Work processed since the last commit: one commit being assembled, and what to count once
@@ -181,7 +183,7 @@ impl Uncommitted {
             .uncounted_commits
             .fetch_add(1, Ordering::SeqCst);
         Ok(InFlight {
-            commit: store.commit_pending(commit)?,
+            commit: store.commit_pending(commit, &context.chain)?,
             processed: done.processed,
             emitted: done.emitted,
             timestamps: done.timestamps,

@@ -23,7 +23,7 @@ use crate::query::{QueryPlan, processing_log};
 use commit::{CommitContext, InFlight, MAX_IN_FLIGHT, Uncommitted};
 use reader::{PartitionReader, query_inputs};
 
-/// The task of one persistent query. Returns when stopped or when the store fails.
+/// The task of one persistent query. Returns when stopped, or with the failure that ended it.
 pub async fn run_query(
     store: Store,
     query_id: String,
@@ -31,7 +31,7 @@ pub async fn run_query(
     sink: DataSource,
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Option<String> {
     let outcome = catching_panics(run_query_inner(
         &store,
         &query_id,
@@ -46,12 +46,13 @@ pub async fn run_query(
         Ok(Err(e)) => Some(e.to_string()),
         Err(panic) => Some(panic),
     };
-    if let Some(error) = failure {
+    if let Some(error) = &failure {
         warn!(query = %query_id, error = %error, "query stopped with an error");
-        *shared.error.lock() = Some((eddy_storage::now_ms(), error));
+        *shared.error.lock() = Some((eddy_storage::now_ms(), error.clone()));
     }
     shared.finished.store(true, Ordering::SeqCst);
     shared.progress.notify_waiters();
+    failure
 }
 
 async fn run_query_inner(
@@ -78,9 +79,11 @@ async fn run_query_inner(
         error_topic: &plan.source().topic,
         log_errors: log_topic_exists,
         shared,
+        chain: eddy_storage::CommitChain::new(),
     };
     // Commits stay in flight while the next records are processed: they apply in order, each
-    // whole, so a crash loses only work whose offsets were not committed either.
+    // whole, and none after one that failed, so a crash or a failed write loses only work whose
+    // offsets were not committed either.
     let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
     let mut uncommitted = Uncommitted::default();
     loop {
