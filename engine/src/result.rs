@@ -117,6 +117,13 @@ pub enum StatementResult {
         /// Every function by name, with its kind: `SCALAR`, `AGGREGATE` or `TABLE`.
         functions: Vec<(String, &'static str)>,
     },
+    /// `DESCRIBE FUNCTION`.
+    FunctionDescription {
+        /// The statement.
+        statement: String,
+        /// The function: its overview and variations.
+        function: eddy_sql::functions::FunctionDescription,
+    },
     /// `SHOW VARIABLES`.
     Variables {
         /// The statement.

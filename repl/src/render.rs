@@ -42,6 +42,53 @@ pub fn cell(value: &Value) -> String {
     }
 }
 
+/// A `describe_function` entity as the ksql CLI prints it: the function, then each variation
+/// with its arguments and return type.
+fn function_description(entity: &Value) -> String {
+    let name = text(&entity["name"]);
+    let mut out = String::new();
+    let mut line = |label: &str, value: &str| out.push_str(&format!("{label:<12}: {value}\n"));
+    line("Name", &name);
+    for (label, key) in [("Author", "author"), ("Version", "version")] {
+        let value = text(&entity[key]);
+        if !value.trim().is_empty() {
+            line(label, &value);
+        }
+    }
+    line("Overview", &text(&entity["description"]));
+    line("Type", &text(&entity["type"]));
+    line("Jar", &text(&entity["path"]));
+    line("Variations", "");
+    for variation in entity["functions"].as_array().into_iter().flatten() {
+        let arguments: Vec<String> = variation["arguments"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let variadic = if a["isVariadic"] == true { "[]" } else { "" };
+                format!("{} {}{variadic}", text(&a["name"]), text(&a["type"]))
+                    .trim()
+                    .to_string()
+            })
+            .collect();
+        out.push_str(&format!(
+            "\n\t{:<12}: {name}({})\n",
+            "Variation",
+            arguments.join(", ")
+        ));
+        out.push_str(&format!(
+            "\t{:<12}: {}\n",
+            "Returns",
+            text(&variation["returnType"])
+        ));
+        let description = text(&variation["description"]);
+        if !description.trim().is_empty() {
+            out.push_str(&format!("\t{:<12}: {description}\n", "Description"));
+        }
+    }
+    out
+}
+
 fn text(value: &Value) -> String {
     match value {
         Value::Null => String::new(),
@@ -189,6 +236,7 @@ pub fn entity(entity: &Value, width: usize) -> String {
                 .collect();
             render(&strings(&["Function Name", "Type"]), &rows, width)
         }
+        "describe_function" => function_description(entity),
         "query_descriptions" => list("queryDescriptions")
             .iter()
             .map(|q| {
@@ -362,6 +410,23 @@ mod tests {
         let status =
             json!({"@type": "currentStatus", "commandStatus": {"message": "Stream created"}});
         assert!(entity(&status, 80).contains("| Stream created |"));
+    }
+
+    #[test]
+    fn a_function_description_prints_each_variation_as_the_ksql_cli_does() {
+        let described = json!({"@type": "describe_function", "name": "CONCAT_WS",
+            "author": "Eddy", "version": "", "description": "Joins its arguments.",
+            "type": "SCALAR", "path": "internal", "functions": [
+                {"arguments": [{"name": "inputs", "type": "VARCHAR", "isVariadic": true}],
+                 "returnType": "VARCHAR", "description": ""}]});
+        let text = entity(&described, 80);
+        assert!(text.starts_with("Name        : CONCAT_WS\n"), "{text}");
+        assert!(text.contains("Author      : Eddy\n"), "{text}");
+        assert!(!text.contains("Version"), "{text}");
+        assert!(
+            text.contains("\tVariation   : CONCAT_WS(inputs VARCHAR[])\n\tReturns     : VARCHAR\n"),
+            "{text}"
+        );
     }
 
     #[test]

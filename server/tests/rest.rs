@@ -330,6 +330,72 @@ fn show_functions_lists_scalar_aggregate_and_table_functions() {
     assert_eq!(kind("NO_SUCH_FUNCTION"), None);
 }
 
+/// `DESCRIBE FUNCTION` answers with ksqlDB's `describe_function` entity: each variation's
+/// arguments (a variadic one by its element type, flagged) and return type; an aggregate and a
+/// table function say so; a name no function has gets ksqlDB's error.
+#[test]
+fn describe_function_lists_each_variation_of_a_function() {
+    let server = common::start();
+    let (status, body) = ksql(&server, "DESCRIBE FUNCTION substring;");
+    assert_eq!(status, 200, "{body}");
+    let described = &body[0];
+    assert_eq!(described["@type"], "describe_function", "{body}");
+    assert_eq!(described["name"], "SUBSTRING");
+    assert_eq!(described["type"], "SCALAR");
+    assert_eq!(described["path"], "internal");
+    let variations = described["functions"].as_array().unwrap();
+    let shapes: Vec<String> = variations
+        .iter()
+        .map(|v| {
+            let arguments: Vec<String> = v["arguments"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} {}",
+                        a["name"].as_str().unwrap(),
+                        a["type"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            format!(
+                "({}) -> {}",
+                arguments.join(", "),
+                v["returnType"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        shapes.contains(&"(str VARCHAR, pos INT, length INT) -> VARCHAR".to_string()),
+        "{shapes:?}"
+    );
+    assert!(
+        shapes.contains(&"(bytes BYTES, pos INT) -> BYTES".to_string()),
+        "{shapes:?}"
+    );
+
+    let (_, body) = ksql(&server, "DESCRIBE FUNCTION CONCAT_WS;");
+    let argument = &body[0]["functions"][0]["arguments"][0];
+    assert_eq!(argument["type"], "VARCHAR", "{body}");
+    assert_eq!(argument["isVariadic"], true, "{body}");
+    let (_, body) = ksql(&server, "DESCRIBE FUNCTION TOPK;");
+    assert_eq!(body[0]["type"], "AGGREGATE", "{body}");
+    let (_, body) = ksql(&server, "DESCRIBE FUNCTION EXPLODE;");
+    assert_eq!(body[0]["type"], "TABLE", "{body}");
+
+    let (status, body) = ksql(&server, "DESCRIBE FUNCTION no_such_function;");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["@type"], "statement_error", "{body}");
+    assert_eq!(
+        body["message"], "Can't find any functions with the name 'NO_SUCH_FUNCTION'",
+        "{body}"
+    );
+    let long = format!("DESCRIBE FUNCTION `{}`;", "\u{1F600}".repeat(5000));
+    let (status, body) = ksql(&server, &long);
+    assert_eq!(status, 400, "{body}");
+}
+
 /// A client may name a property as ksqlDB's config resolver accepts it: with the
 /// `ksql.streams.` prefix, or a consumer property with `consumer.`; a push query asked to start
 /// from `earliest` under any of those names reads what is already there.

@@ -87,6 +87,7 @@ impl Engine {
             StatementKind::Describe { name, extended } => {
                 self.describe(state, name, *extended, text)
             }
+            StatementKind::DescribeFunction(name) => show::describe_function(name, text),
             StatementKind::ExplainQuery(id) => self.explain_query(state, id, text),
             StatementKind::Explain(inner) => self.explain_statement(state, session, inner, text),
             StatementKind::SetProperty { name, value } => {
@@ -131,7 +132,6 @@ fn describe_kind(kind: &StatementKind) -> &'static str {
         StatementKind::InsertValues { .. } => "INSERT INTO ... VALUES",
         StatementKind::Query(_) => "SELECT",
         StatementKind::DescribeAll { .. } => "DESCRIBE STREAMS/TABLES",
-        StatementKind::DescribeFunction(_) => "DESCRIBE FUNCTION",
         StatementKind::Explain(_) | StatementKind::ExplainQuery(_) => "EXPLAIN",
         StatementKind::Terminate(_) => "TERMINATE",
         StatementKind::Print(_) => "PRINT",

@@ -243,3 +243,18 @@ impl Engine {
         })
     }
 }
+
+/// `DESCRIBE FUNCTION name`: its overview and variations, or ksqlDB's error for a name no
+/// function has.
+pub(super) fn describe_function(name: &Ident, text: &str) -> Result<StatementResult> {
+    let function = eddy_sql::functions::describe_function(&name.value).ok_or_else(|| {
+        EngineError::statement(format!(
+            "Can't find any functions with the name '{}'",
+            name.value
+        ))
+    })?;
+    Ok(StatementResult::FunctionDescription {
+        statement: text.to_string(),
+        function,
+    })
+}

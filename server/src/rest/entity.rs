@@ -226,6 +226,10 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
             "functions": functions.iter().map(|(name, kind)| json!({"name": name, "type": kind, "category": ""})).collect::<Vec<_>>(),
             "warnings": []
         }),
+        StatementResult::FunctionDescription {
+            statement,
+            function,
+        } => function_description(statement, function),
         StatementResult::Variables {
             statement,
             variables,
@@ -343,4 +347,48 @@ fn extended_query(q: &QuerySummary) -> Value {
     description["queryOffsetSummaries"] =
         json!(q.offsets.iter().map(offset_summary).collect::<Vec<_>>());
     description
+}
+
+/// ksqlDB's `describe_function` entity: the function, each variation's arguments (a variadic
+/// one by its element type, flagged) and return type.
+fn function_description(
+    statement: &str,
+    function: &eddy_sql::functions::FunctionDescription,
+) -> Value {
+    let variations: Vec<Value> = function
+        .variations
+        .iter()
+        .map(|variation| {
+            let arguments: Vec<Value> = variation
+                .arguments
+                .iter()
+                .map(|a| {
+                    json!({
+                        "name": a.name,
+                        "type": a.sql_type,
+                        "description": "",
+                        "isVariadic": a.variadic,
+                    })
+                })
+                .collect();
+            json!({
+                "arguments": arguments,
+                "argumentTypes": variation.arguments.iter().map(|a| &a.sql_type).collect::<Vec<_>>(),
+                "returnType": variation.returns,
+                "description": "",
+            })
+        })
+        .collect();
+    json!({
+        "@type": "describe_function",
+        "statementText": statement,
+        "name": function.name,
+        "description": function.overview,
+        "author": function.author,
+        "version": "",
+        "path": "internal",
+        "functions": variations,
+        "type": function.kind.name(),
+        "warnings": []
+    })
 }

@@ -13,6 +13,7 @@ pub mod aggregates;
 pub(crate) mod cast;
 mod collections;
 mod datetime;
+mod describe;
 mod encoding;
 mod json;
 pub mod lambdas;
@@ -30,6 +31,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
 use datafusion::logical_expr::ScalarUDF;
+
+pub use describe::{
+    Argument, FunctionDescription, Variation, describe_function, described_functions,
+};
 
 /// ksqlDB names that are DataFusion functions under another name.
 const ALIASES: &[(&str, &str)] = &[
@@ -151,7 +156,7 @@ pub struct FunctionInfo {
 pub const TABLE_FUNCTIONS: &[&str] = &["EXPLODE", "CUBE_EXPLODE"];
 
 /// Functions the planner calls, not listed by `SHOW FUNCTIONS`.
-const INTERNAL_FUNCTIONS: &[&str] = &["KSQL_CAST"];
+pub(crate) const INTERNAL_FUNCTIONS: &[&str] = &["KSQL_CAST"];
 
 /// Whether `name` is a table function.
 pub fn is_table_function(name: &str) -> bool {
