@@ -157,19 +157,38 @@ fn condition<'e>(sides: &Sides<'_>, on: &'e Expr) -> Result<Condition<'e>> {
         ));
     }
     let written = format!("({})", sides.qualified(on));
-    let single_side = |e: &Expr| -> Result<usize> {
-        match sides.referenced(e, "JOIN ON")?.as_slice() {
-            [side] => Ok(*side),
+    let single_member = |e: &Expr| -> Result<usize> {
+        match sides.referenced_members(e, "JOIN ON")?.as_slice() {
+            [member] => Ok(*member),
             _ => Err(EngineError::statement(format!(
                 "Invalid comparison expression '{e}' in join '{written}'. Each side of the join comparision must contain references from exactly one source."
             ))),
         }
     };
-    let (side_a, side_b) = (single_side(a)?, single_side(b)?);
-    if side_a == side_b {
+    let (member_a, member_b) = (single_member(a)?, single_member(b)?);
+    let alias = |m: usize| &sides.members[m].alias;
+    if member_a == member_b {
         return Err(EngineError::statement(format!(
-            "Invalid comparison expression '{b}' in join '{written}'. Each side of the join comparision must contain references from exactly one source."
+            "Each side of the join must reference exactly one source and not the same source. Left side references {} and right references {}",
+            alias(member_a),
+            alias(member_b)
         )));
+    }
+    // The source this JOIN brings in is the last member; its criteria must name it.
+    let joined = sides.members.len() - 1;
+    if member_a != joined && member_b != joined {
+        return Err(EngineError::statement(format!(
+            "A join criteria is expected to reference the source ({}) in the FROM clause, instead the right source references {} and the left source references {}",
+            alias(joined),
+            alias(member_b),
+            alias(member_a)
+        )));
+    }
+    let (side_a, side_b) = (sides.members[member_a].side, sides.members[member_b].side);
+    if side_a == side_b {
+        return Err(EngineError::internal(
+            "a join condition's sources are on one side",
+        ));
     }
     let got = format!("Got {} = {}.", sides.qualified(a), sides.qualified(b));
     let (left, right) = if side_a == 0 { (a, b) } else { (b, a) };
@@ -180,11 +199,10 @@ fn condition<'e>(sides: &Sides<'_>, on: &'e Expr) -> Result<Condition<'e>> {
 fn stage_shape(
     sides: &Sides<'_>,
     join: &eddy_sql::ast::Join,
-    join_type: JoinType,
+    (join_type, left_is_key): (JoinType, bool),
     cond: &Condition<'_>,
 ) -> Result<JoinShape> {
     let [left, right] = sides.side_sources;
-    let left_is_key = sides.is_key_of(0, cond.left);
     let right_is_key = sides.is_key_of(1, cond.right);
     let got = &cond.got;
     let shape = match (left.kind, right.kind) {
@@ -329,6 +347,52 @@ struct StageKeys<'q> {
     rekeyed: [bool; 2],
     /// Columns that may be the result's key: (joined name, as written in messages).
     candidates: Vec<(String, String)>,
+    /// The expressions equal to the stage's key, for the stages after it.
+    equivalence: KeyEquivalence,
+}
+
+/// The expressions a join's key equals (ksqlDB's join equivalence set), and which of them are
+/// columns that may name the key: joining `A.ID = B.ID` and then `A.ID = C.ID` makes any of
+/// `A.ID`, `B.ID` and `C.ID` the result's key. A full outer join's key equals none of them.
+#[derive(Debug, Clone, Default)]
+struct KeyEquivalence {
+    /// The equal expressions, qualified as written (`A.ID`, `B.ID + 1`).
+    set: Vec<String>,
+    /// The columns among them, in order (earlier stages first, then left before right):
+    /// (joined name, as written in messages).
+    viable: Vec<(String, String)>,
+}
+
+impl KeyEquivalence {
+    /// The equivalence after a stage joining `keys` (left, right), whose columns are `columns`,
+    /// onto rows whose equivalence is `self`.
+    fn then(
+        &self,
+        join_type: JoinType,
+        keys: [String; 2],
+        columns: Vec<(String, String)>,
+    ) -> KeyEquivalence {
+        if join_type == JoinType::Outer {
+            return KeyEquivalence::default();
+        }
+        let mut set: Vec<String> = keys.to_vec();
+        let continues = self.set.iter().any(|e| keys.contains(e));
+        if continues {
+            set.extend(self.set.iter().filter(|e| !keys.contains(e)).cloned());
+        }
+        let mut viable: Vec<(String, String)> = Vec::new();
+        let earlier = if continues {
+            self.viable.clone()
+        } else {
+            Vec::new()
+        };
+        for candidate in earlier.into_iter().chain(columns) {
+            if set.contains(&candidate.1) && !viable.iter().any(|v| v.0 == candidate.0) {
+                viable.push(candidate);
+            }
+        }
+        KeyEquivalence { set, viable }
+    }
 }
 
 impl<'q> ChainPlanning<'q> {
@@ -344,10 +408,17 @@ impl<'q> ChainPlanning<'q> {
         for join in &query.from.joins {
             let right = named_source(catalog, &join.source)?;
             if let Some((_, same)) = sources.iter().find(|(_, s)| s.name == right.name) {
-                return Err(EngineError::statement(format!(
-                    "Can not join '{0}' to '{0}': self joins are not yet supported.",
-                    same.name
-                )));
+                return Err(EngineError::statement(if sources.len() > 1 {
+                    format!(
+                        "N-way joins do not support multiple occurrences of the same source. Source: '{}'.",
+                        right.name
+                    )
+                } else {
+                    format!(
+                        "Can not join '{0}' to '{0}': self joins are not yet supported.",
+                        same.name
+                    )
+                }));
             }
             if sources.iter().any(|(_, s)| s.topic == right.topic) {
                 return Err(EngineError::Unsupported(
@@ -381,9 +452,11 @@ impl<'q> ChainPlanning<'q> {
         let mut composite: Option<DataSource> = None;
         let mut stages: Vec<JoinStage> = Vec::new();
         let mut tail = None;
+        let mut equivalence = KeyEquivalence::default();
         for (k, join) in joins.iter().enumerate() {
             let left: &DataSource = composite.as_ref().unwrap_or(self.first());
-            let stage = self.stage_keys(k, left, join)?;
+            let stage = self.stage_keys(k, left, join, &equivalence)?;
+            equivalence = stage.equivalence.clone();
             let joined_schema = self.joined_schema(k, left, &stage.sides, &stage.key_type);
             let result_kind = if left.kind == SourceKind::Stream {
                 SourceKind::Stream
@@ -458,6 +531,7 @@ impl<'q> ChainPlanning<'q> {
         k: usize,
         left: &'s DataSource,
         join: &eddy_sql::ast::Join,
+        before: &KeyEquivalence,
     ) -> Result<StageKeys<'s>> {
         let right = self.sources[k + 1].1;
         let join_type = join_type_of(join.kind);
@@ -485,9 +559,18 @@ impl<'q> ChainPlanning<'q> {
             synthetic: None,
         };
         let cond = condition(&sides, &join.on)?;
-        let (left_key, left_type) = self.compile_side(&sides, 0, cond.left)?;
+        // The rows of earlier stages are keyed by their join key, which every expression of its
+        // equivalence set equals (ksqlDB's rule): joining on any of them joins on that key, so
+        // the stage reads it, even where the expression's own source did not match.
+        let equivalent_key =
+            !sides.is_key_of(0, cond.left) && before.set.contains(&written_key(&sides, cond.left));
+        let left_is_key = equivalent_key || sides.is_key_of(0, cond.left);
+        let (left_key, left_type) = match left.key_columns().next() {
+            Some(key) if equivalent_key => composite_key(&sides.schemas[0], &key.name)?,
+            _ => self.compile_side(&sides, 0, cond.left)?,
+        };
         let (right_key, right_type) = self.compile_side(&sides, 1, cond.right)?;
-        let shape = stage_shape(&sides, join, join_type, &cond)?;
+        let shape = stage_shape(&sides, join, (join_type, left_is_key), &cond)?;
         if left_type != right_type {
             let sql_type = |ty: &DataType| {
                 eddy_sql::types::from_arrow(ty)
@@ -503,7 +586,7 @@ impl<'q> ChainPlanning<'q> {
             )));
         }
         let rekeyed = [
-            shape != JoinShape::ForeignKey && !sides.is_key_of(0, cond.left),
+            shape != JoinShape::ForeignKey && !left_is_key,
             !sides.is_key_of(1, cond.right),
         ];
         for (side, source) in [left, right].iter().enumerate() {
@@ -513,7 +596,19 @@ impl<'q> ChainPlanning<'q> {
                 ));
             }
         }
-        let candidates = key_candidates(&sides, shape, join_type, left, &cond);
+        let equivalence = before.then(
+            join_type,
+            [
+                written_key(&sides, cond.left),
+                written_key(&sides, cond.right),
+            ],
+            column_keys(&sides, &cond),
+        );
+        let candidates = if shape == JoinShape::ForeignKey {
+            foreign_key_candidates(&sides, left)
+        } else {
+            equivalence.viable.clone()
+        };
         if shape != JoinShape::ForeignKey && candidates.is_empty() {
             sides.synthetic = Some(self.synthetic_key_name());
         }
@@ -525,6 +620,7 @@ impl<'q> ChainPlanning<'q> {
             shape,
             rekeyed,
             candidates,
+            equivalence,
         })
     }
 
@@ -721,53 +817,116 @@ impl<'q> ChainPlanning<'q> {
     }
 }
 
-/// The columns that may key a stage's result, as (joined name, as written in messages): the
-/// left table's keys for a foreign-key join; else each join expression that is a column (left
-/// first; the projection picks among them), except for a full outer join, whose key is new.
-fn key_candidates(
-    sides: &Sides<'_>,
-    shape: JoinShape,
-    join_type: JoinType,
-    left: &DataSource,
-    cond: &Condition<'_>,
-) -> Vec<(String, String)> {
+/// The key column of an earlier stage's rows, as a join expression over them, and its type.
+fn composite_key(schema: &SchemaRef, name: &str) -> Result<(Arc<dyn PhysicalExpr>, DataType)> {
+    let index = schema
+        .index_of(name)
+        .map_err(|e| EngineError::internal_from("a joined key column is missing", e))?;
+    let column = datafusion::physical_expr::expressions::Column::new(name, index);
+    Ok((Arc::new(column), schema.field(index).data_type().clone()))
+}
+
+/// A foreign-key join's result is keyed by the left table's keys, as (joined name, as written
+/// in messages).
+fn foreign_key_candidates(sides: &Sides<'_>, left: &DataSource) -> Vec<(String, String)> {
     let mut candidates: Vec<(String, String)> = Vec::new();
-    if shape == JoinShape::ForeignKey {
-        for key in left.key_columns() {
-            // A later stage's left keys are already joined names.
-            let member = (0..sides.members.len()).find(|&m| {
-                sides.members[m].side == 0
-                    && sides.members[m]
-                        .source
-                        .key_columns()
-                        .any(|c| sides.field(m, &c.name) == key.name)
-            });
-            let (joined, written) = match member {
-                Some(m) => {
-                    let plain = sides.members[m]
-                        .source
-                        .key_columns()
-                        .find(|c| sides.field(m, &c.name) == key.name)
-                        .map_or(key.name.clone(), |c| c.name.clone());
-                    (sides.joined_name(m, &plain), plain)
-                }
-                None => (key.name.clone(), key.name.clone()),
-            };
-            candidates.push((joined, written));
-        }
-    } else if join_type != JoinType::Outer {
-        for (side, expr) in [(0, cond.left), (1, cond.right)] {
-            if let ExprKind::Column { source, name } = &expr.kind
-                && let Ok(Resolved::Member(m, n)) =
-                    sides.resolve(source.as_ref(), name, "JOIN ON", expr.span.start)
-                && sides.members[m].side == side
-            {
-                candidates.push((
-                    sides.joined_name(m, &n),
-                    format!("{}.{n}", sides.members[m].alias),
-                ));
+    for key in left.key_columns() {
+        // A later stage's left keys are already joined names.
+        let member = (0..sides.members.len()).find(|&m| {
+            sides.members[m].side == 0
+                && sides.members[m]
+                    .source
+                    .key_columns()
+                    .any(|c| sides.field(m, &c.name) == key.name)
+        });
+        let (joined, written) = match member {
+            Some(m) => {
+                let plain = sides.members[m]
+                    .source
+                    .key_columns()
+                    .find(|c| sides.field(m, &c.name) == key.name)
+                    .map_or(key.name.clone(), |c| c.name.clone());
+                (sides.joined_name(m, &plain), plain)
             }
-        }
+            None => (key.name.clone(), key.name.clone()),
+        };
+        candidates.push((joined, written));
     }
     candidates
+}
+
+/// The column a join expression is, if it is one: (joined name, `ALIAS.NAME`).
+fn key_column(sides: &Sides<'_>, expr: &Expr) -> Option<(String, String)> {
+    let ExprKind::Column { source, name } = &expr.kind else {
+        return None;
+    };
+    match sides.resolve(source.as_ref(), name, "JOIN ON", expr.span.start) {
+        Ok(Resolved::Member(m, n)) => Some((
+            sides.joined_name(m, &n),
+            format!("{}.{n}", sides.members[m].alias),
+        )),
+        _ => None,
+    }
+}
+
+/// A join expression as the equivalence compares it: a column as `ALIAS.NAME`, anything else
+/// qualified as written.
+fn written_key(sides: &Sides<'_>, expr: &Expr) -> String {
+    key_column(sides, expr).map_or_else(|| sides.qualified(expr).to_string(), |(_, w)| w)
+}
+
+/// The stage's join expressions that are columns, left first.
+fn column_keys(sides: &Sides<'_>, cond: &Condition<'_>) -> Vec<(String, String)> {
+    [cond.left, cond.right]
+        .into_iter()
+        .filter_map(|e| key_column(sides, e))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(alias: &str) -> (String, String) {
+        (format!("{alias}_ID"), format!("{alias}.ID"))
+    }
+
+    /// ksqlDB's JoinTree: `A.ID = B.ID` then `A.ID = C.ID` makes all three the key; a criterion
+    /// on a column outside the set starts a new one; a full outer join's key equals nothing.
+    #[test]
+    fn the_key_equals_every_expression_of_the_chain_it_continues() {
+        let first = KeyEquivalence::default().then(
+            JoinType::Inner,
+            ["A.ID".into(), "(B.ID + 1)".into()],
+            vec![column("A")],
+        );
+        assert_eq!(first.viable, [column("A")]);
+        let second = first.then(
+            JoinType::Left,
+            ["A.ID".into(), "C.ID".into()],
+            vec![column("A"), column("C")],
+        );
+        assert_eq!(second.viable, [column("A"), column("C")]);
+        assert!(second.set.contains(&"(B.ID + 1)".to_string()));
+
+        let apart = second.then(
+            JoinType::Inner,
+            ["B.X".into(), "D.ID".into()],
+            vec![("B_X".into(), "B.X".into()), column("D")],
+        );
+        assert_eq!(apart.viable, [("B_X".into(), "B.X".into()), column("D")]);
+
+        let outer = second.then(
+            JoinType::Outer,
+            ["A.ID".into(), "D.ID".into()],
+            vec![column("A"), column("D")],
+        );
+        assert!(outer.set.is_empty() && outer.viable.is_empty());
+        let after_outer = outer.then(
+            JoinType::Inner,
+            ["A.ID".into(), "E.ID".into()],
+            vec![column("A"), column("E")],
+        );
+        assert_eq!(after_outer.viable, [column("A"), column("E")]);
+    }
 }

@@ -180,9 +180,9 @@ impl Sides<'_> {
         })
     }
 
-    /// The sides an expression refers to.
-    pub(super) fn referenced(&self, expr: &Expr, clause: &str) -> Result<Vec<usize>> {
-        let mut sides = Vec::new();
+    /// The members (sources) whose columns `expr` reads, each once, in order of first use.
+    pub(super) fn referenced_members(&self, expr: &Expr, clause: &str) -> Result<Vec<usize>> {
+        let mut members = Vec::new();
         let mut error = None;
         expr.any(&mut |e| {
             if let ExprKind::Column { source, name } = &e.kind
@@ -190,9 +190,8 @@ impl Sides<'_> {
             {
                 match self.resolve(source.as_ref(), name, clause, e.span.start) {
                     Ok(Resolved::Member(m, _)) => {
-                        let side = self.members[m].side;
-                        if !sides.contains(&side) {
-                            sides.push(side);
+                        if !members.contains(&m) {
+                            members.push(m);
                         }
                     }
                     Ok(Resolved::Joined(_)) => {}
@@ -203,7 +202,7 @@ impl Sides<'_> {
         });
         match error {
             Some(e) => Err(e),
-            None => Ok(sides),
+            None => Ok(members),
         }
     }
 

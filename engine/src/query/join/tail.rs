@@ -320,10 +320,15 @@ fn check_key_projected(
         }
     } else if key_names.is_empty() && sides.synthetic.is_none() {
         let written: Vec<&str> = candidates.iter().map(|(_, w)| w.as_str()).collect();
-        let (noun, list) = if written.len() > 1 {
-            ("expressions", written.join(" or "))
+        // As ksqlDB lists alternatives: `A, B or C`.
+        let list = match written.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => written.join(""),
+        };
+        let noun = if written.len() > 1 {
+            "expressions"
         } else {
-            ("expression", written.join(""))
+            "expression"
         };
         return Err(EngineError::statement(format!(
             "The query used to build `{sink_name}` must include the join {noun} {list} in its projection (eg, SELECT {}...).",
