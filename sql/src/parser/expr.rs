@@ -579,6 +579,7 @@ impl Parser {
         };
         if let Some(ty) = simple {
             self.advance();
+            self.skip_type_parameters();
             return Ok(ty);
         }
         match word.value.to_ascii_uppercase().as_str() {
@@ -621,9 +622,38 @@ impl Parser {
                 self.expect_closing_angle()?;
                 Ok(SqlType::Struct(fields))
             }
-            _ => Ok(SqlType::Named(
-                self.parse_ident().map_err(|_| self.expected("a type"))?,
-            )),
+            _ => {
+                let name = self.parse_ident().map_err(|_| self.expected("a type"))?;
+                self.skip_type_parameters();
+                Ok(SqlType::Named(name))
+            }
+        }
+    }
+
+    /// ksqlDB's grammar lets a base type take parameters (`VARCHAR(32)`, `INT(11)`, as other
+    /// databases write them) and ignores them; so does Eddy.
+    fn skip_type_parameters(&mut self) {
+        let parameter = |t: &Token| match t {
+            Token::Number(..) => true,
+            Token::Word(w) => w.quote_style.is_none() && w.value.eq_ignore_ascii_case("STRING"),
+            _ => false,
+        };
+        if self.peek() != &Token::LParen || !parameter(self.peek_nth(1)) {
+            return;
+        }
+        let mut at = 1;
+        loop {
+            if !parameter(self.peek_nth(at)) {
+                return;
+            }
+            match self.peek_nth(at + 1) {
+                Token::Comma => at += 2,
+                Token::RParen => break,
+                _ => return,
+            }
+        }
+        for _ in 0..at + 2 {
+            self.advance();
         }
     }
 

@@ -184,3 +184,12 @@ SELECT ID, S->* FROM S
 SELECT 1R, `col` c2 FROM s x;
 =>
 SELECT 1R, `col` AS C2 FROM S X
+
+-- ksqlDB's grammar lets a base type take parameters, and ignores them.
+CREATE STREAM s (id VARCHAR(32) KEY, n INT(11), m STRING(10, STRING), t MY_TYPE(3)) WITH (kafka_topic='t');
+=>
+CREATE STREAM S (ID STRING KEY, N INT, M STRING, T MY_TYPE) WITH (KAFKA_TOPIC='t')
+
+SELECT CAST(x AS VARCHAR(10)) FROM s;
+=>
+SELECT CAST(X AS STRING) FROM S
