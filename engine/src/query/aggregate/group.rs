@@ -29,7 +29,7 @@ pub(super) struct Group {
 }
 
 /// An accumulator's current result, as ksqlDB reports it: `SUM` starts at zero, so it is
-/// never null.
+/// never null; `AVG` of no values is 0.0, and so is `STDDEV_SAMPLE` of fewer than two.
 pub(super) fn current_result(
     acc: &mut Box<dyn Accumulator>,
     call: &AggregateCall,
@@ -38,7 +38,13 @@ pub(super) fn current_result(
         .evaluate()
         .map_err(|e| EngineError::execution("aggregation failed", e))?;
     Ok(match (&value, call.limit) {
-        (v, _) if v.is_null() && call.name == "SUM" => {
+        (v, _)
+            if v.is_null()
+                && matches!(
+                    call.name.as_str(),
+                    "SUM" | "AVG" | "STDDEV_SAMPLE" | "STDDEV_SAMP"
+                ) =>
+        {
             ScalarValue::new_zero(&value.data_type()).unwrap_or(value)
         }
         (ScalarValue::List(list), Some(limit)) if list.value_length(0) as usize > limit => {
