@@ -582,7 +582,16 @@ impl Parser {
             Vec::new()
         };
         let partition_by = if self.eat_keywords(&["PARTITION", "BY"]) {
-            self.parse_grouping()?
+            let at = self.peek_span();
+            let expressions = self.parse_grouping()?;
+            if expressions.is_empty() {
+                // `PARTITION BY ()` is in ksqlDB's grammar; its analyzer refuses it.
+                return Err(ParseError::new(
+                    "PARTITION BY requires at least one expression",
+                    at.start,
+                ));
+            }
+            expressions
         } else {
             Vec::new()
         };

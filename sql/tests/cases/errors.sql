@@ -69,3 +69,7 @@ SELECT ARRAY[1, 2 FROM s;
 SELECT a FROM s ORDER BY a NULLS;
 =>
 1:33: expected FIRST or LAST after NULLS
+
+CREATE STREAM o AS SELECT * FROM s PARTITION BY ();
+=>
+1:49: PARTITION BY requires at least one expression
