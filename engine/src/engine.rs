@@ -241,6 +241,7 @@ impl Engine {
         session: &Session,
         sql: &str,
     ) -> Result<crate::query::transient::TransientQuery> {
+        session.check().map_err(EngineError::statement)?;
         let text = if sql.contains("${") {
             substitute_variables(sql, &session.variables)?
         } else {
@@ -412,6 +413,13 @@ impl Engine {
                 statement,
                 error,
             };
+        if let Err(why) = session.check() {
+            return Err(fail(
+                completed,
+                sql.trim().to_string(),
+                EngineError::statement(why),
+            ));
+        }
         if !sql.contains("${") {
             let parsed = parse_statements(sql)
                 .map_err(|e| fail(Vec::new(), sql.trim().to_string(), e.into()))?;

@@ -807,7 +807,9 @@ fn structure(
     if fields.is_empty() {
         // `STRUCT()`: a struct of no fields, which a cast to a struct type fills with nulls.
         let empty = datafusion::arrow::array::StructArray::new_empty_fields(1, None);
-        return Ok(lit(datafusion::common::ScalarValue::Struct(std::sync::Arc::new(empty))));
+        return Ok(lit(datafusion::common::ScalarValue::Struct(
+            std::sync::Arc::new(empty),
+        )));
     }
     let mut args = Vec::with_capacity(fields.len() * 2);
     for (i, (name, _)) in fields.iter().enumerate() {

@@ -91,7 +91,7 @@ impl Engine {
             StatementKind::ExplainQuery(id) => self.explain_query(state, id, text),
             StatementKind::Explain(inner) => self.explain_statement(state, session, inner, text),
             StatementKind::SetProperty { name, value } => {
-                Ok(session::set_property(session, name, value, text))
+                session::set_property(session, name, value, text)
             }
             StatementKind::UnsetProperty(name) => Ok(session::unset_property(session, name, text)),
             StatementKind::DefineVariable { name, value } => {

@@ -7,21 +7,22 @@ use super::command_status;
 use crate::result::StatementResult;
 use crate::session::Session;
 
-/// `SET 'name' = 'value'`.
+/// `SET 'name' = 'value'`, refused when the value is not one the property takes.
 pub(super) fn set_property(
     session: &mut Session,
     name: &str,
     value: &str,
     text: &str,
-) -> StatementResult {
+) -> crate::error::Result<StatementResult> {
+    crate::session::check_property(name, value).map_err(crate::error::EngineError::statement)?;
     session
         .properties
         .insert(crate::session::canonical_property(name), value.to_string());
-    command_status(
+    Ok(command_status(
         text,
         None,
         format!("Successfully changed local property '{name}' to '{value}'."),
-    )
+    ))
 }
 
 /// `UNSET 'name'`.
