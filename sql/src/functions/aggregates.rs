@@ -403,6 +403,7 @@ pub const AGGREGATE_FUNCTIONS: &[&str] = &[
     "STDDEV_SAMP",
     "STDDEV_SAMPLE",
     "SUM",
+    "SUM_LIST",
     "TOPK",
     "TOPKDISTINCT",
     "VARIANCE",
@@ -442,7 +443,8 @@ pub fn aggregate_function(name: &str) -> Option<AggregateFunction> {
             distinct: true,
             ..plain(f::count::count_udaf())
         },
-        "SUM" => plain(f::sum::sum_udaf()),
+        // SUM_LIST(x) is planned as SUM(KSQL_LIST_SUM(x)): each array summed, then summed up.
+        "SUM" | "SUM_LIST" => plain(f::sum::sum_udaf()),
         "MIN" => plain(f::min_max::min_udaf()),
         "MAX" => plain(f::min_max::max_udaf()),
         "AVG" => plain(f::average::avg_udaf()),

@@ -671,9 +671,91 @@ fn cube_explode(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
     Ok(Arc::new(outer))
 }
 
+/// `KSQL_LIST_SUM(array)`, which `SUM_LIST` aggregates: the sum of an array's non-null
+/// elements in their own type (an INT sum wraps around, as Java's does), 0 for an empty one,
+/// null for a null array.
+fn list_sum(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
+    use datafusion::arrow::array::{AsArray, Float64Array};
+    use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
+    let lists = args[0]
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .ok_or_else(|| format!("SUM_LIST takes an array, not {}", args[0].data_type()))?;
+    let each = |i: usize| {
+        let i = at(i, lists.len());
+        (!lists.is_null(i)).then(|| lists.value(i))
+    };
+    let element = match lists.data_type() {
+        DataType::List(field) => field.data_type().clone(),
+        other => return Err(format!("SUM_LIST takes an array, not {other}")),
+    };
+    Ok(match element {
+        DataType::Int32 => Arc::new(
+            (0..rows)
+                .map(|i| {
+                    each(i).map(|v| {
+                        v.as_primitive::<Int32Type>()
+                            .iter()
+                            .flatten()
+                            .fold(0i32, i32::wrapping_add)
+                    })
+                })
+                .collect::<Int32Array>(),
+        ),
+        DataType::Int64 => Arc::new(
+            (0..rows)
+                .map(|i| {
+                    each(i).map(|v| {
+                        v.as_primitive::<Int64Type>()
+                            .iter()
+                            .flatten()
+                            .fold(0i64, i64::wrapping_add)
+                    })
+                })
+                .collect::<Int64Array>(),
+        ),
+        DataType::Float64 => Arc::new(
+            (0..rows)
+                .map(|i| {
+                    each(i).map(|v| {
+                        v.as_primitive::<Float64Type>()
+                            .iter()
+                            .flatten()
+                            .sum::<f64>()
+                    })
+                })
+                .collect::<Float64Array>(),
+        ),
+        other => {
+            return Err(format!(
+                "Function 'sum_list' does not accept parameters (ARRAY<{other}>)."
+            ));
+        }
+    })
+}
+
 /// The functions of this file, as the catalogue registers them.
 pub(super) fn functions() -> Vec<Scalar> {
     vec![
+        function(
+            "KSQL_LIST_SUM",
+            TypeSignature::Any(1),
+            |args| match args.first() {
+                Some(DataType::List(item))
+                    if matches!(
+                        item.data_type(),
+                        DataType::Int32 | DataType::Int64 | DataType::Float64
+                    ) =>
+                {
+                    Ok(item.data_type().clone())
+                }
+                Some(t) => Err(format!(
+                    "Function 'sum_list' does not accept parameters ({t})."
+                )),
+                None => Err("Function 'sum_list' does not accept parameters ().".into()),
+            },
+            list_sum,
+        ),
         function("ARRAY_LENGTH", any1(), INT, array_length),
         function(
             "ARRAY_SORT",

@@ -156,7 +156,7 @@ pub struct FunctionInfo {
 pub const TABLE_FUNCTIONS: &[&str] = &["EXPLODE", "CUBE_EXPLODE"];
 
 /// Functions the planner calls, not listed by `SHOW FUNCTIONS`.
-pub(crate) const INTERNAL_FUNCTIONS: &[&str] = &["KSQL_CAST"];
+pub(crate) const INTERNAL_FUNCTIONS: &[&str] = &["KSQL_CAST", "KSQL_LIST_SUM"];
 
 /// Whether `name` is a table function.
 pub fn is_table_function(name: &str) -> bool {

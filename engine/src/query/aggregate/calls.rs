@@ -50,6 +50,22 @@ pub(super) fn plan_calls(
         } else {
             args.clone()
         };
+        // SUM_LIST(x) sums each row's array, then those sums, as ksqlDB's ListSumUdaf adds
+        // every non-null element: SUM over KSQL_LIST_SUM(x), keeping the element type.
+        let (name, args) = if name == "SUM_LIST" {
+            let summed = Expr {
+                kind: ExprKind::Function {
+                    name: eddy_sql::ast::Ident::new("KSQL_LIST_SUM"),
+                    args,
+                    star: false,
+                },
+                span: Span::default(),
+            };
+            ("SUM".to_string(), vec![summed])
+        } else {
+            (name.clone(), args)
+        };
+        let name = &name;
         let mut compiled = args
             .iter()
             .map(|a| compile_in(ctx, scope, a, "SELECT"))
