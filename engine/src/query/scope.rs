@@ -178,11 +178,14 @@ pub(crate) fn compile_in(
         {
             EngineError::statement(format!("Error in {clause} expression: {}", e.message))
         } else {
-            located_error(e.position, format!("{predicate}{}", e.message))
+            let message = eddy_sql::functions::with_alternatives(&e.message);
+            located_error(e.position, format!("{predicate}{message}"))
         }
     })?;
-    crate::physical::physical_expr(ctx, logical, scope.df_schema)
-        .map_err(|e| EngineError::statement(format!("{predicate}{}", datafusion_message(&e))))
+    crate::physical::physical_expr(ctx, logical, scope.df_schema).map_err(|e| {
+        let message = eddy_sql::functions::with_alternatives(&datafusion_message(&e));
+        EngineError::statement(format!("{predicate}{message}"))
+    })
 }
 
 /// A scope over one source's decoded rows.

@@ -93,6 +93,47 @@ pub fn describe_function(name: &str) -> Option<FunctionDescription> {
     })
 }
 
+/// ksqlDB's list of the ways a function may be called, for an error refusing a call: each
+/// variation as `name(TYPE argument, TYPE... rest)`, then how to learn more.
+pub fn valid_alternatives(name: &str) -> Option<String> {
+    let described = DESCRIPTIONS.get(&name.to_ascii_uppercase())?;
+    let lower = described.name.to_ascii_lowercase();
+    let mut out = String::from("Valid alternatives are:");
+    for variation in &described.variations {
+        let arguments: Vec<String> = variation
+            .arguments
+            .iter()
+            .map(|a| {
+                let dots = if a.variadic { "..." } else { "" };
+                format!("{}{dots} {}", a.sql_type, a.name)
+            })
+            .collect();
+        out.push_str(&format!("\n{lower}({})", arguments.join(", ")));
+    }
+    out.push_str(
+        "\nFor detailed information on a function run: DESCRIBE FUNCTION <Function-Name>;",
+    );
+    Some(out)
+}
+
+/// A message refusing a call (`Function 'f' does not accept parameters (...).`) followed by
+/// the function's valid alternatives, as ksqlDB words it; any other message as it is.
+pub fn with_alternatives(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("Function '") else {
+        return message.to_string();
+    };
+    let Some((name, tail)) = rest.split_once('\'') else {
+        return message.to_string();
+    };
+    if !tail.starts_with(" does not accept parameters") || message.contains("Valid alternatives") {
+        return message.to_string();
+    }
+    match valid_alternatives(name) {
+        Some(alternatives) => format!("{message}\n{alternatives}"),
+        None => message.to_string(),
+    }
+}
+
 /// Every function `signatures.txt` describes.
 pub fn described_functions() -> Vec<String> {
     let mut names: Vec<String> = DESCRIPTIONS.keys().cloned().collect();
@@ -204,6 +245,17 @@ mod tests {
         );
         assert!(describe_function("NO_SUCH_FUNCTION").is_none());
         assert!(describe_function("KSQL_CAST").is_none());
+        assert_eq!(
+            with_alternatives(
+                "Function 'explode' does not accept parameters (MAP<STRING, INTEGER>)."
+            ),
+            "Function 'explode' does not accept parameters (MAP<STRING, INTEGER>).\nValid alternatives are:\nexplode(ARRAY<DECIMAL> input)\nexplode(ARRAY<T> list)\nFor detailed information on a function run: DESCRIBE FUNCTION <Function-Name>;"
+        );
+        assert_eq!(
+            with_alternatives("Function 'concat_ws' does not accept parameters (INTEGER)."),
+            "Function 'concat_ws' does not accept parameters (INTEGER).\nValid alternatives are:\nconcat_ws(VARCHAR... inputs)\nconcat_ws(BYTES... inputs)\nFor detailed information on a function run: DESCRIBE FUNCTION <Function-Name>;"
+        );
+        assert_eq!(with_alternatives("Something else."), "Something else.");
         let reverse = describe_function("reverse").unwrap();
         assert_eq!(reverse.author, "Apache DataFusion");
         assert!(reverse.overview.contains("Reverses"), "{reverse:?}");

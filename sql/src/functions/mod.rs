@@ -34,6 +34,7 @@ use datafusion::logical_expr::ScalarUDF;
 
 pub use describe::{
     Argument, FunctionDescription, Variation, describe_function, described_functions,
+    valid_alternatives, with_alternatives,
 };
 
 /// ksqlDB names that are DataFusion functions under another name.

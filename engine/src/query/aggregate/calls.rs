@@ -80,9 +80,9 @@ pub(super) fn plan_calls(
                     .map_err(|e| EngineError::statement(e.to_string()))
             })
             .collect::<Result<Vec<FieldRef>>>()?;
-        let return_field = function.udf.return_field(&arg_fields).map_err(|e| {
-            EngineError::statement(format!(
-                "Function '{}' does not accept parameters ({}): {e}",
+        let return_field = function.udf.return_field(&arg_fields).map_err(|_| {
+            EngineError::statement(eddy_sql::functions::with_alternatives(&format!(
+                "Function '{}' does not accept parameters ({}).",
                 name.to_ascii_lowercase(),
                 arg_fields
                     .iter()
@@ -91,7 +91,7 @@ pub(super) fn plan_calls(
                     ))
                     .collect::<Vec<_>>()
                     .join(", ")
-            ))
+            )))
         })?;
         // ksqlDB keeps the input type for SUM of integers and decimals.
         let original = args

@@ -314,10 +314,12 @@ impl Planning<'_> {
                 .data_type(schema)
                 .map_err(|e| EngineError::statement(e.to_string()))?;
             let DataType::List(element) = &ty else {
-                return Err(EngineError::statement(format!(
-                    "Function 'explode' does not accept parameters ({}).\nValid alternatives are:\nexplode(ARRAY<T>)",
-                    type_name(&ty)
-                )));
+                return Err(EngineError::statement(
+                    eddy_sql::functions::with_alternatives(&format!(
+                        "Function 'explode' does not accept parameters ({}).",
+                        type_name(&ty)
+                    )),
+                ));
             };
             fields.push(Field::new(
                 format!("{TABLE_FUNCTION_COLUMN}{i}"),
@@ -456,6 +458,11 @@ impl Planning<'_> {
         // The new planner lets a stream drop its key; the default one, and tables, do not.
         let (sink_name, sink_kind) = self.sink;
         if !missing.is_empty() && (sink_kind == SourceKind::Table || !self.new_planner) {
+            // ksqlDB names every key column, not only those missing.
+            let all: Vec<&str> = self.source.key_columns().map(|c| c.name.as_str()).collect();
+            if !all.is_empty() {
+                missing = all;
+            }
             let (noun, names) = match missing.split_last() {
                 Some((last, [])) => ("key column", last.to_string()),
                 Some((last, rest)) => ("key columns", format!("{} and {last}", rest.join(", "))),
