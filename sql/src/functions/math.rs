@@ -80,7 +80,13 @@ fn round(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
                     continue;
                 };
                 let v = decimals.value(j);
-                let drop = (scale - n.clamp(0, scale)) as u32;
+                // Negative places round left of the point (ROUND(123.4, -1) is 120); past 38
+                // digits every value rounds to zero.
+                let drop = (scale - n.min(scale)).min(39) as u32;
+                if drop > 38 {
+                    out.push(Some(0));
+                    continue;
+                }
                 let d = 10i128.pow(drop);
                 let (mut q, r) = (v / d, v % d);
                 if r.abs() * 2 >= d {
