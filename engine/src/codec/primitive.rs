@@ -155,7 +155,10 @@ pub(crate) fn to_text(array: &dyn Array, i: usize) -> Option<String> {
         DataType::Boolean => any.downcast_ref::<BooleanArray>()?.value(i).to_string(),
         DataType::Int32 => any.downcast_ref::<Int32Array>()?.value(i).to_string(),
         DataType::Int64 => any.downcast_ref::<Int64Array>()?.value(i).to_string(),
-        DataType::Float64 => any.downcast_ref::<Float64Array>()?.value(i).to_string(),
+        // As Java writes a double (`1.0`, `1.0E7`, `4.9E-324`), which ksqlDB prints.
+        DataType::Float64 => {
+            eddy_sql::functions::java_double(any.downcast_ref::<Float64Array>()?.value(i))
+        }
         DataType::Decimal128(..) => any.downcast_ref::<Decimal128Array>()?.value_as_string(i),
         DataType::Utf8 => any.downcast_ref::<StringArray>()?.value(i).to_string(),
         DataType::Binary => base64::engine::general_purpose::STANDARD

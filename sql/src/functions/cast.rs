@@ -31,6 +31,8 @@ fn nested(t: &DataType) -> bool {
 /// Whether casting `from` to `to` follows ksqlDB's rules rather than Arrow's (see the module).
 pub fn needs_ksql_cast(from: &DataType, to: &DataType) -> bool {
     match (from, to) {
+        // Java writes doubles its own way (`1.0E7`, `4.9E-324`), not as Arrow does.
+        (DataType::Float64 | DataType::Float32, DataType::Utf8) => true,
         (f, DataType::Utf8) => nested(f),
         (DataType::Int64, DataType::Int32) => true,
         (f, t) => nested(f) && nested(t),
@@ -54,13 +56,13 @@ pub fn java_double(v: f64) -> String {
             format!("{text}.0")
         };
     }
-    let text = format!("{v:e}");
+    let mut text = format!("{v:e}");
+    if !text.split_once('e').is_some_and(|(m, _)| m.contains('.')) {
+        // One significant digit is too few for Java, which always writes `d.d`: it writes the
+        // two-digit decimal nearest the exact value (Double.MIN_VALUE is 4.9E-324, not 5.0E-324).
+        text = format!("{v:.1e}");
+    }
     let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
-    let mantissa = if mantissa.contains('.') {
-        mantissa.to_string()
-    } else {
-        format!("{mantissa}.0")
-    };
     format!("{mantissa}E{exponent}")
 }
 
@@ -153,7 +155,7 @@ pub fn ksql_cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
         return Ok(array.clone());
     }
     match (from, to) {
-        (f, DataType::Utf8) if nested(f) => {
+        (f, DataType::Utf8) if nested(f) || matches!(f, DataType::Float64 | DataType::Float32) => {
             let mut out = StringBuilder::new();
             for i in 0..array.len() {
                 if array.is_null(i) {
@@ -275,6 +277,9 @@ mod tests {
             (-0.5, "-0.5"),
             (1e7, "1.0E7"),
             (1.5e-5, "1.5E-5"),
+            (f64::from_bits(1), "4.9E-324"),
+            (1e23, "1.0E23"),
+            (2e-323, "2.0E-323"),
             (0.001, "0.001"),
             (f64::NAN, "NaN"),
             (f64::NEG_INFINITY, "-Infinity"),

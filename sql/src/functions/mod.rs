@@ -32,6 +32,7 @@ use std::sync::{Arc, OnceLock};
 
 use datafusion::logical_expr::ScalarUDF;
 
+pub use cast::java_double;
 pub use describe::{
     Argument, FunctionDescription, Variation, describe_function, described_functions,
     valid_alternatives, with_alternatives,
