@@ -167,16 +167,39 @@ fn constructor_items(
             ExprKind::Literal(Literal::Null) | ExprKind::Literal(Literal::String(_))
         )
     });
-    let Some(target) = typed.and_then(|(_, t)| t.get_type(schema).ok()) else {
+    let Some(mut target) = typed.and_then(|(_, t)| t.get_type(schema).ok()) else {
         return Ok(translated);
     };
+    // A numeric list is as wide as every number in it, a number in text by its own digits
+    // (`ARRAY[10, '2e1', b]` with b a BIGINT is an ARRAY<DECIMAL(19, 0)>).
+    if target.is_numeric() {
+        let types: Option<Vec<DataType>> = items
+            .iter()
+            .zip(&translated)
+            .map(|(item, done)| match &item.kind {
+                ExprKind::Literal(Literal::String(text)) => {
+                    Some(crate::coercion::numeric_literal_type(text).unwrap_or(target.clone()))
+                }
+                _ => done.get_type(schema).ok(),
+            })
+            .collect();
+        if let Some(widest) = types.and_then(|t| crate::coercion::widest_numeric(&t)) {
+            target = widest;
+        }
+    }
     let translate = |e: &ast::Expr| to_datafusion(e, scope).map_err(|e| e.message);
     items
         .iter()
         .zip(translated)
         .map(|(item, done)| {
             let ExprKind::Literal(literal) = &item.kind else {
-                return Ok(done);
+                // Every element has the list's type, so the constructor needs no coercion.
+                return if target.is_numeric() {
+                    done.cast_to(&target, schema)
+                        .map_err(|e| AnalysisError::at(e.to_string(), item))
+                } else {
+                    Ok(done)
+                };
             };
             if matches!(literal, Literal::Null) {
                 return Ok(done);

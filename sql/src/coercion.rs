@@ -190,6 +190,82 @@ fn parse_as(text: &str, target: &DataType) -> Result<Expr, String> {
     Ok(lit(ScalarValue::Utf8(Some(text.to_string()))))
 }
 
+/// The numeric type a string literal holds, as ksqlDB reads a number in text for an expression
+/// list: an INT or a BIGINT when it is a whole number that fits, else the DECIMAL of its digits
+/// (`'2e1'` is DECIMAL(2, 0), `'1.50'` DECIMAL(3, 2)); `None` when it is not a number.
+pub fn numeric_literal_type(text: &str) -> Option<DataType> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(if i32::try_from(n).is_ok() {
+            DataType::Int32
+        } else {
+            DataType::Int64
+        });
+    }
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let significant = digits.trim_start_matches('0').len().max(1) as i32;
+    let scale = fraction.len() as i32 - exponent;
+    let (precision, scale) = if scale < 0 {
+        (significant - scale, 0)
+    } else {
+        (significant.max(scale), scale)
+    };
+    if precision > 38 {
+        return Some(DataType::Float64);
+    }
+    Some(DataType::Decimal128(precision as u8, scale as i8))
+}
+
+/// The numeric type wide enough for every one of `types`, as ksqlDB widens an expression list:
+/// any DOUBLE makes it DOUBLE; any DECIMAL a DECIMAL holding every whole part (an INT's 10
+/// digits, a BIGINT's 19) and every scale; else BIGINT if any is, else INT.
+pub fn widest_numeric(types: &[DataType]) -> Option<DataType> {
+    let mut widest: Option<DataType> = None;
+    let (mut whole, mut scale) = (0i32, 0i32);
+    let mut decimal = false;
+    for t in types {
+        let (w, s) = match t {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 => (10, 0),
+            DataType::Int64 => (19, 0),
+            DataType::Decimal128(p, s) => {
+                decimal = true;
+                (i32::from(*p) - i32::from(*s), i32::from(*s))
+            }
+            DataType::Float32 | DataType::Float64 => return Some(DataType::Float64),
+            DataType::Null => continue,
+            _ => return None,
+        };
+        whole = whole.max(w);
+        scale = scale.max(s);
+        widest = Some(match (&widest, t) {
+            (Some(DataType::Int64), _) | (_, DataType::Int64) => DataType::Int64,
+            _ => DataType::Int32,
+        });
+    }
+    if decimal {
+        let precision = (whole + scale).min(38);
+        return Some(DataType::Decimal128(
+            precision as u8,
+            scale.min(precision) as i8,
+        ));
+    }
+    widest
+}
+
 /// Rewrites a literal (or a constructor of literals) compared with a value of type `target`
 /// into that type, as ksqlDB does for `IN` lists. `None` when the expression is not one.
 #[recursive::recursive]
@@ -320,6 +396,43 @@ mod tests {
         assert_eq!(parse_boolean("Y"), Some(true));
         assert_eq!(parse_boolean("no"), Some(false));
         assert_eq!(parse_boolean("Not a boolean"), None);
+    }
+
+    #[test]
+    fn numbers_in_text_have_the_type_of_their_digits_and_lists_widen_to_hold_them_all() {
+        use super::{numeric_literal_type, widest_numeric};
+        assert_eq!(numeric_literal_type("10"), Some(DataType::Int32));
+        assert_eq!(numeric_literal_type("3000000000"), Some(DataType::Int64));
+        assert_eq!(
+            numeric_literal_type("2e1"),
+            Some(DataType::Decimal128(2, 0))
+        );
+        assert_eq!(
+            numeric_literal_type("1.50"),
+            Some(DataType::Decimal128(3, 2))
+        );
+        assert_eq!(
+            numeric_literal_type("0.05"),
+            Some(DataType::Decimal128(2, 2))
+        );
+        assert_eq!(numeric_literal_type("ten"), None);
+        assert_eq!(numeric_literal_type("."), None);
+        assert_eq!(
+            widest_numeric(&[DataType::Int32, DataType::Decimal128(2, 0), DataType::Int64]),
+            Some(DataType::Decimal128(19, 0))
+        );
+        assert_eq!(
+            widest_numeric(&[DataType::Int32, DataType::Decimal128(3, 2)]),
+            Some(DataType::Decimal128(12, 2))
+        );
+        assert_eq!(
+            widest_numeric(&[DataType::Int32, DataType::Int64]),
+            Some(DataType::Int64)
+        );
+        assert_eq!(
+            widest_numeric(&[DataType::Int32, DataType::Float64]),
+            Some(DataType::Float64)
+        );
     }
 
     #[test]
