@@ -8,6 +8,7 @@ pub mod http;
 pub mod kafka;
 mod ksql;
 pub mod metrics;
+pub mod registry;
 mod request_memory;
 mod rest;
 mod streaming;

@@ -166,6 +166,16 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_KAFKA_ADVERTISED")]
     kafka_advertised: Option<SocketAddr>,
 
+    /// Address of the schema registry listener (Confluent's REST API, whose clients default to
+    /// port 8081), or `off` for none.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_SCHEMA_REGISTRY_LISTEN",
+        default_value = "127.0.0.1:8081"
+    )]
+    schema_registry_listen: String,
+
     /// Whether Kafka clients asking for unknown topics create them (with one partition).
     #[arg(long, global = true, env = "EDDY_KAFKA_AUTO_CREATE_TOPICS", default_value_t = true, action = clap::ArgAction::Set)]
     kafka_auto_create_topics: bool,
@@ -404,6 +414,52 @@ fn serve_with_shell(
     served
 }
 
+/// Serves the schema registry on its own listener, unless `--schema-registry-listen off`;
+/// returns where it listens and its task.
+async fn serve_registry(
+    args: &ServerArgs,
+    registry: std::sync::Arc<eddy_registry::SchemaRegistry>,
+    metrics: &eddy_server::metrics::ServerMetrics,
+    max_connections: usize,
+) -> anyhow::Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>> {
+    if args.schema_registry_listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let address: SocketAddr = args.schema_registry_listen.parse().with_context(|| {
+        format!(
+            "--schema-registry-listen takes an address such as 127.0.0.1:8081, or off; not {:?}",
+            args.schema_registry_listen
+        )
+    })?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for schema registry clients on {address} (if another registry \
+                 serves there, give --schema-registry-listen another address, or off)"
+            )
+        })?;
+    let address = listener.local_addr()?;
+    // Browsers get what the REST API's listener lets them have: nothing from other sites.
+    let browser = http::BrowserPolicy::new(
+        address,
+        &args.http_allowed_hosts,
+        &args.http_allowed_origins,
+    );
+    let router =
+        eddy_server::registry::router(registry).layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(browser),
+            eddy_server::browser::guard,
+        ));
+    let connections = metrics.connection_limit("schema_registry", max_connections);
+    let task = tokio::spawn(async move {
+        if let Err(e) = http::serve(listener, router, connections).await {
+            tracing::error!(error = %e, "the schema registry listener stopped");
+        }
+    });
+    Ok(Some((address, task)))
+}
+
 /// Where a started server listens.
 struct Listening {
     http: SocketAddr,
@@ -442,6 +498,10 @@ async fn serve(
         .await
         .context("cannot restore the catalog from the command log")?;
     let sources = engine.catalog().await.sources().count();
+    let registry = std::sync::Arc::new(
+        eddy_registry::SchemaRegistry::open(&store)
+            .map_err(|e| anyhow::anyhow!("cannot read the schema registry back: {e}"))?,
+    );
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {}", args.kafka_listen))?;
@@ -479,14 +539,19 @@ async fn serve(
         max_request_bytes: args.max_request_bytes,
         in_memory_bytes: args.request_memory_bytes,
     };
+    let server_metrics = state.metrics.clone();
     let router = http::router(state, bodies, browser);
     let http = tokio::spawn(async move {
         if let Err(e) = http::serve(http_listener, router, http_connections).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });
+    let schema_registry = serve_registry(args, registry, &server_metrics, max_connections).await?;
     info!(address = %kafka_address, "listening for Kafka clients");
     info!(address = %http_address, "listening for HTTP (ksqlDB REST API)");
+    if let Some((address, _)) = &schema_registry {
+        info!(address = %address, "listening for schema registry clients");
+    }
     info!(
         data_dir = %args.data_dir.display(),
         topics = store.list_topics().len(),
@@ -507,6 +572,9 @@ async fn serve(
     info!("shutting down");
     kafka.abort();
     http.abort();
+    if let Some((_, task)) = schema_registry {
+        task.abort();
+    }
     maintenance.abort();
     // Queries stop between commits, so each resumes exactly where it stopped.
     queries.shutdown().await;

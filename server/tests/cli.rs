@@ -63,6 +63,8 @@ fn server_opens_the_store_and_stops_cleanly_on_ctrl_c() {
             "127.0.0.1:0",
             "--listen",
             "127.0.0.1:0",
+            "--schema-registry-listen",
+            "127.0.0.1:0",
         ])
         .stdin(Stdio::null())
         .stderr(Stdio::piped())

@@ -89,8 +89,9 @@ fn kafka_python_admin_creates_describes_and_deletes_topics() {
     let server = common::start();
     assert_eq!(
         run(&server, ADMIN_SCRIPT),
-        // The processing log's topic is there from the start, as with ksqlDB on Kafka.
-        "['default_ksql_processing_log', 'made']\ncompact\nalready exists\ninvalid config\ninvalid partitions\n['default_ksql_processing_log']\n"
+        // The processing log's topic is there from the start, as with ksqlDB on Kafka, and so
+        // is the schema registry's, as `_schemas` is on Kafka with Confluent's registry.
+        "['__eddy_schemas', 'default_ksql_processing_log', 'made']\ncompact\nalready exists\ninvalid config\ninvalid partitions\n['__eddy_schemas', 'default_ksql_processing_log']\n"
     );
 }
 

@@ -223,6 +223,7 @@ fn eddy_on_a_terminal_serves_and_opens_the_shell() {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--listen", "127.0.0.1:0", "--kafka-listen", "127.0.0.1:0"])
+            .args(["--schema-registry-listen", "127.0.0.1:0"])
             .env("HOME", dir.path())
             .env("TERM", "xterm");
         let mut session = rexpect::session::spawn_command(command, Some(30_000)).unwrap();

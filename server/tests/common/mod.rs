@@ -23,6 +23,8 @@ pub struct Server {
     pub http: String,
     /// `host:port` of the Kafka listener.
     pub kafka: String,
+    /// `host:port` of the schema registry listener.
+    pub registry: String,
     /// The last lines the server logged, for a failing test to show.
     log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     _dir: Option<tempfile::TempDir>,
@@ -85,6 +87,8 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
             "127.0.0.1:0",
             "--kafka-listen",
             "127.0.0.1:0",
+            "--schema-registry-listen",
+            "127.0.0.1:0",
             "--log-level",
             "info",
         ])
@@ -112,25 +116,37 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
                     .next()
                     .unwrap_or("")
                     .to_string();
-                let _ = tx.send((line.contains("HTTP"), address));
+                let listener = if line.contains("HTTP") {
+                    "http"
+                } else if line.contains("schema registry") {
+                    "registry"
+                } else {
+                    "kafka"
+                };
+                let _ = tx.send((listener, address));
             }
         }
     });
-    let (mut http, mut kafka) = (None, None);
-    while http.is_none() || kafka.is_none() {
-        let (is_http, address) = rx
+    let (mut http, mut kafka, mut registry) = (None, None, None);
+    // A test may turn the registry off (`--schema-registry-listen off`).
+    let registry_off = extra
+        .windows(2)
+        .any(|w| w == ["--schema-registry-listen", "off"]);
+    while http.is_none() || kafka.is_none() || (registry.is_none() && !registry_off) {
+        let (listener, address) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("eddy did not start listening");
-        if is_http {
-            http = Some(address);
-        } else {
-            kafka = Some(address);
+        match listener {
+            "http" => http = Some(address),
+            "registry" => registry = Some(address),
+            _ => kafka = Some(address),
         }
     }
     Server {
         child,
         http: http.unwrap_or_default(),
         kafka: kafka.unwrap_or_default(),
+        registry: registry.unwrap_or_default(),
         log,
         _dir: None,
     }

@@ -1,0 +1,597 @@
+//! The registry: requests checked against its state, changes written to its log topic and then
+//! applied, one at a time.
+
+use bytes::Bytes;
+use eddy_storage::{CleanupPolicy, Record, Store, TopicConfig};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+use crate::compatibility::{Level, check};
+use crate::error::{RegistryError, Result};
+use crate::schema::{Parsed, Reference, SchemaText, SchemaType, parse};
+use crate::state::{Entry, State, VersionEntry};
+
+/// The internal compacted topic the registry keeps its schemas and levels in, as Confluent's
+/// keeps `_schemas`; Kafka clients may read it, only Eddy writes it.
+pub const SCHEMAS_TOPIC: &str = "__eddy_schemas";
+
+/// How a request names a version: a number from 1, or `latest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionSpec {
+    /// The highest live version.
+    Latest,
+    /// This one.
+    Number(i32),
+}
+
+impl VersionSpec {
+    /// Reads `latest`, `-1` (Confluent's other name for it) or a number from 1; else 42202.
+    pub fn parse(text: &str) -> Result<Self> {
+        if text.eq_ignore_ascii_case("latest") || text == "-1" {
+            return Ok(VersionSpec::Latest);
+        }
+        match text.parse::<i32>() {
+            Ok(n) if n >= 1 => Ok(VersionSpec::Number(n)),
+            _ => Err(RegistryError::invalid_version(text)),
+        }
+    }
+}
+
+/// A schema a request sends: its text, type and references.
+#[derive(Debug, Clone)]
+pub struct SchemaRequest {
+    /// The schema's text.
+    pub schema: String,
+    /// Its type.
+    pub schema_type: SchemaType,
+    /// The schemas it references.
+    pub references: Vec<Reference>,
+}
+
+/// A subject's version as lookups answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectVersion {
+    /// The subject.
+    pub subject: String,
+    /// The version.
+    pub version: i32,
+    /// The schema's id.
+    pub id: u32,
+    /// The schema.
+    pub schema: SchemaText,
+}
+
+/// Confluent's schema registry, kept in Eddy's log.
+pub struct SchemaRegistry {
+    store: Store,
+    state: Mutex<State>,
+}
+
+impl SchemaRegistry {
+    /// Opens the registry over `store`: creates its topic the first time, and reads back
+    /// everything it holds.
+    pub fn open(store: &Store) -> Result<Self> {
+        if !store.topic_exists(SCHEMAS_TOPIC) {
+            let config = TopicConfig {
+                cleanup_policy: CleanupPolicy::Compact,
+                ..TopicConfig::with_partitions(1)
+            };
+            store
+                .create_topic(SCHEMAS_TOPIC, config)
+                .map_err(RegistryError::store)?;
+        }
+        let mut state = State::default();
+        let (mut position, end) = (
+            store
+                .log_start_offset(SCHEMAS_TOPIC, 0)
+                .map_err(RegistryError::store)?,
+            store
+                .end_offset(SCHEMAS_TOPIC, 0)
+                .map_err(RegistryError::store)?,
+        );
+        let mut entries = 0usize;
+        while position < end {
+            let fetched = store
+                .read_records(SCHEMAS_TOPIC, 0, position, 1 << 20)
+                .map_err(RegistryError::store)?;
+            if fetched.next_offset <= position {
+                break;
+            }
+            for record in &fetched.records {
+                match decode(&record.record) {
+                    Some(entry) => {
+                        state.apply(&entry);
+                        entries += 1;
+                    }
+                    None => warn!(
+                        offset = record.offset,
+                        "skipping a record the registry cannot read"
+                    ),
+                }
+            }
+            position = fetched.next_offset;
+        }
+        info!(
+            schemas = state.schemas.len(),
+            subjects = state.subjects.len(),
+            entries,
+            "schema registry loaded"
+        );
+        Ok(SchemaRegistry {
+            store: store.clone(),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// Writes `entries` to the log, then applies them.
+    async fn commit(&self, state: &mut State, entries: Vec<Entry>) -> Result<()> {
+        let now = eddy_storage::now_ms();
+        let records: Vec<Record> = entries.iter().map(|e| encode(e, now)).collect();
+        self.store
+            .append(SCHEMAS_TOPIC, 0, records)
+            .await
+            .map_err(RegistryError::store)?;
+        for entry in &entries {
+            state.apply(entry);
+        }
+        Ok(())
+    }
+
+    /// Parses a request's schema, with the schemas it references.
+    fn parse(state: &State, request: &SchemaRequest) -> Result<(SchemaText, Parsed)> {
+        let mut referenced = Vec::with_capacity(request.references.len());
+        for reference in &request.references {
+            let text = state
+                .subjects
+                .get(&reference.subject)
+                .and_then(|versions| versions.get(&reference.version))
+                .and_then(|v| state.schemas.get(&v.id))
+                .ok_or_else(|| {
+                    RegistryError::invalid_schema(format!(
+                        "reference {} (subject {}, version {}) is not registered",
+                        reference.name, reference.subject, reference.version
+                    ))
+                })?;
+            referenced.push(text.schema.clone());
+        }
+        let (normalized, parsed) = parse(request.schema_type, &request.schema, &referenced)?;
+        Ok((
+            SchemaText {
+                schema_type: request.schema_type,
+                schema: normalized,
+                references: request.references.clone(),
+            },
+            parsed,
+        ))
+    }
+
+    /// The parsed schemas of a subject's live versions, oldest first.
+    fn earlier(state: &State, subject: &str) -> Result<Vec<(i32, Parsed)>> {
+        state
+            .versions(subject, false)
+            .into_iter()
+            .filter_map(|(n, v)| state.schemas.get(&v.id).map(|s| (n, s)))
+            .map(|(n, text)| {
+                let request = SchemaRequest {
+                    schema: text.schema.clone(),
+                    schema_type: text.schema_type,
+                    references: text.references.clone(),
+                };
+                Self::parse(state, &request).map(|(_, parsed)| (n, parsed))
+            })
+            .collect()
+    }
+
+    /// Registers `request` under `subject`: the id it has if it is already a live version of
+    /// the subject (or of any subject), else a new one, once it is compatible with the
+    /// subject's earlier versions at the subject's level.
+    pub async fn register(&self, subject: &str, request: &SchemaRequest) -> Result<u32> {
+        let mut state = self.state.lock().await;
+        let (text, parsed) = Self::parse(&state, request)?;
+        if let Some(id) = state.ids.get(&text).copied()
+            && state
+                .versions(subject, false)
+                .iter()
+                .any(|(_, v)| v.id == id)
+        {
+            return Ok(id);
+        }
+        let earlier = Self::earlier(&state, subject)?;
+        let broken = check(state.level(subject), &parsed, &earlier);
+        if !broken.is_empty() {
+            return Err(RegistryError::incompatible(subject, &broken));
+        }
+        let id = state
+            .ids
+            .get(&text)
+            .copied()
+            .unwrap_or_else(|| state.next_id());
+        let version = state
+            .subjects
+            .get(subject)
+            .and_then(|v| v.keys().next_back())
+            .map_or(1, |last| last + 1);
+        let entry = Entry::Version {
+            subject: subject.to_string(),
+            version,
+            id,
+            schema: text,
+            deleted: false,
+        };
+        self.commit(&mut state, vec![entry]).await?;
+        info!(subject, version, id, "schema registered");
+        Ok(id)
+    }
+
+    /// The version of `subject` whose schema is `request` (soft-deleted ones too when asked).
+    pub async fn lookup(
+        &self,
+        subject: &str,
+        request: &SchemaRequest,
+        deleted: bool,
+    ) -> Result<SubjectVersion> {
+        let state = self.state.lock().await;
+        let versions = state.versions(subject, deleted);
+        if versions.is_empty() {
+            return Err(RegistryError::subject_not_found(subject));
+        }
+        let (text, _) = Self::parse(&state, request)?;
+        let id = state
+            .ids
+            .get(&text)
+            .copied()
+            .ok_or_else(|| RegistryError::schema_not_found("not found"))?;
+        versions
+            .iter()
+            .rev()
+            .find(|(_, v)| v.id == id)
+            .map(|(n, _)| SubjectVersion {
+                subject: subject.to_string(),
+                version: *n,
+                id,
+                schema: text.clone(),
+            })
+            .ok_or_else(|| RegistryError::schema_not_found("not found"))
+    }
+
+    /// The schema with this id.
+    pub async fn schema(&self, id: u32) -> Result<SchemaText> {
+        let state = self.state.lock().await;
+        state
+            .schemas
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| RegistryError::schema_not_found(id))
+    }
+
+    /// The subjects (and versions) a schema is registered under.
+    pub async fn usages(&self, id: u32) -> Result<Vec<(String, i32)>> {
+        let state = self.state.lock().await;
+        if !state.schemas.contains_key(&id) {
+            return Err(RegistryError::schema_not_found(id));
+        }
+        Ok(state
+            .subjects
+            .iter()
+            .flat_map(|(s, versions)| {
+                versions
+                    .iter()
+                    .filter(|(_, v)| v.id == id && !v.deleted)
+                    .map(move |(n, _)| (s.clone(), *n))
+            })
+            .collect())
+    }
+
+    /// Every subject with a live version (or a soft-deleted one, when asked), sorted.
+    pub async fn subjects(&self, deleted: bool) -> Vec<String> {
+        let state = self.state.lock().await;
+        state
+            .subjects
+            .keys()
+            .filter(|s| !state.versions(s, deleted).is_empty())
+            .cloned()
+            .collect()
+    }
+
+    /// A subject's version numbers.
+    pub async fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
+        let state = self.state.lock().await;
+        let versions = state.versions(subject, deleted);
+        if versions.is_empty() {
+            return Err(RegistryError::subject_not_found(subject));
+        }
+        Ok(versions.into_iter().map(|(n, _)| n).collect())
+    }
+
+    /// One version of a subject.
+    pub async fn version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        deleted: bool,
+    ) -> Result<SubjectVersion> {
+        let state = self.state.lock().await;
+        let (version, entry) = find(&state, subject, spec, deleted)?;
+        let schema = state
+            .schemas
+            .get(&entry.id)
+            .cloned()
+            .ok_or_else(|| RegistryError::schema_not_found(entry.id))?;
+        Ok(SubjectVersion {
+            subject: subject.to_string(),
+            version,
+            id: entry.id,
+            schema,
+        })
+    }
+
+    /// Deletes every version of a subject: soft (kept, hidden) or, once soft-deleted,
+    /// permanent. Returns the versions deleted.
+    pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
+        let mut state = self.state.lock().await;
+        let all = state.versions(subject, true);
+        if all.is_empty() {
+            return Err(RegistryError::subject_not_found(subject));
+        }
+        let live: Vec<(i32, VersionEntry)> =
+            all.iter().filter(|(_, v)| !v.deleted).copied().collect();
+        let entries: Vec<Entry> = if permanent {
+            if !live.is_empty() {
+                return Err(RegistryError::subject_not_soft_deleted(subject));
+            }
+            let mut gone: Vec<Entry> = all
+                .iter()
+                .map(|(n, _)| Entry::VersionGone {
+                    subject: subject.to_string(),
+                    version: *n,
+                })
+                .collect();
+            if state.levels.contains_key(subject) {
+                gone.push(Entry::Config {
+                    subject: Some(subject.to_string()),
+                    level: None,
+                });
+            }
+            gone
+        } else {
+            if live.is_empty() {
+                return Err(RegistryError::subject_soft_deleted(subject));
+            }
+            live.iter()
+                .map(|(n, v)| soft_deleted(&state, subject, *n, v.id))
+                .collect::<Result<_>>()?
+        };
+        let deleted: Vec<i32> = if permanent { &all } else { &live }
+            .iter()
+            .map(|(n, _)| *n)
+            .collect();
+        self.commit(&mut state, entries).await?;
+        info!(subject, permanent, versions = ?deleted, "subject deleted");
+        Ok(deleted)
+    }
+
+    /// Deletes one version: soft, or (once soft-deleted) permanent.
+    pub async fn delete_version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        permanent: bool,
+    ) -> Result<i32> {
+        let mut state = self.state.lock().await;
+        let (version, entry) = find(&state, subject, spec, permanent)?;
+        let change = if permanent {
+            if !entry.deleted {
+                return Err(RegistryError::version_not_soft_deleted(subject, version));
+            }
+            Entry::VersionGone {
+                subject: subject.to_string(),
+                version,
+            }
+        } else {
+            soft_deleted(&state, subject, version, entry.id)?
+        };
+        self.commit(&mut state, vec![change]).await?;
+        Ok(version)
+    }
+
+    /// Whether `request` could be registered under `subject`: against the subject's level
+    /// for `latest`, or against one version. Returns why not, empty when it could.
+    pub async fn compatibility(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        request: &SchemaRequest,
+    ) -> Result<Vec<String>> {
+        let state = self.state.lock().await;
+        let (_, parsed) = Self::parse(&state, request)?;
+        let earlier = Self::earlier(&state, subject)?;
+        let level = state.level(subject);
+        match spec {
+            VersionSpec::Latest => Ok(check(level, &parsed, &earlier)),
+            VersionSpec::Number(_) => {
+                let (version, _) = find(&state, subject, spec, false)?;
+                let one: Vec<(i32, Parsed)> =
+                    earlier.into_iter().filter(|(n, _)| *n == version).collect();
+                Ok(check(level, &parsed, &one))
+            }
+        }
+    }
+
+    /// The level a subject (or, with `None`, the registry) checks at; a subject without its
+    /// own is 40408 unless `default_to_global`.
+    pub async fn level(&self, subject: Option<&str>, default_to_global: bool) -> Result<Level> {
+        let state = self.state.lock().await;
+        match subject {
+            None => Ok(state.global),
+            Some(s) => match state.levels.get(s) {
+                Some(level) => Ok(*level),
+                None if default_to_global => Ok(state.global),
+                None => Err(RegistryError::subject_level_not_configured(s)),
+            },
+        }
+    }
+
+    /// Sets a subject's (or the global) level.
+    pub async fn set_level(&self, subject: Option<&str>, level: Level) -> Result<Level> {
+        let mut state = self.state.lock().await;
+        let entry = Entry::Config {
+            subject: subject.map(str::to_string),
+            level: Some(level.to_string()),
+        };
+        self.commit(&mut state, vec![entry]).await?;
+        Ok(level)
+    }
+
+    /// Removes a subject's own level (or resets the global one); returns the level it had.
+    pub async fn delete_level(&self, subject: Option<&str>) -> Result<Level> {
+        let mut state = self.state.lock().await;
+        let had = match subject {
+            None => state.global,
+            Some(s) => *state
+                .levels
+                .get(s)
+                .ok_or_else(|| RegistryError::subject_not_found(s))?,
+        };
+        let entry = Entry::Config {
+            subject: subject.map(str::to_string),
+            level: None,
+        };
+        self.commit(&mut state, vec![entry]).await?;
+        Ok(had)
+    }
+}
+
+/// The version `spec` names under `subject`: live ones only, unless `deleted`.
+fn find(
+    state: &State,
+    subject: &str,
+    spec: VersionSpec,
+    deleted: bool,
+) -> Result<(i32, VersionEntry)> {
+    let versions = state.versions(subject, deleted);
+    if versions.is_empty() {
+        return Err(RegistryError::subject_not_found(subject));
+    }
+    match spec {
+        VersionSpec::Latest => versions.last().copied(),
+        VersionSpec::Number(n) => versions.iter().find(|(v, _)| *v == n).copied(),
+    }
+    .ok_or_else(|| {
+        RegistryError::version_not_found(&match spec {
+            VersionSpec::Latest => "latest".to_string(),
+            VersionSpec::Number(n) => n.to_string(),
+        })
+    })
+}
+
+/// The entry that soft-deletes a version.
+fn soft_deleted(state: &State, subject: &str, version: i32, id: u32) -> Result<Entry> {
+    let schema = state
+        .schemas
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| RegistryError::schema_not_found(id))?;
+    Ok(Entry::Version {
+        subject: subject.to_string(),
+        version,
+        id,
+        schema,
+        deleted: true,
+    })
+}
+
+/// An entry as a record of the log, keyed as Confluent keys `_schemas` (so compaction keeps
+/// each version's and level's last state): a version's key is its subject and number, and a
+/// permanently deleted version is a tombstone.
+fn encode(entry: &Entry, now: i64) -> Record {
+    let key = |v: Value| Bytes::from(v.to_string());
+    match entry {
+        Entry::Version {
+            subject,
+            version,
+            id,
+            schema,
+            deleted,
+        } => Record::keyed(
+            key(json!({"keytype": "SCHEMA", "subject": subject, "version": version, "magic": 1})),
+            Bytes::from(
+                json!({
+                    "subject": subject,
+                    "version": version,
+                    "id": id,
+                    "schemaType": schema.schema_type.to_string(),
+                    "schema": schema.schema,
+                    "references": schema.references,
+                    "deleted": deleted,
+                })
+                .to_string(),
+            ),
+            now,
+        ),
+        Entry::VersionGone { subject, version } => Record::tombstone(
+            key(json!({"keytype": "SCHEMA", "subject": subject, "version": version, "magic": 1})),
+            now,
+        ),
+        Entry::Config { subject, level } => {
+            let k = key(json!({"keytype": "CONFIG", "subject": subject, "magic": 0}));
+            match level {
+                Some(level) => Record::keyed(
+                    k,
+                    Bytes::from(json!({"compatibilityLevel": level}).to_string()),
+                    now,
+                ),
+                None => Record::tombstone(k, now),
+            }
+        }
+    }
+}
+
+/// A log record back as an entry; `None` for one the registry did not write.
+fn decode(record: &Record) -> Option<Entry> {
+    let key: Value = serde_json::from_slice(record.key.as_deref()?).ok()?;
+    let subject = key.get("subject");
+    match key.get("keytype")?.as_str()? {
+        "SCHEMA" => {
+            let subject = subject?.as_str()?.to_string();
+            let version = i32::try_from(key.get("version")?.as_i64()?).ok()?;
+            let Some(value) = record.value.as_deref() else {
+                return Some(Entry::VersionGone { subject, version });
+            };
+            let value: Value = serde_json::from_slice(value).ok()?;
+            Some(Entry::Version {
+                subject,
+                version,
+                id: u32::try_from(value.get("id")?.as_u64()?).ok()?,
+                schema: SchemaText {
+                    schema_type: SchemaType::parse(value.get("schemaType").and_then(Value::as_str))
+                        .ok()?,
+                    schema: value.get("schema")?.as_str()?.to_string(),
+                    references: value
+                        .get("references")
+                        .cloned()
+                        .map(serde_json::from_value)
+                        .transpose()
+                        .ok()?
+                        .unwrap_or_default(),
+                },
+                deleted: value
+                    .get("deleted")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            })
+        }
+        "CONFIG" => {
+            let subject = subject.and_then(Value::as_str).map(str::to_string);
+            let level = match record.value.as_deref() {
+                None => None,
+                Some(value) => {
+                    let value: Value = serde_json::from_slice(value).ok()?;
+                    Some(value.get("compatibilityLevel")?.as_str()?.to_string())
+                }
+            };
+            Some(Entry::Config { subject, level })
+        }
+        _ => None,
+    }
+}

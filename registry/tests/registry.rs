@@ -1,0 +1,192 @@
+//! The registry over a real store: ids, versions, deletes, levels and compatibility, as
+//! Confluent's registry answers them, and everything back after the store is reopened.
+
+use eddy_registry::{Level, SchemaRegistry, SchemaRequest, SchemaType, VersionSpec};
+use eddy_storage::{Store, StoreOptions};
+
+fn avro(text: &str) -> SchemaRequest {
+    SchemaRequest {
+        schema: text.to_string(),
+        schema_type: SchemaType::Avro,
+        references: Vec::new(),
+    }
+}
+
+const V1: &str = r#"{"type":"record","name":"User","fields":[{"name":"id","type":"long"}]}"#;
+const V2: &str = r#"{"type":"record","name":"User","fields":[{"name":"id","type":"long"},{"name":"name","type":"string","default":""}]}"#;
+const BREAKS: &str = r#"{"type":"record","name":"User","fields":[{"name":"id","type":"long"},{"name":"age","type":"int"}]}"#;
+
+#[tokio::test]
+async fn schemas_get_ids_and_versions_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let registry = SchemaRegistry::open(&store).unwrap();
+
+    let id1 = registry.register("users-value", &avro(V1)).await.unwrap();
+    // The same schema, written differently, is the same id and no new version.
+    let again = registry
+        .register("users-value", &avro(&V1.replace(',', " , ")))
+        .await
+        .unwrap();
+    assert_eq!(again, id1);
+    let id2 = registry.register("users-value", &avro(V2)).await.unwrap();
+    assert_ne!(id1, id2);
+    // A schema known under another subject keeps its id there.
+    assert_eq!(
+        registry.register("other-value", &avro(V1)).await.unwrap(),
+        id1
+    );
+    assert_eq!(
+        registry.versions("users-value", false).await.unwrap(),
+        [1, 2]
+    );
+
+    // BACKWARD, the default: a new field without a default breaks it.
+    let refused = registry
+        .register("users-value", &avro(BREAKS))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, 409, "{refused}");
+    assert!(refused.message.contains("oldSchemaVersion: 2"), "{refused}");
+    registry
+        .set_level(Some("users-value"), Level::None)
+        .await
+        .unwrap();
+    let id3 = registry
+        .register("users-value", &avro(BREAKS))
+        .await
+        .unwrap();
+
+    let latest = registry
+        .version("users-value", VersionSpec::Latest, false)
+        .await
+        .unwrap();
+    assert_eq!((latest.version, latest.id), (3, id3));
+    let found = registry
+        .lookup("users-value", &avro(V2), false)
+        .await
+        .unwrap();
+    assert_eq!((found.version, found.id), (2, id2));
+
+    // Soft delete hides a version; a permanent one needs it first.
+    let refused = registry
+        .delete_version("users-value", VersionSpec::Number(1), true)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, 40407);
+    registry
+        .delete_version("users-value", VersionSpec::Number(1), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        registry.versions("users-value", false).await.unwrap(),
+        [2, 3]
+    );
+    assert_eq!(
+        registry.versions("users-value", true).await.unwrap(),
+        [1, 2, 3]
+    );
+    registry
+        .delete_version("users-value", VersionSpec::Number(1), true)
+        .await
+        .unwrap();
+    drop(registry);
+    store.close().unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let registry = SchemaRegistry::open(&store).unwrap();
+    assert_eq!(
+        registry.versions("users-value", true).await.unwrap(),
+        [2, 3]
+    );
+    assert!(registry.schema(id1).await.unwrap().schema.contains("User"));
+    assert_eq!(
+        registry.level(Some("users-value"), false).await.unwrap(),
+        Level::None
+    );
+    assert_eq!(registry.level(None, true).await.unwrap(), Level::Backward);
+    // Ids go on from the highest, never reused.
+    let next = registry
+        .register("fresh-value", &avro(r#""string""#))
+        .await
+        .unwrap();
+    assert_eq!(next, id3 + 1);
+    assert_eq!(
+        registry.subjects(false).await,
+        ["fresh-value", "other-value", "users-value"]
+    );
+}
+
+#[tokio::test]
+async fn a_subject_is_soft_deleted_before_it_is_deleted_for_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let registry = SchemaRegistry::open(&store).unwrap();
+    registry.register("s", &avro(V1)).await.unwrap();
+    assert_eq!(
+        registry.delete_subject("s", true).await.unwrap_err().code,
+        40405
+    );
+    assert_eq!(registry.delete_subject("s", false).await.unwrap(), [1]);
+    assert_eq!(
+        registry.delete_subject("s", false).await.unwrap_err().code,
+        40404
+    );
+    assert!(registry.subjects(false).await.is_empty());
+    assert_eq!(registry.subjects(true).await, ["s"]);
+    assert_eq!(registry.delete_subject("s", true).await.unwrap(), [1]);
+    assert!(registry.subjects(true).await.is_empty());
+    assert_eq!(registry.versions("s", true).await.unwrap_err().code, 40401);
+    assert_eq!(
+        registry.delete_subject("s", false).await.unwrap_err().code,
+        40401
+    );
+    // The schema itself stays readable by id, as Confluent keeps it.
+    assert!(registry.schema(1).await.is_ok());
+    assert_eq!(registry.schema(99).await.unwrap_err().code, 40403);
+}
+
+#[tokio::test]
+async fn references_resolve_to_registered_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let registry = SchemaRegistry::open(&store).unwrap();
+    registry
+        .register(
+            "address",
+            &avro(
+                r#"{"type":"record","name":"Address","fields":[{"name":"city","type":"string"}]}"#,
+            ),
+        )
+        .await
+        .unwrap();
+    let person = SchemaRequest {
+        schema: r#"{"type":"record","name":"Person","fields":[{"name":"home","type":"Address"}]}"#
+            .into(),
+        schema_type: SchemaType::Avro,
+        references: vec![eddy_registry::Reference {
+            name: "Address".into(),
+            subject: "address".into(),
+            version: 1,
+        }],
+    };
+    let id = registry.register("person-value", &person).await.unwrap();
+    assert_eq!(registry.schema(id).await.unwrap().references.len(), 1);
+    let missing = SchemaRequest {
+        references: vec![eddy_registry::Reference {
+            name: "Address".into(),
+            subject: "address".into(),
+            version: 7,
+        }],
+        ..person
+    };
+    assert_eq!(
+        registry
+            .register("p2-value", &missing)
+            .await
+            .unwrap_err()
+            .code,
+        42201
+    );
+}

@@ -1,0 +1,400 @@
+//! Confluent's schema registry REST API over Eddy's registry, on its own listener
+//! (`--schema-registry-listen`, 127.0.0.1:8081 by default), so Confluent's serializers,
+//! ksqlDB and people's scripts use it unchanged: its paths, its JSON bodies, its content type
+//! and its error codes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use eddy_registry::{
+    Level, Reference, RegistryError, SchemaRegistry, SchemaRequest, SchemaType, SubjectVersion,
+    VersionSpec,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The registry's content type.
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// The largest request body the registry reads: schemas are small.
+pub const MAX_BODY_BYTES: usize = 2 << 20;
+
+type Shared = State<Arc<SchemaRegistry>>;
+type Params = Query<HashMap<String, String>>;
+
+/// The registry's routes.
+pub fn router(registry: Arc<SchemaRegistry>) -> Router {
+    Router::new()
+        .route("/", get(|| async { reply(json!({})) }))
+        .route("/schemas/types", get(types))
+        .route("/schemas/ids/{id}", get(schema_by_id))
+        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id))
+        .route("/schemas/ids/{id}/versions", get(usages))
+        .route("/subjects", get(subjects))
+        .route("/subjects/{subject}", post(lookup).delete(delete_subject))
+        .route("/subjects/{subject}/versions", get(versions).post(register))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(version).delete(delete_version),
+        )
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(raw_version),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatibility),
+        )
+        .route("/config", get(global_level).put(set_global_level))
+        .route(
+            "/config/{subject}",
+            get(subject_level)
+                .put(set_subject_level)
+                .delete(delete_subject_level),
+        )
+        .route(
+            "/mode",
+            get(|| async { reply(json!({"mode": "READWRITE"})) }),
+        )
+        .route(
+            "/mode/{subject}",
+            get(|| async { reply(json!({"mode": "READWRITE"})) }),
+        )
+        .fallback(|| async {
+            error(&RegistryError {
+                code: 404,
+                message: "HTTP 404 Not Found".into(),
+            })
+        })
+        .with_state(registry)
+        .layer(axum::middleware::map_response(too_large))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+fn reply(body: Value) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
+}
+
+fn error(e: &RegistryError) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        json!({"error_code": e.code, "message": e.message}).to_string(),
+    )
+        .into_response()
+}
+
+fn answer(result: Result<Value, RegistryError>) -> Response {
+    match result {
+        Ok(body) => reply(body),
+        Err(e) => error(&e),
+    }
+}
+
+/// A body over the limit gets the registry's error shape, not axum's plain text.
+async fn too_large(response: Response) -> Response {
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return error(&RegistryError {
+            code: 413,
+            message: format!("Request body larger than {MAX_BODY_BYTES} bytes"),
+        });
+    }
+    response
+}
+
+fn flag(params: &HashMap<String, String>, name: &str) -> bool {
+    params
+        .get(name)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn parse_id(id: &str) -> Result<u32, RegistryError> {
+    id.parse::<u32>()
+        .map_err(|_| RegistryError::schema_not_found(id))
+}
+
+/// A registered schema as Confluent answers it: `schemaType` only when not Avro, and
+/// `references` only when there are some.
+fn schema_fields(body: &mut serde_json::Map<String, Value>, schema: &eddy_registry::SchemaText) {
+    body.insert("schema".into(), Value::String(schema.schema.clone()));
+    if schema.schema_type != SchemaType::Avro {
+        body.insert(
+            "schemaType".into(),
+            Value::String(schema.schema_type.to_string()),
+        );
+    }
+    if !schema.references.is_empty() {
+        body.insert("references".into(), json!(schema.references));
+    }
+}
+
+fn subject_version(found: &SubjectVersion) -> Value {
+    let mut body = serde_json::Map::new();
+    body.insert("subject".into(), json!(found.subject));
+    body.insert("version".into(), json!(found.version));
+    body.insert("id".into(), json!(found.id));
+    schema_fields(&mut body, &found.schema);
+    Value::Object(body)
+}
+
+#[derive(Deserialize)]
+struct Registration {
+    schema: String,
+    #[serde(rename = "schemaType")]
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<Reference>,
+}
+
+/// A request body as a schema: `{"schema": ..., "schemaType": ..., "references": [...]}`.
+fn schema_request(body: &Bytes) -> Result<SchemaRequest, RegistryError> {
+    let registration: Registration = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::unprocessable(format!("cannot read the body: {e}")))?;
+    Ok(SchemaRequest {
+        schema: registration.schema,
+        schema_type: SchemaType::parse(registration.schema_type.as_deref())?,
+        references: registration.references,
+    })
+}
+
+async fn types() -> Response {
+    reply(json!(eddy_registry::schema::SchemaType::SUPPORTED))
+}
+
+async fn schema_by_id(State(registry): Shared, Path(id): Path<String>) -> Response {
+    answer(
+        async {
+            let schema = registry.schema(parse_id(&id)?).await?;
+            let mut body = serde_json::Map::new();
+            schema_fields(&mut body, &schema);
+            Ok(Value::Object(body))
+        }
+        .await,
+    )
+}
+
+async fn raw_schema_by_id(State(registry): Shared, Path(id): Path<String>) -> Response {
+    match async { registry.schema(parse_id(&id)?).await }.await {
+        Ok(schema) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], schema.schema).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn usages(State(registry): Shared, Path(id): Path<String>) -> Response {
+    answer(
+        async {
+            let usages = registry.usages(parse_id(&id)?).await?;
+            Ok(json!(
+                usages
+                    .iter()
+                    .map(|(subject, version)| json!({"subject": subject, "version": version}))
+                    .collect::<Vec<_>>()
+            ))
+        }
+        .await,
+    )
+}
+
+async fn subjects(State(registry): Shared, Query(params): Params) -> Response {
+    reply(json!(registry.subjects(flag(&params, "deleted")).await))
+}
+
+async fn versions(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    Query(params): Params,
+) -> Response {
+    answer(
+        registry
+            .versions(&subject, flag(&params, "deleted"))
+            .await
+            .map(|v| json!(v)),
+    )
+}
+
+async fn register(State(registry): Shared, Path(subject): Path<String>, body: Bytes) -> Response {
+    answer(
+        async {
+            let request = schema_request(&body)?;
+            let id = registry.register(&subject, &request).await?;
+            Ok(json!({"id": id}))
+        }
+        .await,
+    )
+}
+
+async fn lookup(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    answer(
+        async {
+            let request = schema_request(&body)?;
+            let found = registry
+                .lookup(&subject, &request, flag(&params, "deleted"))
+                .await?;
+            Ok(subject_version(&found))
+        }
+        .await,
+    )
+}
+
+async fn version(
+    State(registry): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(params): Params,
+) -> Response {
+    answer(
+        async {
+            let spec = VersionSpec::parse(&version)?;
+            let found = registry
+                .version(&subject, spec, flag(&params, "deleted"))
+                .await?;
+            Ok(subject_version(&found))
+        }
+        .await,
+    )
+}
+
+async fn raw_version(
+    State(registry): Shared,
+    Path((subject, version)): Path<(String, String)>,
+) -> Response {
+    match async {
+        let spec = VersionSpec::parse(&version)?;
+        registry.version(&subject, spec, false).await
+    }
+    .await
+    {
+        Ok(found) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], found.schema.schema).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
+async fn delete_subject(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    Query(params): Params,
+) -> Response {
+    answer(
+        registry
+            .delete_subject(&subject, flag(&params, "permanent"))
+            .await
+            .map(|v| json!(v)),
+    )
+}
+
+async fn delete_version(
+    State(registry): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(params): Params,
+) -> Response {
+    answer(
+        async {
+            let spec = VersionSpec::parse(&version)?;
+            let deleted = registry
+                .delete_version(&subject, spec, flag(&params, "permanent"))
+                .await?;
+            Ok(json!(deleted))
+        }
+        .await,
+    )
+}
+
+async fn compatibility(
+    State(registry): Shared,
+    Path((subject, version)): Path<(String, String)>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    answer(
+        async {
+            let spec = VersionSpec::parse(&version)?;
+            let request = schema_request(&body)?;
+            let broken = registry.compatibility(&subject, spec, &request).await?;
+            let mut out = json!({"is_compatible": broken.is_empty()});
+            if flag(&params, "verbose") {
+                out["messages"] = json!(broken);
+            }
+            Ok(out)
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+struct LevelBody {
+    compatibility: String,
+}
+
+fn level_body(body: &Bytes) -> Result<Level, RegistryError> {
+    let parsed: LevelBody = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::unprocessable(format!("cannot read the body: {e}")))?;
+    parsed.compatibility.parse()
+}
+
+async fn global_level(State(registry): Shared) -> Response {
+    answer(
+        registry
+            .level(None, true)
+            .await
+            .map(|l| json!({"compatibilityLevel": l.to_string()})),
+    )
+}
+
+async fn set_global_level(State(registry): Shared, body: Bytes) -> Response {
+    answer(
+        async {
+            let level = registry.set_level(None, level_body(&body)?).await?;
+            Ok(json!({"compatibility": level.to_string()}))
+        }
+        .await,
+    )
+}
+
+async fn subject_level(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    Query(params): Params,
+) -> Response {
+    answer(
+        registry
+            .level(Some(&subject), flag(&params, "defaultToGlobal"))
+            .await
+            .map(|l| json!({"compatibilityLevel": l.to_string()})),
+    )
+}
+
+async fn set_subject_level(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    body: Bytes,
+) -> Response {
+    answer(
+        async {
+            let level = registry
+                .set_level(Some(&subject), level_body(&body)?)
+                .await?;
+            Ok(json!({"compatibility": level.to_string()}))
+        }
+        .await,
+    )
+}
+
+async fn delete_subject_level(State(registry): Shared, Path(subject): Path<String>) -> Response {
+    answer(
+        registry
+            .delete_level(Some(&subject))
+            .await
+            .map(|l| json!({"compatibilityLevel": l.to_string()})),
+    )
+}

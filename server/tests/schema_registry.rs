@@ -1,0 +1,196 @@
+//! The schema registry on its own listener, as Confluent's clients call it: registering,
+//! looking up, versions, levels and compatibility, Confluent's error codes for what it refuses,
+//! and everything back after a restart.
+
+mod common;
+
+use common::{exchange, request};
+use serde_json::{Value, json};
+
+const V1: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"}]}"#;
+const V2: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"note","type":"string","default":""}]}"#;
+const BREAKS: &str = r#"{"type":"record","name":"Order","fields":[{"name":"id","type":"long"},{"name":"qty","type":"int"}]}"#;
+
+fn body(schema: &str) -> String {
+    json!({ "schema": schema }).to_string()
+}
+
+fn post(address: &str, path: &str, payload: &str) -> (u16, Value) {
+    request(address, "POST", path, Some(payload))
+}
+
+#[test]
+fn confluent_clients_register_look_up_and_evolve_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = common::start_in(&data, &[]);
+    let registry = server.registry.clone();
+
+    let (status, types) = request(&registry, "GET", "/schemas/types", None);
+    assert_eq!((status, types), (200, json!(["AVRO"])));
+    let raw = exchange(
+        &registry,
+        &format!("GET /config HTTP/1.1\r\nHost: {registry}\r\nConnection: close\r\n\r\n"),
+    );
+    assert_eq!(raw.0, 200);
+
+    let (status, first) = post(&registry, "/subjects/orders-value/versions", &body(V1));
+    assert_eq!((status, &first), (200, &json!({"id": 1})));
+    let (_, again) = post(&registry, "/subjects/orders-value/versions", &body(V1));
+    assert_eq!(again, first, "registering it again gives the same id");
+    let (status, second) = post(&registry, "/subjects/orders-value/versions", &body(V2));
+    assert_eq!((status, &second), (200, &json!({"id": 2})));
+
+    let (status, refused) = post(&registry, "/subjects/orders-value/versions", &body(BREAKS));
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["error_code"], 409);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("incompatible"),
+        "{refused}"
+    );
+    let (_, verdict) = post(
+        &registry,
+        "/compatibility/subjects/orders-value/versions/latest?verbose=true",
+        &body(BREAKS),
+    );
+    assert_eq!(verdict["is_compatible"], false, "{verdict}");
+    assert_eq!(
+        verdict["messages"].as_array().unwrap().len(),
+        1,
+        "{verdict}"
+    );
+
+    let (_, by_id) = request(&registry, "GET", "/schemas/ids/1", None);
+    assert!(
+        by_id["schema"].as_str().unwrap().contains("Order"),
+        "{by_id}"
+    );
+    assert!(
+        by_id.get("schemaType").is_none(),
+        "Avro is the default: {by_id}"
+    );
+    let (_, latest) = request(
+        &registry,
+        "GET",
+        "/subjects/orders-value/versions/latest",
+        None,
+    );
+    assert_eq!(latest["version"], 2);
+    assert_eq!(latest["id"], 2);
+    let (_, found) = post(&registry, "/subjects/orders-value", &body(V1));
+    assert_eq!(
+        (found["version"].clone(), found["id"].clone()),
+        (json!(1), json!(1))
+    );
+    let (_, subjects) = request(&registry, "GET", "/subjects", None);
+    assert_eq!(subjects, json!(["orders-value"]));
+
+    let (status, level) = request(
+        &registry,
+        "PUT",
+        "/config/orders-value",
+        Some(r#"{"compatibility": "none"}"#),
+    );
+    assert_eq!((status, level), (200, json!({"compatibility": "NONE"})));
+    let (status, _) = post(&registry, "/subjects/orders-value/versions", &body(BREAKS));
+    assert_eq!(status, 200);
+    let (_, global) = request(&registry, "GET", "/config", None);
+    assert_eq!(global, json!({"compatibilityLevel": "BACKWARD"}));
+
+    drop(server);
+    let server = common::start_in(&data, &[]);
+    let (_, versions) = request(
+        &server.registry,
+        "GET",
+        "/subjects/orders-value/versions",
+        None,
+    );
+    assert_eq!(
+        versions,
+        json!([1, 2, 3]),
+        "the registry survives a restart"
+    );
+    let (_, level) = request(&server.registry, "GET", "/config/orders-value", None);
+    assert_eq!(level, json!({"compatibilityLevel": "NONE"}));
+    // Its log is a topic Kafka clients can see, which they may not write.
+    let (_, topics) = common::ksql(&server, "SHOW ALL TOPICS;");
+    assert!(topics.to_string().contains("__eddy_schemas"), "{topics}");
+}
+
+#[test]
+fn what_the_registry_refuses_gets_confluents_codes() {
+    let server = common::start();
+    let registry = &server.registry;
+    let cases: &[(&str, &str, Option<String>, u16, u32)] = &[
+        ("GET", "/schemas/ids/7", None, 404, 40403),
+        ("GET", "/schemas/ids/not-a-number", None, 404, 40403),
+        ("GET", "/subjects/nothing/versions", None, 404, 40401),
+        ("GET", "/subjects/nothing/versions/abc", None, 422, 42202),
+        ("GET", "/subjects/nothing/versions/0", None, 422, 42202),
+        ("GET", "/config/nothing", None, 404, 40408),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some("not json".into()),
+            422,
+            422,
+        ),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(body(r#"{"type": "record"}"#)),
+            422,
+            42201,
+        ),
+        ("POST", "/subjects/s/versions", Some(body("{")), 422, 42201),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(json!({"schema": "syntax = \"proto3\";", "schemaType": "PROTOBUF"}).to_string()),
+            422,
+            42201,
+        ),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(json!({"schema": V1, "schemaType": "XML"}).to_string()),
+            422,
+            42201,
+        ),
+        (
+            "PUT",
+            "/config",
+            Some(r#"{"compatibility": "sideways"}"#.into()),
+            422,
+            42203,
+        ),
+        ("DELETE", "/subjects/nothing", None, 404, 40401),
+        ("GET", "/no/such/path", None, 404, 404),
+    ];
+    for (method, path, payload, status, code) in cases {
+        let (got, answer) = request(registry, method, path, payload.as_deref());
+        assert_eq!(got, *status, "{method} {path}: {answer}");
+        assert_eq!(answer["error_code"], *code, "{method} {path}: {answer}");
+        assert!(answer["message"].is_string(), "{method} {path}: {answer}");
+    }
+    // A body over the limit, and a deeply nested one, get an answer and the server lives on.
+    let huge = body(&format!("\"{}\"", "x".repeat(3 << 20)));
+    let (status, answer) = post(registry, "/subjects/s/versions", &huge);
+    assert_eq!(status, 413, "{answer}");
+    let deep = body(&format!(
+        "{}\"string\"{}",
+        "[".repeat(10_000),
+        "]".repeat(10_000)
+    ));
+    let (status, answer) = post(registry, "/subjects/s/versions", &deep);
+    assert_eq!(
+        (status, answer["error_code"].clone()),
+        (422, json!(42201)),
+        "{answer}"
+    );
+    let (status, _) = request(registry, "GET", "/subjects", None);
+    assert_eq!(status, 200);
+}
