@@ -21,7 +21,10 @@ fn on_path(program: &str) -> Option<PathBuf> {
 
 fn python_has_clients(python: &Path) -> bool {
     Command::new(python)
-        .args(["-c", "import kafka, confluent_kafka"])
+        .args([
+            "-c",
+            "import kafka, confluent_kafka, confluent_kafka.schema_registry.avro",
+        ])
         .output()
         .is_ok_and(|o| o.status.success())
 }
