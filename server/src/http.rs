@@ -31,6 +31,11 @@ pub struct BodyLimits {
 }
 
 impl BodyLimits {
+    /// A budget of request bodies in memory by these limits.
+    pub fn memory(&self) -> RequestMemory {
+        RequestMemory::new(self.in_memory_bytes, self.max_request_bytes)
+    }
+
     /// Bodies of at most `max_request_bytes`, 256 MiB of them in memory at once.
     pub fn new(max_request_bytes: usize) -> Self {
         BodyLimits {
@@ -45,6 +50,17 @@ pub const DEFAULT_REQUEST_MEMORY_BYTES: usize = 256 << 20;
 
 /// The HTTP routes, with the body limits, serving browsers as `browser` allows.
 pub fn router(state: AppState, bodies: BodyLimits, browser: BrowserPolicy) -> Router {
+    let memory = bodies.memory();
+    router_sharing(state, bodies, browser, memory)
+}
+
+/// [`router`], its request bodies counted in `memory`, a budget other listeners share.
+pub fn router_sharing(
+    state: AppState,
+    bodies: BodyLimits,
+    browser: BrowserPolicy,
+    memory: RequestMemory,
+) -> Router {
     let max_request_bytes = bodies.max_request_bytes;
     let server_metrics = state.metrics.clone();
     let cors = browser.cors_origins().map(|origins| {
@@ -87,7 +103,7 @@ pub fn router(state: AppState, bodies: BodyLimits, browser: BrowserPolicy) -> Ro
         .layer(axum::middleware::map_response(too_large_as_ksqldb_error))
         .layer(axum::extract::DefaultBodyLimit::max(max_request_bytes))
         .layer(axum::middleware::from_fn_with_state(
-            RequestMemory::new(bodies.in_memory_bytes, max_request_bytes),
+            memory,
             request_memory::reserve,
         ))
         .layer(axum::middleware::from_fn_with_state(

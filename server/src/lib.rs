@@ -9,6 +9,6 @@ pub mod kafka;
 mod ksql;
 pub mod metrics;
 pub mod registry;
-mod request_memory;
+pub mod request_memory;
 mod rest;
 mod streaming;

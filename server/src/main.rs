@@ -418,7 +418,11 @@ fn serve_with_shell(
 /// returns where it listens and its task.
 async fn serve_registry(
     args: &ServerArgs,
-    registry: std::sync::Arc<eddy_registry::SchemaRegistry>,
+    (registry, bodies, memory): (
+        std::sync::Arc<eddy_registry::SchemaRegistry>,
+        http::BodyLimits,
+        eddy_server::request_memory::RequestMemory,
+    ),
     metrics: &eddy_server::metrics::ServerMetrics,
     max_connections: usize,
 ) -> anyhow::Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>> {
@@ -446,11 +450,12 @@ async fn serve_registry(
         &args.http_allowed_hosts,
         &args.http_allowed_origins,
     );
-    let router =
-        eddy_server::registry::router(registry).layer(axum::middleware::from_fn_with_state(
+    let router = eddy_server::registry::router(registry, bodies, memory).layer(
+        axum::middleware::from_fn_with_state(
             std::sync::Arc::new(browser),
             eddy_server::browser::guard,
-        ));
+        ),
+    );
     let connections = metrics.connection_limit("schema_registry", max_connections);
     let task = tokio::spawn(async move {
         if let Err(e) = http::serve(listener, router, connections).await {
@@ -540,13 +545,20 @@ async fn serve(
         in_memory_bytes: args.request_memory_bytes,
     };
     let server_metrics = state.metrics.clone();
-    let router = http::router(state, bodies, browser);
+    let memory = bodies.memory();
+    let router = http::router_sharing(state, bodies, browser, memory.clone());
     let http = tokio::spawn(async move {
         if let Err(e) = http::serve(http_listener, router, http_connections).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
     });
-    let schema_registry = serve_registry(args, registry, &server_metrics, max_connections).await?;
+    let schema_registry = serve_registry(
+        args,
+        (registry, bodies, memory),
+        &server_metrics,
+        max_connections,
+    )
+    .await?;
     info!(address = %kafka_address, "listening for Kafka clients");
     info!(address = %http_address, "listening for HTTP (ksqlDB REST API)");
     if let Some((address, _)) = &schema_registry {

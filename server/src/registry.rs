@@ -22,14 +22,17 @@ use serde_json::{Value, json};
 /// The registry's content type.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
-/// The largest request body the registry reads: schemas are small.
-pub const MAX_BODY_BYTES: usize = 2 << 20;
-
 type Shared = State<Arc<SchemaRegistry>>;
 type Params = Query<HashMap<String, String>>;
 
-/// The registry's routes.
-pub fn router(registry: Arc<SchemaRegistry>) -> Router {
+/// The registry's routes: bodies of at most `bodies.max_request_bytes`, held in memory within
+/// `memory`, the budget the REST API's listener shares.
+pub fn router(
+    registry: Arc<SchemaRegistry>,
+    bodies: crate::http::BodyLimits,
+    memory: crate::request_memory::RequestMemory,
+) -> Router {
+    let max_body = bodies.max_request_bytes;
     Router::new()
         .route("/", get(|| async { reply(json!({})) }))
         .route("/schemas/types", get(types))
@@ -73,8 +76,15 @@ pub fn router(registry: Arc<SchemaRegistry>) -> Router {
             })
         })
         .with_state(registry)
-        .layer(axum::middleware::map_response(too_large))
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(move |r| {
+            too_large(r, max_body)
+        }))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            memory,
+            crate::request_memory::reserve,
+        ))
+        .layer(axum::middleware::map_response(unavailable))
 }
 
 fn reply(body: Value) -> Response {
@@ -99,11 +109,23 @@ fn answer(result: Result<Value, RegistryError>) -> Response {
 }
 
 /// A body over the limit gets the registry's error shape, not axum's plain text.
-async fn too_large(response: Response) -> Response {
+async fn too_large(response: Response, max_body: usize) -> Response {
     if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return error(&RegistryError {
             code: 413,
-            message: format!("Request body larger than {MAX_BODY_BYTES} bytes"),
+            message: format!("Request body larger than {max_body} bytes"),
+        });
+    }
+    response
+}
+
+/// A request refused because request bodies fill their memory budget gets the registry's
+/// error shape (the budget's own answer is in ksqlDB's).
+async fn unavailable(response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        return error(&RegistryError {
+            code: 50301,
+            message: "The server is reading as many request bodies as it holds in memory at once; try again later.".into(),
         });
     }
     response

@@ -176,8 +176,9 @@ fn what_the_registry_refuses_gets_confluents_codes() {
         assert_eq!(answer["error_code"], *code, "{method} {path}: {answer}");
         assert!(answer["message"].is_string(), "{method} {path}: {answer}");
     }
-    // A body over the limit, and a deeply nested one, get an answer and the server lives on.
-    let huge = body(&format!("\"{}\"", "x".repeat(3 << 20)));
+    // A body over the limit (--max-request-bytes, 10 MiB by default, as for the REST API), and
+    // a deeply nested one, get an answer and the server lives on.
+    let huge = body(&format!("\"{}\"", "x".repeat(11 << 20)));
     let (status, answer) = post(registry, "/subjects/s/versions", &huge);
     assert_eq!(status, 413, "{answer}");
     let deep = body(&format!(
@@ -193,4 +194,48 @@ fn what_the_registry_refuses_gets_confluents_codes() {
     );
     let (status, _) = request(registry, "GET", "/subjects", None);
     assert_eq!(status, 200);
+}
+
+/// Request bodies on the registry's listener count against the same memory budget as the REST
+/// API's: while slow REST uploads fill it, a registration waits, then gets 503 in Confluent's
+/// shape; once they are gone, it is served.
+#[test]
+fn the_registry_shares_the_request_memory_budget() {
+    use std::io::Write;
+    let server = common::start_with(&[
+        "--max-request-bytes",
+        "1024",
+        "--request-memory-bytes",
+        "4096",
+    ]);
+    let head = |address: &str, path: &str, length: usize| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let slow: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&server.http).unwrap();
+            stream
+                .write_all(head(&server.http, "/ksql", 1024).as_bytes())
+                .unwrap();
+            stream.write_all(b"{").unwrap();
+            stream
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let payload = body(V1);
+    let registration = format!(
+        "{}{payload}",
+        head(&server.registry, "/subjects/s/versions", payload.len())
+    );
+    let started = std::time::Instant::now();
+    let (status, answer) = exchange(&server.registry, &registration);
+    assert_eq!(status, 503, "{answer}");
+    assert!(answer.contains("50301"), "{answer}");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    drop(slow);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (status, answer) = exchange(&server.registry, &registration);
+    assert_eq!(status, 200, "{answer}");
 }
