@@ -442,6 +442,27 @@ pub fn arrow_type(ty: &SqlType, scope: &dyn Scope) -> Result<DataType, String> {
 }
 
 /// A binary expression as ksqlDB's messages write it: a NULL literal in lower case.
+/// Whether ksqlDB does arithmetic `op` on these types: numbers with numbers, `+` on two
+/// strings, and the time arithmetic DataFusion knows (a date or time and an interval).
+fn arithmetic_types(op: BinaryOp, left: &DataType, right: &DataType) -> bool {
+    let number = |t: &DataType| t.is_numeric() || *t == DataType::Null;
+    let text =
+        |t: &DataType| matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
+    let opaque = |t: &DataType| {
+        matches!(
+            t,
+            DataType::Boolean
+                | DataType::Binary
+                | DataType::List(_)
+                | DataType::Map(..)
+                | DataType::Struct(_)
+        )
+    };
+    (number(left) && number(right))
+        || (op == BinaryOp::Plus && text(left) && text(right))
+        || !(opaque(left) || opaque(right) || text(left) != text(right))
+}
+
 fn written_with_null(left: &ast::Expr, op: BinaryOp, right: &ast::Expr) -> String {
     let side = |e: &ast::Expr| match e.kind {
         ExprKind::Literal(Literal::Null) => "null".to_string(),
@@ -628,6 +649,26 @@ fn binary(
             expr,
         ));
     }
+    if op.is_arithmetic()
+        && let Some(schema) = scope.schema()
+        && let (Ok(lt), Ok(rt)) = (l.get_type(schema), r.get_type(schema))
+        && !arithmetic_types(op, &lt, &rt)
+    {
+        let base = |t: &DataType| {
+            crate::types::from_arrow(t)
+                .map(|t| crate::types::type_base_name(&t).to_string())
+                .unwrap_or_else(|_| t.to_string())
+        };
+        return Err(AnalysisError::at(
+            format!(
+                "Error processing expression: ({}). Unsupported arithmetic types. {} {}",
+                written_with_null(left, op, right),
+                base(&lt),
+                base(&rt)
+            ),
+            expr,
+        ));
+    }
     if op.is_comparison() {
         if let Some(ms) = magic_timestamp(left, right)? {
             r = Box::new(lit(ms));
@@ -675,6 +716,26 @@ fn in_list(
     let target = scope
         .schema()
         .and_then(|schema| tested.get_type(schema).ok().map(|t| (schema, t)));
+    // The list's common type, as ksqlDB's errors name it: the tested value and the numbers in
+    // the list widened together (a DECIMAL(4, 2) beside an INT is a DECIMAL(12, 2)).
+    let common = target.as_ref().map(|(schema, t)| {
+        if !t.is_numeric() {
+            return t.clone();
+        }
+        let mut types = vec![t.clone()];
+        for element in list {
+            if matches!(element.kind, ExprKind::Literal(Literal::String(_))) {
+                continue;
+            }
+            if let Ok(item) = to_datafusion(element, scope)
+                && let Ok(ty) = item.get_type(*schema)
+                && ty.is_numeric()
+            {
+                types.push(ty);
+            }
+        }
+        crate::coercion::widest_numeric(&types).unwrap_or_else(|| t.clone())
+    });
     let mut items = Vec::with_capacity(list.len());
     for element in list {
         let Some((schema, target)) = &target else {
@@ -689,8 +750,13 @@ fn in_list(
             Some(coerced) => coerced.map_err(|m| AnalysisError::at(m, element))?,
             None => to_datafusion(element, scope)?,
         };
-        crate::coercion::check_in_element(target, element, &item, schema)
-            .map_err(|m| AnalysisError::at(m, element))?;
+        crate::coercion::check_in_element(
+            common.as_ref().unwrap_or(target),
+            element,
+            &item,
+            schema,
+        )
+        .map_err(|m| AnalysisError::at(m, element))?;
         items.push(item);
     }
     Ok(if items.is_empty() {

@@ -97,6 +97,25 @@ fn precedence(expr: &Expr) -> u8 {
     }
 }
 
+/// An expression as ksqlDB's formatter prints it in messages: every binary operation in
+/// parentheses (`(RANDOM() + 1.5)`, `((A + B) > 1)`), the rest as SQL.
+pub fn ksql_text(expr: &Expr) -> String {
+    match &expr.kind {
+        ExprKind::Binary { left, op, right } => {
+            format!("({} {} {})", ksql_text(left), op.symbol(), ksql_text(right))
+        }
+        ExprKind::Unary {
+            op: UnaryOp::Not,
+            expr,
+        } => format!("(NOT {})", ksql_text(expr)),
+        ExprKind::Function { name, args, star } if !*star => {
+            let args: Vec<String> = args.iter().map(ksql_text).collect();
+            format!("{name}({})", args.join(", "))
+        }
+        _ => expr.to_string(),
+    }
+}
+
 /// Prints `expr`, in parentheses when it binds looser than `min`.
 struct Operand<'a>(&'a Expr, u8);
 
@@ -759,5 +778,33 @@ impl Display for Statement {
             ),
             StatementKind::RunScript(path) => write!(f, "RUN SCRIPT {}", quote_string(path)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ksql_text;
+    use crate::ast::{SelectItem, StatementKind};
+
+    #[test]
+    fn messages_print_every_binary_operation_in_parentheses_as_ksqldb_does() {
+        let statement =
+            crate::parse_statement("SELECT a + b * 2 > 1 AND NOT c, RANDOM() + 1.5, x FROM s;")
+                .unwrap();
+        let StatementKind::Query(query) = statement.kind else {
+            panic!("not a query");
+        };
+        let texts: Vec<String> = query
+            .select
+            .iter()
+            .map(|item| match item {
+                SelectItem::Expr { expr, .. } => ksql_text(expr),
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(
+            texts,
+            ["(((A + (B * 2)) > 1) AND (NOT C))", "(RANDOM() + 1.5)", "X"]
+        );
     }
 }

@@ -13,7 +13,7 @@
 pub mod analysis;
 pub mod ast;
 pub mod coercion;
-mod display;
+pub mod display;
 mod error;
 pub mod functions;
 mod lexer;

@@ -172,7 +172,8 @@ pub fn load_paths(suite: Suite, paths: &[PathBuf]) -> anyhow::Result<Vec<Conform
     files.sort();
     let mut cases = Vec::new();
     for path in files {
-        let text = std::fs::read_to_string(&path)?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         let json: Value = serde_json::from_str(&strip_json_leniencies(&text))
             .with_context(|| format!("cannot parse {}", path.display()))?;
         let file = path

@@ -175,6 +175,7 @@ pub(crate) fn compile_in(
             located_error(e.position, message)
         } else if e.message.starts_with("Cannot compare")
             || e.message.starts_with("Comparison with NULL")
+            || e.message.contains("Unsupported arithmetic types")
         {
             EngineError::statement(format!("Error in {clause} expression: {}", e.message))
         } else {

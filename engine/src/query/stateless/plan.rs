@@ -195,7 +195,8 @@ impl Planning<'_> {
             .map_err(|e| EngineError::statement(e.to_string()))?;
         if ty != DataType::Boolean && ty != DataType::Null {
             return Err(EngineError::statement(format!(
-                "Type error in WHERE expression: Should evaluate to boolean but is {expr} ({}) instead.",
+                "Type error in WHERE expression: Should evaluate to boolean but is {} ({}) instead.",
+                eddy_sql::display::ksql_text(expr),
                 type_name(&ty)
             )));
         }
