@@ -154,7 +154,7 @@ pub fn check_columns(format: Format, columns: &[&Column], is_key: bool) -> Resul
             type_display(&c.ty)
         )));
     }
-    check_format_types(format, columns).map_err(|reason| {
+    check_format_types(format, columns, is_key).map_err(|reason| {
         if !is_key {
             return reason;
         }
@@ -171,13 +171,15 @@ pub fn check_columns(format: Format, columns: &[&Column], is_key: bool) -> Resul
     })
 }
 
-fn check_format_types(format: Format, columns: &[&Column]) -> Result<()> {
+fn check_format_types(format: Format, columns: &[&Column], is_key: bool) -> Result<()> {
+    // ksqlDB lists key columns as its schema writes them, marked KEY.
+    let marker = if is_key { " KEY" } else { "" };
     match format {
         Format::Kafka => {
             if columns.len() > 1 {
                 let listed: Vec<String> = columns
                     .iter()
-                    .map(|c| format!("`{}` {}", c.name, type_display(&c.ty)))
+                    .map(|c| format!("`{}` {}{marker}", c.name, type_display(&c.ty)))
                     .collect();
                 return Err(EngineError::statement(format!(
                     "The 'KAFKA' format only supports a single field. Got: [{}]",
