@@ -313,3 +313,21 @@ fn json_fast_and_exact_paths_write_the_same_bytes() {
         Some(r#"{"ID":1,"NAME":"a \"quoted\"\nline","AMOUNT":2.0,"OK":true}"#)
     );
 }
+
+/// JSON read into a STRING column comes back as compact text in the order it was written, as
+/// ksqlDB's Jackson node writes it; serde_json's map would sort the keys.
+#[test]
+fn json_read_into_a_string_column_keeps_its_key_order() {
+    let c = json("DOC STRING", true);
+    let decoded = c.decode(&[Some(
+        br#"{"DOC": {"ITEMID": 6, "CATEGORY": {"NAME": "Food", "ID": 2}, "TAGS": [3, "b", null]}}"#
+            .as_slice(),
+    )]);
+    assert!(decoded.errors.is_empty(), "{:?}", decoded.errors);
+    let text =
+        datafusion::arrow::util::display::array_value_to_string(&decoded.columns[0], 0).unwrap();
+    assert_eq!(
+        text,
+        r#"{"ITEMID":6,"CATEGORY":{"NAME":"Food","ID":2},"TAGS":[3,"b",null]}"#
+    );
+}

@@ -17,6 +17,7 @@ use datafusion::arrow::datatypes::{DataType, FieldRef, Fields, SchemaRef, TimeUn
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use super::Decoded;
+use super::json_text::OrderedJson;
 use super::primitive::PrimitiveBuilder;
 use crate::error::{EngineError, Result};
 
@@ -380,10 +381,10 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
             }
             JsonBuilder::Primitive(PrimitiveBuilder::String(b)) => {
                 let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<serde_json::Value>()? {
+                while let Some(item) = seq.next_element::<OrderedJson>()? {
                     items.push(item);
                 }
-                b.append_value(serde_json::Value::Array(items).to_string());
+                b.append_value(OrderedJson::Array(items).to_string());
                 Ok(())
             }
             other => Err(mismatch("ArrayNode", other)),
@@ -464,11 +465,11 @@ impl<'de> Visitor<'de> for ValueVisitor<'_> {
                 outcome
             }
             JsonBuilder::Primitive(PrimitiveBuilder::String(b)) => {
-                let mut object = serde_json::Map::new();
-                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
-                    object.insert(k, v);
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, OrderedJson>()? {
+                    entries.push(entry);
                 }
-                b.append_value(serde_json::Value::Object(object).to_string());
+                b.append_value(OrderedJson::Object(entries).to_string());
                 Ok(())
             }
             other => Err(mismatch("ObjectNode", other)),

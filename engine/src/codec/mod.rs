@@ -7,6 +7,7 @@
 
 mod delimited;
 mod json;
+mod json_text;
 mod kafka;
 mod primitive;
 
