@@ -540,12 +540,20 @@ pub fn to_datafusion(expr: &ast::Expr, scope: &dyn Scope) -> Result<Expr, Analys
                     None => sub(b),
                 }
             };
-            Expr::Between(Between::new(
-                sub(inner)?,
-                *negated,
-                bound(low)?,
-                bound(high)?,
-            ))
+            let value = sub(inner)?;
+            let (low_bound, high_bound) = (bound(low)?, bound(high)?);
+            // ksqlDB types BETWEEN as its two comparisons, and says so when a bound cannot be
+            // compared with the value.
+            if let Some(schema) = scope.schema() {
+                for (op, (b, bound)) in [
+                    (BinaryOp::GtEq, (low, &low_bound)),
+                    (BinaryOp::LtEq, (high, &high_bound)),
+                ] {
+                    crate::coercion::check_comparison(op, (inner, &value), (b, bound), schema)
+                        .map_err(|m| AnalysisError::at(m, expr))?;
+                }
+            }
+            Expr::Between(Between::new(value, *negated, low_bound, high_bound))
         }
         ExprKind::InList {
             expr: inner,
@@ -784,10 +792,38 @@ fn like(
             ));
         }
     };
+    let (value, pattern_expr) = (sub(inner)?, sub(pattern)?);
+    // LIKE matches text against a text pattern; anything else is refused here, in SQL's types,
+    // rather than by DataFusion in Arrow's.
+    if let Some(schema) = scope.schema() {
+        let text = |e: &Expr| {
+            matches!(
+                e.get_type(schema),
+                Ok(DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null)
+            )
+        };
+        if !text(&value) || !text(&pattern_expr) {
+            let shown = |a: &ast::Expr, e: &Expr| {
+                let ty = e
+                    .get_type(schema)
+                    .map(|t| crate::coercion::type_name(&t))
+                    .unwrap_or_else(|_| "unknown".into());
+                format!("{a} ({ty})")
+            };
+            return Err(AnalysisError::at(
+                format!(
+                    "Cannot use LIKE on {} with pattern {}: LIKE matches a STRING against a STRING pattern.",
+                    shown(inner, &value),
+                    shown(pattern, &pattern_expr)
+                ),
+                expr,
+            ));
+        }
+    }
     Ok(Expr::Like(Like::new(
         negated,
-        sub(inner)?,
-        sub(pattern)?,
+        value,
+        pattern_expr,
         escape_char,
         false,
     )))
