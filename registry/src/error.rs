@@ -33,6 +33,11 @@ impl RegistryError {
         Self::new(40403, format!("Schema {what} not found"))
     }
 
+    /// 40403: a looked-up schema is not one of the subject's.
+    pub fn schema_not_registered() -> Self {
+        Self::new(40403, "Schema not found")
+    }
+
     /// 40404: the subject was soft-deleted.
     pub fn subject_soft_deleted(subject: &str) -> Self {
         Self::new(

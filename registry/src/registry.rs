@@ -241,7 +241,7 @@ impl SchemaRegistry {
             .ids
             .get(&text)
             .copied()
-            .ok_or_else(|| RegistryError::schema_not_found("not found"))?;
+            .ok_or_else(RegistryError::schema_not_registered)?;
         versions
             .iter()
             .rev()
@@ -252,7 +252,7 @@ impl SchemaRegistry {
                 id,
                 schema: text.clone(),
             })
-            .ok_or_else(|| RegistryError::schema_not_found("not found"))
+            .ok_or_else(RegistryError::schema_not_registered)
     }
 
     /// The schema with this id.

@@ -80,6 +80,12 @@ fn confluent_clients_register_look_up_and_evolve_schemas() {
     );
     assert_eq!(latest["version"], 2);
     assert_eq!(latest["id"], 2);
+    let (status, missing) = post(&registry, "/subjects/orders-value", &body(BREAKS));
+    assert_eq!(status, 404, "{missing}");
+    assert_eq!(
+        missing,
+        json!({"error_code": 40403, "message": "Schema not found"})
+    );
     let (_, found) = post(&registry, "/subjects/orders-value", &body(V1));
     assert_eq!(
         (found["version"].clone(), found["id"].clone()),
