@@ -41,6 +41,16 @@ impl Level {
         }
     }
 
+    /// Which of a subject's earlier versions (oldest first) a new one is checked against: none,
+    /// the latest, or every one for a transitive level.
+    pub fn against<T>(self, earlier: &[T]) -> &[T] {
+        match self {
+            Level::None => &[],
+            level if level.transitive() => earlier,
+            _ => earlier.last().map_or(&[], std::slice::from_ref),
+        }
+    }
+
     fn transitive(self) -> bool {
         matches!(
             self,
@@ -89,16 +99,8 @@ impl FromStr for Level {
 /// Why `new` breaks `level` against `earlier` (each with its version, oldest first): one
 /// message per broken pair, none when it is compatible.
 pub fn check(level: Level, new: &Parsed, earlier: &[(i32, Parsed)]) -> Vec<String> {
-    if level == Level::None {
-        return Vec::new();
-    }
-    let against: &[(i32, Parsed)] = if level.transitive() {
-        earlier
-    } else {
-        earlier.last().map_or(&[], std::slice::from_ref)
-    };
     let mut broken = Vec::new();
-    for (version, old) in against.iter().rev() {
+    for (version, old) in level.against(earlier).iter().rev() {
         let (Parsed::Avro(new), Parsed::Avro(old)) = (new, old);
         let mut why = Vec::new();
         if level.backward()

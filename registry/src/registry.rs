@@ -166,12 +166,11 @@ impl SchemaRegistry {
         ))
     }
 
-    /// The parsed schemas of a subject's live versions, oldest first.
-    fn earlier(state: &State, subject: &str) -> Result<Vec<(i32, Parsed)>> {
-        state
-            .versions(subject, false)
-            .into_iter()
-            .filter_map(|(n, v)| state.schemas.get(&v.id).map(|s| (n, s)))
+    /// The parsed schemas of `versions` (a subject's, oldest first).
+    fn parsed(state: &State, versions: &[(i32, VersionEntry)]) -> Result<Vec<(i32, Parsed)>> {
+        versions
+            .iter()
+            .filter_map(|(n, v)| state.schemas.get(&v.id).map(|s| (*n, s)))
             .map(|(n, text)| {
                 let request = SchemaRequest {
                     schema: text.schema.clone(),
@@ -181,6 +180,13 @@ impl SchemaRegistry {
                 Self::parse(state, &request).map(|(_, parsed)| (n, parsed))
             })
             .collect()
+    }
+
+    /// The parsed schemas of the subject's live versions its level checks a new one against
+    /// (only those are parsed: a subject with many versions at BACKWARD parses one).
+    fn checked_against(state: &State, subject: &str) -> Result<Vec<(i32, Parsed)>> {
+        let live = state.versions(subject, false);
+        Self::parsed(state, state.level(subject).against(&live))
     }
 
     /// Registers `request` under `subject`: the id it has if it is already a live version of
@@ -197,7 +203,7 @@ impl SchemaRegistry {
         {
             return Ok(id);
         }
-        let earlier = Self::earlier(&state, subject)?;
+        let earlier = Self::checked_against(&state, subject)?;
         let broken = check(state.level(subject), &parsed, &earlier);
         if !broken.is_empty() {
             return Err(RegistryError::incompatible(subject, &broken));
@@ -405,17 +411,12 @@ impl SchemaRegistry {
     ) -> Result<Vec<String>> {
         let state = self.state.lock().await;
         let (_, parsed) = Self::parse(&state, request)?;
-        let earlier = Self::earlier(&state, subject)?;
         let level = state.level(subject);
-        match spec {
-            VersionSpec::Latest => Ok(check(level, &parsed, &earlier)),
-            VersionSpec::Number(_) => {
-                let (version, _) = find(&state, subject, spec, false)?;
-                let one: Vec<(i32, Parsed)> =
-                    earlier.into_iter().filter(|(n, _)| *n == version).collect();
-                Ok(check(level, &parsed, &one))
-            }
-        }
+        let earlier = match spec {
+            VersionSpec::Latest => Self::checked_against(&state, subject)?,
+            VersionSpec::Number(_) => Self::parsed(&state, &[find(&state, subject, spec, false)?])?,
+        };
+        Ok(check(level, &parsed, &earlier))
     }
 
     /// The level a subject (or, with `None`, the registry) checks at; a subject without its

@@ -91,6 +91,14 @@ fn reply(body: Value) -> Response {
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body.to_string()).into_response()
 }
 
+/// A schema's text alone, as the `/schema` paths answer it.
+fn raw(result: Result<String, RegistryError>) -> Response {
+    match result {
+        Ok(text) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => error(&e),
+    }
+}
+
 fn error(e: &RegistryError) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
@@ -203,10 +211,7 @@ async fn schema_by_id(State(registry): Shared, Path(id): Path<String>) -> Respon
 }
 
 async fn raw_schema_by_id(State(registry): Shared, Path(id): Path<String>) -> Response {
-    match async { registry.schema(parse_id(&id)?).await }.await {
-        Ok(schema) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], schema.schema).into_response(),
-        Err(e) => error(&e),
-    }
+    raw(async { Ok(registry.schema(parse_id(&id)?).await?.schema) }.await)
 }
 
 async fn usages(State(registry): Shared, Path(id): Path<String>) -> Response {
@@ -291,15 +296,11 @@ async fn raw_version(
     State(registry): Shared,
     Path((subject, version)): Path<(String, String)>,
 ) -> Response {
-    match async {
+    raw(async {
         let spec = VersionSpec::parse(&version)?;
-        registry.version(&subject, spec, false).await
+        Ok(registry.version(&subject, spec, false).await?.schema.schema)
     }
-    .await
-    {
-        Ok(found) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], found.schema.schema).into_response(),
-        Err(e) => error(&e),
-    }
+    .await)
 }
 
 async fn delete_subject(

@@ -72,6 +72,24 @@ fn confluent_clients_register_look_up_and_evolve_schemas() {
         by_id.get("schemaType").is_none(),
         "Avro is the default: {by_id}"
     );
+    for path in [
+        "/schemas/ids/1/schema",
+        "/subjects/orders-value/versions/1/schema",
+    ] {
+        let (status, text) = request(&registry, "GET", path, None);
+        assert_eq!(status, 200, "{path}: {text}");
+        assert_eq!(
+            text["name"], "Order",
+            "{path}: the schema's text alone: {text}"
+        );
+        assert_eq!(
+            text["fields"].as_array().unwrap().len(),
+            1,
+            "{path}: {text}"
+        );
+    }
+    let (status, missing) = request(&registry, "GET", "/schemas/ids/99/schema", None);
+    assert_eq!((status, missing["error_code"].clone()), (404, json!(40403)));
     let (_, latest) = request(
         &registry,
         "GET",

@@ -725,8 +725,9 @@ fn in_list(
         .schema()
         .and_then(|schema| tested.get_type(schema).ok().map(|t| (schema, t)));
     // The list's common type, as ksqlDB's errors name it: the tested value and the numbers in
-    // the list widened together (a DECIMAL(4, 2) beside an INT is a DECIMAL(12, 2)).
-    let common = target.as_ref().map(|(schema, t)| {
+    // the list widened together (a DECIMAL(4, 2) beside an INT is a DECIMAL(12, 2)). Only an
+    // error needs it.
+    let common = |schema: &DFSchema, t: &DataType| {
         if !t.is_numeric() {
             return t.clone();
         }
@@ -736,14 +737,14 @@ fn in_list(
                 continue;
             }
             if let Ok(item) = to_datafusion(element, scope)
-                && let Ok(ty) = item.get_type(*schema)
+                && let Ok(ty) = item.get_type(schema)
                 && ty.is_numeric()
             {
                 types.push(ty);
             }
         }
         crate::coercion::widest_numeric(&types).unwrap_or_else(|| t.clone())
-    });
+    };
     let mut items = Vec::with_capacity(list.len());
     for element in list {
         let Some((schema, target)) = &target else {
@@ -758,13 +759,11 @@ fn in_list(
             Some(coerced) => coerced.map_err(|m| AnalysisError::at(m, element))?,
             None => to_datafusion(element, scope)?,
         };
-        crate::coercion::check_in_element(
-            common.as_ref().unwrap_or(target),
-            element,
-            &item,
-            schema,
-        )
-        .map_err(|m| AnalysisError::at(m, element))?;
+        if crate::coercion::check_in_element(target, element, &item, schema).is_err() {
+            let refused =
+                crate::coercion::check_in_element(&common(schema, target), element, &item, schema);
+            refused.map_err(|m| AnalysisError::at(m, element))?;
+        }
         items.push(item);
     }
     Ok(if items.is_empty() {

@@ -675,63 +675,45 @@ fn cube_explode(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
 /// elements in their own type (an INT sum wraps around, as Java's does), 0 for an empty one,
 /// null for a null array.
 fn list_sum(args: &[ArrayRef], rows: usize) -> Result<ArrayRef, String> {
-    use datafusion::arrow::array::{AsArray, Float64Array};
     use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
     let lists = args[0]
         .as_any()
         .downcast_ref::<ListArray>()
         .ok_or_else(|| format!("SUM_LIST takes an array, not {}", args[0].data_type()))?;
-    let each = |i: usize| {
-        let i = at(i, lists.len());
-        (!lists.is_null(i)).then(|| lists.value(i))
-    };
-    let element = match lists.data_type() {
-        DataType::List(field) => field.data_type().clone(),
-        other => return Err(format!("SUM_LIST takes an array, not {other}")),
-    };
-    Ok(match element {
-        DataType::Int32 => Arc::new(
-            (0..rows)
-                .map(|i| {
-                    each(i).map(|v| {
-                        v.as_primitive::<Int32Type>()
-                            .iter()
-                            .flatten()
-                            .fold(0i32, i32::wrapping_add)
-                    })
-                })
-                .collect::<Int32Array>(),
-        ),
-        DataType::Int64 => Arc::new(
-            (0..rows)
-                .map(|i| {
-                    each(i).map(|v| {
-                        v.as_primitive::<Int64Type>()
-                            .iter()
-                            .flatten()
-                            .fold(0i64, i64::wrapping_add)
-                    })
-                })
-                .collect::<Int64Array>(),
-        ),
-        DataType::Float64 => Arc::new(
-            (0..rows)
-                .map(|i| {
-                    each(i).map(|v| {
-                        v.as_primitive::<Float64Type>()
-                            .iter()
-                            .flatten()
-                            .sum::<f64>()
-                    })
-                })
-                .collect::<Float64Array>(),
-        ),
-        other => {
-            return Err(format!(
-                "Function 'sum_list' does not accept parameters (ARRAY<{other}>)."
-            ));
-        }
-    })
+    match lists.values().data_type() {
+        DataType::Int32 => Ok(sum_each_list::<Int32Type>(lists, rows)),
+        DataType::Int64 => Ok(sum_each_list::<Int64Type>(lists, rows)),
+        DataType::Float64 => Ok(sum_each_list::<Float64Type>(lists, rows)),
+        other => Err(format!(
+            "Function 'sum_list' does not accept parameters (ARRAY<{other}>)."
+        )),
+    }
+}
+
+/// Each list's non-null elements summed (wrapping for integers), read from the lists' one
+/// values array by their offsets.
+fn sum_each_list<T: datafusion::arrow::datatypes::ArrowPrimitiveType>(
+    lists: &ListArray,
+    rows: usize,
+) -> ArrayRef {
+    use datafusion::arrow::array::{ArrowNativeTypeOp, AsArray, PrimitiveArray};
+    let values = lists.values().as_primitive::<T>();
+    let offsets = lists.value_offsets();
+    let sums: PrimitiveArray<T> = (0..rows)
+        .map(|i| {
+            let i = at(i, lists.len());
+            if lists.is_null(i) {
+                return None;
+            }
+            let (start, end) = (offsets[i] as usize, offsets[i + 1] as usize);
+            Some(
+                (start..end)
+                    .filter(|&j| values.is_valid(j))
+                    .fold(T::Native::ZERO, |sum, j| sum.add_wrapping(values.value(j))),
+            )
+        })
+        .collect();
+    Arc::new(sums)
 }
 
 /// The functions of this file, as the catalogue registers them.
