@@ -1,7 +1,8 @@
 //! The store's disk: how much space is left, and whether writes still succeed.
 //!
 //! RocksDB treats a write that fails for want of space as a hard error and refuses every write
-//! after it until the database is reopened. So the store never lets the disk get that full:
+//! after it until it recovers (by itself, seconds after space returns). So the store tries not
+//! to let the disk get that full:
 //! while less than the reserve is free, commits are refused with [`StorageError::DiskFull`], which
 //! clients retry, and they are accepted again as soon as space returns (retention, compaction
 //! and deleted topics still write, since freeing space takes a little). Should RocksDB fail a

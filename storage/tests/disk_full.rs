@@ -93,8 +93,8 @@ fn values(store: &Store) -> Vec<u32> {
 
 /// On a 384 MB filesystem with 128 MB left and 96 MB kept in reserve (RocksDB preallocates
 /// files of 70 MB for a flush), appends are refused with a
-/// retriable error before RocksDB meets the full disk (which it could not recover from without
-/// a restart); every acknowledged record is read back, before and after a restart; and once a
+/// retriable error before RocksDB meets the full disk (after which it would refuse every write
+/// until it recovers); every acknowledged record is read back, before and after a restart; and once a
 /// file is removed, appends are accepted again without a restart.
 #[test]
 fn writes_are_refused_while_the_disk_is_full_and_resume_when_space_returns() {
