@@ -174,6 +174,15 @@ impl Catalog {
         self.build_source_with(create, sql, session, DeclaredBy::User)
     }
 
+    /// The key and value formats a `CREATE` declares (or the session's defaults give it).
+    pub fn declared_formats(
+        create: &CreateSource,
+        session: &HashMap<String, String>,
+    ) -> Result<(FormatSpec, FormatSpec)> {
+        let formats = Formats::declared(&create.properties, session)?;
+        Ok((formats.key, formats.value))
+    }
+
     /// [`Catalog::build_source`] for a query's sink, whose key may be named after a
     /// pseudo-column it was partitioned by (`PARTITION BY ROWTIME`).
     pub fn build_query_sink(

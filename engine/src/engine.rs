@@ -80,6 +80,10 @@ pub struct Engine {
     damaged_commands: Vec<command_log::DamagedEntry>,
     /// How queries run.
     pub(crate) options: EngineOptions,
+    /// The schema registry, kept in the store, that the AVRO format reads and registers with.
+    pub(crate) registry: Arc<eddy_registry::SchemaRegistry>,
+    /// The same registry as the codecs take it.
+    pub(crate) schemas: crate::codec::Schemas,
 }
 
 /// How the engine runs its queries.
@@ -128,6 +132,13 @@ impl Engine {
         };
         let (entries, mut damaged) = command_log::read(&store)?;
         let next_seq = command_log::next_seq(&entries, &damaged);
+        let registry =
+            Arc::new(eddy_registry::SchemaRegistry::open(&store).map_err(|e| {
+                EngineError::internal(format!("cannot read the schema registry: {e}"))
+            })?);
+        let schemas = crate::codec::Schemas::new(registry.clone());
+        let config =
+            datafusion::prelude::SessionConfig::new().with_extension(Arc::new(schemas.clone()));
         let engine = Engine {
             store,
             state: Mutex::new(EngineState {
@@ -137,7 +148,7 @@ impl Engine {
                 queries: BTreeMap::new(),
                 command_statuses: BTreeMap::new(),
             }),
-            datafusion: datafusion::prelude::SessionContext::new(),
+            datafusion: datafusion::prelude::SessionContext::new_with_config(config),
             progress: Arc::new(tokio::sync::Notify::new()),
             transient: Arc::new(
                 crate::query::transient::TransientRegistry::with_max_held_bytes(
@@ -149,6 +160,8 @@ impl Engine {
             pull_plans: Default::default(),
             damaged_commands: Vec::new(),
             options,
+            registry,
+            schemas,
         };
         for (seq, command) in entries {
             let mut session = Session {
@@ -311,6 +324,7 @@ impl Engine {
             &self.store,
             &self.materializers,
             table,
+            &self.schemas,
         )?))
     }
 
@@ -342,10 +356,11 @@ impl Engine {
                 source.name
             )));
         }
+        self.register_schemas(&source, true).await?;
         let mut results = Vec::with_capacity(rows.len());
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
-            match crate::insert::record_from_json(&source, row) {
+            match crate::insert::record_from_json(&source, row, &self.schemas) {
                 Ok(record) => {
                     records.push(record);
                     results.push(Ok(()));
@@ -387,6 +402,11 @@ impl Engine {
     /// The store the engine runs on.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The schema registry the engine's formats use; the server serves this same one.
+    pub fn schema_registry(&self) -> &Arc<eddy_registry::SchemaRegistry> {
+        &self.registry
     }
 
     /// A copy of the catalog as it is now.

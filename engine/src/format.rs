@@ -61,8 +61,13 @@ impl Format {
     pub fn is_supported(self) -> bool {
         matches!(
             self,
-            Format::Json | Format::Delimited | Format::Kafka | Format::None
+            Format::Json | Format::Delimited | Format::Kafka | Format::None | Format::Avro
         )
+    }
+
+    /// Whether its payloads name their schema in a schema registry.
+    pub fn uses_registry(self) -> bool {
+        matches!(self, Format::Avro | Format::Protobuf | Format::JsonSr)
     }
 
     /// Refuses the formats Eddy does not implement, with the reason.
@@ -232,9 +237,45 @@ fn check_format_types(format: Format, columns: &[&Column], is_key: bool) -> Resu
                 )));
             }
         }
-        Format::Avro | Format::Protobuf | Format::ProtobufNoSr | Format::JsonSr => {}
+        Format::Avro => {
+            if columns.iter().any(|c| map_with_non_string_key(&c.ty)) {
+                return Err(EngineError::statement(
+                    "Avro only supports MAPs with STRING keys",
+                ));
+            }
+            for c in columns {
+                avro_names(&c.name, &c.ty)?;
+            }
+        }
+        Format::Protobuf | Format::ProtobufNoSr | Format::JsonSr => {}
     }
     Ok(())
+}
+
+/// Refuses a column or field name Avro cannot carry (`[A-Za-z_][A-Za-z0-9_]*`), as ksqlDB does.
+fn avro_names(name: &str, ty: &SqlType) -> Result<()> {
+    let mut chars = name.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    if !first_ok {
+        return Err(EngineError::statement(format!(
+            "Schema is not compatible with Avro: Illegal initial character: {name}"
+        )));
+    }
+    if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(EngineError::statement(format!(
+            "Schema is not compatible with Avro: Illegal character in: {name}"
+        )));
+    }
+    match ty {
+        SqlType::Array(element) => avro_names(name, element),
+        SqlType::Map(_, value) => avro_names(name, value),
+        SqlType::Struct(fields) => fields
+            .iter()
+            .try_for_each(|f| avro_names(&f.name.value, &f.ty)),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use eddy_sql::ast::{Expr, Ident, SqlType};
 use eddy_storage::Record;
 
 use crate::catalog::{Catalog, DataSource};
-use crate::codec::RowCodec;
+use crate::codec::{RowCodec, Schemas};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::schema::{Column, ColumnKind};
@@ -201,6 +201,7 @@ pub(crate) fn build_record(
         &arrays_for(&keys)?,
         &arrays_for(&values)?,
         timestamp.unwrap_or_else(eddy_storage::now_ms),
+        &Schemas::of(ctx),
     )
 }
 
@@ -211,6 +212,7 @@ fn encode_row(
     key_arrays: &[ArrayRef],
     value_arrays: &[ArrayRef],
     timestamp: i64,
+    schemas: &Schemas,
 ) -> Result<Record> {
     let keys: Vec<&Column> = source.key_columns().collect();
     let values: Vec<&Column> = source.value_columns().collect();
@@ -220,13 +222,13 @@ fn encode_row(
     {
         None
     } else {
-        RowCodec::new(source.key_format, &keys, false)?
+        RowCodec::new(source.key_format, &keys, false, schemas)?
             .encode(key_arrays, 1)?
             .pop()
             .flatten()
     };
     let wrapped = source.wrap_single_value.unwrap_or(true);
-    let value = RowCodec::new(source.value_format, &values, wrapped)?
+    let value = RowCodec::new(source.value_format, &values, wrapped, schemas)?
         .encode(value_arrays, 1)?
         .pop()
         .flatten();
@@ -243,6 +245,11 @@ fn encode_row(
 /// through the codecs otherwise. `None` when the value cannot be such a key.
 pub(crate) fn encode_lookup_key(source: &DataSource, value: &serde_json::Value) -> Option<Vec<u8>> {
     let key = source.key_columns().next()?;
+    // A registry format's key bytes name the schema they were written with, which a lookup
+    // cannot know: such tables are scanned.
+    if source.key_format.format.uses_registry() {
+        return None;
+    }
     let direct = match (source.key_format.format, &key.ty, value) {
         (Format::Kafka, SqlType::Int, serde_json::Value::Number(n)) => n
             .as_i64()
@@ -267,13 +274,20 @@ pub(crate) fn encode_lookup_key(source: &DataSource, value: &serde_json::Value) 
         return direct;
     }
     let row = serde_json::json!({ key.name.clone(): value });
-    record_from_json(source, &row).ok()?.key.map(|k| k.to_vec())
+    record_from_json(source, &row, &Schemas::default())
+        .ok()?
+        .key
+        .map(|k| k.to_vec())
 }
 
 /// The record for a row given as a JSON object (as `/inserts-stream` sends them): fields match
 /// the source's key and value columns case-insensitively, missing ones are null, and `ROWTIME`
 /// sets the timestamp.
-pub(crate) fn record_from_json(source: &DataSource, row: &serde_json::Value) -> Result<Record> {
+pub(crate) fn record_from_json(
+    source: &DataSource,
+    row: &serde_json::Value,
+    schemas: &Schemas,
+) -> Result<Record> {
     let serde_json::Value::Object(fields) = row else {
         return Err(EngineError::statement("Each row must be a JSON object"));
     };
@@ -304,7 +318,12 @@ pub(crate) fn record_from_json(source: &DataSource, row: &serde_json::Value) -> 
     let values: Vec<&Column> = source.value_columns().collect();
     let payload = row.to_string();
     let decode = |columns: &[&Column]| -> Result<Vec<ArrayRef>> {
-        let codec = RowCodec::new(crate::format::FormatSpec::of(Format::Json), columns, true)?;
+        let codec = RowCodec::new(
+            crate::format::FormatSpec::of(Format::Json),
+            columns,
+            true,
+            &Schemas::default(),
+        )?;
         let decoded = codec.decode(&[Some(payload.as_bytes())]);
         if let Some((_, reason)) = decoded.errors.first() {
             return Err(EngineError::statement(format!(
@@ -318,7 +337,13 @@ pub(crate) fn record_from_json(source: &DataSource, row: &serde_json::Value) -> 
         .find(|(k, _)| k.eq_ignore_ascii_case("ROWTIME"))
         .and_then(|(_, v)| v.as_i64())
         .unwrap_or_else(eddy_storage::now_ms);
-    encode_row(source, &decode(&keys)?, &decode(&values)?, timestamp)
+    encode_row(
+        source,
+        &decode(&keys)?,
+        &decode(&values)?,
+        timestamp,
+        schemas,
+    )
 }
 
 #[cfg(test)]
@@ -358,10 +383,11 @@ mod tests {
                 "CREATE TABLE t (id {ty} PRIMARY KEY, v STRING) WITH (kafka_topic='t', key_format='{format}', value_format='JSON');"
             ));
             for value in values {
-                let general = record_from_json(&t, &json!({"ID": value.clone()}))
-                    .unwrap()
-                    .key
-                    .map(|k| k.to_vec());
+                let general =
+                    record_from_json(&t, &json!({"ID": value.clone()}), &Schemas::default())
+                        .unwrap()
+                        .key
+                        .map(|k| k.to_vec());
                 assert_eq!(
                     encode_lookup_key(&t, &value),
                     general,

@@ -1,7 +1,7 @@
 //! The KAFKA and DELIMITED codecs: whole batches to Arrow columns and back, and bad rows.
 
 use datafusion::arrow::array::{Array, Decimal128Array, Int32Array, Int64Array, StringArray};
-use eddy_engine::codec::RowCodec;
+use eddy_engine::codec::{RowCodec, Schemas};
 use eddy_engine::format::{Format, FormatSpec};
 use eddy_engine::schema::{Column, ColumnKind};
 
@@ -20,7 +20,7 @@ fn columns(schema: &str) -> Vec<Column> {
 fn codec(format: FormatSpec, schema: &str) -> RowCodec {
     let cols = columns(schema);
     let refs: Vec<&Column> = cols.iter().collect();
-    RowCodec::new(format, &refs, false).unwrap()
+    RowCodec::new(format, &refs, false, &Schemas::default()).unwrap()
 }
 
 #[test]
@@ -167,7 +167,13 @@ fn delimited_honours_its_delimiter_and_bytes_are_base64() {
 fn json(schema: &str, wrapped: bool) -> RowCodec {
     let cols = columns(schema);
     let refs: Vec<&Column> = cols.iter().collect();
-    RowCodec::new(FormatSpec::of(Format::Json), &refs, wrapped).unwrap()
+    RowCodec::new(
+        FormatSpec::of(Format::Json),
+        &refs,
+        wrapped,
+        &Schemas::default(),
+    )
+    .unwrap()
 }
 
 fn round_trip(codec: &RowCodec, payloads: &[&str]) -> (Vec<Option<String>>, Vec<(usize, String)>) {

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use eddy_storage::{CleanupPolicy, Record, Store, TopicConfig};
+use parking_lot::RwLock;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -65,7 +66,11 @@ pub struct SubjectVersion {
 /// Confluent's schema registry, kept in Eddy's log.
 pub struct SchemaRegistry {
     store: Store,
-    state: Mutex<State>,
+    /// Held by a change from its checks until it is applied, so changes go one at a time.
+    writes: Mutex<()>,
+    /// Read without waiting (the formats' decoders look schemas up on their hot path);
+    /// written only by the change holding `writes`, after its log write.
+    state: RwLock<State>,
 }
 
 impl SchemaRegistry {
@@ -120,18 +125,20 @@ impl SchemaRegistry {
         );
         Ok(SchemaRegistry {
             store: store.clone(),
-            state: Mutex::new(state),
+            writes: Mutex::new(()),
+            state: RwLock::new(state),
         })
     }
 
-    /// Writes `entries` to the log, then applies them.
-    async fn commit(&self, state: &mut State, entries: Vec<Entry>) -> Result<()> {
+    /// Writes `entries` to the log, then applies them; the caller holds `writes`.
+    async fn commit(&self, entries: Vec<Entry>) -> Result<()> {
         let now = eddy_storage::now_ms();
         let records: Vec<Record> = entries.iter().map(|e| encode(e, now)).collect();
         self.store
             .append(SCHEMAS_TOPIC, 0, records)
             .await
             .map_err(RegistryError::store)?;
+        let mut state = self.state.write();
         for entry in &entries {
             state.apply(entry);
         }
@@ -193,39 +200,43 @@ impl SchemaRegistry {
     /// the subject (or of any subject), else a new one, once it is compatible with the
     /// subject's earlier versions at the subject's level.
     pub async fn register(&self, subject: &str, request: &SchemaRequest) -> Result<u32> {
-        let mut state = self.state.lock().await;
-        let (text, parsed) = Self::parse(&state, request)?;
-        if let Some(id) = state.ids.get(&text).copied()
-            && state
-                .versions(subject, false)
-                .iter()
-                .any(|(_, v)| v.id == id)
-        {
-            return Ok(id);
-        }
-        let earlier = Self::checked_against(&state, subject)?;
-        let broken = check(state.level(subject), &parsed, &earlier);
-        if !broken.is_empty() {
-            return Err(RegistryError::incompatible(subject, &broken));
-        }
-        let id = state
-            .ids
-            .get(&text)
-            .copied()
-            .unwrap_or_else(|| state.next_id());
-        let version = state
-            .subjects
-            .get(subject)
-            .and_then(|v| v.keys().next_back())
-            .map_or(1, |last| last + 1);
-        let entry = Entry::Version {
-            subject: subject.to_string(),
-            version,
-            id,
-            schema: text,
-            deleted: false,
+        let _writing = self.writes.lock().await;
+        let (id, version, entry) = {
+            let state = self.state.read();
+            let (text, parsed) = Self::parse(&state, request)?;
+            if let Some(id) = state.ids.get(&text).copied()
+                && state
+                    .versions(subject, false)
+                    .iter()
+                    .any(|(_, v)| v.id == id)
+            {
+                return Ok(id);
+            }
+            let earlier = Self::checked_against(&state, subject)?;
+            let broken = check(state.level(subject), &parsed, &earlier);
+            if !broken.is_empty() {
+                return Err(RegistryError::incompatible(subject, &broken));
+            }
+            let id = state
+                .ids
+                .get(&text)
+                .copied()
+                .unwrap_or_else(|| state.next_id());
+            let version = state
+                .subjects
+                .get(subject)
+                .and_then(|v| v.keys().next_back())
+                .map_or(1, |last| last + 1);
+            let entry = Entry::Version {
+                subject: subject.to_string(),
+                version,
+                id,
+                schema: text,
+                deleted: false,
+            };
+            (id, version, entry)
         };
-        self.commit(&mut state, vec![entry]).await?;
+        self.commit(vec![entry]).await?;
         info!(subject, version, id, "schema registered");
         Ok(id)
     }
@@ -237,7 +248,7 @@ impl SchemaRegistry {
         request: &SchemaRequest,
         deleted: bool,
     ) -> Result<SubjectVersion> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         let versions = state.versions(subject, deleted);
         if versions.is_empty() {
             return Err(RegistryError::subject_not_found(subject));
@@ -263,7 +274,7 @@ impl SchemaRegistry {
 
     /// The schema with this id.
     pub async fn schema(&self, id: u32) -> Result<SchemaText> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         state
             .schemas
             .get(&id)
@@ -271,9 +282,22 @@ impl SchemaRegistry {
             .ok_or_else(|| RegistryError::schema_not_found(id))
     }
 
+    /// The schema with this id, without waiting: how decoders find a record's writer schema.
+    pub fn schema_by_id(&self, id: u32) -> Option<SchemaText> {
+        self.state.read().schemas.get(&id).cloned()
+    }
+
+    /// The id `request`'s schema is registered with (under any subject), without waiting;
+    /// `None` when it never was.
+    pub fn registered_id(&self, request: &SchemaRequest) -> Result<Option<u32>> {
+        let state = self.state.read();
+        let (text, _) = Self::parse(&state, request)?;
+        Ok(state.ids.get(&text).copied())
+    }
+
     /// The subjects (and versions) a schema is registered under.
     pub async fn usages(&self, id: u32) -> Result<Vec<(String, i32)>> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         if !state.schemas.contains_key(&id) {
             return Err(RegistryError::schema_not_found(id));
         }
@@ -291,7 +315,7 @@ impl SchemaRegistry {
 
     /// Every subject with a live version (or a soft-deleted one, when asked), sorted.
     pub async fn subjects(&self, deleted: bool) -> Vec<String> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         state
             .subjects
             .keys()
@@ -302,7 +326,7 @@ impl SchemaRegistry {
 
     /// A subject's version numbers.
     pub async fn versions(&self, subject: &str, deleted: bool) -> Result<Vec<i32>> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         let versions = state.versions(subject, deleted);
         if versions.is_empty() {
             return Err(RegistryError::subject_not_found(subject));
@@ -317,7 +341,7 @@ impl SchemaRegistry {
         spec: VersionSpec,
         deleted: bool,
     ) -> Result<SubjectVersion> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         let (version, entry) = find(&state, subject, spec, deleted)?;
         let schema = state
             .schemas
@@ -335,7 +359,16 @@ impl SchemaRegistry {
     /// Deletes every version of a subject: soft (kept, hidden) or, once soft-deleted,
     /// permanent. Returns the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
-        let mut state = self.state.lock().await;
+        let _writing = self.writes.lock().await;
+        let (entries, deleted) = self.subject_deletion(subject, permanent)?;
+        self.commit(entries).await?;
+        info!(subject, permanent, versions = ?deleted, "subject deleted");
+        Ok(deleted)
+    }
+
+    /// The entries that delete a subject, and the versions they delete.
+    fn subject_deletion(&self, subject: &str, permanent: bool) -> Result<(Vec<Entry>, Vec<i32>)> {
+        let state = self.state.read();
         let all = state.versions(subject, true);
         if all.is_empty() {
             return Err(RegistryError::subject_not_found(subject));
@@ -372,9 +405,7 @@ impl SchemaRegistry {
             .iter()
             .map(|(n, _)| *n)
             .collect();
-        self.commit(&mut state, entries).await?;
-        info!(subject, permanent, versions = ?deleted, "subject deleted");
-        Ok(deleted)
+        Ok((entries, deleted))
     }
 
     /// Deletes one version: soft, or (once soft-deleted) permanent.
@@ -384,20 +415,24 @@ impl SchemaRegistry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<i32> {
-        let mut state = self.state.lock().await;
-        let (version, entry) = find(&state, subject, spec, permanent)?;
-        let change = if permanent {
-            if !entry.deleted {
-                return Err(RegistryError::version_not_soft_deleted(subject, version));
+        let _writing = self.writes.lock().await;
+        let (version, change) = {
+            let state = self.state.read();
+            let (version, entry) = find(&state, subject, spec, permanent)?;
+            if permanent {
+                if !entry.deleted {
+                    return Err(RegistryError::version_not_soft_deleted(subject, version));
+                }
+                let gone = Entry::VersionGone {
+                    subject: subject.to_string(),
+                    version,
+                };
+                (version, gone)
+            } else {
+                (version, soft_deleted(&state, subject, version, entry.id)?)
             }
-            Entry::VersionGone {
-                subject: subject.to_string(),
-                version,
-            }
-        } else {
-            soft_deleted(&state, subject, version, entry.id)?
         };
-        self.commit(&mut state, vec![change]).await?;
+        self.commit(vec![change]).await?;
         Ok(version)
     }
 
@@ -409,7 +444,7 @@ impl SchemaRegistry {
         spec: VersionSpec,
         request: &SchemaRequest,
     ) -> Result<Vec<String>> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         let (_, parsed) = Self::parse(&state, request)?;
         let level = state.level(subject);
         let earlier = match spec {
@@ -422,7 +457,7 @@ impl SchemaRegistry {
     /// The level a subject (or, with `None`, the registry) checks at; a subject without its
     /// own is 40408 unless `default_to_global`.
     pub async fn level(&self, subject: Option<&str>, default_to_global: bool) -> Result<Level> {
-        let state = self.state.lock().await;
+        let state = self.state.read();
         match subject {
             None => Ok(state.global),
             Some(s) => match state.levels.get(s) {
@@ -435,30 +470,33 @@ impl SchemaRegistry {
 
     /// Sets a subject's (or the global) level.
     pub async fn set_level(&self, subject: Option<&str>, level: Level) -> Result<Level> {
-        let mut state = self.state.lock().await;
+        let _writing = self.writes.lock().await;
         let entry = Entry::Config {
             subject: subject.map(str::to_string),
             level: Some(level.to_string()),
         };
-        self.commit(&mut state, vec![entry]).await?;
+        self.commit(vec![entry]).await?;
         Ok(level)
     }
 
     /// Removes a subject's own level (or resets the global one); returns the level it had.
     pub async fn delete_level(&self, subject: Option<&str>) -> Result<Level> {
-        let mut state = self.state.lock().await;
-        let had = match subject {
-            None => state.global,
-            Some(s) => *state
-                .levels
-                .get(s)
-                .ok_or_else(|| RegistryError::subject_not_found(s))?,
+        let _writing = self.writes.lock().await;
+        let had = {
+            let state = self.state.read();
+            match subject {
+                None => state.global,
+                Some(s) => *state
+                    .levels
+                    .get(s)
+                    .ok_or_else(|| RegistryError::subject_not_found(s))?,
+            }
         };
         let entry = Entry::Config {
             subject: subject.map(str::to_string),
             level: None,
         };
-        self.commit(&mut state, vec![entry]).await?;
+        self.commit(vec![entry]).await?;
         Ok(had)
     }
 }

@@ -503,10 +503,8 @@ async fn serve(
         .await
         .context("cannot restore the catalog from the command log")?;
     let sources = engine.catalog().await.sources().count();
-    let registry = std::sync::Arc::new(
-        eddy_registry::SchemaRegistry::open(&store)
-            .map_err(|e| anyhow::anyhow!("cannot read the schema registry back: {e}"))?,
-    );
+    // The engine's formats and the registry's listener share one registry over the store.
+    let registry = engine.schema_registry().clone();
     let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
         .await
         .with_context(|| format!("cannot listen for Kafka clients on {}", args.kafka_listen))?;

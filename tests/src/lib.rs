@@ -7,5 +7,6 @@
 pub mod bench;
 pub mod conformance;
 pub mod qtt;
+pub mod qtt_avro;
 pub mod qtt_records;
 pub mod rqtt;

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use eddy_engine::format::Format;
 use eddy_engine::schema::{ColumnKind, type_display};
 use eddy_engine::{Engine, Session};
 use eddy_sql::ast::{ColumnConstraint, Literal, SourceKind, StatementKind};
@@ -15,6 +16,7 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy, TopicConfig};
 use serde_json::Value;
 
 use crate::conformance::ConformanceCase;
+use crate::qtt_avro::Writer;
 use crate::qtt_records::{
     expected_through_schema, input_record, output_json, output_window, same_json, same_json_within,
     source_for_topic,
@@ -153,7 +155,8 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
 }
 
 /// An engine on a fresh store in a temporary directory (returned, to be dropped after the
-/// engine is closed), with the topics the case needs already created.
+/// engine is closed), with the topics the case needs already created and their declared
+/// schemas registered.
 pub async fn open_case_engine(
     case: &ConformanceCase,
 ) -> Result<(tempfile::TempDir, Engine), String> {
@@ -176,6 +179,7 @@ pub async fn open_case_engine(
     let engine = Engine::open(store)
         .await
         .map_err(|e| format!("cannot open the engine: {e}"))?;
+    register_topic_schemas(&engine, case).await?;
     Ok((dir, engine))
 }
 
@@ -222,6 +226,40 @@ async fn run_statements_and_records(engine: &Engine, case: &ConformanceCase) -> 
     check_post_sources(engine, case).await
 }
 
+/// Registers the AVRO schemas the case's `topics` declare (`keySchema`, `valueSchema`) under
+/// their subjects, as ksqlDB's runner does before the statements run.
+async fn register_topic_schemas(engine: &Engine, case: &ConformanceCase) -> Result<(), String> {
+    let topics = case.raw.get("topics").and_then(Value::as_array);
+    for topic in topics.into_iter().flatten() {
+        let Some(name) = topic.get("name").and_then(Value::as_str) else {
+            continue;
+        };
+        for (side, schema_key, format_key) in [
+            ("key", "keySchema", "keyFormat"),
+            ("value", "valueSchema", "valueFormat"),
+        ] {
+            let Some(schema) = topic.get(schema_key) else {
+                continue;
+            };
+            let format = topic.get(format_key).and_then(Value::as_str);
+            if format.is_some_and(|f| !f.eq_ignore_ascii_case("AVRO")) {
+                continue;
+            }
+            let request = eddy_registry::SchemaRequest {
+                schema: schema.to_string(),
+                schema_type: eddy_registry::SchemaType::Avro,
+                references: Vec::new(),
+            };
+            engine
+                .schema_registry()
+                .register(&format!("{name}-{side}"), &request)
+                .await
+                .map_err(|e| format!("cannot register the {side} schema of {name}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// How long one input may take to flow through every query.
 const PROCESSING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -254,7 +292,21 @@ pub async fn append_inputs(
             .get("topic")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("input {i} has no topic"))?;
-        let record = input_record(input, source_for_topic(&catalog, topic))
+        let source = source_for_topic(&catalog, topic);
+        let mut writers = [None, None];
+        if let Some(s) = source {
+            for (side, (format, key)) in
+                [(s.key_format.format, true), (s.value_format.format, false)]
+                    .into_iter()
+                    .enumerate()
+            {
+                if format == Format::Avro {
+                    let subject = format!("{topic}-{}", if key { "key" } else { "value" });
+                    writers[side] = Writer::latest(engine.schema_registry(), &subject).await;
+                }
+            }
+        }
+        let record = input_record(input, source, [writers[0].as_ref(), writers[1].as_ref()])
             .map_err(|e| format!("input {i}: {e}"))?;
         let result = match input.get("partition").and_then(Value::as_u64) {
             Some(p) => store
@@ -327,7 +379,7 @@ pub async fn check_outputs(engine: &Engine, case: &ConformanceCase) -> Result<()
                     compact(want)
                 ));
             };
-            let (key, value) = output_json(record, sink);
+            let (key, value) = output_json(record, sink, engine.schema_registry());
             let null = Value::Null;
             let want_key = want.get("key").unwrap_or(&null);
             let want_value = &expected_through_schema(want.get("value").unwrap_or(&null), sink);
@@ -370,7 +422,7 @@ pub async fn check_outputs(engine: &Engine, case: &ConformanceCase) -> Result<()
             }
         }
         if actual.len() > wanted.len() {
-            let (key, value) = output_json(&actual[wanted.len()], sink);
+            let (key, value) = output_json(&actual[wanted.len()], sink, engine.schema_registry());
             return Err(format!(
                 "{topic}: expected {} records, got {}; the first extra has key {key}, value {value}",
                 wanted.len(),

@@ -6,9 +6,12 @@ use eddy_engine::catalog::{Catalog, DataSource, WindowType};
 use eddy_engine::format::Format;
 use eddy_engine::query::source::{append_window, split_windowed_key};
 use eddy_engine::schema::Column;
+use eddy_registry::SchemaRegistry;
 use eddy_sql::ast::SqlType;
 use eddy_storage::{Record, RecordHeader};
 use serde_json::Value;
+
+use crate::qtt_avro::Writer;
 
 /// The source declared over `topic`; the first one declared wins, as inputs are written
 /// in the format of the stream the test reads.
@@ -28,16 +31,21 @@ fn text_of(value: &Value) -> String {
     }
 }
 
-/// Serializes one key or value as the format would have written it.
+/// Serializes one key or value as the format would have written it; `writer` is the schema
+/// an AVRO one is written with.
 fn serialize(
     value: &Value,
     format: Format,
     columns: &[&Column],
+    writer: Option<&Writer>,
 ) -> Result<Option<Vec<u8>>, String> {
     if value.is_null() {
         return Ok(None);
     }
     Ok(Some(match format {
+        Format::Avro => writer
+            .ok_or("the topic's subject has no schema to write AVRO with")?
+            .write(value)?,
         Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string())?,
         Format::Delimited => text_of(value).into_bytes(),
         Format::None => return Ok(None),
@@ -66,12 +74,18 @@ fn serialize(
 }
 
 /// Reads one key or value back as the JSON the test files write.
-fn deserialize(bytes: Option<&[u8]>, format: Format, columns: &[&Column]) -> Value {
+fn deserialize(
+    bytes: Option<&[u8]>,
+    format: Format,
+    columns: &[&Column],
+    registry: &SchemaRegistry,
+) -> Value {
     let Some(bytes) = bytes else {
         return Value::Null;
     };
     let text = || String::from_utf8_lossy(bytes).into_owned();
     match format {
+        Format::Avro => crate::qtt_avro::read(registry, bytes).unwrap_or_else(Value::String),
         Format::Json => serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(text())),
         Format::Kafka => match single(columns).map(|c| &c.ty) {
             Some(SqlType::Int) if bytes.len() == 4 => {
@@ -92,8 +106,13 @@ fn deserialize(bytes: Option<&[u8]>, format: Format, columns: &[&Column]) -> Val
     }
 }
 
-/// The record a test input describes, in the formats of `source`.
-pub fn input_record(input: &Value, source: Option<&DataSource>) -> Result<Record, String> {
+/// The record a test input describes, in the formats of `source`; `writers` are the key's and
+/// the value's AVRO schemas.
+pub fn input_record(
+    input: &Value,
+    source: Option<&DataSource>,
+    writers: [Option<&Writer>; 2],
+) -> Result<Record, String> {
     let (key_format, value_format, keys, values) = match source {
         Some(s) => (
             s.key_format.format,
@@ -104,15 +123,25 @@ pub fn input_record(input: &Value, source: Option<&DataSource>) -> Result<Record
         None => (Format::Kafka, Format::Json, Vec::new(), Vec::new()),
     };
     let null = Value::Null;
-    let mut key = serialize(input.get("key").unwrap_or(&null), key_format, &keys)
-        .map_err(|e| format!("input key: {e}"))?;
+    let mut key = serialize(
+        input.get("key").unwrap_or(&null),
+        key_format,
+        &keys,
+        writers[0],
+    )
+    .map_err(|e| format!("input key: {e}"))?;
     if let (Some(window), Some(bounds)) = (source.and_then(|s| s.window), input.get("window")) {
         let start = bounds.get("start").and_then(Value::as_i64).unwrap_or(0);
         let end = bounds.get("end").and_then(Value::as_i64).unwrap_or(0);
         append_window(key.get_or_insert_with(Vec::new), &window, start, end);
     }
-    let value = serialize(input.get("value").unwrap_or(&null), value_format, &values)
-        .map_err(|e| format!("input value: {e}"))?;
+    let value = serialize(
+        input.get("value").unwrap_or(&null),
+        value_format,
+        &values,
+        writers[1],
+    )
+    .map_err(|e| format!("input value: {e}"))?;
     let headers = input
         .get("headers")
         .and_then(Value::as_array)
@@ -152,7 +181,11 @@ pub fn output_window(record: &Record, sink: Option<&DataSource>) -> Option<Value
 }
 
 /// An output record as JSON, in the shape of the test files.
-pub fn output_json(record: &Record, sink: Option<&DataSource>) -> (Value, Value) {
+pub fn output_json(
+    record: &Record,
+    sink: Option<&DataSource>,
+    registry: &SchemaRegistry,
+) -> (Value, Value) {
     let key = match (sink.and_then(|s| s.window), record.key.as_deref()) {
         (Some(window), Some(k)) => split_windowed_key(k, &window).map(|(inner, _, _)| inner),
         (_, k) => k,
@@ -163,16 +196,18 @@ pub fn output_json(record: &Record, sink: Option<&DataSource>) -> (Value, Value)
                 key,
                 s.key_format.format,
                 &s.key_columns().collect::<Vec<_>>(),
+                registry,
             ),
             deserialize(
                 record.value.as_deref(),
                 s.value_format.format,
                 &s.value_columns().collect::<Vec<_>>(),
+                registry,
             ),
         ),
         None => (
-            deserialize(record.key.as_deref(), Format::Kafka, &[]),
-            deserialize(record.value.as_deref(), Format::Json, &[]),
+            deserialize(record.key.as_deref(), Format::Kafka, &[], registry),
+            deserialize(record.value.as_deref(), Format::Json, &[], registry),
         ),
     }
 }
@@ -186,9 +221,10 @@ pub fn expected_through_schema(expected: &Value, sink: Option<&DataSource>) -> V
     };
     let columns: Vec<&Column> = sink.value_columns().collect();
     let wrapped = sink.wrap_single_value.unwrap_or(true) || columns.len() != 1;
-    if sink.value_format.format != Format::Json || !wrapped {
+    if !matches!(sink.value_format.format, Format::Json | Format::Avro) || !wrapped {
         return expected.clone();
     }
+    let avro = sink.value_format.format == Format::Avro;
     let mut out = serde_json::Map::new();
     for column in columns {
         let value = fields
@@ -201,6 +237,13 @@ pub fn expected_through_schema(expected: &Value, sink: Option<&DataSource>) -> V
             })
             .cloned()
             .unwrap_or(Value::Null);
+        // AVRO carries decimals as numbers; the files write some as text.
+        let value = match (&column.ty, value) {
+            (SqlType::Decimal { .. }, Value::String(text)) if avro => {
+                text.parse::<f64>().map_or(Value::String(text), Value::from)
+            }
+            (_, value) => value,
+        };
         out.insert(column.name.clone(), value);
     }
     Value::Object(out)

@@ -5,6 +5,7 @@
 //! decoded becomes a null row and is reported with its index and the reason, so the caller can
 //! drop it and send it to the processing log; it never stops the batch.
 
+pub mod avro;
 mod delimited;
 mod json;
 mod json_text;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use eddy_registry::SchemaRegistry;
 
 use crate::error::{EngineError, Result};
 use crate::format::{Format, FormatSpec};
@@ -29,6 +31,48 @@ pub struct Decoded {
     pub errors: Vec<(usize, String)>,
 }
 
+/// The schema registry that the registry formats (AVRO) read writer schemas from; none where
+/// only the schemaless formats are used.
+#[derive(Clone, Default)]
+pub struct Schemas(Option<Arc<SchemaRegistry>>);
+
+impl Schemas {
+    /// Formats that use `registry`.
+    pub fn new(registry: Arc<SchemaRegistry>) -> Self {
+        Schemas(Some(registry))
+    }
+
+    /// The registry a DataFusion session carries (the engine's session carries its own).
+    pub fn of(ctx: &datafusion::prelude::SessionContext) -> Self {
+        ctx.state_ref()
+            .read()
+            .config()
+            .get_extension::<Schemas>()
+            .map(|s| s.as_ref().clone())
+            .unwrap_or_default()
+    }
+
+    /// The registry, or an error naming the format that needs one.
+    pub fn registry(&self, format: Format) -> Result<&Arc<SchemaRegistry>> {
+        self.0.as_ref().ok_or_else(|| {
+            EngineError::Unsupported(format!(
+                "The {} format without a schema registry",
+                format.name()
+            ))
+        })
+    }
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Schemas(registry)"
+        } else {
+            "Schemas(none)"
+        })
+    }
+}
+
 /// Turns payloads of one format into Arrow columns and back.
 #[derive(Debug, Clone)]
 pub struct RowCodec {
@@ -36,6 +80,7 @@ pub struct RowCodec {
     schema: SchemaRef,
     wrapped: bool,
     json_decoder: json::DecoderCache,
+    avro: Option<Arc<avro::AvroCodec>>,
 }
 
 impl RowCodec {
@@ -44,7 +89,12 @@ impl RowCodec {
     /// `wrapped` says whether a single column is written as an object holding it (JSON values by
     /// default) or bare (keys, and values with `WRAP_SINGLE_VALUE=false`). Several columns are
     /// always wrapped.
-    pub fn new(format: FormatSpec, columns: &[&Column], wrapped: bool) -> Result<Self> {
+    pub fn new(
+        format: FormatSpec,
+        columns: &[&Column],
+        wrapped: bool,
+        schemas: &Schemas,
+    ) -> Result<Self> {
         let fields = columns
             .iter()
             .map(|c| {
@@ -53,8 +103,21 @@ impl RowCodec {
                     .map_err(|e| EngineError::statement(e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
+        let wrapped = wrapped || fields.len() != 1;
+        let mut avro = None;
         match format.format {
             Format::Kafka | Format::Delimited | Format::None | Format::Json => {}
+            Format::Avro => {
+                avro = Some(Arc::new(avro::AvroCodec::new(
+                    schemas.registry(Format::Avro)?.clone(),
+                    columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.ty.clone()))
+                        .collect(),
+                    fields.iter().cloned().map(Arc::new).collect(),
+                    wrapped,
+                )));
+            }
             other => {
                 return Err(EngineError::Unsupported(format!(
                     "Reading and writing the {} format",
@@ -62,12 +125,12 @@ impl RowCodec {
                 )));
             }
         }
-        let wrapped = wrapped || fields.len() != 1;
         Ok(RowCodec {
             format,
             schema: Arc::new(Schema::new(fields)),
             wrapped,
             json_decoder: json::DecoderCache::default(),
+            avro,
         })
     }
 
@@ -82,6 +145,7 @@ impl RowCodec {
             Format::Kafka => kafka::decode(&self.schema, payloads),
             Format::Delimited => delimited::decode(&self.schema, self.format.delimiter(), payloads),
             Format::Json => json::decode(&self.schema, self.wrapped, payloads, &self.json_decoder),
+            Format::Avro if let Some(avro) = &self.avro => avro.decode(payloads),
             _ => Decoded {
                 columns: Vec::new(),
                 errors: Vec::new(),
@@ -103,6 +167,7 @@ impl RowCodec {
             Format::Kafka => kafka::encode(columns, rows),
             Format::Delimited => delimited::encode(columns, rows, self.format.delimiter()),
             Format::Json => json::encode(&self.schema, columns, rows, self.wrapped),
+            Format::Avro if let Some(avro) = &self.avro => avro.encode(columns, rows),
             _ => Ok(vec![None; rows]),
         }
     }

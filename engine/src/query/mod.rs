@@ -169,7 +169,9 @@ impl QueryPlan {
         query_id: &str,
         sink: &DataSource,
         coalesce: bool,
+        schemas: &crate::codec::Schemas,
     ) -> Result<Box<dyn Operator + 'p>> {
+        let sink = (sink, schemas);
         Ok(match self {
             QueryPlan::Stateless(p) => Box::new(Projection::new(p, sink)?),
             QueryPlan::Aggregate(p) => {

@@ -87,6 +87,8 @@ pub struct QueryLaunch {
     pub buffering: Buffering,
     /// How long it waits to be started again after a failure.
     pub retry: RetryBackoff,
+    /// The registry the formats of its sources and sink use.
+    pub schemas: crate::codec::Schemas,
 }
 
 impl QueryLaunch {
@@ -117,7 +119,7 @@ impl QueryLaunch {
                 self.store.clone(),
                 id.clone(),
                 (self.plan.clone(), self.buffering),
-                self.sink.clone(),
+                (self.sink.clone(), self.schemas.clone()),
                 shared.clone(),
                 stopped.clone(),
             );

@@ -49,6 +49,7 @@ impl MaterializedTable {
         store: &Store,
         materializers: &Arc<Materializers>,
         table: &DataSource,
+        schemas: &crate::codec::Schemas,
     ) -> Result<Self> {
         if table.kind != SourceKind::Table {
             return Err(EngineError::statement(format!(
@@ -60,7 +61,7 @@ impl MaterializedTable {
             store: store.clone(),
             materializers: materializers.clone(),
             table: table.clone(),
-            decoder: SourceDecoder::new(table)?,
+            decoder: SourceDecoder::new(table, schemas)?,
         })
     }
 

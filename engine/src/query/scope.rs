@@ -102,7 +102,8 @@ impl<'a> ProjectionInput<'a> {
     pub(crate) fn joined(rows: &'a DataSource, schema: &SchemaRef) -> Result<Self> {
         Ok(ProjectionInput {
             source: rows,
-            decoder: SourceDecoder::new(rows)?,
+            // A join's rows are JSON, which needs no registry.
+            decoder: SourceDecoder::new(rows, &crate::codec::Schemas::default())?,
             schema: schema.clone(),
             alias: "",
         })
@@ -112,8 +113,9 @@ impl<'a> ProjectionInput<'a> {
     pub(crate) fn of_source(
         source: &'a DataSource,
         from: &'a eddy_sql::ast::AliasedSource,
+        schemas: &crate::codec::Schemas,
     ) -> Result<Self> {
-        let decoder = SourceDecoder::new(source)?;
+        let decoder = SourceDecoder::new(source, schemas)?;
         Ok(ProjectionInput {
             source,
             schema: decoder.schema().clone(),

@@ -10,7 +10,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use eddy_storage::Record;
 
 use crate::catalog::{DataSource, WindowInfo};
-use crate::codec::RowCodec;
+use crate::codec::{RowCodec, Schemas};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::query::evaluate::{evaluate_rows, note_function_errors};
@@ -62,18 +62,19 @@ pub struct SinkEncoder {
 
 impl SinkEncoder {
     /// An encoder for `sink`'s formats and columns.
-    pub fn new(sink: &DataSource) -> Result<Self> {
+    pub fn new(sink: &DataSource, schemas: &Schemas) -> Result<Self> {
         let keys: Vec<&Column> = sink.key_columns().collect();
         let values: Vec<&Column> = sink.value_columns().collect();
         let key_codec = if keys.is_empty() || sink.key_format.format == Format::None {
             None
         } else {
-            Some(RowCodec::new(sink.key_format, &keys, false)?)
+            Some(RowCodec::new(sink.key_format, &keys, false, schemas)?)
         };
         let value_codec = RowCodec::new(
             sink.value_format,
             &values,
             sink.wrap_single_value.unwrap_or(true),
+            schemas,
         )?;
         let timestamp_column = sink.timestamp_column.as_ref().and_then(|name| {
             keys.iter()

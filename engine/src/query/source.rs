@@ -14,7 +14,7 @@ use eddy_sql::ast::SqlType;
 use eddy_storage::LogRecord;
 
 use crate::catalog::{DataSource, WindowInfo, WindowType};
-use crate::codec::RowCodec;
+use crate::codec::{RowCodec, Schemas};
 use crate::error::{EngineError, Result};
 use crate::format::Format;
 use crate::schema::{Column, ColumnKind};
@@ -137,7 +137,7 @@ fn arrow_type(ty: &SqlType) -> Result<DataType> {
 
 impl SourceDecoder {
     /// A decoder for `source`.
-    pub fn new(source: &DataSource) -> Result<Self> {
+    pub fn new(source: &DataSource, schemas: &Schemas) -> Result<Self> {
         source.key_format.format.ensure_supported()?;
         source.value_format.format.ensure_supported()?;
         let keys: Vec<&Column> = source.key_columns().collect();
@@ -145,12 +145,13 @@ impl SourceDecoder {
         let key_codec = if keys.is_empty() || source.key_format.format == Format::None {
             None
         } else {
-            Some(RowCodec::new(source.key_format, &keys, false)?)
+            Some(RowCodec::new(source.key_format, &keys, false, schemas)?)
         };
         let value_codec = RowCodec::new(
             source.value_format,
             &values,
             source.wrap_single_value.unwrap_or(true),
+            schemas,
         )?;
         let mut fields = Vec::with_capacity(source.columns.len() + 3);
         for column in &source.columns {

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use crate::catalog::{Catalog, DataSource};
+use crate::codec::Schemas;
 use crate::error::{EngineError, Result};
 use crate::query::QueryPlan;
 use crate::query::aggregate::aggregates_anything;
@@ -315,6 +316,7 @@ pub(crate) fn start(
     );
     let task = Transient {
         store: store.clone(),
+        schemas: Schemas::of(ctx),
         id: id.clone(),
         inputs,
         plan,
@@ -461,13 +463,18 @@ impl TableState {
         }
         let scan = match (plan, sources.as_slice()) {
             (QueryPlan::Stateless(_), [table]) => {
-                crate::query::lookup::lookup_keys(table, query.filter.as_ref()).map(|values| {
-                    KeyScan::Keys(
+                crate::query::lookup::lookup_keys(table, query.filter.as_ref()).and_then(|values| {
+                    // A key that cannot be encoded for a lookup (a registry format's) is
+                    // found by scanning; one that matches nothing is left out.
+                    if table.key_format.format.uses_registry() {
+                        return None;
+                    }
+                    Some(KeyScan::Keys(
                         values
                             .iter()
                             .filter_map(|v| crate::insert::encode_lookup_key(table, v))
                             .collect(),
-                    )
+                    ))
                 })
             }
             _ => None,
@@ -766,6 +773,8 @@ fn key_order(a: &Value, b: &Value) -> std::cmp::Ordering {
 
 struct Transient {
     store: Store,
+    /// The registry the formats of its sources use.
+    schemas: Schemas,
     id: String,
     /// The partitions it reads, with `positions` and `ends` in the same order.
     inputs: Vec<Input>,
@@ -1003,9 +1012,9 @@ impl Transient {
         tx: &mpsc::Sender<TransientEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<&'static str>> {
-        let mut operator = self
-            .plan
-            .operator(&self.store, &self.id, &self.sink, false)?;
+        let mut operator =
+            self.plan
+                .operator(&self.store, &self.id, &self.sink, false, &self.schemas)?;
         if self.limit == Some(0) {
             return Ok(Some(LIMIT_REACHED));
         }

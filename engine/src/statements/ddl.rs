@@ -56,11 +56,21 @@ impl Engine {
             }
         }
         let replaced = existing.is_some();
+        // Replayed statements were logged with their inferred columns.
+        let inferred = match mode {
+            Mode::Live => self.infer_columns(create, session).await?,
+            Mode::Replay => None,
+        };
+        let (create, text) = match &inferred {
+            Some((filled, filled_text)) => (filled, filled_text.as_str()),
+            None => (create, text),
+        };
         let source = state
             .catalog
             .build_source(create, text, &session.properties)?;
         if mode == Mode::Live {
             self.ensure_topic(create, &source.topic, source.kind)?;
+            self.register_schemas(&source, false).await?;
         }
         self.log_command(state, session, text, mode).await?;
         let message = match (create.kind, replaced) {

@@ -43,6 +43,10 @@ impl Engine {
         }
         source.key_format.format.ensure_supported()?;
         source.value_format.format.ensure_supported()?;
+        if mode == Mode::Live {
+            // The record is written with the schema its columns generate.
+            self.register_schemas(source, true).await?;
+        }
         let record =
             crate::insert::build_record(&self.datafusion, &state.catalog, source, columns, values)?;
         let topic = source.topic.clone();

@@ -6,11 +6,14 @@
 //! - [`queries`]: `CREATE ... AS SELECT`, `INSERT INTO ... SELECT`, `TERMINATE`, `PAUSE`,
 //!   `RESUME`;
 //! - [`show`]: `SHOW` / `LIST`, `DESCRIBE`, `EXPLAIN`;
-//! - [`session`]: `SET`, `UNSET`, `DEFINE`, `UNDEFINE`.
+//! - [`session`]: `SET`, `UNSET`, `DEFINE`, `UNDEFINE`;
+//! - [`schemas`]: what the registry formats add to the others (inferred columns, registered
+//!   schemas).
 
 mod ddl;
 mod insert;
 mod queries;
+pub(crate) mod schemas;
 mod session;
 mod show;
 

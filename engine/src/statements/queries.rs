@@ -180,6 +180,7 @@ impl Engine {
             window.retention_ms = planned.retention_ms;
         }
         if mode == Mode::Live {
+            self.register_schemas(&sink, true).await?;
             self.ensure_topic(&declaration, &sink.topic, sink.kind)?;
         }
         let seq = self.log_command(state, session, text, mode).await?;
@@ -430,6 +431,9 @@ impl Engine {
                 crate::schema::schema_text(&sink_columns, true)
             )));
         }
+        if mode == Mode::Live {
+            self.register_schemas(&sink, true).await?;
+        }
         let seq = self.log_command(state, session, text, mode).await?;
         let query_id = format!("INSERTQUERY_{seq}");
         self.start_query(
@@ -511,6 +515,7 @@ impl Engine {
                 ..Buffering::from_properties(&session.properties)
             },
             retry: self.options.query_retry,
+            schemas: self.schemas.clone(),
         };
         state.queries.insert(
             query_id.clone(),

@@ -40,14 +40,14 @@ impl<'p> Aggregation<'p> {
         store: &Store,
         query_id: &str,
         plan: &'p AggregatePlan,
-        sink: &DataSource,
+        (sink, schemas): (&DataSource, &crate::codec::Schemas),
         coalesce: bool,
     ) -> Result<Self> {
         let partitions = store.partition_count(&plan.source.topic).unwrap_or(1);
         Ok(Aggregation {
             plan,
-            state: AggregateState::new(query_id, plan, (sink, partitions), coalesce)?,
-            encoder: SinkEncoder::new(sink)?,
+            state: AggregateState::new(query_id, plan, (sink, partitions, schemas), coalesce)?,
+            encoder: SinkEncoder::new(sink, schemas)?,
         })
     }
 }

@@ -122,7 +122,7 @@ pub fn plan_aggregate(
         ctx,
         catalog,
         query,
-        ProjectionInput::of_source(source, from)?,
+        ProjectionInput::of_source(source, from, &crate::codec::Schemas::of(ctx))?,
         sink_name,
         transient,
     )

@@ -118,7 +118,7 @@ impl AggregateState {
     pub(super) fn new(
         query_id: &str,
         plan: &AggregatePlan,
-        (sink, partitions): (&DataSource, u32),
+        (sink, partitions, schemas): (&DataSource, u32, &crate::codec::Schemas),
         coalesce: bool,
     ) -> Result<Self> {
         let fields = plan
@@ -136,7 +136,7 @@ impl AggregateState {
             stream_times: None,
             sessions_windowed: plan.session.is_some(),
             partitioner: GroupPartitioner::new(
-                sink,
+                (sink, schemas),
                 partitions,
                 &plan.keys,
                 &plan.aggregate_schema,

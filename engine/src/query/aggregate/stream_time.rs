@@ -92,7 +92,7 @@ impl GroupPartitioner {
     /// A partitioner over `partitions` partitions, for the sink `sink` whose key columns
     /// `keys` computes from aggregated rows that begin with the group columns of `aggregated`.
     pub(crate) fn new(
-        sink: &DataSource,
+        (sink, schemas): (&DataSource, &crate::codec::Schemas),
         partitions: u32,
         keys: &[OutputColumn],
         aggregated: &Schema,
@@ -106,7 +106,7 @@ impl GroupPartitioner {
             .collect::<Vec<_>>();
         Ok(GroupPartitioner {
             partitions: partitions.max(1),
-            encoder: SinkEncoder::new(sink)?,
+            encoder: SinkEncoder::new(sink, schemas)?,
             keys: keys.to_vec(),
             groups: Arc::new(Schema::new(fields)),
         })

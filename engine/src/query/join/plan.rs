@@ -536,7 +536,11 @@ impl<'q> ChainPlanning<'q> {
         let right = self.sources[k + 1].1;
         let join_type = join_type_of(join.kind);
         check_pair(left, right, join_type)?;
-        let decoders = [SourceDecoder::new(left)?, SourceDecoder::new(right)?];
+        let schemas = crate::codec::Schemas::of(self.ctx);
+        let decoders = [
+            SourceDecoder::new(left, &schemas)?,
+            SourceDecoder::new(right, &schemas)?,
+        ];
         let mut members: Vec<Member<'s>> = self.sources[..=k]
             .iter()
             .map(|(alias, source)| Member {

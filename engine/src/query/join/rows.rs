@@ -16,7 +16,7 @@ use eddy_storage::{LogRecord, Record};
 use super::JoinStage;
 use super::state::{JoinState, Stored};
 use crate::catalog::DataSource;
-use crate::codec::RowCodec;
+use crate::codec::{RowCodec, Schemas};
 use crate::error::{EngineError, Result};
 use crate::query::source::ROWPARTITION;
 use crate::schema::Column;
@@ -72,8 +72,9 @@ impl Handoff {
                 .map_err(|e| EngineError::internal_from("a joined column is missing", e))
         };
         Ok(Handoff {
-            key_codec: RowCodec::new(rows.key_format, &keys, false)?,
-            value_codec: RowCodec::new(rows.value_format, &values, true)?,
+            // Joined rows are handed on as JSON, which needs no registry.
+            key_codec: RowCodec::new(rows.key_format, &keys, false, &Schemas::default())?,
+            value_codec: RowCodec::new(rows.value_format, &values, true, &Schemas::default())?,
             key_fields: keys.iter().map(index).collect::<Result<_>>()?,
             value_fields: values.iter().map(index).collect::<Result<_>>()?,
         })

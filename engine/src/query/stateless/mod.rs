@@ -65,10 +65,13 @@ pub(crate) struct Projection<'p> {
 
 impl<'p> Projection<'p> {
     /// The projection of `plan` into `sink`.
-    pub(crate) fn new(plan: &'p StatelessPlan, sink: &DataSource) -> Result<Self> {
+    pub(crate) fn new(
+        plan: &'p StatelessPlan,
+        (sink, schemas): (&DataSource, &crate::codec::Schemas),
+    ) -> Result<Self> {
         Ok(Projection {
             plan,
-            encoder: SinkEncoder::new(sink)?,
+            encoder: SinkEncoder::new(sink, schemas)?,
         })
     }
 

@@ -82,7 +82,7 @@ pub fn plan_stateless(
         ctx,
         catalog,
         query,
-        ProjectionInput::of_source(source, from)?,
+        ProjectionInput::of_source(source, from, &crate::codec::Schemas::of(ctx))?,
         (sink_name, sink_kind),
         (new_planner, transient),
     )

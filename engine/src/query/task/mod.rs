@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::catalog::DataSource;
+use crate::codec::Schemas;
 use crate::error::Result;
 use crate::query::panics::catching_panics;
 use crate::query::state::consumer_group;
@@ -28,7 +29,7 @@ pub async fn run_query(
     store: Store,
     query_id: String,
     (plan, buffering): (QueryPlan, Buffering),
-    sink: DataSource,
+    (sink, schemas): (DataSource, Schemas),
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<String> {
@@ -36,7 +37,7 @@ pub async fn run_query(
         &store,
         &query_id,
         (&plan, buffering),
-        &sink,
+        (&sink, &schemas),
         &shared,
         &mut stop,
     ))
@@ -59,14 +60,14 @@ async fn run_query_inner(
     store: &Store,
     query_id: &str,
     (plan, buffering): (&QueryPlan, Buffering),
-    sink: &DataSource,
+    (sink, schemas): (&DataSource, &Schemas),
     shared: &QueryShared,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let group = consumer_group(query_id);
     let (inputs, positions) = query_inputs(store, &group, plan)?;
     let mut reader = PartitionReader::over(store, query_id, inputs, positions);
-    let mut operator = plan.operator(store, query_id, sink, buffering.enabled())?;
+    let mut operator = plan.operator(store, query_id, sink, buffering.enabled(), schemas)?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
     let context = CommitContext {
         query_id,

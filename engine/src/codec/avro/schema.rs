@@ -1,0 +1,220 @@
+//! ksqlDB's translation between its column types and Avro schemas: the schema it registers for
+//! a source's columns, and the columns it infers from a registered schema.
+
+use apache_avro::Schema;
+use eddy_sql::ast::{Ident, SqlType, StructField};
+use serde_json::{Value, json};
+
+use crate::error::{EngineError, Result};
+
+/// The record name ksqlDB gives the schemas it generates, unless `VALUE_AVRO_SCHEMA_FULL_NAME`
+/// (or `KEY_...`) names another.
+pub const DEFAULT_FULL_NAME: &str = "io.confluent.ksql.avro_schemas.KsqlDataSourceSchema";
+
+/// The column a single unwrapped value or key is inferred as, as ksqlDB names it.
+pub const UNWRAPPED_VALUE: &str = "ROWVAL";
+/// The column a single unwrapped key is inferred as.
+pub const UNWRAPPED_KEY: &str = "ROWKEY";
+
+/// The Avro schema ksqlDB writes `columns` with: a record named `full_name` whose fields are
+/// optional (a union with null, default null), or, for one unwrapped column, that column's
+/// optional type alone.
+pub fn generate(columns: &[(&str, &SqlType)], wrapped: bool, full_name: &str) -> Result<Value> {
+    if !wrapped && let [(_, ty)] = columns {
+        return Ok(optional(field_type(ty, full_name)?));
+    }
+    let (namespace, name) = match full_name.rsplit_once('.') {
+        Some((namespace, name)) => (Some(namespace), name),
+        None => (None, full_name),
+    };
+    let mut record = json!({
+        "type": "record",
+        "name": name,
+        "fields": fields(columns, full_name)?,
+    });
+    if let Some(namespace) = namespace {
+        record["namespace"] = json!(namespace);
+    }
+    Ok(record)
+}
+
+fn fields(columns: &[(&str, &SqlType)], record_name: &str) -> Result<Vec<Value>> {
+    columns
+        .iter()
+        .map(|(name, ty)| {
+            let nested = format!("{record_name}_{name}");
+            Ok(json!({
+                "name": name,
+                "type": optional(field_type(ty, &nested)?),
+                "default": null,
+            }))
+        })
+        .collect()
+}
+
+fn optional(ty: Value) -> Value {
+    json!(["null", ty])
+}
+
+/// The Avro type of a column; `name` is the full name a record type gets.
+fn field_type(ty: &SqlType, name: &str) -> Result<Value> {
+    Ok(match ty {
+        SqlType::Boolean => json!("boolean"),
+        SqlType::Int => json!("int"),
+        SqlType::Bigint => json!("long"),
+        SqlType::Double => json!("double"),
+        SqlType::String => json!("string"),
+        SqlType::Bytes => json!("bytes"),
+        SqlType::Decimal { precision, scale } => json!({
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": precision,
+            "scale": scale,
+        }),
+        SqlType::Date => json!({"type": "int", "logicalType": "date"}),
+        SqlType::Time => json!({"type": "int", "logicalType": "time-millis"}),
+        SqlType::Timestamp => json!({"type": "long", "logicalType": "timestamp-millis"}),
+        SqlType::Array(element) => json!({
+            "type": "array",
+            "items": optional(field_type(element, name)?),
+        }),
+        SqlType::Map(key, value) => {
+            if **key != SqlType::String {
+                return Err(EngineError::statement(
+                    "Avro only supports MAPs with STRING keys",
+                ));
+            }
+            json!({
+                "type": "map",
+                "values": optional(field_type(value, &format!("{name}_MapValue"))?),
+            })
+        }
+        SqlType::Struct(struct_fields) => {
+            let columns: Vec<(&str, &SqlType)> = struct_fields
+                .iter()
+                .map(|f| (f.name.value.as_str(), &f.ty))
+                .collect();
+            generate(&columns, true, name)?
+        }
+        SqlType::Named(name) => {
+            return Err(EngineError::statement(format!(
+                "Unknown type: {}",
+                name.value
+            )));
+        }
+    })
+}
+
+/// The columns ksqlDB infers from a registered schema: a record's fields (names upper-cased),
+/// or, for any other schema, one column named `single` (`ROWVAL` or `ROWKEY`). Also when
+/// `wrapped` is false, the whole schema is that one column.
+pub fn infer(schema: &Schema, wrapped: bool, single: &str) -> Result<Vec<(String, SqlType)>> {
+    match non_null(schema)? {
+        Schema::Record(record) if wrapped => record
+            .fields
+            .iter()
+            .map(|f| Ok((f.name.to_uppercase(), sql_type(&f.schema, &f.name)?)))
+            .collect(),
+        other => Ok(vec![(single.to_string(), sql_type(other, single)?)]),
+    }
+}
+
+/// `schema` without a null branch: `["null", T]` is an optional `T`.
+fn non_null(schema: &Schema) -> Result<&Schema> {
+    match schema {
+        Schema::Union(union) => {
+            let branches: Vec<&Schema> = union
+                .variants()
+                .iter()
+                .filter(|s| !matches!(s, Schema::Null))
+                .collect();
+            match branches.as_slice() {
+                [one] => Ok(one),
+                _ => Err(EngineError::statement(format!(
+                    "Unsupported Avro type: a union of {} types; only unions of one type with \
+                     null are supported",
+                    branches.len()
+                ))),
+            }
+        }
+        other => Ok(other),
+    }
+}
+
+/// The column type of an Avro type, for the field (or column) `path`.
+fn sql_type(schema: &Schema, path: &str) -> Result<SqlType> {
+    let unsupported = |what: &str| {
+        EngineError::statement(format!(
+            "Unsupported Avro type {what} for field '{path}': ksqlDB has no column type for it"
+        ))
+    };
+    Ok(match non_null(schema)? {
+        Schema::Boolean => SqlType::Boolean,
+        Schema::Int => SqlType::Int,
+        Schema::Long | Schema::TimestampMicros | Schema::TimeMicros => SqlType::Bigint,
+        Schema::Float | Schema::Double => SqlType::Double,
+        Schema::String | Schema::Enum(_) | Schema::Uuid(_) => SqlType::String,
+        Schema::Bytes | Schema::Fixed(_) => SqlType::Bytes,
+        Schema::Decimal(d) => SqlType::Decimal {
+            precision: d.precision as u32,
+            scale: d.scale as u32,
+        },
+        Schema::Date => SqlType::Date,
+        Schema::TimeMillis => SqlType::Time,
+        Schema::TimestampMillis | Schema::LocalTimestampMillis => SqlType::Timestamp,
+        Schema::Array(array) => SqlType::Array(Box::new(sql_type(&array.items, path)?)),
+        Schema::Map(map) => SqlType::Map(
+            Box::new(SqlType::String),
+            Box::new(sql_type(&map.types, path)?),
+        ),
+        Schema::Record(record) => SqlType::Struct(
+            record
+                .fields
+                .iter()
+                .map(|f| {
+                    Ok(StructField {
+                        name: Ident::exact(&f.name.to_uppercase()),
+                        ty: sql_type(&f.schema, &f.name)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+        ),
+        Schema::Null => return Err(unsupported("null")),
+        Schema::Ref { name } => return Err(unsupported(&format!("reference to {name}"))),
+        other => return Err(unsupported(&format!("{other:?}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_schemas_are_optional_records_and_infer_back() {
+        let columns = [
+            ("ID", &SqlType::Bigint),
+            ("NAME", &SqlType::String),
+            ("AT", &SqlType::Timestamp),
+        ];
+        let generated = generate(&columns, true, DEFAULT_FULL_NAME).unwrap();
+        assert_eq!(generated["name"], "KsqlDataSourceSchema");
+        assert_eq!(generated["namespace"], "io.confluent.ksql.avro_schemas");
+        assert_eq!(generated["fields"][0]["type"], json!(["null", "long"]));
+        let parsed = Schema::parse(&generated).unwrap();
+        let inferred = infer(&parsed, true, UNWRAPPED_VALUE).unwrap();
+        let names: Vec<&str> = inferred.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["ID", "NAME", "AT"]);
+        assert_eq!(inferred[2].1, SqlType::Timestamp);
+    }
+
+    #[test]
+    fn unwrapped_columns_and_unsupported_unions() {
+        let generated = generate(&[("FOO", &SqlType::Int)], false, DEFAULT_FULL_NAME).unwrap();
+        assert_eq!(generated, json!(["null", "int"]));
+        let union = Schema::parse_str(r#"["null", "int", "string"]"#).unwrap();
+        let err = infer(&union, true, UNWRAPPED_VALUE)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a union of 2 types"), "{err}");
+    }
+}
