@@ -118,6 +118,22 @@ async fn a_client_schema_is_inferred_transformed_and_written_back() {
         .await
         .unwrap();
     let schema = Schema::parse_str(CLIENT_SCHEMA).unwrap();
+    // Another client's schema with an array, to forge a block count in.
+    let listed = SchemaRequest {
+        schema: r#"{"type":"record","name":"Listed","fields":[
+            {"name":"id","type":"long"},{"name":"items","type":{"type":"array","items":"long"}}]}"#
+            .to_string(),
+        schema_type: SchemaType::Avro,
+        references: Vec::new(),
+    };
+    let listed_id = registry.register("listed-value", &listed).await.unwrap();
+    let mut forged = vec![0];
+    forged.extend_from_slice(&listed_id.to_be_bytes());
+    // id 1, then an array block claiming 2^40 items, and no items.
+    forged.push(0x02);
+    forged.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
+    let mut trailing = framed(id, &schema, order(7, 1, None, 5.0));
+    trailing.extend_from_slice(&[0xde, 0xad]);
     common::feed(
         &engine,
         "orders",
@@ -132,9 +148,50 @@ async fn a_client_schema_is_inferred_transformed_and_written_back() {
                 13,
             ),
             value_record(framed(id, &schema, order(5, 7, None, 3.0)), 14),
+            // A schema id the registry never gave out.
+            value_record(framed(9999, &schema, order(6, 1, None, 5.0)), 15),
+            // A whole record with bytes after it.
+            value_record(trailing, 16),
+            value_record(forged, 17),
+            value_record(framed(id, &schema, order(8, 2, None, 4.0)), 18),
         ],
     )
     .await;
+
+    // Each bad record is in the processing log with its reason; the query kept running.
+    let log: Vec<(String, i64)> = engine
+        .store()
+        .read_records("default_ksql_processing_log", 0, 0, usize::MAX)
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| {
+            let entry: serde_json::Value =
+                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
+            let message = entry["MESSAGE"]["DESERIALIZATIONERROR"]["ERRORMESSAGE"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let offset = message
+                .rsplit("offset ")
+                .next()
+                .and_then(|o| o.trim_end_matches(')').parse().ok())
+                .unwrap();
+            (message, offset)
+        })
+        .collect();
+    let offsets: Vec<i64> = log.iter().map(|(_, o)| *o).collect();
+    assert_eq!(offsets, [2, 3, 5, 6, 7], "{log:?}");
+    assert!(log[0].0.contains("Unknown magic byte!"), "{}", log[0].0);
+    assert!(log[1].0.contains("malformed"), "{}", log[1].0);
+    assert!(
+        log[2].0.contains("Schema not found for id 9999"),
+        "{}",
+        log[2].0
+    );
+    assert!(log[3].0.contains("malformed"), "{}", log[3].0);
+    // The forged count is refused from the bytes there are, without reserving for it.
+    assert!(log[4].0.contains("malformed"), "{}", log[4].0);
 
     let sink = registry
         .version("big-value", VersionSpec::Latest, false)
@@ -164,6 +221,7 @@ async fn a_client_schema_is_inferred_transformed_and_written_back() {
         vec![
             (Avro::Long(1), Avro::Int(6), Avro::String("gift".into())),
             (Avro::Long(5), Avro::Int(14), Avro::Null),
+            (Avro::Long(8), Avro::Int(4), Avro::Null),
         ]
     );
 }

@@ -274,11 +274,7 @@ impl SchemaRegistry {
 
     /// The schema with this id.
     pub async fn schema(&self, id: u32) -> Result<SchemaText> {
-        let state = self.state.read();
-        state
-            .schemas
-            .get(&id)
-            .cloned()
+        self.schema_by_id(id)
             .ok_or_else(|| RegistryError::schema_not_found(id))
     }
 

@@ -287,26 +287,19 @@ pub async fn append_inputs(
     let catalog = engine.catalog().await;
     let store = engine.store();
     let inputs = records(case, "inputs");
+    // The schemas each topic's AVRO keys and values are written with, looked up once.
+    let mut writers: BTreeMap<String, [Option<Writer>; 2]> = BTreeMap::new();
     for (i, input) in inputs.iter().enumerate() {
         let topic = input
             .get("topic")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("input {i} has no topic"))?;
         let source = source_for_topic(&catalog, topic);
-        let mut writers = [None, None];
-        if let Some(s) = source {
-            for (side, (format, key)) in
-                [(s.key_format.format, true), (s.value_format.format, false)]
-                    .into_iter()
-                    .enumerate()
-            {
-                if format == Format::Avro {
-                    let subject = format!("{topic}-{}", if key { "key" } else { "value" });
-                    writers[side] = Writer::latest(engine.schema_registry(), &subject).await;
-                }
-            }
+        if !writers.contains_key(topic) {
+            writers.insert(topic.to_string(), avro_writers(engine, topic, source).await);
         }
-        let record = input_record(input, source, [writers[0].as_ref(), writers[1].as_ref()])
+        let [key_writer, value_writer] = &writers[topic];
+        let record = input_record(input, source, [key_writer.as_ref(), value_writer.as_ref()])
             .map_err(|e| format!("input {i}: {e}"))?;
         let result = match input.get("partition").and_then(Value::as_u64) {
             Some(p) => store
@@ -324,6 +317,28 @@ pub async fn append_inputs(
         }
     }
     Ok(())
+}
+
+/// The latest schemas of `topic`'s key and value subjects, where `source` reads them as AVRO.
+async fn avro_writers(
+    engine: &Engine,
+    topic: &str,
+    source: Option<&eddy_engine::catalog::DataSource>,
+) -> [Option<Writer>; 2] {
+    let mut writers = [None, None];
+    let Some(source) = source else {
+        return writers;
+    };
+    let sides = [
+        (source.key_format.format, "key"),
+        (source.value_format.format, "value"),
+    ];
+    for (writer, (format, side)) in writers.iter_mut().zip(sides) {
+        if format == Format::Avro {
+            *writer = Writer::latest(engine.schema_registry(), &format!("{topic}-{side}")).await;
+        }
+    }
+    writers
 }
 
 /// Compares every topic the case expects output records on with what is in it, exactly and in

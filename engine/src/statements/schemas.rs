@@ -2,7 +2,7 @@
 //! without columns takes them from the subject's latest schema, and the schemas Eddy writes
 //! with are registered before anything is written with them.
 
-use eddy_registry::{SchemaRequest, SchemaType, VersionSpec};
+use eddy_registry::{SchemaType, VersionSpec};
 use eddy_sql::ast::{
     ColumnConstraint, CreateSource, Ident, Literal, SourceKind, Statement, StatementKind,
     TableElement,
@@ -58,8 +58,8 @@ impl Engine {
                 inferred.push(element(&name, ty, Some(constraint.clone())));
             }
         }
-        let keys_declared = elements.iter().filter(|e| e.constraint.is_some()).cloned();
-        inferred.extend(keys_declared);
+        // Declared keys and headers keep their place before the values.
+        inferred.extend(elements.iter().filter(|e| e.constraint.is_some()).cloned());
         if infer_values {
             let wrapped = !matches!(
                 create.properties.get("WRAP_SINGLE_VALUE"),
@@ -149,16 +149,7 @@ impl Engine {
             }
             let named: Vec<(&str, &eddy_sql::ast::SqlType)> =
                 columns.iter().map(|c| (c.name.as_str(), &c.ty)).collect();
-            let generated = schema::generate(
-                &named,
-                wrapped || columns.len() != 1,
-                schema::DEFAULT_FULL_NAME,
-            )?;
-            let request = SchemaRequest {
-                schema: generated.to_string(),
-                schema_type: SchemaType::Avro,
-                references: Vec::new(),
-            };
+            let request = schema::registry_request(&named, wrapped)?;
             self.registry
                 .register(&subject, &request)
                 .await

@@ -28,7 +28,7 @@ use arrow_avro::writer::{Encoder, WriterBuilder};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, new_null_array};
 use datafusion::arrow::compute::{concat, interleave};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema, SchemaRef};
-use eddy_registry::{SchemaRegistry, SchemaRequest, SchemaType};
+use eddy_registry::{SchemaRegistry, SchemaType};
 use eddy_sql::ast::SqlType;
 use parking_lot::Mutex;
 
@@ -93,13 +93,6 @@ impl AvroCodec {
             writers: Mutex::new(HashMap::new()),
             encoder: Mutex::new(None),
         }
-    }
-
-    /// The Avro schema ksqlDB generates for these columns, as the registry keeps it.
-    pub fn generated_schema(&self) -> Result<String> {
-        let columns: Vec<(&str, &SqlType)> =
-            self.columns.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        Ok(schema::generate(&columns, self.wrapped, schema::DEFAULT_FULL_NAME)?.to_string())
     }
 
     /// Decodes a batch of payloads; see [`super::RowCodec::decode`].
@@ -238,6 +231,12 @@ impl AvroCodec {
 
     /// The columns of all rows: each decoded group's rows in place, null elsewhere.
     fn assemble(&self, rows: usize, parts: &[Part]) -> Vec<ArrayRef> {
+        // The usual batch: every row decoded with one schema, already in place.
+        if let [(columns, part_rows)] = parts
+            && part_rows.len() == rows
+        {
+            return columns.clone();
+        }
         let nulls = parts.len();
         let mut indices = vec![(nulls, 0usize); rows];
         for (part, (_, part_rows)) in parts.iter().enumerate() {
@@ -288,12 +287,10 @@ impl AvroCodec {
     /// The encoder of the generated schema, which must have been registered (the statement
     /// that created the source or query registers it).
     fn build_encoder(&self) -> Result<Encoder> {
-        let generated = self.generated_schema()?;
-        let request = SchemaRequest {
-            schema: generated.clone(),
-            schema_type: SchemaType::Avro,
-            references: Vec::new(),
-        };
+        let columns: Vec<(&str, &SqlType)> =
+            self.columns.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let request = schema::registry_request(&columns, self.wrapped)?;
+        let generated = &request.schema;
         let id = self
             .registry
             .registered_id(&request)
@@ -313,9 +310,9 @@ impl AvroCodec {
             self.fields.clone()
         };
         let avro = if !self.wrapped && self.fields.len() == 1 {
-            wrapper(&generated)
+            wrapper(generated)
         } else {
-            generated
+            generated.clone()
         };
         let metadata = HashMap::from([(SCHEMA_METADATA_KEY.to_string(), avro)]);
         let schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, metadata));
@@ -337,7 +334,9 @@ fn feed(
         flush(decoder, batches)?;
     }
     let before = decoder.capacity();
-    let consumed = decoder.decode(bytes).map_err(|e| e.to_string())?;
+    let consumed = decoder
+        .decode(bytes)
+        .map_err(|e| format!("The AVRO record is malformed: {e}"))?;
     if consumed != bytes.len() || decoder.capacity() + 1 != before {
         return Err(format!(
             "The AVRO record is malformed: {} bytes do not hold one record of its schema",

@@ -2,6 +2,7 @@
 //! a source's columns, and the columns it infers from a registered schema.
 
 use apache_avro::Schema;
+use eddy_registry::{SchemaRequest, SchemaType};
 use eddy_sql::ast::{Ident, SqlType, StructField};
 use serde_json::{Value, json};
 
@@ -36,6 +37,16 @@ pub fn generate(columns: &[(&str, &SqlType)], wrapped: bool, full_name: &str) ->
         record["namespace"] = json!(namespace);
     }
     Ok(record)
+}
+
+/// The schema Eddy writes `columns` with, as the registry takes it: what statements register
+/// and what encoders look the id up by, so both always agree on the text.
+pub fn registry_request(columns: &[(&str, &SqlType)], wrapped: bool) -> Result<SchemaRequest> {
+    Ok(SchemaRequest {
+        schema: generate(columns, wrapped, DEFAULT_FULL_NAME)?.to_string(),
+        schema_type: SchemaType::Avro,
+        references: Vec::new(),
+    })
 }
 
 fn fields(columns: &[(&str, &SqlType)], record_name: &str) -> Result<Vec<Value>> {
