@@ -74,6 +74,14 @@ impl RegistryError {
         )
     }
 
+    /// 40409: the subject has no mode of its own.
+    pub fn subject_mode_not_configured(subject: &str) -> Self {
+        Self::new(
+            40409,
+            format!("Subject '{subject}' does not have subject-level mode configured"),
+        )
+    }
+
     /// 409: the schema breaks the subject's compatibility level.
     pub fn incompatible(subject: &str, details: &[String]) -> Self {
         Self::new(
@@ -108,6 +116,21 @@ impl RegistryError {
                 "Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive: {level}"
             ),
         )
+    }
+
+    /// 42204: a mode Confluent does not have.
+    pub fn invalid_mode(mode: &str) -> Self {
+        Self::new(
+            42204,
+            format!(
+                "Invalid mode. Valid values are READWRITE, READONLY, READONLY_OVERRIDE, and IMPORT: {mode}"
+            ),
+        )
+    }
+
+    /// 42205: what the subject's mode does not allow.
+    pub fn not_permitted(why: impl Into<String>) -> Self {
+        Self::new(42205, why)
     }
 
     /// 422: a request body the registry cannot read.

@@ -5,11 +5,15 @@
 
 pub mod compatibility;
 pub mod error;
+pub mod mode;
 mod registry;
 pub mod schema;
 mod state;
 
 pub use compatibility::Level;
 pub use error::{RegistryError, Result};
-pub use registry::{SCHEMAS_TOPIC, SchemaRegistry, SchemaRequest, SubjectVersion, VersionSpec};
+pub use mode::Mode;
+pub use registry::{
+    Placement, SCHEMAS_TOPIC, SchemaRegistry, SchemaRequest, SubjectVersion, VersionSpec,
+};
 pub use schema::{Reference, SchemaText, SchemaType};

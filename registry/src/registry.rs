@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::compatibility::{Level, check};
 use crate::error::{RegistryError, Result};
+use crate::mode::Mode;
 use crate::schema::{Parsed, Reference, SchemaText, SchemaType, parse};
 use crate::state::{Entry, State, VersionEntry};
 
@@ -37,6 +38,16 @@ impl VersionSpec {
             _ => Err(RegistryError::invalid_version(text)),
         }
     }
+}
+
+/// Where an imported schema goes: the id and version it had in the registry it comes from;
+/// unset, a new id (or the one the schema has) and the next version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Placement {
+    /// The schema's id.
+    pub id: Option<u32>,
+    /// The subject's version.
+    pub version: Option<i32>,
 }
 
 /// A schema a request sends: its text, type and references.
@@ -200,11 +211,40 @@ impl SchemaRegistry {
     /// the subject (or of any subject), else a new one, once it is compatible with the
     /// subject's earlier versions at the subject's level.
     pub async fn register(&self, subject: &str, request: &SchemaRequest) -> Result<u32> {
+        self.register_at(subject, request, Placement::default())
+            .await
+    }
+
+    /// Registers `request` under `subject`, at the id and version `at` names when the
+    /// subject is in `IMPORT` mode (compatibility is not checked then, as a migration keeps
+    /// what the registry it comes from held), else as [`Self::register`] does.
+    pub async fn register_at(
+        &self,
+        subject: &str,
+        request: &SchemaRequest,
+        at: Placement,
+    ) -> Result<u32> {
         let _writing = self.writes.lock().await;
         let (id, version, entry) = {
             let state = self.state.read();
+            let importing = at.id.is_some() || at.version.is_some();
+            match state.mode(subject) {
+                mode if mode.read_only() => return Err(read_only(subject)),
+                Mode::Import if !importing => {
+                    return Err(RegistryError::not_permitted(format!(
+                        "Subject {subject} is not in read-write mode"
+                    )));
+                }
+                Mode::ReadWrite if importing => {
+                    return Err(RegistryError::not_permitted(format!(
+                        "Subject {subject} is not in import mode"
+                    )));
+                }
+                _ => {}
+            }
             let (text, parsed) = Self::parse(&state, request)?;
             if let Some(id) = state.ids.get(&text).copied()
+                && at.id.is_none_or(|wanted| wanted == id)
                 && state
                     .versions(subject, false)
                     .iter()
@@ -212,21 +252,38 @@ impl SchemaRegistry {
             {
                 return Ok(id);
             }
-            let earlier = Self::checked_against(&state, subject)?;
-            let broken = check(state.level(subject), &parsed, &earlier);
-            if !broken.is_empty() {
-                return Err(RegistryError::incompatible(subject, &broken));
-            }
-            let id = state
-                .ids
-                .get(&text)
-                .copied()
-                .unwrap_or_else(|| state.next_id());
-            let version = state
+            let id = if importing {
+                imported_id(&state, &text, at.id)?
+            } else {
+                let earlier = Self::checked_against(&state, subject)?;
+                let broken = check(state.level(subject), &parsed, &earlier);
+                if !broken.is_empty() {
+                    return Err(RegistryError::incompatible(subject, &broken));
+                }
+                state
+                    .ids
+                    .get(&text)
+                    .copied()
+                    .unwrap_or_else(|| state.next_id())
+            };
+            let last = state
                 .subjects
                 .get(subject)
-                .and_then(|v| v.keys().next_back())
-                .map_or(1, |last| last + 1);
+                .and_then(|v| v.keys().next_back().copied());
+            let version = match at.version {
+                Some(v)
+                    if state
+                        .subjects
+                        .get(subject)
+                        .is_some_and(|s| s.contains_key(&v)) =>
+                {
+                    return Err(RegistryError::not_permitted(format!(
+                        "Subject {subject} already has a version {v} with another schema"
+                    )));
+                }
+                Some(v) => v,
+                None => last.map_or(1, |last| last + 1),
+            };
             let entry = Entry::Version {
                 subject: subject.to_string(),
                 version,
@@ -365,6 +422,9 @@ impl SchemaRegistry {
     /// The entries that delete a subject, and the versions they delete.
     fn subject_deletion(&self, subject: &str, permanent: bool) -> Result<(Vec<Entry>, Vec<i32>)> {
         let state = self.state.read();
+        if state.mode(subject).read_only() {
+            return Err(read_only(subject));
+        }
         let all = state.versions(subject, true);
         if all.is_empty() {
             return Err(RegistryError::subject_not_found(subject));
@@ -414,6 +474,9 @@ impl SchemaRegistry {
         let _writing = self.writes.lock().await;
         let (version, change) = {
             let state = self.state.read();
+            if state.mode(subject).read_only() {
+                return Err(read_only(subject));
+            }
             let (version, entry) = find(&state, subject, spec, permanent)?;
             if permanent {
                 if !entry.deleted {
@@ -494,6 +557,92 @@ impl SchemaRegistry {
         };
         self.commit(vec![entry]).await?;
         Ok(had)
+    }
+
+    /// The mode a subject (or, with `None`, the registry) is in; a subject without its own
+    /// is 40409 unless `default_to_global`.
+    pub async fn mode(&self, subject: Option<&str>, default_to_global: bool) -> Result<Mode> {
+        let state = self.state.read();
+        match subject {
+            None => Ok(state.global_mode),
+            Some(s) => match state.modes.get(s) {
+                Some(mode) => Ok(*mode),
+                None if default_to_global => Ok(state.global_mode),
+                None => Err(RegistryError::subject_mode_not_configured(s)),
+            },
+        }
+    }
+
+    /// Sets a subject's (or the global) mode. `IMPORT` is refused where schemas already
+    /// are (the registry's, or the subject's), unless `force`, as Confluent's is: imported
+    /// ids must not meet ones given out here.
+    pub async fn set_mode(&self, subject: Option<&str>, mode: Mode, force: bool) -> Result<Mode> {
+        let _writing = self.writes.lock().await;
+        if mode == Mode::Import && !force {
+            let state = self.state.read();
+            let holds_schemas = match subject {
+                None => state
+                    .subjects
+                    .keys()
+                    .any(|s| !state.versions(s, false).is_empty()),
+                Some(s) => !state.versions(s, false).is_empty(),
+            };
+            if holds_schemas {
+                return Err(RegistryError::not_permitted(
+                    "Cannot import since found existing subjects",
+                ));
+            }
+        }
+        let entry = Entry::Mode {
+            subject: subject.map(str::to_string),
+            mode: Some(mode.to_string()),
+        };
+        self.commit(vec![entry]).await?;
+        Ok(mode)
+    }
+
+    /// Removes a subject's own mode (or resets the global one); returns the mode it had.
+    pub async fn delete_mode(&self, subject: Option<&str>) -> Result<Mode> {
+        let _writing = self.writes.lock().await;
+        let had = {
+            let state = self.state.read();
+            match subject {
+                None => state.global_mode,
+                Some(s) => *state
+                    .modes
+                    .get(s)
+                    .ok_or_else(|| RegistryError::subject_not_found(s))?,
+            }
+        };
+        let entry = Entry::Mode {
+            subject: subject.map(str::to_string),
+            mode: None,
+        };
+        self.commit(vec![entry]).await?;
+        Ok(had)
+    }
+}
+
+/// 42205 for a change to a subject in a read-only mode.
+fn read_only(subject: &str) -> RegistryError {
+    RegistryError::not_permitted(format!("Subject {subject} is in read-only mode"))
+}
+
+/// The id an imported schema takes: the one asked for, unless another schema holds it; else
+/// the one the schema already has, or a new one.
+fn imported_id(state: &State, text: &SchemaText, wanted: Option<u32>) -> Result<u32> {
+    match wanted {
+        Some(id) => match state.schemas.get(&id) {
+            Some(held) if held != text => Err(RegistryError::not_permitted(format!(
+                "Overwrite new schema with id {id} is not permitted."
+            ))),
+            _ => Ok(id),
+        },
+        None => Ok(state
+            .ids
+            .get(text)
+            .copied()
+            .unwrap_or_else(|| state.next_id())),
     }
 }
 
@@ -579,6 +728,13 @@ fn encode(entry: &Entry, now: i64) -> Record {
                 None => Record::tombstone(k, now),
             }
         }
+        Entry::Mode { subject, mode } => {
+            let k = key(json!({"keytype": "MODE", "subject": subject, "magic": 0}));
+            match mode {
+                Some(mode) => Record::keyed(k, Bytes::from(json!({"mode": mode}).to_string()), now),
+                None => Record::tombstone(k, now),
+            }
+        }
     }
 }
 
@@ -626,6 +782,17 @@ fn decode(record: &Record) -> Option<Entry> {
                 }
             };
             Some(Entry::Config { subject, level })
+        }
+        "MODE" => {
+            let subject = subject.and_then(Value::as_str).map(str::to_string);
+            let mode = match record.value.as_deref() {
+                None => None,
+                Some(value) => {
+                    let value: Value = serde_json::from_slice(value).ok()?;
+                    Some(value.get("mode")?.as_str()?.to_string())
+                }
+            };
+            Some(Entry::Mode { subject, mode })
         }
         _ => None,
     }

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 
 use crate::compatibility::Level;
+use crate::mode::Mode;
 use crate::schema::SchemaText;
 
 /// One change, as the log holds it.
@@ -39,6 +40,13 @@ pub enum Entry {
         /// The level, or `None` when removed.
         level: Option<String>,
     },
+    /// A mode set (`Some`) or removed (`None`), for a subject or globally.
+    Mode {
+        /// The subject, or `None` for the global mode.
+        subject: Option<String>,
+        /// The mode, or `None` when removed.
+        mode: Option<String>,
+    },
 }
 
 /// A subject's version.
@@ -63,6 +71,10 @@ pub struct State {
     pub global: Level,
     /// Subjects' own levels.
     pub levels: HashMap<String, Level>,
+    /// The global mode.
+    pub global_mode: Mode,
+    /// Subjects' own modes.
+    pub modes: HashMap<String, Mode>,
 }
 
 impl State {
@@ -107,6 +119,18 @@ impl State {
                     }
                 }
             }
+            Entry::Mode { subject, mode } => {
+                let mode = mode.as_deref().and_then(|m| m.parse::<Mode>().ok());
+                match (subject, mode) {
+                    (None, mode) => self.global_mode = mode.unwrap_or_default(),
+                    (Some(s), Some(mode)) => {
+                        self.modes.insert(s.clone(), mode);
+                    }
+                    (Some(s), None) => {
+                        self.modes.remove(s);
+                    }
+                }
+            }
         }
     }
 
@@ -118,6 +142,11 @@ impl State {
     /// The level a subject's new versions are checked at.
     pub fn level(&self, subject: &str) -> Level {
         self.levels.get(subject).copied().unwrap_or(self.global)
+    }
+
+    /// The mode a subject's registrations are under.
+    pub fn mode(&self, subject: &str) -> Mode {
+        self.modes.get(subject).copied().unwrap_or(self.global_mode)
     }
 
     /// A subject's versions, live ones only unless `deleted`.

@@ -190,3 +190,119 @@ async fn references_resolve_to_registered_versions() {
         42201
     );
 }
+
+#[tokio::test]
+async fn import_mode_keeps_the_ids_and_versions_a_migration_brings() {
+    use eddy_registry::{Mode, Placement};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let registry = SchemaRegistry::open(&store).unwrap();
+    let at = |id, version| Placement {
+        id: Some(id),
+        version: Some(version),
+    };
+
+    // An id and version are only taken in IMPORT mode.
+    let refused = registry
+        .register_at("users-value", &avro(V1), at(102, 3))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code, 42205);
+    assert_eq!(refused.message, "Subject users-value is not in import mode");
+
+    registry
+        .set_mode(Some("users-value"), Mode::Import, false)
+        .await
+        .unwrap();
+    // Compatibility is not checked on import: BREAKS follows V1 here.
+    assert_eq!(
+        registry
+            .register_at("users-value", &avro(V1), at(102, 3))
+            .await
+            .unwrap(),
+        102
+    );
+    assert_eq!(
+        registry
+            .register_at("users-value", &avro(BREAKS), at(7, 5))
+            .await
+            .unwrap(),
+        7
+    );
+    // Importing the same again is the same id; another schema at a held id is refused.
+    assert_eq!(
+        registry
+            .register_at("users-value", &avro(V1), at(102, 3))
+            .await
+            .unwrap(),
+        102
+    );
+    let clash = registry
+        .register_at("users-value", &avro(V2), at(102, 6))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (clash.code, clash.message.as_str()),
+        (42205, "Overwrite new schema with id 102 is not permitted.")
+    );
+    // Plain registration waits for READWRITE.
+    let plain = registry
+        .register("users-value", &avro(V2))
+        .await
+        .unwrap_err();
+    assert_eq!(plain.message, "Subject users-value is not in read-write mode");
+    // IMPORT is refused where schemas already are, unless forced.
+    let busy = registry
+        .set_mode(None, Mode::Import, false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (busy.code, busy.message.as_str()),
+        (42205, "Cannot import since found existing subjects")
+    );
+    registry.set_mode(None, Mode::Import, true).await.unwrap();
+    registry.delete_mode(None).await.unwrap();
+    assert_eq!(
+        registry.delete_mode(Some("users-value")).await.unwrap(),
+        Mode::Import
+    );
+    // Back in READWRITE, new ids continue past the imported ones.
+    let next = registry.register("users-value", &avro(V2)).await.unwrap();
+    assert_eq!(next, 103);
+    assert_eq!(
+        registry.versions("users-value", false).await.unwrap(),
+        vec![3, 5, 6]
+    );
+
+    // READONLY refuses changes, deletes included.
+    registry
+        .set_mode(Some("users-value"), Mode::ReadOnly, false)
+        .await
+        .unwrap();
+    let frozen = registry
+        .delete_subject("users-value", false)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (frozen.code, frozen.message.as_str()),
+        (42205, "Subject users-value is in read-only mode")
+    );
+    assert_eq!(
+        registry.mode(Some("other"), false).await.unwrap_err().code,
+        40409
+    );
+
+    // Modes and imported ids survive a restart.
+    drop(registry);
+    let registry = SchemaRegistry::open(&store).unwrap();
+    assert_eq!(
+        registry.mode(Some("users-value"), false).await.unwrap(),
+        Mode::ReadOnly
+    );
+    assert_eq!(registry.mode(None, false).await.unwrap(), Mode::ReadWrite);
+    let v3 = registry
+        .version("users-value", VersionSpec::Number(3), false)
+        .await
+        .unwrap();
+    assert_eq!(v3.id, 102);
+}

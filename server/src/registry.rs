@@ -13,8 +13,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use eddy_registry::{
-    Level, Reference, RegistryError, SchemaRegistry, SchemaRequest, SchemaType, SubjectVersion,
-    VersionSpec,
+    Level, Mode, Placement, Reference, RegistryError, SchemaRegistry, SchemaRequest, SchemaType,
+    SubjectVersion, VersionSpec,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -61,13 +61,12 @@ pub fn router(
                 .put(set_subject_level)
                 .delete(delete_subject_level),
         )
-        .route(
-            "/mode",
-            get(|| async { reply(json!({"mode": "READWRITE"})) }),
-        )
+        .route("/mode", get(global_mode).put(set_global_mode))
         .route(
             "/mode/{subject}",
-            get(|| async { reply(json!({"mode": "READWRITE"})) }),
+            get(subject_mode)
+                .put(set_subject_mode)
+                .delete(delete_subject_mode),
         )
         .fallback(|| async {
             error(&RegistryError {
@@ -181,17 +180,43 @@ struct Registration {
     schema_type: Option<String>,
     #[serde(default)]
     references: Vec<Reference>,
+    /// The id an import keeps; -1 or absent for none.
+    id: Option<i64>,
+    /// The version an import keeps; -1, 0 or absent for none.
+    version: Option<i64>,
 }
 
-/// A request body as a schema: `{"schema": ..., "schemaType": ..., "references": [...]}`.
-fn schema_request(body: &Bytes) -> Result<SchemaRequest, RegistryError> {
+/// A request body as a schema: `{"schema": ..., "schemaType": ..., "references": [...]}`,
+/// with the `id` and `version` an import names.
+fn schema_request(body: &Bytes) -> Result<(SchemaRequest, Placement), RegistryError> {
     let registration: Registration = serde_json::from_slice(body)
         .map_err(|e| RegistryError::unprocessable(format!("cannot read the body: {e}")))?;
-    Ok(SchemaRequest {
-        schema: registration.schema,
-        schema_type: SchemaType::parse(registration.schema_type.as_deref())?,
-        references: registration.references,
-    })
+    let id = match registration.id {
+        None | Some(-1) => None,
+        Some(id) => Some(
+            u32::try_from(id)
+                .ok()
+                .filter(|id| i32::try_from(*id).is_ok())
+                .ok_or_else(|| RegistryError::unprocessable(format!("invalid id {id}")))?,
+        ),
+    };
+    let version = match registration.version {
+        None | Some(-1 | 0) => None,
+        Some(v) => Some(
+            i32::try_from(v)
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| RegistryError::invalid_version(&v.to_string()))?,
+        ),
+    };
+    Ok((
+        SchemaRequest {
+            schema: registration.schema,
+            schema_type: SchemaType::parse(registration.schema_type.as_deref())?,
+            references: registration.references,
+        },
+        Placement { id, version },
+    ))
 }
 
 async fn types() -> Response {
@@ -249,8 +274,8 @@ async fn versions(
 async fn register(State(registry): Shared, Path(subject): Path<String>, body: Bytes) -> Response {
     answer(
         async {
-            let request = schema_request(&body)?;
-            let id = registry.register(&subject, &request).await?;
+            let (request, at) = schema_request(&body)?;
+            let id = registry.register_at(&subject, &request, at).await?;
             Ok(json!({"id": id}))
         }
         .await,
@@ -265,7 +290,7 @@ async fn lookup(
 ) -> Response {
     answer(
         async {
-            let request = schema_request(&body)?;
+            let (request, _) = schema_request(&body)?;
             let found = registry
                 .lookup(&subject, &request, flag(&params, "deleted"))
                 .await?;
@@ -342,7 +367,7 @@ async fn compatibility(
     answer(
         async {
             let spec = VersionSpec::parse(&version)?;
-            let request = schema_request(&body)?;
+            let (request, _) = schema_request(&body)?;
             let broken = registry.compatibility(&subject, spec, &request).await?;
             let mut out = json!({"is_compatible": broken.is_empty()});
             if flag(&params, "verbose") {
@@ -420,4 +445,61 @@ async fn delete_subject_level(State(registry): Shared, Path(subject): Path<Strin
             .await
             .map(|l| json!({"compatibilityLevel": l.to_string()})),
     )
+}
+
+#[derive(Deserialize)]
+struct ModeBody {
+    mode: String,
+}
+
+fn mode_body(body: &Bytes) -> Result<Mode, RegistryError> {
+    let parsed: ModeBody = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::unprocessable(format!("cannot read the body: {e}")))?;
+    parsed.mode.parse()
+}
+
+fn mode_reply(mode: Result<Mode, RegistryError>) -> Response {
+    answer(mode.map(|m| json!({"mode": m.to_string()})))
+}
+
+async fn global_mode(State(registry): Shared) -> Response {
+    mode_reply(registry.mode(None, true).await)
+}
+
+async fn set_global_mode(State(registry): Shared, Query(params): Params, body: Bytes) -> Response {
+    let force = flag(&params, "force");
+    mode_reply(async { registry.set_mode(None, mode_body(&body)?, force).await }.await)
+}
+
+async fn subject_mode(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    Query(params): Params,
+) -> Response {
+    mode_reply(
+        registry
+            .mode(Some(&subject), flag(&params, "defaultToGlobal"))
+            .await,
+    )
+}
+
+async fn set_subject_mode(
+    State(registry): Shared,
+    Path(subject): Path<String>,
+    Query(params): Params,
+    body: Bytes,
+) -> Response {
+    let force = flag(&params, "force");
+    mode_reply(
+        async {
+            registry
+                .set_mode(Some(&subject), mode_body(&body)?, force)
+                .await
+        }
+        .await,
+    )
+}
+
+async fn delete_subject_mode(State(registry): Shared, Path(subject): Path<String>) -> Response {
+    mode_reply(registry.delete_mode(Some(&subject)).await)
 }

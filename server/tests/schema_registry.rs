@@ -192,6 +192,22 @@ fn what_the_registry_refuses_gets_confluents_codes() {
             42203,
         ),
         ("DELETE", "/subjects/nothing", None, 404, 40401),
+        ("PUT", "/mode", Some(r#"{"mode": "SIDEWAYS"}"#.into()), 422, 42204),
+        ("GET", "/mode/nothing", None, 404, 40409),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(json!({"schema": V1, "id": 5}).to_string()),
+            422,
+            42205,
+        ),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(json!({"schema": V1, "id": -7}).to_string()),
+            422,
+            422,
+        ),
         ("GET", "/no/such/path", None, 404, 404),
     ];
     for (method, path, payload, status, code) in cases {
@@ -262,4 +278,56 @@ fn the_registry_shares_the_request_memory_budget() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let (status, answer) = exchange(&server.registry, &registration);
     assert_eq!(status, 200, "{answer}");
+}
+
+/// A migration from another registry keeps its ids: in IMPORT mode a registration names its id
+/// and version, and Confluent's deserializers then find the schema under that id.
+#[test]
+fn import_mode_registers_schemas_at_the_ids_they_had() {
+    let server = common::start();
+    let registry = &server.registry;
+    let put = |path: &str, payload: &str| request(registry, "PUT", path, Some(payload));
+
+    assert_eq!(
+        request(registry, "GET", "/mode", None),
+        (200, json!({"mode": "READWRITE"}))
+    );
+    assert_eq!(
+        put("/mode/orders-value", r#"{"mode": "IMPORT"}"#),
+        (200, json!({"mode": "IMPORT"}))
+    );
+    let imported = json!({"schema": V1, "id": 4321, "version": 7}).to_string();
+    assert_eq!(
+        post(registry, "/subjects/orders-value/versions", &imported),
+        (200, json!({"id": 4321}))
+    );
+    let (status, by_id) = request(registry, "GET", "/schemas/ids/4321", None);
+    assert_eq!(status, 200, "{by_id}");
+    let stored: Value = serde_json::from_str(by_id["schema"].as_str().unwrap()).unwrap();
+    assert_eq!(stored, serde_json::from_str::<Value>(V1).unwrap());
+    let (status, version) = request(registry, "GET", "/subjects/orders-value/versions/7", None);
+    assert_eq!((status, version["id"].clone()), (200, json!(4321)));
+    // Without an id, IMPORT mode refuses; back in READWRITE, ids continue past the import.
+    let (status, refused) = post(registry, "/subjects/orders-value/versions", &body(V2));
+    assert_eq!((status, refused["error_code"].clone()), (422, json!(42205)));
+    assert_eq!(
+        request(registry, "DELETE", "/mode/orders-value", None),
+        (200, json!({"mode": "IMPORT"}))
+    );
+    assert_eq!(
+        post(registry, "/subjects/orders-value/versions", &body(V2)),
+        (200, json!({"id": 4322}))
+    );
+    // IMPORT for the whole registry needs it empty, or force.
+    let (status, busy) = put("/mode", r#"{"mode": "IMPORT"}"#);
+    assert_eq!((status, busy["error_code"].clone()), (422, json!(42205)));
+    assert_eq!(
+        put("/mode?force=true", r#"{"mode": "READONLY"}"#),
+        (200, json!({"mode": "READONLY"}))
+    );
+    let (status, frozen) = post(registry, "/subjects/other-value/versions", &body(V1));
+    assert_eq!(
+        (status, frozen["message"].clone()),
+        (422, json!("Subject other-value is in read-only mode"))
+    );
 }
