@@ -239,6 +239,11 @@ impl Catalog {
             // A keyless source has nothing to serialize in its key.
             formats.key.format = Format::None;
         }
+        if formats.key.format == Format::Avro && formats.key.full_name.is_none() {
+            formats.key.full_name = Some(crate::codec::avro::schema::key_schema_name(
+                &create.name.value,
+            ));
+        }
         check_columns(formats.key.format, &keys, true)?;
         check_columns(formats.value.format, &values, false)?;
         let wrap_single_value =
@@ -383,6 +388,7 @@ impl Formats {
                 spec.delimiter = Some(delimiter);
             }
         }
+        schema_options(props, &mut key, &mut value)?;
         value_format.ensure_supported()?;
         key_format.ensure_supported()?;
         Ok(Formats {
@@ -392,6 +398,55 @@ impl Formats {
             key_explicit: explicit_key_format.is_some(),
         })
     }
+}
+
+/// `KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID` and the full schema names, checked against the formats
+/// as ksqlDB checks them.
+fn schema_options(props: &Properties, key: &mut FormatSpec, value: &mut FormatSpec) -> Result<()> {
+    for (side, spec) in [("KEY", &mut *key), ("VALUE", &mut *value)] {
+        let id_property = format!("{side}_SCHEMA_ID");
+        if let Some(literal) = props.get(&id_property) {
+            if !spec.format.uses_registry() {
+                return Err(EngineError::statement(format!(
+                    "{side}_FORMAT should support schema inference when {id_property} is provided. Current format is {}.",
+                    spec.format.name()
+                )));
+            }
+            let id = match literal {
+                Literal::Integer(n) => u32::try_from(*n).ok(),
+                Literal::String(s) => s.trim().parse::<u32>().ok(),
+                _ => None,
+            };
+            spec.schema_id = Some(id.filter(|id| i32::try_from(*id).is_ok()).ok_or_else(|| {
+                EngineError::statement(format!(
+                    "Invalid value for {id_property}: expected a schema id but got {literal}"
+                ))
+            })?);
+        }
+        let mut names = vec![format!("{side}_SCHEMA_FULL_NAME")];
+        if side == "VALUE" {
+            names.push("VALUE_AVRO_SCHEMA_FULL_NAME".into());
+        }
+        for name in names {
+            let Some(full_name) = string_property(props, &name)? else {
+                continue;
+            };
+            if !matches!(spec.format, Format::Avro | Format::Protobuf) {
+                return Err(EngineError::statement(format!(
+                    "{} does not support the following configs: [fullSchemaName]",
+                    spec.format.name()
+                )));
+            }
+            let full_name = full_name.trim();
+            if full_name.is_empty() {
+                return Err(EngineError::statement(
+                    "fullSchemaName cannot be empty. Format configuration: {fullSchemaName=}",
+                ));
+            }
+            spec.full_name = Some(full_name.to_string());
+        }
+    }
+    Ok(())
 }
 
 /// What a column is by its constraint: a key, a value, or the record's headers (all of them

@@ -84,12 +84,20 @@ impl Format {
 }
 
 /// A format with its options.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FormatSpec {
     /// The format.
     pub format: Format,
     /// `KEY_DELIMITER` / `VALUE_DELIMITER` for `DELIMITED`.
     pub delimiter: Option<char>,
+    /// `KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID`: the registered schema records are written with,
+    /// for the registry formats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_id: Option<u32>,
+    /// `KEY_SCHEMA_FULL_NAME` / `VALUE_SCHEMA_FULL_NAME` (`VALUE_AVRO_SCHEMA_FULL_NAME`): the
+    /// name of the record schema Eddy generates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full_name: Option<String>,
 }
 
 impl FormatSpec {
@@ -98,6 +106,8 @@ impl FormatSpec {
         FormatSpec {
             format,
             delimiter: None,
+            schema_id: None,
+            full_name: None,
         }
     }
 

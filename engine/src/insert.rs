@@ -222,13 +222,13 @@ fn encode_row(
     {
         None
     } else {
-        RowCodec::new(source.key_format, &keys, false, schemas)?
+        RowCodec::new(&source.key_format, &keys, false, schemas)?
             .encode(key_arrays, 1)?
             .pop()
             .flatten()
     };
     let wrapped = source.wrap_single_value.unwrap_or(true);
-    let value = RowCodec::new(source.value_format, &values, wrapped, schemas)?
+    let value = RowCodec::new(&source.value_format, &values, wrapped, schemas)?
         .encode(value_arrays, 1)?
         .pop()
         .flatten();
@@ -319,7 +319,7 @@ pub(crate) fn record_from_json(
     let payload = row.to_string();
     let decode = |columns: &[&Column]| -> Result<Vec<ArrayRef>> {
         let codec = RowCodec::new(
-            crate::format::FormatSpec::of(Format::Json),
+            &crate::format::FormatSpec::of(Format::Json),
             columns,
             true,
             &Schemas::default(),

@@ -272,3 +272,197 @@ async fn declared_columns_register_a_schema_and_inserts_read_back() {
         assert!(text.contains(expected), "{expected} in {text}");
     }
 }
+
+/// A shipping system's schema: camel-case names, a nullable field, a nested record, and a
+/// field Eddy's queries never write, which takes its default.
+const SHIPMENT_SCHEMA: &str = r#"{"type":"record","name":"Shipment","namespace":"com.acme","fields":[
+    {"name":"orderId","type":"long"},
+    {"name":"note","type":["null","string"],"default":null},
+    {"name":"dims","type":{"type":"record","name":"Dims","fields":[
+        {"name":"w","type":"int"},{"name":"h","type":["null","int"],"default":null}]}},
+    {"name":"carrier","type":"string","default":"post"}
+]}"#;
+
+async fn register(engine: &eddy_engine::Engine, subject: &str, schema: &str) -> u32 {
+    let request = SchemaRequest {
+        schema: schema.to_string(),
+        schema_type: SchemaType::Avro,
+        references: Vec::new(),
+    };
+    engine
+        .schema_registry()
+        .register(subject, &request)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_query_writes_with_the_registered_schema_its_id_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(dir.path()).await;
+    let orders_id = register(&engine, "orders-value", CLIENT_SCHEMA).await;
+    let shipment_id = register(&engine, "shipments-value", SHIPMENT_SCHEMA).await;
+    engine
+        .store()
+        .create_topic("orders", eddy_storage::TopicConfig::with_partitions(1))
+        .unwrap();
+    common::run(
+        &engine,
+        &format!(
+            "CREATE STREAM ORDERS WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='AVRO'); \
+             CREATE STREAM SHIPMENTS WITH (KAFKA_TOPIC='shipments', VALUE_FORMAT='AVRO', PARTITIONS=1, \
+             VALUE_SCHEMA_ID={shipment_id});"
+        ),
+    )
+    .await;
+    // A schema named by its id keeps its field names as written.
+    let catalog = engine.catalog().await;
+    let shipments: Vec<String> = catalog
+        .source("SHIPMENTS")
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, eddy_engine::schema::type_display(&c.ty)))
+        .collect();
+    assert_eq!(
+        shipments,
+        [
+            "orderId BIGINT",
+            "note STRING",
+            "dims STRUCT<`w` INTEGER, `h` INTEGER>",
+            "carrier STRING"
+        ]
+    );
+
+    // Columns that are not the schema's, in its order, are refused up front.
+    let reordered = common::fails(
+        &engine,
+        &format!(
+            "CREATE STREAM BAD WITH (KAFKA_TOPIC='bad', VALUE_FORMAT='AVRO', \
+             VALUE_SCHEMA_ID={shipment_id}) AS SELECT NOTE AS `note`, ID AS `orderId` FROM ORDERS;"
+        ),
+    )
+    .await;
+    assert_eq!(
+        reordered,
+        "The following value columns are changed, missing or reordered: [`note` STRING, `orderId` BIGINT]. \
+         Schema from schema registry is [`orderId` BIGINT, `note` STRING, `dims` STRUCT<`w` INTEGER, `h` INTEGER>, `carrier` STRING]"
+    );
+
+    let mut session = eddy_engine::Session::default();
+    session
+        .properties
+        .insert("auto.offset.reset".into(), "earliest".into());
+    engine
+        .execute(
+            &mut session,
+            &format!(
+                "CREATE STREAM SHIPPED WITH (KAFKA_TOPIC='shipped', VALUE_FORMAT='AVRO', \
+                 VALUE_SCHEMA_ID={shipment_id}) AS SELECT ID AS `orderId`, NOTE AS `note`, \
+                 STRUCT(`w` := QTY, `h` := CAST(NULL AS INT)) AS `dims` FROM ORDERS;"
+            ),
+        )
+        .await
+        .unwrap();
+    let schema = Schema::parse_str(CLIENT_SCHEMA).unwrap();
+    common::feed(
+        &engine,
+        "orders",
+        vec![
+            value_record(
+                framed(orders_id, &schema, order(1, 3, Some("fragile"), 9.5)),
+                10,
+            ),
+            value_record(framed(orders_id, &schema, order(2, 1, None, 0.5)), 11),
+        ],
+    )
+    .await;
+    let physical = Schema::parse_str(SHIPMENT_SCHEMA).unwrap();
+    let mut written = Vec::new();
+    for r in engine
+        .store()
+        .read_records("shipped", 0, 0, usize::MAX)
+        .unwrap()
+        .records
+    {
+        let bytes = r.record.value.unwrap();
+        assert_eq!(
+            u32::from_be_bytes(bytes[1..5].try_into().unwrap()),
+            shipment_id
+        );
+        written.push(read(&physical, &bytes[5..]));
+    }
+    assert_eq!(written.len(), 2, "{written:?}");
+    assert_eq!(field(&written[0], "orderId"), &Avro::Long(1));
+    assert_eq!(field(&written[0], "note"), &Avro::String("fragile".into()));
+    assert_eq!(field(&written[1], "note"), &Avro::Null);
+    assert_eq!(field(&written[0], "carrier"), &Avro::String("post".into()));
+    assert_eq!(field(field(&written[0], "dims"), "w"), &Avro::Int(3));
+    assert_eq!(field(field(&written[0], "dims"), "h"), &Avro::Null);
+    // The subject holds the schema under the id given, not a generated one.
+    let latest = engine
+        .schema_registry()
+        .version("shipped-value", VersionSpec::Latest, false)
+        .await
+        .unwrap();
+    assert_eq!(latest.id, shipment_id);
+}
+
+#[tokio::test]
+async fn schema_ids_and_full_names_are_checked_against_the_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(dir.path()).await;
+    let id = register(&engine, "t-value", SHIPMENT_SCHEMA).await;
+    let cases = [
+        (
+            format!("CREATE STREAM A (X INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='AVRO', VALUE_SCHEMA_ID={id});"),
+            "Table elements and VALUE_SCHEMA_ID cannot both exist for create statement.",
+        ),
+        (
+            format!("CREATE STREAM A WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON', VALUE_SCHEMA_ID={id});"),
+            "VALUE_FORMAT should support schema inference when VALUE_SCHEMA_ID is provided. Current format is JSON.",
+        ),
+        (
+            "CREATE STREAM A (X INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='JSON', VALUE_AVRO_SCHEMA_FULL_NAME='a.B');".into(),
+            "JSON does not support the following configs: [fullSchemaName]",
+        ),
+        (
+            "CREATE STREAM A (X INT) WITH (KAFKA_TOPIC='t', VALUE_FORMAT='AVRO', VALUE_SCHEMA_FULL_NAME='  ');".into(),
+            "fullSchemaName cannot be empty. Format configuration: {fullSchemaName=}",
+        ),
+        (
+            "CREATE STREAM A WITH (KAFKA_TOPIC='t', VALUE_FORMAT='AVRO', VALUE_SCHEMA_ID=9999);".into(),
+            "Schema for message values on topic 't' does not exist in the Schema Registry.\nSubject: t-value\nSchema Id: 9999",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(common::fails(&engine, &sql).await, expected, "{sql}");
+    }
+    // A full name names the record Eddy generates and registers.
+    common::run(
+        &engine,
+        "CREATE STREAM N (X INT) WITH (KAFKA_TOPIC='named', VALUE_FORMAT='AVRO', PARTITIONS=1, \
+         VALUE_AVRO_SCHEMA_FULL_NAME='com.acme.Named'); INSERT INTO N (X) VALUES (1);",
+    )
+    .await;
+    let registered = engine
+        .schema_registry()
+        .version("named-value", VersionSpec::Latest, false)
+        .await
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_str(&registered.schema.schema).unwrap();
+    assert_eq!(
+        (parsed["namespace"].as_str(), parsed["name"].as_str()),
+        (Some("com.acme"), Some("Named"))
+    );
+    let records = engine
+        .store()
+        .read_records("named", 0, 0, usize::MAX)
+        .unwrap()
+        .records;
+    let bytes = records[0].record.value.clone().unwrap();
+    assert_eq!(
+        u32::from_be_bytes(bytes[1..5].try_into().unwrap()),
+        registered.id
+    );
+}

@@ -20,7 +20,7 @@ fn columns(schema: &str) -> Vec<Column> {
 fn codec(format: FormatSpec, schema: &str) -> RowCodec {
     let cols = columns(schema);
     let refs: Vec<&Column> = cols.iter().collect();
-    RowCodec::new(format, &refs, false, &Schemas::default()).unwrap()
+    RowCodec::new(&format, &refs, false, &Schemas::default()).unwrap()
 }
 
 #[test]
@@ -151,8 +151,8 @@ fn delimited_decodes_typed_fields_nulls_and_quotes() {
 fn delimited_honours_its_delimiter_and_bytes_are_base64() {
     let c = codec(
         FormatSpec {
-            format: Format::Delimited,
             delimiter: Some('|'),
+            ..FormatSpec::of(Format::Delimited)
         },
         "A STRING, B BYTES",
     );
@@ -168,7 +168,7 @@ fn json(schema: &str, wrapped: bool) -> RowCodec {
     let cols = columns(schema);
     let refs: Vec<&Column> = cols.iter().collect();
     RowCodec::new(
-        FormatSpec::of(Format::Json),
+        &FormatSpec::of(Format::Json),
         &refs,
         wrapped,
         &Schemas::default(),

@@ -250,7 +250,10 @@ async fn import_mode_keeps_the_ids_and_versions_a_migration_brings() {
         .register("users-value", &avro(V2))
         .await
         .unwrap_err();
-    assert_eq!(plain.message, "Subject users-value is not in read-write mode");
+    assert_eq!(
+        plain.message,
+        "Subject users-value is not in read-write mode"
+    );
     // IMPORT is refused where schemas already are, unless forced.
     let busy = registry
         .set_mode(None, Mode::Import, false)

@@ -70,3 +70,94 @@ fn confluents_avro_serializers_register_and_read_schemas_from_eddy() {
         "refused 409\n1 tea None\n2 cake None\n3 jam 4\n['orders-value']\n[1, 2]\n"
     );
 }
+
+const PRODUCE: &str = r#"
+import sys
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient, Schema
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+
+bootstrap, registry_url = sys.argv[1], 'http://' + sys.argv[2]
+registry = SchemaRegistryClient({'url': registry_url})
+PAYMENT = '{"type":"record","name":"Payment","namespace":"bank","fields":[{"name":"id","type":"long"},{"name":"amount","type":"double"},{"name":"currency","type":["null","string"],"default":null}]}'
+serialize = AvroSerializer(registry, PAYMENT)
+producer = Producer({'bootstrap.servers': bootstrap})
+for v in [{'id': 1, 'amount': 12.5, 'currency': 'EUR'}, {'id': 2, 'amount': 3.0, 'currency': None},
+          {'id': 3, 'amount': 7.25, 'currency': None}]:
+    producer.produce('payments', value=serialize(v, SerializationContext('payments', MessageField.VALUE)))
+producer.flush()
+RECEIPT = '{"type":"record","name":"Receipt","namespace":"bank","fields":[{"name":"paymentId","type":"long"},{"name":"cents","type":"double"},{"name":"issuer","type":"string","default":"eddy"}]}'
+print(registry.register_schema('receipts-value', Schema(RECEIPT, 'AVRO')))
+"#;
+
+const CONSUME: &str = r#"
+import sys
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+
+bootstrap, registry_url, topic, count = sys.argv[1], 'http://' + sys.argv[2], sys.argv[3], int(sys.argv[4])
+deserialize = AvroDeserializer(SchemaRegistryClient({'url': registry_url}))
+consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'read-' + topic,
+                     'auto.offset.reset': 'earliest'})
+consumer.subscribe([topic])
+seen = []
+while len(seen) < count:
+    m = consumer.poll(15)
+    if m is None:
+        break
+    if m.error():
+        raise Exception(m.error())
+    v = deserialize(m.value(), SerializationContext(topic, MessageField.VALUE))
+    seen.append(str(sorted(v.items())))
+consumer.close()
+print('\n'.join(seen))
+"#;
+
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(common::tools::python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "confluent-kafka failed: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Records a Confluent client wrote with its own schema are read by a stream that infers its
+/// columns; the queries' output is read back by Confluent's deserializer: once with the schema
+/// Eddy generates, once with a schema the client registered and the query names by its id.
+#[test]
+fn confluent_clients_and_sql_share_avro_records() {
+    let server = common::start();
+    let receipt_id = python(PRODUCE, &[&server.kafka, &server.registry]);
+    let receipt_id = receipt_id.trim();
+    let (status, body) = common::ksql(
+        &server,
+        &format!(
+            "SET 'auto.offset.reset'='earliest'; \
+             CREATE STREAM PAYMENTS WITH (KAFKA_TOPIC='payments', VALUE_FORMAT='AVRO'); \
+             CREATE STREAM BIG WITH (KAFKA_TOPIC='big', VALUE_FORMAT='AVRO') AS \
+               SELECT ID, AMOUNT * 100 AS CENTS, CURRENCY FROM PAYMENTS WHERE AMOUNT > 5; \
+             CREATE STREAM RECEIPTS WITH (KAFKA_TOPIC='receipts', VALUE_FORMAT='AVRO', \
+               VALUE_SCHEMA_ID={receipt_id}) AS \
+               SELECT ID AS `paymentId`, AMOUNT * 100 AS `cents` FROM PAYMENTS;"
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        python(CONSUME, &[&server.kafka, &server.registry, "big", "2"]),
+        "[('CENTS', 1250.0), ('CURRENCY', 'EUR'), ('ID', 1)]\n\
+         [('CENTS', 725.0), ('CURRENCY', None), ('ID', 3)]\n"
+    );
+    assert_eq!(
+        python(CONSUME, &[&server.kafka, &server.registry, "receipts", "3"]),
+        "[('cents', 1250.0), ('issuer', 'eddy'), ('paymentId', 1)]\n\
+         [('cents', 300.0), ('issuer', 'eddy'), ('paymentId', 2)]\n\
+         [('cents', 725.0), ('issuer', 'eddy'), ('paymentId', 3)]\n"
+    );
+}

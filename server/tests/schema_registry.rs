@@ -192,7 +192,13 @@ fn what_the_registry_refuses_gets_confluents_codes() {
             42203,
         ),
         ("DELETE", "/subjects/nothing", None, 404, 40401),
-        ("PUT", "/mode", Some(r#"{"mode": "SIDEWAYS"}"#.into()), 422, 42204),
+        (
+            "PUT",
+            "/mode",
+            Some(r#"{"mode": "SIDEWAYS"}"#.into()),
+            422,
+            42204,
+        ),
         ("GET", "/mode/nothing", None, 404, 40409),
         (
             "POST",

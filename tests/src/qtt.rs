@@ -26,6 +26,7 @@ use crate::qtt_records::{
 /// its `CREATE` statements declare over, each with its partition count (1 unless given).
 pub fn topics_of(case: &ConformanceCase) -> BTreeMap<String, u32> {
     let mut topics = BTreeMap::new();
+    let mut unsized_topics = Vec::new();
     for topic in case
         .raw
         .get("topics")
@@ -34,8 +35,13 @@ pub fn topics_of(case: &ConformanceCase) -> BTreeMap<String, u32> {
         .flatten()
     {
         if let Some(name) = topic.get("name").and_then(Value::as_str) {
-            let partitions = topic.get("partitions").and_then(Value::as_u64).unwrap_or(1) as u32;
-            topics.insert(name.to_string(), partitions.max(1));
+            match topic.get("partitions").and_then(Value::as_u64) {
+                Some(partitions) => {
+                    topics.insert(name.to_string(), (partitions as u32).max(1));
+                }
+                // A topic listed without partitions takes a CREATE statement's, if any.
+                None => unsized_topics.push(name.to_string()),
+            }
         }
     }
     for sql in &case.statements {
@@ -53,6 +59,9 @@ pub fn topics_of(case: &ConformanceCase) -> BTreeMap<String, u32> {
                 topics.entry(topic.clone()).or_insert(partitions);
             }
         }
+    }
+    for name in unsized_topics {
+        topics.entry(name).or_insert(1);
     }
     for key in ["inputs", "outputs"] {
         for record in case
@@ -228,7 +237,16 @@ async fn run_statements_and_records(engine: &Engine, case: &ConformanceCase) -> 
 
 /// Registers the AVRO schemas the case's `topics` declare (`keySchema`, `valueSchema`) under
 /// their subjects, as ksqlDB's runner does before the statements run.
+///
+/// ksqlDB's runner registers with Confluent's `MockSchemaRegistryClient`, which checks no
+/// compatibility, so the cases' expectations were made without it: the registry's level is
+/// set to `NONE` to run them the same way (Eddy's levels are tested with real clients).
 async fn register_topic_schemas(engine: &Engine, case: &ConformanceCase) -> Result<(), String> {
+    engine
+        .schema_registry()
+        .set_level(None, eddy_registry::Level::None)
+        .await
+        .map_err(|e| format!("cannot set the registry's level: {e}"))?;
     let topics = case.raw.get("topics").and_then(Value::as_array);
     for topic in topics.into_iter().flatten() {
         let Some(name) = topic.get("name").and_then(Value::as_str) else {
@@ -250,11 +268,30 @@ async fn register_topic_schemas(engine: &Engine, case: &ConformanceCase) -> Resu
                 schema_type: eddy_registry::SchemaType::Avro,
                 references: Vec::new(),
             };
-            engine
-                .schema_registry()
-                .register(&format!("{name}-{side}"), &request)
+            // A schema the case gives an id is imported at that id, as a migration would.
+            let id = topic
+                .get(format!("{side}SchemaId"))
+                .and_then(Value::as_u64)
+                .and_then(|id| u32::try_from(id).ok());
+            let subject = format!("{name}-{side}");
+            let registry = engine.schema_registry();
+            let failed = |e: eddy_registry::RegistryError| {
+                format!("cannot register the {side} schema of {name}: {e}")
+            };
+            if id.is_some() {
+                registry
+                    .set_mode(Some(&subject), eddy_registry::Mode::Import, false)
+                    .await
+                    .map_err(failed)?;
+            }
+            let at = eddy_registry::Placement { id, version: None };
+            registry
+                .register_at(&subject, &request, at)
                 .await
-                .map_err(|e| format!("cannot register the {side} schema of {name}: {e}"))?;
+                .map_err(failed)?;
+            if id.is_some() {
+                registry.delete_mode(Some(&subject)).await.map_err(failed)?;
+            }
         }
     }
     Ok(())

@@ -221,7 +221,11 @@ pub fn expected_through_schema(expected: &Value, sink: Option<&DataSource>) -> V
     };
     let columns: Vec<&Column> = sink.value_columns().collect();
     let wrapped = sink.wrap_single_value.unwrap_or(true) || columns.len() != 1;
-    if !matches!(sink.value_format.format, Format::Json | Format::Avro) || !wrapped {
+    // A sink writing with a registered schema writes that schema's fields, not its columns.
+    if !matches!(sink.value_format.format, Format::Json | Format::Avro)
+        || !wrapped
+        || sink.value_format.schema_id.is_some()
+    {
         return expected.clone();
     }
     let avro = sink.value_format.format == Format::Avro;

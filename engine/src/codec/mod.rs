@@ -90,7 +90,7 @@ impl RowCodec {
     /// default) or bare (keys, and values with `WRAP_SINGLE_VALUE=false`). Several columns are
     /// always wrapped.
     pub fn new(
-        format: FormatSpec,
+        format: &FormatSpec,
         columns: &[&Column],
         wrapped: bool,
         schemas: &Schemas,
@@ -110,6 +110,7 @@ impl RowCodec {
             Format::Avro => {
                 avro = Some(Arc::new(avro::AvroCodec::new(
                     schemas.registry(Format::Avro)?.clone(),
+                    format,
                     columns
                         .iter()
                         .map(|c| (c.name.clone(), c.ty.clone()))
@@ -126,7 +127,7 @@ impl RowCodec {
             }
         }
         Ok(RowCodec {
-            format,
+            format: format.clone(),
             schema: Arc::new(Schema::new(fields)),
             wrapped,
             json_decoder: json::DecoderCache::default(),

@@ -68,10 +68,10 @@ impl SinkEncoder {
         let key_codec = if keys.is_empty() || sink.key_format.format == Format::None {
             None
         } else {
-            Some(RowCodec::new(sink.key_format, &keys, false, schemas)?)
+            Some(RowCodec::new(&sink.key_format, &keys, false, schemas)?)
         };
         let value_codec = RowCodec::new(
-            sink.value_format,
+            &sink.value_format,
             &values,
             sink.wrap_single_value.unwrap_or(true),
             schemas,

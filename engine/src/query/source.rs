@@ -145,10 +145,10 @@ impl SourceDecoder {
         let key_codec = if keys.is_empty() || source.key_format.format == Format::None {
             None
         } else {
-            Some(RowCodec::new(source.key_format, &keys, false, schemas)?)
+            Some(RowCodec::new(&source.key_format, &keys, false, schemas)?)
         };
         let value_codec = RowCodec::new(
-            source.value_format,
+            &source.value_format,
             &values,
             source.wrap_single_value.unwrap_or(true),
             schemas,

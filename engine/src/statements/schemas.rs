@@ -2,18 +2,18 @@
 //! without columns takes them from the subject's latest schema, and the schemas Eddy writes
 //! with are registered before anything is written with them.
 
-use eddy_registry::{SchemaType, VersionSpec};
+use eddy_registry::{SchemaRequest, SchemaText, SchemaType, VersionSpec};
 use eddy_sql::ast::{
     ColumnConstraint, CreateSource, Ident, Literal, SourceKind, Statement, StatementKind,
     TableElement,
 };
 
 use crate::catalog::{Catalog, DataSource};
-use crate::codec::avro::schema::{self, UNWRAPPED_KEY, UNWRAPPED_VALUE};
+use crate::codec::avro::schema::{self, Names, UNWRAPPED_KEY, UNWRAPPED_VALUE};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::format::Format;
-use crate::schema::Column;
+use crate::schema::{Column, type_display};
 use crate::session::Session;
 
 /// The registry subject of a topic's keys or values.
@@ -22,9 +22,9 @@ pub fn subject(topic: &str, key: bool) -> String {
 }
 
 impl Engine {
-    /// `create` with the columns it leaves to the registry filled in from the latest schemas
-    /// of its topic's subjects, and the statement text that declares them; `None` when it
-    /// declares all it needs.
+    /// `create` with the columns it leaves to the registry filled in from its topic's
+    /// subjects (their latest schemas, or the ones `KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID` name),
+    /// and the statement text that declares them; `None` when it declares all it needs.
     pub(super) async fn infer_columns(
         &self,
         create: &CreateSource,
@@ -39,6 +39,16 @@ impl Engine {
             )
         });
         let has_values = elements.iter().any(|e| e.constraint.is_none());
+        for (side, spec, declared) in [
+            ("KEY", &key_format, has_keys),
+            ("VALUE", &value_format, has_values),
+        ] {
+            if spec.schema_id.is_some() && declared {
+                return Err(EngineError::statement(format!(
+                    "Table elements and {side}_SCHEMA_ID cannot both exist for create statement."
+                )));
+            }
+        }
         let infer_keys = key_format.format == Format::Avro && !has_keys;
         let infer_values = value_format.format == Format::Avro && !has_values;
         if !infer_keys && !infer_values {
@@ -54,7 +64,11 @@ impl Engine {
                 SourceKind::Stream => ColumnConstraint::Key,
                 SourceKind::Table => ColumnConstraint::PrimaryKey,
             };
-            for (name, ty) in self.latest_columns(topic, true, false).await? {
+            // Keys are inferred unwrapped: a record key is one STRUCT column.
+            for (name, ty) in self
+                .registered_columns(topic, true, key_format.schema_id, false)
+                .await?
+            {
                 inferred.push(element(&name, ty, Some(constraint.clone())));
             }
         }
@@ -65,7 +79,10 @@ impl Engine {
                 create.properties.get("WRAP_SINGLE_VALUE"),
                 Some(Literal::Boolean(false))
             );
-            for (name, ty) in self.latest_columns(topic, false, wrapped).await? {
+            for (name, ty) in self
+                .registered_columns(topic, false, value_format.schema_id, wrapped)
+                .await?
+            {
                 inferred.push(element(&name, ty, None));
             }
         }
@@ -81,37 +98,42 @@ impl Engine {
         Ok(Some((filled, text)))
     }
 
-    /// The columns the latest schema of a topic's key or value subject gives.
-    async fn latest_columns(
+    /// The columns a topic's key or value schema gives: the one `id` names, with its field
+    /// names as written, or the subject's latest, with them upper-cased (as ksqlDB's
+    /// translation policies have it).
+    async fn registered_columns(
         &self,
         topic: &str,
         key: bool,
+        id: Option<u32>,
         wrapped: bool,
     ) -> Result<Vec<(String, eddy_sql::ast::SqlType)>> {
         let subject = subject(topic, key);
-        let latest = self
-            .registry
-            .version(&subject, VersionSpec::Latest, false)
-            .await
-            .map_err(|_| {
-                EngineError::statement(format!(
-                    "Schema for message {} on topic '{topic}' does not exist in the Schema Registry.\nSubject: {subject}",
-                    if key { "keys" } else { "values" }
-                ))
-            })?;
-        if latest.schema.schema_type != SchemaType::Avro {
-            return Err(EngineError::statement(format!(
-                "The latest schema of subject {subject} is {}, not AVRO",
-                latest.schema.schema_type
-            )));
-        }
-        let parsed = apache_avro::Schema::parse_str(&latest.schema.schema).map_err(|e| {
+        let missing = || {
             EngineError::statement(format!(
-                "The latest schema of subject {subject} cannot be read: {e}"
+                "Schema for message {} on topic '{topic}' does not exist in the Schema Registry.\nSubject: {subject}{}",
+                if key { "keys" } else { "values" },
+                id.map(|id| format!("\nSchema Id: {id}"))
+                    .unwrap_or_default()
             ))
-        })?;
+        };
+        let (text, names) = match id {
+            Some(id) => (
+                self.registry.schema(id).await.map_err(|_| missing())?,
+                Names::Original,
+            ),
+            None => (
+                self.registry
+                    .version(&subject, VersionSpec::Latest, false)
+                    .await
+                    .map_err(|_| missing())?
+                    .schema,
+                Names::Upper,
+            ),
+        };
+        let parsed = parse_avro(&text, &subject, key, id)?;
         let single = if key { UNWRAPPED_KEY } else { UNWRAPPED_VALUE };
-        schema::infer(&parsed, key || wrapped, single).map_err(|e| {
+        schema::infer(&parsed, wrapped, single, names).map_err(|e| {
             EngineError::statement(format!(
                 "Cannot infer the columns of {topic} from subject {subject}: {e}"
             ))
@@ -120,24 +142,30 @@ impl Engine {
 
     /// Registers the schemas `source`'s registry formats write with under its topic's
     /// subjects: always (`CREATE ... AS SELECT`, inserts), or only where the subject has
-    /// no schema yet (`CREATE` with columns), as ksqlDB does.
+    /// no schema yet (`CREATE` with columns), as ksqlDB does. A side with a schema id
+    /// registers that schema, once its columns are known to be the schema's.
     pub(crate) async fn register_schemas(&self, source: &DataSource, always: bool) -> Result<()> {
         let keys: Vec<&Column> = source.key_columns().collect();
         let values: Vec<&Column> = source.value_columns().collect();
         let sides = [
-            (true, source.key_format.format, keys, false),
+            (true, &source.key_format, keys, false),
             (
                 false,
-                source.value_format.format,
+                &source.value_format,
                 values,
                 source.wrap_single_value.unwrap_or(true),
             ),
         ];
-        for (key, format, columns, wrapped) in sides {
-            if format != Format::Avro || columns.is_empty() {
+        for (key, spec, columns, wrapped) in sides {
+            if spec.format != Format::Avro || columns.is_empty() {
                 continue;
             }
             let subject = subject(&source.topic, key);
+            if let Some(id) = spec.schema_id {
+                self.register_by_id(source, key, id, &columns, wrapped)
+                    .await?;
+                continue;
+            }
             if !always
                 && self
                     .registry
@@ -149,7 +177,7 @@ impl Engine {
             }
             let named: Vec<(&str, &eddy_sql::ast::SqlType)> =
                 columns.iter().map(|c| (c.name.as_str(), &c.ty)).collect();
-            let request = schema::registry_request(&named, wrapped)?;
+            let request = schema::registry_request(&named, wrapped, spec.full_name.as_deref())?;
             self.registry
                 .register(&subject, &request)
                 .await
@@ -159,6 +187,104 @@ impl Engine {
         }
         Ok(())
     }
+
+    /// Registers the schema `id` names under the subject of `source`'s key or value, once
+    /// `columns` are its columns in order (a sink's query may write a subset of them, the
+    /// rest by their defaults); the registration must answer the same id.
+    async fn register_by_id(
+        &self,
+        source: &DataSource,
+        key: bool,
+        id: u32,
+        columns: &[&Column],
+        wrapped: bool,
+    ) -> Result<()> {
+        let side = if key { "KEY" } else { "VALUE" };
+        let topic = &source.topic;
+        let subject = subject(topic, key);
+        let registered = self.registry.schema(id).await.map_err(|_| {
+            EngineError::statement(format!(
+                "Schema for message {} on topic '{topic}' does not exist in the Schema Registry.\nSubject: {subject}\nSchema Id: {id}",
+                if key { "keys" } else { "values" },
+            ))
+        })?;
+        if registered.schema_type != SchemaType::Avro {
+            return Err(EngineError::statement(format!(
+                "Format and fetched schema type using {side}_SCHEMA_ID {id} are different. Format: [AVRO], Fetched schema type: [{}].",
+                registered.schema_type
+            )));
+        }
+        let parsed = parse_avro(&registered, &subject, key, Some(id))?;
+        let single = if key { UNWRAPPED_KEY } else { UNWRAPPED_VALUE };
+        let physical = schema::infer(&parsed, wrapped, single, Names::Original)?;
+        let shown =
+            |name: &str, ty: &eddy_sql::ast::SqlType| format!("`{name}` {}", type_display(ty));
+        let differing: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .filter(|(i, c)| {
+                physical.get(*i).is_none_or(|(name, ty)| {
+                    *name != c.name || type_display(ty) != type_display(&c.ty)
+                })
+            })
+            .map(|(_, c)| shown(&c.name, &c.ty))
+            .collect();
+        if !differing.is_empty() {
+            return Err(EngineError::statement(format!(
+                "The following {} columns are changed, missing or reordered: [{}]. Schema from schema registry is [{}]",
+                side.to_lowercase(),
+                differing.join(", "),
+                physical
+                    .iter()
+                    .map(|(name, ty)| shown(name, ty))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let request = SchemaRequest {
+            schema: registered.schema.clone(),
+            schema_type: registered.schema_type,
+            references: registered.references.clone(),
+        };
+        let got = self
+            .registry
+            .register(&subject, &request)
+            .await
+            .map_err(|e| {
+                EngineError::statement(format!("Could not register schema for topic: {e}"))
+            })?;
+        if got != id {
+            return Err(EngineError::statement(format!(
+                "Schema id registered is {got} which is different from provided {side}_SCHEMA_ID {id}.\nTopic: {topic}\nSubject: {subject}\nSchema: {}",
+                registered.schema
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A registered schema parsed as Avro, or why it cannot be read as the key or value of a
+/// registry format.
+fn parse_avro(
+    text: &SchemaText,
+    subject: &str,
+    key: bool,
+    id: Option<u32>,
+) -> Result<apache_avro::Schema> {
+    if text.schema_type != SchemaType::Avro {
+        return Err(EngineError::statement(format!(
+            "{} schema is not in the expected format. You may want to set {}_FORMAT to '{}'.\nSubject: {subject}",
+            if key { "Key" } else { "Value" },
+            if key { "KEY" } else { "VALUE" },
+            text.schema_type
+        )));
+    }
+    apache_avro::Schema::parse_str(&text.schema).map_err(|e| {
+        EngineError::statement(format!(
+            "The schema {}of subject {subject} cannot be read: {e}",
+            id.map(|id| format!("{id} ")).unwrap_or_default()
+        ))
+    })
 }
 
 fn element(

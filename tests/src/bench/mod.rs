@@ -363,6 +363,18 @@ impl BenchEngine {
         })
     }
 
+    /// The engine's schema registry, for a client's schemas.
+    pub fn schema_registry(&self) -> &std::sync::Arc<eddy_registry::SchemaRegistry> {
+        self.engine.schema_registry()
+    }
+
+    /// Runs statements (declarations) outside any timing.
+    pub async fn run(&self, sql: &str) -> anyhow::Result<()> {
+        let mut session = self.session.clone();
+        self.engine.execute(&mut session, sql).await?;
+        Ok(())
+    }
+
     /// Appends records to partition 0 of `topic` in batches that stay under a topic's default
     /// `max.message.bytes` (1 MiB).
     pub async fn append(

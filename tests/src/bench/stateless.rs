@@ -1,9 +1,12 @@
-//! The `stateless` scenario: a persistent query filters and projects JSON records from one
-//! stream into another, timed from its creation until it has processed every input record.
+//! The `stateless` scenario: a persistent query filters and projects JSON (or AVRO) records
+//! from one stream into another, timed from its creation until it has processed every input
+//! record.
 //!
 //! The baseline, measured in the same run, is DataFusion doing the same work as a batch job:
-//! the same records as NDJSON read into Arrow, the same filter and projection evaluated with
-//! DataFusion's physical expressions, and the result written back as NDJSON.
+//! the same records read into Arrow (NDJSON with Arrow's JSON reader, or the same
+//! Confluent-framed AVRO bytes with `arrow-avro`'s decoder), the same filter and projection
+//! evaluated with DataFusion's physical expressions, and the result written back in the same
+//! format.
 
 use std::sync::Arc;
 
@@ -23,7 +26,23 @@ use crate::bench::{BenchEngine, Comparison, Stopwatch, Timed};
 pub struct StatelessBenchConfig {
     /// Input records.
     pub records: u64,
+    /// Their value format.
+    pub format: ValueFormat,
 }
+
+/// The value format of the scenario's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ValueFormat {
+    /// JSON objects.
+    Json,
+    /// Confluent-framed AVRO, written by a client with its own schema.
+    Avro,
+}
+
+/// The client's schema of the AVRO records: the JSON records' fields.
+const ORDER_SCHEMA: &str = r#"{"type":"record","name":"Order","fields":[
+    {"name":"id","type":"long"},{"name":"user","type":"string"},{"name":"category","type":"string"},
+    {"name":"amount","type":"double"},{"name":"note","type":"string"}]}"#;
 
 /// About 200 bytes of JSON with five fields; roughly 60% pass the filter.
 fn record_json(i: u64) -> String {
@@ -43,12 +62,76 @@ const QUERY: &str = "CREATE STREAM big_orders AS SELECT user, id, category, amou
 /// Runs the scenario once.
 pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<Comparison> {
     let inputs: Vec<String> = (0..config.records).map(record_json).collect();
-    let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    if config.format == ValueFormat::Avro {
+        return run_avro(config, &inputs, &runtime);
+    }
+    let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
     let eddy = runtime.block_on(run_eddy(&inputs))?;
     Comparison::of((config.records, bytes), eddy, run_datafusion(&inputs)?)
+}
+
+/// The AVRO variant: the same records, written by a client with [`ORDER_SCHEMA`].
+fn run_avro(
+    config: &StatelessBenchConfig,
+    inputs: &[String],
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<Comparison> {
+    let bench = runtime.block_on(BenchEngine::open("SET 'auto.offset.reset' = 'earliest';"))?;
+    let request = eddy_registry::SchemaRequest {
+        schema: ORDER_SCHEMA.to_string(),
+        schema_type: eddy_registry::SchemaType::Avro,
+        references: Vec::new(),
+    };
+    let id = runtime.block_on(bench.schema_registry().register("orders-value", &request))?;
+    let schema = apache_avro::Schema::parse_str(ORDER_SCHEMA)?;
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build()?;
+    let mut framed = Vec::with_capacity(inputs.len());
+    for json in inputs {
+        let value: serde_json::Value = serde_json::from_str(json)?;
+        let avro = apache_avro::types::Value::Record(vec![
+            (
+                "id".into(),
+                apache_avro::types::Value::Long(value["id"].as_i64().unwrap_or(0)),
+            ),
+            ("user".into(), text(&value["user"])),
+            ("category".into(), text(&value["category"])),
+            (
+                "amount".into(),
+                apache_avro::types::Value::Double(value["amount"].as_f64().unwrap_or(0.0)),
+            ),
+            ("note".into(), text(&value["note"])),
+        ]);
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&id.to_be_bytes());
+        bytes.extend(writer.write_value_to_vec(avro)?);
+        framed.push(bytes);
+    }
+    let bytes: u64 = framed.iter().map(|b| b.len() as u64).sum();
+    let eddy = runtime.block_on(async {
+        bench
+            .run(
+                "CREATE STREAM orders WITH (kafka_topic='orders', partitions=1, \
+                 value_format='AVRO');",
+            )
+            .await?;
+        let records = framed.iter().enumerate().map(|(i, v)| {
+            Record::keyed(format!("user_{:05}", i % 2_000).into_bytes(), v.clone(), 0)
+        });
+        bench.append("orders", records).await?;
+        bench.time_query(QUERY, "BIG_ORDERS").await
+    })?;
+    Comparison::of(
+        (config.records, bytes),
+        eddy,
+        run_datafusion_avro(&framed, id)?,
+    )
+}
+
+fn text(value: &serde_json::Value) -> apache_avro::types::Value {
+    apache_avro::types::Value::String(value.as_str().unwrap_or_default().to_string())
 }
 
 async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
@@ -69,6 +152,61 @@ async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
     bench.time_query(QUERY, "BIG_ORDERS").await
 }
 
+/// The filter and projections of [`QUERY`] as DataFusion's physical expressions over the
+/// input's columns, and the output's schema.
+struct Plan {
+    filter: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    projections: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
+    output: Arc<Schema>,
+}
+
+impl Plan {
+    fn new(schema: &Schema) -> anyhow::Result<Self> {
+        let ctx = SessionContext::new();
+        let df_schema = DFSchema::try_from(schema.clone())?;
+        let filter = ctx.create_physical_expr(col("amount").gt(lit(100.0)), &df_schema)?;
+        let projections = [
+            col("user"),
+            col("id"),
+            col("category"),
+            col("amount") * lit(2.0),
+        ]
+        .into_iter()
+        .map(|e| ctx.create_physical_expr(e, &df_schema))
+        .collect::<Result<Vec<_>, _>>()?;
+        let output = Arc::new(Schema::new(vec![
+            Field::new("USER", DataType::Utf8, true),
+            Field::new("ID", DataType::Int64, true),
+            Field::new("CATEGORY", DataType::Utf8, true),
+            Field::new("DOUBLED", DataType::Float64, true),
+        ]));
+        Ok(Plan {
+            filter,
+            projections,
+            output,
+        })
+    }
+
+    /// The query's output rows of `batch`.
+    fn apply(&self, batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+        let mask = self.filter.evaluate(batch)?.into_array(batch.num_rows())?;
+        let mask = mask
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .context("the filter is not boolean")?;
+        let kept = filter_record_batch(batch, mask)?;
+        let columns = self
+            .projections
+            .iter()
+            .map(|p| {
+                p.evaluate(&kept)
+                    .and_then(|v| v.into_array(kept.num_rows()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(self.output.clone(), columns)?)
+    }
+}
+
 fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
     let ndjson = inputs.join("\n");
     let schema = Arc::new(Schema::new(vec![
@@ -78,25 +216,7 @@ fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
         Field::new("amount", DataType::Float64, true),
         Field::new("note", DataType::Utf8, true),
     ]));
-    let ctx = SessionContext::new();
-    let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
-    let filter = ctx.create_physical_expr(col("amount").gt(lit(100.0)), &df_schema)?;
-    let projections = [
-        col("user"),
-        col("id"),
-        col("category"),
-        col("amount") * lit(2.0),
-    ]
-    .into_iter()
-    .map(|e| ctx.create_physical_expr(e, &df_schema))
-    .collect::<Result<Vec<_>, _>>()?;
-    let out_schema = Arc::new(Schema::new(vec![
-        Field::new("USER", DataType::Utf8, true),
-        Field::new("ID", DataType::Int64, true),
-        Field::new("CATEGORY", DataType::Utf8, true),
-        Field::new("DOUBLED", DataType::Float64, true),
-    ]));
-
+    let plan = Plan::new(&schema)?;
     let started = Stopwatch::start();
     let reader = ReaderBuilder::new(schema)
         .with_batch_size(8192)
@@ -104,24 +224,49 @@ fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
     let mut output = Vec::with_capacity(ndjson.len() / 2);
     let mut writer = LineDelimitedWriter::new(&mut output);
     for batch in reader {
-        let batch = batch?;
-        let mask = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let mask = mask
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .context("the filter is not boolean")?;
-        let kept = filter_record_batch(&batch, mask)?;
-        let columns = projections
-            .iter()
-            .map(|p| {
-                p.evaluate(&kept)
-                    .and_then(|v| v.into_array(kept.num_rows()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        writer.write(&RecordBatch::try_new(out_schema.clone(), columns)?)?;
+        writer.write(&plan.apply(&batch?)?)?;
     }
     writer.finish()?;
     let elapsed = started.stop();
     let lines = output.iter().filter(|b| **b == b'\n').count() as u64;
     Ok((elapsed, lines))
+}
+
+/// The baseline over the AVRO bytes: `arrow-avro` decodes the framed records (schema by id)
+/// and encodes the output framed with an id, as Eddy's codec does.
+fn run_datafusion_avro(framed: &[Vec<u8>], id: u32) -> anyhow::Result<(Timed, u64)> {
+    use arrow_avro::schema::SchemaStore;
+    use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, FingerprintStrategy};
+    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
+    store.set(
+        Fingerprint::Id(id),
+        AvroSchema::new(ORDER_SCHEMA.to_string()),
+    )?;
+    let mut decoder = arrow_avro::reader::ReaderBuilder::new()
+        .with_writer_schema_store(store)
+        .with_batch_size(8192)
+        .build_decoder()?;
+    let schema = decoder.schema();
+    let plan = Plan::new(&schema)?;
+    let mut encoder = arrow_avro::writer::WriterBuilder::new(plan.output.as_ref().clone())
+        .with_fingerprint_strategy(FingerprintStrategy::Id(id + 1))
+        .build_encoder::<arrow_avro::writer::format::AvroSoeFormat>()?;
+    let started = Stopwatch::start();
+    let mut written = 0u64;
+    let mut process = |batch: Option<RecordBatch>| -> anyhow::Result<()> {
+        if let Some(batch) = batch {
+            encoder.encode(&plan.apply(&batch)?)?;
+            written += encoder.flush().iter().count() as u64;
+        }
+        Ok(())
+    };
+    for bytes in framed {
+        if decoder.batch_is_full() {
+            process(decoder.flush()?)?;
+        }
+        decoder.decode(bytes)?;
+    }
+    process(decoder.flush()?)?;
+    let elapsed = started.stop();
+    Ok((elapsed, written))
 }

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use eddy_storage::SyncPolicy;
 use eddy_tests::bench::{
-    self, join::JoinBenchConfig, log::LogBenchConfig, median, stateless::StatelessBenchConfig,
+    self,
+    join::JoinBenchConfig,
+    log::LogBenchConfig,
+    median,
+    stateless::{StatelessBenchConfig, ValueFormat},
 };
 
 // The same allocator as the `eddy` binary, so the figures are the server's.
@@ -57,6 +61,9 @@ enum Scenario {
         /// Input records.
         #[arg(long, default_value_t = 1_000_000)]
         records: u64,
+        /// The records' value format.
+        #[arg(long, value_enum, default_value_t = ValueFormat::Json)]
+        format: ValueFormat,
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
@@ -164,10 +171,14 @@ fn main() -> anyhow::Result<()> {
             };
             log_scenario(config, runs)?;
         }
-        Scenario::Stateless { records, runs } => {
-            println!("eddy-bench stateless: {records} JSON records, {runs} run(s)");
+        Scenario::Stateless {
+            records,
+            format,
+            runs,
+        } => {
+            println!("eddy-bench stateless: {records} {format:?} records, {runs} run(s)");
             compare_runs(runs, || {
-                bench::stateless::run(&StatelessBenchConfig { records })
+                bench::stateless::run(&StatelessBenchConfig { records, format })
             })?;
         }
         Scenario::Join {

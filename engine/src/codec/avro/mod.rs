@@ -12,6 +12,7 @@
 //! other, so the wrapper's bytes are exactly the wrapped value's.
 
 pub mod conform;
+pub mod physical;
 pub mod schema;
 
 use std::collections::{BTreeMap, HashMap};
@@ -34,6 +35,7 @@ use parking_lot::Mutex;
 
 use super::Decoded;
 use crate::error::{EngineError, Result};
+use crate::format::FormatSpec;
 
 /// The name of the wrapper record's one field.
 const PAYLOAD: &str = "payload";
@@ -62,10 +64,28 @@ pub struct AvroCodec {
     /// The columns as Arrow fields.
     fields: Vec<FieldRef>,
     wrapped: bool,
+    /// The registered schema rows are written with (`KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID`),
+    /// instead of the one the columns generate.
+    schema_id: Option<u32>,
+    /// The name of the generated record schema, when not ksqlDB's default.
+    full_name: Option<String>,
     /// A decoder per writer schema id, or why that schema cannot be read.
     writers: Mutex<HashMap<u32, std::result::Result<Decoder, String>>>,
-    /// The encoder of the schema the columns generate, once it is known to be registered.
-    encoder: Mutex<Option<Encoder>>,
+    /// How rows are written, once the schema is known to be registered.
+    writer: Mutex<Option<Writer>>,
+}
+
+/// How a codec writes rows.
+enum Writer {
+    /// With the schema the columns generate.
+    Generated(Encoder),
+    /// With a registered schema, the rows shaped to it first (see [`physical`]).
+    Registered {
+        encoder: Encoder,
+        /// The Arrow field the schema is read as: what rows are shaped to.
+        payload: FieldRef,
+        schema: physical::Physical,
+    },
 }
 
 impl fmt::Debug for AvroCodec {
@@ -78,9 +98,11 @@ impl fmt::Debug for AvroCodec {
 }
 
 impl AvroCodec {
-    /// A codec for `fields` (with their column types), reading writer schemas from `registry`.
+    /// A codec for `fields` (with their column types) in the AVRO format `spec` describes,
+    /// reading writer schemas from `registry`.
     pub fn new(
         registry: Arc<SchemaRegistry>,
+        spec: &FormatSpec,
         columns: Vec<(String, SqlType)>,
         fields: Vec<FieldRef>,
         wrapped: bool,
@@ -90,8 +112,10 @@ impl AvroCodec {
             columns,
             fields,
             wrapped,
+            schema_id: spec.schema_id,
+            full_name: spec.full_name.clone(),
             writers: Mutex::new(HashMap::new()),
-            encoder: Mutex::new(None),
+            writer: Mutex::new(None),
         }
     }
 
@@ -263,12 +287,37 @@ impl AvroCodec {
 
     /// Encodes `rows` rows of the columns; a single unwrapped null is no payload.
     pub fn encode(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<Vec<u8>>>> {
-        let mut guard = self.encoder.lock();
-        let encoder = match &mut *guard {
-            Some(encoder) => encoder,
-            empty => empty.insert(self.build_encoder()?),
+        let mut guard = self.writer.lock();
+        let writer = match &mut *guard {
+            Some(writer) => writer,
+            empty => empty.insert(self.build_writer()?),
         };
-        let batch = RecordBatch::try_new(encoder.schema(), columns.to_vec())
+        let (encoder, batch) = match writer {
+            Writer::Generated(encoder) => {
+                let batch = RecordBatch::try_new(encoder.schema(), columns.to_vec());
+                (encoder, batch)
+            }
+            Writer::Registered {
+                encoder,
+                payload,
+                schema,
+            } => {
+                let value = if self.wrapped {
+                    physical::row_struct(&self.fields, columns)
+                } else {
+                    Ok(columns[0].clone())
+                };
+                let shaped = value
+                    .and_then(|v| schema.shape(&v, payload, !self.wrapped))
+                    .map_err(|e| EngineError::Execution {
+                        context: "Unable to serialize record".into(),
+                        cause: e.into(),
+                    })?;
+                let batch = RecordBatch::try_new(encoder.schema(), vec![shaped]);
+                (encoder, batch)
+            }
+        };
+        let batch = batch
             .map_err(|e| EngineError::internal_from("AVRO rows do not fit their schema", e))?;
         encoder
             .encode(&batch)
@@ -284,12 +333,16 @@ impl AvroCodec {
             .collect())
     }
 
-    /// The encoder of the generated schema, which must have been registered (the statement
-    /// that created the source or query registers it).
-    fn build_encoder(&self) -> Result<Encoder> {
+    /// How rows are written: with the registered schema the codec names, or with the one
+    /// the columns generate, which must have been registered (the statement that created
+    /// the source or query registers it).
+    fn build_writer(&self) -> Result<Writer> {
+        if let Some(id) = self.schema_id {
+            return self.registered_writer(id);
+        }
         let columns: Vec<(&str, &SqlType)> =
             self.columns.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let request = schema::registry_request(&columns, self.wrapped)?;
+        let request = schema::registry_request(&columns, self.wrapped, self.full_name.as_deref())?;
         let generated = &request.schema;
         let id = self
             .registry
@@ -314,13 +367,43 @@ impl AvroCodec {
         } else {
             generated.clone()
         };
-        let metadata = HashMap::from([(SCHEMA_METADATA_KEY.to_string(), avro)]);
-        let schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, metadata));
-        WriterBuilder::new(schema.as_ref().clone())
-            .with_fingerprint_strategy(FingerprintStrategy::Id(id))
-            .build_encoder::<AvroSoeFormat>()
-            .map_err(|e| EngineError::internal_from("cannot build the AVRO encoder", e))
+        Ok(Writer::Generated(encoder(fields, avro, id)?))
     }
+
+    /// A writer of registered schema `id`, always as the one field of the wrapper record.
+    fn registered_writer(&self, id: u32) -> Result<Writer> {
+        let text = self.registry.schema_by_id(id).ok_or_else(|| {
+            EngineError::statement(format!(
+                "Schema {id} is not in the schema registry, so rows cannot be written with it"
+            ))
+        })?;
+        let unreadable =
+            |e: String| EngineError::statement(format!("Schema {id} cannot be written with: {e}"));
+        let payload = self
+            .writer_decoder(id)
+            .map_err(unreadable)?
+            .schema()
+            .field(0)
+            .clone();
+        let payload: FieldRef = Arc::new(payload);
+        let schema = physical::Physical::parse(&text.schema).map_err(unreadable)?;
+        let encoder = encoder(vec![payload.clone()], wrapper(&text.schema), id)?;
+        Ok(Writer::Registered {
+            encoder,
+            payload,
+            schema,
+        })
+    }
+}
+
+/// An `arrow-avro` encoder of `fields` as Avro schema `avro`, framed with registry id `id`.
+fn encoder(fields: Vec<FieldRef>, avro: String, id: u32) -> Result<Encoder> {
+    let metadata = HashMap::from([(SCHEMA_METADATA_KEY.to_string(), avro)]);
+    let schema: SchemaRef = Arc::new(Schema::new_with_metadata(fields, metadata));
+    WriterBuilder::new(schema.as_ref().clone())
+        .with_fingerprint_strategy(FingerprintStrategy::Id(id))
+        .build_encoder::<AvroSoeFormat>()
+        .map_err(|e| EngineError::internal_from("cannot build the AVRO encoder", e))
 }
 
 /// Feeds one framed record to `decoder`; refuses a record that does not end exactly where its

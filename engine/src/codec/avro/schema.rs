@@ -39,11 +39,35 @@ pub fn generate(columns: &[(&str, &SqlType)], wrapped: bool, full_name: &str) ->
     Ok(record)
 }
 
+/// The record name ksqlDB gives a source's key schema: its name in upper camel case, then
+/// `Key` (`MY_STREAM` -> `io.confluent.ksql.avro_schemas.MyStreamKey`), so that the key records
+/// of different sources never clash in generated classes.
+pub fn key_schema_name(source: &str) -> String {
+    let camel: String = source
+        .split('_')
+        .filter(|word| !word.is_empty())
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first
+                    .to_uppercase()
+                    .chain(chars.flat_map(char::to_lowercase))
+                    .collect()
+            })
+        })
+        .collect();
+    format!("io.confluent.ksql.avro_schemas.{camel}Key")
+}
+
 /// The schema Eddy writes `columns` with, as the registry takes it: what statements register
 /// and what encoders look the id up by, so both always agree on the text.
-pub fn registry_request(columns: &[(&str, &SqlType)], wrapped: bool) -> Result<SchemaRequest> {
+pub fn registry_request(
+    columns: &[(&str, &SqlType)],
+    wrapped: bool,
+    full_name: Option<&str>,
+) -> Result<SchemaRequest> {
     Ok(SchemaRequest {
-        schema: generate(columns, wrapped, DEFAULT_FULL_NAME)?.to_string(),
+        schema: generate(columns, wrapped, full_name.unwrap_or(DEFAULT_FULL_NAME))?.to_string(),
         schema_type: SchemaType::Avro,
         references: Vec::new(),
     })
@@ -116,17 +140,41 @@ fn field_type(ty: &SqlType, name: &str) -> Result<Value> {
     })
 }
 
-/// The columns ksqlDB infers from a registered schema: a record's fields (names upper-cased),
-/// or, for any other schema, one column named `single` (`ROWVAL` or `ROWKEY`). Also when
-/// `wrapped` is false, the whole schema is that one column.
-pub fn infer(schema: &Schema, wrapped: bool, single: &str) -> Result<Vec<(String, SqlType)>> {
+/// How inferred field names are spelled: upper-cased (a subject's latest schema), or as the
+/// schema writes them (a schema named by its id), as ksqlDB's translation policies do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// `UPPERCASE_FIELD_NAME`.
+    Upper,
+    /// `ORIGINAL_FIELD_NAME`.
+    Original,
+}
+
+impl Names {
+    fn spell(self, name: &str) -> String {
+        match self {
+            Names::Upper => name.to_uppercase(),
+            Names::Original => name.to_string(),
+        }
+    }
+}
+
+/// The columns ksqlDB infers from a registered schema: a record's fields, or, for any other
+/// schema, one column named `single` (`ROWVAL` or `ROWKEY`). Also when `wrapped` is false
+/// (keys, always), the whole schema is that one column.
+pub fn infer(
+    schema: &Schema,
+    wrapped: bool,
+    single: &str,
+    names: Names,
+) -> Result<Vec<(String, SqlType)>> {
     match non_null(schema)? {
         Schema::Record(record) if wrapped => record
             .fields
             .iter()
-            .map(|f| Ok((f.name.to_uppercase(), sql_type(&f.schema, &f.name)?)))
+            .map(|f| Ok((names.spell(&f.name), sql_type(&f.schema, &f.name, names)?)))
             .collect(),
-        other => Ok(vec![(single.to_string(), sql_type(other, single)?)]),
+        other => Ok(vec![(single.to_string(), sql_type(other, single, names)?)]),
     }
 }
 
@@ -153,7 +201,7 @@ fn non_null(schema: &Schema) -> Result<&Schema> {
 }
 
 /// The column type of an Avro type, for the field (or column) `path`.
-fn sql_type(schema: &Schema, path: &str) -> Result<SqlType> {
+fn sql_type(schema: &Schema, path: &str, names: Names) -> Result<SqlType> {
     let unsupported = |what: &str| {
         EngineError::statement(format!(
             "Unsupported Avro type {what} for field '{path}': ksqlDB has no column type for it"
@@ -173,10 +221,10 @@ fn sql_type(schema: &Schema, path: &str) -> Result<SqlType> {
         Schema::Date => SqlType::Date,
         Schema::TimeMillis => SqlType::Time,
         Schema::TimestampMillis | Schema::LocalTimestampMillis => SqlType::Timestamp,
-        Schema::Array(array) => SqlType::Array(Box::new(sql_type(&array.items, path)?)),
+        Schema::Array(array) => SqlType::Array(Box::new(sql_type(&array.items, path, names)?)),
         Schema::Map(map) => SqlType::Map(
             Box::new(SqlType::String),
-            Box::new(sql_type(&map.types, path)?),
+            Box::new(sql_type(&map.types, path, names)?),
         ),
         Schema::Record(record) => SqlType::Struct(
             record
@@ -184,8 +232,8 @@ fn sql_type(schema: &Schema, path: &str) -> Result<SqlType> {
                 .iter()
                 .map(|f| {
                     Ok(StructField {
-                        name: Ident::exact(&f.name.to_uppercase()),
-                        ty: sql_type(&f.schema, &f.name)?,
+                        name: Ident::exact(&names.spell(&f.name)),
+                        ty: sql_type(&f.schema, &f.name, names)?,
                     })
                 })
                 .collect::<Result<_>>()?,
@@ -212,10 +260,41 @@ mod tests {
         assert_eq!(generated["namespace"], "io.confluent.ksql.avro_schemas");
         assert_eq!(generated["fields"][0]["type"], json!(["null", "long"]));
         let parsed = Schema::parse(&generated).unwrap();
-        let inferred = infer(&parsed, true, UNWRAPPED_VALUE).unwrap();
+        let inferred = infer(&parsed, true, UNWRAPPED_VALUE, Names::Upper).unwrap();
         let names: Vec<&str> = inferred.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names, ["ID", "NAME", "AT"]);
         assert_eq!(inferred[2].1, SqlType::Timestamp);
+    }
+
+    #[test]
+    fn a_schema_named_by_id_keeps_its_field_names() {
+        let parsed = Schema::parse_str(
+            r#"{"type":"record","name":"T","fields":[{"name":"eventId","type":"string"},
+               {"name":"inner","type":{"type":"record","name":"I","fields":[{"name":"x","type":"int"}]}}]}"#,
+        )
+        .unwrap();
+        let inferred = infer(&parsed, true, UNWRAPPED_VALUE, Names::Original).unwrap();
+        assert_eq!(inferred[0].0, "eventId");
+        let SqlType::Struct(fields) = &inferred[1].1 else {
+            panic!("{:?}", inferred[1]);
+        };
+        assert_eq!(fields[0].name.value, "x");
+        // Unwrapped (as keys always are), a record is one struct column.
+        let key = infer(&parsed, false, UNWRAPPED_KEY, Names::Upper).unwrap();
+        assert_eq!(key.len(), 1);
+        assert_eq!(key[0].0, "ROWKEY");
+    }
+
+    #[test]
+    fn key_schemas_are_named_after_their_source() {
+        assert_eq!(
+            key_schema_name("OUTPUT"),
+            "io.confluent.ksql.avro_schemas.OutputKey"
+        );
+        assert_eq!(
+            key_schema_name("MY_BIG_STREAM"),
+            "io.confluent.ksql.avro_schemas.MyBigStreamKey"
+        );
     }
 
     #[test]
@@ -223,7 +302,7 @@ mod tests {
         let generated = generate(&[("FOO", &SqlType::Int)], false, DEFAULT_FULL_NAME).unwrap();
         assert_eq!(generated, json!(["null", "int"]));
         let union = Schema::parse_str(r#"["null", "int", "string"]"#).unwrap();
-        let err = infer(&union, true, UNWRAPPED_VALUE)
+        let err = infer(&union, true, UNWRAPPED_VALUE, Names::Upper)
             .unwrap_err()
             .to_string();
         assert!(err.contains("a union of 2 types"), "{err}");

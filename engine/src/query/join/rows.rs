@@ -73,8 +73,8 @@ impl Handoff {
         };
         Ok(Handoff {
             // Joined rows are handed on as JSON, which needs no registry.
-            key_codec: RowCodec::new(rows.key_format, &keys, false, &Schemas::default())?,
-            value_codec: RowCodec::new(rows.value_format, &values, true, &Schemas::default())?,
+            key_codec: RowCodec::new(&rows.key_format, &keys, false, &Schemas::default())?,
+            value_codec: RowCodec::new(&rows.value_format, &values, true, &Schemas::default())?,
             key_fields: keys.iter().map(index).collect::<Result<_>>()?,
             value_fields: values.iter().map(index).collect::<Result<_>>()?,
         })
