@@ -6,7 +6,7 @@ use eddy_sql::ast::{ColumnConstraint, CreateSource, Literal, Properties, SourceK
 use eddy_sql::types::resolve;
 
 use crate::error::{EngineError, Result};
-use crate::format::{Format, FormatSpec, check_columns, parse_delimiter};
+use crate::format::{Format, FormatSpec, ProtobufNullable, check_columns, parse_delimiter};
 use crate::schema::{
     Column, ColumnKind, PSEUDO_COLUMNS, WINDOW_COLUMNS, headers_type, type_display,
 };
@@ -445,6 +445,24 @@ fn schema_options(props: &Properties, key: &mut FormatSpec, value: &mut FormatSp
             }
             spec.full_name = Some(full_name.to_string());
         }
+        let nullable_property = format!("{side}_PROTOBUF_NULLABLE_REPRESENTATION");
+        if let Some(text) = string_property(props, &nullable_property)? {
+            if !matches!(spec.format, Format::Protobuf | Format::ProtobufNoSr) {
+                return Err(EngineError::statement(format!(
+                    "{} does not support the following configs: [nullableRepresentation]",
+                    spec.format.name()
+                )));
+            }
+            spec.protobuf_nullable = Some(match text.to_ascii_uppercase().as_str() {
+                "OPTIONAL" => ProtobufNullable::Optional,
+                "WRAPPER" => ProtobufNullable::Wrapper,
+                _ => {
+                    return Err(EngineError::statement(format!(
+                        "Invalid value for {nullable_property}: {text}. Valid values are OPTIONAL and WRAPPER"
+                    )));
+                }
+            });
+        }
     }
     Ok(())
 }
@@ -541,6 +559,12 @@ fn wrap_single_value(
     };
     let unwrappable = matches!(value_format, Format::Kafka | Format::Delimited);
     if let Some(wrap) = declared {
+        if !wrap && matches!(value_format, Format::Protobuf | Format::ProtobufNoSr) {
+            return Err(EngineError::statement(format!(
+                "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'false'.",
+                value_format.name()
+            )));
+        }
         if wrap && unwrappable {
             return Err(EngineError::statement(format!(
                 "Format '{}' does not support 'WRAP_SINGLE_VALUE' set to 'true'.",

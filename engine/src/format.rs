@@ -61,7 +61,13 @@ impl Format {
     pub fn is_supported(self) -> bool {
         matches!(
             self,
-            Format::Json | Format::Delimited | Format::Kafka | Format::None | Format::Avro
+            Format::Json
+                | Format::Delimited
+                | Format::Kafka
+                | Format::None
+                | Format::Avro
+                | Format::Protobuf
+                | Format::ProtobufNoSr
         )
     }
 
@@ -98,6 +104,20 @@ pub struct FormatSpec {
     /// name of the record schema Eddy generates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub full_name: Option<String>,
+    /// `KEY_PROTOBUF_NULLABLE_REPRESENTATION` / `VALUE_...`: how the PROTOBUF schema Eddy
+    /// generates lets a field be null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protobuf_nullable: Option<ProtobufNullable>,
+}
+
+/// How a generated Protobuf schema lets a field be null; without one, proto3 fields have no
+/// null and read as their defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProtobufNullable {
+    /// `optional` fields, whose presence is kept.
+    Optional,
+    /// Google's wrapper messages (`google.protobuf.Int32Value`, ...).
+    Wrapper,
 }
 
 impl FormatSpec {
@@ -108,6 +128,7 @@ impl FormatSpec {
             delimiter: None,
             schema_id: None,
             full_name: None,
+            protobuf_nullable: None,
         }
     }
 
@@ -257,7 +278,15 @@ fn check_format_types(format: Format, columns: &[&Column], is_key: bool) -> Resu
                 avro_names(&c.name, &c.ty)?;
             }
         }
-        Format::Protobuf | Format::ProtobufNoSr | Format::JsonSr => {}
+        Format::Protobuf | Format::ProtobufNoSr => {
+            if columns.iter().any(|c| map_with_non_string_key(&c.ty)) {
+                return Err(EngineError::statement(format!(
+                    "{} format only supports MAP types with STRING keys",
+                    format.name()
+                )));
+            }
+        }
+        Format::JsonSr => {}
     }
     Ok(())
 }

@@ -101,17 +101,29 @@ impl FromStr for Level {
 pub fn check(level: Level, new: &Parsed, earlier: &[(i32, Parsed)]) -> Vec<String> {
     let mut broken = Vec::new();
     for (version, old) in level.against(earlier).iter().rev() {
-        let (Parsed::Avro(new), Parsed::Avro(old)) = (new, old);
         let mut why = Vec::new();
+        // `reads(reader, writer)`: why data written with `writer` cannot be read with `reader`.
+        let reads = |reader: &Parsed, writer: &Parsed| -> Option<String> {
+            match (reader, writer) {
+                (Parsed::Avro(r), Parsed::Avro(w)) => SchemaCompatibility::can_read(w, r)
+                    .err()
+                    .map(|e| e.to_string()),
+                (Parsed::Protobuf(r), Parsed::Protobuf(w)) => {
+                    let broken = crate::protobuf::incompatibilities(r, w);
+                    (!broken.is_empty()).then(|| broken.join(", "))
+                }
+                _ => Some("the schema type changed".into()),
+            }
+        };
         if level.backward()
-            && let Err(e) = SchemaCompatibility::can_read(old, new)
+            && let Some(e) = reads(new, old)
         {
             why.push(format!(
                 "the new schema cannot read data written with it: {e}"
             ));
         }
         if level.forward()
-            && let Err(e) = SchemaCompatibility::can_read(new, old)
+            && let Some(e) = reads(old, new)
         {
             why.push(format!(
                 "it cannot read data written with the new schema: {e}"

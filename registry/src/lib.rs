@@ -6,6 +6,7 @@
 pub mod compatibility;
 pub mod error;
 pub mod mode;
+pub mod protobuf;
 mod registry;
 pub mod schema;
 mod state;
@@ -16,4 +17,4 @@ pub use mode::Mode;
 pub use registry::{
     Placement, SCHEMAS_TOPIC, SchemaRegistry, SchemaRequest, SubjectVersion, VersionSpec,
 };
-pub use schema::{Reference, SchemaText, SchemaType};
+pub use schema::{Parsed, Reference, SchemaText, SchemaType};

@@ -171,7 +171,7 @@ impl SchemaRegistry {
                         reference.name, reference.subject, reference.version
                     ))
                 })?;
-            referenced.push(text.schema.clone());
+            referenced.push((reference.name.clone(), text.schema.clone()));
         }
         let (normalized, parsed) = parse(request.schema_type, &request.schema, &referenced)?;
         Ok((
@@ -338,6 +338,21 @@ impl SchemaRegistry {
     /// The schema with this id, without waiting: how decoders find a record's writer schema.
     pub fn schema_by_id(&self, id: u32) -> Option<SchemaText> {
         self.state.read().schemas.get(&id).cloned()
+    }
+
+    /// The schema with this id, parsed with the schemas it references, without waiting: how
+    /// the Protobuf format finds a record's message types. `None` when no schema has the id.
+    pub fn parsed_by_id(&self, id: u32) -> Result<Option<Parsed>> {
+        let state = self.state.read();
+        let Some(text) = state.schemas.get(&id) else {
+            return Ok(None);
+        };
+        let request = SchemaRequest {
+            schema: text.schema.clone(),
+            schema_type: text.schema_type,
+            references: text.references.clone(),
+        };
+        Self::parse(&state, &request).map(|(_, parsed)| Some(parsed))
     }
 
     /// The id `request`'s schema is registered with (under any subject), without waiting;

@@ -10,6 +10,7 @@ use apache_avro::Schema as AvroSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{RegistryError, Result};
+use crate::protobuf::ProtobufSchema;
 
 /// The kinds of schema Confluent's registry keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -37,7 +38,7 @@ impl SchemaType {
     }
 
     /// The types this registry takes today.
-    pub const SUPPORTED: &'static [&'static str] = &["AVRO"];
+    pub const SUPPORTED: &'static [&'static str] = &["AVRO", "PROTOBUF"];
 }
 
 impl fmt::Display for SchemaType {
@@ -74,33 +75,42 @@ pub struct SchemaText {
     pub references: Vec<Reference>,
 }
 
-/// A schema parsed, for compatibility checks.
+/// A schema parsed, for compatibility checks and for the formats that read with it.
 #[derive(Debug, Clone)]
 pub enum Parsed {
     /// An Avro schema.
     Avro(AvroSchema),
+    /// A compiled Protobuf schema.
+    Protobuf(ProtobufSchema),
 }
 
-/// Parses `text` as a schema of `schema_type`, with the texts of the schemas it references
-/// (each referenced schema first, in the order given); returns its normalized text and its
-/// parsed form, or 42201 with the parser's message.
+/// Parses `text` as a schema of `schema_type`, with the schemas it references (each by the
+/// name it refers to it by, with its text, in the order given); returns its normalized text
+/// and its parsed form, or 42201 with the parser's message.
 pub fn parse(
     schema_type: SchemaType,
     text: &str,
-    referenced: &[String],
+    referenced: &[(String, String)],
 ) -> Result<(String, Parsed)> {
     match schema_type {
         SchemaType::Avro => {
             let json: serde_json::Value = serde_json::from_str(text)
                 .map_err(|e| RegistryError::invalid_schema(format!("{text}, details: {e}")))?;
             let normalized = json.to_string();
-            let schema = if referenced.is_empty() {
+            let texts: Vec<String> = referenced.iter().map(|(_, t)| t.clone()).collect();
+            let schema = if texts.is_empty() {
                 AvroSchema::parse_str(&normalized)
             } else {
-                AvroSchema::parse_str_with_list(&normalized, referenced).map(|(s, _)| s)
+                AvroSchema::parse_str_with_list(&normalized, &texts).map(|(s, _)| s)
             }
             .map_err(|e| RegistryError::invalid_schema(format!("{normalized}, details: {e}")))?;
             Ok((normalized, Parsed::Avro(schema)))
+        }
+        // Kept as written (without surrounding space): Protobuf text has no one normal form.
+        SchemaType::Protobuf => {
+            let normalized = text.trim().to_string();
+            let schema = crate::protobuf::compile(&normalized, referenced)?;
+            Ok((normalized, Parsed::Protobuf(schema)))
         }
         other => Err(RegistryError::invalid_schema(format!(
             "of type {other}: Eddy's registry takes {} schemas today",
@@ -122,9 +132,9 @@ mod tests {
         assert_eq!(bad.code, 42201);
         let not_json = parse(SchemaType::Avro, "{", &[]).unwrap_err();
         assert_eq!(not_json.code, 42201);
-        let later = parse(SchemaType::Protobuf, "syntax = \"proto3\";", &[]).unwrap_err();
+        let later = parse(SchemaType::Json, "{}", &[]).unwrap_err();
         assert_eq!(later.code, 42201);
-        assert!(later.message.contains("AVRO"), "{later}");
+        assert!(later.message.contains("AVRO, PROTOBUF"), "{later}");
     }
 
     #[test]
@@ -134,7 +144,7 @@ mod tests {
         let (_, parsed) = parse(
             SchemaType::Avro,
             r#"{"type":"record","name":"Person","fields":[{"name":"home","type":"Address"}]}"#,
-            &[address.to_string()],
+            &[("Address".to_string(), address.to_string())],
         )
         .unwrap();
         assert!(matches!(parsed, Parsed::Avro(AvroSchema::Record(_))));

@@ -27,7 +27,7 @@ fn confluent_clients_register_look_up_and_evolve_schemas() {
     let registry = server.registry.clone();
 
     let (status, types) = request(&registry, "GET", "/schemas/types", None);
-    assert_eq!((status, types), (200, json!(["AVRO"])));
+    assert_eq!((status, types), (200, json!(["AVRO", "PROTOBUF"])));
     let raw = exchange(
         &registry,
         &format!("GET /config HTTP/1.1\r\nHost: {registry}\r\nConnection: close\r\n\r\n"),

@@ -8,5 +8,6 @@ pub mod bench;
 pub mod conformance;
 pub mod qtt;
 pub mod qtt_avro;
+pub mod qtt_protobuf;
 pub mod qtt_records;
 pub mod rqtt;

@@ -16,7 +16,7 @@ use eddy_storage::{Store, StoreOptions, SyncPolicy, TopicConfig};
 use serde_json::Value;
 
 use crate::conformance::ConformanceCase;
-use crate::qtt_avro::Writer;
+use crate::qtt_records::Writer;
 use crate::qtt_records::{
     expected_through_schema, input_record, output_json, output_window, same_json, same_json_within,
     source_for_topic,
@@ -260,13 +260,47 @@ async fn register_topic_schemas(engine: &Engine, case: &ConformanceCase) -> Resu
                 continue;
             };
             let format = topic.get(format_key).and_then(Value::as_str);
-            if format.is_some_and(|f| !f.eq_ignore_ascii_case("AVRO")) {
-                continue;
+            // A Protobuf schema is its .proto text; an Avro one is JSON.
+            let (schema_type, text) = match (format, schema) {
+                (Some(f), Value::String(text)) if f.eq_ignore_ascii_case("PROTOBUF") => {
+                    (eddy_registry::SchemaType::Protobuf, text.clone())
+                }
+                (Some(f), _) if !f.eq_ignore_ascii_case("AVRO") => continue,
+                _ => (eddy_registry::SchemaType::Avro, schema.to_string()),
+            };
+            // Referenced schemas are registered under their own names first, as ksqlDB's
+            // runner registers them.
+            let mut references = Vec::new();
+            let referenced = topic
+                .get(format!("{side}SchemaReferences"))
+                .and_then(Value::as_array);
+            for reference in referenced.into_iter().flatten() {
+                let (Some(ref_name), Some(ref_text)) = (
+                    reference.get("name").and_then(Value::as_str),
+                    reference.get("schema").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                let request = eddy_registry::SchemaRequest {
+                    schema: ref_text.to_string(),
+                    schema_type,
+                    references: Vec::new(),
+                };
+                engine
+                    .schema_registry()
+                    .register(ref_name, &request)
+                    .await
+                    .map_err(|e| format!("cannot register the reference {ref_name}: {e}"))?;
+                references.push(eddy_registry::Reference {
+                    name: ref_name.to_string(),
+                    subject: ref_name.to_string(),
+                    version: 1,
+                });
             }
             let request = eddy_registry::SchemaRequest {
-                schema: schema.to_string(),
-                schema_type: eddy_registry::SchemaType::Avro,
-                references: Vec::new(),
+                schema: text,
+                schema_type,
+                references,
             };
             // A schema the case gives an id is imported at that id, as a migration would.
             let id = topic
@@ -366,14 +400,30 @@ async fn avro_writers(
     let Some(source) = source else {
         return writers;
     };
-    let sides = [
-        (source.key_format.format, "key"),
-        (source.value_format.format, "value"),
-    ];
-    for (writer, (format, side)) in writers.iter_mut().zip(sides) {
-        if format == Format::Avro {
-            *writer = Writer::latest(engine.schema_registry(), &format!("{topic}-{side}")).await;
-        }
+    let sides = [(&source.key_format, "key"), (&source.value_format, "value")];
+    for (writer, (spec, side)) in writers.iter_mut().zip(sides) {
+        let format = spec.format;
+        let subject = format!("{topic}-{side}");
+        let registry = engine.schema_registry();
+        *writer = match format {
+            Format::Avro => crate::qtt_avro::Writer::latest(registry, &subject)
+                .await
+                .map(Writer::Avro),
+            Format::Protobuf => {
+                crate::qtt_protobuf::Writer::latest(registry, &subject, spec.full_name.as_deref())
+                    .await
+                    .map(Writer::Protobuf)
+            }
+            Format::ProtobufNoSr => {
+                let columns: Vec<&eddy_engine::schema::Column> = if side == "key" {
+                    source.key_columns().collect()
+                } else {
+                    source.value_columns().collect()
+                };
+                crate::qtt_protobuf::Writer::without_registry(&columns, spec).map(Writer::Protobuf)
+            }
+            _ => None,
+        };
     }
     writers
 }

@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use eddy_engine::catalog::{Catalog, DataSource, WindowType};
-use eddy_engine::format::Format;
+use eddy_engine::format::{Format, FormatSpec};
 use eddy_engine::query::source::{append_window, split_windowed_key};
 use eddy_engine::schema::Column;
 use eddy_registry::SchemaRegistry;
@@ -11,7 +11,23 @@ use eddy_sql::ast::SqlType;
 use eddy_storage::{Record, RecordHeader};
 use serde_json::Value;
 
-use crate::qtt_avro::Writer;
+/// The schema a topic's inputs are written with: AVRO or PROTOBUF, from the registry.
+#[derive(Debug, Clone)]
+pub enum Writer {
+    /// An AVRO schema.
+    Avro(crate::qtt_avro::Writer),
+    /// A PROTOBUF message.
+    Protobuf(crate::qtt_protobuf::Writer),
+}
+
+impl Writer {
+    fn write(&self, json: &Value) -> Result<Vec<u8>, String> {
+        match self {
+            Writer::Avro(w) => w.write(json),
+            Writer::Protobuf(w) => w.write(json),
+        }
+    }
+}
 
 /// The source declared over `topic`; the first one declared wins, as inputs are written
 /// in the format of the stream the test reads.
@@ -43,8 +59,8 @@ fn serialize(
         return Ok(None);
     }
     Ok(Some(match format {
-        Format::Avro => writer
-            .ok_or("the topic's subject has no schema to write AVRO with")?
+        Format::Avro | Format::Protobuf | Format::ProtobufNoSr => writer
+            .ok_or("the topic's subject has no schema to write with")?
             .write(value)?,
         Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string())?,
         Format::Delimited => text_of(value).into_bytes(),
@@ -76,16 +92,23 @@ fn serialize(
 /// Reads one key or value back as the JSON the test files write.
 fn deserialize(
     bytes: Option<&[u8]>,
-    format: Format,
+    spec: &FormatSpec,
     columns: &[&Column],
     registry: &SchemaRegistry,
 ) -> Value {
     let Some(bytes) = bytes else {
         return Value::Null;
     };
+    let format = spec.format;
     let text = || String::from_utf8_lossy(bytes).into_owned();
     match format {
         Format::Avro => crate::qtt_avro::read(registry, bytes).unwrap_or_else(Value::String),
+        Format::Protobuf => {
+            crate::qtt_protobuf::read(registry, bytes).unwrap_or_else(Value::String)
+        }
+        Format::ProtobufNoSr => {
+            crate::qtt_protobuf::read_bare(columns, spec, bytes).unwrap_or_else(Value::String)
+        }
         Format::Json => serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(text())),
         Format::Kafka => match single(columns).map(|c| &c.ty) {
             Some(SqlType::Int) if bytes.len() == 4 => {
@@ -194,20 +217,30 @@ pub fn output_json(
         Some(s) => (
             deserialize(
                 key,
-                s.key_format.format,
+                &s.key_format,
                 &s.key_columns().collect::<Vec<_>>(),
                 registry,
             ),
             deserialize(
                 record.value.as_deref(),
-                s.value_format.format,
+                &s.value_format,
                 &s.value_columns().collect::<Vec<_>>(),
                 registry,
             ),
         ),
         None => (
-            deserialize(record.key.as_deref(), Format::Kafka, &[], registry),
-            deserialize(record.value.as_deref(), Format::Json, &[], registry),
+            deserialize(
+                record.key.as_deref(),
+                &FormatSpec::of(Format::Kafka),
+                &[],
+                registry,
+            ),
+            deserialize(
+                record.value.as_deref(),
+                &FormatSpec::of(Format::Json),
+                &[],
+                registry,
+            ),
         ),
     }
 }

@@ -117,7 +117,7 @@ fn ksqldb_statements_parse_and_round_trip() {
         let mut tally = Tally::default();
         for case in &cases {
             tally.cases += 1;
-            if case.needs_schema_registry() {
+            if case.needs_unbuilt_format() {
                 tally.schema_registry += 1;
                 let options = ParseOptions::default();
                 if case

@@ -11,6 +11,7 @@ mod json;
 mod json_text;
 mod kafka;
 mod primitive;
+pub mod protobuf;
 
 use std::sync::Arc;
 
@@ -81,6 +82,7 @@ pub struct RowCodec {
     wrapped: bool,
     json_decoder: json::DecoderCache,
     avro: Option<Arc<avro::AvroCodec>>,
+    protobuf: Option<Arc<protobuf::ProtobufCodec>>,
 }
 
 impl RowCodec {
@@ -103,8 +105,15 @@ impl RowCodec {
                     .map_err(|e| EngineError::statement(e.to_string()))
             })
             .collect::<Result<Vec<_>>>()?;
-        let wrapped = wrapped || fields.len() != 1;
+        // Protobuf has no bare values: keys and single values are messages too, but a key
+        // whose columns are all null is written as no key, as ksqlDB writes a null key.
+        let null_rows_absent = !wrapped;
+        let wrapped = wrapped
+            || fields.len() != 1
+            || matches!(format.format, Format::Protobuf | Format::ProtobufNoSr);
+        let schema = Arc::new(Schema::new(fields.clone()));
         let mut avro = None;
+        let mut protobuf = None;
         match format.format {
             Format::Kafka | Format::Delimited | Format::None | Format::Json => {}
             Format::Avro => {
@@ -119,6 +128,22 @@ impl RowCodec {
                     wrapped,
                 )));
             }
+            Format::Protobuf | Format::ProtobufNoSr => {
+                let registry = match format.format {
+                    Format::Protobuf => Some(schemas.registry(Format::Protobuf)?.clone()),
+                    _ => None,
+                };
+                protobuf = Some(Arc::new(protobuf::ProtobufCodec::new(
+                    registry,
+                    format,
+                    columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.ty.clone()))
+                        .collect(),
+                    schema.clone(),
+                    null_rows_absent,
+                )?));
+            }
             other => {
                 return Err(EngineError::Unsupported(format!(
                     "Reading and writing the {} format",
@@ -128,10 +153,11 @@ impl RowCodec {
         }
         Ok(RowCodec {
             format: format.clone(),
-            schema: Arc::new(Schema::new(fields)),
+            schema,
             wrapped,
             json_decoder: json::DecoderCache::default(),
             avro,
+            protobuf,
         })
     }
 
@@ -147,6 +173,9 @@ impl RowCodec {
             Format::Delimited => delimited::decode(&self.schema, self.format.delimiter(), payloads),
             Format::Json => json::decode(&self.schema, self.wrapped, payloads, &self.json_decoder),
             Format::Avro if let Some(avro) = &self.avro => avro.decode(payloads),
+            Format::Protobuf | Format::ProtobufNoSr if let Some(protobuf) = &self.protobuf => {
+                protobuf.decode(payloads)
+            }
             _ => Decoded {
                 columns: Vec::new(),
                 errors: Vec::new(),
@@ -169,6 +198,9 @@ impl RowCodec {
             Format::Delimited => delimited::encode(columns, rows, self.format.delimiter()),
             Format::Json => json::encode(&self.schema, columns, rows, self.wrapped),
             Format::Avro if let Some(avro) = &self.avro => avro.encode(columns, rows),
+            Format::Protobuf | Format::ProtobufNoSr if let Some(protobuf) = &self.protobuf => {
+                protobuf.encode(columns, rows)
+            }
             _ => Ok(vec![None; rows]),
         }
     }

@@ -2,7 +2,7 @@
 //! without columns takes them from the subject's latest schema, and the schemas Eddy writes
 //! with are registered before anything is written with them.
 
-use eddy_registry::{SchemaRequest, SchemaText, SchemaType, VersionSpec};
+use eddy_registry::{Parsed, SchemaRequest, SchemaType, VersionSpec};
 use eddy_sql::ast::{
     ColumnConstraint, CreateSource, Ident, Literal, SourceKind, Statement, StatementKind,
     TableElement,
@@ -10,9 +10,10 @@ use eddy_sql::ast::{
 
 use crate::catalog::{Catalog, DataSource};
 use crate::codec::avro::schema::{self, Names, UNWRAPPED_KEY, UNWRAPPED_VALUE};
+use crate::codec::protobuf;
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
-use crate::format::Format;
+use crate::format::{Format, FormatSpec};
 use crate::schema::{Column, type_display};
 use crate::session::Session;
 
@@ -49,8 +50,8 @@ impl Engine {
                 )));
             }
         }
-        let infer_keys = key_format.format == Format::Avro && !has_keys;
-        let infer_values = value_format.format == Format::Avro && !has_values;
+        let infer_keys = infers(key_format.format) && !has_keys;
+        let infer_values = infers(value_format.format) && !has_values;
         if !infer_keys && !infer_values {
             return Ok(None);
         }
@@ -66,7 +67,7 @@ impl Engine {
             };
             // Keys are inferred unwrapped: a record key is one STRUCT column.
             for (name, ty) in self
-                .registered_columns(topic, true, key_format.schema_id, false)
+                .registered_columns(topic, true, &key_format, false)
                 .await?
             {
                 inferred.push(element(&name, ty, Some(constraint.clone())));
@@ -80,7 +81,7 @@ impl Engine {
                 Some(Literal::Boolean(false))
             );
             for (name, ty) in self
-                .registered_columns(topic, false, value_format.schema_id, wrapped)
+                .registered_columns(topic, false, &value_format, wrapped)
                 .await?
             {
                 inferred.push(element(&name, ty, None));
@@ -98,17 +99,18 @@ impl Engine {
         Ok(Some((filled, text)))
     }
 
-    /// The columns a topic's key or value schema gives: the one `id` names, with its field
-    /// names as written, or the subject's latest, with them upper-cased (as ksqlDB's
-    /// translation policies have it).
+    /// The columns a topic's key or value schema gives: the one the format's schema id names,
+    /// with its field names as written, or the subject's latest, with them upper-cased (as
+    /// ksqlDB's translation policies have it).
     async fn registered_columns(
         &self,
         topic: &str,
         key: bool,
-        id: Option<u32>,
+        spec: &FormatSpec,
         wrapped: bool,
     ) -> Result<Vec<(String, eddy_sql::ast::SqlType)>> {
         let subject = subject(topic, key);
+        let id = spec.schema_id;
         let missing = || {
             EngineError::statement(format!(
                 "Schema for message {} on topic '{topic}' does not exist in the Schema Registry.\nSubject: {subject}{}",
@@ -117,25 +119,62 @@ impl Engine {
                     .unwrap_or_default()
             ))
         };
-        let (text, names) = match id {
-            Some(id) => (
-                self.registry.schema(id).await.map_err(|_| missing())?,
-                Names::Original,
-            ),
+        let (id, names) = match id {
+            Some(id) => (id, Names::Original),
             None => (
                 self.registry
                     .version(&subject, VersionSpec::Latest, false)
                     .await
                     .map_err(|_| missing())?
-                    .schema,
+                    .id,
                 Names::Upper,
             ),
         };
-        let parsed = parse_avro(&text, &subject, key, id)?;
+        let parsed = self
+            .parsed_schema(id, spec.format, &subject, key)?
+            .ok_or_else(missing)?;
         let single = if key { UNWRAPPED_KEY } else { UNWRAPPED_VALUE };
-        schema::infer(&parsed, wrapped, single, names).map_err(|e| {
+        let cannot = |e: EngineError| {
             EngineError::statement(format!(
                 "Cannot infer the columns of {topic} from subject {subject}: {e}"
+            ))
+        };
+        match parsed {
+            Parsed::Avro(avro) => schema::infer(&avro, wrapped, single, names).map_err(cannot),
+            Parsed::Protobuf(proto) => {
+                let (message, _) = protobuf::named_message(&proto, spec.full_name.as_deref())
+                    .map_err(|_| missing())?;
+                protobuf::schema::infer(&message, names).map_err(cannot)
+            }
+        }
+    }
+
+    /// Schema `id` parsed, once it is of `format`'s type; `None` when no schema has the id.
+    fn parsed_schema(
+        &self,
+        id: u32,
+        format: Format,
+        subject: &str,
+        key: bool,
+    ) -> Result<Option<Parsed>> {
+        let Some(text) = self.registry.schema_by_id(id) else {
+            return Ok(None);
+        };
+        let expected = match format {
+            Format::Protobuf => SchemaType::Protobuf,
+            _ => SchemaType::Avro,
+        };
+        if text.schema_type != expected {
+            return Err(EngineError::statement(format!(
+                "{} schema is not in the expected format. You may want to set {}_FORMAT to '{}'.\nSubject: {subject}",
+                if key { "Key" } else { "Value" },
+                if key { "KEY" } else { "VALUE" },
+                text.schema_type
+            )));
+        }
+        self.registry.parsed_by_id(id).map_err(|e| {
+            EngineError::statement(format!(
+                "The schema {id} of subject {subject} cannot be read: {e}"
             ))
         })
     }
@@ -157,12 +196,12 @@ impl Engine {
             ),
         ];
         for (key, spec, columns, wrapped) in sides {
-            if spec.format != Format::Avro || columns.is_empty() {
+            if !infers(spec.format) || columns.is_empty() {
                 continue;
             }
             let subject = subject(&source.topic, key);
             if let Some(id) = spec.schema_id {
-                self.register_by_id(source, key, id, &columns, wrapped)
+                self.register_by_id(source, key, spec, id, &columns, wrapped)
                     .await?;
                 continue;
             }
@@ -177,7 +216,14 @@ impl Engine {
             }
             let named: Vec<(&str, &eddy_sql::ast::SqlType)> =
                 columns.iter().map(|c| (c.name.as_str(), &c.ty)).collect();
-            let request = schema::registry_request(&named, wrapped, spec.full_name.as_deref())?;
+            let request = match spec.format {
+                Format::Protobuf => protobuf::schema::registry_request(
+                    &named,
+                    spec.full_name.as_deref(),
+                    spec.protobuf_nullable,
+                )?,
+                _ => schema::registry_request(&named, wrapped, spec.full_name.as_deref())?,
+            };
             self.registry
                 .register(&subject, &request)
                 .await
@@ -195,6 +241,7 @@ impl Engine {
         &self,
         source: &DataSource,
         key: bool,
+        spec: &FormatSpec,
         id: u32,
         columns: &[&Column],
         wrapped: bool,
@@ -202,21 +249,35 @@ impl Engine {
         let side = if key { "KEY" } else { "VALUE" };
         let topic = &source.topic;
         let subject = subject(topic, key);
-        let registered = self.registry.schema(id).await.map_err(|_| {
+        let missing = || {
             EngineError::statement(format!(
                 "Schema for message {} on topic '{topic}' does not exist in the Schema Registry.\nSubject: {subject}\nSchema Id: {id}",
                 if key { "keys" } else { "values" },
             ))
-        })?;
-        if registered.schema_type != SchemaType::Avro {
+        };
+        let registered = self.registry.schema(id).await.map_err(|_| missing())?;
+        let expected = match spec.format {
+            Format::Protobuf => SchemaType::Protobuf,
+            _ => SchemaType::Avro,
+        };
+        if registered.schema_type != expected {
             return Err(EngineError::statement(format!(
-                "Format and fetched schema type using {side}_SCHEMA_ID {id} are different. Format: [AVRO], Fetched schema type: [{}].",
+                "Format and fetched schema type using {side}_SCHEMA_ID {id} are different. Format: [{}], Fetched schema type: [{}].",
+                spec.format.name(),
                 registered.schema_type
             )));
         }
-        let parsed = parse_avro(&registered, &subject, key, Some(id))?;
         let single = if key { UNWRAPPED_KEY } else { UNWRAPPED_VALUE };
-        let physical = schema::infer(&parsed, wrapped, single, Names::Original)?;
+        let parsed = self
+            .parsed_schema(id, spec.format, &subject, key)?
+            .ok_or_else(missing)?;
+        let physical = match parsed {
+            Parsed::Avro(avro) => schema::infer(&avro, wrapped, single, Names::Original)?,
+            Parsed::Protobuf(proto) => {
+                let (message, _) = protobuf::named_message(&proto, spec.full_name.as_deref())?;
+                protobuf::schema::infer(&message, Names::Original)?
+            }
+        };
         let shown =
             |name: &str, ty: &eddy_sql::ast::SqlType| format!("`{name}` {}", type_display(ty));
         let differing: Vec<String> = columns
@@ -263,30 +324,6 @@ impl Engine {
     }
 }
 
-/// A registered schema parsed as Avro, or why it cannot be read as the key or value of a
-/// registry format.
-fn parse_avro(
-    text: &SchemaText,
-    subject: &str,
-    key: bool,
-    id: Option<u32>,
-) -> Result<apache_avro::Schema> {
-    if text.schema_type != SchemaType::Avro {
-        return Err(EngineError::statement(format!(
-            "{} schema is not in the expected format. You may want to set {}_FORMAT to '{}'.\nSubject: {subject}",
-            if key { "Key" } else { "Value" },
-            if key { "KEY" } else { "VALUE" },
-            text.schema_type
-        )));
-    }
-    apache_avro::Schema::parse_str(&text.schema).map_err(|e| {
-        EngineError::statement(format!(
-            "The schema {}of subject {subject} cannot be read: {e}",
-            id.map(|id| format!("{id} ")).unwrap_or_default()
-        ))
-    })
-}
-
 fn element(
     name: &str,
     ty: eddy_sql::ast::SqlType,
@@ -298,4 +335,9 @@ fn element(
         constraint,
         span: Default::default(),
     }
+}
+
+/// Whether a format's columns come from (and its schemas go to) the registry.
+fn infers(format: Format) -> bool {
+    matches!(format, Format::Avro | Format::Protobuf)
 }

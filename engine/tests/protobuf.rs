@@ -1,0 +1,384 @@
+//! The PROTOBUF format end to end: records a client wrote with its own `.proto` schema are read
+//! by a stream that infers its columns, a persistent query writes them back as PROTOBUF with
+//! the schema it registered, and records that are not Protobuf go to the processing log.
+
+use eddy_registry::{Parsed, SchemaRequest, SchemaType, VersionSpec};
+use eddy_storage::Record;
+use prost::Message as _;
+use prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, Value};
+
+mod common;
+
+/// A client's schema: lower-case names, an enum, a nested message, a list, a map, a timestamp
+/// and a wrapped (nullable) scalar.
+const CLIENT_SCHEMA: &str = r#"syntax = "proto3";
+package shop;
+import "google/protobuf/timestamp.proto";
+import "google/protobuf/wrappers.proto";
+
+message Order {
+  enum Channel { WEB = 0; STORE = 1; }
+  message Address { string city = 1; int32 zip = 2; }
+  int64 id = 1;
+  Channel channel = 2;
+  Address ship_to = 3;
+  repeated string tags = 4;
+  map<string, int64> counts = 5;
+  google.protobuf.Timestamp at = 6;
+  google.protobuf.DoubleValue discount = 7;
+  float weight = 8;
+}
+"#;
+
+fn order_descriptor(engine: &eddy_engine::Engine, id: u32) -> MessageDescriptor {
+    let Ok(Some(Parsed::Protobuf(schema))) = engine.schema_registry().parsed_by_id(id) else {
+        panic!("schema {id} is not Protobuf");
+    };
+    schema.messages()[0].clone()
+}
+
+/// Confluent's framing for the first message: zero, the id, index 0, the message.
+fn framed(id: u32, message: &DynamicMessage) -> Vec<u8> {
+    let mut bytes = vec![0];
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.push(0);
+    bytes.extend(message.encode_to_vec());
+    bytes
+}
+
+fn order(
+    descriptor: &MessageDescriptor,
+    id: i64,
+    city: Option<&str>,
+    discount: Option<f64>,
+) -> DynamicMessage {
+    let mut m = DynamicMessage::new(descriptor.clone());
+    m.set_field_by_name("id", Value::I64(id));
+    m.set_field_by_name("channel", Value::EnumNumber(1));
+    if let Some(city) = city {
+        let address = descriptor.get_field_by_name("ship_to").unwrap();
+        let prost_reflect::Kind::Message(address) = address.kind() else {
+            unreachable!()
+        };
+        let mut a = DynamicMessage::new(address);
+        a.set_field_by_name("city", Value::String(city.into()));
+        m.set_field_by_name("ship_to", Value::Message(a));
+    }
+    m.set_field_by_name(
+        "tags",
+        Value::List(vec![Value::String("a".into()), Value::String("b".into())]),
+    );
+    m.set_field_by_name(
+        "counts",
+        Value::Map([(MapKey::String("x".into()), Value::I64(2))].into()),
+    );
+    let at = descriptor.get_field_by_name("at").unwrap();
+    let prost_reflect::Kind::Message(timestamp) = at.kind() else {
+        unreachable!()
+    };
+    let mut t = DynamicMessage::new(timestamp);
+    t.set_field_by_name("seconds", Value::I64(1_700_000_000));
+    t.set_field_by_name("nanos", Value::I32(5_000_000));
+    m.set_field_by_name("at", Value::Message(t));
+    if let Some(d) = discount {
+        let field = descriptor.get_field_by_name("discount").unwrap();
+        let prost_reflect::Kind::Message(wrapper) = field.kind() else {
+            unreachable!()
+        };
+        let mut w = DynamicMessage::new(wrapper);
+        w.set_field_by_name("value", Value::F64(d));
+        m.set_field_by_name("discount", Value::Message(w));
+    }
+    m.set_field_by_name("weight", Value::F32(1.5));
+    m
+}
+
+fn value_record(bytes: Vec<u8>, timestamp: i64) -> Record {
+    Record {
+        key: None,
+        value: Some(bytes.into()),
+        timestamp,
+        headers: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn a_client_schema_is_inferred_transformed_and_written_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(dir.path()).await;
+    let request = SchemaRequest {
+        schema: CLIENT_SCHEMA.to_string(),
+        schema_type: SchemaType::Protobuf,
+        references: Vec::new(),
+    };
+    let id = engine
+        .schema_registry()
+        .register("orders-value", &request)
+        .await
+        .unwrap();
+    engine
+        .store()
+        .create_topic("orders", eddy_storage::TopicConfig::with_partitions(1))
+        .unwrap();
+    common::run(
+        &engine,
+        "CREATE STREAM ORDERS WITH (KAFKA_TOPIC='orders', VALUE_FORMAT='PROTOBUF');",
+    )
+    .await;
+    let catalog = engine.catalog().await;
+    let columns: Vec<String> = catalog
+        .source("ORDERS")
+        .unwrap()
+        .columns
+        .iter()
+        .map(|c| format!("{} {}", c.name, eddy_engine::schema::type_display(&c.ty)))
+        .collect();
+    assert_eq!(
+        columns,
+        [
+            "ID BIGINT",
+            "CHANNEL STRING",
+            "SHIP_TO STRUCT<`CITY` STRING, `ZIP` INTEGER>",
+            "TAGS ARRAY<STRING>",
+            "COUNTS MAP<STRING, BIGINT>",
+            "AT TIMESTAMP",
+            "DISCOUNT DOUBLE",
+            "WEIGHT DOUBLE"
+        ]
+    );
+    // The statement kept for replay names the inferred columns so that they parse again.
+    let kept = &catalog.source("ORDERS").unwrap().sql;
+    eddy_sql::parse_statements(kept).unwrap_or_else(|e| panic!("{kept}: {e}"));
+
+    let mut session = eddy_engine::Session::default();
+    session
+        .properties
+        .insert("auto.offset.reset".into(), "earliest".into());
+    engine
+        .execute(
+            &mut session,
+            "CREATE STREAM OUT WITH (KAFKA_TOPIC='out') AS SELECT ID, CHANNEL, SHIP_TO->CITY AS CITY, \
+             TAGS, COUNTS['x'] AS X, `AT`, DISCOUNT, WEIGHT FROM ORDERS;",
+        )
+        .await
+        .unwrap();
+    let descriptor = order_descriptor(&engine, id);
+    let mut forged = vec![0];
+    forged.extend_from_slice(&id.to_be_bytes());
+    // A message-index count of 2^40, then nothing.
+    forged.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x40]);
+    let mut truncated = framed(id, &order(&descriptor, 3, Some("Oslo"), None));
+    truncated.truncate(truncated.len() - 3);
+    common::feed(
+        &engine,
+        "orders",
+        vec![
+            value_record(
+                framed(id, &order(&descriptor, 1, Some("Lyon"), Some(0.25))),
+                10,
+            ),
+            value_record(b"{\"id\": 2}".to_vec(), 11),
+            value_record(truncated, 12),
+            value_record(forged, 13),
+            value_record(framed(id, &order(&descriptor, 5, None, None)), 14),
+        ],
+    )
+    .await;
+
+    // Each bad record is in the processing log with its reason; the query kept running.
+    let log: Vec<String> = engine
+        .store()
+        .read_records("default_ksql_processing_log", 0, 0, usize::MAX)
+        .unwrap()
+        .records
+        .iter()
+        .map(|r| {
+            let entry: serde_json::Value =
+                serde_json::from_slice(r.record.value.as_deref().unwrap()).unwrap();
+            entry["MESSAGE"]["DESERIALIZATIONERROR"]["ERRORMESSAGE"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(log.len(), 3, "{log:?}");
+    assert!(log[0].contains("Unknown magic byte!"), "{}", log[0]);
+    assert!(log[1].contains("malformed"), "{}", log[1]);
+    assert!(log[2].contains("message indexes"), "{}", log[2]);
+
+    let sink = engine
+        .schema_registry()
+        .version("out-value", VersionSpec::Latest, false)
+        .await
+        .unwrap();
+    assert!(
+        sink.schema.schema.contains("message ConnectDefault1 {"),
+        "{}",
+        sink.schema.schema
+    );
+    let out = order_descriptor(&engine, sink.id);
+    let mut rows = Vec::new();
+    for r in engine
+        .store()
+        .read_records("out", 0, 0, usize::MAX)
+        .unwrap()
+        .records
+    {
+        let bytes = r.record.value.unwrap();
+        assert_eq!(
+            &bytes[..6],
+            [&[0][..], &sink.id.to_be_bytes(), &[0]].concat()
+        );
+        let message = DynamicMessage::decode(out.clone(), &bytes[6..]).unwrap();
+        let text = |name: &str| format!("{:?}", message.get_field_by_name(name).unwrap().as_ref());
+        rows.push([
+            text("ID"),
+            text("CHANNEL"),
+            text("CITY"),
+            text("X"),
+            format!("{}", message.has_field_by_name("DISCOUNT")),
+        ]);
+    }
+    assert_eq!(
+        rows,
+        [
+            [
+                "I64(1)",
+                "String(\"STORE\")",
+                "String(\"Lyon\")",
+                "I64(2)",
+                "true"
+            ],
+            // No address: its city is null, so not written; no discount either.
+            [
+                "I64(5)",
+                "String(\"STORE\")",
+                "String(\"\")",
+                "I64(2)",
+                "false"
+            ],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn protobuf_checks_its_options_and_types() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(dir.path()).await;
+    let cases = [
+        (
+            "CREATE STREAM A (K STRING KEY, X INT) WITH (KAFKA_TOPIC='a', PARTITIONS=1, VALUE_FORMAT='PROTOBUF', WRAP_SINGLE_VALUE=false);",
+            "Format 'PROTOBUF' does not support 'WRAP_SINGLE_VALUE' set to 'false'.",
+        ),
+        (
+            "CREATE STREAM A (M MAP<INT, DOUBLE>) WITH (KAFKA_TOPIC='a', PARTITIONS=1, VALUE_FORMAT='PROTOBUF');",
+            "PROTOBUF format only supports MAP types with STRING keys",
+        ),
+        (
+            "CREATE STREAM A (X INT) WITH (KAFKA_TOPIC='a', PARTITIONS=1, VALUE_FORMAT='JSON', VALUE_PROTOBUF_NULLABLE_REPRESENTATION='OPTIONAL');",
+            "JSON does not support the following configs: [nullableRepresentation]",
+        ),
+    ];
+    for (sql, expected) in cases {
+        assert_eq!(common::fails(&engine, sql).await, expected, "{sql}");
+    }
+    // Declared columns register ksqlDB's schema; OPTIONAL keeps nulls apart from defaults.
+    common::run(
+        &engine,
+        "CREATE STREAM P (K STRING KEY, I INT, S STRING, D DECIMAL(4, 2)) WITH (KAFKA_TOPIC='p', \
+         PARTITIONS=1, VALUE_FORMAT='PROTOBUF', VALUE_PROTOBUF_NULLABLE_REPRESENTATION='OPTIONAL'); \
+         INSERT INTO P (K, I, S, D) VALUES ('k', NULL, 'x', 12.34);",
+    )
+    .await;
+    let registered = engine
+        .schema_registry()
+        .version("p-value", VersionSpec::Latest, false)
+        .await
+        .unwrap();
+    assert!(
+        registered.schema.schema.contains("optional int32 I = 1;"),
+        "{}",
+        registered.schema.schema
+    );
+    let mut query = engine
+        .query(&eddy_engine::Session::default(), "SELECT * FROM P;")
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    while let Some(event) = query.events.recv().await {
+        match event {
+            eddy_engine::query::transient::TransientEvent::Row { columns, .. } => {
+                rows.push(columns)
+            }
+            eddy_engine::query::transient::TransientEvent::Finished(_) => break,
+            eddy_engine::query::transient::TransientEvent::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        serde_json::to_string(&rows).unwrap(),
+        r#"[["k",null,"x",12.34]]"#
+    );
+}
+
+#[tokio::test]
+async fn protobuf_nosr_writes_bare_messages_of_the_columns_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(dir.path()).await;
+    common::run(
+        &engine,
+        "CREATE STREAM N (K STRING KEY, I INT, S STRUCT<A BIGINT>) WITH (KAFKA_TOPIC='n', \
+         PARTITIONS=1, FORMAT='PROTOBUF_NOSR'); \
+         INSERT INTO N (K, I, S) VALUES ('k', 7, STRUCT(A := 9));",
+    )
+    .await;
+    // Nothing is registered: the schema is the one ksqlDB generates for the columns.
+    assert!(engine.schema_registry().subjects(false).await.is_empty());
+    let text = eddy_engine::codec::protobuf::schema::generate(
+        &[
+            ("I", &eddy_sql::ast::SqlType::Int),
+            (
+                "S",
+                &eddy_sql::parse_schema("S STRUCT<A BIGINT>").unwrap()[0].ty,
+            ),
+        ],
+        None,
+        None,
+    )
+    .unwrap();
+    let schema = eddy_registry::protobuf::compile(&text, &[]).unwrap();
+    let records = engine
+        .store()
+        .read_records("n", 0, 0, usize::MAX)
+        .unwrap()
+        .records;
+    let value = records[0].record.value.clone().unwrap();
+    let message = DynamicMessage::decode(schema.messages()[0].clone(), &value[..]).unwrap();
+    assert_eq!(
+        message.get_field_by_name("I").unwrap().as_ref(),
+        &Value::I32(7)
+    );
+    // The key is a bare message too.
+    assert_eq!(
+        records[0].record.key.as_deref().unwrap(),
+        [0x0a, 0x01, b'k']
+    );
+    // And the stream reads it back.
+    let mut query = engine
+        .query(&eddy_engine::Session::default(), "SELECT * FROM N;")
+        .await
+        .unwrap();
+    let mut rows = Vec::new();
+    while let Some(event) = query.events.recv().await {
+        match event {
+            eddy_engine::query::transient::TransientEvent::Row { columns, .. } => {
+                rows.push(columns)
+            }
+            eddy_engine::query::transient::TransientEvent::Finished(_) => break,
+            eddy_engine::query::transient::TransientEvent::Error(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(
+        serde_json::to_string(&rows).unwrap(),
+        r#"[["k",7,{"A":9}]]"#
+    );
+}
