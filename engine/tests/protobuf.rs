@@ -382,3 +382,76 @@ async fn protobuf_nosr_writes_bare_messages_of_the_columns_schema() {
         r#"[["k",7,{"A":9}]]"#
     );
 }
+
+mod hostile {
+    use std::sync::Arc;
+
+    use eddy_engine::codec::{RowCodec, Schemas};
+    use eddy_engine::format::{Format, FormatSpec};
+    use eddy_engine::schema::{Column, ColumnKind};
+    use eddy_registry::{SchemaRegistry, SchemaRequest, SchemaType};
+    use proptest::prelude::*;
+
+    /// A codec of an `Order`-shaped message's columns, over a registry holding its schema
+    /// under id 1.
+    fn codec() -> (tempfile::TempDir, RowCodec) {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            eddy_storage::Store::open(dir.path(), eddy_storage::StoreOptions::default()).unwrap();
+        let registry = Arc::new(SchemaRegistry::open(&store).unwrap());
+        let request = SchemaRequest {
+            schema: super::CLIENT_SCHEMA.to_string(),
+            schema_type: SchemaType::Protobuf,
+            references: Vec::new(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        assert_eq!(
+            runtime
+                .block_on(registry.register("o-value", &request))
+                .unwrap(),
+            1
+        );
+        let columns: Vec<Column> = eddy_sql::parse_schema(
+            "ID BIGINT, CHANNEL STRING, SHIP_TO STRUCT<CITY STRING, ZIP INT>, TAGS ARRAY<STRING>",
+        )
+        .unwrap()
+        .into_iter()
+        .map(|e| Column {
+            name: e.name.value,
+            ty: e.ty,
+            kind: ColumnKind::Value,
+        })
+        .collect();
+        let refs: Vec<&Column> = columns.iter().collect();
+        let codec = RowCodec::new(
+            &FormatSpec::of(Format::Protobuf),
+            &refs,
+            true,
+            &Schemas::new(registry),
+        )
+        .unwrap();
+        (dir, codec)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Any bytes after a valid frame header decode to a row or to an error for that row,
+        /// never a panic, and the batch keeps its length.
+        #[test]
+        fn hostile_payloads_decode_or_are_refused(
+            bodies in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..16),
+        ) {
+            let (_dir, codec) = codec();
+            let payloads: Vec<Vec<u8>> = bodies
+                .iter()
+                .map(|b| [&[0u8, 0, 0, 0, 1][..], b].concat())
+                .collect();
+            let refs: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+            let decoded = codec.decode(&refs);
+            prop_assert_eq!(decoded.columns[0].len(), payloads.len());
+        }
+    }
+}
