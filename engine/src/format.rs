@@ -68,6 +68,7 @@ impl Format {
                 | Format::Avro
                 | Format::Protobuf
                 | Format::ProtobufNoSr
+                | Format::JsonSr
         )
     }
 
@@ -286,7 +287,13 @@ fn check_format_types(format: Format, columns: &[&Column], is_key: bool) -> Resu
                 )));
             }
         }
-        Format::JsonSr => {}
+        Format::JsonSr => {
+            if columns.iter().any(|c| map_with_non_string_key(&c.ty)) {
+                return Err(EngineError::statement(
+                    "JSON_SR only supports MAP types with STRING keys",
+                ));
+            }
+        }
     }
     Ok(())
 }

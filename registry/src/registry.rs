@@ -243,12 +243,14 @@ impl SchemaRegistry {
                 _ => {}
             }
             let (text, parsed) = Self::parse(&state, request)?;
-            if let Some(id) = state.ids.get(&text).copied()
+            // A schema the subject already has answers its id there, as Confluent looks a
+            // schema up under its subject first (imports may give one text several ids).
+            if let Some(id) = state
+                .versions(subject, false)
+                .iter()
+                .map(|(_, v)| v.id)
+                .find(|id| state.schemas.get(id) == Some(&text))
                 && at.id.is_none_or(|wanted| wanted == id)
-                && state
-                    .versions(subject, false)
-                    .iter()
-                    .any(|(_, v)| v.id == id)
             {
                 return Ok(id);
             }

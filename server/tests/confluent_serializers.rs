@@ -247,3 +247,59 @@ fn confluents_protobuf_serializers_and_sql_share_records() {
         "1 1250.0\n3 725.0\n"
     );
 }
+
+const JSON_PRODUCE: &str = r#"
+import sys
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.json_schema import JSONSerializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+bootstrap, registry_url = sys.argv[1], 'http://' + sys.argv[2]
+registry = SchemaRegistryClient({'url': registry_url})
+SCHEMA = '{"type": "object", "title": "Shipment", "properties": {"id": {"type": "integer"}, "city": {"type": "string"}, "weight": {"type": "number"}}}'
+serialize = JSONSerializer(SCHEMA, registry)
+producer = Producer({'bootstrap.servers': bootstrap})
+for v in [{'id': 1, 'city': 'Lyon', 'weight': 2.5}, {'id': 2, 'city': 'Oslo', 'weight': 0.5}]:
+    producer.produce('shipments', value=serialize(v, SerializationContext('shipments', MessageField.VALUE)))
+producer.flush()
+"#;
+
+const JSON_CONSUME: &str = r#"
+import sys
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer
+from confluent_kafka.serialization import SerializationContext, MessageField
+bootstrap, registry_url = sys.argv[1], 'http://' + sys.argv[2]
+# The reader's own schema; the writer's is fetched by the id each record names.
+deserialize = JSONDeserializer(None, schema_registry_client=SchemaRegistryClient({'url': registry_url}))
+consumer = Consumer({'bootstrap.servers': bootstrap, 'group.id': 'read-heavy',
+                     'auto.offset.reset': 'earliest'})
+consumer.subscribe(['HEAVY'])
+m = consumer.poll(15)
+if m is None or m.error():
+    raise Exception(m and m.error())
+print(sorted(deserialize(m.value(), SerializationContext('HEAVY', MessageField.VALUE)).items()))
+consumer.close()
+"#;
+
+/// Confluent's JSON Schema serializer registers its schema with Eddy and frames records with
+/// it; a JSON_SR stream infers its columns from the schema; the query's output, registered by
+/// Eddy, is read back by Confluent's JSON Schema deserializer, which validates it.
+#[test]
+fn confluents_json_schema_serializers_and_sql_share_records() {
+    let server = common::start();
+    python(JSON_PRODUCE, &[&server.kafka, &server.registry]);
+    let (status, body) = common::ksql(
+        &server,
+        "SET 'auto.offset.reset'='earliest'; \
+         CREATE STREAM SHIPMENTS WITH (KAFKA_TOPIC='shipments', VALUE_FORMAT='JSON_SR'); \
+         CREATE STREAM HEAVY AS SELECT ID, CITY, WEIGHT * 1000 AS GRAMS FROM SHIPMENTS \
+           WHERE WEIGHT > 1;",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        python(JSON_CONSUME, &[&server.kafka, &server.registry]),
+        "[('CITY', 'Lyon'), ('GRAMS', 2500.0), ('ID', 1)]\n"
+    );
+}

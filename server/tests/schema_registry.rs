@@ -27,7 +27,7 @@ fn confluent_clients_register_look_up_and_evolve_schemas() {
     let registry = server.registry.clone();
 
     let (status, types) = request(&registry, "GET", "/schemas/types", None);
-    assert_eq!((status, types), (200, json!(["AVRO", "PROTOBUF"])));
+    assert_eq!((status, types), (200, json!(["AVRO", "JSON", "PROTOBUF"])));
     let raw = exchange(
         &registry,
         &format!("GET /config HTTP/1.1\r\nHost: {registry}\r\nConnection: close\r\n\r\n"),
@@ -181,6 +181,13 @@ fn what_the_registry_refuses_gets_confluents_codes() {
             "POST",
             "/subjects/s/versions",
             Some(json!({"schema": V1, "schemaType": "XML"}).to_string()),
+            422,
+            42201,
+        ),
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(json!({"schema": "[1, 2]", "schemaType": "JSON"}).to_string()),
             422,
             42201,
         ),

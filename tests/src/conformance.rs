@@ -48,16 +48,6 @@ pub struct ConformanceCase {
     pub properties: Vec<(String, String)>,
 }
 
-impl ConformanceCase {
-    /// Whether the case needs a format Eddy does not read yet (JSON_SR); AVRO and PROTOBUF
-    /// cases run against Eddy's own schema registry.
-    pub fn needs_unbuilt_format(&self) -> bool {
-        self.statements
-            .iter()
-            .any(|s| s.to_ascii_uppercase().contains("JSON_SR"))
-    }
-}
-
 /// The folder holding ksqlDB's test files: `EDDY_CONFORMANCE_DIR`, else `../shared/conformance/ksqldb`
 /// next to the repository.
 pub fn conformance_dir() -> PathBuf {
@@ -337,8 +327,7 @@ mod tests {
                 .contains(&("b".to_string(), "x".to_string()))
         );
         assert!(cases[0].statements[0].contains("'JSON'"));
-        assert!(!cases[0].needs_unbuilt_format());
-        assert!(cases[1].needs_unbuilt_format());
+        assert!(cases[1].statements[0].contains("'JSON_SR'"));
     }
 }
 
@@ -377,14 +366,11 @@ pub async fn run_suite(
     for case in &cases {
         let counts = per_file.entry(case.file.clone()).or_default();
         let disabled = case.raw.get("enabled").and_then(Value::as_bool) == Some(false);
-        if disabled || case.needs_unbuilt_format() {
+        if disabled {
             skipped += 1;
             counts.2 += 1;
             if !quiet {
-                println!(
-                    "SKIP {} / {}: disabled, or needs JSON_SR",
-                    case.file, case.name
-                );
+                println!("SKIP {} / {}: disabled", case.file, case.name);
             }
             continue;
         }

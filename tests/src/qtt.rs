@@ -265,6 +265,11 @@ async fn register_topic_schemas(engine: &Engine, case: &ConformanceCase) -> Resu
                 (Some(f), Value::String(text)) if f.eq_ignore_ascii_case("PROTOBUF") => {
                     (eddy_registry::SchemaType::Protobuf, text.clone())
                 }
+                (Some(f), _)
+                    if f.eq_ignore_ascii_case("JSON") || f.eq_ignore_ascii_case("JSON_SR") =>
+                {
+                    (eddy_registry::SchemaType::Json, schema.to_string())
+                }
                 (Some(f), _) if !f.eq_ignore_ascii_case("AVRO") => continue,
                 _ => (eddy_registry::SchemaType::Avro, schema.to_string()),
             };
@@ -414,6 +419,11 @@ async fn avro_writers(
                     .await
                     .map(Writer::Protobuf)
             }
+            Format::JsonSr => registry
+                .version(&subject, eddy_registry::VersionSpec::Latest, false)
+                .await
+                .ok()
+                .map(|v| Writer::JsonSr(v.id)),
             Format::ProtobufNoSr => {
                 let columns: Vec<&eddy_engine::schema::Column> = if side == "key" {
                     source.key_columns().collect()

@@ -18,6 +18,8 @@ pub enum Writer {
     Avro(crate::qtt_avro::Writer),
     /// A PROTOBUF message.
     Protobuf(crate::qtt_protobuf::Writer),
+    /// JSON_SR: JSON framed with a schema id.
+    JsonSr(u32),
 }
 
 impl Writer {
@@ -25,6 +27,12 @@ impl Writer {
         match self {
             Writer::Avro(w) => w.write(json),
             Writer::Protobuf(w) => w.write(json),
+            Writer::JsonSr(id) => {
+                let mut bytes = vec![0];
+                bytes.extend_from_slice(&id.to_be_bytes());
+                bytes.extend(serde_json::to_vec(json).map_err(|e| e.to_string())?);
+                Ok(bytes)
+            }
         }
     }
 }
@@ -59,7 +67,7 @@ fn serialize(
         return Ok(None);
     }
     Ok(Some(match format {
-        Format::Avro | Format::Protobuf | Format::ProtobufNoSr => writer
+        Format::Avro | Format::Protobuf | Format::ProtobufNoSr | Format::JsonSr => writer
             .ok_or("the topic's subject has no schema to write with")?
             .write(value)?,
         Format::Json => serde_json::to_vec(value).map_err(|e| e.to_string())?,
@@ -85,7 +93,6 @@ fn serialize(
                 .map_err(|e| e.to_string())?,
             _ => text_of(value).into_bytes(),
         },
-        other => return Err(format!("the {} format is not supported", other.name())),
     }))
 }
 
@@ -109,6 +116,12 @@ fn deserialize(
         Format::ProtobufNoSr => {
             crate::qtt_protobuf::read_bare(columns, spec, bytes).unwrap_or_else(Value::String)
         }
+        Format::JsonSr => match bytes {
+            [0, _, _, _, _, body @ ..] => {
+                serde_json::from_slice(body).unwrap_or_else(|_| Value::String(text()))
+            }
+            _ => Value::String(text()),
+        },
         Format::Json => serde_json::from_slice(bytes).unwrap_or_else(|_| Value::String(text())),
         Format::Kafka => match single(columns).map(|c| &c.ty) {
             Some(SqlType::Int) if bytes.len() == 4 => {

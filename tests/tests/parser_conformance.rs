@@ -11,8 +11,6 @@ use eddy_tests::conformance::{ConformanceCase, Suite, load_suite};
 #[derive(Default, Debug)]
 struct Tally {
     cases: usize,
-    schema_registry: usize,
-    schema_registry_parsed: usize,
     passed: usize,
     statements: usize,
     round_tripped: usize,
@@ -117,26 +115,11 @@ fn ksqldb_statements_parse_and_round_trip() {
         let mut tally = Tally::default();
         for case in &cases {
             tally.cases += 1;
-            if case.needs_unbuilt_format() {
-                tally.schema_registry += 1;
-                let options = ParseOptions::default();
-                if case
-                    .statements
-                    .iter()
-                    .all(|sql| parse_statements_with(sql, options).is_ok())
-                {
-                    tally.schema_registry_parsed += 1;
-                }
-                continue;
-            }
             check_case(case, &mut tally);
         }
         report.push(format!(
-            "{suite:?}: {} cases, {} need the schema registry ({} of those parse anyway); of the other {}, {} pass ({} of them expect a syntax error on what Eddy accepts by design); {} statements parsed, {} round-tripped",
+            "{suite:?}: {} cases, {} pass ({} of them expect a syntax error on what Eddy accepts by design); {} statements parsed, {} round-tripped",
             tally.cases,
-            tally.schema_registry,
-            tally.schema_registry_parsed,
-            tally.cases - tally.schema_registry,
             tally.passed,
             tally.extensions,
             tally.statements,

@@ -23,6 +23,32 @@ pub(crate) enum OrderedJson {
     Object(Vec<(String, OrderedJson)>),
 }
 
+impl OrderedJson {
+    /// An object's entry by key.
+    pub(crate) fn get(&self, key: &str) -> Option<&OrderedJson> {
+        match self {
+            OrderedJson::Object(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// The text of a string.
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            OrderedJson::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// An object's entries, in the order written.
+    pub(crate) fn entries(&self) -> Option<&[(String, OrderedJson)]> {
+        match self {
+            OrderedJson::Object(entries) => Some(entries),
+            _ => None,
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for OrderedJson {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(OrderedVisitor)

@@ -8,6 +8,7 @@
 pub mod avro;
 mod delimited;
 mod json;
+pub mod json_sr;
 mod json_text;
 mod kafka;
 mod primitive;
@@ -83,6 +84,7 @@ pub struct RowCodec {
     json_decoder: json::DecoderCache,
     avro: Option<Arc<avro::AvroCodec>>,
     protobuf: Option<Arc<protobuf::ProtobufCodec>>,
+    json_sr: Option<Arc<json_sr::JsonSrCodec>>,
 }
 
 impl RowCodec {
@@ -114,6 +116,7 @@ impl RowCodec {
         let schema = Arc::new(Schema::new(fields.clone()));
         let mut avro = None;
         let mut protobuf = None;
+        let mut json_sr = None;
         match format.format {
             Format::Kafka | Format::Delimited | Format::None | Format::Json => {}
             Format::Avro => {
@@ -144,10 +147,16 @@ impl RowCodec {
                     null_rows_absent,
                 )?));
             }
-            other => {
-                return Err(EngineError::Unsupported(format!(
-                    "Reading and writing the {} format",
-                    other.name()
+            Format::JsonSr => {
+                json_sr = Some(Arc::new(json_sr::JsonSrCodec::new(
+                    schemas.registry(Format::JsonSr)?.clone(),
+                    columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.ty.clone()))
+                        .collect(),
+                    schema.clone(),
+                    wrapped,
+                    format.schema_id,
                 )));
             }
         }
@@ -158,6 +167,7 @@ impl RowCodec {
             json_decoder: json::DecoderCache::default(),
             avro,
             protobuf,
+            json_sr,
         })
     }
 
@@ -176,6 +186,7 @@ impl RowCodec {
             Format::Protobuf | Format::ProtobufNoSr if let Some(protobuf) = &self.protobuf => {
                 protobuf.decode(payloads)
             }
+            Format::JsonSr if let Some(json_sr) = &self.json_sr => json_sr.decode(payloads),
             _ => Decoded {
                 columns: Vec::new(),
                 errors: Vec::new(),
@@ -201,6 +212,7 @@ impl RowCodec {
             Format::Protobuf | Format::ProtobufNoSr if let Some(protobuf) = &self.protobuf => {
                 protobuf.encode(columns, rows)
             }
+            Format::JsonSr if let Some(json_sr) = &self.json_sr => json_sr.encode(columns, rows),
             _ => Ok(vec![None; rows]),
         }
     }

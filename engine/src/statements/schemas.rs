@@ -10,7 +10,7 @@ use eddy_sql::ast::{
 
 use crate::catalog::{Catalog, DataSource};
 use crate::codec::avro::schema::{self, Names, UNWRAPPED_KEY, UNWRAPPED_VALUE};
-use crate::codec::protobuf;
+use crate::codec::{json_sr, protobuf};
 use crate::engine::Engine;
 use crate::error::{EngineError, Result};
 use crate::format::{Format, FormatSpec};
@@ -146,6 +146,10 @@ impl Engine {
                     .map_err(|_| missing())?;
                 protobuf::schema::infer(&message, names).map_err(cannot)
             }
+            Parsed::Json(_) => {
+                let text = self.registry.schema_by_id(id).ok_or_else(missing)?.schema;
+                json_sr::infer(&text, wrapped, single, names).map_err(cannot)
+            }
         }
     }
 
@@ -162,6 +166,7 @@ impl Engine {
         };
         let expected = match format {
             Format::Protobuf => SchemaType::Protobuf,
+            Format::JsonSr => SchemaType::Json,
             _ => SchemaType::Avro,
         };
         if text.schema_type != expected {
@@ -222,6 +227,7 @@ impl Engine {
                     spec.full_name.as_deref(),
                     spec.protobuf_nullable,
                 )?,
+                Format::JsonSr => json_sr::registry_request(&named, wrapped)?,
                 _ => schema::registry_request(&named, wrapped, spec.full_name.as_deref())?,
             };
             self.registry
@@ -258,6 +264,7 @@ impl Engine {
         let registered = self.registry.schema(id).await.map_err(|_| missing())?;
         let expected = match spec.format {
             Format::Protobuf => SchemaType::Protobuf,
+            Format::JsonSr => SchemaType::Json,
             _ => SchemaType::Avro,
         };
         if registered.schema_type != expected {
@@ -276,6 +283,9 @@ impl Engine {
             Parsed::Protobuf(proto) => {
                 let (message, _) = protobuf::named_message(&proto, spec.full_name.as_deref())?;
                 protobuf::schema::infer(&message, Names::Original)?
+            }
+            Parsed::Json(_) => {
+                json_sr::infer(&registered.schema, wrapped, single, Names::Original)?
             }
         };
         let shown =
@@ -339,5 +349,5 @@ fn element(
 
 /// Whether a format's columns come from (and its schemas go to) the registry.
 fn infers(format: Format) -> bool {
-    matches!(format, Format::Avro | Format::Protobuf)
+    matches!(format, Format::Avro | Format::Protobuf | Format::JsonSr)
 }

@@ -23,7 +23,7 @@ fn python_has_clients(python: &Path) -> bool {
     Command::new(python)
         .args([
             "-c",
-            "import kafka, confluent_kafka, confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.protobuf",
+            "import kafka, confluent_kafka, confluent_kafka.schema_registry.avro, confluent_kafka.schema_registry.protobuf, confluent_kafka.schema_registry.json_schema",
         ])
         .output()
         .is_ok_and(|o| o.status.success())
