@@ -123,7 +123,7 @@ const REFUSED: &[(&str, &str, &str)] = &[
     ),
     (
         "",
-        "CREATE STREAM s (id INT) WITH (kafka_topic='t', partitions=1, value_format='JSON_SR');",
+        "CREATE STREAM s (id INT) WITH (kafka_topic='t', partitions=1, value_format='XML');",
         "format",
     ),
     (
