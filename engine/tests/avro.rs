@@ -6,7 +6,6 @@ use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::types::Value as Avro;
 use apache_avro::writer::datum::GenericDatumWriter;
-use eddy_engine::query::transient::TransientEvent;
 use eddy_registry::{SchemaRequest, SchemaType, VersionSpec};
 use eddy_storage::Record;
 
@@ -255,18 +254,7 @@ async fn declared_columns_register_a_schema_and_inserts_read_back() {
     assert_eq!(field(&value, "V"), &Avro::Long(42));
     assert_eq!(field(&value, "T"), &Avro::TimestampMillis(1000));
     // A pull query reads the row back through the AVRO decoder.
-    let mut query = engine
-        .query(&eddy_engine::Session::default(), "SELECT * FROM S;")
-        .await
-        .unwrap();
-    let mut rows = Vec::new();
-    while let Some(event) = query.events.recv().await {
-        match event {
-            TransientEvent::Row { columns, .. } => rows.push(columns),
-            TransientEvent::Finished(_) => break,
-            TransientEvent::Error(e) => panic!("{e}"),
-        }
-    }
+    let rows = common::pull(&engine, "SELECT * FROM S;").await;
     let text = serde_json::to_string(&rows).unwrap();
     for expected in ["42", "12.34", "\"a\"", "\"y\""] {
         assert!(text.contains(expected), "{expected} in {text}");

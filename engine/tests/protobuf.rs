@@ -300,20 +300,7 @@ async fn protobuf_checks_its_options_and_types() {
         "{}",
         registered.schema.schema
     );
-    let mut query = engine
-        .query(&eddy_engine::Session::default(), "SELECT * FROM P;")
-        .await
-        .unwrap();
-    let mut rows = Vec::new();
-    while let Some(event) = query.events.recv().await {
-        match event {
-            eddy_engine::query::transient::TransientEvent::Row { columns, .. } => {
-                rows.push(columns)
-            }
-            eddy_engine::query::transient::TransientEvent::Finished(_) => break,
-            eddy_engine::query::transient::TransientEvent::Error(e) => panic!("{e}"),
-        }
-    }
+    let rows = common::pull(&engine, "SELECT * FROM P;").await;
     assert_eq!(
         serde_json::to_string(&rows).unwrap(),
         r#"[["k",null,"x",12.34]]"#
@@ -363,20 +350,7 @@ async fn protobuf_nosr_writes_bare_messages_of_the_columns_schema() {
         [0x0a, 0x01, b'k']
     );
     // And the stream reads it back.
-    let mut query = engine
-        .query(&eddy_engine::Session::default(), "SELECT * FROM N;")
-        .await
-        .unwrap();
-    let mut rows = Vec::new();
-    while let Some(event) = query.events.recv().await {
-        match event {
-            eddy_engine::query::transient::TransientEvent::Row { columns, .. } => {
-                rows.push(columns)
-            }
-            eddy_engine::query::transient::TransientEvent::Finished(_) => break,
-            eddy_engine::query::transient::TransientEvent::Error(e) => panic!("{e}"),
-        }
-    }
+    let rows = common::pull(&engine, "SELECT * FROM N;").await;
     assert_eq!(
         serde_json::to_string(&rows).unwrap(),
         r#"[["k",7,{"A":9}]]"#

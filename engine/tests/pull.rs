@@ -8,18 +8,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-async fn pull(engine: &Engine, sql: &str) -> Vec<Value> {
-    let mut query = engine.query(&Session::default(), sql).await.unwrap();
-    let mut rows = Vec::new();
-    while let Some(event) = query.events.recv().await {
-        match event {
-            TransientEvent::Row { columns, .. } => rows.push(Value::Array(columns)),
-            TransientEvent::Finished(_) => break,
-            TransientEvent::Error(e) => panic!("{sql}: {e}"),
-        }
-    }
-    rows
-}
+use common::pull;
 
 fn user(id: i64, name: &str, ts: i64) -> Record {
     Record::keyed(

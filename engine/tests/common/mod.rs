@@ -105,3 +105,18 @@ pub fn values(store: &Store, topic: &str) -> Vec<String> {
         .filter_map(|(_, v, _)| v)
         .collect()
 }
+
+/// The rows a pull query answers, each as a JSON array; panics on an error.
+pub async fn pull(engine: &Engine, sql: &str) -> Vec<serde_json::Value> {
+    use eddy_engine::query::transient::TransientEvent;
+    let mut query = engine.query(&Session::default(), sql).await.unwrap();
+    let mut rows = Vec::new();
+    while let Some(event) = query.events.recv().await {
+        match event {
+            TransientEvent::Row { columns, .. } => rows.push(serde_json::Value::Array(columns)),
+            TransientEvent::Finished(_) => break,
+            TransientEvent::Error(e) => panic!("{sql}: {e}"),
+        }
+    }
+    rows
+}
