@@ -106,7 +106,11 @@ fn well_known_json(message: &DynamicMessage) -> Option<Json> {
     };
     let name = message.descriptor().full_name().to_string();
     Some(match name.as_str() {
-        "google.protobuf.Timestamp" => json!(int("seconds") * 1000 + int("nanos") / 1_000_000),
+        "google.protobuf.Timestamp" => json!(
+            int("seconds")
+                .saturating_mul(1000)
+                .saturating_add(int("nanos") / 1_000_000)
+        ),
         "google.type.Date" => {
             let date = chrono::NaiveDate::from_ymd_opt(
                 i32::try_from(int("year")).ok()?,
@@ -118,9 +122,15 @@ fn well_known_json(message: &DynamicMessage) -> Option<Json> {
                     .num_days()
             )
         }
+        // Saturating: the fields are any int32s a writer put there.
         "google.type.TimeOfDay" => json!(
-            ((int("hours") * 60 + int("minutes")) * 60 + int("seconds")) * 1000
-                + int("nanos") / 1_000_000
+            int("hours")
+                .saturating_mul(60)
+                .saturating_add(int("minutes"))
+                .saturating_mul(60)
+                .saturating_add(int("seconds"))
+                .saturating_mul(1000)
+                .saturating_add(int("nanos") / 1_000_000)
         ),
         "confluent.type.Decimal" => {
             let bytes = match message.get_field_by_name("value")?.as_ref() {
