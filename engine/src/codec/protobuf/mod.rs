@@ -3,13 +3,18 @@
 //! ksqlDB's schema for the columns generates (or the one `KEY_SCHEMA_ID` / `VALUE_SCHEMA_ID`
 //! and the full schema name name).
 //!
-//! Messages are read with `prost-reflect` and made into the columns through ksqlDB's JSON rules
-//! (see [`convert`]), one message at a time: unlike Avro, no Arrow-native Protobuf decoder
-//! exists, so this format costs a conversion per record that AVRO's does not.
+//! A batch whose records share one message type and whose columns are of the common types is
+//! read straight from the wire into Arrow builders ([`direct`]); any other is read with
+//! `prost-reflect` and made into the columns through ksqlDB's JSON rules ([`convert`]), one
+//! message at a time.
 
 pub mod convert;
+mod direct;
 pub mod schema;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -105,6 +110,17 @@ impl ProtobufCodec {
 
     /// Decodes a batch of payloads; see [`super::RowCodec::decode`].
     pub fn decode(&self, payloads: &[Option<&[u8]>]) -> Decoded {
+        if let Some(columns) = self.decode_direct(payloads) {
+            return Decoded {
+                columns,
+                errors: Vec::new(),
+            };
+        }
+        self.decode_general(payloads)
+    }
+
+    /// Decodes a batch one message at a time through ksqlDB's JSON rules.
+    fn decode_general(&self, payloads: &[Option<&[u8]>]) -> Decoded {
         let mut errors = Vec::new();
         let objects: Vec<Option<Vec<u8>>> = payloads
             .iter()
@@ -125,6 +141,44 @@ impl ProtobufCodec {
         decoded.errors.extend(errors);
         decoded.errors.sort_by_key(|(row, _)| *row);
         decoded
+    }
+
+    /// The batch read straight into columns, when every record is of one message type and
+    /// [`direct`] reads it; `None` sends the batch the general way.
+    fn decode_direct(&self, payloads: &[Option<&[u8]>]) -> Option<Vec<ArrayRef>> {
+        let registry = match &self.schemas {
+            Schemas::Local(message) => {
+                return direct::decode(self.schema.fields(), message, payloads);
+            }
+            Schemas::Registry(registry) => registry,
+        };
+        let mut frame = None;
+        let mut bodies = Vec::with_capacity(payloads.len());
+        for payload in payloads {
+            let Some(bytes) = payload else {
+                bodies.push(None);
+                continue;
+            };
+            let framed = wire::read(bytes).ok()?;
+            match &frame {
+                None => frame = Some((framed.id, framed.indexes)),
+                Some((id, indexes)) if *id == framed.id && *indexes == framed.indexes => {}
+                Some(_) => return None,
+            }
+            bodies.push(Some(framed.body));
+        }
+        // A batch of tombstones names no message.
+        let (id, indexes) = frame?;
+        let message = {
+            let mut readers = self.readers.lock();
+            let schema = readers
+                .entry(id)
+                .or_insert_with(|| reader(registry, id))
+                .as_ref()
+                .ok()?;
+            message_at(schema, &indexes).ok()?
+        };
+        direct::decode(self.schema.fields(), &message, &bodies)
     }
 
     /// One framed record as the JSON object of its message's fields.

@@ -1,4 +1,4 @@
-//! The `stateless` scenario: a persistent query filters and projects JSON (or AVRO) records
+//! The `stateless` scenario: a persistent query filters and projects JSON (AVRO, PROTOBUF) records
 //! from one stream into another, timed from its creation until it has processed every input
 //! record.
 //!
@@ -21,6 +21,9 @@ use eddy_storage::Record;
 
 use crate::bench::{BenchEngine, Comparison, Stopwatch, Timed};
 
+mod avro;
+mod protobuf;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct StatelessBenchConfig {
@@ -37,12 +40,9 @@ pub enum ValueFormat {
     Json,
     /// Confluent-framed AVRO, written by a client with its own schema.
     Avro,
+    /// Confluent-framed PROTOBUF, written by a client with its own schema.
+    Protobuf,
 }
-
-/// The client's schema of the AVRO records: the JSON records' fields.
-const ORDER_SCHEMA: &str = r#"{"type":"record","name":"Order","fields":[
-    {"name":"id","type":"long"},{"name":"user","type":"string"},{"name":"category","type":"string"},
-    {"name":"amount","type":"double"},{"name":"note","type":"string"}]}"#;
 
 /// About 200 bytes of JSON with five fields; roughly 60% pass the filter.
 fn record_json(i: u64) -> String {
@@ -57,7 +57,7 @@ fn record_json(i: u64) -> String {
 }
 
 /// The query both sides run: `WHERE amount > 100`, projecting three columns and one expression.
-const QUERY: &str = "CREATE STREAM big_orders AS SELECT user, id, category, amount * 2 AS doubled FROM orders WHERE amount > 100;";
+pub(super) const QUERY: &str = "CREATE STREAM big_orders AS SELECT user, id, category, amount * 2 AS doubled FROM orders WHERE amount > 100;";
 
 /// Runs the scenario once.
 pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<Comparison> {
@@ -65,73 +65,34 @@ pub fn run(config: &StatelessBenchConfig) -> anyhow::Result<Comparison> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    if config.format == ValueFormat::Avro {
-        return run_avro(config, &inputs, &runtime);
+    match config.format {
+        ValueFormat::Json => {}
+        ValueFormat::Avro => return avro::run(config, &inputs, &runtime),
+        ValueFormat::Protobuf => return protobuf::run(config, &inputs, &runtime),
     }
     let bytes: u64 = inputs.iter().map(|s| s.len() as u64).sum();
     let eddy = runtime.block_on(run_eddy(&inputs))?;
     Comparison::of((config.records, bytes), eddy, run_datafusion(&inputs)?)
 }
 
-/// The AVRO variant: the same records, written by a client with [`ORDER_SCHEMA`].
-fn run_avro(
-    config: &StatelessBenchConfig,
-    inputs: &[String],
-    runtime: &tokio::runtime::Runtime,
-) -> anyhow::Result<Comparison> {
-    let bench = runtime.block_on(BenchEngine::open("SET 'auto.offset.reset' = 'earliest';"))?;
-    let request = eddy_registry::SchemaRequest {
-        schema: ORDER_SCHEMA.to_string(),
-        schema_type: eddy_registry::SchemaType::Avro,
-        references: Vec::new(),
-    };
-    let id = runtime.block_on(bench.schema_registry().register("orders-value", &request))?;
-    let schema = apache_avro::Schema::parse_str(ORDER_SCHEMA)?;
-    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema).build()?;
-    let mut framed = Vec::with_capacity(inputs.len());
-    for json in inputs {
-        let value: serde_json::Value = serde_json::from_str(json)?;
-        let avro = apache_avro::types::Value::Record(vec![
-            (
-                "id".into(),
-                apache_avro::types::Value::Long(value["id"].as_i64().unwrap_or(0)),
-            ),
-            ("user".into(), text(&value["user"])),
-            ("category".into(), text(&value["category"])),
-            (
-                "amount".into(),
-                apache_avro::types::Value::Double(value["amount"].as_f64().unwrap_or(0.0)),
-            ),
-            ("note".into(), text(&value["note"])),
-        ]);
-        let mut bytes = vec![0];
-        bytes.extend_from_slice(&id.to_be_bytes());
-        bytes.extend(writer.write_value_to_vec(avro)?);
-        framed.push(bytes);
-    }
-    let bytes: u64 = framed.iter().map(|b| b.len() as u64).sum();
-    let eddy = runtime.block_on(async {
-        bench
-            .run(
-                "CREATE STREAM orders WITH (kafka_topic='orders', partitions=1, \
-                 value_format='AVRO');",
-            )
-            .await?;
-        let records = framed.iter().enumerate().map(|(i, v)| {
-            Record::keyed(format!("user_{:05}", i % 2_000).into_bytes(), v.clone(), 0)
-        });
-        bench.append("orders", records).await?;
-        bench.time_query(QUERY, "BIG_ORDERS").await
-    })?;
-    Comparison::of(
-        (config.records, bytes),
-        eddy,
-        run_datafusion_avro(&framed, id)?,
-    )
-}
-
-fn text(value: &serde_json::Value) -> apache_avro::types::Value {
-    apache_avro::types::Value::String(value.as_str().unwrap_or_default().to_string())
+/// Declares the `orders` stream in `format` (its columns from the registered schema), appends
+/// the `framed` records keyed by user and times the query.
+async fn time_framed(
+    bench: BenchEngine,
+    format: &str,
+    framed: &[Vec<u8>],
+) -> anyhow::Result<(Timed, u64)> {
+    bench
+        .run(&format!(
+            "CREATE STREAM orders WITH (kafka_topic='orders', partitions=1, value_format='{format}');"
+        ))
+        .await?;
+    let records = framed
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record::keyed(format!("user_{:05}", i % 2_000).into_bytes(), v.clone(), 0));
+    bench.append("orders", records).await?;
+    bench.time_query(QUERY, "BIG_ORDERS").await
 }
 
 async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
@@ -154,14 +115,14 @@ async fn run_eddy(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
 
 /// The filter and projections of [`QUERY`] as DataFusion's physical expressions over the
 /// input's columns, and the output's schema.
-struct Plan {
+pub(super) struct Plan {
     filter: Arc<dyn datafusion::physical_expr::PhysicalExpr>,
     projections: Vec<Arc<dyn datafusion::physical_expr::PhysicalExpr>>,
-    output: Arc<Schema>,
+    pub(super) output: Arc<Schema>,
 }
 
 impl Plan {
-    fn new(schema: &Schema) -> anyhow::Result<Self> {
+    pub(super) fn new(schema: &Schema) -> anyhow::Result<Self> {
         let ctx = SessionContext::new();
         let df_schema = DFSchema::try_from(schema.clone())?;
         let filter = ctx.create_physical_expr(col("amount").gt(lit(100.0)), &df_schema)?;
@@ -188,7 +149,7 @@ impl Plan {
     }
 
     /// The query's output rows of `batch`.
-    fn apply(&self, batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
+    pub(super) fn apply(&self, batch: &RecordBatch) -> anyhow::Result<RecordBatch> {
         let mask = self.filter.evaluate(batch)?.into_array(batch.num_rows())?;
         let mask = mask
             .as_any()
@@ -230,43 +191,4 @@ fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
     let elapsed = started.stop();
     let lines = output.iter().filter(|b| **b == b'\n').count() as u64;
     Ok((elapsed, lines))
-}
-
-/// The baseline over the AVRO bytes: `arrow-avro` decodes the framed records (schema by id)
-/// and encodes the output framed with an id, as Eddy's codec does.
-fn run_datafusion_avro(framed: &[Vec<u8>], id: u32) -> anyhow::Result<(Timed, u64)> {
-    use arrow_avro::schema::SchemaStore;
-    use arrow_avro::schema::{AvroSchema, Fingerprint, FingerprintAlgorithm, FingerprintStrategy};
-    let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
-    store.set(
-        Fingerprint::Id(id),
-        AvroSchema::new(ORDER_SCHEMA.to_string()),
-    )?;
-    let mut decoder = arrow_avro::reader::ReaderBuilder::new()
-        .with_writer_schema_store(store)
-        .with_batch_size(8192)
-        .build_decoder()?;
-    let schema = decoder.schema();
-    let plan = Plan::new(&schema)?;
-    let mut encoder = arrow_avro::writer::WriterBuilder::new(plan.output.as_ref().clone())
-        .with_fingerprint_strategy(FingerprintStrategy::Id(id + 1))
-        .build_encoder::<arrow_avro::writer::format::AvroSoeFormat>()?;
-    let started = Stopwatch::start();
-    let mut written = 0u64;
-    let mut process = |batch: Option<RecordBatch>| -> anyhow::Result<()> {
-        if let Some(batch) = batch {
-            encoder.encode(&plan.apply(&batch)?)?;
-            written += encoder.flush().iter().count() as u64;
-        }
-        Ok(())
-    };
-    for bytes in framed {
-        if decoder.batch_is_full() {
-            process(decoder.flush()?)?;
-        }
-        decoder.decode(bytes)?;
-    }
-    process(decoder.flush()?)?;
-    let elapsed = started.stop();
-    Ok((elapsed, written))
 }
