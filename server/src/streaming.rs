@@ -10,6 +10,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use eddy_engine::codec::protobuf::rows::ProtobufRows;
 use eddy_engine::query::transient::{TransientEvent, TransientQuery};
 use eddy_engine::schema::{Column, ColumnKind, type_display};
 use eddy_engine::{Engine, Session};
@@ -93,7 +96,7 @@ async fn start(
 fn stream_body(
     (query, timer): (TransientQuery, Option<HistogramTimer>),
     first: String,
-    render: impl Fn(TransientEvent) -> Option<String> + Copy + Send + 'static,
+    render: impl Fn(TransientEvent) -> Option<String> + Clone + Send + Sync + 'static,
     last: &'static str,
 ) -> Body {
     let (mut query, timer) = (query, timer);
@@ -126,41 +129,73 @@ fn stream_body(
     // goes away.
     let query = (query, timer);
     let state = Some((query, Some(first)));
-    let stream = futures::stream::unfold(state, move |state| async move {
-        let ((mut query, timer), first) = state?;
-        if let Some(first) = first {
-            return Some((
-                Ok::<_, Infallible>(Bytes::from(first)),
-                Some(((query, timer), None)),
-            ));
-        }
-        loop {
-            match query.events.recv().await {
-                Some(event) => {
-                    let end = !matches!(event, TransientEvent::Row { .. });
-                    if let Some(text) = render(event) {
-                        let next = if end {
-                            None
-                        } else {
-                            Some(((query, timer), None))
-                        };
-                        return Some((Ok(Bytes::from(text)), next));
+    let stream = futures::stream::unfold(state, move |state| {
+        let render = render.clone();
+        async move {
+            let ((mut query, timer), first) = state?;
+            if let Some(first) = first {
+                return Some((
+                    Ok::<_, Infallible>(Bytes::from(first)),
+                    Some(((query, timer), None)),
+                ));
+            }
+            loop {
+                match query.events.recv().await {
+                    Some(event) => {
+                        let end = !matches!(event, TransientEvent::Row { .. });
+                        if let Some(text) = render(event) {
+                            let next = if end {
+                                None
+                            } else {
+                                Some(((query, timer), None))
+                            };
+                            return Some((Ok(Bytes::from(text)), next));
+                        }
+                        if end {
+                            return Some((Ok(Bytes::from_static(last.as_bytes())), None));
+                        }
                     }
-                    if end {
-                        return Some((Ok(Bytes::from_static(last.as_bytes())), None));
-                    }
+                    None => return Some((Ok(Bytes::from_static(last.as_bytes())), None)),
                 }
-                None => return Some((Ok(Bytes::from_static(last.as_bytes())), None)),
             }
         }
     });
     Body::from_stream(stream)
 }
 
+/// How `/query`'s answer (and `/query-stream`'s, when asked for it) carries rows: as JSON
+/// columns, or as Protobuf messages of a schema sent in the header
+/// (`application/vnd.ksql.v1+protobuf`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowFormat {
+    Json,
+    Protobuf,
+}
+
+impl RowFormat {
+    /// The format the `Accept` header asks for.
+    fn accepted(headers: &HeaderMap) -> RowFormat {
+        let protobuf = headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains(PROTOBUF_CONTENT_TYPE));
+        if protobuf {
+            RowFormat::Protobuf
+        } else {
+            RowFormat::Json
+        }
+    }
+}
+
+const PROTOBUF_CONTENT_TYPE: &str = "application/vnd.ksql.v1+protobuf";
+const KSQL_JSON_CONTENT_TYPE: &str = "application/vnd.ksql.v1+json";
+
 /// `POST /query`: `[{"header":...},\n{"row":...},\n...{"finalMessage":...}]`.
 pub async fn query(
     State(engine): State<Arc<Engine>>,
     State(metrics): State<Arc<ServerMetrics>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let request: QueryRequest = match parse_body(&body) {
@@ -178,6 +213,11 @@ pub async fn query(
         Ok(started) => started,
         Err(response) => return *response,
     };
+    streamed_rows(started, RowFormat::accepted(&headers))
+}
+
+/// The answer of `/query`: a JSON array of a header, rows and a final message, streamed.
+fn streamed_rows(started: (TransientQuery, Option<HistogramTimer>), format: RowFormat) -> Response {
     let query = &started.0;
     // As in ksqlDB, only a pull query over a table marks its key columns, and only it ends
     // without a final message.
@@ -194,7 +234,25 @@ pub async fn query(
             ..c.clone()
         })
         .collect();
-    let header = json!({"header": {"queryId": query.id, "schema": eddy_engine::schema::schema_text(&columns, true)}});
+    let mut header =
+        json!({"queryId": query.id, "schema": eddy_engine::schema::schema_text(&columns, true)});
+    let protobuf = match format {
+        RowFormat::Json => None,
+        RowFormat::Protobuf => match ProtobufRows::new(&query.columns) {
+            Ok(rows) => {
+                header["protoSchema"] = json!(rows.schema());
+                Some(Arc::new(rows))
+            }
+            Err(e) => {
+                return RestError::new(
+                    ErrorCode::BadRequest,
+                    format!("The query's rows cannot be written as PROTOBUF: {e}"),
+                )
+                .into_response();
+            }
+        },
+    };
+    let header = json!({ "header": header });
     let body = stream_body(
         started,
         // Each item brings its separator, so the array is whole however the query ends.
@@ -202,10 +260,20 @@ pub async fn query(
         move |event| {
             Some(match event {
                 TransientEvent::Row { columns, tombstone } => {
-                    let mut row = json!({"columns": columns});
-                    if tombstone {
-                        row["tombstone"] = json!(true);
-                    }
+                    let row = match &protobuf {
+                        Some(rows) => match rows.encode(&columns) {
+                            Ok(bytes) => json!({"protobufBytes": BASE64.encode(bytes)}),
+                            Err(e) => {
+                                let error = RestError::new(ErrorCode::ServerError, e.to_string());
+                                return Some(format!(
+                                    ",\n{}\n]\n",
+                                    json!({"errorMessage": error.body()})
+                                ));
+                            }
+                        },
+                        None if tombstone => json!({"columns": columns, "tombstone": true}),
+                        None => json!({"columns": columns}),
+                    };
                     format!(",\n{}", json!({"row": row}))
                 }
                 TransientEvent::Finished(_) if materialized => "\n]\n".to_string(),
@@ -220,12 +288,11 @@ pub async fn query(
         },
         "\n]\n",
     );
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/vnd.ksql.v1+json")],
-        body,
-    )
-        .into_response()
+    let content_type = match format {
+        RowFormat::Json => KSQL_JSON_CONTENT_TYPE,
+        RowFormat::Protobuf => PROTOBUF_CONTENT_TYPE,
+    };
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// `POST /query-stream`: a metadata line, then one JSON array per row (tombstones are left
@@ -240,10 +307,19 @@ pub async fn query_stream(
         Ok(request) => request,
         Err(response) => return *response,
     };
-    let json_array = headers
+    let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("application/json"));
+        .unwrap_or_default();
+    // ksqlDB answers the two ksql.v1 types as `/query` does.
+    let streamed = if accept.contains(PROTOBUF_CONTENT_TYPE) {
+        Some(RowFormat::Protobuf)
+    } else if accept.contains(KSQL_JSON_CONTENT_TYPE) {
+        Some(RowFormat::Json)
+    } else {
+        None
+    };
+    let json_array = accept.contains("application/json");
     let started = match start(
         &engine,
         &metrics,
@@ -255,6 +331,9 @@ pub async fn query_stream(
         Ok(started) => started,
         Err(response) => return *response,
     };
+    if let Some(format) = streamed {
+        return streamed_rows(started, format);
+    }
     let query = &started.0;
     let mut metadata = json!({
         "columnNames": query.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),

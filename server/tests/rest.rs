@@ -656,3 +656,105 @@ fn the_console_and_its_assets_are_served_from_the_binary() {
     );
     assert_eq!(status, 404);
 }
+
+/// With `Accept: application/vnd.ksql.v1+protobuf`, `/query` and `/query-stream` answer as
+/// ksqlDB does: the header carries the rows' `.proto` schema and each row is the base64 of a
+/// message of it, here decoded with a schema compiled from that text.
+#[test]
+fn protobuf_rows_come_with_their_schema() {
+    use base64::Engine as _;
+    use prost_reflect::{DynamicMessage, Value as Proto};
+
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE TABLE currentLocation (profileId STRING PRIMARY KEY, la DOUBLE, lo DOUBLE)
+             WITH (kafka_topic='locations', partitions=1, value_format='JSON');
+         INSERT INTO currentLocation (profileId, la, lo) VALUES ('18f4ea86', 37.3903, -122.0643);
+         INSERT INTO currentLocation (profileId, la, lo) VALUES ('4ab5cbad', 37.3952, -122.0813);
+         CREATE STREAM events (id STRING KEY, tags ARRAY<STRING>, at TIMESTAMP, amount DECIMAL(6, 2), nested STRUCT<a INT>)
+             WITH (kafka_topic='events', partitions=1, value_format='JSON');
+         INSERT INTO events (id, tags, at, amount, nested) VALUES ('e1', ARRAY['x', 'y'], FROM_UNIXTIME(1000), 12.5, STRUCT(a := 7));",
+    );
+    assert_eq!(status, 200, "{body}");
+    let accept = "application/vnd.ksql.v1+protobuf";
+    let mut items = Value::Null;
+    for _ in 0..100 {
+        let (status, text) = request_text(
+            &server,
+            "/query",
+            &json!({"ksql": "SELECT * FROM currentLocation;"}),
+            accept,
+        );
+        assert_eq!(status, 200, "{text}");
+        items = serde_json::from_str(&text).unwrap();
+        if items.as_array().map(Vec::len) == Some(3) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // ksqlDB's documentation shows this header and this first row for the same table.
+    assert_eq!(
+        items[0]["header"]["protoSchema"],
+        "syntax = \"proto3\";\n\nmessage ConnectDefault1 {\n  string PROFILEID = 1;\n  double LA = 2;\n  double LO = 3;\n}\n"
+    );
+    assert_eq!(
+        items[0]["header"]["schema"],
+        "`PROFILEID` STRING KEY, `LA` DOUBLE, `LO` DOUBLE"
+    );
+    assert_eq!(
+        items[1],
+        json!({"row": {"protobufBytes": "CggxOGY0ZWE4NhF90LNZ9bFCQBmASL99HYRewA=="}})
+    );
+
+    // Every type, over /query-stream, read with the schema the header sends.
+    let (status, text) = request_text(
+        &server,
+        "/query-stream",
+        &json!({"sql": "SELECT * FROM events EMIT CHANGES LIMIT 1;", "properties": {"auto.offset.reset": "earliest"}}),
+        accept,
+    );
+    assert_eq!(status, 200, "{text}");
+    let items: Value = serde_json::from_str(&text).unwrap();
+    let schema = items[0]["header"]["protoSchema"].as_str().unwrap();
+    let compiled = eddy_registry::protobuf::compile(schema, &[]).unwrap();
+    let message = compiled.messages()[0].clone();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(items[1]["row"]["protobufBytes"].as_str().unwrap())
+        .unwrap();
+    let row = DynamicMessage::decode(message, bytes.as_slice()).unwrap();
+    assert_eq!(row.get_field_by_name("ID").unwrap().as_str(), Some("e1"));
+    let tags = row.get_field_by_name("TAGS").unwrap();
+    assert_eq!(
+        tags.as_list().unwrap(),
+        &[Proto::String("x".into()), Proto::String("y".into())]
+    );
+    let at = row.get_field_by_name("AT").unwrap();
+    let at = at.as_message().unwrap();
+    assert_eq!(at.get_field_by_name("seconds").unwrap().as_i64(), Some(1));
+    let amount = row.get_field_by_name("AMOUNT").unwrap();
+    let amount = amount.as_message().unwrap();
+    // Confluent's decimal: the unscaled value 1250 as big-endian bytes, scale 2.
+    assert_eq!(
+        amount
+            .get_field_by_name("value")
+            .unwrap()
+            .as_bytes()
+            .map(|b| b.to_vec()),
+        Some(vec![0x04, 0xe2])
+    );
+    let nested = row.get_field_by_name("NESTED").unwrap();
+    let nested = nested.as_message().unwrap();
+    assert_eq!(nested.get_field_by_name("A").unwrap().as_i32(), Some(7));
+    assert_eq!(items[2], json!({"finalMessage": "Limit Reached"}));
+
+    // Rows Protobuf cannot hold are refused before any is sent.
+    let (status, text) = request_text(
+        &server,
+        "/query",
+        &json!({"ksql": "SELECT ARRAY[tags] AS nested FROM events EMIT CHANGES LIMIT 1;"}),
+        accept,
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("cannot be written as PROTOBUF"), "{text}");
+}

@@ -10,6 +10,7 @@
 
 pub mod convert;
 mod direct;
+pub mod rows;
 pub mod schema;
 pub mod wire;
 
