@@ -598,3 +598,72 @@ mod round_trip {
         }
     }
 }
+
+/// A writer schema that references a named type registered under another subject (as
+/// Confluent's serializers register nested records with `auto.register.schemas` and
+/// references) is read with the referenced type written in, for inference and for records.
+#[tokio::test]
+async fn a_schema_with_references_is_inferred_and_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = common::open_engine(dir.path()).await;
+    let address = r#"{"type":"record","name":"Address","namespace":"shop","fields":[
+        {"name":"city","type":"string"},{"name":"zip","type":"int"}]}"#;
+    register(&engine, "address", address).await;
+    let shipment = r#"{"type":"record","name":"Shipment","namespace":"shop","fields":[
+        {"name":"id","type":"long"},
+        {"name":"to","type":"shop.Address"},
+        {"name":"origin","type":["null","shop.Address"],"default":null}]}"#;
+    let request = SchemaRequest {
+        schema: shipment.to_string(),
+        schema_type: SchemaType::Avro,
+        references: vec![eddy_registry::Reference {
+            name: "shop.Address".into(),
+            subject: "address".into(),
+            version: 1,
+        }],
+    };
+    let id = engine
+        .schema_registry()
+        .register("shipments-value", &request)
+        .await
+        .unwrap();
+    let (schema, _) = Schema::parse_str_with_list(shipment, [address]).unwrap();
+    let address_value = |city: &str, zip: i32| {
+        Avro::Record(vec![
+            ("city".into(), Avro::String(city.into())),
+            ("zip".into(), Avro::Int(zip)),
+        ])
+    };
+    let value = Avro::Record(vec![
+        ("id".into(), Avro::Long(1)),
+        ("to".into(), address_value("Lyon", 69000)),
+        (
+            "origin".into(),
+            Avro::Union(1, Box::new(address_value("Paris", 75000))),
+        ),
+    ]);
+    let address_schema = Schema::parse_str(address).unwrap();
+    let writer = GenericDatumWriter::builder(&schema)
+        .schemata(vec![&address_schema])
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut bytes = vec![0];
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend(writer.write_value_to_vec(value).unwrap());
+    engine
+        .store()
+        .create_topic("shipments", eddy_storage::TopicConfig::with_partitions(1))
+        .unwrap();
+    common::feed(&engine, "shipments", vec![value_record(bytes, 1)]).await;
+    common::run(
+        &engine,
+        "CREATE STREAM shipments WITH (kafka_topic='shipments', value_format='AVRO');",
+    )
+    .await;
+    let rows = common::pull(&engine, "SELECT id, to->city, origin->zip FROM shipments;").await;
+    assert_eq!(
+        serde_json::to_string(&rows).unwrap(),
+        r#"[[1,"Lyon",75000]]"#
+    );
+}

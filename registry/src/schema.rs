@@ -103,7 +103,12 @@ pub fn parse(
             let schema = if texts.is_empty() {
                 AvroSchema::parse_str(&normalized)
             } else {
-                AvroSchema::parse_str_with_list(&normalized, &texts).map(|(s, _)| s)
+                // The named types of the references are written into the schema where first
+                // used, so that the parsed form reads and checks alone.
+                AvroSchema::parse_str_with_list(&normalized, &texts).and_then(|(mut s, list)| {
+                    s.denormalize(&list)?;
+                    Ok(s)
+                })
             }
             .map_err(|e| RegistryError::invalid_schema(format!("{normalized}, details: {e}")))?;
             Ok((normalized, Parsed::Avro(schema)))

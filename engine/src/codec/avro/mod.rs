@@ -211,20 +211,35 @@ impl AvroCodec {
                 text.schema_type
             ));
         }
-        if !text.references.is_empty() {
-            return Err(format!(
-                "Schema {id} references other schemas, which the AVRO format does not read yet"
-            ));
-        }
+        let schema = self.self_contained(id, &text)?;
         let mut store = SchemaStore::new_with_type(FingerprintAlgorithm::Id);
         store
-            .set(Fingerprint::Id(id), AvroSchema::new(wrapper(&text.schema)))
+            .set(Fingerprint::Id(id), AvroSchema::new(wrapper(&schema)))
             .map_err(|e| e.to_string())?;
         ReaderBuilder::new()
             .with_writer_schema_store(store)
             .with_batch_size(DECODER_ROWS)
             .build_decoder()
             .map_err(|e| format!("Cannot read schema {id}: {e}"))
+    }
+
+    /// Schema `id`'s text with the named types of the schemas it references written in, as
+    /// the registry parsed it.
+    fn self_contained(
+        &self,
+        id: u32,
+        text: &eddy_registry::SchemaText,
+    ) -> std::result::Result<String, String> {
+        if text.references.is_empty() {
+            return Ok(text.schema.clone());
+        }
+        match self.registry.parsed_by_id(id) {
+            Ok(Some(eddy_registry::Parsed::Avro(schema))) => {
+                serde_json::to_string(&schema).map_err(|e| e.to_string())
+            }
+            Ok(_) => Err(format!("Schema {id} is not an AVRO schema")),
+            Err(e) => Err(format!("Schema {id} cannot be read: {e}")),
+        }
     }
 
     /// The writer-shaped payload column as the columns.
@@ -386,8 +401,9 @@ impl AvroCodec {
             .field(0)
             .clone();
         let payload: FieldRef = Arc::new(payload);
-        let schema = physical::Physical::parse(&text.schema).map_err(unreadable)?;
-        let encoder = encoder(vec![payload.clone()], wrapper(&text.schema), id)?;
+        let full = self.self_contained(id, &text).map_err(unreadable)?;
+        let schema = physical::Physical::parse(&full).map_err(unreadable)?;
+        let encoder = encoder(vec![payload.clone()], wrapper(&full), id)?;
         Ok(Writer::Registered {
             encoder,
             payload,

@@ -2,6 +2,7 @@
 //! a source's columns, and the columns it infers from a registered schema.
 
 use apache_avro::Schema;
+use apache_avro::schema::{NamesRef, ResolvedSchema};
 use eddy_registry::{SchemaRequest, SchemaType};
 use eddy_sql::ast::{Ident, SqlType, StructField};
 use serde_json::{Value, json};
@@ -168,15 +169,36 @@ pub fn infer(
     single: &str,
     names: Names,
 ) -> Result<Vec<(String, SqlType)>> {
+    // Named types used again (here or from a referenced schema) are references to where they
+    // were first written.
+    let resolved = ResolvedSchema::try_from(schema)
+        .map_err(|e| EngineError::statement(format!("The Avro schema cannot be resolved: {e}")))?;
+    let context = Context {
+        names,
+        defined: resolved.get_names(),
+        depth: 0,
+    };
     match non_null(schema)? {
         Schema::Record(record) if wrapped => record
             .fields
             .iter()
-            .map(|f| Ok((names.spell(&f.name), sql_type(&f.schema, &f.name, names)?)))
+            .map(|f| Ok((names.spell(&f.name), context.sql_type(&f.schema, &f.name)?)))
             .collect(),
-        other => Ok(vec![(single.to_string(), sql_type(other, single, names)?)]),
+        other => Ok(vec![(single.to_string(), context.sql_type(other, single)?)]),
     }
 }
+
+/// What inferring a column type needs besides the type: how names are spelled, the schema's
+/// named types, and how deep in references the type is.
+#[derive(Clone, Copy)]
+struct Context<'a> {
+    names: Names,
+    defined: &'a NamesRef<'a>,
+    depth: usize,
+}
+
+/// How deep references may nest: deeper, the type refers to itself, which no column holds.
+const MAX_REFERENCE_DEPTH: usize = 32;
 
 /// `schema` without a null branch: `["null", T]` is an optional `T`.
 fn non_null(schema: &Schema) -> Result<&Schema> {
@@ -200,48 +222,58 @@ fn non_null(schema: &Schema) -> Result<&Schema> {
     }
 }
 
-/// The column type of an Avro type, for the field (or column) `path`.
-fn sql_type(schema: &Schema, path: &str, names: Names) -> Result<SqlType> {
-    let unsupported = |what: &str| {
-        EngineError::statement(format!(
-            "Unsupported Avro type {what} for field '{path}': ksqlDB has no column type for it"
-        ))
-    };
-    Ok(match non_null(schema)? {
-        Schema::Boolean => SqlType::Boolean,
-        Schema::Int => SqlType::Int,
-        Schema::Long | Schema::TimestampMicros | Schema::TimeMicros => SqlType::Bigint,
-        Schema::Float | Schema::Double => SqlType::Double,
-        Schema::String | Schema::Enum(_) | Schema::Uuid(_) => SqlType::String,
-        Schema::Bytes | Schema::Fixed(_) => SqlType::Bytes,
-        Schema::Decimal(d) => SqlType::Decimal {
-            precision: d.precision as u32,
-            scale: d.scale as u32,
-        },
-        Schema::Date => SqlType::Date,
-        Schema::TimeMillis => SqlType::Time,
-        Schema::TimestampMillis | Schema::LocalTimestampMillis => SqlType::Timestamp,
-        Schema::Array(array) => SqlType::Array(Box::new(sql_type(&array.items, path, names)?)),
-        Schema::Map(map) => SqlType::Map(
-            Box::new(SqlType::String),
-            Box::new(sql_type(&map.types, path, names)?),
-        ),
-        Schema::Record(record) => SqlType::Struct(
-            record
-                .fields
-                .iter()
-                .map(|f| {
-                    Ok(StructField {
-                        name: Ident::exact(&names.spell(&f.name)),
-                        ty: sql_type(&f.schema, &f.name, names)?,
+impl Context<'_> {
+    /// The column type of an Avro type, for the field (or column) `path`.
+    fn sql_type(self, schema: &Schema, path: &str) -> Result<SqlType> {
+        let unsupported = |what: &str| {
+            EngineError::statement(format!(
+                "Unsupported Avro type {what} for field '{path}': ksqlDB has no column type for it"
+            ))
+        };
+        Ok(match non_null(schema)? {
+            Schema::Boolean => SqlType::Boolean,
+            Schema::Int => SqlType::Int,
+            Schema::Long | Schema::TimestampMicros | Schema::TimeMicros => SqlType::Bigint,
+            Schema::Float | Schema::Double => SqlType::Double,
+            Schema::String | Schema::Enum(_) | Schema::Uuid(_) => SqlType::String,
+            Schema::Bytes | Schema::Fixed(_) => SqlType::Bytes,
+            Schema::Decimal(d) => SqlType::Decimal {
+                precision: d.precision as u32,
+                scale: d.scale as u32,
+            },
+            Schema::Date => SqlType::Date,
+            Schema::TimeMillis => SqlType::Time,
+            Schema::TimestampMillis | Schema::LocalTimestampMillis => SqlType::Timestamp,
+            Schema::Array(array) => SqlType::Array(Box::new(self.sql_type(&array.items, path)?)),
+            Schema::Map(map) => SqlType::Map(
+                Box::new(SqlType::String),
+                Box::new(self.sql_type(&map.types, path)?),
+            ),
+            Schema::Record(record) => SqlType::Struct(
+                record
+                    .fields
+                    .iter()
+                    .map(|f| {
+                        Ok(StructField {
+                            name: Ident::exact(&self.names.spell(&f.name)),
+                            ty: self.sql_type(&f.schema, &f.name)?,
+                        })
                     })
-                })
-                .collect::<Result<_>>()?,
-        ),
-        Schema::Null => return Err(unsupported("null")),
-        Schema::Ref { name } => return Err(unsupported(&format!("reference to {name}"))),
-        other => return Err(unsupported(&format!("{other:?}"))),
-    })
+                    .collect::<Result<_>>()?,
+            ),
+            Schema::Null => return Err(unsupported("null")),
+            Schema::Ref { name } => match self.defined.get(name) {
+                Some(named) if self.depth < MAX_REFERENCE_DEPTH => Context {
+                    depth: self.depth + 1,
+                    ..self
+                }
+                .sql_type(named, path)?,
+                Some(_) => return Err(unsupported(&format!("{name}, which contains itself"))),
+                None => return Err(unsupported(&format!("reference to {name}"))),
+            },
+            other => return Err(unsupported(&format!("{other:?}"))),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -306,5 +338,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("a union of 2 types"), "{err}");
+    }
+
+    #[test]
+    fn named_types_used_twice_are_inferred_and_recursive_ones_refused() {
+        let twice = Schema::parse_str(
+            r#"{"type":"record","name":"R","fields":[
+                {"name":"a","type":{"type":"record","name":"P","fields":[{"name":"x","type":"int"}]}},
+                {"name":"b","type":"P"}]}"#,
+        )
+        .unwrap();
+        let columns = infer(&twice, true, UNWRAPPED_VALUE, Names::Upper).unwrap();
+        assert_eq!(columns[0].1, columns[1].1);
+        let recursive = Schema::parse_str(
+            r#"{"type":"record","name":"Node","fields":[
+                {"name":"v","type":"int"},{"name":"next","type":["null","Node"]}]}"#,
+        )
+        .unwrap();
+        let err = infer(&recursive, true, UNWRAPPED_VALUE, Names::Upper)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("Node, which contains itself"), "{err}");
     }
 }
