@@ -297,6 +297,45 @@ impl Engine {
         Ok(query)
     }
 
+    /// Whether `sql` is a `PRINT` statement (which [`Engine::print`] runs, not
+    /// [`Engine::query`]).
+    pub fn is_print(sql: &str) -> bool {
+        parse_statements(sql).is_ok_and(|parsed| {
+            matches!(
+                parsed.as_slice(),
+                [one] if matches!(one.statement.kind, StatementKind::Print(_))
+            )
+        })
+    }
+
+    /// Starts a `PRINT` of a topic: its records as text, from its end (or its beginning with
+    /// `FROM BEGINNING` or the session's `auto.offset.reset` of `earliest`).
+    pub async fn print(&self, session: &Session, sql: &str) -> Result<crate::print::PrintTopic> {
+        session.check().map_err(EngineError::statement)?;
+        let text = if sql.contains("${") {
+            substitute_variables(sql, &session.variables)?
+        } else {
+            sql.to_string()
+        };
+        let parsed = parse_statements(&text)?;
+        let [statement] = parsed.as_slice() else {
+            return Err(EngineError::statement(
+                "Expected exactly one PRINT statement",
+            ));
+        };
+        let StatementKind::Print(print) = &statement.statement.kind else {
+            return Err(EngineError::statement(format!(
+                "Only PRINT statements print topics: {}",
+                statement.text
+            )));
+        };
+        let earliest = session
+            .properties
+            .get("auto.offset.reset")
+            .is_some_and(|v| v.eq_ignore_ascii_case("earliest"));
+        crate::print::start(&self.store, self.schema_registry().clone(), print, earliest)
+    }
+
     /// How many topics have a reader running that their push queries share.
     pub fn push_readers(&self) -> usize {
         self.transient.readers.running()

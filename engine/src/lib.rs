@@ -20,6 +20,7 @@ pub mod format;
 mod insert;
 pub mod metrics;
 mod physical;
+pub mod print;
 pub mod query;
 mod result;
 pub mod schema;

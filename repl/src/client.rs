@@ -194,6 +194,31 @@ impl Client {
         Ok(stream)
     }
 
+    /// `POST /query` with a `PRINT`: the topic's lines (its formats, then its records) as
+    /// they come; dropping the stream stops the print.
+    pub async fn print(
+        &self,
+        sql: &str,
+        context: &RequestContext,
+    ) -> Result<QueryStream, ClientError> {
+        let body = json!({
+            "ksql": sql,
+            "streamsProperties": context.properties,
+            "sessionVariables": context.variables,
+        });
+        let response = self.post("/query", &body, None).await?;
+        if !response.status().is_success() {
+            return Err(self.error_from(response).await);
+        }
+        Ok(QueryStream {
+            response,
+            buffered: Vec::new(),
+            query_id: None,
+            columns: Vec::new(),
+            url: self.url.clone(),
+        })
+    }
+
     /// `POST /close-query`: stops a push query.
     pub async fn close_query(&self, query_id: &str) -> Result<(), ClientError> {
         let response = self
@@ -319,18 +344,27 @@ impl QueryStream {
     }
 
     async fn next_line(&mut self) -> Result<Option<Value>, ClientError> {
+        let Some(line) = self.next_text_line().await? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&line)
+            .map(Some)
+            .map_err(|e| ClientError::Protocol {
+                url: self.url.clone(),
+                reason: format!("a query answer line is not JSON: {e}"),
+            })
+    }
+
+    /// The next line of a `PRINT`'s answer (blank lines skipped), or `None` at its end.
+    pub async fn next_text_line(&mut self) -> Result<Option<String>, ClientError> {
         loop {
             if let Some(end) = self.buffered.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buffered.drain(..=end).collect();
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                return serde_json::from_slice(&line).map(Some).map_err(|e| {
-                    ClientError::Protocol {
-                        url: self.url.clone(),
-                        reason: format!("a query answer line is not JSON: {e}"),
-                    }
-                });
+                let text = String::from_utf8_lossy(&line);
+                return Ok(Some(text.trim_end_matches(['\r', '\n']).to_string()));
             }
             match self.response.chunk().await {
                 Ok(Some(chunk)) => self.buffered.extend_from_slice(&chunk),

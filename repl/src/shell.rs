@@ -365,7 +365,8 @@ impl Shell {
                 }
                 Ok(())
             }
-            [first, ..] if first.is("SELECT") || first.is("PRINT") => self.query(sql),
+            [first, ..] if first.is("PRINT") => self.print_topic(sql),
+            [first, ..] if first.is("SELECT") => self.query(sql),
             _ => self.ksql(sql),
         }
     }
@@ -423,6 +424,38 @@ impl Shell {
             );
         }
         self.output.error(&text);
+    }
+
+    /// Prints a topic's lines as they come, until its `LIMIT` or Ctrl-C.
+    fn print_topic(&mut self, sql: &str) -> Result<(), Failed> {
+        let Shell {
+            client,
+            context,
+            output,
+            runtime,
+            ..
+        } = self;
+        let result = runtime.block_on(async {
+            let interrupted = tokio::signal::ctrl_c();
+            tokio::pin!(interrupted);
+            let mut stream = client.print(sql, context).await?;
+            output.print("Press CTRL-C to interrupt\n");
+            loop {
+                tokio::select! {
+                    line = stream.next_text_line() => match line? {
+                        Some(line) => output.print(&format!("{line}\n")),
+                        None => break,
+                    },
+                    // Dropping the stream closes the connection, which stops the print.
+                    _ = &mut interrupted => break,
+                }
+            }
+            Ok::<_, ClientError>(())
+        });
+        result.map_err(|e| {
+            self.report(sql, &e);
+            Failed
+        })
     }
 
     fn query(&mut self, sql: &str) -> Result<(), Failed> {

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use eddy_engine::codec::protobuf::rows::ProtobufRows;
+use eddy_engine::print::PrintLine;
 use eddy_engine::query::transient::{TransientEvent, TransientQuery};
 use eddy_engine::schema::{Column, ColumnKind, type_display};
 use eddy_engine::{Engine, Session};
@@ -202,6 +203,10 @@ pub async fn query(
         Ok(request) => request,
         Err(response) => return *response,
     };
+    if Engine::is_print(&request.ksql) {
+        let session = session(&request.streams_properties, &request.session_variables);
+        return print(&engine, &session, &request.ksql, true).await;
+    }
     let started = match start(
         &engine,
         &metrics,
@@ -320,6 +325,14 @@ pub async fn query_stream(
         None
     };
     let json_array = accept.contains("application/json");
+    if Engine::is_print(&request.sql) {
+        // As in ksqlDB, PRINT answers only in the delimited format.
+        if streamed.is_some() || json_array {
+            return StatusCode::NOT_ACCEPTABLE.into_response();
+        }
+        let session = session(&request.properties, &request.session_variables);
+        return print(&engine, &session, &request.sql, false).await;
+    }
     let started = match start(
         &engine,
         &metrics,
@@ -388,6 +401,43 @@ pub async fn query_stream(
         )
     };
     (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// A `PRINT`'s answer: one line per record as it arrives (after `Key format:` and `Value
+/// format:` lines when `with_formats`, as `/query` answers), until its `LIMIT`.
+async fn print(engine: &Engine, session: &Session, sql: &str, with_formats: bool) -> Response {
+    let print = match engine.print(session, sql).await {
+        Ok(print) => print,
+        Err(e) => {
+            return RestError::from_engine(&e, json!({"statementText": sql, "entities": []}))
+                .into_response();
+        }
+    };
+    tracing::info!(topic = %print.topic, "printing topic");
+    let stream = futures::stream::unfold(print, move |mut print| async move {
+        loop {
+            match print.lines.recv().await? {
+                PrintLine::Record(line) => {
+                    return Some((Ok::<_, Infallible>(Bytes::from(line + "\n")), print));
+                }
+                PrintLine::Formats(line) if with_formats => {
+                    return Some((Ok(Bytes::from(line + "\n")), print));
+                }
+                PrintLine::Formats(_) => {}
+            }
+        }
+    });
+    let content_type = if with_formats {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/vnd.ksqlapi.delimited.v1"
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// `POST /close-query`: stops a push query.

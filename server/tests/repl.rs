@@ -56,6 +56,7 @@ fn execute_prints_results_and_exits_zero() {
              INSERT INTO s (id, name) VALUES (1, 'alice');
              INSERT INTO s (id, name) VALUES (2, 'bob');
              SELECT * FROM s WHERE id = 2;
+             PRINT s FROM BEGINNING LIMIT 2;
              SHOW STREAMS",
         ],
     );
@@ -64,8 +65,17 @@ fn execute_prints_results_and_exits_zero() {
     assert!(stdout.contains("| Stream created |"), "{stdout}");
     assert!(stdout.contains("| ID | NAME |"), "{stdout}");
     assert!(stdout.contains("| 2  | bob  |"), "{stdout}");
-    assert!(!stdout.contains("alice"), "{stdout}");
+    assert!(!stdout.contains("| alice"), "{stdout}");
     assert!(stdout.contains("1 row."), "{stdout}");
+    // PRINT: the formats it told, then each record.
+    assert!(
+        stdout.contains("Key format: KAFKA_INT or KAFKA_STRING"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(r#"value: {"NAME":"alice"}, partition: 0"#),
+        "{stdout}"
+    );
     assert!(
         stdout.contains("| S  "),
         "SHOW STREAMS without ';' ran: {stdout}"

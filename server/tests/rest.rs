@@ -758,3 +758,113 @@ fn protobuf_rows_come_with_their_schema() {
     assert_eq!(status, 400, "{text}");
     assert!(text.contains("cannot be written as PROTOBUF"), "{text}");
 }
+
+/// `PRINT` over `/query` (with ksqlDB's format lines) and `/query-stream` (records only): the
+/// formats are told from the records, registry formats included, and a live `PRINT` sees
+/// records appended after it started.
+#[test]
+fn print_shows_records_in_the_formats_they_turn_out_to_be_in() {
+    let server = common::start();
+    let (status, body) = ksql(
+        &server,
+        "CREATE STREAM pv (id STRING KEY, page STRING, ms INT) WITH (kafka_topic='pv', partitions=1, value_format='JSON');
+         INSERT INTO pv (id, page, ms) VALUES ('a', 'home', 10);
+         INSERT INTO pv (id, page, ms) VALUES ('b', 'cart', 20);
+         CREATE STREAM av (id STRING KEY, page STRING, ms INT) WITH (kafka_topic='av', partitions=1, value_format='AVRO');
+         INSERT INTO av (id, page, ms) VALUES ('c', 'home', 30);",
+    );
+    assert_eq!(status, 200, "{body}");
+    let print = |path: &str, sql: &str, accept: &str| {
+        let body = if path == "/query" {
+            json!({"ksql": sql})
+        } else {
+            json!({"sql": sql})
+        };
+        request_text(&server, path, &body, accept)
+    };
+    let delimited = "application/vnd.ksqlapi.delimited.v1";
+    let (status, text) = print("/query", "PRINT 'pv' FROM BEGINNING LIMIT 2;", delimited);
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[..2],
+        [
+            "Key format: KAFKA_STRING",
+            "Value format: JSON or KAFKA_STRING"
+        ]
+    );
+    let record = |line: &str| -> (String, String) {
+        // rowtime: 2026/12/03 23:00:00.000 Z, key: a, value: {...}, partition: 0
+        let rest = line.strip_prefix("rowtime: ").expect(line);
+        let (time, rest) = rest.split_once(", key: ").expect(line);
+        assert_eq!(time.len(), "2026/12/03 23:00:00.000 Z".len(), "{line}");
+        let (rest, partition) = rest.rsplit_once(", partition: ").expect(line);
+        assert_eq!(partition, "0");
+        let (key, value) = rest.split_once(", value: ").expect(line);
+        (key.to_string(), value.to_string())
+    };
+    assert_eq!(
+        record(lines[2]),
+        ("a".to_string(), r#"{"PAGE":"home","MS":10}"#.to_string())
+    );
+    assert_eq!(record(lines[3]).0, "b");
+    assert_eq!(lines.len(), 4, "{text}");
+
+    // /query-stream: the records only; any other answer format is refused.
+    let (status, body) = ksql(
+        &server,
+        "INSERT INTO pv (id, page, ms) VALUES ('c', 'home', 30);",
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, text) = print(
+        "/query-stream",
+        "PRINT pv FROM BEGINNING INTERVAL 2 LIMIT 2;",
+        delimited,
+    );
+    assert_eq!(status, 200, "{text}");
+    let keys: Vec<String> = text.lines().map(|l| record(l).0).collect();
+    assert_eq!(keys, ["a", "c"], "every second record: {text}");
+    let (status, _) = print(
+        "/query-stream",
+        "PRINT pv FROM BEGINNING;",
+        "application/json",
+    );
+    assert_eq!(status, 406);
+
+    // A registry format is read with the schema its id names.
+    let (status, text) = print("/query", "PRINT av FROM BEGINNING LIMIT 1;", delimited);
+    assert_eq!(status, 200, "{text}");
+    // The Avro bytes of this record happen to be UTF-8 too.
+    assert!(
+        text.contains("Value format: AVRO or KAFKA_STRING\n"),
+        "{text}"
+    );
+    let last = text.lines().last().unwrap();
+    assert_eq!(
+        record(last),
+        ("c".to_string(), r#"{"PAGE": "home", "MS": 30}"#.to_string())
+    );
+
+    // A topic that is not there, and one named in another case.
+    let (status, text) = print("/query", "PRINT 'PV';", delimited);
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("Could not find topic 'PV'"), "{text}");
+    assert!(text.contains("print 'pv';"), "{text}");
+
+    // Without FROM BEGINNING, only what comes after.
+    std::thread::scope(|scope| {
+        let live = scope.spawn(|| print("/query-stream", "PRINT pv LIMIT 1;", delimited));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (status, body) = ksql(
+            &server,
+            "INSERT INTO pv (id, page, ms) VALUES ('z', 'new', 1);",
+        );
+        assert_eq!(status, 200, "{body}");
+        let (status, text) = live.join().unwrap();
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(
+            record(text.lines().next().unwrap()),
+            ("z".to_string(), r#"{"PAGE":"new","MS":1}"#.to_string())
+        );
+    });
+}

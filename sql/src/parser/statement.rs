@@ -420,7 +420,15 @@ impl Parser {
 
     fn parse_print(&mut self) -> Result<StatementKind, ParseError> {
         self.expect_keyword("PRINT")?;
-        let (topic, quoted) = self.parse_name_or_string("a topic name")?;
+        // As in ksqlDB, a topic named without quotes keeps its case: topic names are
+        // case-sensitive and are not SQL identifiers.
+        let (topic, quoted) = match self.peek().clone() {
+            Token::Word(word) if word.quote_style.is_none() => {
+                self.advance();
+                (word.value, false)
+            }
+            _ => self.parse_name_or_string("a topic name")?,
+        };
         let from_beginning = self.eat_keywords(&["FROM", "BEGINNING"]);
         let interval = if self.eat_keyword("INTERVAL") || self.eat_keyword("SAMPLE") {
             Some(self.parse_unsigned()?)

@@ -280,7 +280,7 @@ fn reader(registry: &SchemaRegistry, id: u32) -> std::result::Result<ProtobufSch
 }
 
 /// The message `indexes` name in `schema`: a top-level one, then nested ones.
-fn message_at(
+pub(crate) fn message_at(
     schema: &ProtobufSchema,
     indexes: &[usize],
 ) -> std::result::Result<MessageDescriptor, String> {
