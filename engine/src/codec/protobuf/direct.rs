@@ -61,7 +61,7 @@ type Read<T = ()> = std::result::Result<T, Malformed>;
 
 /// How a scalar field's wire value becomes its column's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Scalar {
+pub(super) enum Scalar {
     Bool,
     Int32,
     SInt32,
@@ -76,7 +76,7 @@ enum Scalar {
 }
 
 impl Scalar {
-    fn of(kind: &Kind) -> Option<Scalar> {
+    pub(super) fn of(kind: &Kind) -> Option<Scalar> {
         Some(match kind {
             Kind::Bool => Scalar::Bool,
             Kind::Int32 => Scalar::Int32,

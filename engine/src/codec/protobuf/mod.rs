@@ -13,6 +13,7 @@ mod direct;
 pub mod rows;
 pub mod schema;
 pub mod wire;
+mod write;
 
 #[cfg(test)]
 mod tests;
@@ -215,6 +216,23 @@ impl ProtobufCodec {
             Some(writer) => writer,
             empty => empty.insert(self.build_writer()?),
         };
+        if let Some(flat) = write::FlatWriter::new(message, &self.names, columns) {
+            let prefix = match self.schemas {
+                Schemas::Registry(_) => wire::write(*id, indexes, &[]),
+                Schemas::Local(_) => Vec::new(),
+            };
+            return Ok((0..rows)
+                .map(|row| {
+                    if self.null_rows_absent && columns.iter().all(|c| c.is_null(row)) {
+                        return None;
+                    }
+                    let mut bytes = Vec::with_capacity(prefix.len() + 64);
+                    bytes.extend_from_slice(&prefix);
+                    flat.encode(columns, row, &mut bytes);
+                    Some(bytes)
+                })
+                .collect());
+        }
         (0..rows)
             .map(|row| {
                 if self.null_rows_absent && columns.iter().all(|c| c.is_null(row)) {
