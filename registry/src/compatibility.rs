@@ -109,7 +109,7 @@ pub fn check(level: Level, new: &Parsed, earlier: &[(i32, Parsed)]) -> Vec<Strin
                     .err()
                     .map(|e| e.to_string()),
                 (Parsed::Protobuf(r), Parsed::Protobuf(w)) => {
-                    let broken = crate::protobuf::incompatibilities(r, w);
+                    let broken = crate::protobuf_compatibility::incompatibilities(r, w);
                     (!broken.is_empty()).then(|| broken.join(", "))
                 }
                 (Parsed::Json(r), Parsed::Json(w)) => {

@@ -7,6 +7,7 @@ pub mod compatibility;
 pub mod error;
 pub mod mode;
 pub mod protobuf;
+mod protobuf_compatibility;
 mod registry;
 pub mod schema;
 mod state;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use prost_reflect::{DescriptorPool, FieldDescriptor, FileDescriptor, Kind, MessageDescriptor};
+use prost_reflect::{DescriptorPool, FileDescriptor, MessageDescriptor};
 use protox::Compiler;
 use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 
@@ -180,70 +180,6 @@ fn with_import(text: &str, file: &str) -> String {
     }
 }
 
-/// What makes data written with `writer` unreadable with `reader`, as Confluent's Protobuf
-/// rules have it: a message either side still uses that the other lost, or a field number
-/// whose kind (scalar type, message type, or being repeated) changed. Adding or removing a
-/// field is compatible, since Protobuf skips unknown fields and defaults missing ones.
-pub fn incompatibilities(reader: &ProtobufSchema, writer: &ProtobufSchema) -> Vec<String> {
-    let mut broken = Vec::new();
-    let readers: HashMap<String, MessageDescriptor> = reader
-        .file
-        .messages()
-        .map(|m| (m.full_name().to_string(), m))
-        .collect();
-    for old in writer.file.messages() {
-        match readers.get(old.full_name()) {
-            None => broken.push(format!("MESSAGE_REMOVED {}", old.full_name())),
-            Some(new) => compare_messages(new, &old, &mut broken, 0),
-        }
-    }
-    broken
-}
-
-fn compare_messages(
-    reader: &MessageDescriptor,
-    writer: &MessageDescriptor,
-    broken: &mut Vec<String>,
-    depth: usize,
-) {
-    if depth > 32 {
-        return;
-    }
-    for old in writer.fields() {
-        let Some(new) = reader.get_field(old.number()) else {
-            continue;
-        };
-        if kind_name(&new) != kind_name(&old) {
-            broken.push(format!(
-                "FIELD_KIND_CHANGED {}.{} (#{}): {} -> {}",
-                writer.full_name(),
-                old.name(),
-                old.number(),
-                kind_name(&old),
-                kind_name(&new)
-            ));
-        } else if let (Kind::Message(r), Kind::Message(w)) = (new.kind(), old.kind())
-            && r.full_name() != writer.full_name()
-        {
-            compare_messages(&r, &w, broken, depth + 1);
-        }
-    }
-}
-
-/// A field's kind as a comparable name: `repeated` or not, then its type.
-fn kind_name(field: &FieldDescriptor) -> String {
-    let kind = match field.kind() {
-        Kind::Message(m) => m.full_name().to_string(),
-        Kind::Enum(e) => format!("enum {}", e.full_name()),
-        other => format!("{other:?}"),
-    };
-    if field.is_list() {
-        format!("repeated {kind}")
-    } else {
-        kind
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,26 +232,5 @@ mod tests {
             compile("bm90IGEgZGVzY3JpcHRvcg==", &[]).unwrap_err().code,
             42201
         );
-    }
-
-    #[test]
-    fn a_changed_field_kind_breaks_compatibility_and_a_new_field_does_not() {
-        let v1 = compile("syntax = \"proto3\";\nmessage M { int64 a = 1; }", &[]).unwrap();
-        let v2 = compile(
-            "syntax = \"proto3\";\nmessage M { int64 a = 1; string b = 2; }",
-            &[],
-        )
-        .unwrap();
-        let bad = compile("syntax = \"proto3\";\nmessage M { string a = 1; }", &[]).unwrap();
-        assert!(incompatibilities(&v2, &v1).is_empty());
-        assert!(incompatibilities(&v1, &v2).is_empty());
-        let broken = incompatibilities(&bad, &v1);
-        assert_eq!(broken.len(), 1, "{broken:?}");
-        assert!(
-            broken[0].starts_with("FIELD_KIND_CHANGED M.a"),
-            "{broken:?}"
-        );
-        let other = compile("syntax = \"proto3\";\nmessage N { int64 a = 1; }", &[]).unwrap();
-        assert_eq!(incompatibilities(&other, &v1), ["MESSAGE_REMOVED M"]);
     }
 }
