@@ -113,7 +113,7 @@ pub fn check(level: Level, new: &Parsed, earlier: &[(i32, Parsed)]) -> Vec<Strin
                     (!broken.is_empty()).then(|| broken.join(", "))
                 }
                 (Parsed::Json(r), Parsed::Json(w)) => {
-                    let broken = json_incompatibilities(r, w, "#");
+                    let broken = crate::json_compatibility::incompatibilities(r, w);
                     (!broken.is_empty()).then(|| broken.join(", "))
                 }
                 _ => Some("the schema type changed".into()),
@@ -138,45 +138,6 @@ pub fn check(level: Level, new: &Parsed, earlier: &[(i32, Parsed)]) -> Vec<Strin
                 "{{oldSchemaVersion: {version}}}, {{compatibility: '{level}'}}, {{description: '{reason}'}}"
             ));
         }
-    }
-    broken
-}
-
-/// Where a JSON Schema `reader` cannot read what `writer` allows, by the subset of Confluent's
-/// JSON rules Eddy checks: a property both describe may not change its `type`, recursively
-/// through object properties and array items.
-fn json_incompatibilities(
-    reader: &serde_json::Value,
-    writer: &serde_json::Value,
-    path: &str,
-) -> Vec<String> {
-    let mut broken = Vec::new();
-    if path.len() > 4096 {
-        return broken;
-    }
-    let type_of = |v: &serde_json::Value| v.get("type").cloned();
-    if let (Some(r), Some(w)) = (type_of(reader), type_of(writer))
-        && r != w
-    {
-        broken.push(format!("TYPE_CHANGED {path}: {w} -> {r}"));
-        return broken;
-    }
-    if let (Some(r), Some(w)) = (
-        reader.get("properties").and_then(|p| p.as_object()),
-        writer.get("properties").and_then(|p| p.as_object()),
-    ) {
-        for (name, w) in w {
-            if let Some(r) = r.get(name) {
-                broken.extend(json_incompatibilities(
-                    r,
-                    w,
-                    &format!("{path}/properties/{name}"),
-                ));
-            }
-        }
-    }
-    if let (Some(r), Some(w)) = (reader.get("items"), writer.get("items")) {
-        broken.extend(json_incompatibilities(r, w, &format!("{path}/items")));
     }
     broken
 }

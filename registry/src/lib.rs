@@ -5,6 +5,7 @@
 
 pub mod compatibility;
 pub mod error;
+mod json_compatibility;
 pub mod mode;
 pub mod protobuf;
 mod protobuf_compatibility;
