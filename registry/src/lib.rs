@@ -6,6 +6,7 @@
 pub mod compatibility;
 pub mod error;
 mod json_compatibility;
+mod json_schema;
 pub mod mode;
 pub mod protobuf;
 mod protobuf_compatibility;

@@ -121,6 +121,9 @@ pub fn parse(
                     "{text}, details: a JSON Schema is an object or a boolean"
                 )));
             }
+            crate::json_schema::check(&json).map_err(|e| {
+                RegistryError::invalid_schema(format!("{}, details: {e}", text.trim()))
+            })?;
             // Kept as written: a JSON Schema's `properties` are ordered, and the columns
             // inferred from it follow that order.
             Ok((text.trim().to_string(), Parsed::Json(json)))

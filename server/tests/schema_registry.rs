@@ -226,6 +226,18 @@ fn what_the_registry_refuses_gets_confluents_codes() {
             422,
             42201,
         ),
+        // JSON that is not a JSON Schema: a type no draft has, deep inside.
+        (
+            "POST",
+            "/subjects/s/versions",
+            Some(
+                json!({"schema": r#"{"type": "object", "properties": {"a": {"type": "text"}}}"#,
+                       "schemaType": "JSON"})
+                .to_string(),
+            ),
+            422,
+            42201,
+        ),
         (
             "PUT",
             "/config",
