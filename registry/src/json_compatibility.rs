@@ -38,6 +38,9 @@ const COMPATIBLE: &[&str] = &[
     "MULTIPLE_OF_REMOVED",
     "REQUIRED_ATTRIBUTE_WITH_DEFAULT_ADDED",
     "REQUIRED_ATTRIBUTE_REMOVED",
+    "DEPENDENCY_ARRAY_NARROWED",
+    "DEPENDENCY_ARRAY_REMOVED",
+    "DEPENDENCY_SCHEMA_REMOVED",
     "MAX_PROPERTIES_INCREASED",
     "MAX_PROPERTIES_REMOVED",
     "MIN_PROPERTIES_DECREASED",
@@ -573,6 +576,7 @@ impl Diff<'_> {
                 (None, None) => {}
             }
         }
+        self.dependencies(o, n, path, depth);
         // additionalProperties: permitted or not, and with what schema.
         let at = format!("{path}/additionalProperties");
         let additional = |m: &Map<String, Value>| match m.get("additionalProperties") {
@@ -596,6 +600,57 @@ impl Diff<'_> {
         }
         bounds(self, o, n, path, "maxProperties", "MAX_PROPERTIES");
         bounds(self, o, n, path, "minProperties", "MIN_PROPERTIES");
+    }
+
+    /// `dependencies` (and their 2019 forms): a property's list of the properties it needs
+    /// may shrink or go, not grow or come; a schema it needs may go, not come.
+    fn dependencies(
+        &mut self,
+        o: &Map<String, Value>,
+        n: &Map<String, Value>,
+        path: &str,
+        depth: usize,
+    ) {
+        let of = |m: &Map<String, Value>| -> Map<String, Value> {
+            let mut all = Map::new();
+            for keyword in ["dependencies", "dependentRequired", "dependentSchemas"] {
+                if let Some(entries) = m.get(keyword).and_then(Value::as_object) {
+                    all.extend(entries.clone());
+                }
+            }
+            all
+        };
+        let (old, new) = (of(o), of(n));
+        let names: BTreeSet<&String> = old.keys().chain(new.keys()).collect();
+        for name in names {
+            let at = format!("{path}/dependencies/{name}");
+            let set = |v: &Value| -> Option<BTreeSet<String>> {
+                v.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+            };
+            match (old.get(name), new.get(name)) {
+                (Some(a), None) if set(a).is_some() => self.add("DEPENDENCY_ARRAY_REMOVED", &at),
+                (Some(_), None) => self.add("DEPENDENCY_SCHEMA_REMOVED", &at),
+                (None, Some(b)) if set(b).is_some() => self.add("DEPENDENCY_ARRAY_ADDED", &at),
+                (None, Some(_)) => self.add("DEPENDENCY_SCHEMA_ADDED", &at),
+                (Some(a), Some(b)) => match (set(a), set(b)) {
+                    (Some(a), Some(b)) if a == b => {}
+                    (Some(a), Some(b)) if b.is_superset(&a) => {
+                        self.add("DEPENDENCY_ARRAY_EXTENDED", &at)
+                    }
+                    (Some(a), Some(b)) if a.is_superset(&b) => {
+                        self.add("DEPENDENCY_ARRAY_NARROWED", &at)
+                    }
+                    (Some(_), Some(_)) => self.add("DEPENDENCY_ARRAY_CHANGED", &at),
+                    (None, None) => self.compare(a, b, &at, depth + 1),
+                    _ => self.add("TYPE_CHANGED", &at),
+                },
+                (None, None) => {}
+            }
+        }
     }
 
     fn arrays(&mut self, o: &Map<String, Value>, n: &Map<String, Value>, path: &str, depth: usize) {
@@ -827,6 +882,21 @@ mod tests {
         let three = json!({"enum": ["a", "b", "c"]});
         assert!(broken(three.clone(), two.clone()).is_empty());
         assert_eq!(broken(two, three), ["ENUM_ARRAY_NARROWED"]);
+    }
+
+    #[test]
+    fn dependencies_may_loosen_but_not_tighten() {
+        let needs = |names: Value| json!({"type": "object", "dependencies": {"card": names}});
+        assert!(broken(needs(json!(["billing"])), needs(json!(["billing", "zip"]))).is_empty());
+        assert_eq!(
+            broken(needs(json!(["billing", "zip"])), needs(json!(["billing"]))),
+            ["DEPENDENCY_ARRAY_EXTENDED"]
+        );
+        assert!(broken(json!({"type": "object"}), needs(json!(["billing"]))).is_empty());
+        assert_eq!(
+            broken(needs(json!(["billing"])), json!({"type": "object"})),
+            ["DEPENDENCY_ARRAY_ADDED"]
+        );
     }
 
     #[test]
