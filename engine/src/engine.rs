@@ -254,13 +254,7 @@ impl Engine {
         session: &Session,
         sql: &str,
     ) -> Result<crate::query::transient::TransientQuery> {
-        session.check().map_err(EngineError::statement)?;
-        let text = if sql.contains("${") {
-            substitute_variables(sql, &session.variables)?
-        } else {
-            sql.to_string()
-        };
-        let mut parsed = parse_statements(&text)?;
+        let mut parsed = request_statements(session, sql)?;
         if parsed.len() != 1 {
             return Err(EngineError::statement(
                 "Expected exactly one SELECT statement",
@@ -311,13 +305,7 @@ impl Engine {
     /// Starts a `PRINT` of a topic: its records as text, from its end (or its beginning with
     /// `FROM BEGINNING` or the session's `auto.offset.reset` of `earliest`).
     pub async fn print(&self, session: &Session, sql: &str) -> Result<crate::print::PrintTopic> {
-        session.check().map_err(EngineError::statement)?;
-        let text = if sql.contains("${") {
-            substitute_variables(sql, &session.variables)?
-        } else {
-            sql.to_string()
-        };
-        let parsed = parse_statements(&text)?;
+        let parsed = request_statements(session, sql)?;
         let [statement] = parsed.as_slice() else {
             return Err(EngineError::statement(
                 "Expected exactly one PRINT statement",
@@ -675,4 +663,15 @@ impl Engine {
         state.next_seq += 1;
         Ok(seq)
     }
+}
+
+/// A query request's statements: the session checked and its variables substituted.
+fn request_statements(session: &Session, sql: &str) -> Result<Vec<eddy_sql::ParsedStatement>> {
+    session.check().map_err(EngineError::statement)?;
+    let text = if sql.contains("${") {
+        substitute_variables(sql, &session.variables)?
+    } else {
+        sql.to_string()
+    };
+    Ok(parse_statements(&text)?)
 }

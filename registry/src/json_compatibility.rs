@@ -75,6 +75,10 @@ const COMPATIBLE: &[&str] = &[
 /// How deep schemas (and `$ref`s) are followed; deeper ones compare as equal.
 const MAX_DEPTH: usize = 64;
 
+/// The most schema comparisons one check makes; a pair of schemas that needs more is refused
+/// as incompatible rather than compared for ever.
+const MAX_COMPARISONS: usize = 100_000;
+
 /// What breaks when data written with `writer` is read with `reader`, as Confluent names each
 /// difference with where it is (`PROPERTY_ADDED_TO_OPEN_CONTENT_MODEL #/properties/b`); empty
 /// when compatible.
@@ -82,6 +86,7 @@ pub fn incompatibilities(reader: &Value, writer: &Value) -> Vec<String> {
     let mut diff = Diff {
         roots: (writer, reader),
         found: Vec::new(),
+        budget: &std::cell::Cell::new(MAX_COMPARISONS),
     };
     diff.compare(writer, reader, "#", 0);
     diff.found
@@ -264,6 +269,9 @@ struct Diff<'a> {
     /// The documents `$ref`s point into: the writer's, the reader's.
     roots: (&'a Value, &'a Value),
     found: Vec<(String, String)>,
+    /// Schema comparisons left, shared with sub-comparisons: unions nested in unions compare
+    /// every member with every member, which a hostile schema could make endless.
+    budget: &'a std::cell::Cell<usize>,
 }
 
 fn is_compatible(found: &[(String, String)]) -> bool {
@@ -288,6 +296,7 @@ impl Diff<'_> {
         let mut sub = Diff {
             roots: self.roots,
             found: Vec::new(),
+            budget: self.budget,
         };
         sub.compare(original, update, path, depth);
         sub.found
@@ -303,6 +312,10 @@ impl Diff<'_> {
     fn compare(&mut self, original: &Value, update: &Value, path: &str, depth: usize) {
         if depth > MAX_DEPTH {
             return;
+        }
+        match self.budget.get() {
+            0 => return self.add("SCHEMA_TOO_COMPLEX_TO_COMPARE", path),
+            left => self.budget.set(left - 1),
         }
         let original = self
             .resolve(original, true)
@@ -917,6 +930,14 @@ mod tests {
             broken(with_ref("string"), with_ref("integer")),
             ["TYPE_CHANGED"]
         );
+        // Unions nested in unions end too, refused once they take too long to compare.
+        let mut nested = json!({"type": "string"});
+        for _ in 0..12 {
+            nested = json!({"oneOf": [nested.clone(), nested.clone(), {"type": "null"}]});
+        }
+        let started = std::time::Instant::now();
+        let _ = broken(nested.clone(), nested);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
         // A reference to itself ends.
         let tree = json!({"type": "object", "properties": {"child": {"$ref": "#"}}});
         assert!(broken(tree.clone(), tree).is_empty());

@@ -173,10 +173,12 @@ pub fn infer(
     // were first written.
     let resolved = ResolvedSchema::try_from(schema)
         .map_err(|e| EngineError::statement(format!("The Avro schema cannot be resolved: {e}")))?;
+    let budget = std::cell::Cell::new(MAX_INFERRED_TYPES);
     let context = Context {
         names,
         defined: resolved.get_names(),
         depth: 0,
+        budget: &budget,
     };
     match non_null(schema)? {
         Schema::Record(record) if wrapped => record
@@ -195,7 +197,13 @@ struct Context<'a> {
     names: Names,
     defined: &'a NamesRef<'a>,
     depth: usize,
+    /// Types left to infer: a named type used twice at each of many levels expands to
+    /// exponentially many column types.
+    budget: &'a std::cell::Cell<usize>,
 }
+
+/// The most Avro types one inference turns into column types.
+const MAX_INFERRED_TYPES: usize = 100_000;
 
 /// How deep references may nest: deeper, the type refers to itself, which no column holds.
 const MAX_REFERENCE_DEPTH: usize = 32;
@@ -225,6 +233,15 @@ fn non_null(schema: &Schema) -> Result<&Schema> {
 impl Context<'_> {
     /// The column type of an Avro type, for the field (or column) `path`.
     fn sql_type(self, schema: &Schema, path: &str) -> Result<SqlType> {
+        match self.budget.get() {
+            0 => {
+                return Err(EngineError::statement(format!(
+                    "The Avro schema expands to more than {MAX_INFERRED_TYPES} column types \
+                     (at field '{path}'); declare the columns instead"
+                )));
+            }
+            left => self.budget.set(left - 1),
+        }
         let unsupported = |what: &str| {
             EngineError::statement(format!(
                 "Unsupported Avro type {what} for field '{path}': ksqlDB has no column type for it"
@@ -359,5 +376,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("Node, which contains itself"), "{err}");
+        // Each level uses the one below twice: 2^30 column types, refused rather than built.
+        let mut levels = vec![
+            json!({"type": "record", "name": "L30", "fields": [{"name": "v", "type": "int"}]}),
+        ];
+        for i in (0..30).rev() {
+            levels.push(
+                json!({"type": "record", "name": format!("L{i}"), "fields": [
+                {"name": "a", "type": format!("L{}", i + 1)},
+                {"name": "b", "type": format!("L{}", i + 1)}]}),
+            );
+        }
+        let texts: Vec<String> = levels[..30].iter().map(Value::to_string).collect();
+        let (top, _) = Schema::parse_str_with_list(&levels[30].to_string(), &texts).unwrap();
+        let mut top = top;
+        let list: Vec<Schema> = texts
+            .iter()
+            .map(|t| Schema::parse_str_with_list(t, &texts).unwrap().0)
+            .collect();
+        let _ = top.denormalize(&list);
+        let err = infer(&top, true, UNWRAPPED_VALUE, Names::Upper)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expands to more than"), "{err}");
     }
 }

@@ -168,15 +168,20 @@ impl Plan {
     }
 }
 
-fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
-    let ndjson = inputs.join("\n");
-    let schema = Arc::new(Schema::new(vec![
+/// The input records' columns as the baselines read them.
+pub(super) fn input_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, true),
         Field::new("user", DataType::Utf8, true),
         Field::new("category", DataType::Utf8, true),
         Field::new("amount", DataType::Float64, true),
         Field::new("note", DataType::Utf8, true),
-    ]));
+    ]))
+}
+
+fn run_datafusion(inputs: &[String]) -> anyhow::Result<(Timed, u64)> {
+    let ndjson = inputs.join("\n");
+    let schema = input_schema();
     let plan = Plan::new(&schema)?;
     let started = Stopwatch::start();
     let reader = ReaderBuilder::new(schema)

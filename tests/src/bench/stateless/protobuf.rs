@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Builder, Int64Builder, RecordBatch, StringBuilder,
 };
-use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, Schema};
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, Value};
 
@@ -162,13 +162,7 @@ fn run_datafusion(
     output: &MessageDescriptor,
     output_id: u32,
 ) -> anyhow::Result<(Timed, u64)> {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, true),
-        Field::new("user", DataType::Utf8, true),
-        Field::new("category", DataType::Utf8, true),
-        Field::new("amount", DataType::Float64, true),
-        Field::new("note", DataType::Utf8, true),
-    ]));
+    let schema = super::input_schema();
     let plan = Plan::new(&schema)?;
     let started = Stopwatch::start();
     let mut columns = Columns::new();
