@@ -47,6 +47,8 @@ const COMPATIBLE: &[&str] = &[
     "MIN_PROPERTIES_REMOVED",
     "ADDITIONAL_PROPERTIES_ADDED",
     "ADDITIONAL_PROPERTIES_EXTENDED",
+    "UNEVALUATED_PROPERTIES_ADDED",
+    "UNEVALUATED_PROPERTIES_EXTENDED",
     "PROPERTY_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL",
     "REQUIRED_PROPERTY_WITH_DEFAULT_ADDED_TO_UNOPEN_CONTENT_MODEL",
     "OPTIONAL_PROPERTY_ADDED_TO_UNOPEN_CONTENT_MODEL",
@@ -58,13 +60,21 @@ const COMPATIBLE: &[&str] = &[
     "MAX_ITEMS_REMOVED",
     "MIN_ITEMS_DECREASED",
     "MIN_ITEMS_REMOVED",
+    "MAX_CONTAINS_INCREASED",
+    "MAX_CONTAINS_REMOVED",
+    "MIN_CONTAINS_DECREASED",
+    "MIN_CONTAINS_REMOVED",
     "UNIQUE_ITEMS_REMOVED",
     "ADDITIONAL_ITEMS_ADDED",
     "ADDITIONAL_ITEMS_EXTENDED",
+    "UNEVALUATED_ITEMS_ADDED",
+    "UNEVALUATED_ITEMS_EXTENDED",
     "ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL",
     "ITEM_ADDED_TO_CLOSED_CONTENT_MODEL",
     "ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL",
     "ITEM_REMOVED_FROM_OPEN_CONTENT_MODEL",
+    "ITEM_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
+    "ITEM_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL",
     "ENUM_ARRAY_EXTENDED",
     "COMBINED_TYPE_EXTENDED",
     "PRODUCT_TYPE_NARROWED",
@@ -245,6 +255,7 @@ fn inferred(map: &Map<String, Value>) -> Option<Node> {
         "minItems",
         "maxItems",
         "uniqueItems",
+        "contains",
     ]) {
         Some(Node::Array(map.clone()))
     } else if has(&["minLength", "maxLength", "pattern"]) {
@@ -611,6 +622,7 @@ impl Diff<'_> {
             ((_, Some(os)), (_, Some(ns))) => self.compare(&os, &ns, &at, depth + 1),
             _ => {}
         }
+        self.unevaluated((o, n), path, "unevaluatedProperties", depth);
         bounds(self, o, n, path, "maxProperties", "MAX_PROPERTIES");
         bounds(self, o, n, path, "minProperties", "MIN_PROPERTIES");
     }
@@ -666,47 +678,44 @@ impl Diff<'_> {
         }
     }
 
+    /// Arrays as Confluent compares them: the schema every item has, the tuple's item schemas
+    /// (which may come and go by the content model, as properties do), `additionalItems`,
+    /// `unevaluatedItems` and the count bounds.
     fn arrays(&mut self, o: &Map<String, Value>, n: &Map<String, Value>, path: &str, depth: usize) {
         let at = format!("{path}/items");
-        match (o.get("items"), n.get("items")) {
-            (Some(Value::Array(os)), Some(Value::Array(ns))) => {
-                for (i, (a, b)) in os.iter().zip(ns).enumerate() {
-                    self.compare(a, b, &format!("{at}/{i}"), depth + 1);
-                }
-                for (i, old) in os.iter().enumerate().skip(ns.len()) {
-                    let at = format!("{at}/{i}");
-                    if open_items(n) {
-                        self.add("ITEM_REMOVED_FROM_OPEN_CONTENT_MODEL", &at);
-                    } else if *old == Value::Bool(false) {
-                        self.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL", &at);
-                    } else {
-                        self.add("ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL", &at);
-                    }
-                }
-                for (i, new) in ns.iter().enumerate().skip(os.len()) {
-                    let at = format!("{at}/{i}");
-                    if !open_items(o) {
-                        self.add("ITEM_ADDED_TO_CLOSED_CONTENT_MODEL", &at);
-                    } else if matches!(node(new), Node::Empty) {
-                        self.add("ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL", &at);
-                    } else {
-                        self.add("ITEM_ADDED_TO_OPEN_CONTENT_MODEL", &at);
-                    }
-                }
-            }
-            (Some(Value::Array(_)), _) | (_, Some(Value::Array(_))) => {
-                self.add("TYPE_CHANGED", &at)
-            }
-            (old, new) => {
-                let anything = Value::Bool(true);
-                self.compare(
-                    old.unwrap_or(&anything),
-                    new.unwrap_or(&anything),
-                    &at,
-                    depth + 1,
-                );
+        fn every_item(m: &Map<String, Value>) -> Option<&Value> {
+            m.get("items").filter(|v| !v.is_array())
+        }
+        match (every_item(o), every_item(n)) {
+            (None, Some(_)) => self.add("SCHEMA_ADDED", &at),
+            (Some(_), None) => self.add("SCHEMA_REMOVED", &at),
+            (Some(a), Some(b)) => self.compare(a, b, &at, depth + 1),
+            (None, None) => {}
+        }
+        self.tuples(o, n, &at, depth);
+        let at = format!("{path}/additionalItems");
+        fn additional(m: &Map<String, Value>) -> (bool, Option<&Value>) {
+            match m.get("additionalItems") {
+                Some(Value::Bool(false)) => (false, None),
+                Some(Value::Bool(true)) | None => (true, None),
+                Some(schema) => (true, Some(schema)),
             }
         }
+        match (additional(o), additional(n)) {
+            ((op, _), (np, _)) if op != np => self.add(
+                if np {
+                    "ADDITIONAL_ITEMS_ADDED"
+                } else {
+                    "ADDITIONAL_ITEMS_REMOVED"
+                },
+                &at,
+            ),
+            ((_, None), (_, Some(_))) => self.add("ADDITIONAL_ITEMS_NARROWED", &at),
+            ((_, Some(_)), (_, None)) => self.add("ADDITIONAL_ITEMS_EXTENDED", &at),
+            ((_, Some(os)), (_, Some(ns))) => self.compare(os, ns, &at, depth + 1),
+            _ => {}
+        }
+        self.unevaluated((o, n), path, "unevaluatedItems", depth);
         bounds(self, o, n, path, "maxItems", "MAX_ITEMS");
         bounds(self, o, n, path, "minItems", "MIN_ITEMS");
         let unique = |m: &Map<String, Value>| m.get("uniqueItems") == Some(&Value::Bool(true));
@@ -715,6 +724,101 @@ impl Diff<'_> {
             (false, true) => self.add("UNIQUE_ITEMS_ADDED", &format!("{path}/uniqueItems")),
             _ => {}
         }
+        bounds(self, o, n, path, "maxContains", "MAX_CONTAINS");
+        bounds(self, o, n, path, "minContains", "MIN_CONTAINS");
+    }
+
+    /// A tuple's item schemas: those both name compare in place; one the update drops or adds
+    /// is judged by the content model beyond the tuple, as a property is.
+    fn tuples(&mut self, o: &Map<String, Value>, n: &Map<String, Value>, at: &str, depth: usize) {
+        let tuple = |m: &Map<String, Value>| -> Vec<Value> {
+            m.get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let (os, ns) = (tuple(o), tuple(n));
+        for (i, (a, b)) in os.iter().zip(&ns).enumerate() {
+            self.compare(a, b, &format!("{at}/{i}"), depth + 1);
+        }
+        for (i, old) in os.iter().enumerate().skip(ns.len()) {
+            let at = format!("{at}/{i}");
+            if open_items(n) {
+                self.add("ITEM_REMOVED_FROM_OPEN_CONTENT_MODEL", &at);
+            } else if let Some(partial) = partially_open_items(n) {
+                let found = self.sub(old, &partial, &at, depth + 1);
+                let ok = is_compatible(&found);
+                self.found.extend(found);
+                self.add(
+                    if ok {
+                        "ITEM_REMOVED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
+                    } else {
+                        "ITEM_REMOVED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
+                    },
+                    &at,
+                );
+            } else if *old == Value::Bool(false) {
+                self.add("ITEM_WITH_FALSE_REMOVED_FROM_CLOSED_CONTENT_MODEL", &at);
+            } else {
+                self.add("ITEM_REMOVED_FROM_CLOSED_CONTENT_MODEL", &at);
+            }
+        }
+        for (i, new) in ns.iter().enumerate().skip(os.len()) {
+            let at = format!("{at}/{i}");
+            if open_items(o) {
+                if matches!(node(new), Node::Empty) {
+                    self.add("ITEM_WITH_EMPTY_SCHEMA_ADDED_TO_OPEN_CONTENT_MODEL", &at);
+                } else {
+                    self.add("ITEM_ADDED_TO_OPEN_CONTENT_MODEL", &at);
+                }
+            } else if let Some(partial) = partially_open_items(o) {
+                let found = self.sub(&partial, new, &at, depth + 1);
+                let ok = is_compatible(&found);
+                self.found.extend(found);
+                self.add(
+                    if ok {
+                        "ITEM_ADDED_IS_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
+                    } else {
+                        "ITEM_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL"
+                    },
+                    &at,
+                );
+            } else {
+                self.add("ITEM_ADDED_TO_CLOSED_CONTENT_MODEL", &at);
+            }
+        }
+    }
+
+    /// `unevaluatedItems` or `unevaluatedProperties`: `false` is the closed form, `true` or
+    /// `{}` the open one, any other schema the partially open one.
+    fn unevaluated(
+        &mut self,
+        (o, n): (&Map<String, Value>, &Map<String, Value>),
+        path: &str,
+        keyword: &str,
+        depth: usize,
+    ) {
+        let at = format!("{path}/{keyword}");
+        let closed = |v: &Value| matches!(node(v), Node::False);
+        let anything = |v: &Value| matches!(node(v), Node::Empty);
+        let change = match (o.get(keyword), n.get(keyword)) {
+            (None, None) => return,
+            (None, Some(u)) if closed(u) => "REMOVED",
+            (None, Some(_)) => "NARROWED",
+            (Some(o), None) if closed(o) => "ADDED",
+            (Some(_), None) => "EXTENDED",
+            (Some(o), Some(u)) if closed(o) && !closed(u) => "ADDED",
+            (Some(o), Some(u)) if !closed(o) && closed(u) => "REMOVED",
+            (Some(o), Some(u)) if anything(o) && !anything(u) => "NARROWED",
+            (Some(o), Some(u)) if !anything(o) && anything(u) => "EXTENDED",
+            (Some(o), Some(u)) => return self.compare(o, u, &at, depth + 1),
+        };
+        let name = if keyword == "unevaluatedItems" {
+            "UNEVALUATED_ITEMS"
+        } else {
+            "UNEVALUATED_PROPERTIES"
+        };
+        self.add(&format!("{name}_{change}"), &at);
     }
 }
 
@@ -726,7 +830,8 @@ fn criterion_name(criterion: Criterion) -> &'static str {
     }
 }
 
-/// An object that allows any additional property.
+/// An object that allows any additional property: no pattern properties, `additionalProperties`
+/// absent or `true`, and `unevaluatedProperties` absent or anything.
 fn open(m: &Map<String, Value>) -> bool {
     m.get("patternProperties")
         .and_then(Value::as_object)
@@ -735,6 +840,8 @@ fn open(m: &Map<String, Value>) -> bool {
             m.get("additionalProperties"),
             None | Some(Value::Bool(true))
         )
+        && m.get("unevaluatedProperties")
+            .is_none_or(|u| matches!(node(u), Node::Empty))
 }
 
 /// The schema a partially open object gives a property it does not name.
@@ -747,14 +854,35 @@ fn partially_open(m: &Map<String, Value>, name: &str) -> Option<Value> {
         }
     }
     match m.get("additionalProperties") {
-        Some(Value::Bool(_)) | None => None,
+        Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) | None => unevaluated_schema(m, "unevaluatedProperties"),
         Some(schema) => Some(schema.clone()),
     }
 }
 
-/// An array whose items past its tuple may be anything.
+/// The schema `unevaluatedItems`/`unevaluatedProperties` gives when it is neither `false` nor
+/// anything.
+fn unevaluated_schema(m: &Map<String, Value>, keyword: &str) -> Option<Value> {
+    m.get(keyword)
+        .filter(|u| !matches!(node(u), Node::False | Node::Empty))
+        .cloned()
+}
+
+/// An array whose items past its tuple may be anything: `additionalItems` absent or `true`,
+/// and `unevaluatedItems` absent or anything.
 fn open_items(m: &Map<String, Value>) -> bool {
     matches!(m.get("additionalItems"), None | Some(Value::Bool(true)))
+        && m.get("unevaluatedItems")
+            .is_none_or(|u| matches!(node(u), Node::Empty))
+}
+
+/// The schema a partially open array gives items past its tuple.
+fn partially_open_items(m: &Map<String, Value>) -> Option<Value> {
+    match m.get("additionalItems") {
+        Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) | None => unevaluated_schema(m, "unevaluatedItems"),
+        Some(schema) => Some(schema.clone()),
+    }
 }
 
 fn strings(diff: &mut Diff<'_>, o: &Map<String, Value>, n: &Map<String, Value>, path: &str) {
@@ -941,5 +1069,74 @@ mod tests {
         // A reference to itself ends.
         let tree = json!({"type": "object", "properties": {"child": {"$ref": "#"}}});
         assert!(broken(tree.clone(), tree).is_empty());
+    }
+    #[test]
+    fn tuples_follow_their_content_model_as_properties_do() {
+        let tuple = |items: Value, extra: Value| {
+            let mut schema = json!({"type": "array", "items": items});
+            if let (Some(s), Some(e)) = (schema.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            schema
+        };
+        let one = json!([{"type": "string"}]);
+        let two = json!([{"type": "string"}, {"type": "integer"}]);
+        // Open: an old writer may have put anything second.
+        assert_eq!(
+            broken(tuple(two.clone(), json!({})), tuple(one.clone(), json!({}))),
+            ["ITEM_ADDED_TO_OPEN_CONTENT_MODEL"]
+        );
+        let closed = json!({"additionalItems": false});
+        assert!(
+            broken(
+                tuple(two.clone(), closed.clone()),
+                tuple(one.clone(), closed.clone())
+            )
+            .is_empty()
+        );
+        // Partially open: the old writer's extra items were numbers, so an integer slot breaks
+        // and a number slot does not.
+        let numbers = json!({"additionalItems": {"type": "number"}});
+        assert!(
+            broken(
+                tuple(json!([{"type": "string"}, {"type": "number"}]), json!({})),
+                tuple(one.clone(), numbers.clone())
+            )
+            .is_empty()
+        );
+        assert!(
+            broken(
+                tuple(two.clone(), json!({})),
+                tuple(one.clone(), numbers.clone())
+            )
+            .contains(&"ITEM_ADDED_NOT_COVERED_BY_PARTIALLY_OPEN_CONTENT_MODEL".to_string())
+        );
+        // unevaluatedItems false closes a tuple as additionalItems false does.
+        let sealed = json!({"unevaluatedItems": false});
+        assert_eq!(
+            broken(
+                tuple(one.clone(), sealed.clone()),
+                tuple(one.clone(), json!({}))
+            ),
+            ["UNEVALUATED_ITEMS_REMOVED"]
+        );
+        assert!(broken(tuple(two, sealed.clone()), tuple(one.clone(), sealed)).is_empty());
+        // A contains-count bound may not appear or tighten.
+        let at_most =
+            |n: u64| json!({"type": "array", "contains": {"type": "string"}, "maxContains": n});
+        assert_eq!(broken(at_most(2), at_most(3)), ["MAX_CONTAINS_DECREASED"]);
+        assert!(broken(at_most(3), at_most(2)).is_empty());
+        // unevaluatedProperties false closes an object: a property added is then fine.
+        let sealed = json!({"unevaluatedProperties": false});
+        let v1 = object(json!({"a": {"type": "string"}}), sealed.clone());
+        let v2 = object(
+            json!({"a": {"type": "string"}, "b": {"type": "integer"}}),
+            sealed,
+        );
+        assert!(broken(v2.clone(), v1.clone()).is_empty());
+        assert_eq!(
+            broken(v1, v2),
+            ["PROPERTY_REMOVED_FROM_CLOSED_CONTENT_MODEL"]
+        );
     }
 }
