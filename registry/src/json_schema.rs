@@ -1,164 +1,52 @@
 //! Whether a JSON document is a JSON Schema at all, as Confluent's registry checks before it
-//! takes one: each keyword the schema uses has the shape the specification gives it (`type` a
-//! known type name or a list of them, `properties` an object of schemas, `required` a list of
-//! names, bounds non-negative integers, patterns regular expressions, and so on), at every
-//! level. Unknown keywords are allowed, as the specification allows them.
+//! takes one: the document must be valid under its draft's meta-schema (the `$schema` it names
+//! among drafts 4, 6, 7, 2019-09 and 2020-12, or draft 7 as Confluent assumes when it names
+//! none it knows), checked with the `jsonschema` crate; and its `pattern`s and
+//! `patternProperties` must be regular expressions, which the later drafts' meta-schemas leave
+//! as annotations but the compatibility rules compile.
 
-use serde_json::{Map, Value};
-
-/// How deep schemas may nest.
-const MAX_DEPTH: usize = 128;
-
-const TYPES: [&str; 7] = [
-    "null", "boolean", "object", "array", "number", "string", "integer",
-];
+use jsonschema::Draft;
+use serde_json::Value;
 
 /// Why `schema` is not a JSON Schema, with where (`#/properties/a/type: ...`).
 pub fn check(schema: &Value) -> Result<(), String> {
-    check_at(schema, "#", 0)
+    let valid = match Draft::Draft7.detect(schema) {
+        Draft::Draft4 => jsonschema::draft4::meta::validate(schema),
+        Draft::Draft6 => jsonschema::draft6::meta::validate(schema),
+        Draft::Draft201909 => jsonschema::draft201909::meta::validate(schema),
+        Draft::Draft202012 => jsonschema::draft202012::meta::validate(schema),
+        _ => jsonschema::draft7::meta::validate(schema),
+    };
+    valid.map_err(|e| format!("#{}: {e}", e.instance_path()))?;
+    patterns(schema, "#")
 }
 
-fn check_at(schema: &Value, path: &str, depth: usize) -> Result<(), String> {
-    if depth > MAX_DEPTH {
-        return Err(format!("{path}: nested more than {MAX_DEPTH} levels deep"));
-    }
-    let map = match schema {
-        Value::Bool(_) => return Ok(()),
-        Value::Object(map) => map,
-        other => {
-            return Err(format!(
-                "{path}: a schema is an object or a boolean, not {other}"
-            ));
-        }
+/// Every `pattern` and `patternProperties` name compiles, outside the keywords whose values are
+/// data rather than schemas.
+fn patterns(value: &Value, path: &str) -> Result<(), String> {
+    let compiles = |pattern: &str, at: &str| {
+        regex::Regex::new(pattern)
+            .map(|_| ())
+            .map_err(|e| format!("{at}: {pattern:?} is not a regular expression: {e}"))
     };
-    for (keyword, value) in map {
-        let at = format!("{path}/{keyword}");
-        check_keyword(keyword, value, &at, depth)?;
-    }
-    Ok(())
-}
-
-fn check_keyword(keyword: &str, value: &Value, at: &str, depth: usize) -> Result<(), String> {
-    let schemas_in = |object: &Map<String, Value>| -> Result<(), String> {
-        object
-            .iter()
-            .try_for_each(|(name, schema)| check_at(schema, &format!("{at}/{name}"), depth + 1))
-    };
-    match keyword {
-        "type" => match value {
-            Value::String(name) => known_type(name, at),
-            Value::Array(names) if !names.is_empty() => names.iter().try_for_each(|n| match n {
-                Value::String(name) => known_type(name, at),
-                other => Err(format!("{at}: a type name is a string, not {other}")),
-            }),
-            other => Err(format!(
-                "{at}: expected a type name or a list of them, got {other}"
-            )),
-        },
-        "properties" | "patternProperties" | "definitions" | "$defs" | "dependentSchemas" => {
-            let object = value
-                .as_object()
-                .ok_or_else(|| format!("{at}: expected an object of schemas, got {value}"))?;
-            if keyword == "patternProperties" {
-                for pattern in object.keys() {
-                    regex::Regex::new(pattern).map_err(|e| {
-                        format!("{at}: {pattern:?} is not a regular expression: {e}")
-                    })?;
+    match value {
+        Value::Object(map) => map.iter().try_for_each(|(keyword, v)| {
+            let at = format!("{path}/{keyword}");
+            match (keyword.as_str(), v) {
+                ("enum" | "const" | "default" | "examples", _) => Ok(()),
+                ("pattern", Value::String(pattern)) => compiles(pattern, &at),
+                ("patternProperties", Value::Object(schemas)) => {
+                    schemas.keys().try_for_each(|p| compiles(p, &at))?;
+                    patterns(v, &at)
                 }
+                _ => patterns(v, &at),
             }
-            schemas_in(object)
-        }
-        "required" => match value {
-            Value::Array(names) if names.iter().all(Value::is_string) => Ok(()),
-            // Draft 3 put `required: true` on the property itself.
-            Value::Bool(_) => Ok(()),
-            other => Err(format!(
-                "{at}: expected a list of property names, got {other}"
-            )),
-        },
-        "items" | "prefixItems" => match value {
-            Value::Array(schemas) => schemas
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, s)| check_at(s, &format!("{at}/{i}"), depth + 1)),
-            schema => check_at(schema, at, depth + 1),
-        },
-        "additionalProperties"
-        | "additionalItems"
-        | "not"
-        | "contains"
-        | "propertyNames"
-        | "if"
-        | "then"
-        | "else"
-        | "unevaluatedItems"
-        | "unevaluatedProperties" => check_at(value, at, depth + 1),
-        "allOf" | "anyOf" | "oneOf" => match value {
-            Value::Array(schemas) if !schemas.is_empty() => schemas
-                .iter()
-                .enumerate()
-                .try_for_each(|(i, s)| check_at(s, &format!("{at}/{i}"), depth + 1)),
-            other => Err(format!(
-                "{at}: expected a non-empty list of schemas, got {other}"
-            )),
-        },
-        "enum" => match value {
-            Value::Array(_) => Ok(()),
-            other => Err(format!("{at}: expected a list of values, got {other}")),
-        },
-        "minLength" | "maxLength" | "minItems" | "maxItems" | "minProperties" | "maxProperties"
-        | "minContains" | "maxContains" => match value.as_f64() {
-            Some(n) if n >= 0.0 && n.fract() == 0.0 => Ok(()),
-            _ => Err(format!(
-                "{at}: expected a non-negative integer, got {value}"
-            )),
-        },
-        "minimum" | "maximum" => match value {
-            Value::Number(_) => Ok(()),
-            other => Err(format!("{at}: expected a number, got {other}")),
-        },
-        // A number since draft 6, a boolean before.
-        "exclusiveMinimum" | "exclusiveMaximum" => match value {
-            Value::Number(_) | Value::Bool(_) => Ok(()),
-            other => Err(format!("{at}: expected a number, got {other}")),
-        },
-        "multipleOf" => match value.as_f64() {
-            Some(n) if n > 0.0 => Ok(()),
-            _ => Err(format!("{at}: expected a number above 0, got {value}")),
-        },
-        "pattern" => {
-            let pattern = value
-                .as_str()
-                .ok_or_else(|| format!("{at}: expected a regular expression, got {value}"))?;
-            regex::Regex::new(pattern)
-                .map(|_| ())
-                .map_err(|e| format!("{at}: {pattern:?} is not a regular expression: {e}"))
-        }
-        "uniqueItems" => match value {
-            Value::Bool(_) => Ok(()),
-            other => Err(format!("{at}: expected a boolean, got {other}")),
-        },
-        "$ref" | "$schema" | "$id" | "id" | "title" | "description" | "format" => {
-            match (keyword, value) {
-                (_, Value::String(_)) => Ok(()),
-                // `id` may also name a property in a schema's `properties`-like use; only the
-                // `$` keywords and the annotations must be strings.
-                ("id", _) => Ok(()),
-                (_, other) => Err(format!("{at}: expected a string, got {other}")),
-            }
-        }
+        }),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, v)| patterns(v, &format!("{path}/{i}"))),
         _ => Ok(()),
-    }
-}
-
-fn known_type(name: &str, at: &str) -> Result<(), String> {
-    if TYPES.contains(&name) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{at}: unknown type {name:?}; a type is one of {}",
-            TYPES.join(", ")
-        ))
     }
 }
 
@@ -176,32 +64,48 @@ mod tests {
                    "required": ["a"], "additionalProperties": false}),
             json!({"oneOf": [{"type": "null"}, {"type": "integer", "connect.type": "int64"}]}),
             json!({"type": "array", "items": [{"type": "string"}], "minItems": 1}),
-            json!({"definitions": {"x": {"type": "number", "exclusiveMinimum": true}},
+            json!({"$schema": "http://json-schema.org/draft-04/schema#",
+                   "definitions": {"x": {"type": "number", "minimum": 0, "exclusiveMinimum": true}},
                    "$ref": "#/definitions/x"}),
+            json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                   "prefixItems": [{"type": "string"}], "unevaluatedItems": false}),
+            // A `pattern` in data is not a pattern.
+            json!({"type": "object", "default": {"pattern": "("}}),
             json!({"type": "string", "pattern": "^[a-z]+$", "maxLength": 5}),
         ] {
             assert_eq!(check(&schema), Ok(()), "{schema}");
         }
         for (schema, expected) in [
-            (json!({"type": 5}), "#/type: expected a type name"),
-            (json!({"type": "text"}), "#/type: unknown type \"text\""),
+            (json!({"type": 5}), "#/type: 5 is not valid"),
+            (json!({"type": "text"}), "#/type: \"text\" is not valid"),
             (
                 json!({"properties": {"a": {"type": "strin"}}}),
-                "#/properties/a/type: unknown type",
+                "#/properties/a/type: \"strin\" is not valid",
             ),
-            (json!({"required": "a"}), "#/required: expected a list"),
+            (
+                json!({"required": "a"}),
+                "#/required: \"a\" is not of type \"array\"",
+            ),
             (
                 json!({"maxLength": -1}),
-                "#/maxLength: expected a non-negative integer",
+                "#/maxLength: -1 is less than the minimum of 0",
             ),
             (
                 json!({"pattern": "("}),
-                "#/pattern: \"(\" is not a regular expression",
+                "#/pattern: \"(\" is not a \"regex\"",
             ),
-            (json!({"anyOf": []}), "#/anyOf: expected a non-empty list"),
+            (json!({"anyOf": []}), "#/anyOf: [] has less than 1 item"),
+            (json!({"items": [1]}), "#/items: [1] is not valid"),
+            // Later drafts leave `pattern` unchecked; the compatibility rules need it to compile.
             (
-                json!({"items": [1]}),
-                "#/items/0: a schema is an object or a boolean",
+                json!({"$schema": "https://json-schema.org/draft/2020-12/schema",
+                       "patternProperties": {"(": {}}}),
+                "#/patternProperties: \"(\" is not a regular expression",
+            ),
+            // Draft 4's boolean exclusiveMinimum is not draft 7's number.
+            (
+                json!({"type": "number", "minimum": 1, "exclusiveMinimum": true}),
+                "#/exclusiveMinimum: true is not of type \"number\"",
             ),
         ] {
             let err = check(&schema).unwrap_err();
