@@ -1,0 +1,214 @@
+//! TLS for Eddy's listeners: a rustls server configuration from PEM files (a certificate chain
+//! and its private key), with client certificates asked for or required against a CA file, as
+//! Kafka's `ssl.client.auth` has them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_rustls::TlsAcceptor;
+
+use crate::SecurityError;
+
+/// How long a client has to finish the TLS handshake before the connection is closed.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether clients present certificates (Kafka's `ssl.client.auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientAuth {
+    /// No client certificates.
+    #[default]
+    None,
+    /// Asked for; a client without one is still served.
+    Requested,
+    /// A client without a certificate the CA signed is refused.
+    Required,
+}
+
+impl std::str::FromStr for ClientAuth {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.to_ascii_lowercase().as_str() {
+            "none" => Ok(ClientAuth::None),
+            "requested" => Ok(ClientAuth::Requested),
+            "required" => Ok(ClientAuth::Required),
+            _ => Err(format!(
+                "expected none, requested or required, not {text:?}"
+            )),
+        }
+    }
+}
+
+/// Where a listener's TLS material is.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// The PEM certificate chain, the server's own certificate first.
+    pub certificate: PathBuf,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// The PEM CA certificates client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Whether clients present certificates.
+    pub client_auth: ClientAuth,
+}
+
+impl TlsFiles {
+    /// The acceptor for these files; says which file is wrong and how.
+    pub fn acceptor(&self) -> Result<TlsAcceptor, SecurityError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain = certificates(&self.certificate)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| {
+            SecurityError::Tls(format!(
+                "cannot read a private key from {}: {e}",
+                self.key.display()
+            ))
+        })?;
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| SecurityError::Tls(e.to_string()))?;
+        let builder = match (self.client_auth, &self.client_ca) {
+            (ClientAuth::None, _) => builder.with_no_client_auth(),
+            (_, None) => {
+                return Err(SecurityError::Tls(
+                    "client certificates need a CA file to check them against".into(),
+                ));
+            }
+            (auth, Some(ca)) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in certificates(ca)? {
+                    roots.add(cert).map_err(|e| {
+                        SecurityError::Tls(format!("{} holds an unusable CA: {e}", ca.display()))
+                    })?;
+                }
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+                let verifier = if auth == ClientAuth::Requested {
+                    verifier.allow_unauthenticated()
+                } else {
+                    verifier
+                };
+                let verifier = verifier
+                    .build()
+                    .map_err(|e| SecurityError::Tls(format!("{}: {e}", ca.display())))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+            SecurityError::Tls(format!(
+                "{} and {} do not make a usable certificate and key: {e}",
+                self.certificate.display(),
+                self.key.display()
+            ))
+        })?;
+        // HTTP/2 when the client offers it, as the plaintext listener serves h2c.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsAcceptor::from(Arc::new(config)))
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<_, _>>())
+        .map_err(|e| {
+            SecurityError::Tls(format!(
+                "cannot read certificates from {}: {e}",
+                path.display()
+            ))
+        })?;
+    if certs.is_empty() {
+        return Err(SecurityError::Tls(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// Runs the TLS handshake on `stream`, giving up after [`HANDSHAKE_TIMEOUT`].
+pub async fn accept<S>(
+    acceptor: &TlsAcceptor,
+    stream: S,
+) -> std::io::Result<tokio_rustls::server::TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(accepted) => accepted,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the TLS handshake did not finish in time",
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_that_are_not_a_certificate_and_key_say_which() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_path, key_path, junk) = (
+            dir.path().join("cert.pem"),
+            dir.path().join("key.pem"),
+            dir.path().join("junk.pem"),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::write(&junk, "not pem").unwrap();
+        let files = TlsFiles {
+            certificate: cert_path.clone(),
+            key: key_path.clone(),
+            ..TlsFiles::default()
+        };
+        assert!(files.acceptor().is_ok());
+        for (files, says) in [
+            (
+                TlsFiles {
+                    certificate: junk.clone(),
+                    ..files.clone()
+                },
+                "holds no PEM certificate",
+            ),
+            (
+                TlsFiles {
+                    key: junk.clone(),
+                    ..files.clone()
+                },
+                "cannot read a private key from",
+            ),
+            (
+                TlsFiles {
+                    key: dir.path().join("missing.pem"),
+                    ..files.clone()
+                },
+                "missing.pem",
+            ),
+            (
+                TlsFiles {
+                    client_auth: ClientAuth::Required,
+                    ..files.clone()
+                },
+                "need a CA file",
+            ),
+        ] {
+            let Err(e) = files.acceptor() else {
+                panic!("{files:?} was accepted")
+            };
+            assert!(e.to_string().contains(says), "{e}");
+        }
+        let other = rcgen::KeyPair::generate().unwrap();
+        std::fs::write(&junk, other.serialize_pem()).unwrap();
+        let mismatched = TlsFiles { key: junk, ..files };
+        assert!(mismatched.acceptor().is_err());
+    }
+}
