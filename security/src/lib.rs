@@ -68,3 +68,94 @@ impl SecurityError {
         SecurityError::Store(e.to_string())
     }
 }
+
+/// A listener's security protocol, as Kafka names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SecurityProtocol {
+    /// Neither TLS nor authentication.
+    #[default]
+    Plaintext,
+    /// TLS, without SASL.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    /// Kafka's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    /// Whether connections run TLS.
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    /// Whether clients authenticate with SASL.
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+impl std::fmt::Display for SecurityProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SecurityProtocol {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        [
+            SecurityProtocol::Plaintext,
+            SecurityProtocol::Ssl,
+            SecurityProtocol::SaslPlaintext,
+            SecurityProtocol::SaslSsl,
+        ]
+        .into_iter()
+        .find(|p| p.name().eq_ignore_ascii_case(text))
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is not a security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"
+            )
+        })
+    }
+}
+
+/// Who may do what: the users, and the super users, who may do anything.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The user store.
+    pub users: UserStore,
+    super_users: std::sync::Arc<std::collections::HashSet<String>>,
+}
+
+impl Access {
+    /// Access over `users`, with `super_users` named without `User:`.
+    pub fn new(users: UserStore, super_users: impl IntoIterator<Item = String>) -> Self {
+        Access {
+            users,
+            super_users: std::sync::Arc::new(super_users.into_iter().collect()),
+        }
+    }
+
+    /// Whether `principal` is a super user.
+    pub fn is_super_user(&self, principal: &Principal) -> bool {
+        matches!(principal, Principal::User(name) if self.super_users.contains(name))
+    }
+}
+
+/// SASL mechanisms Eddy offers, as Kafka names them.
+pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];

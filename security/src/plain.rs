@@ -7,6 +7,13 @@ use crate::users::UserStore;
 /// The longest PLAIN message accepted (RFC 4616 allows 255 bytes per field).
 const MAX_MESSAGE_BYTES: usize = 1024;
 
+/// The user a PLAIN `message` names, whether or not its password is right (for logging).
+pub fn claimed_user(message: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(message.get(..MAX_MESSAGE_BYTES.min(message.len()))?).ok()?;
+    let user = text.split('\0').nth(1)?;
+    (!user.is_empty()).then(|| user.to_string())
+}
+
 /// The user a PLAIN `message` authenticates, or why not.
 pub fn authenticate(users: &UserStore, message: &[u8]) -> Result<String, SecurityError> {
     if message.len() > MAX_MESSAGE_BYTES {

@@ -241,6 +241,7 @@ enum Stage {
 pub struct ScramServer {
     mechanism: Mechanism,
     stage: Stage,
+    claimed: Option<String>,
 }
 
 /// What the server answers a client's message with.
@@ -263,7 +264,18 @@ impl ScramServer {
         ScramServer {
             mechanism,
             stage: Stage::Start,
+            claimed: None,
         }
+    }
+
+    /// The mechanism of this exchange.
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
+    /// The user the client claims to be, once its first message has named one.
+    pub fn claimed_user(&self) -> Option<&str> {
+        self.claimed.as_deref()
     }
 
     /// Takes the client's next message; `lookup` finds a user's credential for this mechanism.
@@ -346,6 +358,7 @@ impl ScramServer {
                 "a SCRAM authorization id other than the user is not supported".into(),
             ));
         }
+        self.claimed = Some(user.clone());
         let credential = lookup(&user);
         let (salt, iterations) = match &credential {
             Some(c) => (c.salt.clone(), c.iterations),
@@ -388,9 +401,15 @@ impl ScramServer {
                 "SCRAM channel binding is not supported".into(),
             ));
         }
-        if attributes.next().and_then(|a| a.strip_prefix("r=")) != Some(nonce) {
+        // As Kafka checks it: the echoed nonce ends with the server's. librdkafka sends its
+        // client nonce in front of the server's whole nonce, which already begins with it.
+        if !attributes
+            .next()
+            .and_then(|a| a.strip_prefix("r="))
+            .is_some_and(|echoed| echoed.ends_with(nonce))
+        {
             return Err(SecurityError::Malformed(
-                "the SCRAM nonce does not match".into(),
+                "the SCRAM nonce does not match the server's".into(),
             ));
         }
         let proof = BASE64

@@ -140,6 +140,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     connections: ConnectionLimit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) -> std::io::Result<()> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -165,7 +166,10 @@ pub async fn serve(
             }
         };
         let Some(admitted) = connections.admit() else {
-            tokio::spawn(refuse_busy(tcp));
+            // A TLS client could not read a plaintext answer.
+            if tls.is_none() {
+                tokio::spawn(refuse_busy(tcp));
+            }
             continue;
         };
         if let Err(e) = tcp.set_nodelay(true) {
@@ -173,10 +177,23 @@ pub async fn serve(
         }
         let service = TowerToHyperService::new(router.clone());
         let builder = builder.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let served = builder
-                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                .await;
+            let served = match tls {
+                Some(acceptor) => match eddy_security::tls::accept(&acceptor, tcp).await {
+                    Ok(stream) => {
+                        builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .await
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                None => {
+                    builder
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                        .await
+                }
+            };
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "HTTP connection closed");
             }

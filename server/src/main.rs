@@ -42,6 +42,27 @@ enum Command {
     Server,
     /// Open the interactive SQL shell against a running server.
     Repl(ReplArgs),
+    /// Manage the users Kafka SASL and HTTP Basic authenticate against (the server must be
+    /// stopped; while it runs, Kafka's AlterUserScramCredentials changes users).
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UsersCommand {
+    /// Add a user, or set an existing user's password. The password is asked for on a
+    /// terminal, or read as the first line of standard input.
+    Add {
+        /// The user name (the principal is `User:<name>`).
+        name: String,
+    },
+    /// Remove a user.
+    Remove {
+        /// The user name.
+        name: String,
+    },
+    /// List the users and their SCRAM mechanisms.
+    List,
 }
 
 #[derive(Debug, Args)]
@@ -108,14 +129,15 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_LOG", default_value = "info")]
     log_level: String,
 
-    /// Address of the HTTP listener: the ksqlDB REST API.
+    /// Address of the HTTP listener (the ksqlDB REST API and the console): `ip:port`, or
+    /// `https://ip:port` for TLS with --tls-cert and --tls-key.
     #[arg(
         long,
         global = true,
         env = "EDDY_LISTEN",
         default_value = "127.0.0.1:8088"
     )]
-    listen: SocketAddr,
+    listen: String,
 
     /// The largest HTTP request body accepted, in bytes; larger ones are refused with 413.
     #[arg(
@@ -153,21 +175,84 @@ struct ServerArgs {
     )]
     http_allowed_origins: Vec<String>,
 
-    /// Address of the Kafka protocol listener.
+    /// Kafka protocol listeners, comma separated, as Kafka writes them:
+    /// `[PROTOCOL://]ip:port` with PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (PLAINTEXT when
+    /// none is given), such as `127.0.0.1:9092,SASL_SSL://0.0.0.0:9093`.
     #[arg(
         long,
         global = true,
         env = "EDDY_KAFKA_LISTEN",
-        default_value = "127.0.0.1:9092"
+        default_value = "127.0.0.1:9092",
+        value_delimiter = ','
     )]
-    kafka_listen: SocketAddr,
+    kafka_listen: Vec<String>,
 
-    /// Address given to Kafka clients in metadata; defaults to the listen address.
-    #[arg(long, global = true, env = "EDDY_KAFKA_ADVERTISED")]
-    kafka_advertised: Option<SocketAddr>,
+    /// Addresses given to Kafka clients in metadata, comma separated, `PROTOCOL://host:port`
+    /// per listener (a bare `host:port` is the first listener's); each listener's own address
+    /// by default.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_KAFKA_ADVERTISED",
+        value_delimiter = ','
+    )]
+    kafka_advertised: Vec<String>,
+
+    /// The PEM certificate chain of TLS listeners (https://, SSL://, SASL_SSL://).
+    #[arg(long, global = true, env = "EDDY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// The PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "EDDY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates that client certificates must chain to.
+    #[arg(long, global = true, env = "EDDY_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+
+    /// Whether TLS clients present certificates: none, requested or required (Kafka's
+    /// `ssl.client.auth`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_TLS_CLIENT_AUTH",
+        default_value = "none"
+    )]
+    tls_client_auth: eddy_security::tls::ClientAuth,
+
+    /// HTTP authentication on the REST API, console, /metrics and the schema registry: `none`
+    /// or `basic` (HTTP Basic against Eddy's users, as ksqlDB's `authentication.method`).
+    #[arg(long, global = true, env = "EDDY_HTTP_AUTH", default_value = "none", value_parser = ["none", "basic"])]
+    http_auth: String,
+
+    /// SASL mechanisms SASL listeners offer, comma separated (Kafka's
+    /// `sasl.enabled.mechanisms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_SASL_MECHANISMS",
+        default_value = "SCRAM-SHA-256,SCRAM-SHA-512,PLAIN",
+        value_delimiter = ','
+    )]
+    sasl_mechanisms: Vec<String>,
+
+    /// Principals that may do anything, as Kafka's `super.users` (`User:alice;User:bob`, or
+    /// comma separated).
+    #[arg(long, global = true, env = "EDDY_SUPER_USERS", default_value = "")]
+    super_users: String,
+
+    /// A first user to create at start-up if it does not exist, with the password in the
+    /// EDDY_ADMIN_PASSWORD environment variable; it is a super user.
+    #[arg(long, global = true, env = "EDDY_ADMIN_USER")]
+    admin_user: Option<String>,
+
+    /// Serve listeners beyond loopback without authentication. Without it, such a listener is
+    /// refused at start-up.
+    #[arg(long, global = true, env = "EDDY_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
 
     /// Address of the schema registry listener (Confluent's REST API, whose clients default to
-    /// port 8081), or `off` for none.
+    /// port 8081): `ip:port`, `https://ip:port`, or `off` for none.
     #[arg(
         long,
         global = true,
@@ -332,7 +417,7 @@ fn main() -> anyhow::Result<()> {
         Some(_) => false,
     };
     let log_file = shell.then(|| cli.server.data_dir.join("eddy.log"));
-    if !matches!(cli.command, Some(Command::Repl(_))) {
+    if !matches!(cli.command, Some(Command::Repl(_) | Command::Users(_))) {
         init_logging(&cli.server.log_level, log_file.as_deref())?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -356,12 +441,109 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Some(Command::Users(command)) => runtime.block_on(users(&cli.server, command)),
         None if shell => serve_with_shell(&runtime, &cli.server, log_file.as_deref()),
         Some(Command::Server) | None => runtime.block_on(async {
             let signal = ShutdownSignal::install(true)?;
             serve(&cli.server, signal.wait(), None).await
         }),
     }
+}
+
+/// `eddy users ...`: changes the users in the data directory's store.
+async fn users(args: &ServerArgs, command: UsersCommand) -> anyhow::Result<()> {
+    let store = Store::open(&args.data_dir, StoreOptions::default()).with_context(|| {
+        format!(
+            "cannot open the store in {} (while the server runs, change users with a Kafka \
+             admin client's AlterUserScramCredentials, or stop the server first)",
+            args.data_dir.display()
+        )
+    })?;
+    let users = eddy_security::UserStore::open(&store)?;
+    match command {
+        UsersCommand::Add { name } => {
+            eddy_security::users::validate_name(&name)?;
+            let password = read_password(&format!("Password for {name}: "))?;
+            users.set_password(&name, &password).await?;
+            println!("User {name} saved (SCRAM-SHA-256 and SCRAM-SHA-512).");
+        }
+        UsersCommand::Remove { name } => {
+            if users.remove(&name).await? {
+                println!("User {name} removed.");
+            } else {
+                anyhow::bail!("there is no user {name:?}");
+            }
+        }
+        UsersCommand::List => {
+            for (name, mechanisms) in users.list() {
+                let mechanisms: Vec<String> = mechanisms
+                    .iter()
+                    .map(|(m, iterations)| format!("{}({iterations})", m.name()))
+                    .collect();
+                println!("{name}\t{}", mechanisms.join(" "));
+            }
+        }
+    }
+    tokio::task::spawn_blocking(move || store.close()).await??;
+    Ok(())
+}
+
+/// A password: asked for without echo on a terminal, else the first line of standard input.
+fn read_password(prompt: &str) -> anyhow::Result<String> {
+    let password = if std::io::stdin().is_terminal() {
+        rpassword::prompt_password(prompt).context("cannot read the password")?
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("cannot read the password from standard input")?;
+        line.trim_end_matches(['\r', '\n']).to_string()
+    };
+    if password.is_empty() {
+        anyhow::bail!("the password is empty");
+    }
+    Ok(password)
+}
+
+/// The users, super users and bootstrap admin, from the flags.
+async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_security::Access> {
+    let users = eddy_security::UserStore::open(store)?;
+    let mut super_users: Vec<String> = args
+        .super_users
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.strip_prefix("User:").unwrap_or(s).to_string())
+        .collect();
+    if let Some(admin) = &args.admin_user {
+        if users.list().iter().all(|(name, _)| name != admin) {
+            let password = std::env::var("EDDY_ADMIN_PASSWORD").map_err(|_| {
+                anyhow::anyhow!(
+                    "--admin-user {admin} does not exist yet; set EDDY_ADMIN_PASSWORD to create it"
+                )
+            })?;
+            users.set_password(admin, &password).await?;
+            info!(user = %admin, "created the admin user");
+        }
+        super_users.push(admin.clone());
+    }
+    Ok(eddy_security::Access::new(users, super_users))
+}
+
+/// The TLS acceptor, when a listener needs one.
+fn tls_acceptor(args: &ServerArgs) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    let (Some(certificate), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        anyhow::bail!(
+            "a TLS listener (https://, SSL:// or SASL_SSL://) needs --tls-cert and --tls-key"
+        );
+    };
+    let files = eddy_security::tls::TlsFiles {
+        certificate: certificate.clone(),
+        key: key.clone(),
+        client_ca: args.tls_client_ca.clone(),
+        client_auth: args.tls_client_auth,
+    };
+    Ok(files.acceptor()?)
 }
 
 /// Serves, and runs the shell on this terminal against the server; leaving the shell stops the
@@ -397,14 +579,16 @@ fn serve_with_shell(
     println!(
         "Eddy is serving HTTP on {} and Kafka on {}, with its data in {}{}.",
         listening.http,
-        listening.kafka,
+        listening
+            .kafka
+            .map_or_else(|| "no address".to_string(), |a| a.to_string()),
         args.data_dir.display(),
         log_file
             .map(|f| format!(", log in {}", f.display()))
             .unwrap_or_default()
     );
     let shell = eddy_repl::run(eddy_repl::Options {
-        url: format!("http://{}", listening.http),
+        url: listening.http.clone(),
         history: eddy_repl::default_history_file(),
         ..eddy_repl::Options::default()
     });
@@ -418,23 +602,25 @@ fn serve_with_shell(
 /// returns where it listens and its task.
 async fn serve_registry(
     args: &ServerArgs,
+    listener: Option<(
+        eddy_server::listeners::HttpListener,
+        Option<tokio_rustls::TlsAcceptor>,
+    )>,
     (registry, bodies, memory): (
         std::sync::Arc<eddy_registry::SchemaRegistry>,
         http::BodyLimits,
         eddy_server::request_memory::RequestMemory,
     ),
-    metrics: &eddy_server::metrics::ServerMetrics,
+    (metrics, auth): (
+        &eddy_server::metrics::ServerMetrics,
+        eddy_server::auth::HttpAuth,
+    ),
     max_connections: usize,
 ) -> anyhow::Result<Option<(SocketAddr, tokio::task::JoinHandle<()>)>> {
-    if args.schema_registry_listen.eq_ignore_ascii_case("off") {
+    let Some((listener, tls)) = listener else {
         return Ok(None);
-    }
-    let address: SocketAddr = args.schema_registry_listen.parse().with_context(|| {
-        format!(
-            "--schema-registry-listen takes an address such as 127.0.0.1:8081, or off; not {:?}",
-            args.schema_registry_listen
-        )
-    })?;
+    };
+    let address = listener.bind;
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| {
@@ -456,9 +642,10 @@ async fn serve_registry(
             eddy_server::browser::guard,
         ),
     );
+    let router = with_auth(router, auth);
     let connections = metrics.connection_limit("schema_registry", max_connections);
     let task = tokio::spawn(async move {
-        if let Err(e) = http::serve(listener, router, connections).await {
+        if let Err(e) = http::serve(listener, router, connections, tls).await {
             tracing::error!(error = %e, "the schema registry listener stopped");
         }
     });
@@ -467,8 +654,103 @@ async fn serve_registry(
 
 /// Where a started server listens.
 struct Listening {
-    http: SocketAddr,
-    kafka: SocketAddr,
+    /// The REST API's URL.
+    http: String,
+    kafka: Option<SocketAddr>,
+}
+
+/// Every listener the flags ask for.
+struct ListenerPlan {
+    kafka: Vec<eddy_server::listeners::KafkaListener>,
+    http: eddy_server::listeners::HttpListener,
+    registry: Option<eddy_server::listeners::HttpListener>,
+}
+
+impl ListenerPlan {
+    fn from_args(args: &ServerArgs) -> anyhow::Result<Self> {
+        use eddy_server::listeners;
+        let kafka = listeners::kafka_listeners(&args.kafka_listen, &args.kafka_advertised)
+            .map_err(anyhow::Error::msg)?;
+        let http =
+            listeners::http_listener("--listen", &args.listen).map_err(anyhow::Error::msg)?;
+        let registry = if args.schema_registry_listen.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(
+                listeners::http_listener("--schema-registry-listen", &args.schema_registry_listen)
+                    .map_err(anyhow::Error::msg)?,
+            )
+        };
+        Ok(ListenerPlan {
+            kafka,
+            http,
+            registry,
+        })
+    }
+
+    fn needs_tls(&self) -> bool {
+        self.http.tls
+            || self.registry.is_some_and(|r| r.tls)
+            || self.kafka.iter().any(|l| l.protocol.uses_tls())
+    }
+
+    /// Refuses listeners beyond loopback that let anyone in, unless --allow-anonymous.
+    fn check_exposure(&self, args: &ServerArgs) -> anyhow::Result<()> {
+        use eddy_server::listeners::{is_loopback, refuse_anonymous};
+        let certified = args.tls_client_auth == eddy_security::tls::ClientAuth::Required;
+        let http_open = args.http_auth != "basic";
+        if !args.allow_anonymous {
+            for listener in &self.kafka {
+                let authenticates = listener.protocol.uses_sasl()
+                    || (listener.protocol == eddy_security::SecurityProtocol::Ssl && certified);
+                if !authenticates && !is_loopback(listener.bind.ip()) {
+                    anyhow::bail!(refuse_anonymous(
+                        &format!("Kafka ({})", listener.protocol),
+                        listener.bind,
+                        "Use a SASL_SSL:// (or SASL_PLAINTEXT://) listener and create users with \
+                         `eddy users add NAME`."
+                    ));
+                }
+            }
+            for (what, listener) in [
+                ("HTTP", Some(self.http)),
+                ("the schema registry", self.registry),
+            ] {
+                if let Some(listener) = listener
+                    && http_open
+                    && !is_loopback(listener.bind.ip())
+                {
+                    anyhow::bail!(refuse_anonymous(
+                        what,
+                        listener.bind,
+                        "Pass --http-auth basic and create users with `eddy users add NAME`."
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Warns when authentication is on and no user exists yet.
+    fn warn_without_users(&self, args: &ServerArgs, access: &eddy_security::Access) {
+        let authenticating =
+            args.http_auth == "basic" || self.kafka.iter().any(|l| l.protocol.uses_sasl());
+        if authenticating && access.users.is_empty() {
+            tracing::warn!(
+                "authentication is on but there are no users yet: create one with `eddy users add \
+                 NAME` (server stopped), or EDDY_ADMIN_USER and EDDY_ADMIN_PASSWORD"
+            );
+        }
+    }
+}
+
+/// `router` behind HTTP Basic, when `auth` has users to check; OPTIONS preflights pass, as
+/// browsers send them without credentials.
+fn with_auth(router: axum::Router, auth: eddy_server::auth::HttpAuth) -> axum::Router {
+    router.layer(axum::middleware::from_fn_with_state(
+        std::sync::Arc::new(auth),
+        eddy_server::auth::basic,
+    ))
 }
 
 /// Serves until `shutdown` resolves, then stops cleanly; `ready` gets the HTTP address once
@@ -478,6 +760,14 @@ async fn serve(
     shutdown: impl std::future::Future<Output = anyhow::Result<()>>,
     ready: Option<tokio::sync::oneshot::Sender<Listening>>,
 ) -> anyhow::Result<()> {
+    // Listeners are checked before anything is opened, so a refusal comes at once.
+    let plan = ListenerPlan::from_args(args)?;
+    plan.check_exposure(args)?;
+    let tls = if plan.needs_tls() {
+        Some(tls_acceptor(args)?)
+    } else {
+        None
+    };
     let options = StoreOptions {
         sync: args.sync,
         max_partitions: args.max_partitions,
@@ -505,31 +795,50 @@ async fn serve(
     let sources = engine.catalog().await.sources().count();
     // The engine's formats and the registry's listener share one registry over the store.
     let registry = engine.schema_registry().clone();
-    let kafka_listener = tokio::net::TcpListener::bind(args.kafka_listen)
-        .await
-        .with_context(|| format!("cannot listen for Kafka clients on {}", args.kafka_listen))?;
-    let kafka_address = kafka_listener.local_addr()?;
+    let access = access(args, &store).await?;
+    plan.warn_without_users(args, &access);
     let engine = std::sync::Arc::new(engine);
     let state = http::AppState::new(engine.clone())?;
     let file_descriptors = eddy_server::connections::raise_file_descriptor_limit();
     let max_connections = args
         .max_connections
         .unwrap_or_else(|| eddy_server::connections::default_max_connections(file_descriptors));
-    let kafka = tokio::spawn(kafka::serve(
-        kafka_listener,
-        store.clone(),
-        kafka::KafkaConfig {
-            advertised: args.kafka_advertised.unwrap_or(kafka_address),
+    let broker = kafka::Broker::new(store.clone(), args.kafka_limits().groups);
+    let mut tasks = Vec::new();
+    let mut kafka_addresses = Vec::new();
+    for listener in &plan.kafka {
+        let bound = tokio::net::TcpListener::bind(listener.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for Kafka clients ({}) on {}",
+                    listener.protocol, listener.bind
+                )
+            })?;
+        let address = bound.local_addr()?;
+        let config = kafka::KafkaConfig {
+            advertised: listener
+                .advertised
+                .clone()
+                .unwrap_or_else(|| (address.ip().to_string(), address.port())),
             auto_create_topics: args.kafka_auto_create_topics,
             default_partitions: 1,
             fetched_records: Some(state.metrics.kafka_fetched_records.clone()),
             limits: args.kafka_limits(),
             connections: state.metrics.connection_limit("kafka", max_connections),
-        },
-    ));
-    let http_listener = tokio::net::TcpListener::bind(args.listen)
+            security: kafka::ListenerSecurity {
+                protocol: listener.protocol,
+                tls: listener.protocol.uses_tls().then(|| tls.clone()).flatten(),
+                access: Some(access.clone()),
+                sasl_mechanisms: args.sasl_mechanisms.clone(),
+            },
+        };
+        tasks.push(tokio::spawn(broker.clone().serve(bound, config)));
+        kafka_addresses.push((address, listener.protocol));
+    }
+    let http_listener = tokio::net::TcpListener::bind(plan.http.bind)
         .await
-        .with_context(|| format!("cannot listen for HTTP on {}", args.listen))?;
+        .with_context(|| format!("cannot listen for HTTP on {}", plan.http.bind))?;
     let http_address = http_listener.local_addr()?;
     let queries = engine.clone();
     let browser = http::BrowserPolicy::new(
@@ -544,21 +853,37 @@ async fn serve(
     };
     let server_metrics = state.metrics.clone();
     let memory = bodies.memory();
-    let router = http::router_sharing(state, bodies, browser, memory.clone());
-    let http = tokio::spawn(async move {
-        if let Err(e) = http::serve(http_listener, router, http_connections).await {
+    let http_auth = |style| eddy_server::auth::HttpAuth {
+        access: (args.http_auth == "basic").then(|| access.clone()),
+        style,
+    };
+    let router = with_auth(
+        http::router_sharing(state, bodies, browser, memory.clone()),
+        http_auth(eddy_server::auth::ErrorStyle::Ksql),
+    );
+    let http_tls = plan.http.tls.then(|| tls.clone()).flatten();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = http::serve(http_listener, router, http_connections, http_tls).await {
             tracing::error!(error = %e, "the HTTP server stopped");
         }
-    });
+    }));
     let schema_registry = serve_registry(
         args,
+        plan.registry
+            .map(|r| (r, r.tls.then(|| tls.clone()).flatten())),
         (registry, bodies, memory),
-        &server_metrics,
+        (
+            &server_metrics,
+            http_auth(eddy_server::auth::ErrorStyle::Registry),
+        ),
         max_connections,
     )
     .await?;
-    info!(address = %kafka_address, "listening for Kafka clients");
-    info!(address = %http_address, "listening for HTTP (ksqlDB REST API)");
+    for (address, protocol) in &kafka_addresses {
+        info!(address = %address, protocol = %protocol, "listening for Kafka clients");
+    }
+    let scheme = if plan.http.tls { "https" } else { "http" };
+    info!(address = %http_address, scheme, "listening for HTTP (ksqlDB REST API)");
     if let Some((address, _)) = &schema_registry {
         info!(address = %address, "listening for schema registry clients");
     }
@@ -574,14 +899,15 @@ async fn serve(
 
     if let Some(ready) = ready {
         let _ = ready.send(Listening {
-            http: http_address,
-            kafka: kafka_address,
+            http: format!("{scheme}://{http_address}"),
+            kafka: kafka_addresses.first().map(|(a, _)| *a),
         });
     }
     shutdown.await?;
     info!("shutting down");
-    kafka.abort();
-    http.abort();
+    for task in tasks {
+        task.abort();
+    }
     if let Some((_, task)) = schema_registry {
         task.abort();
     }

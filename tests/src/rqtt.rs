@@ -40,7 +40,9 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
     );
     let connections = eddy_server::connections::ConnectionLimit::new("http", 1024);
     let server =
-        tokio::spawn(async move { eddy_server::http::serve(listener, router, connections).await });
+        tokio::spawn(
+            async move { eddy_server::http::serve(listener, router, connections, None).await },
+        );
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)

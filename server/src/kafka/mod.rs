@@ -11,6 +11,8 @@ mod fetch;
 mod groups;
 mod produce;
 mod producers;
+mod sasl;
+mod users;
 
 pub use fetch::DEFAULT_FETCH_MAX_BYTES;
 pub use groups::GroupLimits;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use eddy_security::{Access, Principal, SecurityProtocol};
 use eddy_storage::{StorageError, Store, TopicConfig};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::list_offsets_response::{
@@ -27,6 +30,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ListOffsetsRequest,
@@ -40,7 +47,7 @@ use kafka_protocol::messages::{
     OffsetCommitRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::connections::ConnectionLimit;
@@ -74,13 +81,17 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 3),
     (ApiKey::DescribeGroups, 0, 4),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
 ];
 
 /// How the Kafka listener behaves.
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
-    /// The address clients are told to connect to.
-    pub advertised: SocketAddr,
+    /// The host and port clients are told to connect to.
+    pub advertised: (String, u16),
     /// Whether Metadata requests create unknown topics.
     pub auto_create_topics: bool,
     /// Partitions of auto-created topics.
@@ -91,6 +102,43 @@ pub struct KafkaConfig {
     pub limits: KafkaLimits,
     /// How many connections the listener holds open at once.
     pub connections: ConnectionLimit,
+    /// TLS and authentication on the listener.
+    pub security: ListenerSecurity,
+}
+
+/// A Kafka listener's security: its protocol, the TLS it runs and the users SASL checks.
+#[derive(Clone, Default)]
+pub struct ListenerSecurity {
+    /// The security protocol, as Kafka names it.
+    pub protocol: SecurityProtocol,
+    /// The TLS acceptor, for `SSL` and `SASL_SSL`.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The users and super users; `None` when the server keeps none (benchmarks, tests).
+    pub access: Option<Access>,
+    /// The SASL mechanisms offered (Kafka's `sasl.enabled.mechanisms`).
+    pub sasl_mechanisms: Vec<String>,
+}
+
+impl std::fmt::Debug for ListenerSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ListenerSecurity")
+            .field("protocol", &self.protocol)
+            .field("sasl_mechanisms", &self.sasl_mechanisms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ListenerSecurity {
+    /// Whether `principal` may administer the cluster (users, for now): a super user, or
+    /// anyone on a listener that authenticates nobody, as a broker without an authorizer
+    /// lets everyone.
+    fn may_administer(&self, principal: &Principal) -> bool {
+        !self.protocol.uses_sasl()
+            || self
+                .access
+                .as_ref()
+                .is_some_and(|a| a.is_super_user(principal))
+    }
 }
 
 impl KafkaConfig {
@@ -98,12 +146,13 @@ impl KafkaConfig {
     /// with Kafka's default limits.
     pub fn new(advertised: SocketAddr) -> Self {
         KafkaConfig {
-            advertised,
+            advertised: (advertised.ip().to_string(), advertised.port()),
             auto_create_topics: true,
             default_partitions: 1,
             fetched_records: None,
             limits: KafkaLimits::default(),
             connections: ConnectionLimit::new("kafka", 10_000),
+            security: ListenerSecurity::default(),
         }
     }
 }
@@ -130,79 +179,176 @@ impl Default for KafkaLimits {
     }
 }
 
-/// Accepts Kafka clients until the task is dropped.
-pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
-    let coordinator = groups::GroupCoordinator::start(store.clone(), config.limits.groups);
-    let producers = Arc::new(producers::ProducerRegistry::new());
-    loop {
-        let (socket, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, most likely: wait for some to close.
-                warn!(error = %e, "kafka listener accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Some(admitted) = config.connections.admit() else {
-            drop(socket);
-            continue;
-        };
-        let store = store.clone();
-        let config = config.clone();
-        let coordinator = coordinator.clone();
-        let producers = producers.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle_connection(socket, store, config, coordinator, producers).await {
-                debug!(%peer, error = %e, "kafka connection closed");
-            }
-            drop(admitted);
-        });
-    }
-}
-
-async fn handle_connection(
-    mut socket: TcpStream,
+/// What every Kafka listener of one server shares: the store, the group coordinator and the
+/// producer ids.
+#[derive(Clone)]
+pub struct Broker {
     store: Store,
-    config: KafkaConfig,
     coordinator: Arc<groups::GroupCoordinator>,
     producers: Arc<producers::ProducerRegistry>,
-) -> anyhow::Result<()> {
-    socket.set_nodelay(true)?;
-    let idle = config.limits.connections_max_idle;
-    loop {
-        // The whole request must arrive within the idle time, so a client trickling a frame
-        // byte by byte cannot hold the connection either.
-        let Ok(frame) = tokio::time::timeout(idle, read_frame(&mut socket)).await else {
-            debug!(
-                idle_ms = idle.as_millis(),
-                "closing an idle kafka connection"
-            );
-            return Ok(());
+}
+
+impl Broker {
+    /// The broker over `store`, with `limits` on consumer groups.
+    pub fn new(store: Store, limits: GroupLimits) -> Self {
+        Broker {
+            coordinator: groups::GroupCoordinator::start(store.clone(), limits),
+            store,
+            producers: Arc::new(producers::ProducerRegistry::new()),
+        }
+    }
+
+    /// Accepts Kafka clients on `listener` until the task is dropped.
+    pub async fn serve(self, listener: TcpListener, config: KafkaConfig) {
+        loop {
+            let (socket, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some to close.
+                    warn!(error = %e, "kafka listener accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let Some(admitted) = config.connections.admit() else {
+                drop(socket);
+                continue;
+            };
+            let broker = self.clone();
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Err(e) = broker.accept(socket, config).await {
+                    debug!(%peer, error = %e, "kafka connection closed");
+                }
+                drop(admitted);
+            });
+        }
+    }
+
+    async fn accept(self, socket: TcpStream, config: KafkaConfig) -> anyhow::Result<()> {
+        socket.set_nodelay(true)?;
+        match &config.security.tls {
+            Some(acceptor) => {
+                let stream = eddy_security::tls::accept(acceptor, socket).await?;
+                self.connection(stream, config).await
+            }
+            None => self.connection(socket, config).await,
+        }
+    }
+
+    async fn connection<S>(self, mut socket: S, config: KafkaConfig) -> anyhow::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let idle = config.limits.connections_max_idle;
+        let mut sasl = match (
+            &config.security.access,
+            config.security.protocol.uses_sasl(),
+        ) {
+            (Some(access), true) => Some(sasl::SaslSession::new(
+                access.clone(),
+                config.security.sasl_mechanisms.clone(),
+            )),
+            (None, true) => anyhow::bail!("a SASL listener without a user store"),
+            (_, false) => None,
         };
-        let Some(frame) = frame? else {
-            return Ok(());
-        };
-        if let Some(response) =
-            handle_frame(frame, &store, &config, &coordinator, &producers).await?
-        {
-            let mut out = BytesMut::with_capacity(response.len() + 4);
-            out.put_i32(response.len() as i32);
-            out.extend_from_slice(&response);
-            socket.write_all(&out).await?;
+        let mut principal = Principal::Anonymous;
+        loop {
+            let limit = if sasl.is_some() {
+                sasl::MAX_UNAUTHENTICATED_FRAME
+            } else {
+                MAX_FRAME
+            };
+            // The whole request must arrive within the idle time, so a client trickling a
+            // frame byte by byte cannot hold the connection either.
+            let Ok(frame) = tokio::time::timeout(idle, read_frame(&mut socket, limit)).await else {
+                debug!(
+                    idle_ms = idle.as_millis(),
+                    "closing an idle kafka connection"
+                );
+                return Ok(());
+            };
+            let Some(mut frame) = frame? else {
+                return Ok(());
+            };
+            if let Some(session) = &mut sasl {
+                let (action, authenticated) = session.handle(frame);
+                if let Some(user) = authenticated {
+                    principal = user;
+                    sasl = None;
+                }
+                frame = match action {
+                    sasl::Action::Serve(frame) => frame,
+                    sasl::Action::Reply(out) => {
+                        write_frame(&mut socket, &out).await?;
+                        continue;
+                    }
+                    sasl::Action::Token(token) => {
+                        write_frame(&mut socket, &token).await?;
+                        continue;
+                    }
+                    sasl::Action::ReplyAndClose(out) => {
+                        write_frame(&mut socket, &out).await?;
+                        socket.shutdown().await?;
+                        return Ok(());
+                    }
+                    sasl::Action::Close(why) => anyhow::bail!(why),
+                };
+            }
+            if let Some(response) = self.handle_frame(frame, &config, &principal).await? {
+                write_frame(&mut socket, &response).await?;
+            }
         }
     }
 }
 
+impl Broker {
+    async fn handle_frame(
+        &self,
+        frame: Bytes,
+        config: &KafkaConfig,
+        principal: &Principal,
+    ) -> anyhow::Result<Option<BytesMut>> {
+        handle_frame(
+            frame,
+            &self.store,
+            config,
+            &self.coordinator,
+            &self.producers,
+            principal,
+        )
+        .await
+    }
+}
+
+/// Accepts Kafka clients on one plaintext listener until the task is dropped (benchmarks and
+/// tests; the server runs a [`Broker`] for all its listeners).
+pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
+    Broker::new(store, config.limits.groups)
+        .serve(listener, config)
+        .await
+}
+
+async fn write_frame<S: AsyncWrite + Unpin>(socket: &mut S, body: &[u8]) -> std::io::Result<()> {
+    let mut out = BytesMut::with_capacity(body.len() + 4);
+    out.put_i32(body.len() as i32);
+    out.extend_from_slice(body);
+    socket.write_all(&out).await?;
+    socket.flush().await
+}
+
 /// Reads one length-prefixed request; `None` when the client closed the connection between
 /// requests.
-async fn read_frame(socket: &mut TcpStream) -> anyhow::Result<Option<Bytes>> {
+async fn read_frame<S: AsyncRead + Unpin>(
+    socket: &mut S,
+    limit: usize,
+) -> anyhow::Result<Option<Bytes>> {
     let mut length = [0u8; 4];
     if socket.read_exact(&mut length).await.is_err() {
         return Ok(None);
     }
     let length = i32::from_be_bytes(length);
-    if length < 8 || length as usize > MAX_FRAME {
+    if length < 0 || length as usize > limit {
         anyhow::bail!("refusing a frame of {length} bytes");
     }
     let mut frame = vec![0u8; length as usize];
@@ -217,7 +363,14 @@ async fn handle_frame(
     config: &KafkaConfig,
     coordinator: &Arc<groups::GroupCoordinator>,
     producers: &producers::ProducerRegistry,
+    principal: &Principal,
 ) -> anyhow::Result<Option<BytesMut>> {
+    if frame.len() < 8 {
+        anyhow::bail!(
+            "a request of {} bytes is shorter than its header",
+            frame.len()
+        );
+    }
     let api_key = frame.clone().get_i16();
     let api_version = frame.clone().slice(2..).get_i16();
     let Ok(key) = ApiKey::try_from(api_key) else {
@@ -275,8 +428,8 @@ async fn handle_frame(
             reply!(
                 FindCoordinatorResponse::default()
                     .with_node_id(BrokerId(NODE_ID))
-                    .with_host(StrBytes::from_string(config.advertised.ip().to_string()))
-                    .with_port(i32::from(config.advertised.port()))
+                    .with_host(StrBytes::from_string(config.advertised.0.clone()))
+                    .with_port(i32::from(config.advertised.1))
             )
         }
         ApiKey::JoinGroup => {
@@ -326,6 +479,33 @@ async fn handle_frame(
                     .with_producer_id(ProducerId(producers.allocate()))
                     .with_producer_epoch(0)
             })
+        }
+        // Only a SASL listener's session, before authentication, takes these.
+        ApiKey::SaslHandshake => {
+            decode!(SaslHandshakeRequest);
+            reply!(SaslHandshakeResponse::default().with_error_code(code::ILLEGAL_SASL_STATE))
+        }
+        ApiKey::SaslAuthenticate => {
+            decode!(SaslAuthenticateRequest);
+            reply!(
+                SaslAuthenticateResponse::default()
+                    .with_error_code(code::ILLEGAL_SASL_STATE)
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "SaslAuthenticate is only served during SASL authentication"
+                    )))
+            )
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let request = decode!(AlterUserScramCredentialsRequest);
+            let security = &config.security;
+            let allowed = security.may_administer(principal);
+            reply!(users::alter(security.access.as_ref(), allowed, &request).await)
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            let request = decode!(DescribeUserScramCredentialsRequest);
+            let security = &config.security;
+            let allowed = security.may_administer(principal);
+            reply!(users::describe(security.access.as_ref(), allowed, &request))
         }
         other => anyhow::bail!("{other:?} is not served"),
     }
@@ -425,8 +605,8 @@ fn metadata(
         .with_brokers(vec![
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(NODE_ID))
-                .with_host(StrBytes::from_string(config.advertised.ip().to_string()))
-                .with_port(i32::from(config.advertised.port())),
+                .with_host(StrBytes::from_string(config.advertised.0.clone()))
+                .with_port(i32::from(config.advertised.1)),
         ])
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str("eddy")))
         .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
@@ -563,7 +743,7 @@ mod tests {
                 let request = frame(key, version, &body);
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
-                    handle_frame(request, &store, &config, &coordinator, &producers),
+                    handle_frame(request, &store, &config, &coordinator, &producers, &Principal::Anonymous),
                 )
                 .await;
             });
@@ -580,7 +760,7 @@ mod tests {
                 prop_assume!(!matches!(ApiKey::try_from(key), Ok(ApiKey::CreateTopics | ApiKey::Fetch)));
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
-                    handle_frame(Bytes::from(bytes), &store, &config, &coordinator, &producers),
+                    handle_frame(Bytes::from(bytes), &store, &config, &coordinator, &producers, &Principal::Anonymous),
                 )
                 .await;
                 Ok(())

@@ -229,7 +229,12 @@ impl HttpBench {
             eddy_server::http::BrowserPolicy::new(address, &[], &[]),
         );
         let connections = eddy_server::connections::ConnectionLimit::new("http", 1024);
-        let server = tokio::spawn(eddy_server::http::serve(listener, router, connections));
+        let server = tokio::spawn(eddy_server::http::serve(
+            listener,
+            router,
+            connections,
+            None,
+        ));
         Ok(HttpBench {
             engine,
             store,
