@@ -25,6 +25,8 @@ pub struct Server {
     pub kafka: String,
     /// `host:port` of the schema registry listener.
     pub registry: String,
+    /// Every Kafka listener, as (`PLAINTEXT`, `SASL_SSL`, ..., `host:port`).
+    pub kafka_listeners: Vec<(String, String)>,
     /// The last lines the server logged, for a failing test to show.
     log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
     _dir: Option<tempfile::TempDir>,
@@ -34,6 +36,15 @@ pub struct Server {
 const LOG_LINES: usize = 300;
 
 impl Server {
+    /// The address of the Kafka listener with `protocol` (`SASL_SSL`, ...).
+    pub fn kafka_listener(&self, protocol: &str) -> String {
+        self.kafka_listeners
+            .iter()
+            .find(|(p, _)| p == protocol)
+            .map(|(_, a)| a.clone())
+            .unwrap_or_else(|| panic!("no {protocol} listener in {:?}", self.kafka_listeners))
+    }
+
     /// The server's resident memory now, in bytes, from `/proc`.
     pub fn resident_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
@@ -82,16 +93,18 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["server", "--data-dir"])
         .arg(data_dir)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--schema-registry-listen",
-            "127.0.0.1:0",
-            "--log-level",
-            "info",
-        ])
+        // Each default gives way to the same flag in `extra`.
+        .args(
+            [
+                ("--listen", "127.0.0.1:0"),
+                ("--kafka-listen", "127.0.0.1:0"),
+                ("--schema-registry-listen", "127.0.0.1:0"),
+                ("--log-level", "info"),
+            ]
+            .into_iter()
+            .filter(|(flag, _)| !extra.contains(flag))
+            .flat_map(|(flag, value)| [flag, value]),
+        )
         .args(extra)
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
@@ -117,17 +130,23 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
                     .unwrap_or("")
                     .to_string();
                 let listener = if line.contains("HTTP") {
-                    "http"
+                    "http".to_string()
                 } else if line.contains("schema registry") {
-                    "registry"
+                    "registry".to_string()
                 } else {
-                    "kafka"
+                    let protocol = line
+                        .split("protocol=")
+                        .nth(1)
+                        .and_then(|p| p.split_whitespace().next())
+                        .unwrap_or("PLAINTEXT");
+                    format!("kafka:{protocol}")
                 };
                 let _ = tx.send((listener, address));
             }
         }
     });
     let (mut http, mut kafka, mut registry) = (None, None, None);
+    let mut kafka_listeners = Vec::new();
     // A test may turn the registry off (`--schema-registry-listen off`).
     let registry_off = extra
         .windows(2)
@@ -136,10 +155,14 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         let (listener, address) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("eddy did not start listening");
-        match listener {
+        match listener.as_str() {
             "http" => http = Some(address),
             "registry" => registry = Some(address),
-            _ => kafka = Some(address),
+            other => {
+                let protocol = other.trim_start_matches("kafka:").to_string();
+                kafka.get_or_insert_with(|| address.clone());
+                kafka_listeners.push((protocol, address));
+            }
         }
     }
     Server {
@@ -147,6 +170,7 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         http: http.unwrap_or_default(),
         kafka: kafka.unwrap_or_default(),
         registry: registry.unwrap_or_default(),
+        kafka_listeners,
         log,
         _dir: None,
     }

@@ -31,6 +31,7 @@ fn python_has_clients(python: &Path) -> bool {
 
 fn all_present() -> bool {
     on_path("kcat").is_some()
+        && on_path("curl").is_some()
         && on_path("chromedriver").is_some()
         && Path::new("/usr/bin/chromium").is_file()
         && python_has_clients(&venv().join("bin/python3"))
@@ -76,6 +77,11 @@ fn require(program: &str, found: impl Fn() -> Option<PathBuf>) -> PathBuf {
 /// kcat, installing it when missing.
 pub fn kcat() -> PathBuf {
     require("kcat", || on_path("kcat"))
+}
+
+/// curl, installing it when missing.
+pub fn curl() -> PathBuf {
+    require("curl", || on_path("curl"))
 }
 
 /// A python3 with kafka-python and confluent-kafka: the one on PATH if it has them, else the

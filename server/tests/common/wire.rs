@@ -129,6 +129,44 @@ impl Wire {
         }
     }
 
+    /// Reads one length-prefixed frame as it is.
+    pub fn read_raw_frame(&mut self) -> std::io::Result<Vec<u8>> {
+        let mut length = [0u8; 4];
+        self.socket.read_exact(&mut length)?;
+        let mut frame = vec![0u8; i32::from_be_bytes(length).max(0) as usize];
+        self.socket.read_exact(&mut frame)?;
+        Ok(frame)
+    }
+
+    /// Writes `bytes` as they are, framing and all.
+    pub fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.socket.write_all(bytes)
+    }
+
+    /// Whether the server closed the connection within `wait`, whatever it sent first (a TLS
+    /// alert, say).
+    pub fn ends_within(&mut self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        let mut buffer = [0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            self.socket.set_read_timeout(Some(left)).unwrap();
+            match self.socket.read(&mut buffer) {
+                Ok(0) => return true,
+                Ok(_) => {}
+                Err(e) => {
+                    return !matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    );
+                }
+            }
+        }
+    }
+
     /// Whether the server closed the connection within `wait`: a read sees the end of the
     /// stream (or a reset) rather than timing out.
     pub fn closed_within(&mut self, wait: Duration) -> bool {

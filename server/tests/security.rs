@@ -1,0 +1,420 @@
+//! Security end to end against the `eddy` binary, with real clients and certificates the test
+//! makes: kcat and confluent-kafka over SASL_SSL with SCRAM, kafka-python over SASL_PLAINTEXT
+//! with PLAIN, a Kafka admin client creating a user with AlterUserScramCredentials, curl over
+//! HTTPS with HTTP Basic; and hostile input at the secured doors (requests before
+//! authentication, garbage and oversized SASL tokens, plaintext to a TLS port, a TLS handshake
+//! that never finishes), after which the server still serves.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+mod common;
+
+use common::wire::Wire;
+
+/// A server with TLS, SASL listeners beside a loopback plaintext one, HTTP Basic on HTTPS, and
+/// the users `admin` (a super user) and `alice`, made with `eddy users add` as an operator would.
+struct Secured {
+    server: common::Server,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn add_user(data: &Path, name: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["users", "add", name, "--data-dir"])
+        .arg(data)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "eddy users add failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn start() -> Secured {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    params.is_ca = rcgen::IsCa::NoCa;
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let data = dir.path().join("data");
+    add_user(&data, "admin", "admin-secret");
+    add_user(&data, "alice", "alice-secret");
+    let server = common::start_in(
+        &data,
+        &[
+            "--kafka-listen",
+            "127.0.0.1:0,SASL_SSL://127.0.0.1:0,SASL_PLAINTEXT://127.0.0.1:0",
+            "--listen",
+            "https://127.0.0.1:0",
+            "--schema-registry-listen",
+            "https://127.0.0.1:0",
+            "--http-auth",
+            "basic",
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+            "--super-users",
+            "User:admin",
+        ],
+    );
+    Secured {
+        server,
+        ca: cert_path,
+        _dir: dir,
+    }
+}
+
+/// kcat over SASL_SSL with SCRAM-SHA-512 as `user`; its exit status, stdout and stderr.
+fn kcat(
+    s: &Secured,
+    user: &str,
+    password: &str,
+    args: &[&str],
+    input: &str,
+) -> (bool, String, String) {
+    let mut child = Command::new(common::tools::kcat())
+        .args(["-b", &s.server.kafka_listener("SASL_SSL")])
+        .args([
+            "-X",
+            "security.protocol=SASL_SSL",
+            "-X",
+            "sasl.mechanisms=SCRAM-SHA-512",
+        ])
+        .args(["-X", &format!("sasl.username={user}")])
+        .args(["-X", &format!("sasl.password={password}")])
+        .args(["-X", &format!("ssl.ca.location={}", s.ca.display())])
+        // A refused -L waits out the metadata timeout.
+        .args(["-m", if args.contains(&"-L") { "5" } else { "15" }])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(common::tools::python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn kcat_authenticates_with_scram_over_tls_and_a_wrong_password_is_refused() {
+    let s = start();
+    let (ok, _, err) = kcat(
+        &s,
+        "alice",
+        "alice-secret",
+        &["-P", "-t", "secure"],
+        "one\ntwo\n",
+    );
+    assert!(ok, "{err}");
+    let (ok, out, err) = kcat(
+        &s,
+        "alice",
+        "alice-secret",
+        &["-C", "-t", "secure", "-e", "-f", "%s\n"],
+        "",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "one\ntwo\n");
+    let (ok, _, err) = kcat(&s, "alice", "wrong", &["-L"], "");
+    assert!(!ok);
+    assert!(
+        err.contains("Authentication failed during authentication due to invalid credentials"),
+        "{err}"
+    );
+    let (ok, _, err) = kcat(&s, "mallory", "alice-secret", &["-L"], "");
+    assert!(!ok);
+    assert!(err.contains("Authentication failed"), "{err}");
+    let log = s.server.log_tail();
+    assert!(log.contains("principal=User:mallory"), "{log}");
+    assert!(!log.contains("alice-secret"), "a password reached the log");
+}
+
+const CONFLUENT: &str = r#"
+import sys
+from confluent_kafka import Producer, Consumer
+from confluent_kafka.admin import (AdminClient, UserScramCredentialUpsertion,
+    ScramCredentialInfo, ScramMechanism)
+bootstrap, ca = sys.argv[1], sys.argv[2]
+def conf(user, password):
+    return {'bootstrap.servers': bootstrap, 'security.protocol': 'SASL_SSL',
+            'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': user,
+            'sasl.password': password, 'ssl.ca.location': ca}
+admin = AdminClient(conf('admin', 'admin-secret'))
+upsert = UserScramCredentialUpsertion('carol',
+    ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b'carol-secret')
+for user, future in admin.alter_user_scram_credentials([upsert]).items():
+    future.result()
+    print('created', user)
+described = admin.describe_user_scram_credentials(['carol'])
+for user, future in described.items():
+    info = future.result()
+    print('described', user, [(str(i.mechanism), i.iterations) for i in info.scram_credential_infos])
+# A user who is not a super user may not create users.
+alice = AdminClient(conf('alice', 'alice-secret'))
+upsert = UserScramCredentialUpsertion('eve',
+    ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b'x')
+for user, future in alice.alter_user_scram_credentials([upsert]).items():
+    try:
+        future.result()
+        print('alice created', user)
+    except Exception as e:
+        print('alice refused', e.args[0].name())
+producer = Producer(conf('carol', 'carol-secret'))
+for i in range(3):
+    producer.produce('confluent-secure', key=b'k%d' % i, value=b'v%d' % i)
+producer.flush(15)
+consumer = Consumer(dict(conf('carol', 'carol-secret'), **{'group.id': 'g',
+    'auto.offset.reset': 'earliest'}))
+consumer.subscribe(['confluent-secure'])
+seen = []
+while len(seen) < 3:
+    m = consumer.poll(15)
+    if m is None:
+        break
+    if m.error():
+        raise Exception(m.error())
+    seen.append(m.value().decode())
+consumer.close()
+print('consumed', ' '.join(seen))
+"#;
+
+#[test]
+fn confluent_kafka_creates_a_user_with_alter_user_scram_credentials_and_uses_it() {
+    let s = start();
+    let out = python(
+        CONFLUENT,
+        &[&s.server.kafka_listener("SASL_SSL"), s.ca.to_str().unwrap()],
+    );
+    assert_eq!(
+        out,
+        "created carol\n\
+         described carol [('ScramMechanism.SCRAM_SHA_512', 8192)]\n\
+         alice refused CLUSTER_AUTHORIZATION_FAILED\n\
+         consumed v0 v1 v2\n"
+    );
+}
+
+const KAFKA_PYTHON: &str = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+from kafka.errors import KafkaError
+bootstrap = sys.argv[1]
+def conf(password):
+    return dict(bootstrap_servers=bootstrap, security_protocol='SASL_PLAINTEXT',
+                sasl_mechanism='PLAIN', sasl_plain_username='alice',
+                sasl_plain_password=password)
+producer = KafkaProducer(**conf('alice-secret'))
+for i in range(3):
+    producer.send('plain-secure', value=b'p%d' % i)
+producer.flush()
+producer.close()
+consumer = KafkaConsumer('plain-secure', auto_offset_reset='earliest',
+                         consumer_timeout_ms=5000, **conf('alice-secret'))
+print('consumed', ' '.join(m.value.decode() for m in consumer))
+consumer.close()
+try:
+    # A fixed api_version skips kafka-python's version probe, which retries for ~30 s.
+    refused = KafkaProducer(max_block_ms=5000, api_version=(2, 5), **conf('wrong'))
+    refused.send('plain-secure', value=b'never').get(timeout=10)
+    print('wrong password accepted')
+except KafkaError as e:
+    # kafka-python retries the bootstrap broker until it gives up.
+    print('wrong password refused')
+"#;
+
+#[test]
+fn kafka_python_authenticates_with_plain() {
+    let s = start();
+    let out = python(KAFKA_PYTHON, &[&s.server.kafka_listener("SASL_PLAINTEXT")]);
+    assert_eq!(out, "consumed p0 p1 p2\nwrong password refused\n");
+    let log = s.server.log_tail();
+    assert!(
+        log.contains("principal=User:alice mechanism=\"PLAIN\"")
+            && log.contains("failed to authenticate"),
+        "{log}"
+    );
+}
+
+/// curl over HTTPS; the status code and body.
+fn curl(s: &Secured, address: &str, path: &str, user: Option<&str>) -> (u16, String) {
+    let mut command = Command::new(common::tools::curl());
+    command
+        .args([
+            "-s",
+            "--cacert",
+            s.ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+        ])
+        .arg(format!(
+            "https://localhost:{}{path}",
+            address.rsplit(':').next().unwrap()
+        ));
+    if let Some(user) = user {
+        command.args(["-u", user]);
+    }
+    let out = command.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn https_listeners_ask_for_basic_credentials() {
+    let s = start();
+    let (http, registry) = (s.server.http.clone(), s.server.registry.clone());
+    let (status, body) = curl(&s, &http, "/info", None);
+    assert_eq!(status, 401, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error_code"], 40100);
+    assert_eq!(curl(&s, &http, "/info", Some("alice:wrong")).0, 401);
+    let (status, body) = curl(&s, &http, "/info", Some("alice:alice-secret"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("KsqlServerInfo"));
+    // Load balancers probe /healthcheck without credentials, as with ksqlDB.
+    assert_eq!(curl(&s, &http, "/healthcheck", None).0, 200);
+    assert_eq!(curl(&s, &http, "/metrics", None).0, 401);
+    let (status, body) = curl(&s, &registry, "/subjects", None);
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("\"error_code\":401"), "{body}");
+    assert_eq!(
+        curl(&s, &registry, "/subjects", Some("admin:admin-secret")),
+        (200, "[]".to_string())
+    );
+}
+
+#[test]
+fn hostile_clients_at_the_secured_doors_are_closed_and_the_server_serves_on() {
+    let s = start();
+    let sasl = s.server.kafka_listener("SASL_PLAINTEXT");
+    // A request other than ApiVersions or SaslHandshake before authentication closes the
+    // connection, as Kafka closes it.
+    let mut wire = Wire::connect(&sasl);
+    let refused =
+        wire.try_call::<_, MetadataResponse>(ApiKey::Metadata, 1, &MetadataRequest::default());
+    assert!(refused.is_err());
+    // SaslHandshake v0, as old clients use it: raw tokens follow, then requests.
+    let mut wire = Wire::connect(&sasl);
+    let (response, _): (SaslHandshakeResponse, _) = wire.call(
+        ApiKey::SaslHandshake,
+        0,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+    );
+    assert_eq!(response.error_code, 0);
+    let token = b"\0alice\0alice-secret";
+    let mut frame = (token.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(token);
+    wire.send_raw(&frame).unwrap();
+    assert_eq!(wire.read_raw_frame().unwrap(), b"");
+    let (metadata, _): (MetadataResponse, _) =
+        wire.call(ApiKey::Metadata, 1, &MetadataRequest::default());
+    assert_eq!(metadata.brokers.len(), 1);
+    // A mechanism not offered: UNSUPPORTED_SASL_MECHANISM with the list, then closed.
+    let mut wire = Wire::connect(&sasl);
+    let (response, _): (SaslHandshakeResponse, _) = wire.call(
+        ApiKey::SaslHandshake,
+        1,
+        &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("GSSAPI")),
+    );
+    assert_eq!(response.error_code, 33);
+    assert_eq!(response.mechanisms.len(), 3);
+    assert!(wire.closed_within(Duration::from_secs(5)));
+    // Garbage SCRAM: SASL_AUTHENTICATION_FAILED, then closed.
+    for garbage in [
+        &b"\xff\x00garbage"[..],
+        b"n,,n=,r=",
+        b"",
+        b"p=tls-server-end-point,,n=a,r=b",
+    ] {
+        let mut wire = Wire::connect(&sasl);
+        let (response, _): (SaslHandshakeResponse, _) = wire.call(
+            ApiKey::SaslHandshake,
+            1,
+            &SaslHandshakeRequest::default()
+                .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-256")),
+        );
+        assert_eq!(response.error_code, 0);
+        let (response, _): (SaslAuthenticateResponse, _) = wire.call(
+            ApiKey::SaslAuthenticate,
+            1,
+            &SaslAuthenticateRequest::default()
+                .with_auth_bytes(bytes::Bytes::copy_from_slice(garbage)),
+        );
+        assert_eq!(response.error_code, 58, "{garbage:?}");
+        assert!(wire.closed_within(Duration::from_secs(5)));
+    }
+    // An oversized token before authentication: closed without reading it.
+    let mut wire = Wire::connect(&sasl);
+    let _ = wire.send_raw(&(64i32 << 20).to_be_bytes());
+    assert!(wire.closed_within(Duration::from_secs(5)));
+    // Plaintext Kafka to the TLS port: closed.
+    let tls = s.server.kafka_listener("SASL_SSL");
+    let mut wire = Wire::connect(&tls);
+    let refused =
+        wire.try_call::<_, MetadataResponse>(ApiKey::Metadata, 1, &MetadataRequest::default());
+    assert!(refused.is_err());
+    // Plaintext HTTP to the HTTPS port: closed.
+    let mut wire = Wire::connect(&s.server.http);
+    let _ = wire.send_raw(b"GET /info HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    assert!(wire.ends_within(Duration::from_secs(5)));
+    // A TLS handshake that never finishes: closed after the handshake timeout (10 s).
+    let mut stalled = Wire::connect(&tls);
+    let _ = stalled.send_raw(&[0x16, 0x03, 0x01, 0x00]);
+    assert!(stalled.ends_within(Duration::from_secs(20)));
+    // The server serves on.
+    let (ok, _, err) = kcat(&s, "alice", "alice-secret", &["-L"], "");
+    assert!(ok, "{err}");
+}
