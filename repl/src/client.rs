@@ -40,7 +40,7 @@ pub enum ClientError {
         reason: String,
     },
     /// The URL given for the server is not an HTTP URL.
-    #[error("'{0}' is not a server URL; use the form http://host:port")]
+    #[error("'{0}' is not a server URL; use the form http://host:port or https://host:port")]
     BadUrl(String),
 }
 
@@ -54,11 +54,33 @@ pub struct RequestContext {
     pub variables: BTreeMap<String, String>,
 }
 
+/// How the shell proves who it is and whom it trusts: HTTP Basic credentials, and CA
+/// certificates for an `https://` server beside the system's.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The user name, with `password`, for HTTP Basic.
+    pub user: Option<String>,
+    /// The password.
+    pub password: Option<String>,
+    /// A PEM file of CA certificates to trust besides the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("ca_file", &self.ca_file)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A client of one server.
 #[derive(Debug, Clone)]
 pub struct Client {
     url: String,
     http: reqwest::Client,
+    credentials: Credentials,
 }
 
 /// The server's answer to `GET /info`.
@@ -73,6 +95,11 @@ pub struct ServerInfo {
 impl Client {
     /// A client of the server at `url` (`http://host:port`; `host:port` is taken as HTTP).
     pub fn new(url: &str) -> Result<Client, ClientError> {
+        Client::with_credentials(url, Credentials::default())
+    }
+
+    /// A client of the server at `url` (`http://` or `https://`), sending `credentials`.
+    pub fn with_credentials(url: &str, credentials: Credentials) -> Result<Client, ClientError> {
         let url = url.trim().trim_end_matches('/');
         let url = if url.contains("://") {
             url.to_string()
@@ -80,18 +107,42 @@ impl Client {
             format!("http://{url}")
         };
         let parsed = reqwest::Url::parse(&url).map_err(|_| ClientError::BadUrl(url.to_string()))?;
-        if parsed.scheme() != "http" || parsed.host_str().is_none() {
+        if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
             return Err(ClientError::BadUrl(url));
+        }
+        let failed = |reason: String| ClientError::Protocol {
+            url: url.clone(),
+            reason,
+        };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(user) = &credentials.user {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!(
+                "{user}:{}",
+                credentials.password.as_deref().unwrap_or_default()
+            ));
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Basic {token}"))
+                .map_err(|e| failed(e.to_string()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .no_proxy()
+            .default_headers(headers)
+            .use_preconfigured_tls(tls_config(credentials.ca_file.as_deref()).map_err(failed)?)
             .build()
-            .map_err(|e| ClientError::Protocol {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
-        Ok(Client { url, http })
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(Client {
+            url,
+            http,
+            credentials,
+        })
+    }
+
+    /// A client of another server with the same credentials (the shell's `SERVER` command).
+    pub fn for_server(&self, url: &str) -> Result<Client, ClientError> {
+        Client::with_credentials(url, self.credentials.clone())
     }
 
     /// The server's base URL.
@@ -258,6 +309,20 @@ impl Client {
 
     async fn error_from(&self, response: reqwest::Response) -> ClientError {
         let status = response.status().as_u16();
+        if status == 401 {
+            let message = if self.credentials.user.is_some() {
+                "Unauthorized: the server refused this user and password"
+            } else {
+                "Unauthorized: the server asks for a user and password (-u USER, -p PASSWORD)"
+            };
+            return ClientError::Server {
+                status,
+                code: Some(40100),
+                message: message.to_string(),
+                statement: None,
+                entities: Vec::new(),
+            };
+        }
         let bytes = match response.bytes().await {
             Ok(bytes) => bytes,
             Err(e) => return self.unreachable(e),
@@ -383,4 +448,28 @@ impl QueryStream {
             }
         }
     }
+}
+
+/// TLS for `https://` servers: rustls on `ring`, trusting the system's roots and `ca_file`'s.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let extra: Vec<CertificateDer<'static>> = match ca_file {
+        Some(path) => CertificateDer::pem_file_iter(path)
+            .and_then(|certs| certs.collect::<Result<_, _>>())
+            .map_err(|e| format!("cannot read CA certificates from {}: {e}", path.display()))?,
+        None => Vec::new(),
+    };
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| e.to_string())?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }

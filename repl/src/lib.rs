@@ -10,7 +10,7 @@ pub mod table;
 
 use std::path::PathBuf;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, Credentials};
 pub use render::OutputFormat;
 pub use shell::Shell;
 
@@ -43,12 +43,17 @@ pub struct Options {
     pub output: OutputFormat,
     /// Where the prompt's history is kept; none keeps no history.
     pub history: Option<PathBuf>,
+    /// HTTP Basic credentials and CA certificates.
+    pub credentials: Credentials,
 }
 
 /// Runs the shell: the statements of `-e` / `-f` if given, else the prompt. Returns whether
 /// everything succeeded (the prompt always does; a script stops at its first failure).
 pub fn run(options: Options) -> Result<bool, ReplError> {
-    let mut shell = Shell::new(Client::new(&options.url)?)?;
+    let mut shell = Shell::new(Client::with_credentials(
+        &options.url,
+        options.credentials.clone(),
+    )?)?;
     shell.set_output(options.output);
     for (name, value) in &options.defines {
         shell.define(name, value);

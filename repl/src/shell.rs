@@ -220,7 +220,7 @@ impl Shell {
             self.print(&format!("{}\n", self.client.url()));
             return Ok(Flow::Continue);
         }
-        let client = Client::new(url).map_err(|e| {
+        let client = self.client.for_server(url).map_err(|e| {
             self.output.error(&format!("{e}\n"));
             Failed
         })?;

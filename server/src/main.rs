@@ -91,6 +91,19 @@ struct ReplArgs {
     /// Where the prompt keeps its history.
     #[arg(long, env = "EDDY_HISTORY_FILE")]
     history_file: Option<PathBuf>,
+
+    /// The user to authenticate as (HTTP Basic), as the ksql CLI's `-u`.
+    #[arg(short = 'u', long, env = "EDDY_USER")]
+    user: Option<String>,
+
+    /// The password; asked for on the terminal when a user is given without one, as the ksql
+    /// CLI's `-p`.
+    #[arg(short = 'p', long, env = "EDDY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+
+    /// A PEM file of CA certificates to trust for an https:// server, besides the system's.
+    #[arg(long, env = "EDDY_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 fn parse_define(text: &str) -> Result<(String, String), String> {
@@ -428,7 +441,16 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Some(Command::Repl(args)) => {
+            let password = match (&args.user, args.password) {
+                (Some(user), None) => Some(read_password(&format!("Password for {user}: "))?),
+                (_, password) => password,
+            };
             let succeeded = eddy_repl::run(eddy_repl::Options {
+                credentials: eddy_repl::Credentials {
+                    user: args.user,
+                    password,
+                    ca_file: args.ca_file,
+                },
                 url: args.url,
                 execute: args.execute,
                 file: args.file,
@@ -448,6 +470,33 @@ fn main() -> anyhow::Result<()> {
             serve(&cli.server, signal.wait(), None).await
         }),
     }
+}
+
+/// What the shell started with the server sends: the bootstrap admin's credentials, or a user
+/// and password asked for, when HTTP needs them; the server's own certificate as a CA.
+fn shell_credentials(args: &ServerArgs) -> anyhow::Result<eddy_repl::Credentials> {
+    let mut credentials = eddy_repl::Credentials {
+        ca_file: args.tls_cert.clone(),
+        ..eddy_repl::Credentials::default()
+    };
+    if args.http_auth == "basic" {
+        let user = match &args.admin_user {
+            Some(admin) => admin.clone(),
+            None => {
+                print!("User: ");
+                std::io::Write::flush(&mut std::io::stdout())?;
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim().to_string()
+            }
+        };
+        credentials.password = Some(match std::env::var("EDDY_ADMIN_PASSWORD") {
+            Ok(password) if args.admin_user.as_deref() == Some(user.as_str()) => password,
+            _ => read_password(&format!("Password for {user}: "))?,
+        });
+        credentials.user = Some(user);
+    }
+    Ok(credentials)
 }
 
 /// `eddy users ...`: changes the users in the data directory's store.
@@ -588,6 +637,7 @@ fn serve_with_shell(
             .unwrap_or_default()
     );
     let shell = eddy_repl::run(eddy_repl::Options {
+        credentials: shell_credentials(args)?,
         url: listening.http.clone(),
         history: eddy_repl::default_history_file(),
         ..eddy_repl::Options::default()

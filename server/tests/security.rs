@@ -418,3 +418,42 @@ fn hostile_clients_at_the_secured_doors_are_closed_and_the_server_serves_on() {
     let (ok, _, err) = kcat(&s, "alice", "alice-secret", &["-L"], "");
     assert!(ok, "{err}");
 }
+
+#[test]
+fn the_repl_signs_in_over_https() {
+    let s = start();
+    let repl = |credentials: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+            .args([
+                "repl",
+                "--url",
+                &format!(
+                    "https://localhost:{}",
+                    s.server.http.rsplit(':').next().unwrap()
+                ),
+            ])
+            .args(["--ca-file", s.ca.to_str().unwrap()])
+            .args(credentials)
+            .args(["-e", "SHOW TOPICS;"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = repl(&["-u", "alice", "-p", "alice-secret"]);
+    assert!(ok, "{out}");
+    assert!(out.contains("Kafka Topic"), "{out}");
+    let (ok, out) = repl(&["-u", "alice", "-p", "wrong"]);
+    assert!(!ok);
+    assert!(out.contains("refused this user and password"), "{out}");
+    let (ok, out) = repl(&[]);
+    assert!(!ok);
+    assert!(out.contains("asks for a user and password"), "{out}");
+}
