@@ -2,7 +2,9 @@
 //! back, by a minimal client built on `kafka-protocol` (Produce v7 with `acks=1`, Fetch v11),
 //! one connection and one request in flight per partition, as a producer with
 //! `max.in.flight.requests.per.connection=1` does. The baseline, in the same run, is the
-//! `log` scenario: the same records appended to the store directly.
+//! `log` scenario: the same records appended to the store directly. With `tls`, the same
+//! produce and consume run again through a TLS listener, so the cost of encryption is the
+//! ratio of the two in one run.
 
 use std::time::Instant;
 
@@ -16,7 +18,7 @@ use kafka_protocol::messages::{
     ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::bench::Throughput;
@@ -36,6 +38,8 @@ pub struct KafkaBenchConfig {
     pub partitions: u32,
     /// Records per produced batch.
     pub batch_size: usize,
+    /// Also produce and consume through a TLS listener.
+    pub tls: bool,
 }
 
 /// The figures of one run.
@@ -47,6 +51,8 @@ pub struct KafkaBenchResult {
     pub consume: Throughput,
     /// Appending the same records to the store directly.
     pub append: Throughput,
+    /// Producing and consuming through TLS, when asked for.
+    pub tls: Option<(Throughput, Throughput)>,
 }
 
 /// Runs the scenario once.
@@ -111,26 +117,94 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
         }
     };
 
+    let (produce, consume) = wire_pass(config, None).await?;
+    let tls = if config.tls {
+        Some(wire_pass(config, Some(TlsPair::generate()?)).await?)
+    } else {
+        None
+    };
+    Ok(KafkaBenchResult {
+        produce,
+        consume,
+        append,
+        tls,
+    })
+}
+
+/// The two ends of TLS for one run: the server's acceptor, from PEM files as the server reads
+/// them, and a client trusting the certificate made for the run.
+struct TlsPair {
+    acceptor: tokio_rustls::TlsAcceptor,
+    connector: tokio_rustls::TlsConnector,
+    _files: tempfile::TempDir,
+}
+
+impl TlsPair {
+    fn generate() -> anyhow::Result<Self> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert =
+            rcgen::CertificateParams::new(vec!["localhost".to_string()])?.self_signed(&key)?;
+        let files = tempfile::tempdir()?;
+        let (cert_path, key_path) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem())?;
+        std::fs::write(&key_path, key.serialize_pem())?;
+        let acceptor = eddy_security::tls::TlsFiles {
+            certificate: cert_path,
+            key: key_path,
+            ..Default::default()
+        }
+        .acceptor()?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone())?;
+        let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Ok(TlsPair {
+            acceptor,
+            connector: tokio_rustls::TlsConnector::from(std::sync::Arc::new(client)),
+            _files: files,
+        })
+    }
+}
+
+/// Produces every record through the Kafka listener (a TLS one with `tls`), then consumes
+/// them back.
+async fn wire_pass(
+    config: &KafkaBenchConfig,
+    tls: Option<TlsPair>,
+) -> anyhow::Result<(Throughput, Throughput)> {
+    let per_partition = config.records / u64::from(config.partitions);
+    let total = per_partition * u64::from(config.partitions);
+    let bytes = total * config.record_size as u64;
     let dir = tempfile::tempdir()?;
     let store = Store::open(dir.path(), StoreOptions::default())?;
     store.create_topic(TOPIC, TopicConfig::with_partitions(config.partitions))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
+    let mut listener_config = eddy_server::kafka::KafkaConfig {
+        auto_create_topics: false,
+        ..eddy_server::kafka::KafkaConfig::new(address)
+    };
+    if let Some(pair) = &tls {
+        listener_config.security.protocol = eddy_security::SecurityProtocol::Ssl;
+        listener_config.security.tls = Some(pair.acceptor.clone());
+    }
+    let connector = tls.as_ref().map(|pair| pair.connector.clone());
     let server = tokio::spawn(eddy_server::kafka::serve(
         listener,
         store.clone(),
-        eddy_server::kafka::KafkaConfig {
-            auto_create_topics: false,
-            ..eddy_server::kafka::KafkaConfig::new(address)
-        },
+        listener_config,
     ));
 
     let started = Instant::now();
     let tasks: Vec<_> = (0..config.partitions)
         .map(|p| {
-            let config = config.clone();
+            let (config, connector) = (config.clone(), connector.clone());
             tokio::spawn(async move {
-                let mut connection = Connection::open(address).await?;
+                let mut connection = Connection::open(address, connector.as_ref()).await?;
                 let mut sent = 0;
                 while sent < per_partition {
                     let n = (per_partition - sent).min(config.batch_size as u64) as usize;
@@ -156,8 +230,9 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
     let started = Instant::now();
     let tasks: Vec<_> = (0..config.partitions)
         .map(|p| {
+            let connector = connector.clone();
             tokio::spawn(async move {
-                let mut connection = Connection::open(address).await?;
+                let mut connection = Connection::open(address, connector.as_ref()).await?;
                 let (mut offset, mut records) = (0i64, 0u64);
                 while records < per_partition {
                     let (count, next) = connection.fetch(p as i32, offset).await?;
@@ -184,23 +259,34 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
         cpu: None,
     };
     server.abort();
-    Ok(KafkaBenchResult {
-        produce,
-        consume,
-        append,
-    })
+    Ok((produce, consume))
 }
+
+/// A client's byte stream: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// One client connection: a request, then its response.
 struct Connection {
-    socket: TcpStream,
+    socket: Box<dyn Stream>,
     correlation: i32,
 }
 
 impl Connection {
-    async fn open(address: std::net::SocketAddr) -> anyhow::Result<Self> {
+    async fn open(
+        address: std::net::SocketAddr,
+        tls: Option<&tokio_rustls::TlsConnector>,
+    ) -> anyhow::Result<Self> {
         let socket = TcpStream::connect(address).await?;
         socket.set_nodelay(true)?;
+        let socket: Box<dyn Stream> = match tls {
+            Some(connector) => {
+                let name = rustls::pki_types::ServerName::try_from("localhost")?;
+                Box::new(connector.connect(name, socket).await?)
+            }
+            None => Box::new(socket),
+        };
         Ok(Connection {
             socket,
             correlation: 0,

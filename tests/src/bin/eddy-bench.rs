@@ -135,6 +135,9 @@ enum Scenario {
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also produce and consume through a TLS listener, and report the ratio to plaintext.
+        #[arg(long)]
+        tls: bool,
     },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
@@ -247,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             partitions,
             batch_size,
             runs,
+            tls,
         } => {
             println!(
                 "eddy-bench kafka: {records} records of {record_size} B, {partitions} partitions, batches of {batch_size}, {runs} run(s)"
@@ -256,7 +260,9 @@ fn main() -> anyhow::Result<()> {
                 record_size,
                 partitions,
                 batch_size,
+                tls,
             };
+            let mut tls_ratios = (Vec::new(), Vec::new());
             let mut ratios = Vec::new();
             let mut produce = Vec::new();
             let mut consume = Vec::new();
@@ -268,6 +274,16 @@ fn main() -> anyhow::Result<()> {
                 produce.push(result.produce.records_per_sec());
                 consume.push(result.consume.records_per_sec());
                 ratios.push(result.produce.records_per_sec() / result.append.records_per_sec());
+                if let Some((tls_produce, tls_consume)) = result.tls {
+                    println!("run {run}: produce (Kafka over TLS)  {tls_produce}");
+                    println!("run {run}: consume (Kafka over TLS)  {tls_consume}");
+                    tls_ratios
+                        .0
+                        .push(tls_produce.records_per_sec() / result.produce.records_per_sec());
+                    tls_ratios
+                        .1
+                        .push(tls_consume.records_per_sec() / result.consume.records_per_sec());
+                }
             }
             println!(
                 "median: produce {:.0} records/s, consume {:.0} records/s, produce/append ratio {:.2}",
@@ -275,6 +291,13 @@ fn main() -> anyhow::Result<()> {
                 median(consume),
                 median(ratios)
             );
+            if tls {
+                println!(
+                    "median TLS / plaintext: produce {:.2}, consume {:.2}",
+                    median(tls_ratios.0),
+                    median(tls_ratios.1)
+                );
+            }
             print_peak_rss();
         }
         Scenario::PushLatency { rate, seconds } => {
