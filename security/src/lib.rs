@@ -1,6 +1,7 @@
 //! Eddy's security: one user store (SCRAM credentials, never passwords) behind Kafka's SASL
 //! (SCRAM-SHA-256, SCRAM-SHA-512, PLAIN) and HTTP Basic, and TLS for every listener.
 
+pub mod acl;
 pub mod plain;
 pub mod scram;
 pub mod tls;
@@ -134,26 +135,67 @@ impl std::str::FromStr for SecurityProtocol {
     }
 }
 
-/// Who may do what: the users, and the super users, who may do anything.
+/// Who may do what: the users, the ACLs, and the super users, who may do anything.
 #[derive(Debug, Clone)]
 pub struct Access {
     /// The user store.
     pub users: UserStore,
+    /// The ACLs.
+    pub acls: std::sync::Arc<acl::Acls>,
     super_users: std::sync::Arc<std::collections::HashSet<String>>,
+    policy: Policy,
+}
+
+/// Whether ACLs are enforced, and what a resource without any ACL allows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Check ACLs (Kafka's `authorizer.class.name` set); off, everyone may do everything.
+    pub enforce: bool,
+    /// Allow everyone on a resource no ACL names (Kafka's `allow.everyone.if.no.acl.found`).
+    pub allow_if_no_acl: bool,
 }
 
 impl Access {
-    /// Access over `users`, with `super_users` named without `User:`.
-    pub fn new(users: UserStore, super_users: impl IntoIterator<Item = String>) -> Self {
+    /// Access over `users` and `acls`, with `super_users` named without `User:`.
+    pub fn new(
+        users: UserStore,
+        acls: acl::Acls,
+        super_users: impl IntoIterator<Item = String>,
+        policy: Policy,
+    ) -> Self {
         Access {
             users,
+            acls: std::sync::Arc::new(acls),
             super_users: std::sync::Arc::new(super_users.into_iter().collect()),
+            policy,
         }
     }
 
     /// Whether `principal` is a super user.
     pub fn is_super_user(&self, principal: &Principal) -> bool {
         matches!(principal, Principal::User(name) if self.super_users.contains(name))
+    }
+
+    /// Whether ACLs are enforced.
+    pub fn enforces(&self) -> bool {
+        self.policy.enforce
+    }
+
+    /// Whether `principal`, connected from `host`, may do `operation` on the resource.
+    pub fn authorize(
+        &self,
+        (principal, host): (&Principal, &str),
+        operation: acl::Operation,
+        resource: (acl::ResourceType, &str),
+    ) -> bool {
+        !self.policy.enforce
+            || self.is_super_user(principal)
+            || self.acls.allows(
+                (principal, host),
+                operation,
+                resource,
+                self.policy.allow_if_no_acl,
+            )
     }
 }
 

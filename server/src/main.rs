@@ -259,6 +259,17 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_ADMIN_USER")]
     admin_user: Option<String>,
 
+    /// Whether ACLs are checked: `acl`, `none`, or `auto` (checked whenever a listener
+    /// authenticates: a SASL listener or --http-auth basic), as Kafka's `authorizer.class.name`.
+    #[arg(long, global = true, env = "EDDY_AUTHORIZER", default_value = "auto", value_parser = ["auto", "acl", "none"])]
+    authorizer: String,
+
+    /// Let everyone do anything on a resource no ACL names (Kafka's
+    /// `allow.everyone.if.no.acl.found`); by default such a resource is denied to all but super
+    /// users.
+    #[arg(long, global = true, env = "EDDY_ALLOW_EVERYONE_IF_NO_ACL_FOUND")]
+    allow_everyone_if_no_acl_found: bool,
+
     /// Serve listeners beyond loopback without authentication. Without it, such a listener is
     /// refused at start-up.
     #[arg(long, global = true, env = "EDDY_ALLOW_ANONYMOUS")]
@@ -576,7 +587,27 @@ async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_securit
         }
         super_users.push(admin.clone());
     }
-    Ok(eddy_security::Access::new(users, super_users))
+    let acls = eddy_security::acl::Acls::open(store)?;
+    let authenticating = args.http_auth == "basic"
+        || args
+            .kafka_listen
+            .iter()
+            .any(|l| l.to_ascii_uppercase().starts_with("SASL_"));
+    let policy = eddy_security::Policy {
+        enforce: match args.authorizer.as_str() {
+            "acl" => true,
+            "none" => false,
+            _ => authenticating,
+        },
+        allow_if_no_acl: args.allow_everyone_if_no_acl_found,
+    };
+    if policy.enforce {
+        info!(
+            super_users = super_users.len(),
+            "ACLs are enforced (--authorizer {})", args.authorizer
+        );
+    }
+    Ok(eddy_security::Access::new(users, acls, super_users, policy))
 }
 
 /// The TLS acceptor, when a listener needs one.

@@ -6,7 +6,9 @@
 //! requests one after another, so responses go out in request order. A connection that sends
 //! no request for `connections.max.idle.ms` is closed, as Kafka closes it.
 
+mod acls;
 mod admin;
+mod authorize;
 mod fetch;
 mod groups;
 mod produce;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use eddy_security::acl::{Operation, ResourceType};
 use eddy_security::{Access, Principal, SecurityProtocol};
 use eddy_storage::{StorageError, Store, TopicConfig};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -39,6 +42,10 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
     ResponseHeader, TopicName,
+};
+use kafka_protocol::messages::{
+    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, HeartbeatResponse,
+    JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse,
 };
 use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
@@ -85,6 +92,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SaslAuthenticate, 0, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// How the Kafka listener behaves.
@@ -125,19 +135,6 @@ impl std::fmt::Debug for ListenerSecurity {
             .field("protocol", &self.protocol)
             .field("sasl_mechanisms", &self.sasl_mechanisms)
             .finish_non_exhaustive()
-    }
-}
-
-impl ListenerSecurity {
-    /// Whether `principal` may administer the cluster (users, for now): a super user, or
-    /// anyone on a listener that authenticates nobody, as a broker without an authorizer
-    /// lets everyone.
-    fn may_administer(&self, principal: &Principal) -> bool {
-        !self.protocol.uses_sasl()
-            || self
-                .access
-                .as_ref()
-                .is_some_and(|a| a.is_super_user(principal))
     }
 }
 
@@ -217,7 +214,7 @@ impl Broker {
             let broker = self.clone();
             let config = config.clone();
             tokio::spawn(async move {
-                if let Err(e) = broker.accept(socket, config).await {
+                if let Err(e) = broker.accept(socket, peer, config).await {
                     debug!(%peer, error = %e, "kafka connection closed");
                 }
                 drop(admitted);
@@ -225,18 +222,29 @@ impl Broker {
         }
     }
 
-    async fn accept(self, socket: TcpStream, config: KafkaConfig) -> anyhow::Result<()> {
+    async fn accept(
+        self,
+        socket: TcpStream,
+        peer: SocketAddr,
+        config: KafkaConfig,
+    ) -> anyhow::Result<()> {
         socket.set_nodelay(true)?;
+        let host = peer.ip().to_string();
         match &config.security.tls {
             Some(acceptor) => {
                 let stream = eddy_security::tls::accept(acceptor, socket).await?;
-                self.connection(stream, config).await
+                self.connection(stream, &host, config).await
             }
-            None => self.connection(socket, config).await,
+            None => self.connection(socket, &host, config).await,
         }
     }
 
-    async fn connection<S>(self, mut socket: S, config: KafkaConfig) -> anyhow::Result<()>
+    async fn connection<S>(
+        self,
+        mut socket: S,
+        host: &str,
+        config: KafkaConfig,
+    ) -> anyhow::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -295,7 +303,12 @@ impl Broker {
                     sasl::Action::Close(why) => anyhow::bail!(why),
                 };
             }
-            if let Some(response) = self.handle_frame(frame, &config, &principal).await? {
+            let caller = authorize::Caller {
+                principal: &principal,
+                host,
+                access: config.security.access.as_ref(),
+            };
+            if let Some(response) = self.handle_frame(frame, &config, caller).await? {
                 write_frame(&mut socket, &response).await?;
             }
         }
@@ -307,7 +320,7 @@ impl Broker {
         &self,
         frame: Bytes,
         config: &KafkaConfig,
-        principal: &Principal,
+        caller: authorize::Caller<'_>,
     ) -> anyhow::Result<Option<BytesMut>> {
         handle_frame(
             frame,
@@ -315,7 +328,7 @@ impl Broker {
             config,
             &self.coordinator,
             &self.producers,
-            principal,
+            caller,
         )
         .await
     }
@@ -363,7 +376,7 @@ async fn handle_frame(
     config: &KafkaConfig,
     coordinator: &Arc<groups::GroupCoordinator>,
     producers: &producers::ProducerRegistry,
-    principal: &Principal,
+    caller: authorize::Caller<'_>,
 ) -> anyhow::Result<Option<BytesMut>> {
     if frame.len() < 8 {
         anyhow::bail!(
@@ -406,11 +419,17 @@ async fn handle_frame(
             decode!(ApiVersionsRequest);
             reply!(api_versions(code::NONE))
         }
-        ApiKey::Metadata => reply!(metadata(store, config, &decode!(MetadataRequest), version)),
+        ApiKey::Metadata => reply!(metadata(
+            store,
+            config,
+            &decode!(MetadataRequest),
+            version,
+            caller
+        )),
         ApiKey::Produce => {
             let request = decode!(ProduceRequest);
             let acks = request.acks;
-            let response = produce::produce(store, request, version).await;
+            let response = authorize::produce(store, request, version, caller).await;
             if acks == 0 {
                 return Ok(None);
             }
@@ -420,53 +439,109 @@ async fn handle_frame(
             let request = decode!(FetchRequest);
             let limit = config.limits.fetch_max_bytes;
             let counter = config.fetched_records.as_ref();
-            reply!(fetch::fetch(store, &request, version, limit, counter).await)
+            reply!(authorize::fetch(store, request, (version, limit), counter, caller).await)
         }
-        ApiKey::ListOffsets => reply!(list_offsets(store, &decode!(ListOffsetsRequest))),
+        ApiKey::ListOffsets => {
+            reply!(authorize::list_offsets(
+                store,
+                decode!(ListOffsetsRequest),
+                caller
+            ))
+        }
         ApiKey::FindCoordinator => {
-            decode!(FindCoordinatorRequest);
-            reply!(
+            let request = decode!(FindCoordinatorRequest);
+            let (resource, error) = if request.key_type == 1 {
+                (
+                    ResourceType::TransactionalId,
+                    code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                )
+            } else {
+                (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED)
+            };
+            reply!(if caller.may(Operation::Describe, resource, &request.key) {
                 FindCoordinatorResponse::default()
                     .with_node_id(BrokerId(NODE_ID))
                     .with_host(StrBytes::from_string(config.advertised.0.clone()))
                     .with_port(i32::from(config.advertised.1))
-            )
+            } else {
+                FindCoordinatorResponse::default()
+                    .with_error_code(error)
+                    .with_node_id(BrokerId(-1))
+                    .with_port(-1)
+            })
         }
         ApiKey::JoinGroup => {
             let request = decode!(JoinGroupRequest);
+            if !caller.may_group(Operation::Read, &request.group_id) {
+                return reply!(
+                    JoinGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                );
+            }
             let client_id = header.client_id.as_deref().unwrap_or_default();
             reply!(coordinator.join(request, version, client_id).await)
         }
-        ApiKey::SyncGroup => reply!(coordinator.sync(decode!(SyncGroupRequest), version).await),
-        ApiKey::Heartbeat => reply!(coordinator.heartbeat(&decode!(HeartbeatRequest))),
-        ApiKey::LeaveGroup => reply!(coordinator.leave(&decode!(LeaveGroupRequest), version)),
-        ApiKey::OffsetCommit => reply!(coordinator.commit(&decode!(OffsetCommitRequest)).await),
-        ApiKey::OffsetFetch => reply!(coordinator.fetch(&decode!(OffsetFetchRequest), version)),
+        ApiKey::SyncGroup => {
+            let request = decode!(SyncGroupRequest);
+            if !caller.may_group(Operation::Read, &request.group_id) {
+                return reply!(
+                    SyncGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                );
+            }
+            reply!(coordinator.sync(request, version).await)
+        }
+        ApiKey::Heartbeat => {
+            let request = decode!(HeartbeatRequest);
+            if !caller.may_group(Operation::Read, &request.group_id) {
+                return reply!(
+                    HeartbeatResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                );
+            }
+            reply!(coordinator.heartbeat(&request))
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode!(LeaveGroupRequest);
+            if !caller.may_group(Operation::Read, &request.group_id) {
+                return reply!(
+                    LeaveGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+                );
+            }
+            reply!(coordinator.leave(&request, version))
+        }
+        ApiKey::OffsetCommit => reply!(
+            authorize::offset_commit(coordinator, decode!(OffsetCommitRequest), caller).await
+        ),
+        ApiKey::OffsetFetch => reply!(authorize::offset_fetch(
+            coordinator,
+            &decode!(OffsetFetchRequest),
+            version,
+            caller
+        )),
         ApiKey::ListGroups => {
             decode!(ListGroupsRequest);
-            reply!(coordinator.list())
+            reply!(authorize::list_groups(coordinator, caller))
         }
-        ApiKey::DescribeGroups => reply!(coordinator.describe(&decode!(DescribeGroupsRequest))),
-        ApiKey::DescribeConfigs => {
-            reply!(admin::describe_configs(
-                store,
-                &decode!(DescribeConfigsRequest)
-            ))
-        }
-        ApiKey::CreateTopics => {
-            reply!(admin::create_topics(
-                store,
-                &decode!(CreateTopicsRequest),
-                version
-            ))
-        }
-        ApiKey::DeleteTopics => {
-            reply!(admin::delete_topics(
-                store,
-                &decode!(DeleteTopicsRequest),
-                version
-            ))
-        }
+        ApiKey::DescribeGroups => reply!(authorize::describe_groups(
+            coordinator,
+            decode!(DescribeGroupsRequest),
+            caller
+        )),
+        ApiKey::DescribeConfigs => reply!(authorize::describe_configs(
+            store,
+            decode!(DescribeConfigsRequest),
+            caller
+        )),
+        ApiKey::CreateTopics => reply!(authorize::create_topics(
+            store,
+            decode!(CreateTopicsRequest),
+            version,
+            caller
+        )),
+        ApiKey::DeleteTopics => reply!(authorize::delete_topics(
+            store,
+            decode!(DeleteTopicsRequest),
+            version,
+            caller
+        )),
         ApiKey::InitProducerId => {
             let request = decode!(InitProducerIdRequest);
             reply!(if request.transactional_id.is_some() {
@@ -474,12 +549,18 @@ async fn handle_frame(
                     "a client asked for a transactional producer; transactions are not supported yet"
                 );
                 InitProducerIdResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+            } else if !caller.may_write_idempotently() {
+                InitProducerIdResponse::default()
+                    .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)
             } else {
                 InitProducerIdResponse::default()
                     .with_producer_id(ProducerId(producers.allocate()))
                     .with_producer_epoch(0)
             })
         }
+        ApiKey::CreateAcls => reply!(acls::create(caller, &decode!(CreateAclsRequest)).await),
+        ApiKey::DescribeAcls => reply!(acls::describe(caller, &decode!(DescribeAclsRequest))),
+        ApiKey::DeleteAcls => reply!(acls::delete(caller, &decode!(DeleteAclsRequest)).await),
         // Only a SASL listener's session, before authentication, takes these.
         ApiKey::SaslHandshake => {
             decode!(SaslHandshakeRequest);
@@ -497,15 +578,13 @@ async fn handle_frame(
         }
         ApiKey::AlterUserScramCredentials => {
             let request = decode!(AlterUserScramCredentialsRequest);
-            let security = &config.security;
-            let allowed = security.may_administer(principal);
-            reply!(users::alter(security.access.as_ref(), allowed, &request).await)
+            let allowed = caller.may_cluster(Operation::Alter);
+            reply!(users::alter(caller.access, allowed, &request).await)
         }
         ApiKey::DescribeUserScramCredentials => {
             let request = decode!(DescribeUserScramCredentialsRequest);
-            let security = &config.security;
-            let allowed = security.may_administer(principal);
-            reply!(users::describe(security.access.as_ref(), allowed, &request))
+            let allowed = caller.may_cluster(Operation::Describe);
+            reply!(users::describe(caller.access, allowed, &request))
         }
         other => anyhow::bail!("{other:?} is not served"),
     }
@@ -549,6 +628,7 @@ fn metadata(
     config: &KafkaConfig,
     request: &MetadataRequest,
     version: i16,
+    caller: authorize::Caller<'_>,
 ) -> MetadataResponse {
     // v0 and a null topic list both mean every topic, except that v0 sends an empty list for it.
     let wanted: Vec<String> = match &request.topics {
@@ -556,14 +636,27 @@ fn metadata(
             .iter()
             .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
             .collect(),
-        _ => store.list_topics(),
+        // Listing every topic leaves out those the caller may not describe, as Kafka does.
+        _ => store
+            .list_topics()
+            .into_iter()
+            .filter(|t| caller.may_topic(Operation::Describe, t))
+            .collect(),
     };
     let auto_create =
         config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
     let topics = wanted
         .into_iter()
         .map(|name| {
-            if !store.topic_exists(&name) && auto_create && !eddy_storage::is_internal_topic(&name)
+            if !caller.may_topic(Operation::Describe, &name) {
+                return MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(code::TOPIC_AUTHORIZATION_FAILED);
+            }
+            if !store.topic_exists(&name)
+                && auto_create
+                && !eddy_storage::is_internal_topic(&name)
+                && caller.may_create_topic(&name)
             {
                 match store.create_topic(
                     &name,
@@ -698,6 +791,15 @@ mod tests {
         out.freeze()
     }
 
+    /// A caller without users or ACLs.
+    fn anonymous() -> authorize::Caller<'static> {
+        authorize::Caller {
+            principal: &Principal::Anonymous,
+            host: "127.0.0.1",
+            access: None,
+        }
+    }
+
     /// What `handle_frame` needs: a store in `dir` and the listener's shared parts.
     fn broker(
         dir: &std::path::Path,
@@ -743,7 +845,7 @@ mod tests {
                 let request = frame(key, version, &body);
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
-                    handle_frame(request, &store, &config, &coordinator, &producers, &Principal::Anonymous),
+                    handle_frame(request, &store, &config, &coordinator, &producers, anonymous()),
                 )
                 .await;
             });
@@ -760,7 +862,7 @@ mod tests {
                 prop_assume!(!matches!(ApiKey::try_from(key), Ok(ApiKey::CreateTopics | ApiKey::Fetch)));
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
-                    handle_frame(Bytes::from(bytes), &store, &config, &coordinator, &producers, &Principal::Anonymous),
+                    handle_frame(Bytes::from(bytes), &store, &config, &coordinator, &producers, anonymous()),
                 )
                 .await;
                 Ok(())

@@ -1,0 +1,373 @@
+//! Kafka's ACLs on each API, as Kafka maps operations to requests: Produce needs Write on the
+//! topic, Fetch Read, Metadata and ListOffsets Describe (topics a client may not describe are
+//! left out of an all-topics listing), group APIs Read on the group (Describe to find or
+//! describe it), CreateTopics Create on the cluster or topic, DeleteTopics Delete, and so on.
+//! A refused topic or group is answered with its own error code beside the rest of the answer.
+
+use eddy_security::acl::{CLUSTER_NAME, Operation, ResourceType};
+use eddy_security::{Access, Principal};
+
+/// Who sent a request, from where, and the ACLs to check it against.
+#[derive(Clone, Copy)]
+pub(super) struct Caller<'a> {
+    /// The authenticated principal.
+    pub principal: &'a Principal,
+    /// The client's address.
+    pub host: &'a str,
+    /// The users and ACLs; `None` when the server keeps none (benchmarks, tests).
+    pub access: Option<&'a Access>,
+}
+
+impl Caller<'_> {
+    /// Whether the caller may do `operation` on the resource.
+    pub fn may(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        let Some(access) = self.access else {
+            return true;
+        };
+        let allowed = access.authorize(
+            (self.principal, self.host),
+            operation,
+            (resource_type, name),
+        );
+        if !allowed {
+            tracing::info!(
+                principal = %self.principal,
+                host = self.host,
+                operation = %operation,
+                resource = %format!("{resource_type}:{name}"),
+                "denied"
+            );
+        }
+        allowed
+    }
+
+    /// Operations on the topic.
+    pub fn may_topic(&self, operation: Operation, topic: &str) -> bool {
+        self.may(operation, ResourceType::Topic, topic)
+    }
+
+    /// Operations on the group.
+    pub fn may_group(&self, operation: Operation, group: &str) -> bool {
+        self.may(operation, ResourceType::Group, group)
+    }
+
+    /// Operations on the cluster.
+    pub fn may_cluster(&self, operation: Operation) -> bool {
+        self.may(operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Whether the caller may create `topic`: Create on the cluster or on the topic.
+    pub fn may_create_topic(&self, topic: &str) -> bool {
+        self.may_cluster_quietly(Operation::Create) || self.may_topic(Operation::Create, topic)
+    }
+
+    /// An idempotent producer (KIP-679): IdempotentWrite on the cluster, or Write on some topic.
+    pub fn may_write_idempotently(&self) -> bool {
+        let Some(access) = self.access else {
+            return true;
+        };
+        self.may_cluster_quietly(Operation::IdempotentWrite)
+            || access
+                .acls
+                .grants_somewhere(self.principal, Operation::Write, ResourceType::Topic)
+            || !access.enforces()
+    }
+
+    fn may_cluster_quietly(&self, operation: Operation) -> bool {
+        self.access.is_none_or(|a| {
+            a.authorize(
+                (self.principal, self.host),
+                operation,
+                (ResourceType::Cluster, CLUSTER_NAME),
+            )
+        })
+    }
+}
+
+/// Splits `items` into those `allowed` and those not, keeping their order.
+pub(super) fn split<T>(items: Vec<T>, allowed: impl Fn(&T) -> bool) -> (Vec<T>, Vec<T>) {
+    items.into_iter().partition(|item| allowed(item))
+}
+
+use bytes::Bytes;
+use eddy_storage::Store;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
+use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{
+    CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
+    FetchRequest, FetchResponse, ListGroupsResponse, ListOffsetsRequest, ListOffsetsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    ProduceRequest, ProduceResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::{code, groups::GroupCoordinator};
+
+const TOPIC_DENIED: i16 = code::TOPIC_AUTHORIZATION_FAILED;
+
+/// Produce: Write on each topic.
+pub(super) async fn produce(
+    store: &Store,
+    mut request: ProduceRequest,
+    version: i16,
+    caller: Caller<'_>,
+) -> ProduceResponse {
+    let (allowed, denied) = split(std::mem::take(&mut request.topic_data), |t| {
+        caller.may_topic(Operation::Write, &t.name)
+    });
+    request.topic_data = allowed;
+    let mut response = super::produce::produce(store, request, version).await;
+    response.responses.extend(denied.into_iter().map(|t| {
+        TopicProduceResponse::default()
+            .with_name(t.name)
+            .with_partition_responses(
+                t.partition_data
+                    .iter()
+                    .map(|p| {
+                        PartitionProduceResponse::default()
+                            .with_index(p.index)
+                            .with_error_code(TOPIC_DENIED)
+                            .with_base_offset(-1)
+                    })
+                    .collect(),
+            )
+    }));
+    response
+}
+
+/// Fetch: Read on each topic; a request with none readable is answered at once.
+pub(super) async fn fetch(
+    store: &Store,
+    mut request: FetchRequest,
+    (version, limit): (i16, usize),
+    counter: Option<&prometheus::IntCounterVec>,
+    caller: Caller<'_>,
+) -> FetchResponse {
+    let (allowed, denied) = split(std::mem::take(&mut request.topics), |t| {
+        caller.may_topic(Operation::Read, &t.topic)
+    });
+    let mut response = if allowed.is_empty() {
+        FetchResponse::default()
+    } else {
+        request.topics = allowed;
+        super::fetch::fetch(store, &request, version, limit, counter).await
+    };
+    response.responses.extend(denied.into_iter().map(|t| {
+        FetchableTopicResponse::default()
+            .with_topic(t.topic)
+            .with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        PartitionData::default()
+                            .with_partition_index(p.partition)
+                            .with_error_code(TOPIC_DENIED)
+                            .with_high_watermark(-1)
+                            .with_records(Some(Bytes::new()))
+                    })
+                    .collect(),
+            )
+    }));
+    response
+}
+
+/// ListOffsets: Describe on each topic.
+pub(super) fn list_offsets(
+    store: &Store,
+    mut request: ListOffsetsRequest,
+    caller: Caller<'_>,
+) -> ListOffsetsResponse {
+    let (allowed, denied) = split(std::mem::take(&mut request.topics), |t| {
+        caller.may_topic(Operation::Describe, &t.name)
+    });
+    request.topics = allowed;
+    let mut response = super::list_offsets(store, &request);
+    response.topics.extend(denied.into_iter().map(|t| {
+        ListOffsetsTopicResponse::default()
+            .with_name(t.name)
+            .with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartitionResponse::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(TOPIC_DENIED)
+                            .with_offset(-1)
+                            .with_timestamp(-1)
+                    })
+                    .collect(),
+            )
+    }));
+    response
+}
+
+/// OffsetCommit: Read on the group and on each topic.
+pub(super) async fn offset_commit(
+    coordinator: &GroupCoordinator,
+    mut request: OffsetCommitRequest,
+    caller: Caller<'_>,
+) -> OffsetCommitResponse {
+    let group_ok = caller.may_group(Operation::Read, &request.group_id);
+    let (allowed, denied) = split(std::mem::take(&mut request.topics), |t| {
+        group_ok && caller.may_topic(Operation::Read, &t.name)
+    });
+    let mut response = if allowed.is_empty() {
+        OffsetCommitResponse::default()
+    } else {
+        request.topics = allowed;
+        coordinator.commit(&request).await
+    };
+    let error = if group_ok {
+        TOPIC_DENIED
+    } else {
+        code::GROUP_AUTHORIZATION_FAILED
+    };
+    response.topics.extend(denied.into_iter().map(|t| {
+        OffsetCommitResponseTopic::default()
+            .with_name(t.name)
+            .with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        OffsetCommitResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(error)
+                    })
+                    .collect(),
+            )
+    }));
+    response
+}
+
+/// OffsetFetch: Describe on the group; topics the caller may not describe are left out.
+pub(super) fn offset_fetch(
+    coordinator: &GroupCoordinator,
+    request: &OffsetFetchRequest,
+    version: i16,
+    caller: Caller<'_>,
+) -> OffsetFetchResponse {
+    if !caller.may_group(Operation::Describe, &request.group_id) {
+        return OffsetFetchResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED);
+    }
+    let mut response = coordinator.fetch(request, version);
+    response
+        .topics
+        .retain(|t| caller.may_topic(Operation::Describe, &t.name));
+    response
+}
+
+/// ListGroups: every group with Describe on the cluster, else those the caller may describe.
+pub(super) fn list_groups(
+    coordinator: &GroupCoordinator,
+    caller: Caller<'_>,
+) -> ListGroupsResponse {
+    let mut response = coordinator.list();
+    if !caller.may_cluster(Operation::Describe) {
+        response
+            .groups
+            .retain(|g| caller.may_group(Operation::Describe, &g.group_id));
+    }
+    response
+}
+
+/// DescribeGroups: Describe on each group.
+pub(super) fn describe_groups(
+    coordinator: &GroupCoordinator,
+    mut request: DescribeGroupsRequest,
+    caller: Caller<'_>,
+) -> DescribeGroupsResponse {
+    let (allowed, denied) = split(std::mem::take(&mut request.groups), |g| {
+        caller.may_group(Operation::Describe, g)
+    });
+    request.groups = allowed;
+    let mut response = coordinator.describe(&request);
+    response.groups.extend(denied.into_iter().map(|g| {
+        DescribedGroup::default()
+            .with_group_id(g)
+            .with_error_code(code::GROUP_AUTHORIZATION_FAILED)
+    }));
+    response
+}
+
+/// DescribeConfigs: DescribeConfigs on each topic, or on the cluster for a broker.
+pub(super) fn describe_configs(
+    store: &Store,
+    mut request: DescribeConfigsRequest,
+    caller: Caller<'_>,
+) -> DescribeConfigsResponse {
+    const TOPIC: i8 = 2;
+    let (allowed, denied) = split(std::mem::take(&mut request.resources), |r| {
+        if r.resource_type == TOPIC {
+            caller.may_topic(Operation::DescribeConfigs, &r.resource_name)
+        } else {
+            caller.may_cluster(Operation::DescribeConfigs)
+        }
+    });
+    request.resources = allowed;
+    let mut response = super::admin::describe_configs(store, &request);
+    response.results.extend(denied.into_iter().map(|r| {
+        let error = if r.resource_type == TOPIC {
+            TOPIC_DENIED
+        } else {
+            code::CLUSTER_AUTHORIZATION_FAILED
+        };
+        DescribeConfigsResult::default()
+            .with_error_code(error)
+            .with_error_message(Some(StrBytes::from_static_str("Authorization failed.")))
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name)
+    }));
+    response
+}
+
+/// CreateTopics: Create on the cluster or on each topic.
+pub(super) fn create_topics(
+    store: &Store,
+    mut request: CreateTopicsRequest,
+    version: i16,
+    caller: Caller<'_>,
+) -> CreateTopicsResponse {
+    let (allowed, denied) = split(std::mem::take(&mut request.topics), |t| {
+        caller.may_create_topic(&t.name)
+    });
+    request.topics = allowed;
+    let mut response = super::admin::create_topics(store, &request, version);
+    response.topics.extend(denied.into_iter().map(|t| {
+        CreatableTopicResult::default()
+            .with_name(t.name)
+            .with_error_code(TOPIC_DENIED)
+            .with_error_message(Some(StrBytes::from_static_str("Authorization failed.")))
+    }));
+    response
+}
+
+/// DeleteTopics: Delete on each topic.
+pub(super) fn delete_topics(
+    store: &Store,
+    mut request: DeleteTopicsRequest,
+    version: i16,
+    caller: Caller<'_>,
+) -> DeleteTopicsResponse {
+    let (allowed, denied) = split(std::mem::take(&mut request.topic_names), |t| {
+        caller.may_topic(Operation::Delete, t)
+    });
+    request.topic_names = allowed;
+    let mut response = super::admin::delete_topics(store, &request, version);
+    response.responses.extend(denied.into_iter().map(|t| {
+        DeletableTopicResult::default()
+            .with_name(Some(t))
+            .with_error_code(TOPIC_DENIED)
+    }));
+    response
+}
