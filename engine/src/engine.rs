@@ -267,6 +267,15 @@ impl Engine {
                 statement.text
             )));
         };
+        if let Some(caller) = &session.caller {
+            let state = self.state.lock().await;
+            crate::authorize::check(
+                caller,
+                &state.catalog,
+                &self.store,
+                &statement.statement.kind,
+            )?;
+        }
         let max = self.options.max_push_queries;
         if query.emit.is_some() && self.push_query_count() >= max {
             return Err(EngineError::statement(format!(
@@ -317,6 +326,15 @@ impl Engine {
                 statement.text
             )));
         };
+        if let Some(caller) = &session.caller {
+            let state = self.state.lock().await;
+            crate::authorize::check(
+                caller,
+                &state.catalog,
+                &self.store,
+                &statement.statement.kind,
+            )?;
+        }
         let earliest = session
             .properties
             .get("auto.offset.reset")
@@ -359,6 +377,7 @@ impl Engine {
     /// per row, in order. Rows that fail are reported and the others still go in.
     pub async fn insert_rows(
         &self,
+        session: &Session,
         target: &str,
         rows: &[serde_json::Value],
     ) -> Result<Vec<Result<()>>> {
@@ -376,6 +395,9 @@ impl Engine {
                     ))
                 })?
         };
+        if let Some(caller) = &session.caller {
+            crate::authorize::check_write(caller, &source.topic)?;
+        }
         if source.read_only {
             return Err(EngineError::statement(format!(
                 "Cannot insert values into read-only {}: {}",
@@ -511,6 +533,16 @@ impl Engine {
         completed: &mut Vec<StatementResult>,
     ) -> Result<(), (String, EngineError)> {
         for statement in parsed {
+            if let Some(caller) = &session.caller
+                && let Err(e) = crate::authorize::check(
+                    caller,
+                    &state.catalog,
+                    &self.store,
+                    &statement.statement.kind,
+                )
+            {
+                return Err((statement.text, e));
+            }
             match self
                 .execute_statement(
                     state,

@@ -22,6 +22,10 @@ pub enum EngineError {
     /// The statement is valid SQL but breaks a rule; the message says which.
     #[error("{0}")]
     Statement(String),
+    /// The caller may not do what the statement needs (Kafka's ACLs on its topics or the
+    /// cluster); the message says which operation on which resources, as ksqlDB's does.
+    #[error("{0}")]
+    Forbidden(String),
     /// The statement is understood but Eddy cannot run it yet.
     #[error("{0} is not supported yet")]
     Unsupported(String),
@@ -101,9 +105,10 @@ impl EngineError {
             EngineError::Execution { .. }
             | EngineError::Internal { .. }
             | EngineError::CorruptCommandLog { .. } => true,
-            EngineError::Statement(_) | EngineError::Parse(_) | EngineError::Unsupported(_) => {
-                false
-            }
+            EngineError::Statement(_)
+            | EngineError::Parse(_)
+            | EngineError::Unsupported(_)
+            | EngineError::Forbidden(_) => false,
         }
     }
 }

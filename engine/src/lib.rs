@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod authorize;
 pub mod catalog;
 pub mod codec;
 pub mod command_log;

@@ -9,6 +9,8 @@ pub struct Session {
     pub properties: HashMap<String, String>,
     /// `DEFINE name = 'value'` variables, substituted as `${name}`.
     pub variables: HashMap<String, String>,
+    /// Who runs the statements, when the server checks ACLs.
+    pub caller: Option<crate::authorize::Caller>,
 }
 
 /// The name Eddy keeps a property under, for any name ksqlDB accepts for it: a Kafka Streams
@@ -130,6 +132,7 @@ impl Session {
                 .map(|(k, v)| (canonical_property(&k), v))
                 .collect(),
             variables,
+            caller: None,
         }
     }
 }

@@ -27,6 +27,9 @@ pub struct HttpAuth {
     /// The users to check Basic credentials against; `None` lets every request in as
     /// `User:ANONYMOUS`.
     pub access: Option<Access>,
+    /// The ACLs statements are checked against, when enforced; each request then carries an
+    /// [`eddy_engine::authorize::Caller`].
+    pub authorizer: Option<Access>,
     /// The 401 body's shape.
     pub style: ErrorStyle,
 }
@@ -67,8 +70,26 @@ pub async fn basic(
         );
         return unauthorized(auth.style);
     }
-    request.extensions_mut().insert(Principal::User(user));
+    admit(&auth, &mut request, Principal::User(user));
     next.run(request).await
+}
+
+/// Lets `request` in as `principal`, with the caller statements are checked as.
+fn admit(auth: &HttpAuth, request: &mut Request, principal: Principal) {
+    if let Some(access) = &auth.authorizer {
+        let host = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map_or_else(|| "*".to_string(), |c| c.0.ip().to_string());
+        request
+            .extensions_mut()
+            .insert(eddy_engine::authorize::Caller {
+                access: access.clone(),
+                principal: principal.clone(),
+                host,
+            });
+    }
+    request.extensions_mut().insert(principal);
 }
 
 /// The user and password of a `Basic` Authorization header.

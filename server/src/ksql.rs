@@ -13,7 +13,7 @@ use eddy_engine::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::rest::{ErrorCode, RestError, entity, session};
+use crate::rest::{ErrorCode, RequestCaller, RestError, entity, session};
 
 /// The body of `POST /ksql`.
 #[derive(Debug, Deserialize)]
@@ -130,6 +130,7 @@ pub(crate) async fn status(
 /// that ran before it.
 pub(crate) async fn ksql(
     State(engine): State<Arc<Engine>>,
+    caller: RequestCaller,
     body: Result<Json<KsqlRequest>, JsonRejection>,
 ) -> Response {
     let request = match body {
@@ -158,7 +159,11 @@ pub(crate) async fn ksql(
             .into_response();
         }
     }
-    let mut session = session(&request.streams_properties, &request.session_variables);
+    let mut session = session(
+        &request.streams_properties,
+        &request.session_variables,
+        &caller,
+    );
     match engine.execute(&mut session, &request.ksql).await {
         Ok(results) => {
             let entities: Vec<Value> = results.iter().filter_map(entity).collect();

@@ -936,6 +936,7 @@ async fn serve(
     let memory = bodies.memory();
     let http_auth = |style| eddy_server::auth::HttpAuth {
         access: (args.http_auth == "basic").then(|| access.clone()),
+        authorizer: access.enforces().then(|| access.clone()),
         style,
     };
     let router = with_auth(

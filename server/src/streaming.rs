@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::metrics::ServerMetrics;
-use crate::rest::{ErrorCode, RestError, field_schema, session};
+use crate::rest::{ErrorCode, RequestCaller, RestError, field_schema, session};
 
 /// The body of `POST /query`.
 #[derive(Debug, Deserialize)]
@@ -196,6 +196,7 @@ const KSQL_JSON_CONTENT_TYPE: &str = "application/vnd.ksql.v1+json";
 pub async fn query(
     State(engine): State<Arc<Engine>>,
     State(metrics): State<Arc<ServerMetrics>>,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -204,13 +205,21 @@ pub async fn query(
         Err(response) => return *response,
     };
     if Engine::is_print(&request.ksql) {
-        let session = session(&request.streams_properties, &request.session_variables);
+        let session = session(
+            &request.streams_properties,
+            &request.session_variables,
+            &caller,
+        );
         return print(&engine, &session, &request.ksql, true).await;
     }
     let started = match start(
         &engine,
         &metrics,
-        &session(&request.streams_properties, &request.session_variables),
+        &session(
+            &request.streams_properties,
+            &request.session_variables,
+            &caller,
+        ),
         &request.ksql,
     )
     .await
@@ -305,6 +314,7 @@ fn streamed_rows(started: (TransientQuery, Option<HistogramTimer>), format: RowF
 pub async fn query_stream(
     State(engine): State<Arc<Engine>>,
     State(metrics): State<Arc<ServerMetrics>>,
+    caller: RequestCaller,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -330,13 +340,13 @@ pub async fn query_stream(
         if streamed.is_some() || json_array {
             return StatusCode::NOT_ACCEPTABLE.into_response();
         }
-        let session = session(&request.properties, &request.session_variables);
+        let session = session(&request.properties, &request.session_variables, &caller);
         return print(&engine, &session, &request.sql, false).await;
     }
     let started = match start(
         &engine,
         &metrics,
-        &session(&request.properties, &request.session_variables),
+        &session(&request.properties, &request.session_variables, &caller),
         &request.sql,
     )
     .await
@@ -459,7 +469,11 @@ pub async fn close_query(State(engine): State<Arc<Engine>>, body: Bytes) -> Resp
 
 /// `POST /inserts-stream`: a first line `{"target": "stream"}`, then one JSON object per line;
 /// the answer is one line per row, `{"status":"ok","seq":n}` or an error object with its `seq`.
-pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> Response {
+pub async fn inserts_stream(
+    State(engine): State<Arc<Engine>>,
+    caller: RequestCaller,
+    body: Bytes,
+) -> Response {
     let text = match std::str::from_utf8(&body) {
         Ok(text) => text,
         Err(e) => {
@@ -491,8 +505,12 @@ pub async fn inserts_stream(State(engine): State<Arc<Engine>>, body: Bytes) -> R
         }
     }
     let values: Vec<Value> = rows.iter().map(|(_, r)| r.clone()).collect();
-    let results = match engine.insert_rows(&target, &values).await {
+    let session = session(&HashMap::new(), &HashMap::new(), &caller);
+    let results = match engine.insert_rows(&session, &target, &values).await {
         Ok(results) => results,
+        Err(e @ eddy_engine::EngineError::Forbidden(_)) => {
+            return RestError::from_engine(&e, Value::Null).into_response();
+        }
         Err(e) => {
             return RestError::new(ErrorCode::BadRequest, e.to_string()).into_response();
         }
@@ -538,6 +556,7 @@ const WS_MAX_INCOMING_BYTES: usize = 64 * 1024;
 pub async fn ws_query(
     State(engine): State<Arc<Engine>>,
     State(metrics): State<Arc<ServerMetrics>>,
+    caller: RequestCaller,
     axum::extract::Query(params): axum::extract::Query<HashMap<String, String>>,
     upgrade: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
@@ -563,13 +582,13 @@ pub async fn ws_query(
     upgrade
         .max_message_size(WS_MAX_INCOMING_BYTES)
         .max_frame_size(WS_MAX_INCOMING_BYTES)
-        .on_upgrade(move |socket| stream_to_socket(engine, metrics, request, socket))
+        .on_upgrade(move |socket| stream_to_socket(engine, metrics, (request, caller), socket))
 }
 
 async fn stream_to_socket(
     engine: Arc<Engine>,
     metrics: Arc<ServerMetrics>,
-    request: QueryRequest,
+    (request, caller): (QueryRequest, RequestCaller),
     mut socket: axum::extract::ws::WebSocket,
 ) {
     use axum::extract::ws::{CloseFrame, Message};
@@ -584,7 +603,11 @@ async fn stream_to_socket(
             reason: reason[..end].into(),
         }))
     };
-    let session = session(&request.streams_properties, &request.session_variables);
+    let session = session(
+        &request.streams_properties,
+        &request.session_variables,
+        &caller,
+    );
     let timer = metrics.pull_latency.start_timer();
     let mut query = match engine.query(&session, &request.ksql).await {
         Ok(query) => query,

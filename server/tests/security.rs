@@ -559,3 +559,136 @@ fn acls_allow_a_consume_and_deny_a_produce_from_kafka_clients() {
         "{log}"
     );
 }
+
+const GRANT: &str = r#"
+import sys
+from confluent_kafka.admin import (AdminClient, AclBinding, ResourceType, ResourcePatternType,
+    AclOperation, AclPermissionType)
+admin = AdminClient({'bootstrap.servers': sys.argv[1], 'security.protocol': 'SASL_SSL',
+    'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'admin',
+    'sasl.password': 'admin-secret', 'ssl.ca.location': sys.argv[2]})
+grants = [AclBinding(ResourceType.TOPIC, sys.argv[3], ResourcePatternType.LITERAL,
+                     'User:alice', '*', getattr(AclOperation, op), AclPermissionType.ALLOW)
+          for op in sys.argv[4].split(',')]
+for binding, future in admin.create_acls(grants).items():
+    future.result()
+"#;
+
+/// `POST /ksql` (or another endpoint) over HTTPS as `user`; the status and the body as JSON.
+fn post(s: &Secured, path: &str, user: &str, body: &str) -> (u16, serde_json::Value) {
+    let out = Command::new(common::tools::curl())
+        .args([
+            "-s",
+            "--cacert",
+            s.ca.to_str().unwrap(),
+            "-w",
+            "\n%{http_code}",
+            "-u",
+            user,
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/vnd.ksql.v1+json",
+            "-d",
+            body,
+        ])
+        .arg(format!(
+            "https://localhost:{}{path}",
+            s.server.http.rsplit(':').next().unwrap()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (
+        status.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_string())),
+    )
+}
+
+#[test]
+fn statements_need_the_acls_their_topics_would_need() {
+    let s = start_with(&[]);
+    let ksql = |user: &str, sql: &str| {
+        post(
+            &s,
+            "/ksql",
+            user,
+            &serde_json::json!({ "ksql": sql }).to_string(),
+        )
+    };
+    for sql in [
+        "CREATE STREAM PUBLIC (ID INT KEY, V STRING) WITH (KAFKA_TOPIC='public', PARTITIONS=1, VALUE_FORMAT='JSON');",
+        "CREATE STREAM SECRETS (ID INT KEY, V STRING) WITH (KAFKA_TOPIC='secrets', PARTITIONS=1, VALUE_FORMAT='JSON');",
+        "INSERT INTO PUBLIC (ID, V) VALUES (1, 'hello');",
+    ] {
+        let (status, body) = ksql("admin:admin-secret", sql);
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
+    python(
+        GRANT,
+        &[
+            &s.server.kafka_listener("SASL_SSL"),
+            s.ca.to_str().unwrap(),
+            "public",
+            "READ",
+        ],
+    );
+    let alice = "alice:alice-secret";
+    // Listings show what alice may describe (Read implies Describe).
+    let (status, body) = ksql(alice, "SHOW STREAMS;");
+    assert_eq!(status, 200, "{body}");
+    let names: Vec<&str> = body[0]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["PUBLIC"], "{body}");
+    // Reading a topic without Read, writing one without Write, terminating without Alter.
+    for (sql, says) in [
+        (
+            "DESCRIBE SECRETS;",
+            "Authorization denied to Describe on topic(s): [secrets]",
+        ),
+        (
+            "INSERT INTO PUBLIC (ID, V) VALUES (2, 'x');",
+            "Authorization denied to Write on topic(s): [public]",
+        ),
+        (
+            "CREATE STREAM COPY AS SELECT * FROM SECRETS;",
+            "Authorization denied to Read on topic(s): [secrets]",
+        ),
+        (
+            "TERMINATE ALL;",
+            "Authorization denied to Alter on the cluster",
+        ),
+    ] {
+        let (status, body) = ksql(alice, sql);
+        assert_eq!(status, 403, "{sql}: {body}");
+        assert_eq!(body["error_code"], 40301, "{sql}: {body}");
+        assert_eq!(body["message"], says, "{sql}: {body}");
+    }
+    let query = |sql: &str| {
+        post(
+            &s,
+            "/query",
+            alice,
+            &serde_json::json!({ "ksql": sql, "streamsProperties": {"auto.offset.reset": "earliest"} })
+                .to_string(),
+        )
+    };
+    let (status, body) = query("SELECT * FROM SECRETS EMIT CHANGES LIMIT 1;");
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = query("SELECT * FROM PUBLIC EMIT CHANGES LIMIT 1;");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.to_string().contains("hello"), "{body}");
+    // /inserts-stream needs Write too.
+    let (status, body) = post(
+        &s,
+        "/inserts-stream",
+        alice,
+        "{\"target\": \"PUBLIC\"}\n{\"ID\": 3, \"V\": \"y\"}",
+    );
+    assert_eq!(status, 403, "{body}");
+}

@@ -20,6 +20,13 @@ impl Engine {
         text: &str,
     ) -> Result<StatementResult> {
         let statement = text.to_string();
+        // Listings show only what the caller may describe, as Kafka's metadata does.
+        let visible = |topic: &str| {
+            session
+                .caller
+                .as_ref()
+                .is_none_or(|c| c.may_describe_topic(topic))
+        };
         Ok(match what {
             ListKind::Streams | ListKind::Tables => {
                 let (kind, label) = if what == ListKind::Streams {
@@ -33,7 +40,7 @@ impl Engine {
                     sources: state
                         .catalog
                         .sources()
-                        .filter(|s| s.kind == kind)
+                        .filter(|s| s.kind == kind && visible(&s.topic))
                         .map(SourceSummary::of)
                         .collect(),
                 }
@@ -41,7 +48,7 @@ impl Engine {
             ListKind::Topics | ListKind::AllTopics => {
                 let mut topics = Vec::new();
                 for name in self.store.list_topics() {
-                    if what == ListKind::Topics && name.starts_with('_') {
+                    if (what == ListKind::Topics && name.starts_with('_')) || !visible(&name) {
                         continue;
                     }
                     let description = self.store.describe_topic(&name)?;

@@ -18,6 +18,9 @@ pub(crate) enum ErrorCode {
     QueryEndpoint,
     /// A web page from another origin, or a request naming a host this server is not.
     Forbidden,
+    /// The caller's ACLs do not allow what the statement does to a topic or the cluster
+    /// (ksqlDB's `ERROR_CODE_FORBIDDEN_KAFKA_ACCESS`).
+    ForbiddenKafkaAccess,
     /// No such endpoint, command or dashboard.
     NotFound,
     /// The body is larger than the server accepts.
@@ -38,6 +41,7 @@ impl ErrorCode {
             ErrorCode::BadStatement => 40001,
             ErrorCode::QueryEndpoint => 40002,
             ErrorCode::Forbidden => 40300,
+            ErrorCode::ForbiddenKafkaAccess => 40301,
             ErrorCode::NotFound => 40400,
             ErrorCode::TooLarge => 41300,
             ErrorCode::UnsupportedMediaType => 41500,
@@ -52,7 +56,7 @@ impl ErrorCode {
             ErrorCode::BadRequest | ErrorCode::BadStatement | ErrorCode::QueryEndpoint => {
                 StatusCode::BAD_REQUEST
             }
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden | ErrorCode::ForbiddenKafkaAccess => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -99,6 +103,9 @@ impl RestError {
     pub(crate) fn from_engine(error: &EngineError, extra: Value) -> Self {
         if matches!(error, EngineError::Storage(e) if e.is_retriable()) {
             return RestError::statement(ErrorCode::Unavailable, error.to_string(), extra);
+        }
+        if matches!(error, EngineError::Forbidden(_)) {
+            return RestError::statement(ErrorCode::ForbiddenKafkaAccess, error.to_string(), extra);
         }
         let code = if error.is_server_fault() {
             let causes = std::iter::successors(std::error::Error::source(error), |e| e.source())

@@ -8,5 +8,5 @@ mod state;
 
 pub(crate) use entity::{entity, field_schema};
 pub(crate) use error::{ErrorCode, RestError};
-pub(crate) use session::session;
+pub(crate) use session::{RequestCaller, session};
 pub use state::AppState;
