@@ -128,6 +128,14 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityErr
     Ok(certs)
 }
 
+/// Makes `ring` the process's default rustls provider, if none is yet. Programs that build
+/// `reqwest` clients without a TLS configuration of their own need it: the workspace builds
+/// reqwest's rustls without a provider (the REPL brings its own `ring` configuration), and
+/// reqwest refuses to build a client with none installed.
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Runs the TLS handshake on `stream`, giving up after [`HANDSHAKE_TIMEOUT`].
 pub async fn accept<S>(
     acceptor: &TlsAcceptor,

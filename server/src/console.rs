@@ -257,9 +257,14 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
 
 /// `GET /api/topics`: every topic with its partitions' offsets and sizes and its config, for
 /// the catalog browser (ksqlDB's `SHOW TOPICS` has names only).
-pub async fn topics(State(state): State<AppState>) -> Response {
+pub async fn topics(State(state): State<AppState>, caller: crate::rest::RequestCaller) -> Response {
     let store = state.engine.store();
-    let mut names = store.list_topics();
+    // Only the topics the caller may describe, as SHOW TOPICS lists them.
+    let mut names: Vec<String> = store
+        .list_topics()
+        .into_iter()
+        .filter(|t| caller.0.as_ref().is_none_or(|c| c.may_describe_topic(t)))
+        .collect();
     names.sort();
     let topics: Vec<Value> = names
         .iter()

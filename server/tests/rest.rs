@@ -432,6 +432,7 @@ fn request_properties_are_read_under_every_name_ksqldb_accepts() {
 #[tokio::test]
 async fn http2_with_prior_knowledge_is_served_on_the_same_port() {
     let server = common::start();
+    eddy_security::tls::install_default_provider();
     let client = reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()

@@ -43,6 +43,7 @@ pub async fn run_case(case: &ConformanceCase) -> Result<(), String> {
         tokio::spawn(
             async move { eddy_server::http::serve(listener, router, connections, None).await },
         );
+    eddy_security::tls::install_default_provider();
     let client = Client {
         http: reqwest::Client::builder()
             .timeout(QUERY_TIMEOUT)

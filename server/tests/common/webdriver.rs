@@ -69,6 +69,7 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 impl Session {
     /// Opens a browser with `capabilities` (W3C `alwaysMatch`).
     pub async fn open(driver: &ChromeDriver, capabilities: Value) -> Session {
+        eddy_security::tls::install_default_provider();
         let http = reqwest::Client::new();
         let value = send(
             &http,

@@ -92,6 +92,7 @@ async fn run_async(config: &PullBenchConfig) -> anyhow::Result<PullBenchResult> 
         store.produce("users", batch).await?;
     }
 
+    eddy_security::tls::install_default_provider();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(config.clients)
         .build()?;

@@ -90,6 +90,7 @@ async fn run_async(config: &PushBenchConfig) -> anyhow::Result<PushBenchResult> 
     let total = config.rate * config.seconds;
 
     // The push-query client: reads lines as they come and times each row.
+    eddy_security::tls::install_default_provider();
     let mut response = reqwest::Client::new()
         .post(format!("http://{address}/query-stream"))
         .header("Content-Type", "application/json")
