@@ -257,7 +257,10 @@ pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> Re
 
 /// `GET /api/topics`: every topic with its partitions' offsets and sizes and its config, for
 /// the catalog browser (ksqlDB's `SHOW TOPICS` has names only).
-pub async fn topics(State(state): State<AppState>, caller: crate::rest::RequestCaller) -> Response {
+pub(crate) async fn topics(
+    State(state): State<AppState>,
+    caller: crate::rest::RequestCaller,
+) -> Response {
     let store = state.engine.store();
     // Only the topics the caller may describe, as SHOW TOPICS lists them.
     let mut names: Vec<String> = store
