@@ -46,6 +46,27 @@ impl Caller<'_> {
         self.may(operation, ResourceType::Topic, topic)
     }
 
+    /// Whether a listing shows the topic to the caller; a hidden one is not logged as a denial,
+    /// as Kafka does not log what it leaves out of a listing.
+    pub fn sees_topic(&self, topic: &str) -> bool {
+        self.quietly(Operation::Describe, ResourceType::Topic, topic)
+    }
+
+    /// Whether a listing shows the group to the caller, unlogged as [`Caller::sees_topic`].
+    pub fn sees_group(&self, group: &str) -> bool {
+        self.quietly(Operation::Describe, ResourceType::Group, group)
+    }
+
+    fn quietly(&self, operation: Operation, resource_type: ResourceType, name: &str) -> bool {
+        self.access.is_none_or(|a| {
+            a.authorize(
+                (self.principal, self.host),
+                operation,
+                (resource_type, name),
+            )
+        })
+    }
+
     /// Operations on the group.
     pub fn may_group(&self, operation: Operation, group: &str) -> bool {
         self.may(operation, ResourceType::Group, group)
@@ -74,13 +95,7 @@ impl Caller<'_> {
     }
 
     fn may_cluster_quietly(&self, operation: Operation) -> bool {
-        self.access.is_none_or(|a| {
-            a.authorize(
-                (self.principal, self.host),
-                operation,
-                (ResourceType::Cluster, CLUSTER_NAME),
-            )
-        })
+        self.quietly(operation, ResourceType::Cluster, CLUSTER_NAME)
     }
 }
 
@@ -261,9 +276,7 @@ pub(super) fn offset_fetch(
         return OffsetFetchResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED);
     }
     let mut response = coordinator.fetch(request, version);
-    response
-        .topics
-        .retain(|t| caller.may_topic(Operation::Describe, &t.name));
+    response.topics.retain(|t| caller.sees_topic(&t.name));
     response
 }
 
@@ -273,10 +286,8 @@ pub(super) fn list_groups(
     caller: Caller<'_>,
 ) -> ListGroupsResponse {
     let mut response = coordinator.list();
-    if !caller.may_cluster(Operation::Describe) {
-        response
-            .groups
-            .retain(|g| caller.may_group(Operation::Describe, &g.group_id));
+    if !caller.may_cluster_quietly(Operation::Describe) {
+        response.groups.retain(|g| caller.sees_group(&g.group_id));
     }
     response
 }

@@ -279,11 +279,17 @@ impl Broker {
             let Some(mut frame) = frame? else {
                 return Ok(());
             };
-            if let Some(session) = &mut sasl {
-                let (action, authenticated) = session.handle(frame);
-                if let Some(user) = authenticated {
-                    principal = user;
-                    sasl = None;
+            if let Some(mut session) = sasl.take() {
+                // PLAIN derives a key from the password (PBKDF2, milliseconds): off the async
+                // threads, as every step is, there being a handful per connection.
+                let (session, (action, authenticated)) = tokio::task::spawn_blocking(move || {
+                    let outcome = session.handle(frame);
+                    (session, outcome)
+                })
+                .await?;
+                match authenticated {
+                    Some(user) => principal = user,
+                    None => sasl = Some(session),
                 }
                 frame = match action {
                     sasl::Action::Serve(frame) => frame,
@@ -640,7 +646,7 @@ fn metadata(
         _ => store
             .list_topics()
             .into_iter()
-            .filter(|t| caller.may_topic(Operation::Describe, t))
+            .filter(|t| caller.sees_topic(t))
             .collect(),
     };
     let auto_create =
