@@ -128,6 +128,71 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityErr
     Ok(certs)
 }
 
+/// The principal name Kafka gives a client certificate: its subject as RFC 2253 writes a
+/// distinguished name (Java's `X500Principal.getName()`, Kafka's `DEFAULT` mapping rule), such
+/// as `CN=alice,OU=eng,O=Acme,C=US`. `None` when the certificate does not parse.
+pub fn subject_principal(certificate: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certificate).ok()?;
+    let rdns: Vec<String> = cert
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attribute| {
+                    let oid = attribute.attr_type().to_id_string();
+                    let value = match attribute.as_str() {
+                        Ok(text) => escape_rfc2253(text),
+                        // RFC 2253 writes a value it cannot show as text as # and its BER hex.
+                        Err(_) => format!(
+                            "#{}",
+                            attribute
+                                .as_slice()
+                                .iter()
+                                .map(|b| format!("{b:02x}"))
+                                .collect::<String>()
+                        ),
+                    };
+                    format!("{}={value}", rfc2253_keyword(&oid).unwrap_or(&oid))
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
+    // RFC 2253 writes the most specific name first: the reverse of the certificate's order.
+    Some(rdns.into_iter().rev().collect::<Vec<_>>().join(","))
+}
+
+/// The keywords RFC 2253 (and Java) write for attribute types; others go as dotted OIDs.
+fn rfc2253_keyword(oid: &str) -> Option<&'static str> {
+    Some(match oid {
+        "2.5.4.3" => "CN",
+        "2.5.4.6" => "C",
+        "2.5.4.7" => "L",
+        "2.5.4.8" => "ST",
+        "2.5.4.9" => "STREET",
+        "2.5.4.10" => "O",
+        "2.5.4.11" => "OU",
+        "0.9.2342.19200300.100.1.1" => "UID",
+        "0.9.2342.19200300.100.1.25" => "DC",
+        _ => return None,
+    })
+}
+
+fn escape_rfc2253(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (c == '#' || c == ' '))
+            || (i == last && c == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Makes `ring` the process's default rustls provider, if none is yet. Programs that build
 /// `reqwest` clients without a TLS configuration of their own need it: the workspace builds
 /// reqwest's rustls without a provider (the REPL brings its own `ring` configuration), and
@@ -156,6 +221,24 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_certificate_subject_reads_as_kafka_names_the_principal() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(rcgen::DnType::CountryName, "US");
+        name.push(rcgen::DnType::OrganizationName, "Acme, Inc.");
+        name.push(rcgen::DnType::OrganizationalUnitName, "eng");
+        name.push(rcgen::DnType::CommonName, "alice");
+        params.distinguished_name = name;
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(
+            subject_principal(cert.der()).as_deref(),
+            Some("CN=alice,OU=eng,O=Acme\\, Inc.,C=US")
+        );
+        assert_eq!(subject_principal(b"not a certificate"), None);
+    }
 
     #[test]
     fn files_that_are_not_a_certificate_and_key_say_which() {

@@ -588,11 +588,12 @@ async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_securit
         super_users.push(admin.clone());
     }
     let acls = eddy_security::acl::Acls::open(store)?;
+    let certified = args.tls_client_auth == eddy_security::tls::ClientAuth::Required;
     let authenticating = args.http_auth == "basic"
-        || args
-            .kafka_listen
-            .iter()
-            .any(|l| l.to_ascii_uppercase().starts_with("SASL_"));
+        || args.kafka_listen.iter().any(|l| {
+            let l = l.trim().to_ascii_uppercase();
+            l.starts_with("SASL_") || (certified && l.starts_with("SSL://"))
+        });
     let policy = eddy_security::Policy {
         enforce: match args.authorizer.as_str() {
             "acl" => true,

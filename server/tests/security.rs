@@ -567,8 +567,9 @@ from confluent_kafka.admin import (AdminClient, AclBinding, ResourceType, Resour
 admin = AdminClient({'bootstrap.servers': sys.argv[1], 'security.protocol': 'SASL_SSL',
     'sasl.mechanisms': 'SCRAM-SHA-512', 'sasl.username': 'admin',
     'sasl.password': 'admin-secret', 'ssl.ca.location': sys.argv[2]})
+principal = sys.argv[5] if len(sys.argv) > 5 else 'User:alice'
 grants = [AclBinding(ResourceType.TOPIC, sys.argv[3], ResourcePatternType.LITERAL,
-                     'User:alice', '*', getattr(AclOperation, op), AclPermissionType.ALLOW)
+                     principal, '*', getattr(AclOperation, op), AclPermissionType.ALLOW)
           for op in sys.argv[4].split(',')]
 for binding, future in admin.create_acls(grants).items():
     future.result()
@@ -691,4 +692,90 @@ fn statements_need_the_acls_their_topics_would_need() {
         "{\"target\": \"PUBLIC\"}\n{\"ID\": 3, \"V\": \"y\"}",
     );
     assert_eq!(status, 403, "{body}");
+}
+
+#[test]
+fn a_client_certificate_names_the_principal_on_an_ssl_listener() {
+    // A CA for clients, and alice's certificate from it.
+    let files = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::OrganizationName, "Acme");
+    name.push(rcgen::DnType::CommonName, "alice");
+    params.distinguished_name = name;
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let path = |name: &str| files.path().join(name).to_str().unwrap().to_string();
+    std::fs::write(path("client-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(path("alice.pem"), cert.pem()).unwrap();
+    std::fs::write(path("alice-key.pem"), key.serialize_pem()).unwrap();
+    let client_ca = path("client-ca.pem");
+    let s = start_with(&[
+        "--kafka-listen",
+        "SSL://127.0.0.1:0",
+        "--tls-client-ca",
+        &client_ca,
+        "--tls-client-auth",
+        "requested",
+    ]);
+    let (ok, _, err) = kcat(
+        &s,
+        "admin",
+        "admin-secret",
+        &["-P", "-t", "certified"],
+        "signed\n",
+    );
+    assert!(ok, "{err}");
+    python(
+        GRANT,
+        &[
+            &s.server.kafka_listener("SASL_SSL"),
+            s.ca.to_str().unwrap(),
+            "certified",
+            "READ",
+            "User:CN=alice,O=Acme",
+        ],
+    );
+    let consume = |certificate: &[&str]| {
+        let out = Command::new(common::tools::kcat())
+            .args(["-b", &s.server.kafka_listener("SSL")])
+            .args(["-X", "security.protocol=SSL"])
+            .args(["-X", &format!("ssl.ca.location={}", s.ca.display())])
+            .args(certificate)
+            .args([
+                "-C",
+                "-t",
+                "certified",
+                "-p",
+                "0",
+                "-o",
+                "beginning",
+                "-e",
+                "-m",
+                "10",
+            ])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let certificate = [
+        "-X".to_string(),
+        format!("ssl.certificate.location={}", path("alice.pem")),
+        "-X".to_string(),
+        format!("ssl.key.location={}", path("alice-key.pem")),
+    ];
+    let certificate: Vec<&str> = certificate.iter().map(String::as_str).collect();
+    let out = consume(&certificate);
+    assert!(out.contains("signed"), "{out}");
+    // Without a certificate the client is User:ANONYMOUS, whom no ACL lets read.
+    let out = consume(&[]);
+    assert!(out.to_lowercase().contains("authorization failed"), "{out}");
 }

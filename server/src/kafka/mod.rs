@@ -233,16 +233,27 @@ impl Broker {
         match &config.security.tls {
             Some(acceptor) => {
                 let stream = eddy_security::tls::accept(acceptor, socket).await?;
-                self.connection(stream, &host, config).await
+                // On an SSL listener a client certificate names the principal, as Kafka's
+                // DEFAULT mapping does (SASL_SSL takes SASL's).
+                let certified = (config.security.protocol == SecurityProtocol::Ssl)
+                    .then(|| stream.get_ref().1.peer_certificates())
+                    .flatten()
+                    .and_then(|chain| chain.first())
+                    .and_then(|cert| eddy_security::tls::subject_principal(cert));
+                let principal = certified.map_or(Principal::Anonymous, Principal::User);
+                self.connection(stream, (&host, principal), config).await
             }
-            None => self.connection(socket, &host, config).await,
+            None => {
+                self.connection(socket, (&host, Principal::Anonymous), config)
+                    .await
+            }
         }
     }
 
     async fn connection<S>(
         self,
         mut socket: S,
-        host: &str,
+        (host, mut principal): (&str, Principal),
         config: KafkaConfig,
     ) -> anyhow::Result<()>
     where
@@ -260,7 +271,6 @@ impl Broker {
             (None, true) => anyhow::bail!("a SASL listener without a user store"),
             (_, false) => None,
         };
-        let mut principal = Principal::Anonymous;
         loop {
             let limit = if sasl.is_some() {
                 sasl::MAX_UNAUTHENTICATED_FRAME
