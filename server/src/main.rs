@@ -835,6 +835,56 @@ fn with_auth(router: axum::Router, auth: eddy_server::auth::HttpAuth) -> axum::R
     ))
 }
 
+/// Starts every Kafka listener over one broker; their tasks, and where each listens.
+async fn serve_kafka(
+    args: &ServerArgs,
+    plan: &ListenerPlan,
+    (store, access, tls): (
+        &Store,
+        &eddy_security::Access,
+        Option<&tokio_rustls::TlsAcceptor>,
+    ),
+    (metrics, max_connections): (&eddy_server::metrics::ServerMetrics, usize),
+) -> anyhow::Result<(
+    Vec<tokio::task::JoinHandle<()>>,
+    Vec<(SocketAddr, eddy_security::SecurityProtocol)>,
+)> {
+    let broker = kafka::Broker::new(store.clone(), args.kafka_limits().groups);
+    let mut tasks = Vec::new();
+    let mut kafka_addresses = Vec::new();
+    for listener in &plan.kafka {
+        let bound = tokio::net::TcpListener::bind(listener.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen for Kafka clients ({}) on {}",
+                    listener.protocol, listener.bind
+                )
+            })?;
+        let address = bound.local_addr()?;
+        let config = kafka::KafkaConfig {
+            advertised: listener
+                .advertised
+                .clone()
+                .unwrap_or_else(|| (address.ip().to_string(), address.port())),
+            auto_create_topics: args.kafka_auto_create_topics,
+            default_partitions: 1,
+            fetched_records: Some(metrics.kafka_fetched_records.clone()),
+            limits: args.kafka_limits(),
+            connections: metrics.connection_limit("kafka", max_connections),
+            security: kafka::ListenerSecurity {
+                protocol: listener.protocol,
+                tls: listener.protocol.uses_tls().then(|| tls.cloned()).flatten(),
+                access: Some(access.clone()),
+                sasl_mechanisms: args.sasl_mechanisms.clone(),
+            },
+        };
+        tasks.push(tokio::spawn(broker.clone().serve(bound, config)));
+        kafka_addresses.push((address, listener.protocol));
+    }
+    Ok((tasks, kafka_addresses))
+}
+
 /// Serves until `shutdown` resolves, then stops cleanly; `ready` gets the HTTP address once
 /// both listeners are up.
 async fn serve(
@@ -885,39 +935,13 @@ async fn serve(
     let max_connections = args
         .max_connections
         .unwrap_or_else(|| eddy_server::connections::default_max_connections(file_descriptors));
-    let broker = kafka::Broker::new(store.clone(), args.kafka_limits().groups);
-    let mut tasks = Vec::new();
-    let mut kafka_addresses = Vec::new();
-    for listener in &plan.kafka {
-        let bound = tokio::net::TcpListener::bind(listener.bind)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen for Kafka clients ({}) on {}",
-                    listener.protocol, listener.bind
-                )
-            })?;
-        let address = bound.local_addr()?;
-        let config = kafka::KafkaConfig {
-            advertised: listener
-                .advertised
-                .clone()
-                .unwrap_or_else(|| (address.ip().to_string(), address.port())),
-            auto_create_topics: args.kafka_auto_create_topics,
-            default_partitions: 1,
-            fetched_records: Some(state.metrics.kafka_fetched_records.clone()),
-            limits: args.kafka_limits(),
-            connections: state.metrics.connection_limit("kafka", max_connections),
-            security: kafka::ListenerSecurity {
-                protocol: listener.protocol,
-                tls: listener.protocol.uses_tls().then(|| tls.clone()).flatten(),
-                access: Some(access.clone()),
-                sasl_mechanisms: args.sasl_mechanisms.clone(),
-            },
-        };
-        tasks.push(tokio::spawn(broker.clone().serve(bound, config)));
-        kafka_addresses.push((address, listener.protocol));
-    }
+    let (mut tasks, kafka_addresses) = serve_kafka(
+        args,
+        &plan,
+        (&store, &access, tls.as_ref()),
+        (&state.metrics, max_connections),
+    )
+    .await?;
     let http_listener = tokio::net::TcpListener::bind(plan.http.bind)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", plan.http.bind))?;

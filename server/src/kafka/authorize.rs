@@ -72,6 +72,11 @@ impl Caller<'_> {
         self.may(operation, ResourceType::Group, group)
     }
 
+    /// The error a group request gets when the caller may not Read the group.
+    pub fn group_refusal(&self, group: &str) -> Option<i16> {
+        (!self.may_group(Operation::Read, group)).then_some(code::GROUP_AUTHORIZATION_FAILED)
+    }
+
     /// Operations on the cluster.
     pub fn may_cluster(&self, operation: Operation) -> bool {
         self.may(operation, ResourceType::Cluster, CLUSTER_NAME)
@@ -128,6 +133,61 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{code, groups::GroupCoordinator};
+use kafka_protocol::messages::{
+    HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
+    LeaveGroupResponse, SyncGroupRequest, SyncGroupResponse,
+};
+
+/// JoinGroup: Read on the group.
+pub(super) async fn join_group(
+    coordinator: &std::sync::Arc<GroupCoordinator>,
+    request: JoinGroupRequest,
+    (version, client_id): (i16, &str),
+    caller: Caller<'_>,
+) -> JoinGroupResponse {
+    match caller.group_refusal(&request.group_id) {
+        Some(code) => JoinGroupResponse::default().with_error_code(code),
+        None => coordinator.join(request, version, client_id).await,
+    }
+}
+
+/// SyncGroup: Read on the group.
+pub(super) async fn sync_group(
+    coordinator: &GroupCoordinator,
+    request: SyncGroupRequest,
+    version: i16,
+    caller: Caller<'_>,
+) -> SyncGroupResponse {
+    match caller.group_refusal(&request.group_id) {
+        Some(code) => SyncGroupResponse::default().with_error_code(code),
+        None => coordinator.sync(request, version).await,
+    }
+}
+
+/// Heartbeat: Read on the group.
+pub(super) fn heartbeat(
+    coordinator: &GroupCoordinator,
+    request: &HeartbeatRequest,
+    caller: Caller<'_>,
+) -> HeartbeatResponse {
+    match caller.group_refusal(&request.group_id) {
+        Some(code) => HeartbeatResponse::default().with_error_code(code),
+        None => coordinator.heartbeat(request),
+    }
+}
+
+/// LeaveGroup: Read on the group.
+pub(super) fn leave_group(
+    coordinator: &std::sync::Arc<GroupCoordinator>,
+    request: &LeaveGroupRequest,
+    version: i16,
+    caller: Caller<'_>,
+) -> LeaveGroupResponse {
+    match caller.group_refusal(&request.group_id) {
+        Some(code) => LeaveGroupResponse::default().with_error_code(code),
+        None => coordinator.leave(request, version),
+    }
+}
 
 const TOPIC_DENIED: i16 = code::TOPIC_AUTHORIZATION_FAILED;
 
@@ -165,10 +225,11 @@ pub(super) async fn produce(
 pub(super) async fn fetch(
     store: &Store,
     mut request: FetchRequest,
-    (version, limit): (i16, usize),
-    counter: Option<&prometheus::IntCounterVec>,
+    (version, config): (i16, &super::KafkaConfig),
     caller: Caller<'_>,
 ) -> FetchResponse {
+    let limit = config.limits.fetch_max_bytes;
+    let counter = config.fetched_records.as_ref();
     let (allowed, denied) = split(std::mem::take(&mut request.topics), |t| {
         caller.may_topic(Operation::Read, &t.topic)
     });

@@ -36,17 +36,14 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, FetchRequest, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, RequestHeader,
     ResponseHeader, TopicName,
 };
-use kafka_protocol::messages::{
-    CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest, HeartbeatResponse,
-    JoinGroupResponse, LeaveGroupResponse, SyncGroupResponse,
-};
+use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
     FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest,
@@ -385,15 +382,12 @@ async fn read_frame<S: AsyncRead + Unpin>(
     Ok(Some(Bytes::from(frame)))
 }
 
-/// Handles one request frame; `None` means no response is due (Produce with `acks=0`).
-async fn handle_frame(
-    mut frame: Bytes,
-    store: &Store,
-    config: &KafkaConfig,
-    coordinator: &Arc<groups::GroupCoordinator>,
-    producers: &producers::ProducerRegistry,
-    caller: authorize::Caller<'_>,
-) -> anyhow::Result<Option<BytesMut>> {
+/// A request's API, version and header, read off `frame` (which is left at the body); an
+/// unsupported ApiVersions gets its answer (KIP-511) as the `Err`, other unsupported requests
+/// are an error that closes the connection.
+fn request_header(
+    frame: &mut Bytes,
+) -> anyhow::Result<Result<(ApiKey, i16, RequestHeader), BytesMut>> {
     if frame.len() < 8 {
         anyhow::bail!(
             "a request of {} bytes is shorter than its header",
@@ -409,16 +403,33 @@ async fn handle_frame(
         .iter()
         .find(|(k, _, _)| *k == key)
         .filter(|(_, min, max)| (*min..=*max).contains(&api_version));
-    let header = RequestHeader::decode(&mut frame, key.request_header_version(api_version))?;
-    let correlation_id = header.correlation_id;
+    let header = RequestHeader::decode(frame, key.request_header_version(api_version))?;
     if supported.is_none() {
         if key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 with the error and the table, so the client can retry.
             let response = api_versions(code::UNSUPPORTED_VERSION);
-            return encode_response(correlation_id, ApiKey::ApiVersions, 0, &response).map(Some);
+            let id = header.correlation_id;
+            return Ok(Err(encode_response(id, ApiKey::ApiVersions, 0, &response)?));
         }
         anyhow::bail!("{key:?} v{api_version} is not supported");
     }
+    Ok(Ok((key, api_version, header)))
+}
+
+/// Handles one request frame; `None` means no response is due (Produce with `acks=0`).
+async fn handle_frame(
+    mut frame: Bytes,
+    store: &Store,
+    config: &KafkaConfig,
+    coordinator: &Arc<groups::GroupCoordinator>,
+    producers: &producers::ProducerRegistry,
+    caller: authorize::Caller<'_>,
+) -> anyhow::Result<Option<BytesMut>> {
+    let (key, api_version, header) = match request_header(&mut frame)? {
+        Ok(parsed) => parsed,
+        Err(refusal) => return Ok(Some(refusal)),
+    };
+    let correlation_id = header.correlation_id;
     let version = api_version;
     macro_rules! decode {
         ($request:ty) => {
@@ -452,10 +463,7 @@ async fn handle_frame(
             reply!(response)
         }
         ApiKey::Fetch => {
-            let request = decode!(FetchRequest);
-            let limit = config.limits.fetch_max_bytes;
-            let counter = config.fetched_records.as_ref();
-            reply!(authorize::fetch(store, request, (version, limit), counter, caller).await)
+            reply!(authorize::fetch(store, decode!(FetchRequest), (version, config), caller).await)
         }
         ApiKey::ListOffsets => {
             reply!(authorize::list_offsets(
@@ -464,64 +472,34 @@ async fn handle_frame(
                 caller
             ))
         }
-        ApiKey::FindCoordinator => {
-            let request = decode!(FindCoordinatorRequest);
-            let (resource, error) = if request.key_type == 1 {
-                (
-                    ResourceType::TransactionalId,
-                    code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                )
-            } else {
-                (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED)
-            };
-            reply!(if caller.may(Operation::Describe, resource, &request.key) {
-                FindCoordinatorResponse::default()
-                    .with_node_id(BrokerId(NODE_ID))
-                    .with_host(StrBytes::from_string(config.advertised.0.clone()))
-                    .with_port(i32::from(config.advertised.1))
-            } else {
-                FindCoordinatorResponse::default()
-                    .with_error_code(error)
-                    .with_node_id(BrokerId(-1))
-                    .with_port(-1)
-            })
-        }
+        ApiKey::FindCoordinator => reply!(find_coordinator(
+            config,
+            &decode!(FindCoordinatorRequest),
+            caller
+        )),
         ApiKey::JoinGroup => {
-            let request = decode!(JoinGroupRequest);
-            if !caller.may_group(Operation::Read, &request.group_id) {
-                return reply!(
-                    JoinGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
-                );
-            }
             let client_id = header.client_id.as_deref().unwrap_or_default();
-            reply!(coordinator.join(request, version, client_id).await)
+            let request = decode!(JoinGroupRequest);
+            reply!(authorize::join_group(coordinator, request, (version, client_id), caller).await)
         }
         ApiKey::SyncGroup => {
-            let request = decode!(SyncGroupRequest);
-            if !caller.may_group(Operation::Read, &request.group_id) {
-                return reply!(
-                    SyncGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
-                );
-            }
-            reply!(coordinator.sync(request, version).await)
+            reply!(
+                authorize::sync_group(coordinator, decode!(SyncGroupRequest), version, caller)
+                    .await
+            )
         }
-        ApiKey::Heartbeat => {
-            let request = decode!(HeartbeatRequest);
-            if !caller.may_group(Operation::Read, &request.group_id) {
-                return reply!(
-                    HeartbeatResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
-                );
-            }
-            reply!(coordinator.heartbeat(&request))
-        }
+        ApiKey::Heartbeat => reply!(authorize::heartbeat(
+            coordinator,
+            &decode!(HeartbeatRequest),
+            caller
+        )),
         ApiKey::LeaveGroup => {
-            let request = decode!(LeaveGroupRequest);
-            if !caller.may_group(Operation::Read, &request.group_id) {
-                return reply!(
-                    LeaveGroupResponse::default().with_error_code(code::GROUP_AUTHORIZATION_FAILED)
-                );
-            }
-            reply!(coordinator.leave(&request, version))
+            reply!(authorize::leave_group(
+                coordinator,
+                &decode!(LeaveGroupRequest),
+                version,
+                caller
+            ))
         }
         ApiKey::OffsetCommit => reply!(
             authorize::offset_commit(coordinator, decode!(OffsetCommitRequest), caller).await
@@ -559,20 +537,11 @@ async fn handle_frame(
             caller
         )),
         ApiKey::InitProducerId => {
-            let request = decode!(InitProducerIdRequest);
-            reply!(if request.transactional_id.is_some() {
-                warn!(
-                    "a client asked for a transactional producer; transactions are not supported yet"
-                );
-                InitProducerIdResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
-            } else if !caller.may_write_idempotently() {
-                InitProducerIdResponse::default()
-                    .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)
-            } else {
-                InitProducerIdResponse::default()
-                    .with_producer_id(ProducerId(producers.allocate()))
-                    .with_producer_epoch(0)
-            })
+            reply!(init_producer_id(
+                &decode!(InitProducerIdRequest),
+                producers,
+                caller
+            ))
         }
         ApiKey::CreateAcls => reply!(acls::create(caller, &decode!(CreateAclsRequest)).await),
         ApiKey::DescribeAcls => reply!(acls::describe(caller, &decode!(DescribeAclsRequest))),
@@ -584,25 +553,63 @@ async fn handle_frame(
         }
         ApiKey::SaslAuthenticate => {
             decode!(SaslAuthenticateRequest);
-            reply!(
-                SaslAuthenticateResponse::default()
-                    .with_error_code(code::ILLEGAL_SASL_STATE)
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "SaslAuthenticate is only served during SASL authentication"
-                    )))
-            )
+            reply!(sasl::outside_a_session())
         }
         ApiKey::AlterUserScramCredentials => {
-            let request = decode!(AlterUserScramCredentialsRequest);
-            let allowed = caller.may_cluster(Operation::Alter);
-            reply!(users::alter(caller.access, allowed, &request).await)
+            reply!(users::alter(caller, &decode!(AlterUserScramCredentialsRequest)).await)
         }
         ApiKey::DescribeUserScramCredentials => {
-            let request = decode!(DescribeUserScramCredentialsRequest);
-            let allowed = caller.may_cluster(Operation::Describe);
-            reply!(users::describe(caller.access, allowed, &request))
+            reply!(users::describe(
+                caller,
+                &decode!(DescribeUserScramCredentialsRequest)
+            ))
         }
         other => anyhow::bail!("{other:?} is not served"),
+    }
+}
+
+/// FindCoordinator: Eddy coordinates every group (Describe on it, or on the transactional id).
+fn find_coordinator(
+    config: &KafkaConfig,
+    request: &FindCoordinatorRequest,
+    caller: authorize::Caller<'_>,
+) -> FindCoordinatorResponse {
+    let (resource, error) = if request.key_type == 1 {
+        (
+            ResourceType::TransactionalId,
+            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        )
+    } else {
+        (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED)
+    };
+    if caller.may(Operation::Describe, resource, &request.key) {
+        FindCoordinatorResponse::default()
+            .with_node_id(BrokerId(NODE_ID))
+            .with_host(StrBytes::from_string(config.advertised.0.clone()))
+            .with_port(i32::from(config.advertised.1))
+    } else {
+        FindCoordinatorResponse::default()
+            .with_error_code(error)
+            .with_node_id(BrokerId(-1))
+            .with_port(-1)
+    }
+}
+
+/// InitProducerId: an idempotent producer's id; transactions are not served yet.
+fn init_producer_id(
+    request: &InitProducerIdRequest,
+    producers: &producers::ProducerRegistry,
+    caller: authorize::Caller<'_>,
+) -> InitProducerIdResponse {
+    if request.transactional_id.is_some() {
+        warn!("a client asked for a transactional producer; transactions are not supported yet");
+        InitProducerIdResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+    } else if !caller.may_write_idempotently() {
+        InitProducerIdResponse::default().with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)
+    } else {
+        InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(producers.allocate()))
+            .with_producer_epoch(0)
     }
 }
 

@@ -182,6 +182,15 @@ impl SaslSession {
     }
 }
 
+/// The answer to SaslAuthenticate outside a SASL listener's exchange.
+pub(super) fn outside_a_session() -> SaslAuthenticateResponse {
+    SaslAuthenticateResponse::default()
+        .with_error_code(code::ILLEGAL_SASL_STATE)
+        .with_error_message(Some(StrBytes::from_static_str(
+            "SaslAuthenticate is only served during SASL authentication",
+        )))
+}
+
 /// Logs a failed authentication with the principal the client claimed (never its password).
 fn log_failure(chosen: &Chosen, token: &[u8], error: &SecurityError) {
     let (claimed, mechanism) = match chosen {

@@ -14,7 +14,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::authorize::Caller;
 use super::code;
+use eddy_security::acl::Operation;
 
 fn text(s: impl Into<String>) -> Option<StrBytes> {
     Some(StrBytes::from_string(s.into()))
@@ -29,10 +31,10 @@ enum Change {
 /// Applies the request's deletions and upsertions, each user's independently, as Kafka does;
 /// `authorized` is false when the principal may not alter the cluster.
 pub(super) async fn alter(
-    access: Option<&Access>,
-    authorized: bool,
+    caller: Caller<'_>,
     request: &AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    let (access, authorized) = (caller.access, caller.may_cluster(Operation::Alter));
     let mut changes: HashMap<String, Result<Vec<Change>, (i16, String)>> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     let names = request
@@ -137,10 +139,10 @@ async fn apply(access: &Access, user: &str, changes: Vec<Change>) -> Result<(), 
 /// The named users' mechanisms and iterations (all users' when `users` is null); an unknown
 /// user gets `RESOURCE_NOT_FOUND`.
 pub(super) fn describe(
-    access: Option<&Access>,
-    authorized: bool,
+    caller: Caller<'_>,
     request: &DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    let (access, authorized) = (caller.access, caller.may_cluster(Operation::Describe));
     if !authorized {
         return DescribeUserScramCredentialsResponse::default()
             .with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)

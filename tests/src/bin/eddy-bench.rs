@@ -251,55 +251,16 @@ fn main() -> anyhow::Result<()> {
             batch_size,
             runs,
             tls,
-        } => {
-            println!(
-                "eddy-bench kafka: {records} records of {record_size} B, {partitions} partitions, batches of {batch_size}, {runs} run(s)"
-            );
-            let config = bench::kafka::KafkaBenchConfig {
+        } => kafka_scenario(
+            bench::kafka::KafkaBenchConfig {
                 records,
                 record_size,
                 partitions,
                 batch_size,
                 tls,
-            };
-            let mut tls_ratios = (Vec::new(), Vec::new());
-            let mut ratios = Vec::new();
-            let mut produce = Vec::new();
-            let mut consume = Vec::new();
-            for run in 1..=runs.max(1) {
-                let result = bench::kafka::run(&config)?;
-                println!("run {run}: produce (Kafka protocol)  {}", result.produce);
-                println!("run {run}: consume (Kafka protocol)  {}", result.consume);
-                println!("run {run}: append (store, direct)    {}", result.append);
-                produce.push(result.produce.records_per_sec());
-                consume.push(result.consume.records_per_sec());
-                ratios.push(result.produce.records_per_sec() / result.append.records_per_sec());
-                if let Some((tls_produce, tls_consume)) = result.tls {
-                    println!("run {run}: produce (Kafka over TLS)  {tls_produce}");
-                    println!("run {run}: consume (Kafka over TLS)  {tls_consume}");
-                    tls_ratios
-                        .0
-                        .push(tls_produce.records_per_sec() / result.produce.records_per_sec());
-                    tls_ratios
-                        .1
-                        .push(tls_consume.records_per_sec() / result.consume.records_per_sec());
-                }
-            }
-            println!(
-                "median: produce {:.0} records/s, consume {:.0} records/s, produce/append ratio {:.2}",
-                median(produce),
-                median(consume),
-                median(ratios)
-            );
-            if tls {
-                println!(
-                    "median TLS / plaintext: produce {:.2}, consume {:.2}",
-                    median(tls_ratios.0),
-                    median(tls_ratios.1)
-                );
-            }
-            print_peak_rss();
-        }
+            },
+            runs,
+        )?,
         Scenario::PushLatency { rate, seconds } => {
             println!("eddy-bench push-latency: {rate} rows/s for {seconds} s");
             let result = bench::push::run(&bench::push::PushBenchConfig { rate, seconds })?;
@@ -311,6 +272,60 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Produces and consumes through the Kafka listener `runs` times (and through TLS with
+/// `config.tls`); the medians against appending to the store directly.
+fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow::Result<()> {
+    let bench::kafka::KafkaBenchConfig {
+        records,
+        record_size,
+        partitions,
+        batch_size,
+        tls,
+    } = config.clone();
+
+    println!(
+        "eddy-bench kafka: {records} records of {record_size} B, {partitions} partitions, batches of {batch_size}, {runs} run(s)"
+    );
+    let mut tls_ratios = (Vec::new(), Vec::new());
+    let mut ratios = Vec::new();
+    let mut produce = Vec::new();
+    let mut consume = Vec::new();
+    for run in 1..=runs.max(1) {
+        let result = bench::kafka::run(&config)?;
+        println!("run {run}: produce (Kafka protocol)  {}", result.produce);
+        println!("run {run}: consume (Kafka protocol)  {}", result.consume);
+        println!("run {run}: append (store, direct)    {}", result.append);
+        produce.push(result.produce.records_per_sec());
+        consume.push(result.consume.records_per_sec());
+        ratios.push(result.produce.records_per_sec() / result.append.records_per_sec());
+        if let Some((tls_produce, tls_consume)) = result.tls {
+            println!("run {run}: produce (Kafka over TLS)  {tls_produce}");
+            println!("run {run}: consume (Kafka over TLS)  {tls_consume}");
+            tls_ratios
+                .0
+                .push(tls_produce.records_per_sec() / result.produce.records_per_sec());
+            tls_ratios
+                .1
+                .push(tls_consume.records_per_sec() / result.consume.records_per_sec());
+        }
+    }
+    println!(
+        "median: produce {:.0} records/s, consume {:.0} records/s, produce/append ratio {:.2}",
+        median(produce),
+        median(consume),
+        median(ratios)
+    );
+    if tls {
+        println!(
+            "median TLS / plaintext: produce {:.2}, consume {:.2}",
+            median(tls_ratios.0),
+            median(tls_ratios.1)
+        );
+    }
+    print_peak_rss();
     Ok(())
 }
 
