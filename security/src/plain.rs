@@ -48,3 +48,22 @@ pub fn authenticate(users: &UserStore, message: &[u8]) -> Result<String, Securit
         Err(SecurityError::AuthenticationFailed { mechanism: "PLAIN" })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// Any bytes are a PLAIN message that authenticates nobody, or an error; never a panic.
+        #[test]
+        fn random_messages_never_panic(
+            message in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = eddy_storage::Store::open(dir.path(), eddy_storage::StoreOptions::default()).unwrap();
+            let users = UserStore::open(&store).unwrap();
+            proptest::prop_assert!(authenticate(&users, &message).is_err());
+            let _ = claimed_user(&message);
+        }
+    }
+}

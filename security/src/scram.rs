@@ -592,6 +592,31 @@ mod tests {
         assert_eq!(unescape_name("a=2Cb=3Dc").unwrap(), "a,b=c");
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, in either step, the exchange answers or fails; it never
+        /// panics, and nothing but the right proof authenticates.
+        #[test]
+        fn random_messages_never_panic_or_authenticate(
+            first in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            last in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            prefix in proptest::prelude::any::<bool>(),
+        ) {
+            let credential = Credential::from_password(Mechanism::Sha256, "pw", 4096).unwrap();
+            let mut server = ScramServer::new(Mechanism::Sha256);
+            let first = if prefix {
+                [b"n,,n=u,r=".as_slice(), &first].concat()
+            } else {
+                first
+            };
+            if server.step(&first, |_| Some(credential.clone())).is_ok() {
+                let last = [b"c=biws,r=".as_slice(), &last].concat();
+                let outcome = server.step(&last, |_| Some(credential.clone()));
+                let authenticated = matches!(outcome, Ok(Step::Authenticated { .. }));
+                proptest::prop_assert!(!authenticated);
+            }
+        }
+    }
+
     #[test]
     fn credentials_keep_kafkas_iteration_bounds() {
         assert!(Credential::from_password(Mechanism::Sha256, "p", 4095).is_err());
