@@ -624,7 +624,8 @@ impl Engine {
                 for (_, topic) in &query.sources {
                     let partitions = self.store.partition_count(topic).unwrap_or(0);
                     ends.extend(
-                        (0..partitions).map(|p| self.store.end_offset(topic, p).unwrap_or(0)),
+                        (0..partitions)
+                            .map(|p| self.store.last_stable_offset(topic, p).unwrap_or(0)),
                     );
                 }
             }
@@ -645,7 +646,7 @@ impl Engine {
                     continue;
                 };
                 for p in 0..partitions {
-                    let end = self.store.end_offset(topic, p).unwrap_or(0);
+                    let end = self.store.last_stable_offset(topic, p).unwrap_or(0);
                     let committed = self
                         .store
                         .fetch_offset(&group, topic, p)

@@ -387,6 +387,16 @@ struct ServerArgs {
         default_value_t = 1_800_000
     )]
     group_max_session_timeout_ms: u64,
+
+    /// The longest transaction timeout a transactional producer may ask for, in milliseconds
+    /// (Kafka's `transaction.max.timeout.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000
+    )]
+    transaction_max_timeout_ms: u64,
 }
 
 impl ServerArgs {
@@ -399,6 +409,10 @@ impl ServerArgs {
                 min_session_timeout: Duration::from_millis(self.group_min_session_timeout_ms),
                 max_session_timeout: Duration::from_millis(self.group_max_session_timeout_ms),
                 ..kafka::GroupLimits::default()
+            },
+            transactions: kafka::TransactionLimits {
+                max_timeout: Duration::from_millis(self.transaction_max_timeout_ms.max(1)),
+                ..kafka::TransactionLimits::default()
             },
         }
     }
@@ -849,7 +863,8 @@ async fn serve_kafka(
     Vec<tokio::task::JoinHandle<()>>,
     Vec<(SocketAddr, eddy_security::SecurityProtocol)>,
 )> {
-    let broker = kafka::Broker::new(store.clone(), args.kafka_limits().groups);
+    let broker = kafka::Broker::new(store.clone(), &args.kafka_limits());
+    metrics.watch_transactions(broker.transactions().clone());
     let mut tasks = Vec::new();
     let mut kafka_addresses = Vec::new();
     for listener in &plan.kafka {

@@ -13,9 +13,11 @@ use axum::response::{IntoResponse, Response};
 use eddy_engine::Engine;
 use eddy_engine::query::stats::GroupOffsets;
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::kafka::TransactionCoordinator;
 
 /// Latency buckets for HTTP requests and pull queries, in seconds.
 const REQUEST_BUCKETS: &[f64] = &[
@@ -50,6 +52,84 @@ pub struct ServerMetrics {
     store_free: IntGauge,
     store_reserve: IntGauge,
     store_writable: IntGauge,
+    transactions: TransactionMetrics,
+}
+
+/// The transaction coordinator's series: what is open now, and how transactions ended.
+struct TransactionMetrics {
+    coordinator: std::sync::OnceLock<Arc<TransactionCoordinator>>,
+    open: IntGauge,
+    oldest_open: IntGauge,
+    committed: IntCounter,
+    aborted: IntCounter,
+    timed_out: IntCounter,
+}
+
+impl TransactionMetrics {
+    fn new(registry: &Registry) -> Result<Self, MetricsError> {
+        let open = IntGauge::new(
+            "eddy_transactions_open",
+            "Kafka transactions open now (begun and neither committed nor aborted)",
+        )?;
+        let oldest_open = IntGauge::new(
+            "eddy_transaction_oldest_open_seconds",
+            "How long the oldest open Kafka transaction has been open; 0 when none is",
+        )?;
+        let committed = IntCounter::new(
+            "eddy_transactions_committed_total",
+            "Kafka transactions committed",
+        )?;
+        let aborted = IntCounter::new(
+            "eddy_transactions_aborted_total",
+            "Kafka transactions aborted, by their producer or by the coordinator",
+        )?;
+        let timed_out = IntCounter::new(
+            "eddy_transactions_timed_out_total",
+            "Kafka transactions the coordinator aborted because they ran past their timeout",
+        )?;
+        for gauge in [&open, &oldest_open] {
+            registry.register(Box::new(gauge.clone()))?;
+        }
+        for counter in [&committed, &aborted, &timed_out] {
+            registry.register(Box::new(counter.clone()))?;
+        }
+        Ok(TransactionMetrics {
+            coordinator: std::sync::OnceLock::new(),
+            open,
+            oldest_open,
+            committed,
+            aborted,
+            timed_out,
+        })
+    }
+
+    fn refresh(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(coordinator) = self.coordinator.get() else {
+            return;
+        };
+        let now = eddy_storage::now_ms();
+        let open: Vec<i64> = coordinator
+            .summaries()
+            .iter()
+            .filter(|s| s.start_ms >= 0)
+            .map(|s| s.start_ms)
+            .collect();
+        self.open.set(open.len() as i64);
+        let oldest = open
+            .iter()
+            .min()
+            .map_or(0, |start| (now - start).max(0) / 1000);
+        self.oldest_open.set(oldest);
+        let counts = coordinator.counts();
+        for (counter, value) in [
+            (&self.committed, counts.committed.load(Relaxed)),
+            (&self.aborted, counts.aborted.load(Relaxed)),
+            (&self.timed_out, counts.timed_out.load(Relaxed)),
+        ] {
+            counter.inc_by(value.saturating_sub(counter.get()));
+        }
+    }
 }
 
 impl std::fmt::Debug for ServerMetrics {
@@ -137,6 +217,7 @@ impl ServerMetrics {
         }
         let r = &registry;
         Ok(ServerMetrics {
+            transactions: TransactionMetrics::new(r)?,
             store_free,
             store_reserve,
             store_writable,
@@ -232,6 +313,11 @@ impl ServerMetrics {
         })
     }
 
+    /// Exports the transaction coordinator's series from now on.
+    pub fn watch_transactions(&self, coordinator: Arc<TransactionCoordinator>) {
+        let _ = self.transactions.coordinator.set(coordinator);
+    }
+
     /// A limit of `max` connections on the listener named `listener`, shown in `/metrics`.
     pub fn connection_limit(
         &self,
@@ -247,6 +333,7 @@ impl ServerMetrics {
     /// Reads the per-query, per-topic and per-group series from the engine and the store.
     async fn refresh(&self, engine: &Engine) {
         self.push_queries.set(engine.push_query_count() as i64);
+        self.transactions.refresh();
         let disk = engine.store().disk_health();
         self.store_free
             .set(i64::try_from(disk.free_bytes).unwrap_or(i64::MAX));

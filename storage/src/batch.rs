@@ -266,6 +266,15 @@ impl EncodedBatch {
         self.header.crc = crc;
     }
 
+    /// Marks the batch as a transactional producer's, as [`EncodedBatch::set_producer`] does
+    /// for an idempotent one, with the transactional bit set.
+    pub fn set_transactional(&mut self, producer_id: i64, epoch: i16, base_sequence: i32) {
+        let attributes = self.header.attributes | ATTR_TRANSACTIONAL;
+        self.bytes[21..23].copy_from_slice(&attributes.to_be_bytes());
+        self.header.attributes = attributes;
+        self.set_producer(producer_id, epoch, base_sequence);
+    }
+
     /// Wraps bytes that already hold exactly one v2 batch, as a Kafka producer sends them.
     pub fn from_bytes(bytes: BytesMut) -> Result<Self, String> {
         let header = BatchHeader::parse(&bytes)?;
@@ -481,6 +490,7 @@ pub fn encode_log_records(
         .iter()
         .map(|r| {
             let mut w = to_wire(r.offset, &r.record);
+            w.transactional = header.is_transactional();
             w.producer_id = header.producer_id;
             w.producer_epoch = header.producer_epoch;
             w.partition_leader_epoch = header.partition_leader_epoch;

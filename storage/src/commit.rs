@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::batch::Record;
+use crate::transactions::TxnMarker;
 
 /// Commits that land in order, each only if every earlier one did. A caller that keeps several
 /// commits in flight (a query commits a step while it processes the next) needs it: should an
@@ -139,6 +140,8 @@ pub struct Commit {
     pub state: Vec<StateOp>,
     /// Offsets to commit.
     pub offsets: Vec<CommitOffset>,
+    /// Transaction markers to write, each a control batch on its partition.
+    pub markers: Vec<TxnMarker>,
 }
 
 impl Commit {
@@ -165,7 +168,7 @@ impl Commit {
                 _ => 16,
             })
             .sum();
-        (records + state + self.offsets.len() * 32) as u64
+        (records + state + self.offsets.len() * 32 + self.markers.len() * 96) as u64
     }
 
     /// Adds records for one partition, or for the partitioner to place when `partition` is `None`.
@@ -246,11 +249,18 @@ impl Commit {
         self
     }
 
+    /// Ends a producer's transaction on one partition with a commit or abort marker.
+    pub fn marker(&mut self, marker: TxnMarker) -> &mut Self {
+        self.markers.push(marker);
+        self
+    }
+
     /// Whether the commit writes nothing.
     pub fn is_empty(&self) -> bool {
         self.appends.iter().all(|a| a.records.is_empty())
             && self.state.is_empty()
             && self.offsets.is_empty()
+            && self.markers.is_empty()
     }
 }
 

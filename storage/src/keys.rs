@@ -75,19 +75,68 @@ pub fn segment_prefix(topic_id: u32, partition: u32) -> Vec<u8> {
 /// `meta`: an idempotent producer's state on a partition.
 pub fn producer_key(topic_id: u32, partition: u32, producer_id: i64) -> Vec<u8> {
     [
-        b"producer/".as_slice(),
-        &log_partition_prefix(topic_id, partition),
+        producer_prefix(topic_id, partition).as_slice(),
         &producer_id.to_be_bytes(),
     ]
     .concat()
 }
 
+/// `meta`: prefix of every producer's state on a partition.
+pub fn producer_prefix(topic_id: u32, partition: u32) -> Vec<u8> {
+    [
+        b"producer/".as_slice(),
+        &log_partition_prefix(topic_id, partition),
+    ]
+    .concat()
+}
+
+/// `meta`: prefix of a partition's open transactions.
+pub fn open_txn_prefix(topic_id: u32, partition: u32) -> Vec<u8> {
+    [
+        b"txn-open/".as_slice(),
+        &log_partition_prefix(topic_id, partition),
+    ]
+    .concat()
+}
+
+/// `meta`: a transactional producer's open transaction on a partition; the value is its first
+/// offset there.
+pub fn open_txn_key(topic_id: u32, partition: u32, producer_id: i64) -> Vec<u8> {
+    [
+        open_txn_prefix(topic_id, partition).as_slice(),
+        &producer_id.to_be_bytes(),
+    ]
+    .concat()
+}
+
+/// `meta`: prefix of a partition's aborted-transaction index.
+pub fn aborted_txn_prefix(topic_id: u32, partition: u32) -> Vec<u8> {
+    [
+        b"txn-aborted/".as_slice(),
+        &log_partition_prefix(topic_id, partition),
+    ]
+    .concat()
+}
+
+/// `meta`: an aborted transaction, by the offset of its abort marker; the value is the producer
+/// id, the transaction's first offset on the partition and the last stable offset just after
+/// the marker.
+pub fn aborted_txn_key(topic_id: u32, partition: u32, marker_offset: i64) -> Vec<u8> {
+    [
+        aborted_txn_prefix(topic_id, partition).as_slice(),
+        &(marker_offset as u64).to_be_bytes(),
+    ]
+    .concat()
+}
+
 /// `meta`: prefix of everything a topic id owns in `meta` besides its description.
-pub fn topic_id_meta_prefixes(topic_id: u32) -> [Vec<u8>; 3] {
+pub fn topic_id_meta_prefixes(topic_id: u32) -> [Vec<u8>; 5] {
     [
         [b"log-start/".as_slice(), &topic_id.to_be_bytes()].concat(),
         [b"segment/".as_slice(), &topic_id.to_be_bytes()].concat(),
         [b"producer/".as_slice(), &topic_id.to_be_bytes()].concat(),
+        [b"txn-open/".as_slice(), &topic_id.to_be_bytes()].concat(),
+        [b"txn-aborted/".as_slice(), &topic_id.to_be_bytes()].concat(),
     ]
 }
 

@@ -20,6 +20,7 @@ mod segment;
 mod state;
 mod store;
 mod topic;
+mod transactions;
 mod writer;
 
 pub use batch::{
@@ -46,6 +47,7 @@ pub use store::{
     DEFAULT_MAX_PARTITIONS, FetchedBatches, FetchedRecords, PartitionDescription, PendingCommit,
     Store, StoreOptions, TopicDescription,
 };
+pub use transactions::{AbortedTxn, Isolation, ProducerSummary, TxnMarker};
 pub use writer::SyncPolicy;
 
 /// Wall-clock milliseconds since the Unix epoch.

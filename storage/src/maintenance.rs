@@ -19,6 +19,7 @@ use crate::keys::{self, CF_LOG, CF_META};
 use crate::segment::{expired_segment_count, survives};
 use crate::store::{Store, corrupt, parse_checked};
 use crate::topic::{PartitionLog, TopicLog};
+use crate::transactions;
 use crate::writer::{AfterWrite, BatchBuilder};
 
 /// What one maintenance pass did.
@@ -147,6 +148,12 @@ impl Store {
                 wb.delete_cf(meta, keys::segment_key(id, n, segment.base_offset));
             }
             wb.put_cf(meta, keys::log_start_key(id, n), new_start.to_be_bytes());
+            // Aborted transactions that ended before the new start concern no reader.
+            wb.delete_range_cf(
+                meta,
+                keys::aborted_txn_key(id, n, 0),
+                keys::aborted_txn_key(id, n, new_start),
+            );
             Ok(Box::new(move || {
                 partition
                     .tail
@@ -242,7 +249,19 @@ impl Store {
             tail.segments[..tail.segments.len() - 1].to_vec()
         };
         let from = closed[0].base_offset.max(p.log_start_offset());
-        let to = closed[closed.len() - 1].next_offset;
+        // An open transaction's records may yet be aborted: compaction stops before them.
+        let to = closed[closed.len() - 1].next_offset.min(p.stable_offset());
+        if to <= from {
+            return Ok(MaintenanceReport::default());
+        }
+        // Aborted records are dropped, as Kafka's cleaner drops them, and never stand for
+        // their key: the committed value before them is the latest.
+        let aborted = transactions::aborted_in(
+            &self.inner.db,
+            self.cf(CF_META)?,
+            (p.topic_id, p.partition),
+            (from, to),
+        )?;
         // With nothing new to map, the pass still drops tombstones past delete.retention.ms.
         let dirty = p.compacted_to.load(Ordering::Acquire).clamp(from, to);
         let bases: Vec<i64> = closed.iter().map(|s| s.base_offset).collect();
@@ -251,7 +270,12 @@ impl Store {
         let mut map_bytes = 0usize;
         let mut mapped_to = dirty;
         self.for_each_closed_batch(p, (dirty, to), &bases, |batch| {
-            for r in &batch.records {
+            let records = if transactions::is_aborted(&batch.attributes_header, &aborted) {
+                &[][..]
+            } else {
+                &batch.records[..]
+            };
+            for r in records {
                 if let Some(key) = r.record.key.as_deref()
                     && latest.insert(key.to_vec(), r.offset).is_none()
                 {
@@ -267,9 +291,11 @@ impl Store {
         self.for_each_closed_batch(p, (from, mapped_to.max(dirty)), &bases, |batch| {
             let old = now_ms.saturating_sub(chunk.segments[batch.segment].last_append_ms)
                 > delete_retention_ms;
+            let aborted = transactions::is_aborted(&batch.attributes_header, &aborted);
             let kept: Vec<LogRecord> = batch
                 .records
                 .iter()
+                .filter(|_| !aborted)
                 .filter(|r| {
                     let key = r.record.key.as_deref();
                     survives(

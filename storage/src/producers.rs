@@ -100,6 +100,26 @@ impl ProducerState {
         }
     }
 
+    /// The producer's epoch on the partition.
+    pub(crate) fn epoch(&self) -> i16 {
+        self.epoch
+    }
+
+    /// The sequence of the last record appended.
+    pub(crate) fn last_sequence(&self) -> i32 {
+        self.last_sequence
+    }
+
+    /// Takes a transaction marker's epoch: one newer than the producer's (the coordinator fenced
+    /// it) starts the producer over at sequence 0, as Kafka's `ProducerStateManager` does.
+    pub(crate) fn end_transaction(&mut self, epoch: i16) {
+        if epoch > self.epoch || self.recent.is_empty() {
+            self.epoch = self.epoch.max(epoch);
+            self.last_sequence = -1;
+            self.recent.clear();
+        }
+    }
+
     /// The stored form: epoch, last sequence, count, then each recent batch.
     pub(crate) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(7 + self.recent.len() * 16);

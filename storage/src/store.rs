@@ -25,6 +25,7 @@ use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::partitioner::DefaultPartitioner;
 use crate::segment::SegmentMeta;
 use crate::topic::{PartitionLog, StoredTopic, TopicLog};
+use crate::transactions::{self, AbortedTxn, Isolation};
 use crate::writer::{
     AfterWrite, BatchBuilder, CommitJob, CommitWriter, Job, PreparedAppend, SyncPolicy,
 };
@@ -118,8 +119,12 @@ pub struct FetchedBatches {
     pub batches: Vec<Bytes>,
     /// The high watermark when the read happened.
     pub high_watermark: i64,
+    /// The last stable offset when the read happened.
+    pub last_stable_offset: i64,
     /// The log start offset when the read happened.
     pub log_start_offset: i64,
+    /// For a read_committed read, the aborted transactions the batches overlap.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// Records read from a partition.
@@ -131,6 +136,8 @@ pub struct FetchedRecords {
     pub next_offset: i64,
     /// The high watermark when the read happened.
     pub high_watermark: i64,
+    /// The last stable offset when the read happened: the read went no further.
+    pub last_stable_offset: i64,
     /// The log start offset when the read happened.
     pub log_start_offset: i64,
 }
@@ -476,6 +483,7 @@ impl Store {
             topic: t,
             partition: p,
             batch,
+            marker: None,
         })
     }
 
@@ -528,6 +536,17 @@ impl Store {
                     }
                 }
             }
+        }
+        let now = crate::now_ms();
+        for marker in commit.markers {
+            let (topic, partition) = self.partition(&marker.topic, marker.partition)?;
+            let batch = transactions::control_batch(&marker, now).map_err(StorageError::Encode)?;
+            appends.push(PreparedAppend {
+                topic,
+                partition,
+                batch,
+                marker: Some(marker.commit),
+            });
         }
         let state = commit.state;
         let mut offsets = Vec::with_capacity(commit.offsets.len());
@@ -619,6 +638,14 @@ impl Store {
         batch: EncodedBatch,
     ) -> Result<AppendResult> {
         let (t, p) = self.partition(topic, partition)?;
+        if batch.header().is_control() {
+            // Only the transaction coordinator writes markers, as Kafka's broker refuses them
+            // from clients.
+            return Err(StorageError::InvalidRecord {
+                topic: topic.to_string(),
+                reason: "a client may not write a control batch (a transaction marker)".into(),
+            });
+        }
         // The size first, so nothing too large is inflated; then every record is read before
         // the batch is acknowledged, as Kafka's broker does, so no reader ever meets a batch
         // it cannot read.
@@ -636,6 +663,7 @@ impl Store {
                 topic: t,
                 partition: p,
                 batch,
+                marker: None,
             }],
             state: Vec::new(),
             offsets: Vec::new(),
@@ -657,8 +685,22 @@ impl Store {
         Ok(self.partition(topic, partition)?.1.log_start_offset())
     }
 
+    /// The last stable offset: the first offset of the oldest open transaction, or the high
+    /// watermark when none is open. A read_committed reader reads up to it.
+    pub fn last_stable_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        Ok(self.partition(topic, partition)?.1.stable_offset())
+    }
+
+    /// The transactions open on a partition, as (producer id, first offset), oldest producer
+    /// id first.
+    pub fn open_transactions(&self, topic: &str, partition: u32) -> Result<Vec<(i64, i64)>> {
+        let (_, p) = self.partition(topic, partition)?;
+        let tail = p.tail.lock();
+        Ok(tail.open_txns.iter().collect())
+    }
+
     /// Reads whole batches from `offset` until about `max_bytes`; at least one batch when any exists.
-    /// Checksums are verified.
+    /// Checksums are verified. Reads as read_uncommitted: up to the high watermark.
     pub fn read(
         &self,
         topic: &str,
@@ -666,18 +708,39 @@ impl Store {
         offset: i64,
         max_bytes: usize,
     ) -> Result<FetchedBatches> {
-        self.read_batches(topic, partition, offset, max_bytes, Checksums::Verify)
+        self.read_isolated(
+            topic,
+            partition,
+            offset,
+            max_bytes,
+            Isolation::ReadUncommitted,
+        )
+    }
+
+    /// [`Store::read`] at an isolation level: read_committed reads up to the last stable offset
+    /// and lists the aborted transactions the batches overlap, for the reader to drop.
+    pub fn read_isolated(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        max_bytes: usize,
+        isolation: Isolation,
+    ) -> Result<FetchedBatches> {
+        let read = (offset, max_bytes, isolation);
+        self.read_batches(topic, partition, read, Checksums::Verify)
     }
 
     fn read_batches(
         &self,
         topic: &str,
         partition: u32,
-        offset: i64,
-        max_bytes: usize,
+        (offset, max_bytes, isolation): (i64, usize, Isolation),
         checksums: Checksums,
     ) -> Result<FetchedBatches> {
         let (_, p) = self.partition(topic, partition)?;
+        // The stable offset first: it never passes the end read after it.
+        let stable = p.stable_offset();
         let end = p.end_offset();
         let start = p.log_start_offset();
         if offset < start || offset > end {
@@ -692,9 +755,15 @@ impl Store {
         let mut out = FetchedBatches {
             batches: Vec::new(),
             high_watermark: end,
+            last_stable_offset: stable,
             log_start_offset: start,
+            aborted: Vec::new(),
         };
-        if offset == end {
+        let upper = match isolation {
+            Isolation::ReadUncommitted => end,
+            Isolation::ReadCommitted => stable,
+        };
+        if offset >= upper {
             return Ok(out);
         }
         let mut iter = self.log_iter(&p)?;
@@ -705,7 +774,7 @@ impl Store {
                 break;
             };
             let base = keys::log_key_offset(key).unwrap_or(i64::MAX);
-            if base >= end {
+            if base >= upper {
                 break;
             }
             let header = match checksums {
@@ -722,11 +791,24 @@ impl Store {
             iter.next();
         }
         iter.status()?;
+        drop(iter);
+        if isolation == Isolation::ReadCommitted
+            && p.last_abort.load(std::sync::atomic::Ordering::Acquire) >= offset
+            && let Some(last) = out.batches.last()
+        {
+            let last = BatchHeader::parse(last)
+                .map_err(|reason| corrupt(topic, partition, offset, reason))?
+                .last_offset();
+            let range = (offset, last + 1);
+            let at = (p.topic_id, p.partition);
+            out.aborted = transactions::aborted_in(&self.inner.db, self.cf(CF_META)?, at, range)?;
+        }
         Ok(out)
     }
 
     /// Reads records from `offset` until about `max_bytes`, skipping records before `offset` in the
-    /// first batch and control batches.
+    /// first batch and control batches. Reads as read_committed: never past the last stable
+    /// offset, and never a record of an aborted transaction.
     pub fn read_records(
         &self,
         topic: &str,
@@ -735,13 +817,8 @@ impl Store {
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
         // Decoding a batch checks its CRC, so the read need not check it first.
-        let fetched = self.read_batches(
-            topic,
-            partition,
-            offset,
-            max_bytes,
-            Checksums::LeftToDecoder,
-        )?;
+        let read = (offset, max_bytes, Isolation::ReadCommitted);
+        let fetched = self.read_batches(topic, partition, read, Checksums::LeftToDecoder)?;
         let headers = fetched
             .batches
             .iter()
@@ -762,6 +839,9 @@ impl Store {
         for (batch, header) in fetched.batches.into_iter().zip(headers) {
             let base = header.base_offset;
             next_offset = next_offset.max(header.last_offset() + 1);
+            if transactions::is_aborted(&header, &fetched.aborted) {
+                continue;
+            }
             decode_records_into(batch, offset, &mut records)
                 .map_err(|reason| corrupt(topic, partition, base, reason))?;
         }
@@ -769,6 +849,7 @@ impl Store {
             records,
             next_offset,
             high_watermark: fetched.high_watermark,
+            last_stable_offset: fetched.last_stable_offset,
             log_start_offset: fetched.log_start_offset,
         })
     }
@@ -818,8 +899,8 @@ impl Store {
         Ok(None)
     }
 
-    /// Waits until `offset` is readable (the end offset passes it) or `timeout` elapses, without
-    /// polling. Returns whether data is there.
+    /// Waits until `offset` is readable by [`Store::read_records`] (the last stable offset passes
+    /// it) or `timeout` elapses, without polling. Returns whether data is there.
     pub async fn wait_for_data(
         &self,
         topic: &str,
@@ -827,8 +908,25 @@ impl Store {
         offset: i64,
         timeout: Duration,
     ) -> Result<bool> {
+        let isolation = Isolation::ReadCommitted;
+        self.wait_for_isolated(topic, partition, offset, (timeout, isolation))
+            .await
+    }
+
+    /// Waits until `offset` is readable at an isolation level: the high watermark passes it, or
+    /// for read_committed the last stable offset.
+    pub async fn wait_for_isolated(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: i64,
+        (timeout, isolation): (Duration, Isolation),
+    ) -> Result<bool> {
         let (_, p) = self.partition(topic, partition)?;
-        let mut rx = p.end.subscribe();
+        let mut rx = match isolation {
+            Isolation::ReadUncommitted => p.end.subscribe(),
+            Isolation::ReadCommitted => p.stable.subscribe(),
+        };
         drop(p);
         let waited = tokio::time::timeout(timeout, rx.wait_for(|end| *end > offset)).await;
         Ok(matches!(waited, Ok(Ok(_))))
@@ -1042,12 +1140,10 @@ fn recover_partition(
     if let Some(last) = segments.last() {
         end = end.max(last.next_offset);
     }
-    Ok(PartitionLog::new(
-        &topic.name,
-        id,
-        partition,
-        end,
-        log_start,
-        segments,
-    ))
+    let open = transactions::load_open(db, meta, id, partition)?;
+    let last_abort = transactions::load_last_abort(db, meta, id, partition)?;
+    Ok(
+        PartitionLog::new(&topic.name, id, partition, end, log_start, segments)
+            .with_transactions(open, last_abort),
+    )
 }

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 use crate::config::TopicConfig;
 use crate::producers::{ProducerCache, ProducerState};
 use crate::segment::{SegmentMeta, should_roll};
+use crate::transactions::OpenTxns;
 
 /// What `meta` stores about a topic.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +63,10 @@ pub(crate) struct PartitionLog {
     pub tail: Mutex<PartitionTail>,
     /// The high watermark: every offset below it is written and readable.
     pub end: watch::Sender<i64>,
+    /// The last stable offset: below it, every transaction is committed or aborted.
+    pub stable: watch::Sender<i64>,
+    /// The abort marker's offset of the newest aborted transaction, or -1 when none was.
+    pub last_abort: AtomicI64,
     pub log_start: AtomicI64,
     /// Where compaction's next key map starts: everything before it was compacted against a map
     /// of the keys after it. In memory only; after a restart, compaction starts over.
@@ -85,15 +90,38 @@ impl PartitionLog {
                 next_offset,
                 segments,
                 producers: ProducerCache::default(),
+                open_txns: OpenTxns::default(),
             }),
             end: watch::Sender::new(next_offset),
+            stable: watch::Sender::new(next_offset),
+            last_abort: AtomicI64::new(-1),
             log_start: AtomicI64::new(log_start),
             compacted_to: AtomicI64::new(0),
         }
     }
 
+    /// The partition as recovered with its open transactions and newest abort.
+    pub fn with_transactions(self, open: OpenTxns, last_abort: i64) -> Self {
+        let end = self.end_offset();
+        self.stable.send_replace(open.stable_offset(end));
+        self.last_abort.store(last_abort, Ordering::Release);
+        self.tail.lock().open_txns = open;
+        self
+    }
+
     pub fn end_offset(&self) -> i64 {
         *self.end.borrow()
+    }
+
+    pub fn stable_offset(&self) -> i64 {
+        *self.stable.borrow()
+    }
+
+    /// Publishes a write: the new high watermark and last stable offset.
+    pub fn publish(&self, tail: &PartitionTail) {
+        self.end.send_replace(tail.next_offset);
+        self.stable
+            .send_replace(tail.open_txns.stable_offset(tail.next_offset));
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -109,6 +137,8 @@ pub(crate) struct PartitionTail {
     pub segments: Vec<SegmentMeta>,
     /// Idempotent producers' states, as far as they are in memory.
     pub producers: ProducerCache,
+    /// The transactions open on the partition.
+    pub open_txns: OpenTxns,
 }
 
 /// What a failed group commit restores.
@@ -118,6 +148,7 @@ pub(crate) struct TailSnapshot {
     active: Option<SegmentMeta>,
     /// Producer states the group changed, with what was cached before, oldest change first.
     pub producers: Vec<(i64, Option<Option<ProducerState>>)>,
+    open_txns: OpenTxns,
 }
 
 impl PartitionTail {
@@ -126,11 +157,13 @@ impl PartitionTail {
             next_offset: self.next_offset,
             active: self.segments.last().copied(),
             producers: Vec::new(),
+            open_txns: self.open_txns.clone(),
         }
     }
 
     pub fn restore(&mut self, snapshot: &TailSnapshot) {
         self.next_offset = snapshot.next_offset;
+        self.open_txns = snapshot.open_txns.clone();
         for (producer_id, before) in snapshot.producers.iter().rev() {
             self.producers.restore(*producer_id, before.clone());
         }

@@ -22,6 +22,7 @@ use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::producers::{self, ProducerState, SequenceCheck};
 use crate::topic::{PartitionLog, PartitionTail, TailSnapshot, TopicLog};
+use crate::transactions;
 
 /// When appended data is forced to disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,8 @@ pub(crate) struct PreparedAppend {
     pub topic: Arc<TopicLog>,
     pub partition: Arc<PartitionLog>,
     pub batch: EncodedBatch,
+    /// For a transaction marker the coordinator writes: whether it commits.
+    pub marker: Option<bool>,
 }
 
 /// Appends, state changes and offsets to write together.
@@ -266,6 +269,63 @@ fn record_producer(
     undo.producers.push((header.producer_id, before));
 }
 
+/// Writes what a transaction marker does to its producer's state on the partition: a fenced
+/// producer starts over at sequence 0 of its new epoch.
+fn record_marker_epoch(
+    (db, meta_cf, wb): (&DB, &ColumnFamily, &mut WriteBatch),
+    partition: &PartitionLog,
+    tail: &mut PartitionTail,
+    undo: &mut TailSnapshot,
+    header: &BatchHeader,
+) {
+    let key = keys::producer_key(partition.topic_id, partition.partition, header.producer_id);
+    let mut state = tail
+        .producers
+        .get(header.producer_id, || load_producer(db, meta_cf, &key))
+        .cloned()
+        .unwrap_or_default();
+    let before_state = state.clone();
+    state.end_transaction(header.producer_epoch);
+    if state == before_state {
+        return;
+    }
+    wb.put_cf(meta_cf, key, state.encode());
+    let before = tail.producers.set(header.producer_id, Some(state));
+    undo.producers.push((header.producer_id, before));
+}
+
+/// Notes the transaction bookkeeping of a batch just stamped: a transactional data batch opens
+/// its producer's transaction on the partition; a marker closes it (indexing an abort) and
+/// fences an older epoch.
+fn record_transaction(
+    stored: (&DB, &ColumnFamily, &mut WriteBatch),
+    partition: &PartitionLog,
+    tail: &mut PartitionTail,
+    undo: &mut TailSnapshot,
+    (header, marker): (&BatchHeader, Option<bool>),
+) {
+    let at = (partition.topic_id, partition.partition);
+    match marker {
+        Some(commit) => {
+            let (db, meta_cf, wb) = stored;
+            let ended = (header.producer_id, header.base_offset, commit);
+            if let Some(offset) =
+                transactions::note_marker(&mut tail.open_txns, (meta_cf, &mut *wb), at, ended)
+            {
+                partition
+                    .last_abort
+                    .fetch_max(offset, std::sync::atomic::Ordering::AcqRel);
+            }
+            record_marker_epoch((db, meta_cf, wb), partition, tail, undo, header);
+        }
+        None if header.is_transactional() => {
+            let (_, meta_cf, wb) = stored;
+            transactions::note_data(&mut tail.open_txns, (meta_cf, wb), at, header);
+        }
+        None => {}
+    }
+}
+
 /// For each append of a job: `None` to write it, or the base offset it already has when it is a
 /// retry of an idempotent producer's batch. A batch out of sequence, or from a fenced producer
 /// epoch, refuses the whole job.
@@ -419,10 +479,15 @@ fn stage_commit(staging: &mut Staging, job: CommitJob) -> Option<Pending> {
         };
         let base = tail.next_offset;
         append.batch.stamp(base, staging.leader_epoch);
+        let undo = &mut touched[snapshot].1;
         if producers::is_idempotent(append.batch.header()) {
             let stored = (db, meta_cf, &mut staging.wb);
-            let undo = &mut touched[snapshot].1;
             record_producer(stored, partition, &mut tail, undo, append.batch.header());
+        }
+        if append.marker.is_some() || append.batch.header().is_transactional() {
+            let stored = (db, meta_cf, &mut staging.wb);
+            let batch = (append.batch.header(), append.marker);
+            record_transaction(stored, partition, &mut tail, undo, batch);
         }
         let next = base + append.batch.offset_span();
         let len = append.batch.len();
@@ -508,8 +573,7 @@ fn write_group(
                 dirty.store(true, Ordering::Release);
             }
             for (partition, _) in &touched {
-                let next = partition.tail.lock().next_offset;
-                partition.end.send_replace(next);
+                partition.publish(&partition.tail.lock());
             }
             for p in pending {
                 match p {

@@ -87,7 +87,7 @@ pub fn start(
             if from_beginning {
                 store.log_start_offset(&topic, p)
             } else {
-                store.end_offset(&topic, p)
+                store.last_stable_offset(&topic, p)
             }
         })
         .collect::<std::result::Result<Vec<i64>, _>>()?;

@@ -117,7 +117,11 @@ impl MaterializedTable {
     async fn batches(&self, scan: &KeyScan, limit: Option<usize>) -> Result<Vec<RecordBatch>> {
         let topic = &self.table.topic;
         let ends = (0..self.store.partition_count(topic)?)
-            .map(|p| self.store.end_offset(topic, p).map_err(EngineError::from))
+            .map(|p| {
+                self.store
+                    .last_stable_offset(topic, p)
+                    .map_err(EngineError::from)
+            })
             .collect::<Result<Vec<_>>>()?;
         self.materializers.ensure(&self.store, topic)?;
         self.materializers

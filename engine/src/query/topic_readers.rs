@@ -51,7 +51,7 @@ impl SharedReaders {
             None => {
                 let partitions = store.partition_count(topic)?;
                 let start = (0..partitions)
-                    .map(|p| store.end_offset(topic, p))
+                    .map(|p| store.last_stable_offset(topic, p))
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 let (sender, receiver) = broadcast::channel(BROADCAST_READS);
                 readers.insert(topic.to_string(), sender.clone());
@@ -69,7 +69,7 @@ impl SharedReaders {
         drop(readers);
         // What the topic holds now, before the query's start, it reads alone first.
         let targets = (0..positions.len() as u32)
-            .map(|p| store.end_offset(topic, p))
+            .map(|p| store.last_stable_offset(topic, p))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Subscription {
             store: store.clone(),
@@ -243,6 +243,7 @@ impl Subscription {
                     records,
                     next_offset: fetched.next_offset,
                     high_watermark: fetched.high_watermark,
+                    last_stable_offset: fetched.last_stable_offset,
                     log_start_offset: fetched.log_start_offset,
                 },
             ));
@@ -253,7 +254,7 @@ impl Subscription {
     /// Reads every partition alone up to its end as it is now.
     fn aim_at_the_end(&mut self) -> Result<()> {
         for (p, target) in self.targets.iter_mut().enumerate() {
-            *target = (*target).max(self.store.end_offset(&self.topic, p as u32)?);
+            *target = (*target).max(self.store.last_stable_offset(&self.topic, p as u32)?);
         }
         Ok(())
     }

@@ -417,7 +417,7 @@ impl Reading {
         };
         for (side, source) in plan.sources().into_iter().enumerate() {
             for p in 0..store.partition_count(&source.topic)? {
-                let end = store.end_offset(&source.topic, p)?;
+                let end = store.last_stable_offset(&source.topic, p)?;
                 reading.ends.push(end);
                 reading.positions.push(if earliest {
                     store.log_start_offset(&source.topic, p)?

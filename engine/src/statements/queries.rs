@@ -488,7 +488,7 @@ impl Engine {
                     let offset = if earliest {
                         self.store.log_start_offset(topic, p)?
                     } else {
-                        self.store.end_offset(topic, p)?
+                        self.store.last_stable_offset(topic, p)?
                     };
                     commit.commit_offset(
                         group.clone(),

@@ -132,6 +132,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use super::transactions::TransactionCoordinator;
 use super::{code, groups::GroupCoordinator};
 use kafka_protocol::messages::{
     HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
@@ -193,7 +194,7 @@ const TOPIC_DENIED: i16 = code::TOPIC_AUTHORIZATION_FAILED;
 
 /// Produce: Write on each topic.
 pub(super) async fn produce(
-    store: &Store,
+    (store, txns): (&Store, &TransactionCoordinator),
     mut request: ProduceRequest,
     version: i16,
     caller: Caller<'_>,
@@ -202,7 +203,7 @@ pub(super) async fn produce(
         caller.may_topic(Operation::Write, &t.name)
     });
     request.topic_data = allowed;
-    let mut response = super::produce::produce(store, request, version).await;
+    let mut response = super::produce::produce((store, txns), request, version).await;
     response.responses.extend(denied.into_iter().map(|t| {
         TopicProduceResponse::default()
             .with_name(t.name)
@@ -328,7 +329,7 @@ pub(super) async fn offset_commit(
 
 /// OffsetFetch: Describe on the group; topics the caller may not describe are left out.
 pub(super) fn offset_fetch(
-    coordinator: &GroupCoordinator,
+    (coordinator, txns): (&GroupCoordinator, &TransactionCoordinator),
     request: &OffsetFetchRequest,
     version: i16,
     caller: Caller<'_>,
@@ -338,6 +339,19 @@ pub(super) fn offset_fetch(
     }
     let mut response = coordinator.fetch(request, version);
     response.topics.retain(|t| caller.sees_topic(&t.name));
+    if request.require_stable {
+        // An offset a transaction has yet to commit or abort is not answered (KIP-447): the
+        // client retries until it is settled.
+        for topic in &mut response.topics {
+            for p in &mut topic.partitions {
+                let index = p.partition_index.max(0) as u32;
+                if txns.has_pending_offset(&request.group_id, &topic.name, index) {
+                    p.error_code = code::UNSTABLE_OFFSET_COMMIT;
+                    p.committed_offset = -1;
+                }
+            }
+        }
+    }
     response
 }
 

@@ -1,17 +1,21 @@
 //! Fetch: record batches from the log, bounded as Kafka bounds them. The answer carries at most
 //! the request's `max_bytes`, itself capped by the broker's `fetch.max.bytes`, except that the
 //! first batch found is always sent whole (KIP-74), so a batch larger than the limit cannot
-//! stall a consumer. A partition named twice is read once, as Kafka does.
+//! stall a consumer. A partition named twice is read once, as Kafka does. A read_committed
+//! consumer reads up to the last stable offset and is told which transactions in its range
+//! aborted, so it drops their records.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use eddy_storage::{Store, split_batches};
+use eddy_storage::{Isolation, Store, split_batches};
 use kafka_protocol::messages::fetch_request::FetchPartition;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 
 use super::{code, storage_error_code};
 
@@ -31,8 +35,9 @@ pub(super) async fn fetch(
     let min_bytes = request.min_bytes.max(0) as usize;
     let wanted = distinct_partitions(request);
     let max_bytes = (request.max_bytes.max(0) as usize).min(fetch_max_bytes);
+    let isolation = Isolation::from_wire(request.isolation_level);
     loop {
-        let (responses, bytes) = fetch_once(store, &wanted, max_bytes, version);
+        let (responses, bytes) = fetch_once(store, &wanted, (max_bytes, isolation), version);
         // Errors are answered at once, as Kafka does; waiting on a partition in error would
         // wake immediately and spin.
         let any_error = responses
@@ -55,7 +60,8 @@ pub(super) async fn fetch(
                     let (partition, offset) = (p.partition, p.fetch_offset);
                     Box::pin(async move {
                         if let Ok(p) = u32::try_from(partition) {
-                            let _ = store.wait_for_data(&topic, p, offset, remaining).await;
+                            let wait = (remaining, isolation);
+                            let _ = store.wait_for_isolated(&topic, p, offset, wait).await;
                         }
                     })
                 })
@@ -102,7 +108,7 @@ fn distinct_partitions(request: &FetchRequest) -> Vec<(TopicName, Vec<FetchParti
 fn fetch_once(
     store: &Store,
     wanted: &[(TopicName, Vec<FetchPartition>)],
-    max_bytes: usize,
+    (max_bytes, isolation): (usize, Isolation),
     version: i16,
 ) -> (Vec<FetchableTopicResponse>, usize) {
     // Fields a version lacks must stay at their defaults, or the encoder refuses the response.
@@ -123,13 +129,24 @@ fn fetch_once(
                     };
                     let budget = max_bytes.saturating_sub(total);
                     let limit = (p.partition_max_bytes.max(0) as usize).min(budget);
-                    match store.read(&name, index, p.fetch_offset, limit.max(1)) {
+                    let read = (p.fetch_offset, limit.max(1), isolation);
+                    match store.read_isolated(&name, index, read.0, read.1, read.2) {
                         Ok(read) => {
                             let records = within_limit(&read.batches, limit, budget, total == 0);
                             total += records.len();
+                            let aborted = read
+                                .aborted
+                                .iter()
+                                .map(|a| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(a.producer_id))
+                                        .with_first_offset(a.first_offset)
+                                })
+                                .collect();
                             data.with_high_watermark(read.high_watermark)
-                                .with_last_stable_offset(read.high_watermark)
+                                .with_last_stable_offset(read.last_stable_offset)
                                 .with_log_start_offset(log_start(read.log_start_offset))
+                                .with_aborted_transactions(Some(aborted))
                                 .with_records(Some(records.freeze()))
                         }
                         Err(e) => {
@@ -137,9 +154,10 @@ fn fetch_once(
                                 store.end_offset(&name, index).unwrap_or(-1),
                                 store.log_start_offset(&name, index).unwrap_or(-1),
                             );
+                            let lso = store.last_stable_offset(&name, index).unwrap_or(-1);
                             data.with_error_code(storage_error_code(&e))
                                 .with_high_watermark(hw)
-                                .with_last_stable_offset(hw)
+                                .with_last_stable_offset(lso)
                                 .with_log_start_offset(log_start(start))
                         }
                     }

@@ -14,10 +14,12 @@ mod groups;
 mod produce;
 mod producers;
 mod sasl;
+mod transactions;
 mod users;
 
 pub use fetch::DEFAULT_FETCH_MAX_BYTES;
 pub use groups::GroupLimits;
+pub use transactions::{TransactionCoordinator, TransactionLimits, TransactionSummary};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ use kafka_protocol::messages::list_offsets_response::{
 };
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{
+    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
+    DescribeTransactionsRequest, EndTxnRequest, ListTransactionsRequest, TxnOffsetCommitRequest,
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
@@ -80,6 +86,13 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetCommit, 2, 7),
     (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     (ApiKey::CreateTopics, 2, 5),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::ListGroups, 0, 3),
@@ -161,6 +174,8 @@ pub struct KafkaLimits {
     pub connections_max_idle: Duration,
     /// The bounds on consumer groups' members and commits.
     pub groups: GroupLimits,
+    /// The bounds on transactions.
+    pub transactions: TransactionLimits,
 }
 
 impl Default for KafkaLimits {
@@ -169,27 +184,41 @@ impl Default for KafkaLimits {
             fetch_max_bytes: DEFAULT_FETCH_MAX_BYTES,
             connections_max_idle: Duration::from_secs(10 * 60),
             groups: GroupLimits::default(),
+            transactions: TransactionLimits::default(),
         }
     }
 }
 
-/// What every Kafka listener of one server shares: the store, the group coordinator and the
-/// producer ids.
+/// What every Kafka listener of one server shares: the store, the group and transaction
+/// coordinators and the producer ids.
 #[derive(Clone)]
 pub struct Broker {
     store: Store,
     coordinator: Arc<groups::GroupCoordinator>,
     producers: Arc<producers::ProducerRegistry>,
+    transactions: Arc<TransactionCoordinator>,
 }
 
 impl Broker {
-    /// The broker over `store`, with `limits` on consumer groups.
-    pub fn new(store: Store, limits: GroupLimits) -> Self {
+    /// The broker over `store`, with `limits` on consumer groups and transactions. Call it
+    /// inside a Tokio runtime: the coordinators start their timers.
+    pub fn new(store: Store, limits: &KafkaLimits) -> Self {
+        let producers = Arc::new(producers::ProducerRegistry::new());
         Broker {
-            coordinator: groups::GroupCoordinator::start(store.clone(), limits),
+            coordinator: groups::GroupCoordinator::start(store.clone(), limits.groups),
+            transactions: TransactionCoordinator::start(
+                store.clone(),
+                producers.clone(),
+                limits.transactions.clone(),
+            ),
             store,
-            producers: Arc::new(producers::ProducerRegistry::new()),
+            producers,
         }
+    }
+
+    /// The transaction coordinator, for `SHOW TRANSACTIONS` and `/metrics`.
+    pub fn transactions(&self) -> &Arc<TransactionCoordinator> {
+        &self.transactions
     }
 
     /// Accepts Kafka clients on `listener` until the task is dropped.
@@ -335,22 +364,14 @@ impl Broker {
         config: &KafkaConfig,
         caller: authorize::Caller<'_>,
     ) -> anyhow::Result<Option<BytesMut>> {
-        handle_frame(
-            frame,
-            &self.store,
-            config,
-            &self.coordinator,
-            &self.producers,
-            caller,
-        )
-        .await
+        handle_frame(frame, self, config, caller).await
     }
 }
 
 /// Accepts Kafka clients on one plaintext listener until the task is dropped (benchmarks and
 /// tests; the server runs a [`Broker`] for all its listeners).
 pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
-    Broker::new(store, config.limits.groups)
+    Broker::new(store, &config.limits)
         .serve(listener, config)
         .await
 }
@@ -419,12 +440,11 @@ fn request_header(
 /// Handles one request frame; `None` means no response is due (Produce with `acks=0`).
 async fn handle_frame(
     mut frame: Bytes,
-    store: &Store,
+    broker: &Broker,
     config: &KafkaConfig,
-    coordinator: &Arc<groups::GroupCoordinator>,
-    producers: &producers::ProducerRegistry,
     caller: authorize::Caller<'_>,
 ) -> anyhow::Result<Option<BytesMut>> {
+    let (store, coordinator, txns) = (&broker.store, &broker.coordinator, &*broker.transactions);
     let (key, api_version, header) = match request_header(&mut frame)? {
         Ok(parsed) => parsed,
         Err(refusal) => return Ok(Some(refusal)),
@@ -456,7 +476,7 @@ async fn handle_frame(
         ApiKey::Produce => {
             let request = decode!(ProduceRequest);
             let acks = request.acks;
-            let response = authorize::produce(store, request, version, caller).await;
+            let response = authorize::produce((store, txns), request, version, caller).await;
             if acks == 0 {
                 return Ok(None);
             }
@@ -505,7 +525,7 @@ async fn handle_frame(
             authorize::offset_commit(coordinator, decode!(OffsetCommitRequest), caller).await
         ),
         ApiKey::OffsetFetch => reply!(authorize::offset_fetch(
-            coordinator,
+            (coordinator, txns),
             &decode!(OffsetFetchRequest),
             version,
             caller
@@ -537,12 +557,49 @@ async fn handle_frame(
             caller
         )),
         ApiKey::InitProducerId => {
-            reply!(init_producer_id(
-                &decode!(InitProducerIdRequest),
-                producers,
-                caller
-            ))
+            let request = decode!(InitProducerIdRequest);
+            if request.transactional_id.is_some() {
+                reply!(
+                    transactions::init_transactional_producer(txns, &request, version, caller)
+                        .await
+                )
+            } else {
+                reply!(init_producer_id(&broker.producers, caller))
+            }
         }
+        ApiKey::AddPartitionsToTxn => {
+            let request = decode!(AddPartitionsToTxnRequest);
+            reply!(
+                transactions::add_partitions_to_txn((txns, store), &request, version, caller).await
+            )
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let request = decode!(AddOffsetsToTxnRequest);
+            reply!(transactions::add_offsets_to_txn(txns, &request, version, caller).await)
+        }
+        ApiKey::TxnOffsetCommit => {
+            let request = decode!(TxnOffsetCommitRequest);
+            reply!(transactions::txn_offset_commit((txns, store), &request, version, caller).await)
+        }
+        ApiKey::EndTxn => {
+            let request = decode!(EndTxnRequest);
+            reply!(transactions::end_txn(txns, &request, version, caller).await)
+        }
+        ApiKey::DescribeTransactions => reply!(transactions::describe_transactions(
+            txns,
+            &decode!(DescribeTransactionsRequest),
+            caller
+        )),
+        ApiKey::ListTransactions => reply!(transactions::list_transactions(
+            txns,
+            &decode!(ListTransactionsRequest),
+            caller
+        )),
+        ApiKey::DescribeProducers => reply!(transactions::describe_producers(
+            store,
+            &decode!(DescribeProducersRequest),
+            caller
+        )),
         ApiKey::CreateAcls => reply!(acls::create(caller, &decode!(CreateAclsRequest)).await),
         ApiKey::DescribeAcls => reply!(acls::describe(caller, &decode!(DescribeAclsRequest))),
         ApiKey::DeleteAcls => reply!(acls::delete(caller, &decode!(DeleteAclsRequest)).await),
@@ -595,16 +652,12 @@ fn find_coordinator(
     }
 }
 
-/// InitProducerId: an idempotent producer's id; transactions are not served yet.
+/// InitProducerId without a transactional id: an idempotent producer's new id.
 fn init_producer_id(
-    request: &InitProducerIdRequest,
     producers: &producers::ProducerRegistry,
     caller: authorize::Caller<'_>,
 ) -> InitProducerIdResponse {
-    if request.transactional_id.is_some() {
-        warn!("a client asked for a transactional producer; transactions are not supported yet");
-        InitProducerIdResponse::default().with_error_code(code::COORDINATOR_NOT_AVAILABLE)
-    } else if !caller.may_write_idempotently() {
+    if !caller.may_write_idempotently() {
         InitProducerIdResponse::default().with_error_code(code::CLUSTER_AUTHORIZATION_FAILED)
     } else {
         InitProducerIdResponse::default()
@@ -770,6 +823,10 @@ fn list_offsets(store: &Store, request: &ListOffsetsRequest) -> ListOffsetsRespo
                     };
                     let found = match p.timestamp {
                         -2 => store.log_start_offset(&name, index).map(|o| (o, -1)),
+                        // The latest offset a read_committed consumer may read to.
+                        -1 if request.isolation_level == 1 => {
+                            store.last_stable_offset(&name, index).map(|o| (o, -1))
+                        }
                         -1 => store.end_offset(&name, index).map(|o| (o, -1)),
                         ts => store
                             .offset_for_timestamp(&name, index, ts)
@@ -823,27 +880,14 @@ mod tests {
         }
     }
 
-    /// What `handle_frame` needs: a store in `dir` and the listener's shared parts.
-    fn broker(
-        dir: &std::path::Path,
-    ) -> (
-        Store,
-        KafkaConfig,
-        Arc<groups::GroupCoordinator>,
-        producers::ProducerRegistry,
-    ) {
+    /// What `handle_frame` needs: a broker over a store in `dir`, and a listener's config.
+    fn broker(dir: &std::path::Path) -> (Broker, KafkaConfig) {
         let store = Store::open(dir, eddy_storage::StoreOptions::default()).unwrap();
         let config = KafkaConfig {
             auto_create_topics: false,
             ..KafkaConfig::new("127.0.0.1:9092".parse().unwrap())
         };
-        let coordinator = groups::GroupCoordinator::start(store.clone(), GroupLimits::default());
-        (
-            store,
-            config,
-            coordinator,
-            producers::ProducerRegistry::new(),
-        )
+        (Broker::new(store, &config.limits), config)
     }
 
     proptest! {
@@ -864,11 +908,11 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let dir = tempfile::tempdir().unwrap();
             runtime.block_on(async {
-                let (store, config, coordinator, producers) = broker(dir.path());
+                let (broker, config) = broker(dir.path());
                 let request = frame(key, version, &body);
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
-                    handle_frame(request, &store, &config, &coordinator, &producers, anonymous()),
+                    handle_frame(request, &broker, &config, anonymous()),
                 )
                 .await;
             });
@@ -880,12 +924,12 @@ mod tests {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             let dir = tempfile::tempdir().unwrap();
             runtime.block_on(async {
-                let (store, config, coordinator, producers) = broker(dir.path());
+                let (broker, config) = broker(dir.path());
                 let key = i16::from_be_bytes([bytes[0], bytes[1]]);
                 prop_assume!(!matches!(ApiKey::try_from(key), Ok(ApiKey::CreateTopics | ApiKey::Fetch)));
                 let _ = tokio::time::timeout(
                     Duration::from_millis(500),
-                    handle_frame(Bytes::from(bytes), &store, &config, &coordinator, &producers, anonymous()),
+                    handle_frame(Bytes::from(bytes), &broker, &config, anonymous()),
                 )
                 .await;
                 Ok(())

@@ -1,5 +1,7 @@
 //! Produce: each partition's batch is checked whole, then appended; the store checks an
-//! idempotent producer's sequence as it writes. Clients may not write Eddy's internal topics.
+//! idempotent producer's sequence as it writes. A transactional batch goes only to a partition
+//! its transaction added, at the producer's current epoch (the check KIP-890 made Kafka's
+//! brokers do), so a fenced producer cannot write. Clients may not write Eddy's internal topics.
 
 use bytes::BytesMut;
 use eddy_storage::{EncodedBatch, Store};
@@ -7,11 +9,12 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use tracing::warn;
 
+use super::transactions::TransactionCoordinator;
 use super::{code, storage_error_code, topic_name};
 
 /// Appends each partition's batch, answering per partition.
 pub(super) async fn produce(
-    store: &Store,
+    (store, txns): (&Store, &TransactionCoordinator),
     request: ProduceRequest,
     version: i16,
 ) -> ProduceResponse {
@@ -33,7 +36,10 @@ pub(super) async fn produce(
                     }
                     Ok(batch) => match u32::try_from(index) {
                         Err(_) => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
-                        Ok(p) => append_checked(store, &name, p, batch).await,
+                        Ok(p) => match in_transaction(txns, &batch, &name, p) {
+                            Ok(()) => append_checked(store, &name, p, batch).await,
+                            Err(code) => Err(code),
+                        },
                     },
                 },
             };
@@ -61,6 +67,30 @@ pub(super) async fn produce(
         );
     }
     ProduceResponse::default().with_responses(responses)
+}
+
+/// Whether a transactional batch belongs to an open transaction that added the partition.
+fn in_transaction(
+    txns: &TransactionCoordinator,
+    batch: &EncodedBatch,
+    topic: &str,
+    partition: u32,
+) -> Result<(), i16> {
+    let header = batch.header();
+    if !header.is_transactional() {
+        return Ok(());
+    }
+    let producer = (header.producer_id, header.producer_epoch);
+    txns.verify_produce(producer, topic, partition)
+        .inspect_err(|code| {
+            warn!(
+                topic,
+                partition,
+                producer_id = header.producer_id,
+                code,
+                "refused a transactional batch outside its transaction"
+            );
+        })
 }
 
 /// Appends a produced batch; the store checks an idempotent producer's sequence in the same

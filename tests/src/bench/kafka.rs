@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 
 use crate::bench::Throughput;
 
-const TOPIC: &str = "bench";
+pub(crate) const TOPIC: &str = "bench";
 const PRODUCE_VERSION: i16 = 7;
 const FETCH_VERSION: i16 = 11;
 
@@ -40,6 +40,10 @@ pub struct KafkaBenchConfig {
     pub batch_size: usize,
     /// Also produce and consume through a TLS listener.
     pub tls: bool,
+    /// Also produce in transactions of `transaction_size` records.
+    pub transactional: bool,
+    /// Records per transaction, spread evenly over the partitions.
+    pub transaction_size: usize,
 }
 
 /// The figures of one run.
@@ -53,6 +57,9 @@ pub struct KafkaBenchResult {
     pub append: Throughput,
     /// Producing and consuming through TLS, when asked for.
     pub tls: Option<(Throughput, Throughput)>,
+    /// Producing in rounds of one batch per partition, without and with a transaction per
+    /// round, when asked for.
+    pub transactional: Option<(Throughput, Throughput)>,
 }
 
 /// Runs the scenario once.
@@ -67,7 +74,7 @@ fn value(size: usize) -> Bytes {
     Bytes::from(vec![b'x'; size])
 }
 
-fn batch(config: &KafkaBenchConfig, first: u64, n: usize) -> Vec<Record> {
+pub(crate) fn batch(config: &KafkaBenchConfig, first: u64, n: usize) -> Vec<Record> {
     let value = value(config.record_size);
     (0..n as u64)
         .map(|i| Record {
@@ -123,11 +130,17 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
     } else {
         None
     };
+    let transactional = if config.transactional {
+        Some(super::kafka_transactions::run(config).await?)
+    } else {
+        None
+    };
     Ok(KafkaBenchResult {
         produce,
         consume,
         append,
         tls,
+        transactional,
     })
 }
 
@@ -268,13 +281,13 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 /// One client connection: a request, then its response.
-struct Connection {
+pub(crate) struct Connection {
     socket: Box<dyn Stream>,
     correlation: i32,
 }
 
 impl Connection {
-    async fn open(
+    pub(crate) async fn open(
         address: std::net::SocketAddr,
         tls: Option<&tokio_rustls::TlsConnector>,
     ) -> anyhow::Result<Self> {
@@ -293,7 +306,7 @@ impl Connection {
         })
     }
 
-    async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
+    pub(crate) async fn call<Req: Encodable + HeaderVersion, Resp: Decodable + HeaderVersion>(
         &mut self,
         key: ApiKey,
         version: i16,
@@ -324,7 +337,7 @@ impl Connection {
         Resp::decode(&mut response, version)
     }
 
-    async fn produce(&mut self, partition: i32, records: &[u8]) -> anyhow::Result<()> {
+    pub(crate) async fn produce(&mut self, partition: i32, records: &[u8]) -> anyhow::Result<()> {
         let request = ProduceRequest::default()
             .with_acks(1)
             .with_timeout_ms(30_000)

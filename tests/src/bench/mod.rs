@@ -3,6 +3,7 @@
 pub mod aggregate;
 pub mod join;
 pub mod kafka;
+mod kafka_transactions;
 pub mod log;
 pub mod pull;
 pub mod push;

@@ -138,6 +138,12 @@ enum Scenario {
         /// Also produce and consume through a TLS listener, and report the ratio to plaintext.
         #[arg(long)]
         tls: bool,
+        /// Also produce in transactions, and report the ratio to the same rounds without.
+        #[arg(long)]
+        transactional: bool,
+        /// Records per transaction, spread evenly over the partitions.
+        #[arg(long, default_value_t = 1_000)]
+        transaction_size: usize,
     },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
@@ -251,6 +257,8 @@ fn main() -> anyhow::Result<()> {
             batch_size,
             runs,
             tls,
+            transactional,
+            transaction_size,
         } => kafka_scenario(
             bench::kafka::KafkaBenchConfig {
                 records,
@@ -258,6 +266,8 @@ fn main() -> anyhow::Result<()> {
                 partitions,
                 batch_size,
                 tls,
+                transactional,
+                transaction_size,
             },
             runs,
         )?,
@@ -284,12 +294,15 @@ fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow
         partitions,
         batch_size,
         tls,
+        transactional,
+        transaction_size,
     } = config.clone();
 
     println!(
         "eddy-bench kafka: {records} records of {record_size} B, {partitions} partitions, batches of {batch_size}, {runs} run(s)"
     );
     let mut tls_ratios = (Vec::new(), Vec::new());
+    let mut txn_ratios = Vec::new();
     let mut ratios = Vec::new();
     let mut produce = Vec::new();
     let mut consume = Vec::new();
@@ -311,6 +324,11 @@ fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow
                 .1
                 .push(tls_consume.records_per_sec() / result.consume.records_per_sec());
         }
+        if let Some((plain, txn)) = result.transactional {
+            println!("run {run}: rounds without transactions {plain}");
+            println!("run {run}: rounds in transactions      {txn}");
+            txn_ratios.push(txn.records_per_sec() / plain.records_per_sec());
+        }
     }
     println!(
         "median: produce {:.0} records/s, consume {:.0} records/s, produce/append ratio {:.2}",
@@ -323,6 +341,12 @@ fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow
             "median TLS / plaintext: produce {:.2}, consume {:.2}",
             median(tls_ratios.0),
             median(tls_ratios.1)
+        );
+    }
+    if transactional {
+        println!(
+            "median transactional / plain ({transaction_size} records per transaction): produce {:.2}",
+            median(txn_ratios)
         );
     }
     print_peak_rss();

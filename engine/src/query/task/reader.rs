@@ -80,7 +80,7 @@ impl PartitionReader {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if fetched.next_offset >= fetched.high_watermark {
+        if fetched.next_offset >= fetched.last_stable_offset {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel();
