@@ -125,3 +125,39 @@ fn kafka_python_lists_and_describes_groups() {
         "['live']\nStable consumer reader-1 [{'topic': 'gq', 'partitions': [0]}]\n"
     );
 }
+
+const TRANSACTIONS_SCRIPT: &str = r#"
+import sys
+from kafka import KafkaProducer, KafkaConsumer
+bootstrap = sys.argv[1]
+producer = KafkaProducer(bootstrap_servers=bootstrap, transactional_id='py-txn')
+producer.init_transactions()
+producer.begin_transaction()
+for i in range(3):
+    producer.send('pytx', value=b'kept%d' % i)
+producer.commit_transaction()
+producer.begin_transaction()
+producer.send('pytx', value=b'dropped')
+producer.flush()
+producer.abort_transaction()
+producer.begin_transaction()
+producer.send('pytx', value=b'kept3')
+producer.commit_transaction()
+producer.close()
+for isolation in ['read_committed', 'read_uncommitted']:
+    consumer = KafkaConsumer('pytx', bootstrap_servers=bootstrap, isolation_level=isolation,
+                             auto_offset_reset='earliest', consumer_timeout_ms=3000)
+    print('%s: %s' % (isolation, ' '.join(m.value.decode() for m in consumer)))
+    consumer.close()
+"#;
+
+#[test]
+fn kafka_python_commits_and_aborts_transactions_and_reads_committed() {
+    let server = common::start();
+    assert_eq!(
+        run(&server, TRANSACTIONS_SCRIPT),
+        "read_committed: kept0 kept1 kept2 kept3\nread_uncommitted: kept0 kept1 kept2 dropped kept3\n",
+        "{}",
+        server.log_tail()
+    );
+}
