@@ -77,7 +77,8 @@ fn in_transaction(
     partition: u32,
 ) -> Result<(), i16> {
     let header = batch.header();
-    if !header.is_transactional() {
+    // A client's marker is refused by the store as INVALID_RECORD, whatever it claims to be.
+    if !header.is_transactional() || header.is_control() {
         return Ok(());
     }
     let producer = (header.producer_id, header.producer_epoch);

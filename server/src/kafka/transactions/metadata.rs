@@ -292,7 +292,9 @@ mod tests {
 
     #[test]
     fn a_fenced_abort_bumps_the_epoch_and_the_old_producer_is_refused() {
-        let meta = initialised(&TxnMeta::new("t", 7, 1_000, 0), None).unwrap();
+        let meta = TxnMeta::new("t", 7, 1_000, 0)
+            .initialised(None, 1_000, 1, || 99)
+            .unwrap();
         let open = meta.adding(&[("a".into(), 0)], None, 10).unwrap();
         assert!(!open.expired(1_010) && open.expired(1_011));
         let aborted = open.fenced_abort(1_011);

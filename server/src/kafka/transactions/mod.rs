@@ -109,7 +109,13 @@ pub struct TransactionCoordinator {
     /// Serialises changes, so each is computed from the state the last one wrote.
     changing: tokio::sync::Mutex<()>,
     counts: TransactionCounts,
+    /// Open transactions in the log that no open transaction here accounts for, as last seen.
+    orphans: Mutex<Vec<Orphan>>,
 }
+
+/// A transaction open in the log (topic, partition, producer id, first offset) that the
+/// coordinator has no open transaction for.
+type Orphan = (String, u32, i64, i64);
 
 impl std::fmt::Debug for TransactionCoordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -176,6 +182,7 @@ impl TransactionCoordinator {
             registry: Mutex::new(registry),
             changing: tokio::sync::Mutex::new(()),
             counts: TransactionCounts::default(),
+            orphans: Mutex::new(Vec::new()),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let weak = Arc::downgrade(&coordinator);
@@ -189,6 +196,7 @@ impl TransactionCoordinator {
                         return;
                     };
                     coordinator.abort_expired().await;
+                    coordinator.abort_orphans().await;
                     coordinator.expire_idle_ids().await;
                 }
             });
@@ -446,6 +454,87 @@ impl TransactionCoordinator {
         Ok((meta.producer_id, meta.epoch))
     }
 
+    /// The transactions the log holds open that no open transaction of the coordinator
+    /// accounts for: a batch that passed its check just before its transaction ended, and
+    /// landed after the marker. Kafka leaves such a "hanging" transaction holding back the last
+    /// stable offset until an operator aborts it; Eddy aborts it once it is seen two checks in
+    /// a row, so read_committed readers never wait on it for long.
+    fn orphans(&self) -> Vec<Orphan> {
+        let mut open = Vec::new();
+        for topic in self.store.list_topics() {
+            let partitions = self.store.partition_count(&topic).unwrap_or(0);
+            for p in 0..partitions {
+                for (producer, first) in self.store.open_transactions(&topic, p).unwrap_or_default()
+                {
+                    open.push((topic.clone(), p, producer, first));
+                }
+            }
+        }
+        if open.is_empty() {
+            return open;
+        }
+        let registry = self.registry.lock();
+        open.retain(|(topic, p, producer, _)| {
+            let meta = registry
+                .by_producer
+                .get(producer)
+                .and_then(|id| registry.by_id.get(id));
+            !meta.is_some_and(|m| {
+                m.state == TxnState::Ongoing && m.partitions.contains(&(topic.clone(), *p))
+            })
+        });
+        open
+    }
+
+    async fn abort_orphans(&self) {
+        let seen = self.orphans();
+        let confirmed: Vec<Orphan> = {
+            let mut last = self.orphans.lock();
+            let confirmed = seen.iter().filter(|o| last.contains(o)).cloned().collect();
+            *last = seen;
+            confirmed
+        };
+        if confirmed.is_empty() {
+            return;
+        }
+        let _changing = self.changing.lock().await;
+        let still = self.orphans();
+        for (topic, partition, producer_id, first) in confirmed {
+            if !still.contains(&(topic.clone(), partition, producer_id, first)) {
+                continue;
+            }
+            let epoch = {
+                let registry = self.registry.lock();
+                registry
+                    .by_producer
+                    .get(&producer_id)
+                    .and_then(|id| registry.by_id.get(id))
+                    .map_or(0, |m| m.epoch)
+            };
+            let mut commit = Commit::new();
+            commit.marker(TxnMarker {
+                topic: topic.clone(),
+                partition,
+                producer_id,
+                producer_epoch: epoch,
+                commit: false,
+                coordinator_epoch: 0,
+            });
+            match self.store.commit(commit).await {
+                Ok(_) => warn!(
+                    topic = %topic,
+                    partition,
+                    producer_id,
+                    first_offset = first,
+                    "aborted records of a transaction that had already ended"
+                ),
+                Err(e) => {
+                    warn!(topic = %topic, partition, error = %e, "cannot abort a hanging transaction")
+                }
+            }
+        }
+    }
+
     /// Forgets transactional ids with no open transaction whose last change is older than
     /// `transactional.id.expiration.ms`, as Kafka does, so ids used once do not pile up.
     async fn expire_idle_ids(&self) {
@@ -508,5 +597,37 @@ impl TransactionCoordinator {
                 self.counts.timed_out.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use eddy_storage::{EncodedBatch, Record, StoreOptions, TopicConfig};
+
+    #[tokio::test]
+    async fn a_transaction_left_hanging_in_the_log_is_aborted_on_the_second_check() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        store
+            .create_topic("t", TopicConfig::with_partitions(1))
+            .unwrap();
+        let limits = TransactionLimits {
+            abort_check_interval: Duration::from_secs(3600),
+            ..TransactionLimits::default()
+        };
+        let coordinator =
+            TransactionCoordinator::start(store.clone(), Arc::new(ProducerRegistry::new()), limits);
+        // A batch that passed its check as its transaction ended, landing after the marker.
+        let mut batch = EncodedBatch::encode(&[Record::keyed("k", "v", 0)]).unwrap();
+        batch.set_transactional(77, 0, 0);
+        store.append_encoded("t", 0, batch).await.unwrap();
+        assert_eq!(store.last_stable_offset("t", 0).unwrap(), 0);
+        coordinator.abort_orphans().await;
+        assert_eq!(store.last_stable_offset("t", 0).unwrap(), 0);
+        coordinator.abort_orphans().await;
+        assert_eq!(store.last_stable_offset("t", 0).unwrap(), 2);
+        let read = store.read_records("t", 0, 0, usize::MAX).unwrap();
+        assert!(read.records.is_empty());
     }
 }
