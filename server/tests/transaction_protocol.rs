@@ -31,6 +31,7 @@ const OPERATION_NOT_ATTEMPTED: i16 = 55;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_RECORD: i16 = 87;
 const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+const UNKNOWN_MEMBER_ID: i16 = 25;
 const TRANSACTIONAL_ID_NOT_FOUND: i16 = 105;
 
 fn s(text: &str) -> StrBytes {
@@ -317,6 +318,16 @@ fn an_open_transaction_shows_in_the_admin_apis_and_holds_back_the_stable_offset(
                         .with_committed_offset(2),
                 ]),
         ]);
+    // A consumer that is no member of the group (a zombie after a rebalance) is fenced.
+    let zombie = request
+        .clone()
+        .with_member_id(s("ghost"))
+        .with_generation_id(3);
+    let refused: TxnOffsetCommitResponse = wire.call(ApiKey::TxnOffsetCommit, 3, &zombie).0;
+    assert_eq!(
+        refused.topics[0].partitions[0].error_code,
+        UNKNOWN_MEMBER_ID
+    );
     let committed: TxnOffsetCommitResponse = wire.call(ApiKey::TxnOffsetCommit, 3, &request).0;
     assert_eq!(committed.topics[0].partitions[0].error_code, 0);
     let fetch_offsets = |wire: &mut Wire| {

@@ -417,6 +417,27 @@ impl GroupCoordinator {
             .unwrap_or_else(|_| SyncGroupResponse::default().with_error_code(REBALANCE_IN_PROGRESS))
     }
 
+    /// Whether a transactional offset commit's consumer group metadata (KIP-447) is current:
+    /// `None` when its member belongs to the group at its generation (or it names neither, as
+    /// producers before KIP-447 send it), else Kafka's error, which fences a zombie that
+    /// missed a rebalance.
+    pub fn check_transactional_member(
+        &self,
+        group: &str,
+        member_id: &str,
+        generation: i32,
+    ) -> Option<i16> {
+        let groups = self.groups.lock();
+        let group = groups.get(group);
+        if !member_id.is_empty() && !group.is_some_and(|g| g.members.contains_key(member_id)) {
+            return Some(UNKNOWN_MEMBER_ID);
+        }
+        if generation >= 0 && group.is_none_or(|g| g.generation != generation) {
+            return Some(ILLEGAL_GENERATION);
+        }
+        None
+    }
+
     /// Heartbeat: keeps a member alive and tells it when to rejoin.
     pub fn heartbeat(&self, request: &HeartbeatRequest) -> HeartbeatResponse {
         if eddy_storage::is_internal_group(&request.group_id) {

@@ -579,7 +579,8 @@ async fn handle_frame(
         }
         ApiKey::TxnOffsetCommit => {
             let request = decode!(TxnOffsetCommitRequest);
-            reply!(transactions::txn_offset_commit((txns, store), &request, version, caller).await)
+            let parts = (txns, &**coordinator, store);
+            reply!(transactions::txn_offset_commit(parts, &request, version, caller).await)
         }
         ApiKey::EndTxn => {
             let request = decode!(EndTxnRequest);

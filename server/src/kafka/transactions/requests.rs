@@ -28,6 +28,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::super::authorize::Caller;
+use super::super::groups::GroupCoordinator;
 use super::super::{code, topic_name};
 use super::TransactionCoordinator;
 use super::metadata::PendingOffset;
@@ -178,9 +179,10 @@ pub(in super::super) async fn add_offsets_to_txn(
     AddOffsetsToTxnResponse::default().with_error_code(error)
 }
 
-/// TxnOffsetCommit: offsets that take effect when the transaction commits.
+/// TxnOffsetCommit: offsets that take effect when the transaction commits, from a consumer
+/// that is still a member of its group at its generation.
 pub(in super::super) async fn txn_offset_commit(
-    (coordinator, store): (&TransactionCoordinator, &Store),
+    (coordinator, groups, store): (&TransactionCoordinator, &GroupCoordinator, &Store),
     request: &TxnOffsetCommitRequest,
     version: i16,
     caller: Caller<'_>,
@@ -192,7 +194,7 @@ pub(in super::super) async fn txn_offset_commit(
     } else if !caller.may_group(Operation::Read, &group) {
         Some(code::GROUP_AUTHORIZATION_FAILED)
     } else {
-        None
+        groups.check_transactional_member(&group, &request.member_id, request.generation_id)
     };
     let mut offsets = Vec::new();
     let mut answers: Vec<(usize, i32, Option<i16>)> = Vec::new();
