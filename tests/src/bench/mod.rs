@@ -5,6 +5,7 @@ pub mod join;
 pub mod kafka;
 mod kafka_transactions;
 pub mod log;
+pub mod nexmark;
 pub mod pull;
 pub mod push;
 pub mod stateless;

@@ -145,6 +145,19 @@ enum Scenario {
         #[arg(long, default_value_t = 1_000)]
         transaction_size: usize,
     },
+    /// Nexmark's queries over the same generated events, each checked against DataFusion's
+    /// batch answer.
+    Nexmark {
+        /// Only this query (`q0`, `q1`, `q2`); all of them when left out.
+        #[arg(long)]
+        query: Option<String>,
+        /// Events generated (persons, auctions and bids, in Nexmark's proportions).
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Runs per query; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
     PushLatency {
@@ -271,6 +284,11 @@ fn main() -> anyhow::Result<()> {
             },
             runs,
         )?,
+        Scenario::Nexmark {
+            query,
+            events,
+            runs,
+        } => nexmark_scenario(query.as_deref(), events, runs)?,
         Scenario::PushLatency { rate, seconds } => {
             println!("eddy-bench push-latency: {rate} rows/s for {seconds} s");
             let result = bench::push::run(&bench::push::PushBenchConfig { rate, seconds })?;
@@ -350,6 +368,50 @@ fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow
         );
     }
     print_peak_rss();
+    Ok(())
+}
+
+/// Runs each Nexmark query (or the one named) `runs` times over the same events; medians.
+fn nexmark_scenario(only: Option<&str>, events: u64, runs: usize) -> anyhow::Result<()> {
+    use bench::nexmark::{Events, QUERIES};
+    let queries: Vec<_> = QUERIES
+        .iter()
+        .filter(|q| only.is_none_or(|name| name.eq_ignore_ascii_case(q.name)))
+        .collect();
+    anyhow::ensure!(
+        !queries.is_empty(),
+        "no Nexmark query {only:?}; Eddy runs {}",
+        QUERIES
+            .iter()
+            .map(|q| q.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let generated = Events::generate(events);
+    println!(
+        "eddy-bench nexmark: {events} events, {runs} run(s) per query, each checked against DataFusion"
+    );
+    for query in queries {
+        let (mut rates, mut per_cpu) = (Vec::new(), Vec::new());
+        for run in 1..=runs.max(1) {
+            let result = bench::nexmark::run(query, &generated)?;
+            println!(
+                "{} run {run}: {} ({} rows)",
+                query.name, result.throughput, result.rows
+            );
+            rates.push(result.throughput.records_per_sec());
+            per_cpu.extend(result.throughput.records_per_cpu_sec());
+            if let Some(rss) = result.peak_rss.resident {
+                println!("{} run {run}: peak RSS {} MiB", query.name, rss >> 20);
+            }
+        }
+        println!(
+            "{} median: {:.0} events/s, {:.0} events per CPU-second",
+            query.name,
+            median(rates),
+            median(per_cpu)
+        );
+    }
     Ok(())
 }
 

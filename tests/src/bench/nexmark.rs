@@ -1,0 +1,263 @@
+//! `nexmark`: the field's standard benchmark. Events from Nexmark's generator (the `nexmark`
+//! crate, RisingWave's port of the Beam/Flink generator) are loaded as JSON into three topics,
+//! `nexmark-person`, `nexmark-auction` and `nexmark-bid`; each query (its SQL in
+//! `tests/nexmark/qN.sql`) runs as a persistent query until it has read every event. Its output
+//! is checked against the same query computed as a batch by DataFusion over the same events: a
+//! wrong answer fails the run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use datafusion::arrow::json::{ArrayWriter, ReaderBuilder};
+use datafusion::datasource::MemTable;
+use datafusion::prelude::SessionContext;
+use eddy_storage::Record;
+use nexmark::EventGenerator;
+use nexmark::config::NexmarkConfig;
+use nexmark::event::Event;
+use serde_json::{Value, json};
+
+use crate::bench::{BenchEngine, PeakRss, Throughput};
+
+/// The sources, as `tests/nexmark/ddl.sql` declares them.
+const DDL: &str = include_str!("../../nexmark/ddl.sql");
+
+/// A Nexmark query: its Eddy SQL, the stream it writes, and the same query as a batch for
+/// DataFusion over tables `person`, `auction` and `bid`.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    /// `q0`, `q1`, ...
+    pub name: &'static str,
+    sql: &'static str,
+    sink: &'static str,
+    batch: &'static str,
+}
+
+/// The queries Eddy runs so far.
+pub const QUERIES: &[Query] = &[
+    Query {
+        name: "q0",
+        sql: include_str!("../../nexmark/q0.sql"),
+        sink: "NEXMARK_Q0",
+        batch: "SELECT auction, bidder, price, date_time, extra FROM bid",
+    },
+    Query {
+        name: "q1",
+        sql: include_str!("../../nexmark/q1.sql"),
+        sink: "NEXMARK_Q1",
+        batch: "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
+    },
+    Query {
+        name: "q2",
+        sql: include_str!("../../nexmark/q2.sql"),
+        sink: "NEXMARK_Q2",
+        batch: "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+    },
+];
+
+/// The events of one run, as JSON lines per kind.
+pub struct Events {
+    person: Vec<String>,
+    auction: Vec<String>,
+    bid: Vec<String>,
+}
+
+impl Events {
+    /// The first `count` events of Nexmark's default generator.
+    pub fn generate(count: u64) -> Events {
+        let mut events = Events {
+            person: Vec::new(),
+            auction: Vec::new(),
+            bid: Vec::new(),
+        };
+        // `EventGenerator::default()` derives an empty configuration; Nexmark's defaults
+        // (proportions 1:3:46, 10,000 events/s, ...) come from `NexmarkConfig`.
+        let generator = EventGenerator::new(NexmarkConfig::default());
+        for event in generator.take(count as usize) {
+            match event {
+                Event::Person(p) => events.person.push(
+                    json!({"id": p.id, "name": p.name, "email_address": p.email_address,
+                        "credit_card": p.credit_card, "city": p.city, "state": p.state,
+                        "date_time": p.date_time, "extra": p.extra})
+                    .to_string(),
+                ),
+                Event::Auction(a) => events.auction.push(
+                    json!({"id": a.id, "item_name": a.item_name, "description": a.description,
+                        "initial_bid": a.initial_bid, "reserve": a.reserve,
+                        "date_time": a.date_time, "expires": a.expires, "seller": a.seller,
+                        "category": a.category, "extra": a.extra})
+                    .to_string(),
+                ),
+                Event::Bid(b) => events.bid.push(
+                    json!({"auction": b.auction, "bidder": b.bidder, "price": b.price,
+                        "channel": b.channel, "url": b.url, "date_time": b.date_time,
+                        "extra": b.extra})
+                    .to_string(),
+                ),
+            }
+        }
+        events
+    }
+
+    /// How many events in all, and their bytes.
+    pub fn size(&self) -> (u64, u64) {
+        let all = || self.person.iter().chain(&self.auction).chain(&self.bid);
+        (all().count() as u64, all().map(|e| e.len() as u64).sum())
+    }
+
+    fn kinds(&self) -> [(&'static str, &'static str, &[String]); 3] {
+        [
+            ("person", "nexmark-person", &self.person),
+            ("auction", "nexmark-auction", &self.auction),
+            ("bid", "nexmark-bid", &self.bid),
+        ]
+    }
+}
+
+/// One query's run: its throughput over every event loaded, and its peak memory.
+#[derive(Debug)]
+pub struct QueryRun {
+    /// Events per second (and per CPU-second) from the query's start until it read them all.
+    pub throughput: Throughput,
+    /// Rows it wrote.
+    pub rows: usize,
+    /// Peak memory of the process.
+    pub peak_rss: PeakRss,
+}
+
+/// Loads the events, runs `query` over them, and checks its output against DataFusion's.
+pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (count, bytes) = events.size();
+    let (timed, output, peak_rss) = runtime.block_on(async {
+        let setup = format!("SET 'auto.offset.reset' = 'earliest';\n{DDL}");
+        let bench = BenchEngine::open(&setup).await?;
+        for (_, topic, lines) in events.kinds() {
+            let records = lines
+                .iter()
+                .map(|line| Record::unkeyed(line.clone().into_bytes(), 0));
+            bench.append(topic, records).await?;
+        }
+        bench.time_query_reading(query.sql, query.sink).await
+    })?;
+    let got = canonical_rows(output.iter().filter_map(|(_, value)| value.as_deref()))?;
+    let expected = runtime.block_on(batch_answer(query, events))?;
+    if got != expected {
+        let missing = expected.iter().find(|(row, n)| got.get(*row) != Some(n));
+        let extra = got.iter().find(|(row, n)| expected.get(*row) != Some(n));
+        anyhow::bail!(
+            "Eddy's {} rows differ from DataFusion's {}; first expected row not matched: {missing:?}; first row Eddy wrote that DataFusion did not: {extra:?}",
+            got.values().sum::<usize>(),
+            expected.values().sum::<usize>(),
+        );
+    }
+    Ok(QueryRun {
+        throughput: Throughput::of(count, bytes, timed),
+        rows: got.values().sum(),
+        peak_rss,
+    })
+}
+
+/// The query computed as a batch by DataFusion over the same events.
+async fn batch_answer(query: &Query, events: &Events) -> anyhow::Result<BTreeMap<String, usize>> {
+    let ctx = SessionContext::new();
+    for (table, _, lines) in events.kinds() {
+        let schema = Arc::new(table_schema(table));
+        let ndjson = lines.join("\n");
+        let reader = ReaderBuilder::new(schema.clone())
+            .with_batch_size(8192)
+            .build(ndjson.as_bytes())?;
+        let batches = reader.collect::<Result<Vec<_>, _>>()?;
+        ctx.register_table(table, Arc::new(MemTable::try_new(schema, vec![batches])?))?;
+    }
+    let batches = ctx.sql(query.batch).await?.collect().await?;
+    let mut writer = ArrayWriter::new(Vec::new());
+    for batch in &batches {
+        writer.write(batch)?;
+    }
+    writer.finish()?;
+    let json = writer.into_inner();
+    let rows: Vec<Value> = if json.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice(&json)?
+    };
+    let mut out = BTreeMap::new();
+    for row in rows {
+        *out.entry(canonical(&row)).or_default() += 1;
+    }
+    Ok(out)
+}
+
+fn table_schema(table: &str) -> datafusion::arrow::datatypes::Schema {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let field = |name: &str, t: DataType| Field::new(name, t, true);
+    let (int, text) = (DataType::Int64, DataType::Utf8);
+    match table {
+        "person" => Schema::new(vec![
+            field("id", int.clone()),
+            field("name", text.clone()),
+            field("email_address", text.clone()),
+            field("credit_card", text.clone()),
+            field("city", text.clone()),
+            field("state", text.clone()),
+            field("date_time", int),
+            field("extra", text),
+        ]),
+        "auction" => Schema::new(vec![
+            field("id", int.clone()),
+            field("item_name", text.clone()),
+            field("description", text.clone()),
+            field("initial_bid", int.clone()),
+            field("reserve", int.clone()),
+            field("date_time", int.clone()),
+            field("expires", int.clone()),
+            field("seller", int.clone()),
+            field("category", int),
+            field("extra", text),
+        ]),
+        _ => Schema::new(vec![
+            field("auction", int.clone()),
+            field("bidder", int.clone()),
+            field("price", int.clone()),
+            field("channel", text.clone()),
+            field("url", text.clone()),
+            field("date_time", int),
+            field("extra", text),
+        ]),
+    }
+}
+
+/// Rows as a multiset of canonical JSON texts.
+fn canonical_rows<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut out = BTreeMap::new();
+    for value in values {
+        let row: Value = serde_json::from_slice(value).context("a row Eddy wrote is not JSON")?;
+        *out.entry(canonical(&row)).or_default() += 1;
+    }
+    Ok(out)
+}
+
+/// A row with its column names in upper case (as ksqlDB names them) and its numbers to six
+/// decimals, so a DECIMAL and a DOUBLE of the same value compare equal.
+fn canonical(row: &Value) -> String {
+    let Value::Object(fields) = row else {
+        return row.to_string();
+    };
+    let fields: BTreeMap<String, String> = fields
+        .iter()
+        .map(|(name, value)| {
+            let value = match value {
+                Value::Number(n) => format!("{:.6}", n.as_f64().unwrap_or(f64::NAN)),
+                other => other.to_string(),
+            };
+            (name.to_uppercase(), value)
+        })
+        .collect();
+    format!("{fields:?}")
+}
