@@ -389,9 +389,22 @@ impl BenchEngine {
         topic: &str,
         records: impl Iterator<Item = eddy_storage::Record>,
     ) -> anyhow::Result<()> {
-        let records: Vec<eddy_storage::Record> = records.collect();
-        for chunk in records.chunks(2_000) {
-            self.store.append(topic, 0, chunk.to_vec()).await?;
+        // At most 2,000 records, and half a MiB of keys and values, per batch.
+        let mut chunk = Vec::with_capacity(2_000);
+        let mut bytes = 0;
+        for record in records {
+            bytes += record.key.as_ref().map_or(0, |k| k.len())
+                + record.value.as_ref().map_or(0, |v| v.len());
+            chunk.push(record);
+            if chunk.len() == 2_000 || bytes >= 512 << 10 {
+                self.store
+                    .append(topic, 0, std::mem::take(&mut chunk))
+                    .await?;
+                bytes = 0;
+            }
+        }
+        if !chunk.is_empty() {
+            self.store.append(topic, 0, chunk).await?;
         }
         Ok(())
     }
