@@ -162,18 +162,21 @@ pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
     })
 }
 
-/// An event's record: a person keyed by its id (a KAFKA BIGINT, big-endian), so the persons
-/// topic is also a table by id; auctions and bids unkeyed.
+/// An event's record, timestamped with the event's time as a producer of events would: a
+/// person keyed by its id (a KAFKA BIGINT, big-endian), so the persons topic is also a table by
+/// id; auctions and bids unkeyed.
 fn keyed(topic: &str, line: &str) -> Record {
     let value = line.as_bytes().to_vec();
-    if topic != "nexmark-person" {
-        return Record::unkeyed(value, 0);
-    }
-    let id = serde_json::from_str::<Value>(line)
-        .ok()
-        .and_then(|v| v["id"].as_i64())
+    let parsed = serde_json::from_str::<Value>(line).ok();
+    let time = parsed
+        .as_ref()
+        .and_then(|v| v["date_time"].as_i64())
         .unwrap_or_default();
-    Record::keyed(id.to_be_bytes().to_vec(), value, 0)
+    if topic != "nexmark-person" {
+        return Record::unkeyed(value, time);
+    }
+    let id = parsed.and_then(|v| v["id"].as_i64()).unwrap_or_default();
+    Record::keyed(id.to_be_bytes().to_vec(), value, time)
 }
 
 /// The query computed as a batch by DataFusion over the same events.
