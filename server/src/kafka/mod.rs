@@ -37,10 +37,6 @@ use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
-    AddOffsetsToTxnRequest, AddPartitionsToTxnRequest, DescribeProducersRequest,
-    DescribeTransactionsRequest, EndTxnRequest, ListTransactionsRequest, TxnOffsetCommitRequest,
-};
-use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
     SaslHandshakeRequest, SaslHandshakeResponse,
 };
@@ -52,9 +48,9 @@ use kafka_protocol::messages::{
 use kafka_protocol::messages::{CreateAclsRequest, DeleteAclsRequest, DescribeAclsRequest};
 use kafka_protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, InitProducerIdRequest,
-    InitProducerIdResponse, JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, ProducerId, SyncGroupRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, InitProducerIdResponse,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, ProducerId, SyncGroupRequest,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -556,51 +552,18 @@ async fn handle_frame(
             version,
             caller
         )),
-        ApiKey::InitProducerId => {
-            let request = decode!(InitProducerIdRequest);
-            if request.transactional_id.is_some() {
-                reply!(
-                    transactions::init_transactional_producer(txns, &request, version, caller)
-                        .await
-                )
-            } else {
-                reply!(init_producer_id(&broker.producers, caller))
-            }
+        // The idempotent and transactional producers' APIs, and what operators ask of them.
+        ApiKey::InitProducerId
+        | ApiKey::AddPartitionsToTxn
+        | ApiKey::AddOffsetsToTxn
+        | ApiKey::TxnOffsetCommit
+        | ApiKey::EndTxn
+        | ApiKey::DescribeTransactions
+        | ApiKey::ListTransactions
+        | ApiKey::DescribeProducers => {
+            let request = (key, version, correlation_id);
+            transactions::serve(request, &mut frame, broker, caller).await
         }
-        ApiKey::AddPartitionsToTxn => {
-            let request = decode!(AddPartitionsToTxnRequest);
-            reply!(
-                transactions::add_partitions_to_txn((txns, store), &request, version, caller).await
-            )
-        }
-        ApiKey::AddOffsetsToTxn => {
-            let request = decode!(AddOffsetsToTxnRequest);
-            reply!(transactions::add_offsets_to_txn(txns, &request, version, caller).await)
-        }
-        ApiKey::TxnOffsetCommit => {
-            let request = decode!(TxnOffsetCommitRequest);
-            let parts = (txns, &**coordinator, store);
-            reply!(transactions::txn_offset_commit(parts, &request, version, caller).await)
-        }
-        ApiKey::EndTxn => {
-            let request = decode!(EndTxnRequest);
-            reply!(transactions::end_txn(txns, &request, version, caller).await)
-        }
-        ApiKey::DescribeTransactions => reply!(transactions::describe_transactions(
-            txns,
-            &decode!(DescribeTransactionsRequest),
-            caller
-        )),
-        ApiKey::ListTransactions => reply!(transactions::list_transactions(
-            txns,
-            &decode!(ListTransactionsRequest),
-            caller
-        )),
-        ApiKey::DescribeProducers => reply!(transactions::describe_producers(
-            store,
-            &decode!(DescribeProducersRequest),
-            caller
-        )),
         ApiKey::CreateAcls => reply!(acls::create(caller, &decode!(CreateAclsRequest)).await),
         ApiKey::DescribeAcls => reply!(acls::describe(caller, &decode!(DescribeAclsRequest))),
         ApiKey::DeleteAcls => reply!(acls::delete(caller, &decode!(DeleteAclsRequest)).await),

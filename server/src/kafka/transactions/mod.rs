@@ -8,10 +8,7 @@
 mod metadata;
 mod requests;
 
-pub(super) use requests::{
-    add_offsets_to_txn, add_partitions_to_txn, describe_producers, describe_transactions, end_txn,
-    init_transactional_producer, list_transactions, txn_offset_commit,
-};
+pub(super) use requests::serve;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,11 +27,77 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::Decodable;
+
 use super::super::authorize::Caller;
 use super::super::groups::GroupCoordinator;
+use super::super::{Broker, encode_response, init_producer_id};
 use super::super::{code, topic_name};
 use super::TransactionCoordinator;
 use super::metadata::PendingOffset;
+
+/// Decodes, answers and encodes a request to one of the producer APIs (InitProducerId, the
+/// transaction APIs, DescribeTransactions, ListTransactions, DescribeProducers).
+pub(in super::super) async fn serve(
+    (key, version, correlation_id): (ApiKey, i16, i32),
+    frame: &mut Bytes,
+    broker: &Broker,
+    caller: Caller<'_>,
+) -> anyhow::Result<Option<BytesMut>> {
+    let (txns, store) = (&*broker.transactions, &broker.store);
+    macro_rules! decode {
+        ($request:ty) => {
+            <$request>::decode(frame, version)?
+        };
+    }
+    macro_rules! reply {
+        ($response:expr) => {
+            encode_response(correlation_id, key, version, &$response).map(Some)
+        };
+    }
+    match key {
+        ApiKey::InitProducerId => {
+            let request = decode!(InitProducerIdRequest);
+            if request.transactional_id.is_some() {
+                reply!(init_transactional_producer(txns, &request, version, caller).await)
+            } else {
+                reply!(init_producer_id(&broker.producers, caller))
+            }
+        }
+        ApiKey::AddPartitionsToTxn => {
+            let request = decode!(AddPartitionsToTxnRequest);
+            reply!(add_partitions_to_txn((txns, store), &request, version, caller).await)
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let request = decode!(AddOffsetsToTxnRequest);
+            reply!(add_offsets_to_txn(txns, &request, version, caller).await)
+        }
+        ApiKey::TxnOffsetCommit => {
+            let request = decode!(TxnOffsetCommitRequest);
+            let parts = (txns, &*broker.coordinator, store);
+            reply!(txn_offset_commit(parts, &request, version, caller).await)
+        }
+        ApiKey::EndTxn => {
+            let request = decode!(EndTxnRequest);
+            reply!(end_txn(txns, &request, version, caller).await)
+        }
+        ApiKey::DescribeTransactions => {
+            let request = decode!(DescribeTransactionsRequest);
+            reply!(describe_transactions(txns, &request, caller))
+        }
+        ApiKey::ListTransactions => {
+            let request = decode!(ListTransactionsRequest);
+            reply!(list_transactions(txns, &request, caller))
+        }
+        ApiKey::DescribeProducers => {
+            let request = decode!(DescribeProducersRequest);
+            reply!(describe_producers(store, &request, caller))
+        }
+        other => anyhow::bail!("{other:?} is not a producer API"),
+    }
+}
 
 /// PRODUCER_FENCED as a request of `version` knows it: INVALID_PRODUCER_EPOCH below
 /// `fenced_since`, the first version KIP-588 gave the new code.
@@ -48,7 +114,7 @@ fn may_write_id(caller: Caller<'_>, id: &str) -> bool {
 }
 
 /// InitProducerId with a `transactional.id`.
-pub(in super::super) async fn init_transactional_producer(
+async fn init_transactional_producer(
     coordinator: &TransactionCoordinator,
     request: &InitProducerIdRequest,
     version: i16,
@@ -86,7 +152,7 @@ pub(in super::super) async fn init_transactional_producer(
 
 /// AddPartitionsToTxn (v0 to v3, one transaction per request): every partition joins, or none
 /// does and each says why.
-pub(in super::super) async fn add_partitions_to_txn(
+async fn add_partitions_to_txn(
     (coordinator, store): (&TransactionCoordinator, &Store),
     request: &AddPartitionsToTxnRequest,
     version: i16,
@@ -154,7 +220,7 @@ pub(in super::super) async fn add_partitions_to_txn(
 }
 
 /// AddOffsetsToTxn: the group's offsets will commit with the transaction.
-pub(in super::super) async fn add_offsets_to_txn(
+async fn add_offsets_to_txn(
     coordinator: &TransactionCoordinator,
     request: &AddOffsetsToTxnRequest,
     version: i16,
@@ -181,7 +247,7 @@ pub(in super::super) async fn add_offsets_to_txn(
 
 /// TxnOffsetCommit: offsets that take effect when the transaction commits, from a consumer
 /// that is still a member of its group at its generation.
-pub(in super::super) async fn txn_offset_commit(
+async fn txn_offset_commit(
     (coordinator, groups, store): (&TransactionCoordinator, &GroupCoordinator, &Store),
     request: &TxnOffsetCommitRequest,
     version: i16,
@@ -262,7 +328,7 @@ pub(in super::super) async fn txn_offset_commit(
 }
 
 /// EndTxn: commit or abort.
-pub(in super::super) async fn end_txn(
+async fn end_txn(
     coordinator: &TransactionCoordinator,
     request: &EndTxnRequest,
     version: i16,
@@ -291,7 +357,7 @@ pub(in super::super) async fn end_txn(
 }
 
 /// DescribeTransactions: each named id's state, for ids the caller may describe.
-pub(in super::super) fn describe_transactions(
+fn describe_transactions(
     coordinator: &TransactionCoordinator,
     request: &DescribeTransactionsRequest,
     caller: Caller<'_>,
@@ -334,7 +400,7 @@ pub(in super::super) fn describe_transactions(
 
 /// ListTransactions: the ids the caller may describe, filtered by state, producer id and (v1)
 /// how long they have been open.
-pub(in super::super) fn list_transactions(
+fn list_transactions(
     coordinator: &TransactionCoordinator,
     request: &ListTransactionsRequest,
     caller: Caller<'_>,
@@ -386,7 +452,7 @@ pub(in super::super) fn list_transactions(
 
 /// DescribeProducers: each partition's producers with state there, and the first offset of
 /// the transaction each has open.
-pub(in super::super) fn describe_producers(
+fn describe_producers(
     store: &Store,
     request: &DescribeProducersRequest,
     caller: Caller<'_>,
