@@ -248,50 +248,46 @@ fn load_producer(db: &DB, meta_cf: &ColumnFamily, key: &[u8]) -> Option<Producer
     ProducerState::decode(&bytes)
 }
 
-/// Writes the new state of the producer of an appended batch, stamped with its base offset, in
-/// the group's write, and notes what the cache held before, for a failed write to put back.
-fn record_producer(
+/// Changes the state of a batch's producer on the partition with `change`, writing it in the
+/// group's write when it changed, and notes what the cache held before, for a failed write to
+/// put back.
+fn update_producer(
     (db, meta_cf, wb): (&DB, &ColumnFamily, &mut WriteBatch),
     partition: &PartitionLog,
-    tail: &mut PartitionTail,
-    undo: &mut TailSnapshot,
-    header: &BatchHeader,
+    (tail, undo): (&mut PartitionTail, &mut TailSnapshot),
+    producer_id: i64,
+    change: impl FnOnce(&mut ProducerState),
 ) {
-    let key = keys::producer_key(partition.topic_id, partition.partition, header.producer_id);
-    let mut state = tail
+    let key = keys::producer_key(partition.topic_id, partition.partition, producer_id);
+    let stored = tail
         .producers
-        .get(header.producer_id, || load_producer(db, meta_cf, &key))
-        .cloned()
-        .unwrap_or_default();
-    state.record(header, header.base_offset);
-    wb.put_cf(meta_cf, key, state.encode());
-    let before = tail.producers.set(header.producer_id, Some(state));
-    undo.producers.push((header.producer_id, before));
-}
-
-/// Writes what a transaction marker does to its producer's state on the partition: a fenced
-/// producer starts over at sequence 0 of its new epoch.
-fn record_marker_epoch(
-    (db, meta_cf, wb): (&DB, &ColumnFamily, &mut WriteBatch),
-    partition: &PartitionLog,
-    tail: &mut PartitionTail,
-    undo: &mut TailSnapshot,
-    header: &BatchHeader,
-) {
-    let key = keys::producer_key(partition.topic_id, partition.partition, header.producer_id);
-    let mut state = tail
-        .producers
-        .get(header.producer_id, || load_producer(db, meta_cf, &key))
-        .cloned()
-        .unwrap_or_default();
-    let before_state = state.clone();
-    state.end_transaction(header.producer_epoch);
-    if state == before_state {
+        .get(producer_id, || load_producer(db, meta_cf, &key))
+        .cloned();
+    let mut state = stored.clone().unwrap_or_default();
+    change(&mut state);
+    if stored.as_ref() == Some(&state) {
         return;
     }
     wb.put_cf(meta_cf, key, state.encode());
-    let before = tail.producers.set(header.producer_id, Some(state));
-    undo.producers.push((header.producer_id, before));
+    let before = tail.producers.set(producer_id, Some(state));
+    undo.producers.push((producer_id, before));
+}
+
+/// Writes the new state of the producer of an appended batch, stamped with its base offset.
+fn record_producer(
+    stored: (&DB, &ColumnFamily, &mut WriteBatch),
+    partition: &PartitionLog,
+    tail: &mut PartitionTail,
+    undo: &mut TailSnapshot,
+    header: &BatchHeader,
+) {
+    update_producer(
+        stored,
+        partition,
+        (tail, undo),
+        header.producer_id,
+        |state| state.record(header, header.base_offset),
+    );
 }
 
 /// Notes the transaction bookkeeping of a batch just stamped: a transactional data batch opens
@@ -316,7 +312,15 @@ fn record_transaction(
                     .last_abort
                     .fetch_max(offset, std::sync::atomic::Ordering::AcqRel);
             }
-            record_marker_epoch((db, meta_cf, wb), partition, tail, undo, header);
+            // A fenced producer starts over at sequence 0 of its new epoch.
+            let epoch = header.producer_epoch;
+            update_producer(
+                (db, meta_cf, wb),
+                partition,
+                (tail, undo),
+                header.producer_id,
+                |state| state.end_transaction(epoch),
+            );
         }
         None if header.is_transactional() => {
             let (_, meta_cf, wb) = stored;

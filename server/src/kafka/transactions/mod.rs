@@ -385,6 +385,20 @@ impl TransactionCoordinator {
         Ok((meta.producer_id, meta.epoch))
     }
 
+    /// The transactional id's state, when `producer` (id and epoch) is its current producer;
+    /// else Kafka's error for a stranger or a fenced producer.
+    fn current_producer(
+        &self,
+        transactional_id: &str,
+        producer: (i64, i16),
+    ) -> Result<TxnMeta, i16> {
+        let current = self
+            .get(transactional_id)
+            .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
+        current.check_producer(producer.0, producer.1)?;
+        Ok(current)
+    }
+
     /// AddPartitionsToTxn and AddOffsetsToTxn: the partitions, or the group, join the
     /// transaction, which begins with the first.
     pub async fn add(
@@ -394,10 +408,7 @@ impl TransactionCoordinator {
         (partitions, group): (&[(String, u32)], Option<&str>),
     ) -> Result<(), i16> {
         let _changing = self.changing.lock().await;
-        let current = self
-            .get(transactional_id)
-            .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
-        current.check_producer(producer.0, producer.1)?;
+        let current = self.current_producer(transactional_id, producer)?;
         match current.adding(partitions, group, eddy_storage::now_ms()) {
             None => Ok(()),
             Some(next) => self.write(Change::state(next)).await.map(|_| ()),
@@ -412,10 +423,7 @@ impl TransactionCoordinator {
         offsets: Vec<PendingOffset>,
     ) -> Result<(), i16> {
         let _changing = self.changing.lock().await;
-        let current = self
-            .get(transactional_id)
-            .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
-        current.check_producer(producer.0, producer.1)?;
+        let current = self.current_producer(transactional_id, producer)?;
         let group_added = offsets.iter().all(|o| current.groups.contains(&o.group));
         if current.state != TxnState::Ongoing || !group_added {
             return Err(code::INVALID_TXN_STATE);
@@ -439,10 +447,7 @@ impl TransactionCoordinator {
         commit: bool,
     ) -> Result<(i64, i16), i16> {
         let _changing = self.changing.lock().await;
-        let current = self
-            .get(transactional_id)
-            .ok_or(code::INVALID_PRODUCER_ID_MAPPING)?;
-        current.check_producer(producer.0, producer.1)?;
+        let current = self.current_producer(transactional_id, producer)?;
         let Some(next) = current.ending(commit, eddy_storage::now_ms())? else {
             return Ok((current.producer_id, current.epoch));
         };
