@@ -354,6 +354,45 @@ async fn inputs_are_merged_in_timestamp_order_so_a_table_is_loaded_before_later_
 }
 
 #[tokio::test]
+async fn a_table_row_written_in_the_same_millisecond_as_a_stream_record_is_joined() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, USERS_AND_CLICKS).await;
+    // The stream is the join's first input and its records come first in its topic, yet the
+    // users registered in the same millisecond as their clicks are found.
+    let clicks = (0..3)
+        .map(|i| json(&format!("u{i}"), Some(r#"{"page":"/"}"#), 100 + i))
+        .collect();
+    engine.store().produce("clicks", clicks).await.unwrap();
+    let users = (0..3)
+        .map(|i| {
+            json(
+                &format!("u{i}"),
+                Some(&format!(r#"{{"name":"n{i}"}}"#)),
+                100 + i,
+            )
+        })
+        .collect();
+    engine.store().produce("users", users).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM enriched AS SELECT c.user, name FROM clicks c JOIN users u ON c.user = u.id;",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        records(engine.store(), "ENRICHED"),
+        [
+            row("u0", r#"{"NAME":"n0"}"#, 100),
+            row("u1", r#"{"NAME":"n1"}"#, 101),
+            row("u2", r#"{"NAME":"n2"}"#, 102),
+        ]
+    );
+    engine.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_stream_is_enriched_by_two_tables_in_one_query() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(open_store(dir.path())).await.unwrap();

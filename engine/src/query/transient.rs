@@ -1024,7 +1024,8 @@ impl Transient {
                 .await?
         } else {
             let mut reader =
-                PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions);
+                PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions)
+                    .tables_first(&self.plan);
             let mut next = Next {
                 reader: &mut reader,
                 subscription,

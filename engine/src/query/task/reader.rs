@@ -11,6 +11,7 @@ use tracing::{debug, warn};
 use crate::error::Result;
 use crate::query::QueryPlan;
 use crate::query::operator::Input;
+use eddy_sql::ast::SourceKind;
 
 /// How much to read from a partition per step.
 const READ_BYTES: usize = 1 << 20;
@@ -26,6 +27,8 @@ pub(crate) struct PartitionReader {
     pending: Vec<Option<eddy_storage::FetchedRecords>>,
     /// Whether inputs are merged in timestamp order (see [`PartitionReader::try_next`]).
     ordered: bool,
+    /// Per input, its rank among inputs whose next records have the same time: lower first.
+    tie_rank: Vec<u8>,
     /// The next read of the input last handed out, started while the caller processes it.
     prefetch: Option<Prefetch>,
 }
@@ -50,6 +53,7 @@ impl PartitionReader {
             store: store.clone(),
             query_id: query_id.to_string(),
             pending: (0..inputs.len()).map(|_| None).collect(),
+            tie_rank: vec![0; inputs.len()],
             inputs,
             positions,
             ordered: true,
@@ -105,6 +109,24 @@ impl PartitionReader {
         self
     }
 
+    /// Of records with the same time, hands out the tables' first: a stream record joined
+    /// with a table then sees the table as of its own time, rows written at that time included.
+    /// Kafka Streams leaves such ties to chance; a source's rows are usually written at or
+    /// before the time of the events that refer to them (a person before the auctions they
+    /// open in the same millisecond).
+    pub(crate) fn tables_first(mut self, plan: &QueryPlan) -> Self {
+        let sources = plan.sources();
+        self.tie_rank = self
+            .inputs
+            .iter()
+            .map(|input| match sources.get(input.side) {
+                Some(source) if source.kind == SourceKind::Table => 0,
+                _ => 1,
+            })
+            .collect();
+        self
+    }
+
     /// Where reading stands in each input.
     pub(crate) fn positions(&self) -> &[i64] {
         &self.positions
@@ -145,20 +167,23 @@ impl PartitionReader {
                 Err(e) => return Err(e.into()),
             }
         }
-        let head = |f: &eddy_storage::FetchedRecords| {
-            f.records.first().map_or(i64::MIN, |r| r.record.timestamp)
+        let head = |i: usize, f: &eddy_storage::FetchedRecords| {
+            let time = f.records.first().map_or(i64::MIN, |r| r.record.timestamp);
+            (time, self.tie_rank[i])
         };
         let Some(chosen) = (0..self.inputs.len())
-            .filter(|&i| self.pending[i].is_some())
-            .min_by_key(|&i| self.pending[i].as_ref().map_or(i64::MAX, head))
+            .filter_map(|i| self.pending[i].as_ref().map(|f| (head(i, f), i)))
+            .min()
+            .map(|(_, i)| i)
         else {
             return Ok(None);
         };
         let bound = (0..self.inputs.len())
             .filter(|_| self.ordered)
             .filter(|&i| i != chosen)
-            .filter_map(|i| self.pending[i].as_ref().map(head))
+            .filter_map(|i| self.pending[i].as_ref().map(|f| head(i, f)))
             .min();
+        let rank = self.tie_rank[chosen];
         let Some(mut fetched) = self.pending[chosen].take() else {
             return Ok(None);
         };
@@ -167,7 +192,7 @@ impl PartitionReader {
                 .records
                 .iter()
                 .skip(1)
-                .position(|r| r.record.timestamp > bound)
+                .position(|r| (r.record.timestamp, rank) > bound)
         {
             let cut = cut + 1;
             fetched.next_offset = fetched.records[cut].offset;
