@@ -68,6 +68,17 @@ pub const QUERIES: &[Query] = &[
         batch: "SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id \
             WHERE a.category = 10 AND (p.state = 'OR' OR p.state = 'ID' OR p.state = 'CA')",
     },
+    Query {
+        name: "q4",
+        sql: include_str!("../../nexmark/q4.sql"),
+        sink: "NEXMARK_Q4",
+        table_key: Some("CATEGORY"),
+        batch: "SELECT q.category, AVG(q.final) AS avg_final FROM ( \
+                SELECT MAX(b.price) AS final, a.category FROM auction a, bid b \
+                WHERE a.id = b.auction AND b.date_time BETWEEN a.date_time AND a.expires \
+                GROUP BY a.id, a.category) q \
+            GROUP BY q.category",
+    },
 ];
 
 /// The events of one run, as JSON lines per kind.
