@@ -147,7 +147,8 @@ impl Events {
         (all().count() as u64, all().map(|e| e.len() as u64).sum())
     }
 
-    fn kinds(&self) -> [(&'static str, &'static str, &[String]); 3] {
+    /// Each kind's table name, topic and JSON lines.
+    pub fn kinds(&self) -> [(&'static str, &'static str, &[String]); 3] {
         [
             ("person", "nexmark-person", &self.person),
             ("auction", "nexmark-auction", &self.auction),
@@ -165,6 +166,9 @@ pub struct QueryRun {
     pub rows: usize,
     /// Peak memory of the process.
     pub peak_rss: PeakRss,
+    /// What the query itself took: the peak anonymous memory while it ran, less that when it
+    /// began (the generated events the harness holds excluded).
+    pub query_memory: Option<u64>,
 }
 
 /// Loads the events, runs `query` over them, and checks its output against DataFusion's.
@@ -180,8 +184,11 @@ pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
             let records = lines.iter().map(|line| keyed(topic, line));
             bench.append(topic, records).await?;
         }
-        bench.time_query_reading(query.sql, query.sink).await
+        let before = super::status_bytes("RssAnon:");
+        let (timed, output, peak) = bench.time_query_reading(query.sql, query.sink).await?;
+        anyhow::Ok((timed, output, (peak, before)))
     })?;
+    let (peak_rss, before) = peak_rss;
     let got = match query.table_key {
         None => canonical_rows(output.iter().filter_map(|(_, value)| value.as_deref()))?,
         Some(key) => table_rows(key, &output)?,
@@ -200,6 +207,10 @@ pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
         throughput: Throughput::of(count, bytes, timed),
         rows: got.values().sum(),
         peak_rss,
+        query_memory: peak_rss
+            .anonymous
+            .zip(before)
+            .map(|(p, b)| p.saturating_sub(b)),
     })
 }
 

@@ -148,7 +148,7 @@ enum Scenario {
     /// Nexmark's queries over the same generated events, each checked against DataFusion's
     /// batch answer.
     Nexmark {
-        /// Only this query (`q0`, `q1`, `q2`); all of them when left out.
+        /// Only this query (`q0` ... `q8`); all that Eddy runs when left out.
         #[arg(long)]
         query: Option<String>,
         /// Events generated (persons, auctions and bids, in Nexmark's proportions).
@@ -157,6 +157,9 @@ enum Scenario {
         /// Runs per query; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Leave Apache Flink out (it runs beside Eddy by default, installed on first use).
+        #[arg(long)]
+        no_flink: bool,
     },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
@@ -288,7 +291,8 @@ fn main() -> anyhow::Result<()> {
             query,
             events,
             runs,
-        } => nexmark_scenario(query.as_deref(), events, runs)?,
+            no_flink,
+        } => nexmark_scenario(query.as_deref(), events, runs, !no_flink)?,
         Scenario::PushLatency { rate, seconds } => {
             println!("eddy-bench push-latency: {rate} rows/s for {seconds} s");
             let result = bench::push::run(&bench::push::PushBenchConfig { rate, seconds })?;
@@ -371,8 +375,15 @@ fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow
     Ok(())
 }
 
-/// Runs each Nexmark query (or the one named) `runs` times over the same events; medians.
-fn nexmark_scenario(only: Option<&str>, events: u64, runs: usize) -> anyhow::Result<()> {
+/// Runs each Nexmark query (or the one named) `runs` times over the same events on Eddy and,
+/// unless left out or unavailable, on Flink; medians side by side.
+fn nexmark_scenario(
+    only: Option<&str>,
+    events: u64,
+    runs: usize,
+    with_flink: bool,
+) -> anyhow::Result<()> {
+    use bench::flink::Flink;
     use bench::nexmark::{Events, QUERIES};
     let queries: Vec<_> = QUERIES
         .iter()
@@ -391,26 +402,64 @@ fn nexmark_scenario(only: Option<&str>, events: u64, runs: usize) -> anyhow::Res
     println!(
         "eddy-bench nexmark: {events} events, {runs} run(s) per query, each checked against DataFusion"
     );
+    let flink = match with_flink.then(|| Flink::prepare(&generated)) {
+        Some(Ok(flink)) => Some(flink),
+        Some(Err(e)) => {
+            println!("Flink left out: {e:#}");
+            None
+        }
+        None => None,
+    };
+    let mib = |bytes: u64| bytes >> 20;
     for query in queries {
-        let (mut rates, mut per_cpu) = (Vec::new(), Vec::new());
+        let (mut rates, mut per_cpu, mut memory) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut flink_rates, mut flink_per_cpu, mut flink_rss) = (Vec::new(), Vec::new(), 0);
         for run in 1..=runs.max(1) {
             let result = bench::nexmark::run(query, &generated)?;
+            let used = result
+                .query_memory
+                .map_or("?".into(), |m| mib(m).to_string());
             println!(
-                "{} run {run}: {} ({} rows)",
+                "{} run {run}: Eddy {} ({} rows, query memory {used} MiB)",
                 query.name, result.throughput, result.rows
             );
             rates.push(result.throughput.records_per_sec());
             per_cpu.extend(result.throughput.records_per_cpu_sec());
-            if let Some(rss) = result.peak_rss.resident {
-                println!("{} run {run}: peak RSS {} MiB", query.name, rss >> 20);
-            }
+            memory.extend(result.query_memory.map(|m| m as f64));
+            let Some(flink) = flink.as_ref().filter(|_| Flink::has(query.name)) else {
+                continue;
+            };
+            let peer = flink.run(query.name)?;
+            println!(
+                "{} run {run}: Flink {:.2}s, {:.2} CPU-s, JVM peak RSS {} MiB",
+                query.name,
+                peer.seconds,
+                peer.cpu_seconds,
+                mib(peer.peak_rss)
+            );
+            flink_rates.push(events as f64 / peer.seconds);
+            flink_per_cpu.push(events as f64 / peer.cpu_seconds);
+            flink_rss = flink_rss.max(peer.peak_rss);
         }
+        let eddy_cpu = median(per_cpu);
         println!(
-            "{} median: {:.0} events/s, {:.0} events per CPU-second",
+            "{} median: Eddy {:.0} events/s, {:.0} events per CPU-second, query memory {} MiB",
             query.name,
             median(rates),
-            median(per_cpu)
+            eddy_cpu,
+            mib(median(memory) as u64)
         );
+        if !flink_rates.is_empty() {
+            let flink_cpu = median(flink_per_cpu);
+            println!(
+                "{} median: Flink {:.0} events/s, {:.0} events per CPU-second, JVM peak RSS {} MiB; Eddy/Flink per CPU-second {:.1}x",
+                query.name,
+                median(flink_rates),
+                flink_cpu,
+                mib(flink_rss),
+                eddy_cpu / flink_cpu
+            );
+        }
     }
     Ok(())
 }
