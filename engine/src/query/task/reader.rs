@@ -25,18 +25,22 @@ pub(crate) struct PartitionReader {
     positions: Vec<i64>,
     /// Records read from an input but not yet handed out.
     pending: Vec<Option<eddy_storage::FetchedRecords>>,
+    /// Per input, the rest of a read cut short when it was handed out: pending again once the
+    /// caller advances past what it was handed, so merging inputs by time never reads the
+    /// same records twice.
+    rest: Vec<Option<eddy_storage::FetchedRecords>>,
     /// Whether inputs are merged in timestamp order (see [`PartitionReader::try_next`]).
     ordered: bool,
     /// Per input, its rank among inputs whose next records have the same time: lower first.
     tie_rank: Vec<u8>,
-    /// The next read of the input last handed out, started while the caller processes it.
-    prefetch: Option<Prefetch>,
+    /// Per input, its next read, started when its records were last handed out in full, while
+    /// the caller processes them.
+    prefetch: Vec<Option<Prefetch>>,
 }
 
 /// A read of one input begun ahead on a blocking thread: reading and decoding the log takes
 /// a query with a backlog about a third of its time, which then overlaps processing.
 struct Prefetch {
-    index: usize,
     position: i64,
     result: std::sync::mpsc::Receiver<eddy_storage::Result<eddy_storage::FetchedRecords>>,
 }
@@ -53,11 +57,12 @@ impl PartitionReader {
             store: store.clone(),
             query_id: query_id.to_string(),
             pending: (0..inputs.len()).map(|_| None).collect(),
+            rest: (0..inputs.len()).map(|_| None).collect(),
             tie_rank: vec![0; inputs.len()],
+            prefetch: (0..inputs.len()).map(|_| None).collect(),
             inputs,
             positions,
             ordered: true,
-            prefetch: None,
         }
     }
 
@@ -67,7 +72,7 @@ impl PartitionReader {
         i: usize,
         position: i64,
     ) -> eddy_storage::Result<eddy_storage::FetchedRecords> {
-        if let Some(ahead) = self.prefetch.take_if(|p| p.index == i)
+        if let Some(ahead) = self.prefetch[i].take()
             && ahead.position == position
             && let Ok(result) = ahead.result.recv()
         {
@@ -84,7 +89,11 @@ impl PartitionReader {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if fetched.next_offset >= fetched.last_stable_offset {
+        if fetched.next_offset >= fetched.last_stable_offset
+            || self.prefetch[i]
+                .as_ref()
+                .is_some_and(|p| p.position == fetched.next_offset)
+        {
             return;
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -94,8 +103,7 @@ impl PartitionReader {
         runtime.spawn_blocking(move || {
             let _ = tx.send(store.read_records(&topic, partition, position, READ_BYTES));
         });
-        self.prefetch = Some(Prefetch {
-            index: i,
+        self.prefetch[i] = Some(Prefetch {
             position,
             result: rx,
         });
@@ -141,7 +149,9 @@ impl PartitionReader {
     pub(crate) fn advance(&mut self, index: usize, next_offset: i64) {
         if let Some(p) = self.positions.get_mut(index) {
             *p = next_offset;
-            self.pending[index] = None;
+            self.pending[index] = self.rest[index]
+                .take()
+                .filter(|rest| rest.records.first().map(|r| r.offset) == Some(next_offset));
         }
     }
 
@@ -187,6 +197,7 @@ impl PartitionReader {
         let Some(mut fetched) = self.pending[chosen].take() else {
             return Ok(None);
         };
+        self.rest[chosen] = None;
         if let Some(bound) = bound
             && let Some(cut) = fetched
                 .records
@@ -195,10 +206,19 @@ impl PartitionReader {
                 .position(|r| (r.record.timestamp, rank) > bound)
         {
             let cut = cut + 1;
-            fetched.next_offset = fetched.records[cut].offset;
-            fetched.records.truncate(cut);
+            let rest = eddy_storage::FetchedRecords {
+                records: fetched.records.split_off(cut),
+                next_offset: fetched.next_offset,
+                high_watermark: fetched.high_watermark,
+                last_stable_offset: fetched.last_stable_offset,
+                log_start_offset: fetched.log_start_offset,
+            };
+            fetched.next_offset = rest.records.first().map_or(rest.next_offset, |r| r.offset);
+            self.rest[chosen] = Some(rest);
         }
-        self.read_ahead(chosen, &fetched);
+        if self.rest[chosen].is_none() {
+            self.read_ahead(chosen, &fetched);
+        }
         Ok(Some((chosen, fetched)))
     }
 
