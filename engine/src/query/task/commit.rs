@@ -80,6 +80,11 @@ impl Uncommitted {
         self.commit.is_none()
     }
 
+    /// How many input records the uncommitted steps processed.
+    pub(super) fn processed(&self) -> u64 {
+        self.processed
+    }
+
     /// How long the oldest uncommitted work has waited.
     pub(super) fn age(&self) -> Duration {
         self.since.map_or(Duration::ZERO, |t| t.elapsed())

@@ -120,11 +120,14 @@ async fn run_query_inner(
         // A query with a backlog would otherwise run step after step without giving its
         // worker thread back: tasks woken meanwhile (an HTTP answer, a scrape) would wait.
         tokio::task::consume_budget().await;
-        // Without a record cache every step commits; with one, the cache flushes (and the
-        // step's work commits) once it is full or the commit interval has passed.
-        let due = operator.record_cache().is_none_or(|bytes| {
-            bytes >= buffering.max_bytes || uncommitted.age() >= buffering.interval
-        });
+        // With a record cache, the cache flushes (and the steps' work commits) once it is full
+        // or the commit interval has passed. Without one, every update goes out, but steps
+        // commit together up to a batch's worth: inputs merged by time can make steps of a few
+        // records each, and a commit per step would cost more than their work.
+        let due = match operator.record_cache() {
+            Some(bytes) => bytes >= buffering.max_bytes || uncommitted.age() >= buffering.interval,
+            None => uncommitted.processed() >= COMMIT_RECORDS || uncommitted.age() >= COMMIT_DELAY,
+        };
         if due {
             in_flight.push_back(uncommitted.submit(store, operator.as_mut(), &context)?);
             if in_flight.len() > MAX_IN_FLIGHT
@@ -150,6 +153,12 @@ async fn run_query_inner(
     }
     Ok(())
 }
+
+/// Without a record cache, the records whose steps commit together at most (a caught-up query
+/// commits at once)...
+const COMMIT_RECORDS: u64 = 1024;
+/// ... and the longest their output waits for the commit that makes it visible.
+const COMMIT_DELAY: Duration = Duration::from_millis(50);
 
 /// How a query's record cache coalesces updates, from `cache.max.bytes.buffering` and
 /// `commit.interval.ms` as ksqlDB reads them.
