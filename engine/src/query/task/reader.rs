@@ -290,3 +290,64 @@ fn start_positions(store: &Store, group: &str, topic: &str, partitions: u32) -> 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use eddy_storage::{Record, Store, StoreOptions, TopicConfig};
+
+    use super::*;
+
+    /// Two topics whose records interleave in time: `a` at even times, `b` at odd ones.
+    async fn interleaved(dir: &std::path::Path) -> Store {
+        let store = Store::open(dir, StoreOptions::default()).unwrap();
+        for (topic, first) in [("a", 0), ("b", 1)] {
+            store.create_topic(topic, TopicConfig::default()).unwrap();
+            let records = (0..100)
+                .map(|i| Record::unkeyed(vec![b'x'], first + 2 * i))
+                .collect();
+            store.produce(topic, records).await.unwrap();
+        }
+        store
+    }
+
+    fn reader_of(store: &Store) -> PartitionReader {
+        let inputs = ["a", "b"]
+            .iter()
+            .enumerate()
+            .map(|(side, topic)| Input {
+                side,
+                topic: topic.to_string(),
+                partition: 0,
+            })
+            .collect();
+        PartitionReader::over(store, "q", inputs, vec![0, 0])
+    }
+
+    #[tokio::test]
+    async fn interleaved_inputs_come_out_in_time_order_each_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = interleaved(dir.path()).await;
+        let mut reader = reader_of(&store);
+        let mut times = Vec::new();
+        while let Some((index, fetched)) = reader.try_next().unwrap() {
+            times.extend(fetched.records.iter().map(|r| r.record.timestamp));
+            reader.advance(index, fetched.next_offset);
+        }
+        assert_eq!(times, (0..200).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn records_handed_out_but_not_advanced_past_come_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = interleaved(dir.path()).await;
+        let mut reader = reader_of(&store);
+        let (index, first) = reader.try_next().unwrap().unwrap();
+        let (again, repeated) = reader.try_next().unwrap().unwrap();
+        assert_eq!((index, first.next_offset), (again, repeated.next_offset));
+        assert_eq!(first.records.len(), repeated.records.len());
+        reader.advance(index, first.next_offset);
+        let (other, next) = reader.try_next().unwrap().unwrap();
+        assert_ne!(other, index);
+        assert_eq!(next.records[0].record.timestamp, 1);
+    }
+}
