@@ -78,8 +78,7 @@ impl Flink {
             let err = String::from_utf8_lossy(&out.stderr);
             let cause = err
                 .lines()
-                .filter(|l| l.contains("Exception:"))
-                .last()
+                .rfind(|l| l.contains("Exception:"))
                 .unwrap_or_else(|| err.lines().last().unwrap_or_default());
             anyhow::bail!("Flink's {name} failed ({}): {cause}", out.status);
         }
