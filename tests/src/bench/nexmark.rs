@@ -19,6 +19,7 @@ use nexmark::event::Event;
 use serde_json::{Value, json};
 
 use crate::bench::{BenchEngine, PeakRss, Throughput};
+use crate::qtt_avro::{self, Writer};
 
 /// The sources, as `tests/nexmark/ddl.sql` declares them.
 const DDL: &str = include_str!("../../nexmark/ddl.sql");
@@ -171,27 +172,68 @@ pub struct QueryRun {
     pub query_memory: Option<u64>,
 }
 
-/// Loads the events, runs `query` over them, and checks its output against DataFusion's.
-pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
+/// How the events' values are serialized in their topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON objects.
+    Json,
+    /// Confluent-framed Avro, written with the schemas the sources registered, as a producer
+    /// using the subject's latest schema writes them.
+    Avro,
+}
+
+/// Loads the events in `format`, runs `query` over them, and checks its output against
+/// DataFusion's.
+pub fn run(query: &Query, events: &Events, format: Format) -> anyhow::Result<QueryRun> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (count, bytes) = events.size();
-    let (timed, output, peak_rss) = runtime.block_on(async {
-        let setup = format!("SET 'auto.offset.reset' = 'earliest';\n{DDL}");
+    let ddl = match format {
+        Format::Json => DDL.to_string(),
+        Format::Avro => DDL.replace("value_format='JSON'", "value_format='AVRO'"),
+    };
+    let (timed, output, (peak_rss, before), registry, bytes) = runtime.block_on(async {
+        let setup = format!("SET 'auto.offset.reset' = 'earliest';\n{ddl}");
         let bench = BenchEngine::open(&setup).await?;
+        let registry = bench.schema_registry().clone();
+        let mut bytes = 0;
         for (_, topic, lines) in events.kinds() {
-            let records = lines.iter().map(|line| keyed(topic, line));
-            bench.append(topic, records).await?;
+            let writer = match format {
+                Format::Json => None,
+                Format::Avro => Some(
+                    Writer::latest(&registry, &format!("{topic}-value"))
+                        .await
+                        .with_context(|| format!("no schema registered for {topic}"))?,
+                ),
+            };
+            for chunk in lines.chunks(10_000) {
+                let records = chunk
+                    .iter()
+                    .map(|line| record(topic, line, writer.as_ref()))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                bytes += records
+                    .iter()
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                    .sum::<u64>();
+                bench.append(topic, records.into_iter()).await?;
+            }
         }
         let before = super::status_bytes("RssAnon:");
         let (timed, output, peak) = bench.time_query_reading(query.sql, query.sink).await?;
-        anyhow::Ok((timed, output, (peak, before)))
+        anyhow::Ok((timed, output, (peak, before), registry, bytes))
     })?;
-    let (peak_rss, before) = peak_rss;
+    let decode = |value: &[u8]| -> anyhow::Result<Value> {
+        match format {
+            Format::Json => serde_json::from_slice(value).context("a row Eddy wrote is not JSON"),
+            Format::Avro => qtt_avro::read(&registry, value).map_err(anyhow::Error::msg),
+        }
+    };
     let got = match query.table_key {
-        None => canonical_rows(output.iter().filter_map(|(_, value)| value.as_deref()))?,
-        Some(key) => table_rows(key, &output)?,
+        None => canonical_rows(
+            output.iter().filter_map(|(_, value)| value.as_deref()),
+            &decode,
+        )?,
+        Some(key) => table_rows(key, &output, &decode)?,
     };
     let expected = runtime.block_on(batch_answer(query, events))?;
     if got != expected {
@@ -204,7 +246,7 @@ pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
         );
     }
     Ok(QueryRun {
-        throughput: Throughput::of(count, bytes, timed),
+        throughput: Throughput::of(events.size().0, bytes, timed),
         rows: got.values().sum(),
         peak_rss,
         query_memory: peak_rss
@@ -216,19 +258,19 @@ pub fn run(query: &Query, events: &Events) -> anyhow::Result<QueryRun> {
 
 /// An event's record, timestamped with the event's time as a producer of events would: a
 /// person or an auction keyed by its id (a KAFKA BIGINT, big-endian), so their topics are also
-/// tables by id; bids unkeyed.
-fn keyed(topic: &str, line: &str) -> Record {
-    let value = line.as_bytes().to_vec();
-    let parsed = serde_json::from_str::<Value>(line).ok();
-    let time = parsed
-        .as_ref()
-        .and_then(|v| v["date_time"].as_i64())
-        .unwrap_or_default();
+/// tables by id; bids unkeyed. Its value is the JSON line, or written with `avro`.
+fn record(topic: &str, line: &str, avro: Option<&Writer>) -> anyhow::Result<Record> {
+    let parsed: Value = serde_json::from_str(line)?;
+    let value = match avro {
+        None => line.as_bytes().to_vec(),
+        Some(writer) => writer.write(&parsed).map_err(anyhow::Error::msg)?,
+    };
+    let time = parsed["date_time"].as_i64().unwrap_or_default();
     if topic == "nexmark-bid" {
-        return Record::unkeyed(value, time);
+        return Ok(Record::unkeyed(value, time));
     }
-    let id = parsed.and_then(|v| v["id"].as_i64()).unwrap_or_default();
-    Record::keyed(id.to_be_bytes().to_vec(), value, time)
+    let id = parsed["id"].as_i64().unwrap_or_default();
+    Ok(Record::keyed(id.to_be_bytes().to_vec(), value, time))
 }
 
 /// The query computed as a batch by DataFusion over the same events.
@@ -307,6 +349,7 @@ fn table_schema(table: &str) -> datafusion::arrow::datatypes::Schema {
 fn table_rows(
     key: &str,
     changelog: &[(Vec<u8>, Option<Vec<u8>>)],
+    decode: &dyn Fn(&[u8]) -> anyhow::Result<Value>,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut latest = BTreeMap::new();
     for (k, value) in changelog {
@@ -319,8 +362,7 @@ fn table_rows(
             .get(..8)
             .and_then(|k| k.try_into().ok())
             .context("a table key is not a BIGINT")?;
-        let mut row: Value =
-            serde_json::from_slice(value).context("a row Eddy wrote is not JSON")?;
+        let mut row = decode(value)?;
         if let Value::Object(fields) = &mut row {
             fields.insert(key.to_string(), json!(i64::from_be_bytes(id)));
         }
@@ -332,10 +374,11 @@ fn table_rows(
 /// Rows as a multiset of canonical JSON texts.
 fn canonical_rows<'a>(
     values: impl Iterator<Item = &'a [u8]>,
+    decode: &dyn Fn(&[u8]) -> anyhow::Result<Value>,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
     let mut out = BTreeMap::new();
     for value in values {
-        let row: Value = serde_json::from_slice(value).context("a row Eddy wrote is not JSON")?;
+        let row = decode(value)?;
         *out.entry(canonical(&row)).or_default() += 1;
     }
     Ok(out)

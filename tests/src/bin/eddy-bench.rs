@@ -160,6 +160,9 @@ enum Scenario {
         /// Leave Apache Flink out (it runs beside Eddy by default, installed on first use).
         #[arg(long)]
         no_flink: bool,
+        /// How the events' values are serialized in their topics: `json` or `avro`.
+        #[arg(long, default_value = "json")]
+        format: String,
     },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
@@ -292,7 +295,8 @@ fn main() -> anyhow::Result<()> {
             events,
             runs,
             no_flink,
-        } => nexmark_scenario(query.as_deref(), events, runs, !no_flink)?,
+            format,
+        } => nexmark_scenario(query.as_deref(), events, runs, !no_flink, &format)?,
         Scenario::PushLatency { rate, seconds } => {
             println!("eddy-bench push-latency: {rate} rows/s for {seconds} s");
             let result = bench::push::run(&bench::push::PushBenchConfig { rate, seconds })?;
@@ -382,9 +386,15 @@ fn nexmark_scenario(
     events: u64,
     runs: usize,
     with_flink: bool,
+    format: &str,
 ) -> anyhow::Result<()> {
     use bench::flink::Flink;
-    use bench::nexmark::{Events, QUERIES};
+    use bench::nexmark::{Events, Format, QUERIES};
+    let format = match format.to_ascii_lowercase().as_str() {
+        "json" => Format::Json,
+        "avro" => Format::Avro,
+        other => anyhow::bail!("no event format {other:?}: json or avro"),
+    };
     let queries: Vec<_> = QUERIES
         .iter()
         .filter(|q| only.is_none_or(|name| name.eq_ignore_ascii_case(q.name)))
@@ -400,7 +410,7 @@ fn nexmark_scenario(
     );
     let generated = Events::generate(events);
     println!(
-        "eddy-bench nexmark: {events} events, {runs} run(s) per query, each checked against DataFusion"
+        "eddy-bench nexmark: {events} events in {format:?}, {runs} run(s) per query, each checked against DataFusion"
     );
     let flink = match with_flink.then(|| Flink::prepare(&generated)) {
         Some(Ok(flink)) => Some(flink),
@@ -415,7 +425,7 @@ fn nexmark_scenario(
         let (mut rates, mut per_cpu, mut memory) = (Vec::new(), Vec::new(), Vec::new());
         let (mut flink_rates, mut flink_per_cpu, mut flink_rss) = (Vec::new(), Vec::new(), 0);
         for run in 1..=runs.max(1) {
-            let result = bench::nexmark::run(query, &generated)?;
+            let result = bench::nexmark::run(query, &generated, format)?;
             let used = result
                 .query_memory
                 .map_or("?".into(), |m| mib(m).to_string());
