@@ -338,12 +338,22 @@ impl Connection {
     }
 
     pub(crate) async fn produce(&mut self, partition: i32, records: &[u8]) -> anyhow::Result<()> {
+        self.produce_to(TOPIC, partition, records).await
+    }
+
+    /// Produces an encoded batch to `partition` of `topic`, with `acks=1`.
+    pub(crate) async fn produce_to(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: &[u8],
+    ) -> anyhow::Result<()> {
         let request = ProduceRequest::default()
             .with_acks(1)
             .with_timeout_ms(30_000)
             .with_topic_data(vec![
                 TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
                     .with_partition_data(vec![
                         PartitionProduceData::default()
                             .with_index(partition)
@@ -359,7 +369,7 @@ impl Connection {
             .first()
             .and_then(|t| t.partition_responses.first())
             .map_or(-1, |p| p.error_code);
-        anyhow::ensure!(code == 0, "Produce answered error code {code}");
+        anyhow::ensure!(code == 0, "Produce to {topic} answered error code {code}");
         Ok(())
     }
 

@@ -7,6 +7,7 @@ pub mod kafka;
 mod kafka_transactions;
 pub mod log;
 pub mod nexmark;
+pub mod nexmark_load;
 pub mod pull;
 pub mod push;
 pub mod stateless;

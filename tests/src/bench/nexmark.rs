@@ -259,7 +259,7 @@ pub fn run(query: &Query, events: &Events, format: Format) -> anyhow::Result<Que
 /// An event's record, timestamped with the event's time as a producer of events would: a
 /// person or an auction keyed by its id (a KAFKA BIGINT, big-endian), so their topics are also
 /// tables by id; bids unkeyed. Its value is the JSON line, or written with `avro`.
-fn record(topic: &str, line: &str, avro: Option<&Writer>) -> anyhow::Result<Record> {
+pub(crate) fn record(topic: &str, line: &str, avro: Option<&Writer>) -> anyhow::Result<Record> {
     let parsed: Value = serde_json::from_str(line)?;
     let value = match avro {
         None => line.as_bytes().to_vec(),

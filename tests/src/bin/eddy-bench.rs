@@ -163,6 +163,11 @@ enum Scenario {
         /// How the events' values are serialized in their topics: `json` or `avro`.
         #[arg(long, default_value = "json")]
         format: String,
+        /// Instead of running the queries, produce the events as JSON to the Kafka listener at
+        /// this `host:port` (a running Eddy's, by default 127.0.0.1:9092), into the topics
+        /// `tests/nexmark/ddl.sql` declares.
+        #[arg(long, value_name = "BOOTSTRAP")]
+        load: Option<String>,
     },
     /// Rows appended at a steady rate, timed until each arrives at a push-query client over
     /// HTTP; the baseline is a reader of the log itself in the same run.
@@ -291,11 +296,26 @@ fn main() -> anyhow::Result<()> {
             runs,
         )?,
         Scenario::Nexmark {
+            events,
+            load: Some(bootstrap),
+            ..
+        } => {
+            let generated = bench::nexmark::Events::generate(events);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let produced = runtime.block_on(bench::nexmark_load::load(&generated, &bootstrap))?;
+            println!(
+                "produced {produced} Nexmark events to {bootstrap} (nexmark-person, nexmark-auction, nexmark-bid); declare them with tests/nexmark/ddl.sql"
+            );
+        }
+        Scenario::Nexmark {
             query,
             events,
             runs,
             no_flink,
             format,
+            load: None,
         } => nexmark_scenario(query.as_deref(), events, runs, !no_flink, &format)?,
         Scenario::PushLatency { rate, seconds } => {
             println!("eddy-bench push-latency: {rate} rows/s for {seconds} s");
