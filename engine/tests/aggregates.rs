@@ -629,6 +629,60 @@ async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart
     engine.shutdown().await;
 }
 
+/// Beyond ksqlDB: the final rows of a windowed aggregation, read back as a windowed stream,
+/// aggregate again by their window: here the highest count of any user per window.
+#[tokio::test]
+async fn a_windowed_stream_aggregates_by_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE per_user AS SELECT user, COUNT(*) AS n
+         FROM orders WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS)
+         GROUP BY user EMIT FINAL;
+         CREATE STREAM per_user_final (user STRING KEY, n BIGINT)
+           WITH (kafka_topic='PER_USER', value_format='JSON', window_type='TUMBLING',
+                 window_size='10 MILLISECONDS');
+         CREATE TABLE busiest WITH (key_format='JSON') AS
+           SELECT WINDOWSTART AS starttime, MAX(n) AS most, COUNT(*) AS users
+           FROM per_user_final GROUP BY WINDOWSTART;",
+    )
+    .await;
+    let orders = [
+        ("ann", 1),
+        ("ann", 2),
+        ("bob", 3),
+        ("bob", 11),
+        ("bob", 12),
+        ("bob", 13),
+    ];
+    feed(
+        &engine,
+        "orders",
+        orders.iter().map(|(u, ts)| order(u, 1, *ts)).collect(),
+    )
+    .await;
+    // Stream time 25 closes [10, 20) as well.
+    feed(&engine, "orders", vec![order("cy", 1, 25)]).await;
+    let out: Vec<(String, Option<String>)> = records(engine.store(), "BUSIEST")
+        .into_iter()
+        .map(|(k, v, _)| (String::from_utf8(k).unwrap(), v))
+        .collect();
+    assert_eq!(
+        out,
+        vec![
+            ("0".to_string(), Some(r#"{"MOST":2,"USERS":1}"#.to_string())),
+            ("0".to_string(), Some(r#"{"MOST":2,"USERS":2}"#.to_string())),
+            (
+                "10".to_string(),
+                Some(r#"{"MOST":3,"USERS":1}"#.to_string())
+            ),
+        ]
+    );
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn emit_final_needs_a_window() {
     let dir = tempfile::tempdir().unwrap();
