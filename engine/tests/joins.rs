@@ -613,3 +613,82 @@ async fn join_state_beyond_the_cache_is_read_through_with_the_same_results() {
     }
     assert_eq!(three_entries, everything_in_memory);
 }
+
+/// A windowed key: the user, then the window start (8 bytes, big-endian).
+fn windowed(user: &str, start: i64) -> Vec<u8> {
+    let mut key = user.as_bytes().to_vec();
+    key.extend_from_slice(&start.to_be_bytes());
+    key
+}
+
+/// Beyond ksqlDB: a windowed table looks up a plain table on a foreign key made of its window
+/// start, and the result, keyed by the windowed table's key and window, follows both sides.
+#[tokio::test]
+async fn a_windowed_table_joins_a_table_on_its_window_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(
+        &engine,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE TABLE visits (user STRING PRIMARY KEY, n BIGINT)
+           WITH (kafka_topic='visits', partitions=1, value_format='JSON',
+                 window_type='TUMBLING', window_size='10 MILLISECONDS');
+         CREATE TABLE quota (start BIGINT PRIMARY KEY, most BIGINT)
+           WITH (kafka_topic='quota', partitions=1, value_format='JSON');
+         CREATE TABLE over_quota AS
+           SELECT v.user, v.n AS n, q.most AS most, v.windowstart AS ws
+           FROM visits v JOIN quota q ON v.windowstart = q.start
+           WHERE v.n > q.most;",
+    )
+    .await;
+    let visit = |user: &str, start: i64, n: i64, ts: i64| {
+        Record::keyed(
+            windowed(user, start),
+            format!(r#"{{"n":{n}}}"#).into_bytes(),
+            ts,
+        )
+    };
+    let quota = |start: i64, most: i64, ts: i64| {
+        Record::keyed(
+            start.to_be_bytes().to_vec(),
+            format!(r#"{{"most":{most}}}"#).into_bytes(),
+            ts,
+        )
+    };
+    feed(&engine, "quota", quota(0, 1, 1)).await;
+    feed(&engine, "visits", visit("u1", 0, 2, 2)).await;
+    // No quota for window 10 yet: an inner join has nothing for it.
+    feed(&engine, "visits", visit("u2", 10, 5, 12)).await;
+    feed(&engine, "quota", quota(10, 3, 13)).await;
+    // Window 0's quota rises past u1's visits: u1's row for it goes.
+    feed(&engine, "quota", quota(0, 5, 14)).await;
+    let got: Vec<(Vec<u8>, Option<String>)> = common::records(engine.store(), "OVER_QUOTA")
+        .into_iter()
+        .map(|(k, v, _)| (k.unwrap_or_default(), v))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (
+                windowed("u1", 0),
+                Some(r#"{"N":2,"MOST":1,"WS":0}"#.to_string())
+            ),
+            (
+                windowed("u2", 10),
+                Some(r#"{"N":5,"MOST":3,"WS":10}"#.to_string())
+            ),
+            (windowed("u1", 0), None),
+        ]
+    );
+    // Joined on its key, a windowed table still needs a windowed table, as in ksqlDB.
+    let err = fails(
+        &engine,
+        "CREATE TABLE t AS SELECT v.user, q.most FROM visits v JOIN quota q ON v.user = q.start;",
+    )
+    .await;
+    assert!(
+        err.contains("Can not join windowed source to non-windowed source"),
+        "{err}"
+    );
+    engine.shutdown().await;
+}

@@ -143,7 +143,8 @@ pub struct JoinStage {
     pub shape: JoinShape,
     /// The type of the join key.
     pub key_type: DataType,
-    /// Both sources' window, when they are windowed: the window is part of the join key.
+    /// The window of the joined rows' keys: both sources', whose window is then part of the
+    /// join key, or a windowed left table's looking up a table on a foreign key.
     pub window: Option<crate::catalog::WindowInfo>,
     /// Joined rows: both sides' columns renamed, `ROWTIME`, and a synthetic key if any.
     pub joined_schema: SchemaRef,
@@ -158,6 +159,13 @@ impl JoinStage {
     /// The sides in order.
     fn sides(&self) -> [&JoinSide; 2] {
         [&self.left, &self.right]
+    }
+
+    /// Whether rows join on their window as well as their key: when both sides are windowed.
+    /// A windowed table's foreign key is what it names alone (the table it looks up has no
+    /// windows).
+    pub(super) fn keyed_by_window(&self) -> bool {
+        self.window.is_some() && !matches!(self.shape, JoinShape::ForeignKey)
     }
 }
 

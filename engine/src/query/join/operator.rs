@@ -244,7 +244,7 @@ fn join_step(
         ..
     } = rows;
     let mut key_columns = vec![key_values];
-    if plan.window.is_some() {
+    if plan.keyed_by_window() {
         for bound in [WINDOWSTART, WINDOWEND] {
             let column = batch.column_by_name(bound).cloned().ok_or_else(|| {
                 EngineError::internal(format!("a windowed source without {bound}"))

@@ -70,6 +70,9 @@ fn check_pair(left: &DataSource, right: &DataSource, join_type: JoinType) -> Res
         )));
     }
     match (&left.window, &right.window) {
+        // Beyond ksqlDB: a windowed table may look up a table on a foreign key (an expression
+        // of its columns, its window bounds included); `stage_shape` checks that it does.
+        (Some(_), None) if left.kind == SourceKind::Table && right.kind == SourceKind::Table => {}
         (Some(l), None) | (None, Some(l)) => {
             let (windowed, other) = if left.window.is_some() {
                 (left, right)
@@ -237,9 +240,15 @@ fn stage_shape(
                     "Invalid join condition: table-table joins require to join on the primary key of the right input table. {got}"
                 )));
             }
-            if left_is_key {
+            if left_is_key && left.window.is_some() != right.window.is_some() {
+                let window = left.window.as_ref().map_or("", |w| w.window_type.name());
+                return Err(EngineError::statement(format!(
+                    "Can not join windowed source to non-windowed source.\n`{}` is {window} windowed\n`{}` is not windowed",
+                    left.name, right.name
+                )));
+            } else if left_is_key {
                 JoinShape::TableTable
-            } else if left.window.is_some() || right.window.is_some() {
+            } else if right.window.is_some() {
                 return Err(EngineError::statement(
                     "Foreign-key table-table joins are not supported on windowed tables.",
                 ));

@@ -19,6 +19,7 @@ use crate::catalog::DataSource;
 use crate::codec::{RowCodec, Schemas};
 use crate::error::{EngineError, Result};
 use crate::query::source::ROWPARTITION;
+use crate::query::source::split_windowed_key;
 use crate::schema::Column;
 
 /// One joined result before it is decoded: the sides' records, the time and the key.
@@ -208,7 +209,7 @@ pub(super) fn joined_rows(
     columns.push(Arc::new(Int64Array::from_iter_values(
         outputs.iter().map(|o| o.timestamp),
     )));
-    let key_arrays = if plan.key_column.is_some() || plan.window.is_some() {
+    let key_arrays = if plan.key_column.is_some() || plan.keyed_by_window() {
         let rows: Vec<Option<Vec<u8>>> = outputs
             .iter()
             .map(|o| (!o.key.is_empty()).then(|| o.key.clone()))
@@ -217,8 +218,23 @@ pub(super) fn joined_rows(
     } else {
         Vec::new()
     };
-    if plan.window.is_some() {
+    if plan.keyed_by_window() {
         columns.extend(key_arrays.iter().skip(1).take(2).cloned());
+    } else if let Some(window) = &plan.window {
+        // A windowed table's foreign-key join: each result has its left row's window.
+        let bounds: Vec<Option<(i64, i64)>> = outputs
+            .iter()
+            .map(|o| {
+                let key = o.left.as_ref()?.key.as_deref()?;
+                split_windowed_key(key, window).map(|(_, start, end)| (start, end))
+            })
+            .collect();
+        columns.push(Arc::new(Int64Array::from_iter(
+            bounds.iter().map(|b| b.map(|b| b.0)),
+        )));
+        columns.push(Arc::new(Int64Array::from_iter(
+            bounds.iter().map(|b| b.map(|b| b.1)),
+        )));
     }
     let key_array = if plan.key_column.is_some() {
         key_arrays.first().cloned()
@@ -252,7 +268,7 @@ fn keys_arrays(
     let present: Vec<&Vec<u8>> = keys.iter().flatten().collect();
     if present.is_empty() {
         let mut arrays = vec![new_null_array(&plan.key_type, keys.len())];
-        if plan.window.is_some() {
+        if plan.keyed_by_window() {
             arrays.push(new_null_array(&DataType::Int64, keys.len()));
             arrays.push(new_null_array(&DataType::Int64, keys.len()));
         }

@@ -153,7 +153,7 @@ impl JoinState {
     /// them.
     pub fn load(store: &Store, query_id: &str, plan: &JoinStage, stage: u8) -> Result<Self> {
         let mut fields = vec![SortField::new(plan.key_type.clone())];
-        if plan.window.is_some() {
+        if plan.keyed_by_window() {
             fields.push(SortField::new(DataType::Int64));
             fields.push(SortField::new(DataType::Int64));
         }
