@@ -37,15 +37,17 @@ async fn load_produces_the_events_through_the_kafka_listener() {
         store.clone(),
         eddy_server::kafka::KafkaConfig::new(address),
     ));
-    let events = Events::generate(1_000);
+    // 40,000 events hold 2,400 auctions, over a MiB of them: more than one batch may carry
+    // under a topic's default `max.message.bytes`.
+    let events = Events::generate(40_000);
     let bootstrap = address.to_string();
     let produced = eddy_tests::bench::nexmark_load::load(&events, &bootstrap)
         .await
         .unwrap();
-    assert_eq!(produced, 1_000);
+    assert_eq!(produced, 40_000);
     for (_, topic, lines) in events.kinds() {
         assert_eq!(store.partition_count(topic).unwrap(), 1);
-        let fetched = store.read_records(topic, 0, 0, 1 << 20).unwrap();
+        let fetched = store.read_records(topic, 0, 0, usize::MAX).unwrap();
         assert_eq!(fetched.records.len(), lines.len(), "{topic}");
         for (record, line) in fetched.records.iter().zip(lines) {
             let event: serde_json::Value = serde_json::from_str(line).unwrap();
