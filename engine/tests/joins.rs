@@ -321,49 +321,54 @@ async fn join_state_survives_a_restart_mid_stream() {
     engine.shutdown().await;
 }
 
-#[tokio::test]
-async fn inputs_are_merged_in_timestamp_order_so_a_table_is_loaded_before_later_clicks() {
+/// Writes a backlog of `clicks` and then `users` before the query `enriched` (over both, by
+/// `select`) starts; what it wrote once it read them all.
+async fn join_over_backlog(
+    clicks: Vec<Record>,
+    users: Vec<Record>,
+    select: &str,
+) -> Vec<(String, Option<String>, i64)> {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(open_store(dir.path())).await.unwrap();
     run(&engine, USERS_AND_CLICKS).await;
-    // Both topics have a backlog before the query starts; the clicks were written first but
-    // happened after the users were registered.
-    let clicks = (0..5)
-        .map(|i| json("u1", Some(&format!(r#"{{"page":"p{i}"}}"#)), 100 + i))
-        .collect();
     engine.store().produce("clicks", clicks).await.unwrap();
-    engine
-        .store()
-        .produce("users", vec![json("u1", Some(r#"{"name":"Ann"}"#), 50)])
-        .await
-        .unwrap();
+    engine.store().produce("users", users).await.unwrap();
     run(
         &engine,
-        "SET 'auto.offset.reset' = 'earliest';
-         CREATE STREAM enriched AS SELECT c.user, page, name FROM clicks c JOIN users u ON c.user = u.id;",
+        &format!(
+            "SET 'auto.offset.reset' = 'earliest';
+             CREATE STREAM enriched AS {select} FROM clicks c JOIN users u ON c.user = u.id;"
+        ),
     )
     .await;
     assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
     let got = records(engine.store(), "ENRICHED");
+    engine.shutdown().await;
+    got
+}
+
+#[tokio::test]
+async fn inputs_are_merged_in_timestamp_order_so_a_table_is_loaded_before_later_clicks() {
+    // The clicks were written first but happened after the users were registered.
+    let clicks = (0..5)
+        .map(|i| json("u1", Some(&format!(r#"{{"page":"p{i}"}}"#)), 100 + i))
+        .collect();
+    let users = vec![json("u1", Some(r#"{"name":"Ann"}"#), 50)];
+    let got = join_over_backlog(clicks, users, "SELECT c.user, page, name").await;
     assert_eq!(got.len(), 5, "{got:?}");
     assert!(
         got.iter()
             .all(|(_, v, _)| v.as_deref().is_some_and(|v| v.contains("Ann")))
     );
-    engine.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_table_row_written_in_the_same_millisecond_as_a_stream_record_is_joined() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = Engine::open(open_store(dir.path())).await.unwrap();
-    run(&engine, USERS_AND_CLICKS).await;
     // The stream is the join's first input and its records come first in its topic, yet the
     // users registered in the same millisecond as their clicks are found.
     let clicks = (0..3)
         .map(|i| json(&format!("u{i}"), Some(r#"{"page":"/"}"#), 100 + i))
         .collect();
-    engine.store().produce("clicks", clicks).await.unwrap();
     let users = (0..3)
         .map(|i| {
             json(
@@ -373,23 +378,14 @@ async fn a_table_row_written_in_the_same_millisecond_as_a_stream_record_is_joine
             )
         })
         .collect();
-    engine.store().produce("users", users).await.unwrap();
-    run(
-        &engine,
-        "SET 'auto.offset.reset' = 'earliest';
-         CREATE STREAM enriched AS SELECT c.user, name FROM clicks c JOIN users u ON c.user = u.id;",
-    )
-    .await;
-    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
     assert_eq!(
-        records(engine.store(), "ENRICHED"),
+        join_over_backlog(clicks, users, "SELECT c.user, name").await,
         [
             row("u0", r#"{"NAME":"n0"}"#, 100),
             row("u1", r#"{"NAME":"n1"}"#, 101),
             row("u2", r#"{"NAME":"n2"}"#, 102),
         ]
     );
-    engine.shutdown().await;
 }
 
 #[tokio::test]

@@ -75,6 +75,25 @@ pub struct PeakRss {
     pub anonymous: Option<u64>,
 }
 
+/// `records` in batches of at most 2,000 records and about half a MiB of keys and values,
+/// well under a topic's default `max.message.bytes` (1 MiB).
+pub(crate) fn batches(
+    records: impl IntoIterator<Item = eddy_storage::Record>,
+) -> impl Iterator<Item = Vec<eddy_storage::Record>> {
+    let mut records = records.into_iter();
+    std::iter::from_fn(move || {
+        let mut batch = Vec::with_capacity(2_000);
+        let mut bytes = 0;
+        while batch.len() < 2_000 && bytes < 512 << 10 {
+            let Some(record) = records.next() else { break };
+            bytes += record.key.as_ref().map_or(0, |k| k.len())
+                + record.value.as_ref().map_or(0, |v| v.len());
+            batch.push(record);
+        }
+        (!batch.is_empty()).then_some(batch)
+    })
+}
+
 /// Resets this process's peak resident set size to its current one (Linux `clear_refs`), so a
 /// later [`peak_rss_bytes`] covers only what runs in between; a no-op where unsupported.
 pub fn reset_peak_rss() {
@@ -391,22 +410,8 @@ impl BenchEngine {
         topic: &str,
         records: impl Iterator<Item = eddy_storage::Record>,
     ) -> anyhow::Result<()> {
-        // At most 2,000 records, and half a MiB of keys and values, per batch.
-        let mut chunk = Vec::with_capacity(2_000);
-        let mut bytes = 0;
-        for record in records {
-            bytes += record.key.as_ref().map_or(0, |k| k.len())
-                + record.value.as_ref().map_or(0, |v| v.len());
-            chunk.push(record);
-            if chunk.len() == 2_000 || bytes >= 512 << 10 {
-                self.store
-                    .append(topic, 0, std::mem::take(&mut chunk))
-                    .await?;
-                bytes = 0;
-            }
-        }
-        if !chunk.is_empty() {
-            self.store.append(topic, 0, chunk).await?;
+        for batch in batches(records) {
+            self.store.append(topic, 0, batch).await?;
         }
         Ok(())
     }

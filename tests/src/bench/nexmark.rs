@@ -317,11 +317,7 @@ async fn batch_answer(query: &Query, events: &Events) -> anyhow::Result<BTreeMap
     } else {
         serde_json::from_slice(&json)?
     };
-    let mut out = BTreeMap::new();
-    for row in rows {
-        *out.entry(canonical(&row)).or_default() += 1;
-    }
-    Ok(out)
+    Ok(multiset(rows.iter()))
 }
 
 fn table_schema(table: &str) -> datafusion::arrow::datatypes::Schema {
@@ -375,7 +371,7 @@ fn table_rows(
     for (k, value) in changelog {
         latest.insert(k.as_slice(), value.as_deref());
     }
-    let mut out = BTreeMap::new();
+    let mut rows = Vec::with_capacity(latest.len());
     for (k, value) in latest {
         let Some(value) = value else { continue };
         let id: [u8; 8] = k
@@ -386,9 +382,9 @@ fn table_rows(
         if let Value::Object(fields) = &mut row {
             fields.insert(key.to_string(), json!(i64::from_be_bytes(id)));
         }
-        *out.entry(canonical(&row)).or_default() += 1;
+        rows.push(row);
     }
-    Ok(out)
+    Ok(multiset(rows.iter()))
 }
 
 /// Rows as a multiset of canonical JSON texts.
@@ -396,12 +392,17 @@ fn canonical_rows<'a>(
     values: impl Iterator<Item = &'a [u8]>,
     decode: &dyn Fn(&[u8]) -> anyhow::Result<Value>,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
+    let rows = values.map(decode).collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(multiset(rows.iter()))
+}
+
+/// How many times each row occurs, by its canonical text.
+fn multiset<'a>(rows: impl Iterator<Item = &'a Value>) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
-    for value in values {
-        let row = decode(value)?;
-        *out.entry(canonical(&row)).or_default() += 1;
+    for row in rows {
+        *out.entry(canonical(row)).or_default() += 1;
     }
-    Ok(out)
+    out
 }
 
 /// A row with its column names in upper case (as ksqlDB names them) and its numbers to six

@@ -8,15 +8,12 @@ use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::{ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
+use crate::bench::batches;
 use crate::bench::kafka::Connection;
 use crate::bench::nexmark::{Events, record};
 
 /// Kafka's `TOPIC_ALREADY_EXISTS`.
 const TOPIC_ALREADY_EXISTS: i16 = 36;
-/// Records per produced batch at most...
-const BATCH: usize = 2_000;
-/// ... and bytes of values, well under a topic's default `max.message.bytes` (1 MiB).
-const BATCH_BYTES: usize = 512 << 10;
 
 /// Produces `events` as JSON to the Kafka listener at `bootstrap` (`host:port`); how many
 /// records it produced.
@@ -56,19 +53,15 @@ pub async fn load(events: &Events, bootstrap: &str) -> anyhow::Result<u64> {
     }
     let mut produced = 0;
     for (_, topic, lines) in events.kinds() {
-        let mut records = Vec::with_capacity(BATCH);
-        let mut bytes = 0;
-        for (i, line) in lines.iter().enumerate() {
-            records.push(record(topic, line, None)?);
-            bytes += line.len();
-            if records.len() == BATCH || bytes >= BATCH_BYTES || i + 1 == lines.len() {
-                let batch = EncodedBatch::encode(&records)
-                    .map_err(|e| anyhow::anyhow!("encoding a batch: {e}"))?;
-                connection.produce_to(topic, 0, batch.as_bytes()).await?;
-                produced += records.len() as u64;
-                records.clear();
-                bytes = 0;
-            }
+        let records = lines
+            .iter()
+            .map(|line| record(topic, line, None))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for batch in batches(records) {
+            let encoded = EncodedBatch::encode(&batch)
+                .map_err(|e| anyhow::anyhow!("encoding a batch: {e}"))?;
+            connection.produce_to(topic, 0, encoded.as_bytes()).await?;
+            produced += batch.len() as u64;
         }
     }
     Ok(produced)

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use eddy_sql::ast::SourceKind;
 use eddy_storage::{StorageError, Store};
 use futures::future::select_all;
 use tokio::sync::watch;
@@ -11,7 +12,6 @@ use tracing::{debug, warn};
 use crate::error::Result;
 use crate::query::QueryPlan;
 use crate::query::operator::Input;
-use eddy_sql::ast::SourceKind;
 
 /// How much to read from a partition per step.
 const READ_BYTES: usize = 1 << 20;
