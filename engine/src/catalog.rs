@@ -100,6 +100,15 @@ impl DataSource {
             && self.value_columns().next().is_some()
     }
 
+    /// Whether a query writes it with `EMIT FINAL`: each window's rows once, when it closes.
+    pub fn emits_final(&self) -> bool {
+        self.created_by_query
+            && eddy_sql::parse_statement(&self.sql).is_ok_and(|s| {
+                matches!(&s.kind, eddy_sql::ast::StatementKind::CreateAsSelect(c)
+                    if c.query.emit == Some(eddy_sql::ast::Emit::Final))
+            })
+    }
+
     /// `STREAM` or `TABLE`.
     pub fn kind_name(&self) -> &'static str {
         match self.kind {
@@ -224,12 +233,14 @@ impl Catalog {
             .iter()
             .filter(|c| c.kind == ColumnKind::Value)
             .collect();
-        if create.kind == SourceKind::Table && keys.is_empty() {
+        // A query's windowed table may be keyed by its window alone: a windowed aggregate
+        // without GROUP BY.
+        let window = window(props, !keys.is_empty() || by_query)?;
+        if create.kind == SourceKind::Table && keys.is_empty() && window.is_none() {
             return Err(EngineError::statement(
                 "Tables require a PRIMARY KEY. Please define the PRIMARY KEY.",
             ));
         }
-        let window = window(props, !keys.is_empty())?;
         if by_query && keys.is_empty() && formats.key_given && create.kind == SourceKind::Stream {
             return Err(EngineError::statement(
                 "Key format specified for stream without key columns.",

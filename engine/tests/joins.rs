@@ -688,3 +688,144 @@ async fn a_windowed_table_joins_a_table_on_its_window_start() {
     );
     engine.shutdown().await;
 }
+
+const BIDS_AND_TOP: &str = "
+    SET 'auto.offset.reset' = 'earliest';
+    CREATE STREAM bids (item STRING KEY, price BIGINT)
+        WITH (kafka_topic='bids', partitions=1, value_format='JSON');
+    CREATE TABLE top AS SELECT MAX(price) AS best
+        FROM bids WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS)
+        EMIT FINAL;";
+
+/// Beyond ksqlDB: a windowed aggregate without GROUP BY is keyed by its window alone, and a
+/// stream joined with such a table's final rows gets its own window's row once the window
+/// closes: the bids at each window's highest price (Nexmark's q7).
+#[tokio::test]
+async fn a_stream_joins_its_windows_final_row_once_the_window_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, BIDS_AND_TOP).await;
+    run(
+        &engine,
+        "CREATE STREAM winners AS SELECT b.item AS item, b.price AS price, t.windowstart AS ws
+         FROM bids b JOIN top t ON b.price = t.best;",
+    )
+    .await;
+    let bid =
+        |item: &str, price: i64, ts: i64| json(item, Some(&format!(r#"{{"price":{price}}}"#)), ts);
+    feed(&engine, "bids", bid("a", 5, 1)).await;
+    feed(&engine, "bids", bid("b", 7, 3)).await;
+    feed(&engine, "bids", bid("c", 7, 8)).await;
+    // Window 0 is open: its bids wait for its final row.
+    assert!(records(engine.store(), "WINNERS").is_empty());
+    // A bid of window 10 closes window 0: its maximum is written, and its bids at it join.
+    feed(&engine, "bids", bid("d", 2, 12)).await;
+    feed(&engine, "bids", bid("e", 4, 15)).await;
+    let price_key = |p: i64| String::from_utf8_lossy(&p.to_be_bytes()).into_owned();
+    assert_eq!(
+        records(engine.store(), "WINNERS"),
+        [
+            (price_key(7), Some(r#"{"ITEM":"b","WS":0}"#.to_string()), 3),
+            (price_key(7), Some(r#"{"ITEM":"c","WS":0}"#.to_string()), 8),
+        ]
+    );
+    // The table is keyed by its window alone: the key is the window start.
+    let top: Vec<(Option<Vec<u8>>, Option<String>)> = common::records(engine.store(), "TOP")
+        .into_iter()
+        .map(|(k, v, _)| (k, v))
+        .collect();
+    assert_eq!(
+        top,
+        [(
+            Some(0i64.to_be_bytes().to_vec()),
+            Some(r#"{"BEST":7}"#.to_string())
+        )]
+    );
+    // Window 10 closes too.
+    feed(&engine, "bids", bid("f", 1, 20)).await;
+    assert_eq!(
+        records(engine.store(), "WINNERS").last(),
+        Some(&(
+            price_key(4),
+            Some(r#"{"ITEM":"e","WS":10}"#.to_string()),
+            15
+        ))
+    );
+    engine.shutdown().await;
+}
+
+/// A left join emits a record whose window closed without a row for its key, and the table
+/// may be joined on its key; the table must be tumbling and written with EMIT FINAL.
+#[tokio::test]
+async fn a_left_join_with_a_windowed_table_keeps_records_whose_window_has_no_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, BIDS_AND_TOP).await;
+    run(
+        &engine,
+        "CREATE TABLE big AS SELECT item, COUNT(*) AS n
+           FROM bids WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS)
+           WHERE price > 10 GROUP BY item EMIT FINAL;
+         CREATE STREAM marked AS SELECT b.item AS item, b.price AS price, g.n AS big_bids
+           FROM bids b LEFT JOIN big g ON b.item = g.item;",
+    )
+    .await;
+    let bid =
+        |item: &str, price: i64, ts: i64| json(item, Some(&format!(r#"{{"price":{price}}}"#)), ts);
+    feed(&engine, "bids", bid("a", 50, 1)).await;
+    feed(&engine, "bids", bid("b", 5, 2)).await;
+    feed(&engine, "bids", bid("a", 60, 3)).await;
+    feed(&engine, "bids", bid("a", 1, 11)).await;
+    // Window 0 has closed with a row for `a` only; `b`'s record waits until the table shows
+    // it is past window 0, at its next row (window 10's, closed at 25).
+    feed(&engine, "bids", bid("c", 70, 12)).await;
+    assert_eq!(records(engine.store(), "MARKED").len(), 2);
+    feed(&engine, "bids", bid("z", 99, 25)).await;
+    assert_eq!(
+        records(engine.store(), "MARKED"),
+        [
+            row("a", r#"{"PRICE":50,"BIG_BIDS":2}"#, 1),
+            row("a", r#"{"PRICE":60,"BIG_BIDS":2}"#, 3),
+            row("c", r#"{"PRICE":70,"BIG_BIDS":1}"#, 12),
+            row("b", r#"{"PRICE":5,"BIG_BIDS":null}"#, 2),
+        ]
+    );
+    // `a`'s bid of window 10 (filtered out of the table) goes once window 20 is known to be
+    // the table's.
+    feed(&engine, "bids", bid("z", 99, 35)).await;
+    assert_eq!(
+        records(engine.store(), "MARKED").last(),
+        Some(&row("a", r#"{"PRICE":1,"BIG_BIDS":null}"#, 11))
+    );
+    run(
+        &engine,
+        "CREATE TABLE changing AS SELECT item, COUNT(*) AS n
+           FROM bids WINDOW TUMBLING (SIZE 10 MILLISECONDS) GROUP BY item;
+         CREATE TABLE hops AS SELECT item, COUNT(*) AS n
+           FROM bids WINDOW HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 5 MILLISECONDS)
+           GROUP BY item EMIT FINAL;",
+    )
+    .await;
+    let err = fails(
+        &engine,
+        "CREATE STREAM s1 AS SELECT b.item, c.n FROM bids b JOIN changing c ON b.item = c.item;",
+    )
+    .await;
+    assert!(
+        err.contains("not written by a query with EMIT FINAL"),
+        "{err}"
+    );
+    let err = fails(
+        &engine,
+        "CREATE STREAM s2 AS SELECT b.item, h.n FROM bids b JOIN hops h ON b.item = h.item;",
+    )
+    .await;
+    assert!(err.contains("HOPPING windowed table"), "{err}");
+    let err = fails(
+        &engine,
+        "CREATE STREAM s3 AS SELECT b.item, h.n FROM bids b FULL OUTER JOIN top h ON b.price = h.best;",
+    )
+    .await;
+    assert!(err.contains("full-outer join not supported"), "{err}");
+    engine.shutdown().await;
+}

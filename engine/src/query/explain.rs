@@ -136,6 +136,7 @@ fn join(plan: &JoinPlan, post: &StatelessPlan, query_id: &str, sink_name: &str) 
             JoinShape::StreamTable => "STREAM_TABLE_JOIN",
             JoinShape::TableTable => "TABLE_TABLE_JOIN",
             JoinShape::ForeignKey => "FK_TABLE_TABLE_JOIN",
+            JoinShape::StreamWindow { .. } => "STREAM_WINDOWED_TABLE_JOIN",
         };
         steps.push((
             depth,

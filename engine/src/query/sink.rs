@@ -209,9 +209,11 @@ impl SinkEncoder {
     ) -> Result<Vec<Option<Vec<u8>>>> {
         let mut keys = match &self.key_codec {
             Some(codec) => codec.encode(key_arrays, rows)?,
+            // A windowed table without key columns is keyed by its window alone.
+            None if self.window.is_some() => vec![Some(Vec::new()); rows],
             None => vec![None; rows],
         };
-        if self.null_key_when_all_null {
+        if self.null_key_when_all_null && !key_arrays.is_empty() {
             for (i, key) in keys.iter_mut().enumerate() {
                 if key_arrays.iter().all(|a| a.is_null(i)) {
                     *key = None;

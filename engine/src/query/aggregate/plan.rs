@@ -167,6 +167,8 @@ struct Planning<'q> {
     sink_name: &'q str,
     /// A push query, whose rules are looser.
     transient: bool,
+    /// A windowed table without `GROUP BY`: one group per window, keyed by the window alone.
+    keyless: bool,
 }
 
 /// The projection with aggregates and grouping expressions replaced by columns of the
@@ -193,6 +195,22 @@ pub(crate) fn plan_aggregate_over(
         schema,
         alias,
     } = input;
+    // Beyond ksqlDB: a windowed aggregation without GROUP BY aggregates each window's records
+    // into one row, keyed by the window alone. It is planned as one constant group that is
+    // not part of the key.
+    let keyless = query.group_by.is_empty() && query.window.is_some() && !transient;
+    let whole;
+    let query = if keyless {
+        let mut q = query.clone();
+        q.group_by = vec![Expr {
+            kind: ExprKind::Literal(eddy_sql::ast::Literal::Integer(1)),
+            span: query.span,
+        }];
+        whole = q;
+        &whole
+    } else {
+        query
+    };
     let planning = Planning {
         ctx,
         catalog,
@@ -201,6 +219,7 @@ pub(crate) fn plan_aggregate_over(
         alias,
         sink_name,
         transient,
+        keyless,
     };
     let input_df = df_schema(&schema)?;
     let scope = source_scope(catalog, source, alias, &schema, &input_df);
@@ -521,7 +540,8 @@ impl Planning<'_> {
                 not_grouped.join(", ")
             )));
         }
-        // A table needs a key: aggregating everything into one row is for push queries.
+        // A table needs a key: aggregating everything into one row is for push queries and
+        // windowed tables (keyed by their windows, `keyless`).
         if self.query.group_by.is_empty() && !self.transient {
             return Err(self.ungrouped_table());
         }
@@ -613,7 +633,12 @@ impl Planning<'_> {
         let mut keys = Vec::new();
         let mut remaining: Vec<&(String, Expr, Expr)> = rewritten.items.iter().collect();
         let mut missing: Vec<String> = Vec::new();
-        for (j, by) in self.query.group_by.iter().enumerate() {
+        let grouped = if self.keyless {
+            &[][..]
+        } else {
+            &self.query.group_by[..]
+        };
+        for (j, by) in grouped.iter().enumerate() {
             let wanted = format!("{GROUP_COLUMN}{j}");
             let is_group =
                 |e: &Expr| matches!(&e.kind, ExprKind::Column { name, .. } if name.value == wanted);

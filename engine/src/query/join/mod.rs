@@ -11,7 +11,7 @@
 //! state (`state`): a table's latest row per key, a stream's records within the join window,
 //! and, for outer stream–stream joins with a grace period, the records still waiting for a
 //! partner. Each join kind decides what a record joins with in a file of its own
-//! (`stream_stream`, `stream_table`, `table_table`, `foreign_key`); matches are decoded
+//! (`stream_stream`, `stream_table`, `stream_window`, `table_table`, `foreign_key`); matches are decoded
 //! back with the sides' decoders and laid side by side (`rows`), then handed to the projection
 //! or aggregation that follows. A side whose join expression is not its key is re-keyed in
 //! process (the `REKEY` step of the plan); state is keyed by the join key, not by partition, so
@@ -25,6 +25,7 @@ mod scope;
 mod state;
 mod stream_stream;
 mod stream_table;
+mod stream_window;
 mod table_table;
 mod tail;
 
@@ -113,6 +114,12 @@ pub enum JoinShape {
     TableTable,
     /// A left-table expression against the right table's key.
     ForeignKey,
+    /// A stream joined with the final rows of a tumbling windowed table (of windows `size`
+    /// milliseconds long) for the window its record falls in (beyond ksqlDB).
+    StreamWindow {
+        /// The table's window size.
+        size: i64,
+    },
 }
 
 /// One input of a join.

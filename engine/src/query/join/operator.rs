@@ -8,7 +8,8 @@ use eddy_storage::{LogRecord, Record, Store};
 use super::rows::{Output, joined_rows};
 use super::state::{JoinState, Stored, keys};
 use super::{
-    JoinChain, JoinShape, JoinStage, foreign_key, stream_stream, stream_table, table_table,
+    JoinChain, JoinShape, JoinStage, foreign_key, stream_stream, stream_table, stream_window,
+    table_table,
 };
 use crate::error::{EngineError, Result};
 use crate::query::evaluate::evaluate_step;
@@ -286,6 +287,19 @@ fn join_step(
             JoinShape::ForeignKey => {
                 foreign_key::foreign_key(plan.join_type, state, side, input_row, &mut outputs)?
             }
+            JoinShape::StreamWindow { size } => {
+                let row_window = (side == 1)
+                    .then(|| batch_window_start(&batch, row))
+                    .flatten();
+                stream_window::stream_window(
+                    (plan.join_type, size),
+                    state,
+                    side,
+                    input_row,
+                    row_window,
+                    &mut outputs,
+                )?
+            }
         }
         // Results holding this very record take it from the decoded batch.
         for o in &mut outputs[before..] {
@@ -303,8 +317,18 @@ fn join_step(
 
 /// The `ROWTIME` of row `row`, if it has one.
 fn batch_rowtime(batch: &RecordBatch, row: usize) -> Option<i64> {
+    int64_at(batch, ROWTIME, row)
+}
+
+/// The `WINDOWSTART` of a windowed source's row `row`.
+fn batch_window_start(batch: &RecordBatch, row: usize) -> Option<i64> {
+    int64_at(batch, WINDOWSTART, row)
+}
+
+/// Column `name` of row `row`, if it is there and not null.
+fn int64_at(batch: &RecordBatch, name: &str, row: usize) -> Option<i64> {
     batch
-        .column_by_name(ROWTIME)
+        .column_by_name(name)
         .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
         .filter(|c| c.is_valid(row))
         .map(|c| c.value(row))

@@ -73,6 +73,9 @@ fn check_pair(left: &DataSource, right: &DataSource, join_type: JoinType) -> Res
         // Beyond ksqlDB: a windowed table may look up a table on a foreign key (an expression
         // of its columns, its window bounds included); `stage_shape` checks that it does.
         (Some(_), None) if left.kind == SourceKind::Table && right.kind == SourceKind::Table => {}
+        // Beyond ksqlDB: a stream may join a windowed table's final rows for the window its
+        // records fall in; `stream_window_shape` checks the table.
+        (None, Some(_)) if left.kind == SourceKind::Stream && right.kind == SourceKind::Table => {}
         (Some(l), None) | (None, Some(l)) => {
             let (windowed, other) = if left.window.is_some() {
                 (left, right)
@@ -226,6 +229,9 @@ fn stage_shape(
                 wait_for_close: within.grace.is_some(),
             })
         }
+        (SourceKind::Stream, SourceKind::Table) if right.window.is_some() => {
+            stream_window_shape(right)?
+        }
         (SourceKind::Stream, SourceKind::Table) => {
             if !right_is_key {
                 return Err(EngineError::statement(format!(
@@ -286,6 +292,31 @@ fn stage_shape(
         }
         _ => Ok(shape),
     }
+}
+
+/// A stream joined with a windowed table: the table's windows must be tumbling, and its rows
+/// final (written with `EMIT FINAL`), so that a record's window has its rows once and for all.
+fn stream_window_shape(table: &DataSource) -> Result<JoinShape> {
+    use crate::catalog::WindowType;
+    let Some(window) = &table.window else {
+        return Err(EngineError::internal("a windowed table without its window"));
+    };
+    let size = match (window.window_type, window.size_ms) {
+        (WindowType::Tumbling, Some(size)) if size > 0 => size as i64,
+        _ => {
+            return Err(EngineError::Unsupported(format!(
+                "joining a stream with a {} windowed table; a stream joins TUMBLING windowed tables",
+                window.window_type.name()
+            )));
+        }
+    };
+    if !table.emits_final() {
+        return Err(EngineError::statement(format!(
+            "A stream can only join a windowed table whose rows are final: `{}` is not written by a query with EMIT FINAL.",
+            table.name
+        )));
+    }
+    Ok(JoinShape::StreamWindow { size })
 }
 
 /// What follows the joins of a query, to plan over the last stage's rows.
@@ -602,8 +633,11 @@ impl<'q> ChainPlanning<'q> {
             shape != JoinShape::ForeignKey && !left_is_key,
             !sides.is_key_of(1, cond.right),
         ];
+        // A windowed table's final rows never change, so a stream may join them on any of
+        // their columns.
+        let final_rows = matches!(shape, JoinShape::StreamWindow { .. });
         for (side, source) in [left, right].iter().enumerate() {
-            if rekeyed[side] && source.window.is_some() {
+            if rekeyed[side] && source.window.is_some() && !(final_rows && side == 1) {
                 return Err(EngineError::statement(
                     "Implicit repartitioning of windowed sources is not supported. See https://github.com/confluentinc/ksql/issues/4385.",
                 ));

@@ -114,6 +114,7 @@ pub(super) mod keys {
     pub const WINDOW: u8 = b'w';
     pub const EXPIRY: u8 = b'e';
     pub const WAITING: u8 = b'x';
+    pub const FINAL_ROW: u8 = b'v';
     pub const FOREIGN: u8 = b'f';
     pub const PRESENT: u8 = b'p';
     pub const STREAM_TIME: &[u8] = b"mt";
