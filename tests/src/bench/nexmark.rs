@@ -32,10 +32,23 @@ pub struct Query {
     pub name: &'static str,
     sql: &'static str,
     sink: &'static str,
-    /// For a table sink, its key column (a KAFKA BIGINT): the result is then the latest row
-    /// of each key, the key among its columns.
-    table_key: Option<&'static str>,
+    /// How the sink's records are keyed.
+    key: SinkKey,
     batch: &'static str,
+    /// The fewest events whose time closes one of its windows, for a result to check (the
+    /// generator makes 10,000 events a second of event time).
+    pub min_events: u64,
+}
+
+/// How a query's sink is keyed, for the check to read its rows back.
+#[derive(Debug, Clone, Copy)]
+enum SinkKey {
+    /// A stream whose rows are their values.
+    Unkeyed,
+    /// A stream keyed by this column (a KAFKA BIGINT), put back among each row's columns.
+    Stream(&'static str),
+    /// A table keyed by this column: the result is the latest row of each key.
+    Table(&'static str),
 }
 
 /// The queries Eddy runs so far.
@@ -44,47 +57,52 @@ pub const QUERIES: &[Query] = &[
         name: "q0",
         sql: include_str!("../../nexmark/q0.sql"),
         sink: "NEXMARK_Q0",
-        table_key: None,
+        key: SinkKey::Unkeyed,
         batch: "SELECT auction, bidder, price, date_time, extra FROM bid",
+        min_events: 0,
     },
     Query {
         name: "q1",
         sql: include_str!("../../nexmark/q1.sql"),
         sink: "NEXMARK_Q1",
-        table_key: None,
+        key: SinkKey::Unkeyed,
         batch: "SELECT auction, bidder, 0.908 * price AS price, date_time, extra FROM bid",
+        min_events: 0,
     },
     Query {
         name: "q2",
         sql: include_str!("../../nexmark/q2.sql"),
         sink: "NEXMARK_Q2",
-        table_key: None,
+        key: SinkKey::Unkeyed,
         batch: "SELECT auction, price FROM bid WHERE auction % 123 = 0",
+        min_events: 0,
     },
     Query {
         name: "q3",
         sql: include_str!("../../nexmark/q3.sql"),
         sink: "NEXMARK_Q3",
-        table_key: Some("ID"),
+        key: SinkKey::Table("ID"),
         batch: "SELECT p.name, p.city, p.state, a.id FROM auction a JOIN person p ON a.seller = p.id \
             WHERE a.category = 10 AND (p.state = 'OR' OR p.state = 'ID' OR p.state = 'CA')",
+        min_events: 0,
     },
     Query {
         name: "q4",
         sql: include_str!("../../nexmark/q4.sql"),
         sink: "NEXMARK_Q4",
-        table_key: Some("CATEGORY"),
+        key: SinkKey::Table("CATEGORY"),
         batch: "SELECT q.category, AVG(q.final) AS avg_final FROM ( \
                 SELECT MAX(b.price) AS final, a.category FROM auction a, bid b \
                 WHERE a.id = b.auction AND b.date_time BETWEEN a.date_time AND a.expires \
                 GROUP BY a.id, a.category) q \
             GROUP BY q.category",
+        min_events: 0,
     },
     Query {
         name: "q5",
         sql: include_str!("../../nexmark/q5.sql"),
         sink: "NEXMARK_Q5",
-        table_key: Some("AUCTION"),
+        key: SinkKey::Table("AUCTION"),
         // The windows the events closed: a streaming query has no end of input, so a window
         // is final once event time reaches its end.
         batch: "WITH hops AS ( \
@@ -97,12 +115,28 @@ pub const QUERIES: &[Query] = &[
             maxes AS (SELECT starttime, MAX(num) AS maxn FROM counts GROUP BY starttime) \
             SELECT c.auction, c.num, c.starttime FROM counts c \
             JOIN maxes m ON c.starttime = m.starttime WHERE c.num >= m.maxn",
+        min_events: 0,
+    },
+    Query {
+        name: "q7",
+        sql: include_str!("../../nexmark/q7.sql"),
+        sink: "NEXMARK_Q7",
+        key: SinkKey::Stream("PRICE"),
+        // The windows the events closed, as for q5.
+        batch: "WITH maxes AS ( \
+                SELECT date_time - date_time % 10000 AS starttime, MAX(price) AS maxprice \
+                FROM bid GROUP BY date_time - date_time % 10000) \
+            SELECT b.auction, b.price, b.bidder, b.date_time, b.extra FROM bid b \
+            JOIN maxes m ON b.date_time - b.date_time % 10000 = m.starttime \
+                AND b.price = m.maxprice \
+            WHERE m.starttime + 10000 <= (SELECT MAX(date_time) FROM bid)",
+        min_events: 110_000,
     },
     Query {
         name: "q8",
         sql: include_str!("../../nexmark/q8.sql"),
         sink: "NEXMARK_Q8",
-        table_key: Some("ID"),
+        key: SinkKey::Table("ID"),
         batch: "SELECT p.id, p.name, p.starttime FROM ( \
                 SELECT id, name, date_time - date_time % 10000 AS starttime FROM person \
                 GROUP BY id, name, date_time - date_time % 10000) p \
@@ -110,6 +144,7 @@ pub const QUERIES: &[Query] = &[
                 SELECT seller, date_time - date_time % 10000 AS starttime FROM auction \
                 GROUP BY seller, date_time - date_time % 10000) a \
             ON p.id = a.seller AND p.starttime = a.starttime",
+        min_events: 0,
     },
 ];
 
@@ -248,12 +283,23 @@ pub fn run(query: &Query, events: &Events, format: Format) -> anyhow::Result<Que
             Format::Avro => qtt_avro::read(&registry, value).map_err(anyhow::Error::msg),
         }
     };
-    let got = match query.table_key {
-        None => canonical_rows(
+    let got = match query.key {
+        SinkKey::Unkeyed => canonical_rows(
             output.iter().filter_map(|(_, value)| value.as_deref()),
             &decode,
         )?,
-        Some(key) => table_rows(key, &output, &decode)?,
+        SinkKey::Stream(key) => keyed_rows(
+            key,
+            output.iter().map(|(k, v)| (k.as_slice(), v.as_deref())),
+            &decode,
+        )?,
+        SinkKey::Table(key) => {
+            let mut latest = BTreeMap::new();
+            for (k, value) in &output {
+                latest.insert(k.as_slice(), value.as_deref());
+            }
+            keyed_rows(key, latest.into_iter(), &decode)?
+        }
     };
     let expected = runtime.block_on(batch_answer(query, events))?;
     if got != expected {
@@ -359,25 +405,20 @@ fn table_schema(table: &str) -> datafusion::arrow::datatypes::Schema {
     }
 }
 
-/// A table's changelog as the table it ends as: the latest row of each key, with the key (a
-/// KAFKA BIGINT, followed by its window's start when windowed) as column `key`, as a multiset
-/// of canonical JSON texts.
-fn table_rows(
+/// The rows of records keyed by a KAFKA BIGINT, each with its key among its columns as
+/// `key`; a record without a value holds no row.
+fn keyed_rows<'a>(
     key: &str,
-    changelog: &[(Vec<u8>, Option<Vec<u8>>)],
+    records: impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)>,
     decode: &dyn Fn(&[u8]) -> anyhow::Result<Value>,
 ) -> anyhow::Result<BTreeMap<String, usize>> {
-    let mut latest = BTreeMap::new();
-    for (k, value) in changelog {
-        latest.insert(k.as_slice(), value.as_deref());
-    }
-    let mut rows = Vec::with_capacity(latest.len());
-    for (k, value) in latest {
+    let mut rows = Vec::new();
+    for (k, value) in records {
         let Some(value) = value else { continue };
         let id: [u8; 8] = k
             .get(..8)
             .and_then(|k| k.try_into().ok())
-            .context("a table key is not a BIGINT")?;
+            .context("a sink key is not a BIGINT")?;
         let mut row = decode(value)?;
         if let Value::Object(fields) = &mut row {
             fields.insert(key.to_string(), json!(i64::from_be_bytes(id)));
