@@ -119,7 +119,21 @@ pub enum JoinShape {
     StreamWindow {
         /// The table's window size.
         size: i64,
+        /// How many of the table's rows a record's window may have for its join key.
+        rows: WindowRows,
     },
+}
+
+/// How many final rows of a windowed table share a join key in one window: once the only one
+/// has come, a record of that window need not wait for more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowRows {
+    /// Any number: the table is joined on other columns than its key.
+    Many,
+    /// One: the table is joined on its key.
+    OnePerKey,
+    /// One for the whole window: the table has no key columns.
+    OnePerWindow,
 }
 
 /// One input of a join.

@@ -287,12 +287,12 @@ fn join_step(
             JoinShape::ForeignKey => {
                 foreign_key::foreign_key(plan.join_type, state, side, input_row, &mut outputs)?
             }
-            JoinShape::StreamWindow { size } => {
+            JoinShape::StreamWindow { size, rows } => {
                 let row_window = (side == 1)
                     .then(|| batch_window_start(&batch, row))
                     .flatten();
                 stream_window::stream_window(
-                    (plan.join_type, size),
+                    (plan.join_type, size, rows),
                     state,
                     side,
                     input_row,

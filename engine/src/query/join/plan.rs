@@ -14,6 +14,7 @@ use super::scope::{Member, Resolved, Sides, joined_rows_source};
 use super::tail::{LastStage, plan_last_aggregate, plan_last_stage};
 use super::{
     JoinChain, JoinPlan, JoinShape, JoinSide, JoinStage, JoinTail, JoinType, JoinWindowMs,
+    WindowRows,
 };
 use crate::catalog::{Catalog, DataSource};
 use crate::error::{EngineError, Result};
@@ -316,7 +317,10 @@ fn stream_window_shape(table: &DataSource) -> Result<JoinShape> {
             table.name
         )));
     }
-    Ok(JoinShape::StreamWindow { size })
+    Ok(JoinShape::StreamWindow {
+        size,
+        rows: WindowRows::Many,
+    })
 }
 
 /// What follows the joins of a query, to plan over the last stage's rows.
@@ -636,6 +640,19 @@ impl<'q> ChainPlanning<'q> {
         // A windowed table's final rows never change, so a stream may join them on any of
         // their columns.
         let final_rows = matches!(shape, JoinShape::StreamWindow { .. });
+        let shape = match shape {
+            JoinShape::StreamWindow { size, .. } => JoinShape::StreamWindow {
+                size,
+                rows: if right.key_columns().next().is_none() {
+                    WindowRows::OnePerWindow
+                } else if rekeyed[1] {
+                    WindowRows::Many
+                } else {
+                    WindowRows::OnePerKey
+                },
+            },
+            other => other,
+        };
         for (side, source) in [left, right].iter().enumerate() {
             if rekeyed[side] && source.window.is_some() && !(final_rows && side == 1) {
                 return Err(EngineError::statement(

@@ -6,9 +6,9 @@
 //! passes its end (a row of a later window has come); a left join then emits the records that
 //! found no row.
 
-use super::JoinType;
 use super::rows::{InputRow, Output, pair};
 use super::state::{JoinState, Stored, keys, time_bytes, time_from_bytes, with_len};
+use super::{JoinType, WindowRows};
 use crate::error::Result;
 
 /// The start of the tumbling window of `size` milliseconds that `ts` falls in.
@@ -37,7 +37,7 @@ fn stored_under(state: &JoinState, prefix: &[u8]) -> Result<Vec<Stored>> {
 /// Joins a stream record (side 0) with its window's rows, or a table row (side 1, its window
 /// starting at `row_window`) with the records waiting for it.
 pub(super) fn stream_window(
-    (join_type, size): (JoinType, i64),
+    (join_type, size, many): (JoinType, i64, WindowRows),
     state: &mut JoinState,
     side: usize,
     (key, record, has_value, from): InputRow,
@@ -49,7 +49,7 @@ pub(super) fn stream_window(
         state.observed[1] = state.observed[1].max(ts);
         state.put_number(keys::OBSERVED[1], state.observed[1]);
         if let (Some(key), Some(start)) = (key, row_window) {
-            table_row(state, (key, start), record, has_value, from, out)?;
+            table_row(state, (key, start, many), record, has_value, from, out)?;
         }
         return complete_windows(join_type, size, state, from, out);
     }
@@ -67,14 +67,25 @@ pub(super) fn stream_window(
         return Ok(());
     };
     let start = window_start(ts, size);
+    let row_key = window_prefix(keys::FINAL_ROW, start, &key);
     // A window's rows are written at times within it: none has come while the table's time
     // is before the window.
-    let rows = if state.observed[1] >= start {
-        stored_under(state, &window_prefix(keys::FINAL_ROW, start, &key))?
+    let (rows, settled) = if state.observed[1] < start {
+        (Vec::new(), false)
+    } else if many == WindowRows::Many {
+        (stored_under(state, &row_key)?, false)
     } else {
-        Vec::new()
+        // The only row there can be is under the key itself, and once it (or, for a table
+        // of one row per window, the window's row) has come, nothing more will.
+        let row = state.get(&row_key)?.and_then(|v| Stored::decode(&v));
+        let settled = row.is_some()
+            || (many == WindowRows::OnePerWindow
+                && state
+                    .get(&window_prefix(keys::FINAL_ROW, start, &[]))?
+                    .is_some());
+        (row.into_iter().collect(), settled)
     };
-    let complete = state.observed[1] >= start.saturating_add(size);
+    let complete = settled || state.observed[1] >= start.saturating_add(size);
     if rows.is_empty() && complete && join_type == JoinType::Left {
         out.push(joined(Some(key.clone()), Some(record.clone()), None, from));
     }
@@ -121,18 +132,25 @@ fn joined(
 /// records of that window waiting for their key.
 fn table_row(
     state: &mut JoinState,
-    (key, start): (Vec<u8>, i64),
+    (key, start, many): (Vec<u8>, i64, WindowRows),
     record: Stored,
     has_value: bool,
     from: usize,
     out: &mut Vec<Output>,
 ) -> Result<()> {
-    // Rows are told apart by the table's own key: several may share a join key.
+    // Where several rows may share a join key, the table's own key tells them apart.
     let mut row_key = window_prefix(keys::FINAL_ROW, start, &key);
-    row_key.extend_from_slice(record.key.as_deref().unwrap_or_default());
+    if many == WindowRows::Many {
+        row_key.extend_from_slice(record.key.as_deref().unwrap_or_default());
+    }
     if !has_value {
         state.delete(&row_key);
         return Ok(());
+    }
+    if many == WindowRows::OnePerWindow {
+        // The window has its row, whatever it joins on: a mark under the empty join key (a
+        // join key is never empty), expired with the rows.
+        state.put(window_prefix(keys::FINAL_ROW, start, &[]), Vec::new());
     }
     state.put(row_key, record.encode());
     for waiting in stored_under(state, &window_prefix(keys::WAITING, start, &key))? {
@@ -245,7 +263,15 @@ mod tests {
             true,
             0,
         );
-        stream_window((join_type, SIZE), state, 0, row, None, &mut out).unwrap();
+        stream_window(
+            (join_type, SIZE, WindowRows::Many),
+            state,
+            0,
+            row,
+            None,
+            &mut out,
+        )
+        .unwrap();
         out
     }
 
@@ -260,7 +286,15 @@ mod tests {
         let mut record = stored(key, ts, offset);
         record.key = Some(table_key);
         let row = (Some(key.as_bytes().to_vec()), record, true, 0);
-        stream_window((join_type, SIZE), state, 1, row, Some(start), &mut out).unwrap();
+        stream_window(
+            (join_type, SIZE, WindowRows::Many),
+            state,
+            1,
+            row,
+            Some(start),
+            &mut out,
+        )
+        .unwrap();
         out
     }
 
@@ -324,5 +358,29 @@ mod tests {
         final_row(&mut state, JoinType::Inner, ("b", 10, 11, 101));
         bid(&mut state, JoinType::Inner, ("z", 32, 5));
         assert!(bid(&mut state, JoinType::Inner, ("a", 8, 6)).is_empty());
+    }
+
+    /// Once a table of one row per window has its window's row, the window's records need not
+    /// wait: a left join emits one that does not match it at once.
+    #[test]
+    fn a_window_with_its_only_row_is_settled() {
+        let mut state = JoinState::empty_for_tests();
+        let mut out = Vec::new();
+        let mut record = stored("", 4, 100);
+        record.key = Some(0i64.to_be_bytes().to_vec());
+        let row = (Some(b"7".to_vec()), record, true, 0);
+        let one = (JoinType::Left, SIZE, WindowRows::OnePerWindow);
+        stream_window(one, &mut state, 1, row, Some(0), &mut out).unwrap();
+        for (price, offset) in [("7", 1), ("3", 2)] {
+            let bid = (
+                Some(price.as_bytes().to_vec()),
+                stored(price, 6, offset),
+                true,
+                0,
+            );
+            stream_window(one, &mut state, 0, bid, None, &mut out).unwrap();
+        }
+        assert_eq!(joined_offsets(&out), [(1, Some(100)), (2, None)]);
+        assert!(state.keys_with_prefix(&[keys::WAITING]).unwrap().is_empty());
     }
 }

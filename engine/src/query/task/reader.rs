@@ -36,6 +36,9 @@ pub(crate) struct PartitionReader {
     /// Per input, its next read, started when its records were last handed out in full, while
     /// the caller processes them.
     prefetch: Vec<Option<Prefetch>>,
+    /// Per input, the window of a windowed table whose final rows a stream joins: its records
+    /// are merged by their window's start rather than their time (see `tables_first`).
+    by_window: Vec<Option<crate::catalog::WindowInfo>>,
 }
 
 /// A read of one input begun ahead on a blocking thread: reading and decoding the log takes
@@ -60,6 +63,7 @@ impl PartitionReader {
             rest: (0..inputs.len()).map(|_| None).collect(),
             tie_rank: vec![0; inputs.len()],
             prefetch: (0..inputs.len()).map(|_| None).collect(),
+            by_window: vec![None; inputs.len()],
             inputs,
             positions,
             ordered: true,
@@ -122,7 +126,29 @@ impl PartitionReader {
     /// Kafka Streams leaves such ties to chance; a source's rows are usually written at or
     /// before the time of the events that refer to them (a person before the auctions they
     /// open in the same millisecond).
+    ///
+    /// A windowed table whose final rows a stream joins is merged by its rows' window starts:
+    /// a window's rows are written once it closes, at a time within it, and read by their
+    /// start they come before the window's stream records when they are already there, so
+    /// those need not wait for them.
     pub(crate) fn tables_first(mut self, plan: &QueryPlan) -> Self {
+        if let QueryPlan::Join(join) = plan
+            && let Some(stage) = join.chain.stages.first()
+            && matches!(
+                stage.shape,
+                crate::query::join::JoinShape::StreamWindow { .. }
+            )
+        {
+            self.by_window = self
+                .inputs
+                .iter()
+                .map(|input| {
+                    (input.side == 1)
+                        .then(|| stage.right.source.window)
+                        .flatten()
+                })
+                .collect();
+        }
         let sources = plan.sources();
         self.tie_rank = self
             .inputs
@@ -133,6 +159,15 @@ impl PartitionReader {
             })
             .collect();
         self
+    }
+
+    /// The time input `i`'s record is merged by: its timestamp, or its window's start.
+    fn merge_time(&self, i: usize, record: &eddy_storage::LogRecord) -> i64 {
+        self.by_window[i]
+            .as_ref()
+            .zip(record.record.key.as_deref())
+            .and_then(|(window, key)| crate::query::source::split_windowed_key(key, window))
+            .map_or(record.record.timestamp, |(_, start, _)| start)
     }
 
     /// Where reading stands in each input.
@@ -178,7 +213,10 @@ impl PartitionReader {
             }
         }
         let head = |i: usize, f: &eddy_storage::FetchedRecords| {
-            let time = f.records.first().map_or(i64::MIN, |r| r.record.timestamp);
+            let time = f
+                .records
+                .first()
+                .map_or(i64::MIN, |r| self.merge_time(i, r));
             (time, self.tie_rank[i])
         };
         let Some(chosen) = (0..self.inputs.len())
@@ -203,7 +241,7 @@ impl PartitionReader {
                 .records
                 .iter()
                 .skip(1)
-                .position(|r| (r.record.timestamp, rank) > bound)
+                .position(|r| (self.merge_time(chosen, r), rank) > bound)
         {
             let cut = cut + 1;
             let rest = eddy_storage::FetchedRecords {
