@@ -144,7 +144,7 @@ impl PartitionReader {
                 .iter()
                 .map(|input| {
                     (input.side == 1)
-                        .then(|| stage.right.source.window)
+                        .then_some(stage.right.source.window)
                         .flatten()
                 })
                 .collect();
