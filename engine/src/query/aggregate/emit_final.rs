@@ -1,7 +1,6 @@
 //! `EMIT FINAL`: a window's result is written once, when stream time closes the window (its
 //! end plus grace), instead of at every update; the window then leaves the state.
 
-use std::collections::BTreeSet;
 
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::ScalarValue;
@@ -36,7 +35,7 @@ impl FinalRows {
         &mut self,
         row: usize,
         closed: Vec<ClosedWindow>,
-        (dirty, deleted): (&mut BTreeSet<Vec<u8>>, &mut Vec<Vec<u8>>),
+        (dirty, deleted): (&mut super::state::GroupSet, &mut Vec<Vec<u8>>),
     ) {
         for (key, window, latest, values) in closed {
             for (k, v) in values.into_iter().enumerate() {

@@ -26,6 +26,9 @@ pub(super) struct Group {
     /// The latest timestamp among the rows aggregated, which is the result's timestamp (as
     /// Kafka Streams stamps an aggregate with the maximum of its records' timestamps).
     pub(super) latest: Option<i64>,
+    /// Whether its window is filed in the index of open windows since it was read: a window
+    /// updated again need not be filed again.
+    pub(super) filed: bool,
 }
 
 /// An accumulator's current result, as ksqlDB reports it: `SUM` starts at zero, so it is

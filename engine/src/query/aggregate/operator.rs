@@ -2,7 +2,7 @@
 //! results pass `HAVING` and go to the sink, and the changed groups are written back with them.
 //! With the record cache on, updates wait and a group's latest result goes out once per flush.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, Int64Array, RecordBatch};
@@ -15,7 +15,7 @@ use eddy_storage::{LogRecord, Store};
 use super::AggregatePlan;
 use super::emit_final::FinalRows;
 use super::group::{Group, current_result, serialize};
-use super::state::{AggregateState, state_key};
+use super::state::{AggregateState, GroupMap, GroupSet, state_key};
 use super::table::table_changes;
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
@@ -268,7 +268,7 @@ pub(super) struct Updates {
     /// `EMIT FINAL`: the windows that closed, emitted instead of the updates.
     pub(super) finals: FinalRows,
     /// Groups to write back.
-    pub(super) dirty: BTreeSet<Vec<u8>>,
+    pub(super) dirty: GroupSet,
     /// Groups to delete.
     pub(super) deleted: Vec<Vec<u8>>,
     /// Groups whose session lists changed.
@@ -288,7 +288,7 @@ impl Updates {
                 results: vec![Vec::new(); calls],
                 ..FinalRows::default()
             },
-            dirty: BTreeSet::new(),
+            dirty: GroupSet::default(),
             deleted: Vec::new(),
             dirty_sessions: BTreeSet::new(),
         }
@@ -546,7 +546,10 @@ impl Aggregation<'_> {
             }
             let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
             group.latest = Some(latest);
-            if let Some((start, _)) = window {
+            let filed = std::mem::replace(&mut group.filed, true);
+            if let Some((start, _)) = window
+                && !filed
+            {
                 // Windows are filed by start, so they can leave the state once closed (or,
                 // under EMIT FINAL, be written then).
                 self.state.file_window(store, clock, start, &key)?;
@@ -564,8 +567,13 @@ impl Aggregation<'_> {
             {
                 latest.advance(clock, start);
             }
-            updates.dirty.insert(key.clone());
-            updates.push(i, window.unwrap_or((0, 0)), key, (latest, false));
+            // EMIT FINAL writes the windows that close, not the updates.
+            if plan.emit_final {
+                updates.dirty.insert(key);
+            } else {
+                updates.dirty.insert(key.clone());
+                updates.push(i, window.unwrap_or((0, 0)), key, (latest, false));
+            }
         }
         if plan.emit_final {
             let (closed, expired) = self.state.close_final_windows(
@@ -723,7 +731,7 @@ fn aggregated_rows(plan: &AggregatePlan, updated: &Updated) -> Result<RecordBatc
 fn apply_having(
     mask: &BooleanArray,
     emit_final: bool,
-    groups: &mut HashMap<Vec<u8>, Group>,
+    groups: &mut GroupMap<Group>,
     updated: &Updated,
     (emit_row, tombstone): (&mut [bool], &mut [bool]),
 ) -> Result<()> {

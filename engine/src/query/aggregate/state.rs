@@ -19,12 +19,18 @@ use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
 use crate::query::state::{StateWrites, aggregate_keys, prefixed, time_bytes, time_from_bytes};
 
+/// A map by group key: hashed with foldhash, as every aggregated row looks its groups up.
+pub(super) type GroupMap<V> = HashMap<Vec<u8>, V, foldhash::fast::RandomState>;
+
+/// A set of group keys, hashed as [`GroupMap`]'s.
+pub(super) type GroupSet = std::collections::HashSet<Vec<u8>, foldhash::fast::RandomState>;
+
 /// The running state of an aggregation: groups by their state key, and stream time.
 pub(crate) struct AggregateState {
     /// Where its state lives in the store.
     pub(super) namespace: String,
     /// The groups in memory, by their key.
-    pub(super) groups: HashMap<Vec<u8>, Group>,
+    pub(super) groups: GroupMap<Group>,
     /// A table source's current value per key, once read.
     pub(super) rows: HashMap<Vec<u8>, Option<Vec<u8>>>,
     /// Session windows: each group's sessions as (start, end), once read.
@@ -57,7 +63,7 @@ pub(crate) struct AggregateState {
     /// The groups changed since the last flush, in the order they first changed.
     pub(super) pending: Vec<PendingUpdate>,
     /// Each pending group's index in `pending`.
-    pub(super) pending_at: HashMap<Vec<u8>, usize>,
+    pub(super) pending_at: GroupMap<usize>,
     /// Estimated bytes the pending updates hold, as the record cache counts them.
     pub(super) pending_bytes: usize,
 }
@@ -130,7 +136,7 @@ impl AggregateState {
             .collect();
         Ok(AggregateState {
             namespace: crate::query::state::namespace(query_id),
-            groups: HashMap::new(),
+            groups: GroupMap::default(),
             rows: HashMap::new(),
             sessions: HashMap::new(),
             stream_times: None,
@@ -149,7 +155,7 @@ impl AggregateState {
             latest_start: None,
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
             pending: Vec::new(),
-            pending_at: HashMap::new(),
+            pending_at: GroupMap::default(),
             pending_bytes: 0,
             converter: RowConverter::new(fields)
                 .map_err(|e| EngineError::internal_from("cannot key an aggregation", e))?,
@@ -167,7 +173,7 @@ impl AggregateState {
     /// changes wait to be committed.
     pub(super) fn drop_cached(&mut self) {
         if self.pending.is_empty() && self.index_writes.is_empty() {
-            self.groups = HashMap::new();
+            self.groups = GroupMap::default();
             self.rows = HashMap::new();
             self.sessions = HashMap::new();
             self.window_index = BTreeMap::new();
@@ -489,6 +495,7 @@ impl AggregateState {
                 .collect::<Result<_>>()?,
             emitted: false,
             latest: None,
+            filed: false,
         })
     }
 
