@@ -1,7 +1,6 @@
 //! `EMIT FINAL`: a window's result is written once, when stream time closes the window (its
 //! end plus grace), instead of at every update; the window then leaves the state.
 
-
 use datafusion::arrow::datatypes::Schema;
 use datafusion::common::ScalarValue;
 use eddy_storage::Store;
