@@ -185,7 +185,11 @@ impl TransactionCoordinator {
             let weak = Arc::downgrade(&coordinator);
             let every = coordinator.limits.abort_check_interval;
             runtime.spawn(async move {
-                let mut ticker = tokio::time::interval(every);
+                // The first check comes one interval after the start, not at once: an orphan
+                // is aborted on its second sighting, and a check racing the first requests
+                // would count as one.
+                let mut ticker =
+                    tokio::time::interval_at(tokio::time::Instant::now() + every, every);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     ticker.tick().await;
