@@ -697,6 +697,11 @@ const BIDS_AND_TOP: &str = "
         FROM bids WINDOW TUMBLING (SIZE 10 MILLISECONDS, GRACE PERIOD 0 MILLISECONDS)
         EMIT FINAL;";
 
+/// A bid on `item` at `price`, at time `ts`.
+fn bid(item: &str, price: i64, ts: i64) -> Record {
+    json(item, Some(&format!(r#"{{"price":{price}}}"#)), ts)
+}
+
 /// Beyond ksqlDB: a windowed aggregate without GROUP BY is keyed by its window alone, and a
 /// stream joined with such a table's final rows gets its own window's row once the window
 /// closes: the bids at each window's highest price (Nexmark's q7).
@@ -711,8 +716,6 @@ async fn a_stream_joins_its_windows_final_row_once_the_window_closes() {
          FROM bids b JOIN top t ON b.price = t.best;",
     )
     .await;
-    let bid =
-        |item: &str, price: i64, ts: i64| json(item, Some(&format!(r#"{{"price":{price}}}"#)), ts);
     feed(&engine, "bids", bid("a", 5, 1)).await;
     feed(&engine, "bids", bid("b", 7, 3)).await;
     feed(&engine, "bids", bid("c", 7, 8)).await;
@@ -770,8 +773,6 @@ async fn a_left_join_with_a_windowed_table_keeps_records_whose_window_has_no_row
            FROM bids b LEFT JOIN big g ON b.item = g.item;",
     )
     .await;
-    let bid =
-        |item: &str, price: i64, ts: i64| json(item, Some(&format!(r#"{{"price":{price}}}"#)), ts);
     feed(&engine, "bids", bid("a", 50, 1)).await;
     feed(&engine, "bids", bid("b", 5, 2)).await;
     feed(&engine, "bids", bid("a", 60, 3)).await;

@@ -1025,7 +1025,8 @@ impl Transient {
         } else {
             let mut reader =
                 PartitionReader::over(&self.store, &self.id, self.inputs.clone(), positions)
-                    .tables_first(&self.plan);
+                    .tables_first(&self.plan)
+                    .final_rows_by_window(&self.plan);
             let mut next = Next {
                 reader: &mut reader,
                 subscription,

@@ -9,11 +9,12 @@
 //!
 //! Processing (`operator`) keeps each side's records (as stored in the log) in the query's
 //! state (`state`): a table's latest row per key, a stream's records within the join window,
-//! and, for outer stream–stream joins with a grace period, the records still waiting for a
-//! partner. Each join kind decides what a record joins with in a file of its own
-//! (`stream_stream`, `stream_table`, `stream_window`, `table_table`, `foreign_key`); matches are decoded
-//! back with the sides' decoders and laid side by side (`rows`), then handed to the projection
-//! or aggregation that follows. A side whose join expression is not its key is re-keyed in
+//! a windowed table's final rows, and the records still waiting for a partner (outer
+//! stream–stream joins with a grace period; records waiting for their window's final rows).
+//! Each join kind decides what a record joins with in a file of its own (`stream_stream`,
+//! `stream_table`, `stream_window`, `table_table`, `foreign_key`); matches are decoded back
+//! with the sides' decoders and laid side by side (`rows`), then handed to the projection or
+//! aggregation that follows. A side whose join expression is not its key is re-keyed in
 //! process (the `REKEY` step of the plan); state is keyed by the join key, not by partition, so
 //! no repartition topic is needed on one node.
 

@@ -231,7 +231,7 @@ fn stage_shape(
             })
         }
         (SourceKind::Stream, SourceKind::Table) if right.window.is_some() => {
-            stream_window_shape(right)?
+            stream_window_shape(right, right_is_key)?
         }
         (SourceKind::Stream, SourceKind::Table) => {
             if !right_is_key {
@@ -297,7 +297,9 @@ fn stage_shape(
 
 /// A stream joined with a windowed table: the table's windows must be tumbling, and its rows
 /// final (written with `EMIT FINAL`), so that a record's window has its rows once and for all.
-fn stream_window_shape(table: &DataSource) -> Result<JoinShape> {
+/// Joined on its key (`on_key`), or without key columns, the table has at most one row per
+/// join key and window.
+fn stream_window_shape(table: &DataSource, on_key: bool) -> Result<JoinShape> {
     use crate::catalog::WindowType;
     let Some(window) = &table.window else {
         return Err(EngineError::internal("a windowed table without its window"));
@@ -317,10 +319,14 @@ fn stream_window_shape(table: &DataSource) -> Result<JoinShape> {
             table.name
         )));
     }
-    Ok(JoinShape::StreamWindow {
-        size,
-        rows: WindowRows::Many,
-    })
+    let rows = if table.key_columns().next().is_none() {
+        WindowRows::OnePerWindow
+    } else if on_key {
+        WindowRows::OnePerKey
+    } else {
+        WindowRows::Many
+    };
+    Ok(JoinShape::StreamWindow { size, rows })
 }
 
 /// What follows the joins of a query, to plan over the last stage's rows.
@@ -640,19 +646,6 @@ impl<'q> ChainPlanning<'q> {
         // A windowed table's final rows never change, so a stream may join them on any of
         // their columns.
         let final_rows = matches!(shape, JoinShape::StreamWindow { .. });
-        let shape = match shape {
-            JoinShape::StreamWindow { size, .. } => JoinShape::StreamWindow {
-                size,
-                rows: if right.key_columns().next().is_none() {
-                    WindowRows::OnePerWindow
-                } else if rekeyed[1] {
-                    WindowRows::Many
-                } else {
-                    WindowRows::OnePerKey
-                },
-            },
-            other => other,
-        };
         for (side, source) in [left, right].iter().enumerate() {
             if rekeyed[side] && source.window.is_some() && !(final_rows && side == 1) {
                 return Err(EngineError::statement(

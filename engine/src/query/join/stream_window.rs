@@ -24,6 +24,24 @@ fn window_prefix(kind: u8, start: i64, key: &[u8]) -> Vec<u8> {
     prefix
 }
 
+/// The window start and join key at the head of a key [`window_prefix`] made.
+fn split_window_prefix(key: &[u8]) -> Option<(i64, &[u8])> {
+    let start = time_from_bytes(key.get(1..9)?)?;
+    let len = u32::from_be_bytes(key.get(9..13)?.try_into().ok()?) as usize;
+    Some((start, key.get(13..13 + len)?))
+}
+
+/// Takes out every entry of `kind` whose window starts at or before `last`.
+fn take_through(state: &mut JoinState, kind: u8, last: i64) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut upper = vec![kind];
+    upper.extend_from_slice(&time_bytes(last.saturating_add(1)));
+    let taken = state.range(&[kind], Some(&upper))?;
+    for (key, _) in &taken {
+        state.delete(key);
+    }
+    Ok(taken)
+}
+
 /// Entries under `prefix`, decoded.
 fn stored_under(state: &JoinState, prefix: &[u8]) -> Result<Vec<Stored>> {
     let end = eddy_storage::prefix_successor(prefix);
@@ -183,26 +201,16 @@ fn complete_windows(
         return Ok(());
     }
     state.expired_through[0] = last;
-    let lower = [keys::WAITING];
-    let mut upper = vec![keys::WAITING];
-    upper.extend_from_slice(&time_bytes(last.saturating_add(1)));
-    for (waiting_key, value) in state.range(&lower, Some(&upper))? {
-        state.delete(&waiting_key);
-        if join_type != JoinType::Left {
-            continue;
-        }
-        let (Some(start), Some(key)) = (
-            waiting_key.get(1..9).and_then(time_from_bytes),
-            waiting_key.get(9..13).and_then(|len| {
-                let len = u32::from_be_bytes(len.try_into().ok()?) as usize;
-                waiting_key.get(13..13 + len)
-            }),
-        ) else {
+    let waiting = take_through(state, keys::WAITING, last)?;
+    if join_type != JoinType::Left {
+        return Ok(());
+    }
+    for (waiting_key, value) in waiting {
+        let Some((start, key)) = split_window_prefix(&waiting_key) else {
             continue;
         };
         let prefix = window_prefix(keys::FINAL_ROW, start, key);
-        let end = eddy_storage::prefix_successor(&prefix);
-        if state.range(&prefix, end.as_deref())?.is_empty()
+        if state.keys_with_prefix(&prefix)?.is_empty()
             && let Some(record) = Stored::decode(&value)
         {
             out.push(joined(Some(key.to_vec()), Some(record), None, from));
@@ -225,12 +233,7 @@ fn expire_rows(state: &mut JoinState, size: i64) -> Result<()> {
         return Ok(());
     }
     state.expired_through[1] = last;
-    let lower = [keys::FINAL_ROW];
-    let mut upper = vec![keys::FINAL_ROW];
-    upper.extend_from_slice(&time_bytes(last.saturating_add(1)));
-    for (row_key, _) in state.range(&lower, Some(&upper))? {
-        state.delete(&row_key);
-    }
+    take_through(state, keys::FINAL_ROW, last)?;
     Ok(())
 }
 

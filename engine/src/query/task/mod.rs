@@ -66,7 +66,9 @@ async fn run_query_inner(
 ) -> Result<()> {
     let group = consumer_group(query_id);
     let (inputs, positions) = query_inputs(store, &group, plan)?;
-    let mut reader = PartitionReader::over(store, query_id, inputs, positions).tables_first(plan);
+    let mut reader = PartitionReader::over(store, query_id, inputs, positions)
+        .tables_first(plan)
+        .final_rows_by_window(plan);
     let mut operator = plan.operator(store, query_id, sink, buffering.enabled(), schemas)?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
     let context = CommitContext {

@@ -37,7 +37,7 @@ pub(crate) struct PartitionReader {
     /// the caller processes them.
     prefetch: Vec<Option<Prefetch>>,
     /// Per input, the window of a windowed table whose final rows a stream joins: its records
-    /// are merged by their window's start rather than their time (see `tables_first`).
+    /// are merged by their window's start rather than their time (see `final_rows_by_window`).
     by_window: Vec<Option<crate::catalog::WindowInfo>>,
 }
 
@@ -126,12 +126,24 @@ impl PartitionReader {
     /// Kafka Streams leaves such ties to chance; a source's rows are usually written at or
     /// before the time of the events that refer to them (a person before the auctions they
     /// open in the same millisecond).
-    ///
-    /// A windowed table whose final rows a stream joins is merged by its rows' window starts:
-    /// a window's rows are written once it closes, at a time within it, and read by their
-    /// start they come before the window's stream records when they are already there, so
-    /// those need not wait for them.
     pub(crate) fn tables_first(mut self, plan: &QueryPlan) -> Self {
+        let sources = plan.sources();
+        self.tie_rank = self
+            .inputs
+            .iter()
+            .map(|input| match sources.get(input.side) {
+                Some(source) if source.kind == SourceKind::Table => 0,
+                _ => 1,
+            })
+            .collect();
+        self
+    }
+
+    /// Merges a windowed table whose final rows a stream joins by its rows' window starts: a
+    /// window's rows are written once it closes, at a time within it; read by their start,
+    /// they come before the window's stream records when they are already there, so those
+    /// need not wait for them.
+    pub(crate) fn final_rows_by_window(mut self, plan: &QueryPlan) -> Self {
         if let QueryPlan::Join(join) = plan
             && let Some(stage) = join.chain.stages.first()
             && matches!(
@@ -149,15 +161,6 @@ impl PartitionReader {
                 })
                 .collect();
         }
-        let sources = plan.sources();
-        self.tie_rank = self
-            .inputs
-            .iter()
-            .map(|input| match sources.get(input.side) {
-                Some(source) if source.kind == SourceKind::Table => 0,
-                _ => 1,
-            })
-            .collect();
         self
     }
 
