@@ -774,7 +774,7 @@ impl Store {
         if offset >= upper {
             return Ok(out);
         }
-        let mut iter = self.log_iter(&p)?;
+        let mut iter = self.log_iter(&p, max_bytes)?;
         position_at(&mut iter, &p, offset);
         let mut total = 0usize;
         while iter.valid() {
@@ -883,7 +883,7 @@ impl Store {
         let Some(from) = first_candidate else {
             return Ok(None);
         };
-        let mut iter = self.log_iter(&p)?;
+        let mut iter = self.log_iter(&p, 2 << 20)?;
         position_at(&mut iter, &p, from.max(p.log_start_offset()));
         while iter.valid() {
             let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
@@ -940,14 +940,20 @@ impl Store {
         Ok(matches!(waited, Ok(Ok(_))))
     }
 
-    fn log_iter(&self, p: &PartitionLog) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
+    fn log_iter(
+        &self,
+        p: &PartitionLog,
+        max_bytes: usize,
+    ) -> Result<DBRawIteratorWithThreadMode<'_, DB>> {
         let prefix = keys::log_partition_prefix(p.topic_id, p.partition);
         let mut read = ReadOptions::default();
         read.set_iterate_lower_bound(prefix.to_vec());
         read.set_iterate_upper_bound(
             keys::log_partition_prefix(p.topic_id, p.partition + 1).to_vec(),
         );
-        read.set_readahead_size(2 << 20);
+        // Each read opens its own iterator, whose first block read fetches this much ahead in
+        // every file it touches: more than the read takes is copied for nothing.
+        read.set_readahead_size(max_bytes.clamp(64 << 10, 2 << 20));
         // Log reads scan once: caching their blocks would only evict state blocks, and every
         // batch read carries its own CRC, checked by `read` or by the decoder.
         read.fill_cache(false);
