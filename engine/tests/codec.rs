@@ -295,14 +295,18 @@ fn unwrapped_json_is_the_bare_value() {
 fn json_fast_and_exact_paths_write_the_same_bytes() {
     // Flat objects of simple types take the fast path; adding a nested column takes the exact
     // one. Both must write ksqlDB's JSON.
-    let flat = json("ID BIGINT, NAME STRING, AMOUNT DOUBLE, OK BOOLEAN", true);
+    let flat = json(
+        "ID BIGINT, NAME STRING, AMOUNT DOUBLE, OK BOOLEAN, P DECIMAL(6, 3), Q DECIMAL(4, 0)",
+        true,
+    );
     let nested = json(
-        "ID BIGINT, NAME STRING, AMOUNT DOUBLE, OK BOOLEAN, TAGS ARRAY<STRING>",
+        "ID BIGINT, NAME STRING, AMOUNT DOUBLE, OK BOOLEAN, P DECIMAL(6, 3), Q DECIMAL(4, 0), TAGS ARRAY<STRING>",
         true,
     );
     let rows = [
-        r#"{"id": 1, "name": "a \"quoted\"\nline", "amount": 2.0, "ok": true, "tags": ["x"]}"#,
-        r#"{"id": -7, "name": null, "amount": 0.1, "ok": false, "tags": null}"#,
+        r#"{"id": 1, "name": "a \"quoted\"\nline", "amount": 2.0, "ok": true, "p": 1.5, "q": 12, "tags": ["x"]}"#,
+        r#"{"id": -7, "name": null, "amount": 0.1, "ok": false, "p": -0.005, "q": -9999, "tags": null}"#,
+        r#"{"id": 0, "name": "", "amount": -3.5, "ok": true, "p": 0, "q": null, "tags": []}"#,
     ];
     let (fast, _) = round_trip(&flat, &rows);
     let (exact, _) = round_trip(&nested, &rows);
@@ -316,7 +320,15 @@ fn json_fast_and_exact_paths_write_the_same_bytes() {
     }
     assert_eq!(
         fast[0].as_deref(),
-        Some(r#"{"ID":1,"NAME":"a \"quoted\"\nline","AMOUNT":2.0,"OK":true}"#)
+        Some(r#"{"ID":1,"NAME":"a \"quoted\"\nline","AMOUNT":2.0,"OK":true,"P":1.500,"Q":12}"#)
+    );
+    assert_eq!(
+        fast[1].as_deref(),
+        Some(r#"{"ID":-7,"NAME":null,"AMOUNT":0.1,"OK":false,"P":-0.005,"Q":-9999}"#)
+    );
+    assert_eq!(
+        fast[2].as_deref(),
+        Some(r#"{"ID":0,"NAME":"","AMOUNT":-3.5,"OK":true,"P":0.000,"Q":null}"#)
     );
 }
 

@@ -710,8 +710,9 @@ fn decode_each(schema: &SchemaRef, wrapped: bool, payloads: &[Option<&[u8]>]) ->
     Decoded { columns, errors }
 }
 
-/// The fast path of [`encode`]: objects of booleans, integers, finite doubles and strings, all
-/// written by arrow-json's encoder in one buffer and then split into rows.
+/// The fast path of [`encode`]: objects of booleans, integers, finite doubles, decimals and
+/// strings, all written by arrow-json's encoder in one buffer and then split into rows. Its
+/// decimals are bare numbers with every digit of the scale, as `write_value` writes them.
 fn encode_flat_objects(
     schema: &SchemaRef,
     columns: &[ArrayRef],
@@ -722,7 +723,11 @@ fn encode_flat_objects(
         .iter()
         .zip(columns)
         .all(|(f, c)| match f.data_type() {
-            DataType::Boolean | DataType::Int32 | DataType::Int64 | DataType::Utf8 => true,
+            DataType::Boolean
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::Utf8
+            | DataType::Decimal128(..) => true,
             DataType::Float64 => c
                 .as_any()
                 .downcast_ref::<Float64Array>()
