@@ -629,6 +629,69 @@ async fn emit_final_writes_each_window_once_when_it_closes_even_across_a_restart
     engine.shutdown().await;
 }
 
+/// With the record cache on, `EMIT FINAL` writes a group's state once per commit, not per
+/// step, and a window that opens and closes between two commits is never written at all.
+/// Hopping windows fed in large batches, with a restart between them, come out exactly once
+/// each, with the counts a run without the restart gives and the counts the windows hold.
+#[tokio::test]
+async fn emit_final_with_the_record_cache_writes_each_hopping_window_once_across_a_restart() {
+    const CREATE: &str = "CREATE TABLE per_window AS SELECT user, COUNT(*) AS n
+         FROM orders WINDOW HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 5 MILLISECONDS,
+           GRACE PERIOD 0 MILLISECONDS)
+         GROUP BY user EMIT FINAL;";
+    let users = ["ann", "bob", "cy"];
+    let order_at = |t: i64| order(users[t as usize % 3], 1, t);
+    async fn start(dir: &std::path::Path) -> Engine {
+        let engine = Engine::open(open_store(dir)).await.unwrap();
+        run(&engine, SETUP).await;
+        // The default session: the record cache is on.
+        engine
+            .execute(&mut Session::default(), CREATE)
+            .await
+            .unwrap();
+        engine
+    }
+    let finals = |store: &Store| -> BTreeMap<(String, i64), String> {
+        let mut out = BTreeMap::new();
+        for (key, value, _) in records(store, "PER_WINDOW") {
+            let (user, start) = key.split_at(key.len() - 8);
+            let start = i64::from_be_bytes(start.try_into().unwrap());
+            let user = String::from_utf8(user.to_vec()).unwrap();
+            let previous = out.insert((user, start), value.unwrap());
+            assert!(previous.is_none(), "a window came out twice");
+        }
+        out
+    };
+
+    let restarted = tempfile::tempdir().unwrap();
+    let engine = start(restarted.path()).await;
+    feed(&engine, "orders", (0..60).map(order_at).collect()).await;
+    engine.shutdown().await;
+    engine.store().close().unwrap();
+    drop(engine);
+    let engine = Engine::open(open_store(restarted.path())).await.unwrap();
+    feed(&engine, "orders", (60..100).map(order_at).collect()).await;
+    let after_restart = finals(engine.store());
+    engine.shutdown().await;
+
+    let straight = tempfile::tempdir().unwrap();
+    let engine = start(straight.path()).await;
+    feed(&engine, "orders", (0..100).map(order_at).collect()).await;
+    let without_restart = finals(engine.store());
+    engine.shutdown().await;
+
+    // Stream time ends at 99: the windows ending at or before it are final.
+    let mut expected = BTreeMap::new();
+    for start in (0..=85).step_by(5) {
+        for (u, user) in users.iter().enumerate() {
+            let n = (start..start + 10).filter(|t| *t as usize % 3 == u).count();
+            expected.insert((user.to_string(), start), format!(r#"{{"N":{n}}}"#));
+        }
+    }
+    assert_eq!(without_restart, expected);
+    assert_eq!(after_restart, expected);
+}
+
 /// Beyond ksqlDB: the final rows of a windowed aggregation, read back as a windowed stream,
 /// aggregate again by their window: here the highest count of any user per window.
 #[tokio::test]

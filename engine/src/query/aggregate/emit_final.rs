@@ -25,8 +25,9 @@ pub(super) struct FinalRows {
     pub(super) results: Vec<Vec<ScalarValue>>,
 }
 
-/// A window `EMIT FINAL` closed: its group key, bounds, result timestamp and values.
-pub(super) type ClosedWindow = (Vec<u8>, (i64, i64), i64, Vec<ScalarValue>);
+/// A window `EMIT FINAL` closed: its group key, bounds, result timestamp and values, and
+/// whether the store may hold its group (else there is nothing to delete).
+pub(super) type ClosedWindow = (Vec<u8>, (i64, i64), i64, Vec<ScalarValue>, bool);
 
 impl FinalRows {
     /// Adds the windows input row `row` closed; they leave the state.
@@ -36,7 +37,7 @@ impl FinalRows {
         closed: Vec<ClosedWindow>,
         (dirty, deleted): (&mut super::state::GroupSet, &mut Vec<Vec<u8>>),
     ) {
-        for (key, window, latest, values) in closed {
+        for (key, window, latest, values, stored) in closed {
             for (k, v) in values.into_iter().enumerate() {
                 self.results[k].push(v);
             }
@@ -44,7 +45,9 @@ impl FinalRows {
             self.windows.push(window);
             self.times.push(latest);
             dirty.remove(&key);
-            deleted.push(key.clone());
+            if stored {
+                deleted.push(key.clone());
+            }
             self.keys.push(key);
         }
     }
@@ -102,7 +105,8 @@ impl AggregateState {
                 if start >= oldest_kept {
                     let (latest, values) =
                         self.final_result(store, &key, (plan, input), stream_time)?;
-                    out.push((key, (start, start + size), latest, values));
+                    let stored = !self.close_unstored(clock, start, &key);
+                    out.push((key, (start, start + size), latest, values, stored));
                 } else {
                     self.groups.remove(&key);
                     expired.push(key);
@@ -136,7 +140,7 @@ impl AggregateState {
                     continue;
                 };
                 let (latest, values) = self.final_result(store, &key, (plan, input), end)?;
-                out.push((key, (start, end), latest, values));
+                out.push((key, (start, end), latest, values, true));
                 emptied.push(group_key);
             }
         }

@@ -89,6 +89,7 @@ impl Operator for Aggregation<'_> {
         }
         let mut writes: StateWrites = Vec::new();
         for key in self.state.expire_windows(store, self.plan)? {
+            self.state.unwritten.remove(&key);
             writes.push((state_key(&key), None));
         }
         let (expired, changed) = self.state.expire_sessions(store, self.plan)?;
@@ -96,7 +97,9 @@ impl Operator for Aggregation<'_> {
             writes.push((state_key(&key), None));
         }
         writes.extend(self.state.session_list_writes(changed));
-        writes.extend(self.state.take_index_writes());
+        if !self.state.defer_writes {
+            writes.extend(self.state.take_index_writes());
+        }
         Ok(StepOutput {
             writes,
             ..StepOutput::empty()
@@ -107,8 +110,14 @@ impl Operator for Aggregation<'_> {
     /// flush, once, and its state to commit with it.
     fn flush(&mut self, store: &Store) -> Result<StepOutput> {
         if !self.state.coalesce {
+            let mut writes = if self.state.defer_writes {
+                self.state.take_deferred_index_writes()
+            } else {
+                self.state.take_index_writes()
+            };
+            writes.extend(self.write_unwritten()?);
             return Ok(StepOutput {
-                writes: self.state.take_index_writes(),
+                writes,
                 ..StepOutput::empty()
             });
         }
@@ -187,6 +196,9 @@ impl Operator for Aggregation<'_> {
     }
 
     fn record_cache(&self) -> Option<usize> {
+        if self.state.defer_writes {
+            return Some(self.state.unwritten_bytes);
+        }
         self.state.coalesce.then_some(self.state.pending_bytes)
     }
 
@@ -202,6 +214,24 @@ impl Operator for Aggregation<'_> {
 impl RowsOperator for Aggregation<'_> {
     fn process_rows(&mut self, store: &Store, rows: Rows<'_>) -> Result<StepOutput> {
         self.aggregate(store, rows)
+    }
+}
+
+/// What a group waiting for its state to be written counts for in the record cache, beside
+/// its key: its accumulators' state and the set's own room, roughly.
+const UNWRITTEN_GROUP_BYTES: usize = 48;
+
+impl Aggregation<'_> {
+    /// The states of the groups changed since the last flush, each written once.
+    fn write_unwritten(&mut self) -> Result<StateWrites> {
+        let mut writes = StateWrites::with_capacity(self.state.unwritten.len());
+        for key in std::mem::take(&mut self.state.unwritten) {
+            if let Some(group) = self.state.groups.get_mut(&key) {
+                writes.push((state_key(&key), Some(serialize(group)?)));
+            }
+        }
+        self.state.unwritten_bytes = 0;
+        Ok(writes)
     }
 }
 
@@ -660,12 +690,22 @@ impl Aggregation<'_> {
     /// clocks.
     fn write_back(&mut self, updates: Updates) -> Result<StateWrites> {
         let mut writes = StateWrites::new();
-        for key in updates.dirty {
-            if let Some(group) = self.state.groups.get_mut(&key) {
-                writes.push((state_key(&key), Some(serialize(group)?)));
+        if self.state.defer_writes {
+            for key in updates.dirty {
+                if !self.state.unwritten.contains(&key) {
+                    self.state.unwritten_bytes += key.len() + UNWRITTEN_GROUP_BYTES;
+                    self.state.unwritten.insert(key);
+                }
+            }
+        } else {
+            for key in updates.dirty {
+                if let Some(group) = self.state.groups.get_mut(&key) {
+                    writes.push((state_key(&key), Some(serialize(group)?)));
+                }
             }
         }
         for key in updates.deleted {
+            self.state.unwritten.remove(&key);
             writes.push((state_key(&key), None));
         }
         writes.extend(self.state.session_list_writes(updates.dirty_sessions));
@@ -677,7 +717,10 @@ impl Aggregation<'_> {
         {
             writes.push((aggregate_keys::LATEST_START.to_vec(), Some(starts.encode())));
         }
-        writes.extend(self.state.take_index_writes());
+        // Deferred, the index changes wait for the flush with the groups' states.
+        if !self.state.defer_writes {
+            writes.extend(self.state.take_index_writes());
+        }
         Ok(writes)
     }
 }
