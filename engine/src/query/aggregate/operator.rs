@@ -197,7 +197,9 @@ impl Operator for Aggregation<'_> {
 
     fn record_cache(&self) -> Option<usize> {
         if self.state.defer_writes {
-            return Some(self.state.unwritten_bytes);
+            // Closed windows' rows go out with the next commit, and a query reading them (a
+            // join waiting for a window's row) should not wait a commit interval for them.
+            return (!self.state.finals_waiting).then_some(self.state.unwritten_bytes);
         }
         self.state.coalesce.then_some(self.state.pending_bytes)
     }
@@ -231,6 +233,7 @@ impl Aggregation<'_> {
             }
         }
         self.state.unwritten_bytes = 0;
+        self.state.finals_waiting = false;
         Ok(writes)
     }
 }
@@ -425,6 +428,7 @@ impl Aggregation<'_> {
         }
         let group_columns = if plan.emit_final {
             updates.take_finals();
+            self.state.finals_waiting |= !updates.rows.is_empty();
             // A final row's key is its window's: the group, then the start (and a session's
             // end), not that of the record that closed it.
             let suffix = if plan.session.is_some() { 16 } else { 8 };

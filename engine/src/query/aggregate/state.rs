@@ -74,6 +74,9 @@ pub(crate) struct AggregateState {
     pub(super) unwritten: GroupSet,
     /// Estimated bytes those groups' states take.
     pub(super) unwritten_bytes: usize,
+    /// With deferred writes, whether windows closed since the last flush: their rows wait for
+    /// the commit, so it comes as soon as it would without the cache.
+    pub(super) finals_waiting: bool,
     /// With deferred writes, the groups made since the last flush that the store has never
     /// held: one whose window closes before the flush is never written, nor deleted.
     pub(super) fresh: GroupSet,
@@ -171,6 +174,7 @@ impl AggregateState {
             defer_writes: coalesce && plan.session.is_none() && plan.emit_final,
             unwritten: GroupSet::default(),
             unwritten_bytes: 0,
+            finals_waiting: false,
             fresh: GroupSet::default(),
             cancelled_index: GroupSet::default(),
             pending: Vec::new(),
