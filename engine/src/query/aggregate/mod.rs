@@ -12,6 +12,7 @@
 //! - `state` keeps the groups (`group`) in memory and in the store.
 
 mod calls;
+mod deferred;
 mod emit_final;
 mod group;
 mod operator;

@@ -89,7 +89,9 @@ impl Operator for Aggregation<'_> {
         }
         let mut writes: StateWrites = Vec::new();
         for key in self.state.expire_windows(store, self.plan)? {
-            self.state.unwritten.remove(&key);
+            if let Some(deferred) = &mut self.state.deferred {
+                deferred.deleted(&key);
+            }
             writes.push((state_key(&key), None));
         }
         let (expired, changed) = self.state.expire_sessions(store, self.plan)?;
@@ -97,7 +99,7 @@ impl Operator for Aggregation<'_> {
             writes.push((state_key(&key), None));
         }
         writes.extend(self.state.session_list_writes(changed));
-        if !self.state.defer_writes {
+        if self.state.deferred.is_none() {
             writes.extend(self.state.take_index_writes());
         }
         Ok(StepOutput {
@@ -110,12 +112,14 @@ impl Operator for Aggregation<'_> {
     /// flush, once, and its state to commit with it.
     fn flush(&mut self, store: &Store) -> Result<StepOutput> {
         if !self.state.coalesce {
-            let mut writes = if self.state.defer_writes {
-                self.state.take_deferred_index_writes()
-            } else {
-                self.state.take_index_writes()
-            };
-            writes.extend(self.write_unwritten()?);
+            let mut writes = self.state.take_index_writes();
+            if let Some(deferred) = &mut self.state.deferred {
+                for key in deferred.flush(&mut writes) {
+                    if let Some(group) = self.state.groups.get_mut(&key) {
+                        writes.push((state_key(&key), Some(serialize(group)?)));
+                    }
+                }
+            }
             return Ok(StepOutput {
                 writes,
                 ..StepOutput::empty()
@@ -196,10 +200,8 @@ impl Operator for Aggregation<'_> {
     }
 
     fn record_cache(&self) -> Option<usize> {
-        if self.state.defer_writes {
-            // Closed windows' rows go out with the next commit, and a query reading them (a
-            // join waiting for a window's row) should not wait a commit interval for them.
-            return (!self.state.finals_waiting).then_some(self.state.unwritten_bytes);
+        if let Some(deferred) = &self.state.deferred {
+            return deferred.cache_bytes();
         }
         self.state.coalesce.then_some(self.state.pending_bytes)
     }
@@ -216,25 +218,6 @@ impl Operator for Aggregation<'_> {
 impl RowsOperator for Aggregation<'_> {
     fn process_rows(&mut self, store: &Store, rows: Rows<'_>) -> Result<StepOutput> {
         self.aggregate(store, rows)
-    }
-}
-
-/// What a group waiting for its state to be written counts for in the record cache, beside
-/// its key: its accumulators' state and the set's own room, roughly.
-const UNWRITTEN_GROUP_BYTES: usize = 48;
-
-impl Aggregation<'_> {
-    /// The states of the groups changed since the last flush, each written once.
-    fn write_unwritten(&mut self) -> Result<StateWrites> {
-        let mut writes = StateWrites::with_capacity(self.state.unwritten.len());
-        for key in std::mem::take(&mut self.state.unwritten) {
-            if let Some(group) = self.state.groups.get_mut(&key) {
-                writes.push((state_key(&key), Some(serialize(group)?)));
-            }
-        }
-        self.state.unwritten_bytes = 0;
-        self.state.finals_waiting = false;
-        Ok(writes)
     }
 }
 
@@ -428,7 +411,11 @@ impl Aggregation<'_> {
         }
         let group_columns = if plan.emit_final {
             updates.take_finals();
-            self.state.finals_waiting |= !updates.rows.is_empty();
+            if !updates.rows.is_empty()
+                && let Some(deferred) = &mut self.state.deferred
+            {
+                deferred.finals_closed();
+            }
             // A final row's key is its window's: the group, then the start (and a session's
             // end), not that of the record that closed it.
             let suffix = if plan.session.is_some() { 16 } else { 8 };
@@ -694,22 +681,23 @@ impl Aggregation<'_> {
     /// clocks.
     fn write_back(&mut self, updates: Updates) -> Result<StateWrites> {
         let mut writes = StateWrites::new();
-        if self.state.defer_writes {
-            for key in updates.dirty {
-                if !self.state.unwritten.contains(&key) {
-                    self.state.unwritten_bytes += key.len() + UNWRITTEN_GROUP_BYTES;
-                    self.state.unwritten.insert(key);
-                }
-            }
-        } else {
-            for key in updates.dirty {
-                if let Some(group) = self.state.groups.get_mut(&key) {
-                    writes.push((state_key(&key), Some(serialize(group)?)));
+        match &mut self.state.deferred {
+            Some(deferred) => updates
+                .dirty
+                .into_iter()
+                .for_each(|key| deferred.changed(key)),
+            None => {
+                for key in updates.dirty {
+                    if let Some(group) = self.state.groups.get_mut(&key) {
+                        writes.push((state_key(&key), Some(serialize(group)?)));
+                    }
                 }
             }
         }
         for key in updates.deleted {
-            self.state.unwritten.remove(&key);
+            if let Some(deferred) = &mut self.state.deferred {
+                deferred.deleted(&key);
+            }
             writes.push((state_key(&key), None));
         }
         writes.extend(self.state.session_list_writes(updates.dirty_sessions));
@@ -722,7 +710,7 @@ impl Aggregation<'_> {
             writes.push((aggregate_keys::LATEST_START.to_vec(), Some(starts.encode())));
         }
         // Deferred, the index changes wait for the flush with the groups' states.
-        if !self.state.defer_writes {
+        if self.state.deferred.is_none() {
             writes.extend(self.state.take_index_writes());
         }
         Ok(writes)

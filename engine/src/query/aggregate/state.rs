@@ -12,6 +12,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use eddy_storage::Store;
 
 use super::AggregatePlan;
+use super::deferred::DeferredWrites;
 use super::group::{Group, restore};
 use super::stream_time::{GroupPartitioner, PartitionTimes};
 use super::windows::Session;
@@ -66,23 +67,9 @@ pub(crate) struct AggregateState {
     pub(super) pending_at: GroupMap<usize>,
     /// Estimated bytes the pending updates hold, as the record cache counts them.
     pub(super) pending_bytes: usize,
-    /// `EMIT FINAL` over time windows with the record cache on: a group's state is written
-    /// once per commit, at the flush, not after every step that changed it. Its rows go out
-    /// only when windows close, so the cache holds no rows, only the writes.
-    pub(super) defer_writes: bool,
-    /// The groups changed since the last flush whose state is still to be written.
-    pub(super) unwritten: GroupSet,
-    /// Estimated bytes those groups' states take.
-    pub(super) unwritten_bytes: usize,
-    /// With deferred writes, whether windows closed since the last flush: their rows wait for
-    /// the commit, so it comes as soon as it would without the cache.
-    pub(super) finals_waiting: bool,
-    /// With deferred writes, the groups made since the last flush that the store has never
-    /// held: one whose window closes before the flush is never written, nor deleted.
-    pub(super) fresh: GroupSet,
-    /// The index entries of those groups' closed windows, filed and taken out since the last
-    /// flush: neither the filing nor the taking out is written.
-    pub(super) cancelled_index: GroupSet,
+    /// `EMIT FINAL` over time windows with the record cache on: group states written once
+    /// per commit (see [`DeferredWrites`]).
+    pub(super) deferred: Option<DeferredWrites>,
 }
 
 /// A group changed since the last flush of the record cache: its window, and the partition and
@@ -171,12 +158,8 @@ impl AggregateState {
             taken_through: HashMap::new(),
             latest_start: None,
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
-            defer_writes: coalesce && plan.session.is_none() && plan.emit_final,
-            unwritten: GroupSet::default(),
-            unwritten_bytes: 0,
-            finals_waiting: false,
-            fresh: GroupSet::default(),
-            cancelled_index: GroupSet::default(),
+            deferred: (coalesce && plan.session.is_none() && plan.emit_final)
+                .then(DeferredWrites::default),
             pending: Vec::new(),
             pending_at: GroupMap::default(),
             pending_bytes: 0,
@@ -195,7 +178,11 @@ impl AggregateState {
     /// cache holds updates, which are emitted from the groups in memory, or while index
     /// changes or groups' states wait to be written.
     pub(super) fn drop_cached(&mut self) {
-        if self.pending.is_empty() && self.index_writes.is_empty() && self.unwritten.is_empty() {
+        let writes_wait = self
+            .deferred
+            .as_ref()
+            .is_some_and(DeferredWrites::holds_writes);
+        if self.pending.is_empty() && self.index_writes.is_empty() && !writes_wait {
             self.groups = GroupMap::default();
             self.rows = HashMap::new();
             self.sessions = HashMap::new();
@@ -215,10 +202,11 @@ impl AggregateState {
             let mut group = self.fresh_group(plan, input)?;
             match store.state_get(&self.namespace, &state_key(key))? {
                 Some(bytes) => restore(&mut group, &bytes)?,
-                None if self.defer_writes => {
-                    self.fresh.insert(key.to_vec());
+                None => {
+                    if let Some(deferred) = &mut self.deferred {
+                        deferred.made(key);
+                    }
                 }
-                None => {}
             }
             self.groups.insert(key.to_vec(), group);
         }
@@ -344,29 +332,13 @@ impl AggregateState {
         std::mem::take(&mut self.index_writes)
     }
 
-    /// With deferred writes, a closed window's group that the store never held: its index
-    /// entry (filed under partition `clock` at `start`) is cancelled, and whether it was such a
-    /// group comes back, so its state is not deleted either.
+    /// With deferred writes, whether the store never held the group of window `key` (filed
+    /// under partition `clock` at `start`) that just closed: then its index entry is not
+    /// written, and its state is not deleted.
     pub(super) fn close_unstored(&mut self, clock: u32, start: i64, key: &[u8]) -> bool {
-        if !self.fresh.remove(key) {
-            return false;
-        }
-        self.cancelled_index
-            .insert(window_index_key(clock, start, key));
-        self.unwritten.remove(key);
-        true
-    }
-
-    /// With deferred writes, the index changes since the last flush, less those cancelled;
-    /// every group then is in the store, or about to be.
-    pub(super) fn take_deferred_index_writes(&mut self) -> StateWrites {
-        let cancelled = std::mem::take(&mut self.cancelled_index);
-        self.fresh.clear();
-        let mut writes = self.take_index_writes();
-        if !cancelled.is_empty() {
-            writes.retain(|(key, _)| !cancelled.contains(key));
-        }
-        writes
+        self.deferred
+            .as_mut()
+            .is_some_and(|d| d.closed_unstored(key, window_index_key(clock, start, key)))
     }
 
     /// Takes out of partition `clock`'s index every window filed at or before `bound`, by
