@@ -665,7 +665,10 @@ async fn emit_final_with_the_record_cache_writes_each_hopping_window_once_across
 
     let restarted = tempfile::tempdir().unwrap();
     let engine = start(restarted.path()).await;
-    feed(&engine, "orders", (0..60).map(order_at).collect()).await;
+    // Two commits before the restart: windows 50 and 55 change after the first and are still
+    // open at the restart.
+    feed(&engine, "orders", (0..55).map(order_at).collect()).await;
+    feed(&engine, "orders", (55..60).map(order_at).collect()).await;
     engine.shutdown().await;
     engine.store().close().unwrap();
     drop(engine);
@@ -1160,8 +1163,10 @@ async fn closed_sessions_leave_the_state() {
     engine.shutdown().await;
 }
 
-/// Runs three aggregations (a windowed count over a stream, a count over a table whose rows
-/// move between groups, and session windows) over the same input; what each writes.
+/// Runs four aggregations (a windowed count over a stream, a count over a table whose rows
+/// move between groups, session windows, and `EMIT FINAL` over hopping windows with the record
+/// cache on and a commit at every step, whose groups of windows opened since the cache was
+/// dropped are not looked for in the store) over the same input; what each writes.
 async fn outputs_with_state_cache(entries: usize) -> Vec<Vec<(Vec<u8>, Option<String>, i64)>> {
     let dir = tempfile::tempdir().unwrap();
     let options = eddy_engine::EngineOptions {
@@ -1183,7 +1188,15 @@ async fn outputs_with_state_cache(entries: usize) -> Vec<Vec<(Vec<u8>, Option<St
          CREATE TABLE per_region AS SELECT region, COUNT(*) AS n, SUM(score) AS total
              FROM users GROUP BY region;
          CREATE TABLE sessions AS SELECT user, COUNT(*) AS n
-             FROM orders WINDOW SESSION (3 SECONDS) GROUP BY user;",
+             FROM orders WINDOW SESSION (3 SECONDS) GROUP BY user;
+         SET 'cache.max.bytes.buffering' = '10000000';
+         SET 'commit.interval.ms' = '0';
+         CREATE STREAM ticks (id STRING KEY, user STRING, amount INT)
+             WITH (kafka_topic='ticks', partitions=1, value_format='JSON');
+         CREATE TABLE final_hops AS SELECT user, COUNT(*) AS n, SUM(amount) AS total
+             FROM ticks WINDOW HOPPING (SIZE 6 SECONDS, ADVANCE BY 2 SECONDS,
+               GRACE PERIOD 0 SECONDS)
+             GROUP BY user EMIT FINAL;",
     )
     .await;
     for round in 0..6i64 {
@@ -1196,7 +1209,17 @@ async fn outputs_with_state_cache(entries: usize) -> Vec<Vec<(Vec<u8>, Option<St
                 )
             })
             .collect();
+        // The same orders without gaps in time, so windows span the rounds.
+        let ticks = orders
+            .iter()
+            .enumerate()
+            .map(|(i, o)| Record {
+                timestamp: round * 2_000 + i as i64 * 50,
+                ..o.clone()
+            })
+            .collect();
         feed(&engine, "orders", orders).await;
+        feed(&engine, "ticks", ticks).await;
         let users: Vec<Record> = (0..30i64)
             .map(|i| {
                 Record::keyed(
@@ -1210,7 +1233,7 @@ async fn outputs_with_state_cache(entries: usize) -> Vec<Vec<(Vec<u8>, Option<St
     }
     let store = engine.store().clone();
     engine.shutdown().await;
-    ["PER_USER", "PER_REGION", "SESSIONS"]
+    ["PER_USER", "PER_REGION", "SESSIONS", "FINAL_HOPS"]
         .iter()
         .map(|topic| records(&store, topic))
         .collect()

@@ -29,6 +29,9 @@ pub(super) struct Group {
     /// Whether its window is filed in the index of open windows since it was read: a window
     /// updated again need not be filed again.
     pub(super) filed: bool,
+    /// `EMIT FINAL`: whether the group changed since its state was last handed to be written,
+    /// so further changes need not mark it again.
+    pub(super) unwritten: bool,
 }
 
 /// An accumulator's current result, as ksqlDB reports it: `SUM` starts at zero, so it is

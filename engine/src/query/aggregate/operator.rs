@@ -116,6 +116,7 @@ impl Operator for Aggregation<'_> {
             if let Some(deferred) = &mut self.state.deferred {
                 for key in deferred.flush(&mut writes) {
                     if let Some(group) = self.state.groups.get_mut(&key) {
+                        group.unwritten = false;
                         writes.push((state_key(&key), Some(serialize(group)?)));
                     }
                 }
@@ -533,30 +534,38 @@ impl Aggregation<'_> {
         let plan = self.plan;
         let timestamp = batch.rowtimes.value(i);
         let clock = batch.clocks[i];
-        let windows: Vec<Option<(i64, i64)>> = match &plan.window {
-            None => vec![None],
-            Some((w, grace)) => w
-                .open_windows_for(timestamp, *grace, stream_time)
-                .into_iter()
-                .map(Some)
-                .collect(),
-        };
-        if windows.is_empty() {
+        let open = plan
+            .window
+            .as_ref()
+            .map(|(w, grace)| w.open_windows_for(timestamp, *grace, stream_time));
+        if open.as_ref().is_some_and(Vec::is_empty) {
             return Ok(true);
         }
-        for window in windows {
+        // The row's arguments, the same for each of its windows.
+        let args: Vec<Vec<ArrayRef>> = (0..plan.aggregates.len())
+            .map(|k| batch.args(k, i))
+            .collect();
+        let group_row = batch.group_rows.row(i);
+        for w in 0..open.as_ref().map_or(1, Vec::len) {
+            let window = open.as_ref().map(|windows| windows[w]);
             let coalesce = self.state.coalesce;
-            let mut key = batch.group_rows.row(i).as_ref().to_vec();
+            let mut key = Vec::with_capacity(group_row.as_ref().len() + 8);
+            key.extend_from_slice(group_row.as_ref());
             if let Some((start, _)) = window {
                 key.extend_from_slice(&start.to_be_bytes());
             }
-            let group = self.state.group(store, &key, plan, &batch.input_schema)?;
+            let group = match window {
+                Some((start, _)) if plan.emit_final => {
+                    let input = &batch.input_schema;
+                    self.state.window_group(store, (&key, start), plan, input)?
+                }
+                _ => self.state.group(store, &key, plan, &batch.input_schema)?,
+            };
             for (k, acc) in group.accumulators.iter_mut().enumerate() {
-                let args = batch.args(k, i);
                 if batch.rows.retracts(i) {
-                    acc.retract_batch(&args)
+                    acc.retract_batch(&args[k])
                 } else {
-                    acc.update_batch(&args)
+                    acc.update_batch(&args[k])
                 }
                 .map_err(|e| EngineError::execution("aggregation failed", e))?;
                 // EMIT FINAL writes a window's result once, when it closes, and the record
@@ -568,6 +577,7 @@ impl Aggregation<'_> {
             let latest = group.latest.map_or(timestamp, |t| t.max(timestamp));
             group.latest = Some(latest);
             let filed = std::mem::replace(&mut group.filed, true);
+            let marked = std::mem::replace(&mut group.unwritten, plan.emit_final);
             if let Some((start, _)) = window
                 && !filed
             {
@@ -590,7 +600,9 @@ impl Aggregation<'_> {
             }
             // EMIT FINAL writes the windows that close, not the updates.
             if plan.emit_final {
-                updates.dirty.insert(key);
+                if !marked {
+                    updates.dirty.insert(key);
+                }
             } else {
                 updates.dirty.insert(key.clone());
                 updates.push(i, window.unwrap_or((0, 0)), key, (latest, false));
@@ -689,6 +701,7 @@ impl Aggregation<'_> {
             None => {
                 for key in updates.dirty {
                     if let Some(group) = self.state.groups.get_mut(&key) {
+                        group.unwritten = false;
                         writes.push((state_key(&key), Some(serialize(group)?)));
                     }
                 }

@@ -58,6 +58,10 @@ pub(crate) struct AggregateState {
     pub(super) taken_through: HashMap<u32, i64>,
     /// `EMIT FINAL`: the latest window start written in each partition, once read.
     pub(super) latest_start: Option<PartitionTimes>,
+    /// `EMIT FINAL`: windows starting after this one were first touched since the groups in
+    /// memory were loaded or last dropped, so a group of theirs not in memory is in no store
+    /// either; unknown until the latest starts are read.
+    pub(super) untouched_after: Option<i64>,
     /// Whether updates wait in the record cache for its flush instead of going out one per
     /// input row.
     pub(super) coalesce: bool,
@@ -157,6 +161,7 @@ impl AggregateState {
             index_kept: false,
             taken_through: HashMap::new(),
             latest_start: None,
+            untouched_after: None,
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
             deferred: (coalesce && plan.session.is_none() && plan.emit_final)
                 .then(DeferredWrites::default),
@@ -183,6 +188,9 @@ impl AggregateState {
             .as_ref()
             .is_some_and(DeferredWrites::holds_writes);
         if self.pending.is_empty() && self.index_writes.is_empty() && !writes_wait {
+            if let (Some(after), Some(starts)) = (&mut self.untouched_after, &self.latest_start) {
+                *after = starts.iter().map(|(_, start)| start).fold(*after, i64::max);
+            }
             self.groups = GroupMap::default();
             self.rows = HashMap::new();
             self.sessions = HashMap::new();
@@ -198,9 +206,37 @@ impl AggregateState {
         plan: &AggregatePlan,
         input: &Schema,
     ) -> Result<&'a mut Group> {
+        self.group_maybe_stored(store, key, true, (plan, input))
+    }
+
+    /// `EMIT FINAL`: the group of window `key`, starting at `start`; one of a window first
+    /// touched since the groups in memory were loaded is not looked for in the store.
+    pub(super) fn window_group<'a>(
+        &'a mut self,
+        store: &Store,
+        (key, start): (&[u8], i64),
+        plan: &AggregatePlan,
+        input: &Schema,
+    ) -> Result<&'a mut Group> {
+        let maybe_stored = self.untouched_after.is_none_or(|after| start <= after);
+        self.group_maybe_stored(store, key, maybe_stored, (plan, input))
+    }
+
+    /// The group under `key`: from memory, else from the store when it may be there, else new.
+    fn group_maybe_stored<'a>(
+        &'a mut self,
+        store: &Store,
+        key: &[u8],
+        maybe_stored: bool,
+        (plan, input): (&AggregatePlan, &Schema),
+    ) -> Result<&'a mut Group> {
         if !self.groups.contains_key(key) {
             let mut group = self.fresh_group(plan, input)?;
-            match store.state_get(&self.namespace, &state_key(key))? {
+            let stored = match maybe_stored {
+                true => store.state_get(&self.namespace, &state_key(key))?,
+                false => None,
+            };
+            match stored {
                 Some(bytes) => restore(&mut group, &bytes)?,
                 None => {
                     if let Some(deferred) = &mut self.deferred {
@@ -252,7 +288,11 @@ impl AggregateState {
             self.index_writes
                 .push((aggregate_keys::WINDOW_INDEX_KEPT.to_vec(), Some(Vec::new())));
         }
-        self.latest_start = Some(self.stored_times(store, aggregate_keys::LATEST_START)?);
+        let starts = self.stored_times(store, aggregate_keys::LATEST_START)?;
+        // EMIT FINAL has written the latest starts with every step that touched a window
+        // (since it was first built), so no group in the store starts after them.
+        self.untouched_after = Some(starts.iter().map(|(_, s)| s).max().unwrap_or(i64::MIN));
+        self.latest_start = Some(starts);
         self.index_kept = true;
         Ok(())
     }
@@ -520,6 +560,7 @@ impl AggregateState {
             emitted: false,
             latest: None,
             filed: false,
+            unwritten: false,
         })
     }
 

@@ -30,17 +30,14 @@ impl TimeWindows {
             }
             TimeWindows::Hopping { size, advance } => {
                 let last = timestamp - timestamp.rem_euclid(advance);
-                let mut starts = Vec::new();
+                let mut windows = Vec::with_capacity((size / advance).clamp(1, 64) as usize);
                 let mut start = last;
                 while start > timestamp.saturating_sub(size) && start >= 0 {
-                    starts.push(start);
+                    windows.push((start, start.saturating_add(size)));
                     start -= advance;
                 }
-                starts.reverse();
-                starts
-                    .into_iter()
-                    .map(|s| (s, s.saturating_add(size)))
-                    .collect()
+                windows.reverse();
+                windows
             }
         }
     }
@@ -53,10 +50,9 @@ impl TimeWindows {
         grace: i64,
         stream_time: i64,
     ) -> Vec<(i64, i64)> {
-        self.windows_for(timestamp)
-            .into_iter()
-            .filter(|(_, end)| !window_closed(*end, grace, stream_time))
-            .collect()
+        let mut windows = self.windows_for(timestamp);
+        windows.retain(|(_, end)| !window_closed(*end, grace, stream_time));
+        windows
     }
 
     /// The window size in milliseconds.
@@ -74,10 +70,22 @@ impl TimeWindows {
     }
 
     /// `EMIT FINAL`: the latest window start whose window has closed at `stream_time`.
+    /// A start itself, so stream time moving within one advance asks for no new windows.
     pub fn last_closable_start(&self, grace: i64, stream_time: i64) -> i64 {
-        stream_time
-            .saturating_sub(grace)
-            .saturating_sub(self.size())
+        self.start_at_or_before(
+            stream_time
+                .saturating_sub(grace)
+                .saturating_sub(self.size()),
+        )
+    }
+
+    /// The latest window start at or before `time`: starts are multiples of the advance.
+    fn start_at_or_before(&self, time: i64) -> i64 {
+        let step = match *self {
+            TimeWindows::Tumbling { size } => size,
+            TimeWindows::Hopping { advance, .. } => advance,
+        };
+        time.saturating_sub(time.rem_euclid(step))
     }
 
     /// `EMIT FINAL`: the earliest window start still kept, as Kafka Streams' window store
@@ -264,7 +272,15 @@ mod tests {
         // A window starting at 0 ends at 60; with 10 of grace it has closed at 70.
         assert_eq!(w.expiry_lag(10), 70);
         assert_eq!(w.last_closable_start(10, 70), 0);
-        assert_eq!(w.last_closable_start(10, 69), -1);
+        assert_eq!(w.last_closable_start(10, 69), -60);
+        assert_eq!(w.last_closable_start(10, 129), 0);
+        let h = TimeWindows::Hopping {
+            size: 10,
+            advance: 4,
+        };
+        assert_eq!(h.last_closable_start(0, 21), 8);
+        assert_eq!(h.last_closable_start(0, 22), 12);
+        assert_eq!(h.last_closable_start(0, i64::MIN), i64::MIN);
         // Kept: windows within size + grace of the latest start written.
         assert_eq!(w.oldest_kept_start(10, 1_000), 930);
         assert_eq!(w.oldest_kept_start(10, i64::MIN), i64::MIN);
