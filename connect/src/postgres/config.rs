@@ -1,0 +1,257 @@
+//! The PostgreSQL source's configuration, under Debezium's key names so that an existing
+//! Debezium connector's configuration mostly carries over.
+
+use std::collections::BTreeMap;
+
+use crate::error::{ConnectError, Result};
+
+/// How `NUMERIC` values are written (Debezium's `decimal.handling.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecimalHandling {
+    /// As a JSON string holding the exact decimal.
+    String,
+    /// As a JSON number (a double; precision may be lost).
+    Double,
+}
+
+/// Whether the tables' current rows are read before the changes (Debezium's `snapshot.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Read every included table once, consistently with the slot, then stream changes.
+    Initial,
+    /// Stream changes only, from the slot's creation on.
+    NoData,
+}
+
+/// Whether the connector creates its publication (Debezium's `publication.autocreate.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublicationMode {
+    /// `FOR ALL TABLES`, unless it exists.
+    AllTables,
+    /// `FOR TABLE` the included tables, unless it exists.
+    Filtered,
+    /// The publication must exist.
+    Disabled,
+}
+
+/// A PostgreSQL change-data-capture source.
+#[derive(Debug, Clone)]
+pub struct PostgresSourceConfig {
+    /// `database.hostname`.
+    pub host: String,
+    /// `database.port`.
+    pub port: u16,
+    /// `database.user`: a role with `REPLICATION` (and `SELECT` on the tables).
+    pub user: String,
+    /// `database.password`.
+    pub password: String,
+    /// `database.dbname`.
+    pub dbname: String,
+    /// `topic.prefix` (Debezium 1's `database.server.name`): topics are
+    /// `<prefix>.<schema>.<table>`.
+    pub topic_prefix: String,
+    /// `table.include.list`: `schema.table` patterns (regular expressions matching the whole
+    /// name); empty for every table in the publication.
+    pub table_include: Vec<regex::Regex>,
+    /// `slot.name`.
+    pub slot: String,
+    /// `publication.name`.
+    pub publication: String,
+    /// `publication.autocreate.mode`.
+    pub publication_mode: PublicationMode,
+    /// `snapshot.mode`.
+    pub snapshot: SnapshotMode,
+    /// `tombstones.on.delete`: a delete is followed by a record with the key and no value.
+    pub tombstones_on_delete: bool,
+    /// `decimal.handling.mode`.
+    pub decimals: DecimalHandling,
+}
+
+impl PostgresSourceConfig {
+    /// Reads the configuration from a connector's properties (keys compared without case).
+    pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<Self> {
+        let props: BTreeMap<String, &str> = properties
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
+            .collect();
+        let get = |key: &str| props.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let required = |key: &str| {
+            get(key)
+                .map(str::to_string)
+                .ok_or_else(|| ConnectError::Config(format!("the connector needs '{key}'")))
+        };
+        let choice = |key: &str, default: &str, allowed: &[&str]| -> Result<String> {
+            let value = get(key).unwrap_or(default).to_ascii_lowercase();
+            if allowed.contains(&value.as_str()) {
+                Ok(value)
+            } else {
+                Err(ConnectError::Config(format!(
+                    "'{key}' is '{value}'; expected one of {}",
+                    allowed.join(", ")
+                )))
+            }
+        };
+        let host = required("database.hostname")?;
+        let user = required("database.user")?;
+        let dbname = required("database.dbname")?;
+        if let Some(plugin) = get("plugin.name")
+            && !plugin.eq_ignore_ascii_case("pgoutput")
+        {
+            return Err(ConnectError::Config(format!(
+                "'plugin.name' is '{plugin}'; Eddy decodes PostgreSQL's built-in pgoutput only"
+            )));
+        }
+        let port = match get("database.port") {
+            None => 5432,
+            Some(p) => p.parse().map_err(|_| {
+                ConnectError::Config(format!("'database.port' is '{p}', not a port number"))
+            })?,
+        };
+        let topic_prefix = get("topic.prefix")
+            .or_else(|| get("database.server.name"))
+            .map(str::to_string)
+            .ok_or_else(|| ConnectError::Config("the connector needs 'topic.prefix'".into()))?;
+        let table_include = get("table.include.list")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                regex::Regex::new(&format!("^(?:{t})$")).map_err(|e| {
+                    ConnectError::Config(format!("'table.include.list' has '{t}': {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let publication_mode = match choice(
+            "publication.autocreate.mode",
+            "all_tables",
+            &["all_tables", "filtered", "disabled"],
+        )?
+        .as_str()
+        {
+            "filtered" => PublicationMode::Filtered,
+            "disabled" => PublicationMode::Disabled,
+            _ => PublicationMode::AllTables,
+        };
+        let snapshot =
+            match choice("snapshot.mode", "initial", &["initial", "no_data", "never"])?.as_str() {
+                "initial" => SnapshotMode::Initial,
+                _ => SnapshotMode::NoData,
+            };
+        let decimals = match get("decimal.handling.mode")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("string") => DecimalHandling::String,
+            Some("double") => DecimalHandling::Double,
+            Some(other) => {
+                return Err(ConnectError::Config(format!(
+                    "'decimal.handling.mode' is '{other}'; Eddy writes JSON without a schema, \
+                     so decimals are 'string' (the default) or 'double'"
+                )));
+            }
+        };
+        let tombstones_on_delete = match get("tombstones.on.delete").map(str::to_ascii_lowercase) {
+            None => true,
+            Some(v) if v == "true" => true,
+            Some(v) if v == "false" => false,
+            Some(v) => {
+                return Err(ConnectError::Config(format!(
+                    "'tombstones.on.delete' is '{v}'; expected true or false"
+                )));
+            }
+        };
+        Ok(PostgresSourceConfig {
+            host,
+            port,
+            user,
+            password: get("database.password").unwrap_or_default().to_string(),
+            dbname,
+            topic_prefix,
+            table_include,
+            slot: get("slot.name").unwrap_or("debezium").to_string(),
+            publication: get("publication.name")
+                .unwrap_or("dbz_publication")
+                .to_string(),
+            publication_mode,
+            snapshot,
+            tombstones_on_delete,
+            decimals,
+        })
+    }
+
+    /// Whether table `schema.table` is captured.
+    pub fn includes(&self, schema: &str, table: &str) -> bool {
+        let name = format!("{schema}.{table}");
+        self.table_include.is_empty() || self.table_include.iter().any(|r| r.is_match(&name))
+    }
+
+    /// The topic a table's changes go to.
+    pub fn topic_for(&self, schema: &str, table: &str) -> String {
+        format!("{}.{schema}.{table}", self.topic_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn debezium_keys_carry_over_with_debezium_defaults() {
+        let config = PostgresSourceConfig::from_properties(&props(&[
+            (
+                "connector.class",
+                "io.debezium.connector.postgresql.PostgresConnector",
+            ),
+            ("database.hostname", "db"),
+            ("database.user", "cdc"),
+            ("database.dbname", "shop"),
+            ("topic.prefix", "shop"),
+            ("table.include.list", "public.orders, public.outbox"),
+        ]))
+        .unwrap();
+        assert_eq!(config.port, 5432);
+        assert_eq!(config.slot, "debezium");
+        assert_eq!(config.publication, "dbz_publication");
+        assert!(config.includes("public", "orders") && config.includes("public", "outbox"));
+        assert!(!config.includes("public", "orders_archive") && !config.includes("x", "orders"));
+        assert_eq!(config.snapshot, SnapshotMode::Initial);
+        assert!(config.tombstones_on_delete);
+        assert_eq!(config.topic_for("public", "orders"), "shop.public.orders");
+    }
+
+    #[test]
+    fn a_missing_or_malformed_key_is_named() {
+        let err = PostgresSourceConfig::from_properties(&props(&[("database.hostname", "db")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("'database.user'"), "{err}");
+        let err = PostgresSourceConfig::from_properties(&props(&[
+            ("database.hostname", "db"),
+            ("database.user", "u"),
+            ("database.dbname", "d"),
+            ("topic.prefix", "p"),
+            ("database.port", "five"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("'database.port' is 'five'"), "{err}");
+        let err = PostgresSourceConfig::from_properties(&props(&[
+            ("database.hostname", "db"),
+            ("database.user", "u"),
+            ("database.dbname", "d"),
+            ("topic.prefix", "p"),
+            ("plugin.name", "decoderbufs"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("pgoutput"), "{err}");
+    }
+}

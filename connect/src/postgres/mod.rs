@@ -1,0 +1,7 @@
+//! PostgreSQL.
+pub mod change;
+pub mod config;
+pub mod source;
+
+pub use config::PostgresSourceConfig;
+pub use source::{Position, PostgresSource};
