@@ -29,6 +29,8 @@ pub(crate) struct EngineState {
     pub(crate) replaying_seq: Option<u64>,
     /// Running persistent queries by id.
     pub(crate) queries: BTreeMap<String, PersistentQuery>,
+    /// Connectors by name.
+    pub(crate) connectors: BTreeMap<String, crate::connectors::Connector>,
     /// The last message of each command that changed the catalog, by command id
     /// (``stream/`ORDERS`/create``), as `/status` reports them.
     pub(crate) command_statuses: BTreeMap<String, String>,
@@ -128,6 +130,7 @@ impl Engine {
             next_seq: 0,
             replaying_seq: None,
             queries: BTreeMap::new(),
+            connectors: BTreeMap::new(),
             command_statuses: BTreeMap::new(),
         };
         let (entries, mut damaged) = command_log::read(&store)?;
@@ -146,6 +149,7 @@ impl Engine {
                 next_seq: 0,
                 replaying_seq: None,
                 queries: BTreeMap::new(),
+                connectors: BTreeMap::new(),
                 command_statuses: BTreeMap::new(),
             }),
             datafusion: datafusion::prelude::SessionContext::new_with_config(config),
@@ -672,6 +676,9 @@ impl Engine {
             if let Some(query) = state.queries.remove(&id) {
                 query.stop().await;
             }
+        }
+        for (_, connector) in std::mem::take(&mut state.connectors) {
+            connector.stop().await;
         }
     }
 

@@ -15,6 +15,7 @@ pub mod authorize;
 pub mod catalog;
 pub mod codec;
 pub mod command_log;
+pub mod connectors;
 mod engine;
 mod error;
 pub mod format;

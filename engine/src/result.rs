@@ -1,5 +1,7 @@
 //! What executing a statement returns, for the REST API and the shell to render.
 
+use std::collections::BTreeMap;
+
 use eddy_sql::ast::SqlType;
 
 use crate::catalog::DataSource;
@@ -95,6 +97,38 @@ pub enum StatementResult {
         read_queries: Vec<QuerySummary>,
         /// Queries writing it.
         write_queries: Vec<QuerySummary>,
+    },
+    /// `CREATE SOURCE|SINK CONNECTOR`: the connector made.
+    ConnectorInfo {
+        /// The statement.
+        statement: String,
+        /// The connector's name.
+        name: String,
+        /// Source or sink.
+        kind: crate::connectors::ConnectorKind,
+        /// Its configuration.
+        config: BTreeMap<String, String>,
+    },
+    /// `DROP CONNECTOR`.
+    DropConnector {
+        /// The statement.
+        statement: String,
+        /// The connector dropped.
+        name: String,
+    },
+    /// `SHOW CONNECTORS`.
+    Connectors {
+        /// The statement.
+        statement: String,
+        /// Every connector.
+        connectors: Vec<crate::connectors::ConnectorSummary>,
+    },
+    /// `DESCRIBE CONNECTOR`.
+    ConnectorDescription {
+        /// The statement.
+        statement: String,
+        /// The connector.
+        connector: crate::connectors::ConnectorSummary,
     },
     /// `SHOW TYPES`.
     Types {

@@ -116,6 +116,41 @@ pub fn entities(entities: &[Value], format: OutputFormat, width: usize) -> Strin
     }
 }
 
+/// `DESCRIBE CONNECTOR` as the ksql CLI lays it out: the connector, its tasks, its topics.
+fn connector_description(entity: &Value, width: usize) -> String {
+    let status = &entity["status"];
+    let mut out = key_values(&[
+        ("Name", text(&status["name"])),
+        ("Class", text(&entity["connectorClass"])),
+        ("Type", text(&status["type"])),
+        ("State", text(&status["connector"]["state"])),
+        ("WorkerId", text(&status["connector"]["worker_id"])),
+    ]);
+    let tasks: Vec<Vec<String>> = status["tasks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| vec![text(&t["id"]), text(&t["state"]), text(&t["trace"])])
+        .collect();
+    out.push('\n');
+    out.push_str(&render(
+        &strings(&["Task ID", "State", "Error Trace"]),
+        &tasks,
+        width,
+    ));
+    let topics: Vec<Vec<String>> = entity["topics"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|t| vec![text(t)])
+        .collect();
+    out.push('\n');
+    out.push_str(&render(&strings(&["Related Topics"]), &topics, width));
+    out
+}
+
 /// One entity as the ksql CLI lays it out.
 pub fn entity(entity: &Value, width: usize) -> String {
     let list = |key: &str| entity[key].as_array().cloned().unwrap_or_default();
@@ -236,6 +271,27 @@ pub fn entity(entity: &Value, width: usize) -> String {
                 .collect();
             render(&strings(&["Function Name", "Type"]), &rows, width)
         }
+        "connector_info" => format!("Created connector {}\n", text(&entity["info"]["name"])),
+        "drop_connector" => format!("Dropped connector \"{}\"\n", text(&entity["connectorName"])),
+        "connector_list" => {
+            let rows: Vec<Vec<String>> = list("connectors")
+                .iter()
+                .map(|c| {
+                    vec![
+                        text(&c["name"]),
+                        text(&c["type"]),
+                        text(&c["className"]),
+                        text(&c["state"]),
+                    ]
+                })
+                .collect();
+            render(
+                &strings(&["Connector Name", "Type", "Class", "Status"]),
+                &rows,
+                width,
+            )
+        }
+        "connector_description" => connector_description(entity, width),
         "describe_function" => function_description(entity),
         "query_descriptions" => list("queryDescriptions")
             .iter()

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use eddy_connect::postgres::{PostgresSource, PostgresSourceConfig};
+use eddy_engine::connectors::ConnectorState;
+use eddy_engine::{Engine, Session, StatementResult};
 use eddy_storage::{Store, StoreOptions};
 use eddy_tests::postgres::{PASSWORD, Postgres};
 use serde_json::{Value, json};
@@ -199,4 +201,145 @@ async fn snapshot_then_changes_in_commit_order_exactly_once_across_restarts() {
         .unwrap()
         .get(0);
     assert_ne!(confirmed, "0/0");
+}
+
+async fn wait_for_topic(store: &Store, topic: &str, count: usize) -> Vec<Option<Value>> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: Vec<Option<Value>> = if store.topic_exists(topic) {
+            store
+                .read_records(topic, 0, 0, usize::MAX)
+                .unwrap()
+                .records
+                .into_iter()
+                .map(|r| r.record.value.map(|v| serde_json::from_slice(&v).unwrap()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        if got.len() >= count || Instant::now() > deadline {
+            assert_eq!(got.len(), count, "{topic}: {got:#?}");
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// ksqlDB's statements: a connector made in SQL runs inside Eddy, a stream over its topic
+/// reads Debezium's envelope, `SHOW CONNECTORS` and `DESCRIBE CONNECTOR` report it, it resumes
+/// after Eddy restarts (replayed from the command log), and `DROP CONNECTOR` stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_made_in_sql_feeds_a_query_and_resumes_after_a_restart() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.connect().await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
+         INSERT INTO orders VALUES (1, 'new'), (2, 'new');",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(Store::open(dir.path(), StoreOptions::default()).unwrap())
+        .await
+        .unwrap();
+    let mut session = Session::default();
+    let create = format!(
+        "CREATE SOURCE CONNECTOR orders_cdc WITH (
+           'connector.class' = 'io.debezium.connector.postgresql.PostgresConnector',
+           'database.hostname' = '127.0.0.1', 'database.port' = '{}',
+           'database.user' = 'postgres', 'database.password' = '{PASSWORD}',
+           'database.dbname' = 'postgres', 'topic.prefix' = 'shop',
+           'table.include.list' = 'public.orders');",
+        pg.port()
+    );
+    let created = engine.execute(&mut session, &create).await.unwrap();
+    let StatementResult::ConnectorInfo { name, config, .. } = &created[0] else {
+        panic!("{created:?}");
+    };
+    assert_eq!(name, "ORDERS_CDC");
+    assert_eq!(config["topic.prefix"], "shop");
+    wait_for_topic(engine.store(), TOPIC, 2).await;
+
+    engine
+        .execute(
+            &mut session,
+            "SET 'auto.offset.reset' = 'earliest';
+             CREATE STREAM order_changes (op STRING, after STRUCT<id INT, status STRING>)
+               WITH (kafka_topic = 'shop.public.orders', value_format = 'JSON');
+             CREATE STREAM paid AS SELECT after->id AS id FROM order_changes
+               WHERE op = 'u' AND after->status = 'paid';",
+        )
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE orders SET status = 'paid' WHERE id = 2;")
+        .await
+        .unwrap();
+    let paid = wait_for_topic(engine.store(), "PAID", 1).await;
+    assert_eq!(paid[0], Some(json!({"ID": 2})));
+
+    let shown = engine
+        .execute(
+            &mut session,
+            "SHOW CONNECTORS; DESCRIBE CONNECTOR orders_cdc;",
+        )
+        .await
+        .unwrap();
+    let StatementResult::Connectors { connectors, .. } = &shown[0] else {
+        panic!("{shown:?}");
+    };
+    assert_eq!(connectors.len(), 1);
+    assert_eq!(connectors[0].state, ConnectorState::Running);
+    let StatementResult::ConnectorDescription { connector, .. } = &shown[1] else {
+        panic!("{shown:?}");
+    };
+    assert_eq!(connector.topics, vec![TOPIC.to_string()]);
+
+    // Eddy restarts: the connector comes back from the command log and resumes.
+    engine.shutdown().await;
+    let store = engine.store().clone();
+    drop(engine);
+    db.batch_execute(
+        "INSERT INTO orders VALUES (3, 'new'); UPDATE orders SET status = 'paid' WHERE id = 3;",
+    )
+    .await
+    .unwrap();
+    let engine = Engine::open(store).await.unwrap();
+    let changes = wait_for_topic(engine.store(), TOPIC, 5).await;
+    assert_eq!(changes[4].as_ref().unwrap()["op"], "u");
+    let paid = wait_for_topic(engine.store(), "PAID", 2).await;
+    assert_eq!(paid[1], Some(json!({"ID": 3})));
+
+    // A connector of a class Eddy does not run, or with a bad configuration, is refused
+    // before anything is logged.
+    let error = engine
+        .execute(
+            &mut session,
+            "CREATE SOURCE CONNECTOR other WITH ('connector.class' = 'com.example.Nope');",
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("com.example.Nope"), "{error}");
+    let error = engine
+        .execute(
+            &mut session,
+            "CREATE SOURCE CONNECTOR other WITH (
+               'connector.class' = 'io.debezium.connector.postgresql.PostgresConnector',
+               'database.hostname' = '127.0.0.1');",
+        )
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("'database.user'"), "{error}");
+
+    let dropped = engine
+        .execute(&mut session, "DROP CONNECTOR orders_cdc; SHOW CONNECTORS;")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&dropped[0], StatementResult::DropConnector { name, .. } if name == "ORDERS_CDC")
+    );
+    let StatementResult::Connectors { connectors, .. } = &dropped[1] else {
+        panic!("{dropped:?}");
+    };
+    assert!(connectors.is_empty());
+    engine.shutdown().await;
 }

@@ -7,9 +7,12 @@
 //!   `RESUME`;
 //! - [`show`]: `SHOW` / `LIST`, `DESCRIBE`, `EXPLAIN`;
 //! - [`session`]: `SET`, `UNSET`, `DEFINE`, `UNDEFINE`;
+//! - [`connectors`]: `CREATE SOURCE|SINK CONNECTOR`, `DROP CONNECTOR`, `SHOW CONNECTORS`,
+//!   `DESCRIBE CONNECTOR`;
 //! - [`schemas`]: what the registry formats add to the others (inferred columns, registered
 //!   schemas).
 
+mod connectors;
 mod ddl;
 mod insert;
 mod queries;
@@ -86,7 +89,28 @@ impl Engine {
                 what: ListKind::Queries,
                 extended,
             } => Ok(self.list_queries(state, text, *extended)),
+            StatementKind::List {
+                what: ListKind::Connectors,
+                ..
+            } => Ok(self.list_connectors(state, text)),
             StatementKind::List { what, .. } => self.list(state, session, *what, text),
+            StatementKind::CreateConnector {
+                source,
+                if_not_exists,
+                name,
+                properties,
+            } => {
+                let what = (*source, *if_not_exists, name.value.as_str(), properties);
+                self.create_connector(state, session, what, text, mode)
+                    .await
+            }
+            StatementKind::DropConnector { if_exists, name } => {
+                self.drop_connector(state, session, (&name.value, *if_exists), text, mode)
+                    .await
+            }
+            StatementKind::DescribeConnector(name) => {
+                self.describe_connector(state, &name.value, text)
+            }
             StatementKind::Describe { name, extended } => {
                 self.describe(state, name, *extended, text)
             }
@@ -141,9 +165,6 @@ fn describe_kind(kind: &StatementKind) -> &'static str {
         StatementKind::AlterSource { .. } => "ALTER",
         StatementKind::AlterSystem { .. } => "ALTER SYSTEM",
         StatementKind::AssertTopic { .. } | StatementKind::AssertSchema { .. } => "ASSERT",
-        StatementKind::CreateConnector { .. }
-        | StatementKind::DropConnector { .. }
-        | StatementKind::DescribeConnector(_) => "Connectors",
         _ => "This statement",
     }
 }

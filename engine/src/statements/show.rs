@@ -111,6 +111,7 @@ impl Engine {
                 functions: crate::query::function_names(),
             },
             ListKind::Queries | ListKind::Connectors => {
+                // Answered by their own handlers.
                 return Err(EngineError::Unsupported(
                     format!("SHOW {what:?}").to_uppercase(),
                 ));

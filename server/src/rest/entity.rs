@@ -173,6 +173,46 @@ pub(crate) fn entity(result: &StatementResult) -> Option<Value> {
                 "warnings": []
             })
         }
+        StatementResult::ConnectorInfo {
+            statement,
+            name,
+            kind,
+            config,
+        } => json!({
+            "@type": "connector_info",
+            "statementText": statement,
+            "info": {
+                "name": name,
+                "config": config,
+                "tasks": [{"connector": name, "task": 0}],
+                "type": kind.name().to_ascii_lowercase(),
+            },
+            "warnings": []
+        }),
+        StatementResult::DropConnector { statement, name } => json!({
+            "@type": "drop_connector",
+            "statementText": statement,
+            "connectorName": name,
+            "warnings": []
+        }),
+        StatementResult::Connectors {
+            statement,
+            connectors,
+        } => json!({
+            "@type": "connector_list",
+            "statementText": statement,
+            "connectors": connectors.iter().map(|c| json!({
+                "name": c.name,
+                "type": c.kind.name(),
+                "className": c.class,
+                "state": connector_state(&c.state),
+            })).collect::<Vec<_>>(),
+            "warnings": []
+        }),
+        StatementResult::ConnectorDescription {
+            statement,
+            connector,
+        } => connector_description(statement, connector),
         StatementResult::Types { statement, types } => {
             let map: serde_json::Map<String, Value> = types
                 .iter()
@@ -389,6 +429,39 @@ fn function_description(
         "path": "internal",
         "functions": variations,
         "type": function.kind.name(),
+        "warnings": []
+    })
+}
+
+/// A connector's state as ksqlDB lists it: the connector's, then how many of its one task run.
+fn connector_state(state: &eddy_engine::connectors::ConnectorState) -> String {
+    let running = usize::from(*state == eddy_engine::connectors::ConnectorState::Running);
+    format!("{} ({running}/1 tasks RUNNING)", state.name())
+}
+
+/// `DESCRIBE CONNECTOR`'s entity: Kafka Connect's status of the connector and its task (with
+/// the error as the task's trace), and the topics it writes.
+fn connector_description(
+    statement: &str,
+    connector: &eddy_engine::connectors::ConnectorSummary,
+) -> Value {
+    let state = connector.state.name();
+    let mut task = json!({"id": 0, "state": state, "worker_id": "eddy"});
+    if let eddy_engine::connectors::ConnectorState::Failed(error) = &connector.state {
+        task["trace"] = json!(error);
+    }
+    json!({
+        "@type": "connector_description",
+        "statementText": statement,
+        "connectorClass": connector.class,
+        "status": {
+            "name": connector.name,
+            "connector": {"state": state, "worker_id": "eddy"},
+            "tasks": [task],
+            "type": connector.kind.name().to_ascii_lowercase(),
+        },
+        "sources": [],
+        "topics": connector.topics,
         "warnings": []
     })
 }

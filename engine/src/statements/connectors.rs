@@ -1,0 +1,132 @@
+//! `CREATE SOURCE|SINK CONNECTOR`, `DROP CONNECTOR`, `SHOW CONNECTORS` and `DESCRIBE
+//! CONNECTOR`: connectors Eddy runs itself (see [`crate::connectors`]).
+
+use std::collections::BTreeMap;
+
+use eddy_sql::ast::{Literal, Properties};
+
+use crate::connectors::{Connector, ConnectorKind, plan};
+use crate::engine::{Engine, EngineState, Mode};
+use crate::error::{EngineError, Result};
+use crate::result::StatementResult;
+use crate::session::Session;
+
+/// A connector's configuration as text, keys as written.
+fn config_of(properties: &Properties) -> BTreeMap<String, String> {
+    properties
+        .0
+        .iter()
+        .map(|p| {
+            let value = match &p.value {
+                Literal::Null => String::new(),
+                Literal::Boolean(b) => b.to_string(),
+                Literal::Integer(i) => i.to_string(),
+                Literal::Decimal(t)
+                | Literal::Double(t)
+                | Literal::String(t)
+                | Literal::Bytes(t) => t.clone(),
+            };
+            (p.name.clone(), value)
+        })
+        .collect()
+}
+
+impl Engine {
+    /// `CREATE SOURCE|SINK CONNECTOR [IF NOT EXISTS] name WITH (...)`.
+    pub(super) async fn create_connector(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        (source, if_not_exists, name, properties): (bool, bool, &str, &Properties),
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        if state.connectors.contains_key(name) {
+            if if_not_exists {
+                return Ok(StatementResult::Warning {
+                    statement: text.to_string(),
+                    message: format!("Connector {name} already exists"),
+                });
+            }
+            return Err(EngineError::statement(format!(
+                "Connector {name} already exists"
+            )));
+        }
+        let kind = if source {
+            ConnectorKind::Source
+        } else {
+            ConnectorKind::Sink
+        };
+        let config = config_of(properties);
+        let planned = plan(kind, &config)?;
+        self.log_command(state, session, text, mode).await?;
+        let connector = Connector::start(name, kind, config.clone(), planned, &self.store);
+        state.connectors.insert(name.to_string(), connector);
+        Ok(StatementResult::ConnectorInfo {
+            statement: text.to_string(),
+            name: name.to_string(),
+            kind,
+            config,
+        })
+    }
+
+    /// `DROP CONNECTOR [IF EXISTS] name`: stops it; what it wrote stays, and so does its
+    /// replication slot (as Debezium leaves it), so a connector made again resumes there.
+    pub(super) async fn drop_connector(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        (name, if_exists): (&str, bool),
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        if !state.connectors.contains_key(name) {
+            if if_exists {
+                return Ok(StatementResult::Warning {
+                    statement: text.to_string(),
+                    message: format!("Connector {name} does not exist."),
+                });
+            }
+            return Err(EngineError::statement(format!(
+                "Connector {name} does not exist."
+            )));
+        }
+        self.log_command(state, session, text, mode).await?;
+        if let Some(connector) = state.connectors.remove(name) {
+            connector.stop().await;
+        }
+        Ok(StatementResult::DropConnector {
+            statement: text.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// `SHOW CONNECTORS`.
+    pub(super) fn list_connectors(&self, state: &EngineState, text: &str) -> StatementResult {
+        StatementResult::Connectors {
+            statement: text.to_string(),
+            connectors: state
+                .connectors
+                .values()
+                .map(|c| c.summary(&self.store))
+                .collect(),
+        }
+    }
+
+    /// `DESCRIBE CONNECTOR name`.
+    pub(super) fn describe_connector(
+        &self,
+        state: &EngineState,
+        name: &str,
+        text: &str,
+    ) -> Result<StatementResult> {
+        let connector = state
+            .connectors
+            .get(name)
+            .ok_or_else(|| EngineError::statement(format!("Could not find connector {name}.")))?;
+        Ok(StatementResult::ConnectorDescription {
+            statement: text.to_string(),
+            connector: connector.summary(&self.store),
+        })
+    }
+}
