@@ -18,7 +18,11 @@ use tokio::sync::watch;
 const TOPIC: &str = "shop.public.orders";
 
 fn config(pg: &Postgres) -> PostgresSourceConfig {
-    let props: BTreeMap<String, String> = [
+    config_with(pg, &[])
+}
+
+fn config_with(pg: &Postgres, extra: &[(&str, &str)]) -> PostgresSourceConfig {
+    let mut props: BTreeMap<String, String> = [
         (
             "connector.class",
             "io.debezium.connector.postgresql.PostgresConnector",
@@ -35,6 +39,7 @@ fn config(pg: &Postgres) -> PostgresSourceConfig {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    props.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     PostgresSourceConfig::from_properties(&props).unwrap()
 }
 
@@ -74,8 +79,12 @@ struct Running {
 }
 
 fn start(pg: &Postgres, store: &Store) -> Running {
+    start_with(config(pg), store)
+}
+
+fn start_with(config: PostgresSourceConfig, store: &Store) -> Running {
     let (stop, stopped) = watch::channel(false);
-    let source = PostgresSource::new("orders-cdc", config(pg), store.clone());
+    let source = PostgresSource::new("orders-cdc", config, store.clone());
     let task = tokio::spawn(async move { source.run(stopped).await });
     Running { stop, task }
 }
@@ -342,4 +351,70 @@ async fn a_connector_made_in_sql_feeds_a_query_and_resumes_after_a_restart() {
     };
     assert!(connectors.is_empty());
     engine.shutdown().await;
+}
+
+/// A transaction larger than `max.batch.size` is written in chunks, so memory holds one chunk,
+/// not the transaction; cut off between its chunks and started again, the connector writes the
+/// rest of it and nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_is_written_in_chunks_and_resumed_exactly_once() {
+    const ROWS: i64 = 5_000;
+    let pg = Postgres::start().unwrap();
+    let db = pg.connect().await.unwrap();
+    db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let chunked = || config_with(&pg, &[("max.batch.size", "100")]);
+    let running = start_with(chunked(), &store);
+    // The slot exists once the (empty) snapshot is written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while PostgresSource::new("orders-cdc", chunked(), store.clone())
+        .position()
+        .unwrap()
+        .lsn
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the connector never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    db.batch_execute(&format!(
+        "INSERT INTO orders SELECT g, 'new' FROM generate_series(1, {ROWS}) g;"
+    ))
+    .await
+    .unwrap();
+    // Cut off once some chunks, not all, are in the log.
+    let mut written = 0;
+    while written == 0 {
+        written = if store.topic_exists(TOPIC) {
+            store.end_offset(TOPIC, 0).unwrap()
+        } else {
+            0
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    running.task.abort();
+    let _ = running.task.await;
+    let cut_at = store.end_offset(TOPIC, 0).unwrap();
+    assert!(
+        cut_at < ROWS,
+        "cut off after the whole transaction ({cut_at} records)"
+    );
+    assert_eq!(cut_at % 100, 0, "chunks of max.batch.size");
+
+    let running = start_with(chunked(), &store);
+    let got = wait_for(&store, ROWS as usize).await;
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|(_, v)| op_and_id(v.as_ref().unwrap()).1)
+        .collect();
+    assert_eq!(
+        ids,
+        (1..=ROWS).collect::<Vec<_>>(),
+        "every row once, in order"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(records(&store).len(), ROWS as usize, "nothing came twice");
+    running.stop().await;
 }

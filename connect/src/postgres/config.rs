@@ -65,6 +65,8 @@ pub struct PostgresSourceConfig {
     pub tombstones_on_delete: bool,
     /// `decimal.handling.mode`.
     pub decimals: DecimalHandling,
+    /// `max.batch.size`: records of one transaction held before a chunk of it is written.
+    pub max_batch_size: usize,
 }
 
 impl PostgresSourceConfig {
@@ -161,7 +163,14 @@ impl PostgresSourceConfig {
                 )));
             }
         };
+        let max_batch_size = match get("max.batch.size") {
+            None => 2048,
+            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ConnectError::Config(format!("'max.batch.size' is '{n}', not a positive number"))
+            })?,
+        };
         Ok(PostgresSourceConfig {
+            max_batch_size,
             host,
             port,
             user,

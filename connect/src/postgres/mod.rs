@@ -4,4 +4,4 @@ pub mod config;
 pub mod source;
 
 pub use config::PostgresSourceConfig;
-pub use source::{Position, PostgresSource};
+pub use source::{PartialTransaction, Position, PostgresSource};

@@ -36,6 +36,19 @@ pub struct Position {
     pub lsn: u64,
     /// Whether the initial snapshot is complete (or was not wanted).
     pub snapshot_done: bool,
+    /// A transaction too large to hold whole, part of which is in the log.
+    #[serde(default)]
+    pub partial: Option<PartialTransaction>,
+}
+
+/// How much of a large transaction is in the log: it is written in chunks of
+/// `max.batch.size` records, and after a restart its first `changes` are not written again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialTransaction {
+    /// The transaction's commit position (pgoutput's `Begin` carries it).
+    pub final_lsn: u64,
+    /// How many of its changes are written.
+    pub changes: u64,
 }
 
 /// A running PostgreSQL source.
@@ -259,6 +272,7 @@ impl PostgresSource {
         let done = Position {
             lsn: consistent_point,
             snapshot_done: true,
+            partial: None,
         };
         if self.config.snapshot == SnapshotMode::Initial {
             self.snapshot(&snapshot_name).await?;
@@ -378,11 +392,21 @@ impl PostgresSource {
                     xid,
                     commit_time_micros,
                 } => {
+                    // A transaction that committed before the stored position is in the log
+                    // (PostgreSQL resends from what it was last told); one cut short between
+                    // its chunks is in the log up to where it was cut.
+                    let skip = match &position.partial {
+                        _ if final_lsn.0 < position.lsn => u64::MAX,
+                        Some(partial) if partial.final_lsn == final_lsn.0 => partial.changes,
+                        _ => 0,
+                    };
                     transaction = Some(Transaction {
                         final_lsn: final_lsn.0,
                         xid,
                         ts_ms: (commit_time_micros + POSTGRES_EPOCH_MICROS) / 1_000,
                         records: Vec::new(),
+                        changes: 0,
+                        skip,
                     });
                 }
                 ReplicationEvent::XLogData { data, .. } => {
@@ -391,17 +415,29 @@ impl PostgresSource {
                         .map_err(|e| ConnectError::Decode(e.to_string()))?
                         .message;
                     self.apply(message, &mut relations, transaction.as_mut())?;
+                    if let Some(open) = transaction.as_mut()
+                        && open.records.len() >= self.config.max_batch_size
+                    {
+                        // Too large to hold whole: this much is written, and noted as written.
+                        position.partial = Some(PartialTransaction {
+                            final_lsn: open.final_lsn,
+                            changes: open.changes,
+                        });
+                        let records = std::mem::take(&mut open.records);
+                        self.write(records, &position).await?;
+                    }
                 }
                 ReplicationEvent::Commit { end_lsn, .. } => {
                     let Some(done) = transaction.take() else {
                         continue;
                     };
-                    if end_lsn.0 <= position.lsn {
+                    if done.skip == u64::MAX || end_lsn.0 <= position.lsn {
                         debug!(connector = %self.name, lsn = end_lsn.0, "already written; skipped");
                         continue;
                     }
                     position.lsn = end_lsn.0;
-                    self.write(done, &position).await?;
+                    position.partial = None;
+                    self.write(done.records, &position).await?;
                     replication.update_applied_lsn(end_lsn);
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -466,6 +502,10 @@ impl PostgresSource {
                 "a change outside a transaction".into(),
             ));
         };
+        transaction.changes += 1;
+        if transaction.changes <= transaction.skip {
+            return Ok(());
+        }
         let shape = relations.get(&relation_id).ok_or_else(|| {
             ConnectError::Decode(format!(
                 "a change to relation {relation_id} before its shape"
@@ -496,11 +536,12 @@ impl PostgresSource {
         Ok(())
     }
 
-    /// Writes a transaction's records and the position after it, in one commit.
-    async fn write(&self, transaction: Transaction, position: &Position) -> Result<()> {
+    /// Writes a transaction's records (or a chunk of them) and the position after them, in
+    /// one commit.
+    async fn write(&self, records: Vec<(String, Record)>, position: &Position) -> Result<()> {
         let mut commit = Commit::new();
         let mut by_topic: Vec<(String, Vec<Record>)> = Vec::new();
-        for (topic, record) in transaction.records {
+        for (topic, record) in records {
             match by_topic.last_mut() {
                 Some((last, records)) if *last == topic => records.push(record),
                 _ => by_topic.push((topic, vec![record])),
@@ -516,12 +557,16 @@ impl PostgresSource {
     }
 }
 
-/// A transaction being received: its records wait for its commit.
+/// A transaction being received: its records wait for its commit, or for a chunk's worth.
 struct Transaction {
     final_lsn: u64,
     xid: u32,
     ts_ms: i64,
     records: Vec<(String, Record)>,
+    /// Changes received so far.
+    changes: u64,
+    /// Changes already in the log, not written again (all of them: `u64::MAX`).
+    skip: u64,
 }
 
 /// A pgoutput tuple's values.
