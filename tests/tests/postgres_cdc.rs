@@ -418,3 +418,100 @@ async fn a_large_transaction_is_written_in_chunks_and_resumed_exactly_once() {
     assert_eq!(records(&store).len(), ROWS as usize, "nothing came twice");
     running.stop().await;
 }
+
+/// The transactional outbox: a service writes its order and its event in one transaction (and
+/// deletes the event row at once, as services often do); each event reaches the topic its
+/// `aggregatetype` names, keyed by its `aggregateid`, its payload as the value and its id and
+/// type as headers, once, while the deletes are not events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_events_are_routed_by_aggregate_type_and_keyed_by_aggregate() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.connect().await.unwrap();
+    db.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, status text NOT NULL);
+         CREATE TABLE outbox (id uuid PRIMARY KEY, aggregatetype text NOT NULL,
+                              aggregateid text NOT NULL, type text NOT NULL, payload jsonb);",
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let config = config_with(
+        &pg,
+        &[
+            ("table.include.list", "public.outbox"),
+            ("transforms", "outbox"),
+            (
+                "transforms.outbox.type",
+                "io.debezium.transforms.outbox.EventRouter",
+            ),
+            (
+                "transforms.outbox.table.fields.additional.placement",
+                "type:header:eventType",
+            ),
+        ],
+    );
+    let running = start_with(config, &store);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while PostgresSource::new("orders-cdc", config_with(&pg, &[]), store.clone())
+        .position()
+        .unwrap()
+        .lsn
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the connector never started");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (id, status) in [(1, "new"), (2, "new"), (1, "paid")] {
+        let event = uuid_like(id, status);
+        db.batch_execute(&format!(
+            "BEGIN;
+             INSERT INTO orders VALUES ({id}, '{status}')
+               ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status;
+             INSERT INTO outbox VALUES ('{event}', 'order', '{id}', 'Order{status}',
+               '{{\"order\": {id}, \"status\": \"{status}\"}}');
+             DELETE FROM outbox WHERE id = '{event}';
+             COMMIT;"
+        ))
+        .await
+        .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let topic = "outbox.event.order";
+    while !store.topic_exists(topic) || store.end_offset(topic, 0).unwrap() < 3 {
+        assert!(Instant::now() < deadline, "the events never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let events = store.read_records(topic, 0, 0, usize::MAX).unwrap().records;
+    assert_eq!(events.len(), 3, "each event once, no deletes");
+    let keys: Vec<&[u8]> = events
+        .iter()
+        .map(|e| e.record.key.as_deref().unwrap())
+        .collect();
+    assert_eq!(keys, vec![&b"1"[..], b"2", b"1"]);
+    let payload: Value = serde_json::from_slice(events[2].record.value.as_ref().unwrap()).unwrap();
+    assert_eq!(payload, json!({"order": 1, "status": "paid"}));
+    let header = |i: usize, name: &str| {
+        events[i]
+            .record
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| h.value.clone())
+            .map(|v| String::from_utf8(v.to_vec()).unwrap())
+    };
+    assert_eq!(header(0, "id"), Some(uuid_like(1, "new")));
+    assert_eq!(header(2, "eventType").as_deref(), Some("Orderpaid"));
+    // The changes of the outbox table itself are not written.
+    assert!(!store.topic_exists("shop.public.outbox"));
+    running.stop().await;
+}
+
+/// A UUID made from an order and its status, so the test knows each event's id.
+fn uuid_like(id: i64, status: &str) -> String {
+    let n = status.bytes().fold(id as u64, |h, b| {
+        h.wrapping_mul(31).wrapping_add(u64::from(b))
+    });
+    format!("00000000-0000-4000-8000-{:012x}", n & 0xffff_ffff_ffff)
+}

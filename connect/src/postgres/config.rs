@@ -67,6 +67,8 @@ pub struct PostgresSourceConfig {
     pub decimals: DecimalHandling,
     /// `max.batch.size`: records of one transaction held before a chunk of it is written.
     pub max_batch_size: usize,
+    /// `transforms` naming Debezium's outbox event router: events instead of changes.
+    pub outbox: Option<super::outbox::OutboxRouter>,
 }
 
 impl PostgresSourceConfig {
@@ -171,6 +173,7 @@ impl PostgresSourceConfig {
         };
         Ok(PostgresSourceConfig {
             max_batch_size,
+            outbox: super::outbox::OutboxRouter::from_properties(properties)?,
             host,
             port,
             user,

@@ -1,6 +1,7 @@
 //! PostgreSQL.
 pub mod change;
 pub mod config;
+pub mod outbox;
 pub mod source;
 
 pub use config::PostgresSourceConfig;

@@ -296,7 +296,6 @@ impl PostgresSource {
         for (schema, table) in self.included_tables(&client, true).await? {
             let shape = table_shape(&client, &schema, &table).await?;
             let topic = self.config.topic_for(&schema, &table);
-            self.ensure_topic(&topic)?;
             client
                 .batch_execute(&format!(
                     "DECLARE eddy_snapshot NO SCROLL CURSOR FOR SELECT * FROM {}.{}",
@@ -327,21 +326,29 @@ impl PostgresSource {
                                 None => Cell::Null,
                             })
                             .collect();
-                        records.extend(change_records(
-                            &shape,
-                            (Op::Read, None, Some(&cells)),
-                            &source,
-                            (self.style(), false),
-                        ));
+                        match &self.config.outbox {
+                            Some(router) => {
+                                let routed = router.route(&shape, (Op::Read, Some(&cells)), now)?;
+                                records.extend(routed);
+                            }
+                            None => records.extend(
+                                change_records(
+                                    &shape,
+                                    (Op::Read, None, Some(&cells)),
+                                    &source,
+                                    (self.style(), false),
+                                )
+                                .into_iter()
+                                .map(|r| (topic.clone(), r)),
+                            ),
+                        }
                     }
                 }
                 if records.is_empty() {
                     break;
                 }
                 read += records.len();
-                let mut commit = Commit::new();
-                commit.append(topic.clone(), None, records);
-                self.store.commit(commit).await?;
+                self.write(records, None).await?;
             }
             client.batch_execute("CLOSE eddy_snapshot").await?;
             info!(connector = %self.name, table = %format!("{schema}.{table}"), rows = read, "snapshot read");
@@ -424,7 +431,7 @@ impl PostgresSource {
                             changes: open.changes,
                         });
                         let records = std::mem::take(&mut open.records);
-                        self.write(records, &position).await?;
+                        self.write(records, Some(&position)).await?;
                     }
                 }
                 ReplicationEvent::Commit { end_lsn, .. } => {
@@ -437,7 +444,7 @@ impl PostgresSource {
                     }
                     position.lsn = end_lsn.0;
                     position.partial = None;
-                    self.write(done.records, &position).await?;
+                    self.write(done.records, Some(&position)).await?;
                     replication.update_applied_lsn(end_lsn);
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
@@ -516,6 +523,11 @@ impl PostgresSource {
         }
         let before = before.map(|t| cells(&t));
         let after = after.map(|t| cells(&t));
+        if let Some(router) = &self.config.outbox {
+            let routed = router.route(shape, (op, after.as_deref()), transaction.ts_ms)?;
+            transaction.records.extend(routed);
+            return Ok(());
+        }
         let source = Source {
             name: &self.config.topic_prefix,
             db: &self.config.dbname,
@@ -538,7 +550,11 @@ impl PostgresSource {
 
     /// Writes a transaction's records (or a chunk of them) and the position after them, in
     /// one commit.
-    async fn write(&self, records: Vec<(String, Record)>, position: &Position) -> Result<()> {
+    async fn write(
+        &self,
+        records: Vec<(String, Record)>,
+        position: Option<&Position>,
+    ) -> Result<()> {
         let mut commit = Commit::new();
         let mut by_topic: Vec<(String, Vec<Record>)> = Vec::new();
         for (topic, record) in records {
@@ -551,7 +567,9 @@ impl PostgresSource {
             self.ensure_topic(&topic)?;
             commit.append(topic, None, records);
         }
-        commit.state.push(self.position_op(position)?);
+        if let Some(position) = position {
+            commit.state.push(self.position_op(position)?);
+        }
         self.store.commit(commit).await?;
         Ok(())
     }
