@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use eddy_connect::postgres::{PostgresSource, PostgresSourceConfig};
+use eddy_connect::postgres::{
+    PostgresSink, PostgresSinkConfig, PostgresSource, PostgresSourceConfig,
+};
 use eddy_storage::Store;
 use parking_lot::Mutex;
 use tokio::sync::watch;
@@ -19,6 +21,9 @@ use crate::error::{EngineError, Result};
 
 /// The connector classes Eddy runs, by the class name Kafka Connect knows them under.
 pub const POSTGRES_SOURCE_CLASS: &str = "io.debezium.connector.postgresql.PostgresConnector";
+/// The JDBC sink's class (Confluent's; Debezium's `io.debezium.connector.jdbc.JdbcSinkConnector`
+/// is taken too), run by Eddy for PostgreSQL URLs.
+pub const JDBC_SINK_CLASS: &str = "io.confluent.connect.jdbc.JdbcSinkConnector";
 
 /// The first wait before a failed connector is started again; it doubles up to a minute.
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -88,7 +93,7 @@ pub(crate) struct Connector {
     kind: ConnectorKind,
     class: String,
     config: BTreeMap<String, String>,
-    topic_prefix: String,
+    topics: Topics,
     state: Arc<Mutex<ConnectorState>>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -98,6 +103,8 @@ pub(crate) struct Connector {
 pub(crate) enum ConnectorPlan {
     /// PostgreSQL change data capture.
     PostgresSource(PostgresSourceConfig),
+    /// Topics into PostgreSQL tables.
+    PostgresSink(PostgresSinkConfig),
 }
 
 /// Checks a connector's configuration: its class must be one Eddy runs, and its keys must
@@ -121,8 +128,11 @@ pub(crate) fn plan(
         (ConnectorKind::Source, _) => Err(EngineError::statement(format!(
             "Eddy runs no source connector of class '{class}'; it runs {POSTGRES_SOURCE_CLASS}."
         ))),
+        (ConnectorKind::Sink, "JdbcSinkConnector") => PostgresSinkConfig::from_properties(config)
+            .map(ConnectorPlan::PostgresSink)
+            .map_err(|e| EngineError::statement(format!("Invalid connector configuration: {e}"))),
         (ConnectorKind::Sink, _) => Err(EngineError::statement(format!(
-            "Eddy runs no sink connector of class '{class}' yet."
+            "Eddy runs no sink connector of class '{class}'; it runs {JDBC_SINK_CLASS} into PostgreSQL."
         ))),
     }
 }
@@ -149,21 +159,25 @@ impl Connector {
             .to_string();
         let (stop, stopped) = watch::channel(false);
         let state = Arc::new(Mutex::new(ConnectorState::Running));
-        let (topic_prefix, task) = match plan {
+        let (topics, runner) = match plan {
             ConnectorPlan::PostgresSource(source_config) => {
-                let prefix = source_config.topic_prefix.clone();
+                let prefix = format!("{}.", source_config.topic_prefix);
                 let source = PostgresSource::new(name, source_config, store.clone());
-                let task =
-                    tokio::spawn(supervise(name.to_string(), source, state.clone(), stopped));
-                (prefix, task)
+                (Topics::Prefixed(prefix), Runner::Source(source))
+            }
+            ConnectorPlan::PostgresSink(sink_config) => {
+                let topics = sink_config.topics.clone();
+                let sink = PostgresSink::new(name, sink_config, store.clone());
+                (Topics::Named(topics), Runner::Sink(sink))
             }
         };
+        let task = tokio::spawn(supervise(name.to_string(), runner, state.clone(), stopped));
         Connector {
             name: name.to_string(),
             kind,
             class,
             config,
-            topic_prefix,
+            topics,
             state,
             stop,
             task,
@@ -172,18 +186,21 @@ impl Connector {
 
     /// What `SHOW CONNECTORS` and `DESCRIBE CONNECTOR` show of it.
     pub(crate) fn summary(&self, store: &Store) -> ConnectorSummary {
-        let prefix = format!("{}.", self.topic_prefix);
+        let topics = match &self.topics {
+            Topics::Prefixed(prefix) => store
+                .list_topics()
+                .into_iter()
+                .filter(|t| t.starts_with(prefix.as_str()))
+                .collect(),
+            Topics::Named(topics) => topics.clone(),
+        };
         ConnectorSummary {
             name: self.name.clone(),
             kind: self.kind,
             class: self.class.clone(),
             config: self.config.clone(),
             state: self.state.lock().clone(),
-            topics: store
-                .list_topics()
-                .into_iter()
-                .filter(|t| t.starts_with(&prefix))
-                .collect(),
+            topics,
         }
     }
 
@@ -194,10 +211,31 @@ impl Connector {
     }
 }
 
-/// Runs a source until stopped, starting it again after each failure.
+/// The topics a connector writes (a source: those under its prefix) or reads (a sink).
+enum Topics {
+    Prefixed(String),
+    Named(Vec<String>),
+}
+
+/// What a connector's task runs.
+enum Runner {
+    Source(PostgresSource),
+    Sink(PostgresSink),
+}
+
+impl Runner {
+    async fn run(&self, stopped: watch::Receiver<bool>) -> eddy_connect::Result<()> {
+        match self {
+            Runner::Source(source) => source.run(stopped).await,
+            Runner::Sink(sink) => sink.run(stopped).await,
+        }
+    }
+}
+
+/// Runs a connector until stopped, starting it again after each failure.
 async fn supervise(
     name: String,
-    source: PostgresSource,
+    source: Runner,
     state: Arc<Mutex<ConnectorState>>,
     mut stopped: watch::Receiver<bool>,
 ) {

@@ -1,0 +1,585 @@
+//! The PostgreSQL sink: writes topics' JSON records into PostgreSQL tables under the JDBC sink
+//! connector's configuration keys (`connection.url`, `topics`, `table.name.format`,
+//! `insert.mode`, `pk.mode`, `pk.fields`, `delete.enabled`, `batch.size`).
+//!
+//! Each batch of a partition's records is one database transaction; the consumer group's
+//! offsets (`connect-<name>`, as Kafka Connect names its groups) are committed in Eddy's store
+//! only after that transaction commits. After a failure the records since the last committed
+//! offset are written again, so with `insert.mode=upsert` the table ends the same; with
+//! `insert` a crash between the two commits can repeat a batch's rows.
+//!
+//! A batch goes in as one statement: the records' JSON objects, as an array, through
+//! `jsonb_populate_recordset` over the table's row type, so PostgreSQL converts each value to
+//! its column's type. Fields match columns by name, exactly or else ignoring case (ksqlDB's
+//! columns are upper case, PostgreSQL's usually lower).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Store};
+use serde_json::{Map, Value};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+use tracing::debug;
+
+use crate::error::{ConnectError, Result};
+
+/// How rows are written (`insert.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertMode {
+    /// `INSERT`: a row per record.
+    Insert,
+    /// `INSERT ... ON CONFLICT (key) DO UPDATE`: a row per key, the latest record's.
+    Upsert,
+}
+
+/// Where a row's primary key comes from (`pk.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PkMode {
+    /// No key.
+    None,
+    /// The record's key: a JSON object's fields, or one value named by `pk.fields`.
+    RecordKey,
+    /// Fields of the record's value named by `pk.fields`.
+    RecordValue,
+}
+
+/// A PostgreSQL sink's configuration.
+#[derive(Debug, Clone)]
+pub struct PostgresSinkConfig {
+    /// Host, from `connection.url`.
+    pub host: String,
+    /// Port, from `connection.url` (5432 when it names none).
+    pub port: u16,
+    /// Database, from `connection.url`.
+    pub dbname: String,
+    /// `connection.user` (or `connection.username`).
+    pub user: String,
+    /// `connection.password`.
+    pub password: String,
+    /// `topics`.
+    pub topics: Vec<String>,
+    /// `table.name.format`: `${topic}` stands for the topic's name.
+    pub table_format: String,
+    /// `insert.mode`.
+    pub insert_mode: InsertMode,
+    /// `pk.mode`.
+    pub pk_mode: PkMode,
+    /// `pk.fields`.
+    pub pk_fields: Vec<String>,
+    /// `delete.enabled`: a record without a value deletes its key's row.
+    pub delete_enabled: bool,
+    /// `batch.size`: records per database transaction at most.
+    pub batch_size: usize,
+}
+
+impl PostgresSinkConfig {
+    /// Reads the configuration from a connector's properties (keys compared without case).
+    pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<Self> {
+        let props: BTreeMap<String, &str> = properties
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim()))
+            .collect();
+        let get = |key: &str| props.get(key).copied().filter(|v| !v.is_empty());
+        let config = |msg: String| ConnectError::Config(msg);
+        let url = get("connection.url")
+            .ok_or_else(|| config("the connector needs 'connection.url'".into()))?;
+        let (host, port, dbname) = parse_url(url)?;
+        let list = |key: &str| -> Vec<String> {
+            get(key)
+                .unwrap_or_default()
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect()
+        };
+        let topics = list("topics");
+        if topics.is_empty() {
+            return Err(config("the connector needs 'topics'".into()));
+        }
+        let insert_mode = match get("insert.mode").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("insert") => InsertMode::Insert,
+            Some("upsert") => InsertMode::Upsert,
+            Some(other) => {
+                return Err(config(format!(
+                    "'insert.mode' is '{other}'; expected insert or upsert"
+                )));
+            }
+        };
+        let pk_mode = match get("pk.mode").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("none") => PkMode::None,
+            Some("record_key") => PkMode::RecordKey,
+            Some("record_value") => PkMode::RecordValue,
+            Some(other) => {
+                return Err(config(format!(
+                    "'pk.mode' is '{other}'; expected none, record_key or record_value"
+                )));
+            }
+        };
+        let pk_fields = list("pk.fields");
+        if insert_mode == InsertMode::Upsert && pk_mode == PkMode::None {
+            return Err(config(
+                "'insert.mode' upsert needs a 'pk.mode' other than none".into(),
+            ));
+        }
+        if pk_mode == PkMode::RecordValue && pk_fields.is_empty() {
+            return Err(config("'pk.mode' record_value needs 'pk.fields'".into()));
+        }
+        let delete_enabled = match get("delete.enabled")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(config(format!(
+                    "'delete.enabled' is '{other}'; expected true or false"
+                )));
+            }
+        };
+        if delete_enabled && pk_mode != PkMode::RecordKey {
+            return Err(config("'delete.enabled' needs 'pk.mode' record_key".into()));
+        }
+        let batch_size =
+            match get("batch.size") {
+                None => 3000,
+                Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                    config(format!("'batch.size' is '{n}', not a positive number"))
+                })?,
+            };
+        Ok(PostgresSinkConfig {
+            host,
+            port,
+            dbname,
+            user: get("connection.user")
+                .or_else(|| get("connection.username"))
+                .ok_or_else(|| config("the connector needs 'connection.user'".into()))?
+                .to_string(),
+            password: get("connection.password").unwrap_or_default().to_string(),
+            topics,
+            table_format: get("table.name.format").unwrap_or("${topic}").to_string(),
+            insert_mode,
+            pk_mode,
+            pk_fields,
+            delete_enabled,
+            batch_size,
+        })
+    }
+
+    /// The table a topic's records go to, as (schema, table).
+    fn table_for(&self, topic: &str) -> (Option<String>, String) {
+        let name = self.table_format.replace("${topic}", topic);
+        let mut parts: Vec<&str> = name.split('.').collect();
+        let table = parts.pop().unwrap_or_default().to_string();
+        (parts.pop().map(str::to_string), table)
+    }
+}
+
+/// `jdbc:postgresql://host[:port]/database[?...]` as (host, port, database).
+fn parse_url(url: &str) -> Result<(String, u16, String)> {
+    let bad = || {
+        ConnectError::Config(format!(
+            "'connection.url' is '{url}'; expected jdbc:postgresql://host[:port]/database"
+        ))
+    };
+    let rest = url
+        .strip_prefix("jdbc:postgresql://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .or_else(|| url.strip_prefix("postgres://"))
+        .ok_or_else(bad)?;
+    let rest = rest.split('?').next().unwrap_or_default();
+    let (authority, dbname) = rest.split_once('/').ok_or_else(bad)?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, port.parse().map_err(|_| bad())?),
+        None => (authority, 5432),
+    };
+    if host.is_empty() || dbname.is_empty() {
+        return Err(bad());
+    }
+    Ok((host.to_string(), port, dbname.to_string()))
+}
+
+/// A running PostgreSQL sink.
+pub struct PostgresSink {
+    name: String,
+    config: PostgresSinkConfig,
+    store: Store,
+}
+
+/// A table the sink writes: its name quoted, its columns, and its key columns.
+struct Table {
+    name: String,
+    columns: Vec<String>,
+}
+
+impl PostgresSink {
+    /// The sink `name` with `config`, reading from `store`.
+    pub fn new(name: impl Into<String>, config: PostgresSinkConfig, store: Store) -> Self {
+        PostgresSink {
+            name: name.into(),
+            config,
+            store,
+        }
+    }
+
+    /// The consumer group whose offsets say how far the sink has written.
+    pub fn group(&self) -> String {
+        format!("connect-{}", self.name)
+    }
+
+    /// Runs until `stop` turns true or a failure.
+    pub async fn run(&self, mut stop: watch::Receiver<bool>) -> Result<()> {
+        let mut client = self.connect().await?;
+        let mut tables: BTreeMap<String, Table> = BTreeMap::new();
+        loop {
+            let mut wrote = false;
+            for topic in &self.config.topics {
+                if !self.store.topic_exists(topic) {
+                    continue;
+                }
+                for partition in 0..self.store.partition_count(topic)? {
+                    if *stop.borrow() {
+                        return Ok(());
+                    }
+                    wrote |= self
+                        .write_partition(&mut client, &mut tables, topic, partition)
+                        .await?;
+                }
+            }
+            if !wrote {
+                tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> Result<Client> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.config.host)
+            .port(self.config.port)
+            .user(&self.config.user)
+            .password(&self.config.password)
+            .dbname(&self.config.dbname)
+            .application_name("eddy");
+        let (client, connection) = config.connect(NoTls).await?;
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(connector = %name, "PostgreSQL connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Writes the next batch of one partition; returns whether there was one.
+    async fn write_partition(
+        &self,
+        client: &mut Client,
+        tables: &mut BTreeMap<String, Table>,
+        topic: &str,
+        partition: u32,
+    ) -> Result<bool> {
+        let group = self.group();
+        let from = self
+            .store
+            .fetch_offset(&group, topic, partition)?
+            .map_or(0, |o| o.offset)
+            .max(self.store.log_start_offset(topic, partition)?);
+        let mut records: Vec<LogRecord> = Vec::new();
+        let mut next = from;
+        while records.len() < self.config.batch_size {
+            let fetched = self.store.read_records(topic, partition, next, 1 << 20)?;
+            if fetched.records.is_empty() {
+                break;
+            }
+            next = fetched.next_offset;
+            records.extend(fetched.records);
+        }
+        records.truncate(self.config.batch_size);
+        let Some(last) = records.last() else {
+            return Ok(false);
+        };
+        let next = last.offset + 1;
+        if !tables.contains_key(topic) {
+            let table = self.table(client, topic).await?;
+            tables.insert(topic.to_string(), table);
+        }
+        let table = &tables[topic];
+        self.write_batch(client, table, topic, &records).await?;
+        let mut commit = Commit::new();
+        commit.commit_offset(
+            group,
+            topic,
+            partition,
+            OffsetAndMetadata {
+                offset: next,
+                leader_epoch: -1,
+                metadata: String::new(),
+                commit_timestamp: chrono::Utc::now().timestamp_millis(),
+            },
+        );
+        self.store.commit(commit).await?;
+        Ok(true)
+    }
+
+    /// The table a topic goes to, which must exist.
+    async fn table(&self, client: &Client, topic: &str) -> Result<Table> {
+        let (schema, table) = self.config.table_for(topic);
+        let schema = schema.unwrap_or_else(|| "public".into());
+        let rows = client
+            .query(
+                "SELECT column_name::text FROM information_schema.columns \
+                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&schema, &table],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Err(ConnectError::Config(format!(
+                "the table {schema}.{table} that topic '{topic}' goes to does not exist"
+            )));
+        }
+        Ok(Table {
+            name: format!("{}.{}", quote_ident(&schema), quote_ident(&table)),
+            columns: rows.iter().map(|r| r.get(0)).collect(),
+        })
+    }
+
+    /// One database transaction: the batch's rows (for upserts the latest per key) and
+    /// deletes.
+    async fn write_batch(
+        &self,
+        client: &mut Client,
+        table: &Table,
+        topic: &str,
+        records: &[LogRecord],
+    ) -> Result<()> {
+        let mut rows: Vec<(Option<String>, Option<Map<String, Value>>)> = Vec::new();
+        let mut latest: BTreeMap<String, usize> = BTreeMap::new();
+        for record in records {
+            let (key, row) = self.row(table, topic, record)?;
+            if self.config.insert_mode == InsertMode::Upsert || self.config.delete_enabled {
+                let Some(key) = key.clone() else { continue };
+                if let Some(&at) = latest.get(&key) {
+                    rows[at].1 = None;
+                    rows[at].0 = None;
+                }
+                latest.insert(key, rows.len());
+            }
+            rows.push((key, row));
+        }
+        let (mut upserts, mut deletes) = (Vec::new(), Vec::new());
+        for (key, row) in rows {
+            match (key, row) {
+                (_, Some(row)) => upserts.push(Value::Object(row)),
+                (Some(key), None) => deletes.push(key),
+                (None, None) => {}
+            }
+        }
+        let transaction = client.transaction().await?;
+        if !deletes.is_empty() {
+            let keys = self.key_columns(table);
+            let list = keys.join(", ");
+            let rows: Vec<Value> = deletes
+                .iter()
+                .map(|k| serde_json::from_str(k).unwrap_or(Value::Null))
+                .collect();
+            transaction
+                .execute(
+                    &format!(
+                        "DELETE FROM {t} WHERE ({list}) IN \
+                         (SELECT {list} FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb))",
+                        t = table.name
+                    ),
+                    &[&Value::Array(rows).to_string()],
+                )
+                .await?;
+        }
+        if !upserts.is_empty() {
+            let present: Vec<&String> = table
+                .columns
+                .iter()
+                .filter(|c| upserts.iter().any(|r| r.get(c.as_str()).is_some()))
+                .collect();
+            let list = present
+                .iter()
+                .map(|c| quote_ident(c))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut sql = format!(
+                "INSERT INTO {t} ({list}) SELECT {list} \
+                 FROM jsonb_populate_recordset(NULL::{t}, $1::text::jsonb)",
+                t = table.name
+            );
+            if self.config.insert_mode == InsertMode::Upsert {
+                let keys = self.key_columns(table);
+                let updates: Vec<String> = present
+                    .iter()
+                    .map(|c| quote_ident(c))
+                    .filter(|c| !keys.contains(c))
+                    .map(|c| format!("{c} = EXCLUDED.{c}"))
+                    .collect();
+                sql.push_str(&format!(" ON CONFLICT ({}) DO ", keys.join(", ")));
+                sql.push_str(&match updates.is_empty() {
+                    true => "NOTHING".to_string(),
+                    false => format!("UPDATE SET {}", updates.join(", ")),
+                });
+            }
+            transaction
+                .execute(&sql, &[&Value::Array(upserts).to_string()])
+                .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The key columns, quoted: `pk.fields`, or for a record key that is an object its
+    /// fields are matched when the row is built, so `pk.fields` names them.
+    fn key_columns(&self, table: &Table) -> Vec<String> {
+        self.config
+            .pk_fields
+            .iter()
+            .map(|f| quote_ident(&column_for(table, f).unwrap_or_else(|| f.clone())))
+            .collect()
+    }
+
+    /// A record as (its key's identity, its row); no row for a tombstone.
+    fn row(
+        &self,
+        table: &Table,
+        topic: &str,
+        record: &LogRecord,
+    ) -> Result<(Option<String>, Option<Map<String, Value>>)> {
+        let at = || format!("{topic} at offset {}", record.offset);
+        let parse = |bytes: &[u8], what: &str| -> Result<Value> {
+            serde_json::from_slice(bytes)
+                .map_err(|e| ConnectError::Decode(format!("the {what} of {}: {e}", at())))
+        };
+        let mut key_fields = Map::new();
+        if self.config.pk_mode == PkMode::RecordKey {
+            let key = record.record.key.as_deref().ok_or_else(|| {
+                ConnectError::Decode(format!("{} has no key, and 'pk.mode' is record_key", at()))
+            })?;
+            match parse(key, "key")? {
+                Value::Object(fields) => key_fields = fields,
+                primitive => {
+                    let field = self.config.pk_fields.first().ok_or_else(|| {
+                        ConnectError::Config(
+                            "a key that is not an object needs 'pk.fields' to name its column"
+                                .into(),
+                        )
+                    })?;
+                    key_fields.insert(field.clone(), primitive);
+                }
+            }
+        }
+        let mut row = Map::new();
+        for (field, value) in key_fields {
+            if let Some(column) = column_for(table, &field) {
+                row.insert(column, value);
+            }
+        }
+        let key_identity = match self.config.pk_mode {
+            PkMode::None => None,
+            PkMode::RecordKey => Some(Value::Object(row.clone()).to_string()),
+            PkMode::RecordValue => None,
+        };
+        let Some(value) = record.record.value.as_deref() else {
+            return Ok((key_identity, None));
+        };
+        let Value::Object(fields) = parse(value, "value")? else {
+            return Err(ConnectError::Decode(format!(
+                "the value of {} is not a JSON object",
+                at()
+            )));
+        };
+        for (field, value) in fields {
+            if let Some(column) = column_for(table, &field) {
+                row.entry(column).or_insert(value);
+            }
+        }
+        let key_identity = match self.config.pk_mode {
+            PkMode::RecordValue => {
+                let mut key = Map::new();
+                for field in &self.config.pk_fields {
+                    let column = column_for(table, field).unwrap_or_else(|| field.clone());
+                    key.insert(
+                        column.clone(),
+                        row.get(&column).cloned().unwrap_or(Value::Null),
+                    );
+                }
+                Some(Value::Object(key).to_string())
+            }
+            _ => key_identity,
+        };
+        Ok((key_identity, Some(row)))
+    }
+}
+
+/// The table's column a field goes to: the same name, else the same name ignoring case.
+fn column_for(table: &Table, field: &str) -> Option<String> {
+    table
+        .columns
+        .iter()
+        .find(|c| *c == field)
+        .or_else(|| table.columns.iter().find(|c| c.eq_ignore_ascii_case(field)))
+        .cloned()
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_jdbc_sinks_keys_are_read_and_checked() {
+        let config = PostgresSinkConfig::from_properties(&props(&[
+            (
+                "connection.url",
+                "jdbc:postgresql://db:6543/shop?sslmode=disable",
+            ),
+            ("connection.user", "eddy"),
+            ("topics", "a, b"),
+            ("insert.mode", "upsert"),
+            ("pk.mode", "record_key"),
+            ("pk.fields", "id"),
+            ("delete.enabled", "true"),
+        ]))
+        .unwrap();
+        assert_eq!((config.host.as_str(), config.port), ("db", 6543));
+        assert_eq!(config.dbname, "shop");
+        assert_eq!(config.topics, vec!["a", "b"]);
+        assert_eq!(
+            config.table_for("shop.public.orders"),
+            (Some("public".into()), "orders".into())
+        );
+        let refused = |pairs: &[(&str, &str)]| {
+            let mut all = vec![
+                ("connection.url", "jdbc:postgresql://db/shop"),
+                ("connection.user", "eddy"),
+                ("topics", "a"),
+            ];
+            all.extend_from_slice(pairs);
+            PostgresSinkConfig::from_properties(&props(&all))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(refused(&[("insert.mode", "upsert")]).contains("pk.mode"));
+        assert!(refused(&[("delete.enabled", "true")]).contains("record_key"));
+        assert!(refused(&[("insert.mode", "merge")]).contains("'insert.mode' is 'merge'"));
+        assert!(refused(&[("connection.url", "mysql://x/y")]).contains("connection.url"));
+    }
+}

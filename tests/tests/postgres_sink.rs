@@ -1,0 +1,115 @@
+//! The PostgreSQL sink against a real PostgreSQL (started by the test): a table computed in
+//! SQL is upserted into a reporting table, a tombstone deletes its key's row, and the sink
+//! goes on from its committed offsets after PostgreSQL restarts under it.
+
+use std::time::{Duration, Instant};
+
+use eddy_engine::connectors::ConnectorState;
+use eddy_engine::{Engine, Session, StatementResult};
+use eddy_storage::{Store, StoreOptions};
+use eddy_tests::postgres::{PASSWORD, Postgres};
+
+async fn rows(db: &tokio_postgres::Client) -> Vec<(String, i64)> {
+    db.query("SELECT status, n FROM report ORDER BY status", &[])
+        .await
+        .map(|rows| rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .unwrap_or_default()
+}
+
+async fn wait_for_rows(pg: &Postgres, expected: &[(&str, i64)]) {
+    let expected: Vec<(String, i64)> = expected.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        // A new connection each time: the server may have restarted.
+        let got = match pg.connect().await {
+            Ok(db) => rows(&db).await,
+            Err(_) => Vec::new(),
+        };
+        if got == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "report: {got:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_is_upserted_into_postgres_and_survives_a_database_restart() {
+    let pg = Postgres::start().unwrap();
+    let db = pg.connect().await.unwrap();
+    db.batch_execute("CREATE TABLE report (status text PRIMARY KEY, n bigint NOT NULL);")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(Store::open(dir.path(), StoreOptions::default()).unwrap())
+        .await
+        .unwrap();
+    let mut session = Session::default();
+    engine
+        .execute(
+            &mut session,
+            "SET 'auto.offset.reset' = 'earliest';
+             SET 'cache.max.bytes.buffering' = '0';
+             CREATE TABLE orders (id INT PRIMARY KEY, status STRING)
+               WITH (kafka_topic = 'orders', partitions = 1, value_format = 'JSON');
+             CREATE TABLE status_counts WITH (key_format = 'JSON') AS
+               SELECT status, COUNT(*) AS n FROM orders GROUP BY status HAVING COUNT(*) > 0;
+             INSERT INTO orders (id, status) VALUES (1, 'new');
+             INSERT INTO orders (id, status) VALUES (2, 'new');
+             INSERT INTO orders (id, status) VALUES (3, 'paid');",
+        )
+        .await
+        .unwrap();
+    let create = format!(
+        "CREATE SINK CONNECTOR report_sink WITH (
+           'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
+           'connection.url' = 'jdbc:postgresql://127.0.0.1:{}/postgres',
+           'connection.user' = 'postgres', 'connection.password' = '{PASSWORD}',
+           'topics' = 'STATUS_COUNTS', 'table.name.format' = 'report',
+           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'status',
+           'delete.enabled' = 'true');",
+        pg.port()
+    );
+    let created = engine.execute(&mut session, &create).await.unwrap();
+    assert!(
+        matches!(&created[0], StatementResult::ConnectorInfo { .. }),
+        "{created:?}"
+    );
+    wait_for_rows(&pg, &[("new", 2), ("paid", 1)]).await;
+
+    // PostgreSQL goes away under the sink: it fails, says so, and goes on once it is back.
+    pg.stop("immediate").unwrap();
+    engine
+        .execute(
+            &mut session,
+            "INSERT INTO orders (id, status) VALUES (3, 'shipped');
+             INSERT INTO orders (id, status) VALUES (4, 'new');",
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = engine
+            .execute(&mut session, "DESCRIBE CONNECTOR report_sink;")
+            .await
+            .unwrap();
+        let StatementResult::ConnectorDescription { connector, .. } = &shown[0] else {
+            panic!("{shown:?}");
+        };
+        if matches!(connector.state, ConnectorState::Failed(_)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sink never noticed: {connector:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.start_server().unwrap();
+    // Order 3 moved on: no order is paid, and the count's tombstone deleted its row.
+    wait_for_rows(&pg, &[("new", 3), ("shipped", 1)]).await;
+    engine.shutdown().await;
+}
