@@ -206,7 +206,11 @@ pub struct PostgresSink {
     store: Store,
 }
 
-/// A table the sink writes: its name quoted, its columns, and its key columns.
+/// A record as a row: its key's identity (for upserts and deletes), and its columns' values
+/// (none for a tombstone).
+type KeyedRow = (Option<String>, Option<Map<String, Value>>);
+
+/// A table the sink writes: its name quoted, and its columns.
 struct Table {
     name: String,
     columns: Vec<String>,
@@ -356,7 +360,7 @@ impl PostgresSink {
         topic: &str,
         records: &[LogRecord],
     ) -> Result<()> {
-        let mut rows: Vec<(Option<String>, Option<Map<String, Value>>)> = Vec::new();
+        let mut rows: Vec<KeyedRow> = Vec::new();
         let mut latest: BTreeMap<String, usize> = BTreeMap::new();
         for record in records {
             let (key, row) = self.row(table, topic, record)?;
@@ -446,12 +450,7 @@ impl PostgresSink {
     }
 
     /// A record as (its key's identity, its row); no row for a tombstone.
-    fn row(
-        &self,
-        table: &Table,
-        topic: &str,
-        record: &LogRecord,
-    ) -> Result<(Option<String>, Option<Map<String, Value>>)> {
+    fn row(&self, table: &Table, topic: &str, record: &LogRecord) -> Result<KeyedRow> {
         let at = || format!("{topic} at offset {}", record.offset);
         let parse = |bytes: &[u8], what: &str| -> Result<Value> {
             serde_json::from_slice(bytes)
