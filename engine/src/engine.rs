@@ -437,6 +437,16 @@ impl Engine {
         &self.metrics
     }
 
+    /// What `SHOW CONNECTORS` shows of every connector.
+    pub async fn connector_summaries(&self) -> Vec<crate::connectors::ConnectorSummary> {
+        let state = self.state.lock().await;
+        state
+            .connectors
+            .values()
+            .map(|c| c.summary(&self.store))
+            .collect()
+    }
+
     /// What `SHOW QUERIES` shows of every persistent query, with its offsets and rates.
     pub async fn persistent_query_summaries(&self) -> Vec<QuerySummary> {
         let state = self.state.lock().await;

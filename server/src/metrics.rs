@@ -49,6 +49,7 @@ pub struct ServerMetrics {
     topic_end_offset: IntGaugeVec,
     topic_size: IntGaugeVec,
     topic_partitions: IntGaugeVec,
+    connector_state: IntGaugeVec,
     store_free: IntGauge,
     store_reserve: IntGauge,
     store_writable: IntGauge,
@@ -309,6 +310,12 @@ impl ServerMetrics {
                 "Partitions of a topic",
                 &["topic"],
             )?,
+            connector_state: gauge(
+                r,
+                "eddy_connector_state",
+                "1 for a connector's state now (RUNNING, FAILED or UNASSIGNED), one series per state it is in",
+                &["connector", "type", "state"],
+            )?,
             registry,
         })
     }
@@ -355,8 +362,18 @@ impl ServerMetrics {
             &self.topic_end_offset,
             &self.topic_size,
             &self.topic_partitions,
+            &self.connector_state,
         ] {
             vec.reset();
+        }
+        for connector in engine.connector_summaries().await {
+            self.connector_state
+                .with_label_values(&[
+                    connector.name.as_str(),
+                    connector.kind.name(),
+                    connector.state.name(),
+                ])
+                .set(1);
         }
         self.query_rate.reset();
         let queries = engine.persistent_query_summaries().await;

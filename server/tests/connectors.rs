@@ -137,4 +137,20 @@ fn a_connector_killed_mid_stream_resumes_with_every_row_exactly_once() {
     );
     // The first row may come before the connector's snapshot, which then reads it.
     assert!(values[1..].iter().all(|v| v["op"] == "c"));
+
+    // Back from the command log, running, and saying so where operators look.
+    let (_, metrics) = common::request(&server.http, "GET", "/metrics", None);
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains(
+            r#"eddy_connector_state{connector="ORDERS_CDC",state="RUNNING",type="SOURCE"} 1"#
+        ),
+        "{metrics}"
+    );
+    let (_, shown) = common::ksql(&server, "SHOW CONNECTORS;");
+    assert_eq!(shown[0]["@type"], "connector_list", "{shown}");
+    assert_eq!(
+        shown[0]["connectors"][0]["state"],
+        "RUNNING (1/1 tasks RUNNING)"
+    );
 }
