@@ -165,12 +165,7 @@ impl PostgresSourceConfig {
                 )));
             }
         };
-        let max_batch_size = match get("max.batch.size") {
-            None => 2048,
-            Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                ConnectError::Config(format!("'max.batch.size' is '{n}', not a positive number"))
-            })?,
-        };
+        let max_batch_size = crate::batch_size(get("max.batch.size"), "max.batch.size", 2048)?;
         Ok(PostgresSourceConfig {
             max_batch_size,
             outbox: super::outbox::OutboxRouter::from_properties(properties)?,
@@ -265,5 +260,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("pgoutput"), "{err}");
+        let base = [
+            ("database.hostname", "db"),
+            ("database.user", "u"),
+            ("database.dbname", "d"),
+            ("topic.prefix", "p"),
+        ];
+        for (key, value, named) in [
+            ("table.include.list", "public.(orders", "table.include.list"),
+            ("max.batch.size", "0", "max.batch.size"),
+            ("max.batch.size", "99999999999", "max.batch.size"),
+            ("snapshot.mode", "sometimes", "snapshot.mode"),
+        ] {
+            let mut pairs = base.to_vec();
+            pairs.push((key, value));
+            let err = PostgresSourceConfig::from_properties(&props(&pairs))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
     }
 }

@@ -140,13 +140,7 @@ impl PostgresSinkConfig {
         if delete_enabled && pk_mode != PkMode::RecordKey {
             return Err(config("'delete.enabled' needs 'pk.mode' record_key".into()));
         }
-        let batch_size =
-            match get("batch.size") {
-                None => 3000,
-                Some(n) => n.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    config(format!("'batch.size' is '{n}', not a positive number"))
-                })?,
-            };
+        let batch_size = crate::batch_size(get("batch.size"), "batch.size", 3000)?;
         Ok(PostgresSinkConfig {
             host,
             port,
@@ -580,5 +574,10 @@ mod tests {
         assert!(refused(&[("delete.enabled", "true")]).contains("record_key"));
         assert!(refused(&[("insert.mode", "merge")]).contains("'insert.mode' is 'merge'"));
         assert!(refused(&[("connection.url", "mysql://x/y")]).contains("connection.url"));
+        assert!(refused(&[("batch.size", "100000000000")]).contains("batch.size"));
+        assert!(
+            refused(&[("connection.url", "jdbc:postgresql://db:port/x")])
+                .contains("connection.url")
+        );
     }
 }
