@@ -7,7 +7,7 @@ pub enum ConnectError {
     #[error("{0}")]
     Config(String),
     /// The database refused a statement or the connection failed.
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe_postgres(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// The replication stream failed.
     #[error("PostgreSQL replication: {0}")]
@@ -22,3 +22,19 @@ pub enum ConnectError {
 
 /// A connector's result.
 pub type Result<T, E = ConnectError> = std::result::Result<T, E>;
+
+/// A PostgreSQL error as the server words it (its SQLSTATE, message and detail), which
+/// `tokio-postgres` shows only as "db error".
+pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(": ");
+                text.push_str(detail);
+            }
+            text
+        }
+        None => error.to_string(),
+    }
+}

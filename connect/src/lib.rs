@@ -1,4 +1,5 @@
 //! Connectors that run inside Eddy: PostgreSQL change data capture into the log.
+pub mod dead_letter;
 pub mod error;
 pub mod postgres;
 

@@ -14,14 +14,15 @@
 //! columns are upper case, PostgreSQL's usually lower).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Store};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
-use tracing::debug;
+use tracing::{debug, warn};
 
+use crate::dead_letter::ErrorHandling;
 use crate::error::{ConnectError, Result};
 
 /// How rows are written (`insert.mode`).
@@ -71,6 +72,8 @@ pub struct PostgresSinkConfig {
     pub delete_enabled: bool,
     /// `batch.size`: records per database transaction at most.
     pub batch_size: usize,
+    /// `errors.*`: what a record that cannot be written does.
+    pub errors: ErrorHandling,
 }
 
 impl PostgresSinkConfig {
@@ -157,6 +160,7 @@ impl PostgresSinkConfig {
             pk_fields,
             delete_enabled,
             batch_size,
+            errors: ErrorHandling::from_properties(properties)?,
         })
     }
 
@@ -306,8 +310,59 @@ impl PostgresSink {
             tables.insert(topic.to_string(), table);
         }
         let table = &tables[topic];
-        self.write_batch(client, table, topic, &records).await?;
+        let handling = &self.config.errors;
+        let mut rows: Vec<(usize, KeyedRow)> = Vec::new();
+        let mut dead: Vec<(usize, &str, &str, String)> = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            match self.row(table, topic, record) {
+                Ok(row) => rows.push((i, row)),
+                Err(e) if handling.tolerate => {
+                    dead.push((i, "VALUE_CONVERTER", "DataException", e.to_string()));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let batch: Vec<KeyedRow> = rows.iter().map(|(_, row)| row.clone()).collect();
+        match self.write_retrying(client, table, batch).await {
+            Ok(()) => {}
+            // A record the database refuses: each is written alone, to find which.
+            Err(e) if handling.tolerate && is_data_error(&e) => {
+                for (i, row) in rows {
+                    match self.write_retrying(client, table, vec![row]).await {
+                        Ok(()) => {}
+                        Err(e) if is_data_error(&e) => {
+                            let error = crate::error::describe_postgres(&e);
+                            dead.push((i, "TASK_PUT", "SQLException", error));
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
         let mut commit = Commit::new();
+        if let Some(dead_letters) = &handling.topic
+            && !dead.is_empty()
+        {
+            dead.sort_by_key(|(i, ..)| *i);
+            let letters = dead
+                .iter()
+                .map(|(i, stage, class, error)| {
+                    handling.dead_letter(
+                        (&self.name, stage),
+                        (topic, partition),
+                        &records[*i],
+                        (class, error),
+                    )
+                })
+                .collect();
+            self.ensure_topic(dead_letters)?;
+            commit.append(dead_letters.clone(), None, letters);
+        }
+        for (i, _, _, error) in &dead {
+            warn!(connector = %self.name, topic, partition, offset = records[*i].offset,
+                "a record could not be written and was skipped: {error}");
+        }
         commit.commit_offset(
             group,
             topic,
@@ -351,13 +406,11 @@ impl PostgresSink {
         &self,
         client: &mut Client,
         table: &Table,
-        topic: &str,
-        records: &[LogRecord],
-    ) -> Result<()> {
+        batch: Vec<KeyedRow>,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
         let mut rows: Vec<KeyedRow> = Vec::new();
         let mut latest: BTreeMap<String, usize> = BTreeMap::new();
-        for record in records {
-            let (key, row) = self.row(table, topic, record)?;
+        for (key, row) in batch {
             if self.config.insert_mode == InsertMode::Upsert || self.config.delete_enabled {
                 let Some(key) = key.clone() else { continue };
                 if let Some(&at) = latest.get(&key) {
@@ -430,6 +483,55 @@ impl PostgresSink {
                 .await?;
         }
         transaction.commit().await?;
+        Ok(())
+    }
+
+    /// [`PostgresSink::write_batch`], tried again while the failure is not the data's (the
+    /// database unreachable, say) for up to `errors.retry.timeout`, reconnecting as needed.
+    async fn write_retrying(
+        &self,
+        client: &mut Client,
+        table: &Table,
+        batch: Vec<KeyedRow>,
+    ) -> std::result::Result<(), tokio_postgres::Error> {
+        let handling = &self.config.errors;
+        let started = Instant::now();
+        let mut wait = Duration::from_millis(100).min(handling.retry_delay_max);
+        loop {
+            let error = match self.write_batch(client, table, batch.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(e) if is_data_error(&e) => return Err(e),
+                Err(e) => e,
+            };
+            let in_time = handling
+                .retry_timeout
+                .is_none_or(|timeout| started.elapsed() + wait <= timeout);
+            if !in_time {
+                return Err(error);
+            }
+            let why = crate::error::describe_postgres(&error);
+            warn!(connector = %self.name, "writing failed, trying again in {wait:?}: {why}");
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(handling.retry_delay_max);
+            if client.is_closed()
+                && let Ok(fresh) = self.connect().await
+            {
+                *client = fresh;
+            }
+        }
+    }
+
+    fn ensure_topic(&self, topic: &str) -> Result<()> {
+        if !self.store.topic_exists(topic) {
+            match self
+                .store
+                .create_topic(topic, eddy_storage::TopicConfig::default())
+            {
+                Ok(_) => {}
+                Err(_) if self.store.topic_exists(topic) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         Ok(())
     }
 
@@ -509,6 +611,14 @@ impl PostgresSink {
         };
         Ok((key_identity, Some(row)))
     }
+}
+
+/// Whether the database refused the data itself (SQLSTATE class 22, a data exception such as
+/// a value its column's type cannot take, or 23, an integrity constraint), rather than failing.
+fn is_data_error(error: &tokio_postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|code| matches!(code.code().get(..2), Some("22" | "23")))
 }
 
 /// The table's column a field goes to: the same name, else the same name ignoring case.
