@@ -139,12 +139,7 @@ impl ErrorHandling {
 mod tests {
     use super::*;
 
-    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::tests::props;
 
     #[test]
     fn connects_keys_and_defaults() {

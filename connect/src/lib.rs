@@ -24,3 +24,26 @@ pub(crate) fn batch_size(value: Option<&str>, key: &str, default: usize) -> Resu
             ))
         })
 }
+
+/// Makes `topic` in `store` unless it exists (or another writer made it meanwhile).
+pub(crate) fn ensure_topic(store: &eddy_storage::Store, topic: &str) -> Result<()> {
+    if store.topic_exists(topic) {
+        return Ok(());
+    }
+    match store.create_topic(topic, eddy_storage::TopicConfig::default()) {
+        Ok(_) => Ok(()),
+        Err(_) if store.topic_exists(topic) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// A connector's properties from pairs.
+    pub(crate) fn props(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+}

@@ -37,16 +37,9 @@ pub enum PublicationMode {
 /// A PostgreSQL change-data-capture source.
 #[derive(Debug, Clone)]
 pub struct PostgresSourceConfig {
-    /// `database.hostname`.
-    pub host: String,
-    /// `database.port`.
-    pub port: u16,
-    /// `database.user`: a role with `REPLICATION` (and `SELECT` on the tables).
-    pub user: String,
-    /// `database.password`.
-    pub password: String,
-    /// `database.dbname`.
-    pub dbname: String,
+    /// `database.hostname`, `database.port` (5432), `database.user` (a role with `REPLICATION`
+    /// and `SELECT` on the tables), `database.password`, `database.dbname`.
+    pub database: super::Database,
     /// `topic.prefix` (Debezium 1's `database.server.name`): topics are
     /// `<prefix>.<schema>.<table>`.
     pub topic_prefix: String,
@@ -169,11 +162,13 @@ impl PostgresSourceConfig {
         Ok(PostgresSourceConfig {
             max_batch_size,
             outbox: super::outbox::OutboxRouter::from_properties(properties)?,
-            host,
-            port,
-            user,
-            password: get("database.password").unwrap_or_default().to_string(),
-            dbname,
+            database: super::Database {
+                host,
+                port,
+                user,
+                password: get("database.password").unwrap_or_default().to_string(),
+                dbname,
+            },
             topic_prefix,
             table_include,
             slot: get("slot.name").unwrap_or("debezium").to_string(),
@@ -203,12 +198,7 @@ impl PostgresSourceConfig {
 mod tests {
     use super::*;
 
-    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::tests::props;
 
     #[test]
     fn debezium_keys_carry_over_with_debezium_defaults() {
@@ -224,7 +214,7 @@ mod tests {
             ("table.include.list", "public.orders, public.outbox"),
         ]))
         .unwrap();
-        assert_eq!(config.port, 5432);
+        assert_eq!(config.database.port, 5432);
         assert_eq!(config.slot, "debezium");
         assert_eq!(config.publication, "dbz_publication");
         assert!(config.includes("public", "orders") && config.includes("public", "outbox"));

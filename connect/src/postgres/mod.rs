@@ -8,3 +8,41 @@ pub mod source;
 pub use config::PostgresSourceConfig;
 pub use sink::{PostgresSink, PostgresSinkConfig};
 pub use source::{PartialTransaction, Position, PostgresSource};
+
+/// An ordinary (not replication) connection for connector `name`, driven on the runtime.
+/// Where a connector reaches its database, and as whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Database name.
+    pub dbname: String,
+}
+
+impl Database {
+    /// An ordinary (not replication) connection for connector `name`, driven on the runtime.
+    async fn connect(&self, name: &str) -> crate::Result<tokio_postgres::Client> {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .password(&self.password)
+            .dbname(&self.dbname)
+            .application_name("eddy");
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        let name = name.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(connector = %name, "PostgreSQL connection ended: {e}");
+            }
+        });
+        Ok(client)
+    }
+}

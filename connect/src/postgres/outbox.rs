@@ -241,12 +241,7 @@ mod tests {
     use super::*;
     use crate::postgres::change::Column;
 
-    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::tests::props;
 
     fn outbox() -> TableShape {
         let column = |name: &str| Column {

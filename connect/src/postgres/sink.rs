@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Store};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
-use tracing::{debug, warn};
+use tokio_postgres::Client;
+use tracing::warn;
 
 use crate::dead_letter::ErrorHandling;
 use crate::error::{ConnectError, Result};
@@ -48,16 +48,9 @@ pub enum PkMode {
 /// A PostgreSQL sink's configuration.
 #[derive(Debug, Clone)]
 pub struct PostgresSinkConfig {
-    /// Host, from `connection.url`.
-    pub host: String,
-    /// Port, from `connection.url` (5432 when it names none).
-    pub port: u16,
-    /// Database, from `connection.url`.
-    pub dbname: String,
-    /// `connection.user` (or `connection.username`).
-    pub user: String,
-    /// `connection.password`.
-    pub password: String,
+    /// Host, port (5432 unless named) and database from `connection.url`; user from
+    /// `connection.user` (or `connection.username`), and `connection.password`.
+    pub database: super::Database,
     /// `topics`.
     pub topics: Vec<String>,
     /// `table.name.format`: `${topic}` stands for the topic's name.
@@ -145,14 +138,16 @@ impl PostgresSinkConfig {
         }
         let batch_size = crate::batch_size(get("batch.size"), "batch.size", 3000)?;
         Ok(PostgresSinkConfig {
-            host,
-            port,
-            dbname,
-            user: get("connection.user")
-                .or_else(|| get("connection.username"))
-                .ok_or_else(|| config("the connector needs 'connection.user'".into()))?
-                .to_string(),
-            password: get("connection.password").unwrap_or_default().to_string(),
+            database: super::Database {
+                host,
+                port,
+                dbname,
+                user: get("connection.user")
+                    .or_else(|| get("connection.username"))
+                    .ok_or_else(|| config("the connector needs 'connection.user'".into()))?
+                    .to_string(),
+                password: get("connection.password").unwrap_or_default().to_string(),
+            },
             topics,
             table_format: get("table.name.format").unwrap_or("${topic}").to_string(),
             insert_mode,
@@ -258,22 +253,7 @@ impl PostgresSink {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.config.host)
-            .port(self.config.port)
-            .user(&self.config.user)
-            .password(&self.config.password)
-            .dbname(&self.config.dbname)
-            .application_name("eddy");
-        let (client, connection) = config.connect(NoTls).await?;
-        let name = self.name.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(connector = %name, "PostgreSQL connection ended: {e}");
-            }
-        });
-        Ok(client)
+        self.config.database.connect(&self.name).await
     }
 
     /// Writes the next batch of one partition; returns whether there was one.
@@ -356,7 +336,7 @@ impl PostgresSink {
                     )
                 })
                 .collect();
-            self.ensure_topic(dead_letters)?;
+            crate::ensure_topic(&self.store, dead_letters)?;
             commit.append(dead_letters.clone(), None, letters);
         }
         for (i, _, _, error) in &dead {
@@ -521,20 +501,6 @@ impl PostgresSink {
         }
     }
 
-    fn ensure_topic(&self, topic: &str) -> Result<()> {
-        if !self.store.topic_exists(topic) {
-            match self
-                .store
-                .create_topic(topic, eddy_storage::TopicConfig::default())
-            {
-                Ok(_) => {}
-                Err(_) if self.store.topic_exists(topic) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
-    }
-
     /// The key columns, quoted: `pk.fields`, or for a record key that is an object its
     /// fields are matched when the row is built, so `pk.fields` names them.
     fn key_columns(&self, table: &Table) -> Vec<String> {
@@ -640,12 +606,7 @@ fn quote_ident(name: &str) -> String {
 mod tests {
     use super::*;
 
-    fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::tests::props;
 
     #[test]
     fn the_jdbc_sinks_keys_are_read_and_checked() {
@@ -662,8 +623,11 @@ mod tests {
             ("delete.enabled", "true"),
         ]))
         .unwrap();
-        assert_eq!((config.host.as_str(), config.port), ("db", 6543));
-        assert_eq!(config.dbname, "shop");
+        assert_eq!(
+            (config.database.host.as_str(), config.database.port),
+            ("db", 6543)
+        );
+        assert_eq!(config.database.dbname, "shop");
         assert_eq!(config.topics, vec!["a", "b"]);
         assert_eq!(
             config.table_for("shop.public.orders"),

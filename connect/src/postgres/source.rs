@@ -10,12 +10,12 @@
 
 use std::collections::HashMap;
 
-use eddy_storage::{Commit, Record, StateOp, Store, TopicConfig};
+use eddy_storage::{Commit, Record, StateOp, Store};
 use pg_walstream::{LogicalReplicationMessage, LogicalReplicationParser, TupleData};
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{debug, info, warn};
 
 use super::change::{Cell, Column, Op, Source, TableShape, ValueStyle, change_records};
@@ -132,34 +132,19 @@ impl PostgresSource {
     }
 
     async fn connect(&self) -> Result<Client> {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.config.host)
-            .port(self.config.port)
-            .user(&self.config.user)
-            .password(&self.config.password)
-            .dbname(&self.config.dbname)
-            .application_name("eddy");
-        let (client, connection) = config.connect(NoTls).await?;
-        let name = self.name.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                debug!(connector = %name, "PostgreSQL connection ended: {e}");
-            }
-        });
-        Ok(client)
+        self.config.database.connect(&self.name).await
     }
 
     fn replication_config(&self, position: &Position) -> ReplicationConfig {
         let mut config = ReplicationConfig::new(
-            self.config.host.clone(),
-            self.config.user.clone(),
-            self.config.password.clone(),
-            self.config.dbname.clone(),
+            self.config.database.host.clone(),
+            self.config.database.user.clone(),
+            self.config.database.password.clone(),
+            self.config.database.dbname.clone(),
             self.config.slot.clone(),
             self.config.publication.clone(),
         );
-        config.port = self.config.port;
+        config.port = self.config.database.port;
         // From the slot's confirmed position, which is never past what the log holds.
         config.start_lsn = Lsn(0);
         config.ack_lsn = Some(Lsn(position.lsn));
@@ -312,7 +297,7 @@ impl PostgresSource {
                 let now = chrono::Utc::now().timestamp_millis();
                 let source = Source {
                     name: &self.config.topic_prefix,
-                    db: &self.config.dbname,
+                    db: &self.config.database.dbname,
                     ts_ms: now,
                     snapshot: "true",
                     tx_id: None,
@@ -361,18 +346,6 @@ impl PostgresSource {
         ValueStyle {
             decimals: self.config.decimals,
         }
-    }
-
-    fn ensure_topic(&self, topic: &str) -> Result<()> {
-        if !self.store.topic_exists(topic) {
-            match self.store.create_topic(topic, TopicConfig::default()) {
-                Ok(_) => {}
-                // Made meanwhile by someone else: as good.
-                Err(_) if self.store.topic_exists(topic) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
     }
 
     /// Streams committed transactions into the log until `stop`.
@@ -530,7 +503,7 @@ impl PostgresSource {
         }
         let source = Source {
             name: &self.config.topic_prefix,
-            db: &self.config.dbname,
+            db: &self.config.database.dbname,
             ts_ms: transaction.ts_ms,
             snapshot: "false",
             tx_id: Some(transaction.xid),
@@ -564,7 +537,7 @@ impl PostgresSource {
             }
         }
         for (topic, records) in by_topic {
-            self.ensure_topic(&topic)?;
+            crate::ensure_topic(&self.store, &topic)?;
             commit.append(topic, None, records);
         }
         if let Some(position) = position {
