@@ -79,7 +79,7 @@ pub struct ConnectorSummary {
     pub kind: ConnectorKind,
     /// Its `connector.class`.
     pub class: String,
-    /// Its configuration as written.
+    /// Its configuration as written, passwords masked.
     pub config: BTreeMap<String, String>,
     /// What it is doing.
     pub state: ConnectorState,
@@ -135,6 +135,26 @@ pub(crate) fn plan(
             "Eddy runs no sink connector of class '{class}'; it runs {JDBC_SINK_CLASS} into PostgreSQL."
         ))),
     }
+}
+
+/// A connector's configuration as it is shown: passwords (any key naming one) masked, as
+/// `SHOW`/`DESCRIBE` answers and REST responses travel and are logged where the password
+/// should not.
+pub(crate) fn shown_config(config: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    config
+        .iter()
+        .map(|(k, v)| {
+            let secret = k.to_ascii_lowercase().contains("password");
+            (
+                k.clone(),
+                if secret {
+                    "********".to_string()
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect()
 }
 
 /// A configuration value by key, compared without case.
@@ -198,7 +218,7 @@ impl Connector {
             name: self.name.clone(),
             kind: self.kind,
             class: self.class.clone(),
-            config: self.config.clone(),
+            config: shown_config(&self.config),
             state: self.state.lock().clone(),
             topics,
         }

@@ -106,7 +106,7 @@ pub enum StatementResult {
         name: String,
         /// Source or sink.
         kind: crate::connectors::ConnectorKind,
-        /// Its configuration.
+        /// Its configuration, passwords masked.
         config: BTreeMap<String, String>,
     },
     /// `DROP CONNECTOR`.

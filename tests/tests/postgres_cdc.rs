@@ -267,6 +267,10 @@ async fn a_connector_made_in_sql_feeds_a_query_and_resumes_after_a_restart() {
     };
     assert_eq!(name, "ORDERS_CDC");
     assert_eq!(config["topic.prefix"], "shop");
+    assert_eq!(
+        config["database.password"], "********",
+        "passwords are not shown"
+    );
     wait_for_topic(engine.store(), TOPIC, 2).await;
 
     engine

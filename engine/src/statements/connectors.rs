@@ -66,7 +66,7 @@ impl Engine {
             statement: text.to_string(),
             name: name.to_string(),
             kind,
-            config,
+            config: crate::connectors::shown_config(&config),
         })
     }
 
