@@ -14,6 +14,7 @@ use bytes::Bytes;
 use eddy_storage::{LogRecord, Record, RecordHeader};
 
 use crate::error::{ConnectError, Result};
+use crate::properties::Properties;
 
 /// A connector's error handling.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,37 +35,12 @@ pub struct ErrorHandling {
 impl ErrorHandling {
     /// Reads the `errors.*` keys (compared without case).
     pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<Self> {
-        let props: BTreeMap<String, &str> = properties
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim()))
-            .collect();
-        let get = |key: &str| props.get(key).copied().filter(|v| !v.is_empty());
-        let bad = |key: &str, value: &str, expected: &str| {
-            ConnectError::Config(format!("'{key}' is '{value}'; expected {expected}"))
-        };
-        let tolerate = match get("errors.tolerance")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("none") => false,
-            Some("all") => true,
-            Some(other) => return Err(bad("errors.tolerance", other, "none or all")),
-        };
-        let context_headers = match get("errors.deadletterqueue.context.headers.enable")
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            None | Some("true") => true,
-            Some("false") => false,
-            Some(other) => {
-                return Err(bad(
-                    "errors.deadletterqueue.context.headers.enable",
-                    other,
-                    "true or false",
-                ));
-            }
-        };
-        let topic = get("errors.deadletterqueue.topic.name").map(str::to_string);
+        let props = Properties::new(properties);
+        let tolerate = props.choice("errors.tolerance", "none", &["none", "all"])? == "all";
+        let context_headers = props.flag("errors.deadletterqueue.context.headers.enable", true)?;
+        let topic = props
+            .get("errors.deadletterqueue.topic.name")
+            .map(str::to_string);
         if let Some(topic) = &topic {
             eddy_storage::validate_topic_name(topic).map_err(|e| {
                 ConnectError::Config(format!("'errors.deadletterqueue.topic.name': {e}"))
@@ -76,13 +52,11 @@ impl ErrorHandling {
             }
         }
         let millis = |key: &str, default: i64| -> Result<i64> {
-            match get(key) {
+            match props.get(key) {
                 None => Ok(default),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| *n >= -1)
-                    .ok_or_else(|| bad(key, v, "milliseconds, or -1")),
+                Some(v) => v.parse::<i64>().ok().filter(|n| *n >= -1).ok_or_else(|| {
+                    ConnectError::Config(format!("'{key}' is '{v}'; expected milliseconds, or -1"))
+                }),
             }
         };
         let retry_timeout = match millis("errors.retry.timeout", 0)? {
@@ -139,7 +113,7 @@ impl ErrorHandling {
 mod tests {
     use super::*;
 
-    use crate::tests::props;
+    use crate::properties::tests::props;
 
     #[test]
     fn connects_keys_and_defaults() {

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod conformance;
+pub mod log;
 pub mod postgres;
 pub mod qtt;
 pub mod qtt_avro;

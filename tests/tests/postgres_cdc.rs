@@ -5,12 +5,14 @@
 //! change.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use eddy_connect::postgres::{PostgresSource, PostgresSourceConfig};
 use eddy_engine::connectors::ConnectorState;
 use eddy_engine::{Engine, Session, StatementResult};
+use eddy_storage::LogRecord;
 use eddy_storage::{Store, StoreOptions};
+use eddy_tests::log::{eventually, header, topic_records, wait_for_records};
 use eddy_tests::postgres::{PASSWORD, Postgres};
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -43,33 +45,33 @@ fn config_with(pg: &Postgres, extra: &[(&str, &str)]) -> PostgresSourceConfig {
     PostgresSourceConfig::from_properties(&props).unwrap()
 }
 
-/// Every record of the topic: key, and value as JSON (`None` for a tombstone).
+/// A record's key and value as JSON (`None` for a tombstone's value).
+fn as_json(record: LogRecord) -> (Option<Value>, Option<Value>) {
+    let json = |b: bytes::Bytes| serde_json::from_slice::<Value>(&b).unwrap();
+    (record.record.key.map(json), record.record.value.map(json))
+}
+
+/// Every record of the topic, as JSON.
 fn records(store: &Store) -> Vec<(Option<Value>, Option<Value>)> {
-    if !store.topic_exists(TOPIC) {
-        return Vec::new();
-    }
-    store
-        .read_records(TOPIC, 0, 0, usize::MAX)
-        .unwrap()
-        .records
+    topic_records(store, TOPIC)
         .into_iter()
-        .map(|r| {
-            let json = |b: bytes::Bytes| serde_json::from_slice::<Value>(&b).unwrap();
-            (r.record.key.map(json), r.record.value.map(json))
-        })
+        .map(as_json)
         .collect()
 }
 
+/// The topic's records, as JSON, once there are `count` of them.
 async fn wait_for(store: &Store, count: usize) -> Vec<(Option<Value>, Option<Value>)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got = records(store);
-        if got.len() >= count || Instant::now() > deadline {
-            assert_eq!(got.len(), count, "records: {got:#?}");
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let got = wait_for_records(store, TOPIC, count).await;
+    got.into_iter().map(as_json).collect()
+}
+
+/// Waits for the connector's slot: its position is written once the snapshot is.
+async fn wait_until_started(store: &Store, config: PostgresSourceConfig) {
+    let source = PostgresSource::new("orders-cdc", config, store.clone());
+    eventually("the connector never started", || {
+        source.position().unwrap().lsn != 0
+    })
+    .await;
 }
 
 /// A running source and what stops it.
@@ -212,26 +214,10 @@ async fn snapshot_then_changes_in_commit_order_exactly_once_across_restarts() {
     assert_ne!(confirmed, "0/0");
 }
 
+/// `topic`'s values, as JSON, once there are `count` of them.
 async fn wait_for_topic(store: &Store, topic: &str, count: usize) -> Vec<Option<Value>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let got: Vec<Option<Value>> = if store.topic_exists(topic) {
-            store
-                .read_records(topic, 0, 0, usize::MAX)
-                .unwrap()
-                .records
-                .into_iter()
-                .map(|r| r.record.value.map(|v| serde_json::from_slice(&v).unwrap()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        if got.len() >= count || Instant::now() > deadline {
-            assert_eq!(got.len(), count, "{topic}: {got:#?}");
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let got = wait_for_records(store, topic, count).await;
+    got.into_iter().map(|r| as_json(r).1).collect()
 }
 
 /// ksqlDB's statements: a connector made in SQL runs inside Eddy, a stream over its topic
@@ -372,17 +358,7 @@ async fn a_large_transaction_is_written_in_chunks_and_resumed_exactly_once() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let chunked = || config_with(&pg, &[("max.batch.size", "100")]);
     let running = start_with(chunked(), &store);
-    // The slot exists once the (empty) snapshot is written.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while PostgresSource::new("orders-cdc", chunked(), store.clone())
-        .position()
-        .unwrap()
-        .lsn
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the connector never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_started(&store, chunked()).await;
     db.batch_execute(&format!(
         "INSERT INTO orders SELECT g, 'new' FROM generate_series(1, {ROWS}) g;"
     ))
@@ -456,16 +432,7 @@ async fn outbox_events_are_routed_by_aggregate_type_and_keyed_by_aggregate() {
         ],
     );
     let running = start_with(config, &store);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while PostgresSource::new("orders-cdc", config_with(&pg, &[]), store.clone())
-        .position()
-        .unwrap()
-        .lsn
-        == 0
-    {
-        assert!(Instant::now() < deadline, "the connector never started");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_until_started(&store, config_with(&pg, &[])).await;
     for (id, status) in [(1, "new"), (2, "new"), (1, "paid")] {
         let event = uuid_like(id, status);
         db.batch_execute(&format!(
@@ -480,14 +447,10 @@ async fn outbox_events_are_routed_by_aggregate_type_and_keyed_by_aggregate() {
         .await
         .unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
     let topic = "outbox.event.order";
-    while !store.topic_exists(topic) || store.end_offset(topic, 0).unwrap() < 3 {
-        assert!(Instant::now() < deadline, "the events never came");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_records(&store, topic, 3).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let events = store.read_records(topic, 0, 0, usize::MAX).unwrap().records;
+    let events = topic_records(&store, topic);
     assert_eq!(events.len(), 3, "each event once, no deletes");
     let keys: Vec<&[u8]> = events
         .iter()
@@ -496,15 +459,7 @@ async fn outbox_events_are_routed_by_aggregate_type_and_keyed_by_aggregate() {
     assert_eq!(keys, vec![&b"1"[..], b"2", b"1"]);
     let payload: Value = serde_json::from_slice(events[2].record.value.as_ref().unwrap()).unwrap();
     assert_eq!(payload, json!({"order": 1, "status": "paid"}));
-    let header = |i: usize, name: &str| {
-        events[i]
-            .record
-            .headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value.clone())
-            .map(|v| String::from_utf8(v.to_vec()).unwrap())
-    };
+    let header = |i: usize, name: &str| header(&events[i], name);
     assert_eq!(header(0, "id"), Some(uuid_like(1, "new")));
     assert_eq!(header(2, "eventType").as_deref(), Some("Orderpaid"));
     // The changes of the outbox table itself are not written.

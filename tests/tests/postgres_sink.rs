@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use eddy_engine::connectors::ConnectorState;
 use eddy_engine::{Engine, Session, StatementResult};
 use eddy_storage::{Store, StoreOptions};
+use eddy_tests::log::{header, wait_for_records};
 use eddy_tests::postgres::{PASSWORD, Postgres};
 
 async fn rows(db: &tokio_postgres::Client) -> Vec<(String, i64)> {
@@ -157,29 +158,8 @@ async fn records_that_cannot_be_written_go_to_the_dead_letter_topic() {
     engine.execute(&mut session, &create).await.unwrap();
     wait_for_rows(&pg, &[("new", 2), ("paid", 1)]).await;
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !store.topic_exists("counts_dlq") || store.end_offset("counts_dlq", 0).unwrap() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "nothing reached the dead-letter topic"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let dead = store
-        .read_records("counts_dlq", 0, 0, usize::MAX)
-        .unwrap()
-        .records;
-    assert_eq!(dead.len(), 2);
-    let header = |i: usize, name: &str| {
-        dead[i]
-            .record
-            .headers
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| h.value.clone())
-            .map(|v| String::from_utf8(v.to_vec()).unwrap())
-            .unwrap_or_default()
-    };
+    let dead = wait_for_records(&store, "counts_dlq", 2).await;
+    let header = |i: usize, name: &str| header(&dead[i], name).unwrap_or_default();
     assert_eq!(
         dead[0].record.value.as_deref(),
         Some(&b"not json at all"[..])

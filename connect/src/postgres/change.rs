@@ -7,7 +7,7 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use eddy_storage::Record;
 use serde_json::{Map, Value, json};
 
-use super::config::DecimalHandling;
+use super::source_config::DecimalHandling;
 
 /// Debezium's placeholder for a value PostgreSQL did not send (an unchanged TOASTed column).
 pub const UNAVAILABLE_VALUE: &str = "__debezium_unavailable_value";

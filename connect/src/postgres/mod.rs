@@ -1,15 +1,17 @@
-//! PostgreSQL.
+//! PostgreSQL: change data capture (`source`), its outbox transform (`outbox`), and a sink
+//! (`sink`), each configured in its own file.
 pub mod change;
-pub mod config;
 pub mod outbox;
 pub mod sink;
+pub mod sink_config;
 pub mod source;
+pub mod source_config;
 
-pub use config::PostgresSourceConfig;
-pub use sink::{PostgresSink, PostgresSinkConfig};
+pub use sink::PostgresSink;
+pub use sink_config::PostgresSinkConfig;
 pub use source::{PartialTransaction, Position, PostgresSource};
+pub use source_config::PostgresSourceConfig;
 
-/// An ordinary (not replication) connection for connector `name`, driven on the runtime.
 /// Where a connector reaches its database, and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Database {
@@ -45,4 +47,9 @@ impl Database {
         });
         Ok(client)
     }
+}
+
+/// `name` as a quoted SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -18,6 +18,7 @@ use tracing::warn;
 
 use super::change::{Cell, Op, TableShape};
 use crate::error::{ConnectError, Result};
+use crate::properties::Properties;
 
 /// Where an additional column goes (`table.fields.additional.placement`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,48 +47,33 @@ const EVENT_ROUTER: &str = "io.debezium.transforms.outbox.EventRouter";
 impl OutboxRouter {
     /// The router a connector's `transforms` configure, if any (keys compared without case).
     pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<Option<Self>> {
-        let props: BTreeMap<String, &str> = properties
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.trim()))
-            .collect();
-        let Some(names) = props.get("transforms").filter(|v| !v.is_empty()) else {
+        let props = Properties::new(properties);
+        let names = props.list("transforms");
+        let Some(first) = names.first() else {
             return Ok(None);
         };
-        let names: Vec<&str> = names
-            .split(',')
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .collect();
         if names.len() > 1 {
             return Err(ConnectError::Config(format!(
                 "'transforms' lists {}; Eddy applies one transform, the outbox event router",
                 names.join(", ")
             )));
         }
-        let name = names[0].to_ascii_lowercase();
+        let name = first.to_ascii_lowercase();
         let key = |k: &str| format!("transforms.{name}.{k}");
-        let get = |k: &str| props.get(&key(k)).copied().filter(|v| !v.is_empty());
+        let get = |k: &str| props.get(&key(k));
         let class = get("type").ok_or_else(|| {
-            ConnectError::Config(format!(
-                "the transform '{}' needs '{}'",
-                names[0],
-                key("type")
-            ))
+            ConnectError::Config(format!("the transform '{first}' needs '{}'", key("type")))
         })?;
         if class != EVENT_ROUTER {
             return Err(ConnectError::Config(format!(
                 "the transform type '{class}' is not one Eddy applies; it applies {EVENT_ROUTER}"
             )));
         }
-        let additional = match get("table.fields.additional.placement") {
-            None => Vec::new(),
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(parse_placement)
-                .collect::<Result<_>>()?,
-        };
+        let additional = props
+            .list(&key("table.fields.additional.placement"))
+            .into_iter()
+            .map(parse_placement)
+            .collect::<Result<_>>()?;
         let replacement = get("route.topic.replacement").unwrap_or("outbox.event.${routedByValue}");
         Ok(Some(OutboxRouter {
             id: get("table.field.event.id").unwrap_or("id").to_string(),
@@ -241,7 +227,7 @@ mod tests {
     use super::*;
     use crate::postgres::change::Column;
 
-    use crate::tests::props;
+    use crate::properties::tests::props;
 
     fn outbox() -> TableShape {
         let column = |name: &str| Column {

@@ -19,7 +19,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{debug, info, warn};
 
 use super::change::{Cell, Column, Op, Source, TableShape, ValueStyle, change_records};
-use super::config::{PostgresSourceConfig, PublicationMode, SnapshotMode};
+use super::quote_ident;
+use super::source_config::{PostgresSourceConfig, PublicationMode, SnapshotMode};
 use crate::error::{ConnectError, Result};
 
 /// Rows the snapshot reads, and writes to the log, at a time.
@@ -604,11 +605,6 @@ async fn table_shape(client: &Client, schema: &str, table: &str) -> Result<Table
             })
             .collect(),
     })
-}
-
-/// `name` as a quoted SQL identifier.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// `text` as a quoted SQL string.

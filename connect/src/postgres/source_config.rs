@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{ConnectError, Result};
+use crate::properties::Properties;
 
 /// How `NUMERIC` values are written (Debezium's `decimal.handling.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,75 +68,58 @@ pub struct PostgresSourceConfig {
 impl PostgresSourceConfig {
     /// Reads the configuration from a connector's properties (keys compared without case).
     pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<Self> {
-        let props: BTreeMap<String, &str> = properties
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_str()))
-            .collect();
-        let get = |key: &str| props.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let required = |key: &str| {
-            get(key)
-                .map(str::to_string)
-                .ok_or_else(|| ConnectError::Config(format!("the connector needs '{key}'")))
-        };
-        let choice = |key: &str, default: &str, allowed: &[&str]| -> Result<String> {
-            let value = get(key).unwrap_or(default).to_ascii_lowercase();
-            if allowed.contains(&value.as_str()) {
-                Ok(value)
-            } else {
-                Err(ConnectError::Config(format!(
-                    "'{key}' is '{value}'; expected one of {}",
-                    allowed.join(", ")
-                )))
-            }
-        };
-        let host = required("database.hostname")?;
-        let user = required("database.user")?;
-        let dbname = required("database.dbname")?;
-        if let Some(plugin) = get("plugin.name")
+        let props = Properties::new(properties);
+        let host = props.required("database.hostname")?.to_string();
+        let user = props.required("database.user")?.to_string();
+        let dbname = props.required("database.dbname")?.to_string();
+        if let Some(plugin) = props.get("plugin.name")
             && !plugin.eq_ignore_ascii_case("pgoutput")
         {
             return Err(ConnectError::Config(format!(
                 "'plugin.name' is '{plugin}'; Eddy decodes PostgreSQL's built-in pgoutput only"
             )));
         }
-        let port = match get("database.port") {
+        let port = match props.get("database.port") {
             None => 5432,
             Some(p) => p.parse().map_err(|_| {
                 ConnectError::Config(format!("'database.port' is '{p}', not a port number"))
             })?,
         };
-        let topic_prefix = get("topic.prefix")
-            .or_else(|| get("database.server.name"))
+        let topic_prefix = props
+            .get("topic.prefix")
+            .or_else(|| props.get("database.server.name"))
             .map(str::to_string)
             .ok_or_else(|| ConnectError::Config("the connector needs 'topic.prefix'".into()))?;
-        let table_include = get("table.include.list")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
+        let table_include = props
+            .list("table.include.list")
+            .into_iter()
             .map(|t| {
                 regex::Regex::new(&format!("^(?:{t})$")).map_err(|e| {
                     ConnectError::Config(format!("'table.include.list' has '{t}': {e}"))
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let publication_mode = match choice(
-            "publication.autocreate.mode",
-            "all_tables",
-            &["all_tables", "filtered", "disabled"],
-        )?
-        .as_str()
+        let publication_mode = match props
+            .choice(
+                "publication.autocreate.mode",
+                "all_tables",
+                &["all_tables", "filtered", "disabled"],
+            )?
+            .as_str()
         {
             "filtered" => PublicationMode::Filtered,
             "disabled" => PublicationMode::Disabled,
             _ => PublicationMode::AllTables,
         };
-        let snapshot =
-            match choice("snapshot.mode", "initial", &["initial", "no_data", "never"])?.as_str() {
-                "initial" => SnapshotMode::Initial,
-                _ => SnapshotMode::NoData,
-            };
-        let decimals = match get("decimal.handling.mode")
+        let snapshot = match props
+            .choice("snapshot.mode", "initial", &["initial", "no_data", "never"])?
+            .as_str()
+        {
+            "initial" => SnapshotMode::Initial,
+            _ => SnapshotMode::NoData,
+        };
+        let decimals = match props
+            .get("decimal.handling.mode")
             .map(str::to_ascii_lowercase)
             .as_deref()
         {
@@ -148,17 +132,8 @@ impl PostgresSourceConfig {
                 )));
             }
         };
-        let tombstones_on_delete = match get("tombstones.on.delete").map(str::to_ascii_lowercase) {
-            None => true,
-            Some(v) if v == "true" => true,
-            Some(v) if v == "false" => false,
-            Some(v) => {
-                return Err(ConnectError::Config(format!(
-                    "'tombstones.on.delete' is '{v}'; expected true or false"
-                )));
-            }
-        };
-        let max_batch_size = crate::batch_size(get("max.batch.size"), "max.batch.size", 2048)?;
+        let tombstones_on_delete = props.flag("tombstones.on.delete", true)?;
+        let max_batch_size = props.batch_size("max.batch.size", 2048)?;
         Ok(PostgresSourceConfig {
             max_batch_size,
             outbox: super::outbox::OutboxRouter::from_properties(properties)?,
@@ -166,13 +141,17 @@ impl PostgresSourceConfig {
                 host,
                 port,
                 user,
-                password: get("database.password").unwrap_or_default().to_string(),
+                password: props
+                    .get("database.password")
+                    .unwrap_or_default()
+                    .to_string(),
                 dbname,
             },
             topic_prefix,
             table_include,
-            slot: get("slot.name").unwrap_or("debezium").to_string(),
-            publication: get("publication.name")
+            slot: props.get("slot.name").unwrap_or("debezium").to_string(),
+            publication: props
+                .get("publication.name")
                 .unwrap_or("dbz_publication")
                 .to_string(),
             publication_mode,
@@ -198,7 +177,7 @@ impl PostgresSourceConfig {
 mod tests {
     use super::*;
 
-    use crate::tests::props;
+    use crate::properties::tests::props;
 
     #[test]
     fn debezium_keys_carry_over_with_debezium_defaults() {
