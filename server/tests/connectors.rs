@@ -63,10 +63,10 @@ fn wait_for_rows(server: &common::Server, at_least: usize) -> Vec<Value> {
 #[test]
 fn a_connector_killed_mid_stream_resumes_with_every_row_exactly_once() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let pg = postgres::Postgres::start().unwrap();
-    let db = runtime.block_on(pg.connect()).unwrap();
-    runtime
-        .block_on(db.batch_execute("CREATE TABLE orders (id int PRIMARY KEY, status text);"))
+    let (pg, db) = runtime
+        .block_on(postgres::Postgres::with_schema(
+            "CREATE TABLE orders (id int PRIMARY KEY, status text);",
+        ))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -89,6 +89,14 @@ impl Postgres {
         Ok(client)
     }
 
+    /// Makes and starts a cluster, then runs `sql` in it; returns it and a connection.
+    pub async fn with_schema(sql: &str) -> Result<(Postgres, tokio_postgres::Client)> {
+        let pg = Postgres::start()?;
+        let db = pg.connect().await?;
+        db.batch_execute(sql).await?;
+        Ok((pg, db))
+    }
+
     /// Starts the server again after [`Postgres::stop`].
     pub fn start_server(&self) -> Result<()> {
         let options = format!(

@@ -10,6 +10,23 @@ use eddy_storage::{Store, StoreOptions};
 use eddy_tests::log::{header, wait_for_records};
 use eddy_tests::postgres::{PASSWORD, Postgres};
 
+/// The reporting table the sink writes.
+const REPORT: &str = "CREATE TABLE report (status text PRIMARY KEY, n bigint NOT NULL);";
+
+/// A sink upserting `topic` into the reporting table by its key, with `more` settings.
+fn create_sink(pg: &Postgres, topic: &str, more: &str) -> String {
+    format!(
+        "CREATE SINK CONNECTOR report_sink WITH (
+           'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
+           'connection.url' = 'jdbc:postgresql://127.0.0.1:{}/postgres',
+           'connection.user' = 'postgres', 'connection.password' = '{PASSWORD}',
+           'topics' = '{topic}', 'table.name.format' = 'report',
+           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'status',
+           {more});",
+        pg.port()
+    )
+}
+
 async fn rows(db: &tokio_postgres::Client) -> Vec<(String, i64)> {
     db.query("SELECT status, n FROM report ORDER BY status", &[])
         .await
@@ -39,11 +56,7 @@ async fn wait_for_rows(pg: &Postgres, expected: &[(&str, i64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_is_upserted_into_postgres_and_survives_a_database_restart() {
-    let pg = Postgres::start().unwrap();
-    let db = pg.connect().await.unwrap();
-    db.batch_execute("CREATE TABLE report (status text PRIMARY KEY, n bigint NOT NULL);")
-        .await
-        .unwrap();
+    let (pg, _db) = Postgres::with_schema(REPORT).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(Store::open(dir.path(), StoreOptions::default()).unwrap())
         .await
@@ -64,16 +77,7 @@ async fn a_table_is_upserted_into_postgres_and_survives_a_database_restart() {
         )
         .await
         .unwrap();
-    let create = format!(
-        "CREATE SINK CONNECTOR report_sink WITH (
-           'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
-           'connection.url' = 'jdbc:postgresql://127.0.0.1:{}/postgres',
-           'connection.user' = 'postgres', 'connection.password' = '{PASSWORD}',
-           'topics' = 'STATUS_COUNTS', 'table.name.format' = 'report',
-           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'status',
-           'delete.enabled' = 'true');",
-        pg.port()
-    );
+    let create = create_sink(&pg, "STATUS_COUNTS", "'delete.enabled' = 'true'");
     let created = engine.execute(&mut session, &create).await.unwrap();
     assert!(
         matches!(&created[0], StatementResult::ConnectorInfo { .. }),
@@ -121,11 +125,7 @@ async fn a_table_is_upserted_into_postgres_and_survives_a_database_restart() {
 /// written. Fixed and sent again from SQL, the row arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_that_cannot_be_written_go_to_the_dead_letter_topic() {
-    let pg = Postgres::start().unwrap();
-    let db = pg.connect().await.unwrap();
-    db.batch_execute("CREATE TABLE report (status text PRIMARY KEY, n bigint NOT NULL);")
-        .await
-        .unwrap();
+    let (pg, _db) = Postgres::with_schema(REPORT).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     let engine = Engine::open(store.clone()).await.unwrap();
@@ -145,15 +145,10 @@ async fn records_that_cannot_be_written_go_to_the_dead_letter_topic() {
         )
         .await
         .unwrap();
-    let create = format!(
-        "CREATE SINK CONNECTOR report_sink WITH (
-           'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
-           'connection.url' = 'jdbc:postgresql://127.0.0.1:{}/postgres',
-           'connection.user' = 'postgres', 'connection.password' = '{PASSWORD}',
-           'topics' = 'counts', 'table.name.format' = 'report',
-           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'status',
-           'errors.tolerance' = 'all', 'errors.deadletterqueue.topic.name' = 'counts_dlq');",
-        pg.port()
+    let create = create_sink(
+        &pg,
+        "counts",
+        "'errors.tolerance' = 'all', 'errors.deadletterqueue.topic.name' = 'counts_dlq'",
     );
     engine.execute(&mut session, &create).await.unwrap();
     wait_for_rows(&pg, &[("new", 2), ("paid", 1)]).await;
