@@ -74,38 +74,55 @@ impl ErrorHandling {
         })
     }
 
-    /// The dead-letter record of `record`, read from `topic`'s `partition`, that connector
-    /// `connector` could not handle at `stage` because of `error`.
-    pub fn dead_letter(
-        &self,
-        (connector, stage): (&str, &str),
-        (topic, partition): (&str, u32),
-        record: &LogRecord,
-        (error_class, error): (&str, &str),
-    ) -> Record {
-        let mut headers = record.record.headers.clone();
-        if self.context_headers {
-            let header = |key: &str, value: String| RecordHeader {
-                key: format!("__connect.errors.{key}"),
-                value: Some(Bytes::from(value)),
-            };
-            headers.extend([
-                header("topic", topic.to_string()),
-                header("partition", partition.to_string()),
-                header("offset", record.offset.to_string()),
-                header("connector.name", connector.to_string()),
-                header("task.id", "0".into()),
-                header("stage", stage.to_string()),
-                header("exception.class.name", error_class.to_string()),
-                header("exception.message", error.to_string()),
-            ]);
-        }
-        Record {
-            key: record.record.key.clone(),
-            value: record.record.value.clone(),
-            timestamp: record.record.timestamp,
-            headers,
-        }
+    /// The dead-letter record of `record`, which failed as `failure` says.
+    pub fn dead_letter(&self, record: &LogRecord, failure: &Failure<'_>) -> Record {
+        dead_letter_record(record, self.context_headers.then_some(failure))
+    }
+}
+
+/// Where a record that could not be handled came from, and why.
+#[derive(Debug, Clone, Copy)]
+pub struct Failure<'a> {
+    /// The connector (or, for a query, the query id) that could not handle it.
+    pub by: &'a str,
+    /// Kafka Connect's stage: `KEY_CONVERTER`, `VALUE_CONVERTER`, `TRANSFORMATION`,
+    /// `TASK_PUT`.
+    pub stage: &'a str,
+    /// The topic it was read from.
+    pub topic: &'a str,
+    /// Its partition.
+    pub partition: u32,
+    /// The kind of error, as an exception class name.
+    pub error_class: &'a str,
+    /// What went wrong.
+    pub error: &'a str,
+}
+
+/// The dead letter of `record`: its key, value, timestamp and headers, plus Kafka Connect's
+/// `__connect.errors.*` headers from `failure` when given.
+pub fn dead_letter_record(record: &LogRecord, failure: Option<&Failure<'_>>) -> Record {
+    let mut headers = record.record.headers.clone();
+    if let Some(failure) = failure {
+        let header = |key: &str, value: String| RecordHeader {
+            key: format!("__connect.errors.{key}"),
+            value: Some(Bytes::from(value)),
+        };
+        headers.extend([
+            header("topic", failure.topic.to_string()),
+            header("partition", failure.partition.to_string()),
+            header("offset", record.offset.to_string()),
+            header("connector.name", failure.by.to_string()),
+            header("task.id", "0".into()),
+            header("stage", failure.stage.to_string()),
+            header("exception.class.name", failure.error_class.to_string()),
+            header("exception.message", failure.error.to_string()),
+        ]);
+    }
+    Record {
+        key: record.record.key.clone(),
+        value: record.record.value.clone(),
+        timestamp: record.record.timestamp,
+        headers,
     }
 }
 
@@ -170,10 +187,15 @@ mod tests {
             record: original.clone(),
         };
         let dead = handling.dead_letter(
-            ("sink", "VALUE_CONVERTER"),
-            ("orders", 2),
             &record,
-            ("DataException", "not a JSON object"),
+            &Failure {
+                by: "sink",
+                stage: "VALUE_CONVERTER",
+                topic: "orders",
+                partition: 2,
+                error_class: "DataException",
+                error: "not a JSON object",
+            },
         );
         assert_eq!(
             (dead.key, dead.value, dead.timestamp),

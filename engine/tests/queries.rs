@@ -336,6 +336,135 @@ async fn a_row_a_condition_group_or_key_cannot_be_computed_on_is_logged_and_the_
     engine.shutdown().await;
 }
 
+/// The records of `topic`'s only partition.
+fn log_records(engine: &Engine, topic: &str) -> Vec<eddy_storage::LogRecord> {
+    engine
+        .store()
+        .read_records(topic, 0, 0, usize::MAX)
+        .unwrap()
+        .records
+}
+
+/// A header of `record` as text.
+fn header(record: &eddy_storage::LogRecord, name: &str) -> Option<String> {
+    let found = record.record.headers.iter().find(|h| h.key == name)?;
+    found
+        .value
+        .as_ref()
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
+#[tokio::test]
+async fn records_a_query_drops_go_to_its_dead_letter_topic_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM s (k STRING KEY, a INT, b INT, c INT) WITH (kafka_topic='s', partitions=1, value_format='JSON');
+         CREATE STREAM t (k STRING KEY, a INT, b INT, c INT) WITH (kafka_topic='t', partitions=1, value_format='JSON');
+         CREATE STREAM ratios WITH (DEAD_LETTER_TOPIC='ratios_dead') AS
+           SELECT k, a / b AS r, 10 / c AS q FROM s WHERE a / b >= 0;
+         INSERT INTO ratios WITH (DEAD_LETTER_TOPIC='more_dead')
+           SELECT k, a / b AS r, 10 / c AS q FROM t WHERE a / b >= 0;",
+    )
+    .await;
+    let mut traced = Record::keyed(&b"k2"[..], &b"{not json"[..], 2);
+    traced.headers.push(eddy_storage::RecordHeader {
+        key: "trace".into(),
+        value: Some(b"abc".to_vec().into()),
+    });
+    let inputs = vec![
+        Record::keyed(&b"k1"[..], &br#"{"a": 4, "b": 2, "c": 5}"#[..], 1),
+        traced,
+        // The condition divides by zero: the record is dropped.
+        Record::keyed(&b"k3"[..], &br#"{"a": 1, "b": 0, "c": 1}"#[..], 3),
+        // Only the projection fails: the record goes on with a null, and is no dead letter.
+        Record::keyed(&b"k4"[..], &br#"{"a": 6, "b": 3, "c": 0}"#[..], 4),
+        Record::keyed(&b"k5"[..], &br#"{"a": "x"}"#[..], 5),
+    ];
+    engine.store().produce("s", inputs.clone()).await.unwrap();
+    engine
+        .store()
+        .produce("t", vec![Record::keyed(&b"t1"[..], &b"[1]"[..], 6)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "RATIOS"),
+        [r#"{"R":2,"Q":2}"#, r#"{"R":2,"Q":null}"#]
+    );
+    let dead = log_records(&engine, "ratios_dead");
+    let expected = [
+        (1, "VALUE_CONVERTER", "DeserializationError"),
+        (2, "TRANSFORMATION", "RecordProcessingError"),
+        (4, "VALUE_CONVERTER", "DeserializationError"),
+    ];
+    assert_eq!(dead.len(), expected.len());
+    for (letter, (offset, stage, class)) in dead.iter().zip(expected) {
+        let original = &inputs[offset as usize];
+        assert_eq!(letter.record.key, original.key);
+        assert_eq!(letter.record.value, original.value);
+        assert_eq!(letter.record.timestamp, original.timestamp);
+        let offset_text = offset.to_string();
+        for (name, value) in [
+            ("__connect.errors.topic", "s"),
+            ("__connect.errors.partition", "0"),
+            ("__connect.errors.offset", offset_text.as_str()),
+            ("__connect.errors.connector.name", "CSAS_RATIOS_2"),
+            ("__connect.errors.stage", stage),
+            ("__connect.errors.exception.class.name", class),
+        ] {
+            assert_eq!(header(letter, name).as_deref(), Some(value), "{name}");
+        }
+    }
+    assert_eq!(header(&dead[0], "trace").as_deref(), Some("abc"));
+    let why = header(&dead[1], "__connect.errors.exception.message").unwrap();
+    assert!(why.contains("Error evaluating WHERE"), "{why}");
+    let more = log_records(&engine, "more_dead");
+    assert_eq!(more.len(), 1);
+    assert_eq!(more[0].record.value.as_deref(), Some(&b"[1]"[..]));
+    assert_eq!(
+        header(&more[0], "__connect.errors.connector.name").as_deref(),
+        Some("INSERTQUERY_3")
+    );
+    // The dead letters were committed with the offsets past them: a restart writes none again.
+    engine.shutdown().await;
+    engine.store().close().unwrap();
+    drop(engine);
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    engine
+        .store()
+        .produce("s", vec![Record::keyed(&b"k6"[..], &b"oops"[..], 6)])
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let dead = log_records(&engine, "ratios_dead");
+    assert_eq!(dead.len(), 4);
+    assert_eq!(dead[3].record.value.as_deref(), Some(&b"oops"[..]));
+    assert_eq!(values(engine.store(), "RATIOS").len(), 2);
+    // A dead-letter topic must be a name, and not one the query reads or writes.
+    for (topic, message) in [
+        ("5", "takes a topic name as a string"),
+        ("'s'", "a topic the query reads or writes"),
+        ("'RATIOS'", "a topic the query reads or writes"),
+        ("'a/b'", "Invalid DEAD_LETTER_TOPIC"),
+    ] {
+        let sql = format!(
+            "INSERT INTO ratios WITH (DEAD_LETTER_TOPIC={topic}) SELECT k, a / b AS r, 10 / c AS q FROM s;"
+        );
+        let err = engine
+            .execute(&mut Session::default(), &sql)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(message), "{topic}: {err}");
+    }
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn insert_into_select_merges_a_stream_into_another() {
     let dir = tempfile::tempdir().unwrap();

@@ -445,6 +445,19 @@ impl Store {
         self.inner.topics.read().keys().cloned().collect()
     }
 
+    /// Makes `name` with the default configuration unless it exists (or another writer made
+    /// it meanwhile): for topics a writer needs and names itself, such as dead-letter topics.
+    pub fn ensure_topic(&self, name: &str) -> Result<()> {
+        if self.topic_exists(name) {
+            return Ok(());
+        }
+        match self.create_topic(name, TopicConfig::default()) {
+            Ok(_) => Ok(()),
+            Err(StorageError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether a topic exists.
     pub fn topic_exists(&self, name: &str) -> bool {
         self.inner.topics.read().contains_key(name)

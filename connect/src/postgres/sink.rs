@@ -162,14 +162,19 @@ impl PostgresSink {
                 .iter()
                 .map(|(i, stage, class, error)| {
                     handling.dead_letter(
-                        (&self.name, stage),
-                        (topic, partition),
                         &records[*i],
-                        (class, error),
+                        &crate::dead_letter::Failure {
+                            by: &self.name,
+                            stage,
+                            topic,
+                            partition,
+                            error_class: class,
+                            error,
+                        },
                     )
                 })
                 .collect();
-            crate::ensure_topic(&self.store, dead_letters)?;
+            self.store.ensure_topic(dead_letters)?;
             commit.append(dead_letters.clone(), None, letters);
         }
         for (i, _, _, error) in &dead {

@@ -538,7 +538,7 @@ impl PostgresSource {
             }
         }
         for (topic, records) in by_topic {
-            crate::ensure_topic(&self.store, &topic)?;
+            self.store.ensure_topic(&topic)?;
             commit.append(topic, None, records);
         }
         if let Some(position) = position {

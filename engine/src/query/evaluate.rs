@@ -99,12 +99,13 @@ pub(crate) fn note_function_errors(errors: Vec<FunctionError>, failed: &mut [Opt
 }
 
 /// `expr` over the rows of `rows` as a step of a query evaluates it: a row it (or a function
-/// in it) fails on is null there, and is reported with `what` as a record error of its input.
-/// Returns the values and which rows failed.
+/// in it) fails on is null there, and is reported with `what` as a record error of `kind` of
+/// its input (`Dropped` where the caller drops such a row). Returns the values and which rows
+/// failed.
 pub(crate) fn evaluate_step(
     expr: &Arc<dyn PhysicalExpr>,
     rows: &mut Rows<'_>,
-    what: &str,
+    (what, kind): (&str, RecordErrorKind),
 ) -> Result<(ArrayRef, Vec<bool>)> {
     let n = rows.batch.num_rows();
     let mut failed: Vec<Option<String>> = vec![None; n];
@@ -118,7 +119,7 @@ pub(crate) fn evaluate_step(
             failures[i] = true;
             let offset = rows.record(i).offset;
             rows.errors.push(RecordError {
-                kind: RecordErrorKind::Expression,
+                kind,
                 partition: rows.partition,
                 offset,
                 reason,

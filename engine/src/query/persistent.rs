@@ -89,6 +89,8 @@ pub struct QueryLaunch {
     pub retry: RetryBackoff,
     /// The registry the formats of its sources and sink use.
     pub schemas: crate::codec::Schemas,
+    /// Where records it fails on and drops go (`DEAD_LETTER_TOPIC`), if anywhere.
+    pub dead_letter_topic: Option<String>,
 }
 
 impl QueryLaunch {
@@ -119,7 +121,11 @@ impl QueryLaunch {
                 self.store.clone(),
                 id.clone(),
                 (self.plan.clone(), self.buffering),
-                (self.sink.clone(), self.schemas.clone()),
+                (
+                    self.sink.clone(),
+                    self.schemas.clone(),
+                    self.dead_letter_topic.clone(),
+                ),
                 shared.clone(),
                 stopped.clone(),
             );

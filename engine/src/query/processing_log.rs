@@ -65,7 +65,10 @@ pub fn entry(
                 "RECORDPROCESSINGERROR": null,
             })
         }
-        RecordErrorKind::Timestamp | RecordErrorKind::Expression | RecordErrorKind::Late => json!({
+        RecordErrorKind::Timestamp
+        | RecordErrorKind::Expression
+        | RecordErrorKind::Dropped
+        | RecordErrorKind::Late => json!({
             "TYPE": RECORD_PROCESSING_ERROR,
             "DESERIALIZATIONERROR": null,
             "RECORDPROCESSINGERROR": {

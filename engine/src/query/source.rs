@@ -92,9 +92,40 @@ pub enum RecordErrorKind {
     Timestamp,
     /// An expression failed; its result is null and the record goes on.
     Expression,
+    /// An expression the record's way through the query depends on (a condition, a grouping,
+    /// a join key, `EXPLODE`) failed or was null; the record is dropped.
+    Dropped,
     /// The record came after every window it falls in had closed (its end plus the grace
     /// period); it is dropped.
     Late,
+}
+
+impl RecordErrorKind {
+    /// Whether the record failed and was dropped, so that it belongs in a dead-letter topic: not
+    /// for a failed expression (the record went on with a null) nor a late record (dropped by
+    /// design, and late again if replayed).
+    pub fn dead_letters(self) -> bool {
+        !matches!(self, RecordErrorKind::Expression | RecordErrorKind::Late)
+    }
+
+    /// Kafka Connect's name for the stage a record failed at.
+    pub fn stage(self) -> &'static str {
+        match self {
+            RecordErrorKind::Key => "KEY_CONVERTER",
+            RecordErrorKind::Value => "VALUE_CONVERTER",
+            _ => "TRANSFORMATION",
+        }
+    }
+
+    /// The kind as an error class name, for a dead letter's headers.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            RecordErrorKind::Key | RecordErrorKind::Value => "DeserializationError",
+            RecordErrorKind::Timestamp => "TimestampError",
+            RecordErrorKind::Expression | RecordErrorKind::Dropped => "RecordProcessingError",
+            RecordErrorKind::Late => "LateRecord",
+        }
+    }
 }
 
 /// A record that could not be processed, and why.

@@ -131,8 +131,12 @@ impl Engine {
                 self.create_as_select(state, session, create, text, mode)
                     .await
             }
-            StatementKind::InsertInto { target, query, .. } => {
-                self.insert_into_select(state, session, target, query, text, mode)
+            StatementKind::InsertInto {
+                target,
+                properties,
+                query,
+            } => {
+                self.insert_into_select(state, session, (target, properties), query, text, mode)
                     .await
             }
             StatementKind::Terminate(target) => {

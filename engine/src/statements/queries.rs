@@ -6,7 +6,7 @@ use std::sync::Arc;
 use eddy_sql::Span;
 use eddy_sql::ast::{
     ColumnConstraint, CreateAsSelect, CreateSource, Ident, Literal, Properties, Property, Query,
-    QueryTarget, SourceKind, TableElement,
+    QueryTarget, SourceKind, TableElement, property_names,
 };
 use eddy_storage::{Commit, OffsetAndMetadata};
 use tracing::info;
@@ -58,6 +58,36 @@ pub(super) fn new_planner(session: &Session) -> bool {
         .properties
         .get("ksql.new.query.planner.enabled")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The `DEAD_LETTER_TOPIC` a persistent query names: where the records it fails on and drops
+/// go, with their key, value and headers and headers saying why.
+fn dead_letter_topic(
+    properties: &Properties,
+    plan: &QueryPlan,
+    sink_topic: &str,
+) -> Result<Option<String>> {
+    let Some(value) = properties.get(property_names::DEAD_LETTER_TOPIC) else {
+        return Ok(None);
+    };
+    let Literal::String(topic) = value else {
+        return Err(EngineError::statement(
+            "DEAD_LETTER_TOPIC takes a topic name as a string, as in DEAD_LETTER_TOPIC='orders_dead'.",
+        ));
+    };
+    eddy_storage::validate_topic_name(topic)
+        .map_err(|e| EngineError::statement(format!("Invalid DEAD_LETTER_TOPIC: {e}")))?;
+    if eddy_storage::is_internal_topic(topic) {
+        return Err(EngineError::statement(format!(
+            "DEAD_LETTER_TOPIC '{topic}' is an internal topic."
+        )));
+    }
+    if topic == sink_topic || plan.sources().iter().any(|s| s.topic == *topic) {
+        return Err(EngineError::statement(format!(
+            "DEAD_LETTER_TOPIC '{topic}' is a topic the query reads or writes; dead letters need a topic of their own."
+        )));
+    }
+    Ok(Some(topic.clone()))
 }
 
 /// A delimiter as the `*_DELIMITER` properties take it: blanks by name.
@@ -169,6 +199,7 @@ impl Engine {
         let mut sink = state
             .catalog
             .build_query_sink(&declaration, text, &session.properties)?;
+        let dead_letters = dead_letter_topic(&create.properties, &plan, &sink.topic)?;
         if eddy_storage::is_internal_topic(&sink.topic) {
             return Err(EngineError::statement(super::ddl::internal_topic_message(
                 &sink.topic,
@@ -196,7 +227,7 @@ impl Engine {
             query_id.clone(),
             text,
             plan,
-            sink,
+            (sink, dead_letters),
             QueryKind::CreateAsSelect,
             mode,
         )
@@ -241,7 +272,17 @@ impl Engine {
         session: &Session,
     ) -> Result<CreateSource> {
         let source = plan.source();
-        let mut properties = create.properties.0.clone();
+        // The dead-letter topic is the query's, not the sink's.
+        let mut properties: Vec<Property> = create
+            .properties
+            .0
+            .iter()
+            .filter(|p| {
+                !p.name
+                    .eq_ignore_ascii_case(property_names::DEAD_LETTER_TOPIC)
+            })
+            .cloned()
+            .collect();
         let has = |properties: &[Property], name: &str| {
             properties.iter().any(|p| p.name.eq_ignore_ascii_case(name))
         };
@@ -345,7 +386,7 @@ impl Engine {
         &self,
         state: &mut EngineState,
         session: &Session,
-        target: &Ident,
+        (target, properties): (&Ident, &Properties),
         query: &Query,
         text: &str,
         mode: Mode,
@@ -431,6 +472,7 @@ impl Engine {
                 crate::schema::schema_text(&sink_columns, true)
             )));
         }
+        let dead_letters = dead_letter_topic(properties, &plan, &sink.topic)?;
         if mode == Mode::Live {
             self.register_schemas(&sink, true).await?;
         }
@@ -442,7 +484,7 @@ impl Engine {
             query_id.clone(),
             text,
             plan,
-            sink,
+            (sink, dead_letters),
             QueryKind::InsertInto,
             mode,
         )
@@ -464,7 +506,7 @@ impl Engine {
         query_id: String,
         text: &str,
         plan: QueryPlan,
-        sink: DataSource,
+        (sink, dead_letter_topic): (DataSource, Option<String>),
         kind: QueryKind,
         mode: Mode,
     ) -> Result<()> {
@@ -499,6 +541,9 @@ impl Engine {
                 }
             }
             self.store.commit(commit).await?;
+            if let Some(topic) = &dead_letter_topic {
+                self.store.ensure_topic(topic)?;
+            }
         }
         let shared = Arc::new(QueryShared {
             progress: self.progress.clone(),
@@ -516,6 +561,7 @@ impl Engine {
             },
             retry: self.options.query_retry,
             schemas: self.schemas.clone(),
+            dead_letter_topic,
         };
         state.queries.insert(
             query_id.clone(),

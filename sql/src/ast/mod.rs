@@ -401,6 +401,8 @@ pub mod property_names {
     pub const WINDOW_SIZE: &str = "WINDOW_SIZE";
     /// `QUERY_ID`.
     pub const QUERY_ID: &str = "QUERY_ID";
+    /// `DEAD_LETTER_TOPIC`, Eddy's: where a persistent query's failed records go.
+    pub const DEAD_LETTER_TOPIC: &str = "DEAD_LETTER_TOPIC";
 }
 
 /// What `SHOW` / `LIST` lists.

@@ -391,7 +391,7 @@ impl Aggregation<'_> {
             }
             if batch.group_arrays.iter().any(|a| a.is_null(i)) {
                 errors.push(RecordError {
-                    kind: RecordErrorKind::Expression,
+                    kind: RecordErrorKind::Dropped,
                     partition: batch.rows.partition,
                     offset: batch.offset(i),
                     reason: "GROUP BY column(s) are null; the record is dropped".into(),
@@ -461,7 +461,11 @@ impl Aggregation<'_> {
         let mut keep: Vec<bool> = rows.has_value.clone();
         if let Some(filter) = &plan.filter {
             // A row the condition fails on is logged and not aggregated.
-            let (mask, _) = evaluate_step(filter, &mut rows, "Error evaluating WHERE")?;
+            let (mask, _) = evaluate_step(
+                filter,
+                &mut rows,
+                ("Error evaluating WHERE", RecordErrorKind::Dropped),
+            )?;
             if let Some(mask) = mask.as_any().downcast_ref::<BooleanArray>() {
                 for (i, k) in keep.iter_mut().enumerate() {
                     *k = *k && mask.is_valid(i) && mask.value(i);
@@ -475,7 +479,11 @@ impl Aggregation<'_> {
         let mut ungrouped = vec![false; n];
         let mut group_arrays = Vec::with_capacity(plan.group_by.len());
         for by in &plan.group_by {
-            let (array, failed) = evaluate_step(by, &mut rows, "Error evaluating GROUP BY")?;
+            let (array, failed) = evaluate_step(
+                by,
+                &mut rows,
+                ("Error evaluating GROUP BY", RecordErrorKind::Dropped),
+            )?;
             for (u, f) in ungrouped.iter_mut().zip(failed) {
                 *u = *u || f;
             }
@@ -487,7 +495,10 @@ impl Aggregation<'_> {
             let args = call
                 .args
                 .iter()
-                .map(|a| evaluate_step(a, &mut rows, &what).map(|(array, _)| array))
+                .map(|a| {
+                    evaluate_step(a, &mut rows, (&what, RecordErrorKind::Expression))
+                        .map(|(array, _)| array)
+                })
                 .collect::<Result<Vec<_>>>()?;
             arg_arrays.push(args);
         }

@@ -15,7 +15,7 @@ use crate::error::{EngineError, Result};
 use crate::query::evaluate::evaluate_step;
 use crate::query::operator::{Input, Operator, RowsOperator, StepOutput};
 use crate::query::rows::Rows;
-use crate::query::source::{ROWTIME, RecordError, WINDOWEND, WINDOWSTART};
+use crate::query::source::{ROWTIME, RecordError, RecordErrorKind, WINDOWEND, WINDOWSTART};
 use crate::query::state::StateWrites;
 
 /// The operator of a join: its chain of stages with their state, and what takes its rows.
@@ -236,7 +236,11 @@ fn join_step(
     let decoded = input.decoder.decode(partition, records)?;
     let mut rows = Rows::decoded(partition, records, decoded);
     // A row whose key cannot be computed is logged and joins nothing, as a null key.
-    let (key_values, _) = evaluate_step(&input.key, &mut rows, "Error computing the join key")?;
+    let (key_values, _) = evaluate_step(
+        &input.key,
+        &mut rows,
+        ("Error computing the join key", RecordErrorKind::Dropped),
+    )?;
     let Rows {
         batch,
         rows_from,

@@ -18,7 +18,7 @@ use crate::query::evaluate::evaluate_step;
 use crate::query::operator::{Input, Operator, RowsOperator, StepOutput};
 use crate::query::rows::Rows;
 use crate::query::sink::{OutputColumn, SinkEncoder};
-use crate::query::source::SourceDecoder;
+use crate::query::source::{RecordErrorKind, SourceDecoder};
 use crate::schema::Column;
 
 pub(crate) use plan::plan_projection;
@@ -117,7 +117,11 @@ impl<'p> Projection<'p> {
         let table_source = self.plan.source.kind == SourceKind::Table;
         let n = rows.batch.num_rows();
         // A row the condition fails on is logged and does not pass.
-        let (mask, _) = evaluate_step(filter, rows, "Error evaluating WHERE")?;
+        let (mask, _) = evaluate_step(
+            filter,
+            rows,
+            ("Error evaluating WHERE", RecordErrorKind::Dropped),
+        )?;
         let mask = mask
             .as_any()
             .downcast_ref::<BooleanArray>()
@@ -181,7 +185,11 @@ fn explode(rows: &mut Rows<'_>, plan: &StatelessPlan) -> Result<(RecordBatch, Ve
         .table_functions
         .iter()
         .map(|f| {
-            let (array, _) = evaluate_step(f, rows, "Error evaluating EXPLODE")?;
+            let (array, _) = evaluate_step(
+                f,
+                rows,
+                ("Error evaluating EXPLODE", RecordErrorKind::Dropped),
+            )?;
             array
                 .as_any()
                 .downcast_ref::<ListArray>()

@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use eddy_connect::dead_letter::{Failure, dead_letter_record};
 use eddy_storage::{Commit, LogRecord, OffsetAndMetadata, Record, Store};
 use tracing::warn;
 
@@ -55,6 +56,8 @@ pub(super) struct CommitContext<'a> {
     /// The topic named in processing-log entries for records the cache's flush failed on.
     pub(super) error_topic: &'a str,
     pub(super) log_errors: bool,
+    /// The topic records the query failed on and dropped go to, if it names one.
+    pub(super) dead_letter_topic: Option<&'a str>,
     /// What the query shares with the engine.
     pub(super) shared: &'a QueryShared,
     /// The run's commits, in flight together: once one fails, no later one lands.
@@ -133,18 +136,55 @@ impl Uncommitted {
             }
         }
         let mut log_entries = Vec::with_capacity(step.errors.len());
+        let mut dead_letters: Vec<(i64, Record)> = Vec::new();
+        let mut dead_lettered = std::collections::BTreeSet::new();
         for error in &step.errors {
             warn!(query = %context.query_id, partition = error.partition, offset = error.offset, reason = %error.reason, "record failed");
-            let record = records.and_then(|r| r.iter().find(|r| r.offset == error.offset));
+            // A step's records are in offset order.
+            let record = records.and_then(|r| {
+                r.binary_search_by_key(&error.offset, |r| r.offset)
+                    .ok()
+                    .map(|i| &r[i])
+            });
             log_entries.push(processing_log::entry(
                 context.query_id,
                 topic,
                 error,
                 record,
             ));
+            // One dead letter per record, however many of its expressions failed.
+            if let (Some(_), Some(record)) = (context.dead_letter_topic, record)
+                && error.kind.dead_letters()
+                && dead_lettered.insert(error.offset)
+            {
+                dead_letters.push((
+                    error.offset,
+                    dead_letter_record(
+                        record,
+                        Some(&Failure {
+                            by: context.query_id,
+                            stage: error.kind.stage(),
+                            topic,
+                            partition: error.partition,
+                            error_class: error.kind.class_name(),
+                            error: &error.reason,
+                        }),
+                    ),
+                ));
+            }
         }
         if !log_entries.is_empty() && context.log_errors {
             commit.append(processing_log::PROCESSING_LOG_TOPIC, Some(0), log_entries);
+        }
+        if let Some(dead_letter_topic) = context.dead_letter_topic
+            && !dead_letters.is_empty()
+        {
+            // In the input's order, whichever stage each failed at.
+            dead_letters.sort_by_key(|(offset, _)| *offset);
+            let letters = dead_letters.into_iter().map(|(_, r)| r).collect();
+            for chunk in batches_under(letters, APPEND_BYTES) {
+                commit.append(dead_letter_topic, None, chunk);
+            }
         }
         self.emitted += step.records.len() as u64;
         for chunk in batches_under(step.records, APPEND_BYTES) {

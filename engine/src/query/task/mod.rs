@@ -29,7 +29,7 @@ pub async fn run_query(
     store: Store,
     query_id: String,
     (plan, buffering): (QueryPlan, Buffering),
-    (sink, schemas): (DataSource, Schemas),
+    (sink, schemas, dead_letter_topic): (DataSource, Schemas, Option<String>),
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<String> {
@@ -37,7 +37,7 @@ pub async fn run_query(
         &store,
         &query_id,
         (&plan, buffering),
-        (&sink, &schemas),
+        (&sink, &schemas, dead_letter_topic.as_deref()),
         &shared,
         &mut stop,
     ))
@@ -60,7 +60,7 @@ async fn run_query_inner(
     store: &Store,
     query_id: &str,
     (plan, buffering): (&QueryPlan, Buffering),
-    (sink, schemas): (&DataSource, &Schemas),
+    (sink, schemas, dead_letter_topic): (&DataSource, &Schemas, Option<&str>),
     shared: &QueryShared,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
@@ -71,6 +71,9 @@ async fn run_query_inner(
         .final_rows_by_window(plan);
     let mut operator = plan.operator(store, query_id, sink, buffering.enabled(), schemas)?;
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
+    if let Some(topic) = dead_letter_topic {
+        store.ensure_topic(topic)?;
+    }
     let context = CommitContext {
         query_id,
         group: &group,
@@ -81,6 +84,7 @@ async fn run_query_inner(
             .map_or(0, crate::query::source::window_bytes),
         error_topic: &plan.source().topic,
         log_errors: log_topic_exists,
+        dead_letter_topic,
         shared,
         chain: eddy_storage::CommitChain::new(),
     };
