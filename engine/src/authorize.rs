@@ -143,7 +143,9 @@ pub(crate) fn check(
         | StatementKind::Pause(_)
         | StatementKind::Resume(_)
         | StatementKind::CreateConnector { .. }
-        | StatementKind::DropConnector { .. } => needs.cluster.push(Operation::Alter),
+        | StatementKind::DropConnector { .. }
+        | StatementKind::PauseConnector(_)
+        | StatementKind::ResumeConnector(_) => needs.cluster.push(Operation::Alter),
         StatementKind::AlterSystem { .. } => needs.cluster.push(Operation::AlterConfigs),
         _ => {}
     }

@@ -55,7 +55,9 @@ pub enum ConnectorState {
     Running,
     /// Failed with this error; started again after a backoff.
     Failed(String),
-    /// Stopped.
+    /// Paused by `PAUSE CONNECTOR`; its position is kept for `RESUME CONNECTOR`.
+    Paused,
+    /// Stopped, or not started yet.
     Stopped,
 }
 
@@ -65,6 +67,7 @@ impl ConnectorState {
         match self {
             ConnectorState::Running => "RUNNING",
             ConnectorState::Failed(_) => "FAILED",
+            ConnectorState::Paused => "PAUSED",
             ConnectorState::Stopped => "UNASSIGNED",
         }
     }
@@ -85,9 +88,11 @@ pub struct ConnectorSummary {
     pub state: ConnectorState,
     /// The topics it writes (a source) or reads (a sink) so far.
     pub topics: Vec<String>,
+    /// A sink's lag: the records in its topics it has not written yet.
+    pub lag: Option<u64>,
 }
 
-/// A configured connector and its running task.
+/// A configured connector and its task, while it runs.
 pub(crate) struct Connector {
     name: String,
     kind: ConnectorKind,
@@ -95,8 +100,8 @@ pub(crate) struct Connector {
     config: BTreeMap<String, String>,
     topics: Topics,
     state: Arc<Mutex<ConnectorState>>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    paused: bool,
+    task: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 /// A connector's configuration checked before it is logged: what to start.
@@ -166,41 +171,78 @@ fn config_value<'a>(config: &'a BTreeMap<String, String>, key: &str) -> Option<&
 }
 
 impl Connector {
-    /// Starts connector `name` on `store`.
-    pub(crate) fn start(
+    /// Connector `name`, configured and not started.
+    pub(crate) fn new(
         name: &str,
         kind: ConnectorKind,
         config: BTreeMap<String, String>,
-        plan: ConnectorPlan,
-        store: &Store,
+        plan: &ConnectorPlan,
     ) -> Connector {
         let class = config_value(&config, "connector.class")
             .unwrap_or_default()
             .to_string();
-        let (stop, stopped) = watch::channel(false);
-        let state = Arc::new(Mutex::new(ConnectorState::Running));
-        let (topics, runner) = match plan {
-            ConnectorPlan::PostgresSource(source_config) => {
-                let prefix = format!("{}.", source_config.topic_prefix);
-                let source = PostgresSource::new(name, source_config, store.clone());
-                (Topics::Prefixed(prefix), Runner::Source(source))
+        let topics = match plan {
+            ConnectorPlan::PostgresSource(source) => {
+                Topics::Prefixed(format!("{}.", source.topic_prefix))
             }
-            ConnectorPlan::PostgresSink(sink_config) => {
-                let topics = sink_config.topics.clone();
-                let sink = PostgresSink::new(name, sink_config, store.clone());
-                (Topics::Named(topics), Runner::Sink(sink))
-            }
+            ConnectorPlan::PostgresSink(sink) => Topics::Named(sink.topics.clone()),
         };
-        let task = tokio::spawn(supervise(name.to_string(), runner, state.clone(), stopped));
         Connector {
             name: name.to_string(),
             kind,
             class,
             config,
             topics,
-            state,
-            stop,
-            task,
+            state: Arc::new(Mutex::new(ConnectorState::Stopped)),
+            paused: false,
+            task: None,
+        }
+    }
+
+    /// Starts its task on `store`, unless it runs already or is paused.
+    pub(crate) fn start(&mut self, store: &Store) {
+        if self.paused || self.task.is_some() {
+            return;
+        }
+        // The configuration was checked when the connector was made; checked again here, as
+        // what runs is built from it.
+        let runner = match plan(self.kind, &self.config) {
+            Ok(ConnectorPlan::PostgresSource(config)) => {
+                Runner::Source(PostgresSource::new(&self.name, config, store.clone()))
+            }
+            Ok(ConnectorPlan::PostgresSink(config)) => {
+                Runner::Sink(PostgresSink::new(&self.name, config, store.clone()))
+            }
+            Err(e) => {
+                *self.state.lock() = ConnectorState::Failed(e.to_string());
+                return;
+            }
+        };
+        let (stop, stopped) = watch::channel(false);
+        *self.state.lock() = ConnectorState::Running;
+        let task = tokio::spawn(supervise(
+            self.name.clone(),
+            runner,
+            self.state.clone(),
+            stopped,
+        ));
+        self.task = Some((stop, task));
+    }
+
+    /// Stops its task until [`Connector::resume`]; where it is stays in the store.
+    pub(crate) async fn pause(&mut self) {
+        self.paused = true;
+        self.stop_task().await;
+        *self.state.lock() = ConnectorState::Paused;
+    }
+
+    /// Lets it run again, and starts it on `store` when `start` (not while the command log
+    /// is replayed: connectors start once it is).
+    pub(crate) fn resume(&mut self, store: &Store, start: bool) {
+        self.paused = false;
+        *self.state.lock() = ConnectorState::Stopped;
+        if start {
+            self.start(store);
         }
     }
 
@@ -214,6 +256,14 @@ impl Connector {
                 .collect(),
             Topics::Named(topics) => topics.clone(),
         };
+        let lag = match self.kind {
+            ConnectorKind::Sink => Some(sink_lag(
+                store,
+                &PostgresSink::group_of(&self.name),
+                &topics,
+            )),
+            ConnectorKind::Source => None,
+        };
         ConnectorSummary {
             name: self.name.clone(),
             kind: self.kind,
@@ -221,14 +271,42 @@ impl Connector {
             config: shown_config(&self.config),
             state: self.state.lock().clone(),
             topics,
+            lag,
+        }
+    }
+
+    async fn stop_task(&mut self) {
+        if let Some((stop, task)) = self.task.take() {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
     }
 
     /// Stops its task and waits for it.
-    pub(crate) async fn stop(self) {
-        let _ = self.stop.send(true);
-        let _ = self.task.await;
+    pub(crate) async fn stop(mut self) {
+        self.stop_task().await;
     }
+}
+
+/// The records in `topics` that the sink reading them as `group` has not written: from its
+/// committed offset (or the log's start) to each partition's end.
+fn sink_lag(store: &Store, group: &str, topics: &[String]) -> u64 {
+    let mut lag = 0;
+    for topic in topics {
+        let Ok(partitions) = store.partition_count(topic) else {
+            continue;
+        };
+        for partition in 0..partitions {
+            let end = store.last_stable_offset(topic, partition).unwrap_or(0);
+            let start = store.log_start_offset(topic, partition).unwrap_or(0);
+            let done = match store.fetch_offset(group, topic, partition) {
+                Ok(Some(committed)) => committed.offset.max(start),
+                _ => start,
+            };
+            lag += u64::try_from(end - done).unwrap_or(0);
+        }
+    }
+    lag
 }
 
 /// The topics a connector writes (a source: those under its prefix) or reads (a sink).

@@ -211,6 +211,7 @@ impl Engine {
         let mut engine = engine;
         engine.damaged_commands = damaged;
         engine.ensure_processing_log(&mut state)?;
+        engine.start_connectors(&mut state);
         info!(
             sources = state.catalog.sources().count(),
             commands = state.next_seq,

@@ -119,13 +119,17 @@ pub fn entities(entities: &[Value], format: OutputFormat, width: usize) -> Strin
 /// `DESCRIBE CONNECTOR` as the ksql CLI lays it out: the connector, its tasks, its topics.
 fn connector_description(entity: &Value, width: usize) -> String {
     let status = &entity["status"];
-    let mut out = key_values(&[
+    let mut fields = vec![
         ("Name", text(&status["name"])),
         ("Class", text(&entity["connectorClass"])),
         ("Type", text(&status["type"])),
         ("State", text(&status["connector"]["state"])),
         ("WorkerId", text(&status["connector"]["worker_id"])),
-    ]);
+    ];
+    if !entity["lag"].is_null() {
+        fields.push(("Lag (records)", text(&entity["lag"])));
+    }
+    let mut out = key_values(&fields);
     let tasks: Vec<Vec<String>> = status["tasks"]
         .as_array()
         .cloned()

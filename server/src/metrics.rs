@@ -313,7 +313,7 @@ impl ServerMetrics {
             connector_state: gauge(
                 r,
                 "eddy_connector_state",
-                "1 for a connector's state now (RUNNING, FAILED or UNASSIGNED), one series per state it is in",
+                "1 for a connector's state now (RUNNING, PAUSED, FAILED or UNASSIGNED), one series per state it is in",
                 &["connector", "type", "state"],
             )?,
             registry,

@@ -630,6 +630,8 @@ impl Display for Statement {
             ),
             StatementKind::DescribeFunction(name) => write!(f, "DESCRIBE FUNCTION {name}"),
             StatementKind::DescribeConnector(name) => write!(f, "DESCRIBE CONNECTOR {name}"),
+            StatementKind::PauseConnector(name) => write!(f, "PAUSE CONNECTOR {name}"),
+            StatementKind::ResumeConnector(name) => write!(f, "RESUME CONNECTOR {name}"),
             StatementKind::Explain(statement) => write!(f, "EXPLAIN {statement}"),
             StatementKind::ExplainQuery(id) => write!(f, "EXPLAIN {id}"),
             StatementKind::Terminate(t) => write!(f, "TERMINATE {}", target(t)),

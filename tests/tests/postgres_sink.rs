@@ -189,3 +189,88 @@ async fn records_that_cannot_be_written_go_to_the_dead_letter_topic() {
     wait_for_rows(&pg, &[("huge", 1000), ("new", 2), ("paid", 1)]).await;
     engine.shutdown().await;
 }
+
+/// The sink's state and lag, as `DESCRIBE CONNECTOR` reports them.
+async fn described(engine: &Engine) -> (String, Option<u64>) {
+    let shown = engine
+        .execute(&mut Session::default(), "DESCRIBE CONNECTOR report_sink;")
+        .await
+        .unwrap();
+    let StatementResult::ConnectorDescription { connector, .. } = &shown[0] else {
+        panic!("{shown:?}");
+    };
+    (connector.state.name().to_string(), connector.lag)
+}
+
+/// `PAUSE CONNECTOR` stops the sink where it is, with its lag growing and nothing written, and
+/// it stays paused across a restart of Eddy; `RESUME CONNECTOR` writes what it missed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_sink_writes_nothing_until_resumed_even_across_a_restart() {
+    let (pg, _db) = Postgres::with_schema(REPORT).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let open = || async {
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        (Engine::open(store.clone()).await.unwrap(), store)
+    };
+    let (engine, store) = open().await;
+    let mut session = Session::default();
+    let record =
+        |key: &str, value: &str| eddy_storage::Record::keyed(key.to_string(), value.to_string(), 1);
+    store.create_topic("counts", Default::default()).unwrap();
+    store
+        .produce("counts", vec![record(r#""new""#, r#"{"N": 1}"#)])
+        .await
+        .unwrap();
+    engine
+        .execute(
+            &mut session,
+            &create_sink(&pg, "counts", "'batch.size' = '10'"),
+        )
+        .await
+        .unwrap();
+    wait_for_rows(&pg, &[("new", 1)]).await;
+    assert_eq!(described(&engine).await, ("RUNNING".into(), Some(0)));
+
+    let paused = engine
+        .execute(&mut session, "PAUSE CONNECTOR report_sink;")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&paused[0], StatementResult::CommandStatus { message, .. } if message == "Connector paused."),
+        "{paused:?}"
+    );
+    store
+        .produce(
+            "counts",
+            vec![
+                record(r#""new""#, r#"{"N": 2}"#),
+                record(r#""paid""#, r#"{"N": 1}"#),
+            ],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(described(&engine).await, ("PAUSED".into(), Some(2)));
+    wait_for_rows(&pg, &[("new", 1)]).await;
+
+    engine.shutdown().await;
+    store.close().unwrap();
+    drop((engine, store));
+    let (engine, _store) = open().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(described(&engine).await, ("PAUSED".into(), Some(2)));
+    wait_for_rows(&pg, &[("new", 1)]).await;
+
+    engine
+        .execute(&mut session, "RESUME CONNECTOR report_sink;")
+        .await
+        .unwrap();
+    wait_for_rows(&pg, &[("new", 2), ("paid", 1)]).await;
+    let err = engine
+        .execute(&mut session, "PAUSE CONNECTOR nobody;")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("Connector NOBODY does not exist"), "{err}");
+    engine.shutdown().await;
+}

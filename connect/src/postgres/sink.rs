@@ -54,7 +54,12 @@ impl PostgresSink {
 
     /// The consumer group whose offsets say how far the sink has written.
     pub fn group(&self) -> String {
-        format!("connect-{}", self.name)
+        Self::group_of(&self.name)
+    }
+
+    /// The consumer group of the sink connector named `name`, as Kafka Connect names it.
+    pub fn group_of(name: &str) -> String {
+        format!("connect-{name}")
     }
 
     /// Runs until `stop` turns true or a failure.

@@ -60,7 +60,12 @@ impl Engine {
         let config = config_of(properties);
         let planned = plan(kind, &config)?;
         self.log_command(state, session, text, mode).await?;
-        let connector = Connector::start(name, kind, config.clone(), planned, &self.store);
+        let mut connector = Connector::new(name, kind, config.clone(), &planned);
+        // Replayed connectors start once the whole log is replayed, so one paused later in
+        // it never runs meanwhile.
+        if mode == Mode::Live {
+            connector.start(&self.store);
+        }
         state.connectors.insert(name.to_string(), connector);
         Ok(StatementResult::ConnectorInfo {
             statement: text.to_string(),
@@ -99,6 +104,50 @@ impl Engine {
             statement: text.to_string(),
             name: name.to_string(),
         })
+    }
+
+    /// `PAUSE CONNECTOR name` and `RESUME CONNECTOR name`: stops its task, keeping where it
+    /// is, or starts it again from there. Logged, so a paused connector stays paused after a
+    /// restart.
+    pub(super) async fn pause_or_resume_connector(
+        &self,
+        state: &mut EngineState,
+        session: &Session,
+        (name, pause): (&str, bool),
+        text: &str,
+        mode: Mode,
+    ) -> Result<StatementResult> {
+        if !state.connectors.contains_key(name) {
+            return Err(EngineError::statement(format!(
+                "Connector {name} does not exist."
+            )));
+        }
+        self.log_command(state, session, text, mode).await?;
+        let (verb, message) = if pause {
+            ("pause", "Connector paused.")
+        } else {
+            ("resume", "Connector resumed.")
+        };
+        if let Some(connector) = state.connectors.get_mut(name) {
+            if pause {
+                connector.pause().await;
+            } else {
+                connector.resume(&self.store, mode == Mode::Live);
+            }
+            tracing::info!(connector = %name, "connector {verb}d");
+        }
+        Ok(StatementResult::CommandStatus {
+            statement: text.to_string(),
+            command_id: Some(format!("connector/{name}/{verb}")),
+            message: message.to_string(),
+        })
+    }
+
+    /// Starts the connectors the replayed command log made, except those it paused.
+    pub(crate) fn start_connectors(&self, state: &mut EngineState) {
+        for connector in state.connectors.values_mut() {
+            connector.start(&self.store);
+        }
     }
 
     /// `SHOW CONNECTORS`.

@@ -111,6 +111,14 @@ impl Engine {
             StatementKind::DescribeConnector(name) => {
                 self.describe_connector(state, &name.value, text)
             }
+            StatementKind::PauseConnector(name) => {
+                self.pause_or_resume_connector(state, session, (&name.value, true), text, mode)
+                    .await
+            }
+            StatementKind::ResumeConnector(name) => {
+                self.pause_or_resume_connector(state, session, (&name.value, false), text, mode)
+                    .await
+            }
             StatementKind::Describe { name, extended } => {
                 self.describe(state, name, *extended, text)
             }

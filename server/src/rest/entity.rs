@@ -440,7 +440,7 @@ fn connector_state(state: &eddy_engine::connectors::ConnectorState) -> String {
 }
 
 /// `DESCRIBE CONNECTOR`'s entity: Kafka Connect's status of the connector and its task (with
-/// the error as the task's trace), and the topics it writes.
+/// the error as the task's trace), the topics it writes, and a sink's lag.
 fn connector_description(
     statement: &str,
     connector: &eddy_engine::connectors::ConnectorSummary,
@@ -462,6 +462,8 @@ fn connector_description(
         },
         "sources": [],
         "topics": connector.topics,
+        // Eddy's: a sink's records not yet written.
+        "lag": connector.lag,
         "warnings": []
     })
 }

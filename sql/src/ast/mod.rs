@@ -140,6 +140,10 @@ pub enum StatementKind {
     DescribeFunction(Ident),
     /// `DESCRIBE CONNECTOR name`.
     DescribeConnector(Ident),
+    /// `PAUSE CONNECTOR name` (Eddy's).
+    PauseConnector(Ident),
+    /// `RESUME CONNECTOR name` (Eddy's).
+    ResumeConnector(Ident),
     /// `EXPLAIN statement`.
     Explain(Box<Statement>),
     /// `EXPLAIN query_id`.

@@ -254,6 +254,11 @@ impl Parser {
         Self::is_keyword(self.peek(), keyword)
     }
 
+    /// At `CONNECTOR name`, as `DESCRIBE`, `PAUSE` and `RESUME` take it.
+    fn at_connector_name(&self) -> bool {
+        self.at_keyword("CONNECTOR") && matches!(self.peek_nth(1), Token::Word(_))
+    }
+
     fn at_keywords(&self, keywords: &[&str]) -> bool {
         keywords
             .iter()

@@ -54,10 +54,18 @@ impl Parser {
             }
             "PAUSE" => {
                 self.advance();
+                if self.at_connector_name() {
+                    self.advance();
+                    return Ok(StatementKind::PauseConnector(self.parse_any_ident()?));
+                }
                 Ok(StatementKind::Pause(self.parse_query_target()?))
             }
             "RESUME" => {
                 self.advance();
+                if self.at_connector_name() {
+                    self.advance();
+                    return Ok(StatementKind::ResumeConnector(self.parse_any_ident()?));
+                }
                 Ok(StatementKind::Resume(self.parse_query_target()?))
             }
             "PRINT" => self.parse_print(),
@@ -401,7 +409,7 @@ impl Parser {
             self.advance();
             return Ok(StatementKind::DescribeFunction(self.parse_any_ident()?));
         }
-        if self.at_keyword("CONNECTOR") && matches!(self.peek_nth(1), Token::Word(_)) {
+        if self.at_connector_name() {
             self.advance();
             return Ok(StatementKind::DescribeConnector(self.parse_any_ident()?));
         }
