@@ -219,6 +219,9 @@ const Editor = (() => {
         return table(["Query ID", "State", "Lag", "Statistics", "SQL"],
           entity.queryDescriptions.map((q) => [q.id, q.state, q.consumerLag, q.statistics, q.statementText]));
       case "sourceDescription": return Catalog.sourceDetail(entity.sourceDescription);
+      case "connector_list":
+        return table(["Name", "Type", "Class", "State"], entity.connectors.map((c) => [c.name, c.type, c.className, c.state]));
+      case "connector_description": return Catalog.connectorDetail(entity);
       case "properties":
         return table(["Property", "Value"], entity.properties.map((p) => [p.name, p.value]));
       case "function_names":
@@ -343,20 +346,24 @@ const Editor = (() => {
 const Catalog = (() => {
   let timer = null;
   let selected = null; // { kind, name }
-  let data = { streams: [], tables: [], topics: [], queries: [] };
+  let data = { streams: [], tables: [], topics: [], queries: [], connectors: [] };
 
   async function load() {
     const [entities, topics] = await Promise.all([
-      ksql("SHOW STREAMS; SHOW TABLES; SHOW QUERIES EXTENDED;"),
+      ksql("SHOW STREAMS; SHOW TABLES; SHOW QUERIES EXTENDED; SHOW CONNECTORS;"),
       api("GET", "/api/topics"),
     ]);
     data = {
       streams: entities[0].streams || [],
       tables: entities[1].tables || [],
       queries: entities[2].queryDescriptions || [],
+      connectors: entities[3].connectors || [],
       topics,
     };
   }
+
+  // "RUNNING (1/1 tasks RUNNING)" is listed as RUNNING.
+  const stateWord = (state) => String(state || "").split(" ")[0];
 
   function item(kind, name, extra) {
     const current = selected && selected.kind === kind && selected.name === name;
@@ -376,6 +383,10 @@ const Catalog = (() => {
     section("Topics", data.topics.map((t) => item("topic", t.name,
       h("span", { class: "muted" }, String(t.partitions.reduce((n, p) => n + p.endOffset, 0))))));
     section("Queries", data.queries.map((q) => item("query", q.id, h("span", { class: "badge " + q.state }, q.state))));
+    section("Connectors", data.connectors.map((c) => {
+      const state = stateWord(c.state);
+      return item("connector", c.name, h("span", { class: "badge " + state }, state));
+    }));
   }
 
   function dl(pairs) {
@@ -412,10 +423,27 @@ const Catalog = (() => {
       h("h4", {}, "Config"), table(["Name", "Value"], config));
   }
 
+  const action = (label, sql) => h("button", { type: "button", onclick: async () => {
+    try { await ksql(sql); await refresh(); } catch (e) { showError($("catalog-error"), e, sql); }
+  } }, label);
+
+  function connectorDetail(d) {
+    const status = d.status || {};
+    const state = (status.connector || {}).state;
+    const name = "`" + status.name + "`";
+    const trace = (status.tasks || []).map((t) => t.trace).filter(Boolean).join("\n");
+    return h("div", {},
+      h("div", { class: "toolbar" },
+        state === "PAUSED" ? action("Resume", `RESUME CONNECTOR ${name};`) : action("Pause", `PAUSE CONNECTOR ${name};`),
+        action("Drop", `DROP CONNECTOR ${name};`)),
+      h("div", { id: "catalog-error", class: "error", role: "alert", hidden: true }),
+      dl([["State", h("span", { class: "badge " + state }, state)], ["Type", status.type], ["Class", d.connectorClass],
+        ["Lag (records)", d.lag === null || d.lag === undefined ? undefined : String(d.lag)],
+        ["Topics", (d.topics || []).join(", ")]]),
+      trace ? h("div", {}, h("h4", {}, "Error"), h("pre", { class: "sql" }, trace)) : null);
+  }
+
   function queryDetail(q) {
-    const action = (label, sql) => h("button", { type: "button", onclick: async () => {
-      try { await ksql(sql); await refresh(); } catch (e) { showError($("catalog-error"), e, sql); }
-    } }, label);
     const offsets = (q.queryOffsetSummaries || []).flatMap((g) => g.topicSummaries.flatMap((t) => t.offsets.map((o) =>
       [t.kafkaTopic, o.partition, o.logEndOffset, o.consumerOffset, o.logEndOffset - o.consumerOffset])));
     return h("div", {},
@@ -442,6 +470,9 @@ const Catalog = (() => {
       } else if (kind === "topic") {
         const t = data.topics.find((t) => t.name === name);
         content = t ? topicDetail(t) : h("p", {}, "This topic is gone.");
+      } else if (kind === "connector") {
+        const c = data.connectors.find((c) => c.name === name);
+        content = c ? connectorDetail((await ksql(`DESCRIBE CONNECTOR \`${name}\`;`))[0]) : h("p", {}, "This connector is gone.");
       } else {
         const q = data.queries.find((q) => q.id === name);
         content = q ? queryDetail(q) : h("p", {}, "This query is no longer running.");
@@ -487,7 +518,7 @@ const Catalog = (() => {
     if (timer) refresh();
   }
 
-  return { start, stop, invalidate, sourceDetail };
+  return { start, stop, invalidate, sourceDetail, connectorDetail };
 })();
 
 // ---- dashboards ------------------------------------------------------------------------------

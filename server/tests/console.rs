@@ -3,6 +3,8 @@
 //! they are missing.
 
 mod common;
+#[path = "../../tests/src/postgres.rs"]
+mod postgres;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -249,5 +251,91 @@ CREATE TABLE views_per_page AS
         "{detail}"
     );
     std::fs::write(out.join("catalog.png"), client.screenshot().await).unwrap();
+    client.quit().await;
+}
+
+/// The catalog lists a connector with its state; its details show its lag and topics, and its
+/// Pause and Resume buttons work, against a real PostgreSQL sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_shows_a_connector_and_pauses_and_resumes_it() {
+    let (pg, _db) = postgres::Postgres::with_schema(
+        "CREATE TABLE report (status text PRIMARY KEY, n bigint NOT NULL);",
+    )
+    .await
+    .unwrap();
+    let chromedriver = common::tools::chromedriver();
+    let server = common::start();
+    let (status, body) = common::ksql(
+        &server,
+        &format!(
+            "CREATE STREAM counts (status STRING KEY, n BIGINT)
+               WITH (kafka_topic = 'counts', partitions = 1, key_format = 'JSON', value_format = 'JSON');
+             CREATE SINK CONNECTOR report_sink WITH (
+               'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
+               'connection.url' = 'jdbc:postgresql://127.0.0.1:{}/postgres',
+               'connection.user' = 'postgres', 'connection.password' = '{}',
+               'topics' = 'counts', 'table.name.format' = 'report',
+               'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'status');",
+            pg.port(),
+            postgres::PASSWORD
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let driver = ChromeDriver::start(&chromedriver);
+    let profile = tempfile::tempdir().unwrap();
+    let client = browser(&driver, profile.path()).await;
+    let base = format!("http://{}/", server.http);
+    client.goto(&format!("{base}#catalog")).await;
+    let listed = wait_for(
+        &client,
+        "the connector in the catalog",
+        "return document.getElementById('catalog-list').textContent;",
+        |v| v.as_str().is_some_and(|t| t.contains("REPORT_SINK")),
+    )
+    .await;
+    assert!(
+        listed.as_str().unwrap().contains("Connectors (1)"),
+        "{listed}"
+    );
+    let connector = client
+        .find("#catalog-list button[data-name='REPORT_SINK']")
+        .await;
+    client.click(&connector).await;
+    const DETAIL: &str = "return document.getElementById('catalog-detail').textContent;";
+    let detail = wait_for(&client, "the connector's details", DETAIL, |v| {
+        v.as_str().is_some_and(|t| t.contains("Lag (records)"))
+    })
+    .await;
+    let text = detail.as_str().unwrap();
+    assert!(
+        text.contains("RUNNING") && text.contains("JdbcSinkConnector") && text.contains("counts"),
+        "{text}"
+    );
+    let pause = client
+        .find("#catalog-detail .toolbar button:first-child")
+        .await;
+    client.click(&pause).await;
+    wait_for(&client, "the connector paused", DETAIL, |v| {
+        v.as_str()
+            .is_some_and(|t| t.contains("PAUSED") && t.contains("Resume"))
+    })
+    .await;
+    let (_, shown) = common::ksql(&server, "SHOW CONNECTORS;");
+    assert_eq!(
+        shown[0]["connectors"][0]["state"],
+        json!("PAUSED (0/1 tasks RUNNING)")
+    );
+    let resume = client
+        .find("#catalog-detail .toolbar button:first-child")
+        .await;
+    client.click(&resume).await;
+    wait_for(&client, "the connector resumed", DETAIL, |v| {
+        v.as_str()
+            .is_some_and(|t| t.contains("RUNNING") && t.contains("Pause"))
+    })
+    .await;
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("connector.png"), client.screenshot().await).unwrap();
     client.quit().await;
 }
