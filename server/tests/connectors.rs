@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
+// Shared with the tests crate, whose benches use more of it than these tests do.
+#[allow(dead_code)]
 #[path = "../../tests/src/postgres.rs"]
 mod postgres;
 

@@ -3,6 +3,8 @@
 //! they are missing.
 
 mod common;
+// Shared with the tests crate, whose benches use more of it than these tests do.
+#[allow(dead_code)]
 #[path = "../../tests/src/postgres.rs"]
 mod postgres;
 

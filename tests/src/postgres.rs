@@ -71,6 +71,11 @@ impl Postgres {
         self.port
     }
 
+    /// The path of one of PostgreSQL's programs (`pg_recvlogical`, `psql`).
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin.join(name)
+    }
+
     /// A `tokio-postgres` connection string for database `postgres` as the superuser.
     pub fn conninfo(&self) -> String {
         format!(

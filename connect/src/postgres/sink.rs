@@ -84,10 +84,45 @@ impl PostgresSink {
             if !wrote {
                 tokio::select! {
                     _ = stop.changed() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    waited = self.wait_for_records() => waited?,
                 }
             }
         }
+    }
+
+    /// Where the sink goes on reading a partition: its committed offset, or the log's start.
+    fn next_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        Ok(self
+            .store
+            .fetch_offset(&self.group(), topic, partition)?
+            .map_or(0, |o| o.offset)
+            .max(self.store.log_start_offset(topic, partition)?))
+    }
+
+    /// Waits, without polling, until a partition of the sink's topics has a record it has not
+    /// written, or a second passes (so a topic made meanwhile is noticed).
+    async fn wait_for_records(&self) -> Result<()> {
+        const LONGEST: Duration = Duration::from_secs(1);
+        let mut waits = Vec::new();
+        for topic in &self.config.topics {
+            if !self.store.topic_exists(topic) {
+                continue;
+            }
+            for partition in 0..self.store.partition_count(topic)? {
+                let next = self.next_offset(topic, partition)?;
+                let store = self.store.clone();
+                let topic = topic.clone();
+                waits.push(Box::pin(async move {
+                    store.wait_for_data(&topic, partition, next, LONGEST).await
+                }));
+            }
+        }
+        if waits.is_empty() {
+            tokio::time::sleep(LONGEST).await;
+            return Ok(());
+        }
+        futures::future::select_all(waits).await.0?;
+        Ok(())
     }
 
     async fn connect(&self) -> Result<Client> {
@@ -103,11 +138,7 @@ impl PostgresSink {
         partition: u32,
     ) -> Result<bool> {
         let group = self.group();
-        let from = self
-            .store
-            .fetch_offset(&group, topic, partition)?
-            .map_or(0, |o| o.offset)
-            .max(self.store.log_start_offset(topic, partition)?);
+        let from = self.next_offset(topic, partition)?;
         let mut records: Vec<LogRecord> = Vec::new();
         let mut next = from;
         while records.len() < self.config.batch_size {

@@ -1,6 +1,7 @@
 //! Benchmark scenarios and what they share: timing, throughput and memory figures.
 
 pub mod aggregate;
+pub mod cdc;
 pub mod flink;
 pub mod join;
 pub mod kafka;

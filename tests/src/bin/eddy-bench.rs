@@ -117,6 +117,23 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Rows inserted in PostgreSQL read into Eddy's log by the change-data-capture connector;
+    /// the baseline is `pg_recvlogical` reading the same changes from its own slot, in the
+    /// same run.
+    Cdc {
+        /// Rows inserted per run.
+        #[arg(long, default_value_t = 200_000)]
+        rows: u64,
+        /// Rows per committed transaction.
+        #[arg(long, default_value_t = 1_000)]
+        transaction_rows: u64,
+        /// Bytes of text per row.
+        #[arg(long, default_value_t = 100)]
+        row_size: usize,
+        /// Runs; the figures printed are medians.
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Records produced through Kafka's wire protocol and consumed back, by a minimal client;
     /// the baseline is appending the same records to the store directly, in the same run.
     Kafka {
@@ -274,6 +291,19 @@ fn main() -> anyhow::Result<()> {
             );
             print_peak_rss();
         }
+        Scenario::Cdc {
+            rows,
+            transaction_rows,
+            row_size,
+            runs,
+        } => cdc_scenario(
+            &bench::cdc::CdcBenchConfig {
+                rows,
+                transaction_rows: transaction_rows.max(1),
+                row_size,
+            },
+            runs,
+        )?,
         Scenario::Kafka {
             records,
             record_size,
@@ -333,6 +363,34 @@ fn main() -> anyhow::Result<()> {
 
 /// Produces and consumes through the Kafka listener `runs` times (and through TLS with
 /// `config.tls`); the medians against appending to the store directly.
+fn cdc_scenario(config: &bench::cdc::CdcBenchConfig, runs: usize) -> anyhow::Result<()> {
+    println!(
+        "eddy-bench cdc: {} rows of {} B inserted in transactions of {}, {runs} run(s)",
+        config.rows, config.row_size, config.transaction_rows
+    );
+    let results = bench::cdc::run(config, runs.max(1))?;
+    let mut ratios = Vec::new();
+    let (mut eddy, mut recv, mut eddy_cpu) = (Vec::new(), Vec::new(), Vec::new());
+    for (run, result) in results.iter().enumerate() {
+        println!("run {}: eddy connector  {}", run + 1, result.eddy);
+        println!("run {}: pg_recvlogical  {}", run + 1, result.recvlogical);
+        eddy.push(result.eddy.records_per_sec());
+        recv.push(result.recvlogical.records_per_sec());
+        ratios.push(result.eddy.records_per_sec() / result.recvlogical.records_per_sec());
+        if let Some(rate) = result.eddy.records_per_cpu_sec() {
+            eddy_cpu.push(rate);
+        }
+    }
+    println!(
+        "median: eddy {:.0} rows/s ({:.0} per CPU-second of eddy), pg_recvlogical {:.0} rows/s, ratio {:.2}",
+        median(eddy),
+        median(eddy_cpu),
+        median(recv),
+        median(ratios)
+    );
+    Ok(())
+}
+
 fn kafka_scenario(config: bench::kafka::KafkaBenchConfig, runs: usize) -> anyhow::Result<()> {
     let bench::kafka::KafkaBenchConfig {
         records,
