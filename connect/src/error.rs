@@ -35,6 +35,17 @@ pub fn describe_postgres(error: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => error.to_string(),
+        // A connection failure's cause (the TLS handshake's reason, the socket's error) is
+        // in its source chain, not its message.
+        None => {
+            let mut text = error.to_string();
+            let mut cause = std::error::Error::source(error);
+            while let Some(inner) = cause {
+                text.push_str(": ");
+                text.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            text
+        }
     }
 }

@@ -102,6 +102,29 @@ impl Postgres {
         Ok((pg, db))
     }
 
+    /// Turns TLS on with the PEM certificate `cert` and its key `key`, refuses every connection
+    /// without it, and restarts the server.
+    pub fn require_tls(&self, cert: &str, key: &str) -> Result<()> {
+        for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+            let path = self.data.join(name);
+            std::fs::write(&path, pem)?;
+            run(Command::new("chmod").arg("600").arg(&path))?;
+            if self.run_as_postgres {
+                run(Command::new("chown").arg("postgres").arg(&path))?;
+            }
+        }
+        let conf = self.data.join("postgresql.conf");
+        let mut settings = std::fs::read_to_string(&conf)?;
+        settings
+            .push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, settings)?;
+        let hba = self.data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba)?;
+        std::fs::write(&hba, format!("hostnossl all all all reject\n{rules}"))?;
+        self.stop("fast")?;
+        self.start_server()
+    }
+
     /// Starts the server again after [`Postgres::stop`].
     pub fn start_server(&self) -> Result<()> {
         let options = format!(

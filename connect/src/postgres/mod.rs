@@ -6,6 +6,7 @@ pub mod sink;
 pub mod sink_config;
 pub mod source;
 pub mod source_config;
+pub mod tls;
 
 pub use sink::PostgresSink;
 pub use sink_config::PostgresSinkConfig;
@@ -25,6 +26,8 @@ pub struct Database {
     pub password: String,
     /// Database name.
     pub dbname: String,
+    /// TLS (`sslmode` and its files).
+    pub tls: tls::Tls,
 }
 
 impl Database {
@@ -38,14 +41,30 @@ impl Database {
             .password(&self.password)
             .dbname(&self.dbname)
             .application_name("eddy");
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        config.ssl_mode(self.tls.postgres_mode());
         let name = name.to_string();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(connector = %name, "PostgreSQL connection ended: {e}");
-            }
-        });
+        let client = if self.tls.mode == tls::SslMode::Disable {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(drive(connection, name));
+            client
+        } else {
+            let connector =
+                tokio_postgres_rustls::MakeRustlsConnect::new(self.tls.client_config()?);
+            let (client, connection) = config.connect(connector).await?;
+            tokio::spawn(drive(connection, name));
+            client
+        };
         Ok(client)
+    }
+}
+
+/// Runs a connection until it ends.
+async fn drive<C: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(
+    connection: C,
+    name: String,
+) {
+    if let Err(e) = connection.await {
+        tracing::debug!(connector = %name, "PostgreSQL connection ended: {e}");
     }
 }
 

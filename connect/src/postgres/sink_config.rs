@@ -57,7 +57,9 @@ impl PostgresSinkConfig {
     pub fn from_properties(properties: &BTreeMap<String, String>) -> Result<Self> {
         let props = Properties::new(properties);
         let config = |msg: String| ConnectError::Config(msg);
-        let (host, port, dbname) = parse_url(props.required("connection.url")?)?;
+        let url = props.required("connection.url")?;
+        let (host, port, dbname) = parse_url(url)?;
+        let tls = url_tls(url)?;
         let list = |key: &str| -> Vec<String> {
             props.list(key).into_iter().map(str::to_string).collect()
         };
@@ -108,6 +110,7 @@ impl PostgresSinkConfig {
                     .get("connection.password")
                     .unwrap_or_default()
                     .to_string(),
+                tls,
             },
             topics,
             table_format: props
@@ -130,6 +133,27 @@ impl PostgresSinkConfig {
         let table = parts.pop().unwrap_or_default().to_string();
         (parts.pop().map(str::to_string), table)
     }
+}
+
+/// The TLS settings among a JDBC URL's parameters (`?sslmode=verify-full&sslrootcert=...`),
+/// as PostgreSQL's JDBC driver reads them: `ssl=true` alone means `verify-full`.
+fn url_tls(url: &str) -> Result<super::tls::Tls> {
+    let mut params: BTreeMap<String, String> = url
+        .split_once('?')
+        .map(|(_, query)| query)
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let ssl_on = params
+        .get("ssl")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    if ssl_on && !params.keys().any(|k| k.eq_ignore_ascii_case("sslmode")) {
+        params.insert("sslmode".into(), "verify-full".into());
+    }
+    super::tls::Tls::from_properties(&Properties::new(&params), "")
+        .map_err(|e| ConnectError::Config(format!("'connection.url': {e}")))
 }
 
 /// `jdbc:postgresql://host[:port]/database[?...]` as (host, port, database).

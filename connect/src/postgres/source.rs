@@ -146,6 +146,13 @@ impl PostgresSource {
             self.config.publication.clone(),
         );
         config.port = self.config.database.port;
+        config.tls = self.config.database.tls.replication();
+        // pgwire-replication refuses verify-full to an IP address unless the name to check
+        // is given; the address is that name, checked against the certificate's IP names as
+        // libpq does.
+        if config.tls.mode.verifies_hostname() {
+            config.tls.sni_hostname = Some(self.config.database.host.clone());
+        }
         // From the slot's confirmed position, which is never past what the log holds.
         config.start_lsn = Lsn(0);
         config.ack_lsn = Some(Lsn(position.lsn));

@@ -146,6 +146,7 @@ impl PostgresSourceConfig {
                     .unwrap_or_default()
                     .to_string(),
                 dbname,
+                tls: super::tls::Tls::from_properties(&props, "database.")?,
             },
             topic_prefix,
             table_include,
