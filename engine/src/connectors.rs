@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use eddy_connect::postgres::{
-    PostgresSink, PostgresSinkConfig, PostgresSource, PostgresSourceConfig,
+    PostgresSink, PostgresSinkConfig, PostgresSource, PostgresSourceConfig, SourceProgress,
 };
 use eddy_storage::Store;
 use parking_lot::Mutex;
@@ -90,6 +90,8 @@ pub struct ConnectorSummary {
     pub topics: Vec<String>,
     /// A sink's lag: the records in its topics it has not written yet.
     pub lag: Option<u64>,
+    /// A running source's lag: the WAL bytes between the server's end and what it has written.
+    pub wal_lag_bytes: Option<u64>,
 }
 
 /// A configured connector and its task, while it runs.
@@ -102,6 +104,8 @@ pub(crate) struct Connector {
     state: Arc<Mutex<ConnectorState>>,
     paused: bool,
     task: Option<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    /// A running source's progress.
+    progress: Option<Arc<SourceProgress>>,
 }
 
 /// A connector's configuration checked before it is logged: what to start.
@@ -196,6 +200,7 @@ impl Connector {
             state: Arc::new(Mutex::new(ConnectorState::Stopped)),
             paused: false,
             task: None,
+            progress: None,
         }
     }
 
@@ -208,7 +213,9 @@ impl Connector {
         // what runs is built from it.
         let runner = match plan(self.kind, &self.config) {
             Ok(ConnectorPlan::PostgresSource(config)) => {
-                Runner::Source(PostgresSource::new(&self.name, config, store.clone()))
+                let source = PostgresSource::new(&self.name, config, store.clone());
+                self.progress = Some(source.progress());
+                Runner::Source(source)
             }
             Ok(ConnectorPlan::PostgresSink(config)) => {
                 Runner::Sink(PostgresSink::new(&self.name, config, store.clone()))
@@ -272,6 +279,11 @@ impl Connector {
             state: self.state.lock().clone(),
             topics,
             lag,
+            wal_lag_bytes: self
+                .progress
+                .as_ref()
+                .filter(|_| self.task.is_some())
+                .and_then(|p| p.lag_bytes()),
         }
     }
 

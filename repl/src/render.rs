@@ -129,6 +129,9 @@ fn connector_description(entity: &Value, width: usize) -> String {
     if !entity["lag"].is_null() {
         fields.push(("Lag (records)", text(&entity["lag"])));
     }
+    if !entity["walLagBytes"].is_null() {
+        fields.push(("Lag (WAL bytes)", text(&entity["walLagBytes"])));
+    }
     let mut out = key_values(&fields);
     let tasks: Vec<Vec<String>> = status["tasks"]
         .as_array()

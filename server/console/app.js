@@ -439,6 +439,7 @@ const Catalog = (() => {
       h("div", { id: "catalog-error", class: "error", role: "alert", hidden: true }),
       dl([["State", h("span", { class: "badge " + state }, state)], ["Type", status.type], ["Class", d.connectorClass],
         ["Lag (records)", d.lag === null || d.lag === undefined ? undefined : String(d.lag)],
+        ["Lag (WAL bytes)", d.walLagBytes === null || d.walLagBytes === undefined ? undefined : String(d.walLagBytes)],
         ["Topics", (d.topics || []).join(", ")]]),
       trace ? h("div", {}, h("h4", {}, "Error"), h("pre", { class: "sql" }, trace)) : null);
   }

@@ -292,6 +292,27 @@ async fn a_connector_made_in_sql_feeds_a_query_and_resumes_after_a_restart() {
         panic!("{shown:?}");
     };
     assert_eq!(connector.topics, vec![TOPIC.to_string()]);
+    // Caught up: nothing of the server's WAL is left to read (once a keepalive said where
+    // the server's end is).
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let shown = engine
+            .execute(&mut session, "DESCRIBE CONNECTOR orders_cdc;")
+            .await
+            .unwrap();
+        let StatementResult::ConnectorDescription { connector, .. } = &shown[0] else {
+            panic!("{shown:?}");
+        };
+        if connector.wal_lag_bytes == Some(0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lag {:?}",
+            connector.wal_lag_bytes
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // Eddy restarts: the connector comes back from the command log and resumes.
     engine.shutdown().await;

@@ -10,7 +10,7 @@ pub mod tls;
 
 pub use sink::PostgresSink;
 pub use sink_config::PostgresSinkConfig;
-pub use source::{PartialTransaction, Position, PostgresSource};
+pub use source::{PartialTransaction, Position, PostgresSource, SourceProgress};
 pub use source_config::PostgresSourceConfig;
 
 /// Where a connector reaches its database, and as whom.

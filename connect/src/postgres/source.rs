@@ -9,6 +9,8 @@
 //! written twice.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use eddy_storage::{Commit, Record, StateOp, Store};
 use pg_walstream::{LogicalReplicationMessage, LogicalReplicationParser, TupleData};
@@ -57,6 +59,31 @@ pub struct PostgresSource {
     name: String,
     config: PostgresSourceConfig,
     store: Store,
+    progress: Arc<SourceProgress>,
+}
+
+/// How far behind the server's WAL a running source is, as it last heard.
+#[derive(Debug, Default)]
+pub struct SourceProgress {
+    server_end: AtomicU64,
+    written: AtomicU64,
+}
+
+impl SourceProgress {
+    /// The WAL bytes between the server's end and what the source has written (or found
+    /// nothing to write in), once the server has said where its end is.
+    pub fn lag_bytes(&self) -> Option<u64> {
+        let end = self.server_end.load(Ordering::Relaxed);
+        (end != 0).then(|| end.saturating_sub(self.written.load(Ordering::Relaxed)))
+    }
+
+    fn server_at(&self, lsn: u64) {
+        self.server_end.fetch_max(lsn, Ordering::Relaxed);
+    }
+
+    fn written_to(&self, lsn: u64) {
+        self.written.fetch_max(lsn, Ordering::Relaxed);
+    }
 }
 
 impl PostgresSource {
@@ -66,7 +93,13 @@ impl PostgresSource {
             name: name.into(),
             config,
             store,
+            progress: Arc::default(),
         }
+    }
+
+    /// Its progress, shared with whoever reports it.
+    pub fn progress(&self) -> Arc<SourceProgress> {
+        self.progress.clone()
     }
 
     /// Where the store keeps this connector's position.
@@ -125,6 +158,7 @@ impl PostgresSource {
             .await
             .map_err(|e| ConnectError::Replication(e.to_string()))?;
         info!(connector = %self.name, lsn = position.lsn, "streaming changes");
+        self.progress.written_to(position.lsn);
         self.stream(&mut replication, position, &mut stop).await?;
         replication
             .shutdown()
@@ -397,7 +431,8 @@ impl PostgresSource {
                         skip,
                     });
                 }
-                ReplicationEvent::XLogData { data, .. } => {
+                ReplicationEvent::XLogData { data, wal_end, .. } => {
+                    self.progress.server_at(wal_end.0);
                     let message = parser
                         .parse_wal_message(&data)
                         .map_err(|e| ConnectError::Decode(e.to_string()))?
@@ -420,18 +455,22 @@ impl PostgresSource {
                         continue;
                     };
                     if done.skip == u64::MAX || end_lsn.0 <= position.lsn {
+                        self.progress.written_to(end_lsn.0);
                         debug!(connector = %self.name, lsn = end_lsn.0, "already written; skipped");
                         continue;
                     }
                     position.lsn = end_lsn.0;
                     position.partial = None;
                     self.write(done.records, Some(&position)).await?;
+                    self.progress.written_to(end_lsn.0);
                     replication.update_applied_lsn(end_lsn);
                 }
                 ReplicationEvent::KeepAlive { wal_end, .. } => {
+                    self.progress.server_at(wal_end.0);
                     // Between transactions everything before the server's end is written.
                     if transaction.is_none() && wal_end.0 > position.lsn {
                         replication.update_applied_lsn(wal_end);
+                        self.progress.written_to(wal_end.0);
                     }
                 }
                 ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}

@@ -462,8 +462,9 @@ fn connector_description(
         },
         "sources": [],
         "topics": connector.topics,
-        // Eddy's: a sink's records not yet written.
+        // Eddy's: a sink's records not yet written, a source's WAL bytes not yet read.
         "lag": connector.lag,
+        "walLagBytes": connector.wal_lag_bytes,
         "warnings": []
     })
 }
