@@ -104,7 +104,14 @@ pub(crate) enum Job {
     },
 }
 
+/// What an entry of a write batch holds beside its key and value (a tag, a column family and
+/// two lengths), and roughly what an append's keys add beside its records.
+const ENTRY_OVERHEAD: usize = 16;
+const APPEND_OVERHEAD: usize = 128;
+
 impl Job {
+    /// The bytes the job adds to a write batch, nearly: the group's batch is sized from them
+    /// once, rather than doubled (and copied) again and again as a big group fills it.
     fn size(&self) -> usize {
         match self {
             Job::Commit(CommitJob {
@@ -113,9 +120,30 @@ impl Job {
                 offsets,
                 ..
             }) => {
-                appends.iter().map(|a| a.batch.len()).sum::<usize>()
-                    + state.len() * 64
-                    + offsets.len() * 64
+                let appends: usize = appends
+                    .iter()
+                    .map(|a| a.batch.len() + APPEND_OVERHEAD)
+                    .sum();
+                let state: usize = state
+                    .iter()
+                    .map(|op| {
+                        ENTRY_OVERHEAD
+                            + match op {
+                                StateOp::Put {
+                                    namespace,
+                                    key,
+                                    value,
+                                } => namespace.len() + key.len() + value.len(),
+                                StateOp::Delete { namespace, key } => namespace.len() + key.len(),
+                                StateOp::DeleteNamespace { namespace } => 2 * namespace.len(),
+                            }
+                    })
+                    .sum();
+                let offsets: usize = offsets
+                    .iter()
+                    .map(|(k, v)| ENTRY_OVERHEAD + k.len() + v.len())
+                    .sum();
+                appends + state + offsets
             }
             Job::Custom { .. } => 4096,
         }
@@ -237,7 +265,7 @@ fn run_writer(
             }
         }
         debug!(jobs = group.len(), bytes, "group commit");
-        write_group(&db, group, sync, leader_epoch, &dirty, &disk);
+        write_group(&db, (group, bytes), sync, leader_epoch, &dirty, &disk);
     }
 }
 
@@ -522,7 +550,7 @@ fn stage_commit(staging: &mut Staging, job: CommitJob) -> Option<Pending> {
 
 fn write_group(
     db: &DB,
-    group: Vec<Job>,
+    (group, bytes): (Vec<Job>, usize),
     sync: SyncPolicy,
     leader_epoch: i32,
     dirty: &AtomicBool,
@@ -548,7 +576,7 @@ fn write_group(
     let mut staging = Staging {
         db,
         families: (log_cf, meta_cf, offsets_cf, state_cf),
-        wb: WriteBatch::default(),
+        wb: WriteBatch::with_capacity_bytes(bytes),
         touched: Vec::new(),
         now: crate::now_ms(),
         leader_epoch,
