@@ -104,9 +104,10 @@ pub(crate) enum Job {
     },
 }
 
-/// What an entry of a write batch holds beside its key and value (a tag, a column family and
-/// two lengths), and roughly what an append's keys add beside its records.
+/// What an entry of a write batch holds beside its key and value: a tag, a column family and
+/// two lengths.
 const ENTRY_OVERHEAD: usize = 16;
+/// Roughly what an append's keys (its batch's and its index entries) add beside its records.
 const APPEND_OVERHEAD: usize = 128;
 
 impl Job {
