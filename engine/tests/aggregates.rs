@@ -1297,3 +1297,157 @@ async fn collected_lists_and_sets_stop_at_their_limits() {
     assert_eq!(value["DISTINCT_AMOUNTS"], serde_json::json!([5]));
     engine.shutdown().await;
 }
+
+/// Hopping windows under `EMIT FINAL` against a model of ksqlDB's rules: each record counts
+/// in every window of its still open (end plus grace ahead of stream time), a window comes out
+/// once when stream time passes its end plus grace (unless stream time jumped past the store's
+/// retention), windows by start and then by key. Records arrive out of order, some within the
+/// grace period and some after it, stream time sometimes jumps, and the engine restarts half
+/// way. `COUNT`, `SUM`, `MIN` and `MAX` go by panes; `COLLECT_LIST`, whose result depends on
+/// the order of its rows, goes per window; both with the record cache on and off.
+#[tokio::test]
+async fn hopping_final_windows_match_a_model_by_panes_and_per_window() {
+    const SIZE: i64 = 10;
+    const ADVANCE: i64 = 2;
+    const GRACE: i64 = 3;
+    const USERS: [&str; 4] = ["ann", "bob", "cy", "dee"];
+    const BY_PANES: &str = "SELECT user, COUNT(*) AS n, SUM(amount) AS total, MIN(amount) AS lo,
+        MAX(amount) AS hi FROM orders
+        WINDOW HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 2 MILLISECONDS,
+          GRACE PERIOD 3 MILLISECONDS)
+        GROUP BY user EMIT FINAL;";
+    const PER_WINDOW: &str = "SELECT user, COUNT(*) AS n, SUM(amount) AS total,
+        MIN(amount) AS lo, MAX(amount) AS hi, COLLECT_LIST(amount) AS seen FROM orders
+        WINDOW HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 2 MILLISECONDS,
+          GRACE PERIOD 3 MILLISECONDS)
+        GROUP BY user EMIT FINAL;";
+
+    /// The final rows ksqlDB's rules give: key (user, then start), value, timestamp.
+    fn model(records: &[(usize, i64, i64)], with_list: bool) -> Vec<(Vec<u8>, String, i64)> {
+        let mut stream_time = i64::MIN;
+        let mut latest_start = i64::MIN;
+        let mut open: BTreeMap<(i64, &str), Vec<(i64, i64)>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for &(u, amount, ts) in records {
+            stream_time = stream_time.max(ts);
+            let mut start = ts - ts.rem_euclid(ADVANCE);
+            while start > ts - SIZE && start >= 0 {
+                if start + SIZE + GRACE > stream_time {
+                    open.entry((start, USERS[u]))
+                        .or_default()
+                        .push((amount, ts));
+                    latest_start = latest_start.max(start);
+                }
+                start -= ADVANCE;
+            }
+            let bound = stream_time - GRACE - SIZE;
+            let last_closable = bound - bound.rem_euclid(ADVANCE);
+            let closing: Vec<(i64, &str)> = open
+                .keys()
+                .filter(|(start, _)| *start <= last_closable)
+                .copied()
+                .collect();
+            for window in closing {
+                let rows = open.remove(&window).unwrap();
+                if window.0 < latest_start - SIZE - GRACE {
+                    continue;
+                }
+                let amounts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                let mut value = format!(
+                    r#"{{"N":{},"TOTAL":{},"LO":{},"HI":{}"#,
+                    rows.len(),
+                    amounts.iter().sum::<i64>(),
+                    amounts.iter().min().unwrap(),
+                    amounts.iter().max().unwrap()
+                );
+                if with_list {
+                    let list: Vec<String> = amounts.iter().map(i64::to_string).collect();
+                    value.push_str(&format!(r#","SEEN":[{}]"#, list.join(",")));
+                }
+                value.push('}');
+                let mut key = window.1.as_bytes().to_vec();
+                key.extend_from_slice(&window.0.to_be_bytes());
+                let latest = rows.iter().map(|r| r.1).max().unwrap();
+                out.push((key, value, latest));
+            }
+        }
+        out
+    }
+
+    async fn start(dir: &std::path::Path, create: bool) -> Engine {
+        let engine = Engine::open(open_store(dir)).await.unwrap();
+        if create {
+            run(&engine, SETUP).await;
+            run(&engine, &format!("CREATE TABLE panes AS {BY_PANES}")).await;
+            run(&engine, &format!("CREATE TABLE windows AS {PER_WINDOW}")).await;
+            let mut cached = Session::default();
+            for (name, query) in [("cached_panes", BY_PANES), ("cached_windows", PER_WINDOW)] {
+                engine
+                    .execute(&mut cached, &format!("CREATE TABLE {name} AS {query}"))
+                    .await
+                    .unwrap();
+            }
+        }
+        engine
+    }
+
+    for seed in [7u64, 1_234, 99_991] {
+        let mut rng = seed;
+        let mut next = move |below: i64| -> i64 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % below as u64) as i64
+        };
+        let mut records = Vec::new();
+        let mut time = 0i64;
+        for _ in 0..400 {
+            time += match next(100) {
+                0 => 25 + next(20),
+                1..=15 => -next(10),
+                _ => next(4),
+            };
+            let ts = time.max(0);
+            records.push((next(4) as usize, 1 + next(50), ts));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut engine = start(dir.path(), true).await;
+        let mut fed = 0;
+        while fed < records.len() {
+            let chunk = (1 + next(40) as usize).min(records.len() - fed);
+            let batch = records[fed..fed + chunk]
+                .iter()
+                .map(|&(u, amount, ts)| order(USERS[u], amount, ts))
+                .collect();
+            feed(&engine, "orders", batch).await;
+            fed += chunk;
+            if fed >= records.len() / 2 && fed - chunk < records.len() / 2 {
+                engine.shutdown().await;
+                engine.store().close().unwrap();
+                drop(engine);
+                engine = start(dir.path(), false).await;
+            }
+        }
+        for (table, with_list) in [
+            ("PANES", false),
+            ("WINDOWS", true),
+            ("CACHED_PANES", false),
+            ("CACHED_WINDOWS", true),
+        ] {
+            let got: Vec<(Vec<u8>, String, i64)> = records_of(engine.store(), table);
+            assert_eq!(
+                got,
+                model(&records, with_list),
+                "seed {seed}, {table}: {records:?}"
+            );
+        }
+        engine.shutdown().await;
+    }
+
+    fn records_of(store: &Store, topic: &str) -> Vec<(Vec<u8>, String, i64)> {
+        records(store, topic)
+            .into_iter()
+            .map(|(k, v, t)| (k, v.expect("final rows have values"), t))
+            .collect()
+    }
+}

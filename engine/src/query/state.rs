@@ -49,6 +49,8 @@ pub(crate) mod aggregate_keys {
     pub const WINDOW_INDEX: u8 = b'w';
     /// Present once the open windows are indexed under [`WINDOW_INDEX`].
     pub const WINDOW_INDEX_KEPT: &[u8] = b"W";
+    /// Present when hopping windows are kept as panes (see the aggregation's `panes`).
+    pub const PANES: &[u8] = b"P";
 }
 
 /// A timestamp as bytes that sort as the numbers do.

@@ -6,7 +6,6 @@ use datafusion::common::ScalarValue;
 use eddy_storage::Store;
 
 use super::AggregatePlan;
-use super::group::current_result;
 use super::state::{AggregateState, GroupKey};
 use crate::error::Result;
 
@@ -65,12 +64,7 @@ impl AggregateState {
     ) -> Result<(i64, Vec<ScalarValue>)> {
         let group = self.group(store, key, plan, input)?;
         let latest = group.latest.unwrap_or(fallback);
-        let values = group
-            .accumulators
-            .iter_mut()
-            .zip(&plan.aggregates)
-            .map(|(acc, call)| current_result(acc, call))
-            .collect::<Result<Vec<_>>>()?;
+        let values = group.results(&plan.aggregates)?;
         self.groups.remove(key);
         Ok((latest, values))
     }

@@ -34,6 +34,17 @@ pub(super) struct Group {
     pub(super) unwritten: bool,
 }
 
+impl Group {
+    /// Each aggregate's current result, as ksqlDB reports it.
+    pub(super) fn results(&mut self, calls: &[AggregateCall]) -> Result<Vec<ScalarValue>> {
+        self.accumulators
+            .iter_mut()
+            .zip(calls)
+            .map(|(acc, call)| current_result(acc, call))
+            .collect()
+    }
+}
+
 /// An accumulator's current result, as ksqlDB reports it: `SUM` starts at zero, so it is
 /// never null; `AVG` of no values is 0.0, and so is `STDDEV_SAMPLE` of fewer than two.
 pub(super) fn current_result(

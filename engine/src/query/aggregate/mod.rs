@@ -9,6 +9,7 @@
 //!   windows, `table` for a table's retractions), and the updated results go to the sink.
 //! - `windows` holds the window and session decisions, `stream_time` the clocks they follow,
 //!   `emit_final` what `EMIT FINAL` writes when a window closes.
+//! - `panes` keeps hopping windows under `EMIT FINAL` as panes, merged when a window closes.
 //! - `state` keeps the groups (`group`) in memory and in the store.
 
 mod calls;
@@ -16,6 +17,7 @@ mod deferred;
 mod emit_final;
 mod group;
 mod operator;
+mod panes;
 mod plan;
 mod session;
 mod state;

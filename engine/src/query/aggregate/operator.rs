@@ -383,6 +383,8 @@ impl Aggregation<'_> {
         let plan = self.plan;
         let mut batch = self.evaluate(rows)?;
         self.state.stream_times(store)?;
+        self.state.prepare_panes(store, plan)?;
+        let by_panes = self.state.by_panes();
         let mut updates = Updates::new(plan.aggregates.len());
         let mut errors = std::mem::take(&mut batch.rows.errors);
         for i in 0..batch.rows.batch.num_rows() {
@@ -403,6 +405,8 @@ impl Aggregation<'_> {
             let stream_time = self.state.stream_times(store)?.advance(clock, timestamp);
             let late = if plan.session.is_some() {
                 self.aggregate_session_row(store, &batch, i, stream_time, &mut updates)?
+            } else if by_panes {
+                self.aggregate_pane_row(store, &batch, i, stream_time, &mut updates)?
             } else {
                 self.aggregate_window_row(store, &batch, i, stream_time, &mut updates)?
             };

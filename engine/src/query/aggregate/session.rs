@@ -68,7 +68,7 @@ impl Aggregation<'_> {
             }
             updates.dirty.remove(&old_key);
             updates.deleted.push(old_key.clone());
-            self.state.forget_pending(store, clock, old_end, &old_key)?;
+            self.state.unfile(store, clock, old_end, &old_key)?;
             if plan.emit_final {
                 // Never emitted, so there is no row to delete: it just stops waiting.
                 continue;

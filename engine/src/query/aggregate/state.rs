@@ -14,6 +14,7 @@ use eddy_storage::Store;
 use super::AggregatePlan;
 use super::deferred::DeferredWrites;
 use super::group::{Group, restore};
+use super::panes::PaneMode;
 use super::stream_time::{GroupPartitioner, PartitionTimes};
 use super::windows::Session;
 use crate::catalog::DataSource;
@@ -74,6 +75,8 @@ pub(crate) struct AggregateState {
     /// `EMIT FINAL` over time windows with the record cache on: group states written once
     /// per commit (see [`DeferredWrites`]).
     pub(super) deferred: Option<DeferredWrites>,
+    /// Whether hopping windows are kept as panes.
+    pub(super) panes: PaneMode,
 }
 
 /// A group changed since the last flush of the record cache: its window, and the partition and
@@ -165,6 +168,7 @@ impl AggregateState {
             coalesce: coalesce && plan.session.is_none() && !plan.emit_final,
             deferred: (coalesce && plan.session.is_none() && plan.emit_final)
                 .then(DeferredWrites::default),
+            panes: PaneMode::default(),
             pending: Vec::new(),
             pending_at: GroupMap::default(),
             pending_bytes: 0,
@@ -401,17 +405,7 @@ impl AggregateState {
             Some(after) => Some([prefix, &time_bytes(after)].concat()),
             None => eddy_storage::prefix_successor(prefix),
         };
-        let mut found: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-        for entry in store.state_scan_range(&self.namespace, &from, to.as_deref())? {
-            found.insert(entry?.0, true);
-        }
-        let upper = to.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        for (key, &filed) in self
-            .window_index
-            .range::<[u8], _>((Bound::Included(from.as_slice()), upper))
-        {
-            found.insert(key.clone(), filed);
-        }
+        let found = self.index_between(store, (&from, to.as_deref()), true)?;
         let mut taken = WindowIndex::new();
         for (index_key, filed) in found {
             let Some(filed_at) = index_key.get(5..13).and_then(time_from_bytes) else {
@@ -429,6 +423,60 @@ impl AggregateState {
         }
         self.taken_through.insert(clock, bound);
         Ok(taken)
+    }
+
+    /// The index's entries from index key `from` up to `to` (exclusive), each with whether it
+    /// is filed or was taken out: the store's, shadowed by the changes in memory. Without
+    /// `in_store`, the store is known to hold none in that range, and is not read.
+    fn index_between(
+        &self,
+        store: &Store,
+        (from, to): (&[u8], Option<&[u8]>),
+        in_store: bool,
+    ) -> Result<BTreeMap<Vec<u8>, bool>> {
+        let mut found: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+        if in_store {
+            for entry in store.state_scan_range(&self.namespace, from, to)? {
+                found.insert(entry?.0, true);
+            }
+        }
+        let upper = to.map_or(Bound::Unbounded, Bound::Excluded);
+        for (key, &filed) in self
+            .window_index
+            .range::<[u8], _>((Bound::Included(from), upper))
+        {
+            found.insert(key.clone(), filed);
+        }
+        Ok(found)
+    }
+
+    /// The windows (or panes) of partition `clock` filed from `from` up to `to` (exclusive),
+    /// by bound, without taking them out. When every one of them was filed since the groups
+    /// in memory were loaded, the store is not read.
+    pub(super) fn filed_between(
+        &mut self,
+        store: &Store,
+        clock: u32,
+        (from, to): (i64, i64),
+    ) -> Result<Vec<(i64, GroupKey)>> {
+        self.index_ready(store)?;
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let lower = window_index_key(clock, from, &[]);
+        let upper = window_index_key(clock, to, &[]);
+        // Entries the store holds and memory does not were filed before the groups were last
+        // loaded, at bounds no later than the latest starts written then.
+        let in_store = self.untouched_after.is_none_or(|after| from <= after);
+        let found = self.index_between(store, (&lower, Some(&upper)), in_store)?;
+        Ok(found
+            .into_iter()
+            .filter(|(_, filed)| *filed)
+            .filter_map(|(index_key, _)| {
+                let bound = index_key.get(5..13).and_then(time_from_bytes)?;
+                Some((bound, index_key[13..].to_vec()))
+            })
+            .collect())
     }
 
     /// Takes the session stored under `key`, which ends at `end`, out of its group's session
@@ -520,9 +568,9 @@ impl AggregateState {
         Ok((expired, changed))
     }
 
-    /// Takes a window of partition `clock` that was merged away out of the index (by the
-    /// bound it is filed under).
-    pub(super) fn forget_pending(
+    /// Takes window (or pane) `key` of partition `clock` out of the index, by the bound it is
+    /// filed under: a session merged away, or a pane whose windows have all closed.
+    pub(super) fn unfile(
         &mut self,
         store: &Store,
         clock: u32,

@@ -79,8 +79,52 @@ impl TimeWindows {
         )
     }
 
+    /// Hopping windows whose size is a multiple of their advance (and more than one): the
+    /// width of the panes they are made of, which is the advance. A record then falls in one
+    /// pane, the one starting at its latest window's start, and a window is the panes from its
+    /// start to its end.
+    pub fn pane_width(&self) -> Option<i64> {
+        match *self {
+            TimeWindows::Hopping { size, advance }
+                if advance > 0 && size > advance && size % advance == 0 =>
+            {
+                Some(advance)
+            }
+            _ => None,
+        }
+    }
+
+    /// The starts of the windows that hold the pane starting at `pane` (see
+    /// [`TimeWindows::pane_width`]), from `from` through `through`, earliest first: windows
+    /// from the one ending with the pane to the one it starts. None start before the epoch.
+    pub fn windows_of_pane(&self, pane: i64, from: i64, through: i64) -> Vec<i64> {
+        let (size, advance) = match *self {
+            TimeWindows::Hopping { size, advance } => (size, advance),
+            TimeWindows::Tumbling { size } => (size, size),
+        };
+        let first = pane
+            .saturating_sub(size)
+            .saturating_add(advance)
+            .max(from)
+            .max(0);
+        // Round up to a window start; `first` is not negative, so this cannot overflow short
+        // of the largest times, where the rounding saturates instead.
+        let first = first.saturating_add((advance - first.rem_euclid(advance)) % advance);
+        let last = pane.min(through);
+        let mut starts = Vec::new();
+        let mut start = first;
+        while start <= last {
+            starts.push(start);
+            match start.checked_add(advance) {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        starts
+    }
+
     /// The latest window start at or before `time`: starts are multiples of the advance.
-    fn start_at_or_before(&self, time: i64) -> i64 {
+    pub fn start_at_or_before(&self, time: i64) -> i64 {
         let step = match *self {
             TimeWindows::Tumbling { size } => size,
             TimeWindows::Hopping { advance, .. } => advance,
@@ -204,6 +248,44 @@ impl SessionWindows {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hopping_windows_are_made_of_panes_one_advance_wide() {
+        let w = TimeWindows::Hopping {
+            size: 10,
+            advance: 2,
+        };
+        assert_eq!(w.pane_width(), Some(2));
+        // A record's pane is its latest window's start; the pane is in the windows that
+        // cover it, and no others.
+        for t in [0, 1, 7, 12, 13, 99] {
+            let pane = w.start_at_or_before(t);
+            let of_pane = w.windows_of_pane(pane, i64::MIN, i64::MAX);
+            let of_record: Vec<i64> = w.windows_for(t).into_iter().map(|(s, _)| s).collect();
+            assert_eq!(of_pane, of_record, "t = {t}");
+        }
+        // Bounded on both sides.
+        assert_eq!(w.windows_of_pane(12, 5, 10), vec![6, 8, 10]);
+        assert!(w.windows_of_pane(12, 13, 20).is_empty());
+        // Sizes that are not a multiple of the advance, equal to it, or tumbling windows are
+        // not made of panes.
+        let uneven = TimeWindows::Hopping {
+            size: 10,
+            advance: 3,
+        };
+        assert_eq!(uneven.pane_width(), None);
+        let even = TimeWindows::Hopping {
+            size: 10,
+            advance: 10,
+        };
+        assert_eq!(even.pane_width(), None);
+        assert_eq!(TimeWindows::Tumbling { size: 10 }.pane_width(), None);
+        // The far ends of time neither overflow nor loop.
+        assert_eq!(
+            w.windows_of_pane(i64::MAX - 1, i64::MAX - 3, i64::MAX),
+            vec![i64::MAX - 3, i64::MAX - 1]
+        );
+    }
 
     #[test]
     fn a_record_falls_in_one_tumbling_window() {
