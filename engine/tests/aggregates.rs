@@ -1374,13 +1374,23 @@ async fn hopping_final_windows_match_a_model_by_panes_and_per_window() {
         out
     }
 
-    async fn start(dir: &std::path::Path, create: bool) -> Engine {
-        let engine = Engine::open(open_store(dir)).await.unwrap();
+    async fn start(dir: &std::path::Path, create: bool, cache_entries: usize) -> Engine {
+        let options = eddy_engine::EngineOptions {
+            state_cache_entries: cache_entries,
+            ..Default::default()
+        };
+        let engine = Engine::open_with(open_store(dir), options).await.unwrap();
         if create {
             run(&engine, SETUP).await;
             run(&engine, &format!("CREATE TABLE panes AS {BY_PANES}")).await;
             run(&engine, &format!("CREATE TABLE windows AS {PER_WINDOW}")).await;
             let mut cached = Session::default();
+            if cache_entries < 100 {
+                // A commit at every step, after which the state cache may be dropped.
+                cached
+                    .properties
+                    .insert("commit.interval.ms".into(), "0".into());
+            }
             for (name, query) in [("cached_panes", BY_PANES), ("cached_windows", PER_WINDOW)] {
                 engine
                     .execute(&mut cached, &format!("CREATE TABLE {name} AS {query}"))
@@ -1391,7 +1401,9 @@ async fn hopping_final_windows_match_a_model_by_panes_and_per_window() {
         engine
     }
 
-    for seed in [7u64, 1_234, 99_991] {
+    // The last seed keeps a handful of groups in memory and, with the record cache, commits at
+    // every step: panes are dropped and read back from the store as windows close.
+    for (seed, cache_entries) in [(7u64, 100_000), (1_234, 100_000), (99_991, 8)] {
         let mut rng = seed;
         let mut next = move |below: i64| -> i64 {
             rng ^= rng << 13;
@@ -1411,7 +1423,7 @@ async fn hopping_final_windows_match_a_model_by_panes_and_per_window() {
             records.push((next(4) as usize, 1 + next(50), ts));
         }
         let dir = tempfile::tempdir().unwrap();
-        let mut engine = start(dir.path(), true).await;
+        let mut engine = start(dir.path(), true, cache_entries).await;
         let mut fed = 0;
         while fed < records.len() {
             let chunk = (1 + next(40) as usize).min(records.len() - fed);
@@ -1425,7 +1437,7 @@ async fn hopping_final_windows_match_a_model_by_panes_and_per_window() {
                 engine.shutdown().await;
                 engine.store().close().unwrap();
                 drop(engine);
-                engine = start(dir.path(), false).await;
+                engine = start(dir.path(), false, cache_entries).await;
             }
         }
         for (table, with_list) in [
