@@ -711,13 +711,14 @@ fn decode_each(schema: &SchemaRef, wrapped: bool, payloads: &[Option<&[u8]>]) ->
 }
 
 /// The fast path of [`encode`]: objects of booleans, integers, finite doubles, decimals and
-/// strings, all written by arrow-json's encoder in one buffer and then split into rows. Its
-/// decimals are bare numbers with every digit of the scale, as `write_value` writes them.
+/// strings, all written by arrow-json's encoder in one buffer, which each row's bytes are a
+/// slice of. Its decimals are bare numbers with every digit of the scale, as `write_value`
+/// writes them.
 fn encode_flat_objects(
     schema: &SchemaRef,
     columns: &[ArrayRef],
     rows: usize,
-) -> Option<Vec<Option<Vec<u8>>>> {
+) -> Option<Vec<Option<bytes::Bytes>>> {
     let simple = schema
         .fields()
         .iter()
@@ -739,20 +740,64 @@ fn encode_flat_objects(
     }
     let batch =
         datafusion::arrow::array::RecordBatch::try_new(schema.clone(), columns.to_vec()).ok()?;
-    let mut buffer = Vec::with_capacity(rows * 64);
+    let mut buffer = Vec::with_capacity(flat_objects_bytes(schema, columns, rows));
     let mut writer = datafusion::arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
+        .with_encoder_factory(std::sync::Arc::new(super::json_decimal::DecimalEncoders))
         .build::<_, datafusion::arrow::json::writer::LineDelimited>(&mut buffer);
     writer.write(&batch).ok()?;
     writer.finish().ok()?;
     drop(writer);
     // Strings escape newlines, so each line is one row.
-    let out: Vec<Option<Vec<u8>>> = buffer
-        .split(|b| *b == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(|line| Some(line.to_vec()))
-        .collect();
+    let whole = bytes::Bytes::from(buffer);
+    let mut out = Vec::with_capacity(rows);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', &whole) {
+        if end > start {
+            out.push(Some(whole.slice(start..end)));
+        }
+        start = end + 1;
+    }
+    if start < whole.len() {
+        out.push(Some(whole.slice(start..)));
+    }
     (out.len() == rows).then_some(out)
+}
+
+/// [`encode`], each row's bytes shared with the batch's where the fast path wrote them in one
+/// buffer.
+pub(super) fn encode_shared(
+    schema: &SchemaRef,
+    columns: &[ArrayRef],
+    rows: usize,
+    wrapped: bool,
+) -> Result<Vec<Option<bytes::Bytes>>> {
+    if wrapped && let Some(out) = encode_flat_objects(schema, columns, rows) {
+        return Ok(out);
+    }
+    Ok(encode(schema, columns, rows, wrapped)?
+        .into_iter()
+        .map(|row| row.map(bytes::Bytes::from))
+        .collect())
+}
+
+/// About the bytes `rows` objects of `columns` take as JSON, so the buffer they are written to
+/// need not grow: each row's names, quotes and punctuation, a number's digits at most, and the
+/// strings' bytes (with a little room for escapes).
+fn flat_objects_bytes(schema: &SchemaRef, columns: &[ArrayRef], rows: usize) -> usize {
+    let mut per_row = 2;
+    let mut strings = 0;
+    for (field, column) in schema.fields().iter().zip(columns) {
+        per_row += field.name().len() + 4;
+        match column.as_any().downcast_ref::<StringArray>() {
+            Some(text) => {
+                per_row += 2;
+                strings += text.value_data().len();
+            }
+            None => per_row += 24,
+        }
+    }
+    rows * per_row + strings + strings / 16
 }
 
 /// Encodes rows as JSON: objects keyed by column name when `wrapped`, else the bare value of the
@@ -764,7 +809,7 @@ pub(super) fn encode(
     wrapped: bool,
 ) -> Result<Vec<Option<Vec<u8>>>> {
     if wrapped && let Some(out) = encode_flat_objects(schema, columns, rows) {
-        return Ok(out);
+        return Ok(out.into_iter().map(|row| row.map(Vec::from)).collect());
     }
     let mut out = Vec::with_capacity(rows);
     // Each field's `"NAME":` (with its leading comma), escaped once for the whole batch.

@@ -8,6 +8,7 @@
 pub mod avro;
 mod delimited;
 mod json;
+mod json_decimal;
 pub mod json_sr;
 mod json_text;
 mod kafka;
@@ -16,6 +17,7 @@ pub mod protobuf;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use eddy_registry::SchemaRegistry;
@@ -215,5 +217,18 @@ impl RowCodec {
             Format::JsonSr if let Some(json_sr) = &self.json_sr => json_sr.encode(columns, rows),
             _ => Ok(vec![None; rows]),
         }
+    }
+
+    /// [`RowCodec::encode`] for values that go into records as they are: JSON objects are
+    /// slices of one buffer instead of a copy each.
+    pub fn encode_shared(&self, columns: &[ArrayRef], rows: usize) -> Result<Vec<Option<Bytes>>> {
+        if self.format.format == Format::Json && columns.len() == self.schema.fields().len() {
+            return json::encode_shared(&self.schema, columns, rows, self.wrapped);
+        }
+        Ok(self
+            .encode(columns, rows)?
+            .into_iter()
+            .map(|row| row.map(Bytes::from))
+            .collect())
     }
 }

@@ -143,7 +143,7 @@ impl SinkEncoder {
         let (key_arrays, value_arrays) = arrays?;
         note_function_errors(function_errors, &mut failed);
         let keys = self.keys(&key_arrays, &batch, rows)?;
-        let values = self.value_codec.encode(&value_arrays, rows)?;
+        let values = self.value_codec.encode_shared(&value_arrays, rows)?;
         let rowtimes = int64_column(&batch, ROWTIME);
         let sink_times = match self.timestamp_column {
             Some(SinkColumn::Key(i)) => key_arrays.get(i),
@@ -187,7 +187,7 @@ impl SinkEncoder {
             };
             out.push(Record {
                 key: key.map(Into::into),
-                value: value.map(Into::into),
+                value,
                 timestamp,
                 headers: input.record.headers.clone(),
             });

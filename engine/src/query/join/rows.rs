@@ -94,7 +94,9 @@ impl Handoff {
             fields.iter().map(|&i| joined.column(i).clone()).collect()
         };
         let keys = self.key_codec.encode(&pick(&self.key_fields), n)?;
-        let values = self.value_codec.encode(&pick(&self.value_fields), n)?;
+        let values = self
+            .value_codec
+            .encode_shared(&pick(&self.value_fields), n)?;
         Ok(outputs
             .iter()
             .zip(keys.into_iter().zip(values))
@@ -102,11 +104,7 @@ impl Handoff {
                 offset: state.next_sequence() as i64,
                 record: Record {
                     key: key.map(Into::into),
-                    value: if o.tombstone {
-                        None
-                    } else {
-                        value.map(Into::into)
-                    },
+                    value: if o.tombstone { None } else { value },
                     timestamp: o.timestamp,
                     headers: inputs[o.from].record.headers.clone(),
                 },
