@@ -1463,3 +1463,38 @@ async fn hopping_final_windows_match_a_model_by_panes_and_per_window() {
             .collect()
     }
 }
+
+/// Hopping windows by panes at the far end of time: records near the largest timestamp neither
+/// overflow a window's bounds nor stop the query. A window within the retention behind the
+/// latest comes out; the earlier ones, past it, are gone; the last windows never close.
+#[tokio::test]
+async fn panes_at_the_end_of_time_close_what_they_can_and_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    run(&engine, SETUP).await;
+    run(
+        &engine,
+        "CREATE TABLE per_window AS SELECT user, COUNT(*) AS n FROM orders
+         WINDOW HOPPING (SIZE 10 MILLISECONDS, ADVANCE BY 2 MILLISECONDS,
+           GRACE PERIOD 20 MILLISECONDS)
+         GROUP BY user EMIT FINAL;",
+    )
+    .await;
+    const END: i64 = i64::MAX;
+    feed(
+        &engine,
+        "orders",
+        vec![order("ann", 1, 1), order("bob", 1, END - 30)],
+    )
+    .await;
+    // Stream time END - 1 closes bob's five windows (the last ends at END - 21, plus 20 of
+    // grace); only the one starting at END - 31 is within 30 (size and grace) of the latest
+    // start, END - 1. ann's windows went when stream time jumped past them.
+    feed(&engine, "orders", vec![order("cy", 1, END - 1)]).await;
+    feed(&engine, "orders", vec![order("dee", 1, END)]).await;
+    let out: Vec<(Vec<u8>, Option<String>, i64)> = records(engine.store(), "PER_WINDOW");
+    let mut key = b"bob".to_vec();
+    key.extend_from_slice(&(END - 31).to_be_bytes());
+    assert_eq!(out, vec![(key, Some(r#"{"N":1}"#.to_string()), END - 30)]);
+    engine.shutdown().await;
+}
