@@ -501,6 +501,46 @@ async fn insert_into_select_merges_a_stream_into_another() {
     engine.shutdown().await;
 }
 
+/// `INSERT INTO ... SELECT` widens numbers to the sink's columns as ksqlDB casts implicitly
+/// (an INT into a BIGINT or a DECIMAL, a DECIMAL into a wider one or a DOUBLE), and refuses
+/// what would narrow them.
+#[tokio::test]
+async fn insert_into_select_widens_numbers_and_refuses_narrowing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM src (id INT KEY, n INT, d DECIMAL(3, 1))
+           WITH (kafka_topic='src', partitions=1, value_format='JSON');
+         CREATE STREAM wide (id INT KEY, n BIGINT, d DECIMAL(6, 2), x DOUBLE)
+           WITH (kafka_topic='wide', partitions=1, value_format='JSON');
+         INSERT INTO wide SELECT id, n, d, d AS x FROM src;
+         INSERT INTO src (id, n, d) VALUES (1, 7, 12.5);",
+    )
+    .await;
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    assert_eq!(
+        values(engine.store(), "wide"),
+        [r#"{"N":7,"D":12.50,"X":12.5}"#]
+    );
+    for narrowing in [
+        "INSERT INTO src SELECT id, n, x AS d FROM wide;",
+        "INSERT INTO src SELECT id, n, d FROM wide;",
+        "INSERT INTO src SELECT id, CAST(n AS BIGINT) AS n, CAST(d AS DECIMAL(3, 1)) AS d FROM wide;",
+    ] {
+        let err = engine.execute(&mut session, narrowing).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("Incompatible schema between results and sink."),
+            "{narrowing}: {err}"
+        );
+    }
+    engine.shutdown().await;
+}
+
 #[tokio::test]
 async fn alter_adds_columns_to_declared_sources_only() {
     let dir = tempfile::tempdir().unwrap();

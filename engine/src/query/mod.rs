@@ -109,6 +109,18 @@ impl QueryPlan {
         }
     }
 
+    /// [`QueryPlan::projection`], to change.
+    pub fn projection_mut(&mut self) -> Option<&mut StatelessPlan> {
+        match self {
+            QueryPlan::Stateless(p) => Some(p),
+            QueryPlan::Join(p) => match &mut p.then {
+                JoinTail::Project(post) => Some(post),
+                JoinTail::Aggregate(_) => None,
+            },
+            QueryPlan::Aggregate(_) => None,
+        }
+    }
+
     /// The aggregation that makes the result, if the result is one.
     pub fn aggregation(&self) -> Option<&AggregatePlan> {
         match self {

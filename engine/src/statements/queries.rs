@@ -430,7 +430,7 @@ impl Engine {
                 sink.name
             )));
         }
-        let plan = plan_select(
+        let mut plan = plan_select(
             &self.datafusion,
             &state.catalog,
             query,
@@ -454,13 +454,14 @@ impl Engine {
             )));
         }
         self.check_copartitioned(&plan)?;
-        let result = plan.columns();
         let sink_columns: Vec<_> = sink
             .columns
             .iter()
             .filter(|c| matches!(c.kind, ColumnKind::Key | ColumnKind::Value))
             .cloned()
             .collect();
+        widen_to_sink(&mut plan, &sink_columns)?;
+        let result = plan.columns();
         let same = result.len() == sink_columns.len()
             && result.iter().zip(&sink_columns).all(|(r, s)| {
                 r.name == s.name && r.kind == s.kind && type_display(&r.ty) == type_display(&s.ty)
@@ -658,4 +659,27 @@ impl Engine {
             info!(query = %id, "query terminated");
         }
     }
+}
+
+/// `INSERT INTO`: each result column whose number widens to the sink column of the same name
+/// and kind (an `INT` into a `DECIMAL`, say) is cast to it, as ksqlDB casts implicitly;
+/// anything else is left for the schema check to refuse.
+fn widen_to_sink(plan: &mut QueryPlan, sink_columns: &[crate::schema::Column]) -> Result<()> {
+    let Some(projection) = plan.projection_mut() else {
+        return Ok(());
+    };
+    let outputs = projection
+        .keys
+        .iter_mut()
+        .chain(projection.values.iter_mut());
+    for (output, sink) in outputs.zip(sink_columns) {
+        if output.column.name == sink.name
+            && output.column.kind == sink.kind
+            && output.column.ty != sink.ty
+            && crate::query::sink::widens_to(&output.column.ty, &sink.ty)
+        {
+            output.cast_to(&sink.ty)?;
+        }
+    }
+    Ok(())
 }
