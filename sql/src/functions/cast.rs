@@ -2,7 +2,8 @@
 //! Java text (`[1, 2]`, `{k=1}`, `Struct{F0=1,f1=3}`), a `BIGINT` cast to `INT` wraps around as
 //! Java's `(int)` does, and casts between arrays, maps and structs apply those rules to every
 //! element (a struct keeps the fields the target names, matched case-sensitively, and the rest
-//! of the target's are null). The planner calls `KSQL_CAST(value, <null of the target type>)`
+//! of the target's are null). A string cast to `DATE` may leave out the day, or the month and
+//! the day (`2024-05` is 2024-05-01), as ksqlDB completes a partial date. The planner calls `KSQL_CAST(value, <null of the target type>)`
 //! for these; other casts stay Arrow's.
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ pub fn needs_ksql_cast(from: &DataType, to: &DataType) -> bool {
         (DataType::Float64 | DataType::Float32, DataType::Utf8) => true,
         (f, DataType::Utf8) => nested(f),
         (DataType::Int64, DataType::Int32) => true,
+        (DataType::Utf8, DataType::Date32) => true,
         (f, t) => nested(f) && nested(t),
     }
 }
@@ -178,6 +180,14 @@ pub fn ksql_cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
                     .collect::<Int32Array>(),
             ))
         }
+        (DataType::Utf8, DataType::Date32) => {
+            let texts = array
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or("expected a string")?;
+            let completed: StringArray = texts.iter().map(|t| t.map(complete_date)).collect();
+            cast(&completed, to).map_err(fail)
+        }
         (DataType::List(_), DataType::List(item)) => {
             let list = array
                 .as_any()
@@ -237,6 +247,25 @@ pub fn ksql_cast(array: &ArrayRef, to: &DataType) -> Result<ArrayRef, String> {
     }
 }
 
+/// A date written as `yyyy` or `yyyy-MM` with the month and day it leaves out (the first);
+/// any other text as it is.
+fn complete_date(text: &str) -> std::borrow::Cow<'_, str> {
+    let trimmed = text.trim();
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match trimmed.split_once('-') {
+        None if trimmed.len() == 4 && digits(trimmed) => format!("{trimmed}-01-01").into(),
+        Some((year, month))
+            if year.len() == 4
+                && digits(year)
+                && (1..=2).contains(&month.len())
+                && digits(month) =>
+        {
+            format!("{year}-{month:0>2}-01").into()
+        }
+        _ => text.into(),
+    }
+}
+
 /// `KSQL_CAST(value, target)`: the value cast to the type of `target` (a typed null).
 fn ksql_cast_fn(args: &[ArrayRef], _rows: usize) -> Result<ArrayRef, String> {
     let to = args[1].data_type().clone();
@@ -268,6 +297,39 @@ pub(super) fn functions() -> Vec<Scalar> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partial_dates_are_completed_with_the_first_day() {
+        let texts: ArrayRef = Arc::new(StringArray::from(vec![
+            Some("1970-01-10"),
+            Some("1970-01"),
+            Some("1970"),
+            Some("2024-5"),
+            Some("foo"),
+            Some("19700"),
+            Some("1970-"),
+            None,
+        ]));
+        let dates = ksql_cast(&texts, &DataType::Date32).unwrap();
+        let days = dates
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Date32Array>()
+            .unwrap();
+        let got: Vec<Option<i32>> = days.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                Some(9),
+                Some(0),
+                Some(0),
+                Some(19844),
+                None,
+                None,
+                None,
+                None
+            ]
+        );
+    }
 
     #[test]
     fn doubles_are_written_as_java_writes_them() {
