@@ -1,6 +1,6 @@
 //! ksqlDB's typing rules for comparisons: which types compare, and how literals are read as
 //! the type they are compared with (`ID IN ('10', 11)` reads `'10'` as a number, and fails on
-//! `'ten'` as ksqlDB does).
+//! `'ten'` as ksqlDB does); and which numbers widen to a column's type without a cast.
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, ScalarValue};
@@ -266,6 +266,34 @@ pub fn widest_numeric(types: &[DataType]) -> Option<DataType> {
     widest
 }
 
+/// Whether values of type `from` go into a column of type `to` without an explicit cast, as
+/// ksqlDB lets `INSERT INTO` widen numbers: `INT` to `BIGINT`, `DECIMAL` or `DOUBLE`, `BIGINT`
+/// to `DECIMAL` or `DOUBLE`, `DECIMAL` to `DOUBLE`, and a decimal to one with as many digits
+/// on each side of the point.
+pub fn widens_to(from: &ast::SqlType, to: &ast::SqlType) -> bool {
+    use ast::SqlType;
+    let rank = |ty: &SqlType| match ty {
+        SqlType::Int => Some(0),
+        SqlType::Bigint => Some(1),
+        SqlType::Decimal { .. } => Some(2),
+        SqlType::Double => Some(3),
+        _ => None,
+    };
+    match (from, to) {
+        (
+            SqlType::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            SqlType::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) => s1 <= s2 && p1.saturating_sub(*s1) <= p2.saturating_sub(*s2),
+        _ => matches!((rank(from), rank(to)), (Some(a), Some(b)) if a < b),
+    }
+}
+
 /// Rewrites a literal (or a constructor of literals) compared with a value of type `target`
 /// into that type, as ksqlDB does for `IN` lists. `None` when the expression is not one.
 #[recursive::recursive]
@@ -388,6 +416,36 @@ pub fn check_in_element(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_widen_but_never_narrow() {
+        use ast::SqlType::{Bigint, Decimal, Double, Int, String};
+        let dec = |precision, scale| Decimal { precision, scale };
+        for (from, to) in [
+            (Int, Bigint),
+            (Int, dec(5, 2)),
+            (Int, Double),
+            (Bigint, dec(10, 0)),
+            (Bigint, Double),
+            (dec(2, 1), dec(5, 2)),
+            (dec(10, 2), Double),
+        ] {
+            assert!(widens_to(&from, &to), "{from:?} to {to:?}");
+        }
+        for (from, to) in [
+            (Bigint, Int),
+            (Double, Int),
+            (Double, dec(10, 2)),
+            (dec(10, 2), Bigint),
+            (dec(10, 2), dec(5, 2)),
+            (dec(3, 2), dec(3, 1)),
+            (Int, Int),
+            (Int, String),
+            (String, Int),
+        ] {
+            assert!(!widens_to(&from, &to), "{from:?} to {to:?}");
+        }
+    }
 
     #[test]
     fn booleans_read_as_ksqldb_reads_them() {

@@ -792,7 +792,9 @@ fn flat_objects_bytes(schema: &SchemaRef, columns: &[ArrayRef], rows: usize) -> 
         match column.as_any().downcast_ref::<StringArray>() {
             Some(text) => {
                 per_row += 2;
-                strings += text.value_data().len();
+                // The bytes of these rows only: a sliced array shares its parent's data.
+                let offsets = text.value_offsets();
+                strings += (offsets[offsets.len() - 1] - offsets[0]) as usize;
             }
             None => per_row += 24,
         }

@@ -31,7 +31,8 @@ pub struct OutputColumn {
 }
 
 impl OutputColumn {
-    /// The column cast to `ty`, which its values widen to (see [`widens_to`]).
+    /// The column cast to `ty`, which its values widen to (see
+    /// [`eddy_sql::coercion::widens_to`]).
     pub(crate) fn cast_to(&mut self, ty: &eddy_sql::ast::SqlType) -> Result<()> {
         let arrow = eddy_sql::types::to_arrow(ty)
             .map_err(|e| crate::error::EngineError::statement(e.to_string()))?;
@@ -42,34 +43,6 @@ impl OutputColumn {
         ));
         self.column.ty = ty.clone();
         Ok(())
-    }
-}
-
-/// Whether values of type `from` go into a column of type `to` without an explicit cast, as
-/// ksqlDB lets `INSERT INTO` widen numbers: `INT` to `BIGINT`, `DECIMAL` or `DOUBLE`, `BIGINT`
-/// to `DECIMAL` or `DOUBLE`, `DECIMAL` to `DOUBLE`, and a decimal to one with as many digits
-/// on each side of the point.
-pub(crate) fn widens_to(from: &eddy_sql::ast::SqlType, to: &eddy_sql::ast::SqlType) -> bool {
-    use eddy_sql::ast::SqlType;
-    let rank = |ty: &SqlType| match ty {
-        SqlType::Int => Some(0),
-        SqlType::Bigint => Some(1),
-        SqlType::Decimal { .. } => Some(2),
-        SqlType::Double => Some(3),
-        _ => None,
-    };
-    match (from, to) {
-        (
-            SqlType::Decimal {
-                precision: p1,
-                scale: s1,
-            },
-            SqlType::Decimal {
-                precision: p2,
-                scale: s2,
-            },
-        ) => s1 <= s2 && p1.saturating_sub(*s1) <= p2.saturating_sub(*s2),
-        _ => matches!((rank(from), rank(to)), (Some(a), Some(b)) if a < b),
     }
 }
 

@@ -676,7 +676,7 @@ fn widen_to_sink(plan: &mut QueryPlan, sink_columns: &[crate::schema::Column]) -
         if output.column.name == sink.name
             && output.column.kind == sink.kind
             && output.column.ty != sink.ty
-            && crate::query::sink::widens_to(&output.column.ty, &sink.ty)
+            && eddy_sql::coercion::widens_to(&output.column.ty, &sink.ty)
         {
             output.cast_to(&sink.ty)?;
         }

@@ -55,7 +55,7 @@ fn panes_fit(plan: &AggregatePlan) -> bool {
         return false;
     };
     plan.emit_final
-        && windows.pane_width().is_some()
+        && windows.made_of_panes()
         && !plan.over_table()
         && plan.session.is_none()
         && plan.aggregates.iter().all(|call| {
@@ -75,11 +75,15 @@ fn panes_fit(plan: &AggregatePlan) -> bool {
 
 impl AggregateState {
     /// Decides, at the first batch, whether the aggregation goes by panes: when it can, and
-    /// its state was either written by panes or not written yet. Stream times must be read.
+    /// its state was either written by panes or not written yet.
     pub(super) fn prepare_panes(&mut self, store: &Store, plan: &AggregatePlan) -> Result<()> {
         if !matches!(self.panes, PaneMode::Undecided) {
             return Ok(());
         }
+        let Some((windows, grace)) = &plan.window else {
+            self.panes = PaneMode::Off;
+            return Ok(());
+        };
         let by_panes = panes_fit(plan)
             && (store
                 .state_get(&self.namespace, aggregate_keys::PANES)?
@@ -93,9 +97,6 @@ impl AggregateState {
         }
         self.index_writes
             .push((aggregate_keys::PANES.to_vec(), Some(Vec::new())));
-        let Some((windows, grace)) = &plan.window else {
-            return Err(EngineError::internal("panes without windows"));
-        };
         // Every window stream time has closed was closed in the step that moved it there.
         let partitions = self.partitioner.partitions();
         let times = self.stream_times(store)?;
@@ -145,10 +146,10 @@ impl AggregateState {
             clock,
             (through.saturating_add(1), last.saturating_add(size)),
         )?;
+        let from = through.saturating_add(1).max(oldest_kept);
         let mut closing: BTreeMap<i64, BTreeMap<&[u8], Vec<i64>>> = BTreeMap::new();
         for (pane, key) in &filed {
             let group_row = &key[..key.len().saturating_sub(8)];
-            let from = through.saturating_add(1).max(oldest_kept);
             for start in windows.windows_of_pane(*pane, from, last) {
                 closing
                     .entry(start)

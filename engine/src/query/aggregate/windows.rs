@@ -79,23 +79,17 @@ impl TimeWindows {
         )
     }
 
-    /// Hopping windows whose size is a multiple of their advance (and more than one): the
-    /// width of the panes they are made of, which is the advance. A record then falls in one
-    /// pane, the one starting at its latest window's start, and a window is the panes from its
-    /// start to its end.
-    pub fn pane_width(&self) -> Option<i64> {
-        match *self {
-            TimeWindows::Hopping { size, advance }
-                if advance > 0 && size > advance && size % advance == 0 =>
-            {
-                Some(advance)
-            }
-            _ => None,
-        }
+    /// Whether these are hopping windows whose size is a multiple of their advance (and more
+    /// than one), so they are made of panes one advance wide: a record falls in one pane, the
+    /// one starting at its latest window's start, and a window is the panes from its start to
+    /// its end.
+    pub fn made_of_panes(&self) -> bool {
+        matches!(*self, TimeWindows::Hopping { size, advance }
+            if advance > 0 && size > advance && size % advance == 0)
     }
 
     /// The starts of the windows that hold the pane starting at `pane` (see
-    /// [`TimeWindows::pane_width`]), from `from` through `through`, earliest first: windows
+    /// [`TimeWindows::made_of_panes`]), from `from` through `through`, earliest first: windows
     /// from the one ending with the pane to the one it starts. None start before the epoch.
     pub fn windows_of_pane(&self, pane: i64, from: i64, through: i64) -> Vec<i64> {
         let (size, advance) = match *self {
@@ -255,7 +249,7 @@ mod tests {
             size: 10,
             advance: 2,
         };
-        assert_eq!(w.pane_width(), Some(2));
+        assert!(w.made_of_panes());
         // A record's pane is its latest window's start; the pane is in the windows that
         // cover it, and no others.
         for t in [0, 1, 7, 12, 13, 99] {
@@ -273,13 +267,13 @@ mod tests {
             size: 10,
             advance: 3,
         };
-        assert_eq!(uneven.pane_width(), None);
+        assert!(!uneven.made_of_panes());
         let even = TimeWindows::Hopping {
             size: 10,
             advance: 10,
         };
-        assert_eq!(even.pane_width(), None);
-        assert_eq!(TimeWindows::Tumbling { size: 10 }.pane_width(), None);
+        assert!(!even.made_of_panes());
+        assert!(!TimeWindows::Tumbling { size: 10 }.made_of_panes());
         // The far ends of time neither overflow nor loop.
         assert_eq!(
             w.windows_of_pane(i64::MAX - 1, i64::MAX - 3, i64::MAX),
