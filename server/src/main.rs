@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use eddy_storage::{Store, StoreOptions, SyncPolicy};
+use eddy_storage::{ClusterOptions, Store, StoreOptions, SyncPolicy};
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
@@ -297,6 +297,43 @@ struct ServerArgs {
         default_value_t = 30
     )]
     maintenance_interval_secs: u64,
+
+    /// The Kafka cluster the log runs on, as `host:port[,host:port...]`: topics, records and
+    /// offsets then live on the cluster (Eddy's own Kafka listener stays off), while operator
+    /// state and query positions stay in --data-dir. Without it the log is embedded.
+    #[arg(long, global = true, env = "EDDY_BOOTSTRAP_SERVERS")]
+    bootstrap_servers: Option<String>,
+
+    /// A librdkafka property for every client of the cluster, such as
+    /// `security.protocol=SASL_SSL` or `sasl.username=eddy`; repeat for more.
+    #[arg(long = "cluster-property", global = true, value_name = "KEY=VALUE", value_parser = parse_define)]
+    cluster_properties: Vec<(String, String)>,
+
+    /// The service id on the cluster (ksqlDB's `ksql.service.id`): nodes with the same one
+    /// share the catalog, kept in the command topic `_confluent-ksql-<id>_command_topic`, and
+    /// the state changelog `_confluent-ksql-<id>_state_changelog`.
+    #[arg(long, global = true, env = "EDDY_SERVICE_ID", default_value = eddy_storage::DEFAULT_SERVICE_ID)]
+    service_id: String,
+
+    /// On a cluster, ksqlDB's `processing.guarantee`: `exactly_once_v2` (each commit is one
+    /// Kafka transaction) or `at_least_once` (a crash may repeat the output in flight).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_PROCESSING_GUARANTEE",
+        default_value = "exactly_once_v2"
+    )]
+    processing_guarantee: eddy_storage::Guarantee,
+
+    /// How long one request to the cluster may take, in milliseconds, before it fails (and
+    /// how long the server waits for the cluster to answer when it starts).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_CLUSTER_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    cluster_timeout_ms: u64,
 
     /// The most partitions a topic may have; larger requests are refused
     /// (`INVALID_PARTITIONS` for Kafka clients, an error for `PARTITIONS=` in SQL).
@@ -765,8 +802,13 @@ struct ListenerPlan {
 impl ListenerPlan {
     fn from_args(args: &ServerArgs) -> anyhow::Result<Self> {
         use eddy_server::listeners;
-        let kafka = listeners::kafka_listeners(&args.kafka_listen, &args.kafka_advertised)
-            .map_err(anyhow::Error::msg)?;
+        // On a cluster, Kafka clients talk to the cluster's brokers, not to Eddy.
+        let kafka = if args.bootstrap_servers.is_some() {
+            Vec::new()
+        } else {
+            listeners::kafka_listeners(&args.kafka_listen, &args.kafka_advertised)
+                .map_err(anyhow::Error::msg)?
+        };
         let http =
             listeners::http_listener("--listen", &args.listen).map_err(anyhow::Error::msg)?;
         let registry = if args.schema_registry_listen.eq_ignore_ascii_case("off") {
@@ -863,6 +905,9 @@ async fn serve_kafka(
     Vec<tokio::task::JoinHandle<()>>,
     Vec<(SocketAddr, eddy_security::SecurityProtocol)>,
 )> {
+    if plan.kafka.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
     let broker = kafka::Broker::new(store.clone(), &args.kafka_limits());
     metrics.watch_transactions(broker.transactions().clone());
     let mut tasks = Vec::new();
@@ -920,6 +965,16 @@ async fn serve(
         max_partitions: args.max_partitions,
         disk_reserve_bytes: args.disk_reserve_bytes,
         mmap_reads: args.store_mmap_reads,
+        cluster: args
+            .bootstrap_servers
+            .as_ref()
+            .map(|servers| ClusterOptions {
+                properties: args.cluster_properties.clone(),
+                timeout: Duration::from_millis(args.cluster_timeout_ms.max(1)),
+                service_id: args.service_id.clone(),
+                guarantee: args.processing_guarantee,
+                ..ClusterOptions::new(servers.clone())
+            }),
         ..StoreOptions::default()
     };
     let store = Store::open(&args.data_dir, options)

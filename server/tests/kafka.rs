@@ -1,33 +1,9 @@
 //! A real Kafka client against the `eddy` binary: kcat (librdkafka) produces, lists metadata,
 //! looks up offsets and consumes. `.ci/deps` installs kcat when it is missing.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 mod common;
 
-fn kcat(args: &[&str], input: Option<&str>) -> String {
-    let mut child = Command::new(common::tools::kcat())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kcat runs");
-    {
-        let mut stdin = child.stdin.take().unwrap();
-        if let Some(input) = input {
-            stdin.write_all(input.as_bytes()).unwrap();
-        }
-    }
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "kcat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::kcat;
 
 #[test]
 fn kcat_produces_lists_and_consumes() {

@@ -150,6 +150,17 @@ pub enum StorageError {
     /// The store has been closed.
     #[error("the store is shut down")]
     Closed,
+
+    /// The Kafka cluster the log runs on refused or failed an operation.
+    #[error("Kafka cluster: {operation}: {reason}")]
+    Cluster {
+        /// What was asked of the cluster.
+        operation: String,
+        /// The client's or the broker's error.
+        reason: String,
+        /// Whether asking again may succeed (the cluster was unreachable or busy).
+        retriable: bool,
+    },
     /// A commit not applied because an earlier one in its [`crate::CommitChain`] failed.
     #[error("not written: an earlier commit of the same sequence failed")]
     EarlierCommitFailed,
@@ -174,12 +185,20 @@ impl StorageError {
                 | StorageError::RocksDb(_)
                 | StorageError::Io(_)
                 | StorageError::DiskFull { .. }
+                | StorageError::Cluster { .. }
         )
     }
 
     /// Whether the same request may succeed later without changing it: the disk was full.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, StorageError::DiskFull { .. })
+        matches!(
+            self,
+            StorageError::DiskFull { .. }
+                | StorageError::Cluster {
+                    retriable: true,
+                    ..
+                }
+        )
     }
 }
 

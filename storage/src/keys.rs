@@ -44,6 +44,8 @@ pub const TOPIC_PREFIX: &[u8] = b"topic/";
 
 /// `meta`: the next topic id to hand out.
 pub const NEXT_TOPIC_ID_KEY: &[u8] = b"next-topic-id";
+/// Meta key of the node's id on a Kafka cluster, made when the store is first opened on one.
+pub const NODE_ID_KEY: &[u8] = b"node-id";
 
 /// `meta`: a partition's log start offset, written when retention or compaction advances it.
 pub fn log_start_key(topic_id: u32, partition: u32) -> Vec<u8> {

@@ -5,6 +5,7 @@
 //! output, changes its state and commits its input offsets in a single RocksDB write batch.
 
 mod batch;
+mod cluster;
 mod commit;
 mod compression;
 mod config;
@@ -27,6 +28,7 @@ pub use batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records,
     decode_records_into, split_batches,
 };
+pub use cluster::{ClusterOptions, DEFAULT_SERVICE_ID, Guarantee};
 pub use commit::{
     AppendResult, Commit, CommitAppend, CommitChain, CommitOffset, OffsetAndMetadata, StateOp,
 };

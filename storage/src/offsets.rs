@@ -86,6 +86,21 @@ impl Store {
         Ok(groups)
     }
 
+    /// Deletes the offsets every group committed on `topic`, as deleting the topic does.
+    pub(crate) fn delete_group_offsets_of(&self, topic: &str) -> Result<()> {
+        let doomed = self.group_offset_keys_for_topic(topic)?;
+        if doomed.is_empty() {
+            return Ok(());
+        }
+        self.run_custom(Box::new(move |db, wb| {
+            let offsets = db.cf_handle(CF_OFFSETS).ok_or(StorageError::Closed)?;
+            for key in doomed {
+                wb.delete_cf(offsets, key);
+            }
+            Ok(Box::new(|| {}) as crate::writer::AfterWrite)
+        }))
+    }
+
     pub(crate) fn group_offset_keys_for_topic(&self, topic: &str) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
         for item in self

@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, decode_records, decode_records_into, verify_crc,
 };
+use crate::cluster::{Changelogs, Cluster, ClusterOptions, PartitionAppend};
 use crate::commit::{AppendResult, Commit, CommitChain};
 use crate::config::{TopicConfig, validate_topic_name};
 use crate::disk::{DiskGuard, DiskHealth};
@@ -50,6 +51,9 @@ pub struct StoreOptions {
     /// Whether RocksDB reads its files through `mmap`: it saves copying each block from the
     /// page cache, but the pages it touches count in the process's resident memory.
     pub mmap_reads: bool,
+    /// The Kafka cluster the log runs on, or `None` for the embedded log. State and query
+    /// positions stay in the local database either way.
+    pub cluster: Option<ClusterOptions>,
 }
 
 /// The default bound of compaction's key map.
@@ -67,6 +71,7 @@ impl Default for StoreOptions {
             disk_reserve_bytes: None,
             compaction_map_bytes: DEFAULT_COMPACTION_MAP_BYTES,
             mmap_reads: false,
+            cluster: None,
         }
     }
 }
@@ -150,6 +155,8 @@ pub(crate) struct StoreInner {
     writer: parking_lot::Mutex<CommitWriter>,
     partitioner: DefaultPartitioner,
     disk: Arc<DiskGuard>,
+    /// The cluster every log operation goes to, when the log is not embedded.
+    cluster: Option<Cluster>,
 }
 
 impl Drop for StoreInner {
@@ -176,6 +183,30 @@ impl std::fmt::Debug for Store {
             .field("sync", &self.inner.options.sync)
             .finish()
     }
+}
+
+/// The node's id, made (from the clock and the process id) and kept the first time the store
+/// is opened on a cluster: its transactional producer's id derives from it, so a restarted
+/// node fences its former self and aborts what that left open.
+fn node_id(db: &DB) -> Result<String> {
+    let meta = db
+        .cf_handle(CF_META)
+        .ok_or_else(|| StorageError::CorruptMetadata {
+            key: "node-id".into(),
+            reason: "the meta column family is missing".into(),
+        })?;
+    if let Some(id) = db.get_cf(meta, keys::NODE_ID_KEY)? {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let id = format!(
+        "{:016x}",
+        (nanos as u64) ^ (u64::from(std::process::id()) << 40)
+    );
+    db.put_cf(meta, keys::NODE_ID_KEY, id.as_bytes())?;
+    Ok(id)
 }
 
 fn column_families() -> Vec<ColumnFamilyDescriptor> {
@@ -224,7 +255,22 @@ impl Store {
             &path,
             column_families(),
         )?);
-        let topics = load_topics(&db, options.max_partitions)?;
+        let mut topics = load_topics(&db, options.max_partitions)?;
+        let cluster = match &options.cluster {
+            Some(cluster) => {
+                if !topics.is_empty() {
+                    warn!(
+                        topics = topics.len(),
+                        "the store holds an embedded log, which is not served while the log is on a Kafka cluster"
+                    );
+                    topics.clear();
+                }
+                let node_id = node_id(&db)?;
+                info!(bootstrap = %cluster.bootstrap_servers, node = %node_id, "the log is on a Kafka cluster");
+                Some(Cluster::connect(cluster, &node_id)?)
+            }
+            None => None,
+        };
         let disk = Arc::new(DiskGuard::new(&path, options.disk_reserve_bytes));
         let writer =
             CommitWriter::start(db.clone(), options.sync, options.leader_epoch, disk.clone())?;
@@ -234,7 +280,7 @@ impl Store {
             sync = %options.sync,
             "opened store"
         );
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(StoreInner {
                 db,
                 path,
@@ -243,8 +289,14 @@ impl Store {
                 writer: parking_lot::Mutex::new(writer),
                 partitioner: DefaultPartitioner::new(),
                 disk,
+                cluster,
             }),
-        })
+        };
+        if let Some(cluster) = &store.inner.cluster {
+            // Before anyone reads the state: a node that starts empty, or behind, catches up.
+            cluster.changelogs.restore(&store, cluster)?;
+        }
+        Ok(store)
     }
 
     /// The directory the store lives in.
@@ -341,6 +393,11 @@ impl Store {
 
     /// Creates a topic. Fails if the name is invalid or taken, or the config is invalid.
     pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicDescription> {
+        if let Some(cluster) = &self.inner.cluster {
+            self.check_partition_count(name, config.partitions)?;
+            cluster.topics.create(name, &config)?;
+            return cluster.topics.describe(name);
+        }
         validate_topic_name(name)?;
         config.validate(name)?;
         self.check_partition_count(name, config.partitions)?;
@@ -393,6 +450,10 @@ impl Store {
     ///
     /// Blocks for one group commit.
     pub fn delete_topic(&self, name: &str) -> Result<()> {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.topics.delete(name)?;
+            return self.delete_group_offsets_of(name);
+        }
         let topic = self
             .inner
             .topics
@@ -442,6 +503,12 @@ impl Store {
 
     /// The names of all topics, sorted.
     pub fn list_topics(&self) -> Vec<String> {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.topics.list().unwrap_or_else(|error| {
+                warn!(%error, "listing the cluster's topics");
+                Vec::new()
+            });
+        }
         self.inner.topics.read().keys().cloned().collect()
     }
 
@@ -460,11 +527,17 @@ impl Store {
 
     /// Whether a topic exists.
     pub fn topic_exists(&self, name: &str) -> bool {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.topics.exists(name);
+        }
         self.inner.topics.read().contains_key(name)
     }
 
     /// A topic's config, partitions and offsets.
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.topics.describe(name);
+        }
         let topic = self.topic(name)?;
         let partitions = topic
             .partitions
@@ -491,6 +564,9 @@ impl Store {
 
     /// The number of partitions of a topic.
     pub fn partition_count(&self, topic: &str) -> Result<u32> {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.topics.partition_count(topic);
+        }
         Ok(self.topic(topic)?.partitions.len() as u32)
     }
 
@@ -531,6 +607,9 @@ impl Store {
         commit: Commit,
         chain: Option<CommitChain>,
     ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
+        if self.inner.cluster.is_some() {
+            return self.submit_to_cluster(commit, chain);
+        }
         self.inner.disk.check_space(commit.approximate_bytes())?;
         let mut appends = Vec::with_capacity(commit.appends.len());
         for append in commit.appends {
@@ -543,15 +622,7 @@ impl Store {
                 }
                 None => {
                     let partitions = self.partition_count(&append.topic)?;
-                    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-                    for record in append.records {
-                        let key = record
-                            .key
-                            .as_deref()
-                            .map(|k| &k[..k.len().saturating_sub(append.key_suffix)]);
-                        let p = self.inner.partitioner.partition(key, partitions);
-                        by_partition.entry(p).or_default().push(record);
-                    }
+                    let by_partition = self.by_key(append.records, partitions, append.key_suffix);
                     for (partition, records) in by_partition {
                         appends.push(self.prepare(&append.topic, partition, &records)?);
                     }
@@ -581,11 +652,146 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.inner.writer.lock().submit(Job::Commit(CommitJob {
             appends,
+            delivered: Vec::new(),
             state,
             offsets,
             chain,
             reply,
         }))?;
+        Ok(rx)
+    }
+
+    /// Records grouped by the partition Kafka's default partitioner picks for their keys, less
+    /// `key_suffix` bytes at the end of each (a windowed key's window).
+    fn by_key(
+        &self,
+        records: Vec<Record>,
+        partitions: u32,
+        key_suffix: usize,
+    ) -> BTreeMap<u32, Vec<Record>> {
+        let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+        for record in records {
+            let key = record
+                .key
+                .as_deref()
+                .map(|k| &k[..k.len().saturating_sub(key_suffix)]);
+            let p = self.inner.partitioner.partition(key, partitions);
+            by_partition.entry(p).or_default().push(record);
+        }
+        by_partition
+    }
+
+    /// A commit on a store whose log is a Kafka cluster: the records go to the cluster now,
+    /// in submission order; the state changes and offsets are written locally once every
+    /// record is acknowledged, in the same order, so a crash between the two repeats records
+    /// (at-least-once) and never loses one.
+    fn submit_to_cluster(
+        &self,
+        commit: Commit,
+        chain: Option<CommitChain>,
+    ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
+        let Some(cluster) = &self.inner.cluster else {
+            return Err(StorageError::Closed);
+        };
+        if let Some(marker) = commit.markers.first() {
+            return Err(StorageError::InvalidRecord {
+                topic: marker.topic.clone(),
+                reason: "transaction markers are the cluster's to write".into(),
+            });
+        }
+        self.inner.disk.check_space(commit.approximate_bytes())?;
+        let mut appends = Vec::with_capacity(commit.appends.len());
+        for append in commit.appends {
+            if append.records.is_empty() {
+                continue;
+            }
+            let topic = append.topic;
+            match append.partition {
+                Some(partition) => {
+                    let partitions = cluster.topics.partition_count(&topic)?;
+                    if partition >= partitions {
+                        return Err(StorageError::UnknownPartition {
+                            topic,
+                            partition,
+                            partitions,
+                        });
+                    }
+                    appends.push(PartitionAppend {
+                        topic,
+                        partition,
+                        records: append.records,
+                    });
+                }
+                None => {
+                    let partitions = cluster.topics.partition_count(&topic)?;
+                    let by_partition = self.by_key(append.records, partitions, append.key_suffix);
+                    appends.extend(by_partition.into_iter().map(|(partition, records)| {
+                        PartitionAppend {
+                            topic: topic.clone(),
+                            partition,
+                            records,
+                        }
+                    }));
+                }
+            }
+        }
+        let offsets: Vec<(String, Vec<u8>, Vec<u8>)> = commit
+            .offsets
+            .into_iter()
+            .map(|o| {
+                let key = keys::group_offset_key(&o.group, &o.topic, o.partition);
+                (o.group, key, o.offset.encode())
+            })
+            .collect();
+        let state = commit.state;
+        let own = appends.len();
+        appends.extend(
+            cluster
+                .changelogs
+                .records_of(self, cluster, &state, &offsets)?,
+        );
+        let mut offsets: Vec<(Vec<u8>, Vec<u8>)> =
+            offsets.into_iter().map(|(_, k, v)| (k, v)).collect();
+        let (reply, rx) = oneshot::channel();
+        if chain.as_ref().is_some_and(CommitChain::is_broken) {
+            return Err(StorageError::EarlierCommitFailed);
+        }
+        let store = Arc::downgrade(&self.inner);
+        let then = Box::new(move |delivered: Result<Vec<(String, AppendResult)>>| {
+            let delivered = match delivered {
+                Ok(mut delivered) => {
+                    // The changelogs' positions are written with the state they carry.
+                    for (topic, result) in delivered.split_off(own.min(delivered.len())) {
+                        offsets.push(Changelogs::restored_to(&topic, &result));
+                    }
+                    delivered.into_iter().map(|(_, result)| result).collect()
+                }
+                Err(e) => {
+                    if let Some(chain) = &chain {
+                        chain.break_off();
+                    }
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+            };
+            let Some(store) = store.upgrade() else {
+                let _ = reply.send(Err(StorageError::Closed));
+                return;
+            };
+            // The writer answers `reply` itself, and refuses the job when the chain broke.
+            let job = Job::Commit(CommitJob {
+                appends: Vec::new(),
+                delivered,
+                state,
+                offsets,
+                chain,
+                reply,
+            });
+            if let Err(error) = store.writer.lock().submit(job) {
+                warn!(%error, "a commit's records reached the cluster, its state did not");
+            }
+        });
+        cluster.committer.send(appends, then)?;
         Ok(rx)
     }
 
@@ -686,6 +892,7 @@ impl Store {
                 batch,
                 marker: None,
             }],
+            delivered: Vec::new(),
             state: Vec::new(),
             offsets: Vec::new(),
             chain: None,
@@ -698,17 +905,26 @@ impl Store {
 
     /// The offset the next appended record gets: the high watermark.
     pub fn end_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        if let Some(cluster) = &self.inner.cluster {
+            return Ok(cluster.topics.watermarks(topic, partition, false)?.1);
+        }
         Ok(self.partition(topic, partition)?.1.end_offset())
     }
 
     /// The first offset still in the log.
     pub fn log_start_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        if let Some(cluster) = &self.inner.cluster {
+            return Ok(cluster.topics.watermarks(topic, partition, false)?.0);
+        }
         Ok(self.partition(topic, partition)?.1.log_start_offset())
     }
 
     /// The last stable offset: the first offset of the oldest open transaction, or the high
     /// watermark when none is open. A read_committed reader reads up to it.
     pub fn last_stable_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        if let Some(cluster) = &self.inner.cluster {
+            return Ok(cluster.topics.watermarks(topic, partition, true)?.1);
+        }
         Ok(self.partition(topic, partition)?.1.stable_offset())
     }
 
@@ -837,6 +1053,9 @@ impl Store {
         offset: i64,
         max_bytes: usize,
     ) -> Result<FetchedRecords> {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.fetcher.read(topic, partition, offset, max_bytes);
+        }
         // Decoding a batch checks its CRC, so the read need not check it first.
         let read = (offset, max_bytes, Isolation::ReadCommitted);
         let fetched = self.read_batches(topic, partition, read, Checksums::LeftToDecoder)?;
@@ -929,6 +1148,12 @@ impl Store {
         offset: i64,
         timeout: Duration,
     ) -> Result<bool> {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster
+                .fetcher
+                .wait(topic, partition, offset, timeout)
+                .await;
+        }
         let isolation = Isolation::ReadCommitted;
         self.wait_for_isolated(topic, partition, offset, (timeout, isolation))
             .await

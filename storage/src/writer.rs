@@ -88,6 +88,9 @@ pub(crate) struct PreparedAppend {
 /// Appends, state changes and offsets to write together.
 pub(crate) struct CommitJob {
     pub appends: Vec<PreparedAppend>,
+    /// Where records written elsewhere (on a Kafka cluster) landed, reported before the
+    /// appends' own positions.
+    pub delivered: Vec<AppendResult>,
     pub state: Vec<StateOp>,
     pub offsets: Vec<(Vec<u8>, Vec<u8>)>,
     /// Written only if every earlier commit of the chain was.
@@ -465,6 +468,7 @@ struct Staging<'a> {
 fn stage_commit(staging: &mut Staging, job: CommitJob) -> Option<Pending> {
     let CommitJob {
         appends,
+        delivered,
         state,
         offsets,
         chain,
@@ -489,7 +493,8 @@ fn stage_commit(staging: &mut Staging, job: CommitJob) -> Option<Pending> {
         Ok(sequenced) => sequenced,
         Err(e) => return refuse(reply, e),
     };
-    let mut results = Vec::with_capacity(appends.len());
+    let mut results = delivered;
+    results.reserve(appends.len());
     for (mut append, duplicate) in appends.into_iter().zip(sequenced) {
         let partition = &append.partition;
         if let Some(base) = duplicate {

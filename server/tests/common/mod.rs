@@ -151,7 +151,12 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let registry_off = extra
         .windows(2)
         .any(|w| w == ["--schema-registry-listen", "off"]);
-    while http.is_none() || kafka.is_none() || (registry.is_none() && !registry_off) {
+    // On a Kafka cluster the server has no Kafka listener of its own.
+    let on_cluster = extra.contains(&"--bootstrap-servers");
+    while http.is_none()
+        || (kafka.is_none() && !on_cluster)
+        || (registry.is_none() && !registry_off)
+    {
         let (listener, address) = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("eddy did not start listening");
@@ -174,6 +179,30 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         log,
         _dir: None,
     }
+}
+
+/// Runs kcat with `args`, feeding it `input`; its output, or a failure naming its error.
+pub fn kcat(args: &[&str], input: Option<&str>) -> String {
+    let mut child = Command::new(tools::kcat())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat runs");
+    {
+        let mut stdin = child.stdin.take().unwrap();
+        if let Some(input) = input {
+            stdin.write_all(input.as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Sends one raw HTTP/1.1 request; returns the status and the body, chunked transfer decoded.

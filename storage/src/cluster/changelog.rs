@@ -1,0 +1,296 @@
+//! The local state's backing on the cluster, as Kafka Streams backs its stores with changelog
+//! topics: every state change and query position a commit writes is also a record on the
+//! cluster, produced with the commit's output, and a node whose local state is missing or
+//! behind replays those records before it serves.
+//!
+//! Two topics per service id:
+//! - the command topic, `_confluent-ksql-<service id>_command_topic` (ksqlDB's name): the
+//!   command log's entries, keyed by their sequence number, kept forever;
+//! - the state changelog, `_confluent-ksql-<service id>_state_changelog`, compacted: each
+//!   record's key is the local key it sets, after one byte naming the column family (`s` for
+//!   operator state, `o` for a query's committed positions), and a tombstone deletes it.
+//!
+//! What a node can rebuild from topics on its own stays local: a table materialized for pull
+//! queries (and its positions), the server's users and ACLs, and the Kafka listener's
+//! transactions, which a node on a cluster does not serve. How far each changelog partition
+//! was applied locally is kept with the state it produced, so a restart replays nothing.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use rocksdb::WriteBatch;
+use tracing::info;
+
+use super::commit::PartitionAppend;
+use super::{Cluster, Topics};
+use crate::batch::Record;
+use crate::commit::{AppendResult, OffsetAndMetadata, StateOp};
+use crate::config::{CleanupPolicy, TopicConfig};
+use crate::error::{Result, StorageError};
+use crate::internal::INTERNAL_GROUP_PREFIX;
+use crate::keys::{self, CF_OFFSETS, CF_STATE};
+use crate::store::Store;
+
+/// The state namespace of the engine's command log, which the command topic backs.
+const COMMAND_LOG: &str = "__eddy_command_log";
+/// State namespaces that stay on the node.
+const LOCAL_NAMESPACES: [&str; 3] = ["__eddy_table/", "__eddy_security/", "__eddy_transactions"];
+/// The group under which a node keeps how far it applied each changelog partition.
+const RESTORED: &str = "__eddy_restored";
+/// The first byte of a state changelog key: which local column family the rest is a key of.
+const STATE: u8 = b's';
+const OFFSETS: u8 = b'o';
+
+/// The changelog topics of one service id.
+pub(crate) struct Changelogs {
+    command_topic: String,
+    state_topic: String,
+    /// Topics known to exist, so commits need not ask.
+    ready: Mutex<HashSet<String>>,
+}
+
+/// Whether a local group's positions stay on the node: a materialized table's, and the
+/// restore positions themselves.
+fn local_group(group: &str) -> bool {
+    group == RESTORED
+        || group
+            .strip_prefix(INTERNAL_GROUP_PREFIX)
+            .is_some_and(|rest| rest.starts_with("table_"))
+}
+
+fn local_namespace(namespace: &str) -> bool {
+    LOCAL_NAMESPACES
+        .iter()
+        .any(|local| namespace.starts_with(local))
+}
+
+impl Changelogs {
+    /// The changelogs of `service_id`.
+    pub(crate) fn new(service_id: &str) -> Changelogs {
+        Changelogs {
+            command_topic: format!("_confluent-ksql-{service_id}_command_topic"),
+            state_topic: format!("_confluent-ksql-{service_id}_state_changelog"),
+            ready: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Creates both topics unless they exist.
+    fn ensure(&self, topics: &Topics) -> Result<()> {
+        for (topic, policy) in [
+            (&self.command_topic, CleanupPolicy::Delete),
+            (&self.state_topic, CleanupPolicy::Compact),
+        ] {
+            if self.ready.lock().contains(topic) {
+                continue;
+            }
+            if !topics.exists(topic) {
+                let mut config = TopicConfig::with_partitions(1);
+                config.cleanup_policy = policy;
+                // The command topic is the catalog: it is never deleted by age.
+                config.retention_ms = -1;
+                match topics.create(topic, &config) {
+                    Ok(()) | Err(StorageError::TopicExists(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.ready.lock().insert(topic.clone());
+        }
+        Ok(())
+    }
+
+    /// The changelog records of a commit's state changes and positions, in the order they
+    /// apply; a namespace's deletion becomes a tombstone for each key it holds now.
+    pub(crate) fn records_of(
+        &self,
+        store: &Store,
+        cluster: &Cluster,
+        state: &[StateOp],
+        offsets: &[(String, Vec<u8>, Vec<u8>)],
+    ) -> Result<Vec<PartitionAppend>> {
+        let mut commands = Vec::new();
+        let mut changes = Vec::new();
+        let now = crate::now_ms();
+        for op in state {
+            match op {
+                StateOp::Put {
+                    namespace,
+                    key,
+                    value,
+                } => {
+                    let record = Record {
+                        key: None,
+                        value: Some(Bytes::copy_from_slice(value)),
+                        timestamp: now,
+                        headers: Vec::new(),
+                    };
+                    if namespace == COMMAND_LOG {
+                        commands.push(Record {
+                            key: Some(Bytes::copy_from_slice(key)),
+                            ..record
+                        });
+                    } else if !local_namespace(namespace) {
+                        changes.push(Record {
+                            key: Some(state_key(namespace, key)),
+                            ..record
+                        });
+                    }
+                }
+                StateOp::Delete { namespace, key } if !local_namespace(namespace) => {
+                    changes.push(tombstone(state_key(namespace, key), now));
+                }
+                StateOp::DeleteNamespace { namespace } if !local_namespace(namespace) => {
+                    for entry in store.state_scan_prefix(namespace, b"")? {
+                        let (key, _) = entry?;
+                        changes.push(tombstone(state_key(namespace, &key), now));
+                    }
+                }
+                StateOp::Delete { .. } | StateOp::DeleteNamespace { .. } => {}
+            }
+        }
+        for (group, key, value) in offsets {
+            if !local_group(group) {
+                let mut tagged = Vec::with_capacity(1 + key.len());
+                tagged.push(OFFSETS);
+                tagged.extend_from_slice(key);
+                changes.push(Record {
+                    key: Some(Bytes::from(tagged)),
+                    value: Some(Bytes::copy_from_slice(value)),
+                    timestamp: now,
+                    headers: Vec::new(),
+                });
+            }
+        }
+        if commands.is_empty() && changes.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.ensure(&cluster.topics)?;
+        let mut appends = Vec::with_capacity(2);
+        for (topic, records) in [
+            (&self.command_topic, commands),
+            (&self.state_topic, changes),
+        ] {
+            if !records.is_empty() {
+                appends.push(PartitionAppend {
+                    topic: topic.clone(),
+                    partition: 0,
+                    records,
+                });
+            }
+        }
+        Ok(appends)
+    }
+
+    /// The local writes saying how far each changelog partition a commit wrote is applied.
+    pub(crate) fn restored_to(topic: &str, result: &AppendResult) -> (Vec<u8>, Vec<u8>) {
+        (
+            keys::group_offset_key(RESTORED, topic, result.partition),
+            OffsetAndMetadata::new(result.last_offset + 1).encode(),
+        )
+    }
+
+    /// Applies to the local store every changelog record it has not applied yet, up to each
+    /// partition's last stable offset: the command log first, then state and positions.
+    pub(crate) fn restore(&self, store: &Store, cluster: &Cluster) -> Result<()> {
+        for topic in [&self.command_topic, &self.state_topic] {
+            if !cluster.topics.exists(topic) {
+                continue;
+            }
+            let partitions = cluster.topics.partition_count(topic)?;
+            for partition in 0..partitions {
+                let applied = self.restore_partition(store, cluster, topic, partition)?;
+                if applied > 0 {
+                    info!(
+                        topic,
+                        partition,
+                        records = applied,
+                        "restored local state from the cluster"
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_partition(
+        &self,
+        store: &Store,
+        cluster: &Cluster,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64> {
+        let (start, _) = cluster.topics.watermarks(topic, partition, false)?;
+        let (_, end) = cluster.topics.watermarks(topic, partition, true)?;
+        let mut at = store
+            .fetch_offset(RESTORED, topic, partition)?
+            .map_or(start, |o| o.offset)
+            .max(start);
+        let db = &store.inner.db;
+        let (state_cf, offsets_cf) = (store.cf(CF_STATE)?, store.cf(CF_OFFSETS)?);
+        let mut applied = 0u64;
+        let mut idle_reads = 0;
+        while at < end {
+            let fetched = cluster.fetcher.read(topic, partition, at, 1 << 20)?;
+            if fetched.records.is_empty() && fetched.next_offset == at {
+                // The fetch has not come in yet; a cluster that sends nothing for a minute
+                // is not going to.
+                idle_reads += 1;
+                if idle_reads > 600 {
+                    return Err(StorageError::Cluster {
+                        operation: format!("restoring {topic}-{partition}"),
+                        reason: format!("no record past offset {at} arrived, the end is {end}"),
+                        retriable: true,
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                continue;
+            }
+            idle_reads = 0;
+            let mut wb = WriteBatch::default();
+            for record in &fetched.records {
+                let Some(key) = record.record.key.as_deref() else {
+                    continue;
+                };
+                let (family, local_key) = if topic == self.command_topic {
+                    (state_cf, keys::state_key(COMMAND_LOG, key))
+                } else {
+                    match key.split_first() {
+                        Some((&STATE, rest)) => (state_cf, rest.to_vec()),
+                        Some((&OFFSETS, rest)) => (offsets_cf, rest.to_vec()),
+                        _ => continue,
+                    }
+                };
+                match record.record.value.as_deref() {
+                    Some(value) => wb.put_cf(family, local_key, value),
+                    None => wb.delete_cf(family, local_key),
+                }
+            }
+            applied += fetched.records.len() as u64;
+            at = fetched.next_offset;
+            wb.put_cf(
+                offsets_cf,
+                keys::group_offset_key(RESTORED, topic, partition),
+                OffsetAndMetadata::new(at).encode(),
+            );
+            db.write(wb)?;
+        }
+        Ok(applied)
+    }
+}
+
+fn state_key(namespace: &str, key: &[u8]) -> Bytes {
+    let local = keys::state_key(namespace, key);
+    let mut tagged = Vec::with_capacity(1 + local.len());
+    tagged.push(STATE);
+    tagged.extend_from_slice(&local);
+    Bytes::from(tagged)
+}
+
+fn tombstone(key: Bytes, timestamp: i64) -> Record {
+    Record {
+        key: Some(key),
+        value: None,
+        timestamp,
+        headers: Vec::new(),
+    }
+}

@@ -1,0 +1,323 @@
+//! A commit's records on the cluster, and then its local part, in the order commits are
+//! submitted.
+//!
+//! One thread owns the producer. It takes the commits waiting for it, produces all of their
+//! records, and once they are acknowledged runs each commit's local part (state changes and
+//! positions) in order. Under exactly-once, the commits it takes together are one Kafka
+//! transaction: their output, their state changelog records and their positions' records
+//! become visible to read_committed readers all at once or never, so a node that dies
+//! mid-commit leaves nothing half-written for the node that restores from the changelogs.
+//! Under at-least-once the producer is only idempotent: a crash between records and local
+//! state repeats output, as ksqlDB's `at_least_once` does.
+
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use parking_lot::Mutex;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::future_producer::DeliveryFuture;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use tracing::{info, warn};
+
+use super::client::{self, Logs};
+use super::{ClusterOptions, Guarantee, cluster_error};
+
+use crate::batch::Record;
+use crate::commit::AppendResult;
+use crate::error::{Result, StorageError};
+
+/// Records bound for one partition.
+pub(crate) struct PartitionAppend {
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+    pub(crate) records: Vec<Record>,
+}
+
+/// What runs once a commit's records are acknowledged (or not): its local part.
+pub(crate) type AfterDelivery = Box<dyn FnOnce(Result<Landed>) + Send>;
+
+/// Where a commit's records landed: per partition written, its topic and offsets.
+pub(crate) type Landed = Vec<(String, AppendResult)>;
+
+/// A commit waiting for the producer.
+struct Submitted {
+    appends: Vec<PartitionAppend>,
+    then: AfterDelivery,
+}
+
+/// One partition's records handed to the producer.
+type InFlight = Vec<(String, u32, Vec<DeliveryFuture>)>;
+
+/// The most commits one transaction takes.
+const COMMITS_PER_TRANSACTION: usize = 256;
+
+/// The producer's thread, fed in submission order.
+pub(crate) struct Committer {
+    queue: Mutex<mpsc::Sender<Submitted>>,
+}
+
+/// The producer and how it commits.
+struct Producing {
+    producer: FutureProducer<Logs>,
+    options: ClusterOptions,
+    transactional_id: Option<String>,
+}
+
+impl Committer {
+    /// Starts the producer (under exactly-once, fencing any earlier producer of the same
+    /// transactional id and aborting what it left open) and the thread that drives it.
+    pub(crate) fn start(options: &ClusterOptions, node_id: &str) -> Result<Committer> {
+        let transactional_id = (options.guarantee == Guarantee::ExactlyOnce)
+            .then(|| format!("_confluent-ksql-{}_eddy-{node_id}", options.service_id));
+        let producing = Producing::start(options, transactional_id)?;
+        let (tx, rx) = mpsc::channel::<Submitted>();
+        std::thread::Builder::new()
+            .name("eddy-kafka-commit".into())
+            .spawn(move || producing.run(rx))
+            .map_err(StorageError::Io)?;
+        Ok(Committer {
+            queue: Mutex::new(tx),
+        })
+    }
+
+    /// Queues a commit's records; `then` runs with where they landed once they are
+    /// acknowledged (committed, under exactly-once), after every commit queued before it.
+    pub(crate) fn send(&self, appends: Vec<PartitionAppend>, then: AfterDelivery) -> Result<()> {
+        self.queue
+            .lock()
+            .send(Submitted { appends, then })
+            .map_err(|_| StorageError::Closed)
+    }
+}
+
+impl Producing {
+    fn start(options: &ClusterOptions, transactional_id: Option<String>) -> Result<Producing> {
+        let timeout = options.timeout.as_millis().max(1000).to_string();
+        let mut own = vec![
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "5"),
+        ];
+        if let Some(id) = &transactional_id {
+            own.push(("transactional.id", id));
+            own.push(("transaction.timeout.ms", &timeout));
+        }
+        let producer: FutureProducer<Logs> = client::config(options, "producer", &own)
+            .create_with_context(Logs)
+            .map_err(|e| cluster_error("starting the producer", e))?;
+        if let Some(id) = &transactional_id {
+            producer
+                .init_transactions(options.timeout)
+                .map_err(|e| cluster_error(format!("starting transactions as {id:?}"), e))?;
+            info!(transactional_id = %id, "exactly-once commits through Kafka transactions");
+        }
+        Ok(Producing {
+            producer,
+            options: options.clone(),
+            transactional_id,
+        })
+    }
+
+    /// Takes the commits waiting, as many as one transaction holds, until the store closes.
+    fn run(mut self, queue: mpsc::Receiver<Submitted>) {
+        while let Ok(first) = queue.recv() {
+            let mut commits = vec![first];
+            while commits.len() < COMMITS_PER_TRANSACTION
+                && let Ok(next) = queue.try_recv()
+            {
+                commits.push(next);
+            }
+            if self.transactional_id.is_some() {
+                self.in_transaction(commits);
+            } else {
+                self.at_least_once(commits);
+            }
+        }
+    }
+
+    /// Every commit's records go out at once; each commit's local part follows its own
+    /// acknowledgements, in order.
+    fn at_least_once(&self, commits: Vec<Submitted>) {
+        let sent: Vec<(Result<InFlight>, AfterDelivery)> = commits
+            .into_iter()
+            .map(|commit| (self.produce_all(&commit.appends), commit.then))
+            .collect();
+        for (in_flight, then) in sent {
+            then(in_flight.and_then(|f| futures::executor::block_on(delivered(f))));
+        }
+    }
+
+    /// The commits as one transaction: committed, then each local part in order; or aborted,
+    /// and every commit refused.
+    fn in_transaction(&mut self, commits: Vec<Submitted>) {
+        let outcome = self.transaction(&commits);
+        match outcome {
+            Ok(results) => {
+                for (commit, result) in commits.into_iter().zip(results) {
+                    (commit.then)(Ok(result));
+                }
+            }
+            Err((error, fatal)) => {
+                warn!(%error, commits = commits.len(), "a transaction failed; its commits are refused");
+                let reason = error.to_string();
+                for commit in commits {
+                    (commit.then)(Err(StorageError::Cluster {
+                        operation: "committing a transaction".into(),
+                        reason: reason.clone(),
+                        retriable: true,
+                    }));
+                }
+                if fatal {
+                    self.replace();
+                }
+            }
+        }
+    }
+
+    /// Runs the commits as one transaction; an error says whether the producer failed for
+    /// good (fenced by a newer one of its transactional id, or a fatal error).
+    fn transaction(
+        &self,
+        commits: &[Submitted],
+    ) -> std::result::Result<Vec<Landed>, (StorageError, bool)> {
+        let timeout = self.options.timeout;
+        let failed = |operation: &str, e: KafkaError| {
+            let fatal = matches!(&e, KafkaError::Transaction(t) if t.is_fatal());
+            (cluster_error(operation, e), fatal)
+        };
+        self.producer
+            .begin_transaction()
+            .map_err(|e| failed("beginning a transaction", e))?;
+        let mut in_flight = Vec::with_capacity(commits.len());
+        for commit in commits {
+            match self.produce_all(&commit.appends) {
+                Ok(sent) => in_flight.push(sent),
+                Err(e) => {
+                    let _ = self.producer.abort_transaction(timeout);
+                    return Err((e, false));
+                }
+            }
+        }
+        if let Err(e) = self.producer.commit_transaction(timeout) {
+            let failure = failed("committing a transaction", e);
+            if !failure.1 {
+                let _ = self.producer.abort_transaction(timeout);
+            }
+            return Err(failure);
+        }
+        // Committed: every record is acknowledged, so these resolve at once.
+        in_flight
+            .into_iter()
+            .map(|sent| futures::executor::block_on(delivered(sent)).map_err(|e| (e, false)))
+            .collect()
+    }
+
+    /// Replaces a producer that failed for good; starting the new one aborts whatever the old
+    /// one left open.
+    fn replace(&mut self) {
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match Producing::start(&self.options, self.transactional_id.clone()) {
+                Ok(fresh) => {
+                    *self = fresh;
+                    return;
+                }
+                Err(error) => {
+                    warn!(%error, "restarting the transactional producer");
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Hands every record of a commit to the producer.
+    fn produce_all(&self, appends: &[PartitionAppend]) -> Result<InFlight> {
+        let mut partitions = Vec::with_capacity(appends.len());
+        for append in appends {
+            let mut deliveries = Vec::with_capacity(append.records.len());
+            for record in &append.records {
+                deliveries.push(self.produce(&append.topic, append.partition, record)?);
+            }
+            partitions.push((append.topic.clone(), append.partition, deliveries));
+        }
+        Ok(partitions)
+    }
+
+    /// Hands one record to the producer, waiting while its queue is full.
+    fn produce(&self, topic: &str, partition: u32, record: &Record) -> Result<DeliveryFuture> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for header in &record.headers {
+            headers = headers.insert(Header {
+                key: &header.key,
+                value: header.value.as_deref(),
+            });
+        }
+        let mut future = FutureRecord::<[u8], [u8]> {
+            topic,
+            partition: Some(partition as i32),
+            payload: record.value.as_deref(),
+            key: record.key.as_deref(),
+            timestamp: Some(record.timestamp),
+            headers: (!record.headers.is_empty()).then_some(headers),
+        };
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            match self.producer.send_result(future) {
+                Ok(delivery) => return Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    future = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => {
+                    return Err(cluster_error(
+                        format!("producing to {topic}-{partition}"),
+                        error,
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Where each partition's records landed, in the order they were sent, once every one is
+/// acknowledged.
+async fn delivered(partitions: InFlight) -> Result<Landed> {
+    let mut results = Vec::with_capacity(partitions.len());
+    for (topic, partition, deliveries) in partitions {
+        let mut first = None;
+        let mut last = -1;
+        for delivery in join_all(deliveries).await {
+            match delivery {
+                Ok(Ok(delivery)) => {
+                    first.get_or_insert(delivery.offset);
+                    last = delivery.offset;
+                }
+                Ok(Err((error, _))) => {
+                    warn!(%error, topic, partition, "a record was not acknowledged");
+                    return Err(cluster_error(
+                        format!("producing to {topic}-{partition}"),
+                        error,
+                    ));
+                }
+                Err(_) => return Err(StorageError::Closed),
+            }
+        }
+        if let Some(first) = first {
+            results.push((
+                topic,
+                AppendResult {
+                    partition,
+                    base_offset: first,
+                    last_offset: last,
+                },
+            ));
+        }
+    }
+    Ok(results)
+}
