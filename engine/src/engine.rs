@@ -167,39 +167,8 @@ impl Engine {
             registry,
             schemas,
         };
-        for (seq, command) in entries {
-            let mut session = Session {
-                properties: command.properties.clone(),
-                ..Session::default()
-            };
-            state.replaying_seq = Some(seq);
-            let statements = match parse_statements(&command.sql) {
-                Ok(statements) => statements,
-                Err(e) => {
-                    damaged.push(command_log::DamagedEntry {
-                        seq: Some(seq),
-                        reason: format!("its SQL no longer parses: {e}"),
-                    });
-                    continue;
-                }
-            };
-            for statement in statements {
-                if let Err(e) = engine
-                    .execute_statement(
-                        &mut state,
-                        &mut session,
-                        &statement.statement,
-                        &statement.text,
-                        Mode::Replay,
-                    )
-                    .await
-                {
-                    warn!(seq, sql = %command.sql, error = %e, "a logged command no longer applies; skipped");
-                }
-            }
-        }
+        engine.replay(&mut state, entries, &mut damaged).await;
         state.next_seq = next_seq;
-        state.replaying_seq = None;
         damaged.sort_by_key(|d| d.seq.unwrap_or(u64::MAX));
         for entry in &damaged {
             tracing::error!(
@@ -219,6 +188,102 @@ impl Engine {
         );
         *engine.state.lock().await = state;
         Ok(engine)
+    }
+
+    /// Runs logged commands again, in order, without logging them: the catalog they built.
+    async fn replay(
+        &self,
+        state: &mut EngineState,
+        entries: command_log::Entries,
+        damaged: &mut Vec<command_log::DamagedEntry>,
+    ) {
+        for (seq, command) in entries {
+            let mut session = Session {
+                properties: command.properties.clone(),
+                ..Session::default()
+            };
+            state.replaying_seq = Some(seq);
+            let statements = match parse_statements(&command.sql) {
+                Ok(statements) => statements,
+                Err(e) => {
+                    damaged.push(command_log::DamagedEntry {
+                        seq: Some(seq),
+                        reason: format!("its SQL no longer parses: {e}"),
+                    });
+                    continue;
+                }
+            };
+            for statement in statements {
+                if let Err(e) = self
+                    .execute_statement(
+                        state,
+                        &mut session,
+                        &statement.statement,
+                        &statement.text,
+                        Mode::Replay,
+                    )
+                    .await
+                {
+                    warn!(seq, sql = %command.sql, error = %e, "a logged command no longer applies; skipped");
+                }
+            }
+        }
+        state.replaying_seq = None;
+    }
+
+    /// On a Kafka cluster, what keeps this node in step with its service: statements the
+    /// active node ran, applied here as they reach the command log, and the queries held while
+    /// this node stands by and started when it becomes active. `None` for the embedded log.
+    pub fn follow_cluster(
+        self: &Arc<Self>,
+    ) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        let mut node = self.store.node_state()?;
+        let engine = Arc::downgrade(self);
+        Some(async move {
+            loop {
+                let now = *node.borrow_and_update();
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                engine.apply_cluster_state(now.role).await;
+                drop(engine);
+                if node.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    /// Applies the command log's new entries, then holds or starts the queries for `role`.
+    async fn apply_cluster_state(&self, role: eddy_storage::Role) {
+        let mut state = self.state_lock().await;
+        match command_log::read(&self.store) {
+            Ok((entries, damaged)) => {
+                let next_seq = command_log::next_seq(&entries, &damaged);
+                let new: command_log::Entries = entries
+                    .into_iter()
+                    .filter(|(seq, _)| *seq >= state.next_seq)
+                    .collect();
+                if !new.is_empty() {
+                    info!(
+                        commands = new.len(),
+                        "applying statements from the command topic"
+                    );
+                    let mut damaged = Vec::new();
+                    self.replay(&mut state, new, &mut damaged).await;
+                    for entry in damaged {
+                        warn!(seq = entry.seq, reason = %entry.reason, "a command from the command topic cannot be applied");
+                    }
+                }
+                state.next_seq = state.next_seq.max(next_seq);
+            }
+            Err(e) => warn!(error = %e, "reading the command log"),
+        }
+        let held = role == eddy_storage::Role::Standby;
+        for query in state.queries.values_mut() {
+            query.hold(held).await;
+        }
+        self.progress.notify_waiters();
     }
 
     /// Creates the processing log's topic and stream when missing, as ksqlDB does with

@@ -1012,6 +1012,9 @@ async fn serve(
         (&state.metrics, max_connections),
     )
     .await?;
+    if let Some(follow) = engine.follow_cluster() {
+        tasks.push(tokio::spawn(follow));
+    }
     let http_listener = tokio::net::TcpListener::bind(plan.http.bind)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", plan.http.bind))?;

@@ -38,6 +38,16 @@ fn await_topic(cluster: &str, topic: &str, what: &str, check: impl Fn(&[String])
     }
 }
 
+/// Kills `node` (SIGKILL) as soon as its query has written to `topic`: mid-stream.
+fn kill_once_output_begins(node: common::Server, cluster: &str, topic: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while topic_lines(cluster, topic).is_empty() {
+        assert!(Instant::now() < deadline, "{}", node.log_tail());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(node);
+}
+
 /// Rows of a pull query on `node`, as arrays of columns.
 fn pull(node: &common::Server, sql: &str) -> Vec<Value> {
     let (status, body) = common::request(
@@ -163,27 +173,30 @@ fn a_cluster_that_does_not_answer_stops_the_server_with_the_reason() {
     let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = unused.local_addr().unwrap().to_string();
     drop(unused);
+    let stderr = failed_start(&[
+        "--bootstrap-servers",
+        &address,
+        "--cluster-property",
+        "socket.connection.setup.timeout.ms=1000",
+        "--cluster-timeout-ms",
+        "3000",
+    ]);
+    assert!(stderr.contains("Kafka cluster"), "{stderr}");
+}
+
+/// Starts a server that must fail to start; what it printed.
+fn failed_start(flags: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
         .args(["server", "--data-dir"])
         .arg(dir.path().join("data"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--schema-registry-listen",
-            "off",
-            "--bootstrap-servers",
-            &address,
-            "--cluster-property",
-            "socket.connection.setup.timeout.ms=1000",
-        ])
-        .env("EDDY_CLUSTER_TIMEOUT_MS", "3000")
+        .args(["--listen", "127.0.0.1:0", "--schema-registry-listen", "off"])
+        .args(flags)
         .stdin(Stdio::null())
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("Kafka cluster"), "{stderr}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[test]
@@ -281,13 +294,7 @@ fn a_node_killed_mid_stream_leaves_no_duplicate_and_loses_nothing() {
         &["-b", &brokers, "-t", "events", "-P", "-K", "|"],
         Some(&input),
     );
-    // Killed (SIGKILL) once part of the input is processed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while topic_lines(&brokers, "evens").is_empty() {
-        assert!(Instant::now() < deadline, "{}", first.log_tail());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    drop(first);
+    kill_once_output_begins(first, &brokers, "evens");
 
     let second = common::start_with(&["--bootstrap-servers", &brokers, "--service-id", "eos"]);
     let evens = EVENTS as usize / 2;
@@ -314,5 +321,212 @@ fn a_node_killed_mid_stream_leaves_no_duplicate_and_loses_nothing() {
             assert!(Instant::now() < deadline, "{rows:?}\n{}", second.log_tail());
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+#[test]
+fn a_node_rides_out_the_cluster_going_away_and_coming_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster_data = dir.path().join("cluster");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let brokers = format!("127.0.0.1:{port}");
+    let cluster_flags = ["--kafka-listen", brokers.as_str()];
+    let cluster = common::start_in(&cluster_data, &cluster_flags);
+    let mut node = common::start_with(&[
+        "--bootstrap-servers",
+        &brokers,
+        "--cluster-timeout-ms",
+        "5000",
+        "--query-retry-backoff-initial-ms",
+        "200",
+        "--query-retry-backoff-max-ms",
+        "1000",
+    ]);
+    ksql_ok(
+        &node,
+        "CREATE STREAM clicks (user STRING KEY, page STRING)
+           WITH (kafka_topic='clicks', value_format='JSON', partitions=1);
+         CREATE STREAM pages WITH (kafka_topic='pages') AS SELECT user, UCASE(page) AS page FROM clicks;",
+    );
+    kcat(
+        &["-b", &brokers, "-t", "clicks", "-P", "-K", "|"],
+        Some("ann|{\"page\":\"home\"}\n"),
+    );
+    await_topic(&brokers, "pages", "before the outage", |lines| {
+        lines == ["ann={\"PAGE\":\"HOME\"}"]
+    });
+
+    // The broker dies (SIGKILL). The node stays up; what needs the cluster fails with the
+    // reason, in bounded time, and what does not still works.
+    drop(cluster);
+    let started = Instant::now();
+    let (status, body) = common::ksql(
+        &node,
+        "CREATE STREAM more (id INT) WITH (kafka_topic='more', value_format='JSON', partitions=1);",
+    );
+    assert_ne!(status, 200, "{body}");
+    assert!(body.to_string().contains("Kafka cluster"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        started.elapsed()
+    );
+    let streams = ksql_ok(&node, "SHOW STREAMS;").to_string();
+    assert!(streams.contains("PAGES"), "{streams}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(node.alive(), "{}", node.log_tail());
+
+    // The broker comes back on its data and address: the query goes on, with nothing lost
+    // and nothing twice.
+    let _cluster = common::start_in(&cluster_data, &cluster_flags);
+    kcat(
+        &["-b", &brokers, "-t", "clicks", "-P", "-K", "|"],
+        Some("bob|{\"page\":\"cart\"}\n"),
+    );
+    await_topic(&brokers, "pages", "after the outage", |lines| {
+        lines == ["ann={\"PAGE\":\"HOME\"}", "bob={\"PAGE\":\"CART\"}"]
+    });
+    assert!(node.alive(), "{}", node.log_tail());
+}
+
+#[test]
+fn a_bad_client_property_stops_the_server_naming_it() {
+    let stderr = failed_start(&[
+        "--bootstrap-servers",
+        "127.0.0.1:9",
+        "--cluster-property",
+        "no.such.property=1",
+    ]);
+    assert!(stderr.contains("no.such.property"), "{stderr}");
+    // A flag without `=` is refused before anything starts.
+    let stderr = failed_start(&["--cluster-property", "security.protocol"]);
+    assert!(stderr.contains("NAME=VALUE"), "{stderr}");
+}
+
+/// Waits until a pull query's rows on `node` satisfy `check`.
+fn await_pull(node: &common::Server, sql: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = pull(node, sql);
+        if check(&rows) {
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql}: {rows:?}\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_node() {
+    let cluster = common::start();
+    let brokers = cluster.kafka.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let flags = [
+        "--bootstrap-servers",
+        brokers.as_str(),
+        "--service-id",
+        "trio",
+    ];
+    let first_dir = dir.path().join("first");
+    let first = common::start_in(&first_dir, &flags);
+    let second = common::start_in(&dir.path().join("second"), &flags);
+    let third = common::start_in(&dir.path().join("third"), &flags);
+
+    ksql_ok(
+        &first,
+        "CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
+           WITH (kafka_topic='customers', value_format='JSON', partitions=8);
+         CREATE STREAM orders (id INT KEY, customer STRING, amount INT)
+           WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE STREAM enriched WITH (kafka_topic='enriched') AS
+           SELECT o.customer AS customer, o.id AS id, o.amount AS amount, c.region AS region
+           FROM orders o JOIN customers c ON o.customer = c.customer;
+         CREATE TABLE by_region WITH (kafka_topic='by_region') AS
+           SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM enriched
+           WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY region;",
+    );
+    // A standby takes no statement, and says which node does; it shows the queries it would
+    // run as standing by.
+    let (status, body) = common::ksql(
+        &second,
+        "CREATE STREAM other (id INT) WITH (kafka_topic='other', value_format='JSON', partitions=1);",
+    );
+    assert_ne!(status, 200, "{body}");
+    assert!(body.to_string().contains("standby"), "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let queries = ksql_ok(&second, "SHOW QUERIES;").to_string();
+        if queries.contains("CTAS_BY_REGION") && queries.contains("STANDBY") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{queries}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let customers: String = (0..10)
+        .map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}\n", c % 3))
+        .collect();
+    kcat(
+        &["-b", &brokers, "-t", "customers", "-P", "-K", "|"],
+        Some(&customers),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    const ORDERS: i64 = 40_000;
+    let orders: String = (0..ORDERS)
+        .map(|i| {
+            format!(
+                "{i}|{{\"CUSTOMER\":\"c{}\",\"AMOUNT\":{}}}\n",
+                i % 10,
+                i % 100
+            )
+        })
+        .collect();
+    kcat(
+        &["-b", &brokers, "-t", "orders", "-P", "-K", "|"],
+        Some(&orders),
+    );
+
+    // The active node dies mid-stream; a standby takes over from the changelogs.
+    kill_once_output_begins(first, &brokers, "enriched");
+    await_topic(&brokers, "enriched", "every order joined once", |lines| {
+        lines.len() >= ORDERS as usize
+    });
+    // The killed node comes back on its directory, as a standby now.
+    let first = common::start_in(&first_dir, &flags);
+
+    let lines = topic_lines(&brokers, "enriched");
+    let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(lines.len(), ORDERS as usize);
+    assert_eq!(distinct.len(), ORDERS as usize);
+
+    // Every node answers pull queries over the whole table, and they agree with one run over
+    // the input: each region's count and sum over its windows.
+    for region in 0..3 {
+        let customers_of = |i: &i64| (i % 10) % 3 == region;
+        let n = (0..ORDERS).filter(customers_of).count() as i64;
+        let total: i64 = (0..ORDERS).filter(customers_of).map(|i| i % 100).sum();
+        let sql = format!("SELECT n, total FROM by_region WHERE region = 'r{region}';");
+        let sums = |rows: &[Value]| {
+            rows.iter().fold((0, 0), |(n, t), row| {
+                (
+                    n + row[0].as_i64().unwrap_or(0),
+                    t + row[1].as_i64().unwrap_or(0),
+                )
+            })
+        };
+        let mut answers = Vec::new();
+        for node in [&first, &second, &third] {
+            let rows = await_pull(node, &sql, |rows| sums(rows) == (n, total));
+            answers.push(rows);
+        }
+        assert_eq!(answers[0], answers[1]);
+        assert_eq!(answers[1], answers[2]);
     }
 }

@@ -117,7 +117,9 @@ const PASSTHROUGH_CONFIGS: &[&str] = &[
 pub struct TopicConfig {
     /// Number of partitions, at least 1.
     pub partitions: u32,
-    /// Requested replication factor; one node keeps one copy, the number is kept for later.
+    /// Requested replication factor, or 0 for the log's default: the embedded log keeps one
+    /// copy (and records the number asked for), a cluster's brokers apply their
+    /// `default.replication.factor`.
     pub replication_factor: u16,
     /// `cleanup.policy`.
     pub cleanup_policy: CleanupPolicy,
@@ -141,7 +143,7 @@ impl Default for TopicConfig {
     fn default() -> Self {
         TopicConfig {
             partitions: 1,
-            replication_factor: 1,
+            replication_factor: 0,
             cleanup_policy: CleanupPolicy::Delete,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: -1,
@@ -217,12 +219,6 @@ impl TopicConfig {
             return Err(StorageError::InvalidConfig {
                 topic: topic.to_string(),
                 reason: "the partition count must be at least 1".to_string(),
-            });
-        }
-        if self.replication_factor == 0 {
-            return Err(StorageError::InvalidConfig {
-                topic: topic.to_string(),
-                reason: "the replication factor must be at least 1".to_string(),
             });
         }
         Ok(())

@@ -151,6 +151,15 @@ pub enum StorageError {
     #[error("the store is shut down")]
     Closed,
 
+    /// This node stands by for its service's active node, which alone commits.
+    #[error(
+        "this node is a standby of service {service:?}: the active node runs its queries and takes statements that change the catalog or write records"
+    )]
+    Standby {
+        /// The service id.
+        service: String,
+    },
+
     /// The Kafka cluster the log runs on refused or failed an operation.
     #[error("Kafka cluster: {operation}: {reason}")]
     Cluster {
@@ -198,6 +207,7 @@ impl StorageError {
                     retriable: true,
                     ..
                 }
+                | StorageError::Standby { .. }
         )
     }
 }

@@ -17,7 +17,9 @@ use tracing::{info, warn};
 use crate::batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, decode_records, decode_records_into, verify_crc,
 };
-use crate::cluster::{Changelogs, Cluster, ClusterOptions, PartitionAppend};
+use crate::cluster::{
+    Changelogs, Cluster, ClusterOptions, Membership, NodeState, PartitionAppend, Role,
+};
 use crate::commit::{AppendResult, Commit, CommitChain};
 use crate::config::{TopicConfig, validate_topic_name};
 use crate::disk::{DiskGuard, DiskHealth};
@@ -30,6 +32,14 @@ use crate::transactions::{self, AbortedTxn, Isolation};
 use crate::writer::{
     AfterWrite, BatchBuilder, CommitJob, CommitWriter, Job, PreparedAppend, SyncPolicy,
 };
+
+/// A commit's writes to the local database: appends to the embedded log, state changes, and
+/// offsets as keys and values.
+type LocalWrites = (
+    Vec<PreparedAppend>,
+    Vec<crate::commit::StateOp>,
+    Vec<(Vec<u8>, Vec<u8>)>,
+);
 
 /// How a store is opened.
 #[derive(Debug, Clone)]
@@ -156,7 +166,7 @@ pub(crate) struct StoreInner {
     partitioner: DefaultPartitioner,
     disk: Arc<DiskGuard>,
     /// The cluster every log operation goes to, when the log is not embedded.
-    cluster: Option<Cluster>,
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl Drop for StoreInner {
@@ -293,8 +303,14 @@ impl Store {
             }),
         };
         if let Some(cluster) = &store.inner.cluster {
-            // Before anyone reads the state: a node that starts empty, or behind, catches up.
-            cluster.changelogs.restore(&store, cluster)?;
+            // The command topic first, which the service's group follows; joining it settles
+            // whether this node is active, and before anyone reads the state, a node that
+            // starts empty, or behind, catches up with the changelogs either way.
+            cluster.changelogs.ensure(&cluster.topics)?;
+            let membership =
+                Membership::join(&store, &cluster.options, cluster.changelogs.command_topic())?;
+            info!(role = ?membership.role(), service = %cluster.options.service_id, "joined the service");
+            let _ = cluster.membership.set(membership);
         }
         Ok(store)
     }
@@ -392,7 +408,7 @@ impl Store {
     }
 
     /// Creates a topic. Fails if the name is invalid or taken, or the config is invalid.
-    pub fn create_topic(&self, name: &str, config: TopicConfig) -> Result<TopicDescription> {
+    pub fn create_topic(&self, name: &str, mut config: TopicConfig) -> Result<TopicDescription> {
         if let Some(cluster) = &self.inner.cluster {
             self.check_partition_count(name, config.partitions)?;
             cluster.topics.create(name, &config)?;
@@ -401,6 +417,8 @@ impl Store {
         validate_topic_name(name)?;
         config.validate(name)?;
         self.check_partition_count(name, config.partitions)?;
+        // One node keeps one copy; the default is that one.
+        config.replication_factor = config.replication_factor.max(1);
         let mut topics = self.inner.topics.write();
         if topics.contains_key(name) {
             return Err(StorageError::TopicExists(name.to_string()));
@@ -650,6 +668,17 @@ impl Store {
             ));
         }
         let (reply, rx) = oneshot::channel();
+        self.submit_local((appends, state, offsets), chain, reply)?;
+        Ok(rx)
+    }
+
+    /// Hands a commit's local writes to the commit writer, which answers `reply`.
+    fn submit_local(
+        &self,
+        (appends, state, offsets): LocalWrites,
+        chain: Option<CommitChain>,
+        reply: oneshot::Sender<Result<Vec<AppendResult>>>,
+    ) -> Result<()> {
         self.inner.writer.lock().submit(Job::Commit(CommitJob {
             appends,
             delivered: Vec::new(),
@@ -657,8 +686,23 @@ impl Store {
             offsets,
             chain,
             reply,
-        }))?;
-        Ok(rx)
+        }))
+    }
+
+    /// On a Kafka cluster, this node's role in its service and the command-topic records it
+    /// has applied, as they change; `None` for the embedded log.
+    pub fn node_state(&self) -> Option<tokio::sync::watch::Receiver<NodeState>> {
+        Some(self.inner.cluster.as_ref()?.membership.get()?.watch())
+    }
+
+    /// Whether this node stands by for its service's active node on a Kafka cluster, so its
+    /// queries must not run.
+    pub fn is_standby(&self) -> bool {
+        self.inner
+            .cluster
+            .as_ref()
+            .and_then(|c| c.membership.get())
+            .is_some_and(|m| m.role() == Role::Standby)
     }
 
     /// Records grouped by the partition Kafka's default partitioner picks for their keys, less
@@ -755,6 +799,17 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         if chain.as_ref().is_some_and(CommitChain::is_broken) {
             return Err(StorageError::EarlierCommitFailed);
+        }
+        if appends.is_empty() {
+            // Only what stays on this node (a table materialized for pull queries): no record
+            // for the cluster, so any node writes it, standbys too.
+            let local = (Vec::new(), state, offsets);
+            return self.submit_local(local, chain, reply).map(|()| rx);
+        }
+        if self.is_standby() {
+            return Err(StorageError::Standby {
+                service: cluster.options.service_id.clone(),
+            });
         }
         let store = Arc::downgrade(&self.inner);
         let then = Box::new(move |delivered: Result<Vec<(String, AppendResult)>>| {

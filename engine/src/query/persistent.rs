@@ -52,8 +52,12 @@ pub struct PersistentQuery {
     /// What (re)starting its task needs.
     launch: QueryLaunch,
     stop: watch::Sender<bool>,
-    /// The running task; none while paused.
+    /// The running task; none while paused or held.
     task: Option<JoinHandle<()>>,
+    /// Paused by `PAUSE`.
+    paused: bool,
+    /// Held because this node stands by for its service's active node on a Kafka cluster.
+    held: bool,
 }
 
 /// How long a failed query waits before it is started again.
@@ -172,13 +176,13 @@ impl QueryLaunch {
 }
 
 impl PersistentQuery {
-    /// Starts the query's task.
+    /// Starts the query's task, unless `held` (a standby node's queries wait to take over).
     pub fn start(
         id: String,
         sql: String,
         launch: QueryLaunch,
         (kind, execution_plan): (QueryKind, String),
-        shared: Arc<QueryShared>,
+        (shared, held): (Arc<QueryShared>, bool),
     ) -> Self {
         let sources = launch
             .plan
@@ -188,7 +192,14 @@ impl PersistentQuery {
             .collect();
         let (sink, sink_topic) = (launch.sink.name.clone(), launch.sink.topic.clone());
         let fields = launch.sink.columns.clone();
-        let (stop, task) = launch.spawn(&id, &shared);
+        let (stop, task) = if held {
+            // Nothing runs, so nothing is waited for.
+            shared.finished.store(true, Ordering::SeqCst);
+            (watch::channel(true).0, None)
+        } else {
+            let (stop, task) = launch.spawn(&id, &shared);
+            (stop, Some(task))
+        };
         PersistentQuery {
             id,
             sql,
@@ -201,13 +212,20 @@ impl PersistentQuery {
             shared,
             launch,
             stop,
-            task: Some(task),
+            task,
+            paused: false,
+            held,
         }
     }
 
     /// Stops the task, keeping its offsets and state, until [`Self::resume`]; its input piles
     /// up as lag meanwhile.
     pub async fn pause(&mut self) {
+        self.paused = true;
+        self.halt().await;
+    }
+
+    async fn halt(&mut self) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take()
             && let Err(e) = task.await
@@ -218,7 +236,24 @@ impl PersistentQuery {
 
     /// Restarts a paused task from its committed offsets.
     pub fn resume(&mut self) {
-        if self.task.is_none() {
+        self.paused = false;
+        self.run_unless_stopped();
+    }
+
+    /// Holds the task while this node stands by, or lets it run again (unless paused) when
+    /// the node becomes active: from the positions the changelog brought.
+    pub async fn hold(&mut self, held: bool) {
+        self.held = held;
+        if held {
+            self.halt().await;
+            self.shared.finished.store(true, Ordering::SeqCst);
+        } else {
+            self.run_unless_stopped();
+        }
+    }
+
+    fn run_unless_stopped(&mut self) {
+        if self.task.is_none() && !self.paused && !self.held {
             let (stop, task) = self.launch.spawn(&self.id, &self.shared);
             self.stop = stop;
             self.task = Some(task);
@@ -227,12 +262,14 @@ impl PersistentQuery {
 
     /// Whether the query is paused.
     pub fn is_paused(&self) -> bool {
-        self.task.is_none()
+        self.paused
     }
 
-    /// `RUNNING`, `PAUSED`, or `ERROR` when the task failed.
+    /// `RUNNING`, `PAUSED`, `STANDBY` on a node standing by, or `ERROR` when the task failed.
     pub fn state(&self) -> &'static str {
-        if self.is_paused() {
+        if self.held && !self.paused {
+            "STANDBY"
+        } else if self.is_paused() {
             "PAUSED"
         } else if self.shared.error.lock().is_some() {
             "ERROR"

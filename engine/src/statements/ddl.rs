@@ -142,7 +142,8 @@ impl Engine {
             )));
         };
         let mut config = TopicConfig::with_partitions(partitions);
-        config.replication_factor = replicas.unwrap_or(1).min(u32::from(u16::MAX)) as u16;
+        // Without REPLICAS, the log's default (the brokers' on a cluster), as ksqlDB does.
+        config.replication_factor = replicas.unwrap_or(0).min(u32::from(u16::MAX)) as u16;
         if kind == SourceKind::Table {
             config.cleanup_policy = CleanupPolicy::Compact;
         }

@@ -571,7 +571,7 @@ impl Engine {
                 text.to_string(),
                 launch,
                 (kind, execution_plan),
-                shared,
+                (shared, self.store.is_standby()),
             ),
         );
         Ok(())

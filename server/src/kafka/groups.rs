@@ -161,10 +161,15 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(&name) else {
                 continue;
             };
+            // A member waiting in JoinGroup is not silent: its request is the coordinator's to
+            // answer, as Kafka's coordinator holds its session open while it awaits the join.
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(id, m)| {
+                    now.duration_since(m.last_seen) > m.session_timeout
+                        && !group.join_waiters.iter().any(|(w, _)| w == *id)
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
             if expired.is_empty() {
@@ -174,7 +179,19 @@ impl GroupCoordinator {
                 group.members.remove(id);
             }
             tracing::info!(group = %name, ?expired, "consumer group members timed out");
-            self.start_rebalance(&name, group);
+            if group.state != GroupState::PreparingRebalance {
+                self.start_rebalance(&name, group);
+            }
+            // The members left may all be waiting to join already (a dead member was what the
+            // rebalance waited for): it completes now, not at its timeout.
+            if group.state == GroupState::PreparingRebalance
+                && group
+                    .members
+                    .keys()
+                    .all(|id| group.join_waiters.iter().any(|(w, _)| w == id))
+            {
+                complete_rebalance(group);
+            }
         }
         // A group nobody is in holds nothing its committed offsets (kept in the store) do not,
         // so it is forgotten rather than kept for every group id a client ever sent.
@@ -714,6 +731,11 @@ fn complete_rebalance(group: &mut Group) {
         return;
     }
     group.generation += 1;
+    // Each member's session starts afresh with the join's answer.
+    let now = Instant::now();
+    for member in group.members.values_mut() {
+        member.last_seen = now;
+    }
     let first = group.members.values().next();
     let protocol = first
         .and_then(|m| {

@@ -20,7 +20,7 @@ use std::collections::HashSet;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use rocksdb::WriteBatch;
-use tracing::info;
+use tracing::debug;
 
 use super::commit::PartitionAppend;
 use super::{Cluster, Topics};
@@ -75,8 +75,13 @@ impl Changelogs {
         }
     }
 
+    /// The command topic's name.
+    pub(crate) fn command_topic(&self) -> &str {
+        &self.command_topic
+    }
+
     /// Creates both topics unless they exist.
-    fn ensure(&self, topics: &Topics) -> Result<()> {
+    pub(crate) fn ensure(&self, topics: &Topics) -> Result<()> {
         for (topic, policy) in [
             (&self.command_topic, CleanupPolicy::Delete),
             (&self.state_topic, CleanupPolicy::Compact),
@@ -191,7 +196,9 @@ impl Changelogs {
 
     /// Applies to the local store every changelog record it has not applied yet, up to each
     /// partition's last stable offset: the command log first, then state and positions.
-    pub(crate) fn restore(&self, store: &Store, cluster: &Cluster) -> Result<()> {
+    /// Returns how many command-topic records it applied.
+    pub(crate) fn restore(&self, store: &Store, cluster: &Cluster) -> Result<u64> {
+        let mut commands = 0;
         for topic in [&self.command_topic, &self.state_topic] {
             if !cluster.topics.exists(topic) {
                 continue;
@@ -200,16 +207,19 @@ impl Changelogs {
             for partition in 0..partitions {
                 let applied = self.restore_partition(store, cluster, topic, partition)?;
                 if applied > 0 {
-                    info!(
+                    debug!(
                         topic,
                         partition,
                         records = applied,
-                        "restored local state from the cluster"
+                        "applied changelog records"
                     );
+                }
+                if topic == &self.command_topic {
+                    commands += applied;
                 }
             }
         }
-        Ok(())
+        Ok(commands)
     }
 
     fn restore_partition(

@@ -48,6 +48,15 @@ struct Submitted {
     then: AfterDelivery,
 }
 
+/// What the producer's thread is asked, in order.
+enum Job {
+    Commit(Submitted),
+    /// Start the producer: this node became its service's active node.
+    Activate(mpsc::SyncSender<Result<()>>),
+    /// Drop it: another node is active now.
+    Deactivate,
+}
+
 /// One partition's records handed to the producer.
 type InFlight = Vec<(String, u32, Vec<DeliveryFuture>)>;
 
@@ -56,7 +65,8 @@ const COMMITS_PER_TRANSACTION: usize = 256;
 
 /// The producer's thread, fed in submission order.
 pub(crate) struct Committer {
-    queue: Mutex<mpsc::Sender<Submitted>>,
+    queue: Mutex<mpsc::Sender<Job>>,
+    timeout: Duration,
 }
 
 /// The producer and how it commits.
@@ -67,34 +77,115 @@ struct Producing {
 }
 
 impl Committer {
-    /// Starts the producer (under exactly-once, fencing any earlier producer of the same
-    /// transactional id and aborting what it left open) and the thread that drives it.
-    pub(crate) fn start(options: &ClusterOptions, node_id: &str) -> Result<Committer> {
-        let transactional_id = (options.guarantee == Guarantee::ExactlyOnce)
-            .then(|| format!("_confluent-ksql-{}_eddy-{node_id}", options.service_id));
-        let producing = Producing::start(options, transactional_id)?;
-        let (tx, rx) = mpsc::channel::<Submitted>();
+    /// Starts the thread that will drive the producer once this node is active.
+    pub(crate) fn start(options: &ClusterOptions) -> Result<Committer> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let options = options.clone();
+        let timeout = options.timeout;
         std::thread::Builder::new()
             .name("eddy-kafka-commit".into())
-            .spawn(move || producing.run(rx))
+            .spawn(move || run(options, rx))
             .map_err(StorageError::Io)?;
         Ok(Committer {
             queue: Mutex::new(tx),
+            timeout,
         })
+    }
+
+    fn submit(&self, job: Job) -> Result<()> {
+        self.queue
+            .lock()
+            .send(job)
+            .map_err(|_| StorageError::Closed)
+    }
+
+    /// Starts the producer: under exactly-once with the service's transactional id, which
+    /// fences the former active node's producer and aborts what it left open.
+    pub(crate) fn activate(&self) -> Result<()> {
+        let (reply, done) = mpsc::sync_channel(1);
+        self.submit(Job::Activate(reply))?;
+        // Starting waits for the cluster at most one timeout, beginning transactions another.
+        done.recv_timeout(self.timeout * 3)
+            .map_err(|_| StorageError::Closed)?
+    }
+
+    /// Drops the producer; commits are refused until the next activation.
+    pub(crate) fn deactivate(&self) {
+        let _ = self.submit(Job::Deactivate);
     }
 
     /// Queues a commit's records; `then` runs with where they landed once they are
     /// acknowledged (committed, under exactly-once), after every commit queued before it.
     pub(crate) fn send(&self, appends: Vec<PartitionAppend>, then: AfterDelivery) -> Result<()> {
-        self.queue
-            .lock()
-            .send(Submitted { appends, then })
-            .map_err(|_| StorageError::Closed)
+        self.submit(Job::Commit(Submitted { appends, then }))
+    }
+}
+
+/// The producer's thread: commits go to the producer while the node is active, and are
+/// refused otherwise. The commits waiting together go as one transaction.
+fn run(options: ClusterOptions, queue: mpsc::Receiver<Job>) {
+    let mut producing: Option<Producing> = None;
+    let mut next = queue.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            Job::Activate(reply) => {
+                // The old producer goes first: one producer per node holds the id.
+                drop(producing.take());
+                let started = Producing::start(&options);
+                let outcome = started
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(|e| StorageError::Cluster {
+                        operation: "starting the producer".into(),
+                        reason: e.to_string(),
+                        retriable: true,
+                    });
+                producing = started.ok();
+                let _ = reply.send(outcome);
+            }
+            Job::Deactivate => producing = None,
+            Job::Commit(first) => {
+                let mut commits = vec![first];
+                while commits.len() < COMMITS_PER_TRANSACTION {
+                    match queue.try_recv() {
+                        Ok(Job::Commit(commit)) => commits.push(commit),
+                        Ok(other) => {
+                            next = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                match producing.as_mut() {
+                    Some(p) if p.transactional_id.is_some() => {
+                        if !p.in_transaction(commits) {
+                            // Fenced or failed for good: another node took over.
+                            producing = None;
+                        }
+                    }
+                    Some(p) => p.at_least_once(commits),
+                    None => {
+                        for commit in commits {
+                            (commit.then)(Err(StorageError::Standby {
+                                service: options.service_id.clone(),
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+        if next.is_none() {
+            next = queue.recv().ok();
+        }
     }
 }
 
 impl Producing {
-    fn start(options: &ClusterOptions, transactional_id: Option<String>) -> Result<Producing> {
+    fn start(options: &ClusterOptions) -> Result<Producing> {
+        // One transactional id per service: the active node's producer fences its
+        // predecessor's, whichever node that was.
+        let transactional_id = (options.guarantee == Guarantee::ExactlyOnce)
+            .then(|| format!("_confluent-ksql-{}_eddy-active", options.service_id));
         let timeout = options.timeout.as_millis().max(1000).to_string();
         let mut own = vec![
             ("enable.idempotence", "true"),
@@ -121,23 +212,6 @@ impl Producing {
         })
     }
 
-    /// Takes the commits waiting, as many as one transaction holds, until the store closes.
-    fn run(mut self, queue: mpsc::Receiver<Submitted>) {
-        while let Ok(first) = queue.recv() {
-            let mut commits = vec![first];
-            while commits.len() < COMMITS_PER_TRANSACTION
-                && let Ok(next) = queue.try_recv()
-            {
-                commits.push(next);
-            }
-            if self.transactional_id.is_some() {
-                self.in_transaction(commits);
-            } else {
-                self.at_least_once(commits);
-            }
-        }
-    }
-
     /// Every commit's records go out at once; each commit's local part follows its own
     /// acknowledgements, in order.
     fn at_least_once(&self, commits: Vec<Submitted>) {
@@ -151,14 +225,15 @@ impl Producing {
     }
 
     /// The commits as one transaction: committed, then each local part in order; or aborted,
-    /// and every commit refused.
-    fn in_transaction(&mut self, commits: Vec<Submitted>) {
+    /// and every commit refused. False when the producer failed for good.
+    fn in_transaction(&mut self, commits: Vec<Submitted>) -> bool {
         let outcome = self.transaction(&commits);
         match outcome {
             Ok(results) => {
                 for (commit, result) in commits.into_iter().zip(results) {
                     (commit.then)(Ok(result));
                 }
+                true
             }
             Err((error, fatal)) => {
                 warn!(%error, commits = commits.len(), "a transaction failed; its commits are refused");
@@ -171,8 +246,11 @@ impl Producing {
                     }));
                 }
                 if fatal {
-                    self.replace();
+                    warn!(
+                        "the producer was fenced or failed for good; this node commits no more until it is active again"
+                    );
                 }
+                !fatal
             }
         }
     }
@@ -213,25 +291,6 @@ impl Producing {
             .into_iter()
             .map(|sent| futures::executor::block_on(delivered(sent)).map_err(|e| (e, false)))
             .collect()
-    }
-
-    /// Replaces a producer that failed for good; starting the new one aborts whatever the old
-    /// one left open.
-    fn replace(&mut self) {
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match Producing::start(&self.options, self.transactional_id.clone()) {
-                Ok(fresh) => {
-                    *self = fresh;
-                    return;
-                }
-                Err(error) => {
-                    warn!(%error, "restarting the transactional producer");
-                    std::thread::sleep(wait);
-                    wait = (wait * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
     }
 
     /// Hands every record of a commit to the producer.

@@ -11,6 +11,7 @@ mod changelog;
 mod client;
 mod commit;
 mod fetch;
+mod role;
 mod topics;
 
 use std::time::Duration;
@@ -18,6 +19,8 @@ use std::time::Duration;
 pub(crate) use changelog::Changelogs;
 pub(crate) use commit::{Committer, PartitionAppend};
 pub(crate) use fetch::Fetcher;
+pub(crate) use role::Membership;
+pub use role::{NodeState, Role};
 pub(crate) use topics::Topics;
 
 use rdkafka::error::KafkaError;
@@ -92,18 +95,28 @@ pub(crate) struct Cluster {
     pub(crate) fetcher: Fetcher,
     pub(crate) committer: Committer,
     pub(crate) changelogs: Changelogs,
+    /// This node's place in its service, known once the store is open.
+    pub(crate) membership: std::sync::OnceLock<Membership>,
+    pub(crate) options: ClusterOptions,
 }
 
 impl Cluster {
     /// Connects to the cluster, failing when its brokers do not answer within the timeout.
     pub(crate) fn connect(options: &ClusterOptions, node_id: &str) -> Result<Cluster> {
+        // The brokers' logs tell the nodes apart by their clients' ids.
+        let options = &ClusterOptions {
+            client_id: format!("{}-{node_id}", options.client_id),
+            ..options.clone()
+        };
         let topics = Topics::connect(options)?;
         // A first metadata request proves the brokers answer before the server says it is up.
         topics.list()?;
         Ok(Cluster {
             fetcher: Fetcher::new(options),
-            committer: Committer::start(options, node_id)?,
+            committer: Committer::start(options)?,
             changelogs: Changelogs::new(&options.service_id),
+            membership: std::sync::OnceLock::new(),
+            options: options.clone(),
             topics,
         })
     }

@@ -136,7 +136,11 @@ impl Topics {
         let mut topic = NewTopic::new(
             name,
             config.partitions as i32,
-            TopicReplication::Fixed(i32::from(config.replication_factor)),
+            // Unless a statement asked for a number, the brokers' default.
+            TopicReplication::Fixed(match config.replication_factor {
+                0 => -1,
+                asked => i32::from(asked),
+            }),
         );
         for (key, value) in &configs {
             topic = topic.set(key, value);
@@ -230,18 +234,38 @@ impl Topics {
         } else {
             &self.uncommitted
         };
-        match client.fetch_watermarks(topic, partition as i32, self.timeout) {
-            Ok(marks) => Ok(marks),
-            Err(KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition))
-            | Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
-                Err(StorageError::UnknownTopic(topic.to_string()))
+        // A topic created a moment ago may not be in the client's metadata yet: it is asked
+        // again a few times before the topic counts as unknown.
+        let mut attempts = 0;
+        loop {
+            match client.fetch_watermarks(topic, partition as i32, self.timeout) {
+                Ok(marks) => return Ok(marks),
+                Err(e) if unknown(&e) && attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) if unknown(&e) => return Err(StorageError::UnknownTopic(topic.to_string())),
+                Err(e) => {
+                    return Err(cluster_error(
+                        format!("reading the offsets of {topic}-{partition}"),
+                        e,
+                    ));
+                }
             }
-            Err(e) => Err(cluster_error(
-                format!("reading the offsets of {topic}-{partition}"),
-                e,
-            )),
         }
     }
+}
+
+/// Whether an error says the client does not know the topic or partition (yet).
+fn unknown(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MetadataFetch(
+            RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::UnknownPartition
+                | RDKafkaErrorCode::UnknownTopic,
+        ) | KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownTopicOrPartition)
+    )
 }
 
 /// Waits for an admin request's answer; the admin client's own thread resolves it, so any

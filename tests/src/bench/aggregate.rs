@@ -31,6 +31,8 @@ pub struct AggregateBenchConfig {
     pub minutes: u64,
     /// The most groups the query keeps in memory (`--state-cache-entries`).
     pub state_cache_entries: usize,
+    /// The Kafka cluster the log runs on, or `None` for the embedded log.
+    pub cluster: Option<eddy_storage::ClusterOptions>,
 }
 
 /// Figures of one run.
@@ -142,11 +144,13 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
         state_cache_entries: config.state_cache_entries,
         ..eddy_engine::EngineOptions::default()
     };
-    let bench = BenchEngine::open_with(
+    let bench = BenchEngine::open_on(
         "SET 'auto.offset.reset' = 'earliest';
          CREATE STREAM orders (user STRING KEY, id BIGINT, amount DOUBLE, category STRING, ts BIGINT, note STRING)
              WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
         options,
+        config.cluster.clone(),
+        &["orders", "PER_USER"],
     )
     .await?;
     let mut bytes = 0;

@@ -156,6 +156,7 @@ async fn one_run(
         Ok(Timed {
             wall,
             cpu: Some(children_cpu().saturating_sub(before)),
+            cluster_cpu: None,
         })
     };
     let eddy = || async {

@@ -121,6 +121,7 @@ async fn run_async(config: &KafkaBenchConfig) -> anyhow::Result<KafkaBenchResult
             bytes,
             elapsed: started.elapsed(),
             cpu: None,
+            cluster_cpu: None,
         }
     };
 
@@ -238,6 +239,7 @@ async fn wire_pass(
         bytes,
         elapsed: started.elapsed(),
         cpu: None,
+        cluster_cpu: None,
     };
 
     let started = Instant::now();
@@ -270,6 +272,7 @@ async fn wire_pass(
         bytes,
         elapsed: started.elapsed(),
         cpu: None,
+        cluster_cpu: None,
     };
     server.abort();
     Ok((produce, consume))

@@ -99,6 +99,7 @@ async fn pass(config: &KafkaBenchConfig, transactional: bool) -> anyhow::Result<
         bytes: total * config.record_size as u64,
         elapsed,
         cpu: None,
+        cluster_cpu: None,
     })
 }
 

@@ -106,6 +106,7 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
         bytes: total * config.record_size as u64,
         elapsed: started.elapsed(),
         cpu: None,
+        cluster_cpu: None,
     };
     drop(store);
 
@@ -148,6 +149,7 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
         bytes,
         elapsed: started.elapsed(),
         cpu: None,
+        cluster_cpu: None,
     };
     anyhow::ensure!(records == total, "read {records} records, appended {total}");
     drop(store);
@@ -190,6 +192,7 @@ fn file_baseline(
         bytes: bytes_total,
         elapsed: started.elapsed(),
         cpu: None,
+        cluster_cpu: None,
     };
     drop(file);
     let started = Instant::now();
@@ -208,6 +211,7 @@ fn file_baseline(
         bytes: read_bytes,
         elapsed: started.elapsed(),
         cpu: None,
+        cluster_cpu: None,
     };
     Ok((write, read))
 }

@@ -113,6 +113,28 @@ pub fn process_cpu_time() -> Option<Duration> {
     (status == 0).then(|| Duration::new(now.tv_sec as u64, now.tv_nsec as u32))
 }
 
+/// The process id of the Kafka broker a cluster scenario runs against, when it runs on this
+/// machine (`--cluster-pid`): its CPU time is measured beside the bench's own.
+pub static CLUSTER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// The CPU time (user and system) another process has used, from `/proc/<pid>/stat`.
+pub fn other_process_cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may itself hold spaces, up to its ')'.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system and has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
+fn cluster_cpu_time() -> Option<Duration> {
+    match CLUSTER_PID.load(std::sync::atomic::Ordering::Relaxed) {
+        0 => None,
+        pid => other_process_cpu_time(pid),
+    }
+}
+
 /// Wall-clock and CPU time of a measured phase.
 #[derive(Debug, Clone, Copy)]
 pub struct Timed {
@@ -120,12 +142,15 @@ pub struct Timed {
     pub wall: Duration,
     /// CPU time of every thread of the process meanwhile, if known.
     pub cpu: Option<Duration>,
+    /// CPU time the cluster's broker used meanwhile, when it is known (`CLUSTER_PID`).
+    pub cluster_cpu: Option<Duration>,
 }
 
 /// Measures a phase's [`Timed`] from its start.
 pub struct Stopwatch {
     started: std::time::Instant,
     cpu: Option<Duration>,
+    cluster_cpu: Option<Duration>,
 }
 
 impl Stopwatch {
@@ -134,17 +159,21 @@ impl Stopwatch {
         Stopwatch {
             started: std::time::Instant::now(),
             cpu: process_cpu_time(),
+            cluster_cpu: cluster_cpu_time(),
         }
     }
 
     /// The time since the start.
     pub fn stop(&self) -> Timed {
+        let since = |before: Option<Duration>, after: Option<Duration>| {
+            before
+                .zip(after)
+                .map(|(before, after)| after.saturating_sub(before))
+        };
         Timed {
             wall: self.started.elapsed(),
-            cpu: self
-                .cpu
-                .zip(process_cpu_time())
-                .map(|(before, after)| after.saturating_sub(before)),
+            cpu: since(self.cpu, process_cpu_time()),
+            cluster_cpu: since(self.cluster_cpu, cluster_cpu_time()),
         }
     }
 }
@@ -160,6 +189,8 @@ pub struct Throughput {
     pub elapsed: Duration,
     /// CPU time every thread used meanwhile, if known.
     pub cpu: Option<Duration>,
+    /// CPU time the cluster's broker used meanwhile, if known.
+    pub cluster_cpu: Option<Duration>,
 }
 
 impl Throughput {
@@ -170,6 +201,7 @@ impl Throughput {
             bytes,
             elapsed: time.wall,
             cpu: time.cpu,
+            cluster_cpu: time.cluster_cpu,
         }
     }
 
@@ -294,6 +326,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn another_process_cpu_time_is_read_from_proc() {
+        // This process's own figure, read the way a broker's is.
+        let own = other_process_cpu_time(std::process::id());
+        assert!(own.is_some());
+    }
+
+    #[test]
     fn median_of_odd_and_even_counts() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
@@ -307,6 +346,7 @@ mod tests {
             bytes: 4_000_000,
             elapsed: Duration::from_secs(2),
             cpu: Some(Duration::from_secs(4)),
+            cluster_cpu: None,
         };
         assert_eq!(t.records_per_cpu_sec(), Some(500.0));
         assert_eq!(t.records_per_sec(), 1_000.0);
@@ -372,15 +412,35 @@ impl BenchEngine {
         setup: &str,
         options: eddy_engine::EngineOptions,
     ) -> anyhow::Result<Self> {
+        Self::open_on(setup, options, None, &[]).await
+    }
+
+    /// [`BenchEngine::open_with`] with the log on a Kafka cluster when `cluster` says so;
+    /// `topics` left there by an earlier run are deleted first.
+    pub async fn open_on(
+        setup: &str,
+        options: eddy_engine::EngineOptions,
+        cluster: Option<eddy_storage::ClusterOptions>,
+        topics: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
+        let on_cluster = cluster.is_some();
         let store = eddy_storage::Store::open(
             dir.path(),
             eddy_storage::StoreOptions {
+                cluster,
                 sync: eddy_storage::SyncPolicy::Os,
                 mmap_reads: STORE_MMAP_READS.load(std::sync::atomic::Ordering::Relaxed),
                 ..eddy_storage::StoreOptions::default()
             },
         )?;
+        if on_cluster {
+            for topic in topics {
+                if store.topic_exists(topic) {
+                    store.delete_topic(topic)?;
+                }
+            }
+        }
         let engine = eddy_engine::Engine::open_with(store.clone(), options).await?;
         let mut session = eddy_engine::Session::default();
         engine.execute(&mut session, setup).await?;
@@ -451,7 +511,15 @@ impl BenchEngine {
             let mut at = self.store.log_start_offset(sink, partition)?;
             while at < end {
                 let fetched = self.store.read_records(sink, partition, at, 1 << 20)?;
-                anyhow::ensure!(fetched.next_offset > at, "reading {sink} made no progress");
+                if fetched.next_offset == at {
+                    // A log on a cluster fetches ahead: what is not there yet is on its way.
+                    let wait = std::time::Duration::from_secs(10);
+                    anyhow::ensure!(
+                        self.store.wait_for_data(sink, partition, at, wait).await?,
+                        "reading {sink} made no progress"
+                    );
+                    continue;
+                }
                 at = fetched.next_offset;
                 output.extend(fetched.records.into_iter().map(|r| {
                     (

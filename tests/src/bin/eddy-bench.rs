@@ -103,6 +103,17 @@ enum Scenario {
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        /// Also run each time with the log on this Kafka cluster (`host:port`), such as a
+        /// separate `eddy server`'s Kafka listener, and compare with the embedded log.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// The cluster broker's process id, when it runs on this machine: its CPU time is
+        /// counted beside the bench's.
+        #[arg(long)]
+        cluster_pid: Option<u32>,
+        /// On the cluster, `exactly_once_v2` or `at_least_once`.
+        #[arg(long, default_value = "exactly_once_v2")]
+        processing_guarantee: eddy_storage::Guarantee,
     },
     /// Pull-query key lookups over HTTP on a table of many keys from concurrent clients; the
     /// baseline is `GET /healthcheck` from the same clients in the same run.
@@ -253,14 +264,30 @@ fn main() -> anyhow::Result<()> {
             minutes,
             state_cache_entries,
             runs,
+            bootstrap_servers,
+            cluster_pid,
+            processing_guarantee,
         } => {
             let config = bench::aggregate::AggregateBenchConfig {
                 records,
                 keys,
                 minutes,
                 state_cache_entries,
+                cluster: None,
             };
-            aggregate_scenario(&config, runs)?;
+            match bootstrap_servers {
+                Some(servers) => {
+                    if let Some(pid) = cluster_pid {
+                        bench::CLUSTER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    let cluster = eddy_storage::ClusterOptions {
+                        guarantee: processing_guarantee,
+                        ..eddy_storage::ClusterOptions::new(servers)
+                    };
+                    aggregate_on_cluster(&config, cluster, runs)?;
+                }
+                None => aggregate_scenario(&config, runs)?,
+            }
         }
         Scenario::Pull {
             keys,
@@ -644,6 +671,55 @@ fn aggregate_scenario(
     if let Some(first) = rss.first() {
         println!("peak RSS while the query ran, first run (a fresh process): {first:.0} MiB");
     }
+    Ok(())
+}
+
+/// Runs the aggregation `runs` times on the embedded log and on a Kafka cluster, back to back
+/// in each run: the rates, their ratio, and what the cluster adds per record.
+fn aggregate_on_cluster(
+    config: &bench::aggregate::AggregateBenchConfig,
+    cluster: eddy_storage::ClusterOptions,
+    runs: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "eddy-bench aggregate: {} JSON records, {} keys, 1-minute tumbling windows over {} minutes, on the embedded log and on the cluster at {} ({:?}), {runs} run(s)",
+        config.records, config.keys, config.minutes, cluster.bootstrap_servers, cluster.guarantee
+    );
+    let per_record = |t: Option<std::time::Duration>| {
+        t.map_or(f64::NAN, |t| t.as_secs_f64() * 1e6 / config.records as f64)
+    };
+    let (mut ratios, mut extra_wall, mut extra_cpu, mut broker) = (vec![], vec![], vec![], vec![]);
+    for run in 1..=runs.max(1) {
+        let embedded = bench::aggregate::run(config)?.eddy;
+        let on_cluster = bench::aggregate::AggregateBenchConfig {
+            cluster: Some(eddy_storage::ClusterOptions {
+                service_id: format!("eddy-bench-{}-{run}", std::process::id()),
+                ..cluster.clone()
+            }),
+            ..config.clone()
+        };
+        let remote = bench::aggregate::run(&on_cluster)?.eddy;
+        println!("run {run}: embedded log  {embedded}");
+        println!("run {run}: on the cluster {remote}");
+        let ratio = remote.records_per_sec() / embedded.records_per_sec();
+        let wall = per_record(Some(remote.elapsed)) - per_record(Some(embedded.elapsed));
+        let cpu = per_record(remote.cpu) - per_record(embedded.cpu);
+        let broker_cpu = per_record(remote.cluster_cpu);
+        println!(
+            "run {run}: cluster/embedded {ratio:.2}; the cluster adds {wall:.2} µs wall and {cpu:.2} µs of Eddy's CPU per record, and the broker used {broker_cpu:.2} µs of CPU per record"
+        );
+        ratios.push(ratio);
+        extra_wall.push(wall);
+        extra_cpu.push(cpu);
+        broker.push(broker_cpu);
+    }
+    println!(
+        "median: cluster/embedded {:.2}; per record the cluster adds {:.2} µs wall, {:.2} µs of Eddy's CPU, {:.2} µs of the broker's CPU",
+        median(ratios),
+        median(extra_wall),
+        median(extra_cpu),
+        median(broker)
+    );
     Ok(())
 }
 
