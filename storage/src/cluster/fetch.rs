@@ -39,6 +39,8 @@ const REPOSITION_AFTER: Duration = Duration::from_secs(2);
 const DROP_AFTER: Duration = Duration::from_secs(60);
 /// How long a consumer's thread waits for records before it looks after its cursors.
 const POLL: Duration = Duration::from_millis(100);
+/// The most records a consumer's thread files before it wakes their readers.
+const FILE_AT_ONCE: usize = 4096;
 
 /// The pool of consumers and their cursors.
 pub(crate) struct Fetcher {
@@ -212,11 +214,32 @@ impl Member {
     /// The consumer's thread: polls, files records with their cursors, and drops idle cursors.
     fn run(&self) {
         let mut swept = Instant::now();
+        let mut filed: Vec<Arc<Cursor>> = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
-            match self.consumer.poll(POLL) {
-                Some(Ok(message)) => self.file(&message),
-                Some(Err(error)) => debug!(%error, "reading from the cluster"),
-                None => self.pass_control_records(),
+            // What librdkafka already holds is filed in one go, and readers woken once for
+            // it: woken per record, a reader would take a step (and a commit) per record.
+            let mut wait = POLL;
+            for _ in 0..FILE_AT_ONCE {
+                match self.consumer.poll(wait) {
+                    Some(Ok(message)) => {
+                        if let Some(cursor) = self.file(&message)
+                            && !filed.iter().any(|c| Arc::ptr_eq(c, &cursor))
+                        {
+                            filed.push(cursor);
+                        }
+                    }
+                    Some(Err(error)) => debug!(%error, "reading from the cluster"),
+                    None => {
+                        if filed.is_empty() {
+                            self.pass_control_records();
+                        }
+                        break;
+                    }
+                }
+                wait = Duration::ZERO;
+            }
+            for cursor in filed.drain(..) {
+                cursor.ready.notify_waiters();
             }
             if swept.elapsed() >= Duration::from_secs(1) {
                 swept = Instant::now();
@@ -225,15 +248,14 @@ impl Member {
         }
     }
 
-    fn file(&self, message: &BorrowedMessage<'_>) {
+    /// Files a record with its cursor; the cursor, for its reader to be woken.
+    fn file(&self, message: &BorrowedMessage<'_>) -> Option<Arc<Cursor>> {
         let partition = message.partition() as u32;
-        let Some(cursor) = self.cursor(message.topic(), partition) else {
-            return;
-        };
+        let cursor = self.cursor(message.topic(), partition)?;
         let mut state = cursor.state.lock();
         let offset = message.offset();
         if offset < state.fetched {
-            return;
+            return None;
         }
         let record = LogRecord {
             offset,
@@ -250,7 +272,7 @@ impl Member {
             state.paused = true;
         }
         drop(state);
-        cursor.ready.notify_waiters();
+        Some(cursor)
     }
 
     /// Moves idle cursors past transaction markers: librdkafka hands no control record to a

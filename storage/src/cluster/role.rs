@@ -146,7 +146,10 @@ impl Membership {
             .name("eddy-kafka-role".into())
             .spawn(move || node.run(first))
             .map_err(StorageError::Io)?;
-        match first_rx.recv_timeout(options.timeout) {
+        // Joining takes a session timeout at most; taking over or catching up takes as long as
+        // the changelogs are, so the wait is generous.
+        let wait = (options.timeout * 4).max(Duration::from_secs(120));
+        match first_rx.recv_timeout(wait) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 stop.store(true, Ordering::Release);
@@ -156,7 +159,10 @@ impl Membership {
                 stop.store(true, Ordering::Release);
                 return Err(StorageError::Cluster {
                     operation: format!("joining the group {group}"),
-                    reason: "no assignment came within the cluster timeout".into(),
+                    reason: format!(
+                        "this node had no role in its service after {} s: the group did not answer, or catching up with the changelogs took longer",
+                        wait.as_secs()
+                    ),
                     retriable: true,
                 });
             }
