@@ -779,3 +779,78 @@ fn a_client_certificate_names_the_principal_on_an_ssl_listener() {
     let out = consume(&[]);
     assert!(out.to_lowercase().contains("authorization failed"), "{out}");
 }
+
+/// The flags that point a node at the secured server as its Kafka cluster, over SASL_SSL with
+/// SCRAM-SHA-512 as `user`.
+fn cluster_flags(s: &Secured, user: &str, password: &str) -> Vec<String> {
+    [
+        "--bootstrap-servers".to_string(),
+        s.server.kafka_listener("SASL_SSL"),
+    ]
+    .into_iter()
+    .chain(
+        [
+            "security.protocol=SASL_SSL".to_string(),
+            "sasl.mechanisms=SCRAM-SHA-512".to_string(),
+            format!("sasl.username={user}"),
+            format!("sasl.password={password}"),
+            format!("ssl.ca.location={}", s.ca.display()),
+        ]
+        .into_iter()
+        .flat_map(|property| ["--cluster-property".to_string(), property]),
+    )
+    .collect()
+}
+
+#[test]
+fn a_node_reaches_its_kafka_cluster_over_sasl_ssl_and_a_wrong_password_stops_it() {
+    let s = start();
+    let flags = cluster_flags(&s, "admin", "admin-secret");
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let node = common::start_with(&flags);
+    let (status, body) = common::ksql(
+        &node,
+        "CREATE STREAM pays (id STRING KEY, amount INT)
+           WITH (kafka_topic='pays', value_format='JSON', partitions=2);
+         CREATE STREAM big_pays WITH (kafka_topic='big_pays') AS
+           SELECT id, amount FROM pays WHERE amount > 10;
+         INSERT INTO pays (id, amount) VALUES ('a', 5);
+         INSERT INTO pays (id, amount) VALUES ('b', 50);",
+    );
+    assert_eq!(status, 200, "{body}\n{}", node.log_tail());
+    // The query's output is on the secured cluster, where an authenticated client reads it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, out, err) = kcat(
+            &s,
+            "admin",
+            "admin-secret",
+            &["-C", "-t", "big_pays", "-e", "-q", "-f", "%k=%s\n"],
+            "",
+        );
+        if ok && out == "b={\"AMOUNT\":50}\n" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{out} {err}\n{}",
+            node.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A wrong password: the node does not start, and says why.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["server", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", "127.0.0.1:0", "--schema-registry-listen", "off"])
+        .args(cluster_flags(&s, "admin", "wrong"))
+        .args(["--cluster-timeout-ms", "5000"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("Kafka cluster"), "{stderr}");
+}
