@@ -219,7 +219,9 @@ impl Node {
             if let Some(first) = first.take_if(|_| self.decided || outcome.is_err()) {
                 let _ = first.send(outcome);
             } else if let Err(error) = outcome {
-                warn!(%error, "keeping this node's role in its service");
+                warn!(%error, "keeping this node's role in its service; trying again in a second");
+                // librdkafka heartbeats on its own threads, so a pause costs the group nothing.
+                std::thread::sleep(Duration::from_secs(1));
             }
         }
     }
