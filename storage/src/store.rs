@@ -196,8 +196,8 @@ impl std::fmt::Debug for Store {
 }
 
 /// The node's id, made (from the clock and the process id) and kept the first time the store
-/// is opened on a cluster: its transactional producer's id derives from it, so a restarted
-/// node fences its former self and aborts what that left open.
+/// is opened on a cluster: its clients' ids carry it, so the brokers' logs tell nodes apart
+/// across restarts.
 fn node_id(db: &DB) -> Result<String> {
     let meta = db
         .cf_handle(CF_META)
@@ -725,27 +725,15 @@ impl Store {
         by_partition
     }
 
-    /// A commit on a store whose log is a Kafka cluster: the records go to the cluster now,
-    /// in submission order; the state changes and offsets are written locally once every
-    /// record is acknowledged, in the same order, so a crash between the two repeats records
-    /// (at-least-once) and never loses one.
-    fn submit_to_cluster(
+    /// A commit's appends as records per partition of the cluster's topics, those without a
+    /// partition placed by Kafka's default partitioner.
+    fn place_on_cluster(
         &self,
-        commit: Commit,
-        chain: Option<CommitChain>,
-    ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
-        let Some(cluster) = &self.inner.cluster else {
-            return Err(StorageError::Closed);
-        };
-        if let Some(marker) = commit.markers.first() {
-            return Err(StorageError::InvalidRecord {
-                topic: marker.topic.clone(),
-                reason: "transaction markers are the cluster's to write".into(),
-            });
-        }
-        self.inner.disk.check_space(commit.approximate_bytes())?;
-        let mut appends = Vec::with_capacity(commit.appends.len());
-        for append in commit.appends {
+        cluster: &Cluster,
+        commit_appends: Vec<crate::commit::CommitAppend>,
+    ) -> Result<Vec<PartitionAppend>> {
+        let mut appends = Vec::with_capacity(commit_appends.len());
+        for append in commit_appends {
             if append.records.is_empty() {
                 continue;
             }
@@ -779,6 +767,33 @@ impl Store {
                 }
             }
         }
+        Ok(appends)
+    }
+
+    /// A commit on a store whose log is a Kafka cluster: its records, and the changelog
+    /// records of its state changes and offsets, go to the cluster in submission order (one
+    /// transaction under exactly-once); the state changes and offsets are written locally once
+    /// the cluster has them, in the same order. A node that dies between the two restores
+    /// them from the changelog.
+    fn submit_to_cluster(
+        &self,
+        commit: Commit,
+        chain: Option<CommitChain>,
+    ) -> Result<oneshot::Receiver<Result<Vec<AppendResult>>>> {
+        let Some(cluster) = &self.inner.cluster else {
+            return Err(StorageError::Closed);
+        };
+        if let Some(marker) = commit.markers.first() {
+            return Err(StorageError::InvalidRecord {
+                topic: marker.topic.clone(),
+                reason: "transaction markers are the cluster's to write".into(),
+            });
+        }
+        if chain.as_ref().is_some_and(CommitChain::is_broken) {
+            return Err(StorageError::EarlierCommitFailed);
+        }
+        self.inner.disk.check_space(commit.approximate_bytes())?;
+        let mut appends = self.place_on_cluster(cluster, commit.appends)?;
         let offsets: Vec<(String, Vec<u8>, Vec<u8>)> = commit
             .offsets
             .into_iter()
@@ -797,9 +812,6 @@ impl Store {
         let mut offsets: Vec<(Vec<u8>, Vec<u8>)> =
             offsets.into_iter().map(|(_, k, v)| (k, v)).collect();
         let (reply, rx) = oneshot::channel();
-        if chain.as_ref().is_some_and(CommitChain::is_broken) {
-            return Err(StorageError::EarlierCommitFailed);
-        }
         if appends.is_empty() {
             // Only what stays on this node (a table materialized for pull queries): no record
             // for the cluster, so any node writes it, standbys too.
