@@ -204,9 +204,11 @@ impl Connector {
         }
     }
 
-    /// Starts its task on `store`, unless it runs already or is paused.
+    /// Starts its task on `store`, unless it runs already or is paused, or this node stands by
+    /// for its service's active node, which alone runs connectors (their writes would be
+    /// refused here; see [`Connector::stand_by`]).
     pub(crate) fn start(&mut self, store: &Store) {
-        if self.paused || self.task.is_some() {
+        if self.paused || self.task.is_some() || store.is_standby() {
             return;
         }
         // The configuration was checked when the connector was made; checked again here, as
@@ -241,6 +243,15 @@ impl Connector {
         self.paused = true;
         self.stop_task().await;
         *self.state.lock() = ConnectorState::Paused;
+    }
+
+    /// Stops its task while this node stands by, keeping where it is in the store for the
+    /// active node; it shows as unassigned here, as a Connect worker without the task.
+    pub(crate) async fn stand_by(&mut self) {
+        if self.task.is_some() {
+            self.stop_task().await;
+            *self.state.lock() = ConnectorState::Stopped;
+        }
     }
 
     /// Lets it run again, and starts it on `store` when `start` (not while the command log

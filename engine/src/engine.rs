@@ -254,6 +254,26 @@ impl Engine {
         })
     }
 
+    /// How far this node applied its command log: the sequence number the next statement gets.
+    pub async fn command_seq(&self) -> u64 {
+        self.state.lock().await.next_seq
+    }
+
+    /// Waits until this node applied its command log up to `seq` (another node's
+    /// [`Engine::command_seq`] after a statement it ran), at most `timeout`; whether it did.
+    pub async fn await_command_seq(&self, seq: u64, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.command_seq().await >= seq {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Applies the command log's new entries, then holds or starts the queries for `role`.
     async fn apply_cluster_state(&self, role: eddy_storage::Role) {
         let mut state = self.state_lock().await;
@@ -282,6 +302,15 @@ impl Engine {
         let held = role == eddy_storage::Role::Standby;
         for query in state.queries.values_mut() {
             query.hold(held).await;
+        }
+        // Connectors run where the queries do: their positions are committed state.
+        let replaying = state.replaying_seq.is_some();
+        for connector in state.connectors.values_mut() {
+            if held {
+                connector.stand_by().await;
+            } else if !replaying {
+                connector.start(&self.store);
+            }
         }
         self.progress.notify_waiters();
     }

@@ -451,7 +451,7 @@ impl QueryStream {
 }
 
 /// TLS for `https://` servers: rustls on `ring`, trusting the system's roots and `ca_file`'s.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
+pub fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());

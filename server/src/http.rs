@@ -86,6 +86,7 @@ pub fn router_sharing(
         .route("/ws/query", get(streaming::ws_query))
         .route("/inserts-stream", post(streaming::inserts_stream))
         .route("/info", get(ksql::info))
+        .route("/clusterStatus", get(ksql::cluster_status))
         .route("/healthcheck", get(ksql::healthcheck))
         .route("/status", get(ksql::statuses))
         .route("/status/{kind}/{entity}/{action}", get(ksql::status))

@@ -7,16 +7,17 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use eddy_engine::Engine;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::rest::{ErrorCode, RequestCaller, RestError, entity, session};
+use crate::service::Service;
 
 /// The body of `POST /ksql`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct KsqlRequest {
     ksql: String,
@@ -27,13 +28,22 @@ pub(crate) struct KsqlRequest {
 }
 
 /// `GET /info`.
-pub(crate) async fn info() -> Json<Value> {
+pub(crate) async fn info(State(engine): State<Arc<Engine>>) -> Json<Value> {
+    let service = engine
+        .store()
+        .service_member()
+        .map_or(eddy_storage::DEFAULT_SERVICE_ID, |(_, service)| service);
     Json(json!({"KsqlServerInfo": {
         "version": env!("CARGO_PKG_VERSION"),
         "kafkaClusterId": "eddy",
-        "ksqlServiceId": "default_",
+        "ksqlServiceId": service,
         "serverStatus": "RUNNING"
     }}))
+}
+
+/// `GET /clusterStatus`: every node of the service, as ksqlDB's heartbeats see them.
+pub(crate) async fn cluster_status(State(service): State<Arc<Service>>) -> Json<Value> {
+    Json(service.cluster_status().await)
 }
 
 /// `GET /healthcheck`: ksqlDB's checks, 503 when one fails. `kafka` is the log, which fails
@@ -130,7 +140,9 @@ pub(crate) async fn status(
 /// that ran before it.
 pub(crate) async fn ksql(
     State(engine): State<Arc<Engine>>,
+    State(service): State<Arc<Service>>,
     caller: RequestCaller,
+    headers: HeaderMap,
     body: Result<Json<KsqlRequest>, JsonRejection>,
 ) -> Response {
     let request = match body {
@@ -143,7 +155,8 @@ pub(crate) async fn ksql(
         }
     };
     // Queries are streamed by /query and /query-stream, as in ksqlDB.
-    if let Ok(statements) = eddy_sql::parse_statements(&request.ksql) {
+    let parsed = eddy_sql::parse_statements(&request.ksql);
+    if let Ok(statements) = &parsed {
         let streaming = statements.iter().any(|s| {
             matches!(
                 s.statement.kind,
@@ -159,6 +172,20 @@ pub(crate) async fn ksql(
             .into_response();
         }
     }
+    // A standby runs what only reads; statements that change the catalog or write records
+    // run on the active node (text with variables is sent whole, as it cannot be told apart).
+    let reads_only = parsed
+        .as_ref()
+        .is_ok_and(|statements| statements.iter().all(|s| only_reads(&s.statement.kind)));
+    if !reads_only && let Some(target) = service.forward_target(&headers).await {
+        return match (target, serde_json::to_vec(&request)) {
+            (Ok(active), Ok(body)) => service.forward(&active, "/ksql", &headers, body).await,
+            (Err(error), _) => error.into_response(),
+            (_, Err(error)) => {
+                RestError::new(ErrorCode::ServerError, error.to_string()).into_response()
+            }
+        };
+    }
     let mut session = session(
         &request.streams_properties,
         &request.session_variables,
@@ -166,8 +193,13 @@ pub(crate) async fn ksql(
     );
     match engine.execute(&mut session, &request.ksql).await {
         Ok(results) => {
-            let entities: Vec<Value> = results.iter().filter_map(entity).collect();
-            (StatusCode::OK, Json(Value::Array(entities))).into_response()
+            let mut entities: Vec<Value> = results.iter().filter_map(entity).collect();
+            service.annotate(&mut entities).await;
+            let mut response = (StatusCode::OK, Json(Value::Array(entities))).into_response();
+            if !reads_only && let Some((name, value)) = service.command_seq_header().await {
+                response.headers_mut().insert(name, value);
+            }
+            response
         }
         Err(failure) => {
             let entities: Vec<Value> = failure.completed.iter().filter_map(entity).collect();
@@ -178,4 +210,25 @@ pub(crate) async fn ksql(
             .into_response()
         }
     }
+}
+
+/// Whether a statement only reads: a standby runs it itself rather than forwarding it.
+fn only_reads(kind: &eddy_sql::ast::StatementKind) -> bool {
+    use eddy_sql::ast::StatementKind as K;
+    matches!(
+        kind,
+        K::List { .. }
+            | K::Describe { .. }
+            | K::DescribeAll { .. }
+            | K::DescribeFunction(_)
+            | K::DescribeConnector(_)
+            | K::Explain(_)
+            | K::ExplainQuery(_)
+            | K::SetProperty { .. }
+            | K::UnsetProperty(_)
+            | K::DefineVariable { .. }
+            | K::UndefineVariable(_)
+            | K::AssertTopic { .. }
+            | K::AssertSchema { .. }
+    )
 }

@@ -13,4 +13,5 @@ pub mod metrics;
 pub mod registry;
 pub mod request_memory;
 mod rest;
+pub mod service;
 mod streaming;

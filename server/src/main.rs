@@ -335,6 +335,12 @@ struct ServerArgs {
     )]
     cluster_timeout_ms: u64,
 
+    /// On a cluster, the URL the service's other nodes reach this node's REST API at
+    /// (ksqlDB's `ksql.advertised.listener`), to forward it statements; by default the HTTP
+    /// listener's address, with this machine's host name when it listens on every interface.
+    #[arg(long, global = true, env = "EDDY_ADVERTISED_LISTENER")]
+    advertised_listener: Option<String>,
+
     /// The most partitions a topic may have; larger requests are refused
     /// (`INVALID_PARTITIONS` for Kafka clients, an error for `PARTITIONS=` in SQL).
     #[arg(long, global = true, env = "EDDY_MAX_PARTITIONS", default_value_t = eddy_storage::DEFAULT_MAX_PARTITIONS)]
@@ -945,6 +951,28 @@ async fn serve_kafka(
     Ok((tasks, kafka_addresses))
 }
 
+/// Where the service's other nodes reach this one: --advertised-listener, else the HTTP
+/// listener's address, naming this machine by its host name when it listens on every
+/// interface (an unspecified address reaches nothing from elsewhere).
+fn advertised_url(args: &ServerArgs, scheme: &str, bound: SocketAddr) -> String {
+    if let Some(url) = &args.advertised_listener {
+        return if url.contains("://") {
+            url.clone()
+        } else {
+            format!("{scheme}://{url}")
+        };
+    }
+    if !bound.ip().is_unspecified() {
+        return format!("{scheme}://{bound}");
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{scheme}://{host}:{}", bound.port())
+}
+
 /// Serves until `shutdown` resolves, then stops cleanly; `ready` gets the HTTP address once
 /// both listeners are up.
 async fn serve(
@@ -1019,6 +1047,16 @@ async fn serve(
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", plan.http.bind))?;
     let http_address = http_listener.local_addr()?;
+    let scheme = if plan.http.tls { "https" } else { "http" };
+    let advertised = advertised_url(args, scheme, http_address);
+    state
+        .service
+        .advertise(&advertised, args.tls_cert.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    if let Some(heartbeat) = state.service.heartbeat() {
+        info!(url = %advertised, "this node's REST API, as the service's other nodes reach it");
+        tasks.push(tokio::spawn(heartbeat));
+    }
     let queries = engine.clone();
     let browser = http::BrowserPolicy::new(
         http_address,
@@ -1062,7 +1100,6 @@ async fn serve(
     for (address, protocol) in &kafka_addresses {
         info!(address = %address, protocol = %protocol, "listening for Kafka clients");
     }
-    let scheme = if plan.http.tls { "https" } else { "http" };
     info!(address = %http_address, scheme, "listening for HTTP (ksqlDB REST API)");
     if let Some((address, _)) = &schema_registry {
         info!(address = %address, "listening for schema registry clients");

@@ -50,6 +50,8 @@ pub struct ServerMetrics {
     topic_size: IntGaugeVec,
     topic_partitions: IntGaugeVec,
     connector_state: IntGaugeVec,
+    service_nodes: IntGaugeVec,
+    node_role: IntGaugeVec,
     store_free: IntGauge,
     store_reserve: IntGauge,
     store_writable: IntGauge,
@@ -316,6 +318,18 @@ impl ServerMetrics {
                 "1 for a connector's state now (RUNNING, PAUSED, FAILED or UNASSIGNED), one series per state it is in",
                 &["connector", "type", "state"],
             )?,
+            service_nodes: gauge(
+                r,
+                "eddy_service_nodes",
+                "On a Kafka cluster, the nodes of this node's service it hears of, alive or unresponsive (no status for 5 s)",
+                &["state"],
+            )?,
+            node_role: gauge(
+                r,
+                "eddy_node_role",
+                "On a Kafka cluster, 1 for this node's role in its service now (ACTIVE or STANDBY)",
+                &["role"],
+            )?,
             registry,
         })
     }
@@ -363,8 +377,25 @@ impl ServerMetrics {
             &self.topic_size,
             &self.topic_partitions,
             &self.connector_state,
+            &self.service_nodes,
+            &self.node_role,
         ] {
             vec.reset();
+        }
+        if let Some(nodes) = engine.store().service_nodes() {
+            let alive = nodes.iter().filter(|n| n.alive).count();
+            self.service_nodes
+                .with_label_values(&["alive"])
+                .set(alive as i64);
+            self.service_nodes
+                .with_label_values(&["unresponsive"])
+                .set((nodes.len() - alive) as i64);
+            let role = if engine.store().is_standby() {
+                "STANDBY"
+            } else {
+                "ACTIVE"
+            };
+            self.node_role.with_label_values(&[role]).set(1);
         }
         for connector in engine.connector_summaries().await {
             self.connector_state

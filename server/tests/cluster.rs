@@ -406,38 +406,71 @@ fn a_bad_client_property_stops_the_server_naming_it() {
     assert!(stderr.contains("NAME=VALUE"), "{stderr}");
 }
 
-/// Waits until a pull query's rows on `node` satisfy `check`.
-fn await_pull(node: &common::Server, sql: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+/// Polls `read` every 200 ms until `check` holds of what it read, for at most a minute.
+fn await_value<T: std::fmt::Debug>(
+    node: &common::Server,
+    what: &str,
+    read: impl Fn() -> T,
+    check: impl Fn(&T) -> bool,
+) -> T {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let rows = pull(node, sql);
-        if check(&rows) {
-            return rows;
+        let value = read();
+        if check(&value) {
+            return value;
         }
         assert!(
             Instant::now() < deadline,
-            "{sql}: {rows:?}\n{}",
+            "{what}: {value:#?}\n{}",
             node.log_tail()
         );
-        std::thread::sleep(Duration::from_millis(250));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits until a pull query's rows on `node` satisfy `check`.
+fn await_pull(node: &common::Server, sql: &str, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    await_value(node, sql, || pull(node, sql), |rows| check(rows))
+}
+
+/// A cluster, and nodes of one service on it, each with its own data directory.
+struct Service {
+    _cluster: common::Server,
+    brokers: String,
+    id: &'static str,
+    dir: tempfile::TempDir,
+}
+
+impl Service {
+    fn new(id: &'static str) -> Service {
+        let cluster = common::start();
+        Service {
+            brokers: cluster.kafka.clone(),
+            _cluster: cluster,
+            id,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// Starts (or restarts) the node whose data lives under `name`.
+    fn node(&self, name: &str) -> common::Server {
+        let flags = [
+            "--bootstrap-servers",
+            &self.brokers,
+            "--service-id",
+            self.id,
+        ];
+        common::start_in(&self.dir.path().join(name), &flags)
     }
 }
 
 #[test]
 fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_node() {
-    let cluster = common::start();
-    let brokers = cluster.kafka.clone();
-    let dir = tempfile::tempdir().unwrap();
-    let flags = [
-        "--bootstrap-servers",
-        brokers.as_str(),
-        "--service-id",
-        "trio",
-    ];
-    let first_dir = dir.path().join("first");
-    let first = common::start_in(&first_dir, &flags);
-    let second = common::start_in(&dir.path().join("second"), &flags);
-    let third = common::start_in(&dir.path().join("third"), &flags);
+    let service = Service::new("trio");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let second = service.node("second");
+    let third = service.node("third");
 
     ksql_ok(
         &first,
@@ -452,14 +485,12 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
            SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM enriched
            WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY region;",
     );
-    // A standby takes no statement, and says which node does; it shows the queries it would
-    // run as standing by.
-    let (status, body) = common::ksql(
+    // A standby forwards statements to the active node; it shows the queries it would run
+    // as standing by.
+    ksql_ok(
         &second,
         "CREATE STREAM other (id INT) WITH (kafka_topic='other', value_format='JSON', partitions=1);",
     );
-    assert_ne!(status, 200, "{body}");
-    assert!(body.to_string().contains("standby"), "{body}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let queries = ksql_ok(&second, "SHOW QUERIES;").to_string();
@@ -499,7 +530,7 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
         lines.len() >= ORDERS as usize
     });
     // The killed node comes back on its directory, as a standby now.
-    let first = common::start_in(&first_dir, &flags);
+    let first = service.node("first");
 
     let lines = topic_lines(&brokers, "enriched");
     let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
@@ -529,4 +560,189 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
         assert_eq!(answers[0], answers[1]);
         assert_eq!(answers[1], answers[2]);
     }
+}
+
+/// `/clusterStatus` of `node` once `check` holds of its hosts.
+fn await_cluster_status(
+    node: &common::Server,
+    what: &str,
+    check: impl Fn(&serde_json::Map<String, Value>) -> bool,
+) -> serde_json::Map<String, Value> {
+    let read = || {
+        let (status, body) = common::request(&node.http, "GET", "/clusterStatus", None);
+        assert_eq!(status, 200, "{body}");
+        body["clusterStatus"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    };
+    await_value(node, what, read, check)
+}
+
+#[test]
+fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
+    let service = Service::new("duo");
+    let brokers = service.brokers.clone();
+    let active = service.node("a");
+    let standby = service.node("b");
+
+    // Each node hears of the other through the cluster, by the address it advertises.
+    for node in [&active, &standby] {
+        let hosts = await_cluster_status(node, "both nodes alive", |hosts| {
+            hosts.len() == 2 && hosts.values().all(|h| h["hostAlive"] == json!(true))
+        });
+        assert_eq!(hosts[&active.http]["role"], json!("ACTIVE"), "{hosts:?}");
+        assert_eq!(hosts[&standby.http]["role"], json!("STANDBY"), "{hosts:?}");
+    }
+    let metrics = |node: &common::Server| {
+        let (_, text) = common::request(&node.http, "GET", "/metrics", None);
+        text.as_str().unwrap_or_default().to_string()
+    };
+    let text = metrics(&standby);
+    assert!(
+        text.contains("eddy_node_role{role=\"STANDBY\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("eddy_service_nodes{state=\"alive\"} 2"),
+        "{text}"
+    );
+    assert!(metrics(&active).contains("eddy_node_role{role=\"ACTIVE\"} 1"));
+    let (_, info) = common::request(&standby.http, "GET", "/info", None);
+    assert_eq!(
+        info["KsqlServerInfo"]["ksqlServiceId"],
+        json!("duo"),
+        "{info}"
+    );
+
+    // Statements sent to the standby run on the active node; the standby answers once it
+    // applied them itself, so the caller's next request sees them there.
+    let created = ksql_ok(
+        &standby,
+        "CREATE STREAM clicks (user STRING KEY, page STRING)
+           WITH (kafka_topic='clicks', value_format='JSON', partitions=2);
+         CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM clicks GROUP BY user;",
+    );
+    assert_eq!(
+        created[1]["commandStatus"]["status"],
+        json!("SUCCESS"),
+        "{created}"
+    );
+    let query_id = created[1]["commandStatus"]["queryId"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            let shown = ksql_ok(&active, "SHOW QUERIES;");
+            shown[0]["queries"][0]["id"].as_str().map(str::to_string)
+        })
+        .expect("the query's id");
+    // Connectors run on the active node alone; the standby shows this one unassigned (its
+    // database is unreachable, so on the active node it runs and fails, and retries).
+    ksql_ok(
+        &standby,
+        "CREATE SINK CONNECTOR report WITH (
+           'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
+           'connection.url' = 'jdbc:postgresql://127.0.0.1:1/none',
+           'connection.user' = 'eddy', 'connection.password' = 'none',
+           'topics' = 'PER_USER', 'table.name.format' = 'report',
+           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'user');",
+    );
+    let connector_state = |node: &common::Server| {
+        let listed = ksql_ok(node, "SHOW CONNECTORS;");
+        listed[0]["connectors"][0]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(connector_state(&standby).starts_with("UNASSIGNED"));
+    assert!(!connector_state(&active).starts_with("UNASSIGNED"));
+    let described = ksql_ok(&standby, "DESCRIBE per_user;");
+    assert_eq!(described[0]["sourceDescription"]["name"], json!("PER_USER"));
+
+    // A request one node forwarded is never forwarded again: the standby refuses it.
+    let body = json!({"ksql": "CREATE STREAM loop1 (id INT) WITH (kafka_topic='loop1', value_format='JSON', partitions=1);"}).to_string();
+    let (status, text) = common::exchange(
+        &standby.http,
+        &format!(
+            "POST /ksql HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nx-eddy-forwarded-by: http://elsewhere:1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            standby.http,
+            body.len()
+        ),
+    );
+    assert_ne!(status, 200, "{text}");
+    assert!(text.contains("standby"), "{text}");
+
+    // The query runs on the active node and stands by on the other, as every node counts it.
+    // Each node hears of the other's queries with its next status, a second or so later.
+    for node in [&active, &standby] {
+        await_value(
+            node,
+            "the query counted on both nodes",
+            || ksql_ok(node, "SHOW QUERIES;"),
+            |shown| shown[0]["queries"][0]["statusCount"] == json!({"RUNNING": 1, "STANDBY": 1}),
+        );
+    }
+    let explained = ksql_ok(&active, &format!("EXPLAIN {query_id};"));
+    assert_eq!(
+        explained[0]["queryDescription"]["ksqlHostQueryStatus"],
+        json!({active.http.clone(): "RUNNING", standby.http.clone(): "STANDBY"}),
+        "{explained}"
+    );
+
+    // Both nodes report the query's input partitions, and the standby's state catches up.
+    kcat(
+        &["-b", &brokers, "-t", "clicks", "-P", "-K", "|"],
+        Some("u1|{\"PAGE\":\"a\"}\nu2|{\"PAGE\":\"b\"}\nu1|{\"PAGE\":\"c\"}\n"),
+    );
+    await_pull(
+        &standby,
+        "SELECT n FROM per_user WHERE user = 'u1';",
+        |rows| rows == [json!([2])],
+    );
+    let store = format!("_confluent-ksql-duo_query_{query_id}#clicks");
+    let hosts = await_cluster_status(&standby, "both caught up", |hosts| {
+        hosts.values().all(|h| {
+            let lags = &h["hostStoreLags"]["stateStoreLags"][&store]["lagByPartition"];
+            let ends: i64 = (0..2)
+                .map(|p| {
+                    lags[p.to_string()]["endOffsetPosition"]
+                        .as_i64()
+                        .unwrap_or(0)
+                })
+                .sum();
+            let lag: i64 = (0..2)
+                .map(|p| lags[p.to_string()]["offsetLag"].as_i64().unwrap_or(1))
+                .sum();
+            ends == 3 && lag == 0
+        })
+    });
+    let partitions =
+        json!([{"topic": "clicks", "partition": 0}, {"topic": "clicks", "partition": 1}]);
+    let on_active = &hosts[&active.http]["activeStandbyPerQuery"][&query_id];
+    assert_eq!(on_active["activePartitions"], partitions, "{hosts:?}");
+    let on_standby = &hosts[&standby.http]["activeStandbyPerQuery"][&query_id];
+    assert_eq!(on_standby["standByPartitions"], partitions, "{hosts:?}");
+
+    // The active node dies: the standby takes over, sees the other gone, and runs statements
+    // itself.
+    let gone = active.http.clone();
+    drop(active);
+    await_cluster_status(&standby, "the standby took over", |hosts| {
+        hosts[&standby.http]["role"] == json!("ACTIVE")
+            && hosts
+                .get(&gone)
+                .is_none_or(|h| h["hostAlive"] == json!(false))
+    });
+    let text = metrics(&standby);
+    assert!(text.contains("eddy_node_role{role=\"ACTIVE\"} 1"), "{text}");
+    await_value(
+        &standby,
+        "the connector runs on the new active node",
+        || connector_state(&standby),
+        |state| !state.starts_with("UNASSIGNED"),
+    );
+    ksql_ok(
+        &standby,
+        "CREATE STREAM later (id INT) WITH (kafka_topic='later', value_format='JSON', partitions=1);",
+    );
 }

@@ -28,7 +28,9 @@ pub use batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, RecordHeader, decode_records,
     decode_records_into, split_batches,
 };
-pub use cluster::{ClusterOptions, DEFAULT_SERVICE_ID, Guarantee, NodeState, Role};
+pub use cluster::{
+    ALIVE_FOR, ClusterOptions, DEFAULT_SERVICE_ID, Guarantee, NodeState, Role, ServiceNode,
+};
 pub use commit::{
     AppendResult, Commit, CommitAppend, CommitChain, CommitOffset, OffsetAndMetadata, StateOp,
 };

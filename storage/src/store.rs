@@ -18,7 +18,7 @@ use crate::batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, decode_records, decode_records_into, verify_crc,
 };
 use crate::cluster::{
-    Changelogs, Cluster, ClusterOptions, Membership, NodeState, PartitionAppend, Role,
+    Changelogs, Cluster, ClusterOptions, Membership, NodeState, PartitionAppend, Role, ServiceNode,
 };
 use crate::commit::{AppendResult, Commit, CommitChain};
 use crate::config::{TopicConfig, validate_topic_name};
@@ -340,6 +340,9 @@ impl Store {
     /// Further writes fail with [`StorageError::Closed`]; reads keep working until the last clone
     /// is dropped.
     pub fn close(&self) -> Result<()> {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.directory.leave();
+        }
         self.inner.writer.lock().shutdown();
         self.inner.db.flush_wal(true)?;
         for cf in [CF_LOG, CF_META, CF_OFFSETS, CF_STATE] {
@@ -703,6 +706,26 @@ impl Store {
             .as_ref()
             .and_then(|c| c.membership.get())
             .is_some_and(|m| m.role() == Role::Standby)
+    }
+
+    /// On a Kafka cluster, hands this node's status to its service's other nodes (the
+    /// server's heartbeat); nothing happens on the embedded log.
+    pub fn publish_node_status(&self, status: Vec<u8>) {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.directory.publish(status);
+        }
+    }
+
+    /// On a Kafka cluster, the nodes of this node's service as it hears of them, itself
+    /// included once its first status came back; `None` on the embedded log.
+    pub fn service_nodes(&self) -> Option<Vec<ServiceNode>> {
+        Some(self.inner.cluster.as_ref()?.directory.nodes())
+    }
+
+    /// On a Kafka cluster, this node's id in its service, and the service's id.
+    pub fn service_member(&self) -> Option<(&str, &str)> {
+        let cluster = self.inner.cluster.as_ref()?;
+        Some((cluster.directory.node_id(), &cluster.options.service_id))
     }
 
     /// Records grouped by the partition Kafka's default partitioner picks for their keys, less

@@ -6,6 +6,7 @@ use axum::extract::FromRef;
 use eddy_engine::Engine;
 
 use crate::metrics::{MetricsError, ServerMetrics};
+use crate::service::Service;
 
 /// What every handler can reach: the engine and the metrics it records into.
 #[derive(Clone)]
@@ -14,6 +15,14 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// The server's metrics.
     pub metrics: Arc<ServerMetrics>,
+    /// This node's part in its service: its heartbeat, the other nodes, forwarding.
+    pub service: Arc<Service>,
+}
+
+impl FromRef<AppState> for Arc<Service> {
+    fn from_ref(state: &AppState) -> Self {
+        state.service.clone()
+    }
 }
 
 impl FromRef<AppState> for Arc<Engine> {
@@ -32,6 +41,11 @@ impl AppState {
     /// The state of a server over `engine`, with its metrics registered.
     pub fn new(engine: Arc<Engine>) -> Result<Self, MetricsError> {
         let metrics = Arc::new(ServerMetrics::new(&engine)?);
-        Ok(AppState { engine, metrics })
+        let service = Arc::new(Service::new(engine.clone()));
+        Ok(AppState {
+            engine,
+            metrics,
+            service,
+        })
     }
 }

@@ -36,6 +36,14 @@ impl ClientContext for Logs {
 
 impl ConsumerContext for Logs {}
 
+impl rdkafka::producer::ProducerContext for Logs {
+    type DeliveryOpaque = ();
+
+    // Producers built on this context send what a later record replaces (a node's status),
+    // so a failed delivery needs no answer beyond librdkafka's own log.
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: ()) {}
+}
+
 /// The configuration of one client: the user's properties, then the settings its `role`
 /// cannot work without (a reader's isolation level, a producer's idempotence), which win.
 pub(crate) fn config(options: &ClusterOptions, role: &str, own: &[(&str, &str)]) -> ClientConfig {

@@ -11,6 +11,7 @@ mod changelog;
 mod client;
 mod commit;
 mod fetch;
+mod nodes;
 mod role;
 mod topics;
 
@@ -19,6 +20,8 @@ use std::time::Duration;
 pub(crate) use changelog::Changelogs;
 pub(crate) use commit::{Committer, PartitionAppend};
 pub(crate) use fetch::Fetcher;
+pub(crate) use nodes::Directory;
+pub use nodes::{ALIVE_FOR, ServiceNode};
 pub(crate) use role::Membership;
 pub use role::{NodeState, Role};
 pub(crate) use topics::Topics;
@@ -95,6 +98,8 @@ pub(crate) struct Cluster {
     pub(crate) fetcher: Fetcher,
     pub(crate) committer: Committer,
     pub(crate) changelogs: Changelogs,
+    /// The service's nodes as this one hears of them, and its own status.
+    pub(crate) directory: Directory,
     /// This node's place in its service, known once the store is open.
     pub(crate) membership: std::sync::OnceLock<Membership>,
     pub(crate) options: ClusterOptions,
@@ -111,7 +116,9 @@ impl Cluster {
         let topics = Topics::connect(options)?;
         // A first metadata request proves the brokers answer before the server says it is up.
         topics.list()?;
+        let directory = Directory::start(options, &topics, node_id)?;
         Ok(Cluster {
+            directory,
             fetcher: Fetcher::new(options),
             committer: Committer::start(options)?,
             changelogs: Changelogs::new(&options.service_id),
