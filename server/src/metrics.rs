@@ -382,21 +382,7 @@ impl ServerMetrics {
         ] {
             vec.reset();
         }
-        if let Some(nodes) = engine.store().service_nodes() {
-            let alive = nodes.iter().filter(|n| n.alive).count();
-            self.service_nodes
-                .with_label_values(&["alive"])
-                .set(alive as i64);
-            self.service_nodes
-                .with_label_values(&["unresponsive"])
-                .set((nodes.len() - alive) as i64);
-            let role = if engine.store().is_standby() {
-                "STANDBY"
-            } else {
-                "ACTIVE"
-            };
-            self.node_role.with_label_values(&[role]).set(1);
-        }
+
         for connector in engine.connector_summaries().await {
             self.connector_state
                 .with_label_values(&[
@@ -477,9 +463,35 @@ impl ServerMetrics {
         }
     }
 
+    /// The service's series: this node's role and the nodes it hears of, on a cluster.
+    async fn refresh_service(&self, engine: &Engine, service: &crate::service::Service) {
+        if engine.store().service_member().is_none() {
+            return;
+        }
+        let nodes = service.nodes().await;
+        let alive = nodes.iter().filter(|n| n.alive).count();
+        self.service_nodes
+            .with_label_values(&["alive"])
+            .set(alive as i64);
+        self.service_nodes
+            .with_label_values(&["unresponsive"])
+            .set((nodes.len() - alive) as i64);
+        let role = if engine.store().is_standby() {
+            "STANDBY"
+        } else {
+            "ACTIVE"
+        };
+        self.node_role.with_label_values(&[role]).set(1);
+    }
+
     /// The text exposition of every metric.
-    async fn render(&self, engine: &Engine) -> Result<String, prometheus::Error> {
+    async fn render(
+        &self,
+        engine: &Engine,
+        service: &crate::service::Service,
+    ) -> Result<String, prometheus::Error> {
         self.refresh(engine).await;
+        self.refresh_service(engine, service).await;
         let mut out = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
         Ok(String::from_utf8_lossy(&out).into_owned())
@@ -490,8 +502,9 @@ impl ServerMetrics {
 pub async fn scrape(
     State(metrics): State<Arc<ServerMetrics>>,
     State(engine): State<Arc<Engine>>,
+    State(service): State<Arc<crate::service::Service>>,
 ) -> Response {
-    match metrics.render(&engine).await {
+    match metrics.render(&engine, &service).await {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

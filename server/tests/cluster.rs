@@ -594,6 +594,22 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         assert_eq!(hosts[&active.http]["role"], json!("ACTIVE"), "{hosts:?}");
         assert_eq!(hosts[&standby.http]["role"], json!("STANDBY"), "{hosts:?}");
     }
+    // Records in the nodes' topic that are not a node's status are passed over.
+    kcat(
+        &[
+            "-b",
+            &brokers,
+            "-t",
+            "_confluent-ksql-duo_eddy-nodes",
+            "-P",
+            "-K",
+            "|",
+        ],
+        Some("intruder|not json\n|{\"url\": 5}\nhalf|{\"url\": \"http://x:1\", \"role\"\n"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let hosts = await_cluster_status(&standby, "the two nodes alone", |hosts| hosts.len() == 2);
+    assert!(hosts.contains_key(&active.http), "{hosts:?}");
     let metrics = |node: &common::Server| {
         let (_, text) = common::request(&node.http, "GET", "/metrics", None);
         text.as_str().unwrap_or_default().to_string()
