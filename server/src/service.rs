@@ -63,8 +63,13 @@ pub struct NodeStatus {
 pub struct QueryOnNode {
     /// `RUNNING`, `STANDBY`, `PAUSED` or `ERROR` on that node.
     pub state: String,
-    /// Each input partition with the query's position on it there.
+    /// Each input partition with the query's position on it there: all of them for a query
+    /// that runs whole on the active node, the node's own for one whose partitions the
+    /// service's nodes split.
     pub partitions: Vec<PartitionPosition>,
+    /// Whether the service's nodes split the query's partitions: each runs its own.
+    #[serde(default)]
+    pub split: bool,
 }
 
 /// A query's position on one input partition.
@@ -410,17 +415,27 @@ impl Service {
 
 /// A query as a node's status carries it.
 fn query_on_node(summary: &QuerySummary) -> (String, QueryOnNode) {
+    let runs = |topic: &str, partition: u32| {
+        summary
+            .assigned
+            .as_ref()
+            .is_none_or(|assigned| assigned.iter().any(|(t, p)| t == topic && *p == partition))
+    };
     let partitions = summary
         .offsets
         .iter()
         .flat_map(|group| &group.topics)
         .flat_map(|topic| {
-            topic.partitions.iter().map(|p| PartitionPosition {
-                topic: topic.topic.clone(),
-                partition: p.partition,
-                current: p.consumer.max(p.log_start),
-                end: p.log_end,
-            })
+            topic
+                .partitions
+                .iter()
+                .filter(|p| runs(&topic.topic, p.partition))
+                .map(|p| PartitionPosition {
+                    topic: topic.topic.clone(),
+                    partition: p.partition,
+                    current: p.consumer.max(p.log_start),
+                    end: p.log_end,
+                })
         })
         .collect();
     (
@@ -428,6 +443,7 @@ fn query_on_node(summary: &QuerySummary) -> (String, QueryOnNode) {
         QueryOnNode {
             state: summary.state.clone(),
             partitions,
+            split: summary.assigned.is_some(),
         },
     )
 }
@@ -440,10 +456,12 @@ fn host_of(url: &str) -> String {
 
 /// One host's entry in `/clusterStatus`.
 fn host_status(node: &KnownNode, service_id: &str) -> Value {
-    let active = node.status.role == ACTIVE;
     let mut per_query = serde_json::Map::new();
     let mut lags = serde_json::Map::new();
     for (id, query) in &node.status.queries {
+        // A split query's partitions are each node's own to run; a whole one's are the
+        // active node's, kept warm on the standbys.
+        let active = query.split || node.status.role == ACTIVE;
         let partitions: Vec<Value> = query
             .partitions
             .iter()
@@ -537,6 +555,7 @@ mod tests {
                             end: 10,
                         },
                     ],
+                    split: false,
                 },
             )]),
             queries_read_ms: 7,

@@ -762,3 +762,111 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         "CREATE STREAM later (id INT) WITH (kafka_topic='later', value_format='JSON', partitions=1);",
     );
 }
+
+/// Each node's partitions of `query` in a `/clusterStatus`, by host.
+fn partitions_by_host(
+    hosts: &serde_json::Map<String, Value>,
+    query: &str,
+) -> std::collections::BTreeMap<String, Vec<u64>> {
+    hosts
+        .iter()
+        .filter(|(_, h)| h["hostAlive"] == json!(true))
+        .map(|(host, h)| {
+            let partitions = h["activeStandbyPerQuery"][query]["activePartitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["partition"].as_u64())
+                .collect();
+            (host.clone(), partitions)
+        })
+        .collect()
+}
+
+/// Whether every node runs some of the partitions, and each of `count` runs on exactly one.
+fn split_among(
+    by_host: &std::collections::BTreeMap<String, Vec<u64>>,
+    nodes: usize,
+    count: u64,
+) -> bool {
+    let mut all: Vec<u64> = by_host.values().flatten().copied().collect();
+    all.sort_unstable();
+    by_host.len() == nodes
+        && by_host.values().all(|p| !p.is_empty())
+        && all == (0..count).collect::<Vec<_>>()
+}
+
+#[test]
+fn the_nodes_of_a_service_split_a_stateless_query_partitions_and_move_them_exactly_once() {
+    let service = Service::new("split");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE STREAM events (id INT KEY, amount INT)
+           WITH (kafka_topic='events', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE STREAM doubled WITH (kafka_topic='doubled') AS
+           SELECT id, amount * 2 AS twice FROM events;",
+    );
+    let query = created[1]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CSAS_DOUBLED_1".to_string(), str::to_string);
+    const EVENTS: i64 = 40_000;
+    let produce = |from: i64, to: i64| {
+        let events: String = (from..to)
+            .map(|i| format!("{i}|{{\"AMOUNT\":{}}}\n", i % 1000))
+            .collect();
+        kcat(
+            &["-b", &brokers, "-t", "events", "-P", "-K", "|"],
+            Some(&events),
+        );
+    };
+    produce(0, EVENTS / 2);
+
+    // Two more nodes join while the first is busy: the query's group hands them partitions,
+    // the first giving them up only once its commits on them landed.
+    let second = service.node("second");
+    let third = service.node("third");
+    let hosts = await_cluster_status(&second, "the partitions split three ways", |hosts| {
+        split_among(&partitions_by_host(hosts, &query), 3, 8)
+    });
+    // Every node runs the query, over its own partitions.
+    for node in [&first, &second, &third] {
+        assert!(
+            hosts[&node.http]["activeStandbyPerQuery"][&query]["activePartitions"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty()),
+            "{hosts:?}"
+        );
+    }
+    await_value(
+        &second,
+        "the query running on all three",
+        || ksql_ok(&second, "SHOW QUERIES;"),
+        |shown| shown[0]["queries"][0]["statusCount"] == json!({"RUNNING": 3}),
+    );
+
+    // One node dies mid-stream; the other two take its partitions from the offsets its
+    // last transaction committed.
+    produce(EVENTS / 2, EVENTS);
+    let gone = second.http.clone();
+    drop(second);
+    await_topic(&brokers, "doubled", "every event doubled", |lines| {
+        lines.len() >= EVENTS as usize
+    });
+    let lines = topic_lines(&brokers, "doubled");
+    let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
+    assert_eq!(distinct.len(), EVENTS as usize);
+    assert_eq!(lines.len(), EVENTS as usize, "an event was doubled twice");
+    let expected: std::collections::BTreeSet<String> = (0..EVENTS)
+        .map(|i| format!("{i}={{\"TWICE\":{}}}", (i % 1000) * 2))
+        .collect();
+    let got: std::collections::BTreeSet<String> = lines.into_iter().collect();
+    assert_eq!(got, expected);
+    await_cluster_status(&first, "the partitions split two ways", |hosts| {
+        hosts
+            .get(&gone)
+            .is_none_or(|h| h["hostAlive"] == json!(false))
+            && split_among(&partitions_by_host(hosts, &query), 2, 8)
+    });
+}

@@ -29,7 +29,8 @@ pub use batch::{
     decode_records_into, split_batches,
 };
 pub use cluster::{
-    ALIVE_FOR, ClusterOptions, DEFAULT_SERVICE_ID, Guarantee, NodeState, Role, ServiceNode,
+    ALIVE_FOR, Assignment, ClusterOptions, DEFAULT_SERVICE_ID, Guarantee, NodeState, QueryGroup,
+    Role, ServiceNode,
 };
 pub use commit::{
     AppendResult, Commit, CommitAppend, CommitChain, CommitOffset, OffsetAndMetadata, StateOp,

@@ -18,7 +18,8 @@ use crate::batch::{
     BatchHeader, EncodedBatch, LogRecord, Record, decode_records, decode_records_into, verify_crc,
 };
 use crate::cluster::{
-    Changelogs, Cluster, ClusterOptions, Membership, NodeState, PartitionAppend, Role, ServiceNode,
+    Changelogs, Cluster, ClusterOptions, GroupPositions, Membership, NodeState, PartitionAppend,
+    QueryGroup, Role, ServiceNode, cluster_error,
 };
 use crate::commit::{AppendResult, Commit, CommitChain};
 use crate::config::{TopicConfig, validate_topic_name};
@@ -193,6 +194,39 @@ impl std::fmt::Debug for Store {
             .field("sync", &self.inner.options.sync)
             .finish()
     }
+}
+
+/// A commit's positions that are query groups' offsets on the cluster, by group.
+fn group_positions(
+    cluster: &Cluster,
+    offsets: &[crate::commit::CommitOffset],
+) -> Result<Vec<GroupPositions>> {
+    let groups = cluster.query_groups.lock();
+    let mut out: Vec<GroupPositions> = Vec::new();
+    for o in offsets {
+        let Some(group) = groups.get(&o.group) else {
+            continue;
+        };
+        let index = match out.iter().position(|p| p.group.name() == group.name()) {
+            Some(index) => index,
+            None => {
+                out.push(GroupPositions {
+                    group: group.clone(),
+                    offsets: rdkafka::TopicPartitionList::new(),
+                });
+                out.len() - 1
+            }
+        };
+        out[index]
+            .offsets
+            .add_partition_offset(
+                &o.topic,
+                o.partition as i32,
+                rdkafka::Offset::Offset(o.offset.offset),
+            )
+            .map_err(|e| cluster_error(format!("committing the offsets of {}", o.group), e))?;
+    }
+    Ok(out)
 }
 
 /// The node's id, made (from the clock and the process id) and kept the first time the store
@@ -817,6 +851,7 @@ impl Store {
         }
         self.inner.disk.check_space(commit.approximate_bytes())?;
         let mut appends = self.place_on_cluster(cluster, commit.appends)?;
+        let positions = group_positions(cluster, &commit.offsets)?;
         let offsets: Vec<(String, Vec<u8>, Vec<u8>)> = commit
             .offsets
             .into_iter()
@@ -827,21 +862,31 @@ impl Store {
             .collect();
         let state = commit.state;
         let own = appends.len();
+        // A split query's positions are its group's offsets on the cluster, not changelogged;
+        // they are kept locally too, for its lag.
+        let changelogged: Vec<(String, Vec<u8>, Vec<u8>)> = {
+            let groups = cluster.query_groups.lock();
+            offsets
+                .iter()
+                .filter(|(group, _, _)| !groups.contains_key(group))
+                .cloned()
+                .collect()
+        };
         appends.extend(
             cluster
                 .changelogs
-                .records_of(self, cluster, &state, &offsets)?,
+                .records_of(self, cluster, &state, &changelogged)?,
         );
         let mut offsets: Vec<(Vec<u8>, Vec<u8>)> =
             offsets.into_iter().map(|(_, k, v)| (k, v)).collect();
         let (reply, rx) = oneshot::channel();
-        if appends.is_empty() {
+        if appends.is_empty() && positions.is_empty() {
             // Only what stays on this node (a table materialized for pull queries): no record
             // for the cluster, so any node writes it, standbys too.
             let local = (Vec::new(), state, offsets);
             return self.submit_local(local, chain, reply).map(|()| rx);
         }
-        if self.is_standby() {
+        if positions.is_empty() && self.is_standby() {
             return Err(StorageError::Standby {
                 service: cluster.options.service_id.clone(),
             });
@@ -881,8 +926,56 @@ impl Store {
                 warn!(%error, "a commit's records reached the cluster, its state did not");
             }
         });
-        cluster.committer.send(appends, then)?;
+        // A split query's commits go through this node's own producer, on every node.
+        let committer = if positions.is_empty() {
+            &cluster.committer
+        } else {
+            &cluster.node_committer
+        };
+        committer.send(appends, positions, then)?;
         Ok(rx)
+    }
+
+    /// On a Kafka cluster, joins the consumer group that splits query `query_id`'s input
+    /// `topics` among its service's nodes; its positions (kept under `local_group`) are then
+    /// that group's committed offsets. `None` on the embedded log. Leaving the group is
+    /// dropping every clone of what this returns.
+    pub fn join_query_group(
+        &self,
+        local_group: &str,
+        query_id: &str,
+        topics: &[String],
+    ) -> Result<Option<QueryGroup>> {
+        let Some(cluster) = &self.inner.cluster else {
+            return Ok(None);
+        };
+        let name = format!(
+            "_confluent-ksql-{}query_{query_id}",
+            cluster.options.service_id
+        );
+        let group = QueryGroup::join(&cluster.options, &name, topics)?;
+        cluster
+            .query_groups
+            .lock()
+            .insert(local_group.to_string(), group.clone());
+        Ok(Some(group))
+    }
+
+    /// Leaves the query group kept under `local_group`, once its task has stopped.
+    pub fn leave_query_group(&self, local_group: &str) {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.query_groups.lock().remove(local_group);
+        }
+    }
+
+    /// A split query's positions on `partitions`: its group's committed offsets on the
+    /// cluster, once no transaction still writes them.
+    pub fn query_group_positions(
+        &self,
+        group: &QueryGroup,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<(String, u32, i64)>> {
+        group.committed(partitions)
     }
 
     /// Writes appends, state changes and offsets atomically. The results are the appends' positions

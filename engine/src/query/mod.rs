@@ -80,6 +80,14 @@ impl QueryPlan {
         }
     }
 
+    /// Whether the nodes of a service on a Kafka cluster may split the query's partitions
+    /// among them: a stateless query keeps nothing but its positions, so each partition runs
+    /// on its own wherever the query's group puts it. Aggregations and joins keep state that
+    /// spans partitions until they repartition by key, and run on the active node.
+    pub fn splits_partitions(&self) -> bool {
+        matches!(self, QueryPlan::Stateless(_))
+    }
+
     /// The source read: a join's left source, whose formats and partitions the result takes.
     pub fn source(&self) -> &DataSource {
         match self {

@@ -109,29 +109,90 @@ impl QueryLaunch {
         (stop, task)
     }
 
-    /// Runs the task until it is stopped, starting it again after each failure.
-    async fn supervise(
-        self,
+    /// Whether this query's partitions are split among its service's nodes: a query that
+    /// can be, on a Kafka cluster.
+    fn split(&self) -> bool {
+        self.plan.splits_partitions() && self.store.service_member().is_some()
+    }
+
+    /// Runs the task until it is stopped, starting it again after each failure; a split
+    /// query's task runs over the partitions its group gives this node, and again each time
+    /// they change.
+    async fn supervise(self, id: String, shared: Arc<QueryShared>, stopped: watch::Receiver<bool>) {
+        if !self.split() {
+            return self.supervise_runs(id, shared, stopped, None).await;
+        }
+        let local_group = consumer_group(&id);
+        let topics: Vec<String> = self
+            .plan
+            .sources()
+            .iter()
+            .map(|s| s.topic.clone())
+            .collect();
+        let mut backoff = self.retry.initial;
+        let group = loop {
+            match self.store.join_query_group(&local_group, &id, &topics) {
+                Ok(Some(group)) => break group,
+                Ok(None) => return self.supervise_runs(id, shared, stopped, None).await,
+                Err(e) => {
+                    tracing::warn!(query = %id, error = %e, "joining the query's group failed; trying again");
+                    *shared.error.lock() = Some((eddy_storage::now_ms(), e.to_string()));
+                    let mut stop = stopped.clone();
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(self.retry.max);
+                }
+            }
+        };
+        let store = self.store.clone();
+        self.supervise_runs(id, shared, stopped, Some(group)).await;
+        store.leave_query_group(&local_group);
+    }
+
+    /// Runs the task until it is stopped, starting it again after each failure and, for a
+    /// split query, after each change of its partitions.
+    async fn supervise_runs(
+        &self,
         id: String,
         shared: Arc<QueryShared>,
-        mut stopped: watch::Receiver<bool>,
+        stopped: watch::Receiver<bool>,
+        group: Option<eddy_storage::QueryGroup>,
     ) {
+        let mut assignment = group.as_ref().map(eddy_storage::QueryGroup::assignment);
         let mut backoff = self.retry.initial;
         loop {
+            let (split, run_stop, revision) = match (&group, assignment.as_mut()) {
+                (Some(group), Some(assignment)) => {
+                    let Some(now) = await_partitions(group, assignment, &shared, &stopped).await
+                    else {
+                        return;
+                    };
+                    *shared.assigned.lock() = Some(now.partitions.clone());
+                    let split = crate::query::task::Split {
+                        group: group.clone(),
+                        partitions: now.partitions,
+                    };
+                    let run_stop = stop_on_change(stopped.clone(), assignment.clone());
+                    (Some(split), run_stop, now.revision)
+                }
+                _ => (None, stopped.clone(), 0),
+            };
             shared.finished.store(false, Ordering::SeqCst);
             // A task that failed mid-commit left its commits uncounted; the new one starts afresh.
             shared.uncounted_commits.store(0, Ordering::SeqCst);
             let run = crate::query::task::run_query(
                 self.store.clone(),
                 id.clone(),
-                (self.plan.clone(), self.buffering),
+                (self.plan.clone(), self.buffering, split),
                 (
                     self.sink.clone(),
                     self.schemas.clone(),
                     self.dead_letter_topic.clone(),
                 ),
                 shared.clone(),
-                stopped.clone(),
+                run_stop,
             );
             tokio::pin!(run);
             let healthy_after = tokio::time::sleep(self.retry.initial);
@@ -151,10 +212,19 @@ impl QueryLaunch {
                     }
                 }
             };
+            // Its commits have landed or failed and no task runs now: every partition given
+            // up so far, including those whose revocation stopped it, may move on.
+            if let (Some(group), Some(assignment)) = (&group, &assignment) {
+                group.released(assignment.borrow().revision.max(revision));
+            }
             if *stopped.borrow() {
                 return;
             }
             let Some(cause) = failure else {
+                if group.is_some() {
+                    // The partitions changed: run again over the new ones.
+                    continue;
+                }
                 return;
             };
             tracing::warn!(
@@ -163,9 +233,10 @@ impl QueryLaunch {
                 retry_in_ms = backoff.as_millis() as u64,
                 "query failed; it will be started again from its committed offsets"
             );
+            let mut stop = stopped.clone();
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
-                _ = stopped.changed() => return,
+                _ = stop.changed() => return,
             }
             if *stopped.borrow() {
                 return;
@@ -173,6 +244,52 @@ impl QueryLaunch {
             backoff = (backoff * 2).min(self.retry.max);
         }
     }
+}
+
+/// Waits until the group gives this node partitions of the query, releasing each revision
+/// that leaves it none; `None` once the query is stopped.
+async fn await_partitions(
+    group: &eddy_storage::QueryGroup,
+    assignment: &mut watch::Receiver<eddy_storage::Assignment>,
+    shared: &QueryShared,
+    stopped: &watch::Receiver<bool>,
+) -> Option<eddy_storage::Assignment> {
+    let mut stop = stopped.clone();
+    loop {
+        if *stop.borrow() {
+            return None;
+        }
+        let now = assignment.borrow_and_update().clone();
+        if !now.partitions.is_empty() {
+            return Some(now);
+        }
+        group.released(now.revision);
+        *shared.assigned.lock() = Some(std::collections::BTreeSet::new());
+        // Nothing to run here, so nothing to wait for.
+        shared.finished.store(true, Ordering::SeqCst);
+        shared.progress.notify_waiters();
+        tokio::select! {
+            changed = assignment.changed() => if changed.is_err() { return None },
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// A stop for one run of a split query's task: when the query stops, or its partitions change.
+fn stop_on_change(
+    mut stopped: watch::Receiver<bool>,
+    mut assignment: watch::Receiver<eddy_storage::Assignment>,
+) -> watch::Receiver<bool> {
+    let (stop, run_stop) = watch::channel(*stopped.borrow());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => {}
+            _ = assignment.changed() => {}
+            () = stop.closed() => return,
+        }
+        let _ = stop.send(true);
+    });
+    run_stop
 }
 
 impl PersistentQuery {
@@ -192,6 +309,7 @@ impl PersistentQuery {
             .collect();
         let (sink, sink_topic) = (launch.sink.name.clone(), launch.sink.topic.clone());
         let fields = launch.sink.columns.clone();
+        let held = held && !launch.split();
         let (stop, task) = if held {
             // Nothing runs, so nothing is waited for.
             shared.finished.store(true, Ordering::SeqCst);
@@ -243,6 +361,8 @@ impl PersistentQuery {
     /// Holds the task while this node stands by, or lets it run again (unless paused) when
     /// the node becomes active: from the positions the changelog brought.
     pub async fn hold(&mut self, held: bool) {
+        // A split query runs on every node, over the partitions its group gives each.
+        let held = held && !self.launch.split();
         self.held = held;
         if held {
             self.halt().await;
@@ -310,6 +430,12 @@ impl PersistentQuery {
             messages_per_sec: self.shared.throughput.lock().per_second(now_secs),
             last_message_ms: (last > 0).then_some(last),
             offsets,
+            assigned: self
+                .shared
+                .assigned
+                .lock()
+                .as_ref()
+                .map(|a| a.iter().cloned().collect()),
         }
     }
 

@@ -41,6 +41,9 @@ pub struct QueryShared {
     pub error: Mutex<Option<(i64, String)>>,
     /// The latest record errors.
     pub recent_errors: Mutex<VecDeque<RecordError>>,
+    /// For a query whose partitions the service's nodes split, the input partitions this
+    /// node runs it over now; `None` for one that runs whole on one node.
+    pub assigned: Mutex<Option<std::collections::BTreeSet<(String, u32)>>>,
 }
 
 impl QueryShared {
@@ -86,14 +89,31 @@ pub struct QuerySummary {
     pub last_message_ms: Option<i64>,
     /// The query's consumer group positions and lag; none for push queries.
     pub offsets: Option<stats::GroupOffsets>,
+    /// For a query whose partitions the service's nodes split, the input partitions this
+    /// node runs; `None` for one that runs whole on one node.
+    pub assigned: Option<Vec<(String, u32)>>,
 }
 
 impl QuerySummary {
-    /// Records appended to the query's inputs and not yet processed.
+    /// Records appended to the query's inputs and not yet processed: on the partitions this
+    /// node runs, for a query whose partitions the service's nodes split.
     pub fn lag(&self) -> i64 {
-        self.offsets
-            .as_ref()
-            .map_or(0, stats::GroupOffsets::total_lag)
+        let Some(offsets) = &self.offsets else {
+            return 0;
+        };
+        offsets
+            .topics
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(move |p| (&t.topic, p)))
+            .filter(|(topic, p)| {
+                self.assigned.as_ref().is_none_or(|assigned| {
+                    assigned
+                        .iter()
+                        .any(|(t, partition)| t == *topic && *partition == p.partition)
+                })
+            })
+            .map(|(_, p)| p.lag())
+            .sum()
     }
 }
 

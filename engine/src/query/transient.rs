@@ -156,6 +156,7 @@ impl TransientRegistry {
                 messages_per_sec: 0.0,
                 last_message_ms: None,
                 offsets: None,
+                assigned: None,
             })
             .collect();
         queries.sort_by(|a, b| a.id.cmp(&b.id));

@@ -36,6 +36,32 @@ impl ClientContext for Logs {
 
 impl ConsumerContext for Logs {}
 
+/// Implements librdkafka's `ClientContext` for a context of our own by sending its logs and
+/// errors where [`Logs`] sends them.
+macro_rules! logs_through_tracing {
+    ($context:ty) => {
+        impl rdkafka::client::ClientContext for $context {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, facility: &str, message: &str) {
+                rdkafka::client::ClientContext::log(
+                    &$crate::cluster::client::Logs,
+                    level,
+                    facility,
+                    message,
+                );
+            }
+
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+                rdkafka::client::ClientContext::error(
+                    &$crate::cluster::client::Logs,
+                    error,
+                    reason,
+                );
+            }
+        }
+    };
+}
+pub(crate) use logs_through_tracing;
+
 impl rdkafka::producer::ProducerContext for Logs {
     type DeliveryOpaque = ();
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use parking_lot::Mutex;
+use rdkafka::TopicPartitionList;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::future_producer::DeliveryFuture;
@@ -23,6 +24,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use tracing::{info, warn};
 
 use super::client::{self, Logs};
+use super::tasks::QueryGroup;
 use super::{ClusterOptions, Guarantee, cluster_error};
 
 use crate::batch::Record;
@@ -45,7 +47,16 @@ pub(crate) type Landed = Vec<(String, AppendResult)>;
 /// A commit waiting for the producer.
 struct Submitted {
     appends: Vec<PartitionAppend>,
+    /// Input positions kept as a query group's committed offsets (a query whose partitions
+    /// the service's nodes split), committed with the records.
+    positions: Vec<GroupPositions>,
     then: AfterDelivery,
+}
+
+/// A query group's offsets to commit with a commit's records.
+pub(crate) struct GroupPositions {
+    pub(crate) group: QueryGroup,
+    pub(crate) offsets: TopicPartitionList,
 }
 
 /// What the producer's thread is asked, in order.
@@ -69,6 +80,22 @@ pub(crate) struct Committer {
     timeout: Duration,
 }
 
+/// Which producer a committer drives.
+#[derive(Clone)]
+pub(crate) struct ProducerRole {
+    /// Its transactional id under exactly-once.
+    pub(crate) transactional_id: String,
+    /// Whether it starts at once and again after it failed for good, rather than only when
+    /// activated.
+    pub(crate) always: bool,
+    /// Its thread's name.
+    pub(crate) thread: &'static str,
+    /// How long a transaction of it may stay open: a node that dies mid-transaction holds
+    /// read_committed readers of what it wrote (and the offsets it committed) that long,
+    /// unless a producer of the same id fences it first.
+    pub(crate) transaction_timeout: Duration,
+}
+
 /// The producer and how it commits.
 struct Producing {
     producer: FutureProducer<Logs>,
@@ -77,19 +104,25 @@ struct Producing {
 }
 
 impl Committer {
-    /// Starts the thread that will drive the producer once this node is active.
-    pub(crate) fn start(options: &ClusterOptions) -> Result<Committer> {
+    /// Starts the thread that will drive `producer`: at once when it is `always` on, else
+    /// once this node is active.
+    pub(crate) fn start(options: &ClusterOptions, producer: ProducerRole) -> Result<Committer> {
         let (tx, rx) = mpsc::channel::<Job>();
         let options = options.clone();
         let timeout = options.timeout;
+        let always = producer.always;
         std::thread::Builder::new()
-            .name("eddy-kafka-commit".into())
-            .spawn(move || run(options, rx))
+            .name(producer.thread.into())
+            .spawn(move || run(options, producer, rx))
             .map_err(StorageError::Io)?;
-        Ok(Committer {
+        let committer = Committer {
             queue: Mutex::new(tx),
             timeout,
-        })
+        };
+        if always {
+            committer.activate()?;
+        }
+        Ok(committer)
     }
 
     fn submit(&self, job: Job) -> Result<()> {
@@ -116,14 +149,23 @@ impl Committer {
 
     /// Queues a commit's records; `then` runs with where they landed once they are
     /// acknowledged (committed, under exactly-once), after every commit queued before it.
-    pub(crate) fn send(&self, appends: Vec<PartitionAppend>, then: AfterDelivery) -> Result<()> {
-        self.submit(Job::Commit(Submitted { appends, then }))
+    pub(crate) fn send(
+        &self,
+        appends: Vec<PartitionAppend>,
+        positions: Vec<GroupPositions>,
+        then: AfterDelivery,
+    ) -> Result<()> {
+        self.submit(Job::Commit(Submitted {
+            appends,
+            positions,
+            then,
+        }))
     }
 }
 
 /// The producer's thread: commits go to the producer while the node is active, and are
 /// refused otherwise. The commits waiting together go as one transaction.
-fn run(options: ClusterOptions, queue: mpsc::Receiver<Job>) {
+fn run(options: ClusterOptions, producer: ProducerRole, queue: mpsc::Receiver<Job>) {
     let mut producing: Option<Producing> = None;
     let mut next = queue.recv().ok();
     while let Some(job) = next.take() {
@@ -131,17 +173,15 @@ fn run(options: ClusterOptions, queue: mpsc::Receiver<Job>) {
             Job::Activate(reply) => {
                 // The old producer goes first: one producer per node holds the id.
                 drop(producing.take());
-                let started = Producing::start(&options);
-                let outcome = started
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(|e| StorageError::Cluster {
-                        operation: "starting the producer".into(),
-                        reason: e.to_string(),
-                        retriable: true,
-                    });
-                producing = started.ok();
-                let _ = reply.send(outcome);
+                match Producing::start(&options, &producer) {
+                    Ok(started) => {
+                        producing = Some(started);
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(error) => {
+                        let _ = reply.send(Err(error));
+                    }
+                }
             }
             Job::Deactivate => producing = None,
             Job::Commit(first) => {
@@ -154,6 +194,12 @@ fn run(options: ClusterOptions, queue: mpsc::Receiver<Job>) {
                             break;
                         }
                         Err(_) => break,
+                    }
+                }
+                if producing.is_none() && producer.always {
+                    match Producing::start(&options, &producer) {
+                        Ok(started) => producing = Some(started),
+                        Err(error) => warn!(%error, "starting this node's producer again"),
                     }
                 }
                 match producing.as_mut() {
@@ -181,12 +227,10 @@ fn run(options: ClusterOptions, queue: mpsc::Receiver<Job>) {
 }
 
 impl Producing {
-    fn start(options: &ClusterOptions) -> Result<Producing> {
-        // One transactional id per service: the active node's producer fences its
-        // predecessor's, whichever node that was.
-        let transactional_id = (options.guarantee == Guarantee::ExactlyOnce)
-            .then(|| format!("_confluent-ksql-{}_eddy-active", options.service_id));
-        let timeout = options.timeout.as_millis().max(1000).to_string();
+    fn start(options: &ClusterOptions, role: &ProducerRole) -> Result<Producing> {
+        let transactional_id =
+            (options.guarantee == Guarantee::ExactlyOnce).then(|| role.transactional_id.clone());
+        let timeout = role.transaction_timeout.as_millis().max(1000).to_string();
         let mut own = vec![
             ("enable.idempotence", "true"),
             ("acks", "all"),
@@ -195,6 +239,8 @@ impl Producing {
         if let Some(id) = &transactional_id {
             own.push(("transactional.id", id));
             own.push(("transaction.timeout.ms", &timeout));
+            // librdkafka wants a request to give up before its transaction would.
+            own.push(("socket.timeout.ms", &timeout));
         }
         let producer: FutureProducer<Logs> = client::config(options, "producer", &own)
             .create_with_context(Logs)
@@ -215,12 +261,27 @@ impl Producing {
     /// Every commit's records go out at once; each commit's local part follows its own
     /// acknowledgements, in order.
     fn at_least_once(&self, commits: Vec<Submitted>) {
-        let sent: Vec<(Result<InFlight>, AfterDelivery)> = commits
+        let sent: Vec<(Result<InFlight>, Vec<GroupPositions>, AfterDelivery)> = commits
             .into_iter()
-            .map(|commit| (self.produce_all(&commit.appends), commit.then))
+            .map(|commit| {
+                (
+                    self.produce_all(&commit.appends),
+                    commit.positions,
+                    commit.then,
+                )
+            })
             .collect();
-        for (in_flight, then) in sent {
-            then(in_flight.and_then(|f| futures::executor::block_on(delivered(f))));
+        for (in_flight, positions, then) in sent {
+            let landed = in_flight.and_then(|f| futures::executor::block_on(delivered(f)));
+            // Positions follow the records they cover: a crash between the two repeats
+            // output, as at-least-once allows.
+            let landed = landed.and_then(|landed| {
+                for p in &positions {
+                    p.group.commit(&p.offsets)?;
+                }
+                Ok(landed)
+            });
+            then(landed);
         }
     }
 
@@ -277,6 +338,30 @@ impl Producing {
                     let _ = self.producer.abort_transaction(timeout);
                     return Err((e, false));
                 }
+            }
+        }
+        for positions in commits.iter().flat_map(|c| &c.positions) {
+            // The group's generation goes with the offsets: a node that lost the partitions
+            // in a rebalance it missed has the transaction refused, not its output doubled.
+            let sent = match positions.group.metadata() {
+                Some(metadata) => self
+                    .producer
+                    .send_offsets_to_transaction(&positions.offsets, &metadata, timeout)
+                    .map_err(|e| failed("committing a query group's offsets", e)),
+                None => Err((
+                    StorageError::Cluster {
+                        operation: format!("committing the offsets of {}", positions.group.name()),
+                        reason: "this node is not a member of the group yet".into(),
+                        retriable: true,
+                    },
+                    false,
+                )),
+            };
+            if let Err(failure) = sent {
+                if !failure.1 {
+                    let _ = self.producer.abort_transaction(timeout);
+                }
+                return Err(failure);
             }
         }
         if let Err(e) = self.producer.commit_transaction(timeout) {

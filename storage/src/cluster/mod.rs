@@ -13,17 +13,19 @@ mod commit;
 mod fetch;
 mod nodes;
 mod role;
+mod tasks;
 mod topics;
 
 use std::time::Duration;
 
 pub(crate) use changelog::Changelogs;
-pub(crate) use commit::{Committer, PartitionAppend};
+pub(crate) use commit::{Committer, GroupPositions, PartitionAppend, ProducerRole};
 pub(crate) use fetch::Fetcher;
 pub(crate) use nodes::Directory;
 pub use nodes::{ALIVE_FOR, ServiceNode};
 pub(crate) use role::Membership;
 pub use role::{NodeState, Role};
+pub use tasks::{Assignment, QueryGroup};
 pub(crate) use topics::Topics;
 
 use rdkafka::error::KafkaError;
@@ -97,6 +99,11 @@ pub(crate) struct Cluster {
     pub(crate) topics: Topics,
     pub(crate) fetcher: Fetcher,
     pub(crate) committer: Committer,
+    /// This node's own producer, for the queries whose partitions the service's nodes split:
+    /// every node commits those, under its own transactional id.
+    pub(crate) node_committer: Committer,
+    /// The query groups this node is a member of, by the query's local group.
+    pub(crate) query_groups: parking_lot::Mutex<std::collections::HashMap<String, QueryGroup>>,
     pub(crate) changelogs: Changelogs,
     /// The service's nodes as this one hears of them, and its own status.
     pub(crate) directory: Directory,
@@ -120,7 +127,35 @@ impl Cluster {
         Ok(Cluster {
             directory,
             fetcher: Fetcher::new(options),
-            committer: Committer::start(options)?,
+            // One transactional id per service for the active node's work: the active node's
+            // producer fences its predecessor's, whichever node that was.
+            committer: Committer::start(
+                options,
+                ProducerRole {
+                    transactional_id: format!("_confluent-ksql-{}_eddy-active", options.service_id),
+                    always: false,
+                    thread: "eddy-kafka-commit",
+                    // A new active node fences this id at once, so the timeout only bounds a
+                    // transaction's length.
+                    transaction_timeout: options.timeout,
+                },
+            )?,
+            node_committer: Committer::start(
+                options,
+                ProducerRole {
+                    transactional_id: format!(
+                        "_confluent-ksql-{}_eddy-node-{node_id}",
+                        options.service_id
+                    ),
+                    always: true,
+                    thread: "eddy-kafka-node-commit",
+                    // Only this node restarted fences this id: a node that died holds the
+                    // partitions it ran this long, as Kafka Streams' exactly-once does.
+                    transaction_timeout: Duration::from_secs(10)
+                        .min(options.timeout.max(Duration::from_secs(1))),
+                },
+            )?,
+            query_groups: parking_lot::Mutex::default(),
             changelogs: Changelogs::new(&options.service_id),
             membership: std::sync::OnceLock::new(),
             options: options.clone(),

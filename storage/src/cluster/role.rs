@@ -15,14 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use rdkafka::client::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::client::{self, Logs};
+use super::client;
 use super::{ClusterOptions, cluster_error};
 use crate::error::{Result, StorageError};
 use crate::store::{Store, StoreInner};
@@ -61,15 +58,7 @@ struct Member {
     holds: AtomicBool,
 }
 
-impl ClientContext for Member {
-    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
-        Logs.log(level, facility, message);
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        Logs.error(error, reason);
-    }
-}
+client::logs_through_tracing!(Member);
 
 impl ConsumerContext for Member {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

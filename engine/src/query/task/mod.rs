@@ -22,13 +22,14 @@ use crate::query::state::consumer_group;
 use crate::query::status::QueryShared;
 use crate::query::{QueryPlan, processing_log};
 use commit::{CommitContext, InFlight, MAX_IN_FLIGHT, Uncommitted};
+pub use reader::Split;
 use reader::{PartitionReader, query_inputs};
 
 /// The task of one persistent query. Returns when stopped, or with the failure that ended it.
 pub async fn run_query(
     store: Store,
     query_id: String,
-    (plan, buffering): (QueryPlan, Buffering),
+    (plan, buffering, split): (QueryPlan, Buffering, Option<Split>),
     (sink, schemas, dead_letter_topic): (DataSource, Schemas, Option<String>),
     shared: Arc<QueryShared>,
     mut stop: watch::Receiver<bool>,
@@ -36,7 +37,7 @@ pub async fn run_query(
     let outcome = catching_panics(run_query_inner(
         &store,
         &query_id,
-        (&plan, buffering),
+        (&plan, buffering, split.as_ref()),
         (&sink, &schemas, dead_letter_topic.as_deref()),
         &shared,
         &mut stop,
@@ -59,13 +60,13 @@ pub async fn run_query(
 async fn run_query_inner(
     store: &Store,
     query_id: &str,
-    (plan, buffering): (&QueryPlan, Buffering),
+    (plan, buffering, split): (&QueryPlan, Buffering, Option<&Split>),
     (sink, schemas, dead_letter_topic): (&DataSource, &Schemas, Option<&str>),
     shared: &QueryShared,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let group = consumer_group(query_id);
-    let (inputs, positions) = query_inputs(store, &group, plan)?;
+    let (inputs, positions) = query_inputs(store, &group, plan, split)?;
     let mut reader = PartitionReader::over(store, query_id, inputs, positions)
         .tables_first(plan)
         .final_rows_by_window(plan);

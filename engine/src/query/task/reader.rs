@@ -300,36 +300,82 @@ impl PartitionReader {
     }
 }
 
-/// Every partition of every source of `plan`, with where the query's group stands in each.
+/// Every partition of every source of `plan`, with where the query's group stands in each;
+/// for a query whose partitions the service's nodes split, only those of `split`'s, from its
+/// group's committed offsets on the cluster.
 pub(crate) fn query_inputs(
     store: &Store,
     group: &str,
     plan: &QueryPlan,
+    split: Option<&Split>,
 ) -> Result<(Vec<Input>, Vec<i64>)> {
     let mut inputs = Vec::new();
-    let mut positions = Vec::new();
     for (side, source) in plan.sources().into_iter().enumerate() {
         let partitions = store.partition_count(&source.topic)?;
-        positions.extend(start_positions(store, group, &source.topic, partitions)?);
-        inputs.extend((0..partitions).map(|partition| Input {
-            side,
-            topic: source.topic.clone(),
-            partition,
-        }));
+        inputs.extend(
+            (0..partitions)
+                .map(|partition| Input {
+                    side,
+                    topic: source.topic.clone(),
+                    partition,
+                })
+                .filter(|input| {
+                    split.is_none_or(|s| {
+                        s.partitions
+                            .contains(&(input.topic.clone(), input.partition))
+                    })
+                }),
+        );
     }
+    let committed = match split {
+        Some(split) => {
+            let wanted: Vec<(String, u32)> = inputs
+                .iter()
+                .map(|i| (i.topic.clone(), i.partition))
+                .collect();
+            store.query_group_positions(&split.group, &wanted)?
+        }
+        None => Vec::new(),
+    };
+    let positions = inputs
+        .iter()
+        .map(|input| {
+            let on_cluster = committed
+                .iter()
+                .find(|(t, p, _)| *t == input.topic && *p == input.partition)
+                .map(|(_, _, offset)| *offset);
+            start_position(store, group, input, on_cluster)
+        })
+        .collect::<Result<Vec<i64>>>()?;
     Ok((inputs, positions))
 }
 
-/// Where the query starts reading each partition: its committed offset, else `initial`.
-fn start_positions(store: &Store, group: &str, topic: &str, partitions: u32) -> Result<Vec<i64>> {
-    (0..partitions)
-        .map(|p| {
-            Ok(match store.fetch_offset(group, topic, p)? {
-                Some(committed) => committed.offset,
-                None => store.log_start_offset(topic, p)?,
-            })
-        })
-        .collect()
+/// The partitions of a query this node runs, as its service's nodes split them.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// The query's group on the cluster.
+    pub group: eddy_storage::QueryGroup,
+    /// This node's partitions.
+    pub partitions: std::collections::BTreeSet<(String, u32)>,
+}
+
+/// Where the query starts reading a partition: its group's offset on the cluster, else its
+/// committed offset here (where a new query's first positions are), else the log's start.
+fn start_position(
+    store: &Store,
+    group: &str,
+    input: &Input,
+    on_cluster: Option<i64>,
+) -> Result<i64> {
+    if let Some(offset) = on_cluster {
+        return Ok(offset);
+    }
+    Ok(
+        match store.fetch_offset(group, &input.topic, input.partition)? {
+            Some(committed) => committed.offset,
+            None => store.log_start_offset(&input.topic, input.partition)?,
+        },
+    )
 }
 
 #[cfg(test)]
