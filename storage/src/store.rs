@@ -886,7 +886,15 @@ impl Store {
             let local = (Vec::new(), state, offsets);
             return self.submit_local(local, chain, reply).map(|()| rx);
         }
-        if positions.is_empty() && self.is_standby() {
+        // Records for users' topics and nothing else (an insert) are any node's to write, as
+        // each of ksqlDB's servers produces its inserts itself. Eddy's own topics (the schema
+        // registry's) keep one writer, the active node.
+        let free_standing = state.is_empty()
+            && offsets.is_empty()
+            && appends
+                .iter()
+                .all(|a| !crate::internal::is_internal_topic(&a.topic));
+        if positions.is_empty() && !free_standing && self.is_standby() {
             return Err(StorageError::Standby {
                 service: cluster.options.service_id.clone(),
             });
@@ -926,8 +934,9 @@ impl Store {
                 warn!(%error, "a commit's records reached the cluster, its state did not");
             }
         });
-        // A split query's commits go through this node's own producer, on every node.
-        let committer = if positions.is_empty() {
+        // A split query's commits and inserts go through this node's own producer, on every
+        // node.
+        let committer = if positions.is_empty() && !free_standing {
             &cluster.committer
         } else {
             &cluster.node_committer
