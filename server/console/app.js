@@ -346,12 +346,13 @@ const Editor = (() => {
 const Catalog = (() => {
   let timer = null;
   let selected = null; // { kind, name }
-  let data = { streams: [], tables: [], topics: [], queries: [], connectors: [] };
+  let data = { streams: [], tables: [], topics: [], queries: [], connectors: [], nodes: {} };
 
   async function load() {
-    const [entities, topics] = await Promise.all([
+    const [entities, topics, cluster] = await Promise.all([
       ksql("SHOW STREAMS; SHOW TABLES; SHOW QUERIES EXTENDED; SHOW CONNECTORS;"),
       api("GET", "/api/topics"),
+      api("GET", "/clusterStatus"),
     ]);
     data = {
       streams: entities[0].streams || [],
@@ -359,8 +360,12 @@ const Catalog = (() => {
       queries: entities[2].queryDescriptions || [],
       connectors: entities[3].connectors || [],
       topics,
+      nodes: (cluster && cluster.clusterStatus) || {},
     };
   }
+
+  // A node's badge: its role while it is heard of, else UNRESPONSIVE.
+  const nodeState = (n) => (n.hostAlive ? n.role || "ACTIVE" : "UNRESPONSIVE");
 
   // "RUNNING (1/1 tasks RUNNING)" is listed as RUNNING.
   const stateWord = (state) => String(state || "").split(" ")[0];
@@ -387,6 +392,31 @@ const Catalog = (() => {
       const state = stateWord(c.state);
       return item("connector", c.name, h("span", { class: "badge " + state }, state));
     }));
+    section("Nodes", Object.entries(data.nodes).map(([host, n]) => {
+      const state = nodeState(n);
+      return item("node", host, h("span", { class: "badge " + state }, state));
+    }));
+  }
+
+  // Each partition a node runs a query over (or keeps its state for), with the lag there.
+  function partitionRows(host, n, onlyQuery) {
+    const lags = (n.hostStoreLags && n.hostStoreLags.stateStoreLags) || {};
+    return Object.entries(n.activeStandbyPerQuery || {})
+      .filter(([id]) => !onlyQuery || id === onlyQuery)
+      .flatMap(([id, q]) => [["active", q.activePartitions || []], ["standby", q.standByPartitions || []]]
+        .flatMap(([how, partitions]) => partitions.map((p) => {
+          const store = Object.keys(lags).find((k) => k.endsWith(`_query_${id}#${p.topic}`));
+          const lag = store ? ((lags[store].lagByPartition || {})[String(p.partition)] || {}).offsetLag : undefined;
+          return [host, id, how, p.topic, p.partition, lag === undefined ? "" : String(lag)];
+        })));
+  }
+
+  function nodeDetail(host, n) {
+    return h("div", {},
+      dl([["State", h("span", { class: "badge " + nodeState(n) }, nodeState(n))], ["This node", n.local ? "yes" : "no"],
+        ["Last status", n.lastStatusUpdateMs ? new Date(n.lastStatusUpdateMs).toLocaleString() : undefined]]),
+      h("h4", {}, "Partitions"),
+      table(["Node", "Query", "As", "Topic", "Partition", "Lag"], partitionRows(host, n)));
   }
 
   function dl(pairs) {
@@ -456,7 +486,10 @@ const Catalog = (() => {
         ["Sinks", (q.sinks || []).join(", ")], ["Consumer lag", String(q.consumerLag)], ["Statistics", q.statistics], ["Errors", q.errorStats]]),
       h("pre", { class: "sql" }, q.statementText),
       h("h4", {}, "Offsets"),
-      table(["Topic", "Partition", "Log end", "Committed", "Lag"], offsets));
+      table(["Topic", "Partition", "Log end", "Committed", "Lag"], offsets),
+      h("h4", {}, "Nodes"),
+      table(["Node", "Query", "As", "Topic", "Partition", "Lag"],
+        Object.entries(data.nodes).flatMap(([host, n]) => partitionRows(host, n, q.id))));
   }
 
   async function renderDetail() {
@@ -471,6 +504,9 @@ const Catalog = (() => {
       } else if (kind === "topic") {
         const t = data.topics.find((t) => t.name === name);
         content = t ? topicDetail(t) : h("p", {}, "This topic is gone.");
+      } else if (kind === "node") {
+        const n = data.nodes[name];
+        content = n ? nodeDetail(name, n) : h("p", {}, "This node is gone.");
       } else if (kind === "connector") {
         const c = data.connectors.find((c) => c.name === name);
         content = c ? connectorDetail((await ksql(`DESCRIBE CONNECTOR \`${name}\`;`))[0]) : h("p", {}, "This connector is gone.");

@@ -248,7 +248,7 @@ impl Service {
         let wanted = entities.iter().any(|e| {
             matches!(
                 e.get("@type").and_then(Value::as_str),
-                Some("queries" | "queryDescription")
+                Some("queries" | "queryDescription" | "query_descriptions")
             )
         });
         if !wanted {
@@ -284,18 +284,17 @@ impl Service {
                     }
                 }
                 Some("queryDescription") => {
-                    let Some(id) = entity
-                        .pointer("/queryDescription/id")
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                    else {
-                        continue;
-                    };
-                    let hosts: serde_json::Map<String, Value> = nodes
-                        .iter()
-                        .filter_map(|n| Some((n.host.clone(), json!(state_on(n, &id)?))))
-                        .collect();
-                    entity["queryDescription"]["ksqlHostQueryStatus"] = Value::Object(hosts);
+                    if let Some(description) = entity.get_mut("queryDescription") {
+                        hosts_of(description, &nodes, &state_on);
+                    }
+                }
+                Some("query_descriptions") => {
+                    let descriptions = entity
+                        .get_mut("queryDescriptions")
+                        .and_then(Value::as_array_mut);
+                    for description in descriptions.into_iter().flatten() {
+                        hosts_of(description, &nodes, &state_on);
+                    }
                 }
                 _ => {}
             }
@@ -411,6 +410,26 @@ impl Service {
             HeaderValue::from(self.engine.command_seq().await),
         ))
     }
+}
+
+/// Sets a query description's `ksqlHostQueryStatus`: its state on each node.
+fn hosts_of(
+    description: &mut Value,
+    nodes: &[KnownNode],
+    state_on: &impl Fn(&KnownNode, &str) -> Option<String>,
+) {
+    let Some(id) = description
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+    else {
+        return;
+    };
+    let hosts: serde_json::Map<String, Value> = nodes
+        .iter()
+        .filter_map(|n| Some((n.host.clone(), json!(state_on(n, &id)?))))
+        .collect();
+    description["ksqlHostQueryStatus"] = Value::Object(hosts);
 }
 
 /// A query as a node's status carries it.

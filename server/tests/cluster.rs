@@ -704,6 +704,12 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         json!({active.http.clone(): "RUNNING", standby.http.clone(): "STANDBY"}),
         "{explained}"
     );
+    let extended = ksql_ok(&standby, "SHOW QUERIES EXTENDED;");
+    assert_eq!(
+        extended[0]["queryDescriptions"][0]["ksqlHostQueryStatus"],
+        explained[0]["queryDescription"]["ksqlHostQueryStatus"],
+        "{extended}"
+    );
 
     // Both nodes report the query's input partitions, and the standby's state catches up.
     // The standby takes inserts itself, through its own producer.

@@ -252,6 +252,36 @@ CREATE TABLE views_per_page AS
         detail.as_str().unwrap().contains("total-messages: 5"),
         "{detail}"
     );
+    // The nodes running it, and on which partitions: this one alone, on the embedded log.
+    let host = server.http.clone();
+    let nodes = wait_for(
+        &client,
+        "the query's nodes",
+        "return Array.from(document.querySelectorAll('#catalog-detail tr')).map(r => r.textContent).join('|');",
+        |v| v.as_str().is_some_and(|t| t.contains(&host)),
+    )
+    .await;
+    assert!(
+        nodes
+            .as_str()
+            .unwrap()
+            .contains(&format!("{host}CTAS_VIEWS_PER_PAGE_1activepageviews0")),
+        "{nodes}"
+    );
+    let node = client
+        .find(&format!("#catalog-list button[data-name='{host}']"))
+        .await;
+    client.click(&node).await;
+    wait_for(
+        &client,
+        "the node's details",
+        "return document.getElementById('catalog-detail').textContent;",
+        |v| {
+            v.as_str()
+                .is_some_and(|t| t.contains("ACTIVE") && t.contains("CTAS_VIEWS_PER_PAGE_1"))
+        },
+    )
+    .await;
     std::fs::write(out.join("catalog.png"), client.screenshot().await).unwrap();
     client.quit().await;
 }
