@@ -888,4 +888,26 @@ fn the_nodes_of_a_service_split_a_stateless_query_partitions_and_move_them_exact
             .is_none_or(|h| h["hostAlive"] == json!(false))
             && split_among(&partitions_by_host(hosts, &query), 2, 8)
     });
+
+    // Paused, the query leaves its group on every node; resumed, it splits again; ended, it
+    // runs nowhere.
+    ksql_ok(&third, &format!("PAUSE {query};"));
+    await_cluster_status(&first, "the query paused everywhere", |hosts| {
+        partitions_by_host(hosts, &query)
+            .values()
+            .all(Vec::is_empty)
+    });
+    ksql_ok(&first, &format!("RESUME {query};"));
+    await_cluster_status(&third, "the query split again", |hosts| {
+        split_among(&partitions_by_host(hosts, &query), 2, 8)
+    });
+    ksql_ok(&third, &format!("TERMINATE {query};"));
+    for node in [&first, &third] {
+        await_value(
+            node,
+            "no query left",
+            || ksql_ok(node, "SHOW QUERIES;"),
+            |shown| shown[0]["queries"] == json!([]),
+        );
+    }
 }

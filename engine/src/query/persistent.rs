@@ -147,8 +147,11 @@ impl QueryLaunch {
             }
         };
         let store = self.store.clone();
-        self.supervise_runs(id, shared, stopped, Some(group)).await;
+        self.supervise_runs(id, shared.clone(), stopped, Some(group))
+            .await;
         store.leave_query_group(&local_group);
+        // Stopped or paused, it runs no partition here.
+        *shared.assigned.lock() = Some(std::collections::BTreeSet::new());
     }
 
     /// Runs the task until it is stopped, starting it again after each failure and, for a
