@@ -454,12 +454,18 @@ impl Service {
 
     /// Starts (or restarts) the node whose data lives under `name`.
     fn node(&self, name: &str) -> common::Server {
-        let flags = [
+        self.node_with(name, &[])
+    }
+
+    /// [`Service::node`] with more flags.
+    fn node_with(&self, name: &str, extra: &[&str]) -> common::Server {
+        let mut flags = vec![
             "--bootstrap-servers",
             &self.brokers,
             "--service-id",
             self.id,
         ];
+        flags.extend_from_slice(extra);
         common::start_in(&self.dir.path().join(name), &flags)
     }
 }
@@ -910,4 +916,48 @@ fn the_nodes_of_a_service_split_a_stateless_query_partitions_and_move_them_exact
             |shown| shown[0]["queries"] == json!([]),
         );
     }
+}
+
+#[test]
+fn under_at_least_once_a_split_query_keeps_its_positions_in_its_group() {
+    let service = Service::new("loose");
+    let brokers = service.brokers.clone();
+    let loose = ["--processing-guarantee", "at_least_once"];
+    let first = service.node_with("first", &loose);
+    ksql_ok(
+        &first,
+        "CREATE STREAM events (id INT KEY, amount INT)
+           WITH (kafka_topic='events', key_format='JSON', value_format='JSON', partitions=4);
+         CREATE STREAM copied WITH (kafka_topic='copied') AS SELECT id, amount FROM events;",
+    );
+    const EVENTS: i64 = 10_000;
+    let produce = |from: i64, to: i64| {
+        let events: String = (from..to)
+            .map(|i| format!("{i}|{{\"AMOUNT\":{i}}}\n"))
+            .collect();
+        kcat(
+            &["-b", &brokers, "-t", "events", "-P", "-K", "|"],
+            Some(&events),
+        );
+    };
+    produce(0, EVENTS);
+    await_topic(&brokers, "copied", "the first events copied", |lines| {
+        lines.len() >= EVENTS as usize
+    });
+    // A node on an empty directory has no position of its own: it goes on from the offsets
+    // the first node committed to the query's group, not from the start.
+    drop(first);
+    let second = service.node_with("second", &loose);
+    produce(EVENTS, 2 * EVENTS);
+    await_topic(&brokers, "copied", "every event copied", |lines| {
+        let distinct: std::collections::BTreeSet<&String> = lines.iter().collect();
+        distinct.len() >= 2 * EVENTS as usize
+    });
+    let lines = topic_lines(&brokers, "copied");
+    assert!(
+        lines.len() < 5 * EVENTS as usize / 2,
+        "{} records: the second node started over\n{}",
+        lines.len(),
+        second.log_tail()
+    );
 }
