@@ -31,8 +31,17 @@ use crate::batch::{LogRecord, Record, RecordHeader};
 use crate::error::{Result, StorageError};
 use crate::store::FetchedRecords;
 
-/// Bytes a cursor buffers ahead of its reader before its partition is paused.
-const CURSOR_BYTES: usize = 4 << 20;
+/// Bytes a consumer's cursors buffer ahead of their readers, together, before its thread stops
+/// taking records from librdkafka (which then stops fetching once its own queue,
+/// `queued.max.messages.kbytes`, is full). This is the usual backpressure: pausing a partition
+/// in librdkafka drops what it fetched for it and fetches it again on resuming, which held a
+/// query with a backlog to a fifth of its speed when cursors were paused at a few MiB each.
+const CONSUMER_BYTES: usize = 64 << 20;
+/// Bytes one cursor buffers before its partition is paused after all: a reader that stopped
+/// reading must not hold the whole budget from the other partitions of its consumer.
+const CURSOR_BYTES: usize = CONSUMER_BYTES / 2;
+/// How long a consumer whose cursors are full waits before it looks again.
+const FULL_WAIT: Duration = Duration::from_millis(2);
 /// A cursor unread this long may be moved to another offset of its partition.
 const REPOSITION_AFTER: Duration = Duration::from_secs(2);
 /// A cursor unread this long is dropped, and its partition unassigned.
@@ -216,6 +225,14 @@ impl Member {
         let mut swept = Instant::now();
         let mut filed: Vec<Arc<Cursor>> = Vec::new();
         while !self.stop.load(Ordering::Acquire) {
+            if swept.elapsed() >= Duration::from_secs(1) {
+                swept = Instant::now();
+                self.sweep();
+            }
+            if self.buffered() >= CONSUMER_BYTES {
+                std::thread::sleep(FULL_WAIT);
+                continue;
+            }
             // What librdkafka already holds is filed in one go, and readers woken once for
             // it: woken per record, a reader would take a step (and a commit) per record.
             let mut wait = POLL;
@@ -241,11 +258,17 @@ impl Member {
             for cursor in filed.drain(..) {
                 cursor.ready.notify_waiters();
             }
-            if swept.elapsed() >= Duration::from_secs(1) {
-                swept = Instant::now();
-                self.sweep();
-            }
         }
+    }
+
+    /// Bytes its cursors hold for their readers.
+    fn buffered(&self) -> usize {
+        self.cursors
+            .lock()
+            .values()
+            .flat_map(HashMap::values)
+            .map(|cursor| cursor.state.lock().bytes)
+            .sum()
     }
 
     /// Files a record with its cursor; the cursor, for its reader to be woken.
