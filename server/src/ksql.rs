@@ -28,15 +28,11 @@ pub(crate) struct KsqlRequest {
 }
 
 /// `GET /info`.
-pub(crate) async fn info(State(engine): State<Arc<Engine>>) -> Json<Value> {
-    let service = engine
-        .store()
-        .service_member()
-        .map_or(eddy_storage::DEFAULT_SERVICE_ID, |(_, service)| service);
+pub(crate) async fn info(State(service): State<Arc<Service>>) -> Json<Value> {
     Json(json!({"KsqlServerInfo": {
         "version": env!("CARGO_PKG_VERSION"),
         "kafkaClusterId": "eddy",
-        "ksqlServiceId": service,
+        "ksqlServiceId": service.service_id(),
         "serverStatus": "RUNNING"
     }}))
 }

@@ -410,15 +410,11 @@ impl ServerMetrics {
                 .set(q.messages_per_sec);
             if let Some(offsets) = &q.offsets {
                 for t in &offsets.topics {
-                    // A query whose partitions the service's nodes split: this node's own.
-                    let runs = |partition: u32| {
-                        q.assigned.as_ref().is_none_or(|assigned| {
-                            assigned
-                                .iter()
-                                .any(|(topic, p)| *topic == t.topic && *p == partition)
-                        })
-                    };
-                    for p in t.partitions.iter().filter(|p| runs(p.partition)) {
+                    for p in t
+                        .partitions
+                        .iter()
+                        .filter(|p| q.runs(&t.topic, p.partition))
+                    {
                         self.query_lag
                             .with_label_values(&[q.id.as_str(), &t.topic, &p.partition.to_string()])
                             .set(p.lag());

@@ -131,6 +131,14 @@ impl Service {
         Ok(())
     }
 
+    /// The service's id (ksqlDB's `ksql.service.id`): the embedded log's is ksqlDB's default.
+    pub(crate) fn service_id(&self) -> &str {
+        self.engine
+            .store()
+            .service_member()
+            .map_or(eddy_storage::DEFAULT_SERVICE_ID, |(_, service)| service)
+    }
+
     fn url(&self) -> &str {
         self.url.get().map_or("", String::as_str)
     }
@@ -223,12 +231,7 @@ impl Service {
     /// `GET /clusterStatus`, in ksqlDB's shape: each host's liveness, the input partitions it
     /// runs (active) or keeps state for (standby) per query, and its positions' lag.
     pub(crate) async fn cluster_status(&self) -> Value {
-        let service_id = self
-            .engine
-            .store()
-            .service_member()
-            .map_or(eddy_storage::DEFAULT_SERVICE_ID, |(_, service)| service)
-            .to_string();
+        let service_id = self.service_id().to_string();
         let hosts: serde_json::Map<String, Value> = self
             .nodes()
             .await
@@ -434,12 +437,6 @@ fn hosts_of(
 
 /// A query as a node's status carries it.
 fn query_on_node(summary: &QuerySummary) -> (String, QueryOnNode) {
-    let runs = |topic: &str, partition: u32| {
-        summary
-            .assigned
-            .as_ref()
-            .is_none_or(|assigned| assigned.iter().any(|(t, p)| t == topic && *p == partition))
-    };
     let partitions = summary
         .offsets
         .iter()
@@ -448,7 +445,7 @@ fn query_on_node(summary: &QuerySummary) -> (String, QueryOnNode) {
             topic
                 .partitions
                 .iter()
-                .filter(|p| runs(&topic.topic, p.partition))
+                .filter(|p| summary.runs(&topic.topic, p.partition))
                 .map(|p| PartitionPosition {
                     topic: topic.topic.clone(),
                     partition: p.partition,

@@ -1,6 +1,6 @@
 //! The store: one RocksDB database holding the log, group offsets and operator state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -196,17 +196,20 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A commit's positions that are query groups' offsets on the cluster, by group.
+/// A commit's positions that are query groups' offsets on the cluster, by group, and the
+/// local groups they are kept under (whose positions are not changelogged).
 fn group_positions(
     cluster: &Cluster,
     offsets: &[crate::commit::CommitOffset],
-) -> Result<Vec<GroupPositions>> {
+) -> Result<(Vec<GroupPositions>, HashSet<String>)> {
     let groups = cluster.query_groups.lock();
     let mut out: Vec<GroupPositions> = Vec::new();
+    let mut split = HashSet::new();
     for o in offsets {
         let Some(group) = groups.get(&o.group) else {
             continue;
         };
+        split.insert(o.group.clone());
         let index = match out.iter().position(|p| p.group.name() == group.name()) {
             Some(index) => index,
             None => {
@@ -226,7 +229,7 @@ fn group_positions(
             )
             .map_err(|e| cluster_error(format!("committing the offsets of {}", o.group), e))?;
     }
-    Ok(out)
+    Ok((out, split))
 }
 
 /// The node's id, made (from the clock and the process id) and kept the first time the store
@@ -851,7 +854,7 @@ impl Store {
         }
         self.inner.disk.check_space(commit.approximate_bytes())?;
         let mut appends = self.place_on_cluster(cluster, commit.appends)?;
-        let positions = group_positions(cluster, &commit.offsets)?;
+        let (positions, split_groups) = group_positions(cluster, &commit.offsets)?;
         let offsets: Vec<(String, Vec<u8>, Vec<u8>)> = commit
             .offsets
             .into_iter()
@@ -864,14 +867,11 @@ impl Store {
         let own = appends.len();
         // A split query's positions are its group's offsets on the cluster, not changelogged;
         // they are kept locally too, for its lag.
-        let changelogged: Vec<(String, Vec<u8>, Vec<u8>)> = {
-            let groups = cluster.query_groups.lock();
-            offsets
-                .iter()
-                .filter(|(group, _, _)| !groups.contains_key(group))
-                .cloned()
-                .collect()
-        };
+        let changelogged: Vec<(String, Vec<u8>, Vec<u8>)> = offsets
+            .iter()
+            .filter(|(group, _, _)| !split_groups.contains(group))
+            .cloned()
+            .collect();
         appends.extend(
             cluster
                 .changelogs

@@ -150,15 +150,6 @@ impl GroupOffsets {
             topics: out,
         })
     }
-
-    /// Lag summed over every partition read.
-    pub fn total_lag(&self) -> i64 {
-        self.topics
-            .iter()
-            .flat_map(|t| &t.partitions)
-            .map(PartitionOffsets::lag)
-            .sum()
-    }
 }
 
 #[cfg(test)]

@@ -95,25 +95,28 @@ pub struct QuerySummary {
 }
 
 impl QuerySummary {
-    /// Records appended to the query's inputs and not yet processed: on the partitions this
-    /// node runs, for a query whose partitions the service's nodes split.
+    /// Whether this node runs the query on `topic`-`partition`: every partition of a query
+    /// that runs whole on one node, its own of one whose partitions the service's nodes split.
+    pub fn runs(&self, topic: &str, partition: u32) -> bool {
+        self.assigned
+            .as_ref()
+            .is_none_or(|assigned| assigned.iter().any(|(t, p)| t == topic && *p == partition))
+    }
+
+    /// Records appended to the query's inputs and not yet processed, on the partitions this
+    /// node runs.
     pub fn lag(&self) -> i64 {
-        let Some(offsets) = &self.offsets else {
-            return 0;
-        };
-        offsets
-            .topics
+        self.offsets
             .iter()
-            .flat_map(|t| t.partitions.iter().map(move |p| (&t.topic, p)))
-            .filter(|(topic, p)| {
-                self.assigned.as_ref().is_none_or(|assigned| {
-                    assigned
-                        .iter()
-                        .any(|(t, partition)| t == *topic && *partition == p.partition)
-                })
+            .flat_map(|o| &o.topics)
+            .fold(0, |lag, t| {
+                lag + t
+                    .partitions
+                    .iter()
+                    .filter(|p| self.runs(&t.topic, p.partition))
+                    .map(stats::PartitionOffsets::lag)
+                    .sum::<i64>()
             })
-            .map(|(_, p)| p.lag())
-            .sum()
     }
 }
 

@@ -89,16 +89,11 @@ impl Changelogs {
             if self.ready.lock().contains(topic) {
                 continue;
             }
-            if !topics.exists(topic) {
-                let mut config = TopicConfig::with_partitions(1);
-                config.cleanup_policy = policy;
-                // The command topic is the catalog: it is never deleted by age.
-                config.retention_ms = -1;
-                match topics.create(topic, &config) {
-                    Ok(()) | Err(StorageError::TopicExists(_)) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            let mut config = TopicConfig::with_partitions(1);
+            config.cleanup_policy = policy;
+            // The command topic is the catalog: it is never deleted by age.
+            config.retention_ms = -1;
+            topics.ensure(topic, &config)?;
             self.ready.lock().insert(topic.clone());
         }
         Ok(())

@@ -85,14 +85,9 @@ impl Directory {
         node_id: &str,
     ) -> Result<Directory> {
         let topic = Self::topic_of(&options.service_id);
-        if !topics.exists(&topic) {
-            let mut config = TopicConfig::with_partitions(1);
-            config.cleanup_policy = CleanupPolicy::Compact;
-            match topics.create(&topic, &config) {
-                Ok(()) | Err(StorageError::TopicExists(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let mut config = TopicConfig::with_partitions(1);
+        config.cleanup_policy = CleanupPolicy::Compact;
+        topics.ensure(&topic, &config)?;
         let consumer: BaseConsumer<Logs> = client::config(
             options,
             "directory",

@@ -61,7 +61,7 @@ struct Member {
 client::logs_through_tracing!(Member);
 
 impl ConsumerContext for Member {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
@@ -85,7 +85,6 @@ impl ConsumerContext for Member {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = consumer;
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -122,6 +122,17 @@ impl Topics {
         self.partition_count(name).is_ok()
     }
 
+    /// Creates a topic with `config` unless it exists (or another node just created it).
+    pub(crate) fn ensure(&self, name: &str, config: &TopicConfig) -> Result<()> {
+        if self.exists(name) {
+            return Ok(());
+        }
+        match self.create(name, config) {
+            Ok(()) | Err(StorageError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Creates a topic with `config`'s partitions, replication factor and every setting that
     /// differs from Kafka's defaults; the brokers' own defaults stand for the rest.
     pub(crate) fn create(&self, name: &str, config: &TopicConfig) -> Result<()> {
