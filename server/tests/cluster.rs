@@ -641,9 +641,9 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     // applied them itself, so the caller's next request sees them there.
     let created = ksql_ok(
         &standby,
-        "CREATE STREAM clicks (user STRING KEY, page STRING)
+        "CREATE TABLE clicks (user STRING PRIMARY KEY, page STRING)
            WITH (kafka_topic='clicks', value_format='JSON', partitions=2);
-         CREATE TABLE per_user AS SELECT user, COUNT(*) AS n FROM clicks GROUP BY user;",
+         CREATE TABLE per_page AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page;",
     );
     assert_eq!(
         created[1]["commandStatus"]["status"],
@@ -666,8 +666,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
            'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
            'connection.url' = 'jdbc:postgresql://127.0.0.1:1/none',
            'connection.user' = 'eddy', 'connection.password' = 'none',
-           'topics' = 'PER_USER', 'table.name.format' = 'report',
-           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'user');",
+           'topics' = 'PER_PAGE', 'table.name.format' = 'report',
+           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'page');",
     );
     let connector_state = |node: &common::Server| {
         let listed = ksql_ok(node, "SHOW CONNECTORS;");
@@ -678,8 +678,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     };
     assert!(connector_state(&standby).starts_with("UNASSIGNED"));
     assert!(!connector_state(&active).starts_with("UNASSIGNED"));
-    let described = ksql_ok(&standby, "DESCRIBE per_user;");
-    assert_eq!(described[0]["sourceDescription"]["name"], json!("PER_USER"));
+    let described = ksql_ok(&standby, "DESCRIBE per_page;");
+    assert_eq!(described[0]["sourceDescription"]["name"], json!("PER_PAGE"));
 
     // A request one node forwarded is never forwarded again: the standby refuses it.
     let body = json!({"ksql": "CREATE STREAM loop1 (id INT) WITH (kafka_topic='loop1', value_format='JSON', partitions=1);"}).to_string();
@@ -694,7 +694,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     assert_ne!(status, 200, "{text}");
     assert!(text.contains("standby"), "{text}");
 
-    // The query runs on the active node and stands by on the other, as every node counts it.
+    // An aggregation over a table runs on the active node and stands by on the other, as
+    // every node counts it.
     // Each node hears of the other's queries with its next status, a second or so later.
     for node in [&active, &standby] {
         await_value(
@@ -734,11 +735,12 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         &["-b", &brokers, "-t", "clicks", "-P", "-K", "|"],
         Some("u1|{\"PAGE\":\"c\"}\n"),
     );
-    await_pull(
-        &standby,
-        "SELECT n FROM per_user WHERE user = 'u1';",
-        |rows| rows == [json!([2])],
-    );
+    // u1 moved from page a to c.
+    await_pull(&standby, "SELECT page, n FROM per_page;", |rows| {
+        let mut rows: Vec<Value> = rows.iter().filter(|r| r[1] != json!(0)).cloned().collect();
+        rows.sort_by_key(|r| r[0].as_str().map(str::to_string));
+        rows == [json!(["b", 1]), json!(["c", 1])]
+    });
     let store = format!("_confluent-ksql-duo_query_{query_id}#clicks");
     let hosts = await_cluster_status(&standby, "both caught up", |hosts| {
         hosts.values().all(|h| {
@@ -793,19 +795,7 @@ fn partitions_by_host(
     hosts: &serde_json::Map<String, Value>,
     query: &str,
 ) -> std::collections::BTreeMap<String, Vec<u64>> {
-    hosts
-        .iter()
-        .filter(|(_, h)| h["hostAlive"] == json!(true))
-        .map(|(host, h)| {
-            let partitions = h["activeStandbyPerQuery"][query]["activePartitions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p["partition"].as_u64())
-                .collect();
-            (host.clone(), partitions)
-        })
-        .collect()
+    topic_partitions_by_host(hosts, query, None)
 }
 
 /// Whether every node runs some of the partitions, and each of `count` runs on exactly one.
@@ -960,4 +950,127 @@ fn under_at_least_once_a_split_query_keeps_its_positions_in_its_group() {
         lines.len(),
         second.log_tail()
     );
+}
+
+/// Each live node's partitions (of `topic`, or of any) that it runs `query` over, by host.
+fn topic_partitions_by_host(
+    hosts: &serde_json::Map<String, Value>,
+    query: &str,
+    topic: Option<&str>,
+) -> std::collections::BTreeMap<String, Vec<u64>> {
+    hosts
+        .iter()
+        .filter(|(_, h)| h["hostAlive"] == json!(true))
+        .map(|(host, h)| {
+            let partitions = h["activeStandbyPerQuery"][query]["activePartitions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| topic.is_none_or(|topic| p["topic"] == json!(topic)))
+                .filter_map(|p| p["partition"].as_u64())
+                .collect();
+            (host.clone(), partitions)
+        })
+        .collect()
+}
+
+/// Whether each of `nodes` live nodes runs some of `query`'s partitions, and each partition
+/// of each of `topics` (8 partitions each) runs on exactly one.
+fn tasks_split_among(
+    hosts: &serde_json::Map<String, Value>,
+    query: &str,
+    topics: &[&str],
+    nodes: usize,
+) -> bool {
+    let by_topic: Vec<_> = topics
+        .iter()
+        .map(|topic| topic_partitions_by_host(hosts, query, Some(topic)))
+        .collect();
+    let every_node_works = by_topic[0].keys().all(|host| {
+        by_topic
+            .iter()
+            .any(|by_host| by_host.get(host).is_some_and(|p| !p.is_empty()))
+    });
+    let each_once = by_topic.iter().all(|by_host| {
+        let mut all: Vec<u64> = by_host.values().flatten().copied().collect();
+        all.sort_unstable();
+        all == (0..8).collect::<Vec<_>>()
+    });
+    by_topic[0].len() == nodes && every_node_works && each_once
+}
+
+#[test]
+fn the_nodes_of_a_service_split_an_aggregation_by_group_and_agree_after_a_node_dies() {
+    let service = Service::new("groups");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE STREAM readings (id INT KEY, sensor STRING, v INT)
+           WITH (kafka_topic='readings', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE TABLE per_sensor WITH (kafka_topic='per_sensor') AS
+           SELECT sensor, COUNT(*) AS n, SUM(v) AS total FROM readings
+           WINDOW TUMBLING (SIZE 1 HOUR) GROUP BY sensor;",
+    );
+    let query = created[1]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_PER_SENSOR_1".to_string(), str::to_string);
+    let repartition = format!("_confluent-ksql-groupsquery_{query}-Aggregate-GroupBy-repartition");
+    const SENSORS: i64 = 40;
+    const READINGS: i64 = 30_000;
+    let produce = |from: i64, to: i64| {
+        let readings: String = (from..to)
+            .map(|i| format!("{i}|{{\"SENSOR\":\"s{}\",\"V\":{}}}\n", i % SENSORS, i % 7))
+            .collect();
+        kcat(
+            &["-b", &brokers, "-t", "readings", "-P", "-K", "|"],
+            Some(&readings),
+        );
+    };
+    produce(0, READINGS / 3);
+
+    // Two more nodes join: the group splits the source's partitions (which a node routes by
+    // sensor) and the repartition topic's (each one aggregation task) among the three.
+    let second = service.node("second");
+    let third = service.node("third");
+    await_cluster_status(&third, "the tasks split three ways", |hosts| {
+        tasks_split_among(hosts, &query, &["readings", &repartition], 3)
+    });
+    await_value(
+        &first,
+        "the aggregation running on all three",
+        || ksql_ok(&first, "SHOW QUERIES;"),
+        |shown| shown[0]["queries"][0]["statusCount"] == json!({"RUNNING": 3}),
+    );
+
+    // One node is killed mid-stream and comes back on an empty directory: its tasks move to
+    // the others with the state its last transaction committed, and back to it, restored from
+    // the tasks' changelog.
+    produce(READINGS / 3, 2 * READINGS / 3);
+    drop(second);
+    let second = service.node("second-again");
+    await_cluster_status(&first, "the tasks split three ways again", |hosts| {
+        tasks_split_among(hosts, &query, &["readings", &repartition], 3)
+    });
+    produce(2 * READINGS / 3, READINGS);
+
+    // Every node's pull queries see each sensor's count and sum over its windows as one run
+    // over the input would: nothing lost, nothing counted twice.
+    for sensor in [0, 7, 13, 39] {
+        let of_sensor = |i: &i64| i % SENSORS == sensor;
+        let n = (0..READINGS).filter(of_sensor).count() as i64;
+        let total: i64 = (0..READINGS).filter(of_sensor).map(|i| i % 7).sum();
+        let sql = format!("SELECT n, total FROM per_sensor WHERE sensor = 's{sensor}';");
+        let sums = |rows: &[Value]| {
+            rows.iter().fold((0, 0), |(n, t), row| {
+                (
+                    n + row[0].as_i64().unwrap_or(0),
+                    t + row[1].as_i64().unwrap_or(0),
+                )
+            })
+        };
+        for node in [&first, &second, &third] {
+            await_pull(node, &sql, |rows| sums(rows) == (n, total));
+        }
+    }
 }

@@ -970,6 +970,56 @@ impl Store {
         Ok(Some(group))
     }
 
+    /// On a Kafka cluster, creates the compacted changelog `topic` of a split query's tasks
+    /// (one partition per task) unless it exists, and applies the partitions of the tasks other
+    /// nodes run as they grow. Nothing happens on the embedded log.
+    pub fn follow_task_changelog(&self, topic: &str, partitions: u32) -> Result<()> {
+        match &self.inner.cluster {
+            Some(cluster) => cluster.task_state.follow(cluster, topic, partitions),
+            None => Ok(()),
+        }
+    }
+
+    /// Stops applying the task changelog `topic`.
+    pub fn unfollow_task_changelog(&self, topic: &str) {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.task_state.unfollow(topic);
+        }
+    }
+
+    /// On a Kafka cluster, takes the split task whose state is in `namespace`, backed by
+    /// `partition` of the changelog `topic`: applies what that partition holds and this node
+    /// has not applied yet, up to its last stable offset, and from then on writes the
+    /// namespace's changes there and no longer follows it. Blocks while it catches up.
+    pub fn claim_task(&self, namespace: &str, (topic, partition): (&str, u32)) -> Result<u64> {
+        match &self.inner.cluster {
+            Some(cluster) => cluster
+                .task_state
+                .claim(self, cluster, namespace, (topic, partition)),
+            None => Ok(0),
+        }
+    }
+
+    /// Gives up the split task whose state is in `namespace`, once its commits have landed:
+    /// its partition is followed again.
+    pub fn release_task(&self, namespace: &str) {
+        if let Some(cluster) = &self.inner.cluster {
+            cluster.task_state.release(namespace);
+        }
+    }
+
+    /// Creates `topic` with `partitions` partitions unless it exists (a split query's
+    /// repartition topic).
+    pub fn ensure_topic_with_partitions(&self, topic: &str, partitions: u32) -> Result<()> {
+        if self.topic_exists(topic) {
+            return Ok(());
+        }
+        match self.create_topic(topic, TopicConfig::with_partitions(partitions.max(1))) {
+            Ok(_) | Err(StorageError::TopicExists(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Leaves the query group kept under `local_group`, once its task has stopped.
     pub fn leave_query_group(&self, local_group: &str) {
         if let Some(cluster) = &self.inner.cluster {

@@ -82,10 +82,34 @@ impl QueryPlan {
 
     /// Whether the nodes of a service on a Kafka cluster may split the query's partitions
     /// among them: a stateless query keeps nothing but its positions, so each partition runs
-    /// on its own wherever the query's group puts it. Aggregations and joins keep state that
-    /// spans partitions until they repartition by key, and run on the active node.
+    /// on its own wherever the query's group puts it; an aggregation over a stream splits once
+    /// its records are repartitioned by group (see [`QueryPlan::split_aggregation`]). Joins,
+    /// and aggregations over tables, keep state that spans partitions, and run on the active
+    /// node.
     pub fn splits_partitions(&self) -> bool {
-        matches!(self, QueryPlan::Stateless(_))
+        matches!(self, QueryPlan::Stateless(_)) || self.split_aggregation().is_some()
+    }
+
+    /// The aggregation of a query that splits as two parts, a router that sends each record
+    /// to its group's partition of a repartition topic and one task per partition of that
+    /// topic: an aggregation over a stream.
+    pub(crate) fn split_aggregation(&self) -> Option<&AggregatePlan> {
+        match self {
+            QueryPlan::Aggregate(p) if !p.over_table() => Some(p),
+            _ => None,
+        }
+    }
+
+    /// This plan reading `topic`, laid out as its source's, in place of its source's topic:
+    /// a split aggregation's task reading the repartition topic.
+    pub(crate) fn reading(&self, topic: &str) -> QueryPlan {
+        let mut plan = self.clone();
+        match &mut plan {
+            QueryPlan::Stateless(p) => p.source.topic = topic.to_string(),
+            QueryPlan::Aggregate(p) => p.source.topic = topic.to_string(),
+            QueryPlan::Join(p) => p.chain.sources[0].topic = topic.to_string(),
+        }
+        plan
     }
 
     /// The source read: a join's left source, whose formats and partitions the result takes.
@@ -181,12 +205,13 @@ impl QueryPlan {
         }
     }
 
-    /// The operator that runs this plan for query `query_id` into `sink`; with `coalesce`, an
-    /// aggregation's updates wait in its record cache until the operator is flushed.
+    /// The operator that runs this plan into `sink`, its state in `namespace`; with
+    /// `coalesce`, an aggregation's updates wait in its record cache until the operator is
+    /// flushed.
     pub(crate) fn operator<'p>(
         &'p self,
         store: &Store,
-        query_id: &str,
+        namespace: &str,
         sink: &DataSource,
         coalesce: bool,
         schemas: &crate::codec::Schemas,
@@ -195,16 +220,16 @@ impl QueryPlan {
         Ok(match self {
             QueryPlan::Stateless(p) => Box::new(Projection::new(p, sink)?),
             QueryPlan::Aggregate(p) => {
-                Box::new(Aggregation::new(store, query_id, p, sink, coalesce)?)
+                Box::new(Aggregation::new(store, namespace, p, sink, coalesce)?)
             }
             QueryPlan::Join(p) => {
                 let then: Box<dyn RowsOperator + 'p> = match &p.then {
                     JoinTail::Project(post) => Box::new(Projection::new(post, sink)?),
                     JoinTail::Aggregate(a) => {
-                        Box::new(Aggregation::new(store, query_id, a, sink, coalesce)?)
+                        Box::new(Aggregation::new(store, namespace, a, sink, coalesce)?)
                     }
                 };
-                Box::new(Join::new(store, query_id, &p.chain, then)?)
+                Box::new(Join::new(store, namespace, &p.chain, then)?)
             }
         })
     }

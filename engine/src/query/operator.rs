@@ -34,6 +34,9 @@ pub(crate) struct StepOutput {
     pub errors: Vec<RecordError>,
     /// Changes to the operator's state, in the order they apply.
     pub writes: StateWrites,
+    /// The partition of the sink each record goes to, when the operator places them itself
+    /// (a split aggregation's router); empty when the sink's partitioner places them by key.
+    pub routes: Vec<u32>,
 }
 
 impl StepOutput {
@@ -47,6 +50,7 @@ impl StepOutput {
         self.records.extend(later.records);
         self.errors.extend(later.errors);
         self.writes.extend(later.writes);
+        self.routes.extend(later.routes);
     }
 }
 

@@ -14,9 +14,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::query::state::consumer_group;
+use std::collections::BTreeSet;
+
+use futures::stream::{FuturesUnordered, StreamExt};
+
+use crate::query::state::{self, consumer_group};
 use crate::query::status::QueryShared;
 use crate::query::task::Buffering;
+use crate::query::task::{Split, SplitPart};
 use crate::query::{QueryPlan, stats};
 
 /// How a persistent query was created.
@@ -123,15 +128,24 @@ impl QueryLaunch {
             return self.supervise_runs(id, shared, stopped, None).await;
         }
         let local_group = consumer_group(&id);
-        let topics: Vec<String> = self
+        let mut topics: Vec<String> = self
             .plan
             .sources()
             .iter()
             .map(|s| s.topic.clone())
             .collect();
+        let layout = self.task_layout(&id);
+        if let Some(layout) = &layout {
+            topics.push(layout.repartition.clone());
+        }
         let mut backoff = self.retry.initial;
         let group = loop {
-            match self.store.join_query_group(&local_group, &id, &topics) {
+            let joined = match &layout {
+                Some(layout) => layout.ensure(&self.store),
+                None => Ok(()),
+            }
+            .and_then(|()| self.store.join_query_group(&local_group, &id, &topics));
+            match joined {
                 Ok(Some(group)) => break group,
                 Ok(None) => return self.supervise_runs(id, shared, stopped, None).await,
                 Err(e) => {
@@ -150,6 +164,9 @@ impl QueryLaunch {
         self.supervise_runs(id, shared.clone(), stopped, Some(group))
             .await;
         store.leave_query_group(&local_group);
+        if let Some(layout) = &layout {
+            store.unfollow_task_changelog(&layout.changelog);
+        }
         // Stopped or paused, it runs no partition here.
         *shared.assigned.lock() = Some(std::collections::BTreeSet::new());
     }
@@ -166,37 +183,23 @@ impl QueryLaunch {
         let mut assignment = group.as_ref().map(eddy_storage::QueryGroup::assignment);
         let mut backoff = self.retry.initial;
         loop {
-            let (split, run_stop, revision) = match (&group, assignment.as_mut()) {
+            let (parts, run_stop, revision) = match (&group, assignment.as_mut()) {
                 (Some(group), Some(assignment)) => {
                     let Some(now) = await_partitions(group, assignment, &shared, &stopped).await
                     else {
                         return;
                     };
                     *shared.assigned.lock() = Some(now.partitions.clone());
-                    let split = crate::query::task::Split {
-                        group: group.clone(),
-                        partitions: now.partitions,
-                    };
+                    let parts = self.parts(&id, group, now.partitions);
                     let run_stop = stop_on_change(stopped.clone(), assignment.clone());
-                    (Some(split), run_stop, now.revision)
+                    (parts, run_stop, now.revision)
                 }
-                _ => (None, stopped.clone(), 0),
+                _ => (vec![None], stopped.clone(), 0),
             };
             shared.finished.store(false, Ordering::SeqCst);
             // A task that failed mid-commit left its commits uncounted; the new one starts afresh.
             shared.uncounted_commits.store(0, Ordering::SeqCst);
-            let run = crate::query::task::run_query(
-                self.store.clone(),
-                id.clone(),
-                (self.plan.clone(), self.buffering, split),
-                (
-                    self.sink.clone(),
-                    self.schemas.clone(),
-                    self.dead_letter_topic.clone(),
-                ),
-                shared.clone(),
-                run_stop,
-            );
+            let run = self.run_parts(&id, &shared, parts, run_stop);
             tokio::pin!(run);
             let healthy_after = tokio::time::sleep(self.retry.initial);
             tokio::pin!(healthy_after);
@@ -246,6 +249,133 @@ impl QueryLaunch {
             }
             backoff = (backoff * 2).min(self.retry.max);
         }
+    }
+}
+
+impl QueryLaunch {
+    /// The topics of a split aggregation on the cluster, as query `id` names them; `None`
+    /// for any other query.
+    fn task_layout(&self, id: &str) -> Option<TaskLayout> {
+        let aggregation = self.plan.split_aggregation()?;
+        let (_, service) = self.store.service_member()?;
+        Some(TaskLayout {
+            repartition: state::repartition_topic(service, id),
+            changelog: state::task_changelog_topic(service, id),
+            source: aggregation.source.topic.clone(),
+        })
+    }
+
+    /// The runs of a split query over `partitions`, those the group gave this node: the whole
+    /// query over them, or for an aggregation, its router over those of its source and one
+    /// task per partition of its repartition topic.
+    fn parts(
+        &self,
+        id: &str,
+        group: &eddy_storage::QueryGroup,
+        partitions: BTreeSet<(String, u32)>,
+    ) -> Vec<Option<Split>> {
+        let Some(layout) = self.task_layout(id) else {
+            return vec![Some(Split {
+                group: group.clone(),
+                partitions,
+                part: SplitPart::Whole,
+            })];
+        };
+        let (tasks, routed): (BTreeSet<_>, BTreeSet<_>) = partitions
+            .into_iter()
+            .partition(|(topic, _)| *topic == layout.repartition);
+        let mut parts = Vec::with_capacity(tasks.len() + 1);
+        if !routed.is_empty() {
+            parts.push(Some(Split {
+                group: group.clone(),
+                partitions: routed,
+                part: SplitPart::Route {
+                    topic: layout.repartition.clone(),
+                },
+            }));
+        }
+        for (topic, partition) in tasks {
+            parts.push(Some(Split {
+                group: group.clone(),
+                partitions: BTreeSet::from([(topic.clone(), partition)]),
+                part: SplitPart::Task {
+                    input: topic,
+                    partition,
+                    namespace: state::task_namespace(id, partition),
+                    changelog: layout.changelog.clone(),
+                },
+            }));
+        }
+        parts
+    }
+
+    /// Runs the parts together until `stop`; one failing stops the others, so the query
+    /// starts again as a whole. Returns the first failure.
+    async fn run_parts(
+        &self,
+        id: &str,
+        shared: &Arc<QueryShared>,
+        parts: Vec<Option<Split>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> Option<String> {
+        let run = |split: Option<Split>, stop: watch::Receiver<bool>| {
+            crate::query::task::run_query(
+                self.store.clone(),
+                id.to_string(),
+                (self.plan.clone(), self.buffering, split),
+                (
+                    self.sink.clone(),
+                    self.schemas.clone(),
+                    self.dead_letter_topic.clone(),
+                ),
+                shared.clone(),
+                stop,
+            )
+        };
+        if parts.len() == 1 {
+            return run(parts.into_iter().next().flatten(), stop).await;
+        }
+        let (abort, aborted) = watch::channel(*stop.borrow());
+        let mut runs: FuturesUnordered<_> = parts
+            .into_iter()
+            .map(|split| run(split, aborted.clone()))
+            .collect();
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                done = runs.next() => match done {
+                    None => return failure,
+                    Some(Some(cause)) => {
+                        failure.get_or_insert(cause);
+                        let _ = abort.send(true);
+                    }
+                    Some(None) => {}
+                },
+                _ = stop.wait_for(|s| *s), if !*abort.borrow() => {
+                    let _ = abort.send(true);
+                }
+            }
+        }
+    }
+}
+
+/// Where a split aggregation's parts meet on the cluster.
+struct TaskLayout {
+    /// The topic its router writes and its tasks read.
+    repartition: String,
+    /// The topic backing its tasks' state.
+    changelog: String,
+    /// Its source's topic, whose partitions both take.
+    source: String,
+}
+
+impl TaskLayout {
+    /// Creates the repartition topic and the changelog, as many partitions as the source,
+    /// unless they exist, and follows the changelog.
+    fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
+        let partitions = store.partition_count(&self.source)?;
+        store.ensure_topic_with_partitions(&self.repartition, partitions)?;
+        store.follow_task_changelog(&self.changelog, partitions)
     }
 }
 
@@ -414,10 +544,25 @@ impl PersistentQuery {
     /// What `SHOW QUERIES` and `DESCRIBE` show of it, with its positions in `store`. A
     /// store that fails to read offsets leaves them out rather than failing the listing.
     pub fn summary(&self, store: &eddy_storage::Store) -> crate::query::QuerySummary {
-        let topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
-        let offsets = stats::GroupOffsets::read(store, &consumer_group(&self.id), &topics)
+        let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
+        if let Some(layout) = self.launch.task_layout(&self.id) {
+            topics.push(layout.repartition);
+        }
+        let mut offsets = stats::GroupOffsets::read(store, &consumer_group(&self.id), &topics)
             .map_err(|e| tracing::warn!(query = %self.id, error = %e, "reading the query's offsets failed"))
             .ok();
+        // A split query's partition taken from another node is where it started until its
+        // first commit here.
+        if let Some(offsets) = &mut offsets {
+            let started = self.shared.started.lock();
+            for topic in &mut offsets.topics {
+                for p in &mut topic.partitions {
+                    if let Some(at) = started.get(&(topic.topic.clone(), p.partition)) {
+                        p.consumer = p.consumer.max(*at);
+                    }
+                }
+            }
+        }
         let last = self.shared.last_message_ms.load(Ordering::Relaxed);
         let now_secs = (eddy_storage::now_ms() / 1000) as u64;
         crate::query::QuerySummary {

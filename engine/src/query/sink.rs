@@ -211,7 +211,7 @@ impl SinkEncoder {
         Ok(StepOutput {
             records: out,
             errors,
-            writes: Vec::new(),
+            ..StepOutput::empty()
         })
     }
 

@@ -33,6 +33,26 @@ pub(crate) fn namespace(query_id: &str) -> String {
     format!("__eddy_query_{query_id}")
 }
 
+/// The state-store namespace of task `partition` of query `query_id`, when the nodes of its
+/// service split it: each task's state is its own, as it moves between nodes on its own.
+pub(crate) fn task_namespace(query_id: &str, partition: u32) -> String {
+    format!("__eddy_query_{query_id}_task_{partition}")
+}
+
+/// The topic a split aggregation's router writes each record to, in its group's partition,
+/// on the cluster of service `service_id` (ksqlDB's name for it).
+pub(crate) fn repartition_topic(service_id: &str, query_id: &str) -> String {
+    format!("_confluent-ksql-{service_id}query_{query_id}-Aggregate-GroupBy-repartition")
+}
+
+/// The compacted topic backing the state of a split aggregation's tasks, one partition per
+/// task (ksqlDB's name for the aggregation's state store changelog).
+pub(crate) fn task_changelog_topic(service_id: &str, query_id: &str) -> String {
+    format!(
+        "_confluent-ksql-{service_id}query_{query_id}-Aggregate-Aggregate-Materialize-changelog"
+    )
+}
+
 /// The first bytes of an aggregation's keys.
 pub(crate) mod aggregate_keys {
     /// A group's accumulators.

@@ -44,6 +44,9 @@ pub struct QueryShared {
     /// For a query whose partitions the service's nodes split, the input partitions this
     /// node runs it over now; `None` for one that runs whole on one node.
     pub assigned: Mutex<Option<std::collections::BTreeSet<(String, u32)>>>,
+    /// For a split query, where this node started each partition it was given, from the
+    /// group's offsets on the cluster: its position there until its first commit.
+    pub started: Mutex<std::collections::HashMap<(String, u32), i64>>,
 }
 
 impl QueryShared {

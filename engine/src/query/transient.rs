@@ -1013,9 +1013,10 @@ impl Transient {
         tx: &mpsc::Sender<TransientEvent>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<&'static str>> {
+        let namespace = crate::query::state::namespace(&self.id);
         let mut operator =
             self.plan
-                .operator(&self.store, &self.id, &self.sink, false, &self.schemas)?;
+                .operator(&self.store, &namespace, &self.sink, false, &self.schemas)?;
         if self.limit == Some(0) {
             return Ok(Some(LIMIT_REACHED));
         }

@@ -15,7 +15,7 @@
 //! transactions, which a node on a cluster does not serve. How far each changelog partition
 //! was applied locally is kept with the state it produced, so a restart replays nothing.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -110,6 +110,13 @@ impl Changelogs {
     ) -> Result<Vec<PartitionAppend>> {
         let mut commands = Vec::new();
         let mut changes = Vec::new();
+        // A split task's state goes to its own partition of its query's changelog.
+        let tasks = cluster.task_state.owned();
+        let mut task_changes: BTreeMap<(String, u32), Vec<Record>> = BTreeMap::new();
+        let mut change = |namespace: &str, record: Record| match tasks.get(namespace) {
+            Some(at) => task_changes.entry(at.clone()).or_default().push(record),
+            None => changes.push(record),
+        };
         let now = crate::now_ms();
         for op in state {
             match op {
@@ -130,19 +137,22 @@ impl Changelogs {
                             ..record
                         });
                     } else if !local_namespace(namespace) {
-                        changes.push(Record {
-                            key: Some(state_key(namespace, key)),
-                            ..record
-                        });
+                        change(
+                            namespace,
+                            Record {
+                                key: Some(state_key(namespace, key)),
+                                ..record
+                            },
+                        );
                     }
                 }
                 StateOp::Delete { namespace, key } if !local_namespace(namespace) => {
-                    changes.push(tombstone(state_key(namespace, key), now));
+                    change(namespace, tombstone(state_key(namespace, key), now));
                 }
                 StateOp::DeleteNamespace { namespace } if !local_namespace(namespace) => {
                     for entry in store.state_scan_prefix(namespace, b"")? {
                         let (key, _) = entry?;
-                        changes.push(tombstone(state_key(namespace, &key), now));
+                        change(namespace, tombstone(state_key(namespace, &key), now));
                     }
                 }
                 StateOp::Delete { .. } | StateOp::DeleteNamespace { .. } => {}
@@ -161,11 +171,20 @@ impl Changelogs {
                 });
             }
         }
+        let mut appends = Vec::with_capacity(2 + task_changes.len());
+        appends.extend(
+            task_changes
+                .into_iter()
+                .map(|((topic, partition), records)| PartitionAppend {
+                    topic,
+                    partition,
+                    records,
+                }),
+        );
         if commands.is_empty() && changes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(appends);
         }
         self.ensure(&cluster.topics)?;
-        let mut appends = Vec::with_capacity(2);
         for (topic, records) in [
             (&self.command_topic, commands),
             (&self.state_topic, changes),
@@ -217,7 +236,9 @@ impl Changelogs {
         Ok(commands)
     }
 
-    fn restore_partition(
+    /// Applies what `partition` of changelog `topic` holds beyond what this node applied, up
+    /// to its last stable offset. Returns how many records it applied.
+    pub(crate) fn restore_partition(
         &self,
         store: &Store,
         cluster: &Cluster,

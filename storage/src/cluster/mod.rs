@@ -13,6 +13,7 @@ mod commit;
 mod fetch;
 mod nodes;
 mod role;
+mod task_state;
 mod tasks;
 mod topics;
 
@@ -25,6 +26,7 @@ pub(crate) use nodes::Directory;
 pub use nodes::{ALIVE_FOR, ServiceNode};
 pub(crate) use role::Membership;
 pub use role::{NodeState, Role};
+pub(crate) use task_state::TaskState;
 pub use tasks::{Assignment, QueryGroup};
 pub(crate) use topics::Topics;
 
@@ -105,6 +107,8 @@ pub(crate) struct Cluster {
     /// The query groups this node is a member of, by the query's local group.
     pub(crate) query_groups: parking_lot::Mutex<std::collections::HashMap<String, QueryGroup>>,
     pub(crate) changelogs: Changelogs,
+    /// The split tasks' changelogs this node follows, and the tasks it runs.
+    pub(crate) task_state: TaskState,
     /// The service's nodes as this one hears of them, and its own status.
     pub(crate) directory: Directory,
     /// This node's place in its service, known once the store is open.
@@ -157,6 +161,7 @@ impl Cluster {
             )?,
             query_groups: parking_lot::Mutex::default(),
             changelogs: Changelogs::new(&options.service_id),
+            task_state: TaskState::default(),
             membership: std::sync::OnceLock::new(),
             options: options.clone(),
             topics,

@@ -128,6 +128,7 @@ impl Membership {
             stop: stop.clone(),
             decided: false,
             followed: Instant::now(),
+            tasks_followed: Instant::now(),
             joined_at: Instant::now(),
         };
         let (first, first_rx) = std::sync::mpsc::sync_channel(1);
@@ -185,6 +186,7 @@ struct Node {
     stop: Arc<AtomicBool>,
     decided: bool,
     followed: Instant,
+    tasks_followed: Instant,
     joined_at: Instant,
 }
 
@@ -253,6 +255,11 @@ impl Node {
                 }
             }
             _ => {}
+        }
+        // Split tasks run on every node, whatever its role: each follows the others' state.
+        if self.tasks_followed.elapsed() >= FOLLOW_EVERY {
+            self.tasks_followed = Instant::now();
+            cluster.task_state.follow_all(store, cluster)?;
         }
         Ok(())
     }

@@ -10,6 +10,8 @@
 //! - `windows` holds the window and session decisions, `stream_time` the clocks they follow,
 //!   `emit_final` what `EMIT FINAL` writes when a window closes.
 //! - `panes` keeps hopping windows under `EMIT FINAL` as panes, merged when a window closes.
+//! - `route` sends each record to its group's partition, for an aggregation the nodes of a
+//!   service split.
 //! - `state` keeps the groups (`group`) in memory and in the store.
 
 mod calls;
@@ -19,6 +21,7 @@ mod group;
 mod operator;
 mod panes;
 mod plan;
+mod route;
 mod session;
 mod state;
 pub(crate) mod stream_time;
@@ -41,6 +44,7 @@ use windows::{SessionWindows, TimeWindows};
 pub(crate) use operator::Aggregation;
 pub(crate) use plan::plan_aggregate_over;
 pub use plan::{aggregates_anything, plan_aggregate};
+pub(crate) use route::GroupRouter;
 
 /// One aggregate call: `SUM(x)`.
 #[derive(Debug, Clone)]
@@ -160,7 +164,7 @@ impl AggregatePlan {
     }
 
     /// Whether the rows aggregated are a table's, whose old values are taken back out.
-    fn over_table(&self) -> bool {
+    pub(crate) fn over_table(&self) -> bool {
         self.source.kind == eddy_sql::ast::SourceKind::Table
     }
 

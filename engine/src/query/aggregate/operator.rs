@@ -34,11 +34,11 @@ pub(crate) struct Aggregation<'p> {
 }
 
 impl<'p> Aggregation<'p> {
-    /// The aggregation of `plan` for query `query_id` into `sink`; with `coalesce`, updates
+    /// The aggregation of `plan`, its state in `namespace`, into `sink`; with `coalesce`, updates
     /// wait in the record cache for [`Operator::flush`].
     pub(crate) fn new(
         store: &Store,
-        query_id: &str,
+        namespace: &str,
         plan: &'p AggregatePlan,
         (sink, schemas): (&DataSource, &crate::codec::Schemas),
         coalesce: bool,
@@ -46,7 +46,7 @@ impl<'p> Aggregation<'p> {
         let partitions = store.partition_count(&plan.source.topic).unwrap_or(1);
         Ok(Aggregation {
             plan,
-            state: AggregateState::new(query_id, plan, (sink, partitions, schemas), coalesce)?,
+            state: AggregateState::new(namespace, plan, (sink, partitions, schemas), coalesce)?,
             encoder: SinkEncoder::new(sink, schemas)?,
         })
     }

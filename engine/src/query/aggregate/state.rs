@@ -127,38 +127,51 @@ pub(super) fn state_key(group_key: &[u8]) -> Vec<u8> {
     prefixed(aggregate_keys::GROUP, group_key)
 }
 
+/// How `plan` keys its groups: the partition whose clock governs each, among `partitions`,
+/// for the sink `sink`; and group values to their stored form.
+pub(super) fn group_keying(
+    plan: &AggregatePlan,
+    (sink, partitions, schemas): (&DataSource, u32, &crate::codec::Schemas),
+) -> Result<(GroupPartitioner, RowConverter)> {
+    let fields = plan
+        .aggregate_schema
+        .fields()
+        .iter()
+        .take(plan.group_by.len())
+        .map(|f| SortField::new(f.data_type().clone()))
+        .collect();
+    let partitioner = GroupPartitioner::new(
+        (sink, schemas),
+        partitions,
+        &plan.keys,
+        &plan.aggregate_schema,
+        plan.group_by.len(),
+    )?;
+    let converter = RowConverter::new(fields)
+        .map_err(|e| EngineError::internal_from("cannot key an aggregation", e))?;
+    Ok((partitioner, converter))
+}
+
 impl AggregateState {
-    /// The state of the query `query_id`, writing `sink`, over a source of `partitions`
+    /// The state kept in `namespace`, writing `sink`, over a source of `partitions`
     /// partitions; groups load from the store as rows need them. With `coalesce`, updates to
     /// a group wait for the record cache to flush, except under session windows and `EMIT
     /// FINAL`, which emit as they go.
     pub(super) fn new(
-        query_id: &str,
+        namespace: &str,
         plan: &AggregatePlan,
         (sink, partitions, schemas): (&DataSource, u32, &crate::codec::Schemas),
         coalesce: bool,
     ) -> Result<Self> {
-        let fields = plan
-            .aggregate_schema
-            .fields()
-            .iter()
-            .take(plan.group_by.len())
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
+        let (partitioner, converter) = group_keying(plan, (sink, partitions, schemas))?;
         Ok(AggregateState {
-            namespace: crate::query::state::namespace(query_id),
+            namespace: namespace.to_string(),
             groups: GroupMap::default(),
             rows: HashMap::new(),
             sessions: HashMap::new(),
             stream_times: None,
             sessions_windowed: plan.session.is_some(),
-            partitioner: GroupPartitioner::new(
-                (sink, schemas),
-                partitions,
-                &plan.keys,
-                &plan.aggregate_schema,
-                plan.group_by.len(),
-            )?,
+            partitioner,
             window_index: BTreeMap::new(),
             index_writes: StateWrites::new(),
             index_kept: false,
@@ -172,8 +185,7 @@ impl AggregateState {
             pending: Vec::new(),
             pending_at: GroupMap::default(),
             pending_bytes: 0,
-            converter: RowConverter::new(fields)
-                .map_err(|e| EngineError::internal_from("cannot key an aggregation", e))?,
+            converter,
         })
     }
 

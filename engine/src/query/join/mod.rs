@@ -211,11 +211,11 @@ impl JoinChain {
     }
 
     /// The state of each stage, read back from the store.
-    pub fn load_states(&self, store: &Store, query_id: &str) -> Result<Vec<JoinState>> {
+    pub fn load_states(&self, store: &Store, namespace: &str) -> Result<Vec<JoinState>> {
         self.stages
             .iter()
             .enumerate()
-            .map(|(k, stage)| JoinState::load(store, query_id, stage, k as u8))
+            .map(|(k, stage)| JoinState::load(store, namespace, stage, k as u8))
             .collect()
     }
 

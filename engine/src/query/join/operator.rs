@@ -29,12 +29,12 @@ impl<'p> Join<'p> {
     /// The joins of `chain`, their state read back from the store, feeding `then`.
     pub(crate) fn new(
         store: &Store,
-        query_id: &str,
+        namespace: &str,
         chain: &'p JoinChain,
         then: Box<dyn RowsOperator + 'p>,
     ) -> Result<Self> {
         Ok(Join {
-            states: chain.load_states(store, query_id)?,
+            states: chain.load_states(store, namespace)?,
             chain,
             then,
         })

@@ -150,9 +150,9 @@ pub struct JoinState {
 }
 
 impl JoinState {
-    /// The state of query `query_id`: its clocks are read now, its entries as records need
+    /// The state kept in `namespace`: its clocks are read now, its entries as records need
     /// them.
-    pub fn load(store: &Store, query_id: &str, plan: &JoinStage, stage: u8) -> Result<Self> {
+    pub fn load(store: &Store, namespace: &str, plan: &JoinStage, stage: u8) -> Result<Self> {
         let mut fields = vec![SortField::new(plan.key_type.clone())];
         if plan.keyed_by_window() {
             fields.push(SortField::new(DataType::Int64));
@@ -161,7 +161,7 @@ impl JoinState {
         let converter = RowConverter::new(fields)
             .map_err(|e| EngineError::internal_from("cannot key a join", e))?;
         let mut state = JoinState {
-            namespace: crate::query::state::namespace(query_id),
+            namespace: namespace.to_string(),
             stage,
             store: Some(store.clone()),
             cache: BTreeMap::new(),

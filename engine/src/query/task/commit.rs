@@ -186,6 +186,22 @@ impl Uncommitted {
                 commit.append(dead_letter_topic, None, chunk);
             }
         }
+        if !step.routes.is_empty() {
+            // Placed by the operator: a router's records, which are not the query's output.
+            let mut by_partition: std::collections::BTreeMap<u32, Vec<Record>> =
+                std::collections::BTreeMap::new();
+            for (record, partition) in step.records.into_iter().zip(step.routes) {
+                by_partition.entry(partition).or_default().push(record);
+            }
+            let commit = self.commit();
+            for (partition, records) in by_partition {
+                for chunk in batches_under(records, APPEND_BYTES) {
+                    commit.append(context.sink_topic.to_string(), Some(partition), chunk);
+                }
+            }
+            self.errors.extend(step.errors);
+            return;
+        }
         self.emitted += step.records.len() as u64;
         for chunk in batches_under(step.records, APPEND_BYTES) {
             self.commit().append_by_key_prefix(

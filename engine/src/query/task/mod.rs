@@ -18,12 +18,12 @@ use crate::catalog::DataSource;
 use crate::codec::Schemas;
 use crate::error::Result;
 use crate::query::panics::catching_panics;
-use crate::query::state::consumer_group;
+use crate::query::state::{self, consumer_group};
 use crate::query::status::QueryShared;
 use crate::query::{QueryPlan, processing_log};
 use commit::{CommitContext, InFlight, MAX_IN_FLIGHT, Uncommitted};
-pub use reader::Split;
 use reader::{PartitionReader, query_inputs};
+pub use reader::{Split, SplitPart};
 
 /// The task of one persistent query. Returns when stopped, or with the failure that ended it.
 pub async fn run_query(
@@ -66,11 +66,46 @@ async fn run_query_inner(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<()> {
     let group = consumer_group(query_id);
+    let part = split.map_or(&SplitPart::Whole, |s| &s.part);
+    let task_plan;
+    let (plan, namespace, sink_topic) = match part {
+        SplitPart::Task {
+            input, namespace, ..
+        } => {
+            task_plan = plan.reading(input);
+            (&task_plan, namespace.clone(), sink.topic.as_str())
+        }
+        SplitPart::Route { topic } => (plan, String::new(), topic.as_str()),
+        SplitPart::Whole => (plan, state::namespace(query_id), sink.topic.as_str()),
+    };
     let (inputs, positions) = query_inputs(store, &group, plan, split)?;
+    if split.is_some() {
+        let mut started = shared.started.lock();
+        for (input, at) in inputs.iter().zip(&positions) {
+            started.insert((input.topic.clone(), input.partition), *at);
+        }
+    }
+    // A task's state catches up with what the node it moved from committed, after the
+    // positions it starts from: no later commit of that node's can land (see `claim_task`).
+    let _claimed = match part {
+        SplitPart::Task {
+            partition,
+            namespace,
+            changelog,
+            ..
+        } => Some(Claim::take(store, namespace, (changelog, *partition)).await?),
+        _ => None,
+    };
     let mut reader = PartitionReader::over(store, query_id, inputs, positions)
         .tables_first(plan)
         .final_rows_by_window(plan);
-    let mut operator = plan.operator(store, query_id, sink, buffering.enabled(), schemas)?;
+    let mut operator: Box<dyn crate::query::operator::Operator + '_> =
+        match (part, plan.split_aggregation()) {
+            (SplitPart::Route { .. }, Some(aggregation)) => Box::new(
+                crate::query::aggregate::GroupRouter::new(store, aggregation, (sink, schemas))?,
+            ),
+            _ => plan.operator(store, &namespace, sink, buffering.enabled(), schemas)?,
+        };
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
     if let Some(topic) = dead_letter_topic {
         store.ensure_topic(topic)?;
@@ -78,7 +113,7 @@ async fn run_query_inner(
     let context = CommitContext {
         query_id,
         group: &group,
-        sink_topic: &sink.topic,
+        sink_topic,
         key_suffix: sink
             .window
             .as_ref()
@@ -159,6 +194,46 @@ async fn run_query_inner(
         done.finish(shared).await?;
     }
     Ok(())
+}
+
+/// This node's hold on a split task: its state caught up and written to its changelog
+/// partition while held, followed again once dropped.
+struct Claim {
+    store: Store,
+    namespace: String,
+}
+
+impl Claim {
+    async fn take(
+        store: &Store,
+        namespace: &str,
+        (changelog, partition): (&str, u32),
+    ) -> Result<Claim> {
+        let (claiming, owned, topic) =
+            (store.clone(), namespace.to_string(), changelog.to_string());
+        let applied =
+            tokio::task::spawn_blocking(move || claiming.claim_task(&owned, (&topic, partition)))
+                .await
+                .map_err(|e| {
+                    crate::error::EngineError::internal_from("catching a task's state up", e)
+                })??;
+        tracing::debug!(
+            namespace,
+            partition,
+            records = applied,
+            "took a task, its state caught up"
+        );
+        Ok(Claim {
+            store: store.clone(),
+            namespace: namespace.to_string(),
+        })
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.store.release_task(&self.namespace);
+    }
 }
 
 /// Without a record cache, the records whose steps commit together at most (a caught-up query

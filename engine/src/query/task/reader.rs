@@ -357,6 +357,32 @@ pub struct Split {
     pub group: eddy_storage::QueryGroup,
     /// This node's partitions.
     pub partitions: std::collections::BTreeSet<(String, u32)>,
+    /// Which part of the query runs over them.
+    pub part: SplitPart,
+}
+
+/// What one run of a split query does over its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitPart {
+    /// The whole query, over this node's partitions of its sources (a stateless query).
+    Whole,
+    /// A split aggregation's router: this node's partitions of its source, each record sent
+    /// to its group's partition of the repartition topic `topic`.
+    Route {
+        /// The repartition topic.
+        topic: String,
+    },
+    /// A split aggregation's task over one partition of its repartition topic.
+    Task {
+        /// The repartition topic, which the task reads as it would the source.
+        input: String,
+        /// The partition, which is the task's.
+        partition: u32,
+        /// The task's state namespace.
+        namespace: String,
+        /// The changelog topic whose partition `partition` backs the task's state.
+        changelog: String,
+    },
 }
 
 /// Where the query starts reading a partition: its group's offset on the cluster, else its
