@@ -952,6 +952,12 @@ fn under_at_least_once_a_split_query_keeps_its_positions_in_its_group() {
     );
 }
 
+/// Produces `key|value` lines to `topic` on the cluster, one record each.
+fn produce_lines(cluster: &str, topic: &str, lines: impl Iterator<Item = String>) {
+    let text: String = lines.map(|line| line + "\n").collect();
+    kcat(&["-b", cluster, "-t", topic, "-P", "-K", "|"], Some(&text));
+}
+
 /// Each live node's partitions (of `topic`, or of any) that it runs `query` over, by host.
 fn topic_partitions_by_host(
     hosts: &serde_json::Map<String, Value>,
@@ -1019,12 +1025,10 @@ fn the_nodes_of_a_service_split_an_aggregation_by_group_and_agree_after_a_node_d
     const SENSORS: i64 = 40;
     const READINGS: i64 = 30_000;
     let produce = |from: i64, to: i64| {
-        let readings: String = (from..to)
-            .map(|i| format!("{i}|{{\"SENSOR\":\"s{}\",\"V\":{}}}\n", i % SENSORS, i % 7))
-            .collect();
-        kcat(
-            &["-b", &brokers, "-t", "readings", "-P", "-K", "|"],
-            Some(&readings),
+        produce_lines(
+            &brokers,
+            "readings",
+            (from..to).map(|i| format!("{i}|{{\"SENSOR\":\"s{}\",\"V\":{}}}", i % SENSORS, i % 7)),
         );
     };
     produce(0, READINGS / 3);
@@ -1073,4 +1077,83 @@ fn the_nodes_of_a_service_split_an_aggregation_by_group_and_agree_after_a_node_d
             await_pull(node, &sql, |rows| sums(rows) == (n, total));
         }
     }
+}
+
+#[test]
+fn the_nodes_of_a_service_split_a_join_of_co_partitioned_sources_exactly_once() {
+    let service = Service::new("pairs");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE TABLE sensors (sensor STRING PRIMARY KEY, site STRING)
+           WITH (kafka_topic='sensors', value_format='JSON', partitions=8);
+         CREATE STREAM readings (sensor STRING KEY, v INT)
+           WITH (kafka_topic='readings', value_format='JSON', partitions=8);
+         CREATE STREAM located WITH (kafka_topic='located') AS
+           SELECT r.sensor AS sensor, r.v AS v, s.site AS site
+           FROM readings r JOIN sensors s ON r.sensor = s.sensor;",
+    );
+    let query = created[2]["commandStatus"]["queryId"]
+        .as_str()
+        .map(str::to_string)
+        .or_else(|| {
+            let shown = ksql_ok(&first, "SHOW QUERIES;");
+            shown[0]["queries"][0]["id"].as_str().map(str::to_string)
+        })
+        .expect("the query's id");
+    const SENSORS: i64 = 40;
+    let sensors = (0..SENSORS).map(|s| format!("s{s}|{{\"SITE\":\"site{}\"}}", s % 4));
+    produce_lines(&brokers, "sensors", sensors);
+    const READINGS: i64 = 24_000;
+    let produce = |from: i64, to: i64| {
+        let readings = (from..to).map(|i| format!("s{}|{{\"V\":{i}}}", i % SENSORS));
+        produce_lines(&brokers, "readings", readings);
+    };
+    produce(0, READINGS / 3);
+
+    // Two more nodes join: each runs the join over its own partition numbers of both sources.
+    let second = service.node("second");
+    let third = service.node("third");
+    await_cluster_status(&third, "the join split three ways", |hosts| {
+        split_among(
+            &topic_partitions_by_host(hosts, &query, Some("sensors")),
+            3,
+            8,
+        ) && split_among(
+            &topic_partitions_by_host(hosts, &query, Some("readings")),
+            3,
+            8,
+        )
+    });
+
+    // One node is killed mid-stream and comes back on an empty directory: its tasks go on
+    // elsewhere with the table rows their state holds, and come back restored.
+    produce(READINGS / 3, 2 * READINGS / 3);
+    drop(second);
+    let _second = service.node("second-again");
+    await_cluster_status(&first, "the join split three ways again", |hosts| {
+        split_among(
+            &topic_partitions_by_host(hosts, &query, Some("readings")),
+            3,
+            8,
+        )
+    });
+    produce(2 * READINGS / 3, READINGS);
+
+    // Every reading joined once, with its sensor's site.
+    await_topic(&brokers, "located", "every reading joined", |lines| {
+        lines.len() >= READINGS as usize
+    });
+    let lines = topic_lines(&brokers, "located");
+    let expected: std::collections::BTreeSet<String> = (0..READINGS)
+        .map(|i| {
+            let sensor = i % SENSORS;
+            format!("s{sensor}={{\"V\":{i},\"SITE\":\"site{}\"}}", sensor % 4)
+        })
+        .collect();
+    assert_eq!(lines.len(), READINGS as usize, "a reading was joined twice");
+    let got: std::collections::BTreeSet<String> = lines.into_iter().collect();
+    assert_eq!(got, expected);
+    drop(third);
 }

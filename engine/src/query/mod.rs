@@ -83,11 +83,49 @@ impl QueryPlan {
     /// Whether the nodes of a service on a Kafka cluster may split the query's partitions
     /// among them: a stateless query keeps nothing but its positions, so each partition runs
     /// on its own wherever the query's group puts it; an aggregation over a stream splits once
-    /// its records are repartitioned by group (see [`QueryPlan::split_aggregation`]). Joins,
-    /// and aggregations over tables, keep state that spans partitions, and run on the active
-    /// node.
+    /// its records are repartitioned by group (see [`QueryPlan::split_aggregation`]), and a
+    /// join of inputs keyed alike partition by partition (see
+    /// [`QueryPlan::co_partitioned_join`]). Other joins, and aggregations over tables, keep
+    /// state that spans partitions, and run on the active node.
     pub fn splits_partitions(&self) -> bool {
-        matches!(self, QueryPlan::Stateless(_)) || self.split_aggregation().is_some()
+        matches!(self, QueryPlan::Stateless(_))
+            || self.split_aggregation().is_some()
+            || self.co_partitioned_join().is_some()
+    }
+
+    /// The joins of a query that splits as one task per partition number, each joining that
+    /// partition of every source, as Kafka Streams joins co-partitioned topics: every side
+    /// is joined on its key (no side is re-keyed, and no foreign key or windowed table's rows
+    /// are looked up), the keys are laid out alike (the same key format and types), and the
+    /// joined rows are projected, not aggregated. Records with equal keys then share a
+    /// partition number on every side when the sources have as many partitions, which the
+    /// query's launch checks.
+    pub(crate) fn co_partitioned_join(&self) -> Option<&JoinPlan> {
+        let QueryPlan::Join(join) = self else {
+            return None;
+        };
+        let projected = matches!(join.then, JoinTail::Project(_));
+        let on_keys = join.chain.stages.iter().all(|stage| {
+            !stage.left.rekeyed
+                && !stage.right.rekeyed
+                && matches!(
+                    stage.shape,
+                    join::JoinShape::StreamStream(_)
+                        | join::JoinShape::StreamTable
+                        | join::JoinShape::TableTable
+                )
+        });
+        let key_layout = |source: &DataSource| {
+            let types: Vec<_> = source.key_columns().map(|c| c.ty.clone()).collect();
+            (source.key_format.clone(), types)
+        };
+        let first = join.chain.sources.first().map(key_layout);
+        let alike = join
+            .chain
+            .sources
+            .iter()
+            .all(|source| Some(key_layout(source)) == first);
+        (projected && on_keys && alike).then_some(join.as_ref())
     }
 
     /// The aggregation of a query that splits as two parts, a router that sends each record

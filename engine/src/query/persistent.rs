@@ -117,7 +117,24 @@ impl QueryLaunch {
     /// Whether this query's partitions are split among its service's nodes: a query that
     /// can be, on a Kafka cluster.
     fn split(&self) -> bool {
-        self.plan.splits_partitions() && self.store.service_member().is_some()
+        self.plan.splits_partitions()
+            && self.store.service_member().is_some()
+            && self.partitions_agree()
+    }
+
+    /// Whether a join's sources have as many partitions each, so partition `p` of one meets
+    /// partition `p` of the others; any other query's do.
+    fn partitions_agree(&self) -> bool {
+        let Some(join) = self.plan.co_partitioned_join() else {
+            return true;
+        };
+        let counts: Vec<Option<u32>> = join
+            .chain
+            .sources
+            .iter()
+            .map(|s| self.store.partition_count(&s.topic).ok())
+            .collect();
+        counts.iter().all(|c| c.is_some() && *c == counts[0])
     }
 
     /// Runs the task until it is stopped, starting it again after each failure; a split
@@ -128,16 +145,16 @@ impl QueryLaunch {
             return self.supervise_runs(id, shared, stopped, None).await;
         }
         let local_group = consumer_group(&id);
-        let mut topics: Vec<String> = self
-            .plan
-            .sources()
-            .iter()
-            .map(|s| s.topic.clone())
-            .collect();
         let layout = self.task_layout(&id);
-        if let Some(layout) = &layout {
-            topics.push(layout.repartition.clone());
-        }
+        let topics: Vec<String> = match &layout {
+            Some(layout) => layout.group_topics(),
+            None => self
+                .plan
+                .sources()
+                .iter()
+                .map(|s| s.topic.clone())
+                .collect(),
+        };
         let mut backoff = self.retry.initial;
         let group = loop {
             let joined = match &layout {
@@ -189,8 +206,9 @@ impl QueryLaunch {
                     else {
                         return;
                     };
-                    *shared.assigned.lock() = Some(now.partitions.clone());
                     let parts = self.parts(&id, group, now.partitions);
+                    let runs = parts.iter().flatten().flat_map(|s| s.partitions.clone());
+                    *shared.assigned.lock() = Some(runs.collect());
                     let run_stop = stop_on_change(stopped.clone(), assignment.clone());
                     (parts, run_stop, now.revision)
                 }
@@ -253,21 +271,29 @@ impl QueryLaunch {
 }
 
 impl QueryLaunch {
-    /// The topics of a split aggregation on the cluster, as query `id` names them; `None`
-    /// for any other query.
+    /// The topics of a split query with state on the cluster, as query `id` names them;
+    /// `None` for a stateless query, and off a cluster.
     fn task_layout(&self, id: &str) -> Option<TaskLayout> {
-        let aggregation = self.plan.split_aggregation()?;
         let (_, service) = self.store.service_member()?;
+        if let Some(aggregation) = self.plan.split_aggregation() {
+            return Some(TaskLayout {
+                repartition: Some(state::repartition_topic(service, id)),
+                changelog: state::task_changelog_topic(service, id),
+                sources: vec![aggregation.source.topic.clone()],
+            });
+        }
+        let join = self.plan.co_partitioned_join()?;
         Some(TaskLayout {
-            repartition: state::repartition_topic(service, id),
-            changelog: state::task_changelog_topic(service, id),
-            source: aggregation.source.topic.clone(),
+            repartition: None,
+            changelog: state::join_changelog_topic(service, id),
+            sources: join.chain.sources.iter().map(|s| s.topic.clone()).collect(),
         })
     }
 
     /// The runs of a split query over `partitions`, those the group gave this node: the whole
-    /// query over them, or for an aggregation, its router over those of its source and one
-    /// task per partition of its repartition topic.
+    /// query over them; for an aggregation, its router over those of its source and one task
+    /// per partition of its repartition topic; for a join, one task per partition number,
+    /// over that partition of every source.
     fn parts(
         &self,
         id: &str,
@@ -281,30 +307,45 @@ impl QueryLaunch {
                 part: SplitPart::Whole,
             })];
         };
+        let task = |partition: u32, input: Option<String>, partitions| {
+            Some(Split {
+                group: group.clone(),
+                partitions,
+                part: SplitPart::Task {
+                    input,
+                    partition,
+                    namespace: state::task_namespace(id, partition),
+                    changelog: layout.changelog.clone(),
+                },
+            })
+        };
+        let Some(repartition) = &layout.repartition else {
+            // A join's group hands out its first source's partitions; each stands for its
+            // number on every source.
+            return partitions
+                .into_iter()
+                .map(|(_, partition)| {
+                    let all = layout.sources.iter().map(|t| (t.clone(), partition));
+                    task(partition, None, all.collect())
+                })
+                .collect();
+        };
         let (tasks, routed): (BTreeSet<_>, BTreeSet<_>) = partitions
             .into_iter()
-            .partition(|(topic, _)| *topic == layout.repartition);
+            .partition(|(topic, _)| topic == repartition);
         let mut parts = Vec::with_capacity(tasks.len() + 1);
         if !routed.is_empty() {
             parts.push(Some(Split {
                 group: group.clone(),
                 partitions: routed,
                 part: SplitPart::Route {
-                    topic: layout.repartition.clone(),
+                    topic: repartition.clone(),
                 },
             }));
         }
         for (topic, partition) in tasks {
-            parts.push(Some(Split {
-                group: group.clone(),
-                partitions: BTreeSet::from([(topic.clone(), partition)]),
-                part: SplitPart::Task {
-                    input: topic,
-                    partition,
-                    namespace: state::task_namespace(id, partition),
-                    changelog: layout.changelog.clone(),
-                },
-            }));
+            let only = BTreeSet::from([(topic.clone(), partition)]);
+            parts.push(task(partition, Some(topic), only));
         }
         parts
     }
@@ -359,22 +400,35 @@ impl QueryLaunch {
     }
 }
 
-/// Where a split aggregation's parts meet on the cluster.
+/// Where a split query's tasks meet on the cluster.
 struct TaskLayout {
-    /// The topic its router writes and its tasks read.
-    repartition: String,
+    /// For an aggregation, the topic its router writes and its tasks read.
+    repartition: Option<String>,
     /// The topic backing its tasks' state.
     changelog: String,
-    /// Its source's topic, whose partitions both take.
-    source: String,
+    /// Its sources' topics, each with as many partitions as there are tasks.
+    sources: Vec<String>,
 }
 
 impl TaskLayout {
-    /// Creates the repartition topic and the changelog, as many partitions as the source,
+    /// The topics the query's group hands out: an aggregation's source and repartition
+    /// topic, or a join's first source.
+    fn group_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.sources.iter().take(1).cloned().collect();
+        topics.extend(self.repartition.clone());
+        topics
+    }
+
+    /// Creates the repartition topic and the changelog, as many partitions as the sources,
     /// unless they exist, and follows the changelog.
     fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
-        let partitions = store.partition_count(&self.source)?;
-        store.ensure_topic_with_partitions(&self.repartition, partitions)?;
+        let Some(first) = self.sources.first() else {
+            return Ok(());
+        };
+        let partitions = store.partition_count(first)?;
+        if let Some(repartition) = &self.repartition {
+            store.ensure_topic_with_partitions(repartition, partitions)?;
+        }
         store.follow_task_changelog(&self.changelog, partitions)
     }
 }
@@ -545,8 +599,12 @@ impl PersistentQuery {
     /// store that fails to read offsets leaves them out rather than failing the listing.
     pub fn summary(&self, store: &eddy_storage::Store) -> crate::query::QuerySummary {
         let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
-        if let Some(layout) = self.launch.task_layout(&self.id) {
-            topics.push(layout.repartition);
+        if let Some(repartition) = self
+            .launch
+            .task_layout(&self.id)
+            .and_then(|layout| layout.repartition)
+        {
+            topics.push(repartition);
         }
         let mut offsets = stats::GroupOffsets::read(store, &consumer_group(&self.id), &topics)
             .map_err(|e| tracing::warn!(query = %self.id, error = %e, "reading the query's offsets failed"))

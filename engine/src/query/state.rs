@@ -45,6 +45,11 @@ pub(crate) fn repartition_topic(service_id: &str, query_id: &str) -> String {
     format!("_confluent-ksql-{service_id}query_{query_id}-Aggregate-GroupBy-repartition")
 }
 
+/// The compacted topic backing the state of a split join's tasks, one partition per task.
+pub(crate) fn join_changelog_topic(service_id: &str, query_id: &str) -> String {
+    format!("_confluent-ksql-{service_id}query_{query_id}-Join-changelog")
+}
+
 /// The compacted topic backing the state of a split aggregation's tasks, one partition per
 /// task (ksqlDB's name for the aggregation's state store changelog).
 pub(crate) fn task_changelog_topic(service_id: &str, query_id: &str) -> String {

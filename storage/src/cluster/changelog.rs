@@ -251,8 +251,6 @@ impl Changelogs {
             .fetch_offset(RESTORED, topic, partition)?
             .map_or(start, |o| o.offset)
             .max(start);
-        let db = &store.inner.db;
-        let (state_cf, offsets_cf) = (store.cf(CF_STATE)?, store.cf(CF_OFFSETS)?);
         let mut applied = 0u64;
         let mut idle_reads = 0;
         while at < end {
@@ -272,35 +270,67 @@ impl Changelogs {
                 continue;
             }
             idle_reads = 0;
-            let mut wb = WriteBatch::default();
-            for record in &fetched.records {
-                let Some(key) = record.record.key.as_deref() else {
-                    continue;
-                };
-                let (family, local_key) = if topic == self.command_topic {
-                    (state_cf, keys::state_key(COMMAND_LOG, key))
-                } else {
-                    match key.split_first() {
-                        Some((&STATE, rest)) => (state_cf, rest.to_vec()),
-                        Some((&OFFSETS, rest)) => (offsets_cf, rest.to_vec()),
-                        _ => continue,
-                    }
-                };
-                match record.record.value.as_deref() {
-                    Some(value) => wb.put_cf(family, local_key, value),
-                    None => wb.delete_cf(family, local_key),
-                }
-            }
-            applied += fetched.records.len() as u64;
+            applied += self.apply(store, (topic, partition), &fetched)?;
             at = fetched.next_offset;
-            wb.put_cf(
-                offsets_cf,
-                keys::group_offset_key(RESTORED, topic, partition),
-                OffsetAndMetadata::new(at).encode(),
-            );
-            db.write(wb)?;
         }
         Ok(applied)
+    }
+
+    /// Applies what the fetcher already holds of `partition` of changelog `topic` past what
+    /// this node applied, without waiting for more: a follower's periodic look. A partition
+    /// never applied here is restored in full first. Returns how many records it applied.
+    pub(crate) fn follow_partition(
+        &self,
+        store: &Store,
+        cluster: &Cluster,
+        topic: &str,
+        partition: u32,
+    ) -> Result<u64> {
+        let Some(at) = store.fetch_offset(RESTORED, topic, partition)? else {
+            return self.restore_partition(store, cluster, topic, partition);
+        };
+        let fetched = cluster.fetcher.read(topic, partition, at.offset, 1 << 20)?;
+        if fetched.next_offset == at.offset {
+            return Ok(0);
+        }
+        self.apply(store, (topic, partition), &fetched)
+    }
+
+    /// Writes fetched changelog records into the local store, with how far the partition is
+    /// applied now, in one batch. Returns how many records it applied.
+    fn apply(
+        &self,
+        store: &Store,
+        (topic, partition): (&str, u32),
+        fetched: &crate::FetchedRecords,
+    ) -> Result<u64> {
+        let (state_cf, offsets_cf) = (store.cf(CF_STATE)?, store.cf(CF_OFFSETS)?);
+        let mut wb = WriteBatch::default();
+        for record in &fetched.records {
+            let Some(key) = record.record.key.as_deref() else {
+                continue;
+            };
+            let (family, local_key) = if topic == self.command_topic {
+                (state_cf, keys::state_key(COMMAND_LOG, key))
+            } else {
+                match key.split_first() {
+                    Some((&STATE, rest)) => (state_cf, rest.to_vec()),
+                    Some((&OFFSETS, rest)) => (offsets_cf, rest.to_vec()),
+                    _ => continue,
+                }
+            };
+            match record.record.value.as_deref() {
+                Some(value) => wb.put_cf(family, local_key, value),
+                None => wb.delete_cf(family, local_key),
+            }
+        }
+        wb.put_cf(
+            offsets_cf,
+            keys::group_offset_key(RESTORED, topic, partition),
+            OffsetAndMetadata::new(fetched.next_offset).encode(),
+        );
+        store.inner.db.write(wb)?;
+        Ok(fetched.records.len() as u64)
     }
 }
 

@@ -259,7 +259,7 @@ impl Node {
         // Split tasks run on every node, whatever its role: each follows the others' state.
         if self.tasks_followed.elapsed() >= FOLLOW_EVERY {
             self.tasks_followed = Instant::now();
-            cluster.task_state.follow_all(store, cluster)?;
+            cluster.task_state.follow_all(store, cluster);
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use parking_lot::Mutex;
+use tracing::debug;
 
 use super::Cluster;
 use crate::config::{CleanupPolicy, TopicConfig};
@@ -85,28 +86,37 @@ impl TaskState {
         self.registry.lock().owned.remove(namespace);
     }
 
-    /// Applies every followed partition of a task this node does not run. Returns how many
-    /// records it applied.
-    pub(crate) fn follow_all(&self, store: &Store, cluster: &Cluster) -> Result<u64> {
+    /// Applies what has come of every followed partition of a task this node does not run,
+    /// without asking the cluster where each ends. Returns how many records it applied.
+    pub(crate) fn follow_all(&self, store: &Store, cluster: &Cluster) -> u64 {
         let _applying = self.applying.lock();
         let registry = self.registry.lock().clone();
         let mut applied = 0;
         for topic in &registry.topics {
-            if !cluster.topics.exists(topic) {
+            let Ok(partitions) = cluster.topics.partition_count(topic) else {
                 continue;
-            }
-            for partition in 0..cluster.topics.partition_count(topic)? {
+            };
+            for partition in 0..partitions {
                 let runs_here = registry
                     .owned
                     .values()
                     .any(|(t, p)| t == topic && *p == partition);
-                if !runs_here {
-                    applied += cluster
-                        .changelogs
-                        .restore_partition(store, cluster, topic, partition)?;
+                if runs_here {
+                    continue;
+                }
+                // One partition that cannot be read now holds back neither the others nor
+                // the node's membership, whose thread this runs on; it is tried again next time.
+                match cluster
+                    .changelogs
+                    .follow_partition(store, cluster, topic, partition)
+                {
+                    Ok(records) => applied += records,
+                    Err(error) => {
+                        debug!(topic, partition, %error, "following a task's changelog failed")
+                    }
                 }
             }
         }
-        Ok(applied)
+        applied
     }
 }

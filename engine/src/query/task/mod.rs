@@ -70,11 +70,18 @@ async fn run_query_inner(
     let task_plan;
     let (plan, namespace, sink_topic) = match part {
         SplitPart::Task {
-            input, namespace, ..
+            input: Some(input),
+            namespace,
+            ..
         } => {
             task_plan = plan.reading(input);
             (&task_plan, namespace.clone(), sink.topic.as_str())
         }
+        SplitPart::Task {
+            input: None,
+            namespace,
+            ..
+        } => (plan, namespace.clone(), sink.topic.as_str()),
         SplitPart::Route { topic } => (plan, String::new(), topic.as_str()),
         SplitPart::Whole => (plan, state::namespace(query_id), sink.topic.as_str()),
     };

@@ -372,10 +372,11 @@ pub enum SplitPart {
         /// The repartition topic.
         topic: String,
     },
-    /// A split aggregation's task over one partition of its repartition topic.
+    /// A task of a split query with state: an aggregation's over one partition of its
+    /// repartition topic, a join's over one partition number of every source.
     Task {
-        /// The repartition topic, which the task reads as it would the source.
-        input: String,
+        /// An aggregation's repartition topic, which the task reads as it would the source.
+        input: Option<String>,
         /// The partition, which is the task's.
         partition: u32,
         /// The task's state namespace.
