@@ -1077,6 +1077,17 @@ fn the_nodes_of_a_service_split_an_aggregation_by_group_and_agree_after_a_node_d
             await_pull(node, &sql, |rows| sums(rows) == (n, total));
         }
     }
+
+    // Terminated, the query leaves no internal topic behind on the cluster.
+    ksql_ok(&second, &format!("TERMINATE {query};"));
+    let changelog =
+        format!("_confluent-ksql-groupsquery_{query}-Aggregate-Aggregate-Materialize-changelog");
+    await_value(
+        &first,
+        "the internal topics deleted",
+        || kcat(&["-b", &brokers, "-L"], None),
+        |listed| !listed.contains(&repartition) && !listed.contains(&changelog),
+    );
 }
 
 #[test]

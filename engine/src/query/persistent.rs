@@ -585,6 +585,19 @@ impl PersistentQuery {
         }
     }
 
+    /// The topics on the cluster that exist only for this query: a split aggregation's
+    /// repartition topic and a split query's task changelog.
+    pub fn internal_topics(&self) -> Vec<String> {
+        self.launch
+            .task_layout(&self.id)
+            .map(|layout| {
+                let mut topics = vec![layout.changelog];
+                topics.extend(layout.repartition);
+                topics
+            })
+            .unwrap_or_default()
+    }
+
     /// Stops the task and waits for it to end; its last commit is either in or out whole.
     pub async fn stop(mut self) {
         let _ = self.stop.send(true);

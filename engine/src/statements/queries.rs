@@ -641,7 +641,21 @@ impl Engine {
         let ids = Self::target_queries(state, target)?;
         self.log_command(state, session, text, mode).await?;
         for id in &ids {
+            let internal = state
+                .queries
+                .get(id)
+                .map(|q| q.internal_topics())
+                .unwrap_or_default();
             self.stop_query(state, id).await;
+            // As ksqlDB deletes a terminated query's internal topics; the node that ran the
+            // statement does it, the others only stop the query.
+            if mode == crate::engine::Mode::Live {
+                for topic in internal {
+                    if let Err(error) = self.store.delete_topic(&topic) {
+                        tracing::warn!(query = %id, %topic, %error, "deleting a terminated query's internal topic failed");
+                    }
+                }
+            }
         }
         Ok(query_command(
             text,
