@@ -730,7 +730,7 @@ impl Engine {
         let ends = |state: &EngineState| -> Vec<i64> {
             let mut ends = Vec::new();
             for query in state.queries.values().filter(|q| !q.finished()) {
-                for (_, topic) in &query.sources {
+                for topic in &query.input_topics() {
                     let partitions = self.store.partition_count(topic).unwrap_or(0);
                     ends.extend(
                         (0..partitions)
@@ -750,7 +750,7 @@ impl Engine {
                 return false;
             }
             let group = consumer_group(&query.id);
-            for (_, topic) in &query.sources {
+            for topic in &query.input_topics() {
                 let Ok(partitions) = self.store.partition_count(topic) else {
                     continue;
                 };

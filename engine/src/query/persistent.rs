@@ -585,6 +585,19 @@ impl PersistentQuery {
         }
     }
 
+    /// Every topic the query reads: its sources', and a split aggregation's repartition topic.
+    pub fn input_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
+        if let Some(repartition) = self
+            .launch
+            .task_layout(&self.id)
+            .and_then(|layout| layout.repartition)
+        {
+            topics.push(repartition);
+        }
+        topics
+    }
+
     /// The topics on the cluster that exist only for this query: a split aggregation's
     /// repartition topic and a split query's task changelog.
     pub fn internal_topics(&self) -> Vec<String> {
@@ -611,14 +624,7 @@ impl PersistentQuery {
     /// What `SHOW QUERIES` and `DESCRIBE` show of it, with its positions in `store`. A
     /// store that fails to read offsets leaves them out rather than failing the listing.
     pub fn summary(&self, store: &eddy_storage::Store) -> crate::query::QuerySummary {
-        let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
-        if let Some(repartition) = self
-            .launch
-            .task_layout(&self.id)
-            .and_then(|layout| layout.repartition)
-        {
-            topics.push(repartition);
-        }
+        let topics = self.input_topics();
         let mut offsets = stats::GroupOffsets::read(store, &consumer_group(&self.id), &topics)
             .map_err(|e| tracing::warn!(query = %self.id, error = %e, "reading the query's offsets failed"))
             .ok();

@@ -136,7 +136,7 @@ impl Changelogs {
                             key: Some(Bytes::copy_from_slice(key)),
                             ..record
                         });
-                    } else if !local_namespace(namespace) {
+                    } else if changelogged(namespace) {
                         change(
                             namespace,
                             Record {
@@ -146,10 +146,10 @@ impl Changelogs {
                         );
                     }
                 }
-                StateOp::Delete { namespace, key } if !local_namespace(namespace) => {
+                StateOp::Delete { namespace, key } if changelogged(namespace) => {
                     change(namespace, tombstone(state_key(namespace, key), now));
                 }
-                StateOp::DeleteNamespace { namespace } if !local_namespace(namespace) => {
+                StateOp::DeleteNamespace { namespace } if changelogged(namespace) => {
                     for entry in store.state_scan_prefix(namespace, b"")? {
                         let (key, _) = entry?;
                         change(namespace, tombstone(state_key(namespace, &key), now));
@@ -314,8 +314,16 @@ impl Changelogs {
                 (state_cf, keys::state_key(COMMAND_LOG, key))
             } else {
                 match key.split_first() {
-                    Some((&STATE, rest)) => (state_cf, rest.to_vec()),
-                    Some((&OFFSETS, rest)) => (offsets_cf, rest.to_vec()),
+                    // What stays on each node, and the catalog, never come from a state
+                    // changelog, whoever wrote the record.
+                    Some((&STATE, rest)) if namespace_of(rest).is_some_and(changelogged) => {
+                        (state_cf, rest.to_vec())
+                    }
+                    // A split task's changelog holds its state alone: its positions are its
+                    // group's offsets.
+                    Some((&OFFSETS, rest)) if topic == self.state_topic => {
+                        (offsets_cf, rest.to_vec())
+                    }
                     _ => continue,
                 }
             };
@@ -334,6 +342,19 @@ impl Changelogs {
     }
 }
 
+/// The namespace a local state key belongs to (see [`keys::state_key`]).
+fn namespace_of(local_key: &[u8]) -> Option<&str> {
+    let (len, rest) = local_key.split_first_chunk::<2>()?;
+    let namespace = rest.get(..usize::from(u16::from_be_bytes(*len)))?;
+    std::str::from_utf8(namespace).ok()
+}
+
+/// Whether a namespace's state may come from a state changelog: neither the catalog nor
+/// what stays on each node.
+fn changelogged(namespace: &str) -> bool {
+    namespace != COMMAND_LOG && !local_namespace(namespace)
+}
+
 fn state_key(namespace: &str, key: &[u8]) -> Bytes {
     let local = keys::state_key(namespace, key);
     let mut tagged = Vec::with_capacity(1 + local.len());
@@ -348,5 +369,32 @@ fn tombstone(key: Bytes, timestamp: i64) -> Record {
         value: None,
         timestamp,
         headers: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_key_names_its_namespace_and_cut_keys_name_none() {
+        let key = keys::state_key("__eddy_query_Q_task_3", b"g\x01");
+        assert_eq!(namespace_of(&key), Some("__eddy_query_Q_task_3"));
+        assert_eq!(namespace_of(&key[..5]), None);
+        assert_eq!(namespace_of(&[]), None);
+        assert_eq!(namespace_of(&[0]), None);
+        assert_eq!(namespace_of(&[0, 2, 0xff, 0xfe]), None, "not UTF-8");
+    }
+
+    #[test]
+    fn only_query_state_comes_from_a_changelog() {
+        assert!(changelogged("__eddy_query_Q"));
+        assert!(changelogged("__eddy_query_Q_task_0"));
+        // Users and ACLs, transactions and tables stay on each node, and the catalog comes
+        // from the command topic alone: a record in a state changelog cannot set them.
+        assert!(!changelogged("__eddy_security/users"));
+        assert!(!changelogged("__eddy_transactions"));
+        assert!(!changelogged("__eddy_table/T"));
+        assert!(!changelogged(COMMAND_LOG));
     }
 }

@@ -39,6 +39,12 @@ pub(crate) struct PartitionReader {
     /// Per input, the window of a windowed table whose final rows a stream joins: its records
     /// are merged by their window's start rather than their time (see `final_rows_by_window`).
     by_window: Vec<Option<crate::catalog::WindowInfo>>,
+    /// Per table input, the end it had when the reader began, until reading reaches it: while
+    /// such a table has nothing fetched, stream inputs wait, so its records already in the
+    /// log are merged by time with the stream's even when a log on a cluster has not fetched
+    /// them yet (Kafka Streams' tasks idle for the same reason until each partition's end is
+    /// known).
+    table_ends: Vec<Option<i64>>,
 }
 
 /// A read of one input begun ahead on a blocking thread: reading and decoding the log takes
@@ -64,6 +70,7 @@ impl PartitionReader {
             tie_rank: vec![0; inputs.len()],
             prefetch: (0..inputs.len()).map(|_| None).collect(),
             by_window: vec![None; inputs.len()],
+            table_ends: vec![None; inputs.len()],
             inputs,
             positions,
             ordered: true,
@@ -136,6 +143,22 @@ impl PartitionReader {
                 _ => 1,
             })
             .collect();
+        if self.tie_rank.contains(&1) {
+            self.table_ends = self
+                .inputs
+                .iter()
+                .zip(&self.tie_rank)
+                .map(|(input, rank)| {
+                    (*rank == 0)
+                        .then(|| {
+                            self.store
+                                .last_stable_offset(&input.topic, input.partition)
+                                .ok()
+                        })
+                        .flatten()
+                })
+                .collect();
+        }
         self
     }
 
@@ -215,6 +238,11 @@ impl PartitionReader {
                 Err(e) => return Err(e.into()),
             }
         }
+        for i in 0..self.inputs.len() {
+            if self.table_ends[i].is_some_and(|end| self.positions[i] >= end) {
+                self.table_ends[i] = None;
+            }
+        }
         let head = |i: usize, f: &eddy_storage::FetchedRecords| {
             let time = f
                 .records
@@ -222,7 +250,12 @@ impl PartitionReader {
                 .map_or(i64::MIN, |r| self.merge_time(i, r));
             (time, self.tie_rank[i])
         };
+        // A table with records still to fetch is waited for; once they are here, the merge by
+        // time decides as for any input.
+        let tables_behind = (0..self.inputs.len())
+            .any(|i| self.table_ends[i].is_some() && self.pending[i].is_none());
         let Some(chosen) = (0..self.inputs.len())
+            .filter(|&i| !tables_behind || self.tie_rank[i] == 0)
             .filter_map(|i| self.pending[i].as_ref().map(|f| (head(i, f), i)))
             .min()
             .map(|(_, i)| i)
