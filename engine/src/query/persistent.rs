@@ -7,21 +7,18 @@
 //! query shows `ERROR` with its cause from the failure until the new task has run for the initial
 //! backoff without failing, or has committed.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use std::collections::BTreeSet;
-
-use futures::stream::{FuturesUnordered, StreamExt};
-
 use crate::query::state::{self, consumer_group};
 use crate::query::status::QueryShared;
-use crate::query::task::Buffering;
-use crate::query::task::{Split, SplitPart};
+use crate::query::task::{Buffering, Split, SplitPart};
 use crate::query::{QueryPlan, stats};
 
 /// How a persistent query was created.
@@ -272,7 +269,7 @@ impl QueryLaunch {
 
 impl QueryLaunch {
     /// The topics of a split query with state on the cluster, as query `id` names them;
-    /// `None` for a stateless query, and off a cluster.
+    /// `None` for a stateless query, a query that does not split, and off a cluster.
     fn task_layout(&self, id: &str) -> Option<TaskLayout> {
         let (_, service) = self.store.service_member()?;
         if let Some(aggregation) = self.plan.split_aggregation() {
@@ -283,6 +280,9 @@ impl QueryLaunch {
             });
         }
         let join = self.plan.co_partitioned_join()?;
+        if !self.partitions_agree() {
+            return None;
+        }
         Some(TaskLayout {
             repartition: None,
             changelog: state::join_changelog_topic(service, id),

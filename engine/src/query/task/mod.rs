@@ -67,24 +67,8 @@ async fn run_query_inner(
 ) -> Result<()> {
     let group = consumer_group(query_id);
     let part = split.map_or(&SplitPart::Whole, |s| &s.part);
-    let task_plan;
-    let (plan, namespace, sink_topic) = match part {
-        SplitPart::Task {
-            input: Some(input),
-            namespace,
-            ..
-        } => {
-            task_plan = plan.reading(input);
-            (&task_plan, namespace.clone(), sink.topic.as_str())
-        }
-        SplitPart::Task {
-            input: None,
-            namespace,
-            ..
-        } => (plan, namespace.clone(), sink.topic.as_str()),
-        SplitPart::Route { topic } => (plan, String::new(), topic.as_str()),
-        SplitPart::Whole => (plan, state::namespace(query_id), sink.topic.as_str()),
-    };
+    let (plan, namespace, sink_topic) = part_layout(plan, part, query_id, sink);
+    let plan = plan.as_ref();
     let (inputs, positions) = query_inputs(store, &group, plan, split)?;
     if split.is_some() {
         let mut started = shared.started.lock();
@@ -201,6 +185,33 @@ async fn run_query_inner(
         done.finish(shared).await?;
     }
     Ok(())
+}
+
+/// What a run of `part` reads and writes: its plan (a task's reads the repartition topic),
+/// its state namespace, and the topic its output goes to (a router's, the repartition topic).
+fn part_layout<'a>(
+    plan: &'a QueryPlan,
+    part: &'a SplitPart,
+    query_id: &str,
+    sink: &'a DataSource,
+) -> (std::borrow::Cow<'a, QueryPlan>, String, &'a str) {
+    use std::borrow::Cow;
+    match part {
+        SplitPart::Task {
+            input, namespace, ..
+        } => {
+            let plan = input
+                .as_ref()
+                .map_or(Cow::Borrowed(plan), |input| Cow::Owned(plan.reading(input)));
+            (plan, namespace.clone(), sink.topic.as_str())
+        }
+        SplitPart::Route { topic } => (Cow::Borrowed(plan), String::new(), topic.as_str()),
+        SplitPart::Whole => (
+            Cow::Borrowed(plan),
+            state::namespace(query_id),
+            sink.topic.as_str(),
+        ),
+    }
 }
 
 /// This node's hold on a split task: its state caught up and written to its changelog
