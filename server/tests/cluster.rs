@@ -1091,6 +1091,56 @@ fn the_nodes_of_a_service_split_an_aggregation_by_group_and_agree_after_a_node_d
 }
 
 #[test]
+fn an_aggregation_grouped_by_its_source_key_splits_over_the_source_without_a_repartition_topic() {
+    let service = Service::new("bykey");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE STREAM readings (sensor STRING KEY, v INT)
+           WITH (kafka_topic='readings', value_format='JSON', partitions=8);
+         CREATE TABLE per_sensor WITH (kafka_topic='per_sensor') AS
+           SELECT sensor, COUNT(*) AS n, SUM(v) AS total FROM readings GROUP BY sensor;",
+    );
+    let query = created[1]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_PER_SENSOR_1".to_string(), str::to_string);
+    let second = service.node("second");
+    // Each node aggregates its own partitions of the source: no router, no repartition topic.
+    await_cluster_status(&second, "the source split two ways", |hosts| {
+        split_among(
+            &topic_partitions_by_host(hosts, &query, Some("readings")),
+            2,
+            8,
+        ) && topic_partitions_by_host(hosts, &query, None)
+            .values()
+            .flatten()
+            .count()
+            == 8
+    });
+    const SENSORS: i64 = 24;
+    const READINGS: i64 = 6_000;
+    let readings = (0..READINGS).map(|i| format!("s{}|{{\"V\":{}}}", i % SENSORS, i % 5));
+    produce_lines(&brokers, "readings", readings);
+    for sensor in [0, 5, 23] {
+        let of_sensor = |i: &i64| i % SENSORS == sensor;
+        let n = (0..READINGS).filter(of_sensor).count() as i64;
+        let total: i64 = (0..READINGS).filter(of_sensor).map(|i| i % 5).sum();
+        let sql = format!("SELECT n, total FROM per_sensor WHERE sensor = 's{sensor}';");
+        for node in [&first, &second] {
+            await_pull(node, &sql, |rows| rows == [json!([n, total])]);
+        }
+    }
+    let listed = kcat(&["-b", &brokers, "-L"], None);
+    assert!(
+        listed.contains(&format!(
+            "_confluent-ksql-bykeyquery_{query}-Aggregate-Aggregate-Materialize-changelog"
+        )) && !listed.contains("GroupBy-repartition"),
+        "the tasks' changelog and no repartition topic: {listed}"
+    );
+}
+
+#[test]
 fn the_nodes_of_a_service_split_a_join_of_co_partitioned_sources_exactly_once() {
     let service = Service::new("pairs");
     let brokers = service.brokers.clone();

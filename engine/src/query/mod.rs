@@ -130,7 +130,8 @@ impl QueryPlan {
 
     /// The aggregation of a query that splits as two parts, a router that sends each record
     /// to its group's partition of a repartition topic and one task per partition of that
-    /// topic: an aggregation over a stream.
+    /// topic: an aggregation over a stream. One grouped by its source's key needs no router;
+    /// its tasks read the source's partitions.
     pub(crate) fn split_aggregation(&self) -> Option<&AggregatePlan> {
         match self {
             QueryPlan::Aggregate(p) if !p.over_table() => Some(p),

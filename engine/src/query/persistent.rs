@@ -273,8 +273,12 @@ impl QueryLaunch {
     fn task_layout(&self, id: &str) -> Option<TaskLayout> {
         let (_, service) = self.store.service_member()?;
         if let Some(aggregation) = self.plan.split_aggregation() {
+            // Grouped by its source's key, written in the same format, each group's records
+            // are in the partition its result goes to: the tasks read the source itself.
+            let by_key = aggregation.grouped_by_source_key()
+                && aggregation.source.key_format.format == self.sink.key_format.format;
             return Some(TaskLayout {
-                repartition: Some(state::repartition_topic(service, id)),
+                repartition: (!by_key).then(|| state::repartition_topic(service, id)),
                 changelog: state::task_changelog_topic(service, id),
                 sources: vec![aggregation.source.topic.clone()],
             });
@@ -321,7 +325,7 @@ impl QueryLaunch {
         };
         let Some(repartition) = &layout.repartition else {
             // A join's group hands out its first source's partitions; each stands for its
-            // number on every source.
+            // number on every source. An aggregation by its source's key has one source.
             return partitions
                 .into_iter()
                 .map(|(_, partition)| {
@@ -402,7 +406,8 @@ impl QueryLaunch {
 
 /// Where a split query's tasks meet on the cluster.
 struct TaskLayout {
-    /// For an aggregation, the topic its router writes and its tasks read.
+    /// For an aggregation not grouped by its source's key, the topic its router writes and
+    /// its tasks read.
     repartition: Option<String>,
     /// The topic backing its tasks' state.
     changelog: String,

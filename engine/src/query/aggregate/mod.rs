@@ -168,6 +168,27 @@ impl AggregatePlan {
         self.source.kind == eddy_sql::ast::SourceKind::Table
     }
 
+    /// Whether the groups are the source's key, column for column, so each group's records
+    /// already share a partition of an unwindowed source and its tasks need no repartition,
+    /// as ksqlDB groups by key.
+    pub(crate) fn grouped_by_source_key(&self) -> bool {
+        use datafusion::physical_expr::expressions::Column as ColumnRef;
+        let keys: Vec<&Column> = self.source.key_columns().collect();
+        let is_key = |by: &Arc<dyn PhysicalExpr>, key: &Column| {
+            by.downcast_ref::<ColumnRef>()
+                .and_then(|c| self.source.columns.get(c.index()))
+                .is_some_and(|c| c == key)
+        };
+        self.source.window.is_none()
+            && !keys.is_empty()
+            && keys.len() == self.group_by.len()
+            && self
+                .group_by
+                .iter()
+                .zip(keys)
+                .all(|(by, key)| is_key(by, key))
+    }
+
     /// The window of the sink's keys.
     pub fn sink_window(&self) -> Option<crate::catalog::WindowInfo> {
         use crate::catalog::{WindowInfo, WindowType};
