@@ -470,6 +470,8 @@ impl Service {
     }
 }
 
+/// The join of orders with customers splits among the nodes (the orders routed by
+/// customer); the windowed aggregation of that join runs on the active node, which is killed.
 #[test]
 fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_node() {
     let service = Service::new("trio");
@@ -488,8 +490,9 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
            SELECT o.customer AS customer, o.id AS id, o.amount AS amount, c.region AS region
            FROM orders o JOIN customers c ON o.customer = c.customer;
          CREATE TABLE by_region WITH (kafka_topic='by_region') AS
-           SELECT region, COUNT(*) AS n, SUM(amount) AS total FROM enriched
-           WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY region;",
+           SELECT c.region AS region, COUNT(*) AS n, SUM(o.amount) AS total
+           FROM orders o JOIN customers c ON o.customer = c.customer
+           WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY c.region;",
     );
     // A standby forwards statements to the active node; it shows the queries it would run
     // as standing by.
@@ -507,28 +510,18 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    let customers: String = (0..10)
-        .map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}\n", c % 3))
-        .collect();
-    kcat(
-        &["-b", &brokers, "-t", "customers", "-P", "-K", "|"],
-        Some(&customers),
-    );
+    let customers = (0..10).map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}", c % 3));
+    produce_lines(&brokers, "customers", customers);
     std::thread::sleep(Duration::from_millis(500));
     const ORDERS: i64 = 40_000;
-    let orders: String = (0..ORDERS)
-        .map(|i| {
-            format!(
-                "{i}|{{\"CUSTOMER\":\"c{}\",\"AMOUNT\":{}}}\n",
-                i % 10,
-                i % 100
-            )
-        })
-        .collect();
-    kcat(
-        &["-b", &brokers, "-t", "orders", "-P", "-K", "|"],
-        Some(&orders),
-    );
+    let orders = (0..ORDERS).map(|i| {
+        format!(
+            "{i}|{{\"CUSTOMER\":\"c{}\",\"AMOUNT\":{}}}",
+            i % 10,
+            i % 100
+        )
+    });
+    produce_lines(&brokers, "orders", orders);
 
     // The active node dies mid-stream; a standby takes over from the changelogs.
     kill_once_output_begins(first, &brokers, "enriched");
@@ -952,10 +945,25 @@ fn under_at_least_once_a_split_query_keeps_its_positions_in_its_group() {
     );
 }
 
-/// Produces `key|value` lines to `topic` on the cluster, one record each.
+/// Produces `key|value` lines to `topic` on the cluster, one record each, partitioned by
+/// key as Java's producers (and so ksqlDB) do: murmur2, not librdkafka's CRC32 default.
 fn produce_lines(cluster: &str, topic: &str, lines: impl Iterator<Item = String>) {
     let text: String = lines.map(|line| line + "\n").collect();
-    kcat(&["-b", cluster, "-t", topic, "-P", "-K", "|"], Some(&text));
+    let partitioner = "topic.partitioner=murmur2_random";
+    kcat(
+        &[
+            "-b",
+            cluster,
+            "-t",
+            topic,
+            "-X",
+            partitioner,
+            "-P",
+            "-K",
+            "|",
+        ],
+        Some(&text),
+    );
 }
 
 /// Each live node's partitions (of `topic`, or of any) that it runs `query` over, by host.
@@ -1137,6 +1145,106 @@ fn an_aggregation_grouped_by_its_source_key_splits_over_the_source_without_a_rep
             "_confluent-ksql-bykeyquery_{query}-Aggregate-Aggregate-Materialize-changelog"
         )) && !listed.contains("GroupBy-repartition"),
         "the tasks' changelog and no repartition topic: {listed}"
+    );
+}
+
+#[test]
+fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition_topic() {
+    let service = Service::new("rekey");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
+           WITH (kafka_topic='customers', value_format='JSON', partitions=8);
+         CREATE STREAM orders (id INT KEY, customer STRING, amount INT)
+           WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=4);
+         CREATE STREAM enriched WITH (kafka_topic='enriched') AS
+           SELECT o.customer AS customer, o.id AS id, o.amount AS amount, c.region AS region
+           FROM orders o JOIN customers c ON o.customer = c.customer;",
+    );
+    let query = created[2]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CSAS_ENRICHED_2".to_string(), str::to_string);
+    let repartition = format!("_confluent-ksql-rekeyquery_{query}-Join-left-repartition");
+    const CUSTOMERS: i64 = 50;
+    let customers = (0..CUSTOMERS).map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}", c % 3));
+    produce_lines(&brokers, "customers", customers);
+    const ORDERS: i64 = 12_000;
+    let produce = |from: i64, to: i64| {
+        let orders = (from..to).map(|i| {
+            format!(
+                "{i}|{{\"CUSTOMER\":\"c{}\",\"AMOUNT\":{}}}",
+                i % CUSTOMERS,
+                i % 9
+            )
+        });
+        produce_lines(&brokers, "orders", orders);
+    };
+    produce(0, ORDERS / 2);
+
+    // A second node joins: the two route the orders' 4 partitions by customer (each runs the
+    // router over the ones the group gives it) and share the 8 partition numbers of the
+    // customers and the repartition topic.
+    let second = service.node("second");
+    let routed_once = |hosts: &serde_json::Map<String, Value>| {
+        let mut all: Vec<u64> = topic_partitions_by_host(hosts, &query, Some("orders"))
+            .into_values()
+            .flatten()
+            .collect();
+        all.sort_unstable();
+        all == [0, 1, 2, 3]
+    };
+    await_cluster_status(&second, "the join split two ways", |hosts| {
+        split_among(
+            &topic_partitions_by_host(hosts, &query, Some("customers")),
+            2,
+            8,
+        ) && split_among(
+            &topic_partitions_by_host(hosts, &query, Some(&repartition)),
+            2,
+            8,
+        ) && routed_once(hosts)
+    });
+
+    // One node is killed mid-stream and comes back on an empty directory.
+    produce(ORDERS / 2, 3 * ORDERS / 4);
+    drop(second);
+    let _second = service.node("second-again");
+    await_cluster_status(&first, "the join split two ways again", |hosts| {
+        split_among(
+            &topic_partitions_by_host(hosts, &query, Some("customers")),
+            2,
+            8,
+        )
+    });
+    produce(3 * ORDERS / 4, ORDERS);
+
+    // Every order joined once, with its customer's region.
+    await_topic(&brokers, "enriched", "every order joined", |lines| {
+        lines.len() >= ORDERS as usize
+    });
+    let lines = topic_lines(&brokers, "enriched");
+    assert_eq!(lines.len(), ORDERS as usize, "an order was joined twice");
+    let got: std::collections::BTreeSet<String> = lines.into_iter().collect();
+    let expected: std::collections::BTreeSet<String> = (0..ORDERS)
+        .map(|i| {
+            let c = i % CUSTOMERS;
+            format!(
+                "\"c{c}\"={{\"ID\":{i},\"AMOUNT\":{},\"REGION\":\"r{}\"}}",
+                i % 9,
+                c % 3
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+
+    ksql_ok(&first, &format!("TERMINATE {query};"));
+    await_value(
+        &first,
+        "the repartition topic deleted",
+        || kcat(&["-b", &brokers, "-L"], None),
+        |listed| !listed.contains(&repartition),
     );
 }
 

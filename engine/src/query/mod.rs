@@ -84,30 +84,34 @@ impl QueryPlan {
     /// among them: a stateless query keeps nothing but its positions, so each partition runs
     /// on its own wherever the query's group puts it; an aggregation over a stream splits once
     /// its records are repartitioned by group (see [`QueryPlan::split_aggregation`]), and a
-    /// join of inputs keyed alike partition by partition (see
-    /// [`QueryPlan::co_partitioned_join`]). Other joins, and aggregations over tables, keep
-    /// state that spans partitions, and run on the active node.
+    /// join once its sides are partitioned alike (see [`QueryPlan::split_join`]). Other
+    /// joins, and aggregations over tables, keep state that spans partitions, and run on the
+    /// active node.
     pub fn splits_partitions(&self) -> bool {
         matches!(self, QueryPlan::Stateless(_))
             || self.split_aggregation().is_some()
-            || self.co_partitioned_join().is_some()
+            || self.split_join().is_some()
     }
 
     /// The joins of a query that splits as one task per partition number, each joining that
-    /// partition of every source, as Kafka Streams joins co-partitioned topics: every side
-    /// is joined on its key (no side is re-keyed, and no foreign key or windowed table's rows
-    /// are looked up), the keys are laid out alike (the same key format and types), and the
-    /// joined rows are projected, not aggregated. Records with equal keys then share a
-    /// partition number on every side when the sources have as many partitions, which the
-    /// query's launch checks.
-    pub(crate) fn co_partitioned_join(&self) -> Option<&JoinPlan> {
+    /// partition of every source, as Kafka Streams joins co-partitioned topics. The sources
+    /// joined on their key (the *keyed* ones, at least one) must lay their keys out alike
+    /// (the same key format and types), which puts equal keys on equal partition numbers
+    /// when they have as many partitions (the query's launch checks). A stream joined on
+    /// another column is *routed*: its records first go to the partition of a repartition
+    /// topic that their join key hashes to as the keyed sources write it, as ksqlDB
+    /// repartitions a join side. The joins are stream–stream, stream–table or table–table
+    /// (no foreign key, no windowed table's final rows), only the first source or a stage's
+    /// new source is routed (never joined rows), every source is a topic of its own, and the
+    /// joined rows are projected, not aggregated.
+    pub(crate) fn split_join(&self) -> Option<&JoinPlan> {
         let QueryPlan::Join(join) = self else {
             return None;
         };
+        let chain = &join.chain;
         let projected = matches!(join.then, JoinTail::Project(_));
-        let on_keys = join.chain.stages.iter().all(|stage| {
-            !stage.left.rekeyed
-                && !stage.right.rekeyed
+        let shapes = chain.stages.iter().enumerate().all(|(k, stage)| {
+            (k == 0 || !stage.left.rekeyed)
                 && matches!(
                     stage.shape,
                     join::JoinShape::StreamStream(_)
@@ -115,17 +119,29 @@ impl QueryPlan {
                         | join::JoinShape::TableTable
                 )
         });
+        let routed = chain.routed();
+        let routable =
+            chain.sources.iter().zip(&routed).all(|(source, routed)| {
+                !routed || source.kind == eddy_sql::ast::SourceKind::Stream
+            });
         let key_layout = |source: &DataSource| {
             let types: Vec<_> = source.key_columns().map(|c| c.ty.clone()).collect();
             (source.key_format.clone(), types)
         };
-        let first = join.chain.sources.first().map(key_layout);
-        let alike = join
-            .chain
+        let keyed: Vec<_> = chain
             .sources
             .iter()
-            .all(|source| Some(key_layout(source)) == first);
-        (projected && on_keys && alike).then_some(join.as_ref())
+            .zip(&routed)
+            .filter(|(_, routed)| !**routed)
+            .map(|(source, _)| key_layout(source))
+            .collect();
+        let alike = keyed
+            .first()
+            .is_some_and(|first| keyed.iter().all(|k| k == first));
+        let topics: std::collections::BTreeSet<&str> =
+            chain.sources.iter().map(|s| s.topic.as_str()).collect();
+        let distinct = topics.len() == chain.sources.len();
+        (projected && shapes && routable && alike && distinct).then_some(join.as_ref())
     }
 
     /// The aggregation of a query that splits as two parts, a router that sends each record
@@ -139,14 +155,25 @@ impl QueryPlan {
         }
     }
 
-    /// This plan reading `topic`, laid out as its source's, in place of its source's topic:
-    /// a split aggregation's task reading the repartition topic.
-    pub(crate) fn reading(&self, topic: &str) -> QueryPlan {
+    /// This plan reading each of `routes`' repartition topics in place of its source's
+    /// topic, laid out as the source: a split query's task reading what its routers sent.
+    pub(crate) fn rerouted(&self, routes: &[(String, String)]) -> QueryPlan {
         let mut plan = self.clone();
+        let reroute = |source: &mut DataSource| {
+            if let Some((_, to)) = routes.iter().find(|(from, _)| *from == source.topic) {
+                source.topic = to.clone();
+            }
+        };
         match &mut plan {
-            QueryPlan::Stateless(p) => p.source.topic = topic.to_string(),
-            QueryPlan::Aggregate(p) => p.source.topic = topic.to_string(),
-            QueryPlan::Join(p) => p.chain.sources[0].topic = topic.to_string(),
+            QueryPlan::Stateless(p) => reroute(&mut p.source),
+            QueryPlan::Aggregate(p) => reroute(&mut p.source),
+            QueryPlan::Join(p) => {
+                p.chain.sources.iter_mut().for_each(&reroute);
+                for stage in &mut p.chain.stages {
+                    reroute(&mut stage.left.source);
+                    reroute(&mut stage.right.source);
+                }
+            }
         }
         plan
     }

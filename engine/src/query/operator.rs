@@ -45,6 +45,15 @@ impl StepOutput {
         StepOutput::default()
     }
 
+    /// A router's output: `records` unchanged, each sent to its partition in `routes`.
+    pub(crate) fn routed(records: &[eddy_storage::LogRecord], routes: Vec<u32>) -> Self {
+        StepOutput {
+            records: records.iter().map(|r| r.record.clone()).collect(),
+            routes,
+            ..StepOutput::empty()
+        }
+    }
+
     /// `later`'s records, failures and state changes after these.
     pub(crate) fn extend(&mut self, later: StepOutput) {
         self.records.extend(later.records);

@@ -119,17 +119,19 @@ impl QueryLaunch {
             && self.partitions_agree()
     }
 
-    /// Whether a join's sources have as many partitions each, so partition `p` of one meets
-    /// partition `p` of the others; any other query's do.
+    /// Whether a join's sources read by their key have as many partitions each, so partition
+    /// `p` of one meets partition `p` of the others; any other query's do.
     fn partitions_agree(&self) -> bool {
-        let Some(join) = self.plan.co_partitioned_join() else {
+        let Some(join) = self.plan.split_join() else {
             return true;
         };
         let counts: Vec<Option<u32>> = join
             .chain
             .sources
             .iter()
-            .map(|s| self.store.partition_count(&s.topic).ok())
+            .zip(join.chain.routed())
+            .filter(|(_, routed)| !routed)
+            .map(|(s, _)| self.store.partition_count(&s.topic).ok())
             .collect();
         counts.iter().all(|c| c.is_some() && *c == counts[0])
     }
@@ -277,27 +279,51 @@ impl QueryLaunch {
             // are in the partition its result goes to: the tasks read the source itself.
             let by_key = aggregation.grouped_by_source_key()
                 && aggregation.source.key_format.format == self.sink.key_format.format;
+            let source = aggregation.source.topic.clone();
+            let (routes, keyed) = if by_key {
+                (Vec::new(), vec![source])
+            } else {
+                (
+                    vec![(source, state::repartition_topic(service, id))],
+                    Vec::new(),
+                )
+            };
             return Some(TaskLayout {
-                repartition: (!by_key).then(|| state::repartition_topic(service, id)),
+                routes,
+                keyed,
                 changelog: state::task_changelog_topic(service, id),
-                sources: vec![aggregation.source.topic.clone()],
             });
         }
-        let join = self.plan.co_partitioned_join()?;
+        let join = self.plan.split_join()?;
         if !self.partitions_agree() {
             return None;
         }
+        let (mut routes, mut keyed) = (Vec::new(), Vec::new());
+        for (index, (source, routed)) in join
+            .chain
+            .sources
+            .iter()
+            .zip(join.chain.routed())
+            .enumerate()
+        {
+            if routed {
+                let topic = state::join_repartition_topic(service, id, index);
+                routes.push((source.topic.clone(), topic));
+            } else {
+                keyed.push(source.topic.clone());
+            }
+        }
         Some(TaskLayout {
-            repartition: None,
+            routes,
+            keyed,
             changelog: state::join_changelog_topic(service, id),
-            sources: join.chain.sources.iter().map(|s| s.topic.clone()).collect(),
         })
     }
 
     /// The runs of a split query over `partitions`, those the group gave this node: the whole
-    /// query over them; for an aggregation, its router over those of its source and one task
-    /// per partition of its repartition topic; for a join, one task per partition number,
-    /// over that partition of every source.
+    /// query over them; for a query with state, a router over those of each source it routes
+    /// and one task per partition number it is given, over that partition of every topic the
+    /// tasks read.
     fn parts(
         &self,
         id: &str,
@@ -311,47 +337,41 @@ impl QueryLaunch {
                 part: SplitPart::Whole,
             })];
         };
-        let task = |partition: u32, input: Option<String>, partitions| {
-            Some(Split {
-                group: group.clone(),
-                partitions,
-                part: SplitPart::Task {
-                    input,
-                    partition,
-                    namespace: state::task_namespace(id, partition),
-                    changelog: layout.changelog.clone(),
-                },
-            })
-        };
-        let Some(repartition) = &layout.repartition else {
-            // A join's group hands out its first source's partitions; each stands for its
-            // number on every source. An aggregation by its source's key has one source.
-            return partitions
-                .into_iter()
-                .map(|(_, partition)| {
-                    let all = layout.sources.iter().map(|t| (t.clone(), partition));
-                    task(partition, None, all.collect())
-                })
-                .collect();
-        };
-        let (tasks, routed): (BTreeSet<_>, BTreeSet<_>) = partitions
+        let task_topic = layout.task_topic();
+        let mut routed: Vec<(String, BTreeSet<(String, u32)>)> = layout
+            .routes
+            .iter()
+            .map(|(_, to)| (to.clone(), BTreeSet::new()))
+            .collect();
+        let mut parts = Vec::new();
+        for (topic, partition) in partitions {
+            if let Some(index) = layout.routes.iter().position(|(from, _)| *from == topic) {
+                routed[index].1.insert((topic, partition));
+            } else if topic == task_topic {
+                let read = layout.task_topics().map(|t| (t.to_string(), partition));
+                parts.push(Some(Split {
+                    group: group.clone(),
+                    partitions: read.collect(),
+                    part: SplitPart::Task {
+                        routes: layout.routes.clone(),
+                        partition,
+                        namespace: state::task_namespace(id, partition),
+                        changelog: layout.changelog.clone(),
+                    },
+                }));
+            }
+        }
+        let routers = routed
             .into_iter()
-            .partition(|(topic, _)| topic == repartition);
-        let mut parts = Vec::with_capacity(tasks.len() + 1);
-        if !routed.is_empty() {
-            parts.push(Some(Split {
-                group: group.clone(),
-                partitions: routed,
-                part: SplitPart::Route {
-                    topic: repartition.clone(),
-                },
-            }));
-        }
-        for (topic, partition) in tasks {
-            let only = BTreeSet::from([(topic.clone(), partition)]);
-            parts.push(task(partition, Some(topic), only));
-        }
-        parts
+            .filter(|(_, partitions)| !partitions.is_empty())
+            .map(|(topic, partitions)| {
+                Some(Split {
+                    group: group.clone(),
+                    partitions,
+                    part: SplitPart::Route { topic },
+                })
+            });
+        routers.chain(parts).collect()
     }
 
     /// Runs the parts together until `stop`; one failing stops the others, so the query
@@ -406,32 +426,58 @@ impl QueryLaunch {
 
 /// Where a split query's tasks meet on the cluster.
 struct TaskLayout {
-    /// For an aggregation not grouped by its source's key, the topic its router writes and
-    /// its tasks read.
-    repartition: Option<String>,
+    /// The sources a router sends to the partition of their group or join key, each with the
+    /// repartition topic it writes and the tasks read.
+    routes: Vec<(String, String)>,
+    /// The sources the tasks read as they are, partition `p` by task `p`.
+    keyed: Vec<String>,
     /// The topic backing its tasks' state.
     changelog: String,
-    /// Its sources' topics, each with as many partitions as there are tasks.
-    sources: Vec<String>,
 }
 
 impl TaskLayout {
-    /// The topics the query's group hands out: an aggregation's source and repartition
-    /// topic, or a join's first source.
+    /// The topic whose partitions the query's group hands out as tasks: the first source read
+    /// as it is, else the first repartition topic.
+    fn task_topic(&self) -> &str {
+        self.keyed
+            .first()
+            .or(self.routes.first().map(|(_, to)| to))
+            .map_or("", String::as_str)
+    }
+
+    /// Every topic a task reads its partition of.
+    fn task_topics(&self) -> impl Iterator<Item = &str> {
+        let keyed = self.keyed.iter().map(String::as_str);
+        keyed.chain(self.routes.iter().map(|(_, to)| to.as_str()))
+    }
+
+    /// The topics the query's group hands out: the sources routed, then the tasks' topic.
     fn group_topics(&self) -> Vec<String> {
-        let mut topics: Vec<String> = self.sources.iter().take(1).cloned().collect();
-        topics.extend(self.repartition.clone());
+        let mut topics: Vec<String> = self.routes.iter().map(|(from, _)| from.clone()).collect();
+        topics.push(self.task_topic().to_string());
         topics
     }
 
-    /// Creates the repartition topic and the changelog, as many partitions as the sources,
-    /// unless they exist, and follows the changelog.
+    /// The topics that exist only for the query: its repartition topics and its changelog.
+    fn internal_topics(&self) -> Vec<String> {
+        let mut topics = vec![self.changelog.clone()];
+        topics.extend(self.routes.iter().map(|(_, to)| to.clone()));
+        topics
+    }
+
+    /// Creates the repartition topics and the changelog, as many partitions as the tasks
+    /// (those of the first source read as it is, else of the first source), unless they
+    /// exist, and follows the changelog.
     fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
-        let Some(first) = self.sources.first() else {
+        let Some(first) = self
+            .keyed
+            .first()
+            .or(self.routes.first().map(|(from, _)| from))
+        else {
             return Ok(());
         };
         let partitions = store.partition_count(first)?;
-        if let Some(repartition) = &self.repartition {
+        for (_, repartition) in &self.routes {
             store.ensure_topic_with_partitions(repartition, partitions)?;
         }
         store.follow_task_changelog(&self.changelog, partitions)
@@ -590,29 +636,21 @@ impl PersistentQuery {
         }
     }
 
-    /// Every topic the query reads: its sources', and a split aggregation's repartition topic.
+    /// Every topic the query reads: its sources', and a split query's repartition topics.
     pub fn input_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
-        if let Some(repartition) = self
-            .launch
-            .task_layout(&self.id)
-            .and_then(|layout| layout.repartition)
-        {
-            topics.push(repartition);
+        if let Some(layout) = self.launch.task_layout(&self.id) {
+            topics.extend(layout.routes.into_iter().map(|(_, to)| to));
         }
         topics
     }
 
-    /// The topics on the cluster that exist only for this query: a split aggregation's
-    /// repartition topic and a split query's task changelog.
+    /// The topics on the cluster that exist only for this query: a split query's
+    /// repartition topics and task changelog.
     pub fn internal_topics(&self) -> Vec<String> {
         self.launch
             .task_layout(&self.id)
-            .map(|layout| {
-                let mut topics = vec![layout.changelog];
-                topics.extend(layout.repartition);
-                topics
-            })
+            .map(|layout| layout.internal_topics())
             .unwrap_or_default()
     }
 

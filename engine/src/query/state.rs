@@ -45,6 +45,18 @@ pub(crate) fn repartition_topic(service_id: &str, query_id: &str) -> String {
     format!("_confluent-ksql-{service_id}query_{query_id}-Aggregate-GroupBy-repartition")
 }
 
+/// The topic a split join's router writes the records of source `index` (joined on another
+/// column than its key) to, in their join key's partition: ksqlDB's name for a join's left
+/// and right repartition, and a numbered one for a later source of several joins.
+pub(crate) fn join_repartition_topic(service_id: &str, query_id: &str, index: usize) -> String {
+    let side = match index {
+        0 => "Join-left".to_string(),
+        1 => "Join-right".to_string(),
+        n => format!("Join-{n}-right"),
+    };
+    format!("_confluent-ksql-{service_id}query_{query_id}-{side}-repartition")
+}
+
 /// The compacted topic backing the state of a split join's tasks, one partition per task.
 pub(crate) fn join_changelog_topic(service_id: &str, query_id: &str) -> String {
     format!("_confluent-ksql-{service_id}query_{query_id}-Join-changelog")

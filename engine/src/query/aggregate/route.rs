@@ -87,10 +87,6 @@ impl Operator for GroupRouter<'_> {
             }
         }
         // What failed here is the aggregation's to log, where the record arrives.
-        Ok(StepOutput {
-            records: records.iter().map(|r| r.record.clone()).collect(),
-            routes,
-            ..StepOutput::empty()
-        })
+        Ok(StepOutput::routed(records, routes))
     }
 }

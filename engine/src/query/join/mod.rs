@@ -16,11 +16,13 @@
 //! with the sides' decoders and laid side by side (`rows`), then handed to the projection or
 //! aggregation that follows. A side whose join expression is not its key is re-keyed in
 //! process (the `REKEY` step of the plan); state is keyed by the join key, not by partition, so
-//! no repartition topic is needed on one node.
+//! no repartition topic is needed on one node. The nodes of a service that split a join send
+//! such a side's records to the partition of their join key first (`route`).
 
 mod foreign_key;
 mod operator;
 mod plan;
+mod route;
 mod rows;
 mod scope;
 mod state;
@@ -45,6 +47,7 @@ use crate::query::stateless::StatelessPlan;
 
 pub(crate) use operator::Join;
 pub use plan::{plan_join, plan_join_aggregate};
+pub(crate) use route::JoinRouter;
 pub use rows::Handoff;
 pub use state::JoinState;
 
@@ -217,6 +220,25 @@ impl JoinChain {
             .enumerate()
             .map(|(k, stage)| JoinState::load(store, namespace, stage, k as u8))
             .collect()
+    }
+
+    /// For each source, whether it is joined on another column than its key, so that the
+    /// nodes of a service splitting the join first route its records by their join key.
+    pub(crate) fn routed(&self) -> Vec<bool> {
+        (0..self.sources.len())
+            .map(|index| {
+                let (stage, side) = Self::entry(index);
+                self.stages
+                    .get(stage)
+                    .is_some_and(|stage| stage.sides()[side].rekeyed)
+            })
+            .collect()
+    }
+
+    /// The join side that reads source `index`.
+    pub(crate) fn side_of(&self, index: usize) -> Option<&JoinSide> {
+        let (stage, side) = Self::entry(index);
+        self.stages.get(stage).map(|stage| stage.sides()[side])
     }
 
     /// Whether the last stage's rows form a table (a changelog), not a stream.

@@ -91,9 +91,12 @@ async fn run_query_inner(
         .tables_first(plan)
         .final_rows_by_window(plan);
     let mut operator: Box<dyn crate::query::operator::Operator + '_> =
-        match (part, plan.split_aggregation()) {
-            (SplitPart::Route { .. }, Some(aggregation)) => Box::new(
+        match (part, plan.split_aggregation(), plan.split_join()) {
+            (SplitPart::Route { .. }, Some(aggregation), _) => Box::new(
                 crate::query::aggregate::GroupRouter::new(store, aggregation, (sink, schemas))?,
+            ),
+            (SplitPart::Route { .. }, _, Some(join)) => Box::new(
+                crate::query::join::JoinRouter::new(store, &join.chain, schemas)?,
             ),
             _ => plan.operator(store, &namespace, sink, buffering.enabled(), schemas)?,
         };
@@ -187,7 +190,7 @@ async fn run_query_inner(
     Ok(())
 }
 
-/// What a run of `part` reads and writes: its plan (a task's reads the repartition topic),
+/// What a run of `part` reads and writes: its plan (a task's reads the repartition topics),
 /// its state namespace, and the topic its output goes to (a router's, the repartition topic).
 fn part_layout<'a>(
     plan: &'a QueryPlan,
@@ -198,11 +201,13 @@ fn part_layout<'a>(
     use std::borrow::Cow;
     match part {
         SplitPart::Task {
-            input, namespace, ..
+            routes, namespace, ..
         } => {
-            let plan = input
-                .as_ref()
-                .map_or(Cow::Borrowed(plan), |input| Cow::Owned(plan.reading(input)));
+            let plan = if routes.is_empty() {
+                Cow::Borrowed(plan)
+            } else {
+                Cow::Owned(plan.rerouted(routes))
+            };
             (plan, namespace.clone(), sink.topic.as_str())
         }
         SplitPart::Route { topic } => (Cow::Borrowed(plan), String::new(), topic.as_str()),

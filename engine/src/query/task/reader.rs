@@ -399,17 +399,20 @@ pub struct Split {
 pub enum SplitPart {
     /// The whole query, over this node's partitions of its sources (a stateless query).
     Whole,
-    /// A split aggregation's router: this node's partitions of its source, each record sent
-    /// to its group's partition of the repartition topic `topic`.
+    /// A router of a split query with state: this node's partitions of one source, each
+    /// record sent to the partition of the repartition topic `topic` that its group (of an
+    /// aggregation) or join key (of a join) hashes to.
     Route {
         /// The repartition topic.
         topic: String,
     },
-    /// A task of a split query with state: an aggregation's over one partition of its
-    /// repartition topic, a join's over one partition number of every source.
+    /// A task of a split query with state, over one partition number of every topic it reads:
+    /// an aggregation's repartition topic (or its source, grouped by its key), a join's
+    /// sources (or their repartition topics).
     Task {
-        /// An aggregation's repartition topic, which the task reads as it would the source.
-        input: Option<String>,
+        /// The sources the task reads through their repartition topics, each with its
+        /// repartition topic, which the task reads as it would the source.
+        routes: Vec<(String, String)>,
         /// The partition, which is the task's.
         partition: u32,
         /// The task's state namespace.

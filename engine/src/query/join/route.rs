@@ -1,0 +1,100 @@
+//! The first part of a join the nodes of a service split, for a stream joined on another
+//! column than its key: each of its records goes, unchanged, to the partition of the side's
+//! repartition topic that its join key hashes to as the sources read by their key write their
+//! keys (Kafka's default partitioner over the key in their key format). The task of that
+//! partition number reads it there, with the partition of every keyed source holding the same
+//! key, as ksqlDB's join repartitions a side before joining it.
+//!
+//! A record whose join key cannot be computed (it cannot be read, or the key expression fails
+//! on it) stays on its own partition's number: the task that reads it treats it as the whole
+//! join would.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::physical_expr::expressions::Column as ColumnRef;
+use eddy_storage::{LogRecord, Store, partition_for_key};
+
+use super::JoinChain;
+use crate::error::{EngineError, Result};
+use crate::query::evaluate::evaluate_step;
+use crate::query::operator::{Input, Operator, StepOutput};
+use crate::query::rows::Rows;
+use crate::query::sink::{OutputColumn, SinkEncoder};
+use crate::query::source::RecordErrorKind;
+
+/// Sends each record of a routed join side to its join key's partition.
+pub(crate) struct JoinRouter<'p> {
+    chain: &'p JoinChain,
+    /// Writes join keys as the keyed sources write their keys.
+    encoder: SinkEncoder,
+    /// The keyed sources' key column, taken from a batch holding the join keys alone.
+    key: [OutputColumn; 1],
+    /// The keyed sources' partition count, which the repartition topics share.
+    partitions: u32,
+}
+
+impl<'p> JoinRouter<'p> {
+    /// The router of the routed sides of `chain`.
+    pub(crate) fn new(
+        store: &Store,
+        chain: &'p JoinChain,
+        schemas: &crate::codec::Schemas,
+    ) -> Result<Self> {
+        let keyed = chain
+            .sources
+            .iter()
+            .zip(chain.routed())
+            .find_map(|(source, routed)| (!routed).then_some(source))
+            .ok_or_else(|| EngineError::internal("a split join reads no source by its key"))?;
+        let column = keyed
+            .key_columns()
+            .next()
+            .cloned()
+            .ok_or_else(|| EngineError::internal("a split join's keyed source has no key"))?;
+        Ok(JoinRouter {
+            chain,
+            encoder: SinkEncoder::new(keyed, schemas)?,
+            key: [OutputColumn {
+                column,
+                expr: Arc::new(ColumnRef::new("key", 0)),
+            }],
+            partitions: store.partition_count(&keyed.topic)?.max(1),
+        })
+    }
+}
+
+impl Operator for JoinRouter<'_> {
+    fn process(
+        &mut self,
+        _store: &Store,
+        input: &Input,
+        records: &[LogRecord],
+    ) -> Result<StepOutput> {
+        let mut routes = vec![input.partition % self.partitions; records.len()];
+        let side = self.chain.side_of(input.side).ok_or_else(|| {
+            EngineError::internal("a join router read a source it has no side for")
+        })?;
+        let decoded = side.decoder.decode(input.partition, records)?;
+        let mut rows = Rows::decoded(input.partition, records, decoded);
+        if rows.batch.num_rows() > 0 {
+            let (keys, failed) = evaluate_step(
+                &side.key,
+                &mut rows,
+                ("Error evaluating join key", RecordErrorKind::Dropped),
+            )?;
+            let schema = Schema::new(vec![Field::new("key", keys.data_type().clone(), true)]);
+            let batch = RecordBatch::try_new(Arc::new(schema), vec![keys])
+                .map_err(|e| EngineError::internal_from("cannot lay join keys out", e))?;
+            let written = self.encoder.encode_keys(&self.key, &batch)?;
+            for (row, key) in written.iter().enumerate() {
+                if let (Some(key), false) = (key, failed[row]) {
+                    routes[rows.rows_from[row]] = partition_for_key(key, self.partitions);
+                }
+            }
+        }
+        // What failed here is the join's to log, where the record arrives.
+        Ok(StepOutput::routed(records, routes))
+    }
+}
