@@ -503,9 +503,12 @@ async fn await_partitions(
         }
         group.released(now.revision);
         *shared.assigned.lock() = Some(std::collections::BTreeSet::new());
-        // Nothing to run here, so nothing to wait for.
-        shared.finished.store(true, Ordering::SeqCst);
-        shared.progress.notify_waiters();
+        if now.settled {
+            // Nothing to run here, so nothing to wait for; before the group's first answer,
+            // the partitions may yet come here.
+            shared.finished.store(true, Ordering::SeqCst);
+            shared.progress.notify_waiters();
+        }
         tokio::select! {
             changed = assignment.changed() => if changed.is_err() { return None },
             _ = stop.changed() => {}

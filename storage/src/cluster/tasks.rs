@@ -41,6 +41,9 @@ pub struct Assignment {
     pub revision: u64,
     /// `(topic, partition)` pairs.
     pub partitions: BTreeSet<(String, u32)>,
+    /// Whether the group has assigned this node its share yet, if only nothing: until then,
+    /// no partitions means none given so far rather than none to run.
+    pub settled: bool,
 }
 
 /// What the consumer's callbacks and the query's side share.
@@ -104,10 +107,11 @@ impl ConsumerContext for Member {
         }
         self.shared.assignment.send_if_modified(|a| {
             if a.partitions == partitions {
-                return false;
+                return !std::mem::replace(&mut a.settled, true);
             }
             a.revision += 1;
             a.partitions = partitions;
+            a.settled = true;
             true
         });
     }

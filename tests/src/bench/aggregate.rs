@@ -33,6 +33,9 @@ pub struct AggregateBenchConfig {
     pub state_cache_entries: usize,
     /// The Kafka cluster the log runs on, or `None` for the embedded log.
     pub cluster: Option<eddy_storage::ClusterOptions>,
+    /// Records keyed by their id rather than their user, so that grouping by user on a
+    /// cluster repartitions them.
+    pub keyed_by_id: bool,
 }
 
 /// Figures of one run.
@@ -144,10 +147,17 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
         state_cache_entries: config.state_cache_entries,
         ..eddy_engine::EngineOptions::default()
     };
-    let bench = BenchEngine::open_on(
+    let declaration = if config.keyed_by_id {
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM orders (order_id BIGINT KEY, id BIGINT, user STRING, amount DOUBLE, category STRING, ts BIGINT, note STRING)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');"
+    } else {
         "SET 'auto.offset.reset' = 'earliest';
          CREATE STREAM orders (user STRING KEY, id BIGINT, amount DOUBLE, category STRING, ts BIGINT, note STRING)
-             WITH (kafka_topic='orders', partitions=1, value_format='JSON');",
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');"
+    };
+    let bench = BenchEngine::open_on(
+        declaration,
         options,
         config.cluster.clone(),
         &["orders", "PER_USER"],
@@ -159,11 +169,12 @@ async fn run_eddy(config: &AggregateBenchConfig) -> anyhow::Result<EddyRun> {
         let records = slice.iter().map(|&i| {
             let value = record_json(i, config);
             bytes += value.len() as u64;
-            Record::keyed(
-                user(i, config.keys).into_bytes(),
-                value.into_bytes(),
-                timestamp(i, config),
-            )
+            let key = if config.keyed_by_id {
+                (i as i64).to_be_bytes().to_vec()
+            } else {
+                user(i, config.keys).into_bytes()
+            };
+            Record::keyed(key, value.into_bytes(), timestamp(i, config))
         });
         bench.append("orders", records).await?;
     }

@@ -114,6 +114,10 @@ enum Scenario {
         /// On the cluster, `exactly_once_v2` or `at_least_once`.
         #[arg(long, default_value = "exactly_once_v2")]
         processing_guarantee: eddy_storage::Guarantee,
+        /// Key the input by its `id` rather than its `user`, so grouping by user on a cluster
+        /// goes through the query's repartition topic.
+        #[arg(long)]
+        keyed_by_id: bool,
     },
     /// Pull-query key lookups over HTTP on a table of many keys from concurrent clients; the
     /// baseline is `GET /healthcheck` from the same clients in the same run.
@@ -267,6 +271,7 @@ fn main() -> anyhow::Result<()> {
             bootstrap_servers,
             cluster_pid,
             processing_guarantee,
+            keyed_by_id,
         } => {
             let config = bench::aggregate::AggregateBenchConfig {
                 records,
@@ -274,6 +279,7 @@ fn main() -> anyhow::Result<()> {
                 minutes,
                 state_cache_entries,
                 cluster: None,
+                keyed_by_id,
             };
             match bootstrap_servers {
                 Some(servers) => {
@@ -682,8 +688,13 @@ fn aggregate_on_cluster(
     runs: usize,
 ) -> anyhow::Result<()> {
     println!(
-        "eddy-bench aggregate: {} JSON records, {} keys, 1-minute tumbling windows over {} minutes, on the embedded log and on the cluster at {} ({:?}), {runs} run(s)",
-        config.records, config.keys, config.minutes, cluster.bootstrap_servers, cluster.guarantee
+        "eddy-bench aggregate: {} JSON records keyed by {}, {} keys, 1-minute tumbling windows over {} minutes, on the embedded log and on the cluster at {} ({:?}), {runs} run(s)",
+        config.records,
+        if config.keyed_by_id { "id" } else { "user" },
+        config.keys,
+        config.minutes,
+        cluster.bootstrap_servers,
+        cluster.guarantee
     );
     let per_record = |t: Option<std::time::Duration>| {
         t.map_or(f64::NAN, |t| t.as_secs_f64() * 1e6 / config.records as f64)
