@@ -900,6 +900,7 @@ impl Store {
             });
         }
         let store = Arc::downgrade(&self.inner);
+        let chained = chain.clone();
         let then = Box::new(move |delivered: Result<Vec<(String, AppendResult)>>| {
             let delivered = match delivered {
                 Ok(mut delivered) => {
@@ -941,7 +942,7 @@ impl Store {
         } else {
             &cluster.node_committer
         };
-        committer.send(appends, positions, then)?;
+        committer.send((appends, positions), chained, then)?;
         Ok(rx)
     }
 

@@ -50,6 +50,9 @@ struct Submitted {
     /// Input positions kept as a query group's committed offsets (a query whose partitions
     /// the service's nodes split), committed with the records.
     positions: Vec<GroupPositions>,
+    /// The chain it belongs to: once an earlier commit of it failed, it is refused rather
+    /// than committed after it (a query's positions would skip the failed one's records).
+    chain: Option<crate::CommitChain>,
     then: AfterDelivery,
 }
 
@@ -151,13 +154,14 @@ impl Committer {
     /// acknowledged (committed, under exactly-once), after every commit queued before it.
     pub(crate) fn send(
         &self,
-        appends: Vec<PartitionAppend>,
-        positions: Vec<GroupPositions>,
+        (appends, positions): (Vec<PartitionAppend>, Vec<GroupPositions>),
+        chain: Option<crate::CommitChain>,
         then: AfterDelivery,
     ) -> Result<()> {
         self.submit(Job::Commit(Submitted {
             appends,
             positions,
+            chain,
             then,
         }))
     }
@@ -196,6 +200,14 @@ fn run(options: ClusterOptions, producer: ProducerRole, queue: mpsc::Receiver<Jo
                         Err(_) => break,
                     }
                 }
+                // A commit after one of its chain that failed goes no further: one that
+                // failed in the last transaction broke its chain before this one is built.
+                let (commits, refused): (Vec<_>, Vec<_>) = commits
+                    .into_iter()
+                    .partition(|c| !c.chain.as_ref().is_some_and(crate::CommitChain::is_broken));
+                for commit in refused {
+                    (commit.then)(Err(StorageError::EarlierCommitFailed));
+                }
                 if producing.is_none() && producer.always {
                     match Producing::start(&options, &producer) {
                         Ok(started) => producing = Some(started),
@@ -203,6 +215,7 @@ fn run(options: ClusterOptions, producer: ProducerRole, queue: mpsc::Receiver<Jo
                     }
                 }
                 match producing.as_mut() {
+                    _ if commits.is_empty() => {}
                     Some(p) if p.transactional_id.is_some() => {
                         if !p.in_transaction(commits) {
                             // Fenced or failed for good: another node took over.
