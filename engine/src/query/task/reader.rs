@@ -45,6 +45,10 @@ pub(crate) struct PartitionReader {
     /// them yet (Kafka Streams' tasks idle for the same reason until each partition's end is
     /// known).
     table_ends: Vec<Option<i64>>,
+    /// Whether the tables' ends are to be asked again before the next stream records go:
+    /// after each time the reader caught up, since rows may have come to a table meanwhile
+    /// that a log on a cluster has not fetched yet.
+    recheck_tables: bool,
 }
 
 /// A read of one input begun ahead on a blocking thread: reading and decoding the log takes
@@ -71,6 +75,7 @@ impl PartitionReader {
             prefetch: (0..inputs.len()).map(|_| None).collect(),
             by_window: vec![None; inputs.len()],
             table_ends: vec![None; inputs.len()],
+            recheck_tables: false,
             inputs,
             positions,
             ordered: true,
@@ -162,6 +167,25 @@ impl PartitionReader {
         self
     }
 
+    /// Asks each table input with nothing fetched where its log ends now, so stream records
+    /// wait for table rows the log holds and has not fetched yet, as Kafka Streams' tasks
+    /// wait for partitions the broker says have more (`max.task.idle.ms` at 0).
+    fn recheck_table_ends(&mut self) {
+        for i in 0..self.inputs.len() {
+            if self.tie_rank[i] != 0 || self.pending[i].is_some() {
+                continue;
+            }
+            let input = &self.inputs[i];
+            let end = self
+                .store
+                .last_stable_offset(&input.topic, input.partition)
+                .ok();
+            if let Some(end) = end.filter(|end| *end > self.positions[i]) {
+                self.table_ends[i] = Some(end);
+            }
+        }
+    }
+
     /// Merges a windowed table whose final rows a stream joins by its rows' window starts: a
     /// window's rows are written once it closes, at a time within it; read by their start,
     /// they come before the window's stream records when they are already there, so those
@@ -238,6 +262,12 @@ impl PartitionReader {
                 Err(e) => return Err(e.into()),
             }
         }
+        let streams_waiting =
+            (0..self.inputs.len()).any(|i| self.tie_rank[i] != 0 && self.pending[i].is_some());
+        if self.recheck_tables && streams_waiting {
+            self.recheck_tables = false;
+            self.recheck_table_ends();
+        }
         for i in 0..self.inputs.len() {
             if self.table_ends[i].is_some_and(|end| self.positions[i] >= end) {
                 self.table_ends[i] = None;
@@ -260,6 +290,9 @@ impl PartitionReader {
             .min()
             .map(|(_, i)| i)
         else {
+            // Caught up (or waiting for a table): whatever comes next, the tables may have
+            // grown first.
+            self.recheck_tables = self.tie_rank.contains(&0) && self.tie_rank.contains(&1);
             return Ok(None);
         };
         let bound = (0..self.inputs.len())
