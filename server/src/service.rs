@@ -70,6 +70,9 @@ pub struct QueryOnNode {
     /// Whether the service's nodes split the query's partitions: each runs its own.
     #[serde(default)]
     pub split: bool,
+    /// A split query's task partitions the node keeps warm without running them.
+    #[serde(default)]
+    pub standby: Vec<(String, u32)>,
 }
 
 /// A query's position on one input partition.
@@ -460,6 +463,7 @@ fn query_on_node(summary: &QuerySummary) -> (String, QueryOnNode) {
             state: summary.state.clone(),
             partitions,
             split: summary.assigned.is_some(),
+            standby: summary.standby.clone(),
         },
     )
 }
@@ -485,12 +489,15 @@ fn host_status(node: &KnownNode, service_id: &str) -> Value {
             .collect();
         let store = format!("_confluent-ksql-{service_id}_query_{id}");
         let (active_partitions, standby_partitions) = if active {
-            (partitions, Vec::new())
+            let standby = query.standby.iter();
+            let standby = standby.map(|(topic, p)| json!({"topic": topic, "partition": p}));
+            (partitions, standby.collect())
         } else {
             (Vec::new(), partitions)
         };
         let (active_stores, standby_stores) = if active {
-            (vec![store.clone()], Vec::new())
+            let warm = (!query.standby.is_empty()).then(|| store.clone());
+            (vec![store.clone()], warm.into_iter().collect())
         } else {
             (Vec::new(), vec![store.clone()])
         };
@@ -572,6 +579,7 @@ mod tests {
                         },
                     ],
                     split: false,
+                    standby: Vec::new(),
                 },
             )]),
             queries_read_ms: 7,

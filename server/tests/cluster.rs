@@ -27,7 +27,10 @@ fn topic_lines(cluster: &str, topic: &str) -> Vec<String> {
 
 /// Waits until `check` holds of the topic's records on the cluster.
 fn await_topic(cluster: &str, topic: &str, what: &str, check: impl Fn(&[String]) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A killed node's partitions move once its session times out (6 s), and a transaction it
+    // left open holds readers for up to 10 s more; under a parallel test run, the rest of the
+    // input then takes its time too.
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let lines = topic_lines(cluster, topic);
         if check(&lines) {
@@ -1115,6 +1118,20 @@ fn an_aggregation_grouped_by_its_source_key_splits_over_the_source_without_a_rep
         .map_or_else(|| "CTAS_PER_SENSOR_1".to_string(), str::to_string);
     let second = service.node("second");
     // Each node aggregates its own partitions of the source: no router, no repartition topic.
+    // It keeps the other's tasks warm, as their standby.
+    let standby_for_the_rest = |hosts: &serde_json::Map<String, Value>| {
+        hosts.values().all(|h| {
+            let query = &h["activeStandbyPerQuery"][&query];
+            let listed = |kind: &str| -> Vec<u64> {
+                let partitions = query[kind].as_array().into_iter().flatten();
+                partitions.filter_map(|p| p["partition"].as_u64()).collect()
+            };
+            let mut all = listed("activePartitions");
+            all.extend(listed("standByPartitions"));
+            all.sort_unstable();
+            all == (0..8).collect::<Vec<_>>()
+        })
+    };
     await_cluster_status(&second, "the source split two ways", |hosts| {
         split_among(
             &topic_partitions_by_host(hosts, &query, Some("readings")),
@@ -1125,6 +1142,7 @@ fn an_aggregation_grouped_by_its_source_key_splits_over_the_source_without_a_rep
             .flatten()
             .count()
             == 8
+            && standby_for_the_rest(hosts)
     });
     const SENSORS: i64 = 24;
     const READINGS: i64 = 6_000;
@@ -1161,11 +1179,17 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
            WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=4);
          CREATE STREAM enriched WITH (kafka_topic='enriched') AS
            SELECT o.customer AS customer, o.id AS id, o.amount AS amount, c.region AS region
-           FROM orders o JOIN customers c ON o.customer = c.customer;",
+           FROM orders o JOIN customers c ON o.customer = c.customer;
+         CREATE TABLE spend WITH (kafka_topic='spend') AS
+           SELECT o.customer AS customer, COUNT(*) AS n, SUM(o.amount) AS total
+           FROM orders o JOIN customers c ON o.customer = c.customer GROUP BY o.customer;",
     );
     let query = created[2]["commandStatus"]["queryId"]
         .as_str()
         .map_or_else(|| "CSAS_ENRICHED_2".to_string(), str::to_string);
+    let spend = created[3]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_SPEND_3".to_string(), str::to_string);
     let repartition = format!("_confluent-ksql-rekeyquery_{query}-Join-left-repartition");
     const CUSTOMERS: i64 = 50;
     let customers = (0..CUSTOMERS).map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}", c % 3));
@@ -1195,8 +1219,13 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
         all.sort_unstable();
         all == [0, 1, 2, 3]
     };
+    // The aggregation of the join by its key splits alike: each group is in one task.
     await_cluster_status(&second, "the join split two ways", |hosts| {
         split_among(
+            &topic_partitions_by_host(hosts, &spend, Some("customers")),
+            2,
+            8,
+        ) && split_among(
             &topic_partitions_by_host(hosts, &query, Some("customers")),
             2,
             8,
@@ -1210,7 +1239,7 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
     // One node is killed mid-stream and comes back on an empty directory.
     produce(ORDERS / 2, 3 * ORDERS / 4);
     drop(second);
-    let _second = service.node("second-again");
+    let second = service.node("second-again");
     await_cluster_status(&first, "the join split two ways again", |hosts| {
         split_among(
             &topic_partitions_by_host(hosts, &query, Some("customers")),
@@ -1238,6 +1267,15 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
         })
         .collect();
     assert_eq!(got, expected);
+    for customer in [0, 17, 49] {
+        let of_customer = |i: &i64| i % CUSTOMERS == customer;
+        let n = (0..ORDERS).filter(of_customer).count() as i64;
+        let total: i64 = (0..ORDERS).filter(of_customer).map(|i| i % 9).sum();
+        let sql = format!("SELECT n, total FROM spend WHERE customer = 'c{customer}';");
+        for node in [&first, &second] {
+            await_pull(node, &sql, |rows| rows == [json!([n, total])]);
+        }
+    }
 
     ksql_ok(&first, &format!("TERMINATE {query};"));
     await_value(

@@ -103,13 +103,14 @@ impl QueryPlan {
     /// repartitions a join side. The joins are stream–stream, stream–table or table–table
     /// (no foreign key, no windowed table's final rows), only the first source or a stage's
     /// new source is routed (never joined rows), every source is a topic of its own, and the
-    /// joined rows are projected, not aggregated.
+    /// joined rows are projected, or aggregated by the join key alone.
     pub(crate) fn split_join(&self) -> Option<&JoinPlan> {
         let QueryPlan::Join(join) = self else {
             return None;
         };
         let chain = &join.chain;
-        let projected = matches!(join.then, JoinTail::Project(_));
+        // An aggregation by the join key keeps each group in the task that joins its rows.
+        let projected = matches!(join.then, JoinTail::Project(_)) || join.aggregated_by_join_key();
         let shapes = chain.stages.iter().enumerate().all(|(k, stage)| {
             (k == 0 || !stage.left.rekeyed)
                 && matches!(

@@ -688,6 +688,7 @@ impl PersistentQuery {
         }
         let last = self.shared.last_message_ms.load(Ordering::Relaxed);
         let now_secs = (eddy_storage::now_ms() / 1000) as u64;
+        let assigned = self.shared.assigned.lock().clone();
         crate::query::QuerySummary {
             id: self.id.clone(),
             sql: self.sql.clone(),
@@ -701,13 +702,30 @@ impl PersistentQuery {
             messages_per_sec: self.shared.throughput.lock().per_second(now_secs),
             last_message_ms: (last > 0).then_some(last),
             offsets,
-            assigned: self
-                .shared
-                .assigned
-                .lock()
-                .as_ref()
-                .map(|a| a.iter().cloned().collect()),
+            assigned: assigned.as_ref().map(|a| a.iter().cloned().collect()),
+            standby: self.standby_partitions(store, assigned.as_ref()),
         }
+    }
+
+    /// The partitions of the query's tasks this node follows without running them, while it
+    /// runs the query: every task partition but those `assigned` here.
+    fn standby_partitions(
+        &self,
+        store: &eddy_storage::Store,
+        assigned: Option<&BTreeSet<(String, u32)>>,
+    ) -> Vec<(String, u32)> {
+        let (Some(assigned), Some(layout)) = (assigned, self.launch.task_layout(&self.id)) else {
+            return Vec::new();
+        };
+        if self.state() != "RUNNING" {
+            return Vec::new();
+        }
+        let topic = layout.task_topic().to_string();
+        let partitions = store.partition_count(&topic).unwrap_or(0);
+        (0..partitions)
+            .map(|p| (topic.clone(), p))
+            .filter(|task| !assigned.contains(task))
+            .collect()
     }
 
     /// What `EXPLAIN` shows of it.

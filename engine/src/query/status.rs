@@ -95,6 +95,9 @@ pub struct QuerySummary {
     /// For a query whose partitions the service's nodes split, the input partitions this
     /// node runs; `None` for one that runs whole on one node.
     pub assigned: Option<Vec<(String, u32)>>,
+    /// For a split query whose tasks keep state, the tasks' partitions this node keeps warm
+    /// (it applies their changelog) without running them: its standby partitions.
+    pub standby: Vec<(String, u32)>,
 }
 
 impl QuerySummary {

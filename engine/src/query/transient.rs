@@ -157,6 +157,7 @@ impl TransientRegistry {
                 last_message_ms: None,
                 offsets: None,
                 assigned: None,
+                standby: Vec::new(),
             })
             .collect();
         queries.sort_by(|a, b| a.id.cmp(&b.id));

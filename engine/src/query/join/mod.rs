@@ -176,6 +176,9 @@ pub struct JoinStage {
     /// The column of joined rows that holds the join key (none for foreign-key joins, whose
     /// key is the left table's).
     pub key_column: Option<usize>,
+    /// The columns of joined rows that hold the join key wherever they are not null (none
+    /// for foreign-key joins).
+    pub key_names: Vec<String>,
     /// How the rows become the next stage's input; none for the last stage.
     pub handoff: Option<Handoff>,
 }
@@ -268,6 +271,23 @@ pub enum JoinTail {
 }
 
 impl JoinPlan {
+    /// Whether the joined rows are aggregated by the last join's key alone, so each group's
+    /// rows come from one partition number of the sources, as joined by one split task.
+    pub(crate) fn aggregated_by_join_key(&self) -> bool {
+        use datafusion::physical_expr::expressions::Column as ColumnRef;
+        let (JoinTail::Aggregate(aggregation), Some(last)) = (&self.then, self.chain.stages.last())
+        else {
+            return false;
+        };
+        let [by] = aggregation.group_by.as_slice() else {
+            return false;
+        };
+        by.downcast_ref::<ColumnRef>().is_some_and(|column| {
+            let field = last.joined_schema.fields().get(column.index());
+            field.is_some_and(|f| f.name() == column.name() && last.key_names.contains(f.name()))
+        })
+    }
+
     /// The window of the result's keys, for windowed sources.
     pub fn window(&self) -> Option<crate::catalog::WindowInfo> {
         self.chain.stages.first().and_then(|s| s.window)

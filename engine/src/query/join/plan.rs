@@ -528,6 +528,12 @@ impl<'q> ChainPlanning<'q> {
                 next_rows = Some(rows);
                 (key_column, Some(handoff))
             };
+            let key_names = if stage.shape == JoinShape::ForeignKey {
+                Vec::new()
+            } else {
+                let viable = stage.candidates.iter().map(|(name, _)| name.clone());
+                viable.chain(stage.sides.synthetic.clone()).collect()
+            };
             let StageKeys {
                 sides,
                 decoders: [left_decoder, right_decoder],
@@ -558,6 +564,7 @@ impl<'q> ChainPlanning<'q> {
                 window: left.window,
                 joined_schema,
                 key_column,
+                key_names,
                 handoff,
             });
             if next_rows.is_some() {

@@ -45,11 +45,43 @@ fn batches_under(records: Vec<Record>, limit: usize) -> Vec<Vec<Record>> {
     out
 }
 
+/// What a run counts of the records it reads (see [`CommitContext::counts`]).
+#[derive(Clone, Copy)]
+pub(super) enum Counts<'a> {
+    /// Every record processed, and its latency: a run that reads the query's sources and
+    /// writes its results.
+    Both,
+    /// A router's: records processed, not their latency, since their results come later.
+    Processed,
+    /// A task's: the latency of every record, and records processed unless they come
+    /// through one of these repartition topics, where their router counted them.
+    Except(&'a [(String, String)]),
+}
+
+impl Counts<'_> {
+    /// Whether records read from `topic` count as processed here.
+    fn processed(&self, topic: &str) -> bool {
+        match self {
+            Counts::Both | Counts::Processed => true,
+            Counts::Except(routes) => !routes.iter().any(|(_, to)| to == topic),
+        }
+    }
+
+    /// Whether the latency of the records read here is measured.
+    fn latency(&self) -> bool {
+        !matches!(self, Counts::Processed)
+    }
+}
+
 /// What a query's commits name: its group, its sink, and where failed records are logged.
 pub(super) struct CommitContext<'a> {
     pub(super) query_id: &'a str,
     pub(super) group: &'a str,
     pub(super) sink_topic: &'a str,
+    /// A split query's run over its source, or what a router sent it: a record counts as
+    /// processed where it is read from the source, and its latency where its result is
+    /// written, so a record through a repartition topic counts once for each.
+    pub(super) counts: Counts<'a>,
     /// The bytes of window at the end of each sink key, which the partitioner ignores so that
     /// a key's windows share its partition.
     pub(super) key_suffix: usize,
@@ -112,9 +144,13 @@ impl Uncommitted {
             step,
             (&input.topic, Some(&fetched.records)),
         );
-        self.processed += fetched.records.len() as u64;
-        self.timestamps
-            .extend(fetched.records.iter().map(|r| r.record.timestamp));
+        if context.counts.processed(&input.topic) {
+            self.processed += fetched.records.len() as u64;
+        }
+        if context.counts.latency() {
+            self.timestamps
+                .extend(fetched.records.iter().map(|r| r.record.timestamp));
+        }
         self.offsets
             .insert((input.topic.clone(), input.partition), fetched.next_offset);
     }

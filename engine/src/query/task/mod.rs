@@ -108,6 +108,11 @@ async fn run_query_inner(
         query_id,
         group: &group,
         sink_topic,
+        counts: match part {
+            SplitPart::Whole => commit::Counts::Both,
+            SplitPart::Route { .. } => commit::Counts::Processed,
+            SplitPart::Task { routes, .. } => commit::Counts::Except(routes),
+        },
         key_suffix: sink
             .window
             .as_ref()
