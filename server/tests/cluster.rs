@@ -513,6 +513,16 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The join's routers and tasks are handed out among the three before the input comes.
+    await_cluster_status(&second, "the join handed out among the three", |hosts| {
+        let once = |topic: &str| {
+            let by_host = topic_partitions_by_host(hosts, "CSAS_ENRICHED_2", Some(topic));
+            let mut all: Vec<u64> = by_host.values().flatten().copied().collect();
+            all.sort_unstable();
+            by_host.len() == 3 && all == (0..8).collect::<Vec<_>>()
+        };
+        once("orders") && once("customers")
+    });
     let customers = (0..10).map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}", c % 3));
     produce_lines(&brokers, "customers", customers);
     std::thread::sleep(Duration::from_millis(500));
@@ -528,9 +538,40 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
 
     // The active node dies mid-stream; a standby takes over from the changelogs.
     kill_once_output_begins(first, &brokers, "enriched");
-    await_topic(&brokers, "enriched", "every order joined once", |lines| {
-        lines.len() >= ORDERS as usize
-    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while topic_lines(&brokers, "enriched").len() < ORDERS as usize {
+        if Instant::now() > deadline {
+            let mut per_customer = std::collections::BTreeMap::new();
+            for line in topic_lines(&brokers, "enriched") {
+                let customer = line.split('=').next().unwrap_or("").to_string();
+                *per_customer.entry(customer).or_insert(0) += 1;
+            }
+            let (_, status) = common::request(&second.http, "GET", "/clusterStatus", None);
+            let hosts = status["clusterStatus"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let summary: Vec<String> = hosts
+                .iter()
+                .map(|(host, h)| {
+                    let query = &h["activeStandbyPerQuery"]["CSAS_ENRICHED_2"];
+                    let lags = &h["hostStoreLags"]["stateStoreLags"];
+                    format!(
+                        "{host} alive {} role {}: active {} lags {}",
+                        h["hostAlive"], h["role"], query["activePartitions"], lags
+                    )
+                })
+                .collect();
+            panic!(
+                "not every order was joined: {per_customer:?}\n{}\n{}\nsecond:\n{}\nthird:\n{}",
+                summary.join("\n"),
+                kcat(&["-b", &brokers, "-L"], None),
+                second.log_tail(),
+                third.log_tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // The killed node comes back on its directory, as a standby now.
     let first = service.node("first");
 
