@@ -39,15 +39,15 @@ pub(crate) struct PartitionReader {
     /// Per input, the window of a windowed table whose final rows a stream joins: its records
     /// are merged by their window's start rather than their time (see `final_rows_by_window`).
     by_window: Vec<Option<crate::catalog::WindowInfo>>,
-    /// Per table input, the end it had when the reader began, until reading reaches it: while
+    /// Per table input, the end its log had when last asked, until reading reaches it: while
     /// such a table has nothing fetched, stream inputs wait, so its records already in the
     /// log are merged by time with the stream's even when a log on a cluster has not fetched
     /// them yet (Kafka Streams' tasks idle for the same reason until each partition's end is
     /// known).
     table_ends: Vec<Option<i64>>,
-    /// Whether the tables' ends are to be asked again before the next stream records go:
-    /// after each time the reader caught up, since rows may have come to a table meanwhile
-    /// that a log on a cluster has not fetched yet.
+    /// Whether the tables' ends are to be asked before the next stream records go: before
+    /// the first, and after each time the reader caught up, since rows may have come to a
+    /// table meanwhile that a log on a cluster has not fetched yet.
     recheck_tables: bool,
 }
 
@@ -148,23 +148,15 @@ impl PartitionReader {
                 _ => 1,
             })
             .collect();
-        if self.tie_rank.contains(&1) {
-            self.table_ends = self
-                .inputs
-                .iter()
-                .zip(&self.tie_rank)
-                .map(|(input, rank)| {
-                    (*rank == 0)
-                        .then(|| {
-                            self.store
-                                .last_stable_offset(&input.topic, input.partition)
-                                .ok()
-                        })
-                        .flatten()
-                })
-                .collect();
-        }
+        // The tables' ends are asked before the first stream records go, as after each time
+        // the reader catches up.
+        self.recheck_tables = self.joins_tables_and_streams();
         self
+    }
+
+    /// Whether the inputs are tables and streams both, so streams may wait for tables.
+    fn joins_tables_and_streams(&self) -> bool {
+        self.tie_rank.contains(&0) && self.tie_rank.contains(&1)
     }
 
     /// Asks each table input with nothing fetched where its log ends now, so stream records
@@ -292,7 +284,7 @@ impl PartitionReader {
         else {
             // Caught up (or waiting for a table): whatever comes next, the tables may have
             // grown first.
-            self.recheck_tables = self.tie_rank.contains(&0) && self.tie_rank.contains(&1);
+            self.recheck_tables = self.joins_tables_and_streams();
             return Ok(None);
         };
         let bound = (0..self.inputs.len())
