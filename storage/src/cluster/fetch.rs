@@ -11,6 +11,9 @@
 //!
 //! Each consumer has one thread polling it, which serves librdkafka's events and files each
 //! record with its cursor; readers take records from the cursors without touching librdkafka.
+//! A cursor moved to another offset is sought there by that thread too, between polls: a
+//! record the thread has polled but not filed yet may come from before the move, and only the
+//! thread knows when none can.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -61,6 +64,8 @@ pub(crate) struct Fetcher {
 struct Member {
     consumer: BaseConsumer<Logs>,
     cursors: Mutex<HashMap<String, HashMap<u32, Arc<Cursor>>>>,
+    /// Cursors moved by their readers, for the consumer's thread to seek.
+    moves: Mutex<Vec<(String, u32, Arc<Cursor>)>>,
     stop: AtomicBool,
 }
 
@@ -79,6 +84,76 @@ struct CursorState {
     fetched: i64,
     paused: bool,
     used: Instant,
+    /// Where a reader moved the cursor, until the consumer's thread has sought there: what
+    /// the thread polls meanwhile was fetched from the old position, and is dropped.
+    moving: Option<i64>,
+}
+
+impl CursorState {
+    /// Files a record the consumer fetched, unless it is stale: below what was fetched
+    /// already, or fetched before a move the consumer has not made yet. Filed, a record past
+    /// a gap would have the reader skip the gap.
+    fn file(&mut self, record: LogRecord) -> bool {
+        if self.moving.is_some() || record.offset < self.fetched {
+            return false;
+        }
+        self.fetched = record.offset + 1;
+        self.bytes += record_bytes(&record);
+        self.records.push_back(record);
+        true
+    }
+
+    /// Moves the cursor to `offset`, dropping what it fetched, until the consumer seeks there.
+    fn move_to(&mut self, offset: i64) {
+        self.records.clear();
+        self.bytes = 0;
+        self.next = offset;
+        self.fetched = offset;
+        self.paused = false;
+        self.used = Instant::now();
+        self.moving = Some(offset);
+    }
+
+    /// The consumer has sought to `offset`: what it polls from now on is the cursor's, unless
+    /// the cursor moved again meanwhile.
+    fn moved(&mut self, offset: i64) {
+        if self.moving == Some(offset) {
+            self.moving = None;
+        }
+    }
+
+    /// The consumer's position, past transaction markers it hands out no record for; whether
+    /// that moved what was fetched. A position read before a move is not the cursor's.
+    fn pass_to(&mut self, position: i64) -> bool {
+        if self.moving.is_some() || position <= self.fetched {
+            return false;
+        }
+        self.fetched = position;
+        true
+    }
+
+    /// Takes records up to about `max_bytes` (at least one when any is there) for the reader.
+    fn take(&mut self, max_bytes: usize) -> Vec<LogRecord> {
+        let mut records = Vec::new();
+        let mut taken = 0;
+        while let Some(record) = self.records.front() {
+            let size = record_bytes(record);
+            if !records.is_empty() && taken + size > max_bytes {
+                break;
+            }
+            taken += size;
+            if let Some(record) = self.records.pop_front() {
+                self.next = record.offset + 1;
+                records.push(record);
+            }
+        }
+        self.bytes -= taken;
+        if self.records.is_empty() {
+            // Every record fetched was handed out; what lies between is transaction markers.
+            self.next = self.next.max(self.fetched);
+        }
+        records
+    }
 }
 
 impl Cursor {
@@ -91,6 +166,7 @@ impl Cursor {
                 fetched: offset,
                 paused: false,
                 used: Instant::now(),
+                moving: None,
             }),
             ready: Notify::new(),
         })
@@ -138,6 +214,7 @@ impl Member {
         let member = Arc::new(Member {
             consumer,
             cursors: Mutex::new(HashMap::new()),
+            moves: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let polled = member.clone();
@@ -171,22 +248,50 @@ impl Member {
         Ok(cursor)
     }
 
-    /// Moves a cursor to `offset`, dropping what it fetched.
-    fn reposition(&self, topic: &str, partition: u32, cursor: &Cursor, offset: i64) -> Result<()> {
-        let mut state = cursor.state.lock();
-        state.records.clear();
-        state.bytes = 0;
-        state.next = offset;
-        state.fetched = offset;
-        state.used = Instant::now();
-        let list = one(topic, partition, None)?;
-        if state.paused {
-            state.paused = false;
-            let _ = self.consumer.resume(&list);
+    /// Moves a cursor to `offset`, dropping what it fetched; the consumer's thread seeks there
+    /// before it polls again.
+    fn reposition(&self, topic: &str, partition: u32, cursor: &Arc<Cursor>, offset: i64) {
+        cursor.state.lock().move_to(offset);
+        self.moves
+            .lock()
+            .push((topic.to_string(), partition, cursor.clone()));
+    }
+
+    /// Seeks the cursors moved since the last poll (on the consumer's thread). librdkafka
+    /// discards what it fetched before a seek (it versions its fetches), so what the next poll
+    /// gives is from the new offset.
+    fn make_moves(&self) {
+        let moves = std::mem::take(&mut *self.moves.lock());
+        for (topic, partition, cursor) in moves {
+            let Some(offset) = cursor.state.lock().moving else {
+                continue;
+            };
+            if !self
+                .cursor(&topic, partition)
+                .is_some_and(|now| Arc::ptr_eq(&now, &cursor))
+            {
+                // Dropped as idle meanwhile: its partition is no longer assigned.
+                continue;
+            }
+            match self.seek(&topic, partition, offset) {
+                Ok(()) => cursor.state.lock().moved(offset),
+                Err(error) => {
+                    // Its reader's next read finds no cursor there and starts another.
+                    warn!(%error, topic, partition, offset, "moving a reader of the cluster");
+                    self.forget(&topic, partition);
+                    if let Ok(list) = one(&topic, partition, None) {
+                        let _ = self.consumer.incremental_unassign(&list);
+                    }
+                }
+            }
         }
-        drop(state);
-        // librdkafka discards what was fetched before a seek (it versions its fetches), so no
-        // record from the old position reaches the cursor afterwards.
+    }
+
+    /// Seeks `topic`-`partition` to `offset`, resuming it if a full cursor had paused it.
+    fn seek(&self, topic: &str, partition: u32, offset: i64) -> Result<()> {
+        let list = one(topic, partition, None)?;
+        // Resuming a partition that is not paused does nothing.
+        let _ = self.consumer.resume(&list);
         if self
             .consumer
             .seek(
@@ -229,6 +334,7 @@ impl Member {
                 swept = Instant::now();
                 self.sweep();
             }
+            self.make_moves();
             if self.buffered() >= CONSUMER_BYTES {
                 std::thread::sleep(FULL_WAIT);
                 continue;
@@ -276,17 +382,13 @@ impl Member {
         let partition = message.partition() as u32;
         let cursor = self.cursor(message.topic(), partition)?;
         let mut state = cursor.state.lock();
-        let offset = message.offset();
-        if offset < state.fetched {
-            return None;
-        }
         let record = LogRecord {
-            offset,
+            offset: message.offset(),
             record: to_record(message),
         };
-        state.fetched = offset + 1;
-        state.bytes += record_bytes(&record);
-        state.records.push_back(record);
+        if !state.file(record) {
+            return None;
+        }
         if state.bytes >= CURSOR_BYTES
             && !state.paused
             && let Ok(list) = one(message.topic(), partition, None)
@@ -313,10 +415,8 @@ impl Member {
             let Some(cursor) = self.cursor(element.topic(), element.partition() as u32) else {
                 continue;
             };
-            let mut state = cursor.state.lock();
-            if position > state.fetched {
-                state.fetched = position;
-                drop(state);
+            let passed = cursor.state.lock().pass_to(position);
+            if passed {
                 cursor.ready.notify_waiters();
             }
         }
@@ -400,7 +500,7 @@ impl Fetcher {
             }
         }
         if let Some((member, cursor)) = idle {
-            member.reposition(topic, partition, &cursor, offset)?;
+            member.reposition(topic, partition, &cursor, offset);
             return Ok((member, cursor));
         }
         let member = match free {
@@ -435,24 +535,7 @@ impl Fetcher {
         let (member, cursor) = self.cursor(topic, partition, offset)?;
         let mut state = cursor.state.lock();
         state.used = Instant::now();
-        let mut records = Vec::new();
-        let mut taken = 0;
-        while let Some(record) = state.records.front() {
-            let size = record_bytes(record);
-            if !records.is_empty() && taken + size > max_bytes {
-                break;
-            }
-            taken += size;
-            if let Some(record) = state.records.pop_front() {
-                state.next = record.offset + 1;
-                records.push(record);
-            }
-        }
-        state.bytes -= taken;
-        if state.records.is_empty() {
-            // Every record fetched was handed out; what lies between is transaction markers.
-            state.next = state.next.max(state.fetched);
-        }
+        let records = state.take(max_bytes);
         if state.paused && state.bytes < CURSOR_BYTES / 2 {
             state.paused = false;
             if let Ok(list) = one(topic, partition, None) {
@@ -512,5 +595,71 @@ impl Drop for Fetcher {
         for member in self.members.lock().iter() {
             member.stop.store(true, Ordering::Release);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: i64) -> LogRecord {
+        LogRecord {
+            offset,
+            record: Record {
+                key: None,
+                value: Some(Bytes::from_static(b"v")),
+                timestamp: 0,
+                headers: Vec::new(),
+            },
+        }
+    }
+
+    fn offsets(records: &[LogRecord]) -> Vec<i64> {
+        records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_record_fetched_before_a_move_the_consumer_has_not_made_is_dropped() {
+        let cursor = Cursor::at(1000);
+        let mut state = cursor.state.lock();
+        assert!(state.file(record(1000)));
+        // The reader moves back to 500 while the consumer holds record 1200 from before.
+        state.move_to(500);
+        assert!(!state.file(record(1200)));
+        assert!(!state.pass_to(1201));
+        assert!(state.take(1 << 20).is_empty());
+        assert_eq!(state.next, 500);
+        // Once the consumer has sought there, what it polls is the cursor's.
+        state.moved(500);
+        assert!(state.file(record(500)));
+        assert!(state.file(record(501)));
+        assert_eq!(offsets(&state.take(1 << 20)), [500, 501]);
+        assert_eq!(state.next, 502);
+    }
+
+    #[test]
+    fn a_seek_for_an_earlier_move_does_not_end_a_later_one() {
+        let cursor = Cursor::at(0);
+        let mut state = cursor.state.lock();
+        state.move_to(500);
+        state.move_to(700);
+        state.moved(500);
+        assert!(!state.file(record(500)));
+        state.moved(700);
+        assert!(state.file(record(700)));
+    }
+
+    #[test]
+    fn control_records_move_an_idle_cursor_on_and_stale_records_stay_out() {
+        let cursor = Cursor::at(10);
+        let mut state = cursor.state.lock();
+        assert!(state.file(record(10)));
+        assert!(!state.file(record(10)));
+        assert!(state.pass_to(13));
+        assert!(!state.pass_to(12));
+        assert_eq!(offsets(&state.take(1 << 20)), [10]);
+        // Past the record, only markers: the reader goes on where the consumer stands.
+        assert_eq!(state.next, 13);
+        assert!(!state.file(record(12)));
     }
 }
