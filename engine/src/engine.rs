@@ -22,6 +22,9 @@ use crate::query::{PersistentQuery, consumer_group};
 use crate::result::{QuerySummary, StatementResult};
 use crate::session::Session;
 
+/// How often a node on a cluster reads what the active node wrote to the registry's log.
+const REGISTRY_FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
+
 pub(crate) struct EngineState {
     pub(crate) catalog: Catalog,
     pub(crate) next_seq: u64,
@@ -232,24 +235,46 @@ impl Engine {
     }
 
     /// On a Kafka cluster, what keeps this node in step with its service: statements the
-    /// active node ran, applied here as they reach the command log, and the queries held while
-    /// this node stands by and started when it becomes active. `None` for the embedded log.
+    /// active node ran, applied here as they reach the command log, the schemas it registered,
+    /// and the queries held while this node stands by and started when it becomes active.
+    /// `None` for the embedded log.
     pub fn follow_cluster(
         self: &Arc<Self>,
     ) -> Option<impl std::future::Future<Output = ()> + use<>> {
         let mut node = self.store.node_state()?;
         let engine = Arc::downgrade(self);
+        let registry = Arc::downgrade(&self.registry);
         Some(async move {
-            loop {
-                let now = *node.borrow_and_update();
-                let Some(engine) = engine.upgrade() else {
-                    return;
-                };
-                engine.apply_cluster_state(now.role).await;
-                drop(engine);
-                if node.changed().await.is_err() {
-                    return;
+            // Every node follows the registry's log, which the active node writes.
+            let follow_registry = async move {
+                let mut every = tokio::time::interval(REGISTRY_FOLLOW_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    let Some(registry) = registry.upgrade() else {
+                        return;
+                    };
+                    if let Err(error) = registry.catch_up().await {
+                        warn!(%error, "following the schema registry's log");
+                    }
                 }
+            };
+            let follow_commands = async move {
+                loop {
+                    let now = *node.borrow_and_update();
+                    let Some(engine) = engine.upgrade() else {
+                        return;
+                    };
+                    engine.apply_cluster_state(now.role).await;
+                    drop(engine);
+                    if node.changed().await.is_err() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = follow_registry => {}
+                () = follow_commands => {}
             }
         })
     }

@@ -14,8 +14,9 @@ use crate::mode::Mode;
 use crate::schema::{Parsed, Reference, SchemaText, SchemaType, parse};
 use crate::state::{Entry, State, VersionEntry};
 
-/// The internal compacted topic the registry keeps its schemas and levels in, as Confluent's
-/// keeps `_schemas`; Kafka clients may read it, only Eddy writes it.
+/// The internal compacted topic the registry keeps its schemas and levels in on the embedded
+/// log, as Confluent's keeps `_schemas`; Kafka clients may read it, only Eddy writes it. On a
+/// Kafka cluster the service's own topic holds them (see [`Store::registry_topic`]).
 pub const SCHEMAS_TOPIC: &str = "__eddy_schemas";
 
 /// How a request names a version: a number from 1, or `latest`.
@@ -75,85 +76,188 @@ pub struct SubjectVersion {
 }
 
 /// Confluent's schema registry, kept in Eddy's log.
+///
+/// The state is the log's entries applied in order, up to `applied`. One node writes the log
+/// (the active node on a cluster; the others forward their writes to it, as Confluent's
+/// registries forward to their leader), and every node follows it: each change first catches
+/// up, so a node that just took over assigns no id its predecessor already gave.
 pub struct SchemaRegistry {
     store: Store,
+    /// The log's topic (one partition).
+    topic: String,
     /// Held by a change from its checks until it is applied, so changes go one at a time.
     writes: Mutex<()>,
     /// Read without waiting (the formats' decoders look schemas up on their hot path);
-    /// written only by the change holding `writes`, after its log write.
+    /// written only while holding `applied`, in the log's order.
     state: RwLock<State>,
+    /// The offset of the log's next entry to apply.
+    applied: Mutex<i64>,
 }
+
+/// How long catching up waits for a cluster to send entries its log is known to hold.
+const CATCH_UP_AT_MOST: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SchemaRegistry {
     /// Opens the registry over `store`: creates its topic the first time, and reads back
     /// everything it holds.
     pub fn open(store: &Store) -> Result<Self> {
-        if !store.topic_exists(SCHEMAS_TOPIC) {
+        let topic = store.registry_topic();
+        if !store.topic_exists(&topic) {
             let config = TopicConfig {
                 cleanup_policy: CleanupPolicy::Compact,
                 ..TopicConfig::with_partitions(1)
             };
             store
-                .create_topic(SCHEMAS_TOPIC, config)
+                .create_topic(&topic, config)
                 .map_err(RegistryError::store)?;
         }
-        let mut state = State::default();
-        let (mut position, end) = (
-            store
-                .log_start_offset(SCHEMAS_TOPIC, 0)
-                .map_err(RegistryError::store)?,
-            store
-                .end_offset(SCHEMAS_TOPIC, 0)
-                .map_err(RegistryError::store)?,
-        );
-        let mut entries = 0usize;
-        while position < end {
-            let fetched = store
-                .read_records(SCHEMAS_TOPIC, 0, position, 1 << 20)
-                .map_err(RegistryError::store)?;
-            if fetched.next_offset <= position {
-                break;
-            }
-            for record in &fetched.records {
-                match decode(&record.record) {
-                    Some(entry) => {
-                        state.apply(&entry);
-                        entries += 1;
-                    }
-                    None => warn!(
-                        offset = record.offset,
-                        "skipping a record the registry cannot read"
-                    ),
-                }
-            }
-            position = fetched.next_offset;
+        let start = store
+            .log_start_offset(&topic, 0)
+            .map_err(RegistryError::store)?;
+        let mut registry = SchemaRegistry {
+            store: store.clone(),
+            topic,
+            writes: Mutex::new(()),
+            state: RwLock::new(State::default()),
+            applied: Mutex::new(start),
+        };
+        let mut applied = start;
+        let end = registry.end()?;
+        let deadline = std::time::Instant::now() + CATCH_UP_AT_MOST;
+        // At startup nothing else runs on this thread: waiting for a cluster's fetch here
+        // is waiting for the server to be ready.
+        while !registry.apply_until(&mut applied, end)? {
+            registry.check_deadline(deadline, applied, end)?;
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        *registry.applied.get_mut() = applied;
+        let state = registry.state.read();
         info!(
             schemas = state.schemas.len(),
             subjects = state.subjects.len(),
-            entries,
+            next_offset = applied,
             "schema registry loaded"
         );
-        Ok(SchemaRegistry {
-            store: store.clone(),
-            writes: Mutex::new(()),
-            state: RwLock::new(state),
-        })
+        drop(state);
+        Ok(registry)
+    }
+
+    /// Where the log ends now, past its last committed entry.
+    fn end(&self) -> Result<i64> {
+        self.store
+            .last_stable_offset(&self.topic, 0)
+            .map_err(RegistryError::store)
+    }
+
+    /// Fails once `deadline` passed with the log's entries up to `end` not all here.
+    fn check_deadline(&self, deadline: std::time::Instant, applied: i64, end: i64) -> Result<()> {
+        if std::time::Instant::now() < deadline {
+            return Ok(());
+        }
+        Err(RegistryError::store(format!(
+            "the registry's topic {} holds entries up to offset {end}, and none past {applied} came within {}s",
+            self.topic,
+            CATCH_UP_AT_MOST.as_secs()
+        )))
+    }
+
+    /// Applies the log's entries from `applied` towards `end` without waiting; whether it got
+    /// there (a read that brings nothing means a cluster's fetch is still on its way).
+    fn apply_until(&self, applied: &mut i64, end: i64) -> Result<bool> {
+        while *applied < end {
+            if !self.apply_fetched(applied)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Applies what one read of the log from `applied` brings, without waiting; whether it
+    /// moved `applied` on (transaction markers move it without an entry).
+    fn apply_fetched(&self, applied: &mut i64) -> Result<bool> {
+        let fetched = match self.store.read_records(&self.topic, 0, *applied, 1 << 20) {
+            Err(eddy_storage::StorageError::OffsetOutOfRange { log_start, .. }) => {
+                *applied = log_start;
+                return Ok(true);
+            }
+            other => other.map_err(RegistryError::store)?,
+        };
+        if fetched.next_offset <= *applied {
+            return Ok(false);
+        }
+        let mut state = self.state.write();
+        for record in &fetched.records {
+            match decode(&record.record) {
+                Some(entry) => state.apply(&entry),
+                None => warn!(
+                    offset = record.offset,
+                    "skipping a record the registry cannot read"
+                ),
+            }
+        }
+        *applied = fetched.next_offset;
+        Ok(true)
+    }
+
+    /// Applies what other nodes wrote to the log since this one last looked, up to where it
+    /// ends now, waiting for a cluster to send it. Every change does this first; a node
+    /// that does not write follows the log by calling it.
+    pub async fn catch_up(&self) -> Result<()> {
+        let mut applied = self.applied.lock().await;
+        let end = self.end()?;
+        let deadline = std::time::Instant::now() + CATCH_UP_AT_MOST;
+        while !self.apply_until(&mut applied, end)? {
+            self.check_deadline(deadline, *applied, end)?;
+            let _ = self
+                .store
+                .wait_for_data(
+                    &self.topic,
+                    0,
+                    *applied,
+                    std::time::Duration::from_millis(100),
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Applies what the log holds past `applied` without waiting, unless another caller is
+    /// catching up already: how a decoder that meets an unknown schema id looks again.
+    fn catch_up_now(&self) {
+        if let Ok(mut applied) = self.applied.try_lock() {
+            let _ = self.apply_fetched(&mut applied);
+        }
+    }
+
+    /// Takes the right to change the registry, once it is caught up with the log.
+    async fn writing(&self) -> Result<tokio::sync::MutexGuard<'_, ()>> {
+        let writing = self.writes.lock().await;
+        self.catch_up().await?;
+        Ok(writing)
     }
 
     /// Writes `entries` to the log, then applies them; the caller holds `writes`.
     async fn commit(&self, entries: Vec<Entry>) -> Result<()> {
         let now = eddy_storage::now_ms();
         let records: Vec<Record> = entries.iter().map(|e| encode(e, now)).collect();
-        self.store
-            .append(SCHEMAS_TOPIC, 0, records)
+        let written = self
+            .store
+            .append(&self.topic, 0, records)
             .await
             .map_err(RegistryError::store)?;
-        let mut state = self.state.write();
-        for entry in &entries {
-            state.apply(entry);
+        let mut applied = self.applied.lock().await;
+        if *applied == written.base_offset {
+            let mut state = self.state.write();
+            for entry in &entries {
+                state.apply(entry);
+            }
+            *applied = written.last_offset + 1;
+            return Ok(());
         }
-        Ok(())
+        // Another writer's entries came first: they are applied before these, in the log's
+        // order.
+        drop(applied);
+        self.catch_up().await
     }
 
     /// Parses a request's schema, with the schemas it references.
@@ -224,7 +328,7 @@ impl SchemaRegistry {
         request: &SchemaRequest,
         at: Placement,
     ) -> Result<u32> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         let (id, version, entry) = {
             let state = self.state.read();
             let importing = at.id.is_some() || at.version.is_some();
@@ -339,12 +443,19 @@ impl SchemaRegistry {
 
     /// The schema with this id, without waiting: how decoders find a record's writer schema.
     pub fn schema_by_id(&self, id: u32) -> Option<SchemaText> {
-        self.state.read().schemas.get(&id).cloned()
+        let known = self.state.read().schemas.get(&id).cloned();
+        known.or_else(|| {
+            self.catch_up_now();
+            self.state.read().schemas.get(&id).cloned()
+        })
     }
 
     /// The schema with this id, parsed with the schemas it references, without waiting: how
     /// the Protobuf format finds a record's message types. `None` when no schema has the id.
     pub fn parsed_by_id(&self, id: u32) -> Result<Option<Parsed>> {
+        if !self.state.read().schemas.contains_key(&id) {
+            self.catch_up_now();
+        }
         let state = self.state.read();
         let Some(text) = state.schemas.get(&id) else {
             return Ok(None);
@@ -360,6 +471,15 @@ impl SchemaRegistry {
     /// The id `request`'s schema is registered with (under any subject), without waiting;
     /// `None` when it never was.
     pub fn registered_id(&self, request: &SchemaRequest) -> Result<Option<u32>> {
+        let known = {
+            let state = self.state.read();
+            let (text, _) = Self::parse(&state, request)?;
+            state.ids.get(&text).copied()
+        };
+        if known.is_some() {
+            return Ok(known);
+        }
+        self.catch_up_now();
         let state = self.state.read();
         let (text, _) = Self::parse(&state, request)?;
         Ok(state.ids.get(&text).copied())
@@ -429,7 +549,7 @@ impl SchemaRegistry {
     /// Deletes every version of a subject: soft (kept, hidden) or, once soft-deleted,
     /// permanent. Returns the versions deleted.
     pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<i32>> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         let (entries, deleted) = self.subject_deletion(subject, permanent)?;
         self.commit(entries).await?;
         info!(subject, permanent, versions = ?deleted, "subject deleted");
@@ -488,7 +608,7 @@ impl SchemaRegistry {
         spec: VersionSpec,
         permanent: bool,
     ) -> Result<i32> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         let (version, change) = {
             let state = self.state.read();
             if state.mode(subject).read_only() {
@@ -546,7 +666,7 @@ impl SchemaRegistry {
 
     /// Sets a subject's (or the global) level.
     pub async fn set_level(&self, subject: Option<&str>, level: Level) -> Result<Level> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         let entry = Entry::Config {
             subject: subject.map(str::to_string),
             level: Some(level.to_string()),
@@ -557,7 +677,7 @@ impl SchemaRegistry {
 
     /// Removes a subject's own level (or resets the global one); returns the level it had.
     pub async fn delete_level(&self, subject: Option<&str>) -> Result<Level> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         let had = {
             let state = self.state.read();
             match subject {
@@ -594,7 +714,7 @@ impl SchemaRegistry {
     /// are (the registry's, or the subject's), unless `force`, as Confluent's is: imported
     /// ids must not meet ones given out here.
     pub async fn set_mode(&self, subject: Option<&str>, mode: Mode, force: bool) -> Result<Mode> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         if mode == Mode::Import && !force {
             let state = self.state.read();
             let holds_schemas = match subject {
@@ -620,7 +740,7 @@ impl SchemaRegistry {
 
     /// Removes a subject's own mode (or resets the global one); returns the mode it had.
     pub async fn delete_mode(&self, subject: Option<&str>) -> Result<Mode> {
-        let _writing = self.writes.lock().await;
+        let _writing = self.writing().await?;
         let had = {
             let state = self.state.read();
             match subject {

@@ -309,3 +309,38 @@ async fn import_mode_keeps_the_ids_and_versions_a_migration_brings() {
         .unwrap();
     assert_eq!(v3.id, 102);
 }
+
+/// Two registries over one log, as a cluster's active node and a standby (or the node that
+/// took over) see it: each change reads what the other wrote first, so no id is given twice,
+/// and a lookup of an id the other gave finds it.
+#[tokio::test]
+async fn a_registry_follows_what_another_wrote_to_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let first = SchemaRegistry::open(&store).unwrap();
+    let second = SchemaRegistry::open(&store).unwrap();
+
+    let a = first.register("a-value", &avro(V1)).await.unwrap();
+    // Not caught up yet, the second still finds the first's schema by its id.
+    assert!(second.schema_by_id(a).is_some());
+    let b = second.register("b-value", &avro(V2)).await.unwrap();
+    assert_ne!(a, b);
+    let c = first.register("c-value", &avro(BREAKS)).await.unwrap();
+    assert!(c != a && c != b, "{a} {b} {c}");
+    // A level set by one is the other's once it caught up.
+    first.set_level(Some("b-value"), Level::None).await.unwrap();
+    second.catch_up().await.unwrap();
+    assert_eq!(
+        second.level(Some("b-value"), false).await.unwrap(),
+        Level::None
+    );
+    assert_eq!(
+        second.subjects(false).await,
+        ["a-value", "b-value", "c-value"]
+    );
+    // A new version of a subject the other made continues its versions.
+    let again = second.register("a-value", &avro(V2)).await.unwrap();
+    assert_eq!(again, b);
+    first.catch_up().await.unwrap();
+    assert_eq!(first.versions("a-value", false).await.unwrap(), [1, 2]);
+}

@@ -341,6 +341,12 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_ADVERTISED_LISTENER")]
     advertised_listener: Option<String>,
 
+    /// On a cluster, the URL the service's other nodes reach this node's schema registry at,
+    /// to forward it the registry's changes while this node is active; by default the
+    /// registry listener's address, named as --advertised-listener's default is.
+    #[arg(long, global = true, env = "EDDY_SCHEMA_REGISTRY_ADVERTISED_LISTENER")]
+    schema_registry_advertised_listener: Option<String>,
+
     /// The most partitions a topic may have; larger requests are refused
     /// (`INVALID_PARTITIONS` for Kafka clients, an error for `PARTITIONS=` in SQL).
     #[arg(long, global = true, env = "EDDY_MAX_PARTITIONS", default_value_t = eddy_storage::DEFAULT_MAX_PARTITIONS)]
@@ -745,8 +751,9 @@ async fn serve_registry(
         eddy_server::listeners::HttpListener,
         Option<tokio_rustls::TlsAcceptor>,
     )>,
-    (registry, bodies, memory): (
+    (registry, service, bodies, memory): (
         std::sync::Arc<eddy_registry::SchemaRegistry>,
+        std::sync::Arc<eddy_server::service::Service>,
         http::BodyLimits,
         eddy_server::request_memory::RequestMemory,
     ),
@@ -769,13 +776,16 @@ async fn serve_registry(
             )
         })?;
     let address = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let explicit = args.schema_registry_advertised_listener.as_deref();
+    service.advertise_registry(&advertised_url(explicit, scheme, address));
     // Browsers get what the REST API's listener lets them have: nothing from other sites.
     let browser = http::BrowserPolicy::new(
         address,
         &args.http_allowed_hosts,
         &args.http_allowed_origins,
     );
-    let router = eddy_server::registry::router(registry, bodies, memory).layer(
+    let router = eddy_server::registry::router(registry, service, bodies, memory).layer(
         axum::middleware::from_fn_with_state(
             std::sync::Arc::new(browser),
             eddy_server::browser::guard,
@@ -951,13 +961,13 @@ async fn serve_kafka(
     Ok((tasks, kafka_addresses))
 }
 
-/// Where the service's other nodes reach this one: --advertised-listener, else the HTTP
-/// listener's address, naming this machine by its host name when it listens on every
-/// interface (an unspecified address reaches nothing from elsewhere).
-fn advertised_url(args: &ServerArgs, scheme: &str, bound: SocketAddr) -> String {
-    if let Some(url) = &args.advertised_listener {
+/// Where the service's other nodes reach one of this node's listeners: `explicit` (a flag),
+/// else the address it is bound to, naming this machine by its host name when it listens on
+/// every interface (an unspecified address reaches nothing from elsewhere).
+fn advertised_url(explicit: Option<&str>, scheme: &str, bound: SocketAddr) -> String {
+    if let Some(url) = explicit {
         return if url.contains("://") {
-            url.clone()
+            url.to_string()
         } else {
             format!("{scheme}://{url}")
         };
@@ -1048,7 +1058,7 @@ async fn serve(
         .with_context(|| format!("cannot listen for HTTP on {}", plan.http.bind))?;
     let http_address = http_listener.local_addr()?;
     let scheme = if plan.http.tls { "https" } else { "http" };
-    let advertised = advertised_url(args, scheme, http_address);
+    let advertised = advertised_url(args.advertised_listener.as_deref(), scheme, http_address);
     state
         .service
         .advertise(&advertised, args.tls_cert.as_deref())
@@ -1069,6 +1079,7 @@ async fn serve(
         in_memory_bytes: args.request_memory_bytes,
     };
     let server_metrics = state.metrics.clone();
+    let service = state.service.clone();
     let memory = bodies.memory();
     let http_auth = |style| eddy_server::auth::HttpAuth {
         access: (args.http_auth == "basic").then(|| access.clone()),
@@ -1089,7 +1100,7 @@ async fn serve(
         args,
         plan.registry
             .map(|r| (r, r.tls.then(|| tls.clone()).flatten())),
-        (registry, bodies, memory),
+        (registry, service, bodies, memory),
         (
             &server_metrics,
             http_auth(eddy_server::auth::ErrorStyle::Registry),

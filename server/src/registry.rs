@@ -29,10 +29,16 @@ type Params = Query<HashMap<String, String>>;
 /// `memory`, the budget the REST API's listener shares.
 pub fn router(
     registry: Arc<SchemaRegistry>,
+    service: Arc<crate::service::Service>,
     bodies: crate::http::BodyLimits,
     memory: crate::request_memory::RequestMemory,
 ) -> Router {
     let max_body = bodies.max_request_bytes;
+    let forwarding = Forwarding {
+        service,
+        registry: registry.clone(),
+        max_body,
+    };
     Router::new()
         .route("/", get(|| async { reply(json!({})) }))
         .route("/schemas/types", get(types))
@@ -75,6 +81,10 @@ pub fn router(
             })
         })
         .with_state(registry)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(forwarding),
+            forward_changes,
+        ))
         .layer(axum::middleware::map_response(move |r| {
             too_large(r, max_body)
         }))
@@ -84,6 +94,79 @@ pub fn router(
             crate::request_memory::reserve,
         ))
         .layer(axum::middleware::map_response(unavailable))
+}
+
+/// What a standby needs to send the registry's changes on to the active node.
+struct Forwarding {
+    service: Arc<crate::service::Service>,
+    registry: Arc<SchemaRegistry>,
+    max_body: usize,
+}
+
+/// Whether a request changes the registry: registering, deleting, and setting levels or
+/// modes. Looking a schema up (`POST /subjects/{subject}`) and testing compatibility only read.
+fn changes(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    if *method == Method::PUT || *method == Method::DELETE {
+        return true;
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    *method == Method::POST && matches!(segments.as_slice(), ["subjects", _, "versions"])
+}
+
+/// On a standby of a service, a change goes to the active node's registry, the one writer of
+/// the registry's log, as Confluent's registries forward writes to their leader; the answer
+/// is the active node's, given once this node applied the change, so the caller's next read
+/// here sees it.
+async fn forward_changes(
+    State(forwarding): State<Arc<Forwarding>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if !changes(request.method(), request.uri().path()) {
+        return next.run(request).await;
+    }
+    let Some(target) = forwarding.service.registry_target(request.headers()).await else {
+        return next.run(request).await;
+    };
+    let active = match target {
+        Ok(active) => active,
+        Err(service) => {
+            return error(&RegistryError {
+                code: 50004,
+                message: format!(
+                    "Unknown leader: this node stands by in service {service:?} and no active node is known to take the change; one takes over within a few seconds of the last one's loss; try again"
+                ),
+            });
+        }
+    };
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, forwarding.max_body).await else {
+        return error(&RegistryError {
+            code: 413,
+            message: format!("Request body larger than {} bytes", forwarding.max_body),
+        });
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let to = format!("{active}{path}");
+    let relayed = forwarding
+        .service
+        .relay(parts.method, &to, &parts.headers, body.to_vec())
+        .await;
+    match relayed {
+        Ok(answer) => {
+            if answer.status.is_success()
+                && let Err(e) = forwarding.registry.catch_up().await
+            {
+                tracing::warn!(error = %e, "a change forwarded to the active node's registry is not applied here yet");
+            }
+            answer.into_response()
+        }
+        Err(why) => error(&RegistryError {
+            code: 50003,
+            message: format!("Error while forwarding the request to the leader at {active}: {why}"),
+        }),
+    }
 }
 
 fn reply(body: Value) -> Response {

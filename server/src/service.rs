@@ -55,6 +55,10 @@ pub struct NodeStatus {
     pub queries: BTreeMap<String, QueryOnNode>,
     /// When its queries' positions were read, ms since the epoch.
     pub queries_read_ms: i64,
+    /// Where its schema registry is reached (`--schema-registry-advertised-listener`), empty
+    /// when it serves none: standbys forward registry writes to the active node's.
+    #[serde(default)]
+    pub registry_url: String,
 }
 
 /// One persistent query on one node.
@@ -89,6 +93,27 @@ pub struct PartitionPosition {
     pub end: i64,
 }
 
+/// The answer to a request a standby forwarded.
+pub(crate) struct Relayed {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    /// How far the active node's command log went, when it said.
+    pub seq: Option<u64>,
+    pub body: bytes::Bytes,
+}
+
+impl IntoResponse for Relayed {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, self.body).into_response();
+        if let Some(content_type) = self.content_type {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_TYPE, content_type);
+        }
+        response
+    }
+}
+
 /// A node as `/clusterStatus` and the query listings see it.
 #[derive(Debug, Clone)]
 pub(crate) struct KnownNode {
@@ -104,6 +129,7 @@ pub(crate) struct KnownNode {
 pub struct Service {
     engine: Arc<Engine>,
     url: OnceLock<String>,
+    registry_url: OnceLock<String>,
     http: OnceLock<reqwest::Client>,
     /// The status last read from the engine: when, at which command sequence number.
     latest: Mutex<Option<(tokio::time::Instant, u64, NodeStatus)>>,
@@ -115,6 +141,7 @@ impl Service {
         Service {
             engine,
             url: OnceLock::new(),
+            registry_url: OnceLock::new(),
             http: OnceLock::new(),
             latest: Mutex::new(None),
         }
@@ -144,6 +171,11 @@ impl Service {
 
     fn url(&self) -> &str {
         self.url.get().map_or("", String::as_str)
+    }
+
+    /// Sets where other nodes reach this node's schema registry.
+    pub fn advertise_registry(&self, url: &str) {
+        let _ = self.registry_url.set(url.trim_end_matches('/').to_string());
     }
 
     /// Publishes this node's status every second while the server runs, when its log is on a
@@ -193,12 +225,14 @@ impl Service {
                     role: role.into(),
                     queries: summaries.iter().map(query_on_node).collect(),
                     queries_read_ms: eddy_storage::now_ms(),
+                    registry_url: String::new(),
                 };
                 *self.latest.lock() = Some((tokio::time::Instant::now(), seq, status.clone()));
                 status
             }
         };
         status.role = role.into();
+        status.registry_url = self.registry_url.get().cloned().unwrap_or_default();
         status
     }
 
@@ -314,6 +348,33 @@ impl Service {
         &self,
         headers: &HeaderMap,
     ) -> Option<Result<String, RestError>> {
+        let target = self.active(headers, |status| &status.url).await?;
+        Some(target.map_err(|service| {
+            RestError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "this node stands by in service {service:?} and no active node is known to take the statement: one takes over within a few seconds of the last one's loss; try again"
+                ),
+            )
+        }))
+    }
+
+    /// Where a schema registry write this node cannot make goes: as [`Service::forward_target`],
+    /// to the active node's registry; the error is the service's id when none is known.
+    pub(crate) async fn registry_target(
+        &self,
+        headers: &HeaderMap,
+    ) -> Option<Result<String, String>> {
+        self.active(headers, |status| &status.registry_url).await
+    }
+
+    /// The active node's address as `url` reads it from its status, when this node stands
+    /// by and the request was not forwarded to it; the service's id when none is known.
+    async fn active(
+        &self,
+        headers: &HeaderMap,
+        url: impl Fn(&NodeStatus) -> &String,
+    ) -> Option<Result<String, String>> {
         let store = self.engine.store();
         let (_, service) = store.service_member()?;
         if !store.is_standby() || headers.contains_key(FORWARDED_BY) {
@@ -322,16 +383,50 @@ impl Service {
         let service = service.to_string();
         let active =
             self.nodes().await.into_iter().find(|n| {
-                !n.local && n.alive && n.status.role == ACTIVE && !n.status.url.is_empty()
+                !n.local && n.alive && n.status.role == ACTIVE && !url(&n.status).is_empty()
             });
-        Some(match active {
-            Some(node) => Ok(node.status.url),
-            None => Err(RestError::new(
-                ErrorCode::Unavailable,
-                format!(
-                    "this node stands by in service {service:?} and no active node is known to take the statement: one takes over within a few seconds of the last one's loss; try again"
-                ),
-            )),
+        Some(active.map(|node| url(&node.status).clone()).ok_or(service))
+    }
+
+    /// Sends a request on to `to` with the caller's credentials and this node's mark; the
+    /// answer's status, content type, command sequence header and body, or why it failed.
+    pub(crate) async fn relay(
+        &self,
+        method: reqwest::Method,
+        to: &str,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<Relayed, String> {
+        let Some(http) = self.http.get() else {
+            return Err("this node has no advertised listener to forward from".into());
+        };
+        let mut request = http
+            .request(method, to)
+            .header(FORWARDED_BY, self.url())
+            .body(body);
+        for name in [header::AUTHORIZATION, header::ACCEPT, header::CONTENT_TYPE] {
+            if let Some(value) = headers.get(&name) {
+                request = request.header(name, value);
+            }
+        }
+        let answer = request.send().await.map_err(|e| e.to_string())?;
+        let status = StatusCode::from_u16(answer.status().as_u16())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
+        let seq = answer
+            .headers()
+            .get(COMMAND_SEQ)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body = answer
+            .bytes()
+            .await
+            .map_err(|e| format!("the answer did not finish: {e}"))?;
+        Ok(Relayed {
+            status,
+            content_type,
+            seq,
+            body,
         })
     }
 
@@ -344,24 +439,13 @@ impl Service {
         headers: &HeaderMap,
         body: Vec<u8>,
     ) -> Response {
-        let Some(http) = self.http.get() else {
-            return RestError::new(
-                ErrorCode::ServerError,
-                "this node cannot forward statements: it has no advertised listener",
-            )
-            .into_response();
-        };
-        let mut request = http
-            .post(format!("{active}{path}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(FORWARDED_BY, self.url())
-            .body(body);
-        for name in [header::AUTHORIZATION, header::ACCEPT] {
-            if let Some(value) = headers.get(&name) {
-                request = request.header(name, value);
-            }
-        }
-        let answer = match request.send().await {
+        let mut headers = headers.clone();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let to = format!("{active}{path}");
+        let answer = match self.relay(reqwest::Method::POST, &to, &headers, body).await {
             Ok(answer) => answer,
             Err(error) => {
                 return RestError::new(
@@ -373,25 +457,7 @@ impl Service {
                 .into_response();
             }
         };
-        let status = StatusCode::from_u16(answer.status().as_u16())
-            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let content_type = answer.headers().get(header::CONTENT_TYPE).cloned();
-        let seq = answer
-            .headers()
-            .get(COMMAND_SEQ)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let bytes = match answer.bytes().await {
-            Ok(bytes) => bytes,
-            Err(error) => {
-                return RestError::new(
-                    ErrorCode::Unavailable,
-                    format!("the active node at {active} did not finish its answer: {error}"),
-                )
-                .into_response();
-            }
-        };
-        if let Some(seq) = seq
+        if let Some(seq) = answer.seq
             && !self.engine.await_command_seq(seq, CATCH_UP_TIMEOUT).await
         {
             warn!(
@@ -399,13 +465,11 @@ impl Service {
                 "a statement forwarded to the active node is not applied here yet"
             );
         }
-        let mut response = (status, bytes).into_response();
-        if let Some(content_type) = content_type {
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, content_type);
+        // The schemas the statements registered, for this node's next inserts.
+        if let Err(error) = self.engine.schema_registry().catch_up().await {
+            warn!(%error, "the schemas a forwarded statement registered are not read here yet");
         }
-        response
+        answer.into_response()
     }
 
     /// The header the active node answers a statement with: how far its command log went.
@@ -583,6 +647,7 @@ mod tests {
                 },
             )]),
             queries_read_ms: 7,
+            registry_url: String::new(),
         };
         let node = KnownNode {
             host: "a:1".into(),

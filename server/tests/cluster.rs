@@ -1395,3 +1395,134 @@ fn the_nodes_of_a_service_split_a_join_of_co_partitioned_sources_exactly_once() 
     assert_eq!(got, expected);
     drop(third);
 }
+
+/// An Avro record schema named `name` with one long field.
+fn avro_schema(name: &str) -> String {
+    json!({
+        "schema": json!({
+            "type": "record",
+            "name": name,
+            "fields": [{"name": "n", "type": "long"}]
+        })
+        .to_string()
+    })
+    .to_string()
+}
+
+/// Registers `body` under `subject` on `node`'s registry: the status and the answer.
+fn register(node: &common::Server, subject: &str, body: &str) -> (u16, Value) {
+    common::request(
+        &node.registry,
+        "POST",
+        &format!("/subjects/{subject}/versions"),
+        Some(body),
+    )
+}
+
+/// The schema registry is written by the active node alone (one writer keeps ids unique, as
+/// Confluent's registries have one leader); a standby sends it the changes it is given and
+/// follows the registry's log, so after a failover the new active node gives no id twice.
+#[test]
+fn a_standby_forwards_schema_changes_and_a_new_active_node_gives_no_id_twice() {
+    let service = Service::new("schemas");
+    let first = service.node("first");
+    let second = service.node_with("second", &["--max-request-bytes", "65536"]);
+    await_cluster_status(&second, "both nodes alive", |hosts| {
+        hosts.len() == 2 && hosts.values().all(|h| h["hostAlive"] == json!(true))
+    });
+
+    // A registration sent to the standby is made by the active node (whose registry the
+    // standby learns of from its status, published every second).
+    let (status, forwarded) = await_value(
+        &second,
+        "a registration forwarded to the active node",
+        || register(&second, "made-on-standby-value", &avro_schema("A")),
+        |(status, _)| *status == 200,
+    );
+    assert_eq!(status, 200, "{forwarded}");
+    let a = forwarded["id"].as_u64().expect("an id");
+    let (status, on_active) =
+        common::request(&first.registry, "GET", &format!("/schemas/ids/{a}"), None);
+    assert_eq!(status, 200, "{on_active}");
+    assert!(
+        on_active["schema"].as_str().unwrap_or("").contains("\"A\""),
+        "{on_active}"
+    );
+    // The standby answers once it applied the change itself.
+    let (_, subjects) = common::request(&second.registry, "GET", "/subjects", None);
+    assert!(
+        subjects.to_string().contains("made-on-standby-value"),
+        "{subjects}"
+    );
+
+    // What the active node registers itself, the standby follows.
+    let (status, made) = register(&first, "made-on-active-value", &avro_schema("B"));
+    assert_eq!(status, 200, "{made}");
+    let b = made["id"].as_u64().expect("an id");
+    assert_ne!(a, b);
+    await_value(
+        &second,
+        "the standby following the registry's log",
+        || common::request(&second.registry, "GET", &format!("/schemas/ids/{b}"), None).0,
+        |status| *status == 200,
+    );
+    // A level set on the standby is set on the active node.
+    let (status, level) = common::request(
+        &second.registry,
+        "PUT",
+        "/config/made-on-active-value",
+        Some(r#"{"compatibility":"NONE"}"#),
+    );
+    assert_eq!(status, 200, "{level}");
+    let (_, level) = common::request(&first.registry, "GET", "/config/made-on-active-value", None);
+    assert_eq!(level["compatibilityLevel"], json!("NONE"), "{level}");
+    // Reads stay on the standby: a lookup by schema (a POST) answers there.
+    let (status, found) = common::request(
+        &second.registry,
+        "POST",
+        "/subjects/made-on-active-value",
+        Some(&avro_schema("B")),
+    );
+    assert_eq!((status, found["id"].as_u64()), (200, Some(b)), "{found}");
+
+    // A request another node forwarded already is not sent on again (two nodes that each
+    // think the other active cannot bounce it between them): the standby refuses to write.
+    let body = avro_schema("Looped");
+    let (status, refused) = common::exchange(
+        &second.registry,
+        &format!(
+            "POST /subjects/looped-value/versions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nx-eddy-forwarded-by: http://elsewhere:1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            second.registry,
+            body.len()
+        ),
+    );
+    assert!(status >= 500, "{status} {refused}");
+    assert!(refused.contains("error_code"), "{refused}");
+    let (_, subjects) = common::request(&first.registry, "GET", "/subjects", None);
+    assert!(!subjects.to_string().contains("looped-value"), "{subjects}");
+    // A body over the limit is refused on the standby in the registry's shape.
+    let huge = "x".repeat(100_000);
+    let (status, too_large) = register(&second, "huge-value", &huge);
+    assert_eq!(status, 413, "{too_large}");
+    assert_eq!(too_large["error_code"], json!(413), "{too_large}");
+
+    // The active node dies; the standby takes over and registers with a new id.
+    drop(first);
+    let (status, after) = await_value(
+        &second,
+        "a registration on the node that took over",
+        || register(&second, "made-after-failover-value", &avro_schema("C")),
+        |(status, _)| *status == 200,
+    );
+    assert_eq!(status, 200, "{after}");
+    let c = after["id"].as_u64().expect("an id");
+    assert!(c != a && c != b, "ids {a} {b} given again as {c}");
+    for (id, name) in [(a, "\"A\""), (b, "\"B\""), (c, "\"C\"")] {
+        let (_, schema) =
+            common::request(&second.registry, "GET", &format!("/schemas/ids/{id}"), None);
+        assert!(
+            schema["schema"].as_str().unwrap_or("").contains(name),
+            "{id}: {schema}"
+        );
+    }
+}
