@@ -1526,3 +1526,61 @@ fn a_standby_forwards_schema_changes_and_a_new_active_node_gives_no_id_twice() {
         );
     }
 }
+
+/// A split join trusts that its keyed sources hold each key in the partition murmur2 of the
+/// key picks; a table written with librdkafka's default partitioner (CRC32) breaks that
+/// trust, and the query says so in the processing log rather than missing matches silently.
+#[test]
+fn a_split_join_reports_a_table_partitioned_otherwise_than_by_murmur2() {
+    let service = Service::new("placed");
+    let brokers = service.brokers.clone();
+    let node = service.node("only");
+    ksql_ok(
+        &node,
+        "CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
+           WITH (kafka_topic='customers', value_format='JSON', partitions=4);
+         CREATE STREAM orders (id INT KEY, customer STRING, amount INT)
+           WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=4);
+         CREATE STREAM enriched WITH (kafka_topic='enriched') AS
+           SELECT o.customer AS customer, o.id AS id, c.region AS region
+           FROM orders o JOIN customers c ON o.customer = c.customer;",
+    );
+    let misplaced = || {
+        topic_lines(&brokers, "default_ksql_processing_log")
+            .into_iter()
+            .filter(|line| line.contains("murmur2") && line.contains("customers"))
+            .collect::<Vec<_>>()
+    };
+    // Rows written as Java's producers place them join, and nothing is reported.
+    produce_lines(
+        &brokers,
+        "customers",
+        (0..20).map(|c| format!("c{c}|{{\"REGION\":\"r0\"}}")),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    produce_lines(
+        &brokers,
+        "orders",
+        (0..20).map(|i| format!("{i}|{{\"CUSTOMER\":\"c{i}\",\"AMOUNT\":1}}")),
+    );
+    await_topic(&brokers, "enriched", "every order joined", |lines| {
+        (0..20).all(|c| lines.iter().any(|l| l.starts_with(&format!("\"c{c}\"="))))
+    });
+    assert_eq!(misplaced(), Vec::<String>::new());
+
+    // kcat's own partitioner: CRC32 of the key, as librdkafka's clients default to.
+    let text: String = (20..40)
+        .map(|c| format!("c{c}|{{\"REGION\":\"r1\"}}\n"))
+        .collect();
+    kcat(
+        &["-b", &brokers, "-t", "customers", "-P", "-K", "|"],
+        Some(&text),
+    );
+    let lines = await_value(
+        &node,
+        "the misplaced customers reported",
+        misplaced,
+        |lines| !lines.is_empty(),
+    );
+    assert!(lines[0].contains("partitioner=murmur2_random"), "{lines:?}");
+}

@@ -68,7 +68,8 @@ pub fn entry(
         RecordErrorKind::Timestamp
         | RecordErrorKind::Expression
         | RecordErrorKind::Dropped
-        | RecordErrorKind::Late => json!({
+        | RecordErrorKind::Late
+        | RecordErrorKind::Misplaced => json!({
             "TYPE": RECORD_PROCESSING_ERROR,
             "DESERIALIZATIONERROR": null,
             "RECORDPROCESSINGERROR": {

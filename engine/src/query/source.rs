@@ -98,6 +98,9 @@ pub enum RecordErrorKind {
     /// The record came after every window it falls in had closed (its end plus the grace
     /// period); it is dropped.
     Late,
+    /// The record is in another partition than its key hashes to, which a query split by
+    /// partition relies on; it goes on.
+    Misplaced,
 }
 
 impl RecordErrorKind {
@@ -105,7 +108,10 @@ impl RecordErrorKind {
     /// for a failed expression (the record went on with a null) nor a late record (dropped by
     /// design, and late again if replayed).
     pub fn dead_letters(self) -> bool {
-        !matches!(self, RecordErrorKind::Expression | RecordErrorKind::Late)
+        !matches!(
+            self,
+            RecordErrorKind::Expression | RecordErrorKind::Late | RecordErrorKind::Misplaced
+        )
     }
 
     /// Kafka Connect's name for the stage a record failed at.
@@ -124,6 +130,7 @@ impl RecordErrorKind {
             RecordErrorKind::Timestamp => "TimestampError",
             RecordErrorKind::Expression | RecordErrorKind::Dropped => "RecordProcessingError",
             RecordErrorKind::Late => "LateRecord",
+            RecordErrorKind::Misplaced => "PartitioningError",
         }
     }
 }

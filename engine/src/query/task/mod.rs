@@ -4,6 +4,7 @@
 //! land together or not at all.
 
 mod commit;
+mod placement;
 pub(crate) mod reader;
 
 use std::sync::Arc;
@@ -87,6 +88,13 @@ async fn run_query_inner(
         } => Some(Claim::take(store, namespace, (changelog, *partition)).await?),
         _ => None,
     };
+    let placement = match part {
+        SplitPart::Task { routes, .. } => {
+            let rerouted: Vec<&str> = routes.iter().map(|(_, to)| to.as_str()).collect();
+            placement::Placement::of_task(store, plan, &inputs, &rerouted)?
+        }
+        _ => placement::Placement::none(),
+    };
     let mut reader = PartitionReader::over(store, query_id, inputs, positions)
         .tables_first(plan)
         .final_rows_by_window(plan);
@@ -150,7 +158,10 @@ async fn run_query_inner(
             break;
         };
         let input = reader.input(index).clone();
-        let step = operator.step(store, &input, &fetched.records)?;
+        let mut step = operator.step(store, &input, &fetched.records)?;
+        if let Some(misplaced) = placement.check(index, &input, &fetched.records) {
+            step.errors.push(misplaced);
+        }
         uncommitted.add(
             &context,
             operator.state_namespace(),
