@@ -1017,3 +1017,42 @@ async fn a_failed_query_is_retried_with_backoff_until_it_recovers() {
     );
     engine.shutdown().await;
 }
+
+/// A terminated query's state goes with it, as ksqlDB deletes a terminated query's state
+/// stores; the table it wrote stays.
+#[tokio::test]
+async fn terminate_deletes_the_query_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(open_store(dir.path())).await.unwrap();
+    let mut session = Session::default();
+    run(
+        &engine,
+        &mut session,
+        "SET 'auto.offset.reset' = 'earliest';
+         CREATE STREAM orders (k STRING KEY, id BIGINT, name STRING, amount DOUBLE)
+             WITH (kafka_topic='orders', partitions=1, value_format='JSON');
+         CREATE TABLE per_key AS SELECT k, COUNT(*) AS n FROM orders GROUP BY k;",
+    )
+    .await;
+    engine
+        .store()
+        .produce("orders", (0..70).map(input).collect())
+        .await
+        .unwrap();
+    assert!(engine.wait_until_processed(Duration::from_secs(10)).await);
+    let namespace = "__eddy_query_CTAS_PER_KEY_1";
+    let kept = |engine: &Engine| {
+        engine
+            .store()
+            .state_scan_prefix(namespace, b"")
+            .unwrap()
+            .count()
+    };
+    assert!(kept(&engine) > 0, "the aggregation keeps its groups");
+    run(&engine, &mut session, "TERMINATE CTAS_PER_KEY_1;").await;
+    assert_eq!(kept(&engine), 0);
+    // The table it wrote stays, with every group's count.
+    let counts = values(engine.store(), "PER_KEY");
+    assert!(counts.iter().any(|v| v.contains("10")), "{counts:?}");
+    engine.shutdown().await;
+}

@@ -232,6 +232,14 @@ impl Commit {
         self
     }
 
+    /// Removes every key of a state-store namespace.
+    pub fn delete_namespace(&mut self, namespace: impl Into<String>) -> &mut Self {
+        self.state.push(StateOp::DeleteNamespace {
+            namespace: namespace.into(),
+        });
+        self
+    }
+
     /// Commits a group offset.
     pub fn commit_offset(
         &mut self,

@@ -647,13 +647,19 @@ impl Engine {
                 .map(|q| q.internal_topics())
                 .unwrap_or_default();
             self.stop_query(state, id).await;
-            // As ksqlDB deletes a terminated query's internal topics; the node that ran the
-            // statement does it, the others only stop the query.
+            // As ksqlDB deletes a terminated query's internal topics and state stores; the
+            // node that ran the statement does it, the others only stop the query (on a
+            // cluster they follow the state's deletion through its changelog).
             if mode == crate::engine::Mode::Live {
                 for topic in internal {
                     if let Err(error) = self.store.delete_topic(&topic) {
                         tracing::warn!(query = %id, %topic, %error, "deleting a terminated query's internal topic failed");
                     }
+                }
+                let mut commit = eddy_storage::Commit::new();
+                commit.delete_namespace(crate::query::state::namespace(id));
+                if let Err(error) = self.store.commit(commit).await {
+                    tracing::warn!(query = %id, %error, "deleting a terminated query's state failed");
                 }
             }
         }
