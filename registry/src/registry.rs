@@ -16,8 +16,12 @@ use crate::state::{Entry, State, VersionEntry};
 
 /// The internal compacted topic the registry keeps its schemas and levels in on the embedded
 /// log, as Confluent's keeps `_schemas`; Kafka clients may read it, only Eddy writes it. On a
-/// Kafka cluster the service's own topic holds them (see [`Store::registry_topic`]).
+/// Kafka cluster the service's own topic holds them, `_confluent-ksql-<service id>_eddy-schemas`
+/// (an Eddy broker keeps `__eddy_schemas` for its own registry).
 pub const SCHEMAS_TOPIC: &str = "__eddy_schemas";
+
+/// The name of the registry's topic among a service's own topics on a cluster.
+const SERVICE_SCHEMAS_TOPIC: &str = "eddy-schemas";
 
 /// How a request names a version: a number from 1, or `latest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +105,9 @@ impl SchemaRegistry {
     /// Opens the registry over `store`: creates its topic the first time, and reads back
     /// everything it holds.
     pub fn open(store: &Store) -> Result<Self> {
-        let topic = store.registry_topic();
+        let topic = store
+            .service_topic(SERVICE_SCHEMAS_TOPIC)
+            .unwrap_or_else(|| SCHEMAS_TOPIC.to_string());
         if !store.topic_exists(&topic) {
             let config = TopicConfig {
                 cleanup_policy: CleanupPolicy::Compact,
@@ -227,6 +233,17 @@ impl SchemaRegistry {
         if let Ok(mut applied) = self.applied.try_lock() {
             let _ = self.apply_fetched(&mut applied);
         }
+    }
+
+    /// What `look` finds in the state, looking again once the log was read past what is
+    /// applied when it finds nothing: a lookup without waiting that still sees what another
+    /// node registered since the last catch-up, when the log already holds it.
+    fn looked_up<T>(&self, look: impl Fn(&State) -> Result<Option<T>>) -> Result<Option<T>> {
+        if let Some(found) = look(&self.state.read())? {
+            return Ok(Some(found));
+        }
+        self.catch_up_now();
+        look(&self.state.read())
     }
 
     /// Takes the right to change the registry, once it is caught up with the log.
@@ -443,46 +460,34 @@ impl SchemaRegistry {
 
     /// The schema with this id, without waiting: how decoders find a record's writer schema.
     pub fn schema_by_id(&self, id: u32) -> Option<SchemaText> {
-        let known = self.state.read().schemas.get(&id).cloned();
-        known.or_else(|| {
-            self.catch_up_now();
-            self.state.read().schemas.get(&id).cloned()
-        })
+        self.looked_up(|state| Ok(state.schemas.get(&id).cloned()))
+            .ok()
+            .flatten()
     }
 
     /// The schema with this id, parsed with the schemas it references, without waiting: how
     /// the Protobuf format finds a record's message types. `None` when no schema has the id.
     pub fn parsed_by_id(&self, id: u32) -> Result<Option<Parsed>> {
-        if !self.state.read().schemas.contains_key(&id) {
-            self.catch_up_now();
-        }
-        let state = self.state.read();
-        let Some(text) = state.schemas.get(&id) else {
-            return Ok(None);
-        };
-        let request = SchemaRequest {
-            schema: text.schema.clone(),
-            schema_type: text.schema_type,
-            references: text.references.clone(),
-        };
-        Self::parse(&state, &request).map(|(_, parsed)| Some(parsed))
+        self.looked_up(|state| {
+            let Some(text) = state.schemas.get(&id) else {
+                return Ok(None);
+            };
+            let request = SchemaRequest {
+                schema: text.schema.clone(),
+                schema_type: text.schema_type,
+                references: text.references.clone(),
+            };
+            Self::parse(state, &request).map(|(_, parsed)| Some(parsed))
+        })
     }
 
     /// The id `request`'s schema is registered with (under any subject), without waiting;
     /// `None` when it never was.
     pub fn registered_id(&self, request: &SchemaRequest) -> Result<Option<u32>> {
-        let known = {
-            let state = self.state.read();
-            let (text, _) = Self::parse(&state, request)?;
-            state.ids.get(&text).copied()
-        };
-        if known.is_some() {
-            return Ok(known);
-        }
-        self.catch_up_now();
-        let state = self.state.read();
-        let (text, _) = Self::parse(&state, request)?;
-        Ok(state.ids.get(&text).copied())
+        self.looked_up(|state| {
+            let (text, _) = Self::parse(state, request)?;
+            Ok(state.ids.get(&text).copied())
+        })
     }
 
     /// The subjects (and versions) a schema is registered under.

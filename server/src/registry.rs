@@ -142,16 +142,14 @@ async fn forward_changes(
     };
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, forwarding.max_body).await else {
-        return error(&RegistryError {
-            code: 413,
-            message: format!("Request body larger than {} bytes", forwarding.max_body),
-        });
+        // In the registry's shape once `too_large` has seen it.
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let to = format!("{active}{path}");
     let relayed = forwarding
         .service
-        .relay(parts.method, &to, &parts.headers, body.to_vec())
+        .relay(parts.method, &to, &parts.headers, body)
         .await;
     match relayed {
         Ok(answer) => {

@@ -395,7 +395,7 @@ impl Service {
         method: reqwest::Method,
         to: &str,
         headers: &HeaderMap,
-        body: Vec<u8>,
+        body: impl Into<reqwest::Body>,
     ) -> Result<Relayed, String> {
         let Some(http) = self.http.get() else {
             return Err("this node has no advertised listener to forward from".into());

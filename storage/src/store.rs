@@ -196,12 +196,6 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// The prefix of a service's own topics on a cluster (its command topic, its registry's),
-/// as ksqlDB names them.
-fn service_topic_prefix(service_id: &str) -> String {
-    format!("_confluent-ksql-{service_id}_")
-}
-
 /// A commit's positions that are query groups' offsets on the cluster, by group, and the
 /// local groups they are kept under (whose positions are not changelogged).
 fn group_positions(
@@ -765,14 +759,12 @@ impl Store {
         Some(self.inner.cluster.as_ref()?.directory.nodes())
     }
 
-    /// The topic the schema registry keeps its log in: `__eddy_schemas` on the embedded log;
-    /// on a cluster the service's own `_confluent-ksql-<service id>_eddy-schemas`, as its
-    /// command topic is (an Eddy broker keeps `__eddy_schemas` for its own registry).
-    pub fn registry_topic(&self) -> String {
-        match self.service_member() {
-            Some((_, service)) => format!("{}eddy-schemas", service_topic_prefix(service)),
-            None => "__eddy_schemas".into(),
-        }
+    /// On a Kafka cluster, the service's own topic `name`
+    /// (`_confluent-ksql-<service id>_<name>`, as its command topic is); `None` on the
+    /// embedded log.
+    pub fn service_topic(&self, name: &str) -> Option<String> {
+        let (_, service) = self.service_member()?;
+        Some(crate::cluster::service_topic(service, name))
     }
 
     /// On a Kafka cluster, this node's id in its service, and the service's id.
@@ -905,7 +897,7 @@ impl Store {
         // Records for users' topics and nothing else (an insert) are any node's to write, as
         // each of ksqlDB's servers produces its inserts itself. Eddy's own topics (the schema
         // registry's) keep one writer, the active node.
-        let services = service_topic_prefix(&cluster.options.service_id);
+        let services = crate::cluster::service_topic(&cluster.options.service_id, "");
         let free_standing = state.is_empty()
             && offsets.is_empty()
             && appends.iter().all(|a| {

@@ -69,8 +69,8 @@ impl Changelogs {
     /// The changelogs of `service_id`.
     pub(crate) fn new(service_id: &str) -> Changelogs {
         Changelogs {
-            command_topic: format!("_confluent-ksql-{service_id}_command_topic"),
-            state_topic: format!("_confluent-ksql-{service_id}_state_changelog"),
+            command_topic: super::service_topic(service_id, "command_topic"),
+            state_topic: super::service_topic(service_id, "state_changelog"),
             ready: Mutex::new(HashSet::new()),
         }
     }

@@ -96,6 +96,12 @@ impl ClusterOptions {
     }
 }
 
+/// Topic `name` of service `service_id`: ksqlDB's internal topics begin with
+/// `_confluent-ksql-<service id>`, so one prefixed ACL covers them.
+pub(crate) fn service_topic(service_id: &str, name: &str) -> String {
+    format!("_confluent-ksql-{service_id}_{name}")
+}
+
 /// The clients of one cluster: admin and metadata, readers, and the producer of commits.
 pub(crate) struct Cluster {
     pub(crate) topics: Topics,

@@ -75,7 +75,7 @@ struct Outbox {
 impl Directory {
     /// The name of `service_id`'s directory topic.
     pub(crate) fn topic_of(service_id: &str) -> String {
-        format!("_confluent-ksql-{service_id}_eddy-nodes")
+        super::service_topic(service_id, "eddy-nodes")
     }
 
     /// Creates the topic unless it exists and starts reading it from its start.
