@@ -495,10 +495,15 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
          CREATE TABLE by_region WITH (kafka_topic='by_region') AS
            SELECT c.region AS region, COUNT(*) AS n, SUM(o.amount) AS total
            FROM orders o JOIN customers c ON o.customer = c.customer
-           WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY c.region;",
+           WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY c.region;
+         CREATE TABLE regions (region STRING PRIMARY KEY, manager STRING)
+           WITH (kafka_topic='regions', value_format='JSON', partitions=2);
+         CREATE TABLE managed WITH (kafka_topic='managed') AS
+           SELECT c.customer AS customer, r.manager AS manager
+           FROM customers c JOIN regions r ON c.region = r.region;",
     );
     // A standby forwards statements to the active node; it shows the queries it would run
-    // as standing by.
+    // (a foreign-key join runs on the active node alone) as standing by.
     ksql_ok(
         &second,
         "CREATE STREAM other (id INT) WITH (kafka_topic='other', value_format='JSON', partitions=1);",
@@ -506,7 +511,7 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let queries = ksql_ok(&second, "SHOW QUERIES;").to_string();
-        if queries.contains("CTAS_BY_REGION") && queries.contains("STANDBY") {
+        if queries.contains("CTAS_MANAGED") && queries.contains("STANDBY") {
             break;
         }
         assert!(Instant::now() < deadline, "{queries}");
@@ -1000,6 +1005,32 @@ fn produce_lines(cluster: &str, topic: &str, lines: impl Iterator<Item = String>
     );
 }
 
+/// A table of customers (8 partitions) and a stream of their orders keyed by order id (4).
+const CUSTOMERS_AND_ORDERS: &str =
+    "CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
+       WITH (kafka_topic='customers', value_format='JSON', partitions=8);
+     CREATE STREAM orders (id INT KEY, customer STRING, amount INT)
+       WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=4);";
+
+/// Customers `c0`, `c1`, ... to the `customers` table, customer `c` in region `r{c % regions}`.
+fn produce_customers(cluster: &str, customers: i64, regions: i64) {
+    let rows = (0..customers).map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}", c % regions));
+    produce_lines(cluster, "customers", rows);
+}
+
+/// Orders `ids` to the `orders` stream: order `i` by customer `c{i % customers}`, of amount
+/// `i % 9`.
+fn produce_orders(cluster: &str, ids: std::ops::Range<i64>, customers: i64) {
+    let orders = ids.map(|i| {
+        format!(
+            "{i}|{{\"CUSTOMER\":\"c{}\",\"AMOUNT\":{}}}",
+            i % customers,
+            i % 9
+        )
+    });
+    produce_lines(cluster, "orders", orders);
+}
+
 /// Each live node's partitions (of `topic`, or of any) that it runs `query` over, by host.
 fn topic_partitions_by_host(
     hosts: &serde_json::Map<String, Value>,
@@ -1204,16 +1235,15 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
     let first = service.node("first");
     let created = ksql_ok(
         &first,
-        "CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
-           WITH (kafka_topic='customers', value_format='JSON', partitions=8);
-         CREATE STREAM orders (id INT KEY, customer STRING, amount INT)
-           WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=4);
+        &format!(
+            "{CUSTOMERS_AND_ORDERS}
          CREATE STREAM enriched WITH (kafka_topic='enriched') AS
            SELECT o.customer AS customer, o.id AS id, o.amount AS amount, c.region AS region
            FROM orders o JOIN customers c ON o.customer = c.customer;
          CREATE TABLE spend WITH (kafka_topic='spend') AS
            SELECT o.customer AS customer, COUNT(*) AS n, SUM(o.amount) AS total
-           FROM orders o JOIN customers c ON o.customer = c.customer GROUP BY o.customer;",
+           FROM orders o JOIN customers c ON o.customer = c.customer GROUP BY o.customer;"
+        ),
     );
     let query = created[2]["commandStatus"]["queryId"]
         .as_str()
@@ -1223,19 +1253,9 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
         .map_or_else(|| "CTAS_SPEND_3".to_string(), str::to_string);
     let repartition = format!("_confluent-ksql-rekeyquery_{query}-Join-left-repartition");
     const CUSTOMERS: i64 = 50;
-    let customers = (0..CUSTOMERS).map(|c| format!("c{c}|{{\"REGION\":\"r{}\"}}", c % 3));
-    produce_lines(&brokers, "customers", customers);
+    produce_customers(&brokers, CUSTOMERS, 3);
     const ORDERS: i64 = 12_000;
-    let produce = |from: i64, to: i64| {
-        let orders = (from..to).map(|i| {
-            format!(
-                "{i}|{{\"CUSTOMER\":\"c{}\",\"AMOUNT\":{}}}",
-                i % CUSTOMERS,
-                i % 9
-            )
-        });
-        produce_lines(&brokers, "orders", orders);
-    };
+    let produce = |from: i64, to: i64| produce_orders(&brokers, from..to, CUSTOMERS);
     produce(0, ORDERS / 2);
 
     // A second node joins: the two route the orders' 4 partitions by customer (each runs the
@@ -1314,6 +1334,91 @@ fn the_nodes_of_a_service_split_a_join_on_a_non_key_column_through_a_repartition
         "the repartition topic deleted",
         || kcat(&["-b", &brokers, "-L"], None),
         |listed| !listed.contains(&repartition),
+    );
+}
+
+#[test]
+fn the_nodes_of_a_service_split_a_join_aggregated_by_other_columns_in_two_stages() {
+    let service = Service::new("regroup");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        &format!(
+            "{CUSTOMERS_AND_ORDERS}
+         CREATE TABLE by_region WITH (kafka_topic='by_region') AS
+           SELECT c.region AS region, COUNT(*) AS n, SUM(o.amount) AS total
+           FROM orders o JOIN customers c ON o.customer = c.customer
+           WHERE o.amount > 0 GROUP BY c.region;"
+        ),
+    );
+    let query = created[2]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_BY_REGION_2".to_string(), str::to_string);
+    let prefix = format!("_confluent-ksql-regroupquery_{query}");
+    let rekeyed = format!("{prefix}-Join-left-repartition");
+    let regrouped = format!("{prefix}-Aggregate-GroupBy-repartition");
+    const CUSTOMERS: i64 = 50;
+    const REGIONS: i64 = 7;
+    produce_customers(&brokers, CUSTOMERS, REGIONS);
+    const ORDERS: i64 = 12_000;
+    let produce = |from: i64, to: i64| produce_orders(&brokers, from..to, CUSTOMERS);
+    produce(0, ORDERS / 2);
+
+    // A second node joins: the two share the join's tasks (the customers' partition numbers)
+    // and the aggregation's (the partitions the joined rows are sent to by region).
+    let second = service.node("second");
+    let split_two_ways = |hosts: &serde_json::Map<String, Value>| {
+        tasks_split_among(hosts, &query, &["customers", &regrouped], 2)
+    };
+    await_cluster_status(
+        &second,
+        "the join and its aggregation split two ways",
+        |hosts| split_two_ways(hosts),
+    );
+
+    // One node is killed mid-stream and comes back on an empty directory: its join tasks
+    // and its aggregation tasks go on elsewhere, and come back restored from their changelogs.
+    produce(ORDERS / 2, 3 * ORDERS / 4);
+    drop(second);
+    let second = service.node("second-again");
+    await_cluster_status(&first, "split two ways again", |hosts| {
+        split_two_ways(hosts)
+    });
+    produce(3 * ORDERS / 4, ORDERS);
+
+    // Each region counted once per order with an amount, on every node.
+    for region in 0..REGIONS {
+        let of_region = |i: &i64| (i % CUSTOMERS) % REGIONS == region && i % 9 > 0;
+        let n = (0..ORDERS).filter(of_region).count() as i64;
+        let total: i64 = (0..ORDERS).filter(of_region).map(|i| i % 9).sum();
+        let sql = format!("SELECT n, total FROM by_region WHERE region = 'r{region}';");
+        for node in [&first, &second] {
+            await_pull(node, &sql, |rows| rows == [json!([n, total])]);
+        }
+    }
+    // The result's records are keyed by region, as a single node writes them.
+    let lines = topic_lines(&brokers, "by_region");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("\"r") || l.starts_with('r')),
+        "{lines:?}"
+    );
+
+    // Terminated, the query leaves none of its internal topics behind.
+    ksql_ok(&second, &format!("TERMINATE {query};"));
+    let internal = [
+        rekeyed.clone(),
+        regrouped.clone(),
+        format!("{prefix}-Join-changelog"),
+        format!("{prefix}-Aggregate-Aggregate-Materialize-changelog"),
+    ];
+    await_value(
+        &first,
+        "the internal topics deleted",
+        || kcat(&["-b", &brokers, "-L"], None),
+        |listed| internal.iter().all(|t| !listed.contains(t.as_str())),
     );
 }
 

@@ -103,14 +103,18 @@ impl QueryPlan {
     /// repartitions a join side. The joins are stream–stream, stream–table or table–table
     /// (no foreign key, no windowed table's final rows), only the first source or a stage's
     /// new source is routed (never joined rows), every source is a topic of its own, and the
-    /// joined rows are projected, or aggregated by the join key alone.
+    /// joined rows are projected, aggregated by the join key alone, or (a stream's rows)
+    /// aggregated by other columns, each row sent on to its group's task.
     pub(crate) fn split_join(&self) -> Option<&JoinPlan> {
         let QueryPlan::Join(join) = self else {
             return None;
         };
         let chain = &join.chain;
-        // An aggregation by the join key keeps each group in the task that joins its rows.
-        let projected = matches!(join.then, JoinTail::Project(_)) || join.aggregated_by_join_key();
+        // An aggregation by the join key keeps each group in the task that joins its rows;
+        // one by other columns has the joined rows sent on to its group's task.
+        let projected = matches!(join.then, JoinTail::Project(_))
+            || join.aggregated_by_join_key()
+            || join.regroups();
         let shapes = chain.stages.iter().enumerate().all(|(k, stage)| {
             (k == 0 || !stage.left.rekeyed)
                 && matches!(
@@ -154,6 +158,20 @@ impl QueryPlan {
             QueryPlan::Aggregate(p) if !p.over_table() => Some(p),
             _ => None,
         }
+    }
+
+    /// The aggregation of a split join's rows by other columns than the join key, reading
+    /// them from `topic`, where the join's tasks send them by group.
+    pub(crate) fn regrouped(&self, topic: &str) -> Option<QueryPlan> {
+        let QueryPlan::Join(join) = self else {
+            return None;
+        };
+        let JoinTail::Aggregate(aggregation) = &join.then else {
+            return None;
+        };
+        let mut aggregation = aggregation.clone();
+        aggregation.source.topic = topic.to_string();
+        Some(QueryPlan::Aggregate(aggregation))
     }
 
     /// This plan reading each of `routes`' repartition topics in place of its source's

@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::query::state::{self, consumer_group};
 use crate::query::status::QueryShared;
-use crate::query::task::{Buffering, Split, SplitPart};
+use crate::query::task::{Buffering, Split, SplitPart, TaskStage};
 use crate::query::{QueryPlan, stats};
 
 /// How a persistent query was created.
@@ -180,8 +180,8 @@ impl QueryLaunch {
         self.supervise_runs(id, shared.clone(), stopped, Some(group))
             .await;
         store.leave_query_group(&local_group);
-        if let Some(layout) = &layout {
-            store.unfollow_task_changelog(&layout.changelog);
+        for changelog in layout.iter().flat_map(TaskLayout::changelogs) {
+            store.unfollow_task_changelog(changelog);
         }
         // Stopped or paused, it runs no partition here.
         *shared.assigned.lock() = Some(std::collections::BTreeSet::new());
@@ -292,6 +292,7 @@ impl QueryLaunch {
                 routes,
                 keyed,
                 changelog: state::task_changelog_topic(service, id),
+                regroup: None,
             });
         }
         let join = self.plan.split_join()?;
@@ -313,10 +314,17 @@ impl QueryLaunch {
                 keyed.push(source.topic.clone());
             }
         }
+        // Joined rows aggregated by other columns go on to their group's task, as ksqlDB's
+        // join feeds its GroupBy repartition.
+        let regroup = join.regroups().then(|| Regroup {
+            topic: state::repartition_topic(service, id),
+            changelog: state::task_changelog_topic(service, id),
+        });
         Some(TaskLayout {
             routes,
             keyed,
             changelog: state::join_changelog_topic(service, id),
+            regroup,
         })
     }
 
@@ -357,6 +365,24 @@ impl QueryLaunch {
                         partition,
                         namespace: state::task_namespace(id, partition),
                         changelog: layout.changelog.clone(),
+                        stage: match &layout.regroup {
+                            Some(regroup) => TaskStage::Join {
+                                regroup: regroup.topic.clone(),
+                            },
+                            None => TaskStage::Whole,
+                        },
+                    },
+                }));
+            } else if let Some(regroup) = layout.regroup.as_ref().filter(|r| r.topic == topic) {
+                parts.push(Some(Split {
+                    group: group.clone(),
+                    partitions: BTreeSet::from([(topic.clone(), partition)]),
+                    part: SplitPart::Task {
+                        routes: vec![(String::new(), topic.clone())],
+                        partition,
+                        namespace: state::aggregate_task_namespace(id, partition),
+                        changelog: regroup.changelog.clone(),
+                        stage: TaskStage::Aggregate { topic },
                     },
                 }));
             }
@@ -433,6 +459,16 @@ struct TaskLayout {
     keyed: Vec<String>,
     /// The topic backing its tasks' state.
     changelog: String,
+    /// Where a join's rows go on to be aggregated by other columns than the join key.
+    regroup: Option<Regroup>,
+}
+
+/// The second stage of a split join aggregated by other columns: the repartition topic the
+/// join's tasks send each joined row to, by group, and the changelog backing the state of
+/// the aggregation's tasks, one per partition of that topic.
+struct Regroup {
+    topic: String,
+    changelog: String,
 }
 
 impl TaskLayout {
@@ -451,17 +487,26 @@ impl TaskLayout {
         keyed.chain(self.routes.iter().map(|(_, to)| to.as_str()))
     }
 
-    /// The topics the query's group hands out: the sources routed, then the tasks' topic.
+    /// The topics the query's group hands out: the sources routed, then the tasks' topic,
+    /// then the topic of a join's rows regrouped.
     fn group_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.routes.iter().map(|(from, _)| from.clone()).collect();
         topics.push(self.task_topic().to_string());
+        topics.extend(self.regroup.iter().map(|r| r.topic.clone()));
         topics
     }
 
-    /// The topics that exist only for the query: its repartition topics and its changelog.
+    /// The changelogs backing its tasks' state.
+    fn changelogs(&self) -> impl Iterator<Item = &str> {
+        let regrouped = self.regroup.iter().map(|r| r.changelog.as_str());
+        std::iter::once(self.changelog.as_str()).chain(regrouped)
+    }
+
+    /// The topics that exist only for the query: its repartition topics and its changelogs.
     fn internal_topics(&self) -> Vec<String> {
-        let mut topics = vec![self.changelog.clone()];
+        let mut topics: Vec<String> = self.changelogs().map(str::to_string).collect();
         topics.extend(self.routes.iter().map(|(_, to)| to.clone()));
+        topics.extend(self.regroup.iter().map(|r| r.topic.clone()));
         topics
     }
 
@@ -477,10 +522,14 @@ impl TaskLayout {
             return Ok(());
         };
         let partitions = store.partition_count(first)?;
-        for (_, repartition) in &self.routes {
+        let repartitions = self.routes.iter().map(|(_, to)| to);
+        for repartition in repartitions.chain(self.regroup.iter().map(|r| &r.topic)) {
             store.ensure_topic_with_partitions(repartition, partitions)?;
         }
-        store.follow_task_changelog(&self.changelog, partitions)
+        for changelog in self.changelogs() {
+            store.follow_task_changelog(changelog, partitions)?;
+        }
+        Ok(())
     }
 }
 
@@ -644,6 +693,7 @@ impl PersistentQuery {
         let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
         if let Some(layout) = self.launch.task_layout(&self.id) {
             topics.extend(layout.routes.into_iter().map(|(_, to)| to));
+            topics.extend(layout.regroup.map(|r| r.topic));
         }
         topics
     }
@@ -720,10 +770,13 @@ impl PersistentQuery {
         if self.state() != "RUNNING" {
             return Vec::new();
         }
-        let topic = layout.task_topic().to_string();
-        let partitions = store.partition_count(&topic).unwrap_or(0);
-        (0..partitions)
-            .map(|p| (topic.clone(), p))
+        let regrouped = layout.regroup.iter().map(|r| r.topic.as_str());
+        std::iter::once(layout.task_topic())
+            .chain(regrouped)
+            .flat_map(|topic| {
+                let partitions = store.partition_count(topic).unwrap_or(0);
+                (0..partitions).map(move |p| (topic.to_string(), p))
+            })
             .filter(|task| !assigned.contains(task))
             .collect()
     }

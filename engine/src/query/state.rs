@@ -39,6 +39,13 @@ pub(crate) fn task_namespace(query_id: &str, partition: u32) -> String {
     format!("__eddy_query_{query_id}_task_{partition}")
 }
 
+/// The state-store namespace of the aggregation task `partition` of query `query_id`, when
+/// its joined rows are aggregated by other columns than the join key: apart from the join
+/// task of the same number, which may run on another node.
+pub(crate) fn aggregate_task_namespace(query_id: &str, partition: u32) -> String {
+    format!("__eddy_query_{query_id}_aggregate_{partition}")
+}
+
 /// The topic a split aggregation's router writes each record to, in its group's partition,
 /// on the cluster of service `service_id` (ksqlDB's name for it).
 pub(crate) fn repartition_topic(service_id: &str, query_id: &str) -> String {

@@ -22,12 +22,77 @@ use crate::query::operator::{Input, Operator, StepOutput};
 use crate::query::rows::Rows;
 use crate::query::source::RecordErrorKind;
 
-/// Sends each record to its group's partition.
-pub(crate) struct GroupRouter<'p> {
+/// A row's group's partition, and its key as the result writes it where it can be computed.
+pub(crate) type Routed = (u32, Option<Vec<u8>>);
+
+/// Which partition of a repartition topic each row's group goes to.
+pub(crate) struct GroupRouting<'p> {
     plan: &'p AggregatePlan,
     partitioner: GroupPartitioner,
     /// Group values to bytes, for a group whose sink key cannot be computed.
     converter: RowConverter,
+}
+
+impl<'p> GroupRouting<'p> {
+    /// The routing of `plan`'s rows over `partitions` partitions, by their groups' keys as
+    /// `sink` writes them.
+    pub(crate) fn new(
+        plan: &'p AggregatePlan,
+        (sink, partitions, schemas): (&DataSource, u32, &crate::codec::Schemas),
+    ) -> Result<Self> {
+        let (partitioner, converter) = group_keying(plan, (sink, partitions, schemas))?;
+        Ok(GroupRouting {
+            plan,
+            partitioner,
+            converter,
+        })
+    }
+
+    /// How many partitions rows are routed over.
+    pub(crate) fn partitions(&self) -> u32 {
+        self.partitioner.partitions()
+    }
+
+    /// For each row, its group's partition and key (where the sink's key can be computed),
+    /// or `None` where a `GROUP BY` expression fails on it. Failures are noted in
+    /// `rows.errors`, which the caller drops: they are logged where the row is aggregated.
+    pub(crate) fn route(&self, rows: &mut Rows<'_>) -> Result<Vec<Option<Routed>>> {
+        let n = rows.batch.num_rows();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut groups = Vec::with_capacity(self.plan.group_by.len());
+        let mut failed = vec![false; n];
+        for by in &self.plan.group_by {
+            let (array, failures) = evaluate_step(
+                by,
+                rows,
+                ("Error evaluating GROUP BY", RecordErrorKind::Dropped),
+            )?;
+            for (f, now) in failed.iter_mut().zip(failures) {
+                *f = *f || now;
+            }
+            groups.push(array);
+        }
+        let group_rows = self
+            .converter
+            .convert_columns(&groups)
+            .map_err(|e| EngineError::internal_from("cannot key groups", e))?;
+        let assigned = self
+            .partitioner
+            .assign_keyed(&groups, n, &|i| group_rows.row(i).as_ref().to_vec());
+        Ok(assigned
+            .into_iter()
+            .zip(failed)
+            .map(|(routed, failed)| (!failed).then_some(routed))
+            .collect())
+    }
+}
+
+/// Sends each record to its group's partition.
+pub(crate) struct GroupRouter<'p> {
+    plan: &'p AggregatePlan,
+    routing: GroupRouting<'p>,
 }
 
 impl<'p> GroupRouter<'p> {
@@ -38,11 +103,9 @@ impl<'p> GroupRouter<'p> {
         (sink, schemas): (&DataSource, &crate::codec::Schemas),
     ) -> Result<Self> {
         let partitions = store.partition_count(&plan.source.topic)?;
-        let (partitioner, converter) = group_keying(plan, (sink, partitions, schemas))?;
         Ok(GroupRouter {
             plan,
-            partitioner,
-            converter,
+            routing: GroupRouting::new(plan, (sink, partitions, schemas))?,
         })
     }
 }
@@ -54,36 +117,12 @@ impl Operator for GroupRouter<'_> {
         input: &Input,
         records: &[LogRecord],
     ) -> Result<StepOutput> {
-        let partitions = self.partitioner.partitions();
-        let mut routes = vec![input.partition % partitions; records.len()];
+        let mut routes = vec![input.partition % self.routing.partitions(); records.len()];
         let decoded = self.plan.decoder.decode(input.partition, records)?;
         let mut rows = Rows::decoded(input.partition, records, decoded);
-        let n = rows.batch.num_rows();
-        if n > 0 {
-            let mut groups = Vec::with_capacity(self.plan.group_by.len());
-            let mut failed = vec![false; n];
-            for by in &self.plan.group_by {
-                let (array, failures) = evaluate_step(
-                    by,
-                    &mut rows,
-                    ("Error evaluating GROUP BY", RecordErrorKind::Dropped),
-                )?;
-                for (f, now) in failed.iter_mut().zip(failures) {
-                    *f = *f || now;
-                }
-                groups.push(array);
-            }
-            let group_rows = self
-                .converter
-                .convert_columns(&groups)
-                .map_err(|e| EngineError::internal_from("cannot key groups", e))?;
-            let assigned = self
-                .partitioner
-                .assign(&groups, n, &|i| group_rows.row(i).as_ref().to_vec());
-            for (row, partition) in assigned.into_iter().enumerate() {
-                if !failed[row] {
-                    routes[rows.rows_from[row]] = partition;
-                }
+        for (row, routed) in self.routing.route(&mut rows)?.into_iter().enumerate() {
+            if let Some((partition, _)) = routed {
+                routes[rows.rows_from[row]] = partition;
             }
         }
         // What failed here is the aggregation's to log, where the record arrives.

@@ -129,6 +129,20 @@ impl GroupPartitioner {
         if self.partitions <= 1 {
             return vec![0; rows];
         }
+        self.assign_keyed(groups, rows, row_bytes)
+            .into_iter()
+            .map(|(partition, _)| partition)
+            .collect()
+    }
+
+    /// As [`GroupPartitioner::assign`], with each group's key as the sink writes it, where
+    /// it can be computed from the group values alone.
+    pub(crate) fn assign_keyed(
+        &self,
+        groups: &[ArrayRef],
+        rows: usize,
+        row_bytes: &dyn Fn(usize) -> Vec<u8>,
+    ) -> Vec<(u32, Option<Vec<u8>>)> {
         let keys = RecordBatch::try_new_with_options(
             self.groups.clone(),
             groups.to_vec(),
@@ -138,14 +152,16 @@ impl GroupPartitioner {
         .and_then(|batch| self.encoder.encode_keys(&self.keys, &batch));
         match keys {
             Ok(keys) if keys.len() == rows => keys
-                .iter()
+                .into_iter()
                 .map(|k| {
-                    k.as_deref()
-                        .map_or(0, |k| partition_for_key(k, self.partitions))
+                    let partition = k
+                        .as_deref()
+                        .map_or(0, |k| partition_for_key(k, self.partitions));
+                    (partition, k)
                 })
                 .collect(),
             _ => (0..rows)
-                .map(|i| partition_for_key(&row_bytes(i), self.partitions))
+                .map(|i| (partition_for_key(&row_bytes(i), self.partitions), None))
                 .collect(),
         }
     }

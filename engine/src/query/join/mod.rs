@@ -17,11 +17,13 @@
 //! aggregation that follows. A side whose join expression is not its key is re-keyed in
 //! process (the `REKEY` step of the plan); state is keyed by the join key, not by partition, so
 //! no repartition topic is needed on one node. The nodes of a service that split a join send
-//! such a side's records to the partition of their join key first (`route`).
+//! such a side's records to the partition of their join key first (`route`), and the joined
+//! rows of a join aggregated by other columns to the partition of their group (`regroup`).
 
 mod foreign_key;
 mod operator;
 mod plan;
+mod regroup;
 mod route;
 mod rows;
 mod scope;
@@ -47,6 +49,7 @@ use crate::query::stateless::StatelessPlan;
 
 pub(crate) use operator::Join;
 pub use plan::{plan_join, plan_join_aggregate};
+pub(crate) use regroup::{RegroupRouter, RegroupedAggregation};
 pub(crate) use route::JoinRouter;
 pub use rows::Handoff;
 pub use state::JoinState;
@@ -286,6 +289,20 @@ impl JoinPlan {
             let field = last.joined_schema.fields().get(column.index());
             field.is_some_and(|f| f.name() == column.name() && last.key_names.contains(f.name()))
         })
+    }
+
+    /// Whether the joined rows (a stream's) are aggregated by other columns than the join
+    /// key, so the nodes of a service splitting the join send each row on to the task of its
+    /// group (see `regroup`).
+    pub(crate) fn regroups(&self) -> bool {
+        matches!(self.then, JoinTail::Aggregate(_))
+            && !self.aggregated_by_join_key()
+            && !self.chain.yields_table()
+    }
+
+    /// The joined rows of the last stage, which its projection or aggregation reads.
+    pub(crate) fn joined_schema(&self) -> Option<&SchemaRef> {
+        self.chain.stages.last().map(|s| &s.joined_schema)
     }
 
     /// The window of the result's keys, for windowed sources.

@@ -45,31 +45,31 @@ fn batches_under(records: Vec<Record>, limit: usize) -> Vec<Vec<Record>> {
     out
 }
 
-/// What a run counts of the records it reads (see [`CommitContext::counts`]).
+/// What a run counts of the records it reads (see [`CommitContext::counts`]): every record
+/// processed, unless it comes through one of `through`'s repartition topics, where its router
+/// counted it; and, with `latency`, how long each took from its source to the result, for a
+/// run that writes the query's results.
 #[derive(Clone, Copy)]
-pub(super) enum Counts<'a> {
-    /// Every record processed, and its latency: a run that reads the query's sources and
-    /// writes its results.
-    Both,
-    /// A router's: records processed, not their latency, since their results come later.
-    Processed,
-    /// A task's: the latency of every record, and records processed unless they come
-    /// through one of these repartition topics, where their router counted them.
-    Except(&'a [(String, String)]),
+pub(super) struct Counts<'a> {
+    pub(super) through: &'a [(String, String)],
+    pub(super) latency: bool,
 }
 
 impl Counts<'_> {
+    /// A run over the query's sources writing its results.
+    pub(super) const BOTH: Counts<'static> = Counts {
+        through: &[],
+        latency: true,
+    };
+
     /// Whether records read from `topic` count as processed here.
     fn processed(&self, topic: &str) -> bool {
-        match self {
-            Counts::Both | Counts::Processed => true,
-            Counts::Except(routes) => !routes.iter().any(|(_, to)| to == topic),
-        }
+        !self.through.iter().any(|(_, to)| to == topic)
     }
 
     /// Whether the latency of the records read here is measured.
     fn latency(&self) -> bool {
-        !matches!(self, Counts::Processed)
+        self.latency
     }
 }
 

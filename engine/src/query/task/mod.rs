@@ -24,7 +24,7 @@ use crate::query::status::QueryShared;
 use crate::query::{QueryPlan, processing_log};
 use commit::{CommitContext, InFlight, MAX_IN_FLIGHT, Uncommitted};
 use reader::{PartitionReader, query_inputs};
-pub use reader::{Split, SplitPart};
+pub use reader::{Split, SplitPart, TaskStage};
 
 /// The task of one persistent query. Returns when stopped, or with the failure that ended it.
 pub async fn run_query(
@@ -68,7 +68,8 @@ async fn run_query_inner(
 ) -> Result<()> {
     let group = consumer_group(query_id);
     let part = split.map_or(&SplitPart::Whole, |s| &s.part);
-    let (plan, namespace, sink_topic) = part_layout(plan, part, query_id, sink);
+    let joined = plan;
+    let (plan, namespace, sink_topic) = part_layout(plan, part, query_id, sink)?;
     let plan = plan.as_ref();
     let (inputs, positions) = query_inputs(store, &group, plan, split)?;
     if split.is_some() {
@@ -98,6 +99,10 @@ async fn run_query_inner(
     let mut reader = PartitionReader::over(store, query_id, inputs, positions)
         .tables_first(plan)
         .final_rows_by_window(plan);
+    let stage = match part {
+        SplitPart::Task { stage, .. } => stage,
+        _ => &TaskStage::Whole,
+    };
     let mut operator: Box<dyn crate::query::operator::Operator + '_> =
         match (part, plan.split_aggregation(), plan.split_join()) {
             (SplitPart::Route { .. }, Some(aggregation), _) => Box::new(
@@ -106,6 +111,12 @@ async fn run_query_inner(
             (SplitPart::Route { .. }, _, Some(join)) => Box::new(
                 crate::query::join::JoinRouter::new(store, &join.chain, schemas)?,
             ),
+            _ if *stage != TaskStage::Whole => stage_operator(
+                store,
+                (joined, plan, stage),
+                &namespace,
+                (sink, buffering.enabled(), schemas),
+            )?,
             _ => plan.operator(store, &namespace, sink, buffering.enabled(), schemas)?,
         };
     let log_topic_exists = store.topic_exists(processing_log::PROCESSING_LOG_TOPIC);
@@ -117,9 +128,16 @@ async fn run_query_inner(
         group: &group,
         sink_topic,
         counts: match part {
-            SplitPart::Whole => commit::Counts::Both,
-            SplitPart::Route { .. } => commit::Counts::Processed,
-            SplitPart::Task { routes, .. } => commit::Counts::Except(routes),
+            SplitPart::Whole => commit::Counts::BOTH,
+            SplitPart::Route { .. } => commit::Counts {
+                through: &[],
+                latency: false,
+            },
+            // A join's rows on their way to their group are not yet the query's results.
+            SplitPart::Task { routes, stage, .. } => commit::Counts {
+                through: routes,
+                latency: !matches!(stage, TaskStage::Join { .. }),
+            },
         },
         key_suffix: sink
             .window
@@ -213,18 +231,31 @@ fn part_layout<'a>(
     part: &'a SplitPart,
     query_id: &str,
     sink: &'a DataSource,
-) -> (std::borrow::Cow<'a, QueryPlan>, String, &'a str) {
+) -> Result<(std::borrow::Cow<'a, QueryPlan>, String, &'a str)> {
     use std::borrow::Cow;
-    match part {
+    Ok(match part {
         SplitPart::Task {
-            routes, namespace, ..
+            routes,
+            namespace,
+            stage,
+            ..
         } => {
-            let plan = if routes.is_empty() {
-                Cow::Borrowed(plan)
-            } else {
-                Cow::Owned(plan.rerouted(routes))
+            let plan = match stage {
+                TaskStage::Aggregate { topic } => {
+                    Cow::Owned(plan.regrouped(topic).ok_or_else(|| {
+                        crate::error::EngineError::internal(
+                            "a split join's aggregation task without an aggregation",
+                        )
+                    })?)
+                }
+                _ if routes.is_empty() => Cow::Borrowed(plan),
+                _ => Cow::Owned(plan.rerouted(routes)),
             };
-            (plan, namespace.clone(), sink.topic.as_str())
+            let output = match stage {
+                TaskStage::Join { regroup } => regroup.as_str(),
+                _ => sink.topic.as_str(),
+            };
+            (plan, namespace.clone(), output)
         }
         SplitPart::Route { topic } => (Cow::Borrowed(plan), String::new(), topic.as_str()),
         SplitPart::Whole => (
@@ -232,6 +263,45 @@ fn part_layout<'a>(
             state::namespace(query_id),
             sink.topic.as_str(),
         ),
+    })
+}
+
+/// The operator of one of the two stages of a split join aggregated by other columns:
+/// `plan` (of the query `joined`) as `stage` runs it.
+fn stage_operator<'p>(
+    store: &Store,
+    (joined, plan, stage): (&'p QueryPlan, &'p QueryPlan, &TaskStage),
+    namespace: &str,
+    (sink, coalesce, schemas): (&DataSource, bool, &Schemas),
+) -> Result<Box<dyn crate::query::operator::Operator + 'p>> {
+    use crate::query::join::{Join, JoinTail, RegroupRouter, RegroupedAggregation};
+    let missing = || crate::error::EngineError::internal("a split join's task without its join");
+    let QueryPlan::Join(join) = joined else {
+        return Err(missing());
+    };
+    let rows = join.joined_schema().ok_or_else(missing)?;
+    match (stage, plan, &join.then) {
+        (TaskStage::Join { regroup }, QueryPlan::Join(join), JoinTail::Aggregate(aggregation)) => {
+            let partitions = store.partition_count(regroup)?;
+            let router = RegroupRouter::new(aggregation, rows, (sink, partitions, schemas))?;
+            Ok(Box::new(Join::new(
+                store,
+                namespace,
+                &join.chain,
+                Box::new(router),
+            )?))
+        }
+        (TaskStage::Aggregate { .. }, QueryPlan::Aggregate(aggregation), _) => {
+            let then = crate::query::aggregate::Aggregation::new(
+                store,
+                namespace,
+                aggregation,
+                (sink, schemas),
+                coalesce,
+            )?;
+            Ok(Box::new(RegroupedAggregation::new(rows, then)?))
+        }
+        _ => Err(missing()),
     }
 }
 

@@ -444,6 +444,28 @@ pub enum SplitPart {
         namespace: String,
         /// The changelog topic whose partition `partition` backs the task's state.
         changelog: String,
+        /// What the task computes.
+        stage: TaskStage,
+    },
+}
+
+/// What a task of a split query with state computes over its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskStage {
+    /// The query after its routers: an aggregation, or a join and its projection or its
+    /// aggregation by the join key.
+    Whole,
+    /// A join whose rows are aggregated by other columns: each joined row goes to the
+    /// partition of the repartition topic `regroup` that its group's key hashes to.
+    Join {
+        /// The repartition topic.
+        regroup: String,
+    },
+    /// That aggregation, over the joined rows in the task's partition of `topic`, which is
+    /// also the task's one entry in `routes`.
+    Aggregate {
+        /// The repartition topic.
+        topic: String,
     },
 }
 
