@@ -1423,6 +1423,120 @@ fn the_nodes_of_a_service_split_a_join_aggregated_by_other_columns_in_two_stages
 }
 
 #[test]
+fn the_nodes_of_a_service_split_an_aggregation_over_a_table_retracting_each_row_it_replaces() {
+    let service = Service::new("tablesum");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE TABLE accounts (id STRING PRIMARY KEY, region STRING, credit INT)
+           WITH (kafka_topic='accounts', value_format='JSON', partitions=8);
+         CREATE TABLE per_region WITH (kafka_topic='per_region') AS
+           SELECT region, COUNT(*) AS n, SUM(credit) AS total FROM accounts GROUP BY region;",
+    );
+    let query = created[1]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_PER_REGION_1".to_string(), str::to_string);
+    let prefix = format!("_confluent-ksql-tablesumquery_{query}");
+    let regrouped = format!("{prefix}-Aggregate-GroupBy-repartition");
+    const ACCOUNTS: i64 = 400;
+    const REGIONS: i64 = 5;
+    // Each account's row as the table holds it last: its region and credit, or none.
+    let mut rows: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
+    let mut write = |changes: Vec<(i64, Option<(i64, i64)>)>| {
+        let lines: String = changes
+            .iter()
+            .map(|(id, row)| match row {
+                Some((region, credit)) => {
+                    format!("a{id}|{{\"REGION\":\"r{region}\",\"CREDIT\":{credit}}}\n")
+                }
+                None => format!("a{id}|\n"),
+            })
+            .collect();
+        let partitioner = "topic.partitioner=murmur2_random";
+        let args = [
+            "-b",
+            &brokers,
+            "-t",
+            "accounts",
+            "-X",
+            partitioner,
+            "-P",
+            "-Z",
+            "-K",
+            "|",
+        ];
+        kcat(&args, Some(&lines));
+        for (id, row) in changes {
+            match row {
+                Some(row) => rows.insert(id, row),
+                None => rows.remove(&id),
+            };
+        }
+    };
+    write((0..ACCOUNTS).map(|a| (a, Some((a % REGIONS, a)))).collect());
+
+    // A second node joins: the two share the tasks over the table's partitions (each keeps
+    // its accounts' last rows) and the aggregation's tasks.
+    let second = service.node("second");
+    let split_two_ways = |hosts: &serde_json::Map<String, Value>| {
+        tasks_split_among(hosts, &query, &["accounts", &regrouped], 2)
+    };
+    await_cluster_status(&second, "the aggregation split two ways", |hosts| {
+        split_two_ways(hosts)
+    });
+
+    // Accounts move between regions and change their credit; one node is killed, and comes
+    // back on an empty directory while some accounts are deleted and others move again.
+    let moved = |step: i64, every: i64| -> Vec<(i64, Option<(i64, i64)>)> {
+        (0..ACCOUNTS)
+            .filter(|a| a % every == 0)
+            .map(|a| (a, Some(((a + step) % REGIONS, a * step))))
+            .collect()
+    };
+    write(moved(1, 3));
+    drop(second);
+    write(
+        (0..ACCOUNTS)
+            .filter(|a| a % 7 == 0)
+            .map(|a| (a, None))
+            .collect(),
+    );
+    let second = service.node("second-again");
+    await_cluster_status(&first, "split two ways again", |hosts| {
+        split_two_ways(hosts)
+    });
+    write(moved(2, 11));
+
+    // Each region counts the accounts in it now, once each, with their credit now.
+    for region in 0..REGIONS {
+        let now: Vec<i64> = rows
+            .values()
+            .filter(|(r, _)| *r == region)
+            .map(|(_, credit)| *credit)
+            .collect();
+        let expected = json!([[now.len(), now.iter().sum::<i64>()]]);
+        let sql = format!("SELECT n, total FROM per_region WHERE region = 'r{region}';");
+        for node in [&first, &second] {
+            await_pull(node, &sql, |rows| json!(rows) == expected);
+        }
+    }
+
+    ksql_ok(&first, &format!("TERMINATE {query};"));
+    let internal = [
+        regrouped.clone(),
+        format!("{prefix}-KsqlTopic-Reduce-changelog"),
+        format!("{prefix}-Aggregate-Aggregate-Materialize-changelog"),
+    ];
+    await_value(
+        &first,
+        "the internal topics deleted",
+        || kcat(&["-b", &brokers, "-L"], None),
+        |listed| internal.iter().all(|t| !listed.contains(t.as_str())),
+    );
+}
+
+#[test]
 fn the_nodes_of_a_service_split_a_join_of_co_partitioned_sources_exactly_once() {
     let service = Service::new("pairs");
     let brokers = service.brokers.clone();

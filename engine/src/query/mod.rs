@@ -149,25 +149,30 @@ impl QueryPlan {
         (projected && shapes && routable && alike && distinct).then_some(join.as_ref())
     }
 
-    /// The aggregation of a query that splits as two parts, a router that sends each record
-    /// to its group's partition of a repartition topic and one task per partition of that
-    /// topic: an aggregation over a stream. One grouped by its source's key needs no router;
-    /// its tasks read the source's partitions.
+    /// The aggregation of a query that splits as two parts: over a stream, a router that
+    /// sends each record to its group's partition of a repartition topic, and one task per
+    /// partition of that topic; over a table, a task per partition of the table that sends
+    /// each change (the key's previous row retracted, its new row added) on to its group's
+    /// partition, and one task per partition of that topic. One grouped by its source's key
+    /// needs neither: its tasks read the source's partitions.
     pub(crate) fn split_aggregation(&self) -> Option<&AggregatePlan> {
         match self {
-            QueryPlan::Aggregate(p) if !p.over_table() => Some(p),
+            QueryPlan::Aggregate(p) => Some(p),
             _ => None,
         }
     }
 
-    /// The aggregation of a split join's rows by other columns than the join key, reading
-    /// them from `topic`, where the join's tasks send them by group.
+    /// The aggregation of a split join's rows (or a table's changes) by other columns than
+    /// the join key (the table's key), reading them from `topic`, where the first tasks send
+    /// them by group.
     pub(crate) fn regrouped(&self, topic: &str) -> Option<QueryPlan> {
-        let QueryPlan::Join(join) = self else {
-            return None;
-        };
-        let JoinTail::Aggregate(aggregation) = &join.then else {
-            return None;
+        let aggregation = match self {
+            QueryPlan::Aggregate(aggregation) => aggregation,
+            QueryPlan::Join(join) => match &join.then {
+                JoinTail::Aggregate(aggregation) => aggregation,
+                JoinTail::Project(_) => return None,
+            },
+            QueryPlan::Stateless(_) => return None,
         };
         let mut aggregation = aggregation.clone();
         aggregation.source.topic = topic.to_string();

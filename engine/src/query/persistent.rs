@@ -280,19 +280,33 @@ impl QueryLaunch {
             let by_key = aggregation.grouped_by_source_key()
                 && aggregation.source.key_format.format == self.sink.key_format.format;
             let source = aggregation.source.topic.clone();
-            let (routes, keyed) = if by_key {
-                (Vec::new(), vec![source])
+            let aggregated = state::task_changelog_topic(service, id);
+            return Some(if by_key {
+                TaskLayout {
+                    routes: Vec::new(),
+                    keyed: vec![source],
+                    changelog: aggregated,
+                    regroup: None,
+                }
+            } else if aggregation.over_table() {
+                // A table's changes need its last row per key, which tasks over its
+                // partitions keep, sending each change on to its group's task.
+                TaskLayout {
+                    routes: Vec::new(),
+                    keyed: vec![source],
+                    changelog: state::table_changelog_topic(service, id),
+                    regroup: Some(Regroup {
+                        topic: state::repartition_topic(service, id),
+                        changelog: aggregated,
+                    }),
+                }
             } else {
-                (
-                    vec![(source, state::repartition_topic(service, id))],
-                    Vec::new(),
-                )
-            };
-            return Some(TaskLayout {
-                routes,
-                keyed,
-                changelog: state::task_changelog_topic(service, id),
-                regroup: None,
+                TaskLayout {
+                    routes: vec![(source, state::repartition_topic(service, id))],
+                    keyed: Vec::new(),
+                    changelog: aggregated,
+                    regroup: None,
+                }
             });
         }
         let join = self.plan.split_join()?;
@@ -366,8 +380,8 @@ impl QueryLaunch {
                         namespace: state::task_namespace(id, partition),
                         changelog: layout.changelog.clone(),
                         stage: match &layout.regroup {
-                            Some(regroup) => TaskStage::Join {
-                                regroup: regroup.topic.clone(),
+                            Some(regroup) => TaskStage::Regroup {
+                                topic: regroup.topic.clone(),
                             },
                             None => TaskStage::Whole,
                         },

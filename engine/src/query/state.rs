@@ -11,7 +11,7 @@
 //! | `0`, `1`, … | join stage `k` | the stage's own keys (see `join::state`) |
 //! | `g` | aggregation | a group's accumulators: group key (and window bounds) |
 //! | `s` | aggregation | a group's session list: group key |
-//! | `r` | aggregation over a table | a table row's last value: the record key |
+//! | `r` | aggregation over a table, or a split one's tasks over the table | a table row's last value: the record key |
 //! | `t` | aggregation | stream time per partition |
 //! | `m` | aggregation, `EMIT FINAL` | the latest window start written per partition |
 //! | `w` | aggregation | an open window, filed by the bound it closes at: partition clock, bound, group key |
@@ -75,6 +75,13 @@ pub(crate) fn task_changelog_topic(service_id: &str, query_id: &str) -> String {
     format!(
         "_confluent-ksql-{service_id}query_{query_id}-Aggregate-Aggregate-Materialize-changelog"
     )
+}
+
+/// The compacted topic backing the state of the tasks over a table's partitions that a split
+/// aggregation of the table keeps (each key's last row), one partition per task (ksqlDB's
+/// name for a source table's materialization).
+pub(crate) fn table_changelog_topic(service_id: &str, query_id: &str) -> String {
+    format!("_confluent-ksql-{service_id}query_{query_id}-KsqlTopic-Reduce-changelog")
 }
 
 /// The first bytes of an aggregation's keys.

@@ -44,7 +44,7 @@ use windows::{SessionWindows, TimeWindows};
 pub(crate) use operator::Aggregation;
 pub(crate) use plan::plan_aggregate_over;
 pub use plan::{aggregates_anything, plan_aggregate};
-pub(crate) use route::{GroupRouter, GroupRouting};
+pub(crate) use route::{GroupRouter, GroupRouting, TableRouter};
 
 /// One aggregate call: `SUM(x)`.
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ use super::AggregatePlan;
 use super::emit_final::FinalRows;
 use super::group::{Group, current_result, serialize};
 use super::state::{AggregateState, GroupMap, GroupSet, state_key};
-use super::table::table_changes;
+use super::table::{marked_changes, table_changes};
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
 use crate::query::evaluate::evaluate_step;
@@ -31,6 +31,9 @@ pub(crate) struct Aggregation<'p> {
     pub(super) plan: &'p AggregatePlan,
     pub(super) state: AggregateState,
     encoder: SinkEncoder,
+    /// A table's changes come marked (retraction or new row) by the router that sent them,
+    /// instead of being worked out here from the previous row of each key.
+    marked_changes: bool,
 }
 
 impl<'p> Aggregation<'p> {
@@ -48,7 +51,15 @@ impl<'p> Aggregation<'p> {
             plan,
             state: AggregateState::new(namespace, plan, (sink, partitions, schemas), coalesce)?,
             encoder: SinkEncoder::new(sink, schemas)?,
+            marked_changes: false,
         })
+    }
+
+    /// This aggregation of a table reading its changes as a router marked them: the task
+    /// of a split aggregation over a table (see `route`).
+    pub(crate) fn with_marked_changes(mut self) -> Self {
+        self.marked_changes = true;
+        self
     }
 }
 
@@ -60,7 +71,10 @@ impl Operator for Aggregation<'_> {
         records: &[LogRecord],
     ) -> Result<StepOutput> {
         let mut writes: StateWrites = Vec::new();
-        let rows = if self.plan.over_table() {
+        let mut unmarked = Vec::new();
+        let rows = if self.marked_changes {
+            marked_changes(self.plan, input.partition, records, &mut unmarked)?
+        } else if self.plan.over_table() {
             table_changes(
                 store,
                 self.plan,

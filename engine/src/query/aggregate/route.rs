@@ -15,6 +15,7 @@ use eddy_storage::{LogRecord, Store};
 use super::AggregatePlan;
 use super::state::group_keying;
 use super::stream_time::GroupPartitioner;
+use super::table::{LastRows, RETRACTION_HEADER, changes};
 use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
 use crate::query::evaluate::evaluate_step;
@@ -127,5 +128,100 @@ impl Operator for GroupRouter<'_> {
         }
         // What failed here is the aggregation's to log, where the record arrives.
         Ok(StepOutput::routed(records, routes))
+    }
+}
+
+/// The first part of an aggregation over a table that the nodes of a service split: a task
+/// per partition of the table, which keeps each key's last row (as a single node does, see
+/// [`super::table`]) and sends each change on as Kafka Streams' table `groupBy` does: the
+/// key's previous row, marked as a retraction, to its group's partition, and the new row to
+/// its own. The aggregation's task of that partition takes the one out and adds the other.
+pub(crate) struct TableRouter<'p> {
+    plan: &'p AggregatePlan,
+    routing: GroupRouting<'p>,
+    namespace: String,
+    rows: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl<'p> TableRouter<'p> {
+    /// The router of `plan`'s table, keeping its last rows in `namespace`, over the
+    /// `partitions` partitions of the repartition topic, by their groups' keys as `sink`
+    /// writes them.
+    pub(crate) fn new(
+        plan: &'p AggregatePlan,
+        namespace: &str,
+        (sink, partitions, schemas): (&DataSource, u32, &crate::codec::Schemas),
+    ) -> Result<Self> {
+        Ok(TableRouter {
+            plan,
+            routing: GroupRouting::new(plan, (sink, partitions, schemas))?,
+            namespace: namespace.to_string(),
+            rows: std::collections::HashMap::new(),
+        })
+    }
+}
+
+impl Operator for TableRouter<'_> {
+    fn process(
+        &mut self,
+        store: &Store,
+        input: &Input,
+        records: &[LogRecord],
+    ) -> Result<StepOutput> {
+        let mut writes = Vec::new();
+        let last = LastRows {
+            namespace: &self.namespace,
+            rows: &mut self.rows,
+        };
+        let (mut rows, olds) = changes(
+            store,
+            self.plan,
+            last,
+            input.partition,
+            records,
+            &mut writes,
+        )?;
+        // Records that cannot be read are logged here: only their key's retraction goes on.
+        let errors = std::mem::take(&mut rows.errors);
+        let routed = self.routing.route(&mut rows)?;
+        let own = input.partition % self.routing.partitions().max(1);
+        let mut out = StepOutput {
+            errors,
+            writes,
+            ..StepOutput::empty()
+        };
+        for (row, routed) in routed.into_iter().enumerate() {
+            let from = rows.rows_from[row];
+            let mut record = records[from].record.clone();
+            if rows.retracts(row) {
+                let Some(old) = &olds[from] else {
+                    return Err(EngineError::internal(
+                        "a retraction without the row it takes out",
+                    ));
+                };
+                record.value.clone_from(&old.record.value);
+                record.headers.push(eddy_storage::RecordHeader {
+                    key: RETRACTION_HEADER.to_string(),
+                    value: None,
+                });
+            }
+            // A row whose group fails stays on this partition number, to be logged there.
+            let (partition, _) = routed.unwrap_or((own, None));
+            out.records.push(record);
+            out.routes.push(partition);
+        }
+        Ok(out)
+    }
+
+    fn state_namespace(&self) -> Option<&str> {
+        Some(&self.namespace)
+    }
+
+    fn cached_state(&self) -> usize {
+        self.rows.len()
+    }
+
+    fn drop_cached_state(&mut self) {
+        self.rows.clear();
     }
 }

@@ -21,12 +21,36 @@ pub(super) fn table_changes<'r>(
     records: &'r [LogRecord],
     writes: &mut StateWrites,
 ) -> Result<Rows<'r>> {
+    let last = LastRows {
+        namespace: &state.namespace,
+        rows: &mut state.rows,
+    };
+    Ok(changes(store, plan, last, partition, records, writes)?.0)
+}
+
+/// A table's last row per key, as read (cached from the state namespace): what the next
+/// change of the key retracts.
+pub(super) struct LastRows<'s> {
+    pub(super) namespace: &'s str,
+    pub(super) rows: &'s mut std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// As [`table_changes`], with each record's previous row as a record (the one a retracting
+/// row stands for), by the record's index.
+pub(super) fn changes<'r>(
+    store: &Store,
+    plan: &AggregatePlan,
+    state: LastRows<'_>,
+    partition: u32,
+    records: &'r [LogRecord],
+    writes: &mut StateWrites,
+) -> Result<(Rows<'r>, Vec<Option<LogRecord>>)> {
     let stored_row_key = |key: &[u8]| prefixed(aggregate_keys::TABLE_ROW, key);
     let mut olds: Vec<Option<LogRecord>> = Vec::with_capacity(records.len());
     for record in records {
         let key = record.record.key.as_deref().unwrap_or_default().to_vec();
         if !state.rows.contains_key(&key) {
-            let stored = store.state_get(&state.namespace, &stored_row_key(&key))?;
+            let stored = store.state_get(state.namespace, &stored_row_key(&key))?;
             state.rows.insert(key.clone(), stored);
         }
         let previous = state.rows.get(&key).cloned().flatten();
@@ -95,7 +119,7 @@ pub(super) fn table_changes<'r>(
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(picks.len())),
     )
     .map_err(|e| EngineError::internal_from("cannot lay a table's changes out", e))?;
-    Ok(Rows {
+    let rows = Rows {
         partition,
         records,
         tombstone: vec![false; batch.num_rows()],
@@ -104,5 +128,36 @@ pub(super) fn table_changes<'r>(
         has_value,
         retract,
         errors: new.errors,
-    })
+    };
+    Ok((rows, olds))
+}
+
+/// The header marking a table's change sent through a repartition topic as the retraction
+/// of a previous row (its value), not a new row.
+pub(crate) const RETRACTION_HEADER: &str = "__eddy_retract";
+
+/// Changes of a table as its router sent them through the repartition topic: each record a
+/// row, retracted where marked so. The mark is taken off before the rows are read, so
+/// `HEADERS` shows the row's own headers.
+pub(super) fn marked_changes<'r>(
+    plan: &AggregatePlan,
+    partition: u32,
+    records: &[LogRecord],
+    unmarked: &'r mut Vec<LogRecord>,
+) -> Result<Rows<'r>> {
+    let marked = |r: &LogRecord| r.record.headers.iter().any(|h| h.key == RETRACTION_HEADER);
+    let retracting: Vec<bool> = records.iter().map(marked).collect();
+    *unmarked = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.record.headers.retain(|h| h.key != RETRACTION_HEADER);
+            r
+        })
+        .collect();
+    let unmarked: &'r Vec<LogRecord> = unmarked;
+    let decoded = plan.decoder.decode(partition, unmarked)?;
+    let mut rows = Rows::decoded(partition, unmarked, decoded);
+    rows.retract = rows.rows_from.iter().map(|&i| retracting[i]).collect();
+    Ok(rows)
 }

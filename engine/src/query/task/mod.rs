@@ -133,10 +133,10 @@ async fn run_query_inner(
                 through: &[],
                 latency: false,
             },
-            // A join's rows on their way to their group are not yet the query's results.
+            // Rows on their way to their group are not yet the query's results.
             SplitPart::Task { routes, stage, .. } => commit::Counts {
                 through: routes,
-                latency: !matches!(stage, TaskStage::Join { .. }),
+                latency: !matches!(stage, TaskStage::Regroup { .. }),
             },
         },
         key_suffix: sink
@@ -252,7 +252,7 @@ fn part_layout<'a>(
                 _ => Cow::Owned(plan.rerouted(routes)),
             };
             let output = match stage {
-                TaskStage::Join { regroup } => regroup.as_str(),
+                TaskStage::Regroup { topic } => topic.as_str(),
                 _ => sink.topic.as_str(),
             };
             (plan, namespace.clone(), output)
@@ -266,23 +266,27 @@ fn part_layout<'a>(
     })
 }
 
-/// The operator of one of the two stages of a split join aggregated by other columns:
-/// `plan` (of the query `joined`) as `stage` runs it.
+/// The operator of one of the two stages of a split aggregation by other columns of a join's
+/// rows or a table's: `plan` (of the query `whole`) as `stage` runs it.
 fn stage_operator<'p>(
     store: &Store,
-    (joined, plan, stage): (&'p QueryPlan, &'p QueryPlan, &TaskStage),
+    (whole, plan, stage): (&'p QueryPlan, &'p QueryPlan, &TaskStage),
     namespace: &str,
     (sink, coalesce, schemas): (&DataSource, bool, &Schemas),
 ) -> Result<Box<dyn crate::query::operator::Operator + 'p>> {
+    use crate::query::aggregate::{Aggregation, TableRouter};
     use crate::query::join::{Join, JoinTail, RegroupRouter, RegroupedAggregation};
-    let missing = || crate::error::EngineError::internal("a split join's task without its join");
-    let QueryPlan::Join(join) = joined else {
-        return Err(missing());
+    let unexpected = || crate::error::EngineError::internal("a split task of an unknown shape");
+    let joined = match whole {
+        QueryPlan::Join(join) => Some(join.joined_schema().ok_or_else(unexpected)?),
+        _ => None,
     };
-    let rows = join.joined_schema().ok_or_else(missing)?;
-    match (stage, plan, &join.then) {
-        (TaskStage::Join { regroup }, QueryPlan::Join(join), JoinTail::Aggregate(aggregation)) => {
-            let partitions = store.partition_count(regroup)?;
+    match (stage, plan, joined) {
+        (TaskStage::Regroup { topic }, QueryPlan::Join(join), Some(rows)) => {
+            let JoinTail::Aggregate(aggregation) = &join.then else {
+                return Err(unexpected());
+            };
+            let partitions = store.partition_count(topic)?;
             let router = RegroupRouter::new(aggregation, rows, (sink, partitions, schemas))?;
             Ok(Box::new(Join::new(
                 store,
@@ -291,17 +295,19 @@ fn stage_operator<'p>(
                 Box::new(router),
             )?))
         }
-        (TaskStage::Aggregate { .. }, QueryPlan::Aggregate(aggregation), _) => {
-            let then = crate::query::aggregate::Aggregation::new(
-                store,
-                namespace,
-                aggregation,
-                (sink, schemas),
-                coalesce,
-            )?;
-            Ok(Box::new(RegroupedAggregation::new(rows, then)?))
+        (TaskStage::Regroup { topic }, QueryPlan::Aggregate(aggregation), None) => {
+            let partitions = store.partition_count(topic)?;
+            let router = TableRouter::new(aggregation, namespace, (sink, partitions, schemas))?;
+            Ok(Box::new(router))
         }
-        _ => Err(missing()),
+        (TaskStage::Aggregate { .. }, QueryPlan::Aggregate(aggregation), rows) => {
+            let then = Aggregation::new(store, namespace, aggregation, (sink, schemas), coalesce)?;
+            Ok(match rows {
+                Some(rows) => Box::new(RegroupedAggregation::new(rows, then)?),
+                None => Box::new(then.with_marked_changes()),
+            })
+        }
+        _ => Err(unexpected()),
     }
 }
 

@@ -455,13 +455,15 @@ pub enum TaskStage {
     /// The query after its routers: an aggregation, or a join and its projection or its
     /// aggregation by the join key.
     Whole,
-    /// A join whose rows are aggregated by other columns: each joined row goes to the
-    /// partition of the repartition topic `regroup` that its group's key hashes to.
-    Join {
+    /// The first of two: a join whose rows are aggregated by other columns, or a table's
+    /// changes aggregated by other columns than its key. Each row (a table's previous row
+    /// marked as its retraction) goes to the partition of the repartition topic `topic` that
+    /// its group's key hashes to.
+    Regroup {
         /// The repartition topic.
-        regroup: String,
+        topic: String,
     },
-    /// That aggregation, over the joined rows in the task's partition of `topic`, which is
+    /// The second: the aggregation of the rows in the task's partition of `topic`, which is
     /// also the task's one entry in `routes`.
     Aggregate {
         /// The repartition topic.
