@@ -675,14 +675,17 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         &standby,
         "CREATE TABLE clicks (user STRING PRIMARY KEY, page STRING)
            WITH (kafka_topic='clicks', value_format='JSON', partitions=2);
-         CREATE TABLE per_page AS SELECT page, COUNT(*) AS n FROM clicks GROUP BY page;",
+         CREATE TABLE pages (page STRING PRIMARY KEY, title STRING)
+           WITH (kafka_topic='pages', value_format='JSON', partitions=1);
+         CREATE TABLE titled AS SELECT c.user AS user, p.title AS title
+           FROM clicks c JOIN pages p ON c.page = p.page;",
     );
     assert_eq!(
-        created[1]["commandStatus"]["status"],
+        created[2]["commandStatus"]["status"],
         json!("SUCCESS"),
         "{created}"
     );
-    let query_id = created[1]["commandStatus"]["queryId"]
+    let query_id = created[2]["commandStatus"]["queryId"]
         .as_str()
         .map(str::to_string)
         .or_else(|| {
@@ -698,8 +701,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
            'connector.class' = 'io.confluent.connect.jdbc.JdbcSinkConnector',
            'connection.url' = 'jdbc:postgresql://127.0.0.1:1/none',
            'connection.user' = 'eddy', 'connection.password' = 'none',
-           'topics' = 'PER_PAGE', 'table.name.format' = 'report',
-           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'page');",
+           'topics' = 'TITLED', 'table.name.format' = 'report',
+           'insert.mode' = 'upsert', 'pk.mode' = 'record_key', 'pk.fields' = 'user');",
     );
     let connector_state = |node: &common::Server| {
         let listed = ksql_ok(node, "SHOW CONNECTORS;");
@@ -710,8 +713,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     };
     assert!(connector_state(&standby).starts_with("UNASSIGNED"));
     assert!(!connector_state(&active).starts_with("UNASSIGNED"));
-    let described = ksql_ok(&standby, "DESCRIBE per_page;");
-    assert_eq!(described[0]["sourceDescription"]["name"], json!("PER_PAGE"));
+    let described = ksql_ok(&standby, "DESCRIBE titled;");
+    assert_eq!(described[0]["sourceDescription"]["name"], json!("TITLED"));
 
     // A request one node forwarded is never forwarded again: the standby refuses it.
     let body = json!({"ksql": "CREATE STREAM loop1 (id INT) WITH (kafka_topic='loop1', value_format='JSON', partitions=1);"}).to_string();
@@ -726,8 +729,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     assert_ne!(status, 200, "{text}");
     assert!(text.contains("standby"), "{text}");
 
-    // An aggregation over a table runs on the active node and stands by on the other, as
-    // every node counts it.
+    // A foreign-key join runs on the active node and stands by on the other, as every node
+    // counts it.
     // Each node hears of the other's queries with its next status, a second or so later.
     for node in [&active, &standby] {
         await_value(
@@ -752,6 +755,10 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
 
     // Both nodes report the query's input partitions, and the standby's state catches up.
     // The standby takes inserts itself, through its own producer.
+    kcat(
+        &["-b", &brokers, "-t", "pages", "-P", "-K", "|"],
+        Some("a|{\"TITLE\":\"A\"}\nb|{\"TITLE\":\"B\"}\nc|{\"TITLE\":\"C\"}\n"),
+    );
     let rows = "{\"target\": \"clicks\"}\n{\"USER\": \"u1\", \"PAGE\": \"a\"}\n{\"USER\": \"u2\", \"PAGE\": \"b\"}\n";
     let (status, acks) = common::exchange(
         &standby.http,
@@ -768,10 +775,10 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         Some("u1|{\"PAGE\":\"c\"}\n"),
     );
     // u1 moved from page a to c.
-    await_pull(&standby, "SELECT page, n FROM per_page;", |rows| {
-        let mut rows: Vec<Value> = rows.iter().filter(|r| r[1] != json!(0)).cloned().collect();
+    await_pull(&standby, "SELECT user, title FROM titled;", |rows| {
+        let mut rows = rows.to_vec();
         rows.sort_by_key(|r| r[0].as_str().map(str::to_string));
-        rows == [json!(["b", 1]), json!(["c", 1])]
+        rows == [json!(["u1", "C"]), json!(["u2", "B"])]
     });
     let store = format!("_confluent-ksql-duo_query_{query_id}#clicks");
     let hosts = await_cluster_status(&standby, "both caught up", |hosts| {
@@ -791,8 +798,11 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
             ends >= 3 && lag == 0
         })
     });
-    let partitions =
-        json!([{"topic": "clicks", "partition": 0}, {"topic": "clicks", "partition": 1}]);
+    let partitions = json!([
+        {"topic": "clicks", "partition": 0},
+        {"topic": "clicks", "partition": 1},
+        {"topic": "pages", "partition": 0}
+    ]);
     let on_active = &hosts[&active.http]["activeStandbyPerQuery"][&query_id];
     assert_eq!(on_active["activePartitions"], partitions, "{hosts:?}");
     let on_standby = &hosts[&standby.http]["activeStandbyPerQuery"][&query_id];
@@ -1534,6 +1544,77 @@ fn the_nodes_of_a_service_split_an_aggregation_over_a_table_retracting_each_row_
         || kcat(&["-b", &brokers, "-L"], None),
         |listed| internal.iter().all(|t| !listed.contains(t.as_str())),
     );
+}
+
+#[test]
+fn the_nodes_of_a_service_split_a_join_of_two_streams_both_joined_on_other_columns() {
+    let service = Service::new("rerouted");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE STREAM clicks (id INT KEY, user STRING)
+           WITH (kafka_topic='clicks', key_format='JSON', value_format='JSON', partitions=4);
+         CREATE STREAM views (id INT KEY, user STRING)
+           WITH (kafka_topic='views', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE STREAM matched WITH (kafka_topic='matched') AS
+           SELECT c.user AS user, c.id AS click, v.id AS view
+           FROM clicks c JOIN views v WITHIN 1 HOUR ON c.user = v.user;",
+    );
+    let query = created[2]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CSAS_MATCHED_2".to_string(), str::to_string);
+    let prefix = format!("_confluent-ksql-reroutedquery_{query}");
+    let (left, right) = (
+        format!("{prefix}-Join-left-repartition"),
+        format!("{prefix}-Join-right-repartition"),
+    );
+    const USERS: i64 = 20;
+    const VIEWS: i64 = 200;
+    const CLICKS: i64 = 1_000;
+    let produce = |topic: &str, ids: std::ops::Range<i64>| {
+        let lines = ids.map(|i| format!("{i}|{{\"USER\":\"u{}\"}}", i % USERS));
+        produce_lines(&brokers, topic, lines);
+    };
+    produce("views", 0..VIEWS);
+    produce("clicks", 0..CLICKS / 2);
+
+    // A second node joins: the two share the routers over each stream's partitions and the
+    // tasks, one per partition of the repartition topics (as many as the larger stream has).
+    let second = service.node("second");
+    let split_two_ways = |hosts: &serde_json::Map<String, Value>| {
+        tasks_split_among(hosts, &query, &["views", &left, &right], 2)
+    };
+    await_cluster_status(&second, "the join split two ways", |hosts| {
+        split_two_ways(hosts)
+    });
+
+    // One node is killed mid-stream and comes back on an empty directory.
+    drop(second);
+    produce("clicks", CLICKS / 2..3 * CLICKS / 4);
+    let _second = service.node("second-again");
+    await_cluster_status(&first, "split two ways again", |hosts| {
+        split_two_ways(hosts)
+    });
+    produce("clicks", 3 * CLICKS / 4..CLICKS);
+
+    // Each click met each view of its user once.
+    let expected = (CLICKS / USERS) * (VIEWS / USERS) * USERS;
+    await_topic(&brokers, "matched", "every click joined", |lines| {
+        lines.len() >= expected as usize
+    });
+    let lines = topic_lines(&brokers, "matched");
+    assert_eq!(lines.len(), expected as usize, "a pair was joined twice");
+    let pairs: std::collections::BTreeSet<(i64, i64)> = lines
+        .iter()
+        .filter_map(|line| {
+            let (_, value) = line.split_once('=')?;
+            let value: Value = serde_json::from_str(value).ok()?;
+            Some((value["CLICK"].as_i64()?, value["VIEW"].as_i64()?))
+        })
+        .collect();
+    assert_eq!(pairs.len(), expected as usize);
+    assert!(pairs.iter().all(|(c, v)| c % USERS == v % USERS));
 }
 
 #[test]

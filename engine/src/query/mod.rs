@@ -95,7 +95,7 @@ impl QueryPlan {
 
     /// The joins of a query that splits as one task per partition number, each joining that
     /// partition of every source, as Kafka Streams joins co-partitioned topics. The sources
-    /// joined on their key (the *keyed* ones, at least one) must lay their keys out alike
+    /// joined on their key (the *keyed* ones, if any) must lay their keys out alike
     /// (the same key format and types), which puts equal keys on equal partition numbers
     /// when they have as many partitions (the query's launch checks). A stream joined on
     /// another column is *routed*: its records first go to the partition of a repartition
@@ -140,9 +140,10 @@ impl QueryPlan {
             .filter(|(_, routed)| !**routed)
             .map(|(source, _)| key_layout(source))
             .collect();
+        // With every source routed, the join keys are laid out alike by their routers.
         let alike = keyed
             .first()
-            .is_some_and(|first| keyed.iter().all(|k| k == first));
+            .is_none_or(|first| keyed.iter().all(|k| k == first));
         let topics: std::collections::BTreeSet<&str> =
             chain.sources.iter().map(|s| s.topic.as_str()).collect();
         let distinct = topics.len() == chain.sources.len();

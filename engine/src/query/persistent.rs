@@ -524,18 +524,25 @@ impl TaskLayout {
         topics
     }
 
-    /// Creates the repartition topics and the changelog, as many partitions as the tasks
-    /// (those of the first source read as it is, else of the first source), unless they
-    /// exist, and follows the changelog.
+    /// Creates the repartition topics and the changelogs, as many partitions as the tasks
+    /// (those of the first source read as it is, else the most any routed source has),
+    /// unless they exist, and follows the changelogs.
     fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
-        let Some(first) = self
-            .keyed
-            .first()
-            .or(self.routes.first().map(|(from, _)| from))
-        else {
-            return Ok(());
+        let partitions = match self.keyed.first() {
+            Some(first) => store.partition_count(first)?,
+            // Every source routed: as many as the most any has, as Kafka Streams sizes
+            // repartition topics joined together.
+            None => {
+                let mut most = 0;
+                for (from, _) in &self.routes {
+                    most = most.max(store.partition_count(from)?);
+                }
+                most
+            }
         };
-        let partitions = store.partition_count(first)?;
+        if partitions == 0 {
+            return Ok(());
+        }
         let repartitions = self.routes.iter().map(|(_, to)| to);
         for repartition in repartitions.chain(self.regroup.iter().map(|r| &r.topic)) {
             store.ensure_topic_with_partitions(repartition, partitions)?;

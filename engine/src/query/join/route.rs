@@ -5,6 +5,10 @@
 //! partition number reads it there, with the partition of every keyed source holding the same
 //! key, as ksqlDB's join repartitions a side before joining it.
 //!
+//! When every source is routed (two streams both joined on other columns than their keys),
+//! the join key is written as JSON and the tasks are as many as the larger stream has
+//! partitions.
+//!
 //! A record whose join key cannot be computed (it cannot be read, or the key expression fails
 //! on it) stays on its own partition's number: the task that reads it treats it as the whole
 //! join would.
@@ -14,24 +18,29 @@ use std::sync::Arc;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::physical_expr::expressions::Column as ColumnRef;
+use eddy_sql::ast::SourceKind;
 use eddy_storage::{LogRecord, Store, partition_for_key};
 
 use super::JoinChain;
+use super::scope::joined_rows_source;
+use crate::catalog::DataSource;
 use crate::error::{EngineError, Result};
 use crate::query::evaluate::evaluate_step;
 use crate::query::operator::{Input, Operator, StepOutput};
 use crate::query::rows::Rows;
 use crate::query::sink::{OutputColumn, SinkEncoder};
 use crate::query::source::RecordErrorKind;
+use crate::schema::{Column, ColumnKind};
 
 /// Sends each record of a routed join side to its join key's partition.
 pub(crate) struct JoinRouter<'p> {
     chain: &'p JoinChain,
-    /// Writes join keys as the keyed sources write their keys.
+    /// Writes join keys as the keyed sources write their keys (as JSON when every source is
+    /// routed).
     encoder: SinkEncoder,
     /// The keyed sources' key column, taken from a batch holding the join keys alone.
     key: [OutputColumn; 1],
-    /// The keyed sources' partition count, which the repartition topics share.
+    /// The tasks' partition count, which the repartition topics share.
     partitions: u32,
 }
 
@@ -46,23 +55,54 @@ impl<'p> JoinRouter<'p> {
             .sources
             .iter()
             .zip(chain.routed())
-            .find_map(|(source, routed)| (!routed).then_some(source))
-            .ok_or_else(|| EngineError::internal("a split join reads no source by its key"))?;
-        let column = keyed
+            .find_map(|(source, routed)| (!routed).then_some(source));
+        let (keys, partitions) = match keyed {
+            Some(keyed) => (keyed.clone(), store.partition_count(&keyed.topic)?),
+            None => every_source_routed(store, chain)?,
+        };
+        let column = keys
             .key_columns()
             .next()
             .cloned()
             .ok_or_else(|| EngineError::internal("a split join's keyed source has no key"))?;
         Ok(JoinRouter {
             chain,
-            encoder: SinkEncoder::new(keyed, schemas)?,
+            encoder: SinkEncoder::new(&keys, schemas)?,
             key: [OutputColumn {
                 column,
                 expr: Arc::new(ColumnRef::new("key", 0)),
             }],
-            partitions: store.partition_count(&keyed.topic)?.max(1),
+            partitions: partitions.max(1),
         })
     }
+}
+
+/// With every source routed (streams joined on other columns than their keys), how join
+/// keys are written (as JSON, which any key type can be and needs no registry) and over how
+/// many partitions: the most any source has, as the query's repartition topics are made.
+fn every_source_routed(store: &Store, chain: &JoinChain) -> Result<(DataSource, u32)> {
+    let stage = chain
+        .stages
+        .first()
+        .ok_or_else(|| EngineError::internal("a split join without a stage"))?;
+    let ty = eddy_sql::types::from_arrow(&stage.key_type)
+        .map_err(|e| EngineError::internal(format!("a join key of no ksqlDB type: {e}")))?;
+    let key = Column {
+        name: "KEY".to_string(),
+        ty,
+        kind: ColumnKind::Key,
+    };
+    let keys = joined_rows_source(
+        "JOIN_KEY".into(),
+        SourceKind::Stream,
+        String::new(),
+        vec![key],
+    );
+    let mut partitions = 0;
+    for source in &chain.sources {
+        partitions = partitions.max(store.partition_count(&source.topic)?);
+    }
+    Ok((keys, partitions))
 }
 
 impl Operator for JoinRouter<'_> {
