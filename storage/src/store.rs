@@ -1018,6 +1018,28 @@ impl Store {
         }
     }
 
+    /// Deletes `namespaces` from this node's state alone, writing nothing to a changelog: on
+    /// a Kafka cluster, the local copies of a terminated split query's task state, whose
+    /// changelogs go with the query. Waits while a changelog is being applied, so none is
+    /// applied into them afterwards by a follow that began before.
+    pub fn forget_local_state(&self, namespaces: &[String]) -> Result<()> {
+        let forget = || -> Result<()> {
+            let state = self.cf(CF_STATE)?;
+            let mut wb = WriteBatch::default();
+            for namespace in namespaces {
+                let start = keys::state_key(namespace, b"");
+                let end = keys::prefix_successor(&start).unwrap_or_else(|| vec![0xff; 3]);
+                wb.delete_range_cf(state, start, end);
+            }
+            self.inner.db.write(wb)?;
+            Ok(())
+        };
+        match &self.inner.cluster {
+            Some(cluster) => cluster.task_state.while_not_applying(forget),
+            None => forget(),
+        }
+    }
+
     /// Creates `topic` with `partitions` partitions unless it exists (a split query's
     /// repartition topic).
     pub fn ensure_topic_with_partitions(&self, topic: &str, partitions: u32) -> Result<()> {

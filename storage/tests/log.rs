@@ -572,6 +572,27 @@ async fn one_commit_appends_changes_state_and_commits_offsets_together() {
     assert_eq!(store.state_get("agg", b"z").unwrap(), None);
 }
 
+#[tokio::test]
+async fn forgetting_local_state_deletes_those_namespaces_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut commit = Commit::new();
+    for namespace in ["q_task_0", "q_task_1", "q_task_10", "q"] {
+        commit.put_state(namespace, b"k".to_vec(), b"v".to_vec());
+    }
+    store.commit(commit).await.unwrap();
+    let forgotten = ["q_task_0".to_string(), "q_task_1".to_string()];
+    store.forget_local_state(&forgotten).unwrap();
+    assert_eq!(store.state_get("q_task_0", b"k").unwrap(), None);
+    assert_eq!(store.state_get("q_task_1", b"k").unwrap(), None);
+    // A namespace whose name begins like a forgotten one's, and the query's own, stay.
+    assert_eq!(
+        store.state_get("q_task_10", b"k").unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(store.state_get("q", b"k").unwrap(), Some(b"v".to_vec()));
+}
+
 #[test]
 fn a_corrupt_batch_is_an_error_naming_where_it_is() {
     let dir = tempfile::tempdir().unwrap();

@@ -524,22 +524,37 @@ impl TaskLayout {
         topics
     }
 
-    /// Creates the repartition topics and the changelogs, as many partitions as the tasks
-    /// (those of the first source read as it is, else the most any routed source has),
-    /// unless they exist, and follows the changelogs.
-    fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
-        let partitions = match self.keyed.first() {
-            Some(first) => store.partition_count(first)?,
-            // Every source routed: as many as the most any has, as Kafka Streams sizes
-            // repartition topics joined together.
+    /// How many tasks of each kind there are: as many as the first source read as it is has
+    /// partitions, else (every source routed) as the most any routed source has, as Kafka
+    /// Streams sizes repartition topics joined together.
+    fn partitions(&self, store: &eddy_storage::Store) -> eddy_storage::Result<u32> {
+        match self.keyed.first() {
+            Some(first) => store.partition_count(first),
             None => {
                 let mut most = 0;
                 for (from, _) in &self.routes {
                     most = most.max(store.partition_count(from)?);
                 }
-                most
+                Ok(most)
             }
-        };
+        }
+    }
+
+    /// The state namespaces of every task of query `id`, run here or followed.
+    fn namespaces(&self, id: &str, partitions: u32) -> Vec<String> {
+        let regrouped = self.regroup.is_some();
+        (0..partitions)
+            .flat_map(|p| {
+                let aggregate = regrouped.then(|| state::aggregate_task_namespace(id, p));
+                std::iter::once(state::task_namespace(id, p)).chain(aggregate)
+            })
+            .collect()
+    }
+
+    /// Creates the repartition topics and the changelogs, as many partitions as the tasks,
+    /// unless they exist, and follows the changelogs.
+    fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
+        let partitions = self.partitions(store)?;
         if partitions == 0 {
             return Ok(());
         }
@@ -726,6 +741,22 @@ impl PersistentQuery {
             .task_layout(&self.id)
             .map(|layout| layout.internal_topics())
             .unwrap_or_default()
+    }
+
+    /// The state namespaces of a split query's tasks, which every node of its service
+    /// keeps (running the task, or following its changelog); none for any other query.
+    pub fn task_namespaces(&self) -> Vec<String> {
+        let Some(layout) = self.launch.task_layout(&self.id) else {
+            return Vec::new();
+        };
+        // The tasks are counted from the sources, which outlive the query's own topics.
+        match layout.partitions(&self.launch.store) {
+            Ok(partitions) => layout.namespaces(&self.id, partitions),
+            Err(error) => {
+                tracing::warn!(query = %self.id, %error, "counting the query's tasks failed");
+                Vec::new()
+            }
+        }
     }
 
     /// Stops the task and waits for it to end; its last commit is either in or out whole.

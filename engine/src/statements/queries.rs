@@ -641,12 +641,17 @@ impl Engine {
         let ids = Self::target_queries(state, target)?;
         self.log_command(state, session, text, mode).await?;
         for id in &ids {
-            let internal = state
+            let (internal, tasks) = state
                 .queries
                 .get(id)
-                .map(|q| q.internal_topics())
+                .map(|q| (q.internal_topics(), q.task_namespaces()))
                 .unwrap_or_default();
             self.stop_query(state, id).await;
+            // A split query's tasks' state is on every node, each a copy of a changelog that
+            // goes with the query: each node forgets its own copy.
+            if let Err(error) = self.store.forget_local_state(&tasks) {
+                tracing::warn!(query = %id, %error, "forgetting a terminated query's task state failed");
+            }
             // As ksqlDB deletes a terminated query's internal topics and state stores; the
             // node that ran the statement does it, the others only stop the query (on a
             // cluster they follow the state's deletion through its changelog).

@@ -86,6 +86,12 @@ impl TaskState {
         self.registry.lock().owned.remove(namespace);
     }
 
+    /// Runs `f` while no changelog partition is being applied.
+    pub(crate) fn while_not_applying<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _applying = self.applying.lock();
+        f()
+    }
+
     /// Applies what has come of every followed partition of a task this node does not run,
     /// without asking the cluster where each ends. Returns how many records it applied.
     pub(crate) fn follow_all(&self, store: &Store, cluster: &Cluster) -> u64 {
