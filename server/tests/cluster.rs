@@ -496,14 +496,15 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
            SELECT c.region AS region, COUNT(*) AS n, SUM(o.amount) AS total
            FROM orders o JOIN customers c ON o.customer = c.customer
            WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY c.region;
-         CREATE TABLE regions (region STRING PRIMARY KEY, manager STRING)
-           WITH (kafka_topic='regions', value_format='JSON', partitions=2);
-         CREATE TABLE managed WITH (kafka_topic='managed') AS
-           SELECT c.customer AS customer, r.manager AS manager
-           FROM customers c JOIN regions r ON c.region = r.region;",
+         CREATE TABLE accounts (customer STRING PRIMARY KEY, tier INT)
+           WITH (kafka_topic='accounts', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE TABLE tiered WITH (kafka_topic='tiered') AS
+           SELECT c.customer AS customer, a.tier AS tier
+           FROM customers c JOIN accounts a ON c.customer = a.customer;",
     );
     // A standby forwards statements to the active node; it shows the queries it would run
-    // (a foreign-key join runs on the active node alone) as standing by.
+    // (a join of tables whose keys are written in different formats runs on the active node
+    // alone) as standing by.
     ksql_ok(
         &second,
         "CREATE STREAM other (id INT) WITH (kafka_topic='other', value_format='JSON', partitions=1);",
@@ -511,7 +512,7 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let queries = ksql_ok(&second, "SHOW QUERIES;").to_string();
-        if queries.contains("CTAS_MANAGED") && queries.contains("STANDBY") {
+        if queries.contains("CTAS_TIERED") && queries.contains("STANDBY") {
             break;
         }
         assert!(Instant::now() < deadline, "{queries}");
@@ -675,10 +676,10 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         &standby,
         "CREATE TABLE clicks (user STRING PRIMARY KEY, page STRING)
            WITH (kafka_topic='clicks', value_format='JSON', partitions=2);
-         CREATE TABLE pages (page STRING PRIMARY KEY, title STRING)
-           WITH (kafka_topic='pages', value_format='JSON', partitions=1);
-         CREATE TABLE titled AS SELECT c.user AS user, p.title AS title
-           FROM clicks c JOIN pages p ON c.page = p.page;",
+         CREATE TABLE profiles (user STRING PRIMARY KEY, name STRING)
+           WITH (kafka_topic='profiles', key_format='JSON', value_format='JSON', partitions=2);
+         CREATE TABLE titled AS SELECT c.user AS user, c.page AS page, p.name AS name
+           FROM clicks c JOIN profiles p ON c.user = p.user;",
     );
     assert_eq!(
         created[2]["commandStatus"]["status"],
@@ -729,8 +730,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     assert_ne!(status, 200, "{text}");
     assert!(text.contains("standby"), "{text}");
 
-    // A foreign-key join runs on the active node and stands by on the other, as every node
-    // counts it.
+    // A join of tables whose keys are written in different formats runs on the active node
+    // and stands by on the other, as every node counts it.
     // Each node hears of the other's queries with its next status, a second or so later.
     for node in [&active, &standby] {
         await_value(
@@ -756,8 +757,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     // Both nodes report the query's input partitions, and the standby's state catches up.
     // The standby takes inserts itself, through its own producer.
     kcat(
-        &["-b", &brokers, "-t", "pages", "-P", "-K", "|"],
-        Some("a|{\"TITLE\":\"A\"}\nb|{\"TITLE\":\"B\"}\nc|{\"TITLE\":\"C\"}\n"),
+        &["-b", &brokers, "-t", "profiles", "-P", "-K", "|"],
+        Some("\"u1\"|{\"NAME\":\"One\"}\n\"u2\"|{\"NAME\":\"Two\"}\n"),
     );
     let rows = "{\"target\": \"clicks\"}\n{\"USER\": \"u1\", \"PAGE\": \"a\"}\n{\"USER\": \"u2\", \"PAGE\": \"b\"}\n";
     let (status, acks) = common::exchange(
@@ -775,10 +776,10 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         Some("u1|{\"PAGE\":\"c\"}\n"),
     );
     // u1 moved from page a to c.
-    await_pull(&standby, "SELECT user, title FROM titled;", |rows| {
+    await_pull(&standby, "SELECT user, page, name FROM titled;", |rows| {
         let mut rows = rows.to_vec();
         rows.sort_by_key(|r| r[0].as_str().map(str::to_string));
-        rows == [json!(["u1", "C"]), json!(["u2", "B"])]
+        rows == [json!(["u1", "c", "One"]), json!(["u2", "b", "Two"])]
     });
     let store = format!("_confluent-ksql-duo_query_{query_id}#clicks");
     let hosts = await_cluster_status(&standby, "both caught up", |hosts| {
@@ -801,7 +802,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     let partitions = json!([
         {"topic": "clicks", "partition": 0},
         {"topic": "clicks", "partition": 1},
-        {"topic": "pages", "partition": 0}
+        {"topic": "profiles", "partition": 0},
+        {"topic": "profiles", "partition": 1}
     ]);
     let on_active = &hosts[&active.http]["activeStandbyPerQuery"][&query_id];
     assert_eq!(on_active["activePartitions"], partitions, "{hosts:?}");
@@ -1021,6 +1023,26 @@ const CUSTOMERS_AND_ORDERS: &str =
        WITH (kafka_topic='customers', value_format='JSON', partitions=8);
      CREATE STREAM orders (id INT KEY, customer STRING, amount INT)
        WITH (kafka_topic='orders', key_format='JSON', value_format='JSON', partitions=4);";
+
+/// Writes `lines` (`key|value`, an empty value deleting the key) to `topic`, partitioned by
+/// murmur2 as Kafka's own clients do.
+fn produce_changes(cluster: &str, topic: &str, lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let partitioner = "topic.partitioner=murmur2_random";
+    let args = [
+        "-b",
+        cluster,
+        "-t",
+        topic,
+        "-X",
+        partitioner,
+        "-P",
+        "-Z",
+        "-K",
+        "|",
+    ];
+    kcat(&args, Some(&text));
+}
 
 /// Customers `c0`, `c1`, ... to the `customers` table, customer `c` in region `r{c % regions}`.
 fn produce_customers(cluster: &str, customers: i64, regions: i64) {
@@ -1454,29 +1476,16 @@ fn the_nodes_of_a_service_split_an_aggregation_over_a_table_retracting_each_row_
     // Each account's row as the table holds it last: its region and credit, or none.
     let mut rows: std::collections::BTreeMap<i64, (i64, i64)> = std::collections::BTreeMap::new();
     let mut write = |changes: Vec<(i64, Option<(i64, i64)>)>| {
-        let lines: String = changes
+        let lines: Vec<String> = changes
             .iter()
             .map(|(id, row)| match row {
                 Some((region, credit)) => {
-                    format!("a{id}|{{\"REGION\":\"r{region}\",\"CREDIT\":{credit}}}\n")
+                    format!("a{id}|{{\"REGION\":\"r{region}\",\"CREDIT\":{credit}}}")
                 }
-                None => format!("a{id}|\n"),
+                None => format!("a{id}|"),
             })
             .collect();
-        let partitioner = "topic.partitioner=murmur2_random";
-        let args = [
-            "-b",
-            &brokers,
-            "-t",
-            "accounts",
-            "-X",
-            partitioner,
-            "-P",
-            "-Z",
-            "-K",
-            "|",
-        ];
-        kcat(&args, Some(&lines));
+        produce_changes(&brokers, "accounts", &lines);
         for (id, row) in changes {
             match row {
                 Some(row) => rows.insert(id, row),
@@ -1615,6 +1624,145 @@ fn the_nodes_of_a_service_split_a_join_of_two_streams_both_joined_on_other_colum
         .collect();
     assert_eq!(pairs.len(), expected as usize);
     assert!(pairs.iter().all(|(c, v)| c % USERS == v % USERS));
+}
+
+#[test]
+fn the_nodes_of_a_service_split_a_foreign_key_join_whose_rows_move_between_keys() {
+    let service = Service::new("foreign");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE TABLE purchases (id STRING PRIMARY KEY, customer STRING, amount INT)
+           WITH (kafka_topic='purchases', value_format='JSON', partitions=8);
+         CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
+           WITH (kafka_topic='customers', value_format='JSON', partitions=4);
+         CREATE TABLE located WITH (kafka_topic='located') AS
+           SELECT p.id AS id, p.amount AS amount, c.region AS region
+           FROM purchases p JOIN customers c ON p.customer = c.customer;",
+    );
+    let query = created[2]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_LOCATED_2".to_string(), str::to_string);
+    const CUSTOMERS: i64 = 30;
+    const PURCHASES: i64 = 600;
+    // What each table holds last: a purchase's customer and amount, a customer's region.
+    let mut purchases: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+    let mut regions: std::collections::BTreeMap<i64, i64> = Default::default();
+    let write = |topic: &str, lines: Vec<String>| produce_changes(&brokers, topic, &lines);
+    let mut customers_now = |changes: Vec<(i64, Option<i64>)>| {
+        let lines = changes
+            .iter()
+            .map(|(c, region)| match region {
+                Some(r) => format!("c{c}|{{\"REGION\":\"r{r}\"}}"),
+                None => format!("c{c}|"),
+            })
+            .collect();
+        write("customers", lines);
+        for (c, region) in changes {
+            match region {
+                Some(r) => regions.insert(c, r),
+                None => regions.remove(&c),
+            };
+        }
+    };
+    customers_now((0..CUSTOMERS).map(|c| (c, Some(c % 5))).collect());
+    let mut purchases_now = |changes: Vec<(i64, Option<(i64, i64)>)>| {
+        let lines = changes
+            .iter()
+            .map(|(p, row)| match row {
+                Some((c, amount)) => {
+                    format!("p{p}|{{\"CUSTOMER\":\"c{c}\",\"AMOUNT\":{amount}}}")
+                }
+                None => format!("p{p}|"),
+            })
+            .collect();
+        write("purchases", lines);
+        for (p, row) in changes {
+            match row {
+                Some(row) => purchases.insert(p, row),
+                None => purchases.remove(&p),
+            };
+        }
+    };
+    purchases_now(
+        (0..PURCHASES)
+            .map(|p| (p, Some((p % CUSTOMERS, p))))
+            .collect(),
+    );
+
+    // A second node joins: the two share the tasks over the purchases' partitions (which
+    // subscribe to their customers) and those over the customers' (which answer).
+    let second = service.node("second");
+    let split_two_ways = |hosts: &serde_json::Map<String, Value>| {
+        let by_host = |topic: &str| topic_partitions_by_host(hosts, &query, Some(topic));
+        let (left, right) = (by_host("purchases"), by_host("customers"));
+        let once = |by_host: &std::collections::BTreeMap<String, Vec<u64>>, count: u64| {
+            let mut all: Vec<u64> = by_host.values().flatten().copied().collect();
+            all.sort_unstable();
+            all == (0..count).collect::<Vec<_>>()
+        };
+        let working = left
+            .iter()
+            .filter(|(host, p)| !p.is_empty() || right.get(*host).is_some_and(|r| !r.is_empty()))
+            .count();
+        left.len() == 2 && working == 2 && once(&left, 8) && once(&right, 4)
+    };
+    await_cluster_status(&second, "the join split two ways", |hosts| {
+        split_two_ways(hosts)
+    });
+
+    // Purchases move to other customers and some are deleted while a node is down; then
+    // customers move to other regions and one is deleted.
+    drop(second);
+    purchases_now(
+        (0..PURCHASES)
+            .filter(|p| p % 4 == 0)
+            .map(|p| (p, Some(((p + 7) % CUSTOMERS, p + 1))))
+            .collect(),
+    );
+    purchases_now(
+        (0..PURCHASES)
+            .filter(|p| p % 9 == 0)
+            .map(|p| (p, None))
+            .collect(),
+    );
+    let second = service.node("second-again");
+    await_cluster_status(&first, "split two ways again", |hosts| {
+        split_two_ways(hosts)
+    });
+    customers_now(
+        (0..CUSTOMERS)
+            .filter(|c| c % 3 == 0)
+            .map(|c| (c, Some((c + 2) % 5)))
+            .chain([(CUSTOMERS - 1, None)])
+            .collect(),
+    );
+
+    // Every node's table holds each purchase whose customer is there, in its region now.
+    let expected: std::collections::BTreeSet<String> = purchases
+        .iter()
+        .filter_map(|(p, (c, amount))| {
+            let region = regions.get(c)?;
+            Some(json!([format!("p{p}"), amount, format!("r{region}")]).to_string())
+        })
+        .collect();
+    for node in [&first, &second] {
+        await_pull(node, "SELECT id, amount, region FROM located;", |rows| {
+            let got: std::collections::BTreeSet<String> =
+                rows.iter().map(Value::to_string).collect();
+            got == expected
+        });
+    }
+
+    ksql_ok(&first, &format!("TERMINATE {query};"));
+    let prefix = format!("_confluent-ksql-foreignquery_{query}");
+    await_value(
+        &first,
+        "the internal topics deleted",
+        || kcat(&["-b", &brokers, "-L"], None),
+        |listed| !listed.contains(&prefix),
+    );
 }
 
 #[test]

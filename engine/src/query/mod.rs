@@ -91,6 +91,30 @@ impl QueryPlan {
         matches!(self, QueryPlan::Stateless(_))
             || self.split_aggregation().is_some()
             || self.split_join().is_some()
+            || self.split_foreign_key().is_some()
+    }
+
+    /// A foreign-key join of two tables, projected, that splits as Kafka Streams splits one
+    /// (see `join::foreign_key_split`): tasks over the left table's partitions and tasks over
+    /// the right table's, talking through a subscription and a response topic.
+    pub(crate) fn split_foreign_key(&self) -> Option<&JoinPlan> {
+        let QueryPlan::Join(join) = self else {
+            return None;
+        };
+        let [stage] = join.chain.stages.as_slice() else {
+            return None;
+        };
+        let [left, right] = join.chain.sources.as_slice() else {
+            return None;
+        };
+        let tables = [left, right]
+            .iter()
+            .all(|s| s.kind == eddy_sql::ast::SourceKind::Table && s.window.is_none());
+        (stage.shape == join::JoinShape::ForeignKey
+            && matches!(join.then, JoinTail::Project(_))
+            && tables
+            && left.topic != right.topic)
+            .then_some(join.as_ref())
     }
 
     /// The joins of a query that splits as one task per partition number, each joining that

@@ -37,6 +37,9 @@ pub(crate) struct StepOutput {
     /// The partition of the sink each record goes to, when the operator places them itself
     /// (a split aggregation's router); empty when the sink's partitioner places them by key.
     pub routes: Vec<u32>,
+    /// Records for other topics than the sink, each with its topic and partition (a split
+    /// foreign-key join's subscriptions), written in the same commit.
+    pub to: Vec<(String, u32, Record)>,
 }
 
 impl StepOutput {
@@ -60,6 +63,7 @@ impl StepOutput {
         self.errors.extend(later.errors);
         self.writes.extend(later.writes);
         self.routes.extend(later.routes);
+        self.to.extend(later.to);
     }
 }
 

@@ -185,6 +185,8 @@ impl QueryLaunch {
         }
         // Stopped or paused, it runs no partition here.
         *shared.assigned.lock() = Some(std::collections::BTreeSet::new());
+        shared.finished.store(true, Ordering::SeqCst);
+        shared.progress.notify_waiters();
     }
 
     /// Runs the task until it is stopped, starting it again after each failure and, for a
@@ -240,7 +242,15 @@ impl QueryLaunch {
             if let (Some(group), Some(assignment)) = (&group, &assignment) {
                 group.released(assignment.borrow().revision.max(revision));
             }
+            // A split query's runs leave its being finished to this loop (see `run_query`).
+            let finish = || {
+                if group.is_some() {
+                    shared.finished.store(true, Ordering::SeqCst);
+                    shared.progress.notify_waiters();
+                }
+            };
             if *stopped.borrow() {
+                finish();
                 return;
             }
             let Some(cause) = failure else {
@@ -250,6 +260,7 @@ impl QueryLaunch {
                 }
                 return;
             };
+            finish();
             tracing::warn!(
                 query = %id,
                 error = %cause,
@@ -287,6 +298,7 @@ impl QueryLaunch {
                     keyed: vec![source],
                     changelog: aggregated,
                     regroup: None,
+                    foreign: None,
                 }
             } else if aggregation.over_table() {
                 // A table's changes need its last row per key, which tasks over its
@@ -299,6 +311,7 @@ impl QueryLaunch {
                         topic: state::repartition_topic(service, id),
                         changelog: aggregated,
                     }),
+                    foreign: None,
                 }
             } else {
                 TaskLayout {
@@ -306,8 +319,12 @@ impl QueryLaunch {
                     keyed: Vec::new(),
                     changelog: aggregated,
                     regroup: None,
+                    foreign: None,
                 }
             });
+        }
+        if let Some(layout) = self.foreign_key_layout(id, service) {
+            return Some(layout);
         }
         let join = self.plan.split_join()?;
         if !self.partitions_agree() {
@@ -339,6 +356,30 @@ impl QueryLaunch {
             keyed,
             changelog: state::join_changelog_topic(service, id),
             regroup,
+            foreign: None,
+        })
+    }
+
+    /// The topics of a split foreign-key join: tasks over the left table's partitions, with
+    /// their state in the join's changelog, and tasks over the right table's.
+    fn foreign_key_layout(&self, id: &str, service: &str) -> Option<TaskLayout> {
+        let join = self.plan.split_foreign_key()?;
+        let [left, right] = join.chain.sources.as_slice() else {
+            return None;
+        };
+        let [subscriptions, responses] = state::foreign_key_topics(service, id);
+        Some(TaskLayout {
+            routes: Vec::new(),
+            keyed: vec![left.topic.clone()],
+            changelog: state::join_changelog_topic(service, id),
+            regroup: None,
+            foreign: Some(Foreign {
+                left: left.topic.clone(),
+                right: right.topic.clone(),
+                subscriptions,
+                responses,
+                changelog: state::foreign_key_changelog_topic(service, id),
+            }),
         })
     }
 
@@ -367,7 +408,19 @@ impl QueryLaunch {
             .collect();
         let mut parts = Vec::new();
         for (topic, partition) in partitions {
-            if let Some(index) = layout.routes.iter().position(|(from, _)| *from == topic) {
+            if let Some(foreign) = &layout.foreign {
+                parts.extend(
+                    foreign
+                        .part(id, &layout.changelog, (topic, partition))
+                        .map(|part| {
+                            Some(Split {
+                                group: group.clone(),
+                                partitions: part.0,
+                                part: part.1,
+                            })
+                        }),
+                );
+            } else if let Some(index) = layout.routes.iter().position(|(from, _)| *from == topic) {
                 routed[index].1.insert((topic, partition));
             } else if topic == task_topic {
                 let read = layout.task_topics().map(|t| (t.to_string(), partition));
@@ -475,6 +528,66 @@ struct TaskLayout {
     changelog: String,
     /// Where a join's rows go on to be aggregated by other columns than the join key.
     regroup: Option<Regroup>,
+    /// A foreign-key join's right tasks and the topics its two kinds of task talk through.
+    foreign: Option<Foreign>,
+}
+
+/// A split foreign-key join's tables and topics (see `join::foreign_key_split`).
+struct Foreign {
+    left: String,
+    right: String,
+    /// Where left tasks subscribe, partitioned as the right table.
+    subscriptions: String,
+    /// Where right tasks answer, partitioned as the left table.
+    responses: String,
+    /// The changelog backing the right tasks' state.
+    changelog: String,
+}
+
+impl Foreign {
+    /// The task this node runs for `partition` of `topic`, which the query's group gave it
+    /// (with its partitions): a left task over a partition of the left table and of the
+    /// responses, whose state `changelog` backs, or a right task over a partition of the right
+    /// table and of the subscriptions.
+    fn part(
+        &self,
+        id: &str,
+        changelog: &str,
+        (topic, partition): (String, u32),
+    ) -> Option<(BTreeSet<(String, u32)>, SplitPart)> {
+        if topic == self.left {
+            let read = BTreeSet::from([(topic, partition), (self.responses.clone(), partition)]);
+            return Some((
+                read,
+                SplitPart::Task {
+                    routes: vec![(self.right.clone(), self.responses.clone())],
+                    partition,
+                    namespace: state::task_namespace(id, partition),
+                    changelog: changelog.to_string(),
+                    stage: TaskStage::ForeignLeft {
+                        subscriptions: self.subscriptions.clone(),
+                    },
+                },
+            ));
+        }
+        if topic == self.right {
+            let subscribed = (self.subscriptions.clone(), partition);
+            let read = BTreeSet::from([(topic, partition), subscribed]);
+            return Some((
+                read,
+                SplitPart::Task {
+                    routes: vec![(self.left.clone(), self.subscriptions.clone())],
+                    partition,
+                    namespace: state::right_task_namespace(id, partition),
+                    changelog: self.changelog.clone(),
+                    stage: TaskStage::ForeignRight {
+                        responses: self.responses.clone(),
+                    },
+                },
+            ));
+        }
+        None
+    }
 }
 
 /// The second stage of a split join aggregated by other columns: the repartition topic the
@@ -507,20 +620,35 @@ impl TaskLayout {
         let mut topics: Vec<String> = self.routes.iter().map(|(from, _)| from.clone()).collect();
         topics.push(self.task_topic().to_string());
         topics.extend(self.regroup.iter().map(|r| r.topic.clone()));
+        topics.extend(self.foreign.iter().map(|f| f.right.clone()));
         topics
     }
 
     /// The changelogs backing its tasks' state.
     fn changelogs(&self) -> impl Iterator<Item = &str> {
         let regrouped = self.regroup.iter().map(|r| r.changelog.as_str());
-        std::iter::once(self.changelog.as_str()).chain(regrouped)
+        let right = self.foreign.iter().map(|f| f.changelog.as_str());
+        std::iter::once(self.changelog.as_str())
+            .chain(regrouped)
+            .chain(right)
     }
 
-    /// The topics that exist only for the query: its repartition topics and its changelogs.
+    /// The topics only the query's tasks write: repartition topics, and a foreign-key join's
+    /// subscriptions and responses.
+    fn exchanged_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self.routes.iter().map(|(_, to)| to.clone()).collect();
+        topics.extend(self.regroup.iter().map(|r| r.topic.clone()));
+        if let Some(foreign) = &self.foreign {
+            topics.extend([foreign.subscriptions.clone(), foreign.responses.clone()]);
+        }
+        topics
+    }
+
+    /// The topics that exist only for the query: those its tasks exchange records through,
+    /// and its changelogs.
     fn internal_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.changelogs().map(str::to_string).collect();
-        topics.extend(self.routes.iter().map(|(_, to)| to.clone()));
-        topics.extend(self.regroup.iter().map(|r| r.topic.clone()));
+        topics.extend(self.exchanged_topics());
         topics
     }
 
@@ -541,29 +669,52 @@ impl TaskLayout {
     }
 
     /// The state namespaces of every task of query `id`, run here or followed.
-    fn namespaces(&self, id: &str, partitions: u32) -> Vec<String> {
+    fn namespaces(
+        &self,
+        id: &str,
+        store: &eddy_storage::Store,
+    ) -> eddy_storage::Result<Vec<String>> {
         let regrouped = self.regroup.is_some();
-        (0..partitions)
+        let mut namespaces: Vec<String> = (0..self.partitions(store)?)
             .flat_map(|p| {
                 let aggregate = regrouped.then(|| state::aggregate_task_namespace(id, p));
                 std::iter::once(state::task_namespace(id, p)).chain(aggregate)
             })
-            .collect()
+            .collect();
+        if let Some(foreign) = &self.foreign {
+            let right = store.partition_count(&foreign.right)?;
+            namespaces.extend((0..right).map(|p| state::right_task_namespace(id, p)));
+        }
+        Ok(namespaces)
     }
 
-    /// Creates the repartition topics and the changelogs, as many partitions as the tasks,
-    /// unless they exist, and follows the changelogs.
+    /// Creates the topics the tasks exchange records through and the changelogs, as many
+    /// partitions as the tasks that read them, unless they exist, and follows the changelogs.
     fn ensure(&self, store: &eddy_storage::Store) -> eddy_storage::Result<()> {
         let partitions = self.partitions(store)?;
         if partitions == 0 {
             return Ok(());
         }
-        let repartitions = self.routes.iter().map(|(_, to)| to);
-        for repartition in repartitions.chain(self.regroup.iter().map(|r| &r.topic)) {
-            store.ensure_topic_with_partitions(repartition, partitions)?;
+        let right = match &self.foreign {
+            Some(foreign) => store.partition_count(&foreign.right)?,
+            None => partitions,
+        };
+        for topic in self.exchanged_topics() {
+            // A foreign-key join's subscriptions are read by the right table's tasks.
+            let subscriptions = self
+                .foreign
+                .as_ref()
+                .is_some_and(|f| f.subscriptions == topic);
+            let count = if subscriptions { right } else { partitions };
+            store.ensure_topic_with_partitions(&topic, count)?;
         }
         for changelog in self.changelogs() {
-            store.follow_task_changelog(changelog, partitions)?;
+            let of_right = self
+                .foreign
+                .as_ref()
+                .is_some_and(|f| f.changelog == changelog);
+            let count = if of_right { right } else { partitions };
+            store.follow_task_changelog(changelog, count)?;
         }
         Ok(())
     }
@@ -728,8 +879,7 @@ impl PersistentQuery {
     pub fn input_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self.sources.iter().map(|(_, t)| t.clone()).collect();
         if let Some(layout) = self.launch.task_layout(&self.id) {
-            topics.extend(layout.routes.into_iter().map(|(_, to)| to));
-            topics.extend(layout.regroup.map(|r| r.topic));
+            topics.extend(layout.exchanged_topics());
         }
         topics
     }
@@ -750,8 +900,8 @@ impl PersistentQuery {
             return Vec::new();
         };
         // The tasks are counted from the sources, which outlive the query's own topics.
-        match layout.partitions(&self.launch.store) {
-            Ok(partitions) => layout.namespaces(&self.id, partitions),
+        match layout.namespaces(&self.id, &self.launch.store) {
+            Ok(namespaces) => namespaces,
             Err(error) => {
                 tracing::warn!(query = %self.id, %error, "counting the query's tasks failed");
                 Vec::new()
@@ -823,8 +973,10 @@ impl PersistentQuery {
             return Vec::new();
         }
         let regrouped = layout.regroup.iter().map(|r| r.topic.as_str());
+        let right = layout.foreign.iter().map(|f| f.right.as_str());
         std::iter::once(layout.task_topic())
             .chain(regrouped)
+            .chain(right)
             .flat_map(|topic| {
                 let partitions = store.partition_count(topic).unwrap_or(0);
                 (0..partitions).map(move |p| (topic.to_string(), p))

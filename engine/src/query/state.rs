@@ -84,6 +84,30 @@ pub(crate) fn table_changelog_topic(service_id: &str, query_id: &str) -> String 
     format!("_confluent-ksql-{service_id}query_{query_id}-KsqlTopic-Reduce-changelog")
 }
 
+/// The state-store namespace of a split foreign-key join's task over partition `partition`
+/// of its right table.
+pub(crate) fn right_task_namespace(query_id: &str, partition: u32) -> String {
+    format!("__eddy_query_{query_id}_right_{partition}")
+}
+
+/// The topics of a split foreign-key join (Kafka Streams' names for them): the left tasks'
+/// subscriptions, partitioned as the right table, and the right tasks' responses,
+/// partitioned as the left table.
+pub(crate) fn foreign_key_topics(service_id: &str, query_id: &str) -> [String; 2] {
+    let prefix = format!("_confluent-ksql-{service_id}query_{query_id}");
+    [
+        format!("{prefix}-KTABLE-FK-JOIN-SUBSCRIPTION-REGISTRATION-topic"),
+        format!("{prefix}-KTABLE-FK-JOIN-SUBSCRIPTION-RESPONSE-topic"),
+    ]
+}
+
+/// The compacted topic backing the state of a split foreign-key join's right tasks.
+pub(crate) fn foreign_key_changelog_topic(service_id: &str, query_id: &str) -> String {
+    format!(
+        "_confluent-ksql-{service_id}query_{query_id}-KTABLE-FK-JOIN-SUBSCRIPTION-STATE-STORE-changelog"
+    )
+}
+
 /// The first bytes of an aggregation's keys.
 pub(crate) mod aggregate_keys {
     /// A group's accumulators.

@@ -84,6 +84,13 @@ enum Scenario {
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
+        #[command(flatten)]
+        cluster: ClusterArgs,
+        /// Count and sum the joined events per region (the table's column, not the join
+        /// key) instead of writing them out: on a cluster the joined rows go on to their
+        /// region's task through a repartition topic.
+        #[arg(long)]
+        by_region: bool,
     },
     /// A persistent one-minute tumbling COUNT and SUM per key with the default record cache (updates
     /// coalesced per commit) on one core; the baseline is DataFusion's batch GROUP BY.
@@ -103,17 +110,8 @@ enum Scenario {
         /// Runs; the figures printed are medians.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Also run each time with the log on this Kafka cluster (`host:port`), such as a
-        /// separate `eddy server`'s Kafka listener, and compare with the embedded log.
-        #[arg(long)]
-        bootstrap_servers: Option<String>,
-        /// The cluster broker's process id, when it runs on this machine: its CPU time is
-        /// counted beside the bench's.
-        #[arg(long)]
-        cluster_pid: Option<u32>,
-        /// On the cluster, `exactly_once_v2` or `at_least_once`.
-        #[arg(long, default_value = "exactly_once_v2")]
-        processing_guarantee: eddy_storage::Guarantee,
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Key the input by its `id` rather than its `user`, so grouping by user on a cluster
         /// goes through the query's repartition topic.
         #[arg(long)]
@@ -251,16 +249,37 @@ fn main() -> anyhow::Result<()> {
             rows,
             state_cache_entries,
             runs,
+            cluster,
+            by_region,
         } => {
-            println!(
-                "eddy-bench join: {events} JSON events joined with a {rows}-row table, {runs} run(s)"
-            );
             let config = JoinBenchConfig {
                 events,
                 rows,
                 state_cache_entries,
+                cluster: None,
+                by_region,
             };
-            compare_runs(runs, || bench::join::run(&config))?;
+            let what = if by_region {
+                "counted per region"
+            } else {
+                "written out"
+            };
+            let title = format!(
+                "eddy-bench join: {events} JSON events joined with a {rows}-row table and {what}"
+            );
+            match cluster.options() {
+                Some(options) => on_cluster(&title, events, options, runs, |cluster| {
+                    let config = JoinBenchConfig {
+                        cluster,
+                        ..config.clone()
+                    };
+                    Ok(bench::join::run(&config)?.eddy)
+                })?,
+                None => {
+                    println!("{title}, {runs} run(s)");
+                    compare_runs(runs, || bench::join::run(&config))?;
+                }
+            }
         }
         Scenario::Aggregate {
             records,
@@ -268,9 +287,7 @@ fn main() -> anyhow::Result<()> {
             minutes,
             state_cache_entries,
             runs,
-            bootstrap_servers,
-            cluster_pid,
-            processing_guarantee,
+            cluster,
             keyed_by_id,
         } => {
             let config = bench::aggregate::AggregateBenchConfig {
@@ -281,16 +298,19 @@ fn main() -> anyhow::Result<()> {
                 cluster: None,
                 keyed_by_id,
             };
-            match bootstrap_servers {
-                Some(servers) => {
-                    if let Some(pid) = cluster_pid {
-                        bench::CLUSTER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let cluster = eddy_storage::ClusterOptions {
-                        guarantee: processing_guarantee,
-                        ..eddy_storage::ClusterOptions::new(servers)
-                    };
-                    aggregate_on_cluster(&config, cluster, runs)?;
+            match cluster.options() {
+                Some(options) => {
+                    let title = format!(
+                        "eddy-bench aggregate: {records} JSON records keyed by {}, {keys} keys, 1-minute tumbling windows over {minutes} minutes",
+                        if keyed_by_id { "id" } else { "user" },
+                    );
+                    on_cluster(&title, records, options, runs, |cluster| {
+                        let config = bench::aggregate::AggregateBenchConfig {
+                            cluster,
+                            ..config.clone()
+                        };
+                        Ok(bench::aggregate::run(&config)?.eddy)
+                    })?;
                 }
                 None => aggregate_scenario(&config, runs)?,
             }
@@ -680,36 +700,61 @@ fn aggregate_scenario(
     Ok(())
 }
 
-/// Runs the aggregation `runs` times on the embedded log and on a Kafka cluster, back to back
-/// in each run: the rates, their ratio, and what the cluster adds per record.
-fn aggregate_on_cluster(
-    config: &bench::aggregate::AggregateBenchConfig,
+/// Where a scenario's log may also run: a Kafka cluster, such as a separate `eddy server`'s
+/// Kafka listener, to compare with the embedded log.
+#[derive(clap::Args, Debug, Clone)]
+struct ClusterArgs {
+    /// Also run each time with the log on this Kafka cluster (`host:port`), such as a
+    /// separate `eddy server`'s Kafka listener, and compare with the embedded log.
+    #[arg(long)]
+    bootstrap_servers: Option<String>,
+    /// The cluster broker's process id, when it runs on this machine: its CPU time is
+    /// counted beside the bench's.
+    #[arg(long)]
+    cluster_pid: Option<u32>,
+    /// On the cluster, `exactly_once_v2` or `at_least_once`.
+    #[arg(long, default_value = "exactly_once_v2")]
+    processing_guarantee: eddy_storage::Guarantee,
+}
+
+impl ClusterArgs {
+    /// The cluster's client options, if one is named; its broker's CPU is counted from now.
+    fn options(&self) -> Option<eddy_storage::ClusterOptions> {
+        let servers = self.bootstrap_servers.clone()?;
+        if let Some(pid) = self.cluster_pid {
+            bench::CLUSTER_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
+        }
+        Some(eddy_storage::ClusterOptions {
+            guarantee: self.processing_guarantee,
+            ..eddy_storage::ClusterOptions::new(servers)
+        })
+    }
+}
+
+/// Runs a scenario of `records` input records `runs` times on the embedded log and on a
+/// Kafka cluster, back to back in each run (`run_once` is given the cluster, or `None`): the
+/// rates, their ratio, and what the cluster adds per record.
+fn on_cluster(
+    title: &str,
+    records: u64,
     cluster: eddy_storage::ClusterOptions,
     runs: usize,
+    run_once: impl Fn(Option<eddy_storage::ClusterOptions>) -> anyhow::Result<bench::Throughput>,
 ) -> anyhow::Result<()> {
     println!(
-        "eddy-bench aggregate: {} JSON records keyed by {}, {} keys, 1-minute tumbling windows over {} minutes, on the embedded log and on the cluster at {} ({:?}), {runs} run(s)",
-        config.records,
-        if config.keyed_by_id { "id" } else { "user" },
-        config.keys,
-        config.minutes,
-        cluster.bootstrap_servers,
-        cluster.guarantee
+        "{title}, on the embedded log and on the cluster at {} ({:?}), {runs} run(s)",
+        cluster.bootstrap_servers, cluster.guarantee
     );
     let per_record = |t: Option<std::time::Duration>| {
-        t.map_or(f64::NAN, |t| t.as_secs_f64() * 1e6 / config.records as f64)
+        t.map_or(f64::NAN, |t| t.as_secs_f64() * 1e6 / records as f64)
     };
     let (mut ratios, mut extra_wall, mut extra_cpu, mut broker) = (vec![], vec![], vec![], vec![]);
     for run in 1..=runs.max(1) {
-        let embedded = bench::aggregate::run(config)?.eddy;
-        let on_cluster = bench::aggregate::AggregateBenchConfig {
-            cluster: Some(eddy_storage::ClusterOptions {
-                service_id: format!("eddy-bench-{}-{run}", std::process::id()),
-                ..cluster.clone()
-            }),
-            ..config.clone()
-        };
-        let remote = bench::aggregate::run(&on_cluster)?.eddy;
+        let embedded = run_once(None)?;
+        let remote = run_once(Some(eddy_storage::ClusterOptions {
+            service_id: format!("eddy-bench-{}-{run}", std::process::id()),
+            ..cluster.clone()
+        }))?;
         println!("run {run}: embedded log  {embedded}");
         println!("run {run}: on the cluster {remote}");
         let ratio = remote.records_per_sec() / embedded.records_per_sec();

@@ -21,6 +21,7 @@
 //! rows of a join aggregated by other columns to the partition of their group (`regroup`).
 
 mod foreign_key;
+mod foreign_key_split;
 mod operator;
 mod plan;
 mod regroup;
@@ -47,6 +48,7 @@ use crate::query::aggregate::AggregatePlan;
 use crate::query::source::SourceDecoder;
 use crate::query::stateless::StatelessPlan;
 
+pub(crate) use foreign_key_split::{ForeignLeft, ForeignRight};
 pub(crate) use operator::Join;
 pub use plan::{plan_join, plan_join_aggregate};
 pub(crate) use regroup::{RegroupRouter, RegroupedAggregation};

@@ -159,7 +159,7 @@ impl Uncommitted {
         &mut self,
         context: &CommitContext,
         namespace: Option<&str>,
-        step: StepOutput,
+        mut step: StepOutput,
         (topic, records): (&str, Option<&[LogRecord]>),
     ) {
         let commit = self.commit();
@@ -220,6 +220,22 @@ impl Uncommitted {
             let letters = dead_letters.into_iter().map(|(_, r)| r).collect();
             for chunk in batches_under(letters, APPEND_BYTES) {
                 commit.append(dead_letter_topic, None, chunk);
+            }
+        }
+        if !step.to.is_empty() {
+            let mut by_partition: std::collections::BTreeMap<(String, u32), Vec<Record>> =
+                std::collections::BTreeMap::new();
+            for (topic, partition, record) in std::mem::take(&mut step.to) {
+                by_partition
+                    .entry((topic, partition))
+                    .or_default()
+                    .push(record);
+            }
+            let commit = self.commit();
+            for ((topic, partition), records) in by_partition {
+                for chunk in batches_under(records, APPEND_BYTES) {
+                    commit.append(topic.clone(), Some(partition), chunk);
+                }
             }
         }
         if !step.routes.is_empty() {

@@ -53,7 +53,11 @@ pub async fn run_query(
         warn!(query = %query_id, error = %error, "query stopped with an error");
         *shared.error.lock() = Some((eddy_storage::now_ms(), error.clone()));
     }
-    shared.finished.store(true, Ordering::SeqCst);
+    // A split query's runs end and start again as its partitions move: its supervisor says
+    // when it has finished, so a wait for queries to catch up never passes between two runs.
+    if split.is_none() {
+        shared.finished.store(true, Ordering::SeqCst);
+    }
     shared.progress.notify_waiters();
     failure
 }
@@ -136,7 +140,10 @@ async fn run_query_inner(
             // Rows on their way to their group are not yet the query's results.
             SplitPart::Task { routes, stage, .. } => commit::Counts {
                 through: routes,
-                latency: !matches!(stage, TaskStage::Regroup { .. }),
+                latency: !matches!(
+                    stage,
+                    TaskStage::Regroup { .. } | TaskStage::ForeignRight { .. }
+                ),
             },
         },
         key_suffix: sink
@@ -253,6 +260,7 @@ fn part_layout<'a>(
             };
             let output = match stage {
                 TaskStage::Regroup { topic } => topic.as_str(),
+                TaskStage::ForeignRight { responses } => responses.as_str(),
                 _ => sink.topic.as_str(),
             };
             (plan, namespace.clone(), output)
@@ -275,7 +283,9 @@ fn stage_operator<'p>(
     (sink, coalesce, schemas): (&DataSource, bool, &Schemas),
 ) -> Result<Box<dyn crate::query::operator::Operator + 'p>> {
     use crate::query::aggregate::{Aggregation, TableRouter};
-    use crate::query::join::{Join, JoinTail, RegroupRouter, RegroupedAggregation};
+    use crate::query::join::{
+        ForeignLeft, ForeignRight, Join, JoinTail, RegroupRouter, RegroupedAggregation,
+    };
     let unexpected = || crate::error::EngineError::internal("a split task of an unknown shape");
     let joined = match whole {
         QueryPlan::Join(join) => Some(join.joined_schema().ok_or_else(unexpected)?),
@@ -299,6 +309,36 @@ fn stage_operator<'p>(
             let partitions = store.partition_count(topic)?;
             let router = TableRouter::new(aggregation, namespace, (sink, partitions, schemas))?;
             Ok(Box::new(router))
+        }
+        (TaskStage::ForeignLeft { subscriptions }, QueryPlan::Join(join), Some(_)) => {
+            let (JoinTail::Project(post), [stage]) = (&join.then, join.chain.stages.as_slice())
+            else {
+                return Err(unexpected());
+            };
+            let right = match whole {
+                QueryPlan::Join(whole) => whole.chain.sources.get(1).ok_or_else(unexpected)?,
+                _ => return Err(unexpected()),
+            };
+            let then = Box::new(crate::query::stateless::Projection::new(
+                post,
+                (sink, schemas),
+            )?);
+            Ok(Box::new(ForeignLeft::new(
+                store,
+                (stage, namespace),
+                (right, subscriptions, schemas),
+                then,
+            )?))
+        }
+        (TaskStage::ForeignRight { responses }, QueryPlan::Join(join), Some(_)) => {
+            let [stage] = join.chain.stages.as_slice() else {
+                return Err(unexpected());
+            };
+            Ok(Box::new(ForeignRight::new(
+                store,
+                (stage, namespace),
+                responses,
+            )?))
         }
         (TaskStage::Aggregate { .. }, QueryPlan::Aggregate(aggregation), rows) => {
             let then = Aggregation::new(store, namespace, aggregation, (sink, schemas), coalesce)?;

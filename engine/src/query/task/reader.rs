@@ -469,6 +469,20 @@ pub enum TaskStage {
         /// The repartition topic.
         topic: String,
     },
+    /// A foreign-key join's task over a partition of its left table, and of the response
+    /// topic (in place of the right table, in `routes`): it sends subscriptions to
+    /// `subscriptions` and writes the results.
+    ForeignLeft {
+        /// The subscription topic.
+        subscriptions: String,
+    },
+    /// A foreign-key join's task over a partition of its right table, and of the
+    /// subscription topic (in place of the left table, in `routes`): it answers to
+    /// `responses`.
+    ForeignRight {
+        /// The response topic.
+        responses: String,
+    },
 }
 
 /// Where the query starts reading a partition: its group's offset on the cluster, else its
