@@ -140,17 +140,22 @@ async fn open_eddy(
         &["events", "users", "ENRICHED", "PER_REGION"],
     )
     .await?;
-    // The table's rows come first in time, as a table loaded before the events arrive.
-    let users = rows
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record::keyed(user_key(i as u64).into_bytes(), v.clone().into_bytes(), 0));
+    // The table's rows come first in time, as a table loaded before the events arrive. The
+    // times are recent: a broker's retention deletes records older than a week.
+    let base = eddy_storage::now_ms() - table_rows as i64 - 1;
+    let users = rows.iter().enumerate().map(|(i, v)| {
+        Record::keyed(
+            user_key(i as u64).into_bytes(),
+            v.clone().into_bytes(),
+            base,
+        )
+    });
     bench.append("users", users).await?;
     let events = events.iter().enumerate().map(|(i, v)| {
         Record::keyed(
             format!("e{i}").into_bytes(),
             v.clone().into_bytes(),
-            1 + (i as u64 % table_rows) as i64,
+            base + 1 + (i as u64 % table_rows) as i64,
         )
     });
     bench.append("events", events).await?;

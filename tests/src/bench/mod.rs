@@ -534,10 +534,25 @@ impl BenchEngine {
     }
 
     /// Times `query` from its creation until it has processed every input record; returns the
-    /// time and how many records it wrote to partition 0 of `sink`.
+    /// time and how many records it wrote to partition 0 of `sink` (counted, since on a
+    /// cluster transaction markers take offsets too).
     pub async fn time_query(mut self, query: &str, sink: &str) -> anyhow::Result<(Timed, u64)> {
         let elapsed = self.run_to_the_end(query).await?;
-        let output = self.store.end_offset(sink, 0)? as u64;
+        let end = self.store.end_offset(sink, 0)?;
+        let (mut at, mut output) = (self.store.log_start_offset(sink, 0)?, 0u64);
+        while at < end {
+            let fetched = self.store.read_records(sink, 0, at, 1 << 20)?;
+            if fetched.next_offset == at {
+                let wait = std::time::Duration::from_secs(10);
+                anyhow::ensure!(
+                    self.store.wait_for_data(sink, 0, at, wait).await?,
+                    "reading {sink} made no progress"
+                );
+                continue;
+            }
+            at = fetched.next_offset;
+            output += fetched.records.len() as u64;
+        }
         self.engine.shutdown().await;
         Ok((elapsed, output))
     }
