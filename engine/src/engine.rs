@@ -776,11 +776,17 @@ impl Engine {
             }
             let group = consumer_group(&query.id);
             for topic in &query.input_topics() {
-                let Ok(partitions) = self.store.partition_count(topic) else {
-                    continue;
+                // A topic that is gone holds nothing to wait for; one whose end cannot be read
+                // now (a cluster that is slow to answer) may, so the query is not caught up.
+                let partitions = match self.store.partition_count(topic) {
+                    Ok(partitions) => partitions,
+                    Err(eddy_storage::StorageError::UnknownTopic(_)) => continue,
+                    Err(_) => return false,
                 };
                 for p in 0..partitions {
-                    let end = self.store.last_stable_offset(topic, p).unwrap_or(0);
+                    let Ok(end) = self.store.last_stable_offset(topic, p) else {
+                        return false;
+                    };
                     let committed = self
                         .store
                         .fetch_offset(&group, topic, p)
