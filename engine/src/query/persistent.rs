@@ -695,26 +695,20 @@ impl TaskLayout {
         if partitions == 0 {
             return Ok(());
         }
-        let right = match &self.foreign {
-            Some(foreign) => store.partition_count(&foreign.right)?,
-            None => partitions,
-        };
-        for topic in self.exchanged_topics() {
-            // A foreign-key join's subscriptions are read by the right table's tasks.
-            let subscriptions = self
-                .foreign
-                .as_ref()
-                .is_some_and(|f| f.subscriptions == topic);
-            let count = if subscriptions { right } else { partitions };
-            store.ensure_topic_with_partitions(&topic, count)?;
+        let repartitions = self.routes.iter().map(|(_, to)| to);
+        for topic in repartitions.chain(self.regroup.iter().map(|r| &r.topic)) {
+            store.ensure_topic_with_partitions(topic, partitions)?;
         }
-        for changelog in self.changelogs() {
-            let of_right = self
-                .foreign
-                .as_ref()
-                .is_some_and(|f| f.changelog == changelog);
-            let count = if of_right { right } else { partitions };
-            store.follow_task_changelog(changelog, count)?;
+        store.follow_task_changelog(&self.changelog, partitions)?;
+        if let Some(regroup) = &self.regroup {
+            store.follow_task_changelog(&regroup.changelog, partitions)?;
+        }
+        if let Some(foreign) = &self.foreign {
+            // The right table's tasks read the subscriptions; the left table's, the responses.
+            let right = store.partition_count(&foreign.right)?;
+            store.ensure_topic_with_partitions(&foreign.subscriptions, right)?;
+            store.ensure_topic_with_partitions(&foreign.responses, partitions)?;
+            store.follow_task_changelog(&foreign.changelog, right)?;
         }
         Ok(())
     }

@@ -142,22 +142,27 @@ pub(crate) const RETRACTION_HEADER: &str = "__eddy_retract";
 pub(super) fn marked_changes<'r>(
     plan: &AggregatePlan,
     partition: u32,
-    records: &[LogRecord],
+    records: &'r [LogRecord],
     unmarked: &'r mut Vec<LogRecord>,
 ) -> Result<Rows<'r>> {
     let marked = |r: &LogRecord| r.record.headers.iter().any(|h| h.key == RETRACTION_HEADER);
     let retracting: Vec<bool> = records.iter().map(marked).collect();
-    *unmarked = records
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            r.record.headers.retain(|h| h.key != RETRACTION_HEADER);
-            r
-        })
-        .collect();
-    let unmarked: &'r Vec<LogRecord> = unmarked;
-    let decoded = plan.decoder.decode(partition, unmarked)?;
-    let mut rows = Rows::decoded(partition, unmarked, decoded);
+    // Only a read holding retractions is copied, to take their mark off.
+    let read: &'r [LogRecord] = if retracting.contains(&true) {
+        *unmarked = records
+            .iter()
+            .map(|r| {
+                let mut r = r.clone();
+                r.record.headers.retain(|h| h.key != RETRACTION_HEADER);
+                r
+            })
+            .collect();
+        unmarked
+    } else {
+        records
+    };
+    let decoded = plan.decoder.decode(partition, read)?;
+    let mut rows = Rows::decoded(partition, read, decoded);
     rows.retract = rows.rows_from.iter().map(|&i| retracting[i]).collect();
     Ok(rows)
 }

@@ -221,8 +221,12 @@ impl Operator for RegroupedAggregation<'_> {
                 reason: format!("a joined row could not be read: {reason}"),
             });
         }
-        let batch = filter_record_batch(&batch, &BooleanArray::from(readable.clone()))
-            .map_err(|e| EngineError::internal_from("cannot filter joined rows", e))?;
+        let batch = if errors.is_empty() {
+            batch
+        } else {
+            filter_record_batch(&batch, &BooleanArray::from(readable.clone()))
+                .map_err(|e| EngineError::internal_from("cannot filter joined rows", e))?
+        };
         let rows_from: Vec<usize> = (0..records.len()).filter(|&i| readable[i]).collect();
         let has_value: Vec<bool> = rows_from.iter().map(|&i| values[i].is_some()).collect();
         let rows = Rows {

@@ -45,10 +45,10 @@ pub(crate) struct JoinRouter<'p> {
 }
 
 impl<'p> JoinRouter<'p> {
-    /// The router of the routed sides of `chain`.
+    /// The router of the routed sides of `chain`, writing to the repartition topic `topic`.
     pub(crate) fn new(
         store: &Store,
-        chain: &'p JoinChain,
+        (chain, topic): (&'p JoinChain, &str),
         schemas: &crate::codec::Schemas,
     ) -> Result<Self> {
         let keyed = chain
@@ -56,10 +56,12 @@ impl<'p> JoinRouter<'p> {
             .iter()
             .zip(chain.routed())
             .find_map(|(source, routed)| (!routed).then_some(source));
-        let (keys, partitions) = match keyed {
-            Some(keyed) => (keyed.clone(), store.partition_count(&keyed.topic)?),
-            None => every_source_routed(store, chain)?,
+        let keys = match keyed {
+            Some(keyed) => keyed.clone(),
+            None => every_source_routed(chain)?,
         };
+        // The repartition topics were made with as many partitions as there are tasks.
+        let partitions = store.partition_count(topic)?;
         let column = keys
             .key_columns()
             .next()
@@ -78,9 +80,8 @@ impl<'p> JoinRouter<'p> {
 }
 
 /// With every source routed (streams joined on other columns than their keys), how join
-/// keys are written (as JSON, which any key type can be and needs no registry) and over how
-/// many partitions: the most any source has, as the query's repartition topics are made.
-fn every_source_routed(store: &Store, chain: &JoinChain) -> Result<(DataSource, u32)> {
+/// keys are written: as JSON, which any key type can be and needs no registry.
+fn every_source_routed(chain: &JoinChain) -> Result<DataSource> {
     let stage = chain
         .stages
         .first()
@@ -98,11 +99,7 @@ fn every_source_routed(store: &Store, chain: &JoinChain) -> Result<(DataSource, 
         String::new(),
         vec![key],
     );
-    let mut partitions = 0;
-    for source in &chain.sources {
-        partitions = partitions.max(store.partition_count(&source.topic)?);
-    }
-    Ok((keys, partitions))
+    Ok(keys)
 }
 
 impl Operator for JoinRouter<'_> {

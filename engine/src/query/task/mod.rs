@@ -6,6 +6,7 @@
 mod commit;
 mod placement;
 pub(crate) mod reader;
+mod stage;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,12 +20,13 @@ use crate::catalog::DataSource;
 use crate::codec::Schemas;
 use crate::error::Result;
 use crate::query::panics::catching_panics;
-use crate::query::state::{self, consumer_group};
+use crate::query::state::consumer_group;
 use crate::query::status::QueryShared;
 use crate::query::{QueryPlan, processing_log};
 use commit::{CommitContext, InFlight, MAX_IN_FLIGHT, Uncommitted};
 use reader::{PartitionReader, query_inputs};
 pub use reader::{Split, SplitPart, TaskStage};
+use stage::{part_layout, stage_operator};
 
 /// The task of one persistent query. Returns when stopped, or with the failure that ended it.
 pub async fn run_query(
@@ -112,8 +114,8 @@ async fn run_query_inner(
             (SplitPart::Route { .. }, Some(aggregation), _) => Box::new(
                 crate::query::aggregate::GroupRouter::new(store, aggregation, (sink, schemas))?,
             ),
-            (SplitPart::Route { .. }, _, Some(join)) => Box::new(
-                crate::query::join::JoinRouter::new(store, &join.chain, schemas)?,
+            (SplitPart::Route { topic }, _, Some(join)) => Box::new(
+                crate::query::join::JoinRouter::new(store, (&join.chain, topic), schemas)?,
             ),
             _ if *stage != TaskStage::Whole => stage_operator(
                 store,
@@ -229,126 +231,6 @@ async fn run_query_inner(
         done.finish(shared).await?;
     }
     Ok(())
-}
-
-/// What a run of `part` reads and writes: its plan (a task's reads the repartition topics),
-/// its state namespace, and the topic its output goes to (a router's, the repartition topic).
-fn part_layout<'a>(
-    plan: &'a QueryPlan,
-    part: &'a SplitPart,
-    query_id: &str,
-    sink: &'a DataSource,
-) -> Result<(std::borrow::Cow<'a, QueryPlan>, String, &'a str)> {
-    use std::borrow::Cow;
-    Ok(match part {
-        SplitPart::Task {
-            routes,
-            namespace,
-            stage,
-            ..
-        } => {
-            let plan = match stage {
-                TaskStage::Aggregate { topic } => {
-                    Cow::Owned(plan.regrouped(topic).ok_or_else(|| {
-                        crate::error::EngineError::internal(
-                            "a split join's aggregation task without an aggregation",
-                        )
-                    })?)
-                }
-                _ if routes.is_empty() => Cow::Borrowed(plan),
-                _ => Cow::Owned(plan.rerouted(routes)),
-            };
-            let output = match stage {
-                TaskStage::Regroup { topic } => topic.as_str(),
-                TaskStage::ForeignRight { responses } => responses.as_str(),
-                _ => sink.topic.as_str(),
-            };
-            (plan, namespace.clone(), output)
-        }
-        SplitPart::Route { topic } => (Cow::Borrowed(plan), String::new(), topic.as_str()),
-        SplitPart::Whole => (
-            Cow::Borrowed(plan),
-            state::namespace(query_id),
-            sink.topic.as_str(),
-        ),
-    })
-}
-
-/// The operator of one of the two stages of a split aggregation by other columns of a join's
-/// rows or a table's: `plan` (of the query `whole`) as `stage` runs it.
-fn stage_operator<'p>(
-    store: &Store,
-    (whole, plan, stage): (&'p QueryPlan, &'p QueryPlan, &TaskStage),
-    namespace: &str,
-    (sink, coalesce, schemas): (&DataSource, bool, &Schemas),
-) -> Result<Box<dyn crate::query::operator::Operator + 'p>> {
-    use crate::query::aggregate::{Aggregation, TableRouter};
-    use crate::query::join::{
-        ForeignLeft, ForeignRight, Join, JoinTail, RegroupRouter, RegroupedAggregation,
-    };
-    let unexpected = || crate::error::EngineError::internal("a split task of an unknown shape");
-    let joined = match whole {
-        QueryPlan::Join(join) => Some(join.joined_schema().ok_or_else(unexpected)?),
-        _ => None,
-    };
-    match (stage, plan, joined) {
-        (TaskStage::Regroup { topic }, QueryPlan::Join(join), Some(rows)) => {
-            let JoinTail::Aggregate(aggregation) = &join.then else {
-                return Err(unexpected());
-            };
-            let partitions = store.partition_count(topic)?;
-            let router = RegroupRouter::new(aggregation, rows, (sink, partitions, schemas))?;
-            Ok(Box::new(Join::new(
-                store,
-                namespace,
-                &join.chain,
-                Box::new(router),
-            )?))
-        }
-        (TaskStage::Regroup { topic }, QueryPlan::Aggregate(aggregation), None) => {
-            let partitions = store.partition_count(topic)?;
-            let router = TableRouter::new(aggregation, namespace, (sink, partitions, schemas))?;
-            Ok(Box::new(router))
-        }
-        (TaskStage::ForeignLeft { subscriptions }, QueryPlan::Join(join), Some(_)) => {
-            let (JoinTail::Project(post), [stage]) = (&join.then, join.chain.stages.as_slice())
-            else {
-                return Err(unexpected());
-            };
-            let right = match whole {
-                QueryPlan::Join(whole) => whole.chain.sources.get(1).ok_or_else(unexpected)?,
-                _ => return Err(unexpected()),
-            };
-            let then = Box::new(crate::query::stateless::Projection::new(
-                post,
-                (sink, schemas),
-            )?);
-            Ok(Box::new(ForeignLeft::new(
-                store,
-                (stage, namespace),
-                (right, subscriptions, schemas),
-                then,
-            )?))
-        }
-        (TaskStage::ForeignRight { responses }, QueryPlan::Join(join), Some(_)) => {
-            let [stage] = join.chain.stages.as_slice() else {
-                return Err(unexpected());
-            };
-            Ok(Box::new(ForeignRight::new(
-                store,
-                (stage, namespace),
-                responses,
-            )?))
-        }
-        (TaskStage::Aggregate { .. }, QueryPlan::Aggregate(aggregation), rows) => {
-            let then = Aggregation::new(store, namespace, aggregation, (sink, schemas), coalesce)?;
-            Ok(match rows {
-                Some(rows) => Box::new(RegroupedAggregation::new(rows, then)?),
-                None => Box::new(then.with_marked_changes()),
-            })
-        }
-        _ => Err(unexpected()),
-    }
 }
 
 /// This node's hold on a split task: its state caught up and written to its changelog
