@@ -474,7 +474,8 @@ impl Service {
 }
 
 /// The join of orders with customers splits among the nodes (the orders routed by
-/// customer); the windowed aggregation of that join runs on the active node, which is killed.
+/// customer), and so does the windowed aggregation of that join by region (each joined row
+/// sent on to its region's task); the active node is killed mid-stream.
 #[test]
 fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_node() {
     let service = Service::new("trio");
@@ -498,13 +499,16 @@ fn three_nodes_share_a_service_and_a_standby_takes_over_from_a_killed_active_nod
            WINDOW TUMBLING (SIZE 1 MINUTE) GROUP BY c.region;
          CREATE TABLE accounts (customer STRING PRIMARY KEY, tier INT)
            WITH (kafka_topic='accounts', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE TABLE tiers (tier INT PRIMARY KEY, name STRING)
+           WITH (kafka_topic='tiers', value_format='JSON', partitions=8);
          CREATE TABLE tiered WITH (kafka_topic='tiered') AS
-           SELECT c.customer AS customer, a.tier AS tier
-           FROM customers c JOIN accounts a ON c.customer = a.customer;",
+           SELECT c.customer AS customer, a.tier AS tier, t.name AS name
+           FROM customers c JOIN accounts a ON c.customer = a.customer
+           LEFT JOIN tiers t ON a.tier = t.tier;",
     );
     // A standby forwards statements to the active node; it shows the queries it would run
-    // (a join of tables whose keys are written in different formats runs on the active node
-    // alone) as standing by.
+    // (a chain of joins with a foreign-key join among them runs on the active node alone)
+    // as standing by.
     ksql_ok(
         &second,
         "CREATE STREAM other (id INT) WITH (kafka_topic='other', value_format='JSON', partitions=1);",
@@ -678,15 +682,17 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
            WITH (kafka_topic='clicks', value_format='JSON', partitions=2);
          CREATE TABLE profiles (user STRING PRIMARY KEY, name STRING)
            WITH (kafka_topic='profiles', key_format='JSON', value_format='JSON', partitions=2);
+         CREATE TABLE pages (page STRING PRIMARY KEY, title STRING)
+           WITH (kafka_topic='pages', value_format='JSON', partitions=2);
          CREATE TABLE titled AS SELECT c.user AS user, c.page AS page, p.name AS name
-           FROM clicks c JOIN profiles p ON c.user = p.user;",
+           FROM clicks c JOIN profiles p ON c.user = p.user LEFT JOIN pages g ON c.page = g.page;",
     );
     assert_eq!(
-        created[2]["commandStatus"]["status"],
+        created[3]["commandStatus"]["status"],
         json!("SUCCESS"),
         "{created}"
     );
-    let query_id = created[2]["commandStatus"]["queryId"]
+    let query_id = created[3]["commandStatus"]["queryId"]
         .as_str()
         .map(str::to_string)
         .or_else(|| {
@@ -730,8 +736,8 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
     assert_ne!(status, 200, "{text}");
     assert!(text.contains("standby"), "{text}");
 
-    // A join of tables whose keys are written in different formats runs on the active node
-    // and stands by on the other, as every node counts it.
+    // A chain of joins with a foreign-key join among them runs on the active node and
+    // stands by on the other, as every node counts it.
     // Each node hears of the other's queries with its next status, a second or so later.
     for node in [&active, &standby] {
         await_value(
@@ -803,7 +809,9 @@ fn a_standby_forwards_statements_and_every_node_shows_the_whole_service() {
         {"topic": "clicks", "partition": 0},
         {"topic": "clicks", "partition": 1},
         {"topic": "profiles", "partition": 0},
-        {"topic": "profiles", "partition": 1}
+        {"topic": "profiles", "partition": 1},
+        {"topic": "pages", "partition": 0},
+        {"topic": "pages", "partition": 1}
     ]);
     let on_active = &hosts[&active.http]["activeStandbyPerQuery"][&query_id];
     assert_eq!(on_active["activePartitions"], partitions, "{hosts:?}");
@@ -1624,6 +1632,127 @@ fn the_nodes_of_a_service_split_a_join_of_two_streams_both_joined_on_other_colum
         .collect();
     assert_eq!(pairs.len(), expected as usize);
     assert!(pairs.iter().all(|(c, v)| c % USERS == v % USERS));
+}
+
+/// A join of tables whose keys are written in different formats splits: the second table's
+/// changes (deletions too) go first to the partition their key has in the first's format,
+/// as ksqlDB repartitions a join side whose key format differs.
+#[test]
+fn the_nodes_of_a_service_split_a_join_of_tables_whose_keys_are_written_in_different_formats() {
+    let service = Service::new("formats");
+    let brokers = service.brokers.clone();
+    let first = service.node("first");
+    let created = ksql_ok(
+        &first,
+        "CREATE TABLE customers (customer STRING PRIMARY KEY, region STRING)
+           WITH (kafka_topic='customers', value_format='JSON', partitions=8);
+         CREATE TABLE accounts (customer STRING PRIMARY KEY, tier INT)
+           WITH (kafka_topic='accounts', key_format='JSON', value_format='JSON', partitions=8);
+         CREATE TABLE tiered WITH (kafka_topic='tiered') AS
+           SELECT c.customer AS customer, c.region AS region, a.tier AS tier
+           FROM customers c JOIN accounts a ON c.customer = a.customer;",
+    );
+    let query = created[2]["commandStatus"]["queryId"]
+        .as_str()
+        .map_or_else(|| "CTAS_TIERED_2".to_string(), str::to_string);
+    let rerouted = format!("_confluent-ksql-formatsquery_{query}-Join-right-repartition");
+    const CUSTOMERS: i64 = 40;
+    // What each table holds last: a customer's region, an account's tier.
+    let mut regions: std::collections::BTreeMap<i64, i64> = Default::default();
+    let mut tiers: std::collections::BTreeMap<i64, i64> = Default::default();
+    type Layout = (&'static str, fn(i64) -> String, fn(i64) -> String);
+    let change = |(topic, key, value): Layout,
+                  state: &mut std::collections::BTreeMap<i64, i64>,
+                  changes: Vec<(i64, Option<i64>)>| {
+        let lines: Vec<String> = changes
+            .iter()
+            .map(|(c, v)| match v {
+                Some(v) => format!("{}|{}", key(*c), value(*v)),
+                None => format!("{}|", key(*c)),
+            })
+            .collect();
+        produce_changes(&brokers, topic, &lines);
+        for (c, v) in changes {
+            match v {
+                Some(v) => state.insert(c, v),
+                None => state.remove(&c),
+            };
+        }
+    };
+    let customers: Layout = (
+        "customers",
+        |c| format!("c{c}"),
+        |r| format!("{{\"REGION\":\"r{r}\"}}"),
+    );
+    // JSON keys are quoted strings, other bytes than the KAFKA format's.
+    let accounts: Layout = (
+        "accounts",
+        |c| format!("\"c{c}\""),
+        |t| format!("{{\"TIER\":{t}}}"),
+    );
+    change(
+        customers,
+        &mut regions,
+        (0..CUSTOMERS).map(|c| (c, Some(c % 5))).collect(),
+    );
+    change(
+        accounts,
+        &mut tiers,
+        (0..CUSTOMERS).map(|c| (c, Some(c % 3))).collect(),
+    );
+
+    // A second node joins: the two share the routers over the accounts' partitions and the
+    // tasks, each over a partition of the customers and of the accounts' repartition topic.
+    let second = service.node("second");
+    let split_two_ways = |hosts: &serde_json::Map<String, Value>| {
+        tasks_split_among(hosts, &query, &["customers", "accounts", &rerouted], 2)
+    };
+    await_cluster_status(&second, "the join split two ways", |hosts| {
+        split_two_ways(hosts)
+    });
+
+    // While a node is down, accounts change tier and some are deleted; customers move.
+    drop(second);
+    let moved = (0..CUSTOMERS).filter(|c| c % 4 == 0);
+    change(
+        accounts,
+        &mut tiers,
+        moved.map(|c| (c, Some(c + 10))).collect(),
+    );
+    let gone = (0..CUSTOMERS).filter(|c| c % 7 == 0);
+    change(accounts, &mut tiers, gone.map(|c| (c, None)).collect());
+    change(
+        customers,
+        &mut regions,
+        (0..CUSTOMERS)
+            .filter(|c| c % 5 == 0)
+            .map(|c| (c, Some(9)))
+            .collect(),
+    );
+    let second = service.node("second-again");
+    await_cluster_status(&first, "split two ways again", |hosts| {
+        split_two_ways(hosts)
+    });
+    // Some deleted accounts come back, and a customer goes.
+    let back = (0..CUSTOMERS).filter(|c| c % 14 == 0);
+    change(accounts, &mut tiers, back.map(|c| (c, Some(99))).collect());
+    change(customers, &mut regions, vec![(1, None)]);
+
+    // Every node's table holds each customer with an account, as both tables hold it now.
+    let expected: std::collections::BTreeSet<String> = regions
+        .iter()
+        .filter_map(|(c, region)| {
+            let tier = tiers.get(c)?;
+            Some(json!([format!("c{c}"), format!("r{region}"), tier]).to_string())
+        })
+        .collect();
+    for node in [&first, &second] {
+        await_pull(node, "SELECT customer, region, tier FROM tiered;", |rows| {
+            let got: std::collections::BTreeSet<String> =
+                rows.iter().map(Value::to_string).collect();
+            got == expected
+        });
+    }
 }
 
 #[test]

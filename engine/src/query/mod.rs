@@ -119,16 +119,17 @@ impl QueryPlan {
 
     /// The joins of a query that splits as one task per partition number, each joining that
     /// partition of every source, as Kafka Streams joins co-partitioned topics. The sources
-    /// joined on their key (the *keyed* ones, if any) must lay their keys out alike
-    /// (the same key format and types), which puts equal keys on equal partition numbers
-    /// when they have as many partitions (the query's launch checks). A stream joined on
-    /// another column is *routed*: its records first go to the partition of a repartition
-    /// topic that their join key hashes to as the keyed sources write it, as ksqlDB
-    /// repartitions a join side. The joins are stream–stream, stream–table or table–table
-    /// (no foreign key, no windowed table's final rows), only the first source or a stage's
-    /// new source is routed (never joined rows), every source is a topic of its own, and the
-    /// joined rows are projected, aggregated by the join key alone, or (a stream's rows)
-    /// aggregated by other columns, each row sent on to its group's task.
+    /// joined on their key and laid out as the first of them (the same key format and types;
+    /// the *keyed* ones) put equal keys on equal partition numbers when they have as many
+    /// partitions (the query's launch checks). The others are *routed*: a stream joined on
+    /// another column, and a source joined on its key but laid out otherwise (see
+    /// [`join::JoinChain::routed`]). Their records first go to the partition of a
+    /// repartition topic that their join key hashes to as the keyed sources write it, as
+    /// ksqlDB repartitions a join side. The joins are stream–stream, stream–table or
+    /// table–table (no foreign key, no windowed table's final rows), only the first source
+    /// or a stage's new source is routed (never joined rows), every source is a topic of its
+    /// own, and the joined rows are projected, aggregated by the join key alone, or (a
+    /// stream's rows) aggregated by other columns, each row sent on to its group's task.
     pub(crate) fn split_join(&self) -> Option<&JoinPlan> {
         let QueryPlan::Join(join) = self else {
             return None;
@@ -149,20 +150,19 @@ impl QueryPlan {
                 )
         });
         let routed = chain.routed();
-        let routable =
-            chain.sources.iter().zip(&routed).all(|(source, routed)| {
-                !routed || source.kind == eddy_sql::ast::SourceKind::Stream
-            });
-        let key_layout = |source: &DataSource| {
-            let types: Vec<_> = source.key_columns().map(|c| c.ty.clone()).collect();
-            (source.key_format.clone(), types)
-        };
+        // A table routed for its key's layout keeps its keys, so each key's changes stay in
+        // order on one partition; one joined on another column is a foreign-key join.
+        let routable = chain
+            .sources
+            .iter()
+            .zip(chain.rekeyed())
+            .all(|(source, rekeyed)| !rekeyed || source.kind == eddy_sql::ast::SourceKind::Stream);
         let keyed: Vec<_> = chain
             .sources
             .iter()
             .zip(&routed)
             .filter(|(_, routed)| !**routed)
-            .map(|(source, _)| key_layout(source))
+            .map(|(source, _)| join::KeyLayout::of(source))
             .collect();
         // With every source routed, the join keys are laid out alike by their routers.
         let alike = keyed

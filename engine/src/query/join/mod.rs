@@ -202,6 +202,24 @@ impl JoinStage {
     }
 }
 
+/// How a source writes its keys: equal keys of sources laid out alike are equal bytes, so
+/// they hash to equal partition numbers.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct KeyLayout {
+    format: crate::format::FormatSpec,
+    types: Vec<eddy_sql::ast::SqlType>,
+}
+
+impl KeyLayout {
+    /// The layout of `source`'s keys.
+    pub(crate) fn of(source: &DataSource) -> Self {
+        KeyLayout {
+            format: source.key_format.clone(),
+            types: source.key_columns().map(|c| c.ty.clone()).collect(),
+        }
+    }
+}
+
 /// The joins of a query: its sources, and a chain of stages evaluated left to right.
 #[derive(Debug, Clone)]
 pub struct JoinChain {
@@ -230,15 +248,41 @@ impl JoinChain {
             .collect()
     }
 
-    /// For each source, whether it is joined on another column than its key, so that the
-    /// nodes of a service splitting the join first route its records by their join key.
-    pub(crate) fn routed(&self) -> Vec<bool> {
+    /// For each source, whether it is joined on another column than its key.
+    pub(crate) fn rekeyed(&self) -> Vec<bool> {
         (0..self.sources.len())
             .map(|index| {
                 let (stage, side) = Self::entry(index);
                 self.stages
                     .get(stage)
                     .is_some_and(|stage| stage.sides()[side].rekeyed)
+            })
+            .collect()
+    }
+
+    /// For each source, whether the nodes of a service splitting the join first route its
+    /// records by their join key: a source joined on another column than its key, and one
+    /// joined on its key that lays its keys out otherwise (another key format or key type)
+    /// than the first source joined on its key, whose layout the tasks take, as ksqlDB
+    /// repartitions a join side whose key format differs from the other's. A windowed
+    /// source is not routed for its layout alone.
+    pub(crate) fn routed(&self) -> Vec<bool> {
+        let mut first: Option<KeyLayout> = None;
+        self.sources
+            .iter()
+            .zip(self.rekeyed())
+            .map(|(source, rekeyed)| {
+                if rekeyed {
+                    return true;
+                }
+                let layout = KeyLayout::of(source);
+                match &first {
+                    None => {
+                        first = Some(layout);
+                        false
+                    }
+                    Some(first) => *first != layout && source.window.is_none(),
+                }
             })
             .collect()
     }

@@ -5,6 +5,10 @@
 //! partition number reads it there, with the partition of every keyed source holding the same
 //! key, as ksqlDB's join repartitions a side before joining it.
 //!
+//! A source joined on its key but written in another key layout than the keyed sources' (a
+//! table too) is routed alike: its join key is its key, so each key's records, deletions
+//! (which have no value but decode their key) among them, stay in order on one partition.
+//!
 //! When every source is routed (two streams both joined on other columns than their keys),
 //! the join key is written as JSON and the tasks are as many as the larger stream has
 //! partitions.
