@@ -160,6 +160,21 @@ pub enum StorageError {
         service: String,
     },
 
+    /// This node is not the leader of the replicated log, which alone writes.
+    #[error("this node is not the leader of the replicated log; {}", leader_hint(.leader))]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<u64>,
+    },
+    /// The replicated log's consensus failed an operation.
+    #[error("replication: {operation}: {reason}")]
+    Replication {
+        /// What was being done.
+        operation: String,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// The Kafka cluster the log runs on refused or failed an operation.
     #[error("Kafka cluster: {operation}: {reason}")]
     Cluster {
@@ -181,6 +196,14 @@ pub enum StorageError {
     Io(#[from] std::io::Error),
 }
 
+/// Who leads instead, for [`StorageError::NotLeader`].
+fn leader_hint(leader: &Option<u64>) -> String {
+    match leader {
+        Some(leader) => format!("node {leader} is"),
+        None => "no leader is known now".to_string(),
+    }
+}
+
 impl StorageError {
     /// Whether the store itself failed (its disk, its metadata, an encoder) rather than the
     /// request being one it refuses.
@@ -195,6 +218,7 @@ impl StorageError {
                 | StorageError::Io(_)
                 | StorageError::DiskFull { .. }
                 | StorageError::Cluster { .. }
+                | StorageError::Replication { .. }
         )
     }
 
@@ -208,6 +232,7 @@ impl StorageError {
                     ..
                 }
                 | StorageError::Standby { .. }
+                | StorageError::NotLeader { .. }
         )
     }
 }

@@ -10,6 +10,8 @@ pub const CF_META: &str = "meta";
 pub const CF_OFFSETS: &str = "offsets";
 /// Column family holding operator state and materialized tables.
 pub const CF_STATE: &str = "state";
+/// Column family of the replicated log's Raft log, vote and applied position.
+pub const CF_RAFT: &str = "raft";
 
 /// `log`: topic id · partition · base offset.
 pub fn log_key(topic_id: u32, partition: u32, base_offset: i64) -> [u8; 16] {

@@ -17,6 +17,7 @@ mod maintenance;
 mod offsets;
 mod partitioner;
 mod producers;
+mod replication;
 mod segment;
 mod state;
 mod store;
@@ -46,6 +47,7 @@ pub use keys::prefix_successor;
 pub use maintenance::MaintenanceReport;
 pub use offsets::GroupOffset;
 pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};
+pub use replication::{Leadership, NodeId, Replica, ReplicaOptions};
 pub use segment::{SegmentMeta, expired_segment_count, should_roll, survives};
 pub use state::{StateEntry, StateScan, StateSnapshot};
 pub use store::{

@@ -25,7 +25,7 @@ use crate::commit::{AppendResult, Commit, CommitChain};
 use crate::config::{TopicConfig, validate_topic_name};
 use crate::disk::{DiskGuard, DiskHealth};
 use crate::error::{Result, StorageError};
-use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
+use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_RAFT, CF_STATE};
 use crate::partitioner::DefaultPartitioner;
 use crate::segment::SegmentMeta;
 use crate::topic::{PartitionLog, StoredTopic, TopicLog};
@@ -168,6 +168,8 @@ pub(crate) struct StoreInner {
     disk: Arc<DiskGuard>,
     /// The cluster every log operation goes to, when the log is not embedded.
     pub(crate) cluster: Option<Cluster>,
+    /// Whether every write goes through the replicated log's group, by the commit writer.
+    replicated: bool,
 }
 
 impl Drop for StoreInner {
@@ -256,6 +258,23 @@ fn node_id(db: &DB) -> Result<String> {
     Ok(id)
 }
 
+/// Opens (or creates) the store's database in `path`, with every column family.
+pub(crate) fn open_database(path: &Path, mmap_reads: bool) -> Result<Arc<DB>> {
+    std::fs::create_dir_all(path)?;
+    let mut db_options = Options::default();
+    db_options.create_if_missing(true);
+    db_options.create_missing_column_families(true);
+    db_options.increase_parallelism(2);
+    db_options.set_max_background_jobs(2);
+    db_options.set_allow_mmap_reads(mmap_reads);
+    db_options.set_keep_log_file_num(4);
+    Ok(Arc::new(DB::open_cf_descriptors(
+        &db_options,
+        path,
+        column_families(),
+    )?))
+}
+
 fn column_families() -> Vec<ColumnFamilyDescriptor> {
     let mut log = Options::default();
     // Batches are often compressed by producers already; the log is written once and read in order.
@@ -282,6 +301,7 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
         ColumnFamilyDescriptor::new(CF_META, meta),
         ColumnFamilyDescriptor::new(CF_OFFSETS, offsets),
         ColumnFamilyDescriptor::new(CF_STATE, state),
+        ColumnFamilyDescriptor::new(CF_RAFT, Options::default()),
     ]
 }
 
@@ -289,19 +309,45 @@ impl Store {
     /// Opens the store in `dir`, creating it when missing, and recovers every partition's end.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&path)?;
-        let mut db_options = Options::default();
-        db_options.create_if_missing(true);
-        db_options.create_missing_column_families(true);
-        db_options.increase_parallelism(2);
-        db_options.set_max_background_jobs(2);
-        db_options.set_allow_mmap_reads(options.mmap_reads);
-        db_options.set_keep_log_file_num(4);
-        let db = Arc::new(DB::open_cf_descriptors(
-            &db_options,
-            &path,
-            column_families(),
-        )?);
+        let db = open_database(&path, options.mmap_reads)?;
+        Store::over(db, path, options, None)
+    }
+
+    /// Opens a store over a node of the replicated log. Built for the leader `term` (see
+    /// [`crate::Replica::await_leading`]), its writer proposes each group commit to the group
+    /// and acknowledges it once committed and applied here; without a term it reads what was
+    /// applied when it opened and refuses writes. The database's options are the replica's.
+    pub fn open_replica(
+        replica: &crate::Replica,
+        mut options: StoreOptions,
+        term: Option<u64>,
+    ) -> Result<Store> {
+        if options.cluster.is_some() {
+            return Err(StorageError::Replication {
+                operation: "opening a store".into(),
+                reason: "a replicated log cannot also be on a Kafka cluster".into(),
+            });
+        }
+        let proposer = replica.proposer(term)?;
+        if let Some(term) = term {
+            // Every batch carries its leader's epoch, as Kafka stamps partition leader epochs.
+            options.leader_epoch = i32::try_from(term).unwrap_or(i32::MAX);
+        }
+        Store::over(
+            replica.database(),
+            replica.path().to_path_buf(),
+            options,
+            Some(proposer),
+        )
+    }
+
+    /// The store over an open database, writing through `proposer` when it is replicated.
+    fn over(
+        db: Arc<DB>,
+        path: PathBuf,
+        options: StoreOptions,
+        proposer: Option<crate::replication::Proposer>,
+    ) -> Result<Store> {
         let mut topics = load_topics(&db, options.max_partitions)?;
         let cluster = match &options.cluster {
             Some(cluster) => {
@@ -319,8 +365,14 @@ impl Store {
             None => None,
         };
         let disk = Arc::new(DiskGuard::new(&path, options.disk_reserve_bytes));
-        let writer =
-            CommitWriter::start(db.clone(), options.sync, options.leader_epoch, disk.clone())?;
+        let replicated = proposer.is_some();
+        let writer = CommitWriter::start(
+            db.clone(),
+            options.sync,
+            options.leader_epoch,
+            disk.clone(),
+            proposer,
+        )?;
         info!(
             path = %path.display(),
             topics = topics.len(),
@@ -337,6 +389,7 @@ impl Store {
                 partitioner: DefaultPartitioner::new(),
                 disk,
                 cluster,
+                replicated,
             }),
         };
         if let Some(cluster) = &store.inner.cluster {
@@ -483,12 +536,23 @@ impl Store {
             key: name.to_string(),
             reason: e.to_string(),
         })?;
-        let mut wb = WriteBatch::default();
-        wb.put_cf(meta, keys::NEXT_TOPIC_ID_KEY, (id + 1).to_be_bytes());
-        wb.put_cf(meta, keys::topic_key(name), json);
-        let mut write = rocksdb::WriteOptions::default();
-        write.set_sync(self.inner.options.sync != SyncPolicy::Os);
-        self.inner.db.write_opt(wb, &write)?;
+        let stored_name = name.to_string();
+        if self.inner.replicated {
+            // Through the writer, which alone proposes to the replicated log's group.
+            self.run_custom(Box::new(move |db: &DB, wb: &mut WriteBatch| {
+                let meta = db.cf_handle(CF_META).ok_or(StorageError::Closed)?;
+                wb.put_cf(meta, keys::NEXT_TOPIC_ID_KEY, (id + 1).to_be_bytes());
+                wb.put_cf(meta, keys::topic_key(&stored_name), json);
+                Ok(Box::new(|| {}) as AfterWrite)
+            }))?;
+        } else {
+            let mut wb = WriteBatch::default();
+            wb.put_cf(meta, keys::NEXT_TOPIC_ID_KEY, (id + 1).to_be_bytes());
+            wb.put_cf(meta, keys::topic_key(name), json);
+            let mut write = rocksdb::WriteOptions::default();
+            write.set_sync(self.inner.options.sync != SyncPolicy::Os);
+            self.inner.db.write_opt(wb, &write)?;
+        }
         let partitions = (0..stored.config.partitions)
             .map(|p| Arc::new(PartitionLog::new(name, id, p, 0, 0, Vec::new())))
             .collect();

@@ -21,6 +21,7 @@ use crate::disk::DiskGuard;
 use crate::error::{Result, StorageError};
 use crate::keys::{self, CF_LOG, CF_META, CF_OFFSETS, CF_STATE};
 use crate::producers::{self, ProducerState, SequenceCheck};
+use crate::replication::Proposer;
 use crate::topic::{PartitionLog, PartitionTail, TailSnapshot, TopicLog};
 use crate::transactions;
 
@@ -170,6 +171,7 @@ impl CommitWriter {
         sync: SyncPolicy,
         leader_epoch: i32,
         disk: Arc<DiskGuard>,
+        proposer: Option<Proposer>,
     ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let dirty = Arc::new(AtomicBool::new(false));
@@ -179,7 +181,15 @@ impl CommitWriter {
             let disk = disk.clone();
             std::thread::Builder::new()
                 .name("eddy-commit-writer".into())
-                .spawn(move || run_writer(db, rx, sync, leader_epoch, dirty, disk))?
+                .spawn(move || {
+                    let output = Output {
+                        sync,
+                        dirty,
+                        disk,
+                        proposer,
+                    };
+                    run_writer(db, rx, leader_epoch, output)
+                })?
         };
         let syncer = match sync {
             SyncPolicy::Interval(every) => {
@@ -248,14 +258,49 @@ fn run_syncer(
     }
 }
 
-fn run_writer(
-    db: Arc<DB>,
-    rx: Receiver<Job>,
+/// Where the writer's group commits go, and how they are made durable.
+struct Output {
     sync: SyncPolicy,
-    leader_epoch: i32,
+    /// Set after a write under the interval policy, for the syncer.
     dirty: Arc<AtomicBool>,
     disk: Arc<DiskGuard>,
-) {
+    /// The replicated log's group, which writes each batch to every node's store (this one's
+    /// too) once committed; none for a store of its own.
+    proposer: Option<Proposer>,
+}
+
+impl Output {
+    /// Writes `wb` to the store, or has the group commit it and apply it here.
+    fn write(&self, db: &DB, wb: WriteBatch) -> Result<()> {
+        if let Some(proposer) = &self.proposer {
+            return proposer.propose(wb.data().to_vec());
+        }
+        let mut options = WriteOptions::default();
+        options.set_sync(self.sync == SyncPolicy::Always);
+        let written = db.write_opt(wb, &options);
+        self.disk.record_write(written.as_ref().map(|_| ()));
+        written?;
+        if matches!(self.sync, SyncPolicy::Interval(_)) {
+            self.dirty.store(true, Ordering::Release);
+        }
+        Ok(())
+    }
+}
+
+/// A copy of a failed group's error for each of its writers.
+fn copy_error(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::RocksDb(e) => StorageError::RocksDb(e.clone()),
+        StorageError::NotLeader { leader } => StorageError::NotLeader { leader: *leader },
+        StorageError::Closed => StorageError::Closed,
+        other => StorageError::Replication {
+            operation: "writing a group commit".into(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn run_writer(db: Arc<DB>, rx: Receiver<Job>, leader_epoch: i32, output: Output) {
     while let Ok(first) = rx.recv() {
         let mut bytes = first.size();
         let mut group = vec![first];
@@ -269,7 +314,7 @@ fn run_writer(
             }
         }
         debug!(jobs = group.len(), bytes, "group commit");
-        write_group(&db, (group, bytes), sync, leader_epoch, &dirty, &disk);
+        write_group(&db, (group, bytes), leader_epoch, &output);
     }
 }
 
@@ -554,14 +599,7 @@ fn stage_commit(staging: &mut Staging, job: CommitJob) -> Option<Pending> {
     Some(Pending::Commit(reply, results, chain))
 }
 
-fn write_group(
-    db: &DB,
-    (group, bytes): (Vec<Job>, usize),
-    sync: SyncPolicy,
-    leader_epoch: i32,
-    dirty: &AtomicBool,
-    disk: &DiskGuard,
-) {
+fn write_group(db: &DB, (group, bytes): (Vec<Job>, usize), leader_epoch: i32, output: &Output) {
     let (Some(log_cf), Some(meta_cf), Some(offsets_cf), Some(state_cf)) = (
         db.cf_handle(CF_LOG),
         db.cf_handle(CF_META),
@@ -601,15 +639,8 @@ fn write_group(
     }
     let Staging { wb, touched, .. } = staging;
 
-    let mut options = WriteOptions::default();
-    options.set_sync(sync == SyncPolicy::Always);
-    let written = db.write_opt(wb, &options);
-    disk.record_write(written.as_ref().map(|_| ()));
-    match written {
+    match output.write(db, wb) {
         Ok(()) => {
-            if matches!(sync, SyncPolicy::Interval(_)) {
-                dirty.store(true, Ordering::Release);
-            }
             for (partition, _) in &touched {
                 partition.publish(&partition.tail.lock());
             }
@@ -636,10 +667,10 @@ fn write_group(
                         if let Some(chain) = chain {
                             chain.break_off();
                         }
-                        let _ = reply.send(Err(StorageError::RocksDb(e.clone())));
+                        let _ = reply.send(Err(copy_error(&e)));
                     }
                     Pending::Custom(reply, _) => {
-                        let _ = reply.send(Err(StorageError::RocksDb(e.clone())));
+                        let _ = reply.send(Err(copy_error(&e)));
                     }
                 }
             }

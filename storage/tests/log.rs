@@ -615,7 +615,7 @@ fn a_corrupt_batch_is_an_error_naming_where_it_is() {
     }
     {
         // Flip one payload bit of the second batch behind the store's back.
-        let cfs = ["log", "meta", "offsets", "state"];
+        let cfs = ["log", "meta", "offsets", "state", "raft"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let log = db.cf_handle("log").unwrap();
         let mut found = None;
@@ -667,7 +667,7 @@ fn a_batch_with_a_broken_header_is_reported_and_the_store_still_opens() {
         store.close().unwrap();
     }
     {
-        let cfs = ["log", "meta", "offsets", "state"];
+        let cfs = ["log", "meta", "offsets", "state", "raft"];
         let db = rocksdb::DB::open_cf(&rocksdb::Options::default(), dir.path(), cfs).unwrap();
         let log = db.cf_handle("log").unwrap();
         let (key, mut value) = db

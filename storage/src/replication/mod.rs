@@ -1,0 +1,294 @@
+//! The replicated log: several nodes keep one store through one Raft group (openraft), the
+//! leader proposing each group commit's write batch and every node applying the committed
+//! ones in order. `docs/replication.md` says why it is built so.
+
+mod log_store;
+mod network;
+mod state_machine;
+mod types;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
+use rocksdb::DB;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+pub use types::NodeId;
+use types::{Applied, Batch, TypeConfig};
+
+use crate::error::{Result, StorageError};
+use crate::writer::SyncPolicy;
+
+/// How a node takes part in the replicated log.
+#[derive(Debug, Clone)]
+pub struct ReplicaOptions {
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Every node of the group (this one too) and the `host:port` its replication listener is
+    /// reached at.
+    pub peers: BTreeMap<NodeId, String>,
+    /// Where this node's replication listener binds; by default its own address in `peers`.
+    pub listen: Option<String>,
+    /// When the Raft log and applied batches are forced to disk: the store's policy.
+    pub sync: SyncPolicy,
+}
+
+/// Who leads the group, as one replica sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leadership {
+    /// The Raft term, which is the leader epoch of every partition.
+    pub term: u64,
+    /// The leader, if one is known.
+    pub leader: Option<NodeId>,
+    /// The index of the last entry this replica applied to its store.
+    pub applied: Option<u64>,
+}
+
+/// One node of the replicated log: its database, its Raft and its replication listener.
+pub struct Replica {
+    id: NodeId,
+    path: PathBuf,
+    db: Arc<DB>,
+    raft: Raft<TypeConfig>,
+    stop: watch::Sender<bool>,
+    address: String,
+}
+
+fn replication_error(operation: &str, e: impl std::fmt::Display) -> StorageError {
+    StorageError::Replication {
+        operation: operation.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+impl Replica {
+    /// Opens the store's database in `dir`, starts Raft over it and the listener, and forms
+    /// the group of `options.peers` if it was never formed (every node may try; it is formed
+    /// once).
+    pub async fn start(dir: impl AsRef<Path>, options: ReplicaOptions) -> Result<Replica> {
+        let id = options.node_id;
+        let own = options.peers.get(&id).cloned().ok_or_else(|| {
+            replication_error(
+                "starting a replica",
+                format!("node {id} is not among the peers {:?}", options.peers),
+            )
+        })?;
+        let path = dir.as_ref().to_path_buf();
+        let db = crate::store::open_database(&path, false)?;
+        let sync = options.sync == SyncPolicy::Always;
+        let config = Config {
+            cluster_name: "eddy".to_string(),
+            heartbeat_interval: 150,
+            election_timeout_min: 750,
+            election_timeout_max: 1500,
+            // Entries are whole group commits, up to 32 MiB each; a frame holds a few.
+            max_payload_entries: 8,
+            // Snapshots do not exist yet, so the log is kept whole (docs/replication.md).
+            snapshot_policy: SnapshotPolicy::Never,
+            ..Config::default()
+        }
+        .validate()
+        .map_err(|e| replication_error("configuring Raft", e))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(config),
+            network::Network,
+            log_store::LogStore::new(db.clone(), sync),
+            state_machine::StateMachine::open(db.clone(), sync)
+                .map_err(|e| replication_error("opening the applied state", e))?,
+        )
+        .await
+        .map_err(|e| replication_error("starting Raft", e))?;
+        let listen = options.listen.clone().unwrap_or_else(|| own.clone());
+        let listener = TcpListener::bind(&listen).await?;
+        let address = listener.local_addr()?.to_string();
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(network::serve(listener, raft.clone(), stopped));
+        let members: BTreeMap<NodeId, BasicNode> = options
+            .peers
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| replication_error("reading the group's state", e))?;
+        if !initialized {
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(replication_error("forming the group", e)),
+            }
+        }
+        info!(node = id, %address, peers = ?options.peers, "replica started");
+        Ok(Replica {
+            id,
+            path,
+            db,
+            raft,
+            stop,
+            address,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The address the replication listener is bound to.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The directory of the replica's store.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Who leads, in which term, and how far this replica applied.
+    pub fn leadership(&self) -> Leadership {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        Leadership {
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            applied: metrics.last_applied.map(|id| id.index),
+        }
+    }
+
+    /// Waits up to `timeout` for the group to have a leader, and names it.
+    pub async fn await_leader(&self, timeout: Duration) -> Result<NodeId> {
+        let mut metrics = self.raft.metrics();
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(leader) = metrics.borrow_and_update().current_leader {
+                    return Ok(leader);
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(StorageError::Closed);
+                }
+            }
+        })
+        .await;
+        found.map_err(|_| replication_error("waiting for a leader", "no leader was elected"))?
+    }
+
+    /// Waits up to `timeout` until this node leads and has applied every entry committed before
+    /// its term, so a store opened now sees all of them; returns the term.
+    pub async fn await_leading(&self, timeout: Duration) -> Result<u64> {
+        let mut metrics = self.raft.metrics();
+        let led = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    let applied_in_term = m
+                        .last_applied
+                        .is_some_and(|id| id.leader_id.term == m.current_term);
+                    if m.state == ServerState::Leader && applied_in_term {
+                        return Ok(m.current_term);
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(StorageError::Closed);
+                }
+            }
+        })
+        .await;
+        led.map_err(|_| StorageError::NotLeader {
+            leader: self.leadership().leader,
+        })?
+    }
+
+    /// Waits up to `timeout` until this replica applied the entry at `index`.
+    pub async fn await_applied(&self, index: u64, timeout: Duration) -> Result<()> {
+        let mut metrics = self.raft.metrics();
+        let applied = tokio::time::timeout(timeout, async {
+            loop {
+                if metrics
+                    .borrow_and_update()
+                    .last_applied
+                    .is_some_and(|id| id.index >= index)
+                {
+                    return Ok(());
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(StorageError::Closed);
+                }
+            }
+        })
+        .await;
+        applied.map_err(|_| {
+            replication_error(
+                "catching up",
+                format!("entry {index} was not applied in time"),
+            )
+        })?
+    }
+
+    /// Stops Raft and the listener; the database closes with the last store over it.
+    pub async fn shutdown(&self) -> Result<()> {
+        let _ = self.stop.send(true);
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| replication_error("stopping Raft", e))
+    }
+
+    /// The database, for a store over it.
+    pub(crate) fn database(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    /// What a store's writer proposes its group commits through: built for `term`, or for no
+    /// term (a store that only reads).
+    pub(crate) fn proposer(&self, term: Option<u64>) -> Result<Proposer> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| replication_error("opening a store over a replica", e))?;
+        Ok(Proposer {
+            raft: self.raft.clone(),
+            term,
+            runtime,
+        })
+    }
+}
+
+/// Proposes a store's group commits to the group, from the store's writer thread.
+#[derive(Clone)]
+pub(crate) struct Proposer {
+    raft: Raft<TypeConfig>,
+    term: Option<u64>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Proposer {
+    /// Blocks until the batch `bytes` is committed and applied to this node's store.
+    pub(crate) fn propose(&self, bytes: Vec<u8>) -> Result<()> {
+        let not_leader = |raft: &Raft<TypeConfig>| StorageError::NotLeader {
+            leader: raft.metrics().borrow().current_leader,
+        };
+        let Some(term) = self.term else {
+            return Err(not_leader(&self.raft));
+        };
+        let raft = self.raft.clone();
+        let written = self
+            .runtime
+            .block_on(async move { raft.client_write(Batch { term, bytes }).await });
+        match written {
+            Ok(response) if response.data == Applied::Written => Ok(()),
+            // Leadership moved since the store was opened: another leader's writes came first.
+            Ok(_) => Err(not_leader(&self.raft)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                Err(StorageError::NotLeader {
+                    leader: forward.leader_id,
+                })
+            }
+            Err(e) => Err(replication_error("replicating a write", e)),
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Raft's messages between replicas, over TCP: each request and each answer is one frame, a
+//! 4-byte big-endian length then the message in MessagePack (`rmp-serde`). A replica keeps one
+//! connection to each peer and sends its requests one at a time, as openraft sends them.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, Raft};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, warn};
+
+use super::log_store::{decode, encode};
+use super::types::{NodeId, TypeConfig};
+
+/// The largest frame read: a few of the biggest group commits (32 MiB each) in one append.
+pub(super) const MAX_FRAME_BYTES: u32 = 320 << 20;
+/// Connections served at once; peers need one or two each, the rest are refused.
+const MAX_CONNECTIONS: usize = 128;
+/// How long a connection may go without a whole request before it is closed: peers send one
+/// at least every heartbeat (150 ms), so only a stuck or hostile one waits this long.
+const IDLE: Duration = Duration::from_secs(10);
+
+#[derive(Serialize, Deserialize)]
+enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<NodeId>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+enum Response {
+    Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
+    Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
+    Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
+}
+
+/// Reads one frame; `None` when the peer closed the connection between frames. The buffer
+/// grows with what arrives, so a length alone reserves nothing.
+async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let len = match stream.read_u32().await {
+        Ok(len) => len,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if len > MAX_FRAME_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}"),
+        ));
+    }
+    let mut frame = Vec::new();
+    (&mut *stream)
+        .take(u64::from(len))
+        .read_to_end(&mut frame)
+        .await?;
+    if frame.len() != len as usize {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    Ok(Some(frame))
+}
+
+async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .ok()
+        .filter(|len| *len <= MAX_FRAME_BYTES)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a message of {} bytes is too big for one frame",
+                    bytes.len()
+                ),
+            )
+        })?;
+    stream.write_u32(len).await?;
+    stream.write_all(bytes).await?;
+    stream.flush().await
+}
+
+/// Serves the peers' requests to `raft` until `stop` turns true.
+pub(super) async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let slots = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "accepting a replica's connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, "too many connections to the replication listener; refusing one");
+            continue;
+        };
+        let (raft, mut stop) = (raft.clone(), stop.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let _ = stream.set_nodelay(true);
+            tokio::select! {
+                served = answer(&mut stream, &raft) => if let Err(e) = served {
+                    debug!(%peer, error = %e, "a replica's connection ended");
+                },
+                _ = stop.changed() => {}
+            }
+        });
+    }
+}
+
+/// Answers one connection's requests in turn.
+async fn answer(stream: &mut TcpStream, raft: &Raft<TypeConfig>) -> std::io::Result<()> {
+    loop {
+        let frame = match tokio::time::timeout(IDLE, read_frame(stream)).await {
+            Ok(frame) => frame?,
+            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        let Some(frame) = frame else {
+            return Ok(());
+        };
+        let request: Request = decode(&frame).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a replication request: {e}"),
+            )
+        })?;
+        let response = match request {
+            Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
+            Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
+            Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
+        };
+        let bytes = encode(&response).map_err(std::io::Error::other)?;
+        write_frame(stream, &bytes).await?;
+    }
+}
+
+/// Makes a [`Peer`] for each node Raft talks to.
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
+        Peer {
+            target,
+            address: node.addr.clone(),
+            stream: None,
+        }
+    }
+}
+
+/// The connection to one peer, made when first needed and again after it fails.
+pub struct Peer {
+    target: NodeId,
+    address: String,
+    stream: Option<TcpStream>,
+}
+
+/// Why a call did not get an answer.
+enum CallError {
+    /// No connection could be made.
+    Unreachable(std::io::Error),
+    /// The connection failed, or the answer was not one.
+    Network(std::io::Error),
+}
+
+impl Peer {
+    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
+        let bytes = encode(request).map_err(|e| CallError::Network(std::io::Error::other(e)))?;
+        let stream = match &mut self.stream {
+            Some(stream) => stream,
+            None => {
+                let connect = TcpStream::connect(&self.address);
+                let stream = tokio::time::timeout(ttl, connect)
+                    .await
+                    .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+                    .map_err(CallError::Unreachable)?;
+                let _ = stream.set_nodelay(true);
+                self.stream.insert(stream)
+            }
+        };
+        let exchange = async {
+            write_frame(stream, &bytes).await?;
+            read_frame(stream)
+                .await?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+        };
+        let answered = match tokio::time::timeout(ttl, exchange).await {
+            Ok(answered) => answered,
+            Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        };
+        let frame = answered.map_err(|e| {
+            // A connection that failed midway may hold half a frame: start afresh.
+            self.stream = None;
+            CallError::Network(e)
+        })?;
+        decode(&frame).map_err(|e| {
+            self.stream = None;
+            CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })
+    }
+
+    /// Sends `request` and takes the answer `pick` finds in the response.
+    async fn exchange<T, E>(
+        &mut self,
+        request: Request,
+        option: &RPCOption,
+        pick: impl FnOnce(Response) -> Option<Result<T, RaftError<NodeId, E>>>,
+    ) -> Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>
+    where
+        E: std::error::Error,
+    {
+        match self.call(&request, option.hard_ttl()).await {
+            Ok(response) => match pick(response) {
+                Some(Ok(answer)) => Ok(answer),
+                Some(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),
+                None => Err(RPCError::Network(NetworkError::new(&std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the peer answered another request",
+                )))),
+            },
+            Err(CallError::Unreachable(e)) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+            Err(CallError::Network(e)) => Err(RPCError::Network(NetworkError::new(&e))),
+        }
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.exchange(Request::Append(rpc), &option, |r| match r {
+            Response::Append(answer) => Some(answer),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.exchange(Request::Snapshot(rpc), &option, |r| match r {
+            Response::Snapshot(answer) => Some(answer),
+            _ => None,
+        })
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
+        self.exchange(Request::Vote(rpc), &option, |r| match r {
+            Response::Vote(answer) => Some(answer),
+            _ => None,
+        })
+        .await
+    }
+}

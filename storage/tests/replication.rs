@@ -1,0 +1,289 @@
+//! The replicated log: three replicas on loopback keep one store through one Raft group.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use eddy_storage::{
+    Record, Replica, ReplicaOptions, StorageError, Store, StoreOptions, SyncPolicy, TopicConfig,
+};
+use tokio::io::AsyncWriteExt;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Addresses on loopback that were free a moment ago.
+fn free_addresses(count: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("an address").to_string())
+        .collect()
+}
+
+struct Group {
+    dirs: Vec<tempfile::TempDir>,
+    peers: BTreeMap<u64, String>,
+    replicas: BTreeMap<u64, Replica>,
+}
+
+impl Group {
+    async fn start(nodes: u64) -> anyhow::Result<Group> {
+        let addresses = free_addresses(nodes as usize);
+        let peers: BTreeMap<u64, String> = (1..=nodes).zip(addresses).collect();
+        let dirs = (0..nodes)
+            .map(|_| tempfile::tempdir())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut group = Group {
+            dirs,
+            peers,
+            replicas: BTreeMap::new(),
+        };
+        for id in 1..=nodes {
+            group.restart(id).await?;
+        }
+        Ok(group)
+    }
+
+    async fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let options = ReplicaOptions {
+            node_id: id,
+            peers: self.peers.clone(),
+            listen: None,
+            sync: SyncPolicy::Os,
+        };
+        let dir = self.dirs[(id - 1) as usize].path();
+        let replica = Replica::start(dir, options).await?;
+        self.replicas.insert(id, replica);
+        Ok(())
+    }
+
+    async fn stop(&mut self, id: u64) -> anyhow::Result<()> {
+        if let Some(replica) = self.replicas.remove(&id) {
+            replica.shutdown().await?;
+        }
+        Ok(())
+    }
+
+    fn replica(&self, id: u64) -> &Replica {
+        &self.replicas[&id]
+    }
+
+    /// The leader the running replicas agree on, other than `not`, and a store built for its
+    /// term.
+    async fn leader(&self, not: Option<u64>) -> anyhow::Result<(u64, Store)> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let any = self.replicas.values().next().expect("a running replica");
+            let leader = any.await_leader(WAIT).await?;
+            if Some(leader) != not && self.replicas.contains_key(&leader) {
+                let replica = self.replica(leader);
+                if let Ok(term) = replica.await_leading(Duration::from_secs(2)).await {
+                    let store = Store::open_replica(replica, StoreOptions::default(), Some(term))?;
+                    return Ok((leader, store));
+                }
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no new leader among {:?}",
+                self.replicas.keys()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What replica `id` holds of `topic`, once it applied what `leader` applied, through a
+    /// store that only reads.
+    async fn contents(
+        &self,
+        id: u64,
+        leader: u64,
+        topic: &str,
+    ) -> anyhow::Result<Vec<Vec<String>>> {
+        let applied = self.replica(leader).leadership().applied.unwrap_or(0);
+        let replica = self.replica(id);
+        replica.await_applied(applied, WAIT).await?;
+        let store = Store::open_replica(replica, StoreOptions::default(), None)?;
+        let contents = read_all(&store, topic)?;
+        store.close()?;
+        Ok(contents)
+    }
+}
+
+/// Every value of `topic`, per partition, in offset order.
+fn read_all(store: &Store, topic: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    let mut partitions = Vec::new();
+    for partition in 0..store.partition_count(topic)? {
+        let mut values = Vec::new();
+        let mut at = store.log_start_offset(topic, partition)?;
+        let end = store.end_offset(topic, partition)?;
+        while at < end {
+            let fetched = store.read_records(topic, partition, at, 1 << 20)?;
+            anyhow::ensure!(fetched.next_offset > at, "reading made no progress at {at}");
+            at = fetched.next_offset;
+            for record in fetched.records {
+                let value = record.record.value.unwrap_or_default();
+                values.push(String::from_utf8(value.to_vec())?);
+            }
+        }
+        partitions.push(values);
+    }
+    Ok(partitions)
+}
+
+/// Appends `values` one by one, spread over two partitions, and notes what was acknowledged.
+async fn write(
+    store: &Store,
+    values: std::ops::Range<u32>,
+    acked: &mut [Vec<String>],
+) -> anyhow::Result<()> {
+    for i in values {
+        let partition = i % 2;
+        let value = format!("v{i}");
+        let written = store
+            .append(
+                "events",
+                partition,
+                vec![Record::unkeyed(value.clone(), 1_000 + i64::from(i))],
+            )
+            .await?;
+        anyhow::ensure!(
+            written.base_offset == acked[partition as usize].len() as i64,
+            "offset {} given to the {}th record of partition {partition}",
+            written.base_offset,
+            acked[partition as usize].len()
+        );
+        acked[partition as usize].push(value);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_keep_one_log_and_go_on_without_their_leader() -> anyhow::Result<()> {
+    let mut group = Group::start(3).await?;
+    let (leader, store) = group.leader(None).await?;
+    store.create_topic("events", TopicConfig::with_partitions(2))?;
+    let mut acked = vec![Vec::new(), Vec::new()];
+    write(&store, 0..200, &mut acked).await?;
+
+    // A follower holds what the leader acknowledged, and refuses writes, naming the leader.
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    assert_eq!(group.contents(follower, leader, "events").await?, acked);
+    let reader = Store::open_replica(group.replica(follower), StoreOptions::default(), None)?;
+    match reader
+        .append("events", 0, vec![Record::unkeyed("refused", 1)])
+        .await
+    {
+        Err(StorageError::NotLeader { leader: named }) => assert_eq!(named, Some(leader)),
+        other => panic!("a follower wrote: {other:?}"),
+    }
+    reader.close()?;
+
+    // The leader goes: the two others elect one of themselves and go on from the same offsets.
+    store.close()?;
+    drop(store);
+    group.stop(leader).await?;
+    let (second, store) = group.leader(Some(leader)).await?;
+    assert_eq!(read_all(&store, "events")?, acked);
+    write(&store, 200..300, &mut acked).await?;
+
+    // The old leader comes back on its directory, catches up, and holds the same log.
+    group.restart(leader).await?;
+    for id in 1..=3 {
+        if id != second {
+            assert_eq!(
+                group.contents(id, second, "events").await?,
+                acked,
+                "node {id}"
+            );
+        }
+    }
+    assert_eq!(read_all(&store, "events")?, acked);
+    store.close()?;
+    for id in 1..=3 {
+        group.stop(id).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_is_refused_while_no_majority_can_commit_it_and_then_goes_through()
+-> anyhow::Result<()> {
+    let mut group = Group::start(3).await?;
+    let (leader, store) = group.leader(None).await?;
+    store.create_topic("events", TopicConfig::with_partitions(2))?;
+    let mut acked = vec![Vec::new(), Vec::new()];
+    write(&store, 0..10, &mut acked).await?;
+    // With both followers gone, nothing commits: the write waits, unacknowledged.
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for id in &followers {
+        group.stop(*id).await?;
+    }
+    let pending = store.append("events", 0, vec![Record::unkeyed("v-late", 5)]);
+    let waited = tokio::time::timeout(Duration::from_secs(3), pending).await;
+    assert!(
+        waited.is_err(),
+        "a write was acknowledged without a majority: {waited:?}"
+    );
+    // One follower back makes a majority again.
+    group.restart(followers[0]).await?;
+    let retried = tokio::time::timeout(
+        WAIT,
+        store.append("events", 1, vec![Record::unkeyed("v-after", 6)]),
+    )
+    .await;
+    // The leader may have lost its term while alone; then the write is refused, not lost.
+    match retried {
+        Ok(Ok(_)) | Ok(Err(StorageError::NotLeader { .. })) => {}
+        other => panic!("{other:?}"),
+    }
+    store.close()?;
+    for id in 1..=3 {
+        group.stop(id).await?;
+    }
+    Ok(())
+}
+
+/// Bytes that are not Raft's messages, sent to a replica's listener, close that connection
+/// and nothing else: the group still elects and commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replication_listener_shrugs_off_hostile_bytes() -> anyhow::Result<()> {
+    let mut group = Group::start(3).await?;
+    let (leader, store) = group.leader(None).await?;
+    let address = group.replica(leader).address().to_string();
+    let hostile: Vec<Vec<u8>> = vec![
+        // A length over the limit.
+        vec![0xff, 0xff, 0xff, 0xff],
+        // A frame that is not MessagePack of a request.
+        [&8u32.to_be_bytes()[..], b"garbage!"].concat(),
+        // A frame cut short.
+        [&1000u32.to_be_bytes()[..], b"short"].concat(),
+        // Plain HTTP.
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+    ];
+    for bytes in hostile {
+        let mut stream = tokio::net::TcpStream::connect(&address).await?;
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await?;
+    }
+    // More idle connections to a follower than it serves take slots, not memory, and the
+    // leader's connection still gets through.
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        if let Ok(stream) = tokio::net::TcpStream::connect(group.replica(follower).address()).await
+        {
+            idle.push(stream);
+        }
+    }
+    store.create_topic("events", TopicConfig::with_partitions(2))?;
+    let mut acked = vec![Vec::new(), Vec::new()];
+    write(&store, 0..20, &mut acked).await?;
+    assert_eq!(group.contents(follower, leader, "events").await?, acked);
+    drop(idle);
+    store.close()?;
+    for id in 1..=3 {
+        group.stop(id).await?;
+    }
+    Ok(())
+}
