@@ -170,6 +170,8 @@ pub(crate) struct StoreInner {
     pub(crate) cluster: Option<Cluster>,
     /// Whether every write goes through the replicated log's group, by the commit writer.
     replicated: bool,
+    /// The replica the store is over, when the log is replicated.
+    replica: Option<crate::ReplicaStatus>,
 }
 
 impl Drop for StoreInner {
@@ -313,6 +315,11 @@ impl Store {
         Store::over(db, path, options, None)
     }
 
+    /// The replicated log's view of the group, for a store opened over a replica.
+    pub fn replica_status(&self) -> Option<&crate::ReplicaStatus> {
+        self.inner.replica.as_ref()
+    }
+
     /// Opens a store over a node of the replicated log. Built for the leader `term` (see
     /// [`crate::Replica::await_leading`]), its writer proposes each group commit to the group
     /// and acknowledges it once committed and applied here; without a term it reads what was
@@ -337,7 +344,7 @@ impl Store {
             replica.database(),
             replica.path().to_path_buf(),
             options,
-            Some(proposer),
+            Some((proposer, replica.status().clone())),
         )
     }
 
@@ -346,8 +353,9 @@ impl Store {
         db: Arc<DB>,
         path: PathBuf,
         options: StoreOptions,
-        proposer: Option<crate::replication::Proposer>,
+        replicated: Option<(crate::replication::Proposer, crate::ReplicaStatus)>,
     ) -> Result<Store> {
+        let (proposer, replica) = replicated.unzip();
         let mut topics = load_topics(&db, options.max_partitions)?;
         let cluster = match &options.cluster {
             Some(cluster) => {
@@ -390,6 +398,7 @@ impl Store {
                 disk,
                 cluster,
                 replicated,
+                replica,
             }),
         };
         if let Some(cluster) = &store.inner.cluster {

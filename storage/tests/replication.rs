@@ -207,18 +207,26 @@ async fn three_replicas_keep_one_log_and_go_on_without_their_leader() -> anyhow:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_is_refused_while_no_majority_can_commit_it_and_then_goes_through()
+async fn a_follower_that_goes_leaves_the_isr_and_without_a_majority_nothing_is_acknowledged()
 -> anyhow::Result<()> {
     let mut group = Group::start(3).await?;
     let (leader, store) = group.leader(None).await?;
     store.create_topic("events", TopicConfig::with_partitions(2))?;
     let mut acked = vec![Vec::new(), Vec::new()];
     write(&store, 0..10, &mut acked).await?;
-    // With both followers gone, nothing commits: the write waits, unacknowledged.
+    // Every node is in sync; a follower that goes leaves the ISR once it has not answered for
+    // the lag.
+    let lag = Duration::from_millis(800);
+    let status = group.replica(leader).status().clone();
+    assert_eq!(status.voters(), vec![1, 2, 3]);
+    await_in_sync(&status, lag, &[1, 2, 3]).await?;
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-    for id in &followers {
-        group.stop(*id).await?;
-    }
+    group.stop(followers[1]).await?;
+    let mut left: Vec<u64> = vec![leader, followers[0]];
+    left.sort_unstable();
+    await_in_sync(&status, lag, &left).await?;
+    // With both followers gone, nothing commits: the write waits, unacknowledged.
+    group.stop(followers[0]).await?;
     let pending = store.append("events", 0, vec![Record::unkeyed("v-late", 5)]);
     let waited = tokio::time::timeout(Duration::from_secs(3), pending).await;
     assert!(
@@ -242,6 +250,26 @@ async fn a_write_is_refused_while_no_majority_can_commit_it_and_then_goes_throug
         group.stop(id).await?;
     }
     Ok(())
+}
+
+/// Waits until the leader counts `expected` in sync.
+async fn await_in_sync(
+    status: &eddy_storage::ReplicaStatus,
+    lag: Duration,
+    expected: &[u64],
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let in_sync = status.in_sync(lag);
+        if in_sync == expected {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "in sync: {in_sync:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Bytes that are not Raft's messages, sent to a replica's listener, close that connection

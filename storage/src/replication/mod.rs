@@ -2,6 +2,7 @@
 //! leader proposing each group commit's write batch and every node applying the committed
 //! ones in order. `docs/replication.md` says why it is built so.
 
+mod isr;
 mod log_store;
 mod network;
 mod state_machine;
@@ -52,12 +53,85 @@ pub struct Leadership {
 
 /// One node of the replicated log: its database, its Raft and its replication listener.
 pub struct Replica {
-    id: NodeId,
     path: PathBuf,
     db: Arc<DB>,
-    raft: Raft<TypeConfig>,
+    status: ReplicaStatus,
     stop: watch::Sender<bool>,
     address: String,
+}
+
+/// What a replica tells of the group: who leads, the voters, and who is in sync. Clones share
+/// the replica.
+#[derive(Clone)]
+pub struct ReplicaStatus {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    answered: network::Answered,
+    progress: Arc<parking_lot::Mutex<BTreeMap<NodeId, isr::FollowerProgress>>>,
+}
+
+impl ReplicaStatus {
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Who leads, in which term, and how far this replica applied.
+    pub fn leadership(&self) -> Leadership {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        Leadership {
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            applied: metrics.last_applied.map(|id| id.index),
+        }
+    }
+
+    /// The nodes that vote, in id order: every partition's replicas.
+    pub fn voters(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.membership_config.membership().voter_ids().collect()
+    }
+
+    /// The in-sync nodes as this node, the leader, sees them: itself, and the followers that
+    /// caught up with it and answered it within `lag` (Kafka's `replica.lag.time.max.ms`).
+    /// On a follower, itself alone.
+    pub fn in_sync(&self, lag: Duration) -> Vec<NodeId> {
+        let now = crate::now_ms().max(0) as u64;
+        isr::in_sync(
+            self.id,
+            &self.progress.lock(),
+            &self.answered.lock(),
+            now,
+            lag,
+        )
+    }
+
+    /// Notes each follower's progress from Raft's view, while this node leads.
+    fn observe(&self) {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let mut progress = self.progress.lock();
+        let Some(replication) = metrics
+            .replication
+            .as_ref()
+            .filter(|_| metrics.state == ServerState::Leader)
+        else {
+            progress.clear();
+            return;
+        };
+        let now = crate::now_ms().max(0) as u64;
+        for (id, matched) in replication.iter() {
+            let seen = isr::Observation {
+                matched: matched.map(|m| m.index),
+                leader_end: metrics.last_log_index,
+                now,
+            };
+            let entry = progress.entry(*id).or_default();
+            *entry = isr::observe(*entry, seen);
+        }
+    }
 }
 
 fn replication_error(operation: &str, e: impl std::fmt::Display) -> StorageError {
@@ -95,10 +169,13 @@ impl Replica {
         }
         .validate()
         .map_err(|e| replication_error("configuring Raft", e))?;
+        let answered = network::Answered::default();
         let raft = Raft::new(
             id,
             Arc::new(config),
-            network::Network,
+            network::Network {
+                answered: answered.clone(),
+            },
             log_store::LogStore::new(db.clone(), sync),
             state_machine::StateMachine::open(db.clone(), sync)
                 .map_err(|e| replication_error("opening the applied state", e))?,
@@ -125,12 +202,18 @@ impl Replica {
                 Err(e) => return Err(replication_error("forming the group", e)),
             }
         }
+        let status = ReplicaStatus {
+            id,
+            raft,
+            answered,
+            progress: Arc::default(),
+        };
+        tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");
         Ok(Replica {
-            id,
             path,
             db,
-            raft,
+            status,
             stop,
             address,
         })
@@ -138,7 +221,29 @@ impl Replica {
 
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        self.id
+        self.status.id
+    }
+
+    /// What the replica tells of the group.
+    pub fn status(&self) -> &ReplicaStatus {
+        &self.status
+    }
+
+    /// Waits until this node stops leading in `term` (another term began, or it lost its
+    /// leadership), or the replica stops.
+    pub async fn await_not_leading(&self, term: u64) {
+        let mut metrics = self.status.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.current_term != term || m.state != ServerState::Leader {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// The address the replication listener is bound to.
@@ -153,18 +258,12 @@ impl Replica {
 
     /// Who leads, in which term, and how far this replica applied.
     pub fn leadership(&self) -> Leadership {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        Leadership {
-            term: metrics.current_term,
-            leader: metrics.current_leader,
-            applied: metrics.last_applied.map(|id| id.index),
-        }
+        self.status.leadership()
     }
 
     /// Waits up to `timeout` for the group to have a leader, and names it.
     pub async fn await_leader(&self, timeout: Duration) -> Result<NodeId> {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.status.raft.metrics();
         let found = tokio::time::timeout(timeout, async {
             loop {
                 if let Some(leader) = metrics.borrow_and_update().current_leader {
@@ -182,7 +281,7 @@ impl Replica {
     /// Waits up to `timeout` until this node leads and has applied every entry committed before
     /// its term, so a store opened now sees all of them; returns the term.
     pub async fn await_leading(&self, timeout: Duration) -> Result<u64> {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.status.raft.metrics();
         let led = tokio::time::timeout(timeout, async {
             loop {
                 {
@@ -207,7 +306,7 @@ impl Replica {
 
     /// Waits up to `timeout` until this replica applied the entry at `index`.
     pub async fn await_applied(&self, index: u64, timeout: Duration) -> Result<()> {
-        let mut metrics = self.raft.metrics();
+        let mut metrics = self.status.raft.metrics();
         let applied = tokio::time::timeout(timeout, async {
             loop {
                 if metrics
@@ -234,7 +333,8 @@ impl Replica {
     /// Stops Raft and the listener; the database closes with the last store over it.
     pub async fn shutdown(&self) -> Result<()> {
         let _ = self.stop.send(true);
-        self.raft
+        self.status
+            .raft
             .shutdown()
             .await
             .map_err(|e| replication_error("stopping Raft", e))
@@ -251,7 +351,7 @@ impl Replica {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| replication_error("opening a store over a replica", e))?;
         Ok(Proposer {
-            raft: self.raft.clone(),
+            raft: self.status.raft.clone(),
             term,
             runtime,
         })
@@ -289,6 +389,20 @@ impl Proposer {
                 })
             }
             Err(e) => Err(replication_error("replicating a write", e)),
+        }
+    }
+}
+
+/// Looks at the followers' progress each time Raft's view changes, and at least every 200 ms
+/// (a follower's standing ages even when nothing changes), until the replica stops.
+async fn track_followers(status: ReplicaStatus, mut stop: watch::Receiver<bool>) {
+    let mut metrics = status.raft.metrics();
+    loop {
+        status.observe();
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! 4-byte big-endian length then the message in MessagePack (`rmp-serde`). A replica keeps one
 //! connection to each peer and sends its requests one at a time, as openraft sends them.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use openraft::error::{
@@ -151,8 +152,14 @@ async fn answer(stream: &mut TcpStream, raft: &Raft<TypeConfig>) -> std::io::Res
     }
 }
 
+/// When each peer last answered this node, in ms since the epoch.
+pub(super) type Answered = std::sync::Arc<parking_lot::Mutex<BTreeMap<NodeId, u64>>>;
+
 /// Makes a [`Peer`] for each node Raft talks to.
-pub struct Network;
+pub struct Network {
+    /// Shared by every peer, for the leader's count of in-sync followers.
+    pub(super) answered: Answered,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
@@ -162,6 +169,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             address: node.addr.clone(),
             stream: None,
+            answered: self.answered.clone(),
         }
     }
 }
@@ -171,6 +179,7 @@ pub struct Peer {
     target: NodeId,
     address: String,
     stream: Option<TcpStream>,
+    answered: Answered,
 }
 
 /// Why a call did not get an answer.
@@ -211,10 +220,14 @@ impl Peer {
             self.stream = None;
             CallError::Network(e)
         })?;
-        decode(&frame).map_err(|e| {
+        let response = decode(&frame).map_err(|e| {
             self.stream = None;
             CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })
+        })?;
+        self.answered
+            .lock()
+            .insert(self.target, crate::now_ms().max(0) as u64);
+        Ok(response)
     }
 
     /// Sends `request` and takes the answer `pick` finds in the response.
