@@ -8,6 +8,7 @@ pub mod console;
 pub mod http;
 pub mod kafka;
 mod ksql;
+pub mod leadership;
 pub mod listeners;
 pub mod metrics;
 pub mod registry;

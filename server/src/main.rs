@@ -115,6 +115,39 @@ fn parse_define(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The nodes of a replicated log, by id.
+#[derive(Debug, Clone)]
+struct Peers(std::collections::BTreeMap<u64, String>);
+
+fn parse_peers(text: &str) -> Result<Peers, String> {
+    let mut peers = std::collections::BTreeMap::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, address) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("expected id=host:port, got {entry:?}"))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id <= i32::MAX as u64)
+            .ok_or_else(|| format!("a node id is a number from 0 to {}, got {id:?}", i32::MAX))?;
+        let address = address.trim();
+        if address
+            .rsplit_once(':')
+            .is_none_or(|(host, port)| host.is_empty() || port.parse::<u16>().is_err())
+        {
+            return Err(format!("node {id}'s address is not host:port: {address:?}"));
+        }
+        if peers.insert(id, address.to_string()).is_some() {
+            return Err(format!("node {id} is named twice"));
+        }
+    }
+    if peers.is_empty() {
+        return Err("no nodes given".to_string());
+    }
+    Ok(Peers(peers))
+}
+
 fn parse_output(text: &str) -> Result<eddy_repl::OutputFormat, String> {
     eddy_repl::OutputFormat::parse(text)
         .ok_or_else(|| format!("expected TABULAR or JSON, got '{text}'"))
@@ -298,6 +331,40 @@ struct ServerArgs {
     )]
     maintenance_interval_secs: u64,
 
+    /// This node's id among the nodes of a replicated log (see --peers).
+    #[arg(long, global = true, env = "EDDY_NODE_ID", requires = "peers")]
+    node_id: Option<u64>,
+
+    /// The nodes of a replicated log, this one too, as `1=host:port,2=host:port,3=host:port`:
+    /// each node's id and the address its replication listener is reached at. Every node is
+    /// started with the same list; the leader serves clients, the others keep copies and take
+    /// over when it goes (docs/replication.md).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_PEERS",
+        value_parser = parse_peers,
+        requires = "node_id",
+        conflicts_with = "bootstrap_servers"
+    )]
+    peers: Option<Peers>,
+
+    /// Where this node's replication listener binds, when not at its own address in --peers
+    /// (such as `0.0.0.0:9191` behind a published port).
+    #[arg(long, global = true, env = "EDDY_REPLICATION_LISTEN")]
+    replication_listen: Option<String>,
+
+    /// How long a follower of the replicated log may go without catching up with the leader
+    /// before it leaves the in-sync replicas, in milliseconds (Kafka's
+    /// `replica.lag.time.max.ms`).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_REPLICA_LAG_TIME_MAX_MS",
+        default_value_t = 30_000
+    )]
+    replica_lag_time_max_ms: u64,
+
     /// The Kafka cluster the log runs on, as `host:port[,host:port...]`: topics, records and
     /// offsets then live on the cluster (Eddy's own Kafka listener stays off), while operator
     /// state and query positions stay in --data-dir. Without it the log is embedded.
@@ -463,6 +530,28 @@ impl ServerArgs {
                 max_timeout: Duration::from_millis(self.transaction_max_timeout_ms.max(1)),
                 ..kafka::TransactionLimits::default()
             },
+            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
+        }
+    }
+
+    /// The store's options, from the flags.
+    fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            sync: self.sync,
+            max_partitions: self.max_partitions,
+            disk_reserve_bytes: self.disk_reserve_bytes,
+            mmap_reads: self.store_mmap_reads,
+            cluster: self
+                .bootstrap_servers
+                .as_ref()
+                .map(|servers| ClusterOptions {
+                    properties: self.cluster_properties.clone(),
+                    timeout: Duration::from_millis(self.cluster_timeout_ms.max(1)),
+                    service_id: self.service_id.clone(),
+                    guarantee: self.processing_guarantee,
+                    ..ClusterOptions::new(servers.clone())
+                }),
+            ..StoreOptions::default()
         }
     }
 }
@@ -987,6 +1076,40 @@ fn advertised_url(explicit: Option<&str>, scheme: &str, bound: SocketAddr) -> St
 /// both listeners are up.
 async fn serve(
     args: &ServerArgs,
+    shutdown: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    ready: Option<tokio::sync::oneshot::Sender<Listening>>,
+) -> anyhow::Result<()> {
+    let (Some(node_id), Some(peers)) = (args.node_id, &args.peers) else {
+        return serve_on(args, None, shutdown, ready).await;
+    };
+    // Listeners are checked before anything is opened, so a refusal comes at once.
+    ListenerPlan::from_args(args)?.check_exposure(args)?;
+    let options = eddy_storage::ReplicaOptions {
+        node_id,
+        peers: peers.0.clone(),
+        listen: args.replication_listen.clone(),
+        sync: args.sync,
+    };
+    let replica = eddy_storage::Replica::start(&args.data_dir, options)
+        .await
+        .with_context(|| format!("cannot start node {node_id} of the replicated log"))?;
+    info!(node = node_id, address = %replica.address(), "listening for the replicated log's nodes");
+    let mut ready = ready;
+    eddy_server::leadership::serve_while_leading(&replica, shutdown, |term, until| {
+        let store = Store::open_replica(&replica, args.store_options(), Some(term));
+        let ready = ready.take();
+        async move {
+            let store = store.context("cannot open the store as the leader")?;
+            serve_on(args, Some(store), until, ready).await
+        }
+    })
+    .await
+}
+
+/// Serves clients over `store` (by default the store the flags name) until `shutdown`.
+async fn serve_on(
+    args: &ServerArgs,
+    store: Option<Store>,
     shutdown: impl std::future::Future<Output = anyhow::Result<()>>,
     ready: Option<tokio::sync::oneshot::Sender<Listening>>,
 ) -> anyhow::Result<()> {
@@ -998,25 +1121,11 @@ async fn serve(
     } else {
         None
     };
-    let options = StoreOptions {
-        sync: args.sync,
-        max_partitions: args.max_partitions,
-        disk_reserve_bytes: args.disk_reserve_bytes,
-        mmap_reads: args.store_mmap_reads,
-        cluster: args
-            .bootstrap_servers
-            .as_ref()
-            .map(|servers| ClusterOptions {
-                properties: args.cluster_properties.clone(),
-                timeout: Duration::from_millis(args.cluster_timeout_ms.max(1)),
-                service_id: args.service_id.clone(),
-                guarantee: args.processing_guarantee,
-                ..ClusterOptions::new(servers.clone())
-            }),
-        ..StoreOptions::default()
+    let store = match store {
+        Some(store) => store,
+        None => Store::open(&args.data_dir, args.store_options())
+            .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?,
     };
-    let store = Store::open(&args.data_dir, options)
-        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
     let engine_options = eddy_engine::EngineOptions {
         query_retry: eddy_engine::query::RetryBackoff {
             initial: Duration::from_millis(args.query_retry_backoff_initial_ms.max(1)),

@@ -13,6 +13,7 @@ mod fetch;
 mod groups;
 mod produce;
 mod producers;
+mod replicas;
 mod sasl;
 mod transactions;
 mod users;
@@ -172,6 +173,9 @@ pub struct KafkaLimits {
     pub groups: GroupLimits,
     /// The bounds on transactions.
     pub transactions: TransactionLimits,
+    /// How long a follower of the replicated log may go without catching up with the leader
+    /// before it leaves the in-sync replicas (`replica.lag.time.max.ms`).
+    pub replica_lag_time_max: Duration,
 }
 
 impl Default for KafkaLimits {
@@ -181,6 +185,7 @@ impl Default for KafkaLimits {
             connections_max_idle: Duration::from_secs(10 * 60),
             groups: GroupLimits::default(),
             transactions: TransactionLimits::default(),
+            replica_lag_time_max: Duration::from_secs(30),
         }
     }
 }
@@ -471,6 +476,9 @@ async fn handle_frame(
         )),
         ApiKey::Produce => {
             let request = decode!(ProduceRequest);
+            if let Some(refused) = replicas::refuse_acks_all(store, config, &request) {
+                return reply!(refused);
+            }
             let acks = request.acks;
             let response = authorize::produce((store, txns), request, version, caller).await;
             if acks == 0 {
@@ -489,7 +497,7 @@ async fn handle_frame(
             ))
         }
         ApiKey::FindCoordinator => reply!(find_coordinator(
-            config,
+            (store, config),
             &decode!(FindCoordinatorRequest),
             caller
         )),
@@ -591,10 +599,11 @@ async fn handle_frame(
 
 /// FindCoordinator: Eddy coordinates every group (Describe on it, or on the transactional id).
 fn find_coordinator(
-    config: &KafkaConfig,
+    (store, config): (&Store, &KafkaConfig),
     request: &FindCoordinatorRequest,
     caller: authorize::Caller<'_>,
 ) -> FindCoordinatorResponse {
+    let placement = replicas::placement(store, config);
     let (resource, error) = if request.key_type == 1 {
         (
             ResourceType::TransactionalId,
@@ -605,7 +614,7 @@ fn find_coordinator(
     };
     if caller.may(Operation::Describe, resource, &request.key) {
         FindCoordinatorResponse::default()
-            .with_node_id(BrokerId(NODE_ID))
+            .with_node_id(placement.broker)
             .with_host(StrBytes::from_string(config.advertised.0.clone()))
             .with_port(i32::from(config.advertised.1))
     } else {
@@ -685,6 +694,7 @@ fn metadata(
     };
     let auto_create =
         config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
+    let placement = replicas::placement(store, config);
     let topics = wanted
         .into_iter()
         .map(|name| {
@@ -721,10 +731,14 @@ fn metadata(
                             .map(|p| {
                                 MetadataResponsePartition::default()
                                     .with_partition_index(p)
-                                    .with_leader_id(BrokerId(NODE_ID))
-                                    .with_leader_epoch(if version >= 7 { 0 } else { -1 })
-                                    .with_replica_nodes(vec![BrokerId(NODE_ID)])
-                                    .with_isr_nodes(vec![BrokerId(NODE_ID)])
+                                    .with_leader_id(placement.broker)
+                                    .with_leader_epoch(if version >= 7 {
+                                        placement.leader_epoch
+                                    } else {
+                                        -1
+                                    })
+                                    .with_replica_nodes(placement.replicas.clone())
+                                    .with_isr_nodes(placement.in_sync.clone())
                             })
                             .collect(),
                     ),
@@ -737,12 +751,16 @@ fn metadata(
     MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(NODE_ID))
+                .with_node_id(placement.broker)
                 .with_host(StrBytes::from_string(config.advertised.0.clone()))
                 .with_port(i32::from(config.advertised.1)),
         ])
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str("eddy")))
-        .with_controller_id(BrokerId(if version >= 1 { NODE_ID } else { -1 }))
+        .with_controller_id(if version >= 1 {
+            placement.broker
+        } else {
+            BrokerId(-1)
+        })
         .with_topics(topics)
 }
 
@@ -763,6 +781,11 @@ fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::DiskFull { .. } | StorageError::RocksDb(_) | StorageError::Io(_) => {
             code::KAFKA_STORAGE_ERROR
         }
+        // Leadership moved: the client asks Metadata where the leader is now.
+        StorageError::NotLeader { .. } => code::NOT_LEADER_OR_FOLLOWER,
+        // The group could not commit the write in time; whether it lands later is unknown,
+        // as after a Kafka request that timed out.
+        StorageError::Replication { .. } => code::REQUEST_TIMED_OUT,
         _ => code::UNKNOWN_SERVER_ERROR,
     }
 }

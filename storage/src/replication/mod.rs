@@ -108,6 +108,23 @@ impl ReplicaStatus {
         )
     }
 
+    /// Waits until this node stops leading in `term` (another term began, or it lost its
+    /// leadership), or its replica stops.
+    pub async fn await_not_leading(&self, term: u64) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.current_term != term || m.state != ServerState::Leader {
+                    return;
+                }
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// Notes each follower's progress from Raft's view, while this node leads.
     fn observe(&self) {
         let metrics = self.raft.metrics();
@@ -232,18 +249,7 @@ impl Replica {
     /// Waits until this node stops leading in `term` (another term began, or it lost its
     /// leadership), or the replica stops.
     pub async fn await_not_leading(&self, term: u64) {
-        let mut metrics = self.status.raft.metrics();
-        loop {
-            {
-                let m = metrics.borrow_and_update();
-                if m.current_term != term || m.state != ServerState::Leader {
-                    return;
-                }
-            }
-            if metrics.changed().await.is_err() {
-                return;
-            }
-        }
+        self.status.await_not_leading(term).await;
     }
 
     /// The address the replication listener is bound to.
@@ -299,9 +305,18 @@ impl Replica {
             }
         })
         .await;
-        led.map_err(|_| StorageError::NotLeader {
+        let not_leader = || StorageError::NotLeader {
             leader: self.leadership().leader,
-        })?
+        };
+        let term = led.map_err(|_| not_leader())??;
+        // A node restarting with its own vote may think it still leads a term the others
+        // left; a round of heartbeats a majority answers settles it.
+        self.status
+            .raft
+            .ensure_linearizable()
+            .await
+            .map_err(|_| not_leader())?;
+        Ok(term)
     }
 
     /// Waits up to `timeout` until this replica applied the entry at `index`.

@@ -1,0 +1,84 @@
+//! What Kafka clients are told of a replicated log's nodes: this node's broker id, each
+//! partition's leader, leader epoch, replicas and in-sync replicas, and when `acks=all` cannot
+//! be honoured. On one node (or a Kafka cluster's log), the single broker 0 holds everything.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+
+use super::{KafkaConfig, NODE_ID, code};
+use eddy_storage::Store;
+
+/// How a partition is placed, as Metadata reports it.
+pub(super) struct Placement {
+    /// This node's broker id, which leads every partition while it serves clients.
+    pub broker: BrokerId,
+    /// The leader epoch: the replicated log's term, or 0 on one node.
+    pub leader_epoch: i32,
+    /// Every node holding the partitions.
+    pub replicas: Vec<BrokerId>,
+    /// The nodes in sync with the leader.
+    pub in_sync: Vec<BrokerId>,
+}
+
+fn broker(id: u64) -> BrokerId {
+    BrokerId(i32::try_from(id).unwrap_or(i32::MAX))
+}
+
+/// Where the partitions are, as this node serves them.
+pub(super) fn placement(store: &Store, config: &KafkaConfig) -> Placement {
+    let Some(status) = store.replica_status() else {
+        return Placement {
+            broker: BrokerId(NODE_ID),
+            leader_epoch: 0,
+            replicas: vec![BrokerId(NODE_ID)],
+            in_sync: vec![BrokerId(NODE_ID)],
+        };
+    };
+    let lag = config.limits.replica_lag_time_max;
+    Placement {
+        broker: broker(status.id()),
+        leader_epoch: i32::try_from(status.leadership().term).unwrap_or(i32::MAX),
+        replicas: status.voters().into_iter().map(broker).collect(),
+        in_sync: status.in_sync(lag).into_iter().map(broker).collect(),
+    }
+}
+
+/// The answer to a produce with `acks=all` while fewer nodes are in sync than a write needs
+/// (a majority, which Raft commits on), every partition refused with `NOT_ENOUGH_REPLICAS` as
+/// Kafka refuses one when the ISR is smaller than `min.insync.replicas`; `None` when it can go
+/// ahead.
+pub(super) fn refuse_acks_all(
+    store: &Store,
+    config: &KafkaConfig,
+    request: &ProduceRequest,
+) -> Option<ProduceResponse> {
+    let status = store.replica_status()?;
+    if request.acks != -1 {
+        return None;
+    }
+    let majority = status.voters().len() / 2 + 1;
+    if status.in_sync(config.limits.replica_lag_time_max).len() >= majority {
+        return None;
+    }
+    let responses = request
+        .topic_data
+        .iter()
+        .map(|topic| {
+            TopicProduceResponse::default()
+                .with_name(topic.name.clone())
+                .with_partition_responses(
+                    topic
+                        .partition_data
+                        .iter()
+                        .map(|p| {
+                            PartitionProduceResponse::default()
+                                .with_index(p.index)
+                                .with_error_code(code::NOT_ENOUGH_REPLICAS)
+                                .with_base_offset(-1)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}

@@ -1,0 +1,82 @@
+//! A node of the replicated log serves clients only while it leads: each time it becomes the
+//! leader (with everything committed before applied), it opens its store and serves; when it
+//! stops leading it closes them again, and waits to lead. See docs/replication.md.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use eddy_storage::Replica;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// What ends one term's serving: this node stopped leading, or the server is stopping.
+pub type Until = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
+
+/// Runs `serve` for each term this node leads, handing it the term and what ends its serving,
+/// until `shutdown` completes.
+pub async fn serve_while_leading<S, F>(
+    replica: &Replica,
+    shutdown: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    mut serve: S,
+) -> anyhow::Result<()>
+where
+    S: FnMut(u64, Until) -> F,
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let (stop, stopping) = watch::channel(None::<Result<(), String>>);
+    tokio::spawn(async move {
+        let outcome = shutdown.await.map_err(|e| format!("{e:#}"));
+        let _ = stop.send(Some(outcome));
+    });
+    let stopped =
+        |stopping: &watch::Receiver<Option<Result<(), String>>>| stopping.borrow().clone();
+    loop {
+        info!(node = replica.id(), "waiting to lead the replicated log");
+        let term = {
+            let mut stop = stopping.clone();
+            tokio::select! {
+                led = replica.await_leading(Duration::from_secs(3600)) => match led {
+                    Ok(term) => term,
+                    Err(_) => continue,
+                },
+                _ = stop.wait_for(Option::is_some) => break,
+            }
+        };
+        info!(
+            node = replica.id(),
+            term, "this node leads the replicated log; serving clients"
+        );
+        let status = replica.status().clone();
+        let mut stop = stopping.clone();
+        let until: Until = Box::pin(async move {
+            tokio::select! {
+                () = status.await_not_leading(term) => Ok(()),
+                outcome = stop.wait_for(Option::is_some) => match outcome.ok().and_then(|o| o.clone()) {
+                    Some(Err(e)) => Err(anyhow::anyhow!(e)),
+                    _ => Ok(()),
+                },
+            }
+        });
+        let served = serve(term, until).await;
+        if stopped(&stopping).is_some() {
+            served?;
+            break;
+        }
+        match served {
+            Ok(()) => warn!(
+                node = replica.id(),
+                term, "this node no longer leads; its listeners are closed until it leads again"
+            ),
+            Err(e) => {
+                warn!(node = replica.id(), term, error = %format!("{e:#}"), "serving as the leader failed; waiting to lead again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    replica.shutdown().await?;
+    match stopped(&stopping) {
+        Some(Err(e)) => Err(anyhow::anyhow!(e)),
+        _ => Ok(()),
+    }
+}
