@@ -402,3 +402,207 @@ fn bad_peers_stop_the_server_with_the_reason() {
     ]);
     assert!(said.contains("cannot be used with"), "{said}");
 }
+
+/// What the client printed: acknowledgements, reads, and whether it finished.
+#[derive(Default)]
+struct History {
+    acked: BTreeMap<String, (u32, i64)>,
+    read: Vec<(u32, i64, String)>,
+    failed: Vec<String>,
+    finished: Vec<String>,
+}
+
+impl History {
+    fn parse(lines: &[String]) -> History {
+        let mut history = History::default();
+        for line in lines {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let place = |p: &str, o: &str| {
+                (
+                    p.parse().expect("a partition"),
+                    o.parse().expect("an offset"),
+                )
+            };
+            match words.as_slice() {
+                ["ack", p, o, value] => {
+                    let previous = history.acked.insert(value.to_string(), place(p, o));
+                    assert!(previous.is_none(), "{value} acknowledged twice");
+                }
+                ["read", p, o, value] => {
+                    let (p, o) = place(p, o);
+                    history.read.push((p, o, value.to_string()));
+                }
+                ["failed", ..] => history.failed.push(line.clone()),
+                _ => history.finished.push(line.clone()),
+            }
+        }
+        history
+    }
+}
+
+/// Jepsen's register of a log, on three processes: an idempotent `acks=all` producer and a
+/// consumer run throughout while the leader is killed and restarted, and paused (a node cut
+/// off) and resumed, again and again. At the end every acknowledged record is in the log at
+/// the offset it was acknowledged at, no record is there twice, each partition holds the
+/// producer's records in the order sent, and everything the consumer ever read is still
+/// there: no read saw a record that was later lost.
+#[test]
+fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
+    let mut group = Group::new(3);
+    for id in 1..=3 {
+        group.start(id);
+    }
+    let first = group.leader();
+    group.ksql(
+        first,
+        "CREATE STREAM jepsen (v BIGINT) WITH (kafka_topic='jepsen', value_format='JSON', partitions=2);",
+    );
+    let script = format!(
+        "{}/tests/clients/replicated_log_client.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let client_log = group.dirs[0].path().with_extension("client.log");
+    let mut client = Command::new(common::tools::python())
+        .arg(script)
+        .args([&group.bootstrap(), "jepsen"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&client_log).expect("the client's log"))
+        .spawn()
+        .expect("python3 runs");
+    let client_said = || {
+        let text = std::fs::read_to_string(&client_log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    };
+    let printed: Log = Arc::default();
+    let reader = {
+        let printed = printed.clone();
+        let stdout = client.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                printed.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        })
+    };
+    let acked = || {
+        let printed = printed.lock().unwrap_or_else(|e| e.into_inner());
+        printed.iter().filter(|l| l.starts_with("ack ")).count()
+    };
+
+    // The nemesis: kill the leader and bring it back, then pause it and resume it, twice.
+    for round in 0..4 {
+        let before = acked();
+        let deadline = Instant::now() + WAIT;
+        while acked() < before + 200 {
+            assert!(
+                Instant::now() < deadline,
+                "no progress in round {round}\nclient:\n{}\n{}",
+                client_said(),
+                group.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let leader = group.leader();
+        if round % 2 == 0 {
+            group.kill(leader);
+            std::thread::sleep(Duration::from_secs(2));
+            group.start(leader);
+        } else {
+            group.signal(leader, "-STOP");
+            std::thread::sleep(Duration::from_secs(3));
+            group.signal(leader, "-CONT");
+        }
+    }
+    let before = acked();
+    let deadline = Instant::now() + WAIT;
+    while acked() < before + 200 {
+        assert!(
+            Instant::now() < deadline,
+            "no progress at the end\nclient:\n{}\n{}",
+            client_said(),
+            group.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(client.stdin.take());
+    let finished = client.wait().expect("the client ends");
+    reader.join().expect("the reader ends");
+    let lines = printed.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let history = History::parse(&lines);
+    assert!(finished.success(), "{:?}", history.finished);
+    assert!(history.failed.is_empty(), "{:?}", history.failed);
+    assert_eq!(
+        history.finished.first().map(String::as_str),
+        Some(format!("flushed 0 left, {} written", history.acked.len()).as_str()),
+        "every record written was acknowledged"
+    );
+
+    // The log as it is now, read from the leader.
+    let log: BTreeMap<(u32, i64), String> = common::kcat(
+        &[
+            "-b",
+            &group.bootstrap(),
+            "-t",
+            "jepsen",
+            "-C",
+            "-e",
+            "-q",
+            "-f",
+            "%p %o %s\n",
+        ],
+        None,
+    )
+    .lines()
+    .filter_map(|line| {
+        let mut words = line.split_whitespace();
+        let p = words.next()?.parse().ok()?;
+        let o = words.next()?.parse().ok()?;
+        Some(((p, o), words.next()?.to_string()))
+    })
+    .collect();
+    let found: BTreeMap<&String, &(u32, i64)> = log.iter().map(|(place, v)| (v, place)).collect();
+    let wrong: Vec<String> = history
+        .acked
+        .iter()
+        .filter(|(value, place)| log.get(place) != Some(value))
+        .map(|(value, place)| {
+            format!(
+                "{value} acknowledged at {place:?}, which holds {:?}; {value} is at {:?}",
+                log.get(place),
+                found.get(value)
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} of {} acknowledged records are not where they were acknowledged: {:?}\n{}",
+        wrong.len(),
+        history.acked.len(),
+        &wrong[..wrong.len().min(20)],
+        group.logs()
+    );
+    let mut values: Vec<i64> = log.values().map(|v| v.parse().expect("a number")).collect();
+    let count = values.len();
+    values.sort_unstable();
+    values.dedup();
+    assert_eq!(values.len(), count, "a record is in the log twice");
+    for partition in 0..2 {
+        let in_partition: Vec<i64> = log
+            .range((partition, i64::MIN)..=(partition, i64::MAX))
+            .map(|(_, v)| v.parse().expect("a number"))
+            .collect();
+        assert!(
+            in_partition.windows(2).all(|w| w[0] < w[1]),
+            "partition {partition} out of order"
+        );
+    }
+    for (p, o, value) in &history.read {
+        assert_eq!(
+            log.get(&(*p, *o)),
+            Some(value),
+            "read {value} at {p}/{o}, later lost"
+        );
+    }
+    assert!(!history.read.is_empty(), "the consumer read nothing");
+}

@@ -175,9 +175,11 @@ impl Replica {
         let sync = options.sync == SyncPolicy::Always;
         let config = Config {
             cluster_name: "eddy".to_string(),
-            heartbeat_interval: 150,
-            election_timeout_min: 750,
-            election_timeout_max: 1500,
+            // openraft gives an AppendEntries one heartbeat interval to be answered: long
+            // enough for a follower busy applying a few big group commits.
+            heartbeat_interval: 300,
+            election_timeout_min: 1200,
+            election_timeout_max: 2400,
             // Entries are whole group commits, up to 32 MiB each; a frame holds a few.
             max_payload_entries: 8,
             // Snapshots do not exist yet, so the log is kept whole (docs/replication.md).
@@ -284,8 +286,9 @@ impl Replica {
         found.map_err(|_| replication_error("waiting for a leader", "no leader was elected"))?
     }
 
-    /// Waits up to `timeout` until this node leads and has applied every entry committed before
-    /// its term, so a store opened now sees all of them; returns the term.
+    /// Waits up to `timeout` (twice, at most) until this node leads and has applied every entry
+    /// in its log before an empty batch it commits, so a store opened now sees every write
+    /// that may be committed before its own; returns the term.
     pub async fn await_leading(&self, timeout: Duration) -> Result<u64> {
         let mut metrics = self.status.raft.metrics();
         let led = tokio::time::timeout(timeout, async {
@@ -309,14 +312,20 @@ impl Replica {
             leader: self.leadership().leader,
         };
         let term = led.map_err(|_| not_leader())??;
-        // A node restarting with its own vote may think it still leads a term the others
-        // left; a round of heartbeats a majority answers settles it.
-        self.status
-            .raft
-            .ensure_linearizable()
-            .await
-            .map_err(|_| not_leader())?;
-        Ok(term)
+        // A leader restarted in its own term (its vote was committed) may hold entries it
+        // appended before, committed or about to be, that it has not applied: its first entry
+        // of the term, applied, does not vouch for them as a new leader's does. An empty batch
+        // of this term, committed and applied, does: Raft applies in order. It also settles a
+        // restarted node that only thinks it leads a term the others left.
+        let marker = Batch {
+            term,
+            bytes: rocksdb::WriteBatch::default().data().to_vec(),
+        };
+        let written = tokio::time::timeout(timeout, self.status.raft.client_write(marker)).await;
+        match written {
+            Ok(Ok(response)) if response.data == Applied::Written => Ok(term),
+            _ => Err(not_leader()),
+        }
     }
 
     /// Waits up to `timeout` until this replica applied the entry at `index`.

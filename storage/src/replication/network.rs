@@ -28,7 +28,7 @@ pub(super) const MAX_FRAME_BYTES: u32 = 320 << 20;
 /// Connections served at once; peers need one or two each, the rest are refused.
 const MAX_CONNECTIONS: usize = 128;
 /// How long a connection may go without a whole request before it is closed: peers send one
-/// at least every heartbeat (150 ms), so only a stuck or hostile one waits this long.
+/// at least every heartbeat (300 ms), so only a stuck or hostile one waits this long.
 const IDLE: Duration = Duration::from_secs(10);
 
 #[derive(Serialize, Deserialize)]
@@ -193,7 +193,10 @@ enum CallError {
 impl Peer {
     async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
         let bytes = encode(request).map_err(|e| CallError::Network(std::io::Error::other(e)))?;
-        let stream = match &mut self.stream {
+        // The connection is held outside `self` while in use: a call that fails, times out, or
+        // is dropped midway (openraft drops an RPC past its time) may leave half a frame on it,
+        // so it goes back only after a whole answer.
+        let mut stream = match self.stream.take() {
             Some(stream) => stream,
             None => {
                 let connect = TcpStream::connect(&self.address);
@@ -202,12 +205,12 @@ impl Peer {
                     .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
                     .map_err(CallError::Unreachable)?;
                 let _ = stream.set_nodelay(true);
-                self.stream.insert(stream)
+                stream
             }
         };
         let exchange = async {
-            write_frame(stream, &bytes).await?;
-            read_frame(stream)
+            write_frame(&mut stream, &bytes).await?;
+            read_frame(&mut stream)
                 .await?
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
         };
@@ -215,15 +218,11 @@ impl Peer {
             Ok(answered) => answered,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
-        let frame = answered.map_err(|e| {
-            // A connection that failed midway may hold half a frame: start afresh.
-            self.stream = None;
-            CallError::Network(e)
-        })?;
+        let frame = answered.map_err(CallError::Network)?;
         let response = decode(&frame).map_err(|e| {
-            self.stream = None;
             CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })?;
+        self.stream = Some(stream);
         self.answered
             .lock()
             .insert(self.target, crate::now_ms().max(0) as u64);

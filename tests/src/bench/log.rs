@@ -26,6 +26,9 @@ pub struct LogBenchConfig {
     pub sync: SyncPolicy,
     /// Where the store goes; a temporary directory when `None`.
     pub data_dir: Option<PathBuf>,
+    /// Above 1: also append the same records to a replicated log of this many nodes (in this
+    /// process, on loopback), through its leader with `acks=all` semantics.
+    pub replicas: u32,
 }
 
 /// What the log scenario measured.
@@ -39,6 +42,8 @@ pub struct LogBenchReport {
     pub file_write: Throughput,
     /// Reading that file back.
     pub file_read: Throughput,
+    /// Appending through the leader of a replicated log, when asked for.
+    pub replicated_append: Option<Throughput>,
 }
 
 /// Runs the scenario.
@@ -64,51 +69,18 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let per_partition = config.records / u64::from(config.partitions);
-    let started = Instant::now();
-    runtime.block_on(async {
-        let mut tasks = Vec::new();
-        for partition in 0..config.partitions {
-            let store = store.clone();
-            let payload = payload.clone();
-            let (batch_size, record_size) = (config.batch_size, config.record_size);
-            tasks.push(tokio::spawn(async move {
-                let mut written = 0u64;
-                while written < per_partition {
-                    let n = batch_size.min((per_partition - written) as usize);
-                    let records: Vec<Record> = (0..n)
-                        .map(|i| {
-                            let at = ((written as usize + i) % 1024) * record_size;
-                            Record::unkeyed(
-                                payload.slice(at..at + record_size),
-                                written as i64 + i as i64,
-                            )
-                        })
-                        .collect();
-                    store.append("bench", partition, records).await?;
-                    written += n as u64;
-                }
-                anyhow::Ok(())
-            }));
-        }
-        for task in tasks {
-            task.await??;
-        }
-        anyhow::Ok(())
-    })?;
+    let append = append_all(&runtime, &store, config, &payload)?;
     if config.sync != SyncPolicy::Os {
         // The interval policy's last sync is part of the cost.
         store.close()?;
     }
-    let total = per_partition * u64::from(config.partitions);
-    let append = Throughput {
-        records: total,
-        bytes: total * config.record_size as u64,
-        elapsed: started.elapsed(),
-        cpu: None,
-        cluster_cpu: None,
-    };
     drop(store);
+    let total = append.records;
+    let replicated_append = if config.replicas > 1 {
+        Some(replicated(&runtime, temp.path(), config, &payload)?)
+    } else {
+        None
+    };
 
     let store = Store::open(
         &dir,
@@ -161,6 +133,112 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
         read,
         file_write,
         file_read,
+        replicated_append,
+    })
+}
+
+/// Appends the records to a replicated log of `config.replicas` nodes on loopback, through the
+/// leader, each append acknowledged once a majority has it and the leader applied it.
+fn replicated(
+    runtime: &tokio::runtime::Runtime,
+    dir: &Path,
+    config: &LogBenchConfig,
+    payload: &Bytes,
+) -> anyhow::Result<Throughput> {
+    let listeners: Vec<std::net::TcpListener> = (0..config.replicas)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let peers: std::collections::BTreeMap<u64, String> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Ok((i as u64 + 1, l.local_addr()?.to_string())))
+        .collect::<anyhow::Result<_>>()?;
+    drop(listeners);
+    let replicas = runtime.block_on(async {
+        let mut replicas = Vec::new();
+        for id in peers.keys() {
+            let options = eddy_storage::ReplicaOptions {
+                node_id: *id,
+                peers: peers.clone(),
+                listen: None,
+                sync: config.sync,
+            };
+            replicas.push(
+                eddy_storage::Replica::start(dir.join(format!("replica-{id}")), options).await?,
+            );
+        }
+        anyhow::Ok(replicas)
+    })?;
+    let wait = std::time::Duration::from_secs(30);
+    let leader = runtime.block_on(replicas[0].await_leader(wait))?;
+    let leader = replicas
+        .iter()
+        .find(|r| r.id() == leader)
+        .context("the leader is not among the replicas")?;
+    let term = runtime.block_on(leader.await_leading(wait))?;
+    let store = {
+        let _entered = runtime.enter();
+        Store::open_replica(leader, StoreOptions::default(), Some(term))?
+    };
+    store.create_topic("bench", TopicConfig::with_partitions(config.partitions))?;
+    let append = append_all(runtime, &store, config, payload)?;
+    store.close()?;
+    drop(store);
+    runtime.block_on(async {
+        for replica in &replicas {
+            replica.shutdown().await?;
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(append)
+}
+
+/// Appends `config.records` records to the topic `bench` of `store`, one task per partition.
+fn append_all(
+    runtime: &tokio::runtime::Runtime,
+    store: &Store,
+    config: &LogBenchConfig,
+    payload: &Bytes,
+) -> anyhow::Result<Throughput> {
+    let per_partition = config.records / u64::from(config.partitions);
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for partition in 0..config.partitions {
+            let store = store.clone();
+            let payload = payload.clone();
+            let (batch_size, record_size) = (config.batch_size, config.record_size);
+            tasks.push(tokio::spawn(async move {
+                let mut written = 0u64;
+                while written < per_partition {
+                    let n = batch_size.min((per_partition - written) as usize);
+                    let records: Vec<Record> = (0..n)
+                        .map(|i| {
+                            let at = ((written as usize + i) % 1024) * record_size;
+                            Record::unkeyed(
+                                payload.slice(at..at + record_size),
+                                written as i64 + i as i64,
+                            )
+                        })
+                        .collect();
+                    store.append("bench", partition, records).await?;
+                    written += n as u64;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for task in tasks {
+            task.await??;
+        }
+        anyhow::Ok(())
+    })?;
+    let total = per_partition * u64::from(config.partitions);
+    Ok(Throughput {
+        records: total,
+        bytes: total * config.record_size as u64,
+        elapsed: started.elapsed(),
+        cpu: None,
+        cluster_cpu: None,
     })
 }
 

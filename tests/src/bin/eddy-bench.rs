@@ -54,6 +54,10 @@ enum Scenario {
         /// Keep the store here instead of a temporary directory (emptied first).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Also append through the leader of a replicated log of this many nodes, in this
+        /// process on loopback (3 or 5), and compare with one node.
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
     },
     /// A persistent query filters and projects JSON records (about 200 B, 5 fields) from one
     /// stream into another on one core; the baseline is DataFusion doing the same as a batch job.
@@ -223,6 +227,7 @@ fn main() -> anyhow::Result<()> {
             sync,
             runs,
             data_dir,
+            replicas,
         } => {
             let config = LogBenchConfig {
                 records,
@@ -231,6 +236,7 @@ fn main() -> anyhow::Result<()> {
                 batch_size,
                 sync,
                 data_dir,
+                replicas,
             };
             log_scenario(config, runs)?;
         }
@@ -633,6 +639,13 @@ fn log_scenario(config: LogBenchConfig, runs: usize) -> anyhow::Result<()> {
         println!("run {run}: read   {}", report.read);
         println!("run {run}: file write baseline {}", report.file_write);
         println!("run {run}: file read baseline  {}", report.file_read);
+        if let Some(replicated) = &report.replicated_append {
+            println!(
+                "run {run}: append on {} replicas {replicated} ({:.2}x one node)",
+                config.replicas,
+                replicated.records_per_sec() / report.append.records_per_sec()
+            );
+        }
         reports.push(report);
     }
     let m =
@@ -651,6 +664,26 @@ fn log_scenario(config: LogBenchConfig, runs: usize) -> anyhow::Result<()> {
         "median read:   {read_rps:.0} records/s, {read_mbs:.1} MB/s ({:.2}x plain file read)",
         read_mbs / file_read_mbs
     );
+    if config.replicas > 1 {
+        let ratios: Vec<f64> = reports
+            .iter()
+            .filter_map(|r| {
+                let replicated = r.replicated_append.as_ref()?;
+                Some(replicated.records_per_sec() / r.append.records_per_sec())
+            })
+            .collect();
+        let replicated_rps = median(
+            reports
+                .iter()
+                .filter_map(|r| r.replicated_append.as_ref().map(|t| t.records_per_sec()))
+                .collect(),
+        );
+        println!(
+            "median append on {} replicas: {replicated_rps:.0} records/s, {:.2}x one node (median of the runs' ratios)",
+            config.replicas,
+            median(ratios)
+        );
+    }
     print_peak_rss();
     Ok(())
 }
