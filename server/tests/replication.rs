@@ -63,6 +63,15 @@ impl Group {
         }
     }
 
+    /// A group of `size` nodes, every one started.
+    fn running(size: u64) -> Group {
+        let mut group = Group::new(size as usize);
+        for id in 1..=size {
+            group.start(id);
+        }
+        group
+    }
+
     fn start(&mut self, id: u64) {
         let i = (id - 1) as usize;
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
@@ -274,10 +283,7 @@ fn ids_in_order(lines: &[String], field: &str, ordered: bool) -> Vec<u64> {
 
 #[test]
 fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_failovers() {
-    let mut group = Group::new(3);
-    for id in 1..=3 {
-        group.start(id);
-    }
+    let mut group = Group::running(3);
     let first = group.leader();
     group.ksql(
         first,
@@ -448,10 +454,7 @@ impl History {
 /// there: no read saw a record that was later lost.
 #[test]
 fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
-    let mut group = Group::new(3);
-    for id in 1..=3 {
-        group.start(id);
-    }
+    let mut group = Group::running(3);
     let first = group.leader();
     group.ksql(
         first,

@@ -248,12 +248,6 @@ impl Replica {
         &self.status
     }
 
-    /// Waits until this node stops leading in `term` (another term began, or it lost its
-    /// leadership), or the replica stops.
-    pub async fn await_not_leading(&self, term: u64) {
-        self.status.await_not_leading(term).await;
-    }
-
     /// The address the replication listener is bound to.
     pub fn address(&self) -> &str {
         &self.address
@@ -295,10 +289,7 @@ impl Replica {
             loop {
                 {
                     let m = metrics.borrow_and_update();
-                    let applied_in_term = m
-                        .last_applied
-                        .is_some_and(|id| id.leader_id.term == m.current_term);
-                    if m.state == ServerState::Leader && applied_in_term {
+                    if m.state == ServerState::Leader {
                         return Ok(m.current_term);
                     }
                 }
@@ -312,11 +303,11 @@ impl Replica {
             leader: self.leadership().leader,
         };
         let term = led.map_err(|_| not_leader())??;
-        // A leader restarted in its own term (its vote was committed) may hold entries it
-        // appended before, committed or about to be, that it has not applied: its first entry
-        // of the term, applied, does not vouch for them as a new leader's does. An empty batch
-        // of this term, committed and applied, does: Raft applies in order. It also settles a
-        // restarted node that only thinks it leads a term the others left.
+        // Every entry in this leader's log may be committed before its store's first write,
+        // and some may not be applied yet (a leader restarted in its own term has no new first
+        // entry to vouch for them). An empty batch of this term, committed and applied, does:
+        // Raft applies in order. It also settles a restarted node that only thinks it leads a
+        // term the others left.
         let marker = Batch {
             term,
             bytes: rocksdb::WriteBatch::default().data().to_vec(),
