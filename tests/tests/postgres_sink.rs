@@ -229,6 +229,13 @@ async fn a_paused_sink_writes_nothing_until_resumed_even_across_a_restart() {
         .await
         .unwrap();
     wait_for_rows(&pg, &[("new", 1)]).await;
+    // The sink commits its position just after the rows land in PostgreSQL.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while described(&engine).await != ("RUNNING".into(), Some(0))
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert_eq!(described(&engine).await, ("RUNNING".into(), Some(0)));
 
     let paused = engine
