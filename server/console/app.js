@@ -346,13 +346,14 @@ const Editor = (() => {
 const Catalog = (() => {
   let timer = null;
   let selected = null; // { kind, name }
-  let data = { streams: [], tables: [], topics: [], queries: [], connectors: [], nodes: {} };
+  let data = { streams: [], tables: [], topics: [], queries: [], connectors: [], nodes: {}, replication: { replicated: false } };
 
   async function load() {
-    const [entities, topics, cluster] = await Promise.all([
+    const [entities, topics, cluster, replication] = await Promise.all([
       ksql("SHOW STREAMS; SHOW TABLES; SHOW QUERIES EXTENDED; SHOW CONNECTORS;"),
       api("GET", "/api/topics"),
       api("GET", "/clusterStatus"),
+      api("GET", "/api/replication"),
     ]);
     data = {
       streams: entities[0].streams || [],
@@ -361,8 +362,12 @@ const Catalog = (() => {
       connectors: entities[3].connectors || [],
       topics,
       nodes: (cluster && cluster.clusterStatus) || {},
+      replication: replication || { replicated: false },
     };
   }
+
+  // A replica's badge: LEADER, IN_SYNC, or OUT_OF_SYNC (it left the ISR).
+  const replicaState = (r) => (r.leader ? "LEADER" : r.inSync ? "IN_SYNC" : "OUT_OF_SYNC");
 
   // A node's badge: its role while it is heard of, else UNRESPONSIVE.
   const nodeState = (n) => (n.hostAlive ? n.role || "ACTIVE" : "UNRESPONSIVE");
@@ -396,6 +401,26 @@ const Catalog = (() => {
       const state = nodeState(n);
       return item("node", host, h("span", { class: "badge " + state }, state));
     }));
+    if (data.replication.replicated) {
+      section("Replicas", data.replication.nodes.map((r) => {
+        const state = replicaState(r);
+        return item("replica", String(r.id), h("span", { class: "badge " + state }, state));
+      }));
+    }
+  }
+
+  // The replicated log as the leader sees it: every node, and the counts of its changes.
+  function replicaDetail(id) {
+    const rep = data.replication;
+    const r = rep.nodes.find((n) => String(n.id) === id);
+    if (!r) return h("p", {}, "This node is no longer a replica.");
+    const lag = (n) => (n.leader ? "" : n.lagEntries === null ? "nothing matched yet" : String(n.lagEntries));
+    return h("div", {},
+      dl([["State", h("span", { class: "badge " + replicaState(r) }, replicaState(r))], ["This node", r.local ? "yes" : "no"],
+        ["Term (leader epoch)", String(rep.term)], ["Under-replicated", rep.underReplicated ? "yes: every partition" : "no"],
+        ["ISR shrinks", String(rep.isrShrinks)], ["ISR expands", String(rep.isrExpands)], ["Leader changes", String(rep.leaderChanges)]]),
+      h("h4", {}, "Replicas"),
+      table(["Node", "State", "Entries behind"], rep.nodes.map((n) => [String(n.id), replicaState(n), lag(n)])));
   }
 
   // Each partition a node runs a query over (or keeps its state for), with the lag there.
@@ -507,6 +532,8 @@ const Catalog = (() => {
       } else if (kind === "node") {
         const n = data.nodes[name];
         content = n ? nodeDetail(name, n) : h("p", {}, "This node is gone.");
+      } else if (kind === "replica") {
+        content = replicaDetail(name);
       } else if (kind === "connector") {
         const c = data.connectors.find((c) => c.name === name);
         content = c ? connectorDetail((await ksql(`DESCRIBE CONNECTOR \`${name}\`;`))[0]) : h("p", {}, "This connector is gone.");

@@ -290,6 +290,43 @@ pub(crate) async fn topics(
     Json(topics).into_response()
 }
 
+/// `GET /api/replication`: the replicated log's nodes as this node, the leader, sees them
+/// (who leads, who is in sync, how far each follower is behind) and the counts of ISR and
+/// leader changes; `{"replicated": false}` on a log of its own.
+pub(crate) async fn replication(State(state): State<AppState>) -> Response {
+    let Some(status) = state.engine.store().replica_status() else {
+        return Json(json!({ "replicated": false })).into_response();
+    };
+    let leadership = status.leadership();
+    let voters = status.voters();
+    let in_sync = status.in_sync();
+    let lag = status.follower_lag();
+    let counts = status.counts();
+    let nodes: Vec<Value> = voters
+        .iter()
+        .map(|id| {
+            json!({
+                "id": id,
+                "leader": leadership.leader == Some(*id),
+                "inSync": in_sync.contains(id),
+                "lagEntries": lag.get(id).copied().flatten(),
+                "local": *id == status.id(),
+            })
+        })
+        .collect();
+    Json(json!({
+        "replicated": true,
+        "term": leadership.term,
+        "leader": leadership.leader,
+        "nodes": nodes,
+        "underReplicated": in_sync.len() < voters.len(),
+        "isrShrinks": counts.isr_shrinks,
+        "isrExpands": counts.isr_expands,
+        "leaderChanges": counts.leader_changes,
+    }))
+    .into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

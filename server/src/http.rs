@@ -94,6 +94,7 @@ pub fn router_sharing(
         .route("/", get(console::index))
         .route("/console/{file}", get(console::file))
         .route("/api/topics", get(console::topics))
+        .route("/api/replication", get(console::replication))
         .route("/api/dashboards", get(console::list))
         .route(
             "/api/dashboards/{id}",

@@ -1,6 +1,7 @@
 //! A node of the replicated log serves clients only while it leads: each time it becomes the
 //! leader (with everything committed before applied), it opens its store and serves; when it
-//! stops leading it closes them again, and waits to lead. See docs/replication.md.
+//! stops leading it closes them again, and follows (serving what a follower serves, see
+//! [`crate::following`]) until it leads again. See docs/replication.md.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,15 +15,19 @@ use tracing::{info, warn};
 pub type Until = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// Runs `serve` for each term this node leads, handing it the term and what ends its serving,
-/// until `shutdown` completes.
-pub async fn serve_while_leading<S, F>(
+/// and `follow` while it waits to lead (stopped, and awaited, before `serve` starts), until
+/// `shutdown` completes.
+pub async fn serve_while_leading<S, F, W, G>(
     replica: &Replica,
     shutdown: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+    mut follow: W,
     mut serve: S,
 ) -> anyhow::Result<()>
 where
     S: FnMut(u64, Until) -> F,
     F: Future<Output = anyhow::Result<()>>,
+    W: FnMut() -> G,
+    G: Future<Output = ()> + Send + 'static,
 {
     let (stop, stopping) = watch::channel(None::<Result<(), String>>);
     tokio::spawn(async move {
@@ -33,15 +38,21 @@ where
         |stopping: &watch::Receiver<Option<Result<(), String>>>| stopping.borrow().clone();
     loop {
         info!(node = replica.id(), "waiting to lead the replicated log");
-        let term = {
+        let following = tokio::spawn(follow());
+        let led = {
             let mut stop = stopping.clone();
             tokio::select! {
-                led = replica.await_leading(Duration::from_secs(3600)) => match led {
-                    Ok(term) => term,
-                    Err(_) => continue,
-                },
-                _ = stop.wait_for(Option::is_some) => break,
+                led = replica.await_leading(Duration::from_secs(3600)) => Some(led),
+                _ = stop.wait_for(Option::is_some) => None,
             }
+        };
+        // The follower's listeners close before the leader's open on the same ports.
+        following.abort();
+        let _ = following.await;
+        let term = match led {
+            Some(Ok(term)) => term,
+            Some(Err(_)) => continue,
+            None => break,
         };
         info!(
             node = replica.id(),

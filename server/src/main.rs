@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use eddy_storage::{ClusterOptions, Store, StoreOptions, SyncPolicy};
-use tracing::info;
+use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
 // glibc malloc hands large buffers back to the kernel and pays page faults to get them back;
@@ -530,7 +530,6 @@ impl ServerArgs {
                 max_timeout: Duration::from_millis(self.transaction_max_timeout_ms.max(1)),
                 ..kafka::TransactionLimits::default()
             },
-            replica_lag_time_max: Duration::from_millis(self.replica_lag_time_max_ms.max(1)),
         }
     }
 
@@ -931,6 +930,50 @@ impl ListenerPlan {
         })
     }
 
+    /// The flags' listeners, refused if exposed without authentication, and the TLS acceptor
+    /// they need.
+    fn checked(
+        args: &ServerArgs,
+    ) -> anyhow::Result<(ListenerPlan, Option<tokio_rustls::TlsAcceptor>)> {
+        let plan = ListenerPlan::from_args(args)?;
+        plan.check_exposure(args)?;
+        let tls = if plan.needs_tls() {
+            Some(tls_acceptor(args)?)
+        } else {
+            None
+        };
+        Ok((plan, tls))
+    }
+
+    /// Where this node serves clients, as the plan says: what it tells the other nodes of the
+    /// replicated log.
+    fn addresses(&self, args: &ServerArgs) -> eddy_server::addresses::NodeAddresses {
+        let scheme = if self.http.tls { "https" } else { "http" };
+        let kafka = self
+            .kafka
+            .iter()
+            .map(|l| {
+                let (host, port) = l
+                    .advertised
+                    .clone()
+                    .unwrap_or_else(|| (l.bind.ip().to_string(), l.bind.port()));
+                eddy_server::addresses::KafkaAddress {
+                    protocol: l.protocol.name().to_string(),
+                    host,
+                    port,
+                }
+            })
+            .collect();
+        eddy_server::addresses::NodeAddresses {
+            http: Some(advertised_url(
+                args.advertised_listener.as_deref(),
+                scheme,
+                self.http.bind,
+            )),
+            kafka,
+        }
+    }
+
     fn needs_tls(&self) -> bool {
         self.http.tls
             || self.registry.is_some_and(|r| r.tls)
@@ -1083,19 +1126,36 @@ async fn serve(
         return serve_on(args, None, shutdown, ready).await;
     };
     // Listeners are checked before anything is opened, so a refusal comes at once.
-    ListenerPlan::from_args(args)?.check_exposure(args)?;
+    let (plan, tls) = ListenerPlan::checked(args)?;
     let options = eddy_storage::ReplicaOptions {
         node_id,
         peers: peers.0.clone(),
         listen: args.replication_listen.clone(),
         sync: args.sync,
+        lag: Duration::from_millis(args.replica_lag_time_max_ms.max(1)),
     };
     let replica = eddy_storage::Replica::start(&args.data_dir, options)
         .await
         .with_context(|| format!("cannot start node {node_id} of the replicated log"))?;
     info!(node = node_id, address = %replica.address(), "listening for the replicated log's nodes");
+    plan.addresses(args).advertise(replica.status());
     let mut ready = ready;
-    eddy_server::leadership::serve_while_leading(&replica, shutdown, |term, until| {
+    let follow = || {
+        let auth = follower_auth(args, &replica);
+        let http_tls = plan.http.tls.then(|| tls.clone()).flatten();
+        let status = replica.status().clone();
+        let bind = plan.http.bind;
+        async move {
+            match auth {
+                Ok(auth) => follow_http(bind, status, auth, http_tls).await,
+                // Without its users a follower cannot check credentials: it serves nothing.
+                Err(e) => {
+                    warn!(error = %format!("{e:#}"), "cannot read the users on this follower; its HTTP port stays closed")
+                }
+            }
+        }
+    };
+    eddy_server::leadership::serve_while_leading(&replica, shutdown, follow, |term, until| {
         let store = Store::open_replica(&replica, args.store_options(), Some(term));
         let ready = ready.take();
         async move {
@@ -1106,6 +1166,61 @@ async fn serve(
     .await
 }
 
+/// How a follower checks HTTP credentials: against the users its store applied so far, when
+/// `--http-auth basic`.
+fn follower_auth(
+    args: &ServerArgs,
+    replica: &eddy_storage::Replica,
+) -> anyhow::Result<eddy_server::auth::HttpAuth> {
+    let access = if args.http_auth == "basic" {
+        let store = Store::open_replica(replica, args.store_options(), None)?;
+        let users = eddy_security::UserStore::open(&store)?;
+        let acls = eddy_security::acl::Acls::open(&store)?;
+        let policy = eddy_security::Policy {
+            enforce: false,
+            allow_if_no_acl: true,
+        };
+        Some(eddy_security::Access::new(users, acls, Vec::new(), policy))
+    } else {
+        None
+    };
+    Ok(eddy_server::auth::HttpAuth {
+        access,
+        authorizer: None,
+        style: eddy_server::auth::ErrorStyle::Ksql,
+    })
+}
+
+/// Serves a follower's HTTP routes ([`eddy_server::following`]) on the REST API's port until
+/// dropped. The port is bound as soon as it is free: the leader's listener this node had may
+/// still be closing.
+async fn follow_http(
+    bind: SocketAddr,
+    status: eddy_storage::ReplicaStatus,
+    auth: eddy_server::auth::HttpAuth,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let router = with_auth(eddy_server::following::router(status), auth);
+    let mut warned = false;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(bind).await {
+            Ok(listener) => break listener,
+            Err(e) => {
+                if !warned {
+                    warn!(address = %bind, error = %e, "cannot listen for HTTP as a follower yet; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    info!(address = %bind, "listening for HTTP as a follower (health, metrics; the rest is the leader's)");
+    let connections = eddy_server::connections::ConnectionLimit::new("http", 256);
+    if let Err(e) = http::serve(listener, router, connections, tls).await {
+        tracing::error!(error = %e, "the follower's HTTP listener stopped");
+    }
+}
+
 /// Serves clients over `store` (by default the store the flags name) until `shutdown`.
 async fn serve_on(
     args: &ServerArgs,
@@ -1114,13 +1229,7 @@ async fn serve_on(
     ready: Option<tokio::sync::oneshot::Sender<Listening>>,
 ) -> anyhow::Result<()> {
     // Listeners are checked before anything is opened, so a refusal comes at once.
-    let plan = ListenerPlan::from_args(args)?;
-    plan.check_exposure(args)?;
-    let tls = if plan.needs_tls() {
-        Some(tls_acceptor(args)?)
-    } else {
-        None
-    };
+    let (plan, tls) = ListenerPlan::checked(args)?;
     let store = match store {
         Some(store) => store,
         None => Store::open(&args.data_dir, args.store_options())

@@ -19,6 +19,10 @@ use prometheus::{
 
 use crate::kafka::TransactionCoordinator;
 
+mod replication;
+
+pub use replication::following;
+
 /// Latency buckets for HTTP requests and pull queries, in seconds.
 const REQUEST_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -56,6 +60,7 @@ pub struct ServerMetrics {
     store_reserve: IntGauge,
     store_writable: IntGauge,
     transactions: TransactionMetrics,
+    replication: Option<replication::ReplicationMetrics>,
 }
 
 /// The transaction coordinator's series: what is open now, and how transactions ended.
@@ -221,6 +226,11 @@ impl ServerMetrics {
         let r = &registry;
         Ok(ServerMetrics {
             transactions: TransactionMetrics::new(r)?,
+            replication: engine
+                .store()
+                .replica_status()
+                .map(|status| replication::ReplicationMetrics::new(r, status))
+                .transpose()?,
             store_free,
             store_reserve,
             store_writable,
@@ -361,6 +371,9 @@ impl ServerMetrics {
         self.store_reserve
             .set(i64::try_from(disk.reserve_bytes).unwrap_or(i64::MAX));
         self.store_writable.set(i64::from(disk.writable()));
+        if let Some(replication) = &self.replication {
+            replication.refresh(Some(engine.store()));
+        }
         for vec in [
             &self.query_records_in,
             &self.query_records_out,
@@ -508,7 +521,12 @@ pub async fn scrape(
     State(engine): State<Arc<Engine>>,
     State(service): State<Arc<crate::service::Service>>,
 ) -> Response {
-    match metrics.render(&engine, &service).await {
+    exposition(metrics.render(&engine, &service).await)
+}
+
+/// The answer to a scrape: the rendered series, or 500 saying why they could not be encoded.
+pub fn exposition(rendered: Result<String, impl std::fmt::Display>) -> Response {
+    match rendered {
         Ok(text) => (
             StatusCode::OK,
             [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

@@ -209,6 +209,22 @@ impl Group {
         answer
     }
 
+    /// The table `buckets` (each last digit and its count), by a pull query to node `id`.
+    fn buckets(&self, id: u64) -> BTreeMap<i64, i64> {
+        let body = json!({"ksql": "SELECT * FROM buckets;"}).to_string();
+        let (status, answer) = common::request(self.http(id), "POST", "/query", Some(&body));
+        assert_eq!(status, 200, "{answer}\n{}", self.logs());
+        answer
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|line| {
+                let columns = line["row"]["columns"].as_array()?;
+                Some((columns.first()?.as_i64()?, columns.get(1)?.as_i64()?))
+            })
+            .collect()
+    }
+
     /// Writes `ids` to `events` with `acks=all`; kcat fails unless every record was acknowledged.
     fn produce(&self, ids: std::ops::Range<u64>) {
         let text: String = ids.map(|i| format!("{i}|{{\"ID\":{i}}}\n")).collect();
@@ -288,7 +304,8 @@ fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_fai
     group.ksql(
         first,
         "CREATE STREAM events (id BIGINT) WITH (kafka_topic='events', value_format='JSON', partitions=2);
-         CREATE STREAM doubled WITH (kafka_topic='doubled') AS SELECT id * 2 AS twice FROM events;",
+         CREATE STREAM doubled WITH (kafka_topic='doubled') AS SELECT id * 2 AS twice FROM events;
+         CREATE TABLE buckets AS SELECT id % 10 AS bucket, COUNT(*) AS n FROM events GROUP BY id % 10;",
     );
     let everyone = |p: &Placement| p.replicas == [1, 2, 3] && p.in_sync == [1, 2, 3];
     let placement = group.await_placement("events", "all three in sync", everyone);
@@ -336,6 +353,18 @@ fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_fai
         }
         std::thread::sleep(Duration::from_millis(300));
     }
+    // The aggregation ends as a run without faults would: 90 of each last digit, each
+    // record counted once through both failovers.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let counts = group.buckets(third.leader);
+        let expected: BTreeMap<i64, i64> = (0..10).map(|b| (b, 90)).collect();
+        if counts == expected {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{counts:?}\n{}", group.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // With both followers gone, the leader refuses acks=all writes: too few are in sync.
     let leader = third.leader;
@@ -369,6 +398,310 @@ fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_fai
         .expect("kcat runs");
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("Not enough in-sync replicas"), "{said}");
+}
+
+/// One HTTP/1.1 request to a node that may not listen (yet): the status and body, or `None`.
+fn try_request(address: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    let raw = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(raw.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, rest) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, rest.to_string()))
+}
+
+/// The value of the series `name` (with no labels) in a Prometheus text exposition.
+fn series(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+impl Group {
+    /// Waits until node `id` answers `GET path` with something `check` accepts, and returns it.
+    fn await_answer(
+        &self,
+        id: u64,
+        path: &str,
+        what: &str,
+        check: impl Fn(u16, &str) -> bool,
+    ) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = try_request(self.http(id), "GET", path, "");
+            if let Some((status, body)) = &answer
+                && check(*status, body)
+            {
+                return body.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} {path}: {what}: {answer:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until node `id`'s `/metrics` shows the series `check` accepts.
+    fn await_metrics(&self, id: u64, what: &str, check: impl Fn(&str) -> bool) -> String {
+        self.await_answer(id, "/metrics", what, |status, text| {
+            status == 200 && check(text)
+        })
+    }
+}
+
+/// Followers answer health checks and metrics, and send everything else to the leader; the
+/// leader's Metadata names every node, and its metrics count the ISR shrinking when a node
+/// goes and expanding when it returns, and the leader changing.
+#[test]
+fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
+    let mut group = Group::running(3);
+    let leader = group.leader();
+    group.ksql(
+        leader,
+        "CREATE STREAM events (id BIGINT) WITH (kafka_topic='events', value_format='JSON', partitions=2);",
+    );
+    // Metadata lists the three nodes as brokers, each at its own Kafka address.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let listing = common::kcat(&["-b", &group.bootstrap(), "-L", "-m", "3"], None);
+        if listing.contains(" 3 brokers:") {
+            for (i, address) in group.kafka.iter().enumerate() {
+                assert!(
+                    listing.contains(&format!("broker {} at {address}", i + 1)),
+                    "{listing}"
+                );
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listing}\n{}", group.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let leader_url = format!("http://{}", group.http(leader));
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for &id in &followers {
+        let health = group.await_answer(id, "/healthcheck", "a follower's health", |s, body| {
+            s == 200 && body.contains(&leader_url)
+        });
+        let health: Value = serde_json::from_str(&health).expect("JSON");
+        assert_eq!(health["isHealthy"], true, "{health}");
+        assert_eq!(
+            health["details"]["replication"]["role"], "FOLLOWER",
+            "{health}"
+        );
+        assert_eq!(
+            health["details"]["replication"]["leader"], leader,
+            "{health}"
+        );
+        let (status, refused) = try_request(
+            group.http(id),
+            "POST",
+            "/ksql",
+            r#"{"ksql":"SHOW STREAMS;"}"#,
+        )
+        .expect("the follower answers");
+        assert_eq!(status, 503, "{refused}");
+        assert!(
+            refused.contains(&format!(
+                "node {leader} leads it and serves clients at {leader_url}"
+            )),
+            "{refused}"
+        );
+        let metrics = group.await_metrics(id, "a follower's series", |m| {
+            m.contains("eddy_replication_term")
+        });
+        assert_eq!(
+            series(&metrics, "eddy_replication_leader"),
+            Some(0.0),
+            "{metrics}"
+        );
+        assert_eq!(
+            series(&metrics, "eddy_replication_under_replicated_partitions"),
+            Some(0.0)
+        );
+    }
+    let metrics = group.await_metrics(leader, "all three in sync", |m| {
+        series(m, "eddy_replication_in_sync_replicas") == Some(3.0)
+    });
+    assert_eq!(
+        series(&metrics, "eddy_replication_leader"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        series(&metrics, "eddy_replication_replicas"),
+        Some(3.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        series(&metrics, "eddy_replication_under_replicated_partitions"),
+        Some(0.0)
+    );
+    assert_eq!(
+        series(&metrics, "eddy_replication_isr_shrinks_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+
+    // A follower goes: after the lag, every partition is under-replicated and the ISR shrank
+    // once; it comes back, and the ISR expands again.
+    let gone = followers[0];
+    group.kill(gone);
+    let metrics = group.await_metrics(leader, "the ISR shrunk", |m| {
+        series(m, "eddy_replication_in_sync_replicas") == Some(2.0)
+    });
+    // `events` has 2 partitions; the internal topics count too.
+    let under = series(&metrics, "eddy_replication_under_replicated_partitions").unwrap_or(0.0);
+    assert!(under >= 2.0, "{metrics}");
+    assert_eq!(
+        series(&metrics, "eddy_replication_isr_shrinks_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let replication =
+        group.await_answer(leader, "/api/replication", "the console's view", |s, _| {
+            s == 200
+        });
+    let replication: Value = serde_json::from_str(&replication).expect("JSON");
+    let out_of_sync: Vec<&Value> = replication["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["inSync"] == false)
+        .collect();
+    assert_eq!(out_of_sync.len(), 1, "{replication}");
+    assert_eq!(out_of_sync[0]["id"], gone, "{replication}");
+    group.start(gone);
+    let metrics = group.await_metrics(leader, "the ISR expanded", |m| {
+        series(m, "eddy_replication_in_sync_replicas") == Some(3.0)
+    });
+    assert!(
+        series(&metrics, "eddy_replication_isr_expands_total") >= Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        series(&metrics, "eddy_replication_under_replicated_partitions"),
+        Some(0.0)
+    );
+
+    // The leader goes: a follower takes over on the same HTTP port, serving the REST API, and
+    // counts the leader change.
+    group.kill(leader);
+    let next = group.leader();
+    assert_ne!(next, leader);
+    group.await_answer(next, "/info", "the new leader's REST API", |s, _| s == 200);
+    group.ksql(next, "SHOW STREAMS;");
+    let metrics = group.await_metrics(next, "the new leader's series", |m| {
+        series(m, "eddy_replication_leader") == Some(1.0)
+    });
+    assert!(
+        series(&metrics, "eddy_replication_leader_changes_total") >= Some(2.0),
+        "{metrics}"
+    );
+}
+
+/// kafka-python, bootstrapped from the leader alone, goes on to the next leader when that node
+/// dies: it knows the other nodes only from the brokers Metadata named. Every record its
+/// idempotent producer wrote is in the log once.
+#[test]
+fn kafka_python_follows_metadata_to_the_next_leader() {
+    let mut group = Group::running(3);
+    let leader = group.leader();
+    group.ksql(
+        leader,
+        "CREATE STREAM plain (v STRING) WITH (kafka_topic='plain', value_format='KAFKA', partitions=2);",
+    );
+    let deadline = Instant::now() + WAIT;
+    while !common::kcat(&["-b", &group.bootstrap(), "-L", "-m", "3"], None).contains(" 3 brokers:")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "Metadata never named 3 brokers\n{}",
+            group.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let script = format!(
+        "{}/tests/clients/kafka_python_failover.py",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let client_log = group.dirs[1].path().with_extension("client.log");
+    let mut client = Command::new(common::tools::python())
+        .arg(script)
+        .args([group.kafka[(leader - 1) as usize].as_str(), "plain"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&client_log).expect("the client's log"))
+        .spawn()
+        .expect("python3 runs");
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = client.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let client_said = || std::fs::read_to_string(&client_log).unwrap_or_default();
+    let read_until = |end: &str, acks: &mut Vec<String>| loop {
+        match printed.recv_timeout(WAIT * 2) {
+            Ok(line) if line == end => return true,
+            Ok(line) => acks.push(line),
+            Err(_) => return false,
+        }
+    };
+    let mut acks = Vec::new();
+    let read = read_until("first", &mut acks);
+    assert!(read, "no first 100:\n{}\n{}", client_said(), group.logs());
+    assert_eq!(acks.len(), 100, "{acks:?}");
+    group.kill(leader);
+    {
+        use std::io::Write;
+        let mut stdin = client.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("the client reads");
+    }
+    let read = read_until("done", &mut acks);
+    assert!(read, "not done:\n{}\n{}", client_said(), group.logs());
+    assert_eq!(acks.len(), 200, "{acks:?}");
+    assert!(
+        client.wait().expect("the client ends").success(),
+        "{}",
+        client_said()
+    );
+    let next = group.leader();
+    assert_ne!(next, leader);
+    let mut values: Vec<u64> = common::kcat(
+        &[
+            "-b",
+            &group.bootstrap(),
+            "-t",
+            "plain",
+            "-C",
+            "-e",
+            "-q",
+            "-f",
+            "%s\n",
+        ],
+        None,
+    )
+    .lines()
+    .map(|v| v.parse().expect("a number"))
+    .collect();
+    values.sort_unstable();
+    assert_eq!(values, (0..200).collect::<Vec<u64>>());
 }
 
 /// A node started with peers it cannot use stops at once, saying what is wrong.

@@ -47,7 +47,9 @@ pub use keys::prefix_successor;
 pub use maintenance::MaintenanceReport;
 pub use offsets::GroupOffset;
 pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};
-pub use replication::{Leadership, NodeId, Replica, ReplicaOptions, ReplicaStatus};
+pub use replication::{
+    DEFAULT_REPLICA_LAG, Leadership, NodeId, Replica, ReplicaCounts, ReplicaOptions, ReplicaStatus,
+};
 pub use segment::{SegmentMeta, expired_segment_count, should_roll, survives};
 pub use state::{StateEntry, StateScan, StateSnapshot};
 pub use store::{

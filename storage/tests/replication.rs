@@ -9,6 +9,8 @@ use eddy_storage::{
 use tokio::io::AsyncWriteExt;
 
 const WAIT: Duration = Duration::from_secs(20);
+/// Each replica's `replica.lag.time.max.ms`: short, so a test sees the ISR change soon.
+const LAG: Duration = Duration::from_millis(800);
 
 /// Addresses on loopback that were free a moment ago.
 fn free_addresses(count: usize) -> Vec<String> {
@@ -51,6 +53,7 @@ impl Group {
             peers: self.peers.clone(),
             listen: None,
             sync: SyncPolicy::Os,
+            lag: LAG,
         };
         let dir = self.dirs[(id - 1) as usize].path();
         let replica = Replica::start(dir, options).await?;
@@ -226,17 +229,58 @@ async fn a_follower_that_goes_leaves_the_isr_and_without_a_majority_nothing_is_a
     let mut acked = vec![Vec::new(), Vec::new()];
     write(&store, 0..10, &mut acked).await?;
     // Every node is in sync; a follower that goes leaves the ISR once it has not answered for
-    // the lag.
-    let lag = Duration::from_millis(800);
+    // the lag, and comes back once it caught up.
     let status = group.replica(leader).status().clone();
     assert_eq!(status.voters(), vec![1, 2, 3]);
-    await_in_sync(&status, lag, &[1, 2, 3]).await?;
+    await_in_sync(&status, &[1, 2, 3]).await?;
+    assert_eq!(status.counts().isr_shrinks, 0);
+    // Each node's client addresses ride on Raft's messages: the leader learns every node's
+    // from their answers, and each follower the leader's from its heartbeats.
+    for id in 1..=3 {
+        group
+            .replica(id)
+            .status()
+            .advertise(format!("clients of {id}"));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for id in 1..=3 {
+        let expected: Vec<u64> = if id == leader {
+            vec![1, 2, 3]
+        } else {
+            let mut both = vec![id, leader];
+            both.sort_unstable();
+            both
+        };
+        loop {
+            let directory = group.replica(id).status().directory();
+            if expected
+                .iter()
+                .all(|node| directory.get(node) == Some(&format!("clients of {node}")))
+            {
+                break;
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "node {id} knows {directory:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(status.counts().leader_changes >= 1, "{:?}", status.counts());
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     group.stop(followers[1]).await?;
     let mut left: Vec<u64> = vec![leader, followers[0]];
     left.sort_unstable();
-    await_in_sync(&status, lag, &left).await?;
+    await_in_sync(&status, &left).await?;
+    await_counted(&status, |c| c.isr_shrinks >= 1).await?;
+    let lagging = status.follower_lag();
+    assert_eq!(lagging.keys().copied().collect::<Vec<_>>(), followers);
+    write(&store, 10..20, &mut acked).await?;
+    group.restart(followers[1]).await?;
+    await_in_sync(&status, &[1, 2, 3]).await?;
+    await_counted(&status, |c| c.isr_expands >= 1).await?;
     // With both followers gone, nothing commits: the write waits, unacknowledged.
+    group.stop(followers[1]).await?;
     group.stop(followers[0]).await?;
     let pending = store.append("events", 0, vec![Record::unkeyed("v-late", 5)]);
     let waited = tokio::time::timeout(Duration::from_secs(3), pending).await;
@@ -263,15 +307,30 @@ async fn a_follower_that_goes_leaves_the_isr_and_without_a_majority_nothing_is_a
     Ok(())
 }
 
+/// Waits until the leader's counts of ISR and leader changes satisfy `check`.
+async fn await_counted(
+    status: &eddy_storage::ReplicaStatus,
+    check: impl Fn(&eddy_storage::ReplicaCounts) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let counts = status.counts();
+        if check(&counts) {
+            return Ok(());
+        }
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "counted {counts:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Waits until the leader counts `expected` in sync.
 async fn await_in_sync(
     status: &eddy_storage::ReplicaStatus,
-    lag: Duration,
     expected: &[u64],
 ) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let in_sync = status.in_sync(lag);
+        let in_sync = status.in_sync();
         if in_sync == expected {
             return Ok(());
         }

@@ -35,7 +35,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::metadata_response::{
-    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    MetadataResponsePartition, MetadataResponseTopic,
 };
 use kafka_protocol::messages::{
     AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest, SaslAuthenticateRequest,
@@ -173,9 +173,6 @@ pub struct KafkaLimits {
     pub groups: GroupLimits,
     /// The bounds on transactions.
     pub transactions: TransactionLimits,
-    /// How long a follower of the replicated log may go without catching up with the leader
-    /// before it leaves the in-sync replicas (`replica.lag.time.max.ms`).
-    pub replica_lag_time_max: Duration,
 }
 
 impl Default for KafkaLimits {
@@ -185,7 +182,6 @@ impl Default for KafkaLimits {
             connections_max_idle: Duration::from_secs(10 * 60),
             groups: GroupLimits::default(),
             transactions: TransactionLimits::default(),
-            replica_lag_time_max: Duration::from_secs(30),
         }
     }
 }
@@ -476,7 +472,7 @@ async fn handle_frame(
         )),
         ApiKey::Produce => {
             let request = decode!(ProduceRequest);
-            if let Some(refused) = replicas::refuse_acks_all(store, config, &request) {
+            if let Some(refused) = replicas::refuse_acks_all(store, &request) {
                 return reply!(refused);
             }
             let acks = request.acks;
@@ -603,7 +599,7 @@ fn find_coordinator(
     request: &FindCoordinatorRequest,
     caller: authorize::Caller<'_>,
 ) -> FindCoordinatorResponse {
-    let placement = replicas::placement(store, config);
+    let placement = replicas::placement(store);
     let (resource, error) = if request.key_type == 1 {
         (
             ResourceType::TransactionalId,
@@ -694,7 +690,7 @@ fn metadata(
     };
     let auto_create =
         config.auto_create_topics && (version < 4 || request.allow_auto_topic_creation);
-    let placement = replicas::placement(store, config);
+    let placement = replicas::placement(store);
     let topics = wanted
         .into_iter()
         .map(|name| {
@@ -749,12 +745,7 @@ fn metadata(
         })
         .collect();
     MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(placement.broker)
-                .with_host(StrBytes::from_string(config.advertised.0.clone()))
-                .with_port(i32::from(config.advertised.1)),
-        ])
+        .with_brokers(replicas::brokers(store, config))
         .with_cluster_id((version >= 2).then(|| StrBytes::from_static_str("eddy")))
         .with_controller_id(if version >= 1 {
             placement.broker

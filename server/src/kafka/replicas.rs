@@ -2,8 +2,10 @@
 //! partition's leader, leader epoch, replicas and in-sync replicas, and when `acks=all` cannot
 //! be honoured. On one node (or a Kafka cluster's log), the single broker 0 holds everything.
 
+use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
 
 use super::{KafkaConfig, NODE_ID, code};
 use eddy_storage::Store;
@@ -25,7 +27,7 @@ fn broker(id: u64) -> BrokerId {
 }
 
 /// Where the partitions are, as this node serves them.
-pub(super) fn placement(store: &Store, config: &KafkaConfig) -> Placement {
+pub(super) fn placement(store: &Store) -> Placement {
     let Some(status) = store.replica_status() else {
         return Placement {
             broker: BrokerId(NODE_ID),
@@ -34,30 +36,57 @@ pub(super) fn placement(store: &Store, config: &KafkaConfig) -> Placement {
             in_sync: vec![BrokerId(NODE_ID)],
         };
     };
-    let lag = config.limits.replica_lag_time_max;
     Placement {
         broker: broker(status.id()),
         leader_epoch: i32::try_from(status.leadership().term).unwrap_or(i32::MAX),
         replicas: status.voters().into_iter().map(broker).collect(),
-        in_sync: status.in_sync(lag).into_iter().map(broker).collect(),
+        in_sync: status.in_sync().into_iter().map(broker).collect(),
     }
+}
+
+/// The brokers Metadata lists: this node as its listener advertises itself, then every other
+/// node of a replicated log whose listener of the same protocol it heard of, so a client knows
+/// every node and finds the next leader when this one goes.
+pub(super) fn brokers(store: &Store, config: &KafkaConfig) -> Vec<MetadataResponseBroker> {
+    let me = |id: BrokerId| {
+        MetadataResponseBroker::default()
+            .with_node_id(id)
+            .with_host(StrBytes::from_string(config.advertised.0.clone()))
+            .with_port(i32::from(config.advertised.1))
+    };
+    let Some(status) = store.replica_status() else {
+        return vec![me(BrokerId(NODE_ID))];
+    };
+    let protocol = config.security.protocol.name();
+    let mut brokers = vec![me(broker(status.id()))];
+    let voters = status.voters();
+    for (id, addresses) in crate::addresses::directory(status) {
+        if id == status.id() || !voters.contains(&id) {
+            continue;
+        }
+        if let Some(listener) = addresses.kafka_listener(protocol) {
+            brokers.push(
+                MetadataResponseBroker::default()
+                    .with_node_id(broker(id))
+                    .with_host(StrBytes::from_string(listener.host.clone()))
+                    .with_port(i32::from(listener.port)),
+            );
+        }
+    }
+    brokers
 }
 
 /// The answer to a produce with `acks=all` while fewer nodes are in sync than a write needs
 /// (a majority, which Raft commits on), every partition refused with `NOT_ENOUGH_REPLICAS` as
 /// Kafka refuses one when the ISR is smaller than `min.insync.replicas`; `None` when it can go
 /// ahead.
-pub(super) fn refuse_acks_all(
-    store: &Store,
-    config: &KafkaConfig,
-    request: &ProduceRequest,
-) -> Option<ProduceResponse> {
+pub(super) fn refuse_acks_all(store: &Store, request: &ProduceRequest) -> Option<ProduceResponse> {
     let status = store.replica_status()?;
     if request.acks != -1 {
         return None;
     }
     let majority = status.voters().len() / 2 + 1;
-    if status.in_sync(config.limits.replica_lag_time_max).len() >= majority {
+    if status.in_sync().len() >= majority {
         return None;
     }
     let responses = request

@@ -57,12 +57,15 @@ pub fn observe(progress: FollowerProgress, seen: Observation) -> FollowerProgres
 }
 
 /// The in-sync nodes, in id order: the leader, and each follower that caught up and answered
-/// within `lag` of `now` (`answered` holds when each follower last answered the leader).
+/// within `lag` of `now` (`answered` holds when each follower last answered the leader). A
+/// follower that has not caught up since this node began leading (at `since`) stays in for the
+/// first `lag` of it, as a new Kafka leader keeps the ISR it was given until the lag passes:
+/// a live follower has had no time to answer yet.
 pub fn in_sync(
     leader: NodeId,
     progress: &BTreeMap<NodeId, FollowerProgress>,
     answered: &BTreeMap<NodeId, u64>,
-    now: u64,
+    (now, since): (u64, u64),
     lag: Duration,
 ) -> Vec<NodeId> {
     let lag = u64::try_from(lag.as_millis()).unwrap_or(u64::MAX);
@@ -70,13 +73,23 @@ pub fn in_sync(
     let mut nodes: Vec<NodeId> = progress
         .iter()
         .filter(|(id, p)| {
-            **id != leader && recent(p.caught_up_at) && recent(answered.get(id).copied())
+            let caught_up = recent(p.caught_up_at) && recent(answered.get(id).copied());
+            let not_yet = p.caught_up_at.is_none() && recent(Some(since));
+            **id != leader && (caught_up || not_yet)
         })
         .map(|(id, _)| *id)
         .collect();
     nodes.push(leader);
     nodes.sort_unstable();
     nodes
+}
+
+/// How the ISR changed between two looks: whether it lost nodes (a shrink) and whether it
+/// gained some (an expand); both at once when one node left as another came back.
+pub fn change(before: &[NodeId], after: &[NodeId]) -> (bool, bool) {
+    let shrank = before.iter().any(|id| !after.contains(id));
+    let expanded = after.iter().any(|id| !before.contains(id));
+    (shrank, expanded)
 }
 
 #[cfg(test)]
@@ -111,7 +124,7 @@ mod tests {
         fn the_leader_is_always_in_sync(followers in proptest::collection::btree_map(2u64..9, (proptest::option::of(0u64..5_000), 0u64..5_000), 0..5), now in 0u64..10_000) {
             let progress = followers.iter().map(|(id, (at, _))| (*id, FollowerProgress { caught_up_at: *at, target: None })).collect();
             let answered = followers.iter().map(|(id, (_, answered))| (*id, *answered)).collect();
-            let nodes = in_sync(1, &progress, &answered, now, LAG);
+            let nodes = in_sync(1, &progress, &answered, (now, 0), LAG);
             prop_assert!(nodes.contains(&1));
             prop_assert!(nodes.iter().all(|id| *id == 1 || followers.contains_key(id)));
         }
@@ -138,7 +151,7 @@ mod tests {
                 progress = observe(progress, Observation { matched: Some(previous), leader_end: Some(end), now });
                 let answered = BTreeMap::from([(2, now)]);
                 if i > 0 {
-                    prop_assert_eq!(in_sync(1, &BTreeMap::from([(2, progress)]), &answered, now, LAG), vec![1, 2]);
+                    prop_assert_eq!(in_sync(1, &BTreeMap::from([(2, progress)]), &answered, (now, 0), LAG), vec![1, 2]);
                 }
             }
         }
@@ -152,10 +165,38 @@ mod tests {
             let seen = run(&steps);
             let (progress, observation) = seen[seen.len() - 1];
             let answered = BTreeMap::from([(2, observation.now)]);
-            let nodes = in_sync(1, &BTreeMap::from([(2, progress)]), &answered, observation.now, LAG);
+            let nodes = in_sync(1, &BTreeMap::from([(2, progress)]), &answered, (observation.now, 0), LAG);
             // Behind since the look after `stopped_at - 1`: 100 ms per look.
             let behind_for = 100 * (after as u64);
             prop_assert_eq!(nodes.contains(&2), behind_for <= 1_000, "behind {} ms: {:?}", behind_for, progress);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn a_follower_not_yet_caught_up_stays_in_for_the_lag_of_a_new_leadership(
+            since in 0u64..10_000,
+            after in 0u64..3_000,
+            answered in proptest::option::of(0u64..10_000),
+        ) {
+            let now = since + after;
+            let progress = BTreeMap::from([(2, FollowerProgress::default())]);
+            let answered: BTreeMap<NodeId, u64> = answered.into_iter().map(|at| (2, at)).collect();
+            let nodes = in_sync(1, &progress, &answered, (now, since), LAG);
+            prop_assert_eq!(nodes.contains(&2), after <= 1_000);
+        }
+
+        #[test]
+        fn a_change_is_a_shrink_when_nodes_left_and_an_expand_when_nodes_came(
+            before in proptest::collection::btree_set(1u64..6, 1..5),
+            after in proptest::collection::btree_set(1u64..6, 1..5),
+        ) {
+            let (a, b): (Vec<_>, Vec<_>) = (before.iter().copied().collect(), after.iter().copied().collect());
+            let (shrank, expanded) = change(&a, &b);
+            prop_assert_eq!(shrank, !before.is_subset(&after));
+            prop_assert_eq!(expanded, !after.is_subset(&before));
+            prop_assert_eq!(change(&a, &a), (false, false));
+            prop_assert_eq!(change(&b, &a), (expanded, shrank));
         }
     }
 
@@ -169,12 +210,12 @@ mod tests {
         let progress = observe(FollowerProgress::default(), idle(0));
         let both = BTreeMap::from([(2, progress), (3, progress)]);
         let answered = BTreeMap::from([(2, 0), (3, 0)]);
-        assert_eq!(in_sync(1, &both, &answered, 500, LAG), vec![1, 2, 3]);
+        assert_eq!(in_sync(1, &both, &answered, (500, 0), LAG), vec![1, 2, 3]);
         // Nothing new is written, so both still hold all the leader has, but node 3 has not
         // answered for 5 s.
         let progress = observe(progress, idle(4_900));
         let both = BTreeMap::from([(2, progress), (3, progress)]);
         let answered = BTreeMap::from([(2, 4_800), (3, 0)]);
-        assert_eq!(in_sync(1, &both, &answered, 5_000, LAG), vec![1, 2]);
+        assert_eq!(in_sync(1, &both, &answered, (5_000, 0), LAG), vec![1, 2]);
     }
 }

@@ -38,6 +38,35 @@ pub struct ReplicaOptions {
     pub listen: Option<String>,
     /// When the Raft log and applied batches are forced to disk: the store's policy.
     pub sync: SyncPolicy,
+    /// How long a follower may go without catching up with the leader, or without answering
+    /// it, before it leaves the in-sync replicas (Kafka's `replica.lag.time.max.ms`).
+    pub lag: Duration,
+}
+
+/// Kafka's default `replica.lag.time.max.ms`.
+pub const DEFAULT_REPLICA_LAG: Duration = Duration::from_secs(30);
+
+/// What a replica counted of the group since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicaCounts {
+    /// Times the in-sync replicas lost a node while this node led.
+    pub isr_shrinks: u64,
+    /// Times the in-sync replicas gained a node while this node led.
+    pub isr_expands: u64,
+    /// Times the leader this node knows of changed; the first leader it learns of counts.
+    pub leader_changes: u64,
+}
+
+/// What the tracker remembers between looks at Raft's view.
+#[derive(Debug, Default)]
+struct History {
+    /// The last leader known.
+    leader: Option<NodeId>,
+    /// The term this node leads, and when (ms) it began leading it.
+    leading: Option<(u64, u64)>,
+    /// The in-sync replicas at the last look.
+    isr: Option<Vec<NodeId>>,
+    counts: ReplicaCounts,
 }
 
 /// Who leads the group, as one replica sees it.
@@ -68,6 +97,9 @@ pub struct ReplicaStatus {
     raft: Raft<TypeConfig>,
     answered: network::Answered,
     progress: Arc<parking_lot::Mutex<BTreeMap<NodeId, isr::FollowerProgress>>>,
+    lag: Duration,
+    history: Arc<parking_lot::Mutex<History>>,
+    directory: network::Directory,
 }
 
 impl ReplicaStatus {
@@ -95,17 +127,56 @@ impl ReplicaStatus {
     }
 
     /// The in-sync nodes as this node, the leader, sees them: itself, and the followers that
-    /// caught up with it and answered it within `lag` (Kafka's `replica.lag.time.max.ms`).
+    /// caught up with it and answered it within the lag (Kafka's `replica.lag.time.max.ms`).
     /// On a follower, itself alone.
-    pub fn in_sync(&self, lag: Duration) -> Vec<NodeId> {
+    pub fn in_sync(&self) -> Vec<NodeId> {
         let now = crate::now_ms().max(0) as u64;
+        let history = self.history.lock();
+        let since = history.leading.map_or(now, |(_, since)| since);
         isr::in_sync(
             self.id,
             &self.progress.lock(),
             &self.answered.lock(),
-            now,
-            lag,
+            (now, since),
+            self.lag,
         )
+    }
+
+    /// How many entries each follower is behind this node, the leader (`None` for one that has
+    /// matched nothing yet); empty on a follower.
+    pub fn follower_lag(&self) -> BTreeMap<NodeId, Option<u64>> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let end = metrics.last_log_index.unwrap_or(0);
+        let Some(replication) = metrics
+            .replication
+            .as_ref()
+            .filter(|_| metrics.state == ServerState::Leader)
+        else {
+            return BTreeMap::new();
+        };
+        replication
+            .iter()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, matched)| (*id, matched.map(|m| end.saturating_sub(m.index))))
+            .collect()
+    }
+
+    /// Sets where this node serves its clients: an entry every other node learns from this
+    /// node's messages (the storage layer does not read it).
+    pub fn advertise(&self, addresses: String) {
+        self.directory.lock().insert(self.id, addresses);
+    }
+
+    /// Where each node serves its clients, as each last said (this node's own entry too);
+    /// a node not heard from since this one started is missing.
+    pub fn directory(&self) -> BTreeMap<NodeId, String> {
+        self.directory.lock().clone()
+    }
+
+    /// What the replica counted of ISR and leader changes since it started.
+    pub fn counts(&self) -> ReplicaCounts {
+        self.history.lock().counts
     }
 
     /// Waits until this node stops leading in `term` (another term began, or it lost its
@@ -125,10 +196,16 @@ impl ReplicaStatus {
         }
     }
 
-    /// Notes each follower's progress from Raft's view, while this node leads.
+    /// Notes each follower's progress from Raft's view while this node leads, and counts
+    /// changes of leader and of the ISR.
     fn observe(&self) {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
+        let mut history = self.history.lock();
+        if metrics.current_leader.is_some() && metrics.current_leader != history.leader {
+            history.leader = metrics.current_leader;
+            history.counts.leader_changes += 1;
+        }
         let mut progress = self.progress.lock();
         let Some(replication) = metrics
             .replication
@@ -136,9 +213,16 @@ impl ReplicaStatus {
             .filter(|_| metrics.state == ServerState::Leader)
         else {
             progress.clear();
+            history.leading = None;
+            history.isr = None;
             return;
         };
         let now = crate::now_ms().max(0) as u64;
+        let term = metrics.current_term;
+        if history.leading.is_none_or(|(led, _)| led != term) {
+            history.leading = Some((term, now));
+            history.isr = None;
+        }
         for (id, matched) in replication.iter() {
             let seen = isr::Observation {
                 matched: matched.map(|m| m.index),
@@ -148,6 +232,20 @@ impl ReplicaStatus {
             let entry = progress.entry(*id).or_default();
             *entry = isr::observe(*entry, seen);
         }
+        let since = history.leading.map_or(now, |(_, since)| since);
+        let isr = isr::in_sync(
+            self.id,
+            &progress,
+            &self.answered.lock(),
+            (now, since),
+            self.lag,
+        );
+        if let Some(before) = &history.isr {
+            let (shrank, expanded) = isr::change(before, &isr);
+            history.counts.isr_shrinks += u64::from(shrank);
+            history.counts.isr_expands += u64::from(expanded);
+        }
+        history.isr = Some(isr);
     }
 }
 
@@ -189,11 +287,16 @@ impl Replica {
         .validate()
         .map_err(|e| replication_error("configuring Raft", e))?;
         let answered = network::Answered::default();
+        let addresses = network::Addresses {
+            id,
+            directory: network::Directory::default(),
+        };
         let raft = Raft::new(
             id,
             Arc::new(config),
             network::Network {
                 answered: answered.clone(),
+                addresses: addresses.clone(),
             },
             log_store::LogStore::new(db.clone(), sync),
             state_machine::StateMachine::open(db.clone(), sync)
@@ -205,7 +308,12 @@ impl Replica {
         let listener = TcpListener::bind(&listen).await?;
         let address = listener.local_addr()?.to_string();
         let (stop, stopped) = watch::channel(false);
-        tokio::spawn(network::serve(listener, raft.clone(), stopped));
+        tokio::spawn(network::serve(
+            listener,
+            raft.clone(),
+            addresses.clone(),
+            stopped,
+        ));
         let members: BTreeMap<NodeId, BasicNode> = options
             .peers
             .iter()
@@ -226,6 +334,9 @@ impl Replica {
             raft,
             answered,
             progress: Arc::default(),
+            lag: options.lag,
+            history: Arc::default(),
+            directory: addresses.directory,
         };
         tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");
@@ -310,7 +421,7 @@ impl Replica {
         // term the others left.
         let marker = Batch {
             term,
-            bytes: rocksdb::WriteBatch::default().data().to_vec(),
+            bytes: rocksdb::WriteBatch::default().data().to_vec().into(),
         };
         let written = tokio::time::timeout(timeout, self.status.raft.client_write(marker)).await;
         match written {
@@ -391,9 +502,10 @@ impl Proposer {
             return Err(not_leader(&self.raft));
         };
         let raft = self.raft.clone();
-        let written = self
-            .runtime
-            .block_on(async move { raft.client_write(Batch { term, bytes }).await });
+        let written = self.runtime.block_on(async move {
+            let bytes = bytes.into();
+            raft.client_write(Batch { term, bytes }).await
+        });
         match written {
             Ok(response) if response.data == Applied::Written => Ok(()),
             // Leadership moved since the store was opened: another leader's writes came first.

@@ -1,6 +1,10 @@
 //! Raft's messages between replicas, over TCP: each request and each answer is one frame, a
 //! 4-byte big-endian length then the message in MessagePack (`rmp-serde`). A replica keeps one
 //! connection to each peer and sends its requests one at a time, as openraft sends them.
+//!
+//! Every frame also carries its sender's id and where it serves clients (its entry in the
+//! [`Directory`]), so each node learns the leader's addresses from its heartbeats and the
+//! leader learns its followers' from their answers, with no messages of their own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +34,57 @@ const MAX_CONNECTIONS: usize = 128;
 /// How long a connection may go without a whole request before it is closed: peers send one
 /// at least every heartbeat (300 ms), so only a stuck or hostile one waits this long.
 const IDLE: Duration = Duration::from_secs(10);
+
+/// The most bytes of a node's client addresses kept in the directory; a longer entry is ignored.
+const MAX_ADVERTISED_BYTES: usize = 4096;
+
+/// Where each node serves its clients, as it last said: an entry the server writes and reads
+/// (the storage layer does not look inside), by node id.
+pub(super) type Directory = std::sync::Arc<parking_lot::Mutex<BTreeMap<NodeId, String>>>;
+
+/// A message, with who sent it and where the sender serves clients.
+#[derive(Serialize, Deserialize)]
+struct Envelope<M> {
+    from: NodeId,
+    advertised: String,
+    message: M,
+}
+
+/// This node's side of the directory: its id, and the entries it keeps.
+#[derive(Clone)]
+pub(super) struct Addresses {
+    pub(super) id: NodeId,
+    pub(super) directory: Directory,
+}
+
+impl Addresses {
+    fn wrap<M>(&self, message: M) -> Envelope<M> {
+        let advertised = self
+            .directory
+            .lock()
+            .get(&self.id)
+            .cloned()
+            .unwrap_or_default();
+        Envelope {
+            from: self.id,
+            advertised,
+            message,
+        }
+    }
+
+    /// Notes what `envelope`'s sender said of itself, and takes its message.
+    fn unwrap<M>(&self, envelope: Envelope<M>) -> M {
+        let Envelope {
+            from,
+            advertised,
+            message,
+        } = envelope;
+        if from != self.id && !advertised.is_empty() && advertised.len() <= MAX_ADVERTISED_BYTES {
+            self.directory.lock().insert(from, advertised);
+        }
+        message
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 enum Request {
@@ -92,6 +147,7 @@ async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()
 pub(super) async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
+    addresses: Addresses,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = std::sync::Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -112,12 +168,12 @@ pub(super) async fn serve(
             warn!(%peer, "too many connections to the replication listener; refusing one");
             continue;
         };
-        let (raft, mut stop) = (raft.clone(), stop.clone());
+        let (raft, addresses, mut stop) = (raft.clone(), addresses.clone(), stop.clone());
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
             tokio::select! {
-                served = answer(&mut stream, &raft) => if let Err(e) = served {
+                served = answer(&mut stream, &raft, &addresses) => if let Err(e) = served {
                     debug!(%peer, error = %e, "a replica's connection ended");
                 },
                 _ = stop.changed() => {}
@@ -127,7 +183,11 @@ pub(super) async fn serve(
 }
 
 /// Answers one connection's requests in turn.
-async fn answer(stream: &mut TcpStream, raft: &Raft<TypeConfig>) -> std::io::Result<()> {
+async fn answer(
+    stream: &mut TcpStream,
+    raft: &Raft<TypeConfig>,
+    addresses: &Addresses,
+) -> std::io::Result<()> {
     loop {
         let frame = match tokio::time::timeout(IDLE, read_frame(stream)).await {
             Ok(frame) => frame?,
@@ -136,18 +196,18 @@ async fn answer(stream: &mut TcpStream, raft: &Raft<TypeConfig>) -> std::io::Res
         let Some(frame) = frame else {
             return Ok(());
         };
-        let request: Request = decode(&frame).map_err(|e| {
+        let request: Envelope<Request> = decode(&frame).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 format!("not a replication request: {e}"),
             )
         })?;
-        let response = match request {
+        let response = match addresses.unwrap(request) {
             Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
             Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
         };
-        let bytes = encode(&response).map_err(std::io::Error::other)?;
+        let bytes = encode(&addresses.wrap(response)).map_err(std::io::Error::other)?;
         write_frame(stream, &bytes).await?;
     }
 }
@@ -159,6 +219,7 @@ pub(super) type Answered = std::sync::Arc<parking_lot::Mutex<BTreeMap<NodeId, u6
 pub struct Network {
     /// Shared by every peer, for the leader's count of in-sync followers.
     pub(super) answered: Answered,
+    pub(super) addresses: Addresses,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -170,6 +231,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             address: node.addr.clone(),
             stream: None,
             answered: self.answered.clone(),
+            addresses: self.addresses.clone(),
         }
     }
 }
@@ -180,6 +242,7 @@ pub struct Peer {
     address: String,
     stream: Option<TcpStream>,
     answered: Answered,
+    addresses: Addresses,
 }
 
 /// Why a call did not get an answer.
@@ -191,8 +254,9 @@ enum CallError {
 }
 
 impl Peer {
-    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Response, CallError> {
-        let bytes = encode(request).map_err(|e| CallError::Network(std::io::Error::other(e)))?;
+    async fn call(&mut self, request: Request, ttl: Duration) -> Result<Response, CallError> {
+        let bytes = encode(&self.addresses.wrap(request))
+            .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
         // The connection is held outside `self` while in use: a call that fails, times out, or
         // is dropped midway (openraft drops an RPC past its time) may leave half a frame on it,
         // so it goes back only after a whole answer.
@@ -219,9 +283,19 @@ impl Peer {
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
         let frame = answered.map_err(CallError::Network)?;
-        let response = decode(&frame).map_err(|e| {
+        let response: Envelope<Response> = decode(&frame).map_err(|e| {
             CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })?;
+        if response.from != self.target {
+            return Err(CallError::Network(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "node {} answered at {}, where node {} was expected",
+                    response.from, self.address, self.target
+                ),
+            )));
+        }
+        let response = self.addresses.unwrap(response);
         self.stream = Some(stream);
         self.answered
             .lock()
@@ -239,7 +313,7 @@ impl Peer {
     where
         E: std::error::Error,
     {
-        match self.call(&request, option.hard_ttl()).await {
+        match self.call(request, option.hard_ttl()).await {
             Ok(response) => match pick(response) {
                 Some(Ok(answer)) => Ok(answer),
                 Some(Err(e)) => Err(RPCError::RemoteError(RemoteError::new(self.target, e))),

@@ -162,6 +162,7 @@ fn replicated(
                 peers: peers.clone(),
                 listen: None,
                 sync: config.sync,
+                lag: eddy_storage::DEFAULT_REPLICA_LAG,
             };
             replicas.push(
                 eddy_storage::Replica::start(dir.join(format!("replica-{id}")), options).await?,
