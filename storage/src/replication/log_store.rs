@@ -1,5 +1,9 @@
 //! The Raft log of a replica, its vote and its committed position, in the store's `raft`
 //! column family beside the data they replicate.
+//!
+//! The newest entries are also kept in memory: openraft reads each entry back once per
+//! follower to send it and once more to apply it, and those reads are of entries just
+//! appended. Entries share their batch's bytes, so a read from memory copies nothing.
 #![allow(
     clippy::result_large_err,
     reason = "openraft's storage traits return its StorageError, whatever its size"
@@ -47,19 +51,92 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
     rmp_serde::from_slice(bytes)
 }
 
-/// The Raft log in RocksDB; clones share the database.
+/// How many bytes of the newest entries are kept in memory: a few of the biggest group
+/// commits (32 MiB each), so the entries being replicated and applied are read from memory.
+const CACHED_BYTES: usize = 128 << 20;
+
+/// The newest entries of the log, by index, within [`CACHED_BYTES`]; always a copy of what
+/// the database holds at those indexes.
+#[derive(Default)]
+struct Cache {
+    entries: std::collections::BTreeMap<u64, Entry>,
+    bytes: usize,
+}
+
+fn entry_size(entry: &Entry) -> usize {
+    match &entry.payload {
+        openraft::EntryPayload::Normal(batch) => batch.bytes.len() + 64,
+        _ => 64,
+    }
+}
+
+impl Cache {
+    /// Adds entries just written, dropping the oldest beyond the budget.
+    fn add(&mut self, entries: &[Entry]) {
+        for entry in entries {
+            let size = entry_size(entry);
+            if let Some(replaced) = self.entries.insert(entry.log_id.index, entry.clone()) {
+                self.bytes -= entry_size(&replaced);
+            }
+            self.bytes += size;
+        }
+        while self.bytes > CACHED_BYTES {
+            let Some((_, oldest)) = self.entries.pop_first() else {
+                break;
+            };
+            self.bytes -= entry_size(&oldest);
+        }
+    }
+
+    /// Drops the entries from `from` to `to`, both included.
+    fn remove(&mut self, from: u64, to: u64) {
+        let doomed: Vec<u64> = self.entries.range(from..=to).map(|(i, _)| *i).collect();
+        for index in doomed {
+            if let Some(entry) = self.entries.remove(&index) {
+                self.bytes -= entry_size(&entry);
+            }
+        }
+    }
+
+    /// The entries from `start` to `end` (excluded), if every one of them is here.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        if start >= end {
+            return Some(Vec::new());
+        }
+        let first = self.entries.first_key_value()?.0;
+        let last = self.entries.last_key_value()?.0;
+        // Indexes here are contiguous: appends extend the end, and truncation and purging
+        // remove a suffix or a prefix.
+        if start < *first || end - 1 > *last {
+            return None;
+        }
+        Some(
+            self.entries
+                .range(start..end)
+                .map(|(_, entry)| entry.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The Raft log in RocksDB; clones share the database and the cache of the newest entries.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     /// Whether appends and votes are fsynced before they count as written (the store's
     /// `always` sync policy); otherwise the other replicas are what keeps them.
     sync: bool,
+    cache: Arc<parking_lot::Mutex<Cache>>,
 }
 
 impl LogStore {
     /// The log kept in `db`'s `raft` column family.
     pub fn new(db: Arc<DB>, sync: bool) -> Self {
-        LogStore { db, sync }
+        LogStore {
+            db,
+            sync,
+            cache: Arc::default(),
+        }
     }
 
     fn cf(&self) -> Result<&rocksdb::ColumnFamily, RaftStorageError> {
@@ -134,6 +211,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(cached) = end.and_then(|end| self.cache.lock().get(start, end)) {
+            return Ok(cached);
+        }
         let cf = self.cf()?;
         let mut entries = Vec::new();
         let from = entry_key(start);
@@ -197,12 +282,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let cf = self.cf()?;
         let mut wb = WriteBatch::default();
-        for entry in entries {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for entry in &entries {
             let bytes =
-                encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+                encode(entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             wb.put_cf(cf, entry_key(entry.log_id.index), bytes);
         }
         let written = self.write(wb).map_err(std::io::Error::other);
+        if written.is_ok() {
+            self.cache.lock().add(&entries);
+        }
         let failed = written.as_ref().err().map(StorageIOError::write_logs);
         callback.log_io_completed(written);
         match failed {
@@ -212,12 +301,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        // Out of the cache first: a read between the two must not see what is going.
+        self.cache.lock().remove(log_id.index, u64::MAX);
         let wb = self.delete_entries(log_id.index, u64::MAX)?;
         self.write(wb)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        self.cache.lock().remove(0, log_id.index);
         let mut wb = self.delete_entries(0, log_id.index)?;
         let bytes = encode(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
         wb.put_cf(self.cf()?, PURGED, bytes);

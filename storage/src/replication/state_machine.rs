@@ -110,7 +110,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (batch, result) = match &entry.payload {
                 EntryPayload::Blank => (None, Applied::Written),
                 EntryPayload::Normal(batch) if batch.term == entry.log_id.leader_id.term => {
-                    (Some(batch.bytes.as_slice()), Applied::Written)
+                    (Some(&batch.bytes[..]), Applied::Written)
                 }
                 EntryPayload::Normal(_) => (None, Applied::Stale),
                 EntryPayload::Membership(membership) => {
@@ -169,7 +169,7 @@ mod tests {
         wb.put_cf(db.cf_handle(CF_STATE).expect("state"), key, b"v");
         Batch {
             term,
-            bytes: wb.data().to_vec(),
+            bytes: bytes::Bytes::copy_from_slice(wb.data()),
         }
     }
 

@@ -27,9 +27,9 @@ openraft::declare_raft_types!(
 pub struct Batch {
     /// The term of the leader whose store built the batch.
     pub term: u64,
-    /// `rocksdb::WriteBatch::data()` of the group commit.
-    #[serde(with = "serde_bytes")]
-    pub bytes: Vec<u8>,
+    /// `rocksdb::WriteBatch::data()` of the group commit; shared, not copied, between the
+    /// Raft log's cache, the replication streams and the state machine.
+    pub bytes: bytes::Bytes,
 }
 
 impl std::fmt::Debug for Batch {
