@@ -612,6 +612,18 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
         series(&metrics, "eddy_replication_leader_changes_total") >= Some(2.0),
         "{metrics}"
     );
+
+    // The old leader's directory, opened on its own (here by `eddy users`), is refused: written
+    // alone it would drift from the others.
+    let out = Command::new(env!("CARGO_BIN_EXE_eddy"))
+        .args(["users", "list", "--data-dir"])
+        .arg(group.dirs[(leader - 1) as usize].path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("eddy runs");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("holds a node of a replicated log"), "{said}");
 }
 
 /// kafka-python, bootstrapped from the leader alone, goes on to the next leader when that node

@@ -277,6 +277,25 @@ pub(crate) fn open_database(path: &Path, mmap_reads: bool) -> Result<Arc<DB>> {
     )?))
 }
 
+/// Refuses a database a node of the replicated log keeps (its Raft state is there): written on
+/// its own, it would drift from the other nodes' copies, which Raft never reconciles.
+fn refuse_replica(db: &DB) -> Result<()> {
+    let Some(raft) = db.cf_handle(keys::CF_RAFT) else {
+        return Ok(());
+    };
+    match db.iterator_cf(raft, IteratorMode::Start).next() {
+        None => Ok(()),
+        Some(Err(e)) => Err(e.into()),
+        Some(Ok(_)) => Err(StorageError::Replication {
+            operation: "opening the store".into(),
+            reason: "this directory holds a node of a replicated log; start it with its \
+                     --node-id and --peers (docs/replication.md), since a copy written on its \
+                     own would drift from the other nodes'"
+                .into(),
+        }),
+    }
+}
+
 fn column_families() -> Vec<ColumnFamilyDescriptor> {
     let mut log = Options::default();
     // Batches are often compressed by producers already; the log is written once and read in order.
@@ -312,6 +331,7 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = dir.as_ref().to_path_buf();
         let db = open_database(&path, options.mmap_reads)?;
+        refuse_replica(&db)?;
         Store::over(db, path, options, None)
     }
 
