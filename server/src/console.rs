@@ -314,8 +314,15 @@ pub(crate) async fn replication(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
+    let role = if leadership.leader == Some(status.id()) {
+        "LEADER"
+    } else {
+        "FOLLOWER"
+    };
     Json(json!({
         "replicated": true,
+        "node": status.id(),
+        "role": role,
         "term": leadership.term,
         "leader": leadership.leader,
         "nodes": nodes,

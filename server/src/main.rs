@@ -739,20 +739,7 @@ async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_securit
         super_users.push(admin.clone());
     }
     let acls = eddy_security::acl::Acls::open(store)?;
-    let certified = args.tls_client_auth == eddy_security::tls::ClientAuth::Required;
-    let authenticating = args.http_auth == "basic"
-        || args.kafka_listen.iter().any(|l| {
-            let l = l.trim().to_ascii_uppercase();
-            l.starts_with("SASL_") || (certified && l.starts_with("SSL://"))
-        });
-    let policy = eddy_security::Policy {
-        enforce: match args.authorizer.as_str() {
-            "acl" => true,
-            "none" => false,
-            _ => authenticating,
-        },
-        allow_if_no_acl: args.allow_everyone_if_no_acl_found,
-    };
+    let policy = acl_policy(args);
     if policy.enforce {
         info!(
             super_users = super_users.len(),
@@ -760,6 +747,53 @@ async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_securit
         );
     }
     Ok(eddy_security::Access::new(users, acls, super_users, policy))
+}
+
+/// Whether ACLs are enforced (`--authorizer`; by default, when clients authenticate).
+fn acl_policy(args: &ServerArgs) -> eddy_security::Policy {
+    let certified = args.tls_client_auth == eddy_security::tls::ClientAuth::Required;
+    let authenticating = args.http_auth == "basic"
+        || args.kafka_listen.iter().any(|l| {
+            let l = l.trim().to_ascii_uppercase();
+            l.starts_with("SASL_") || (certified && l.starts_with("SSL://"))
+        });
+    eddy_security::Policy {
+        enforce: match args.authorizer.as_str() {
+            "acl" => true,
+            "none" => false,
+            _ => authenticating,
+        },
+        allow_if_no_acl: args.allow_everyone_if_no_acl_found,
+    }
+}
+
+/// The Kafka listeners a follower answers on ([`kafka::following`]): PLAINTEXT and SSL ones
+/// (a follower has no SASL sessions), and none where ACLs are enforced (nor an authorizer).
+fn follower_kafka_listeners(
+    args: &ServerArgs,
+    plan: &ListenerPlan,
+    tls: Option<&tokio_rustls::TlsAcceptor>,
+) -> Vec<(SocketAddr, kafka::following::FollowerListener)> {
+    if acl_policy(args).enforce {
+        return Vec::new();
+    }
+    plan.kafka
+        .iter()
+        .filter(|l| !l.protocol.uses_sasl())
+        .map(|l| {
+            let advertised = l
+                .advertised
+                .clone()
+                .unwrap_or_else(|| (l.bind.ip().to_string(), l.bind.port()));
+            let listener = kafka::following::FollowerListener {
+                protocol: l.protocol.name(),
+                advertised,
+                tls: l.protocol.uses_tls().then(|| tls.cloned()).flatten(),
+                idle: Duration::from_millis(args.kafka_connections_max_idle_ms.max(1)),
+            };
+            (l.bind, listener)
+        })
+        .collect()
 }
 
 /// The TLS acceptor, when a listener needs one.
@@ -1145,14 +1179,22 @@ async fn serve(
         let http_tls = plan.http.tls.then(|| tls.clone()).flatten();
         let status = replica.status().clone();
         let bind = plan.http.bind;
+        let kafka_listeners = follower_kafka_listeners(args, &plan, tls.as_ref());
         async move {
-            match auth {
-                Ok(auth) => follow_http(bind, status, auth, http_tls).await,
-                // Without its users a follower cannot check credentials: it serves nothing.
-                Err(e) => {
-                    warn!(error = %format!("{e:#}"), "cannot read the users on this follower; its HTTP port stays closed")
+            let kafka: Vec<_> = kafka_listeners
+                .into_iter()
+                .map(|(bind, listener)| kafka::following::follow(bind, status.clone(), listener))
+                .collect();
+            let http = async move {
+                match auth {
+                    Ok(auth) => follow_http(bind, status, auth, http_tls).await,
+                    // Without its users a follower cannot check credentials: it serves nothing.
+                    Err(e) => {
+                        warn!(error = %format!("{e:#}"), "cannot read the users on this follower; its HTTP port stays closed")
+                    }
                 }
-            }
+            };
+            futures::future::join(http, futures::future::join_all(kafka)).await;
         }
     };
     eddy_server::leadership::serve_while_leading(&replica, shutdown, follow, |term, until| {

@@ -172,7 +172,13 @@ impl Group {
                 .find(|l| l.contains("(controller)"))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|id| id.parse().ok());
-            if let Some(id) = controller {
+            // Followers name the leader they know, which may have just died: the leader is
+            // the node that says so itself.
+            let confirmed = controller.filter(|id| {
+                try_request(self.http(*id), "GET", "/api/replication", "")
+                    .is_some_and(|(s, body)| s == 200 && body.contains("\"role\":\"LEADER\""))
+            });
+            if let Some(id) = confirmed {
                 return id;
             }
             assert!(Instant::now() < deadline, "no leader\n{}", self.logs());
@@ -534,6 +540,80 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
             Some(0.0)
         );
     }
+    // A follower answers Kafka clients as a broker that leads nothing: Metadata names the
+    // leader of every partition and all three brokers, and a Produce is refused with
+    // NOT_LEADER_OR_FOLLOWER, so a client goes to the leader.
+    for &id in &followers {
+        use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+        use kafka_protocol::messages::{
+            ApiKey, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, TopicName,
+        };
+        let mut wire = common::wire::Wire::connect(&group.kafka[(id - 1) as usize]);
+        // Each follower hears of the other from the leader's heartbeats.
+        let deadline = Instant::now() + WAIT;
+        let metadata = loop {
+            let (metadata, _): (MetadataResponse, _) = wire.call(
+                ApiKey::Metadata,
+                8,
+                &MetadataRequest::default().with_topics(None),
+            );
+            if metadata.brokers.len() == 3 || Instant::now() > deadline {
+                break metadata;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(i64::from(metadata.controller_id.0), leader as i64);
+        assert_eq!(metadata.brokers.len(), 3, "{metadata:?}");
+        let events = metadata
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "events"))
+            .expect("events is listed");
+        assert_eq!(events.partitions.len(), 2);
+        assert!(
+            events
+                .partitions
+                .iter()
+                .all(|p| i64::from(p.leader_id.0) == leader as i64)
+        );
+        let batch = eddy_storage::EncodedBatch::encode(&[eddy_storage::Record::unkeyed("{}", 0)])
+            .expect("a batch");
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![
+                TopicProduceData::default()
+                    .with_name(TopicName(
+                        kafka_protocol::protocol::StrBytes::from_static_str("events"),
+                    ))
+                    .with_partition_data(vec![
+                        PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(bytes::Bytes::copy_from_slice(batch.as_bytes()))),
+                    ]),
+            ]);
+        let (produced, _): (ProduceResponse, _) = wire.call(ApiKey::Produce, 7, &request);
+        assert_eq!(produced.responses[0].partition_responses[0].error_code, 6);
+    }
+    // kcat bootstrapped from one follower alone finds the leader and writes there.
+    let follower_kafka = group.kafka[(followers[0] - 1) as usize].clone();
+    common::kcat(
+        &[
+            "-b",
+            &follower_kafka,
+            "-t",
+            "events",
+            "-P",
+            "-X",
+            "acks=all",
+        ],
+        Some("{\"ID\":1}\n{\"ID\":2}\n"),
+    );
+    let read = common::kcat(
+        &["-b", &follower_kafka, "-t", "events", "-C", "-e", "-q"],
+        None,
+    );
+    assert_eq!(read.lines().count(), 2, "{read}");
     let metrics = group.await_metrics(leader, "all three in sync", |m| {
         series(m, "eddy_replication_in_sync_replicas") == Some(3.0)
     });

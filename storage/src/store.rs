@@ -1657,6 +1657,35 @@ fn check_partitions(topic: &str, partitions: u32, max: u32) -> Result<()> {
 
 /// Reads every topic's metadata and recovers its partitions, refusing a topic with more
 /// partitions than `max_partitions` rather than allocating them.
+/// The topics `db` holds and their partition counts, from their stored records alone: what a
+/// follower of the replicated log, which opens no store, tells Kafka clients.
+pub(crate) fn stored_topics(db: &DB) -> Result<Vec<(String, u32)>> {
+    let meta = db
+        .cf_handle(CF_META)
+        .ok_or_else(|| StorageError::CorruptMetadata {
+            key: CF_META.into(),
+            reason: "column family is missing".into(),
+        })?;
+    let mut topics = Vec::new();
+    let iter = db.iterator_cf(
+        meta,
+        IteratorMode::From(keys::TOPIC_PREFIX, Direction::Forward),
+    );
+    for item in iter {
+        let (key, value) = item?;
+        if !key.starts_with(keys::TOPIC_PREFIX) {
+            break;
+        }
+        let stored: StoredTopic =
+            serde_json::from_slice(&value).map_err(|e| StorageError::CorruptMetadata {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: e.to_string(),
+            })?;
+        topics.push((stored.name, stored.config.partitions));
+    }
+    Ok(topics)
+}
+
 fn load_topics(db: &DB, max_partitions: u32) -> Result<BTreeMap<String, Arc<TopicLog>>> {
     let meta = db
         .cf_handle(CF_META)

@@ -10,6 +10,7 @@ mod acls;
 mod admin;
 mod authorize;
 mod fetch;
+pub mod following;
 mod groups;
 mod produce;
 mod producers;

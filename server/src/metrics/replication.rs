@@ -58,7 +58,7 @@ impl ReplicationMetrics {
             )?,
             in_sync: gauge(
                 "eddy_replication_in_sync_replicas",
-                "Nodes in sync with the leader, the leader too (Kafka's ISR, by replica.lag.time.max.ms)",
+                "Nodes in sync with the leader, the leader too (Kafka's ISR, by replica.lag.time.max.ms); on a follower, as the leader last told it",
             )?,
             under_replicated: gauge(
                 "eddy_replication_under_replicated_partitions",

@@ -100,6 +100,8 @@ pub struct ReplicaStatus {
     lag: Duration,
     history: Arc<parking_lot::Mutex<History>>,
     directory: network::Directory,
+    isr: Arc<parking_lot::Mutex<network::Isr>>,
+    db: Arc<DB>,
 }
 
 impl ReplicaStatus {
@@ -126,13 +128,19 @@ impl ReplicaStatus {
         metrics.membership_config.membership().voter_ids().collect()
     }
 
-    /// The in-sync nodes as this node, the leader, sees them: itself, and the followers that
-    /// caught up with it and answered it within the lag (Kafka's `replica.lag.time.max.ms`).
-    /// On a follower, itself alone.
+    /// The in-sync nodes: on the leader, itself and the followers that caught up with it and
+    /// answered it within the lag (Kafka's `replica.lag.time.max.ms`); on a follower, as the
+    /// leader last told it (with its heartbeats), or itself alone before it heard.
     pub fn in_sync(&self) -> Vec<NodeId> {
         let now = crate::now_ms().max(0) as u64;
         let history = self.history.lock();
-        let since = history.leading.map_or(now, |(_, since)| since);
+        let Some((_, since)) = history.leading else {
+            let leader = self.leadership().leader;
+            return match &self.isr.lock().heard {
+                Some((from, told)) if Some(*from) == leader => told.clone(),
+                _ => vec![self.id],
+            };
+        };
         isr::in_sync(
             self.id,
             &self.progress.lock(),
@@ -172,6 +180,11 @@ impl ReplicaStatus {
     /// a node not heard from since this one started is missing.
     pub fn directory(&self) -> BTreeMap<NodeId, String> {
         self.directory.lock().clone()
+    }
+
+    /// The topics this replica's store applied, and their partition counts.
+    pub fn topics(&self) -> Result<Vec<(String, u32)>> {
+        crate::store::stored_topics(&self.db)
     }
 
     /// What the replica counted of ISR and leader changes since it started.
@@ -215,6 +228,7 @@ impl ReplicaStatus {
             progress.clear();
             history.leading = None;
             history.isr = None;
+            self.isr.lock().told.clear();
             return;
         };
         let now = crate::now_ms().max(0) as u64;
@@ -245,6 +259,7 @@ impl ReplicaStatus {
             history.counts.isr_shrinks += u64::from(shrank);
             history.counts.isr_expands += u64::from(expanded);
         }
+        self.isr.lock().told = isr.clone();
         history.isr = Some(isr);
     }
 }
@@ -290,6 +305,7 @@ impl Replica {
         let addresses = network::Addresses {
             id,
             directory: network::Directory::default(),
+            isr: Arc::default(),
         };
         let raft = Raft::new(
             id,
@@ -337,6 +353,8 @@ impl Replica {
             lag: options.lag,
             history: Arc::default(),
             directory: addresses.directory,
+            isr: addresses.isr,
+            db: db.clone(),
         };
         tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");

@@ -3,8 +3,9 @@
 //! connection to each peer and sends its requests one at a time, as openraft sends them.
 //!
 //! Every frame also carries its sender's id and where it serves clients (its entry in the
-//! [`Directory`]), so each node learns the leader's addresses from its heartbeats and the
-//! leader learns its followers' from their answers, with no messages of their own.
+//! [`Directory`]), and a leader's frames its in-sync replicas and every node's entry, so the
+//! leader learns its followers' addresses from their answers and each follower learns every
+//! node's addresses and the ISR from the leader's heartbeats, with no messages of their own.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,23 +39,40 @@ const IDLE: Duration = Duration::from_secs(10);
 /// The most bytes of a node's client addresses kept in the directory; a longer entry is ignored.
 const MAX_ADVERTISED_BYTES: usize = 4096;
 
+/// The most nodes an ISR heard from a peer may name; a longer one is ignored.
+const MAX_TOLD_ISR: usize = 64;
+
 /// Where each node serves its clients, as it last said: an entry the server writes and reads
 /// (the storage layer does not look inside), by node id.
 pub(super) type Directory = std::sync::Arc<parking_lot::Mutex<BTreeMap<NodeId, String>>>;
 
-/// A message, with who sent it and where the sender serves clients.
+/// A message, with who sent it, where the sender serves clients, and, from a leader, its ISR
+/// and every node's addresses it heard (followers do not talk to each other).
 #[derive(Serialize, Deserialize)]
 struct Envelope<M> {
     from: NodeId,
     advertised: String,
+    isr: Vec<NodeId>,
+    directory: BTreeMap<NodeId, String>,
     message: M,
 }
 
-/// This node's side of the directory: its id, and the entries it keeps.
+/// The in-sync replicas this node tells (while it leads) and last heard (from a leader).
+#[derive(Debug, Default)]
+pub(super) struct Isr {
+    /// This node's ISR while it leads; empty otherwise.
+    pub(super) told: Vec<NodeId>,
+    /// The last ISR a leader sent, and which node sent it.
+    pub(super) heard: Option<(NodeId, Vec<NodeId>)>,
+}
+
+/// This node's side of the directory: its id, the entries it keeps, and the ISR it tells or
+/// heard.
 #[derive(Clone)]
 pub(super) struct Addresses {
     pub(super) id: NodeId,
     pub(super) directory: Directory,
+    pub(super) isr: std::sync::Arc<parking_lot::Mutex<Isr>>,
 }
 
 impl Addresses {
@@ -65,9 +83,17 @@ impl Addresses {
             .get(&self.id)
             .cloned()
             .unwrap_or_default();
+        let isr = self.isr.lock().told.clone();
+        let directory = if isr.is_empty() {
+            BTreeMap::new()
+        } else {
+            self.directory.lock().clone()
+        };
         Envelope {
             from: self.id,
             advertised,
+            isr,
+            directory,
             message,
         }
     }
@@ -77,10 +103,26 @@ impl Addresses {
         let Envelope {
             from,
             advertised,
+            isr,
+            directory,
             message,
         } = envelope;
-        if from != self.id && !advertised.is_empty() && advertised.len() <= MAX_ADVERTISED_BYTES {
-            self.directory.lock().insert(from, advertised);
+        if from == self.id {
+            return message;
+        }
+        let fits = |entry: &String| !entry.is_empty() && entry.len() <= MAX_ADVERTISED_BYTES;
+        let mut known = self.directory.lock();
+        if fits(&advertised) {
+            known.insert(from, advertised);
+        }
+        if !isr.is_empty() && isr.len() <= MAX_TOLD_ISR && directory.len() <= MAX_TOLD_ISR {
+            // A leader heard every node itself; a node's own word on itself stays its own.
+            for (id, entry) in directory {
+                if id != self.id && id != from && fits(&entry) {
+                    known.insert(id, entry);
+                }
+            }
+            self.isr.lock().heard = Some((from, isr));
         }
         message
     }
