@@ -595,6 +595,43 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
         let (produced, _): (ProduceResponse, _) = wire.call(ApiKey::Produce, 7, &request);
         assert_eq!(produced.responses[0].partition_responses[0].error_code, 6);
     }
+    // Hostile bytes on a follower's Kafka and HTTP ports close their own connection, and the
+    // follower goes on answering.
+    let follower = followers[0];
+    let kafka_port = group.kafka[(follower - 1) as usize].clone();
+    let hostile: [&[u8]; 4] = [
+        &[0x7f, 0xff, 0xff, 0xff],
+        b"\x00\x00\x00\x10garbage garbage!",
+        b"GET / HTTP/1.1\r\n\r\n",
+        // A JoinGroup (key 11) header: a follower coordinates nothing.
+        &[0, 0, 0, 10, 0, 11, 0, 5, 0, 0, 0, 1, 0xff, 0xff],
+    ];
+    for bytes in hostile {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(&kafka_port).expect("the follower listens");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a timeout");
+        socket.write_all(bytes).expect("written");
+        let mut answer = Vec::new();
+        let _ = socket.read_to_end(&mut answer);
+        assert!(answer.is_empty(), "{bytes:?} got {answer:?}");
+    }
+    let huge = "x".repeat(8 << 20);
+    let refused = try_request(group.http(follower), "POST", "/ksql", &huge);
+    assert!(
+        refused.as_ref().is_none_or(|(status, _)| *status == 503),
+        "{refused:?}"
+    );
+    group.await_answer(
+        follower,
+        "/healthcheck",
+        "health after hostile bytes",
+        |s, _| s == 200,
+    );
+    let listing = common::kcat(&["-b", &kafka_port, "-L", "-t", "events"], None);
+    assert!(listing.contains("partition 0, leader"), "{listing}");
+
     // kcat bootstrapped from one follower alone finds the leader and writes there.
     let follower_kafka = group.kafka[(followers[0] - 1) as usize].clone();
     common::kcat(
