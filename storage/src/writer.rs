@@ -163,6 +163,8 @@ pub(crate) struct CommitWriter {
     tx: Option<Sender<Job>>,
     writer: Option<JoinHandle<()>>,
     syncer: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+    /// Turned true on shutdown, so a proposal the group may never answer is given up.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl CommitWriter {
@@ -175,6 +177,7 @@ impl CommitWriter {
     ) -> Result<Self> {
         let (tx, rx) = std::sync::mpsc::channel();
         let dirty = Arc::new(AtomicBool::new(false));
+        let (closing, closed) = tokio::sync::watch::channel(false);
         let writer = {
             let db = db.clone();
             let dirty = dirty.clone();
@@ -186,7 +189,7 @@ impl CommitWriter {
                         sync,
                         dirty,
                         disk,
-                        proposer,
+                        proposer: proposer.map(|p| (p, closed)),
                     };
                     run_writer(db, rx, leader_epoch, output)
                 })?
@@ -208,6 +211,7 @@ impl CommitWriter {
             tx: Some(tx),
             writer: Some(writer),
             syncer,
+            closing,
         })
     }
 
@@ -222,6 +226,7 @@ impl CommitWriter {
     /// Stops accepting work, lets queued work finish, and joins the threads.
     pub fn shutdown(&mut self) {
         self.tx.take();
+        let _ = self.closing.send(true);
         if let Some(handle) = self.writer.take() {
             let _ = handle.join();
         }
@@ -265,15 +270,15 @@ struct Output {
     dirty: Arc<AtomicBool>,
     disk: Arc<DiskGuard>,
     /// The replicated log's group, which writes each batch to every node's store (this one's
-    /// too) once committed; none for a store of its own.
-    proposer: Option<Proposer>,
+    /// too) once committed, and whether the store is closing; none for a store of its own.
+    proposer: Option<(Proposer, tokio::sync::watch::Receiver<bool>)>,
 }
 
 impl Output {
     /// Writes `wb` to the store, or has the group commit it and apply it here.
     fn write(&self, db: &DB, wb: WriteBatch) -> Result<()> {
-        if let Some(proposer) = &self.proposer {
-            return proposer.propose(wb.data().to_vec());
+        if let Some((proposer, closing)) = &self.proposer {
+            return proposer.propose(wb.data().to_vec(), closing);
         }
         let mut options = WriteOptions::default();
         options.set_sync(self.sync == SyncPolicy::Always);

@@ -101,7 +101,8 @@ pub struct ReplicaStatus {
     history: Arc<parking_lot::Mutex<History>>,
     directory: network::Directory,
     isr: Arc<parking_lot::Mutex<network::Isr>>,
-    db: Arc<DB>,
+    /// Weak: a status outliving its replica must not hold the database open.
+    db: std::sync::Weak<DB>,
 }
 
 impl ReplicaStatus {
@@ -129,25 +130,22 @@ impl ReplicaStatus {
     }
 
     /// The in-sync nodes: on the leader, itself and the followers that caught up with it and
-    /// answered it within the lag (Kafka's `replica.lag.time.max.ms`); on a follower, as the
-    /// leader last told it (with its heartbeats), or itself alone before it heard.
+    /// answered it within the lag (Kafka's `replica.lag.time.max.ms`), as the tracker last
+    /// worked them out (at most 200 ms ago; the ISR its counts of shrinks and expands saw); on
+    /// a follower, as the leader last told it (with its heartbeats), or itself alone before it
+    /// heard.
     pub fn in_sync(&self) -> Vec<NodeId> {
-        let now = crate::now_ms().max(0) as u64;
+        // Raft's metrics are read before the history is locked, as `observe` reads them: the
+        // other order deadlocks with it once a metrics update waits between the two reads.
+        let leader = self.leadership().leader;
         let history = self.history.lock();
-        let Some((_, since)) = history.leading else {
-            let leader = self.leadership().leader;
-            return match &self.isr.lock().heard {
-                Some((from, told)) if Some(*from) == leader => told.clone(),
-                _ => vec![self.id],
-            };
-        };
-        isr::in_sync(
-            self.id,
-            &self.progress.lock(),
-            &self.answered.lock(),
-            (now, since),
-            self.lag,
-        )
+        if history.leading.is_some() {
+            return history.isr.clone().unwrap_or_else(|| vec![self.id]);
+        }
+        match &self.isr.lock().heard {
+            Some((from, told)) if Some(*from) == leader => told.clone(),
+            _ => vec![self.id],
+        }
     }
 
     /// How many entries each follower is behind this node, the leader (`None` for one that has
@@ -184,7 +182,8 @@ impl ReplicaStatus {
 
     /// The topics this replica's store applied, and their partition counts.
     pub fn topics(&self) -> Result<Vec<(String, u32)>> {
-        crate::store::stored_topics(&self.db)
+        let db = self.db.upgrade().ok_or(StorageError::Closed)?;
+        crate::store::stored_topics(&db)
     }
 
     /// What the replica counted of ISR and leader changes since it started.
@@ -354,7 +353,7 @@ impl Replica {
             history: Arc::default(),
             directory: addresses.directory,
             isr: addresses.isr,
-            db: db.clone(),
+            db: Arc::downgrade(&db),
         };
         tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");
@@ -495,7 +494,7 @@ impl Replica {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|e| replication_error("opening a store over a replica", e))?;
         Ok(Proposer {
-            raft: self.status.raft.clone(),
+            status: self.status.clone(),
             term,
             runtime,
         })
@@ -505,29 +504,46 @@ impl Replica {
 /// Proposes a store's group commits to the group, from the store's writer thread.
 #[derive(Clone)]
 pub(crate) struct Proposer {
-    raft: Raft<TypeConfig>,
+    status: ReplicaStatus,
     term: Option<u64>,
     runtime: tokio::runtime::Handle,
 }
 
 impl Proposer {
-    /// Blocks until the batch `bytes` is committed and applied to this node's store.
-    pub(crate) fn propose(&self, bytes: Vec<u8>) -> Result<()> {
-        let not_leader = |raft: &Raft<TypeConfig>| StorageError::NotLeader {
-            leader: raft.metrics().borrow().current_leader,
+    /// Blocks until the batch `bytes` is committed and applied to this node's store. It gives
+    /// up (the batch may still be committed later, as a Kafka write whose request timed out)
+    /// when this node stops leading the term, and when `closing` turns true: the store is
+    /// closing, and nothing waits for the answer.
+    pub(crate) fn propose(&self, bytes: Vec<u8>, closing: &watch::Receiver<bool>) -> Result<()> {
+        let not_leader = |status: &ReplicaStatus| StorageError::NotLeader {
+            leader: status.leadership().leader,
         };
         let Some(term) = self.term else {
-            return Err(not_leader(&self.raft));
+            return Err(not_leader(&self.status));
         };
-        let raft = self.raft.clone();
+        let status = self.status.clone();
+        let mut watching = closing.clone();
         let written = self.runtime.block_on(async move {
             let bytes = bytes.into();
-            raft.client_write(Batch { term, bytes }).await
+            tokio::select! {
+                written = status.raft.client_write(Batch { term, bytes }) => Some(written),
+                // openraft may keep a write pending after its leader stepped down (another
+                // node may yet commit it): the writer must not wait on it for ever.
+                () = status.await_not_leading(term) => None,
+                _ = watching.wait_for(|closing| *closing) => None,
+            }
         });
+        let Some(written) = written else {
+            return Err(if *closing.borrow() {
+                StorageError::Closed
+            } else {
+                not_leader(&self.status)
+            });
+        };
         match written {
             Ok(response) if response.data == Applied::Written => Ok(()),
             // Leadership moved since the store was opened: another leader's writes came first.
-            Ok(_) => Err(not_leader(&self.raft)),
+            Ok(_) => Err(not_leader(&self.status)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
                 Err(StorageError::NotLeader {
                     leader: forward.leader_id,
