@@ -122,6 +122,25 @@ pub fn refuse_anonymous(what: &str, bind: SocketAddr, how_to_secure: &str) -> St
     )
 }
 
+/// Binds `bind` as soon as it is free, retrying every 200 ms: a node of the replicated log
+/// that changes role reopens its ports while the listeners of its last role may still be
+/// closing. `what` names the listener in the one warning.
+pub async fn bind_when_free(bind: SocketAddr, what: &str) -> tokio::net::TcpListener {
+    let mut warned = false;
+    loop {
+        match tokio::net::TcpListener::bind(bind).await {
+            Ok(listener) => return listener,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(address = %bind, error = %e, "cannot listen for {what} yet; retrying");
+                    warned = true;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -773,6 +773,7 @@ fn follower_kafka_listeners(
     args: &ServerArgs,
     plan: &ListenerPlan,
     tls: Option<&tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
 ) -> Vec<(SocketAddr, kafka::following::FollowerListener)> {
     if acl_policy(args).enforce {
         return Vec::new();
@@ -790,6 +791,10 @@ fn follower_kafka_listeners(
                 advertised,
                 tls: l.protocol.uses_tls().then(|| tls.cloned()).flatten(),
                 idle: Duration::from_millis(args.kafka_connections_max_idle_ms.max(1)),
+                connections: eddy_server::connections::ConnectionLimit::new(
+                    "kafka",
+                    max_connections,
+                ),
             };
             (l.bind, listener)
         })
@@ -1179,7 +1184,13 @@ async fn serve(
         let http_tls = plan.http.tls.then(|| tls.clone()).flatten();
         let status = replica.status().clone();
         let bind = plan.http.bind;
-        let kafka_listeners = follower_kafka_listeners(args, &plan, tls.as_ref());
+        let max_connections = args.max_connections.unwrap_or_else(|| {
+            let descriptors = eddy_server::connections::raise_file_descriptor_limit();
+            eddy_server::connections::default_max_connections(descriptors)
+        });
+        let http_connections =
+            eddy_server::connections::ConnectionLimit::new("http", max_connections);
+        let kafka_listeners = follower_kafka_listeners(args, &plan, tls.as_ref(), max_connections);
         async move {
             let kafka: Vec<_> = kafka_listeners
                 .into_iter()
@@ -1187,7 +1198,7 @@ async fn serve(
                 .collect();
             let http = async move {
                 match auth {
-                    Ok(auth) => follow_http(bind, status, auth, http_tls).await,
+                    Ok(auth) => follow_http(bind, status, auth, (http_tls, http_connections)).await,
                     // Without its users a follower cannot check credentials: it serves nothing.
                     Err(e) => {
                         warn!(error = %format!("{e:#}"), "cannot read the users on this follower; its HTTP port stays closed")
@@ -1240,24 +1251,14 @@ async fn follow_http(
     bind: SocketAddr,
     status: eddy_storage::ReplicaStatus,
     auth: eddy_server::auth::HttpAuth,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    (tls, connections): (
+        Option<tokio_rustls::TlsAcceptor>,
+        eddy_server::connections::ConnectionLimit,
+    ),
 ) {
     let router = with_auth(eddy_server::following::router(status), auth);
-    let mut warned = false;
-    let listener = loop {
-        match tokio::net::TcpListener::bind(bind).await {
-            Ok(listener) => break listener,
-            Err(e) => {
-                if !warned {
-                    warn!(address = %bind, error = %e, "cannot listen for HTTP as a follower yet; retrying");
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let listener = eddy_server::listeners::bind_when_free(bind, "HTTP as a follower").await;
     info!(address = %bind, "listening for HTTP as a follower (health, metrics; the rest is the leader's)");
-    let connections = eddy_server::connections::ConnectionLimit::new("http", 256);
     if let Err(e) = http::serve(listener, router, connections, tls).await {
         tracing::error!(error = %e, "the follower's HTTP listener stopped");
     }

@@ -45,7 +45,11 @@ struct Group {
 
 impl Group {
     fn new(size: usize) -> Group {
-        let raft = free_addresses(size);
+        // One call for every port: ports freed by separate calls may be handed out twice.
+        let mut addresses = free_addresses(3 * size);
+        let kafka = addresses.split_off(2 * size);
+        let http = addresses.split_off(size);
+        let raft = addresses;
         let peers = raft
             .iter()
             .enumerate()
@@ -57,8 +61,8 @@ impl Group {
                 .map(|_| tempfile::tempdir().expect("a directory"))
                 .collect(),
             peers,
-            http: free_addresses(size),
-            kafka: free_addresses(size),
+            http,
+            kafka,
             nodes: BTreeMap::new(),
         }
     }

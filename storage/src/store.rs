@@ -1655,11 +1655,8 @@ fn check_partitions(topic: &str, partitions: u32, max: u32) -> Result<()> {
     Ok(())
 }
 
-/// Reads every topic's metadata and recovers its partitions, refusing a topic with more
-/// partitions than `max_partitions` rather than allocating them.
-/// The topics `db` holds and their partition counts, from their stored records alone: what a
-/// follower of the replicated log, which opens no store, tells Kafka clients.
-pub(crate) fn stored_topics(db: &DB) -> Result<Vec<(String, u32)>> {
+/// Every topic's stored record, in name order.
+fn read_stored_topics(db: &DB) -> Result<Vec<StoredTopic>> {
     let meta = db
         .cf_handle(CF_META)
         .ok_or_else(|| StorageError::CorruptMetadata {
@@ -1681,11 +1678,22 @@ pub(crate) fn stored_topics(db: &DB) -> Result<Vec<(String, u32)>> {
                 key: String::from_utf8_lossy(&key).into_owned(),
                 reason: e.to_string(),
             })?;
-        topics.push((stored.name, stored.config.partitions));
+        topics.push(stored);
     }
     Ok(topics)
 }
 
+/// The topics `db` holds and their partition counts, from their stored records alone: what a
+/// follower of the replicated log, which opens no store, tells Kafka clients.
+pub(crate) fn stored_topics(db: &DB) -> Result<Vec<(String, u32)>> {
+    Ok(read_stored_topics(db)?
+        .into_iter()
+        .map(|t| (t.name, t.config.partitions))
+        .collect())
+}
+
+/// Reads every topic's metadata and recovers its partitions, refusing a topic with more
+/// partitions than `max_partitions` rather than allocating them.
 fn load_topics(db: &DB, max_partitions: u32) -> Result<BTreeMap<String, Arc<TopicLog>>> {
     let meta = db
         .cf_handle(CF_META)
@@ -1700,20 +1708,7 @@ fn load_topics(db: &DB, max_partitions: u32) -> Result<BTreeMap<String, Arc<Topi
             reason: "column family is missing".into(),
         })?;
     let mut topics = BTreeMap::new();
-    let iter = db.iterator_cf(
-        meta,
-        IteratorMode::From(keys::TOPIC_PREFIX, Direction::Forward),
-    );
-    for item in iter {
-        let (key, value) = item?;
-        if !key.starts_with(keys::TOPIC_PREFIX) {
-            break;
-        }
-        let stored: StoredTopic =
-            serde_json::from_slice(&value).map_err(|e| StorageError::CorruptMetadata {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: e.to_string(),
-            })?;
+    for stored in read_stored_topics(db)? {
         check_partitions(&stored.name, stored.config.partitions, max_partitions)?;
         let mut partitions = Vec::with_capacity(stored.config.partitions as usize);
         for partition in 0..stored.config.partitions {

@@ -122,7 +122,6 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
     DescribeConfigsRequest, DescribeConfigsResponse, DescribeGroupsRequest, DescribeGroupsResponse,
@@ -204,21 +203,11 @@ pub(super) async fn produce(
     });
     request.topic_data = allowed;
     let mut response = super::produce::produce((store, txns), request, version).await;
-    response.responses.extend(denied.into_iter().map(|t| {
-        TopicProduceResponse::default()
-            .with_name(t.name)
-            .with_partition_responses(
-                t.partition_data
-                    .iter()
-                    .map(|p| {
-                        PartitionProduceResponse::default()
-                            .with_index(p.index)
-                            .with_error_code(TOPIC_DENIED)
-                            .with_base_offset(-1)
-                    })
-                    .collect(),
-            )
-    }));
+    response.responses.extend(
+        denied
+            .iter()
+            .map(|t| super::produce::refused(t, TOPIC_DENIED)),
+    );
     response
 }
 

@@ -21,11 +21,10 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
 };
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, BrokerId, FetchRequest, FetchResponse, FindCoordinatorRequest,
     FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse,
+    MetadataResponse, ProduceRequest,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -47,6 +46,8 @@ pub struct FollowerListener {
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// How long a connection may stay without a request.
     pub idle: Duration,
+    /// The connections served at once; more are closed at once, as the leader's listener does.
+    pub connections: crate::connections::ConnectionLimit,
 }
 
 /// Answers Kafka clients on `listener` as a follower of `status`'s group, until dropped; its
@@ -63,9 +64,14 @@ pub async fn serve(listener: TcpListener, status: ReplicaStatus, config: Followe
                 continue;
             }
         };
+        let Some(admitted) = config.connections.admit() else {
+            drop(socket);
+            continue;
+        };
         let (status, config) = (status.clone(), config.clone());
         let mut stopped = stopped.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             tokio::select! {
                 served = accept(socket, &status, &config) => if let Err(e) = served {
                     debug!(%peer, error = %e, "a follower's kafka connection closed");
@@ -171,26 +177,7 @@ fn answer(
             if request.acks == 0 {
                 return Ok(None);
             }
-            let responses = request
-                .topic_data
-                .iter()
-                .map(|t| {
-                    TopicProduceResponse::default()
-                        .with_name(t.name.clone())
-                        .with_partition_responses(
-                            t.partition_data
-                                .iter()
-                                .map(|p| {
-                                    PartitionProduceResponse::default()
-                                        .with_index(p.index)
-                                        .with_error_code(code::NOT_LEADER_OR_FOLLOWER)
-                                        .with_base_offset(-1)
-                                })
-                                .collect(),
-                        )
-                })
-                .collect();
-            let response = ProduceResponse::default().with_responses(responses);
+            let response = super::produce::refuse_all(&request, code::NOT_LEADER_OR_FOLLOWER);
             encode_response(id, key, version, &response)?
         }
         ApiKey::Fetch => {
@@ -338,18 +325,6 @@ fn metadata(
 /// Binds `bind` as soon as it is free (this node's leader listener may still be closing) and
 /// answers as a follower there until dropped.
 pub async fn follow(bind: SocketAddr, status: ReplicaStatus, config: FollowerListener) {
-    let mut warned = false;
-    let listener = loop {
-        match TcpListener::bind(bind).await {
-            Ok(listener) => break listener,
-            Err(e) => {
-                if !warned {
-                    warn!(address = %bind, error = %e, "cannot listen for Kafka clients as a follower yet; retrying");
-                    warned = true;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let listener = crate::listeners::bind_when_free(bind, "Kafka clients as a follower").await;
     serve(listener, status, config).await;
 }

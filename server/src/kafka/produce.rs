@@ -69,6 +69,38 @@ pub(super) async fn produce(
     ProduceResponse::default().with_responses(responses)
 }
 
+/// A topic's answer with every partition of `topic` refused with `error`.
+pub(super) fn refused(
+    topic: &kafka_protocol::messages::produce_request::TopicProduceData,
+    error: i16,
+) -> TopicProduceResponse {
+    TopicProduceResponse::default()
+        .with_name(topic.name.clone())
+        .with_partition_responses(
+            topic
+                .partition_data
+                .iter()
+                .map(|p| {
+                    PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_error_code(error)
+                        .with_base_offset(-1)
+                })
+                .collect(),
+        )
+}
+
+/// Every topic and partition of `request` refused with `error`.
+pub(super) fn refuse_all(request: &ProduceRequest, error: i16) -> ProduceResponse {
+    ProduceResponse::default().with_responses(
+        request
+            .topic_data
+            .iter()
+            .map(|t| refused(t, error))
+            .collect(),
+    )
+}
+
 /// Whether a transactional batch belongs to an open transaction that added the partition.
 fn in_transaction(
     txns: &TransactionCoordinator,

@@ -3,7 +3,6 @@
 //! be honoured. On one node (or a Kafka cluster's log), the single broker 0 holds everything.
 
 use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 
@@ -89,25 +88,8 @@ pub(super) fn refuse_acks_all(store: &Store, request: &ProduceRequest) -> Option
     if status.in_sync().len() >= majority {
         return None;
     }
-    let responses = request
-        .topic_data
-        .iter()
-        .map(|topic| {
-            TopicProduceResponse::default()
-                .with_name(topic.name.clone())
-                .with_partition_responses(
-                    topic
-                        .partition_data
-                        .iter()
-                        .map(|p| {
-                            PartitionProduceResponse::default()
-                                .with_index(p.index)
-                                .with_error_code(code::NOT_ENOUGH_REPLICAS)
-                                .with_base_offset(-1)
-                        })
-                        .collect(),
-                )
-        })
-        .collect();
-    Some(ProduceResponse::default().with_responses(responses))
+    Some(super::produce::refuse_all(
+        request,
+        code::NOT_ENOUGH_REPLICAS,
+    ))
 }
