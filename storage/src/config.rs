@@ -105,7 +105,6 @@ const PASSTHROUGH_CONFIGS: &[&str] = &[
     "message.timestamp.type",
     "min.cleanable.dirty.ratio",
     "min.compaction.lag.ms",
-    "min.insync.replicas",
     "preallocate",
     "segment.index.bytes",
     "segment.jitter.ms",
@@ -203,6 +202,11 @@ impl TopicConfig {
                 "delete.retention.ms" => self.delete_retention_ms = int(0)?,
                 "segment.bytes" => self.segment_bytes = int(14)? as u64,
                 "segment.ms" => self.segment_ms = int(1)?,
+                // Kept with the passthrough configs (as given); a replicated log enforces it.
+                "min.insync.replicas" => {
+                    let min = int(1)?;
+                    self.other.insert(name.to_string(), min.to_string());
+                }
                 other if PASSTHROUGH_CONFIGS.contains(&other) => {
                     self.other.insert(other.to_string(), value.to_string());
                 }
@@ -211,6 +215,14 @@ impl TopicConfig {
         }
         self.validate(topic)?;
         Ok(self)
+    }
+
+    /// `min.insync.replicas`: how many replicas must be in sync for an `acks=all` write,
+    /// if the topic sets it.
+    pub fn min_insync_replicas(&self) -> Option<usize> {
+        self.other
+            .get("min.insync.replicas")
+            .and_then(|v| v.trim().parse().ok())
     }
 
     /// Checks the values that are not checked while parsing.
@@ -287,7 +299,15 @@ mod tests {
         assert_eq!(cfg.delete_retention_ms, 5);
         let described = cfg.to_kafka_configs();
         assert_eq!(described["min.insync.replicas"], "2");
+        assert_eq!(cfg.min_insync_replicas(), Some(2));
         assert_eq!(described["cleanup.policy"], "compact,delete");
+        assert_eq!(TopicConfig::default().min_insync_replicas(), None);
+        for bad in ["0", "-1", "two", ""] {
+            let err = TopicConfig::default()
+                .apply("t", [("min.insync.replicas", bad)])
+                .unwrap_err();
+            assert!(err.to_string().contains("min.insync.replicas"), "{err}");
+        }
     }
 
     #[test]

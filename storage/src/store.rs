@@ -684,6 +684,14 @@ impl Store {
         self.inner.topics.read().contains_key(name)
     }
 
+    /// A topic's config.
+    pub fn topic_config(&self, name: &str) -> Result<TopicConfig> {
+        if let Some(cluster) = &self.inner.cluster {
+            return cluster.topics.describe(name).map(|d| d.config);
+        }
+        Ok(self.topic(name)?.config.read().clone())
+    }
+
     /// A topic's config, partitions and offsets.
     pub fn describe_topic(&self, name: &str) -> Result<TopicDescription> {
         if let Some(cluster) = &self.inner.cluster {

@@ -27,10 +27,16 @@ struct Group {
     dirs: Vec<tempfile::TempDir>,
     peers: BTreeMap<u64, String>,
     replicas: BTreeMap<u64, Replica>,
+    snapshot_entries: u64,
 }
 
 impl Group {
     async fn start(nodes: u64) -> anyhow::Result<Group> {
+        Group::with_snapshots(nodes, eddy_storage::DEFAULT_SNAPSHOT_ENTRIES).await
+    }
+
+    /// A group whose replicas take a snapshot every `snapshot_entries` entries.
+    async fn with_snapshots(nodes: u64, snapshot_entries: u64) -> anyhow::Result<Group> {
         let addresses = free_addresses(nodes as usize);
         let peers: BTreeMap<u64, String> = (1..=nodes).zip(addresses).collect();
         let dirs = (0..nodes)
@@ -40,6 +46,7 @@ impl Group {
             dirs,
             peers,
             replicas: BTreeMap::new(),
+            snapshot_entries,
         };
         for id in 1..=nodes {
             group.restart(id).await?;
@@ -54,6 +61,7 @@ impl Group {
             listen: None,
             sync: SyncPolicy::Os,
             lag: LAG,
+            snapshot_entries: self.snapshot_entries,
         };
         let dir = self.dirs[(id - 1) as usize].path();
         let replica = Replica::start(dir, options).await?;
@@ -379,6 +387,90 @@ async fn the_replication_listener_shrugs_off_hostile_bytes() -> anyhow::Result<(
         acked
     );
     drop(idle);
+    store.close()?;
+    for id in 1..=3 {
+        group.stop(id).await?;
+    }
+    Ok(())
+}
+
+/// Waits until replica `status`'s Raft log satisfies `check`.
+async fn await_extent(
+    status: &eddy_storage::ReplicaStatus,
+    check: impl Fn(&eddy_storage::LogExtent) -> bool,
+) -> anyhow::Result<eddy_storage::LogExtent> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let extent = status.log_extent();
+        if check(&extent) {
+            return Ok(extent);
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the log is {extent:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_the_purged_log_catches_up_from_a_snapshot() -> anyhow::Result<()> {
+    // A snapshot every 20 entries, and the log purged up to each but its last 20.
+    let mut group = Group::with_snapshots(3, 20).await?;
+    let (leader, store) = group.leader(None).await?;
+    store.create_topic("events", TopicConfig::with_partitions(2))?;
+    let mut acked = vec![Vec::new(), Vec::new()];
+    write(&store, 0..30, &mut acked).await?;
+    let behind = (1..=3).find(|id| *id != leader).expect("a follower");
+    group.stop(behind).await?;
+
+    // While it is away each write is an entry: the leader snapshots its store and purges
+    // the entries the node that went would need.
+    write(&store, 30..200, &mut acked).await?;
+    store.create_topic("later", TopicConfig::with_partitions(1))?;
+    store
+        .append("later", 0, vec![Record::unkeyed("made while away", 7)])
+        .await?;
+    let status = group.replica(leader).status().clone();
+    // The log keeps at most the 20 entries before the last snapshot, and the 20 since.
+    await_extent(&status, |e| {
+        e.snapshot.is_some() && e.purged.is_some() && e.entries() <= 45
+    })
+    .await?;
+
+    // It comes back behind the purged entries: it installs the leader's snapshot, then
+    // follows the log, and holds exactly what the leader does, the topic made without it too.
+    group.restart(behind).await?;
+    assert_eq!(
+        group.contents(behind, leader, "events", &acked).await?,
+        acked
+    );
+    let later = vec![vec!["made while away".to_string()]];
+    assert_eq!(
+        group.contents(behind, leader, "later", &later).await?,
+        later
+    );
+    let counts = group.replica(behind).status().counts();
+    assert_eq!(counts.snapshots_installed, 1, "{counts:?}");
+    let counts = group.replica(leader).status().counts();
+    assert!(counts.snapshots_taken >= 5, "{counts:?}");
+
+    // It keeps what it installed across a restart, and leads on from it when the leader goes.
+    group.stop(behind).await?;
+    group.restart(behind).await?;
+    assert_eq!(
+        group.contents(behind, leader, "events", &acked).await?,
+        acked
+    );
+    store.close()?;
+    drop(store);
+    group.stop(leader).await?;
+    let (next, store) = group.leader(Some(leader)).await?;
+    assert_eq!(read_all(&store, "events")?, acked);
+    write(&store, 200..260, &mut acked).await?;
+    assert_eq!(read_all(&store, "events")?, acked);
+    group.restart(leader).await?;
+    assert_eq!(group.contents(leader, next, "events", &acked).await?, acked);
     store.close()?;
     for id in 1..=3 {
         group.stop(id).await?;

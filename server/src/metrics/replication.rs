@@ -16,9 +16,13 @@ pub(super) struct ReplicationMetrics {
     in_sync: IntGauge,
     under_replicated: IntGauge,
     follower_lag: IntGaugeVec,
+    log_entries: IntGauge,
+    snapshot_index: IntGauge,
     isr_shrinks: IntCounter,
     isr_expands: IntCounter,
     leader_changes: IntCounter,
+    snapshots_taken: IntCounter,
+    snapshots_installed: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -65,6 +69,14 @@ impl ReplicationMetrics {
                 "Partitions whose in-sync replicas are fewer than their replicas (every partition, while a node is out of sync)",
             )?,
             follower_lag,
+            log_entries: gauge(
+                "eddy_replication_log_entries",
+                "Entries this node's Raft log holds: what was appended since the last purge (a snapshot of the store lets the log be purged)",
+            )?,
+            snapshot_index: gauge(
+                "eddy_replication_snapshot_index",
+                "The Raft index of the last entry this node's latest snapshot of its store holds; -1 before the first",
+            )?,
             isr_shrinks: counter(
                 "eddy_replication_isr_shrinks_total",
                 "Times a node left the in-sync replicas while this node led",
@@ -76,6 +88,14 @@ impl ReplicationMetrics {
             leader_changes: counter(
                 "eddy_replication_leader_changes_total",
                 "Times the leader this node knows of changed since it started (the first leader it learns of counts)",
+            )?,
+            snapshots_taken: counter(
+                "eddy_replication_snapshots_taken_total",
+                "Snapshots of its store this node took, so its Raft log could be purged",
+            )?,
+            snapshots_installed: counter(
+                "eddy_replication_snapshots_installed_total",
+                "Snapshots this node installed from the leader, having missed entries the leader purged",
             )?,
         })
     }
@@ -110,11 +130,21 @@ impl ReplicationMetrics {
                 .with_label_values(&[node.to_string().as_str()])
                 .set(entries);
         }
+        let extent = self.status.log_extent();
+        self.log_entries
+            .set(i64::try_from(extent.entries()).unwrap_or(i64::MAX));
+        self.snapshot_index.set(
+            extent
+                .snapshot
+                .map_or(-1, |index| i64::try_from(index).unwrap_or(i64::MAX)),
+        );
         let counts = self.status.counts();
         for (counter, value) in [
             (&self.isr_shrinks, counts.isr_shrinks),
             (&self.isr_expands, counts.isr_expands),
             (&self.leader_changes, counts.leader_changes),
+            (&self.snapshots_taken, counts.snapshots_taken),
+            (&self.snapshots_installed, counts.snapshots_installed),
         ] {
             counter.inc_by(value.saturating_sub(counter.get()));
         }

@@ -323,6 +323,7 @@ mod tests {
     use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
+    use crate::replication::snapshot::Snapshots;
     use crate::replication::state_machine::StateMachine;
 
     /// A log store and a state machine over a fresh database, which the directory keeps.
@@ -335,7 +336,9 @@ mod tests {
             let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
             let db = crate::store::open_database(dir.path(), false)
                 .map_err(|e| StorageIOError::write(&e))?;
-            let machine = StateMachine::open(db.clone(), false)?;
+            let snapshots = Snapshots::open(dir.path().join("snapshots"))
+                .map_err(|e| StorageIOError::write(&e))?;
+            let machine = StateMachine::open(db.clone(), false, std::sync::Arc::new(snapshots))?;
             Ok((dir, LogStore::new(db, false), machine))
         }
     }

@@ -5,6 +5,7 @@
 mod isr;
 mod log_store;
 mod network;
+mod snapshot;
 mod state_machine;
 mod types;
 
@@ -41,7 +42,16 @@ pub struct ReplicaOptions {
     /// How long a follower may go without catching up with the leader, or without answering
     /// it, before it leaves the in-sync replicas (Kafka's `replica.lag.time.max.ms`).
     pub lag: Duration,
+    /// How many entries the Raft log grows by between snapshots of the store; the log is
+    /// purged up to a snapshot, keeping the last [`KEPT_ENTRIES`] (at most this many).
+    pub snapshot_entries: u64,
 }
+
+/// How many entries the Raft log grows by between snapshots, by default.
+pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 20_000;
+/// How many entries before a snapshot's position the Raft log keeps, so a follower a little
+/// behind catches up from the log rather than from a whole snapshot.
+pub const KEPT_ENTRIES: u64 = 1_000;
 
 /// Kafka's default `replica.lag.time.max.ms`.
 pub const DEFAULT_REPLICA_LAG: Duration = Duration::from_secs(30);
@@ -55,6 +65,10 @@ pub struct ReplicaCounts {
     pub isr_expands: u64,
     /// Times the leader this node knows of changed; the first leader it learns of counts.
     pub leader_changes: u64,
+    /// Snapshots of its store this node took.
+    pub snapshots_taken: u64,
+    /// Snapshots this node installed from the leader, having missed entries the leader purged.
+    pub snapshots_installed: u64,
 }
 
 /// What the tracker remembers between looks at Raft's view.
@@ -80,6 +94,25 @@ pub struct Leadership {
     pub applied: Option<u64>,
 }
 
+/// How much of the Raft log a replica keeps, and where its latest snapshot of the store is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogExtent {
+    /// The index of the last entry purged from the log (every entry up to it is gone).
+    pub purged: Option<u64>,
+    /// The index of the last entry the latest snapshot holds.
+    pub snapshot: Option<u64>,
+    /// The index of the last entry in the log.
+    pub last: Option<u64>,
+}
+
+impl LogExtent {
+    /// How many entries the log holds.
+    pub fn entries(&self) -> u64 {
+        let first = self.purged.map_or(0, |p| p + 1);
+        self.last.map_or(0, |last| (last + 1).saturating_sub(first))
+    }
+}
+
 /// One node of the replicated log: its database, its Raft and its replication listener.
 pub struct Replica {
     path: PathBuf,
@@ -98,11 +131,13 @@ pub struct ReplicaStatus {
     answered: network::Answered,
     progress: Arc<parking_lot::Mutex<BTreeMap<NodeId, isr::FollowerProgress>>>,
     lag: Duration,
+    snapshot_entries: u64,
     history: Arc<parking_lot::Mutex<History>>,
     directory: network::Directory,
     isr: Arc<parking_lot::Mutex<network::Isr>>,
     /// Weak: a status outliving its replica must not hold the database open.
     db: std::sync::Weak<DB>,
+    snapshots: Arc<snapshot::Snapshots>,
 }
 
 impl ReplicaStatus {
@@ -119,6 +154,17 @@ impl ReplicaStatus {
             term: metrics.current_term,
             leader: metrics.current_leader,
             applied: metrics.last_applied.map(|id| id.index),
+        }
+    }
+
+    /// How much of the Raft log this replica keeps, and its latest snapshot.
+    pub fn log_extent(&self) -> LogExtent {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        LogExtent {
+            purged: metrics.purged.map(|id| id.index),
+            snapshot: metrics.snapshot.map(|id| id.index),
+            last: metrics.last_log_index,
         }
     }
 
@@ -186,9 +232,14 @@ impl ReplicaStatus {
         crate::store::stored_topics(&db)
     }
 
-    /// What the replica counted of ISR and leader changes since it started.
+    /// What the replica counted of ISR and leader changes, and of snapshots, since it started.
     pub fn counts(&self) -> ReplicaCounts {
-        self.history.lock().counts
+        let (taken, installed) = self.snapshots.counts();
+        ReplicaCounts {
+            snapshots_taken: taken,
+            snapshots_installed: installed,
+            ..self.history.lock().counts
+        }
     }
 
     /// Waits until this node stops leading in `term` (another term began, or it lost its
@@ -206,6 +257,18 @@ impl ReplicaStatus {
                 return;
             }
         }
+    }
+
+    /// Whether the store applied a snapshot interval's worth of entries past its latest
+    /// snapshot. Raft's own policy looks only as entries commit, and may pass over a commit
+    /// while a snapshot is being taken; this is looked at again as time passes.
+    fn snapshot_due(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let since = metrics.snapshot.map_or(0, |s| s.index + 1);
+        metrics
+            .last_applied
+            .is_some_and(|applied| applied.index + 1 >= since + self.snapshot_entries)
     }
 
     /// Notes each follower's progress from Raft's view while this node leads, and counts
@@ -294,12 +357,18 @@ impl Replica {
             election_timeout_max: 2400,
             // Entries are whole group commits, up to 32 MiB each; a frame holds a few.
             max_payload_entries: 8,
-            // Snapshots do not exist yet, so the log is kept whole (docs/replication.md).
-            snapshot_policy: SnapshotPolicy::Never,
+            // A snapshot copies the whole store: taken every so many entries, it bounds the
+            // log that is kept (docs/replication.md).
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_entries.max(1)),
+            max_in_snapshot_log_to_keep: KEPT_ENTRIES.min(options.snapshot_entries),
             ..Config::default()
         }
         .validate()
         .map_err(|e| replication_error("configuring Raft", e))?;
+        let snapshots = Arc::new(
+            snapshot::Snapshots::open(path.join("snapshots"))
+                .map_err(|e| replication_error("opening the snapshots", e))?,
+        );
         let answered = network::Answered::default();
         let addresses = network::Addresses {
             id,
@@ -314,7 +383,7 @@ impl Replica {
                 addresses: addresses.clone(),
             },
             log_store::LogStore::new(db.clone(), sync),
-            state_machine::StateMachine::open(db.clone(), sync)
+            state_machine::StateMachine::open(db.clone(), sync, snapshots.clone())
                 .map_err(|e| replication_error("opening the applied state", e))?,
         )
         .await
@@ -350,10 +419,12 @@ impl Replica {
             answered,
             progress: Arc::default(),
             lag: options.lag,
+            snapshot_entries: options.snapshot_entries.max(1),
             history: Arc::default(),
             directory: addresses.directory,
             isr: addresses.isr,
             db: Arc::downgrade(&db),
+            snapshots,
         };
         tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");
@@ -555,11 +626,16 @@ impl Proposer {
 }
 
 /// Looks at the followers' progress each time Raft's view changes, and at least every 200 ms
-/// (a follower's standing ages even when nothing changes), until the replica stops.
+/// (a follower's standing ages even when nothing changes), and asks for a snapshot when one is
+/// due, until the replica stops.
 async fn track_followers(status: ReplicaStatus, mut stop: watch::Receiver<bool>) {
     let mut metrics = status.raft.metrics();
     loop {
         status.observe();
+        // Ignored while a snapshot is being taken; the next look asks again.
+        if status.snapshot_due() && status.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
         tokio::select! {
             changed = metrics.changed() => if changed.is_err() { return },
             () = tokio::time::sleep(Duration::from_millis(200)) => {}

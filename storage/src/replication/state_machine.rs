@@ -6,37 +6,36 @@
     reason = "openraft's storage traits return its StorageError, whatever its size"
 )]
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{DB, WriteBatch, WriteOptions};
-use serde::{Deserialize, Serialize};
 
 use super::log_store::{decode, encode};
+use super::snapshot::{APPLIED, AppliedState, Meta, SnapshotFile, Snapshots};
 use super::types::{Applied, Entry, LogId, RaftStorageError, StoredMembership, TypeConfig};
 use crate::keys::CF_RAFT;
-
-const APPLIED: &[u8] = b"applied";
-
-/// How far a store applied the log, kept in the same write as what it applied.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct AppliedState {
-    last: Option<LogId>,
-    membership: StoredMembership,
-}
 
 /// The replica's store, as Raft's state machine.
 pub struct StateMachine {
     db: Arc<DB>,
     sync: bool,
     applied: AppliedState,
+    snapshots: Arc<Snapshots>,
 }
 
 impl StateMachine {
-    /// The state machine writing to `db`, resuming from what it applied before.
-    pub fn open(db: Arc<DB>, sync: bool) -> Result<Self, RaftStorageError> {
+    /// The state machine writing to `db`, resuming from what it applied before, with its
+    /// snapshots kept in `snapshots` (finishing an install a crash interrupted).
+    pub fn open(
+        db: Arc<DB>,
+        sync: bool,
+        snapshots: Arc<Snapshots>,
+    ) -> Result<Self, RaftStorageError> {
+        snapshots
+            .recover(&db)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         let cf = db
             .cf_handle(CF_RAFT)
             .ok_or_else(|| StorageIOError::read_state_machine(&missing_family()))?;
@@ -47,7 +46,12 @@ impl StateMachine {
             Some(bytes) => decode(&bytes).map_err(|e| StorageIOError::read_state_machine(&e))?,
             None => AppliedState::default(),
         };
-        Ok(StateMachine { db, sync, applied })
+        Ok(StateMachine {
+            db,
+            sync,
+            applied,
+            snapshots,
+        })
     }
 
     /// Writes `batch` (if any) with the new applied state, atomically.
@@ -74,23 +78,49 @@ fn missing_family() -> std::io::Error {
     std::io::Error::other("the store has no raft column family")
 }
 
-fn no_snapshots() -> std::io::Error {
-    std::io::Error::other(
-        "the replicated log does not make snapshots yet; its Raft log is kept whole",
-    )
+/// Runs blocking snapshot work off the runtime's workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(std::io::Error::other)?
 }
 
-/// Refuses to build snapshots: until they exist the log is never purged, so no replica needs one.
-pub struct NoSnapshots;
+/// Takes snapshots of the store, off the state machine's task.
+pub struct SnapshotBuilder {
+    db: Arc<DB>,
+    snapshots: Arc<Snapshots>,
+}
 
-impl RaftSnapshotBuilder<TypeConfig> for NoSnapshots {
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        Err(StorageIOError::write_snapshot(None, &no_snapshots()).into())
+        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
+        let built = blocking(move || snapshots.build(&db)).await;
+        let (meta, file) = match built {
+            Ok(built) => built,
+            // Raft stops for good on a failed build, so one that fails (the disk is full,
+            // say) answers with the current snapshot: not newer, it changes nothing, and the
+            // next build tries again.
+            Err(error) => {
+                tracing::warn!(%error, "a snapshot of the replicated store failed; the Raft log is kept until one succeeds");
+                let snapshots = self.snapshots.clone();
+                match blocking(move || snapshots.open_current()).await {
+                    Ok(Some(current)) => current,
+                    _ => return Err(StorageIOError::write_snapshot(None, &error).into()),
+                }
+            }
+        };
+        tracing::info!(snapshot = %meta, "took a snapshot of the replicated store");
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -127,25 +157,45 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        SnapshotBuilder {
+            db: self.db.clone(),
+            snapshots: self.snapshots.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, RaftStorageError> {
-        Err(StorageIOError::write_snapshot(None, &no_snapshots()).into())
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
+        let snapshots = self.snapshots.clone();
+        blocking(move || snapshots.receive())
+            .await
+            .map(Box::new)
+            .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
     }
 
     async fn install_snapshot(
         &mut self,
-        _meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &Meta,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        Err(StorageIOError::write_snapshot(None, &no_snapshots()).into())
+        let path = snapshot.path().to_path_buf();
+        drop(snapshot);
+        let (db, snapshots, sent) = (self.db.clone(), self.snapshots.clone(), meta.clone());
+        self.applied = blocking(move || snapshots.install(&db, &sent, &path))
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        Ok(None)
+        let snapshots = self.snapshots.clone();
+        let current = blocking(move || snapshots.open_current())
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        Ok(current.map(|(meta, file)| Snapshot {
+            meta,
+            snapshot: Box::new(file),
+        }))
     }
 }
 
@@ -177,7 +227,10 @@ mod tests {
     async fn a_batch_is_applied_only_in_the_term_it_was_built_for() {
         let dir = tempfile::tempdir().expect("a directory");
         let db = crate::store::open_database(dir.path(), false).expect("a database");
-        let mut machine = StateMachine::open(db.clone(), false).expect("a state machine");
+        let snapshots =
+            Arc::new(Snapshots::open(dir.path().join("snapshots")).expect("a directory"));
+        let mut machine =
+            StateMachine::open(db.clone(), false, snapshots.clone()).expect("a state machine");
         let built_in_two = put(&db, 2, b"current");
         // Built in term 2 but appended by term 3's leader: another leader wrote in between.
         let stale = put(&db, 2, b"stale");
@@ -198,7 +251,7 @@ mod tests {
         assert!(db.get_cf(state, b"stale").expect("read").is_none());
         // What was applied, stale entries too, is remembered across a reopen.
         drop(machine);
-        let mut reopened = StateMachine::open(db, false).expect("reopened");
+        let mut reopened = StateMachine::open(db, false, snapshots.clone()).expect("reopened");
         let (last, _) = reopened.applied_state().await.expect("applied state");
         assert_eq!(last.map(|id| id.index), Some(3));
     }

@@ -1,22 +1,21 @@
 //! What the replicas' Raft group carries: openraft's type configuration, and the batch each
 //! log entry holds.
 
-use std::io::Cursor;
-
 use serde::{Deserialize, Serialize};
 
 /// A replica's id in the group, as `--node-id` gives it.
 pub type NodeId = u64;
 
 openraft::declare_raft_types!(
-    /// The replicated log's Raft types: a node is its address, an entry holds a [`Batch`].
+    /// The replicated log's Raft types: a node is its address, an entry holds a [`Batch`], a
+    /// snapshot is a file of the store's column families.
     pub TypeConfig:
         D = Batch,
         R = Applied,
         NodeId = NodeId,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = super::snapshot::SnapshotFile,
         AsyncRuntime = openraft::TokioRuntime
 );
 

@@ -163,6 +163,7 @@ fn replicated(
                 listen: None,
                 sync: config.sync,
                 lag: eddy_storage::DEFAULT_REPLICA_LAG,
+                snapshot_entries: eddy_storage::DEFAULT_SNAPSHOT_ENTRIES,
             };
             replicas.push(
                 eddy_storage::Replica::start(dir.join(format!("replica-{id}")), options).await?,
