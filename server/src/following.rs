@@ -1,26 +1,45 @@
 //! What a node of the replicated log serves on its HTTP port while it follows: `/healthcheck`,
-//! `/metrics` (the replicated log's series) and `/api/replication`, and to every other request
-//! a 503 naming the leader and its REST API, so a client or a proxy goes there. Every answer
-//! closes its connection, so no client stays on a follower that since became the leader.
+//! `/metrics` (the replicated log's series) and `/api/replication` itself, and every other
+//! request forwarded to the leader's REST API, its answer streamed back; when the leader
+//! cannot be reached, a 503 naming it. Every answer closes its connection, so no client stays
+//! on a follower that since became the leader.
 
-use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use eddy_storage::ReplicaStatus;
 use serde_json::{Value, json};
+use tracing::debug;
 
 use crate::rest::{ErrorCode, RestError};
 
-/// The follower's routes.
-pub fn router(status: ReplicaStatus) -> Router {
+/// How a follower reaches the leader's REST API.
+#[derive(Clone)]
+pub struct Forwarding {
+    /// The client requests are forwarded with.
+    pub client: reqwest::Client,
+    /// The largest request body forwarded (the REST API's own limit).
+    pub max_request_bytes: usize,
+}
+
+#[derive(Clone)]
+struct Following {
+    status: ReplicaStatus,
+    forwarding: Option<Forwarding>,
+}
+
+/// The follower's routes; requests for the rest of the REST API go to the leader through
+/// `forwarding`, or are refused with a 503 naming it without.
+pub fn router(status: ReplicaStatus, forwarding: Option<Forwarding>) -> Router {
     Router::new()
         .route("/healthcheck", get(healthcheck))
         .route("/metrics", get(metrics))
         .route("/api/replication", get(replication))
         .fallback(elsewhere)
-        .with_state(status)
+        .with_state(Following { status, forwarding })
         .layer(axum::middleware::map_response(close_connection))
 }
 
@@ -37,7 +56,7 @@ fn leader(status: &ReplicaStatus) -> (Option<u64>, Option<String>) {
 
 /// A follower is healthy: it holds the log and takes over when the leader goes. The details
 /// say it follows, and whom.
-async fn healthcheck(State(status): State<ReplicaStatus>) -> Json<Value> {
+async fn healthcheck(State(Following { status, .. }): State<Following>) -> Json<Value> {
     let (leader, url) = leader(&status);
     Json(json!({
         "isHealthy": true,
@@ -54,12 +73,12 @@ async fn healthcheck(State(status): State<ReplicaStatus>) -> Json<Value> {
     }))
 }
 
-async fn metrics(State(status): State<ReplicaStatus>) -> Response {
+async fn metrics(State(Following { status, .. }): State<Following>) -> Response {
     crate::metrics::exposition(crate::metrics::following(&status))
 }
 
 /// The group as a follower sees it: who leads, in which term, and itself.
-async fn replication(State(status): State<ReplicaStatus>) -> Json<Value> {
+async fn replication(State(Following { status, .. }): State<Following>) -> Json<Value> {
     let leadership = status.leadership();
     let counts = status.counts();
     Json(json!({
@@ -72,13 +91,95 @@ async fn replication(State(status): State<ReplicaStatus>) -> Json<Value> {
     }))
 }
 
-/// Every other request: 503, naming the leader and where to reach it.
-async fn elsewhere(State(status): State<ReplicaStatus>) -> Response {
+/// Headers that belong to one connection, not to the request or answer passed on.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::HOST,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::CONTENT_LENGTH,
+        header::PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
+
+fn end_to_end(headers: &HeaderMap) -> HeaderMap {
+    headers
+        .iter()
+        .filter(|(name, _)| !hop_by_hop(name))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Sends `request` to the leader's REST API at `base` and streams its answer back.
+async fn forward(
+    forwarding: &Forwarding,
+    base: &str,
+    request: Request,
+) -> Result<Response, String> {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let Ok(body) = axum::body::to_bytes(body, forwarding.max_request_bytes).await else {
+        // Over the limit (or cut off): refused here as the leader would refuse it.
+        return Ok(RestError::too_large().into_response());
+    };
+    let answer = forwarding
+        .client
+        .request(
+            parts.method,
+            format!("{}{path}", base.trim_end_matches('/')),
+        )
+        .headers(end_to_end(&parts.headers))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("the leader did not answer: {e}"))?;
+    let mut response = Response::builder().status(answer.status());
+    if let Some(headers) = response.headers_mut() {
+        *headers = end_to_end(answer.headers());
+    }
+    // Streamed, so a push query's rows reach the client as the leader sends them.
+    let chunks = futures::stream::unfold(Some(answer), |answer| async move {
+        let mut answer = answer?;
+        match answer.chunk().await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(answer))),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    response
+        .body(Body::from_stream(chunks))
+        .map_err(|e| format!("the leader's answer could not be passed on: {e}"))
+}
+
+/// Every other request: forwarded to the leader, or 503 naming it and where to reach it.
+async fn elsewhere(State(following): State<Following>, request: Request) -> Response {
+    let status = following.status;
     let (leader, url) = leader(&status);
+    // A WebSocket upgrade is not forwarded: the client reconnects to the leader it is named.
+    let upgrade = request.headers().contains_key(header::UPGRADE);
+    let mut reason = None;
+    if let (Some(url), Some(forwarding), false) = (&url, &following.forwarding, upgrade) {
+        match forward(forwarding, url, request).await {
+            Ok(response) => return response,
+            Err(error) => {
+                debug!(%error, leader = url, "a request could not be forwarded to the leader");
+                reason = Some(error);
+            }
+        }
+    }
     let message = match (leader, url) {
         (Some(id), Some(url)) => format!(
-            "This node ({}) follows the replicated log; node {id} leads it and serves clients at {url}.",
-            status.id()
+            "This node ({}) follows the replicated log; node {id} leads it and serves clients at {url}.{}",
+            status.id(),
+            reason.map_or(String::new(), |r| format!(
+                " Forwarding the request there failed: {r}."
+            ))
         ),
         (Some(id), None) => format!(
             "This node ({}) follows the replicated log; node {id} leads it and serves clients.",

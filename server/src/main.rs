@@ -365,6 +365,17 @@ struct ServerArgs {
     )]
     replica_lag_time_max_ms: u64,
 
+    /// How many entries the replicated log's Raft log grows by between snapshots of the
+    /// store; the log is purged up to each snapshot but its last 1,000 entries, and a node
+    /// that missed purged entries catches up from the snapshot.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_REPLICA_SNAPSHOT_ENTRIES",
+        default_value_t = eddy_storage::DEFAULT_SNAPSHOT_ENTRIES
+    )]
+    replica_snapshot_entries: u64,
+
     /// The Kafka cluster the log runs on, as `host:port[,host:port...]`: topics, records and
     /// offsets then live on the cluster (Eddy's own Kafka listener stays off), while operator
     /// state and query positions stay in --data-dir. Without it the log is embedded.
@@ -1172,6 +1183,7 @@ async fn serve(
         listen: args.replication_listen.clone(),
         sync: args.sync,
         lag: Duration::from_millis(args.replica_lag_time_max_ms.max(1)),
+        snapshot_entries: args.replica_snapshot_entries.max(1),
     };
     let replica = eddy_storage::Replica::start(&args.data_dir, options)
         .await
@@ -1191,6 +1203,7 @@ async fn serve(
         let http_connections =
             eddy_server::connections::ConnectionLimit::new("http", max_connections);
         let kafka_listeners = follower_kafka_listeners(args, &plan, tls.as_ref(), max_connections);
+        let forwarding = follower_forwarding(args);
         async move {
             let kafka: Vec<_> = kafka_listeners
                 .into_iter()
@@ -1198,7 +1211,10 @@ async fn serve(
                 .collect();
             let http = async move {
                 match auth {
-                    Ok(auth) => follow_http(bind, status, auth, (http_tls, http_connections)).await,
+                    Ok(auth) => {
+                        let router = eddy_server::following::router(status, forwarding);
+                        follow_http(bind, router, auth, (http_tls, http_connections)).await
+                    }
                     // Without its users a follower cannot check credentials: it serves nothing.
                     Err(e) => {
                         warn!(error = %format!("{e:#}"), "cannot read the users on this follower; its HTTP port stays closed")
@@ -1244,19 +1260,42 @@ fn follower_auth(
     })
 }
 
+/// How a follower forwards REST requests to the leader: trusting the system's roots and this
+/// node's own certificate (nodes of a group usually share one), with the REST API's body
+/// limit. Without a client (the TLS roots could not be read) it names the leader instead.
+fn follower_forwarding(args: &ServerArgs) -> Option<eddy_server::following::Forwarding> {
+    let client = eddy_repl::client::tls_config(args.tls_cert.as_deref()).and_then(|tls| {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| e.to_string())
+    });
+    match client {
+        Ok(client) => Some(eddy_server::following::Forwarding {
+            client,
+            max_request_bytes: args.max_request_bytes,
+        }),
+        Err(error) => {
+            warn!(%error, "a follower cannot forward requests to the leader; it names it instead");
+            None
+        }
+    }
+}
+
 /// Serves a follower's HTTP routes ([`eddy_server::following`]) on the REST API's port until
 /// dropped. The port is bound as soon as it is free: the leader's listener this node had may
 /// still be closing.
 async fn follow_http(
     bind: SocketAddr,
-    status: eddy_storage::ReplicaStatus,
+    router: axum::Router,
     auth: eddy_server::auth::HttpAuth,
     (tls, connections): (
         Option<tokio_rustls::TlsAcceptor>,
         eddy_server::connections::ConnectionLimit,
     ),
 ) {
-    let router = with_auth(eddy_server::following::router(status), auth);
+    let router = with_auth(router, auth);
     let listener = eddy_server::listeners::bind_when_free(bind, "HTTP as a follower").await;
     info!(address = %bind, "listening for HTTP as a follower (health, metrics; the rest is the leader's)");
     if let Err(e) = http::serve(listener, router, connections, tls).await {

@@ -85,6 +85,9 @@ impl Group {
             .args(["--listen", &self.http[i], "--kafka-listen", &self.kafka[i]])
             .args(["--schema-registry-listen", "off", "--log-level", "info"])
             .args(["--replica-lag-time-max-ms", "2000"])
+            // Snapshots often, so the log is purged and a node that comes back after a
+            // while catches up from the leader's snapshot, as a long-running group's does.
+            .args(["--replica-snapshot-entries", "8"])
             .stdin(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -257,6 +260,27 @@ impl Group {
     }
 
     /// Every value of `topic`, read from the leader through the bootstrap list.
+    /// Writes `line` to `topic` with `acks=all` and no retries; what kcat said of it.
+    fn produce_acks_all(&self, topic: &str, line: &str) -> String {
+        let out = Command::new(common::tools::kcat())
+            .args(["-b", &self.bootstrap(), "-t", topic, "-P", "-X", "acks=all"])
+            .args(["-X", "retries=0", "-X", "enable.idempotence=false"])
+            .args(["-X", "message.timeout.ms=5000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                let mut stdin = child.stdin.take().expect("stdin");
+                stdin.write_all(format!("{line}\n").as_bytes())?;
+                drop(stdin);
+                child.wait_with_output()
+            })
+            .expect("kcat runs");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     fn consume(&self, topic: &str) -> Vec<String> {
         common::kcat(
             &[
@@ -327,9 +351,16 @@ fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_fai
     let second = group
         .await_placement("events", "a new leader", |p| p.leader != first)
         .leader;
-    group.produce(300..600);
+    // In many small writes, so the new leader snapshots its store and purges the entries the
+    // old one missed: coming back, it catches up from the snapshot.
+    for from in (300..600).step_by(30) {
+        group.produce(from..from + 30);
+    }
     group.start(first);
     group.await_placement("events", "the old leader back in sync", everyone);
+    group.await_metrics(first, "a snapshot installed", |m| {
+        series(m, "eddy_replication_snapshots_installed_total") >= Some(1.0)
+    });
 
     // The new leader is paused (as if cut off): the others elect a third, and the paused one
     // steps down when it wakes.
@@ -384,29 +415,7 @@ fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_fai
     group.await_placement("events", "the leader alone in sync", |p| {
         p.in_sync == [leader]
     });
-    let refused = Command::new(common::tools::kcat())
-        .args([
-            "-b",
-            &group.bootstrap(),
-            "-t",
-            "events",
-            "-P",
-            "-X",
-            "acks=all",
-        ])
-        .args(["-X", "retries=0", "-X", "enable.idempotence=false"])
-        .args(["-X", "message.timeout.ms=5000"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().expect("stdin").write_all(b"late\n")?;
-            child.wait_with_output()
-        })
-        .expect("kcat runs");
-    let said = String::from_utf8_lossy(&refused.stderr);
+    let said = group.produce_acks_all("events", "late");
     assert!(said.contains("Not enough in-sync replicas"), "{said}");
 }
 
@@ -517,14 +526,36 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
             health["details"]["replication"]["leader"], leader,
             "{health}"
         );
-        let (status, refused) = try_request(
+        // The rest of the REST API is the leader's: a follower forwards a request there and
+        // passes its answer back.
+        let (status, answer) = try_request(
             group.http(id),
             "POST",
             "/ksql",
             r#"{"ksql":"SHOW STREAMS;"}"#,
         )
         .expect("the follower answers");
-        assert_eq!(status, 503, "{refused}");
+        assert_eq!(status, 200, "{answer}");
+        assert!(answer.contains("\"EVENTS\""), "{answer}");
+        // A WebSocket is not forwarded: the client is told where the leader is.
+        let refused = {
+            use std::io::{Read, Write};
+            let mut socket = std::net::TcpStream::connect(group.http(id)).expect("connects");
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("a timeout");
+            socket
+                .write_all(
+                    b"GET /ws/query HTTP/1.1\r\nHost: eddy\r\nUpgrade: websocket\r\n\
+                      Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                )
+                .expect("written");
+            let mut answer = String::new();
+            let _ = socket.read_to_string(&mut answer);
+            answer
+        };
+        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
         assert!(
             refused.contains(&format!(
                 "node {leader} leads it and serves clients at {leader_url}"
@@ -621,12 +652,14 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
         let _ = socket.read_to_end(&mut answer);
         assert!(answer.is_empty(), "{bytes:?} got {answer:?}");
     }
-    let huge = "x".repeat(8 << 20);
-    let refused = try_request(group.http(follower), "POST", "/ksql", &huge);
-    assert!(
-        refused.as_ref().is_none_or(|(status, _)| *status == 503),
-        "{refused:?}"
-    );
+    // Forwarded, the leader refuses it; over the body limit, the follower does.
+    for huge in ["x".repeat(8 << 20), "x".repeat(11 << 20)] {
+        let refused = try_request(group.http(follower), "POST", "/ksql", &huge);
+        assert!(
+            refused.as_ref().is_none_or(|(status, _)| *status >= 400),
+            "{refused:?}"
+        );
+    }
     group.await_answer(
         follower,
         "/healthcheck",
@@ -680,11 +713,44 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
 
     // A follower goes: after the lag, every partition is under-replicated and the ISR shrank
     // once; it comes back, and the ISR expands again.
+    // A topic that asks for all three in sync (min.insync.replicas=3, above the majority
+    // Raft commits on) takes acks=all writes only while all three are.
+    {
+        use kafka_protocol::messages::create_topics_request::{
+            CreatableTopic, CreatableTopicConfig,
+        };
+        use kafka_protocol::messages::{
+            ApiKey, CreateTopicsRequest, CreateTopicsResponse, TopicName,
+        };
+        use kafka_protocol::protocol::StrBytes;
+        let mut wire = common::wire::Wire::connect(&group.kafka[(leader - 1) as usize]);
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                CreatableTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("strict")))
+                    .with_num_partitions(1)
+                    .with_replication_factor(3)
+                    .with_configs(vec![
+                        CreatableTopicConfig::default()
+                            .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                            .with_value(Some(StrBytes::from_static_str("3"))),
+                    ]),
+            ]);
+        let (created, _): (CreateTopicsResponse, _) = wire.call(ApiKey::CreateTopics, 5, &request);
+        assert_eq!(created.topics[0].error_code, 0, "{created:?}");
+    }
+    let said = group.produce_acks_all("strict", "while all are in sync");
+    assert!(!said.contains("Not enough in-sync replicas"), "{said}");
     let gone = followers[0];
     group.kill(gone);
     let metrics = group.await_metrics(leader, "the ISR shrunk", |m| {
         series(m, "eddy_replication_in_sync_replicas") == Some(2.0)
     });
+    let said = group.produce_acks_all("strict", "with one node gone");
+    assert!(said.contains("Not enough in-sync replicas"), "{said}");
+    let said = group.produce_acks_all("events", "{\"ID\":3}");
+    assert!(!said.contains("Not enough in-sync replicas"), "{said}");
     // `events` has 2 partitions; the internal topics count too.
     let under = series(&metrics, "eddy_replication_under_replicated_partitions").unwrap_or(0.0);
     assert!(under >= 2.0, "{metrics}");

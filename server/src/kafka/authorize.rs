@@ -202,7 +202,13 @@ pub(super) async fn produce(
         caller.may_topic(Operation::Write, &t.name)
     });
     request.topic_data = allowed;
-    let mut response = super::produce::produce((store, txns), request, version).await;
+    let too_few = super::replicas::refuse_acks_all(store, &mut request);
+    let mut response = if request.topic_data.is_empty() {
+        ProduceResponse::default()
+    } else {
+        super::produce::produce((store, txns), request, version).await
+    };
+    response.responses.extend(too_few);
     response.responses.extend(
         denied
             .iter()

@@ -473,9 +473,6 @@ async fn handle_frame(
         )),
         ApiKey::Produce => {
             let request = decode!(ProduceRequest);
-            if let Some(refused) = replicas::refuse_acks_all(store, &request) {
-                return reply!(refused);
-            }
             let acks = request.acks;
             let response = authorize::produce((store, txns), request, version, caller).await;
             if acks == 0 {

@@ -3,7 +3,8 @@
 //! be honoured. On one node (or a Kafka cluster's log), the single broker 0 holds everything.
 
 use kafka_protocol::messages::metadata_response::MetadataResponseBroker;
-use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::TopicProduceResponse;
+use kafka_protocol::messages::{BrokerId, ProduceRequest};
 use kafka_protocol::protocol::StrBytes;
 
 use super::{KafkaConfig, NODE_ID, code};
@@ -75,21 +76,35 @@ pub(super) fn brokers(store: &Store, config: &KafkaConfig) -> Vec<MetadataRespon
     brokers
 }
 
-/// The answer to a produce with `acks=all` while fewer nodes are in sync than a write needs
-/// (a majority, which Raft commits on), every partition refused with `NOT_ENOUGH_REPLICAS` as
-/// Kafka refuses one when the ISR is smaller than `min.insync.replicas`; `None` when it can go
-/// ahead.
-pub(super) fn refuse_acks_all(store: &Store, request: &ProduceRequest) -> Option<ProduceResponse> {
-    let status = store.replica_status()?;
+/// Takes out of an `acks=all` produce on a replicated log the topics that fewer nodes are in
+/// sync for than a write needs (a majority, which Raft commits on, or the topic's
+/// `min.insync.replicas` if higher), and answers them with `NOT_ENOUGH_REPLICAS`, as Kafka
+/// refuses a partition whose ISR is smaller than `min.insync.replicas`.
+pub(super) fn refuse_acks_all(
+    store: &Store,
+    request: &mut ProduceRequest,
+) -> Vec<TopicProduceResponse> {
+    let Some(status) = store.replica_status() else {
+        return Vec::new();
+    };
     if request.acks != -1 {
-        return None;
+        return Vec::new();
     }
     let majority = status.voters().len() / 2 + 1;
-    if status.in_sync().len() >= majority {
-        return None;
-    }
-    Some(super::produce::refuse_all(
-        request,
-        code::NOT_ENOUGH_REPLICAS,
-    ))
+    let in_sync = status.in_sync().len();
+    let (refused, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topic_data)
+        .into_iter()
+        .partition(|topic| {
+            let required = store
+                .topic_config(topic.name.as_str())
+                .ok()
+                .and_then(|config| config.min_insync_replicas())
+                .map_or(majority, |min| min.max(majority));
+            in_sync < required
+        });
+    request.topic_data = kept;
+    refused
+        .iter()
+        .map(|topic| super::produce::refused(topic, code::NOT_ENOUGH_REPLICAS))
+        .collect()
 }
