@@ -978,12 +978,15 @@ impl History {
     }
 }
 
-/// Jepsen's register of a log, on three processes: an idempotent `acks=all` producer and a
-/// consumer run throughout while the leader is killed and restarted, and paused (a node cut
-/// off) and resumed, again and again. At the end every acknowledged record is in the log at
-/// the offset it was acknowledged at, no record is there twice, each partition holds the
-/// producer's records in the order sent, and everything the consumer ever read is still
-/// there: no read saw a record that was later lost.
+/// The numbers each producer of the Jepsen-style test writes from: its index times this.
+const PRODUCER_SPAN: i64 = 1_000_000_000;
+
+/// Jepsen's register of a log, on three processes: two idempotent `acks=all` producers and
+/// their consumers run throughout while the leader is killed and restarted, and paused (a
+/// node cut off) and resumed, then a follower, then the leader again. At the end every
+/// acknowledged record is in the log at the offset it was acknowledged at, no record is there
+/// twice, each partition holds each producer's records in the order sent, and everything the
+/// consumers ever read is still there: no read saw a record that was later lost.
 #[test]
 fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
     let mut group = Group::running(3);
@@ -996,37 +999,55 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
         "{}/tests/clients/replicated_log_client.py",
         env!("CARGO_MANIFEST_DIR")
     );
+    // Two producers, each writing numbers of its own (the second's from PRODUCER_SPAN), into
+    // the same partitions.
     let client_log = group.dirs[0].path().with_extension("client.log");
-    let mut client = Command::new(common::tools::python())
-        .arg(script)
-        .args([&group.bootstrap(), "jepsen"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&client_log).expect("the client's log"))
-        .spawn()
-        .expect("python3 runs");
-    let client_said = || {
-        let text = std::fs::read_to_string(&client_log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    };
     let printed: Log = Arc::default();
-    let reader = {
+    let mut clients = Vec::new();
+    for n in 0..2 {
+        let mut client = Command::new(common::tools::python())
+            .arg(&script)
+            .args([
+                &group.bootstrap(),
+                "jepsen",
+                &(n * PRODUCER_SPAN).to_string(),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(
+                std::fs::File::create(client_log.with_extension(n.to_string()))
+                    .expect("the client's log"),
+            )
+            .spawn()
+            .expect("python3 runs");
         let printed = printed.clone();
         let stdout = client.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 printed.lock().unwrap_or_else(|e| e.into_inner()).push(line);
             }
-        })
+        });
+        clients.push((client, reader));
+    }
+    let client_said = || {
+        let mut said = String::new();
+        for n in 0..2 {
+            let text = std::fs::read_to_string(client_log.with_extension(n.to_string()))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            said.push_str(&lines[lines.len().saturating_sub(20)..].join("\n"));
+            said.push('\n');
+        }
+        said
     };
     let acked = || {
         let printed = printed.lock().unwrap_or_else(|e| e.into_inner());
         printed.iter().filter(|l| l.starts_with("ack ")).count()
     };
 
-    // The nemesis: kill the leader and bring it back, then pause it and resume it, twice.
-    for round in 0..4 {
+    // The nemesis: kill the leader and bring it back, pause it and resume it; then the same
+    // to a follower; then to the leader again.
+    for round in 0..6 {
         let before = acked();
         let deadline = Instant::now() + WAIT;
         while acked() < before + 200 {
@@ -1039,14 +1060,19 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
             std::thread::sleep(Duration::from_millis(100));
         }
         let leader = group.leader();
-        if round % 2 == 0 {
-            group.kill(leader);
-            std::thread::sleep(Duration::from_secs(2));
-            group.start(leader);
+        let target = if round / 2 == 1 {
+            (1..=3).find(|id| *id != leader).expect("a follower")
         } else {
-            group.signal(leader, "-STOP");
+            leader
+        };
+        if round % 2 == 0 {
+            group.kill(target);
+            std::thread::sleep(Duration::from_secs(2));
+            group.start(target);
+        } else {
+            group.signal(target, "-STOP");
             std::thread::sleep(Duration::from_secs(3));
-            group.signal(leader, "-CONT");
+            group.signal(target, "-CONT");
         }
     }
     let before = acked();
@@ -1060,17 +1086,29 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    drop(client.stdin.take());
-    let finished = client.wait().expect("the client ends");
-    reader.join().expect("the reader ends");
+    let mut succeeded = Vec::new();
+    for (client, _) in &mut clients {
+        drop(client.stdin.take());
+    }
+    for (mut client, reader) in clients {
+        succeeded.push(client.wait().expect("the client ends").success());
+        reader.join().expect("the reader ends");
+    }
     let lines = printed.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let history = History::parse(&lines);
-    assert!(finished.success(), "{:?}", history.finished);
+    assert_eq!(succeeded, [true, true], "{:?}", history.finished);
     assert!(history.failed.is_empty(), "{:?}", history.failed);
+    let written: usize = history
+        .finished
+        .iter()
+        .filter_map(|line| line.strip_prefix("flushed 0 left, "))
+        .filter_map(|rest| rest.strip_suffix(" written")?.parse::<usize>().ok())
+        .sum();
     assert_eq!(
-        history.finished.first().map(String::as_str),
-        Some(format!("flushed 0 left, {} written", history.acked.len()).as_str()),
-        "every record written was acknowledged"
+        written,
+        history.acked.len(),
+        "every record written was acknowledged: {:?}",
+        history.finished
     );
 
     // The log as it is now, read from the leader.
@@ -1123,14 +1161,18 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
     values.dedup();
     assert_eq!(values.len(), count, "a record is in the log twice");
     for partition in 0..2 {
-        let in_partition: Vec<i64> = log
-            .range((partition, i64::MIN)..=(partition, i64::MAX))
-            .map(|(_, v)| v.parse().expect("a number"))
-            .collect();
-        assert!(
-            in_partition.windows(2).all(|w| w[0] < w[1]),
-            "partition {partition} out of order"
-        );
+        for producer in 0..2 {
+            let span = producer * PRODUCER_SPAN..(producer + 1) * PRODUCER_SPAN;
+            let in_partition: Vec<i64> = log
+                .range((partition, i64::MIN)..=(partition, i64::MAX))
+                .map(|(_, v)| v.parse().expect("a number"))
+                .filter(|v| span.contains(v))
+                .collect();
+            assert!(
+                in_partition.windows(2).all(|w| w[0] < w[1]),
+                "producer {producer}'s records in partition {partition} out of order"
+            );
+        }
     }
     for (p, o, value) in &history.read {
         assert_eq!(

@@ -2,12 +2,14 @@
 # paused meanwhile (server/tests/replication.rs): an idempotent acks=all producer writes
 # numbers in order, and a consumer reads the topic from the start as it grows. Every
 # acknowledgement and every read is printed, so the test can check them against the final log.
-# Arguments: the bootstrap list and the topic. Writing stops when stdin closes; then the
+# Arguments: the bootstrap list, the topic, and the first number to write (0 by default), so
+# several producers write numbers of their own. Writing stops when stdin closes; then the
 # producer flushes and the script prints "done".
 import sys, threading, time
 from confluent_kafka import Producer, Consumer, TopicPartition, KafkaError
 
 bootstrap, topic = sys.argv[1], sys.argv[2]
+first = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 out = threading.Lock()
 
 def say(line):
@@ -60,7 +62,7 @@ def wait_for_stdin():
     writing.clear()
 
 threading.Thread(target=wait_for_stdin, daemon=True).start()
-i = 0
+i = first
 while writing.is_set():
     try:
         producer.produce(topic, key=b'k%d' % (i % 8), value=b'%d' % i, on_delivery=delivered)
@@ -70,7 +72,7 @@ while writing.is_set():
     producer.poll(0)
     time.sleep(0.002)
 left = producer.flush(180)
-say('flushed %d left, %d written' % (left, i))
+say('flushed %d left, %d written' % (left, i - first))
 stop.set()
 reader.join()
 say('done')
