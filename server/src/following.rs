@@ -58,11 +58,14 @@ fn leader(status: &ReplicaStatus) -> (Option<u64>, Option<String>) {
 /// say it follows, and whom.
 async fn healthcheck(State(Following { status, .. }): State<Following>) -> Json<Value> {
     let (leader, url) = leader(&status);
+    // A node whose Raft stopped for good follows nothing any more (the server is stopping).
+    let fault = status.fault();
     Json(json!({
-        "isHealthy": true,
+        "isHealthy": fault.is_none(),
         "details": {
             "replication": {
-                "isHealthy": true,
+                "isHealthy": fault.is_none(),
+                "fault": fault,
                 "role": "FOLLOWER",
                 "node": status.id(),
                 "leader": leader,

@@ -51,7 +51,20 @@ where
         let _ = following.await;
         let term = match led {
             Some(Ok(term)) => term,
-            Some(Err(_)) => continue,
+            Some(Err(e)) => {
+                // Raft stopped for good (a storage fault): nothing here can lead or follow
+                // again, so the server stops, for its supervisor to restart it.
+                if let Some(fault) = replica.status().fault() {
+                    replica.shutdown().await?;
+                    anyhow::bail!(
+                        "the replicated log stopped on node {}: {fault}; restart the node",
+                        replica.id()
+                    );
+                }
+                warn!(node = replica.id(), error = %e, "could not take the lead; waiting to lead again");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             None => break,
         };
         info!(

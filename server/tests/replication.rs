@@ -110,6 +110,33 @@ impl Group {
         }
     }
 
+    /// Waits until node `id`'s process ends by itself, and says how it ended.
+    fn await_exit(&mut self, id: u64) -> std::process::ExitStatus {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let exited = self
+                .nodes
+                .get_mut(&id)
+                .and_then(|(child, _)| child.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} runs on\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Node `id`'s log lines so far.
+    fn log_of(&self, id: u64) -> String {
+        self.nodes.get(&id).map_or(String::new(), |(_, log)| {
+            log.lock().unwrap_or_else(|e| e.into_inner()).join("\n")
+        })
+    }
+
     fn signal(&self, id: u64, signal: &str) {
         let pid = self.nodes[&id].0.id().to_string();
         let status = Command::new("kill").args([signal, &pid]).status();
@@ -436,6 +463,41 @@ fn try_request(address: &str, method: &str, path: &str, body: &str) -> Option<(u
     let (head, rest) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((status, rest.to_string()))
+}
+
+/// A node whose storage fails under it (here its snapshots' directory turned into a file, so
+/// its next snapshot cannot be written) stops with the reason rather than running on as a
+/// node that follows nothing; the two others go on.
+#[test]
+fn a_node_whose_storage_fails_stops_with_the_reason_and_the_others_go_on() {
+    let mut group = Group::running(3);
+    let leader = group.leader();
+    group.ksql(
+        leader,
+        "CREATE STREAM events (id BIGINT) WITH (kafka_topic='events', value_format='JSON', partitions=2);",
+    );
+    let victim = (1..=3).find(|id| *id != leader).expect("a follower");
+    let snapshots = group.dirs[(victim - 1) as usize].path().join("snapshots");
+    std::fs::remove_dir_all(&snapshots).expect("the snapshots' directory goes");
+    std::fs::write(&snapshots, b"not a directory").expect("a file in its place");
+    // Small writes, so the follower soon takes a snapshot (every 8 entries in these tests).
+    for from in (0..200).step_by(20) {
+        group.produce(from..from + 20);
+    }
+    let status = group.await_exit(victim);
+    assert!(!status.success(), "{}", group.log_of(victim));
+    let said = group.log_of(victim);
+    assert!(
+        said.contains(&format!("the replicated log stopped on node {victim}")),
+        "{said}"
+    );
+    // A majority is left: writes go on, and the node that stopped is out of sync.
+    group.produce(200..220);
+    group.await_placement("events", "the stopped node out of sync", |p| {
+        !p.in_sync.contains(&victim) && p.in_sync.len() == 2
+    });
+    let ids = ids_in_order(&group.consume("events"), "ID", true);
+    assert_eq!(ids, (0..220).collect::<Vec<u64>>());
 }
 
 /// The value of the series `name` (with no labels) in a Prometheus text exposition.

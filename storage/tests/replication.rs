@@ -202,9 +202,13 @@ async fn three_replicas_keep_one_log_and_go_on_without_their_leader() -> anyhow:
     reader.close()?;
 
     // The leader goes: the two others elect one of themselves and go on from the same offsets.
+    // Its status says Raft stopped there, as it says of a storage fault.
+    let gone = group.replica(leader).status().clone();
+    assert_eq!(gone.fault(), None);
     store.close()?;
     drop(store);
     group.stop(leader).await?;
+    assert!(gone.fault().is_some(), "Raft stopped, yet no fault is told");
     let (second, store) = group.leader(Some(leader)).await?;
     assert_eq!(read_all(&store, "events")?, acked);
     write(&store, 200..300, &mut acked).await?;

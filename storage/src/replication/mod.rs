@@ -157,6 +157,19 @@ impl ReplicaStatus {
         }
     }
 
+    /// Why Raft stopped on this node, once it stopped: shut down, or for good after a fault
+    /// of its storage (a write that failed, a snapshot that could not be installed). A node
+    /// whose Raft stopped can only be restarted.
+    pub fn fault(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .running_state
+            .as_ref()
+            .err()
+            .map(ToString::to_string)
+    }
+
     /// How much of the Raft log this replica keeps, and its latest snapshot.
     pub fn log_extent(&self) -> LogExtent {
         let metrics = self.raft.metrics();
@@ -488,6 +501,9 @@ impl Replica {
             loop {
                 {
                     let m = metrics.borrow_and_update();
+                    if m.running_state.is_err() {
+                        return Err(StorageError::Closed);
+                    }
                     if m.state == ServerState::Leader {
                         return Ok(m.current_term);
                     }
