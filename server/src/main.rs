@@ -376,6 +376,17 @@ struct ServerArgs {
     )]
     replica_snapshot_entries: u64,
 
+    /// How many bytes of entries the replicated log's Raft log grows by between snapshots at
+    /// most (a snapshot comes after this many bytes or `--replica-snapshot-entries` entries,
+    /// whichever is first).
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_REPLICA_SNAPSHOT_BYTES",
+        default_value_t = eddy_storage::DEFAULT_SNAPSHOT_BYTES
+    )]
+    replica_snapshot_bytes: u64,
+
     /// The Kafka cluster the log runs on, as `host:port[,host:port...]`: topics, records and
     /// offsets then live on the cluster (Eddy's own Kafka listener stays off), while operator
     /// state and query positions stay in --data-dir. Without it the log is embedded.
@@ -1184,6 +1195,7 @@ async fn serve(
         sync: args.sync,
         lag: Duration::from_millis(args.replica_lag_time_max_ms.max(1)),
         snapshot_entries: args.replica_snapshot_entries.max(1),
+        snapshot_bytes: args.replica_snapshot_bytes.max(1),
     };
     let replica = eddy_storage::Replica::start(&args.data_dir, options)
         .await

@@ -48,8 +48,8 @@ pub use maintenance::MaintenanceReport;
 pub use offsets::GroupOffset;
 pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};
 pub use replication::{
-    DEFAULT_REPLICA_LAG, DEFAULT_SNAPSHOT_ENTRIES, KEPT_ENTRIES, Leadership, LogExtent, NodeId,
-    Replica, ReplicaCounts, ReplicaOptions, ReplicaStatus,
+    DEFAULT_REPLICA_LAG, DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, KEPT_ENTRIES,
+    Leadership, LogExtent, NodeId, Replica, ReplicaCounts, ReplicaOptions, ReplicaStatus,
 };
 pub use segment::{SegmentMeta, expired_segment_count, should_roll, survives};
 pub use state::{StateEntry, StateScan, StateSnapshot};

@@ -28,15 +28,26 @@ struct Group {
     peers: BTreeMap<u64, String>,
     replicas: BTreeMap<u64, Replica>,
     snapshot_entries: u64,
+    snapshot_bytes: u64,
 }
 
 impl Group {
     async fn start(nodes: u64) -> anyhow::Result<Group> {
-        Group::with_snapshots(nodes, eddy_storage::DEFAULT_SNAPSHOT_ENTRIES).await
+        Group::with_snapshots(
+            nodes,
+            eddy_storage::DEFAULT_SNAPSHOT_ENTRIES,
+            eddy_storage::DEFAULT_SNAPSHOT_BYTES,
+        )
+        .await
     }
 
-    /// A group whose replicas take a snapshot every `snapshot_entries` entries.
-    async fn with_snapshots(nodes: u64, snapshot_entries: u64) -> anyhow::Result<Group> {
+    /// A group whose replicas take a snapshot every `snapshot_entries` entries or
+    /// `snapshot_bytes` bytes of them.
+    async fn with_snapshots(
+        nodes: u64,
+        snapshot_entries: u64,
+        snapshot_bytes: u64,
+    ) -> anyhow::Result<Group> {
         let addresses = free_addresses(nodes as usize);
         let peers: BTreeMap<u64, String> = (1..=nodes).zip(addresses).collect();
         let dirs = (0..nodes)
@@ -47,6 +58,7 @@ impl Group {
             peers,
             replicas: BTreeMap::new(),
             snapshot_entries,
+            snapshot_bytes,
         };
         for id in 1..=nodes {
             group.restart(id).await?;
@@ -62,6 +74,7 @@ impl Group {
             sync: SyncPolicy::Os,
             lag: LAG,
             snapshot_entries: self.snapshot_entries,
+            snapshot_bytes: self.snapshot_bytes,
         };
         let dir = self.dirs[(id - 1) as usize].path();
         let replica = Replica::start(dir, options).await?;
@@ -420,7 +433,7 @@ async fn await_extent(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_missed_the_purged_log_catches_up_from_a_snapshot() -> anyhow::Result<()> {
     // A snapshot every 20 entries, and the log purged up to each but its last 20.
-    let mut group = Group::with_snapshots(3, 20).await?;
+    let mut group = Group::with_snapshots(3, 20, eddy_storage::DEFAULT_SNAPSHOT_BYTES).await?;
     let (leader, store) = group.leader(None).await?;
     store.create_topic("events", TopicConfig::with_partitions(2))?;
     let mut acked = vec![Vec::new(), Vec::new()];
@@ -475,6 +488,36 @@ async fn a_node_that_missed_the_purged_log_catches_up_from_a_snapshot() -> anyho
     assert_eq!(read_all(&store, "events")?, acked);
     group.restart(leader).await?;
     assert_eq!(group.contents(leader, next, "events", &acked).await?, acked);
+    store.close()?;
+    for id in 1..=3 {
+        group.stop(id).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_few_large_entries_is_snapshotted_by_its_bytes() -> anyhow::Result<()> {
+    // Far more entries than written between snapshots, but 256 KiB of them.
+    let mut group = Group::with_snapshots(3, 1_000_000, 256 << 10).await?;
+    let (leader, store) = group.leader(None).await?;
+    store.create_topic("events", TopicConfig::with_partitions(1))?;
+    let status = group.replica(leader).status().clone();
+    for i in 0..12 {
+        let value = format!("{i}{}", "x".repeat(64 << 10));
+        store
+            .append("events", 0, vec![Record::unkeyed(value, i64::from(i))])
+            .await?;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while status.counts().snapshots_taken == 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "no snapshot after 768 KiB of entries: {:?}",
+            status.log_extent()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(status.log_extent().snapshot.is_some());
     store.close()?;
     for id in 1..=3 {
         group.stop(id).await?;

@@ -127,6 +127,8 @@ pub struct LogStore {
     /// `always` sync policy); otherwise the other replicas are what keeps them.
     sync: bool,
     cache: Arc<parking_lot::Mutex<Cache>>,
+    /// Bytes of entries appended since the log was opened.
+    appended: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl LogStore {
@@ -136,7 +138,13 @@ impl LogStore {
             db,
             sync,
             cache: Arc::default(),
+            appended: Arc::default(),
         }
+    }
+
+    /// The count of bytes of entries appended since the log was opened, as it grows.
+    pub fn appended(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.appended.clone()
     }
 
     fn cf(&self) -> Result<&rocksdb::ColumnFamily, RaftStorageError> {
@@ -290,6 +298,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         }
         let written = self.write(wb).map_err(std::io::Error::other);
         if written.is_ok() {
+            let bytes: usize = entries.iter().map(entry_size).sum();
+            self.appended
+                .fetch_add(bytes as u64, std::sync::atomic::Ordering::Relaxed);
             self.cache.lock().add(&entries);
         }
         let failed = written.as_ref().err().map(StorageIOError::write_logs);

@@ -45,7 +45,13 @@ pub struct ReplicaOptions {
     /// How many entries the Raft log grows by between snapshots of the store; the log is
     /// purged up to a snapshot, keeping the last [`KEPT_ENTRIES`] (at most this many).
     pub snapshot_entries: u64,
+    /// How many bytes of entries this node appends to its Raft log between snapshots at most,
+    /// so a log of a few huge group commits is purged as soon as one of many small ones.
+    pub snapshot_bytes: u64,
 }
+
+/// How many bytes of entries the Raft log grows by between snapshots at most, by default.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 /// How many entries the Raft log grows by between snapshots, by default.
 pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 20_000;
@@ -80,6 +86,9 @@ struct History {
     leading: Option<(u64, u64)>,
     /// The in-sync replicas at the last look.
     isr: Option<Vec<NodeId>>,
+    /// The latest snapshot's index when last looked at, and the bytes appended to the log by
+    /// then.
+    snapshot_mark: Option<(Option<u64>, u64)>,
     counts: ReplicaCounts,
 }
 
@@ -132,6 +141,9 @@ pub struct ReplicaStatus {
     progress: Arc<parking_lot::Mutex<BTreeMap<NodeId, isr::FollowerProgress>>>,
     lag: Duration,
     snapshot_entries: u64,
+    snapshot_bytes: u64,
+    /// Bytes of entries appended to this node's Raft log since it started.
+    appended: Arc<std::sync::atomic::AtomicU64>,
     history: Arc<parking_lot::Mutex<History>>,
     directory: network::Directory,
     isr: Arc<parking_lot::Mutex<network::Isr>>,
@@ -276,12 +288,29 @@ impl ReplicaStatus {
     /// snapshot. Raft's own policy looks only as entries commit, and may pass over a commit
     /// while a snapshot is being taken; this is looked at again as time passes.
     fn snapshot_due(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        let since = metrics.snapshot.map_or(0, |s| s.index + 1);
-        metrics
-            .last_applied
-            .is_some_and(|applied| applied.index + 1 >= since + self.snapshot_entries)
+        let (snapshot, applied) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (
+                metrics.snapshot.map(|s| s.index),
+                metrics.last_applied.map(|a| a.index),
+            )
+        };
+        let Some(applied) = applied else {
+            return false;
+        };
+        let since = snapshot.map_or(0, |s| s + 1);
+        if applied + 1 >= since + self.snapshot_entries {
+            return true;
+        }
+        let appended = self.appended.load(std::sync::atomic::Ordering::Relaxed);
+        let mut history = self.history.lock();
+        let mark = history.snapshot_mark.get_or_insert((snapshot, appended));
+        if mark.0 != snapshot {
+            *mark = (snapshot, appended);
+        }
+        // Something must be applied past the latest snapshot for a new one to hold more.
+        applied >= since && appended.saturating_sub(mark.1) >= self.snapshot_bytes
     }
 
     /// Notes each follower's progress from Raft's view while this node leads, and counts
@@ -388,6 +417,8 @@ impl Replica {
             directory: network::Directory::default(),
             isr: Arc::default(),
         };
+        let log = log_store::LogStore::new(db.clone(), sync);
+        let appended = log.appended();
         let raft = Raft::new(
             id,
             Arc::new(config),
@@ -395,7 +426,7 @@ impl Replica {
                 answered: answered.clone(),
                 addresses: addresses.clone(),
             },
-            log_store::LogStore::new(db.clone(), sync),
+            log,
             state_machine::StateMachine::open(db.clone(), sync, snapshots.clone())
                 .map_err(|e| replication_error("opening the applied state", e))?,
         )
@@ -433,6 +464,8 @@ impl Replica {
             progress: Arc::default(),
             lag: options.lag,
             snapshot_entries: options.snapshot_entries.max(1),
+            snapshot_bytes: options.snapshot_bytes.max(1),
+            appended,
             history: Arc::default(),
             directory: addresses.directory,
             isr: addresses.isr,
