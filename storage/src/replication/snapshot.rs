@@ -267,32 +267,35 @@ impl Snapshots {
         let packed = self.dir.join(format!("tmp-{}.part", meta.snapshot_id));
         pack(&meta, &files, &packed)?;
         remove(&work)?;
-        let file = self.publish(&packed, &meta)?;
+        let (file, _) = self.publish(&packed, &meta)?;
         self.taken.fetch_add(1, Ordering::Relaxed);
         Ok((meta, file))
     }
 
-    /// Makes the snapshot at `path` current if it is newer than the current one (and drops
-    /// it if not), and opens it.
-    fn publish(&self, path: &Path, meta: &Meta) -> std::io::Result<SnapshotFile> {
+    /// Makes the snapshot at `path` current if it is newer than the current one, and opens
+    /// it; if it is not, drops it and also names the current one, which stays.
+    fn publish(&self, path: &Path, meta: &Meta) -> std::io::Result<(SnapshotFile, Option<Meta>)> {
         let _publishing = self.publishing.lock();
         let current = self.current()?;
         let file = File::open(path)?;
-        if current
+        if let Some((newest, _)) = current
             .as_ref()
-            .is_some_and(|(newest, _)| newest.last_log_id >= meta.last_log_id)
+            .filter(|(newest, _)| newest.last_log_id >= meta.last_log_id)
         {
             remove(path)?;
-            return Ok(SnapshotFile::open(path.to_path_buf(), file));
+            return Ok((
+                SnapshotFile::open(path.to_path_buf(), file),
+                Some(newest.clone()),
+            ));
         }
         let named = self.dir.join(format!("{}.{EXTENSION}", meta.snapshot_id));
-        File::open(path)?.sync_all()?;
+        file.sync_all()?;
         std::fs::rename(path, &named)?;
         File::open(&self.dir)?.sync_all()?;
         if let Some((_, older)) = current {
             remove(&older)?;
         }
-        Ok(SnapshotFile::open(named, file))
+        Ok((SnapshotFile::open(named, file), None))
     }
 
     /// Installs the received snapshot `file` (described by `meta`) into `db`: it becomes the
@@ -311,18 +314,14 @@ impl Snapshots {
                 "the snapshot received says it is {received}, but was sent as {meta}"
             )));
         }
-        let _ = self.publish(file, meta)?;
-        match self.current()? {
-            Some((current, _)) if current == *meta => {
-                let applied = self.load(db, meta, &files)?;
-                self.installed.fetch_add(1, Ordering::Relaxed);
-                Ok(applied)
-            }
-            Some((current, _)) => Err(invalid(format!(
-                "snapshot {meta} is older than the current snapshot {current}"
-            ))),
-            None => Err(invalid("the snapshot installed was not kept")),
+        if let (_, Some(current)) = self.publish(file, meta)? {
+            return Err(invalid(format!(
+                "snapshot {meta} is not newer than the current snapshot {current}"
+            )));
         }
+        let applied = self.load(db, meta, &files)?;
+        self.installed.fetch_add(1, Ordering::Relaxed);
+        Ok(applied)
     }
 
     /// Copies each section of the snapshot at `path` into its own file, checking it.
