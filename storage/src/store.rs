@@ -262,14 +262,25 @@ fn node_id(db: &DB) -> Result<String> {
 
 /// Opens (or creates) the store's database in `path`, with every column family.
 pub(crate) fn open_database(path: &Path, mmap_reads: bool) -> Result<Arc<DB>> {
+    open_database_with(path, |options| options.set_allow_mmap_reads(mmap_reads))
+}
+
+/// Opens (creating when missing) the database of a node of the replicated log. Its state
+/// machine applies entries without the write-ahead log (the Raft log holds them), so memtables
+/// are flushed together: a store on disk is always whole as of one applied entry.
+pub(crate) fn open_replica_database(path: &Path) -> Result<Arc<DB>> {
+    open_database_with(path, |options| options.set_atomic_flush(true))
+}
+
+fn open_database_with(path: &Path, configure: impl FnOnce(&mut Options)) -> Result<Arc<DB>> {
     std::fs::create_dir_all(path)?;
     let mut db_options = Options::default();
     db_options.create_if_missing(true);
     db_options.create_missing_column_families(true);
     db_options.increase_parallelism(2);
     db_options.set_max_background_jobs(2);
-    db_options.set_allow_mmap_reads(mmap_reads);
     db_options.set_keep_log_file_num(4);
+    configure(&mut db_options);
     Ok(Arc::new(DB::open_cf_descriptors(
         &db_options,
         path,
@@ -294,6 +305,17 @@ fn refuse_replica(db: &DB) -> Result<()> {
                 .into(),
         }),
     }
+}
+
+/// Flushes every column family's memtable to disk, together, and waits for it.
+pub(crate) fn flush_all(db: &DB) -> std::result::Result<(), rocksdb::Error> {
+    let families: Vec<_> = [CF_LOG, CF_META, CF_OFFSETS, CF_STATE, CF_RAFT]
+        .into_iter()
+        .filter_map(|name| db.cf_handle(name))
+        .collect();
+    let mut options = rocksdb::FlushOptions::default();
+    options.set_wait(true);
+    db.flush_cfs_opt(&families.iter().collect::<Vec<_>>(), &options)
 }
 
 fn column_families() -> Vec<ColumnFamilyDescriptor> {
@@ -464,9 +486,7 @@ impl Store {
         }
         self.inner.writer.lock().shutdown();
         self.inner.db.flush_wal(true)?;
-        for cf in [CF_LOG, CF_META, CF_OFFSETS, CF_STATE] {
-            self.inner.db.flush_cf(self.cf(cf)?)?;
-        }
+        flush_all(&self.inner.db)?;
         info!(path = %self.inner.path.display(), "closed store");
         Ok(())
     }

@@ -320,6 +320,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
+        // The state machine applies without the write-ahead log: until a flush, a crash
+        // takes back applied entries, which only the Raft log can give again. Purging
+        // follows a snapshot, so this flush comes once per snapshot interval.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || crate::store::flush_all(&db))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?
+            .map_err(|e| StorageIOError::write_logs(&e))?;
         self.cache.lock().remove(0, log_id.index);
         let mut wb = self.delete_entries(0, log_id.index)?;
         let bytes = encode(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
@@ -345,11 +353,11 @@ mod tests {
             &self,
         ) -> Result<(tempfile::TempDir, LogStore, StateMachine), RaftStorageError> {
             let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
-            let db = crate::store::open_database(dir.path(), false)
+            let db = crate::store::open_replica_database(dir.path())
                 .map_err(|e| StorageIOError::write(&e))?;
             let snapshots = Snapshots::open(dir.path().join("snapshots"))
                 .map_err(|e| StorageIOError::write(&e))?;
-            let machine = StateMachine::open(db.clone(), false, std::sync::Arc::new(snapshots))?;
+            let machine = StateMachine::open(db.clone(), std::sync::Arc::new(snapshots))?;
             Ok((dir, LogStore::new(db, false), machine))
         }
     }

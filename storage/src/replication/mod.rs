@@ -388,7 +388,7 @@ impl Replica {
             )
         })?;
         let path = dir.as_ref().to_path_buf();
-        let db = crate::store::open_database(&path, false)?;
+        let db = crate::store::open_replica_database(&path)?;
         let sync = options.sync == SyncPolicy::Always;
         let config = Config {
             cluster_name: "eddy".to_string(),
@@ -403,6 +403,10 @@ impl Replica {
             // log that is kept (docs/replication.md).
             snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_entries.max(1)),
             max_in_snapshot_log_to_keep: KEPT_ENTRIES.min(options.snapshot_entries),
+            // The answer to a snapshot's last segment comes once the follower checked and
+            // ingested the whole store, which takes longer than openraft's default 200 ms
+            // on a busy disk; the leader would send it all again meanwhile.
+            install_snapshot_timeout: 60_000,
             ..Config::default()
         }
         .validate()
@@ -427,7 +431,7 @@ impl Replica {
                 addresses: addresses.clone(),
             },
             log,
-            state_machine::StateMachine::open(db.clone(), sync, snapshots.clone())
+            state_machine::StateMachine::open(db.clone(), snapshots.clone())
                 .map_err(|e| replication_error("opening the applied state", e))?,
         )
         .await

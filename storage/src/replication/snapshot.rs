@@ -569,7 +569,7 @@ mod tests {
     use crate::replication::types::LogId;
 
     fn database(dir: &Path) -> std::sync::Arc<DB> {
-        crate::store::open_database(dir, false).expect("a database")
+        crate::store::open_replica_database(dir).expect("a database")
     }
 
     /// Writes `keys` into every data family, and an applied position at `index`.

@@ -1,6 +1,14 @@
 //! Applying committed entries: each batch is written to the replica's store together with the
 //! entry's id, in one atomic write, so a store holds exactly the committed entries it says it
 //! applied.
+//!
+//! Those writes skip RocksDB's write-ahead log: the Raft log already holds every entry, so
+//! writing it to a second log would only copy it again. What a crash takes from the memtables
+//! is applied again from the Raft log when the node restarts (openraft re-applies from the
+//! applied entry the store recovered up to the committed one). The database flushes its
+//! families together ([`crate::store::open_replica_database`]), so what a crash leaves is a
+//! store as of one applied entry, and the Raft log is purged only past what a flush made
+//! durable ([`super::log_store`]).
 #![allow(
     clippy::result_large_err,
     reason = "openraft's storage traits return its StorageError, whatever its size"
@@ -20,7 +28,6 @@ use crate::keys::CF_RAFT;
 /// The replica's store, as Raft's state machine.
 pub struct StateMachine {
     db: Arc<DB>,
-    sync: bool,
     applied: AppliedState,
     snapshots: Arc<Snapshots>,
 }
@@ -28,11 +35,7 @@ pub struct StateMachine {
 impl StateMachine {
     /// The state machine writing to `db`, resuming from what it applied before, with its
     /// snapshots kept in `snapshots` (finishing an install a crash interrupted).
-    pub fn open(
-        db: Arc<DB>,
-        sync: bool,
-        snapshots: Arc<Snapshots>,
-    ) -> Result<Self, RaftStorageError> {
+    pub fn open(db: Arc<DB>, snapshots: Arc<Snapshots>) -> Result<Self, RaftStorageError> {
         snapshots
             .recover(&db)
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
@@ -48,13 +51,12 @@ impl StateMachine {
         };
         Ok(StateMachine {
             db,
-            sync,
             applied,
             snapshots,
         })
     }
 
-    /// Writes `batch` (if any) with the new applied state, atomically.
+    /// Writes `batch` (if any) with the new applied state, atomically, to the memtables alone.
     fn write(&self, batch: Option<&[u8]>, state: &AppliedState) -> Result<(), RaftStorageError> {
         let cf = self
             .db
@@ -67,7 +69,7 @@ impl StateMachine {
         let bytes = encode(state).map_err(|e| StorageIOError::write_state_machine(&e))?;
         wb.put_cf(cf, APPLIED, bytes);
         let mut options = WriteOptions::default();
-        options.set_sync(self.sync);
+        options.disable_wal(true);
         self.db
             .write_opt(wb, &options)
             .map_err(|e| StorageIOError::write_state_machine(&e).into())
@@ -226,11 +228,11 @@ mod tests {
     #[tokio::test]
     async fn a_batch_is_applied_only_in_the_term_it_was_built_for() {
         let dir = tempfile::tempdir().expect("a directory");
-        let db = crate::store::open_database(dir.path(), false).expect("a database");
+        let db = crate::store::open_replica_database(dir.path()).expect("a database");
         let snapshots =
             Arc::new(Snapshots::open(dir.path().join("snapshots")).expect("a directory"));
         let mut machine =
-            StateMachine::open(db.clone(), false, snapshots.clone()).expect("a state machine");
+            StateMachine::open(db.clone(), snapshots.clone()).expect("a state machine");
         let built_in_two = put(&db, 2, b"current");
         // Built in term 2 but appended by term 3's leader: another leader wrote in between.
         let stale = put(&db, 2, b"stale");
@@ -251,8 +253,75 @@ mod tests {
         assert!(db.get_cf(state, b"stale").expect("read").is_none());
         // What was applied, stale entries too, is remembered across a reopen.
         drop(machine);
-        let mut reopened = StateMachine::open(db, false, snapshots.clone()).expect("reopened");
+        let mut reopened = StateMachine::open(db, snapshots.clone()).expect("reopened");
         let (last, _) = reopened.applied_state().await.expect("applied state");
         assert_eq!(last.map(|id| id.index), Some(3));
+    }
+
+    /// Copies the files of `from`, a database nothing writes to at the moment, into `to`:
+    /// what a crash of the process leaves on disk (the memtables go, the page cache stays).
+    fn crash_image(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).expect("a directory");
+        for file in std::fs::read_dir(from).expect("a listing") {
+            let file = file.expect("an entry");
+            if file.file_type().expect("a type").is_file() {
+                std::fs::copy(file.path(), to.join(file.file_name())).expect("a copy");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_a_crash_took_from_the_store_are_applied_again_from_the_raft_log() {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt, StorageHelper};
+
+        use crate::replication::log_store::LogStore;
+
+        let dir = tempfile::tempdir().expect("a directory");
+        let (node, image) = (dir.path().join("node"), dir.path().join("image"));
+        let db = crate::store::open_replica_database(&node).expect("a database");
+        let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
+        let mut log = LogStore::new(db.clone(), false);
+        let mut machine = StateMachine::open(db.clone(), snapshots).expect("a state machine");
+        let entries: Vec<Entry> = (0..4)
+            .map(|i| entry(1, i, Some(put(&db, 1, format!("k{i}").as_bytes()))))
+            .collect();
+        log.blocking_append(entries.clone())
+            .await
+            .expect("appended");
+        log.save_committed(Some(entries[3].log_id))
+            .await
+            .expect("saved");
+        machine.apply(entries[..2].to_vec()).await.expect("applied");
+        // Purged up to what was applied, as after a snapshot: what the store lost in a crash
+        // must still be in the log.
+        log.purge(entries[1].log_id).await.expect("purged");
+        machine.apply(entries[2..].to_vec()).await.expect("applied");
+        let state = db.cf_handle(CF_STATE).expect("state");
+        assert!(db.get_cf(state, b"k3").expect("read").is_some());
+
+        crash_image(&node, &image);
+        let db = crate::store::open_replica_database(&image).expect("the image");
+        let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
+        let mut log = LogStore::new(db.clone(), false);
+        let mut machine = StateMachine::open(db.clone(), snapshots).expect("a state machine");
+        // The crash took what was applied since the flush, and only that: the store is whole
+        // as of the second entry.
+        let (last, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last.map(|id| id.index), Some(1));
+        let state = db.cf_handle(CF_STATE).expect("state");
+        let held = |key: &str| db.get_cf(state, key).expect("read").is_some();
+        assert_eq!(
+            ["k0", "k1", "k2", "k3"].map(held),
+            [true, true, false, false]
+        );
+
+        // Starting Raft over it applies the committed entries again from the log.
+        StorageHelper::new(&mut log, &mut machine)
+            .get_initial_state()
+            .await
+            .expect("the initial state");
+        let (last, _) = machine.applied_state().await.expect("applied state");
+        assert_eq!(last.map(|id| id.index), Some(3));
+        assert_eq!(["k0", "k1", "k2", "k3"].map(held), [true; 4]);
     }
 }
