@@ -1,12 +1,13 @@
 //! What a node of the replicated log serves on its HTTP port while it follows: `/healthcheck`,
 //! `/metrics` (the replicated log's series) and `/api/replication` itself, and every other
-//! request forwarded to the leader's REST API, its answer streamed back; when the leader
-//! cannot be reached, a 503 naming it. Every answer closes its connection, so no client stays
-//! on a follower that since became the leader.
+//! request forwarded to the leader's REST API, its answer streamed back, and a WebSocket
+//! (`/ws/query`) joined to one the leader accepts; when the leader cannot be reached, a 503
+//! naming it. Every answer closes its connection once done, so no client stays on a follower
+//! that since became the leader.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -21,6 +22,9 @@ use crate::rest::{ErrorCode, RestError};
 pub struct Forwarding {
     /// The client requests are forwarded with.
     pub client: reqwest::Client,
+    /// The client WebSocket upgrades are passed on with: HTTP/1.1 alone, where an upgrade is
+    /// a plain request (over HTTP/2 it would be another one).
+    pub upgrades: reqwest::Client,
     /// The largest request body forwarded (the REST API's own limit).
     pub max_request_bytes: usize,
 }
@@ -142,6 +146,11 @@ async fn forward(
         .send()
         .await
         .map_err(|e| format!("the leader did not answer: {e}"))?;
+    passed_on(answer)
+}
+
+/// The leader's `answer`, streamed back to the client.
+fn passed_on(answer: reqwest::Response) -> Result<Response, String> {
     let mut response = Response::builder().status(answer.status());
     if let Some(headers) = response.headers_mut() {
         *headers = end_to_end(answer.headers());
@@ -160,15 +169,82 @@ async fn forward(
         .map_err(|e| format!("the leader's answer could not be passed on: {e}"))
 }
 
+/// Asks the leader at `base` for the upgrade `request` asks for (a WebSocket) and, once the
+/// leader switched protocols, tells the client so and joins the two connections byte for byte
+/// until either side closes. The leader answers the handshake itself (its accept key is the
+/// client's key's), so the client speaks to it through this node. An upgrade the leader
+/// refuses is passed back as its answer.
+async fn tunnel(
+    forwarding: &Forwarding,
+    base: &str,
+    mut request: Request,
+) -> Result<Response, String> {
+    let client_side = hyper::upgrade::on(&mut request);
+    let (parts, _) = request.into_parts();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let upgrade_headers = |headers: &mut HeaderMap, from: &HeaderMap| {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = from.get(header::UPGRADE) {
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+    };
+    let mut headers = end_to_end(&parts.headers);
+    upgrade_headers(&mut headers, &parts.headers);
+    let answer = forwarding
+        .upgrades
+        .request(
+            parts.method,
+            format!("{}{path}", base.trim_end_matches('/')),
+        )
+        .headers(headers)
+        .send()
+        .await
+        .map_err(|e| format!("the leader did not answer: {e}"))?;
+    if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+        return passed_on(answer);
+    }
+    let mut response = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+    if let Some(headers) = response.headers_mut() {
+        *headers = end_to_end(answer.headers());
+        upgrade_headers(headers, answer.headers());
+    }
+    let mut leader_side = answer
+        .upgrade()
+        .await
+        .map_err(|e| format!("the leader's connection could not be taken over: {e}"))?;
+    tokio::spawn(async move {
+        // Resolves once the 101 below reached the client.
+        let joined = match client_side.await {
+            Ok(client) => {
+                let mut client = hyper_util::rt::TokioIo::new(client);
+                tokio::io::copy_bidirectional(&mut client, &mut leader_side)
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        if let Err(error) = joined {
+            debug!(%error, "a WebSocket passed on to the leader ended");
+        }
+    });
+    response
+        .body(Body::empty())
+        .map_err(|e| format!("the leader's answer could not be passed on: {e}"))
+}
+
 /// Every other request: forwarded to the leader, or 503 naming it and where to reach it.
 async fn elsewhere(State(following): State<Following>, request: Request) -> Response {
     let status = following.status;
     let (leader, url) = leader(&status);
-    // A WebSocket upgrade is not forwarded: the client reconnects to the leader it is named.
     let upgrade = request.headers().contains_key(header::UPGRADE);
     let mut reason = None;
-    if let (Some(url), Some(forwarding), false) = (&url, &following.forwarding, upgrade) {
-        match forward(forwarding, url, request).await {
+    if let (Some(url), Some(forwarding)) = (&url, &following.forwarding) {
+        let passed = if upgrade {
+            tunnel(forwarding, url, request).await
+        } else {
+            forward(forwarding, url, request).await
+        };
+        match passed {
             Ok(response) => return response,
             Err(error) => {
                 debug!(%error, leader = url, "a request could not be forwarded to the leader");
@@ -201,6 +277,10 @@ async fn elsewhere(State(following): State<Following>, request: Request) -> Resp
 }
 
 async fn close_connection(mut response: Response) -> Response {
+    // A connection switched to the leader's WebSocket closes when the WebSocket does.
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
     response
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));

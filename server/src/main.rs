@@ -1276,16 +1276,23 @@ fn follower_auth(
 /// node's own certificate (nodes of a group usually share one), with the REST API's body
 /// limit. Without a client (the TLS roots could not be read) it names the leader instead.
 fn follower_forwarding(args: &ServerArgs) -> Option<eddy_server::following::Forwarding> {
-    let client = eddy_repl::client::tls_config(args.tls_cert.as_deref()).and_then(|tls| {
-        reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    match client {
-        Ok(client) => Some(eddy_server::following::Forwarding {
+    let client = |http1_only: bool| {
+        eddy_repl::client::tls_config(args.tls_cert.as_deref()).and_then(|tls| {
+            let builder = reqwest::Client::builder()
+                .use_preconfigured_tls(tls)
+                .connect_timeout(Duration::from_secs(5));
+            let builder = if http1_only {
+                builder.http1_only()
+            } else {
+                builder
+            };
+            builder.build().map_err(|e| e.to_string())
+        })
+    };
+    match client(false).and_then(|c| Ok((c, client(true)?))) {
+        Ok((client, upgrades)) => Some(eddy_server::following::Forwarding {
             client,
+            upgrades,
             max_request_bytes: args.max_request_bytes,
         }),
         Err(error) => {

@@ -447,6 +447,45 @@ fn three_nodes_keep_every_acknowledged_record_and_the_queries_output_through_fai
 }
 
 /// One HTTP/1.1 request to a node that may not listen (yet): the status and body, or `None`.
+/// The text messages of a `/ws/query` of `sql` at `http`, from the earliest offsets, until
+/// it closes, and the close frame's code.
+fn ws_query(http: &str, sql: &str) -> (Vec<Value>, Option<u16>) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let request = json!({"ksql": sql, "streamsProperties": {"auto.offset.reset": "earliest"}});
+    let url = reqwest::Url::parse_with_params(
+        &format!("ws://{http}/ws/query"),
+        [("request", request.to_string())],
+    )
+    .expect("a URL");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(url.as_str())
+            .await
+            .expect("the WebSocket opens");
+        let mut messages = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, socket.next())
+                .await
+                .expect("a message in time");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    messages.push(serde_json::from_str(&text).expect("JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return (messages, frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => {}
+                other => panic!("the WebSocket ended without closing: {other:?}"),
+            }
+        }
+    })
+}
+
 fn try_request(address: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(address).ok()?;
@@ -572,6 +611,11 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
         assert!(Instant::now() < deadline, "{listing}\n{}", group.logs());
         std::thread::sleep(Duration::from_millis(200));
     }
+    group.ksql(
+        leader,
+        "CREATE STREAM pushed (id BIGINT) WITH (kafka_topic='pushed', value_format='JSON', partitions=1);
+         INSERT INTO pushed (id) VALUES (7); INSERT INTO pushed (id) VALUES (8);",
+    );
     let leader_url = format!("http://{}", group.http(leader));
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     for &id in &followers {
@@ -599,7 +643,23 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
         .expect("the follower answers");
         assert_eq!(status, 200, "{answer}");
         assert!(answer.contains("\"EVENTS\""), "{answer}");
-        // A WebSocket is not forwarded: the client is told where the leader is.
+        // So is a WebSocket: a push query through the follower streams the leader's rows,
+        // and one the leader refuses closes with its error.
+        let (messages, closed) =
+            ws_query(group.http(id), "SELECT * FROM pushed EMIT CHANGES LIMIT 2;");
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        assert_eq!(messages[0][0]["name"], "ID", "{messages:?}");
+        assert_eq!(messages[1], json!({"row": {"columns": [7]}}));
+        assert_eq!(messages[2], json!({"row": {"columns": [8]}}));
+        assert_eq!(closed, Some(1000));
+        let (messages, closed) = ws_query(group.http(id), "SELECT * FROM nowhere EMIT CHANGES;");
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(
+            messages[0]["message"], "Line: 1, Col: 15: NOWHERE does not exist.",
+            "{messages:?}"
+        );
+        assert_eq!(closed, Some(1003));
+        // An upgrade the leader refuses (no WebSocket key) gets the leader's refusal.
         let refused = {
             use std::io::{Read, Write};
             let mut socket = std::net::TcpStream::connect(group.http(id)).expect("connects");
@@ -609,21 +669,14 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
             socket
                 .write_all(
                     b"GET /ws/query HTTP/1.1\r\nHost: eddy\r\nUpgrade: websocket\r\n\
-                      Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-                      Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+                      Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n",
                 )
                 .expect("written");
             let mut answer = String::new();
             let _ = socket.read_to_string(&mut answer);
             answer
         };
-        assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
-        assert!(
-            refused.contains(&format!(
-                "node {leader} leads it and serves clients at {leader_url}"
-            )),
-            "{refused}"
-        );
+        assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
         let metrics = group.await_metrics(id, "a follower's series", |m| {
             m.contains("eddy_replication_term")
         });
@@ -665,7 +718,7 @@ fn followers_answer_health_and_metrics_and_the_leader_counts_isr_changes() {
             .topics
             .iter()
             .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "events"))
-            .expect("events is listed");
+            .unwrap_or_else(|| panic!("events is not listed: {metadata:?}"));
         assert_eq!(events.partitions.len(), 2);
         assert!(
             events

@@ -150,6 +150,8 @@ pub struct ReplicaStatus {
     /// Weak: a status outliving its replica must not hold the database open.
     db: std::sync::Weak<DB>,
     snapshots: Arc<snapshot::Snapshots>,
+    /// The topics [`ReplicaStatus::topics`] read last.
+    topics_read: Arc<parking_lot::Mutex<Vec<(String, u32)>>>,
 }
 
 impl ReplicaStatus {
@@ -254,7 +256,19 @@ impl ReplicaStatus {
     /// The topics this replica's store applied, and their partition counts.
     pub fn topics(&self) -> Result<Vec<(String, u32)>> {
         let db = self.db.upgrade().ok_or(StorageError::Closed)?;
-        crate::store::stored_topics(&db)
+        // A snapshot's install clears the store before refilling it: meanwhile, the topics
+        // read last are told rather than none.
+        match self
+            .snapshots
+            .unless_installing(|| crate::store::stored_topics(&db))
+        {
+            Some(read) => {
+                let topics = read?;
+                self.topics_read.lock().clone_from(&topics);
+                Ok(topics)
+            }
+            None => Ok(self.topics_read.lock().clone()),
+        }
     }
 
     /// What the replica counted of ISR and leader changes, and of snapshots, since it started.
@@ -475,6 +489,7 @@ impl Replica {
             isr: addresses.isr,
             db: Arc::downgrade(&db),
             snapshots,
+            topics_read: Arc::default(),
         };
         tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");

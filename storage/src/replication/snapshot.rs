@@ -226,6 +226,13 @@ impl Snapshots {
         Ok(SnapshotFile::open(path, file))
     }
 
+    /// Runs `read` of the store unless a snapshot is being installed, which clears the store
+    /// before refilling it.
+    pub(super) fn unless_installing<T>(&self, read: impl FnOnce() -> T) -> Option<T> {
+        let _installing = self.installing.try_lock()?;
+        Some(read())
+    }
+
     /// Takes a snapshot of `db` as it is now: its applied position and every data family.
     pub(super) fn build(&self, db: &DB) -> std::io::Result<(Meta, SnapshotFile)> {
         let installing = self.installing.lock();
