@@ -44,6 +44,16 @@ pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, rmp_serd
     rmp_serde::to_vec_named(value)
 }
 
+/// Encodes `value` at the end of `buffer`, as [`encode`] does. Entries and frames hold group
+/// commits of up to 32 MiB: a buffer sized for them beforehand is written once, where one
+/// grown by doubling would be copied again at each step.
+pub(super) fn encode_into<T: serde::Serialize>(
+    buffer: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), rmp_serde::encode::Error> {
+    rmp_serde::encode::write_named(buffer, value)
+}
+
 /// Decodes a value of the Raft log's column family.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
@@ -63,7 +73,8 @@ struct Cache {
     bytes: usize,
 }
 
-fn entry_size(entry: &Entry) -> usize {
+/// About how many bytes `entry` takes, encoded.
+pub(super) fn entry_size(entry: &Entry) -> usize {
     match &entry.payload {
         openraft::EntryPayload::Normal(batch) => batch.bytes.len() + 64,
         _ => 64,
@@ -129,16 +140,19 @@ pub struct LogStore {
     cache: Arc<parking_lot::Mutex<Cache>>,
     /// Bytes of entries appended since the log was opened.
     appended: Arc<std::sync::atomic::AtomicU64>,
+    in_use: super::InUse,
 }
 
 impl LogStore {
-    /// The log kept in `db`'s `raft` column family.
-    pub fn new(db: Arc<DB>, sync: bool) -> Self {
+    /// The log kept in `db`'s `raft` column family, holding `in_use` while it and its work
+    /// last.
+    pub(crate) fn new(db: Arc<DB>, sync: bool, in_use: super::InUse) -> Self {
         LogStore {
             db,
             sync,
             cache: Arc::default(),
             appended: Arc::default(),
+            in_use,
         }
     }
 
@@ -292,8 +306,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut wb = WriteBatch::default();
         let entries: Vec<Entry> = entries.into_iter().collect();
         for entry in &entries {
-            let bytes =
-                encode(entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            let mut bytes = Vec::with_capacity(entry_size(entry));
+            encode_into(&mut bytes, entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
             wb.put_cf(cf, entry_key(entry.log_id.index), bytes);
         }
         let written = self.write(wb).map_err(std::io::Error::other);
@@ -324,7 +339,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // takes back applied entries, which only the Raft log can give again. Purging
         // follows a snapshot, so this flush comes once per snapshot interval.
         let db = self.db.clone();
-        tokio::task::spawn_blocking(move || crate::store::flush_all(&db))
+        self.in_use
+            .blocking(move || crate::store::flush_all(&db))
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?
             .map_err(|e| StorageIOError::write_logs(&e))?;
@@ -357,8 +373,12 @@ mod tests {
                 .map_err(|e| StorageIOError::write(&e))?;
             let snapshots = Snapshots::open(dir.path().join("snapshots"))
                 .map_err(|e| StorageIOError::write(&e))?;
-            let machine = StateMachine::open(db.clone(), std::sync::Arc::new(snapshots))?;
-            Ok((dir, LogStore::new(db, false), machine))
+            let machine = StateMachine::open(
+                db.clone(),
+                std::sync::Arc::new(snapshots),
+                Default::default(),
+            )?;
+            Ok((dir, LogStore::new(db, false, Default::default()), machine))
         }
     }
 

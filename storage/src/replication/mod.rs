@@ -19,7 +19,7 @@ use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use rocksdb::DB;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use types::NodeId;
 use types::{Applied, Batch, TypeConfig};
@@ -89,6 +89,8 @@ struct History {
     /// The latest snapshot's index when last looked at, and the bytes appended to the log by
     /// then.
     snapshot_mark: Option<(Option<u64>, u64)>,
+    /// The latest snapshot's index when one was last asked for, and what was applied then.
+    snapshot_asked: Option<(Option<u64>, u64)>,
     counts: ReplicaCounts,
 }
 
@@ -126,6 +128,7 @@ impl LogExtent {
 pub struct Replica {
     path: PathBuf,
     db: Arc<DB>,
+    in_use: InUse,
     status: ReplicaStatus,
     stop: watch::Sender<bool>,
     address: String,
@@ -299,8 +302,9 @@ impl ReplicaStatus {
     }
 
     /// Whether the store applied a snapshot interval's worth of entries past its latest
-    /// snapshot. Raft's own policy looks only as entries commit, and may pass over a commit
-    /// while a snapshot is being taken; this is looked at again as time passes.
+    /// snapshot, noting it as asked for when so. Raft's own policy looks only as entries
+    /// commit, and may pass over a commit while a snapshot is being taken; this is looked at
+    /// again as time passes.
     fn snapshot_due(&self) -> bool {
         let (snapshot, applied) = {
             let metrics = self.raft.metrics();
@@ -313,18 +317,27 @@ impl ReplicaStatus {
         let Some(applied) = applied else {
             return false;
         };
-        let since = snapshot.map_or(0, |s| s + 1);
-        if applied + 1 >= since + self.snapshot_entries {
-            return true;
-        }
         let appended = self.appended.load(std::sync::atomic::Ordering::Relaxed);
         let mut history = self.history.lock();
-        let mark = history.snapshot_mark.get_or_insert((snapshot, appended));
-        if mark.0 != snapshot {
-            *mark = (snapshot, appended);
+        // Until a snapshot is done (Raft's view shows a newer one), one asked for counts as
+        // taken at what was applied when asked: it holds at least that. Asking again meanwhile
+        // would copy the store once more for no entry or a few.
+        let held = match history.snapshot_asked {
+            Some((seen, asked)) if seen == snapshot => snapshot.max(Some(asked)),
+            _ => snapshot,
+        };
+        let since = held.map_or(0, |s| s + 1);
+        let mark = history.snapshot_mark.get_or_insert((held, appended));
+        if mark.0 != held {
+            *mark = (held, appended);
         }
-        // Something must be applied past the latest snapshot for a new one to hold more.
-        applied >= since && appended.saturating_sub(mark.1) >= self.snapshot_bytes
+        let due = applied + 1 >= since + self.snapshot_entries
+            // Something must be applied past the latest snapshot for a new one to hold more.
+            || (applied >= since && appended.saturating_sub(mark.1) >= self.snapshot_bytes);
+        if due {
+            history.snapshot_asked = Some((snapshot, applied));
+        }
+        due
     }
 
     /// Notes each follower's progress from Raft's view while this node leads, and counts
@@ -435,7 +448,8 @@ impl Replica {
             directory: network::Directory::default(),
             isr: Arc::default(),
         };
-        let log = log_store::LogStore::new(db.clone(), sync);
+        let in_use = InUse::default();
+        let log = log_store::LogStore::new(db.clone(), sync, in_use.clone());
         let appended = log.appended();
         let raft = Raft::new(
             id,
@@ -443,9 +457,10 @@ impl Replica {
             network::Network {
                 answered: answered.clone(),
                 addresses: addresses.clone(),
+                snapshots: snapshots.clone(),
             },
             log,
-            state_machine::StateMachine::open(db.clone(), snapshots.clone())
+            state_machine::StateMachine::open(db.clone(), snapshots.clone(), in_use.clone())
                 .map_err(|e| replication_error("opening the applied state", e))?,
         )
         .await
@@ -496,6 +511,7 @@ impl Replica {
         Ok(Replica {
             path,
             db,
+            in_use,
             status,
             stop,
             address,
@@ -612,14 +628,27 @@ impl Replica {
         })?
     }
 
-    /// Stops Raft and the listener; the database closes with the last store over it.
+    /// Stops Raft and the listener, and waits for the work Raft's storage started on the
+    /// database (a flush, a snapshot) to end; the database closes with the last store over it.
     pub async fn shutdown(&self) -> Result<()> {
         let _ = self.stop.send(true);
         self.status
             .raft
             .shutdown()
             .await
-            .map_err(|e| replication_error("stopping Raft", e))
+            .map_err(|e| replication_error("stopping Raft", e))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while !self.in_use.idle() {
+            if tokio::time::Instant::now() > deadline {
+                warn!(
+                    node = self.id(),
+                    "Raft's storage still works on the database after a minute; stopping without it"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// The database, for a store over it.
@@ -637,6 +666,32 @@ impl Replica {
             term,
             runtime,
         })
+    }
+}
+
+/// Held by Raft's storage (the log and the state machine) and by the blocking work each starts
+/// on the database, so a replica's shutdown can wait for them all to let go of it: until
+/// then the database stays open, and the node could not be started again in the process.
+#[derive(Clone, Default)]
+pub(crate) struct InUse(Arc<()>);
+
+impl InUse {
+    /// Runs `work` on a blocking thread, held in use until it ends.
+    pub(crate) async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> std::io::Result<T> {
+        let held = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let _held = held;
+            work()
+        })
+        .await
+        .map_err(std::io::Error::other)
+    }
+
+    fn idle(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, warn};
 
-use super::log_store::{decode, encode};
+use super::log_store::{decode, encode_into, entry_size};
 use super::types::{NodeId, TypeConfig};
 
 /// The largest frame read: a few of the biggest group commits (32 MiB each) in one append.
@@ -135,6 +135,26 @@ enum Request {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
 }
 
+impl Request {
+    /// About how many bytes the request takes, encoded: its entries' or its snapshot chunk's.
+    fn size(&self) -> usize {
+        SMALL_FRAME_BYTES
+            + match self {
+                Request::Append(rpc) => rpc.entries.iter().map(entry_size).sum(),
+                Request::Vote(_) => 0,
+                Request::Snapshot(rpc) => rpc.data.len(),
+            }
+    }
+}
+
+/// What a frame without entries or snapshot data takes, about.
+const SMALL_FRAME_BYTES: usize = 1024;
+
+/// The most bytes reserved for a frame before its bytes arrive: one big group commit's worth,
+/// so most frames are read into a buffer that never grows, and a length alone (a hostile
+/// one, say) reserves no more.
+const FRAME_RESERVED: usize = 4 << 20;
+
 #[derive(Serialize, Deserialize)]
 enum Response {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
@@ -156,7 +176,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
             format!("a frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}"),
         ));
     }
-    let mut frame = Vec::new();
+    let mut frame = Vec::with_capacity((len as usize).min(FRAME_RESERVED));
     (&mut *stream)
         .take(u64::from(len))
         .read_to_end(&mut frame)
@@ -167,8 +187,12 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
     Ok(Some(frame))
 }
 
-async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(bytes.len())
+/// `message` as a frame, its length first, in a buffer of about `size` bytes to begin with.
+fn framed<M: Serialize>(message: &M, size: usize) -> std::io::Result<Vec<u8>> {
+    let mut frame = Vec::with_capacity(4 + size);
+    frame.extend_from_slice(&[0; 4]);
+    encode_into(&mut frame, message).map_err(std::io::Error::other)?;
+    let len = u32::try_from(frame.len() - 4)
         .ok()
         .filter(|len| *len <= MAX_FRAME_BYTES)
         .ok_or_else(|| {
@@ -176,12 +200,16 @@ async fn write_frame(stream: &mut TcpStream, bytes: &[u8]) -> std::io::Result<()
                 std::io::ErrorKind::InvalidInput,
                 format!(
                     "a message of {} bytes is too big for one frame",
-                    bytes.len()
+                    frame.len() - 4
                 ),
             )
         })?;
-    stream.write_u32(len).await?;
-    stream.write_all(bytes).await?;
+    frame[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(frame)
+}
+
+async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Result<()> {
+    stream.write_all(frame).await?;
     stream.flush().await
 }
 
@@ -249,7 +277,7 @@ async fn answer(
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
             Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
         };
-        let bytes = encode(&addresses.wrap(response)).map_err(std::io::Error::other)?;
+        let bytes = framed(&addresses.wrap(response), SMALL_FRAME_BYTES)?;
         write_frame(stream, &bytes).await?;
     }
 }
@@ -262,6 +290,8 @@ pub struct Network {
     /// Shared by every peer, for the leader's count of in-sync followers.
     pub(super) answered: Answered,
     pub(super) addresses: Addresses,
+    /// This node's snapshots, so a replaced one is not sent.
+    pub(super) snapshots: std::sync::Arc<super::snapshot::Snapshots>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -274,6 +304,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             stream: None,
             answered: self.answered.clone(),
             addresses: self.addresses.clone(),
+            snapshots: self.snapshots.clone(),
         }
     }
 }
@@ -285,6 +316,7 @@ pub struct Peer {
     stream: Option<TcpStream>,
     answered: Answered,
     addresses: Addresses,
+    snapshots: std::sync::Arc<super::snapshot::Snapshots>,
 }
 
 /// Why a call did not get an answer.
@@ -297,8 +329,8 @@ enum CallError {
 
 impl Peer {
     async fn call(&mut self, request: Request, ttl: Duration) -> Result<Response, CallError> {
-        let bytes = encode(&self.addresses.wrap(request))
-            .map_err(|e| CallError::Network(std::io::Error::other(e)))?;
+        let size = request.size();
+        let bytes = framed(&self.addresses.wrap(request), size).map_err(CallError::Network)?;
         // The connection is held outside `self` while in use: a call that fails, times out, or
         // is dropped midway (openraft drops an RPC past its time) may leave half a frame on it,
         // so it goes back only after a whole answer.
@@ -391,6 +423,18 @@ impl RaftNetwork<TypeConfig> for Peer {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
+        // openraft retries a snapshot it could not send (the follower was down) with the same
+        // one: by the time the follower is back, a newer one may have replaced it, and the
+        // follower would install the old one only to be behind the purged log again. Failing
+        // the send makes openraft start over with the current snapshot.
+        if rpc.offset == 0 && self.snapshots.is_replaced(&rpc.meta) {
+            return Err(RPCError::Network(NetworkError::new(
+                &std::io::Error::other(format!(
+                    "snapshot {} was replaced by a newer one before it was sent",
+                    rpc.meta.snapshot_id
+                )),
+            )));
+        }
         self.exchange(Request::Snapshot(rpc), &option, |r| match r {
             Response::Snapshot(answer) => Some(answer),
             _ => None,

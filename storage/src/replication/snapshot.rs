@@ -196,6 +196,11 @@ impl Snapshots {
         Ok(newest)
     }
 
+    /// Whether a newer snapshot than `meta` is kept (one that cannot be read counts as none).
+    pub(super) fn is_replaced(&self, meta: &Meta) -> bool {
+        matches!(self.current(), Ok(Some((current, _))) if current.last_log_id > meta.last_log_id)
+    }
+
     /// Opens the current snapshot to be sent.
     pub(super) fn open_current(&self) -> std::io::Result<Option<(Meta, SnapshotFile)>> {
         let _publishing = self.publishing.lock();

@@ -20,6 +20,7 @@ use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, StorageIOError};
 use rocksdb::{DB, WriteBatch, WriteOptions};
 
+use super::InUse;
 use super::log_store::{decode, encode};
 use super::snapshot::{APPLIED, AppliedState, Meta, SnapshotFile, Snapshots};
 use super::types::{Applied, Entry, LogId, RaftStorageError, StoredMembership, TypeConfig};
@@ -30,12 +31,18 @@ pub struct StateMachine {
     db: Arc<DB>,
     applied: AppliedState,
     snapshots: Arc<Snapshots>,
+    in_use: InUse,
 }
 
 impl StateMachine {
     /// The state machine writing to `db`, resuming from what it applied before, with its
-    /// snapshots kept in `snapshots` (finishing an install a crash interrupted).
-    pub fn open(db: Arc<DB>, snapshots: Arc<Snapshots>) -> Result<Self, RaftStorageError> {
+    /// snapshots kept in `snapshots` (finishing an install a crash interrupted), holding
+    /// `in_use` while it and its work last.
+    pub(crate) fn open(
+        db: Arc<DB>,
+        snapshots: Arc<Snapshots>,
+        in_use: InUse,
+    ) -> Result<Self, RaftStorageError> {
         snapshots
             .recover(&db)
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
@@ -53,6 +60,7 @@ impl StateMachine {
             db,
             applied,
             snapshots,
+            in_use,
         })
     }
 
@@ -80,25 +88,25 @@ fn missing_family() -> std::io::Error {
     std::io::Error::other("the store has no raft column family")
 }
 
-/// Runs blocking snapshot work off the runtime's workers.
+/// Runs blocking snapshot work off the runtime's workers, holding `in_use`.
 async fn blocking<T: Send + 'static>(
+    in_use: &InUse,
     work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .map_err(std::io::Error::other)?
+    in_use.blocking(work).await?
 }
 
 /// Takes snapshots of the store, off the state machine's task.
 pub struct SnapshotBuilder {
     db: Arc<DB>,
     snapshots: Arc<Snapshots>,
+    in_use: InUse,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
         let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
-        let built = blocking(move || snapshots.build(&db)).await;
+        let built = blocking(&self.in_use, move || snapshots.build(&db)).await;
         let (meta, file) = match built {
             Ok(built) => built,
             // Raft stops for good on a failed build, so one that fails (the disk is full,
@@ -107,7 +115,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             Err(error) => {
                 tracing::warn!(%error, "a snapshot of the replicated store failed; the Raft log is kept until one succeeds");
                 let snapshots = self.snapshots.clone();
-                match blocking(move || snapshots.open_current()).await {
+                match blocking(&self.in_use, move || snapshots.open_current()).await {
                     Ok(Some(current)) => current,
                     _ => return Err(StorageIOError::write_snapshot(None, &error).into()),
                 }
@@ -162,12 +170,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder {
             db: self.db.clone(),
             snapshots: self.snapshots.clone(),
+            in_use: self.in_use.clone(),
         }
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, RaftStorageError> {
         let snapshots = self.snapshots.clone();
-        blocking(move || snapshots.receive())
+        blocking(&self.in_use, move || snapshots.receive())
             .await
             .map(Box::new)
             .map_err(|e| StorageIOError::write_snapshot(None, &e).into())
@@ -181,7 +190,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let path = snapshot.path().to_path_buf();
         drop(snapshot);
         let (db, snapshots, sent) = (self.db.clone(), self.snapshots.clone(), meta.clone());
-        self.applied = blocking(move || snapshots.install(&db, &sent, &path))
+        self.applied = blocking(&self.in_use, move || snapshots.install(&db, &sent, &path))
             .await
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         Ok(())
@@ -191,7 +200,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
         let snapshots = self.snapshots.clone();
-        let current = blocking(move || snapshots.open_current())
+        let current = blocking(&self.in_use, move || snapshots.open_current())
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(current.map(|(meta, file)| Snapshot {
@@ -231,8 +240,8 @@ mod tests {
         let db = crate::store::open_replica_database(dir.path()).expect("a database");
         let snapshots =
             Arc::new(Snapshots::open(dir.path().join("snapshots")).expect("a directory"));
-        let mut machine =
-            StateMachine::open(db.clone(), snapshots.clone()).expect("a state machine");
+        let mut machine = StateMachine::open(db.clone(), snapshots.clone(), InUse::default())
+            .expect("a state machine");
         let built_in_two = put(&db, 2, b"current");
         // Built in term 2 but appended by term 3's leader: another leader wrote in between.
         let stale = put(&db, 2, b"stale");
@@ -253,7 +262,8 @@ mod tests {
         assert!(db.get_cf(state, b"stale").expect("read").is_none());
         // What was applied, stale entries too, is remembered across a reopen.
         drop(machine);
-        let mut reopened = StateMachine::open(db, snapshots.clone()).expect("reopened");
+        let mut reopened =
+            StateMachine::open(db, snapshots.clone(), InUse::default()).expect("reopened");
         let (last, _) = reopened.applied_state().await.expect("applied state");
         assert_eq!(last.map(|id| id.index), Some(3));
     }
@@ -280,8 +290,9 @@ mod tests {
         let (node, image) = (dir.path().join("node"), dir.path().join("image"));
         let db = crate::store::open_replica_database(&node).expect("a database");
         let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
-        let mut log = LogStore::new(db.clone(), false);
-        let mut machine = StateMachine::open(db.clone(), snapshots).expect("a state machine");
+        let mut log = LogStore::new(db.clone(), false, InUse::default());
+        let mut machine =
+            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
         let entries: Vec<Entry> = (0..4)
             .map(|i| entry(1, i, Some(put(&db, 1, format!("k{i}").as_bytes()))))
             .collect();
@@ -302,8 +313,9 @@ mod tests {
         crash_image(&node, &image);
         let db = crate::store::open_replica_database(&image).expect("the image");
         let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
-        let mut log = LogStore::new(db.clone(), false);
-        let mut machine = StateMachine::open(db.clone(), snapshots).expect("a state machine");
+        let mut log = LogStore::new(db.clone(), false, InUse::default());
+        let mut machine =
+            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
         // The crash took what was applied since the flush, and only that: the store is whole
         // as of the second entry.
         let (last, _) = machine.applied_state().await.expect("applied state");
