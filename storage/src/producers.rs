@@ -6,7 +6,8 @@
 //!
 //! Only the writer thread reads or changes it, under the partition's tail lock. States are
 //! cached in memory as they are used and read from the store on a miss, so the cache can be
-//! dropped at any time.
+//! dropped at any time, but for the states of group commits still being replicated: the
+//! store does not hold those yet.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -158,31 +159,48 @@ impl ProducerState {
     }
 }
 
+/// A producer's state in memory, and the group commit that set it (0 when it was read from
+/// the store).
+#[derive(Debug, Clone)]
+pub(crate) struct CachedProducer {
+    state: Option<ProducerState>,
+    set_by: u64,
+}
+
 /// The states of one partition's producers that are in memory.
 #[derive(Debug, Default)]
 pub(crate) struct ProducerCache {
-    states: HashMap<i64, Option<ProducerState>>,
+    states: HashMap<i64, CachedProducer>,
 }
 
 impl ProducerCache {
     /// The state of `producer_id`, reading it with `load` on a miss; `None` for a producer the
-    /// partition has not seen.
+    /// partition has not seen. A full cache is dropped first, but for the states that group
+    /// commits after `written` set: the store may not hold them yet.
     pub(crate) fn get(
         &mut self,
         producer_id: i64,
         load: impl FnOnce() -> Option<ProducerState>,
+        written: u64,
     ) -> Option<&ProducerState> {
         if !self.states.contains_key(&producer_id) && self.states.len() >= CACHED_PRODUCERS {
-            self.states.clear();
+            self.states.retain(|_, cached| cached.set_by > written);
         }
-        self.states.entry(producer_id).or_insert_with(load).as_ref()
+        self.states
+            .entry(producer_id)
+            .or_insert_with(|| CachedProducer {
+                state: load(),
+                set_by: 0,
+            })
+            .state
+            .as_ref()
     }
 
     /// Puts back what [`ProducerCache::set`] returned, after a failed write.
-    pub(crate) fn restore(&mut self, producer_id: i64, before: Option<Option<ProducerState>>) {
+    pub(crate) fn restore(&mut self, producer_id: i64, before: Option<CachedProducer>) {
         match before {
-            Some(state) => {
-                self.states.insert(producer_id, state);
+            Some(cached) => {
+                self.states.insert(producer_id, cached);
             }
             None => {
                 self.states.remove(&producer_id);
@@ -190,13 +208,21 @@ impl ProducerCache {
         }
     }
 
-    /// Replaces the state of `producer_id`, returning what was cached before.
+    /// Replaces the state of `producer_id` with the one group commit `group` writes,
+    /// returning what was cached before.
     pub(crate) fn set(
         &mut self,
         producer_id: i64,
         state: Option<ProducerState>,
-    ) -> Option<Option<ProducerState>> {
-        self.states.insert(producer_id, state)
+        group: u64,
+    ) -> Option<CachedProducer> {
+        self.states.insert(
+            producer_id,
+            CachedProducer {
+                state,
+                set_by: group,
+            },
+        )
     }
 }
 
@@ -253,5 +279,44 @@ mod tests {
         assert_eq!(ProducerState::decode(&bytes), Some(state));
         assert_eq!(ProducerState::decode(&bytes[..bytes.len() - 1]), None);
         assert_eq!(ProducerState::decode(&[]), None);
+    }
+
+    #[test]
+    fn a_full_cache_keeps_the_states_the_store_does_not_hold_yet() {
+        let mut cache = ProducerCache::default();
+        for id in 0..CACHED_PRODUCERS as i64 {
+            cache.get(id, || None, 0);
+        }
+        let mut state = ProducerState::default();
+        state.record(&header(1, 0, 0, 1), 40);
+        // Group 7 is still being replicated; group 3 is in the store.
+        cache.set(1, Some(state.clone()), 7);
+        cache.set(2, Some(state.clone()), 3);
+        // A new producer finds the cache full while groups up to 5 are stored.
+        assert_eq!(cache.get(5_000, || None, 5), None);
+        let mut loaded = Vec::new();
+        let kept = cache.get(
+            1,
+            || {
+                loaded.push(1);
+                None
+            },
+            5,
+        );
+        assert_eq!(
+            kept,
+            Some(&state),
+            "the state of a group in flight was dropped"
+        );
+        let reloaded = cache.get(
+            2,
+            || {
+                loaded.push(2);
+                None
+            },
+            5,
+        );
+        assert_eq!(reloaded, None);
+        assert_eq!(loaded, [2], "only the stored state is read again");
     }
 }

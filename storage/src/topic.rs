@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::config::TopicConfig;
-use crate::producers::{ProducerCache, ProducerState};
+use crate::producers::{CachedProducer, ProducerCache};
 use crate::segment::{SegmentMeta, should_roll};
 use crate::transactions::OpenTxns;
 
@@ -118,10 +118,9 @@ impl PartitionLog {
     }
 
     /// Publishes a write: the new high watermark and last stable offset.
-    pub fn publish(&self, tail: &PartitionTail) {
-        self.end.send_replace(tail.next_offset);
-        self.stable
-            .send_replace(tail.open_txns.stable_offset(tail.next_offset));
+    pub fn publish(&self, (end, stable): Published) {
+        self.end.send_replace(end);
+        self.stable.send_replace(stable);
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -147,11 +146,22 @@ pub(crate) struct TailSnapshot {
     next_offset: i64,
     active: Option<SegmentMeta>,
     /// Producer states the group changed, with what was cached before, oldest change first.
-    pub producers: Vec<(i64, Option<Option<ProducerState>>)>,
+    pub producers: Vec<(i64, Option<CachedProducer>)>,
     open_txns: OpenTxns,
 }
 
+/// A partition's high watermark and last stable offset, as a group commit leaves them.
+pub(crate) type Published = (i64, i64);
+
 impl PartitionTail {
+    /// What publishing the tail as it is now would publish.
+    pub fn published(&self) -> Published {
+        (
+            self.next_offset,
+            self.open_txns.stable_offset(self.next_offset),
+        )
+    }
+
     pub fn snapshot(&self) -> TailSnapshot {
         TailSnapshot {
             next_offset: self.next_offset,

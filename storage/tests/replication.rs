@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use eddy_storage::{
-    Record, Replica, ReplicaOptions, StorageError, Store, StoreOptions, SyncPolicy, TopicConfig,
+    AppendResult, EncodedBatch, Record, Replica, ReplicaOptions, StorageError, Store, StoreOptions,
+    SyncPolicy, TopicConfig,
 };
 use tokio::io::AsyncWriteExt;
 
@@ -523,6 +524,146 @@ async fn a_log_of_few_large_entries_is_snapshotted_by_its_bytes() -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(status.log_extent().snapshot.is_some());
+    store.close()?;
+    for id in 1..=3 {
+        group.stop(id).await?;
+    }
+    Ok(())
+}
+
+/// Idempotent producers that each keep one batch in flight, so the leader's writer proposes
+/// group commits before the earlier ones are answered.
+const PRODUCERS: i64 = 24;
+
+/// Producer `producer`'s batch of sequence `sequence`: one record naming both.
+fn producer_batch(producer: i64, sequence: i32) -> anyhow::Result<EncodedBatch> {
+    let value = format!("p{producer}-{sequence}");
+    let mut batch =
+        EncodedBatch::encode(&[Record::unkeyed(value, 1_000)]).map_err(anyhow::Error::msg)?;
+    batch.set_producer(5_000 + producer, 0, sequence);
+    Ok(batch)
+}
+
+/// Sends producer `producer`'s batches `sequences` one after another, every fifth one twice at
+/// once (as a client retries a request it gave up on), until one is refused. It returns each
+/// acknowledged batch's value and offset, and the refusal if there was one.
+async fn produce(
+    store: Store,
+    producer: i64,
+    sequences: std::ops::Range<i32>,
+) -> anyhow::Result<(Vec<(String, i64)>, Option<StorageError>)> {
+    let partition = (producer % 2) as u32;
+    let mut acked = Vec::new();
+    for sequence in sequences {
+        let batch = producer_batch(producer, sequence)?;
+        let written: Result<AppendResult, StorageError> = if sequence % 5 == 0 {
+            let (first, again) = tokio::join!(
+                store.append_encoded("events", partition, batch.clone()),
+                store.append_encoded("events", partition, batch),
+            );
+            match (first, again) {
+                (Ok(first), Ok(again)) => {
+                    anyhow::ensure!(
+                        first.base_offset == again.base_offset,
+                        "a retry of p{producer}-{sequence} was written again at {} (first at {})",
+                        again.base_offset,
+                        first.base_offset
+                    );
+                    Ok(first)
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        } else {
+            store.append_encoded("events", partition, batch).await
+        };
+        match written {
+            Ok(written) => acked.push((format!("p{producer}-{sequence}"), written.base_offset)),
+            Err(e) => return Ok((acked, Some(e))),
+        }
+    }
+    Ok((acked, None))
+}
+
+/// Checks that `log` (a partition's values in offset order) holds each acknowledged value at
+/// its offset, no value twice, and each producer's values in its order.
+fn check_log(log: &[Vec<String>], acked: &[(String, i64)]) -> anyhow::Result<()> {
+    for values in log {
+        let mut seen = std::collections::HashSet::new();
+        let mut last: BTreeMap<&str, i32> = BTreeMap::new();
+        for value in values {
+            anyhow::ensure!(seen.insert(value), "{value} is in the log twice");
+            let (producer, sequence) = value.split_once('-').unwrap_or((value, "0"));
+            let sequence: i32 = sequence.parse()?;
+            if let Some(before) = last.insert(producer, sequence) {
+                anyhow::ensure!(before < sequence, "{value} comes after sequence {before}");
+            }
+        }
+    }
+    for (value, offset) in acked {
+        let partition = value[1..]
+            .split_once('-')
+            .and_then(|(p, _)| p.parse::<i64>().ok())
+            .map_or(0, |p| (p % 2) as usize);
+        anyhow::ensure!(
+            log[partition].get(*offset as usize) == Some(value),
+            "{value}, acknowledged at {offset}, is not there"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_pipelined_group_commits_keep_every_producers_order_through_a_failover()
+-> anyhow::Result<()> {
+    let mut group = Group::start(3).await?;
+    let (leader, store) = group.leader(None).await?;
+    store.create_topic("events", TopicConfig::with_partitions(2))?;
+
+    // Without faults: every batch is acknowledged once, at its place, retries included.
+    let tasks: Vec<_> = (0..PRODUCERS)
+        .map(|p| tokio::spawn(produce(store.clone(), p, 0..30)))
+        .collect();
+    let mut acked = Vec::new();
+    for task in tasks {
+        let (written, refused) = task.await??;
+        assert!(refused.is_none(), "refused without a fault: {refused:?}");
+        acked.extend(written);
+    }
+    assert_eq!(acked.len(), (PRODUCERS * 30) as usize);
+    let log = read_all(&store, "events")?;
+    assert_eq!(log.iter().map(Vec::len).sum::<usize>(), acked.len());
+    check_log(&log, &acked)?;
+
+    // The leader goes while groups are in flight: what it acknowledged is on the new leader,
+    // and what it had not is refused, never written twice.
+    let tasks: Vec<_> = (0..PRODUCERS)
+        .map(|p| tokio::spawn(produce(store.clone(), p, 30..100_000)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    group.stop(leader).await?;
+    for task in tasks {
+        let (written, refused) = task.await??;
+        assert!(
+            matches!(
+                refused,
+                Some(StorageError::NotLeader { .. } | StorageError::Closed)
+            ),
+            "the writes went on without their leader: {refused:?}"
+        );
+        acked.extend(written);
+    }
+    // A later write is refused at once: the store's term is over.
+    match store
+        .append("events", 0, vec![Record::unkeyed("late", 1)])
+        .await
+    {
+        Err(StorageError::NotLeader { .. } | StorageError::Closed) => {}
+        other => panic!("a write after the leader went: {other:?}"),
+    }
+    store.close()?;
+    let (_, store) = group.leader(Some(leader)).await?;
+    let log = read_all(&store, "events")?;
+    check_log(&log, &acked)?;
     store.close()?;
     for id in 1..=3 {
         group.stop(id).await?;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{BasicNode, Config, Raft, ServerState, SnapshotPolicy};
 use rocksdb::DB;
 use tokio::net::TcpListener;
@@ -695,6 +695,18 @@ impl InUse {
     }
 }
 
+/// A proposal's answer, told that the store closed if the runtime drops the proposal before
+/// it was answered: the writer waits for every answer.
+struct Answer<F: FnOnce(Result<()>)>(Option<F>);
+
+impl<F: FnOnce(Result<()>)> Drop for Answer<F> {
+    fn drop(&mut self) {
+        if let Some(answer) = self.0.take() {
+            answer(Err(StorageError::Closed));
+        }
+    }
+}
+
 /// Proposes a store's group commits to the group, from the store's writer thread.
 #[derive(Clone)]
 pub(crate) struct Proposer {
@@ -704,29 +716,46 @@ pub(crate) struct Proposer {
 }
 
 impl Proposer {
-    /// Blocks until the batch `bytes` is committed and applied to this node's store. It gives
+    /// Proposes the batch `bytes` and returns at once; `answer` is told, on the runtime, once
+    /// the batch is committed and applied to this node's store. Raft keeps the order of the
+    /// proposals, so the writer may propose the next group before this one is answered.
+    pub(crate) fn propose(
+        &self,
+        bytes: Vec<u8>,
+        closing: &watch::Receiver<bool>,
+        answer: impl FnOnce(Result<()>) + Send + 'static,
+    ) {
+        let proposer = self.clone();
+        let closing = closing.clone();
+        let mut answer = Answer(Some(answer));
+        self.runtime.spawn(async move {
+            let result = proposer.replicate(bytes, closing).await;
+            if let Some(answer) = answer.0.take() {
+                answer(result);
+            }
+        });
+    }
+
+    /// Waits until the batch `bytes` is committed and applied to this node's store. It gives
     /// up (the batch may still be committed later, as a Kafka write whose request timed out)
     /// when this node stops leading the term, and when `closing` turns true: the store is
     /// closing, and nothing waits for the answer.
-    pub(crate) fn propose(&self, bytes: Vec<u8>, closing: &watch::Receiver<bool>) -> Result<()> {
+    async fn replicate(&self, bytes: Vec<u8>, closing: watch::Receiver<bool>) -> Result<()> {
         let not_leader = |status: &ReplicaStatus| StorageError::NotLeader {
             leader: status.leadership().leader,
         };
         let Some(term) = self.term else {
             return Err(not_leader(&self.status));
         };
-        let status = self.status.clone();
+        let status = &self.status;
         let mut watching = closing.clone();
-        let written = self.runtime.block_on(async move {
-            let bytes = bytes.into();
-            tokio::select! {
-                written = status.raft.client_write(Batch { term, bytes }) => Some(written),
-                // openraft may keep a write pending after its leader stepped down (another
-                // node may yet commit it): the writer must not wait on it for ever.
-                () = status.await_not_leading(term) => None,
-                _ = watching.wait_for(|closing| *closing) => None,
-            }
-        });
+        let written = tokio::select! {
+            written = status.raft.client_write(Batch { term, bytes: bytes.into() }) => Some(written),
+            // openraft may keep a write pending after its leader stepped down (another
+            // node may yet commit it): the writer must not wait on it for ever.
+            () = status.await_not_leading(term) => None,
+            _ = watching.wait_for(|closing| *closing) => None,
+        };
         let Some(written) = written else {
             return Err(if *closing.borrow() {
                 StorageError::Closed
@@ -743,6 +772,8 @@ impl Proposer {
                     leader: forward.leader_id,
                 })
             }
+            // The node is going away: another leads, or will.
+            Err(RaftError::Fatal(Fatal::Stopped)) => Err(StorageError::NotLeader { leader: None }),
             Err(e) => Err(replication_error("replicating a write", e)),
         }
     }
