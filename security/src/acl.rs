@@ -259,19 +259,25 @@ impl std::fmt::Debug for Acls {
     }
 }
 
+/// The ACLs kept in `store`.
+fn read_bindings(store: &Store) -> Result<BTreeSet<AclBinding>, SecurityError> {
+    let mut bindings = BTreeSet::new();
+    for entry in store
+        .state_scan_prefix(NAMESPACE, b"")
+        .map_err(SecurityError::store)?
+    {
+        let (key, _) = entry.map_err(SecurityError::store)?;
+        let binding: AclBinding = serde_json::from_slice(&key)
+            .map_err(|e| SecurityError::Internal(format!("a stored ACL is unreadable: {e}")))?;
+        bindings.insert(binding);
+    }
+    Ok(bindings)
+}
+
 impl Acls {
     /// Opens the ACLs kept in `store`.
     pub fn open(store: &Store) -> Result<Acls, SecurityError> {
-        let mut bindings = BTreeSet::new();
-        for entry in store
-            .state_scan_prefix(NAMESPACE, b"")
-            .map_err(SecurityError::store)?
-        {
-            let (key, _) = entry.map_err(SecurityError::store)?;
-            let binding: AclBinding = serde_json::from_slice(&key)
-                .map_err(|e| SecurityError::Internal(format!("a stored ACL is unreadable: {e}")))?;
-            bindings.insert(binding);
-        }
+        let bindings = read_bindings(store)?;
         if !bindings.is_empty() {
             info!(acls = bindings.len(), "ACLs loaded");
         }
@@ -280,6 +286,17 @@ impl Acls {
             bindings: RwLock::new(bindings),
             writes: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// Reads the ACLs from the store again, for a store written elsewhere (a follower of the
+    /// replicated log applies the leader's changes); true when they changed.
+    pub fn reload(&self) -> Result<bool, SecurityError> {
+        let bindings = read_bindings(&self.store)?;
+        if *self.bindings.read() == bindings {
+            return Ok(false);
+        }
+        *self.bindings.write() = bindings;
+        Ok(true)
     }
 
     /// The bindings `filter` matches, in order.

@@ -49,22 +49,28 @@ impl std::fmt::Debug for UserStore {
     }
 }
 
+/// The users kept in `store`.
+fn read_users(store: &Store) -> Result<HashMap<String, UserCredentials>, SecurityError> {
+    let mut users = HashMap::new();
+    for entry in store
+        .state_scan_prefix(NAMESPACE, b"")
+        .map_err(SecurityError::store)?
+    {
+        let (key, value) = entry.map_err(SecurityError::store)?;
+        let name = String::from_utf8(key)
+            .map_err(|_| SecurityError::Internal("a stored user name is not UTF-8".into()))?;
+        let credentials: UserCredentials = serde_json::from_slice(&value).map_err(|e| {
+            SecurityError::Internal(format!("the stored user {name:?} is unreadable: {e}"))
+        })?;
+        users.insert(name, credentials);
+    }
+    Ok(users)
+}
+
 impl UserStore {
     /// Opens the users kept in `store`.
     pub fn open(store: &Store) -> Result<UserStore, SecurityError> {
-        let mut users = HashMap::new();
-        for entry in store
-            .state_scan_prefix(NAMESPACE, b"")
-            .map_err(SecurityError::store)?
-        {
-            let (key, value) = entry.map_err(SecurityError::store)?;
-            let name = String::from_utf8(key)
-                .map_err(|_| SecurityError::Internal("a stored user name is not UTF-8".into()))?;
-            let credentials: UserCredentials = serde_json::from_slice(&value).map_err(|e| {
-                SecurityError::Internal(format!("the stored user {name:?} is unreadable: {e}"))
-            })?;
-            users.insert(name, credentials);
-        }
+        let users = read_users(store)?;
         if !users.is_empty() {
             info!(users = users.len(), "users loaded");
         }
@@ -76,6 +82,19 @@ impl UserStore {
                 verified: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Reads the users from the store again, for a store written elsewhere (a follower of the
+    /// replicated log applies the leader's changes); true when they changed.
+    pub fn reload(&self) -> Result<bool, SecurityError> {
+        let users = read_users(&self.inner.store)?;
+        if *self.inner.users.read() == users {
+            return Ok(false);
+        }
+        *self.inner.users.write() = users;
+        // A password verified before may since have changed.
+        self.inner.verified.lock().clear();
+        Ok(true)
     }
 
     /// Whether any user exists.

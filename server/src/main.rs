@@ -741,13 +741,7 @@ fn read_password(prompt: &str) -> anyhow::Result<String> {
 /// The users, super users and bootstrap admin, from the flags.
 async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_security::Access> {
     let users = eddy_security::UserStore::open(store)?;
-    let mut super_users: Vec<String> = args
-        .super_users
-        .split([';', ','])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.strip_prefix("User:").unwrap_or(s).to_string())
-        .collect();
+    let mut super_users = super_users(args);
     if let Some(admin) = &args.admin_user {
         if users.list().iter().all(|(name, _)| name != admin) {
             let password = std::env::var("EDDY_ADMIN_PASSWORD").map_err(|_| {
@@ -771,6 +765,16 @@ async fn access(args: &ServerArgs, store: &Store) -> anyhow::Result<eddy_securit
     Ok(eddy_security::Access::new(users, acls, super_users, policy))
 }
 
+/// The super users `--super-users` names, without `User:`.
+fn super_users(args: &ServerArgs) -> Vec<String> {
+    args.super_users
+        .split([';', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.strip_prefix("User:").unwrap_or(s).to_string())
+        .collect()
+}
+
 /// Whether ACLs are enforced (`--authorizer`; by default, when clients authenticate).
 fn acl_policy(args: &ServerArgs) -> eddy_security::Policy {
     let certified = args.tls_client_auth == eddy_security::tls::ClientAuth::Required;
@@ -789,27 +793,28 @@ fn acl_policy(args: &ServerArgs) -> eddy_security::Policy {
     }
 }
 
-/// The Kafka listeners a follower answers on ([`kafka::following`]): PLAINTEXT and SSL ones
-/// (a follower has no SASL sessions), and none where ACLs are enforced (nor an authorizer).
+/// The Kafka listeners a follower answers on ([`kafka::following`]): every one when it could
+/// read its users and ACLs (`access`); without them, only those that need neither (not SASL,
+/// and ACLs not enforced).
 fn follower_kafka_listeners(
     args: &ServerArgs,
     plan: &ListenerPlan,
     tls: Option<&tokio_rustls::TlsAcceptor>,
-    max_connections: usize,
+    (max_connections, access): (usize, Option<&eddy_security::Access>),
 ) -> Vec<(SocketAddr, kafka::following::FollowerListener)> {
-    if acl_policy(args).enforce {
-        return Vec::new();
-    }
+    let enforce = acl_policy(args).enforce;
     plan.kafka
         .iter()
-        .filter(|l| !l.protocol.uses_sasl())
+        .filter(|l| access.is_some() || !(enforce || l.protocol.uses_sasl()))
         .map(|l| {
             let advertised = l
                 .advertised
                 .clone()
                 .unwrap_or_else(|| (l.bind.ip().to_string(), l.bind.port()));
             let listener = kafka::following::FollowerListener {
-                protocol: l.protocol.name(),
+                security: l.protocol,
+                access: access.cloned(),
+                sasl_mechanisms: args.sasl_mechanisms.clone(),
                 advertised,
                 tls: l.protocol.uses_tls().then(|| tls.cloned()).flatten(),
                 idle: Duration::from_millis(args.kafka_connections_max_idle_ms.max(1)),
@@ -1204,7 +1209,12 @@ async fn serve(
     plan.addresses(args).advertise(replica.status());
     let mut ready = ready;
     let follow = || {
-        let auth = follower_auth(args, &replica);
+        let access = follower_access(args, &replica);
+        if let Err(e) = &access {
+            warn!(error = %format!("{e:#}"), "cannot read the users and ACLs on this follower; its SASL listeners, those where ACLs are enforced, and its HTTP port when it checks passwords stay closed");
+        }
+        let access = access.ok();
+        let auth = follower_auth(args, access.as_ref());
         let http_tls = plan.http.tls.then(|| tls.clone()).flatten();
         let status = replica.status().clone();
         let bind = plan.http.bind;
@@ -1214,9 +1224,20 @@ async fn serve(
         });
         let http_connections =
             eddy_server::connections::ConnectionLimit::new("http", max_connections);
-        let kafka_listeners = follower_kafka_listeners(args, &plan, tls.as_ref(), max_connections);
+        let kafka_listeners = follower_kafka_listeners(
+            args,
+            &plan,
+            tls.as_ref(),
+            (max_connections, access.as_ref()),
+        );
         let forwarding = follower_forwarding(args);
+        let refreshing = access.map(|a| refresh_access(a, replica.status().clone()));
         async move {
+            let refreshing = async move {
+                if let Some(refreshing) = refreshing {
+                    refreshing.await;
+                }
+            };
             let kafka: Vec<_> = kafka_listeners
                 .into_iter()
                 .map(|(bind, listener)| kafka::following::follow(bind, status.clone(), listener))
@@ -1233,7 +1254,7 @@ async fn serve(
                     }
                 }
             };
-            futures::future::join(http, futures::future::join_all(kafka)).await;
+            futures::future::join3(http, futures::future::join_all(kafka), refreshing).await;
         }
     };
     eddy_server::leadership::serve_while_leading(&replica, shutdown, follow, |term, until| {
@@ -1247,21 +1268,66 @@ async fn serve(
     .await
 }
 
-/// How a follower checks HTTP credentials: against the users its store applied so far, when
-/// `--http-auth basic`.
-fn follower_auth(
+/// The users and ACLs a follower checks clients against: those its store applied, read again
+/// as they change ([`refresh_access`]), with the super users and ACL policy of the flags.
+fn follower_access(
     args: &ServerArgs,
     replica: &eddy_storage::Replica,
+) -> anyhow::Result<eddy_security::Access> {
+    let store = Store::open_replica(replica, args.store_options(), None)?;
+    let users = eddy_security::UserStore::open(&store)?;
+    let acls = eddy_security::acl::Acls::open(&store)?;
+    let mut super_users = super_users(args);
+    super_users.extend(args.admin_user.clone());
+    Ok(eddy_security::Access::new(
+        users,
+        acls,
+        super_users,
+        acl_policy(args),
+    ))
+}
+
+/// Reads a follower's users and ACLs again whenever it applied more of the leader's log, at
+/// most twice a second and never while a snapshot is being installed (the store is empty
+/// then), until dropped.
+async fn refresh_access(access: eddy_security::Access, status: eddy_storage::ReplicaStatus) {
+    let mut read_at = status.leadership().applied;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let applied = status.leadership().applied;
+        if applied == read_at {
+            continue;
+        }
+        let reread = status.unless_installing(|| {
+            let users = access.users.reload()?;
+            let acls = access.acls.reload()?;
+            Ok::<_, eddy_security::SecurityError>(users || acls)
+        });
+        match reread {
+            Some(Ok(changed)) => {
+                read_at = applied;
+                if changed {
+                    info!("this follower read changed users or ACLs");
+                }
+            }
+            Some(Err(e)) => warn!(error = %e, "cannot read this follower's users and ACLs again"),
+            None => {}
+        }
+    }
+}
+
+/// How a follower checks HTTP credentials: against the users its store applied, when
+/// `--http-auth basic`; without them it serves nothing then.
+fn follower_auth(
+    args: &ServerArgs,
+    access: Option<&eddy_security::Access>,
 ) -> anyhow::Result<eddy_server::auth::HttpAuth> {
     let access = if args.http_auth == "basic" {
-        let store = Store::open_replica(replica, args.store_options(), None)?;
-        let users = eddy_security::UserStore::open(&store)?;
-        let acls = eddy_security::acl::Acls::open(&store)?;
-        let policy = eddy_security::Policy {
-            enforce: false,
-            allow_if_no_acl: true,
-        };
-        Some(eddy_security::Access::new(users, acls, Vec::new(), policy))
+        Some(
+            access
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("the users could not be read"))?,
+        )
     } else {
         None
     };

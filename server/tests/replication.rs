@@ -41,6 +41,11 @@ struct Group {
     http: Vec<String>,
     kafka: Vec<String>,
     nodes: BTreeMap<u64, (Child, Log)>,
+    /// The Kafka listeners' protocol, when not PLAINTEXT.
+    kafka_protocol: Option<&'static str>,
+    /// More flags, and environment variables, for every node.
+    extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Group {
@@ -64,6 +69,9 @@ impl Group {
             http,
             kafka,
             nodes: BTreeMap::new(),
+            kafka_protocol: None,
+            extra: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -78,11 +86,17 @@ impl Group {
 
     fn start(&mut self, id: u64) {
         let i = (id - 1) as usize;
+        let kafka = match self.kafka_protocol {
+            Some(protocol) => format!("{protocol}://{}", self.kafka[i]),
+            None => self.kafka[i].clone(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["server", "--data-dir"])
             .arg(self.dirs[i].path())
             .args(["--node-id", &id.to_string(), "--peers", &self.peers])
-            .args(["--listen", &self.http[i], "--kafka-listen", &self.kafka[i]])
+            .args(["--listen", &self.http[i], "--kafka-listen", &kafka])
+            .args(&self.extra)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .args(["--schema-registry-listen", "off", "--log-level", "info"])
             .args(["--replica-lag-time-max-ms", "2000"])
             // Snapshots often, so the log is purged and a node that comes back after a
@@ -213,6 +227,22 @@ impl Group {
                     .is_some_and(|(s, body)| s == 200 && body.contains("\"role\":\"LEADER\""))
             });
             if let Some(id) = confirmed {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no leader\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The node that says it leads, asked over HTTP.
+    fn leader_over_http(&self) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let leading = self.nodes.keys().copied().find(|id| {
+                try_request(self.http(*id), "GET", "/api/replication", "")
+                    .is_some_and(|(s, body)| s == 200 && body.contains("\"role\":\"LEADER\""))
+            });
+            if let Some(id) = leading {
                 return id;
             }
             assert!(Instant::now() < deadline, "no leader\n{}", self.logs());
@@ -1016,6 +1046,143 @@ fn kafka_python_follows_metadata_to_the_next_leader() {
     .collect();
     values.sort_unstable();
     assert_eq!(values, (0..200).collect::<Vec<u64>>());
+}
+
+/// As the admin, through one follower only: creates two topics, the user carol, and lets her
+/// describe and write the topics named `shared-`.
+const SASL_ADMIN: &str = r#"
+import sys
+from confluent_kafka.admin import (AdminClient, NewTopic, UserScramCredentialUpsertion,
+    ScramCredentialInfo, ScramMechanism, AclBinding, ResourceType, ResourcePatternType,
+    AclOperation, AclPermissionType)
+admin = AdminClient({'bootstrap.servers': sys.argv[1], 'security.protocol': 'SASL_PLAINTEXT',
+    'sasl.mechanisms': 'SCRAM-SHA-256', 'sasl.username': 'admin',
+    'sasl.password': 'admin-secret'})
+for topic, future in admin.create_topics([NewTopic('shared-a', 1), NewTopic('secret-b', 1)]).items():
+    future.result(30)
+upsert = UserScramCredentialUpsertion('carol',
+    ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b'carol-secret')
+for user, future in admin.alter_user_scram_credentials([upsert]).items():
+    future.result(30)
+grants = [AclBinding(ResourceType.TOPIC, 'shared-', ResourcePatternType.PREFIXED, 'User:carol',
+                     '*', AclOperation.ALL, AclPermissionType.ALLOW)]
+for binding, future in admin.create_acls(grants).items():
+    future.result(30)
+print('done')
+"#;
+
+/// kcat through `bootstrap` over SASL_PLAINTEXT as `user`: whether it succeeded, its output
+/// and its errors.
+fn kcat_as(
+    bootstrap: &str,
+    (user, password): (&str, &str),
+    args: &[&str],
+) -> (bool, String, String) {
+    let (username, password) = (
+        format!("sasl.username={user}"),
+        format!("sasl.password={password}"),
+    );
+    let mut all = vec!["-b", bootstrap, "-X", "security.protocol=SASL_PLAINTEXT"];
+    all.extend(["-X", "sasl.mechanisms=SCRAM-SHA-256", "-X", &username]);
+    all.extend(["-X", &password, "-m", "5"]);
+    all.extend(args);
+    common::kcat_run(&all, Some("hello\n"))
+}
+
+#[test]
+fn a_followers_sasl_listener_knows_the_users_and_acls_the_leader_wrote() {
+    let mut group = Group::new(3);
+    group.kafka_protocol = Some("SASL_PLAINTEXT");
+    group.extra = [
+        "--admin-user",
+        "admin",
+        "--sasl-mechanisms",
+        "SCRAM-SHA-256",
+    ]
+    .map(String::from)
+    .to_vec();
+    group.env = vec![("EDDY_ADMIN_PASSWORD".into(), "admin-secret".into())];
+    for id in 1..=3 {
+        group.start(id);
+    }
+    let leader = group.leader_over_http();
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let at = group.kafka[(follower - 1) as usize].clone();
+
+    // The admin the leader created authenticates on the follower, and through it alone
+    // creates topics, a user and an ACL, which librdkafka sends on to the leader.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (ok, out, err) = kcat_as(&at, ("admin", "admin-secret"), &["-L"]);
+        if ok && out.contains("(controller)") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{out}\n{err}\n{}", group.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let created = Command::new(common::tools::python())
+        .arg("-c")
+        .arg(SASL_ADMIN)
+        .arg(&at)
+        .output()
+        .expect("python runs");
+    assert!(
+        created.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&created.stderr),
+        group.logs()
+    );
+
+    // carol, created on the leader, authenticates on the follower once it applied her, and
+    // its Metadata shows her the topics her ACL names and not the other.
+    let deadline = Instant::now() + WAIT;
+    let listing = loop {
+        let (ok, out, err) = kcat_as(&at, ("carol", "carol-secret"), &["-L"]);
+        if ok && out.contains("\"shared-a\"") {
+            break out;
+        }
+        assert!(Instant::now() < deadline, "{out}\n{err}\n{}", group.logs());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(!listing.contains("secret-b"), "{listing}");
+    let (ok, _, err) = kcat_as(&at, ("carol", "wrong"), &["-L"]);
+    assert!(!ok);
+    assert!(err.contains("Authentication failed"), "{err}");
+    // A request before authenticating, and a frame over the unauthenticated limit, close the
+    // connection unanswered.
+    let metadata_v0: &[u8] = &[0, 0, 0, 12, 0, 3, 0, 0, 0, 0, 0, 7, 0xff, 0xff, 0, 0, 0, 0];
+    let oversized: &[u8] = &[0, 0x10, 0, 0, 0, 17];
+    for hostile in [metadata_v0, oversized] {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(&at).expect("the follower listens");
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a timeout");
+        socket.write_all(hostile).expect("the frame is sent");
+        let mut answer = Vec::new();
+        // Closed with the frame unread, the connection may be reset rather than ended.
+        let read = socket.read_to_end(&mut answer);
+        let closed = read.is_ok()
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset);
+        assert!(
+            closed && answer.is_empty(),
+            "{read:?}, {} bytes answered",
+            answer.len()
+        );
+    }
+
+    // Bootstrapped on the follower, carol writes to her topic on the leader and reads it back.
+    let (ok, _, err) = kcat_as(&at, ("carol", "carol-secret"), &["-P", "-t", "shared-a"]);
+    assert!(ok, "{err}\n{}", group.logs());
+    let (ok, out, err) = kcat_as(
+        &at,
+        ("carol", "carol-secret"),
+        &["-C", "-t", "shared-a", "-e", "-f", "%s\n"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "hello\n");
 }
 
 /// A node started with peers it cannot use stops at once, saying what is wrong.

@@ -77,6 +77,20 @@ impl Caller<'_> {
         (!self.may_group(Operation::Read, group)).then_some(code::GROUP_AUTHORIZATION_FAILED)
     }
 
+    /// The error FindCoordinator gets when the caller may not Describe the group it looks for
+    /// (or, for `key_type` 1, the transactional id).
+    pub fn coordinator_refusal(&self, key_type: i8, key: &str) -> Option<i16> {
+        let (resource, error) = if key_type == 1 {
+            (
+                ResourceType::TransactionalId,
+                code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+            )
+        } else {
+            (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED)
+        };
+        (!self.may(Operation::Describe, resource, key)).then_some(error)
+    }
+
     /// Operations on the cluster.
     pub fn may_cluster(&self, operation: Operation) -> bool {
         self.may(operation, ResourceType::Cluster, CLUSTER_NAME)

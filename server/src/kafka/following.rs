@@ -4,13 +4,17 @@
 //! the leader; and `NOT_LEADER_OR_FOLLOWER` to Produce, Fetch and ListOffsets, so a client
 //! refreshes its metadata and goes to the leader. Any other request closes the connection.
 //!
-//! A follower serves PLAINTEXT and SSL listeners only, and only where ACLs are not enforced:
-//! it has no SASL session nor authorizer of its own (see docs/replication.md).
+//! On a SASL listener a client authenticates first, against the users this node applied (read
+//! again as the leader changes them); where ACLs are enforced, Metadata leaves out the topics
+//! the client may not describe and FindCoordinator refuses what it may not describe, as the
+//! leader does. Produce, Fetch and ListOffsets name the leader, which checks them.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use eddy_security::acl::Operation;
+use eddy_security::{Access, Principal, SecurityProtocol};
 use eddy_storage::ReplicaStatus;
 use kafka_protocol::messages::fetch_response::{
     FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
@@ -31,15 +35,23 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use super::authorize::Caller;
+use super::sasl::{self, SaslSession};
 use super::{MAX_FRAME, api_versions, code, encode_response, read_frame, request_header};
-use super::{topic_name, write_frame};
+use super::{certified_principal, topic_name, write_frame};
 use crate::addresses::{self, KafkaAddress};
 
 /// One follower listener: its protocol, how clients reach it, and its TLS.
 #[derive(Clone)]
 pub struct FollowerListener {
-    /// Kafka's name of the listener's security protocol (`PLAINTEXT` or `SSL`).
-    pub protocol: &'static str,
+    /// The listener's security protocol.
+    pub security: SecurityProtocol,
+    /// The users and ACLs as this node applied them, kept current by the caller: SASL
+    /// authenticates against them, and ACLs are checked with them where enforced. Needed on a
+    /// SASL listener.
+    pub access: Option<Access>,
+    /// The SASL mechanisms offered on a SASL listener.
+    pub sasl_mechanisms: Vec<String>,
     /// How clients reach this node on the listener.
     pub advertised: (String, u16),
     /// The TLS acceptor of an SSL listener.
@@ -73,7 +85,7 @@ pub async fn serve(listener: TcpListener, status: ReplicaStatus, config: Followe
         tokio::spawn(async move {
             let _admitted = admitted;
             tokio::select! {
-                served = accept(socket, &status, &config) => if let Err(e) = served {
+                served = accept(socket, peer, &status, &config) => if let Err(e) = served {
                     debug!(%peer, error = %e, "a follower's kafka connection closed");
                 },
                 _ = stopped.changed() => {}
@@ -84,36 +96,63 @@ pub async fn serve(listener: TcpListener, status: ReplicaStatus, config: Followe
 
 async fn accept(
     socket: TcpStream,
+    peer: SocketAddr,
     status: &ReplicaStatus,
     config: &FollowerListener,
 ) -> anyhow::Result<()> {
     socket.set_nodelay(true)?;
+    let host = peer.ip().to_string();
     match &config.tls {
         Some(acceptor) => {
             let stream = eddy_security::tls::accept(acceptor, socket).await?;
-            connection(stream, status, config).await
+            let principal = certified_principal(config.security, &stream);
+            connection(stream, (&host, principal), status, config).await
         }
-        None => connection(socket, status, config).await,
+        None => connection(socket, (&host, Principal::Anonymous), status, config).await,
     }
 }
 
 async fn connection<S>(
     mut socket: S,
+    (host, mut principal): (&str, Principal),
     status: &ReplicaStatus,
     config: &FollowerListener,
 ) -> anyhow::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut sasl = match (&config.access, config.security.uses_sasl()) {
+        (Some(access), true) => Some(SaslSession::new(
+            access.clone(),
+            config.sasl_mechanisms.clone(),
+        )),
+        (None, true) => anyhow::bail!("a SASL listener without the users"),
+        (_, false) => None,
+    };
     loop {
-        let Ok(frame) = tokio::time::timeout(config.idle, read_frame(&mut socket, MAX_FRAME)).await
+        let limit = if sasl.is_some() {
+            sasl::MAX_UNAUTHENTICATED_FRAME
+        } else {
+            MAX_FRAME
+        };
+        let Ok(frame) = tokio::time::timeout(config.idle, read_frame(&mut socket, limit)).await
         else {
             return Ok(());
         };
         let Some(frame) = frame? else {
             return Ok(());
         };
-        if let Some(response) = answer(frame, status, config)? {
+        let frame = match sasl::exchange(&mut socket, &mut sasl, &mut principal, frame).await? {
+            sasl::Next::Serve(frame) => frame,
+            sasl::Next::Read => continue,
+            sasl::Next::Close => return Ok(()),
+        };
+        let caller = Caller {
+            principal: &principal,
+            host,
+            access: config.access.as_ref(),
+        };
+        if let Some(response) = answer(frame, status, config, caller)? {
             write_frame(&mut socket, &response).await?;
         }
     }
@@ -136,6 +175,7 @@ fn answer(
     mut frame: Bytes,
     status: &ReplicaStatus,
     config: &FollowerListener,
+    caller: Caller<'_>,
 ) -> anyhow::Result<Option<BytesMut>> {
     let (key, version, header) = match request_header(&mut frame)? {
         Ok(parsed) => parsed,
@@ -152,21 +192,22 @@ fn answer(
         }
         ApiKey::Metadata => {
             let request = MetadataRequest::decode(&mut frame, version)?;
-            let response = metadata(status, config, &request, version);
+            let response = metadata(status, config, &request, version, caller);
             encode_response(id, key, version, &response)?
         }
         ApiKey::FindCoordinator => {
-            FindCoordinatorRequest::decode(&mut frame, version)?;
+            let request = FindCoordinatorRequest::decode(&mut frame, version)?;
             let found = leadership
                 .leader
-                .and_then(|l| Some((l, listener_of(status, l, config.protocol)?)));
-            let response = match found {
-                Some((l, at)) => FindCoordinatorResponse::default()
+                .and_then(|l| Some((l, listener_of(status, l, config.security.name())?)));
+            let refusal = caller.coordinator_refusal(request.key_type, &request.key);
+            let response = match (refusal, found) {
+                (None, Some((l, at))) => FindCoordinatorResponse::default()
                     .with_node_id(broker(l))
                     .with_host(StrBytes::from_string(at.host))
                     .with_port(i32::from(at.port)),
-                None => FindCoordinatorResponse::default()
-                    .with_error_code(code::COORDINATOR_NOT_AVAILABLE)
+                (refusal, _) => FindCoordinatorResponse::default()
+                    .with_error_code(refusal.unwrap_or(code::COORDINATOR_NOT_AVAILABLE))
                     .with_node_id(BrokerId(-1))
                     .with_port(-1),
             };
@@ -242,14 +283,15 @@ fn answer(
     Ok(Some(response))
 }
 
-/// Metadata as a follower knows it: the topics its store applied, every node it heard of as a
-/// broker (itself first), the leader leading every partition, and the ISR the leader last
-/// told it.
+/// Metadata as a follower knows it: the topics its store applied (those the caller may
+/// describe), every node it heard of as a broker (itself first), the leader leading every
+/// partition, and the ISR the leader last told it.
 fn metadata(
     status: &ReplicaStatus,
     config: &FollowerListener,
     request: &MetadataRequest,
     version: i16,
+    caller: Caller<'_>,
 ) -> MetadataResponse {
     let leadership = status.leadership();
     let leader = leadership.leader.map_or(BrokerId(-1), broker);
@@ -265,11 +307,20 @@ fn metadata(
             .iter()
             .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
             .collect(),
-        _ => stored.iter().map(|(name, _)| name.clone()).collect(),
+        _ => stored
+            .iter()
+            .map(|(name, _)| name.clone())
+            .filter(|name| caller.sees_topic(name))
+            .collect(),
     };
     let topics = wanted
         .into_iter()
         .map(|name| {
+            if !caller.may_topic(Operation::Describe, &name) {
+                return MetadataResponseTopic::default()
+                    .with_name(Some(topic_name(&name)))
+                    .with_error_code(code::TOPIC_AUTHORIZATION_FAILED);
+            }
             let partitions = stored.iter().find(|(n, _)| *n == name).map(|(_, p)| *p);
             let topic = MetadataResponseTopic::default().with_name(Some(topic_name(&name)));
             let Some(partitions) = partitions else {
@@ -306,7 +357,7 @@ fn metadata(
         if id == status.id() {
             continue;
         }
-        if let Some(at) = node.kafka_listener(config.protocol) {
+        if let Some(at) = node.kafka_listener(config.security.name()) {
             brokers.push(
                 MetadataResponseBroker::default()
                     .with_node_id(broker(id))

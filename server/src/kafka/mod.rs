@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use eddy_security::acl::{Operation, ResourceType};
+use eddy_security::acl::Operation;
 use eddy_security::{Access, Principal, SecurityProtocol};
 use eddy_storage::{StorageError, Store, TopicConfig};
 use kafka_protocol::messages::api_versions_response::ApiVersion;
@@ -257,14 +257,7 @@ impl Broker {
         match &config.security.tls {
             Some(acceptor) => {
                 let stream = eddy_security::tls::accept(acceptor, socket).await?;
-                // On an SSL listener a client certificate names the principal, as Kafka's
-                // DEFAULT mapping does (SASL_SSL takes SASL's).
-                let certified = (config.security.protocol == SecurityProtocol::Ssl)
-                    .then(|| stream.get_ref().1.peer_certificates())
-                    .flatten()
-                    .and_then(|chain| chain.first())
-                    .and_then(|cert| eddy_security::tls::subject_principal(cert));
-                let principal = certified.map_or(Principal::Anonymous, Principal::User);
+                let principal = certified_principal(config.security.protocol, &stream);
                 self.connection(stream, (&host, principal), config).await
             }
             None => {
@@ -313,36 +306,11 @@ impl Broker {
             let Some(mut frame) = frame? else {
                 return Ok(());
             };
-            if let Some(mut session) = sasl.take() {
-                // PLAIN derives a key from the password (PBKDF2, milliseconds): off the async
-                // threads, as every step is, there being a handful per connection.
-                let (session, (action, authenticated)) = tokio::task::spawn_blocking(move || {
-                    let outcome = session.handle(frame);
-                    (session, outcome)
-                })
-                .await?;
-                match authenticated {
-                    Some(user) => principal = user,
-                    None => sasl = Some(session),
-                }
-                frame = match action {
-                    sasl::Action::Serve(frame) => frame,
-                    sasl::Action::Reply(out) => {
-                        write_frame(&mut socket, &out).await?;
-                        continue;
-                    }
-                    sasl::Action::Token(token) => {
-                        write_frame(&mut socket, &token).await?;
-                        continue;
-                    }
-                    sasl::Action::ReplyAndClose(out) => {
-                        write_frame(&mut socket, &out).await?;
-                        socket.shutdown().await?;
-                        return Ok(());
-                    }
-                    sasl::Action::Close(why) => anyhow::bail!(why),
-                };
-            }
+            frame = match sasl::exchange(&mut socket, &mut sasl, &mut principal, frame).await? {
+                sasl::Next::Serve(frame) => frame,
+                sasl::Next::Read => continue,
+                sasl::Next::Close => return Ok(()),
+            };
             let caller = authorize::Caller {
                 principal: &principal,
                 host,
@@ -372,6 +340,21 @@ pub async fn serve(listener: TcpListener, store: Store, config: KafkaConfig) {
     Broker::new(store, &config.limits)
         .serve(listener, config)
         .await
+}
+
+/// The principal a TLS connection starts as: on an SSL listener, the one its client
+/// certificate names, as Kafka's DEFAULT mapping does (SASL_SSL takes SASL's); otherwise
+/// anonymous, until SASL says otherwise.
+fn certified_principal<S>(
+    protocol: SecurityProtocol,
+    stream: &tokio_rustls::server::TlsStream<S>,
+) -> Principal {
+    let certified = (protocol == SecurityProtocol::Ssl)
+        .then(|| stream.get_ref().1.peer_certificates())
+        .flatten()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| eddy_security::tls::subject_principal(cert));
+    certified.map_or(Principal::Anonymous, Principal::User)
 }
 
 async fn write_frame<S: AsyncWrite + Unpin>(socket: &mut S, body: &[u8]) -> std::io::Result<()> {
@@ -598,24 +581,15 @@ fn find_coordinator(
     caller: authorize::Caller<'_>,
 ) -> FindCoordinatorResponse {
     let placement = replicas::placement(store);
-    let (resource, error) = if request.key_type == 1 {
-        (
-            ResourceType::TransactionalId,
-            code::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-        )
-    } else {
-        (ResourceType::Group, code::GROUP_AUTHORIZATION_FAILED)
-    };
-    if caller.may(Operation::Describe, resource, &request.key) {
-        FindCoordinatorResponse::default()
+    match caller.coordinator_refusal(request.key_type, &request.key) {
+        None => FindCoordinatorResponse::default()
             .with_node_id(placement.broker)
             .with_host(StrBytes::from_string(config.advertised.0.clone()))
-            .with_port(i32::from(config.advertised.1))
-    } else {
-        FindCoordinatorResponse::default()
+            .with_port(i32::from(config.advertised.1)),
+        Some(error) => FindCoordinatorResponse::default()
             .with_error_code(error)
             .with_node_id(BrokerId(-1))
-            .with_port(-1)
+            .with_port(-1),
     }
 }
 

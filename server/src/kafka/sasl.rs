@@ -11,6 +11,7 @@ use kafka_protocol::messages::{
     SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::{Decodable, StrBytes};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn};
 
 use super::code;
@@ -30,6 +31,58 @@ pub(super) enum Action {
     ReplyAndClose(BytesMut),
     /// Close the connection at once, for this reason.
     Close(String),
+}
+
+/// What a connection does after a frame went through its SASL exchange.
+pub(super) enum Next {
+    /// Serve this frame as a request.
+    Serve(Bytes),
+    /// Read the next frame.
+    Read,
+    /// The exchange closed the connection.
+    Close,
+}
+
+/// Runs `frame` through the connection's SASL exchange while one is under way, answering on
+/// `socket`; once the client has authenticated, `principal` is its user and `sasl` is `None`,
+/// and every frame is served.
+pub(super) async fn exchange<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    sasl: &mut Option<SaslSession>,
+    principal: &mut Principal,
+    frame: Bytes,
+) -> anyhow::Result<Next> {
+    let Some(mut session) = sasl.take() else {
+        return Ok(Next::Serve(frame));
+    };
+    // PLAIN derives a key from the password (PBKDF2, milliseconds): off the async threads, as
+    // every step is, there being a handful per connection.
+    let (session, (action, authenticated)) = tokio::task::spawn_blocking(move || {
+        let outcome = session.handle(frame);
+        (session, outcome)
+    })
+    .await?;
+    match authenticated {
+        Some(user) => *principal = user,
+        None => *sasl = Some(session),
+    }
+    match action {
+        Action::Serve(frame) => Ok(Next::Serve(frame)),
+        Action::Reply(out) => {
+            super::write_frame(socket, &out).await?;
+            Ok(Next::Read)
+        }
+        Action::Token(token) => {
+            super::write_frame(socket, &token).await?;
+            Ok(Next::Read)
+        }
+        Action::ReplyAndClose(out) => {
+            super::write_frame(socket, &out).await?;
+            socket.shutdown().await?;
+            Ok(Next::Close)
+        }
+        Action::Close(why) => anyhow::bail!(why),
+    }
 }
 
 enum Chosen {

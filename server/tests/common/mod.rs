@@ -183,6 +183,13 @@ pub fn start_in(data_dir: &std::path::Path, extra: &[&str]) -> Server {
 
 /// Runs kcat with `args`, feeding it `input`; its output, or a failure naming its error.
 pub fn kcat(args: &[&str], input: Option<&str>) -> String {
+    let (ok, out, err) = kcat_run(args, input);
+    assert!(ok, "kcat {args:?} failed: {err}");
+    out
+}
+
+/// Runs kcat with `args`, feeding it `input`: whether it succeeded, its output and its errors.
+pub fn kcat_run(args: &[&str], input: Option<&str>) -> (bool, String, String) {
     let mut child = Command::new(tools::kcat())
         .args(args)
         .stdin(Stdio::piped())
@@ -197,12 +204,11 @@ pub fn kcat(args: &[&str], input: Option<&str>) -> String {
         }
     }
     let out = child.wait_with_output().unwrap();
-    assert!(
+    (
         out.status.success(),
-        "kcat {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Sends one raw HTTP/1.1 request; returns the status and the body, chunked transfer decoded.

@@ -274,6 +274,12 @@ impl ReplicaStatus {
         }
     }
 
+    /// Runs `read` unless a snapshot is being installed (the store is cleared meanwhile, so a
+    /// read would see nothing); `None` when one is.
+    pub fn unless_installing<T>(&self, read: impl FnOnce() -> T) -> Option<T> {
+        self.snapshots.unless_installing(read)
+    }
+
     /// What the replica counted of ISR and leader changes, and of snapshots, since it started.
     pub fn counts(&self) -> ReplicaCounts {
         let (taken, installed) = self.snapshots.counts();
