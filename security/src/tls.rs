@@ -110,6 +110,48 @@ impl TlsFiles {
     }
 }
 
+/// Mutual TLS for the nodes of a replicated log: each node presents `certificate` (with `key`)
+/// both when it accepts a peer and when it connects to one, and requires the peer's to chain
+/// to `ca`. Returns how to accept peers and how to connect to them.
+pub fn mutual(
+    certificate: &Path,
+    key: &Path,
+    ca: &Path,
+) -> Result<(TlsAcceptor, tokio_rustls::TlsConnector), SecurityError> {
+    let files = TlsFiles {
+        certificate: certificate.to_path_buf(),
+        key: key.to_path_buf(),
+        client_ca: Some(ca.to_path_buf()),
+        client_auth: ClientAuth::Required,
+    };
+    let acceptor = files.acceptor()?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(ca)? {
+        roots.add(cert).map_err(|e| {
+            SecurityError::Tls(format!("{} holds an unusable CA: {e}", ca.display()))
+        })?;
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        SecurityError::Tls(format!(
+            "cannot read a private key from {}: {e}",
+            key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SecurityError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certificates(certificate)?, key)
+        .map_err(|e| {
+            SecurityError::Tls(format!(
+                "{} cannot serve as a client certificate: {e}",
+                certificate.display()
+            ))
+        })?;
+    Ok((acceptor, tokio_rustls::TlsConnector::from(Arc::new(config))))
+}
+
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
         .and_then(|certs| certs.collect::<Result<_, _>>())

@@ -354,6 +354,35 @@ struct ServerArgs {
     #[arg(long, global = true, env = "EDDY_REPLICATION_LISTEN")]
     replication_listen: Option<String>,
 
+    /// The PEM certificate chain this node presents to the other nodes of a replicated log,
+    /// as a server and as a client; with --replication-tls-key and --replication-tls-ca the
+    /// nodes speak mutual TLS, and refuse a peer whose certificate the CA did not sign.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_REPLICATION_TLS_CERT",
+        requires_all = ["replication_tls_key", "replication_tls_ca"]
+    )]
+    replication_tls_cert: Option<PathBuf>,
+
+    /// The private key of --replication-tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_REPLICATION_TLS_KEY",
+        requires = "replication_tls_cert"
+    )]
+    replication_tls_key: Option<PathBuf>,
+
+    /// The PEM CA certificates the other nodes' certificates must chain to.
+    #[arg(
+        long,
+        global = true,
+        env = "EDDY_REPLICATION_TLS_CA",
+        requires = "replication_tls_cert"
+    )]
+    replication_tls_ca: Option<PathBuf>,
+
     /// How long a follower of the replicated log may go without catching up with the leader
     /// before it leaves the in-sync replicas, in milliseconds (Kafka's
     /// `replica.lag.time.max.ms`).
@@ -1197,6 +1226,7 @@ async fn serve(
         node_id,
         peers: peers.0.clone(),
         listen: args.replication_listen.clone(),
+        tls: replication_tls(args)?,
         sync: args.sync,
         lag: Duration::from_millis(args.replica_lag_time_max_ms.max(1)),
         snapshot_entries: args.replica_snapshot_entries.max(1),
@@ -1314,6 +1344,24 @@ async fn refresh_access(access: eddy_security::Access, status: eddy_storage::Rep
             None => {}
         }
     }
+}
+
+/// Mutual TLS between the nodes, when the flags ask for it.
+fn replication_tls(args: &ServerArgs) -> anyhow::Result<Option<eddy_storage::ReplicationTls>> {
+    let (Some(cert), Some(key), Some(ca)) = (
+        &args.replication_tls_cert,
+        &args.replication_tls_key,
+        &args.replication_tls_ca,
+    ) else {
+        return Ok(None);
+    };
+    let (acceptor, connector) = eddy_security::tls::mutual(cert, key, ca)
+        .context("cannot set up TLS between the replicated log's nodes")?;
+    info!("the replicated log's nodes speak mutual TLS");
+    Ok(Some(eddy_storage::ReplicationTls {
+        acceptor,
+        connector,
+    }))
 }
 
 /// How a follower checks HTTP credentials: against the users its store applied, when

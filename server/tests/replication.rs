@@ -40,6 +40,8 @@ struct Group {
     peers: String,
     http: Vec<String>,
     kafka: Vec<String>,
+    /// Each node's replication listener.
+    raft: Vec<String>,
     nodes: BTreeMap<u64, (Child, Log)>,
     /// The Kafka listeners' protocol, when not PLAINTEXT.
     kafka_protocol: Option<&'static str>,
@@ -68,6 +70,7 @@ impl Group {
             peers,
             http,
             kafka,
+            raft,
             nodes: BTreeMap::new(),
             kafka_protocol: None,
             extra: Vec::new(),
@@ -1183,6 +1186,149 @@ fn a_followers_sasl_listener_knows_the_users_and_acls_the_leader_wrote() {
     );
     assert!(ok, "{err}");
     assert_eq!(out, "hello\n");
+}
+
+/// A CA, a certificate it signed for 127.0.0.1 (every node presents it) and its key, and a
+/// certificate and key it did not sign, as PEM files in `dir`.
+fn replication_certificates(dir: &std::path::Path) -> [String; 5] {
+    let ca_key = rcgen::KeyPair::generate().expect("a key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("the CA");
+    let node_key = rcgen::KeyPair::generate().expect("a key");
+    let node = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&node_key, &ca, &ca_key)
+        .expect("the node's certificate");
+    let rogue_key = rcgen::KeyPair::generate().expect("a key");
+    let rogue = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .self_signed(&rogue_key)
+        .expect("a certificate of no CA");
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("node.pem", node.pem()),
+        ("node-key.pem", node_key.serialize_pem()),
+        ("rogue.pem", rogue.pem()),
+        ("rogue-key.pem", rogue_key.serialize_pem()),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).expect("a PEM file");
+        path.to_string_lossy().into_owned()
+    })
+}
+
+/// Connects to a replication listener over TLS, trusting `ca` and presenting `cert`, sends a
+/// frame and reads: the bytes answered, or why the connection failed.
+fn tls_exchange(address: &str, ca: &str, (cert, key): (&str, &str)) -> Result<usize, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(ca).map_err(|e| e.to_string())? {
+            roots
+                .add(c.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        let chain = CertificateDer::pem_file_iter(cert)
+            .map_err(|e| e.to_string())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = PrivateKeyDer::from_pem_file(key).map_err(|e| e.to_string())?;
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| e.to_string())?;
+        let name = ServerName::try_from("127.0.0.1").map_err(|e| e.to_string())?;
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        // A frame of 12 bytes that is no request: a peer answers nothing and hangs up.
+        tls.write_all(&[0, 0, 0, 12, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12])
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut answer))
+            .await
+            .map_err(|_| "no answer and no close within 10 s".to_string())?;
+        read.map_err(|e| e.to_string())?;
+        Ok(answer.len())
+    })
+}
+
+#[test]
+fn nodes_speak_mutual_tls_and_refuse_a_peer_the_ca_did_not_sign() {
+    let files = tempfile::tempdir().expect("a directory");
+    let [ca, node, node_key, rogue, rogue_key] = replication_certificates(files.path());
+    let mut group = Group::new(3);
+    group.extra = vec![
+        "--replication-tls-cert".into(),
+        node.clone(),
+        "--replication-tls-key".into(),
+        node_key.clone(),
+        "--replication-tls-ca".into(),
+        ca.clone(),
+    ];
+    for id in 1..=3 {
+        group.start(id);
+    }
+    // Over TLS the nodes elect a leader, and every follower is in sync.
+    let leader = group.leader();
+    group.ksql(
+        leader,
+        "CREATE STREAM secured (v STRING) WITH (kafka_topic='secured', value_format='KAFKA', partitions=1);",
+    );
+    let placement = group.await_placement("secured", "all three in sync", |p| p.in_sync.len() == 3);
+    assert_eq!(placement.leader, leader);
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    assert!(
+        group.log_of(follower).contains("speak mutual TLS"),
+        "{}",
+        group.log_of(follower)
+    );
+
+    // A peer with a certificate of no CA the nodes trust is refused at the handshake; one
+    // speaking plain TCP too; a node with the right certificate gets a connection.
+    let at = &group.raft[(follower - 1) as usize];
+    let refused = tls_exchange(at, &ca, (&rogue, &rogue_key));
+    assert!(refused.is_err(), "{refused:?}");
+    {
+        use std::io::{Read, Write};
+        let mut plain = std::net::TcpStream::connect(at).expect("the listener");
+        plain
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a timeout");
+        plain
+            .write_all(&[0, 0, 0, 4, 1, 2, 3, 4])
+            .expect("the bytes are sent");
+        let mut answer = Vec::new();
+        let _ = plain.read_to_end(&mut answer);
+        assert!(answer.is_empty() || answer[0] == 0x15, "{answer:?}");
+    }
+    // The node hangs up on the frame it cannot read, with or without TLS's close_notify.
+    let accepted = tls_exchange(at, &ca, (&node, &node_key));
+    assert!(
+        accepted == Ok(0) || accepted.as_ref().is_err_and(|e| e.contains("close_notify")),
+        "a peer with the CA's certificate: {accepted:?}"
+    );
+    let deadline = Instant::now() + WAIT;
+    while !group.log_of(follower).contains("failed its TLS handshake") {
+        assert!(Instant::now() < deadline, "{}", group.log_of(follower));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The group goes on with the same leader.
+    assert_eq!(group.leader(), leader);
 }
 
 /// A node started with peers it cannot use stops at once, saying what is wrong.

@@ -50,6 +50,7 @@ pub use partitioner::{DefaultPartitioner, murmur2, partition_for_key};
 pub use replication::{
     DEFAULT_REPLICA_LAG, DEFAULT_SNAPSHOT_BYTES, DEFAULT_SNAPSHOT_ENTRIES, KEPT_ENTRIES,
     Leadership, LogExtent, NodeId, Replica, ReplicaCounts, ReplicaOptions, ReplicaStatus,
+    ReplicationTls,
 };
 pub use segment::{SegmentMeta, expired_segment_count, should_roll, survives};
 pub use state::{StateEntry, StateScan, StateSnapshot};

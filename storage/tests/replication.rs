@@ -76,6 +76,7 @@ impl Group {
             lag: LAG,
             snapshot_entries: self.snapshot_entries,
             snapshot_bytes: self.snapshot_bytes,
+            tls: None,
         };
         let dir = self.dirs[(id - 1) as usize].path();
         let replica = Replica::start(dir, options).await?;

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+pub use network::ReplicationTls;
 pub use types::NodeId;
 use types::{Applied, Batch, TypeConfig};
 
@@ -48,6 +49,8 @@ pub struct ReplicaOptions {
     /// How many bytes of entries this node appends to its Raft log between snapshots at most,
     /// so a log of a few huge group commits is purged as soon as one of many small ones.
     pub snapshot_bytes: u64,
+    /// Mutual TLS with the other nodes; plain TCP when `None`.
+    pub tls: Option<ReplicationTls>,
 }
 
 /// How many bytes of entries the Raft log grows by between snapshots at most, by default.
@@ -464,6 +467,7 @@ impl Replica {
                 answered: answered.clone(),
                 addresses: addresses.clone(),
                 snapshots: snapshots.clone(),
+                tls: options.tls.as_ref().map(|tls| tls.connector.clone()),
             },
             log,
             state_machine::StateMachine::open(db.clone(), snapshots.clone(), in_use.clone())
@@ -476,7 +480,10 @@ impl Replica {
         let address = listener.local_addr()?.to_string();
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(network::serve(
-            listener,
+            (
+                listener,
+                options.tls.as_ref().map(|tls| tls.acceptor.clone()),
+            ),
             raft.clone(),
             addresses.clone(),
             stopped,

@@ -1,6 +1,9 @@
-//! Raft's messages between replicas, over TCP: each request and each answer is one frame, a
-//! 4-byte big-endian length then the message in MessagePack (`rmp-serde`). A replica keeps one
-//! connection to each peer and sends its requests one at a time, as openraft sends them.
+//! Raft's messages between replicas, over TCP (or mutual TLS): each request and each answer is
+//! one frame, a 4-byte big-endian length then the message in MessagePack (`rmp-serde`). A
+//! replica keeps one connection to each peer and sends its requests one at a time, as openraft
+//! sends them. With TLS, a node accepts only peers whose certificate the CA signed, and checks
+//! the certificate of each node it connects to against the host in its address, so a node
+//! outside the group can neither vote nor send a snapshot.
 //!
 //! Every frame also carries its sender's id and where it serves clients (its entry in the
 //! [`Directory`]), and a leader's frames its in-sync replicas and every node's entry, so the
@@ -20,9 +23,11 @@ use openraft::raft::{
 };
 use openraft::{BasicNode, Raft};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, warn};
 
 use super::log_store::{decode, encode_into, entry_size};
@@ -41,6 +46,54 @@ const MAX_ADVERTISED_BYTES: usize = 4096;
 
 /// The most nodes an ISR heard from a peer may name; a longer one is ignored.
 const MAX_TOLD_ISR: usize = 64;
+
+/// How long a peer has to finish the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Mutual TLS between the nodes: how this node accepts its peers (requiring a certificate its
+/// CA signed) and how it connects to them (presenting its own, and checking theirs).
+#[derive(Clone)]
+pub struct ReplicationTls {
+    /// Accepts peers' connections.
+    pub acceptor: TlsAcceptor,
+    /// Connects to peers.
+    pub connector: TlsConnector,
+}
+
+/// A connection to or from a peer, plain or over TLS.
+trait Link: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Link for T {}
+
+type Stream = Box<dyn Link>;
+
+impl std::fmt::Debug for ReplicationTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplicationTls")
+    }
+}
+
+/// Connects to `address` (`host:port`), over TLS when `tls` is given, checking the peer's
+/// certificate against the host.
+async fn connect(address: &str, tls: Option<&TlsConnector>) -> std::io::Result<Stream> {
+    let stream = TcpStream::connect(address).await?;
+    let _ = stream.set_nodelay(true);
+    let Some(connector) = tls else {
+        return Ok(Box::new(stream));
+    };
+    let host = address
+        .rsplit_once(':')
+        .map_or(address, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host} cannot name a TLS peer: {e}"),
+        )
+    })?;
+    Ok(Box::new(connector.connect(name, stream).await?))
+}
 
 /// Where each node serves its clients, as it last said: an entry the server writes and reads
 /// (the storage layer does not look inside), by node id.
@@ -164,7 +217,9 @@ enum Response {
 
 /// Reads one frame; `None` when the peer closed the connection between frames. The buffer
 /// grows with what arrives, so a length alone reserves nothing.
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
+    stream: &mut S,
+) -> std::io::Result<Option<Vec<u8>>> {
     let len = match stream.read_u32().await {
         Ok(len) => len,
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
@@ -208,14 +263,17 @@ fn framed<M: Serialize>(message: &M, size: usize) -> std::io::Result<Vec<u8>> {
     Ok(frame)
 }
 
-async fn write_frame(stream: &mut TcpStream, frame: &[u8]) -> std::io::Result<()> {
+async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
+    stream: &mut S,
+    frame: &[u8],
+) -> std::io::Result<()> {
     stream.write_all(frame).await?;
     stream.flush().await
 }
 
 /// Serves the peers' requests to `raft` until `stop` turns true.
 pub(super) async fn serve(
-    listener: TcpListener,
+    (listener, tls): (TcpListener, Option<TlsAcceptor>),
     raft: Raft<TypeConfig>,
     addresses: Addresses,
     mut stop: watch::Receiver<bool>,
@@ -226,7 +284,7 @@ pub(super) async fn serve(
             accepted = listener.accept() => accepted,
             _ = stop.changed() => return,
         };
-        let (mut stream, peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 warn!(error = %e, "accepting a replica's connection failed");
@@ -239,9 +297,26 @@ pub(super) async fn serve(
             continue;
         };
         let (raft, addresses, mut stop) = (raft.clone(), addresses.clone(), stop.clone());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let _ = stream.set_nodelay(true);
+            let mut stream: Stream = match tls {
+                None => Box::new(stream),
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => Box::new(stream),
+                        Ok(Err(e)) => {
+                            warn!(%peer, error = %e, "a connection to the replication listener failed its TLS handshake");
+                            return;
+                        }
+                        Err(_) => {
+                            warn!(%peer, "a connection to the replication listener did not finish its TLS handshake");
+                            return;
+                        }
+                    }
+                }
+            };
             tokio::select! {
                 served = answer(&mut stream, &raft, &addresses) => if let Err(e) = served {
                     debug!(%peer, error = %e, "a replica's connection ended");
@@ -254,7 +329,7 @@ pub(super) async fn serve(
 
 /// Answers one connection's requests in turn.
 async fn answer(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     raft: &Raft<TypeConfig>,
     addresses: &Addresses,
 ) -> std::io::Result<()> {
@@ -292,6 +367,8 @@ pub struct Network {
     pub(super) addresses: Addresses,
     /// This node's snapshots, so a replaced one is not sent.
     pub(super) snapshots: std::sync::Arc<super::snapshot::Snapshots>,
+    /// How to connect to peers over TLS, when the group uses it.
+    pub(super) tls: Option<TlsConnector>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -305,6 +382,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             answered: self.answered.clone(),
             addresses: self.addresses.clone(),
             snapshots: self.snapshots.clone(),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -313,10 +391,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct Peer {
     target: NodeId,
     address: String,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     answered: Answered,
     addresses: Addresses,
     snapshots: std::sync::Arc<super::snapshot::Snapshots>,
+    tls: Option<TlsConnector>,
 }
 
 /// Why a call did not get an answer.
@@ -337,13 +416,11 @@ impl Peer {
         let mut stream = match self.stream.take() {
             Some(stream) => stream,
             None => {
-                let connect = TcpStream::connect(&self.address);
-                let stream = tokio::time::timeout(ttl, connect)
+                let connect = connect(&self.address, self.tls.as_ref());
+                tokio::time::timeout(ttl, connect)
                     .await
                     .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
-                    .map_err(CallError::Unreachable)?;
-                let _ = stream.set_nodelay(true);
-                stream
+                    .map_err(CallError::Unreachable)?
             }
         };
         let exchange = async {

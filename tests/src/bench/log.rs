@@ -165,6 +165,7 @@ fn replicated(
                 lag: eddy_storage::DEFAULT_REPLICA_LAG,
                 snapshot_entries: eddy_storage::DEFAULT_SNAPSHOT_ENTRIES,
                 snapshot_bytes: eddy_storage::DEFAULT_SNAPSHOT_BYTES,
+                tls: None,
             };
             replicas.push(
                 eddy_storage::Replica::start(dir.join(format!("replica-{id}")), options).await?,
