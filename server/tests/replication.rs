@@ -24,6 +24,78 @@ fn free_addresses(count: usize) -> Vec<String> {
         .collect()
 }
 
+/// One direction of a link between two nodes: a TCP proxy to the target's replication
+/// listener, which the test can cut and heal. Cut, it closes the connections it carried and
+/// holds new ones without an answer, as a network that drops packets: a peer's requests time
+/// out rather than fail at once.
+struct Link {
+    address: String,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    open: Arc<Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Link {
+    fn to(target: String) -> Link {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for a link");
+        let address = listener.local_addr().expect("an address").to_string();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
+        let (is_cut, opened) = (cut.clone(), open.clone());
+        std::thread::spawn(move || {
+            for incoming in listener.incoming() {
+                let Ok(from) = incoming else { continue };
+                if is_cut.load(Ordering::SeqCst) {
+                    // Held unanswered until the link heals, then closed.
+                    opened.lock().unwrap_or_else(|e| e.into_inner()).push(from);
+                    continue;
+                }
+                let Ok(to) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (Ok(from_copy), Ok(to_copy)) = (from.try_clone(), to.try_clone()) else {
+                    continue;
+                };
+                {
+                    let mut opened = opened.lock().unwrap_or_else(|e| e.into_inner());
+                    opened.extend(from.try_clone());
+                    opened.extend(to.try_clone());
+                }
+                pipe(from, to_copy);
+                pipe(to, from_copy);
+            }
+        });
+        Link { address, cut, open }
+    }
+
+    /// Closes what the link carried, and holds new connections unanswered.
+    fn cut(&self) {
+        self.set(true);
+    }
+
+    /// Closes the connections held while cut, and carries new ones again.
+    fn heal(&self) {
+        self.set(false);
+    }
+
+    fn set(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        for stream in open.drain(..) {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Copies `from` into `to` until either ends.
+fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from, &mut to);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+        let _ = from.shutdown(std::net::Shutdown::Both);
+    });
+}
+
 /// A partition as Metadata tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Placement {
@@ -42,6 +114,9 @@ struct Group {
     kafka: Vec<String>,
     /// Each node's replication listener.
     raft: Vec<String>,
+    /// When the nodes reach each other through proxies the test can cut: each directed link
+    /// (from, to).
+    links: BTreeMap<(u64, u64), Link>,
     nodes: BTreeMap<u64, (Child, Log)>,
     /// The Kafka listeners' protocol, when not PLAINTEXT.
     kafka_protocol: Option<&'static str>,
@@ -71,11 +146,55 @@ impl Group {
             http,
             kafka,
             raft,
+            links: BTreeMap::new(),
             nodes: BTreeMap::new(),
             kafka_protocol: None,
             extra: Vec::new(),
             env: Vec::new(),
         }
+    }
+
+    /// A group of `size` nodes that reach each other through a proxy per directed link, so a
+    /// node can be cut off from the others while it runs (and its clients still reach it).
+    fn linked(size: u64) -> Group {
+        let mut group = Group::new(size as usize);
+        for from in 1..=size {
+            for to in (1..=size).filter(|to| *to != from) {
+                let target = group.raft[(to - 1) as usize].clone();
+                group.links.insert((from, to), Link::to(target));
+            }
+        }
+        group
+    }
+
+    /// Cuts node `id` off from every other node, both ways, while it runs.
+    fn isolate(&self, id: u64) {
+        for ((from, to), link) in &self.links {
+            if *from == id || *to == id {
+                link.cut();
+            }
+        }
+    }
+
+    /// Lets every link carry traffic again.
+    fn heal(&self) {
+        for link in self.links.values() {
+            link.heal();
+        }
+    }
+
+    /// The `--peers` node `id` starts with: through the links when there are some.
+    fn peers_of(&self, id: u64) -> String {
+        if self.links.is_empty() {
+            return self.peers.clone();
+        }
+        (1..=self.raft.len() as u64)
+            .map(|to| match self.links.get(&(id, to)) {
+                Some(link) => format!("{to}={}", link.address),
+                None => format!("{to}={}", self.raft[(to - 1) as usize]),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A group of `size` nodes, every one started.
@@ -96,7 +215,7 @@ impl Group {
         let mut child = Command::new(env!("CARGO_BIN_EXE_eddy"))
             .args(["server", "--data-dir"])
             .arg(self.dirs[i].path())
-            .args(["--node-id", &id.to_string(), "--peers", &self.peers])
+            .args(["--node-id", &id.to_string(), "--peers", &self.peers_of(id)])
             .args(["--listen", &self.http[i], "--kafka-listen", &kafka])
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -1410,14 +1529,19 @@ impl History {
 const PRODUCER_SPAN: i64 = 1_000_000_000;
 
 /// Jepsen's register of a log, on three processes: two idempotent `acks=all` producers and
-/// their consumers run throughout while the leader is killed and restarted, and paused (a
-/// node cut off) and resumed, then a follower, then the leader again. At the end every
+/// their consumers run throughout while the leader is killed and restarted, and paused and
+/// resumed, then a follower, then the leader again; then the leader is cut off from the other
+/// nodes while it runs and its clients still write to it (each link between two nodes goes
+/// through a proxy the test cuts), and the links heal. At the end every
 /// acknowledged record is in the log at the offset it was acknowledged at, no record is there
 /// twice, each partition holds each producer's records in the order sent, and everything the
 /// consumers ever read is still there: no read saw a record that was later lost.
 #[test]
-fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
-    let mut group = Group::running(3);
+fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
+    let mut group = Group::linked(3);
+    for id in 1..=3 {
+        group.start(id);
+    }
     let first = group.leader();
     group.ksql(
         first,
@@ -1474,8 +1598,9 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
     };
 
     // The nemesis: kill the leader and bring it back, pause it and resume it; then the same
-    // to a follower; then to the leader again.
-    for round in 0..6 {
+    // to a follower; then to the leader again; then cut the leader off from the others while
+    // it runs and its clients still reach it, and heal the links.
+    for round in 0..7 {
         let before = acked();
         let deadline = Instant::now() + WAIT;
         while acked() < before + 200 {
@@ -1493,7 +1618,11 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
         } else {
             leader
         };
-        if round % 2 == 0 {
+        if round == 6 {
+            group.isolate(target);
+            std::thread::sleep(Duration::from_secs(5));
+            group.heal();
+        } else if round % 2 == 0 {
             group.kill(target);
             std::thread::sleep(Duration::from_secs(2));
             group.start(target);
@@ -1508,8 +1637,12 @@ fn acknowledged_records_survive_leaders_killed_and_paused_under_load() {
     while acked() < before + 200 {
         assert!(
             Instant::now() < deadline,
-            "no progress at the end\nclient:\n{}\n{}",
+            "no progress at the end\nclient:\n{}\nprinted:\n{}\n{}",
             client_said(),
+            {
+                let printed = printed.lock().unwrap_or_else(|e| e.into_inner());
+                printed[printed.len().saturating_sub(30)..].join("\n")
+            },
             group.logs()
         );
         std::thread::sleep(Duration::from_millis(100));

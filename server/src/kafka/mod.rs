@@ -219,8 +219,11 @@ impl Broker {
         &self.transactions
     }
 
-    /// Accepts Kafka clients on `listener` until the task is dropped.
+    /// Accepts Kafka clients on `listener` until the task is dropped; its connections close
+    /// with it, so that on a replicated log no client stays on a node that no longer leads
+    /// (its closed store would answer it, and its Metadata name itself, for ever).
     pub async fn serve(self, listener: TcpListener, config: KafkaConfig) {
+        let (_serving, stopped) = tokio::sync::watch::channel(());
         loop {
             let (socket, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -237,9 +240,13 @@ impl Broker {
             };
             let broker = self.clone();
             let config = config.clone();
+            let mut stopped = stopped.clone();
             tokio::spawn(async move {
-                if let Err(e) = broker.accept(socket, peer, config).await {
-                    debug!(%peer, error = %e, "kafka connection closed");
+                tokio::select! {
+                    served = broker.accept(socket, peer, config) => if let Err(e) = served {
+                        debug!(%peer, error = %e, "kafka connection closed");
+                    },
+                    _ = stopped.changed() => {}
                 }
                 drop(admitted);
             });
@@ -744,8 +751,10 @@ fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::DiskFull { .. } | StorageError::RocksDb(_) | StorageError::Io(_) => {
             code::KAFKA_STORAGE_ERROR
         }
-        // Leadership moved: the client asks Metadata where the leader is now.
-        StorageError::NotLeader { .. } => code::NOT_LEADER_OR_FOLLOWER,
+        // Leadership moved, or the store is closing because it did (or the node is stopping,
+        // as a Kafka broker's controlled shutdown moves its leaders away): the client asks
+        // Metadata where the leader is now, and retries there.
+        StorageError::NotLeader { .. } | StorageError::Closed => code::NOT_LEADER_OR_FOLLOWER,
         // The group could not commit the write in time; whether it lands later is unknown,
         // as after a Kafka request that timed out.
         StorageError::Replication { .. } => code::REQUEST_TIMED_OUT,

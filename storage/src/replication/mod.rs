@@ -468,6 +468,7 @@ impl Replica {
                 addresses: addresses.clone(),
                 snapshots: snapshots.clone(),
                 tls: options.tls.as_ref().map(|tls| tls.connector.clone()),
+                peers: options.peers.clone(),
             },
             log,
             state_machine::StateMachine::open(db.clone(), snapshots.clone(), in_use.clone())

@@ -369,6 +369,9 @@ pub struct Network {
     pub(super) snapshots: std::sync::Arc<super::snapshot::Snapshots>,
     /// How to connect to peers over TLS, when the group uses it.
     pub(super) tls: Option<TlsConnector>,
+    /// Where this node reaches each peer (its `--peers`), which may differ from the address
+    /// the membership holds (another node's view, through a snapshot or the log).
+    pub(super) peers: BTreeMap<NodeId, String>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -377,7 +380,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Peer {
         Peer {
             target,
-            address: node.addr.clone(),
+            address: self
+                .peers
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             stream: None,
             answered: self.answered.clone(),
             addresses: self.addresses.clone(),
