@@ -671,3 +671,55 @@ async fn a_leaders_pipelined_group_commits_keep_every_producers_order_through_a_
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_hangs_up_at_once_is_backed_off_from_not_hammered() -> anyhow::Result<()> {
+    // Node 3's address is taken by something that accepts connections and closes them.
+    let slammer = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let slammed = slammer.local_addr()?.to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counting = accepted.clone();
+    std::thread::spawn(move || {
+        for incoming in slammer.incoming() {
+            if incoming.is_ok() {
+                counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    });
+    let addresses = free_addresses(2);
+    let peers: BTreeMap<u64, String> = [
+        (1, addresses[0].clone()),
+        (2, addresses[1].clone()),
+        (3, slammed),
+    ]
+    .into_iter()
+    .collect();
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
+    let mut replicas = Vec::new();
+    for id in 1..=2u64 {
+        let options = ReplicaOptions {
+            node_id: id,
+            peers: peers.clone(),
+            listen: None,
+            sync: SyncPolicy::Os,
+            lag: LAG,
+            snapshot_entries: eddy_storage::DEFAULT_SNAPSHOT_ENTRIES,
+            snapshot_bytes: eddy_storage::DEFAULT_SNAPSHOT_BYTES,
+            tls: None,
+        };
+        replicas.push(Replica::start(dirs[(id - 1) as usize].path(), options).await?);
+    }
+    // Two of three elect a leader, which keeps trying node 3.
+    let leader = replicas[0].await_leader(WAIT).await?;
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let tries = accepted.load(std::sync::atomic::Ordering::SeqCst) - before;
+    assert!(
+        tries <= 30,
+        "leader {leader} connected to the peer that hangs up {tries} times in 3 s"
+    );
+    for replica in replicas {
+        replica.shutdown().await?;
+    }
+    Ok(())
+}

@@ -420,6 +420,7 @@ impl Peer {
         // The connection is held outside `self` while in use: a call that fails, times out, or
         // is dropped midway (openraft drops an RPC past its time) may leave half a frame on it,
         // so it goes back only after a whole answer.
+        let fresh = self.stream.is_none();
         let mut stream = match self.stream.take() {
             Some(stream) => stream,
             None => {
@@ -440,7 +441,17 @@ impl Peer {
             Ok(answered) => answered,
             Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         };
-        let frame = answered.map_err(CallError::Network)?;
+        // A connection made for this call that fails before answering is a peer this node
+        // cannot reach (another program on its port, or a network that drops): openraft
+        // retries a network error at once, hundreds of times a second, but backs off from an
+        // unreachable peer.
+        let frame = answered.map_err(|e| {
+            if fresh {
+                CallError::Unreachable(e)
+            } else {
+                CallError::Network(e)
+            }
+        })?;
         let response: Envelope<Response> = decode(&frame).map_err(|e| {
             CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })?;
