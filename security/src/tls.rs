@@ -62,12 +62,7 @@ impl TlsFiles {
     pub fn acceptor(&self) -> Result<TlsAcceptor, SecurityError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let chain = certificates(&self.certificate)?;
-        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| {
-            SecurityError::Tls(format!(
-                "cannot read a private key from {}: {e}",
-                self.key.display()
-            ))
-        })?;
+        let key = private_key(&self.key)?;
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map_err(|e| SecurityError::Tls(e.to_string()))?;
@@ -79,13 +74,8 @@ impl TlsFiles {
                 ));
             }
             (auth, Some(ca)) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for cert in certificates(ca)? {
-                    roots.add(cert).map_err(|e| {
-                        SecurityError::Tls(format!("{} holds an unusable CA: {e}", ca.display()))
-                    })?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider);
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(roots(ca)?.into(), provider);
                 let verifier = if auth == ClientAuth::Requested {
                     verifier.allow_unauthenticated()
                 } else {
@@ -125,24 +115,12 @@ pub fn mutual(
         client_auth: ClientAuth::Required,
     };
     let acceptor = files.acceptor()?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(ca)? {
-        roots.add(cert).map_err(|e| {
-            SecurityError::Tls(format!("{} holds an unusable CA: {e}", ca.display()))
-        })?;
-    }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        SecurityError::Tls(format!(
-            "cannot read a private key from {}: {e}",
-            key.display()
-        ))
-    })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| SecurityError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certificates(certificate)?, key)
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(certificates(certificate)?, private_key(key)?)
         .map_err(|e| {
             SecurityError::Tls(format!(
                 "{} cannot serve as a client certificate: {e}",
@@ -150,6 +128,26 @@ pub fn mutual(
             ))
         })?;
     Ok((acceptor, tokio_rustls::TlsConnector::from(Arc::new(config))))
+}
+
+/// The CA certificates in `ca`, as roots to check a peer's certificate against.
+fn roots(ca: &Path) -> Result<rustls::RootCertStore, SecurityError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(ca)? {
+        roots.add(cert).map_err(|e| {
+            SecurityError::Tls(format!("{} holds an unusable CA: {e}", ca.display()))
+        })?;
+    }
+    Ok(roots)
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, SecurityError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        SecurityError::Tls(format!(
+            "cannot read a private key from {}: {e}",
+            path.display()
+        ))
+    })
 }
 
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SecurityError> {

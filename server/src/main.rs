@@ -1261,13 +1261,10 @@ async fn serve(
             (max_connections, access.as_ref()),
         );
         let forwarding = follower_forwarding(args);
-        let refreshing = access.map(|a| refresh_access(a, replica.status().clone()));
+        let refreshing = futures::future::OptionFuture::from(
+            access.map(|a| refresh_access(a, replica.status().clone())),
+        );
         async move {
-            let refreshing = async move {
-                if let Some(refreshing) = refreshing {
-                    refreshing.await;
-                }
-            };
             let kafka: Vec<_> = kafka_listeners
                 .into_iter()
                 .map(|(bind, listener)| kafka::following::follow(bind, status.clone(), listener))

@@ -60,18 +60,18 @@ pub struct ReplicationTls {
     pub connector: TlsConnector,
 }
 
+impl std::fmt::Debug for ReplicationTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReplicationTls")
+    }
+}
+
 /// A connection to or from a peer, plain or over TLS.
 trait Link: AsyncRead + AsyncWrite + Unpin + Send + Sync {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + Sync> Link for T {}
 
 type Stream = Box<dyn Link>;
-
-impl std::fmt::Debug for ReplicationTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ReplicationTls")
-    }
-}
 
 /// Connects to `address` (`host:port`), over TLS when `tls` is given, checking the peer's
 /// certificate against the host.
