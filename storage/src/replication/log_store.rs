@@ -1,5 +1,6 @@
-//! The Raft log of a replica, its vote and its committed position, in the store's `raft`
-//! column family beside the data they replicate.
+//! The Raft log of a replica: its entries in segment files of their own
+//! ([`super::log_segments`]), its vote, committed position and purged position in the store's
+//! `raft` column family beside the data they replicate.
 //!
 //! The newest entries are also kept in memory: openraft reads each entry back once per
 //! follower to send it and once more to apply it, and those reads are of entries just
@@ -11,19 +12,22 @@
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 
+use super::log_segments::Segments;
 use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
 use crate::keys::CF_RAFT;
 
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
-/// Entries are kept under this byte and their index, big-endian, so they sort by index.
+/// Versions before the segment files kept entries in the column family, under this byte and
+/// their index, big-endian, so they sorted by index.
 const ENTRY: u8 = b'e';
 
 fn entry_key(index: u64) -> [u8; 9] {
@@ -39,7 +43,7 @@ fn index_of(key: &[u8]) -> Option<u64> {
     }
 }
 
-/// Encodes a value of the Raft log's column family.
+/// Encodes a value of the Raft log (an entry, or a value of its column family).
 pub(super) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, rmp_serde::encode::Error> {
     rmp_serde::to_vec_named(value)
 }
@@ -54,7 +58,7 @@ pub(super) fn encode_into<T: serde::Serialize>(
     rmp_serde::encode::write_named(buffer, value)
 }
 
-/// Decodes a value of the Raft log's column family.
+/// Decodes a value of the Raft log.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<T, rmp_serde::decode::Error> {
@@ -66,7 +70,7 @@ pub(super) fn decode<T: serde::de::DeserializeOwned>(
 const CACHED_BYTES: usize = 128 << 20;
 
 /// The newest entries of the log, by index, within [`CACHED_BYTES`]; always a copy of what
-/// the database holds at those indexes.
+/// the files hold at those indexes.
 #[derive(Default)]
 struct Cache {
     entries: std::collections::BTreeMap<u64, Entry>,
@@ -130,13 +134,16 @@ impl Cache {
     }
 }
 
-/// The Raft log in RocksDB; clones share the database and the cache of the newest entries.
+/// The Raft log: its entries in segment files ([`Segments`]), its vote, committed position
+/// and purged position in the store's `raft` column family. Clones share the files and the
+/// cache of the newest entries.
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
     /// Whether appends and votes are fsynced before they count as written (the store's
     /// `always` sync policy); otherwise the other replicas are what keeps them.
     sync: bool,
+    segments: Arc<parking_lot::RwLock<Segments>>,
     cache: Arc<parking_lot::Mutex<Cache>>,
     /// Bytes of entries appended since the log was opened.
     appended: Arc<std::sync::atomic::AtomicU64>,
@@ -144,16 +151,70 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// The log kept in `db`'s `raft` column family, holding `in_use` while it and its work
-    /// last.
-    pub(crate) fn new(db: Arc<DB>, sync: bool, in_use: super::InUse) -> Self {
-        LogStore {
+    /// The log whose entries are in `dir` and whose state is in `db`'s `raft` column family,
+    /// holding `in_use` while it and its work last. Entries an earlier version kept in the
+    /// column family move into the files first.
+    pub(crate) fn open(
+        db: Arc<DB>,
+        dir: &Path,
+        sync: bool,
+        in_use: super::InUse,
+    ) -> Result<Self, RaftStorageError> {
+        let segments = Segments::open(dir, sync).map_err(|e| StorageIOError::read_logs(&e))?;
+        let log = LogStore {
             db,
             sync,
+            segments: Arc::new(parking_lot::RwLock::new(segments)),
             cache: Arc::default(),
             appended: Arc::default(),
             in_use,
+        };
+        log.move_entries_out_of_the_database()?;
+        // Also finishes a purge that a crash interrupted between recording it and deleting
+        // its files.
+        if let Some(purged) = log.get::<LogId>(PURGED)? {
+            log.segments
+                .write()
+                .purge(purged.index)
+                .map_err(|e| StorageIOError::write_logs(&e))?;
         }
+        Ok(log)
+    }
+
+    /// Moves the entries that versions before the segment files kept in the `raft` column
+    /// family into the files. The files are written whole and synced before the entries
+    /// leave the database, so a crash midway only means doing it again.
+    fn move_entries_out_of_the_database(&self) -> Result<(), RaftStorageError> {
+        let cf = self.cf()?;
+        let from = entry_key(0);
+        let mut entries = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+            .map_while(|item| match item {
+                Ok((key, bytes)) => index_of(&key).map(|index| Ok((index, bytes.into_vec()))),
+                Err(e) => Some(Err(std::io::Error::other(e))),
+            })
+            .peekable();
+        if entries.peek().is_none() {
+            return Ok(());
+        }
+        self.segments
+            .write()
+            .replace_with(entries)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        let mut wb = WriteBatch::default();
+        wb.delete_range_cf(cf, entry_key(0), entry_key(u64::MAX));
+        wb.delete_cf(cf, entry_key(u64::MAX));
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .write_opt(wb, &options)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        tracing::info!(
+            last = ?self.segments.read().last_index(),
+            "moved the Raft log's entries out of the database into segment files"
+        );
+        Ok(())
     }
 
     /// The count of bytes of entries appended since the log was opened, as it grows.
@@ -167,9 +228,9 @@ impl LogStore {
             .ok_or_else(|| StorageIOError::read_logs(&missing_family()).into())
     }
 
-    fn write(&self, wb: WriteBatch) -> Result<(), rocksdb::Error> {
+    fn write(&self, wb: WriteBatch, sync: bool) -> Result<(), rocksdb::Error> {
         let mut options = WriteOptions::default();
-        options.set_sync(self.sync);
+        options.set_sync(sync);
         self.db.write_opt(wb, &options)
     }
 
@@ -184,38 +245,38 @@ impl LogStore {
         decode(&bytes).map(Some).map_err(|e| read(&e).into())
     }
 
-    fn put<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), RaftStorageError> {
+    fn put<T: serde::Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        sync: bool,
+    ) -> Result<(), RaftStorageError> {
         let write = |e: &dyn std::error::Error| StorageIOError::write(openraft::AnyError::error(e));
         let bytes = encode(value).map_err(|e| write(&e))?;
         let mut wb = WriteBatch::default();
         wb.put_cf(self.cf()?, key, bytes);
-        self.write(wb).map_err(|e| write(&e).into())
+        self.write(wb, sync).map_err(|e| write(&e).into())
+    }
+
+    /// The entries from `start` to `end` (excluded) that the files hold.
+    fn read(&self, start: u64, end: u64) -> Result<Vec<Entry>, RaftStorageError> {
+        let payloads = self
+            .segments
+            .read()
+            .read(start, end)
+            .map_err(|e| StorageIOError::read_logs(&e))?;
+        payloads
+            .iter()
+            .map(|bytes| decode(bytes).map_err(|e| StorageIOError::read_logs(&e).into()))
+            .collect()
     }
 
     /// The last entry's id, if the log holds any.
     fn last_log_id(&self) -> Result<Option<LogId>, RaftStorageError> {
-        let cf = self.cf()?;
-        let end = entry_key(u64::MAX);
-        let mut last = self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&end, Direction::Reverse));
-        match last.next() {
-            Some(Ok((key, bytes))) if index_of(&key).is_some() => {
-                let entry: Entry = decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
-                Ok(Some(entry.log_id))
-            }
-            Some(Err(e)) => Err(StorageIOError::read_logs(&e).into()),
-            _ => Ok(None),
-        }
-    }
-
-    /// Deletes the entries from `from` to `to`, both included.
-    fn delete_entries(&self, from: u64, to: u64) -> Result<WriteBatch, RaftStorageError> {
-        let mut wb = WriteBatch::default();
-        let cf = self.cf()?;
-        wb.delete_range_cf(cf, entry_key(from), entry_key(to));
-        wb.delete_cf(cf, entry_key(to));
-        Ok(wb)
+        let Some(last) = self.segments.read().last_index() else {
+            return Ok(None);
+        };
+        Ok(self.read(last, last + 1)?.pop().map(|entry| entry.log_id))
     }
 }
 
@@ -234,30 +295,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Unbounded => 0,
         };
         let end = match range.end_bound() {
-            Bound::Included(i) => Some(i.saturating_add(1)),
-            Bound::Excluded(i) => Some(*i),
-            Bound::Unbounded => None,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => *i,
+            Bound::Unbounded => u64::MAX,
         };
-        if let Some(cached) = end.and_then(|end| self.cache.lock().get(start, end)) {
+        if let Some(cached) = self.cache.lock().get(start, end) {
             return Ok(cached);
         }
-        let cf = self.cf()?;
-        let mut entries = Vec::new();
-        let from = entry_key(start);
-        for item in self
-            .db
-            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
-        {
-            let (key, bytes) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            let Some(index) = index_of(&key) else {
-                break;
-            };
-            if !range.contains(&index) {
-                break;
-            }
-            entries.push(decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?);
-        }
-        Ok(entries)
+        self.read(start, end)
     }
 }
 
@@ -278,7 +323,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), RaftStorageError> {
-        self.put(VOTE, vote)
+        self.put(VOTE, vote, self.sync)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, RaftStorageError> {
@@ -286,7 +331,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), RaftStorageError> {
-        self.put(COMMITTED, &committed)
+        self.put(COMMITTED, &committed, self.sync)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, RaftStorageError> {
@@ -302,16 +347,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let cf = self.cf()?;
-        let mut wb = WriteBatch::default();
         let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut records = Vec::with_capacity(entries.len());
         for entry in &entries {
             let mut bytes = Vec::with_capacity(entry_size(entry));
             encode_into(&mut bytes, entry)
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            wb.put_cf(cf, entry_key(entry.log_id.index), bytes);
+            records.push((entry.log_id.index, bytes));
         }
-        let written = self.write(wb).map_err(std::io::Error::other);
+        let written = self.segments.write().append(&records);
         if written.is_ok() {
             let bytes: usize = entries.iter().map(entry_size).sum();
             self.appended
@@ -329,8 +373,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         // Out of the cache first: a read between the two must not see what is going.
         self.cache.lock().remove(log_id.index, u64::MAX);
-        let wb = self.delete_entries(log_id.index, u64::MAX)?;
-        self.write(wb)
+        self.segments
+            .write()
+            .truncate(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 
@@ -345,10 +390,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(&e))?
             .map_err(|e| StorageIOError::write_logs(&e))?;
         self.cache.lock().remove(0, log_id.index);
-        let mut wb = self.delete_entries(0, log_id.index)?;
-        let bytes = encode(&log_id).map_err(|e| StorageIOError::write_logs(&e))?;
-        wb.put_cf(self.cf()?, PURGED, bytes);
-        self.write(wb)
+        // Always synced, and before any file goes: a log that restarts without the entries
+        // must know they were purged, or it would have a gap at its start.
+        self.put(PURGED, &log_id, true)?;
+        self.segments
+            .write()
+            .purge(log_id.index)
             .map_err(|e| StorageIOError::write_logs(&e).into())
     }
 }
@@ -378,8 +425,72 @@ mod tests {
                 std::sync::Arc::new(snapshots),
                 Default::default(),
             )?;
-            Ok((dir, LogStore::new(db, false, Default::default()), machine))
+            let log = LogStore::open(db, &dir.path().join("raft-log"), false, Default::default())?;
+            Ok((dir, log, machine))
         }
+    }
+
+    /// Entries an earlier version kept in the `raft` column family move into the files when
+    /// the log opens, and read back the same.
+    #[tokio::test]
+    async fn entries_kept_in_the_database_move_into_segment_files() -> Result<(), RaftStorageError>
+    {
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::{CommittedLeaderId, EntryPayload};
+
+        let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
+        let db = crate::store::open_replica_database(dir.path())
+            .map_err(|e| StorageIOError::write(&e))?;
+        let cf = db
+            .cf_handle(CF_RAFT)
+            .ok_or_else(|| StorageIOError::write(&missing_family()))?;
+        let entries: Vec<Entry> = (5..9)
+            .map(|index| Entry {
+                log_id: LogId::new(CommittedLeaderId::new(2, 1), index),
+                payload: EntryPayload::Blank,
+            })
+            .collect();
+        for entry in &entries {
+            let bytes = encode(entry).map_err(|e| StorageIOError::write(&e))?;
+            db.put_cf(cf, entry_key(entry.log_id.index), bytes)
+                .map_err(|e| StorageIOError::write(&e))?;
+        }
+        db.put_cf(
+            cf,
+            VOTE,
+            encode(&Vote::new(2, 1)).map_err(|e| StorageIOError::write(&e))?,
+        )
+        .map_err(|e| StorageIOError::write(&e))?;
+
+        let files = dir.path().join("raft-log");
+        let reopen = || LogStore::open(db.clone(), &files, true, Default::default());
+        let mut log = reopen()?;
+        let state = log.get_log_state().await?;
+        assert_eq!(state.last_log_id, Some(entries[3].log_id));
+        let ids = |entries: Vec<Entry>| entries.into_iter().map(|e| e.log_id).collect::<Vec<_>>();
+        let written = ids(entries.clone());
+        assert_eq!(ids(log.try_get_log_entries(5..9).await?), written);
+        assert_eq!(log.read_vote().await?, Some(Vote::new(2, 1)));
+        let left = db
+            .iterator_cf(cf, IteratorMode::Start)
+            .filter_map(Result::ok)
+            .filter(|(key, _)| index_of(key).is_some())
+            .count();
+        assert_eq!(left, 0, "no entry stays in the database");
+
+        // Opened again, nothing moves twice, and appends follow on.
+        drop(log);
+        let mut log = reopen()?;
+        assert_eq!(ids(log.try_get_log_entries(..).await?), written);
+        let next = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), 9),
+            payload: EntryPayload::Blank,
+        };
+        log.blocking_append([next.clone()]).await?;
+        drop(log);
+        let mut log = reopen()?;
+        assert_eq!(log.get_log_state().await?.last_log_id, Some(next.log_id));
+        Ok(())
     }
 
     type Checks = Suite<TypeConfig, LogStore, StateMachine, Fresh, tempfile::TempDir>;

@@ -3,6 +3,7 @@
 //! ones in order. `docs/replication.md` says why it is built so.
 
 mod isr;
+mod log_segments;
 mod log_store;
 mod network;
 mod snapshot;
@@ -61,6 +62,9 @@ pub const DEFAULT_SNAPSHOT_ENTRIES: u64 = 20_000;
 /// How many entries before a snapshot's position the Raft log keeps, so a follower a little
 /// behind catches up from the log rather than from a whole snapshot.
 pub const KEPT_ENTRIES: u64 = 1_000;
+
+/// The folder of a node's directory that holds its Raft log's segment files.
+const RAFT_LOG: &str = "raft-log";
 
 /// Kafka's default `replica.lag.time.max.ms`.
 pub const DEFAULT_REPLICA_LAG: Duration = Duration::from_secs(30);
@@ -458,7 +462,8 @@ impl Replica {
             isr: Arc::default(),
         };
         let in_use = InUse::default();
-        let log = log_store::LogStore::new(db.clone(), sync, in_use.clone());
+        let log = log_store::LogStore::open(db.clone(), &path.join(RAFT_LOG), sync, in_use.clone())
+            .map_err(|e| replication_error("opening the Raft log", e))?;
         let appended = log.appended();
         let raft = Raft::new(
             id,

@@ -274,8 +274,11 @@ mod tests {
         std::fs::create_dir_all(to).expect("a directory");
         for file in std::fs::read_dir(from).expect("a listing") {
             let file = file.expect("an entry");
-            if file.file_type().expect("a type").is_file() {
+            let kind = file.file_type().expect("a type");
+            if kind.is_file() {
                 std::fs::copy(file.path(), to.join(file.file_name())).expect("a copy");
+            } else if file.file_name() == "raft-log" {
+                crash_image(&file.path(), &to.join("raft-log"));
             }
         }
     }
@@ -290,7 +293,8 @@ mod tests {
         let (node, image) = (dir.path().join("node"), dir.path().join("image"));
         let db = crate::store::open_replica_database(&node).expect("a database");
         let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
-        let mut log = LogStore::new(db.clone(), false, InUse::default());
+        let mut log = LogStore::open(db.clone(), &node.join("raft-log"), false, InUse::default())
+            .expect("a log");
         let mut machine =
             StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
         let entries: Vec<Entry> = (0..4)
@@ -313,7 +317,8 @@ mod tests {
         crash_image(&node, &image);
         let db = crate::store::open_replica_database(&image).expect("the image");
         let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
-        let mut log = LogStore::new(db.clone(), false, InUse::default());
+        let mut log = LogStore::open(db.clone(), &image.join("raft-log"), false, InUse::default())
+            .expect("a log");
         let mut machine =
             StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
         // The crash took what was applied since the flush, and only that: the store is whole
