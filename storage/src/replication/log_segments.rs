@@ -350,12 +350,14 @@ impl Segments {
         Ok(())
     }
 
-    /// Starts a new segment whose first entry is `first`, after fsyncing the one it follows
-    /// (so that only the last segment can have a torn tail).
+    /// Starts a new segment whose first entry is `first`, after cutting the one it follows to
+    /// its whole records (a failed append may have left part of one).
     fn start_segment(&mut self, first: u64) -> io::Result<()> {
         if let Some(previous) = self.segments.last() {
             previous.file.set_len(previous.end)?;
-            previous.file.sync_data()?;
+            if self.sync {
+                previous.file.sync_data()?;
+            }
         }
         let path = segment_path(&self.dir, first);
         let file = OpenOptions::new()
