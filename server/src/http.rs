@@ -134,7 +134,9 @@ const H2_KEEP_ALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::
 /// panels to stream side by side.
 const H2_MAX_STREAMS: u32 = 32;
 
-/// Serves `router` on `listener` until the task is dropped, at most `connections` at once, with
+/// Serves `router` on `listener` until the task is dropped, its connections closing with it
+/// (so that on a replicated log no client's keep-alive connection stays on a node that no
+/// longer leads, answered by its closed store), at most `connections` at once, with
 /// Nagle's algorithm off: a streamed query answer goes out in small writes (a header, then
 /// rows), and with Nagle each write after the first waited for the client's delayed ACK, about
 /// 40 ms.
@@ -157,6 +159,7 @@ pub async fn serve(
         .keep_alive_timeout(H2_KEEP_ALIVE.1)
         .max_concurrent_streams(H2_MAX_STREAMS);
     let builder = Arc::new(builder);
+    let (_serving, stopped) = tokio::sync::watch::channel(());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -189,24 +192,30 @@ pub async fn serve(
         ));
         let builder = builder.clone();
         let tls = tls.clone();
+        let mut stopped = stopped.clone();
         tokio::spawn(async move {
-            let served = match tls {
-                Some(acceptor) => match eddy_security::tls::accept(&acceptor, tcp).await {
-                    Ok(stream) => {
+            let serving = async {
+                match tls {
+                    Some(acceptor) => match eddy_security::tls::accept(&acceptor, tcp).await {
+                        Ok(stream) => {
+                            builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Err(e) => Err(e.into()),
+                    },
+                    None => {
                         builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                             .await
                     }
-                    Err(e) => Err(e.into()),
-                },
-                None => {
-                    builder
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-                        .await
                 }
             };
-            if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "HTTP connection closed");
+            tokio::select! {
+                served = serving => if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "HTTP connection closed");
+                },
+                _ = stopped.changed() => {}
             }
             drop(admitted);
         });

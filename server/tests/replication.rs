@@ -1488,6 +1488,89 @@ fn bad_peers_stop_the_server_with_the_reason() {
     assert!(said.contains("cannot be used with"), "{said}");
 }
 
+/// Sends a keep-alive `GET path` on `stream` and reads its answer; `None` when the
+/// connection was closed instead.
+fn keep_alive_get(stream: &mut std::net::TcpStream, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    // The server checks Host against the addresses it serves (DNS rebinding).
+    let host = stream.peer_addr().ok()?;
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(raw.as_bytes()).ok()?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())?;
+            if body.len() >= length {
+                let status = head.split_whitespace().nth(1)?.parse().ok()?;
+                return Some((status, body.to_string()));
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// A node that stops leading closes its clients' HTTP connections, keep-alive ones too, as it
+/// closes their Kafka connections: otherwise a client (the REPL, a ksqlDB client) stays on it
+/// and is answered by its closed store for as long as it keeps the connection.
+#[test]
+fn a_leader_that_stops_leading_closes_its_http_connections() {
+    let mut group = Group::linked(3);
+    for id in 1..=3 {
+        group.start(id);
+    }
+    let leader = group.leader_over_http();
+    let mut kept = std::net::TcpStream::connect(group.http(leader)).expect("connected");
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a timeout");
+    let role = |id: u64| {
+        try_request(group.http(id), "GET", "/api/replication", "")
+            .filter(|(status, _)| *status == 200)
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        keep_alive_get(&mut kept, "/healthcheck").map(|(status, _)| status),
+        Some(200)
+    );
+
+    group.isolate(leader);
+    let deadline = Instant::now() + WAIT;
+    while !(1..=3)
+        .filter(|id| *id != leader)
+        .any(|id| role(id).contains("\"role\":\"LEADER\""))
+    {
+        assert!(Instant::now() < deadline, "no new leader\n{}", group.logs());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    group.heal();
+    // Back in touch, the old leader sees the newer term and follows.
+    while !role(leader).contains("\"role\":\"FOLLOWER\"") {
+        assert!(
+            Instant::now() < deadline,
+            "the old leader never followed\n{}",
+            group.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        keep_alive_get(&mut kept, "/healthcheck"),
+        None,
+        "a connection of the old term still answers"
+    );
+}
+
 /// What the client printed: acknowledgements, reads, and whether it finished.
 #[derive(Default)]
 struct History {
