@@ -85,15 +85,61 @@ fn checksum(index: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&index.to_le_bytes()), payload)
 }
 
-/// Appends `payload`'s record to `buffer`.
-fn frame(buffer: &mut Vec<u8>, index: u64, payload: &[u8]) -> io::Result<()> {
-    let len = u32::try_from(payload.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a Raft entry over 4 GiB"))?;
-    buffer.extend_from_slice(&len.to_le_bytes());
-    buffer.extend_from_slice(&checksum(index, payload).to_le_bytes());
-    buffer.extend_from_slice(&index.to_le_bytes());
-    buffer.extend_from_slice(payload);
-    Ok(())
+/// Entries framed as records for [`Segments::append`], encoded straight into one buffer that
+/// is kept from append to append. Entries are group commits of up to 32 MiB: a fresh buffer
+/// for each would be a fresh mapping of memory that the kernel zeroes page by page, and
+/// copying each entry's encoding into it would copy every record once more.
+#[derive(Default)]
+pub(super) struct Frames {
+    buffer: Vec<u8>,
+    /// Each record's index and where it starts in `buffer`.
+    records: Vec<(u64, usize)>,
+}
+
+/// A buffer kept across appends larger than this is given back after use.
+const KEPT_FRAME_BYTES: usize = 64 << 20;
+
+impl Frames {
+    /// Empties the frames, keeping the buffer unless it grew past [`KEPT_FRAME_BYTES`].
+    pub(super) fn clear(&mut self) {
+        if self.buffer.capacity() > KEPT_FRAME_BYTES {
+            self.buffer = Vec::new();
+        }
+        self.buffer.clear();
+        self.records.clear();
+    }
+
+    /// Makes room for `bytes` more bytes of entries.
+    pub(super) fn reserve(&mut self, bytes: usize) {
+        self.buffer.reserve(bytes);
+    }
+
+    /// Frames the entry at `index`, whose payload `encode` writes at the end of the buffer.
+    pub(super) fn push(
+        &mut self,
+        index: u64,
+        encode: impl FnOnce(&mut Vec<u8>) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let start = self.buffer.len();
+        self.buffer.extend_from_slice(&[0; HEADER]);
+        if let Err(e) = encode(&mut self.buffer) {
+            self.buffer.truncate(start);
+            return Err(e);
+        }
+        let (head, payload) = self.buffer[start..].split_at_mut(HEADER);
+        let Ok(len) = u32::try_from(payload.len()) else {
+            self.buffer.truncate(start);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a Raft entry over 4 GiB",
+            ));
+        };
+        head[..4].copy_from_slice(&len.to_le_bytes());
+        head[4..8].copy_from_slice(&checksum(index, payload).to_le_bytes());
+        head[8..].copy_from_slice(&index.to_le_bytes());
+        self.records.push((index, start));
+        Ok(())
+    }
 }
 
 /// What reading a segment's records from its start found.
@@ -282,9 +328,16 @@ impl Segments {
     ) -> io::Result<()> {
         self.truncate(0)?;
         let sync = std::mem::replace(&mut self.sync, false);
-        let copied = entries
-            .into_iter()
-            .try_for_each(|entry| self.append(std::slice::from_ref(&entry?)));
+        let mut frames = Frames::default();
+        let copied = entries.into_iter().try_for_each(|entry| {
+            let (index, payload) = entry?;
+            frames.clear();
+            frames.push(index, |buffer| {
+                buffer.extend_from_slice(&payload);
+                Ok(())
+            })?;
+            self.append(&frames)
+        });
         self.sync = sync;
         copied?;
         if let Some(segment) = self.segments.last() {
@@ -293,9 +346,10 @@ impl Segments {
         File::open(&self.dir)?.sync_all()
     }
 
-    /// Appends `entries`, each its index and payload, with consecutive indexes following the
-    /// last entry (any index, in an empty log).
-    pub(super) fn append(&mut self, entries: &[(u64, Vec<u8>)]) -> io::Result<()> {
+    /// Appends the framed entries, whose indexes must follow on from the last entry (any
+    /// index, in an empty log) and from each other.
+    pub(super) fn append(&mut self, frames: &Frames) -> io::Result<()> {
+        let entries = &frames.records;
         let Some((first, _)) = entries.first() else {
             return Ok(());
         };
@@ -332,21 +386,17 @@ impl Segments {
         let Some(segment) = self.segments.last_mut() else {
             return Err(io::Error::other("the Raft log has no segment to append to"));
         };
-        let mut buffer =
-            Vec::with_capacity(entries.iter().map(|(_, p)| p.len() + HEADER).sum::<usize>());
-        let mut starts = Vec::with_capacity(entries.len());
-        for (index, payload) in entries {
-            starts.push(segment.end + buffer.len() as u64);
-            frame(&mut buffer, *index, payload)?;
-        }
         // Should this fail, whatever part was written is past `end`: the next append
         // overwrites it, and a reopen cuts it off as a torn tail.
-        segment.file.write_all_at(&buffer, segment.end)?;
+        segment.file.write_all_at(&frames.buffer, segment.end)?;
         if self.sync {
             segment.file.sync_data()?;
         }
-        segment.starts.extend(starts);
-        segment.end += buffer.len() as u64;
+        let end = segment.end;
+        segment
+            .starts
+            .extend(entries.iter().map(|(_, start)| end + *start as u64));
+        segment.end += frames.buffer.len() as u64;
         Ok(())
     }
 
@@ -480,9 +530,22 @@ mod tests {
             .into_bytes()
     }
 
+    fn frames(entries: &[(u64, Vec<u8>)]) -> Frames {
+        let mut frames = Frames::default();
+        for (index, payload) in entries {
+            frames
+                .push(*index, |buffer| {
+                    buffer.extend_from_slice(payload);
+                    Ok(())
+                })
+                .expect("framed");
+        }
+        frames
+    }
+
     fn append(log: &mut Segments, range: std::ops::Range<u64>) {
         let entries: Vec<(u64, Vec<u8>)> = range.map(|i| (i, payload(i))).collect();
-        log.append(&entries).expect("appended");
+        log.append(&frames(&entries)).expect("appended");
     }
 
     fn files(dir: &Path) -> Vec<String> {
@@ -527,9 +590,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("a directory");
         let mut log = open_small(dir.path(), false);
         append(&mut log, 1..3);
-        assert!(log.append(&[(4, payload(4))]).is_err(), "a gap");
-        assert!(log.append(&[(2, payload(2))]).is_err(), "an overlap");
-        assert!(log.append(&[(3, payload(3)), (5, payload(5))]).is_err());
+        assert!(log.append(&frames(&[(4, payload(4))])).is_err(), "a gap");
+        assert!(
+            log.append(&frames(&[(2, payload(2))])).is_err(),
+            "an overlap"
+        );
+        let skipping = frames(&[(3, payload(3)), (5, payload(5))]);
+        assert!(log.append(&skipping).is_err());
         assert_eq!(log.last_index(), Some(2));
     }
 

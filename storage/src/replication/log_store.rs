@@ -19,7 +19,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{OptionalSend, RaftLogReader, StorageIOError};
 use rocksdb::{DB, Direction, IteratorMode, WriteBatch, WriteOptions};
 
-use super::log_segments::Segments;
+use super::log_segments::{Frames, Segments};
 use super::types::{Entry, LogId, RaftStorageError, TypeConfig, Vote};
 use crate::keys::CF_RAFT;
 
@@ -144,6 +144,8 @@ pub struct LogStore {
     /// `always` sync policy); otherwise the other replicas are what keeps them.
     sync: bool,
     segments: Arc<parking_lot::RwLock<Segments>>,
+    /// The buffer appends frame their entries in, kept from one to the next.
+    frames: Arc<parking_lot::Mutex<Frames>>,
     cache: Arc<parking_lot::Mutex<Cache>>,
     /// Bytes of entries appended since the log was opened.
     appended: Arc<std::sync::atomic::AtomicU64>,
@@ -165,6 +167,7 @@ impl LogStore {
             db,
             sync,
             segments: Arc::new(parking_lot::RwLock::new(segments)),
+            frames: Arc::default(),
             cache: Arc::default(),
             appended: Arc::default(),
             in_use,
@@ -348,14 +351,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let mut records = Vec::with_capacity(entries.len());
+        let mut frames = self.frames.lock();
+        frames.clear();
+        frames.reserve(entries.iter().map(|e| entry_size(e) + 16).sum());
         for entry in &entries {
-            let mut bytes = Vec::with_capacity(entry_size(entry));
-            encode_into(&mut bytes, entry)
+            frames
+                .push(entry.log_id.index, |buffer| {
+                    encode_into(buffer, entry).map_err(std::io::Error::other)
+                })
                 .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            records.push((entry.log_id.index, bytes));
         }
-        let written = self.segments.write().append(&records);
+        let written = self.segments.write().append(&frames);
+        drop(frames);
         if written.is_ok() {
             let bytes: usize = entries.iter().map(entry_size).sum();
             self.appended
