@@ -215,14 +215,29 @@ enum Response {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
 }
 
-/// Reads one frame; `None` when the peer closed the connection between frames. The buffer
-/// grows with what arrives, so a length alone reserves nothing.
+/// A connection's frame buffer that grew past this is given back after use; smaller, it is
+/// kept from frame to frame, since a fresh buffer of a group commit's size is a fresh mapping
+/// of memory the kernel zeroes page by page.
+const KEPT_FRAME_BYTES: usize = 64 << 20;
+
+/// Empties `buffer` for the next frame, giving it back if it grew past [`KEPT_FRAME_BYTES`].
+fn recycle(buffer: &mut Vec<u8>) {
+    if buffer.capacity() > KEPT_FRAME_BYTES {
+        *buffer = Vec::new();
+    }
+    buffer.clear();
+}
+
+/// Reads one frame into `frame`; `false` when the peer closed the connection between frames.
+/// The buffer grows with what arrives, so a length alone reserves nothing.
 async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
     stream: &mut S,
-) -> std::io::Result<Option<Vec<u8>>> {
+    frame: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    recycle(frame);
     let len = match stream.read_u32().await {
         Ok(len) => len,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
         Err(e) => return Err(e),
     };
     if len > MAX_FRAME_BYTES {
@@ -231,22 +246,24 @@ async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
             format!("a frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}"),
         ));
     }
-    let mut frame = Vec::with_capacity((len as usize).min(FRAME_RESERVED));
+    frame.reserve((len as usize).min(FRAME_RESERVED));
     (&mut *stream)
         .take(u64::from(len))
-        .read_to_end(&mut frame)
+        .read_to_end(frame)
         .await?;
     if frame.len() != len as usize {
         return Err(std::io::ErrorKind::UnexpectedEof.into());
     }
-    Ok(Some(frame))
+    Ok(true)
 }
 
-/// `message` as a frame, its length first, in a buffer of about `size` bytes to begin with.
-fn framed<M: Serialize>(message: &M, size: usize) -> std::io::Result<Vec<u8>> {
-    let mut frame = Vec::with_capacity(4 + size);
+/// Writes `message` into `frame` as a frame, its length first, making room for about `size`
+/// bytes to begin with.
+fn framed<M: Serialize>(frame: &mut Vec<u8>, message: &M, size: usize) -> std::io::Result<()> {
+    recycle(frame);
+    frame.reserve(4 + size);
     frame.extend_from_slice(&[0; 4]);
-    encode_into(&mut frame, message).map_err(std::io::Error::other)?;
+    encode_into(frame, message).map_err(std::io::Error::other)?;
     let len = u32::try_from(frame.len() - 4)
         .ok()
         .filter(|len| *len <= MAX_FRAME_BYTES)
@@ -260,7 +277,7 @@ fn framed<M: Serialize>(message: &M, size: usize) -> std::io::Result<Vec<u8>> {
             )
         })?;
     frame[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(frame)
+    Ok(())
 }
 
 async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
@@ -333,14 +350,15 @@ async fn answer(
     raft: &Raft<TypeConfig>,
     addresses: &Addresses,
 ) -> std::io::Result<()> {
+    let (mut frame, mut answer) = (Vec::new(), Vec::new());
     loop {
-        let frame = match tokio::time::timeout(IDLE, read_frame(stream)).await {
-            Ok(frame) => frame?,
+        let read = match tokio::time::timeout(IDLE, read_frame(stream, &mut frame)).await {
+            Ok(read) => read?,
             Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         };
-        let Some(frame) = frame else {
+        if !read {
             return Ok(());
-        };
+        }
         let request: Envelope<Request> = decode(&frame).map_err(|e| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -352,8 +370,8 @@ async fn answer(
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
             Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
         };
-        let bytes = framed(&addresses.wrap(response), SMALL_FRAME_BYTES)?;
-        write_frame(stream, &bytes).await?;
+        framed(&mut answer, &addresses.wrap(response), SMALL_FRAME_BYTES)?;
+        write_frame(stream, &answer).await?;
     }
 }
 
@@ -386,6 +404,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .cloned()
                 .unwrap_or_else(|| node.addr.clone()),
             stream: None,
+            buffers: Default::default(),
             answered: self.answered.clone(),
             addresses: self.addresses.clone(),
             snapshots: self.snapshots.clone(),
@@ -399,6 +418,8 @@ pub struct Peer {
     target: NodeId,
     address: String,
     stream: Option<Stream>,
+    /// The frame sent and the one received, kept from call to call.
+    buffers: (Vec<u8>, Vec<u8>),
     answered: Answered,
     addresses: Addresses,
     snapshots: std::sync::Arc<super::snapshot::Snapshots>,
@@ -416,7 +437,8 @@ enum CallError {
 impl Peer {
     async fn call(&mut self, request: Request, ttl: Duration) -> Result<Response, CallError> {
         let size = request.size();
-        let bytes = framed(&self.addresses.wrap(request), size).map_err(CallError::Network)?;
+        let (sent, received) = &mut self.buffers;
+        framed(sent, &self.addresses.wrap(request), size).map_err(CallError::Network)?;
         // The connection is held outside `self` while in use: a call that fails, times out, or
         // is dropped midway (openraft drops an RPC past its time) may leave half a frame on it,
         // so it goes back only after a whole answer.
@@ -432,10 +454,12 @@ impl Peer {
             }
         };
         let exchange = async {
-            write_frame(&mut stream, &bytes).await?;
-            read_frame(&mut stream)
-                .await?
-                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+            write_frame(&mut stream, sent).await?;
+            if read_frame(&mut stream, received).await? {
+                Ok(())
+            } else {
+                Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
+            }
         };
         let answered = match tokio::time::timeout(ttl, exchange).await {
             Ok(answered) => answered,
@@ -445,14 +469,14 @@ impl Peer {
         // cannot reach (another program on its port, or a network that drops): openraft
         // retries a network error at once, hundreds of times a second, but backs off from an
         // unreachable peer.
-        let frame = answered.map_err(|e| {
+        answered.map_err(|e| {
             if fresh {
                 CallError::Unreachable(e)
             } else {
                 CallError::Network(e)
             }
         })?;
-        let response: Envelope<Response> = decode(&frame).map_err(|e| {
+        let response: Envelope<Response> = decode(received).map_err(|e| {
             CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })?;
         if response.from != self.target {
