@@ -176,6 +176,16 @@ impl Group {
         }
     }
 
+    /// Cuts the links between nodes `a` and `b`, both ways, leaving each in touch with the
+    /// others.
+    fn cut_between(&self, a: u64, b: u64) {
+        for ((from, to), link) in &self.links {
+            if (*from, *to) == (a, b) || (*from, *to) == (b, a) {
+                link.cut();
+            }
+        }
+    }
+
     /// Lets every link carry traffic again.
     fn heal(&self) {
         for link in self.links.values() {
@@ -1615,7 +1625,8 @@ const PRODUCER_SPAN: i64 = 1_000_000_000;
 /// their consumers run throughout while the leader is killed and restarted, and paused and
 /// resumed, then a follower, then the leader again; then the leader is cut off from the other
 /// nodes while it runs and its clients still write to it (each link between two nodes goes
-/// through a proxy the test cuts), and the links heal. At the end every
+/// through a proxy the test cuts), and the links heal; then a follower is cut off; then only
+/// the link between the leader and one follower is cut. At the end every
 /// acknowledged record is in the log at the offset it was acknowledged at, no record is there
 /// twice, each partition holds each producer's records in the order sent, and everything the
 /// consumers ever read is still there: no read saw a record that was later lost.
@@ -1682,8 +1693,11 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
 
     // The nemesis: kill the leader and bring it back, pause it and resume it; then the same
     // to a follower; then to the leader again; then cut the leader off from the others while
-    // it runs and its clients still reach it, and heal the links.
-    for round in 0..7 {
+    // it runs and its clients still reach it, and heal the links; then cut a follower off;
+    // then cut only the link between the leader and one follower, which still hears the
+    // other (and, its election timer running out, may call elections the others refuse or
+    // win).
+    for round in 0..9 {
         let before = acked();
         let deadline = Instant::now() + WAIT;
         while acked() < before + 200 {
@@ -1696,13 +1710,14 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
             std::thread::sleep(Duration::from_millis(100));
         }
         let leader = group.leader();
-        let target = if round / 2 == 1 {
-            (1..=3).find(|id| *id != leader).expect("a follower")
-        } else {
-            leader
-        };
-        if round == 6 {
-            group.isolate(target);
+        let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+        let target = if round / 2 == 1 { follower } else { leader };
+        if round >= 6 {
+            match round {
+                6 => group.isolate(leader),
+                7 => group.isolate(follower),
+                _ => group.cut_between(leader, follower),
+            }
             std::thread::sleep(Duration::from_secs(5));
             group.heal();
         } else if round % 2 == 0 {
