@@ -31,6 +31,8 @@ fn free_addresses(count: usize) -> Vec<String> {
 struct Link {
     address: String,
     cut: Arc<std::sync::atomic::AtomicBool>,
+    /// How long each byte takes to cross, in ms: latency, not a limit on bandwidth.
+    delay: Arc<std::sync::atomic::AtomicU64>,
     open: Arc<Mutex<Vec<std::net::TcpStream>>>,
 }
 
@@ -40,8 +42,9 @@ impl Link {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a port for a link");
         let address = listener.local_addr().expect("an address").to_string();
         let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let delay = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let open: Arc<Mutex<Vec<std::net::TcpStream>>> = Arc::default();
-        let (is_cut, opened) = (cut.clone(), open.clone());
+        let (is_cut, opened, delayed) = (cut.clone(), open.clone(), delay.clone());
         std::thread::spawn(move || {
             for incoming in listener.incoming() {
                 let Ok(from) = incoming else { continue };
@@ -61,11 +64,21 @@ impl Link {
                     opened.extend(from.try_clone());
                     opened.extend(to.try_clone());
                 }
-                pipe(from, to_copy);
-                pipe(to, from_copy);
+                pipe(from, to_copy, delayed.clone());
+                pipe(to, from_copy, delayed.clone());
             }
         });
-        Link { address, cut, open }
+        Link {
+            address,
+            cut,
+            delay,
+            open,
+        }
+    }
+
+    /// Delays what crosses the link by `ms` from now on (0: none).
+    fn slow(&self, ms: u64) {
+        self.delay.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Closes what the link carried, and holds new connections unanswered.
@@ -87,12 +100,36 @@ impl Link {
     }
 }
 
-/// Copies `from` into `to` until either ends.
-fn pipe(mut from: std::net::TcpStream, mut to: std::net::TcpStream) {
+/// Copies `from` into `to` until either ends, each chunk `delay` ms after it was read.
+fn pipe(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    delay: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::io::{Read, Write};
+    let (chunks, arrived) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+    let ends = (from.try_clone(), to.try_clone());
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
-        let _ = to.shutdown(std::net::Shutdown::Both);
-        let _ = from.shutdown(std::net::Shutdown::Both);
+        let mut buffer = vec![0u8; 64 << 10];
+        while let Ok(n) = from.read(&mut buffer) {
+            if n == 0 || chunks.send((Instant::now(), buffer[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (read_at, chunk) in arrived {
+            let due =
+                read_at + Duration::from_millis(delay.load(std::sync::atomic::Ordering::SeqCst));
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        if let (Ok(from), Ok(to)) = ends {
+            let _ = to.shutdown(std::net::Shutdown::Both);
+            let _ = from.shutdown(std::net::Shutdown::Both);
+        }
     });
 }
 
@@ -183,6 +220,13 @@ impl Group {
             if (*from, *to) == (a, b) || (*from, *to) == (b, a) {
                 link.cut();
             }
+        }
+    }
+
+    /// Delays every link by `ms` (0: none).
+    fn slow(&self, ms: u64) {
+        for link in self.links.values() {
+            link.slow(ms);
         }
     }
 
@@ -1626,7 +1670,7 @@ const PRODUCER_SPAN: i64 = 1_000_000_000;
 /// resumed, then a follower, then the leader again; then the leader is cut off from the other
 /// nodes while it runs and its clients still write to it (each link between two nodes goes
 /// through a proxy the test cuts), and the links heal; then a follower is cut off; then only
-/// the link between the leader and one follower is cut. At the end every
+/// the link between the leader and one follower is cut; then every link is slowed. At the end every
 /// acknowledged record is in the log at the offset it was acknowledged at, no record is there
 /// twice, each partition holds each producer's records in the order sent, and everything the
 /// consumers ever read is still there: no read saw a record that was later lost.
@@ -1696,8 +1740,8 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
     // it runs and its clients still reach it, and heal the links; then cut a follower off;
     // then cut only the link between the leader and one follower, which still hears the
     // other (and, its election timer running out, may call elections the others refuse or
-    // win).
-    for round in 0..9 {
+    // win); then slow every link down.
+    for round in 0..10 {
         let before = acked();
         let deadline = Instant::now() + WAIT;
         while acked() < before + 200 {
@@ -1712,7 +1756,20 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
         let leader = group.leader();
         let follower = (1..=3).find(|id| *id != leader).expect("a follower");
         let target = if round / 2 == 1 { follower } else { leader };
-        if round >= 6 {
+        if round == 9 {
+            // Slow, not broken: 80 ms each way, and the writes go on meanwhile.
+            group.slow(80);
+            let before = acked();
+            std::thread::sleep(Duration::from_secs(5));
+            let during = acked() - before;
+            group.slow(0);
+            assert!(
+                during > 0,
+                "nothing acknowledged over slowed links\nclient:\n{}\n{}",
+                client_said(),
+                group.logs()
+            );
+        } else if round >= 6 {
             match round {
                 6 => group.isolate(leader),
                 7 => group.isolate(follower),
