@@ -154,6 +154,16 @@ enum Column {
     Missing(usize),
 }
 
+/// Appends `value`, or null when it is NaN or infinite, as the general decoder reads it (its
+/// JSON values hold neither).
+fn append_finite(builder: &mut Float64Builder, value: f64) {
+    if value.is_finite() {
+        builder.append_value(value);
+    } else {
+        builder.append_null();
+    }
+}
+
 impl Column {
     /// The column of `ty` that values of `source` fill, if the reader handles the pair.
     fn new(ty: &DataType, source: &Source, capacity: usize) -> Option<Column> {
@@ -261,9 +271,9 @@ impl Column {
                 _ => raw as i64,
             }),
             (Column::Float64(b), Source::Scalar(S::Float)) => {
-                b.append_value(f64::from(f32::from_bits(raw as u32)))
+                append_finite(b, f64::from(f32::from_bits(raw as u32)))
             }
-            (Column::Float64(b), _) => b.append_value(f64::from_bits(raw)),
+            (Column::Float64(b), _) => append_finite(b, f64::from_bits(raw)),
             (Column::Utf8(b), Source::Enum(e)) => b.append_value(enum_name(e, raw as i32)),
             _ => return Err(Malformed),
         }
