@@ -1662,6 +1662,72 @@ impl History {
     }
 }
 
+/// One fault the Jepsen-style test's nemesis brings about, on the leader or a follower.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    /// `kill -9`, and a restart 2 s later.
+    Kill { leader: bool },
+    /// `SIGSTOP` (to the others, a partitioned node), and `SIGCONT` 3 s later.
+    Pause { leader: bool },
+    /// Cut off from both other nodes for 5 s while it runs and its clients still reach it.
+    Isolate { leader: bool },
+    /// Only the link between the leader and one follower cut for 5 s: that follower still
+    /// hears the other, and calls elections when its timer runs out.
+    CutLink,
+    /// Every link 80 ms slower each way for 5 s (latency, not a cap on bandwidth); writes
+    /// must still be acknowledged meanwhile.
+    Slow,
+}
+
+/// The faults every run goes through, in order.
+const SCHEDULE: [Fault; 10] = [
+    Fault::Kill { leader: true },
+    Fault::Pause { leader: true },
+    Fault::Kill { leader: false },
+    Fault::Pause { leader: false },
+    Fault::Kill { leader: true },
+    Fault::Pause { leader: true },
+    Fault::Isolate { leader: true },
+    Fault::Isolate { leader: false },
+    Fault::CutLink,
+    Fault::Slow,
+];
+
+/// The random faults of a run longer than the schedule: xorshift from EDDY_JEPSEN_SEED, or
+/// from the clock (printed, so a failing run can be repeated).
+struct Random(u64);
+
+impl Random {
+    fn from_env() -> Random {
+        let seed = std::env::var("EDDY_JEPSEN_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
+            })
+            .max(1);
+        eprintln!("EDDY_JEPSEN_SEED={seed}");
+        Random(seed)
+    }
+
+    fn fault(&mut self) -> Fault {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let leader = self.0 & 1 == 0;
+        match (self.0 >> 1) % 5 {
+            0 => Fault::Kill { leader },
+            1 => Fault::Pause { leader },
+            2 => Fault::Isolate { leader },
+            3 => Fault::CutLink,
+            _ => Fault::Slow,
+        }
+    }
+}
+
 /// The numbers each producer of the Jepsen-style test writes from: its index times this.
 const PRODUCER_SPAN: i64 = 1_000_000_000;
 
@@ -1735,13 +1801,14 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
         printed.iter().filter(|l| l.starts_with("ack ")).count()
     };
 
-    // The nemesis: kill the leader and bring it back, pause it and resume it; then the same
-    // to a follower; then to the leader again; then cut the leader off from the others while
-    // it runs and its clients still reach it, and heal the links; then cut a follower off;
-    // then cut only the link between the leader and one follower, which still hears the
-    // other (and, its election timer running out, may call elections the others refuse or
-    // win); then slow every link down.
-    for round in 0..10 {
+    // The nemesis: the fixed schedule ([`SCHEDULE`]), then as many random faults as
+    // EDDY_JEPSEN_ROUNDS asks for beyond it (a longer run by hand; CI runs the schedule).
+    let rounds: usize = std::env::var("EDDY_JEPSEN_ROUNDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(SCHEDULE.len());
+    let mut random = Random::from_env();
+    for round in 0..rounds {
         let before = acked();
         let deadline = Instant::now() + WAIT;
         while acked() < before + 200 {
@@ -1753,38 +1820,48 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let fault = SCHEDULE
+            .get(round)
+            .copied()
+            .unwrap_or_else(|| random.fault());
         let leader = group.leader();
         let follower = (1..=3).find(|id| *id != leader).expect("a follower");
-        let target = if round / 2 == 1 { follower } else { leader };
-        if round == 9 {
-            // Slow, not broken: 80 ms each way, and the writes go on meanwhile.
-            group.slow(80);
-            let before = acked();
-            std::thread::sleep(Duration::from_secs(5));
-            let during = acked() - before;
-            group.slow(0);
-            assert!(
-                during > 0,
-                "nothing acknowledged over slowed links\nclient:\n{}\n{}",
-                client_said(),
-                group.logs()
-            );
-        } else if round >= 6 {
-            match round {
-                6 => group.isolate(leader),
-                7 => group.isolate(follower),
-                _ => group.cut_between(leader, follower),
+        let pick = |on_leader: bool| if on_leader { leader } else { follower };
+        eprintln!("round {round}: {fault:?} (leader {leader})");
+        match fault {
+            Fault::Kill { leader } => {
+                group.kill(pick(leader));
+                std::thread::sleep(Duration::from_secs(2));
+                group.start(pick(leader));
             }
-            std::thread::sleep(Duration::from_secs(5));
-            group.heal();
-        } else if round % 2 == 0 {
-            group.kill(target);
-            std::thread::sleep(Duration::from_secs(2));
-            group.start(target);
-        } else {
-            group.signal(target, "-STOP");
-            std::thread::sleep(Duration::from_secs(3));
-            group.signal(target, "-CONT");
+            Fault::Pause { leader } => {
+                group.signal(pick(leader), "-STOP");
+                std::thread::sleep(Duration::from_secs(3));
+                group.signal(pick(leader), "-CONT");
+            }
+            Fault::Isolate { leader } => {
+                group.isolate(pick(leader));
+                std::thread::sleep(Duration::from_secs(5));
+                group.heal();
+            }
+            Fault::CutLink => {
+                group.cut_between(leader, follower);
+                std::thread::sleep(Duration::from_secs(5));
+                group.heal();
+            }
+            Fault::Slow => {
+                group.slow(80);
+                let before = acked();
+                std::thread::sleep(Duration::from_secs(5));
+                let during = acked() - before;
+                group.slow(0);
+                assert!(
+                    during > 0,
+                    "nothing acknowledged over slowed links\nclient:\n{}\n{}",
+                    client_said(),
+                    group.logs()
+                );
+            }
         }
     }
     let before = acked();
