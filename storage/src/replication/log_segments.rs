@@ -204,19 +204,20 @@ impl Segments {
     /// whether appends are fsynced before they count as written.
     pub(super) fn open(dir: &Path, sync: bool) -> io::Result<Segments> {
         std::fs::create_dir_all(dir)?;
-        let mut firsts = Vec::new();
+        let mut files = Vec::new();
         for item in std::fs::read_dir(dir)? {
-            let name = item?.file_name();
-            let Some(first) = name
+            let item = item?;
+            let Some(first) = item
+                .file_name()
                 .to_str()
                 .and_then(|name| name.strip_suffix(SUFFIX))
                 .and_then(|digits| digits.parse::<u64>().ok())
             else {
                 continue;
             };
-            firsts.push(first);
+            files.push((first, item.path()));
         }
-        firsts.sort_unstable();
+        files.sort_unstable();
         let mut log = Segments {
             dir: dir.to_path_buf(),
             sync,
@@ -224,27 +225,27 @@ impl Segments {
             segments: Vec::new(),
             floor: 0,
         };
-        let count = firsts.len();
-        for (n, first) in firsts.into_iter().enumerate() {
-            let path = segment_path(dir, first);
+        for (n, (first, path)) in files.iter().enumerate() {
+            let later: Vec<&Path> = files[n + 1..].iter().map(|(_, p)| p.as_path()).collect();
             if let Some(due) = log.next_index()
-                && due != first
+                && due != *first
             {
-                let gap = damaged(&path, 0, &format!("it starts at {first}, not {due}"));
-                log.end_early(&path, gap, n + 1 == count)?;
+                let gap = damaged(path, 0, &format!("it starts at {first}, not {due}"));
+                let doomed: Vec<&Path> = std::iter::once(path.as_path()).chain(later).collect();
+                log.end_early(gap, &doomed)?;
                 break;
             }
-            let file = OpenOptions::new().read(true).write(true).open(&path)?;
-            let scan = scan(&path, &file, first)?;
+            let file = OpenOptions::new().read(true).write(true).open(path)?;
+            let scan = scan(path, &file, *first)?;
             log.segments.push(Segment {
-                first,
+                first: *first,
                 path: path.clone(),
                 file,
                 starts: scan.starts,
                 end: scan.end,
             });
             if let Some(broken) = scan.broken {
-                log.end_early(&path, broken, n + 1 == count)?;
+                log.end_early(broken, &later)?;
                 break;
             }
         }
@@ -256,35 +257,23 @@ impl Segments {
         Ok(log)
     }
 
-    /// Ends the log at the damage `broken` found in `path`: refused when it cannot be a torn
-    /// tail of a log whose appends were fsynced; else the log is cut there, and every later
-    /// segment deleted.
-    fn end_early(&mut self, path: &Path, broken: io::Error, last: bool) -> io::Result<()> {
-        if self.sync && !last {
+    /// Ends the log at the damage `broken` found: refused when it cannot be a torn tail of a
+    /// log whose appends were fsynced (`doomed`, the files after it, are not all empty of
+    /// promised entries); else the last segment read is cut to its whole records and the
+    /// `doomed` files are deleted.
+    fn end_early(&mut self, broken: io::Error, doomed: &[&Path]) -> io::Result<()> {
+        if self.sync && !doomed.is_empty() {
             return Err(broken);
         }
         warn!(error = %broken, "the Raft log ends early; Raft fetches the rest from the leader");
-        if let Some(segment) = self.segments.last()
-            && segment.path == path
-        {
+        if let Some(segment) = self.segments.last() {
             segment.file.set_len(segment.end)?;
             if self.sync {
                 segment.file.sync_data()?;
             }
         }
-        let mut later: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
-            .filter_map(|item| item.ok().map(|item| item.path()))
-            .filter(|other| {
-                other.extension().is_some_and(|e| e == "log")
-                    && other.as_path() > path
-                    && self.segments.iter().all(|s| &s.path != other)
-            })
-            .collect();
-        if !self.segments.iter().any(|s| s.path == path) {
-            later.push(path.to_path_buf());
-        }
-        for other in later {
-            std::fs::remove_file(other)?;
+        for path in doomed {
+            std::fs::remove_file(path)?;
         }
         self.sync_dir()
     }
@@ -583,6 +572,21 @@ mod tests {
         assert_eq!(log.read(1, 100).expect("read").len(), 5);
         assert_eq!(log.read(5, 6).expect("read"), vec![payload(5)]);
         assert_eq!(log.read(6, 9).expect("read"), Vec::<Vec<u8>>::new());
+    }
+
+    #[test]
+    fn segments_are_ordered_by_their_first_index_not_their_names() {
+        let dir = tempfile::tempdir().expect("a directory");
+        let mut log = open_small(dir.path(), false);
+        append(&mut log, 9..11);
+        append(&mut log, 11..12);
+        drop(log);
+        // Named by hand without the padding, "9.log" sorts after "00000000000000000011.log".
+        let padded = dir.path().join("00000000000000000009.log");
+        std::fs::rename(&padded, dir.path().join("9.log")).expect("renamed");
+        let log = Segments::open(dir.path(), true).expect("reopened");
+        assert_eq!(log.last_index(), Some(11));
+        assert_eq!(log.read(9, 12).expect("read").len(), 3);
     }
 
     #[test]
