@@ -251,6 +251,16 @@ impl Group {
             .join(",")
     }
 
+    /// A group of `size` nodes reaching each other through links ([`Group::linked`]), every
+    /// one started.
+    fn running_linked(size: u64) -> Group {
+        let mut group = Group::linked(size);
+        for id in 1..=size {
+            group.start(id);
+        }
+        group
+    }
+
     /// A group of `size` nodes, every one started.
     fn running(size: u64) -> Group {
         let mut group = Group::new(size as usize);
@@ -1580,10 +1590,7 @@ fn keep_alive_get(stream: &mut std::net::TcpStream, path: &str) -> Option<(u16, 
 /// and is answered by its closed store for as long as it keeps the connection.
 #[test]
 fn a_leader_that_stops_leading_closes_its_http_connections() {
-    let mut group = Group::linked(3);
-    for id in 1..=3 {
-        group.start(id);
-    }
+    let group = Group::running_linked(3);
     let leader = group.leader_over_http();
     let mut kept = std::net::TcpStream::connect(group.http(leader)).expect("connected");
     kept.set_read_timeout(Some(Duration::from_secs(10)))
@@ -1732,20 +1739,15 @@ impl Random {
 const PRODUCER_SPAN: i64 = 1_000_000_000;
 
 /// Jepsen's register of a log, on three processes: two idempotent `acks=all` producers and
-/// their consumers run throughout while the leader is killed and restarted, and paused and
-/// resumed, then a follower, then the leader again; then the leader is cut off from the other
-/// nodes while it runs and its clients still write to it (each link between two nodes goes
-/// through a proxy the test cuts), and the links heal; then a follower is cut off; then only
-/// the link between the leader and one follower is cut; then every link is slowed. At the end every
+/// their consumers run throughout while the nemesis goes through [`SCHEDULE`] (processes
+/// killed and paused, nodes cut off, one link cut, links slowed; each link between two nodes
+/// goes through a proxy the test cuts). At the end every
 /// acknowledged record is in the log at the offset it was acknowledged at, no record is there
 /// twice, each partition holds each producer's records in the order sent, and everything the
 /// consumers ever read is still there: no read saw a record that was later lost.
 #[test]
 fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
-    let mut group = Group::linked(3);
-    for id in 1..=3 {
-        group.start(id);
-    }
+    let mut group = Group::running_linked(3);
     let first = group.leader();
     group.ksql(
         first,

@@ -22,6 +22,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
+use super::log_store::recycle;
+
 /// How many bytes a segment holds before the next append starts another.
 const SEGMENT_BYTES: u64 = 64 << 20;
 const HEADER: usize = 16;
@@ -85,6 +87,17 @@ fn checksum(index: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&index.to_le_bytes()), payload)
 }
 
+/// A record's header: its payload's length, its CRC and its index.
+fn parse_header(header: [u8; HEADER]) -> (usize, u32, u64) {
+    let [l0, l1, l2, l3, c0, c1, c2, c3, index @ ..] = header;
+    let size = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
+    (
+        size,
+        u32::from_le_bytes([c0, c1, c2, c3]),
+        u64::from_le_bytes(index),
+    )
+}
+
 /// Entries framed as records for [`Segments::append`], encoded straight into one buffer that
 /// is kept from append to append. Entries are group commits of up to 32 MiB: a fresh buffer
 /// for each would be a fresh mapping of memory that the kernel zeroes page by page, and
@@ -96,22 +109,17 @@ pub(super) struct Frames {
     records: Vec<(u64, usize)>,
 }
 
-/// A buffer kept across appends larger than this is given back after use.
-const KEPT_FRAME_BYTES: usize = 64 << 20;
-
 impl Frames {
-    /// Empties the frames, keeping the buffer unless it grew past [`KEPT_FRAME_BYTES`].
+    /// Empties the frames, keeping the buffer unless it grew too big ([`recycle`]).
     pub(super) fn clear(&mut self) {
-        if self.buffer.capacity() > KEPT_FRAME_BYTES {
-            self.buffer = Vec::new();
-        }
-        self.buffer.clear();
+        recycle(&mut self.buffer);
         self.records.clear();
     }
 
-    /// Makes room for `bytes` more bytes of entries.
-    pub(super) fn reserve(&mut self, bytes: usize) {
-        self.buffer.reserve(bytes);
+    /// Makes room for `records` more records whose payloads take `payload_bytes` in all.
+    pub(super) fn reserve(&mut self, records: usize, payload_bytes: usize) {
+        self.buffer.reserve(records * HEADER + payload_bytes);
+        self.records.reserve(records);
     }
 
     /// Frames the entry at `index`, whose payload `encode` writes at the end of the buffer.
@@ -170,10 +178,8 @@ fn scan(path: &Path, file: &File, first: u64) -> io::Result<Scan> {
             break;
         }
         reader.read_exact(&mut header)?;
-        let [l0, l1, l2, l3, c0, c1, c2, c3, rest @ ..] = header;
-        let size = u64::from(u32::from_le_bytes([l0, l1, l2, l3]));
-        let crc = u32::from_le_bytes([c0, c1, c2, c3]);
-        let index = u64::from_le_bytes(rest);
+        let (size, crc, index) = parse_header(header);
+        let size = size as u64;
         if len - at - (HEADER as u64) < size {
             scan.broken = Some(damaged(path, at, "a record is cut short"));
             break;
@@ -487,10 +493,7 @@ impl Segments {
                 let Some((header, body)) = rest.split_first_chunk::<HEADER>() else {
                     return Err(damaged(&segment.path, at, "a record is cut short"));
                 };
-                let [l0, l1, l2, l3, c0, c1, c2, c3, tail @ ..] = *header;
-                let size = u32::from_le_bytes([l0, l1, l2, l3]) as usize;
-                let crc = u32::from_le_bytes([c0, c1, c2, c3]);
-                let found = u64::from_le_bytes(tail);
+                let (size, crc, found) = parse_header(*header);
                 let Some((payload, after)) = body.split_at_checked(size) else {
                     return Err(damaged(&segment.path, at, "a record is cut short"));
                 };

@@ -58,6 +58,19 @@ pub(super) fn encode_into<T: serde::Serialize>(
     rmp_serde::encode::write_named(buffer, value)
 }
 
+/// A buffer of group commits (a frame, a write to the log's files) that grew past this is
+/// given back after use; smaller, it is kept for the next, since a fresh buffer of a group
+/// commit's size is a fresh mapping of memory the kernel zeroes page by page.
+const KEPT_BUFFER_BYTES: usize = 64 << 20;
+
+/// Empties `buffer` for its next use, giving it back if it grew past [`KEPT_BUFFER_BYTES`].
+pub(super) fn recycle(buffer: &mut Vec<u8>) {
+    if buffer.capacity() > KEPT_BUFFER_BYTES {
+        *buffer = Vec::new();
+    }
+    buffer.clear();
+}
+
 /// Decodes a value of the Raft log.
 pub(super) fn decode<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
@@ -353,7 +366,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<Entry> = entries.into_iter().collect();
         let mut frames = self.frames.lock();
         frames.clear();
-        frames.reserve(entries.iter().map(|e| entry_size(e) + 16).sum());
+        frames.reserve(entries.len(), entries.iter().map(entry_size).sum());
         for entry in &entries {
             frames
                 .push(entry.log_id.index, |buffer| {

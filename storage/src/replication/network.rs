@@ -30,7 +30,7 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, warn};
 
-use super::log_store::{decode, encode_into, entry_size};
+use super::log_store::{decode, encode_into, entry_size, recycle};
 use super::types::{NodeId, TypeConfig};
 
 /// The largest frame read: a few of the biggest group commits (32 MiB each) in one append.
@@ -213,19 +213,6 @@ enum Response {
     Append(Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>),
     Vote(Result<VoteResponse<NodeId>, RaftError<NodeId>>),
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
-}
-
-/// A connection's frame buffer that grew past this is given back after use; smaller, it is
-/// kept from frame to frame, since a fresh buffer of a group commit's size is a fresh mapping
-/// of memory the kernel zeroes page by page.
-const KEPT_FRAME_BYTES: usize = 64 << 20;
-
-/// Empties `buffer` for the next frame, giving it back if it grew past [`KEPT_FRAME_BYTES`].
-fn recycle(buffer: &mut Vec<u8>) {
-    if buffer.capacity() > KEPT_FRAME_BYTES {
-        *buffer = Vec::new();
-    }
-    buffer.clear();
 }
 
 /// Reads one frame into `frame`; `false` when the peer closed the connection between frames.
