@@ -339,9 +339,8 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
     state.set_block_based_table_factory(&table);
     state.set_memtable_prefix_bloom_ratio(0.1);
     state.set_memtable_whole_key_filtering(true);
-    // The Raft log holds the same batches as `log`, for a snapshot interval at most: left to
-    // RocksDB's default (LZ4, as this build has no Snappy), every flush and compaction of it
-    // compressed them again, for entries purged soon after.
+    // Raft's own state (its vote, and the applied, committed and purged positions): a few
+    // small keys, not worth compressing.
     let mut raft = Options::default();
     raft.set_compression_type(DBCompressionType::None);
     vec![

@@ -105,8 +105,8 @@ pub struct SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, RaftStorageError> {
-        let (db, snapshots) = (self.db.clone(), self.snapshots.clone());
-        let built = blocking(&self.in_use, move || snapshots.build(&db)).await;
+        let (db, snapshots, hold) = (self.db.clone(), self.snapshots.clone(), self.in_use.clone());
+        let built = blocking(&self.in_use, move || snapshots.build(&db, hold)).await;
         let (meta, file) = match built {
             Ok(built) => built,
             // Raft stops for good on a failed build, so one that fails (the disk is full,
@@ -114,8 +114,8 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             // next build tries again.
             Err(error) => {
                 tracing::warn!(%error, "a snapshot of the replicated store failed; the Raft log is kept until one succeeds");
-                let snapshots = self.snapshots.clone();
-                match blocking(&self.in_use, move || snapshots.open_current()).await {
+                let (snapshots, hold) = (self.snapshots.clone(), self.in_use.clone());
+                match blocking(&self.in_use, move || snapshots.open_current(hold)).await {
                     Ok(Some(current)) => current,
                     _ => return Err(StorageIOError::write_snapshot(None, &error).into()),
                 }
@@ -185,9 +185,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn install_snapshot(
         &mut self,
         meta: &Meta,
-        snapshot: Box<SnapshotFile>,
+        mut snapshot: Box<SnapshotFile>,
     ) -> Result<(), RaftStorageError> {
-        let path = snapshot.path().to_path_buf();
+        let path = snapshot
+            .ready()
+            .await
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?
+            .to_path_buf();
         drop(snapshot);
         let (db, snapshots, sent) = (self.db.clone(), self.snapshots.clone(), meta.clone());
         self.applied = blocking(&self.in_use, move || snapshots.install(&db, &sent, &path))
@@ -199,8 +203,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, RaftStorageError> {
-        let snapshots = self.snapshots.clone();
-        let current = blocking(&self.in_use, move || snapshots.open_current())
+        let (snapshots, hold) = (self.snapshots.clone(), self.in_use.clone());
+        let current = blocking(&self.in_use, move || snapshots.open_current(hold))
             .await
             .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
         Ok(current.map(|(meta, file)| Snapshot {

@@ -1,26 +1,26 @@
 //! Snapshots of a replica's store, so the Raft log can be purged and a node that missed the
 //! purged entries catches up from a copy of the store instead.
 //!
-//! A snapshot is one file: a header (what it holds: the Raft position it was taken at, and one
-//! section per data column family with its length and CRC-32C), then each family's keys as an
-//! SST file written with RocksDB's `SstFileWriter` from a consistent view of the database. A
-//! follower installs one by clearing those families and ingesting the files, so its database
-//! stays open; a durable marker makes a crash in the middle finish the install on restart.
-//! `docs/replication.md` says why it is built so.
+//! A snapshot a node takes is a RocksDB checkpoint of its store (`<id>.ckpt/`): the memtables
+//! flushed together and the SST files hard-linked, so it costs no copy of the data, however
+//! large the store. Only when a follower needs it (it fell behind the purged log) is it packed
+//! into one file ([`packed`], `<id>.snap`) and sent. A follower installs that file by clearing
+//! the data families and ingesting its SST files, so its database stays open; a durable marker
+//! makes a crash in the middle finish the install on restart. `docs/replication.md` says why it
+//! is built so.
+
+mod file;
+mod packed;
 
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 
-use rocksdb::{
-    DB, DBCompressionType, IngestExternalFileOptions, IteratorMode, Options, SstFileWriter,
-    WriteBatch, WriteOptions,
-};
+use rocksdb::{DB, IngestExternalFileOptions, IteratorMode, Options, WriteBatch, WriteOptions};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncSeek, AsyncWrite, ReadBuf};
+
+pub use file::SnapshotFile;
 
 use super::log_store::{decode, encode};
 use super::types::NodeId;
@@ -29,16 +29,19 @@ use crate::keys::{CF_LOG, CF_META, CF_OFFSETS, CF_RAFT, CF_STATE};
 /// What a snapshot says of itself, in openraft's terms.
 pub type Meta = openraft::SnapshotMeta<NodeId, openraft::BasicNode>;
 
-/// The column families a snapshot copies: everything but the Raft log itself.
+/// The column families a snapshot copies: everything but Raft's own state.
 const DATA_FAMILIES: [&str; 4] = [CF_LOG, CF_META, CF_OFFSETS, CF_STATE];
-const MAGIC: &[u8; 8] = b"EDDYSNP1";
-/// A header names a position, a membership and four sections: far less than this.
-const MAX_HEADER_BYTES: u32 = 1 << 20;
 /// `raft` family: the snapshot being installed, set before the data families are cleared and
 /// removed once the snapshot's files are in and its position applied.
 const INSTALLING: &[u8] = b"installing";
 /// Snapshot files are named after their id with this extension.
 const EXTENSION: &str = "snap";
+/// Checkpoints are directories named after their id with this extension.
+const CHECKPOINT: &str = "ckpt";
+/// In a checkpoint's directory: what the snapshot says of itself.
+const META_FILE: &str = "meta";
+/// In a checkpoint's directory: the database.
+const DATABASE: &str = "db";
 
 /// The applied position, kept in the `raft` family in the same write as what it applied.
 pub(super) const APPLIED: &[u8] = b"applied";
@@ -50,19 +53,6 @@ pub(super) struct AppliedState {
     pub(super) membership: super::types::StoredMembership,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Header {
-    meta: Meta,
-    sections: Vec<Section>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Section {
-    family: String,
-    len: u64,
-    crc: u32,
-}
-
 fn invalid(what: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
 }
@@ -72,61 +62,25 @@ fn family<'a>(db: &'a DB, name: &str) -> std::io::Result<&'a rocksdb::ColumnFami
         .ok_or_else(|| invalid(format!("the store has no {name} column family")))
 }
 
-/// A snapshot file being sent, received or installed: openraft's snapshot data.
-pub struct SnapshotFile {
-    file: tokio::fs::File,
-    path: PathBuf,
+/// How a snapshot is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kept {
+    /// One file, as sent: received from the leader, or a checkpoint packed to be sent.
+    Packed,
+    /// A checkpoint of this node's store.
+    Checkpoint,
 }
 
-impl SnapshotFile {
-    fn open(path: PathBuf, file: File) -> Self {
-        SnapshotFile {
-            file: tokio::fs::File::from_std(file),
-            path,
-        }
+/// How the entry at `path` of the snapshots' directory keeps a snapshot, if it is a whole one.
+fn kept(path: &Path) -> Option<Kept> {
+    let name = path.file_name()?.to_string_lossy();
+    if name.starts_with("tmp-") || name.starts_with("incoming-") {
+        return None;
     }
-
-    /// Where the file is.
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsyncRead for SnapshotFile {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for SnapshotFile {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.file).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.file).poll_shutdown(cx)
-    }
-}
-
-impl AsyncSeek for SnapshotFile {
-    fn start_seek(mut self: Pin<&mut Self>, position: SeekFrom) -> std::io::Result<()> {
-        Pin::new(&mut self.file).start_seek(position)
-    }
-
-    fn poll_complete(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<u64>> {
-        Pin::new(&mut self.file).poll_complete(cx)
+    match path.extension()?.to_str()? {
+        EXTENSION => Some(Kept::Packed),
+        CHECKPOINT => Some(Kept::Checkpoint),
+        _ => None,
     }
 }
 
@@ -134,12 +88,15 @@ impl AsyncSeek for SnapshotFile {
 /// snapshot from being taken while one is installed.
 pub(super) struct Snapshots {
     dir: PathBuf,
-    /// Held while a snapshot is installed, and while one is started (its view taken), so no
-    /// view falls between clearing the store and recording what was installed.
-    installing: parking_lot::Mutex<()>,
-    /// Held while the current snapshot changes.
+    /// Written while a snapshot is installed (the store is cleared, then refilled); read while
+    /// a checkpoint is taken, so none falls between the two, and by reads of the store, which
+    /// go on while a checkpoint is taken.
+    installing: parking_lot::RwLock<()>,
+    /// Held while the current snapshot changes, or is packed.
     publishing: parking_lot::Mutex<()>,
     received: AtomicU64,
+    /// Checkpoints started, which name their work directories.
+    started: AtomicU64,
     taken: AtomicU64,
     installed: AtomicU64,
 }
@@ -158,9 +115,10 @@ impl Snapshots {
         }
         Ok(Snapshots {
             dir,
-            installing: parking_lot::Mutex::new(()),
+            installing: parking_lot::RwLock::new(()),
             publishing: parking_lot::Mutex::new(()),
             received: AtomicU64::new(0),
+            started: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             installed: AtomicU64::new(0),
         })
@@ -174,23 +132,24 @@ impl Snapshots {
         )
     }
 
-    /// The current snapshot (the newest whole one), if any, and where it is.
+    /// The current snapshot (the newest whole one), if any, and where it is: a file, or a
+    /// checkpoint's directory. Of a file and a checkpoint of the same snapshot, the file.
     pub(super) fn current(&self) -> std::io::Result<Option<(Meta, PathBuf)>> {
         let mut newest: Option<(Meta, PathBuf)> = None;
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();
-            let named = path.file_name().map(|n| n.to_string_lossy().into_owned());
-            if path.extension().is_none_or(|e| e != EXTENSION)
-                || named.is_none_or(|n| n.starts_with("tmp-") || n.starts_with("incoming-"))
-            {
-                continue;
-            }
-            let (header, _) = read_header(&mut File::open(&path)?)?;
-            if newest
-                .as_ref()
-                .is_none_or(|(meta, _)| meta.last_log_id < header.meta.last_log_id)
-            {
-                newest = Some((header.meta, path));
+            let meta = match kept(&path) {
+                None => continue,
+                Some(Kept::Packed) => packed::read_header(&mut File::open(&path)?)?.0.meta,
+                Some(Kept::Checkpoint) => read_meta(&path)?,
+            };
+            let newer = newest.as_ref().is_none_or(|(kept_meta, kept_path)| {
+                kept_meta.last_log_id < meta.last_log_id
+                    || (kept_meta.snapshot_id == meta.snapshot_id
+                        && kept(kept_path) == Some(Kept::Checkpoint))
+            });
+            if newer {
+                newest = Some((meta, path));
             }
         }
         Ok(newest)
@@ -201,14 +160,36 @@ impl Snapshots {
         matches!(self.current(), Ok(Some((current, _))) if current.last_log_id > meta.last_log_id)
     }
 
-    /// Opens the current snapshot to be sent.
-    pub(super) fn open_current(&self) -> std::io::Result<Option<(Meta, SnapshotFile)>> {
+    /// Opens the current snapshot to be sent. A checkpoint is packed when first read, on a
+    /// blocking thread that holds `hold` while it works.
+    pub(super) fn open_current(
+        self: &Arc<Self>,
+        hold: impl Send + 'static,
+    ) -> std::io::Result<Option<(Meta, SnapshotFile)>> {
         let _publishing = self.publishing.lock();
         let Some((meta, path)) = self.current()? else {
             return Ok(None);
         };
-        let file = File::open(&path)?;
-        Ok(Some((meta, SnapshotFile::open(path, file))))
+        let file = self.opened(&meta, path, hold)?;
+        Ok(Some((meta, file)))
+    }
+
+    /// The snapshot `meta` kept at `path`, to be read.
+    fn opened(
+        self: &Arc<Self>,
+        meta: &Meta,
+        path: PathBuf,
+        hold: impl Send + 'static,
+    ) -> std::io::Result<SnapshotFile> {
+        if kept(&path) == Some(Kept::Packed) {
+            let file = File::open(&path)?;
+            return Ok(SnapshotFile::open(path, file));
+        }
+        let (snapshots, meta) = (self.clone(), meta.clone());
+        Ok(SnapshotFile::unpacked(Box::new(move || {
+            let _hold = hold;
+            snapshots.pack(&meta, &path)
+        })))
     }
 
     /// A new file to receive a snapshot into. Raft receives one snapshot at a time, so the
@@ -234,80 +215,123 @@ impl Snapshots {
     /// Runs `read` of the store unless a snapshot is being installed, which clears the store
     /// before refilling it.
     pub(super) fn unless_installing<T>(&self, read: impl FnOnce() -> T) -> Option<T> {
-        let _installing = self.installing.try_lock()?;
+        let _installing = self.installing.try_read()?;
         Some(read())
     }
 
-    /// Takes a snapshot of `db` as it is now: its applied position and every data family.
-    pub(super) fn build(&self, db: &DB) -> std::io::Result<(Meta, SnapshotFile)> {
-        let installing = self.installing.lock();
-        let view = db.snapshot();
-        drop(installing);
-        let raft = family(db, CF_RAFT)?;
-        if view
-            .get_cf(raft, INSTALLING)
-            .map_err(std::io::Error::other)?
-            .is_some()
-        {
-            return Err(invalid("a snapshot is being installed"));
-        }
-        let applied: AppliedState =
-            match view.get_cf(raft, APPLIED).map_err(std::io::Error::other)? {
-                Some(bytes) => decode(&bytes).map_err(invalid)?,
-                None => AppliedState::default(),
-            };
-        let position = applied
-            .last
-            .map_or((0, 0), |id| (id.leader_id.term, id.index));
-        let meta = Meta {
-            last_log_id: applied.last,
-            last_membership: applied.membership,
-            snapshot_id: format!("{}-{}-{}", position.0, position.1, crate::now_ms()),
-        };
-        let work = self.dir.join(format!("tmp-{}", meta.snapshot_id));
-        std::fs::create_dir_all(&work)?;
-        let mut files = Vec::new();
-        for name in DATA_FAMILIES {
-            let path = work.join(format!("{name}.sst"));
-            let cf = family(db, name)?;
-            if write_family(view.iterator_cf(cf, IteratorMode::Start), &path)? {
-                files.push((name, path));
-            }
-        }
-        drop(view);
-        // Not named as a snapshot until it is whole and published.
-        let packed = self.dir.join(format!("tmp-{}.part", meta.snapshot_id));
-        pack(&meta, &files, &packed)?;
+    /// Takes a snapshot of `db` as it is now, as a checkpoint: its applied position and every
+    /// family. Its file (packed when first read) holds `hold` while it is packed.
+    pub(super) fn build(
+        self: &Arc<Self>,
+        db: &DB,
+        hold: impl Send + 'static,
+    ) -> std::io::Result<(Meta, SnapshotFile)> {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let work = self.dir.join(format!("tmp-checkpoint-{n}"));
         remove(&work)?;
-        let (file, _) = self.publish(&packed, &meta)?;
+        std::fs::create_dir_all(&work)?;
+        {
+            let _installing = self.installing.read();
+            // Flushes the memtables (all families together, as the database is opened) first:
+            // the applied writes skip the write-ahead log, and a checkpoint holds no memtable.
+            rocksdb::checkpoint::Checkpoint::new(db)
+                .and_then(|checkpoint| checkpoint.create_checkpoint(work.join(DATABASE)))
+                .map_err(std::io::Error::other)?;
+        }
+        // The position is read from the checkpoint itself: entries applied meanwhile may be in it.
+        let meta = checkpoint_meta(&work.join(DATABASE))?;
+        let mut file = File::create(work.join(META_FILE))?;
+        std::io::Write::write_all(&mut file, &encode(&meta).map_err(invalid)?)?;
+        file.sync_all()?;
+        File::open(&work)?.sync_all()?;
+        let (path, _) = self.publish(&work, &meta, Kept::Checkpoint)?;
         self.taken.fetch_add(1, Ordering::Relaxed);
+        let file = self.opened(&meta, path, hold)?;
         Ok((meta, file))
     }
 
-    /// Makes the snapshot at `path` current if it is newer than the current one, and opens
-    /// it; if it is not, drops it and also names the current one, which stays.
-    fn publish(&self, path: &Path, meta: &Meta) -> std::io::Result<(SnapshotFile, Option<Meta>)> {
+    /// Makes the snapshot at `path` current, kept as `how`, if it is newer than the current
+    /// one, and removes the ones it replaces; returns where it now is. If it is not newer,
+    /// drops it and names the current one, which stays.
+    fn publish(
+        &self,
+        path: &Path,
+        meta: &Meta,
+        how: Kept,
+    ) -> std::io::Result<(PathBuf, Option<Meta>)> {
         let _publishing = self.publishing.lock();
-        let current = self.current()?;
-        let file = File::open(path)?;
-        if let Some((newest, _)) = current
-            .as_ref()
+        if let Some((newest, _)) = self
+            .current()?
             .filter(|(newest, _)| newest.last_log_id >= meta.last_log_id)
         {
             remove(path)?;
-            return Ok((
-                SnapshotFile::open(path.to_path_buf(), file),
-                Some(newest.clone()),
-            ));
+            return Ok((path.to_path_buf(), Some(newest)));
         }
-        let named = self.dir.join(format!("{}.{EXTENSION}", meta.snapshot_id));
-        file.sync_all()?;
+        let extension = match how {
+            Kept::Packed => EXTENSION,
+            Kept::Checkpoint => CHECKPOINT,
+        };
+        let named = self.dir.join(format!("{}.{extension}", meta.snapshot_id));
+        if how == Kept::Packed {
+            File::open(path)?.sync_all()?;
+        }
         std::fs::rename(path, &named)?;
         File::open(&self.dir)?.sync_all()?;
-        if let Some((_, older)) = current {
-            remove(&older)?;
+        self.remove_all_but(&named)?;
+        Ok((named, None))
+    }
+
+    /// Removes every snapshot kept but the one at `path`.
+    fn remove_all_but(&self, path: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(&self.dir)? {
+            let other = entry?.path();
+            if other != path && kept(&other).is_some() {
+                remove(&other)?;
+            }
         }
-        Ok((SnapshotFile::open(named, file), None))
+        Ok(())
+    }
+
+    /// Packs the checkpoint at `path`, snapshot `meta`, into a snapshot file, which replaces
+    /// it; returns the file's path, and the file opened. The file may be packed already (by
+    /// an earlier send); the checkpoint may be gone, replaced by a newer snapshot.
+    fn pack(&self, meta: &Meta, path: &Path) -> std::io::Result<(PathBuf, File)> {
+        let _publishing = self.publishing.lock();
+        let named = self.dir.join(format!("{}.{EXTENSION}", meta.snapshot_id));
+        if let Ok(file) = File::open(&named) {
+            return Ok((named, file));
+        }
+        if !path.exists() {
+            return Err(invalid(format!(
+                "snapshot {meta} was replaced by a newer one before it was sent"
+            )));
+        }
+        let work = self.dir.join(format!("tmp-pack-{}", meta.snapshot_id));
+        remove(&work)?;
+        std::fs::create_dir_all(&work)?;
+        let db = open_checkpoint(&path.join(DATABASE))?;
+        let mut files = Vec::new();
+        for name in DATA_FAMILIES {
+            let sst = work.join(format!("{name}.sst"));
+            if packed::write_family(
+                db.iterator_cf(family(&db, name)?, IteratorMode::Start),
+                &sst,
+            )? {
+                files.push((name, sst));
+            }
+        }
+        drop(db);
+        let part = work.join("packed");
+        packed::pack(meta, &files, &part)?;
+        std::fs::rename(&part, &named)?;
+        File::open(&self.dir)?.sync_all()?;
+        remove(&work)?;
+        // The file is the snapshot now: the checkpoint's links would only hold on to SST
+        // files the store has compacted away.
+        remove(path)?;
+        tracing::info!(snapshot = %meta, "packed a snapshot of the replicated store to send it");
+        let file = File::open(&named)?;
+        Ok((named, file))
     }
 
     /// Installs the received snapshot `file` (described by `meta`) into `db`: it becomes the
@@ -318,7 +342,7 @@ impl Snapshots {
         meta: &Meta,
         file: &Path,
     ) -> std::io::Result<AppliedState> {
-        let _installing = self.installing.lock();
+        let _installing = self.installing.write();
         // Every section is read and checked before the snapshot is kept or the store touched.
         let (received, files) = self.unpack(file)?;
         if received != *meta {
@@ -326,7 +350,7 @@ impl Snapshots {
                 "the snapshot received says it is {received}, but was sent as {meta}"
             )));
         }
-        if let (_, Some(current)) = self.publish(file, meta)? {
+        if let (_, Some(current)) = self.publish(file, meta, Kept::Packed)? {
             return Err(invalid(format!(
                 "snapshot {meta} is not newer than the current snapshot {current}"
             )));
@@ -341,7 +365,7 @@ impl Snapshots {
         let ingest = self.dir.join("ingest");
         remove(&ingest)?;
         std::fs::create_dir_all(&ingest)?;
-        unpack(path, &ingest)
+        packed::unpack(path, &ingest)
     }
 
     /// Finishes an install that a crash interrupted, if any, before the state machine reads
@@ -353,9 +377,9 @@ impl Snapshots {
         };
         let meta: Meta = decode(&bytes).map_err(invalid)?;
         match self.current()? {
-            Some((current, path)) if current == meta => {
+            Some((current, path)) if current == meta && kept(&path) == Some(Kept::Packed) => {
                 tracing::warn!(snapshot = %meta, "finishing a snapshot's install a restart interrupted");
-                let _installing = self.installing.lock();
+                let _installing = self.installing.write();
                 let (_, files) = self.unpack(&path)?;
                 self.load(db, &meta, &files).map(drop)
             }
@@ -414,30 +438,6 @@ fn remove(path: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Writes every key of `items` to an SST file at `path`; false (and no file) when there is none.
-fn write_family<'a>(
-    items: impl Iterator<Item = Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 'a,
-    path: &Path,
-) -> std::io::Result<bool> {
-    let mut options = Options::default();
-    options.set_compression_type(DBCompressionType::None);
-    let mut writer = SstFileWriter::create(&options);
-    writer.open(path).map_err(std::io::Error::other)?;
-    let mut written = false;
-    for item in items {
-        let (key, value) = item.map_err(std::io::Error::other)?;
-        writer.put(key, value).map_err(std::io::Error::other)?;
-        written = true;
-    }
-    if written {
-        writer.finish().map_err(std::io::Error::other)?;
-    } else {
-        drop(writer);
-        remove(path)?;
-    }
-    Ok(written)
-}
-
 /// Adds to `batch` the deletion of every key of the family `name`.
 fn clear_family(db: &DB, name: &str, batch: &mut WriteBatch) -> std::io::Result<()> {
     let cf = family(db, name)?;
@@ -452,125 +452,41 @@ fn clear_family(db: &DB, name: &str, batch: &mut WriteBatch) -> std::io::Result<
     Ok(())
 }
 
-fn crc_of(path: &Path) -> std::io::Result<(u64, u32)> {
-    let mut reader = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut len, mut crc) = (0u64, 0u32);
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            return Ok((len, crc));
-        }
-        crc = crc32c::crc32c_append(crc, &buf[..n]);
-        len += n as u64;
-    }
+/// Opens the checkpoint's database at `path` to read it.
+fn open_checkpoint(path: &Path) -> std::io::Result<DB> {
+    let options = Options::default();
+    let families = DB::list_cf(&options, path).map_err(std::io::Error::other)?;
+    DB::open_cf_for_read_only(&options, path, families, false).map_err(std::io::Error::other)
 }
 
-/// Writes the snapshot file: the header, then each family's SST file.
-fn pack(meta: &Meta, files: &[(&str, PathBuf)], to: &Path) -> std::io::Result<()> {
-    let mut sections = Vec::new();
-    for (name, path) in files {
-        let (len, crc) = crc_of(path)?;
-        sections.push(Section {
-            family: (*name).to_string(),
-            len,
-            crc,
-        });
+/// What the checkpoint's database at `path` holds: the position it applied, as a snapshot.
+fn checkpoint_meta(path: &Path) -> std::io::Result<Meta> {
+    let db = open_checkpoint(path)?;
+    let raft = family(&db, CF_RAFT)?;
+    if db
+        .get_cf(raft, INSTALLING)
+        .map_err(std::io::Error::other)?
+        .is_some()
+    {
+        return Err(invalid("a snapshot is being installed"));
     }
-    let header = encode(&Header {
-        meta: meta.clone(),
-        sections,
+    let applied: AppliedState = match db.get_cf(raft, APPLIED).map_err(std::io::Error::other)? {
+        Some(bytes) => decode(&bytes).map_err(invalid)?,
+        None => AppliedState::default(),
+    };
+    let position = applied
+        .last
+        .map_or((0, 0), |id| (id.leader_id.term, id.index));
+    Ok(Meta {
+        last_log_id: applied.last,
+        last_membership: applied.membership,
+        snapshot_id: format!("{}-{}-{}", position.0, position.1, crate::now_ms()),
     })
-    .map_err(invalid)?;
-    let mut out = BufWriter::with_capacity(1 << 20, File::create(to)?);
-    out.write_all(MAGIC)?;
-    out.write_all(&(header.len() as u32).to_be_bytes())?;
-    out.write_all(&header)?;
-    for (_, path) in files {
-        std::io::copy(&mut File::open(path)?, &mut out)?;
-    }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
-/// Reads a snapshot file's header, checking it describes the whole file; returns it and
-/// where the first section starts.
-fn read_header(file: &mut File) -> std::io::Result<(Header, u64)> {
-    let size = file.metadata()?.len();
-    file.seek(SeekFrom::Start(0))?;
-    let mut magic = [0u8; 8];
-    file.read_exact(&mut magic)
-        .map_err(|_| invalid("a snapshot file shorter than its header"))?;
-    if &magic != MAGIC {
-        return Err(invalid("not a snapshot of Eddy's replicated store"));
-    }
-    let mut len = [0u8; 4];
-    file.read_exact(&mut len)
-        .map_err(|_| invalid("a snapshot file shorter than its header"))?;
-    let len = u32::from_be_bytes(len);
-    if len > MAX_HEADER_BYTES {
-        return Err(invalid(format!(
-            "a snapshot header of {len} bytes is over the limit of {MAX_HEADER_BYTES}"
-        )));
-    }
-    let mut bytes = vec![0u8; len as usize];
-    file.read_exact(&mut bytes)
-        .map_err(|_| invalid("a snapshot file shorter than its header"))?;
-    let header: Header = decode(&bytes).map_err(invalid)?;
-    let start = 12 + u64::from(len);
-    let mut seen = Vec::new();
-    let mut total = start;
-    for section in &header.sections {
-        if !DATA_FAMILIES.contains(&section.family.as_str()) || seen.contains(&&section.family) {
-            return Err(invalid(format!(
-                "a snapshot section of an unknown or repeated family {:?}",
-                section.family
-            )));
-        }
-        seen.push(&section.family);
-        total = total
-            .checked_add(section.len)
-            .ok_or_else(|| invalid("snapshot sections longer than a file can be"))?;
-    }
-    if total != size {
-        return Err(invalid(format!(
-            "a snapshot file of {size} bytes whose header describes {total}"
-        )));
-    }
-    Ok((header, start))
-}
-
-/// Copies each section of the snapshot at `path` into its own file under `dir`, checking its
-/// CRC; returns the snapshot's meta and the files by family.
-fn unpack(path: &Path, dir: &Path) -> std::io::Result<(Meta, Vec<(String, PathBuf)>)> {
-    let mut file = File::open(path)?;
-    let (header, start) = read_header(&mut file)?;
-    file.seek(SeekFrom::Start(start))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut files = Vec::new();
-    let mut buf = vec![0u8; 1 << 20];
-    for section in header.sections {
-        let to = dir.join(format!("{}.sst", section.family));
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&to)?);
-        let (mut left, mut crc) = (section.len, 0u32);
-        while left > 0 {
-            let n = reader.read(&mut buf[..left.min(1 << 20) as usize])?;
-            if n == 0 {
-                return Err(invalid("a snapshot file ended inside a section"));
-            }
-            crc = crc32c::crc32c_append(crc, &buf[..n]);
-            out.write_all(&buf[..n])?;
-            left -= n as u64;
-        }
-        if crc != section.crc {
-            return Err(invalid(format!(
-                "the snapshot's {} section fails its checksum",
-                section.family
-            )));
-        }
-        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-        files.push((section.family, to));
-    }
-    Ok((header.meta, files))
+/// What the checkpoint kept in the directory `path` says of itself.
+fn read_meta(path: &Path) -> std::io::Result<Meta> {
+    decode(&std::fs::read(path.join(META_FILE))?).map_err(invalid)
 }
 
 #[cfg(test)]
@@ -605,7 +521,10 @@ mod tests {
             APPLIED,
             encode(&applied).expect("encoded"),
         );
-        db.write(wb).expect("written");
+        // As the state machine writes: without the write-ahead log.
+        let mut options = WriteOptions::default();
+        options.disable_wal(true);
+        db.write_opt(wb, &options).expect("written");
     }
 
     fn contents(db: &DB) -> Vec<(String, Vec<u8>, Vec<u8>)> {
@@ -619,10 +538,17 @@ mod tests {
         all
     }
 
+    /// The file of the snapshot `meta` taken by `snapshots`, packed as it is to be sent.
+    fn packed(snapshots: &Snapshots, meta: &Meta) -> PathBuf {
+        let (current, path) = snapshots.current().unwrap().expect("a current snapshot");
+        assert_eq!(&current, meta);
+        snapshots.pack(meta, &path).expect("packed").0
+    }
+
     /// Copies a snapshot file as a receiving node gets it.
     fn received(snapshots: &Snapshots, from: &Path) -> PathBuf {
         let file = snapshots.receive().expect("a file to receive into");
-        let path = file.path().to_path_buf();
+        let path = file.path().expect("a file").to_path_buf();
         drop(file);
         std::fs::copy(from, &path).expect("copied");
         path
@@ -638,13 +564,14 @@ mod tests {
         target
             .put_cf(family(&target, CF_LOG).unwrap(), "k1", "stale")
             .unwrap();
-        let sent = Snapshots::open(a.path().join("snapshots")).unwrap();
-        let (meta, file) = sent.build(&source).expect("a snapshot");
+        let sent = Arc::new(Snapshots::open(a.path().join("snapshots")).unwrap());
+        let (meta, _) = sent.build(&source, ()).expect("a snapshot");
         assert_eq!(meta.last_log_id.map(|id| id.index), Some(7));
         // Writes after the snapshot was taken are not in it.
         fill(&source, &["k9"], 8);
+        let file = packed(&sent, &meta);
         let kept = Snapshots::open(b.path().join("snapshots")).unwrap();
-        let incoming = received(&kept, file.path());
+        let incoming = received(&kept, &file);
         let applied = kept.install(&target, &meta, &incoming).expect("installed");
         assert_eq!(applied.last, meta.last_log_id);
         let source_then: Vec<_> = contents(&source)
@@ -657,10 +584,72 @@ mod tests {
         let (current, _) = reopened.current().unwrap().expect("a current snapshot");
         assert_eq!(current, meta);
         // A newer snapshot replaces it; an older one does not.
-        let (newer, _) = sent.build(&source).expect("a newer snapshot");
+        let (newer, _) = sent.build(&source, ()).expect("a newer snapshot");
         assert_eq!(newer.last_log_id.map(|id| id.index), Some(8));
         let (current, _) = sent.current().unwrap().expect("current");
         assert_eq!(current, newer);
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_is_a_checkpoint_sharing_the_stores_files_until_it_is_sent() {
+        use std::io::SeekFrom;
+        use std::os::unix::fs::MetadataExt;
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+        let a = tempfile::tempdir().unwrap();
+        let source = database(a.path());
+        fill(&source, &["k1", "k2", "k3"], 4);
+        let snapshots = Arc::new(Snapshots::open(a.path().join("snapshots")).unwrap());
+        let (meta, mut sent) = snapshots.build(&source, ()).expect("a snapshot");
+        assert!(sent.path().is_none(), "packed before it was read");
+        // Taking it copied nothing: each of its SST files is a link to one of the store's.
+        let (current, checkpoint) = snapshots.current().unwrap().expect("current");
+        assert_eq!(
+            (current, kept(&checkpoint)),
+            (meta.clone(), Some(Kept::Checkpoint))
+        );
+        let tables: Vec<_> = std::fs::read_dir(checkpoint.join(DATABASE))
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|e| e == "sst"))
+            .collect();
+        assert!(
+            !tables.is_empty(),
+            "the unlogged writes were flushed into it"
+        );
+        for table in &tables {
+            assert!(
+                std::fs::metadata(table).unwrap().nlink() >= 2,
+                "{table:?} is a copy"
+            );
+        }
+        // Read as openraft sends it (its end, then chunks from the start), it is packed once
+        // into the file that replaces the checkpoint, and installs as the store was.
+        let end = sent.seek(SeekFrom::End(0)).await.expect("its end");
+        sent.seek(SeekFrom::Start(0)).await.expect("its start");
+        let mut bytes = Vec::new();
+        sent.read_to_end(&mut bytes).await.expect("read");
+        assert_eq!(bytes.len() as u64, end);
+        let (current, file) = snapshots.current().unwrap().expect("current");
+        assert_eq!((current, kept(&file)), (meta.clone(), Some(Kept::Packed)));
+        assert_eq!(std::fs::read(&file).unwrap(), bytes);
+        assert!(!checkpoint.exists(), "the checkpoint outlived its packing");
+        let b = tempfile::tempdir().unwrap();
+        let target = database(b.path());
+        let kept_by_b = Snapshots::open(b.path().join("snapshots")).unwrap();
+        let incoming = received(&kept_by_b, &file);
+        kept_by_b
+            .install(&target, &meta, &incoming)
+            .expect("installed");
+        assert_eq!(contents(&target), contents(&source));
+        // A checkpoint replaced before it was read is refused, not sent as something else.
+        fill(&source, &["k4"], 5);
+        let (_, mut older) = snapshots.build(&source, ()).unwrap();
+        fill(&source, &["k5"], 6);
+        let (newer, _) = snapshots.build(&source, ()).unwrap();
+        assert_eq!(newer.last_log_id.map(|id| id.index), Some(6));
+        let refused = older.read_to_end(&mut Vec::new()).await.expect_err("sent");
+        assert!(refused.to_string().contains("replaced"), "{refused}");
     }
 
     #[test]
@@ -670,11 +659,10 @@ mod tests {
         fill(&source, &["k1", "k2"], 5);
         fill(&target, &["mine"], 2);
         let before = contents(&target);
-        let (meta, file) = Snapshots::open(a.path().join("snapshots"))
-            .unwrap()
-            .build(&source)
-            .unwrap();
-        let good = std::fs::read(file.path()).unwrap();
+        let sent = Arc::new(Snapshots::open(a.path().join("snapshots")).unwrap());
+        let (meta, _) = sent.build(&source, ()).unwrap();
+        let file = packed(&sent, &meta);
+        let good = std::fs::read(&file).unwrap();
         let kept = Snapshots::open(b.path().join("snapshots")).unwrap();
         let mut flipped = good.clone();
         let last = flipped.len() - 10;
@@ -685,13 +673,18 @@ mod tests {
             ("truncated", good[..good.len() - 1].to_vec()),
             ("a flipped byte", flipped),
             ("a huge header", {
-                let mut huge = MAGIC.to_vec();
+                let mut huge = packed::MAGIC.to_vec();
                 huge.extend_from_slice(&u32::MAX.to_be_bytes());
                 huge
             }),
         ];
         for (what, bytes) in damaged {
-            let path = kept.receive().unwrap().path().to_path_buf();
+            let path = kept
+                .receive()
+                .unwrap()
+                .path()
+                .expect("a file")
+                .to_path_buf();
             std::fs::write(&path, &bytes).unwrap();
             let refused = kept.install(&target, &meta, &path);
             assert!(refused.is_err(), "{what} was installed");
@@ -701,7 +694,7 @@ mod tests {
         // Sent under another snapshot's name, it is refused too.
         let mut other = meta.clone();
         other.snapshot_id = "another".into();
-        let path = received(&kept, file.path());
+        let path = received(&kept, &file);
         assert!(kept.install(&target, &other, &path).is_err());
         assert_eq!(contents(&target), before);
     }
@@ -712,14 +705,13 @@ mod tests {
         let (source, target) = (database(a.path()), database(b.path()));
         fill(&source, &["k1", "k2"], 9);
         fill(&target, &["old"], 4);
-        let (meta, file) = Snapshots::open(a.path().join("snapshots"))
-            .unwrap()
-            .build(&source)
-            .unwrap();
+        let sent = Arc::new(Snapshots::open(a.path().join("snapshots")).unwrap());
+        let (meta, _) = sent.build(&source, ()).unwrap();
+        let file = packed(&sent, &meta);
         let kept = Snapshots::open(b.path().join("snapshots")).unwrap();
-        let incoming = received(&kept, file.path());
+        let incoming = received(&kept, &file);
         // As if the node died once the store was cleared, before the files went in.
-        let _ = kept.publish(&incoming, &meta).unwrap();
+        let _ = kept.publish(&incoming, &meta, Kept::Packed).unwrap();
         let mut clear = WriteBatch::default();
         for name in DATA_FAMILIES {
             clear_family(&target, name, &mut clear).unwrap();
