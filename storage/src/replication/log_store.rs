@@ -163,6 +163,8 @@ pub struct LogStore {
     /// Bytes of entries appended since the log was opened.
     appended: Arc<std::sync::atomic::AtomicU64>,
     in_use: super::InUse,
+    /// How far the snapshots made the store durable: a purge up to there needs no flush.
+    flushed: super::snapshot::Flushed,
 }
 
 impl LogStore {
@@ -174,6 +176,7 @@ impl LogStore {
         dir: &Path,
         sync: bool,
         in_use: super::InUse,
+        flushed: super::snapshot::Flushed,
     ) -> Result<Self, RaftStorageError> {
         let segments = Segments::open(dir, sync).map_err(|e| StorageIOError::read_logs(&e))?;
         let log = LogStore {
@@ -184,6 +187,7 @@ impl LogStore {
             cache: Arc::default(),
             appended: Arc::default(),
             in_use,
+            flushed,
         };
         log.move_entries_out_of_the_database()?;
         // Also finishes a purge that a crash interrupted between recording it and deleting
@@ -402,13 +406,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), RaftStorageError> {
         // The state machine applies without the write-ahead log: until a flush, a crash
         // takes back applied entries, which only the Raft log can give again. Purging
-        // follows a snapshot, so this flush comes once per snapshot interval.
-        let db = self.db.clone();
-        self.in_use
-            .blocking(move || crate::store::flush_all(&db))
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        // follows a snapshot, whose checkpoint flushed the store up to its position, so this
+        // flush is needed only past it (openraft waits on a purge before its next step).
+        if !self.flushed.covers(log_id.index) {
+            let db = self.db.clone();
+            self.in_use
+                .blocking(move || crate::store::flush_all(&db))
+                .await
+                .map_err(|e| StorageIOError::write_logs(&e))?
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         self.cache.lock().remove(0, log_id.index);
         // Always synced, and before any file goes: a log that restarts without the entries
         // must know they were purged, or it would have a gap at its start.
@@ -438,14 +445,19 @@ mod tests {
             let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
             let db = crate::store::open_replica_database(dir.path())
                 .map_err(|e| StorageIOError::write(&e))?;
-            let snapshots = Snapshots::open(dir.path().join("snapshots"))
-                .map_err(|e| StorageIOError::write(&e))?;
-            let machine = StateMachine::open(
-                db.clone(),
-                std::sync::Arc::new(snapshots),
+            let snapshots = std::sync::Arc::new(
+                Snapshots::open(dir.path().join("snapshots"))
+                    .map_err(|e| StorageIOError::write(&e))?,
+            );
+            let flushed = snapshots.flushed();
+            let machine = StateMachine::open(db.clone(), snapshots, Default::default())?;
+            let log = LogStore::open(
+                db,
+                &dir.path().join("raft-log"),
+                false,
                 Default::default(),
+                flushed,
             )?;
-            let log = LogStore::open(db, &dir.path().join("raft-log"), false, Default::default())?;
             Ok((dir, log, machine))
         }
     }
@@ -483,7 +495,15 @@ mod tests {
         .map_err(|e| StorageIOError::write(&e))?;
 
         let files = dir.path().join("raft-log");
-        let reopen = || LogStore::open(db.clone(), &files, true, Default::default());
+        let reopen = || {
+            LogStore::open(
+                db.clone(),
+                &files,
+                true,
+                Default::default(),
+                Default::default(),
+            )
+        };
         let mut log = reopen()?;
         let state = log.get_log_state().await?;
         assert_eq!(state.last_log_id, Some(entries[3].log_id));

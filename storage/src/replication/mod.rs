@@ -462,8 +462,14 @@ impl Replica {
             isr: Arc::default(),
         };
         let in_use = InUse::default();
-        let log = log_store::LogStore::open(db.clone(), &path.join(RAFT_LOG), sync, in_use.clone())
-            .map_err(|e| replication_error("opening the Raft log", e))?;
+        let log = log_store::LogStore::open(
+            db.clone(),
+            &path.join(RAFT_LOG),
+            sync,
+            in_use.clone(),
+            snapshots.flushed(),
+        )
+        .map_err(|e| replication_error("opening the Raft log", e))?;
         let appended = log.appended();
         let raft = Raft::new(
             id,

@@ -287,20 +287,31 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn entries_a_crash_took_from_the_store_are_applied_again_from_the_raft_log() {
-        use openraft::storage::{RaftLogStorage, RaftLogStorageExt, StorageHelper};
+    /// A node's log, store and state machine, four entries appended and committed (each puts
+    /// `k<index>`), the first two applied.
+    async fn node_of_four_entries(
+        node: &std::path::Path,
+    ) -> (
+        Arc<DB>,
+        crate::replication::log_store::LogStore,
+        StateMachine,
+        Arc<Snapshots>,
+        Vec<Entry>,
+    ) {
+        use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 
-        use crate::replication::log_store::LogStore;
-
-        let dir = tempfile::tempdir().expect("a directory");
-        let (node, image) = (dir.path().join("node"), dir.path().join("image"));
-        let db = crate::store::open_replica_database(&node).expect("a database");
+        let db = crate::store::open_replica_database(node).expect("a database");
         let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
-        let mut log = LogStore::open(db.clone(), &node.join("raft-log"), false, InUse::default())
-            .expect("a log");
-        let mut machine =
-            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
+        let mut log = crate::replication::log_store::LogStore::open(
+            db.clone(),
+            &node.join("raft-log"),
+            false,
+            InUse::default(),
+            snapshots.flushed(),
+        )
+        .expect("a log");
+        let mut machine = StateMachine::open(db.clone(), snapshots.clone(), InUse::default())
+            .expect("a state machine");
         let entries: Vec<Entry> = (0..4)
             .map(|i| entry(1, i, Some(put(&db, 1, format!("k{i}").as_bytes()))))
             .collect();
@@ -311,38 +322,79 @@ mod tests {
             .await
             .expect("saved");
         machine.apply(entries[..2].to_vec()).await.expect("applied");
-        // Purged up to what was applied, as after a snapshot: what the store lost in a crash
-        // must still be in the log.
-        log.purge(entries[1].log_id).await.expect("purged");
+        (db, log, machine, snapshots, entries)
+    }
+
+    /// Which of the four entries' keys the store at `image` holds, and what it says it applied.
+    async fn held_after_crash(image: &std::path::Path) -> ([bool; 4], Option<u64>) {
+        let db = crate::store::open_replica_database(image).expect("the image");
+        let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
+        let mut machine =
+            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
+        let (last, _) = machine.applied_state().await.expect("applied state");
+        let state = db.cf_handle(CF_STATE).expect("state");
+        let held = |key: &str| db.get_cf(state, key).expect("read").is_some();
+        (["k0", "k1", "k2", "k3"].map(held), last.map(|id| id.index))
+    }
+
+    #[tokio::test]
+    async fn entries_a_crash_took_from_the_store_are_applied_again_from_the_raft_log() {
+        use openraft::storage::{RaftLogStorage, StorageHelper};
+
+        let dir = tempfile::tempdir().expect("a directory");
+        let (node, image) = (dir.path().join("node"), dir.path().join("image"));
+        let (db, mut log, mut machine, snapshots, entries) = node_of_four_entries(&node).await;
+        // A snapshot of the first two (its checkpoint flushes them), the last two applied
+        // after it, then the log purged up to the snapshot, as Raft does: the snapshot made
+        // the purged entries durable, so the purge flushes nothing.
+        snapshots.build(&db, ()).expect("a snapshot");
         machine.apply(entries[2..].to_vec()).await.expect("applied");
+        log.purge(entries[1].log_id).await.expect("purged");
         let state = db.cf_handle(CF_STATE).expect("state");
         assert!(db.get_cf(state, b"k3").expect("read").is_some());
 
         crash_image(&node, &image);
-        let db = crate::store::open_replica_database(&image).expect("the image");
-        let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
-        let mut log = LogStore::open(db.clone(), &image.join("raft-log"), false, InUse::default())
-            .expect("a log");
-        let mut machine =
-            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
         // The crash took what was applied since the flush, and only that: the store is whole
         // as of the second entry.
-        let (last, _) = machine.applied_state().await.expect("applied state");
-        assert_eq!(last.map(|id| id.index), Some(1));
-        let state = db.cf_handle(CF_STATE).expect("state");
-        let held = |key: &str| db.get_cf(state, key).expect("read").is_some();
-        assert_eq!(
-            ["k0", "k1", "k2", "k3"].map(held),
-            [true, true, false, false]
-        );
+        let (held, last) = held_after_crash(&image).await;
+        assert_eq!((held, last), ([true, true, false, false], Some(1)));
 
         // Starting Raft over it applies the committed entries again from the log.
+        let db = crate::store::open_replica_database(&image).expect("the image");
+        let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
+        let mut log = crate::replication::log_store::LogStore::open(
+            db.clone(),
+            &image.join("raft-log"),
+            false,
+            InUse::default(),
+            snapshots.flushed(),
+        )
+        .expect("a log");
+        let mut machine =
+            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
         StorageHelper::new(&mut log, &mut machine)
             .get_initial_state()
             .await
             .expect("the initial state");
         let (last, _) = machine.applied_state().await.expect("applied state");
         assert_eq!(last.map(|id| id.index), Some(3));
+        let state = db.cf_handle(CF_STATE).expect("state");
+        let held = |key: &str| db.get_cf(state, key).expect("read").is_some();
         assert_eq!(["k0", "k1", "k2", "k3"].map(held), [true; 4]);
+    }
+
+    /// A purge past what any snapshot made durable (openraft purges so when a node starts
+    /// with a gap between its log and its store) flushes the store first.
+    #[tokio::test]
+    async fn a_purge_no_snapshot_covers_flushes_the_store_first() {
+        use openraft::storage::RaftLogStorage;
+
+        let dir = tempfile::tempdir().expect("a directory");
+        let (node, image) = (dir.path().join("node"), dir.path().join("image"));
+        let (_db, mut log, mut machine, _snapshots, entries) = node_of_four_entries(&node).await;
+        machine.apply(entries[2..].to_vec()).await.expect("applied");
+        log.purge(entries[1].log_id).await.expect("purged");
+        crash_image(&node, &image);
+        assert_eq!(held_after_crash(&image).await, ([true; 4], Some(3)));
     }
 }

@@ -62,6 +62,27 @@ fn family<'a>(db: &'a DB, name: &str) -> std::io::Result<&'a rocksdb::ColumnFami
         .ok_or_else(|| invalid(format!("the store has no {name} column family")))
 }
 
+/// The index through which the store on disk holds every applied entry, as far as a
+/// snapshot made it so (a checkpoint flushes the memtables; an install writes its position
+/// synced): the Raft log may be purged up to there without flushing again. The snapshots and
+/// the Raft log share it.
+#[derive(Clone, Default)]
+pub(crate) struct Flushed(Arc<AtomicU64>);
+
+impl Flushed {
+    /// Records that the store on disk holds every entry up to `index`.
+    fn advance(&self, index: Option<u64>) {
+        if let Some(index) = index {
+            self.0.fetch_max(index + 1, Ordering::AcqRel);
+        }
+    }
+
+    /// Whether the store on disk holds every entry up to `index`.
+    pub(crate) fn covers(&self, index: u64) -> bool {
+        self.0.load(Ordering::Acquire) > index
+    }
+}
+
 /// How a snapshot is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kept {
@@ -99,6 +120,7 @@ pub(super) struct Snapshots {
     started: AtomicU64,
     taken: AtomicU64,
     installed: AtomicU64,
+    flushed: Flushed,
 }
 
 impl Snapshots {
@@ -121,7 +143,13 @@ impl Snapshots {
             started: AtomicU64::new(0),
             taken: AtomicU64::new(0),
             installed: AtomicU64::new(0),
+            flushed: Flushed::default(),
         })
+    }
+
+    /// How far the snapshots made the store durable, shared with the Raft log.
+    pub(super) fn flushed(&self) -> Flushed {
+        self.flushed.clone()
     }
 
     /// How many snapshots this node took, and installed from the leader, since it started.
@@ -240,6 +268,7 @@ impl Snapshots {
         }
         // The position is read from the checkpoint itself: entries applied meanwhile may be in it.
         let meta = checkpoint_meta(&work.join(DATABASE))?;
+        self.flushed.advance(meta.last_log_id.map(|id| id.index));
         let mut file = File::create(work.join(META_FILE))?;
         std::io::Write::write_all(&mut file, &encode(&meta).map_err(invalid)?)?;
         file.sync_all()?;
@@ -356,6 +385,7 @@ impl Snapshots {
             )));
         }
         let applied = self.load(db, meta, &files)?;
+        self.flushed.advance(meta.last_log_id.map(|id| id.index));
         self.installed.fetch_add(1, Ordering::Relaxed);
         Ok(applied)
     }
