@@ -216,10 +216,14 @@ impl Group {
     /// Cuts the links between nodes `a` and `b`, both ways, leaving each in touch with the
     /// others.
     fn cut_between(&self, a: u64, b: u64) {
-        for ((from, to), link) in &self.links {
-            if (*from, *to) == (a, b) || (*from, *to) == (b, a) {
-                link.cut();
-            }
+        self.cut_one_way(a, b);
+        self.cut_one_way(b, a);
+    }
+
+    /// Cuts only the connections node `from` makes to node `to`: `to` still reaches `from`.
+    fn cut_one_way(&self, from: u64, to: u64) {
+        if let Some(link) = self.links.get(&(from, to)) {
+            link.cut();
         }
     }
 
@@ -1681,13 +1685,17 @@ enum Fault {
     /// Only the link between the leader and one follower cut for 5 s: that follower still
     /// hears the other, and calls elections when its timer runs out.
     CutLink,
+    /// The leader's connections to one follower cut for 5 s, that follower's to the leader
+    /// not: it hears no heartbeat, and its vote requests reach the leader (an asymmetric
+    /// partition, as a firewall that lets connections through one way makes).
+    OneWay,
     /// Every link 80 ms slower each way for 5 s (latency, not a cap on bandwidth); writes
     /// must still be acknowledged meanwhile.
     Slow,
 }
 
 /// The faults every run goes through, in order.
-const SCHEDULE: [Fault; 10] = [
+const SCHEDULE: [Fault; 11] = [
     Fault::Kill { leader: true },
     Fault::Pause { leader: true },
     Fault::Kill { leader: false },
@@ -1697,6 +1705,7 @@ const SCHEDULE: [Fault; 10] = [
     Fault::Isolate { leader: true },
     Fault::Isolate { leader: false },
     Fault::CutLink,
+    Fault::OneWay,
     Fault::Slow,
 ];
 
@@ -1725,11 +1734,12 @@ impl Random {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         let leader = self.0 & 1 == 0;
-        match (self.0 >> 1) % 5 {
+        match (self.0 >> 1) % 6 {
             0 => Fault::Kill { leader },
             1 => Fault::Pause { leader },
             2 => Fault::Isolate { leader },
             3 => Fault::CutLink,
+            4 => Fault::OneWay,
             _ => Fault::Slow,
         }
     }
@@ -1740,8 +1750,8 @@ const PRODUCER_SPAN: i64 = 1_000_000_000;
 
 /// Jepsen's register of a log, on three processes: two idempotent `acks=all` producers and
 /// their consumers run throughout while the nemesis goes through [`SCHEDULE`] (processes
-/// killed and paused, nodes cut off, one link cut, links slowed; each link between two nodes
-/// goes through a proxy the test cuts). At the end every
+/// killed and paused, nodes cut off, one link cut both ways and one one way, links slowed;
+/// each link between two nodes goes through a proxy the test cuts). At the end every
 /// acknowledged record is in the log at the offset it was acknowledged at, no record is there
 /// twice, each partition holds each producer's records in the order sent, and everything the
 /// consumers ever read is still there: no read saw a record that was later lost.
@@ -1848,6 +1858,11 @@ fn acknowledged_records_survive_leaders_killed_paused_and_cut_off_under_load() {
             }
             Fault::CutLink => {
                 group.cut_between(leader, follower);
+                std::thread::sleep(Duration::from_secs(5));
+                group.heal();
+            }
+            Fault::OneWay => {
+                group.cut_one_way(leader, follower);
                 std::thread::sleep(Duration::from_secs(5));
                 group.heal();
             }
