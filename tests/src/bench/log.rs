@@ -29,6 +29,8 @@ pub struct LogBenchConfig {
     /// Above 1: also append the same records to a replicated log of this many nodes (in this
     /// process, on loopback), through its leader with `acks=all` semantics.
     pub replicas: u32,
+    /// How many entries each replica's Raft log grows by between snapshots of its store.
+    pub snapshot_entries: u64,
 }
 
 /// What the log scenario measured.
@@ -44,6 +46,8 @@ pub struct LogBenchReport {
     pub file_read: Throughput,
     /// Appending through the leader of a replicated log, when asked for.
     pub replicated_append: Option<Throughput>,
+    /// Snapshots the replicas took of their stores meanwhile, all together.
+    pub replicated_snapshots: u64,
 }
 
 /// Runs the scenario.
@@ -76,10 +80,11 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
     }
     drop(store);
     let total = append.records;
-    let replicated_append = if config.replicas > 1 {
-        Some(replicated(&runtime, temp.path(), config, &payload)?)
+    let (replicated_append, replicated_snapshots) = if config.replicas > 1 {
+        let (append, snapshots) = replicated(&runtime, temp.path(), config, &payload)?;
+        (Some(append), snapshots)
     } else {
-        None
+        (None, 0)
     };
 
     let store = Store::open(
@@ -134,17 +139,19 @@ pub fn run(config: &LogBenchConfig) -> anyhow::Result<LogBenchReport> {
         file_write,
         file_read,
         replicated_append,
+        replicated_snapshots,
     })
 }
 
 /// Appends the records to a replicated log of `config.replicas` nodes on loopback, through the
-/// leader, each append acknowledged once a majority has it and the leader applied it.
+/// leader, each append acknowledged once a majority has it and the leader applied it; also
+/// how many snapshots the replicas took meanwhile.
 fn replicated(
     runtime: &tokio::runtime::Runtime,
     dir: &Path,
     config: &LogBenchConfig,
     payload: &Bytes,
-) -> anyhow::Result<Throughput> {
+) -> anyhow::Result<(Throughput, u64)> {
     let listeners: Vec<std::net::TcpListener> = (0..config.replicas)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<_, _>>()?;
@@ -163,7 +170,7 @@ fn replicated(
                 listen: None,
                 sync: config.sync,
                 lag: eddy_storage::DEFAULT_REPLICA_LAG,
-                snapshot_entries: eddy_storage::DEFAULT_SNAPSHOT_ENTRIES,
+                snapshot_entries: config.snapshot_entries,
                 snapshot_bytes: eddy_storage::DEFAULT_SNAPSHOT_BYTES,
                 tls: None,
             };
@@ -188,13 +195,17 @@ fn replicated(
     let append = append_all(runtime, &store, config, payload)?;
     store.close()?;
     drop(store);
+    let snapshots = replicas
+        .iter()
+        .map(|r| r.status().counts().snapshots_taken)
+        .sum();
     runtime.block_on(async {
         for replica in &replicas {
             replica.shutdown().await?;
         }
         anyhow::Ok(())
     })?;
-    Ok(append)
+    Ok((append, snapshots))
 }
 
 /// Appends `config.records` records to the topic `bench` of `store`, one task per partition.
@@ -205,7 +216,7 @@ fn append_all(
     payload: &Bytes,
 ) -> anyhow::Result<Throughput> {
     let per_partition = config.records / u64::from(config.partitions);
-    let started = Instant::now();
+    let (started, cpu) = (Instant::now(), super::process_cpu_time());
     runtime.block_on(async {
         let mut tasks = Vec::new();
         for partition in 0..config.partitions {
@@ -241,7 +252,8 @@ fn append_all(
         records: total,
         bytes: total * config.record_size as u64,
         elapsed: started.elapsed(),
-        cpu: None,
+        // Every thread's: the appenders', the store's, and (replicated) all the nodes'.
+        cpu: cpu.and_then(|cpu| Some(super::process_cpu_time()?.saturating_sub(cpu))),
         cluster_cpu: None,
     })
 }

@@ -58,6 +58,10 @@ enum Scenario {
         /// process on loopback (3 or 5), and compare with one node.
         #[arg(long, default_value_t = 1)]
         replicas: u32,
+        /// With --replicas: how many entries each node's Raft log grows by between snapshots
+        /// of its store.
+        #[arg(long, default_value_t = eddy_storage::DEFAULT_SNAPSHOT_ENTRIES)]
+        snapshot_entries: u64,
     },
     /// A persistent query filters and projects JSON records (about 200 B, 5 fields) from one
     /// stream into another on one core; the baseline is DataFusion doing the same as a batch job.
@@ -228,6 +232,7 @@ fn main() -> anyhow::Result<()> {
             runs,
             data_dir,
             replicas,
+            snapshot_entries,
         } => {
             let config = LogBenchConfig {
                 records,
@@ -237,6 +242,7 @@ fn main() -> anyhow::Result<()> {
                 sync,
                 data_dir,
                 replicas,
+                snapshot_entries,
             };
             log_scenario(config, runs)?;
         }
@@ -641,9 +647,10 @@ fn log_scenario(config: LogBenchConfig, runs: usize) -> anyhow::Result<()> {
         println!("run {run}: file read baseline  {}", report.file_read);
         if let Some(replicated) = &report.replicated_append {
             println!(
-                "run {run}: append on {} replicas {replicated} ({:.2}x one node)",
+                "run {run}: append on {} replicas {replicated} ({:.2}x one node; {} snapshots taken)",
                 config.replicas,
-                replicated.records_per_sec() / report.append.records_per_sec()
+                replicated.records_per_sec() / report.append.records_per_sec(),
+                report.replicated_snapshots
             );
         }
         reports.push(report);
