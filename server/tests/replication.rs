@@ -360,7 +360,7 @@ impl Group {
             .iter()
             .map(|(id, (_, log))| {
                 let log = log.lock().unwrap_or_else(|e| e.into_inner());
-                let tail = log.len().saturating_sub(15);
+                let tail = log.len().saturating_sub(120);
                 format!("node {id}:\n{}", log[tail..].join("\n"))
             })
             .collect::<Vec<_>>()

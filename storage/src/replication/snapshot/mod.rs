@@ -113,8 +113,11 @@ pub(super) struct Snapshots {
     /// a checkpoint is taken, so none falls between the two, and by reads of the store, which
     /// go on while a checkpoint is taken.
     installing: parking_lot::RwLock<()>,
-    /// Held while the current snapshot changes, or is packed.
+    /// Held while the current snapshot changes, briefly: openraft's state machine worker
+    /// takes it to look up the current snapshot.
     publishing: parking_lot::Mutex<()>,
+    /// Held while a checkpoint is packed into a file, which may take minutes.
+    packing: parking_lot::Mutex<()>,
     received: AtomicU64,
     /// Checkpoints started, which name their work directories.
     started: AtomicU64,
@@ -139,6 +142,7 @@ impl Snapshots {
             dir,
             installing: parking_lot::RwLock::new(()),
             publishing: parking_lot::Mutex::new(()),
+            packing: parking_lot::Mutex::new(()),
             received: AtomicU64::new(0),
             started: AtomicU64::new(0),
             taken: AtomicU64::new(0),
@@ -213,10 +217,23 @@ impl Snapshots {
             let file = File::open(&path)?;
             return Ok(SnapshotFile::open(path, file));
         }
+        // The checkpoint's files are linked into a directory of this file's own, so a newer
+        // snapshot replacing the checkpoint before it is read leaves it readable: openraft
+        // takes a snapshot that cannot be read for a failed disk, and stops.
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let pinned = Pinned(self.dir.join(format!("tmp-send-{n}")));
+        std::fs::create_dir_all(pinned.0.join(DATABASE))?;
+        for entry in std::fs::read_dir(path.join(DATABASE))? {
+            let entry = entry?;
+            std::fs::hard_link(
+                entry.path(),
+                pinned.0.join(DATABASE).join(entry.file_name()),
+            )?;
+        }
         let (snapshots, meta) = (self.clone(), meta.clone());
         Ok(SnapshotFile::unpacked(Box::new(move || {
             let _hold = hold;
-            snapshots.pack(&meta, &path)
+            snapshots.pack(&meta, &path, &pinned.0)
         })))
     }
 
@@ -321,43 +338,35 @@ impl Snapshots {
         Ok(())
     }
 
-    /// Packs the checkpoint at `path`, snapshot `meta`, into a snapshot file, which replaces
-    /// it; returns the file's path, and the file opened. The file may be packed already (by
-    /// an earlier send); the checkpoint may be gone, replaced by a newer snapshot.
-    fn pack(&self, meta: &Meta, path: &Path) -> std::io::Result<(PathBuf, File)> {
-        let _publishing = self.publishing.lock();
+    /// Packs the checkpoint at `path`, snapshot `meta`, from the copy of its links at
+    /// `pinned`, into a snapshot file, which replaces it if it is still current; returns the
+    /// file's path, and the file opened. The file may be packed already (by an earlier send).
+    /// A checkpoint replaced meanwhile is packed all the same, into a file that is read once
+    /// and goes (the network refuses to send a replaced snapshot, and openraft then sends the
+    /// current one).
+    fn pack(&self, meta: &Meta, path: &Path, pinned: &Path) -> std::io::Result<(PathBuf, File)> {
+        // One packing at a time: a second send of the same snapshot waits, then finds the file.
+        let _packing = self.packing.lock();
         let named = self.dir.join(format!("{}.{EXTENSION}", meta.snapshot_id));
         if let Ok(file) = File::open(&named) {
             return Ok((named, file));
         }
-        if !path.exists() {
-            return Err(invalid(format!(
-                "snapshot {meta} was replaced by a newer one before it was sent"
-            )));
-        }
+        // Packed without the publishing lock, which openraft's state machine worker takes to
+        // look up the current snapshot: a store of many GB takes minutes to pack.
         let work = self.dir.join(format!("tmp-pack-{}", meta.snapshot_id));
-        remove(&work)?;
-        std::fs::create_dir_all(&work)?;
-        let db = open_checkpoint(&path.join(DATABASE))?;
-        let mut files = Vec::new();
-        for name in DATA_FAMILIES {
-            let sst = work.join(format!("{name}.sst"));
-            if packed::write_family(
-                db.iterator_cf(family(&db, name)?, IteratorMode::Start),
-                &sst,
-            )? {
-                files.push((name, sst));
-            }
+        let part = pack_checkpoint(meta, pinned, &work)?;
+        let _publishing = self.publishing.lock();
+        if !path.exists() {
+            let file = File::open(&part)?;
+            remove(&work)?;
+            return Ok((part, file));
         }
-        drop(db);
-        let part = work.join("packed");
-        packed::pack(meta, &files, &part)?;
         std::fs::rename(&part, &named)?;
         File::open(&self.dir)?.sync_all()?;
-        remove(&work)?;
         // The file is the snapshot now: the checkpoint's links would only hold on to SST
         // files the store has compacted away.
         remove(path)?;
+        remove(&work)?;
         tracing::info!(snapshot = %meta, "packed a snapshot of the replicated store to send it");
         let file = File::open(&named)?;
         Ok((named, file))
@@ -482,6 +491,39 @@ fn clear_family(db: &DB, name: &str, batch: &mut WriteBatch) -> std::io::Result<
     Ok(())
 }
 
+/// Packs the checkpoint at `path` (snapshot `meta`) into a file in the work directory `work`;
+/// returns the file.
+fn pack_checkpoint(meta: &Meta, path: &Path, work: &Path) -> std::io::Result<PathBuf> {
+    remove(work)?;
+    std::fs::create_dir_all(work)?;
+    let db = open_checkpoint(&path.join(DATABASE))?;
+    let mut files = Vec::new();
+    for name in DATA_FAMILIES {
+        let sst = work.join(format!("{name}.sst"));
+        if packed::write_family(
+            db.iterator_cf(family(&db, name)?, IteratorMode::Start),
+            &sst,
+        )? {
+            files.push((name, sst));
+        }
+    }
+    drop(db);
+    let part = work.join("packed");
+    packed::pack(meta, &files, &part)?;
+    Ok(part)
+}
+
+/// A directory of links to a checkpoint's files, removed when the file it was made for goes.
+struct Pinned(PathBuf);
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        if let Err(error) = remove(&self.0) {
+            tracing::warn!(%error, path = %self.0.display(), "removing a sent snapshot's links failed");
+        }
+    }
+}
+
 /// Opens the checkpoint's database at `path` to read it.
 fn open_checkpoint(path: &Path) -> std::io::Result<DB> {
     let options = Options::default();
@@ -572,7 +614,7 @@ mod tests {
     fn packed(snapshots: &Snapshots, meta: &Meta) -> PathBuf {
         let (current, path) = snapshots.current().unwrap().expect("a current snapshot");
         assert_eq!(&current, meta);
-        snapshots.pack(meta, &path).expect("packed").0
+        snapshots.pack(meta, &path, &path).expect("packed").0
     }
 
     /// Copies a snapshot file as a receiving node gets it.
@@ -672,14 +714,65 @@ mod tests {
             .install(&target, &meta, &incoming)
             .expect("installed");
         assert_eq!(contents(&target), contents(&source));
-        // A checkpoint replaced before it was read is refused, not sent as something else.
+        // A checkpoint replaced before it was read is still read whole (openraft stops on a
+        // snapshot it cannot read), and does not become current again.
         fill(&source, &["k4"], 5);
-        let (_, mut older) = snapshots.build(&source, ()).unwrap();
+        let (older, mut older_file) = snapshots.build(&source, ()).unwrap();
+        let at_five = contents(&source);
         fill(&source, &["k5"], 6);
         let (newer, _) = snapshots.build(&source, ()).unwrap();
         assert_eq!(newer.last_log_id.map(|id| id.index), Some(6));
-        let refused = older.read_to_end(&mut Vec::new()).await.expect_err("sent");
-        assert!(refused.to_string().contains("replaced"), "{refused}");
+        let mut bytes = Vec::new();
+        older_file.read_to_end(&mut bytes).await.expect("read");
+        drop(older_file);
+        let c = tempfile::tempdir().unwrap();
+        let late = database(c.path());
+        let kept_by_c = Snapshots::open(c.path().join("snapshots")).unwrap();
+        let incoming = kept_by_c
+            .receive()
+            .unwrap()
+            .path()
+            .expect("a file")
+            .to_path_buf();
+        std::fs::write(&incoming, &bytes).unwrap();
+        kept_by_c
+            .install(&late, &older, &incoming)
+            .expect("installed");
+        assert_eq!(contents(&late), at_five);
+        assert_eq!(
+            snapshots.current().unwrap().map(|(meta, _)| meta),
+            Some(newer)
+        );
+        // Nothing of the packing is left behind.
+        let left: Vec<_> = std::fs::read_dir(a.path().join("snapshots"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("tmp-"))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// openraft's state machine worker looks up the current snapshot between applying
+    /// entries: a packing that takes minutes must not hold it up.
+    #[test]
+    fn the_current_snapshot_is_found_while_one_is_packed() {
+        let a = tempfile::tempdir().unwrap();
+        let source = database(a.path());
+        fill(&source, &["k1"], 3);
+        let snapshots = Arc::new(Snapshots::open(a.path().join("snapshots")).unwrap());
+        let (meta, _) = snapshots.build(&source, ()).unwrap();
+        let packing = snapshots.packing.lock();
+        let (found, looked_up) = std::sync::mpsc::channel();
+        let looking = snapshots.clone();
+        std::thread::spawn(move || {
+            let current = looking.open_current(()).map(|c| c.map(|(meta, _)| meta));
+            let _ = found.send(current.ok().flatten());
+        });
+        let current = looked_up
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the look-up waited for the packing");
+        assert_eq!(current, Some(meta));
+        drop(packing);
     }
 
     #[test]
