@@ -300,18 +300,7 @@ mod tests {
     ) {
         use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 
-        let db = crate::store::open_replica_database(node).expect("a database");
-        let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
-        let mut log = crate::replication::log_store::LogStore::open(
-            db.clone(),
-            &node.join("raft-log"),
-            false,
-            InUse::default(),
-            snapshots.flushed(),
-        )
-        .expect("a log");
-        let mut machine = StateMachine::open(db.clone(), snapshots.clone(), InUse::default())
-            .expect("a state machine");
+        let (db, mut log, mut machine, snapshots) = open_node(node);
         let entries: Vec<Entry> = (0..4)
             .map(|i| entry(1, i, Some(put(&db, 1, format!("k{i}").as_bytes()))))
             .collect();
@@ -325,12 +314,33 @@ mod tests {
         (db, log, machine, snapshots, entries)
     }
 
+    /// The database, Raft log, state machine and snapshots of the node directory `node`.
+    fn open_node(
+        node: &std::path::Path,
+    ) -> (
+        Arc<DB>,
+        crate::replication::log_store::LogStore,
+        StateMachine,
+        Arc<Snapshots>,
+    ) {
+        let db = crate::store::open_replica_database(node).expect("a database");
+        let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
+        let log = crate::replication::log_store::LogStore::open(
+            db.clone(),
+            &node.join("raft-log"),
+            false,
+            InUse::default(),
+            snapshots.flushed(),
+        )
+        .expect("a log");
+        let machine = StateMachine::open(db.clone(), snapshots.clone(), InUse::default())
+            .expect("a state machine");
+        (db, log, machine, snapshots)
+    }
+
     /// Which of the four entries' keys the store at `image` holds, and what it says it applied.
     async fn held_after_crash(image: &std::path::Path) -> ([bool; 4], Option<u64>) {
-        let db = crate::store::open_replica_database(image).expect("the image");
-        let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
-        let mut machine =
-            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
+        let (db, _log, mut machine, _) = open_node(image);
         let (last, _) = machine.applied_state().await.expect("applied state");
         let state = db.cf_handle(CF_STATE).expect("state");
         let held = |key: &str| db.get_cf(state, key).expect("read").is_some();
@@ -360,18 +370,7 @@ mod tests {
         assert_eq!((held, last), ([true, true, false, false], Some(1)));
 
         // Starting Raft over it applies the committed entries again from the log.
-        let db = crate::store::open_replica_database(&image).expect("the image");
-        let snapshots = Arc::new(Snapshots::open(image.join("snapshots")).expect("a directory"));
-        let mut log = crate::replication::log_store::LogStore::open(
-            db.clone(),
-            &image.join("raft-log"),
-            false,
-            InUse::default(),
-            snapshots.flushed(),
-        )
-        .expect("a log");
-        let mut machine =
-            StateMachine::open(db.clone(), snapshots, InUse::default()).expect("a state machine");
+        let (db, mut log, mut machine, _) = open_node(&image);
         StorageHelper::new(&mut log, &mut machine)
             .get_initial_state()
             .await

@@ -119,7 +119,7 @@ pub(super) struct Snapshots {
     /// Held while a checkpoint is packed into a file, which may take minutes.
     packing: parking_lot::Mutex<()>,
     received: AtomicU64,
-    /// Checkpoints started, which name their work directories.
+    /// Names the work directories of checkpoints taken and of sends' links.
     started: AtomicU64,
     taken: AtomicU64,
     installed: AtomicU64,
