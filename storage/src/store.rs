@@ -318,17 +318,30 @@ pub(crate) fn flush_all(db: &DB) -> std::result::Result<(), rocksdb::Error> {
     db.flush_cfs_opt(&families.iter().collect::<Vec<_>>(), &options)
 }
 
+/// A column family's options before its own: room for memtables waiting to be flushed.
+///
+/// Writes stop while a family has as many memtables as this, all but one waiting for the flush
+/// thread. RocksDB's default of 2 stops them whenever one flush is slower than filling one
+/// memtable, which a burst of appends does on a busy disk (every few seconds on the nodes of a
+/// replicated log, whose applied writes skip the write-ahead log and so fill memtables faster).
+/// A memtable takes memory only as it fills, so the room costs nothing while unused.
+fn family_options() -> Options {
+    let mut options = Options::default();
+    options.set_max_write_buffer_number(4);
+    options
+}
+
 fn column_families() -> Vec<ColumnFamilyDescriptor> {
-    let mut log = Options::default();
+    let mut log = family_options();
     // Batches are often compressed by producers already; the log is written once and read in order.
     log.set_compression_type(DBCompressionType::None);
     log.set_write_buffer_size(64 << 20);
     log.set_target_file_size_base(64 << 20);
-    let mut meta = Options::default();
+    let mut meta = family_options();
     meta.set_compression_type(DBCompressionType::None);
-    let mut offsets = Options::default();
+    let mut offsets = family_options();
     offsets.set_compression_type(DBCompressionType::None);
-    let mut state = Options::default();
+    let mut state = family_options();
     state.set_compression_type(DBCompressionType::Lz4);
     state.set_write_buffer_size(32 << 20);
     // Operators look up many keys the state does not hold (a new group, a join partner not
@@ -341,7 +354,7 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
     state.set_memtable_whole_key_filtering(true);
     // Raft's own state (its vote, and the applied, committed and purged positions): a few
     // small keys, not worth compressing.
-    let mut raft = Options::default();
+    let mut raft = family_options();
     raft.set_compression_type(DBCompressionType::None);
     vec![
         ColumnFamilyDescriptor::new(CF_LOG, log),
