@@ -6,6 +6,7 @@ mod isr;
 mod log_segments;
 mod log_store;
 mod network;
+mod payloads;
 mod snapshot;
 mod state_machine;
 mod types;

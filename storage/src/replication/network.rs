@@ -1,5 +1,7 @@
 //! Raft's messages between replicas, over TCP (or mutual TLS): each request and each answer is
-//! one frame, a 4-byte big-endian length then the message in MessagePack (`rmp-serde`). A
+//! one frame: its length (4 bytes, big-endian), the length of its message (the same), the
+//! message in MessagePack (`rmp-serde`), then the bytes of the batches the message carries,
+//! which it names by their lengths (`payloads.rs`). A
 //! replica keeps one connection to each peer and sends its requests one at a time, as openraft
 //! sends them. With TLS, a node accepts only peers whose certificate the CA signed, and checks
 //! the certificate of each node it connects to against the host in its address, so a node
@@ -13,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -30,7 +33,8 @@ use tokio_rustls::rustls::pki_types::ServerName;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::{debug, warn};
 
-use super::log_store::{decode, encode_into, entry_size, recycle};
+use super::log_store::{decode, encode_into, recycle};
+use super::payloads;
 use super::types::{NodeId, TypeConfig};
 
 /// The largest frame read: a few of the biggest group commits (32 MiB each) in one append.
@@ -189,23 +193,27 @@ enum Request {
 }
 
 impl Request {
-    /// About how many bytes the request takes, encoded: its entries' or its snapshot chunk's.
+    /// About how many bytes the request's message takes, encoded: its snapshot chunk's, or a
+    /// few for each entry (whose batches follow the message).
     fn size(&self) -> usize {
         SMALL_FRAME_BYTES
             + match self {
-                Request::Append(rpc) => rpc.entries.iter().map(entry_size).sum(),
+                Request::Append(rpc) => rpc.entries.len() * ENTRY_BYTES,
                 Request::Vote(_) => 0,
                 Request::Snapshot(rpc) => rpc.data.len(),
             }
     }
 }
 
+/// What an entry takes in a message, about, its batch apart.
+const ENTRY_BYTES: usize = 64;
+
 /// What a frame without entries or snapshot data takes, about.
 const SMALL_FRAME_BYTES: usize = 1024;
 
 /// The most bytes reserved for a frame before its bytes arrive: one big group commit's worth,
-/// so most frames are read into a buffer that never grows, and a length alone (a hostile
-/// one, say) reserves no more.
+/// so most frames are read without growing their buffer (smaller ones share it), and a length
+/// alone (a hostile one, say) reserves no more.
 const FRAME_RESERVED: usize = 4 << 20;
 
 #[derive(Serialize, Deserialize)]
@@ -215,63 +223,110 @@ enum Response {
     Snapshot(Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>),
 }
 
-/// Reads one frame into `frame`; `false` when the peer closed the connection between frames.
-/// The buffer grows with what arrives, so a length alone reserves nothing.
+/// A frame read: its message, and the bytes of the batches the message names.
+struct Frame {
+    message: Bytes,
+    batches: Bytes,
+}
+
+impl Frame {
+    /// Decodes the frame's message, its batches slices of the frame (not copies).
+    fn decode<T: serde::de::DeserializeOwned>(&self) -> std::io::Result<T> {
+        payloads::decode_apart(self.batches.clone(), || decode::<T>(&self.message)).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a replication message: {e}"),
+            )
+        })
+    }
+}
+
+fn invalid(message: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, message)
+}
+
+/// Reads one frame, into `buffer`'s memory; `None` when the peer closed the connection
+/// between frames. The buffer grows with what arrives, so a length alone reserves little, and
+/// its memory is used again once no frame read into it is held any more.
 async fn read_frame<S: AsyncRead + Unpin + ?Sized>(
     stream: &mut S,
-    frame: &mut Vec<u8>,
-) -> std::io::Result<bool> {
-    recycle(frame);
+    buffer: &mut BytesMut,
+) -> std::io::Result<Option<Frame>> {
     let len = match stream.read_u32().await {
         Ok(len) => len,
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(false),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     };
-    if len > MAX_FRAME_BYTES {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("a frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}"),
-        ));
+    if !(4..=MAX_FRAME_BYTES).contains(&len) {
+        return Err(invalid(format!(
+            "a frame of {len} bytes is outside the bounds of 4 to {MAX_FRAME_BYTES}"
+        )));
     }
-    frame.reserve((len as usize).min(FRAME_RESERVED));
-    (&mut *stream)
-        .take(u64::from(len))
-        .read_to_end(frame)
-        .await?;
-    if frame.len() != len as usize {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    let len = len as usize;
+    buffer.clear();
+    let mut rest = (&mut *stream).take(len as u64);
+    while buffer.len() < len {
+        if buffer.capacity() == buffer.len() {
+            // Room for what arrived so far again, at least a big group commit's worth.
+            let more = buffer.len().max(FRAME_RESERVED).min(len - buffer.len());
+            buffer.reserve(more);
+        }
+        if rest.read_buf(buffer).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
     }
-    Ok(true)
+    let frame = buffer.split().freeze();
+    let message_len = u32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]]) as usize;
+    if message_len > len - 4 {
+        return Err(invalid(format!(
+            "a frame of {len} bytes says its message takes {message_len}"
+        )));
+    }
+    Ok(Some(Frame {
+        message: frame.slice(4..4 + message_len),
+        batches: frame.slice(4 + message_len..),
+    }))
 }
 
-/// Writes `message` into `frame` as a frame, its length first, making room for about `size`
-/// bytes to begin with.
-fn framed<M: Serialize>(frame: &mut Vec<u8>, message: &M, size: usize) -> std::io::Result<()> {
+/// Encodes `message` into `frame` (making room for about `size` bytes of it to begin with),
+/// the two lengths first: what is to be written, but for the batches it returns, which follow.
+fn framed<M: Serialize>(
+    frame: &mut Vec<u8>,
+    message: &M,
+    size: usize,
+) -> std::io::Result<Vec<Bytes>> {
     recycle(frame);
-    frame.reserve(4 + size);
-    frame.extend_from_slice(&[0; 4]);
-    encode_into(frame, message).map_err(std::io::Error::other)?;
-    let len = u32::try_from(frame.len() - 4)
+    frame.reserve(8 + size);
+    frame.extend_from_slice(&[0; 8]);
+    let (encoded, batches) = payloads::encode_apart(|| encode_into(frame, message));
+    encoded.map_err(std::io::Error::other)?;
+    let message_len = frame.len() - 8;
+    let len = 4 + message_len + batches.iter().map(Bytes::len).sum::<usize>();
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a message of {len} bytes is too big for one frame"),
+        )
+    };
+    let len = u32::try_from(len)
         .ok()
         .filter(|len| *len <= MAX_FRAME_BYTES)
-        .ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "a message of {} bytes is too big for one frame",
-                    frame.len() - 4
-                ),
-            )
-        })?;
+        .ok_or_else(too_big)?;
     frame[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    frame[4..8].copy_from_slice(&(message_len as u32).to_be_bytes());
+    Ok(batches)
 }
 
+/// Writes a frame [`framed`] encoded: its start, then its batches, each from its own memory.
 async fn write_frame<S: AsyncWrite + Unpin + ?Sized>(
     stream: &mut S,
     frame: &[u8],
+    batches: &[Bytes],
 ) -> std::io::Result<()> {
     stream.write_all(frame).await?;
+    for batch in batches {
+        stream.write_all(batch).await?;
+    }
     stream.flush().await
 }
 
@@ -337,28 +392,24 @@ async fn answer(
     raft: &Raft<TypeConfig>,
     addresses: &Addresses,
 ) -> std::io::Result<()> {
-    let (mut frame, mut answer) = (Vec::new(), Vec::new());
+    let (mut buffer, mut answer) = (BytesMut::new(), Vec::new());
     loop {
-        let read = match tokio::time::timeout(IDLE, read_frame(stream, &mut frame)).await {
-            Ok(read) => read?,
+        let frame = match tokio::time::timeout(IDLE, read_frame(stream, &mut buffer)).await {
+            Ok(frame) => frame?,
             Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
         };
-        if !read {
+        let Some(frame) = frame else {
             return Ok(());
-        }
-        let request: Envelope<Request> = decode(&frame).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not a replication request: {e}"),
-            )
-        })?;
+        };
+        let request: Envelope<Request> = frame.decode()?;
+        drop(frame);
         let response = match addresses.unwrap(request) {
             Request::Append(rpc) => Response::Append(raft.append_entries(rpc).await),
             Request::Vote(rpc) => Response::Vote(raft.vote(rpc).await),
             Request::Snapshot(rpc) => Response::Snapshot(raft.install_snapshot(rpc).await),
         };
-        framed(&mut answer, &addresses.wrap(response), SMALL_FRAME_BYTES)?;
-        write_frame(stream, &answer).await?;
+        let batches = framed(&mut answer, &addresses.wrap(response), SMALL_FRAME_BYTES)?;
+        write_frame(stream, &answer, &batches).await?;
     }
 }
 
@@ -406,7 +457,7 @@ pub struct Peer {
     address: String,
     stream: Option<Stream>,
     /// The frame sent and the one received, kept from call to call.
-    buffers: (Vec<u8>, Vec<u8>),
+    buffers: (Vec<u8>, BytesMut),
     answered: Answered,
     addresses: Addresses,
     snapshots: std::sync::Arc<super::snapshot::Snapshots>,
@@ -425,7 +476,8 @@ impl Peer {
     async fn call(&mut self, request: Request, ttl: Duration) -> Result<Response, CallError> {
         let size = request.size();
         let (sent, received) = &mut self.buffers;
-        framed(sent, &self.addresses.wrap(request), size).map_err(CallError::Network)?;
+        let batches =
+            framed(sent, &self.addresses.wrap(request), size).map_err(CallError::Network)?;
         // The connection is held outside `self` while in use: a call that fails, times out, or
         // is dropped midway (openraft drops an RPC past its time) may leave half a frame on it,
         // so it goes back only after a whole answer.
@@ -441,12 +493,10 @@ impl Peer {
             }
         };
         let exchange = async {
-            write_frame(&mut stream, sent).await?;
-            if read_frame(&mut stream, received).await? {
-                Ok(())
-            } else {
-                Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
-            }
+            write_frame(&mut stream, sent, &batches).await?;
+            read_frame(&mut stream, received)
+                .await?
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))
         };
         let answered = match tokio::time::timeout(ttl, exchange).await {
             Ok(answered) => answered,
@@ -456,16 +506,15 @@ impl Peer {
         // cannot reach (another program on its port, or a network that drops): openraft
         // retries a network error at once, hundreds of times a second, but backs off from an
         // unreachable peer.
-        answered.map_err(|e| {
+        let frame = answered.map_err(|e| {
             if fresh {
                 CallError::Unreachable(e)
             } else {
                 CallError::Network(e)
             }
         })?;
-        let response: Envelope<Response> = decode(received).map_err(|e| {
-            CallError::Network(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-        })?;
+        drop(batches);
+        let response: Envelope<Response> = frame.decode().map_err(CallError::Network)?;
         if response.from != self.target {
             return Err(CallError::Network(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -558,5 +607,125 @@ impl RaftNetwork<TypeConfig> for Peer {
             _ => None,
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replication::types::{Batch, Entry, LogId};
+
+    fn append(batches: &[&'static [u8]]) -> Request {
+        let entries = batches
+            .iter()
+            .enumerate()
+            .map(|(n, bytes)| Entry {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(2, 1), n as u64 + 1),
+                payload: openraft::EntryPayload::Normal(Batch {
+                    term: 2,
+                    bytes: Bytes::from_static(bytes),
+                }),
+            })
+            .collect();
+        Request::Append(AppendEntriesRequest {
+            vote: openraft::Vote::new_committed(2, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        })
+    }
+
+    /// The bytes `request` goes over the wire as.
+    async fn wire(request: &Request) -> Vec<u8> {
+        let mut frame = Vec::new();
+        let batches = framed(&mut frame, request, request.size()).expect("framed");
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &frame, &batches)
+            .await
+            .expect("written");
+        wire
+    }
+
+    #[tokio::test]
+    async fn an_append_crosses_with_its_batches_as_slices_of_the_frame_read() {
+        let wire = wire(&append(&[b"one group commit", b"", b"another"])).await;
+        let mut buffer = BytesMut::new();
+        let mut reading = &wire[..];
+        let frame = read_frame(&mut reading, &mut buffer)
+            .await
+            .expect("read")
+            .expect("a frame");
+        assert_eq!(&frame.batches[..], b"one group commitanother");
+        let Request::Append(rpc) = frame.decode::<Request>().expect("decoded") else {
+            panic!("not an append");
+        };
+        let batches: Vec<Bytes> = rpc
+            .entries
+            .iter()
+            .map(|entry| match &entry.payload {
+                openraft::EntryPayload::Normal(batch) => batch.bytes.clone(),
+                _ => panic!("not a batch"),
+            })
+            .collect();
+        assert_eq!(batches, [&b"one group commit"[..], b"", b"another"]);
+        assert_eq!(batches[0].as_ptr(), frame.batches.as_ptr());
+        // The connection ends between frames: no frame, and no error.
+        assert!(
+            read_frame(&mut reading, &mut buffer)
+                .await
+                .expect("read")
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn frames_that_do_not_add_up_are_refused() {
+        let whole = wire(&append(&[b"0123456789"])).await;
+        let mut message_too_long = whole.clone();
+        message_too_long[4..8].copy_from_slice(&u32::MAX.to_be_bytes());
+        let mut batch_cut = whole.clone();
+        batch_cut.truncate(whole.len() - 3);
+        let cut_len = (batch_cut.len() - 4) as u32;
+        batch_cut[..4].copy_from_slice(&cut_len.to_be_bytes());
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            (
+                "shorter than its own lengths",
+                [&3u32.to_be_bytes()[..], b"abc"].concat(),
+                "outside the bounds",
+            ),
+            (
+                "over the limit",
+                (MAX_FRAME_BYTES + 1).to_be_bytes().to_vec(),
+                "outside the bounds",
+            ),
+            (
+                "a message longer than its frame",
+                message_too_long,
+                "says its message takes",
+            ),
+            (
+                "a batch past the frame's end",
+                batch_cut,
+                "runs past the end",
+            ),
+            (
+                "cut short",
+                whole[..whole.len() - 1].to_vec(),
+                "unexpected end of file",
+            ),
+        ];
+        for (case, bytes, error) in cases {
+            let mut buffer = BytesMut::new();
+            let read = async {
+                read_frame(&mut &bytes[..], &mut buffer)
+                    .await?
+                    .ok_or_else(|| std::io::Error::other("no frame"))?
+                    .decode::<Request>()
+            };
+            match read.await {
+                Ok(_) => panic!("{case}: accepted"),
+                Err(e) => assert!(e.to_string().contains(error), "{case}: {e}"),
+            }
+        }
     }
 }

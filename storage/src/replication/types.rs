@@ -27,7 +27,12 @@ pub struct Batch {
     /// The term of the leader whose store built the batch.
     pub term: u64,
     /// `rocksdb::WriteBatch::data()` of the group commit; shared, not copied, between the
-    /// Raft log's cache, the replication streams and the state machine.
+    /// Raft log's cache, the replication streams and the state machine. Between nodes it
+    /// travels after its frame's message (`payloads.rs`).
+    #[serde(
+        serialize_with = "super::payloads::serialize",
+        deserialize_with = "super::payloads::deserialize"
+    )]
     pub bytes: bytes::Bytes,
 }
 
