@@ -380,6 +380,15 @@ async fn the_replication_listener_shrugs_off_hostile_bytes() -> anyhow::Result<(
         [&8u32.to_be_bytes()[..], b"garbage!"].concat(),
         // A frame cut short.
         [&1000u32.to_be_bytes()[..], b"short"].concat(),
+        // A frame too short to hold its message's length, and one whose message is longer
+        // than the frame.
+        [&2u32.to_be_bytes()[..], b"ab"].concat(),
+        [
+            &12u32.to_be_bytes()[..],
+            &100u32.to_be_bytes()[..],
+            b"messages",
+        ]
+        .concat(),
         // Plain HTTP.
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
     ];
