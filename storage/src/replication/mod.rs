@@ -516,6 +516,13 @@ impl Replica {
                 Err(e) => return Err(replication_error("forming the group", e)),
             }
         }
+        // Read once now, so that a read during this node's first snapshot install (which clears
+        // the store until it is refilled) is told what the store held when the node started,
+        // rather than no topics at all.
+        let topics_read = snapshots
+            .unless_installing(|| crate::store::stored_topics(&db))
+            .and_then(Result::ok)
+            .unwrap_or_default();
         let status = ReplicaStatus {
             id,
             raft,
@@ -530,7 +537,7 @@ impl Replica {
             isr: addresses.isr,
             db: Arc::downgrade(&db),
             snapshots,
-            topics_read: Arc::default(),
+            topics_read: Arc::new(parking_lot::Mutex::new(topics_read)),
         };
         tokio::spawn(track_followers(status.clone(), stop.subscribe()));
         info!(node = id, %address, peers = ?options.peers, "replica started");
@@ -821,5 +828,55 @@ async fn track_followers(status: ReplicaStatus, mut stop: watch::Receiver<bool>)
             () = tokio::time::sleep(Duration::from_millis(200)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Store, StoreOptions, TopicConfig};
+
+    async fn start(dir: &Path, peers: &BTreeMap<NodeId, String>) -> Result<Replica> {
+        let options = ReplicaOptions {
+            node_id: 1,
+            peers: peers.clone(),
+            listen: None,
+            sync: SyncPolicy::Os,
+            lag: DEFAULT_REPLICA_LAG,
+            snapshot_entries: 20_000,
+            snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
+            tls: None,
+        };
+        Replica::start(dir, options).await
+    }
+
+    /// A node restarted into a snapshot's install (which clears its store until refilled)
+    /// still tells the topics its store held when it started, not none.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn topics_read_during_the_first_install_are_those_the_store_held() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let peers = BTreeMap::from([(1, port.to_string())]);
+        let wait = Duration::from_secs(30);
+        let replica = start(dir.path(), &peers).await?;
+        let term = replica.await_leading(wait).await?;
+        let store = {
+            let store = Store::open_replica(&replica, StoreOptions::default(), Some(term))?;
+            store.create_topic("kept", TopicConfig::with_partitions(3))?;
+            store
+        };
+        store.close()?;
+        drop(store);
+        replica.shutdown().await?;
+        drop(replica);
+
+        let replica = start(dir.path(), &peers).await?;
+        let status = replica.status();
+        let installing = status.snapshots.hold_as_installing();
+        assert_eq!(status.topics()?, [("kept".to_string(), 3)]);
+        drop(installing);
+        assert_eq!(status.topics()?, [("kept".to_string(), 3)]);
+        replica.shutdown().await?;
+        Ok(())
     }
 }

@@ -257,6 +257,12 @@ impl Snapshots {
         Ok(SnapshotFile::open(path, file))
     }
 
+    /// Holds the store as an install does, for tests of what readers see meanwhile.
+    #[cfg(test)]
+    pub(crate) fn hold_as_installing(&self) -> parking_lot::RwLockWriteGuard<'_, ()> {
+        self.installing.write()
+    }
+
     /// Runs `read` of the store unless a snapshot is being installed, which clears the store
     /// before refilling it.
     pub(super) fn unless_installing<T>(&self, read: impl FnOnce() -> T) -> Option<T> {
