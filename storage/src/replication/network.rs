@@ -232,12 +232,8 @@ struct Frame {
 impl Frame {
     /// Decodes the frame's message, its batches slices of the frame (not copies).
     fn decode<T: serde::de::DeserializeOwned>(&self) -> std::io::Result<T> {
-        payloads::decode_apart(self.batches.clone(), || decode::<T>(&self.message)).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not a replication message: {e}"),
-            )
-        })
+        payloads::decode_apart(self.batches.clone(), || decode::<T>(&self.message))
+            .map_err(|e| invalid(format!("not a replication message: {e}")))
     }
 }
 
@@ -305,7 +301,7 @@ fn framed<M: Serialize>(
     let too_big = || {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("a message of {len} bytes is too big for one frame"),
+            format!("a frame of {len} bytes is over the limit of {MAX_FRAME_BYTES}"),
         )
     };
     let len = u32::try_from(len)

@@ -289,15 +289,7 @@ mod tests {
 
     /// A node's log, store and state machine, four entries appended and committed (each puts
     /// `k<index>`), the first two applied.
-    async fn node_of_four_entries(
-        node: &std::path::Path,
-    ) -> (
-        Arc<DB>,
-        crate::replication::log_store::LogStore,
-        StateMachine,
-        Arc<Snapshots>,
-        Vec<Entry>,
-    ) {
+    async fn node_of_four_entries(node: &std::path::Path) -> (Node, Vec<Entry>) {
         use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 
         let (db, mut log, mut machine, snapshots) = open_node(node);
@@ -311,18 +303,19 @@ mod tests {
             .await
             .expect("saved");
         machine.apply(entries[..2].to_vec()).await.expect("applied");
-        (db, log, machine, snapshots, entries)
+        ((db, log, machine, snapshots), entries)
     }
 
-    /// The database, Raft log, state machine and snapshots of the node directory `node`.
-    fn open_node(
-        node: &std::path::Path,
-    ) -> (
+    /// A node's database, Raft log, state machine and snapshots.
+    type Node = (
         Arc<DB>,
         crate::replication::log_store::LogStore,
         StateMachine,
         Arc<Snapshots>,
-    ) {
+    );
+
+    /// The node in the directory `node`.
+    fn open_node(node: &std::path::Path) -> Node {
         let db = crate::store::open_replica_database(node).expect("a database");
         let snapshots = Arc::new(Snapshots::open(node.join("snapshots")).expect("a directory"));
         let log = crate::replication::log_store::LogStore::open(
@@ -353,7 +346,7 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("a directory");
         let (node, image) = (dir.path().join("node"), dir.path().join("image"));
-        let (db, mut log, mut machine, snapshots, entries) = node_of_four_entries(&node).await;
+        let ((db, mut log, mut machine, snapshots), entries) = node_of_four_entries(&node).await;
         // A snapshot of the first two (its checkpoint flushes them), the last two applied
         // after it, then the log purged up to the snapshot, as Raft does: the snapshot made
         // the purged entries durable, so the purge flushes nothing.
@@ -390,7 +383,7 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("a directory");
         let (node, image) = (dir.path().join("node"), dir.path().join("image"));
-        let (_db, mut log, mut machine, _snapshots, entries) = node_of_four_entries(&node).await;
+        let ((_db, mut log, mut machine, _snapshots), entries) = node_of_four_entries(&node).await;
         machine.apply(entries[2..].to_vec()).await.expect("applied");
         log.purge(entries[1].log_id).await.expect("purged");
         crash_image(&node, &image);
