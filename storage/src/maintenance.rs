@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rocksdb::{DB, WriteBatch};
+use rocksdb::{BottommostLevelCompaction, CompactOptions, DB, WriteBatch};
 use tracing::{debug, info, warn};
 
 use crate::batch::{LogRecord, decode_records, encode_log_records};
@@ -173,12 +173,31 @@ impl Store {
                 .count()
         };
         self.run_custom(build)?;
+        let (id, n) = (p.topic_id, p.partition);
+        self.reclaim_log(
+            &keys::log_key(id, n, first),
+            &keys::log_key(id, n, new_start),
+        )?;
         debug!(topic = %topic.name, partition = p.partition, new_start, "retention");
         Ok(MaintenanceReport {
             segments_deleted: count,
             bytes_reclaimed: reclaimed,
             ..MaintenanceReport::default()
         })
+    }
+
+    /// Compacts the `log` keys from `start` up to `end`, just deleted, so that the disk their
+    /// batches held (SSTs and blob files) is given back now, as Kafka deletes a segment's file,
+    /// and not only once later writes bring compactions there: a topic that went idle would
+    /// keep its expired records. Other writes and compactions go on meanwhile.
+    fn reclaim_log(&self, start: &[u8], end: &[u8]) -> Result<()> {
+        let mut options = CompactOptions::default();
+        options.set_exclusive_manual_compaction(false);
+        options.set_bottommost_level_compaction(BottommostLevelCompaction::ForceOptimized);
+        self.inner
+            .db
+            .compact_range_cf_opt(self.cf(CF_LOG)?, Some(start), Some(end), &options);
+        Ok(())
     }
 
     /// Reads the batches of closed segments from `from` up to `to`, a chunk at a time, and

@@ -325,6 +325,9 @@ pub(crate) fn flush_all(db: &DB) -> std::result::Result<(), rocksdb::Error> {
 /// memtable, which a burst of appends does on a busy disk (every few seconds on the nodes of a
 /// replicated log, whose applied writes skip the write-ahead log and so fill memtables faster).
 /// A memtable takes memory only as it fills, so the room costs nothing while unused.
+/// The smallest batch the `log` family keeps in a blob file rather than in its SSTs.
+const LOG_BLOB_MIN_BYTES: u64 = 4096;
+
 fn family_options() -> Options {
     let mut options = Options::default();
     options.set_max_write_buffer_number(4);
@@ -337,6 +340,20 @@ fn column_families() -> Vec<ColumnFamilyDescriptor> {
     log.set_compression_type(DBCompressionType::None);
     log.set_write_buffer_size(64 << 20);
     log.set_target_file_size_base(64 << 20);
+    // A batch of 4 KiB or more goes to a blob file when its memtable is flushed, and the SSTs
+    // keep only its key and where it is. Compactions then move keys, not records: before, they
+    // rewrote every record several times, the work that mattered most once three nodes shared
+    // two cores (docs/performance.md). Small batches stay inline, where they cost no extra read.
+    log.set_enable_blob_files(true);
+    log.set_min_blob_size(LOG_BLOB_MIN_BYTES);
+    log.set_blob_compression_type(DBCompressionType::None);
+    // A blob file holds the batches of every topic flushed together, so one long-lived topic
+    // could keep whole files of expired records. Compactions move the live batches out of the
+    // oldest quarter of the files, and are forced once half of what those hold is garbage.
+    log.set_enable_blob_gc(true);
+    log.set_blob_gc_age_cutoff(0.25);
+    log.set_blob_gc_force_threshold(0.5);
+    log.set_blob_compaction_readahead_size(2 << 20);
     let mut meta = family_options();
     meta.set_compression_type(DBCompressionType::None);
     let mut offsets = family_options();

@@ -278,3 +278,82 @@ fn a_bounded_key_map_compacts_over_several_passes_to_the_same_log() {
     assert!(passes > 1, "{passes} passes");
     assert_eq!(bounded, unbounded);
 }
+
+/// The bytes of the files under `dir` whose names end in `.{extension}`.
+fn bytes_in(dir: &std::path::Path, extension: &str) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == extension))
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum()
+}
+
+/// A batch of ten records of 10 KB each, every byte telling its offset and place.
+fn large_batch(ts: i64, first: usize) -> Vec<Record> {
+    (first..first + 10)
+        .map(|n| {
+            let value: Vec<u8> = (0..10_000).map(|i| (n * 31 + i) as u8).collect();
+            Record::unkeyed(value, ts)
+        })
+        .collect()
+}
+
+#[test]
+fn expired_batches_give_their_disk_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // Ten batches of about 100 KB fill a segment.
+    let config = TopicConfig::default()
+        .apply(
+            "t",
+            [("segment.bytes", "1100000"), ("retention.ms", "3600000")],
+        )
+        .unwrap();
+    let now = eddy_storage::now_ms();
+    // Two flushes apart (a restart flushes): three segments of old records, then one of young.
+    let mut written = 0;
+    for (ts, batches) in [(now - 5 * HOUR, 30), (now, 10)] {
+        let store = open(dir.path());
+        if !store.topic_exists("t") {
+            store.create_topic("t", config.clone()).unwrap();
+        }
+        for _ in 0..batches {
+            store
+                .append_blocking("t", 0, large_batch(ts, written))
+                .unwrap();
+            written += 10;
+        }
+        store.close().unwrap();
+    }
+    let store = open(dir.path());
+    // Batches this large are kept in blob files, not in the SSTs.
+    let before = bytes_in(dir.path(), "blob");
+    assert!(before > 4_000_000, "blob files hold {before} bytes");
+    assert!(bytes_in(dir.path(), "sst") < 1_000_000);
+
+    let report = store.run_maintenance_at(now).unwrap();
+    assert_eq!(report.segments_deleted, 3, "{report:?}");
+    let start = store.log_start_offset("t", 0).unwrap() as usize;
+    assert_eq!(start, 300);
+    // The old records' blob file is gone with them, without waiting for later writes.
+    let after = bytes_in(dir.path(), "blob");
+    assert!(
+        after < 1_500_000,
+        "blob files hold {after} bytes after retention"
+    );
+
+    // What is left reads back whole, after a restart too.
+    drop(store);
+    let store = open(dir.path());
+    let records = read_all(&store, "t");
+    assert_eq!(records.len(), written - start);
+    for record in &records {
+        let n = record.offset as usize;
+        let expected: Vec<u8> = (0..10_000).map(|i| (n * 31 + i) as u8).collect();
+        assert_eq!(
+            record.record.value.as_deref(),
+            Some(&expected[..]),
+            "offset {n}"
+        );
+    }
+}
