@@ -160,6 +160,10 @@ struct Group {
     /// More flags, and environment variables, for every node.
     extra: Vec<String>,
     env: Vec<(String, String)>,
+    /// When set, each node runs with libfaketime preloaded, its wall clock offset by what its
+    /// file `clock-<id>` here says (`+0`, `+600s`, `-20m`), read again every second; its
+    /// monotonic clock is left alone, as a step of the system clock leaves it.
+    clocks: Option<tempfile::TempDir>,
 }
 
 impl Group {
@@ -188,7 +192,25 @@ impl Group {
             kafka_protocol: None,
             extra: Vec::new(),
             env: Vec::new(),
+            clocks: None,
         }
+    }
+
+    /// Gives every node a wall clock the test can step ([`Group::step_clock`]).
+    fn with_steppable_clocks(mut self) -> Group {
+        let dir = tempfile::tempdir().expect("a directory");
+        for id in 1..=self.dirs.len() {
+            std::fs::write(dir.path().join(format!("clock-{id}")), "+0").expect("written");
+        }
+        self.clocks = Some(dir);
+        self
+    }
+
+    /// Sets node `id`'s wall clock to `offset` from the real one (libfaketime's syntax); the
+    /// node sees it within a second.
+    fn step_clock(&self, id: u64, offset: &str) {
+        let dir = self.clocks.as_ref().expect("steppable clocks");
+        std::fs::write(dir.path().join(format!("clock-{id}")), offset).expect("written");
     }
 
     /// A group of `size` nodes that reach each other through a proxy per directed link, so a
@@ -287,6 +309,17 @@ impl Group {
             .args(["--listen", &self.http[i], "--kafka-listen", &kafka])
             .args(&self.extra)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .envs(self.clocks.iter().flat_map(|dir| {
+                [
+                    ("LD_PRELOAD", common::tools::libfaketime()),
+                    (
+                        "FAKETIME_TIMESTAMP_FILE",
+                        dir.path().join(format!("clock-{id}")),
+                    ),
+                    ("FAKETIME_CACHE_DURATION", "1".into()),
+                    ("FAKETIME_DONT_FAKE_MONOTONIC", "1".into()),
+                ]
+            }))
             .args(["--schema-registry-listen", "off", "--log-level", "info"])
             .args(["--replica-lag-time-max-ms", "2000"])
             // Snapshots often, so the log is purged and a node that comes back after a
@@ -802,6 +835,85 @@ impl Group {
             status == 200 && check(text)
         })
     }
+}
+
+/// Steps of a node's wall clock (NTP correcting it, an operator setting it) move no replica in
+/// or out of the ISR, and lose no acknowledged record: the leader steps ten minutes ahead and
+/// then twenty back, a follower ten minutes back. The ISR still shrinks, within its lag, when a
+/// follower dies after the leader's clock went back, where a wall-clock lag would keep the
+/// dead follower in sync for the twenty minutes.
+#[test]
+fn steps_of_the_wall_clock_move_no_replica_in_or_out_of_the_isr() {
+    let mut group = Group::new(3).with_steppable_clocks();
+    for id in 1..=3 {
+        group.start(id);
+    }
+    let leader = group.leader();
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let mut written = Vec::new();
+    let mut produce = |group: &Group, value: &str| {
+        let said = group.produce_acks_all("clocks", value);
+        assert!(said.trim().is_empty(), "{value}: {said}");
+        written.push(value.to_string());
+    };
+    produce(&group, "before");
+    let in_sync = |m: &str| series(m, "eddy_replication_in_sync_replicas") == Some(3.0);
+    group.await_metrics(leader, "all three in sync", in_sync);
+
+    let steps = [
+        (leader, "+600s", "leader ahead"),
+        (followers[0], "-600s", "follower behind"),
+        (leader, "-1200s", "leader behind"),
+    ];
+    for (id, offset, name) in steps {
+        group.step_clock(id, offset);
+        // The node reads its clock file each second; the ISR is looked at more often, with
+        // a lag of 2 s.
+        std::thread::sleep(Duration::from_secs(4));
+        produce(&group, name);
+        let metrics = group.await_metrics(leader, name, |m| {
+            series(m, "eddy_replication_in_sync_replicas").is_some()
+        });
+        assert_eq!(
+            series(&metrics, "eddy_replication_in_sync_replicas"),
+            Some(3.0),
+            "{name}: {metrics}"
+        );
+        assert_eq!(
+            series(&metrics, "eddy_replication_isr_shrinks_total"),
+            Some(0.0),
+            "{name}: {metrics}"
+        );
+    }
+    assert_eq!(group.leader(), leader, "{}", group.logs());
+
+    // With the leader's clock twenty minutes behind, a follower that dies leaves the ISR
+    // within its lag all the same.
+    let gone = followers[1];
+    group.kill(gone);
+    let started = Instant::now();
+    let metrics = group.await_metrics(leader, "the ISR shrunk", |m| {
+        series(m, "eddy_replication_in_sync_replicas") == Some(2.0)
+    });
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        series(&metrics, "eddy_replication_isr_shrinks_total"),
+        Some(1.0),
+        "{metrics}"
+    );
+    produce(&group, "one node gone");
+
+    // Every acknowledged record is there, once.
+    let read: Vec<String> = group
+        .consume("clocks")
+        .into_iter()
+        .filter_map(|line| line.split_once(' ').map(|(_, value)| value.to_string()))
+        .collect();
+    assert_eq!(read, written, "{}", group.logs());
 }
 
 /// Followers answer health checks and metrics, and send everything else to the leader; the

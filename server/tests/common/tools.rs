@@ -34,6 +34,7 @@ fn all_present() -> bool {
         && on_path("curl").is_some()
         && on_path("chromedriver").is_some()
         && Path::new("/usr/bin/chromium").is_file()
+        && faketime_library().is_some()
         && python_has_clients(&venv().join("bin/python3"))
 }
 
@@ -92,6 +93,20 @@ pub fn python() -> PathBuf {
             .filter(|p| python_has_clients(p))
             .or_else(|| Some(venv().join("bin/python3")).filter(|p| python_has_clients(p)))
     })
+}
+
+fn faketime_library() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path().join("faketime/libfaketime.so.1"))
+        .find(|path| path.is_file())
+}
+
+/// libfaketime (to preload into a process whose wall clock a test steps), installed when
+/// missing.
+pub fn libfaketime() -> PathBuf {
+    require("libfaketime", faketime_library)
 }
 
 /// chromedriver, with Debian's Chromium beside it, installed when missing.

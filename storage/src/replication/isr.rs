@@ -7,9 +7,19 @@
 //! These are pure functions of what was observed, so they are checked as such.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::types::NodeId;
+
+/// Now, in ms on the clock the ISR is measured with: a monotonic one, counted from the first
+/// time this process asked. A step of the wall clock (NTP correcting it, an operator setting
+/// it) would otherwise drop every follower from the ISR when it jumps ahead, or keep a dead
+/// one in it for as long as it jumped back.
+pub fn clock_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// What the leader knows of one follower between observations.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

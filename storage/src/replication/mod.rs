@@ -90,7 +90,7 @@ pub struct ReplicaCounts {
 struct History {
     /// The last leader known.
     leader: Option<NodeId>,
-    /// The term this node leads, and when (ms) it began leading it.
+    /// The term this node leads, and when it began leading it (ms on [`isr::clock_ms`]).
     leading: Option<(u64, u64)>,
     /// The in-sync replicas at the last look.
     isr: Option<Vec<NodeId>>,
@@ -376,7 +376,7 @@ impl ReplicaStatus {
             self.isr.lock().told.clear();
             return;
         };
-        let now = crate::now_ms().max(0) as u64;
+        let now = isr::clock_ms();
         let term = metrics.current_term;
         if history.leading.is_none_or(|(led, _)| led != term) {
             history.leading = Some((term, now));

@@ -409,7 +409,7 @@ async fn answer(
     }
 }
 
-/// When each peer last answered this node, in ms since the epoch.
+/// When each peer last answered this node, in ms on the ISR's clock (`isr::clock_ms`).
 pub(super) type Answered = std::sync::Arc<parking_lot::Mutex<BTreeMap<NodeId, u64>>>;
 
 /// Makes a [`Peer`] for each node Raft talks to.
@@ -524,7 +524,7 @@ impl Peer {
         self.stream = Some(stream);
         self.answered
             .lock()
-            .insert(self.target, crate::now_ms().max(0) as u64);
+            .insert(self.target, super::isr::clock_ms());
         Ok(response)
     }
 
