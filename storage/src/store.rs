@@ -318,6 +318,9 @@ pub(crate) fn flush_all(db: &DB) -> std::result::Result<(), rocksdb::Error> {
     db.flush_cfs_opt(&families.iter().collect::<Vec<_>>(), &options)
 }
 
+/// The smallest batch the `log` family keeps in a blob file rather than in its SSTs.
+const LOG_BLOB_MIN_BYTES: u64 = 4096;
+
 /// A column family's options before its own: room for memtables waiting to be flushed.
 ///
 /// Writes stop while a family has as many memtables as this, all but one waiting for the flush
@@ -325,9 +328,6 @@ pub(crate) fn flush_all(db: &DB) -> std::result::Result<(), rocksdb::Error> {
 /// memtable, which a burst of appends does on a busy disk (every few seconds on the nodes of a
 /// replicated log, whose applied writes skip the write-ahead log and so fill memtables faster).
 /// A memtable takes memory only as it fills, so the room costs nothing while unused.
-/// The smallest batch the `log` family keeps in a blob file rather than in its SSTs.
-const LOG_BLOB_MIN_BYTES: u64 = 4096;
-
 fn family_options() -> Options {
     let mut options = Options::default();
     options.set_max_write_buffer_number(4);

@@ -289,13 +289,15 @@ fn bytes_in(dir: &std::path::Path, extension: &str) -> u64 {
         .sum()
 }
 
-/// A batch of ten records of 10 KB each, every byte telling its offset and place.
+/// The 10 KB value of the record at offset `n`, every byte telling its offset and place.
+fn large_value(n: usize) -> Vec<u8> {
+    (0..10_000).map(|i| (n * 31 + i) as u8).collect()
+}
+
+/// A batch of ten records of 10 KB each, from offset `first`.
 fn large_batch(ts: i64, first: usize) -> Vec<Record> {
     (first..first + 10)
-        .map(|n| {
-            let value: Vec<u8> = (0..10_000).map(|i| (n * 31 + i) as u8).collect();
-            Record::unkeyed(value, ts)
-        })
+        .map(|n| Record::unkeyed(large_value(n), ts))
         .collect()
 }
 
@@ -349,10 +351,9 @@ fn expired_batches_give_their_disk_back_at_once() {
     assert_eq!(records.len(), written - start);
     for record in &records {
         let n = record.offset as usize;
-        let expected: Vec<u8> = (0..10_000).map(|i| (n * 31 + i) as u8).collect();
         assert_eq!(
             record.record.value.as_deref(),
-            Some(&expected[..]),
+            Some(&large_value(n)[..]),
             "offset {n}"
         );
     }
